@@ -1,0 +1,167 @@
+// Package kv opens syncnode's embedded badger store with memory-frugal
+// options and reads and writes its tagged msgpack records.
+//
+// Key layout. Every key starts with a two-byte table prefix; the rest is the
+// table's own key:
+//
+//	sp/<32-byte digest>        signpost of a blob (signpost package)
+//	sh/<32-byte digest>        ownership shares of a blob, with escrowed offers
+//	tx/<16-byte transfer id>   share transfer received (ownership package)
+//	pr/<group id>              this node's priority in a syncgroup
+//	fj/<32-byte digest>        fetch journal entry of a blob (fetcher)
+//
+// Every value is a Record: one magic byte, one kind byte naming the table,
+// one format version byte, then msgpack. A value of another kind, another
+// version or garbled msgpack decodes to an error wrapping
+// syncnode.ErrCorruptRecord, never a panic.
+package kv
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+)
+
+// Table prefixes of the key layout.
+var (
+	Signposts = []byte("sp/")
+	Shares    = []byte("sh/")
+	Transfers = []byte("tx/")
+	Priority  = []byte("pr/")
+	Journal   = []byte("fj/")
+)
+
+// Kind tags a record with the table it belongs to.
+type Kind byte
+
+// Record kinds, one per table.
+const (
+	KindSignpost Kind = 's'
+	KindShares   Kind = 'h'
+	KindTransfer Kind = 't'
+	KindPriority Kind = 'p'
+	KindJournal  Kind = 'j'
+)
+
+const (
+	magic   = 0xA7
+	version = 1
+)
+
+// Key joins a table prefix and a table key into a fresh slice.
+func Key(table []byte, k []byte) []byte {
+	out := make([]byte, 0, len(table)+len(k))
+	return append(append(out, table...), k...)
+}
+
+// Options returns badger options that keep a node's memory small: an 8 MiB
+// memtable, small caches and 64 MiB value-log files.
+func Options(dir string, log *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithMemTableSize(8 << 20).
+		WithValueThreshold(64 << 10).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithNumCompactors(2).
+		WithLoggingLevel(badger.WARNING).
+		WithLogger(slogger{log})
+}
+
+// Open opens (creating if needed) the badger store in dir.
+func Open(dir string, log *slog.Logger) (*badger.DB, error) {
+	db, err := badger.Open(Options(dir, log))
+	if err != nil {
+		return nil, fmt.Errorf("kv: open %s: %w", dir, err)
+	}
+	return db, nil
+}
+
+// Encode returns v as a record of the given kind.
+func Encode(kind Kind, v any) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Write([]byte{magic, byte(kind), version})
+	enc := msgpack.NewEncoder(&buf)
+	enc.UseCompactInts(true)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("kv: encode %c record: %w", kind, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Decode reads a record of the given kind into v.
+func Decode(kind Kind, b []byte, v any) error {
+	switch {
+	case len(b) < 3:
+		return fmt.Errorf("%w: %d-byte record is too short", syncnode.ErrCorruptRecord, len(b))
+	case b[0] != magic:
+		return fmt.Errorf("%w: not a syncnode record (first byte 0x%02x)", syncnode.ErrCorruptRecord, b[0])
+	case Kind(b[1]) != kind:
+		return fmt.Errorf("%w: record of kind %q where %q was expected", syncnode.ErrCorruptRecord, b[1], byte(kind))
+	case b[2] != version:
+		return fmt.Errorf("%w: %c record of format version %d, this build reads %d", syncnode.ErrCorruptRecord, kind, b[2], version)
+	}
+	if err := msgpack.Unmarshal(b[3:], v); err != nil {
+		if errors.Is(err, syncnode.ErrCorruptRecord) {
+			return err
+		}
+		return fmt.Errorf("%w: %c record: %v", syncnode.ErrCorruptRecord, kind, err)
+	}
+	return nil
+}
+
+// Get reads the record at key into v. A missing key gives an error wrapping
+// syncnode.ErrNotFound.
+func Get(txn *badger.Txn, key []byte, kind Kind, v any) error {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("kv: %q: %w", key, syncnode.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("kv: get: %w", err)
+	}
+	return item.Value(func(b []byte) error {
+		if err := Decode(kind, b, v); err != nil {
+			return fmt.Errorf("key %x: %w", key, err)
+		}
+		return nil
+	})
+}
+
+// Set writes v as a record of the given kind at key.
+func Set(txn *badger.Txn, key []byte, kind Kind, v any) error {
+	b, err := Encode(kind, v)
+	if err != nil {
+		return err
+	}
+	return txn.Set(key, b)
+}
+
+// Update runs fn in a read-write transaction, retrying it while badger
+// reports a conflict with a concurrent transaction, so a read-modify-write
+// is atomic.
+func Update(db *badger.DB, fn func(txn *badger.Txn) error) error {
+	for {
+		err := db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+	}
+}
+
+// slogger adapts slog to badger's Logger interface.
+type slogger struct{ log *slog.Logger }
+
+func (s slogger) Errorf(f string, a ...any)   { s.log.Error(fmt.Sprintf(f, a...), "component", "badger") }
+func (s slogger) Warningf(f string, a ...any) { s.log.Warn(fmt.Sprintf(f, a...), "component", "badger") }
+func (s slogger) Infof(f string, a ...any)    { s.log.Info(fmt.Sprintf(f, a...), "component", "badger") }
+func (s slogger) Debugf(f string, a ...any)   { s.log.Debug(fmt.Sprintf(f, a...), "component", "badger") }
