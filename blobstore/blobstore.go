@@ -1,0 +1,215 @@
+// Package blobstore keeps content-addressed blobs, each with the Bao
+// outboard tree that lets peers verify any range of it, and never shows a
+// partial or unverified blob as a blob.
+package blobstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/baotree"
+)
+
+// ErrIncomplete reports a partial blob committed before all its bytes arrived.
+var ErrIncomplete = errors.New("blobstore: partial blob is incomplete")
+
+// Info describes a stored blob.
+type Info struct {
+	Ref  syncnode.BlobRef
+	Size int64
+}
+
+// Reader reads a stored blob at any offset.
+type Reader interface {
+	io.ReaderAt
+	io.Closer
+	// Size returns the blob's length in bytes.
+	Size() int64
+}
+
+// Range is a span of bytes [Off, Off+Len).
+type Range struct {
+	Off, Len int64
+}
+
+// Store is a content-addressed blob store. Every implementation passes the
+// conformance suite in package blobstore/storetest.
+type Store interface {
+	// Put stores the bytes of r, hashing them as they are written. If want
+	// is not zero and the bytes hash to another ref, nothing is stored and
+	// the error wraps syncnode.ErrHashMismatch.
+	Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Info, error)
+	// Open opens a stored blob for reading.
+	Open(ref syncnode.BlobRef) (Reader, error)
+	// Stat describes a stored blob; a missing one gives syncnode.ErrNotFound.
+	Stat(ref syncnode.BlobRef) (Info, error)
+	// Outboard returns the blob's Bao outboard tree.
+	Outboard(ref syncnode.BlobRef) ([]byte, error)
+	// List calls fn for every stored blob, in no set order, until fn fails.
+	List(fn func(Info) error) error
+	// Delete removes a blob; a missing one gives syncnode.ErrNotFound.
+	Delete(ref syncnode.BlobRef) error
+	// OpenPartial starts, or resumes after a restart, the verified write of
+	// the blob ref whose outboard tree is given. The tree is checked
+	// against ref as bytes arrive.
+	OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, error)
+}
+
+// Partial is a blob being written range by range, each range verified
+// against the blob's tree before it is accepted. It is not visible as a blob
+// until Commit.
+type Partial interface {
+	// Size returns the blob's full length.
+	Size() int64
+	// WriteAt verifies and writes p at off. off must be a multiple of
+	// baotree.GroupSize and p must end on a group boundary or at the blob's
+	// end. Bytes that fail verification are rejected with an error wrapping
+	// syncnode.ErrHashMismatch and nothing is written.
+	WriteAt(p []byte, off int64) error
+	// Missing returns the ranges not yet written, in order.
+	Missing() []Range
+	// Sync makes the ranges written so far durable; after a crash,
+	// OpenPartial resumes from the last Sync.
+	Sync() error
+	// Commit turns the complete partial into a stored blob.
+	Commit() (Info, error)
+	// Close releases the partial, keeping its progress for a later resume.
+	Close() error
+	// Abort discards the partial and its progress.
+	Abort() error
+}
+
+// groups tracks which chunk groups of a partial blob hold verified bytes.
+type groups struct {
+	mu   sync.Mutex
+	ref  syncnode.BlobRef
+	ob   []byte
+	size int64
+	have []bool
+}
+
+func newGroups(ref syncnode.BlobRef, outboard []byte) (*groups, error) {
+	size, err := baotree.Size(outboard)
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: partial %s: %w", ref, err)
+	}
+	return &groups{ref: ref, ob: slices.Clone(outboard), size: size, have: make([]bool, baotree.Groups(size))}, nil
+}
+
+// verify checks p at off and returns the group indexes it covers.
+func (g *groups) verify(p []byte, off int64) (first, last int64, err error) {
+	if err := baotree.VerifyGroups(g.ref.Hash(), g.ob, off, p); err != nil {
+		if errors.Is(err, baotree.ErrVerify) {
+			return 0, 0, fmt.Errorf("blobstore: %s: %w: %v", g.ref, syncnode.ErrHashMismatch, err)
+		}
+		return 0, 0, fmt.Errorf("blobstore: %s: %w", g.ref, err)
+	}
+	first = off / baotree.GroupSize
+	last = first + (int64(len(p))+baotree.GroupSize-1)/baotree.GroupSize
+	if len(p) == 0 { // the empty blob's single group
+		last = first + 1
+	}
+	return first, last, nil
+}
+
+func (g *groups) mark(first, last int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := first; i < last; i++ {
+		g.have[i] = true
+	}
+}
+
+func (g *groups) snapshot() []bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.have)
+}
+
+func (g *groups) missing() []Range {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []Range
+	for i := 0; i < len(g.have); i++ {
+		if g.have[i] {
+			continue
+		}
+		j := i
+		for j < len(g.have) && !g.have[j] {
+			j++
+		}
+		off := int64(i) * baotree.GroupSize
+		end := min(int64(j)*baotree.GroupSize, g.size)
+		out = append(out, Range{Off: off, Len: end - off})
+		i = j
+	}
+	return out
+}
+
+func (g *groups) complete() error {
+	if m := g.missing(); len(m) > 0 {
+		return fmt.Errorf("%w: %s lacks %d ranges, first at %d", ErrIncomplete, g.ref, len(m), m[0].Off)
+	}
+	return nil
+}
+
+// hashing copies r into w while hashing it, checking ctx between reads.
+// Writing runs in its own goroutine, a few buffers behind the hashing, so a
+// put costs about the slower of the two rather than their sum.
+func hashing(ctx context.Context, w io.Writer, r io.Reader, want syncnode.BlobRef) (Info, []byte, error) {
+	const nbuf, bufSize = 4, 1 << 20
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, bufSize)
+	}
+	work := make(chan []byte, nbuf)
+	werr := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range work {
+			if err == nil {
+				_, err = w.Write(b)
+			}
+			free <- b[:cap(b)]
+		}
+		werr <- err
+	}()
+	var h baotree.Hasher
+	rerr := func() error {
+		for {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			buf := <-free
+			n, err := io.ReadFull(r, buf)
+			if n > 0 {
+				h.Write(buf[:n])
+				work <- buf[:n]
+			}
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("blobstore: read input: %w", err)
+			}
+		}
+	}()
+	close(work)
+	if err := <-werr; err != nil {
+		return Info{}, nil, fmt.Errorf("blobstore: write: %w", err)
+	}
+	if rerr != nil {
+		return Info{}, nil, rerr
+	}
+	root, ob := h.Sum()
+	info := Info{Ref: syncnode.RefFromHash(root), Size: h.Size()}
+	if !want.IsZero() && info.Ref != want {
+		return Info{}, nil, fmt.Errorf("blobstore: %w: got %s, want %s", syncnode.ErrHashMismatch, info.Ref, want)
+	}
+	return info, ob, nil
+}

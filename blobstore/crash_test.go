@@ -1,0 +1,239 @@
+package blobstore_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/blobstore/storetest"
+	"github.com/syncnode/syncnode/internal/baotree"
+)
+
+// The crash tests run a helper process (this test binary, re-executed) that
+// writes into a store and reports progress on stdout; the parent kills it
+// with SIGKILL at a chosen point and then checks what the store shows.
+
+const helperEnv = "BLOBSTORE_CRASH_HELPER"
+
+// progressReader yields n pseudo-random bytes, printing the count every MiB.
+type progressReader struct {
+	data []byte
+	off  int
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	if p.off == len(p.data) {
+		return 0, io.EOF
+	}
+	n := copy(b, p.data[p.off:])
+	p.off += n
+	fmt.Printf("read %d\n", p.off)
+	return n, nil
+}
+
+func TestCrashHelper(t *testing.T) {
+	spec := os.Getenv(helperEnv)
+	if spec == "" {
+		t.Skip("helper process for the crash tests")
+	}
+	mode, dir, _ := strings.Cut(spec, ":")
+	d, err := blobstore.OpenDisk(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(2)
+	}
+	ctx := context.Background()
+	switch mode {
+	case "put":
+		// One large put; the parent kills it part way.
+		_, err = d.Put(ctx, &progressReader{data: storetest.RandBytes(1, 64<<20)}, syncnode.BlobRef{})
+		fmt.Println("done")
+	case "loop":
+		// Many small puts; the parent kills at an arbitrary moment.
+		for i := uint64(0); ; i++ {
+			if _, err = d.Put(ctx, bytes.NewReader(storetest.RandBytes(100+i, 200<<10)), syncnode.BlobRef{}); err != nil {
+				break
+			}
+			fmt.Println("put", i)
+		}
+	case "partial":
+		data := storetest.RandBytes(2, 256*baotree.GroupSize)
+		ref, ob := storetest.RefOf(data)
+		p, err := d.OpenPartial(ref, ob)
+		if err != nil {
+			break
+		}
+		for g := int64(0); g < 256; g++ {
+			off := g * baotree.GroupSize
+			if err = p.WriteAt(data[off:off+baotree.GroupSize], off); err != nil {
+				break
+			}
+			if g%8 == 7 {
+				if err = p.Sync(); err != nil {
+					break
+				}
+				fmt.Println("synced", g+1)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(2)
+	}
+	select {} // wait to be killed
+}
+
+// runUntil starts the helper and kills it once stop returns true for a line
+// it printed. It returns the last line seen.
+func runUntil(t *testing.T, mode, dir string, stop func(line string) bool) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode+":"+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		last = sc.Text()
+		if strings.HasPrefix(last, "error") {
+			t.Fatalf("helper: %s", last)
+		}
+		if stop(last) {
+			break
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	return last
+}
+
+func reopen(t *testing.T, dir string) *blobstore.Disk {
+	t.Helper()
+	d, err := blobstore.OpenDisk(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// checkAll re-hashes every listed blob: each must match its ref exactly.
+func checkAll(t *testing.T, d *blobstore.Disk) int {
+	t.Helper()
+	n := 0
+	err := d.List(func(info blobstore.Info) error {
+		r, err := d.Open(info.Ref)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		data, err := io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
+		if err != nil {
+			return err
+		}
+		if ref, _ := storetest.RefOf(data); ref != info.Ref {
+			return fmt.Errorf("blob %s holds bytes hashing to %s", info.Ref, ref)
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestCrashMidPutLeavesNoBlob(t *testing.T) {
+	for _, killAt := range []int{1 << 20, 20 << 20, 63 << 20} {
+		dir := t.TempDir()
+		runUntil(t, "put", dir, func(line string) bool {
+			n, _ := strconv.Atoi(strings.TrimPrefix(line, "read "))
+			return n >= killAt
+		})
+		tmp, _ := os.ReadDir(filepath.Join(dir, "tmp"))
+		if len(tmp) == 0 {
+			t.Fatalf("kill at %d: expected a leftover temp file to collect", killAt)
+		}
+		d := reopen(t, dir)
+		if n := checkAll(t, d); n != 0 {
+			t.Fatalf("kill at %d: %d blobs visible after a crash mid-put", killAt, n)
+		}
+		if tmp, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(tmp) != 0 {
+			t.Fatalf("kill at %d: %d temp files left after reopen", killAt, len(tmp))
+		}
+		want, _ := storetest.RefOf(storetest.RandBytes(1, 64<<20))
+		if _, err := d.Stat(want); !errors.Is(err, syncnode.ErrNotFound) {
+			t.Fatalf("kill at %d: the interrupted blob is visible: %v", killAt, err)
+		}
+	}
+}
+
+func TestCrashDuringPutsLeavesWholeBlobs(t *testing.T) {
+	for i := range 5 {
+		dir := t.TempDir()
+		stopAfter := fmt.Sprintf("put %d", 3*i+2)
+		runUntil(t, "loop", dir, func(line string) bool { return line == stopAfter })
+		d := reopen(t, dir)
+		if n := checkAll(t, d); n < 3*i+3 {
+			t.Fatalf("round %d: %d whole blobs visible, want at least %d", i, n, 3*i+3)
+		}
+	}
+}
+
+func TestCrashMidPartialResumes(t *testing.T) {
+	dir := t.TempDir()
+	last := runUntil(t, "partial", dir, func(line string) bool { return line == "synced 128" })
+	synced, _ := strconv.Atoi(strings.TrimPrefix(last, "synced "))
+	d := reopen(t, dir)
+	data := storetest.RandBytes(2, 256*baotree.GroupSize)
+	ref, ob := storetest.RefOf(data)
+	if _, err := d.Stat(ref); !errors.Is(err, syncnode.ErrNotFound) {
+		t.Fatal("partial blob visible after crash")
+	}
+	p, err := d.OpenPartial(ref, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := p.Missing()
+	if len(missing) == 0 || missing[0].Off < int64(synced)*baotree.GroupSize {
+		t.Fatalf("resume lost synced progress: missing %v, synced %d groups", missing, synced)
+	}
+	for _, r := range missing {
+		for off := r.Off; off < r.Off+r.Len; off += baotree.GroupSize {
+			if err := p.WriteAt(data[off:off+baotree.GroupSize], off); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := checkAll(t, d); n != 1 {
+		t.Fatalf("%d blobs after resumed commit", n)
+	}
+}
+
+func TestSecondOpenIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	reopen(t, dir)
+	if _, err := blobstore.OpenDisk(dir, slog.New(slog.DiscardHandler)); !errors.Is(err, blobstore.ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+}

@@ -1,0 +1,274 @@
+package blobstore
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/syncnode/syncnode"
+)
+
+// ErrLocked reports a blob directory already opened by another process.
+var ErrLocked = errors.New("blobstore: directory is in use by another process")
+
+// Disk is a Store in a directory:
+//
+//	blobs/<2 hex>/<64 hex>       a final blob's bytes
+//	blobs/<2 hex>/<64 hex>.obao  its Bao outboard tree
+//	partial/<64 hex>{.data,.obao,.have}  a resumable verified write
+//	tmp/                         puts in progress, removed at open
+//	LOCK                         held (flock) while the store is open
+//
+// A blob is visible only once both its files are renamed into blobs/, data
+// last, each fsynced before the rename and the directory after it, so a
+// crash at any point leaves either the whole blob or none of it.
+type Disk struct {
+	dir  string
+	lock *os.File
+	log  *slog.Logger
+}
+
+var _ Store = (*Disk)(nil)
+
+// OpenDisk opens (creating if needed) the blob store in dir, takes its lock
+// and removes temporary files that a crashed put left behind.
+func OpenDisk(dir string, log *slog.Logger) (*Disk, error) {
+	for _, sub := range []string{"blobs", "partial", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return nil, fmt.Errorf("blobstore: %w", err)
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("%w: %s: %v", ErrLocked, dir, err)
+	}
+	d := &Disk{dir: dir, lock: lock, log: log}
+	if n, err := d.gcTemp(); err != nil {
+		lock.Close()
+		return nil, err
+	} else if n > 0 {
+		log.Info("removed stale temporary files", "dir", dir, "count", n)
+	}
+	return d, nil
+}
+
+// Close releases the store's lock.
+func (d *Disk) Close() error { return d.lock.Close() }
+
+func (d *Disk) gcTemp() (int, error) {
+	tmp := filepath.Join(d.dir, "tmp")
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		return 0, fmt.Errorf("blobstore: %w", err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(tmp, e.Name())); err != nil {
+			return 0, fmt.Errorf("blobstore: gc: %w", err)
+		}
+	}
+	return len(ents), nil
+}
+
+func (d *Disk) path(ref syncnode.BlobRef) string {
+	h := ref.Hex()
+	return filepath.Join(d.dir, "blobs", h[:2], h)
+}
+
+// Put implements Store.
+func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Info, error) {
+	f, err := os.CreateTemp(filepath.Join(d.dir, "tmp"), "put-")
+	if err != nil {
+		return Info{}, fmt.Errorf("blobstore: %w", err)
+	}
+	defer func() {
+		f.Close()
+		os.Remove(f.Name()) // gone already after a successful rename
+	}()
+	info, ob, err := hashing(ctx, f, r, want)
+	if err != nil {
+		return Info{}, err
+	}
+	if _, err := d.Stat(info.Ref); err == nil {
+		return info, nil // already stored
+	}
+	if err := f.Sync(); err != nil {
+		return Info{}, fmt.Errorf("blobstore: sync: %w", err)
+	}
+	return info, d.finalise(info.Ref, f.Name(), ob)
+}
+
+// finalise moves a durable data file and the outboard into place.
+func (d *Disk) finalise(ref syncnode.BlobRef, data string, ob []byte) error {
+	final := d.path(ref)
+	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+		return fmt.Errorf("blobstore: %w", err)
+	}
+	if err := writeFileAtomic(final+".obao", ob, filepath.Join(d.dir, "tmp")); err != nil {
+		return err
+	}
+	if err := os.Rename(data, final); err != nil {
+		return fmt.Errorf("blobstore: finalise %s: %w", ref, err)
+	}
+	return syncDir(filepath.Dir(final))
+}
+
+// writeFileAtomic writes b to a temp file in tmpDir, fsyncs it and renames
+// it to path.
+func writeFileAtomic(path string, b []byte, tmpDir string) error {
+	f, err := os.CreateTemp(tmpDir, "w-")
+	if err != nil {
+		return fmt.Errorf("blobstore: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("blobstore: write %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("blobstore: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("blobstore: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Stat implements Store.
+func (d *Disk) Stat(ref syncnode.BlobRef) (Info, error) {
+	p := d.path(ref)
+	fi, err := os.Stat(p)
+	if err == nil {
+		_, err = os.Stat(p + ".obao")
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return Info{}, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("blobstore: %w", err)
+	}
+	return Info{Ref: ref, Size: fi.Size()}, nil
+}
+
+type fileReader struct {
+	*os.File
+	size int64
+}
+
+func (f fileReader) Size() int64 { return f.size }
+
+// Open implements Store.
+func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
+	info, err := d.Stat(ref)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(d.path(ref))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	return fileReader{f, info.Size}, nil
+}
+
+// Outboard implements Store.
+func (d *Disk) Outboard(ref syncnode.BlobRef) ([]byte, error) {
+	if _, err := d.Stat(ref); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(d.path(ref) + ".obao")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	return b, nil
+}
+
+// List implements Store.
+func (d *Disk) List(fn func(Info) error) error {
+	shards, err := os.ReadDir(filepath.Join(d.dir, "blobs"))
+	if err != nil {
+		return fmt.Errorf("blobstore: %w", err)
+	}
+	for _, s := range shards {
+		ents, err := os.ReadDir(filepath.Join(d.dir, "blobs", s.Name()))
+		if err != nil {
+			return fmt.Errorf("blobstore: %w", err)
+		}
+		for _, e := range ents {
+			ref, ok := refFromName(e.Name())
+			if !ok {
+				continue
+			}
+			info, err := d.Stat(ref)
+			if errors.Is(err, syncnode.ErrNotFound) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			if err := fn(info); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func refFromName(name string) (syncnode.BlobRef, bool) {
+	if len(name) != 2*syncnode.HashSize || strings.Contains(name, ".") {
+		return syncnode.BlobRef{}, false
+	}
+	b, err := hex.DecodeString(name)
+	if err != nil {
+		return syncnode.BlobRef{}, false
+	}
+	ref, err := syncnode.RefFromBytes(b)
+	return ref, err == nil
+}
+
+// Delete implements Store.
+func (d *Disk) Delete(ref syncnode.BlobRef) error {
+	p := d.path(ref)
+	err := os.Remove(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("blobstore: %w", err)
+	}
+	if err := os.Remove(p + ".obao"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blobstore: %w", err)
+	}
+	return syncDir(filepath.Dir(p))
+}

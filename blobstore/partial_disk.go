@@ -1,0 +1,124 @@
+package blobstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/syncnode/syncnode"
+)
+
+// diskPartial keeps a partial blob in partial/<hex>.data, its tree in
+// .obao and, after each Sync, the verified groups in .have (one byte per
+// group), written atomically after the data is fsynced.
+type diskPartial struct {
+	*groups
+	d    *Disk
+	base string
+	f    *os.File
+}
+
+// OpenPartial implements Store.
+func (d *Disk) OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, error) {
+	g, err := newGroups(ref, outboard)
+	if err != nil {
+		return nil, err
+	}
+	base := filepath.Join(d.dir, "partial", ref.Hex())
+	old, err := os.ReadFile(base + ".obao")
+	switch {
+	case err == nil && bytes.Equal(old, outboard):
+		if have, err := os.ReadFile(base + ".have"); err == nil && len(have) == len(g.have) {
+			for i, b := range have {
+				g.have[i] = b == 1
+			}
+		}
+	case err == nil || errors.Is(err, fs.ErrNotExist):
+		// New, or resumed with another tree: start over. (Only one tree
+		// can match ref, so a differing old one was never verified.)
+		os.Remove(base + ".have")
+		if err := writeFileAtomic(base+".obao", outboard, filepath.Join(d.dir, "tmp")); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	f, err := os.OpenFile(base+".data", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	if err := f.Truncate(g.size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	return &diskPartial{groups: g, d: d, base: base, f: f}, nil
+}
+
+func (p *diskPartial) Size() int64 { return p.size }
+
+func (p *diskPartial) Missing() []Range { return p.missing() }
+
+func (p *diskPartial) WriteAt(b []byte, off int64) error {
+	first, last, err := p.verify(b, off)
+	if err != nil {
+		return err
+	}
+	if _, err := p.f.WriteAt(b, off); err != nil {
+		return fmt.Errorf("blobstore: partial %s: %w", p.ref, err)
+	}
+	p.mark(first, last)
+	return nil
+}
+
+func (p *diskPartial) Sync() error {
+	have := p.snapshot() // taken before the fsync: every group in it is on disk after
+	if err := p.f.Sync(); err != nil {
+		return fmt.Errorf("blobstore: partial %s: %w", p.ref, err)
+	}
+	b := make([]byte, len(have))
+	for i, h := range have {
+		if h {
+			b[i] = 1
+		}
+	}
+	return writeFileAtomic(p.base+".have", b, filepath.Join(p.d.dir, "tmp"))
+}
+
+func (p *diskPartial) Commit() (Info, error) {
+	if err := p.complete(); err != nil {
+		return Info{}, err
+	}
+	if err := p.f.Sync(); err != nil {
+		return Info{}, fmt.Errorf("blobstore: partial %s: %w", p.ref, err)
+	}
+	if err := p.f.Close(); err != nil {
+		return Info{}, fmt.Errorf("blobstore: partial %s: %w", p.ref, err)
+	}
+	info := Info{Ref: p.ref, Size: p.size}
+	if _, err := p.d.Stat(p.ref); err == nil {
+		return info, p.remove()
+	}
+	if err := p.d.finalise(p.ref, p.base+".data", p.ob); err != nil {
+		return Info{}, err
+	}
+	return info, p.remove()
+}
+
+func (p *diskPartial) Close() error { return p.f.Close() }
+
+func (p *diskPartial) Abort() error {
+	p.f.Close()
+	return p.remove()
+}
+
+func (p *diskPartial) remove() error {
+	for _, ext := range []string{".have", ".obao", ".data"} {
+		if err := os.Remove(p.base + ext); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("blobstore: %w", err)
+		}
+	}
+	return nil
+}
