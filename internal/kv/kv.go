@@ -161,7 +161,9 @@ func Update(db *badger.DB, fn func(txn *badger.Txn) error) error {
 // slogger adapts slog to badger's Logger interface.
 type slogger struct{ log *slog.Logger }
 
-func (s slogger) Errorf(f string, a ...any)   { s.log.Error(fmt.Sprintf(f, a...), "component", "badger") }
-func (s slogger) Warningf(f string, a ...any) { s.log.Warn(fmt.Sprintf(f, a...), "component", "badger") }
-func (s slogger) Infof(f string, a ...any)    { s.log.Info(fmt.Sprintf(f, a...), "component", "badger") }
-func (s slogger) Debugf(f string, a ...any)   { s.log.Debug(fmt.Sprintf(f, a...), "component", "badger") }
+func (s slogger) Errorf(f string, a ...any) { s.log.Error(fmt.Sprintf(f, a...), "component", "badger") }
+func (s slogger) Warningf(f string, a ...any) {
+	s.log.Warn(fmt.Sprintf(f, a...), "component", "badger")
+}
+func (s slogger) Infof(f string, a ...any)  { s.log.Info(fmt.Sprintf(f, a...), "component", "badger") }
+func (s slogger) Debugf(f string, a ...any) { s.log.Debug(fmt.Sprintf(f, a...), "component", "badger") }
