@@ -1,0 +1,123 @@
+package signpost
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/kv"
+)
+
+// Store persists signposts in badger under the kv.Signposts table.
+type Store struct {
+	db *badger.DB
+}
+
+// NewStore returns a Store over an open badger database.
+func NewStore(db *badger.DB) *Store { return &Store{db: db} }
+
+func key(ref syncnode.BlobRef) []byte {
+	h := ref.Hash()
+	return kv.Key(kv.Signposts, h[:])
+}
+
+func get(txn *badger.Txn, ref syncnode.BlobRef) (Signpost, error) {
+	var d disk
+	if err := kv.Get(txn, key(ref), kv.KindSignpost, &d); err != nil {
+		return Signpost{}, fmt.Errorf("signpost %s: %w", ref, err)
+	}
+	return d.signpost()
+}
+
+// Get returns the signpost of ref; a missing one gives an error wrapping
+// syncnode.ErrNotFound.
+func (s *Store) Get(ref syncnode.BlobRef) (Signpost, error) {
+	var sp Signpost
+	err := s.db.View(func(txn *badger.Txn) (err error) {
+		sp, err = get(txn, ref)
+		return err
+	})
+	return sp, err
+}
+
+// Put replaces the signpost of ref.
+func (s *Store) Put(ref syncnode.BlobRef, sp Signpost) error {
+	return kv.Update(s.db, func(txn *badger.Txn) error {
+		return kv.Set(txn, key(ref), kv.KindSignpost, sp.toDisk())
+	})
+}
+
+// Update atomically reads the signpost of ref (empty if there is none),
+// applies fn and writes the result back.
+func (s *Store) Update(ref syncnode.BlobRef, fn func(*Signpost)) (Signpost, error) {
+	var sp Signpost
+	err := kv.Update(s.db, func(txn *badger.Txn) error {
+		var err error
+		sp, err = get(txn, ref)
+		if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+			return err
+		}
+		fn(&sp)
+		return kv.Set(txn, key(ref), kv.KindSignpost, sp.toDisk())
+	})
+	return sp, err
+}
+
+// Merge folds o into the stored signpost of ref and returns the result.
+func (s *Store) Merge(ref syncnode.BlobRef, o Signpost) (Signpost, error) {
+	return s.Update(ref, func(sp *Signpost) { sp.Merge(o) })
+}
+
+// FetchAttempts returns the stored attempt count of ref (0 if none).
+func (s *Store) FetchAttempts(ref syncnode.BlobRef) (int, error) {
+	sp, err := s.Get(ref)
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return 0, nil
+	}
+	return int(sp.FetchAttempts), err
+}
+
+// SetFetchAttempts stores the attempt count of ref.
+func (s *Store) SetFetchAttempts(ref syncnode.BlobRef, n int) error {
+	_, err := s.Update(ref, func(sp *Signpost) { sp.FetchAttempts = uint32(n) })
+	return err
+}
+
+// Scan calls fn for every stored signpost until fn fails. A record that
+// cannot be decoded stops the scan with an error naming its key.
+func (s *Store) Scan(fn func(syncnode.BlobRef, Signpost) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = kv.Signposts
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			ref, err := syncnode.RefFromBytes(item.Key()[len(kv.Signposts):])
+			if err != nil {
+				return fmt.Errorf("signpost key %x: %w", item.Key(), err)
+			}
+			var sp Signpost
+			err = item.Value(func(b []byte) error {
+				var d disk
+				if err := kv.Decode(kv.KindSignpost, b, &d); err != nil {
+					return err
+				}
+				sp, err = d.signpost()
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("signpost %s: %w", ref, err)
+			}
+			if err := fn(ref, sp); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// encodeDisk encodes the stored form of a signpost.
+func encodeDisk(d disk) ([]byte, error) { return kv.Encode(kv.KindSignpost, d) }
