@@ -59,7 +59,9 @@ func BenchmarkStore100k(b *testing.B) {
 		sps[i] = randSignpost(rng)
 		sps[i].AddLocation(testPeer(i), Location{WhenSeen: t0, IsServer: true, Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}})
 	}
-	refOf := func(i int) syncnode.BlobRef { return syncnode.RefFromHash([32]byte{byte(i), byte(i >> 8), byte(i >> 16), 1}) }
+	refOf := func(i int) syncnode.BlobRef {
+		return syncnode.RefFromHash([32]byte{byte(i), byte(i >> 8), byte(i >> 16), 1})
+	}
 	var writeT, scanT, rawWT, rawST time.Duration
 	for b.Loop() {
 		db := openDB(b, b.TempDir())

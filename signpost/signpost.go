@@ -194,4 +194,3 @@ func Equal(a, b Signpost) bool {
 				x.IsProxy == y.IsProxy && slices.Equal(x.Addrs, y.Addrs)
 		})
 }
-
