@@ -1,0 +1,278 @@
+package ownership
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/kv"
+)
+
+// Errors of the share-transfer protocol.
+var (
+	// ErrUnverified reports an accept by a device that does not hold the
+	// verified blob.
+	ErrUnverified = errors.New("ownership: blob not held verified; shares refused")
+	// ErrTransferClosed reports an accept of a transfer the acceptor had
+	// already refused.
+	ErrTransferClosed = errors.New("ownership: transfer already refused")
+	// ErrBadTransfer reports a transfer with a count or group that makes no
+	// sense.
+	ErrBadTransfer = errors.New("ownership: malformed transfer")
+)
+
+// TransferID names one share transfer; the acceptor picks it, so a retried
+// offer or accept is recognised.
+type TransferID [16]byte
+
+// NewTransferID returns a random transfer ID.
+func NewTransferID() TransferID {
+	var id TransferID
+	rand.Read(id[:])
+	return id
+}
+
+// String returns the ID in hex.
+func (id TransferID) String() string { return hex.EncodeToString(id[:]) }
+
+// Transfer is shares of one blob in one group moving from a holder to an
+// acceptor.
+type Transfer struct {
+	ID    TransferID       `msgpack:"i"`
+	Ref   syncnode.BlobRef `msgpack:"r"`
+	Group syncnode.GroupID `msgpack:"g"`
+	N     int              `msgpack:"n"`
+}
+
+// record is the stored state of one blob's shares on this device.
+type record struct {
+	Shares map[syncnode.GroupID]int `msgpack:"s,omitempty"`
+	// Escrow holds shares offered but not yet settled, by transfer ID.
+	Escrow map[string]Transfer `msgpack:"e,omitempty"`
+}
+
+// received records the outcome of a transfer at the acceptor.
+type received struct {
+	Accepted bool      `msgpack:"a"`
+	T        *Transfer `msgpack:"t,omitempty"`
+}
+
+// Ledger stores this device's shares in badger. Every change is one
+// transaction, retried on conflict, so concurrent offers and accepts neither
+// create nor lose a share, and a crash leaves each transfer either in
+// escrow at the holder, or accepted or refused at the acceptor.
+//
+// The protocol: the holder calls Offer, which moves shares into escrow; the
+// acceptor verifies the blob and calls Accept; the holder then calls Settle.
+// If the holder does not learn the outcome, it asks the acceptor to Resolve
+// the transfer (which refuses it if it was not accepted) and settles or
+// cancels by the answer.
+type Ledger struct {
+	db *badger.DB
+}
+
+// NewLedger returns a Ledger over an open badger database.
+func NewLedger(db *badger.DB) *Ledger { return &Ledger{db: db} }
+
+func shareKey(ref syncnode.BlobRef) []byte {
+	h := ref.Hash()
+	return kv.Key(kv.Shares, h[:])
+}
+
+func txKey(id TransferID) []byte { return kv.Key(kv.Transfers, id[:]) }
+
+func load(txn *badger.Txn, ref syncnode.BlobRef) (record, error) {
+	var r record
+	err := kv.Get(txn, shareKey(ref), kv.KindShares, &r)
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return record{}, nil
+	}
+	if err != nil {
+		return record{}, fmt.Errorf("ownership: shares of %s: %w", ref, err)
+	}
+	return r, nil
+}
+
+func store(txn *badger.Txn, ref syncnode.BlobRef, r record) error {
+	if len(r.Shares) == 0 && len(r.Escrow) == 0 {
+		return txn.Delete(shareKey(ref))
+	}
+	return kv.Set(txn, shareKey(ref), kv.KindShares, r)
+}
+
+func (r *record) add(g syncnode.GroupID, n int) {
+	if r.Shares == nil {
+		r.Shares = map[syncnode.GroupID]int{}
+	}
+	r.Shares[g] += n
+	if r.Shares[g] == 0 {
+		delete(r.Shares, g)
+	}
+}
+
+// Shares returns this device's shares of ref, by group.
+func (l *Ledger) Shares(ref syncnode.BlobRef) (map[syncnode.GroupID]int, error) {
+	var r record
+	err := l.db.View(func(txn *badger.Txn) (err error) {
+		r, err = load(txn, ref)
+		return err
+	})
+	return maps.Clone(r.Shares), err
+}
+
+// Grant gives this device n shares of ref in group g, as the creator of a
+// ref does (CreatorShares).
+func (l *Ledger) Grant(ref syncnode.BlobRef, g syncnode.GroupID, n int) error {
+	if n <= 0 || g == "" {
+		return fmt.Errorf("%w: grant of %d shares in group %q", ErrBadTransfer, n, g)
+	}
+	return kv.Update(l.db, func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil {
+			return err
+		}
+		r.add(g, n)
+		return store(txn, ref, r)
+	})
+}
+
+// Offer moves the shares this device offers for transfer id into escrow,
+// as OfferCount decides from the two priorities, and returns the transfer
+// (N is 0 when nothing is offered). Offering the same id again returns the
+// escrowed transfer unchanged.
+func (l *Ledger) Offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, self, requester syncnode.Priority) (Transfer, error) {
+	var t Transfer
+	err := kv.Update(l.db, func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil {
+			return err
+		}
+		if e, ok := r.Escrow[id.String()]; ok {
+			t = e
+			return nil
+		}
+		t = Transfer{ID: id, Ref: ref, Group: g, N: OfferCount(self, requester, r.Shares[g])}
+		if t.N == 0 {
+			return nil
+		}
+		r.add(g, -t.N)
+		if r.Escrow == nil {
+			r.Escrow = map[string]Transfer{}
+		}
+		r.Escrow[id.String()] = t
+		return store(txn, ref, r)
+	})
+	return t, err
+}
+
+// Accept adds the shares of t to this device, which must hold the blob
+// verified. Accepting the same transfer twice adds them once; accepting a
+// transfer this device has refused fails with ErrTransferClosed.
+func (l *Ledger) Accept(t Transfer, holdsVerified bool) error {
+	if !holdsVerified {
+		return fmt.Errorf("%w: %s", ErrUnverified, t.Ref)
+	}
+	if t.N <= 0 || t.Group == "" {
+		return fmt.Errorf("%w: %d shares in group %q", ErrBadTransfer, t.N, t.Group)
+	}
+	return kv.Update(l.db, func(txn *badger.Txn) error {
+		var rcv received
+		err := kv.Get(txn, txKey(t.ID), kv.KindTransfer, &rcv)
+		switch {
+		case err == nil && rcv.Accepted:
+			return nil
+		case err == nil:
+			return fmt.Errorf("%w: %s", ErrTransferClosed, t.ID)
+		case !errors.Is(err, syncnode.ErrNotFound):
+			return err
+		}
+		r, err := load(txn, t.Ref)
+		if err != nil {
+			return err
+		}
+		r.add(t.Group, t.N)
+		if err := store(txn, t.Ref, r); err != nil {
+			return err
+		}
+		return kv.Set(txn, txKey(t.ID), kv.KindTransfer, received{Accepted: true, T: &t})
+	})
+}
+
+// Resolve answers a holder that does not know how transfer id ended: true
+// if this device accepted it; otherwise it records the transfer as refused,
+// so it can never be accepted later, and returns false.
+func (l *Ledger) Resolve(id TransferID) (accepted bool, err error) {
+	err = kv.Update(l.db, func(txn *badger.Txn) error {
+		var rcv received
+		err := kv.Get(txn, txKey(id), kv.KindTransfer, &rcv)
+		if err == nil {
+			accepted = rcv.Accepted
+			return nil
+		}
+		if !errors.Is(err, syncnode.ErrNotFound) {
+			return err
+		}
+		accepted = false
+		return kv.Set(txn, txKey(id), kv.KindTransfer, received{Accepted: false})
+	})
+	return accepted, err
+}
+
+// Settle ends transfer id at the holder: accepted, the escrowed shares are
+// gone; otherwise they return. It reports whether this device still has
+// shares of the blob (and so keeps it). Settling an unknown id changes
+// nothing.
+func (l *Ledger) Settle(ref syncnode.BlobRef, id TransferID, accepted bool) (keeps bool, err error) {
+	err = kv.Update(l.db, func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil {
+			return err
+		}
+		if e, ok := r.Escrow[id.String()]; ok {
+			delete(r.Escrow, id.String())
+			if !accepted {
+				r.add(e.Group, e.N)
+			}
+			if err := store(txn, ref, r); err != nil {
+				return err
+			}
+		}
+		keeps = !MayEvict(r.Shares, len(r.Escrow))
+		return nil
+	})
+	return keeps, err
+}
+
+// Pending returns the transfers of ref still in escrow here.
+func (l *Ledger) Pending(ref syncnode.BlobRef) ([]Transfer, error) {
+	var r record
+	err := l.db.View(func(txn *badger.Txn) (err error) {
+		r, err = load(txn, ref)
+		return err
+	})
+	return slicesOf(r.Escrow), err
+}
+
+// MayEvict reports whether this device may evict ref: no shares in any
+// group and none in escrow.
+func (l *Ledger) MayEvict(ref syncnode.BlobRef) (bool, error) {
+	var r record
+	err := l.db.View(func(txn *badger.Txn) (err error) {
+		r, err = load(txn, ref)
+		return err
+	})
+	return err == nil && MayEvict(r.Shares, len(r.Escrow)), err
+}
+
+func slicesOf(m map[string]Transfer) []Transfer {
+	out := make([]Transfer, 0, len(m))
+	for _, t := range m {
+		out = append(out, t)
+	}
+	return out
+}

@@ -1,0 +1,193 @@
+package ownership
+
+import (
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/kv"
+)
+
+func openDB(t *testing.T, dir string) *badger.DB {
+	t.Helper()
+	db, err := kv.Open(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func ref(i int) syncnode.BlobRef { return syncnode.RefFromHash([32]byte{byte(i + 1)}) }
+
+// total sums the shares of ref in g over all ledgers, counting escrowed
+// shares whose transfer the acceptor has not accepted.
+func total(t *testing.T, ls []*Ledger, r syncnode.BlobRef, g syncnode.GroupID) int {
+	t.Helper()
+	n := 0
+	for _, l := range ls {
+		s, err := l.Shares(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += s[g]
+	}
+	return n
+}
+
+func TestLedgerTransferAndReopen(t *testing.T) {
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a, b := NewLedger(openDB(t, dirA)), NewLedger(openDB(t, dirB))
+	r := ref(0)
+	if err := a.Grant(r, "g", CreatorShares); err != nil {
+		t.Fatal(err)
+	}
+	normal, srv := prio(syncnode.Normal, 1, t0), prio(syncnode.Server, 0, t0)
+	id := NewTransferID()
+	tr, err := a.Offer(id, r, "g", normal, srv)
+	if err != nil || tr.N != 2 {
+		t.Fatalf("Offer = %+v, %v", tr, err)
+	}
+	if ok, _ := a.MayEvict(r); ok {
+		t.Fatal("may evict with shares in escrow")
+	}
+	if err := b.Accept(tr, false); !errors.Is(err, ErrUnverified) {
+		t.Fatalf("Accept unverified: %v", err)
+	}
+	if err := b.Accept(tr, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Accept(tr, true); err != nil { // a retry adds nothing
+		t.Fatal(err)
+	}
+	keeps, err := a.Settle(r, id, true)
+	if err != nil || keeps {
+		t.Fatalf("Settle = %v, %v; want the holder to keep nothing", keeps, err)
+	}
+	a.db.Close()
+	b.db.Close()
+	a, b = NewLedger(openDB(t, dirA)), NewLedger(openDB(t, dirB))
+	defer a.db.Close()
+	defer b.db.Close()
+	if ok, _ := a.MayEvict(r); !ok {
+		t.Fatal("holder may not evict after giving all shares to a server")
+	}
+	if s, _ := b.Shares(r); s["g"] != 2 {
+		t.Fatalf("server shares after reopen = %v", s)
+	}
+	// A refused transfer can never be accepted afterwards.
+	id2 := NewTransferID()
+	if acc, err := b.Resolve(id2); err != nil || acc {
+		t.Fatalf("Resolve unknown = %v, %v", acc, err)
+	}
+	if err := b.Accept(Transfer{ID: id2, Ref: r, Group: "g", N: 1}, true); !errors.Is(err, ErrTransferClosed) {
+		t.Fatalf("Accept after refusal: %v", err)
+	}
+}
+
+// TestSharesConservedUnderConcurrentTransfers runs random transfers between
+// four ledgers from many goroutines at once, with every interleaving of
+// accept, duplicate accept, lost answers and refusal, and checks that the
+// share total of every blob and group is what was granted.
+func TestSharesConservedUnderConcurrentTransfers(t *testing.T) {
+	const (
+		devices = 4
+		blobs   = 3
+		workers = 8
+		ops     = 150
+	)
+	groups := []syncnode.GroupID{"g1", "g2"}
+	ls := make([]*Ledger, devices)
+	for i := range ls {
+		db := openDB(t, t.TempDir())
+		defer db.Close()
+		ls[i] = NewLedger(db)
+	}
+	// Device 0 created every blob: 2 shares per group.
+	for b := range blobs {
+		for _, g := range groups {
+			if err := ls[0].Grant(ref(b), g, CreatorShares); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	types := []syncnode.DevType{syncnode.Normal, syncnode.Server, syncnode.Normal, syncnode.Leaf}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 42))
+			for range ops {
+				h, a := rng.IntN(devices), rng.IntN(devices)
+				if h == a {
+					continue
+				}
+				r, g := ref(rng.IntN(blobs)), groups[rng.IntN(len(groups))]
+				// Random distances make normals outrank each other either way.
+				hp := prio(types[h], rng.Float64()*3, t0)
+				ap := prio(types[a], rng.Float64()*3, t0)
+				id := NewTransferID()
+				tr, err := ls[h].Offer(id, r, g, hp, ap)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if tr.N == 0 {
+					continue
+				}
+				switch rng.IntN(4) {
+				case 0: // the happy path
+					if err := ls[a].Accept(tr, true); err != nil {
+						t.Error(err)
+					}
+					ls[h].Settle(r, id, true)
+				case 1: // accepted twice, and the holder's settle answer was lost: resolve
+					ls[a].Accept(tr, true)
+					ls[a].Accept(tr, true)
+					acc, _ := ls[a].Resolve(id)
+					ls[h].Settle(r, id, acc)
+				case 2: // the acceptor never answered: refuse, then a late accept must fail
+					acc, _ := ls[a].Resolve(id)
+					ls[h].Settle(r, id, acc)
+					if err := ls[a].Accept(tr, true); !errors.Is(err, ErrTransferClosed) {
+						t.Errorf("late accept: %v", err)
+					}
+				case 3: // racing resolve and accept
+					var acc bool
+					var inner sync.WaitGroup
+					inner.Add(2)
+					go func() { defer inner.Done(); ls[a].Accept(tr, true) }()
+					go func() { defer inner.Done(); acc, _ = ls[a].Resolve(id) }()
+					inner.Wait()
+					acc, _ = ls[a].Resolve(id) // the final word
+					ls[h].Settle(r, id, acc)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	moved := 0
+	for b := range blobs {
+		for _, g := range groups {
+			if n := total(t, ls, ref(b), g); n != CreatorShares {
+				t.Errorf("blob %d group %s: %d shares in total, want %d", b, g, n, CreatorShares)
+			}
+			s, _ := ls[0].Shares(ref(b))
+			moved += CreatorShares - s[g]
+		}
+		for i, l := range ls {
+			if p, _ := l.Pending(ref(b)); len(p) != 0 {
+				t.Errorf("device %d: %d transfers left in escrow", i, len(p))
+			}
+		}
+	}
+	if moved == 0 {
+		t.Fatal("no share ever moved: the test exercised nothing")
+	}
+	t.Logf("shares moved away from the creator: %d", moved)
+}
