@@ -1,0 +1,256 @@
+package fetcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/clock"
+)
+
+// FetchFunc fetches one blob; an error means the attempt failed and the blob
+// is retried after a backoff.
+type FetchFunc func(ctx context.Context, ref syncnode.BlobRef) error
+
+// AttemptStore persists each blob's attempt count (the signpost store does,
+// in the signpost's FetchAttempts).
+type AttemptStore interface {
+	FetchAttempts(ref syncnode.BlobRef) (int, error)
+	SetFetchAttempts(ref syncnode.BlobRef, n int) error
+}
+
+// ErrStopped reports an enqueue on a fetcher that has stopped.
+var ErrStopped = errors.New("fetcher: stopped")
+
+// Status is what the fetcher knows of one blob.
+type Status struct {
+	Queued, Running bool
+	Attempts        int
+	NextAttempt     time.Time // zero unless queued
+	LastErr         string
+}
+
+// Fetcher runs fetches from its queue: at most Concurrency at once, each
+// blob as soon as its next attempt is due. One starter goroutine waits for
+// the head's deadline or a wake-up; each fetch runs in its own goroutine.
+type Fetcher struct {
+	cfg      Config
+	fetch    FetchFunc
+	attempts AttemptStore
+	clock    clock.Clock
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	rng     *rand.Rand
+	q       Queue
+	running map[syncnode.BlobRef]struct{}
+	lastErr map[syncnode.BlobRef]string
+	stopped bool
+
+	wake   chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	exited chan struct{}
+}
+
+// New returns a fetcher; Start runs it. rng supplies the backoff jitter.
+func New(cfg Config, fetch FetchFunc, attempts AttemptStore, clk clock.Clock, rng *rand.Rand, log *slog.Logger) (*Fetcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Fetcher{
+		cfg: cfg, fetch: fetch, attempts: attempts, clock: clk, log: log, rng: rng,
+		running: map[syncnode.BlobRef]struct{}{},
+		lastErr: map[syncnode.BlobRef]string{},
+		wake:    make(chan struct{}, 1),
+		exited:  make(chan struct{}),
+	}, nil
+}
+
+// Start runs the starter goroutine until ctx is done or Stop is called.
+func (f *Fetcher) Start(ctx context.Context) {
+	ctx, f.cancel = context.WithCancel(ctx)
+	go f.run(ctx)
+}
+
+// Stop cancels running fetches and waits for every goroutine to exit.
+func (f *Fetcher) Stop() {
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
+	if f.cancel != nil {
+		f.cancel()
+		f.WaitForExit()
+	}
+}
+
+// WaitForExit blocks until the starter and every fetch have returned.
+func (f *Fetcher) WaitForExit() { <-f.exited }
+
+func (f *Fetcher) poke() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Enqueue queues ref for fetching. A blob already queued or being fetched is
+// left as it is. A blob never tried is due at once; one with stored
+// attempts (from before a restart) waits the backoff those attempts earned.
+func (f *Fetcher) Enqueue(ref syncnode.BlobRef) error {
+	if f.busy(ref) {
+		return nil
+	}
+	n, err := f.attempts.FetchAttempts(ref)
+	if err != nil {
+		return fmt.Errorf("fetcher: attempts of %s: %w", ref, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return ErrStopped
+	}
+	if _, ok := f.running[ref]; ok {
+		return nil
+	}
+	next := f.clock.Now()
+	if n > 0 {
+		next = next.Add(f.cfg.Backoff(n, f.rng.Float64()))
+	}
+	if f.q.Push(ref, next, n) {
+		f.poke()
+	}
+	return nil
+}
+
+func (f *Fetcher) busy(ref syncnode.BlobRef) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, running := f.running[ref]
+	return running || f.q.Contains(ref)
+}
+
+// Len returns how many blobs are queued or being fetched.
+func (f *Fetcher) Len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.q.Len() + len(f.running)
+}
+
+// Status reports what the fetcher knows of ref.
+func (f *Fetcher) Status(ref syncnode.BlobRef) Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := Status{LastErr: f.lastErr[ref]}
+	if next, n, ok := f.q.Next(ref); ok {
+		s.Queued, s.NextAttempt, s.Attempts = true, next, n
+	}
+	_, s.Running = f.running[ref]
+	return s
+}
+
+func (f *Fetcher) run(ctx context.Context) {
+	defer close(f.exited)
+	defer f.wg.Wait()
+	for {
+		wait, idle := f.startDue(ctx)
+		var timer clock.Timer
+		var fire <-chan time.Time
+		if !idle {
+			timer = f.clock.NewTimer(wait)
+			fire = timer.C()
+		}
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return
+		case <-f.wake:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+// startDue starts every due fetch there is room for and says how long to
+// wait for the next one (idle: until woken).
+func (f *Fetcher) startDue(ctx context.Context) (wait time.Duration, idle bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.clock.Now()
+	for len(f.running) < f.cfg.Concurrency {
+		_, next, ok := f.q.Peek()
+		if !ok {
+			return 0, true
+		}
+		if next.After(now) {
+			return next.Sub(now), false
+		}
+		ref, _, n, _ := f.q.Pop()
+		f.running[ref] = struct{}{}
+		f.wg.Add(1)
+		go f.attempt(ctx, ref, n)
+	}
+	return 0, true // full: a finishing fetch wakes us
+}
+
+func (f *Fetcher) attempt(ctx context.Context, ref syncnode.BlobRef, n int) {
+	defer f.wg.Done()
+	err := f.fetch(ctx, ref)
+	if ctx.Err() != nil && err != nil {
+		// Stopped mid-fetch: not the blob's fault, and not counted.
+		f.mu.Lock()
+		delete(f.running, ref)
+		f.mu.Unlock()
+		return
+	}
+	n++
+	if serr := f.attempts.SetFetchAttempts(ref, n); serr != nil {
+		f.log.Error("persist fetch attempts", "blob", ref, "err", serr)
+	}
+	f.mu.Lock()
+	delete(f.running, ref)
+	if err == nil {
+		delete(f.lastErr, ref)
+		f.log.Debug("fetched", "blob", ref, "attempts", n)
+	} else {
+		f.lastErr[ref] = err.Error()
+		delay := f.cfg.Backoff(n, f.rng.Float64())
+		f.q.Push(ref, f.clock.Now().Add(delay), n)
+		f.log.Info("fetch failed", "blob", ref, "attempts", n, "retry_in", delay, "err", err)
+	}
+	f.mu.Unlock()
+	f.poke()
+}
+
+// MemAttempts is an AttemptStore in memory.
+type MemAttempts struct {
+	mu sync.Mutex
+	m  map[syncnode.BlobRef]int
+}
+
+// FetchAttempts implements AttemptStore.
+func (m *MemAttempts) FetchAttempts(ref syncnode.BlobRef) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.m[ref], nil
+}
+
+// SetFetchAttempts implements AttemptStore.
+func (m *MemAttempts) SetFetchAttempts(ref syncnode.BlobRef, n int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil {
+		m.m = map[syncnode.BlobRef]int{}
+	}
+	m.m[ref] = n
+	return nil
+}

@@ -1,0 +1,278 @@
+package fetcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/clock"
+	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/signpost"
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+// fakeFetch simulates a fetch of work (fake time) and fails the first
+// failFirst attempts of each blob. It records how many attempts each blob
+// saw and the most fetches that ran at once.
+type fakeFetch struct {
+	work      time.Duration
+	failFirst int
+
+	mu       sync.Mutex
+	calls    map[syncnode.BlobRef]int
+	at       map[syncnode.BlobRef][]time.Time
+	done     map[syncnode.BlobRef]bool
+	cur, max int
+}
+
+func newFakeFetch(work time.Duration, failFirst int) *fakeFetch {
+	return &fakeFetch{work: work, failFirst: failFirst, calls: map[syncnode.BlobRef]int{},
+		at: map[syncnode.BlobRef][]time.Time{}, done: map[syncnode.BlobRef]bool{}}
+}
+
+func (f *fakeFetch) fetch(ctx context.Context, ref syncnode.BlobRef) error {
+	f.mu.Lock()
+	f.calls[ref]++
+	call := f.calls[ref]
+	f.at[ref] = append(f.at[ref], time.Now())
+	f.cur++
+	f.max = max(f.max, f.cur)
+	f.mu.Unlock()
+	defer func() { f.mu.Lock(); f.cur--; f.mu.Unlock() }()
+	select {
+	case <-time.After(f.work):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if call <= f.failFirst {
+		return fmt.Errorf("injected failure %d", call)
+	}
+	f.mu.Lock()
+	f.done[ref] = true
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeFetch) doneCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.done)
+}
+
+func newFetcher(t *testing.T, cfg Config, fetch FetchFunc, st AttemptStore) *Fetcher {
+	t.Helper()
+	f, err := New(cfg, fetch, st, clock.Real{}, rand.New(rand.NewPCG(5, 5)), discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// runUntilDone enqueues blobs (dups times each), then waits in fake time
+// until all are fetched, returning the simulated time it took.
+func runUntilDone(t *testing.T, ff *fakeFetch, blobs, dups, workers int) time.Duration {
+	cfg := DefaultConfig()
+	cfg.Concurrency = workers
+	f := newFetcher(t, cfg, ff.fetch, &MemAttempts{})
+	f.Start(t.Context())
+	defer f.Stop()
+	start := time.Now()
+	for range dups {
+		for i := range blobs {
+			if err := f.Enqueue(testRef(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for ff.doneCount() < blobs {
+		time.Sleep(10 * time.Millisecond) // fake time: advances only when all goroutines block
+	}
+	synctest.Wait()
+	if f.Len() != 0 {
+		t.Fatalf("%d blobs left in the fetcher", f.Len())
+	}
+	return time.Since(start)
+}
+
+func TestFakeFetch100BlobsOn10Workers(t *testing.T) {
+	wall := time.Now()
+	synctest.Test(t, func(t *testing.T) {
+		ff := newFakeFetch(500*time.Millisecond, 0)
+		took := runUntilDone(t, ff, 100, 1, 10)
+		t.Logf("100 blobs × 500 ms on 10 workers: %v simulated", took)
+		if took < 5*time.Second || took > 5*time.Second+50*time.Millisecond {
+			t.Fatalf("took %v simulated, want ≈ 5 s", took)
+		}
+		if ff.max != 10 {
+			t.Fatalf("at most %d fetches ran at once, want 10", ff.max)
+		}
+	})
+	if w := time.Since(wall); w > 2*time.Second {
+		t.Fatalf("wall time %v, want well under 2 s", w)
+	}
+}
+
+func TestFakeFetchWithFailuresAndDuplicates(t *testing.T) {
+	wall := time.Now()
+	synctest.Test(t, func(t *testing.T) {
+		ff := newFakeFetch(500*time.Millisecond, 1)
+		took := runUntilDone(t, ff, 100, 3, 10)
+		t.Logf("with one failure per blob and 3 starts each: %v simulated", took)
+		// Two full rounds of 5 s, plus at most the first retry delay
+		// (1–2 s) of the last blobs to fail.
+		if took < 10*time.Second || took > 12*time.Second+50*time.Millisecond {
+			t.Fatalf("took %v simulated, want ≈ 10 s + the first retry delay", took)
+		}
+		for ref, n := range ff.calls {
+			if n != 2 {
+				t.Fatalf("%s fetched %d times, want 2 (duplicates ignored)", ref, n)
+			}
+			gap := ff.at[ref][1].Sub(ff.at[ref][0]) - 500*time.Millisecond
+			if gap < time.Second {
+				t.Fatalf("%s retried %v after failing, before the 1 s minimum", ref, gap)
+			}
+		}
+	})
+	if w := time.Since(wall); w > 2*time.Second {
+		t.Fatalf("wall time %v, want well under 2 s", w)
+	}
+}
+
+// TestFetchAttemptsSurviveRestart fails a blob's fetches three times,
+// persisting the count in the badger signpost store; after the store is
+// closed and reopened, a new fetcher waits the backoff of three attempts
+// before trying again.
+func TestFetchAttemptsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	ref := testRef(1)
+	cfg := DefaultConfig()
+	open := func(t *testing.T) *signpost.Store {
+		db, err := kv.Open(dir, discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return signpost.NewStore(db)
+	}
+	// Badger runs inside each bubble: its goroutines then share the fake
+	// clock, and closing it ends them before the bubble does.
+	synctest.Test(t, func(t *testing.T) {
+		ff := newFakeFetch(10*time.Millisecond, 1000)
+		f := newFetcher(t, cfg, ff.fetch, open(t))
+		f.Start(t.Context())
+		if err := f.Enqueue(ref); err != nil {
+			t.Fatal(err)
+		}
+		for f.Status(ref).Attempts < 3 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		f.Stop()
+	})
+	synctest.Test(t, func(t *testing.T) {
+		st := open(t)
+		if n, err := st.FetchAttempts(ref); err != nil || n != 3 {
+			t.Fatalf("stored attempts after reopen = %d, %v; want 3", n, err)
+		}
+		ff := newFakeFetch(10*time.Millisecond, 0)
+		f := newFetcher(t, cfg, ff.fetch, st)
+		f.Start(t.Context())
+		defer f.Stop()
+		start := time.Now()
+		if err := f.Enqueue(ref); err != nil {
+			t.Fatal(err)
+		}
+		for ff.doneCount() < 1 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		delay := ff.at[ref][0].Sub(start)
+		lo, hi := cfg.Backoff(3, 0), cfg.Backoff(3, 1)
+		t.Logf("first attempt after restart came %v after enqueue (backoff of 3: %v..%v)", delay, lo, hi)
+		if delay < lo || delay >= hi {
+			t.Fatalf("delay %v outside the backoff of 3 attempts [%v, %v)", delay, lo, hi)
+		}
+		for f.Len() > 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n, _ := st.FetchAttempts(ref); n != 4 {
+			t.Fatalf("attempts after success = %d, want 4", n)
+		}
+	})
+}
+
+func TestBackoff(t *testing.T) {
+	c := DefaultConfig()
+	if d := c.Backoff(0, 0); d != 500*time.Millisecond {
+		t.Fatalf("Backoff(0, 0) = %v", d)
+	}
+	if d := c.Backoff(1, 0.999); d < time.Second || d >= 2*time.Second {
+		t.Fatalf("Backoff(1) = %v, want 1–2 s", d)
+	}
+	if a, b := c.Backoff(20, 0), c.Backoff(40, 0); a != b || a < 6*24*time.Hour {
+		t.Fatalf("cap: Backoff(20)=%v Backoff(40)=%v, want equal and ≈ 6 days", a, b)
+	}
+	bad := c
+	bad.Concurrency = 0
+	if !errors.Is(bad.Validate(), ErrConfig) {
+		t.Fatal("Concurrency 0 validated")
+	}
+}
+
+func TestScanSchedule(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		ctx, cancel := context.WithCancel(t.Context())
+		start := time.Now()
+		var at []time.Duration
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			RunScans(ctx, cfg, clock.Real{}, discard, func(context.Context) error {
+				at = append(at, time.Since(start))
+				time.Sleep(2 * time.Second) // each scan takes 2 s
+				if len(at) == 3 {
+					cancel()
+				}
+				return errors.New("scan errors are logged, not fatal")
+			})
+		}()
+		<-done
+		want := []time.Duration{10 * time.Second, 320 * time.Second, 630 * time.Second} // 10; 10+2+300+8; 320+2+300+8
+		if len(at) != 3 || at[0] != want[0] || at[1] != want[1] || at[2] != want[2] {
+			t.Fatalf("scans at %v, want %v", at, want)
+		}
+	})
+}
+
+func TestStopCancelsRunningFetches(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ff := newFakeFetch(time.Hour, 0)
+		st := &MemAttempts{}
+		f := newFetcher(t, DefaultConfig(), ff.fetch, st)
+		f.Start(t.Context())
+		for i := range 10 {
+			f.Enqueue(testRef(i))
+		}
+		synctest.Wait()
+		if ff.cur != 4 {
+			t.Fatalf("%d fetches running, want the concurrency limit 4", ff.cur)
+		}
+		f.Stop()
+		if ff.cur != 0 {
+			t.Fatalf("%d fetches still running after Stop", ff.cur)
+		}
+		if n, _ := st.FetchAttempts(testRef(0)); n != 0 {
+			t.Fatalf("a cancelled fetch counted as an attempt: %d", n)
+		}
+		if err := f.Enqueue(testRef(99)); !errors.Is(err, ErrStopped) {
+			t.Fatalf("Enqueue after Stop: %v", err)
+		}
+	})
+}

@@ -1,0 +1,259 @@
+// Package fetcher runs background blob fetches: a min-heap of blobs ordered
+// by next attempt time with a map for dedupe, exponential backoff with
+// jitter, bounded concurrency, attempt counts persisted after every
+// attempt, and the periodic scan that is the safety net behind event-driven
+// enqueues. It does not know what fetching a blob means: it calls a func.
+package fetcher
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/syncnode/syncnode"
+)
+
+// item is one queued blob, kept in the queue's slab.
+type item struct {
+	ref      syncnode.BlobRef
+	next     int64 // next attempt, Unix nanoseconds
+	attempts int32
+	gen      uint32 // bumped when the slab entry is freed
+}
+
+// slot is a heap entry: the due time, the slab index and the generation it
+// was pushed with. A slot whose generation no longer matches its slab entry
+// was removed and is skipped (lazy deletion), so sifting touches only the
+// heap array.
+type slot struct {
+	next int64
+	id   int32
+	gen  uint32
+}
+
+// arity is the heap's fan-out: a 4-ary heap is half as deep as a binary one
+// and a node's children share a cache line.
+const arity = 4
+
+// Queue is a min-heap of blobs on next attempt time with a map for dedupe.
+// It is pure data: no goroutines, no clock. Entries live in a slab without
+// pointers, so a million queued blobs cost the garbage collector nothing to
+// scan. The dedupe map is keyed by the first 8 bytes of the hash (a third of
+// the memory traffic of full keys); the slab entry holds the full ref, and
+// refs that share a prefix with a queued one go to a small overflow map.
+// The zero Queue is ready to use.
+type Queue struct {
+	heap     []slot
+	items    []item
+	free     []int32
+	byPrefix map[uint64]int32
+	overflow map[syncnode.BlobRef]int32
+}
+
+func prefix(ref syncnode.BlobRef) uint64 {
+	h := ref.Hash()
+	return binary.LittleEndian.Uint64(h[:8])
+}
+
+// lookup returns the slab index of a queued ref.
+func (q *Queue) lookup(ref syncnode.BlobRef) (int32, bool) {
+	id, ok := q.byPrefix[prefix(ref)]
+	if ok && q.items[id].ref == ref {
+		return id, true
+	}
+	if ok && q.overflow != nil {
+		id, ok = q.overflow[ref]
+		return id, ok
+	}
+	return 0, false
+}
+
+func (q *Queue) index(ref syncnode.BlobRef, id int32) {
+	if q.byPrefix == nil {
+		q.byPrefix = map[uint64]int32{}
+	}
+	p := prefix(ref)
+	if _, taken := q.byPrefix[p]; !taken {
+		q.byPrefix[p] = id
+		return
+	}
+	if q.overflow == nil {
+		q.overflow = map[syncnode.BlobRef]int32{}
+	}
+	q.overflow[ref] = id
+}
+
+func (q *Queue) unindex(ref syncnode.BlobRef, id int32) {
+	p := prefix(ref)
+	if q.byPrefix[p] != id {
+		delete(q.overflow, ref)
+		return
+	}
+	delete(q.byPrefix, p)
+	// Promote an overflow ref with the same prefix, if any.
+	for r, oid := range q.overflow {
+		if prefix(r) == p {
+			delete(q.overflow, r)
+			q.byPrefix[p] = oid
+			return
+		}
+	}
+}
+
+// Len returns the number of queued blobs.
+func (q *Queue) Len() int { return len(q.byPrefix) + len(q.overflow) }
+
+// Contains reports whether ref is queued.
+func (q *Queue) Contains(ref syncnode.BlobRef) bool {
+	_, ok := q.lookup(ref)
+	return ok
+}
+
+// Push queues ref for an attempt at next, carrying its attempt count. It
+// returns false, changing nothing, if ref is already queued.
+func (q *Queue) Push(ref syncnode.BlobRef, next time.Time, attempts int) bool {
+	if q.Contains(ref) {
+		return false
+	}
+	var id int32
+	if n := len(q.free); n > 0 {
+		id, q.free = q.free[n-1], q.free[:n-1]
+	} else {
+		id = int32(len(q.items))
+		q.items = append(q.items, item{})
+	}
+	it := &q.items[id]
+	it.ref, it.next, it.attempts = ref, next.UnixNano(), int32(attempts)
+	q.index(ref, id)
+	q.heap = append(q.heap, slot{next: it.next, id: id, gen: it.gen})
+	q.up(len(q.heap) - 1)
+	return true
+}
+
+// top drops removed slots from the head and reports whether a live one is
+// left there.
+func (q *Queue) top() bool {
+	for len(q.heap) > 0 {
+		s := q.heap[0]
+		if q.items[s.id].gen == s.gen {
+			return true
+		}
+		q.popSlot()
+	}
+	return false
+}
+
+// Peek returns the blob with the earliest next attempt.
+func (q *Queue) Peek() (ref syncnode.BlobRef, next time.Time, ok bool) {
+	if !q.top() {
+		return syncnode.BlobRef{}, time.Time{}, false
+	}
+	it := &q.items[q.heap[0].id]
+	return it.ref, time.Unix(0, it.next), true
+}
+
+// Pop removes and returns the blob with the earliest next attempt.
+func (q *Queue) Pop() (ref syncnode.BlobRef, next time.Time, attempts int, ok bool) {
+	if !q.top() {
+		return syncnode.BlobRef{}, time.Time{}, 0, false
+	}
+	id := q.popSlot().id
+	it := q.items[id]
+	q.release(id)
+	return it.ref, time.Unix(0, it.next), int(it.attempts), true
+}
+
+// Next returns when ref is next due and its attempt count.
+func (q *Queue) Next(ref syncnode.BlobRef) (next time.Time, attempts int, ok bool) {
+	id, ok := q.lookup(ref)
+	if !ok {
+		return time.Time{}, 0, false
+	}
+	return time.Unix(0, q.items[id].next), int(q.items[id].attempts), true
+}
+
+// Remove drops ref from the queue, reporting whether it was queued.
+func (q *Queue) Remove(ref syncnode.BlobRef) bool {
+	id, ok := q.lookup(ref)
+	if !ok {
+		return false
+	}
+	q.release(id)
+	if len(q.heap) > 2*q.Len()+64 {
+		q.compact()
+	}
+	return true
+}
+
+// release frees slab entry id; its heap slot goes stale.
+func (q *Queue) release(id int32) {
+	it := &q.items[id]
+	q.unindex(it.ref, id)
+	it.ref = syncnode.BlobRef{}
+	it.gen++
+	q.free = append(q.free, id)
+}
+
+// compact rebuilds the heap from live slots once stale ones dominate.
+func (q *Queue) compact() {
+	live := q.heap[:0]
+	for _, s := range q.heap {
+		if q.items[s.id].gen == s.gen {
+			live = append(live, s)
+		}
+	}
+	clear(q.heap[len(live):])
+	q.heap = live
+	for i := len(q.heap)/arity + 1; i >= 0; i-- {
+		q.down(i)
+	}
+}
+
+func (q *Queue) popSlot() slot {
+	s := q.heap[0]
+	last := len(q.heap) - 1
+	q.heap[0] = q.heap[last]
+	q.heap = q.heap[:last]
+	if last > 0 {
+		q.down(0)
+	}
+	return s
+}
+
+func (q *Queue) up(i int) {
+	s := q.heap[i]
+	for i > 0 {
+		p := (i - 1) / arity
+		if q.heap[p].next <= s.next {
+			break
+		}
+		q.heap[i] = q.heap[p]
+		i = p
+	}
+	q.heap[i] = s
+}
+
+func (q *Queue) down(i int) {
+	n := len(q.heap)
+	if i >= n {
+		return
+	}
+	s := q.heap[i]
+	for {
+		l := arity*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		for c := l + 1; c < l+arity && c < n; c++ {
+			if q.heap[c].next < q.heap[m].next {
+				m = c
+			}
+		}
+		if q.heap[m].next >= s.next {
+			break
+		}
+		q.heap[i] = q.heap[m]
+		i = m
+	}
+	q.heap[i] = s
+}

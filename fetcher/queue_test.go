@@ -1,0 +1,130 @@
+package fetcher
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/syncnode/syncnode"
+)
+
+func testRef(i int) syncnode.BlobRef {
+	return syncnode.RefFromHash([32]byte{byte(i), byte(i >> 8), byte(i >> 16), byte(i >> 24), 0xee})
+}
+
+// mixedRef returns refs of which half share their first 8 bytes with
+// others, so the queue's prefix-collision path is exercised.
+func mixedRef(i int) syncnode.BlobRef {
+	if i%2 == 0 {
+		return testRef(i)
+	}
+	return syncnode.RefFromHash([32]byte{0: 7, 1: byte(i % 3), 8: byte(i), 9: byte(i >> 8), 31: 1})
+}
+
+// TestBlobFetchStateHeap checks the queue against a plain list, kept sorted,
+// over a million random pushes, duplicate pushes, pops and removes.
+func TestBlobFetchStateHeap(t *testing.T) {
+	type ent struct {
+		ref  syncnode.BlobRef
+		next int64
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	var q Queue
+	var ref []ent // sorted by next
+	base := time.Unix(1_700_000_000, 0)
+	find := func(r syncnode.BlobRef) int {
+		return slices.IndexFunc(ref, func(e ent) bool { return e.ref == r })
+	}
+	const ops = 1_000_000
+	for i := range ops {
+		switch op := rng.IntN(10); {
+		case op < 5: // push, sometimes a duplicate
+			r := mixedRef(rng.IntN(400))
+			next := base.Add(time.Duration(rng.IntN(50)) * time.Millisecond)
+			pushed := q.Push(r, next, 0)
+			if pushed != (find(r) < 0) {
+				t.Fatalf("op %d: Push dedupe = %v with ref present=%v", i, pushed, find(r) >= 0)
+			}
+			if pushed {
+				j, _ := slices.BinarySearchFunc(ref, next.UnixNano(), func(e ent, n int64) int { return int(e.next - n) })
+				ref = slices.Insert(ref, j, ent{r, next.UnixNano()})
+			}
+		case op < 8: // pop
+			r, next, _, ok := q.Pop()
+			if ok != (len(ref) > 0) {
+				t.Fatalf("op %d: Pop ok=%v with %d in the list", i, ok, len(ref))
+			}
+			if !ok {
+				continue
+			}
+			if next.UnixNano() != ref[0].next {
+				t.Fatalf("op %d: popped next %d, want the earliest %d", i, next.UnixNano(), ref[0].next)
+			}
+			j := find(r)
+			if j < 0 || ref[j].next != next.UnixNano() {
+				t.Fatalf("op %d: popped %s, not in the list at that time", i, r)
+			}
+			ref = slices.Delete(ref, j, j+1)
+		default: // remove
+			r := mixedRef(rng.IntN(400))
+			j := find(r)
+			if q.Remove(r) != (j >= 0) {
+				t.Fatalf("op %d: Remove disagrees", i)
+			}
+			if j >= 0 {
+				ref = slices.Delete(ref, j, j+1)
+			}
+		}
+		if q.Len() != len(ref) {
+			t.Fatalf("op %d: Len %d, list %d", i, q.Len(), len(ref))
+		}
+	}
+}
+
+// BenchmarkEnqueuePop1e6 pushes a million blobs with random due times and
+// pops them all, reporting bytes of heap per queued blob; the baseline in
+// the same run sorts the same million timestamps in a slice.
+func BenchmarkEnqueuePop1e6(b *testing.B) {
+	const n = 1_000_000
+	refs := make([]syncnode.BlobRef, n)
+	nexts := make([]time.Time, n)
+	rng := rand.New(rand.NewPCG(1, 1))
+	base := time.Unix(1_700_000_000, 0)
+	for i := range refs {
+		refs[i] = testRef(i)
+		nexts[i] = base.Add(time.Duration(rng.Int64N(int64(time.Hour))))
+	}
+	var qT, sortT time.Duration
+	var perBlob float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		var q Queue
+		for i := range refs {
+			q.Push(refs[i], nexts[i], 0)
+		}
+		qT += time.Since(start)
+		runtime.ReadMemStats(&after)
+		perBlob = float64(after.HeapAlloc-before.HeapAlloc) / n
+		start = time.Now()
+		for q.Len() > 0 {
+			q.Pop()
+		}
+		qT += time.Since(start)
+
+		start = time.Now()
+		ts := make([]int64, n)
+		for i := range nexts {
+			ts[i] = nexts[i].UnixNano()
+		}
+		slices.Sort(ts)
+		sortT += time.Since(start)
+	}
+	b.ReportMetric(qT.Seconds()/float64(b.N), "s/1e6-push+pop")
+	b.ReportMetric(perBlob, "B/queued-blob")
+	b.ReportMetric(qT.Seconds()/sortT.Seconds(), "time-x-slice-sort")
+}
