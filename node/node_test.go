@@ -1,0 +1,57 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/syncnode/syncnode"
+)
+
+func TestPutReopenGetRemove(t *testing.T) {
+	dir := t.TempDir()
+	n, err := Open(Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("syncnode "), 100000)
+	info, err := n.PutBlob(context.Background(), bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ledger.Grant(info.Ref, "g", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n, err = Open(Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	r, err := n.OpenBlob(info.Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
+	r.Close()
+	if !bytes.Equal(got, data) {
+		t.Fatal("blob differs after reopen")
+	}
+	if err := n.RemoveBlob(info.Ref); !errors.Is(err, ErrPinned) {
+		t.Fatalf("RemoveBlob with shares: %v, want ErrPinned", err)
+	}
+	if _, err := n.StatBlob(info.Ref); err != nil {
+		t.Fatalf("pinned blob gone: %v", err)
+	}
+	other, _ := n.PutBlob(context.Background(), bytes.NewReader([]byte("unpinned")))
+	if err := n.RemoveBlob(other.Ref); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.StatBlob(other.Ref); !errors.Is(err, syncnode.ErrNotFound) {
+		t.Fatalf("removed blob still there: %v", err)
+	}
+}
