@@ -9,6 +9,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/msgpackx"
 )
 
 // Limits a decoded signpost must respect; a peer that exceeds them sent
@@ -113,7 +114,7 @@ func (s Signpost) MarshalWire() ([]byte, error) { return msgpack.Marshal(s.ToWir
 // or ErrInvalid.
 func UnmarshalWire(b []byte) (Signpost, error) {
 	var w Wire
-	if err := msgpack.Unmarshal(b, &w); err != nil {
+	if err := msgpackx.Unmarshal(b, &w); err != nil {
 		return Signpost{}, fmt.Errorf("%w: signpost: %v", syncnode.ErrCorruptRecord, err)
 	}
 	return w.Signpost()

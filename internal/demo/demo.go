@@ -159,4 +159,3 @@ func RunTemp(ctx context.Context, w io.Writer) error {
 	defer os.RemoveAll(dir)
 	return Run(ctx, dir, w)
 }
-

@@ -26,6 +26,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/msgpackx"
 )
 
 // Table prefixes of the key layout.
@@ -110,7 +111,7 @@ func Decode(kind Kind, b []byte, v any) error {
 	case b[2] != version:
 		return fmt.Errorf("%w: %c record of format version %d, this build reads %d", syncnode.ErrCorruptRecord, kind, b[2], version)
 	}
-	if err := msgpack.Unmarshal(b[3:], v); err != nil {
+	if err := msgpackx.Unmarshal(b[3:], v); err != nil {
 		if errors.Is(err, syncnode.ErrCorruptRecord) {
 			return err
 		}
