@@ -159,3 +159,43 @@ func VerifyGroups(root [32]byte, outboard []byte, off int64, data []byte) error 
 	}
 	return nil
 }
+
+// VerifyOutboard checks a whole outboard tree against root: every parent
+// node, from the root down, must hash to the chaining value its own parent
+// holds. Since the lowest parents hold the chunk groups' chaining values, a
+// tree that passes is the blob's one true tree, and each group can then be
+// checked against it alone.
+func VerifyOutboard(root [32]byte, outboard []byte) error {
+	size, err := Size(outboard)
+	if err != nil {
+		return err
+	}
+	if size <= GroupSize {
+		return nil // no parents: the data itself is checked against root
+	}
+	p := outboard[8:]
+	var rec func(cv [8]uint32, groups int64, flags uint32) bool
+	rec = func(cv [8]uint32, groups int64, flags uint32) bool {
+		if groups == 1 {
+			return true
+		}
+		l, r := bytesCV(p[:32]), bytesCV(p[32:64])
+		p = p[64:]
+		if guts.ChainingValue(guts.ParentNode(l, r, &guts.IV, flags)) != cv {
+			return false
+		}
+		mid := int64(1) << (bits.Len64(uint64(groups-1)) - 1)
+		return rec(l, mid, 0) && rec(r, groups-mid, 0)
+	}
+	if !rec(bytesCV(root[:]), Groups(size), guts.FlagRoot) {
+		return fmt.Errorf("%w: outboard tree", ErrVerify)
+	}
+	return nil
+}
+
+func bytesCV(b []byte) (cv [8]uint32) {
+	for i := range cv {
+		cv[i] = binary.LittleEndian.Uint32(b[4*i:])
+	}
+	return cv
+}

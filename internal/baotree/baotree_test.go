@@ -40,6 +40,16 @@ func TestMatchesReferenceBao(t *testing.T) {
 		if !bytes.Equal(ob, wantOB) {
 			t.Fatalf("size %d: outboard differs from reference (%d vs %d bytes)", n, len(ob), len(wantOB))
 		}
+		if err := VerifyOutboard(root, ob); err != nil {
+			t.Fatalf("size %d: VerifyOutboard: %v", n, err)
+		}
+		if len(ob) > 8 {
+			bad := bytes.Clone(ob)
+			bad[8+rng.IntN(len(bad)-8)] ^= 4
+			if err := VerifyOutboard(root, bad); !errors.Is(err, ErrVerify) {
+				t.Fatalf("size %d: VerifyOutboard accepted a flipped tree byte", n)
+			}
+		}
 		if got, _ := Size(ob); got != int64(n) {
 			t.Fatalf("Size = %d, want %d", got, n)
 		}

@@ -1,0 +1,415 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/internal/baotree"
+	"github.com/syncnode/syncnode/signpost"
+)
+
+// Errors of a fetch.
+var (
+	// ErrNoHolder reports a fetch that no holder could serve.
+	ErrNoHolder = errors.New("p2p: no holder could serve the blob")
+	// ErrLiar reports a holder that sent bytes or a tree that do not match
+	// the blob ref; it is dropped from the fetch.
+	ErrLiar = errors.New("p2p: holder sent data that does not match the blob ref")
+)
+
+// ClientConfig configures blob fetches. DefaultClientConfig gives the
+// defaults.
+type ClientConfig struct {
+	// RangeSize is the bytes asked for in one GetBlob request (default
+	// 16 MiB); ranges are what holders share out in a multi-source fetch.
+	RangeSize int64
+	// ReadSize is the bytes verified and written at a time (default 1 MiB).
+	ReadSize int
+	// IOTimeout bounds every read from a holder (default 20 s).
+	IOTimeout time.Duration
+	// Retries is how often a holder is asked again after a dropped stream
+	// (default 3), waiting RetryDelay, doubled each time (default 250 ms).
+	Retries    int
+	RetryDelay time.Duration
+	// SyncEvery is how many bytes arrive between making progress durable
+	// (default 64 MiB).
+	SyncEvery int64
+}
+
+// DefaultClientConfig returns the defaults.
+func DefaultClientConfig() ClientConfig {
+	return ClientConfig{RangeSize: 16 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
+		Retries: 3, RetryDelay: 250 * time.Millisecond, SyncEvery: 64 << 20}
+}
+
+// Client fetches blobs from peers into a store, verifying every byte.
+type Client struct {
+	h     host.Host
+	store blobstore.Store
+	cfg   ClientConfig
+	log   *slog.Logger
+}
+
+// NewClient returns a client that fetches into store.
+func NewClient(h host.Host, store blobstore.Store, cfg ClientConfig, log *slog.Logger) *Client {
+	return &Client{h: h, store: store, cfg: cfg, log: log}
+}
+
+// HaveResult is a peer's answer to HaveBlob.
+type HaveResult struct {
+	// Have is true if the peer holds the blob, final and whole.
+	Have bool
+	// Size is the blob's size when Have.
+	Size int64
+	// Signpost is what the peer knows of where the blob is, when not Have.
+	Signpost signpost.Signpost
+}
+
+// Have asks p whether it holds ref.
+func (c *Client) Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (HaveResult, error) {
+	st, err := c.h.NewStream(ctx, p, ProtoHaveBlob)
+	if err != nil {
+		return HaveResult{}, fmt.Errorf("p2p: have %s from %s: %w", ref, p, err)
+	}
+	defer st.Close()
+	defer ctxStream(ctx, st)()
+	if err := WriteMsg(st, haveRequest{Ref: ref.Bytes()}, c.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return HaveResult{}, err
+	}
+	var resp haveResponse
+	if err := ReadMsg(bufio.NewReader(st), st, &resp, MaxFrame, c.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return HaveResult{}, err
+	}
+	switch resp.Code {
+	case codeOK:
+		return HaveResult{Have: resp.Have, Size: resp.Size}, nil
+	case codeNotFound:
+		var out HaveResult
+		if resp.Signpost != nil {
+			sp, err := resp.Signpost.Signpost()
+			if err != nil {
+				return HaveResult{}, fmt.Errorf("%w: signpost from %s: %v", ErrBadMessage, p, err)
+			}
+			out.Signpost = sp
+		}
+		return out, nil
+	}
+	return HaveResult{}, &RemoteError{Peer: p.String(), Code: resp.Code, Msg: resp.Msg}
+}
+
+// Progress is a fetch's state: bytes held verified, of the total.
+type Progress struct {
+	Received, Total int64
+}
+
+// FetchResult describes a finished fetch.
+type FetchResult struct {
+	blobstore.Info
+	// FromNetwork is the bytes received in this fetch (less than Size
+	// when it resumed earlier progress).
+	FromNetwork int64
+	// BytesBy is the bytes each holder contributed.
+	BytesBy map[peer.ID]int64
+	// Rejected are holders dropped for sending data that did not verify.
+	Rejected []peer.ID
+}
+
+// Fetch fetches ref from holders, splitting it into ranges that the holders
+// take in turn (a faster holder takes more), verifying every range against
+// the blob's tree before it is written, and resuming whatever a previous
+// fetch left. A holder that sends a byte that does not verify is dropped and
+// reported; a holder whose stream drops is retried. progress, if not nil,
+// is called (from one goroutine at a time) as bytes arrive.
+func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer.ID, progress func(Progress)) (FetchResult, error) {
+	if info, err := c.store.Stat(ref); err == nil {
+		return FetchResult{Info: info}, nil
+	}
+	f := &fetch{c: c, ref: ref, bytesBy: map[peer.ID]int64{}, progress: progress}
+	tree, holders, err := f.tree(ctx, holders)
+	if err != nil {
+		return FetchResult{Rejected: f.rejected}, err
+	}
+	part, err := c.store.OpenPartial(ref, tree)
+	if err != nil {
+		return FetchResult{Rejected: f.rejected}, err
+	}
+	f.part = part
+	f.total = part.Size()
+	f.received = f.total
+	for _, m := range part.Missing() {
+		f.received -= m.Len
+		for off := m.Off; off < m.Off+m.Len; off += c.cfg.RangeSize {
+			f.todo = append(f.todo, blobstore.Range{Off: off, Len: min(c.cfg.RangeSize, m.Off+m.Len-off)})
+		}
+	}
+	f.cond = sync.NewCond(&f.mu)
+	if f.total == 0 { // the empty blob: nothing to ask for, only the root to check
+		if err := part.WriteAt(nil, 0); err != nil {
+			return FetchResult{}, err
+		}
+	}
+	f.report()
+	var wg sync.WaitGroup
+	for _, h := range holders {
+		wg.Add(1)
+		go func() { defer wg.Done(); f.work(ctx, h) }()
+	}
+	wg.Wait()
+	res := FetchResult{FromNetwork: f.fromNet, BytesBy: f.bytesBy, Rejected: f.rejected}
+	if len(part.Missing()) > 0 {
+		serr := part.Sync()
+		part.Close()
+		err := fmt.Errorf("%w: %s: %d of %d bytes held (%v)", ErrNoHolder, ref, f.received, f.total, errors.Join(f.errs...))
+		if serr != nil {
+			err = errors.Join(err, serr)
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+		return res, err
+	}
+	info, err := part.Commit()
+	res.Info = info
+	return res, err
+}
+
+// fetch is the shared state of one Fetch.
+type fetch struct {
+	c        *Client
+	ref      syncnode.BlobRef
+	part     blobstore.Partial
+	progress func(Progress)
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	todo     []blobstore.Range
+	inflight int
+	total    int64
+	received int64
+	fromNet  int64
+	unsynced int64
+	bytesBy  map[peer.ID]int64
+	rejected []peer.ID
+	errs     []error
+}
+
+func (f *fetch) fail(p peer.ID, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.errs = append(f.errs, fmt.Errorf("%s: %w", p, err))
+	if errors.Is(err, ErrLiar) {
+		f.rejected = append(f.rejected, p)
+		f.c.log.Warn("holder sent data that does not verify; dropped", "peer", p, "blob", f.ref, "err", err)
+	}
+}
+
+// tree gets the blob's outboard tree from the first holder whose tree
+// verifies, and returns the holders still worth asking.
+func (f *fetch) tree(ctx context.Context, holders []peer.ID) ([]byte, []peer.ID, error) {
+	for i, p := range holders {
+		var tree []byte
+		_, err := f.c.get(ctx, p, getRequest{Ref: f.ref.Bytes(), Tree: true}, func(t []byte, _ io.Reader, _ int64) error {
+			tree = t
+			return nil
+		})
+		if err == nil {
+			if err = baotree.VerifyOutboard(f.ref.Hash(), tree); err != nil {
+				err = fmt.Errorf("%w: %v", ErrLiar, err)
+			}
+		}
+		if err == nil {
+			return tree, slices.Clone(holders[i:]), nil
+		}
+		f.fail(p, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, nil, fmt.Errorf("%w: %s: no verified tree (%v)", ErrNoHolder, f.ref, errors.Join(f.errs...))
+}
+
+// next takes a range to fetch, waiting while other holders' ranges are in
+// flight (they may come back); false when nothing is left.
+func (f *fetch) next() (blobstore.Range, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for len(f.todo) == 0 && f.inflight > 0 {
+		f.cond.Wait()
+	}
+	if len(f.todo) == 0 {
+		return blobstore.Range{}, false
+	}
+	r := f.todo[0]
+	f.todo = f.todo[1:]
+	f.inflight++
+	return r, true
+}
+
+// done returns what is left of a range (if anything) to the queue.
+func (f *fetch) done(left blobstore.Range) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inflight--
+	if left.Len > 0 {
+		f.todo = append(f.todo, left)
+	}
+	f.cond.Broadcast()
+}
+
+func (f *fetch) report() {
+	if f.progress != nil {
+		f.progress(Progress{Received: f.received, Total: f.total})
+	}
+}
+
+// got records n verified bytes from p, syncing the partial now and then.
+func (f *fetch) got(p peer.ID, n int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.received += n
+	f.fromNet += n
+	f.bytesBy[p] += n
+	f.unsynced += n
+	f.report()
+	if f.unsynced >= f.c.cfg.SyncEvery {
+		f.unsynced = 0
+		return f.part.Sync()
+	}
+	return nil
+}
+
+// work fetches ranges from p until none are left or p fails for good.
+func (f *fetch) work(ctx context.Context, p peer.ID) {
+	retries, delay := f.c.cfg.Retries, f.c.cfg.RetryDelay
+	for {
+		r, ok := f.next()
+		if !ok {
+			return
+		}
+		n, err := f.rangeFrom(ctx, p, r)
+		f.done(blobstore.Range{Off: r.Off + n, Len: r.Len - n})
+		if err == nil {
+			continue
+		}
+		f.fail(p, err)
+		if errors.Is(err, ErrLiar) || ctx.Err() != nil || retries == 0 {
+			f.wake()
+			return
+		}
+		var re *RemoteError
+		if errors.As(err, &re) && re.Code != codeBusy {
+			f.wake()
+			return
+		}
+		retries--
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+		}
+		delay *= 2
+	}
+}
+
+func (f *fetch) wake() {
+	f.mu.Lock()
+	f.cond.Broadcast()
+	f.mu.Unlock()
+}
+
+// rangeFrom fetches r from p, verifying and writing as it reads. It returns
+// how many bytes from r.Off were written.
+func (f *fetch) rangeFrom(ctx context.Context, p peer.ID, r blobstore.Range) (int64, error) {
+	var written int64
+	_, err := f.c.get(ctx, p, getRequest{Ref: f.ref.Bytes(), Off: r.Off, Len: r.Len}, func(_ []byte, data io.Reader, n int64) error {
+		if n != r.Len {
+			return fmt.Errorf("%w: asked for %d bytes, offered %d", ErrBadMessage, r.Len, n)
+		}
+		buf := make([]byte, f.c.cfg.ReadSize)
+		for written < n {
+			k := int(min(int64(len(buf)), n-written))
+			if _, err := io.ReadFull(data, buf[:k]); err != nil {
+				return err
+			}
+			if err := f.part.WriteAt(buf[:k], r.Off+written); err != nil {
+				if errors.Is(err, syncnode.ErrHashMismatch) {
+					return fmt.Errorf("%w: %v", ErrLiar, err)
+				}
+				return err
+			}
+			written += int64(k)
+			if err := f.got(p, int64(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return written, err
+}
+
+// deadlineReader sets a read deadline before each read of a stream.
+type deadlineReader struct {
+	r       io.Reader
+	st      network.Stream
+	timeout time.Duration
+}
+
+func (d deadlineReader) Read(p []byte) (int, error) {
+	d.st.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.r.Read(p)
+}
+
+// get sends one GetBlob request to p and hands the tree and a reader of the
+// range's bytes to body.
+func (c *Client) get(ctx context.Context, p peer.ID, req getRequest, body func(tree []byte, data io.Reader, n int64) error) (getResponse, error) {
+	st, err := c.h.NewStream(ctx, p, ProtoGetBlob)
+	if err != nil {
+		return getResponse{}, fmt.Errorf("p2p: open stream: %w", err)
+	}
+	defer ctxStream(ctx, st)()
+	if err := WriteMsg(st, req, c.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return getResponse{}, err
+	}
+	st.CloseWrite()
+	br := bufio.NewReaderSize(st, 64<<10)
+	var resp getResponse
+	if err := ReadMsg(br, st, &resp, maxRequest, c.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return resp, err
+	}
+	if resp.Code != codeOK {
+		st.Close()
+		return resp, &RemoteError{Peer: p.String(), Code: resp.Code, Msg: resp.Msg}
+	}
+	if resp.TreeLen < 0 || resp.TreeLen > baotree.OutboardSize(resp.Size) || resp.Size < 0 || resp.Size > 1<<50 {
+		st.Reset()
+		return resp, fmt.Errorf("%w: tree of %d bytes for a blob of %d", ErrBadMessage, resp.TreeLen, resp.Size)
+	}
+	dr := deadlineReader{r: br, st: st, timeout: c.cfg.IOTimeout}
+	tree := make([]byte, resp.TreeLen)
+	if _, err := io.ReadFull(dr, tree); err != nil {
+		st.Reset()
+		return resp, fmt.Errorf("p2p: read tree: %w", err)
+	}
+	if err := body(tree, dr, resp.Len); err != nil {
+		st.Reset()
+		return resp, err
+	}
+	st.Close()
+	return resp, nil
+}

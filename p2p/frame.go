@@ -1,0 +1,74 @@
+package p2p
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode/internal/msgpackx"
+)
+
+// MaxFrame is the largest control message accepted (bulk blob bytes do not
+// travel in frames).
+const MaxFrame = 1 << 20
+
+// Errors of the framing layer.
+var (
+	// ErrFrameTooLarge reports a frame whose announced length exceeds the
+	// limit; the stream is then useless and is reset.
+	ErrFrameTooLarge = errors.New("p2p: frame too large")
+	// ErrBadMessage reports a frame that does not decode as the expected
+	// message.
+	ErrBadMessage = errors.New("p2p: malformed message")
+)
+
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
+
+// WriteMsg writes v as one frame (uvarint length, then msgpack), within
+// timeout if w supports write deadlines.
+func WriteMsg(w io.Writer, v any, timeout time.Duration) error {
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("p2p: encode: %w", err)
+	}
+	if len(b) > MaxFrame {
+		return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, len(b))
+	}
+	if d, ok := w.(writeDeadliner); ok && timeout > 0 {
+		d.SetWriteDeadline(time.Now().Add(timeout))
+		defer d.SetWriteDeadline(time.Time{})
+	}
+	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen32), uint64(len(b)))
+	_, err = w.Write(append(buf, b...))
+	return err
+}
+
+// ReadMsg reads one frame of at most max bytes into v, within timeout if the
+// stream supports read deadlines (pass the stream as dl; r buffers it).
+func ReadMsg(r *bufio.Reader, dl any, v any, max int, timeout time.Duration) error {
+	if d, ok := dl.(readDeadliner); ok && timeout > 0 {
+		d.SetReadDeadline(time.Now().Add(timeout))
+		defer d.SetReadDeadline(time.Time{})
+	}
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return fmt.Errorf("p2p: read frame length: %w", err)
+	}
+	if n > uint64(max) {
+		return fmt.Errorf("%w: %d bytes announced, limit %d", ErrFrameTooLarge, n, max)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return fmt.Errorf("p2p: read frame: %w", err)
+	}
+	if err := msgpackx.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadMessage, err)
+	}
+	return nil
+}

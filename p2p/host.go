@@ -1,0 +1,164 @@
+package p2p
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+)
+
+// Security names a connection security protocol.
+type Security string
+
+// Security protocols a host can be built with.
+const (
+	SecurityTLS   Security = "tls"
+	SecurityNoise Security = "noise"
+)
+
+// HostConfig configures a libp2p host. DefaultHostConfig gives the defaults.
+type HostConfig struct {
+	// IdentityFile holds the host's private key, created on first start.
+	// Empty means a fresh key each start.
+	IdentityFile string
+	// ListenAddrs are the multiaddrs to listen on (default: TCP and QUIC on
+	// 127.0.0.1, ports chosen by the system).
+	ListenAddrs []string
+	// Security is the preferred security protocol (default TLS: it moved
+	// bulk data faster than Noise here); the other is offered too.
+	Security Security
+	// ConnLow and ConnHigh are the connection manager's watermarks
+	// (defaults 64 and 192): above ConnHigh it trims back to ConnLow.
+	ConnLow, ConnHigh int
+	// StreamsPerPeer bounds each syncnode protocol's concurrent inbound
+	// streams from one peer (default 128; libp2p's own default of 75 would
+	// reset a busy fetcher's streams without telling it why).
+	StreamsPerPeer int
+}
+
+// DefaultHostConfig returns the defaults.
+func DefaultHostConfig() HostConfig {
+	return HostConfig{
+		ListenAddrs:    []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
+		Security:       SecurityTLS,
+		ConnLow:        64,
+		ConnHigh:       192,
+		StreamsPerPeer: 128,
+	}
+}
+
+// LoadIdentity reads the private key in path, creating an Ed25519 key there
+// (mode 0600) if the file does not exist.
+func LoadIdentity(path string) (crypto.PrivKey, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		k, err := crypto.UnmarshalPrivateKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("p2p: identity %s: %w", path, err)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("p2p: identity: %w", err)
+	}
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: new identity: %w", err)
+	}
+	b, err = crypto.MarshalPrivateKey(k)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: new identity: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("p2p: identity: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return nil, fmt.Errorf("p2p: identity: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, fmt.Errorf("p2p: identity: %w", err)
+	}
+	return k, nil
+}
+
+// NewHost builds a libp2p host: TCP and QUIC, TLS and Noise, the connection
+// manager's watermarks and resource limits set on purpose.
+func NewHost(cfg HostConfig) (host.Host, error) {
+	var key crypto.PrivKey
+	var err error
+	if cfg.IdentityFile != "" {
+		key, err = LoadIdentity(cfg.IdentityFile)
+	} else {
+		key, _, err = crypto.GenerateEd25519Key(rand.Reader)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cm, err := connmgr.NewConnManager(cfg.ConnLow, cfg.ConnHigh)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: connection manager: %w", err)
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits(cfg)))
+	if err != nil {
+		return nil, fmt.Errorf("p2p: resource manager: %w", err)
+	}
+	tlsOpt := libp2p.Security(libp2ptls.ID, libp2ptls.New)
+	noiseOpt := libp2p.Security(noise.ID, noise.New)
+	sec := []libp2p.Option{tlsOpt, noiseOpt}
+	if cfg.Security == SecurityNoise {
+		sec = []libp2p.Option{noiseOpt, tlsOpt}
+	}
+	opts := append([]libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.ConnectionManager(cm),
+		libp2p.ResourceManager(rm),
+		libp2p.DisableRelay(),
+		libp2p.UserAgent("syncnode"),
+	}, sec...)
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: host: %w", err)
+	}
+	return h, nil
+}
+
+// limits are libp2p's scaled defaults with each syncnode protocol's
+// per-peer stream limit raised to cfg.StreamsPerPeer.
+func limits(cfg HostConfig) rcmgr.ConcreteLimitConfig {
+	scaled := rcmgr.DefaultLimits
+	for _, p := range []protocol.ID{ProtoHaveBlob, ProtoGetBlob, ProtoSync, ProtoShares} {
+		scaled.AddProtocolPeerLimit(p, rcmgr.BaseLimit{
+			Streams: 2 * cfg.StreamsPerPeer, StreamsInbound: cfg.StreamsPerPeer, StreamsOutbound: cfg.StreamsPerPeer,
+			Memory: 256 << 20,
+		}, rcmgr.BaseLimitIncrease{})
+		scaled.AddProtocolLimit(p, rcmgr.BaseLimit{
+			Streams: 16 * cfg.StreamsPerPeer, StreamsInbound: 8 * cfg.StreamsPerPeer, StreamsOutbound: 8 * cfg.StreamsPerPeer,
+			Memory: 1 << 30,
+		}, rcmgr.BaseLimitIncrease{})
+	}
+	lim := scaled.AutoScale()
+	// Per-peer and per-protocol limits only help if the peer's own default
+	// leaves room for them.
+	p := lim.ToPartialLimitConfig()
+	p.PeerDefault.Streams = rcmgr.LimitVal(4 * cfg.StreamsPerPeer)
+	p.PeerDefault.StreamsInbound = rcmgr.LimitVal(2 * cfg.StreamsPerPeer)
+	p.PeerDefault.StreamsOutbound = rcmgr.LimitVal(2 * cfg.StreamsPerPeer)
+	return p.Build(lim)
+}

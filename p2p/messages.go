@@ -1,0 +1,67 @@
+package p2p
+
+import (
+	"fmt"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/signpost"
+)
+
+// Response codes of the blob protocols.
+const (
+	codeOK uint8 = iota
+	codeNotFound
+	codeDenied
+	codeBusy
+	codeBadRequest
+)
+
+// RemoteError is an error a peer reported in a response.
+type RemoteError struct {
+	Peer string
+	Code uint8
+	Msg  string
+}
+
+func (e *RemoteError) Error() string { return fmt.Sprintf("p2p: peer %s: %s", e.Peer, e.Msg) }
+
+// Is makes a remote "not found" match syncnode.ErrNotFound.
+func (e *RemoteError) Is(target error) bool {
+	return e.Code == codeNotFound && target == syncnode.ErrNotFound
+}
+
+// haveRequest asks whether a peer holds a blob.
+type haveRequest struct {
+	Ref []byte `msgpack:"r"`
+}
+
+// haveResponse answers a haveRequest: the size if the blob is held and
+// final, else what the peer knows of where it is.
+type haveResponse struct {
+	Code     uint8          `msgpack:"c"`
+	Msg      string         `msgpack:"m,omitempty"`
+	Have     bool           `msgpack:"h"`
+	Size     int64          `msgpack:"s"`
+	Signpost *signpost.Wire `msgpack:"p,omitempty"`
+}
+
+// getRequest asks for a byte range of a blob and, if Tree, its outboard
+// tree first.
+type getRequest struct {
+	Ref  []byte `msgpack:"r"`
+	Off  int64  `msgpack:"o"`
+	Len  int64  `msgpack:"l"`
+	Tree bool   `msgpack:"t,omitempty"`
+}
+
+// getResponse precedes TreeLen bytes of tree, then Len bytes of blob.
+type getResponse struct {
+	Code    uint8  `msgpack:"c"`
+	Msg     string `msgpack:"m,omitempty"`
+	Size    int64  `msgpack:"s"`
+	TreeLen int64  `msgpack:"t"`
+	Len     int64  `msgpack:"l"`
+}
+
+// maxRequest bounds a request frame: a ref and a few integers.
+const maxRequest = 4 << 10

@@ -1,0 +1,312 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/blobstore/storetest"
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+func newHost(t testing.TB, identity string) host.Host {
+	t.Helper()
+	cfg := DefaultHostConfig()
+	cfg.IdentityFile = identity
+	h, err := NewHost(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// link tells a about b's addresses (no connection is made until used).
+func link(a, b host.Host) {
+	a.Peerstore().AddAddrs(b.ID(), b.Addrs(), peerstore.PermanentAddrTTL)
+}
+
+func diskStore(t testing.TB, dir string) *blobstore.Disk {
+	t.Helper()
+	d, err := blobstore.OpenDisk(dir, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// holder is a host serving a store.
+type holder struct {
+	h     host.Host
+	store blobstore.Store
+	svc   *Service
+}
+
+func newHolder(t testing.TB, store blobstore.Store) *holder {
+	h := newHost(t, "")
+	return &holder{h: h, store: store, svc: NewService(h, store, DefaultServiceConfig(), discard, nil, nil)}
+}
+
+func put(t testing.TB, s blobstore.Store, data []byte) syncnode.BlobRef {
+	t.Helper()
+	info, err := s.Put(context.Background(), bytes.NewReader(data), syncnode.BlobRef{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Ref
+}
+
+func content(t testing.TB, s blobstore.Store, ref syncnode.BlobRef) []byte {
+	t.Helper()
+	r, err := s.Open(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func testClient(t testing.TB, h host.Host, store blobstore.Store) *Client {
+	cfg := DefaultClientConfig()
+	cfg.IOTimeout = 2 * time.Second
+	cfg.RetryDelay = 20 * time.Millisecond
+	return NewClient(h, store, cfg, discard)
+}
+
+func TestFetch64MiBVerified(t *testing.T) {
+	data := storetest.RandBytes(1, 64<<20)
+	a := newHolder(t, diskStore(t, t.TempDir()))
+	ref := put(t, a.store, data)
+	bh := newHost(t, "")
+	link(bh, a.h)
+	bs := diskStore(t, t.TempDir())
+	var last Progress
+	res, err := testClient(t, bh, bs).Fetch(t.Context(), ref, []peer.ID{a.h.ID()}, func(p Progress) { last = p })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Size != int64(len(data)) || res.FromNetwork != int64(len(data)) || last.Received != last.Total {
+		t.Fatalf("result %+v, last progress %+v", res, last)
+	}
+	if !bytes.Equal(content(t, bs, ref), data) {
+		t.Fatal("fetched blob differs")
+	}
+	have, err := testClient(t, bh, bs).Have(t.Context(), a.h.ID(), ref)
+	if err != nil || !have.Have || have.Size != int64(len(data)) {
+		t.Fatalf("Have = %+v, %v", have, err)
+	}
+	missing := storetest.RandBytes(2, 10)
+	mref, _ := storetest.RefOf(missing)
+	if _, err := testClient(t, bh, bs).Fetch(t.Context(), mref, []peer.ID{a.h.ID()}, nil); !errors.Is(err, ErrNoHolder) {
+		t.Fatalf("fetch of a blob nobody has: %v", err)
+	}
+}
+
+func TestFetchFromThreeHoldersInParallel(t *testing.T) {
+	data := storetest.RandBytes(3, 48<<20)
+	var holders []peer.ID
+	bh := newHost(t, "")
+	var ref syncnode.BlobRef
+	for range 3 {
+		h := newHolder(t, blobstore.NewMem())
+		ref = put(t, h.store, data)
+		link(bh, h.h)
+		holders = append(holders, h.h.ID())
+	}
+	bs := blobstore.NewMem()
+	c := testClient(t, bh, bs)
+	c.cfg.RangeSize = 2 << 20
+	res, err := c.Fetch(t.Context(), ref, holders, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.BytesBy) != 3 {
+		t.Fatalf("bytes by holder: %v; want all three to serve", res.BytesBy)
+	}
+	t.Logf("bytes by holder: %v", res.BytesBy)
+	if !bytes.Equal(content(t, bs, ref), data) {
+		t.Fatal("fetched blob differs")
+	}
+}
+
+// liarStore serves a real blob with one byte of every MiB flipped.
+type liarStore struct {
+	blobstore.Store
+	at int64
+}
+
+type liarReader struct {
+	blobstore.Reader
+	at int64
+}
+
+func (l liarStore) Open(ref syncnode.BlobRef) (blobstore.Reader, error) {
+	r, err := l.Store.Open(ref)
+	return liarReader{r, l.at}, err
+}
+
+func (l liarReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := l.Reader.ReadAt(p, off)
+	for i := range int64(n) {
+		if (off+i)%(1<<20) == l.at {
+			p[i] ^= 0x80
+		}
+	}
+	return n, err
+}
+
+func TestLyingHolderIsRejected(t *testing.T) {
+	data := storetest.RandBytes(4, 8<<20)
+	honest := newHolder(t, blobstore.NewMem())
+	ref := put(t, honest.store, data)
+	liarMem := blobstore.NewMem()
+	put(t, liarMem, data)
+	liar := newHolder(t, liarStore{Store: liarMem, at: 4099})
+	bh := newHost(t, "")
+	link(bh, honest.h)
+	link(bh, liar.h)
+	bs := blobstore.NewMem()
+	c := testClient(t, bh, bs)
+	c.cfg.RangeSize = 1 << 20
+	res, err := c.Fetch(t.Context(), ref, []peer.ID{liar.h.ID(), honest.h.ID()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rejected) != 1 || res.Rejected[0] != liar.h.ID() {
+		t.Fatalf("rejected %v, want the liar", res.Rejected)
+	}
+	if !bytes.Equal(content(t, bs, ref), data) {
+		t.Fatal("fetched blob differs")
+	}
+	// With only the liar, the fetch fails and nothing is stored.
+	bs2 := blobstore.NewMem()
+	if _, err := testClient(t, bh, bs2).Fetch(t.Context(), ref, []peer.ID{liar.h.ID()}, nil); !errors.Is(err, ErrNoHolder) {
+		t.Fatalf("fetch from the liar alone: %v", err)
+	}
+	if _, err := bs2.Stat(ref); !errors.Is(err, syncnode.ErrNotFound) {
+		t.Fatal("a blob from a liar became visible")
+	}
+}
+
+func TestResumeAfterHolderRestart(t *testing.T) {
+	data := storetest.RandBytes(5, 64<<20)
+	dir := t.TempDir()
+	identity := filepath.Join(dir, "identity.key")
+	store := diskStore(t, filepath.Join(dir, "blobs"))
+	ref := put(t, store, data)
+	ah := newHost(t, identity)
+	NewService(ah, store, DefaultServiceConfig(), discard, nil, nil)
+	aID := ah.ID()
+
+	bh := newHost(t, "")
+	link(bh, ah)
+	bs := diskStore(t, t.TempDir())
+	c := testClient(t, bh, bs)
+	c.cfg.Retries = 0
+	c.cfg.SyncEvery = 4 << 20
+	var once sync.Once
+	_, err := c.Fetch(t.Context(), ref, []peer.ID{aID}, func(p Progress) {
+		if p.Received >= p.Total/3 {
+			once.Do(func() { go ah.Close() })
+		}
+	})
+	if !errors.Is(err, ErrNoHolder) {
+		t.Fatalf("fetch from a holder that went away: %v", err)
+	}
+	// The holder comes back with the same identity (on a new port).
+	ah2 := newHost(t, identity)
+	if ah2.ID() != aID {
+		t.Fatal("identity not kept across restart")
+	}
+	NewService(ah2, store, DefaultServiceConfig(), discard, nil, nil)
+	bh.Peerstore().ClearAddrs(aID)
+	link(bh, ah2)
+	res, err := c.Fetch(t.Context(), ref, []peer.ID{aID}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after restart: %d of %d bytes came over the network", res.FromNetwork, len(data))
+	if res.FromNetwork >= int64(len(data)) || res.FromNetwork == 0 {
+		t.Fatalf("resumed fetch moved %d bytes of %d: nothing was resumed", res.FromNetwork, len(data))
+	}
+	if !bytes.Equal(content(t, bs, ref), data) {
+		t.Fatal("resumed blob differs")
+	}
+}
+
+func TestStalledPeersBlockNoOne(t *testing.T) {
+	// A holder that takes requests and never answers.
+	stalled := newHost(t, "")
+	stalled.SetStreamHandler(ProtoGetBlob, func(s network.Stream) { <-t.Context().Done(); s.Reset() })
+	srv := newHolder(t, blobstore.NewMem())
+	big := put(t, srv.store, storetest.RandBytes(6, 32<<20))
+	var refs []syncnode.BlobRef
+	var blobs [][]byte
+	for i := range 50 {
+		b := storetest.RandBytes(uint64(100+i), 256<<10)
+		blobs = append(blobs, b)
+		refs = append(refs, put(t, srv.store, b))
+	}
+	// Readers that ask the server for a big blob and then never read.
+	slow := newHost(t, "")
+	link(slow, srv.h)
+	for range 4 {
+		st, err := slow.NewStream(t.Context(), srv.h.ID(), ProtoGetBlob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Reset()
+		if err := WriteMsg(st, getRequest{Ref: big.Bytes(), Len: 32 << 20}, time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch := newHost(t, "")
+	link(ch, srv.h)
+	link(ch, stalled)
+	cs := blobstore.NewMem()
+	c := testClient(t, ch, cs)
+	c.cfg.IOTimeout = 500 * time.Millisecond
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(refs))
+	for _, ref := range refs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Fetch(t.Context(), ref, []peer.ID{stalled.ID(), srv.h.ID()}, nil)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("50 fetches past a stalled holder and 4 stalled readers took %v", time.Since(start))
+	for i, ref := range refs {
+		if !bytes.Equal(content(t, cs, ref), blobs[i]) {
+			t.Fatalf("blob %d differs", i)
+		}
+	}
+}

@@ -1,0 +1,240 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/signpost"
+)
+
+// ServiceConfig bounds the blob service. DefaultServiceConfig gives the
+// defaults.
+type ServiceConfig struct {
+	// MaxUploads is how many GetBlob streams send bytes at once (default 16).
+	MaxUploads int
+	// MaxQueued is how many more may wait for a slot (default 512); beyond
+	// that a request is answered "busy" at once.
+	MaxQueued int
+	// QueueWait is the longest a request waits for a slot (default 30 s).
+	QueueWait time.Duration
+	// IOTimeout bounds each read of a request and each write of a chunk
+	// (default 20 s): a peer that stops reading loses its slot then.
+	IOTimeout time.Duration
+	// ChunkSize is the size of each write of blob bytes (default 1 MiB).
+	ChunkSize int
+}
+
+// DefaultServiceConfig returns the defaults.
+func DefaultServiceConfig() ServiceConfig {
+	return ServiceConfig{MaxUploads: 16, MaxQueued: 512, QueueWait: 30 * time.Second, IOTimeout: 20 * time.Second, ChunkSize: 1 << 20}
+}
+
+// SignpostFunc returns what requester may learn of where ref is (already
+// filtered for it), or false if nothing.
+type SignpostFunc func(requester peer.ID, ref syncnode.BlobRef) (signpost.Signpost, bool)
+
+// AccessFunc says whether requester may fetch ref; nil allows everyone.
+type AccessFunc func(requester peer.ID, ref syncnode.BlobRef) error
+
+// Service answers HaveBlob and GetBlob for the blobs in a store. Uploads
+// are bounded: at most MaxUploads send at once, each from a pooled buffer,
+// the rest wait in a bounded queue; every read and write has a deadline, so
+// a stalled peer costs one slot for at most IOTimeout and blocks no one else.
+type Service struct {
+	h         host.Host
+	store     blobstore.Store
+	cfg       ServiceConfig
+	log       *slog.Logger
+	signposts SignpostFunc
+	access    AccessFunc
+
+	slots    chan struct{}
+	queued   atomic.Int64
+	bytesOut atomic.Int64
+	uploads  atomic.Int64
+	bufs     sync.Pool
+}
+
+// NewService registers the blob protocol handlers on h. signposts and
+// access may be nil.
+func NewService(h host.Host, store blobstore.Store, cfg ServiceConfig, log *slog.Logger, signposts SignpostFunc, access AccessFunc) *Service {
+	s := &Service{h: h, store: store, cfg: cfg, log: log, signposts: signposts, access: access,
+		slots: make(chan struct{}, cfg.MaxUploads)}
+	s.bufs.New = func() any { b := make([]byte, cfg.ChunkSize); return &b }
+	h.SetStreamHandler(ProtoHaveBlob, s.handleHave)
+	h.SetStreamHandler(ProtoGetBlob, s.handleGet)
+	return s
+}
+
+// Close unregisters the handlers.
+func (s *Service) Close() {
+	s.h.RemoveStreamHandler(ProtoHaveBlob)
+	s.h.RemoveStreamHandler(ProtoGetBlob)
+}
+
+// ServiceStats are the service's counters.
+type ServiceStats struct {
+	Uploads, Queued, BytesOut int64
+}
+
+// Stats returns the current counters.
+func (s *Service) Stats() ServiceStats {
+	return ServiceStats{Uploads: s.uploads.Load(), Queued: s.queued.Load(), BytesOut: s.bytesOut.Load()}
+}
+
+func (s *Service) handleHave(st network.Stream) {
+	defer st.Close()
+	var req haveRequest
+	if err := ReadMsg(bufio.NewReader(st), st, &req, maxRequest, s.cfg.IOTimeout); err != nil {
+		s.log.Debug("have: bad request", "peer", st.Conn().RemotePeer(), "err", err)
+		st.Reset()
+		return
+	}
+	resp := s.have(st.Conn().RemotePeer(), req)
+	if err := WriteMsg(st, resp, s.cfg.IOTimeout); err != nil {
+		st.Reset()
+	}
+}
+
+func (s *Service) have(from peer.ID, req haveRequest) haveResponse {
+	ref, err := syncnode.RefFromBytes(req.Ref)
+	if err != nil {
+		return haveResponse{Code: codeBadRequest, Msg: err.Error()}
+	}
+	if s.access != nil {
+		if err := s.access(from, ref); err != nil {
+			s.log.Info("have: refused", "peer", from, "blob", ref, "err", err)
+			return haveResponse{Code: codeDenied, Msg: err.Error()}
+		}
+	}
+	if info, err := s.store.Stat(ref); err == nil {
+		return haveResponse{Have: true, Size: info.Size}
+	}
+	resp := haveResponse{Code: codeNotFound, Msg: "blob not held"}
+	if s.signposts != nil {
+		if sp, ok := s.signposts(from, ref); ok {
+			w := sp.ToWire()
+			resp.Signpost = &w
+		}
+	}
+	return resp
+}
+
+func (s *Service) handleGet(st network.Stream) {
+	from := st.Conn().RemotePeer()
+	var req getRequest
+	if err := ReadMsg(bufio.NewReader(st), st, &req, maxRequest, s.cfg.IOTimeout); err != nil {
+		s.log.Debug("get: bad request", "peer", from, "err", err)
+		st.Reset()
+		return
+	}
+	n, err := s.serve(st, from, req)
+	if err != nil {
+		s.log.Debug("get: upload ended early", "peer", from, "sent", n, "err", err)
+		st.Reset()
+		return
+	}
+	st.Close()
+}
+
+func (s *Service) refuse(st network.Stream, code uint8, msg string) error {
+	return WriteMsg(st, getResponse{Code: code, Msg: msg}, s.cfg.IOTimeout)
+}
+
+// serve answers one GetBlob request, returning the blob bytes sent.
+func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64, error) {
+	ref, err := syncnode.RefFromBytes(req.Ref)
+	if err != nil {
+		return 0, s.refuse(st, codeBadRequest, err.Error())
+	}
+	if s.access != nil {
+		if err := s.access(from, ref); err != nil {
+			s.log.Info("get: refused", "peer", from, "blob", ref, "err", err)
+			return 0, s.refuse(st, codeDenied, err.Error())
+		}
+	}
+	r, err := s.store.Open(ref)
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return 0, s.refuse(st, codeNotFound, "blob not held")
+	}
+	if err != nil {
+		return 0, s.refuse(st, codeNotFound, err.Error())
+	}
+	defer r.Close()
+	size := r.Size()
+	if req.Off < 0 || req.Len < 0 || req.Off > size || req.Len > size-req.Off {
+		return 0, s.refuse(st, codeBadRequest, "range outside the blob")
+	}
+	var tree []byte
+	if req.Tree {
+		if tree, err = s.store.Outboard(ref); err != nil {
+			return 0, s.refuse(st, codeNotFound, err.Error())
+		}
+	}
+
+	// Wait for an upload slot, in a bounded queue.
+	if s.queued.Add(1) > int64(s.cfg.MaxQueued) {
+		s.queued.Add(-1)
+		return 0, s.refuse(st, codeBusy, "too many uploads queued")
+	}
+	wait := time.NewTimer(s.cfg.QueueWait)
+	select {
+	case s.slots <- struct{}{}:
+		wait.Stop()
+		s.queued.Add(-1)
+	case <-wait.C:
+		s.queued.Add(-1)
+		return 0, s.refuse(st, codeBusy, "no upload slot free in time")
+	}
+	defer func() { <-s.slots }()
+	s.uploads.Add(1)
+	defer s.uploads.Add(-1)
+
+	if err := WriteMsg(st, getResponse{Size: size, TreeLen: int64(len(tree)), Len: req.Len}, s.cfg.IOTimeout); err != nil {
+		return 0, err
+	}
+	if len(tree) > 0 {
+		if err := s.write(st, tree); err != nil {
+			return 0, err
+		}
+	}
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	buf := *bp
+	var sent int64
+	for sent < req.Len {
+		n := int(min(int64(len(buf)), req.Len-sent))
+		if _, err := r.ReadAt(buf[:n], req.Off+sent); err != nil && err != io.EOF {
+			return sent, err
+		}
+		if err := s.write(st, buf[:n]); err != nil {
+			return sent, err
+		}
+		sent += int64(n)
+		s.bytesOut.Add(int64(n))
+	}
+	return sent, nil
+}
+
+func (s *Service) write(st network.Stream, b []byte) error {
+	st.SetWriteDeadline(time.Now().Add(s.cfg.IOTimeout))
+	_, err := st.Write(b)
+	return err
+}
+
+// ctxStream resets st when ctx ends, so a blocked read or write returns.
+func ctxStream(ctx context.Context, st network.Stream) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { st.Reset() })
+}
