@@ -33,8 +33,10 @@ var (
 // ClientConfig configures blob fetches. DefaultClientConfig gives the
 // defaults.
 type ClientConfig struct {
-	// RangeSize is the bytes asked for in one GetBlob request (default
-	// 16 MiB); ranges are what holders share out in a multi-source fetch.
+	// RangeSize is the bytes asked for in one GetBlob request when several
+	// holders share a blob out (default 32 MiB): smaller ranges balance
+	// better, larger ones spend less on stream setup and window growth.
+	// With a single holder each missing span is one request.
 	RangeSize int64
 	// ReadSize is the bytes verified and written at a time (default 1 MiB).
 	ReadSize int
@@ -51,7 +53,7 @@ type ClientConfig struct {
 
 // DefaultClientConfig returns the defaults.
 func DefaultClientConfig() ClientConfig {
-	return ClientConfig{RangeSize: 16 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
+	return ClientConfig{RangeSize: 32 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
 		Retries: 3, RetryDelay: 250 * time.Millisecond, SyncEvery: 64 << 20}
 }
 
@@ -151,10 +153,14 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 	f.part = part
 	f.total = part.Size()
 	f.received = f.total
+	step := c.cfg.RangeSize
+	if len(holders) == 1 {
+		step = f.total + 1
+	}
 	for _, m := range part.Missing() {
 		f.received -= m.Len
-		for off := m.Off; off < m.Off+m.Len; off += c.cfg.RangeSize {
-			f.todo = append(f.todo, blobstore.Range{Off: off, Len: min(c.cfg.RangeSize, m.Off+m.Len-off)})
+		for off := m.Off; off < m.Off+m.Len; off += step {
+			f.todo = append(f.todo, blobstore.Range{Off: off, Len: min(step, m.Off+m.Len-off)})
 		}
 	}
 	f.cond = sync.NewCond(&f.mu)
@@ -164,12 +170,17 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 		}
 	}
 	f.report()
+	f.syncReq = make(chan struct{}, 1)
+	synced := make(chan struct{})
+	go f.syncer(synced)
 	var wg sync.WaitGroup
 	for _, h := range holders {
 		wg.Add(1)
 		go func() { defer wg.Done(); f.work(ctx, h) }()
 	}
 	wg.Wait()
+	close(f.syncReq)
+	<-synced
 	res := FetchResult{FromNetwork: f.fromNet, BytesBy: f.bytesBy, Rejected: f.rejected}
 	if len(part.Missing()) > 0 {
 		serr := part.Sync()
@@ -203,6 +214,7 @@ type fetch struct {
 	received int64
 	fromNet  int64
 	unsynced int64
+	syncReq  chan struct{}
 	bytesBy  map[peer.ID]int64
 	rejected []peer.ID
 	errs     []error
@@ -277,8 +289,9 @@ func (f *fetch) report() {
 	}
 }
 
-// got records n verified bytes from p, syncing the partial now and then.
-func (f *fetch) got(p peer.ID, n int64) error {
+// got records n verified bytes from p and, every SyncEvery bytes, asks the
+// syncer to make progress durable (off the data path).
+func (f *fetch) got(p peer.ID, n int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.received += n
@@ -288,9 +301,21 @@ func (f *fetch) got(p peer.ID, n int64) error {
 	f.report()
 	if f.unsynced >= f.c.cfg.SyncEvery {
 		f.unsynced = 0
-		return f.part.Sync()
+		select {
+		case f.syncReq <- struct{}{}:
+		default: // a sync is already pending; it will cover these bytes
+		}
 	}
-	return nil
+}
+
+// syncer makes progress durable whenever asked, until syncReq closes.
+func (f *fetch) syncer(done chan<- struct{}) {
+	defer close(done)
+	for range f.syncReq {
+		if err := f.part.Sync(); err != nil {
+			f.c.log.Warn("partial sync failed", "blob", f.ref, "err", err)
+		}
+	}
 }
 
 // work fetches ranges from p until none are left or p fails for good.
@@ -331,6 +356,45 @@ func (f *fetch) wake() {
 	f.mu.Unlock()
 }
 
+// pipelineDepth is how many read buffers one range keeps in flight: the
+// stream is read while earlier buffers are verified and written.
+const pipelineDepth = 4
+
+type chunk struct {
+	b   []byte
+	err error
+}
+
+// readAhead reads n bytes from data into buffers of size bytes on its own
+// goroutine, handing them over on the returned channel; give each buffer
+// back on free. Closing stop ends it early.
+func readAhead(data io.Reader, n int64, size int, free chan []byte, stop chan struct{}) <-chan chunk {
+	full := make(chan chunk, pipelineDepth)
+	go func() {
+		defer close(full)
+		for off := int64(0); off < n; {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-stop:
+				return
+			}
+			k := int(min(int64(size), n-off))
+			_, err := io.ReadFull(data, b[:k])
+			select {
+			case full <- chunk{b[:k], err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+			off += int64(k)
+		}
+	}()
+	return full
+}
+
 // rangeFrom fetches r from p, verifying and writing as it reads. It returns
 // how many bytes from r.Off were written.
 func (f *fetch) rangeFrom(ctx context.Context, p peer.ID, r blobstore.Range) (int64, error) {
@@ -339,37 +403,49 @@ func (f *fetch) rangeFrom(ctx context.Context, p peer.ID, r blobstore.Range) (in
 		if n != r.Len {
 			return fmt.Errorf("%w: asked for %d bytes, offered %d", ErrBadMessage, r.Len, n)
 		}
-		buf := make([]byte, f.c.cfg.ReadSize)
-		for written < n {
-			k := int(min(int64(len(buf)), n-written))
-			if _, err := io.ReadFull(data, buf[:k]); err != nil {
-				return err
+		free := make(chan []byte, pipelineDepth)
+		for range pipelineDepth {
+			free <- make([]byte, f.c.cfg.ReadSize)
+		}
+		stop := make(chan struct{})
+		defer close(stop)
+		for c := range readAhead(data, n, f.c.cfg.ReadSize, free, stop) {
+			if c.err != nil {
+				return c.err
 			}
-			if err := f.part.WriteAt(buf[:k], r.Off+written); err != nil {
+			if err := f.part.WriteAt(c.b, r.Off+written); err != nil {
 				if errors.Is(err, syncnode.ErrHashMismatch) {
 					return fmt.Errorf("%w: %v", ErrLiar, err)
 				}
 				return err
 			}
-			written += int64(k)
-			if err := f.got(p, int64(k)); err != nil {
-				return err
-			}
+			written += int64(len(c.b))
+			free <- c.b[:cap(c.b)]
+			f.got(p, int64(len(c.b)))
+		}
+		if written < n {
+			return io.ErrUnexpectedEOF
 		}
 		return nil
 	})
 	return written, err
 }
 
-// deadlineReader sets a read deadline before each read of a stream.
+// deadlineReader keeps a read deadline on a stream: no read may wait much
+// longer than timeout. It moves the deadline only once an eighth of the
+// timeout has passed, not on every read.
 type deadlineReader struct {
 	r       io.Reader
 	st      network.Stream
 	timeout time.Duration
+	set     time.Time
 }
 
-func (d deadlineReader) Read(p []byte) (int, error) {
-	d.st.SetReadDeadline(time.Now().Add(d.timeout))
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if now := time.Now(); now.Sub(d.set) > d.timeout/8 {
+		d.st.SetReadDeadline(now.Add(d.timeout))
+		d.set = now
+	}
 	return d.r.Read(p)
 }
 
@@ -400,7 +476,7 @@ func (c *Client) get(ctx context.Context, p peer.ID, req getRequest, body func(t
 		st.Reset()
 		return resp, fmt.Errorf("%w: tree of %d bytes for a blob of %d", ErrBadMessage, resp.TreeLen, resp.Size)
 	}
-	dr := deadlineReader{r: br, st: st, timeout: c.cfg.IOTimeout}
+	dr := &deadlineReader{r: br, st: st, timeout: c.cfg.IOTimeout}
 	tree := make([]byte, resp.TreeLen)
 	if _, err := io.ReadFull(dr, tree); err != nil {
 		st.Reset()

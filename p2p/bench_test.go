@@ -1,0 +1,141 @@
+package p2p
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode/blobstore/storetest"
+)
+
+const protoBare = "/syncnode-bench/bare/1.0.0"
+
+// benchSize is the blob size of BenchmarkFetch (SYNCNODE_BENCH_MIB, default 256).
+func benchSize() int64 {
+	if v, err := strconv.Atoi(os.Getenv("SYNCNODE_BENCH_MIB")); err == nil && v > 0 {
+		return int64(v) << 20
+	}
+	return 256 << 20
+}
+
+// rawTCP copies n bytes over a loopback net.Conn and returns the time.
+func rawTCP(b *testing.B, src []byte) time.Duration {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Write(src)
+		c.Close()
+	}()
+	start := time.Now()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, c)
+	c.Close()
+	if n != int64(len(src)) {
+		b.Fatalf("raw copy moved %d bytes", n)
+	}
+	return time.Since(start)
+}
+
+// bare copies src over one libp2p stream from a to b, nothing else.
+func bare(b *testing.B, from, to host.Host, src []byte) time.Duration {
+	from.SetStreamHandler(protoBare, func(s network.Stream) {
+		s.Write(src)
+		s.Close()
+	})
+	start := time.Now()
+	s, err := to.NewStream(context.Background(), from.ID(), protoBare)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.CloseWrite()
+	n, _ := io.Copy(io.Discard, s)
+	s.Close()
+	if n != int64(len(src)) {
+		b.Fatalf("bare stream moved %d bytes", n)
+	}
+	return time.Since(start)
+}
+
+// BenchmarkFetch fetches one blob end to end (protocol, verification, the
+// blob store's durable write) and, in the same run over the same hosts,
+// copies the same bytes over a bare libp2p stream and over a raw loopback
+// net.Conn, for each transport and security choice.
+func BenchmarkFetch(b *testing.B) {
+	size := benchSize()
+	src := storetest.RandBytes(42, int(size))
+	cases := []struct {
+		name   string
+		listen string
+		sec    Security
+	}{
+		{"tcp-tls", "/ip4/127.0.0.1/tcp/0", SecurityTLS},
+		{"tcp-noise", "/ip4/127.0.0.1/tcp/0", SecurityNoise},
+		{"quic", "/ip4/127.0.0.1/udp/0/quic-v1", SecurityTLS},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			mk := func() host.Host {
+				cfg := DefaultHostConfig()
+				cfg.ListenAddrs = []string{tc.listen}
+				cfg.Security = tc.sec
+				h, err := NewHost(cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { h.Close() })
+				return h
+			}
+			ah, bh := mk(), mk()
+			link(bh, ah)
+			as := diskStore(b, b.TempDir())
+			ref := put(b, as, src)
+			NewService(ah, as, DefaultServiceConfig(), discard, nil, nil)
+			var oursT, bareT, rawT, ttfb time.Duration
+			for b.Loop() {
+				rawT += rawTCP(b, src)
+				bareT += bare(b, ah, bh, src)
+				bs := diskStore(b, b.TempDir())
+				c := NewClient(bh, bs, DefaultClientConfig(), discard)
+				start := time.Now()
+				first := true
+				res, err := c.Fetch(context.Background(), ref, []peer.ID{ah.ID()}, func(p Progress) {
+					if first && p.Received > 0 {
+						ttfb += time.Since(start)
+						first = false
+					}
+				})
+				oursT += time.Since(start)
+				if err != nil || res.Size != size {
+					b.Fatalf("fetch: %+v %v", res, err)
+				}
+				bs.Delete(ref)
+			}
+			mbps := func(d time.Duration) float64 { return float64(size) * float64(b.N) / d.Seconds() / 1e6 }
+			b.ReportMetric(mbps(oursT), "fetch-MB/s")
+			b.ReportMetric(mbps(bareT), "bare-stream-MB/s")
+			b.ReportMetric(mbps(rawT), "raw-tcp-MB/s")
+			b.ReportMetric(bareT.Seconds()/oursT.Seconds(), "fetch/bare")
+			b.ReportMetric(rawT.Seconds()/oursT.Seconds(), "fetch/raw")
+			b.ReportMetric(float64(ttfb.Microseconds())/1000/float64(b.N), "ttfb-ms")
+		})
+	}
+}
+
