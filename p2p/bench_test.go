@@ -138,4 +138,3 @@ func BenchmarkFetch(b *testing.B) {
 		})
 	}
 }
-
