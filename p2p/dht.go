@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
-	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -60,46 +58,4 @@ func (d *DHT) FindProviders(ctx context.Context, ref syncnode.BlobRef, max int) 
 		return nil, fmt.Errorf("p2p: find providers of %s: %w", ref, err)
 	}
 	return out, nil
-}
-
-// ProvideAll announces every ref that each yields, with workers at once,
-// and reports how many announcements failed. Use it to re-provide a whole
-// store on a schedule.
-func (d *DHT) ProvideAll(ctx context.Context, each func(func(syncnode.BlobRef) bool) error, workers int) (provided, failed int, err error) {
-	refs := make(chan syncnode.BlobRef)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ref := range refs {
-				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				perr := d.Provide(cctx, ref)
-				cancel()
-				mu.Lock()
-				if perr != nil {
-					failed++
-					d.log.Debug("provide failed", "blob", ref, "err", perr)
-				} else {
-					provided++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	err = each(func(ref syncnode.BlobRef) bool {
-		select {
-		case refs <- ref:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	})
-	close(refs)
-	wg.Wait()
-	if err == nil {
-		err = ctx.Err()
-	}
-	return provided, failed, err
 }

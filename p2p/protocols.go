@@ -5,6 +5,7 @@ package p2p
 
 import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p-kad-dht/records"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
@@ -26,12 +27,13 @@ const (
 
 // DHTOptions returns the options of syncnode's private DHT: its own protocol
 // prefix (so it never joins the public IPFS DHT), server mode (the default
-// auto mode never serves on loopback or private networks) and no bootstrap
-// peers of its own.
+// auto mode never serves on loopback or private networks), no bootstrap
+// peers of its own, and provider records that live RecordTTL.
 func DHTOptions() []dht.Option {
 	return []dht.Option{
 		dht.ProtocolPrefix(protocol.ID(Prefix)),
 		dht.Mode(dht.ModeServer),
 		dht.BootstrapPeers(),
+		dht.ProviderManagerOpts(records.ProvideValidity(RecordTTL)),
 	}
 }

@@ -13,7 +13,7 @@ func TestProtocolIDsShareThePrefix(t *testing.T) {
 		}
 		seen[p] = true
 	}
-	if len(DHTOptions()) != 3 {
+	if len(DHTOptions()) != 4 {
 		t.Fatal("DHT options changed without a test")
 	}
 }

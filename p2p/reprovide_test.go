@@ -1,0 +1,109 @@
+package p2p
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore/storetest"
+	"github.com/syncnode/syncnode/internal/clock"
+)
+
+// countingProvide wraps a DHT's Provide and counts calls per blob.
+type countingProvide struct {
+	d     *DHT
+	mu    sync.Mutex
+	calls map[syncnode.BlobRef]int
+	total int
+}
+
+func (c *countingProvide) provide(ctx context.Context, ref syncnode.BlobRef) error {
+	c.mu.Lock()
+	c.calls[ref]++
+	c.total++
+	c.mu.Unlock()
+	return c.d.Provide(ctx, ref)
+}
+
+func (c *countingProvide) count(ref syncnode.BlobRef) (one, total int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls[ref], c.total
+}
+
+func testRefs(n int) []syncnode.BlobRef {
+	refs := make([]syncnode.BlobRef, n)
+	for i := range refs {
+		refs[i], _ = storetest.RefOf(fmt.Appendf(nil, "blob %d", i))
+	}
+	return refs
+}
+
+func TestReproviderProvidesAndForgets(t *testing.T) {
+	hs, ds := mesh(t, 3, false)
+	cp := &countingProvide{d: ds[0], calls: map[syncnode.BlobRef]int{}}
+	r := NewReprovider(cp.provide, 100*time.Millisecond, 4, clock.Real{}, discard)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go r.Run(ctx)
+	refs := testRefs(200)
+	for _, ref := range refs {
+		r.Add(ref)
+	}
+	// Every blob becomes findable from another node.
+	for _, ref := range []syncnode.BlobRef{refs[0], refs[99], refs[199]} {
+		waitFor(t, 10*time.Second, func() bool {
+			ps, _ := ds[2].FindProviders(ctx, ref, 3)
+			for _, p := range ps {
+				if p.ID == hs[0].ID() {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	gone := refs[7]
+	r.Remove(gone)
+	before, total := cp.count(gone)
+	// Two more full rounds pass without it.
+	waitFor(t, 20*time.Second, func() bool { _, n := cp.count(gone); return n >= total+2*199 })
+	if after, _ := cp.count(gone); after != before {
+		t.Fatalf("removed blob provided %d more times", after-before)
+	}
+	if r.Len() != 199 {
+		t.Fatalf("Len = %d", r.Len())
+	}
+}
+
+// BenchmarkReprovide provides SYNCNODE_BENCH_PROVIDES blobs (default 10000)
+// from one node of a 5-node mesh with 16 workers and reports provides/s
+// and the time a round of 1e5 would take at that rate.
+func BenchmarkReprovide(b *testing.B) {
+	n := 10000
+	if v, err := strconv.Atoi(os.Getenv("SYNCNODE_BENCH_PROVIDES")); err == nil && v > 0 {
+		n = v
+	}
+	_, ds := mesh(b, 5, false)
+	refs := testRefs(n)
+	var took time.Duration
+	for b.Loop() {
+		r := NewReprovider(ds[0].Provide, time.Hour, 16, clock.Real{}, discard)
+		for _, ref := range refs {
+			r.Add(ref)
+		}
+		start := time.Now()
+		ok, failed := r.round(b.Context(), true)
+		took += time.Since(start)
+		if ok != n || failed != 0 {
+			b.Fatalf("provided %d, failed %d", ok, failed)
+		}
+	}
+	rate := float64(n*b.N) / took.Seconds()
+	b.ReportMetric(rate, "provides/s")
+	b.ReportMetric(1e5/rate, "s-per-1e5")
+}
