@@ -124,16 +124,35 @@ func RefFromBytes(b []byte) (BlobRef, error) {
 	return r, nil
 }
 
-// EncodeMsgpack writes the ref as a 32-byte msgpack bin.
-func (r BlobRef) EncodeMsgpack(enc *msgpack.Encoder) error { return enc.EncodeBytes(r.h[:]) }
+// MsgpackExt is the msgpack extension type that carries a blob ref: a
+// 32-byte payload, the BLAKE3 digest. Because refs are a distinct type on
+// the wire, the refs inside any value are found by walking it, without
+// knowing its schema.
+const MsgpackExt int8 = 0x42
+
+// EncodeMsgpack writes the ref as msgpack extension MsgpackExt.
+func (r BlobRef) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if err := enc.EncodeExtHeader(MsgpackExt, HashSize); err != nil {
+		return err
+	}
+	_, err := enc.Writer().Write(r.h[:])
+	return err
+}
 
 // DecodeMsgpack reads a ref written by EncodeMsgpack.
 func (r *BlobRef) DecodeMsgpack(dec *msgpack.Decoder) error {
-	b, err := dec.DecodeBytes()
+	id, n, err := dec.DecodeExtHeader()
 	if err != nil {
 		return fmt.Errorf("%w: blob ref: %v", ErrCorruptRecord, err)
 	}
-	v, err := RefFromBytes(b)
+	if id != MsgpackExt || n != HashSize {
+		return fmt.Errorf("%w: extension %d of %d bytes, want %d of %d", ErrBadBlobRef, id, n, MsgpackExt, HashSize)
+	}
+	var b [HashSize]byte
+	if err := dec.ReadFull(b[:]); err != nil {
+		return fmt.Errorf("%w: blob ref: %v", ErrCorruptRecord, err)
+	}
+	v, err := RefFromBytes(b[:])
 	if err != nil {
 		return err
 	}

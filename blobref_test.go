@@ -59,10 +59,10 @@ func TestParseBlobRefRejects(t *testing.T) {
 		}
 	}
 	var r BlobRef
-	if err := msgpack.Unmarshal([]byte{0xc4, 0x03, 1, 2, 3}, &r); !errors.Is(err, ErrBadBlobRef) {
+	if err := msgpack.Unmarshal([]byte{0xc7, 0x03, 0x42, 1, 2, 3}, &r); !errors.Is(err, ErrBadBlobRef) {
 		t.Errorf("short msgpack ref: %v", err)
 	}
-	if err := msgpack.Unmarshal([]byte{0xc4}, &r); !errors.Is(err, ErrCorruptRecord) {
+	if err := msgpack.Unmarshal([]byte{0xc7}, &r); !errors.Is(err, ErrCorruptRecord) {
 		t.Errorf("truncated msgpack ref: %v", err)
 	}
 }

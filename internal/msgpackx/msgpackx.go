@@ -39,7 +39,11 @@ func Unmarshal(b []byte, v any) (err error) {
 
 // Check verifies that b holds exactly one msgpack value, nested at most
 // MaxDepth deep, whose every length fits in the bytes that follow it.
-func Check(b []byte) error {
+func Check(b []byte) error { return Walk(b, nil) }
+
+// Walk checks b as Check does and calls ext, if not nil, with the type and
+// payload of every extension value in it, in order. The payload aliases b.
+func Walk(b []byte, ext func(typ int8, payload []byte)) error {
 	stack := []int{1} // values still to read at each open level
 	p := 0
 	for len(stack) > 0 {
@@ -125,6 +129,9 @@ func Check(b []byte) error {
 		}
 		if skip > len(b)-p {
 			return fmt.Errorf("%w: %d-byte value at byte %d runs past the end", ErrMalformed, skip, p)
+		}
+		if ext != nil && (c >= 0xc7 && c <= 0xc9 || c >= 0xd4 && c <= 0xd8) {
+			ext(int8(b[p]), b[p+1:p+skip])
 		}
 		p += skip
 		if items > 0 {

@@ -92,3 +92,33 @@ func FuzzCheck(f *testing.F) {
 		Unmarshal(b, &s)
 	})
 }
+
+func TestWalkFindsExtensions(t *testing.T) {
+	v := map[string]any{"a": []any{1, "x", &extVal{7}}, "b": &extVal{9}}
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	if err := Walk(b, func(typ int8, p []byte) {
+		if typ == 5 {
+			got = append(got, p...)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0]+got[1] != 16 {
+		t.Fatalf("ext payloads %v, want 7 and 9", got)
+	}
+}
+
+// extVal encodes as a 1-byte extension of type 5.
+type extVal struct{ v byte }
+
+func (e *extVal) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if err := enc.EncodeExtHeader(5, 1); err != nil {
+		return err
+	}
+	_, err := enc.Writer().Write([]byte{e.v})
+	return err
+}

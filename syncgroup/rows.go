@@ -1,0 +1,168 @@
+package syncgroup
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/msgpackx"
+)
+
+// Row is one version of a key: a msgpack value, or a tombstone.
+type Row struct {
+	Key     string    `msgpack:"k"`
+	Value   []byte    `msgpack:"v,omitempty"`
+	Deleted bool      `msgpack:"d,omitempty"`
+	TS      Timestamp `msgpack:"t"`
+	// Writer wrote this version; Seq is its position in the writer's
+	// sequence of writes.
+	Writer peer.ID `msgpack:"w"`
+	Seq    uint64  `msgpack:"s"`
+}
+
+// Wins reports whether a beats b for the same key: last writer wins, by
+// timestamp, then by writer ID.
+func Wins(a, b Row) bool {
+	if c := a.TS.Compare(b.TS); c != 0 {
+		return c > 0
+	}
+	return a.Writer > b.Writer
+}
+
+// VersionVector records, per writer, the highest sequence number whose
+// writes (or later ones that supersede them) are known.
+type VersionVector map[peer.ID]uint64
+
+// Knows reports whether v covers writer's write seq.
+func (v VersionVector) Knows(writer peer.ID, seq uint64) bool { return v[writer] >= seq }
+
+// Merge raises v to at least o, entry by entry.
+func (v VersionVector) Merge(o VersionVector) {
+	for p, n := range o {
+		if n > v[p] {
+			v[p] = n
+		}
+	}
+}
+
+// FindRefs returns the blob refs inside a msgpack value, in order, without
+// knowing its schema: they are the extension values of type
+// syncnode.MsgpackExt.
+func FindRefs(value []byte) ([]syncnode.BlobRef, error) {
+	var refs []syncnode.BlobRef
+	var bad error
+	err := msgpackx.Walk(value, func(typ int8, p []byte) {
+		if typ != syncnode.MsgpackExt {
+			return
+		}
+		r, err := syncnode.RefFromBytes(p)
+		if err != nil && bad == nil {
+			bad = err
+		}
+		if err == nil && !slices.Contains(refs, r) {
+			refs = append(refs, r)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", syncnode.ErrCorruptRecord, err)
+	}
+	return refs, bad
+}
+
+// Rows is one device's replica of a syncgroup's rows: the winning version
+// of every key, a version vector and the device's own write sequence. It is
+// pure state: no clock of its own, no I/O.
+type Rows struct {
+	self peer.ID
+	hlc  HLC
+	seq  uint64
+	rows map[string]Row
+	vv   VersionVector
+}
+
+// NewRows returns an empty replica for device self.
+func NewRows(self peer.ID, maxSkew time.Duration) *Rows {
+	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: map[string]Row{}, vv: VersionVector{}}
+}
+
+func (r *Rows) write(key string, value []byte, deleted bool, now time.Time) Row {
+	r.seq++
+	row := Row{Key: key, Value: value, Deleted: deleted, TS: r.hlc.Now(now), Writer: r.self, Seq: r.seq}
+	r.rows[key] = row
+	r.vv[r.self] = r.seq
+	return row
+}
+
+// Put writes value at key and returns the new version.
+func (r *Rows) Put(key string, value []byte, now time.Time) Row { return r.write(key, value, false, now) }
+
+// Delete writes a tombstone at key and returns it.
+func (r *Rows) Delete(key string, now time.Time) Row { return r.write(key, nil, true, now) }
+
+// Get returns the winning version of key (possibly a tombstone).
+func (r *Rows) Get(key string) (Row, bool) {
+	row, ok := r.rows[key]
+	return row, ok
+}
+
+// List returns the live rows under prefix, sorted by key.
+func (r *Rows) List(prefix string) []Row {
+	var out []Row
+	for k, row := range r.rows {
+		if strings.HasPrefix(k, prefix) && !row.Deleted {
+			out = append(out, row)
+		}
+	}
+	slices.SortFunc(out, func(a, b Row) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+// Apply merges a version from a peer, returning whether it became the
+// winner of its key. A version from a clock too far ahead is refused.
+// A single pushed write advances the version vector only when it is the
+// writer's next one; anti-entropy (Missing, then Learned) closes gaps.
+func (r *Rows) Apply(row Row, now time.Time) (bool, error) {
+	if err := r.hlc.Observe(row.TS, now); err != nil {
+		return false, err
+	}
+	if row.Seq == r.vv[row.Writer]+1 {
+		r.vv[row.Writer] = row.Seq
+	}
+	cur, ok := r.rows[row.Key]
+	if ok && !Wins(row, cur) {
+		return false, nil
+	}
+	r.rows[row.Key] = row
+	return true, nil
+}
+
+// VV returns a copy of the replica's version vector.
+func (r *Rows) VV() VersionVector { return maps.Clone(r.vv) }
+
+// Missing returns the winning versions under the prefixes that a peer with
+// version vector remote does not know.
+func (r *Rows) Missing(remote VersionVector, prefixes []string) []Row {
+	var out []Row
+	for k, row := range r.rows {
+		if remote.Knows(row.Writer, row.Seq) {
+			continue
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(k, p) {
+				out = append(out, row)
+				break
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Row) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+// Learned raises the version vector after every row a peer sent in answer
+// to Missing has been applied: what the peer knew, this replica now knows.
+func (r *Rows) Learned(remote VersionVector) { r.vv.Merge(remote) }

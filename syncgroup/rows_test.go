@@ -1,0 +1,162 @@
+package syncgroup
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	mh "github.com/multiformats/go-multihash"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+)
+
+func testPeer(i int) peer.ID {
+	m, _ := mh.Sum(fmt.Appendf(nil, "device-%d", i), mh.IDENTITY, -1)
+	return peer.ID(m)
+}
+
+var t0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+func TestHLC(t *testing.T) {
+	c := HLC{MaxSkew: time.Minute}
+	a := c.Now(t0)
+	b := c.Now(t0) // same physical reading: logical tick
+	if b.Compare(a) <= 0 {
+		t.Fatalf("not monotonic: %v then %v", a, b)
+	}
+	if err := c.Observe(Timestamp{Wall: t0.Add(30 * time.Second).UnixNano(), Logical: 3}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Now(t0); n.Compare(Timestamp{Wall: t0.Add(30 * time.Second).UnixNano(), Logical: 3}) <= 0 {
+		t.Fatalf("after observing a later remote time, Now = %v", n)
+	}
+	if err := c.Observe(Timestamp{Wall: t0.Add(time.Hour).UnixNano()}, t0); err == nil {
+		t.Fatal("accepted a clock an hour ahead")
+	}
+}
+
+// sync runs one anti-entropy round in both directions between a and b.
+func syncPair(t *testing.T, a, b *Rows, now time.Time) {
+	t.Helper()
+	for _, dir := range [][2]*Rows{{a, b}, {b, a}} {
+		from, to := dir[0], dir[1]
+		remote := from.VV()
+		for _, row := range from.Missing(to.VV(), []string{""}) {
+			if _, err := to.Apply(row, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		to.Learned(remote)
+	}
+}
+
+func TestConvergenceUnderConcurrentWrites(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := range 50 {
+		n := 3 + trial%3
+		reps := make([]*Rows, n)
+		for i := range reps {
+			reps[i] = NewRows(testPeer(i), time.Minute)
+		}
+		now := t0
+		for range 200 {
+			now = now.Add(time.Duration(rng.IntN(3)) * time.Millisecond) // many equal clock readings
+			r := reps[rng.IntN(n)]
+			key := fmt.Sprint("k", rng.IntN(8))
+			switch rng.IntN(5) {
+			case 0:
+				r.Delete(key, now)
+			case 1, 2:
+				r.Put(key, []byte{byte(rng.IntN(256))}, now)
+			default: // a random pair syncs
+				syncPair(t, reps[rng.IntN(n)], reps[rng.IntN(n)], now)
+			}
+		}
+		// Heal: a ring of syncs twice over.
+		for range 2 {
+			for i := range reps {
+				syncPair(t, reps[i], reps[(i+1)%n], now)
+			}
+		}
+		for k := range 8 {
+			key := fmt.Sprint("k", k)
+			w, wok := reps[0].Get(key)
+			for i, r := range reps[1:] {
+				g, ok := r.Get(key)
+				if ok != wok || g.Writer != w.Writer || g.Seq != w.Seq || !bytes.Equal(g.Value, w.Value) || g.Deleted != w.Deleted {
+					t.Fatalf("trial %d: replica %d disagrees on %s: %+v vs %+v", trial, i+1, key, g, w)
+				}
+			}
+		}
+	}
+}
+
+func TestTombstoneBeatsOlderWrite(t *testing.T) {
+	a, b := NewRows(testPeer(1), time.Minute), NewRows(testPeer(2), time.Minute)
+	a.Put("x", []byte("old"), t0)
+	b.Delete("x", t0.Add(time.Second))
+	syncPair(t, a, b, t0.Add(2*time.Second))
+	for _, r := range []*Rows{a, b} {
+		if row, _ := r.Get("x"); !row.Deleted {
+			t.Fatalf("older write beat the tombstone: %+v", row)
+		}
+		if len(r.List("")) != 0 {
+			t.Fatal("deleted row listed")
+		}
+	}
+	// Re-applying the older write (a late push) changes nothing.
+	old := Row{Key: "x", Value: []byte("old"), TS: Timestamp{Wall: t0.UnixNano()}, Writer: testPeer(1), Seq: 1}
+	if won, _ := b.Apply(old, t0.Add(3*time.Second)); won {
+		t.Fatal("a late older write won")
+	}
+}
+
+func TestMissingSendsOnlyWhatIsUnknown(t *testing.T) {
+	a, b := NewRows(testPeer(1), time.Minute), NewRows(testPeer(2), time.Minute)
+	for i := range 10 {
+		a.Put(fmt.Sprint("photos/", i), []byte{1}, t0)
+	}
+	a.Put("docs/x", []byte{2}, t0)
+	if got := a.Missing(b.VV(), []string{"photos/"}); len(got) != 10 {
+		t.Fatalf("first round sends %d rows, want 10 (prefix filtered)", len(got))
+	}
+	syncPair(t, a, b, t0)
+	if got := a.Missing(b.VV(), []string{""}); len(got) != 0 {
+		t.Fatalf("after sync, %d rows still unknown", len(got))
+	}
+	a.Put("photos/new", []byte{3}, t0)
+	if got := a.Missing(b.VV(), []string{""}); len(got) != 1 || got[0].Key != "photos/new" {
+		t.Fatalf("after one write, Missing = %v", got)
+	}
+}
+
+type photo struct {
+	Title string             `msgpack:"title"`
+	Full  syncnode.BlobRef   `msgpack:"full"`
+	Thumb []syncnode.BlobRef `msgpack:"thumbs"`
+}
+
+func TestFindRefsWithoutSchema(t *testing.T) {
+	r1 := syncnode.RefFromHash([32]byte{1})
+	r2 := syncnode.RefFromHash([32]byte{2})
+	v, err := msgpack.Marshal(map[string]any{"album": []any{photo{Title: "a", Full: r1, Thumb: []syncnode.BlobRef{r2, r1}}}, "n": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs, err := FindRefs(v)
+	if err != nil || len(refs) != 2 || refs[0] != r1 || refs[1] != r2 {
+		t.Fatalf("FindRefs = %v, %v", refs, err)
+	}
+	var back photo
+	b, _ := msgpack.Marshal(photo{Full: r2})
+	if err := msgpack.Unmarshal(b, &back); err != nil || back.Full != r2 {
+		t.Fatalf("typed decode: %v %v", back, err)
+	}
+	if _, err := FindRefs([]byte{0xdd, 0xff, 0xff, 0xff, 0xff}); err == nil {
+		t.Fatal("FindRefs accepted garbage")
+	}
+}
