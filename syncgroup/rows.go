@@ -99,7 +99,9 @@ func (r *Rows) write(key string, value []byte, deleted bool, now time.Time) Row 
 }
 
 // Put writes value at key and returns the new version.
-func (r *Rows) Put(key string, value []byte, now time.Time) Row { return r.write(key, value, false, now) }
+func (r *Rows) Put(key string, value []byte, now time.Time) Row {
+	return r.write(key, value, false, now)
+}
 
 // Delete writes a tombstone at key and returns it.
 func (r *Rows) Delete(key string, now time.Time) Row { return r.write(key, nil, true, now) }
