@@ -1,0 +1,260 @@
+package syncgroup
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/msgpackx"
+)
+
+// Errors of group operations.
+var (
+	// ErrNotMember reports a peer that is not (or no longer) a member.
+	ErrNotMember = errors.New("syncgroup: not a member")
+	// ErrOutsideGroup reports a key outside the group's prefixes.
+	ErrOutsideGroup = errors.New("syncgroup: key outside the group's prefixes")
+	// ErrNotAllowed reports a membership change its writer may not make.
+	ErrNotAllowed = errors.New("syncgroup: not allowed")
+)
+
+// memberPrefix is the reserved key prefix of membership rows. Keys that
+// users write start elsewhere: group prefixes may not begin with NUL. As
+// NUL sorts first, Missing sends membership rows before the data rows whose
+// writers they admit.
+const memberPrefix = "\x00m/"
+
+// Spec describes a syncgroup. It is fixed at creation.
+type Spec struct {
+	ID       syncnode.GroupID `msgpack:"i"`
+	Name     string           `msgpack:"n"`
+	Prefixes []string         `msgpack:"p"`
+	Private  bool             `msgpack:"v,omitempty"`
+	Admins   []peer.ID        `msgpack:"a"`
+}
+
+// Validate checks the spec's fields.
+func (s Spec) Validate() error {
+	switch {
+	case s.Name == "" || strings.ContainsAny(s.Name, "/\x00"):
+		return fmt.Errorf("syncgroup: bad name %q", s.Name)
+	case len(s.Prefixes) == 0:
+		return errors.New("syncgroup: a group syncs at least one key prefix")
+	case len(s.Admins) == 0:
+		return errors.New("syncgroup: a group has at least one admin")
+	}
+	for _, p := range s.Prefixes {
+		if strings.HasPrefix(p, "\x00") {
+			return fmt.Errorf("syncgroup: prefix %q is reserved", p)
+		}
+	}
+	return nil
+}
+
+// Covers reports whether key lies under one of the spec's prefixes.
+func (s Spec) Covers(key string) bool {
+	return slices.ContainsFunc(s.Prefixes, func(p string) bool { return strings.HasPrefix(key, p) })
+}
+
+// Member is one member of a group as the membership rows record it.
+type Member struct {
+	Peer    peer.ID          `msgpack:"-"`
+	DevType syncnode.DevType `msgpack:"t"`
+	Addrs   []string         `msgpack:"a,omitempty"`
+	// Invitation is the joiner's proof; empty for an admin, who needs none.
+	Invitation *Invitation `msgpack:"i,omitempty"`
+}
+
+// Group is one device's replica of a syncgroup: its spec, its rows, and the
+// membership derived from them.
+type Group struct {
+	spec Spec
+	self peer.ID
+	rows *Rows
+}
+
+// NewGroup returns an empty replica of spec for device self.
+func NewGroup(spec Spec, self peer.ID, maxSkew time.Duration) (*Group, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	return &Group{spec: spec, self: self, rows: NewRows(self, maxSkew)}, nil
+}
+
+// Create makes a new group whose first admin is the creator (key), with
+// the creator as its first member.
+func Create(name string, prefixes []string, private bool, key crypto.PrivKey, dev syncnode.DevType, addrs []string, now time.Time) (*Group, error) {
+	self, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	spec := Spec{ID: syncnode.GroupID(self.String() + "/" + name), Name: name, Prefixes: prefixes, Private: private, Admins: []peer.ID{self}}
+	g, err := NewGroup(spec, self, time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := g.putMember(Member{DevType: dev, Addrs: addrs}, now); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Spec returns the group's spec.
+func (g *Group) Spec() Spec { return g.spec }
+
+// Rows returns the replica's rows (data and membership).
+func (g *Group) Rows() *Rows { return g.rows }
+
+func (g *Group) putMember(m Member, now time.Time) (Row, error) {
+	b, err := msgpack.Marshal(m)
+	if err != nil {
+		return Row{}, err
+	}
+	return g.rows.Put(memberPrefix+string(g.self), b, now), nil
+}
+
+// Join records this device as a member through inv, which an admin issued
+// to it. The row it returns is what the other members must learn.
+func (g *Group) Join(inv Invitation, addrs []string, now time.Time) (Row, error) {
+	if err := inv.Verify(g.self, g.spec.Admins, now); err != nil {
+		return Row{}, err
+	}
+	if inv.Group != g.spec.ID {
+		return Row{}, fmt.Errorf("%w: invitation is for %s", ErrInvitation, inv.Group)
+	}
+	return g.putMember(Member{DevType: inv.DevType, Addrs: addrs, Invitation: &inv}, now)
+}
+
+// Leave removes this device from the group.
+func (g *Group) Leave(now time.Time) Row { return g.rows.Delete(memberPrefix+string(g.self), now) }
+
+// Eject removes p from the group; only an admin may.
+func (g *Group) Eject(p peer.ID, now time.Time) (Row, error) {
+	if !slices.Contains(g.spec.Admins, g.self) {
+		return Row{}, fmt.Errorf("%w: only an admin ejects", ErrNotAllowed)
+	}
+	return g.rows.Delete(memberPrefix+string(p), now), nil
+}
+
+// Member returns p's membership, if p is a member.
+func (g *Group) Member(p peer.ID) (Member, bool) {
+	row, ok := g.rows.Get(memberPrefix + string(p))
+	if !ok || row.Deleted {
+		return Member{}, false
+	}
+	var m Member
+	if msgpackx.Unmarshal(row.Value, &m) != nil {
+		return Member{}, false
+	}
+	m.Peer = p
+	return m, true
+}
+
+// IsMember reports whether p is a member.
+func (g *Group) IsMember(p peer.ID) bool {
+	_, ok := g.Member(p)
+	return ok
+}
+
+// Members returns the members, sorted by peer ID.
+func (g *Group) Members() []Member {
+	var out []Member
+	for _, row := range g.rows.List(memberPrefix) {
+		if m, ok := g.Member(peer.ID(strings.TrimPrefix(row.Key, memberPrefix))); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Put writes a row; the key must be under the group's prefixes and this
+// device a member.
+func (g *Group) Put(key string, value []byte, now time.Time) (Row, error) {
+	if err := g.writable(key); err != nil {
+		return Row{}, err
+	}
+	if err := msgpackx.Check(value); err != nil {
+		return Row{}, fmt.Errorf("syncgroup: value of %q is not msgpack: %w", key, err)
+	}
+	return g.rows.Put(key, value, now), nil
+}
+
+// Delete writes a tombstone at key.
+func (g *Group) Delete(key string, now time.Time) (Row, error) {
+	if err := g.writable(key); err != nil {
+		return Row{}, err
+	}
+	return g.rows.Delete(key, now), nil
+}
+
+func (g *Group) writable(key string) error {
+	if !g.spec.Covers(key) {
+		return fmt.Errorf("%w: %q in %s", ErrOutsideGroup, key, g.spec.ID)
+	}
+	if !g.IsMember(g.self) {
+		return fmt.Errorf("%w: this device in %s", ErrNotMember, g.spec.ID)
+	}
+	return nil
+}
+
+// Apply merges a row received from a peer after checking that its writer
+// was entitled to write it: data rows only under the group's prefixes and
+// from members; a membership row only for its own writer, carrying a valid
+// invitation (admins need none); a membership tombstone only from the
+// member itself or an admin.
+func (g *Group) Apply(row Row, now time.Time) (bool, error) {
+	if err := g.check(row); err != nil {
+		return false, err
+	}
+	return g.rows.Apply(row, now)
+}
+
+func (g *Group) check(row Row) error {
+	if !strings.HasPrefix(row.Key, memberPrefix) {
+		if !g.spec.Covers(row.Key) {
+			return fmt.Errorf("%w: %q", ErrOutsideGroup, row.Key)
+		}
+		if !g.IsMember(row.Writer) {
+			return fmt.Errorf("%w: writer %s of %q", ErrNotMember, row.Writer, row.Key)
+		}
+		if !row.Deleted {
+			if err := msgpackx.Check(row.Value); err != nil {
+				return fmt.Errorf("syncgroup: value of %q: %w", row.Key, err)
+			}
+		}
+		return nil
+	}
+	subject := peer.ID(strings.TrimPrefix(row.Key, memberPrefix))
+	admin := slices.Contains(g.spec.Admins, row.Writer)
+	if row.Deleted {
+		if row.Writer != subject && !admin {
+			return fmt.Errorf("%w: %s may not remove %s", ErrNotAllowed, row.Writer, subject)
+		}
+		return nil
+	}
+	if row.Writer != subject {
+		return fmt.Errorf("%w: %s may not write %s's membership", ErrNotAllowed, row.Writer, subject)
+	}
+	var m Member
+	if err := msgpackx.Unmarshal(row.Value, &m); err != nil {
+		return fmt.Errorf("syncgroup: membership of %s: %w", subject, err)
+	}
+	if admin {
+		return nil
+	}
+	if m.Invitation == nil {
+		return fmt.Errorf("%w: %s joined without an invitation", ErrNotAllowed, subject)
+	}
+	if m.Invitation.Group != g.spec.ID || m.Invitation.DevType != m.DevType {
+		return fmt.Errorf("%w: %s's invitation does not match its membership", ErrNotAllowed, subject)
+	}
+	// The invitation must have been valid when the member joined.
+	return m.Invitation.Verify(subject, g.spec.Admins, time.Unix(0, row.TS.Wall))
+}

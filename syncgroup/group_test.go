@@ -1,0 +1,108 @@
+package syncgroup
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+)
+
+// deliver applies every row a knows that b does not, as a sync would.
+func deliver(t *testing.T, from, to *Group, now time.Time) []error {
+	t.Helper()
+	var errs []error
+	remote := from.Rows().VV()
+	for _, row := range from.Rows().Missing(to.Rows().VV(), []string{""}) {
+		if _, err := to.Apply(row, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		to.Rows().Learned(remote)
+	}
+	return errs
+}
+
+func TestMembershipLifecycle(t *testing.T) {
+	adminKey, admin := key(t)
+	_, phone := key(t)
+	_, server := key(t)
+	_, stranger := key(t)
+	g, err := Create("photos", []string{"photos/"}, true, adminKey, syncnode.Normal, nil, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.IsMember(admin) {
+		t.Fatal("creator is not a member")
+	}
+	// The phone joins with an invitation; the server's copy of the group
+	// learns it through sync.
+	inv, _ := Invite(adminKey, g.Spec().ID, phone, syncnode.Normal, t0.Add(time.Hour))
+	pg, _ := NewGroup(g.Spec(), phone, time.Minute)
+	if errs := deliver(t, g, pg, t0); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if _, err := pg.Join(inv, []string{"/ip4/127.0.0.1/tcp/1"}, t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	srvInv, _ := Invite(adminKey, g.Spec().ID, server, syncnode.Server, t0.Add(time.Hour))
+	sg, _ := NewGroup(g.Spec(), server, time.Minute)
+	deliver(t, g, sg, t0)
+	sg.Join(srvInv, nil, t0.Add(time.Second))
+	for _, pair := range [][2]*Group{{pg, g}, {sg, g}, {g, pg}, {g, sg}} {
+		if errs := deliver(t, pair[0], pair[1], t0.Add(2*time.Second)); len(errs) > 0 {
+			t.Fatal(errs)
+		}
+	}
+	if m, ok := pg.Member(server); !ok || m.DevType != syncnode.Server {
+		t.Fatalf("phone sees server as %+v %v", m, ok)
+	}
+	if len(g.Members()) != 3 {
+		t.Fatalf("admin sees %d members", len(g.Members()))
+	}
+	// The phone writes a row; a non-member's row is refused.
+	v, _ := msgpack.Marshal("beach")
+	row, err := pg.Put("photos/1", v, t0.Add(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Apply(row, t0.Add(3*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	forged := Row{Key: "photos/2", Value: v, TS: Timestamp{Wall: t0.UnixNano()}, Writer: stranger, Seq: 1}
+	if _, err := g.Apply(forged, t0.Add(3*time.Second)); !errors.Is(err, ErrNotMember) {
+		t.Fatalf("non-member row: %v", err)
+	}
+	if _, err := pg.Put("docs/1", v, t0); !errors.Is(err, ErrOutsideGroup) {
+		t.Fatalf("write outside the prefixes: %v", err)
+	}
+	// A member may not claim to be a server by rewriting its membership.
+	claim, _ := msgpack.Marshal(Member{DevType: syncnode.Server, Invitation: &inv})
+	lie := Row{Key: memberPrefix + string(phone), Value: claim, TS: Timestamp{Wall: t0.Add(4 * time.Second).UnixNano()}, Writer: phone, Seq: 99}
+	if _, err := g.Apply(lie, t0.Add(4*time.Second)); !errors.Is(err, ErrNotAllowed) {
+		t.Fatalf("self-promotion: %v", err)
+	}
+	// Nor remove someone else; an admin may.
+	kick := Row{Key: memberPrefix + string(server), Deleted: true, TS: Timestamp{Wall: t0.Add(5 * time.Second).UnixNano()}, Writer: phone, Seq: 100}
+	if _, err := g.Apply(kick, t0.Add(5*time.Second)); !errors.Is(err, ErrNotAllowed) {
+		t.Fatalf("member ejecting another: %v", err)
+	}
+	ej, err := g.Eject(phone, t0.Add(6*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sg.Apply(ej, t0.Add(6*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	later, _ := msgpack.Marshal("after ejection")
+	row2 := Row{Key: "photos/3", Value: later, TS: Timestamp{Wall: t0.Add(7 * time.Second).UnixNano()}, Writer: phone, Seq: 3}
+	if _, err := sg.Apply(row2, t0.Add(7*time.Second)); !errors.Is(err, ErrNotMember) {
+		t.Fatalf("ejected member's write: %v", err)
+	}
+	if _, err := pg.Join(inv, nil, t0.Add(2*time.Hour)); !errors.Is(err, ErrInvitation) {
+		t.Fatalf("rejoin with an expired invitation: %v", err)
+	}
+}
