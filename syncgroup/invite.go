@@ -29,7 +29,10 @@ type Invitation struct {
 	DevType syncnode.DevType `msgpack:"t"`
 	Expires int64            `msgpack:"e"` // Unix seconds
 	Admin   peer.ID          `msgpack:"a"`
-	Sig     []byte           `msgpack:"s"`
+	// AdminKey is the admin's public key, for key types that a peer ID
+	// does not embed; it must hash to Admin.
+	AdminKey []byte `msgpack:"k,omitempty"`
+	Sig      []byte `msgpack:"s"`
 }
 
 // signed returns the bytes the signature covers: everything but Sig, under
@@ -51,7 +54,11 @@ func Invite(admin crypto.PrivKey, group syncnode.GroupID, joiner peer.ID, dev sy
 	if err != nil {
 		return Invitation{}, fmt.Errorf("syncgroup: invite: %w", err)
 	}
-	inv := Invitation{Group: group, Joiner: joiner, DevType: dev, Expires: expires.Unix(), Admin: id}
+	pub, err := crypto.MarshalPublicKey(admin.GetPublic())
+	if err != nil {
+		return Invitation{}, fmt.Errorf("syncgroup: invite: %w", err)
+	}
+	inv := Invitation{Group: group, Joiner: joiner, DevType: dev, Expires: expires.Unix(), Admin: id, AdminKey: pub}
 	msg, err := inv.signed()
 	if err != nil {
 		return Invitation{}, err
@@ -75,7 +82,7 @@ func (inv Invitation) Verify(presenter peer.ID, admins []peer.ID, now time.Time)
 	case inv.DevType > syncnode.Leaf:
 		return fmt.Errorf("%w: unknown device type %d", ErrInvitation, inv.DevType)
 	}
-	pub, err := inv.Admin.ExtractPublicKey()
+	pub, err := inv.adminKey()
 	if err != nil {
 		return fmt.Errorf("%w: admin key: %v", ErrInvitation, err)
 	}
@@ -87,6 +94,23 @@ func (inv Invitation) Verify(presenter peer.ID, admins []peer.ID, now time.Time)
 		return fmt.Errorf("%w: bad signature", ErrInvitation)
 	}
 	return nil
+}
+
+// adminKey returns the admin's public key: the one the peer ID embeds, or
+// AdminKey if it hashes to the admin's ID.
+func (inv Invitation) adminKey() (crypto.PubKey, error) {
+	if pub, err := inv.Admin.ExtractPublicKey(); err == nil {
+		return pub, nil
+	}
+	pub, err := crypto.UnmarshalPublicKey(inv.AdminKey)
+	if err != nil {
+		return nil, err
+	}
+	id, err := peer.IDFromPublicKey(pub)
+	if err != nil || id != inv.Admin {
+		return nil, errors.New("key does not match the admin's peer ID")
+	}
+	return pub, nil
 }
 
 // Marshal encodes the invitation for sharing (as a file or a QR code).

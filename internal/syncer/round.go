@@ -1,0 +1,185 @@
+package syncer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// A round, on one stream:
+//
+//	initiator → responder  hello{group, vv, own membership row}
+//	responder → initiator  batch{vv, rows the initiator lacks}… (last has Done)
+//	initiator → responder  batch{vv, rows the responder lacks}… (last has Done)
+//
+// Each side raises its version vector to the other's only after applying
+// every row of the other's batches without error. The responder refuses a
+// peer that is not a member after its membership row (if any) is applied.
+
+type hello struct {
+	Group syncnode.GroupID        `msgpack:"g"`
+	VV    syncgroup.VersionVector `msgpack:"v"`
+	Self  *syncgroup.Row          `msgpack:"s,omitempty"`
+}
+
+type batch struct {
+	Err  string                  `msgpack:"e,omitempty"`
+	VV   syncgroup.VersionVector `msgpack:"v,omitempty"`
+	Rows []syncgroup.Row         `msgpack:"r,omitempty"`
+	Done bool                    `msgpack:"d,omitempty"`
+}
+
+// SyncWith runs one round of group id with p.
+func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) error {
+	r, err := s.replica(id)
+	if err != nil {
+		return err
+	}
+	st, err := s.h.NewStream(ctx, p, p2p.ProtoSync)
+	if err != nil {
+		return fmt.Errorf("syncer: %s: %w", p, err)
+	}
+	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	defer stop()
+	br := bufio.NewReader(st)
+
+	r.mu.Lock()
+	h := hello{Group: id, VV: r.g.Rows().VV()}
+	if self, ok := r.g.Rows().Get(selfKey(s.h.ID())); ok {
+		h.Self = &self
+	}
+	r.mu.Unlock()
+	if err := p2p.WriteMsg(st, h, s.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return err
+	}
+	remoteVV, err := s.receive(br, st, r, id, p)
+	if err != nil {
+		st.Reset()
+		return err
+	}
+	if err := s.send(st, r, remoteVV); err != nil {
+		st.Reset()
+		return err
+	}
+	return nil
+}
+
+func selfKey(p peer.ID) string { return "\x00m/" + string(p) }
+
+// receive applies the peer's batches and returns its version vector.
+func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syncnode.GroupID, from peer.ID) (syncgroup.VersionVector, error) {
+	var vv syncgroup.VersionVector
+	var applyErr error
+	for {
+		var b batch
+		if err := p2p.ReadMsg(br, st, &b, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
+			return nil, err
+		}
+		if b.Err != "" {
+			return nil, fmt.Errorf("%w: %s", ErrRefused, b.Err)
+		}
+		if b.VV != nil {
+			vv = b.VV
+		}
+		var won []syncgroup.Row
+		r.mu.Lock()
+		for _, row := range b.Rows {
+			ok, err := r.g.Apply(row, s.clock.Now())
+			if err != nil {
+				applyErr = errors.Join(applyErr, err)
+				continue
+			}
+			if ok {
+				won = append(won, row)
+			}
+		}
+		if b.Done && applyErr == nil && vv != nil {
+			r.g.Rows().Learned(vv)
+		}
+		r.mu.Unlock()
+		if s.hook != nil {
+			for _, row := range won {
+				s.hook(id, row, from)
+			}
+		}
+		if b.Done {
+			if applyErr != nil {
+				s.log.Warn("rows refused in sync", "group", id, "peer", from, "err", applyErr)
+			}
+			return vv, nil
+		}
+	}
+}
+
+// send writes the rows the peer (with version vector vv) lacks, in batches.
+func (s *Syncer) send(st network.Stream, r *replica, vv syncgroup.VersionVector) error {
+	r.mu.Lock()
+	rows := r.g.Rows().Missing(vv, append([]string{"\x00"}, r.g.Spec().Prefixes...))
+	mine := r.g.Rows().VV()
+	r.mu.Unlock()
+	for {
+		b := batch{VV: mine}
+		size := 0
+		for len(rows) > 0 && (len(b.Rows) == 0 || size+len(rows[0].Value)+256 < batchBytes) {
+			size += len(rows[0].Value) + 256
+			b.Rows = append(b.Rows, rows[0])
+			rows = rows[1:]
+		}
+		b.Done = len(rows) == 0
+		if err := p2p.WriteMsg(st, b, s.cfg.IOTimeout); err != nil {
+			return err
+		}
+		if b.Done {
+			return nil
+		}
+	}
+}
+
+func (s *Syncer) handleSync(st network.Stream) {
+	defer st.Close()
+	from := st.Conn().RemotePeer()
+	br := bufio.NewReader(st)
+	var h hello
+	if err := p2p.ReadMsg(br, st, &h, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return
+	}
+	r, err := s.replica(h.Group)
+	if err != nil {
+		p2p.WriteMsg(st, batch{Err: "unknown syncgroup"}, s.cfg.IOTimeout)
+		return
+	}
+	r.mu.Lock()
+	if h.Self != nil && h.Self.Writer == from {
+		if _, err := r.g.Apply(*h.Self, s.clock.Now()); err != nil {
+			s.log.Info("membership refused", "group", h.Group, "peer", from, "err", err)
+		}
+	}
+	member := r.g.IsMember(from)
+	if member {
+		s.learnAddrs(r.g)
+	}
+	r.mu.Unlock()
+	if !member {
+		s.log.Info("sync refused: not a member", "group", h.Group, "peer", from)
+		p2p.WriteMsg(st, batch{Err: "not a member of " + string(h.Group)}, s.cfg.IOTimeout)
+		return
+	}
+	if err := s.send(st, r, h.VV); err != nil {
+		st.Reset()
+		return
+	}
+	if _, err := s.receive(br, st, r, h.Group, from); err != nil {
+		st.Reset()
+	}
+}

@@ -1,0 +1,336 @@
+// Package syncer runs syncgroup anti-entropy between devices over libp2p:
+// the join handshake, one exchange of version vectors and missing rows per
+// round in both directions, a round pushed to online members after every
+// local write, and periodic rounds as the safety net.
+package syncer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/clock"
+	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// Protocol IDs of this package.
+const (
+	ProtoJoin protocol.ID = p2p.Prefix + "/join/1.0.0"
+)
+
+// Limits of the sync exchange.
+const (
+	// MaxValue is the largest row value accepted; large data belongs in blobs.
+	MaxValue = 256 << 10
+	// batchBytes bounds the rows sent in one frame.
+	batchBytes = 512 << 10
+)
+
+// Errors of the syncer.
+var (
+	ErrUnknownGroup = errors.New("syncer: unknown syncgroup")
+	ErrRefused      = errors.New("syncer: refused by peer")
+	ErrTooLarge     = errors.New("syncer: row value too large")
+)
+
+// RowHook is told of every row a peer sent that won its key here.
+type RowHook func(g syncnode.GroupID, row syncgroup.Row, from peer.ID)
+
+// Config configures a Syncer.
+type Config struct {
+	// Interval between periodic rounds with each member (default 30 s).
+	Interval time.Duration
+	// IOTimeout bounds each frame read or write (default 20 s).
+	IOTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config { return Config{Interval: 30 * time.Second, IOTimeout: 20 * time.Second} }
+
+// replica is one group with its lock.
+type replica struct {
+	mu sync.Mutex
+	g  *syncgroup.Group
+}
+
+// Syncer syncs this node's syncgroups with their members.
+type Syncer struct {
+	h     host.Host
+	cfg   Config
+	clock clock.Clock
+	log   *slog.Logger
+	hook  RowHook
+
+	mu      sync.Mutex
+	groups  map[syncnode.GroupID]*replica
+	pushing map[pushKey]bool // a round with that peer is running; true: run again after
+	wg      sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+}
+
+type pushKey struct {
+	g syncnode.GroupID
+	p peer.ID
+}
+
+// New returns a syncer on h and registers its protocol handlers. hook may
+// be nil.
+func New(h host.Host, cfg Config, clk clock.Clock, log *slog.Logger, hook RowHook) *Syncer {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Syncer{h: h, cfg: cfg, clock: clk, log: log, hook: hook,
+		groups: map[syncnode.GroupID]*replica{}, pushing: map[pushKey]bool{}, ctx: ctx, cancel: cancel}
+	h.SetStreamHandler(p2p.ProtoSync, s.handleSync)
+	h.SetStreamHandler(ProtoJoin, s.handleJoin)
+	return s
+}
+
+// Close stops pushes and periodic rounds and waits for them.
+func (s *Syncer) Close() {
+	s.h.RemoveStreamHandler(p2p.ProtoSync)
+	s.h.RemoveStreamHandler(ProtoJoin)
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Add starts syncing g.
+func (s *Syncer) Add(g *syncgroup.Group) {
+	s.mu.Lock()
+	s.groups[g.Spec().ID] = &replica{g: g}
+	s.mu.Unlock()
+	s.learnAddrs(g)
+}
+
+func (s *Syncer) replica(id syncnode.GroupID) (*replica, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.groups[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownGroup, id)
+	}
+	return r, nil
+}
+
+// With runs fn with the group locked.
+func (s *Syncer) With(id syncnode.GroupID, fn func(*syncgroup.Group) error) error {
+	r, err := s.replica(id)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fn(r.g)
+}
+
+// Groups returns the IDs of the groups being synced.
+func (s *Syncer) Groups() []syncnode.GroupID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]syncnode.GroupID, 0, len(s.groups))
+	for id := range s.groups {
+		out = append(out, id)
+	}
+	return out
+}
+
+// learnAddrs puts the members' addresses in the peerstore.
+func (s *Syncer) learnAddrs(g *syncgroup.Group) {
+	for _, m := range g.Members() {
+		if m.Peer == s.h.ID() {
+			continue
+		}
+		for _, a := range m.Addrs {
+			if addr, err := ma.NewMultiaddr(a); err == nil {
+				s.h.Peerstore().AddAddr(m.Peer, addr, peerstore.PermanentAddrTTL)
+			}
+		}
+	}
+}
+
+// Put writes a row and pushes it to the members that are online.
+func (s *Syncer) Put(id syncnode.GroupID, key string, value []byte) (syncgroup.Row, error) {
+	if len(value) > MaxValue {
+		return syncgroup.Row{}, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(value), MaxValue)
+	}
+	var row syncgroup.Row
+	err := s.With(id, func(g *syncgroup.Group) (err error) {
+		row, err = g.Put(key, value, s.clock.Now())
+		return err
+	})
+	if err == nil {
+		s.Push(id)
+	}
+	return row, err
+}
+
+// Delete writes a tombstone and pushes it.
+func (s *Syncer) Delete(id syncnode.GroupID, key string) (syncgroup.Row, error) {
+	var row syncgroup.Row
+	err := s.With(id, func(g *syncgroup.Group) (err error) {
+		row, err = g.Delete(key, s.clock.Now())
+		return err
+	})
+	if err == nil {
+		s.Push(id)
+	}
+	return row, err
+}
+
+// members returns the group's members other than this node.
+func (s *Syncer) members(id syncnode.GroupID) []peer.ID {
+	var out []peer.ID
+	s.With(id, func(g *syncgroup.Group) error {
+		for _, m := range g.Members() {
+			if m.Peer != s.h.ID() {
+				out = append(out, m.Peer)
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// Push runs a round at once with every member this node is connected to.
+// Rounds with one peer never overlap: a push during a round reruns it.
+func (s *Syncer) Push(id syncnode.GroupID) {
+	for _, p := range s.members(id) {
+		if s.h.Network().Connectedness(p) == network.Connected {
+			s.pushTo(id, p)
+		}
+	}
+}
+
+func (s *Syncer) pushTo(id syncnode.GroupID, p peer.ID) {
+	k := pushKey{id, p}
+	s.mu.Lock()
+	if _, running := s.pushing[k]; running {
+		s.pushing[k] = true
+		s.mu.Unlock()
+		return
+	}
+	s.pushing[k] = false
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			ctx, cancel := context.WithTimeout(s.ctx, 4*s.cfg.IOTimeout)
+			if err := s.SyncWith(ctx, id, p); err != nil {
+				s.log.Debug("push round failed", "group", id, "peer", p, "err", err)
+			}
+			cancel()
+			s.mu.Lock()
+			again := s.pushing[k]
+			if !again || s.ctx.Err() != nil {
+				delete(s.pushing, k)
+				s.mu.Unlock()
+				return
+			}
+			s.pushing[k] = false
+			s.mu.Unlock()
+		}
+	}()
+}
+
+// Run runs periodic rounds with every member of every group until Close.
+func (s *Syncer) Run() {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			t := s.clock.NewTimer(s.cfg.Interval)
+			select {
+			case <-s.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C():
+			}
+			for _, id := range s.Groups() {
+				for _, p := range s.members(id) {
+					s.pushTo(id, p)
+				}
+			}
+		}
+	}()
+}
+
+// Join presents inv to the admin that issued it, receives the group's
+// spec, joins, and runs a first round with the admin.
+func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr, addrs []string) (syncnode.GroupID, error) {
+	s.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
+	st, err := s.h.NewStream(ctx, inv.Admin, ProtoJoin)
+	if err != nil {
+		return "", fmt.Errorf("syncer: join: %w", err)
+	}
+	defer st.Close()
+	if err := p2p.WriteMsg(st, joinRequest{Invitation: inv}, s.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return "", err
+	}
+	var resp joinResponse
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return "", err
+	}
+	if resp.Err != "" {
+		return "", fmt.Errorf("%w: %s", ErrRefused, resp.Err)
+	}
+	g, err := syncgroup.NewGroup(resp.Spec, s.h.ID(), time.Minute)
+	if err != nil {
+		return "", err
+	}
+	if _, err := g.Join(inv, addrs, s.clock.Now()); err != nil {
+		return "", err
+	}
+	s.Add(g)
+	if err := s.SyncWith(ctx, g.Spec().ID, inv.Admin); err != nil {
+		return g.Spec().ID, fmt.Errorf("syncer: first round after joining: %w", err)
+	}
+	s.With(g.Spec().ID, func(g *syncgroup.Group) error { s.learnAddrs(g); return nil })
+	return g.Spec().ID, nil
+}
+
+type joinRequest struct {
+	Invitation syncgroup.Invitation `msgpack:"i"`
+}
+
+type joinResponse struct {
+	Err  string         `msgpack:"e,omitempty"`
+	Spec syncgroup.Spec `msgpack:"s"`
+}
+
+func (s *Syncer) handleJoin(st network.Stream) {
+	defer st.Close()
+	from := st.Conn().RemotePeer()
+	var req joinRequest
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return
+	}
+	var resp joinResponse
+	err := s.With(req.Invitation.Group, func(g *syncgroup.Group) error {
+		if err := req.Invitation.Verify(from, g.Spec().Admins, s.clock.Now()); err != nil {
+			return err
+		}
+		resp.Spec = g.Spec()
+		return nil
+	})
+	if err != nil {
+		s.log.Info("join refused", "peer", from, "group", req.Invitation.Group, "err", err)
+		resp.Err = err.Error()
+	}
+	p2p.WriteMsg(st, resp, s.cfg.IOTimeout)
+}

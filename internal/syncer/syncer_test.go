@@ -1,0 +1,226 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/clock"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+type cluster struct {
+	t     *testing.T
+	mn    mocknet.Mocknet
+	hosts []host.Host
+	sync  []*Syncer
+	gid   syncnode.GroupID
+}
+
+// newCluster makes n linked mocknet peers; peer 0 creates a group and
+// invites the others (peer 1 as a server), who join.
+func newCluster(t *testing.T, n int) *cluster {
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	c := &cluster{t: t, mn: mn}
+	for range n {
+		h, err := mn.GenPeer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.hosts = append(c.hosts, h)
+		cfg := DefaultConfig()
+		cfg.IOTimeout = 5 * time.Second
+		s := New(h, cfg, clock.Real{}, discard, nil)
+		t.Cleanup(s.Close)
+		c.sync = append(c.sync, s)
+	}
+	if err := mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	adminKey := c.hosts[0].Peerstore().PrivKey(c.hosts[0].ID())
+	g, err := syncgroup.Create("photos", []string{"photos/"}, true, adminKey, syncnode.Normal, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.gid = g.Spec().ID
+	c.sync[0].Add(g)
+	for i := 1; i < n; i++ {
+		dev := syncnode.Normal
+		if i == 1 {
+			dev = syncnode.Server
+		}
+		inv, err := syncgroup.Invite(adminKey, c.gid, c.hosts[i].ID(), dev, time.Now().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.sync[i].Join(t.Context(), inv, c.hosts[0].Addrs(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Everyone learns everyone's membership.
+	for i := 1; i < n; i++ {
+		c.round(0, i)
+	}
+	return c
+}
+
+func (c *cluster) round(a, b int) error {
+	ctx, cancel := context.WithTimeout(c.t.Context(), 10*time.Second)
+	defer cancel()
+	return c.sync[a].SyncWith(ctx, c.gid, c.hosts[b].ID())
+}
+
+func (c *cluster) get(i int, key string) (syncgroup.Row, bool) {
+	var row syncgroup.Row
+	var ok bool
+	c.sync[i].With(c.gid, func(g *syncgroup.Group) error { row, ok = g.Rows().Get(key); return nil })
+	return row, ok
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10 s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func val(s string) []byte { b, _ := msgpack.Marshal(s); return b }
+
+func TestThreeNodesConvergeOnConcurrentWrites(t *testing.T) {
+	c := newCluster(t, 3)
+	for i := range c.hosts {
+		if n := len(c.members(i)); n != 3 {
+			t.Fatalf("node %d sees %d members", i, n)
+		}
+	}
+	// All three write the same key "at once" (no sync in between).
+	for i := range 3 {
+		if _, err := c.sync[i].Put(c.gid, "photos/cover", val(fmt.Sprint("from ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		for i := range 3 {
+			if err := c.round(i, (i+1)%3); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	w, _ := c.get(0, "photos/cover")
+	for i := 1; i < 3; i++ {
+		if g, _ := c.get(i, "photos/cover"); g.Writer != w.Writer || g.Seq != w.Seq {
+			t.Fatalf("node %d's winner %s/%d differs from node 0's %s/%d", i, g.Writer, g.Seq, w.Writer, w.Seq)
+		}
+	}
+}
+
+func (c *cluster) members(i int) []syncgroup.Member {
+	var ms []syncgroup.Member
+	c.sync[i].With(c.gid, func(g *syncgroup.Group) error { ms = g.Members(); return nil })
+	return ms
+}
+
+func TestWritesArePushedAtOnce(t *testing.T) {
+	c := newCluster(t, 3)
+	if err := c.mn.ConnectAllButSelf(); err != nil {
+		t.Fatal(err)
+	}
+	c.sync[2].Put(c.gid, "photos/new", val("pushed"))
+	waitFor(t, func() bool {
+		_, ok0 := c.get(0, "photos/new")
+		_, ok1 := c.get(1, "photos/new")
+		return ok0 && ok1
+	})
+}
+
+func TestPartitionAndHeal(t *testing.T) {
+	c := newCluster(t, 3)
+	// Cut node 2 off from the others.
+	for _, i := range []int{0, 1} {
+		c.mn.UnlinkPeers(c.hosts[i].ID(), c.hosts[2].ID())
+		c.mn.DisconnectPeers(c.hosts[i].ID(), c.hosts[2].ID())
+	}
+	c.sync[0].Put(c.gid, "photos/a", val("left side"))
+	c.sync[2].Put(c.gid, "photos/b", val("right side"))
+	c.sync[2].Delete(c.gid, "photos/a") // a delete of a key it has not seen yet
+	if err := c.round(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.round(0, 2); err == nil {
+		t.Fatal("a round crossed the partition")
+	}
+	for _, i := range []int{0, 1} {
+		c.mn.LinkPeers(c.hosts[i].ID(), c.hosts[2].ID())
+	}
+	for range 2 {
+		for i := range 3 {
+			if err := c.round(i, (i+1)%3); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range 3 {
+		if _, ok := c.get(i, "photos/b"); !ok {
+			t.Fatalf("node %d lacks photos/b after healing", i)
+		}
+		a, _ := c.get(i, "photos/a")
+		a0, _ := c.get(0, "photos/a")
+		if a.Writer != a0.Writer || a.Seq != a0.Seq {
+			t.Fatalf("node %d disagrees on photos/a", i)
+		}
+	}
+}
+
+func TestNonMemberAndEjectedGetNothing(t *testing.T) {
+	c := newCluster(t, 3)
+	c.sync[0].Put(c.gid, "photos/secret", val("for members"))
+	// A stranger with a copy of the spec but no invitation.
+	stranger, err := c.mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mn.LinkAll()
+	ss := New(stranger, DefaultConfig(), clock.Real{}, discard, nil)
+	defer ss.Close()
+	var spec syncgroup.Spec
+	c.sync[0].With(c.gid, func(g *syncgroup.Group) error { spec = g.Spec(); return nil })
+	sg, _ := syncgroup.NewGroup(spec, stranger.ID(), time.Minute)
+	ss.Add(sg)
+	if err := ss.SyncWith(t.Context(), c.gid, c.hosts[0].ID()); !errors.Is(err, ErrRefused) {
+		t.Fatalf("stranger's round: %v", err)
+	}
+	if _, ok := sg.Rows().Get("photos/secret"); ok {
+		t.Fatal("the stranger got a row")
+	}
+	// A forged invitation (signed by a non-admin) is refused at join.
+	strangerKey := stranger.Peerstore().PrivKey(stranger.ID())
+	forged, _ := syncgroup.Invite(strangerKey, c.gid, stranger.ID(), syncnode.Server, time.Now().Add(time.Hour))
+	forged.Admin = c.hosts[0].ID()
+	if _, err := ss.Join(t.Context(), forged, c.hosts[0].Addrs(), nil); err == nil {
+		t.Fatal("forged invitation accepted")
+	}
+	// The admin ejects node 2; its next round is refused.
+	c.sync[0].With(c.gid, func(g *syncgroup.Group) error { _, err := g.Eject(c.hosts[2].ID(), time.Now()); return err })
+	c.sync[0].Put(c.gid, "photos/after", val("after ejection"))
+	if err := c.round(2, 0); !errors.Is(err, ErrRefused) {
+		t.Fatalf("ejected member's round: %v", err)
+	}
+	if _, ok := c.get(2, "photos/after"); ok {
+		t.Fatal("the ejected member got a new row")
+	}
+}
