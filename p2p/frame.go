@@ -37,6 +37,11 @@ func WriteMsg(w io.Writer, v any, timeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("p2p: encode: %w", err)
 	}
+	return WriteFrame(w, b, timeout)
+}
+
+// WriteFrame writes b, an encoded message, as one frame within timeout.
+func WriteFrame(w io.Writer, b []byte, timeout time.Duration) error {
 	if len(b) > MaxFrame {
 		return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, len(b))
 	}
@@ -45,7 +50,7 @@ func WriteMsg(w io.Writer, v any, timeout time.Duration) error {
 		defer d.SetWriteDeadline(time.Time{})
 	}
 	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen32), uint64(len(b)))
-	_, err = w.Write(append(buf, b...))
+	_, err := w.Write(append(buf, b...))
 	return err
 }
 

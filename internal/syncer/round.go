@@ -8,6 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/p2p"
@@ -136,9 +137,15 @@ func (s *Syncer) send(st network.Stream, r *replica, vv syncgroup.VersionVector)
 			rows = rows[1:]
 		}
 		b.Done = len(rows) == 0
-		if err := p2p.WriteMsg(st, b, s.cfg.IOTimeout); err != nil {
+		enc, err := msgpack.Marshal(b)
+		if err != nil {
 			return err
 		}
+		if err := p2p.WriteFrame(st, enc, s.cfg.IOTimeout); err != nil {
+			return err
+		}
+		s.rowsSent.Add(int64(len(b.Rows)))
+		s.bytesSent.Add(int64(len(enc)))
 		if b.Done {
 			return nil
 		}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -79,6 +80,8 @@ type Syncer struct {
 	pushing map[pushKey]bool // a round with that peer is running; true: run again after
 	wg      sync.WaitGroup
 	ctx     context.Context
+
+	rowsSent, bytesSent atomic.Int64
 	cancel  context.CancelFunc
 }
 
@@ -104,6 +107,17 @@ func (s *Syncer) Close() {
 	s.h.RemoveStreamHandler(ProtoJoin)
 	s.cancel()
 	s.wg.Wait()
+}
+
+// Stats are a syncer's counters.
+type Stats struct {
+	// RowsSent and BytesSent count rows and encoded bytes sent in rounds.
+	RowsSent, BytesSent int64
+}
+
+// Stats returns the counters.
+func (s *Syncer) Stats() Stats {
+	return Stats{RowsSent: s.rowsSent.Load(), BytesSent: s.bytesSent.Load()}
 }
 
 // Add starts syncing g.
