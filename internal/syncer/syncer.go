@@ -82,7 +82,7 @@ type Syncer struct {
 	ctx     context.Context
 
 	rowsSent, bytesSent atomic.Int64
-	cancel  context.CancelFunc
+	cancel              context.CancelFunc
 }
 
 type pushKey struct {
