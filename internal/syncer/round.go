@@ -11,6 +11,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -29,10 +30,12 @@ type hello struct {
 	Group syncnode.GroupID        `msgpack:"g"`
 	VV    syncgroup.VersionVector `msgpack:"v"`
 	Self  *syncgroup.Row          `msgpack:"s,omitempty"`
+	Prio  syncnode.Priority       `msgpack:"p"`
 }
 
 type batch struct {
 	Err  string                  `msgpack:"e,omitempty"`
+	Prio *syncnode.Priority      `msgpack:"p,omitempty"` // first batch only
 	VV   syncgroup.VersionVector `msgpack:"v,omitempty"`
 	Rows []syncgroup.Row         `msgpack:"r,omitempty"`
 	Done bool                    `msgpack:"d,omitempty"`
@@ -54,7 +57,7 @@ func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) e
 	br := bufio.NewReader(st)
 
 	r.mu.Lock()
-	h := hello{Group: id, VV: r.g.Rows().VV()}
+	h := hello{Group: id, VV: r.g.Rows().VV(), Prio: s.priorityLocked(r)}
 	if self, ok := r.g.Rows().Get(selfKey(s.h.ID())); ok {
 		h.Self = &self
 	}
@@ -68,7 +71,7 @@ func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) e
 		st.Reset()
 		return err
 	}
-	if err := s.send(st, r, remoteVV); err != nil {
+	if err := s.send(st, r, remoteVV, false); err != nil {
 		st.Reset()
 		return err
 	}
@@ -91,6 +94,11 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 		}
 		if b.VV != nil {
 			vv = b.VV
+		}
+		if b.Prio != nil {
+			r.mu.Lock()
+			s.observePriority(r, from, *b.Prio)
+			r.mu.Unlock()
 		}
 		var won []syncgroup.Row
 		r.mu.Lock()
@@ -122,14 +130,20 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 	}
 }
 
-// send writes the rows the peer (with version vector vv) lacks, in batches.
-func (s *Syncer) send(st network.Stream, r *replica, vv syncgroup.VersionVector) error {
+// send writes the rows the peer (with version vector vv) lacks, in batches;
+// the responder's first batch carries its priority (the initiator's went in
+// its hello), so each side observes the other once per round.
+func (s *Syncer) send(st network.Stream, r *replica, vv syncgroup.VersionVector, withPrio bool) error {
 	r.mu.Lock()
 	rows := r.g.Rows().Missing(vv, append([]string{"\x00"}, r.g.Spec().Prefixes...))
 	mine := r.g.Rows().VV()
+	prio := s.priorityLocked(r)
 	r.mu.Unlock()
-	for {
+	for first := true; ; first = false {
 		b := batch{VV: mine}
+		if first && withPrio {
+			b.Prio = &prio
+		}
 		size := 0
 		for len(rows) > 0 && (len(b.Rows) == 0 || size+len(rows[0].Value)+256 < batchBytes) {
 			size += len(rows[0].Value) + 256
@@ -175,6 +189,7 @@ func (s *Syncer) handleSync(st network.Stream) {
 	member := r.g.IsMember(from)
 	if member {
 		s.learnAddrs(r.g)
+		s.observePriority(r, from, h.Prio)
 	}
 	r.mu.Unlock()
 	if !member {
@@ -182,11 +197,37 @@ func (s *Syncer) handleSync(st network.Stream) {
 		p2p.WriteMsg(st, batch{Err: "not a member of " + string(h.Group)}, s.cfg.IOTimeout)
 		return
 	}
-	if err := s.send(st, r, h.VV); err != nil {
+	if err := s.send(st, r, h.VV, true); err != nil {
 		st.Reset()
 		return
 	}
 	if _, err := s.receive(br, st, r, h.Group, from); err != nil {
 		st.Reset()
 	}
+}
+
+// priorityLocked returns this node's priority in r's group now. r.mu is held.
+func (s *Syncer) priorityLocked(r *replica) syncnode.Priority {
+	m, _ := r.g.Member(s.h.ID())
+	if m.DevType == syncnode.Server {
+		return syncnode.Priority{DevType: syncnode.Server, ServerTime: s.clock.Now()}
+	}
+	r.prio.DevType = m.DevType
+	return r.prio
+}
+
+// observePriority records a member's priority, with its device type taken
+// from the membership (never from the message), and moves this node's own
+// priority by the distance rule. r.mu is held.
+func (s *Syncer) observePriority(r *replica, from peer.ID, p syncnode.Priority) {
+	m, ok := r.g.Member(from)
+	if !ok {
+		return
+	}
+	p.DevType = m.DevType
+	if p.DevType != syncnode.Server && p.Distance < 0 {
+		p.Distance = 0
+	}
+	r.peers[from] = p
+	r.prio = ownership.Update(s.priorityLocked(r), p, s.clock.Now())
 }

@@ -61,10 +61,17 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config { return Config{Interval: 30 * time.Second, IOTimeout: 20 * time.Second} }
 
-// replica is one group with its lock.
+// InitialDistance is a non-server's distance from a server before it has
+// synced with anyone.
+const InitialDistance = 10
+
+// replica is one group with its lock, this node's priority in it and the
+// priorities its members last reported.
 type replica struct {
-	mu sync.Mutex
-	g  *syncgroup.Group
+	mu    sync.Mutex
+	g     *syncgroup.Group
+	prio  syncnode.Priority
+	peers map[peer.ID]syncnode.Priority
 }
 
 // Syncer syncs this node's syncgroups with their members.
@@ -123,7 +130,7 @@ func (s *Syncer) Stats() Stats {
 // Add starts syncing g.
 func (s *Syncer) Add(g *syncgroup.Group) {
 	s.mu.Lock()
-	s.groups[g.Spec().ID] = &replica{g: g}
+	s.groups[g.Spec().ID] = &replica{g: g, prio: syncnode.Priority{Distance: InitialDistance}, peers: map[peer.ID]syncnode.Priority{}}
 	s.mu.Unlock()
 	s.learnAddrs(g)
 }
@@ -147,6 +154,30 @@ func (s *Syncer) With(id syncnode.GroupID, fn func(*syncgroup.Group) error) erro
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return fn(r.g)
+}
+
+// Priority returns this node's priority in group id.
+func (s *Syncer) Priority(id syncnode.GroupID) (syncnode.Priority, error) {
+	r, err := s.replica(id)
+	if err != nil {
+		return syncnode.Priority{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return s.priorityLocked(r), nil
+}
+
+// PeerPriority returns the priority member p last reported in group id,
+// with its device type from the membership.
+func (s *Syncer) PeerPriority(id syncnode.GroupID, p peer.ID) (syncnode.Priority, bool) {
+	r, err := s.replica(id)
+	if err != nil {
+		return syncnode.Priority{}, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pr, ok := r.peers[p]
+	return pr, ok
 }
 
 // Groups returns the IDs of the groups being synced.

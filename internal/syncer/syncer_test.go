@@ -224,3 +224,37 @@ func TestNonMemberAndEjectedGetNothing(t *testing.T) {
 		t.Fatal("the ejected member got a new row")
 	}
 }
+
+func TestPrioritiesMoveAndDevTypesComeFromMembership(t *testing.T) {
+	c := newCluster(t, 3) // node 1 is the server
+	srv := c.hosts[1].ID()
+	before, _ := c.sync[2].Priority(c.gid)
+	if err := c.round(2, 1); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := c.sync[2].Priority(c.gid)
+	want := (4*before.Distance + 0 + 1) / 5
+	if after.Distance != want || !after.ServerTime.After(before.ServerTime) {
+		t.Fatalf("after a round with the server: %+v (before %+v), want distance %v and fresh server time", after, before, want)
+	}
+	if p, ok := c.sync[2].PeerPriority(c.gid, srv); !ok || p.DevType != syncnode.Server {
+		t.Fatalf("server's priority as seen by node 2: %+v %v", p, ok)
+	}
+	// The server saw node 2 as the normal member it is.
+	if p, ok := c.sync[1].PeerPriority(c.gid, c.hosts[2].ID()); !ok || p.DevType != syncnode.Normal {
+		t.Fatalf("node 2's priority as seen by the server: %+v %v", p, ok)
+	}
+	// Node 0 syncs with node 2 and moves a fifth of the way toward node 2's
+	// distance plus a hop (node 2 answers with its priority as updated by
+	// node 0's hello).
+	p0, _ := c.sync[0].Priority(c.gid)
+	c.round(0, 2)
+	p2, _ := c.sync[2].Priority(c.gid)
+	got, _ := c.sync[0].Priority(c.gid)
+	if want := (4*p0.Distance + p2.Distance + 1) / 5; got.Distance < want-1e-9 || got.Distance > want+1e-9 {
+		t.Fatalf("node 0's distance %v → %v, want %v (node 2 at %v)", p0.Distance, got.Distance, want, p2.Distance)
+	}
+	if s, _ := c.sync[1].Priority(c.gid); s.DevType != syncnode.Server || s.Distance != 0 {
+		t.Fatalf("server priority %+v", s)
+	}
+}
