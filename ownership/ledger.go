@@ -8,6 +8,7 @@ import (
 	"maps"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/kv"
@@ -47,6 +48,8 @@ type Transfer struct {
 	Ref   syncnode.BlobRef `msgpack:"r"`
 	Group syncnode.GroupID `msgpack:"g"`
 	N     int              `msgpack:"n"`
+	// To is the acceptor, whom the holder asks if it loses track.
+	To peer.ID `msgpack:"o,omitempty"`
 }
 
 // record is the stored state of one blob's shares on this device.
@@ -145,7 +148,7 @@ func (l *Ledger) Grant(ref syncnode.BlobRef, g syncnode.GroupID, n int) error {
 // as OfferCount decides from the two priorities, and returns the transfer
 // (N is 0 when nothing is offered). Offering the same id again returns the
 // escrowed transfer unchanged.
-func (l *Ledger) Offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, self, requester syncnode.Priority) (Transfer, error) {
+func (l *Ledger) Offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, self, requester syncnode.Priority, to peer.ID) (Transfer, error) {
 	var t Transfer
 	err := kv.Update(l.db, func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
@@ -156,7 +159,7 @@ func (l *Ledger) Offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, 
 			t = e
 			return nil
 		}
-		t = Transfer{ID: id, Ref: ref, Group: g, N: OfferCount(self, requester, r.Shares[g])}
+		t = Transfer{ID: id, Ref: ref, Group: g, N: OfferCount(self, requester, r.Shares[g]), To: to}
 		if t.N == 0 {
 			return nil
 		}
@@ -246,6 +249,27 @@ func (l *Ledger) Settle(ref syncnode.BlobRef, id TransferID, accepted bool) (kee
 		return nil
 	})
 	return keeps, err
+}
+
+// AllPending returns every transfer still in escrow here, for recovery
+// after a restart.
+func (l *Ledger) AllPending() ([]Transfer, error) {
+	var out []Transfer
+	err := l.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = kv.Shares
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var r record
+			if err := it.Item().Value(func(b []byte) error { return kv.Decode(kv.KindShares, b, &r) }); err != nil {
+				return fmt.Errorf("ownership: shares record %x: %w", it.Item().Key(), err)
+			}
+			out = append(out, slicesOf(r.Escrow)...)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // Pending returns the transfers of ref still in escrow here.

@@ -48,7 +48,7 @@ func TestLedgerTransferAndReopen(t *testing.T) {
 	}
 	normal, srv := prio(syncnode.Normal, 1, t0), prio(syncnode.Server, 0, t0)
 	id := NewTransferID()
-	tr, err := a.Offer(id, r, "g", normal, srv)
+	tr, err := a.Offer(id, r, "g", normal, srv, "")
 	if err != nil || tr.N != 2 {
 		t.Fatalf("Offer = %+v, %v", tr, err)
 	}
@@ -132,7 +132,7 @@ func TestSharesConservedUnderConcurrentTransfers(t *testing.T) {
 				hp := prio(types[h], rng.Float64()*3, t0)
 				ap := prio(types[a], rng.Float64()*3, t0)
 				id := NewTransferID()
-				tr, err := ls[h].Offer(id, r, g, hp, ap)
+				tr, err := ls[h].Offer(id, r, g, hp, ap, "")
 				if err != nil {
 					t.Error(err)
 					return

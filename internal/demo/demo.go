@@ -118,7 +118,7 @@ func Run(ctx context.Context, dir string, w io.Writer) error {
 	phonePrio := syncnode.Priority{DevType: syncnode.Normal, Distance: 1, ServerTime: now}
 	serverPrio := syncnode.Priority{DevType: syncnode.Server, ServerTime: now}
 	id := ownership.NewTransferID()
-	tr, err := phone.Ledger().Offer(id, info.Ref, group, phonePrio, serverPrio)
+	tr, err := phone.Ledger().Offer(id, info.Ref, group, phonePrio, serverPrio, "")
 	if err != nil {
 		return err
 	}
