@@ -130,8 +130,12 @@ func RefFromBytes(b []byte) (BlobRef, error) {
 // knowing its schema.
 const MsgpackExt int8 = 0x42
 
-// EncodeMsgpack writes the ref as msgpack extension MsgpackExt.
+// EncodeMsgpack writes the ref as msgpack extension MsgpackExt, and the
+// zero ref as nil, so a struct with an unset ref round-trips.
 func (r BlobRef) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if r.IsZero() {
+		return enc.EncodeNil()
+	}
 	if err := enc.EncodeExtHeader(MsgpackExt, HashSize); err != nil {
 		return err
 	}
@@ -141,6 +145,10 @@ func (r BlobRef) EncodeMsgpack(enc *msgpack.Encoder) error {
 
 // DecodeMsgpack reads a ref written by EncodeMsgpack.
 func (r *BlobRef) DecodeMsgpack(dec *msgpack.Decoder) error {
+	if c, err := dec.PeekCode(); err == nil && c == 0xc0 { // nil: the zero ref
+		*r = BlobRef{}
+		return dec.DecodeNil()
+	}
 	id, n, err := dec.DecodeExtHeader()
 	if err != nil {
 		return fmt.Errorf("%w: blob ref: %v", ErrCorruptRecord, err)

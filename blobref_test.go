@@ -33,6 +33,12 @@ func TestBlobRefRoundTrip(t *testing.T) {
 	if err := msgpack.Unmarshal(b, &back); err != nil || back != r {
 		t.Fatalf("msgpack round trip = %v, %v", back, err)
 	}
+	type holder struct{ R BlobRef }
+	b, _ = msgpack.Marshal(holder{})
+	var h holder
+	if err := msgpack.Unmarshal(b, &h); err != nil || !h.R.IsZero() {
+		t.Fatalf("zero ref round trip = %v, %v", h.R, err)
+	}
 }
 
 func TestBlobRefKnownVector(t *testing.T) {

@@ -1,0 +1,223 @@
+// Package shares moves ownership shares between devices over libp2p: a
+// device that holds a blob verified asks a holder for its shares; the
+// holder decides by the priorities the syncgroup knows (never by what the
+// asker claims), escrows, and settles once the asker has accepted.
+package shares
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/ownership"
+	"github.com/syncnode/syncnode/p2p"
+)
+
+// Errors of share transfers.
+var (
+	// ErrRefused reports a holder that refused to offer shares.
+	ErrRefused = errors.New("shares: refused")
+)
+
+// Priorities answers who a peer is in a syncgroup. The syncer implements it.
+type Priorities interface {
+	// Priority returns this node's priority in group g.
+	Priority(g syncnode.GroupID) (syncnode.Priority, error)
+	// PeerPriority returns member p's priority in g, its device type taken
+	// from the membership; false if p is not a member.
+	PeerPriority(g syncnode.GroupID, p peer.ID) (syncnode.Priority, bool)
+}
+
+// Holding reports whether this node holds a blob, whole and verified.
+type Holding func(ref syncnode.BlobRef) bool
+
+// Service answers share requests and makes them.
+type Service struct {
+	h       host.Host
+	ledger  *ownership.Ledger
+	prio    Priorities
+	holds   Holding
+	log     *slog.Logger
+	timeout time.Duration
+}
+
+// New registers the shares protocol on h.
+func New(h host.Host, ledger *ownership.Ledger, prio Priorities, holds Holding, log *slog.Logger) *Service {
+	s := &Service{h: h, ledger: ledger, prio: prio, holds: holds, log: log, timeout: 20 * time.Second}
+	h.SetStreamHandler(p2p.ProtoShares, s.handle)
+	return s
+}
+
+// Close unregisters the protocol.
+func (s *Service) Close() { s.h.RemoveStreamHandler(p2p.ProtoShares) }
+
+const (
+	opOffer   = "offer"
+	opSettle  = "settle"
+	opResolve = "resolve"
+)
+
+type request struct {
+	Op       string               `msgpack:"o"`
+	ID       ownership.TransferID `msgpack:"i"`
+	Ref      syncnode.BlobRef     `msgpack:"r"`
+	Group    syncnode.GroupID     `msgpack:"g"`
+	Accepted bool                 `msgpack:"a,omitempty"`
+}
+
+type response struct {
+	Err      string             `msgpack:"e,omitempty"`
+	Transfer *ownership.Transfer `msgpack:"t,omitempty"`
+	Keeps    bool               `msgpack:"k,omitempty"`
+	Accepted bool               `msgpack:"a,omitempty"`
+}
+
+// Result is the outcome of Take.
+type Result struct {
+	// Taken is how many shares moved to this node.
+	Taken int
+	// HolderKeeps reports whether the holder still has shares of the blob.
+	HolderKeeps bool
+}
+
+// Take asks holder for its shares of ref in group g. This node must hold
+// the blob verified. The shares arrive in escrow at the holder, are
+// accepted here, and the holder is told to settle.
+func (s *Service) Take(ctx context.Context, holder peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (Result, error) {
+	if !s.holds(ref) {
+		return Result{}, fmt.Errorf("%w: %s", ownership.ErrUnverified, ref)
+	}
+	id := ownership.NewTransferID()
+	resp, err := s.call(ctx, holder, request{Op: opOffer, ID: id, Ref: ref, Group: g})
+	if err != nil {
+		return Result{}, err
+	}
+	if resp.Transfer == nil {
+		return Result{}, fmt.Errorf("shares: %s offered no transfer", holder)
+	}
+	t := *resp.Transfer
+	if t.N == 0 {
+		return Result{HolderKeeps: true}, nil
+	}
+	if t.ID != id || t.Ref != ref || t.Group != g || t.N < 0 {
+		return Result{}, fmt.Errorf("shares: %s answered with another transfer", holder)
+	}
+	if err := s.ledger.Accept(t, s.holds(ref)); err != nil {
+		// Not accepted: tell the holder, which returns the escrow.
+		s.call(ctx, holder, request{Op: opSettle, ID: id, Ref: ref, Accepted: false})
+		return Result{}, err
+	}
+	resp, err = s.call(ctx, holder, request{Op: opSettle, ID: id, Ref: ref, Accepted: true})
+	if err != nil {
+		// Accepted here; the holder settles when it resolves the transfer.
+		s.log.Info("settle not confirmed; the holder will resolve", "holder", holder, "blob", ref, "err", err)
+		return Result{Taken: t.N, HolderKeeps: true}, nil
+	}
+	return Result{Taken: t.N, HolderKeeps: resp.Keeps}, nil
+}
+
+// Recover settles every transfer left in escrow here (by a crash or a lost
+// answer): it asks each acceptor whether it accepted, which also closes the
+// transfer there for good, and settles accordingly. It returns how many it
+// settled; transfers whose acceptor cannot be reached stay in escrow.
+func (s *Service) Recover(ctx context.Context) (int, error) {
+	pending, err := s.ledger.AllPending()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, t := range pending {
+		resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, err := s.ledger.Settle(t.Ref, t.ID, resp.Accepted); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+func (s *Service) call(ctx context.Context, p peer.ID, req request) (response, error) {
+	st, err := s.h.NewStream(ctx, p, p2p.ProtoShares)
+	if err != nil {
+		return response{}, fmt.Errorf("shares: %s: %w", p, err)
+	}
+	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	defer stop()
+	if err := p2p.WriteMsg(st, req, s.timeout); err != nil {
+		st.Reset()
+		return response{}, err
+	}
+	var resp response
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, s.timeout); err != nil {
+		st.Reset()
+		return response{}, err
+	}
+	if resp.Err != "" {
+		return resp, fmt.Errorf("%w by %s: %s", ErrRefused, p, resp.Err)
+	}
+	return resp, nil
+}
+
+func (s *Service) handle(st network.Stream) {
+	defer st.Close()
+	from := st.Conn().RemotePeer()
+	var req request
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, 64<<10, s.timeout); err != nil {
+		st.Reset()
+		return
+	}
+	resp, err := s.answer(from, req)
+	if err != nil {
+		s.log.Info("share request refused", "peer", from, "op", req.Op, "blob", req.Ref, "err", err)
+		resp = response{Err: err.Error()}
+	}
+	p2p.WriteMsg(st, resp, s.timeout)
+}
+
+func (s *Service) answer(from peer.ID, req request) (response, error) {
+	switch req.Op {
+	case opOffer:
+		them, ok := s.prio.PeerPriority(req.Group, from)
+		if !ok {
+			return response{}, fmt.Errorf("%s is not a member of %s", from, req.Group)
+		}
+		me, err := s.prio.Priority(req.Group)
+		if err != nil {
+			return response{}, err
+		}
+		t, err := s.ledger.Offer(req.ID, req.Ref, req.Group, me, them, from)
+		return response{Transfer: &t}, err
+	case opSettle:
+		// Only the acceptor named in the escrow may settle it.
+		pending, err := s.ledger.Pending(req.Ref)
+		if err != nil {
+			return response{}, err
+		}
+		for _, t := range pending {
+			if t.ID == req.ID && t.To != from {
+				return response{}, fmt.Errorf("transfer %s is not %s's", req.ID, from)
+			}
+		}
+		keeps, err := s.ledger.Settle(req.Ref, req.ID, req.Accepted)
+		return response{Keeps: keeps}, err
+	case opResolve:
+		acc, err := s.ledger.Resolve(req.ID)
+		return response{Accepted: acc}, err
+	}
+	return response{}, fmt.Errorf("unknown operation %q", req.Op)
+}

@@ -1,0 +1,215 @@
+package shares
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/host"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/internal/clock"
+	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/internal/syncer"
+	"github.com/syncnode/syncnode/ownership"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+type dev struct {
+	h      host.Host
+	sync   *syncer.Syncer
+	db     *badger.DB
+	dir    string
+	ledger *ownership.Ledger
+	blobs  *blobstore.Mem
+	svc    *Service
+}
+
+func (d *dev) holds(ref syncnode.BlobRef) bool { _, err := d.blobs.Stat(ref); return err == nil }
+
+// world: device 0 admin (normal), 1 server, 2 normal, 3 leaf, all members
+// of one group, priorities exchanged; plus a stranger, device 4.
+func world(t *testing.T) ([]*dev, syncnode.GroupID) {
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	devs := make([]*dev, 5)
+	for i := range devs {
+		h, err := mn.GenPeer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &dev{h: h, dir: t.TempDir(), blobs: blobstore.NewMem()}
+		d.sync = syncer.New(h, syncer.DefaultConfig(), clock.Real{}, discard, nil)
+		t.Cleanup(d.sync.Close)
+		d.open(t)
+		devs[i] = d
+	}
+	mn.LinkAll()
+	key := devs[0].h.Peerstore().PrivKey(devs[0].h.ID())
+	g, err := syncgroup.Create("photos", []string{"photos/"}, true, key, syncnode.Normal, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := g.Spec().ID
+	devs[0].sync.Add(g)
+	for i, dt := range map[int]syncnode.DevType{1: syncnode.Server, 2: syncnode.Normal, 3: syncnode.Leaf} {
+		inv, _ := syncgroup.Invite(key, gid, devs[i].h.ID(), dt, time.Now().Add(time.Hour))
+		if _, err := devs[i].sync.Join(t.Context(), inv, devs[0].h.Addrs(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		for i := 1; i < 4; i++ {
+			for j := range 4 {
+				if i != j {
+					if err := devs[i].sync.SyncWith(t.Context(), gid, devs[j].h.ID()); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+	}
+	return devs, gid
+}
+
+func (d *dev) open(t *testing.T) {
+	db, err := kv.Open(d.dir, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.db = db
+	d.ledger = ownership.NewLedger(db)
+	if d.svc != nil {
+		d.svc.Close()
+	}
+	d.svc = New(d.h, d.ledger, d.sync, d.holds, discard)
+	t.Cleanup(func() { d.db.Close() })
+}
+
+// restart closes and reopens the device's ledger, as a crash and restart do.
+func (d *dev) restart(t *testing.T) {
+	d.db.Close()
+	d.open(t)
+}
+
+func putBlob(t *testing.T, ds ...*dev) syncnode.BlobRef {
+	var ref syncnode.BlobRef
+	for _, d := range ds {
+		info, err := d.blobs.Put(context.Background(), bytes.NewReader([]byte("a photo")), syncnode.BlobRef{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref = info.Ref
+	}
+	return ref
+}
+
+func total(t *testing.T, devs []*dev, ref syncnode.BlobRef, g syncnode.GroupID) int {
+	n := 0
+	for _, d := range devs {
+		s, err := d.ledger.Shares(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += s[g]
+	}
+	return n
+}
+
+func TestServerTakesAllNormalTakesOne(t *testing.T) {
+	devs, gid := world(t)
+	ref := putBlob(t, devs[1], devs[2], devs[3])
+	devs[2].ledger.Grant(ref, gid, ownership.CreatorShares)
+	devs[3].ledger.Grant(ref, gid, ownership.CreatorShares)
+
+	res, err := devs[1].svc.Take(t.Context(), devs[2].h.ID(), ref, gid)
+	if err != nil || res.Taken != 2 || res.HolderKeeps {
+		t.Fatalf("server from normal: %+v, %v; want all 2 and the holder free", res, err)
+	}
+	if ok, _ := devs[2].ledger.MayEvict(ref); !ok {
+		t.Fatal("the normal device may not evict after the server took its shares")
+	}
+	// A normal member taking from a leaf gets one share, whatever it might
+	// claim: its device type comes from the membership.
+	res, err = devs[2].svc.Take(t.Context(), devs[3].h.ID(), ref, gid)
+	if err != nil || res.Taken != 1 || !res.HolderKeeps {
+		t.Fatalf("normal from leaf: %+v, %v; want 1", res, err)
+	}
+	if n := total(t, devs, ref, gid); n != 4 {
+		t.Fatalf("share total %d, want 4", n)
+	}
+	// A device without the blob cannot take shares; a stranger is refused.
+	other := putBlob(t, devs[3])
+	devs[3].ledger.Grant(other, gid, 2)
+	if _, err := devs[0].svc.Take(t.Context(), devs[3].h.ID(), other, gid); !errors.Is(err, ownership.ErrUnverified) {
+		t.Fatalf("take without the blob: %v", err)
+	}
+	putBlob(t, devs[4])
+	if _, err := devs[4].svc.Take(t.Context(), devs[3].h.ID(), ref, gid); !errors.Is(err, ErrRefused) {
+		t.Fatalf("stranger's take: %v", err)
+	}
+}
+
+func TestSharesConservedAcrossACrashMidTransfer(t *testing.T) {
+	devs, gid := world(t)
+	ref := putBlob(t, devs[1], devs[2])
+	devs[2].ledger.Grant(ref, gid, ownership.CreatorShares)
+	holder, server := devs[2], devs[1]
+
+	// 1. The server accepts, then both crash before the holder settles.
+	id := ownership.NewTransferID()
+	resp, err := server.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id, Ref: ref, Group: gid})
+	if err != nil || resp.Transfer == nil || resp.Transfer.N != 2 {
+		t.Fatalf("offer: %+v %v", resp, err)
+	}
+	if err := server.ledger.Accept(*resp.Transfer, true); err != nil {
+		t.Fatal(err)
+	}
+	holder.restart(t)
+	server.restart(t)
+	if n, err := holder.svc.Recover(t.Context()); err != nil || n != 1 {
+		t.Fatalf("recover: %d, %v", n, err)
+	}
+	if n := total(t, devs, ref, gid); n != 2 {
+		t.Fatalf("after recovering an accepted transfer: total %d, want 2", n)
+	}
+	if s, _ := server.ledger.Shares(ref); s[gid] != 2 {
+		t.Fatalf("server shares %v", s)
+	}
+
+	// 2. Another blob: the holder escrows, the taker crashes before
+	// accepting. Recovery refuses the transfer; a late accept fails.
+	ref2 := putBlob(t, devs[0])
+	devs[0].blobs.Put(context.Background(), bytes.NewReader([]byte("second")), syncnode.BlobRef{})
+	info, _ := holder.blobs.Put(context.Background(), bytes.NewReader([]byte("second")), syncnode.BlobRef{})
+	server.blobs.Put(context.Background(), bytes.NewReader([]byte("second")), syncnode.BlobRef{})
+	ref2 = info.Ref
+	holder.ledger.Grant(ref2, gid, 2)
+	id2 := ownership.NewTransferID()
+	resp, err = server.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id2, Ref: ref2, Group: gid})
+	if err != nil || resp.Transfer == nil || resp.Transfer.N != 2 {
+		t.Fatalf("offer 2: %+v %v", resp, err)
+	}
+	holder.restart(t)
+	server.restart(t)
+	if n, err := holder.svc.Recover(t.Context()); err != nil || n != 1 {
+		t.Fatalf("recover 2: %d, %v", n, err)
+	}
+	if err := server.ledger.Accept(*resp.Transfer, true); !errors.Is(err, ownership.ErrTransferClosed) {
+		t.Fatalf("late accept after recovery: %v", err)
+	}
+	if n := total(t, devs, ref2, gid); n != 2 {
+		t.Fatalf("after recovering an unaccepted transfer: total %d, want 2", n)
+	}
+	if s, _ := holder.ledger.Shares(ref2); s[gid] != 2 {
+		t.Fatalf("holder did not get its escrow back: %v", s)
+	}
+}
