@@ -74,10 +74,10 @@ type request struct {
 }
 
 type response struct {
-	Err      string             `msgpack:"e,omitempty"`
+	Err      string              `msgpack:"e,omitempty"`
 	Transfer *ownership.Transfer `msgpack:"t,omitempty"`
-	Keeps    bool               `msgpack:"k,omitempty"`
-	Accepted bool               `msgpack:"a,omitempty"`
+	Keeps    bool                `msgpack:"k,omitempty"`
+	Accepted bool                `msgpack:"a,omitempty"`
 }
 
 // Result is the outcome of Take.
