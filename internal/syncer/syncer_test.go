@@ -258,3 +258,22 @@ func TestPrioritiesMoveAndDevTypesComeFromMembership(t *testing.T) {
 		t.Fatalf("server priority %+v", s)
 	}
 }
+
+func TestAccessPolicy(t *testing.T) {
+	c := newCluster(t, 3) // the group is private
+	stranger, _ := c.mn.GenPeer()
+	member := c.hosts[2].ID()
+	s := c.sync[0]
+	if !s.IsMember(member, c.gid) || s.IsMember(stranger.ID(), c.gid) {
+		t.Fatal("membership answers wrong")
+	}
+	if !s.CanSee(member, c.gid) || s.CanSee(stranger.ID(), c.gid) {
+		t.Fatal("a private group is visible to a stranger, or hidden from a member")
+	}
+	if s.MayFetch(stranger.ID(), []syncnode.GroupID{c.gid, "unknown"}) || !s.MayFetch(member, []syncnode.GroupID{c.gid}) {
+		t.Fatal("fetch policy wrong")
+	}
+	if s.MayFetch(member, nil) {
+		t.Fatal("a blob of no group is fetchable")
+	}
+}
