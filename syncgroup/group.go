@@ -31,6 +31,13 @@ var (
 // writers they admit.
 const memberPrefix = "\x00m/"
 
+// MembershipPrefix is the key prefix of the membership rows, which sync
+// along with a group's own prefixes.
+const MembershipPrefix = memberPrefix
+
+// MemberKey returns the key of p's membership row.
+func MemberKey(p peer.ID) string { return memberPrefix + string(p) }
+
 // Spec describes a syncgroup. It is fixed at creation.
 type Spec struct {
 	ID       syncnode.GroupID `msgpack:"i"`

@@ -58,7 +58,7 @@ func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) e
 
 	r.mu.Lock()
 	h := hello{Group: id, VV: r.g.Rows().VV(), Prio: s.priorityLocked(r)}
-	if self, ok := r.g.Rows().Get(selfKey(s.h.ID())); ok {
+	if self, ok := r.g.Rows().Get(syncgroup.MemberKey(s.h.ID())); ok {
 		h.Self = &self
 	}
 	r.mu.Unlock()
@@ -77,8 +77,6 @@ func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) e
 	}
 	return nil
 }
-
-func selfKey(p peer.ID) string { return "\x00m/" + string(p) }
 
 // receive applies the peer's batches and returns its version vector.
 func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syncnode.GroupID, from peer.ID) (syncgroup.VersionVector, error) {
@@ -135,7 +133,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 // its hello), so each side observes the other once per round.
 func (s *Syncer) send(st network.Stream, r *replica, vv syncgroup.VersionVector, withPrio bool) error {
 	r.mu.Lock()
-	rows := r.g.Rows().Missing(vv, append([]string{"\x00"}, r.g.Spec().Prefixes...))
+	rows := r.g.Rows().Missing(vv, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
 	mine := r.g.Rows().VV()
 	prio := s.priorityLocked(r)
 	r.mu.Unlock()
