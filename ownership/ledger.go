@@ -118,13 +118,18 @@ func (r *record) add(g syncnode.GroupID, n int) {
 	}
 }
 
-// Shares returns this device's shares of ref, by group.
-func (l *Ledger) Shares(ref syncnode.BlobRef) (map[syncnode.GroupID]int, error) {
-	var r record
-	err := l.db.View(func(txn *badger.Txn) (err error) {
+// read loads the record of ref in a read-only transaction.
+func (l *Ledger) read(ref syncnode.BlobRef) (r record, err error) {
+	err = l.db.View(func(txn *badger.Txn) error {
 		r, err = load(txn, ref)
 		return err
 	})
+	return r, err
+}
+
+// Shares returns this device's shares of ref, by group.
+func (l *Ledger) Shares(ref syncnode.BlobRef) (map[syncnode.GroupID]int, error) {
+	r, err := l.read(ref)
 	return maps.Clone(r.Shares), err
 }
 
@@ -274,22 +279,14 @@ func (l *Ledger) AllPending() ([]Transfer, error) {
 
 // Pending returns the transfers of ref still in escrow here.
 func (l *Ledger) Pending(ref syncnode.BlobRef) ([]Transfer, error) {
-	var r record
-	err := l.db.View(func(txn *badger.Txn) (err error) {
-		r, err = load(txn, ref)
-		return err
-	})
+	r, err := l.read(ref)
 	return slicesOf(r.Escrow), err
 }
 
 // MayEvict reports whether this device may evict ref: no shares in any
 // group and none in escrow.
 func (l *Ledger) MayEvict(ref syncnode.BlobRef) (bool, error) {
-	var r record
-	err := l.db.View(func(txn *badger.Txn) (err error) {
-		r, err = load(txn, ref)
-		return err
-	})
+	r, err := l.read(ref)
 	return err == nil && MayEvict(r.Shares, len(r.Escrow)), err
 }
 

@@ -210,22 +210,19 @@ func (s *Syncer) Put(id syncnode.GroupID, key string, value []byte) (syncgroup.R
 	if len(value) > MaxValue {
 		return syncgroup.Row{}, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(value), MaxValue)
 	}
-	var row syncgroup.Row
-	err := s.With(id, func(g *syncgroup.Group) (err error) {
-		row, err = g.Put(key, value, s.clock.Now())
-		return err
-	})
-	if err == nil {
-		s.Push(id)
-	}
-	return row, err
+	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Put(key, value, s.clock.Now()) })
 }
 
 // Delete writes a tombstone and pushes it.
 func (s *Syncer) Delete(id syncnode.GroupID, key string) (syncgroup.Row, error) {
+	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Delete(key, s.clock.Now()) })
+}
+
+// write applies a local write under the group's lock and pushes it.
+func (s *Syncer) write(id syncnode.GroupID, fn func(*syncgroup.Group) (syncgroup.Row, error)) (syncgroup.Row, error) {
 	var row syncgroup.Row
 	err := s.With(id, func(g *syncgroup.Group) (err error) {
-		row, err = g.Delete(key, s.clock.Now())
+		row, err = fn(g)
 		return err
 	})
 	if err == nil {
