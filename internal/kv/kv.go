@@ -7,8 +7,9 @@
 //	sp/<32-byte digest>        signpost of a blob (signpost package)
 //	sh/<32-byte digest>        ownership shares of a blob, with escrowed offers
 //	tx/<16-byte transfer id>   share transfer received (ownership package)
-//	pr/<group id>              this node's priority in a syncgroup
 //	fj/<32-byte digest>        fetch journal entry of a blob (fetcher)
+//	sg/<group id>              a syncgroup's spec, version vector and this node's priority
+//	rw/<group id>\x00<key>     a syncgroup row, the winning version of its key
 //
 // Every value is a Record: one magic byte, one kind byte naming the table,
 // one format version byte, then msgpack. A value of another kind, another
@@ -34,8 +35,9 @@ var (
 	Signposts = []byte("sp/")
 	Shares    = []byte("sh/")
 	Transfers = []byte("tx/")
-	Priority  = []byte("pr/")
 	Journal   = []byte("fj/")
+	Groups    = []byte("sg/")
+	Rows      = []byte("rw/")
 )
 
 // Kind tags a record with the table it belongs to.
@@ -46,8 +48,9 @@ const (
 	KindSignpost Kind = 's'
 	KindShares   Kind = 'h'
 	KindTransfer Kind = 't'
-	KindPriority Kind = 'p'
 	KindJournal  Kind = 'j'
+	KindGroup    Kind = 'g'
+	KindRow      Kind = 'r'
 )
 
 const (

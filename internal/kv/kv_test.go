@@ -21,8 +21,8 @@ func TestReopenKeepsRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := Key(Priority, []byte("g1"))
-	if err := db.Update(func(txn *badger.Txn) error { return Set(txn, key, KindPriority, rec{7, "x"}) }); err != nil {
+	key := Key(Groups, []byte("g1"))
+	if err := db.Update(func(txn *badger.Txn) error { return Set(txn, key, KindGroup, rec{7, "x"}) }); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {
@@ -34,20 +34,20 @@ func TestReopenKeepsRecords(t *testing.T) {
 	}
 	defer db.Close()
 	var got rec
-	if err := db.View(func(txn *badger.Txn) error { return Get(txn, key, KindPriority, &got) }); err != nil {
+	if err := db.View(func(txn *badger.Txn) error { return Get(txn, key, KindGroup, &got) }); err != nil {
 		t.Fatal(err)
 	}
 	if got != (rec{7, "x"}) {
 		t.Fatalf("got %+v", got)
 	}
-	err = db.View(func(txn *badger.Txn) error { return Get(txn, Key(Priority, []byte("nope")), KindPriority, &got) })
+	err = db.View(func(txn *badger.Txn) error { return Get(txn, Key(Groups, []byte("nope")), KindGroup, &got) })
 	if !errors.Is(err, syncnode.ErrNotFound) {
 		t.Fatalf("missing key: %v", err)
 	}
 }
 
 func TestDecodeRejectsCorruptAndForeign(t *testing.T) {
-	good, err := Encode(KindPriority, rec{1, "abc"})
+	good, err := Encode(KindGroup, rec{1, "abc"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,28 +56,28 @@ func TestDecodeRejectsCorruptAndForeign(t *testing.T) {
 		"short":     good[:2],
 		"foreign":   []byte(`{"json":true}`),
 		"wrongkind": append([]byte{magic, byte(KindSignpost), version}, good[3:]...),
-		"future":    append([]byte{magic, byte(KindPriority), 9}, good[3:]...),
+		"future":    append([]byte{magic, byte(KindGroup), 9}, good[3:]...),
 		"truncated": good[:len(good)-2],
-		"garbage":   append([]byte{magic, byte(KindPriority), version}, 0xc1, 0xff),
+		"garbage":   append([]byte{magic, byte(KindGroup), version}, 0xc1, 0xff),
 	}
 	for name, b := range cases {
 		var v rec
-		if err := Decode(KindPriority, b, &v); !errors.Is(err, syncnode.ErrCorruptRecord) {
+		if err := Decode(KindGroup, b, &v); !errors.Is(err, syncnode.ErrCorruptRecord) {
 			t.Errorf("%s: error %v, want ErrCorruptRecord", name, err)
 		}
 	}
 	var v rec
-	if err := Decode(KindPriority, good, &v); err != nil || v != (rec{1, "abc"}) {
+	if err := Decode(KindGroup, good, &v); err != nil || v != (rec{1, "abc"}) {
 		t.Fatalf("good record: %+v %v", v, err)
 	}
 }
 
 func FuzzDecode(f *testing.F) {
-	good, _ := Encode(KindPriority, rec{1, "abc"})
+	good, _ := Encode(KindGroup, rec{1, "abc"})
 	f.Add(good)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var v rec
-		if err := Decode(KindPriority, b, &v); err != nil && !errors.Is(err, syncnode.ErrCorruptRecord) {
+		if err := Decode(KindGroup, b, &v); err != nil && !errors.Is(err, syncnode.ErrCorruptRecord) {
 			t.Fatalf("error %v does not wrap ErrCorruptRecord", err)
 		}
 	})

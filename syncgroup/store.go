@@ -1,0 +1,155 @@
+package syncgroup
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/kv"
+)
+
+// Store keeps syncgroup replicas in badger: per group one record with the
+// spec, the version vector and this device's priority, and one record per
+// row. Rows and the vector they raise are written in one transaction, so a
+// restart never finds a vector that claims rows the store lacks.
+type Store struct {
+	db *badger.DB
+}
+
+// NewStore returns a store over db.
+func NewStore(db *badger.DB) *Store { return &Store{db: db} }
+
+type groupRecord struct {
+	Spec Spec              `msgpack:"s"`
+	VV   VersionVector     `msgpack:"v"`
+	Prio syncnode.Priority `msgpack:"p"`
+}
+
+func groupKey(id syncnode.GroupID) []byte { return kv.Key(kv.Groups, []byte(id)) }
+
+func rowPrefix(id syncnode.GroupID) []byte {
+	return kv.Key(kv.Rows, append([]byte(id), 0))
+}
+
+func rowKey(id syncnode.GroupID, key string) []byte {
+	return append(rowPrefix(id), key...)
+}
+
+// saveChunk bounds the rows written in one transaction, well inside
+// badger's transaction size limit.
+const saveChunk = 512
+
+// Save writes rows of group g (the versions that now win their keys), its
+// version vector and this device's priority in it. The group record is
+// written with the last rows, after all the others: a crash in between
+// leaves rows ahead of the vector, which the next round merely resends,
+// never a vector that claims rows the store lacks.
+func (s *Store) Save(g *Group, rows []Row, prio syncnode.Priority) error {
+	id := g.spec.ID
+	rec := groupRecord{Spec: g.spec, VV: g.rows.VV(), Prio: prio}
+	for {
+		n := min(len(rows), saveChunk)
+		chunk, last := rows[:n], n == len(rows)
+		rows = rows[n:]
+		err := kv.Update(s.db, func(txn *badger.Txn) error {
+			for _, r := range chunk {
+				if err := kv.Set(txn, rowKey(id, r.Key), kv.KindRow, r); err != nil {
+					return err
+				}
+			}
+			if last {
+				return kv.Set(txn, groupKey(id), kv.KindGroup, rec)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("syncgroup: store %s: %w", id, err)
+		}
+		if last {
+			return nil
+		}
+	}
+}
+
+// SaveAll writes every row of g, as when a group is created or joined.
+func (s *Store) SaveAll(g *Group, prio syncnode.Priority) error {
+	rows := make([]Row, 0, len(g.rows.rows))
+	for _, r := range g.rows.rows {
+		rows = append(rows, r)
+	}
+	return s.Save(g, rows, prio)
+}
+
+// Remove deletes group id and its rows, as when this device leaves it.
+func (s *Store) Remove(id syncnode.GroupID) error {
+	if err := s.db.DropPrefix(rowPrefix(id)); err != nil {
+		return fmt.Errorf("syncgroup: store: %w", err)
+	}
+	return kv.Update(s.db, func(txn *badger.Txn) error { return txn.Delete(groupKey(id)) })
+}
+
+// Loaded is one group read back from the store.
+type Loaded struct {
+	Group *Group
+	Prio  syncnode.Priority
+}
+
+// Load reads back every stored group for device self.
+func (s *Store) Load(self peer.ID, maxSkew time.Duration) ([]Loaded, error) {
+	var out []Loaded
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: kv.Groups})
+		defer it.Close()
+		var recs []groupRecord
+		for it.Rewind(); it.Valid(); it.Next() {
+			var rec groupRecord
+			err := it.Item().Value(func(b []byte) error { return kv.Decode(kv.KindGroup, b, &rec) })
+			if err != nil {
+				return fmt.Errorf("syncgroup: group %q: %w", bytes.TrimPrefix(it.Item().Key(), kv.Groups), err)
+			}
+			recs = append(recs, rec)
+		}
+		for _, rec := range recs {
+			g, err := NewGroup(rec.Spec, self, maxSkew)
+			if err != nil {
+				return err
+			}
+			rows := []Row{}
+			rit := txn.NewIterator(badger.IteratorOptions{Prefix: rowPrefix(rec.Spec.ID), PrefetchValues: true, PrefetchSize: 100})
+			for rit.Rewind(); rit.Valid(); rit.Next() {
+				var r Row
+				err := rit.Item().Value(func(b []byte) error { return kv.Decode(kv.KindRow, b, &r) })
+				if err != nil {
+					rit.Close()
+					return fmt.Errorf("syncgroup: row of %s: %w", rec.Spec.ID, err)
+				}
+				rows = append(rows, r)
+			}
+			rit.Close()
+			g.rows.restore(rows, rec.VV)
+			out = append(out, Loaded{Group: g, Prio: rec.Prio})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// restore refills an empty replica with stored rows and vector: this
+// device's sequence continues from its vector entry and its clock from the
+// newest timestamp seen.
+func (r *Rows) restore(rows []Row, vv VersionVector) {
+	for _, row := range rows {
+		r.rows[row.Key] = row
+		if row.TS.Compare(r.hlc.last) > 0 {
+			r.hlc.last = row.TS
+		}
+	}
+	if vv != nil {
+		r.vv = vv
+	}
+	r.seq = r.vv[r.self]
+}

@@ -1,0 +1,90 @@
+package syncgroup
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/kv"
+)
+
+func TestStoreRoundTripAndContinue(t *testing.T) {
+	dir := t.TempDir()
+	db, err := kv.Open(dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminKey, admin := key(t)
+	g, err := Create("photos", []string{"photos/"}, true, adminKey, syncnode.Server, []string{"/ip4/127.0.0.1/tcp/9"}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewStore(db)
+	prio := syncnode.Priority{DevType: syncnode.Server, ServerTime: t0}
+	if err := st.SaveAll(g, prio); err != nil {
+		t.Fatal(err)
+	}
+	// More rows than one transaction chunk, saved as they are written.
+	var written []Row
+	for i := range 3*saveChunk + 7 {
+		r, err := g.Put(fmt.Sprintf("photos/%04d", i), []byte{0xa1, 'x'}, t0.Add(time.Duration(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		written = append(written, r)
+	}
+	if err := st.Save(g, written, prio); err != nil {
+		t.Fatal(err)
+	}
+	del, _ := g.Delete("photos/0003", t0.Add(time.Hour))
+	if err := st.Save(g, []Row{del}, prio); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, err = kv.Open(dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	loaded, err := NewStore(db).Load(admin, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(loaded) != 1 {
+		t.Fatalf("loaded %d groups", len(loaded))
+	}
+	h := loaded[0].Group
+	if loaded[0].Prio.DevType != syncnode.Server || !loaded[0].Prio.ServerTime.Equal(t0) {
+		t.Errorf("priority %+v", loaded[0].Prio)
+	}
+	if got, want := len(h.Rows().List("photos/")), len(g.Rows().List("photos/")); got != want {
+		t.Errorf("%d live rows after restart, want %d", got, want)
+	}
+	if r, _ := h.Rows().Get("photos/0003"); !r.Deleted {
+		t.Error("tombstone lost")
+	}
+	if m, ok := h.Member(admin); !ok || m.DevType != syncnode.Server {
+		t.Errorf("membership lost: %+v", m)
+	}
+	if fmt.Sprint(h.Rows().VV()) != fmt.Sprint(g.Rows().VV()) {
+		t.Errorf("vector %v, want %v", h.Rows().VV(), g.Rows().VV())
+	}
+	// Writing after the restart continues the sequence and the clock.
+	r, err := h.Put("photos/new", []byte{0xc0}, t0) // physical clock went back
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Seq != del.Seq+1 || r.TS.Compare(del.TS) <= 0 {
+		t.Errorf("write after restart: seq %d ts %v, last before: seq %d ts %v", r.Seq, r.TS, del.Seq, del.TS)
+	}
+	if err := NewStore(db).Remove(h.Spec().ID); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := NewStore(db).Load(admin, time.Minute); len(l) != 0 {
+		t.Errorf("%d groups after remove", len(l))
+	}
+}
