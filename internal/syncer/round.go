@@ -38,7 +38,9 @@ type batch struct {
 	Prio *syncnode.Priority      `msgpack:"p,omitempty"` // first batch only
 	VV   syncgroup.VersionVector `msgpack:"v,omitempty"`
 	Rows []syncgroup.Row         `msgpack:"r,omitempty"`
-	Done bool                    `msgpack:"d,omitempty"`
+	// Signposts of the blob refs in Rows, filtered for the receiver.
+	Signposts []SignpostEntry `msgpack:"sp,omitempty"`
+	Done      bool            `msgpack:"d,omitempty"`
 }
 
 // SyncWith runs one round of group id with p.
@@ -71,10 +73,11 @@ func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) e
 		st.Reset()
 		return err
 	}
-	if err := s.send(st, r, remoteVV, false); err != nil {
+	if err := s.send(st, r, id, p, remoteVV, false); err != nil {
 		st.Reset()
 		return err
 	}
+	s.hooks.Synced(id, p)
 	return nil
 }
 
@@ -113,11 +116,19 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 		if b.Done && applyErr == nil && vv != nil {
 			r.g.Rows().Learned(vv)
 		}
+		var saveErr error
+		if len(won) > 0 || b.Done {
+			saveErr = s.save(r, won)
+		}
 		r.mu.Unlock()
-		if s.hook != nil {
-			for _, row := range won {
-				s.hook(id, row, from)
-			}
+		if saveErr != nil {
+			return nil, saveErr
+		}
+		if len(b.Signposts) > 0 {
+			s.hooks.Learn(from, id, b.Signposts)
+		}
+		if len(won) > 0 {
+			s.hooks.Applied(id, won, from)
 		}
 		if b.Done {
 			if applyErr != nil {
@@ -131,7 +142,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 // send writes the rows the peer (with version vector vv) lacks, in batches;
 // the responder's first batch carries its priority (the initiator's went in
 // its hello), so each side observes the other once per round.
-func (s *Syncer) send(st network.Stream, r *replica, vv syncgroup.VersionVector, withPrio bool) error {
+func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to peer.ID, vv syncgroup.VersionVector, withPrio bool) error {
 	r.mu.Lock()
 	rows := r.g.Rows().Missing(vv, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
 	mine := r.g.Rows().VV()
@@ -149,7 +160,15 @@ func (s *Syncer) send(st network.Stream, r *replica, vv syncgroup.VersionVector,
 			rows = rows[1:]
 		}
 		b.Done = len(rows) == 0
+		if refs := refsOf(b.Rows); len(refs) > 0 {
+			b.Signposts = s.hooks.Signposts(to, id, refs)
+		}
 		enc, err := msgpack.Marshal(b)
+		if err == nil && len(enc) > p2p.MaxFrame && b.Signposts != nil {
+			// Signposts are hints: rows go without them rather than not at all.
+			b.Signposts = nil
+			enc, err = msgpack.Marshal(b)
+		}
 		if err != nil {
 			return err
 		}
@@ -180,8 +199,12 @@ func (s *Syncer) handleSync(st network.Stream) {
 	}
 	r.mu.Lock()
 	if h.Self != nil && h.Self.Writer == from {
-		if _, err := r.g.Apply(*h.Self, s.clock.Now()); err != nil {
+		if won, err := r.g.Apply(*h.Self, s.clock.Now()); err != nil {
 			s.log.Info("membership refused", "group", h.Group, "peer", from, "err", err)
+		} else if won {
+			if err := s.save(r, []syncgroup.Row{*h.Self}); err != nil {
+				s.log.Error("membership not stored", "group", h.Group, "peer", from, "err", err)
+			}
 		}
 	}
 	member := r.g.IsMember(from)
@@ -195,13 +218,34 @@ func (s *Syncer) handleSync(st network.Stream) {
 		p2p.WriteMsg(st, batch{Err: "not a member of " + string(h.Group)}, s.cfg.IOTimeout)
 		return
 	}
-	if err := s.send(st, r, h.VV, true); err != nil {
+	if err := s.send(st, r, h.Group, from, h.VV, true); err != nil {
 		st.Reset()
 		return
 	}
 	if _, err := s.receive(br, st, r, h.Group, from); err != nil {
 		st.Reset()
+		return
 	}
+	s.hooks.Synced(h.Group, from)
+}
+
+// refsOf returns the blob refs in the values of rows, each once.
+func refsOf(rows []syncgroup.Row) []syncnode.BlobRef {
+	var out []syncnode.BlobRef
+	seen := map[syncnode.BlobRef]bool{}
+	for _, r := range rows {
+		if r.Deleted {
+			continue
+		}
+		refs, _ := syncgroup.FindRefs(r.Value)
+		for _, ref := range refs {
+			if !seen[ref] {
+				seen[ref] = true
+				out = append(out, ref)
+			}
+		}
+	}
+	return out
 }
 
 // priorityLocked returns this node's priority in r's group now. r.mu is held.

@@ -24,6 +24,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/clock"
 	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -47,8 +48,37 @@ var (
 	ErrTooLarge     = errors.New("syncer: row value too large")
 )
 
-// RowHook is told of every row a peer sent that won its key here.
-type RowHook func(g syncnode.GroupID, row syncgroup.Row, from peer.ID)
+// SignpostEntry is the signpost of one blob ref, sent along with the rows
+// that reference it.
+type SignpostEntry struct {
+	Ref      syncnode.BlobRef `msgpack:"r"`
+	Signpost signpost.Wire    `msgpack:"s"`
+}
+
+// Hooks are the node's part in sync. Methods are called from several
+// goroutines at once, never with a group locked.
+type Hooks interface {
+	// Applied is told of the rows a peer sent that won their keys here.
+	Applied(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID)
+	// Signposts returns what peer to may learn of the signposts of refs,
+	// which the rows about to be sent to it in group g reference.
+	Signposts(to peer.ID, g syncnode.GroupID, refs []syncnode.BlobRef) []SignpostEntry
+	// Learn is given the signposts member from sent with rows of group g.
+	Learn(from peer.ID, g syncnode.GroupID, sps []SignpostEntry)
+	// Synced is told of every round that completed with member p.
+	Synced(g syncnode.GroupID, p peer.ID)
+}
+
+// Store persists replicas; *syncgroup.Store implements it.
+type Store interface {
+	// Save writes rows of g that now win their keys, g's version vector
+	// and this node's priority in g.
+	Save(g *syncgroup.Group, rows []syncgroup.Row, prio syncnode.Priority) error
+	// SaveAll writes all of g.
+	SaveAll(g *syncgroup.Group, prio syncnode.Priority) error
+	// Remove deletes g.
+	Remove(id syncnode.GroupID) error
+}
 
 // Config configures a Syncer.
 type Config struct {
@@ -56,6 +86,8 @@ type Config struct {
 	Interval time.Duration
 	// IOTimeout bounds each frame read or write (default 20 s).
 	IOTimeout time.Duration
+	// Store persists the replicas; nil keeps them in memory only.
+	Store Store
 }
 
 // DefaultConfig returns the defaults.
@@ -80,7 +112,7 @@ type Syncer struct {
 	cfg   Config
 	clock clock.Clock
 	log   *slog.Logger
-	hook  RowHook
+	hooks Hooks
 
 	mu      sync.Mutex
 	groups  map[syncnode.GroupID]*replica
@@ -97,11 +129,14 @@ type pushKey struct {
 	p peer.ID
 }
 
-// New returns a syncer on h and registers its protocol handlers. hook may
+// New returns a syncer on h and registers its protocol handlers. hooks may
 // be nil.
-func New(h host.Host, cfg Config, clk clock.Clock, log *slog.Logger, hook RowHook) *Syncer {
+func New(h host.Host, cfg Config, clk clock.Clock, log *slog.Logger, hooks Hooks) *Syncer {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Syncer{h: h, cfg: cfg, clock: clk, log: log, hook: hook,
+	if hooks == nil {
+		hooks = noHooks{}
+	}
+	s := &Syncer{h: h, cfg: cfg, clock: clk, log: log, hooks: hooks,
 		groups: map[syncnode.GroupID]*replica{}, pushing: map[pushKey]bool{}, ctx: ctx, cancel: cancel}
 	h.SetStreamHandler(p2p.ProtoSync, s.handleSync)
 	h.SetStreamHandler(ProtoJoin, s.handleJoin)
@@ -127,12 +162,74 @@ func (s *Syncer) Stats() Stats {
 	return Stats{RowsSent: s.rowsSent.Load(), BytesSent: s.bytesSent.Load()}
 }
 
-// Add starts syncing g.
-func (s *Syncer) Add(g *syncgroup.Group) {
+type noHooks struct{}
+
+func (noHooks) Applied(syncnode.GroupID, []syncgroup.Row, peer.ID) {}
+func (noHooks) Signposts(peer.ID, syncnode.GroupID, []syncnode.BlobRef) []SignpostEntry {
+	return nil
+}
+func (noHooks) Learn(peer.ID, syncnode.GroupID, []SignpostEntry) {}
+func (noHooks) Synced(syncnode.GroupID, peer.ID)                 {}
+
+// Add starts syncing a group this node created or joined, and stores it.
+func (s *Syncer) Add(g *syncgroup.Group) error {
+	prio := syncnode.Priority{Distance: InitialDistance}
+	if s.cfg.Store != nil {
+		if err := s.cfg.Store.SaveAll(g, prio); err != nil {
+			return err
+		}
+	}
+	s.Restore(g, prio)
+	return nil
+}
+
+// Restore starts syncing a group read back from the store, with this
+// node's last priority in it.
+func (s *Syncer) Restore(g *syncgroup.Group, prio syncnode.Priority) {
 	s.mu.Lock()
-	s.groups[g.Spec().ID] = &replica{g: g, prio: syncnode.Priority{Distance: InitialDistance}, peers: map[peer.ID]syncnode.Priority{}}
+	s.groups[g.Spec().ID] = &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}
 	s.mu.Unlock()
 	s.learnAddrs(g)
+}
+
+// save persists rows of r's group. r.mu is held.
+func (s *Syncer) save(r *replica, rows []syncgroup.Row) error {
+	if s.cfg.Store == nil {
+		return nil
+	}
+	return s.cfg.Store.Save(r.g, rows, s.priorityLocked(r))
+}
+
+// Leave removes this node from group id: its membership tombstone is
+// pushed to the members it can reach, then the replica is dropped here.
+func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID) error {
+	r, err := s.replica(id)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	row := r.g.Leave(s.clock.Now())
+	err = s.save(r, []syncgroup.Row{row})
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	var reached int
+	for _, p := range s.members(id) {
+		if s.SyncWith(ctx, id, p) == nil {
+			reached++
+		}
+	}
+	s.mu.Lock()
+	delete(s.groups, id)
+	s.mu.Unlock()
+	if s.cfg.Store != nil {
+		if err := s.cfg.Store.Remove(id); err != nil {
+			return err
+		}
+	}
+	s.log.Info("left syncgroup", "group", id, "members told", reached)
+	return nil
 }
 
 func (s *Syncer) replica(id syncnode.GroupID) (*replica, error) {
@@ -220,15 +317,21 @@ func (s *Syncer) Delete(id syncnode.GroupID, key string) (syncgroup.Row, error) 
 
 // write applies a local write under the group's lock and pushes it.
 func (s *Syncer) write(id syncnode.GroupID, fn func(*syncgroup.Group) (syncgroup.Row, error)) (syncgroup.Row, error) {
-	var row syncgroup.Row
-	err := s.With(id, func(g *syncgroup.Group) (err error) {
-		row, err = fn(g)
-		return err
-	})
-	if err == nil {
-		s.Push(id)
+	r, err := s.replica(id)
+	if err != nil {
+		return syncgroup.Row{}, err
 	}
-	return row, err
+	r.mu.Lock()
+	row, err := fn(r.g)
+	if err == nil {
+		err = s.save(r, []syncgroup.Row{row})
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return syncgroup.Row{}, err
+	}
+	s.Push(id)
+	return row, nil
 }
 
 // members returns the group's members other than this node.
@@ -337,7 +440,9 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs 
 	if _, err := g.Join(inv, addrs, s.clock.Now()); err != nil {
 		return "", err
 	}
-	s.Add(g)
+	if err := s.Add(g); err != nil {
+		return "", err
+	}
 	if err := s.SyncWith(ctx, g.Spec().ID, inv.Admin); err != nil {
 		return g.Spec().ID, fmt.Errorf("syncer: first round after joining: %w", err)
 	}
