@@ -57,6 +57,9 @@ type record struct {
 	Shares map[syncnode.GroupID]int `msgpack:"s,omitempty"`
 	// Escrow holds shares offered but not yet settled, by transfer ID.
 	Escrow map[string]Transfer `msgpack:"e,omitempty"`
+	// Created names the groups in which this device granted itself the
+	// creator's shares, so that writing the ref again grants none.
+	Created map[syncnode.GroupID]bool `msgpack:"c,omitempty"`
 }
 
 // received records the outcome of a transfer at the acceptor.
@@ -102,7 +105,7 @@ func load(txn *badger.Txn, ref syncnode.BlobRef) (record, error) {
 }
 
 func store(txn *badger.Txn, ref syncnode.BlobRef, r record) error {
-	if len(r.Shares) == 0 && len(r.Escrow) == 0 {
+	if len(r.Shares) == 0 && len(r.Escrow) == 0 && len(r.Created) == 0 {
 		return txn.Delete(shareKey(ref))
 	}
 	return kv.Set(txn, shareKey(ref), kv.KindShares, r)
@@ -147,6 +150,33 @@ func (l *Ledger) Grant(ref syncnode.BlobRef, g syncnode.GroupID, n int) error {
 		r.add(g, n)
 		return store(txn, ref, r)
 	})
+}
+
+// GrantCreator gives this device, the creator of a ref that holds the
+// blob, CreatorShares shares of it in group g, once: it reports false, and
+// grants nothing, if it did so before (even if the shares have since moved
+// away).
+func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID) (granted bool, err error) {
+	if g == "" {
+		return false, fmt.Errorf("%w: grant in no group", ErrBadTransfer)
+	}
+	err = kv.Update(l.db, func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil {
+			return err
+		}
+		granted = !r.Created[g]
+		if !granted {
+			return nil
+		}
+		if r.Created == nil {
+			r.Created = map[syncnode.GroupID]bool{}
+		}
+		r.Created[g] = true
+		r.add(g, CreatorShares)
+		return store(txn, ref, r)
+	})
+	return granted, err
 }
 
 // Offer moves the shares this device offers for transfer id into escrow,

@@ -191,3 +191,29 @@ func TestSharesConservedUnderConcurrentTransfers(t *testing.T) {
 	}
 	t.Logf("shares moved away from the creator: %d", moved)
 }
+
+func TestGrantCreatorOnce(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	l := NewLedger(db)
+	ref := ref(7)
+	for i, want := range []bool{true, false} {
+		got, err := l.GrantCreator(ref, "g")
+		if err != nil || got != want {
+			t.Fatalf("grant %d: %v, %v; want %v", i, got, err, want)
+		}
+	}
+	if sh, _ := l.Shares(ref); sh["g"] != CreatorShares {
+		t.Fatalf("shares %v", sh)
+	}
+	// The shares move away; writing the ref again creates none.
+	if _, err := l.Offer(NewTransferID(), ref, "g", syncnode.Priority{}, syncnode.Priority{DevType: syncnode.Server}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := l.GrantCreator(ref, "g"); got {
+		t.Fatal("granted again after the shares moved")
+	}
+	if got, err := l.GrantCreator(ref, "h"); !got {
+		t.Fatal("no grant in a second group:", err)
+	}
+}
