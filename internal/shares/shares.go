@@ -39,19 +39,25 @@ type Priorities interface {
 // Holding reports whether this node holds a blob, whole and verified.
 type Holding func(ref syncnode.BlobRef) bool
 
+// AskedFunc is told that member from, a leaf handing off a blob, asks
+// this node to fetch ref and take its shares in group g. It must not block.
+type AskedFunc func(from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID)
+
 // Service answers share requests and makes them.
 type Service struct {
 	h       host.Host
 	ledger  *ownership.Ledger
 	prio    Priorities
 	holds   Holding
+	asked   AskedFunc
 	log     *slog.Logger
 	timeout time.Duration
 }
 
-// New registers the shares protocol on h.
-func New(h host.Host, ledger *ownership.Ledger, prio Priorities, holds Holding, log *slog.Logger) *Service {
-	s := &Service{h: h, ledger: ledger, prio: prio, holds: holds, log: log, timeout: 20 * time.Second}
+// New registers the shares protocol on h. asked may be nil: then requests
+// to take a blob are refused.
+func New(h host.Host, ledger *ownership.Ledger, prio Priorities, holds Holding, asked AskedFunc, log *slog.Logger) *Service {
+	s := &Service{h: h, ledger: ledger, prio: prio, holds: holds, asked: asked, log: log, timeout: 20 * time.Second}
 	h.SetStreamHandler(p2p.ProtoShares, s.handle)
 	return s
 }
@@ -63,6 +69,7 @@ const (
 	opOffer   = "offer"
 	opSettle  = "settle"
 	opResolve = "resolve"
+	opAsk     = "ask"
 )
 
 type request struct {
@@ -122,6 +129,14 @@ func (s *Service) Take(ctx context.Context, holder peer.ID, ref syncnode.BlobRef
 		return Result{Taken: t.N, HolderKeeps: true}, nil
 	}
 	return Result{Taken: t.N, HolderKeeps: resp.Keeps}, nil
+}
+
+// Ask asks member p to fetch ref and take this node's shares of it in
+// group g, as a leaf hands a blob off to a non-leaf it syncs with. The
+// answer only says that p will try; the shares move when it takes them.
+func (s *Service) Ask(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) error {
+	_, err := s.call(ctx, p, request{Op: opAsk, Ref: ref, Group: g})
+	return err
 }
 
 // Recover settles every transfer left in escrow here (by a crash or a lost
@@ -218,6 +233,15 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 	case opResolve:
 		acc, err := s.ledger.Resolve(req.ID)
 		return response{Accepted: acc}, err
+	case opAsk:
+		if _, ok := s.prio.PeerPriority(req.Group, from); !ok {
+			return response{}, fmt.Errorf("%s is not a member of %s", from, req.Group)
+		}
+		if s.asked == nil {
+			return response{}, errors.New("this node takes no blobs on request")
+		}
+		s.asked(from, req.Ref, req.Group)
+		return response{}, nil
 	}
 	return response{}, fmt.Errorf("unknown operation %q", req.Op)
 }

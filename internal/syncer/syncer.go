@@ -265,7 +265,8 @@ func (s *Syncer) Priority(id syncnode.GroupID) (syncnode.Priority, error) {
 }
 
 // PeerPriority returns the priority member p last reported in group id,
-// with its device type from the membership.
+// with its device type from the current membership; false if p is not a
+// member.
 func (s *Syncer) PeerPriority(id syncnode.GroupID, p peer.ID) (syncnode.Priority, bool) {
 	r, err := s.replica(id)
 	if err != nil {
@@ -273,8 +274,17 @@ func (s *Syncer) PeerPriority(id syncnode.GroupID, p peer.ID) (syncnode.Priority
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	m, ok := r.g.Member(p)
+	if !ok {
+		return syncnode.Priority{}, false
+	}
 	pr, ok := r.peers[p]
-	return pr, ok
+	if !ok {
+		// A member not synced with yet: its device type, no distance known.
+		pr = syncnode.Priority{Distance: InitialDistance}
+	}
+	pr.DevType = m.DevType
+	return pr, true
 }
 
 // Groups returns the IDs of the groups being synced.
