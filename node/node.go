@@ -1,6 +1,7 @@
-// Package node wires a syncnode together: it opens the data directory's
-// stores and exposes the Go API that the daemon, the CLI and the feature
-// tests use.
+// Package node wires a syncnode device together: its stores, its libp2p
+// host and private DHT, syncgroup sync, ownership-share transfers, blob
+// fetching and the server fetcher, behind the Go API that the daemon, the
+// CLI and the feature tests use.
 package node
 
 import (
@@ -9,75 +10,309 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/clock"
 	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/internal/shares"
+	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/ownership"
+	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
+	"github.com/syncnode/syncnode/syncgroup"
 )
 
 // ErrPinned reports a blob that cannot be removed because this device still
 // holds ownership shares of it.
 var ErrPinned = errors.New("node: blob is pinned by ownership shares")
 
-// Config configures a node.
+// Config configures a node. Zero fields take the documented defaults.
 type Config struct {
-	// DataDir holds the node's stores: blobs/ and db/.
+	// DataDir holds the node's stores (blobs/, db/) and identity key.
 	DataDir string
 	// Log receives the node's logs; nil discards them.
 	Log *slog.Logger
+	// Clock drives timers and timestamps (default the real clock).
+	Clock clock.Clock
+	// ListenAddrs are the host's listen multiaddrs (default TCP and QUIC on
+	// 127.0.0.1, ports chosen by the system).
+	ListenAddrs []string
+	// SyncInterval is the period of the safety-net sync rounds (default 30 s).
+	SyncInterval time.Duration
+	// IOTimeout bounds each network read or write (default 20 s).
+	IOTimeout time.Duration
+	// Fetcher configures the server fetcher and its scans (default
+	// fetcher.DefaultConfig).
+	Fetcher *fetcher.Config
+	// MaxFetches bounds the blob fetches running at once, the server
+	// fetcher's included; waiting fetches start by priority (default 4).
+	MaxFetches int
+	// Bootstrap are peers the node connects to at start, so that its DHT
+	// has someone to ask before any syncgroup brings a member.
+	Bootstrap []peer.AddrInfo
+}
+
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		return errors.New("node: no data directory")
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if len(c.ListenAddrs) == 0 {
+		c.ListenAddrs = p2p.DefaultHostConfig().ListenAddrs
+	}
+	if c.SyncInterval <= 0 {
+		c.SyncInterval = 30 * time.Second
+	}
+	if c.IOTimeout <= 0 {
+		c.IOTimeout = 20 * time.Second
+	}
+	if c.Fetcher == nil {
+		fc := fetcher.DefaultConfig()
+		c.Fetcher = &fc
+	}
+	if c.MaxFetches <= 0 {
+		c.MaxFetches = 4
+	}
+	return c.Fetcher.Validate()
 }
 
 // Node is one syncnode device.
 type Node struct {
-	log       *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	clock clock.Clock
+
 	db        *badger.DB
 	blobs     *blobstore.Disk
 	signposts *signpost.Store
 	ledger    *ownership.Ledger
+	groups    *syncgroup.Store
+
+	h       host.Host
+	dht     *p2p.DHT
+	reprov  *p2p.Reprovider
+	service *p2p.Service
+	client  *p2p.Client
+	sync    *syncer.Syncer
+	shares  *shares.Service
+	fetcher *fetcher.Fetcher
+
+	gate    *gate
+	flights flights
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	handoffMu sync.Mutex
+	handoffs  map[handoffKey]bool
 }
 
-// Open opens (creating if needed) the node's data directory.
-func Open(cfg Config) (*Node, error) {
-	if cfg.DataDir == "" {
-		return nil, errors.New("node: no data directory")
-	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// Open opens (creating if needed) the node's data directory, starts its
+// host, DHT, sync, share service and server fetcher, and loads its
+// syncgroups. Close stops it all.
+func Open(cfg Config) (_ *Node, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	blobs, err := blobstore.OpenDisk(filepath.Join(cfg.DataDir, "blobs"), log)
+	n := &Node{cfg: cfg, log: cfg.Log, clock: cfg.Clock, handoffs: map[handoffKey]bool{}}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			n.cancel()
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+	if n.blobs, err = blobstore.OpenDisk(filepath.Join(cfg.DataDir, "blobs"), n.log); err != nil {
+		return nil, err
+	}
+	closers = append(closers, n.blobs.Close)
+	if n.db, err = kv.Open(filepath.Join(cfg.DataDir, "db"), n.log); err != nil {
+		return nil, err
+	}
+	closers = append(closers, n.db.Close)
+	n.signposts = signpost.NewStore(n.db)
+	n.ledger = ownership.NewLedger(n.db)
+	n.groups = syncgroup.NewStore(n.db)
+
+	hc := p2p.DefaultHostConfig()
+	hc.IdentityFile = filepath.Join(cfg.DataDir, "identity.key")
+	hc.ListenAddrs = cfg.ListenAddrs
+	if n.h, err = p2p.NewHost(hc); err != nil {
+		return nil, err
+	}
+	closers = append(closers, n.h.Close)
+	if n.dht, err = p2p.NewDHT(n.h, n.log); err != nil {
+		return nil, err
+	}
+	closers = append(closers, n.dht.Close)
+
+	sc := syncer.DefaultConfig()
+	sc.Interval, sc.IOTimeout, sc.Store = cfg.SyncInterval, cfg.IOTimeout, n.groups
+	n.sync = syncer.New(n.h, sc, n.clock, n.log, hooks{n})
+	closers = append(closers, func() error { n.sync.Close(); return nil })
+	loaded, err := n.groups.Load(n.h.ID(), time.Minute)
 	if err != nil {
 		return nil, err
 	}
-	db, err := kv.Open(filepath.Join(cfg.DataDir, "db"), log)
-	if err != nil {
-		blobs.Close()
+	for _, l := range loaded {
+		n.sync.Restore(l.Group, l.Prio)
+	}
+
+	svcCfg := p2p.DefaultServiceConfig()
+	svcCfg.IOTimeout = cfg.IOTimeout
+	n.service = p2p.NewService(n.h, n.blobs, svcCfg, n.log, n.signpostFor, n.mayServe)
+	closers = append(closers, func() error { n.service.Close(); return nil })
+	cc := p2p.DefaultClientConfig()
+	cc.IOTimeout = cfg.IOTimeout
+	n.client = p2p.NewClient(n.h, n.blobs, cc, n.log)
+	n.shares = shares.New(n.h, n.ledger, n.sync, n.holds, n.asked, n.log)
+	closers = append(closers, func() error { n.shares.Close(); return nil })
+
+	n.gate = newGate(cfg.MaxFetches)
+	n.flights.m = map[syncnode.BlobRef]*flight{}
+	seed := uint64(n.clock.Now().UnixNano())
+	if n.fetcher, err = fetcher.New(*cfg.Fetcher, n.serverFetch, n.signposts, n.clock, rand.New(rand.NewPCG(seed, seed>>1|1)), n.log); err != nil {
 		return nil, err
 	}
-	return &Node{
-		log: log, db: db, blobs: blobs,
-		signposts: signpost.NewStore(db),
-		ledger:    ownership.NewLedger(db),
-	}, nil
+
+	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.clock, n.log)
+	if err := n.blobs.List(func(i blobstore.Info) error { n.reprov.Add(i.Ref); return nil }); err != nil {
+		return nil, err
+	}
+	n.start()
+	return n, nil
 }
 
-// Close closes the node's stores.
+// start runs the node's background work.
+func (n *Node) start() {
+	n.fetcher.Start(n.ctx)
+	n.sync.Run()
+	n.goRun(func() { n.reprov.Run(n.ctx) })
+	n.goRun(func() { fetcher.RunScans(n.ctx, *n.cfg.Fetcher, n.clock, n.log, n.scan) })
+	n.goRun(n.recoverTransfers)
+	for _, ai := range n.cfg.Bootstrap {
+		n.goRun(func() {
+			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
+			defer cancel()
+			if err := n.h.Connect(ctx, ai); err != nil {
+				n.log.Warn("bootstrap peer unreachable", "peer", ai.ID, "err", err)
+			}
+		})
+	}
+	// Every group's members get a first round now rather than after a period.
+	for _, g := range n.sync.Groups() {
+		n.goRun(func() { n.syncAll(g) })
+	}
+}
+
+func (n *Node) goRun(fn func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn()
+	}()
+}
+
+// syncAll runs a round of g with every member, connecting as needed.
+func (n *Node) syncAll(g syncnode.GroupID) {
+	for _, m := range n.Members(g) {
+		if m.Peer == n.h.ID() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 4*n.cfg.IOTimeout)
+		if err := n.sync.SyncWith(ctx, g, m.Peer); err != nil {
+			n.log.Debug("first round failed", "group", g, "peer", m.Peer, "err", err)
+		}
+		cancel()
+	}
+}
+
+// recoverTransfers settles share transfers a crash or a lost answer left
+// in escrow, now and then every minute while any remain.
+func (n *Node) recoverTransfers() {
+	for {
+		pending, err := n.ledger.AllPending()
+		if err == nil && len(pending) > 0 {
+			ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.IOTimeout)
+			k, err := n.shares.Recover(ctx)
+			cancel()
+			n.log.Info("share transfers recovered", "settled", k, "pending", len(pending), "err", err)
+		}
+		t := n.clock.NewTimer(time.Minute)
+		select {
+		case <-n.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// Close stops the node's work, waits for it, and closes its host and
+// stores.
 func (n *Node) Close() error {
-	return errors.Join(n.db.Close(), n.blobs.Close())
+	n.cancel()
+	n.fetcher.Stop()
+	n.wg.Wait()
+	n.sync.Close()
+	n.shares.Close()
+	n.service.Close()
+	return errors.Join(n.dht.Close(), n.h.Close(), n.db.Close(), n.blobs.Close())
 }
 
-// PutBlob stores the bytes of r as a blob and returns its ref and size.
+// ID returns the node's peer ID.
+func (n *Node) ID() peer.ID { return n.h.ID() }
+
+// Addrs returns the node's listen addresses, with its peer ID.
+func (n *Node) Addrs() []ma.Multiaddr {
+	out := make([]ma.Multiaddr, 0, len(n.h.Addrs()))
+	for _, a := range n.h.Addrs() {
+		out = append(out, a.Encapsulate(ma.StringCast("/p2p/"+n.h.ID().String())))
+	}
+	return out
+}
+
+// AddrInfo returns how other nodes reach this one.
+func (n *Node) AddrInfo() peer.AddrInfo { return peer.AddrInfo{ID: n.h.ID(), Addrs: n.h.Addrs()} }
+
+// Host returns the node's libp2p host.
+func (n *Node) Host() host.Host { return n.h }
+
+// Connect dials a peer.
+func (n *Node) Connect(ctx context.Context, ai peer.AddrInfo) error { return n.h.Connect(ctx, ai) }
+
+// PutBlob stores the bytes of r as a blob and returns its ref and size; the
+// blob is provided in the DHT.
 func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error) {
-	return n.blobs.Put(ctx, r, syncnode.BlobRef{})
+	info, err := n.blobs.Put(ctx, r, syncnode.BlobRef{})
+	if err == nil {
+		n.reprov.Add(info.Ref)
+	}
+	return info, err
 }
 
 // OpenBlob opens a stored blob for reading at any offset.
@@ -86,9 +321,22 @@ func (n *Node) OpenBlob(ref syncnode.BlobRef) (blobstore.Reader, error) { return
 // StatBlob describes a stored blob.
 func (n *Node) StatBlob(ref syncnode.BlobRef) (blobstore.Info, error) { return n.blobs.Stat(ref) }
 
+// HasBlob reports whether the node holds ref, whole and verified.
+func (n *Node) HasBlob(ref syncnode.BlobRef) bool { return n.holds(ref) }
+
+func (n *Node) holds(ref syncnode.BlobRef) bool {
+	_, err := n.blobs.Stat(ref)
+	return err == nil
+}
+
 // BlobShares returns this device's ownership shares of ref by syncgroup.
 func (n *Node) BlobShares(ref syncnode.BlobRef) (map[syncnode.GroupID]int, error) {
 	return n.ledger.Shares(ref)
+}
+
+// Signpost returns what this node knows of where ref is.
+func (n *Node) Signpost(ref syncnode.BlobRef) (signpost.Signpost, error) {
+	return n.signposts.Get(ref)
 }
 
 // ListBlobs calls fn for every stored blob.
@@ -104,7 +352,11 @@ func (n *Node) RemoveBlob(ref syncnode.BlobRef) error {
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrPinned, ref)
 	}
-	return n.blobs.Delete(ref)
+	if err := n.blobs.Delete(ref); err != nil {
+		return err
+	}
+	n.reprov.Remove(ref)
+	return nil
 }
 
 // Blobs returns the node's blob store.
@@ -115,3 +367,9 @@ func (n *Node) Ledger() *ownership.Ledger { return n.ledger }
 
 // Signposts returns the node's signpost store.
 func (n *Node) Signposts() *signpost.Store { return n.signposts }
+
+// FetchStatus returns what the server fetcher knows of ref.
+func (n *Node) FetchStatus(ref syncnode.BlobRef) fetcher.Status { return n.fetcher.Status(ref) }
+
+// FetchQueueLen returns how many blobs the server fetcher has queued.
+func (n *Node) FetchQueueLen() int { return n.fetcher.Len() }

@@ -307,6 +307,31 @@ func (l *Ledger) AllPending() ([]Transfer, error) {
 	return out, err
 }
 
+// Scan calls fn with every blob this device has shares of (or has shares
+// of in escrow), in ref order, until fn returns an error, which Scan
+// returns.
+func (l *Ledger) Scan(fn func(ref syncnode.BlobRef, shares map[syncnode.GroupID]int) error) error {
+	return l.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: kv.Shares, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var r record
+			if err := it.Item().Value(func(b []byte) error { return kv.Decode(kv.KindShares, b, &r) }); err != nil {
+				return fmt.Errorf("ownership: shares record %x: %w", it.Item().Key(), err)
+			}
+			if len(r.Shares) == 0 && len(r.Escrow) == 0 {
+				continue
+			}
+			var h [syncnode.HashSize]byte
+			copy(h[:], it.Item().Key()[len(kv.Shares):])
+			if err := fn(syncnode.RefFromHash(h), r.Shares); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // Pending returns the transfers of ref still in escrow here.
 func (l *Ledger) Pending(ref syncnode.BlobRef) ([]Transfer, error) {
 	r, err := l.read(ref)

@@ -200,6 +200,13 @@ func (s *Syncer) save(r *replica, rows []syncgroup.Row) error {
 	return s.cfg.Store.Save(r.g, rows, s.priorityLocked(r))
 }
 
+// Eject removes member p from group id (this node must be an admin) and
+// pushes the change.
+func (s *Syncer) Eject(id syncnode.GroupID, p peer.ID) error {
+	_, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Eject(p, s.clock.Now()) })
+	return err
+}
+
 // Leave removes this node from group id: its membership tombstone is
 // pushed to the members it can reach, then the replica is dropped here.
 func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID) error {

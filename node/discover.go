@@ -1,0 +1,297 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/syncer"
+	"github.com/syncnode/syncnode/ownership"
+	"github.com/syncnode/syncnode/signpost"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// hooks is the node's part in sync.
+type hooks struct{ n *Node }
+
+var _ syncer.Hooks = hooks{}
+
+// Applied records the blob refs of rows a peer sent.
+func (h hooks) Applied(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
+	for _, r := range rows {
+		if r.Deleted {
+			continue
+		}
+		refs, err := syncgroup.FindRefs(r.Value)
+		if err != nil {
+			h.n.log.Warn("row with a bad blob ref", "group", g, "key", r.Key, "writer", r.Writer, "err", err)
+		}
+		if len(refs) == 0 {
+			continue
+		}
+		if err := h.n.discover(g, r.Key, r.Writer, from, refs); err != nil {
+			h.n.log.Error("signposts not recorded", "group", g, "key", r.Key, "err", err)
+		}
+	}
+}
+
+// Signposts returns what peer to may learn of refs' signposts.
+func (h hooks) Signposts(to peer.ID, g syncnode.GroupID, refs []syncnode.BlobRef) []syncer.SignpostEntry {
+	var out []syncer.SignpostEntry
+	for _, ref := range refs {
+		sp, err := h.n.signposts.Get(ref)
+		if err != nil {
+			continue
+		}
+		f := signpost.Filter(sp, to, h.n.sync)
+		if len(f.Locations) == 0 {
+			continue
+		}
+		out = append(out, syncer.SignpostEntry{Ref: ref, Signpost: f.ToWire()})
+	}
+	return out
+}
+
+// Learn merges the signposts a member sent. Only groups that the sender
+// shares with this node are kept (a peer cannot make this node's server
+// fetcher act for a group it is not in), and a location naming this node is
+// dropped: this node knows better what it holds.
+func (h hooks) Learn(from peer.ID, g syncnode.GroupID, sps []syncer.SignpostEntry) {
+	n := h.n
+	for _, e := range sps {
+		sp, err := e.Signpost.Signpost()
+		if err != nil {
+			n.log.Info("bad signpost from peer", "peer", from, "group", g, "err", err)
+			continue
+		}
+		for gg := range sp.SgIDs {
+			if !n.sync.IsMember(from, gg) || !n.sync.IsMember(n.h.ID(), gg) {
+				delete(sp.SgIDs, gg)
+			}
+		}
+		delete(sp.Locations, n.h.ID())
+		if len(sp.SgIDs) == 0 || len(sp.Locations) == 0 {
+			continue
+		}
+		merged, err := n.signposts.Merge(e.Ref, sp)
+		if err != nil {
+			n.log.Error("signpost not merged", "blob", e.Ref, "err", err)
+			continue
+		}
+		n.wantIfServer(e.Ref, merged.Groups())
+	}
+}
+
+// Synced hands blobs off after a round: a leaf asks a non-leaf member to
+// take the blobs it holds shares of.
+func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
+	n := h.n
+	me, err := n.sync.Priority(g)
+	if err != nil {
+		return
+	}
+	them, ok := n.sync.PeerPriority(g, p)
+	if !ok || ownership.LeafHandoff(me.DevType, them.DevType, 1) == 0 {
+		return
+	}
+	k := handoffKey{g, p}
+	n.handoffMu.Lock()
+	busy := n.handoffs[k]
+	n.handoffs[k] = true
+	n.handoffMu.Unlock()
+	if busy {
+		return
+	}
+	n.goRun(func() {
+		defer func() {
+			n.handoffMu.Lock()
+			delete(n.handoffs, k)
+			n.handoffMu.Unlock()
+		}()
+		n.handoff(g, p)
+	})
+}
+
+type handoffKey struct {
+	g syncnode.GroupID
+	p peer.ID
+}
+
+// maxHandoffs bounds the blobs a leaf offers to one peer after one round.
+const maxHandoffs = 32
+
+// handoff asks p to take the blobs of g this leaf holds shares of.
+func (n *Node) handoff(g syncnode.GroupID, p peer.ID) {
+	var refs []syncnode.BlobRef
+	err := n.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
+		if sh[g] > 0 && n.holds(ref) {
+			refs = append(refs, ref)
+		}
+		if len(refs) == maxHandoffs {
+			return errStopScan
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		n.log.Error("handoff: shares not listed", "err", err)
+		return
+	}
+	for _, ref := range refs {
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
+		err := n.shares.Ask(ctx, p, ref, g)
+		cancel()
+		if err != nil {
+			n.log.Info("handoff refused", "peer", p, "blob", ref, "err", err)
+			return
+		}
+		n.log.Info("leaf asked a member to take a blob", "peer", p, "blob", ref, "group", g)
+	}
+}
+
+var errStopScan = errors.New("stop")
+
+// asked takes a blob a leaf hands off: fetched from the leaf if not held,
+// then its shares.
+func (n *Node) asked(from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) {
+	n.goRun(func() {
+		ctx, cancel := context.WithTimeout(n.ctx, 10*n.cfg.IOTimeout)
+		defer cancel()
+		if !n.holds(ref) {
+			if _, err := n.fetch(ctx, ref, PriorityBackground, []peer.ID{from}, nil); err != nil {
+				n.log.Info("handed-off blob not fetched", "from", from, "blob", ref, "err", err)
+				return
+			}
+			return // fetch took the shares
+		}
+		if _, err := n.shares.Take(ctx, from, ref, g); err != nil {
+			n.log.Info("handed-off shares not taken", "from", from, "blob", ref, "err", err)
+		}
+	})
+}
+
+// discover records blob refs found in a row of group g at key, written by
+// writer and received from from (this node, for a local write): the groups
+// of this node that cover key join the signposts, the writer and the
+// sender become locations (the sender as a proxy if it did not write the
+// row), the creator that holds the blob grants itself its shares, and a
+// server queues the blobs it lacks.
+func (n *Node) discover(g syncnode.GroupID, key string, writer, from peer.ID, refs []syncnode.BlobRef) error {
+	groups := n.covering(g, key)
+	self := n.h.ID()
+	var errs []error
+	for _, ref := range refs {
+		holds := n.holds(ref)
+		_, err := n.signposts.Update(ref, func(sp *signpost.Signpost) {
+			for _, gg := range groups {
+				sp.AddGroup(gg)
+			}
+			if writer == self {
+				if holds {
+					sp.AddLocation(self, n.location(g, self, false))
+				}
+				return
+			}
+			sp.AddLocation(writer, n.location(g, writer, false))
+			if from != writer {
+				sp.AddLocation(from, n.location(g, from, true))
+			}
+		})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if writer == self && holds {
+			for _, gg := range groups {
+				if _, err := n.ledger.GrantCreator(ref, gg); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		if !holds {
+			n.wantIfServer(ref, groups)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// covering returns g and this node's other groups whose prefixes cover key.
+func (n *Node) covering(g syncnode.GroupID, key string) []syncnode.GroupID {
+	out := []syncnode.GroupID{g}
+	for _, id := range n.sync.Groups() {
+		if id == g {
+			continue
+		}
+		if s, err := n.GroupSpec(id); err == nil && s.Covers(key) && n.sync.IsMember(n.h.ID(), id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// location describes member p of g as a place a blob may be.
+func (n *Node) location(g syncnode.GroupID, p peer.ID, proxy bool) signpost.Location {
+	l := signpost.Location{WhenSeen: n.clock.Now(), IsProxy: proxy}
+	n.sync.With(g, func(gr *syncgroup.Group) error {
+		if m, ok := gr.Member(p); ok {
+			l.IsServer = m.DevType == syncnode.Server
+			l.Addrs = m.Addrs
+		}
+		return nil
+	})
+	if p == n.h.ID() {
+		l.Addrs = n.addrStrings()
+	}
+	if len(l.Addrs) > signpost.MaxAddrs {
+		l.Addrs = l.Addrs[:signpost.MaxAddrs]
+	}
+	return l
+}
+
+// isServerIn reports whether this node is a server in any of groups.
+func (n *Node) isServerIn(groups []syncnode.GroupID) bool {
+	for _, g := range groups {
+		if dev, ok := n.DevType(g); ok && dev == syncnode.Server {
+			return true
+		}
+	}
+	return false
+}
+
+// wantIfServer queues ref in the server fetcher if this node is a server
+// in one of groups and lacks the blob.
+func (n *Node) wantIfServer(ref syncnode.BlobRef, groups []syncnode.GroupID) {
+	if n.isServerIn(groups) && !n.holds(ref) {
+		if err := n.fetcher.Enqueue(ref); err != nil {
+			n.log.Debug("not queued", "blob", ref, "err", err)
+		}
+	}
+}
+
+// signpostFor answers a HaveBlob request for a blob this node lacks.
+func (n *Node) signpostFor(requester peer.ID, ref syncnode.BlobRef) (signpost.Signpost, bool) {
+	sp, err := n.signposts.Get(ref)
+	if err != nil {
+		return signpost.Signpost{}, false
+	}
+	f := signpost.Filter(sp, requester, n.sync)
+	return f, len(f.Locations) > 0
+}
+
+// ErrAccess reports a request for a blob the requester may not fetch.
+var ErrAccess = errors.New("node: access denied")
+
+// mayServe decides whether requester may fetch ref from this node: only if
+// the blob was learned through a group the requester may see.
+func (n *Node) mayServe(requester peer.ID, ref syncnode.BlobRef) error {
+	sp, err := n.signposts.Get(ref)
+	if err != nil {
+		return fmt.Errorf("%w: %s is in no syncgroup shared with %s", ErrAccess, ref, requester)
+	}
+	if !n.sync.MayFetch(requester, sp.Groups()) {
+		return fmt.Errorf("%w: %s may not see the syncgroups of %s", ErrAccess, requester, ref)
+	}
+	return nil
+}

@@ -1,0 +1,384 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/signpost"
+)
+
+// State is a stage of a blob fetch.
+type State int
+
+// The stages of a fetch, in order; Failed ends a fetch that did not finish.
+const (
+	Pending State = iota
+	Locating
+	Fetching
+	Done
+	Failed
+)
+
+func (s State) String() string {
+	return [...]string{"pending", "locating", "fetching", "done", "failed"}[s]
+}
+
+// Status is a fetch's progress: its stage and, while fetching and when
+// done, the bytes held verified of the blob's size.
+type Status struct {
+	State           State
+	Received, Total int64
+	// Holders are the peers found holding the blob (from Fetching on).
+	Holders []peer.ID
+	// Err is why a fetch failed.
+	Err error
+}
+
+// Fetch priorities: a waiting fetch with a higher priority starts first.
+const (
+	PriorityBackground = 0 // the server fetcher's
+	PriorityNormal     = 1
+	PriorityHigh       = 2
+)
+
+// FetchOptions modify FetchBlob.
+type FetchOptions struct {
+	// Priority orders this fetch among those waiting to start.
+	Priority int
+	// Status, if not nil, is called with every change of the fetch's
+	// status, one call at a time, ending with Done or Failed.
+	Status func(Status)
+}
+
+// ErrNoHolder reports a blob that no reachable peer holds.
+var ErrNoHolder = p2p.ErrNoHolder
+
+// FetchBlob fetches ref from the peers that hold it, located through its
+// signpost and then the DHT, verifying every byte, and takes the ownership
+// shares the holders offer. Concurrent fetches of one blob share one
+// transfer. A blob already held is Done at once.
+func (n *Node) FetchBlob(ctx context.Context, ref syncnode.BlobRef, opts FetchOptions) (blobstore.Info, error) {
+	info, err := n.fetch(ctx, ref, opts.Priority, nil, opts.Status)
+	if err != nil {
+		return info, err
+	}
+	if err := n.takeShares(ctx, ref, nil); err != nil {
+		n.log.Info("fetched, but shares not all taken", "blob", ref, "err", err)
+	}
+	return info, nil
+}
+
+// flights dedupes concurrent fetches of one blob.
+type flights struct {
+	mu sync.Mutex
+	m  map[syncnode.BlobRef]*flight
+}
+
+// flight is one blob's fetch, shared by every caller asking for it.
+type flight struct {
+	done   chan struct{}
+	info   blobstore.Info
+	err    error
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	status   Status
+	watchers map[int]func(Status)
+	nextID   int
+	waiters  int
+}
+
+func (f *flight) set(s Status) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.status = s
+	for _, w := range f.watchers {
+		w(s)
+	}
+}
+
+// fetch joins (or starts) the flight of ref and waits for it; a caller
+// whose ctx ends leaves it, and the last to leave cancels it. hints are
+// peers to ask first.
+func (n *Node) fetch(ctx context.Context, ref syncnode.BlobRef, prio int, hints []peer.ID, status func(Status)) (blobstore.Info, error) {
+	if info, err := n.blobs.Stat(ref); err == nil {
+		if status != nil {
+			status(Status{State: Done, Received: info.Size, Total: info.Size})
+		}
+		return info, nil
+	}
+	n.flights.mu.Lock()
+	f := n.flights.m[ref]
+	if f == nil {
+		f = &flight{done: make(chan struct{}), watchers: map[int]func(Status){}}
+		var fctx context.Context
+		fctx, f.cancel = context.WithCancel(n.ctx)
+		n.flights.m[ref] = f
+		n.goRun(func() { n.runFlight(fctx, f, ref, prio, hints) })
+	}
+	f.waiters++
+	f.mu.Lock()
+	id := f.nextID
+	f.nextID++
+	if status != nil {
+		f.watchers[id] = status
+		status(f.status)
+	}
+	f.mu.Unlock()
+	n.flights.mu.Unlock()
+
+	leave := func() {
+		f.mu.Lock()
+		delete(f.watchers, id)
+		f.mu.Unlock()
+		n.flights.mu.Lock()
+		f.waiters--
+		if f.waiters == 0 {
+			f.cancel()
+		}
+		n.flights.mu.Unlock()
+	}
+	select {
+	case <-f.done:
+		leave()
+		return f.info, f.err
+	case <-ctx.Done():
+		leave()
+		return blobstore.Info{}, ctx.Err()
+	}
+}
+
+func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) {
+	defer func() {
+		n.flights.mu.Lock()
+		delete(n.flights.m, ref)
+		n.flights.mu.Unlock()
+		f.cancel()
+		close(f.done)
+	}()
+	fail := func(err error) {
+		f.err = err
+		f.set(Status{State: Failed, Err: err})
+	}
+	f.set(Status{State: Pending})
+	if err := n.gate.acquire(ctx, prio); err != nil {
+		fail(err)
+		return
+	}
+	defer n.gate.release()
+	f.set(Status{State: Locating})
+	holders, err := n.locate(ctx, ref, hints)
+	if err != nil {
+		fail(err)
+		return
+	}
+	f.set(Status{State: Fetching, Holders: holders})
+	res, err := n.client.Fetch(ctx, ref, holders, func(p p2p.Progress) {
+		f.set(Status{State: Fetching, Received: p.Received, Total: p.Total, Holders: holders})
+	})
+	if len(res.Rejected) > 0 {
+		n.demote(ref, res.Rejected)
+	}
+	if err != nil {
+		fail(fmt.Errorf("node: fetch %s from %d holders: %w", ref, len(holders), err))
+		return
+	}
+	n.fetched(ref)
+	f.info = res.Info
+	f.set(Status{State: Done, Received: res.Size, Total: res.Size, Holders: holders})
+}
+
+// fetched records that this node now holds ref: it provides the blob and
+// names itself in the signpost.
+func (n *Node) fetched(ref syncnode.BlobRef) {
+	n.reprov.Add(ref)
+	sp, err := n.signposts.Get(ref)
+	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+		n.log.Error("signpost unreadable", "blob", ref, "err", err)
+		return
+	}
+	var g syncnode.GroupID
+	if gs := sp.Groups(); len(gs) > 0 {
+		g = gs[0]
+	}
+	loc := n.location(g, n.h.ID(), false)
+	loc.IsServer = n.isServerIn(sp.Groups())
+	if _, err := n.signposts.Update(ref, func(sp *signpost.Signpost) { sp.AddLocation(n.h.ID(), loc) }); err != nil {
+		n.log.Error("signpost not updated", "blob", ref, "err", err)
+	}
+}
+
+// demote drops holders that sent bytes that did not verify from ref's
+// signpost.
+func (n *Node) demote(ref syncnode.BlobRef, liars []peer.ID) {
+	n.log.Warn("holders sent bytes that do not match the blob; dropped", "blob", ref, "peers", liars)
+	_, err := n.signposts.Update(ref, func(sp *signpost.Signpost) {
+		for _, p := range liars {
+			delete(sp.Locations, p)
+		}
+	})
+	if err != nil {
+		n.log.Error("signpost not updated", "blob", ref, "err", err)
+	}
+}
+
+// maxAsk bounds the peers asked whether they hold a blob in one locate.
+const maxAsk = 16
+
+// locate returns the peers that say they hold ref: hints first, then the
+// signpost's locations (and the locations the asked peers' signposts
+// name), then the DHT's providers. A peer that cannot be reached is never
+// taken for a holder.
+func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints []peer.ID) ([]peer.ID, error) {
+	self := n.h.ID()
+	asked := map[peer.ID]bool{self: true}
+	var holders []peer.ID
+	var errs []error
+	ask := func(cands []peer.ID) (more []peer.ID) {
+		type answer struct {
+			p   peer.ID
+			r   p2p.HaveResult
+			err error
+		}
+		var todo []peer.ID
+		for _, p := range cands {
+			if !asked[p] && len(asked) <= maxAsk {
+				asked[p] = true
+				todo = append(todo, p)
+			}
+		}
+		answers := make(chan answer, len(todo))
+		for _, p := range todo {
+			go func() {
+				actx, cancel := context.WithTimeout(ctx, n.haveTimeout())
+				defer cancel()
+				r, err := n.client.Have(actx, p, ref)
+				answers <- answer{p, r, err}
+			}()
+		}
+		for range todo {
+			a := <-answers
+			switch {
+			case a.err != nil:
+				errs = append(errs, a.err)
+			case a.r.Have:
+				holders = append(holders, a.p)
+			default:
+				sp := a.r.Signpost
+				n.learnFromHolder(a.p, ref, &sp)
+				for _, l := range sp.Ranked() {
+					more = append(more, l.Peer)
+				}
+			}
+		}
+		return more
+	}
+	sp, err := n.signposts.Get(ref)
+	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+		return nil, err
+	}
+	cands := slices.Clone(hints)
+	for _, l := range sp.Ranked() {
+		n.addAddrs(l.Peer, sp.Locations[l.Peer].Addrs)
+		cands = append(cands, l.Peer)
+	}
+	for round := 0; round < 3 && len(cands) > 0 && len(holders) == 0; round++ {
+		cands = ask(cands)
+	}
+	if len(holders) == 0 {
+		fctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
+		provs, err := n.dht.FindProviders(fctx, ref, 8)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		var ids []peer.ID
+		for _, ai := range provs {
+			n.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.AddressTTL)
+			ids = append(ids, ai.ID)
+		}
+		ask(ids)
+	}
+	if len(holders) == 0 {
+		return nil, fmt.Errorf("%w: %s (asked %d peers): %w", ErrNoHolder, ref, len(asked)-1, errors.Join(errs...))
+	}
+	return holders, nil
+}
+
+func (n *Node) haveTimeout() time.Duration { return max(n.cfg.IOTimeout/4, time.Second) }
+
+// learnFromHolder merges the signpost a peer answered with, keeping only
+// what this node may act on, and puts its locations' addresses in the
+// peerstore.
+func (n *Node) learnFromHolder(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) {
+	delete(sp.Locations, n.h.ID())
+	for p, l := range sp.Locations {
+		n.addAddrs(p, l.Addrs)
+	}
+	for g := range sp.SgIDs {
+		if !n.sync.IsMember(from, g) || !n.sync.IsMember(n.h.ID(), g) {
+			delete(sp.SgIDs, g)
+		}
+	}
+	if len(sp.SgIDs) > 0 && len(sp.Locations) > 0 {
+		if _, err := n.signposts.Merge(ref, *sp); err != nil {
+			n.log.Error("signpost not merged", "blob", ref, "err", err)
+		}
+	}
+}
+
+func (n *Node) addAddrs(p peer.ID, addrs []string) {
+	for _, a := range addrs {
+		if m, err := ma.NewMultiaddr(a); err == nil {
+			n.h.Peerstore().AddAddr(p, m, peerstore.AddressTTL)
+		}
+	}
+}
+
+// takeShares asks the peers that may hold shares of ref — the signpost's
+// locations that are not proxies or servers, and extra — for them, in each
+// group of the signpost this node is in. It fails if one of them could not
+// be asked, so that a caller retries later.
+func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []peer.ID) error {
+	sp, err := n.signposts.Get(ref)
+	if err != nil {
+		return err
+	}
+	peers := slices.Clone(extra)
+	for p, l := range sp.Locations {
+		if p != n.h.ID() && !l.IsProxy && !l.IsServer && !slices.Contains(peers, p) {
+			peers = append(peers, p)
+		}
+	}
+	var errs []error
+	for _, g := range sp.Groups() {
+		if !n.sync.IsMember(n.h.ID(), g) {
+			continue
+		}
+		for _, p := range peers {
+			if !n.sync.IsMember(p, g) {
+				continue
+			}
+			res, err := n.shares.Take(ctx, p, ref, g)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if res.Taken > 0 {
+				n.log.Info("took ownership shares", "blob", ref, "group", g, "from", p, "shares", res.Taken, "holder keeps", res.HolderKeeps)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,153 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// addrStrings returns the host's listen addresses as members record them.
+func (n *Node) addrStrings() []string {
+	var out []string
+	for _, a := range n.h.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// CreateGroup creates a syncgroup with this node as its admin and first
+// member, of device type dev, syncing the rows under prefixes.
+func (n *Node) CreateGroup(name string, prefixes []string, private bool, dev syncnode.DevType) (syncgroup.Spec, error) {
+	key := n.h.Peerstore().PrivKey(n.h.ID())
+	g, err := syncgroup.Create(name, prefixes, private, key, dev, n.addrStrings(), n.clock.Now())
+	if err != nil {
+		return syncgroup.Spec{}, err
+	}
+	if err := n.sync.Add(g); err != nil {
+		return syncgroup.Spec{}, err
+	}
+	return g.Spec(), nil
+}
+
+// Invite issues an invitation for peer p to join group g as device type
+// dev, valid for ttl. This node must be one of the group's admins.
+func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl time.Duration) (syncgroup.Invitation, error) {
+	key := n.h.Peerstore().PrivKey(n.h.ID())
+	return syncgroup.Invite(key, g, p, dev, n.clock.Now().Add(ttl))
+}
+
+// JoinGroup joins a group with an invitation an admin issued to this node,
+// reaching the admin at adminAddrs, and syncs with it once.
+func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr) (syncgroup.Spec, error) {
+	id, err := n.sync.Join(ctx, inv, adminAddrs, n.addrStrings())
+	if err != nil {
+		return syncgroup.Spec{}, err
+	}
+	n.goRun(func() { n.syncAll(id) })
+	return n.GroupSpec(id)
+}
+
+// LeaveGroup leaves group g: the other members are told, and its rows are
+// dropped here.
+func (n *Node) LeaveGroup(ctx context.Context, g syncnode.GroupID) error {
+	return n.sync.Leave(ctx, g)
+}
+
+// EjectMember removes p from group g; this node must be an admin.
+func (n *Node) EjectMember(g syncnode.GroupID, p peer.ID) error {
+	return n.sync.Eject(g, p)
+}
+
+// Groups returns the specs of the groups this node syncs.
+func (n *Node) Groups() []syncgroup.Spec {
+	var out []syncgroup.Spec
+	for _, id := range n.sync.Groups() {
+		if s, err := n.GroupSpec(id); err == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// GroupSpec returns group g's spec.
+func (n *Node) GroupSpec(g syncnode.GroupID) (spec syncgroup.Spec, err error) {
+	err = n.sync.With(g, func(gr *syncgroup.Group) error { spec = gr.Spec(); return nil })
+	return spec, err
+}
+
+// Members returns group g's members.
+func (n *Node) Members(g syncnode.GroupID) []syncgroup.Member {
+	var out []syncgroup.Member
+	n.sync.With(g, func(gr *syncgroup.Group) error { out = gr.Members(); return nil })
+	return out
+}
+
+// DevType returns this node's device type in group g.
+func (n *Node) DevType(g syncnode.GroupID) (syncnode.DevType, bool) {
+	var dev syncnode.DevType
+	var ok bool
+	n.sync.With(g, func(gr *syncgroup.Group) error {
+		var m syncgroup.Member
+		m, ok = gr.Member(n.h.ID())
+		dev = m.DevType
+		return nil
+	})
+	return dev, ok
+}
+
+// Priority returns this node's priority in group g.
+func (n *Node) Priority(g syncnode.GroupID) (syncnode.Priority, error) { return n.sync.Priority(g) }
+
+// PutRow writes a msgpack value at key in group g and pushes it to the
+// members online. The blob refs inside the value are recorded first: the
+// signposts name this node where it holds the blob, and the creator's
+// shares are granted.
+func (n *Node) PutRow(g syncnode.GroupID, key string, value []byte) (syncgroup.Row, error) {
+	refs, err := syncgroup.FindRefs(value)
+	if err != nil {
+		return syncgroup.Row{}, fmt.Errorf("node: value of %q: %w", key, err)
+	}
+	if len(refs) > 0 {
+		if err := n.discover(g, key, n.h.ID(), n.h.ID(), refs); err != nil {
+			return syncgroup.Row{}, err
+		}
+	}
+	return n.sync.Put(g, key, value)
+}
+
+// DeleteRow writes a tombstone at key in group g.
+func (n *Node) DeleteRow(g syncnode.GroupID, key string) (syncgroup.Row, error) {
+	return n.sync.Delete(g, key)
+}
+
+// GetRow returns the winning version of key in group g; ok is false if
+// there is none or it is deleted.
+func (n *Node) GetRow(g syncnode.GroupID, key string) (row syncgroup.Row, ok bool, err error) {
+	err = n.sync.With(g, func(gr *syncgroup.Group) error {
+		row, ok = gr.Rows().Get(key)
+		ok = ok && !row.Deleted
+		return nil
+	})
+	return row, ok, err
+}
+
+// ListRows returns the live rows of group g under prefix, sorted by key.
+func (n *Node) ListRows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error) {
+	var out []syncgroup.Row
+	err := n.sync.With(g, func(gr *syncgroup.Group) error {
+		spec := gr.Spec()
+		for _, r := range gr.Rows().List(prefix) {
+			if spec.Covers(r.Key) {
+				out = append(out, r)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
