@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/syncnode/syncnode"
 )
@@ -182,6 +183,19 @@ type fileReader struct {
 }
 
 func (f fileReader) Size() int64 { return f.size }
+
+// ModTime returns when a stored blob was written: the start of its
+// least-recently-used clock after a restart.
+func (d *Disk) ModTime(ref syncnode.BlobRef) (time.Time, error) {
+	fi, err := os.Stat(d.path(ref))
+	if errors.Is(err, fs.ErrNotExist) {
+		return time.Time{}, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("blobstore: %w", err)
+	}
+	return fi.ModTime(), nil
+}
 
 // Open implements Store.
 func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {

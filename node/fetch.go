@@ -203,6 +203,8 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 // names itself in the signpost.
 func (n *Node) fetched(ref syncnode.BlobRef) {
 	n.reprov.Add(ref)
+	n.lru.touch(ref, n.clock.Now())
+	defer n.evictSoon()
 	sp, err := n.signposts.Get(ref)
 	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
 		n.log.Error("signpost unreadable", "blob", ref, "err", err)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -59,6 +60,10 @@ type Config struct {
 	// MaxFetches bounds the blob fetches running at once, the server
 	// fetcher's included; waiting fetches start by priority (default 4).
 	MaxFetches int
+	// BlobBudget is the most bytes of blobs this device keeps when it is a
+	// server in no group: above it, least-recently-used blobs with no
+	// shares are evicted. 0 means no budget.
+	BlobBudget int64
 	// Bootstrap are peers the node connects to at start, so that its DHT
 	// has someone to ask before any syncgroup brings a member.
 	Bootstrap []peer.AddrInfo
@@ -123,6 +128,10 @@ type Node struct {
 
 	handoffMu sync.Mutex
 	handoffs  map[handoffKey]bool
+
+	lru       lru
+	evictMu   sync.Mutex
+	evictions atomic.Int64
 }
 
 // Open opens (creating if needed) the node's data directory, starts its
@@ -135,7 +144,8 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Log, clock: cfg.Clock, handoffs: map[handoffKey]bool{}}
+	n := &Node{cfg: cfg, log: cfg.Log, clock: cfg.Clock, handoffs: map[handoffKey]bool{},
+		lru: lru{used: map[syncnode.BlobRef]time.Time{}}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	var closers []func() error
 	defer func() {
@@ -200,7 +210,14 @@ func Open(cfg Config) (_ *Node, err error) {
 	}
 
 	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.clock, n.log)
-	if err := n.blobs.List(func(i blobstore.Info) error { n.reprov.Add(i.Ref); return nil }); err != nil {
+	err = n.blobs.List(func(i blobstore.Info) error {
+		n.reprov.Add(i.Ref)
+		if t, err := n.blobs.ModTime(i.Ref); err == nil {
+			n.lru.touch(i.Ref, t)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	n.start()
@@ -309,14 +326,34 @@ func (n *Node) Connect(ctx context.Context, ai peer.AddrInfo) error { return n.h
 // blob is provided in the DHT.
 func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error) {
 	info, err := n.blobs.Put(ctx, r, syncnode.BlobRef{})
-	if err == nil {
-		n.reprov.Add(info.Ref)
+	if err != nil {
+		return info, err
 	}
-	return info, err
+	n.reprov.Add(info.Ref)
+	n.lru.touch(info.Ref, n.clock.Now())
+	n.evictSoon()
+	return info, nil
+}
+
+// evictSoon runs an eviction pass in the background.
+func (n *Node) evictSoon() {
+	if n.cfg.BlobBudget > 0 {
+		n.goRun(func() {
+			if _, err := n.Evict(); err != nil {
+				n.log.Error("eviction pass failed", "err", err)
+			}
+		})
+	}
 }
 
 // OpenBlob opens a stored blob for reading at any offset.
-func (n *Node) OpenBlob(ref syncnode.BlobRef) (blobstore.Reader, error) { return n.blobs.Open(ref) }
+func (n *Node) OpenBlob(ref syncnode.BlobRef) (blobstore.Reader, error) {
+	r, err := n.blobs.Open(ref)
+	if err == nil {
+		n.lru.touch(ref, n.clock.Now())
+	}
+	return r, err
+}
 
 // StatBlob describes a stored blob.
 func (n *Node) StatBlob(ref syncnode.BlobRef) (blobstore.Info, error) { return n.blobs.Stat(ref) }
@@ -356,6 +393,7 @@ func (n *Node) RemoveBlob(ref syncnode.BlobRef) error {
 		return err
 	}
 	n.reprov.Remove(ref)
+	n.lru.forget(ref)
 	return nil
 }
 

@@ -34,5 +34,10 @@ func (n *Node) scan(ctx context.Context) error {
 	for _, ref := range want {
 		n.fetcher.Enqueue(ref)
 	}
+	if n.cfg.BlobBudget > 0 {
+		if _, err := n.Evict(); err != nil {
+			n.log.Error("eviction pass failed", "err", err)
+		}
+	}
 	return err
 }

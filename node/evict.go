@@ -1,0 +1,144 @@
+package node
+
+import (
+	"bytes"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/signpost"
+)
+
+// evictItem is one stored blob as the eviction plan sees it.
+type evictItem struct {
+	Ref     syncnode.BlobRef
+	Size    int64
+	LastUse time.Time
+	// Pinned blobs (shares in some group, or a fetch in flight) are never
+	// evicted.
+	Pinned bool
+}
+
+// planEviction picks the least-recently-used unpinned blobs to evict until
+// the total size is within budget. It returns them and the bytes still over
+// budget after evicting them, which pinned blobs account for.
+func planEviction(items []evictItem, budget int64) (evict []syncnode.BlobRef, over int64) {
+	var total int64
+	for _, it := range items {
+		total += it.Size
+	}
+	if total <= budget {
+		return nil, 0
+	}
+	order := slices.Clone(items)
+	slices.SortFunc(order, func(a, b evictItem) int {
+		if c := a.LastUse.Compare(b.LastUse); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.Ref.Bytes(), b.Ref.Bytes())
+	})
+	for _, it := range order {
+		if total <= budget {
+			break
+		}
+		if it.Pinned {
+			continue
+		}
+		evict = append(evict, it.Ref)
+		total -= it.Size
+	}
+	return evict, max(total-budget, 0)
+}
+
+// lru records when each blob was last used.
+type lru struct {
+	mu   sync.Mutex
+	used map[syncnode.BlobRef]time.Time
+}
+
+func (l *lru) touch(ref syncnode.BlobRef, t time.Time) {
+	l.mu.Lock()
+	l.used[ref] = t
+	l.mu.Unlock()
+}
+
+func (l *lru) get(ref syncnode.BlobRef) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.used[ref]
+}
+
+func (l *lru) forget(ref syncnode.BlobRef) {
+	l.mu.Lock()
+	delete(l.used, ref)
+	l.mu.Unlock()
+}
+
+// EvictionReport says what an eviction pass did.
+type EvictionReport struct {
+	// Stored is the bytes held before the pass, Budget the limit (0: none).
+	Stored, Budget int64
+	// Evicted are the blobs removed.
+	Evicted []syncnode.BlobRef
+	// PinnedOver is the bytes still over budget because the blobs that
+	// would go next are pinned by ownership shares.
+	PinnedOver int64
+}
+
+// Evict removes least-recently-used blobs with no shares until the store
+// is within the node's budget. A node that is a server in any group keeps
+// everything, and so does a node without a budget.
+func (n *Node) Evict() (EvictionReport, error) {
+	n.evictMu.Lock()
+	defer n.evictMu.Unlock()
+	rep := EvictionReport{Budget: n.cfg.BlobBudget}
+	if n.cfg.BlobBudget <= 0 || n.isServerIn(n.sync.Groups()) {
+		return rep, nil
+	}
+	var items []evictItem
+	err := n.blobs.List(func(i blobstore.Info) error {
+		rep.Stored += i.Size
+		mayEvict, err := n.ledger.MayEvict(i.Ref)
+		if err != nil {
+			return err
+		}
+		items = append(items, evictItem{Ref: i.Ref, Size: i.Size, LastUse: n.lru.get(i.Ref), Pinned: !mayEvict || n.inFlight(i.Ref)})
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	evict, over := planEviction(items, n.cfg.BlobBudget)
+	rep.PinnedOver = over
+	for _, ref := range evict {
+		// Shares may have arrived since the plan: check again right before.
+		if ok, err := n.ledger.MayEvict(ref); err != nil || !ok {
+			continue
+		}
+		if err := n.blobs.Delete(ref); err != nil {
+			n.log.Error("eviction failed", "blob", ref, "err", err)
+			continue
+		}
+		n.reprov.Remove(ref)
+		n.lru.forget(ref)
+		if _, err := n.signposts.Update(ref, func(sp *signpost.Signpost) { delete(sp.Locations, n.h.ID()) }); err != nil {
+			n.log.Error("signpost not updated after eviction", "blob", ref, "err", err)
+		}
+		rep.Evicted = append(rep.Evicted, ref)
+		n.log.Info("evicted", "blob", ref)
+	}
+	if over > 0 {
+		n.log.Warn("over budget, pinned by shares", "over", over, "budget", n.cfg.BlobBudget)
+	}
+	n.evictions.Add(int64(len(rep.Evicted)))
+	return rep, nil
+}
+
+func (n *Node) inFlight(ref syncnode.BlobRef) bool {
+	n.flights.mu.Lock()
+	defer n.flights.mu.Unlock()
+	_, ok := n.flights.m[ref]
+	return ok
+}
