@@ -184,6 +184,15 @@ func (n *Node) discover(g syncnode.GroupID, key string, writer, from peer.ID, re
 	var errs []error
 	for _, ref := range refs {
 		holds := n.holds(ref)
+		// Shares first: the signpost's groups make a blob evictable, and
+		// the creator's copy must be pinned before that.
+		if writer == self && holds {
+			for _, gg := range groups {
+				if _, err := n.ledger.GrantCreator(ref, gg); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
 		_, err := n.signposts.Update(ref, func(sp *signpost.Signpost) {
 			for _, gg := range groups {
 				sp.AddGroup(gg)
@@ -202,13 +211,6 @@ func (n *Node) discover(g syncnode.GroupID, key string, writer, from peer.ID, re
 		if err != nil {
 			errs = append(errs, err)
 			continue
-		}
-		if writer == self && holds {
-			for _, gg := range groups {
-				if _, err := n.ledger.GrantCreator(ref, gg); err != nil {
-					errs = append(errs, err)
-				}
-			}
 		}
 		if !holds {
 			n.wantIfServer(ref, groups)

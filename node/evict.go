@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -87,8 +88,8 @@ type EvictionReport struct {
 	PinnedOver int64
 }
 
-// Evict removes least-recently-used blobs with no shares until the store
-// is within the node's budget. A node that is a server in any group keeps
+// Evict removes least-recently-used blobs with no shares, among those
+// referenced in a syncgroup, until the store is within the node's budget. A node that is a server in any group keeps
 // everything, and so does a node without a budget.
 func (n *Node) Evict() (EvictionReport, error) {
 	n.evictMu.Lock()
@@ -100,7 +101,7 @@ func (n *Node) Evict() (EvictionReport, error) {
 	var items []evictItem
 	err := n.blobs.List(func(i blobstore.Info) error {
 		rep.Stored += i.Size
-		mayEvict, err := n.ledger.MayEvict(i.Ref)
+		mayEvict, err := n.mayEvict(i.Ref)
 		if err != nil {
 			return err
 		}
@@ -114,7 +115,7 @@ func (n *Node) Evict() (EvictionReport, error) {
 	rep.PinnedOver = over
 	for _, ref := range evict {
 		// Shares may have arrived since the plan: check again right before.
-		if ok, err := n.ledger.MayEvict(ref); err != nil || !ok {
+		if ok, err := n.mayEvict(ref); err != nil || !ok {
 			continue
 		}
 		if err := n.blobs.Delete(ref); err != nil {
@@ -134,6 +135,21 @@ func (n *Node) Evict() (EvictionReport, error) {
 	}
 	n.evictions.Add(int64(len(rep.Evicted)))
 	return rep, nil
+}
+
+// mayEvict reports whether eviction may drop ref: it must have no shares
+// here and be referenced in a syncgroup. A blob no row has referenced
+// exists nowhere else; only RemoveBlob, asked for by name, deletes it.
+func (n *Node) mayEvict(ref syncnode.BlobRef) (bool, error) {
+	ok, err := n.ledger.MayEvict(ref)
+	if err != nil || !ok {
+		return false, err
+	}
+	sp, err := n.signposts.Get(ref)
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil && len(sp.SgIDs) > 0, err
 }
 
 func (n *Node) inFlight(ref syncnode.BlobRef) bool {

@@ -94,6 +94,8 @@ type flight struct {
 
 	mu       sync.Mutex
 	status   Status
+	tried    []peer.ID
+	holders  []peer.ID
 	watchers map[int]func(Status)
 	nextID   int
 	waiters  int
@@ -152,11 +154,22 @@ func (n *Node) fetch(ctx context.Context, ref syncnode.BlobRef, prio int, hints 
 	select {
 	case <-f.done:
 		leave()
+		if tr, ok := ctx.Value(traceKey{}).(*attemptTrace); ok {
+			f.mu.Lock()
+			tr.tried, tr.holders = f.tried, f.holders
+			f.mu.Unlock()
+		}
 		return f.info, f.err
 	case <-ctx.Done():
 		leave()
 		return blobstore.Info{}, ctx.Err()
 	}
+}
+
+func (n *Node) flightOf(ref syncnode.BlobRef) *flight {
+	n.flights.mu.Lock()
+	defer n.flights.mu.Unlock()
+	return n.flights.m[ref]
 }
 
 func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) {
@@ -312,8 +325,23 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints []peer.ID
 		}
 		ask(ids)
 	}
+	f := n.flightOf(ref)
+	if f != nil {
+		f.mu.Lock()
+		for p := range asked {
+			if p != self {
+				f.tried = append(f.tried, p)
+			}
+		}
+		f.holders = holders
+		f.mu.Unlock()
+	}
 	if len(holders) == 0 {
-		return nil, fmt.Errorf("%w: %s (asked %d peers): %w", ErrNoHolder, ref, len(asked)-1, errors.Join(errs...))
+		err := fmt.Errorf("%w: %s (asked %d peers)", ErrNoHolder, ref, len(asked)-1)
+		if len(errs) > 0 {
+			err = fmt.Errorf("%w: %w", err, errors.Join(errs...))
+		}
+		return nil, err
 	}
 	return holders, nil
 }

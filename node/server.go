@@ -11,6 +11,20 @@ import (
 // then take the shares of the devices that hold it. An attempt that could
 // not ask every such device fails, to be retried after the backoff.
 func (n *Node) serverFetch(ctx context.Context, ref syncnode.BlobRef) error {
+	tr := &attemptTrace{}
+	err := n.serverAttempt(withTrace(ctx, tr), ref)
+	e := journalEntry{LastAttempt: n.clock.Now().UnixNano(), Tried: peerStrings(tr.tried),
+		Holders: peerStrings(tr.holders), Done: err == nil}
+	if err != nil {
+		e.LastErr = err.Error()
+	}
+	if ctx.Err() == nil {
+		n.writeJournal(ref, e)
+	}
+	return err
+}
+
+func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef) error {
 	if _, err := n.fetch(ctx, ref, PriorityBackground, nil, nil); err != nil {
 		return err
 	}

@@ -1,9 +1,10 @@
-// Package demo runs syncnode's demonstration: what one device and a server
-// do with a blob, told step by step.
+// Package demo runs syncnode's demonstration: a small mesh on loopback in
+// one process — a phone, a laptop and a server — through which a blob
+// referenced by a row travels to the server, whose ownership shares free
+// the phone to evict it. It prints each step.
 package demo
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -13,140 +14,156 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/baotree"
+	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/node"
-	"github.com/syncnode/syncnode/ownership"
-	"github.com/syncnode/syncnode/signpost"
 )
 
-// Run runs the demo in a fresh directory under dir, printing to w.
+// BlobSize is the size of the demo's blob.
+const BlobSize = 32 << 20
+
+// Run runs the demo with its nodes' data under dir, printing to w.
 func Run(ctx context.Context, dir string, w io.Writer) error {
-	say := func(f string, a ...any) { fmt.Fprintf(w, f+"\n", a...) }
-	phone, err := node.Open(node.Config{DataDir: filepath.Join(dir, "phone")})
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	start := time.Now()
+	say := func(f string, a ...any) {
+		fmt.Fprintf(w, "%6.2fs  %s\n", time.Since(start).Seconds(), fmt.Sprintf(f, a...))
+	}
+	open := func(name string, budget int64) (*node.Node, error) {
+		fc := fetcher.DefaultConfig()
+		fc.FirstScan, fc.ScanInterval = time.Second, 2*time.Second
+		return node.Open(node.Config{DataDir: filepath.Join(dir, name), SyncInterval: time.Second,
+			IOTimeout: 10 * time.Second, Fetcher: &fc, BlobBudget: budget})
+	}
+	phone, err := open("phone", BlobSize/2)
 	if err != nil {
 		return err
 	}
 	defer phone.Close()
-	server, err := node.Open(node.Config{DataDir: filepath.Join(dir, "server")})
+	laptop, err := open("laptop", 0)
+	if err != nil {
+		return err
+	}
+	defer laptop.Close()
+	server, err := open("server", 0)
 	if err != nil {
 		return err
 	}
 	defer server.Close()
+	say("three nodes on loopback: phone %s, laptop %s, server %s", short(phone), short(laptop), short(server))
 
-	const size = 32 << 20
-	data := make([]byte, size)
-	rand.Read(data)
-	start := time.Now()
-	info, err := phone.PutBlob(ctx, bytes.NewReader(data))
+	spec, err := phone.CreateGroup("photos", []string{"photos/"}, true, syncnode.Normal)
 	if err != nil {
 		return err
 	}
-	took := time.Since(start)
-	say("phone: stored a %d MiB blob in %v (%.0f MB/s, hashed, tree built, fsynced)", size>>20, took.Round(time.Millisecond), float64(size)/took.Seconds()/1e6)
-	say("       ref  %s", info.Ref)
-	say("       b3sum %s", info.Ref.Hex())
-	const group syncnode.GroupID = "photos"
-	if err := phone.Ledger().Grant(info.Ref, group, ownership.CreatorShares); err != nil {
-		return err
-	}
-	say("phone: as the blob's creator it holds %d shares in %q", ownership.CreatorShares, group)
-	if err := phone.RemoveBlob(info.Ref); errors.Is(err, node.ErrPinned) {
-		say("phone: evicting it now is refused: %v", err)
-	} else {
-		return fmt.Errorf("eviction of a pinned blob was not refused: %v", err)
-	}
-
-	// The server learns of the blob and where it is.
-	now := time.Now()
-	var sp signpost.Signpost
-	sp.AddGroup(group)
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		return err
-	}
-	phoneID, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	sp.AddLocation(phoneID, signpost.Location{WhenSeen: now, Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}})
-	if _, err := server.Signposts().Merge(info.Ref, sp); err != nil {
-		return err
-	}
-	say("server: signpost for the blob: groups %v, holder %s", sp.Groups(), phoneID)
-
-	// It fetches the blob range by range, each range verified against the
-	// phone's tree before it is written; one range arrives corrupted.
-	ob, err := phone.Blobs().Outboard(info.Ref)
-	if err != nil {
-		return err
-	}
-	part, err := server.Blobs().OpenPartial(info.Ref, ob)
-	if err != nil {
-		return err
-	}
-	src, err := phone.OpenBlob(info.Ref)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	const chunk = 64 * baotree.GroupSize
-	buf := make([]byte, chunk)
-	rejected := 0
-	for off := int64(0); off < size; off += chunk {
-		n, _ := src.ReadAt(buf, off)
-		if off == 3*chunk {
-			buf[17] ^= 1
-			if err := part.WriteAt(buf[:n], off); errors.Is(err, syncnode.ErrHashMismatch) {
-				rejected++
-			}
-			buf[17] ^= 1
+	g := spec.ID
+	for _, m := range []struct {
+		n   *node.Node
+		dev syncnode.DevType
+	}{{laptop, syncnode.Normal}, {server, syncnode.Server}} {
+		inv, err := phone.Invite(g, m.n.ID(), m.dev, time.Hour)
+		if err != nil {
+			return err
 		}
-		if err := part.WriteAt(buf[:n], off); err != nil {
+		if _, err := m.n.JoinGroup(ctx, inv, phone.Host().Addrs()); err != nil {
 			return err
 		}
 	}
-	if _, err := part.Commit(); err != nil {
-		return err
-	}
-	say("server: fetched %d MiB in verified %d KiB ranges; %d corrupted range rejected and fetched again", size>>20, chunk>>10, rejected)
+	say("phone created the private syncgroup %q; the laptop joined as a normal device, the server as a server", spec.Name)
 
-	// Ownership moves to the server, which outranks the phone.
-	phonePrio := syncnode.Priority{DevType: syncnode.Normal, Distance: 1, ServerTime: now}
-	serverPrio := syncnode.Priority{DevType: syncnode.Server, ServerTime: now}
-	id := ownership.NewTransferID()
-	tr, err := phone.Ledger().Offer(id, info.Ref, group, phonePrio, serverPrio, "")
+	info, err := phone.PutBlob(ctx, io.LimitReader(rand.Reader, BlobSize))
 	if err != nil {
 		return err
 	}
-	if _, err := server.StatBlob(info.Ref); err != nil {
-		return err
-	}
-	if err := server.Ledger().Accept(tr, true); err != nil {
-		return err
-	}
-	keeps, err := phone.Ledger().Settle(info.Ref, id, true)
+	value, err := msgpack.Marshal(map[string]any{"title": "beach", "bytes": info.Size, "image": info.Ref})
 	if err != nil {
 		return err
 	}
-	shares, _ := server.BlobShares(info.Ref)
-	say("server: took %d shares (now %v); phone keeps the blob: %v", tr.N, shares, keeps)
-	if err := phone.RemoveBlob(info.Ref); err != nil {
+	if _, err := phone.PutRow(g, "photos/beach.jpg", value); err != nil {
 		return err
 	}
-	r, err := server.OpenBlob(info.Ref)
+	say("phone stored a %d MiB blob %s and wrote the row photos/beach.jpg that references it", info.Size>>20, info.Ref)
+	sh, _ := phone.BlobShares(info.Ref)
+	say("phone, the blob's creator, holds %d ownership shares; its budget is %d MiB", sh[g], BlobSize>>21)
+	if err := phone.RemoveBlob(info.Ref); errors.Is(err, node.ErrPinned) {
+		say("phone may not evict it yet: %v", err)
+	} else {
+		return fmt.Errorf("demo: eviction before the server copy was not refused: %v", err)
+	}
+
+	if err := wait(ctx, func() bool {
+		sp, err := laptop.Signpost(info.Ref)
+		return err == nil && len(sp.Locations) > 0
+	}); err != nil {
+		return fmt.Errorf("demo: laptop never learned the blob's signpost: %w", err)
+	}
+	sp, _ := laptop.Signpost(info.Ref)
+	say("laptop got the row; its signpost says the blob is at %d location(s), in group(s) %v", len(sp.Locations), sp.Groups())
+
+	if err := wait(ctx, func() bool {
+		s, _ := server.BlobShares(info.Ref)
+		return server.HasBlob(info.Ref) && s[g] == 2
+	}); err != nil {
+		why, _ := server.Why(info.Ref)
+		return fmt.Errorf("demo: server did not pull the blob (%+v): %w", why, err)
+	}
+	sh, _ = server.BlobShares(info.Ref)
+	say("server's background fetcher pulled the blob, verified against its BLAKE3 tree, and took %d shares", sh[g])
+
+	last := node.Pending
+	_, err = laptop.FetchBlob(ctx, info.Ref, node.FetchOptions{Priority: node.PriorityHigh, Status: func(s node.Status) {
+		if s.State != last {
+			last = s.State
+			say("laptop fetch: %s %s", s.State, progress(s))
+		}
+	}})
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	got, err := io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
-	if err != nil || !bytes.Equal(got, data) {
-		return errors.New("server copy differs")
+
+	rep, err := phone.Evict()
+	if err != nil {
+		return err
 	}
-	say("phone: evicted its copy; the server's copy is whole and verified. Nothing was lost.")
+	if phone.HasBlob(info.Ref) {
+		return fmt.Errorf("demo: the phone kept the blob over its budget: %+v", rep)
+	}
+	say("phone is over its budget: it evicted %d blob(s); the server holds the only shares", len(rep.Evicted))
+	var total int
+	for _, n := range []*node.Node{phone, laptop, server} {
+		s, _ := n.BlobShares(info.Ref)
+		total += s[g]
+	}
+	say("shares in the group: %d (the creator's 2, moved, none made or lost). Nothing was lost.", total)
+	return nil
+}
+
+func progress(s node.Status) string {
+	if s.Total == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d MiB from %d holder(s)", s.Received>>20, s.Total>>20, len(s.Holders))
+}
+
+func short(n *node.Node) string {
+	s := n.ID().String()
+	return s[len(s)-6:]
+}
+
+// wait polls cond until it holds or ctx ends.
+func wait(ctx context.Context, cond func() bool) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 	return nil
 }
 

@@ -1,0 +1,130 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/kv"
+)
+
+// journalEntry is what the server fetcher recorded of its last attempt at
+// a blob.
+type journalEntry struct {
+	LastAttempt int64    `msgpack:"t"` // Unix nanoseconds
+	LastErr     string   `msgpack:"e,omitempty"`
+	Tried       []string `msgpack:"p,omitempty"` // peers asked, as strings
+	Holders     []string `msgpack:"h,omitempty"` // peers found holding it
+	Done        bool     `msgpack:"d,omitempty"`
+}
+
+func journalKey(ref syncnode.BlobRef) []byte {
+	h := ref.Hash()
+	return kv.Key(kv.Journal, h[:])
+}
+
+func (n *Node) writeJournal(ref syncnode.BlobRef, e journalEntry) {
+	err := kv.Update(n.db, func(txn *badger.Txn) error {
+		return kv.Set(txn, journalKey(ref), kv.KindJournal, e)
+	})
+	if err != nil {
+		n.log.Error("fetch journal not written", "blob", ref, "err", err)
+	}
+}
+
+func (n *Node) readJournal(ref syncnode.BlobRef) (journalEntry, bool) {
+	var e journalEntry
+	err := n.db.View(func(txn *badger.Txn) error { return kv.Get(txn, journalKey(ref), kv.KindJournal, &e) })
+	return e, err == nil
+}
+
+// attemptTrace collects what one fetch attempt tried.
+type attemptTrace struct {
+	tried, holders []peer.ID
+}
+
+type traceKey struct{}
+
+func withTrace(ctx context.Context, t *attemptTrace) context.Context {
+	return context.WithValue(ctx, traceKey{}, t)
+}
+
+// Why explains a blob's state on this node: held or not, who has it, what
+// the server fetcher has tried and when it tries next.
+type Why struct {
+	Ref  syncnode.BlobRef
+	Held bool
+	Size int64
+	// Shares are this node's ownership shares by group.
+	Shares map[syncnode.GroupID]int
+	// Groups are the syncgroups the blob was learned through; ServerIn
+	// reports whether this node is a server in one of them (and so fetches
+	// it in the background).
+	Groups   []syncnode.GroupID
+	ServerIn bool
+	// Locations are where the blob probably is, best first.
+	Locations []WhyLocation
+	// Queued and Running describe the server fetcher's state; Attempts is
+	// the persisted count of failed attempts; NextAttempt is when the
+	// next one is due.
+	Queued, Running bool
+	Attempts        int
+	NextAttempt     time.Time
+	// LastAttempt, LastErr, Tried and Holders come from the fetch journal.
+	LastAttempt time.Time
+	LastErr     string
+	Tried       []string
+	Holders     []string
+}
+
+// WhyLocation is one signpost location.
+type WhyLocation struct {
+	Peer     string
+	WhenSeen time.Time
+	Server   bool
+	Proxy    bool
+	Addrs    []string
+}
+
+// Why returns what this node knows of ref.
+func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
+	w := Why{Ref: ref}
+	if info, err := n.blobs.Stat(ref); err == nil {
+		w.Held, w.Size = true, info.Size
+	}
+	var err error
+	if w.Shares, err = n.ledger.Shares(ref); err != nil {
+		return w, err
+	}
+	sp, err := n.signposts.Get(ref)
+	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+		return w, err
+	}
+	w.Groups = sp.Groups()
+	w.ServerIn = n.isServerIn(w.Groups)
+	for _, l := range sp.Ranked() {
+		loc := sp.Locations[l.Peer]
+		w.Locations = append(w.Locations, WhyLocation{Peer: l.Peer.String(), WhenSeen: loc.WhenSeen,
+			Server: loc.IsServer, Proxy: loc.IsProxy, Addrs: loc.Addrs})
+	}
+	st := n.fetcher.Status(ref)
+	w.Queued, w.Running, w.NextAttempt = st.Queued, st.Running, st.NextAttempt
+	w.Attempts = int(sp.FetchAttempts)
+	if e, ok := n.readJournal(ref); ok {
+		w.LastAttempt = time.Unix(0, e.LastAttempt)
+		w.LastErr, w.Tried, w.Holders = e.LastErr, e.Tried, e.Holders
+	}
+	return w, nil
+}
+
+func peerStrings(ps []peer.ID) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
