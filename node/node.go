@@ -411,3 +411,7 @@ func (n *Node) FetchStatus(ref syncnode.BlobRef) fetcher.Status { return n.fetch
 
 // FetchQueueLen returns how many blobs the server fetcher has queued.
 func (n *Node) FetchQueueLen() int { return n.fetcher.Len() }
+
+// UploadStats returns the blob service's counters: uploads running and
+// queued, bytes sent.
+func (n *Node) UploadStats() p2p.ServiceStats { return n.service.Stats() }
