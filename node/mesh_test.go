@@ -152,6 +152,11 @@ func TestSignpostsReachEveryMemberAndServerTakesShares(t *testing.T) {
 	if got := totalShares(t, nodes, ref, g); got != 2 {
 		t.Fatalf("share total %d, want 2", got)
 	}
+	// The phone's escrow settles once the server's acceptance reaches it.
+	waitFor(t, 10*time.Second, "the phone's transfer settled", func() bool {
+		ok, _ := phone.Ledger().MayEvict(ref)
+		return ok
+	})
 	if err := phone.RemoveBlob(ref); err != nil {
 		t.Fatalf("phone may not evict after the server took the shares: %v", err)
 	}
@@ -322,6 +327,16 @@ func TestShareTotalsSurviveCrashMidTransfer(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d blobs' shares had moved at the stop, %d transfers were in escrow", taken, blobs, len(escrowed))
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		for _, ref := range refs {
+			w, _ := server.Why(ref)
+			pw, _ := phone.Why(ref)
+			t.Logf("%s: server %+v\n   phone shares %v", ref, w, pw.Shares)
+		}
+	}()
 	waitFor(t, 30*time.Second, "every blob at the server with its shares, nothing in escrow", func() bool {
 		for _, ref := range refs {
 			if !server.HasBlob(ref) || sharesIn(t, server, ref, g) != 2 {

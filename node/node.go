@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -231,6 +232,7 @@ func (n *Node) start() {
 	n.goRun(func() { n.reprov.Run(n.ctx) })
 	n.goRun(func() { fetcher.RunScans(n.ctx, *n.cfg.Fetcher, n.clock, n.log, n.scan) })
 	n.goRun(n.recoverTransfers)
+	n.goRun(n.rediscover)
 	for _, ai := range n.cfg.Bootstrap {
 		n.goRun(func() {
 			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
@@ -269,8 +271,10 @@ func (n *Node) syncAll(g syncnode.GroupID) {
 }
 
 // recoverTransfers settles share transfers a crash or a lost answer left
-// in escrow, now and then every minute while any remain.
+// in escrow: at start, then with a delay that doubles from one second to a
+// minute while any remain unsettled.
 func (n *Node) recoverTransfers() {
+	delay := time.Second
 	for {
 		pending, err := n.ledger.AllPending()
 		if err == nil && len(pending) > 0 {
@@ -278,13 +282,52 @@ func (n *Node) recoverTransfers() {
 			k, err := n.shares.Recover(ctx)
 			cancel()
 			n.log.Info("share transfers recovered", "settled", k, "pending", len(pending), "err", err)
+			if k == len(pending) {
+				delay = time.Second
+			} else {
+				delay = min(2*delay, time.Minute)
+			}
+		} else {
+			delay = time.Minute
 		}
-		t := n.clock.NewTimer(time.Minute)
+		t := n.clock.NewTimer(delay)
 		select {
 		case <-n.ctx.Done():
 			t.Stop()
 			return
 		case <-t.C():
+		}
+	}
+}
+
+// rediscover walks the stored rows once at start and records the blob refs
+// whose signposts a stop cut short (a row is stored before its refs are
+// recorded).
+func (n *Node) rediscover() {
+	for _, g := range n.sync.Groups() {
+		var rows []syncgroup.Row
+		n.sync.With(g, func(gr *syncgroup.Group) error {
+			for _, p := range gr.Spec().Prefixes {
+				rows = append(rows, gr.Rows().List(p)...)
+			}
+			return nil
+		})
+		for _, r := range rows {
+			if n.ctx.Err() != nil {
+				return
+			}
+			refs, _ := syncgroup.FindRefs(r.Value)
+			var missing []syncnode.BlobRef
+			for _, ref := range refs {
+				if sp, err := n.signposts.Get(ref); err != nil || !slices.Contains(sp.Groups(), g) {
+					missing = append(missing, ref)
+				}
+			}
+			if len(missing) > 0 {
+				if err := n.discover(g, r.Key, r.Writer, r.Writer, missing); err != nil {
+					n.log.Error("rediscovery failed", "group", g, "key", r.Key, "err", err)
+				}
+			}
 		}
 	}
 }

@@ -32,15 +32,19 @@ func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef) error {
 }
 
 // scan queues every blob whose signpost names a group where this node is a
-// server and that this node lacks: the safety net behind the queueing done
-// as rows arrive.
+// server and that this node lacks — or holds without shares in such a
+// group and without a finished attempt, as when a stop cut the share
+// transfer short: the safety net behind the queueing done as rows arrive.
 func (n *Node) scan(ctx context.Context) error {
 	var want []syncnode.BlobRef
 	err := n.signposts.Scan(func(ref syncnode.BlobRef, sp signpost.Signpost) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if n.isServerIn(sp.Groups()) && !n.holds(ref) {
+		if !n.isServerIn(sp.Groups()) {
+			return nil
+		}
+		if !n.holds(ref) || n.sharesUnsettled(ref, sp.Groups()) {
 			want = append(want, ref)
 		}
 		return nil
@@ -54,4 +58,23 @@ func (n *Node) scan(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// sharesUnsettled reports whether this node, holding ref, has no shares in
+// a group of groups where it is a server, and no attempt of its server
+// fetcher at ref has finished.
+func (n *Node) sharesUnsettled(ref syncnode.BlobRef, groups []syncnode.GroupID) bool {
+	if e, ok := n.readJournal(ref); ok && e.Done {
+		return false
+	}
+	sh, err := n.ledger.Shares(ref)
+	if err != nil {
+		return false
+	}
+	for _, g := range groups {
+		if dev, ok := n.DevType(g); ok && dev == syncnode.Server && sh[g] == 0 {
+			return true
+		}
+	}
+	return false
 }

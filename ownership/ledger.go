@@ -25,6 +25,11 @@ var (
 	// ErrBadTransfer reports a transfer with a count or group that makes no
 	// sense.
 	ErrBadTransfer = errors.New("ownership: malformed transfer")
+
+	// ErrInEscrow reports an offer that found nothing to give only because
+	// shares of the group are in escrow for another transfer whose outcome
+	// is not known yet: ask again later.
+	ErrInEscrow = errors.New("ownership: shares in escrow for an unsettled transfer")
 )
 
 // TransferID names one share transfer; the acceptor picks it, so a retried
@@ -196,6 +201,11 @@ func (l *Ledger) Offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, 
 		}
 		t = Transfer{ID: id, Ref: ref, Group: g, N: OfferCount(self, requester, r.Shares[g]), To: to}
 		if t.N == 0 {
+			for _, e := range r.Escrow {
+				if e.Group == g && OfferCount(self, requester, e.N) > 0 {
+					return fmt.Errorf("%w: %s in %s", ErrInEscrow, ref, g)
+				}
+			}
 			return nil
 		}
 		r.add(g, -t.N)
