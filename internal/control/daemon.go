@@ -1,0 +1,157 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/syncnode/syncnode/node"
+	"github.com/syncnode/syncnode/p2p"
+)
+
+// Files in a data directory that the daemon and the CLI share.
+const (
+	ConfigFile = "config.json"
+	TokenFile  = "control.token"
+)
+
+// ErrNotInitialised reports a data directory without a config file.
+var ErrNotInitialised = errors.New("data directory not initialised (run: syncnode init)")
+
+// Config is a daemon's config file.
+type Config struct {
+	// Listen are the libp2p listen multiaddrs; fixed ports, so members
+	// find the node where its membership says it is.
+	Listen []string `json:"listen"`
+	// API is the control API's loopback address.
+	API string `json:"api"`
+	// BlobBudget is the blob store's size budget in bytes (0: none).
+	BlobBudget int64 `json:"blob_budget,omitempty"`
+	// SyncInterval is the period of safety-net sync rounds (default 30s).
+	SyncInterval string `json:"sync_interval,omitempty"`
+}
+
+// Init creates a data directory: identity key, config with free loopback
+// ports (or listen, if given), and control token. It refuses a directory
+// already initialised.
+func Init(dir string, listen []string) (Config, error) {
+	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
+		return Config{}, fmt.Errorf("%s is already initialised", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Config{}, err
+	}
+	if _, err := p2p.LoadIdentity(filepath.Join(dir, "identity.key")); err != nil {
+		return Config{}, err
+	}
+	if len(listen) == 0 {
+		port, err := freePort("tcp")
+		if err != nil {
+			return Config{}, err
+		}
+		listen = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}
+	}
+	apiPort, err := freePort("tcp")
+	if err != nil {
+		return Config{}, err
+	}
+	cfg := Config{Listen: listen, API: fmt.Sprintf("127.0.0.1:%d", apiPort)}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := writeFile(filepath.Join(dir, ConfigFile), append(b, '\n')); err != nil {
+		return Config{}, err
+	}
+	tok := make([]byte, 32)
+	rand.Read(tok)
+	return cfg, writeFile(filepath.Join(dir, TokenFile), []byte(hex.EncodeToString(tok)+"\n"))
+}
+
+func writeFile(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func freePort(network string) (int, error) {
+	l, err := net.Listen(network, "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// LoadConfig reads a data directory's config and control token.
+func LoadConfig(dir string) (Config, string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return Config{}, "", fmt.Errorf("%s: %w", dir, ErrNotInitialised)
+	}
+	if err != nil {
+		return Config{}, "", err
+	}
+	var cfg Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return Config{}, "", fmt.Errorf("%s: %w", ConfigFile, err)
+	}
+	tok, err := os.ReadFile(filepath.Join(dir, TokenFile))
+	if err != nil {
+		return Config{}, "", err
+	}
+	return cfg, strings.TrimSpace(string(tok)), nil
+}
+
+// Run runs the daemon for data directory dir until ctx ends: the node and
+// the control API. ready, if not nil, is called once both serve.
+func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Node)) error {
+	cfg, token, err := LoadConfig(dir)
+	if err != nil {
+		return err
+	}
+	ncfg := node.Config{DataDir: dir, Log: log, ListenAddrs: cfg.Listen, BlobBudget: cfg.BlobBudget}
+	if cfg.SyncInterval != "" {
+		if ncfg.SyncInterval, err = time.ParseDuration(cfg.SyncInterval); err != nil {
+			return fmt.Errorf("%s: sync_interval: %w", ConfigFile, err)
+		}
+	}
+	if host, _, err := net.SplitHostPort(cfg.API); err != nil || !net.ParseIP(host).IsLoopback() {
+		return fmt.Errorf("%s: the control API must listen on loopback, not %q", ConfigFile, cfg.API)
+	}
+	ln, err := net.Listen("tcp", cfg.API)
+	if err != nil {
+		return fmt.Errorf("control API: %w", err)
+	}
+	n, err := node.Open(ncfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer n.Close()
+	srv := &http.Server{Handler: Handler(n, token, log), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("syncnode running", "id", n.ID(), "addrs", n.Addrs(), "api", cfg.API)
+	if ready != nil {
+		ready(n)
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	return nil
+}
