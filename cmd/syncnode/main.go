@@ -1,43 +1,72 @@
-// Command syncnode runs and drives a syncnode device. Run "syncnode help"
-// for its subcommands.
+// Command syncnode runs and drives a syncnode device: "syncnode run" is
+// the daemon; the other subcommands talk to it through its local control
+// API. Run "syncnode help" for the list.
 package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/internal/control"
 	"github.com/syncnode/syncnode/internal/demo"
 	"github.com/syncnode/syncnode/node"
 )
 
 const usage = `syncnode: a peer-to-peer sync node.
 
-Usage:
-  syncnode [-data DIR] blob put FILE|-         store a blob, print its ref
-  syncnode [-data DIR] blob get REF [-o FILE]  write a blob to FILE (default stdout)
-  syncnode [-data DIR] blob cat REF [-offset N] [-length N]
-  syncnode [-data DIR] blob stat REF [-json]
-  syncnode [-data DIR] blob ls [-json]
-  syncnode [-data DIR] blob rm REF             remove a blob that holds no shares
-  syncnode demo                                 run the demonstration
+Usage: syncnode [-data DIR] COMMAND
+
+  init [-listen MULTIADDR]           create the data directory, identity, config, control token
+  run [-v]                           run the daemon (the commands below talk to it)
+  demo                               run a three-node demonstration on loopback
+
+  blob put FILE|-                    store a blob, print its ref
+  blob get REF [-o FILE]             fetch a blob if needed, write it to FILE (default stdout)
+  blob cat REF [-offset N] [-length N]
+  blob stat REF [--json]
+  blob ls [--json]
+  blob rm REF                        remove a blob (refused while it holds shares)
+  why REF [--json]                   why a blob is (not) here: holders, attempts, next try
+
+  sg create NAME -prefix P [-prefix P]... [-private] [-type normal|server|leaf]
+  sg invite GROUP PEER [-type normal|server|leaf] [-ttl 24h]    print an invitation
+  sg join INVITATION                 join with an invitation from an admin
+  sg leave GROUP
+  sg ls [--json]
+  sg members GROUP [--json]
+
+  row put GROUP KEY JSON             {"$blob": "REF"} in the JSON is a blob ref
+  row get GROUP KEY
+  row del GROUP KEY
+  row ls GROUP [-prefix P] [--json]
+
+  peers [--json]
+  status [--json]
 
 The data directory defaults to $SYNCNODE_DATA, else ~/.syncnode.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout); err != nil {
+	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "syncnode:", err)
 		os.Exit(1)
 	}
@@ -54,7 +83,18 @@ func defaultDataDir() string {
 	return filepath.Join(home, ".syncnode")
 }
 
-func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+// cmd is one invocation: its flags, positional arguments and outputs.
+type cmd struct {
+	ctx            context.Context
+	data           string
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	fs             *flag.FlagSet
+	asJSON         *bool
+	pos            []string
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("syncnode", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	data := fs.String("data", defaultDataDir(), "data directory")
@@ -65,80 +105,169 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 	if len(args) == 0 {
 		return errors.New("no command\n\n" + usage)
 	}
-	switch args[0] {
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	case "demo":
-		return demo.RunTemp(ctx, stdout)
-	case "blob":
-		if len(args) < 2 {
-			return errors.New("blob: missing subcommand (put, get, cat, stat, ls, rm)")
+	name, args := args[0], args[1:]
+	if name == "blob" || name == "sg" || name == "row" {
+		if len(args) == 0 {
+			return fmt.Errorf("%s: missing subcommand\n\n%s", name, usage)
 		}
-		n, err := node.Open(node.Config{DataDir: *data})
+		name, args = name+" "+args[0], args[1:]
+	}
+	c := &cmd{ctx: ctx, data: *data, stdin: stdin, stdout: stdout, stderr: stderr,
+		fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	c.fs.SetOutput(io.Discard)
+	c.asJSON = c.fs.Bool("json", false, "print JSON")
+	h, ok := commands[name]
+	if !ok {
+		if name == "help" || name == "-h" || name == "--help" {
+			fmt.Fprint(stdout, usage)
+			return nil
+		}
+		return fmt.Errorf("unknown command %q\n\n%s", name, usage)
+	}
+	return h(c, args)
+}
+
+// parse parses flags anywhere among args and checks the positional count.
+func (c *cmd) parse(args []string, npos int, what string) error {
+	var pos []string
+	for {
+		if err := c.fs.Parse(args); err != nil {
+			return fmt.Errorf("%s: %w", c.fs.Name(), err)
+		}
+		args = c.fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if npos >= 0 && len(pos) != npos {
+		return fmt.Errorf("%s: want %s", c.fs.Name(), what)
+	}
+	c.pos = pos
+	return nil
+}
+
+func (c *cmd) client() (*control.Client, error) { return control.NewClient(c.data) }
+
+// call makes one API call and prints its JSON answer, or hands it to text.
+func call[T any](c *cmd, method, path string, in any, text func(T)) error {
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	var out T
+	if err := cl.Do(c.ctx, method, path, in, &out); err != nil {
+		return err
+	}
+	if *c.asJSON || text == nil {
+		enc := json.NewEncoder(c.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	text(out)
+	return nil
+}
+
+func (c *cmd) table(rows [][]string) {
+	tw := tabwriter.NewWriter(c.stdout, 2, 4, 2, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+var commands = map[string]func(*cmd, []string) error{
+	"init": func(c *cmd, args []string) error {
+		var listen stringList
+		c.fs.Var(&listen, "listen", "libp2p listen multiaddr (repeatable)")
+		if err := c.parse(args, 0, "no arguments"); err != nil {
+			return err
+		}
+		cfg, err := control.Init(c.data, listen)
 		if err != nil {
 			return err
 		}
-		defer n.Close()
-		return blobCmd(ctx, n, args[1], args[2:], stdin, stdout)
-	}
-	return fmt.Errorf("unknown command %q\n\n%s", args[0], usage)
-}
-
-func blobCmd(ctx context.Context, n *node.Node, sub string, args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := flag.NewFlagSet("blob "+sub, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	asJSON := fs.Bool("json", false, "print JSON")
-	out := fs.String("o", "", "output file")
-	offset := fs.Int64("offset", 0, "first byte to print")
-	length := fs.Int64("length", -1, "bytes to print (default: to the end)")
-	if err := fs.Parse(reorder(args)); err != nil {
-		return fmt.Errorf("blob %s: %w", sub, err)
-	}
-	pos := fs.Args()
-	needRef := func() (syncnode.BlobRef, error) {
-		if len(pos) != 1 {
-			return syncnode.BlobRef{}, fmt.Errorf("blob %s: want one blob ref", sub)
+		fmt.Fprintf(c.stdout, "initialised %s\n  listen %s\n  api    %s\nstart it with: syncnode -data %s run\n", c.data, strings.Join(cfg.Listen, " "), cfg.API, c.data)
+		return nil
+	},
+	"run": func(c *cmd, args []string) error {
+		verbose := c.fs.Bool("v", false, "log debug lines")
+		if err := c.parse(args, 0, "no arguments"); err != nil {
+			return err
 		}
-		return syncnode.ParseBlobRef(pos[0])
-	}
-	switch sub {
-	case "put":
-		if len(pos) != 1 {
-			return errors.New("blob put: want one file (or - for stdin)")
+		level := slog.LevelInfo
+		if *verbose {
+			level = slog.LevelDebug
 		}
-		var r io.Reader = stdin
-		if pos[0] != "-" {
-			f, err := os.Open(pos[0])
+		log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+		return control.Run(c.ctx, c.data, log, nil)
+	},
+	"demo": func(c *cmd, args []string) error { return demo.RunTemp(c.ctx, c.stdout) },
+	"blob put": func(c *cmd, args []string) error {
+		if err := c.parse(args, 1, "one file (or - for stdin)"); err != nil {
+			return err
+		}
+		var r io.Reader = c.stdin
+		if c.pos[0] != "-" {
+			f, err := os.Open(c.pos[0])
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			r = f
+			if fi, err := f.Stat(); err == nil && fi.Size() >= progressMin {
+				bar := newBar(c.stderr, fi.Size(), "storing")
+				defer bar.Finish()
+				pr := progressbar.NewReader(f, bar)
+				r = &pr
+			} else {
+				r = f
+			}
 		}
-		info, err := n.PutBlob(ctx, r)
+		return call(c, "POST", "/blobs", r, func(b control.BlobInfo) { fmt.Fprintln(c.stdout, b.Ref) })
+	},
+	"blob get": func(c *cmd, args []string) error {
+		out := c.fs.String("o", "", "output file (default stdout)")
+		prio := c.fs.Int("priority", node.PriorityHigh, "fetch priority")
+		if err := c.parse(args, 1, "one blob ref"); err != nil {
+			return err
+		}
+		ref, err := syncnode.ParseBlobRef(c.pos[0])
 		if err != nil {
 			return err
 		}
-		return printInfo(stdout, info, *asJSON, true)
-	case "get", "cat":
-		ref, err := needRef()
+		cl, err := c.client()
 		if err != nil {
 			return err
 		}
-		r, err := n.OpenBlob(ref)
+		var bar *progressbar.ProgressBar
+		var failed error
+		err = control.Stream(c.ctx, cl, "POST", fmt.Sprintf("/blobs/%s/fetch?priority=%d", ref, *prio), func(ev control.FetchEvent) {
+			switch {
+			case ev.Error != "":
+				failed = errors.New(ev.Error)
+			case ev.Total >= progressMin && bar == nil && ev.State == node.Fetching.String():
+				bar = newBar(c.stderr, ev.Total, "fetching")
+			}
+			if bar != nil {
+				bar.Set64(ev.Received)
+			}
+		})
+		if bar != nil {
+			bar.Finish()
+		}
+		if err == nil {
+			err = failed
+		}
 		if err != nil {
 			return err
 		}
-		defer r.Close()
-		if *offset < 0 || *offset > r.Size() {
-			return fmt.Errorf("blob %s: offset %d outside the blob's %d bytes", sub, *offset, r.Size())
-		}
-		end := r.Size()
-		if *length >= 0 {
-			end = min(end, *offset+*length)
-		}
-		w := stdout
+		w := c.stdout
 		if *out != "" {
 			f, err := os.Create(*out)
 			if err != nil {
@@ -147,81 +276,234 @@ func blobCmd(ctx context.Context, n *node.Node, sub string, args []string, stdin
 			defer f.Close()
 			w = f
 		}
-		_, err = io.Copy(w, io.NewSectionReader(r, *offset, end-*offset))
-		return err
-	case "stat":
-		ref, err := needRef()
+		return cl.Do(c.ctx, "GET", "/blobs/"+ref.String(), nil, w)
+	},
+	"blob cat": func(c *cmd, args []string) error {
+		offset := c.fs.Int64("offset", 0, "first byte")
+		length := c.fs.Int64("length", -1, "bytes (default: to the end)")
+		if err := c.parse(args, 1, "one blob ref"); err != nil {
+			return err
+		}
+		ref, err := syncnode.ParseBlobRef(c.pos[0])
 		if err != nil {
 			return err
 		}
-		info, err := n.StatBlob(ref)
+		cl, err := c.client()
 		if err != nil {
 			return err
 		}
-		return printInfo(stdout, info, *asJSON, false)
-	case "ls":
-		var infos []blobstore.Info
-		if err := n.ListBlobs(func(i blobstore.Info) error { infos = append(infos, i); return nil }); err != nil {
+		q := url.Values{"offset": {fmt.Sprint(*offset)}}
+		if *length >= 0 {
+			q.Set("length", fmt.Sprint(*length))
+		}
+		return cl.Do(c.ctx, "GET", "/blobs/"+ref.String()+"?"+q.Encode(), nil, c.stdout)
+	},
+	"blob stat": func(c *cmd, args []string) error {
+		if err := c.parse(args, 1, "one blob ref"); err != nil {
 			return err
 		}
-		if *asJSON {
-			return json.NewEncoder(stdout).Encode(jsonInfos(infos))
-		}
-		for _, i := range infos {
-			fmt.Fprintf(stdout, "%s\t%d\n", i.Ref, i.Size)
-		}
-		return nil
-	case "rm":
-		ref, err := needRef()
-		if err != nil {
+		return call(c, "GET", "/blobs/"+url.PathEscape(c.pos[0])+"/stat", nil, func(b control.BlobInfo) {
+			fmt.Fprintf(c.stdout, "ref     %s\nblake3  %s\nsize    %d\nshares  %v\n", b.Ref, b.Hex, b.Size, b.Shares)
+		})
+	},
+	"blob ls": func(c *cmd, args []string) error {
+		if err := c.parse(args, 0, "no arguments"); err != nil {
 			return err
 		}
-		return n.RemoveBlob(ref)
-	}
-	return fmt.Errorf("blob: unknown subcommand %q", sub)
-}
-
-// reorder moves flags before positional arguments, so "blob get REF -o F"
-// parses as well as "blob get -o F REF".
-func reorder(args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if strings.HasPrefix(a, "-") && a != "-" {
-			flags = append(flags, a)
-			if !strings.Contains(a, "=") && a != "-json" && a != "--json" && i+1 < len(args) {
-				flags = append(flags, args[i+1])
-				i++
+		return call(c, "GET", "/blobs", nil, func(bs []control.BlobInfo) {
+			rows := [][]string{{"REF", "SIZE", "SHARES"}}
+			for _, b := range bs {
+				rows = append(rows, []string{b.Ref, fmt.Sprint(b.Size), fmt.Sprint(b.Shares)})
 			}
-			continue
+			c.table(rows)
+		})
+	},
+	"blob rm": func(c *cmd, args []string) error {
+		if err := c.parse(args, 1, "one blob ref"); err != nil {
+			return err
 		}
-		pos = append(pos, a)
-	}
-	return append(flags, pos...)
+		return call[map[string]string](c, "DELETE", "/blobs/"+url.PathEscape(c.pos[0]), nil, func(map[string]string) {})
+	},
+	"why": func(c *cmd, args []string) error {
+		if err := c.parse(args, 1, "one blob ref"); err != nil {
+			return err
+		}
+		return call(c, "GET", "/why/"+url.PathEscape(c.pos[0]), nil, func(w node.Why) { printWhy(c.stdout, w) })
+	},
+	"sg create": func(c *cmd, args []string) error {
+		var prefixes stringList
+		c.fs.Var(&prefixes, "prefix", "key prefix the group syncs (repeatable)")
+		private := c.fs.Bool("private", false, "only members may learn of the group")
+		dev := c.fs.String("type", "normal", "this device's type in the group")
+		if err := c.parse(args, 1, "a group name"); err != nil {
+			return err
+		}
+		req := control.CreateRequest{Name: c.pos[0], Prefixes: prefixes, Private: *private, DevType: *dev}
+		return call(c, "POST", "/groups", req, func(g control.Group) { fmt.Fprintln(c.stdout, g.ID) })
+	},
+	"sg invite": func(c *cmd, args []string) error {
+		dev := c.fs.String("type", "normal", "the joiner's device type")
+		ttl := c.fs.String("ttl", "24h", "how long the invitation is valid")
+		if err := c.parse(args, 2, "a group and the joiner's peer ID"); err != nil {
+			return err
+		}
+		req := control.InviteRequest{Group: c.pos[0], Peer: c.pos[1], DevType: *dev, TTL: *ttl}
+		return call(c, "POST", "/groups/invite", req, func(inv control.Invitation) {
+			b, _ := json.Marshal(inv)
+			fmt.Fprintln(c.stdout, base64.RawURLEncoding.EncodeToString(b))
+		})
+	},
+	"sg join": func(c *cmd, args []string) error {
+		if err := c.parse(args, 1, "an invitation"); err != nil {
+			return err
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimSpace(c.pos[0]))
+		if err != nil {
+			return fmt.Errorf("sg join: the invitation is not what sg invite printed: %w", err)
+		}
+		var inv control.Invitation
+		if err := json.Unmarshal(raw, &inv); err != nil {
+			return fmt.Errorf("sg join: the invitation is not what sg invite printed: %w", err)
+		}
+		return call(c, "POST", "/groups/join", inv, func(g control.Group) { fmt.Fprintln(c.stdout, "joined", g.ID) })
+	},
+	"sg leave": func(c *cmd, args []string) error {
+		if err := c.parse(args, 1, "a group"); err != nil {
+			return err
+		}
+		return call[map[string]string](c, "POST", "/groups/leave", control.GroupRequest{Group: c.pos[0]}, func(map[string]string) {})
+	},
+	"sg ls": func(c *cmd, args []string) error {
+		if err := c.parse(args, 0, "no arguments"); err != nil {
+			return err
+		}
+		return call(c, "GET", "/groups", nil, func(gs []control.Group) {
+			rows := [][]string{{"GROUP", "PREFIXES", "PRIVATE"}}
+			for _, g := range gs {
+				rows = append(rows, []string{g.ID, strings.Join(g.Prefixes, ","), fmt.Sprint(g.Private)})
+			}
+			c.table(rows)
+		})
+	},
+	"sg members": func(c *cmd, args []string) error {
+		if err := c.parse(args, 1, "a group"); err != nil {
+			return err
+		}
+		return call(c, "GET", "/groups/members?group="+url.QueryEscape(c.pos[0]), nil, func(ms []control.Member) {
+			rows := [][]string{{"PEER", "TYPE", "ADDRS"}}
+			for _, m := range ms {
+				rows = append(rows, []string{m.Peer, m.DevType, strings.Join(m.Addrs, " ")})
+			}
+			c.table(rows)
+		})
+	},
+	"row put": func(c *cmd, args []string) error {
+		if err := c.parse(args, 3, "a group, a key and a JSON value"); err != nil {
+			return err
+		}
+		req := control.RowRequest{Group: c.pos[0], Key: c.pos[1], Value: json.RawMessage(c.pos[2])}
+		return call(c, "POST", "/rows", req, func(control.Row) {})
+	},
+	"row get": func(c *cmd, args []string) error {
+		if err := c.parse(args, 2, "a group and a key"); err != nil {
+			return err
+		}
+		q := url.Values{"group": {c.pos[0]}, "key": {c.pos[1]}}
+		return call(c, "GET", "/rows?"+q.Encode(), nil, func(rs []control.Row) { fmt.Fprintln(c.stdout, string(rs[0].Value)) })
+	},
+	"row del": func(c *cmd, args []string) error {
+		if err := c.parse(args, 2, "a group and a key"); err != nil {
+			return err
+		}
+		q := url.Values{"group": {c.pos[0]}, "key": {c.pos[1]}}
+		return call[map[string]string](c, "DELETE", "/rows?"+q.Encode(), nil, func(map[string]string) {})
+	},
+	"row ls": func(c *cmd, args []string) error {
+		prefix := c.fs.String("prefix", "", "only keys with this prefix")
+		if err := c.parse(args, 1, "a group"); err != nil {
+			return err
+		}
+		q := url.Values{"group": {c.pos[0]}, "prefix": {*prefix}}
+		return call(c, "GET", "/rows?"+q.Encode(), nil, func(rs []control.Row) {
+			rows := [][]string{{"KEY", "VALUE"}}
+			for _, r := range rs {
+				rows = append(rows, []string{r.Key, string(r.Value)})
+			}
+			c.table(rows)
+		})
+	},
+	"peers": func(c *cmd, args []string) error {
+		if err := c.parse(args, 0, "no arguments"); err != nil {
+			return err
+		}
+		return call(c, "GET", "/peers", nil, func(ps []control.Peer) {
+			rows := [][]string{{"PEER", "ADDRS"}}
+			for _, p := range ps {
+				rows = append(rows, []string{p.ID, strings.Join(p.Addrs, " ")})
+			}
+			c.table(rows)
+		})
+	},
+	"status": func(c *cmd, args []string) error {
+		if err := c.parse(args, 0, "no arguments"); err != nil {
+			return err
+		}
+		return call(c, "GET", "/status", nil, func(s control.Status) {
+			c.table([][]string{
+				{"id", s.ID}, {"addrs", strings.Join(s.Addrs, " ")}, {"groups", fmt.Sprint(s.Groups)},
+				{"peers", fmt.Sprint(s.Peers)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
+				{"fetch queue", fmt.Sprint(s.FetchQueue)}, {"uploads", fmt.Sprintf("%d running, %d bytes sent", s.Uploads, s.BytesOut)},
+			})
+		})
+	},
 }
 
-type infoJSON struct {
-	Ref  string `json:"ref"`
-	Hex  string `json:"blake3"`
-	Size int64  `json:"size"`
+// progressMin is the smallest blob that gets a progress bar.
+const progressMin = 4 << 20
+
+func newBar(w io.Writer, total int64, what string) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(total, progressbar.OptionSetWriter(w), progressbar.OptionShowBytes(true),
+		progressbar.OptionSetDescription(what), progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish())
 }
 
-func jsonInfos(in []blobstore.Info) []infoJSON {
-	out := make([]infoJSON, 0, len(in))
-	for _, i := range in {
-		out = append(out, infoJSON{Ref: i.Ref.String(), Hex: i.Ref.Hex(), Size: i.Size})
+func printWhy(w io.Writer, y node.Why) {
+	fmt.Fprintf(w, "blob      %s\n", y.Ref)
+	if y.Held {
+		fmt.Fprintf(w, "held      yes, %d bytes, verified\n", y.Size)
+	} else {
+		fmt.Fprintf(w, "held      no\n")
 	}
-	return out
-}
-
-func printInfo(w io.Writer, info blobstore.Info, asJSON, refOnly bool) error {
-	if asJSON {
-		return json.NewEncoder(w).Encode(jsonInfos([]blobstore.Info{info})[0])
+	fmt.Fprintf(w, "shares    %v\n", y.Shares)
+	fmt.Fprintf(w, "groups    %v (server here: %v)\n", y.Groups, y.ServerIn)
+	for i, l := range y.Locations {
+		kind := "device"
+		if l.Server {
+			kind = "server"
+		} else if l.Proxy {
+			kind = "proxy"
+		}
+		fmt.Fprintf(w, "holder %d  %s (%s, seen %s) %s\n", i+1, l.Peer, kind, l.WhenSeen.Format(time.RFC3339), strings.Join(l.Addrs, " "))
 	}
-	if refOnly {
-		_, err := fmt.Fprintln(w, info.Ref)
-		return err
+	switch {
+	case y.Running:
+		fmt.Fprintf(w, "fetcher   fetching now (%d failed attempts before)\n", y.Attempts)
+	case y.Queued:
+		fmt.Fprintf(w, "fetcher   queued; %d failed attempts; next try %s (in %s)\n", y.Attempts,
+			y.NextAttempt.Format(time.RFC3339), time.Until(y.NextAttempt).Round(time.Second))
+	case !y.Held && !y.ServerIn:
+		fmt.Fprintf(w, "fetcher   not queued: this node is a server in none of the blob's groups; fetch it with: syncnode blob get %s\n", y.Ref)
+	default:
+		fmt.Fprintf(w, "fetcher   not queued\n")
 	}
-	_, err := fmt.Fprintf(w, "ref     %s\nblake3  %s\nsize    %d\n", info.Ref, info.Ref.Hex(), info.Size)
-	return err
+	if !y.LastAttempt.IsZero() {
+		fmt.Fprintf(w, "last try  %s", y.LastAttempt.Format(time.RFC3339))
+		if y.LastErr != "" {
+			fmt.Fprintf(w, ": %s", y.LastErr)
+		}
+		fmt.Fprintln(w)
+		if len(y.Tried) > 0 {
+			fmt.Fprintf(w, "asked     %s\n", strings.Join(y.Tried, " "))
+		}
+	}
 }

@@ -4,67 +4,154 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/node"
 )
 
-func cli(t *testing.T, stdin string, args ...string) (string, error) {
+func cli(t *testing.T, data string, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	err := run(context.Background(), args, strings.NewReader(stdin), &out)
+	err := run(t.Context(), append([]string{"-data", data}, args...), strings.NewReader(""), &out, io.Discard)
 	return out.String(), err
 }
 
-func TestBlobCommands(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "in.txt")
-	os.WriteFile(file, []byte("hello, syncnode"), 0o600)
-	data := filepath.Join(dir, "data")
-
-	out, err := cli(t, "", "-data", data, "blob", "put", file)
+func must(t *testing.T, data string, args ...string) string {
+	t.Helper()
+	out, err := cli(t, data, args...)
 	if err != nil {
+		t.Fatalf("syncnode %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// daemon initialises a data directory and runs its daemon until the test ends.
+func daemon(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "data")
+	must(t, dir, "init")
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- control.Run(ctx, dir, slog.New(slog.DiscardHandler), func(*node.Node) { close(ready) })
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
 		t.Fatal(err)
 	}
-	ref := strings.TrimSpace(out)
-	if _, err := syncnode.ParseBlobRef(ref); err != nil {
-		t.Fatalf("put printed %q: %v", out, err)
-	}
-	if out, err := cli(t, "", "-data", data, "blob", "cat", ref, "-offset", "7", "-length", "4"); err != nil || out != "sync" {
-		t.Fatalf("cat range = %q, %v", out, err)
-	}
-	dst := filepath.Join(dir, "out.txt")
-	if _, err := cli(t, "", "-data", data, "blob", "get", ref, "-o", dst); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(dst); string(b) != "hello, syncnode" {
-		t.Fatalf("get wrote %q", b)
-	}
-	out, err = cli(t, "", "-data", data, "blob", "ls", "-json")
-	var infos []infoJSON
-	if err != nil || json.Unmarshal([]byte(out), &infos) != nil || len(infos) != 1 || infos[0].Size != 15 {
-		t.Fatalf("ls -json = %q, %v", out, err)
-	}
-	if _, err := cli(t, "from stdin", "-data", data, "blob", "put", "-"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli(t, "", "-data", data, "blob", "rm", ref); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli(t, "", "-data", data, "blob", "stat", ref); err == nil || !strings.Contains(err.Error(), "not found") {
-		t.Fatalf("stat after rm: %v", err)
-	}
-	for _, bad := range [][]string{
-		{"blob", "stat", "not-a-ref"},
-		{"blob", "frobnicate"},
-		{"nonsense"},
-		{},
-	} {
-		if _, err := cli(t, "", append([]string{"-data", data}, bad...)...); err == nil {
-			t.Errorf("%v: no error", bad)
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
 		}
+	})
+	return dir
+}
+
+func TestDaemonAndCLI(t *testing.T) {
+	a, b := daemon(t), daemon(t)
+	file := filepath.Join(t.TempDir(), "in.txt")
+	os.WriteFile(file, []byte("hello, syncnode"), 0o600)
+	ref := strings.TrimSpace(must(t, a, "blob", "put", file))
+	if _, err := syncnode.ParseBlobRef(ref); err != nil {
+		t.Fatalf("put printed %q: %v", ref, err)
+	}
+	if out := must(t, a, "blob", "cat", ref, "-offset", "7", "-length", "4"); out != "sync" {
+		t.Fatalf("cat range = %q", out)
+	}
+	var infos []control.BlobInfo
+	if err := json.Unmarshal([]byte(must(t, a, "blob", "ls", "--json")), &infos); err != nil || len(infos) != 1 || infos[0].Ref != ref {
+		t.Fatalf("ls --json: %v %+v", err, infos)
+	}
+
+	gid := strings.TrimSpace(must(t, a, "sg", "create", "photos", "-prefix", "photos/", "-private"))
+	var st control.Status
+	if err := json.Unmarshal([]byte(must(t, b, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	inv := strings.TrimSpace(must(t, a, "sg", "invite", gid, st.ID, "-type", "server"))
+	if out := must(t, b, "sg", "join", inv); !strings.Contains(out, gid) {
+		t.Fatalf("join printed %q", out)
+	}
+	if out := must(t, a, "sg", "members", gid); !strings.Contains(out, "server") || !strings.Contains(out, st.ID) {
+		t.Fatalf("members:\n%s", out)
+	}
+	must(t, a, "row", "put", gid, "photos/hello", `{"title": "hello", "n": 3, "image": {"$blob": "`+ref+`"}}`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := cli(t, b, "row", "get", gid, "photos/hello")
+		if err == nil {
+			var v map[string]any
+			if err := json.Unmarshal([]byte(out), &v); err != nil || v["title"] != "hello" || v["image"].(map[string]any)["$blob"] != ref {
+				t.Fatalf("row at b: %q %v", out, err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("row never reached b: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	dst := filepath.Join(t.TempDir(), "out.txt")
+	must(t, b, "blob", "get", ref, "-o", dst)
+	if got, _ := os.ReadFile(dst); string(got) != "hello, syncnode" {
+		t.Fatalf("get wrote %q", got)
+	}
+	if out := must(t, b, "why", ref); !strings.Contains(out, "held      yes") {
+		t.Fatalf("why:\n%s", out)
+	}
+	if out := must(t, b, "row", "ls", gid, "--json"); !strings.Contains(out, "photos/hello") {
+		t.Fatalf("row ls: %s", out)
+	}
+	must(t, a, "row", "del", gid, "photos/hello")
+	if _, err := cli(t, a, "row", "get", gid, "photos/hello"); err == nil {
+		t.Fatal("deleted row still readable")
+	}
+
+	// Clear errors, non-zero exit.
+	for _, args := range [][]string{
+		{"row", "put", gid, "photos/bad", "{not json"},
+		{"row", "put", gid, "elsewhere/x", "1"},
+		{"blob", "stat", "bafynotaref"},
+		{"blob", "get", "bafkr4ian2ztdvrkbzgsurh56ing5646i4xzafp4wuq7wav6jjyxfot7k7y"},
+		{"sg", "join", "garbage"},
+		{"frobnicate"},
+	} {
+		if out, err := cli(t, a, args...); err == nil {
+			t.Errorf("syncnode %s succeeded: %q", strings.Join(args, " "), out)
+		}
+	}
+	if _, err := cli(t, filepath.Join(t.TempDir(), "none"), "status"); !errors.Is(err, control.ErrNotInitialised) {
+		t.Errorf("status without init: %v", err)
+	}
+}
+
+func TestCommandsNeedTheDaemon(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	must(t, dir, "init")
+	if _, err := cli(t, dir, "status"); !errors.Is(err, control.ErrNotRunning) {
+		t.Fatalf("status without a daemon: %v", err)
+	}
+	if _, err := cli(t, dir, "init"); err == nil {
+		t.Fatal("second init succeeded")
+	}
+}
+
+func TestWrongTokenRefused(t *testing.T) {
+	dir := daemon(t)
+	os.WriteFile(filepath.Join(dir, control.TokenFile), []byte("wrong\n"), 0o600)
+	if _, err := cli(t, dir, "status"); err == nil || !strings.Contains(err.Error(), "token") {
+		t.Fatalf("status with a wrong token: %v", err)
 	}
 }
