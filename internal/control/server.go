@@ -568,4 +568,3 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	st.Uploads, st.BytesOut = us.Uploads, us.BytesOut
 	reply(w, st)
 }
-
