@@ -17,7 +17,7 @@ import (
 )
 
 // config is a node config with the sync and scan periods shortened.
-func config(t *testing.T, dir string) node.Config {
+func config(t testing.TB, dir string) node.Config {
 	fc := fetcher.DefaultConfig()
 	fc.BaseDelay, fc.Jitter, fc.MaxShift = 20*time.Millisecond, 20*time.Millisecond, 5
 	fc.FirstScan, fc.ScanInterval = 100*time.Millisecond, 500*time.Millisecond
@@ -27,7 +27,7 @@ func config(t *testing.T, dir string) node.Config {
 
 // freeAddr returns a loopback TCP address whose port is free now, so a
 // node restarted with the same config is found where it was.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

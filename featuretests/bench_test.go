@@ -1,0 +1,149 @@
+package featuretests
+
+import (
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/node"
+)
+
+// streamThroughput measures one bare libp2p stream from src to dst moving
+// n bytes: the baseline a blob transfer is compared with.
+func streamThroughput(b *testing.B, src, dst *node.Node, n int64) float64 {
+	const proto = protocol.ID("/syncnode-bench/bulk/1.0.0")
+	buf := make([]byte, 1<<20)
+	src.Host().SetStreamHandler(proto, func(s network.Stream) {
+		defer s.Close()
+		for left := n; left > 0; left -= int64(len(buf)) {
+			if _, err := s.Write(buf[:min(left, int64(len(buf)))]); err != nil {
+				return
+			}
+		}
+	})
+	defer src.Host().RemoveStreamHandler(proto)
+	dst.Host().Peerstore().AddAddrs(src.ID(), src.Host().Addrs(), time.Hour)
+	start := time.Now()
+	s, err := dst.Host().NewStream(b.Context(), src.ID(), proto)
+	if err != nil {
+		b.Fatal(err)
+	}
+	got, err := io.Copy(io.Discard, s)
+	if err != nil || got != n {
+		b.Fatalf("bulk stream: %d bytes, %v", got, err)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkServerPulls200BlobsFrom3Devices times a server pulling 200
+// blobs of 1 MiB, referenced by rows that 3 devices write, with their
+// shares, and compares it with the time the same bytes take on one bare
+// libp2p stream.
+func BenchmarkServerPulls200BlobsFrom3Devices(b *testing.B) {
+	const blobs, size = 200, 1 << 20
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		devs := []*node.Node{benchNode(b), benchNode(b), benchNode(b)}
+		server := benchNode(b)
+		spec, err := devs[0].CreateGroup("bench", []string{"bench/"}, true, syncnode.Normal)
+		if err != nil {
+			b.Fatal(err)
+		}
+		g := spec.ID
+		for _, d := range devs[1:] {
+			benchJoin(b, devs[0], d, g, syncnode.Normal)
+		}
+		benchJoin(b, devs[0], server, g, syncnode.Server)
+		rate := streamThroughput(b, devs[1], server, 256<<20)
+		var refs []syncnode.BlobRef
+		for j := range blobs {
+			d := devs[j%3]
+			info, err := d.PutBlob(b.Context(), newRandReader(size, uint64(j)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			refs = append(refs, info.Ref)
+		}
+		b.StartTimer()
+		start := time.Now()
+		for j, ref := range refs {
+			v, err := msgpack.Marshal(map[string]any{"b": ref})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := devs[j%3].PutRow(g, fmt.Sprintf("bench/%03d", j), v); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, ref := range refs {
+			for !server.HasBlob(ref) || len(mustShares(b, server, ref)) == 0 {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		ideal := float64(blobs*size) / rate
+		b.ReportMetric(float64(blobs*size)/elapsed.Seconds()/1e6, "MB/s")
+		b.ReportMetric(rate/1e6, "bare-stream-MB/s")
+		b.ReportMetric(elapsed.Seconds()/ideal, "x-bare-stream-time")
+		for _, n := range append(devs, server) {
+			n.Close()
+		}
+	}
+}
+
+func mustShares(b *testing.B, n *node.Node, ref syncnode.BlobRef) map[syncnode.GroupID]int {
+	sh, err := n.BlobShares(ref)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return sh
+}
+
+func benchNode(b *testing.B) *node.Node {
+	cfg := config(b, b.TempDir())
+	n, err := node.Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+func benchJoin(b *testing.B, admin, n *node.Node, g syncnode.GroupID, dev syncnode.DevType) {
+	inv, err := admin.Invite(g, n.ID(), dev, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := n.JoinGroup(b.Context(), inv, admin.Host().Addrs()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// randReader yields size pseudo-random bytes.
+type randReader struct {
+	left  int
+	state uint64
+}
+
+func newRandReader(size int, seed uint64) *randReader { return &randReader{size, seed*0x9e3779b97f4a7c15 + 1} }
+
+func (r *randReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), r.left)
+	for i := range n {
+		r.state ^= r.state << 13
+		r.state ^= r.state >> 7
+		r.state ^= r.state << 17
+		p[i] = byte(r.state)
+	}
+	r.left -= n
+	return n, nil
+}
