@@ -131,7 +131,9 @@ type randReader struct {
 	state uint64
 }
 
-func newRandReader(size int, seed uint64) *randReader { return &randReader{size, seed*0x9e3779b97f4a7c15 + 1} }
+func newRandReader(size int, seed uint64) *randReader {
+	return &randReader{size, seed*0x9e3779b97f4a7c15 + 1}
+}
 
 func (r *randReader) Read(p []byte) (int, error) {
 	if r.left == 0 {
