@@ -122,12 +122,15 @@ func (n *Node) fetch(ctx context.Context, ref syncnode.BlobRef, prio int, hints 
 	}
 	n.flights.mu.Lock()
 	f := n.flights.m[ref]
+	var start func()
 	if f == nil {
+		// Status starts at Pending; the flight runs once its first
+		// watcher is in place, so every watcher sees every stage.
 		f = &flight{done: make(chan struct{}), watchers: map[int]func(Status){}}
-		var fctx context.Context
-		fctx, f.cancel = context.WithCancel(n.ctx)
+		fctx, cancel := context.WithCancel(n.ctx)
+		f.cancel = cancel
 		n.flights.m[ref] = f
-		n.goRun(func() { n.runFlight(fctx, f, ref, prio, hints) })
+		start = func() { n.goRun(func() { n.runFlight(fctx, f, ref, prio, hints) }) }
 	}
 	f.waiters++
 	f.mu.Lock()
@@ -139,6 +142,9 @@ func (n *Node) fetch(ctx context.Context, ref syncnode.BlobRef, prio int, hints 
 	}
 	f.mu.Unlock()
 	n.flights.mu.Unlock()
+	if start != nil {
+		start()
+	}
 
 	leave := func() {
 		f.mu.Lock()
@@ -184,7 +190,6 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 		f.err = err
 		f.set(Status{State: Failed, Err: err})
 	}
-	f.set(Status{State: Pending})
 	if err := n.gate.acquire(ctx, prio); err != nil {
 		fail(err)
 		return
