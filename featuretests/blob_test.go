@@ -116,6 +116,11 @@ func TestServerBlobFetch(t *testing.T) {
 	if n := shares(t, device, devRef, g); n != 0 {
 		t.Errorf("device kept %d shares", n)
 	}
+	// The device learns its blob is safe: no blob of the group at risk.
+	waitFor(t, 10*time.Second, "no blob at risk on the device", func() bool {
+		d, err := device.Durability()
+		return err == nil && len(d) == 1 && d[0].Referenced == 2 && d[0].AtRisk == 0
+	})
 	// The server's own blob stays with it: a normal device does not pull it.
 	waitFor(t, 10*time.Second, "the server's row at the device", func() bool { _, ok, _ := device.GetRow(g, "photos/server"); return ok })
 	if device.HasBlob(srvRef) || shares(t, server, srvRef, g) != 2 || shares(t, device, srvRef, g) != 0 {

@@ -297,3 +297,16 @@ func (n *Node) mayServe(requester peer.ID, ref syncnode.BlobRef) error {
 	}
 	return nil
 }
+
+// settled records where shares this node gave away went: the acceptor
+// holds the blob verified, so it becomes a location (a server one, if it
+// is a server in the group) — how a device learns its blob is safe.
+func (n *Node) settled(t ownership.Transfer, accepted bool) {
+	if !accepted {
+		return
+	}
+	loc := n.location(t.Group, t.To, false)
+	if _, err := n.signposts.Update(t.Ref, func(sp *signpost.Signpost) { sp.AddLocation(t.To, loc) }); err != nil {
+		n.log.Error("signpost not updated after a transfer", "blob", t.Ref, "err", err)
+	}
+}

@@ -205,7 +205,9 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 	res, err := n.client.Fetch(ctx, ref, holders, func(p p2p.Progress) {
 		f.set(Status{State: Fetching, Received: p.Received, Total: p.Total, Holders: holders})
 	})
+	n.stats.bytesIn.Add(res.FromNetwork)
 	if len(res.Rejected) > 0 {
+		n.stats.rejected.Add(int64(len(res.Rejected)))
 		n.demote(ref, res.Rejected)
 	}
 	if err != nil {

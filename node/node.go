@@ -131,6 +131,7 @@ type Node struct {
 	handoffs  map[handoffKey]bool
 
 	lru       lru
+	stats     counters
 	evictMu   sync.Mutex
 	evictions atomic.Int64
 }
@@ -200,7 +201,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	cc := p2p.DefaultClientConfig()
 	cc.IOTimeout = cfg.IOTimeout
 	n.client = p2p.NewClient(n.h, n.blobs, cc, n.log)
-	n.shares = shares.New(n.h, n.ledger, n.sync, n.holds, n.asked, n.log)
+	n.shares = shares.New(n.h, n.ledger, n.sync, n.holds, n.asked, n.settled, n.log)
 	closers = append(closers, func() error { n.shares.Close(); return nil })
 
 	n.gate = newGate(cfg.MaxFetches)

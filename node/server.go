@@ -12,7 +12,11 @@ import (
 // not ask every such device fails, to be retried after the backoff.
 func (n *Node) serverFetch(ctx context.Context, ref syncnode.BlobRef) error {
 	tr := &attemptTrace{}
+	n.stats.attempts.Add(1)
 	err := n.serverAttempt(withTrace(ctx, tr), ref)
+	if err != nil && ctx.Err() == nil {
+		n.stats.failures.Add(1)
+	}
 	e := journalEntry{LastAttempt: n.clock.Now().UnixNano(), Tried: peerStrings(tr.tried),
 		Holders: peerStrings(tr.holders), Done: err == nil}
 	if err != nil {

@@ -453,7 +453,14 @@ var commands = map[string]func(*cmd, []string) error{
 				{"id", s.ID}, {"addrs", strings.Join(s.Addrs, " ")}, {"groups", fmt.Sprint(s.Groups)},
 				{"peers", fmt.Sprint(s.Peers)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
 				{"fetch queue", fmt.Sprint(s.FetchQueue)}, {"uploads", fmt.Sprintf("%d running, %d bytes sent", s.Uploads, s.BytesOut)},
+				{"received", fmt.Sprintf("%d bytes", s.BytesIn)},
 			})
+			fmt.Fprintln(c.stdout)
+			rows := [][]string{{"GROUP", "BLOBS", "AT RISK (no verified server copy)"}}
+			for _, d := range s.Durability {
+				rows = append(rows, []string{d.Group, fmt.Sprint(d.Referenced), fmt.Sprint(d.AtRisk)})
+			}
+			c.table(rows)
 		})
 	},
 }

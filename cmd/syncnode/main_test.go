@@ -114,6 +114,32 @@ func TestDaemonAndCLI(t *testing.T) {
 	if out := must(t, b, "row", "ls", gid, "--json"); !strings.Contains(out, "photos/hello") {
 		t.Fatalf("row ls: %s", out)
 	}
+	// A's blob is safe once the server has it; status and metrics say so.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		var st control.Status
+		json.Unmarshal([]byte(must(t, a, "status", "--json")), &st)
+		if len(st.Durability) == 1 && st.Durability[0].Referenced == 1 && st.Durability[0].AtRisk == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("durability at a: %+v", st.Durability)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cl, err := control.NewClient(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metrics bytes.Buffer
+	if err := cl.Do(t.Context(), "GET", "/metrics", nil, &metrics); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`syncnode_group_blobs_at_risk{group="` + gid + `"} 0`, "syncnode_blob_bytes_out_total 15", "syncnode_fetch_queue_length 0"} {
+		if !strings.Contains(metrics.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, metrics.String())
+		}
+	}
 	must(t, a, "row", "del", gid, "photos/hello")
 	if _, err := cli(t, a, "row", "get", gid, "photos/hello"); err == nil {
 		t.Fatal("deleted row still readable")

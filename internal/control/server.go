@@ -46,6 +46,7 @@ func Handler(n *node.Node, token string, log *slog.Logger) http.Handler {
 	mux.HandleFunc("DELETE /rows", s.deleteRow)
 	mux.HandleFunc("GET /peers", s.peers)
 	mux.HandleFunc("GET /status", s.status)
+	mux.Handle("GET /metrics", metricsHandler(n))
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
@@ -555,6 +556,18 @@ type Status struct {
 	FetchQueue int      `json:"fetch_queue"`
 	Uploads    int64    `json:"uploads"`
 	BytesOut   int64    `json:"bytes_out"`
+	BytesIn    int64    `json:"bytes_in"`
+	// Durability is, per group, the referenced blobs and those at risk:
+	// no verified server copy known.
+	Durability []Durability `json:"durability"`
+}
+
+// Durability is one group's line of the durability summary.
+type Durability struct {
+	Group      string   `json:"group"`
+	Referenced int      `json:"referenced"`
+	AtRisk     int      `json:"at_risk"`
+	AtRiskRefs []string `json:"at_risk_refs,omitempty"`
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
@@ -565,6 +578,18 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	s.n.ListBlobs(func(i blobstore.Info) error { st.Blobs++; st.BlobBytes += i.Size; return nil })
 	us := s.n.UploadStats()
-	st.Uploads, st.BytesOut = us.Uploads, us.BytesOut
+	st.Uploads, st.BytesOut, st.BytesIn = us.Uploads, us.BytesOut, s.n.Stats().BytesIn
+	dur, err := s.n.Durability()
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	for _, g := range dur {
+		d := Durability{Group: string(g.Group), Referenced: g.Referenced, AtRisk: g.AtRisk}
+		for _, r := range g.AtRiskRefs {
+			d.AtRiskRefs = append(d.AtRiskRefs, r.String())
+		}
+		st.Durability = append(st.Durability, d)
+	}
 	reply(w, st)
 }

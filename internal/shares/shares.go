@@ -39,6 +39,10 @@ type Priorities interface {
 // Holding reports whether this node holds a blob, whole and verified.
 type Holding func(ref syncnode.BlobRef) bool
 
+// SettledFunc is told of every transfer this node settled as the holder:
+// accepted, its shares are now t.To's.
+type SettledFunc func(t ownership.Transfer, accepted bool)
+
 // AskedFunc is told that member from, a leaf handing off a blob, asks
 // this node to fetch ref and take its shares in group g. It must not block.
 type AskedFunc func(from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID)
@@ -50,14 +54,18 @@ type Service struct {
 	prio    Priorities
 	holds   Holding
 	asked   AskedFunc
+	settled SettledFunc
 	log     *slog.Logger
 	timeout time.Duration
 }
 
 // New registers the shares protocol on h. asked may be nil: then requests
-// to take a blob are refused.
-func New(h host.Host, ledger *ownership.Ledger, prio Priorities, holds Holding, asked AskedFunc, log *slog.Logger) *Service {
-	s := &Service{h: h, ledger: ledger, prio: prio, holds: holds, asked: asked, log: log, timeout: 20 * time.Second}
+// to take a blob are refused. settled may be nil.
+func New(h host.Host, ledger *ownership.Ledger, prio Priorities, holds Holding, asked AskedFunc, settled SettledFunc, log *slog.Logger) *Service {
+	if settled == nil {
+		settled = func(ownership.Transfer, bool) {}
+	}
+	s := &Service{h: h, ledger: ledger, prio: prio, holds: holds, asked: asked, settled: settled, log: log, timeout: 20 * time.Second}
 	h.SetStreamHandler(p2p.ProtoShares, s.handle)
 	return s
 }
@@ -160,6 +168,7 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 			errs = append(errs, err)
 			continue
 		}
+		s.settled(t, resp.Accepted)
 		n++
 	}
 	return n, errors.Join(errs...)
@@ -223,12 +232,19 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 		if err != nil {
 			return response{}, err
 		}
+		var mine *ownership.Transfer
 		for _, t := range pending {
-			if t.ID == req.ID && t.To != from {
-				return response{}, fmt.Errorf("transfer %s is not %s's", req.ID, from)
+			if t.ID == req.ID {
+				if t.To != from {
+					return response{}, fmt.Errorf("transfer %s is not %s's", req.ID, from)
+				}
+				mine = &t
 			}
 		}
 		keeps, err := s.ledger.Settle(req.Ref, req.ID, req.Accepted)
+		if err == nil && mine != nil {
+			s.settled(*mine, req.Accepted)
+		}
 		return response{Keeps: keeps}, err
 	case opResolve:
 		acc, err := s.ledger.Resolve(req.ID)

@@ -90,7 +90,7 @@ func (d *dev) open(t *testing.T) {
 	if d.svc != nil {
 		d.svc.Close()
 	}
-	d.svc = New(d.h, d.ledger, d.sync, d.holds, nil, discard)
+	d.svc = New(d.h, d.ledger, d.sync, d.holds, nil, nil, discard)
 	t.Cleanup(func() { d.db.Close() })
 }
 

@@ -1,0 +1,79 @@
+package control
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/syncnode/syncnode/node"
+)
+
+// collector reads a node's counters at each scrape.
+type collector struct {
+	n *node.Node
+
+	queue, attempts, failures, bytesIn, bytesOut, verify, evictions, blobs, blobBytes,
+	referenced, atRisk *prometheus.Desc
+}
+
+func newCollector(n *node.Node) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("syncnode_"+name, help, labels, nil)
+	}
+	return &collector{n: n,
+		queue:      d("fetch_queue_length", "Blobs queued in the server fetcher."),
+		attempts:   d("fetch_attempts_total", "Server fetcher attempts."),
+		failures:   d("fetch_failures_total", "Server fetcher attempts that failed."),
+		bytesIn:    d("blob_bytes_in_total", "Blob bytes received from peers."),
+		bytesOut:   d("blob_bytes_out_total", "Blob bytes served to peers."),
+		verify:     d("verify_failures_total", "Holders dropped for sending bytes that did not verify."),
+		evictions:  d("evictions_total", "Blobs evicted over the size budget."),
+		blobs:      d("blobs", "Blobs held."),
+		blobBytes:  d("blob_bytes", "Bytes of blobs held."),
+		referenced: d("group_blobs_referenced", "Blobs referenced in a syncgroup.", "group"),
+		atRisk:     d("group_blobs_at_risk", "Referenced blobs with no verified server copy known.", "group"),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.queue, c.attempts, c.failures, c.bytesIn, c.bytesOut, c.verify,
+		c.evictions, c.blobs, c.blobBytes, c.referenced, c.atRisk} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.n.Stats()
+	gauge := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	counter := func(d *prometheus.Desc, v int64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	gauge(c.queue, float64(s.FetchQueue))
+	counter(c.attempts, s.FetchAttempts)
+	counter(c.failures, s.FetchFailures)
+	counter(c.bytesIn, s.BytesIn)
+	counter(c.bytesOut, s.BytesOut)
+	counter(c.verify, s.VerifyFailures)
+	counter(c.evictions, s.Evictions)
+	gauge(c.blobs, float64(s.Blobs))
+	gauge(c.blobBytes, float64(s.BlobBytes))
+	dur, err := c.n.Durability()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.atRisk, err)
+		return
+	}
+	for _, g := range dur {
+		gauge(c.referenced, float64(g.Referenced), string(g.Group))
+		gauge(c.atRisk, float64(g.AtRisk), string(g.Group))
+	}
+}
+
+// metricsHandler serves n's metrics from a registry of its own.
+func metricsHandler(n *node.Node) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(n))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,99 @@
+package node
+
+import (
+	"slices"
+	"sync/atomic"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/signpost"
+)
+
+// counters are the node's running totals.
+type counters struct {
+	attempts, failures, bytesIn, rejected atomic.Int64
+}
+
+// Stats are the node's counters and gauges.
+type Stats struct {
+	// FetchQueue is the server fetcher's queue length.
+	FetchQueue int
+	// FetchAttempts and FetchFailures count the server fetcher's attempts.
+	FetchAttempts, FetchFailures int64
+	// BytesIn counts blob bytes received, BytesOut blob bytes served.
+	BytesIn, BytesOut int64
+	// VerifyFailures counts holders dropped for bytes that did not match.
+	VerifyFailures int64
+	// Evictions counts blobs evicted over budget.
+	Evictions int64
+	// Blobs and BlobBytes describe the blob store.
+	Blobs     int
+	BlobBytes int64
+}
+
+// Stats returns the node's counters now.
+func (n *Node) Stats() Stats {
+	s := Stats{
+		FetchQueue:    n.fetcher.Len(),
+		FetchAttempts: n.stats.attempts.Load(), FetchFailures: n.stats.failures.Load(),
+		BytesIn: n.stats.bytesIn.Load(), BytesOut: n.service.Stats().BytesOut,
+		VerifyFailures: n.stats.rejected.Load(), Evictions: n.evictions.Load(),
+	}
+	n.blobs.List(func(i blobstore.Info) error { s.Blobs++; s.BlobBytes += i.Size; return nil })
+	return s
+}
+
+// GroupDurability says how safe one group's blobs are, as far as this node
+// knows.
+type GroupDurability struct {
+	Group syncnode.GroupID
+	// Referenced is the blobs rows of the group reference.
+	Referenced int
+	// AtRisk is those with no verified server copy known: no server
+	// location in the signpost, and not held here by a server of the group.
+	AtRisk int
+	// AtRiskRefs lists up to 100 of them.
+	AtRiskRefs []syncnode.BlobRef
+}
+
+// Durability returns, per group this node syncs, how many referenced
+// blobs have no verified server copy.
+func (n *Node) Durability() ([]GroupDurability, error) {
+	byGroup := map[syncnode.GroupID]*GroupDurability{}
+	var order []syncnode.GroupID
+	for _, g := range n.sync.Groups() {
+		byGroup[g] = &GroupDurability{Group: g}
+		order = append(order, g)
+	}
+	err := n.signposts.Scan(func(ref syncnode.BlobRef, sp signpost.Signpost) error {
+		safe := false
+		for p, l := range sp.Locations {
+			if l.IsServer && !l.IsProxy && p != n.h.ID() {
+				safe = true
+			}
+		}
+		if !safe && n.isServerIn(sp.Groups()) && n.holds(ref) {
+			safe = true
+		}
+		for g := range sp.SgIDs {
+			d := byGroup[g]
+			if d == nil {
+				continue
+			}
+			d.Referenced++
+			if !safe {
+				d.AtRisk++
+				if len(d.AtRiskRefs) < 100 {
+					d.AtRiskRefs = append(d.AtRiskRefs, ref)
+				}
+			}
+		}
+		return nil
+	})
+	slices.Sort(order)
+	out := make([]GroupDurability, 0, len(order))
+	for _, g := range order {
+		out = append(out, *byGroup[g])
+	}
+	return out, err
+}
