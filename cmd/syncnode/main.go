@@ -26,6 +26,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/control"
 	"github.com/syncnode/syncnode/internal/demo"
+	"github.com/syncnode/syncnode/internal/sim"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -36,6 +37,8 @@ Usage: syncnode [-data DIR] COMMAND
   init [-listen MULTIADDR]           create the data directory, identity, config, control token
   run [-v]                           run the daemon (the commands below talk to it)
   demo                               run a three-node demonstration on loopback
+  sim [-devices N] [-leaves N] [-servers N] [-blobs N] [-crashes N] [-seed S]
+                                     churn simulation: crashes, evictions; reports blobs lost (must be 0)
 
   blob put FILE|-                    store a blob, print its ref
   blob get REF [-o FILE]             fetch a blob if needed, write it to FILE (default stdout)
@@ -209,6 +212,31 @@ var commands = map[string]func(*cmd, []string) error{
 		return control.Run(c.ctx, c.data, log, nil)
 	},
 	"demo": func(c *cmd, args []string) error { return demo.RunTemp(c.ctx, c.stdout) },
+	"sim": func(c *cmd, args []string) error {
+		cfg := sim.Config{Seed: uint64(time.Now().UnixNano())}
+		c.fs.IntVar(&cfg.Devices, "devices", 12, "normal devices")
+		c.fs.IntVar(&cfg.Leaves, "leaves", 4, "leaf devices")
+		c.fs.IntVar(&cfg.Servers, "servers", 4, "servers")
+		c.fs.IntVar(&cfg.Blobs, "blobs", 200, "rows with a new blob to write")
+		c.fs.IntVar(&cfg.BlobSize, "size", 256<<10, "bytes per blob")
+		c.fs.Int64Var(&cfg.Budget, "budget", 1<<20, "blob budget of each device and leaf, bytes")
+		c.fs.IntVar(&cfg.Crashes, "crashes", 20, "nodes stopped and restarted during the run")
+		c.fs.DurationVar(&cfg.Settle, "settle", 2*time.Minute, "how long to wait for server copies after the last write")
+		c.fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed")
+		if err := c.parse(args, 0, "no arguments"); err != nil {
+			return err
+		}
+		dir, err := os.MkdirTemp("", "syncnode-sim-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.Dir = dir
+		fmt.Fprintf(c.stdout, "churn simulation, seed %d\n", cfg.Seed)
+		rep, err := sim.Run(c.ctx, cfg, c.stdout)
+		fmt.Fprintln(c.stdout, rep)
+		return err
+	},
 	"blob put": func(c *cmd, args []string) error {
 		if err := c.parse(args, 1, "one file (or - for stdin)"); err != nil {
 			return err

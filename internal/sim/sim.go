@@ -1,0 +1,314 @@
+// Package sim runs a churn simulation of a syncnode mesh on loopback:
+// devices, leaves and servers in one syncgroup, random rows referencing
+// new blobs, devices evicting under tight budgets, nodes crashing and
+// restarting. It reports how long blobs took to reach a server, whether
+// any was lost, whether shares were conserved, and the bytes moved.
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/node"
+)
+
+// Config sizes a simulation.
+type Config struct {
+	Devices, Leaves, Servers int
+	// Blobs is how many rows with a new blob are written; BlobSize is each
+	// blob's size.
+	Blobs, BlobSize int
+	// Budget is each device's and leaf's blob budget in bytes.
+	Budget int64
+	// Crashes is how many times a random node is stopped mid-run and
+	// restarted a little later.
+	Crashes int
+	// Settle bounds the wait, after the last write, for every blob to
+	// reach a server.
+	Settle time.Duration
+	Seed   uint64
+	// Dir holds the nodes' data directories.
+	Dir string
+}
+
+// Report is what a simulation found.
+type Report struct {
+	Nodes, Blobs, Crashes int
+	// Lost counts blobs no node holds at the end: must be 0.
+	Lost int
+	// NotOnServer counts blobs no server holds at the end.
+	NotOnServer int
+	// BadShares counts blobs whose shares do not add up to 2.
+	BadShares int
+	// P50 and P99 are the time from a blob's first reference to its first
+	// verified server copy.
+	P50, P99 time.Duration
+	// BytesMoved sums the blob bytes every node received.
+	BytesMoved int64
+	Elapsed    time.Duration
+	blobBytes  int64
+}
+
+func (r Report) String() string {
+	return fmt.Sprintf("nodes %d, blobs %d, crashes %d, elapsed %s\n"+
+		"time to first server copy: p50 %s, p99 %s\n"+
+		"blobs lost: %d; not on a server: %d; share totals wrong: %d\n"+
+		"bytes moved: %d (%.1f× the blobs' bytes)",
+		r.Nodes, r.Blobs, r.Crashes, r.Elapsed.Round(time.Millisecond),
+		r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond),
+		r.Lost, r.NotOnServer, r.BadShares, r.BytesMoved, float64(r.BytesMoved)/float64(max(1, r.blobBytes)))
+}
+
+type member struct {
+	cfg   node.Config
+	n     *node.Node // nil while crashed
+	dev   syncnode.DevType
+	moved int64 // bytes received by earlier incarnations
+}
+
+// Run runs the simulation, logging progress to w.
+func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
+	start := time.Now()
+	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed))
+	var ms []*member
+	defer func() {
+		for _, m := range ms {
+			if m.n != nil {
+				m.n.Close()
+			}
+		}
+	}()
+	fc := fetcher.DefaultConfig()
+	fc.BaseDelay, fc.Jitter, fc.MaxShift = 50*time.Millisecond, 50*time.Millisecond, 4
+	fc.FirstScan, fc.ScanInterval = 200*time.Millisecond, time.Second
+	add := func(dev syncnode.DevType, budget int64) error {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		c := node.Config{DataDir: filepath.Join(cfg.Dir, fmt.Sprintf("node%02d", len(ms))), ListenAddrs: []string{addr},
+			SyncInterval: 2 * time.Second, IOTimeout: 5 * time.Second, Fetcher: &fc, BlobBudget: budget}
+		n, err := node.Open(c)
+		if err != nil {
+			return err
+		}
+		ms = append(ms, &member{cfg: c, n: n, dev: dev})
+		return nil
+	}
+	for range cfg.Devices {
+		if err := add(syncnode.Normal, cfg.Budget); err != nil {
+			return rep, err
+		}
+	}
+	for range cfg.Leaves {
+		if err := add(syncnode.Leaf, cfg.Budget); err != nil {
+			return rep, err
+		}
+	}
+	for range cfg.Servers {
+		if err := add(syncnode.Server, 0); err != nil {
+			return rep, err
+		}
+	}
+	rep.Nodes = len(ms)
+	admin := ms[0].n
+	spec, err := admin.CreateGroup("sim", []string{"sim/"}, true, syncnode.Normal)
+	if err != nil {
+		return rep, err
+	}
+	g := spec.ID
+	for _, m := range ms[1:] {
+		inv, err := admin.Invite(g, m.n.ID(), m.dev, time.Hour)
+		if err != nil {
+			return rep, err
+		}
+		if _, err := m.n.JoinGroup(ctx, inv, admin.Host().Addrs()); err != nil {
+			return rep, fmt.Errorf("sim: join: %w", err)
+		}
+	}
+	fmt.Fprintf(w, "%d nodes joined (%d devices, %d leaves, %d servers)\n", len(ms), cfg.Devices, cfg.Leaves, cfg.Servers)
+
+	firstRef := map[syncnode.BlobRef]time.Time{}
+	firstCopy := map[syncnode.BlobRef]time.Duration{}
+	var refs []syncnode.BlobRef
+	servers := ms[cfg.Devices+cfg.Leaves:]
+	poll := func() {
+		for _, ref := range refs {
+			if _, ok := firstCopy[ref]; ok {
+				continue
+			}
+			for _, s := range servers {
+				if s.n != nil && s.n.HasBlob(ref) {
+					firstCopy[ref] = time.Since(firstRef[ref])
+					break
+				}
+			}
+		}
+	}
+	type down struct {
+		m     *member
+		until int
+	}
+	var crashed []down
+	crashEvery := max(1, cfg.Blobs/max(1, cfg.Crashes))
+	buf := make([]byte, cfg.BlobSize)
+	for i := range cfg.Blobs {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		// Restart the nodes whose downtime is over.
+		crashed = slices.DeleteFunc(crashed, func(d down) bool {
+			if d.until > i {
+				return false
+			}
+			if d.m.n, err = node.Open(d.m.cfg); err != nil {
+				return false
+			}
+			return true
+		})
+		if err != nil {
+			return rep, fmt.Errorf("sim: restart: %w", err)
+		}
+		if rep.Crashes < cfg.Crashes && i > 0 && i%crashEvery == 0 {
+			m := ms[1+rng.IntN(len(ms)-1)] // the admin stays up to keep invites simple
+			if m.n != nil {
+				m.moved += m.n.Stats().BytesIn
+				m.n.Close()
+				m.n = nil
+				crashed = append(crashed, down{m, i + 1 + rng.IntN(crashEvery)})
+				rep.Crashes++
+			}
+		}
+		var writers []*member
+		for _, m := range ms[:cfg.Devices+cfg.Leaves] {
+			if m.n != nil {
+				writers = append(writers, m)
+			}
+		}
+		wm := writers[rng.IntN(len(writers))]
+		for j := range buf {
+			buf[j] = byte(rng.Uint32())
+		}
+		info, err := wm.n.PutBlob(ctx, bytesReader(buf))
+		if err != nil {
+			return rep, err
+		}
+		v, err := msgpack.Marshal(map[string]any{"i": i, "blob": info.Ref})
+		if err != nil {
+			return rep, err
+		}
+		firstRef[info.Ref] = time.Now()
+		refs = append(refs, info.Ref)
+		if _, err := wm.n.PutRow(g, fmt.Sprintf("sim/%05d", i), v); err != nil {
+			return rep, err
+		}
+		poll()
+		time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
+	}
+	for _, d := range crashed {
+		if d.m.n, err = node.Open(d.m.cfg); err != nil {
+			return rep, fmt.Errorf("sim: restart: %w", err)
+		}
+	}
+	fmt.Fprintf(w, "%d blobs written, %d crashes; waiting up to %s for server copies\n", len(refs), rep.Crashes, cfg.Settle)
+	deadline := time.Now().Add(cfg.Settle)
+	for len(firstCopy) < len(refs) && time.Now().Before(deadline) && ctx.Err() == nil {
+		poll()
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Let the last share transfers settle before counting.
+	settled := func() bool {
+		for _, ref := range refs {
+			if total(ms, ref, g) != 2 {
+				return false
+			}
+		}
+		return true
+	}
+	for !settled() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	rep.Blobs = len(refs)
+	rep.blobBytes = int64(len(refs)) * int64(cfg.BlobSize)
+	var lat []time.Duration
+	for _, ref := range refs {
+		held := false
+		for _, m := range ms {
+			if m.n.HasBlob(ref) {
+				held = true
+			}
+		}
+		if !held {
+			rep.Lost++
+		}
+		d, ok := firstCopy[ref]
+		if !ok {
+			rep.NotOnServer++
+			continue
+		}
+		lat = append(lat, d)
+		if total(ms, ref, g) != 2 {
+			rep.BadShares++
+		}
+	}
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		rep.P50 = lat[len(lat)/2]
+		rep.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	for _, m := range ms {
+		rep.BytesMoved += m.moved + m.n.Stats().BytesIn
+	}
+	rep.Elapsed = time.Since(start)
+	if rep.Lost > 0 {
+		return rep, fmt.Errorf("sim: %w: %d blobs", ErrLost, rep.Lost)
+	}
+	return rep, nil
+}
+
+// ErrLost reports blobs that no node holds at the end of a simulation.
+var ErrLost = errors.New("blobs lost")
+
+func total(ms []*member, ref syncnode.BlobRef, g syncnode.GroupID) int {
+	t := 0
+	for _, m := range ms {
+		sh, _ := m.n.BlobShares(ref)
+		t += sh[g]
+	}
+	return t
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port), nil
+}
+
+type sliceReader struct {
+	b []byte
+}
+
+func bytesReader(b []byte) *sliceReader { return &sliceReader{b} }
+
+func (r *sliceReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
