@@ -123,9 +123,11 @@ type Node struct {
 	gate    *gate
 	flights flights
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	runMu   sync.Mutex
+	closing bool
 
 	handoffMu sync.Mutex
 	handoffs  map[handoffKey]bool
@@ -249,7 +251,14 @@ func (n *Node) start() {
 	}
 }
 
+// goRun runs fn in a goroutine that Close waits for; once Close has begun
+// it runs nothing.
 func (n *Node) goRun(fn func()) {
+	n.runMu.Lock()
+	defer n.runMu.Unlock()
+	if n.closing {
+		return
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -272,8 +281,8 @@ func (n *Node) syncAll(g syncnode.GroupID) {
 }
 
 // recoverTransfers settles share transfers a crash or a lost answer left
-// in escrow: at start, then with a delay that doubles from one second to a
-// minute while any remain unsettled.
+// in escrow: at start, then with a delay that doubles from one second to
+// ten while any remain unsettled, and every minute otherwise.
 func (n *Node) recoverTransfers() {
 	delay := time.Second
 	for {
@@ -286,7 +295,7 @@ func (n *Node) recoverTransfers() {
 			if k == len(pending) {
 				delay = time.Second
 			} else {
-				delay = min(2*delay, time.Minute)
+				delay = min(2*delay, 10*time.Second)
 			}
 		} else {
 			delay = time.Minute
@@ -336,12 +345,15 @@ func (n *Node) rediscover() {
 // Close stops the node's work, waits for it, and closes its host and
 // stores.
 func (n *Node) Close() error {
+	n.runMu.Lock()
+	n.closing = true
+	n.runMu.Unlock()
 	n.cancel()
 	n.fetcher.Stop()
-	n.wg.Wait()
 	n.sync.Close()
 	n.shares.Close()
 	n.service.Close()
+	n.wg.Wait()
 	return errors.Join(n.dht.Close(), n.h.Close(), n.db.Close(), n.blobs.Close())
 }
 

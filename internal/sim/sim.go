@@ -227,7 +227,9 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 		poll()
 		time.Sleep(20 * time.Millisecond)
 	}
-	// Let the last share transfers settle before counting.
+	// Let the last share transfers settle before counting: an escrow left
+	// by a crash settles when its holder's recovery reaches the acceptor.
+	deadline = time.Now().Add(cfg.Settle)
 	settled := func() bool {
 		for _, ref := range refs {
 			if total(ms, ref, g) != 2 {
