@@ -55,10 +55,8 @@ func (h hooks) Signposts(to peer.ID, g syncnode.GroupID, refs []syncnode.BlobRef
 	return out
 }
 
-// Learn merges the signposts a member sent. Only groups that the sender
-// shares with this node are kept (a peer cannot make this node's server
-// fetcher act for a group it is not in), and a location naming this node is
-// dropped: this node knows better what it holds.
+// Learn merges the signposts a member sent and queues, on a server, the
+// blobs it lacks.
 func (h hooks) Learn(from peer.ID, g syncnode.GroupID, sps []syncer.SignpostEntry) {
 	n := h.n
 	for _, e := range sps {
@@ -67,22 +65,33 @@ func (h hooks) Learn(from peer.ID, g syncnode.GroupID, sps []syncer.SignpostEntr
 			n.log.Info("bad signpost from peer", "peer", from, "group", g, "err", err)
 			continue
 		}
-		for gg := range sp.SgIDs {
-			if !n.sync.IsMember(from, gg) || !n.sync.IsMember(n.h.ID(), gg) {
-				delete(sp.SgIDs, gg)
-			}
+		if merged, ok := n.mergeFrom(from, e.Ref, &sp); ok {
+			n.wantIfServer(e.Ref, merged.Groups())
 		}
-		delete(sp.Locations, n.h.ID())
-		if len(sp.SgIDs) == 0 || len(sp.Locations) == 0 {
-			continue
-		}
-		merged, err := n.signposts.Merge(e.Ref, sp)
-		if err != nil {
-			n.log.Error("signpost not merged", "blob", e.Ref, "err", err)
-			continue
-		}
-		n.wantIfServer(e.Ref, merged.Groups())
 	}
+}
+
+// mergeFrom merges a signpost peer from sent into the store. Only groups
+// that the sender shares with this node are kept (a peer cannot make this
+// node's server fetcher act for a group it is not in), and a location
+// naming this node is dropped: this node knows better what it holds. sp
+// is left filtered; ok is false if nothing was left to merge.
+func (n *Node) mergeFrom(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) (signpost.Signpost, bool) {
+	for g := range sp.SgIDs {
+		if !n.sync.IsMember(from, g) || !n.sync.IsMember(n.h.ID(), g) {
+			delete(sp.SgIDs, g)
+		}
+	}
+	delete(sp.Locations, n.h.ID())
+	if len(sp.SgIDs) == 0 || len(sp.Locations) == 0 {
+		return signpost.Signpost{}, false
+	}
+	merged, err := n.signposts.Merge(ref, *sp)
+	if err != nil {
+		n.log.Error("signpost not merged", "blob", ref, "err", err)
+		return signpost.Signpost{}, false
+	}
+	return merged, true
 }
 
 // Synced hands blobs off after a round: a leaf asks a non-leaf member to

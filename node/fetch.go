@@ -355,24 +355,13 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints []peer.ID
 
 func (n *Node) haveTimeout() time.Duration { return max(n.cfg.IOTimeout/4, time.Second) }
 
-// learnFromHolder merges the signpost a peer answered with, keeping only
-// what this node may act on, and puts its locations' addresses in the
-// peerstore.
+// learnFromHolder merges the signpost a peer answered with (see
+// mergeFrom) and puts its locations' addresses in the peerstore.
 func (n *Node) learnFromHolder(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) {
-	delete(sp.Locations, n.h.ID())
 	for p, l := range sp.Locations {
 		n.addAddrs(p, l.Addrs)
 	}
-	for g := range sp.SgIDs {
-		if !n.sync.IsMember(from, g) || !n.sync.IsMember(n.h.ID(), g) {
-			delete(sp.SgIDs, g)
-		}
-	}
-	if len(sp.SgIDs) > 0 && len(sp.Locations) > 0 {
-		if _, err := n.signposts.Merge(ref, *sp); err != nil {
-			n.log.Error("signpost not merged", "blob", ref, "err", err)
-		}
-	}
+	n.mergeFrom(from, ref, sp)
 }
 
 func (n *Node) addAddrs(p peer.ID, addrs []string) {

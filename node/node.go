@@ -453,20 +453,8 @@ func (n *Node) RemoveBlob(ref syncnode.BlobRef) error {
 	return nil
 }
 
-// Blobs returns the node's blob store.
-func (n *Node) Blobs() blobstore.Store { return n.blobs }
-
 // Ledger returns the node's ownership-share ledger.
 func (n *Node) Ledger() *ownership.Ledger { return n.ledger }
-
-// Signposts returns the node's signpost store.
-func (n *Node) Signposts() *signpost.Store { return n.signposts }
-
-// FetchStatus returns what the server fetcher knows of ref.
-func (n *Node) FetchStatus(ref syncnode.BlobRef) fetcher.Status { return n.fetcher.Status(ref) }
-
-// FetchQueueLen returns how many blobs the server fetcher has queued.
-func (n *Node) FetchQueueLen() int { return n.fetcher.Len() }
 
 // UploadStats returns the blob service's counters: uploads running and
 // queued, bytes sent.

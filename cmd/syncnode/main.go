@@ -153,6 +153,20 @@ func (c *cmd) parse(args []string, npos int, what string) error {
 
 func (c *cmd) client() (*control.Client, error) { return control.NewClient(c.data) }
 
+// refAndClient parses a command whose one argument is a blob ref and
+// returns the ref and a client of the daemon.
+func (c *cmd) refAndClient(args []string) (syncnode.BlobRef, *control.Client, error) {
+	if err := c.parse(args, 1, "one blob ref"); err != nil {
+		return syncnode.BlobRef{}, nil, err
+	}
+	ref, err := syncnode.ParseBlobRef(c.pos[0])
+	if err != nil {
+		return syncnode.BlobRef{}, nil, err
+	}
+	cl, err := c.client()
+	return ref, cl, err
+}
+
 // call makes one API call and prints its JSON answer, or hands it to text.
 func call[T any](c *cmd, method, path string, in any, text func(T)) error {
 	cl, err := c.client()
@@ -262,14 +276,7 @@ var commands = map[string]func(*cmd, []string) error{
 	"blob get": func(c *cmd, args []string) error {
 		out := c.fs.String("o", "", "output file (default stdout)")
 		prio := c.fs.Int("priority", node.PriorityHigh, "fetch priority")
-		if err := c.parse(args, 1, "one blob ref"); err != nil {
-			return err
-		}
-		ref, err := syncnode.ParseBlobRef(c.pos[0])
-		if err != nil {
-			return err
-		}
-		cl, err := c.client()
+		ref, cl, err := c.refAndClient(args)
 		if err != nil {
 			return err
 		}
@@ -309,14 +316,7 @@ var commands = map[string]func(*cmd, []string) error{
 	"blob cat": func(c *cmd, args []string) error {
 		offset := c.fs.Int64("offset", 0, "first byte")
 		length := c.fs.Int64("length", -1, "bytes (default: to the end)")
-		if err := c.parse(args, 1, "one blob ref"); err != nil {
-			return err
-		}
-		ref, err := syncnode.ParseBlobRef(c.pos[0])
-		if err != nil {
-			return err
-		}
-		cl, err := c.client()
+		ref, cl, err := c.refAndClient(args)
 		if err != nil {
 			return err
 		}

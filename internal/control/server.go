@@ -571,14 +571,13 @@ type Durability struct {
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	ns := s.n.Stats()
 	st := Status{ID: s.n.ID().String(), Groups: len(s.n.Groups()), Peers: len(s.n.Host().Network().Peers()),
-		FetchQueue: s.n.FetchQueueLen()}
+		FetchQueue: ns.FetchQueue, Blobs: ns.Blobs, BlobBytes: ns.BlobBytes,
+		Uploads: s.n.UploadStats().Uploads, BytesOut: ns.BytesOut, BytesIn: ns.BytesIn}
 	for _, a := range s.n.Addrs() {
 		st.Addrs = append(st.Addrs, a.String())
 	}
-	s.n.ListBlobs(func(i blobstore.Info) error { st.Blobs++; st.BlobBytes += i.Size; return nil })
-	us := s.n.UploadStats()
-	st.Uploads, st.BytesOut, st.BytesIn = us.Uploads, us.BytesOut, s.n.Stats().BytesIn
 	dur, err := s.n.Durability()
 	if err != nil {
 		fail(w, err)

@@ -6,6 +6,7 @@
 package sim
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -200,7 +201,7 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 		for j := range buf {
 			buf[j] = byte(rng.Uint32())
 		}
-		info, err := wm.n.PutBlob(ctx, bytesReader(buf))
+		info, err := wm.n.PutBlob(ctx, bytes.NewReader(buf))
 		if err != nil {
 			return rep, err
 		}
@@ -298,19 +299,4 @@ func freeAddr() (string, error) {
 	}
 	defer l.Close()
 	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port), nil
-}
-
-type sliceReader struct {
-	b []byte
-}
-
-func bytesReader(b []byte) *sliceReader { return &sliceReader{b} }
-
-func (r *sliceReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b)
-	r.b = r.b[n:]
-	return n, nil
 }
