@@ -352,3 +352,18 @@ func TestShareTotalsSurviveCrashMidTransfer(t *testing.T) {
 		}
 	}
 }
+
+// putBlobOnly stores random bytes as a blob that no row references.
+func putBlobOnly(t *testing.T, n *Node, size int) syncnode.BlobRef {
+	t.Helper()
+	data := make([]byte, size)
+	r := rand.New(rand.NewPCG(uint64(size), 5))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	info, err := n.PutBlob(t.Context(), bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Ref
+}

@@ -1,0 +1,65 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"testing/synctest"
+)
+
+func TestGateAdmitsByPriorityThenArrival(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGate(1)
+		if err := g.acquire(t.Context(), PriorityNormal); err != nil {
+			t.Fatal(err)
+		}
+		var order []int
+		done := make(chan struct{})
+		prios := []int{PriorityBackground, PriorityNormal, PriorityHigh, PriorityNormal, PriorityBackground}
+		for i, p := range prios {
+			go func() {
+				if err := g.acquire(context.Background(), p); err != nil {
+					t.Error(err)
+				}
+				order = append(order, i)
+				g.release()
+				done <- struct{}{}
+			}()
+			synctest.Wait() // waiter i is queued before waiter i+1
+		}
+		// A cancelled waiter leaves the queue without taking a slot.
+		ctx, cancel := context.WithCancel(t.Context())
+		errc := make(chan error)
+		go func() { errc <- g.acquire(ctx, PriorityHigh+1) }()
+		synctest.Wait()
+		cancel()
+		if err := <-errc; err == nil {
+			t.Fatal("cancelled acquire succeeded")
+		}
+		g.release()
+		for range prios {
+			<-done
+		}
+		if want := []int{2, 1, 3, 0, 4}; !slices.Equal(order, want) {
+			t.Fatalf("admitted %v, want %v", order, want)
+		}
+	})
+}
+
+func TestUnreferencedBlobIsNeverEvicted(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.BlobBudget = 1
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ref := putBlobOnly(t, n, 64<<10)
+	rep, err := n.Evict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Evicted) != 0 || !n.HasBlob(ref) || rep.PinnedOver != 64<<10-1 {
+		t.Fatalf("a blob no row references was evicted or not reported: %+v", rep)
+	}
+}
