@@ -92,3 +92,30 @@ func BenchmarkHasher(b *testing.B) {
 	}
 	h.Sum()
 }
+
+// FuzzVerify checks arbitrary trees and bytes against a real blob's root:
+// nothing panics, and only the blob's own tree and bytes verify.
+func FuzzVerify(f *testing.F) {
+	data := make([]byte, 3*GroupSize+17)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	var h Hasher
+	h.Write(data)
+	root, ob := h.Sum()
+	f.Add(ob, data[:GroupSize], int64(0))
+	f.Add(ob, data[2*GroupSize:], int64(2*GroupSize))
+	f.Fuzz(func(t *testing.T, tree, chunk []byte, off int64) {
+		if err := VerifyOutboard(root, tree); err == nil && !bytes.Equal(tree, ob) {
+			t.Fatalf("a tree of %d bytes that is not the blob's verified", len(tree))
+		}
+		if off < 0 || off%GroupSize != 0 || off > int64(len(data)) {
+			return
+		}
+		err := VerifyGroups(root, ob, off, chunk)
+		want := off+int64(len(chunk)) <= int64(len(data)) && bytes.Equal(chunk, data[off:off+int64(len(chunk))])
+		if err == nil && !want {
+			t.Fatalf("%d bytes at %d that are not the blob's verified", len(chunk), off)
+		}
+	})
+}
