@@ -1,0 +1,266 @@
+package faults
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"lukechampine.com/blake3"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/control"
+)
+
+var long = flag.Bool("faults.long", false, "run the long form of the fault suite")
+
+// bin is the syncnode binary the tests run as separate processes.
+var bin string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "syncnode-faults-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "syncnode")
+	build := exec.Command("go", "build", "-o", bin, "github.com/syncnode/syncnode/cmd/syncnode")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building syncnode:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a syncnode daemon running as its own process.
+type proc struct {
+	t    testing.TB
+	name string
+	dir  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	cl   *control.Client
+	id   string
+	// starts counts the daemon's starts.
+	starts int
+}
+
+// newProc initialises a data directory for a daemon syncing every
+// syncEvery, and starts it; it is killed when the test ends.
+func newProc(t testing.TB, name string, syncEvery time.Duration) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, dir: filepath.Join(t.TempDir(), name)}
+	if out, err := exec.Command(bin, "-data", p.dir, "init").CombinedOutput(); err != nil {
+		t.Fatalf("%s: init: %v\n%s", name, err, out)
+	}
+	cfgPath := filepath.Join(p.dir, control.ConfigFile)
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg control.Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.SyncInterval = syncEvery.String()
+	if b, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p.cl, err = control.NewClient(p.dir); err != nil {
+		t.Fatal(err)
+	}
+	p.start()
+	var st control.Status
+	p.must("GET", "/status", nil, &st)
+	p.id = st.ID
+	t.Cleanup(func() {
+		if p.cmd != nil {
+			p.kill()
+		}
+	})
+	return p
+}
+
+// start runs the daemon and waits until its control API answers.
+func (p *proc) start() {
+	p.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(p.dir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	fmt.Fprintf(logf, "--- start %d\n", p.starts+1)
+	p.cmd = exec.Command(bin, "-data", p.dir, "run")
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	logf.Close()
+	p.starts++
+	p.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(p.cmd, p.done)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var st control.Status
+		err := p.do("GET", "/status", nil, &st)
+		if err == nil {
+			return
+		}
+		select {
+		case <-p.done:
+			p.t.Fatalf("%s exited at start: %s\n%s", p.name, p.cmd.ProcessState, p.logTail())
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s never answered: %v\n%s", p.name, err, p.logTail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.cmd = nil
+}
+
+// pid is the running daemon's process ID.
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// peakRSS is the daemon's peak resident set size in bytes, from
+// /proc/PID/status.
+func (p *proc) peakRSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid()))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc status")
+}
+
+func (p *proc) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(p.dir, "daemon.log"))
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+func (p *proc) do(method, path string, in, out any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return p.cl.Do(ctx, method, path, in, out)
+}
+
+func (p *proc) must(method, path string, in, out any) {
+	p.t.Helper()
+	if err := p.do(method, path, in, out); err != nil {
+		p.t.Fatalf("%s: %s %s: %v", p.name, method, path, err)
+	}
+}
+
+// putBlobRow stores data on p and writes a row at key naming it.
+func (p *proc) putBlobRow(group, key string, data []byte) (syncnode.BlobRef, error) {
+	var info control.BlobInfo
+	if err := p.do("POST", "/blobs", bytes.NewReader(data), &info); err != nil {
+		return syncnode.BlobRef{}, err
+	}
+	ref, err := syncnode.ParseBlobRef(info.Ref)
+	if err != nil {
+		return ref, err
+	}
+	if want := blake3Ref(data); ref != want {
+		return ref, fmt.Errorf("put returned %s, the bytes hash to %s", ref, want)
+	}
+	val := fmt.Sprintf(`{"n": %q, "blob": {"$blob": %q}}`, key, ref)
+	return ref, p.do("POST", "/rows", control.RowRequest{Group: group, Key: key, Value: json.RawMessage(val)}, nil)
+}
+
+// blobs lists the blobs p holds.
+func (p *proc) blobs() ([]control.BlobInfo, error) {
+	var out []control.BlobInfo
+	err := p.do("GET", "/blobs", nil, &out)
+	return out, err
+}
+
+// verifyAll reads every blob p shows and checks its bytes hash to its
+// ref: nothing partial or corrupt may ever be visible. It returns the
+// blobs checked.
+func (p *proc) verifyAll() (map[syncnode.BlobRef]control.BlobInfo, error) {
+	infos, err := p.blobs()
+	if err != nil {
+		return nil, err
+	}
+	out := map[syncnode.BlobRef]control.BlobInfo{}
+	for _, in := range infos {
+		ref, err := syncnode.ParseBlobRef(in.Ref)
+		if err != nil {
+			return nil, err
+		}
+		h := blake3.New(32, nil)
+		if err := p.do("GET", "/blobs/"+in.Ref, nil, h); err != nil {
+			if strings.Contains(err.Error(), "not found") {
+				continue // evicted between the list and the read
+			}
+			return nil, err
+		}
+		var got [32]byte
+		h.Sum(got[:0])
+		if syncnode.RefFromHash(got) != ref {
+			return nil, fmt.Errorf("%s shows blob %s whose bytes hash to %s", p.name, ref, syncnode.RefFromHash(got))
+		}
+		out[ref] = in
+	}
+	return out, nil
+}
+
+// group creates a private group with prefix on admin and has every other
+// proc join it with the given device type.
+func group(t testing.TB, admin *proc, name, prefix string, members []*proc, devtype string) string {
+	t.Helper()
+	var g control.Group
+	admin.must("POST", "/groups", control.CreateRequest{Name: name, Prefixes: []string{prefix}, Private: true, DevType: "normal"}, &g)
+	for _, m := range members {
+		var inv control.Invitation
+		admin.must("POST", "/groups/invite", control.InviteRequest{Group: g.ID, Peer: m.id, DevType: devtype}, &inv)
+		m.must("POST", "/groups/join", inv, nil)
+	}
+	return g.ID
+}
+
+func blake3Ref(data []byte) syncnode.BlobRef { return syncnode.RefFromHash(blake3.Sum256(data)) }
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
