@@ -206,10 +206,7 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 		f.set(Status{State: Fetching, Received: p.Received, Total: p.Total, Holders: holders})
 	})
 	n.stats.bytesIn.Add(res.FromNetwork)
-	if len(res.Rejected) > 0 {
-		n.stats.rejected.Add(int64(len(res.Rejected)))
-		n.demote(ref, res.Rejected)
-	}
+	n.judge(ref, res, err == nil)
 	if err != nil {
 		fail(fmt.Errorf("node: fetch %s from %d holders: %w", ref, len(holders), err))
 		return
@@ -241,12 +238,34 @@ func (n *Node) fetched(ref syncnode.BlobRef) {
 	}
 }
 
-// demote drops holders that sent bytes that did not verify from ref's
-// signpost.
-func (n *Node) demote(ref syncnode.BlobRef, liars []peer.ID) {
-	n.log.Warn("holders sent bytes that do not match the blob; dropped", "blob", ref, "peers", liars)
+// judge records how ref's holders behaved in a fetch: liars are banned
+// and dropped from the signpost, holders that stalled, truncated or reset
+// are demoted, and those that delivered a blob that completed are cleared.
+func (n *Node) judge(ref syncnode.BlobRef, res p2p.FetchResult, ok bool) {
+	now := n.clock.Now()
+	for _, p := range res.Faulty {
+		n.rep.faulted(p, now)
+	}
+	if len(res.Faulty) > 0 {
+		n.log.Info("holders failed mid-transfer; demoted", "blob", ref, "peers", res.Faulty)
+	}
+	if ok {
+		for p, b := range res.BytesBy {
+			if b > 0 && !slices.Contains(res.Faulty, p) && !slices.Contains(res.Rejected, p) {
+				n.rep.served(p)
+			}
+		}
+	}
+	if len(res.Rejected) == 0 {
+		return
+	}
+	n.stats.rejected.Add(int64(len(res.Rejected)))
+	for _, p := range res.Rejected {
+		n.rep.lied(p, now)
+	}
+	n.log.Warn("holders sent bytes that do not match the blob; banned", "blob", ref, "peers", res.Rejected)
 	_, err := n.signposts.Update(ref, func(sp *signpost.Signpost) {
-		for _, p := range liars {
+		for _, p := range res.Rejected {
 			delete(sp.Locations, p)
 		}
 	})
@@ -318,7 +337,9 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints []peer.ID
 	for round := 0; round < 3 && len(cands) > 0 && len(holders) == 0; round++ {
 		cands = ask(cands)
 	}
-	if len(holders) == 0 {
+	// The DHT is asked when the signposts led to no holder in good
+	// standing: hostile holders must not hide honest ones.
+	if _, good := n.rep.rank(holders, n.clock.Now()); !good {
 		fctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
 		provs, err := n.dht.FindProviders(fctx, ref, 8)
 		cancel()
@@ -342,6 +363,11 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints []peer.ID
 		}
 		f.holders = holders
 		f.mu.Unlock()
+	}
+	if found := len(holders); found > 0 {
+		if holders, _ = n.rep.rank(holders, n.clock.Now()); len(holders) == 0 {
+			errs = append(errs, fmt.Errorf("node: all %d holders found are banned for sending bytes that did not verify", found))
+		}
 	}
 	if len(holders) == 0 {
 		err := fmt.Errorf("%w: %s (asked %d peers)", ErrNoHolder, ref, len(asked)-1)

@@ -121,6 +121,7 @@ type Node struct {
 	fetcher *fetcher.Fetcher
 
 	gate    *gate
+	rep     reputation
 	flights flights
 
 	ctx     context.Context

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"sync/atomic"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/signpost"
@@ -26,6 +28,9 @@ type Stats struct {
 	VerifyFailures int64
 	// Evictions counts blobs evicted over budget.
 	Evictions int64
+	// Demoted are the holders now left out of fetches: banned for lying,
+	// or demoted for stalling, truncating or resetting.
+	Demoted []peer.ID
 	// Blobs and BlobBytes describe the blob store.
 	Blobs     int
 	BlobBytes int64
@@ -38,6 +43,7 @@ func (n *Node) Stats() Stats {
 		FetchAttempts: n.stats.attempts.Load(), FetchFailures: n.stats.failures.Load(),
 		BytesIn: n.stats.bytesIn.Load(), BytesOut: n.service.Stats().BytesOut,
 		VerifyFailures: n.stats.rejected.Load(), Evictions: n.evictions.Load(),
+		Demoted: n.rep.demoted(n.clock.Now()),
 	}
 	n.blobs.List(func(i blobstore.Info) error { s.Blobs++; s.BlobBytes += i.Size; return nil })
 	return s

@@ -28,6 +28,9 @@ var (
 	// ErrLiar reports a holder that sent bytes or a tree that do not match
 	// the blob ref; it is dropped from the fetch.
 	ErrLiar = errors.New("p2p: holder sent data that does not match the blob ref")
+	// ErrStalled reports a holder that sent less than MinProgress bytes
+	// within an IOTimeout: a trickle (slow-loris) is dropped like silence.
+	ErrStalled = errors.New("p2p: holder stalled")
 )
 
 // ClientConfig configures blob fetches. DefaultClientConfig gives the
@@ -42,6 +45,10 @@ type ClientConfig struct {
 	ReadSize int
 	// IOTimeout bounds every read from a holder (default 20 s).
 	IOTimeout time.Duration
+	// MinProgress is the bytes a holder must deliver within each IOTimeout
+	// while it sends a tree or a range (default 256 KiB); a slower one is
+	// dropped with ErrStalled.
+	MinProgress int64
 	// Retries is how often a holder is asked again after a dropped stream
 	// (default 3), waiting RetryDelay, doubled each time (default 250 ms).
 	Retries    int
@@ -54,7 +61,7 @@ type ClientConfig struct {
 // DefaultClientConfig returns the defaults.
 func DefaultClientConfig() ClientConfig {
 	return ClientConfig{RangeSize: 32 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
-		Retries: 3, RetryDelay: 250 * time.Millisecond, SyncEvery: 64 << 20}
+		MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, SyncEvery: 64 << 20}
 }
 
 // Client fetches blobs from peers into a store, verifying every byte.
@@ -129,6 +136,9 @@ type FetchResult struct {
 	BytesBy map[peer.ID]int64
 	// Rejected are holders dropped for sending data that did not verify.
 	Rejected []peer.ID
+	// Faulty are holders whose transfers failed otherwise: they stalled,
+	// truncated, reset or sent malformed answers.
+	Faulty []peer.ID
 }
 
 // Fetch fetches ref from holders, splitting it into ranges that the holders
@@ -144,11 +154,11 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 	f := &fetch{c: c, ref: ref, bytesBy: map[peer.ID]int64{}, progress: progress}
 	tree, holders, err := f.tree(ctx, holders)
 	if err != nil {
-		return FetchResult{Rejected: f.rejected}, err
+		return FetchResult{Rejected: f.rejected, Faulty: f.faulty}, err
 	}
 	part, err := c.store.OpenPartial(ref, tree)
 	if err != nil {
-		return FetchResult{Rejected: f.rejected}, err
+		return FetchResult{Rejected: f.rejected, Faulty: f.faulty}, err
 	}
 	f.part = part
 	f.total = part.Size()
@@ -181,7 +191,7 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 	wg.Wait()
 	close(f.syncReq)
 	<-synced
-	res := FetchResult{FromNetwork: f.fromNet, BytesBy: f.bytesBy, Rejected: f.rejected}
+	res := FetchResult{FromNetwork: f.fromNet, BytesBy: f.bytesBy, Rejected: f.rejected, Faulty: f.faulty}
 	if len(part.Missing()) > 0 {
 		serr := part.Sync()
 		part.Close()
@@ -217,6 +227,7 @@ type fetch struct {
 	syncReq  chan struct{}
 	bytesBy  map[peer.ID]int64
 	rejected []peer.ID
+	faulty   []peer.ID
 	errs     []error
 }
 
@@ -224,9 +235,19 @@ func (f *fetch) fail(p peer.ID, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.errs = append(f.errs, fmt.Errorf("%s: %w", p, err))
-	if errors.Is(err, ErrLiar) {
+	var re *RemoteError
+	switch {
+	case errors.Is(err, ErrLiar):
 		f.rejected = append(f.rejected, p)
 		f.c.log.Warn("holder sent data that does not verify; dropped", "peer", p, "blob", f.ref, "err", err)
+	case errors.Is(err, ErrStalled):
+		if !slices.Contains(f.faulty, p) {
+			f.faulty = append(f.faulty, p)
+		}
+	case errors.As(err, &re) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		// A refusal, or this side giving up: not the holder's fault.
+	case !slices.Contains(f.faulty, p):
+		f.faulty = append(f.faulty, p)
 	}
 }
 
@@ -332,7 +353,7 @@ func (f *fetch) work(ctx context.Context, p peer.ID) {
 			continue
 		}
 		f.fail(p, err)
-		if errors.Is(err, ErrLiar) || ctx.Err() != nil || retries == 0 {
+		if errors.Is(err, ErrLiar) || errors.Is(err, ErrStalled) || ctx.Err() != nil || retries == 0 {
 			f.wake()
 			return
 		}
@@ -431,22 +452,37 @@ func (f *fetch) rangeFrom(ctx context.Context, p peer.ID, r blobstore.Range) (in
 	return written, err
 }
 
-// deadlineReader keeps a read deadline on a stream: no read may wait much
-// longer than timeout. It moves the deadline only once an eighth of the
-// timeout has passed, not on every read.
+// deadlineReader holds a holder to a minimum pace: each window of timeout
+// must bring at least need bytes (or the rest of the answer), else the read
+// fails with ErrStalled. A window starts when the previous one has brought
+// its bytes, so the deadline moves once per need bytes, not on every read.
 type deadlineReader struct {
 	r       io.Reader
 	st      network.Stream
 	timeout time.Duration
-	set     time.Time
+	need    int64
+	got     int64
+	started bool
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
-	if now := time.Now(); now.Sub(d.set) > d.timeout/8 {
-		d.st.SetReadDeadline(now.Add(d.timeout))
-		d.set = now
+	if !d.started || d.got >= d.need {
+		d.st.SetReadDeadline(time.Now().Add(d.timeout))
+		d.started, d.got = true, 0
 	}
-	return d.r.Read(p)
+	n, err := d.r.Read(p)
+	d.got += int64(n)
+	if isTimeout(err) {
+		err = fmt.Errorf("%w: fewer than %d bytes in %v", ErrStalled, d.need, d.timeout)
+	}
+	return n, err
+}
+
+// isTimeout reports a passed deadline (os.ErrDeadlineExceeded and the
+// stream muxers' own timeout errors all say Timeout).
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // get sends one GetBlob request to p and hands the tree and a reader of the
@@ -476,7 +512,7 @@ func (c *Client) get(ctx context.Context, p peer.ID, req getRequest, body func(t
 		st.Reset()
 		return resp, fmt.Errorf("%w: tree of %d bytes for a blob of %d", ErrBadMessage, resp.TreeLen, resp.Size)
 	}
-	dr := &deadlineReader{r: br, st: st, timeout: c.cfg.IOTimeout}
+	dr := &deadlineReader{r: br, st: st, timeout: c.cfg.IOTimeout, need: max(c.cfg.MinProgress, 1)}
 	tree := make([]byte, resp.TreeLen)
 	if _, err := io.ReadFull(dr, tree); err != nil {
 		st.Reset()

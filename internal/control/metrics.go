@@ -13,7 +13,7 @@ import (
 type collector struct {
 	n *node.Node
 
-	queue, attempts, failures, bytesIn, bytesOut, verify, evictions, blobs, blobBytes,
+	queue, attempts, failures, bytesIn, bytesOut, verify, evictions, blobs, blobBytes, demoted,
 	referenced, atRisk *prometheus.Desc
 }
 
@@ -31,6 +31,7 @@ func newCollector(n *node.Node) *collector {
 		evictions:  d("evictions_total", "Blobs evicted over the size budget."),
 		blobs:      d("blobs", "Blobs held."),
 		blobBytes:  d("blob_bytes", "Bytes of blobs held."),
+		demoted:    d("peers_demoted", "Holders left out of fetches for lying, stalling, truncating or resetting."),
 		referenced: d("group_blobs_referenced", "Blobs referenced in a syncgroup.", "group"),
 		atRisk:     d("group_blobs_at_risk", "Referenced blobs with no verified server copy known.", "group"),
 	}
@@ -38,7 +39,7 @@ func newCollector(n *node.Node) *collector {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queue, c.attempts, c.failures, c.bytesIn, c.bytesOut, c.verify,
-		c.evictions, c.blobs, c.blobBytes, c.referenced, c.atRisk} {
+		c.evictions, c.blobs, c.blobBytes, c.demoted, c.referenced, c.atRisk} {
 		ch <- d
 	}
 }
@@ -60,6 +61,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.evictions, s.Evictions)
 	gauge(c.blobs, float64(s.Blobs))
 	gauge(c.blobBytes, float64(s.BlobBytes))
+	gauge(c.demoted, float64(len(s.Demoted)))
 	dur, err := c.n.Durability()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.atRisk, err)

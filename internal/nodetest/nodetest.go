@@ -1,0 +1,149 @@
+// Package nodetest holds the helpers multi-node tests share: node configs
+// with short periods on free loopback ports, groups, blobs with rows, share
+// totals and condition waits.
+package nodetest
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"lukechampine.com/blake3"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/node"
+)
+
+// Config is a node config in dir with the sync and scan periods shortened
+// and a free loopback port, so that a node restarted with it is found where
+// it was.
+func Config(t testing.TB, dir string) node.Config {
+	fc := fetcher.DefaultConfig()
+	fc.BaseDelay, fc.Jitter, fc.MaxShift = 20*time.Millisecond, 20*time.Millisecond, 5
+	fc.FirstScan, fc.ScanInterval = 100*time.Millisecond, 500*time.Millisecond
+	return node.Config{DataDir: dir, SyncInterval: 250 * time.Millisecond, IOTimeout: 5 * time.Second,
+		Fetcher: &fc, ListenAddrs: []string{FreeAddr(t)}}
+}
+
+// FreeAddr returns a loopback TCP multiaddr whose port is free now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port)
+}
+
+// Open opens a node with cfg.
+func Open(t testing.TB, cfg node.Config) *node.Node {
+	t.Helper()
+	n, err := node.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Start opens a node in a fresh directory, closed when the test ends.
+func Start(t testing.TB, mod ...func(*node.Config)) *node.Node {
+	t.Helper()
+	cfg := Config(t, t.TempDir())
+	for _, m := range mod {
+		m(&cfg)
+	}
+	n := Open(t, cfg)
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// CreateGroup creates a private group whose prefix is name + "/".
+func CreateGroup(t testing.TB, admin *node.Node, name string, dev syncnode.DevType) syncnode.GroupID {
+	t.Helper()
+	spec, err := admin.CreateGroup(name, []string{name + "/"}, true, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec.ID
+}
+
+// Join has n join g with an invitation from admin.
+func Join(t testing.TB, admin, n *node.Node, g syncnode.GroupID, dev syncnode.DevType) {
+	t.Helper()
+	inv, err := admin.Invite(g, n.ID(), dev, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WaitFor polls cond until it holds or timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// RandomBytes returns size bytes drawn from seed.
+func RandomBytes(size int, seed uint64) []byte {
+	data := make([]byte, size)
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	for i := 0; i < size; i += 8 {
+		v := r.Uint64()
+		for j := 0; j < 8 && i+j < size; j++ {
+			data[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return data
+}
+
+// Blake3Ref is the ref of data, computed independently of syncnode's
+// hashing.
+func Blake3Ref(data []byte) syncnode.BlobRef { return syncnode.RefFromHash(blake3.Sum256(data)) }
+
+// PutBlobRow stores data as a blob on n and writes a row at key naming it.
+func PutBlobRow(t testing.TB, n *node.Node, g syncnode.GroupID, key string, data []byte) syncnode.BlobRef {
+	t.Helper()
+	info, err := n.PutBlob(t.Context(), bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Ref != Blake3Ref(data) {
+		t.Fatalf("put returned %s, BLAKE3 of the bytes is %s", info.Ref, Blake3Ref(data))
+	}
+	v, err := msgpack.Marshal(map[string]any{"key": key, "blob": info.Ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.PutRow(g, key, v); err != nil {
+		t.Fatal(err)
+	}
+	return info.Ref
+}
+
+// TotalShares adds up the shares of ref in g over nodes.
+func TotalShares(t testing.TB, nodes []*node.Node, ref syncnode.BlobRef, g syncnode.GroupID) int {
+	t.Helper()
+	total := 0
+	for _, n := range nodes {
+		sh, err := n.BlobShares(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += sh[g]
+	}
+	return total
+}
