@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -145,20 +144,25 @@ func (p *proc) kill() {
 // pid is the running daemon's process ID.
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
-// peakRSS is the daemon's peak resident set size in bytes, from
-// /proc/PID/status.
-func (p *proc) peakRSS() (int64, error) {
+// peakRSS is the daemon's peak resident set size in bytes.
+func (p *proc) peakRSS() (int64, error) { return p.procStatus("VmHWM:") }
+
+// rss is the daemon's resident set size in bytes now.
+func (p *proc) rss() (int64, error) { return p.procStatus("VmRSS:") }
+
+// procStatus reads a size field of /proc/PID/status.
+func (p *proc) procStatus(field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid()))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == field {
 			kb, err := strconv.ParseInt(f[1], 10, 64)
 			return kb << 10, err
 		}
 	}
-	return 0, errors.New("no VmHWM in /proc status")
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, p.pid())
 }
 
 func (p *proc) logTail() string {
