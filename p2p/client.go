@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -53,6 +54,10 @@ type ClientConfig struct {
 	// (default 3), waiting RetryDelay, doubled each time (default 250 ms).
 	Retries    int
 	RetryDelay time.Duration
+	// BusyWait is how long a holder that answers "busy" (its upload queue
+	// is full) is asked again, from RetryDelay doubling to 2 s with
+	// jitter, before the request fails (default 60 s).
+	BusyWait time.Duration
 	// SyncEvery is how many bytes arrive between making progress durable
 	// (default 64 MiB).
 	SyncEvery int64
@@ -61,7 +66,7 @@ type ClientConfig struct {
 // DefaultClientConfig returns the defaults.
 func DefaultClientConfig() ClientConfig {
 	return ClientConfig{RangeSize: 32 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
-		MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, SyncEvery: 64 << 20}
+		MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, BusyWait: time.Minute, SyncEvery: 64 << 20}
 }
 
 // Client fetches blobs from peers into a store, verifying every byte.
@@ -486,8 +491,29 @@ func isTimeout(err error) bool {
 }
 
 // get sends one GetBlob request to p and hands the tree and a reader of the
-// range's bytes to body.
+// range's bytes to body. While p answers "busy" it is asked again, for up
+// to BusyWait.
 func (c *Client) get(ctx context.Context, p peer.ID, req getRequest, body func(tree []byte, data io.Reader, n int64) error) (getResponse, error) {
+	deadline := time.Now().Add(c.cfg.BusyWait)
+	delay := max(c.cfg.RetryDelay, 10*time.Millisecond)
+	for {
+		resp, err := c.getOnce(ctx, p, req, body)
+		var re *RemoteError
+		if !errors.As(err, &re) || re.Code != codeBusy || time.Now().Add(delay).After(deadline) {
+			return resp, err
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return resp, err
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// getOnce sends one GetBlob request.
+func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body func(tree []byte, data io.Reader, n int64) error) (getResponse, error) {
 	st, err := c.h.NewStream(ctx, p, ProtoGetBlob)
 	if err != nil {
 		return getResponse{}, fmt.Errorf("p2p: open stream: %w", err)
