@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -68,6 +69,9 @@ type Config struct {
 	// Bootstrap are peers the node connects to at start, so that its DHT
 	// has someone to ask before any syncgroup brings a member.
 	Bootstrap []peer.AddrInfo
+	// Gater, if not nil, decides which peers the host may connect to and
+	// accept (a firewall, or a test's network partition).
+	Gater connmgr.ConnectionGater
 }
 
 func (c *Config) setDefaults() error {
@@ -176,6 +180,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	hc := p2p.DefaultHostConfig()
 	hc.IdentityFile = filepath.Join(cfg.DataDir, "identity.key")
 	hc.ListenAddrs = cfg.ListenAddrs
+	hc.Gater = cfg.Gater
 	if n.h, err = p2p.NewHost(hc); err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/libp2p/go-libp2p"
+	coreconnmgr "github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -47,6 +48,9 @@ type HostConfig struct {
 	// streams from one peer (default 128; libp2p's own default of 75 would
 	// reset a busy fetcher's streams without telling it why).
 	StreamsPerPeer int
+	// Gater, if not nil, decides which connections are allowed (see
+	// connmgr.ConnectionGater); nil allows all.
+	Gater coreconnmgr.ConnectionGater
 }
 
 // DefaultHostConfig returns the defaults.
@@ -132,6 +136,9 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 		libp2p.DisableRelay(),
 		libp2p.UserAgent("syncnode"),
 	}, sec...)
+	if cfg.Gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
+	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: host: %w", err)
