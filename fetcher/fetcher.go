@@ -1,11 +1,13 @@
 package fetcher
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -253,4 +255,18 @@ func (m *MemAttempts) SetFetchAttempts(ref syncnode.BlobRef, n int) error {
 	}
 	m.m[ref] = n
 	return nil
+}
+
+// Queued returns up to max blobs the fetcher has in hand: those being
+// fetched, then those queued, soonest first.
+func (f *Fetcher) Queued(max int) []syncnode.BlobRef {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []syncnode.BlobRef
+	for ref := range f.running {
+		out = append(out, ref)
+	}
+	slices.SortFunc(out, func(a, b syncnode.BlobRef) int { return bytes.Compare(a.Bytes(), b.Bytes()) })
+	out = out[:min(max, len(out))]
+	return append(out, f.q.Refs(max-len(out))...)
 }

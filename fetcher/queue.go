@@ -6,7 +6,9 @@
 package fetcher
 
 import (
+	"cmp"
 	"encoding/binary"
+	"slices"
 	"time"
 
 	"github.com/syncnode/syncnode"
@@ -256,4 +258,21 @@ func (q *Queue) down(i int) {
 		i = m
 	}
 	q.heap[i] = s
+}
+
+// Refs returns up to max queued refs, soonest next attempt first.
+func (q *Queue) Refs(max int) []syncnode.BlobRef {
+	ids := make([]int32, 0, q.Len())
+	for _, id := range q.byPrefix {
+		ids = append(ids, id)
+	}
+	for _, id := range q.overflow {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b int32) int { return cmp.Compare(q.items[a].next, q.items[b].next) })
+	out := make([]syncnode.BlobRef, 0, min(max, len(ids)))
+	for _, id := range ids[:min(max, len(ids))] {
+		out = append(out, q.items[id].ref)
+	}
+	return out
 }

@@ -128,3 +128,18 @@ func BenchmarkEnqueuePop1e6(b *testing.B) {
 	b.ReportMetric(perBlob, "B/queued-blob")
 	b.ReportMetric(qT.Seconds()/sortT.Seconds(), "time-x-slice-sort")
 }
+
+func TestRefsSoonestFirst(t *testing.T) {
+	var q Queue
+	t0 := time.Unix(1000, 0)
+	refs := []syncnode.BlobRef{syncnode.RefFromHash([32]byte{1}), syncnode.RefFromHash([32]byte{2}), syncnode.RefFromHash([32]byte{3})}
+	q.Push(refs[0], t0.Add(3*time.Second), 0)
+	q.Push(refs[1], t0.Add(time.Second), 0)
+	q.Push(refs[2], t0.Add(2*time.Second), 0)
+	if got := q.Refs(2); len(got) != 2 || got[0] != refs[1] || got[1] != refs[2] {
+		t.Fatalf("Refs(2) = %v", got)
+	}
+	if got := q.Refs(10); len(got) != 3 || got[2] != refs[0] {
+		t.Fatalf("Refs(10) = %v", got)
+	}
+}

@@ -128,3 +128,18 @@ func peerStrings(ps []peer.ID) []string {
 	}
 	return out
 }
+
+// FetchQueue explains up to max blobs in the server fetcher's hands, those
+// being fetched first, then the queue soonest first: each with its
+// persisted attempt count, next attempt and journal.
+func (n *Node) FetchQueue(max int) ([]Why, error) {
+	var out []Why
+	for _, ref := range n.fetcher.Queued(max) {
+		w, err := n.Why(ref)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}

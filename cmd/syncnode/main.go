@@ -62,6 +62,7 @@ Usage: syncnode [-data DIR] COMMAND
 
   peers [--json]
   status [--json]
+  ui                                 print the address of the status page (open it in a browser)
 
 The data directory defaults to $SYNCNODE_DATA, else ~/.syncnode.
 `
@@ -471,6 +472,17 @@ var commands = map[string]func(*cmd, []string) error{
 			}
 			c.table(rows)
 		})
+	},
+	"ui": func(c *cmd, args []string) error {
+		if err := c.parse(args, 0, "no arguments"); err != nil {
+			return err
+		}
+		u, err := control.PageURL(c.data)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.stdout, u)
+		return nil
 	},
 	"status": func(c *cmd, args []string) error {
 		if err := c.parse(args, 0, "no arguments"); err != nil {

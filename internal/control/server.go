@@ -47,8 +47,12 @@ func Handler(n *node.Node, token string, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /peers", s.peers)
 	mux.HandleFunc("GET /status", s.status)
 	mux.Handle("GET /metrics", metricsHandler(n))
+	mux.HandleFunc("GET /ui/state", s.pageState)
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && servePage(w, r) {
+			return // the status page's static files carry no data
+		}
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
 			httpError(w, http.StatusUnauthorized, errors.New("missing or wrong control token"))
 			return
@@ -571,6 +575,15 @@ type Durability struct {
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	st, err := s.statusView()
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, st)
+}
+
+func (s *server) statusView() (Status, error) {
 	ns := s.n.Stats()
 	st := Status{ID: s.n.ID().String(), Groups: len(s.n.Groups()), Peers: len(s.n.Host().Network().Peers()),
 		FetchQueue: ns.FetchQueue, Blobs: ns.Blobs, BlobBytes: ns.BlobBytes,
@@ -580,8 +593,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	dur, err := s.n.Durability()
 	if err != nil {
-		fail(w, err)
-		return
+		return st, err
 	}
 	for _, g := range dur {
 		d := Durability{Group: string(g.Group), Referenced: g.Referenced, AtRisk: g.AtRisk}
@@ -590,5 +602,5 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		}
 		st.Durability = append(st.Durability, d)
 	}
-	reply(w, st)
+	return st, nil
 }

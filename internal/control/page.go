@@ -1,0 +1,141 @@
+package control
+
+import (
+	"embed"
+	"net/http"
+	"time"
+
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/node"
+)
+
+// ui holds the status page: static files that carry no data. The page
+// reads the control token from its URL fragment (never sent to the
+// server) and polls /ui/state with it.
+//
+//go:embed ui/index.html ui/page.js ui/page.css
+var ui embed.FS
+
+var pageFiles = map[string]struct{ file, typ string }{
+	"/ui":          {"ui/index.html", "text/html; charset=utf-8"},
+	"/ui/page.js":  {"ui/page.js", "text/javascript; charset=utf-8"},
+	"/ui/page.css": {"ui/page.css", "text/css; charset=utf-8"},
+}
+
+// servePage serves a file of the status page, reporting whether r asked
+// for one.
+func servePage(w http.ResponseWriter, r *http.Request) bool {
+	f, ok := pageFiles[r.URL.Path]
+	if !ok {
+		return false
+	}
+	b, err := ui.ReadFile(f.file)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err)
+		return true
+	}
+	h := w.Header()
+	h.Set("Content-Type", f.typ)
+	h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-cache")
+	w.Write(b)
+	return true
+}
+
+// PageState is what the status page shows: the node's status and
+// durability, its syncgroups with their members, the server fetcher's
+// queue with each blob's journal, and the blobs held.
+type PageState struct {
+	Status Status       `json:"status"`
+	Groups []PageGroup  `json:"groups"`
+	Queue  []QueueEntry `json:"queue"`
+	// Blobs lists up to pageBlobs held blobs.
+	Blobs []BlobInfo `json:"blobs"`
+	Time  time.Time  `json:"time"`
+}
+
+// PageGroup is a syncgroup and its members.
+type PageGroup struct {
+	Group
+	Members []Member `json:"members"`
+}
+
+// QueueEntry is one blob in the server fetcher's hands and its journal.
+type QueueEntry struct {
+	Ref         string     `json:"ref"`
+	State       string     `json:"state"` // "fetching" or "queued"
+	Attempts    int        `json:"attempts"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
+	LastAttempt *time.Time `json:"last_attempt,omitempty"`
+	LastErr     string     `json:"last_error,omitempty"`
+	Tried       []string   `json:"tried,omitempty"`
+	Holders     []string   `json:"holders,omitempty"`
+}
+
+// How many queue entries and held blobs the page lists.
+const pageQueue, pageBlobs = 50, 100
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func (s *server) pageState(w http.ResponseWriter, r *http.Request) {
+	st, err := s.statusView()
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	out := PageState{Status: st, Groups: []PageGroup{}, Queue: []QueueEntry{}, Blobs: []BlobInfo{}, Time: time.Now().UTC()}
+	for _, spec := range s.n.Groups() {
+		pg := PageGroup{Group: groupView(spec), Members: []Member{}}
+		for _, m := range s.n.Members(spec.ID) {
+			pg.Members = append(pg.Members, Member{Peer: m.Peer.String(), DevType: m.DevType.String(), Addrs: m.Addrs})
+		}
+		out.Groups = append(out.Groups, pg)
+	}
+	queue, err := s.n.FetchQueue(pageQueue)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	for _, why := range queue {
+		out.Queue = append(out.Queue, queueEntry(why))
+	}
+	err = s.n.ListBlobs(func(i blobstore.Info) error {
+		if len(out.Blobs) < pageBlobs {
+			out.Blobs = append(out.Blobs, s.blobInfo(i))
+		}
+		return nil
+	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, out)
+}
+
+func queueEntry(w node.Why) QueueEntry {
+	e := QueueEntry{Ref: w.Ref.String(), State: "queued", Attempts: w.Attempts,
+		NextAttempt: timePtr(w.NextAttempt), LastAttempt: timePtr(w.LastAttempt),
+		LastErr: w.LastErr, Tried: w.Tried, Holders: w.Holders}
+	if w.Running {
+		e.State, e.NextAttempt = "fetching", nil
+	}
+	return e
+}
+
+// PageURL is the address of the status page of the daemon of data
+// directory dir, the control token in its fragment: open it in a browser
+// on this machine.
+func PageURL(dir string) (string, error) {
+	cfg, token, err := LoadConfig(dir)
+	if err != nil {
+		return "", err
+	}
+	return "http://" + cfg.API + "/ui#token=" + token, nil
+}

@@ -1,0 +1,113 @@
+// syncnode status page: polls /ui/state once a second with the control
+// token taken from the URL fragment (#token=...), and redraws. Everything
+// is written with textContent, never parsed as HTML.
+"use strict";
+
+const token = (() => {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem("syncnode-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname);
+  }
+  return sessionStorage.getItem("syncnode-token") || "";
+})();
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function row(cells) {
+  const tr = el("tr");
+  for (const c of cells) {
+    const td = el("td");
+    if (c instanceof Node) td.append(c); else td.textContent = c === undefined || c === null ? "" : String(c);
+    tr.append(td);
+  }
+  return tr;
+}
+
+function code(s) { return el("code", s); }
+function when(t) { return t ? new Date(t).toLocaleTimeString() : ""; }
+function bytes(n) {
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + " " + u[i];
+}
+function short(id) { return id.length > 16 ? id.slice(0, 8) + "…" + id.slice(-6) : id; }
+
+function fill(id, rows) {
+  const tb = document.querySelector("#" + id + " tbody");
+  tb.replaceChildren(...rows);
+}
+
+function render(s) {
+  const st = s.status;
+  document.getElementById("node").textContent =
+    "node " + st.id + " · " + st.peers + " peers · " + st.blobs + " blobs (" + bytes(st.blob_bytes) + ") · fetch queue " + st.fetch_queue;
+  document.getElementById("updated").textContent = "updated " + when(s.time);
+
+  fill("durability", (st.durability || []).map(d => {
+    const name = (s.groups.find(g => g.id === d.group) || {}).name || d.group;
+    const risk = el("span", d.at_risk, d.at_risk > 0 ? "risk" : "safe");
+    risk.dataset.group = d.group;
+    risk.classList.add("at-risk");
+    const refs = el("div");
+    for (const r of d.at_risk_refs || []) refs.append(code(r), el("br"));
+    return row([name, d.referenced, risk, refs]);
+  }));
+
+  fill("queue", s.queue.map(q => {
+    const tr = row([code(q.ref), q.state, q.attempts, when(q.next_attempt), when(q.last_attempt),
+      q.last_error || "", (q.tried || []).map(short).join(", "), (q.holders || []).map(short).join(", ")]);
+    tr.dataset.ref = q.ref;
+    return tr;
+  }));
+  document.getElementById("queue-empty").hidden = s.queue.length > 0;
+
+  document.getElementById("groups").replaceChildren(...s.groups.map(g => {
+    const div = el("div", null, "group");
+    div.dataset.group = g.id;
+    div.append(el("h3", g.name + " (" + g.prefixes.join(", ") + ")"), el("div", "id " + g.id, "hint"));
+    const ul = el("ul");
+    for (const m of g.members) {
+      const li = el("li");
+      li.append(code(m.peer), document.createTextNode(" " + m.devtype + (m.peer === st.id ? " (this node)" : "")));
+      li.dataset.peer = m.peer;
+      ul.append(li);
+    }
+    div.append(ul);
+    return div;
+  }));
+
+  document.getElementById("blob-count").textContent = "(" + st.blobs + ")";
+  fill("blobs", s.blobs.map(b => {
+    const groupName = id => (s.groups.find(g => g.id === id) || {}).name || short(id);
+    const shares = Object.entries(b.shares || {}).map(([g, n]) => n + " in " + groupName(g)).join(", ");
+    const tr = row([code(b.ref), bytes(b.size), shares]);
+    tr.dataset.ref = b.ref;
+    return tr;
+  }));
+}
+
+async function poll() {
+  const errBox = document.getElementById("error");
+  try {
+    const resp = await fetch("/ui/state", { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+    if (!resp.ok) {
+      const body = await resp.json().catch(() => ({}));
+      throw new Error(body.error || resp.statusText);
+    }
+    render(await resp.json());
+    errBox.hidden = true;
+  } catch (e) {
+    errBox.textContent = "cannot read the node's state: " + e.message;
+    errBox.hidden = false;
+  }
+  setTimeout(poll, 1000);
+}
+
+poll();
