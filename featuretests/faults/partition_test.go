@@ -5,76 +5,28 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/control"
-	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/netsplit"
 	"github.com/syncnode/syncnode/internal/nodetest"
 	"github.com/syncnode/syncnode/node"
 )
 
-// partition splits nodes into sides that cannot reach each other.
-type partition struct {
-	mu   sync.Mutex
-	side map[peer.ID]int // nil: healed
-}
-
-func (pt *partition) allowed(a, b peer.ID) bool {
-	pt.mu.Lock()
-	defer pt.mu.Unlock()
-	return pt.side == nil || a == "" || pt.side[a] == pt.side[b]
-}
-
-// split puts each node on its side and cuts the connections across.
-func (pt *partition) split(nodes []*node.Node, side []int) {
-	pt.mu.Lock()
-	pt.side = map[peer.ID]int{}
-	for i, n := range nodes {
-		pt.side[n.ID()] = side[i]
+// split cuts nodes into the given sides.
+func split(pt *netsplit.Partition, nodes []*node.Node, side []int) {
+	var ids []peer.ID
+	var hosts []host.Host
+	for _, n := range nodes {
+		ids, hosts = append(ids, n.ID()), append(hosts, n.Host())
 	}
-	pt.mu.Unlock()
-	for i, n := range nodes {
-		for j, o := range nodes {
-			if side[i] != side[j] {
-				n.Host().Network().ClosePeer(o.ID())
-			}
-		}
-	}
+	pt.Split(ids, hosts, side)
 }
-
-func (pt *partition) heal() {
-	pt.mu.Lock()
-	pt.side = nil
-	pt.mu.Unlock()
-}
-
-// gater is one node's libp2p connection gater, refusing peers across the
-// partition.
-type gater struct {
-	pt   *partition
-	self atomic.Value // peer.ID, once the node is open
-}
-
-func (g *gater) id() peer.ID {
-	id, _ := g.self.Load().(peer.ID)
-	return id
-}
-
-func (g *gater) InterceptPeerDial(p peer.ID) bool                 { return g.pt.allowed(g.id(), p) }
-func (g *gater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return g.pt.allowed(g.id(), p) }
-func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool      { return true }
-func (g *gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return g.pt.allowed(g.id(), p)
-}
-func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
 
 // TestPartitionsHeal splits four devices and two servers into random
 // sides again and again; on each side devices write rows with new blobs
@@ -90,11 +42,11 @@ func TestPartitionsHeal(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 3))
-	pt := &partition{}
+	pt := &netsplit.Partition{}
 	mk := func() *node.Node {
-		g := &gater{pt: pt}
+		g := pt.Gater()
 		n := nodetest.Start(t, func(c *node.Config) { c.Gater = g })
-		g.self.Store(n.ID())
+		g.SetSelf(n.ID())
 		return n
 	}
 	var devices, servers []*node.Node
@@ -130,7 +82,7 @@ func TestPartitionsHeal(t *testing.T) {
 			side[i] = r.IntN(2)
 		}
 		side[0], side[1+r.IntN(3)] = 0, 1
-		pt.split(all, side)
+		split(pt, all, side)
 		var sides [2][]string
 		for i, s := range side {
 			name := fmt.Sprintf("d%d", i)
@@ -171,7 +123,7 @@ func TestPartitionsHeal(t *testing.T) {
 			}
 		}
 
-		pt.heal()
+		pt.Heal()
 		start := time.Now()
 		nodetest.WaitFor(t, 60*time.Second, "rows to converge after the heal", func() bool {
 			want := rowsOf(t, all[0], g)
