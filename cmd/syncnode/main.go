@@ -37,8 +37,8 @@ Usage: syncnode [-data DIR] COMMAND
   init [-listen MULTIADDR]           create the data directory, identity, config, control token
   run [-v]                           run the daemon (the commands below talk to it)
   demo                               run a three-node demonstration on loopback
-  sim [-devices N] [-leaves N] [-servers N] [-blobs N] [-crashes N] [-seed S]
-                                     churn simulation: crashes, evictions; reports blobs lost (must be 0)
+  sim [-devices N] [-leaves N] [-servers N] [-blobs N] [-crashes N] [-partitions N] [-seed S]
+                                     churn simulation: crashes, partitions, evictions; reports blobs lost (must be 0)
 
   blob put FILE|-                    store a blob, print its ref
   blob get REF [-o FILE]             fetch a blob if needed, write it to FILE (default stdout)
@@ -236,6 +236,7 @@ var commands = map[string]func(*cmd, []string) error{
 		c.fs.IntVar(&cfg.BlobSize, "size", 256<<10, "bytes per blob")
 		c.fs.Int64Var(&cfg.Budget, "budget", 1<<20, "blob budget of each device and leaf, bytes")
 		c.fs.IntVar(&cfg.Crashes, "crashes", 20, "nodes stopped and restarted during the run")
+		c.fs.IntVar(&cfg.Partitions, "partitions", 4, "times the mesh is cut in two and healed during the run")
 		c.fs.DurationVar(&cfg.Settle, "settle", 2*time.Minute, "how long to wait for server copies after the last write")
 		c.fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed")
 		if err := c.parse(args, 0, "no arguments"); err != nil {

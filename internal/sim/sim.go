@@ -17,10 +17,13 @@ import (
 	"slices"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/netsplit"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -35,6 +38,10 @@ type Config struct {
 	// Crashes is how many times a random node is stopped mid-run and
 	// restarted a little later.
 	Crashes int
+	// Partitions is how many times the nodes are cut into two random
+	// sides (connections across refused) for a stretch of writes, then
+	// healed.
+	Partitions int
 	// Settle bounds the wait, after the last write, for every blob to
 	// reach a server.
 	Settle time.Duration
@@ -45,7 +52,7 @@ type Config struct {
 
 // Report is what a simulation found.
 type Report struct {
-	Nodes, Blobs, Crashes int
+	Nodes, Blobs, Crashes, Partitions int
 	// Lost counts blobs no node holds at the end: must be 0.
 	Lost int
 	// NotOnServer counts blobs no server holds at the end.
@@ -62,16 +69,17 @@ type Report struct {
 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("nodes %d, blobs %d, crashes %d, elapsed %s\n"+
+	return fmt.Sprintf("nodes %d, blobs %d, crashes %d, partitions %d, elapsed %s\n"+
 		"time to first server copy: p50 %s, p99 %s\n"+
 		"blobs lost: %d; not on a server: %d; share totals wrong: %d\n"+
 		"bytes moved: %d (%.1f× the blobs' bytes)",
-		r.Nodes, r.Blobs, r.Crashes, r.Elapsed.Round(time.Millisecond),
+		r.Nodes, r.Blobs, r.Crashes, r.Partitions, r.Elapsed.Round(time.Millisecond),
 		r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond),
 		r.Lost, r.NotOnServer, r.BadShares, r.BytesMoved, float64(r.BytesMoved)/float64(max(1, r.blobBytes)))
 }
 
 type member struct {
+	id    peer.ID
 	cfg   node.Config
 	n     *node.Node // nil while crashed
 	dev   syncnode.DevType
@@ -93,6 +101,7 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 	fc := fetcher.DefaultConfig()
 	fc.BaseDelay, fc.Jitter, fc.MaxShift = 50*time.Millisecond, 50*time.Millisecond, 4
 	fc.FirstScan, fc.ScanInterval = 200*time.Millisecond, time.Second
+	var cut netsplit.Partition
 	add := func(dev syncnode.DevType, budget int64) error {
 		addr, err := freeAddr()
 		if err != nil {
@@ -100,11 +109,14 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 		}
 		c := node.Config{DataDir: filepath.Join(cfg.Dir, fmt.Sprintf("node%02d", len(ms))), ListenAddrs: []string{addr},
 			SyncInterval: 2 * time.Second, IOTimeout: 5 * time.Second, Fetcher: &fc, BlobBudget: budget}
+		gater := cut.Gater()
+		c.Gater = gater
 		n, err := node.Open(c)
 		if err != nil {
 			return err
 		}
-		ms = append(ms, &member{cfg: c, n: n, dev: dev})
+		gater.SetSelf(n.ID())
+		ms = append(ms, &member{id: n.ID(), cfg: c, n: n, dev: dev})
 		return nil
 	}
 	for range cfg.Devices {
@@ -163,6 +175,21 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 	}
 	var crashed []down
 	crashEvery := max(1, cfg.Blobs/max(1, cfg.Crashes))
+	partEvery := max(4, cfg.Blobs/max(1, cfg.Partitions))
+	splitNow := func() {
+		ids := make([]peer.ID, len(ms))
+		hosts := make([]host.Host, len(ms))
+		side := make([]int, len(ms))
+		for k, m := range ms {
+			ids[k], side[k] = m.id, rng.IntN(2)
+			if m.n != nil {
+				hosts[k] = m.n.Host()
+			}
+		}
+		side[0], side[1+rng.IntN(len(ms)-1)] = 0, 1
+		cut.Split(ids, hosts, side)
+		rep.Partitions++
+	}
 	buf := make([]byte, cfg.BlobSize)
 	for i := range cfg.Blobs {
 		if err := ctx.Err(); err != nil {
@@ -191,6 +218,12 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 				rep.Crashes++
 			}
 		}
+		switch {
+		case rep.Partitions < cfg.Partitions && i%partEvery == partEvery/4:
+			splitNow()
+		case i%partEvery == 3*partEvery/4:
+			cut.Heal()
+		}
 		var writers []*member
 		for _, m := range ms[:cfg.Devices+cfg.Leaves] {
 			if m.n != nil {
@@ -217,12 +250,13 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 		poll()
 		time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
 	}
+	cut.Heal()
 	for _, d := range crashed {
 		if d.m.n, err = node.Open(d.m.cfg); err != nil {
 			return rep, fmt.Errorf("sim: restart: %w", err)
 		}
 	}
-	fmt.Fprintf(w, "%d blobs written, %d crashes; waiting up to %s for server copies\n", len(refs), rep.Crashes, cfg.Settle)
+	fmt.Fprintf(w, "%d blobs written, %d crashes, %d partitions healed; waiting up to %s for server copies\n", len(refs), rep.Crashes, rep.Partitions, cfg.Settle)
 	deadline := time.Now().Add(cfg.Settle)
 	for len(firstCopy) < len(refs) && time.Now().Before(deadline) && ctx.Err() == nil {
 		poll()

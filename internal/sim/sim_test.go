@@ -6,12 +6,12 @@ import (
 	"time"
 )
 
-// TestChurnShort runs a 20-node mesh with crashes and tight budgets and
+// TestChurnShort runs a 20-node mesh with crashes, partitions and tight budgets and
 // fails if any blob is lost or a share total is wrong.
 func TestChurnShort(t *testing.T) {
 	var log bytes.Buffer
 	rep, err := Run(t.Context(), Config{Devices: 12, Leaves: 4, Servers: 4, Blobs: 40, BlobSize: 64 << 10,
-		Budget: 256 << 10, Crashes: 4, Settle: 60 * time.Second, Seed: 1, Dir: t.TempDir()}, &log)
+		Budget: 256 << 10, Crashes: 4, Partitions: 2, Settle: 60 * time.Second, Seed: 1, Dir: t.TempDir()}, &log)
 	t.Logf("%s\n%s", log.String(), rep)
 	if err != nil {
 		t.Fatal(err)
