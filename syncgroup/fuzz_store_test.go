@@ -1,36 +1,18 @@
 package syncgroup
 
 import (
-	"errors"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/internal/kv/kvtest"
 	"github.com/syncnode/syncnode/internal/msgpackx"
 )
 
-// fuzzRecord feeds bytes to the decoder of one stored record kind: every
-// input decodes or fails as a corrupt record; nothing panics.
-func fuzzRecord[T any](f *testing.F, kind kv.Kind, seeds ...T) {
-	for _, s := range seeds {
-		b, err := kv.Encode(kind, s)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var v T
-		if err := kv.Decode(kind, b, &v); err != nil && !errors.Is(err, syncnode.ErrCorruptRecord) {
-			t.Fatalf("error %v does not wrap ErrCorruptRecord", err)
-		}
-	})
-}
-
 func FuzzGroupRecord(f *testing.F) {
-	fuzzRecord(f, kv.KindGroup, groupRecord{
+	kvtest.FuzzRecord(f, kv.KindGroup, groupRecord{
 		Spec: Spec{ID: "g1", Name: "photos", Prefixes: []string{"photos/"}},
 		VV:   VersionVector{"dev": 7},
 		Prio: syncnode.Priority{DevType: syncnode.Server, Distance: 1},
@@ -38,7 +20,7 @@ func FuzzGroupRecord(f *testing.F) {
 }
 
 func FuzzRowRecord(f *testing.F) {
-	fuzzRecord(f, kv.KindRow, Row{Key: "photos/a", Value: []byte{0x81, 0xa1, 0x61, 0x01}, Writer: "dev", Seq: 3})
+	kvtest.FuzzRecord(f, kv.KindRow, Row{Key: "photos/a", Value: []byte{0x81, 0xa1, 0x61, 0x01}, Writer: "dev", Seq: 3})
 }
 
 // FuzzFindRefs walks arbitrary row values for blob refs: it never panics,

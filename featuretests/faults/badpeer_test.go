@@ -190,16 +190,7 @@ func TestHostilePeers(t *testing.T) {
 		return ref
 	}
 	verify := func(ref syncnode.BlobRef) {
-		r, err := fetcher.OpenBlob(ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		buf := make([]byte, r.Size())
-		if _, err := r.ReadAt(buf, 0); err != nil {
-			t.Fatal(err)
-		}
-		if nodetest.Blake3Ref(buf) != ref {
+		if nodetest.Blake3Ref(nodetest.ReadAll(t, fetcher, ref)) != ref {
 			t.Fatalf("wrong bytes accepted for %s", ref)
 		}
 	}

@@ -147,3 +147,18 @@ func TotalShares(t testing.TB, nodes []*node.Node, ref syncnode.BlobRef, g syncn
 	}
 	return total
 }
+
+// ReadAll reads a blob n holds, whole.
+func ReadAll(t testing.TB, n *node.Node, ref syncnode.BlobRef) []byte {
+	t.Helper()
+	r, err := n.OpenBlob(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, r.Size())
+	if _, err := r.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	return buf
+}
