@@ -35,4 +35,6 @@ func shares(t *testing.T, n *node.Node, ref syncnode.BlobRef, g syncnode.GroupID
 }
 
 // readAll reads a held blob whole.
-func readAll(t *testing.T, n *node.Node, ref syncnode.BlobRef) []byte { return nodetest.ReadAll(t, n, ref) }
+func readAll(t *testing.T, n *node.Node, ref syncnode.BlobRef) []byte {
+	return nodetest.ReadAll(t, n, ref)
+}
