@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -235,5 +236,59 @@ func TestSecondOpenIsRefused(t *testing.T) {
 	reopen(t, dir)
 	if _, err := blobstore.OpenDisk(dir, slog.New(slog.DiscardHandler)); !errors.Is(err, blobstore.ErrLocked) {
 		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+}
+
+// TestDamagedProgressIsRechecked damages a partial blob's data and claims
+// an unwritten group in its progress file: on resume both groups are
+// missing again, and the committed blob is exact.
+func TestDamagedProgressIsRechecked(t *testing.T) {
+	dir := t.TempDir()
+	d := reopen(t, dir)
+	data := storetest.RandBytes(3, 8*baotree.GroupSize)
+	ref, ob := storetest.RefOf(data)
+	p, err := d.OpenPartial(ref, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g := range 4 {
+		off := int64(g) * baotree.GroupSize
+		if err := p.WriteAt(data[off:off+baotree.GroupSize], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	base := filepath.Join(dir, "partial", ref.Hex())
+	f, err := os.OpenFile(base+".data", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{data[baotree.GroupSize+9] ^ 0xff}, baotree.GroupSize+9) // group 1 damaged
+	f.Close()
+	have, _ := os.ReadFile(base + ".have")
+	have[5] = 1 // group 5 claimed, never written
+	os.WriteFile(base+".have", have, 0o600)
+
+	p, err = d.OpenPartial(ref, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []blobstore.Range{{Off: baotree.GroupSize, Len: baotree.GroupSize}, {Off: 4 * baotree.GroupSize, Len: 4 * baotree.GroupSize}}
+	if got := p.Missing(); !slices.Equal(got, want) {
+		t.Fatalf("missing after a damaged resume = %v, want %v", got, want)
+	}
+	for _, r := range p.Missing() {
+		if err := p.WriteAt(data[r.Off:r.Off+r.Len], r.Off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := checkAll(t, d); n != 1 {
+		t.Fatalf("%d blobs after commit", n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/baotree"
 )
 
 // diskPartial keeps a partial blob in partial/<hex>.data, its tree in
@@ -54,6 +55,7 @@ func (d *Disk) OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, erro
 		f.Close()
 		return nil, fmt.Errorf("blobstore: %w", err)
 	}
+	g.recheck(f)
 	return &diskPartial{groups: g, d: d, base: base, f: f}, nil
 }
 
@@ -121,4 +123,22 @@ func (p *diskPartial) remove() error {
 		}
 	}
 	return nil
+}
+
+// recheck verifies again every group the progress file claims, reading it
+// from the data file: the progress file is a hint, so a damaged one (or
+// damaged data) costs a refetch of the groups that fail, never a blob with
+// unverified bytes.
+func (g *groups) recheck(f *os.File) {
+	buf := make([]byte, baotree.GroupSize)
+	for i, h := range g.have {
+		if !h {
+			continue
+		}
+		off := int64(i) * baotree.GroupSize
+		b := buf[:min(baotree.GroupSize, g.size-off)]
+		if _, err := f.ReadAt(b, off); err != nil || baotree.VerifyGroups(g.ref.Hash(), g.ob, off, b) != nil {
+			g.have[i] = false
+		}
+	}
 }
