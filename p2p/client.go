@@ -245,10 +245,6 @@ func (f *fetch) fail(p peer.ID, err error) {
 	case errors.Is(err, ErrLiar):
 		f.rejected = append(f.rejected, p)
 		f.c.log.Warn("holder sent data that does not verify; dropped", "peer", p, "blob", f.ref, "err", err)
-	case errors.Is(err, ErrStalled):
-		if !slices.Contains(f.faulty, p) {
-			f.faulty = append(f.faulty, p)
-		}
 	case errors.As(err, &re) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		// A refusal, or this side giving up: not the holder's fault.
 	case !slices.Contains(f.faulty, p):

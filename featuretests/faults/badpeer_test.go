@@ -56,7 +56,7 @@ type adversary struct {
 	blobs map[syncnode.BlobRef][]byte
 }
 
-func newAdversary(t *testing.T, n *node.Node, mode string) *adversary {
+func newAdversary(n *node.Node, mode string) *adversary {
 	a := &adversary{n: n, mode: mode, blobs: map[syncnode.BlobRef][]byte{}}
 	n.Host().SetStreamHandler(p2p.ProtoGetBlob, a.serve)
 	return a
@@ -150,7 +150,7 @@ func TestHostilePeers(t *testing.T) {
 	for _, mode := range []string{wrongBytes, wrongTree, truncate, slowLoris, resets} {
 		n := nodetest.Start(t, fast)
 		nodetest.Join(t, honest, n, g, syncnode.Normal)
-		advs = append(advs, newAdversary(t, n, mode))
+		advs = append(advs, newAdversary(n, mode))
 		nodes = append(nodes, n)
 	}
 	seed := uint64(0)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/internal/nodetest"
 )
 
 // blobSize draws a blob size: mostly small, some of a few hundred KiB,
@@ -23,17 +24,6 @@ func blobSize(r *rand.Rand) int {
 	default:
 		return 2<<20 + r.IntN(4<<20)
 	}
-}
-
-func randomBytes(r *rand.Rand, n int) []byte {
-	b := make([]byte, n)
-	for i := 0; i < n; i += 8 {
-		v := r.Uint64()
-		for j := 0; j < 8 && i+j < n; j++ {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	return b
 }
 
 // TestKill9DuringTransfers writes blobs and rows on a device daemon while
@@ -65,7 +55,7 @@ func TestKill9DuringTransfers(t *testing.T) {
 	go func() {
 		for i := range transfers {
 			time.Sleep(time.Duration(wr.IntN(40)) * time.Millisecond) // spread the writes over the kills
-			data := randomBytes(wr, blobSize(wr))
+			data := nodetest.RandomBytes(blobSize(wr), wr.Uint64())
 			key := fmt.Sprintf("f/%05d", i)
 			deadline := time.Now().Add(60 * time.Second)
 			for {

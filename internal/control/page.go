@@ -2,6 +2,7 @@ package control
 
 import (
 	"embed"
+	"errors"
 	"net/http"
 	"time"
 
@@ -77,6 +78,9 @@ type QueueEntry struct {
 // How many queue entries and held blobs the page lists.
 const pageQueue, pageBlobs = 50, 100
 
+// errEnough stops a listing once the page has what it shows.
+var errEnough = errors.New("control: listing long enough")
+
 func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -107,12 +111,13 @@ func (s *server) pageState(w http.ResponseWriter, r *http.Request) {
 		out.Queue = append(out.Queue, queueEntry(why))
 	}
 	err = s.n.ListBlobs(func(i blobstore.Info) error {
-		if len(out.Blobs) < pageBlobs {
-			out.Blobs = append(out.Blobs, s.blobInfo(i))
+		if len(out.Blobs) == pageBlobs {
+			return errEnough
 		}
+		out.Blobs = append(out.Blobs, s.blobInfo(i))
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errEnough) {
 		fail(w, err)
 		return
 	}
