@@ -310,3 +310,41 @@ func TestStalledPeersBlockNoOne(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyHolderIsAskedAgain has a holder with one upload slot and no queue
+// serve eight fetches at once: the ones it answers "busy" (tree requests
+// included) are asked again until each is served.
+func TestBusyHolderIsAskedAgain(t *testing.T) {
+	store := blobstore.NewMem()
+	h := newHost(t, "")
+	cfg := DefaultServiceConfig()
+	cfg.MaxUploads, cfg.MaxQueued = 1, 0
+	svc := NewService(h, store, cfg, discard, nil, nil)
+	var refs []syncnode.BlobRef
+	for i := range 8 {
+		refs = append(refs, put(t, store, storetest.RandBytes(uint64(300+i), 4<<20)))
+	}
+	ch := newHost(t, "")
+	link(ch, h)
+	c := testClient(t, ch, blobstore.NewMem())
+	c.cfg.RetryDelay = 10 * time.Millisecond
+	var wg sync.WaitGroup
+	errs := make(chan error, len(refs))
+	for _, ref := range refs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Fetch(t.Context(), ref, []peer.ID{h.ID()}, nil); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("fetch from a busy holder: %v", err)
+	}
+	if st := svc.Stats(); st.BytesOut != 8*4<<20 {
+		t.Fatalf("holder sent %d bytes, want %d", st.BytesOut, 8*4<<20)
+	}
+}

@@ -24,8 +24,8 @@ import (
 type ServiceConfig struct {
 	// MaxUploads is how many GetBlob streams send bytes at once (default 16).
 	MaxUploads int
-	// MaxQueued is how many more may wait for a slot (default 512); beyond
-	// that a request is answered "busy" at once.
+	// MaxQueued is how many more may wait for a slot (default 512; 0: none
+	// waits); beyond that a request is answered "busy" at once.
 	MaxQueued int
 	// QueueWait is the longest a request waits for a slot (default 30 s).
 	QueueWait time.Duration
@@ -184,19 +184,23 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 		}
 	}
 
-	// Wait for an upload slot, in a bounded queue.
-	if s.queued.Add(1) > int64(s.cfg.MaxQueued) {
-		s.queued.Add(-1)
-		return 0, s.refuse(st, codeBusy, "too many uploads queued")
-	}
-	wait := time.NewTimer(s.cfg.QueueWait)
+	// Take a free upload slot, else wait for one in a bounded queue.
 	select {
 	case s.slots <- struct{}{}:
-		wait.Stop()
-		s.queued.Add(-1)
-	case <-wait.C:
-		s.queued.Add(-1)
-		return 0, s.refuse(st, codeBusy, "no upload slot free in time")
+	default:
+		if s.queued.Add(1) > int64(s.cfg.MaxQueued) {
+			s.queued.Add(-1)
+			return 0, s.refuse(st, codeBusy, "too many uploads queued")
+		}
+		wait := time.NewTimer(s.cfg.QueueWait)
+		select {
+		case s.slots <- struct{}{}:
+			wait.Stop()
+			s.queued.Add(-1)
+		case <-wait.C:
+			s.queued.Add(-1)
+			return 0, s.refuse(st, codeBusy, "no upload slot free in time")
+		}
 	}
 	defer func() { <-s.slots }()
 	s.uploads.Add(1)

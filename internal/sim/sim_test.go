@@ -16,6 +16,9 @@ func TestChurnShort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rep.Crashes == 0 || rep.Partitions != 2 {
+		t.Fatalf("churn without its faults: %d crashes, %d partitions", rep.Crashes, rep.Partitions)
+	}
 	if rep.Lost != 0 || rep.NotOnServer != 0 || rep.BadShares != 0 {
 		t.Fatalf("churn: %+v", rep)
 	}
