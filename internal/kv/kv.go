@@ -12,14 +12,21 @@
 //	rw/<group id>\x00<key>     a syncgroup row, the winning version of its key
 //
 // Every value is a Record: one magic byte, one kind byte naming the table,
-// one format version byte, then msgpack. A value of another kind, another
-// version or garbled msgpack decodes to an error wrapping
-// syncnode.ErrCorruptRecord, never a panic.
+// one format version byte, a CRC-32C (Castagnoli, big-endian) of the kind,
+// the version and the payload, then the msgpack payload. A value of another
+// kind or version, a checksum that does not match (a flipped bit on disk)
+// or garbled msgpack decodes to an error wrapping syncnode.ErrCorruptRecord,
+// never to different data and never a panic.
+//
+// The store writes synchronously: a transaction is on stable storage when
+// its commit returns, since peers act on what it records (I5).
 package kv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"fmt"
 	"log/slog"
 
@@ -55,8 +62,36 @@ const (
 
 const (
 	magic   = 0xA7
-	version = 1
+	version = 2
+	// headerSize is magic, kind, version and the checksum.
+	headerSize = 3 + 4
 )
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func checksum(kind Kind, payload []byte) uint32 {
+	c := crc32.Update(0, castagnoli, []byte{byte(kind), version})
+	return crc32.Update(c, castagnoli, payload)
+}
+
+// Frame wraps an encoded msgpack payload as a record of the given kind,
+// with its checksum. Encode is Frame of the value's msgpack; fuzzers use
+// Frame to reach the payload decoder past the checksum.
+func Frame(kind Kind, payload []byte) []byte {
+	out := make([]byte, headerSize, headerSize+len(payload))
+	out[0], out[1], out[2] = magic, byte(kind), version
+	binary.BigEndian.PutUint32(out[3:], checksum(kind, payload))
+	return append(out, payload...)
+}
+
+// Payload returns the msgpack payload of a record, unchecked, or nil if b
+// is too short to be one.
+func Payload(b []byte) []byte {
+	if len(b) < headerSize {
+		return nil
+	}
+	return b[headerSize:]
+}
 
 // Key joins a table prefix and a table key into a fresh slice.
 func Key(table []byte, k []byte) []byte {
@@ -78,6 +113,7 @@ func Options(dir string, log *slog.Logger) badger.Options {
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).
 		WithLoggingLevel(badger.WARNING).
+		WithSyncWrites(true).
 		WithLogger(slogger{log})
 }
 
@@ -93,19 +129,18 @@ func Open(dir string, log *slog.Logger) (*badger.DB, error) {
 // Encode returns v as a record of the given kind.
 func Encode(kind Kind, v any) ([]byte, error) {
 	var buf bytes.Buffer
-	buf.Write([]byte{magic, byte(kind), version})
 	enc := msgpack.NewEncoder(&buf)
 	enc.UseCompactInts(true)
 	if err := enc.Encode(v); err != nil {
 		return nil, fmt.Errorf("kv: encode %c record: %w", kind, err)
 	}
-	return buf.Bytes(), nil
+	return Frame(kind, buf.Bytes()), nil
 }
 
 // Decode reads a record of the given kind into v.
 func Decode(kind Kind, b []byte, v any) error {
 	switch {
-	case len(b) < 3:
+	case len(b) < headerSize:
 		return fmt.Errorf("%w: %d-byte record is too short", syncnode.ErrCorruptRecord, len(b))
 	case b[0] != magic:
 		return fmt.Errorf("%w: not a syncnode record (first byte 0x%02x)", syncnode.ErrCorruptRecord, b[0])
@@ -114,7 +149,10 @@ func Decode(kind Kind, b []byte, v any) error {
 	case b[2] != version:
 		return fmt.Errorf("%w: %c record of format version %d, this build reads %d", syncnode.ErrCorruptRecord, kind, b[2], version)
 	}
-	if err := msgpackx.Unmarshal(b[3:], v); err != nil {
+	if want, got := binary.BigEndian.Uint32(b[3:]), checksum(kind, b[headerSize:]); want != got {
+		return fmt.Errorf("%w: %c record fails its checksum (stored %08x, computed %08x): damaged on disk", syncnode.ErrCorruptRecord, kind, want, got)
+	}
+	if err := msgpackx.Unmarshal(b[headerSize:], v); err != nil {
 		if errors.Is(err, syncnode.ErrCorruptRecord) {
 			return err
 		}

@@ -55,10 +55,10 @@ func TestDecodeRejectsCorruptAndForeign(t *testing.T) {
 		"empty":     nil,
 		"short":     good[:2],
 		"foreign":   []byte(`{"json":true}`),
-		"wrongkind": append([]byte{magic, byte(KindSignpost), version}, good[3:]...),
+		"wrongkind": Frame(KindSignpost, Payload(good)),
 		"future":    append([]byte{magic, byte(KindGroup), 9}, good[3:]...),
 		"truncated": good[:len(good)-2],
-		"garbage":   append([]byte{magic, byte(KindGroup), version}, 0xc1, 0xff),
+		"garbage":   Frame(KindGroup, []byte{0xc1, 0xff}),
 	}
 	for name, b := range cases {
 		var v rec
