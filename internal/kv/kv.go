@@ -26,8 +26,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 
 	"github.com/dgraph-io/badger/v4"
