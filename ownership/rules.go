@@ -43,15 +43,23 @@ func Lower(a, b syncnode.Priority) bool {
 
 // Update returns the local priority after syncing with a peer whose
 // priority in the same group is remote. A server is at distance 0 and its
-// server time is now; any other device moves its distance toward the
-// peer's plus one hop, (4·own + remote + 1)/5, and keeps the fresher server
-// time.
+// server time is now. Any other device keeps the fresher server time, and
+// moves its distance toward the peer's plus one hop, (4·own + remote + 1)/5,
+// only when the peer's priority is higher than its own and that brings it
+// closer to a server: distances converge to the hops from the nearest
+// server and never drift toward a leaf or a device farther away.
 func Update(local, remote syncnode.Priority, now time.Time) syncnode.Priority {
 	if local.DevType == syncnode.Server {
 		return syncnode.Priority{DevType: syncnode.Server, Distance: 0, ServerTime: now}
 	}
 	out := local
-	out.Distance = (4*local.Distance + remote.Distance + 1) / 5
+	target := remote.Distance + 1
+	if remote.DevType == syncnode.Server {
+		target = 1
+	}
+	if Lower(local, remote) && target < local.Distance {
+		out.Distance = (4*local.Distance + target) / 5
+	}
 	if remote.ServerTime.After(out.ServerTime) {
 		out.ServerTime = remote.ServerTime
 	}

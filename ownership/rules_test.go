@@ -66,6 +66,47 @@ func TestUpdate(t *testing.T) {
 	}
 }
 
+// TestPriorityNeverDriftsDown: syncing with a leaf, or with a device
+// farther from a server, never moves a device's distance away from the
+// server; along a chain server–a–b–c distances converge to the hops.
+func TestPriorityNeverDriftsDown(t *testing.T) {
+	now := t0.Add(time.Hour)
+	near := prio(syncnode.Normal, 1, now)
+	for _, remote := range []syncnode.Priority{
+		prio(syncnode.Leaf, 10, t0),
+		prio(syncnode.Leaf, 0, now),
+		prio(syncnode.Normal, 7, t0),
+		prio(syncnode.Normal, 3, now),
+	} {
+		p := near
+		for range 50 {
+			next := Update(p, remote, now)
+			if Lower(next, p) || next.Distance > p.Distance {
+				t.Fatalf("syncing with %+v moved %+v down to %+v", remote, p, next)
+			}
+			p = next
+		}
+	}
+	srv := prio(syncnode.Server, 0, now)
+	a, b, c := prio(syncnode.Normal, 10, t0), prio(syncnode.Normal, 10, t0), prio(syncnode.Leaf, 10, t0)
+	for range 200 {
+		// Every pair syncs in both directions, the leaf with everyone.
+		a, b = Update(a, b, now), Update(b, a, now)
+		c, a = Update(c, a, now), Update(a, c, now)
+		a = Update(a, srv, now)
+		b, c = Update(b, c, now), Update(c, b, now)
+	}
+	for _, x := range []struct {
+		name string
+		p    syncnode.Priority
+		want float64
+	}{{"a", a, 1}, {"b", b, 2}, {"leaf c", c, 2}} {
+		if x.p.Distance < x.want-0.01 || x.p.Distance > x.want+0.01 {
+			t.Errorf("%s converged to distance %.3f, want %v", x.name, x.p.Distance, x.want)
+		}
+	}
+}
+
 func TestOfferCount(t *testing.T) {
 	srv := prio(syncnode.Server, 0, t0)
 	normal := prio(syncnode.Normal, 1, t0)

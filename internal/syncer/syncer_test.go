@@ -257,14 +257,19 @@ func TestPrioritiesMoveAndDevTypesComeFromMembership(t *testing.T) {
 	if p, ok := c.sync[1].PeerPriority(c.gid, c.hosts[2].ID()); !ok || p.DevType != syncnode.Normal {
 		t.Fatalf("node 2's priority as seen by the server: %+v %v", p, ok)
 	}
-	// Node 0 syncs with node 2 and moves a fifth of the way toward node 2's
-	// distance plus a hop (node 2 answers with its priority as updated by
-	// node 0's hello).
+	// Node 0 syncs with node 2: it moves a fifth of the way toward node
+	// 2's distance plus a hop only if node 2 is nearer a server; otherwise
+	// it stays (node 2 answers with its priority as updated by node 0's
+	// hello).
 	p0, _ := c.sync[0].Priority(c.gid)
 	c.round(0, 2)
 	p2, _ := c.sync[2].Priority(c.gid)
 	got, _ := c.sync[0].Priority(c.gid)
-	if want := (4*p0.Distance + p2.Distance + 1) / 5; got.Distance < want-1e-9 || got.Distance > want+1e-9 {
+	want = p0.Distance
+	if p2.Distance+1 < p0.Distance {
+		want = (4*p0.Distance + p2.Distance + 1) / 5
+	}
+	if got.Distance < want-1e-9 || got.Distance > want+1e-9 {
 		t.Fatalf("node 0's distance %v → %v, want %v (node 2 at %v)", p0.Distance, got.Distance, want, p2.Distance)
 	}
 	if s, _ := c.sync[1].Priority(c.gid); s.DevType != syncnode.Server || s.Distance != 0 {
