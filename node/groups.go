@@ -105,13 +105,17 @@ func (n *Node) DevType(g syncnode.GroupID) (syncnode.DevType, bool) {
 func (n *Node) Priority(g syncnode.GroupID) (syncnode.Priority, error) { return n.sync.Priority(g) }
 
 // PutRow writes a msgpack value at key in group g and pushes it to the
-// members online. The blob refs inside the value are recorded first: the
+// members online. The write is checked first, so a refused one changes
+// nothing; then the blob refs inside the value are recorded: the
 // signposts name this node where it holds the blob, and the creator's
 // shares are granted.
 func (n *Node) PutRow(g syncnode.GroupID, key string, value []byte) (syncgroup.Row, error) {
 	refs, err := syncgroup.FindRefs(value)
 	if err != nil {
 		return syncgroup.Row{}, fmt.Errorf("node: value of %q: %w", key, err)
+	}
+	if err := n.sync.CheckPut(g, key, value); err != nil {
+		return syncgroup.Row{}, err
 	}
 	if len(refs) > 0 {
 		if err := n.discover(g, key, n.h.ID(), n.h.ID(), refs); err != nil {

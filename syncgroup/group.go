@@ -184,13 +184,21 @@ func (g *Group) Members() []Member {
 // Put writes a row; the key must be under the group's prefixes and this
 // device a member.
 func (g *Group) Put(key string, value []byte, now time.Time) (Row, error) {
-	if err := g.writable(key); err != nil {
+	if err := g.CheckPut(key, value); err != nil {
 		return Row{}, err
 	}
-	if err := msgpackx.Check(value); err != nil {
-		return Row{}, fmt.Errorf("syncgroup: value of %q is not msgpack: %w", key, err)
-	}
 	return g.rows.Put(key, value, now), nil
+}
+
+// CheckPut reports whether Put would accept value at key, changing nothing.
+func (g *Group) CheckPut(key string, value []byte) error {
+	if err := g.writable(key); err != nil {
+		return err
+	}
+	if err := msgpackx.Check(value); err != nil {
+		return fmt.Errorf("syncgroup: value of %q is not msgpack: %w", key, err)
+	}
+	return nil
 }
 
 // Delete writes a tombstone at key.

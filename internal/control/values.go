@@ -3,6 +3,7 @@ package control
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -16,6 +17,9 @@ import (
 // blobKey marks a blob ref in the JSON form of a row value: the object
 // {"$blob": "<ref>"} is the msgpack blob-ref extension.
 const blobKey = "$blob"
+
+// ErrBadValue reports a row value whose JSON form cannot be stored.
+var ErrBadValue = errors.New("control: bad row value")
 
 // FromJSON converts a JSON value to the msgpack a row holds; an object
 // {"$blob": "<ref>"} becomes a blob ref.
@@ -39,10 +43,16 @@ func FromJSON(b []byte) ([]byte, error) {
 func fromJSON(v any) (any, error) {
 	switch x := v.(type) {
 	case map[string]any:
-		if s, ok := x[blobKey].(string); ok && len(x) == 1 {
+		if b, ok := x[blobKey]; ok {
+			// "$blob" is reserved: a blob ref, alone, as a string, or an
+			// error — never silently a plain map that pins nothing.
+			s, isString := b.(string)
+			if !isString || len(x) != 1 {
+				return nil, fmt.Errorf("%w: %q must be the only key of its object and hold a blob ref string, as {%q: \"REF\"}", ErrBadValue, blobKey, blobKey)
+			}
 			ref, err := syncnode.ParseBlobRef(s)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%w: %w", ErrBadValue, err)
 			}
 			return ref, nil
 		}

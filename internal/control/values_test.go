@@ -33,7 +33,7 @@ func TestJSONValuesRoundTripBlobRefs(t *testing.T) {
 	if !bytes.Equal(ja, jb) {
 		t.Fatalf("round trip:\n%s\n%s", ja, jb)
 	}
-	for _, bad := range []string{`{`, `1 2`, `{"$blob":"notaref"}`} {
+	for _, bad := range []string{`{`, `1 2`, `{"$blob":"notaref"}`, `{"$blob":12}`, `{"$blob":null}`, `{"a":{"$blob":["x"]}}`, `{"$blob":"` + ref.String() + `","x":1}`} {
 		if _, err := FromJSON([]byte(bad)); err == nil {
 			t.Errorf("FromJSON(%q) succeeded", bad)
 		}

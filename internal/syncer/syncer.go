@@ -321,10 +321,20 @@ func (s *Syncer) learnAddrs(g *syncgroup.Group) {
 
 // Put writes a row and pushes it to the members that are online.
 func (s *Syncer) Put(id syncnode.GroupID, key string, value []byte) (syncgroup.Row, error) {
-	if len(value) > MaxValue {
-		return syncgroup.Row{}, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(value), MaxValue)
+	if err := s.CheckPut(id, key, value); err != nil {
+		return syncgroup.Row{}, err
 	}
 	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Put(key, value, s.clock.Now()) })
+}
+
+// CheckPut reports whether Put would accept value at key in group id —
+// a known group, a key under its prefixes, this node a member, a msgpack
+// value of at most MaxValue bytes — changing nothing.
+func (s *Syncer) CheckPut(id syncnode.GroupID, key string, value []byte) error {
+	if len(value) > MaxValue {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(value), MaxValue)
+	}
+	return s.With(id, func(g *syncgroup.Group) error { return g.CheckPut(key, value) })
 }
 
 // Delete writes a tombstone and pushes it.
