@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/signpost"
@@ -94,8 +97,10 @@ func (n *Node) mergeFrom(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpo
 	return merged, true
 }
 
-// Synced hands blobs off after a round: a leaf asks a non-leaf member to
-// take the blobs it holds shares of.
+// Synced hands blobs off after a round with member p of g: a leaf asks a
+// non-leaf, and any device asks a server, to take the blobs of g it holds
+// shares of. A device's shares so reach a server within a round of
+// meeting one (I6), whoever relayed the row and whoever fetched from whom.
 func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
 	n := h.n
 	me, err := n.sync.Priority(g)
@@ -103,7 +108,7 @@ func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
 		return
 	}
 	them, ok := n.sync.PeerPriority(g, p)
-	if !ok || ownership.LeafHandoff(me.DevType, them.DevType, 1) == 0 {
+	if !ok || !handsOffTo(me.DevType, them.DevType) {
 		return
 	}
 	k := handoffKey{g, p}
@@ -124,21 +129,49 @@ func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
 	})
 }
 
+// handsOffTo reports whether a device of type self asks a member of type
+// peer to take its shares: a leaf any non-leaf, a non-server a server.
+func handsOffTo(self, peer syncnode.DevType) bool {
+	return ownership.LeafHandoff(self, peer, 1) > 0 || (peer == syncnode.Server && self != syncnode.Server)
+}
+
 type handoffKey struct {
 	g syncnode.GroupID
 	p peer.ID
 }
 
-// maxHandoffs bounds the blobs a leaf offers to one peer after one round.
+type handoffRef struct {
+	ref syncnode.BlobRef
+	p   peer.ID
+}
+
+// handoffBackoff spaces the hand-offs of one blob to one peer that failed.
+type handoffBackoff struct {
+	next  time.Time
+	delay time.Duration
+}
+
+// maxHandoffs bounds the blobs a device offers to one peer after one round.
 const maxHandoffs = 32
 
-// handoff asks p to take the blobs of g this leaf holds shares of.
+// handoff asks p to take the blobs of g this device holds shares of. Each
+// hand-off ends with the shares moved, or with them still here and the
+// reason in the blob's journal; a blob whose hand-off to p failed is not
+// offered to p again before a delay that doubles up to an hour.
 func (n *Node) handoff(g syncnode.GroupID, p peer.ID) {
+	now := n.clock.Now()
 	var refs []syncnode.BlobRef
 	err := n.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
-		if sh[g] > 0 && n.holds(ref) {
-			refs = append(refs, ref)
+		if sh[g] <= 0 || !n.holds(ref) {
+			return nil
 		}
+		n.handoffMu.Lock()
+		b := n.handoffRetry[handoffRef{ref, p}]
+		n.handoffMu.Unlock()
+		if now.Before(b.next) {
+			return nil
+		}
+		refs = append(refs, ref)
 		if len(refs) == maxHandoffs {
 			return errStopScan
 		}
@@ -149,36 +182,68 @@ func (n *Node) handoff(g syncnode.GroupID, p peer.ID) {
 		return
 	}
 	for _, ref := range refs {
-		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
-		err := n.shares.Ask(ctx, p, ref, g)
+		ctx, cancel := context.WithTimeout(n.ctx, n.shares.AskWait+n.cfg.IOTimeout)
+		taken, err := n.shares.Ask(ctx, p, ref, g)
 		cancel()
-		if err != nil {
-			n.log.Info("handoff refused", "peer", p, "blob", ref, "err", err)
+		if n.ctx.Err() != nil {
 			return
 		}
-		n.log.Info("leaf asked a member to take a blob", "peer", p, "blob", ref, "group", g)
+		k := handoffRef{ref, p}
+		switch {
+		case err != nil:
+			n.noteHandoff(ref, fmt.Sprintf("hand-off to %s in %s failed; shares kept here: %v", p, g, err))
+		case taken == 0:
+			err = errors.New("took no shares")
+			n.noteHandoff(ref, fmt.Sprintf("hand-off to %s in %s: it took no shares; shares kept here", p, g))
+		default:
+			n.noteHandoff(ref, fmt.Sprintf("handed %d shares in %s to %s", taken, g, p))
+			n.log.Info("shares handed off", "peer", p, "blob", ref, "group", g, "shares", taken)
+		}
+		n.handoffMu.Lock()
+		if err != nil {
+			b := n.handoffRetry[k]
+			b.delay = min(max(2*b.delay, 2*time.Second), time.Hour)
+			b.next = n.clock.Now().Add(b.delay)
+			n.handoffRetry[k] = b
+		} else {
+			delete(n.handoffRetry, k)
+		}
+		n.handoffMu.Unlock()
+		if err != nil {
+			n.log.Info("handoff failed", "peer", p, "blob", ref, "err", err)
+		}
 	}
 }
 
 var errStopScan = errors.New("stop")
 
-// asked takes a blob a leaf hands off: fetched from the leaf if not held,
-// then its shares.
-func (n *Node) asked(from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) {
-	n.goRun(func() {
-		ctx, cancel := context.WithTimeout(n.ctx, 10*n.cfg.IOTimeout)
-		defer cancel()
-		if !n.holds(ref) {
-			if _, err := n.fetch(ctx, ref, PriorityBackground, []peer.ID{from}, nil); err != nil {
-				n.log.Info("handed-off blob not fetched", "from", from, "blob", ref, "err", err)
-				return
-			}
-			return // fetch took the shares
+// asked takes a blob a member hands off: fetched from that member if not
+// held, then its shares, with the copy pinned against eviction meanwhile.
+func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (shares.Result, error) {
+	me, err := n.sync.Priority(g)
+	if err != nil {
+		return shares.Result{}, err
+	}
+	them, ok := n.sync.PeerPriority(g, from)
+	if !ok || !handsOffTo(them.DevType, me.DevType) {
+		// The holder would offer nothing: fetching would only churn.
+		return shares.Result{}, fmt.Errorf("node: a %s member hands nothing off to a %s one", them.DevType, me.DevType)
+	}
+	unpin := n.pins.pin(ref)
+	defer unpin()
+	if !n.holds(ref) {
+		if _, err := n.fetch(ctx, ref, PriorityBackground, []peer.ID{from}, nil); err != nil {
+			n.noteHandoff(ref, fmt.Sprintf("hand-off from %s not taken: fetch failed: %v", from, err))
+			return shares.Result{}, err
 		}
-		if _, err := n.shares.Take(ctx, from, ref, g); err != nil {
-			n.log.Info("handed-off shares not taken", "from", from, "blob", ref, "err", err)
-		}
-	})
+	}
+	res, err := n.shares.Take(ctx, from, ref, g)
+	if err != nil {
+		n.noteHandoff(ref, fmt.Sprintf("hand-off from %s not taken: %v", from, err))
+		return res, err
+	}
+	n.noteHandoff(ref, fmt.Sprintf("took %d shares in %s from %s", res.Taken, g, from))
+	return res, nil
 }
 
 // discover records blob refs found in a row of group g at key, written by
@@ -192,17 +257,22 @@ func (n *Node) discover(g syncnode.GroupID, key string, writer, from peer.ID, re
 	self := n.h.ID()
 	var errs []error
 	for _, ref := range refs {
-		holds := n.holds(ref)
-		// Shares first: the signpost's groups make a blob evictable, and
-		// the creator's copy must be pinned before that.
-		if writer == self && holds {
-			for _, gg := range groups {
-				if _, err := n.ledger.GrantCreator(ref, gg); err != nil {
-					errs = append(errs, err)
-				}
-			}
+		before, err := n.signposts.Get(ref)
+		if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+			errs = append(errs, err)
+			continue
 		}
-		_, err := n.signposts.Update(ref, func(sp *signpost.Signpost) {
+		// Shares first: the signpost's groups make a blob evictable, and
+		// its origin's copy must be pinned before that. A writer that
+		// fetched the blob is granted shares in the groups its row brings
+		// the ref into.
+		fresh := newGroups(before, groups)
+		introduced := func(gg syncnode.GroupID) bool { return writer == self && slices.Contains(fresh, gg) }
+		if err := n.grantCreator(ref, groups, introduced); err != nil {
+			errs = append(errs, err)
+		}
+		holds := n.holds(ref)
+		_, err = n.signposts.Update(ref, func(sp *signpost.Signpost) {
 			for _, gg := range groups {
 				sp.AddGroup(gg)
 			}

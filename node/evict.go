@@ -9,7 +9,6 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
-	"github.com/syncnode/syncnode/signpost"
 )
 
 // evictItem is one stored blob as the eviction plan sees it.
@@ -65,10 +64,11 @@ func (l *lru) touch(ref syncnode.BlobRef, t time.Time) {
 	l.mu.Unlock()
 }
 
-func (l *lru) get(ref syncnode.BlobRef) time.Time {
+func (l *lru) get(ref syncnode.BlobRef) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.used[ref]
+	t, ok := l.used[ref]
+	return t, ok
 }
 
 func (l *lru) forget(ref syncnode.BlobRef) {
@@ -105,7 +105,10 @@ func (n *Node) Evict() (EvictionReport, error) {
 		if err != nil {
 			return err
 		}
-		items = append(items, evictItem{Ref: i.Ref, Size: i.Size, LastUse: n.lru.get(i.Ref), Pinned: !mayEvict || n.inFlight(i.Ref)})
+		last, known := n.lru.get(i.Ref)
+		// A blob not yet in the LRU table is being put or fetched.
+		items = append(items, evictItem{Ref: i.Ref, Size: i.Size, LastUse: last,
+			Pinned: !mayEvict || !known || n.inFlight(i.Ref) || n.pins.pinned(i.Ref)})
 		return nil
 	})
 	if err != nil {
@@ -114,27 +117,35 @@ func (n *Node) Evict() (EvictionReport, error) {
 	evict, over := planEviction(items, n.cfg.BlobBudget)
 	rep.PinnedOver = over
 	for _, ref := range evict {
-		// Shares may have arrived since the plan: check again right before.
-		if ok, err := n.mayEvict(ref); err != nil || !ok {
-			continue
+		if n.evictOne(ref) {
+			rep.Evicted = append(rep.Evicted, ref)
+			n.log.Info("evicted", "blob", ref)
 		}
-		if err := n.blobs.Delete(ref); err != nil {
-			n.log.Error("eviction failed", "blob", ref, "err", err)
-			continue
-		}
-		n.reprov.Remove(ref)
-		n.lru.forget(ref)
-		if _, err := n.signposts.Update(ref, func(sp *signpost.Signpost) { delete(sp.Locations, n.h.ID()) }); err != nil {
-			n.log.Error("signpost not updated after eviction", "blob", ref, "err", err)
-		}
-		rep.Evicted = append(rep.Evicted, ref)
-		n.log.Info("evicted", "blob", ref)
 	}
 	if over > 0 {
 		n.log.Warn("over budget, pinned by shares", "over", over, "budget", n.cfg.BlobBudget)
 	}
 	n.evictions.Add(int64(len(rep.Evicted)))
 	return rep, nil
+}
+
+// evictOne deletes ref if it may still be evicted. The check and the
+// deletion hold ref's lock, which accepting and granting shares take too:
+// shares never arrive between them.
+func (n *Node) evictOne(ref syncnode.BlobRef) bool {
+	unlock := n.locks.lock(ref)
+	defer unlock()
+	if ok, err := n.mayEvict(ref); err != nil || !ok || n.pins.pinned(ref) || n.inFlight(ref) {
+		return false
+	}
+	if n.hook.beforeDelete != nil {
+		n.hook.beforeDelete(ref)
+	}
+	if err := n.deleteCopy(ref); err != nil {
+		n.log.Error("eviction failed", "blob", ref, "err", err)
+		return false
+	}
+	return true
 }
 
 // mayEvict reports whether eviction may drop ref: it must have no shares

@@ -69,11 +69,12 @@ var ErrNoHolder = p2p.ErrNoHolder
 // shares the holders offer. Concurrent fetches of one blob share one
 // transfer. A blob already held is Done at once.
 func (n *Node) FetchBlob(ctx context.Context, ref syncnode.BlobRef, opts FetchOptions) (blobstore.Info, error) {
-	info, err := n.fetch(ctx, ref, opts.Priority, nil, opts.Status)
+	tr := &attemptTrace{}
+	info, err := n.fetch(withTrace(ctx, tr), ref, opts.Priority, nil, opts.Status)
 	if err != nil {
 		return info, err
 	}
-	if err := n.takeShares(ctx, ref, nil); err != nil {
+	if err := n.takeShares(ctx, ref, tr.holders); err != nil {
 		n.log.Info("fetched, but shares not all taken", "blob", ref, "err", err)
 	}
 	return info, nil
@@ -202,6 +203,13 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 		return
 	}
 	f.set(Status{State: Fetching, Holders: holders})
+	// This node gets the blob from peers: it is not its origin, and must
+	// not grant itself the creator's shares for rows others wrote. On
+	// stable storage before the blob can become visible.
+	if err := n.ledger.MarkFetched(ref); err != nil {
+		fail(err)
+		return
+	}
 	res, err := n.client.Fetch(ctx, ref, holders, func(p p2p.Progress) {
 		f.set(Status{State: Fetching, Received: p.Received, Total: p.Total, Holders: holders})
 	})
@@ -398,19 +406,37 @@ func (n *Node) addAddrs(p peer.ID, addrs []string) {
 	}
 }
 
-// takeShares asks the peers that may hold shares of ref — the signpost's
-// locations that are not proxies or servers, and extra — for them, in each
-// group of the signpost this node is in. It fails if one of them could not
-// be asked, so that a caller retries later.
+// takeShares asks the peers that may hold shares of ref for them, in each
+// group of the signpost this node is in: holders (the peers this node
+// fetched from, and extra), and the signpost's locations that are not
+// servers — proxies included, since a member that relayed a row may hold
+// the blob and its shares too. It fails if a holder could not be asked,
+// so that a caller retries later; a proxy that cannot be reached is only
+// logged (it hands its shares off itself when it next syncs with a server).
 func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []peer.ID) error {
+	unpin := n.pins.pin(ref)
+	defer unpin()
 	sp, err := n.signposts.Get(ref)
 	if err != nil {
 		return err
 	}
-	peers := slices.Clone(extra)
-	for p, l := range sp.Locations {
-		if p != n.h.ID() && !l.IsProxy && !l.IsServer && !slices.Contains(peers, p) {
-			peers = append(peers, p)
+	type cand struct {
+		p      peer.ID
+		holder bool
+	}
+	var cands []cand
+	seen := map[peer.ID]bool{n.h.ID(): true}
+	for _, p := range extra {
+		if !seen[p] {
+			seen[p] = true
+			cands = append(cands, cand{p, true})
+		}
+	}
+	for _, l := range sp.Ranked() {
+		loc := sp.Locations[l.Peer]
+		if !seen[l.Peer] && !loc.IsServer {
+			seen[l.Peer] = true
+			cands = append(cands, cand{l.Peer, !loc.IsProxy})
 		}
 	}
 	var errs []error
@@ -418,17 +444,21 @@ func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []pee
 		if !n.sync.IsMember(n.h.ID(), g) {
 			continue
 		}
-		for _, p := range peers {
-			if !n.sync.IsMember(p, g) {
+		for _, c := range cands {
+			if !n.sync.IsMember(c.p, g) {
 				continue
 			}
-			res, err := n.shares.Take(ctx, p, ref, g)
+			res, err := n.shares.Take(ctx, c.p, ref, g)
 			if err != nil {
-				errs = append(errs, err)
+				if c.holder {
+					errs = append(errs, err)
+				} else {
+					n.log.Debug("shares not asked of a proxy", "blob", ref, "group", g, "peer", c.p, "err", err)
+				}
 				continue
 			}
 			if res.Taken > 0 {
-				n.log.Info("took ownership shares", "blob", ref, "group", g, "from", p, "shares", res.Taken, "holder keeps", res.HolderKeeps)
+				n.log.Info("took ownership shares", "blob", ref, "group", g, "from", c.p, "shares", res.Taken, "holder keeps", res.HolderKeeps)
 			}
 		}
 	}

@@ -20,6 +20,10 @@ type journalEntry struct {
 	Tried       []string `msgpack:"p,omitempty"` // peers asked, as strings
 	Holders     []string `msgpack:"h,omitempty"` // peers found holding it
 	Done        bool     `msgpack:"d,omitempty"`
+	// Handoff is the outcome of the blob's last share hand-off, given or
+	// taken, at HandoffAt (Unix nanoseconds).
+	Handoff   string `msgpack:"o,omitempty"`
+	HandoffAt int64  `msgpack:"oa,omitempty"`
 }
 
 func journalKey(ref syncnode.BlobRef) []byte {
@@ -27,8 +31,30 @@ func journalKey(ref syncnode.BlobRef) []byte {
 	return kv.Key(kv.Journal, h[:])
 }
 
+// writeJournal records the server fetcher's attempt e, keeping the last
+// hand-off's outcome.
 func (n *Node) writeJournal(ref syncnode.BlobRef, e journalEntry) {
+	n.updateJournal(ref, func(old *journalEntry) {
+		e.Handoff, e.HandoffAt = old.Handoff, old.HandoffAt
+		*old = e
+	})
+}
+
+// noteHandoff records the outcome of a share hand-off of ref.
+func (n *Node) noteHandoff(ref syncnode.BlobRef, what string) {
+	n.updateJournal(ref, func(e *journalEntry) {
+		e.Handoff, e.HandoffAt = what, n.clock.Now().UnixNano()
+	})
+}
+
+func (n *Node) updateJournal(ref syncnode.BlobRef, fn func(*journalEntry)) {
 	err := kv.Update(n.db, func(txn *badger.Txn) error {
+		var e journalEntry
+		if err := kv.Get(txn, journalKey(ref), kv.KindJournal, &e); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+			n.log.Warn("fetch journal entry unreadable; written anew", "blob", ref, "err", err)
+			e = journalEntry{}
+		}
+		fn(&e)
 		return kv.Set(txn, journalKey(ref), kv.KindJournal, e)
 	})
 	if err != nil {
@@ -79,6 +105,10 @@ type Why struct {
 	LastErr     string
 	Tried       []string
 	Holders     []string
+	// Handoff is the outcome of the last share hand-off of the blob, given
+	// or taken, at HandoffAt.
+	Handoff   string
+	HandoffAt time.Time
 }
 
 // WhyLocation is one signpost location.
@@ -115,8 +145,13 @@ func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 	w.Queued, w.Running, w.NextAttempt = st.Queued, st.Running, st.NextAttempt
 	w.Attempts = int(sp.FetchAttempts)
 	if e, ok := n.readJournal(ref); ok {
-		w.LastAttempt = time.Unix(0, e.LastAttempt)
+		if e.LastAttempt != 0 {
+			w.LastAttempt = time.Unix(0, e.LastAttempt)
+		}
 		w.LastErr, w.Tried, w.Holders = e.LastErr, e.Tried, e.Holders
+		if e.HandoffAt != 0 {
+			w.Handoff, w.HandoffAt = e.Handoff, time.Unix(0, e.HandoffAt)
+		}
 	}
 	return w, nil
 }

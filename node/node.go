@@ -136,11 +136,27 @@ type Node struct {
 
 	handoffMu sync.Mutex
 	handoffs  map[handoffKey]bool
+	// handoffRetry is when a blob's hand-off to a peer may be asked again
+	// after one that failed.
+	handoffRetry map[handoffRef]handoffBackoff
+
+	locks   blobLocks
+	pins    pins
+	restore restorer
+	hook    testHooks
 
 	lru       lru
 	stats     counters
 	evictMu   sync.Mutex
 	evictions atomic.Int64
+}
+
+// testHooks let a test of this package stop the node between two steps
+// of an operation, to run a racing one there.
+type testHooks struct {
+	// beforeDelete runs in eviction after the last check, before the copy
+	// is deleted, with the blob's lock held.
+	beforeDelete func(ref syncnode.BlobRef)
 }
 
 // Open opens (creating if needed) the node's data directory, starts its
@@ -154,7 +170,8 @@ func Open(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Log, clock: cfg.Clock, handoffs: map[handoffKey]bool{},
-		lru: lru{used: map[syncnode.BlobRef]time.Time{}}}
+		handoffRetry: map[handoffRef]handoffBackoff{},
+		lru:          lru{used: map[syncnode.BlobRef]time.Time{}}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	var closers []func() error
 	defer func() {
@@ -209,7 +226,8 @@ func Open(cfg Config) (_ *Node, err error) {
 	cc := p2p.DefaultClientConfig()
 	cc.IOTimeout = cfg.IOTimeout
 	n.client = p2p.NewClient(n.h, n.blobs, cc, n.log)
-	n.shares = shares.New(n.h, n.ledger, n.sync, n.holds, n.asked, n.settled, n.log)
+	n.shares = shares.New(n.h, n.ledger, n.sync, copies{n}, n.asked, n.settled, n.log)
+	n.shares.AskWait = 10 * cfg.IOTimeout
 	closers = append(closers, func() error { n.shares.Close(); return nil })
 
 	n.gate = newGate(cfg.MaxFetches)
@@ -230,6 +248,9 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := n.checkOwnership(); err != nil {
+		n.log.Error("ownership check at open incomplete", "err", err)
+	}
 	n.start()
 	return n, nil
 }
@@ -242,6 +263,7 @@ func (n *Node) start() {
 	n.goRun(func() { fetcher.RunScans(n.ctx, *n.cfg.Fetcher, n.clock, n.log, n.scan) })
 	n.goRun(n.recoverTransfers)
 	n.goRun(n.rediscover)
+	n.goRun(n.runRestore)
 	for _, ai := range n.cfg.Bootstrap {
 		n.goRun(func() {
 			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
@@ -385,12 +407,18 @@ func (n *Node) Host() host.Host { return n.h }
 func (n *Node) Connect(ctx context.Context, ai peer.AddrInfo) error { return n.h.Connect(ctx, ai) }
 
 // PutBlob stores the bytes of r as a blob and returns its ref and size; the
-// blob is provided in the DHT.
+// blob is provided in the DHT. If rows already reference it, this node —
+// its origin — is granted the creator's shares before the blob can be
+// evicted (a blob is not evictable until it is in the LRU table).
 func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error) {
 	info, err := n.blobs.Put(ctx, r, syncnode.BlobRef{})
 	if err != nil {
 		return info, err
 	}
+	if err := n.grantHeld(info.Ref); err != nil {
+		return info, fmt.Errorf("node: stored %s, but its creator shares were not granted: %w", info.Ref, err)
+	}
+	n.restore.done(info.Ref)
 	n.reprov.Add(info.Ref)
 	n.lru.touch(info.Ref, n.clock.Now())
 	n.evictSoon()
@@ -441,21 +469,33 @@ func (n *Node) Signpost(ref syncnode.BlobRef) (signpost.Signpost, error) {
 // ListBlobs calls fn for every stored blob.
 func (n *Node) ListBlobs(fn func(blobstore.Info) error) error { return n.blobs.List(fn) }
 
-// RemoveBlob deletes a stored blob, unless this device holds shares of it:
-// then the error wraps ErrPinned and the blob stays.
+// RemoveBlob deletes a stored blob, unless this device holds shares of it
+// (or has some in escrow, or is taking them): then the error wraps
+// ErrPinned and the blob stays.
 func (n *Node) RemoveBlob(ref syncnode.BlobRef) error {
+	unlock := n.locks.lock(ref)
+	defer unlock()
 	ok, err := n.ledger.MayEvict(ref)
 	if err != nil {
 		return err
 	}
-	if !ok {
+	if !ok || n.pins.pinned(ref) {
 		return fmt.Errorf("%w: %s", ErrPinned, ref)
 	}
+	return n.deleteCopy(ref)
+}
+
+// deleteCopy deletes this node's copy of ref and stops claiming it. The
+// caller holds ref's lock.
+func (n *Node) deleteCopy(ref syncnode.BlobRef) error {
 	if err := n.blobs.Delete(ref); err != nil {
 		return err
 	}
 	n.reprov.Remove(ref)
 	n.lru.forget(ref)
+	if _, err := n.signposts.Update(ref, func(sp *signpost.Signpost) { delete(sp.Locations, n.h.ID()) }); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+		n.log.Error("signpost not updated after a deletion", "blob", ref, "err", err)
+	}
 	return nil
 }
 

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/signpost"
 )
@@ -32,7 +34,11 @@ func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef) error {
 	if _, err := n.fetch(ctx, ref, PriorityBackground, nil, nil); err != nil {
 		return err
 	}
-	return n.takeShares(ctx, ref, nil)
+	var holders []peer.ID
+	if tr, ok := ctx.Value(traceKey{}).(*attemptTrace); ok {
+		holders = tr.holders
+	}
+	return n.takeShares(ctx, ref, holders)
 }
 
 // scan queues every blob whose signpost names a group where this node is a

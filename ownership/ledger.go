@@ -65,6 +65,9 @@ type record struct {
 	// Created names the groups in which this device granted itself the
 	// creator's shares, so that writing the ref again grants none.
 	Created map[syncnode.GroupID]bool `msgpack:"c,omitempty"`
+	// Fetched records that this device got the blob from a peer: it is not
+	// the blob's origin, whose copy the creator's shares pin.
+	Fetched bool `msgpack:"f,omitempty"`
 }
 
 // received records the outcome of a transfer at the acceptor.
@@ -110,7 +113,7 @@ func load(txn *badger.Txn, ref syncnode.BlobRef) (record, error) {
 }
 
 func store(txn *badger.Txn, ref syncnode.BlobRef, r record) error {
-	if len(r.Shares) == 0 && len(r.Escrow) == 0 && len(r.Created) == 0 {
+	if len(r.Shares) == 0 && len(r.Escrow) == 0 && len(r.Created) == 0 && !r.Fetched {
 		return txn.Delete(shareKey(ref))
 	}
 	return kv.Set(txn, shareKey(ref), kv.KindShares, r)
@@ -157,11 +160,15 @@ func (l *Ledger) Grant(ref syncnode.BlobRef, g syncnode.GroupID, n int) error {
 	})
 }
 
-// GrantCreator gives this device, the creator of a ref that holds the
-// blob, CreatorShares shares of it in group g, once: it reports false, and
-// grants nothing, if it did so before (even if the shares have since moved
-// away).
-func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID) (granted bool, err error) {
+// GrantCreator gives this device, which holds the blob, CreatorShares
+// shares of it in group g, once per group: it reports false, and grants
+// nothing, if it did so before (even if the shares have since moved away),
+// or if this device fetched the blob from a peer and introduced is false.
+// The origin of a blob (the device whose user stored its bytes) is granted
+// the shares in every group that references it, whichever came first, the
+// row or the bytes; a device that fetched it is granted them only where it
+// introduced the ref into a group by writing a row.
+func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduced bool) (granted bool, err error) {
 	if g == "" {
 		return false, fmt.Errorf("%w: grant in no group", ErrBadTransfer)
 	}
@@ -170,7 +177,7 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID) (granted
 		if err != nil {
 			return err
 		}
-		granted = !r.Created[g]
+		granted = !r.Created[g] && (!r.Fetched || introduced)
 		if !granted {
 			return nil
 		}
@@ -182,6 +189,19 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID) (granted
 		return store(txn, ref, r)
 	})
 	return granted, err
+}
+
+// MarkFetched records, before a fetch of ref can make it visible, that this
+// device gets the blob from a peer and is not its origin.
+func (l *Ledger) MarkFetched(ref syncnode.BlobRef) error {
+	return kv.Update(l.db, func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil || r.Fetched {
+			return err
+		}
+		r.Fetched = true
+		return store(txn, ref, r)
+	})
 }
 
 // Offer moves the shares this device offers for transfer id into escrow,

@@ -201,7 +201,7 @@ func TestGrantCreatorOnce(t *testing.T) {
 	l := NewLedger(db)
 	ref := ref(7)
 	for i, want := range []bool{true, false} {
-		got, err := l.GrantCreator(ref, "g")
+		got, err := l.GrantCreator(ref, "g", false)
 		if err != nil || got != want {
 			t.Fatalf("grant %d: %v, %v; want %v", i, got, err, want)
 		}
@@ -213,10 +213,22 @@ func TestGrantCreatorOnce(t *testing.T) {
 	if _, err := l.Offer(NewTransferID(), ref, "g", syncnode.Priority{}, syncnode.Priority{DevType: syncnode.Server}, ""); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := l.GrantCreator(ref, "g"); got {
+	if got, _ := l.GrantCreator(ref, "g", false); got {
 		t.Fatal("granted again after the shares moved")
 	}
-	if got, err := l.GrantCreator(ref, "h"); !got {
+	if got, err := l.GrantCreator(ref, "h", false); !got {
 		t.Fatal("no grant in a second group:", err)
+	}
+	// A fetched blob's holder is not its origin: granted only where it
+	// introduced the ref itself.
+	fetched := syncnode.RefFromHash([32]byte{0xfe})
+	if err := l.MarkFetched(fetched); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := l.GrantCreator(fetched, "g", false); got {
+		t.Fatal("a device that fetched the blob was granted creator shares for another's row")
+	}
+	if got, _ := l.GrantCreator(fetched, "g", true); !got {
+		t.Fatal("a device that introduced a fetched ref into a group was not granted")
 	}
 }

@@ -102,9 +102,12 @@ func (s *Signpost) AddLocation(p peer.ID, l Location) {
 	s.Merge(Signpost{Locations: map[peer.ID]Location{p: l}})
 }
 
-// Merge folds o into s: the union of groups; per peer the newer sighting
-// (on a tie, flags or'ed and addresses joined, so merging is commutative);
-// then only the best MaxLocations locations. s.FetchAttempts is kept and
+// Merge folds o into s: the union of groups; per peer, a sighting as a
+// holder over one as a proxy whatever their ages (hearsay that a peer
+// relayed a ref never overwrites that it holds the blob), else the newer
+// sighting (on a tie, flags or'ed; addresses joined whenever a holder
+// sighting meets a proxy one or two tie, so merging is commutative); then
+// only the best MaxLocations locations. s.FetchAttempts is kept and
 // o.FetchAttempts ignored.
 func (s *Signpost) Merge(o Signpost) {
 	for g := range o.SgIDs {
@@ -116,7 +119,16 @@ func (s *Signpost) Merge(o Signpost) {
 	for p, l := range o.Locations {
 		cur, ok := s.Locations[p]
 		switch {
-		case !ok || l.WhenSeen.After(cur.WhenSeen):
+		case !ok:
+			s.Locations[p] = cloneLoc(l)
+		case l.IsProxy && !cur.IsProxy:
+			cur.Addrs = joinAddrs(cur.Addrs, l.Addrs)
+			s.Locations[p] = cur
+		case !l.IsProxy && cur.IsProxy:
+			nl := cloneLoc(l)
+			nl.Addrs = joinAddrs(nl.Addrs, cur.Addrs)
+			s.Locations[p] = nl
+		case l.WhenSeen.After(cur.WhenSeen):
 			s.Locations[p] = cloneLoc(l)
 		case l.WhenSeen.Equal(cur.WhenSeen):
 			cur.IsServer = cur.IsServer || l.IsServer

@@ -36,42 +36,68 @@ type Priorities interface {
 	PeerPriority(g syncnode.GroupID, p peer.ID) (syncnode.Priority, bool)
 }
 
-// Holding reports whether this node holds a blob, whole and verified.
-type Holding func(ref syncnode.BlobRef) bool
+// Copies guards this node's copies of blobs. The node implements it.
+type Copies interface {
+	// Holds reports whether this node holds ref, whole and verified.
+	Holds(ref syncnode.BlobRef) bool
+	// WithCopy runs fn while no deletion of ref's copy can run, with held
+	// saying whether this node holds it verified, and returns fn's error.
+	// Accepting shares happens inside it, so shares are never accepted
+	// for a copy that is being deleted (I3).
+	WithCopy(ref syncnode.BlobRef, fn func(held bool) error) error
+}
 
 // SettledFunc is told of every transfer this node settled as the holder:
 // accepted, its shares are now t.To's.
 type SettledFunc func(t ownership.Transfer, accepted bool)
 
-// AskedFunc is told that member from, a leaf handing off a blob, asks
-// this node to fetch ref and take its shares in group g. It must not block.
-type AskedFunc func(from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID)
+// AskedFunc is told that member from, handing off a blob (a leaf to a
+// non-leaf, a device to a server), asks this node to take its shares of
+// ref in group g, fetching the blob from it first if needed. It returns
+// when the shares have moved or cannot; ctx ends after AskWait.
+type AskedFunc func(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (Result, error)
+
+// DefaultAskWait is how long a hand-off may take by default: the member
+// asked may have to fetch the blob first.
+const DefaultAskWait = 5 * time.Minute
 
 // Service answers share requests and makes them.
 type Service struct {
 	h       host.Host
 	ledger  *ownership.Ledger
 	prio    Priorities
-	holds   Holding
+	copies  Copies
 	asked   AskedFunc
 	settled SettledFunc
 	log     *slog.Logger
 	timeout time.Duration
+
+	// AskWait bounds a hand-off, at both ends (default DefaultAskWait).
+	// Set it before the service is used.
+	AskWait time.Duration
+
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // New registers the shares protocol on h. asked may be nil: then requests
 // to take a blob are refused. settled may be nil.
-func New(h host.Host, ledger *ownership.Ledger, prio Priorities, holds Holding, asked AskedFunc, settled SettledFunc, log *slog.Logger) *Service {
+func New(h host.Host, ledger *ownership.Ledger, prio Priorities, copies Copies, asked AskedFunc, settled SettledFunc, log *slog.Logger) *Service {
 	if settled == nil {
 		settled = func(ownership.Transfer, bool) {}
 	}
-	s := &Service{h: h, ledger: ledger, prio: prio, holds: holds, asked: asked, settled: settled, log: log, timeout: 20 * time.Second}
+	s := &Service{h: h, ledger: ledger, prio: prio, copies: copies, asked: asked, settled: settled, log: log,
+		timeout: 20 * time.Second, AskWait: DefaultAskWait}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(p2p.ProtoShares, s.handle)
 	return s
 }
 
-// Close unregisters the protocol.
-func (s *Service) Close() { s.h.RemoveStreamHandler(p2p.ProtoShares) }
+// Close unregisters the protocol and ends the hand-offs it is serving.
+func (s *Service) Close() {
+	s.h.RemoveStreamHandler(p2p.ProtoShares)
+	s.cancel()
+}
 
 const (
 	opOffer   = "offer"
@@ -93,6 +119,8 @@ type response struct {
 	Transfer *ownership.Transfer `msgpack:"t,omitempty"`
 	Keeps    bool                `msgpack:"k,omitempty"`
 	Accepted bool                `msgpack:"a,omitempty"`
+	// Taken answers an ask: how many shares the member took.
+	Taken int `msgpack:"n,omitempty"`
 }
 
 // Result is the outcome of Take.
@@ -107,11 +135,11 @@ type Result struct {
 // the blob verified. The shares arrive in escrow at the holder, are
 // accepted here, and the holder is told to settle.
 func (s *Service) Take(ctx context.Context, holder peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (Result, error) {
-	if !s.holds(ref) {
+	if !s.copies.Holds(ref) {
 		return Result{}, fmt.Errorf("%w: %s", ownership.ErrUnverified, ref)
 	}
 	id := ownership.NewTransferID()
-	resp, err := s.call(ctx, holder, request{Op: opOffer, ID: id, Ref: ref, Group: g})
+	resp, err := s.call(ctx, holder, request{Op: opOffer, ID: id, Ref: ref, Group: g}, s.timeout)
 	if err != nil {
 		return Result{}, err
 	}
@@ -125,12 +153,15 @@ func (s *Service) Take(ctx context.Context, holder peer.ID, ref syncnode.BlobRef
 	if t.ID != id || t.Ref != ref || t.Group != g || t.N < 0 {
 		return Result{}, fmt.Errorf("shares: %s answered with another transfer", holder)
 	}
-	if err := s.ledger.Accept(t, s.holds(ref)); err != nil {
+	// Accepted only while the copy is held and cannot be deleted: shares
+	// never land on a copy an eviction is removing.
+	err = s.copies.WithCopy(ref, func(held bool) error { return s.ledger.Accept(t, held) })
+	if err != nil {
 		// Not accepted: tell the holder, which returns the escrow.
-		s.call(ctx, holder, request{Op: opSettle, ID: id, Ref: ref, Accepted: false})
+		s.call(ctx, holder, request{Op: opSettle, ID: id, Ref: ref, Accepted: false}, s.timeout)
 		return Result{}, err
 	}
-	resp, err = s.call(ctx, holder, request{Op: opSettle, ID: id, Ref: ref, Accepted: true})
+	resp, err = s.call(ctx, holder, request{Op: opSettle, ID: id, Ref: ref, Accepted: true}, s.timeout)
 	if err != nil {
 		// Accepted here; the holder settles when it resolves the transfer.
 		s.log.Info("settle not confirmed; the holder will resolve", "holder", holder, "blob", ref, "err", err)
@@ -139,12 +170,13 @@ func (s *Service) Take(ctx context.Context, holder peer.ID, ref syncnode.BlobRef
 	return Result{Taken: t.N, HolderKeeps: resp.Keeps}, nil
 }
 
-// Ask asks member p to fetch ref and take this node's shares of it in
-// group g, as a leaf hands a blob off to a non-leaf it syncs with. The
-// answer only says that p will try; the shares move when it takes them.
-func (s *Service) Ask(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) error {
-	_, err := s.call(ctx, p, request{Op: opAsk, Ref: ref, Group: g})
-	return err
+// Ask asks member p to take this node's shares of ref in group g,
+// fetching the blob from this node first if it lacks it, as a leaf hands a
+// blob off to a non-leaf and a device to a server. It returns how many
+// shares p took once the hand-off has ended, or why it failed.
+func (s *Service) Ask(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (int, error) {
+	resp, err := s.call(ctx, p, request{Op: opAsk, Ref: ref, Group: g}, s.AskWait+s.timeout)
+	return resp.Taken, err
 }
 
 // Recover settles every transfer left in escrow here (by a crash or a lost
@@ -159,7 +191,7 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
 	for _, t := range pending {
-		resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref})
+		resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref}, s.timeout)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -174,7 +206,8 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-func (s *Service) call(ctx context.Context, p peer.ID, req request) (response, error) {
+// call sends req to p and waits up to wait for the answer.
+func (s *Service) call(ctx context.Context, p peer.ID, req request, wait time.Duration) (response, error) {
 	st, err := s.h.NewStream(ctx, p, p2p.ProtoShares)
 	if err != nil {
 		return response{}, fmt.Errorf("shares: %s: %w", p, err)
@@ -187,7 +220,7 @@ func (s *Service) call(ctx context.Context, p peer.ID, req request) (response, e
 		return response{}, err
 	}
 	var resp response
-	if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, s.timeout); err != nil {
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, wait); err != nil {
 		st.Reset()
 		return response{}, err
 	}
@@ -256,8 +289,10 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 		if s.asked == nil {
 			return response{}, errors.New("this node takes no blobs on request")
 		}
-		s.asked(from, req.Ref, req.Group)
-		return response{}, nil
+		ctx, cancel := context.WithTimeout(s.ctx, s.AskWait)
+		defer cancel()
+		res, err := s.asked(ctx, from, req.Ref, req.Group)
+		return response{Taken: res.Taken}, err
 	}
 	return response{}, fmt.Errorf("unknown operation %q", req.Op)
 }

@@ -33,7 +33,9 @@ type dev struct {
 	svc    *Service
 }
 
-func (d *dev) holds(ref syncnode.BlobRef) bool { _, err := d.blobs.Stat(ref); return err == nil }
+func (d *dev) Holds(ref syncnode.BlobRef) bool { _, err := d.blobs.Stat(ref); return err == nil }
+
+func (d *dev) WithCopy(ref syncnode.BlobRef, fn func(bool) error) error { return fn(d.Holds(ref)) }
 
 // world: device 0 admin (normal), 1 server, 2 normal, 3 leaf, all members
 // of one group, priorities exchanged; plus a stranger, device 4.
@@ -90,7 +92,7 @@ func (d *dev) open(t *testing.T) {
 	if d.svc != nil {
 		d.svc.Close()
 	}
-	d.svc = New(d.h, d.ledger, d.sync, d.holds, nil, nil, discard)
+	d.svc = New(d.h, d.ledger, d.sync, d, nil, nil, discard)
 	t.Cleanup(func() { d.db.Close() })
 }
 
@@ -166,7 +168,7 @@ func TestSharesConservedAcrossACrashMidTransfer(t *testing.T) {
 
 	// 1. The server accepts, then both crash before the holder settles.
 	id := ownership.NewTransferID()
-	resp, err := server.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id, Ref: ref, Group: gid})
+	resp, err := server.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id, Ref: ref, Group: gid}, time.Second)
 	if err != nil || resp.Transfer == nil || resp.Transfer.N != 2 {
 		t.Fatalf("offer: %+v %v", resp, err)
 	}
@@ -194,7 +196,7 @@ func TestSharesConservedAcrossACrashMidTransfer(t *testing.T) {
 	ref2 = info.Ref
 	holder.ledger.Grant(ref2, gid, 2)
 	id2 := ownership.NewTransferID()
-	resp, err = server.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id2, Ref: ref2, Group: gid})
+	resp, err = server.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id2, Ref: ref2, Group: gid}, time.Second)
 	if err != nil || resp.Transfer == nil || resp.Transfer.N != 2 {
 		t.Fatalf("offer 2: %+v %v", resp, err)
 	}

@@ -1,0 +1,181 @@
+package node
+
+import (
+	"errors"
+	"slices"
+	"sync"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/internal/shares"
+	"github.com/syncnode/syncnode/signpost"
+)
+
+// blobLocks serialises, per blob, the steps that must not interleave:
+// deleting a copy, and accepting or granting shares of it. With them a
+// node never holds shares of a blob whose copy it deleted (I3).
+type blobLocks struct {
+	mu sync.Mutex
+	m  map[syncnode.BlobRef]*blobLock
+}
+
+type blobLock struct {
+	mu    sync.Mutex
+	users int
+}
+
+// lock locks ref and returns its unlock.
+func (b *blobLocks) lock(ref syncnode.BlobRef) func() {
+	b.mu.Lock()
+	if b.m == nil {
+		b.m = map[syncnode.BlobRef]*blobLock{}
+	}
+	l := b.m[ref]
+	if l == nil {
+		l = &blobLock{}
+		b.m[ref] = l
+	}
+	l.users++
+	b.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		b.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(b.m, ref)
+		}
+		b.mu.Unlock()
+	}
+}
+
+// pins counts the work that needs a blob's copy to stay (a hand-off being
+// taken, shares being taken after a fetch): eviction skips a pinned blob.
+type pins struct {
+	mu sync.Mutex
+	m  map[syncnode.BlobRef]int
+}
+
+func (p *pins) pin(ref syncnode.BlobRef) (unpin func()) {
+	p.mu.Lock()
+	if p.m == nil {
+		p.m = map[syncnode.BlobRef]int{}
+	}
+	p.m[ref]++
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		if p.m[ref]--; p.m[ref] <= 0 {
+			delete(p.m, ref)
+		}
+		p.mu.Unlock()
+	}
+}
+
+func (p *pins) pinned(ref syncnode.BlobRef) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m[ref] > 0
+}
+
+// copies is the node as the share service sees its blobs.
+type copies struct{ n *Node }
+
+var _ shares.Copies = copies{}
+
+func (c copies) Holds(ref syncnode.BlobRef) bool { return c.n.holds(ref) }
+
+func (c copies) WithCopy(ref syncnode.BlobRef, fn func(held bool) error) error {
+	return c.n.withCopy(ref, fn)
+}
+
+// withCopy runs fn with ref locked against deletion, held saying whether
+// this node holds it verified.
+func (n *Node) withCopy(ref syncnode.BlobRef, fn func(held bool) error) error {
+	unlock := n.locks.lock(ref)
+	defer unlock()
+	return fn(n.holds(ref))
+}
+
+// grantCreator grants this node the creator's shares of ref in each of
+// groups it is a member of, if it holds the blob: as the blob's origin in
+// every group, otherwise only in the groups where introduced says its own
+// row brought the ref in. It runs whichever comes second, the row or the
+// bytes, and again at open, so the origin's copy is pinned before any
+// signpost makes it evictable.
+func (n *Node) grantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID, introduced func(syncnode.GroupID) bool) error {
+	return n.withCopy(ref, func(held bool) error {
+		if !held {
+			return nil
+		}
+		var errs []error
+		for _, g := range groups {
+			if !n.sync.IsMember(n.h.ID(), g) {
+				continue
+			}
+			granted, err := n.ledger.GrantCreator(ref, g, introduced != nil && introduced(g))
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if granted {
+				n.log.Info("creator shares granted", "blob", ref, "group", g)
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// grantHeld grants the creator's shares of a held blob in the groups its
+// signpost names: after a put, and at open for every held blob, since a
+// stop may fall between storing the bytes and granting.
+func (n *Node) grantHeld(ref syncnode.BlobRef) error {
+	sp, err := n.signposts.Get(ref)
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return n.grantCreator(ref, sp.Groups(), nil)
+}
+
+// checkOwnership runs at open: held blobs get the creator's shares a stop
+// cut short, and shares of a blob with no verified copy here (I3 broken by
+// a lost or damaged copy) are reported and the copy is restored.
+func (n *Node) checkOwnership() error {
+	var errs []error
+	err := n.blobs.List(func(i blobstore.Info) error {
+		if err := n.grantHeld(i.Ref); err != nil {
+			errs = append(errs, err)
+		}
+		return nil
+	})
+	errs = append(errs, err)
+	err = n.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
+		if !n.holds(ref) {
+			n.log.Error("shares held without a verified copy; restoring the copy", "blob", ref, "shares", sh)
+			n.restoreLater(ref)
+		}
+		return nil
+	})
+	return errors.Join(append(errs, err)...)
+}
+
+// groupsOf returns the groups ref's signpost names.
+func (n *Node) groupsOf(ref syncnode.BlobRef) []syncnode.GroupID {
+	sp, err := n.signposts.Get(ref)
+	if err != nil {
+		return nil
+	}
+	return sp.Groups()
+}
+
+// newGroups returns the groups of gs that ref's signpost does not name yet.
+func newGroups(sp signpost.Signpost, gs []syncnode.GroupID) []syncnode.GroupID {
+	var out []syncnode.GroupID
+	for _, g := range gs {
+		if _, ok := sp.SgIDs[g]; !ok {
+			out = append(out, g)
+		}
+	}
+	return slices.Clip(out)
+}
