@@ -3,12 +3,16 @@ package featuretests
 import (
 	"bytes"
 	"errors"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -55,4 +59,164 @@ func TestRefusedRowWritesNothing(t *testing.T) {
 	if err := n.RemoveBlob(info.Ref); err != nil {
 		t.Fatalf("the blob is pinned by refused writes: %v", err)
 	}
+}
+
+// blobValue is a row value naming ref.
+func blobValue(t *testing.T, ref syncnode.BlobRef) []byte {
+	t.Helper()
+	v, err := msgpack.Marshal(map[string]any{"img": ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestRowBeforeBlobKeepsOnlyCopy: whichever comes second, the row or the
+// bytes, the only copy is pinned by its creator's two shares and survives
+// eviction under a budget — also when a stop falls between storing the
+// bytes and granting the shares.
+func TestRowBeforeBlobKeepsOnlyCopy(t *testing.T) {
+	for _, order := range []string{"row first", "blob first", "row first, stop before the grant"} {
+		t.Run(order, func(t *testing.T) {
+			cfg := config(t, t.TempDir())
+			cfg.BlobBudget = 1 // every unpinned blob goes
+			n := open(t, cfg)
+			defer func() { n.Close() }()
+			g := createGroup(t, n, "photos", syncnode.Normal)
+			data := randomBytes(200<<10, 3)
+			ref := blake3Ref(data)
+			put := func() {
+				if _, err := n.PutBlob(t.Context(), bytes.NewReader(data)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			row := func() {
+				if _, err := n.PutRow(g, "photos/only", blobValue(t, ref)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			switch order {
+			case "row first":
+				row()
+				put()
+			case "blob first":
+				put()
+				row()
+			default:
+				row()
+				n.Close()
+				// The bytes land in the store as a put does, and the node
+				// stops before it can grant anything.
+				bs, err := blobstore.OpenDisk(filepath.Join(cfg.DataDir, "blobs"), slog.New(slog.DiscardHandler))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := bs.Put(t.Context(), bytes.NewReader(data), ref); err != nil {
+					t.Fatal(err)
+				}
+				bs.Close()
+				n = open(t, cfg)
+			}
+			for range 3 {
+				if _, err := n.Evict(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !n.HasBlob(ref) {
+				t.Fatal("the only copy of a referenced blob was evicted")
+			}
+			if got := shares(t, n, ref, g); got != 2 {
+				t.Fatalf("creator holds %d shares, want 2", got)
+			}
+			if err := n.RemoveBlob(ref); !errors.Is(err, node.ErrPinned) {
+				t.Fatalf("rm of the only copy: %v, want ErrPinned", err)
+			}
+		})
+	}
+}
+
+// TestLeafHandOffMovesShares: a leaf hands its blob to a member that lacks
+// it and evicts everything it can (a one-byte budget). The member fetches
+// it once and takes a share; the hand-off ends with the shares moved and
+// the outcome in both journals, and the member does not loop fetching.
+func TestLeafHandOffMovesShares(t *testing.T) {
+	leaf := start(t)
+	member := start(t, func(c *node.Config) { c.BlobBudget = 1 })
+	g := createGroup(t, leaf, "photos", syncnode.Leaf)
+	join(t, leaf, member, g, syncnode.Normal)
+	waitFor(t, 10*time.Second, "membership", func() bool { return len(member.Members(g)) == 2 && len(leaf.Members(g)) == 2 })
+	ref := putBlobRow(t, leaf, g, "photos/from-the-leaf", randomBytes(300<<10, 4))
+
+	waitFor(t, 20*time.Second, "the leaf's shares all on the member", func() bool {
+		return shares(t, leaf, ref, g) == 0 && shares(t, member, ref, g) == 2
+	})
+	if !member.HasBlob(ref) {
+		t.Fatal("the member holds shares without the blob")
+	}
+	w, err := leaf.Why(ref)
+	if err != nil || !strings.Contains(w.Handoff, "handed") {
+		t.Fatalf("leaf's journal of the hand-off: %q (%v)", w.Handoff, err)
+	}
+	w, err = member.Why(ref)
+	if err != nil || !strings.Contains(w.Handoff, "took") {
+		t.Fatalf("member's journal of the hand-off: %q (%v)", w.Handoff, err)
+	}
+	// Pinned by its shares, the member keeps the blob and fetches it no more.
+	in := member.Stats().BytesIn
+	for range 5 {
+		if err := member.SyncNow(g); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := member.Evict(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !member.HasBlob(ref) || member.Stats().BytesIn != in {
+		t.Fatalf("member after more rounds: holds %v, fetched %d more bytes", member.HasBlob(ref), member.Stats().BytesIn-in)
+	}
+	if total := totalShares(t, []*node.Node{leaf, member}, ref, g); total != 2 {
+		t.Fatalf("share total %d, want 2", total)
+	}
+}
+
+// TestServerTakesSharesFromRelayingMember: a member holds a blob and one
+// of its shares (taken from the leaf that wrote it) and is the one that
+// relays the row to the server while the leaf is away. The server takes
+// the member's share, so the member may evict; when the leaf returns, the
+// server has both.
+func TestServerTakesSharesFromRelayingMember(t *testing.T) {
+	leafCfg, serverCfg := config(t, t.TempDir()), config(t, t.TempDir())
+	leaf := open(t, leafCfg)
+	member := start(t)
+	g := createGroup(t, leaf, "photos", syncnode.Leaf)
+	join(t, leaf, member, g, syncnode.Normal)
+	server := open(t, serverCfg)
+	join(t, leaf, server, g, syncnode.Server)
+	server.Close()
+	waitFor(t, 10*time.Second, "membership at the member", func() bool { return len(member.Members(g)) == 3 })
+
+	ref := putBlobRow(t, leaf, g, "photos/relayed", randomBytes(256<<10, 5))
+	waitFor(t, 20*time.Second, "the member holding a share", func() bool {
+		return member.HasBlob(ref) && shares(t, member, ref, g) >= 1
+	})
+	// The leaf may already have handed both shares off; note where they are.
+	leafShares := shares(t, leaf, ref, g)
+	leaf.Close()
+
+	server = open(t, serverCfg)
+	defer server.Close()
+	waitFor(t, 30*time.Second, "the member's shares on the server", func() bool {
+		return server.HasBlob(ref) && shares(t, member, ref, g) == 0 && shares(t, server, ref, g) == 2-leafShares
+	})
+	if ok, err := member.Ledger().MayEvict(ref); !ok || err != nil {
+		t.Fatalf("the member may not evict after the server took its shares: %v", err)
+	}
+	if leafShares == 0 {
+		return
+	}
+	leaf = open(t, leafCfg)
+	defer leaf.Close()
+	waitFor(t, 30*time.Second, "every share on the server", func() bool {
+		return shares(t, leaf, ref, g) == 0 && shares(t, server, ref, g) == 2
+	})
 }

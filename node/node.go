@@ -296,16 +296,26 @@ func (n *Node) goRun(fn func()) {
 
 // syncAll runs a round of g with every member, connecting as needed.
 func (n *Node) syncAll(g syncnode.GroupID) {
+	if err := n.SyncNow(g); err != nil {
+		n.log.Debug("first rounds failed", "group", g, "err", err)
+	}
+}
+
+// SyncNow runs a round of group g with every other member, connecting as
+// needed, and returns the errors of the rounds that failed.
+func (n *Node) SyncNow(g syncnode.GroupID) error {
+	var errs []error
 	for _, m := range n.Members(g) {
 		if m.Peer == n.h.ID() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, 4*n.cfg.IOTimeout)
 		if err := n.sync.SyncWith(ctx, g, m.Peer); err != nil {
-			n.log.Debug("first round failed", "group", g, "peer", m.Peer, "err", err)
+			errs = append(errs, fmt.Errorf("node: round of %s with %s: %w", g, m.Peer, err))
 		}
 		cancel()
 	}
+	return errors.Join(errs...)
 }
 
 // recoverTransfers settles share transfers a crash or a lost answer left
