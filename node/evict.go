@@ -138,8 +138,8 @@ func (n *Node) evictOne(ref syncnode.BlobRef) bool {
 	if ok, err := n.mayEvict(ref); err != nil || !ok || n.pins.pinned(ref) || n.inFlight(ref) {
 		return false
 	}
-	if n.hook.beforeDelete != nil {
-		n.hook.beforeDelete(ref)
+	if h := n.hook.beforeDelete.Load(); h != nil {
+		(*h)(ref)
 	}
 	if err := n.deleteCopy(ref); err != nil {
 		n.log.Error("eviction failed", "blob", ref, "err", err)

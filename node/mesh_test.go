@@ -39,9 +39,20 @@ func openNode(t *testing.T, dir string) *Node {
 // others join it.
 func mesh(t *testing.T, private bool, devs ...syncnode.DevType) ([]*Node, syncnode.GroupID) {
 	t.Helper()
+	return meshWith(t, private, func(*Config) {}, devs...)
+}
+
+// meshWith is mesh with every node's config modified by mod.
+func meshWith(t *testing.T, private bool, mod func(*Config), devs ...syncnode.DevType) ([]*Node, syncnode.GroupID) {
+	t.Helper()
 	var nodes []*Node
 	for range devs {
-		n := openNode(t, t.TempDir())
+		cfg := testConfig(t.TempDir())
+		mod(&cfg)
+		n, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
 		t.Cleanup(func() { n.Close() })
 		nodes = append(nodes, n)
 	}

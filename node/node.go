@@ -156,7 +156,7 @@ type Node struct {
 type testHooks struct {
 	// beforeDelete runs in eviction after the last check, before the copy
 	// is deleted, with the blob's lock held.
-	beforeDelete func(ref syncnode.BlobRef)
+	beforeDelete atomic.Pointer[func(ref syncnode.BlobRef)]
 }
 
 // Open opens (creating if needed) the node's data directory, starts its

@@ -1,0 +1,87 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+)
+
+// TestEvictRacingShareTransferKeepsACopy stops a member's eviction after
+// its last check, right before it deletes its copy, and there lets it take
+// a leaf's shares of that blob. Accepting shares and deleting the copy are
+// exclusive: either the transfer waits and is refused (the leaf keeps its
+// shares and its copy), or the copy stays. Never shares without a copy.
+func TestEvictRacingShareTransferKeepsACopy(t *testing.T) {
+	// Both evict every blob they may.
+	nodes, g := meshWith(t, true, func(c *Config) { c.BlobBudget = 1 }, syncnode.Leaf, syncnode.Normal)
+	leaf, member := nodes[0], nodes[1]
+	// The leaf's own hand-offs stay out of the way: the test makes the
+	// transfer itself, at the worst moment.
+	leaf.handoffMu.Lock()
+	leaf.handoffs[handoffKey{g, member.ID()}] = true
+	leaf.handoffMu.Unlock()
+	ref := putBlobRow(t, leaf, g, "photos/race.jpg", 128<<10, 9)
+	// The member gets the blob (fetch alone takes no shares) and learns
+	// the row, so its copy is referenced and evictable.
+	waitFor(t, 10*time.Second, "the row at the member", func() bool {
+		sp, err := member.Signpost(ref)
+		return err == nil && len(sp.Groups()) > 0
+	})
+	took := make(chan error, 1)
+	hook := func(r syncnode.BlobRef) {
+		if r != ref {
+			return
+		}
+		member.hook.beforeDelete.Store(nil)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err := member.shares.Take(ctx, leaf.ID(), ref, g)
+			took <- err
+		}()
+		// Give the transfer every chance to land before the deletion.
+		select {
+		case <-took:
+			took <- nil
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	member.hook.beforeDelete.Store(&hook)
+	if _, err := member.fetch(t.Context(), ref, PriorityNormal, []peer.ID{leaf.ID()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The pass after the fetch may get there first; either way one
+	// reaches the hook.
+	rep, err := member.Evict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-took:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the eviction never reached its deletion (evicted %v)", rep.Evicted)
+	}
+	held := member.HasBlob(ref)
+	if sh := sharesIn(t, member, ref, g); sh > 0 && !held {
+		t.Fatalf("member holds %d shares and no copy (evicted %v)", sh, rep.Evicted)
+	}
+	if got := totalShares(t, nodes, ref, g); got != 2 {
+		t.Fatalf("share total %d, want 2", got)
+	}
+	// The leaf, over budget too, evicts what it may: a copy remains.
+	if _, err := leaf.Evict(); err != nil {
+		t.Fatal(err)
+	}
+	if !leaf.HasBlob(ref) && !member.HasBlob(ref) {
+		t.Fatal("no copy of the blob is left")
+	}
+	for _, n := range nodes {
+		if sh := sharesIn(t, n, ref, g); sh > 0 && !n.HasBlob(ref) {
+			t.Fatalf("%s holds %d shares and no copy", n.ID(), sh)
+		}
+	}
+}
