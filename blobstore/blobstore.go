@@ -44,11 +44,14 @@ type Store interface {
 	// is not zero and the bytes hash to another ref, nothing is stored and
 	// the error wraps syncnode.ErrHashMismatch.
 	Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Info, error)
-	// Open opens a stored blob for reading.
+	// Open opens a stored blob for reading. Every byte read is verified
+	// against the blob's tree: a damaged copy fails with an error wrapping
+	// ErrDamaged, never with other bytes.
 	Open(ref syncnode.BlobRef) (Reader, error)
 	// Stat describes a stored blob; a missing one gives syncnode.ErrNotFound.
 	Stat(ref syncnode.BlobRef) (Info, error)
-	// Outboard returns the blob's Bao outboard tree.
+	// Outboard returns the blob's Bao outboard tree, verified against ref
+	// (ErrDamaged if it does not match).
 	Outboard(ref syncnode.BlobRef) ([]byte, error)
 	// List calls fn for every stored blob, in no set order, until fn fails.
 	List(fn func(Info) error) error

@@ -101,20 +101,25 @@ func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Inf
 	if err != nil {
 		return Info{}, err
 	}
-	if _, err := d.Stat(info.Ref); err == nil {
-		return info, nil // already stored
-	}
+	// A blob stored already is replaced by these verified bytes: putting
+	// a damaged blob again repairs it.
 	if err := f.Sync(); err != nil {
 		return Info{}, fmt.Errorf("blobstore: sync: %w", err)
 	}
 	return info, d.finalise(info.Ref, f.Name(), ob)
 }
 
-// finalise moves a durable data file and the outboard into place.
+// finalise moves a durable data file and the outboard into place; the
+// directory entries are on stable storage when it returns.
 func (d *Disk) finalise(ref syncnode.BlobRef, data string, ob []byte) error {
 	final := d.path(ref)
-	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
-		return fmt.Errorf("blobstore: %w", err)
+	if _, err := os.Stat(filepath.Dir(final)); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+			return fmt.Errorf("blobstore: %w", err)
+		}
+		if err := syncDir(filepath.Join(d.dir, "blobs")); err != nil {
+			return err
+		}
 	}
 	if err := writeFileAtomic(final+".obao", ob, filepath.Join(d.dir, "tmp")); err != nil {
 		return err
@@ -197,9 +202,10 @@ func (d *Disk) ModTime(ref syncnode.BlobRef) (time.Time, error) {
 	return fi.ModTime(), nil
 }
 
-// Open implements Store.
+// Open implements Store. The tree is verified at open and every read
+// against it: a damaged copy fails with ErrDamaged, never with other bytes.
 func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
-	info, err := d.Stat(ref)
+	ob, err := d.readTree(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -210,15 +216,25 @@ func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blobstore: %w", err)
 	}
-	return fileReader{f, info.Size}, nil
-}
-
-// Outboard implements Store.
-func (d *Disk) Outboard(ref syncnode.BlobRef) ([]byte, error) {
-	if _, err := d.Stat(ref); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	r, err := newVerifiedReader(ref, f, fi.Size(), f, ob)
+	if err != nil {
+		f.Close()
 		return nil, err
 	}
+	return r, nil
+}
+
+// readTree reads a stored blob's outboard tree, unverified.
+func (d *Disk) readTree(ref syncnode.BlobRef) ([]byte, error) {
 	b, err := os.ReadFile(d.path(ref) + ".obao")
+	if err == nil {
+		_, err = os.Stat(d.path(ref))
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
 	}
@@ -226,6 +242,19 @@ func (d *Disk) Outboard(ref syncnode.BlobRef) ([]byte, error) {
 		return nil, fmt.Errorf("blobstore: %w", err)
 	}
 	return b, nil
+}
+
+// Outboard implements Store. The tree is verified against ref: a damaged
+// one fails with ErrDamaged.
+func (d *Disk) Outboard(ref syncnode.BlobRef) ([]byte, error) {
+	ob, err := d.readTree(ref)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTree(ref, ob); err != nil {
+		return nil, err
+	}
+	return ob, nil
 }
 
 // List implements Store.

@@ -58,17 +58,13 @@ func (m *Mem) get(ref syncnode.BlobRef) (memBlob, error) {
 	return b, nil
 }
 
-type memReader struct{ *bytes.Reader }
-
-func (memReader) Close() error { return nil }
-
 // Open implements Store.
 func (m *Mem) Open(ref syncnode.BlobRef) (Reader, error) {
 	b, err := m.get(ref)
 	if err != nil {
 		return nil, err
 	}
-	return memReader{bytes.NewReader(b.data)}, nil
+	return newVerifiedReader(ref, bytes.NewReader(b.data), int64(len(b.data)), nil, b.ob)
 }
 
 // Stat implements Store.

@@ -69,6 +69,12 @@ type Config struct {
 	// Bootstrap are peers the node connects to at start, so that its DHT
 	// has someone to ask before any syncgroup brings a member.
 	Bootstrap []peer.AddrInfo
+	// ScrubPeriod is how often every held blob is re-verified against its
+	// tree in the background (default DefaultScrubPeriod; negative: never).
+	ScrubPeriod time.Duration
+	// ScrubMaxRate caps the scrubber's reads in bytes per second (default
+	// DefaultScrubMaxRate).
+	ScrubMaxRate int64
 	// Gater, if not nil, decides which peers the host may connect to and
 	// accept (a firewall, or a test's network partition).
 	Gater connmgr.ConnectionGater
@@ -100,6 +106,12 @@ func (c *Config) setDefaults() error {
 	if c.MaxFetches <= 0 {
 		c.MaxFetches = 4
 	}
+	if c.ScrubPeriod == 0 {
+		c.ScrubPeriod = DefaultScrubPeriod
+	}
+	if c.ScrubMaxRate <= 0 {
+		c.ScrubMaxRate = DefaultScrubMaxRate
+	}
 	return c.Fetcher.Validate()
 }
 
@@ -109,8 +121,11 @@ type Node struct {
 	log   *slog.Logger
 	clock clock.Clock
 
-	db        *badger.DB
-	blobs     *blobstore.Disk
+	db    *badger.DB
+	blobs *blobstore.Disk
+	// store is blobs as the blob service and users read it: a damaged
+	// copy found by a read is handled at once.
+	store     blobstore.Store
 	signposts *signpost.Store
 	ledger    *ownership.Ledger
 	groups    *syncgroup.Store
@@ -186,6 +201,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, n.blobs.Close)
+	n.store = watchedStore{n.blobs, n}
 	if n.db, err = kv.Open(filepath.Join(cfg.DataDir, "db"), n.log); err != nil {
 		return nil, err
 	}
@@ -221,7 +237,7 @@ func Open(cfg Config) (_ *Node, err error) {
 
 	svcCfg := p2p.DefaultServiceConfig()
 	svcCfg.IOTimeout = cfg.IOTimeout
-	n.service = p2p.NewService(n.h, n.blobs, svcCfg, n.log, n.signpostFor, n.mayServe)
+	n.service = p2p.NewService(n.h, n.store, svcCfg, n.log, n.signpostFor, n.mayServe)
 	closers = append(closers, func() error { n.service.Close(); return nil })
 	cc := p2p.DefaultClientConfig()
 	cc.IOTimeout = cfg.IOTimeout
@@ -264,6 +280,7 @@ func (n *Node) start() {
 	n.goRun(n.recoverTransfers)
 	n.goRun(n.rediscover)
 	n.goRun(n.runRestore)
+	n.goRun(n.runScrub)
 	for _, ai := range n.cfg.Bootstrap {
 		n.goRun(func() {
 			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
@@ -448,7 +465,7 @@ func (n *Node) evictSoon() {
 
 // OpenBlob opens a stored blob for reading at any offset.
 func (n *Node) OpenBlob(ref syncnode.BlobRef) (blobstore.Reader, error) {
-	r, err := n.blobs.Open(ref)
+	r, err := n.store.Open(ref)
 	if err == nil {
 		n.lru.touch(ref, n.clock.Now())
 	}

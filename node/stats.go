@@ -14,6 +14,7 @@ import (
 // counters are the node's running totals.
 type counters struct {
 	attempts, failures, bytesIn, rejected atomic.Int64
+	damaged, scrubbed, scrubPasses        atomic.Int64
 }
 
 // Stats are the node's counters and gauges.
@@ -31,6 +32,11 @@ type Stats struct {
 	// Demoted are the holders now left out of fetches: banned for lying,
 	// or demoted for stalling, truncating or resetting.
 	Demoted []peer.ID
+	// Damaged counts stored copies found damaged (and deleted, to be
+	// restored); Scrubbed the bytes the scrubber re-verified in ScrubPasses
+	// whole passes; Restoring the blobs whose copy is being restored.
+	Damaged, Scrubbed, ScrubPasses int64
+	Restoring                      int
 	// Blobs and BlobBytes describe the blob store.
 	Blobs     int
 	BlobBytes int64
@@ -44,6 +50,8 @@ func (n *Node) Stats() Stats {
 		BytesIn: n.stats.bytesIn.Load(), BytesOut: n.service.Stats().BytesOut,
 		VerifyFailures: n.stats.rejected.Load(), Evictions: n.evictions.Load(),
 		Demoted: n.rep.demoted(n.clock.Now()),
+		Damaged: n.stats.damaged.Load(), Scrubbed: n.stats.scrubbed.Load(), ScrubPasses: n.stats.scrubPasses.Load(),
+		Restoring: len(n.restore.pending()),
 	}
 	n.blobs.List(func(i blobstore.Info) error { s.Blobs++; s.BlobBytes += i.Size; return nil })
 	return s

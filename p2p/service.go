@@ -166,7 +166,8 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 		}
 	}
 	r, err := s.store.Open(ref)
-	if errors.Is(err, syncnode.ErrNotFound) {
+	if errors.Is(err, syncnode.ErrNotFound) || errors.Is(err, blobstore.ErrDamaged) {
+		// A damaged copy is not held: its bytes are never served.
 		return 0, s.refuse(st, codeNotFound, "blob not held")
 	}
 	if err != nil {
@@ -180,7 +181,7 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 	var tree []byte
 	if req.Tree {
 		if tree, err = s.store.Outboard(ref); err != nil {
-			return 0, s.refuse(st, codeNotFound, err.Error())
+			return 0, s.refuse(st, codeNotFound, "blob not held")
 		}
 	}
 
@@ -214,20 +215,50 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 			return 0, err
 		}
 	}
-	bp := s.bufs.Get().(*[]byte)
-	defer s.bufs.Put(bp)
-	buf := *bp
+	// Reading (which verifies every byte against the tree) runs one
+	// chunk ahead of the network writes, so verification overlaps sending.
+	type chunk struct {
+		b   *[]byte
+		n   int
+		err error
+	}
+	ahead := make(chan chunk, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		defer close(ahead)
+		for off := req.Off; off < req.Off+req.Len; {
+			bp := s.bufs.Get().(*[]byte)
+			n := int(min(int64(len(*bp)), req.Off+req.Len-off))
+			_, err := r.ReadAt((*bp)[:n], off)
+			if err == io.EOF {
+				err = nil
+			}
+			select {
+			case ahead <- chunk{bp, n, err}:
+			case <-stop:
+				s.bufs.Put(bp)
+				return
+			}
+			if err != nil {
+				return
+			}
+			off += int64(n)
+		}
+	}()
 	var sent int64
-	for sent < req.Len {
-		n := int(min(int64(len(buf)), req.Len-sent))
-		if _, err := r.ReadAt(buf[:n], req.Off+sent); err != nil && err != io.EOF {
+	for c := range ahead {
+		if c.err != nil {
+			s.bufs.Put(c.b)
+			return sent, c.err
+		}
+		err := s.write(st, (*c.b)[:c.n])
+		s.bufs.Put(c.b)
+		if err != nil {
 			return sent, err
 		}
-		if err := s.write(st, buf[:n]); err != nil {
-			return sent, err
-		}
-		sent += int64(n)
-		s.bytesOut.Add(int64(n))
+		sent += int64(c.n)
+		s.bytesOut.Add(int64(c.n))
 	}
 	return sent, nil
 }

@@ -185,9 +185,21 @@ func (s *server) readBlob(w http.ResponseWriter, r *http.Request) {
 		}
 		length = min(l, br.Size()-off)
 	}
+	// The first span is read (and verified) before the answer starts, so
+	// a damaged copy is a clear error rather than a cut-off body. A damage
+	// found later cuts the body short of its Content-Length, which the
+	// client reports.
+	sr := io.NewSectionReader(br, off, length)
+	first := make([]byte, min(length, 1<<20))
+	if _, err := io.ReadFull(sr, first); err != nil {
+		fail(w, err)
+		return
+	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(length, 10))
-	io.Copy(w, io.NewSectionReader(br, off, length))
+	if _, err := w.Write(first); err == nil {
+		io.Copy(w, sr)
+	}
 }
 
 // FetchEvent is one line of a fetch's NDJSON status stream.
