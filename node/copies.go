@@ -179,3 +179,16 @@ func newGroups(sp signpost.Signpost, gs []syncnode.GroupID) []syncnode.GroupID {
 	}
 	return slices.Clip(out)
 }
+
+// Holding returns, consistently, whether this node holds ref verified and
+// its shares of it by group: both are read under the lock that deleting a
+// copy and accepting shares take, so they describe one instant.
+func (n *Node) Holding(ref syncnode.BlobRef) (held bool, shares map[syncnode.GroupID]int, err error) {
+	err = n.withCopy(ref, func(h bool) error {
+		held = h
+		var err error
+		shares, err = n.ledger.Shares(ref)
+		return err
+	})
+	return held, shares, err
+}

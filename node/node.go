@@ -337,7 +337,9 @@ func (n *Node) SyncNow(g syncnode.GroupID) error {
 
 // recoverTransfers settles share transfers a crash or a lost answer left
 // in escrow: at start, then with a delay that doubles from one second to
-// ten while any remain unsettled, and every minute otherwise.
+// ten while any remain unsettled. Otherwise it sleeps until an offer puts
+// shares in escrow (and then gives the acceptor 2 × IOTimeout to settle by
+// itself), or a minute passes.
 func (n *Node) recoverTransfers() {
 	delay := time.Second
 	for {
@@ -361,6 +363,11 @@ func (n *Node) recoverTransfers() {
 			t.Stop()
 			return
 		case <-t.C():
+		case <-n.shares.Escrowed():
+			t.Stop()
+			if !n.sleep(2 * n.cfg.IOTimeout) {
+				return
+			}
 		}
 	}
 }

@@ -78,6 +78,8 @@ type Service struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+	// escrowed is signalled when an offer puts shares in escrow.
+	escrowed chan struct{}
 }
 
 // New registers the shares protocol on h. asked may be nil: then requests
@@ -87,11 +89,16 @@ func New(h host.Host, ledger *ownership.Ledger, prio Priorities, copies Copies, 
 		settled = func(ownership.Transfer, bool) {}
 	}
 	s := &Service{h: h, ledger: ledger, prio: prio, copies: copies, asked: asked, settled: settled, log: log,
-		timeout: 20 * time.Second, AskWait: DefaultAskWait}
+		timeout: 20 * time.Second, AskWait: DefaultAskWait, escrowed: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(p2p.ProtoShares, s.handle)
 	return s
 }
+
+// Escrowed is signalled (without blocking, so signals merge) whenever an
+// offer puts shares in escrow here: if the acceptor's settle never comes,
+// Recover must run.
+func (s *Service) Escrowed() <-chan struct{} { return s.escrowed }
 
 // Close unregisters the protocol and ends the hand-offs it is serving.
 func (s *Service) Close() {
@@ -258,6 +265,12 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 			return response{}, err
 		}
 		t, err := s.ledger.Offer(req.ID, req.Ref, req.Group, me, them, from)
+		if err == nil && t.N > 0 {
+			select {
+			case s.escrowed <- struct{}{}:
+			default:
+			}
+		}
 		return response{Transfer: &t}, err
 	case opSettle:
 		// Only the acceptor named in the escrow may settle it.

@@ -1,0 +1,571 @@
+// Package ownsim is a seeded simulation of the ownership protocol over the
+// real node code: a phone, a laptop, a leaf and a server on loopback share
+// one syncgroup while a schedule drawn from the seed puts blobs and writes
+// rows naming them in either order, fetches, syncs, evicts under one-byte
+// budgets, removes blobs as a user does, stops nodes with work in flight
+// and restarts them, and cuts and heals the network. After every step it
+// checks the invariants:
+//
+//   - I1: a blob that has been stored while a live row referenced it always
+//     has a copy somewhere;
+//   - I2: the shares of a (blob, group) never exceed 2;
+//   - I3: a node that holds shares of a blob holds a verified copy, unless
+//     it is restoring that copy;
+//
+// and at the end, once the network is healed, every node is up and the
+// work has settled: every such blob is on the server with both its shares,
+// and no device still holds shares of it (I6).
+//
+// The schedule is a function of the seed alone, so a failing seed replays
+// the same operations; the timing of the nodes' own background work (sync
+// rounds, fetches, hand-offs) is not, which is how races are found.
+package ownsim
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/internal/netsplit"
+	"github.com/syncnode/syncnode/node"
+	"github.com/syncnode/syncnode/ownership"
+)
+
+// Config is one simulated run.
+type Config struct {
+	Seed uint64
+	// Steps is how many operations the schedule draws (default 40).
+	Steps int
+	// Blobs is how many blobs the run writes (default 4).
+	Blobs int
+	// Settle bounds the wait at the end for the work to settle (default
+	// 30 s).
+	Settle time.Duration
+	// Dir holds the nodes' data directories.
+	Dir string
+	// Trace, if not nil, receives one line per step.
+	Trace io.Writer
+}
+
+// Report counts what a run did and checked.
+type Report struct {
+	Seed uint64
+	// Steps run and invariant checks made (one check is one invariant
+	// for one blob, or for one node and one blob).
+	Steps, Checks int
+	// Ops counts the operations run, by name.
+	Ops map[string]int
+	// Protected is how many blobs were stored while referenced (and so
+	// must never be lost).
+	Protected int
+	// Settling is how long the end took to settle.
+	Settling time.Duration
+}
+
+// ErrInvariant reports a broken invariant.
+var ErrInvariant = errors.New("ownsim: invariant broken")
+
+// The nodes, by index.
+const (
+	phone = iota
+	laptop
+	leaf
+	server
+	numNodes
+)
+
+var names = [numNodes]string{"phone", "laptop", "leaf", "server"}
+var devTypes = [numNodes]syncnode.DevType{syncnode.Normal, syncnode.Normal, syncnode.Leaf, syncnode.Server}
+
+// member is one simulated node: up, or down with what it held when it
+// stopped.
+type member struct {
+	name  string
+	cfg   node.Config
+	gater *netsplit.Gater
+	id    peer.ID
+	n     *node.Node // nil while down
+	// while down: its copies and shares as its stores keep them
+	held   map[syncnode.BlobRef]bool
+	shares map[syncnode.BlobRef]map[syncnode.GroupID]int
+}
+
+type blob struct {
+	data   []byte
+	ref    syncnode.BlobRef
+	origin int
+	put    bool // stored on its origin once
+	row    bool // the row naming it is written
+	// protected: stored while a live row referenced it; never to be lost.
+	protected bool
+}
+
+type sim struct {
+	cfg   Config
+	rng   *rand.Rand
+	ms    [numNodes]*member
+	blobs []*blob
+	g     syncnode.GroupID
+	cut   netsplit.Partition
+	split bool
+	rep   Report
+	trace []string
+}
+
+// Run runs one simulation. It returns an error wrapping ErrInvariant, with
+// the steps that led there, if an invariant broke.
+func Run(ctx context.Context, cfg Config) (Report, error) {
+	if cfg.Steps <= 0 {
+		cfg.Steps = 40
+	}
+	if cfg.Blobs <= 0 {
+		cfg.Blobs = 4
+	}
+	if cfg.Settle <= 0 {
+		cfg.Settle = 30 * time.Second
+	}
+	s := &sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x0e5e)), rep: Report{Seed: cfg.Seed, Ops: map[string]int{}}}
+	defer s.closeAll()
+	if err := s.setup(ctx); err != nil {
+		return s.rep, err
+	}
+	for i := range cfg.Steps {
+		if err := ctx.Err(); err != nil {
+			return s.rep, err
+		}
+		op := s.step(ctx)
+		s.rep.Steps++
+		s.rep.Ops[op]++
+		s.log(fmt.Sprintf("step %d: %s", i, op))
+		if err := s.check(); err != nil {
+			return s.rep, s.fail(err)
+		}
+	}
+	start := time.Now()
+	if err := s.settle(ctx); err != nil {
+		return s.rep, s.fail(err)
+	}
+	s.rep.Settling = time.Since(start)
+	for _, b := range s.blobs {
+		if b.protected {
+			s.rep.Protected++
+		}
+	}
+	return s.rep, nil
+}
+
+func (s *sim) log(line string) {
+	s.trace = append(s.trace, line)
+	if s.cfg.Trace != nil {
+		fmt.Fprintln(s.cfg.Trace, line)
+	}
+}
+
+func (s *sim) fail(err error) error {
+	return fmt.Errorf("%w: seed %d: %v\nsteps:\n  %s", ErrInvariant, s.cfg.Seed, err, strings.Join(s.trace, "\n  "))
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port), nil
+}
+
+func (s *sim) setup(ctx context.Context) error {
+	fc := fetcher.DefaultConfig()
+	fc.BaseDelay, fc.Jitter, fc.MaxShift = 20*time.Millisecond, 20*time.Millisecond, 4
+	fc.FirstScan, fc.ScanInterval = 100*time.Millisecond, 500*time.Millisecond
+	for i := range numNodes {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		m := &member{name: names[i], gater: s.cut.Gater()}
+		m.cfg = node.Config{DataDir: filepath.Join(s.cfg.Dir, fmt.Sprintf("%s-%d", names[i], s.cfg.Seed)),
+			ListenAddrs: []string{addr}, SyncInterval: 200 * time.Millisecond, IOTimeout: 2 * time.Second,
+			Fetcher: &fc, Gater: m.gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler)}
+		if devTypes[i] != syncnode.Server {
+			m.cfg.BlobBudget = 1 // every blob it may evict goes
+		}
+		s.ms[i] = m
+		if err := s.start(m); err != nil {
+			return err
+		}
+	}
+	admin := s.ms[phone].n
+	spec, err := admin.CreateGroup("sim", []string{"sim/"}, true, devTypes[phone])
+	if err != nil {
+		return err
+	}
+	s.g = spec.ID
+	for i := laptop; i < numNodes; i++ {
+		inv, err := admin.Invite(s.g, s.ms[i].id, devTypes[i], time.Hour)
+		if err != nil {
+			return err
+		}
+		if _, err := s.ms[i].n.JoinGroup(ctx, inv, admin.Host().Addrs()); err != nil {
+			return fmt.Errorf("ownsim: join: %w", err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, m := range s.ms {
+		for len(m.n.Members(s.g)) != numNodes {
+			if time.Now().After(deadline) {
+				return errors.New("ownsim: membership did not reach every node")
+			}
+			m.n.SyncNow(s.g)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	for range s.cfg.Blobs {
+		data := make([]byte, 16<<10+s.rng.IntN(48<<10))
+		for j := range data {
+			data[j] = byte(s.rng.Uint32())
+		}
+		h, err := hashOf(data)
+		if err != nil {
+			return err
+		}
+		s.blobs = append(s.blobs, &blob{data: data, ref: h, origin: s.rng.IntN(server)})
+	}
+	return nil
+}
+
+// hashOf returns the ref of data, as a put would.
+func hashOf(data []byte) (syncnode.BlobRef, error) {
+	m := blobstore.NewMem()
+	info, err := m.Put(context.Background(), bytes.NewReader(data), syncnode.BlobRef{})
+	return info.Ref, err
+}
+
+func (s *sim) start(m *member) error {
+	n, err := node.Open(m.cfg)
+	if err != nil {
+		return fmt.Errorf("ownsim: open %s: %w", m.name, err)
+	}
+	m.gater.SetSelf(n.ID())
+	m.id, m.n, m.held, m.shares = n.ID(), n, nil, nil
+	// Partitions and peers' addresses: every up node knows every other.
+	for _, o := range s.ms {
+		if o != nil && o != m && o.n != nil {
+			n.Host().Peerstore().AddAddrs(o.id, o.n.Host().Addrs(), time.Hour)
+			o.n.Host().Peerstore().AddAddrs(m.id, n.Host().Addrs(), time.Hour)
+		}
+	}
+	return nil
+}
+
+// stop closes m with whatever it was doing in flight, and reads what its
+// stores keep.
+func (s *sim) stop(m *member) error {
+	err := m.n.Close()
+	m.n = nil
+	m.held, m.shares = map[syncnode.BlobRef]bool{}, map[syncnode.BlobRef]map[syncnode.GroupID]int{}
+	bs, berr := blobstore.OpenDisk(filepath.Join(m.cfg.DataDir, "blobs"), slog.New(slog.DiscardHandler))
+	if berr != nil {
+		return errors.Join(err, berr)
+	}
+	bs.List(func(i blobstore.Info) error { m.held[i.Ref] = true; return nil })
+	bs.Close()
+	db, derr := kv.Open(filepath.Join(m.cfg.DataDir, "db"), slog.New(slog.DiscardHandler))
+	if derr != nil {
+		return errors.Join(err, derr)
+	}
+	serr := ownership.NewLedger(db).Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
+		m.shares[ref] = sh
+		return nil
+	})
+	return errors.Join(err, serr, db.Close())
+}
+
+func (s *sim) closeAll() {
+	for _, m := range s.ms {
+		if m != nil && m.n != nil {
+			m.n.Close()
+		}
+	}
+}
+
+// up returns the members that are up.
+func (s *sim) up() []*member {
+	var out []*member
+	for _, m := range s.ms {
+		if m.n != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// rowValue is the value of the row naming b.
+func rowValue(b *blob) []byte {
+	v, _ := msgpack.Marshal(map[string]any{"photo": b.ref})
+	return v
+}
+
+// step draws one operation from the schedule and runs it; it returns its
+// description. The draw depends on the seed alone: an operation that does
+// not apply now (its node is down) does nothing.
+func (s *sim) step(ctx context.Context) string {
+	op := s.rng.IntN(100)
+	bi := s.rng.IntN(len(s.blobs))
+	b := s.blobs[bi]
+	mi := s.rng.IntN(numNodes)
+	m := s.ms[mi]
+	side := s.rng.Uint32()
+	switch {
+	case op < 14: // the origin stores the blob's bytes
+		o := s.ms[b.origin]
+		if b.put || o.n == nil {
+			return fmt.Sprintf("put blob %d on %s: skipped", bi, o.name)
+		}
+		_, err := o.n.PutBlob(ctx, bytes.NewReader(b.data))
+		b.put = err == nil
+		return fmt.Sprintf("put blob %d on %s: %v", bi, o.name, errString(err))
+	case op < 28: // the origin writes the row naming it
+		o := s.ms[b.origin]
+		if b.row || o.n == nil {
+			return fmt.Sprintf("row for blob %d on %s: skipped", bi, o.name)
+		}
+		_, err := o.n.PutRow(s.g, fmt.Sprintf("sim/%d", bi), rowValue(b))
+		b.row = err == nil
+		return fmt.Sprintf("row for blob %d on %s (blob put: %v): %v", bi, o.name, b.put, errString(err))
+	case op < 40:
+		if m.n == nil {
+			return fmt.Sprintf("fetch blob %d on %s: down", bi, m.name)
+		}
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := m.n.FetchBlob(fctx, b.ref, node.FetchOptions{})
+		cancel()
+		return fmt.Sprintf("fetch blob %d on %s: %v", bi, m.name, errString(err))
+	case op < 55:
+		if m.n == nil {
+			return fmt.Sprintf("sync on %s: down", m.name)
+		}
+		return fmt.Sprintf("sync on %s: %v", m.name, errString(m.n.SyncNow(s.g)))
+	case op < 65:
+		if m.n == nil || mi == server {
+			return fmt.Sprintf("evict on %s: skipped", m.name)
+		}
+		rep, err := m.n.Evict()
+		return fmt.Sprintf("evict on %s: %d evicted, %v", m.name, len(rep.Evicted), errString(err))
+	case op < 72:
+		if m.n == nil {
+			return fmt.Sprintf("rm blob %d on %s: down", bi, m.name)
+		}
+		return fmt.Sprintf("rm blob %d on %s: %v", bi, m.name, errString(m.n.RemoveBlob(b.ref)))
+	case op < 79:
+		if m.n == nil || len(s.up()) <= 2 {
+			return fmt.Sprintf("stop %s: skipped", m.name)
+		}
+		// Work in flight: a fetch and a round are cut short by the stop.
+		go m.n.FetchBlob(context.Background(), b.ref, node.FetchOptions{})
+		go m.n.SyncNow(s.g)
+		time.Sleep(time.Duration(side%5) * time.Millisecond)
+		return fmt.Sprintf("stop %s mid-work: %v", m.name, errString(s.stop(m)))
+	case op < 88:
+		if m.n != nil {
+			return fmt.Sprintf("restart %s: up", m.name)
+		}
+		return fmt.Sprintf("restart %s: %v", m.name, errString(s.start(m)))
+	case op < 94:
+		if s.split {
+			s.cut.Heal()
+			s.split = false
+			return "heal the network"
+		}
+		sides := make([]int, numNodes)
+		ids := make([]peer.ID, numNodes)
+		for i := range numNodes {
+			sides[i] = int(side>>i) & 1
+			ids[i] = s.ms[i].id
+		}
+		s.cut.Split(ids, s.hosts(), sides)
+		s.split = true
+		return fmt.Sprintf("split the network %v", sides)
+	default:
+		d := time.Duration(10+side%40) * time.Millisecond
+		time.Sleep(d)
+		return fmt.Sprintf("let background work run %s", d)
+	}
+}
+
+func (s *sim) hosts() []host.Host {
+	out := make([]host.Host, numNodes)
+	for i, m := range s.ms {
+		if m.n != nil {
+			out[i] = m.n.Host()
+		}
+	}
+	return out
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	msg := err.Error()
+	if len(msg) > 120 {
+		msg = msg[:120] + "…"
+	}
+	return msg
+}
+
+// state is what one member holds of one blob.
+func (s *sim) state(m *member, ref syncnode.BlobRef) (bool, map[syncnode.GroupID]int, error) {
+	if m.n == nil {
+		return m.held[ref], m.shares[ref], nil
+	}
+	return m.n.Holding(ref)
+}
+
+// check verifies I1, I2 and I3 now. Reads of different nodes are not one
+// instant: a count that breaks an invariant is read again a few times, and
+// only one that stays broken fails.
+func (s *sim) check() error {
+	for _, b := range s.blobs {
+		var err error
+		for try := range 6 {
+			if err = s.checkBlob(b); err == nil {
+				break
+			}
+			time.Sleep(time.Duration(try+1) * 10 * time.Millisecond)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *sim) checkBlob(b *blob) error {
+	copies, total := 0, 0
+	for _, m := range s.ms {
+		held, sh, err := s.state(m, b.ref)
+		if err != nil {
+			return err
+		}
+		if held {
+			copies++
+		}
+		total += sh[s.g]
+		s.rep.Checks++
+		restoring := m.n != nil && slices.Contains(m.n.Restoring(), b.ref)
+		if sh[s.g] > 0 && !held && !restoring {
+			return fmt.Errorf("I3: %s holds %d shares of blob %s and no copy", m.name, sh[s.g], b.ref)
+		}
+	}
+	s.rep.Checks += 2
+	if total > 2 {
+		return fmt.Errorf("I2: blob %s has %d shares in the group; %s", b.ref, total, s.describe(b))
+	}
+	if b.row && copies > 0 {
+		b.protected = true
+	}
+	if b.protected && copies == 0 {
+		return fmt.Errorf("I1: blob %s, referenced by a live row, has no copy left; %s", b.ref, s.describe(b))
+	}
+	return nil
+}
+
+// describe tells what every member holds of b, for a failure's message.
+func (s *sim) describe(b *blob) string {
+	var parts []string
+	for _, m := range s.ms {
+		held, sh, err := s.state(m, b.ref)
+		d := fmt.Sprintf("%s: held %v, shares %d", m.name, held, sh[s.g])
+		if err != nil {
+			d += " (" + err.Error() + ")"
+		}
+		if m.n != nil {
+			if p, err := m.n.Ledger().Pending(b.ref); err == nil && len(p) > 0 {
+				d += fmt.Sprintf(", %d transfers in escrow", len(p))
+			}
+			if w, err := m.n.Why(b.ref); err == nil {
+				if w.Handoff != "" {
+					d += ", last hand-off: " + w.Handoff
+				}
+				if w.LastErr != "" {
+					d += ", last fetch error: " + w.LastErr
+				}
+			}
+		}
+		parts = append(parts, d)
+	}
+	return "origin " + names[b.origin] + "; " + strings.Join(parts, "; ")
+}
+
+// settle heals the network, restarts every node and waits for every
+// protected blob to be on the server with both shares and no device to
+// hold shares of it (I6), checking I1–I3 along the way.
+func (s *sim) settle(ctx context.Context) error {
+	s.cut.Heal()
+	for _, m := range s.ms {
+		if m.n == nil {
+			if err := s.start(m); err != nil {
+				return err
+			}
+		}
+	}
+	s.log("settle: network healed, every node up")
+	deadline := time.Now().Add(s.cfg.Settle)
+	for {
+		if err := s.check(); err != nil {
+			return err
+		}
+		why := s.unsettled()
+		if why == "" {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("I6: not settled after %s: %s", s.cfg.Settle, why)
+		}
+		for _, m := range s.ms {
+			m.n.SyncNow(s.g)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// unsettled says why the run has not settled, or "".
+func (s *sim) unsettled() string {
+	srv := s.ms[server].n
+	for i, b := range s.blobs {
+		if !b.protected {
+			continue
+		}
+		held, sh, err := srv.Holding(b.ref)
+		if err != nil {
+			return err.Error()
+		}
+		if !held || sh[s.g] != 2 {
+			return fmt.Sprintf("blob %d: server holds it %v with %d shares; %s", i, held, sh[s.g], s.describe(b))
+		}
+		for _, m := range s.ms[:server] {
+			if _, sh, _ := m.n.Holding(b.ref); sh[s.g] > 0 {
+				return fmt.Sprintf("blob %d: %s still holds %d shares after the server's copy; %s", i, m.name, sh[s.g], s.describe(b))
+			}
+		}
+	}
+	return ""
+}
