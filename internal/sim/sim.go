@@ -23,6 +23,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/baotree"
 	"github.com/syncnode/syncnode/internal/netsplit"
 	"github.com/syncnode/syncnode/node"
 )
@@ -59,6 +60,16 @@ type Report struct {
 	NotOnServer int
 	// BadShares counts blobs whose shares do not add up to 2.
 	BadShares int
+	// SharesWithoutCopy counts (node, blob) pairs at the end where the
+	// node holds shares and no verified copy: must be 0 (I3).
+	SharesWithoutCopy int
+	// PinnedAfterServer counts blobs a server holds verified while a
+	// device still holds shares of them at the end: must be 0 (I6).
+	PinnedAfterServer int
+	// RowsFirst counts blobs whose row was written before their bytes were
+	// stored; Removed and RmRefused count users' rm of held blobs done and
+	// refused (pinned); Fetches counts devices' fetches racing evictions.
+	RowsFirst, Removed, RmRefused, Fetches int
 	// P50 and P99 are the time from a blob's first reference to its first
 	// verified server copy.
 	P50, P99 time.Duration
@@ -71,11 +82,15 @@ type Report struct {
 func (r Report) String() string {
 	return fmt.Sprintf("nodes %d, blobs %d, crashes %d, partitions %d, elapsed %s\n"+
 		"time to first server copy: p50 %s, p99 %s\n"+
+		"rows before their blob: %d; user rm done %d, refused (pinned) %d; device fetches racing evictions: %d\n"+
 		"blobs lost: %d; not on a server: %d; share totals wrong: %d\n"+
+		"shares held without a copy: %d; blobs pinned on a device after a server copy: %d\n"+
 		"bytes moved: %d (%.1f× the blobs' bytes)",
 		r.Nodes, r.Blobs, r.Crashes, r.Partitions, r.Elapsed.Round(time.Millisecond),
 		r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond),
-		r.Lost, r.NotOnServer, r.BadShares, r.BytesMoved, float64(r.BytesMoved)/float64(max(1, r.blobBytes)))
+		r.RowsFirst, r.Removed, r.RmRefused, r.Fetches,
+		r.Lost, r.NotOnServer, r.BadShares, r.SharesWithoutCopy, r.PinnedAfterServer,
+		r.BytesMoved, float64(r.BytesMoved)/float64(max(1, r.blobBytes)))
 }
 
 type member struct {
@@ -234,18 +249,57 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 		for j := range buf {
 			buf[j] = byte(rng.Uint32())
 		}
-		info, err := wm.n.PutBlob(ctx, bytes.NewReader(buf))
+		ref := refOf(buf)
+		v, err := msgpack.Marshal(map[string]any{"i": i, "blob": ref})
 		if err != nil {
 			return rep, err
 		}
-		v, err := msgpack.Marshal(map[string]any{"i": i, "blob": info.Ref})
-		if err != nil {
+		firstRef[ref] = time.Now()
+		refs = append(refs, ref)
+		put := func() error {
+			_, err := wm.n.PutBlob(ctx, bytes.NewReader(buf))
+			return err
+		}
+		row := func() error {
+			_, err := wm.n.PutRow(g, fmt.Sprintf("sim/%05d", i), v)
+			return err
+		}
+		// A third of the rows are written before their blob is stored,
+		// as a program that writes the row first does.
+		first, second := put, row
+		if rng.IntN(3) == 0 {
+			first, second = row, put
+			rep.RowsFirst++
+		}
+		if err := first(); err != nil {
 			return rep, err
 		}
-		firstRef[info.Ref] = time.Now()
-		refs = append(refs, info.Ref)
-		if _, err := wm.n.PutRow(g, fmt.Sprintf("sim/%05d", i), v); err != nil {
+		if err := second(); err != nil {
 			return rep, err
+		}
+		// Users remove blobs they hold (refused while pinned), and
+		// devices with tight budgets fetch older blobs, racing their own
+		// evictions and the hand-offs.
+		if rng.IntN(4) == 0 && len(refs) > 1 {
+			um := writers[rng.IntN(len(writers))]
+			old := refs[rng.IntN(len(refs)-1)]
+			if um.n.HasBlob(old) {
+				if err := um.n.RemoveBlob(old); err == nil {
+					rep.Removed++
+				} else if errors.Is(err, node.ErrPinned) {
+					rep.RmRefused++
+				}
+			}
+		}
+		if rng.IntN(3) == 0 && len(refs) > 1 {
+			fm := writers[rng.IntN(len(writers))]
+			old := refs[rng.IntN(len(refs)-1)]
+			rep.Fetches++
+			go func(n *node.Node) {
+				fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				n.FetchBlob(fctx, old, node.FetchOptions{})
+			}(fm.n)
 		}
 		poll()
 		time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
@@ -267,7 +321,7 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 	deadline = time.Now().Add(cfg.Settle)
 	settled := func() bool {
 		for _, ref := range refs {
-			if total(ms, ref, g) != 2 {
+			if total(ms, ref, g) != 2 || pinnedAfterServer(ms, ref, g) {
 				return false
 			}
 		}
@@ -275,6 +329,17 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 	}
 	for !settled() && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
+	}
+	for _, ref := range refs {
+		for _, m := range ms {
+			held, sh, err := m.n.Holding(ref)
+			if err == nil && sh[g] > 0 && !held && !slices.Contains(m.n.Restoring(), ref) {
+				rep.SharesWithoutCopy++
+			}
+		}
+		if pinnedAfterServer(ms, ref, g) {
+			rep.PinnedAfterServer++
+		}
 	}
 	rep.Blobs = len(refs)
 	rep.blobBytes = int64(len(refs)) * int64(cfg.BlobSize)
@@ -311,11 +376,46 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 	if rep.Lost > 0 {
 		return rep, fmt.Errorf("sim: %w: %d blobs", ErrLost, rep.Lost)
 	}
+	if rep.SharesWithoutCopy > 0 || rep.PinnedAfterServer > 0 {
+		return rep, fmt.Errorf("sim: %w: %d shares held without a copy, %d blobs pinned on a device after a server copy",
+			ErrUnsettled, rep.SharesWithoutCopy, rep.PinnedAfterServer)
+	}
 	return rep, nil
+}
+
+// pinnedAfterServer reports whether a server holds ref verified while a
+// device still holds shares of it.
+func pinnedAfterServer(ms []*member, ref syncnode.BlobRef, g syncnode.GroupID) bool {
+	onServer, pinned := false, false
+	for _, m := range ms {
+		held, sh, err := m.n.Holding(ref)
+		if err != nil {
+			continue
+		}
+		if m.dev == syncnode.Server && held {
+			onServer = true
+		}
+		if m.dev != syncnode.Server && sh[g] > 0 {
+			pinned = true
+		}
+	}
+	return onServer && pinned
+}
+
+// refOf returns the ref of data, as a put computes it.
+func refOf(data []byte) syncnode.BlobRef {
+	var h baotree.Hasher
+	h.Write(data)
+	root, _ := h.Sum()
+	return syncnode.RefFromHash(root)
 }
 
 // ErrLost reports blobs that no node holds at the end of a simulation.
 var ErrLost = errors.New("blobs lost")
+
+// ErrUnsettled reports ownership that did not settle by the end of a
+// simulation: shares without a copy, or devices pinned after a server copy.
+var ErrUnsettled = errors.New("ownership not settled")
 
 func total(ms []*member, ref syncnode.BlobRef, g syncnode.GroupID) int {
 	t := 0

@@ -19,7 +19,10 @@ func TestChurnShort(t *testing.T) {
 	if rep.Crashes == 0 || rep.Partitions != 2 {
 		t.Fatalf("churn without its faults: %d crashes, %d partitions", rep.Crashes, rep.Partitions)
 	}
-	if rep.Lost != 0 || rep.NotOnServer != 0 || rep.BadShares != 0 {
+	if rep.RowsFirst == 0 || rep.Fetches == 0 || rep.Removed+rep.RmRefused == 0 {
+		t.Fatalf("churn without its operations: %+v", rep)
+	}
+	if rep.Lost != 0 || rep.NotOnServer != 0 || rep.BadShares != 0 || rep.SharesWithoutCopy != 0 || rep.PinnedAfterServer != 0 {
 		t.Fatalf("churn: %+v", rep)
 	}
 }
