@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -105,6 +106,9 @@ type Why struct {
 	LastErr     string
 	Tried       []string
 	Holders     []string
+	// Restoring reports that this node's copy was lost or found damaged
+	// and is being fetched again from a peer.
+	Restoring bool
 	// Handoff is the outcome of the last share hand-off of the blob, given
 	// or taken, at HandoffAt.
 	Handoff   string
@@ -141,6 +145,7 @@ func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 		w.Locations = append(w.Locations, WhyLocation{Peer: l.Peer.String(), WhenSeen: loc.WhenSeen,
 			Server: loc.IsServer, Proxy: loc.IsProxy, Addrs: loc.Addrs})
 	}
+	w.Restoring = slices.Contains(n.restore.pending(), ref)
 	st := n.fetcher.Status(ref)
 	w.Queued, w.Running, w.NextAttempt = st.Queued, st.Running, st.NextAttempt
 	w.Attempts = int(sp.FetchAttempts)

@@ -517,9 +517,12 @@ func newBar(w io.Writer, total int64, what string) *progressbar.ProgressBar {
 
 func printWhy(w io.Writer, y node.Why) {
 	fmt.Fprintf(w, "blob      %s\n", y.Ref)
-	if y.Held {
-		fmt.Fprintf(w, "held      yes, %d bytes, verified\n", y.Size)
-	} else {
+	switch {
+	case y.Held:
+		fmt.Fprintf(w, "held      yes, %d bytes, verified when stored, on every read and by the scrubber\n", y.Size)
+	case y.Restoring:
+		fmt.Fprintf(w, "held      no: the copy here was lost or damaged and is being restored from a peer\n")
+	default:
 		fmt.Fprintf(w, "held      no\n")
 	}
 	fmt.Fprintf(w, "shares    %v\n", y.Shares)
@@ -553,5 +556,8 @@ func printWhy(w io.Writer, y node.Why) {
 		if len(y.Tried) > 0 {
 			fmt.Fprintf(w, "asked     %s\n", strings.Join(y.Tried, " "))
 		}
+	}
+	if y.Handoff != "" {
+		fmt.Fprintf(w, "hand-off  %s: %s\n", y.HandoffAt.Format(time.RFC3339), y.Handoff)
 	}
 }

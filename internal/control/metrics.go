@@ -14,7 +14,7 @@ type collector struct {
 	n *node.Node
 
 	queue, attempts, failures, bytesIn, bytesOut, verify, evictions, blobs, blobBytes, demoted,
-	referenced, atRisk *prometheus.Desc
+	referenced, atRisk, damaged, scrubbed, restoring *prometheus.Desc
 }
 
 func newCollector(n *node.Node) *collector {
@@ -34,12 +34,15 @@ func newCollector(n *node.Node) *collector {
 		demoted:    d("peers_demoted", "Holders left out of fetches for lying, stalling, truncating or resetting."),
 		referenced: d("group_blobs_referenced", "Blobs referenced in a syncgroup.", "group"),
 		atRisk:     d("group_blobs_at_risk", "Referenced blobs with no verified server copy known.", "group"),
+		damaged:    d("blobs_damaged_total", "Stored copies found damaged on disk (deleted and restored from a peer)."),
+		scrubbed:   d("scrub_bytes_total", "Bytes of held blobs re-verified by the scrubber."),
+		restoring:  d("blobs_restoring", "Blobs whose copy is being restored from a peer."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queue, c.attempts, c.failures, c.bytesIn, c.bytesOut, c.verify,
-		c.evictions, c.blobs, c.blobBytes, c.demoted, c.referenced, c.atRisk} {
+		c.evictions, c.blobs, c.blobBytes, c.demoted, c.referenced, c.atRisk, c.damaged, c.scrubbed, c.restoring} {
 		ch <- d
 	}
 }
@@ -62,6 +65,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.blobs, float64(s.Blobs))
 	gauge(c.blobBytes, float64(s.BlobBytes))
 	gauge(c.demoted, float64(len(s.Demoted)))
+	counter(c.damaged, s.Damaged)
+	counter(c.scrubbed, s.Scrubbed)
+	gauge(c.restoring, float64(s.Restoring))
 	dur, err := c.n.Durability()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.atRisk, err)
