@@ -181,3 +181,40 @@ func TestWrongTokenRefused(t *testing.T) {
 		t.Fatalf("status with a wrong token: %v", err)
 	}
 }
+
+// TestCatOfDamagedBlobFails: a blob whose bytes rotted on disk is never
+// printed as the blob: `blob cat` and `blob get` fail with a clear error,
+// and `why` then says the copy is not held.
+func TestCatOfDamagedBlobFails(t *testing.T) {
+	a := daemon(t)
+	file := filepath.Join(t.TempDir(), "in.bin")
+	data := bytes.Repeat([]byte("a photo of the beach "), 100_000)
+	os.WriteFile(file, data, 0o600)
+	ref := strings.TrimSpace(must(t, a, "blob", "put", file))
+	r, _ := syncnode.ParseBlobRef(ref)
+	p := filepath.Join(a, "blobs", "blobs", r.Hex()[:2], r.Hex())
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	os.WriteFile(p, b, 0o600)
+	out, err := cli(t, a, "blob", "cat", ref)
+	if err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("cat of a damaged blob: err %v after %d bytes", err, len(out))
+	}
+	if len(out) > 0 && !bytes.Equal([]byte(out), data[:len(out)]) {
+		t.Fatal("cat printed bytes that are not the blob's")
+	}
+	dst := filepath.Join(t.TempDir(), "out.bin")
+	if _, err := cli(t, a, "blob", "get", ref, "-o", dst); err == nil {
+		t.Fatal("get of a damaged blob succeeded")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(must(t, a, "why", ref), "held      no") {
+		if time.Now().After(deadline) {
+			t.Fatalf("why still claims the damaged copy:\n%s", must(t, a, "why", ref))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -31,6 +32,13 @@ func NewClient(dir string) (*Client, error) {
 	return &Client{base: "http://" + cfg.API, token: token, hc: &http.Client{}}, nil
 }
 
+// HeaderBlobLength carries the length of a blob read; TrailerError, a
+// trailer, the error that stopped a blob read after its answer began.
+const (
+	HeaderBlobLength = "Syncnode-Blob-Length"
+	TrailerError     = "Syncnode-Error"
+)
+
 // Do sends a request; a JSON body is encoded from in (an io.Reader is
 // sent as it is), and the JSON answer decoded into out (an io.Writer
 // receives the raw body).
@@ -44,8 +52,17 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	case nil:
 		return nil
 	case io.Writer:
-		_, err = io.Copy(o, resp.Body)
-		return err
+		n, err := io.Copy(o, resp.Body)
+		if err != nil {
+			return fmt.Errorf("control: answer cut short after %d bytes: %w", n, err)
+		}
+		if e := resp.Trailer.Get(TrailerError); e != "" {
+			return fmt.Errorf("control: the daemon stopped after %d bytes: %s", n, e)
+		}
+		if l := resp.Header.Get(HeaderBlobLength); l != "" && l != strconv.FormatInt(n, 10) {
+			return fmt.Errorf("control: answer cut short: %d of %s bytes", n, l)
+		}
+		return nil
 	default:
 		return json.NewDecoder(resp.Body).Decode(out)
 	}

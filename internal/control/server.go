@@ -186,8 +186,8 @@ func (s *server) readBlob(w http.ResponseWriter, r *http.Request) {
 		length = min(l, br.Size()-off)
 	}
 	// The first span is read (and verified) before the answer starts, so
-	// a damaged copy is a clear error rather than a cut-off body. A damage
-	// found later cuts the body short of its Content-Length, which the
+	// a damaged copy is a clear error status. A damage found later ends
+	// the body early with the error in the TrailerError trailer, which the
 	// client reports.
 	sr := io.NewSectionReader(br, off, length)
 	first := make([]byte, min(length, 1<<20))
@@ -196,9 +196,12 @@ func (s *server) readBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(length, 10))
+	w.Header().Set(HeaderBlobLength, strconv.FormatInt(length, 10))
+	w.Header().Set("Trailer", TrailerError)
 	if _, err := w.Write(first); err == nil {
-		io.Copy(w, sr)
+		if _, err := io.Copy(w, sr); err != nil {
+			w.Header().Set(TrailerError, err.Error())
+		}
 	}
 }
 
