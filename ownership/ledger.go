@@ -192,11 +192,13 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 }
 
 // MarkFetched records, before a fetch of ref can make it visible, that this
-// device gets the blob from a peer and is not its origin.
+// device gets the blob from a peer and is not its origin. An origin that
+// was granted its shares and fetches its blob back (a lost or damaged copy
+// restored) stays the origin.
 func (l *Ledger) MarkFetched(ref syncnode.BlobRef) error {
 	return kv.Update(l.db, func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
-		if err != nil || r.Fetched {
+		if err != nil || r.Fetched || len(r.Created) > 0 {
 			return err
 		}
 		r.Fetched = true

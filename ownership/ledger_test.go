@@ -231,4 +231,11 @@ func TestGrantCreatorOnce(t *testing.T) {
 	if got, _ := l.GrantCreator(fetched, "g", true); !got {
 		t.Fatal("a device that introduced a fetched ref into a group was not granted")
 	}
+	// The origin restoring its copy by a fetch stays the origin.
+	if err := l.MarkFetched(ref); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := l.GrantCreator(ref, "k", false); !got {
+		t.Fatal("the origin lost its standing by fetching its blob back")
+	}
 }
