@@ -77,7 +77,8 @@ type received struct {
 }
 
 // Ledger stores this device's shares in badger. Every change is one
-// transaction, retried on conflict, so concurrent offers and accepts neither
+// transaction, retried on conflict and on stable storage before the call
+// returns (a peer may act on it at once), so concurrent offers and accepts neither
 // create nor lose a share, and a crash leaves each transfer either in
 // escrow at the holder, or accepted or refused at the acceptor.
 //
@@ -150,7 +151,7 @@ func (l *Ledger) Grant(ref syncnode.BlobRef, g syncnode.GroupID, n int) error {
 	if n <= 0 || g == "" {
 		return fmt.Errorf("%w: grant of %d shares in group %q", ErrBadTransfer, n, g)
 	}
-	return kv.Update(l.db, func(txn *badger.Txn) error {
+	return kv.UpdateSync(l.db, func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil {
 			return err
@@ -172,7 +173,7 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 	if g == "" {
 		return false, fmt.Errorf("%w: grant in no group", ErrBadTransfer)
 	}
-	err = kv.Update(l.db, func(txn *badger.Txn) error {
+	err = kv.UpdateSync(l.db, func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil {
 			return err
@@ -196,7 +197,7 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 // was granted its shares and fetches its blob back (a lost or damaged copy
 // restored) stays the origin.
 func (l *Ledger) MarkFetched(ref syncnode.BlobRef) error {
-	return kv.Update(l.db, func(txn *badger.Txn) error {
+	return kv.UpdateSync(l.db, func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil || r.Fetched || len(r.Created) > 0 {
 			return err
@@ -212,7 +213,7 @@ func (l *Ledger) MarkFetched(ref syncnode.BlobRef) error {
 // escrowed transfer unchanged.
 func (l *Ledger) Offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, self, requester syncnode.Priority, to peer.ID) (Transfer, error) {
 	var t Transfer
-	err := kv.Update(l.db, func(txn *badger.Txn) error {
+	err := kv.UpdateSync(l.db, func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil {
 			return err
@@ -250,7 +251,7 @@ func (l *Ledger) Accept(t Transfer, holdsVerified bool) error {
 	if t.N <= 0 || t.Group == "" {
 		return fmt.Errorf("%w: %d shares in group %q", ErrBadTransfer, t.N, t.Group)
 	}
-	return kv.Update(l.db, func(txn *badger.Txn) error {
+	return kv.UpdateSync(l.db, func(txn *badger.Txn) error {
 		var rcv received
 		err := kv.Get(txn, txKey(t.ID), kv.KindTransfer, &rcv)
 		switch {
@@ -277,7 +278,7 @@ func (l *Ledger) Accept(t Transfer, holdsVerified bool) error {
 // if this device accepted it; otherwise it records the transfer as refused,
 // so it can never be accepted later, and returns false.
 func (l *Ledger) Resolve(id TransferID) (accepted bool, err error) {
-	err = kv.Update(l.db, func(txn *badger.Txn) error {
+	err = kv.UpdateSync(l.db, func(txn *badger.Txn) error {
 		var rcv received
 		err := kv.Get(txn, txKey(id), kv.KindTransfer, &rcv)
 		if err == nil {
@@ -298,7 +299,7 @@ func (l *Ledger) Resolve(id TransferID) (accepted bool, err error) {
 // shares of the blob (and so keeps it). Settling an unknown id changes
 // nothing.
 func (l *Ledger) Settle(ref syncnode.BlobRef, id TransferID, accepted bool) (keeps bool, err error) {
-	err = kv.Update(l.db, func(txn *badger.Txn) error {
+	err = kv.UpdateSync(l.db, func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil {
 			return err

@@ -75,11 +75,3 @@ func TestCorruptRecordIsAnError(t *testing.T) {
 		t.Fatalf("damaged record read back: err %v, same data %v; want ErrCorruptRecord", err, got == big)
 	}
 }
-
-// TestWritesAreSynchronous: every commit is on stable storage when it
-// returns, because peers act on what the ledger records.
-func TestWritesAreSynchronous(t *testing.T) {
-	if !Options(t.TempDir(), slog.New(slog.DiscardHandler)).SyncWrites {
-		t.Fatal("badger runs with SyncWrites=false: an accepted share transfer could vanish at power loss")
-	}
-}

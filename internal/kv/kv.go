@@ -18,8 +18,10 @@
 // or garbled msgpack decodes to an error wrapping syncnode.ErrCorruptRecord,
 // never to different data and never a panic.
 //
-// The store writes synchronously: a transaction is on stable storage when
-// its commit returns, since peers act on what it records (I5).
+// Writes are not synchronous by default (a power loss may drop the last
+// ones, never reorder them); UpdateSync makes a transaction, and every one
+// before it, durable before it returns, for records that peers act on
+// (I5): the ownership ledger's.
 package kv
 
 import (
@@ -113,7 +115,6 @@ func Options(dir string, log *slog.Logger) badger.Options {
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).
 		WithLoggingLevel(badger.WARNING).
-		WithSyncWrites(true).
 		WithLogger(slogger{log})
 }
 
@@ -198,6 +199,18 @@ func Update(db *badger.DB, fn func(txn *badger.Txn) error) error {
 			return err
 		}
 	}
+}
+
+// UpdateSync is Update, then a sync of badger's logs: when it returns the
+// transaction, and every one committed before it, is on stable storage.
+func UpdateSync(db *badger.DB, fn func(txn *badger.Txn) error) error {
+	if err := Update(db, fn); err != nil {
+		return err
+	}
+	if err := db.Sync(); err != nil {
+		return fmt.Errorf("kv: sync: %w", err)
+	}
+	return nil
 }
 
 // slogger adapts slog to badger's Logger interface.
