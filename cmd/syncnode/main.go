@@ -304,16 +304,12 @@ var commands = map[string]func(*cmd, []string) error{
 		if err != nil {
 			return err
 		}
-		w := c.stdout
-		if *out != "" {
-			f, err := os.Create(*out)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			w = f
+		if *out == "" {
+			return cl.Do(c.ctx, "GET", "/blobs/"+ref.String(), nil, c.stdout)
 		}
-		return cl.Do(c.ctx, "GET", "/blobs/"+ref.String(), nil, w)
+		return writeAtomically(*out, func(w io.Writer) error {
+			return cl.Do(c.ctx, "GET", "/blobs/"+ref.String(), nil, w)
+		})
 	},
 	"blob cat": func(c *cmd, args []string) error {
 		offset := c.fs.Int64("offset", 0, "first byte")
@@ -513,6 +509,28 @@ func newBar(w io.Writer, total int64, what string) *progressbar.ProgressBar {
 	return progressbar.NewOptions64(total, progressbar.OptionSetWriter(w), progressbar.OptionShowBytes(true),
 		progressbar.OptionSetDescription(what), progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish())
+}
+
+// writeAtomically writes path through fill: into a temporary file beside
+// it, synced and renamed over path only when fill succeeds, so a failed
+// or interrupted read never truncates or half-writes an existing file.
+func writeAtomically(path string, fill func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".part-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // gone already after the rename
+	err = fill(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 func printWhy(w io.Writer, y node.Why) {

@@ -206,9 +206,17 @@ func TestCatOfDamagedBlobFails(t *testing.T) {
 	if len(out) > 0 && !bytes.Equal([]byte(out), data[:len(out)]) {
 		t.Fatal("cat printed bytes that are not the blob's")
 	}
+	// An existing file named by -o is left as it was by a failed get.
 	dst := filepath.Join(t.TempDir(), "out.bin")
+	os.WriteFile(dst, []byte("yesterday's photo"), 0o600)
 	if _, err := cli(t, a, "blob", "get", ref, "-o", dst); err == nil {
 		t.Fatal("get of a damaged blob succeeded")
+	}
+	if b, _ := os.ReadFile(dst); string(b) != "yesterday's photo" {
+		t.Fatalf("a failed get changed the -o file to %d bytes", len(b))
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(dst)); len(ents) != 1 {
+		t.Fatalf("a failed get left files behind: %v", ents)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(must(t, a, "why", ref), "held      no") {

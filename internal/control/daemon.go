@@ -112,6 +112,21 @@ func LoadConfig(dir string) (Config, string, error) {
 	return cfg, strings.TrimSpace(string(tok)), nil
 }
 
+// LoopbackOnly serves h only to requests whose Host names the loopback
+// address the API listens on (addr, or localhost at its port): a web page
+// that rebinds its own DNS name to 127.0.0.1 gets 403, whatever it sends.
+func LoopbackOnly(addr string, h http.Handler) http.Handler {
+	_, port, _ := net.SplitHostPort(addr)
+	allowed := map[string]bool{addr: true, net.JoinHostPort("localhost", port): true}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowed[strings.ToLower(r.Host)] {
+			httpError(w, http.StatusForbidden, fmt.Errorf("host %q is not this API's loopback address %s", r.Host, addr))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // Run runs the daemon for data directory dir until ctx ends: the node and
 // the control API. ready, if not nil, is called once both serve.
 func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Node)) error {
@@ -138,7 +153,7 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 		return err
 	}
 	defer n.Close()
-	srv := &http.Server{Handler: Handler(n, token, log), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: LoopbackOnly(ln.Addr().String(), Handler(n, token, log)), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("syncnode running", "id", n.ID(), "addrs", n.Addrs(), "api", cfg.API)
