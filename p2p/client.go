@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -61,12 +62,17 @@ type ClientConfig struct {
 	// SyncEvery is how many bytes arrive between making progress durable
 	// (default 64 MiB).
 	SyncEvery int64
+	// MaxBlobSize is the largest blob a holder may announce (default
+	// 256 GiB, whose tree is 1 GiB); larger announcements are refused, and
+	// a tree is held only as its bytes arrive.
+	MaxBlobSize int64
 }
 
 // DefaultClientConfig returns the defaults.
 func DefaultClientConfig() ClientConfig {
 	return ClientConfig{RangeSize: 32 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
-		MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, BusyWait: time.Minute, SyncEvery: 64 << 20}
+		MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, BusyWait: time.Minute, SyncEvery: 64 << 20,
+		MaxBlobSize: 256 << 30}
 }
 
 // Client fetches blobs from peers into a store, verifying every byte.
@@ -530,16 +536,26 @@ func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body fu
 		st.Close()
 		return resp, &RemoteError{Peer: p.String(), Code: resp.Code, Msg: resp.Msg}
 	}
-	if resp.TreeLen < 0 || resp.TreeLen > baotree.OutboardSize(resp.Size) || resp.Size < 0 || resp.Size > 1<<50 {
+	maxSize := c.cfg.MaxBlobSize
+	if maxSize <= 0 {
+		maxSize = DefaultClientConfig().MaxBlobSize
+	}
+	if resp.TreeLen < 0 || resp.TreeLen > baotree.OutboardSize(resp.Size) || resp.Size < 0 || resp.Size > maxSize {
 		st.Reset()
-		return resp, fmt.Errorf("%w: tree of %d bytes for a blob of %d", ErrBadMessage, resp.TreeLen, resp.Size)
+		return resp, fmt.Errorf("%w: tree of %d bytes for a blob of %d (at most %d)", ErrBadMessage, resp.TreeLen, resp.Size, maxSize)
 	}
 	dr := &deadlineReader{r: br, st: st, timeout: c.cfg.IOTimeout, need: max(c.cfg.MinProgress, 1)}
-	tree := make([]byte, resp.TreeLen)
-	if _, err := io.ReadFull(dr, tree); err != nil {
+	// The tree is held as it arrives, not allocated at its announced size.
+	var tb bytes.Buffer
+	tb.Grow(int(min(resp.TreeLen, 64<<10)))
+	if k, err := tb.ReadFrom(io.LimitReader(dr, resp.TreeLen)); err != nil || k != resp.TreeLen {
 		st.Reset()
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
 		return resp, fmt.Errorf("p2p: read tree: %w", err)
 	}
+	tree := tb.Bytes()
 	if err := body(tree, dr, resp.Len); err != nil {
 		st.Reset()
 		return resp, err

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -68,11 +69,18 @@ func ReadMsg(r *bufio.Reader, dl any, v any, max int, timeout time.Duration) err
 	if n > uint64(max) {
 		return fmt.Errorf("%w: %d bytes announced, limit %d", ErrFrameTooLarge, n, max)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
+	// The buffer grows with the bytes that arrive, never to the announced
+	// size up front: a peer that announces a large frame and sends little
+	// costs little.
+	var buf bytes.Buffer
+	buf.Grow(int(min(n, 4<<10)))
+	if k, err := buf.ReadFrom(io.LimitReader(r, int64(n))); err != nil || uint64(k) != n {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
 		return fmt.Errorf("p2p: read frame: %w", err)
 	}
-	if err := msgpackx.Unmarshal(b, v); err != nil {
+	if err := msgpackx.Unmarshal(buf.Bytes(), v); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadMessage, err)
 	}
 	return nil

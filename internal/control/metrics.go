@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/syncnode/syncnode/node"
@@ -82,6 +83,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 // metricsHandler serves n's metrics from a registry of its own.
 func metricsHandler(n *node.Node) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(n))
+	reg.MustRegister(newCollector(n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

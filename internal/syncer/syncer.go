@@ -486,11 +486,15 @@ type joinResponse struct {
 	Spec syncgroup.Spec `msgpack:"s"`
 }
 
+// maxJoinRequest bounds a join request: an invitation, a membership row
+// and a few addresses.
+const maxJoinRequest = 16 << 10
+
 func (s *Syncer) handleJoin(st network.Stream) {
 	defer st.Close()
 	from := st.Conn().RemotePeer()
 	var req joinRequest
-	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, maxJoinRequest, s.cfg.IOTimeout); err != nil {
 		st.Reset()
 		return
 	}

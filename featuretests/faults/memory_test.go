@@ -1,0 +1,185 @@
+package faults
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/baotree"
+	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/internal/syncer"
+	"github.com/syncnode/syncnode/p2p"
+)
+
+// stranger is a bare libp2p host on loopback, connected to p's daemon,
+// speaking syncnode's protocols itself.
+func stranger(t *testing.T, p *proc) host.Host {
+	t.Helper()
+	cfg := p2p.DefaultHostConfig()
+	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	h, err := p2p.NewHost(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	b, err := os.ReadFile(filepath.Join(p.dir, control.ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dcfg control.Config
+	if err := json.Unmarshal(b, &dcfg); err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.Decode(p.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ai := peer.AddrInfo{ID: id}
+	for _, a := range dcfg.Listen {
+		ai.Addrs = append(ai.Addrs, ma.StringCast(a))
+	}
+	if err := h.Connect(t.Context(), ai); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// heapInUse reads the daemon's Go heap in use from its metrics.
+func heapInUse(t *testing.T, p *proc) int64 {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := p.cl.Do(t.Context(), "GET", "/metrics", nil, &buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int64(f)
+		}
+	}
+	t.Fatal("no heap figure in the daemon's metrics")
+	return 0
+}
+
+type haveRequest struct {
+	Ref []byte `msgpack:"r"`
+}
+
+type haveResponse struct {
+	Code uint8 `msgpack:"c"`
+	Have bool  `msgpack:"h"`
+	Size int64 `msgpack:"s"`
+}
+
+// TestHostileProviderCannotExhaustMemory: a stranger announces itself in
+// the DHT as the provider of a blob, says it has it, and answers the
+// daemon's fetch with a blob of 2^50 bytes (a 4 TiB tree), then with one
+// of 200 GiB whose tree it starts sending and breaks off. The daemon
+// refuses or fails the fetch and stays up, its heap growing by no more
+// than a few MiB.
+func TestHostileProviderCannotExhaustMemory(t *testing.T) {
+	p := newProc(t, "victim", time.Hour)
+	h := stranger(t, p)
+	d, err := p2p.NewDHT(h, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, size := range []int64{1 << 50, 200 << 30} {
+		ref := syncnode.RefFromHash([32]byte{byte(size >> 40), 7})
+		h.SetStreamHandler(p2p.ProtoHaveBlob, func(st network.Stream) {
+			defer st.Close()
+			var req haveRequest
+			p2p.ReadMsg(bufio.NewReader(st), st, &req, 4<<10, 5*time.Second)
+			p2p.WriteMsg(st, haveResponse{Have: true, Size: size}, 5*time.Second)
+		})
+		var asked atomic.Int64
+		h.SetStreamHandler(p2p.ProtoGetBlob, func(st network.Stream) {
+			defer st.Close()
+			asked.Add(1)
+			var req getRequest
+			p2p.ReadMsg(bufio.NewReader(st), st, &req, 4<<10, 5*time.Second)
+			treeLen := baotree.OutboardSize(size)
+			p2p.WriteMsg(st, getResponse{Size: size, TreeLen: treeLen, Len: req.Len}, 5*time.Second)
+			st.Write(bytes.Repeat([]byte{0xab}, 64<<10)) // a start of tree, then nothing
+		})
+		waitFor(t, 10*time.Second, "the stranger's provider record", func() bool {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			defer cancel()
+			return d.Provide(ctx, ref) == nil
+		})
+		before := heapInUse(t, p)
+		var last control.FetchEvent
+		err := control.Stream(t.Context(), p.cl, "POST", fmt.Sprintf("/blobs/%s/fetch", ref), func(ev control.FetchEvent) { last = ev })
+		t.Logf("blob of %d bytes: fetch ended with %v, last event %+v", size, err, last)
+		if asked.Load() == 0 {
+			t.Fatalf("the daemon never asked the hostile provider (last event %+v)", last)
+		}
+		var st control.Status
+		if err := p.do("GET", "/status", nil, &st); err != nil {
+			t.Fatalf("the daemon is down after a hostile provider announced %d bytes: %v\n%s", size, err, p.logTail())
+		}
+		if grew := heapInUse(t, p) - before; grew > 32<<20 {
+			t.Fatalf("a hostile provider announcing %d bytes grew the heap by %d MiB", size, grew>>20)
+		}
+		var w struct{ Held bool }
+		if err := p.do("GET", "/why/"+ref.String(), nil, &w); err != nil || w.Held {
+			t.Fatalf("why after the hostile fetch: %+v %v", w, err)
+		}
+	}
+}
+
+// TestJoinFloodBounded: a stranger opens hundreds of join streams, each
+// announcing a large frame and sending three bytes. The daemon's heap
+// grows by a few KiB per stream at most, not by the announced sizes.
+func TestJoinFloodBounded(t *testing.T) {
+	p := newProc(t, "victim", time.Hour)
+	h := stranger(t, p)
+	id, _ := peer.Decode(p.id)
+	before := heapInUse(t, p)
+	var streams []network.Stream
+	for _, announced := range []uint64{p2p.MaxFrame - 1, 15 << 10} {
+		for range 300 {
+			st, err := h.NewStream(t.Context(), id, syncer.ProtoJoin)
+			if err != nil {
+				break // the resource manager's stream limit: fine
+			}
+			var b [binary.MaxVarintLen64]byte
+			st.Write(b[:binary.PutUvarint(b[:], announced)])
+			streams = append(streams, st)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // let the daemon read what was sent
+	grew := heapInUse(t, p) - before
+	t.Logf("%d join streams open; heap grew %d KiB", len(streams), grew>>10)
+	if grew > 32<<20 {
+		t.Fatalf("%d join streams of 3 bytes grew the heap by %d MiB", len(streams), grew>>20)
+	}
+	for _, st := range streams {
+		st.Reset()
+	}
+	var st control.Status
+	if err := p.do("GET", "/status", nil, &st); err != nil {
+		t.Fatalf("the daemon is down: %v", err)
+	}
+}
