@@ -145,9 +145,7 @@ func TestScrubRestoresDamagedCopy(t *testing.T) {
 	if got := totalShares(t, []*node.Node{a, b}, ref, g); got != total {
 		t.Fatalf("share total %d after the restore, was %d", got, total)
 	}
-	if len(a.Restoring()) != 0 {
-		t.Fatalf("still restoring %v", a.Restoring())
-	}
+	waitFor(t, 10*time.Second, "the restore to end", func() bool { return len(a.Restoring()) == 0 })
 	if s := a.Stats(); s.Scrubbed == 0 {
 		t.Fatal("the scrubber read nothing")
 	}

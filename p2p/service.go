@@ -108,6 +108,10 @@ func (s *Service) handleHave(st network.Stream) {
 	}
 }
 
+// msgNotHeld is the one refusal for a blob this node does not hold, does
+// not know, or may not serve to the asker: they are indistinguishable.
+const msgNotHeld = "blob not held"
+
 func (s *Service) have(from peer.ID, req haveRequest) haveResponse {
 	ref, err := syncnode.RefFromBytes(req.Ref)
 	if err != nil {
@@ -115,14 +119,16 @@ func (s *Service) have(from peer.ID, req haveRequest) haveResponse {
 	}
 	if s.access != nil {
 		if err := s.access(from, ref); err != nil {
+			// The same answer as for a blob this node never heard of: a
+			// refusal must not tell a peer that the ref exists here.
 			s.log.Info("have: refused", "peer", from, "blob", ref, "err", err)
-			return haveResponse{Code: codeDenied, Msg: err.Error()}
+			return haveResponse{Code: codeNotFound, Msg: msgNotHeld}
 		}
 	}
 	if info, err := s.store.Stat(ref); err == nil {
 		return haveResponse{Have: true, Size: info.Size}
 	}
-	resp := haveResponse{Code: codeNotFound, Msg: "blob not held"}
+	resp := haveResponse{Code: codeNotFound, Msg: msgNotHeld}
 	if s.signposts != nil {
 		if sp, ok := s.signposts(from, ref); ok {
 			w := sp.ToWire()
@@ -162,16 +168,17 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 	if s.access != nil {
 		if err := s.access(from, ref); err != nil {
 			s.log.Info("get: refused", "peer", from, "blob", ref, "err", err)
-			return 0, s.refuse(st, codeDenied, err.Error())
+			return 0, s.refuse(st, codeNotFound, msgNotHeld)
 		}
 	}
 	r, err := s.store.Open(ref)
 	if errors.Is(err, syncnode.ErrNotFound) || errors.Is(err, blobstore.ErrDamaged) {
 		// A damaged copy is not held: its bytes are never served.
-		return 0, s.refuse(st, codeNotFound, "blob not held")
+		return 0, s.refuse(st, codeNotFound, msgNotHeld)
 	}
 	if err != nil {
-		return 0, s.refuse(st, codeNotFound, err.Error())
+		s.log.Error("get: blob unreadable", "blob", ref, "err", err)
+		return 0, s.refuse(st, codeNotFound, msgNotHeld)
 	}
 	defer r.Close()
 	size := r.Size()
@@ -181,7 +188,7 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 	var tree []byte
 	if req.Tree {
 		if tree, err = s.store.Outboard(ref); err != nil {
-			return 0, s.refuse(st, codeNotFound, "blob not held")
+			return 0, s.refuse(st, codeNotFound, msgNotHeld)
 		}
 	}
 

@@ -183,6 +183,11 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 	}
 }
 
+// refusal is the one answer to a peer that may not sync or join a group:
+// the group is unknown here, the peer is not a member, or its invitation
+// does not hold.
+const refusal = "refused: no such syncgroup here, or not a member of it, or an invitation that is not valid for this peer (expired, or signed by no admin)"
+
 func (s *Syncer) handleSync(st network.Stream) {
 	defer st.Close()
 	from := st.Conn().RemotePeer()
@@ -194,7 +199,9 @@ func (s *Syncer) handleSync(st network.Stream) {
 	}
 	r, err := s.replica(h.Group)
 	if err != nil {
-		p2p.WriteMsg(st, batch{Err: "unknown syncgroup"}, s.cfg.IOTimeout)
+		// The same refusal as for a known group: whether a group exists
+		// here is not a non-member's to learn.
+		p2p.WriteMsg(st, batch{Err: refusal}, s.cfg.IOTimeout)
 		return
 	}
 	r.mu.Lock()
@@ -215,7 +222,7 @@ func (s *Syncer) handleSync(st network.Stream) {
 	r.mu.Unlock()
 	if !member {
 		s.log.Info("sync refused: not a member", "group", h.Group, "peer", from)
-		p2p.WriteMsg(st, batch{Err: "not a member of " + string(h.Group)}, s.cfg.IOTimeout)
+		p2p.WriteMsg(st, batch{Err: refusal}, s.cfg.IOTimeout)
 		return
 	}
 	if err := s.send(st, r, h.Group, from, h.VV, true); err != nil {

@@ -508,7 +508,7 @@ func (s *Syncer) handleJoin(st network.Stream) {
 	})
 	if err != nil {
 		s.log.Info("join refused", "peer", from, "group", req.Invitation.Group, "err", err)
-		resp.Err = err.Error()
+		resp.Err = refusal
 	}
 	p2p.WriteMsg(st, resp, s.cfg.IOTimeout)
 }
