@@ -34,6 +34,12 @@ type ServiceConfig struct {
 	IOTimeout time.Duration
 	// ChunkSize is the size of each write of blob bytes (default 1 MiB).
 	ChunkSize int
+	// MaxUploadsPerPeer is how many of the slots one peer may hold at once
+	// (default MaxUploads/2), and MaxQueuedPerPeer how many of its requests
+	// may wait (default MaxQueued/4): one member cannot take every slot
+	// or queue place, and a freed slot goes to the waiting peer running
+	// the fewest uploads.
+	MaxUploadsPerPeer, MaxQueuedPerPeer int
 }
 
 // DefaultServiceConfig returns the defaults.
@@ -60,8 +66,7 @@ type Service struct {
 	signposts SignpostFunc
 	access    AccessFunc
 
-	slots    chan struct{}
-	queued   atomic.Int64
+	slots    *fairSlots
 	bytesOut atomic.Int64
 	uploads  atomic.Int64
 	bufs     sync.Pool
@@ -70,8 +75,14 @@ type Service struct {
 // NewService registers the blob protocol handlers on h. signposts and
 // access may be nil.
 func NewService(h host.Host, store blobstore.Store, cfg ServiceConfig, log *slog.Logger, signposts SignpostFunc, access AccessFunc) *Service {
+	if cfg.MaxUploadsPerPeer <= 0 {
+		cfg.MaxUploadsPerPeer = cfg.MaxUploads / 2
+	}
+	if cfg.MaxQueuedPerPeer <= 0 {
+		cfg.MaxQueuedPerPeer = cfg.MaxQueued / 4
+	}
 	s := &Service{h: h, store: store, cfg: cfg, log: log, signposts: signposts, access: access,
-		slots: make(chan struct{}, cfg.MaxUploads)}
+		slots: newFairSlots(cfg.MaxUploads, cfg.MaxUploadsPerPeer, cfg.MaxQueued, max(cfg.MaxQueuedPerPeer, min(cfg.MaxQueued, 1)))}
 	s.bufs.New = func() any { b := make([]byte, cfg.ChunkSize); return &b }
 	h.SetStreamHandler(ProtoHaveBlob, s.handleHave)
 	h.SetStreamHandler(ProtoGetBlob, s.handleGet)
@@ -91,7 +102,8 @@ type ServiceStats struct {
 
 // Stats returns the current counters.
 func (s *Service) Stats() ServiceStats {
-	return ServiceStats{Uploads: s.uploads.Load(), Queued: s.queued.Load(), BytesOut: s.bytesOut.Load()}
+	_, queued := s.slots.counts()
+	return ServiceStats{Uploads: s.uploads.Load(), Queued: int64(queued), BytesOut: s.bytesOut.Load()}
 }
 
 func (s *Service) handleHave(st network.Stream) {
@@ -192,25 +204,12 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 		}
 	}
 
-	// Take a free upload slot, else wait for one in a bounded queue.
-	select {
-	case s.slots <- struct{}{}:
-	default:
-		if s.queued.Add(1) > int64(s.cfg.MaxQueued) {
-			s.queued.Add(-1)
-			return 0, s.refuse(st, codeBusy, "too many uploads queued")
-		}
-		wait := time.NewTimer(s.cfg.QueueWait)
-		select {
-		case s.slots <- struct{}{}:
-			wait.Stop()
-			s.queued.Add(-1)
-		case <-wait.C:
-			s.queued.Add(-1)
-			return 0, s.refuse(st, codeBusy, "no upload slot free in time")
-		}
+	// Take a free upload slot, else wait for one in a bounded queue; both
+	// are shared fairly among peers.
+	if err := s.slots.acquire(from, s.cfg.QueueWait); err != nil {
+		return 0, s.refuse(st, codeBusy, "no upload slot free for this peer")
 	}
-	defer func() { <-s.slots }()
+	defer s.slots.release(from)
 	s.uploads.Add(1)
 	defer s.uploads.Add(-1)
 
