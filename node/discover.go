@@ -86,6 +86,14 @@ func (n *Node) mergeFrom(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpo
 		}
 	}
 	delete(sp.Locations, n.h.ID())
+	// A location counts as a server copy only on the server's own word
+	// (its signpost naming itself) and only if the membership says it is a
+	// server in one of the blob's groups: a member cannot make a blob look
+	// safe by naming a server, real or invented, as its holder.
+	for p, l := range sp.Locations {
+		l.IsServer = p == from && n.isServerMember(p, sp.Groups())
+		sp.Locations[p] = l
+	}
 	if len(sp.SgIDs) == 0 || len(sp.Locations) == 0 {
 		return signpost.Signpost{}, false
 	}
@@ -329,6 +337,17 @@ func (n *Node) location(g syncnode.GroupID, p peer.ID, proxy bool) signpost.Loca
 		l.Addrs = l.Addrs[:signpost.MaxAddrs]
 	}
 	return l
+}
+
+// isServerMember reports whether the membership makes p a server in one
+// of groups.
+func (n *Node) isServerMember(p peer.ID, groups []syncnode.GroupID) bool {
+	for _, g := range groups {
+		if pr, ok := n.sync.PeerPriority(g, p); ok && pr.DevType == syncnode.Server {
+			return true
+		}
+	}
+	return false
 }
 
 // isServerIn reports whether this node is a server in any of groups.

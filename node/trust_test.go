@@ -1,0 +1,61 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/syncer"
+	"github.com/syncnode/syncnode/signpost"
+)
+
+// TestFakeServerLocationNotCounted: a member's signposts name, as server
+// copies of a blob only the writer holds, an invented peer and the
+// group's real server (which does not hold it). Neither counts: the blob
+// stays at risk until the server itself says it holds it.
+func TestFakeServerLocationNotCounted(t *testing.T) {
+	nodes, g := mesh(t, true, syncnode.Normal, syncnode.Normal, syncnode.Server)
+	writer, liar, server := nodes[0], nodes[1], nodes[2]
+	server.Close() // away: it fetches nothing
+	ref := putBlobRow(t, writer, g, "photos/at-risk.jpg", 32<<10, 12)
+	atRisk := func() int {
+		d, err := writer.Durability()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range d {
+			if x.Group == g {
+				return x.AtRisk
+			}
+		}
+		return -1
+	}
+	if got := atRisk(); got != 1 {
+		t.Fatalf("at risk before the lie: %d", got)
+	}
+	_, k, _ := crypto.GenerateEd25519Key(nil)
+	invented, _ := peer.IDFromPublicKey(k)
+	now := time.Now()
+	var sp signpost.Signpost
+	sp.AddGroup(g)
+	sp.AddLocation(invented, signpost.Location{WhenSeen: now, IsServer: true, Addrs: []string{"/ip4/127.0.0.1/tcp/9"}})
+	sp.AddLocation(server.ID(), signpost.Location{WhenSeen: now, IsServer: true})
+	sp.AddLocation(liar.ID(), signpost.Location{WhenSeen: now, IsServer: true})
+	// As the syncer hands over the signposts a member sent with its rows.
+	hooks{writer}.Learn(liar.ID(), g, []syncer.SignpostEntry{{Ref: ref, Signpost: sp.ToWire()}})
+	if got := atRisk(); got != 1 {
+		got, _ := writer.Signpost(ref)
+		t.Fatalf("a member's word made the blob safe: locations %+v", got.Locations)
+	}
+	// The server's own word counts.
+	var own signpost.Signpost
+	own.AddGroup(g)
+	own.AddLocation(server.ID(), signpost.Location{WhenSeen: now.Add(time.Second)})
+	hooks{writer}.Learn(server.ID(), g, []syncer.SignpostEntry{{Ref: ref, Signpost: own.ToWire()}})
+	if got := atRisk(); got != 0 {
+		t.Fatalf("the server's own signpost did not count: at risk %d", got)
+	}
+}
