@@ -107,10 +107,28 @@ func Create(name string, prefixes []string, private bool, key crypto.PrivKey, de
 	if err != nil {
 		return nil, err
 	}
+	if err := g.SetKey(key); err != nil {
+		return nil, err
+	}
 	if _, err := g.putMember(Member{DevType: dev, Addrs: addrs}, now); err != nil {
 		return nil, err
 	}
 	return g, nil
+}
+
+// SetKey gives the replica this device's private key, with which it signs
+// every row it writes; a replica without one writes rows no peer accepts.
+func (g *Group) SetKey(key crypto.PrivKey) error {
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if id != g.self {
+		return fmt.Errorf("syncgroup: key of %s given to %s's replica", id, g.self)
+	}
+	gid := g.spec.ID
+	g.rows.sign = func(r *Row) { SignRow(key, gid, r) }
+	return nil
 }
 
 // Spec returns the group's spec.
@@ -220,7 +238,7 @@ func (g *Group) writable(key string) error {
 }
 
 // Apply merges a row received from a peer after checking that its writer
-// was entitled to write it: data rows only under the group's prefixes and
+// signed it (VerifyRow) and was entitled to write it: data rows only under the group's prefixes and
 // from members; a membership row only for its own writer, carrying a valid
 // invitation (admins need none); a membership tombstone only from the
 // member itself or an admin.
@@ -232,6 +250,9 @@ func (g *Group) Apply(row Row, now time.Time) (bool, error) {
 }
 
 func (g *Group) check(row Row) error {
+	if err := VerifyRow(g.spec.ID, row); err != nil {
+		return err
+	}
 	if !strings.HasPrefix(row.Key, memberPrefix) {
 		if !g.spec.Covers(row.Key) {
 			return fmt.Errorf("%w: %q", ErrOutsideGroup, row.Key)

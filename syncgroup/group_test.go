@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
@@ -26,11 +28,27 @@ func deliver(t *testing.T, from, to *Group, now time.Time) []error {
 	return errs
 }
 
+// g0 is the ID of the group "photos" created by adminKey.
+func g0(t *testing.T, adminKey crypto.PrivKey) syncnode.GroupID {
+	id, err := peer.IDFromPrivateKey(adminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return syncnode.GroupID(id.String() + "/photos")
+}
+
 func TestMembershipLifecycle(t *testing.T) {
 	adminKey, admin := key(t)
-	_, phone := key(t)
-	_, server := key(t)
-	_, stranger := key(t)
+	phoneKey, phone := key(t)
+	serverKey, server := key(t)
+	strangerKey, stranger := key(t)
+	signed := func(k crypto.PrivKey, r Row) Row {
+		t.Helper()
+		if err := SignRow(k, g0(t, adminKey), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
 	g, err := Create("photos", []string{"photos/"}, true, adminKey, syncnode.Normal, nil, t0)
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +60,7 @@ func TestMembershipLifecycle(t *testing.T) {
 	// learns it through sync.
 	inv, _ := Invite(adminKey, g.Spec().ID, phone, syncnode.Normal, t0.Add(time.Hour))
 	pg, _ := NewGroup(g.Spec(), phone, time.Minute)
+	pg.SetKey(phoneKey)
 	if errs := deliver(t, g, pg, t0); len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -50,6 +69,7 @@ func TestMembershipLifecycle(t *testing.T) {
 	}
 	srvInv, _ := Invite(adminKey, g.Spec().ID, server, syncnode.Server, t0.Add(time.Hour))
 	sg, _ := NewGroup(g.Spec(), server, time.Minute)
+	sg.SetKey(serverKey)
 	deliver(t, g, sg, t0)
 	sg.Join(srvInv, nil, t0.Add(time.Second))
 	for _, pair := range [][2]*Group{{pg, g}, {sg, g}, {g, pg}, {g, sg}} {
@@ -72,21 +92,37 @@ func TestMembershipLifecycle(t *testing.T) {
 	if _, err := g.Apply(row, t0.Add(3*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	forged := Row{Key: "photos/2", Value: v, TS: Timestamp{Wall: t0.UnixNano()}, Writer: stranger, Seq: 1}
+	forged := signed(strangerKey, Row{Key: "photos/2", Value: v, TS: Timestamp{Wall: t0.UnixNano()}, Writer: stranger, Seq: 1})
 	if _, err := g.Apply(forged, t0.Add(3*time.Second)); !errors.Is(err, ErrNotMember) {
 		t.Fatalf("non-member row: %v", err)
+	}
+	// A row "written by" another member, or altered after signing, is
+	// refused whoever relays it.
+	asAdmin := signed(phoneKey, Row{Key: "photos/4", Value: v, TS: Timestamp{Wall: t0.UnixNano()}, Writer: admin, Seq: 7})
+	if _, err := sg.Apply(asAdmin, t0.Add(3*time.Second)); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("row forged as the admin's: %v", err)
+	}
+	altered := row
+	altered.Value, _ = msgpack.Marshal("not the beach")
+	if _, err := sg.Apply(altered, t0.Add(3*time.Second)); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("altered row: %v", err)
+	}
+	unsigned := row
+	unsigned.Sig = nil
+	if _, err := sg.Apply(unsigned, t0.Add(3*time.Second)); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("unsigned row: %v", err)
 	}
 	if _, err := pg.Put("docs/1", v, t0); !errors.Is(err, ErrOutsideGroup) {
 		t.Fatalf("write outside the prefixes: %v", err)
 	}
 	// A member may not claim to be a server by rewriting its membership.
 	claim, _ := msgpack.Marshal(Member{DevType: syncnode.Server, Invitation: &inv})
-	lie := Row{Key: memberPrefix + string(phone), Value: claim, TS: Timestamp{Wall: t0.Add(4 * time.Second).UnixNano()}, Writer: phone, Seq: 99}
+	lie := signed(phoneKey, Row{Key: memberPrefix + string(phone), Value: claim, TS: Timestamp{Wall: t0.Add(4 * time.Second).UnixNano()}, Writer: phone, Seq: 99})
 	if _, err := g.Apply(lie, t0.Add(4*time.Second)); !errors.Is(err, ErrNotAllowed) {
 		t.Fatalf("self-promotion: %v", err)
 	}
 	// Nor remove someone else; an admin may.
-	kick := Row{Key: memberPrefix + string(server), Deleted: true, TS: Timestamp{Wall: t0.Add(5 * time.Second).UnixNano()}, Writer: phone, Seq: 100}
+	kick := signed(phoneKey, Row{Key: memberPrefix + string(server), Deleted: true, TS: Timestamp{Wall: t0.Add(5 * time.Second).UnixNano()}, Writer: phone, Seq: 100})
 	if _, err := g.Apply(kick, t0.Add(5*time.Second)); !errors.Is(err, ErrNotAllowed) {
 		t.Fatalf("member ejecting another: %v", err)
 	}
@@ -98,7 +134,7 @@ func TestMembershipLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	later, _ := msgpack.Marshal("after ejection")
-	row2 := Row{Key: "photos/3", Value: later, TS: Timestamp{Wall: t0.Add(7 * time.Second).UnixNano()}, Writer: phone, Seq: 3}
+	row2 := signed(phoneKey, Row{Key: "photos/3", Value: later, TS: Timestamp{Wall: t0.Add(7 * time.Second).UnixNano()}, Writer: phone, Seq: 3})
 	if _, err := sg.Apply(row2, t0.Add(7*time.Second)); !errors.Is(err, ErrNotMember) {
 		t.Fatalf("ejected member's write: %v", err)
 	}

@@ -23,6 +23,12 @@ type Row struct {
 	// sequence of writes.
 	Writer peer.ID `msgpack:"w"`
 	Seq    uint64  `msgpack:"s"`
+	// Sig is the writer's signature over the row in its group (SignRow);
+	// every receiver verifies it before applying or relaying the row.
+	Sig []byte `msgpack:"g,omitempty"`
+	// PubKey is the writer's public key, for key types that a peer ID does
+	// not embed; it must hash to Writer.
+	PubKey []byte `msgpack:"pk,omitempty"`
 }
 
 // Wins reports whether a beats b for the same key: last writer wins, by
@@ -79,6 +85,8 @@ func FindRefs(value []byte) ([]syncnode.BlobRef, error) {
 // pure state: no clock of its own, no I/O.
 type Rows struct {
 	self peer.ID
+	// sign, if set, signs every row this device writes.
+	sign func(*Row)
 	hlc  HLC
 	seq  uint64
 	rows map[string]Row
@@ -93,6 +101,9 @@ func NewRows(self peer.ID, maxSkew time.Duration) *Rows {
 func (r *Rows) write(key string, value []byte, deleted bool, now time.Time) Row {
 	r.seq++
 	row := Row{Key: key, Value: value, Deleted: deleted, TS: r.hlc.Now(now), Writer: r.self, Seq: r.seq}
+	if r.sign != nil {
+		r.sign(&row)
+	}
 	r.rows[key] = row
 	r.vv[r.self] = r.seq
 	return row

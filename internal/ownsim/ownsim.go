@@ -29,7 +29,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -182,24 +181,15 @@ func (s *sim) fail(err error) error {
 	return fmt.Errorf("%w: seed %d: %v\nsteps:\n  %s", ErrInvariant, s.cfg.Seed, err, strings.Join(s.trace, "\n  "))
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port), nil
-}
-
 func (s *sim) setup(ctx context.Context) error {
 	fc := fetcher.DefaultConfig()
 	fc.BaseDelay, fc.Jitter, fc.MaxShift = 20*time.Millisecond, 20*time.Millisecond, 4
 	fc.FirstScan, fc.ScanInterval = 100*time.Millisecond, 500*time.Millisecond
 	for i := range numNodes {
-		addr, err := freeAddr()
-		if err != nil {
-			return err
-		}
+		// A port of the system's choosing at every start: seeds run side
+		// by side, and a port freed for later use could be taken meanwhile.
+		// Peers learn the new address when the node starts (see start).
+		addr := "/ip4/127.0.0.1/tcp/0"
 		m := &member{name: names[i], gater: s.cut.Gater()}
 		m.cfg = node.Config{DataDir: filepath.Join(s.cfg.Dir, fmt.Sprintf("%s-%d", names[i], s.cfg.Seed)),
 			ListenAddrs: []string{addr}, SyncInterval: 200 * time.Millisecond, IOTimeout: 2 * time.Second,

@@ -184,8 +184,14 @@ func (s *Syncer) Add(g *syncgroup.Group) error {
 }
 
 // Restore starts syncing a group read back from the store, with this
-// node's last priority in it.
+// node's last priority in it. The replica signs its writes with the host's
+// key.
 func (s *Syncer) Restore(g *syncgroup.Group, prio syncnode.Priority) {
+	if key := s.h.Peerstore().PrivKey(s.h.ID()); key != nil {
+		if err := g.SetKey(key); err != nil {
+			s.log.Error("group replica without a signing key", "group", g.Spec().ID, "err", err)
+		}
+	}
 	s.mu.Lock()
 	s.groups[g.Spec().ID] = &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}
 	s.mu.Unlock()
@@ -462,6 +468,9 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs 
 	}
 	g, err := syncgroup.NewGroup(resp.Spec, s.h.ID(), time.Minute)
 	if err != nil {
+		return "", err
+	}
+	if err := g.SetKey(s.h.Peerstore().PrivKey(s.h.ID())); err != nil {
 		return "", err
 	}
 	if _, err := g.Join(inv, addrs, s.clock.Now()); err != nil {
