@@ -3,6 +3,9 @@ package syncgroup
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -18,6 +21,32 @@ var ErrBadSignature = errors.New("syncgroup: row not signed by its writer")
 
 // rowDomain separates row signatures from every other use of a key.
 const rowDomain = "syncnode/row/v1"
+
+// VerifyRows verifies rows of group g on every core, and returns each
+// row's VerifyRow error (nil where it verifies).
+func VerifyRows(g syncnode.GroupID, rows []Row) []error {
+	errs := make([]error, len(rows))
+	workers := min(runtime.GOMAXPROCS(0), (len(rows)+15)/16)
+	if workers <= 1 {
+		for i, r := range rows {
+			errs[i] = VerifyRow(g, r)
+		}
+		return errs
+	}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(rows); i = int(next.Add(1) - 1) {
+				errs[i] = VerifyRow(g, rows[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
+}
 
 // writerKey returns r's writer's public key: from its peer ID, or from
 // r.PubKey, which must hash to the peer ID.

@@ -101,10 +101,19 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			s.observePriority(r, from, *b.Prio)
 			r.mu.Unlock()
 		}
+		// Signatures are checked on every core before the group is locked.
+		verified := make([]error, len(b.Rows))
+		if !s.cfg.trustRows {
+			verified = syncgroup.VerifyRows(id, b.Rows)
+		}
 		var won []syncgroup.Row
 		r.mu.Lock()
-		for _, row := range b.Rows {
-			ok, err := r.g.Apply(row, s.clock.Now())
+		for i, row := range b.Rows {
+			if verified[i] != nil {
+				applyErr = errors.Join(applyErr, verified[i])
+				continue
+			}
+			ok, err := r.g.ApplyVerified(row, s.clock.Now())
 			if err != nil {
 				applyErr = errors.Join(applyErr, err)
 				continue

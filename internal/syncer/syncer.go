@@ -88,6 +88,10 @@ type Config struct {
 	IOTimeout time.Duration
 	// Store persists the replicas; nil keeps them in memory only.
 	Store Store
+
+	// trustRows skips signature checks: only for the benchmark that
+	// measures what they cost.
+	trustRows bool
 }
 
 // DefaultConfig returns the defaults.

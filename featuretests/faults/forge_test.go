@@ -1,0 +1,164 @@
+package faults
+
+import (
+	"bufio"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/nodetest"
+	"github.com/syncnode/syncnode/node"
+	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// The sync protocol's messages as a hostile member writes them.
+type wireTS struct {
+	Wall    int64  `msgpack:"w"`
+	Logical uint32 `msgpack:"l"`
+}
+
+type wireRow struct {
+	Key     string `msgpack:"k"`
+	Value   []byte `msgpack:"v,omitempty"`
+	Deleted bool   `msgpack:"d,omitempty"`
+	TS      wireTS `msgpack:"t"`
+	Writer  string `msgpack:"w"`
+	Seq     uint64 `msgpack:"s"`
+	Sig     []byte `msgpack:"g,omitempty"`
+}
+
+type wireHello struct {
+	Group string            `msgpack:"g"`
+	VV    map[string]uint64 `msgpack:"v"`
+}
+
+type wireBatch struct {
+	Err  string            `msgpack:"e,omitempty"`
+	VV   map[string]uint64 `msgpack:"v,omitempty"`
+	Rows []wireRow         `msgpack:"r,omitempty"`
+	Done bool              `msgpack:"d,omitempty"`
+}
+
+// pushRows runs a sync round with victim as a member would, and sends rows
+// as its own batch: the forger speaks the wire format itself.
+func pushRows(t *testing.T, from *node.Node, victim peer.ID, g syncnode.GroupID, rows ...wireRow) {
+	t.Helper()
+	st, err := from.Host().NewStream(t.Context(), victim, p2p.ProtoSync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := p2p.WriteMsg(st, wireHello{Group: string(g), VV: map[string]uint64{}}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(st)
+	for {
+		var b wireBatch
+		if err := p2p.ReadMsg(br, st, &b, p2p.MaxFrame, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if b.Err != "" {
+			t.Fatalf("the victim refused the forger's round: %s", b.Err)
+		}
+		if b.Done {
+			break
+		}
+	}
+	if err := p2p.WriteMsg(st, wireBatch{Rows: rows, Done: true, VV: map[string]uint64{}}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st.CloseWrite()
+	br.ReadByte() // the victim closes when done
+}
+
+// forgeSetup is a group of an admin, a member and a forger (a member too).
+func forgeSetup(t *testing.T) (admin, member, forger *node.Node, g syncnode.GroupID) {
+	admin, member, forger = nodetest.Start(t), nodetest.Start(t), nodetest.Start(t)
+	g = nodetest.CreateGroup(t, admin, "photos", syncnode.Normal)
+	nodetest.Join(t, admin, member, g, syncnode.Normal)
+	nodetest.Join(t, admin, forger, g, syncnode.Normal)
+	nodetest.WaitFor(t, 10*time.Second, "membership", func() bool {
+		return len(member.Members(g)) == 3 && len(admin.Members(g)) == 3
+	})
+	return admin, member, forger, g
+}
+
+// forgerSig signs r with the forger's own key, as if it were the writer's:
+// the best a member can do without the writer's key.
+func forgerSig(t *testing.T, forger *node.Node, g syncnode.GroupID, r wireRow) wireRow {
+	t.Helper()
+	row := syncgroup.Row{Key: r.Key, Value: r.Value, Deleted: r.Deleted, TS: syncgroup.Timestamp{Wall: r.TS.Wall, Logical: r.TS.Logical},
+		Writer: peer.ID(r.Writer), Seq: r.Seq}
+	key := forger.Host().Peerstore().PrivKey(forger.ID())
+	if err := syncgroup.SignRow(key, g, &row); err != nil {
+		t.Fatal(err)
+	}
+	r.Sig = row.Sig
+	return r
+}
+
+// TestForgedRowRejected: a member sends a row "written by" the admin, to
+// another member and to the admin itself, unsigned and signed with its own
+// key. Neither applies it, and neither relays it.
+func TestForgedRowRejected(t *testing.T) {
+	admin, member, forger, g := forgeSetup(t)
+	v, _ := msgpack.Marshal(map[string]any{"title": "the admin never wrote this"})
+	now := time.Now().UnixNano()
+	unsigned := wireRow{Key: "photos/forged", Value: v, TS: wireTS{Wall: now}, Writer: string(admin.ID()), Seq: 1000}
+	signed := forgerSig(t, forger, g, unsigned)
+	signed.Key = "photos/forged2"
+	signed = forgerSig(t, forger, g, signed)
+	for _, victim := range []*node.Node{member, admin} {
+		pushRows(t, forger, victim.ID(), g, unsigned, signed)
+	}
+	// A round between the admin and the member, so a relayed row would
+	// have travelled.
+	if err := member.SyncNow(g); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*node.Node{member, admin} {
+		for _, k := range []string{"photos/forged", "photos/forged2"} {
+			if r, ok, _ := n.GetRow(g, k); ok {
+				t.Fatalf("%s applied the forged row %q by %s", n.ID(), k, r.Writer)
+			}
+		}
+	}
+	// The forger's own rows still go through: it is a member.
+	own, _ := msgpack.Marshal("mine")
+	if _, err := forger.PutRow(g, "photos/own", own); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 10*time.Second, "the forger's own row at the member", func() bool {
+		_, ok, _ := member.GetRow(g, "photos/own")
+		return ok
+	})
+}
+
+// TestForgedTombstoneRejected: a member sends tombstones "written by" the
+// admin for the admin's own membership and for another member's. Both stay
+// members, and the admin can still write.
+func TestForgedTombstoneRejected(t *testing.T) {
+	admin, member, forger, g := forgeSetup(t)
+	now := time.Now().UnixNano()
+	var rows []wireRow
+	for i, p := range []peer.ID{admin.ID(), member.ID()} {
+		r := wireRow{Key: syncgroup.MemberKey(p), Deleted: true, TS: wireTS{Wall: now, Logical: uint32(i)}, Writer: string(admin.ID()), Seq: 2000 + uint64(i)}
+		rows = append(rows, r, forgerSig(t, forger, g, r))
+	}
+	for _, victim := range []*node.Node{member, admin} {
+		pushRows(t, forger, victim.ID(), g, rows...)
+	}
+	for _, n := range []*node.Node{admin, member} {
+		if len(n.Members(g)) != 3 {
+			t.Fatalf("%s sees %d members after forged tombstones", n.ID(), len(n.Members(g)))
+		}
+	}
+	v, _ := msgpack.Marshal("still the admin")
+	if _, err := admin.PutRow(g, "photos/after", v); err != nil {
+		t.Fatalf("the admin cannot write after forged tombstones: %v", err)
+	}
+}
