@@ -199,20 +199,16 @@ func TestServerTakesSharesFromRelayingMember(t *testing.T) {
 	waitFor(t, 20*time.Second, "the member holding a share", func() bool {
 		return member.HasBlob(ref) && shares(t, member, ref, g) >= 1
 	})
-	// The leaf may already have handed both shares off; note where they are.
-	leafShares := shares(t, leaf, ref, g)
+	// The leaf goes away, perhaps mid-way through a second hand-off.
 	leaf.Close()
 
 	server = open(t, serverCfg)
 	defer server.Close()
 	waitFor(t, 30*time.Second, "the member's shares on the server", func() bool {
-		return server.HasBlob(ref) && shares(t, member, ref, g) == 0 && shares(t, server, ref, g) == 2-leafShares
+		return server.HasBlob(ref) && shares(t, member, ref, g) == 0 && shares(t, server, ref, g) >= 1
 	})
 	if ok, err := member.Ledger().MayEvict(ref); !ok || err != nil {
 		t.Fatalf("the member may not evict after the server took its shares: %v", err)
-	}
-	if leafShares == 0 {
-		return
 	}
 	leaf = open(t, leafCfg)
 	defer leaf.Close()

@@ -299,11 +299,27 @@ func (n *Node) discover(g syncnode.GroupID, key string, writer, from peer.ID, re
 			errs = append(errs, err)
 			continue
 		}
-		if !holds {
+		if holds {
+			n.announce(ref)
+		} else {
 			n.wantIfServer(ref, groups)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// announce provides a held blob in the DHT if a public group of this node
+// references it. A blob that only private groups reference is never
+// announced: the DHT is open to strangers, and a provider record would
+// tell them the ref and who holds it. Members find it through signposts.
+func (n *Node) announce(ref syncnode.BlobRef) {
+	for _, g := range n.groupsOf(ref) {
+		spec, err := n.GroupSpec(g)
+		if err == nil && !spec.Private && n.sync.IsMember(n.h.ID(), g) {
+			n.reprov.Add(ref)
+			return
+		}
+	}
 }
 
 // covering returns g and this node's other groups whose prefixes cover key.

@@ -227,7 +227,7 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 // fetched records that this node now holds ref: it provides the blob and
 // names itself in the signpost.
 func (n *Node) fetched(ref syncnode.BlobRef) {
-	n.reprov.Add(ref)
+	n.announce(ref)
 	n.lru.touch(ref, n.clock.Now())
 	defer n.evictSoon()
 	sp, err := n.signposts.Get(ref)
@@ -345,6 +345,11 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints []peer.ID
 	for round := 0; round < 3 && len(cands) > 0 && len(holders) == 0; round++ {
 		cands = ask(cands)
 	}
+	// Then the members of the blob's groups: private groups' blobs are not
+	// in the DHT, and a member may hold a copy no signpost here names.
+	if _, good := n.rep.rank(holders, n.clock.Now()); !good {
+		ask(n.membersOf(sp.Groups()))
+	}
 	// The DHT is asked when the signposts led to no holder in good
 	// standing: hostile holders must not hide honest ones.
 	if _, good := n.rep.rank(holders, n.clock.Now()); !good {
@@ -385,6 +390,31 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints []peer.ID
 		return nil, err
 	}
 	return holders, nil
+}
+
+// membersOf returns the other members of groups this node is in, servers
+// first, each once.
+func (n *Node) membersOf(groups []syncnode.GroupID) []peer.ID {
+	var servers, others []peer.ID
+	seen := map[peer.ID]bool{n.h.ID(): true}
+	for _, g := range groups {
+		if !n.sync.IsMember(n.h.ID(), g) {
+			continue
+		}
+		for _, m := range n.Members(g) {
+			if seen[m.Peer] {
+				continue
+			}
+			seen[m.Peer] = true
+			n.addAddrs(m.Peer, m.Addrs)
+			if m.DevType == syncnode.Server {
+				servers = append(servers, m.Peer)
+			} else {
+				others = append(others, m.Peer)
+			}
+		}
+	}
+	return append(servers, others...)
 }
 
 func (n *Node) haveTimeout() time.Duration { return max(n.cfg.IOTimeout/4, time.Second) }

@@ -255,7 +255,7 @@ func Open(cfg Config) (_ *Node, err error) {
 
 	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.clock, n.log)
 	err = n.blobs.List(func(i blobstore.Info) error {
-		n.reprov.Add(i.Ref)
+		n.announce(i.Ref)
 		if t, err := n.blobs.ModTime(i.Ref); err == nil {
 			n.lru.touch(i.Ref, t)
 		}
@@ -453,7 +453,7 @@ func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error)
 		return info, fmt.Errorf("node: stored %s, but its creator shares were not granted: %w", info.Ref, err)
 	}
 	n.restore.done(info.Ref)
-	n.reprov.Add(info.Ref)
+	n.announce(info.Ref)
 	n.lru.touch(info.Ref, n.clock.Now())
 	n.evictSoon()
 	return info, nil
