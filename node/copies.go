@@ -2,6 +2,8 @@ package node
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"slices"
 	"sync"
 
@@ -86,6 +88,24 @@ func (c copies) Holds(ref syncnode.BlobRef) bool { return c.n.holds(ref) }
 
 func (c copies) WithCopy(ref syncnode.BlobRef, fn func(held bool) error) error {
 	return c.n.withCopy(ref, fn)
+}
+
+func (c copies) Tree(ref syncnode.BlobRef) ([]byte, error) { return c.n.store.Outboard(ref) }
+
+func (c copies) ReadRange(ref syncnode.BlobRef, off, n int64) ([]byte, error) {
+	r, err := c.n.store.Open(ref)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	if off < 0 || n < 0 || n > 1<<20 || off+n > r.Size() {
+		return nil, fmt.Errorf("node: range %d+%d of a %d-byte blob", off, n, r.Size())
+	}
+	b := make([]byte, n)
+	if _, err := r.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return b, nil
 }
 
 // withCopy runs fn with ref locked against deletion, held saying whether

@@ -7,6 +7,10 @@ package shares
 import (
 	"bufio"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/baotree"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/p2p"
 )
@@ -45,6 +50,10 @@ type Copies interface {
 	// Accepting shares happens inside it, so shares are never accepted
 	// for a copy that is being deleted (I3).
 	WithCopy(ref syncnode.BlobRef, fn func(held bool) error) error
+	// Tree returns the verified Bao tree of a held blob, and ReadRange
+	// verified bytes of it: possession is proved with them.
+	Tree(ref syncnode.BlobRef) ([]byte, error)
+	ReadRange(ref syncnode.BlobRef, off, n int64) ([]byte, error)
 }
 
 // SettledFunc is told of every transfer this node settled as the holder:
@@ -80,6 +89,8 @@ type Service struct {
 	cancel context.CancelFunc
 	// escrowed is signalled when an offer puts shares in escrow.
 	escrowed chan struct{}
+	// secret keys the possession challenges this node sets.
+	secret [32]byte
 }
 
 // New registers the shares protocol on h. asked may be nil: then requests
@@ -91,6 +102,7 @@ func New(h host.Host, ledger *ownership.Ledger, prio Priorities, copies Copies, 
 	s := &Service{h: h, ledger: ledger, prio: prio, copies: copies, asked: asked, settled: settled, log: log,
 		timeout: 20 * time.Second, AskWait: DefaultAskWait, escrowed: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	rand.Read(s.secret[:])
 	h.SetStreamHandler(p2p.ProtoShares, s.handle)
 	return s
 }
@@ -107,10 +119,11 @@ func (s *Service) Close() {
 }
 
 const (
-	opOffer   = "offer"
-	opSettle  = "settle"
-	opResolve = "resolve"
-	opAsk     = "ask"
+	opChallenge = "challenge"
+	opOffer     = "offer"
+	opSettle    = "settle"
+	opResolve   = "resolve"
+	opAsk       = "ask"
 )
 
 type request struct {
@@ -119,6 +132,8 @@ type request struct {
 	Ref      syncnode.BlobRef     `msgpack:"r"`
 	Group    syncnode.GroupID     `msgpack:"g"`
 	Accepted bool                 `msgpack:"a,omitempty"`
+	// Proof is the requester's copy of the challenged range of the blob.
+	Proof []byte `msgpack:"p,omitempty"`
 }
 
 type response struct {
@@ -128,6 +143,10 @@ type response struct {
 	Accepted bool                `msgpack:"a,omitempty"`
 	// Taken answers an ask: how many shares the member took.
 	Taken int `msgpack:"n,omitempty"`
+	// Off and Len answer a challenge: the range of the blob whose bytes
+	// prove possession.
+	Off int64 `msgpack:"o,omitempty"`
+	Len int64 `msgpack:"l,omitempty"`
 }
 
 // Result is the outcome of Take.
@@ -146,7 +165,17 @@ func (s *Service) Take(ctx context.Context, holder peer.ID, ref syncnode.BlobRef
 		return Result{}, fmt.Errorf("%w: %s", ownership.ErrUnverified, ref)
 	}
 	id := ownership.NewTransferID()
-	resp, err := s.call(ctx, holder, request{Op: opOffer, ID: id, Ref: ref, Group: g}, s.timeout)
+	// Possession first: the holder names a range of the blob only it can
+	// predict, and checks the bytes against the blob's tree.
+	ch, err := s.call(ctx, holder, request{Op: opChallenge, ID: id, Ref: ref, Group: g}, s.timeout)
+	if err != nil {
+		return Result{}, err
+	}
+	proof, err := s.copies.ReadRange(ref, ch.Off, ch.Len)
+	if err != nil {
+		return Result{}, fmt.Errorf("shares: possession proof of %s: %w", ref, err)
+	}
+	resp, err := s.call(ctx, holder, request{Op: opOffer, ID: id, Ref: ref, Group: g, Proof: proof}, s.timeout)
 	if err != nil {
 		return Result{}, err
 	}
@@ -237,6 +266,47 @@ func (s *Service) call(ctx context.Context, p peer.ID, req request, wait time.Du
 	return resp, nil
 }
 
+// ErrNoProof reports a share request whose proof of possession failed.
+var ErrNoProof = errors.New("shares: possession of the blob not proved")
+
+// challenge returns the range of ref whose bytes prove possession for
+// transfer id: one chunk group, chosen by a keyed hash only this node can
+// compute, so no requester can prepare for it.
+func (s *Service) challenge(id ownership.TransferID, ref syncnode.BlobRef) (off, n int64, err error) {
+	tree, err := s.copies.Tree(ref)
+	if err != nil {
+		return 0, 0, fmt.Errorf("shares: cannot check possession of %s here: %w", ref, err)
+	}
+	size, err := baotree.Size(tree)
+	if err != nil {
+		return 0, 0, err
+	}
+	m := hmac.New(sha256.New, s.secret[:])
+	m.Write(id[:])
+	h := ref.Hash()
+	m.Write(h[:])
+	pick := binary.BigEndian.Uint64(m.Sum(nil))
+	off = int64(pick%uint64(baotree.Groups(size))) * baotree.GroupSize
+	return off, min(baotree.GroupSize, size-off), nil
+}
+
+// checkProof verifies proof, the requester's bytes of transfer id's
+// challenged range, against ref's tree.
+func (s *Service) checkProof(id ownership.TransferID, ref syncnode.BlobRef, proof []byte) error {
+	off, n, err := s.challenge(id, ref)
+	if err != nil {
+		return err
+	}
+	tree, err := s.copies.Tree(ref)
+	if err != nil {
+		return err
+	}
+	if int64(len(proof)) != n || baotree.VerifyGroups(ref.Hash(), tree, off, proof) != nil {
+		return fmt.Errorf("%w: %s", ErrNoProof, ref)
+	}
+	return nil
+}
+
 func (s *Service) handle(st network.Stream) {
 	defer st.Close()
 	from := st.Conn().RemotePeer()
@@ -255,6 +325,12 @@ func (s *Service) handle(st network.Stream) {
 
 func (s *Service) answer(from peer.ID, req request) (response, error) {
 	switch req.Op {
+	case opChallenge:
+		if _, ok := s.prio.PeerPriority(req.Group, from); !ok {
+			return response{}, fmt.Errorf("%s is not a member of %s", from, req.Group)
+		}
+		off, n, err := s.challenge(req.ID, req.Ref)
+		return response{Off: off, Len: n}, err
 	case opOffer:
 		them, ok := s.prio.PeerPriority(req.Group, from)
 		if !ok {
@@ -262,6 +338,9 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 		}
 		me, err := s.prio.Priority(req.Group)
 		if err != nil {
+			return response{}, err
+		}
+		if err := s.checkProof(req.ID, req.Ref, req.Proof); err != nil {
 			return response{}, err
 		}
 		t, err := s.ledger.Offer(req.ID, req.Ref, req.Group, me, them, from)

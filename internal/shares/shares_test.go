@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -36,6 +37,22 @@ type dev struct {
 func (d *dev) Holds(ref syncnode.BlobRef) bool { _, err := d.blobs.Stat(ref); return err == nil }
 
 func (d *dev) WithCopy(ref syncnode.BlobRef, fn func(bool) error) error { return fn(d.Holds(ref)) }
+
+func (d *dev) Tree(ref syncnode.BlobRef) ([]byte, error) { return d.blobs.Outboard(ref) }
+
+func (d *dev) ReadRange(ref syncnode.BlobRef, off, n int64) ([]byte, error) {
+	r, err := d.blobs.Open(ref)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	b := make([]byte, n)
+	_, err = r.ReadAt(b, off)
+	if err == io.EOF {
+		err = nil
+	}
+	return b, err
+}
 
 // world: device 0 admin (normal), 1 server, 2 normal, 3 leaf, all members
 // of one group, priorities exchanged; plus a stranger, device 4.
@@ -168,7 +185,7 @@ func TestSharesConservedAcrossACrashMidTransfer(t *testing.T) {
 
 	// 1. The server accepts, then both crash before the holder settles.
 	id := ownership.NewTransferID()
-	resp, err := server.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id, Ref: ref, Group: gid}, time.Second)
+	resp, err := provenOffer(t, server, holder, id, ref, gid)
 	if err != nil || resp.Transfer == nil || resp.Transfer.N != 2 {
 		t.Fatalf("offer: %+v %v", resp, err)
 	}
@@ -196,7 +213,7 @@ func TestSharesConservedAcrossACrashMidTransfer(t *testing.T) {
 	ref2 = info.Ref
 	holder.ledger.Grant(ref2, gid, 2)
 	id2 := ownership.NewTransferID()
-	resp, err = server.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id2, Ref: ref2, Group: gid}, time.Second)
+	resp, err = provenOffer(t, server, holder, id2, ref2, gid)
 	if err != nil || resp.Transfer == nil || resp.Transfer.N != 2 {
 		t.Fatalf("offer 2: %+v %v", resp, err)
 	}
@@ -213,5 +230,60 @@ func TestSharesConservedAcrossACrashMidTransfer(t *testing.T) {
 	}
 	if s, _ := holder.ledger.Shares(ref2); s[gid] != 2 {
 		t.Fatalf("holder did not get its escrow back: %v", s)
+	}
+}
+
+// provenOffer asks holder for an offer as Take does: the challenge, then
+// the offer with the proof of possession.
+func provenOffer(t *testing.T, from, holder *dev, id ownership.TransferID, ref syncnode.BlobRef, g syncnode.GroupID) (response, error) {
+	ch, err := from.svc.call(t.Context(), holder.h.ID(), request{Op: opChallenge, ID: id, Ref: ref, Group: g}, time.Second)
+	if err != nil {
+		return ch, err
+	}
+	proof, err := from.ReadRange(ref, ch.Off, ch.Len)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return from.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id, Ref: ref, Group: g, Proof: proof}, time.Second)
+}
+
+// TestShareStripRefused: a member that does not hold the blob asks for
+// its shares with bytes it made up, or with another range of the real
+// blob (it cannot know which range will be asked): refused, the shares
+// stay with the holder.
+func TestShareStripRefused(t *testing.T) {
+	devs, gid := world(t)
+	data := bytes.Repeat([]byte("the only copy of a photo "), 4000) // several chunk groups
+	holder, thief := devs[2], devs[1]
+	info, err := holder.blobs.Put(context.Background(), bytes.NewReader(data), syncnode.BlobRef{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := info.Ref
+	holder.ledger.Grant(ref, gid, ownership.CreatorShares)
+	for name, proof := range map[string][]byte{
+		"none":          nil,
+		"made up":       bytes.Repeat([]byte{7}, 16<<10),
+		"the first 16K": data[:16<<10],
+	} {
+		id := ownership.NewTransferID()
+		ch, err := thief.svc.call(t.Context(), holder.h.ID(), request{Op: opChallenge, ID: id, Ref: ref, Group: gid}, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "the first 16K" && ch.Off == 0 {
+			proof = data[16<<10 : 32<<10] // the wrong range, whatever was asked
+		}
+		resp, err := thief.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id, Ref: ref, Group: gid, Proof: proof}, time.Second)
+		if err == nil || resp.Transfer != nil {
+			t.Fatalf("proof %s: offered %+v", name, resp.Transfer)
+		}
+	}
+	if s, _ := holder.ledger.Shares(ref); s[gid] != 2 {
+		t.Fatalf("the holder's shares went from 2 to %d", s[gid])
+	}
+	// Take itself refuses to start without the blob.
+	if _, err := thief.svc.Take(t.Context(), holder.h.ID(), ref, gid); !errors.Is(err, ownership.ErrUnverified) {
+		t.Fatalf("Take without the blob: %v", err)
 	}
 }

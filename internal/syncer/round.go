@@ -283,8 +283,14 @@ func (s *Syncer) observePriority(r *replica, from peer.ID, p syncnode.Priority) 
 		return
 	}
 	p.DevType = m.DevType
-	if p.DevType != syncnode.Server && p.Distance < 0 {
-		p.Distance = 0
+	// What a peer reports of itself is clamped to what it can be: a
+	// non-server is at least one hop from a server, and no server time
+	// lies in the future.
+	if p.DevType != syncnode.Server && !(p.Distance >= 1) { // NaN too
+		p.Distance = 1
+	}
+	if now := s.clock.Now(); p.ServerTime.After(now) {
+		p.ServerTime = now
 	}
 	r.peers[from] = p
 	r.prio = ownership.Update(s.priorityLocked(r), p, s.clock.Now())

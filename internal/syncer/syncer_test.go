@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"testing"
 	"time"
 
@@ -293,5 +294,27 @@ func TestAccessPolicy(t *testing.T) {
 	}
 	if s.MayFetch(member, nil) {
 		t.Fatal("a blob of no group is fetchable")
+	}
+}
+
+// TestReportedPriorityIsClamped: a member that reports itself at distance
+// zero (or less, or NaN) and a server time in the future is taken to be at
+// one hop, as of now.
+func TestReportedPriorityIsClamped(t *testing.T) {
+	c := newCluster(t, 3) // node 1 is the server
+	s := c.sync[0]
+	r, err := s.replica(c.gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	liar := c.hosts[2].ID()
+	for _, d := range []float64{0, -3, math.NaN()} {
+		r.mu.Lock()
+		s.observePriority(r, liar, syncnode.Priority{DevType: syncnode.Server, Distance: d, ServerTime: time.Now().Add(time.Hour)})
+		r.mu.Unlock()
+		p, ok := s.PeerPriority(c.gid, liar)
+		if !ok || p.DevType != syncnode.Normal || p.Distance != 1 || p.ServerTime.After(time.Now()) {
+			t.Fatalf("reported distance %v: recorded %+v", d, p)
+		}
 	}
 }
