@@ -1,6 +1,7 @@
 package syncgroup
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -34,6 +35,26 @@ const memberPrefix = "\x00m/"
 // MembershipPrefix is the key prefix of the membership rows, which sync
 // along with a group's own prefixes.
 const MembershipPrefix = memberPrefix
+
+// admissionPrefix keys the admins' admissions, one per admitted peer,
+// under the membership prefix so that they sync with it. No peer ID's
+// bytes begin with "\x00a".
+const admissionPrefix = memberPrefix + "\x00a/"
+
+// admissionKey is where an admin records p's admission.
+func admissionKey(p peer.ID) string { return admissionPrefix + string(p) }
+
+// admission is an admin's word that a peer joined with an invitation,
+// checked against the admin's clock when the join arrived; Revoked, an
+// ejection: that invitation admits the peer no more.
+type admission struct {
+	Nonce   []byte           `msgpack:"n"`
+	DevType syncnode.DevType `msgpack:"t"`
+	Revoked bool             `msgpack:"r,omitempty"`
+}
+
+// ErrUsed reports an invitation that was used already and may not be again.
+var ErrUsed = errors.New("syncgroup: invitation already used")
 
 // MemberKey returns the key of p's membership row.
 func MemberKey(p peer.ID) string { return memberPrefix + string(p) }
@@ -160,16 +181,64 @@ func (g *Group) Join(inv Invitation, addrs []string, now time.Time) (Row, error)
 // Leave removes this device from the group.
 func (g *Group) Leave(now time.Time) Row { return g.rows.Delete(memberPrefix+string(g.self), now) }
 
-// Eject removes p from the group; only an admin may.
+// Eject removes p from the group; only an admin may. It revokes p's
+// admission, so p is no member whatever membership rows it writes, until an
+// admin admits it again with a new invitation.
 func (g *Group) Eject(p peer.ID, now time.Time) (Row, error) {
 	if !slices.Contains(g.spec.Admins, g.self) {
 		return Row{}, fmt.Errorf("%w: only an admin ejects", ErrNotAllowed)
 	}
-	return g.rows.Delete(memberPrefix+string(p), now), nil
+	a, _ := g.admission(p)
+	if m, ok := g.memberRow(p); ok && m.Invitation != nil {
+		a.Nonce, a.DevType = m.Invitation.Nonce, m.Invitation.DevType
+	}
+	a.Revoked = true
+	b, err := msgpack.Marshal(a)
+	if err != nil {
+		return Row{}, err
+	}
+	return g.rows.Put(admissionKey(p), b, now), nil
 }
 
-// Member returns p's membership, if p is a member.
-func (g *Group) Member(p peer.ID) (Member, bool) {
+// Admit records, on an admin's replica, that inv's joiner was let in: the
+// caller has checked inv against its own clock. It returns ok false, and
+// no row, if that admission is recorded already; ErrUsed if the invitation
+// was used before and its admission revoked.
+func (g *Group) Admit(inv Invitation, now time.Time) (row Row, ok bool, err error) {
+	if !slices.Contains(g.spec.Admins, g.self) {
+		return Row{}, false, fmt.Errorf("%w: only an admin admits", ErrNotAllowed)
+	}
+	if len(inv.Nonce) == 0 {
+		return Row{}, false, fmt.Errorf("%w: it has no nonce", ErrInvitation)
+	}
+	if a, found := g.admission(inv.Joiner); found && bytes.Equal(a.Nonce, inv.Nonce) {
+		if a.Revoked {
+			return Row{}, false, fmt.Errorf("%w: by %s, who was ejected since", ErrUsed, inv.Joiner)
+		}
+		return Row{}, false, nil
+	}
+	b, err := msgpack.Marshal(admission{Nonce: inv.Nonce, DevType: inv.DevType})
+	if err != nil {
+		return Row{}, false, err
+	}
+	return g.rows.Put(admissionKey(inv.Joiner), b, now), true, nil
+}
+
+// admission returns p's admission as recorded, if any.
+func (g *Group) admission(p peer.ID) (admission, bool) {
+	row, ok := g.rows.Get(admissionKey(p))
+	if !ok || row.Deleted {
+		return admission{}, false
+	}
+	var a admission
+	if msgpackx.Unmarshal(row.Value, &a) != nil {
+		return admission{}, false
+	}
+	return a, true
+}
+
+// memberRow returns p's membership row's value, if live.
+func (g *Group) memberRow(p peer.ID) (Member, bool) {
 	row, ok := g.rows.Get(memberPrefix + string(p))
 	if !ok || row.Deleted {
 		return Member{}, false
@@ -179,6 +248,24 @@ func (g *Group) Member(p peer.ID) (Member, bool) {
 		return Member{}, false
 	}
 	m.Peer = p
+	return m, true
+}
+
+// Member returns p's membership, if p is a member: an admin with its own
+// membership row, or a peer whose membership row carries the invitation
+// an admin admitted it with, not revoked since.
+func (g *Group) Member(p peer.ID) (Member, bool) {
+	m, ok := g.memberRow(p)
+	if !ok {
+		return Member{}, false
+	}
+	if slices.Contains(g.spec.Admins, p) {
+		return m, true
+	}
+	a, ok := g.admission(p)
+	if !ok || a.Revoked || m.Invitation == nil || len(a.Nonce) == 0 || !bytes.Equal(a.Nonce, m.Invitation.Nonce) {
+		return Member{}, false
+	}
 	return m, true
 }
 
@@ -192,6 +279,9 @@ func (g *Group) IsMember(p peer.ID) bool {
 func (g *Group) Members() []Member {
 	var out []Member
 	for _, row := range g.rows.List(memberPrefix) {
+		if strings.HasPrefix(row.Key, admissionPrefix) {
+			continue
+		}
 		if m, ok := g.Member(peer.ID(strings.TrimPrefix(row.Key, memberPrefix))); ok {
 			out = append(out, m)
 		}
@@ -278,8 +368,20 @@ func (g *Group) check(row Row) error {
 		}
 		return nil
 	}
-	subject := peer.ID(strings.TrimPrefix(row.Key, memberPrefix))
 	admin := slices.Contains(g.spec.Admins, row.Writer)
+	if strings.HasPrefix(row.Key, admissionPrefix) {
+		if !admin {
+			return fmt.Errorf("%w: %s may not admit or eject", ErrNotAllowed, row.Writer)
+		}
+		if !row.Deleted {
+			var a admission
+			if err := msgpackx.Unmarshal(row.Value, &a); err != nil {
+				return fmt.Errorf("syncgroup: admission: %w", err)
+			}
+		}
+		return nil
+	}
+	subject := peer.ID(strings.TrimPrefix(row.Key, memberPrefix))
 	if row.Deleted {
 		if row.Writer != subject && !admin {
 			return fmt.Errorf("%w: %s may not remove %s", ErrNotAllowed, row.Writer, subject)

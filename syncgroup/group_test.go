@@ -59,6 +59,9 @@ func TestMembershipLifecycle(t *testing.T) {
 	// The phone joins with an invitation; the server's copy of the group
 	// learns it through sync.
 	inv, _ := Invite(adminKey, g.Spec().ID, phone, syncnode.Normal, t0.Add(time.Hour))
+	if _, _, err := g.Admit(inv, t0); err != nil {
+		t.Fatal(err)
+	}
 	pg, _ := NewGroup(g.Spec(), phone, time.Minute)
 	pg.SetKey(phoneKey)
 	if errs := deliver(t, g, pg, t0); len(errs) > 0 {
@@ -68,6 +71,7 @@ func TestMembershipLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	srvInv, _ := Invite(adminKey, g.Spec().ID, server, syncnode.Server, t0.Add(time.Hour))
+	g.Admit(srvInv, t0)
 	sg, _ := NewGroup(g.Spec(), server, time.Minute)
 	sg.SetKey(serverKey)
 	deliver(t, g, sg, t0)
@@ -140,5 +144,28 @@ func TestMembershipLifecycle(t *testing.T) {
 	}
 	if _, err := pg.Join(inv, nil, t0.Add(2*time.Hour)); !errors.Is(err, ErrInvitation) {
 		t.Fatalf("rejoin with an expired invitation: %v", err)
+	}
+	// The ejected phone writes its membership again, newer than the
+	// ejection: still no member. Its invitation is used up at the admin.
+	again, _ := msgpack.Marshal(Member{DevType: syncnode.Normal, Invitation: &inv})
+	back := signed(phoneKey, Row{Key: memberPrefix + string(phone), Value: again, TS: Timestamp{Wall: t0.Add(8 * time.Second).UnixNano()}, Writer: phone, Seq: 101})
+	sg.Apply(back, t0.Add(8*time.Second))
+	if sg.IsMember(phone) {
+		t.Fatal("an ejected member rejoined by rewriting its membership")
+	}
+	if _, _, err := g.Admit(inv, t0.Add(9*time.Second)); !errors.Is(err, ErrUsed) {
+		t.Fatalf("admitting the ejected phone again with its old invitation: %v", err)
+	}
+	// A new invitation from the admin lets it back in.
+	inv2, _ := Invite(adminKey, g.Spec().ID, phone, syncnode.Normal, t0.Add(time.Hour))
+	adm, fresh, err := g.Admit(inv2, t0.Add(10*time.Second))
+	if err != nil || !fresh {
+		t.Fatalf("re-invitation: %v", err)
+	}
+	sg.Apply(adm, t0.Add(10*time.Second))
+	rejoin, _ := pg.Join(inv2, nil, t0.Add(11*time.Second))
+	sg.Apply(rejoin, t0.Add(11*time.Second))
+	if !sg.IsMember(phone) {
+		t.Fatal("a re-invited member is not a member")
 	}
 }

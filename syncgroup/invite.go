@@ -1,6 +1,7 @@
 package syncgroup
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,6 +34,9 @@ type Invitation struct {
 	// does not embed; it must hash to Admin.
 	AdminKey []byte `msgpack:"k,omitempty"`
 	Sig      []byte `msgpack:"s"`
+	// Nonce makes each invitation one of a kind: an admin admits a peer
+	// once per invitation, and an ejection revokes that invitation.
+	Nonce []byte `msgpack:"n,omitempty"`
 }
 
 // signed returns the bytes the signature covers: everything but Sig, under
@@ -58,7 +62,9 @@ func Invite(admin crypto.PrivKey, group syncnode.GroupID, joiner peer.ID, dev sy
 	if err != nil {
 		return Invitation{}, fmt.Errorf("syncgroup: invite: %w", err)
 	}
-	inv := Invitation{Group: group, Joiner: joiner, DevType: dev, Expires: expires.Unix(), Admin: id, AdminKey: pub}
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	inv := Invitation{Group: group, Joiner: joiner, DevType: dev, Expires: expires.Unix(), Admin: id, AdminKey: pub, Nonce: nonce}
 	msg, err := inv.signed()
 	if err != nil {
 		return Invitation{}, err

@@ -352,6 +352,9 @@ func (s *Syncer) Delete(id syncnode.GroupID, key string) (syncgroup.Row, error) 
 	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Delete(key, s.clock.Now()) })
 }
 
+// errNothingWritten tells write that its function had nothing to write.
+var errNothingWritten = errors.New("syncer: nothing to write")
+
 // write applies a local write under the group's lock and pushes it.
 func (s *Syncer) write(id syncnode.GroupID, fn func(*syncgroup.Group) (syncgroup.Row, error)) (syncgroup.Row, error) {
 	r, err := s.replica(id)
@@ -512,13 +515,25 @@ func (s *Syncer) handleJoin(st network.Stream) {
 		return
 	}
 	var resp joinResponse
-	err := s.With(req.Invitation.Group, func(g *syncgroup.Group) error {
+	// The invitation is judged by this admin's clock, and used once: the
+	// admission this admin writes is what makes the joiner a member.
+	_, err := s.write(req.Invitation.Group, func(g *syncgroup.Group) (syncgroup.Row, error) {
 		if err := req.Invitation.Verify(from, g.Spec().Admins, s.clock.Now()); err != nil {
-			return err
+			return syncgroup.Row{}, err
+		}
+		if req.Invitation.Admin != s.h.ID() {
+			return syncgroup.Row{}, fmt.Errorf("%w: issued by another admin", syncgroup.ErrInvitation)
 		}
 		resp.Spec = g.Spec()
-		return nil
+		row, fresh, err := g.Admit(req.Invitation, s.clock.Now())
+		if err == nil && !fresh {
+			err = errNothingWritten
+		}
+		return row, err
 	})
+	if errors.Is(err, errNothingWritten) {
+		err = nil
+	}
 	if err != nil {
 		s.log.Info("join refused", "peer", from, "group", req.Invitation.Group, "err", err)
 		resp.Err = refusal
