@@ -225,3 +225,148 @@ func TestShareStripRefused(t *testing.T) {
 		t.Fatal("the creator's only copy is no longer pinned")
 	}
 }
+
+type wireHelloSelf struct {
+	Group string            `msgpack:"g"`
+	VV    map[string]uint64 `msgpack:"v"`
+	Self  *syncgroup.Row    `msgpack:"s,omitempty"`
+}
+
+// selfRow is p's membership row carrying inv, timestamped at, signed by p
+// itself: all a peer can write on its own.
+func selfRow(t *testing.T, p *node.Node, g syncnode.GroupID, inv syncgroup.Invitation, at time.Time) syncgroup.Row {
+	t.Helper()
+	v, err := msgpack.Marshal(syncgroup.Member{DevType: inv.DevType, Invitation: &inv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := syncgroup.Row{Key: syncgroup.MemberKey(p.ID()), Value: v, TS: syncgroup.Timestamp{Wall: at.UnixNano()}, Writer: p.ID(), Seq: 1 << 20}
+	if err := syncgroup.SignRow(p.Host().Peerstore().PrivKey(p.ID()), g, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// helloWith opens a round with victim whose hello carries self, and
+// returns the victim's first answer: a refusal, or rows.
+func helloWith(t *testing.T, from *node.Node, victim peer.ID, g syncnode.GroupID, self syncgroup.Row) wireBatch {
+	t.Helper()
+	st, err := from.Host().NewStream(t.Context(), victim, p2p.ProtoSync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Reset()
+	if err := p2p.WriteMsg(st, wireHelloSelf{Group: string(g), VV: map[string]uint64{}, Self: &self}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var b wireBatch
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &b, p2p.MaxFrame, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestEjectedMemberStaysOut: an ejected peer writes its membership again,
+// newer than the ejection, signed by itself, and presents it in its hello
+// to the admin and to another member. Both refuse it, and it receives no
+// row written after the ejection — not even by joining again with its old
+// invitation.
+func TestEjectedMemberStaysOut(t *testing.T) {
+	admin, member, ejected := nodetest.Start(t), nodetest.Start(t), nodetest.Start(t)
+	g := nodetest.CreateGroup(t, admin, "photos", syncnode.Normal)
+	nodetest.Join(t, admin, member, g, syncnode.Normal)
+	inv, err := admin.Invite(g, ejected.ID(), syncnode.Normal, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ejected.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 10*time.Second, "membership", func() bool { return len(member.Members(g)) == 3 })
+	if err := admin.EjectMember(g, ejected.ID()); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 10*time.Second, "the ejection at the member", func() bool { return len(member.Members(g)) == 2 })
+	v, _ := msgpack.Marshal("after the ejection")
+	if _, err := admin.PutRow(g, "photos/after", v); err != nil {
+		t.Fatal(err)
+	}
+	back := selfRow(t, ejected, g, inv, time.Now().Add(time.Second))
+	for _, victim := range []*node.Node{admin, member} {
+		if b := helloWith(t, ejected, victim.ID(), g, back); b.Err == "" || len(b.Rows) > 0 {
+			t.Fatalf("%s answered the ejected peer's hello with %d rows", victim.ID(), len(b.Rows))
+		}
+		if len(victim.Members(g)) != 2 {
+			t.Fatalf("%s counts the ejected peer as a member again", victim.ID())
+		}
+	}
+	if _, err := ejected.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
+		t.Fatal("the ejected peer joined again with its old invitation")
+	}
+	ejected.SyncNow(g)
+	if _, ok, _ := ejected.GetRow(g, "photos/after"); ok {
+		t.Fatal("the ejected peer got a row written after its ejection")
+	}
+}
+
+// TestExpiredInvitationRefused: an invitation expires; its joiner presents
+// it at the admin (refused by the admin's clock) and then writes its own
+// membership with it, backdated to before the expiry, and presents that
+// to the admin and to a member: no one counts it a member or sends it rows.
+func TestExpiredInvitationRefused(t *testing.T) {
+	admin, member, late := nodetest.Start(t), nodetest.Start(t), nodetest.Start(t)
+	g := nodetest.CreateGroup(t, admin, "photos", syncnode.Normal)
+	nodetest.Join(t, admin, member, g, syncnode.Normal)
+	inv, err := admin.Invite(g, late.ID(), syncnode.Normal, 1100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := time.Now()
+	nodetest.WaitFor(t, 5*time.Second, "the invitation to expire", func() bool { return time.Now().Unix() >= inv.Expires })
+	if _, err := late.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
+		t.Fatal("joined with an expired invitation")
+	}
+	backdated := selfRow(t, late, g, inv, issued)
+	for _, victim := range []*node.Node{admin, member} {
+		if b := helloWith(t, late, victim.ID(), g, backdated); b.Err == "" || len(b.Rows) > 0 {
+			t.Fatalf("%s accepted a backdated membership with an expired invitation", victim.ID())
+		}
+		if len(victim.Members(g)) != 2 {
+			t.Fatalf("%s counts %d members", victim.ID(), len(victim.Members(g)))
+		}
+	}
+}
+
+// TestReusedInvitationRefused: an invitation is used to join; the member
+// leaves, and the invitation is presented again at the admin by its
+// joiner: refused once the admission it made is revoked; an admin's new
+// invitation works.
+func TestReusedInvitationRefused(t *testing.T) {
+	admin, p := nodetest.Start(t), nodetest.Start(t)
+	g := nodetest.CreateGroup(t, admin, "photos", syncnode.Normal)
+	inv, err := admin.Invite(g, p.ID(), syncnode.Normal, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 10*time.Second, "membership", func() bool { return len(admin.Members(g)) == 2 })
+	if err := admin.EjectMember(g, p.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.LeaveGroup(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
+		t.Fatal("the same invitation let its joiner in twice")
+	}
+	inv2, err := admin.Invite(g, p.ID(), syncnode.Normal, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.JoinGroup(t.Context(), inv2, admin.Host().Addrs()); err != nil {
+		t.Fatalf("a new invitation: %v", err)
+	}
+	nodetest.WaitFor(t, 10*time.Second, "membership again", func() bool { return len(admin.Members(g)) == 2 })
+}
