@@ -249,9 +249,12 @@ func selfRow(t *testing.T, p *node.Node, g syncnode.GroupID, inv syncgroup.Invit
 
 // helloWith opens a round with victim whose hello carries self, and
 // returns the victim's first answer: a refusal, or rows.
-func helloWith(t *testing.T, from *node.Node, victim peer.ID, g syncnode.GroupID, self syncgroup.Row) wireBatch {
+func helloWith(t *testing.T, from *node.Node, victim *node.Node, g syncnode.GroupID, self syncgroup.Row) wireBatch {
 	t.Helper()
-	st, err := from.Host().NewStream(t.Context(), victim, p2p.ProtoSync)
+	if err := from.Connect(t.Context(), victim.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := from.Host().NewStream(t.Context(), victim.ID(), p2p.ProtoSync)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +296,7 @@ func TestEjectedMemberStaysOut(t *testing.T) {
 	}
 	back := selfRow(t, ejected, g, inv, time.Now().Add(time.Second))
 	for _, victim := range []*node.Node{admin, member} {
-		if b := helloWith(t, ejected, victim.ID(), g, back); b.Err == "" || len(b.Rows) > 0 {
+		if b := helloWith(t, ejected, victim, g, back); b.Err == "" || len(b.Rows) > 0 {
 			t.Fatalf("%s answered the ejected peer's hello with %d rows", victim.ID(), len(b.Rows))
 		}
 		if len(victim.Members(g)) != 2 {
@@ -328,7 +331,7 @@ func TestExpiredInvitationRefused(t *testing.T) {
 	}
 	backdated := selfRow(t, late, g, inv, issued)
 	for _, victim := range []*node.Node{admin, member} {
-		if b := helloWith(t, late, victim.ID(), g, backdated); b.Err == "" || len(b.Rows) > 0 {
+		if b := helloWith(t, late, victim, g, backdated); b.Err == "" || len(b.Rows) > 0 {
 			t.Fatalf("%s accepted a backdated membership with an expired invitation", victim.ID())
 		}
 		if len(victim.Members(g)) != 2 {
