@@ -215,7 +215,10 @@ func (g *Group) Admit(inv Invitation, now time.Time) (row Row, ok bool, err erro
 		if a.Revoked {
 			return Row{}, false, fmt.Errorf("%w: by %s, who was ejected since", ErrUsed, inv.Joiner)
 		}
-		return Row{}, false, nil
+		if row, ok := g.rows.Get(memberPrefix + string(inv.Joiner)); ok && row.Deleted {
+			return Row{}, false, fmt.Errorf("%w: by %s, who left since", ErrUsed, inv.Joiner)
+		}
+		return Row{}, false, nil // the same join, asked again
 	}
 	b, err := msgpack.Marshal(admission{Nonce: inv.Nonce, DevType: inv.DevType})
 	if err != nil {

@@ -192,6 +192,10 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 	}
 }
 
+// maxHello bounds a hello: a version vector (about 45 bytes a writer) and
+// the sender's membership row.
+const maxHello = 256 << 10
+
 // refusal is the one answer to a peer that may not sync or join a group:
 // the group is unknown here, the peer is not a member, or its invitation
 // does not hold.
@@ -202,7 +206,7 @@ func (s *Syncer) handleSync(st network.Stream) {
 	from := st.Conn().RemotePeer()
 	br := bufio.NewReader(st)
 	var h hello
-	if err := p2p.ReadMsg(br, st, &h, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
+	if err := p2p.ReadMsg(br, st, &h, maxHello, s.cfg.IOTimeout); err != nil {
 		st.Reset()
 		return
 	}
