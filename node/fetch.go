@@ -196,28 +196,39 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 		return
 	}
 	defer n.gate.release()
-	f.set(Status{State: Locating})
-	holders, err := n.locate(ctx, ref, hints)
-	if err != nil {
-		fail(err)
-		return
-	}
-	f.set(Status{State: Fetching, Holders: holders})
-	// This node gets the blob from peers: it is not its origin, and must
-	// not grant itself the creator's shares for rows others wrote. On
-	// stable storage before the blob can become visible.
-	if err := n.ledger.MarkFetched(ref); err != nil {
-		fail(err)
-		return
-	}
-	res, err := n.client.Fetch(ctx, ref, holders, func(p p2p.Progress) {
-		f.set(Status{State: Fetching, Received: p.Received, Total: p.Total, Holders: holders})
-	})
-	n.stats.bytesIn.Add(res.FromNetwork)
-	n.judge(ref, res, err == nil)
-	if err != nil {
-		fail(fmt.Errorf("node: fetch %s from %d holders: %w", ref, len(holders), err))
-		return
+	// A holder may evict between saying it has the blob and serving it:
+	// then the blob is located once more, without the holders tried, and
+	// the fetch resumes from what arrived.
+	var res p2p.FetchResult
+	var holders, tried []peer.ID
+	for attempt := 0; ; attempt++ {
+		f.set(Status{State: Locating})
+		var err error
+		if holders, err = n.locate(ctx, ref, hints, tried); err != nil {
+			fail(err)
+			return
+		}
+		// Holders exist: this node gets the blob from peers, is not its
+		// origin, and must not grant itself the creator's shares for rows
+		// others wrote. On stable storage before the blob can be visible.
+		if err := n.ledger.MarkFetched(ref); err != nil {
+			fail(err)
+			return
+		}
+		f.set(Status{State: Fetching, Holders: holders})
+		res, err = n.client.Fetch(ctx, ref, holders, func(p p2p.Progress) {
+			f.set(Status{State: Fetching, Received: p.Received, Total: p.Total, Holders: holders})
+		})
+		n.stats.bytesIn.Add(res.FromNetwork)
+		n.judge(ref, res, err == nil)
+		if err == nil {
+			break
+		}
+		if attempt == 1 || ctx.Err() != nil {
+			fail(fmt.Errorf("node: fetch %s from %d holders: %w", ref, len(holders), err))
+			return
+		}
+		tried = append(tried, holders...)
 	}
 	n.fetched(ref)
 	f.info = res.Info
@@ -285,13 +296,17 @@ func (n *Node) judge(ref syncnode.BlobRef, res p2p.FetchResult, ok bool) {
 // maxAsk bounds the peers asked whether they hold a blob in one locate.
 const maxAsk = 16
 
-// locate returns the peers that say they hold ref: hints first, then the
+// locate returns the peers that say they hold ref, never one of exclude:
+// hints first, then the
 // signpost's locations (and the locations the asked peers' signposts
 // name), then the DHT's providers. A peer that cannot be reached is never
 // taken for a holder.
-func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints []peer.ID) ([]peer.ID, error) {
+func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude []peer.ID) ([]peer.ID, error) {
 	self := n.h.ID()
 	asked := map[peer.ID]bool{self: true}
+	for _, p := range exclude {
+		asked[p] = true
+	}
 	var holders []peer.ID
 	var errs []error
 	ask := func(cands []peer.ID) (more []peer.ID) {
