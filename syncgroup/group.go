@@ -200,6 +200,41 @@ func (g *Group) Eject(p peer.ID, now time.Time) (Row, error) {
 	return g.rows.Put(admissionKey(p), b, now), nil
 }
 
+// RevokeLeaver returns, on an admin's replica, the row revoking the
+// admission of a member whose own tombstone says it left, so that its
+// invitation cannot bring it back; ok is false if there is nothing to
+// revoke (not an admin, the member is back or was never admitted, or its
+// admission is revoked already).
+func (g *Group) RevokeLeaver(p peer.ID, now time.Time) (row Row, ok bool, err error) {
+	if !slices.Contains(g.spec.Admins, g.self) || slices.Contains(g.spec.Admins, p) {
+		return Row{}, false, nil
+	}
+	m, found := g.rows.Get(memberPrefix + string(p))
+	if !found || !m.Deleted || m.Writer != p {
+		return Row{}, false, nil
+	}
+	a, found := g.admission(p)
+	if !found || a.Revoked {
+		return Row{}, false, nil
+	}
+	a.Revoked = true
+	b, err := msgpack.Marshal(a)
+	if err != nil {
+		return Row{}, false, err
+	}
+	return g.rows.Put(admissionKey(p), b, now), true, nil
+}
+
+// LeftMember reports whether row is a member's own tombstone — it left —
+// and who.
+func LeftMember(row Row) (peer.ID, bool) {
+	if !row.Deleted || !strings.HasPrefix(row.Key, memberPrefix) || strings.HasPrefix(row.Key, admissionPrefix) {
+		return "", false
+	}
+	p := peer.ID(strings.TrimPrefix(row.Key, memberPrefix))
+	return p, p == row.Writer
+}
+
 // Admit records, on an admin's replica, that inv's joiner was let in: the
 // caller has checked inv against its own clock. It returns ok false, and
 // no row, if that admission is recorded already; ErrUsed if the invitation

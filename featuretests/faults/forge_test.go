@@ -372,6 +372,11 @@ func reuse(t *testing.T, eject bool) {
 	if _, err := p.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
 		t.Fatal("the same invitation let its joiner in twice")
 	}
+	// Nor can the joiner write its membership again on its own.
+	nodetest.WaitFor(t, 10*time.Second, "the admin to revoke the admission", func() bool {
+		b := helloWith(t, p, admin, g, selfRow(t, p, g, inv, time.Now()))
+		return b.Err != "" && len(admin.Members(g)) == 1
+	})
 	inv2, err := admin.Invite(g, p.ID(), syncnode.Normal, time.Hour)
 	if err != nil {
 		t.Fatal(err)

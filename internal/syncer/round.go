@@ -137,6 +137,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			s.hooks.Learn(from, id, b.Signposts)
 		}
 		if len(won) > 0 {
+			s.revokeLeavers(id, won)
 			s.hooks.Applied(id, won, from)
 		}
 		if b.Done {
@@ -144,6 +145,27 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 				s.log.Warn("rows refused in sync", "group", id, "peer", from, "err", applyErr)
 			}
 			return vv, nil
+		}
+	}
+}
+
+// revokeLeavers has an admin revoke the admission of every member whose
+// own tombstone is among rows: an invitation admits its joiner once.
+func (s *Syncer) revokeLeavers(id syncnode.GroupID, rows []syncgroup.Row) {
+	for _, row := range rows {
+		p, ok := syncgroup.LeftMember(row)
+		if !ok {
+			continue
+		}
+		_, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) {
+			r, fresh, err := g.RevokeLeaver(p, s.clock.Now())
+			if err == nil && !fresh {
+				err = errNothingWritten
+			}
+			return r, err
+		})
+		if err != nil && !errors.Is(err, errNothingWritten) {
+			s.log.Error("admission of a member that left not revoked", "group", id, "peer", p, "err", err)
 		}
 	}
 }
@@ -218,10 +240,12 @@ func (s *Syncer) handleSync(st network.Stream) {
 		return
 	}
 	r.mu.Lock()
+	selfWon := false
 	if h.Self != nil && h.Self.Writer == from {
 		if won, err := r.g.Apply(*h.Self, s.clock.Now()); err != nil {
 			s.log.Info("membership refused", "group", h.Group, "peer", from, "err", err)
 		} else if won {
+			selfWon = true
 			if err := s.save(r, []syncgroup.Row{*h.Self}); err != nil {
 				s.log.Error("membership not stored", "group", h.Group, "peer", from, "err", err)
 			}
@@ -233,6 +257,9 @@ func (s *Syncer) handleSync(st network.Stream) {
 		s.observePriority(r, from, h.Prio)
 	}
 	r.mu.Unlock()
+	if selfWon {
+		s.revokeLeavers(h.Group, []syncgroup.Row{*h.Self}) // a member leaving says so in its hello
+	}
 	if !member {
 		s.log.Info("sync refused: not a member", "group", h.Group, "peer", from)
 		p2p.WriteMsg(st, batch{Err: refusal}, s.cfg.IOTimeout)
