@@ -44,6 +44,9 @@ const admissionPrefix = memberPrefix + "\x00a/"
 // admissionKey is where an admin records p's admission.
 func admissionKey(p peer.ID) string { return admissionPrefix + string(p) }
 
+// AdmissionKey is the key of the row in which an admin admits p.
+func AdmissionKey(p peer.ID) string { return admissionKey(p) }
+
 // admission is an admin's word that a peer joined with an invitation,
 // checked against the admin's clock when the join arrived; Revoked, an
 // ejection: that invitation admits the peer no more.

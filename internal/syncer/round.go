@@ -31,6 +31,9 @@ type hello struct {
 	VV    syncgroup.VersionVector `msgpack:"v"`
 	Self  *syncgroup.Row          `msgpack:"s,omitempty"`
 	Prio  syncnode.Priority       `msgpack:"p"`
+	// Admission is the admin's row admitting the sender, so that a member
+	// that has not heard of it yet learns it with the membership.
+	Admission *syncgroup.Row `msgpack:"a,omitempty"`
 }
 
 type batch struct {
@@ -62,6 +65,9 @@ func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) e
 	h := hello{Group: id, VV: r.g.Rows().VV(), Prio: s.priorityLocked(r)}
 	if self, ok := r.g.Rows().Get(syncgroup.MemberKey(s.h.ID())); ok {
 		h.Self = &self
+	}
+	if adm, ok := r.g.Rows().Get(syncgroup.AdmissionKey(s.h.ID())); ok {
+		h.Admission = &adm
 	}
 	r.mu.Unlock()
 	if err := p2p.WriteMsg(st, h, s.cfg.IOTimeout); err != nil {
@@ -240,6 +246,17 @@ func (s *Syncer) handleSync(st network.Stream) {
 		return
 	}
 	r.mu.Lock()
+	// The admission first (its check requires an admin's signature), then
+	// the membership it makes valid.
+	if h.Admission != nil && h.Admission.Key == syncgroup.AdmissionKey(from) {
+		if won, err := r.g.Apply(*h.Admission, s.clock.Now()); err != nil {
+			s.log.Info("admission refused", "group", h.Group, "peer", from, "err", err)
+		} else if won {
+			if err := s.save(r, []syncgroup.Row{*h.Admission}); err != nil {
+				s.log.Error("admission not stored", "group", h.Group, "peer", from, "err", err)
+			}
+		}
+	}
 	selfWon := false
 	if h.Self != nil && h.Self.Writer == from {
 		if won, err := r.g.Apply(*h.Self, s.clock.Now()); err != nil {
