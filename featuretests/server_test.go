@@ -166,3 +166,53 @@ func TestFiveNodeMesh(t *testing.T) {
 		}
 	}
 }
+
+// TestServerRetriesTheMomentAHolderReturns: the blob's creator is gone
+// for good; the only other copy is on a laptop, which holds no shares (so
+// it hands nothing off) and goes away too. The server's attempts fail
+// until its backoff is long (base delay 2 s). When the laptop comes back
+// it connects and syncs, and the server fetches from it at once rather
+// than waiting out the backoff.
+func TestServerRetriesTheMomentAHolderReturns(t *testing.T) {
+	laptopCfg, serverCfg := config(t, t.TempDir()), config(t, t.TempDir())
+	fc := *serverCfg.Fetcher
+	fc.BaseDelay, fc.Jitter, fc.MaxShift = 2*time.Second, 10*time.Millisecond, 10
+	serverCfg.Fetcher = &fc
+	phone := start(t)
+	laptop, server := open(t, laptopCfg), open(t, serverCfg)
+	defer server.Close()
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, laptop, g, syncnode.Normal)
+	join(t, phone, server, g, syncnode.Server)
+	waitFor(t, 10*time.Second, "membership", func() bool { return len(laptop.Members(g)) == 3 })
+	server.Close()
+	ref := putBlobRow(t, phone, g, "photos/away", randomBytes(128<<10, 8))
+	waitFor(t, 10*time.Second, "the row at the laptop", func() bool { _, ok, _ := laptop.GetRow(g, "photos/away"); return ok })
+	if _, err := laptop.FetchBlob(t.Context(), ref, node.FetchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if sh := shares(t, laptop, ref, g); sh != 0 {
+		t.Fatalf("the laptop took %d shares", sh)
+	}
+	phone.Close()
+	server = open(t, serverCfg)
+	waitFor(t, 10*time.Second, "the row at the server", func() bool { _, ok, _ := server.GetRow(g, "photos/away"); return ok })
+	laptop.Close()
+	waitFor(t, 20*time.Second, "two failed attempts", func() bool {
+		w, err := server.Why(ref)
+		return err == nil && w.Attempts >= 2 && w.Queued
+	})
+	w, _ := server.Why(ref)
+	if wait := time.Until(w.NextAttempt); wait < 3*time.Second {
+		t.Fatalf("next attempt in %v: the backoff is too short to tell", wait)
+	}
+	back := time.Now()
+	laptop = open(t, laptopCfg)
+	defer laptop.Close()
+	waitFor(t, 20*time.Second, "the server's copy", func() bool { return server.HasBlob(ref) })
+	took := time.Since(back)
+	t.Logf("server copy %v after the laptop returned (the backoff had %v left)", took.Round(time.Millisecond), (time.Until(w.NextAttempt) + took).Round(time.Millisecond))
+	if took > 2*time.Second || time.Now().After(w.NextAttempt) {
+		t.Fatalf("the server waited out its backoff: copy %v after the laptop returned", took)
+	}
+}

@@ -130,6 +130,30 @@ func (f *Fetcher) Enqueue(ref syncnode.BlobRef) error {
 	return nil
 }
 
+// RetryNow makes those of refs that wait in the queue due at once — a
+// holder of theirs has just come back — keeping their attempt counts, so a
+// holder that stays away still meets the backoff. It returns how many it
+// moved.
+func (f *Fetcher) RetryNow(refs []syncnode.BlobRef) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.clock.Now()
+	moved := 0
+	for _, ref := range refs {
+		next, n, ok := f.q.Next(ref)
+		if !ok || !next.After(now) {
+			continue
+		}
+		f.q.Remove(ref)
+		f.q.Push(ref, now, n)
+		moved++
+	}
+	if moved > 0 {
+		f.poke()
+	}
+	return moved
+}
+
 func (f *Fetcher) busy(ref syncnode.BlobRef) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

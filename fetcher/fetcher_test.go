@@ -276,3 +276,55 @@ func TestStopCancelsRunningFetches(t *testing.T) {
 		}
 	})
 }
+
+// TestRetryNowSkipsTheBackoff: a blob whose fetches failed five times
+// waits a backoff of about a minute; RetryNow makes it due at once, with
+// its attempt count kept, so the next failure backs off further.
+func TestRetryNowSkipsTheBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ff := newFakeFetch(10*time.Millisecond, 6)
+		f := newFetcher(t, DefaultConfig(), ff.fetch, &MemAttempts{})
+		f.Start(t.Context())
+		defer f.Stop()
+		ref := testRef(3)
+		if err := f.Enqueue(ref); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			ff.mu.Lock()
+			n := ff.calls[ref]
+			ff.mu.Unlock()
+			if n == 5 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond) // the fifth attempt ends
+		synctest.Wait()
+		st := f.Status(ref)
+		if !st.Queued || time.Until(st.NextAttempt) < 15*time.Second {
+			t.Fatalf("after 5 failures: %+v, want a long backoff", st)
+		}
+		start := time.Now()
+		if moved := f.RetryNow([]syncnode.BlobRef{ref, testRef(99)}); moved != 1 {
+			t.Fatalf("RetryNow moved %d, want 1", moved)
+		}
+		for {
+			ff.mu.Lock()
+			n := ff.calls[ref]
+			ff.mu.Unlock()
+			if n == 6 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if waited := time.Since(start); waited > 10*time.Millisecond {
+			t.Fatalf("the retry came %v after RetryNow", waited)
+		}
+		time.Sleep(50 * time.Millisecond)
+		synctest.Wait()
+		if st := f.Status(ref); st.Attempts != 6 || time.Until(st.NextAttempt) < 30*time.Second {
+			t.Fatalf("after the retried failure: %+v, want 6 attempts and a longer backoff", st)
+		}
+	})
+}

@@ -111,6 +111,7 @@ func (n *Node) mergeFrom(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpo
 // meeting one (I6), whoever relayed the row and whoever fetched from whom.
 func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
 	n := h.n
+	n.holderBack(p)
 	me, err := n.sync.Priority(g)
 	if err != nil {
 		return
@@ -136,6 +137,32 @@ func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
 		n.handoff(g, p)
 	})
 }
+
+// holderBack retries at once the server fetcher's queued blobs whose
+// signposts name p, which has just connected or completed a round: a
+// holder that returns is not left waiting out a backoff earned while it
+// was away.
+func (n *Node) holderBack(p peer.ID) {
+	if n.fetcher.Len() == 0 {
+		return
+	}
+	n.goRun(func() {
+		var refs []syncnode.BlobRef
+		for _, ref := range n.fetcher.Queued(maxRetryScan) {
+			if sp, err := n.signposts.Get(ref); err == nil {
+				if _, ok := sp.Locations[p]; ok {
+					refs = append(refs, ref)
+				}
+			}
+		}
+		if k := n.fetcher.RetryNow(refs); k > 0 {
+			n.log.Info("holder back: queued fetches retried now", "peer", p, "blobs", k)
+		}
+	})
+}
+
+// maxRetryScan bounds the queued blobs looked at when a holder returns.
+const maxRetryScan = 4096
 
 // handsOffTo reports whether a device of type self asks a member of type
 // peer to take its shares: a leaf any non-leaf, a non-server a server.

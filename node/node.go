@@ -21,6 +21,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -267,6 +268,9 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := n.checkOwnership(); err != nil {
 		n.log.Error("ownership check at open incomplete", "err", err)
 	}
+	n.h.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		n.holderBack(c.RemotePeer())
+	}})
 	n.start()
 	return n, nil
 }
