@@ -224,7 +224,10 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 		if err == nil {
 			break
 		}
-		if attempt == 1 || ctx.Err() != nil {
+		// Only holders that were simply gone earn a second look; liars and
+		// stalling holders are already judged, and another round of them
+		// would hold a fetch slot for nothing.
+		if attempt == 1 || ctx.Err() != nil || len(res.Rejected) > 0 || len(res.Faulty) > 0 {
 			fail(fmt.Errorf("node: fetch %s from %d holders: %w", ref, len(holders), err))
 			return
 		}
