@@ -173,6 +173,11 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 	if g == "" {
 		return false, fmt.Errorf("%w: grant in no group", ErrBadTransfer)
 	}
+	// Read first: at open this runs for every held blob, and a grant made
+	// before needs no write and no sync.
+	if r, err := l.read(ref); err != nil || r.Created[g] || (r.Fetched && !introduced) {
+		return false, err
+	}
 	err = kv.UpdateSync(l.db, func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil {
@@ -197,6 +202,9 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 // was granted its shares and fetches its blob back (a lost or damaged copy
 // restored) stays the origin.
 func (l *Ledger) MarkFetched(ref syncnode.BlobRef) error {
+	if r, err := l.read(ref); err != nil || r.Fetched || len(r.Created) > 0 {
+		return err
+	}
 	return kv.UpdateSync(l.db, func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil || r.Fetched || len(r.Created) > 0 {
