@@ -110,8 +110,17 @@ func (n *Node) mergeFrom(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpo
 // shares of. A device's shares so reach a server within a round of
 // meeting one (I6), whoever relayed the row and whoever fetched from whom.
 func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
-	n := h.n
-	n.holderBack(p)
+	h.n.holderBack(p)
+	h.n.maybeHandoff(g, p)
+}
+
+// Pushed hands blobs off after member p of g took a push of rows from
+// this node, as after a round: p is online and a member.
+func (h hooks) Pushed(g syncnode.GroupID, p peer.ID) { h.n.maybeHandoff(g, p) }
+
+// maybeHandoff starts a hand-off to member p of g if this node hands off
+// to p's device type and none to p in g is running.
+func (n *Node) maybeHandoff(g syncnode.GroupID, p peer.ID) {
 	me, err := n.sync.Priority(g)
 	if err != nil {
 		return

@@ -20,6 +20,9 @@ const protoBare = "/syncnode-bench/bare/1.0.0"
 
 // benchSize is the blob size of BenchmarkFetch (SYNCNODE_BENCH_MIB, default 256).
 func benchSize() int64 {
+	if v, err := strconv.Atoi(os.Getenv("SYNCNODE_BENCH_KIB")); err == nil && v > 0 {
+		return int64(v) << 10
+	}
 	if v, err := strconv.Atoi(os.Getenv("SYNCNODE_BENCH_MIB")); err == nil && v > 0 {
 		return int64(v) << 20
 	}

@@ -431,13 +431,17 @@ func (f *fetch) rangeFrom(ctx context.Context, p peer.ID, r blobstore.Range) (in
 		if n != r.Len {
 			return fmt.Errorf("%w: asked for %d bytes, offered %d", ErrBadMessage, r.Len, n)
 		}
-		free := make(chan []byte, pipelineDepth)
-		for range pipelineDepth {
-			free <- make([]byte, f.c.cfg.ReadSize)
+		// Buffers no larger, and no more, than the range needs: a small
+		// blob costs a small allocation.
+		size := int(min(int64(f.c.cfg.ReadSize), max(n, 1)))
+		bufs := int(min(pipelineDepth, (n+int64(size)-1)/int64(size)))
+		free := make(chan []byte, max(bufs, 1))
+		for range max(bufs, 1) {
+			free <- make([]byte, size)
 		}
 		stop := make(chan struct{})
 		defer close(stop)
-		for c := range readAhead(data, n, f.c.cfg.ReadSize, free, stop) {
+		for c := range readAhead(data, n, size, free, stop) {
 			if c.err != nil {
 				return c.err
 			}

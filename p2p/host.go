@@ -150,7 +150,7 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 // per-peer stream limit raised to cfg.StreamsPerPeer.
 func limits(cfg HostConfig) rcmgr.ConcreteLimitConfig {
 	scaled := rcmgr.DefaultLimits
-	for _, p := range []protocol.ID{ProtoHaveBlob, ProtoGetBlob, ProtoSync, ProtoShares} {
+	for _, p := range []protocol.ID{ProtoHaveBlob, ProtoGetBlob, ProtoSync, ProtoPush, ProtoShares} {
 		scaled.AddProtocolPeerLimit(p, rcmgr.BaseLimit{
 			Streams: 2 * cfg.StreamsPerPeer, StreamsInbound: cfg.StreamsPerPeer, StreamsOutbound: cfg.StreamsPerPeer,
 			Memory: 256 << 20,

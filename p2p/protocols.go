@@ -21,6 +21,9 @@ const (
 	ProtoGetBlob protocol.ID = Prefix + "/blob/get/1.0.0"
 	// ProtoSync runs a round of syncgroup anti-entropy.
 	ProtoSync protocol.ID = Prefix + "/sync/1.0.0"
+	// ProtoPush carries new rows one way, from a member that has just
+	// written or received them to a few other members.
+	ProtoPush protocol.ID = Prefix + "/sync/push/1.0.0"
 	// ProtoShares carries ownership-share offers, accepts and resolutions.
 	ProtoShares protocol.ID = Prefix + "/shares/1.0.0"
 )

@@ -154,6 +154,17 @@ func (r *Rows) Apply(row Row, now time.Time) (bool, error) {
 	return true, nil
 }
 
+// Known reports whether this replica already holds row's version, by its
+// version vector or as the winner of its key: a pushed row seen before
+// needs no second check or relay.
+func (r *Rows) Known(row Row) bool {
+	if r.vv.Knows(row.Writer, row.Seq) {
+		return true
+	}
+	cur, ok := r.rows[row.Key]
+	return ok && cur.Writer == row.Writer && cur.Seq == row.Seq
+}
+
 // VV returns a copy of the replica's version vector.
 func (r *Rows) VV() VersionVector { return maps.Clone(r.vv) }
 

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -239,8 +240,20 @@ var commands = map[string]func(*cmd, []string) error{
 		c.fs.IntVar(&cfg.Partitions, "partitions", 4, "times the mesh is cut in two and healed during the run")
 		c.fs.DurationVar(&cfg.Settle, "settle", 2*time.Minute, "how long to wait for server copies after the last write")
 		c.fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed")
+		cpuprofile := c.fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 		if err := c.parse(args, 0, "no arguments"); err != nil {
 			return err
+		}
+		if *cpuprofile != "" {
+			f, err := os.Create(*cpuprofile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
 		}
 		dir, err := os.MkdirTemp("", "syncnode-sim-")
 		if err != nil {

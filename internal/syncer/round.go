@@ -8,13 +8,16 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
+
+// maxRelayFromRound is the most rows received in one batch of a round
+// that are pushed on to other members.
+const maxRelayFromRound = 256
 
 // A round, on one stream:
 //
@@ -74,6 +77,7 @@ func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) e
 		st.Reset()
 		return err
 	}
+	s.messages.Add(1)
 	remoteVV, err := s.receive(br, st, r, id, p)
 	if err != nil {
 		st.Reset()
@@ -107,37 +111,14 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			s.observePriority(r, from, *b.Prio)
 			r.mu.Unlock()
 		}
-		// Signatures are checked on every core before the group is locked.
-		verified := make([]error, len(b.Rows))
-		if !s.cfg.trustRows {
-			verified = syncgroup.VerifyRows(id, b.Rows)
-		}
-		var won []syncgroup.Row
-		r.mu.Lock()
-		for i, row := range b.Rows {
-			if verified[i] != nil {
-				applyErr = errors.Join(applyErr, verified[i])
-				continue
+		won, bad, err := s.apply(r, id, b.Rows, func(g *syncgroup.Group, bad error) {
+			if b.Done && applyErr == nil && bad == nil && vv != nil {
+				g.Rows().Learned(vv)
 			}
-			ok, err := r.g.ApplyVerified(row, s.clock.Now())
-			if err != nil {
-				applyErr = errors.Join(applyErr, err)
-				continue
-			}
-			if ok {
-				won = append(won, row)
-			}
-		}
-		if b.Done && applyErr == nil && vv != nil {
-			r.g.Rows().Learned(vv)
-		}
-		var saveErr error
-		if len(won) > 0 || b.Done {
-			saveErr = s.save(r, won)
-		}
-		r.mu.Unlock()
-		if saveErr != nil {
-			return nil, saveErr
+		}, b.Done)
+		applyErr = errors.Join(applyErr, bad)
+		if err != nil {
+			return nil, err
 		}
 		if len(b.Signposts) > 0 {
 			s.hooks.Learn(from, id, b.Signposts)
@@ -145,6 +126,12 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 		if len(won) > 0 {
 			s.revokeLeavers(id, won)
 			s.hooks.Applied(id, won, from)
+			// A few rows new here are news to others too (a write that a
+			// push missed, a side of a healed partition): they travel on
+			// as pushes do. A long catch-up does not.
+			if len(won) <= maxRelayFromRound {
+				s.spread(id, won, from)
+			}
 		}
 		if b.Done {
 			if applyErr != nil {
@@ -153,6 +140,41 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			return vv, nil
 		}
 	}
+}
+
+// apply checks rows of group id from a peer (signatures on every core
+// before the group is locked) and applies them under r's lock, then runs
+// then (if not nil, with the refusals) and stores the winners (and the
+// whole replica state if always). bad joins the refusals; err is a
+// failure to store.
+func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, then func(*syncgroup.Group, error), always bool) (won []syncgroup.Row, bad, err error) {
+	verified := make([]error, len(rows))
+	if !s.cfg.trustRows {
+		verified = syncgroup.VerifyRows(id, rows)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, row := range rows {
+		if verified[i] != nil {
+			bad = errors.Join(bad, verified[i])
+			continue
+		}
+		ok, err := r.g.ApplyVerified(row, s.clock.Now())
+		if err != nil {
+			bad = errors.Join(bad, err)
+			continue
+		}
+		if ok {
+			won = append(won, row)
+		}
+	}
+	if then != nil {
+		then(r.g, bad)
+	}
+	if len(won) > 0 || always {
+		err = s.save(r, won)
+	}
+	return won, bad, err
 }
 
 // revokeLeavers has an admin revoke the admission of every member whose
@@ -185,39 +207,24 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 	mine := r.g.Rows().VV()
 	prio := s.priorityLocked(r)
 	r.mu.Unlock()
-	for first := true; ; first = false {
-		b := batch{VV: mine}
-		if first && withPrio {
+	parts := batches(rows)
+	if len(parts) == 0 {
+		parts = [][]syncgroup.Row{nil}
+	}
+	for i, part := range parts {
+		b := batch{VV: mine, Rows: part, Done: i == len(parts)-1}
+		if i == 0 && withPrio {
 			b.Prio = &prio
 		}
-		size := 0
-		for len(rows) > 0 && (len(b.Rows) == 0 || size+len(rows[0].Value)+256 < batchBytes) {
-			size += len(rows[0].Value) + 256
-			b.Rows = append(b.Rows, rows[0])
-			rows = rows[1:]
-		}
-		b.Done = len(rows) == 0
 		if refs := refsOf(b.Rows); len(refs) > 0 {
 			b.Signposts = s.hooks.Signposts(to, id, refs)
 		}
-		enc, err := msgpack.Marshal(b)
-		if err == nil && len(enc) > p2p.MaxFrame && b.Signposts != nil {
-			// Signposts are hints: rows go without them rather than not at all.
-			b.Signposts = nil
-			enc, err = msgpack.Marshal(b)
-		}
-		if err != nil {
-			return err
-		}
-		if err := p2p.WriteFrame(st, enc, s.cfg.IOTimeout); err != nil {
+		if err := s.writeBatch(st, &b, &b.Signposts); err != nil {
 			return err
 		}
 		s.rowsSent.Add(int64(len(b.Rows)))
-		s.bytesSent.Add(int64(len(enc)))
-		if b.Done {
-			return nil
-		}
 	}
+	return nil
 }
 
 // maxHello bounds a hello: a version vector (about 45 bytes a writer) and

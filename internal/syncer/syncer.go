@@ -1,7 +1,8 @@
-// Package syncer runs syncgroup anti-entropy between devices over libp2p:
-// the join handshake, one exchange of version vectors and missing rows per
-// round in both directions, a round pushed to online members after every
-// local write, and periodic rounds as the safety net.
+// Package syncer syncs syncgroups between devices over libp2p: the join
+// handshake; new rows pushed to a few members and relayed once by each
+// member they reach (push.go gives the rule and its cost); and rounds of
+// anti-entropy, one exchange of version vectors and missing rows in both
+// directions, with a few random members per interval as the safety net.
 package syncer
 
 import (
@@ -10,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +70,8 @@ type Hooks interface {
 	Learn(from peer.ID, g syncnode.GroupID, sps []SignpostEntry)
 	// Synced is told of every round that completed with member p.
 	Synced(g syncnode.GroupID, p peer.ID)
+	// Pushed is told of every push of rows of g that member p took.
+	Pushed(g syncnode.GroupID, p peer.ID)
 }
 
 // Store persists replicas; *syncgroup.Store implements it.
@@ -82,8 +87,14 @@ type Store interface {
 
 // Config configures a Syncer.
 type Config struct {
-	// Interval between periodic rounds with each member (default 30 s).
+	// Interval between periodic rounds (default 30 s).
 	Interval time.Duration
+	// RoundPeers is how many members each group's periodic rounds pick,
+	// at random, one of them a server when the group has one (default 2).
+	RoundPeers int
+	// Fanout is how many connected members a new row is pushed to by each
+	// member that relays it (default DefaultFanout).
+	Fanout int
 	// IOTimeout bounds each frame read or write (default 20 s).
 	IOTimeout time.Duration
 	// Store persists the replicas; nil keeps them in memory only.
@@ -95,7 +106,9 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults.
-func DefaultConfig() Config { return Config{Interval: 30 * time.Second, IOTimeout: 20 * time.Second} }
+func DefaultConfig() Config {
+	return Config{Interval: 30 * time.Second, IOTimeout: 20 * time.Second, RoundPeers: 2, Fanout: DefaultFanout}
+}
 
 // InitialDistance is a non-server's distance from a server before it has
 // synced with anyone.
@@ -121,10 +134,13 @@ type Syncer struct {
 	mu      sync.Mutex
 	groups  map[syncnode.GroupID]*replica
 	pushing map[pushKey]bool // a round with that peer is running; true: run again after
+	// outboxes holds the rows waiting to be pushed to each peer; a peer
+	// has an entry while its sender runs.
+	outboxes map[peer.ID][]pushItem
 	wg      sync.WaitGroup
 	ctx     context.Context
 
-	rowsSent, bytesSent atomic.Int64
+	rowsSent, bytesSent, messages atomic.Int64
 	cancel              context.CancelFunc
 }
 
@@ -140,9 +156,18 @@ func New(h host.Host, cfg Config, clk clock.Clock, log *slog.Logger, hooks Hooks
 	if hooks == nil {
 		hooks = noHooks{}
 	}
+	def := DefaultConfig()
+	if cfg.RoundPeers <= 0 {
+		cfg.RoundPeers = def.RoundPeers
+	}
+	if cfg.Fanout <= 0 {
+		cfg.Fanout = def.Fanout
+	}
 	s := &Syncer{h: h, cfg: cfg, clock: clk, log: log, hooks: hooks,
-		groups: map[syncnode.GroupID]*replica{}, pushing: map[pushKey]bool{}, ctx: ctx, cancel: cancel}
+		groups: map[syncnode.GroupID]*replica{}, pushing: map[pushKey]bool{},
+		outboxes: map[peer.ID][]pushItem{}, ctx: ctx, cancel: cancel}
 	h.SetStreamHandler(p2p.ProtoSync, s.handleSync)
+	h.SetStreamHandler(p2p.ProtoPush, s.handlePush)
 	h.SetStreamHandler(ProtoJoin, s.handleJoin)
 	return s
 }
@@ -150,20 +175,24 @@ func New(h host.Host, cfg Config, clk clock.Clock, log *slog.Logger, hooks Hooks
 // Close stops pushes and periodic rounds and waits for them.
 func (s *Syncer) Close() {
 	s.h.RemoveStreamHandler(p2p.ProtoSync)
+	s.h.RemoveStreamHandler(p2p.ProtoPush)
 	s.h.RemoveStreamHandler(ProtoJoin)
+	s.mu.Lock()
 	s.cancel()
+	s.mu.Unlock()
 	s.wg.Wait()
 }
 
 // Stats are a syncer's counters.
 type Stats struct {
-	// RowsSent and BytesSent count rows and encoded bytes sent in rounds.
-	RowsSent, BytesSent int64
+	// RowsSent counts rows sent in rounds; BytesSent and Messages count
+	// the encoded bytes and the frames sent in rounds and pushes.
+	RowsSent, BytesSent, Messages int64
 }
 
 // Stats returns the counters.
 func (s *Syncer) Stats() Stats {
-	return Stats{RowsSent: s.rowsSent.Load(), BytesSent: s.bytesSent.Load()}
+	return Stats{RowsSent: s.rowsSent.Load(), BytesSent: s.bytesSent.Load(), Messages: s.messages.Load()}
 }
 
 type noHooks struct{}
@@ -174,6 +203,7 @@ func (noHooks) Signposts(peer.ID, syncnode.GroupID, []syncnode.BlobRef) []Signpo
 }
 func (noHooks) Learn(peer.ID, syncnode.GroupID, []SignpostEntry) {}
 func (noHooks) Synced(syncnode.GroupID, peer.ID)                 {}
+func (noHooks) Pushed(syncnode.GroupID, peer.ID)                 {}
 
 // Add starts syncing a group this node created or joined, and stores it.
 func (s *Syncer) Add(g *syncgroup.Group) error {
@@ -355,7 +385,7 @@ func (s *Syncer) Delete(id syncnode.GroupID, key string) (syncgroup.Row, error) 
 // errNothingWritten tells write that its function had nothing to write.
 var errNothingWritten = errors.New("syncer: nothing to write")
 
-// write applies a local write under the group's lock and pushes it.
+// write applies a local write under the group's lock and spreads it.
 func (s *Syncer) write(id syncnode.GroupID, fn func(*syncgroup.Group) (syncgroup.Row, error)) (syncgroup.Row, error) {
 	r, err := s.replica(id)
 	if err != nil {
@@ -370,7 +400,7 @@ func (s *Syncer) write(id syncnode.GroupID, fn func(*syncgroup.Group) (syncgroup
 	if err != nil {
 		return syncgroup.Row{}, err
 	}
-	s.Push(id)
+	s.spread(id, []syncgroup.Row{row}, "")
 	return row, nil
 }
 
@@ -389,7 +419,7 @@ func (s *Syncer) members(id syncnode.GroupID) []peer.ID {
 }
 
 // Push runs a round at once with every member this node is connected to.
-// Rounds with one peer never overlap: a push during a round reruns it.
+// Rounds with one peer never overlap: a Push during a round reruns it.
 func (s *Syncer) Push(id syncnode.GroupID) {
 	for _, p := range s.members(id) {
 		if s.h.Network().Connectedness(p) == network.Connected {
@@ -430,7 +460,8 @@ func (s *Syncer) pushTo(id syncnode.GroupID, p peer.ID) {
 	}()
 }
 
-// Run runs periodic rounds with every member of every group until Close.
+// Run runs periodic rounds until Close: every Interval, each group has a
+// round with RoundPeers members picked by roundPeers.
 func (s *Syncer) Run() {
 	s.wg.Add(1)
 	go func() {
@@ -444,12 +475,42 @@ func (s *Syncer) Run() {
 			case <-t.C():
 			}
 			for _, id := range s.Groups() {
-				for _, p := range s.members(id) {
+				for _, p := range s.roundPeers(id) {
 					s.pushTo(id, p)
 				}
 			}
 		}
 	}()
+}
+
+// roundPeers picks the members of group id for a periodic round: a random
+// server (when the group has one other than this node) and random others,
+// RoundPeers in all. Over a few intervals every member meets every other,
+// and a device meets a server every interval: hand-offs and gaps left by
+// pushes do not wait for chance.
+func (s *Syncer) roundPeers(id syncnode.GroupID) []peer.ID {
+	var servers, others []peer.ID
+	s.With(id, func(g *syncgroup.Group) error {
+		for _, m := range g.Members() {
+			switch {
+			case m.Peer == s.h.ID():
+			case m.DevType == syncnode.Server:
+				servers = append(servers, m.Peer)
+			default:
+				others = append(others, m.Peer)
+			}
+		}
+		return nil
+	})
+	var out []peer.ID
+	if len(servers) > 0 {
+		k := rand.IntN(len(servers))
+		out = append(out, servers[k])
+		servers = slices.Delete(servers, k, k+1)
+	}
+	rest := append(others, servers...)
+	rand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+	return append(out, rest[:min(len(rest), s.cfg.RoundPeers-len(out))]...)
 }
 
 // Join presents inv to the admin that issued it, receives the group's

@@ -1,0 +1,313 @@
+package syncer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// Dissemination. A new row travels by push, not by rounds:
+//
+//   - The writer pushes it to Fanout members chosen at random among those
+//     it is connected to, and to every connected server of the group (so
+//     a server, which fetches every blob, hears of a write in one hop).
+//   - A member that receives a row it did not know, verifies it and finds
+//     it wins its key pushes it on once, in the same way, to Fanout
+//     connected members other than the one it came from and the writer.
+//     A row it knew already (by version vector or as its key's winner) is
+//     neither checked again nor relayed.
+//   - Pushes to one peer go out in order on one stream at a time; rows
+//     that queue up meanwhile leave together in one frame.
+//
+// Cost per write: every member receives the row about Fanout times (once
+// new, the rest dropped after a map lookup) and sends it Fanout times, so
+// about Fanout messages in and out per member per write whatever the
+// group's size; the whole group moves about N × Fanout messages. Push to
+// Fanout random members, relayed once by each member reached, misses a
+// given member with probability about e^-Fanout (0.25 % for 6); the
+// periodic rounds close such gaps. Periodic rounds run with RoundPeers
+// members per interval (one of them a server when the group has one), so
+// an idle node's work grows with its groups, not with their members.
+
+// DefaultFanout is the number of members a new row is pushed to by each
+// member that relays it.
+const DefaultFanout = 6
+
+// pushMsg carries new rows of one group, with the sender's signposts of the
+// blobs they reference.
+type pushMsg struct {
+	Group     syncnode.GroupID `msgpack:"g"`
+	Rows      []syncgroup.Row  `msgpack:"r"`
+	Signposts []SignpostEntry  `msgpack:"sp,omitempty"`
+}
+
+// pushItem is rows of one group waiting to be pushed to one peer.
+type pushItem struct {
+	g    syncnode.GroupID
+	rows []syncgroup.Row
+}
+
+// maxOutbox bounds the rows waiting for one peer; beyond it the oldest are
+// dropped, for the periodic rounds to carry.
+const maxOutbox = 4096
+
+// spread pushes rows of group id, just written here (from empty) or just
+// received from member from, to the members chosen by the rule above.
+func (s *Syncer) spread(id syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
+	if len(rows) == 0 {
+		return
+	}
+	for _, p := range s.pushTargets(id, rows, from) {
+		s.enqueuePush(p, pushItem{g: id, rows: rows})
+	}
+}
+
+// pushTargets picks the members to push rows to: Fanout connected members
+// at random (members it must dial when too few are connected), plus every
+// connected server when the rows were written here.
+func (s *Syncer) pushTargets(id syncnode.GroupID, rows []syncgroup.Row, from peer.ID) []peer.ID {
+	self := s.h.ID()
+	writer := rows[0].Writer
+	for _, r := range rows[1:] {
+		if r.Writer != writer {
+			writer = ""
+		}
+	}
+	var connected, other, servers []peer.ID
+	s.With(id, func(g *syncgroup.Group) error {
+		for _, m := range g.Members() {
+			if m.Peer == self || m.Peer == from || m.Peer == writer {
+				continue
+			}
+			if s.h.Network().Connectedness(m.Peer) != network.Connected {
+				other = append(other, m.Peer)
+				continue
+			}
+			connected = append(connected, m.Peer)
+			if m.DevType == syncnode.Server {
+				servers = append(servers, m.Peer)
+			}
+		}
+		return nil
+	})
+	rand.Shuffle(len(connected), func(i, j int) { connected[i], connected[j] = connected[j], connected[i] })
+	rand.Shuffle(len(other), func(i, j int) { other[i], other[j] = other[j], other[i] })
+	targets := append(connected[:min(len(connected), s.cfg.Fanout)], other[:min(len(other), s.cfg.Fanout-min(len(connected), s.cfg.Fanout))]...)
+	if from == "" {
+		for _, p := range servers {
+			if !slices.Contains(targets, p) {
+				targets = append(targets, p)
+			}
+		}
+	}
+	return targets
+}
+
+// enqueuePush queues it for p and starts p's sender if it is not running.
+func (s *Syncer) enqueuePush(p peer.ID, it pushItem) {
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		return
+	}
+	ob, running := s.outboxes[p]
+	ob = append(ob, it)
+	for n := queuedRows(ob); n > maxOutbox && len(ob) > 1; n = queuedRows(ob) {
+		ob = ob[1:]
+	}
+	s.outboxes[p] = ob
+	if running {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go s.drain(p)
+}
+
+func queuedRows(items []pushItem) int {
+	n := 0
+	for _, it := range items {
+		n += len(it.rows)
+	}
+	return n
+}
+
+// drain sends p's queued rows until none are left.
+func (s *Syncer) drain(p peer.ID) {
+	defer s.wg.Done()
+	for {
+		s.mu.Lock()
+		items := s.outboxes[p]
+		if len(items) == 0 || s.ctx.Err() != nil {
+			delete(s.outboxes, p)
+			s.mu.Unlock()
+			return
+		}
+		s.outboxes[p] = items[:0:0]
+		s.mu.Unlock()
+		groups, err := s.sendPush(p, items)
+		if err != nil {
+			s.log.Debug("push failed", "peer", p, "err", err)
+			continue
+		}
+		for _, g := range groups {
+			s.hooks.Pushed(g, p)
+		}
+	}
+}
+
+// sendPush sends items to p on one stream, one frame (or more, for many
+// rows) per group, and waits for p to close it: p has then applied them.
+func (s *Syncer) sendPush(p peer.ID, items []pushItem) ([]syncnode.GroupID, error) {
+	var groups []syncnode.GroupID
+	byGroup := map[syncnode.GroupID][]syncgroup.Row{}
+	for _, it := range items {
+		if _, ok := byGroup[it.g]; !ok {
+			groups = append(groups, it.g)
+		}
+		byGroup[it.g] = append(byGroup[it.g], it.rows...)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 2*s.cfg.IOTimeout)
+	defer cancel()
+	st, err := s.h.NewStream(ctx, p, p2p.ProtoPush)
+	if err != nil {
+		return nil, fmt.Errorf("syncer: push to %s: %w", p, err)
+	}
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	defer stop()
+	for _, g := range groups {
+		for _, rows := range batches(byGroup[g]) {
+			m := pushMsg{Group: g, Rows: rows}
+			if refs := refsOf(rows); len(refs) > 0 {
+				m.Signposts = s.hooks.Signposts(p, g, refs)
+			}
+			if err := s.writeBatch(st, &m, &m.Signposts); err != nil {
+				st.Reset()
+				return nil, err
+			}
+		}
+	}
+	if err := st.CloseWrite(); err != nil {
+		st.Reset()
+		return nil, err
+	}
+	// The receiver closes its side once it has applied every frame.
+	if _, err := io.Copy(io.Discard, io.LimitReader(st, 1)); err != nil {
+		st.Reset()
+		return nil, err
+	}
+	st.Close()
+	return groups, nil
+}
+
+// writeBatch encodes m as one frame, without its signposts (*sps) if they
+// would make it too large: signposts are hints, rows must go.
+func (s *Syncer) writeBatch(st network.Stream, m any, sps *[]SignpostEntry) error {
+	enc, err := msgpack.Marshal(m)
+	if err == nil && len(enc) > p2p.MaxFrame && *sps != nil {
+		*sps = nil
+		enc, err = msgpack.Marshal(m)
+	}
+	if err != nil {
+		return err
+	}
+	if err := p2p.WriteFrame(st, enc, s.cfg.IOTimeout); err != nil {
+		return err
+	}
+	s.messages.Add(1)
+	s.bytesSent.Add(int64(len(enc)))
+	return nil
+}
+
+// batches splits rows into runs of about batchBytes.
+func batches(rows []syncgroup.Row) [][]syncgroup.Row {
+	var out [][]syncgroup.Row
+	for len(rows) > 0 {
+		size, k := 0, 0
+		for k < len(rows) && (k == 0 || size+len(rows[k].Value)+256 < batchBytes) {
+			size += len(rows[k].Value) + 256
+			k++
+		}
+		out = append(out, rows[:k])
+		rows = rows[k:]
+	}
+	return out
+}
+
+// errPushRefused ends a push from a peer that is not a member of the group
+// it names, or names a group unknown here: the stream is reset either way.
+var errPushRefused = errors.New("syncer: push refused")
+
+func (s *Syncer) handlePush(st network.Stream) {
+	from := st.Conn().RemotePeer()
+	br := bufio.NewReader(st)
+	for {
+		var m pushMsg
+		err := p2p.ReadMsg(br, st, &m, p2p.MaxFrame, s.cfg.IOTimeout)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err == nil {
+			err = s.applyPush(from, m)
+		}
+		if err != nil {
+			s.log.Debug("push not taken", "peer", from, "err", err)
+			st.Reset()
+			return
+		}
+	}
+	st.Close()
+}
+
+// applyPush applies the rows of a push from member from that are new here,
+// and relays those that won their keys.
+func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
+	r, err := s.replica(m.Group)
+	if err != nil {
+		return errPushRefused
+	}
+	r.mu.Lock()
+	if !r.g.IsMember(from) {
+		r.mu.Unlock()
+		return errPushRefused
+	}
+	var fresh []syncgroup.Row
+	for _, row := range m.Rows {
+		if !r.g.Rows().Known(row) {
+			fresh = append(fresh, row)
+		}
+	}
+	r.mu.Unlock()
+	if len(fresh) == 0 {
+		return nil
+	}
+	won, bad, err := s.apply(r, m.Group, fresh, nil, false)
+	if err != nil {
+		return err
+	}
+	if bad != nil {
+		s.log.Warn("pushed rows refused", "group", m.Group, "peer", from, "err", bad)
+	}
+	if len(m.Signposts) > 0 {
+		s.hooks.Learn(from, m.Group, m.Signposts)
+	}
+	if len(won) > 0 {
+		s.revokeLeavers(m.Group, won)
+		s.hooks.Applied(m.Group, won, from)
+		s.spread(m.Group, won, from)
+	}
+	return nil
+}
