@@ -137,11 +137,11 @@ type Syncer struct {
 	// outboxes holds the rows waiting to be pushed to each peer; a peer
 	// has an entry while its sender runs.
 	outboxes map[peer.ID][]pushItem
-	wg      sync.WaitGroup
-	ctx     context.Context
+	wg       sync.WaitGroup
+	ctx      context.Context
 
 	rowsSent, bytesSent, messages atomic.Int64
-	cancel              context.CancelFunc
+	cancel                        context.CancelFunc
 }
 
 type pushKey struct {
