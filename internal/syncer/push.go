@@ -20,9 +20,11 @@ import (
 
 // Dissemination. A new row travels by push, not by rounds:
 //
-//   - The writer pushes it to Fanout members chosen at random among those
-//     it is connected to, and to every connected server of the group (so
-//     a server, which fetches every blob, hears of a write in one hop).
+//   - The writer pushes it to Fanout members: its two neighbours on the
+//     ring of connected members ordered by peer ID, and others chosen at
+//     random among those it is connected to; and to every connected
+//     server of the group (so a server, which fetches every blob, hears of
+//     a write in one hop).
 //   - A member that receives a row it did not know, verifies it and finds
 //     it wins its key pushes it on once, in the same way, to Fanout
 //     connected members other than the one it came from and the writer.
@@ -34,10 +36,12 @@ import (
 // Cost per write: every member receives the row about Fanout times (once
 // new, the rest dropped after a map lookup) and sends it Fanout times, so
 // about Fanout messages in and out per member per write whatever the
-// group's size; the whole group moves about N × Fanout messages. Push to
-// Fanout random members, relayed once by each member reached, misses a
-// given member with probability about e^-Fanout (0.25 % for 6); the
-// periodic rounds close such gaps. Periodic rounds run with RoundPeers
+// group's size; the whole group moves about N × Fanout messages. The
+// random picks carry a row across the group in about log(N)/log(Fanout)
+// hops; the ring makes sure it reaches every member connected to its ring
+// neighbours (a member missed by every random pick still gets it from its
+// predecessor, which was reached); members that were away or unreachable
+// get it from the periodic rounds. Periodic rounds run with RoundPeers
 // members per interval (one of them a server when the group has one), so
 // an idle node's work grows with its groups, not with their members.
 
@@ -74,9 +78,12 @@ func (s *Syncer) spread(id syncnode.GroupID, rows []syncgroup.Row, from peer.ID)
 	}
 }
 
-// pushTargets picks the members to push rows to: Fanout connected members
-// at random (members it must dial when too few are connected), plus every
-// connected server when the rows were written here.
+// pushTargets picks the members to push rows to: this node's two
+// neighbours on the ring of connected members sorted by peer ID, then
+// connected members at random (and members it must dial, when too few are
+// connected) up to Fanout in all, plus every connected server when the
+// rows were written here. The member they came from and their writer are
+// left out: they have them.
 func (s *Syncer) pushTargets(id syncnode.GroupID, rows []syncgroup.Row, from peer.ID) []peer.ID {
 	self := s.h.ID()
 	writer := rows[0].Writer
@@ -102,9 +109,17 @@ func (s *Syncer) pushTargets(id syncnode.GroupID, rows []syncgroup.Row, from pee
 		}
 		return nil
 	})
+	targets := ringNeighbours(self, connected)
 	rand.Shuffle(len(connected), func(i, j int) { connected[i], connected[j] = connected[j], connected[i] })
 	rand.Shuffle(len(other), func(i, j int) { other[i], other[j] = other[j], other[i] })
-	targets := append(connected[:min(len(connected), s.cfg.Fanout)], other[:min(len(other), s.cfg.Fanout-min(len(connected), s.cfg.Fanout))]...)
+	for _, p := range append(connected, other...) {
+		if len(targets) >= s.cfg.Fanout {
+			break
+		}
+		if !slices.Contains(targets, p) {
+			targets = append(targets, p)
+		}
+	}
 	if from == "" {
 		for _, p := range servers {
 			if !slices.Contains(targets, p) {
@@ -113,6 +128,24 @@ func (s *Syncer) pushTargets(id syncnode.GroupID, rows []syncgroup.Row, from pee
 		}
 	}
 	return targets
+}
+
+// ringNeighbours returns self's successor and predecessor on the ring of
+// peers (self included) sorted by ID. Every member that takes a new row
+// pushes it to both, so the row goes round the ring of connected members
+// whatever the random picks missed: a member whose predecessor has the
+// row gets it from that predecessor.
+func ringNeighbours(self peer.ID, peers []peer.ID) []peer.ID {
+	if len(peers) == 0 {
+		return nil
+	}
+	ring := slices.Sorted(slices.Values(peers))
+	i, _ := slices.BinarySearch(ring, self)
+	succ, pred := ring[i%len(ring)], ring[(i+len(ring)-1)%len(ring)]
+	if succ == pred {
+		return []peer.ID{succ}
+	}
+	return []peer.ID{succ, pred}
 }
 
 // enqueuePush queues it for p and starts p's sender if it is not running.

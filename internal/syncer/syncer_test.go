@@ -30,7 +30,11 @@ type cluster struct {
 
 // newCluster makes n linked mocknet peers; peer 0 creates a group and
 // invites the others (peer 1 as a server), who join.
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t *testing.T, n int) *cluster { return newClusterWith(t, n, nil) }
+
+// newClusterWith is newCluster with each syncer's config passed through
+// tweak first.
+func newClusterWith(t *testing.T, n int, tweak func(*Config)) *cluster {
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
 	c := &cluster{t: t, mn: mn}
@@ -42,6 +46,9 @@ func newCluster(t *testing.T, n int) *cluster {
 		c.hosts = append(c.hosts, h)
 		cfg := DefaultConfig()
 		cfg.IOTimeout = 5 * time.Second
+		if tweak != nil {
+			tweak(&cfg)
+		}
 		s := New(h, cfg, clock.Real{}, discard, nil)
 		t.Cleanup(s.Close)
 		c.sync = append(c.sync, s)

@@ -1,0 +1,114 @@
+package syncer
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// A write reaches every member of a group larger than the fanout through
+// pushes and relays alone (no rounds run), and the writer sends at most
+// Fanout frames plus one per connected server, whatever the group's size.
+func TestPushReachesEveryMemberAtFanoutCost(t *testing.T) {
+	const n, fanout = 16, 3
+	c := newClusterWith(t, n, func(cfg *Config) { cfg.Fanout = fanout })
+	if err := c.mn.ConnectAllButSelf(); err != nil {
+		t.Fatal(err)
+	}
+	// Settle the pushes the joins started before counting.
+	time.Sleep(200 * time.Millisecond)
+	for k := range 5 {
+		w := 2 + k
+		before := c.sync[w].Stats().Messages
+		key := fmt.Sprintf("photos/%d", k)
+		if _, err := c.sync[w].Put(c.gid, key, val("v")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool {
+			for i := range n {
+				if _, ok := c.get(i, key); !ok {
+					return false
+				}
+			}
+			return true
+		})
+		// The writer's frames: Fanout pushes and one to the server (node
+		// 1), and a relay back of nothing (the writer is never a target
+		// of its own row's relays).
+		waitFor(t, func() bool { return c.sync[w].Stats().Messages-before >= fanout })
+		time.Sleep(50 * time.Millisecond)
+		if sent := c.sync[w].Stats().Messages - before; sent > fanout+1 {
+			t.Fatalf("write %d: the writer sent %d frames for one row; at most %d", k, sent, fanout+1)
+		}
+	}
+}
+
+// A push from a peer that is not a member, or of a row that is not signed
+// by its writer, is refused: nothing is applied and nothing relayed.
+func TestPushFromStrangerOrForgedRowRefused(t *testing.T) {
+	c := newCluster(t, 3)
+	stranger, err := c.mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	// The stranger signs a row as itself and pushes it.
+	key := stranger.Peerstore().PrivKey(stranger.ID())
+	row := syncgroup.Row{Key: "photos/evil", Value: val("x"), TS: syncgroup.Timestamp{Wall: time.Now().UnixNano()}, Writer: stranger.ID(), Seq: 1}
+	if err := syncgroup.SignRow(key, c.gid, &row); err != nil {
+		t.Fatal(err)
+	}
+	if err := rawPush(t, stranger, c.hosts[0].ID(), pushMsg{Group: c.gid, Rows: []syncgroup.Row{row}}); err == nil {
+		t.Fatal("a stranger's push was taken")
+	}
+	// A member pushes a row it claims another member wrote.
+	forged := syncgroup.Row{Key: "photos/forged", Value: val("x"), TS: syncgroup.Timestamp{Wall: time.Now().UnixNano()}, Writer: c.hosts[2].ID(), Seq: 99}
+	if err := syncgroup.SignRow(c.hosts[1].Peerstore().PrivKey(c.hosts[1].ID()), c.gid, &forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := rawPush(t, c.hosts[1], c.hosts[0].ID(), pushMsg{Group: c.gid, Rows: []syncgroup.Row{forged}}); err != nil {
+		t.Fatalf("a member's push was not taken (its bad row should be dropped, not the stream): %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	for i := range 3 {
+		if _, ok := c.get(i, "photos/evil"); ok {
+			t.Fatalf("node %d applied the stranger's row", i)
+		}
+		if _, ok := c.get(i, "photos/forged"); ok {
+			t.Fatalf("node %d applied the forged row", i)
+		}
+	}
+}
+
+// rawPush speaks the push protocol from h to p and returns nil only if p
+// closed the stream cleanly, having taken every frame.
+func rawPush(t *testing.T, h host.Host, p peer.ID, m pushMsg) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	st, err := h.NewStream(ctx, p, p2p.ProtoPush)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := p2p.WriteMsg(st, m, 5*time.Second); err != nil {
+		return err
+	}
+	st.CloseWrite()
+	_, err = bufio.NewReader(st).ReadByte()
+	if err == io.EOF {
+		return nil
+	}
+	return fmt.Errorf("push ended with %v", err)
+}
