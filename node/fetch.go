@@ -487,7 +487,13 @@ func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []pee
 			cands = append(cands, cand{l.Peer, !loc.IsProxy})
 		}
 	}
-	var errs []error
+	// Each candidate is asked on its own goroutine: one slow or absent
+	// device does not hold up the others, nor the fetch slot for long.
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
 	for _, g := range sp.Groups() {
 		if !n.sync.IsMember(n.h.ID(), g) {
 			continue
@@ -496,19 +502,23 @@ func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []pee
 			if !n.sync.IsMember(c.p, g) {
 				continue
 			}
-			res, err := n.shares.Take(ctx, c.p, ref, g)
-			if err != nil {
-				if c.holder {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := n.shares.Take(ctx, c.p, ref, g)
+				switch {
+				case err != nil && c.holder:
+					mu.Lock()
 					errs = append(errs, err)
-				} else {
+					mu.Unlock()
+				case err != nil:
 					n.log.Debug("shares not asked of a proxy", "blob", ref, "group", g, "peer", c.p, "err", err)
+				case res.Taken > 0:
+					n.log.Info("took ownership shares", "blob", ref, "group", g, "from", c.p, "shares", res.Taken, "holder keeps", res.HolderKeeps)
 				}
-				continue
-			}
-			if res.Taken > 0 {
-				n.log.Info("took ownership shares", "blob", ref, "group", g, "from", c.p, "shares", res.Taken, "holder keeps", res.HolderKeeps)
-			}
+			}()
 		}
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }

@@ -40,6 +40,9 @@ type Stats struct {
 	// Blobs and BlobBytes describe the blob store.
 	Blobs     int
 	BlobBytes int64
+	// SyncMessages counts the frames this node sent in sync rounds and
+	// pushes.
+	SyncMessages int64
 }
 
 // Stats returns the node's counters now.
@@ -51,7 +54,8 @@ func (n *Node) Stats() Stats {
 		VerifyFailures: n.stats.rejected.Load(), Evictions: n.evictions.Load(),
 		Demoted: n.rep.demoted(n.clock.Now()),
 		Damaged: n.stats.damaged.Load(), Scrubbed: n.stats.scrubbed.Load(), ScrubPasses: n.stats.scrubPasses.Load(),
-		Restoring: len(n.restore.pending()),
+		Restoring:    len(n.restore.pending()),
+		SyncMessages: n.sync.Stats().Messages,
 	}
 	n.blobs.List(func(i blobstore.Info) error { s.Blobs++; s.BlobBytes += i.Size; return nil })
 	return s

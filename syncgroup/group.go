@@ -109,6 +109,38 @@ type Group struct {
 	spec Spec
 	self peer.ID
 	rows *Rows
+	// members caches the decoded membership as of rows.memberGen.
+	members memberCache
+}
+
+// memberCache is a group's membership, decoded once per change of its
+// membership rows.
+type memberCache struct {
+	gen   uint64
+	valid bool
+	list  []Member
+	by    map[peer.ID]Member
+}
+
+// membership returns the current members, decoding them again only if a
+// membership row changed since the last call.
+func (g *Group) membership() *memberCache {
+	c := &g.members
+	if c.valid && c.gen == g.rows.memberGen {
+		return c
+	}
+	c.list, c.by = nil, map[peer.ID]Member{}
+	for _, row := range g.rows.List(memberPrefix) {
+		if strings.HasPrefix(row.Key, admissionPrefix) {
+			continue
+		}
+		if m, ok := g.decodeMember(peer.ID(strings.TrimPrefix(row.Key, memberPrefix))); ok {
+			c.list = append(c.list, m)
+			c.by[m.Peer] = m
+		}
+	}
+	c.gen, c.valid = g.rows.memberGen, true
+	return c
 }
 
 // NewGroup returns an empty replica of spec for device self.
@@ -296,6 +328,12 @@ func (g *Group) memberRow(p peer.ID) (Member, bool) {
 // membership row, or a peer whose membership row carries the invitation
 // an admin admitted it with, not revoked since.
 func (g *Group) Member(p peer.ID) (Member, bool) {
+	m, ok := g.membership().by[p]
+	return m, ok
+}
+
+// decodeMember is Member read from the rows.
+func (g *Group) decodeMember(p peer.ID) (Member, bool) {
 	m, ok := g.memberRow(p)
 	if !ok {
 		return Member{}, false
@@ -317,18 +355,7 @@ func (g *Group) IsMember(p peer.ID) bool {
 }
 
 // Members returns the members, sorted by peer ID.
-func (g *Group) Members() []Member {
-	var out []Member
-	for _, row := range g.rows.List(memberPrefix) {
-		if strings.HasPrefix(row.Key, admissionPrefix) {
-			continue
-		}
-		if m, ok := g.Member(peer.ID(strings.TrimPrefix(row.Key, memberPrefix))); ok {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+func (g *Group) Members() []Member { return slices.Clone(g.membership().list) }
 
 // Put writes a row; the key must be under the group's prefixes and this
 // device a member.

@@ -91,6 +91,9 @@ type Rows struct {
 	seq  uint64
 	rows map[string]Row
 	vv   VersionVector
+	// memberGen counts changes to the membership rows, for the group's
+	// cache of its members.
+	memberGen uint64
 }
 
 // NewRows returns an empty replica for device self.
@@ -104,7 +107,7 @@ func (r *Rows) write(key string, value []byte, deleted bool, now time.Time) Row 
 	if r.sign != nil {
 		r.sign(&row)
 	}
-	r.rows[key] = row
+	r.set(row)
 	r.vv[r.self] = r.seq
 	return row
 }
@@ -150,8 +153,16 @@ func (r *Rows) Apply(row Row, now time.Time) (bool, error) {
 	if ok && !Wins(row, cur) {
 		return false, nil
 	}
-	r.rows[row.Key] = row
+	r.set(row)
 	return true, nil
+}
+
+// set makes row its key's winner.
+func (r *Rows) set(row Row) {
+	r.rows[row.Key] = row
+	if strings.HasPrefix(row.Key, memberPrefix) {
+		r.memberGen++
+	}
 }
 
 // Known reports whether this replica already holds row's version, by its

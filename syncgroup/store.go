@@ -143,7 +143,7 @@ func (s *Store) Load(self peer.ID, maxSkew time.Duration) ([]Loaded, error) {
 // newest timestamp seen.
 func (r *Rows) restore(rows []Row, vv VersionVector) {
 	for _, row := range rows {
-		r.rows[row.Key] = row
+		r.set(row)
 		if row.TS.Compare(r.hlc.last) > 0 {
 			r.hlc.last = row.TS
 		}

@@ -15,6 +15,8 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -73,10 +75,24 @@ type Report struct {
 	// P50 and P99 are the time from a blob's first reference to its first
 	// verified server copy.
 	P50, P99 time.Duration
-	// BytesMoved sums the blob bytes every node received.
-	BytesMoved int64
-	Elapsed    time.Duration
-	blobBytes  int64
+	// Known50 and Known99 are the time from a blob's first reference to
+	// the first server learning of it (a row or signpost naming it).
+	Known50, Known99 time.Duration
+	// BytesMoved sums the blob bytes every node received; Wanted is what
+	// the copies asked for need: every blob on every server, plus the
+	// blobs devices fetched at their users' request.
+	BytesMoved, Wanted int64
+	// Messages counts the sync frames (pushes and rounds) every node sent;
+	// CPU is the process's CPU time from the first write to the end.
+	Messages  int64
+	CPU       time.Duration
+	Elapsed   time.Duration
+	blobBytes int64 // the blobs' sizes summed
+}
+
+// PerWritePerNode returns x divided by the writes and the nodes.
+func (r Report) PerWritePerNode(x float64) float64 {
+	return x / float64(max(1, r.Blobs)) / float64(max(1, r.Nodes))
 }
 
 func (r Report) String() string {
@@ -85,20 +101,26 @@ func (r Report) String() string {
 		"rows before their blob: %d; user rm done %d, refused (pinned) %d; device fetches racing evictions: %d\n"+
 		"blobs lost: %d; not on a server: %d; share totals wrong: %d\n"+
 		"shares held without a copy: %d; blobs pinned on a device after a server copy: %d\n"+
-		"bytes moved: %d (%.1f× the blobs' bytes)",
+		"time to first server knowing of the blob: p50 %s, p99 %s\n"+
+		"per write per node: %.1f sync messages, %.2f ms CPU\n"+
+		"bytes moved: %d (%.1f× the blobs' bytes, %.2f× what the copies wanted need)",
 		r.Nodes, r.Blobs, r.Crashes, r.Partitions, r.Elapsed.Round(time.Millisecond),
 		r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond),
 		r.RowsFirst, r.Removed, r.RmRefused, r.Fetches,
 		r.Lost, r.NotOnServer, r.BadShares, r.SharesWithoutCopy, r.PinnedAfterServer,
-		r.BytesMoved, float64(r.BytesMoved)/float64(max(1, r.blobBytes)))
+		r.Known50.Round(time.Millisecond), r.Known99.Round(time.Millisecond),
+		r.PerWritePerNode(float64(r.Messages)), r.PerWritePerNode(float64(r.CPU.Microseconds())/1000),
+		r.BytesMoved, float64(r.BytesMoved)/float64(max(1, r.blobBytes)), float64(r.BytesMoved)/float64(max(1, r.Wanted)))
 }
 
 type member struct {
-	id    peer.ID
-	cfg   node.Config
-	n     *node.Node // nil while crashed
-	dev   syncnode.DevType
-	moved int64 // bytes received by earlier incarnations
+	id  peer.ID
+	cfg node.Config
+	n   *node.Node // nil while crashed
+	dev syncnode.DevType
+	// moved and messages count the blob bytes received and the sync
+	// frames sent by earlier incarnations.
+	moved, messages int64
 }
 
 // Run runs the simulation, logging progress to w.
@@ -169,12 +191,24 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 
 	firstRef := map[syncnode.BlobRef]time.Time{}
 	firstCopy := map[syncnode.BlobRef]time.Duration{}
+	firstKnown := map[syncnode.BlobRef]time.Duration{}
 	var refs []syncnode.BlobRef
 	servers := ms[cfg.Devices+cfg.Leaves:]
 	poll := func() {
 		for _, ref := range refs {
 			if _, ok := firstCopy[ref]; ok {
 				continue
+			}
+			if _, ok := firstKnown[ref]; !ok {
+				for _, s := range servers {
+					if s.n == nil {
+						continue
+					}
+					if sp, err := s.n.Signpost(ref); err == nil && len(sp.Groups()) > 0 {
+						firstKnown[ref] = time.Since(firstRef[ref])
+						break
+					}
+				}
 			}
 			for _, s := range servers {
 				if s.n != nil && s.n.HasBlob(ref) {
@@ -205,6 +239,8 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 		cut.Split(ids, hosts, side)
 		rep.Partitions++
 	}
+	var fetched atomic.Int64 // bytes of the devices' fetches that completed
+	cpu0 := cpuTime()
 	buf := make([]byte, cfg.BlobSize)
 	for i := range cfg.Blobs {
 		if err := ctx.Err(); err != nil {
@@ -226,7 +262,9 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 		if rep.Crashes < cfg.Crashes && i > 0 && i%crashEvery == 0 {
 			m := ms[1+rng.IntN(len(ms)-1)] // the admin stays up to keep invites simple
 			if m.n != nil {
-				m.moved += m.n.Stats().BytesIn
+				st := m.n.Stats()
+				m.moved += st.BytesIn
+				m.messages += st.SyncMessages
 				m.n.Close()
 				m.n = nil
 				crashed = append(crashed, down{m, i + 1 + rng.IntN(crashEvery)})
@@ -298,7 +336,9 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 			go func(n *node.Node) {
 				fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				defer cancel()
-				n.FetchBlob(fctx, old, node.FetchOptions{})
+				if info, err := n.FetchBlob(fctx, old, node.FetchOptions{}); err == nil {
+					fetched.Add(info.Size)
+				}
 			}(fm.n)
 		}
 		poll()
@@ -364,14 +404,20 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 			rep.BadShares++
 		}
 	}
-	slices.Sort(lat)
-	if len(lat) > 0 {
-		rep.P50 = lat[len(lat)/2]
-		rep.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	var known []time.Duration
+	for _, d := range firstKnown {
+		known = append(known, d)
 	}
+	rep.Known50, rep.Known99 = quantiles(known)
+	rep.P50, rep.P99 = quantiles(lat)
 	for _, m := range ms {
 		rep.BytesMoved += m.moved + m.n.Stats().BytesIn
 	}
+	for _, m := range ms {
+		rep.Messages += m.messages + m.n.Stats().SyncMessages
+	}
+	rep.Wanted = rep.blobBytes*int64(cfg.Servers) + fetched.Load()
+	rep.CPU = cpuTime() - cpu0
 	rep.Elapsed = time.Since(start)
 	if rep.Lost > 0 {
 		return rep, fmt.Errorf("sim: %w: %d blobs", ErrLost, rep.Lost)
@@ -424,6 +470,24 @@ func total(ms []*member, ref syncnode.BlobRef, g syncnode.GroupID) int {
 		t += sh[g]
 	}
 	return t
+}
+
+// quantiles returns the p50 and p99 of ds (sorting it).
+func quantiles(ds []time.Duration) (p50, p99 time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2], ds[min(len(ds)-1, len(ds)*99/100)]
+}
+
+// cpuTime returns the CPU time this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func freeAddr() (string, error) {

@@ -226,10 +226,10 @@ func (s *Syncer) Restore(g *syncgroup.Group, prio syncnode.Priority) {
 			s.log.Error("group replica without a signing key", "group", g.Spec().ID, "err", err)
 		}
 	}
+	s.learnAddrs(g) // before others can reach g, whose reads are not safe alone
 	s.mu.Lock()
 	s.groups[g.Spec().ID] = &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}
 	s.mu.Unlock()
-	s.learnAddrs(g)
 }
 
 // save persists rows of r's group. r.mu is held.

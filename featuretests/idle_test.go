@@ -1,0 +1,56 @@
+package featuretests
+
+import (
+	"flag"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/node"
+)
+
+var idleWindow = flag.Duration("idle.window", time.Minute, "how long TestIdleGroupIsQuiet measures the idle group's CPU time")
+
+// processCPU returns the CPU time this process has used, user and system.
+func processCPU(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// An idle group costs next to nothing: four nodes with the production
+// defaults (sync interval, fetcher scans, scrubber), one group, a row and
+// a blob settled on the server, then idle. The process's CPU time over the
+// window, per node, must stay under 0.3 % of a core (under -race, whose
+// instrumentation multiplies every instruction's cost, 1 %).
+func TestIdleGroupIsQuiet(t *testing.T) {
+	defaults := func(c *node.Config) { c.SyncInterval, c.Fetcher, c.IOTimeout = 0, nil, 0 }
+	admin := start(t, defaults)
+	laptop, tablet, server := start(t, defaults), start(t, defaults), start(t, defaults)
+	g := createGroup(t, admin, "photos", syncnode.Normal)
+	join(t, admin, laptop, g, syncnode.Normal)
+	join(t, admin, tablet, g, syncnode.Normal)
+	join(t, admin, server, g, syncnode.Server)
+	ref := putBlobRow(t, laptop, g, "photos/one", randomBytes(64<<10, 3))
+	waitFor(t, 30*time.Second, "the server's copy and shares", func() bool {
+		return server.HasBlob(ref) && shares(t, server, ref, g) == 2
+	})
+	// Let the last hand-offs and first rounds finish.
+	time.Sleep(2 * time.Second)
+	cpu0, wall0 := processCPU(t), time.Now()
+	time.Sleep(*idleWindow)
+	cpu, wall := processCPU(t)-cpu0, time.Since(wall0)
+	perNode := cpu.Seconds() / wall.Seconds() / 4
+	t.Logf("idle over %v: %v of CPU for 4 nodes, %.3f %% of a core per node", wall.Round(time.Millisecond), cpu.Round(time.Millisecond), 100*perNode)
+	limit := 0.003
+	if raceEnabled {
+		limit = 0.01
+	}
+	if perNode > limit {
+		t.Fatalf("an idle node uses %.3f %% of a core; at most %.1f %%", 100*perNode, 100*limit)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package featuretests
+
+const raceEnabled = true
