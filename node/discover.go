@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
@@ -129,6 +130,12 @@ func (n *Node) maybeHandoff(g syncnode.GroupID, p peer.ID) {
 	if !ok || !handsOffTo(me.DevType, them.DevType) {
 		return
 	}
+	// A leaf's shares go to a non-leaf device only while no server of the
+	// group is online: a server fetches the blob anyway, and a copy on a
+	// device in between would be moved for nothing.
+	if them.DevType != syncnode.Server && n.serverOnline(g) {
+		return
+	}
 	k := handoffKey{g, p}
 	n.handoffMu.Lock()
 	busy := n.handoffs[k]
@@ -172,6 +179,17 @@ func (n *Node) holderBack(p peer.ID) {
 
 // maxRetryScan bounds the queued blobs looked at when a holder returns.
 const maxRetryScan = 4096
+
+// serverOnline reports whether this node is connected to a server member
+// of g.
+func (n *Node) serverOnline(g syncnode.GroupID) bool {
+	for _, m := range n.Members(g) {
+		if m.DevType == syncnode.Server && m.Peer != n.h.ID() && n.h.Network().Connectedness(m.Peer) == network.Connected {
+			return true
+		}
+	}
+	return false
+}
 
 // handsOffTo reports whether a device of type self asks a member of type
 // peer to take its shares: a leaf any non-leaf, a non-server a server.

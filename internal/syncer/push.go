@@ -55,7 +55,19 @@ type pushMsg struct {
 	Group     syncnode.GroupID `msgpack:"g"`
 	Rows      []syncgroup.Row  `msgpack:"r"`
 	Signposts []SignpostEntry  `msgpack:"sp,omitempty"`
+	// Prio is the sender's priority in the group, observed as in a round.
+	Prio *syncnode.Priority `msgpack:"p,omitempty"`
 }
+
+// pushAck ends a push: the receiver took every frame, and tells its
+// priority in each group pushed, so both sides observe each other's as
+// after a round.
+type pushAck struct {
+	Prios map[syncnode.GroupID]syncnode.Priority `msgpack:"p"`
+}
+
+// maxPushAck bounds a push's answer: a priority per group.
+const maxPushAck = 64 << 10
 
 // pushItem is rows of one group waiting to be pushed to one peer.
 type pushItem struct {
@@ -222,8 +234,12 @@ func (s *Syncer) sendPush(p peer.ID, items []pushItem) ([]syncnode.GroupID, erro
 	stop := context.AfterFunc(ctx, func() { st.Reset() })
 	defer stop()
 	for _, g := range groups {
+		prio, err := s.Priority(g)
+		if err != nil {
+			continue // left since
+		}
 		for _, rows := range batches(byGroup[g]) {
-			m := pushMsg{Group: g, Rows: rows}
+			m := pushMsg{Group: g, Rows: rows, Prio: &prio}
 			if refs := refsOf(rows); len(refs) > 0 {
 				m.Signposts = s.hooks.Signposts(p, g, refs)
 			}
@@ -237,12 +253,18 @@ func (s *Syncer) sendPush(p peer.ID, items []pushItem) ([]syncnode.GroupID, erro
 		st.Reset()
 		return nil, err
 	}
-	// The receiver closes its side once it has applied every frame.
-	if _, err := io.Copy(io.Discard, io.LimitReader(st, 1)); err != nil {
+	// The receiver answers once it has applied every frame.
+	var ack pushAck
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &ack, maxPushAck, s.cfg.IOTimeout); err != nil {
 		st.Reset()
 		return nil, err
 	}
 	st.Close()
+	for _, g := range groups {
+		if pr, ok := ack.Prios[g]; ok {
+			s.observe(g, p, pr)
+		}
+	}
 	return groups, nil
 }
 
@@ -287,6 +309,7 @@ var errPushRefused = errors.New("syncer: push refused")
 func (s *Syncer) handlePush(st network.Stream) {
 	from := st.Conn().RemotePeer()
 	br := bufio.NewReader(st)
+	ack := pushAck{Prios: map[syncnode.GroupID]syncnode.Priority{}}
 	for {
 		var m pushMsg
 		err := p2p.ReadMsg(br, st, &m, p2p.MaxFrame, s.cfg.IOTimeout)
@@ -301,7 +324,11 @@ func (s *Syncer) handlePush(st network.Stream) {
 			st.Reset()
 			return
 		}
+		if prio, err := s.Priority(m.Group); err == nil {
+			ack.Prios[m.Group] = prio
+		}
 	}
+	p2p.WriteMsg(st, ack, s.cfg.IOTimeout)
 	st.Close()
 }
 
@@ -316,6 +343,9 @@ func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
 	if !r.g.IsMember(from) {
 		r.mu.Unlock()
 		return errPushRefused
+	}
+	if m.Prio != nil {
+		s.observePriority(r, from, *m.Prio)
 	}
 	var fresh []syncgroup.Row
 	for _, row := range m.Rows {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"testing"
 	"time"
 
@@ -92,7 +91,7 @@ func TestPushFromStrangerOrForgedRowRefused(t *testing.T) {
 }
 
 // rawPush speaks the push protocol from h to p and returns nil only if p
-// closed the stream cleanly, having taken every frame.
+// answered, having taken every frame.
 func rawPush(t *testing.T, h host.Host, p peer.ID, m pushMsg) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -106,9 +105,28 @@ func rawPush(t *testing.T, h host.Host, p peer.ID, m pushMsg) error {
 		return err
 	}
 	st.CloseWrite()
-	_, err = bufio.NewReader(st).ReadByte()
-	if err == io.EOF {
-		return nil
+	var ack pushAck
+	return p2p.ReadMsg(bufio.NewReader(st), st, &ack, maxPushAck, 5*time.Second)
+}
+
+// A push exchanges priorities as a round does: the writer learns the
+// server's fresh server time from the server's answer, and the server
+// learns the writer's priority from the push.
+func TestPushExchangesPriorities(t *testing.T) {
+	c := newCluster(t, 3) // node 1 is the server
+	if err := c.mn.ConnectAllButSelf(); err != nil {
+		t.Fatal(err)
 	}
-	return fmt.Errorf("push ended with %v", err)
+	t0 := time.Now()
+	if _, err := c.sync[2].Put(c.gid, "photos/p", val("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		p, err := c.sync[2].Priority(c.gid)
+		return err == nil && !p.ServerTime.Before(t0)
+	})
+	waitFor(t, func() bool {
+		p, ok := c.sync[1].PeerPriority(c.gid, c.hosts[2].ID())
+		return ok && !p.ServerTime.IsZero()
+	})
 }

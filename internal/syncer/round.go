@@ -329,6 +329,17 @@ func (s *Syncer) priorityLocked(r *replica) syncnode.Priority {
 	return r.prio
 }
 
+// observe is observePriority with group id's lock taken.
+func (s *Syncer) observe(id syncnode.GroupID, from peer.ID, p syncnode.Priority) {
+	r, err := s.replica(id)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	s.observePriority(r, from, p)
+	r.mu.Unlock()
+}
+
 // observePriority records a member's priority, with its device type taken
 // from the membership (never from the message), and moves this node's own
 // priority by the distance rule. r.mu is held.
