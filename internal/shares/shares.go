@@ -147,6 +147,10 @@ type response struct {
 	// prove possession.
 	Off int64 `msgpack:"o,omitempty"`
 	Len int64 `msgpack:"l,omitempty"`
+	// Nothing answers a challenge from a holder with no shares of the
+	// blob in the group, none in escrow either: there is nothing to
+	// prove possession for.
+	Nothing bool `msgpack:"z,omitempty"`
 }
 
 // Result is the outcome of Take.
@@ -170,6 +174,9 @@ func (s *Service) Take(ctx context.Context, holder peer.ID, ref syncnode.BlobRef
 	ch, err := s.call(ctx, holder, request{Op: opChallenge, ID: id, Ref: ref, Group: g}, s.timeout)
 	if err != nil {
 		return Result{}, err
+	}
+	if ch.Nothing {
+		return Result{}, nil
 	}
 	proof, err := s.copies.ReadRange(ref, ch.Off, ch.Len)
 	if err != nil {
@@ -307,6 +314,26 @@ func (s *Service) checkProof(id ownership.TransferID, ref syncnode.BlobRef, proo
 	return nil
 }
 
+// holdsNone reports whether this node has no shares of ref in g, held or
+// in escrow: a challenge for them would cost both sides a proof for
+// nothing.
+func (s *Service) holdsNone(ref syncnode.BlobRef, g syncnode.GroupID) bool {
+	sh, err := s.ledger.Shares(ref)
+	if err != nil || sh[g] > 0 {
+		return false
+	}
+	pending, err := s.ledger.Pending(ref)
+	if err != nil {
+		return false
+	}
+	for _, t := range pending {
+		if t.Group == g {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Service) handle(st network.Stream) {
 	defer st.Close()
 	from := st.Conn().RemotePeer()
@@ -328,6 +355,9 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 	case opChallenge:
 		if _, ok := s.prio.PeerPriority(req.Group, from); !ok {
 			return response{}, fmt.Errorf("%s is not a member of %s", from, req.Group)
+		}
+		if s.holdsNone(req.Ref, req.Group) {
+			return response{Nothing: true}, nil
 		}
 		off, n, err := s.challenge(req.ID, req.Ref)
 		return response{Off: off, Len: n}, err
