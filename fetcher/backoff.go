@@ -9,7 +9,9 @@ import (
 // Config sets the fetcher's and the scan's parameters. DefaultConfig gives
 // the documented defaults.
 type Config struct {
-	// Concurrency is the most fetches run at once (default 4).
+	// Concurrency is the most fetches run at once (default 16: a fetch of
+	// a small blob spends most of its time waiting on the network and the
+	// disk, and with 4 the queue, not the work, set a server's latency).
 	Concurrency int
 	// BaseDelay and Jitter make the first retry delay, BaseDelay plus a
 	// random part of Jitter (defaults 500 ms and 500 ms).
@@ -30,7 +32,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Concurrency:  4,
+		Concurrency:  16,
 		BaseDelay:    500 * time.Millisecond,
 		Jitter:       500 * time.Millisecond,
 		MaxShift:     20,

@@ -296,6 +296,10 @@ func (n *Node) judge(ref syncnode.BlobRef, res p2p.FetchResult, ok bool) {
 	}
 }
 
+// haveGrace is how long locate waits for more holders' answers after the
+// first holder has answered.
+const haveGrace = 20 * time.Millisecond
+
 // maxAsk bounds the peers asked whether they hold a blob in one locate.
 const maxAsk = 16
 
@@ -334,8 +338,21 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude 
 				answers <- answer{p, r, err}
 			}()
 		}
-		for range todo {
-			a := <-answers
+		// Once a holder has answered, the others get haveGrace more: one
+		// slow or absent peer does not hold up a fetch that can start.
+		var grace <-chan time.Time
+		for pending := len(todo); pending > 0; pending-- {
+			var a answer
+			select {
+			case a = <-answers:
+			case <-grace:
+				return more
+			}
+			if grace == nil && a.err == nil && a.r.Have {
+				t := n.clock.NewTimer(haveGrace)
+				defer t.Stop()
+				grace = t.C()
+			}
 			switch {
 			case a.err != nil:
 				errs = append(errs, a.err)

@@ -61,7 +61,7 @@ type Config struct {
 	// fetcher.DefaultConfig).
 	Fetcher *fetcher.Config
 	// MaxFetches bounds the blob fetches running at once, the server
-	// fetcher's included; waiting fetches start by priority (default 4).
+	// fetcher's included; waiting fetches start by priority (default 16).
 	MaxFetches int
 	// BlobBudget is the most bytes of blobs this device keeps when it is a
 	// server in no group: above it, least-recently-used blobs with no
@@ -105,7 +105,7 @@ func (c *Config) setDefaults() error {
 		c.Fetcher = &fc
 	}
 	if c.MaxFetches <= 0 {
-		c.MaxFetches = 4
+		c.MaxFetches = 16
 	}
 	if c.ScrubPeriod == 0 {
 		c.ScrubPeriod = DefaultScrubPeriod
