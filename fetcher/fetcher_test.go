@@ -255,7 +255,9 @@ func TestStopCancelsRunningFetches(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ff := newFakeFetch(time.Hour, 0)
 		st := &MemAttempts{}
-		f := newFetcher(t, DefaultConfig(), ff.fetch, st)
+		cfg := DefaultConfig()
+		cfg.Concurrency = 4
+		f := newFetcher(t, cfg, ff.fetch, st)
 		f.Start(t.Context())
 		for i := range 10 {
 			f.Enqueue(testRef(i))

@@ -296,9 +296,15 @@ func (n *Node) judge(ref syncnode.BlobRef, res p2p.FetchResult, ok bool) {
 	}
 }
 
-// haveGrace is how long locate waits for more holders' answers after the
-// first holder has answered.
+// haveGrace is the least time locate waits for more holders' answers after
+// the first holder in good standing (not banned, not demoted) has answered.
 const haveGrace = 20 * time.Millisecond
+
+// inGoodStanding reports whether p is neither banned nor demoted.
+func (n *Node) inGoodStanding(p peer.ID) bool {
+	_, good := n.rep.rank([]peer.ID{p}, n.clock.Now())
+	return good
+}
 
 // maxAsk bounds the peers asked whether they hold a blob in one locate.
 const maxAsk = 16
@@ -330,6 +336,7 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude 
 			}
 		}
 		answers := make(chan answer, len(todo))
+		asked0 := n.clock.Now()
 		for _, p := range todo {
 			go func() {
 				actx, cancel := context.WithTimeout(ctx, n.haveTimeout())
@@ -338,8 +345,10 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude 
 				answers <- answer{p, r, err}
 			}()
 		}
-		// Once a holder has answered, the others get haveGrace more: one
-		// slow or absent peer does not hold up a fetch that can start.
+		// Once a holder in good standing has answered, the others get as
+		// long again as it took (at least haveGrace): a peer about as near
+		// is still heard, and one slow or absent peer does not hold up a
+		// fetch that can start.
 		var grace <-chan time.Time
 		for pending := len(todo); pending > 0; pending-- {
 			var a answer
@@ -348,8 +357,8 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude 
 			case <-grace:
 				return more
 			}
-			if grace == nil && a.err == nil && a.r.Have {
-				t := n.clock.NewTimer(haveGrace)
+			if grace == nil && a.err == nil && a.r.Have && n.inGoodStanding(a.p) {
+				t := n.clock.NewTimer(max(haveGrace, n.clock.Now().Sub(asked0)))
 				defer t.Stop()
 				grace = t.C()
 			}
