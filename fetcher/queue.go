@@ -121,14 +121,24 @@ func (q *Queue) Push(ref syncnode.BlobRef, next time.Time, attempts int) bool {
 		id, q.free = q.free[n-1], q.free[:n-1]
 	} else {
 		id = int32(len(q.items))
-		q.items = append(q.items, item{})
+		q.items = append(grow(q.items), item{})
 	}
 	it := &q.items[id]
 	it.ref, it.next, it.attempts = ref, next.UnixNano(), int32(attempts)
 	q.index(ref, id)
-	q.heap = append(q.heap, slot{next: it.next, id: id, gen: it.gen})
+	q.heap = append(grow(q.heap), slot{next: it.next, id: id, gen: it.gen})
 	q.up(len(q.heap) - 1)
 	return true
+}
+
+// grow doubles a full slice's capacity: append alone grows large slices
+// by a quarter at a time, and for a queue of a million blobs those copies
+// cost more than the heap's work.
+func grow[S ~[]E, E any](s S) S {
+	if len(s) < cap(s) {
+		return s
+	}
+	return slices.Grow(s, max(len(s), 64))
 }
 
 // top drops removed slots from the head and reports whether a live one is
