@@ -15,6 +15,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -194,7 +195,13 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 	firstKnown := map[syncnode.BlobRef]time.Duration{}
 	var refs []syncnode.BlobRef
 	servers := ms[cfg.Devices+cfg.Leaves:]
+	// A poller watches the servers every few milliseconds for the blobs
+	// they do not hold yet, so the figures do not depend on the pace of
+	// the writes. mu guards the maps, refs and every member's node.
+	var mu sync.Mutex
 	poll := func() {
+		mu.Lock()
+		defer mu.Unlock()
 		for _, ref := range refs {
 			if _, ok := firstCopy[ref]; ok {
 				continue
@@ -217,6 +224,30 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 				}
 			}
 		}
+	}
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	polling := make(chan struct{})
+	go func() {
+		defer close(polling)
+		for pollCtx.Err() == nil {
+			poll()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	defer func() { stopPolling(); <-polling }()
+	// open and closeNode change a member's node under mu.
+	open := func(m *member) (err error) {
+		n, err := node.Open(m.cfg)
+		mu.Lock()
+		m.n = n
+		mu.Unlock()
+		return err
+	}
+	closeNode := func(m *member) {
+		mu.Lock()
+		defer mu.Unlock()
+		m.n.Close()
+		m.n = nil
 	}
 	type down struct {
 		m     *member
@@ -251,7 +282,7 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 			if d.until > i {
 				return false
 			}
-			if d.m.n, err = node.Open(d.m.cfg); err != nil {
+			if err = open(d.m); err != nil {
 				return false
 			}
 			return true
@@ -265,8 +296,7 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 				st := m.n.Stats()
 				m.moved += st.BytesIn
 				m.messages += st.SyncMessages
-				m.n.Close()
-				m.n = nil
+				closeNode(m)
 				crashed = append(crashed, down{m, i + 1 + rng.IntN(crashEvery)})
 				rep.Crashes++
 			}
@@ -292,8 +322,10 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 		if err != nil {
 			return rep, err
 		}
+		mu.Lock()
 		firstRef[ref] = time.Now()
 		refs = append(refs, ref)
+		mu.Unlock()
 		put := func() error {
 			_, err := wm.n.PutBlob(ctx, bytes.NewReader(buf))
 			return err
@@ -341,21 +373,26 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 				}
 			}(fm.n)
 		}
-		poll()
 		time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
 	}
 	cut.Heal()
 	for _, d := range crashed {
-		if d.m.n, err = node.Open(d.m.cfg); err != nil {
+		if err = open(d.m); err != nil {
 			return rep, fmt.Errorf("sim: restart: %w", err)
 		}
 	}
 	fmt.Fprintf(w, "%d blobs written, %d crashes, %d partitions healed; waiting up to %s for server copies\n", len(refs), rep.Crashes, rep.Partitions, cfg.Settle)
 	deadline := time.Now().Add(cfg.Settle)
-	for len(firstCopy) < len(refs) && time.Now().Before(deadline) && ctx.Err() == nil {
-		poll()
+	allCopied := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(firstCopy) == len(refs)
+	}
+	for !allCopied() && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
+	stopPolling()
+	<-polling
 	// Let the last share transfers settle before counting: an escrow left
 	// by a crash settles when its holder's recovery reaches the acceptor.
 	deadline = time.Now().Add(cfg.Settle)
