@@ -163,16 +163,15 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 		return FetchResult{Info: info}, nil
 	}
 	f := &fetch{c: c, ref: ref, bytesBy: map[peer.ID]int64{}, progress: progress}
-	tree, holders, err := f.tree(ctx, holders)
+	holders, err := f.tree(ctx, holders)
 	if err != nil {
+		if f.part != nil {
+			f.part.Sync()
+			f.part.Close()
+		}
 		return FetchResult{Rejected: f.rejected, Faulty: f.faulty}, err
 	}
-	part, err := c.store.OpenPartial(ref, tree)
-	if err != nil {
-		return FetchResult{Rejected: f.rejected, Faulty: f.faulty}, err
-	}
-	f.part = part
-	f.total = part.Size()
+	part := f.part
 	f.received = f.total
 	step := c.cfg.RangeSize
 	if len(holders) == 1 {
@@ -258,29 +257,58 @@ func (f *fetch) fail(p peer.ID, err error) {
 	}
 }
 
+// wholeSize is the largest blob asked for whole, tree and bytes on one
+// stream, from the first holder: one request instead of two.
+const wholeSize = 4 << 20
+
 // tree gets the blob's outboard tree from the first holder whose tree
-// verifies, and returns the holders still worth asking.
-func (f *fetch) tree(ctx context.Context, holders []peer.ID) ([]byte, []peer.ID, error) {
+// verifies, opens the partial blob with it (f.part, f.total), and returns
+// the holders still worth asking. A small blob comes whole with its tree
+// and is written as it arrives; what did not arrive is left to the ranges.
+func (f *fetch) tree(ctx context.Context, holders []peer.ID) ([]peer.ID, error) {
 	for i, p := range holders {
-		var tree []byte
-		_, err := f.c.get(ctx, p, getRequest{Ref: f.ref.Bytes(), Tree: true}, func(t []byte, _ io.Reader, _ int64) error {
-			tree = t
-			return nil
+		if f.part != nil {
+			// A holder failed mid-blob after its tree verified: the rest
+			// comes in ranges from the holders left.
+			return slices.Clone(holders[i:]), nil
+		}
+		req := getRequest{Ref: f.ref.Bytes(), Tree: true, Whole: wholeSize}
+		_, err := f.c.get(ctx, p, req, func(tree []byte, data io.Reader, n int64) error {
+			if err := baotree.VerifyOutboard(f.ref.Hash(), tree); err != nil {
+				return fmt.Errorf("%w: %v", ErrLiar, err)
+			}
+			if f.part == nil {
+				part, err := f.c.store.OpenPartial(f.ref, tree)
+				if err != nil {
+					return err
+				}
+				f.part, f.total = part, part.Size()
+			}
+			if n == 0 {
+				return nil
+			}
+			if n != f.total {
+				return fmt.Errorf("%w: asked for the whole blob, offered %d of %d bytes", ErrBadMessage, n, f.total)
+			}
+			_, err := f.consume(p, data, 0, n)
+			return err
 		})
 		if err == nil {
-			if err = baotree.VerifyOutboard(f.ref.Hash(), tree); err != nil {
-				err = fmt.Errorf("%w: %v", ErrLiar, err)
-			}
-		}
-		if err == nil {
-			return tree, slices.Clone(holders[i:]), nil
+			return slices.Clone(holders[i:]), nil
 		}
 		f.fail(p, err)
+		if f.part != nil && !errors.Is(err, ErrLiar) && !errors.Is(err, ErrStalled) {
+			// Dropped mid-blob: p may still serve the rest in ranges.
+			return slices.Clone(holders[i:]), nil
+		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, nil, fmt.Errorf("%w: %s: no verified tree (%v)", ErrNoHolder, f.ref, errors.Join(f.errs...))
+	if f.part != nil {
+		return nil, nil // every holder lied or stalled: the ranges fail with their errors
+	}
+	return nil, fmt.Errorf("%w: %s: no verified tree (%v)", ErrNoHolder, f.ref, errors.Join(f.errs...))
 }
 
 // next takes a range to fetch, waiting while other holders' ranges are in
@@ -431,36 +459,46 @@ func (f *fetch) rangeFrom(ctx context.Context, p peer.ID, r blobstore.Range) (in
 		if n != r.Len {
 			return fmt.Errorf("%w: asked for %d bytes, offered %d", ErrBadMessage, r.Len, n)
 		}
-		// Buffers no larger, and no more, than the range needs: a small
-		// blob costs a small allocation.
-		size := int(min(int64(f.c.cfg.ReadSize), max(n, 1)))
-		bufs := int(min(pipelineDepth, (n+int64(size)-1)/int64(size)))
-		free := make(chan []byte, max(bufs, 1))
-		for range max(bufs, 1) {
-			free <- make([]byte, size)
-		}
-		stop := make(chan struct{})
-		defer close(stop)
-		for c := range readAhead(data, n, size, free, stop) {
-			if c.err != nil {
-				return c.err
-			}
-			if err := f.part.WriteAt(c.b, r.Off+written); err != nil {
-				if errors.Is(err, syncnode.ErrHashMismatch) {
-					return fmt.Errorf("%w: %v", ErrLiar, err)
-				}
-				return err
-			}
-			written += int64(len(c.b))
-			free <- c.b[:cap(c.b)]
-			f.got(p, int64(len(c.b)))
-		}
-		if written < n {
-			return io.ErrUnexpectedEOF
-		}
-		return nil
+		var err error
+		written, err = f.consume(p, data, r.Off, n)
+		return err
 	})
 	return written, err
+}
+
+// consume reads the n bytes of the blob at off that p is sending,
+// verifying and writing them as they arrive (reading runs ahead on its own
+// goroutine), and returns how many it wrote.
+func (f *fetch) consume(p peer.ID, data io.Reader, off, n int64) (int64, error) {
+	// Buffers no larger, and no more, than the range needs: a small blob
+	// costs a small allocation.
+	size := int(min(int64(f.c.cfg.ReadSize), max(n, 1)))
+	bufs := max(int(min(pipelineDepth, (n+int64(size)-1)/int64(size))), 1)
+	free := make(chan []byte, bufs)
+	for range bufs {
+		free <- make([]byte, size)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	var written int64
+	for c := range readAhead(data, n, size, free, stop) {
+		if c.err != nil {
+			return written, c.err
+		}
+		if err := f.part.WriteAt(c.b, off+written); err != nil {
+			if errors.Is(err, syncnode.ErrHashMismatch) {
+				return written, fmt.Errorf("%w: %v", ErrLiar, err)
+			}
+			return written, err
+		}
+		written += int64(len(c.b))
+		free <- c.b[:cap(c.b)]
+		f.got(p, int64(len(c.b)))
+	}
+	if written < n {
+		return written, io.ErrUnexpectedEOF
+	}
+	return written, nil
 }
 
 // deadlineReader holds a holder to a minimum pace: each window of timeout

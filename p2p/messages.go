@@ -52,6 +52,10 @@ type getRequest struct {
 	Off  int64  `msgpack:"o"`
 	Len  int64  `msgpack:"l"`
 	Tree bool   `msgpack:"t,omitempty"`
+	// Whole, if not 0, asks for the tree and every byte of the blob, Off
+	// and Len aside, when the blob is at most Whole bytes: a small blob
+	// comes whole on one stream. A larger one gets the tree alone.
+	Whole int64 `msgpack:"w,omitempty"`
 }
 
 // getResponse precedes TreeLen bytes of tree, then Len bytes of blob.

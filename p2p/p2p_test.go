@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -346,5 +347,54 @@ func TestBusyHolderIsAskedAgain(t *testing.T) {
 	}
 	if st := svc.Stats(); st.BytesOut != 8*4<<20 {
 		t.Fatalf("holder sent %d bytes, want %d", st.BytesOut, 8*4<<20)
+	}
+}
+
+// A small blob comes whole, tree and bytes, on one GetBlob stream.
+func TestSmallBlobComesWholeOnOneStream(t *testing.T) {
+	data := storetest.RandBytes(5, 256<<10)
+	holder := newHolder(t, blobstore.NewMem())
+	ref := put(t, holder.store, data)
+	var streams atomic.Int32
+	holder.h.SetStreamHandler(ProtoGetBlob, func(st network.Stream) {
+		streams.Add(1)
+		holder.svc.handleGet(st)
+	})
+	bh := newHost(t, "")
+	link(bh, holder.h)
+	bs := blobstore.NewMem()
+	if _, err := testClient(t, bh, bs).Fetch(t.Context(), ref, []peer.ID{holder.h.ID()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(content(t, bs, ref), data) {
+		t.Fatal("fetched blob differs")
+	}
+	if n := streams.Load(); n != 1 {
+		t.Fatalf("%d GetBlob streams for a 256 KiB blob, want 1", n)
+	}
+}
+
+// A holder that sends a small blob whole with a good tree and a bad byte
+// is rejected, and the next holder serves the rest in ranges.
+func TestSmallBlobLiarThenHonest(t *testing.T) {
+	data := storetest.RandBytes(6, 1<<20)
+	honest := newHolder(t, blobstore.NewMem())
+	ref := put(t, honest.store, data)
+	liarMem := blobstore.NewMem()
+	put(t, liarMem, data)
+	liar := newHolder(t, liarStore{Store: liarMem, at: 300 << 10})
+	bh := newHost(t, "")
+	link(bh, honest.h)
+	link(bh, liar.h)
+	bs := blobstore.NewMem()
+	res, err := testClient(t, bh, bs).Fetch(t.Context(), ref, []peer.ID{liar.h.ID(), honest.h.ID()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rejected) != 1 || res.Rejected[0] != liar.h.ID() {
+		t.Fatalf("rejected %v, want the liar", res.Rejected)
+	}
+	if !bytes.Equal(content(t, bs, ref), data) {
+		t.Fatal("fetched blob differs")
 	}
 }

@@ -194,6 +194,9 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 	}
 	defer r.Close()
 	size := r.Size()
+	if req.Tree && req.Whole > 0 && size <= req.Whole {
+		req.Off, req.Len = 0, size
+	}
 	if req.Off < 0 || req.Len < 0 || req.Off > size || req.Len > size-req.Off {
 		return 0, s.refuse(st, codeBadRequest, "range outside the blob")
 	}
