@@ -53,8 +53,9 @@ type getRequest struct {
 	Len  int64  `msgpack:"l"`
 	Tree bool   `msgpack:"t,omitempty"`
 	// Whole, if not 0, asks for the tree and every byte of the blob, Off
-	// and Len aside, when the blob is at most Whole bytes: a small blob
-	// comes whole on one stream. A larger one gets the tree alone.
+	// and Len aside, when the blob is at most Whole bytes and an upload
+	// slot is free at once: a small blob comes whole on one stream.
+	// Otherwise the answer is what Off and Len ask for.
 	Whole int64 `msgpack:"w,omitempty"`
 }
 

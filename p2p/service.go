@@ -194,9 +194,6 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 	}
 	defer r.Close()
 	size := r.Size()
-	if req.Tree && req.Whole > 0 && size <= req.Whole {
-		req.Off, req.Len = 0, size
-	}
 	if req.Off < 0 || req.Len < 0 || req.Off > size || req.Len > size-req.Off {
 		return 0, s.refuse(st, codeBadRequest, "range outside the blob")
 	}
@@ -208,8 +205,12 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 	}
 
 	// Take a free upload slot, else wait for one in a bounded queue; both
-	// are shared fairly among peers.
-	if err := s.slots.acquire(from, s.cfg.QueueWait); err != nil {
+	// are shared fairly among peers. A small blob asked for whole comes
+	// whole only if a slot is free at once: otherwise the tree alone
+	// answers, soon, and the bytes follow in a range request.
+	if req.Tree && req.Whole > 0 && size <= req.Whole && s.slots.tryAcquire(from) {
+		req.Off, req.Len = 0, size
+	} else if err := s.slots.acquire(from, s.cfg.QueueWait); err != nil {
 		return 0, s.refuse(st, codeBusy, "no upload slot free for this peer")
 	}
 	defer s.slots.release(from)

@@ -98,6 +98,21 @@ func (f *fairSlots) acquire(p peer.ID, wait time.Duration) error {
 	return errBusy
 }
 
+// tryAcquire takes a slot for p only if one is free at once and no
+// request of p's waits.
+func (f *fairSlots) tryAcquire(p peer.ID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ps := f.peer(p)
+	if f.running < f.max && ps.running < f.perPeer && len(ps.waiting) == 0 {
+		f.running++
+		ps.running++
+		return true
+	}
+	f.forget(p, ps)
+	return false
+}
+
 // release returns p's slot and hands it on.
 func (f *fairSlots) release(p peer.ID) {
 	f.mu.Lock()
