@@ -254,9 +254,11 @@ func TestPrioritiesMoveAndDevTypesComeFromMembership(t *testing.T) {
 		t.Fatal(err)
 	}
 	after, _ := c.sync[2].Priority(c.gid)
+	// At least this round's move toward the server; pushes running beside
+	// it (the joins' rows) may have brought node 2 nearer still.
 	want := (4*before.Distance + 0 + 1) / 5
-	if after.Distance != want || !after.ServerTime.After(before.ServerTime) {
-		t.Fatalf("after a round with the server: %+v (before %+v), want distance %v and fresh server time", after, before, want)
+	if after.Distance > want+1e-9 || after.Distance < 1 || !after.ServerTime.After(before.ServerTime) {
+		t.Fatalf("after a round with the server: %+v (before %+v), want distance at most %v and fresh server time", after, before, want)
 	}
 	if p, ok := c.sync[2].PeerPriority(c.gid, srv); !ok || p.DevType != syncnode.Server {
 		t.Fatalf("server's priority as seen by node 2: %+v %v", p, ok)
@@ -277,8 +279,10 @@ func TestPrioritiesMoveAndDevTypesComeFromMembership(t *testing.T) {
 	if p2.Distance+1 < p0.Distance {
 		want = (4*p0.Distance + p2.Distance + 1) / 5
 	}
-	if got.Distance < want-1e-9 || got.Distance > want+1e-9 {
-		t.Fatalf("node 0's distance %v → %v, want %v (node 2 at %v)", p0.Distance, got.Distance, want, p2.Distance)
+	// Never farther, never nearer than one hop (pushes beside the round
+	// may move it nearer the server too).
+	if got.Distance > want+1e-9 || got.Distance < 1 {
+		t.Fatalf("node 0's distance %v → %v, want at most %v (node 2 at %v)", p0.Distance, got.Distance, want, p2.Distance)
 	}
 	if s, _ := c.sync[1].Priority(c.gid); s.DevType != syncnode.Server || s.Distance != 0 {
 		t.Fatalf("server priority %+v", s)
