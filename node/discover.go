@@ -155,7 +155,8 @@ func (n *Node) maybeHandoff(g syncnode.GroupID, p peer.ID) {
 }
 
 // holderBack retries at once the server fetcher's queued blobs whose
-// signposts name p, which has just connected or completed a round: a
+// signposts name p as a holder (not as a relay), which has just connected
+// or completed a round: a
 // holder that returns is not left waiting out a backoff earned while it
 // was away.
 func (n *Node) holderBack(p peer.ID) {
@@ -166,7 +167,9 @@ func (n *Node) holderBack(p peer.ID) {
 		var refs []syncnode.BlobRef
 		for _, ref := range n.fetcher.Queued(maxRetryScan) {
 			if sp, err := n.signposts.Get(ref); err == nil {
-				if _, ok := sp.Locations[p]; ok {
+				// A peer that only relayed the row holds nothing: its
+				// return is no reason to try again.
+				if l, ok := sp.Locations[p]; ok && !l.IsProxy {
 					refs = append(refs, ref)
 				}
 			}
