@@ -7,6 +7,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -34,4 +35,13 @@ func FuzzBatch(f *testing.F) {
 
 func FuzzJoinRequest(f *testing.F) {
 	fuzzFrame(f, joinRequest{Invitation: syncgroup.Invitation{Group: "g", Joiner: "j", Admin: "a", Sig: []byte{1}}})
+}
+
+func FuzzPush(f *testing.F) {
+	prio := syncnode.Priority{DevType: syncnode.Normal, Distance: 2}
+	fuzzFrame(f, pushMsg{Group: "g", Rows: []syncgroup.Row{{Key: "photos/1", Value: []byte{0xa1, 'x'}, Seq: 1}}, Prio: &prio})
+}
+
+func FuzzPushAck(f *testing.F) {
+	fuzzFrame(f, pushAck{Prios: map[syncnode.GroupID]syncnode.Priority{"g": {DevType: syncnode.Server}}})
 }
