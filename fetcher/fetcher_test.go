@@ -292,15 +292,7 @@ func TestRetryNowSkipsTheBackoff(t *testing.T) {
 		if err := f.Enqueue(ref); err != nil {
 			t.Fatal(err)
 		}
-		for {
-			ff.mu.Lock()
-			n := ff.calls[ref]
-			ff.mu.Unlock()
-			if n == 5 {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		ff.waitCalls(ref, 5, 100*time.Millisecond)
 		time.Sleep(50 * time.Millisecond) // the fifth attempt ends
 		synctest.Wait()
 		st := f.Status(ref)
@@ -311,15 +303,7 @@ func TestRetryNowSkipsTheBackoff(t *testing.T) {
 		if moved := f.RetryNow([]syncnode.BlobRef{ref, testRef(99)}); moved != 1 {
 			t.Fatalf("RetryNow moved %d, want 1", moved)
 		}
-		for {
-			ff.mu.Lock()
-			n := ff.calls[ref]
-			ff.mu.Unlock()
-			if n == 6 {
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
+		ff.waitCalls(ref, 6, time.Millisecond)
 		if waited := time.Since(start); waited > 10*time.Millisecond {
 			t.Fatalf("the retry came %v after RetryNow", waited)
 		}
@@ -329,4 +313,18 @@ func TestRetryNowSkipsTheBackoff(t *testing.T) {
 			t.Fatalf("after the retried failure: %+v, want 6 attempts and a longer backoff", st)
 		}
 	})
+}
+
+// waitCalls waits, looking every step of the bubble's time, until ref has
+// been fetched n times.
+func (ff *fakeFetch) waitCalls(ref syncnode.BlobRef, n int, step time.Duration) {
+	for {
+		ff.mu.Lock()
+		k := ff.calls[ref]
+		ff.mu.Unlock()
+		if k == n {
+			return
+		}
+		time.Sleep(step)
+	}
 }

@@ -164,11 +164,7 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 	}
 	f := &fetch{c: c, ref: ref, bytesBy: map[peer.ID]int64{}, progress: progress}
 	holders, err := f.tree(ctx, holders)
-	if err != nil {
-		if f.part != nil {
-			f.part.Sync()
-			f.part.Close()
-		}
+	if err != nil { // no partial was opened
 		return FetchResult{Rejected: f.rejected, Faulty: f.faulty}, err
 	}
 	part := f.part

@@ -175,19 +175,23 @@ func (l liarReader) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-func TestLyingHolderIsRejected(t *testing.T) {
-	data := storetest.RandBytes(4, 8<<20)
+// fetchPastLiar fetches data from a liar (whose byte at lieAt is wrong)
+// and then an honest holder, with ranges of rangeSize, and checks that the
+// liar alone is rejected and the blob arrives whole. It returns the ref,
+// the client's host and the liar.
+func fetchPastLiar(t *testing.T, data []byte, lieAt, rangeSize int64) (syncnode.BlobRef, host.Host, *holder) {
+	t.Helper()
 	honest := newHolder(t, blobstore.NewMem())
 	ref := put(t, honest.store, data)
 	liarMem := blobstore.NewMem()
 	put(t, liarMem, data)
-	liar := newHolder(t, liarStore{Store: liarMem, at: 4099})
+	liar := newHolder(t, liarStore{Store: liarMem, at: lieAt})
 	bh := newHost(t, "")
 	link(bh, honest.h)
 	link(bh, liar.h)
 	bs := blobstore.NewMem()
 	c := testClient(t, bh, bs)
-	c.cfg.RangeSize = 1 << 20
+	c.cfg.RangeSize = rangeSize
 	res, err := c.Fetch(t.Context(), ref, []peer.ID{liar.h.ID(), honest.h.ID()}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -198,6 +202,11 @@ func TestLyingHolderIsRejected(t *testing.T) {
 	if !bytes.Equal(content(t, bs, ref), data) {
 		t.Fatal("fetched blob differs")
 	}
+	return ref, bh, liar
+}
+
+func TestLyingHolderIsRejected(t *testing.T) {
+	ref, bh, liar := fetchPastLiar(t, storetest.RandBytes(4, 8<<20), 4099, 1<<20)
 	// With only the liar, the fetch fails and nothing is stored.
 	bs2 := blobstore.NewMem()
 	if _, err := testClient(t, bh, bs2).Fetch(t.Context(), ref, []peer.ID{liar.h.ID()}, nil); !errors.Is(err, ErrNoHolder) {
@@ -377,24 +386,5 @@ func TestSmallBlobComesWholeOnOneStream(t *testing.T) {
 // A holder that sends a small blob whole with a good tree and a bad byte
 // is rejected, and the next holder serves the rest in ranges.
 func TestSmallBlobLiarThenHonest(t *testing.T) {
-	data := storetest.RandBytes(6, 1<<20)
-	honest := newHolder(t, blobstore.NewMem())
-	ref := put(t, honest.store, data)
-	liarMem := blobstore.NewMem()
-	put(t, liarMem, data)
-	liar := newHolder(t, liarStore{Store: liarMem, at: 300 << 10})
-	bh := newHost(t, "")
-	link(bh, honest.h)
-	link(bh, liar.h)
-	bs := blobstore.NewMem()
-	res, err := testClient(t, bh, bs).Fetch(t.Context(), ref, []peer.ID{liar.h.ID(), honest.h.ID()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Rejected) != 1 || res.Rejected[0] != liar.h.ID() {
-		t.Fatalf("rejected %v, want the liar", res.Rejected)
-	}
-	if !bytes.Equal(content(t, bs, ref), data) {
-		t.Fatal("fetched blob differs")
-	}
+	fetchPastLiar(t, storetest.RandBytes(6, 1<<20), 300<<10, DefaultClientConfig().RangeSize)
 }
