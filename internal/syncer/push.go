@@ -357,15 +357,16 @@ func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
 	if len(fresh) == 0 {
 		return nil
 	}
+	// Signposts first: a reader that sees a row can fetch its blob.
+	if len(m.Signposts) > 0 {
+		s.hooks.Learn(from, m.Group, m.Signposts)
+	}
 	won, bad, err := s.apply(r, m.Group, fresh, nil, false)
 	if err != nil {
 		return err
 	}
 	if bad != nil {
 		s.log.Warn("pushed rows refused", "group", m.Group, "peer", from, "err", bad)
-	}
-	if len(m.Signposts) > 0 {
-		s.hooks.Learn(from, m.Group, m.Signposts)
 	}
 	if len(won) > 0 {
 		s.revokeLeavers(m.Group, won)

@@ -4,13 +4,18 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -129,4 +134,81 @@ func TestPushExchangesPriorities(t *testing.T) {
 		p, ok := c.sync[1].PeerPriority(c.gid, c.hosts[2].ID())
 		return ok && !p.ServerTime.IsZero()
 	})
+}
+
+// learnOrder is the hooks of TestSignpostsLearntBeforeRowVisible: every
+// row comes with a signpost, and Learn reports whether the row it came
+// with was already visible to readers of the learning syncer.
+type learnOrder struct {
+	noHooks
+	self *atomic.Pointer[Syncer]
+	gid  syncnode.GroupID
+	key  string
+	late chan<- bool
+}
+
+func (h learnOrder) Signposts(to peer.ID, g syncnode.GroupID, refs []syncnode.BlobRef) []SignpostEntry {
+	var out []SignpostEntry
+	for _, r := range refs {
+		out = append(out, SignpostEntry{Ref: r, Signpost: signpost.Wire{Groups: []string{string(g)}}})
+	}
+	return out
+}
+
+func (h learnOrder) Learn(from peer.ID, g syncnode.GroupID, sps []SignpostEntry) {
+	visible := false
+	h.self.Load().With(g, func(g *syncgroup.Group) error { _, visible = g.Rows().Get(h.key); return nil })
+	select {
+	case h.late <- visible:
+	default:
+	}
+}
+
+// A reader that sees a row can fetch its blob at once: the signposts sent
+// with the row (who holds the blob) are learnt before the row becomes
+// visible, whether it came by push or in a round.
+func TestSignpostsLearntBeforeRowVisible(t *testing.T) {
+	value, err := msgpack.Marshal(map[string]any{"photo": syncnode.RefFromHash([32]byte{1, 2, 3})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, how := range []string{"push", "round"} {
+		t.Run(how, func(t *testing.T) {
+			key := "photos/" + how
+			late := make(chan bool, 16)
+			selves := make([]atomic.Pointer[Syncer], 3)
+			c := newClusterHooked(t, 3, nil, func(i int) Hooks {
+				return learnOrder{self: &selves[i], key: key, late: late}
+			})
+			for i := range selves {
+				selves[i].Store(c.sync[i])
+			}
+			// Pushes go to connected members; a round connects.
+			if how == "push" {
+				if err := c.mn.ConnectAllButSelf(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				for _, h := range c.hosts {
+					for _, conn := range h.Network().Conns() {
+						conn.Close()
+					}
+				}
+			}
+			if _, err := c.sync[2].Put(c.gid, key, value); err != nil {
+				t.Fatal(err)
+			}
+			if how == "round" {
+				waitFor(t, func() bool { return c.round(0, 2) == nil })
+			}
+			select {
+			case visible := <-late:
+				if visible {
+					t.Fatal("the row was visible before the signposts sent with it were learnt")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no signposts learnt")
+			}
+		})
+	}
 }

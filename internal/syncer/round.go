@@ -111,6 +111,10 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			s.observePriority(r, from, *b.Prio)
 			r.mu.Unlock()
 		}
+		// Signposts first: a reader that sees a row can fetch its blob.
+		if len(b.Signposts) > 0 {
+			s.hooks.Learn(from, id, b.Signposts)
+		}
 		won, bad, err := s.apply(r, id, b.Rows, func(g *syncgroup.Group, bad error) {
 			if b.Done && applyErr == nil && bad == nil && vv != nil {
 				g.Rows().Learned(vv)
@@ -119,9 +123,6 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 		applyErr = errors.Join(applyErr, bad)
 		if err != nil {
 			return nil, err
-		}
-		if len(b.Signposts) > 0 {
-			s.hooks.Learn(from, id, b.Signposts)
 		}
 		if len(won) > 0 {
 			s.revokeLeavers(id, won)

@@ -66,7 +66,9 @@ type Hooks interface {
 	// Signposts returns what peer to may learn of the signposts of refs,
 	// which the rows about to be sent to it in group g reference.
 	Signposts(to peer.ID, g syncnode.GroupID, refs []syncnode.BlobRef) []SignpostEntry
-	// Learn is given the signposts member from sent with rows of group g.
+	// Learn is given the signposts member from sent with rows of group g,
+	// before those rows are applied: a reader that sees a row can find
+	// its blob.
 	Learn(from peer.ID, g syncnode.GroupID, sps []SignpostEntry)
 	// Synced is told of every round that completed with member p.
 	Synced(g syncnode.GroupID, p peer.ID)

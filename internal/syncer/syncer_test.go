@@ -35,6 +35,12 @@ func newCluster(t *testing.T, n int) *cluster { return newClusterWith(t, n, nil)
 // newClusterWith is newCluster with each syncer's config passed through
 // tweak first.
 func newClusterWith(t *testing.T, n int, tweak func(*Config)) *cluster {
+	return newClusterHooked(t, n, tweak, nil)
+}
+
+// newClusterHooked is newClusterWith with syncer i's hooks hooks(i), if
+// hooks is set.
+func newClusterHooked(t *testing.T, n int, tweak func(*Config), hooks func(i int) Hooks) *cluster {
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
 	c := &cluster{t: t, mn: mn}
@@ -49,7 +55,11 @@ func newClusterWith(t *testing.T, n int, tweak func(*Config)) *cluster {
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		s := New(h, cfg, clock.Real{}, discard, nil)
+		var hk Hooks
+		if hooks != nil {
+			hk = hooks(len(c.sync))
+		}
+		s := New(h, cfg, clock.Real{}, discard, hk)
 		t.Cleanup(s.Close)
 		c.sync = append(c.sync, s)
 	}
