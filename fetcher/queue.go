@@ -1,5 +1,5 @@
 // Package fetcher runs background blob fetches: a min-heap of blobs ordered
-// by next attempt time with a map for dedupe, exponential backoff with
+// by next attempt time with an index for dedupe, exponential backoff with
 // jitter, bounded concurrency, attempt counts persisted after every
 // attempt, and the periodic scan that is the safety net behind event-driven
 // enqueues. It does not know what fetching a blob means: it calls a func.
@@ -7,7 +7,6 @@ package fetcher
 
 import (
 	"cmp"
-	"encoding/binary"
 	"slices"
 	"time"
 
@@ -36,73 +35,22 @@ type slot struct {
 // and a node's children share a cache line.
 const arity = 4
 
-// Queue is a min-heap of blobs on next attempt time with a map for dedupe.
-// It is pure data: no goroutines, no clock. Entries live in a slab without
-// pointers, so a million queued blobs cost the garbage collector nothing to
-// scan. The dedupe map is keyed by the first 8 bytes of the hash (a third of
-// the memory traffic of full keys); the slab entry holds the full ref, and
-// refs that share a prefix with a queued one go to a small overflow map.
-// The zero Queue is ready to use.
+// Queue is a min-heap of blobs on next attempt time with an index for
+// dedupe. It is pure data: no goroutines, no clock. Entries live in a slab
+// without pointers, so a million queued blobs cost the garbage collector
+// nothing to scan, and the index (refIndex) is a flat table of 8-byte
+// entries. The zero Queue is ready to use.
 type Queue struct {
-	heap     []slot
-	items    []item
-	free     []int32
-	byPrefix map[uint64]int32
-	overflow map[syncnode.BlobRef]int32
+	heap  []slot
+	items slab
+	free  []int32
+	index refIndex
 }
 
-func prefix(ref syncnode.BlobRef) uint64 {
-	h := ref.Hash()
-	return binary.LittleEndian.Uint64(h[:8])
-}
-
-// lookup returns the slab index of a queued ref.
-func (q *Queue) lookup(ref syncnode.BlobRef) (int32, bool) {
-	id, ok := q.byPrefix[prefix(ref)]
-	if ok && q.items[id].ref == ref {
-		return id, true
-	}
-	if ok && q.overflow != nil {
-		id, ok = q.overflow[ref]
-		return id, ok
-	}
-	return 0, false
-}
-
-func (q *Queue) index(ref syncnode.BlobRef, id int32) {
-	if q.byPrefix == nil {
-		q.byPrefix = map[uint64]int32{}
-	}
-	p := prefix(ref)
-	if _, taken := q.byPrefix[p]; !taken {
-		q.byPrefix[p] = id
-		return
-	}
-	if q.overflow == nil {
-		q.overflow = map[syncnode.BlobRef]int32{}
-	}
-	q.overflow[ref] = id
-}
-
-func (q *Queue) unindex(ref syncnode.BlobRef, id int32) {
-	p := prefix(ref)
-	if q.byPrefix[p] != id {
-		delete(q.overflow, ref)
-		return
-	}
-	delete(q.byPrefix, p)
-	// Promote an overflow ref with the same prefix, if any.
-	for r, oid := range q.overflow {
-		if prefix(r) == p {
-			delete(q.overflow, r)
-			q.byPrefix[p] = oid
-			return
-		}
-	}
-}
+func (q *Queue) lookup(ref syncnode.BlobRef) (int32, bool) { return q.index.lookup(ref, &q.items) }
 
 // Len returns the number of queued blobs.
-func (q *Queue) Len() int { return len(q.byPrefix) + len(q.overflow) }
+func (q *Queue) Len() int { return q.index.n }
 
 // Contains reports whether ref is queued.
 func (q *Queue) Contains(ref syncnode.BlobRef) bool {
@@ -113,19 +61,20 @@ func (q *Queue) Contains(ref syncnode.BlobRef) bool {
 // Push queues ref for an attempt at next, carrying its attempt count. It
 // returns false, changing nothing, if ref is already queued.
 func (q *Queue) Push(ref syncnode.BlobRef, next time.Time, attempts int) bool {
-	if q.Contains(ref) {
+	var id int32
+	alloc := func() int32 {
+		if n := len(q.free); n > 0 {
+			id, q.free = q.free[n-1], q.free[:n-1]
+		} else {
+			id = q.items.add()
+		}
+		return id
+	}
+	if !q.index.add(ref, &q.items, alloc) {
 		return false
 	}
-	var id int32
-	if n := len(q.free); n > 0 {
-		id, q.free = q.free[n-1], q.free[:n-1]
-	} else {
-		id = int32(len(q.items))
-		q.items = append(grow(q.items), item{})
-	}
-	it := &q.items[id]
+	it := q.items.at(id)
 	it.ref, it.next, it.attempts = ref, next.UnixNano(), int32(attempts)
-	q.index(ref, id)
 	q.heap = append(grow(q.heap), slot{next: it.next, id: id, gen: it.gen})
 	q.up(len(q.heap) - 1)
 	return true
@@ -146,7 +95,7 @@ func grow[S ~[]E, E any](s S) S {
 func (q *Queue) top() bool {
 	for len(q.heap) > 0 {
 		s := q.heap[0]
-		if q.items[s.id].gen == s.gen {
+		if q.items.at(s.id).gen == s.gen {
 			return true
 		}
 		q.popSlot()
@@ -159,7 +108,7 @@ func (q *Queue) Peek() (ref syncnode.BlobRef, next time.Time, ok bool) {
 	if !q.top() {
 		return syncnode.BlobRef{}, time.Time{}, false
 	}
-	it := &q.items[q.heap[0].id]
+	it := q.items.at(q.heap[0].id)
 	return it.ref, time.Unix(0, it.next), true
 }
 
@@ -169,7 +118,7 @@ func (q *Queue) Pop() (ref syncnode.BlobRef, next time.Time, attempts int, ok bo
 		return syncnode.BlobRef{}, time.Time{}, 0, false
 	}
 	id := q.popSlot().id
-	it := q.items[id]
+	it := *q.items.at(id)
 	q.release(id)
 	return it.ref, time.Unix(0, it.next), int(it.attempts), true
 }
@@ -180,7 +129,8 @@ func (q *Queue) Next(ref syncnode.BlobRef) (next time.Time, attempts int, ok boo
 	if !ok {
 		return time.Time{}, 0, false
 	}
-	return time.Unix(0, q.items[id].next), int(q.items[id].attempts), true
+	it := q.items.at(id)
+	return time.Unix(0, it.next), int(it.attempts), true
 }
 
 // Remove drops ref from the queue, reporting whether it was queued.
@@ -198,8 +148,8 @@ func (q *Queue) Remove(ref syncnode.BlobRef) bool {
 
 // release frees slab entry id; its heap slot goes stale.
 func (q *Queue) release(id int32) {
-	it := &q.items[id]
-	q.unindex(it.ref, id)
+	it := q.items.at(id)
+	q.index.remove(it.ref, &q.items)
 	it.ref = syncnode.BlobRef{}
 	it.gen++
 	q.free = append(q.free, id)
@@ -209,7 +159,7 @@ func (q *Queue) release(id int32) {
 func (q *Queue) compact() {
 	live := q.heap[:0]
 	for _, s := range q.heap {
-		if q.items[s.id].gen == s.gen {
+		if q.items.at(s.id).gen == s.gen {
 			live = append(live, s)
 		}
 	}
@@ -273,16 +223,11 @@ func (q *Queue) down(i int) {
 // Refs returns up to max queued refs, soonest next attempt first.
 func (q *Queue) Refs(max int) []syncnode.BlobRef {
 	ids := make([]int32, 0, q.Len())
-	for _, id := range q.byPrefix {
-		ids = append(ids, id)
-	}
-	for _, id := range q.overflow {
-		ids = append(ids, id)
-	}
-	slices.SortFunc(ids, func(a, b int32) int { return cmp.Compare(q.items[a].next, q.items[b].next) })
+	q.index.ids(func(id int32) { ids = append(ids, id) })
+	slices.SortFunc(ids, func(a, b int32) int { return cmp.Compare(q.items.at(a).next, q.items.at(b).next) })
 	out := make([]syncnode.BlobRef, 0, min(max, len(ids)))
 	for _, id := range ids[:min(max, len(ids))] {
-		out = append(out, q.items[id].ref)
+		out = append(out, q.items.at(id).ref)
 	}
 	return out
 }

@@ -16,7 +16,7 @@ func testRef(i int) syncnode.BlobRef {
 }
 
 // mixedRef returns refs of which half share their first 8 bytes with
-// others, so the queue's prefix-collision path is exercised.
+// others, so refs that differ only past their first bytes are exercised.
 func mixedRef(i int) syncnode.BlobRef {
 	if i%2 == 0 {
 		return testRef(i)
@@ -175,5 +175,75 @@ func TestRefsSoonestFirst(t *testing.T) {
 	}
 	if got := q.Refs(10); len(got) != 3 || got[2] != refs[0] {
 		t.Fatalf("Refs(10) = %v", got)
+	}
+}
+
+// TestIndexAgainstMap checks the ref index against a Go map over random
+// adds and removes, with the table growing, shrinking and wrapping.
+func TestIndexAgainstMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	var x refIndex
+	var items slab
+	want := map[syncnode.BlobRef]int32{}
+	for i := range 300_000 {
+		r := testRef(rng.IntN(5000))
+		if rng.IntN(3) > 0 && i < 200_000 || rng.IntN(8) == 0 {
+			var id int32
+			added := x.add(r, &items, func() int32 { id = items.add(); items.at(id).ref = r; return id })
+			if _, had := want[r]; added == had {
+				t.Fatalf("op %d: add = %v with ref present=%v", i, added, had)
+			}
+			if added {
+				want[r] = id
+			}
+		} else {
+			_, had := want[r]
+			if x.remove(r, &items) != had {
+				t.Fatalf("op %d: remove disagrees", i)
+			}
+			delete(want, r)
+		}
+		if x.n != len(want) {
+			t.Fatalf("op %d: %d indexed, want %d", i, x.n, len(want))
+		}
+	}
+	for r, id := range want {
+		if got, ok := x.lookup(r, &items); !ok || got != id {
+			t.Fatalf("%s: id %d, %v; want %d", r, got, ok, id)
+		}
+	}
+}
+
+// A member chooses the refs its rows carry, so it can make them collide
+// in any prefix it likes; queueing and popping such refs costs no more
+// than queueing random ones. (A queue keyed on an 8-byte prefix, with the
+// refs that shared one in a side table scanned when the first was
+// removed, took quadratic time on pairs of refs sharing a prefix, the
+// first of each pair due first.)
+func TestCollidingRefsCostNoMore(t *testing.T) {
+	const n = 20_000
+	run := func(ref func(i int) syncnode.BlobRef) time.Duration {
+		best := time.Duration(1 << 62)
+		for range 3 {
+			var q Queue
+			start := time.Now()
+			for i := range n {
+				q.Push(ref(i), time.Unix(int64(i%2), int64(i)), 0)
+			}
+			for q.Len() > 0 {
+				q.Pop()
+			}
+			best = min(best, time.Since(start))
+		}
+		return best
+	}
+	random := run(testRef)
+	colliding := run(func(i int) syncnode.BlobRef {
+		p := i / 2
+		return syncnode.RefFromHash([32]byte{0: byte(p), 1: byte(p >> 8), 2: byte(p >> 16), 31: byte(i % 2)})
+	})
+	t.Logf("%d refs: random %v, in pairs sharing their first 31 bytes %v", n, random, colliding)
+	if colliding > 5*random+10*time.Millisecond {
+		t.Fatalf("refs sharing a prefix took %v, random ones %v", colliding, random)
 	}
 }
