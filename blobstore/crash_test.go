@@ -292,3 +292,50 @@ func TestDamagedProgressIsRechecked(t *testing.T) {
 		t.Fatalf("%d blobs after commit", n)
 	}
 }
+
+// A partial blob's tree file is written without a sync: after a power
+// loss it may be torn. A torn one is never trusted; the resume starts
+// over, and the committed blob and its tree are exact.
+func TestTornPartialTreeStartsOver(t *testing.T) {
+	dir := t.TempDir()
+	d := reopen(t, dir)
+	data := storetest.RandBytes(4, 8*baotree.GroupSize)
+	ref, ob := storetest.RefOf(data)
+	p, err := d.OpenPartial(ref, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g := range 4 {
+		off := int64(g) * baotree.GroupSize
+		if err := p.WriteAt(data[off:off+baotree.GroupSize], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	base := filepath.Join(dir, "partial", ref.Hex())
+	if err := os.Truncate(base+".obao", int64(len(ob)/2)); err != nil {
+		t.Fatal(err)
+	}
+	p, err = d.OpenPartial(ref, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.Missing(), []blobstore.Range{{Off: 0, Len: int64(len(data))}}; !slices.Equal(got, want) {
+		t.Fatalf("missing after resuming with a torn tree = %v, want %v", got, want)
+	}
+	if err := p.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := checkAll(t, d); n != 1 {
+		t.Fatalf("%d blobs after commit", n)
+	}
+	if left, _ := filepath.Glob(base + "*"); len(left) > 0 {
+		t.Fatalf("partial files left after commit: %v", left)
+	}
+}

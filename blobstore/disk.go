@@ -106,12 +106,16 @@ func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Inf
 	if err := f.Sync(); err != nil {
 		return Info{}, fmt.Errorf("blobstore: sync: %w", err)
 	}
-	return info, d.finalise(info.Ref, f.Name(), ob)
+	return info, d.finalise(info.Ref, f.Name(), func(path string) error {
+		return writeFileAtomic(path, ob, filepath.Join(d.dir, "tmp"))
+	})
 }
 
 // finalise moves a durable data file and the outboard into place; the
-// directory entries are on stable storage when it returns.
-func (d *Disk) finalise(ref syncnode.BlobRef, data string, ob []byte) error {
+// directory entries are on stable storage when it returns. placeObao puts
+// the blob's outboard, durably, at the path it is given; it runs before
+// the data file is renamed, so a visible blob always has its tree.
+func (d *Disk) finalise(ref syncnode.BlobRef, data string, placeObao func(path string) error) error {
 	final := d.path(ref)
 	if _, err := os.Stat(filepath.Dir(final)); errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
@@ -121,7 +125,7 @@ func (d *Disk) finalise(ref syncnode.BlobRef, data string, ob []byte) error {
 			return err
 		}
 	}
-	if err := writeFileAtomic(final+".obao", ob, filepath.Join(d.dir, "tmp")); err != nil {
+	if err := placeObao(final + ".obao"); err != nil {
 		return err
 	}
 	if err := os.Rename(data, final); err != nil {
@@ -154,14 +158,18 @@ func writeFileAtomic(path string, b []byte, tmpDir string) error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
+// syncDir fsyncs a directory, making its entries durable.
+func syncDir(dir string) error { return syncFile(dir) }
+
+// syncFile fsyncs the file or directory at path.
+func syncFile(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("blobstore: %w", err)
 	}
 	defer f.Close()
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("blobstore: sync %s: %w", dir, err)
+		return fmt.Errorf("blobstore: sync %s: %w", path, err)
 	}
 	return nil
 }

@@ -14,7 +14,11 @@ import (
 
 // diskPartial keeps a partial blob in partial/<hex>.data, its tree in
 // .obao and, after each Sync, the verified groups in .have (one byte per
-// group), written atomically after the data is fsynced.
+// group), written atomically after the data is fsynced. The .obao is
+// written plainly, not synced: on resume it counts only if it equals the
+// verified tree the caller brings, so a torn one means starting over. At
+// Commit it is synced and renamed into place as the blob's tree, so a
+// fetched blob costs two files created, not four.
 type diskPartial struct {
 	*groups
 	d    *Disk
@@ -41,8 +45,8 @@ func (d *Disk) OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, erro
 		// New, or resumed with another tree: start over. (Only one tree
 		// can match ref, so a differing old one was never verified.)
 		os.Remove(base + ".have")
-		if err := writeFileAtomic(base+".obao", outboard, filepath.Join(d.dir, "tmp")); err != nil {
-			return nil, err
+		if err := os.WriteFile(base+".obao", outboard, 0o600); err != nil {
+			return nil, fmt.Errorf("blobstore: %w", err)
 		}
 	default:
 		return nil, fmt.Errorf("blobstore: %w", err)
@@ -103,7 +107,16 @@ func (p *diskPartial) Commit() (Info, error) {
 	if _, err := p.d.Stat(p.ref); err == nil {
 		return info, p.remove()
 	}
-	if err := p.d.finalise(p.ref, p.base+".data", p.ob); err != nil {
+	err := p.d.finalise(p.ref, p.base+".data", func(path string) error {
+		if err := syncFile(p.base + ".obao"); err != nil {
+			return err
+		}
+		if err := os.Rename(p.base+".obao", path); err != nil {
+			return fmt.Errorf("blobstore: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
 		return Info{}, err
 	}
 	return info, p.remove()

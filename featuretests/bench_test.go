@@ -71,7 +71,7 @@ func BenchmarkServerPulls200BlobsFrom3Devices(b *testing.B) {
 			refs = append(refs, info.Ref)
 		}
 		b.StartTimer()
-		start := time.Now()
+		start, cpu0 := time.Now(), processCPU(b)
 		for j, ref := range refs {
 			v, err := msgpack.Marshal(map[string]any{"b": ref})
 			if err != nil {
@@ -86,8 +86,9 @@ func BenchmarkServerPulls200BlobsFrom3Devices(b *testing.B) {
 				time.Sleep(2 * time.Millisecond)
 			}
 		}
-		elapsed := time.Since(start)
+		elapsed, cpu := time.Since(start), processCPU(b)-cpu0
 		b.StopTimer()
+		b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cores-busy")
 		ideal := float64(blobs*size) / rate
 		b.ReportMetric(float64(blobs*size)/elapsed.Seconds()/1e6, "MB/s")
 		b.ReportMetric(rate/1e6, "bare-stream-MB/s")

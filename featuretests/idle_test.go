@@ -18,7 +18,7 @@ var (
 )
 
 // processCPU returns the CPU time this process has used, user and system.
-func processCPU(t *testing.T) time.Duration {
+func processCPU(t testing.TB) time.Duration {
 	t.Helper()
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {

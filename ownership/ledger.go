@@ -88,11 +88,12 @@ type received struct {
 // the transfer (which refuses it if it was not accepted) and settles or
 // cancels by the answer.
 type Ledger struct {
-	db *badger.DB
+	db      *badger.DB
+	durable *kv.Durable
 }
 
 // NewLedger returns a Ledger over an open badger database.
-func NewLedger(db *badger.DB) *Ledger { return &Ledger{db: db} }
+func NewLedger(db *badger.DB) *Ledger { return &Ledger{db: db, durable: kv.NewDurable(db)} }
 
 func shareKey(ref syncnode.BlobRef) []byte {
 	h := ref.Hash()
@@ -151,7 +152,7 @@ func (l *Ledger) Grant(ref syncnode.BlobRef, g syncnode.GroupID, n int) error {
 	if n <= 0 || g == "" {
 		return fmt.Errorf("%w: grant of %d shares in group %q", ErrBadTransfer, n, g)
 	}
-	return kv.UpdateSync(l.db, func(txn *badger.Txn) error {
+	return l.durable.Update(func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil {
 			return err
@@ -178,7 +179,7 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 	if r, err := l.read(ref); err != nil || r.Created[g] || (r.Fetched && !introduced) {
 		return false, err
 	}
-	err = kv.UpdateSync(l.db, func(txn *badger.Txn) error {
+	err = l.durable.Update(func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil {
 			return err
@@ -205,7 +206,7 @@ func (l *Ledger) MarkFetched(ref syncnode.BlobRef) error {
 	if r, err := l.read(ref); err != nil || r.Fetched || len(r.Created) > 0 {
 		return err
 	}
-	return kv.UpdateSync(l.db, func(txn *badger.Txn) error {
+	return l.durable.Update(func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil || r.Fetched || len(r.Created) > 0 {
 			return err
@@ -221,7 +222,7 @@ func (l *Ledger) MarkFetched(ref syncnode.BlobRef) error {
 // escrowed transfer unchanged.
 func (l *Ledger) Offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, self, requester syncnode.Priority, to peer.ID) (Transfer, error) {
 	var t Transfer
-	err := kv.UpdateSync(l.db, func(txn *badger.Txn) error {
+	err := l.durable.Update(func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil {
 			return err
@@ -259,7 +260,7 @@ func (l *Ledger) Accept(t Transfer, holdsVerified bool) error {
 	if t.N <= 0 || t.Group == "" {
 		return fmt.Errorf("%w: %d shares in group %q", ErrBadTransfer, t.N, t.Group)
 	}
-	return kv.UpdateSync(l.db, func(txn *badger.Txn) error {
+	return l.durable.Update(func(txn *badger.Txn) error {
 		var rcv received
 		err := kv.Get(txn, txKey(t.ID), kv.KindTransfer, &rcv)
 		switch {
@@ -286,7 +287,7 @@ func (l *Ledger) Accept(t Transfer, holdsVerified bool) error {
 // if this device accepted it; otherwise it records the transfer as refused,
 // so it can never be accepted later, and returns false.
 func (l *Ledger) Resolve(id TransferID) (accepted bool, err error) {
-	err = kv.UpdateSync(l.db, func(txn *badger.Txn) error {
+	err = l.durable.Update(func(txn *badger.Txn) error {
 		var rcv received
 		err := kv.Get(txn, txKey(id), kv.KindTransfer, &rcv)
 		if err == nil {
@@ -307,7 +308,7 @@ func (l *Ledger) Resolve(id TransferID) (accepted bool, err error) {
 // shares of the blob (and so keeps it). Settling an unknown id changes
 // nothing.
 func (l *Ledger) Settle(ref syncnode.BlobRef, id TransferID, accepted bool) (keeps bool, err error) {
-	err = kv.UpdateSync(l.db, func(txn *badger.Txn) error {
+	err = l.durable.Update(func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil {
 			return err

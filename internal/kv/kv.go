@@ -19,9 +19,9 @@
 // never to different data and never a panic.
 //
 // Writes are not synchronous by default (a power loss may drop the last
-// ones, never reorder them); UpdateSync makes a transaction, and every one
-// before it, durable before it returns, for records that peers act on
-// (I5): the ownership ledger's.
+// ones, never reorder them); Durable.Update makes a transaction, and every
+// one before it, durable before it returns, for records that peers act on
+// (I5): the ownership ledger's. Concurrent durable updates share syncs.
 package kv
 
 import (
@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/vmihailenco/msgpack/v5"
@@ -201,14 +202,62 @@ func Update(db *badger.DB, fn func(txn *badger.Txn) error) error {
 	}
 }
 
-// UpdateSync is Update, then a sync of badger's logs: when it returns the
-// transaction, and every one committed before it, is on stable storage.
-func UpdateSync(db *badger.DB, fn func(txn *badger.Txn) error) error {
-	if err := Update(db, fn); err != nil {
+// Durable runs transactions that must be on stable storage when they
+// return. Syncs are group-committed: a caller whose transaction committed
+// while a sync was running waits for that sync to end and then joins the
+// next one, with every caller that arrived meanwhile, so N concurrent
+// callers cost about two syncs of badger's logs, not N.
+type Durable struct {
+	db *badger.DB
+	// sync makes badger's logs durable: db.Sync.
+	sync func() error
+	mu   sync.Mutex
+	cond *sync.Cond
+	// started and finished count syncs; running reports one under way;
+	// err is the outcome of the last one that finished.
+	started, finished uint64
+	running           bool
+	err               error
+}
+
+// NewDurable returns a Durable over db.
+func NewDurable(db *badger.DB) *Durable {
+	d := &Durable{db: db, sync: db.Sync}
+	d.cond = sync.NewCond(&d.mu)
+	return d
+}
+
+// Update is Update, then a sync: when it returns, the transaction and
+// every one committed before it are on stable storage.
+func (d *Durable) Update(fn func(txn *badger.Txn) error) error {
+	if err := Update(d.db, fn); err != nil {
 		return err
 	}
-	if err := db.Sync(); err != nil {
-		return fmt.Errorf("kv: sync: %w", err)
+	return d.Sync()
+}
+
+// Sync returns once every transaction committed before the call is on
+// stable storage: a sync that started after the call has finished.
+func (d *Durable) Sync() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	want := d.started + 1 // a sync already running may have missed this caller's writes
+	for d.finished < want {
+		if d.running {
+			d.cond.Wait()
+			continue
+		}
+		d.running = true
+		d.started++
+		n := d.started
+		d.mu.Unlock()
+		err := d.sync()
+		d.mu.Lock()
+		d.running, d.finished, d.err = false, n, err
+		d.cond.Broadcast()
+	}
+	if d.err != nil {
+		return fmt.Errorf("kv: sync: %w", d.err)
 	}
 	return nil
 }

@@ -3,7 +3,11 @@ package kv
 import (
 	"errors"
 	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -81,4 +85,58 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("error %v does not wrap ErrCorruptRecord", err)
 		}
 	})
+}
+
+// Concurrent durable updates share syncs, and each caller returns only
+// after a sync that started after its transaction committed.
+func TestDurableGroupsSyncs(t *testing.T) {
+	db, err := Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	d := NewDurable(db)
+	var committed atomic.Int64 // transactions committed so far
+	var mu sync.Mutex
+	var covered []int64 // per finished sync: transactions committed when it started
+	d.sync = func() error {
+		c := committed.Load()
+		time.Sleep(5 * time.Millisecond)
+		err := db.Sync()
+		mu.Lock()
+		covered = append(covered, c)
+		mu.Unlock()
+		return err
+	}
+	const callers = 32
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() {
+			err := Update(db, func(txn *badger.Txn) error {
+				return Set(txn, Key(Shares, []byte{byte(i)}), KindShares, i)
+			})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mine := committed.Add(1)
+			if err := d.Sync(); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.ContainsFunc(covered, func(c int64) bool { return c >= mine }) {
+				t.Errorf("caller %d (commit %d) returned before a sync that covers it; syncs covered %v", i, mine, covered)
+			}
+		})
+	}
+	wg.Wait()
+	if len(covered) > 4 {
+		t.Fatalf("%d concurrent durable updates ran %d syncs", callers, len(covered))
+	}
+	t.Logf("%d concurrent durable updates, %d syncs", callers, len(covered))
+	if err := d.Update(func(txn *badger.Txn) error { return Set(txn, Key(Shares, []byte("x")), KindShares, 1) }); err != nil {
+		t.Fatal(err)
+	}
 }
