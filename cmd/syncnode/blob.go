@@ -1,0 +1,248 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/node"
+)
+
+// The blob commands, and why.
+
+func blobCmd() *command {
+	return &command{name: "blob", sub: []*command{
+		{name: "put", args: "FILE|-", short: "store a blob, print its ref", nargs: 1, json: true, flags: blobPut},
+		{name: "get", args: "REF", short: "fetch a blob if needed, write it to a file (default stdout)", nargs: 1, flags: blobGet},
+		{name: "cat", args: "REF", short: "write a blob, or a range of it, to stdout", nargs: 1, flags: blobCat},
+		{name: "stat", args: "REF", short: "a held blob's size and this node's shares of it", nargs: 1, json: true, flags: blobStat},
+		{name: "ls", short: "the blobs held here", nargs: 0, json: true, flags: blobLs},
+		{name: "rm", args: "REF", short: "remove a blob (refused while it holds shares)", nargs: 1, flags: blobRm},
+	}}
+}
+
+func whyCmd() *command {
+	return &command{name: "why", args: "REF", short: "why a blob is (not) here: holders, attempts, next try", nargs: 1, json: true,
+		flags: func(*flag.FlagSet) func(*cmd) error {
+			return func(c *cmd) error {
+				return call(c, "GET", "/why/"+url.PathEscape(c.pos[0]), nil, func(w node.Why) { printWhy(c.stdout, w) })
+			}
+		}}
+}
+
+func blobPut(*flag.FlagSet) func(*cmd) error {
+	return func(c *cmd) error {
+		var r io.Reader = c.stdin
+		if c.pos[0] != "-" {
+			f, err := os.Open(c.pos[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if fi, err := f.Stat(); err == nil && fi.Size() >= progressMin {
+				bar := newBar(c.stderr, fi.Size(), "storing")
+				defer bar.Finish()
+				pr := progressbar.NewReader(f, bar)
+				r = &pr
+			} else {
+				r = f
+			}
+		}
+		return call(c, "POST", "/blobs", r, func(b control.BlobInfo) { fmt.Fprintln(c.stdout, b.Ref) })
+	}
+}
+
+func blobGet(fs *flag.FlagSet) func(*cmd) error {
+	out := fs.String("o", "", "output file (default stdout)")
+	prio := fs.Int("priority", node.PriorityHigh, "fetch priority: higher runs first when fetches queue")
+	return func(c *cmd) error {
+		ref, cl, err := c.refAndClient()
+		if err != nil {
+			return err
+		}
+		var bar *progressbar.ProgressBar
+		var failed error
+		err = control.Stream(c.ctx, cl, "POST", fmt.Sprintf("/blobs/%s/fetch?priority=%d", ref, *prio), func(ev control.FetchEvent) {
+			switch {
+			case ev.Error != "":
+				failed = errors.New(ev.Error)
+			case ev.Total >= progressMin && bar == nil && ev.State == node.Fetching.String():
+				bar = newBar(c.stderr, ev.Total, "fetching")
+			}
+			if bar != nil {
+				bar.Set64(ev.Received)
+			}
+		})
+		if bar != nil {
+			bar.Finish()
+		}
+		if err == nil {
+			err = failed
+		}
+		if err != nil {
+			return err
+		}
+		if *out == "" {
+			return cl.Do(c.ctx, "GET", "/blobs/"+ref.String(), nil, c.stdout)
+		}
+		return writeAtomically(*out, func(w io.Writer) error {
+			return cl.Do(c.ctx, "GET", "/blobs/"+ref.String(), nil, w)
+		})
+	}
+}
+
+func blobCat(fs *flag.FlagSet) func(*cmd) error {
+	offset := fs.Int64("offset", 0, "first byte")
+	length := fs.Int64("length", -1, "bytes (default: to the end)")
+	return func(c *cmd) error {
+		ref, cl, err := c.refAndClient()
+		if err != nil {
+			return err
+		}
+		q := url.Values{"offset": {fmt.Sprint(*offset)}}
+		if *length >= 0 {
+			q.Set("length", fmt.Sprint(*length))
+		}
+		return cl.Do(c.ctx, "GET", "/blobs/"+ref.String()+"?"+q.Encode(), nil, c.stdout)
+	}
+}
+
+func blobStat(*flag.FlagSet) func(*cmd) error {
+	return func(c *cmd) error {
+		return call(c, "GET", "/blobs/"+url.PathEscape(c.pos[0])+"/stat", nil, func(b control.BlobInfo) {
+			c.table([][]string{{"ref", b.Ref}, {"blake3", b.Hex}, {"size", fmt.Sprint(b.Size)}, {"shares", sharesText(b.Shares)}})
+		})
+	}
+}
+
+func blobLs(*flag.FlagSet) func(*cmd) error {
+	return func(c *cmd) error {
+		return call(c, "GET", "/blobs", nil, func(bs []control.BlobInfo) {
+			rows := [][]string{{"REF", "SIZE", "SHARES"}}
+			for _, b := range bs {
+				rows = append(rows, []string{b.Ref, fmt.Sprint(b.Size), sharesText(b.Shares)})
+			}
+			c.table(rows)
+		})
+	}
+}
+
+func blobRm(*flag.FlagSet) func(*cmd) error {
+	return func(c *cmd) error {
+		return call[map[string]string](c, "DELETE", "/blobs/"+url.PathEscape(c.pos[0]), nil, func(map[string]string) {})
+	}
+}
+
+// sharesText prints shares by group as "GROUP N, GROUP N", groups sorted;
+// "none" when there are none.
+func sharesText(sh map[syncnode.GroupID]int) string {
+	if len(sh) == 0 {
+		return "none"
+	}
+	gs := make([]string, 0, len(sh))
+	for g := range sh {
+		gs = append(gs, string(g))
+	}
+	slices.Sort(gs)
+	for i, g := range gs {
+		gs[i] = fmt.Sprintf("%s %d", g, sh[syncnode.GroupID(g)])
+	}
+	return strings.Join(gs, ", ")
+}
+
+// progressMin is the smallest blob that gets a progress bar.
+const progressMin = 4 << 20
+
+func newBar(w io.Writer, total int64, what string) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(total, progressbar.OptionSetWriter(w), progressbar.OptionShowBytes(true),
+		progressbar.OptionSetDescription(what), progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish())
+}
+
+// writeAtomically writes path through fill: into a temporary file beside
+// it, synced and renamed over path only when fill succeeds, so a failed
+// or interrupted read never truncates or half-writes an existing file.
+func writeAtomically(path string, fill func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".part-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // gone already after the rename
+	err = fill(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+func printWhy(w io.Writer, y node.Why) {
+	fmt.Fprintf(w, "blob      %s\n", y.Ref)
+	switch {
+	case y.Held:
+		fmt.Fprintf(w, "held      yes, %d bytes, verified when stored, on every read and by the scrubber\n", y.Size)
+	case y.Restoring:
+		fmt.Fprintf(w, "held      no: the copy here was lost or damaged and is being restored from a peer\n")
+	default:
+		fmt.Fprintf(w, "held      no\n")
+	}
+	fmt.Fprintf(w, "shares    %s\n", sharesText(y.Shares))
+	groups := make([]string, len(y.Groups))
+	for i, g := range y.Groups {
+		groups[i] = string(g)
+	}
+	server := "no"
+	if y.ServerIn {
+		server = "yes"
+	}
+	fmt.Fprintf(w, "groups    %s (server here: %s)\n", strings.Join(groups, ", "), server)
+	for i, l := range y.Locations {
+		kind := "device"
+		if l.Server {
+			kind = "server"
+		} else if l.Proxy {
+			kind = "proxy"
+		}
+		fmt.Fprintf(w, "holder %d  %s (%s, seen %s) %s\n", i+1, l.Peer, kind, l.WhenSeen.Format(time.RFC3339), strings.Join(l.Addrs, " "))
+	}
+	switch {
+	case y.Running:
+		fmt.Fprintf(w, "fetcher   fetching now (%d failed attempts before)\n", y.Attempts)
+	case y.Queued:
+		fmt.Fprintf(w, "fetcher   queued; %d failed attempts; next try %s (in %s)\n", y.Attempts,
+			y.NextAttempt.Format(time.RFC3339), time.Until(y.NextAttempt).Round(time.Second))
+	case !y.Held && !y.ServerIn:
+		fmt.Fprintf(w, "fetcher   not queued: this node is a server in none of the blob's groups; fetch it with: syncnode blob get %s\n", y.Ref)
+	default:
+		fmt.Fprintf(w, "fetcher   not queued\n")
+	}
+	if !y.LastAttempt.IsZero() {
+		fmt.Fprintf(w, "last try  %s", y.LastAttempt.Format(time.RFC3339))
+		if y.LastErr != "" {
+			fmt.Fprintf(w, ": %s", y.LastErr)
+		}
+		fmt.Fprintln(w)
+		if len(y.Tried) > 0 {
+			fmt.Fprintf(w, "asked     %s\n", strings.Join(y.Tried, " "))
+		}
+	}
+	if y.Handoff != "" {
+		fmt.Fprintf(w, "hand-off  %s: %s\n", y.HandoffAt.Format(time.RFC3339), y.Handoff)
+	}
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/syncnode/syncnode/internal/control"
+)
+
+// The commands that set up and run the daemon, and ask it how it is.
+
+func initCmd() *command {
+	return &command{name: "init", short: "create the data directory, identity, config and control token",
+		flags: func(fs *flag.FlagSet) func(*cmd) error {
+			var listen stringList
+			fs.Var(&listen, "listen", "libp2p listen multiaddr (repeatable; default loopback TCP and QUIC)")
+			return func(c *cmd) error {
+				cfg, err := control.Init(c.data, listen)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "initialised %s\n  listen %s\n  api    %s\nstart it with: syncnode -data %s run\n", c.data, strings.Join(cfg.Listen, " "), cfg.API, c.data)
+				return nil
+			}
+		}}
+}
+
+func runCmd() *command {
+	return &command{name: "run", short: "run the daemon (the other commands talk to it)",
+		flags: func(fs *flag.FlagSet) func(*cmd) error {
+			verbose := fs.Bool("v", false, "log debug lines")
+			return func(c *cmd) error {
+				level := slog.LevelInfo
+				if *verbose {
+					level = slog.LevelDebug
+				}
+				log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+				return control.Run(c.ctx, c.data, log, nil)
+			}
+		}}
+}
+
+func peersCmd() *command {
+	return &command{name: "peers", short: "the peers connected now", json: true,
+		flags: func(*flag.FlagSet) func(*cmd) error {
+			return func(c *cmd) error {
+				return call(c, "GET", "/peers", nil, func(ps []control.Peer) {
+					rows := [][]string{{"PEER", "ADDRS"}}
+					for _, p := range ps {
+						rows = append(rows, []string{p.ID, strings.Join(p.Addrs, " ")})
+					}
+					c.table(rows)
+				})
+			}
+		}}
+}
+
+func uiCmd() *command {
+	return &command{name: "ui", short: "print the address of the status page (open it in a browser)",
+		flags: func(*flag.FlagSet) func(*cmd) error {
+			return func(c *cmd) error {
+				u, err := control.PageURL(c.data)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(c.stdout, u)
+				return nil
+			}
+		}}
+}
+
+func statusCmd() *command {
+	return &command{name: "status", short: "this node: identity, groups, peers, blobs, transfers, durability", json: true,
+		flags: func(*flag.FlagSet) func(*cmd) error {
+			return func(c *cmd) error {
+				return call(c, "GET", "/status", nil, func(s control.Status) {
+					c.table([][]string{
+						{"id", s.ID}, {"addrs", strings.Join(s.Addrs, " ")}, {"groups", fmt.Sprint(s.Groups)},
+						{"peers", fmt.Sprint(s.Peers)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
+						{"fetch queue", fmt.Sprint(s.FetchQueue)}, {"uploads", fmt.Sprintf("%d running, %d bytes sent", s.Uploads, s.BytesOut)},
+						{"received", fmt.Sprintf("%d bytes", s.BytesIn)},
+					})
+					fmt.Fprintln(c.stdout)
+					rows := [][]string{{"GROUP", "BLOBS", "AT RISK (no verified server copy)"}}
+					for _, d := range s.Durability {
+						rows = append(rows, []string{d.Group, fmt.Sprint(d.Referenced), fmt.Sprint(d.AtRisk)})
+					}
+					c.table(rows)
+				})
+			}
+		}}
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/syncnode/syncnode/internal/control"
+)
+
+// The syncgroup commands.
+
+func groupCmd() *command {
+	return &command{name: "sg", sub: []*command{
+		{name: "create", args: "NAME", short: "create a syncgroup with this node as its admin, print its ID", nargs: 1, json: true, flags: sgCreate},
+		{name: "invite", args: "GROUP PEER", short: "print an invitation for peer to join the group", nargs: 2, json: true, flags: sgInvite},
+		{name: "join", args: "INVITATION", short: "join with an invitation from an admin", nargs: 1, json: true, flags: sgJoin},
+		{name: "leave", args: "GROUP", short: "leave a group", nargs: 1, flags: sgLeave},
+		{name: "ls", short: "the groups this node is in", nargs: 0, json: true, flags: sgLs},
+		{name: "members", args: "GROUP", short: "a group's members, their device types and addresses", nargs: 1, json: true, flags: sgMembers},
+	}}
+}
+
+func sgCreate(fs *flag.FlagSet) func(*cmd) error {
+	var prefixes stringList
+	fs.Var(&prefixes, "prefix", "key prefix the group syncs (repeatable, at least one)")
+	private := fs.Bool("private", false, "only members may learn of the group")
+	dev := fs.String("type", "normal", "this device's type in the group: normal, server or leaf")
+	return func(c *cmd) error {
+		req := control.CreateRequest{Name: c.pos[0], Prefixes: prefixes, Private: *private, DevType: *dev}
+		return call(c, "POST", "/groups", req, func(g control.Group) { fmt.Fprintln(c.stdout, g.ID) })
+	}
+}
+
+func sgInvite(fs *flag.FlagSet) func(*cmd) error {
+	dev := fs.String("type", "normal", "the joiner's device type: normal, server or leaf")
+	ttl := fs.String("ttl", "24h", "how long the invitation is valid")
+	return func(c *cmd) error {
+		req := control.InviteRequest{Group: c.pos[0], Peer: c.pos[1], DevType: *dev, TTL: *ttl}
+		return call(c, "POST", "/groups/invite", req, func(inv control.Invitation) {
+			b, _ := json.Marshal(inv)
+			fmt.Fprintln(c.stdout, base64.RawURLEncoding.EncodeToString(b))
+		})
+	}
+}
+
+func sgJoin(*flag.FlagSet) func(*cmd) error {
+	return func(c *cmd) error {
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimSpace(c.pos[0]))
+		if err != nil {
+			return fmt.Errorf("sg join: the invitation is not what sg invite printed: %w", err)
+		}
+		var inv control.Invitation
+		if err := json.Unmarshal(raw, &inv); err != nil {
+			return fmt.Errorf("sg join: the invitation is not what sg invite printed: %w", err)
+		}
+		return call(c, "POST", "/groups/join", inv, func(g control.Group) { fmt.Fprintln(c.stdout, "joined", g.ID) })
+	}
+}
+
+func sgLeave(*flag.FlagSet) func(*cmd) error {
+	return func(c *cmd) error {
+		return call[map[string]string](c, "POST", "/groups/leave", control.GroupRequest{Group: c.pos[0]}, func(map[string]string) {})
+	}
+}
+
+func sgLs(*flag.FlagSet) func(*cmd) error {
+	return func(c *cmd) error {
+		return call(c, "GET", "/groups", nil, func(gs []control.Group) {
+			rows := [][]string{{"GROUP", "PREFIXES", "PRIVATE"}}
+			for _, g := range gs {
+				rows = append(rows, []string{g.ID, strings.Join(g.Prefixes, ","), fmt.Sprint(g.Private)})
+			}
+			c.table(rows)
+		})
+	}
+}
+
+func sgMembers(*flag.FlagSet) func(*cmd) error {
+	return func(c *cmd) error {
+		return call(c, "GET", "/groups/members?group="+url.QueryEscape(c.pos[0]), nil, func(ms []control.Member) {
+			rows := [][]string{{"PEER", "TYPE", "ADDRS"}}
+			for _, m := range ms {
+				rows = append(rows, []string{m.Peer, m.DevType, strings.Join(m.Addrs, " ")})
+			}
+			c.table(rows)
+		})
+	}
+}
