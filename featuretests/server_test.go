@@ -49,6 +49,10 @@ func TestServerFetchSurvivesRestart(t *testing.T) {
 	if persisted < 3 {
 		t.Fatalf("attempts after restart %d, want the persisted count ≥ 3", persisted)
 	}
+	// Queued from the start, with its persisted count.
+	if !w.Queued && !w.Running && w.Attempts == persisted {
+		t.Errorf("right after restart the blob is not queued: %+v", w)
+	}
 	// The scan re-queues it with the backoff of the persisted count.
 	waitFor(t, 10*time.Second, "the blob queued again", func() bool {
 		w, _ = server.Why(ref)

@@ -268,6 +268,9 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := n.checkOwnership(); err != nil {
 		n.log.Error("ownership check at open incomplete", "err", err)
 	}
+	if err := n.requeue(); err != nil {
+		n.log.Error("fetch queue not restored at open", "err", err)
+	}
 	n.h.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
 		n.holderBack(c.RemotePeer())
 	}})

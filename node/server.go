@@ -46,12 +46,27 @@ func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef) error {
 // group and without a finished attempt, as when a stop cut the share
 // transfer short: the safety net behind the queueing done as rows arrive.
 func (n *Node) scan(ctx context.Context) error {
+	want, err := n.serverWork(ctx, func(signpost.Signpost) bool { return true })
+	for _, ref := range want {
+		n.fetcher.Enqueue(ref)
+	}
+	if n.cfg.BlobBudget > 0 {
+		if _, err := n.Evict(); err != nil {
+			n.log.Error("eviction pass failed", "err", err)
+		}
+	}
+	return err
+}
+
+// serverWork returns the blobs of sp that pass keep and that this node,
+// a server in one of their groups, lacks or has not taken shares of.
+func (n *Node) serverWork(ctx context.Context, keep func(signpost.Signpost) bool) ([]syncnode.BlobRef, error) {
 	var want []syncnode.BlobRef
 	err := n.signposts.Scan(func(ref syncnode.BlobRef, sp signpost.Signpost) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !n.isServerIn(sp.Groups()) {
+		if !keep(sp) || !n.isServerIn(sp.Groups()) {
 			return nil
 		}
 		if !n.holds(ref) || n.sharesUnsettled(ref, sp.Groups()) {
@@ -59,12 +74,20 @@ func (n *Node) scan(ctx context.Context) error {
 		}
 		return nil
 	})
+	return want, err
+}
+
+// requeue puts back in the fetcher's queue, at open, the blobs whose
+// attempts failed before the node stopped, each due after the backoff of
+// its persisted attempt count: why shows them queued from the start, and
+// the count keeps governing their retries. Blobs never attempted wait for
+// the first scan or for a sync that brings news of them, so that a node
+// just started does not spend attempts before it has met its peers.
+func (n *Node) requeue() error {
+	want, err := n.serverWork(n.ctx, func(sp signpost.Signpost) bool { return sp.FetchAttempts > 0 })
 	for _, ref := range want {
-		n.fetcher.Enqueue(ref)
-	}
-	if n.cfg.BlobBudget > 0 {
-		if _, err := n.Evict(); err != nil {
-			n.log.Error("eviction pass failed", "err", err)
+		if err := n.fetcher.Enqueue(ref); err != nil {
+			return err
 		}
 	}
 	return err
