@@ -236,13 +236,13 @@ func Open(cfg Config) (_ *Node, err error) {
 		n.sync.Restore(l.Group, l.Prio)
 	}
 
-	svcCfg := p2p.DefaultServiceConfig()
-	svcCfg.IOTimeout = cfg.IOTimeout
-	n.service = p2p.NewService(n.h, n.store, svcCfg, n.log, n.signpostFor, n.mayServe)
+	if n.service, err = p2p.NewService(n.h, n.store, p2p.ServiceConfig{IOTimeout: cfg.IOTimeout}, n.log, n.signpostFor, n.mayServe); err != nil {
+		return nil, err
+	}
 	closers = append(closers, func() error { n.service.Close(); return nil })
-	cc := p2p.DefaultClientConfig()
-	cc.IOTimeout = cfg.IOTimeout
-	n.client = p2p.NewClient(n.h, n.blobs, cc, n.log)
+	if n.client, err = p2p.NewClient(n.h, n.blobs, p2p.ClientConfig{IOTimeout: cfg.IOTimeout}, n.log); err != nil {
+		return nil, err
+	}
 	n.shares = shares.New(n.h, n.ledger, n.sync, copies{n}, n.asked, n.settled, n.log)
 	n.shares.AskWait = 10 * cfg.IOTimeout
 	closers = append(closers, func() error { n.shares.Close(); return nil })

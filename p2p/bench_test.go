@@ -110,13 +110,13 @@ func BenchmarkFetch(b *testing.B) {
 			link(bh, ah)
 			as := diskStore(b, b.TempDir())
 			ref := put(b, as, src)
-			NewService(ah, as, DefaultServiceConfig(), discard, nil, nil)
+			mustService(b, ah, as, DefaultServiceConfig())
 			var oursT, bareT, rawT, ttfb time.Duration
 			for b.Loop() {
 				rawT += rawTCP(b, src)
 				bareT += bare(b, ah, bh, src)
 				bs := diskStore(b, b.TempDir())
-				c := NewClient(bh, bs, DefaultClientConfig(), discard)
+				c := mustClient(b, bh, bs, DefaultClientConfig())
 				start := time.Now()
 				first := true
 				res, err := c.Fetch(context.Background(), ref, []peer.ID{ah.ID()}, func(p Progress) {

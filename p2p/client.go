@@ -25,6 +25,8 @@ import (
 
 // Errors of a fetch.
 var (
+	// ErrConfig reports a client or service config that cannot work.
+	ErrConfig = errors.New("p2p: invalid config")
 	// ErrNoHolder reports a fetch that no holder could serve.
 	ErrNoHolder = errors.New("p2p: no holder could serve the blob")
 	// ErrLiar reports a holder that sent bytes or a tree that do not match
@@ -35,8 +37,9 @@ var (
 	ErrStalled = errors.New("p2p: holder stalled")
 )
 
-// ClientConfig configures blob fetches. DefaultClientConfig gives the
-// defaults.
+// ClientConfig configures blob fetches. A zero field takes its default
+// (DefaultClientConfig lists them); Validate rejects the rest of what
+// cannot work.
 type ClientConfig struct {
 	// RangeSize is the bytes asked for in one GetBlob request when several
 	// holders share a blob out (default 32 MiB): smaller ranges balance
@@ -52,7 +55,8 @@ type ClientConfig struct {
 	// dropped with ErrStalled.
 	MinProgress int64
 	// Retries is how often a holder is asked again after a dropped stream
-	// (default 3), waiting RetryDelay, doubled each time (default 250 ms).
+	// (default 3; -1: never), waiting RetryDelay, doubled each time
+	// (default 250 ms).
 	Retries    int
 	RetryDelay time.Duration
 	// BusyWait is how long a holder that answers "busy" (its upload queue
@@ -75,6 +79,46 @@ func DefaultClientConfig() ClientConfig {
 		MaxBlobSize: 256 << 30}
 }
 
+// withDefaults returns c with every zero field set to its default.
+func (c ClientConfig) withDefaults() ClientConfig {
+	d := DefaultClientConfig()
+	setDefault(&c.RangeSize, d.RangeSize)
+	setDefault(&c.ReadSize, d.ReadSize)
+	setDefault(&c.IOTimeout, d.IOTimeout)
+	setDefault(&c.MinProgress, d.MinProgress)
+	setDefault(&c.Retries, d.Retries)
+	if c.Retries < 0 {
+		c.Retries = 0
+	}
+	setDefault(&c.RetryDelay, d.RetryDelay)
+	setDefault(&c.BusyWait, d.BusyWait)
+	setDefault(&c.SyncEvery, d.SyncEvery)
+	setDefault(&c.MaxBlobSize, d.MaxBlobSize)
+	return c
+}
+
+// Validate reports a field that cannot work: a negative size or
+// duration, or Retries below -1.
+func (c ClientConfig) Validate() error {
+	switch {
+	case c.RangeSize < 0, c.ReadSize < 0, c.MinProgress < 0, c.SyncEvery < 0, c.MaxBlobSize < 0:
+		return fmt.Errorf("%w: client sizes must not be negative: %+v", ErrConfig, c)
+	case c.IOTimeout < 0, c.RetryDelay < 0, c.BusyWait < 0:
+		return fmt.Errorf("%w: client durations must not be negative: %+v", ErrConfig, c)
+	case c.Retries < -1:
+		return fmt.Errorf("%w: Retries %d: -1 means never", ErrConfig, c.Retries)
+	}
+	return nil
+}
+
+// setDefault sets *v to def if it is zero.
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
 // Client fetches blobs from peers into a store, verifying every byte.
 type Client struct {
 	h     host.Host
@@ -83,9 +127,13 @@ type Client struct {
 	log   *slog.Logger
 }
 
-// NewClient returns a client that fetches into store.
-func NewClient(h host.Host, store blobstore.Store, cfg ClientConfig, log *slog.Logger) *Client {
-	return &Client{h: h, store: store, cfg: cfg, log: log}
+// NewClient returns a client that fetches into store; zero fields of cfg
+// take their defaults.
+func NewClient(h host.Host, store blobstore.Store, cfg ClientConfig, log *slog.Logger) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Client{h: h, store: store, cfg: cfg.withDefaults(), log: log}, nil
 }
 
 // HaveResult is a peer's answer to HaveBlob.

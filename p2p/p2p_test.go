@@ -60,7 +60,7 @@ type holder struct {
 
 func newHolder(t testing.TB, store blobstore.Store) *holder {
 	h := newHost(t, "")
-	return &holder{h: h, store: store, svc: NewService(h, store, DefaultServiceConfig(), discard, nil, nil)}
+	return &holder{h: h, store: store, svc: mustService(t, h, store, DefaultServiceConfig())}
 }
 
 func put(t testing.TB, s blobstore.Store, data []byte) syncnode.BlobRef {
@@ -90,7 +90,7 @@ func testClient(t testing.TB, h host.Host, store blobstore.Store) *Client {
 	cfg := DefaultClientConfig()
 	cfg.IOTimeout = 2 * time.Second
 	cfg.RetryDelay = 20 * time.Millisecond
-	return NewClient(h, store, cfg, discard)
+	return mustClient(t, h, store, cfg)
 }
 
 func TestFetch64MiBVerified(t *testing.T) {
@@ -224,7 +224,7 @@ func TestResumeAfterHolderRestart(t *testing.T) {
 	store := diskStore(t, filepath.Join(dir, "blobs"))
 	ref := put(t, store, data)
 	ah := newHost(t, identity)
-	NewService(ah, store, DefaultServiceConfig(), discard, nil, nil)
+	mustService(t, ah, store, DefaultServiceConfig())
 	aID := ah.ID()
 
 	bh := newHost(t, "")
@@ -247,7 +247,7 @@ func TestResumeAfterHolderRestart(t *testing.T) {
 	if ah2.ID() != aID {
 		t.Fatal("identity not kept across restart")
 	}
-	NewService(ah2, store, DefaultServiceConfig(), discard, nil, nil)
+	mustService(t, ah2, store, DefaultServiceConfig())
 	bh.Peerstore().ClearAddrs(aID)
 	link(bh, ah2)
 	res, err := c.Fetch(t.Context(), ref, []peer.ID{aID}, nil)
@@ -328,8 +328,8 @@ func TestBusyHolderIsAskedAgain(t *testing.T) {
 	store := blobstore.NewMem()
 	h := newHost(t, "")
 	cfg := DefaultServiceConfig()
-	cfg.MaxUploads, cfg.MaxQueued = 1, 0
-	svc := NewService(h, store, cfg, discard, nil, nil)
+	cfg.MaxUploads, cfg.MaxQueued = 1, -1
+	svc := mustService(t, h, store, cfg)
 	var refs []syncnode.BlobRef
 	for i := range 8 {
 		refs = append(refs, put(t, store, storetest.RandBytes(uint64(300+i), 4<<20)))
@@ -387,4 +387,59 @@ func TestSmallBlobComesWholeOnOneStream(t *testing.T) {
 // is rejected, and the next holder serves the rest in ranges.
 func TestSmallBlobLiarThenHonest(t *testing.T) {
 	fetchPastLiar(t, storetest.RandBytes(6, 1<<20), 300<<10, DefaultClientConfig().RangeSize)
+}
+
+// mustService starts a blob service on h.
+func mustService(tb testing.TB, h host.Host, store blobstore.Store, cfg ServiceConfig) *Service {
+	tb.Helper()
+	s, err := NewService(h, store, cfg, discard, nil, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// mustClient returns a client on h fetching into store.
+func mustClient(tb testing.TB, h host.Host, store blobstore.Store, cfg ClientConfig) *Client {
+	tb.Helper()
+	c, err := NewClient(h, store, cfg, discard)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// A zero config field takes its default (a zero ReadSize once looped
+// forever); a negative one is refused with ErrConfig.
+func TestConfigZeroIsDefaultAndNonsenseRefused(t *testing.T) {
+	if got := (ClientConfig{}).withDefaults(); got != DefaultClientConfig() {
+		t.Fatalf("zero client config = %+v, want the defaults %+v", got, DefaultClientConfig())
+	}
+	if got := (ServiceConfig{}).withDefaults(); got.MaxUploads != 16 || got.ChunkSize != 1<<20 || got.MaxUploadsPerPeer != 8 || got.MaxQueuedPerPeer != 128 {
+		t.Fatalf("zero service config = %+v", got)
+	}
+	if got := (ServiceConfig{MaxQueued: -1}).withDefaults(); got.MaxQueued != 0 || got.MaxQueuedPerPeer != 0 {
+		t.Fatalf("MaxQueued -1 = %+v, want none waiting", got)
+	}
+	for _, c := range []ClientConfig{{ReadSize: -1}, {RangeSize: -5}, {IOTimeout: -time.Second}, {Retries: -2}} {
+		if err := c.Validate(); !errors.Is(err, ErrConfig) {
+			t.Errorf("Validate(%+v) = %v, want ErrConfig", c, err)
+		}
+	}
+	for _, c := range []ServiceConfig{{MaxUploads: -1}, {MaxQueued: -2}, {ChunkSize: -1}, {QueueWait: -time.Second}} {
+		if err := c.Validate(); !errors.Is(err, ErrConfig) {
+			t.Errorf("Validate(%+v) = %v, want ErrConfig", c, err)
+		}
+	}
+	// A client with an all-zero config fetches from a service with one.
+	src := blobstore.NewMem()
+	data := storetest.RandBytes(11, 3<<20)
+	ref := put(t, src, data)
+	ah, bh := newHost(t, ""), newHost(t, "")
+	link(bh, ah)
+	mustService(t, ah, src, ServiceConfig{})
+	dst := blobstore.NewMem()
+	if _, err := mustClient(t, bh, dst, ClientConfig{}).Fetch(t.Context(), ref, []peer.ID{ah.ID()}, nil); err != nil {
+		t.Fatal(err)
+	}
 }

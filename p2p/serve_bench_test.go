@@ -86,8 +86,8 @@ func BenchmarkServeVerified(b *testing.B) {
 	dir := b.TempDir()
 	disk := diskStore(b, dir)
 	ref := put(b, disk, src)
-	NewService(verifiedH, disk, DefaultServiceConfig(), discard, nil, nil)
-	NewService(rawH, rawReads{disk, dir}, DefaultServiceConfig(), discard, nil, nil)
+	mustService(b, verifiedH, disk, DefaultServiceConfig())
+	mustService(b, rawH, rawReads{disk, dir}, DefaultServiceConfig())
 	var verT, rawT, bareT time.Duration
 	for b.Loop() {
 		rawT += getAll(b, client, rawH, ref, size)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -24,8 +25,8 @@ import (
 type ServiceConfig struct {
 	// MaxUploads is how many GetBlob streams send bytes at once (default 16).
 	MaxUploads int
-	// MaxQueued is how many more may wait for a slot (default 512; 0: none
-	// waits); beyond that a request is answered "busy" at once.
+	// MaxQueued is how many more may wait for a slot (default 512; -1:
+	// none waits); beyond that a request is answered "busy" at once.
 	MaxQueued int
 	// QueueWait is the longest a request waits for a slot (default 30 s).
 	QueueWait time.Duration
@@ -40,6 +41,36 @@ type ServiceConfig struct {
 	// or queue place, and a freed slot goes to the waiting peer running
 	// the fewest uploads.
 	MaxUploadsPerPeer, MaxQueuedPerPeer int
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c ServiceConfig) withDefaults() ServiceConfig {
+	d := DefaultServiceConfig()
+	setDefault(&c.MaxUploads, d.MaxUploads)
+	setDefault(&c.MaxQueued, d.MaxQueued)
+	setDefault(&c.QueueWait, d.QueueWait)
+	setDefault(&c.IOTimeout, d.IOTimeout)
+	setDefault(&c.ChunkSize, d.ChunkSize)
+	if c.MaxQueued < 0 {
+		c.MaxQueued = 0
+	}
+	setDefault(&c.MaxUploadsPerPeer, max(c.MaxUploads/2, 1))
+	setDefault(&c.MaxQueuedPerPeer, max(c.MaxQueued/4, min(c.MaxQueued, 1)))
+	return c
+}
+
+// Validate reports a field that cannot work: a negative size or duration,
+// or MaxQueued below -1.
+func (c ServiceConfig) Validate() error {
+	switch {
+	case c.MaxUploads < 0, c.ChunkSize < 0, c.MaxUploadsPerPeer < 0, c.MaxQueuedPerPeer < 0:
+		return fmt.Errorf("%w: service sizes must not be negative: %+v", ErrConfig, c)
+	case c.MaxQueued < -1:
+		return fmt.Errorf("%w: MaxQueued %d: -1 means none waits", ErrConfig, c.MaxQueued)
+	case c.QueueWait < 0, c.IOTimeout < 0:
+		return fmt.Errorf("%w: service durations must not be negative: %+v", ErrConfig, c)
+	}
+	return nil
 }
 
 // DefaultServiceConfig returns the defaults.
@@ -74,19 +105,17 @@ type Service struct {
 
 // NewService registers the blob protocol handlers on h. signposts and
 // access may be nil.
-func NewService(h host.Host, store blobstore.Store, cfg ServiceConfig, log *slog.Logger, signposts SignpostFunc, access AccessFunc) *Service {
-	if cfg.MaxUploadsPerPeer <= 0 {
-		cfg.MaxUploadsPerPeer = cfg.MaxUploads / 2
+func NewService(h host.Host, store blobstore.Store, cfg ServiceConfig, log *slog.Logger, signposts SignpostFunc, access AccessFunc) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.MaxQueuedPerPeer <= 0 {
-		cfg.MaxQueuedPerPeer = cfg.MaxQueued / 4
-	}
+	cfg = cfg.withDefaults()
 	s := &Service{h: h, store: store, cfg: cfg, log: log, signposts: signposts, access: access,
-		slots: newFairSlots(cfg.MaxUploads, cfg.MaxUploadsPerPeer, cfg.MaxQueued, max(cfg.MaxQueuedPerPeer, min(cfg.MaxQueued, 1)))}
+		slots: newFairSlots(cfg.MaxUploads, cfg.MaxUploadsPerPeer, cfg.MaxQueued, cfg.MaxQueuedPerPeer)}
 	s.bufs.New = func() any { b := make([]byte, cfg.ChunkSize); return &b }
 	h.SetStreamHandler(ProtoHaveBlob, s.handleHave)
 	h.SetStreamHandler(ProtoGetBlob, s.handleGet)
-	return s
+	return s, nil
 }
 
 // Close unregisters the handlers.

@@ -86,7 +86,10 @@ func TestThousandConcurrentStreams(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, clients*perClient)
 	for _, d := range devs {
-		cl := p2p.NewClient(d.Host(), blobstore.NewMem(), cfg, slog.New(slog.DiscardHandler))
+		cl, err := p2p.NewClient(d.Host(), blobstore.NewMem(), cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, ref := range refs {
 			wg.Add(1)
 			go func() {
