@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/clock"
 )
 
 // FetchFunc fetches one blob; an error means the attempt failed and the blob
@@ -44,7 +43,6 @@ type Fetcher struct {
 	cfg      Config
 	fetch    FetchFunc
 	attempts AttemptStore
-	clock    clock.Clock
 	log      *slog.Logger
 
 	mu      sync.Mutex
@@ -61,12 +59,12 @@ type Fetcher struct {
 }
 
 // New returns a fetcher; Start runs it. rng supplies the backoff jitter.
-func New(cfg Config, fetch FetchFunc, attempts AttemptStore, clk clock.Clock, rng *rand.Rand, log *slog.Logger) (*Fetcher, error) {
+func New(cfg Config, fetch FetchFunc, attempts AttemptStore, rng *rand.Rand, log *slog.Logger) (*Fetcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &Fetcher{
-		cfg: cfg, fetch: fetch, attempts: attempts, clock: clk, log: log, rng: rng,
+		cfg: cfg, fetch: fetch, attempts: attempts, log: log, rng: rng,
 		running: map[syncnode.BlobRef]struct{}{},
 		lastErr: map[syncnode.BlobRef]string{},
 		wake:    make(chan struct{}, 1),
@@ -120,7 +118,7 @@ func (f *Fetcher) Enqueue(ref syncnode.BlobRef) error {
 	if _, ok := f.running[ref]; ok {
 		return nil
 	}
-	next := f.clock.Now()
+	next := time.Now()
 	if n > 0 {
 		next = next.Add(f.cfg.Backoff(n, f.rng.Float64()))
 	}
@@ -137,7 +135,7 @@ func (f *Fetcher) Enqueue(ref syncnode.BlobRef) error {
 func (f *Fetcher) RetryNow(refs []syncnode.BlobRef) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	now := f.clock.Now()
+	now := time.Now()
 	moved := 0
 	for _, ref := range refs {
 		next, n, ok := f.q.Next(ref)
@@ -185,11 +183,11 @@ func (f *Fetcher) run(ctx context.Context) {
 	defer f.wg.Wait()
 	for {
 		wait, idle := f.startDue(ctx)
-		var timer clock.Timer
+		var timer *time.Timer
 		var fire <-chan time.Time
 		if !idle {
-			timer = f.clock.NewTimer(wait)
-			fire = timer.C()
+			timer = time.NewTimer(wait)
+			fire = timer.C
 		}
 		select {
 		case <-ctx.Done():
@@ -211,7 +209,7 @@ func (f *Fetcher) run(ctx context.Context) {
 func (f *Fetcher) startDue(ctx context.Context) (wait time.Duration, idle bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	now := f.clock.Now()
+	now := time.Now()
 	for len(f.running) < f.cfg.Concurrency {
 		_, next, ok := f.q.Peek()
 		if !ok {
@@ -250,7 +248,7 @@ func (f *Fetcher) attempt(ctx context.Context, ref syncnode.BlobRef, n int) {
 	} else {
 		f.lastErr[ref] = err.Error()
 		delay := f.cfg.Backoff(n, f.rng.Float64())
-		f.q.Push(ref, f.clock.Now().Add(delay), n)
+		f.q.Push(ref, time.Now().Add(delay), n)
 		f.log.Info("fetch failed", "blob", ref, "attempts", n, "retry_in", delay, "err", err)
 	}
 	f.mu.Unlock()

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/clock"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/signpost"
 )
@@ -69,7 +68,7 @@ func (f *fakeFetch) doneCount() int {
 
 func newFetcher(t *testing.T, cfg Config, fetch FetchFunc, st AttemptStore) *Fetcher {
 	t.Helper()
-	f, err := New(cfg, fetch, st, clock.Real{}, rand.New(rand.NewPCG(5, 5)), discard)
+	f, err := New(cfg, fetch, st, rand.New(rand.NewPCG(5, 5)), discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +233,7 @@ func TestScanSchedule(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			RunScans(ctx, cfg, clock.Real{}, discard, func(context.Context) error {
+			RunScans(ctx, cfg, discard, func(context.Context) error {
 				at = append(at, time.Since(start))
 				time.Sleep(2 * time.Second) // each scan takes 2 s
 				if len(at) == 3 {

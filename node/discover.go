@@ -224,7 +224,7 @@ const maxHandoffs = 32
 // reason in the blob's journal; a blob whose hand-off to p failed is not
 // offered to p again before a delay that doubles up to an hour.
 func (n *Node) handoff(g syncnode.GroupID, p peer.ID) {
-	now := n.clock.Now()
+	now := time.Now()
 	var refs []syncnode.BlobRef
 	err := n.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
 		if sh[g] <= 0 || !n.holds(ref) {
@@ -268,7 +268,7 @@ func (n *Node) handoff(g syncnode.GroupID, p peer.ID) {
 		if err != nil {
 			b := n.handoffRetry[k]
 			b.delay = min(max(2*b.delay, 2*time.Second), time.Hour)
-			b.next = n.clock.Now().Add(b.delay)
+			b.next = time.Now().Add(b.delay)
 			n.handoffRetry[k] = b
 		} else {
 			delete(n.handoffRetry, k)
@@ -395,7 +395,7 @@ func (n *Node) covering(g syncnode.GroupID, key string) []syncnode.GroupID {
 
 // location describes member p of g as a place a blob may be.
 func (n *Node) location(g syncnode.GroupID, p peer.ID, proxy bool) signpost.Location {
-	l := signpost.Location{WhenSeen: n.clock.Now(), IsProxy: proxy}
+	l := signpost.Location{WhenSeen: time.Now(), IsProxy: proxy}
 	n.sync.With(g, func(gr *syncgroup.Group) error {
 		if m, ok := gr.Member(p); ok {
 			l.IsServer = m.DevType == syncnode.Server

@@ -242,7 +242,7 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 // names itself in the signpost.
 func (n *Node) fetched(ref syncnode.BlobRef) {
 	n.announce(ref)
-	n.lru.touch(ref, n.clock.Now())
+	n.lru.touch(ref, time.Now())
 	defer n.evictSoon()
 	sp, err := n.signposts.Get(ref)
 	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
@@ -264,7 +264,7 @@ func (n *Node) fetched(ref syncnode.BlobRef) {
 // and dropped from the signpost, holders that stalled, truncated or reset
 // are demoted, and those that delivered a blob that completed are cleared.
 func (n *Node) judge(ref syncnode.BlobRef, res p2p.FetchResult, ok bool) {
-	now := n.clock.Now()
+	now := time.Now()
 	for _, p := range res.Faulty {
 		n.rep.faulted(p, now)
 	}
@@ -302,7 +302,7 @@ const haveGrace = 20 * time.Millisecond
 
 // inGoodStanding reports whether p is neither banned nor demoted.
 func (n *Node) inGoodStanding(p peer.ID) bool {
-	_, good := n.rep.rank([]peer.ID{p}, n.clock.Now())
+	_, good := n.rep.rank([]peer.ID{p}, time.Now())
 	return good
 }
 
@@ -336,7 +336,7 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude 
 			}
 		}
 		answers := make(chan answer, len(todo))
-		asked0 := n.clock.Now()
+		asked0 := time.Now()
 		for _, p := range todo {
 			go func() {
 				actx, cancel := context.WithTimeout(ctx, n.haveTimeout())
@@ -358,9 +358,9 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude 
 				return more
 			}
 			if grace == nil && a.err == nil && a.r.Have && n.inGoodStanding(a.p) {
-				t := n.clock.NewTimer(max(haveGrace, n.clock.Now().Sub(asked0)))
+				t := time.NewTimer(max(haveGrace, time.Now().Sub(asked0)))
 				defer t.Stop()
-				grace = t.C()
+				grace = t.C
 			}
 			switch {
 			case a.err != nil:
@@ -391,12 +391,12 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude 
 	}
 	// Then the members of the blob's groups: private groups' blobs are not
 	// in the DHT, and a member may hold a copy no signpost here names.
-	if _, good := n.rep.rank(holders, n.clock.Now()); !good {
+	if _, good := n.rep.rank(holders, time.Now()); !good {
 		ask(n.membersOf(sp.Groups()))
 	}
 	// The DHT is asked when the signposts led to no holder in good
 	// standing: hostile holders must not hide honest ones.
-	if _, good := n.rep.rank(holders, n.clock.Now()); !good {
+	if _, good := n.rep.rank(holders, time.Now()); !good {
 		fctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
 		provs, err := n.dht.FindProviders(fctx, ref, 8)
 		cancel()
@@ -422,7 +422,7 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude 
 		f.mu.Unlock()
 	}
 	if found := len(holders); found > 0 {
-		if holders, _ = n.rep.rank(holders, n.clock.Now()); len(holders) == 0 {
+		if holders, _ = n.rep.rank(holders, time.Now()); len(holders) == 0 {
 			errs = append(errs, fmt.Errorf("node: all %d holders found are banned for sending bytes that did not verify", found))
 		}
 	}

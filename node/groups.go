@@ -25,7 +25,7 @@ func (n *Node) addrStrings() []string {
 // member, of device type dev, syncing the rows under prefixes.
 func (n *Node) CreateGroup(name string, prefixes []string, private bool, dev syncnode.DevType) (syncgroup.Spec, error) {
 	key := n.h.Peerstore().PrivKey(n.h.ID())
-	g, err := syncgroup.Create(name, prefixes, private, key, dev, n.addrStrings(), n.clock.Now())
+	g, err := syncgroup.Create(name, prefixes, private, key, dev, n.addrStrings(), time.Now())
 	if err != nil {
 		return syncgroup.Spec{}, err
 	}
@@ -39,7 +39,7 @@ func (n *Node) CreateGroup(name string, prefixes []string, private bool, dev syn
 // dev, valid for ttl. This node must be one of the group's admins.
 func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl time.Duration) (syncgroup.Invitation, error) {
 	key := n.h.Peerstore().PrivKey(n.h.ID())
-	return syncgroup.Invite(key, g, p, dev, n.clock.Now().Add(ttl))
+	return syncgroup.Invite(key, g, p, dev, time.Now().Add(ttl))
 }
 
 // JoinGroup joins a group with an invitation an admin issued to this node,

@@ -28,7 +28,6 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/fetcher"
-	"github.com/syncnode/syncnode/internal/clock"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
@@ -48,8 +47,6 @@ type Config struct {
 	DataDir string
 	// Log receives the node's logs; nil discards them.
 	Log *slog.Logger
-	// Clock drives timers and timestamps (default the real clock).
-	Clock clock.Clock
 	// ListenAddrs are the host's listen multiaddrs (default TCP and QUIC on
 	// 127.0.0.1, ports chosen by the system).
 	ListenAddrs []string
@@ -88,9 +85,6 @@ func (c *Config) setDefaults() error {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
-	if c.Clock == nil {
-		c.Clock = clock.Real{}
-	}
 	if len(c.ListenAddrs) == 0 {
 		c.ListenAddrs = p2p.DefaultHostConfig().ListenAddrs
 	}
@@ -118,9 +112,8 @@ func (c *Config) setDefaults() error {
 
 // Node is one syncnode device.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	clock clock.Clock
+	cfg Config
+	log *slog.Logger
 
 	db    *badger.DB
 	blobs *blobstore.Disk
@@ -185,7 +178,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Log, clock: cfg.Clock, handoffs: map[handoffKey]bool{},
+	n := &Node{cfg: cfg, log: cfg.Log, handoffs: map[handoffKey]bool{},
 		handoffRetry: map[handoffRef]handoffBackoff{},
 		lru:          lru{used: map[syncnode.BlobRef]time.Time{}}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -226,7 +219,7 @@ func Open(cfg Config) (_ *Node, err error) {
 
 	sc := syncer.DefaultConfig()
 	sc.Interval, sc.IOTimeout, sc.Store = cfg.SyncInterval, cfg.IOTimeout, n.groups
-	n.sync = syncer.New(n.h, sc, n.clock, n.log, hooks{n})
+	n.sync = syncer.New(n.h, sc, n.log, hooks{n})
 	closers = append(closers, func() error { n.sync.Close(); return nil })
 	loaded, err := n.groups.Load(n.h.ID(), time.Minute)
 	if err != nil {
@@ -249,12 +242,12 @@ func Open(cfg Config) (_ *Node, err error) {
 
 	n.gate = newGate(cfg.MaxFetches)
 	n.flights.m = map[syncnode.BlobRef]*flight{}
-	seed := uint64(n.clock.Now().UnixNano())
-	if n.fetcher, err = fetcher.New(*cfg.Fetcher, n.serverFetch, n.signposts, n.clock, rand.New(rand.NewPCG(seed, seed>>1|1)), n.log); err != nil {
+	seed := uint64(time.Now().UnixNano())
+	if n.fetcher, err = fetcher.New(*cfg.Fetcher, n.serverFetch, n.signposts, rand.New(rand.NewPCG(seed, seed>>1|1)), n.log); err != nil {
 		return nil, err
 	}
 
-	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.clock, n.log)
+	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.log)
 	err = n.blobs.List(func(i blobstore.Info) error {
 		n.announce(i.Ref)
 		if t, err := n.blobs.ModTime(i.Ref); err == nil {
@@ -283,7 +276,7 @@ func (n *Node) start() {
 	n.fetcher.Start(n.ctx)
 	n.sync.Run()
 	n.goRun(func() { n.reprov.Run(n.ctx) })
-	n.goRun(func() { fetcher.RunScans(n.ctx, *n.cfg.Fetcher, n.clock, n.log, n.scan) })
+	n.goRun(func() { fetcher.RunScans(n.ctx, *n.cfg.Fetcher, n.log, n.scan) })
 	n.goRun(n.recoverTransfers)
 	n.goRun(n.rediscover)
 	n.goRun(n.runRestore)
@@ -364,12 +357,12 @@ func (n *Node) recoverTransfers() {
 		} else {
 			delay = time.Minute
 		}
-		t := n.clock.NewTimer(delay)
+		t := time.NewTimer(delay)
 		select {
 		case <-n.ctx.Done():
 			t.Stop()
 			return
-		case <-t.C():
+		case <-t.C:
 		case <-n.shares.Escrowed():
 			t.Stop()
 			if !n.sleep(2 * n.cfg.IOTimeout) {
@@ -461,7 +454,7 @@ func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error)
 	}
 	n.restore.done(info.Ref)
 	n.announce(info.Ref)
-	n.lru.touch(info.Ref, n.clock.Now())
+	n.lru.touch(info.Ref, time.Now())
 	n.evictSoon()
 	return info, nil
 }
@@ -481,7 +474,7 @@ func (n *Node) evictSoon() {
 func (n *Node) OpenBlob(ref syncnode.BlobRef) (blobstore.Reader, error) {
 	r, err := n.store.Open(ref)
 	if err == nil {
-		n.lru.touch(ref, n.clock.Now())
+		n.lru.touch(ref, time.Now())
 	}
 	return r, err
 }

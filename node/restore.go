@@ -59,7 +59,7 @@ func (n *Node) restoreLater(ref syncnode.BlobRef) {
 	r.init()
 	r.mu.Lock()
 	if r.want[ref] == nil {
-		r.want[ref] = &restoreState{next: n.clock.Now()}
+		r.want[ref] = &restoreState{next: time.Now()}
 	}
 	r.mu.Unlock()
 	select {
@@ -78,7 +78,7 @@ func (n *Node) runRestore() {
 	r := &n.restore
 	r.init()
 	for {
-		now := n.clock.Now()
+		now := time.Now()
 		var due []syncnode.BlobRef
 		wait := 10 * time.Minute
 		r.mu.Lock()
@@ -103,7 +103,7 @@ func (n *Node) runRestore() {
 					delete(r.want, ref)
 				} else {
 					st.delay = min(max(2*st.delay, time.Second), 10*time.Minute)
-					st.next = n.clock.Now().Add(st.delay)
+					st.next = time.Now().Add(st.delay)
 					wait = min(wait, st.delay)
 				}
 			}
@@ -114,14 +114,14 @@ func (n *Node) runRestore() {
 				n.log.Warn("copy not restored yet", "blob", ref, "err", err)
 			}
 		}
-		t := n.clock.NewTimer(wait)
+		t := time.NewTimer(wait)
 		select {
 		case <-n.ctx.Done():
 			t.Stop()
 			return
 		case <-r.wake:
 			t.Stop()
-		case <-t.C():
+		case <-t.C:
 		}
 	}
 }

@@ -112,7 +112,7 @@ func (n *Node) runScrub() {
 	}
 	buf := make([]byte, 1<<20)
 	for n.ctx.Err() == nil {
-		start := n.clock.Now()
+		start := time.Now()
 		var refs []blobstore.Info
 		var total int64
 		n.blobs.List(func(i blobstore.Info) error { refs = append(refs, i); total += i.Size; return nil })
@@ -125,7 +125,7 @@ func (n *Node) runScrub() {
 		n.stats.scrubPasses.Add(1)
 		// Wait out what is left of the period (at least a second), so an
 		// empty or small store is not re-read in a loop.
-		rest := max(n.cfg.ScrubPeriod-n.clock.Now().Sub(start), time.Second)
+		rest := max(n.cfg.ScrubPeriod-time.Now().Sub(start), time.Second)
 		if !n.sleep(rest) {
 			return
 		}
@@ -156,12 +156,12 @@ func (n *Node) scrubOne(ref syncnode.BlobRef, buf []byte, rate int64) bool {
 
 // sleep waits d on the node's clock; false if the node closed meanwhile.
 func (n *Node) sleep(d time.Duration) bool {
-	t := n.clock.NewTimer(d)
+	t := time.NewTimer(d)
 	select {
 	case <-n.ctx.Done():
 		t.Stop()
 		return false
-	case <-t.C():
+	case <-t.C:
 		return true
 	}
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -19,7 +20,7 @@ func (n *Node) serverFetch(ctx context.Context, ref syncnode.BlobRef) error {
 	if err != nil && ctx.Err() == nil {
 		n.stats.failures.Add(1)
 	}
-	e := journalEntry{LastAttempt: n.clock.Now().UnixNano(), Tried: peerStrings(tr.tried),
+	e := journalEntry{LastAttempt: time.Now().UnixNano(), Tried: peerStrings(tr.tried),
 		Holders: peerStrings(tr.holders), Done: err == nil}
 	if err != nil {
 		e.LastErr = err.Error()

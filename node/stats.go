@@ -3,6 +3,7 @@ package node
 import (
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -52,7 +53,7 @@ func (n *Node) Stats() Stats {
 		FetchAttempts: n.stats.attempts.Load(), FetchFailures: n.stats.failures.Load(),
 		BytesIn: n.stats.bytesIn.Load(), BytesOut: n.service.Stats().BytesOut,
 		VerifyFailures: n.stats.rejected.Load(), Evictions: n.evictions.Load(),
-		Demoted: n.rep.demoted(n.clock.Now()),
+		Demoted: n.rep.demoted(time.Now()),
 		Damaged: n.stats.damaged.Load(), Scrubbed: n.stats.scrubbed.Load(), ScrubPasses: n.stats.scrubPasses.Load(),
 		Restoring:    len(n.restore.pending()),
 		SyncMessages: n.sync.Stats().Messages,

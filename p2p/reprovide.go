@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/clock"
 )
 
 // RecordTTL is how long a provider record lives in syncnode's DHT. A blob
@@ -26,7 +25,6 @@ type Reprovider struct {
 	provide  func(context.Context, syncnode.BlobRef) error
 	interval time.Duration
 	workers  int
-	clock    clock.Clock
 	log      *slog.Logger
 
 	mu      sync.Mutex
@@ -37,8 +35,8 @@ type Reprovider struct {
 
 // NewReprovider returns a reprovider that announces through provide (a
 // DHT's Provide) with workers at once.
-func NewReprovider(provide func(context.Context, syncnode.BlobRef) error, interval time.Duration, workers int, clk clock.Clock, log *slog.Logger) *Reprovider {
-	return &Reprovider{provide: provide, interval: interval, workers: workers, clock: clk, log: log,
+func NewReprovider(provide func(context.Context, syncnode.BlobRef) error, interval time.Duration, workers int, log *slog.Logger) *Reprovider {
+	return &Reprovider{provide: provide, interval: interval, workers: workers, log: log,
 		held: map[syncnode.BlobRef]struct{}{}, pending: map[syncnode.BlobRef]struct{}{}, kick: make(chan struct{}, 1)}
 }
 
@@ -72,7 +70,7 @@ func (r *Reprovider) Len() int {
 // Run provides new blobs as they are added and all of them every interval,
 // until ctx is done.
 func (r *Reprovider) Run(ctx context.Context) {
-	t := r.clock.NewTimer(r.interval)
+	t := time.NewTimer(r.interval)
 	defer func() { t.Stop() }()
 	for {
 		select {
@@ -80,11 +78,11 @@ func (r *Reprovider) Run(ctx context.Context) {
 			return
 		case <-r.kick:
 			r.round(ctx, true)
-		case <-t.C():
-			start := r.clock.Now()
+		case <-t.C:
+			start := time.Now()
 			n, failed := r.round(ctx, false)
-			r.log.Info("reprovided blobs", "count", n, "failed", failed, "took", r.clock.Now().Sub(start))
-			t = r.clock.NewTimer(r.interval)
+			r.log.Info("reprovided blobs", "count", n, "failed", failed, "took", time.Now().Sub(start))
+			t = time.NewTimer(r.interval)
 		}
 	}
 }

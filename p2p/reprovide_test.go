@@ -11,7 +11,6 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore/storetest"
-	"github.com/syncnode/syncnode/internal/clock"
 )
 
 // countingProvide wraps a DHT's Provide and counts calls per blob.
@@ -47,7 +46,7 @@ func testRefs(n int) []syncnode.BlobRef {
 func TestReproviderProvidesAndForgets(t *testing.T) {
 	hs, ds := mesh(t, 3, false)
 	cp := &countingProvide{d: ds[0], calls: map[syncnode.BlobRef]int{}}
-	r := NewReprovider(cp.provide, 100*time.Millisecond, 4, clock.Real{}, discard)
+	r := NewReprovider(cp.provide, 100*time.Millisecond, 4, discard)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go r.Run(ctx)
@@ -92,7 +91,7 @@ func BenchmarkReprovide(b *testing.B) {
 	refs := testRefs(n)
 	var took time.Duration
 	for b.Loop() {
-		r := NewReprovider(ds[0].Provide, time.Hour, 16, clock.Real{}, discard)
+		r := NewReprovider(ds[0].Provide, time.Hour, 16, discard)
 		for _, ref := range refs {
 			r.Add(ref)
 		}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
-	"github.com/syncnode/syncnode/internal/clock"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/ownership"
@@ -66,7 +65,7 @@ func world(t *testing.T) ([]*dev, syncnode.GroupID) {
 			t.Fatal(err)
 		}
 		d := &dev{h: h, dir: t.TempDir(), blobs: blobstore.NewMem()}
-		d.sync = syncer.New(h, syncer.DefaultConfig(), clock.Real{}, discard, nil)
+		d.sync = syncer.New(h, syncer.DefaultConfig(), discard, nil)
 		t.Cleanup(d.sync.Close)
 		d.open(t)
 		devs[i] = d

@@ -9,7 +9,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/clock"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -48,7 +47,7 @@ func fanOut(b *testing.B, trust bool, sent *int64) time.Duration {
 			hosts[i] = h
 			cfg := DefaultConfig()
 			cfg.trustRows = trust
-			syncs[i] = New(h, cfg, clock.Real{}, discard, nil)
+			syncs[i] = New(h, cfg, discard, nil)
 			defer syncs[i].Close()
 		}
 		key := hosts[0].Peerstore().PrivKey(hosts[0].ID())

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -160,7 +161,7 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 			bad = errors.Join(bad, verified[i])
 			continue
 		}
-		ok, err := r.g.ApplyVerified(row, s.clock.Now())
+		ok, err := r.g.ApplyVerified(row, time.Now())
 		if err != nil {
 			bad = errors.Join(bad, err)
 			continue
@@ -187,7 +188,7 @@ func (s *Syncer) revokeLeavers(id syncnode.GroupID, rows []syncgroup.Row) {
 			continue
 		}
 		_, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) {
-			r, fresh, err := g.RevokeLeaver(p, s.clock.Now())
+			r, fresh, err := g.RevokeLeaver(p, time.Now())
 			if err == nil && !fresh {
 				err = errNothingWritten
 			}
@@ -257,7 +258,7 @@ func (s *Syncer) handleSync(st network.Stream) {
 	// The admission first (its check requires an admin's signature), then
 	// the membership it makes valid.
 	if h.Admission != nil && h.Admission.Key == syncgroup.AdmissionKey(from) {
-		if won, err := r.g.Apply(*h.Admission, s.clock.Now()); err != nil {
+		if won, err := r.g.Apply(*h.Admission, time.Now()); err != nil {
 			s.log.Info("admission refused", "group", h.Group, "peer", from, "err", err)
 		} else if won {
 			if err := s.save(r, []syncgroup.Row{*h.Admission}); err != nil {
@@ -267,7 +268,7 @@ func (s *Syncer) handleSync(st network.Stream) {
 	}
 	selfWon := false
 	if h.Self != nil && h.Self.Writer == from {
-		if won, err := r.g.Apply(*h.Self, s.clock.Now()); err != nil {
+		if won, err := r.g.Apply(*h.Self, time.Now()); err != nil {
 			s.log.Info("membership refused", "group", h.Group, "peer", from, "err", err)
 		} else if won {
 			selfWon = true
@@ -324,7 +325,7 @@ func refsOf(rows []syncgroup.Row) []syncnode.BlobRef {
 func (s *Syncer) priorityLocked(r *replica) syncnode.Priority {
 	m, _ := r.g.Member(s.h.ID())
 	if m.DevType == syncnode.Server {
-		return syncnode.Priority{DevType: syncnode.Server, ServerTime: s.clock.Now()}
+		return syncnode.Priority{DevType: syncnode.Server, ServerTime: time.Now()}
 	}
 	r.prio.DevType = m.DevType
 	return r.prio
@@ -356,9 +357,9 @@ func (s *Syncer) observePriority(r *replica, from peer.ID, p syncnode.Priority) 
 	if p.DevType != syncnode.Server && !(p.Distance >= 1) { // NaN too
 		p.Distance = 1
 	}
-	if now := s.clock.Now(); p.ServerTime.After(now) {
+	if now := time.Now(); p.ServerTime.After(now) {
 		p.ServerTime = now
 	}
 	r.peers[from] = p
-	r.prio = ownership.Update(s.priorityLocked(r), p, s.clock.Now())
+	r.prio = ownership.Update(s.priorityLocked(r), p, time.Now())
 }

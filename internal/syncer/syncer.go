@@ -25,7 +25,6 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/clock"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -129,7 +128,6 @@ type replica struct {
 type Syncer struct {
 	h     host.Host
 	cfg   Config
-	clock clock.Clock
 	log   *slog.Logger
 	hooks Hooks
 
@@ -153,7 +151,7 @@ type pushKey struct {
 
 // New returns a syncer on h and registers its protocol handlers. hooks may
 // be nil.
-func New(h host.Host, cfg Config, clk clock.Clock, log *slog.Logger, hooks Hooks) *Syncer {
+func New(h host.Host, cfg Config, log *slog.Logger, hooks Hooks) *Syncer {
 	ctx, cancel := context.WithCancel(context.Background())
 	if hooks == nil {
 		hooks = noHooks{}
@@ -165,7 +163,7 @@ func New(h host.Host, cfg Config, clk clock.Clock, log *slog.Logger, hooks Hooks
 	if cfg.Fanout <= 0 {
 		cfg.Fanout = def.Fanout
 	}
-	s := &Syncer{h: h, cfg: cfg, clock: clk, log: log, hooks: hooks,
+	s := &Syncer{h: h, cfg: cfg, log: log, hooks: hooks,
 		groups: map[syncnode.GroupID]*replica{}, pushing: map[pushKey]bool{},
 		outboxes: map[peer.ID][]pushItem{}, ctx: ctx, cancel: cancel}
 	h.SetStreamHandler(p2p.ProtoSync, s.handleSync)
@@ -245,7 +243,7 @@ func (s *Syncer) save(r *replica, rows []syncgroup.Row) error {
 // Eject removes member p from group id (this node must be an admin) and
 // pushes the change.
 func (s *Syncer) Eject(id syncnode.GroupID, p peer.ID) error {
-	_, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Eject(p, s.clock.Now()) })
+	_, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Eject(p, time.Now()) })
 	return err
 }
 
@@ -257,7 +255,7 @@ func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID) error {
 		return err
 	}
 	r.mu.Lock()
-	row := r.g.Leave(s.clock.Now())
+	row := r.g.Leave(time.Now())
 	err = s.save(r, []syncgroup.Row{row})
 	r.mu.Unlock()
 	if err != nil {
@@ -366,7 +364,7 @@ func (s *Syncer) Put(id syncnode.GroupID, key string, value []byte) (syncgroup.R
 	if err := s.CheckPut(id, key, value); err != nil {
 		return syncgroup.Row{}, err
 	}
-	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Put(key, value, s.clock.Now()) })
+	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Put(key, value, time.Now()) })
 }
 
 // CheckPut reports whether Put would accept value at key in group id —
@@ -381,7 +379,7 @@ func (s *Syncer) CheckPut(id syncnode.GroupID, key string, value []byte) error {
 
 // Delete writes a tombstone and pushes it.
 func (s *Syncer) Delete(id syncnode.GroupID, key string) (syncgroup.Row, error) {
-	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Delete(key, s.clock.Now()) })
+	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Delete(key, time.Now()) })
 }
 
 // errNothingWritten tells write that its function had nothing to write.
@@ -469,12 +467,12 @@ func (s *Syncer) Run() {
 	go func() {
 		defer s.wg.Done()
 		for {
-			t := s.clock.NewTimer(s.cfg.Interval)
+			t := time.NewTimer(s.cfg.Interval)
 			select {
 			case <-s.ctx.Done():
 				t.Stop()
 				return
-			case <-t.C():
+			case <-t.C:
 			}
 			for _, id := range s.Groups() {
 				for _, p := range s.roundPeers(id) {
@@ -543,7 +541,7 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs 
 	if err := g.SetKey(s.h.Peerstore().PrivKey(s.h.ID())); err != nil {
 		return "", err
 	}
-	if _, err := g.Join(inv, addrs, s.clock.Now()); err != nil {
+	if _, err := g.Join(inv, addrs, time.Now()); err != nil {
 		return "", err
 	}
 	if err := s.Add(g); err != nil {
@@ -581,14 +579,14 @@ func (s *Syncer) handleJoin(st network.Stream) {
 	// The invitation is judged by this admin's clock, and used once: the
 	// admission this admin writes is what makes the joiner a member.
 	_, err := s.write(req.Invitation.Group, func(g *syncgroup.Group) (syncgroup.Row, error) {
-		if err := req.Invitation.Verify(from, g.Spec().Admins, s.clock.Now()); err != nil {
+		if err := req.Invitation.Verify(from, g.Spec().Admins, time.Now()); err != nil {
 			return syncgroup.Row{}, err
 		}
 		if req.Invitation.Admin != s.h.ID() {
 			return syncgroup.Row{}, fmt.Errorf("%w: issued by another admin", syncgroup.ErrInvitation)
 		}
 		resp.Spec = g.Spec()
-		row, fresh, err := g.Admit(req.Invitation, s.clock.Now())
+		row, fresh, err := g.Admit(req.Invitation, time.Now())
 		if err == nil && !fresh {
 			err = errNothingWritten
 		}

@@ -14,7 +14,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/clock"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -59,7 +58,7 @@ func newClusterHooked(t *testing.T, n int, tweak func(*Config), hooks func(i int
 		if hooks != nil {
 			hk = hooks(len(c.sync))
 		}
-		s := New(h, cfg, clock.Real{}, discard, hk)
+		s := New(h, cfg, discard, hk)
 		t.Cleanup(s.Close)
 		c.sync = append(c.sync, s)
 	}
@@ -220,7 +219,7 @@ func TestNonMemberAndEjectedGetNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.mn.LinkAll()
-	ss := New(stranger, DefaultConfig(), clock.Real{}, discard, nil)
+	ss := New(stranger, DefaultConfig(), discard, nil)
 	defer ss.Close()
 	var spec syncgroup.Spec
 	c.sync[0].With(c.gid, func(g *syncgroup.Group) error { spec = g.Spec(); return nil })
