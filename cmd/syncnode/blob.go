@@ -1,11 +1,9 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,7 +13,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -36,7 +34,10 @@ func whyCmd() *command {
 	return &command{name: "why", args: "REF", short: "why a blob is (not) here: holders, attempts, next try", nargs: 1, json: true,
 		flags: func(*flag.FlagSet) func(*cmd) error {
 			return func(c *cmd) error {
-				return call(c, "GET", "/why/"+url.PathEscape(c.pos[0]), nil, func(w node.Why) { printWhy(c.stdout, w) })
+				return c.with(func(cl *api.Client) error {
+					w, err := cl.Why(c.ctx, c.pos[0])
+					return show(c, w, err, func(w api.Why) { printWhy(c.stdout, w) })
+				})
 			}
 		}}
 }
@@ -59,7 +60,10 @@ func blobPut(*flag.FlagSet) func(*cmd) error {
 				r = f
 			}
 		}
-		return call(c, "POST", "/blobs", r, func(b control.BlobInfo) { fmt.Fprintln(c.stdout, b.Ref) })
+		return c.with(func(cl *api.Client) error {
+			b, err := cl.PutBlob(c.ctx, r)
+			return show(c, b, err, func(b api.BlobInfo) { fmt.Fprintln(c.stdout, b.Ref) })
+		})
 	}
 }
 
@@ -72,12 +76,8 @@ func blobGet(fs *flag.FlagSet) func(*cmd) error {
 			return err
 		}
 		var bar *progressbar.ProgressBar
-		var failed error
-		err = control.Stream(c.ctx, cl, "POST", fmt.Sprintf("/blobs/%s/fetch?priority=%d", ref, *prio), func(ev control.FetchEvent) {
-			switch {
-			case ev.Error != "":
-				failed = errors.New(ev.Error)
-			case ev.Total >= progressMin && bar == nil && ev.State == node.Fetching.String():
+		err = cl.FetchBlob(c.ctx, ref.String(), api.FetchOptions{Priority: *prio}, func(ev api.FetchEvent) {
+			if ev.Total >= progressMin && bar == nil && ev.State == node.Fetching.String() {
 				bar = newBar(c.stderr, ev.Total, "fetching")
 			}
 			if bar != nil {
@@ -87,18 +87,13 @@ func blobGet(fs *flag.FlagSet) func(*cmd) error {
 		if bar != nil {
 			bar.Finish()
 		}
-		if err == nil {
-			err = failed
-		}
 		if err != nil {
 			return err
 		}
 		if *out == "" {
-			return cl.Do(c.ctx, "GET", "/blobs/"+ref.String(), nil, c.stdout)
+			return cl.ReadBlob(c.ctx, ref.String(), 0, -1, c.stdout)
 		}
-		return writeAtomically(*out, func(w io.Writer) error {
-			return cl.Do(c.ctx, "GET", "/blobs/"+ref.String(), nil, w)
-		})
+		return writeAtomically(*out, func(w io.Writer) error { return cl.ReadBlob(c.ctx, ref.String(), 0, -1, w) })
 	}
 }
 
@@ -110,37 +105,39 @@ func blobCat(fs *flag.FlagSet) func(*cmd) error {
 		if err != nil {
 			return err
 		}
-		q := url.Values{"offset": {fmt.Sprint(*offset)}}
-		if *length >= 0 {
-			q.Set("length", fmt.Sprint(*length))
-		}
-		return cl.Do(c.ctx, "GET", "/blobs/"+ref.String()+"?"+q.Encode(), nil, c.stdout)
+		return cl.ReadBlob(c.ctx, ref.String(), *offset, *length, c.stdout)
 	}
 }
 
 func blobStat(*flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
-		return call(c, "GET", "/blobs/"+url.PathEscape(c.pos[0])+"/stat", nil, func(b control.BlobInfo) {
-			c.table([][]string{{"ref", b.Ref}, {"blake3", b.Hex}, {"size", fmt.Sprint(b.Size)}, {"shares", sharesText(b.Shares)}})
+		return c.with(func(cl *api.Client) error {
+			b, err := cl.StatBlob(c.ctx, c.pos[0])
+			return show(c, b, err, func(b api.BlobInfo) {
+				c.table([][]string{{"ref", b.Ref}, {"blake3", b.Hex}, {"size", fmt.Sprint(b.Size)}, {"shares", sharesText(b.Shares)}})
+			})
 		})
 	}
 }
 
 func blobLs(*flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
-		return call(c, "GET", "/blobs", nil, func(bs []control.BlobInfo) {
-			rows := [][]string{{"REF", "SIZE", "SHARES"}}
-			for _, b := range bs {
-				rows = append(rows, []string{b.Ref, fmt.Sprint(b.Size), sharesText(b.Shares)})
-			}
-			c.table(rows)
+		return c.with(func(cl *api.Client) error {
+			bs, err := cl.ListBlobs(c.ctx)
+			return show(c, bs, err, func(bs []api.BlobInfo) {
+				rows := [][]string{{"REF", "SIZE", "SHARES"}}
+				for _, b := range bs {
+					rows = append(rows, []string{b.Ref, fmt.Sprint(b.Size), sharesText(b.Shares)})
+				}
+				c.table(rows)
+			})
 		})
 	}
 }
 
 func blobRm(*flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
-		return call[map[string]string](c, "DELETE", "/blobs/"+url.PathEscape(c.pos[0]), nil, func(map[string]string) {})
+		return c.with(func(cl *api.Client) error { return cl.RemoveBlob(c.ctx, c.pos[0]) })
 	}
 }
 
@@ -192,7 +189,7 @@ func writeAtomically(path string, fill func(io.Writer) error) error {
 	return os.Rename(f.Name(), path)
 }
 
-func printWhy(w io.Writer, y node.Why) {
+func printWhy(w io.Writer, y api.Why) {
 	fmt.Fprintf(w, "blob      %s\n", y.Ref)
 	switch {
 	case y.Held:
@@ -203,10 +200,7 @@ func printWhy(w io.Writer, y node.Why) {
 		fmt.Fprintf(w, "held      no\n")
 	}
 	fmt.Fprintf(w, "shares    %s\n", sharesText(y.Shares))
-	groups := make([]string, len(y.Groups))
-	for i, g := range y.Groups {
-		groups[i] = string(g)
-	}
+	groups := y.Groups
 	server := "no"
 	if y.ServerIn {
 		server = "yes"

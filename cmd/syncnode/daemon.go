@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/control"
 )
 
@@ -46,12 +47,15 @@ func peersCmd() *command {
 	return &command{name: "peers", short: "the peers connected now", json: true,
 		flags: func(*flag.FlagSet) func(*cmd) error {
 			return func(c *cmd) error {
-				return call(c, "GET", "/peers", nil, func(ps []control.Peer) {
-					rows := [][]string{{"PEER", "ADDRS"}}
-					for _, p := range ps {
-						rows = append(rows, []string{p.ID, strings.Join(p.Addrs, " ")})
-					}
-					c.table(rows)
+				return c.with(func(cl *api.Client) error {
+					ps, err := cl.Peers(c.ctx)
+					return show(c, ps, err, func(ps []api.Peer) {
+						rows := [][]string{{"PEER", "ADDRS"}}
+						for _, p := range ps {
+							rows = append(rows, []string{p.ID, strings.Join(p.Addrs, " ")})
+						}
+						c.table(rows)
+					})
 				})
 			}
 		}}
@@ -75,19 +79,22 @@ func statusCmd() *command {
 	return &command{name: "status", short: "this node: identity, groups, peers, blobs, transfers, durability", json: true,
 		flags: func(*flag.FlagSet) func(*cmd) error {
 			return func(c *cmd) error {
-				return call(c, "GET", "/status", nil, func(s control.Status) {
-					c.table([][]string{
-						{"id", s.ID}, {"addrs", strings.Join(s.Addrs, " ")}, {"groups", fmt.Sprint(s.Groups)},
-						{"peers", fmt.Sprint(s.Peers)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
-						{"fetch queue", fmt.Sprint(s.FetchQueue)}, {"uploads", fmt.Sprintf("%d running, %d bytes sent", s.Uploads, s.BytesOut)},
-						{"received", fmt.Sprintf("%d bytes", s.BytesIn)},
+				return c.with(func(cl *api.Client) error {
+					st, err := cl.Status(c.ctx)
+					return show(c, st, err, func(s api.Status) {
+						c.table([][]string{
+							{"id", s.ID}, {"addrs", strings.Join(s.Addrs, " ")}, {"groups", fmt.Sprint(s.Groups)},
+							{"peers", fmt.Sprint(s.Peers)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
+							{"fetch queue", fmt.Sprint(s.FetchQueue)}, {"uploads", fmt.Sprintf("%d running, %d bytes sent", s.Uploads, s.BytesOut)},
+							{"received", fmt.Sprintf("%d bytes", s.BytesIn)},
+						})
+						fmt.Fprintln(c.stdout)
+						rows := [][]string{{"GROUP", "BLOBS", "AT RISK (no verified server copy)"}}
+						for _, d := range s.Durability {
+							rows = append(rows, []string{d.Group, fmt.Sprint(d.Referenced), fmt.Sprint(d.AtRisk)})
+						}
+						c.table(rows)
 					})
-					fmt.Fprintln(c.stdout)
-					rows := [][]string{{"GROUP", "BLOBS", "AT RISK (no verified server copy)"}}
-					for _, d := range s.Durability {
-						rows = append(rows, []string{d.Group, fmt.Sprint(d.Referenced), fmt.Sprint(d.AtRisk)})
-					}
-					c.table(rows)
 				})
 			}
 		}}

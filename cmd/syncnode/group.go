@@ -5,10 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net/url"
 	"strings"
 
-	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/internal/api"
 )
 
 // The syncgroup commands.
@@ -30,8 +29,10 @@ func sgCreate(fs *flag.FlagSet) func(*cmd) error {
 	private := fs.Bool("private", false, "only members may learn of the group")
 	dev := fs.String("type", "normal", "this device's type in the group: normal, server or leaf")
 	return func(c *cmd) error {
-		req := control.CreateRequest{Name: c.pos[0], Prefixes: prefixes, Private: *private, DevType: *dev}
-		return call(c, "POST", "/groups", req, func(g control.Group) { fmt.Fprintln(c.stdout, g.ID) })
+		return c.with(func(cl *api.Client) error {
+			g, err := cl.CreateGroup(c.ctx, api.CreateRequest{Name: c.pos[0], Prefixes: prefixes, Private: *private, DevType: *dev})
+			return show(c, g, err, func(g api.Group) { fmt.Fprintln(c.stdout, g.ID) })
+		})
 	}
 }
 
@@ -39,10 +40,12 @@ func sgInvite(fs *flag.FlagSet) func(*cmd) error {
 	dev := fs.String("type", "normal", "the joiner's device type: normal, server or leaf")
 	ttl := fs.String("ttl", "24h", "how long the invitation is valid")
 	return func(c *cmd) error {
-		req := control.InviteRequest{Group: c.pos[0], Peer: c.pos[1], DevType: *dev, TTL: *ttl}
-		return call(c, "POST", "/groups/invite", req, func(inv control.Invitation) {
-			b, _ := json.Marshal(inv)
-			fmt.Fprintln(c.stdout, base64.RawURLEncoding.EncodeToString(b))
+		return c.with(func(cl *api.Client) error {
+			inv, err := cl.Invite(c.ctx, api.InviteRequest{Group: c.pos[0], Peer: c.pos[1], DevType: *dev, TTL: *ttl})
+			return show(c, inv, err, func(inv api.Invitation) {
+				b, _ := json.Marshal(inv)
+				fmt.Fprintln(c.stdout, base64.RawURLEncoding.EncodeToString(b))
+			})
 		})
 	}
 }
@@ -53,40 +56,49 @@ func sgJoin(*flag.FlagSet) func(*cmd) error {
 		if err != nil {
 			return fmt.Errorf("sg join: the invitation is not what sg invite printed: %w", err)
 		}
-		var inv control.Invitation
+		var inv api.Invitation
 		if err := json.Unmarshal(raw, &inv); err != nil {
 			return fmt.Errorf("sg join: the invitation is not what sg invite printed: %w", err)
 		}
-		return call(c, "POST", "/groups/join", inv, func(g control.Group) { fmt.Fprintln(c.stdout, "joined", g.ID) })
+		return c.with(func(cl *api.Client) error {
+			g, err := cl.Join(c.ctx, inv)
+			return show(c, g, err, func(g api.Group) { fmt.Fprintln(c.stdout, "joined", g.ID) })
+		})
 	}
 }
 
 func sgLeave(*flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
-		return call[map[string]string](c, "POST", "/groups/leave", control.GroupRequest{Group: c.pos[0]}, func(map[string]string) {})
+		return c.with(func(cl *api.Client) error { return cl.Leave(c.ctx, c.pos[0]) })
 	}
 }
 
 func sgLs(*flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
-		return call(c, "GET", "/groups", nil, func(gs []control.Group) {
-			rows := [][]string{{"GROUP", "PREFIXES", "PRIVATE"}}
-			for _, g := range gs {
-				rows = append(rows, []string{g.ID, strings.Join(g.Prefixes, ","), fmt.Sprint(g.Private)})
-			}
-			c.table(rows)
+		return c.with(func(cl *api.Client) error {
+			gs, err := cl.ListGroups(c.ctx)
+			return show(c, gs, err, func(gs []api.Group) {
+				rows := [][]string{{"GROUP", "PREFIXES", "PRIVATE"}}
+				for _, g := range gs {
+					rows = append(rows, []string{g.ID, strings.Join(g.Prefixes, ","), fmt.Sprint(g.Private)})
+				}
+				c.table(rows)
+			})
 		})
 	}
 }
 
 func sgMembers(*flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
-		return call(c, "GET", "/groups/members?group="+url.QueryEscape(c.pos[0]), nil, func(ms []control.Member) {
-			rows := [][]string{{"PEER", "TYPE", "ADDRS"}}
-			for _, m := range ms {
-				rows = append(rows, []string{m.Peer, m.DevType, strings.Join(m.Addrs, " ")})
-			}
-			c.table(rows)
+		return c.with(func(cl *api.Client) error {
+			ms, err := cl.Members(c.ctx, c.pos[0])
+			return show(c, ms, err, func(ms []api.Member) {
+				rows := [][]string{{"PEER", "TYPE", "ADDRS"}}
+				for _, m := range ms {
+					rows = append(rows, []string{m.Peer, m.DevType, strings.Join(m.Addrs, " ")})
+				}
+				c.table(rows)
+			})
 		})
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/control"
 )
 
@@ -240,11 +241,11 @@ func countFlags(fs *flag.FlagSet) int {
 	return n
 }
 
-func (c *cmd) client() (*control.Client, error) { return control.NewClient(c.data) }
+func (c *cmd) client() (*api.Client, error) { return control.Dial(c.data) }
 
 // refAndClient returns the blob ref of a one-argument command and a
 // client of the daemon.
-func (c *cmd) refAndClient() (syncnode.BlobRef, *control.Client, error) {
+func (c *cmd) refAndClient() (syncnode.BlobRef, *api.Client, error) {
 	ref, err := syncnode.ParseBlobRef(c.pos[0])
 	if err != nil {
 		return syncnode.BlobRef{}, nil, err
@@ -253,23 +254,28 @@ func (c *cmd) refAndClient() (syncnode.BlobRef, *control.Client, error) {
 	return ref, cl, err
 }
 
-// call makes one API call and prints its JSON answer, or hands it to text.
-func call[T any](c *cmd, method, path string, in any, text func(T)) error {
-	cl, err := c.client()
+// show prints v, the answer of a call that returned err, as JSON when
+// -json is set or text is nil, else through text.
+func show[T any](c *cmd, v T, err error, text func(T)) error {
 	if err != nil {
-		return err
-	}
-	var out T
-	if err := cl.Do(c.ctx, method, path, in, &out); err != nil {
 		return err
 	}
 	if c.asJSON || text == nil {
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return enc.Encode(v)
 	}
-	text(out)
+	text(v)
 	return nil
+}
+
+// with runs fn with a client of the daemon.
+func (c *cmd) with(fn func(cl *api.Client) error) error {
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	return fn(cl)
 }
 
 func (c *cmd) table(rows [][]string) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/control"
 	"github.com/syncnode/syncnode/node"
 )
@@ -70,13 +71,13 @@ func TestDaemonAndCLI(t *testing.T) {
 	if out := must(t, a, "blob", "cat", ref, "-offset", "7", "-length", "4"); out != "sync" {
 		t.Fatalf("cat range = %q", out)
 	}
-	var infos []control.BlobInfo
+	var infos []api.BlobInfo
 	if err := json.Unmarshal([]byte(must(t, a, "blob", "ls", "--json")), &infos); err != nil || len(infos) != 1 || infos[0].Ref != ref {
 		t.Fatalf("ls --json: %v %+v", err, infos)
 	}
 
 	gid := strings.TrimSpace(must(t, a, "sg", "create", "photos", "-prefix", "photos/", "-private"))
-	var st control.Status
+	var st api.Status
 	if err := json.Unmarshal([]byte(must(t, b, "status", "--json")), &st); err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestDaemonAndCLI(t *testing.T) {
 	// A's blob is safe once the server has it; status and metrics say so.
 	deadline = time.Now().Add(10 * time.Second)
 	for {
-		var st control.Status
+		var st api.Status
 		json.Unmarshal([]byte(must(t, a, "status", "--json")), &st)
 		if len(st.Durability) == 1 && st.Durability[0].Referenced == 1 && st.Durability[0].AtRisk == 0 {
 			break
@@ -127,12 +128,12 @@ func TestDaemonAndCLI(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	cl, err := control.NewClient(a)
+	cl, err := control.Dial(a)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var metrics bytes.Buffer
-	if err := cl.Do(t.Context(), "GET", "/metrics", nil, &metrics); err != nil {
+	if err := cl.Metrics(t.Context(), &metrics); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{`syncnode_group_blobs_at_risk{group="` + gid + `"} 0`, "syncnode_blob_bytes_out_total 15", "syncnode_fetch_queue_length 0"} {
@@ -166,7 +167,7 @@ func TestDaemonAndCLI(t *testing.T) {
 func TestCommandsNeedTheDaemon(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	must(t, dir, "init")
-	if _, err := cli(t, dir, "status"); !errors.Is(err, control.ErrNotRunning) {
+	if _, err := cli(t, dir, "status"); !errors.Is(err, api.ErrNotRunning) {
 		t.Fatalf("status without a daemon: %v", err)
 	}
 	if _, err := cli(t, dir, "init"); err == nil {

@@ -4,9 +4,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net/url"
 
-	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/internal/api"
 )
 
 // The row commands.
@@ -22,35 +21,40 @@ func rowCmd() *command {
 
 func rowPut(*flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
-		req := control.RowRequest{Group: c.pos[0], Key: c.pos[1], Value: json.RawMessage(c.pos[2])}
-		return call(c, "POST", "/rows", req, func(control.Row) {})
+		return c.with(func(cl *api.Client) error {
+			row, err := cl.PutRow(c.ctx, api.RowRequest{Group: c.pos[0], Key: c.pos[1], Value: json.RawMessage(c.pos[2])})
+			return show(c, row, err, func(api.Row) {})
+		})
 	}
 }
 
 func rowGet(*flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
-		q := url.Values{"group": {c.pos[0]}, "key": {c.pos[1]}}
-		return call(c, "GET", "/rows?"+q.Encode(), nil, func(rs []control.Row) { fmt.Fprintln(c.stdout, string(rs[0].Value)) })
+		return c.with(func(cl *api.Client) error {
+			row, err := cl.GetRow(c.ctx, c.pos[0], c.pos[1])
+			return show(c, row, err, func(r api.Row) { fmt.Fprintln(c.stdout, string(r.Value)) })
+		})
 	}
 }
 
 func rowDel(*flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
-		q := url.Values{"group": {c.pos[0]}, "key": {c.pos[1]}}
-		return call[map[string]string](c, "DELETE", "/rows?"+q.Encode(), nil, func(map[string]string) {})
+		return c.with(func(cl *api.Client) error { return cl.DeleteRow(c.ctx, c.pos[0], c.pos[1]) })
 	}
 }
 
 func rowLs(fs *flag.FlagSet) func(*cmd) error {
 	prefix := fs.String("prefix", "", "only keys with this prefix")
 	return func(c *cmd) error {
-		q := url.Values{"group": {c.pos[0]}, "prefix": {*prefix}}
-		return call(c, "GET", "/rows?"+q.Encode(), nil, func(rs []control.Row) {
-			rows := [][]string{{"KEY", "VALUE"}}
-			for _, r := range rs {
-				rows = append(rows, []string{r.Key, string(r.Value)})
-			}
-			c.table(rows)
+		return c.with(func(cl *api.Client) error {
+			rs, err := cl.ListRows(c.ctx, c.pos[0], *prefix)
+			return show(c, rs, err, func(rs []api.Row) {
+				rows := [][]string{{"KEY", "VALUE"}}
+				for _, r := range rs {
+					rows = append(rows, []string{r.Key, string(r.Value)})
+				}
+				c.table(rows)
+			})
 		})
 	}
 }

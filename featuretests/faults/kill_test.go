@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/nodetest"
 )
 
@@ -115,7 +115,7 @@ func TestKill9DuringTransfers(t *testing.T) {
 
 	// Every transfer completes: the server holds every blob, verified,
 	// with both shares; the device holds none of them any more.
-	var held map[syncnode.BlobRef]control.BlobInfo
+	var held map[syncnode.BlobRef]api.BlobInfo
 	waitFor(t, 5*time.Minute, "the server to hold every blob with both shares", func() bool {
 		infos, err := srv.blobs()
 		if err != nil {
@@ -138,8 +138,7 @@ func TestKill9DuringTransfers(t *testing.T) {
 		if _, ok := held[ref]; !ok {
 			t.Fatalf("blob %s lost", ref)
 		}
-		var in control.BlobInfo
-		if err := dev.do("GET", "/blobs/"+ref.String()+"/stat", nil, &in); err == nil {
+		if in, err := dev.cl.StatBlob(dev.ctx(), ref.String()); err == nil {
 			devShares += in.Shares[syncnode.GroupID(g)]
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/control"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/p2p"
@@ -101,8 +102,8 @@ type joinResp struct {
 // gets the same refusal. No refusal is an oracle.
 func TestRefusalsRevealNothing(t *testing.T) {
 	p := newProc(t, "daemon", time.Hour)
-	var g control.Group
-	p.must("POST", "/groups", control.CreateRequest{Name: "secret", Prefixes: []string{"s/"}, Private: true, DevType: "normal"}, &g)
+	g, err := p.cl.CreateGroup(p.ctx(), api.CreateRequest{Name: "secret", Prefixes: []string{"s/"}, Private: true, DevType: "normal"})
+	p.must("create group", err)
 	ref, err := p.putBlobRow(g.ID, "s/photo", []byte("a private photo"))
 	if err != nil {
 		t.Fatal(err)

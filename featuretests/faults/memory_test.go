@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/baotree"
 	"github.com/syncnode/syncnode/internal/control"
 	"github.com/syncnode/syncnode/internal/syncer"
@@ -65,7 +65,7 @@ func stranger(t *testing.T, p *proc) host.Host {
 func heapInUse(t *testing.T, p *proc) int64 {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := p.cl.Do(t.Context(), "GET", "/metrics", nil, &buf); err != nil {
+	if err := p.cl.Metrics(t.Context(), &buf); err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(buf.String(), "\n") {
@@ -129,21 +129,19 @@ func TestHostileProviderCannotExhaustMemory(t *testing.T) {
 			return d.Provide(ctx, ref) == nil
 		})
 		before := heapInUse(t, p)
-		var last control.FetchEvent
-		err := control.Stream(t.Context(), p.cl, "POST", fmt.Sprintf("/blobs/%s/fetch", ref), func(ev control.FetchEvent) { last = ev })
+		var last api.FetchEvent
+		err := p.cl.FetchBlob(t.Context(), ref.String(), api.FetchOptions{}, func(ev api.FetchEvent) { last = ev })
 		t.Logf("blob of %d bytes: fetch ended with %v, last event %+v", size, err, last)
 		if asked.Load() == 0 {
 			t.Fatalf("the daemon never asked the hostile provider (last event %+v)", last)
 		}
-		var st control.Status
-		if err := p.do("GET", "/status", nil, &st); err != nil {
+		if _, err := p.cl.Status(p.ctx()); err != nil {
 			t.Fatalf("the daemon is down after a hostile provider announced %d bytes: %v\n%s", size, err, p.logTail())
 		}
 		if grew := heapInUse(t, p) - before; grew > 32<<20 {
 			t.Fatalf("a hostile provider announcing %d bytes grew the heap by %d MiB", size, grew>>20)
 		}
-		var w struct{ Held bool }
-		if err := p.do("GET", "/why/"+ref.String(), nil, &w); err != nil || w.Held {
+		if w, err := p.cl.Why(p.ctx(), ref.String()); err != nil || w.Held {
 			t.Fatalf("why after the hostile fetch: %+v %v", w, err)
 		}
 	}
@@ -178,8 +176,7 @@ func TestJoinFloodBounded(t *testing.T) {
 	for _, st := range streams {
 		st.Reset()
 	}
-	var st control.Status
-	if err := p.do("GET", "/status", nil, &st); err != nil {
+	if _, err := p.cl.Status(p.ctx()); err != nil {
 		t.Fatalf("the daemon is down: %v", err)
 	}
 }

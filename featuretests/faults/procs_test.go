@@ -18,6 +18,7 @@ import (
 	"lukechampine.com/blake3"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/control"
 )
 
@@ -53,7 +54,7 @@ type proc struct {
 	dir  string
 	cmd  *exec.Cmd
 	done chan struct{}
-	cl   *control.Client
+	cl   *api.Client
 	id   string
 	// starts counts the daemon's starts.
 	starts int
@@ -83,12 +84,12 @@ func newProc(t testing.TB, name string, syncEvery time.Duration) *proc {
 	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if p.cl, err = control.NewClient(p.dir); err != nil {
+	if p.cl, err = control.Dial(p.dir); err != nil {
 		t.Fatal(err)
 	}
 	p.start()
-	var st control.Status
-	p.must("GET", "/status", nil, &st)
+	st, err := p.cl.Status(p.ctx())
+	p.must("status", err)
 	p.id = st.ID
 	t.Cleanup(func() {
 		if p.cmd != nil {
@@ -117,8 +118,7 @@ func (p *proc) start() {
 	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(p.cmd, p.done)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var st control.Status
-		err := p.do("GET", "/status", nil, &st)
+		_, err := p.cl.Status(p.ctx())
 		if err == nil {
 			return
 		}
@@ -173,23 +173,25 @@ func (p *proc) logTail() string {
 	return string(b)
 }
 
-func (p *proc) do(method, path string, in, out any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return p.cl.Do(ctx, method, path, in, out)
+// ctx bounds one call of p's control API: 30 s, or the test's end.
+func (p *proc) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(p.t.Context(), 30*time.Second)
+	p.t.Cleanup(cancel)
+	return ctx
 }
 
-func (p *proc) must(method, path string, in, out any) {
+// must fails the test if a call of p's control API failed.
+func (p *proc) must(what string, err error) {
 	p.t.Helper()
-	if err := p.do(method, path, in, out); err != nil {
-		p.t.Fatalf("%s: %s %s: %v", p.name, method, path, err)
+	if err != nil {
+		p.t.Fatalf("%s: %s: %v", p.name, what, err)
 	}
 }
 
 // putBlobRow stores data on p and writes a row at key naming it.
 func (p *proc) putBlobRow(group, key string, data []byte) (syncnode.BlobRef, error) {
-	var info control.BlobInfo
-	if err := p.do("POST", "/blobs", bytes.NewReader(data), &info); err != nil {
+	info, err := p.cl.PutBlob(p.ctx(), bytes.NewReader(data))
+	if err != nil {
 		return syncnode.BlobRef{}, err
 	}
 	ref, err := syncnode.ParseBlobRef(info.Ref)
@@ -200,32 +202,29 @@ func (p *proc) putBlobRow(group, key string, data []byte) (syncnode.BlobRef, err
 		return ref, fmt.Errorf("put returned %s, the bytes hash to %s", ref, want)
 	}
 	val := fmt.Sprintf(`{"n": %q, "blob": {"$blob": %q}}`, key, ref)
-	return ref, p.do("POST", "/rows", control.RowRequest{Group: group, Key: key, Value: json.RawMessage(val)}, nil)
+	_, err = p.cl.PutRow(p.ctx(), api.RowRequest{Group: group, Key: key, Value: json.RawMessage(val)})
+	return ref, err
 }
 
 // blobs lists the blobs p holds.
-func (p *proc) blobs() ([]control.BlobInfo, error) {
-	var out []control.BlobInfo
-	err := p.do("GET", "/blobs", nil, &out)
-	return out, err
-}
+func (p *proc) blobs() ([]api.BlobInfo, error) { return p.cl.ListBlobs(p.ctx()) }
 
 // verifyAll reads every blob p shows and checks its bytes hash to its
 // ref: nothing partial or corrupt may ever be visible. It returns the
 // blobs checked.
-func (p *proc) verifyAll() (map[syncnode.BlobRef]control.BlobInfo, error) {
+func (p *proc) verifyAll() (map[syncnode.BlobRef]api.BlobInfo, error) {
 	infos, err := p.blobs()
 	if err != nil {
 		return nil, err
 	}
-	out := map[syncnode.BlobRef]control.BlobInfo{}
+	out := map[syncnode.BlobRef]api.BlobInfo{}
 	for _, in := range infos {
 		ref, err := syncnode.ParseBlobRef(in.Ref)
 		if err != nil {
 			return nil, err
 		}
 		h := blake3.New(32, nil)
-		if err := p.do("GET", "/blobs/"+in.Ref, nil, h); err != nil {
+		if err := p.cl.ReadBlob(p.ctx(), in.Ref, 0, -1, h); err != nil {
 			if strings.Contains(err.Error(), "not found") {
 				continue // evicted between the list and the read
 			}
@@ -245,12 +244,13 @@ func (p *proc) verifyAll() (map[syncnode.BlobRef]control.BlobInfo, error) {
 // proc join it with the given device type.
 func group(t testing.TB, admin *proc, name, prefix string, members []*proc, devtype string) string {
 	t.Helper()
-	var g control.Group
-	admin.must("POST", "/groups", control.CreateRequest{Name: name, Prefixes: []string{prefix}, Private: true, DevType: "normal"}, &g)
+	g, err := admin.cl.CreateGroup(admin.ctx(), api.CreateRequest{Name: name, Prefixes: []string{prefix}, Private: true, DevType: "normal"})
+	admin.must("create group", err)
 	for _, m := range members {
-		var inv control.Invitation
-		admin.must("POST", "/groups/invite", control.InviteRequest{Group: g.ID, Peer: m.id, DevType: devtype}, &inv)
-		m.must("POST", "/groups/join", inv, nil)
+		inv, err := admin.cl.Invite(admin.ctx(), api.InviteRequest{Group: g.ID, Peer: m.id, DevType: devtype})
+		admin.must("invite", err)
+		_, err = m.cl.Join(m.ctx(), inv)
+		m.must("join", err)
 	}
 	return g.ID
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
-	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/nodetest"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
@@ -23,8 +23,8 @@ import (
 // admin.
 func joinProcGroup(t *testing.T, admin *proc, g string, n *node.Node) {
 	t.Helper()
-	var inv control.Invitation
-	admin.must("POST", "/groups/invite", control.InviteRequest{Group: g, Peer: n.ID().String(), DevType: "normal"}, &inv)
+	inv, err := admin.cl.Invite(admin.ctx(), api.InviteRequest{Group: g, Peer: n.ID().String(), DevType: "normal"})
+	admin.must("invite", err)
 	in, err := syncgroup.UnmarshalInvitation(inv.Invitation)
 	if err != nil {
 		t.Fatal(err)
@@ -48,8 +48,8 @@ func TestThousandConcurrentStreams(t *testing.T) {
 		size = 1 << 20
 	}
 	holder := newProc(t, "holder", time.Second)
-	var g control.Group
-	holder.must("POST", "/groups", control.CreateRequest{Name: "f", Prefixes: []string{"f/"}, Private: true, DevType: "normal"}, &g)
+	g, err := holder.cl.CreateGroup(holder.ctx(), api.CreateRequest{Name: "f", Prefixes: []string{"f/"}, Private: true, DevType: "normal"})
+	holder.must("create group", err)
 	refs := make([]syncnode.BlobRef, perClient)
 	for i := range refs {
 		ref, err := holder.putBlobRow(g.ID, fmt.Sprintf("f/%03d", i), nodetest.RandomBytes(size, uint64(i)))
@@ -62,8 +62,8 @@ func TestThousandConcurrentStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st control.Status
-	holder.must("GET", "/status", nil, &st)
+	st, err := holder.cl.Status(holder.ctx())
+	holder.must("status", err)
 
 	var devs []*node.Node
 	for range clients {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -45,36 +46,6 @@ func servePage(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// PageState is what the status page shows: the node's status and
-// durability, its syncgroups with their members, the server fetcher's
-// queue with each blob's journal, and the blobs held.
-type PageState struct {
-	Status Status       `json:"status"`
-	Groups []PageGroup  `json:"groups"`
-	Queue  []QueueEntry `json:"queue"`
-	// Blobs lists up to pageBlobs held blobs.
-	Blobs []BlobInfo `json:"blobs"`
-	Time  time.Time  `json:"time"`
-}
-
-// PageGroup is a syncgroup and its members.
-type PageGroup struct {
-	Group
-	Members []Member `json:"members"`
-}
-
-// QueueEntry is one blob in the server fetcher's hands and its journal.
-type QueueEntry struct {
-	Ref         string     `json:"ref"`
-	State       string     `json:"state"` // "fetching" or "queued"
-	Attempts    int        `json:"attempts"`
-	NextAttempt *time.Time `json:"next_attempt,omitempty"`
-	LastAttempt *time.Time `json:"last_attempt,omitempty"`
-	LastErr     string     `json:"last_error,omitempty"`
-	Tried       []string   `json:"tried,omitempty"`
-	Holders     []string   `json:"holders,omitempty"`
-}
-
 // How many queue entries and held blobs the page lists.
 const pageQueue, pageBlobs = 50, 100
 
@@ -88,24 +59,22 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
-func (s *server) pageState(w http.ResponseWriter, r *http.Request) {
-	st, err := s.statusView()
+func (s *server) pageState(r *http.Request) (api.PageState, error) {
+	st, err := s.status(r)
 	if err != nil {
-		fail(w, err)
-		return
+		return api.PageState{}, err
 	}
-	out := PageState{Status: st, Groups: []PageGroup{}, Queue: []QueueEntry{}, Blobs: []BlobInfo{}, Time: time.Now().UTC()}
+	out := api.PageState{Status: st, Groups: []api.PageGroup{}, Queue: []api.QueueEntry{}, Blobs: []api.BlobInfo{}, Time: time.Now().UTC()}
 	for _, spec := range s.n.Groups() {
-		pg := PageGroup{Group: groupView(spec), Members: []Member{}}
+		pg := api.PageGroup{Group: groupView(spec), Members: []api.Member{}}
 		for _, m := range s.n.Members(spec.ID) {
-			pg.Members = append(pg.Members, Member{Peer: m.Peer.String(), DevType: m.DevType.String(), Addrs: m.Addrs})
+			pg.Members = append(pg.Members, api.Member{Peer: m.Peer.String(), DevType: m.DevType.String(), Addrs: m.Addrs})
 		}
 		out.Groups = append(out.Groups, pg)
 	}
 	queue, err := s.n.FetchQueue(pageQueue)
 	if err != nil {
-		fail(w, err)
-		return
+		return api.PageState{}, err
 	}
 	for _, why := range queue {
 		out.Queue = append(out.Queue, queueEntry(why))
@@ -118,14 +87,13 @@ func (s *server) pageState(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	if err != nil && !errors.Is(err, errEnough) {
-		fail(w, err)
-		return
+		return api.PageState{}, err
 	}
-	reply(w, out)
+	return out, nil
 }
 
-func queueEntry(w node.Why) QueueEntry {
-	e := QueueEntry{Ref: w.Ref.String(), State: "queued", Attempts: w.Attempts,
+func queueEntry(w node.Why) api.QueueEntry {
+	e := api.QueueEntry{Ref: w.Ref.String(), State: "queued", Attempts: w.Attempts,
 		NextAttempt: timePtr(w.NextAttempt), LastAttempt: timePtr(w.LastAttempt),
 		LastErr: w.LastErr, Tried: w.Tried, Holders: w.Holders}
 	if w.Running {

@@ -196,12 +196,12 @@ func TestPageFilesCarryNoDataAndStateNeedsTheToken(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("/ui/state without the token: %s", resp.Status)
 	}
-	cl, err := NewClient(dir)
+	cl, err := Dial(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st PageState
-	if err := cl.Do(t.Context(), "GET", "/ui/state", nil, &st); err != nil || st.Status.ID == "" {
+	st, err := cl.PageState(t.Context())
+	if err != nil || st.Status.ID == "" {
 		t.Fatalf("/ui/state with the token: %+v %v", st, err)
 	}
 }

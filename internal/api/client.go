@@ -1,0 +1,252 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// ErrNotRunning reports that no daemon answers at the client's address.
+var ErrNotRunning = errors.New("syncnode is not running (start it with: syncnode run)")
+
+// Client calls a daemon's control API.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// NewClient returns a client of the daemon listening at addr (host:port)
+// that presents token.
+func NewClient(addr, token string) *Client {
+	return &Client{base: "http://" + addr, token: token, hc: &http.Client{}}
+}
+
+// PutBlob stores the bytes r yields as a blob.
+func (c *Client) PutBlob(ctx context.Context, r io.Reader) (BlobInfo, error) {
+	var out BlobInfo
+	return out, c.do(ctx, "POST", "/blobs", r, &out)
+}
+
+// ListBlobs lists the blobs held.
+func (c *Client) ListBlobs(ctx context.Context) ([]BlobInfo, error) {
+	var out []BlobInfo
+	return out, c.do(ctx, "GET", "/blobs", nil, &out)
+}
+
+// StatBlob describes a held blob.
+func (c *Client) StatBlob(ctx context.Context, ref string) (BlobInfo, error) {
+	var out BlobInfo
+	return out, c.do(ctx, "GET", statPath(ref), nil, &out)
+}
+
+// ReadBlob writes length bytes of a held blob from offset to w (length
+// -1: to the end). Every byte is verified by the daemon; a read cut short
+// by damage or a dropped connection is an error.
+func (c *Client) ReadBlob(ctx context.Context, ref string, offset, length int64, w io.Writer) error {
+	return c.do(ctx, "GET", readPath(ref, offset, length), nil, w)
+}
+
+// FetchBlob fetches a blob from peers if it is not held, calling progress
+// (if not nil) with each status line; it fails if the fetch does.
+func (c *Client) FetchBlob(ctx context.Context, ref string, o FetchOptions, progress func(FetchEvent)) error {
+	resp, err := c.send(ctx, "POST", fetchPath(ref, o), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var failed error
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var ev FetchEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("api: bad fetch status line: %w", err)
+		}
+		if ev.Error != "" {
+			failed = errors.New(ev.Error)
+		}
+		if progress != nil {
+			progress(ev)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return failed
+}
+
+// RemoveBlob removes a held blob; it is refused while the node holds
+// shares of it.
+func (c *Client) RemoveBlob(ctx context.Context, ref string) error {
+	return c.do(ctx, "DELETE", blobPath(ref), nil, &Removed{})
+}
+
+// Why explains a blob's state on the node.
+func (c *Client) Why(ctx context.Context, ref string) (Why, error) {
+	var out Why
+	return out, c.do(ctx, "GET", whyPath(ref), nil, &out)
+}
+
+// CreateGroup creates a syncgroup with the node as its admin.
+func (c *Client) CreateGroup(ctx context.Context, req CreateRequest) (Group, error) {
+	var out Group
+	return out, c.do(ctx, "POST", "/groups", req, &out)
+}
+
+// ListGroups lists the groups the node is in.
+func (c *Client) ListGroups(ctx context.Context) ([]Group, error) {
+	var out []Group
+	return out, c.do(ctx, "GET", "/groups", nil, &out)
+}
+
+// Invite makes an invitation for a peer to join a group.
+func (c *Client) Invite(ctx context.Context, req InviteRequest) (Invitation, error) {
+	var out Invitation
+	return out, c.do(ctx, "POST", "/groups/invite", req, &out)
+}
+
+// Join joins a group with an invitation.
+func (c *Client) Join(ctx context.Context, inv Invitation) (Group, error) {
+	var out Group
+	return out, c.do(ctx, "POST", "/groups/join", inv, &out)
+}
+
+// Leave leaves a group.
+func (c *Client) Leave(ctx context.Context, group string) error {
+	return c.do(ctx, "POST", "/groups/leave", GroupRequest{Group: group}, &Left{})
+}
+
+// Members lists a group's members.
+func (c *Client) Members(ctx context.Context, group string) ([]Member, error) {
+	var out []Member
+	return out, c.do(ctx, "GET", membersPath(group), nil, &out)
+}
+
+// PutRow writes a row.
+func (c *Client) PutRow(ctx context.Context, req RowRequest) (Row, error) {
+	var out Row
+	return out, c.do(ctx, "POST", "/rows", req, &out)
+}
+
+// GetRow returns a live row.
+func (c *Client) GetRow(ctx context.Context, group, key string) (Row, error) {
+	var out []Row
+	if err := c.do(ctx, "GET", rowsPath(group, key, ""), nil, &out); err != nil {
+		return Row{}, err
+	}
+	if len(out) != 1 {
+		return Row{}, fmt.Errorf("api: %d rows for one key", len(out))
+	}
+	return out[0], nil
+}
+
+// ListRows lists a group's live rows under prefix, keys sorted.
+func (c *Client) ListRows(ctx context.Context, group, prefix string) ([]Row, error) {
+	var out []Row
+	return out, c.do(ctx, "GET", rowsPath(group, "", prefix), nil, &out)
+}
+
+// DeleteRow writes a tombstone at key.
+func (c *Client) DeleteRow(ctx context.Context, group, key string) error {
+	return c.do(ctx, "DELETE", rowsPath(group, key, ""), nil, &Deleted{})
+}
+
+// Peers lists the connected peers.
+func (c *Client) Peers(ctx context.Context) ([]Peer, error) {
+	var out []Peer
+	return out, c.do(ctx, "GET", "/peers", nil, &out)
+}
+
+// Status summarises the node.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var out Status
+	return out, c.do(ctx, "GET", "/status", nil, &out)
+}
+
+// Metrics writes the node's Prometheus metrics, text format, to w.
+func (c *Client) Metrics(ctx context.Context, w io.Writer) error {
+	return c.do(ctx, "GET", "/metrics", nil, w)
+}
+
+// PageState returns what the status page shows.
+func (c *Client) PageState(ctx context.Context) (PageState, error) {
+	var out PageState
+	return out, c.do(ctx, "GET", "/ui/state", nil, &out)
+}
+
+// do sends a request; a JSON body is encoded from in (an io.Reader is
+// sent as it is), and the JSON answer decoded into out (an io.Writer
+// receives the raw body, checked against its announced length).
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch o := out.(type) {
+	case nil:
+		return nil
+	case io.Writer:
+		n, err := io.Copy(o, resp.Body)
+		if err != nil {
+			return fmt.Errorf("api: answer cut short after %d bytes: %w", n, err)
+		}
+		if e := resp.Trailer.Get(TrailerError); e != "" {
+			return fmt.Errorf("api: the daemon stopped after %d bytes: %s", n, e)
+		}
+		if l := resp.Header.Get(HeaderBlobLength); l != "" && l != strconv.FormatInt(n, 10) {
+			return fmt.Errorf("api: answer cut short: %d of %s bytes", n, l)
+		}
+		return nil
+	default:
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return fmt.Errorf("api: bad answer to %s %s: %w", method, path, err)
+		}
+		return nil
+	}
+}
+
+func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	var body io.Reader
+	switch b := in.(type) {
+	case nil:
+	case io.Reader:
+		body = b
+	default:
+		enc, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(enc)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) && strings.Contains(err.Error(), "connection refused") {
+			return nil, ErrNotRunning
+		}
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		var ae Error
+		if json.NewDecoder(resp.Body).Decode(&ae) == nil && ae.Error != "" {
+			return nil, errors.New(ae.Error)
+		}
+		return nil, fmt.Errorf("api: %s", resp.Status)
+	}
+	return resp, nil
+}

@@ -1,0 +1,69 @@
+package api
+
+import (
+	"fmt"
+	"net/url"
+)
+
+// The routes, as http.ServeMux patterns. The Client builds its paths from
+// the helpers below, which follow these patterns; nothing else writes a
+// path of the API.
+const (
+	RoutePutBlob    = "POST /blobs"
+	RouteListBlobs  = "GET /blobs"
+	RouteReadBlob   = "GET /blobs/{ref}"
+	RouteStatBlob   = "GET /blobs/{ref}/stat"
+	RouteFetchBlob  = "POST /blobs/{ref}/fetch"
+	RouteRemoveBlob = "DELETE /blobs/{ref}"
+	RouteWhy        = "GET /why/{ref}"
+	RouteCreate     = "POST /groups"
+	RouteGroups     = "GET /groups"
+	RouteInvite     = "POST /groups/invite"
+	RouteJoin       = "POST /groups/join"
+	RouteLeave      = "POST /groups/leave"
+	RouteMembers    = "GET /groups/members"
+	RoutePutRow     = "POST /rows"
+	RouteGetRows    = "GET /rows"
+	RouteDeleteRow  = "DELETE /rows"
+	RoutePeers      = "GET /peers"
+	RouteStatus     = "GET /status"
+	RouteMetrics    = "GET /metrics"
+	RoutePageState  = "GET /ui/state"
+)
+
+func blobPath(ref string) string { return "/blobs/" + url.PathEscape(ref) }
+
+func readPath(ref string, offset, length int64) string {
+	q := url.Values{"offset": {fmt.Sprint(offset)}}
+	if length >= 0 {
+		q.Set("length", fmt.Sprint(length))
+	}
+	return blobPath(ref) + "?" + q.Encode()
+}
+
+func statPath(ref string) string { return blobPath(ref) + "/stat" }
+
+func fetchPath(ref string, o FetchOptions) string {
+	p := blobPath(ref) + "/fetch"
+	if o.Priority != 0 {
+		p += fmt.Sprintf("?priority=%d", o.Priority)
+	}
+	return p
+}
+
+func whyPath(ref string) string { return "/why/" + url.PathEscape(ref) }
+
+func membersPath(group string) string {
+	return "/groups/members?" + url.Values{"group": {group}}.Encode()
+}
+
+func rowsPath(group, key, prefix string) string {
+	q := url.Values{"group": {group}}
+	if key != "" {
+		q.Set("key", key)
+	}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	return "/rows?" + q.Encode()
+}

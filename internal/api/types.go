@@ -1,0 +1,196 @@
+// Package api is the contract of the daemon's local control API: JSON
+// over HTTP on a loopback address, every request carrying the token kept
+// in the data directory. It holds every request and answer type, every
+// route, and a typed Client that the CLI, the tests and the status page
+// use; the daemon (internal/control) serves it.
+package api
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/syncnode/syncnode"
+)
+
+// HeaderBlobLength carries the length of a blob read; TrailerError, a
+// trailer, the error that stopped a blob read after its answer began.
+const (
+	HeaderBlobLength = "Syncnode-Blob-Length"
+	TrailerError     = "Syncnode-Error"
+)
+
+// Error is the body of every failed request.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// BlobInfo describes a stored blob.
+type BlobInfo struct {
+	Ref    string                   `json:"ref"`
+	Hex    string                   `json:"hex"`
+	Size   int64                    `json:"size"`
+	Shares map[syncnode.GroupID]int `json:"shares,omitempty"`
+}
+
+// FetchOptions tune a fetch the user asked for.
+type FetchOptions struct {
+	// Priority orders fetches that wait for a slot: higher first
+	// (node.PriorityNormal when zero).
+	Priority int
+}
+
+// FetchEvent is one line of a fetch's NDJSON status stream.
+type FetchEvent struct {
+	State    string `json:"state"`
+	Received int64  `json:"received"`
+	Total    int64  `json:"total"`
+	Holders  int    `json:"holders,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// Removed answers a blob removal.
+type Removed struct {
+	Removed string `json:"removed"`
+}
+
+// Why explains a blob's state on the node: held or not, who has it, what
+// the server fetcher has tried and when it tries next.
+type Why struct {
+	Ref  string `json:"ref"`
+	Held bool   `json:"held"`
+	Size int64  `json:"size"`
+	// Shares are the node's ownership shares by group.
+	Shares map[syncnode.GroupID]int `json:"shares,omitempty"`
+	// Groups are the syncgroups the blob was learned through; ServerIn
+	// reports whether the node is a server in one of them.
+	Groups   []string `json:"groups,omitempty"`
+	ServerIn bool     `json:"server_in"`
+	// Locations are where the blob probably is, best first.
+	Locations []WhyLocation `json:"locations,omitempty"`
+	// Queued and Running describe the server fetcher; Attempts is the
+	// persisted count of failed attempts; NextAttempt when the next is due.
+	Queued      bool      `json:"queued"`
+	Running     bool      `json:"running"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	// LastAttempt, LastErr, Tried and Holders come from the fetch journal.
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastErr     string    `json:"last_err,omitempty"`
+	Tried       []string  `json:"tried,omitempty"`
+	Holders     []string  `json:"holders,omitempty"`
+	// Restoring reports a lost or damaged copy being fetched again.
+	Restoring bool `json:"restoring"`
+	// Handoff is the outcome of the last share hand-off, at HandoffAt.
+	Handoff   string    `json:"handoff,omitempty"`
+	HandoffAt time.Time `json:"handoff_at,omitzero"`
+}
+
+// WhyLocation is one place the blob probably is.
+type WhyLocation struct {
+	Peer     string    `json:"peer"`
+	WhenSeen time.Time `json:"when_seen"`
+	Server   bool      `json:"server"`
+	Proxy    bool      `json:"proxy"`
+	Addrs    []string  `json:"addrs,omitempty"`
+}
+
+// CreateRequest creates a syncgroup.
+type CreateRequest struct {
+	Name     string   `json:"name"`
+	Prefixes []string `json:"prefixes"`
+	Private  bool     `json:"private"`
+	DevType  string   `json:"devtype"`
+}
+
+// Group describes a syncgroup.
+type Group struct {
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Prefixes []string `json:"prefixes"`
+	Private  bool     `json:"private"`
+	Admins   []string `json:"admins"`
+}
+
+// InviteRequest asks for an invitation.
+type InviteRequest struct {
+	Group   string `json:"group"`
+	Peer    string `json:"peer"`
+	DevType string `json:"devtype"`
+	TTL     string `json:"ttl"`
+}
+
+// Invitation is an invitation ready to hand to the joiner: the signed
+// invitation and where the admin listens.
+type Invitation struct {
+	Invitation []byte   `json:"invitation"`
+	AdminAddrs []string `json:"admin_addrs"`
+}
+
+// GroupRequest names a group.
+type GroupRequest struct {
+	Group string `json:"group"`
+}
+
+// Left answers a group leave.
+type Left struct {
+	Left string `json:"left"`
+}
+
+// Member is one member of a group.
+type Member struct {
+	Peer    string   `json:"peer"`
+	DevType string   `json:"devtype"`
+	Addrs   []string `json:"addrs,omitempty"`
+}
+
+// RowRequest writes a row: Value is JSON, in which {"$blob": "<ref>"}
+// stands for a blob ref.
+type RowRequest struct {
+	Group string          `json:"group"`
+	Key   string          `json:"key"`
+	Value json.RawMessage `json:"value"`
+}
+
+// Row is a row as the API shows it, its value converted to JSON.
+type Row struct {
+	Key    string          `json:"key"`
+	Value  json.RawMessage `json:"value"`
+	Writer string          `json:"writer"`
+	Time   time.Time       `json:"time"`
+}
+
+// Deleted answers a row deletion.
+type Deleted struct {
+	Deleted string `json:"deleted"`
+}
+
+// Peer is a connected peer.
+type Peer struct {
+	ID    string   `json:"id"`
+	Addrs []string `json:"addrs"`
+}
+
+// Status summarises the node.
+type Status struct {
+	ID         string   `json:"id"`
+	Addrs      []string `json:"addrs"`
+	Groups     int      `json:"groups"`
+	Peers      int      `json:"peers"`
+	Blobs      int      `json:"blobs"`
+	BlobBytes  int64    `json:"blob_bytes"`
+	FetchQueue int      `json:"fetch_queue"`
+	Uploads    int64    `json:"uploads"`
+	BytesOut   int64    `json:"bytes_out"`
+	BytesIn    int64    `json:"bytes_in"`
+	// Durability is, per group, the referenced blobs and those at risk:
+	// no verified server copy known.
+	Durability []Durability `json:"durability"`
+}
+
+// Durability is one group's line of the durability summary.
+type Durability struct {
+	Group      string   `json:"group"`
+	Referenced int      `json:"referenced"`
+	AtRisk     int      `json:"at_risk"`
+	AtRiskRefs []string `json:"at_risk_refs,omitempty"`
+}

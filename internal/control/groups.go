@@ -1,0 +1,222 @@
+package control
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/api"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// The group, row, peer and status handlers.
+
+func (s *server) createGroup(r *http.Request) (api.Group, error) {
+	var req api.CreateRequest
+	if err := decode(r, &req); err != nil {
+		return api.Group{}, err
+	}
+	dev, err := syncnode.ParseDevType(req.DevType)
+	if err != nil {
+		return api.Group{}, badRequest("%v", err)
+	}
+	spec, err := s.n.CreateGroup(req.Name, req.Prefixes, req.Private, dev)
+	if err != nil {
+		return api.Group{}, badRequest("%v", err)
+	}
+	return groupView(spec), nil
+}
+
+func groupView(s syncgroup.Spec) api.Group {
+	g := api.Group{ID: string(s.ID), Name: s.Name, Prefixes: s.Prefixes, Private: s.Private}
+	for _, a := range s.Admins {
+		g.Admins = append(g.Admins, a.String())
+	}
+	return g
+}
+
+func (s *server) listGroups(*http.Request) ([]api.Group, error) {
+	out := []api.Group{}
+	for _, spec := range s.n.Groups() {
+		out = append(out, groupView(spec))
+	}
+	return out, nil
+}
+
+func (s *server) invite(r *http.Request) (api.Invitation, error) {
+	var req api.InviteRequest
+	if err := decode(r, &req); err != nil {
+		return api.Invitation{}, err
+	}
+	p, err := peer.Decode(req.Peer)
+	if err != nil {
+		return api.Invitation{}, badRequest("peer %q: %v", req.Peer, err)
+	}
+	dev, err := syncnode.ParseDevType(req.DevType)
+	if err != nil {
+		return api.Invitation{}, badRequest("%v", err)
+	}
+	ttl := 24 * time.Hour
+	if req.TTL != "" {
+		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl <= 0 {
+			return api.Invitation{}, badRequest("ttl %q", req.TTL)
+		}
+	}
+	inv, err := s.n.Invite(syncnode.GroupID(req.Group), p, dev, ttl)
+	if err != nil {
+		return api.Invitation{}, err
+	}
+	b, err := inv.Marshal()
+	if err != nil {
+		return api.Invitation{}, err
+	}
+	out := api.Invitation{Invitation: b}
+	for _, a := range s.n.Host().Addrs() {
+		out.AdminAddrs = append(out.AdminAddrs, a.String())
+	}
+	return out, nil
+}
+
+func (s *server) join(r *http.Request) (api.Group, error) {
+	var req api.Invitation
+	if err := decode(r, &req); err != nil {
+		return api.Group{}, err
+	}
+	inv, err := syncgroup.UnmarshalInvitation(req.Invitation)
+	if err != nil {
+		return api.Group{}, badRequest("%v", err)
+	}
+	var addrs []ma.Multiaddr
+	for _, a := range req.AdminAddrs {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return api.Group{}, badRequest("address %q: %v", a, err)
+		}
+		addrs = append(addrs, m)
+	}
+	spec, err := s.n.JoinGroup(r.Context(), inv, addrs)
+	if err != nil {
+		return api.Group{}, err
+	}
+	return groupView(spec), nil
+}
+
+func (s *server) leave(r *http.Request) (api.Left, error) {
+	var req api.GroupRequest
+	if err := decode(r, &req); err != nil {
+		return api.Left{}, err
+	}
+	if err := s.n.LeaveGroup(r.Context(), syncnode.GroupID(req.Group)); err != nil {
+		return api.Left{}, err
+	}
+	return api.Left{Left: req.Group}, nil
+}
+
+func (s *server) members(r *http.Request) ([]api.Member, error) {
+	g := syncnode.GroupID(r.URL.Query().Get("group"))
+	if _, err := s.n.GroupSpec(g); err != nil {
+		return nil, err
+	}
+	out := []api.Member{}
+	for _, m := range s.n.Members(g) {
+		out = append(out, api.Member{Peer: m.Peer.String(), DevType: m.DevType.String(), Addrs: m.Addrs})
+	}
+	return out, nil
+}
+
+func rowView(r syncgroup.Row) api.Row {
+	v, err := ToJSON(r.Value)
+	if err != nil {
+		v, _ = json.Marshal(map[string]string{"$undecodable": err.Error()})
+	}
+	return api.Row{Key: r.Key, Value: v, Writer: r.Writer.String(), Time: time.Unix(0, r.TS.Wall).UTC()}
+}
+
+func (s *server) putRow(r *http.Request) (api.Row, error) {
+	var req api.RowRequest
+	if err := decode(r, &req); err != nil {
+		return api.Row{}, err
+	}
+	v, err := FromJSON(req.Value)
+	if err != nil {
+		return api.Row{}, badRequest("%v", err)
+	}
+	row, err := s.n.PutRow(syncnode.GroupID(req.Group), req.Key, v)
+	if err != nil {
+		return api.Row{}, err
+	}
+	return rowView(row), nil
+}
+
+// getRows answers one live row (with key) or the live rows under prefix.
+func (s *server) getRows(r *http.Request) ([]api.Row, error) {
+	q := r.URL.Query()
+	g := syncnode.GroupID(q.Get("group"))
+	if key := q.Get("key"); key != "" {
+		row, ok, err := s.n.GetRow(g, key)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("row %q: %w", key, syncnode.ErrNotFound)
+		}
+		return []api.Row{rowView(row)}, nil
+	}
+	rows, err := s.n.ListRows(g, q.Get("prefix"))
+	if err != nil {
+		return nil, err
+	}
+	out := []api.Row{}
+	for _, row := range rows {
+		out = append(out, rowView(row))
+	}
+	return out, nil
+}
+
+func (s *server) deleteRow(r *http.Request) (api.Deleted, error) {
+	q := r.URL.Query()
+	if _, err := s.n.DeleteRow(syncnode.GroupID(q.Get("group")), q.Get("key")); err != nil {
+		return api.Deleted{}, err
+	}
+	return api.Deleted{Deleted: q.Get("key")}, nil
+}
+
+func (s *server) peers(*http.Request) ([]api.Peer, error) {
+	out := []api.Peer{}
+	h := s.n.Host()
+	for _, p := range h.Network().Peers() {
+		pi := api.Peer{ID: p.String()}
+		for _, c := range h.Network().ConnsToPeer(p) {
+			pi.Addrs = append(pi.Addrs, c.RemoteMultiaddr().String())
+		}
+		out = append(out, pi)
+	}
+	return out, nil
+}
+
+func (s *server) status(*http.Request) (api.Status, error) {
+	ns := s.n.Stats()
+	st := api.Status{ID: s.n.ID().String(), Groups: len(s.n.Groups()), Peers: len(s.n.Host().Network().Peers()),
+		FetchQueue: ns.FetchQueue, Blobs: ns.Blobs, BlobBytes: ns.BlobBytes,
+		Uploads: s.n.UploadStats().Uploads, BytesOut: ns.BytesOut, BytesIn: ns.BytesIn}
+	for _, a := range s.n.Addrs() {
+		st.Addrs = append(st.Addrs, a.String())
+	}
+	dur, err := s.n.Durability()
+	if err != nil {
+		return st, err
+	}
+	for _, g := range dur {
+		d := api.Durability{Group: string(g.Group), Referenced: g.Referenced, AtRisk: g.AtRisk}
+		for _, r := range g.AtRiskRefs {
+			d.AtRiskRefs = append(d.AtRiskRefs, r.String())
+		}
+		st.Durability = append(st.Durability, d)
+	}
+	return st, nil
+}
