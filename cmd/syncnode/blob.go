@@ -75,18 +75,9 @@ func blobGet(fs *flag.FlagSet) func(*cmd) error {
 		if err != nil {
 			return err
 		}
-		var bar *progressbar.ProgressBar
-		err = cl.FetchBlob(c.ctx, ref.String(), api.FetchOptions{Priority: *prio}, func(ev api.FetchEvent) {
-			if ev.Total >= progressMin && bar == nil && ev.State == node.Fetching.String() {
-				bar = newBar(c.stderr, ev.Total, "fetching")
-			}
-			if bar != nil {
-				bar.Set64(ev.Received)
-			}
-		})
-		if bar != nil {
-			bar.Finish()
-		}
+		p := newFetchProgress(c.stderr)
+		err = cl.FetchBlob(c.ctx, ref.String(), api.FetchOptions{Priority: *prio}, p.event)
+		p.end(err)
 		if err != nil {
 			return err
 		}
@@ -158,13 +149,60 @@ func sharesText(sh map[syncnode.GroupID]int) string {
 	return strings.Join(gs, ", ")
 }
 
-// progressMin is the smallest blob that gets a progress bar.
+// progressMin is the fewest bytes a transfer must have to move for a
+// progress bar.
 const progressMin = 4 << 20
 
 func newBar(w io.Writer, total int64, what string) *progressbar.ProgressBar {
 	return progressbar.NewOptions64(total, progressbar.OptionSetWriter(w), progressbar.OptionShowBytes(true),
-		progressbar.OptionSetDescription(what), progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish())
+		progressbar.OptionSetDescription(what), progressbar.OptionThrottle(100*time.Millisecond))
+}
+
+// fetchProgress draws a fetch's progress from its status lines, which
+// come at most every 100 ms: a fast fetch jumps between two of them, so
+// the bar's own rate (bytes over the time between two updates) would be
+// false. The rate shown is the bytes received over the time since the
+// command asked, and the bar ends at 100 % with a line giving both.
+type fetchProgress struct {
+	w     io.Writer
+	bar   *progressbar.ProgressBar
+	start time.Time
+	last  int64
+}
+
+func newFetchProgress(w io.Writer) *fetchProgress { return &fetchProgress{w: w, start: time.Now()} }
+
+func (p *fetchProgress) event(ev api.FetchEvent) {
+	if p.bar == nil && ev.State == node.Fetching.String() && ev.Total >= progressMin {
+		p.bar = progressbar.NewOptions64(ev.Total, progressbar.OptionSetWriter(p.w),
+			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionSetDescription("fetching"))
+	}
+	if p.bar == nil || ev.Received < p.last {
+		return
+	}
+	p.last = min(ev.Received, ev.Total)
+	p.bar.Describe(fmt.Sprintf("fetching %.1f MB/s", p.rate()))
+	p.bar.Set64(p.last)
+}
+
+// rate is the average in MB/s since the command asked.
+func (p *fetchProgress) rate() float64 {
+	return float64(p.last) / max(time.Since(p.start).Seconds(), 1e-3) / 1e6
+}
+
+func (p *fetchProgress) end(err error) {
+	if p.bar == nil {
+		return
+	}
+	if err != nil {
+		p.bar.Exit()
+		fmt.Fprintf(p.w, "\nfetch stopped at %d of %d bytes\n", p.last, p.bar.GetMax64())
+		return
+	}
+	p.last = p.bar.GetMax64()
+	p.bar.Describe(fmt.Sprintf("fetched %.1f MB/s", p.rate()))
+	p.bar.Finish()
+	fmt.Fprintf(p.w, "\nfetched %d bytes in %.2f s (%.1f MB/s)\n", p.last, time.Since(p.start).Seconds(), p.rate())
 }
 
 // writeAtomically writes path through fill: into a temporary file beside

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -225,5 +227,52 @@ func TestCatOfDamagedBlobFails(t *testing.T) {
 			t.Fatalf("why still claims the damaged copy:\n%s", must(t, a, "why", ref))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A fetch's progress bar counts the bytes this fetch moves: it ends at
+// 100 % and its rates are rates a loopback can reach (a bar that counted
+// bytes already there as received in no time showed TB/s).
+func TestFetchProgressEndsAtFullWithTrueRate(t *testing.T) {
+	a, b := daemon(t), daemon(t)
+	gid := strings.TrimSpace(must(t, a, "sg", "create", "films", "-prefix", "films/", "-private"))
+	var st api.Status
+	if err := json.Unmarshal([]byte(must(t, b, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	must(t, b, "sg", "join", strings.TrimSpace(must(t, a, "sg", "invite", gid, st.ID)))
+	file := filepath.Join(t.TempDir(), "film")
+	data := make([]byte, 24<<20)
+	for i := range data {
+		data[i] = byte(i * 7 / 5)
+	}
+	os.WriteFile(file, data, 0o600)
+	ref := strings.TrimSpace(must(t, a, "blob", "put", file))
+	must(t, a, "row", "put", gid, "films/one", `{"film": {"$blob": "`+ref+`"}}`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := cli(t, b, "row", "get", gid, "films/one"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("row never reached b")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var stderr bytes.Buffer
+	dst := filepath.Join(t.TempDir(), "out")
+	if err := run(t.Context(), []string{"-data", b, "blob", "get", ref, "-o", dst}, strings.NewReader(""), io.Discard, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	out := stderr.String()
+	t.Logf("progress output: %q", out[max(0, len(out)-300):])
+	if !strings.Contains(out, "100%") || !strings.Contains(out, fmt.Sprintf("fetched %d bytes", len(data))) {
+		t.Fatalf("the bar did not end at 100 %% with the bytes fetched:\n%q", out)
+	}
+	if m := regexp.MustCompile(`[0-9.]+ (TB|PB|EB)/s`).FindString(out); m != "" {
+		t.Fatalf("the bar showed a rate of %s", m)
+	}
+	if got, _ := os.ReadFile(dst); !bytes.Equal(got, data) {
+		t.Fatal("the fetched file differs")
 	}
 }
