@@ -11,7 +11,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
-	"github.com/syncnode/syncnode/blobstore/storetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 // BenchmarkPutVsFileWrite times a durable Put (hash, Bao tree, fsync,
@@ -19,7 +19,7 @@ import (
 // with one fsync, in the same run, and reports the ratio.
 func BenchmarkPutVsFileWrite(b *testing.B) {
 	const size = 128 << 20
-	data := storetest.RandBytes(3, size)
+	data := testkit.RandomBytes(size, 3)
 	dir := b.TempDir()
 	d, err := blobstore.OpenDisk(filepath.Join(dir, "store"), slog.New(slog.DiscardHandler))
 	if err != nil {

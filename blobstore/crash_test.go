@@ -20,6 +20,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/storetest"
 	"github.com/syncnode/syncnode/internal/baotree"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 // The crash tests run a helper process (this test binary, re-executed) that
@@ -59,18 +60,18 @@ func TestCrashHelper(t *testing.T) {
 	switch mode {
 	case "put":
 		// One large put; the parent kills it part way.
-		_, err = d.Put(ctx, &progressReader{data: storetest.RandBytes(1, 64<<20)}, syncnode.BlobRef{})
+		_, err = d.Put(ctx, &progressReader{data: testkit.RandomBytes(64<<20, 1)}, syncnode.BlobRef{})
 		fmt.Println("done")
 	case "loop":
 		// Many small puts; the parent kills at an arbitrary moment.
 		for i := uint64(0); ; i++ {
-			if _, err = d.Put(ctx, bytes.NewReader(storetest.RandBytes(100+i, 200<<10)), syncnode.BlobRef{}); err != nil {
+			if _, err = d.Put(ctx, bytes.NewReader(testkit.RandomBytes(200<<10, 100+i)), syncnode.BlobRef{}); err != nil {
 				break
 			}
 			fmt.Println("put", i)
 		}
 	case "partial":
-		data := storetest.RandBytes(2, 256*baotree.GroupSize)
+		data := testkit.RandomBytes(256*baotree.GroupSize, 2)
 		ref, ob := storetest.RefOf(data)
 		p, err := d.OpenPartial(ref, ob)
 		if err != nil {
@@ -179,7 +180,7 @@ func TestCrashMidPutLeavesNoBlob(t *testing.T) {
 		if tmp, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(tmp) != 0 {
 			t.Fatalf("kill at %d: %d temp files left after reopen", killAt, len(tmp))
 		}
-		want, _ := storetest.RefOf(storetest.RandBytes(1, 64<<20))
+		want, _ := storetest.RefOf(testkit.RandomBytes(64<<20, 1))
 		if _, err := d.Stat(want); !errors.Is(err, syncnode.ErrNotFound) {
 			t.Fatalf("kill at %d: the interrupted blob is visible: %v", killAt, err)
 		}
@@ -203,7 +204,7 @@ func TestCrashMidPartialResumes(t *testing.T) {
 	last := runUntil(t, "partial", dir, func(line string) bool { return line == "synced 128" })
 	synced, _ := strconv.Atoi(strings.TrimPrefix(last, "synced "))
 	d := reopen(t, dir)
-	data := storetest.RandBytes(2, 256*baotree.GroupSize)
+	data := testkit.RandomBytes(256*baotree.GroupSize, 2)
 	ref, ob := storetest.RefOf(data)
 	if _, err := d.Stat(ref); !errors.Is(err, syncnode.ErrNotFound) {
 		t.Fatal("partial blob visible after crash")
@@ -245,7 +246,7 @@ func TestSecondOpenIsRefused(t *testing.T) {
 func TestDamagedProgressIsRechecked(t *testing.T) {
 	dir := t.TempDir()
 	d := reopen(t, dir)
-	data := storetest.RandBytes(3, 8*baotree.GroupSize)
+	data := testkit.RandomBytes(8*baotree.GroupSize, 3)
 	ref, ob := storetest.RefOf(data)
 	p, err := d.OpenPartial(ref, ob)
 	if err != nil {
@@ -299,7 +300,7 @@ func TestDamagedProgressIsRechecked(t *testing.T) {
 func TestTornPartialTreeStartsOver(t *testing.T) {
 	dir := t.TempDir()
 	d := reopen(t, dir)
-	data := storetest.RandBytes(4, 8*baotree.GroupSize)
+	data := testkit.RandomBytes(8*baotree.GroupSize, 4)
 	ref, ob := storetest.RefOf(data)
 	p, err := d.OpenPartial(ref, ob)
 	if err != nil {

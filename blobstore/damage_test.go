@@ -11,7 +11,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
-	"github.com/syncnode/syncnode/blobstore/storetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 // TestDamagedCopyIsNeverRead damages a stored blob on disk — a flipped bit
@@ -20,7 +20,7 @@ import (
 // ErrDamaged, reads elsewhere still verify, and putting the bytes again
 // repairs the copy.
 func TestDamagedCopyIsNeverRead(t *testing.T) {
-	data := storetest.RandBytes(11, 300<<10)
+	data := testkit.RandomBytes(300<<10, 11)
 	dir := t.TempDir()
 	d, err := blobstore.OpenDisk(dir, slog.New(slog.DiscardHandler))
 	if err != nil {

@@ -81,8 +81,12 @@ func BenchmarkServerPulls200BlobsFrom3Devices(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		deadline := time.Now().Add(2 * time.Minute)
 		for _, ref := range refs {
 			for !server.HasBlob(ref) || len(mustShares(b, server, ref)) == 0 {
+				if time.Now().After(deadline) {
+					b.Fatalf("blob %s not on the server with its shares after 2 minutes", ref)
+				}
 				time.Sleep(2 * time.Millisecond)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/nodetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -14,9 +15,9 @@ var (
 	freeAddr    = nodetest.FreeAddr
 	createGroup = nodetest.CreateGroup
 	join        = nodetest.Join
-	waitFor     = nodetest.WaitFor
-	randomBytes = nodetest.RandomBytes
-	blake3Ref   = nodetest.Blake3Ref
+	waitFor     = testkit.WaitFor
+	randomBytes = testkit.RandomBytes
+	blake3Ref   = testkit.Ref
 	putBlobRow  = nodetest.PutBlobRow
 	totalShares = nodetest.TotalShares
 )

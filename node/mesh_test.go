@@ -16,6 +16,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 // testConfig is a node config with the periods shortened for tests.
@@ -64,7 +65,7 @@ func meshWith(t *testing.T, private bool, mod func(*Config), devs ...syncnode.De
 		join(t, nodes[0], n, spec.ID, devs[i+1])
 	}
 	// Everyone knows everyone.
-	waitFor(t, 10*time.Second, "membership everywhere", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "membership everywhere", func() bool {
 		for _, n := range nodes {
 			if len(n.Members(spec.ID)) != len(nodes) {
 				return false
@@ -83,18 +84,6 @@ func join(t *testing.T, admin, n *Node, g syncnode.GroupID, dev syncnode.DevType
 	}
 	if _, err := n.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -145,7 +134,7 @@ func TestSignpostsReachEveryMemberAndServerTakesShares(t *testing.T) {
 		t.Fatalf("creator holds %d shares, want 2", got)
 	}
 	for _, n := range nodes[1:] {
-		waitFor(t, 10*time.Second, "signpost on "+n.ID().String(), func() bool {
+		testkit.WaitFor(t, 10*time.Second, "signpost on "+n.ID().String(), func() bool {
 			sp, err := n.Signpost(ref)
 			if err != nil {
 				return false
@@ -157,14 +146,14 @@ func TestSignpostsReachEveryMemberAndServerTakesShares(t *testing.T) {
 	}
 	// The server pulls the blob and takes both of the phone's shares; the
 	// phone may then evict its copy.
-	waitFor(t, 15*time.Second, "server holds the blob and its shares", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "server holds the blob and its shares", func() bool {
 		return server.HasBlob(ref) && sharesIn(t, server, ref, g) == 2
 	})
 	if got := totalShares(t, nodes, ref, g); got != 2 {
 		t.Fatalf("share total %d, want 2", got)
 	}
 	// The phone's escrow settles once the server's acceptance reaches it.
-	waitFor(t, 10*time.Second, "the phone's transfer settled", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the phone's transfer settled", func() bool {
 		ok, _ := phone.Ledger().MayEvict(ref)
 		return ok
 	})
@@ -190,7 +179,7 @@ func TestRowsSurviveRestartAndKeepSyncing(t *testing.T) {
 	if _, err := b.PutRow(g, "photos/1", []byte{0x01}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "row at a", func() bool { _, ok, _ := a.GetRow(g, "photos/1"); return ok })
+	testkit.WaitFor(t, 10*time.Second, "row at a", func() bool { _, ok, _ := a.GetRow(g, "photos/1"); return ok })
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +195,7 @@ func TestRowsSurviveRestartAndKeepSyncing(t *testing.T) {
 	if _, err := b.PutRow(g, "photos/3", []byte{0x03}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "convergence after restart", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "convergence after restart", func() bool {
 		ra, _ := a.ListRows(g, "photos/")
 		rb, _ := b.ListRows(g, "photos/")
 		return len(ra) == 3 && len(rb) == 3
@@ -217,11 +206,11 @@ func TestLeafHandsOff(t *testing.T) {
 	nodes, g := mesh(t, true, syncnode.Normal, syncnode.Leaf)
 	laptop, leaf := nodes[0], nodes[1]
 	ref := putBlobRow(t, leaf, g, "photos/leaf.jpg", 100<<10, 2)
-	waitFor(t, 15*time.Second, "laptop holds the leaf's blob with a share", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "laptop holds the leaf's blob with a share", func() bool {
 		return laptop.HasBlob(ref) && sharesIn(t, laptop, ref, g) >= 1
 	})
 	// The leaf keeps handing a share per round until it has none.
-	waitFor(t, 15*time.Second, "leaf free to evict", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "leaf free to evict", func() bool {
 		ok, _ := leaf.Ledger().MayEvict(ref)
 		return ok
 	})
@@ -257,7 +246,7 @@ func TestNonMemberAndEjectedMemberGetNothing(t *testing.T) {
 	if err := admin.EjectMember(g, ejected.ID()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "ejection known to the witness", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "ejection known to the witness", func() bool {
 		for _, m := range witness.Members(g) {
 			if m.Peer == ejected.ID() {
 				return false
@@ -266,7 +255,7 @@ func TestNonMemberAndEjectedMemberGetNothing(t *testing.T) {
 		return true
 	})
 	ref2 := putBlobRow(t, admin, g, "photos/after.jpg", 50<<10, 4)
-	waitFor(t, 10*time.Second, "new row at the witness", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "new row at the witness", func() bool {
 		_, ok, _ := witness.GetRow(g, "photos/after.jpg")
 		return ok
 	})
@@ -319,7 +308,7 @@ func TestShareTotalsSurviveCrashMidTransfer(t *testing.T) {
 		refs = append(refs, putBlobRow(t, phone, g, fmt.Sprintf("photos/%02d", i), 256<<10, uint64(10+i)))
 	}
 	// Stop both while the server is part-way through taking the shares.
-	waitFor(t, 20*time.Second, "first shares at the server", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "first shares at the server", func() bool {
 		for _, ref := range refs {
 			if sharesIn(t, server, ref, g) > 0 {
 				return true
@@ -350,7 +339,7 @@ func TestShareTotalsSurviveCrashMidTransfer(t *testing.T) {
 			t.Logf("%s: server %+v\n   phone shares %v", ref, w, pw.Shares)
 		}
 	}()
-	waitFor(t, 30*time.Second, "every blob at the server with its shares, nothing in escrow", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "every blob at the server with its shares, nothing in escrow", func() bool {
 		for _, ref := range refs {
 			if !server.HasBlob(ref) || sharesIn(t, server, ref, g) != 2 {
 				return false

@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 // TestEvictRacingShareTransferKeepsACopy stops a member's eviction after
@@ -27,7 +28,7 @@ func TestEvictRacingShareTransferKeepsACopy(t *testing.T) {
 	ref := putBlobRow(t, leaf, g, "photos/race.jpg", 128<<10, 9)
 	// The member gets the blob (fetch alone takes no shares) and learns
 	// the row, so its copy is referenced and evictable.
-	waitFor(t, 10*time.Second, "the row at the member", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the row at the member", func() bool {
 		sp, err := member.Signpost(ref)
 		return err == nil && len(sp.Groups()) > 0
 	})

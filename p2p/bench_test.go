@@ -12,8 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-
-	"github.com/syncnode/syncnode/blobstore/storetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 const protoBare = "/syncnode-bench/bare/1.0.0"
@@ -83,7 +82,7 @@ func bare(b *testing.B, from, to host.Host, src []byte) time.Duration {
 // net.Conn, for each transport and security choice.
 func BenchmarkFetch(b *testing.B) {
 	size := benchSize()
-	src := storetest.RandBytes(42, int(size))
+	src := testkit.RandomBytes(int(size), 42)
 	cases := []struct {
 		name   string
 		listen string

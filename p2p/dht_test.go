@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode/blobstore/storetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 // mesh starts n hosts with DHTs, the last in client mode if clientLast,
@@ -38,7 +39,7 @@ func mesh(t testing.TB, n int, clientLast bool) ([]host.Host, []*DHT) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the condition", func() bool {
 		for _, d := range ds {
 			if d.RoutingTableSize() == 0 {
 				return false
@@ -49,24 +50,12 @@ func mesh(t testing.TB, n int, clientLast bool) ([]host.Host, []*DHT) {
 	return hs, ds
 }
 
-// waitFor polls cond until it holds or the limit passes.
-func waitFor(t testing.TB, limit time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", limit)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestDHTProvideOnAFindOnE(t *testing.T) {
 	hs, ds := mesh(t, 5, false)
 	ref, _ := storetest.RefOf([]byte("provided by A"))
-	waitFor(t, 10*time.Second, func() bool { return ds[0].Provide(t.Context(), ref) == nil })
+	testkit.WaitFor(t, 10*time.Second, "the condition", func() bool { return ds[0].Provide(t.Context(), ref) == nil })
 	var found []peer.AddrInfo
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the condition", func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
 		found, _ = ds[4].FindProviders(ctx, ref, 5)
@@ -85,7 +74,7 @@ func TestDHTProvideOnAFindOnE(t *testing.T) {
 func BenchmarkDHTFindProviders(b *testing.B) {
 	hs, ds := mesh(b, 6, true)
 	ref, _ := storetest.RefOf([]byte("bench"))
-	waitFor(b, 10*time.Second, func() bool { return ds[0].Provide(b.Context(), ref) == nil })
+	testkit.WaitFor(b, 10*time.Second, "the provide", func() bool { return ds[0].Provide(b.Context(), ref) == nil })
 	client := ds[5]
 	var lat []time.Duration
 	for b.Loop() {

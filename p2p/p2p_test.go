@@ -20,6 +20,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/storetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -94,7 +95,7 @@ func testClient(t testing.TB, h host.Host, store blobstore.Store) *Client {
 }
 
 func TestFetch64MiBVerified(t *testing.T) {
-	data := storetest.RandBytes(1, 64<<20)
+	data := testkit.RandomBytes(64<<20, 1)
 	a := newHolder(t, diskStore(t, t.TempDir()))
 	ref := put(t, a.store, data)
 	bh := newHost(t, "")
@@ -115,7 +116,7 @@ func TestFetch64MiBVerified(t *testing.T) {
 	if err != nil || !have.Have || have.Size != int64(len(data)) {
 		t.Fatalf("Have = %+v, %v", have, err)
 	}
-	missing := storetest.RandBytes(2, 10)
+	missing := testkit.RandomBytes(10, 2)
 	mref, _ := storetest.RefOf(missing)
 	if _, err := testClient(t, bh, bs).Fetch(t.Context(), mref, []peer.ID{a.h.ID()}, nil); !errors.Is(err, ErrNoHolder) {
 		t.Fatalf("fetch of a blob nobody has: %v", err)
@@ -123,7 +124,7 @@ func TestFetch64MiBVerified(t *testing.T) {
 }
 
 func TestFetchFromThreeHoldersInParallel(t *testing.T) {
-	data := storetest.RandBytes(3, 48<<20)
+	data := testkit.RandomBytes(48<<20, 3)
 	var holders []peer.ID
 	bh := newHost(t, "")
 	var ref syncnode.BlobRef
@@ -206,7 +207,7 @@ func fetchPastLiar(t *testing.T, data []byte, lieAt, rangeSize int64) (syncnode.
 }
 
 func TestLyingHolderIsRejected(t *testing.T) {
-	ref, bh, liar := fetchPastLiar(t, storetest.RandBytes(4, 8<<20), 4099, 1<<20)
+	ref, bh, liar := fetchPastLiar(t, testkit.RandomBytes(8<<20, 4), 4099, 1<<20)
 	// With only the liar, the fetch fails and nothing is stored.
 	bs2 := blobstore.NewMem()
 	if _, err := testClient(t, bh, bs2).Fetch(t.Context(), ref, []peer.ID{liar.h.ID()}, nil); !errors.Is(err, ErrNoHolder) {
@@ -218,7 +219,7 @@ func TestLyingHolderIsRejected(t *testing.T) {
 }
 
 func TestResumeAfterHolderRestart(t *testing.T) {
-	data := storetest.RandBytes(5, 64<<20)
+	data := testkit.RandomBytes(64<<20, 5)
 	dir := t.TempDir()
 	identity := filepath.Join(dir, "identity.key")
 	store := diskStore(t, filepath.Join(dir, "blobs"))
@@ -268,11 +269,11 @@ func TestStalledPeersBlockNoOne(t *testing.T) {
 	stalled := newHost(t, "")
 	stalled.SetStreamHandler(ProtoGetBlob, func(s network.Stream) { <-t.Context().Done(); s.Reset() })
 	srv := newHolder(t, blobstore.NewMem())
-	big := put(t, srv.store, storetest.RandBytes(6, 32<<20))
+	big := put(t, srv.store, testkit.RandomBytes(32<<20, 6))
 	var refs []syncnode.BlobRef
 	var blobs [][]byte
 	for i := range 50 {
-		b := storetest.RandBytes(uint64(100+i), 256<<10)
+		b := testkit.RandomBytes(256<<10, uint64(100+i))
 		blobs = append(blobs, b)
 		refs = append(refs, put(t, srv.store, b))
 	}
@@ -332,7 +333,7 @@ func TestBusyHolderIsAskedAgain(t *testing.T) {
 	svc := mustService(t, h, store, cfg)
 	var refs []syncnode.BlobRef
 	for i := range 8 {
-		refs = append(refs, put(t, store, storetest.RandBytes(uint64(300+i), 4<<20)))
+		refs = append(refs, put(t, store, testkit.RandomBytes(4<<20, uint64(300+i))))
 	}
 	ch := newHost(t, "")
 	link(ch, h)
@@ -361,7 +362,7 @@ func TestBusyHolderIsAskedAgain(t *testing.T) {
 
 // A small blob comes whole, tree and bytes, on one GetBlob stream.
 func TestSmallBlobComesWholeOnOneStream(t *testing.T) {
-	data := storetest.RandBytes(5, 256<<10)
+	data := testkit.RandomBytes(256<<10, 5)
 	holder := newHolder(t, blobstore.NewMem())
 	ref := put(t, holder.store, data)
 	var streams atomic.Int32
@@ -386,7 +387,7 @@ func TestSmallBlobComesWholeOnOneStream(t *testing.T) {
 // A holder that sends a small blob whole with a good tree and a bad byte
 // is rejected, and the next holder serves the rest in ranges.
 func TestSmallBlobLiarThenHonest(t *testing.T) {
-	fetchPastLiar(t, storetest.RandBytes(6, 1<<20), 300<<10, DefaultClientConfig().RangeSize)
+	fetchPastLiar(t, testkit.RandomBytes(1<<20, 6), 300<<10, DefaultClientConfig().RangeSize)
 }
 
 // mustService starts a blob service on h.
@@ -433,7 +434,7 @@ func TestConfigZeroIsDefaultAndNonsenseRefused(t *testing.T) {
 	}
 	// A client with an all-zero config fetches from a service with one.
 	src := blobstore.NewMem()
-	data := storetest.RandBytes(11, 3<<20)
+	data := testkit.RandomBytes(3<<20, 11)
 	ref := put(t, src, data)
 	ah, bh := newHost(t, ""), newHost(t, "")
 	link(bh, ah)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore/storetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 // countingProvide wraps a DHT's Provide and counts calls per blob.
@@ -56,7 +57,7 @@ func TestReproviderProvidesAndForgets(t *testing.T) {
 	}
 	// Every blob becomes findable from another node.
 	for _, ref := range []syncnode.BlobRef{refs[0], refs[99], refs[199]} {
-		waitFor(t, 10*time.Second, func() bool {
+		testkit.WaitFor(t, 10*time.Second, "the condition", func() bool {
 			ps, _ := ds[2].FindProviders(ctx, ref, 3)
 			for _, p := range ps {
 				if p.ID == hs[0].ID() {
@@ -70,7 +71,7 @@ func TestReproviderProvidesAndForgets(t *testing.T) {
 	r.Remove(gone)
 	before, total := cp.count(gone)
 	// Two more full rounds pass without it.
-	waitFor(t, 20*time.Second, func() bool { _, n := cp.count(gone); return n >= total+2*199 })
+	testkit.WaitFor(t, 20*time.Second, "the condition", func() bool { _, n := cp.count(gone); return n >= total+2*199 })
 	if after, _ := cp.count(gone); after != before {
 		t.Fatalf("removed blob provided %d more times", after-before)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
-	"github.com/syncnode/syncnode/blobstore/storetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 // rawReads is a blob store whose reads skip verification: the baseline
@@ -69,7 +69,7 @@ func getAll(b *testing.B, from, holder host.Host, ref syncnode.BlobRef, size int
 // verified ÷ unverified serving.
 func BenchmarkServeVerified(b *testing.B) {
 	size := min(benchSize(), 128<<20)
-	src := storetest.RandBytes(43, int(size))
+	src := testkit.RandomBytes(int(size), 43)
 	mk := func() host.Host {
 		cfg := DefaultHostConfig()
 		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
@@ -106,7 +106,7 @@ func BenchmarkServeVerified(b *testing.B) {
 // (from the page cache: memory bandwidth against BLAKE3 speed).
 func BenchmarkReadVerified(b *testing.B) {
 	const size = 64 << 20
-	src := storetest.RandBytes(44, size)
+	src := testkit.RandomBytes(size, 44)
 	dir := b.TempDir()
 	disk := diskStore(b, dir)
 	ref := put(b, disk, src)

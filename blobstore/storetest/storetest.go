@@ -7,30 +7,14 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"slices"
 	"testing"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/baotree"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
-
-// RandBytes returns n bytes from a generator seeded with seed.
-func RandBytes(seed uint64, n int) []byte {
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := 0; i+8 <= n; i += 8 {
-		v := rng.Uint64()
-		for j := range 8 {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	for i := n - n%8; i < n; i++ {
-		b[i] = byte(rng.Uint32())
-	}
-	return b
-}
 
 // RefOf returns the blob ref of data, computed independently of any store.
 func RefOf(data []byte) (syncnode.BlobRef, []byte) {
@@ -49,7 +33,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 		sizes := []int{0, 1, baotree.GroupSize, 3*baotree.GroupSize + 5, 1 << 20}
 		want := map[syncnode.BlobRef][]byte{}
 		for i, n := range sizes {
-			data := RandBytes(uint64(i), n)
+			data := testkit.RandomBytes(n, uint64(i))
 			info, err := s.Put(ctx, bytes.NewReader(data), syncnode.BlobRef{})
 			if err != nil {
 				t.Fatal(err)
@@ -80,7 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 	})
 	t.Run("PutTwiceKeepsOne", func(t *testing.T) {
 		s := newStore(t)
-		data := RandBytes(7, 5000)
+		data := testkit.RandomBytes(5000, 7)
 		a, err := s.Put(ctx, bytes.NewReader(data), syncnode.BlobRef{})
 		if err != nil {
 			t.Fatal(err)
@@ -95,7 +79,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 	})
 	t.Run("WrongHashStoresNothing", func(t *testing.T) {
 		s := newStore(t)
-		data := RandBytes(8, 70000)
+		data := testkit.RandomBytes(70000, 8)
 		other, _ := RefOf([]byte("other"))
 		_, err := s.Put(ctx, bytes.NewReader(data), other)
 		if !errors.Is(err, syncnode.ErrHashMismatch) {
@@ -112,13 +96,13 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 	t.Run("FailedInputStoresNothing", func(t *testing.T) {
 		s := newStore(t)
 		boom := errors.New("boom")
-		r := io.MultiReader(bytes.NewReader(RandBytes(9, 3<<20)), errReader{boom})
+		r := io.MultiReader(bytes.NewReader(testkit.RandomBytes(3<<20, 9)), errReader{boom})
 		if _, err := s.Put(ctx, r, syncnode.BlobRef{}); !errors.Is(err, boom) {
 			t.Fatalf("Put of a failing reader: %v", err)
 		}
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		if _, err := s.Put(cctx, bytes.NewReader(RandBytes(9, 100)), syncnode.BlobRef{}); !errors.Is(err, context.Canceled) {
+		if _, err := s.Put(cctx, bytes.NewReader(testkit.RandomBytes(100, 9)), syncnode.BlobRef{}); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Put with a cancelled context: %v", err)
 		}
 		if n := count(t, s); n != 0 {
@@ -150,7 +134,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 	})
 	t.Run("PartialVerifiesAndCommits", func(t *testing.T) {
 		s := newStore(t)
-		data := RandBytes(10, 10*baotree.GroupSize+123)
+		data := testkit.RandomBytes(10*baotree.GroupSize+123, 10)
 		ref, ob := RefOf(data)
 		p, err := s.OpenPartial(ref, ob)
 		if err != nil {
@@ -193,7 +177,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 	})
 	t.Run("PartialResumes", func(t *testing.T) {
 		s := newStore(t)
-		data := RandBytes(11, 6*baotree.GroupSize)
+		data := testkit.RandomBytes(6*baotree.GroupSize, 11)
 		ref, ob := RefOf(data)
 		p, err := s.OpenPartial(ref, ob)
 		if err != nil {
@@ -226,9 +210,9 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 	})
 	t.Run("PartialRejectsWrongTree", func(t *testing.T) {
 		s := newStore(t)
-		data := RandBytes(12, 4*baotree.GroupSize)
+		data := testkit.RandomBytes(4*baotree.GroupSize, 12)
 		ref, _ := RefOf(data)
-		_, otherOB := RefOf(RandBytes(13, 4*baotree.GroupSize))
+		_, otherOB := RefOf(testkit.RandomBytes(4*baotree.GroupSize, 13))
 		p, err := s.OpenPartial(ref, otherOB)
 		if err != nil {
 			t.Fatal(err)

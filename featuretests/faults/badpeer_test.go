@@ -14,6 +14,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/baotree"
 	"github.com/syncnode/syncnode/internal/nodetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
@@ -64,7 +65,7 @@ func newAdversary(n *node.Node, mode string) *adversary {
 
 func (a *adversary) hold(data []byte) {
 	a.mu.Lock()
-	a.blobs[nodetest.Blake3Ref(data)] = data
+	a.blobs[testkit.Ref(data)] = data
 	a.mu.Unlock()
 }
 
@@ -154,12 +155,12 @@ func TestHostilePeers(t *testing.T) {
 		nodes = append(nodes, n)
 	}
 	seed := uint64(0)
-	blob := func() []byte { seed++; return nodetest.RandomBytes(size, seed) }
+	blob := func() []byte { seed++; return testkit.RandomBytes(size, seed) }
 	// offer has each of by write a row naming data (holding it), and
 	// waits until the fetcher's signpost lists them all.
 	writers := map[syncnode.BlobRef]int{}
 	offer := func(data []byte, key string, by ...*node.Node) syncnode.BlobRef {
-		ref := nodetest.Blake3Ref(data)
+		ref := testkit.Ref(data)
 		writers[ref] += len(by)
 		for i, n := range by {
 			for _, a := range advs {
@@ -171,7 +172,7 @@ func TestHostilePeers(t *testing.T) {
 		}
 		// Wait for the last writer and a full signpost (it keeps the
 		// signpost.MaxLocations best locations), or every writer.
-		nodetest.WaitFor(t, 10*time.Second, "the holders in the signpost", func() bool {
+		testkit.WaitFor(t, 10*time.Second, "the holders in the signpost", func() bool {
 			sp, err := fetcher.Signpost(ref)
 			if err != nil {
 				return false
@@ -190,7 +191,7 @@ func TestHostilePeers(t *testing.T) {
 		return ref
 	}
 	verify := func(ref syncnode.BlobRef) {
-		if nodetest.Blake3Ref(nodetest.ReadAll(t, fetcher, ref)) != ref {
+		if testkit.Ref(nodetest.ReadAll(t, fetcher, ref)) != ref {
 			t.Fatalf("wrong bytes accepted for %s", ref)
 		}
 	}
@@ -298,7 +299,7 @@ func TestHostilePeers(t *testing.T) {
 
 	// Shares moved from the holders to the fetcher; none made or lost:
 	// each writer holding the blob granted itself 2.
-	nodetest.WaitFor(t, 20*time.Second, "share totals of 2 per writer", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "share totals of 2 per writer", func() bool {
 		for _, ref := range all {
 			if nodetest.TotalShares(t, nodes, ref, g) != 2*writers[ref] {
 				return false

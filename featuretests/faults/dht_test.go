@@ -10,6 +10,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/nodetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
 )
@@ -49,10 +50,10 @@ func TestStrangerLearnsNoPrivateBlob(t *testing.T) {
 
 	var secret []syncnode.BlobRef
 	for i := range 3 {
-		secret = append(secret, nodetest.PutBlobRow(t, phone, private, "private/"+string(rune('a'+i)), nodetest.RandomBytes(32<<10, uint64(40+i))))
+		secret = append(secret, nodetest.PutBlobRow(t, phone, private, "private/"+string(rune('a'+i)), testkit.RandomBytes(32<<10, uint64(40+i))))
 	}
-	open := nodetest.PutBlobRow(t, phone, public, "public/a", nodetest.RandomBytes(32<<10, 50))
-	nodetest.WaitFor(t, 20*time.Second, "the server holding every blob", func() bool {
+	open := nodetest.PutBlobRow(t, phone, public, "public/a", testkit.RandomBytes(32<<10, 50))
+	testkit.WaitFor(t, 20*time.Second, "the server holding every blob", func() bool {
 		for _, ref := range append(secret, open) {
 			if !server.HasBlob(ref) {
 				return false
@@ -66,7 +67,7 @@ func TestStrangerLearnsNoPrivateBlob(t *testing.T) {
 		ps, _ := d.FindProviders(ctx, ref, 8)
 		return len(ps)
 	}
-	nodetest.WaitFor(t, 20*time.Second, "the public blob's provider record", func() bool { return providers(sh, open) > 0 })
+	testkit.WaitFor(t, 20*time.Second, "the public blob's provider record", func() bool { return providers(sh, open) > 0 })
 	for _, ref := range secret {
 		if n := providers(sh, ref); n != 0 {
 			t.Fatalf("a stranger on the DHT finds %d providers of a private group's blob %s", n, ref)

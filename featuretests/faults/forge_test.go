@@ -10,6 +10,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/nodetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -81,7 +82,7 @@ func forgeSetup(t *testing.T) (admin, member, forger *node.Node, g syncnode.Grou
 	g = nodetest.CreateGroup(t, admin, "photos", syncnode.Normal)
 	nodetest.Join(t, admin, member, g, syncnode.Normal)
 	nodetest.Join(t, admin, forger, g, syncnode.Normal)
-	nodetest.WaitFor(t, 10*time.Second, "membership", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "membership", func() bool {
 		return len(member.Members(g)) == 3 && len(admin.Members(g)) == 3
 	})
 	return admin, member, forger, g
@@ -132,7 +133,7 @@ func TestForgedRowRejected(t *testing.T) {
 	if _, err := forger.PutRow(g, "photos/own", own); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.WaitFor(t, 10*time.Second, "the forger's own row at the member", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the forger's own row at the member", func() bool {
 		_, ok, _ := member.GetRow(g, "photos/own")
 		return ok
 	})
@@ -187,8 +188,8 @@ func TestShareStripRefused(t *testing.T) {
 	creator, thief := nodetest.Start(t), nodetest.Start(t)
 	g := nodetest.CreateGroup(t, creator, "photos", syncnode.Normal)
 	nodetest.Join(t, creator, thief, g, syncnode.Server)
-	nodetest.WaitFor(t, 10*time.Second, "membership", func() bool { return len(creator.Members(g)) == 2 })
-	data := nodetest.RandomBytes(200<<10, 61)
+	testkit.WaitFor(t, 10*time.Second, "membership", func() bool { return len(creator.Members(g)) == 2 })
+	data := testkit.RandomBytes(200<<10, 61)
 	ref := nodetest.PutBlobRow(t, creator, g, "photos/only", data)
 	ask := func(req sharesRequest) sharesResponse {
 		t.Helper()
@@ -206,7 +207,7 @@ func TestShareStripRefused(t *testing.T) {
 		}
 		return resp
 	}
-	for i, proof := range [][]byte{nil, nodetest.RandomBytes(16<<10, 62), data[:16<<10], data[16<<10 : 32<<10]} {
+	for i, proof := range [][]byte{nil, testkit.RandomBytes(16<<10, 62), data[:16<<10], data[16<<10 : 32<<10]} {
 		id := [16]byte{byte(i + 1), 0xee}
 		ch := ask(sharesRequest{Op: "challenge", ID: id, Ref: ref, Group: string(g)})
 		if i >= 2 && ch.Off == int64((i-2)*16<<10) {
@@ -285,11 +286,11 @@ func TestEjectedMemberStaysOut(t *testing.T) {
 	if _, err := ejected.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.WaitFor(t, 10*time.Second, "membership", func() bool { return len(member.Members(g)) == 3 })
+	testkit.WaitFor(t, 10*time.Second, "membership", func() bool { return len(member.Members(g)) == 3 })
 	if err := admin.EjectMember(g, ejected.ID()); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.WaitFor(t, 10*time.Second, "the ejection at the member", func() bool { return len(member.Members(g)) == 2 })
+	testkit.WaitFor(t, 10*time.Second, "the ejection at the member", func() bool { return len(member.Members(g)) == 2 })
 	v, _ := msgpack.Marshal("after the ejection")
 	if _, err := admin.PutRow(g, "photos/after", v); err != nil {
 		t.Fatal(err)
@@ -325,7 +326,7 @@ func TestExpiredInvitationRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	issued := time.Now()
-	nodetest.WaitFor(t, 5*time.Second, "the invitation to expire", func() bool { return time.Now().Unix() >= inv.Expires })
+	testkit.WaitFor(t, 5*time.Second, "the invitation to expire", func() bool { return time.Now().Unix() >= inv.Expires })
 	if _, err := late.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
 		t.Fatal("joined with an expired invitation")
 	}
@@ -359,7 +360,7 @@ func reuse(t *testing.T, eject bool) {
 	if _, err := p.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.WaitFor(t, 10*time.Second, "membership", func() bool { return len(admin.Members(g)) == 2 })
+	testkit.WaitFor(t, 10*time.Second, "membership", func() bool { return len(admin.Members(g)) == 2 })
 	if eject {
 		if err := admin.EjectMember(g, p.ID()); err != nil {
 			t.Fatal(err)
@@ -368,12 +369,12 @@ func reuse(t *testing.T, eject bool) {
 	if err := p.LeaveGroup(t.Context(), g); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.WaitFor(t, 10*time.Second, "the departure at the admin", func() bool { return len(admin.Members(g)) == 1 })
+	testkit.WaitFor(t, 10*time.Second, "the departure at the admin", func() bool { return len(admin.Members(g)) == 1 })
 	if _, err := p.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
 		t.Fatal("the same invitation let its joiner in twice")
 	}
 	// Nor can the joiner write its membership again on its own.
-	nodetest.WaitFor(t, 10*time.Second, "the admin to revoke the admission", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the admin to revoke the admission", func() bool {
 		b := helloWith(t, p, admin, g, selfRow(t, p, g, inv, time.Now()))
 		return b.Err != "" && len(admin.Members(g)) == 1
 	})
@@ -384,5 +385,5 @@ func reuse(t *testing.T, eject bool) {
 	if _, err := p.JoinGroup(t.Context(), inv2, admin.Host().Addrs()); err != nil {
 		t.Fatalf("a new invitation: %v", err)
 	}
-	nodetest.WaitFor(t, 10*time.Second, "membership again", func() bool { return len(admin.Members(g)) == 2 })
+	testkit.WaitFor(t, 10*time.Second, "membership again", func() bool { return len(admin.Members(g)) == 2 })
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/nodetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
 )
@@ -24,12 +25,12 @@ func TestOneMemberCannotHogUploads(t *testing.T) {
 	g := nodetest.CreateGroup(t, holder, "photos", syncnode.Normal)
 	nodetest.Join(t, holder, hog, g, syncnode.Normal)
 	nodetest.Join(t, holder, honest, g, syncnode.Normal)
-	nodetest.WaitFor(t, 10*time.Second, "membership", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "membership", func() bool {
 		return len(holder.Members(g)) == 3 && len(honest.Members(g)) == 3
 	})
-	data := nodetest.RandomBytes(48<<20, 31)
+	data := testkit.RandomBytes(48<<20, 31)
 	ref := nodetest.PutBlobRow(t, holder, g, "photos/popular", data)
-	nodetest.WaitFor(t, 10*time.Second, "the row at the honest member", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the row at the honest member", func() bool {
 		_, ok, _ := honest.GetRow(g, "photos/popular")
 		return ok
 	})
@@ -50,7 +51,7 @@ func TestOneMemberCannotHogUploads(t *testing.T) {
 		}
 		held = append(held, st)
 	}
-	nodetest.WaitFor(t, 10*time.Second, "all the hog's requests running or queued", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "all the hog's requests running or queued", func() bool {
 		st := holder.UploadStats()
 		return st.Uploads+st.Queued == 40
 	})

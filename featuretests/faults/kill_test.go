@@ -10,7 +10,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
-	"github.com/syncnode/syncnode/internal/nodetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 // blobSize draws a blob size: mostly small, some of a few hundred KiB,
@@ -36,8 +36,7 @@ func TestKill9DuringTransfers(t *testing.T) {
 	if *long {
 		transfers, kills = 1000, 40
 	}
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := seedOf(t)
 	r := rand.New(rand.NewPCG(seed, 1))
 	dev := newProc(t, "device", 500*time.Millisecond)
 	srv := newProc(t, "server", 500*time.Millisecond)
@@ -55,7 +54,7 @@ func TestKill9DuringTransfers(t *testing.T) {
 	go func() {
 		for i := range transfers {
 			time.Sleep(time.Duration(wr.IntN(40)) * time.Millisecond) // spread the writes over the kills
-			data := nodetest.RandomBytes(blobSize(wr), wr.Uint64())
+			data := testkit.RandomBytes(blobSize(wr), wr.Uint64())
 			key := fmt.Sprintf("f/%05d", i)
 			deadline := time.Now().Add(60 * time.Second)
 			for {
@@ -116,7 +115,7 @@ func TestKill9DuringTransfers(t *testing.T) {
 	// Every transfer completes: the server holds every blob, verified,
 	// with both shares; the device holds none of them any more.
 	var held map[syncnode.BlobRef]api.BlobInfo
-	waitFor(t, 5*time.Minute, "the server to hold every blob with both shares", func() bool {
+	testkit.WaitFor(t, 5*time.Minute, "the server to hold every blob with both shares", func() bool {
 		infos, err := srv.blobs()
 		if err != nil {
 			return false

@@ -25,6 +25,7 @@ import (
 	"github.com/syncnode/syncnode/internal/baotree"
 	"github.com/syncnode/syncnode/internal/control"
 	"github.com/syncnode/syncnode/internal/syncer"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/p2p"
 )
 
@@ -123,7 +124,7 @@ func TestHostileProviderCannotExhaustMemory(t *testing.T) {
 			p2p.WriteMsg(st, getResponse{Size: size, TreeLen: treeLen, Len: req.Len}, 5*time.Second)
 			st.Write(bytes.Repeat([]byte{0xab}, 64<<10)) // a start of tree, then nothing
 		})
-		waitFor(t, 10*time.Second, "the stranger's provider record", func() bool {
+		testkit.WaitFor(t, 10*time.Second, "the stranger's provider record", func() bool {
 			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 			defer cancel()
 			return d.Provide(ctx, ref) == nil

@@ -15,6 +15,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/netsplit"
 	"github.com/syncnode/syncnode/internal/nodetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -39,8 +40,7 @@ func TestPartitionsHeal(t *testing.T) {
 	if *long {
 		cycles, perDevice = 8, 4
 	}
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := seedOf(t)
 	r := rand.New(rand.NewPCG(seed, 3))
 	pt := &netsplit.Partition{}
 	mk := func() *node.Node {
@@ -64,7 +64,7 @@ func TestPartitionsHeal(t *testing.T) {
 	for _, s := range servers {
 		nodetest.Join(t, devices[0], s, g, syncnode.Server)
 	}
-	nodetest.WaitFor(t, 20*time.Second, "every node to know every member", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "every node to know every member", func() bool {
 		for _, n := range all {
 			if len(n.Members(g)) != len(all) {
 				return false
@@ -95,7 +95,7 @@ func TestPartitionsHeal(t *testing.T) {
 			for k := range perDevice {
 				blob++
 				key := fmt.Sprintf("f/c%d-d%d-%d", c, i, k)
-				refs = append(refs, nodetest.PutBlobRow(t, d, g, key, nodetest.RandomBytes(4<<10+blob*1000, uint64(blob))))
+				refs = append(refs, nodetest.PutBlobRow(t, d, g, key, testkit.RandomBytes(4<<10+blob*1000, uint64(blob))))
 			}
 			v, _ := msgpack.Marshal(fmt.Sprintf("cycle %d device %d", c, i))
 			if _, err := d.PutRow(g, "f/shared", v); err != nil {
@@ -109,7 +109,7 @@ func TestPartitionsHeal(t *testing.T) {
 				if side[j] != side[i] {
 					continue
 				}
-				nodetest.WaitFor(t, 20*time.Second, "rows to spread within a side", func() bool {
+				testkit.WaitFor(t, 20*time.Second, "rows to spread within a side", func() bool {
 					_, ok, _ := o.GetRow(g, key)
 					return ok
 				})
@@ -125,7 +125,7 @@ func TestPartitionsHeal(t *testing.T) {
 
 		pt.Heal()
 		start := time.Now()
-		nodetest.WaitFor(t, 60*time.Second, "rows to converge after the heal", func() bool {
+		testkit.WaitFor(t, 60*time.Second, "rows to converge after the heal", func() bool {
 			want := rowsOf(t, all[0], g)
 			for _, n := range all[1:] {
 				if rowsOf(t, n, g) != want {
@@ -135,7 +135,7 @@ func TestPartitionsHeal(t *testing.T) {
 			return true
 		})
 		converged := time.Since(start)
-		nodetest.WaitFor(t, 60*time.Second, "every server to hold every blob with shares adding up", func() bool {
+		testkit.WaitFor(t, 60*time.Second, "every server to hold every blob with shares adding up", func() bool {
 			for _, ref := range refs {
 				for _, s := range servers {
 					if !s.HasBlob(ref) {

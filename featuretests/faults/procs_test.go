@@ -20,9 +20,24 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
-var long = flag.Bool("faults.long", false, "run the long form of the fault suite")
+var (
+	long      = flag.Bool("faults.long", false, "run the long form of the fault suite")
+	faultSeed = flag.Uint64("faults.seed", 0, "seed of the randomised fault tests (0: the time); each test prints the seed it used")
+)
+
+// seedOf returns the seed a randomised fault test runs with, and prints
+// it with the flag that replays it.
+func seedOf(t testing.TB) uint64 {
+	seed := *faultSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with -faults.seed=%d)", seed, seed)
+	return seed
+}
 
 // bin is the syncnode binary the tests run as separate processes.
 var bin string
@@ -198,7 +213,7 @@ func (p *proc) putBlobRow(group, key string, data []byte) (syncnode.BlobRef, err
 	if err != nil {
 		return ref, err
 	}
-	if want := blake3Ref(data); ref != want {
+	if want := testkit.Ref(data); ref != want {
 		return ref, fmt.Errorf("put returned %s, the bytes hash to %s", ref, want)
 	}
 	val := fmt.Sprintf(`{"n": %q, "blob": {"$blob": %q}}`, key, ref)
@@ -253,18 +268,4 @@ func group(t testing.TB, admin *proc, name, prefix string, members []*proc, devt
 		m.must("join", err)
 	}
 	return g.ID
-}
-
-func blake3Ref(data []byte) syncnode.BlobRef { return syncnode.RefFromHash(blake3.Sum256(data)) }
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/nodetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -52,7 +53,7 @@ func TestThousandConcurrentStreams(t *testing.T) {
 	holder.must("create group", err)
 	refs := make([]syncnode.BlobRef, perClient)
 	for i := range refs {
-		ref, err := holder.putBlobRow(g.ID, fmt.Sprintf("f/%03d", i), nodetest.RandomBytes(size, uint64(i)))
+		ref, err := holder.putBlobRow(g.ID, fmt.Sprintf("f/%03d", i), testkit.RandomBytes(size, uint64(i)))
 		if err != nil {
 			t.Fatal(err)
 		}

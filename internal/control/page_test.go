@@ -18,6 +18,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/nodetest"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -143,7 +144,7 @@ func TestStatusPageInChromium(t *testing.T) {
 
 	// A row names a blob its writer does not hold yet: at risk, queued.
 	data := bytes.Repeat([]byte("syncnode status page "), 50_000)
-	ref := nodetest.Blake3Ref(data)
+	ref := testkit.Ref(data)
 	v, _ := msgpack.Marshal(map[string]any{"photo": ref})
 	if _, err := dev.PutRow(g, "photos/1", v); err != nil {
 		t.Fatal(err)

@@ -6,16 +6,15 @@ package nodetest
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
-	"lukechampine.com/blake3"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -85,35 +84,6 @@ func Join(t testing.TB, admin, n *node.Node, g syncnode.GroupID, dev syncnode.De
 	}
 }
 
-// WaitFor polls cond until it holds or timeout passes.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// RandomBytes returns size bytes drawn from seed.
-func RandomBytes(size int, seed uint64) []byte {
-	data := make([]byte, size)
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	for i := 0; i < size; i += 8 {
-		v := r.Uint64()
-		for j := 0; j < 8 && i+j < size; j++ {
-			data[i+j] = byte(v >> (8 * j))
-		}
-	}
-	return data
-}
-
-// Blake3Ref is the ref of data, computed independently of syncnode's
-// hashing.
-func Blake3Ref(data []byte) syncnode.BlobRef { return syncnode.RefFromHash(blake3.Sum256(data)) }
-
 // PutBlobRow stores data as a blob on n and writes a row at key naming it.
 func PutBlobRow(t testing.TB, n *node.Node, g syncnode.GroupID, key string, data []byte) syncnode.BlobRef {
 	t.Helper()
@@ -121,8 +91,8 @@ func PutBlobRow(t testing.TB, n *node.Node, g syncnode.GroupID, key string, data
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Ref != Blake3Ref(data) {
-		t.Fatalf("put returned %s, BLAKE3 of the bytes is %s", info.Ref, Blake3Ref(data))
+	if info.Ref != testkit.Ref(data) {
+		t.Fatalf("put returned %s, BLAKE3 of the bytes is %s", info.Ref, testkit.Ref(data))
 	}
 	v, err := msgpack.Marshal(map[string]any{"key": key, "blob": info.Ref})
 	if err != nil {

@@ -26,8 +26,8 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
-	"github.com/syncnode/syncnode/internal/baotree"
 	"github.com/syncnode/syncnode/internal/netsplit"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -317,7 +317,7 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (rep Report, err error) {
 		for j := range buf {
 			buf[j] = byte(rng.Uint32())
 		}
-		ref := refOf(buf)
+		ref := testkit.Ref(buf)
 		v, err := msgpack.Marshal(map[string]any{"i": i, "blob": ref})
 		if err != nil {
 			return rep, err
@@ -483,14 +483,6 @@ func pinnedAfterServer(ms []*member, ref syncnode.BlobRef, g syncnode.GroupID) b
 		}
 	}
 	return onServer && pinned
-}
-
-// refOf returns the ref of data, as a put computes it.
-func refOf(data []byte) syncnode.BlobRef {
-	var h baotree.Hasher
-	h.Write(data)
-	root, _ := h.Sum()
-	return syncnode.RefFromHash(root)
 }
 
 // ErrLost reports blobs that no node holds at the end of a simulation.

@@ -14,6 +14,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -37,7 +38,7 @@ func TestPushReachesEveryMemberAtFanoutCost(t *testing.T) {
 		if _, err := c.sync[w].Put(c.gid, key, val("v")); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, func() bool {
+		testkit.WaitFor(t, 10*time.Second, "the condition", func() bool {
 			for i := range n {
 				if _, ok := c.get(i, key); !ok {
 					return false
@@ -48,7 +49,7 @@ func TestPushReachesEveryMemberAtFanoutCost(t *testing.T) {
 		// The writer's frames: Fanout pushes and one to the server (node
 		// 1), and a relay back of nothing (the writer is never a target
 		// of its own row's relays).
-		waitFor(t, func() bool { return c.sync[w].Stats().Messages-before >= fanout })
+		testkit.WaitFor(t, 10*time.Second, "the condition", func() bool { return c.sync[w].Stats().Messages-before >= fanout })
 		time.Sleep(50 * time.Millisecond)
 		if sent := c.sync[w].Stats().Messages - before; sent > fanout+1 {
 			t.Fatalf("write %d: the writer sent %d frames for one row; at most %d", k, sent, fanout+1)
@@ -126,11 +127,11 @@ func TestPushExchangesPriorities(t *testing.T) {
 	if _, err := c.sync[2].Put(c.gid, "photos/p", val("v")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the condition", func() bool {
 		p, err := c.sync[2].Priority(c.gid)
 		return err == nil && !p.ServerTime.Before(t0)
 	})
-	waitFor(t, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the condition", func() bool {
 		p, ok := c.sync[1].PeerPriority(c.gid, c.hosts[2].ID())
 		return ok && !p.ServerTime.IsZero()
 	})
@@ -199,7 +200,7 @@ func TestSignpostsLearntBeforeRowVisible(t *testing.T) {
 				t.Fatal(err)
 			}
 			if how == "round" {
-				waitFor(t, func() bool { return c.round(0, 2) == nil })
+				testkit.WaitFor(t, 10*time.Second, "the condition", func() bool { return c.round(0, 2) == nil })
 			}
 			select {
 			case visible := <-late:

@@ -14,6 +14,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -89,7 +90,7 @@ func newClusterHooked(t *testing.T, n int, tweak func(*Config), hooks func(i int
 	// them all when they joined. A round that fails (a reset stream on a
 	// loaded machine) is run again.
 	for i := 1; i < n; i++ {
-		waitFor(t, func() bool {
+		testkit.WaitFor(t, 10*time.Second, "the condition", func() bool {
 			if err := c.round(0, i); err != nil {
 				t.Logf("round 0↔%d: %v", i, err)
 			}
@@ -110,17 +111,6 @@ func (c *cluster) get(i int, key string) (syncgroup.Row, bool) {
 	var ok bool
 	c.sync[i].With(c.gid, func(g *syncgroup.Group) error { row, ok = g.Rows().Get(key); return nil })
 	return row, ok
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10 s")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func val(s string) []byte { b, _ := msgpack.Marshal(s); return b }
@@ -165,7 +155,7 @@ func TestWritesArePushedAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.sync[2].Put(c.gid, "photos/new", val("pushed"))
-	waitFor(t, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the condition", func() bool {
 		_, ok0 := c.get(0, "photos/new")
 		_, ok1 := c.get(1, "photos/new")
 		return ok0 && ok1
