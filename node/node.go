@@ -10,9 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,14 +18,12 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/fetcher"
-	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/ownership"
@@ -166,109 +161,6 @@ type testHooks struct {
 	// beforeDelete runs in eviction after the last check, before the copy
 	// is deleted, with the blob's lock held.
 	beforeDelete atomic.Pointer[func(ref syncnode.BlobRef)]
-}
-
-// Open opens (creating if needed) the node's data directory, starts its
-// host, DHT, sync, share service and server fetcher, and loads its
-// syncgroups. Close stops it all.
-func Open(cfg Config) (_ *Node, err error) {
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	n := &Node{cfg: cfg, log: cfg.Log, handoffs: map[handoffKey]bool{},
-		handoffRetry: map[handoffRef]handoffBackoff{},
-		lru:          lru{used: map[syncnode.BlobRef]time.Time{}}}
-	n.ctx, n.cancel = context.WithCancel(context.Background())
-	var closers []func() error
-	defer func() {
-		if err != nil {
-			n.cancel()
-			for i := len(closers) - 1; i >= 0; i-- {
-				closers[i]()
-			}
-		}
-	}()
-	if n.blobs, err = blobstore.OpenDisk(filepath.Join(cfg.DataDir, "blobs"), n.log); err != nil {
-		return nil, err
-	}
-	closers = append(closers, n.blobs.Close)
-	n.store = watchedStore{n.blobs, n}
-	if n.db, err = kv.Open(filepath.Join(cfg.DataDir, "db"), n.log); err != nil {
-		return nil, err
-	}
-	closers = append(closers, n.db.Close)
-	n.signposts = signpost.NewStore(n.db)
-	n.ledger = ownership.NewLedger(n.db)
-	n.groups = syncgroup.NewStore(n.db)
-
-	hc := p2p.DefaultHostConfig()
-	hc.IdentityFile = filepath.Join(cfg.DataDir, "identity.key")
-	hc.ListenAddrs = cfg.ListenAddrs
-	hc.Gater = cfg.Gater
-	if n.h, err = p2p.NewHost(hc); err != nil {
-		return nil, err
-	}
-	closers = append(closers, n.h.Close)
-	if n.dht, err = p2p.NewDHT(n.h, n.log); err != nil {
-		return nil, err
-	}
-	closers = append(closers, n.dht.Close)
-
-	sc := syncer.DefaultConfig()
-	sc.Interval, sc.IOTimeout, sc.Store = cfg.SyncInterval, cfg.IOTimeout, n.groups
-	n.sync = syncer.New(n.h, sc, n.log, hooks{n})
-	closers = append(closers, func() error { n.sync.Close(); return nil })
-	loaded, err := n.groups.Load(n.h.ID(), time.Minute)
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range loaded {
-		n.sync.Restore(l.Group, l.Prio)
-	}
-
-	if n.service, err = p2p.NewService(n.h, n.store, p2p.ServiceConfig{IOTimeout: cfg.IOTimeout}, n.log, n.signpostFor, n.mayServe); err != nil {
-		return nil, err
-	}
-	closers = append(closers, func() error { n.service.Close(); return nil })
-	if n.client, err = p2p.NewClient(n.h, n.blobs, p2p.ClientConfig{IOTimeout: cfg.IOTimeout}, n.log); err != nil {
-		return nil, err
-	}
-	n.shares = shares.New(n.h, n.ledger, n.sync, copies{n}, n.asked, n.settled, n.log)
-	n.shares.AskWait = 10 * cfg.IOTimeout
-	closers = append(closers, func() error { n.shares.Close(); return nil })
-
-	n.gate = newGate(cfg.MaxFetches)
-	n.flights.m = map[syncnode.BlobRef]*flight{}
-	seed := uint64(time.Now().UnixNano())
-	if n.fetcher, err = fetcher.New(*cfg.Fetcher, n.serverFetch, n.signposts, rand.New(rand.NewPCG(seed, seed>>1|1)), n.log); err != nil {
-		return nil, err
-	}
-
-	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.log)
-	err = n.blobs.List(func(i blobstore.Info) error {
-		n.announce(i.Ref)
-		if t, err := n.blobs.ModTime(i.Ref); err == nil {
-			n.lru.touch(i.Ref, t)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := n.checkOwnership(); err != nil {
-		n.log.Error("ownership check at open incomplete", "err", err)
-	}
-	if err := n.requeue(); err != nil {
-		n.log.Error("fetch queue not restored at open", "err", err)
-	}
-	n.h.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
-		n.holderBack(c.RemotePeer())
-	}})
-	n.start()
-	return n, nil
 }
 
 // start runs the node's background work.

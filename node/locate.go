@@ -1,0 +1,215 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/p2p"
+)
+
+// haveGrace is the least time locate waits for more holders' answers after
+// the first holder in good standing (not banned, not demoted) has answered.
+const haveGrace = 20 * time.Millisecond
+
+// inGoodStanding reports whether p is neither banned nor demoted.
+func (n *Node) inGoodStanding(p peer.ID) bool {
+	_, good := n.rep.rank([]peer.ID{p}, time.Now())
+	return good
+}
+
+// maxAsk bounds the peers asked whether they hold a blob in one locate.
+const maxAsk = 16
+
+// locating is the state of one locate: the peers asked (never again), the
+// holders found and the errors met.
+type locating struct {
+	n       *Node
+	ref     syncnode.BlobRef
+	asked   map[peer.ID]bool
+	holders []peer.ID
+	errs    []error
+}
+
+// locate returns the peers that say they hold ref, never one of exclude:
+// hints first, then the signpost's locations (and the locations the asked
+// peers' signposts name), then the members of the blob's groups, then the
+// DHT's providers. A peer that cannot be reached is never taken for a
+// holder.
+func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude []peer.ID) ([]peer.ID, error) {
+	l := &locating{n: n, ref: ref, asked: map[peer.ID]bool{n.h.ID(): true}}
+	for _, p := range exclude {
+		l.asked[p] = true
+	}
+	sp, err := n.signposts.Get(ref)
+	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+		return nil, err
+	}
+	cands := slices.Clone(hints)
+	for _, loc := range sp.Ranked() {
+		n.addAddrs(loc.Peer, sp.Locations[loc.Peer].Addrs)
+		cands = append(cands, loc.Peer)
+	}
+	for round := 0; round < 3 && len(cands) > 0 && len(l.holders) == 0; round++ {
+		cands = l.ask(ctx, cands)
+	}
+	// Then the members of the blob's groups: private groups' blobs are not
+	// in the DHT, and a member may hold a copy no signpost here names.
+	if !l.good() {
+		l.ask(ctx, n.membersOf(sp.Groups()))
+	}
+	// The DHT is asked when the signposts led to no holder in good
+	// standing: hostile holders must not hide honest ones.
+	if !l.good() {
+		l.ask(ctx, l.providers(ctx))
+	}
+	l.record()
+	return l.result()
+}
+
+// good reports whether a holder in good standing was found.
+func (l *locating) good() bool {
+	_, good := l.n.rep.rank(l.holders, time.Now())
+	return good
+}
+
+// ask asks the candidates not asked yet whether they hold the blob, at
+// once, and returns the locations named by the signposts of those that do
+// not. Once a holder in good standing has answered, the others get as
+// long again as it took (at least haveGrace): a peer about as near is
+// still heard, and one slow or absent peer does not hold up a fetch that
+// can start.
+func (l *locating) ask(ctx context.Context, cands []peer.ID) (more []peer.ID) {
+	type answer struct {
+		p   peer.ID
+		r   p2p.HaveResult
+		err error
+	}
+	var todo []peer.ID
+	for _, p := range cands {
+		if !l.asked[p] && len(l.asked) <= maxAsk {
+			l.asked[p] = true
+			todo = append(todo, p)
+		}
+	}
+	answers := make(chan answer, len(todo))
+	start := time.Now()
+	for _, p := range todo {
+		go func() {
+			actx, cancel := context.WithTimeout(ctx, l.n.haveTimeout())
+			defer cancel()
+			r, err := l.n.client.Have(actx, p, l.ref)
+			answers <- answer{p, r, err}
+		}()
+	}
+	var grace <-chan time.Time
+	for pending := len(todo); pending > 0; pending-- {
+		var a answer
+		select {
+		case a = <-answers:
+		case <-grace:
+			return more
+		}
+		if grace == nil && a.err == nil && a.r.Have && l.n.inGoodStanding(a.p) {
+			t := time.NewTimer(max(haveGrace, time.Since(start)))
+			defer t.Stop()
+			grace = t.C
+		}
+		switch {
+		case a.err != nil:
+			l.errs = append(l.errs, a.err)
+		case a.r.Have:
+			l.holders = append(l.holders, a.p)
+		default:
+			sp := a.r.Signpost
+			l.n.learnFromHolder(a.p, l.ref, &sp)
+			for _, loc := range sp.Ranked() {
+				more = append(more, loc.Peer)
+			}
+		}
+	}
+	return more
+}
+
+// providers returns the DHT's providers of the blob, their addresses
+// learnt.
+func (l *locating) providers(ctx context.Context) []peer.ID {
+	fctx, cancel := context.WithTimeout(ctx, l.n.cfg.IOTimeout)
+	defer cancel()
+	provs, err := l.n.dht.FindProviders(fctx, l.ref, 8)
+	if err != nil {
+		l.errs = append(l.errs, err)
+	}
+	var ids []peer.ID
+	for _, ai := range provs {
+		l.n.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.AddressTTL)
+		ids = append(ids, ai.ID)
+	}
+	return ids
+}
+
+// record writes the peers asked and the holders found into the blob's
+// flight, for its journal.
+func (l *locating) record() {
+	f := l.n.flightOf(l.ref)
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for p := range l.asked {
+		if p != l.n.h.ID() {
+			f.tried = append(f.tried, p)
+		}
+	}
+	f.holders = l.holders
+}
+
+// result returns the holders not banned, best first, or why there are
+// none.
+func (l *locating) result() ([]peer.ID, error) {
+	holders := l.holders
+	if found := len(holders); found > 0 {
+		if holders, _ = l.n.rep.rank(holders, time.Now()); len(holders) == 0 {
+			l.errs = append(l.errs, fmt.Errorf("node: all %d holders found are banned for sending bytes that did not verify", found))
+		}
+	}
+	if len(holders) == 0 {
+		err := fmt.Errorf("%w: %s (asked %d peers)", ErrNoHolder, l.ref, len(l.asked)-1)
+		if len(l.errs) > 0 {
+			err = fmt.Errorf("%w: %w", err, errors.Join(l.errs...))
+		}
+		return nil, err
+	}
+	return holders, nil
+}
+
+// membersOf returns the other members of groups this node is in, servers
+// first, each once.
+func (n *Node) membersOf(groups []syncnode.GroupID) []peer.ID {
+	var servers, others []peer.ID
+	seen := map[peer.ID]bool{n.h.ID(): true}
+	for _, g := range groups {
+		if !n.sync.IsMember(n.h.ID(), g) {
+			continue
+		}
+		for _, m := range n.Members(g) {
+			if seen[m.Peer] {
+				continue
+			}
+			seen[m.Peer] = true
+			n.addAddrs(m.Peer, m.Addrs)
+			if m.DevType == syncnode.Server {
+				servers = append(servers, m.Peer)
+			} else {
+				others = append(others, m.Peer)
+			}
+		}
+	}
+	return append(servers, others...)
+}

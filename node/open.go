@@ -1,0 +1,170 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/internal/shares"
+	"github.com/syncnode/syncnode/internal/syncer"
+	"github.com/syncnode/syncnode/ownership"
+	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/signpost"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// Open opens (creating if needed) the node's data directory, starts its
+// host, DHT, sync, share service and server fetcher, and loads its
+// syncgroups. Close stops it all.
+func Open(cfg Config) (_ *Node, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Log, handoffs: map[handoffKey]bool{},
+		handoffRetry: map[handoffRef]handoffBackoff{},
+		lru:          lru{used: map[syncnode.BlobRef]time.Time{}}}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	var opened closers
+	defer func() {
+		if err != nil {
+			n.cancel()
+			opened.closeAll()
+		}
+	}()
+	if err := n.openStores(&opened); err != nil {
+		return nil, err
+	}
+	if err := n.openNetwork(&opened); err != nil {
+		return nil, err
+	}
+	if err := n.openFetching(); err != nil {
+		return nil, err
+	}
+	if err := n.recoverState(); err != nil {
+		return nil, err
+	}
+	n.start()
+	return n, nil
+}
+
+// closers are what Open has opened so far, to close if it fails.
+type closers []func() error
+
+func (c *closers) add(f func() error) { *c = append(*c, f) }
+
+// closeAll closes them in reverse order.
+func (c closers) closeAll() {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i]()
+	}
+}
+
+// openStores opens the blob store and the database with the stores kept
+// in it.
+func (n *Node) openStores(opened *closers) (err error) {
+	if n.blobs, err = blobstore.OpenDisk(filepath.Join(n.cfg.DataDir, "blobs"), n.log); err != nil {
+		return err
+	}
+	opened.add(n.blobs.Close)
+	n.store = watchedStore{n.blobs, n}
+	if n.db, err = kv.Open(filepath.Join(n.cfg.DataDir, "db"), n.log); err != nil {
+		return err
+	}
+	opened.add(n.db.Close)
+	n.signposts = signpost.NewStore(n.db)
+	n.ledger = ownership.NewLedger(n.db)
+	n.groups = syncgroup.NewStore(n.db)
+	return nil
+}
+
+// openNetwork starts the host, the DHT and the three protocols: sync
+// (with the groups restored), blob transfer and shares.
+func (n *Node) openNetwork(opened *closers) (err error) {
+	hc := p2p.DefaultHostConfig()
+	hc.IdentityFile = filepath.Join(n.cfg.DataDir, "identity.key")
+	hc.ListenAddrs = n.cfg.ListenAddrs
+	hc.Gater = n.cfg.Gater
+	if n.h, err = p2p.NewHost(hc); err != nil {
+		return err
+	}
+	opened.add(n.h.Close)
+	if n.dht, err = p2p.NewDHT(n.h, n.log); err != nil {
+		return err
+	}
+	opened.add(n.dht.Close)
+
+	sc := syncer.DefaultConfig()
+	sc.Interval, sc.IOTimeout, sc.Store = n.cfg.SyncInterval, n.cfg.IOTimeout, n.groups
+	n.sync = syncer.New(n.h, sc, n.log, hooks{n})
+	opened.add(func() error { n.sync.Close(); return nil })
+	loaded, err := n.groups.Load(n.h.ID(), time.Minute)
+	if err != nil {
+		return err
+	}
+	for _, l := range loaded {
+		n.sync.Restore(l.Group, l.Prio)
+	}
+
+	if n.service, err = p2p.NewService(n.h, n.store, p2p.ServiceConfig{IOTimeout: n.cfg.IOTimeout}, n.log, n.signpostFor, n.mayServe); err != nil {
+		return err
+	}
+	opened.add(func() error { n.service.Close(); return nil })
+	if n.client, err = p2p.NewClient(n.h, n.blobs, p2p.ClientConfig{IOTimeout: n.cfg.IOTimeout}, n.log); err != nil {
+		return err
+	}
+	n.shares = shares.New(n.h, n.ledger, n.sync, copies{n}, n.asked, n.settled, n.log)
+	n.shares.AskWait = 10 * n.cfg.IOTimeout
+	opened.add(func() error { n.shares.Close(); return nil })
+	return nil
+}
+
+// openFetching sets up fetches: the gate, the server fetcher and the
+// reprovider.
+func (n *Node) openFetching() (err error) {
+	n.gate = newGate(n.cfg.MaxFetches)
+	n.flights.m = map[syncnode.BlobRef]*flight{}
+	seed := uint64(time.Now().UnixNano())
+	if n.fetcher, err = fetcher.New(*n.cfg.Fetcher, n.serverFetch, n.signposts, rand.New(rand.NewPCG(seed, seed>>1|1)), n.log); err != nil {
+		return err
+	}
+	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.log)
+	return nil
+}
+
+// recoverState takes up what the node held when it stopped: every blob is
+// provided and in the LRU table, the ownership records are checked
+// against the store, the fetch queue is restored, and a peer that
+// connects is a holder back.
+func (n *Node) recoverState() error {
+	err := n.blobs.List(func(i blobstore.Info) error {
+		n.announce(i.Ref)
+		if t, err := n.blobs.ModTime(i.Ref); err == nil {
+			n.lru.touch(i.Ref, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := n.checkOwnership(); err != nil {
+		n.log.Error("ownership check at open incomplete", "err", err)
+	}
+	if err := n.requeue(); err != nil {
+		n.log.Error("fetch queue not restored at open", "err", err)
+	}
+	n.h.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		n.holderBack(c.RemotePeer())
+	}})
+	return nil
+}
