@@ -254,8 +254,13 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 			return 0, err
 		}
 	}
-	// Reading (which verifies every byte against the tree) runs one
-	// chunk ahead of the network writes, so verification overlaps sending.
+	return s.send(st, r, req.Off, req.Len)
+}
+
+// send writes n bytes of r from off to st. Reading (which verifies every
+// byte against the tree) runs one chunk ahead of the network writes, so
+// verification overlaps sending.
+func (s *Service) send(st network.Stream, r io.ReaderAt, off, n int64) (int64, error) {
 	type chunk struct {
 		b   *[]byte
 		n   int
@@ -266,15 +271,15 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 	defer close(stop)
 	go func() {
 		defer close(ahead)
-		for off := req.Off; off < req.Off+req.Len; {
+		for at := off; at < off+n; {
 			bp := s.bufs.Get().(*[]byte)
-			n := int(min(int64(len(*bp)), req.Off+req.Len-off))
-			_, err := r.ReadAt((*bp)[:n], off)
+			k := int(min(int64(len(*bp)), off+n-at))
+			_, err := r.ReadAt((*bp)[:k], at)
 			if err == io.EOF {
 				err = nil
 			}
 			select {
-			case ahead <- chunk{bp, n, err}:
+			case ahead <- chunk{bp, k, err}:
 			case <-stop:
 				s.bufs.Put(bp)
 				return
@@ -282,7 +287,7 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 			if err != nil {
 				return
 			}
-			off += int64(n)
+			at += int64(k)
 		}
 	}()
 	var sent int64
