@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -362,4 +364,57 @@ func (s *Syncer) observePriority(r *replica, from peer.ID, p syncnode.Priority) 
 	}
 	r.peers[from] = p
 	r.prio = ownership.Update(s.priorityLocked(r), p, time.Now())
+}
+
+// Run runs periodic rounds until Close: every Interval, each group has a
+// round with RoundPeers members picked by roundPeers.
+func (s *Syncer) Run() {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			t := time.NewTimer(s.cfg.Interval)
+			select {
+			case <-s.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			for _, id := range s.Groups() {
+				for _, p := range s.roundPeers(id) {
+					s.pushTo(id, p)
+				}
+			}
+		}
+	}()
+}
+
+// roundPeers picks the members of group id for a periodic round: a random
+// server (when the group has one other than this node) and random others,
+// RoundPeers in all. Over a few intervals every member meets every other,
+// and a device meets a server every interval: hand-offs and gaps left by
+// pushes do not wait for chance.
+func (s *Syncer) roundPeers(id syncnode.GroupID) []peer.ID {
+	var servers, others []peer.ID
+	s.With(id, func(g *syncgroup.Group) error {
+		for _, m := range g.Members() {
+			switch {
+			case m.Peer == s.h.ID():
+			case m.DevType == syncnode.Server:
+				servers = append(servers, m.Peer)
+			default:
+				others = append(others, m.Peer)
+			}
+		}
+		return nil
+	})
+	var out []peer.ID
+	if len(servers) > 0 {
+		k := rand.IntN(len(servers))
+		out = append(out, servers[k])
+		servers = slices.Delete(servers, k, k+1)
+	}
+	rest := append(others, servers...)
+	rand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+	return append(out, rest[:min(len(rest), s.cfg.RoundPeers-len(out))]...)
 }

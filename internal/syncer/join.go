@@ -1,0 +1,106 @@
+package syncer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// Join presents inv to the admin that issued it, receives the group's
+// spec, joins, and runs a first round with the admin.
+func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr, addrs []string) (syncnode.GroupID, error) {
+	s.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
+	st, err := s.h.NewStream(ctx, inv.Admin, ProtoJoin)
+	if err != nil {
+		return "", fmt.Errorf("syncer: join: %w", err)
+	}
+	defer st.Close()
+	if err := p2p.WriteMsg(st, joinRequest{Invitation: inv}, s.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return "", err
+	}
+	var resp joinResponse
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return "", err
+	}
+	if resp.Err != "" {
+		return "", fmt.Errorf("%w: %s", ErrRefused, resp.Err)
+	}
+	g, err := syncgroup.NewGroup(resp.Spec, s.h.ID(), time.Minute)
+	if err != nil {
+		return "", err
+	}
+	if err := g.SetKey(s.h.Peerstore().PrivKey(s.h.ID())); err != nil {
+		return "", err
+	}
+	if _, err := g.Join(inv, addrs, time.Now()); err != nil {
+		return "", err
+	}
+	if err := s.Add(g); err != nil {
+		return "", err
+	}
+	if err := s.SyncWith(ctx, g.Spec().ID, inv.Admin); err != nil {
+		return g.Spec().ID, fmt.Errorf("syncer: first round after joining: %w", err)
+	}
+	s.With(g.Spec().ID, func(g *syncgroup.Group) error { s.learnAddrs(g); return nil })
+	return g.Spec().ID, nil
+}
+
+type joinRequest struct {
+	Invitation syncgroup.Invitation `msgpack:"i"`
+}
+
+type joinResponse struct {
+	Err  string         `msgpack:"e,omitempty"`
+	Spec syncgroup.Spec `msgpack:"s"`
+}
+
+// maxJoinRequest bounds a join request: an invitation, a membership row
+// and a few addresses.
+const maxJoinRequest = 16 << 10
+
+func (s *Syncer) handleJoin(st network.Stream) {
+	defer st.Close()
+	from := st.Conn().RemotePeer()
+	var req joinRequest
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, maxJoinRequest, s.cfg.IOTimeout); err != nil {
+		st.Reset()
+		return
+	}
+	var resp joinResponse
+	// The invitation is judged by this admin's clock, and used once: the
+	// admission this admin writes is what makes the joiner a member.
+	_, err := s.write(req.Invitation.Group, func(g *syncgroup.Group) (syncgroup.Row, error) {
+		if err := req.Invitation.Verify(from, g.Spec().Admins, time.Now()); err != nil {
+			return syncgroup.Row{}, err
+		}
+		if req.Invitation.Admin != s.h.ID() {
+			return syncgroup.Row{}, fmt.Errorf("%w: issued by another admin", syncgroup.ErrInvitation)
+		}
+		resp.Spec = g.Spec()
+		row, fresh, err := g.Admit(req.Invitation, time.Now())
+		if err == nil && !fresh {
+			err = errNothingWritten
+		}
+		return row, err
+	})
+	if errors.Is(err, errNothingWritten) {
+		err = nil
+	}
+	if err != nil {
+		s.log.Info("join refused", "peer", from, "group", req.Invitation.Group, "err", err)
+		resp.Err = refusal
+	}
+	p2p.WriteMsg(st, resp, s.cfg.IOTimeout)
+}
