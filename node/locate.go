@@ -9,6 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/p2p"
 )
