@@ -1,0 +1,89 @@
+package sim
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config sizes a simulation.
+type Config struct {
+	Devices, Leaves, Servers int
+	// Blobs is how many rows with a new blob are written; BlobSize is each
+	// blob's size.
+	Blobs, BlobSize int
+	// Budget is each device's and leaf's blob budget in bytes.
+	Budget int64
+	// Crashes is how many times a random node is stopped mid-run and
+	// restarted a little later.
+	Crashes int
+	// Partitions is how many times the nodes are cut into two random
+	// sides (connections across refused) for a stretch of writes, then
+	// healed.
+	Partitions int
+	// Settle bounds the wait, after the last write, for every blob to
+	// reach a server.
+	Settle time.Duration
+	Seed   uint64
+	// Dir holds the nodes' data directories.
+	Dir string
+}
+
+// Report is what a simulation found.
+type Report struct {
+	Nodes, Blobs, Crashes, Partitions int
+	// Lost counts blobs no node holds at the end: must be 0.
+	Lost int
+	// NotOnServer counts blobs no server holds at the end.
+	NotOnServer int
+	// BadShares counts blobs whose shares do not add up to 2.
+	BadShares int
+	// SharesWithoutCopy counts (node, blob) pairs at the end where the
+	// node holds shares and no verified copy: must be 0 (I3).
+	SharesWithoutCopy int
+	// PinnedAfterServer counts blobs a server holds verified while a
+	// device still holds shares of them at the end: must be 0 (I6).
+	PinnedAfterServer int
+	// RowsFirst counts blobs whose row was written before their bytes were
+	// stored; Removed and RmRefused count users' rm of held blobs done and
+	// refused (pinned); Fetches counts devices' fetches racing evictions.
+	RowsFirst, Removed, RmRefused, Fetches int
+	// P50 and P99 are the time from a blob's first reference to its first
+	// verified server copy.
+	P50, P99 time.Duration
+	// Known50 and Known99 are the time from a blob's first reference to
+	// the first server learning of it (a row or signpost naming it).
+	Known50, Known99 time.Duration
+	// BytesMoved sums the blob bytes every node received; Wanted is what
+	// the copies asked for need: every blob on every server, plus the
+	// blobs devices fetched at their users' request.
+	BytesMoved, Wanted int64
+	// Messages counts the sync frames (pushes and rounds) every node sent;
+	// CPU is the process's CPU time from the first write to the end.
+	Messages  int64
+	CPU       time.Duration
+	Elapsed   time.Duration
+	blobBytes int64 // the blobs' sizes summed
+}
+
+// PerWritePerNode returns x divided by the writes and the nodes.
+func (r Report) PerWritePerNode(x float64) float64 {
+	return x / float64(max(1, r.Blobs)) / float64(max(1, r.Nodes))
+}
+
+func (r Report) String() string {
+	return fmt.Sprintf("nodes %d, blobs %d, crashes %d, partitions %d, elapsed %s\n"+
+		"time to first server copy: p50 %s, p99 %s\n"+
+		"rows before their blob: %d; user rm done %d, refused (pinned) %d; device fetches racing evictions: %d\n"+
+		"blobs lost: %d; not on a server: %d; share totals wrong: %d\n"+
+		"shares held without a copy: %d; blobs pinned on a device after a server copy: %d\n"+
+		"time to first server knowing of the blob: p50 %s, p99 %s\n"+
+		"per write per node: %.1f sync messages, %.2f ms CPU\n"+
+		"bytes moved: %d (%.1f× the blobs' bytes, %.2f× what the copies wanted need)",
+		r.Nodes, r.Blobs, r.Crashes, r.Partitions, r.Elapsed.Round(time.Millisecond),
+		r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond),
+		r.RowsFirst, r.Removed, r.RmRefused, r.Fetches,
+		r.Lost, r.NotOnServer, r.BadShares, r.SharesWithoutCopy, r.PinnedAfterServer,
+		r.Known50.Round(time.Millisecond), r.Known99.Round(time.Millisecond),
+		r.PerWritePerNode(float64(r.Messages)), r.PerWritePerNode(float64(r.CPU.Microseconds())/1000),
+		r.BytesMoved, float64(r.BytesMoved)/float64(max(1, r.blobBytes)), float64(r.BytesMoved)/float64(max(1, r.Wanted)))
+}
