@@ -28,119 +28,157 @@ const BlobSize = 32 << 20
 func Run(ctx context.Context, dir string, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	start := time.Now()
-	say := func(f string, a ...any) {
-		fmt.Fprintf(w, "%6.2fs  %s\n", time.Since(start).Seconds(), fmt.Sprintf(f, a...))
+	d := &demo{dir: dir, w: w, start: time.Now()}
+	defer d.close()
+	if err := d.setUp(ctx); err != nil {
+		return err
 	}
-	open := func(name string, budget int64) (*node.Node, error) {
-		fc := fetcher.DefaultConfig()
-		fc.FirstScan, fc.ScanInterval = time.Second, 2*time.Second
-		return node.Open(node.Config{DataDir: filepath.Join(dir, name), SyncInterval: time.Second,
-			IOTimeout: 10 * time.Second, Fetcher: &fc, BlobBudget: budget})
-	}
-	phone, err := open("phone", BlobSize/2)
+	ref, err := d.store(ctx)
 	if err != nil {
 		return err
 	}
-	defer phone.Close()
-	laptop, err := open("laptop", 0)
-	if err != nil {
+	if err := d.spread(ctx, ref); err != nil {
 		return err
 	}
-	defer laptop.Close()
-	server, err := open("server", 0)
-	if err != nil {
-		return err
-	}
-	defer server.Close()
-	say("three nodes on loopback: phone %s, laptop %s, server %s", short(phone), short(laptop), short(server))
+	return d.evict(ctx, ref)
+}
 
-	spec, err := phone.CreateGroup("photos", []string{"photos/"}, true, syncnode.Normal)
+// demo is the demonstration's three nodes and its group.
+type demo struct {
+	dir                   string
+	w                     io.Writer
+	start                 time.Time
+	phone, laptop, server *node.Node
+	g                     syncnode.GroupID
+}
+
+func (d *demo) say(f string, a ...any) {
+	fmt.Fprintf(d.w, "%6.2fs  %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(f, a...))
+}
+
+func (d *demo) open(name string, budget int64) (*node.Node, error) {
+	fc := fetcher.DefaultConfig()
+	fc.FirstScan, fc.ScanInterval = time.Second, 2*time.Second
+	return node.Open(node.Config{DataDir: filepath.Join(d.dir, name), SyncInterval: time.Second,
+		IOTimeout: 10 * time.Second, Fetcher: &fc, BlobBudget: budget})
+}
+
+func (d *demo) close() {
+	for _, n := range []*node.Node{d.phone, d.laptop, d.server} {
+		if n != nil {
+			n.Close()
+		}
+	}
+}
+
+// setUp opens the phone (with a budget half the blob), the laptop and the
+// server, and has the phone create a group the others join.
+func (d *demo) setUp(ctx context.Context) (err error) {
+	if d.phone, err = d.open("phone", BlobSize/2); err != nil {
+		return err
+	}
+	if d.laptop, err = d.open("laptop", 0); err != nil {
+		return err
+	}
+	if d.server, err = d.open("server", 0); err != nil {
+		return err
+	}
+	d.say("three nodes on loopback: phone %s, laptop %s, server %s", short(d.phone), short(d.laptop), short(d.server))
+	spec, err := d.phone.CreateGroup("photos", []string{"photos/"}, true, syncnode.Normal)
 	if err != nil {
 		return err
 	}
-	g := spec.ID
+	d.g = spec.ID
 	for _, m := range []struct {
 		n   *node.Node
 		dev syncnode.DevType
-	}{{laptop, syncnode.Normal}, {server, syncnode.Server}} {
-		inv, err := phone.Invite(g, m.n.ID(), m.dev, time.Hour)
+	}{{d.laptop, syncnode.Normal}, {d.server, syncnode.Server}} {
+		inv, err := d.phone.Invite(d.g, m.n.ID(), m.dev, time.Hour)
 		if err != nil {
 			return err
 		}
-		if _, err := m.n.JoinGroup(ctx, inv, phone.Host().Addrs()); err != nil {
+		if _, err := m.n.JoinGroup(ctx, inv, d.phone.Host().Addrs()); err != nil {
 			return err
 		}
 	}
-	say("phone created the private syncgroup %q; the laptop joined as a normal device, the server as a server", spec.Name)
+	d.say("phone created the private syncgroup %q; the laptop joined as a normal device, the server as a server", spec.Name)
+	return nil
+}
 
-	info, err := phone.PutBlob(ctx, io.LimitReader(rand.Reader, BlobSize))
+// store has the phone store a blob and write a row naming it; the phone
+// may not evict it yet.
+func (d *demo) store(ctx context.Context) (syncnode.BlobRef, error) {
+	info, err := d.phone.PutBlob(ctx, io.LimitReader(rand.Reader, BlobSize))
 	if err != nil {
-		return err
+		return syncnode.BlobRef{}, err
 	}
 	value, err := msgpack.Marshal(map[string]any{"title": "beach", "bytes": info.Size, "image": info.Ref})
 	if err != nil {
-		return err
+		return syncnode.BlobRef{}, err
 	}
-	if _, err := phone.PutRow(g, "photos/beach.jpg", value); err != nil {
-		return err
+	if _, err := d.phone.PutRow(d.g, "photos/beach.jpg", value); err != nil {
+		return syncnode.BlobRef{}, err
 	}
-	say("phone stored a %d MiB blob %s and wrote the row photos/beach.jpg that references it", info.Size>>20, info.Ref)
-	sh, _ := phone.BlobShares(info.Ref)
-	say("phone, the blob's creator, holds %d ownership shares; its budget is %d MiB", sh[g], BlobSize>>21)
-	if err := phone.RemoveBlob(info.Ref); errors.Is(err, node.ErrPinned) {
-		say("phone may not evict it yet: %v", err)
-	} else {
-		return fmt.Errorf("demo: eviction before the server copy was not refused: %v", err)
+	d.say("phone stored a %d MiB blob %s and wrote the row photos/beach.jpg that references it", info.Size>>20, info.Ref)
+	sh, _ := d.phone.BlobShares(info.Ref)
+	d.say("phone, the blob's creator, holds %d ownership shares; its budget is %d MiB", sh[d.g], BlobSize>>21)
+	err = d.phone.RemoveBlob(info.Ref)
+	if !errors.Is(err, node.ErrPinned) {
+		return syncnode.BlobRef{}, fmt.Errorf("demo: eviction before the server copy was not refused: %v", err)
 	}
+	d.say("phone may not evict it yet: %v", err)
+	return info.Ref, nil
+}
 
+// spread waits for the laptop to learn of the blob and the server to pull
+// it with its shares, then has the laptop fetch it.
+func (d *demo) spread(ctx context.Context, ref syncnode.BlobRef) error {
 	if err := wait(ctx, func() bool {
-		sp, err := laptop.Signpost(info.Ref)
+		sp, err := d.laptop.Signpost(ref)
 		return err == nil && len(sp.Locations) > 0
 	}); err != nil {
 		return fmt.Errorf("demo: laptop never learned the blob's signpost: %w", err)
 	}
-	sp, _ := laptop.Signpost(info.Ref)
-	say("laptop got the row; its signpost says the blob is at %d location(s), in group(s) %v", len(sp.Locations), sp.Groups())
-
+	sp, _ := d.laptop.Signpost(ref)
+	d.say("laptop got the row; its signpost says the blob is at %d location(s), in group(s) %v", len(sp.Locations), sp.Groups())
 	if err := wait(ctx, func() bool {
-		s, _ := server.BlobShares(info.Ref)
-		return server.HasBlob(info.Ref) && s[g] == 2
+		s, _ := d.server.BlobShares(ref)
+		return d.server.HasBlob(ref) && s[d.g] == 2
 	}); err != nil {
-		why, _ := server.Why(info.Ref)
+		why, _ := d.server.Why(ref)
 		return fmt.Errorf("demo: server did not pull the blob (%+v): %w", why, err)
 	}
-	sh, _ = server.BlobShares(info.Ref)
-	say("server's background fetcher pulled the blob, verified against its BLAKE3 tree, and took %d shares", sh[g])
-
+	sh, _ := d.server.BlobShares(ref)
+	d.say("server's background fetcher pulled the blob, verified against its BLAKE3 tree, and took %d shares", sh[d.g])
 	last := node.Pending
-	_, err = laptop.FetchBlob(ctx, info.Ref, node.FetchOptions{Priority: node.PriorityHigh, Status: func(s node.Status) {
+	_, err := d.laptop.FetchBlob(ctx, ref, node.FetchOptions{Priority: node.PriorityHigh, Status: func(s node.Status) {
 		if s.State != last {
 			last = s.State
-			say("laptop fetch: %s %s", s.State, progress(s))
+			d.say("laptop fetch: %s %s", s.State, progress(s))
 		}
 	}})
-	if err != nil {
-		return err
-	}
+	return err
+}
 
-	// The phone's escrow settles when the server's acceptance reaches it;
-	// then its eviction pass (run here, and in the background) drops it.
+// evict waits for the phone, over its budget, to evict its copy once its
+// escrow settles (when the server's acceptance reaches it), and counts
+// the shares.
+func (d *demo) evict(ctx context.Context, ref syncnode.BlobRef) error {
 	if err := wait(ctx, func() bool {
-		if _, err := phone.Evict(); err != nil {
+		if _, err := d.phone.Evict(); err != nil {
 			return false
 		}
-		return !phone.HasBlob(info.Ref)
+		return !d.phone.HasBlob(ref)
 	}); err != nil {
 		return fmt.Errorf("demo: the phone kept the blob over its budget: %w", err)
 	}
-	say("phone was over its budget and evicted its copy; the server holds the shares")
+	d.say("phone was over its budget and evicted its copy; the server holds the shares")
 	var total int
-	for _, n := range []*node.Node{phone, laptop, server} {
-		s, _ := n.BlobShares(info.Ref)
-		total += s[g]
+	for _, n := range []*node.Node{d.phone, d.laptop, d.server} {
+		s, _ := n.BlobShares(ref)
+		total += s[d.g]
 	}
-	say("shares in the group: %d (the creator's 2, moved, none made or lost). Nothing was lost.", total)
+	d.say("shares in the group: %d (the creator's 2, moved, none made or lost). Nothing was lost.", total)
 	return nil
 }
 
