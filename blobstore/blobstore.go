@@ -12,7 +12,7 @@ import (
 	"sync"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/baotree"
+	"github.com/syncnode/syncnode/blobstore/baotree"
 )
 
 // ErrIncomplete reports a partial blob committed before all its bytes arrived.

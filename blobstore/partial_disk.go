@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/baotree"
+	"github.com/syncnode/syncnode/blobstore/baotree"
 )
 
 // diskPartial keeps a partial blob in partial/<hex>.data, its tree in

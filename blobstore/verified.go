@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/baotree"
+	"github.com/syncnode/syncnode/blobstore/baotree"
 )
 
 // ErrDamaged reports a stored copy whose bytes or tree no longer match its

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/nodetest"
+	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 )

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syncnode/syncnode/internal/ownsim"
+	"github.com/syncnode/syncnode/internal/harness/ownsim"
 )
 
 var (

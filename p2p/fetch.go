@@ -13,7 +13,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
-	"github.com/syncnode/syncnode/internal/baotree"
+	"github.com/syncnode/syncnode/blobstore/baotree"
 )
 
 // Progress is a fetch's state: bytes held verified, of the total.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
-	"github.com/syncnode/syncnode/internal/baotree"
+	"github.com/syncnode/syncnode/blobstore/baotree"
 	"github.com/syncnode/syncnode/internal/testkit"
 )
 

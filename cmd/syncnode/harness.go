@@ -7,8 +7,8 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"github.com/syncnode/syncnode/internal/demo"
-	"github.com/syncnode/syncnode/internal/sim"
+	"github.com/syncnode/syncnode/internal/harness/demo"
+	"github.com/syncnode/syncnode/internal/harness/sim"
 )
 
 // The commands that run whole meshes in this process: the demo and the

@@ -21,8 +21,8 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore/baotree"
 	"github.com/syncnode/syncnode/internal/api"
-	"github.com/syncnode/syncnode/internal/baotree"
 	"github.com/syncnode/syncnode/internal/control"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/internal/testkit"

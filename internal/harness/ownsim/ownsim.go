@@ -40,8 +40,8 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/harness/netsplit"
 	"github.com/syncnode/syncnode/internal/kv"
-	"github.com/syncnode/syncnode/internal/netsplit"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/ownership"
 )

@@ -19,7 +19,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
-	"github.com/syncnode/syncnode/internal/netsplit"
+	"github.com/syncnode/syncnode/internal/harness/netsplit"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 )
