@@ -32,6 +32,9 @@ func (n *Node) CreateGroup(name string, prefixes []string, private bool, dev syn
 	if err := n.sync.Add(g); err != nil {
 		return syncgroup.Spec{}, err
 	}
+	if err := n.setName(g.Spec().ID); err != nil {
+		return syncgroup.Spec{}, err
+	}
 	return g.Spec(), nil
 }
 
@@ -47,6 +50,9 @@ func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl t
 func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr) (syncgroup.Spec, error) {
 	id, err := n.sync.Join(ctx, inv, adminAddrs, n.addrStrings())
 	if err != nil {
+		return syncgroup.Spec{}, err
+	}
+	if err := n.setName(id); err != nil {
 		return syncgroup.Spec{}, err
 	}
 	n.goRun(func() { n.syncAll(id) })
@@ -86,6 +92,33 @@ func (n *Node) Members(g syncnode.GroupID) []syncgroup.Member {
 	var out []syncgroup.Member
 	n.sync.With(g, func(gr *syncgroup.Group) error { out = gr.Members(); return nil })
 	return out
+}
+
+// setName writes this node's name (Config.Name) into its membership row
+// of group g if the row does not carry it yet.
+func (n *Node) setName(g syncnode.GroupID) error {
+	if n.cfg.Name == "" {
+		return nil
+	}
+	return n.sync.SetName(g, n.cfg.Name)
+}
+
+// NameOf returns the name peer p gave itself in a group this node shares
+// with it, or "" if none.
+func (n *Node) NameOf(p peer.ID) string {
+	for _, g := range n.sync.Groups() {
+		var name string
+		n.sync.With(g, func(gr *syncgroup.Group) error {
+			if m, ok := gr.Member(p); ok {
+				name = m.Name
+			}
+			return nil
+		})
+		if name != "" {
+			return name
+		}
+	}
+	return ""
 }
 
 // DevType returns this node's device type in group g.

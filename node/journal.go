@@ -117,7 +117,9 @@ type Why struct {
 
 // WhyLocation is one signpost location.
 type WhyLocation struct {
-	Peer     string
+	Peer string
+	// Name is the name the peer gave itself in a shared group, if any.
+	Name     string
 	WhenSeen time.Time
 	Server   bool
 	Proxy    bool
@@ -142,7 +144,7 @@ func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 	w.ServerIn = n.isServerIn(w.Groups)
 	for _, l := range sp.Ranked() {
 		loc := sp.Locations[l.Peer]
-		w.Locations = append(w.Locations, WhyLocation{Peer: l.Peer.String(), WhenSeen: loc.WhenSeen,
+		w.Locations = append(w.Locations, WhyLocation{Peer: l.Peer.String(), Name: n.NameOf(l.Peer), WhenSeen: loc.WhenSeen,
 			Server: loc.IsServer, Proxy: loc.IsProxy, Addrs: loc.Addrs})
 	}
 	w.Restoring = slices.Contains(n.restore.pending(), ref)

@@ -40,6 +40,10 @@ var ErrPinned = errors.New("node: blob is pinned by ownership shares")
 type Config struct {
 	// DataDir holds the node's stores (blobs/, db/) and identity key.
 	DataDir string
+	// Name is the device's name ("laptop"), written into its membership
+	// of every group and shown by the others beside its peer ID; empty:
+	// none.
+	Name string
 	// Log receives the node's logs; nil discards them.
 	Log *slog.Logger
 	// ListenAddrs are the host's listen multiaddrs (default TCP and QUIC on

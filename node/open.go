@@ -161,6 +161,11 @@ func (n *Node) recoverState() error {
 	if err := n.checkOwnership(); err != nil {
 		n.log.Error("ownership check at open incomplete", "err", err)
 	}
+	for _, g := range n.sync.Groups() {
+		if err := n.setName(g); err != nil {
+			n.log.Warn("name not written into the membership", "group", g, "err", err)
+		}
+	}
 	if err := n.requeue(); err != nil {
 		n.log.Error("fetch queue not restored at open", "err", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -99,6 +101,10 @@ type Member struct {
 	Peer    peer.ID          `msgpack:"-"`
 	DevType syncnode.DevType `msgpack:"t"`
 	Addrs   []string         `msgpack:"a,omitempty"`
+	// Name is the device's name as its user set it ("laptop"): shown
+	// beside its peer ID, never trusted for anything, and cleaned on
+	// reading (CleanName).
+	Name string `msgpack:"n,omitempty"`
 	// Invitation is the joiner's proof; empty for an admin, who needs none.
 	Invitation *Invitation `msgpack:"i,omitempty"`
 }
@@ -320,8 +326,46 @@ func (g *Group) memberRow(p peer.ID) (Member, bool) {
 	if msgpackx.Unmarshal(row.Value, &m) != nil {
 		return Member{}, false
 	}
-	m.Peer = p
+	m.Peer, m.Name = p, CleanName(m.Name)
 	return m, true
+}
+
+// MaxNameLen is the most runes of a device name shown.
+const MaxNameLen = 64
+
+// CleanName returns name as it may be shown: control and formatting
+// characters dropped, spaces trimmed, at most MaxNameLen runes. A member
+// chooses its own name, so a name says nothing a peer ID does not.
+func CleanName(name string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range name {
+		if n == MaxNameLen {
+			break
+		}
+		if r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			continue
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// SetName writes this device's membership row again with name, reporting
+// whether it changed anything. The device must be a member.
+func (g *Group) SetName(name string, now time.Time) (Row, bool, error) {
+	m, ok := g.memberRow(g.self)
+	if !ok {
+		return Row{}, false, fmt.Errorf("%w: %s in %s", ErrNotMember, g.self, g.spec.ID)
+	}
+	name = CleanName(name)
+	if m.Name == name {
+		return Row{}, false, nil
+	}
+	m.Name = name
+	row, err := g.putMember(m, now)
+	return row, err == nil, err
 }
 
 // Member returns p's membership, if p is a member: an admin with its own

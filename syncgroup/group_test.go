@@ -2,6 +2,7 @@ package syncgroup
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,5 +168,54 @@ func TestMembershipLifecycle(t *testing.T) {
 	sg.Apply(rejoin, t0.Add(11*time.Second))
 	if !sg.IsMember(phone) {
 		t.Fatal("a re-invited member is not a member")
+	}
+}
+
+// A device's name travels in its membership row; whatever a member
+// writes there, the others read at most MaxNameLen runes without control
+// or formatting characters, and SetName writes only when the name changes.
+func TestNamesTravelCleaned(t *testing.T) {
+	adminKey, _ := key(t)
+	phoneKey, phone := key(t)
+	g, err := Create("photos", []string{"photos/"}, true, adminKey, syncnode.Normal, nil, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, changed, err := g.SetName("  admin laptop ", t0); err != nil || !changed {
+		t.Fatalf("SetName = %v, %v", changed, err)
+	}
+	if _, changed, _ := g.SetName("admin laptop", t0); changed {
+		t.Fatal("SetName with the same name wrote a row")
+	}
+	inv, _ := Invite(adminKey, g.Spec().ID, phone, syncnode.Normal, t0.Add(time.Hour))
+	if _, _, err := g.Admit(inv, t0); err != nil {
+		t.Fatal(err)
+	}
+	pg, _ := NewGroup(g.Spec(), phone, time.Minute)
+	pg.SetKey(phoneKey)
+	if errs := deliver(t, g, pg, t0); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if _, err := pg.Join(inv, nil, t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// The phone writes a hostile name into its row directly, past SetName.
+	m, _ := pg.memberRow(phone)
+	m.Name = "\x1b[31mserver\u202e" + strings.Repeat("x", 200) + "\n"
+	if _, err := pg.putMember(m, t0.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if errs := deliver(t, pg, g, t0.Add(3*time.Second)); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	got, ok := g.Member(phone)
+	if !ok {
+		t.Fatal("the phone is no member at the admin")
+	}
+	if want := "[31mserver" + strings.Repeat("x", MaxNameLen-len("[31mserver")); got.Name != want {
+		t.Fatalf("the admin reads the phone's name as %q, want %q", got.Name, want)
+	}
+	if adm, _ := pg.Member(g.self); adm.Name != "admin laptop" {
+		t.Fatalf("the phone reads the admin's name as %q", adm.Name)
 	}
 }

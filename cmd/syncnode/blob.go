@@ -251,7 +251,7 @@ func printWhy(w io.Writer, y api.Why) {
 		} else if l.Proxy {
 			kind = "proxy"
 		}
-		fmt.Fprintf(w, "holder %d  %s (%s, seen %s) %s\n", i+1, l.Peer, kind, l.WhenSeen.Format(time.RFC3339), strings.Join(l.Addrs, " "))
+		fmt.Fprintf(w, "holder %d  %s %s (%s, seen %s) %s\n", i+1, nameOr(l.Name), l.Peer, kind, l.WhenSeen.Format(time.RFC3339), strings.Join(l.Addrs, " "))
 	}
 	switch {
 	case y.Running:

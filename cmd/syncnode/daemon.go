@@ -16,13 +16,14 @@ func initCmd() *command {
 	return &command{name: "init", short: "create the data directory, identity, config and control token",
 		flags: func(fs *flag.FlagSet) func(*cmd) error {
 			var listen stringList
-			fs.Var(&listen, "listen", "libp2p listen multiaddr (repeatable; default loopback TCP and QUIC)")
+			fs.Var(&listen, "listen", "libp2p listen multiaddr (repeatable; default a free loopback TCP port)")
+			name := fs.String("name", "", "this device's name, shown to the other members (default the host's name)")
 			return func(c *cmd) error {
-				cfg, err := control.Init(c.data, listen)
+				cfg, err := control.Init(c.data, control.InitOptions{Listen: listen, Name: *name})
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(c.stdout, "initialised %s\n  listen %s\n  api    %s\nstart it with: syncnode -data %s run\n", c.data, strings.Join(cfg.Listen, " "), cfg.API, c.data)
+				fmt.Fprintf(c.stdout, "initialised %s\n  name   %s\n  listen %s\n  api    %s\nstart it with: syncnode -data %s run\n", c.data, cfg.Name, strings.Join(cfg.Listen, " "), cfg.API, c.data)
 				return nil
 			}
 		}}
@@ -50,9 +51,9 @@ func peersCmd() *command {
 				return c.with(func(cl *api.Client) error {
 					ps, err := cl.Peers(c.ctx)
 					return show(c, ps, err, func(ps []api.Peer) {
-						rows := [][]string{{"PEER", "ADDRS"}}
+						rows := [][]string{{"NAME", "PEER", "ADDRS"}}
 						for _, p := range ps {
-							rows = append(rows, []string{p.ID, strings.Join(p.Addrs, " ")})
+							rows = append(rows, []string{nameOr(p.Name), p.ID, strings.Join(p.Addrs, " ")})
 						}
 						c.table(rows)
 					})

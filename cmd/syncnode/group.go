@@ -93,9 +93,9 @@ func sgMembers(*flag.FlagSet) func(*cmd) error {
 		return c.with(func(cl *api.Client) error {
 			ms, err := cl.Members(c.ctx, c.pos[0])
 			return show(c, ms, err, func(ms []api.Member) {
-				rows := [][]string{{"PEER", "TYPE", "ADDRS"}}
+				rows := [][]string{{"NAME", "PEER", "TYPE", "ADDRS"}}
 				for _, m := range ms {
-					rows = append(rows, []string{m.Peer, m.DevType, strings.Join(m.Addrs, " ")})
+					rows = append(rows, []string{nameOr(m.Name), m.Peer, m.DevType, strings.Join(m.Addrs, " ")})
 				}
 				c.table(rows)
 			})

@@ -286,6 +286,14 @@ func (c *cmd) table(rows [][]string) {
 	tw.Flush()
 }
 
+// nameOr returns a device's name for a listing, "-" for none.
+func nameOr(name string) string {
+	if name == "" {
+		return "-"
+	}
+	return name
+}
+
 // stringList is a repeatable string flag.
 type stringList []string
 

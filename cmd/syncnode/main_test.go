@@ -19,6 +19,7 @@ import (
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/control"
 	"github.com/syncnode/syncnode/node"
+	"github.com/syncnode/syncnode/syncgroup"
 )
 
 func cli(t *testing.T, data string, args ...string) (string, error) {
@@ -274,5 +275,24 @@ func TestFetchProgressEndsAtFullWithTrueRate(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(dst); !bytes.Equal(got, data) {
 		t.Fatal("the fetched file differs")
+	}
+}
+
+// init names the device: -name, else the host's name; the daemon writes
+// it into its membership of every group (TestDeviceNamesTravelWithMembership).
+func TestInitNamesTheDevice(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "named")
+	if out := must(t, dir, "init", "-name", "my laptop"); !strings.Contains(out, "name   my laptop") {
+		t.Fatalf("init printed %q", out)
+	}
+	cfg, _, err := control.LoadConfig(dir)
+	if err != nil || cfg.Name != "my laptop" {
+		t.Fatalf("config name %q, %v", cfg.Name, err)
+	}
+	host, _ := os.Hostname()
+	dir2 := filepath.Join(t.TempDir(), "unnamed")
+	must(t, dir2, "init")
+	if cfg, _, _ := control.LoadConfig(dir2); cfg.Name != syncgroup.CleanName(host) {
+		t.Fatalf("default name %q, want the host's %q", cfg.Name, host)
 	}
 }

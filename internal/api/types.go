@@ -88,6 +88,7 @@ type Why struct {
 // WhyLocation is one place the blob probably is.
 type WhyLocation struct {
 	Peer     string    `json:"peer"`
+	Name     string    `json:"name,omitempty"`
 	WhenSeen time.Time `json:"when_seen"`
 	Server   bool      `json:"server"`
 	Proxy    bool      `json:"proxy"`
@@ -139,6 +140,7 @@ type Left struct {
 // Member is one member of a group.
 type Member struct {
 	Peer    string   `json:"peer"`
+	Name    string   `json:"name,omitempty"`
 	DevType string   `json:"devtype"`
 	Addrs   []string `json:"addrs,omitempty"`
 }
@@ -167,6 +169,7 @@ type Deleted struct {
 // Peer is a connected peer.
 type Peer struct {
 	ID    string   `json:"id"`
+	Name  string   `json:"name,omitempty"`
 	Addrs []string `json:"addrs"`
 }
 

@@ -187,7 +187,7 @@ func whyView(w node.Why) api.Why {
 		out.Groups = append(out.Groups, string(g))
 	}
 	for _, l := range w.Locations {
-		out.Locations = append(out.Locations, api.WhyLocation{Peer: l.Peer, WhenSeen: l.WhenSeen, Server: l.Server, Proxy: l.Proxy, Addrs: l.Addrs})
+		out.Locations = append(out.Locations, api.WhyLocation{Peer: l.Peer, Name: l.Name, WhenSeen: l.WhenSeen, Server: l.Server, Proxy: l.Proxy, Addrs: l.Addrs})
 	}
 	return out
 }

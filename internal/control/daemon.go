@@ -17,6 +17,7 @@ import (
 
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/syncgroup"
 )
 
 // Files in a data directory that the daemon and the CLI share.
@@ -35,16 +36,28 @@ type Config struct {
 	Listen []string `json:"listen"`
 	// API is the control API's loopback address.
 	API string `json:"api"`
+	// Name is the device's name, shown to the members of its groups.
+	Name string `json:"name,omitempty"`
 	// BlobBudget is the blob store's size budget in bytes (0: none).
 	BlobBudget int64 `json:"blob_budget,omitempty"`
 	// SyncInterval is the period of safety-net sync rounds (default 30s).
 	SyncInterval string `json:"sync_interval,omitempty"`
 }
 
+// InitOptions are what syncnode init may set.
+type InitOptions struct {
+	// Listen are the libp2p listen multiaddrs (default a free loopback
+	// TCP port).
+	Listen []string
+	// Name is the device's name (default the host's name).
+	Name string
+}
+
 // Init creates a data directory: identity key, config with free loopback
-// ports (or listen, if given), and control token. It refuses a directory
-// already initialised.
-func Init(dir string, listen []string) (Config, error) {
+// ports (or the listen addresses given), the device's name, and control
+// token. It refuses a directory already initialised.
+func Init(dir string, opts InitOptions) (Config, error) {
+	listen := opts.Listen
 	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
 		return Config{}, fmt.Errorf("%s is already initialised", dir)
 	}
@@ -65,7 +78,11 @@ func Init(dir string, listen []string) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	cfg := Config{Listen: listen, API: fmt.Sprintf("127.0.0.1:%d", apiPort)}
+	name := opts.Name
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	cfg := Config{Listen: listen, API: fmt.Sprintf("127.0.0.1:%d", apiPort), Name: syncgroup.CleanName(name)}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	if err := writeFile(filepath.Join(dir, ConfigFile), append(b, '\n')); err != nil {
 		return Config{}, err
@@ -134,7 +151,7 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 	if err != nil {
 		return err
 	}
-	ncfg := node.Config{DataDir: dir, Log: log, ListenAddrs: cfg.Listen, BlobBudget: cfg.BlobBudget}
+	ncfg := node.Config{DataDir: dir, Name: cfg.Name, Log: log, ListenAddrs: cfg.Listen, BlobBudget: cfg.BlobBudget}
 	if cfg.SyncInterval != "" {
 		if ncfg.SyncInterval, err = time.ParseDuration(cfg.SyncInterval); err != nil {
 			return fmt.Errorf("%s: sync_interval: %w", ConfigFile, err)

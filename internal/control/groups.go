@@ -124,7 +124,7 @@ func (s *server) members(r *http.Request) ([]api.Member, error) {
 	}
 	out := []api.Member{}
 	for _, m := range s.n.Members(g) {
-		out = append(out, api.Member{Peer: m.Peer.String(), DevType: m.DevType.String(), Addrs: m.Addrs})
+		out = append(out, api.Member{Peer: m.Peer.String(), Name: m.Name, DevType: m.DevType.String(), Addrs: m.Addrs})
 	}
 	return out, nil
 }
@@ -190,7 +190,7 @@ func (s *server) peers(*http.Request) ([]api.Peer, error) {
 	out := []api.Peer{}
 	h := s.n.Host()
 	for _, p := range h.Network().Peers() {
-		pi := api.Peer{ID: p.String()}
+		pi := api.Peer{ID: p.String(), Name: s.n.NameOf(p)}
 		for _, c := range h.Network().ConnsToPeer(p) {
 			pi.Addrs = append(pi.Addrs, c.RemoteMultiaddr().String())
 		}

@@ -68,7 +68,7 @@ func (s *server) pageState(r *http.Request) (api.PageState, error) {
 	for _, spec := range s.n.Groups() {
 		pg := api.PageGroup{Group: groupView(spec), Members: []api.Member{}}
 		for _, m := range s.n.Members(spec.ID) {
-			pg.Members = append(pg.Members, api.Member{Peer: m.Peer.String(), DevType: m.DevType.String(), Addrs: m.Addrs})
+			pg.Members = append(pg.Members, api.Member{Peer: m.Peer.String(), Name: m.Name, DevType: m.DevType.String(), Addrs: m.Addrs})
 		}
 		out.Groups = append(out.Groups, pg)
 	}

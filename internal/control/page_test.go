@@ -42,7 +42,7 @@ func chromium(t *testing.T) string {
 // returning its node.
 func runDaemon(t *testing.T, dir string) *node.Node {
 	t.Helper()
-	if _, err := Init(dir, []string{nodetest.FreeAddr(t)}); err != nil {
+	if _, err := Init(dir, InitOptions{Listen: []string{nodetest.FreeAddr(t)}, Name: "page-test"}); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, ConfigFile)
@@ -138,6 +138,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	until("the syncgroup with both members", fmt.Sprintf(
 		`!!document.querySelector('[data-group=%q] [data-peer=%q]') && !!document.querySelector('[data-group=%q] [data-peer=%q]')`,
 		g, srv.ID().String(), g, dev.ID().String()))
+	until("the daemon's name beside its peer ID", fmt.Sprintf(`%s === "page-test"`, text(fmt.Sprintf("[data-group=%q] [data-peer=%q] .name", g, srv.ID().String()))))
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded = true`)); err != nil {
 		t.Fatal(err)
 	}

@@ -379,6 +379,22 @@ func (s *Syncer) Delete(id syncnode.GroupID, key string) (syncgroup.Row, error) 
 	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Delete(key, time.Now()) })
 }
 
+// SetName writes this device's name into its membership row of group id,
+// if it differs, and pushes the row.
+func (s *Syncer) SetName(id syncnode.GroupID, name string) error {
+	_, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) {
+		row, changed, err := g.SetName(name, time.Now())
+		if err == nil && !changed {
+			err = errNothingWritten
+		}
+		return row, err
+	})
+	if errors.Is(err, errNothingWritten) {
+		return nil
+	}
+	return err
+}
+
 // errNothingWritten tells write that its function had nothing to write.
 var errNothingWritten = errors.New("syncer: nothing to write")
 

@@ -75,7 +75,8 @@ function render(s) {
     const ul = el("ul");
     for (const m of g.members) {
       const li = el("li");
-      li.append(code(m.peer), document.createTextNode(" " + m.devtype + (m.peer === st.id ? " (this node)" : "")));
+      li.append(el("strong", m.name || "(no name)", "name"), document.createTextNode(" "), code(m.peer),
+        document.createTextNode(" " + m.devtype + (m.peer === st.id ? " (this node)" : "")));
       li.dataset.peer = m.peer;
       ul.append(li);
     }
