@@ -44,3 +44,20 @@ func TestDeviceNamesTravelWithMembership(t *testing.T) {
 		return false
 	})
 }
+
+// A member is online while connected; once its last connection ends, the
+// others know when they last saw it.
+func TestMembersOnlineThenLastSeen(t *testing.T) {
+	phone, laptop := start(t), start(t)
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, laptop, g, syncnode.Normal)
+	if online, _ := phone.Seen(laptop.ID()); !online {
+		t.Fatal("the laptop, just joined, is not online at the phone")
+	}
+	before := time.Now()
+	laptop.Close()
+	waitFor(t, 10*time.Second, "the laptop last seen", func() bool {
+		online, last := phone.Seen(laptop.ID())
+		return !online && !last.Before(before)
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -119,6 +120,15 @@ func (n *Node) NameOf(p peer.ID) string {
 		}
 	}
 	return ""
+}
+
+// Seen reports whether this node is connected to p now, and when its
+// last connection to p ended (zero if it never saw one end).
+func (n *Node) Seen(p peer.ID) (online bool, last time.Time) {
+	if t, ok := n.lastSeen.Load(p); ok {
+		last = t.(time.Time)
+	}
+	return n.h.Network().Connectedness(p) == network.Connected, last
 }
 
 // DevType returns this node's device type in group g.

@@ -113,6 +113,8 @@ func (c *Config) setDefaults() error {
 type Node struct {
 	cfg Config
 	log *slog.Logger
+	// lastSeen is when the last connection to each peer ended.
+	lastSeen sync.Map // peer.ID → time.Time
 
 	db    *badger.DB
 	blobs *blobstore.Disk

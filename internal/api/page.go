@@ -6,9 +6,12 @@ import "time"
 // durability, its syncgroups with their members, the server fetcher's
 // queue with each blob's journal, and the blobs held.
 type PageState struct {
-	Status Status       `json:"status"`
-	Groups []PageGroup  `json:"groups"`
-	Queue  []QueueEntry `json:"queue"`
+	// History is the transfer rates and fetch queue length, a sample every
+	// 10 s for the last hour, oldest first.
+	History []Sample     `json:"history"`
+	Status  Status       `json:"status"`
+	Groups  []PageGroup  `json:"groups"`
+	Queue   []QueueEntry `json:"queue"`
 	// Blobs lists up to pageBlobs held blobs.
 	Blobs []BlobInfo `json:"blobs"`
 	Time  time.Time  `json:"time"`
@@ -30,4 +33,15 @@ type QueueEntry struct {
 	LastErr     string     `json:"last_error,omitempty"`
 	Tried       []string   `json:"tried,omitempty"`
 	Holders     []string   `json:"holders,omitempty"`
+}
+
+// Sample is one point of the status page's graph.
+type Sample struct {
+	Time time.Time `json:"time"`
+	// InRate and OutRate are the blob bytes per second received and sent
+	// since the sample before.
+	InRate  float64 `json:"in_rate"`
+	OutRate float64 `json:"out_rate"`
+	// Queue is the server fetcher's queue length.
+	Queue int `json:"queue"`
 }

@@ -143,6 +143,10 @@ type Member struct {
 	Name    string   `json:"name,omitempty"`
 	DevType string   `json:"devtype"`
 	Addrs   []string `json:"addrs,omitempty"`
+	// Online reports a connection to the member now; LastSeen is when the
+	// last one ended, if the node saw one.
+	Online   bool      `json:"online"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
 }
 
 // RowRequest writes a row: Value is JSON, in which {"$blob": "<ref>"}

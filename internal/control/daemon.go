@@ -170,7 +170,11 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 		return err
 	}
 	defer n.Close()
-	srv := &http.Server{Handler: LoopbackOnly(ln.Addr().String(), Handler(n, token, log)), ReadHeaderTimeout: 10 * time.Second}
+	s := newServer(n, log)
+	hctx, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	go s.hist.sample(hctx, historyStep, s.counters)
+	srv := &http.Server{Handler: LoopbackOnly(ln.Addr().String(), s.handler(token)), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("syncnode running", "id", n.ID(), "addrs", n.Addrs(), "api", cfg.API)

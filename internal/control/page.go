@@ -64,11 +64,13 @@ func (s *server) pageState(r *http.Request) (api.PageState, error) {
 	if err != nil {
 		return api.PageState{}, err
 	}
-	out := api.PageState{Status: st, Groups: []api.PageGroup{}, Queue: []api.QueueEntry{}, Blobs: []api.BlobInfo{}, Time: time.Now().UTC()}
+	out := api.PageState{Status: st, History: s.hist.list(), Groups: []api.PageGroup{}, Queue: []api.QueueEntry{}, Blobs: []api.BlobInfo{}, Time: time.Now().UTC()}
 	for _, spec := range s.n.Groups() {
 		pg := api.PageGroup{Group: groupView(spec), Members: []api.Member{}}
 		for _, m := range s.n.Members(spec.ID) {
-			pg.Members = append(pg.Members, api.Member{Peer: m.Peer.String(), Name: m.Name, DevType: m.DevType.String(), Addrs: m.Addrs})
+			online, last := s.n.Seen(m.Peer)
+			pg.Members = append(pg.Members, api.Member{Peer: m.Peer.String(), Name: m.Name, DevType: m.DevType.String(),
+				Addrs: m.Addrs, Online: online || m.Peer == s.n.ID(), LastSeen: last})
 		}
 		out.Groups = append(out.Groups, pg)
 	}

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"image/png"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,10 +20,39 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 )
+
+// browser starts a headless chromium at path for one test, in UTC and at
+// a fixed window size, and returns its context (90 s at most).
+func browser(t *testing.T, path string) context.Context {
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.Flag("font-render-hinting", "none"),
+		chromedp.WindowSize(1000, 800),
+		chromedp.Env("TZ=UTC"),
+		chromedp.UserDataDir(t.TempDir()),
+	}
+	actx, cancelA := chromedp.NewExecAllocator(t.Context(), opts...)
+	t.Cleanup(cancelA)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(cancel)
+	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(cancelT)
+	return ctx
+}
 
 // chromium finds the browser for page tests. Where SYNCNODE_BROWSER_TESTS
 // is set (CI installs Debian's chromium and sets it), a missing browser
@@ -77,7 +109,7 @@ func runDaemon(t *testing.T, dir string) *node.Node {
 // its failed attempts and error from the journal), and then the blob
 // arriving once its writer holds it: held, off the queue, at risk 0.
 func TestStatusPageInChromium(t *testing.T) {
-	browser := chromium(t)
+	chrome := chromium(t)
 	dir := filepath.Join(t.TempDir(), "server")
 	srv := runDaemon(t, dir)
 	dev := nodetest.Start(t)
@@ -92,24 +124,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(browser),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()),
-	}
-	actx, cancelA := chromedp.NewExecAllocator(t.Context(), opts...)
-	defer cancelA()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
-	defer cancelT()
+	ctx := browser(t, chrome)
 	if _, err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +154,8 @@ func TestStatusPageInChromium(t *testing.T) {
 		`!!document.querySelector('[data-group=%q] [data-peer=%q]') && !!document.querySelector('[data-group=%q] [data-peer=%q]')`,
 		g, srv.ID().String(), g, dev.ID().String()))
 	until("the daemon's name beside its peer ID", fmt.Sprintf(`%s === "page-test"`, text(fmt.Sprintf("[data-group=%q] [data-peer=%q] .name", g, srv.ID().String()))))
+	until("the other member online", fmt.Sprintf(`%s === "online"`, text(fmt.Sprintf("[data-group=%q] [data-peer=%q] .seen", g, dev.ID().String()))))
+	until("the graphs", `document.querySelectorAll("#rate-graph polyline").length === 2 && document.querySelectorAll("#queue-graph polyline").length === 1`)
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded = true`)); err != nil {
 		t.Fatal(err)
 	}
@@ -206,4 +223,125 @@ func TestPageFilesCarryNoDataAndStateNeedsTheToken(t *testing.T) {
 	if err != nil || st.Status.ID == "" {
 		t.Fatalf("/ui/state with the token: %+v %v", st, err)
 	}
+}
+
+var updatePage = flag.Bool("update-page", false, "write the status page's reference screenshot, testdata/page.png, from this run")
+
+// The status page looks as it should: a fixed state (two groups, members
+// online and away, a queue, an hour of transfers) rendered in chromium at
+// a fixed size, in UTC, compared pixel by pixel with the reference
+// screenshot. Up to 0.1 % of the pixels may differ (anti-aliasing); a
+// larger difference fails and leaves the screenshot beside the reference.
+func TestPageLooksAsItShould(t *testing.T) {
+	chrome := chromium(t)
+	dir := t.TempDir()
+	runDaemon(t, dir)
+	url, err := PageURL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := json.Marshal(pageFixture())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := browser(t, chrome)
+	if _, err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatal(err)
+	}
+	// Fonts load before the fixed state is drawn and photographed.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.fonts.ready.then(() => true)`, chromedp.EvalAwaitPromise)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](fmt.Sprintf("show(%s); null", state))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Sleep(200*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := filepath.Join("testdata", "page.png")
+	if *updatePage {
+		if err := os.WriteFile(ref, shot, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s", ref)
+		return
+	}
+	want, err := os.ReadFile(ref)
+	if err != nil {
+		t.Fatalf("%v (write it with -update-page)", err)
+	}
+	differ, total, err := pixelsDiffer(shot, want)
+	if err == nil && differ*1000 > total {
+		err = fmt.Errorf("%d of %d pixels differ", differ, total)
+	}
+	if err != nil {
+		actual := filepath.Join(t.TempDir(), "page.actual.png")
+		os.WriteFile(actual, shot, 0o644)
+		t.Fatalf("the page does not look like %s: %v; this run's screenshot is %s", ref, err, actual)
+	}
+	t.Logf("%d of %d pixels differ from the reference", differ, total)
+}
+
+// pixelsDiffer counts the pixels of two PNGs whose colours differ by more
+// than 24 in a channel.
+func pixelsDiffer(a, b []byte) (differ, total int, err error) {
+	ia, err := png.Decode(bytes.NewReader(a))
+	if err != nil {
+		return 0, 0, err
+	}
+	ib, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		return 0, 0, err
+	}
+	if ia.Bounds() != ib.Bounds() {
+		return 0, 0, fmt.Errorf("size %v, reference %v", ia.Bounds().Size(), ib.Bounds().Size())
+	}
+	r := ia.Bounds()
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			r1, g1, b1, _ := ia.At(x, y).RGBA()
+			r2, g2, b2, _ := ib.At(x, y).RGBA()
+			if far(r1, r2) || far(g1, g2) || far(b1, b2) {
+				differ++
+			}
+		}
+	}
+	return differ, r.Dx() * r.Dy(), nil
+}
+
+func far(a, b uint32) bool { return max(a, b)-min(a, b) > 24<<8 }
+
+// pageFixture is the fixed state TestPageLooksAsItShould draws.
+func pageFixture() api.PageState {
+	t0 := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	const self, laptop, server = "12D3KooWSelfSelfSelfSelfSelfSelfSelfSelfSelf1111", "12D3KooWLaptopLaptopLaptopLaptopLaptopLap2222", "12D3KooWServerServerServerServerServerSer3333"
+	ref := func(i int) string { return fmt.Sprintf("bafkr4i%052d", i) }
+	st := api.PageState{Time: t0,
+		Status: api.Status{ID: self, Groups: 2, Peers: 1, Blobs: 3, BlobBytes: 7 << 20, FetchQueue: 2,
+			Durability: []api.Durability{{Group: self + "/photos", Referenced: 12, AtRisk: 2, AtRiskRefs: []string{ref(1), ref(2)}},
+				{Group: self + "/notes", Referenced: 4}}},
+		Groups: []api.PageGroup{
+			{Group: api.Group{ID: self + "/photos", Name: "photos", Prefixes: []string{"photos/"}, Private: true}, Members: []api.Member{
+				{Peer: self, Name: "phone", DevType: "normal", Online: true},
+				{Peer: laptop, Name: "laptop", DevType: "normal", LastSeen: t0.Add(-47 * time.Minute)},
+				{Peer: server, Name: "rack server", DevType: "server", Online: true}}},
+			{Group: api.Group{ID: self + "/notes", Name: "notes", Prefixes: []string{"notes/"}}, Members: []api.Member{
+				{Peer: self, Name: "phone", DevType: "normal", Online: true}}}},
+		Queue: []api.QueueEntry{{Ref: ref(1), State: "fetching"},
+			{Ref: ref(2), State: "queued", Attempts: 3, LastErr: "no holder could serve the blob"}},
+		Blobs: []api.BlobInfo{{Ref: ref(3), Size: 5 << 20, Shares: map[syncnode.GroupID]int{syncnode.GroupID(self + "/photos"): 2}},
+			{Ref: ref(4), Size: 2 << 20}, {Ref: ref(5), Size: 4096}},
+	}
+	next, last := t0.Add(90*time.Second), t0.Add(-30*time.Second)
+	st.Queue[1].NextAttempt, st.Queue[1].LastAttempt = &next, &last
+	for i := range historyLen {
+		x := float64(i)
+		st.History = append(st.History, api.Sample{Time: t0.Add(time.Duration(i-historyLen) * historyStep),
+			InRate: 2e6 * (1 + math.Sin(x/20)), OutRate: 5e5 * (1 + math.Cos(x/35)), Queue: (i / 30) % 7})
+	}
+	return st
 }

@@ -20,7 +20,16 @@ import (
 
 // Handler serves the control API for n to holders of token.
 func Handler(n *node.Node, token string, log *slog.Logger) http.Handler {
-	s := &server{n: n, log: log}
+	return newServer(n, log).handler(token)
+}
+
+func newServer(n *node.Node, log *slog.Logger) *server {
+	return &server{n: n, log: log, hist: &history{}}
+}
+
+// handler serves the control API to holders of token.
+func (s *server) handler(token string) http.Handler {
+	n := s.n
 	mux := http.NewServeMux()
 	mux.HandleFunc(api.RoutePutBlob, answer(s.putBlob))
 	mux.HandleFunc(api.RouteListBlobs, answer(s.listBlobs))
@@ -56,8 +65,15 @@ func Handler(n *node.Node, token string, log *slog.Logger) http.Handler {
 }
 
 type server struct {
-	n   *node.Node
-	log *slog.Logger
+	n    *node.Node
+	log  *slog.Logger
+	hist *history
+}
+
+// counters reads what the page's graph samples.
+func (s *server) counters() counters {
+	st := s.n.Stats()
+	return counters{in: st.BytesIn, out: st.BytesOut, queue: st.FetchQueue}
 }
 
 // answer adapts a handler that returns its answer or an error: the answer

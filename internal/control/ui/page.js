@@ -44,8 +44,29 @@ function fill(id, rows) {
   tb.replaceChildren(...rows);
 }
 
+// line returns an SVG polyline of values over the graph's 360 slots (one
+// per 10 s sample of the last hour, newest at the right), scaled to top.
+function line(values, top, cls) {
+  const p = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  const off = 360 - values.length;
+  p.setAttribute("points", values.map((v, i) => (off + i) + "," + (80 - 76 * v / top).toFixed(1)).join(" "));
+  p.setAttribute("class", cls);
+  return p;
+}
+
+function graphs(history) {
+  const h = history || [];
+  const rateTop = Math.max(1, ...h.map(x => Math.max(x.in_rate, x.out_rate)));
+  const queueTop = Math.max(1, ...h.map(x => x.queue));
+  document.getElementById("rate-graph").replaceChildren(line(h.map(x => x.in_rate), rateTop, "in"), line(h.map(x => x.out_rate), rateTop, "out"));
+  document.getElementById("queue-graph").replaceChildren(line(h.map(x => x.queue), queueTop, "queue"));
+  document.getElementById("rate-max").textContent = "(top " + bytes(Math.round(rateTop)) + "/s)";
+  document.getElementById("queue-max").textContent = "(top " + queueTop + ")";
+}
+
 function render(s) {
   const st = s.status;
+  graphs(s.history);
   document.getElementById("node").textContent =
     "node " + st.id + " · " + st.peers + " peers · " + st.blobs + " blobs (" + bytes(st.blob_bytes) + ") · fetch queue " + st.fetch_queue;
   document.getElementById("updated").textContent = "updated " + when(s.time);
@@ -75,8 +96,10 @@ function render(s) {
     const ul = el("ul");
     for (const m of g.members) {
       const li = el("li");
+      const seen = m.online ? el("span", "online", "online seen") :
+        el("span", m.last_seen ? "last seen " + when(m.last_seen) : "not seen", "offline seen");
       li.append(el("strong", m.name || "(no name)", "name"), document.createTextNode(" "), code(m.peer),
-        document.createTextNode(" " + m.devtype + (m.peer === st.id ? " (this node)" : "")));
+        document.createTextNode(" " + m.devtype + (m.peer === st.id ? " (this node) " : " ")), seen);
       li.dataset.peer = m.peer;
       ul.append(li);
     }
@@ -94,7 +117,16 @@ function render(s) {
   }));
 }
 
+// shown stops polling and shows state s: a fixed picture of the page.
+let shown = false;
+window.show = s => {
+  shown = true;
+  document.getElementById("error").hidden = true;
+  render(s);
+};
+
 async function poll() {
+  if (shown) return;
   const errBox = document.getElementById("error");
   try {
     const resp = await fetch("/ui/state", { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
@@ -102,7 +134,9 @@ async function poll() {
       const body = await resp.json().catch(() => ({}));
       throw new Error(body.error || resp.statusText);
     }
-    render(await resp.json());
+    const s = await resp.json();
+    if (shown) return;
+    render(s);
     errBox.hidden = true;
   } catch (e) {
     errBox.textContent = "cannot read the node's state: " + e.message;
