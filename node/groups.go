@@ -49,6 +49,11 @@ func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl t
 // JoinGroup joins a group with an invitation an admin issued to this node,
 // reaching the admin at adminAddrs, and syncs with it once.
 func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr) (syncgroup.Spec, error) {
+	if len(adminAddrs) == 0 && n.cfg.LANDiscovery {
+		if err := n.awaitAddrs(ctx, inv.Admin, n.cfg.IOTimeout); err != nil {
+			return syncgroup.Spec{}, err
+		}
+	}
 	id, err := n.sync.Join(ctx, inv, adminAddrs, n.addrStrings())
 	if err != nil {
 		return syncgroup.Spec{}, err

@@ -40,6 +40,10 @@ var ErrPinned = errors.New("node: blob is pinned by ownership shares")
 type Config struct {
 	// DataDir holds the node's stores (blobs/, db/) and identity key.
 	DataDir string
+	// LANDiscovery announces the node on its LAN with multicast DNS and
+	// connects to the members of its groups found there; a join needs no
+	// address of the admin when the admin is on the same LAN.
+	LANDiscovery bool
 	// Name is the device's name ("laptop"), written into its membership
 	// of every group and shown by the others beside its peer ID; empty:
 	// none.
@@ -113,6 +117,8 @@ func (c *Config) setDefaults() error {
 type Node struct {
 	cfg Config
 	log *slog.Logger
+	// lan is the LAN discovery service, when LANDiscovery is set.
+	lan interface{ Close() error }
 	// lastSeen is when the last connection to each peer ended.
 	lastSeen sync.Map // peer.ID → time.Time
 
@@ -309,6 +315,9 @@ func (n *Node) Close() error {
 	n.closing = true
 	n.runMu.Unlock()
 	n.cancel()
+	if n.lan != nil {
+		n.lan.Close()
+	}
 	n.fetcher.Stop()
 	n.sync.Close()
 	n.shares.Close()

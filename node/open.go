@@ -55,6 +55,13 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := n.recoverState(); err != nil {
 		return nil, err
 	}
+	if cfg.LANDiscovery {
+		// A host with no multicast-capable interface still runs; its
+		// members are reached at the addresses membership carries.
+		if err := n.startLAN(); err != nil {
+			n.log.Warn("LAN discovery off", "err", err)
+		}
+	}
 	n.start()
 	return n, nil
 }

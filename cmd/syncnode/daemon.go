@@ -16,10 +16,11 @@ func initCmd() *command {
 	return &command{name: "init", short: "create the data directory, identity, config and control token",
 		flags: func(fs *flag.FlagSet) func(*cmd) error {
 			var listen stringList
-			fs.Var(&listen, "listen", "libp2p listen multiaddr (repeatable; default a free loopback TCP port)")
+			fs.Var(&listen, "listen", "libp2p listen multiaddr (repeatable; default every interface, TCP and QUIC, IPv4 and IPv6, on one free port)")
 			name := fs.String("name", "", "this device's name, shown to the other members (default the host's name)")
+			noLAN := fs.Bool("no-lan", false, "do not announce this node on the LAN or look for members there")
 			return func(c *cmd) error {
-				cfg, err := control.Init(c.data, control.InitOptions{Listen: listen, Name: *name})
+				cfg, err := control.Init(c.data, control.InitOptions{Listen: listen, Name: *name, NoLAN: *noLAN})
 				if err != nil {
 					return err
 				}

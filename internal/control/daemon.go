@@ -38,6 +38,9 @@ type Config struct {
 	API string `json:"api"`
 	// Name is the device's name, shown to the members of its groups.
 	Name string `json:"name,omitempty"`
+	// LANDiscovery announces the node on its LAN (multicast DNS) and
+	// connects to the members of its groups found there.
+	LANDiscovery bool `json:"lan_discovery"`
 	// BlobBudget is the blob store's size budget in bytes (0: none).
 	BlobBudget int64 `json:"blob_budget,omitempty"`
 	// SyncInterval is the period of safety-net sync rounds (default 30s).
@@ -46,9 +49,11 @@ type Config struct {
 
 // InitOptions are what syncnode init may set.
 type InitOptions struct {
-	// Listen are the libp2p listen multiaddrs (default a free loopback
-	// TCP port).
+	// Listen are the libp2p listen multiaddrs (default every interface,
+	// IPv4 and IPv6, TCP and QUIC, on one free port fixed here).
 	Listen []string
+	// NoLAN turns LAN discovery off.
+	NoLAN bool
 	// Name is the device's name (default the host's name).
 	Name string
 }
@@ -72,7 +77,10 @@ func Init(dir string, opts InitOptions) (Config, error) {
 		if err != nil {
 			return Config{}, err
 		}
-		listen = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}
+		listen = []string{
+			fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", port), fmt.Sprintf("/ip6/::/tcp/%d", port),
+			fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", port), fmt.Sprintf("/ip6/::/udp/%d/quic-v1", port),
+		}
 	}
 	apiPort, err := freePort("tcp")
 	if err != nil {
@@ -82,7 +90,7 @@ func Init(dir string, opts InitOptions) (Config, error) {
 	if name == "" {
 		name, _ = os.Hostname()
 	}
-	cfg := Config{Listen: listen, API: fmt.Sprintf("127.0.0.1:%d", apiPort), Name: syncgroup.CleanName(name)}
+	cfg := Config{Listen: listen, API: fmt.Sprintf("127.0.0.1:%d", apiPort), Name: syncgroup.CleanName(name), LANDiscovery: !opts.NoLAN}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	if err := writeFile(filepath.Join(dir, ConfigFile), append(b, '\n')); err != nil {
 		return Config{}, err
@@ -151,7 +159,7 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 	if err != nil {
 		return err
 	}
-	ncfg := node.Config{DataDir: dir, Name: cfg.Name, Log: log, ListenAddrs: cfg.Listen, BlobBudget: cfg.BlobBudget}
+	ncfg := node.Config{DataDir: dir, Name: cfg.Name, Log: log, ListenAddrs: cfg.Listen, BlobBudget: cfg.BlobBudget, LANDiscovery: cfg.LANDiscovery}
 	if cfg.SyncInterval != "" {
 		if ncfg.SyncInterval, err = time.ParseDuration(cfg.SyncInterval); err != nil {
 			return fmt.Errorf("%s: sync_interval: %w", ConfigFile, err)

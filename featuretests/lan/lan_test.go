@@ -1,0 +1,213 @@
+// Package lan tests syncnode on real network stacks: each test builds its
+// own topology of Linux network namespaces joined by veth pairs, runs a
+// real syncnode daemon in each namespace, and removes it all at the end.
+// The tests need root and iproute2; without them they skip, unless
+// SYNCNODE_NETNS_TESTS is set (as CI sets it), when they fail.
+package lan
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/syncnode/syncnode/internal/api"
+	"github.com/syncnode/syncnode/internal/testkit"
+)
+
+// bin is the syncnode binary the namespaces run.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "syncnode-lan-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "syncnode")
+	build := exec.Command("go", "build", "-o", bin, "github.com/syncnode/syncnode/cmd/syncnode")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building syncnode:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// needNetns skips the test where namespaces cannot be made.
+func needNetns(t *testing.T) {
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "network namespaces need root"
+	} else if _, err := exec.LookPath("ip"); err != nil {
+		why = "no ip (iproute2) on PATH"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("SYNCNODE_NETNS_TESTS") != "" {
+		t.Fatalf("%s, and SYNCNODE_NETNS_TESTS is set", why)
+	}
+	t.Skip(why)
+}
+
+// sh runs a command in the test's own namespace and fails the test if it
+// fails.
+func sh(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// netns is a network namespace the test made.
+type netns struct {
+	t    *testing.T
+	name string
+}
+
+func newNetns(t *testing.T, name string) *netns {
+	sh(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ns := &netns{t, name}
+	ns.sh("ip", "link", "set", "lo", "up")
+	return ns
+}
+
+func (ns *netns) sh(args ...string) string {
+	ns.t.Helper()
+	return sh(ns.t, append([]string{"ip", "netns", "exec", ns.name}, args...)...)
+}
+
+// try runs a command in the namespace, returning its output and error.
+func (ns *netns) try(args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns.name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// device is a syncnode daemon running in a namespace.
+type device struct {
+	ns   *netns
+	data string
+	log  *bytes.Buffer
+}
+
+// startDevice initialises a data directory with name and runs its daemon
+// in ns until the test ends.
+func startDevice(t *testing.T, ns *netns, name string) *device {
+	d := &device{ns: ns, data: filepath.Join(t.TempDir(), name), log: &bytes.Buffer{}}
+	d.cli("init", "-name", name)
+	cmd := exec.Command("ip", "netns", "exec", ns.name, bin, "-data", d.data, "run")
+	cmd.Stdout, cmd.Stderr = d.log, d.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", name, d.log.String())
+		}
+	})
+	testkit.WaitFor(t, 20*time.Second, name+"'s daemon", func() bool {
+		_, err := d.try("status")
+		return err == nil
+	})
+	return d
+}
+
+func (d *device) cli(args ...string) string {
+	d.ns.t.Helper()
+	return d.ns.sh(append([]string{bin, "-data", d.data}, args...)...)
+}
+
+func (d *device) try(args ...string) (string, error) {
+	return d.ns.try(append([]string{bin, "-data", d.data}, args...)...)
+}
+
+func (d *device) status() api.Status {
+	d.ns.t.Helper()
+	var st api.Status
+	if err := json.Unmarshal([]byte(d.cli("status", "--json")), &st); err != nil {
+		d.ns.t.Fatal(err)
+	}
+	return st
+}
+
+// lan makes two namespaces joined by a veth pair, 10.231.0.1 and .2/24.
+func lan(t *testing.T) (a, b *netns) {
+	suffix := make([]byte, 3)
+	rand.Read(suffix)
+	id := hex.EncodeToString(suffix)
+	a, b = newNetns(t, "sn-a-"+id), newNetns(t, "sn-b-"+id)
+	va, vb := "sna"+id, "snb"+id
+	sh(t, "ip", "link", "add", va, "type", "veth", "peer", "name", vb)
+	sh(t, "ip", "link", "set", va, "netns", a.name)
+	sh(t, "ip", "link", "set", vb, "netns", b.name)
+	a.sh("ip", "addr", "add", "10.231.0.1/24", "dev", va)
+	b.sh("ip", "addr", "add", "10.231.0.2/24", "dev", vb)
+	a.sh("ip", "link", "set", va, "up")
+	b.sh("ip", "link", "set", vb, "up")
+	return a, b
+}
+
+// withoutAddrs returns an invitation as sg invite prints it, with the
+// admin's addresses taken out: only the admin's peer ID remains.
+func withoutAddrs(t *testing.T, inv string) string {
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimSpace(inv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in api.Invitation
+	if err := json.Unmarshal(raw, &in); err != nil {
+		t.Fatal(err)
+	}
+	in.AdminAddrs = nil
+	out, _ := json.Marshal(in)
+	return base64.RawURLEncoding.EncodeToString(out)
+}
+
+// Two daemons on one LAN find each other with no address exchanged beyond
+// the invitation's peer ID, and sync a row and a blob.
+func TestLANDiscovery(t *testing.T) {
+	needNetns(t)
+	nsA, nsB := lan(t)
+	desktop, laptop := startDevice(t, nsA, "desktop"), startDevice(t, nsB, "laptop")
+	gid := strings.TrimSpace(desktop.cli("sg", "create", "photos", "-prefix", "photos/", "-private"))
+	inv := withoutAddrs(t, desktop.cli("sg", "invite", gid, laptop.status().ID))
+	start := time.Now()
+	laptop.cli("sg", "join", inv)
+	joined := time.Since(start)
+
+	data := testkit.RandomBytes(3<<20, 7)
+	file := filepath.Join(t.TempDir(), "beach.jpg")
+	os.WriteFile(file, data, 0o644)
+	ref := strings.TrimSpace(desktop.cli("blob", "put", file))
+	desktop.cli("row", "put", gid, "photos/beach", `{"image": {"$blob": "`+ref+`"}}`)
+	testkit.WaitFor(t, 20*time.Second, "the row on the laptop", func() bool {
+		_, err := laptop.try("row", "get", gid, "photos/beach")
+		return err == nil
+	})
+	out := filepath.Join(t.TempDir(), "out.jpg")
+	laptop.cli("blob", "get", ref, "-o", out)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {
+		t.Fatal("the laptop's copy differs")
+	}
+	if members := laptop.cli("sg", "members", gid); !strings.Contains(members, "desktop") {
+		t.Fatalf("the laptop does not list the desktop by name:\n%s", members)
+	}
+	t.Logf("joined over the LAN %v after the invitation (no address in it); row and blob synced", joined.Round(time.Millisecond))
+}
