@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
@@ -73,4 +74,40 @@ func (n *Node) awaitAddrs(ctx context.Context, p peer.ID, timeout time.Duration)
 		}
 	}
 	return nil
+}
+
+// followAddrs publishes this node's addresses in its memberships whenever
+// the host's change (an interface came or went, a new listen address):
+// the members read them from the membership and reach it there.
+func (n *Node) followAddrs() error {
+	sub, err := n.h.EventBus().Subscribe(new(event.EvtLocalAddressesUpdated))
+	if err != nil {
+		return fmt.Errorf("node: address updates: %w", err)
+	}
+	n.goRun(func() {
+		defer sub.Close()
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case _, ok := <-sub.Out():
+				if !ok {
+					return
+				}
+				n.publishAddrs()
+			}
+		}
+	})
+	return nil
+}
+
+// publishAddrs writes this node's current addresses into its membership of
+// every group where they changed.
+func (n *Node) publishAddrs() {
+	addrs := n.addrStrings()
+	for _, g := range n.sync.Groups() {
+		if err := n.sync.SetAddrs(g, addrs); err != nil {
+			n.log.Warn("addresses not written into the membership", "group", g, "err", err)
+		}
+	}
 }

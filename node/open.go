@@ -55,6 +55,9 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := n.recoverState(); err != nil {
 		return nil, err
 	}
+	if err := n.followAddrs(); err != nil {
+		return nil, err
+	}
 	if cfg.LANDiscovery {
 		// A host with no multicast-capable interface still runs; its
 		// members are reached at the addresses membership carries.
@@ -173,6 +176,7 @@ func (n *Node) recoverState() error {
 			n.log.Warn("name not written into the membership", "group", g, "err", err)
 		}
 	}
+	n.publishAddrs()
 	if err := n.requeue(); err != nil {
 		n.log.Error("fetch queue not restored at open", "err", err)
 	}

@@ -355,15 +355,39 @@ func CleanName(name string) string {
 // SetName writes this device's membership row again with name, reporting
 // whether it changed anything. The device must be a member.
 func (g *Group) SetName(name string, now time.Time) (Row, bool, error) {
+	name = CleanName(name)
+	return g.updateSelf(func(m *Member) bool {
+		if m.Name == name {
+			return false
+		}
+		m.Name = name
+		return true
+	}, now)
+}
+
+// SetAddrs writes this device's membership row again with the addresses
+// it is reachable at, reporting whether they changed. The device must be
+// a member.
+func (g *Group) SetAddrs(addrs []string, now time.Time) (Row, bool, error) {
+	return g.updateSelf(func(m *Member) bool {
+		if slices.Equal(m.Addrs, addrs) {
+			return false
+		}
+		m.Addrs = slices.Clone(addrs)
+		return true
+	}, now)
+}
+
+// updateSelf rewrites this device's membership row if change reports a
+// change to it.
+func (g *Group) updateSelf(change func(*Member) bool, now time.Time) (Row, bool, error) {
 	m, ok := g.memberRow(g.self)
 	if !ok {
 		return Row{}, false, fmt.Errorf("%w: %s in %s", ErrNotMember, g.self, g.spec.ID)
 	}
-	name = CleanName(name)
-	if m.Name == name {
+	if !change(&m) {
 		return Row{}, false, nil
 	}
-	m.Name = name
 	row, err := g.putMember(m, now)
 	return row, err == nil, err
 }

@@ -370,6 +370,7 @@ func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
 	}
 	if len(won) > 0 {
 		s.revokeLeavers(m.Group, won)
+		s.learnMemberAddrs(r, won)
 		s.hooks.Applied(m.Group, won, from)
 		s.spread(m.Group, won, from)
 	}

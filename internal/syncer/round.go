@@ -129,6 +129,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 		}
 		if len(won) > 0 {
 			s.revokeLeavers(id, won)
+			s.learnMemberAddrs(r, won)
 			s.hooks.Applied(id, won, from)
 			// A few rows new here are news to others too (a write that a
 			// push missed, a side of a healed partition): they travel on

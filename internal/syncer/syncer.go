@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -342,6 +343,20 @@ func (s *Syncer) Groups() []syncnode.GroupID {
 	return out
 }
 
+// learnMemberAddrs puts the members' addresses in the peerstore again if
+// rows, just applied to r, change a membership: a member that moved is
+// reachable at its new addresses.
+func (s *Syncer) learnMemberAddrs(r *replica, rows []syncgroup.Row) {
+	for _, row := range rows {
+		if strings.HasPrefix(row.Key, syncgroup.MembershipPrefix) {
+			r.mu.Lock()
+			s.learnAddrs(r.g)
+			r.mu.Unlock()
+			return
+		}
+	}
+}
+
 // learnAddrs puts the members' addresses in the peerstore.
 func (s *Syncer) learnAddrs(g *syncgroup.Group) {
 	for _, m := range g.Members() {
@@ -382,8 +397,20 @@ func (s *Syncer) Delete(id syncnode.GroupID, key string) (syncgroup.Row, error) 
 // SetName writes this device's name into its membership row of group id,
 // if it differs, and pushes the row.
 func (s *Syncer) SetName(id syncnode.GroupID, name string) error {
+	return s.updateSelf(id, func(g *syncgroup.Group) (syncgroup.Row, bool, error) { return g.SetName(name, time.Now()) })
+}
+
+// SetAddrs writes the addresses this device is reachable at into its
+// membership row of group id, if they changed, and pushes the row.
+func (s *Syncer) SetAddrs(id syncnode.GroupID, addrs []string) error {
+	return s.updateSelf(id, func(g *syncgroup.Group) (syncgroup.Row, bool, error) { return g.SetAddrs(addrs, time.Now()) })
+}
+
+// updateSelf writes what update changes in this device's membership row,
+// if anything, and pushes it.
+func (s *Syncer) updateSelf(id syncnode.GroupID, update func(*syncgroup.Group) (syncgroup.Row, bool, error)) error {
 	_, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) {
-		row, changed, err := g.SetName(name, time.Now())
+		row, changed, err := update(g)
 		if err == nil && !changed {
 			err = errNothingWritten
 		}
