@@ -20,6 +20,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/internal/testkit"
 )
 
@@ -80,7 +81,9 @@ type proc struct {
 func newProc(t testing.TB, name string, syncEvery time.Duration) *proc {
 	t.Helper()
 	p := &proc{t: t, name: name, dir: filepath.Join(t.TempDir(), name)}
-	if out, err := exec.Command(bin, "-data", p.dir, "init").CombinedOutput(); err != nil {
+	// Loopback on a port fixed here, and no LAN announcements: the fault
+	// suite's daemons are reached at the addresses their configs name.
+	if out, err := exec.Command(bin, "-data", p.dir, "init", "-listen", nodetest.FreeAddr(t), "-no-lan").CombinedOutput(); err != nil {
 		t.Fatalf("%s: init: %v\n%s", name, err, out)
 	}
 	cfgPath := filepath.Join(p.dir, control.ConfigFile)
