@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // mdnsService is the name syncnode nodes announce themselves under on a
@@ -76,9 +78,14 @@ func (n *Node) awaitAddrs(ctx context.Context, p peer.ID, timeout time.Duration)
 	return nil
 }
 
+// addrCheck is how often the host's interface addresses are compared with
+// those last published: the host's own address events can come minutes
+// after an interface changed.
+const addrCheck = 2 * time.Second
+
 // followAddrs publishes this node's addresses in its memberships whenever
-// the host's change (an interface came or went, a new listen address):
-// the members read them from the membership and reach it there.
+// they change (an interface came or went, a new listen address): the
+// members read them from the membership and reach it there.
 func (n *Node) followAddrs() error {
 	sub, err := n.h.EventBus().Subscribe(new(event.EvtLocalAddressesUpdated))
 	if err != nil {
@@ -86,6 +93,9 @@ func (n *Node) followAddrs() error {
 	}
 	n.goRun(func() {
 		defer sub.Close()
+		t := time.NewTicker(addrCheck)
+		defer t.Stop()
+		last := n.ifaceAddrs()
 		for {
 			select {
 			case <-n.ctx.Done():
@@ -95,19 +105,85 @@ func (n *Node) followAddrs() error {
 					return
 				}
 				n.publishAddrs()
+			case <-t.C:
+				if now := n.ifaceAddrs(); !slices.Equal(now, last) {
+					last = now
+					n.publishAddrs()
+				}
 			}
 		}
 	})
 	return nil
 }
 
+// ifaceAddrs returns the host's listen addresses on its interfaces as
+// they are now, sorted.
+func (n *Node) ifaceAddrs() []string {
+	// Asked of the system each time: the host caches its own answer.
+	ifaces, err := manet.InterfaceMultiaddrs()
+	if err != nil {
+		return nil
+	}
+	as, err := manet.ResolveUnspecifiedAddresses(n.h.Network().ListenAddresses(), ifaces)
+	if err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
 // publishAddrs writes this node's current addresses into its membership of
-// every group where they changed.
+// every group where they changed. Connections from an address the node no
+// longer has are closed (they are dead, however long their peers take to
+// notice), and the groups whose membership row changed sync at once, so
+// the members learn where the node is now.
 func (n *Node) publishAddrs() {
+	n.closeStaleConns()
 	addrs := n.addrStrings()
+	if fresh := n.ifaceAddrs(); len(fresh) > 0 && !sameSet(addrs, fresh) {
+		addrs = fresh // the host's own list lags an interface change
+	}
 	for _, g := range n.sync.Groups() {
-		if err := n.sync.SetAddrs(g, addrs); err != nil {
+		changed, err := n.sync.SetAddrs(g, addrs)
+		if err != nil {
 			n.log.Warn("addresses not written into the membership", "group", g, "err", err)
+			continue
+		}
+		if changed {
+			n.goRun(func() { n.syncAll(g) })
 		}
 	}
+}
+
+// closeStaleConns closes the connections whose local IP address is no
+// longer one of this host's.
+func (n *Node) closeStaleConns() {
+	ifaces, err := manet.InterfaceMultiaddrs()
+	if err != nil {
+		return
+	}
+	ips := map[string]bool{}
+	for _, a := range ifaces {
+		if ip, err := manet.ToIP(a); err == nil {
+			ips[ip.String()] = true
+		}
+	}
+	for _, c := range n.h.Network().Conns() {
+		ip, err := manet.ToIP(c.LocalMultiaddr())
+		if err != nil || ip.IsUnspecified() || ips[ip.String()] {
+			continue
+		}
+		n.log.Info("connection from an address this host no longer has closed", "peer", c.RemotePeer(), "local", c.LocalMultiaddr())
+		c.Close()
+	}
+}
+
+// sameSet reports whether a and b hold the same strings.
+func sameSet(a, b []string) bool {
+	a, b = slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b))
+	return slices.Equal(a, b)
 }

@@ -211,3 +211,44 @@ func TestLANDiscovery(t *testing.T) {
 	}
 	t.Logf("joined over the LAN %v after the invitation (no address in it); row and blob synced", joined.Round(time.Millisecond))
 }
+
+// A device that moves to another subnet is reached again and sync
+// resumes: its new addresses travel in its membership.
+func TestAddressChange(t *testing.T) {
+	needNetns(t)
+	nsA, nsB := lan(t)
+	vb := strings.Replace(nsB.name, "sn-b-", "snb", 1)
+	va := strings.Replace(nsA.name, "sn-a-", "sna", 1)
+	// The LAN carries a second subnet the desktop will move to.
+	nsB.sh("ip", "addr", "add", "10.231.1.2/24", "dev", vb)
+	desktop, laptop := startDevice(t, nsA, "desktop"), startDevice(t, nsB, "laptop")
+	gid := strings.TrimSpace(desktop.cli("sg", "create", "photos", "-prefix", "photos/", "-private"))
+	laptop.cli("sg", "join", desktop.cli("sg", "invite", gid, laptop.status().ID))
+	desktop.cli("row", "put", gid, "photos/before", `{"n": 1}`)
+	testkit.WaitFor(t, 20*time.Second, "the first row on the laptop", func() bool {
+		_, err := laptop.try("row", "get", gid, "photos/before")
+		return err == nil
+	})
+
+	start := time.Now()
+	nsA.sh("ip", "addr", "del", "10.231.0.1/24", "dev", va)
+	nsA.sh("ip", "addr", "add", "10.231.1.1/24", "dev", va)
+	desktop.cli("row", "put", gid, "photos/after", `{"n": 2}`)
+	testkit.WaitFor(t, 20*time.Second, "the row written after the move on the laptop", func() bool {
+		_, err := laptop.try("row", "get", gid, "photos/after")
+		return err == nil
+	})
+	resumed := time.Since(start)
+	laptop.cli("row", "put", gid, "photos/back", `{"n": 3}`)
+	testkit.WaitFor(t, 20*time.Second, "the laptop's row on the desktop", func() bool {
+		_, err := desktop.try("row", "get", gid, "photos/back")
+		return err == nil
+	})
+	both := time.Since(start)
+	testkit.WaitFor(t, 20*time.Second, "the desktop's new address in the laptop's view of the membership", func() bool {
+		out, err := laptop.try("sg", "members", gid, "--json")
+		return err == nil && strings.Contains(out, "10.231.1.1")
+	})
+	t.Logf("after the desktop moved to another subnet: its row reached the laptop in %v, the laptop's reached it in %v, its new address in the membership in %v",
+		resumed.Round(time.Millisecond), both.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}

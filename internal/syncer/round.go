@@ -281,11 +281,13 @@ func (s *Syncer) handleSync(st network.Stream) {
 		}
 	}
 	member := r.g.IsMember(from)
+	var left []network.Conn
 	if member {
-		s.learnAddrs(r.g)
+		left = s.learnAddrs(r.g)
 		s.observePriority(r, from, h.Prio)
 	}
 	r.mu.Unlock()
+	s.closeLeft(left)
 	if selfWon {
 		s.revokeLeavers(h.Group, []syncgroup.Row{*h.Self}) // a member leaving says so in its hello
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/p2p"
@@ -129,9 +130,12 @@ type Syncer struct {
 	log   *slog.Logger
 	hooks Hooks
 
-	mu      sync.Mutex
-	groups  map[syncnode.GroupID]*replica
-	pushing map[pushKey]bool // a round with that peer is running; true: run again after
+	mu     sync.Mutex
+	groups map[syncnode.GroupID]*replica
+	// memberIPs are the IP addresses each member's membership named when
+	// last read.
+	memberIPs map[peer.ID]map[string]bool
+	pushing   map[pushKey]bool // a round with that peer is running; true: run again after
 	// outboxes holds the rows waiting to be pushed to each peer; a peer
 	// has an entry while its sender runs.
 	outboxes map[peer.ID][]pushItem
@@ -162,7 +166,7 @@ func New(h host.Host, cfg Config, log *slog.Logger, hooks Hooks) *Syncer {
 		cfg.Fanout = def.Fanout
 	}
 	s := &Syncer{h: h, cfg: cfg, log: log, hooks: hooks,
-		groups: map[syncnode.GroupID]*replica{}, pushing: map[pushKey]bool{},
+		groups: map[syncnode.GroupID]*replica{}, pushing: map[pushKey]bool{}, memberIPs: map[peer.ID]map[string]bool{},
 		outboxes: map[peer.ID][]pushItem{}, ctx: ctx, cancel: cancel}
 	h.SetStreamHandler(p2p.ProtoSync, s.handleSync)
 	h.SetStreamHandler(p2p.ProtoPush, s.handlePush)
@@ -345,20 +349,48 @@ func (s *Syncer) Groups() []syncnode.GroupID {
 
 // learnMemberAddrs puts the members' addresses in the peerstore again if
 // rows, just applied to r, change a membership: a member that moved is
-// reachable at its new addresses.
+// reachable at its new addresses. A connection to a member from an IP
+// address its membership named before and names no longer is closed: the
+// member left that address, and the connection is dead however long TCP
+// takes to tell.
 func (s *Syncer) learnMemberAddrs(r *replica, rows []syncgroup.Row) {
 	for _, row := range rows {
-		if strings.HasPrefix(row.Key, syncgroup.MembershipPrefix) {
-			r.mu.Lock()
-			s.learnAddrs(r.g)
-			r.mu.Unlock()
-			return
+		if !strings.HasPrefix(row.Key, syncgroup.MembershipPrefix) {
+			continue
 		}
+		r.mu.Lock()
+		left := s.learnAddrs(r.g)
+		r.mu.Unlock()
+		s.closeLeft(left)
+		return
 	}
 }
 
-// learnAddrs puts the members' addresses in the peerstore.
-func (s *Syncer) learnAddrs(g *syncgroup.Group) {
+// closeLeft closes connections to members from addresses they left.
+func (s *Syncer) closeLeft(conns []network.Conn) {
+	for _, c := range conns {
+		s.log.Info("connection to a member from an address it left closed", "peer", c.RemotePeer(), "remote", c.RemoteMultiaddr())
+		c.Close()
+	}
+}
+
+// ipsOf returns the IP addresses of multiaddr strings.
+func ipsOf(addrs []string) map[string]bool {
+	out := map[string]bool{}
+	for _, a := range addrs {
+		if m, err := ma.NewMultiaddr(a); err == nil {
+			if ip, err := manet.ToIP(m); err == nil {
+				out[ip.String()] = true
+			}
+		}
+	}
+	return out
+}
+
+// learnAddrs puts the members' addresses in the peerstore, and returns the
+// connections to members from IP addresses their membership named when
+// last read here and names no longer.
+func (s *Syncer) learnAddrs(g *syncgroup.Group) (left []network.Conn) {
 	for _, m := range g.Members() {
 		if m.Peer == s.h.ID() {
 			continue
@@ -368,7 +400,19 @@ func (s *Syncer) learnAddrs(g *syncgroup.Group) {
 				s.h.Peerstore().AddAddr(m.Peer, addr, peerstore.PermanentAddrTTL)
 			}
 		}
+		now := ipsOf(m.Addrs)
+		s.mu.Lock()
+		before := s.memberIPs[m.Peer]
+		s.memberIPs[m.Peer] = now
+		s.mu.Unlock()
+		for _, c := range s.h.Network().ConnsToPeer(m.Peer) {
+			ip, err := manet.ToIP(c.RemoteMultiaddr())
+			if err == nil && before[ip.String()] && !now[ip.String()] {
+				left = append(left, c)
+			}
+		}
 	}
+	return left
 }
 
 // Put writes a row and pushes it to the members that are online.
@@ -397,18 +441,20 @@ func (s *Syncer) Delete(id syncnode.GroupID, key string) (syncgroup.Row, error) 
 // SetName writes this device's name into its membership row of group id,
 // if it differs, and pushes the row.
 func (s *Syncer) SetName(id syncnode.GroupID, name string) error {
-	return s.updateSelf(id, func(g *syncgroup.Group) (syncgroup.Row, bool, error) { return g.SetName(name, time.Now()) })
+	_, err := s.updateSelf(id, func(g *syncgroup.Group) (syncgroup.Row, bool, error) { return g.SetName(name, time.Now()) })
+	return err
 }
 
 // SetAddrs writes the addresses this device is reachable at into its
-// membership row of group id, if they changed, and pushes the row.
-func (s *Syncer) SetAddrs(id syncnode.GroupID, addrs []string) error {
+// membership row of group id, if they changed, and pushes the row; it
+// reports whether they changed.
+func (s *Syncer) SetAddrs(id syncnode.GroupID, addrs []string) (bool, error) {
 	return s.updateSelf(id, func(g *syncgroup.Group) (syncgroup.Row, bool, error) { return g.SetAddrs(addrs, time.Now()) })
 }
 
 // updateSelf writes what update changes in this device's membership row,
-// if anything, and pushes it.
-func (s *Syncer) updateSelf(id syncnode.GroupID, update func(*syncgroup.Group) (syncgroup.Row, bool, error)) error {
+// if anything, and pushes it, reporting whether it wrote.
+func (s *Syncer) updateSelf(id syncnode.GroupID, update func(*syncgroup.Group) (syncgroup.Row, bool, error)) (bool, error) {
 	_, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) {
 		row, changed, err := update(g)
 		if err == nil && !changed {
@@ -417,9 +463,9 @@ func (s *Syncer) updateSelf(id syncnode.GroupID, update func(*syncgroup.Group) (
 		return row, err
 	})
 	if errors.Is(err, errNothingWritten) {
-		return nil
+		return false, nil
 	}
-	return err
+	return err == nil, err
 }
 
 // errNothingWritten tells write that its function had nothing to write.
