@@ -245,23 +245,7 @@ func TestSecondOpenIsRefused(t *testing.T) {
 // missing again, and the committed blob is exact.
 func TestDamagedProgressIsRechecked(t *testing.T) {
 	dir := t.TempDir()
-	d := reopen(t, dir)
-	data := testkit.RandomBytes(8*baotree.GroupSize, 3)
-	ref, ob := storetest.RefOf(data)
-	p, err := d.OpenPartial(ref, ob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for g := range 4 {
-		off := int64(g) * baotree.GroupSize
-		if err := p.WriteAt(data[off:off+baotree.GroupSize], off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
+	d, data, ref, ob := halfWritten(t, dir, 3)
 	base := filepath.Join(dir, "partial", ref.Hex())
 	f, err := os.OpenFile(base+".data", os.O_RDWR, 0)
 	if err != nil {
@@ -273,7 +257,7 @@ func TestDamagedProgressIsRechecked(t *testing.T) {
 	have[5] = 1 // group 5 claimed, never written
 	os.WriteFile(base+".have", have, 0o600)
 
-	p, err = d.OpenPartial(ref, ob)
+	p, err := d.OpenPartial(ref, ob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,28 +283,12 @@ func TestDamagedProgressIsRechecked(t *testing.T) {
 // over, and the committed blob and its tree are exact.
 func TestTornPartialTreeStartsOver(t *testing.T) {
 	dir := t.TempDir()
-	d := reopen(t, dir)
-	data := testkit.RandomBytes(8*baotree.GroupSize, 4)
-	ref, ob := storetest.RefOf(data)
-	p, err := d.OpenPartial(ref, ob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for g := range 4 {
-		off := int64(g) * baotree.GroupSize
-		if err := p.WriteAt(data[off:off+baotree.GroupSize], off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
+	d, data, ref, ob := halfWritten(t, dir, 4)
 	base := filepath.Join(dir, "partial", ref.Hex())
 	if err := os.Truncate(base+".obao", int64(len(ob)/2)); err != nil {
 		t.Fatal(err)
 	}
-	p, err = d.OpenPartial(ref, ob)
+	p, err := d.OpenPartial(ref, ob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,4 +307,28 @@ func TestTornPartialTreeStartsOver(t *testing.T) {
 	if left, _ := filepath.Glob(base + "*"); len(left) > 0 {
 		t.Fatalf("partial files left after commit: %v", left)
 	}
+}
+
+// halfWritten opens a store in dir with a partial blob of 8 groups drawn
+// from seed whose first 4 are written and synced, and closes the partial.
+func halfWritten(t *testing.T, dir string, seed uint64) (*blobstore.Disk, []byte, syncnode.BlobRef, []byte) {
+	t.Helper()
+	d := reopen(t, dir)
+	data := testkit.RandomBytes(8*baotree.GroupSize, seed)
+	ref, ob := storetest.RefOf(data)
+	p, err := d.OpenPartial(ref, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g := range 4 {
+		off := int64(g) * baotree.GroupSize
+		if err := p.WriteAt(data[off:off+baotree.GroupSize], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	return d, data, ref, ob
 }

@@ -7,6 +7,9 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -131,4 +134,26 @@ func ReadAll(t testing.TB, n *node.Node, ref syncnode.BlobRef) []byte {
 		t.Fatal(err)
 	}
 	return buf
+}
+
+// RunWithBinary builds the syncnode command into a temporary directory,
+// runs m's tests with *bin naming it, removes it, and exits with the
+// tests' code: the TestMain of packages that run daemons as processes.
+func RunWithBinary(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "syncnode-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = filepath.Join(dir, "syncnode")
+	build := exec.Command("go", "build", "-o", *bin, "github.com/syncnode/syncnode/cmd/syncnode")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building syncnode:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
