@@ -104,11 +104,11 @@ func (n *Node) followAddrs() error {
 				if !ok {
 					return
 				}
-				n.publishAddrs()
+				n.publishAddrs(true)
 			case <-t.C:
 				if now := n.ifaceAddrs(); !slices.Equal(now, last) {
 					last = now
-					n.publishAddrs()
+					n.publishAddrs(true)
 				}
 			}
 		}
@@ -140,8 +140,9 @@ func (n *Node) ifaceAddrs() []string {
 // every group where they changed. Connections from an address the node no
 // longer has are closed (they are dead, however long their peers take to
 // notice), and the groups whose membership row changed sync at once, so
-// the members learn where the node is now.
-func (n *Node) publishAddrs() {
+// the members learn where the node is now; at open (resync false) the
+// rounds the node starts anyway carry the rows.
+func (n *Node) publishAddrs(resync bool) {
 	n.closeStaleConns()
 	addrs := n.addrStrings()
 	if fresh := n.ifaceAddrs(); len(fresh) > 0 && !sameSet(addrs, fresh) {
@@ -153,7 +154,7 @@ func (n *Node) publishAddrs() {
 			n.log.Warn("addresses not written into the membership", "group", g, "err", err)
 			continue
 		}
-		if changed {
+		if changed && resync {
 			n.goRun(func() { n.syncAll(g) })
 		}
 	}

@@ -176,7 +176,7 @@ func (n *Node) recoverState() error {
 			n.log.Warn("name not written into the membership", "group", g, "err", err)
 		}
 	}
-	n.publishAddrs()
+	n.publishAddrs(false)
 	if err := n.requeue(); err != nil {
 		n.log.Error("fetch queue not restored at open", "err", err)
 	}
