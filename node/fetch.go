@@ -221,6 +221,7 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 		})
 		n.stats.bytesIn.Add(res.FromNetwork)
 		n.judge(ref, res, err == nil)
+		n.noteRoute(ref, res, err)
 		if err == nil {
 			break
 		}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -10,16 +11,37 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
-// addrStrings returns the host's listen addresses as members record them.
+// addrStrings returns the host's addresses as members record them.
 func (n *Node) addrStrings() []string {
 	var out []string
 	for _, a := range n.h.Addrs() {
 		out = append(out, a.String())
 	}
-	return out
+	return publishable(out)
+}
+
+// maxPublished bounds the addresses a membership row carries.
+const maxPublished = 16
+
+// publishable returns the addresses worth publishing, once each, best
+// first (rankAddrs), at most maxPublished: a relay address names its
+// relay, a bare /p2p-circuit does not.
+func publishable(as []string) []string {
+	as = slices.Compact(slices.Sorted(slices.Values(as)))
+	as = slices.DeleteFunc(as, func(s string) bool {
+		m, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return true
+		}
+		_, named := relayOfAddr(m)
+		return p2p.IsRelayAddr(m) && !named
+	})
+	as = rankAddrs(as)
+	return as[:min(len(as), maxPublished)]
 }
 
 // CreateGroup creates a syncgroup with this node as its admin and first
@@ -61,6 +83,9 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 	if err := n.setName(id); err != nil {
 		return syncgroup.Spec{}, err
 	}
+	// The group's servers may have seen this node already: behind a NAT,
+	// that is its public address, for AutoNAT to try and members to dial.
+	n.goRun(n.chooseObserved)
 	n.goRun(func() { n.syncAll(id) })
 	return n.GroupSpec(id)
 }

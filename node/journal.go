@@ -3,7 +3,9 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/p2p"
 )
 
 // journalEntry is what the server fetcher recorded of its last attempt at
@@ -25,6 +28,10 @@ type journalEntry struct {
 	// taken, at HandoffAt (Unix nanoseconds).
 	Handoff   string `msgpack:"o,omitempty"`
 	HandoffAt int64  `msgpack:"oa,omitempty"`
+	// Route is how the last fetch that met a relay went, at RouteAt
+	// (Unix nanoseconds): through which relay, paced or refused.
+	Route   string `msgpack:"r,omitempty"`
+	RouteAt int64  `msgpack:"ra,omitempty"`
 }
 
 func journalKey(ref syncnode.BlobRef) []byte {
@@ -37,8 +44,46 @@ func journalKey(ref syncnode.BlobRef) []byte {
 func (n *Node) writeJournal(ref syncnode.BlobRef, e journalEntry) {
 	n.updateJournal(ref, func(old *journalEntry) {
 		e.Handoff, e.HandoffAt = old.Handoff, old.HandoffAt
+		e.Route, e.RouteAt = old.Route, old.RouteAt
 		*old = e
 	})
+}
+
+// noteRoute records how a fetch of ref that met a relay went: what came
+// through which relay, paced or not, or that the setting refused it.
+func (n *Node) noteRoute(ref syncnode.BlobRef, res p2p.FetchResult, err error) {
+	var parts []string
+	for holder, relay := range res.Relayed {
+		how := ""
+		switch n.cfg.Relayed {
+		case p2p.RelayRefuse:
+			how = "refused by setting (relayed: refuse)"
+		case p2p.RelayThrottle:
+			how = fmt.Sprintf("%d bytes, throttled to %d bytes/s (relayed: throttle)", res.BytesBy[holder], n.cfg.RelayRate)
+		default:
+			how = fmt.Sprintf("%d bytes, unthrottled (relayed: allow)", res.BytesBy[holder])
+		}
+		parts = append(parts, fmt.Sprintf("from %s through relay %s: %s", n.peerName(holder), n.peerName(relay), how))
+	}
+	if len(parts) == 0 {
+		return
+	}
+	slices.Sort(parts)
+	route := strings.Join(parts, "; ")
+	if err != nil {
+		route += " — fetch failed"
+	}
+	n.updateJournal(ref, func(e *journalEntry) {
+		e.Route, e.RouteAt = route, time.Now().UnixNano()
+	})
+}
+
+// peerName returns p's name and ID, or its ID alone.
+func (n *Node) peerName(p peer.ID) string {
+	if name := n.NameOf(p); name != "" {
+		return name + " (" + p.String() + ")"
+	}
+	return p.String()
 }
 
 // noteHandoff records the outcome of a share hand-off of ref.
@@ -113,6 +158,9 @@ type Why struct {
 	// or taken, at HandoffAt.
 	Handoff   string
 	HandoffAt time.Time
+	// Route is how the last fetch that met a relay went, at RouteAt.
+	Route   string
+	RouteAt time.Time
 }
 
 // WhyLocation is one signpost location.
@@ -158,6 +206,9 @@ func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 		w.LastErr, w.Tried, w.Holders = e.LastErr, e.Tried, e.Holders
 		if e.HandoffAt != 0 {
 			w.Handoff, w.HandoffAt = e.Handoff, time.Unix(0, e.HandoffAt)
+		}
+		if e.RouteAt != 0 {
+			w.Route, w.RouteAt = e.Route, time.Unix(0, e.RouteAt)
 		}
 	}
 	return w, nil

@@ -10,7 +10,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/syncnode/syncnode/p2p"
 )
 
 // mdnsService is the name syncnode nodes announce themselves under on a
@@ -106,8 +109,11 @@ func (n *Node) followAddrs() error {
 				}
 				n.publishAddrs(true)
 			case <-t.C:
+				n.chooseObserved()
 				if now := n.ifaceAddrs(); !slices.Equal(now, last) {
 					last = now
+					// The NAT mappings servers saw belong to the old network.
+					n.observed.reset()
 					n.publishAddrs(true)
 				}
 			}
@@ -124,7 +130,13 @@ func (n *Node) ifaceAddrs() []string {
 	if err != nil {
 		return nil
 	}
-	as, err := manet.ResolveUnspecifiedAddresses(n.h.Network().ListenAddresses(), ifaces)
+	var listen []ma.Multiaddr
+	for _, a := range n.h.Network().ListenAddresses() {
+		if _, err := manet.ToIP(a); err == nil { // not the relay transport's /p2p-circuit
+			listen = append(listen, a)
+		}
+	}
+	as, err := manet.ResolveUnspecifiedAddresses(listen, ifaces)
 	if err != nil {
 		return nil
 	}
@@ -145,8 +157,15 @@ func (n *Node) ifaceAddrs() []string {
 func (n *Node) publishAddrs(resync bool) {
 	n.closeStaleConns()
 	addrs := n.addrStrings()
-	if fresh := n.ifaceAddrs(); len(fresh) > 0 && !sameSet(addrs, fresh) {
-		addrs = fresh // the host's own list lags an interface change
+	if fresh := n.ifaceAddrs(); len(fresh) > 0 {
+		// The host's own list lags an interface change: the interfaces
+		// are asked now, beside the relay and observed addresses.
+		for _, a := range append(n.h.Addrs(), n.observed.list()...) {
+			if p2p.IsRelayAddr(a) || manet.IsPublicAddr(a) {
+				fresh = append(fresh, a.String())
+			}
+		}
+		addrs = publishable(fresh)
 	}
 	for _, g := range n.sync.Groups() {
 		changed, err := n.sync.SetAddrs(g, addrs)
@@ -181,10 +200,4 @@ func (n *Node) closeStaleConns() {
 		n.log.Info("connection from an address this host no longer has closed", "peer", c.RemotePeer(), "local", c.LocalMultiaddr())
 		c.Close()
 	}
-}
-
-// sameSet reports whether a and b hold the same strings.
-func sameSet(a, b []string) bool {
-	a, b = slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b))
-	return slices.Equal(a, b)
 }

@@ -79,6 +79,17 @@ type Config struct {
 	// Gater, if not nil, decides which peers the host may connect to and
 	// accept (a firewall, or a test's network partition).
 	Gater connmgr.ConnectionGater
+	// Relayed is what a blob transfer does when the holder is reachable
+	// only through a circuit relay (default p2p.RelayThrottle, at
+	// RelayRate bytes per second for all such transfers together,
+	// default 1 MiB/s).
+	Relayed   p2p.RelayPolicy
+	RelayRate int64
+	// RelayMaxReservations and RelayMaxCircuits bound this node's relay
+	// (run for the members of the groups it is a server in): members
+	// holding a reservation at once (default 128), and circuits open to
+	// one member at once (default 16).
+	RelayMaxReservations, RelayMaxCircuits int
 }
 
 func (c *Config) setDefaults() error {
@@ -110,6 +121,18 @@ func (c *Config) setDefaults() error {
 	if c.ScrubMaxRate <= 0 {
 		c.ScrubMaxRate = DefaultScrubMaxRate
 	}
+	if c.Relayed == "" {
+		c.Relayed = p2p.RelayThrottle
+	}
+	if _, err := p2p.ParseRelayPolicy(string(c.Relayed)); err != nil {
+		return err
+	}
+	if c.RelayMaxReservations <= 0 {
+		c.RelayMaxReservations = 128
+	}
+	if c.RelayMaxCircuits <= 0 {
+		c.RelayMaxCircuits = 16
+	}
 	return c.Fetcher.Validate()
 }
 
@@ -131,7 +154,16 @@ type Node struct {
 	ledger    *ownership.Ledger
 	groups    *syncgroup.Store
 
-	h       host.Host
+	h host.Host
+	// netReady is closed when the network is open: callbacks the host
+	// makes before then see no groups.
+	netReady chan struct{}
+	// relay is the circuit relay this node runs for its groups' members.
+	relay io.Closer
+	// observed are the public addresses this node's servers saw it at.
+	observed observed
+	// reach is the last network.Reachability AutoNAT reported.
+	reach   atomic.Int32
 	dht     *p2p.DHT
 	reprov  *p2p.Reprovider
 	service *p2p.Service
@@ -322,6 +354,9 @@ func (n *Node) Close() error {
 	n.sync.Close()
 	n.shares.Close()
 	n.service.Close()
+	if n.relay != nil {
+		n.relay.Close()
+	}
 	n.wg.Wait()
 	return errors.Join(n.dht.Close(), n.h.Close(), n.db.Close(), n.blobs.Close())
 }

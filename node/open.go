@@ -32,7 +32,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Log, handoffs: map[handoffKey]bool{},
+	n := &Node{cfg: cfg, log: cfg.Log, handoffs: map[handoffKey]bool{}, netReady: make(chan struct{}),
 		handoffRetry: map[handoffRef]handoffBackoff{},
 		lru:          lru{used: map[syncnode.BlobRef]time.Time{}}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -55,8 +55,10 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := n.recoverState(); err != nil {
 		return nil, err
 	}
-	if err := n.followAddrs(); err != nil {
-		return nil, err
+	for _, follow := range []func() error{n.followAddrs, n.followObserved, n.followReachability} {
+		if err := follow(); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.LANDiscovery {
 		// A host with no multicast-capable interface still runs; its
@@ -106,6 +108,8 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	hc.IdentityFile = filepath.Join(n.cfg.DataDir, "identity.key")
 	hc.ListenAddrs = n.cfg.ListenAddrs
 	hc.Gater = n.cfg.Gater
+	hc.AddrsFactory = n.hostAddrs
+	hc.RelayCandidates = n.relayCandidates
 	if n.h, err = p2p.NewHost(hc); err != nil {
 		return err
 	}
@@ -131,12 +135,18 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		return err
 	}
 	opened.add(func() error { n.service.Close(); return nil })
-	if n.client, err = p2p.NewClient(n.h, n.blobs, p2p.ClientConfig{IOTimeout: n.cfg.IOTimeout}, n.log); err != nil {
+	cc := p2p.ClientConfig{IOTimeout: n.cfg.IOTimeout, Relayed: n.cfg.Relayed, RelayRate: n.cfg.RelayRate}
+	if n.client, err = p2p.NewClient(n.h, n.blobs, cc, n.log); err != nil {
 		return err
 	}
 	n.shares = shares.New(n.h, n.ledger, n.sync, copies{n}, n.asked, n.settled, n.log)
 	n.shares.AskWait = 10 * n.cfg.IOTimeout
 	opened.add(func() error { n.shares.Close(); return nil })
+	if err := n.startRelay(); err != nil {
+		return err
+	}
+	opened.add(n.relay.Close)
+	close(n.netReady)
 	return nil
 }
 

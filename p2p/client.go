@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
@@ -68,13 +69,22 @@ type ClientConfig struct {
 	// 256 GiB, whose tree is 1 GiB); larger announcements are refused, and
 	// a tree is held only as its bytes arrive.
 	MaxBlobSize int64
+	// Relayed is what a transfer from a holder reached only through a
+	// circuit relay does (default RelayThrottle). Before it crosses a
+	// relay it waits up to DirectWait (default 2 s) for hole punching to
+	// open a direct connection.
+	Relayed    RelayPolicy
+	DirectWait time.Duration
+	// RelayRate is the bytes per second that all relayed transfers
+	// together read under RelayThrottle (default 1 MiB/s).
+	RelayRate int64
 }
 
 // DefaultClientConfig returns the defaults.
 func DefaultClientConfig() ClientConfig {
 	return ClientConfig{RangeSize: 32 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
 		MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, BusyWait: time.Minute, SyncEvery: 64 << 20,
-		MaxBlobSize: 256 << 30}
+		MaxBlobSize: 256 << 30, Relayed: RelayThrottle, DirectWait: 2 * time.Second, RelayRate: 1 << 20}
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -92,6 +102,9 @@ func (c ClientConfig) withDefaults() ClientConfig {
 	setDefault(&c.BusyWait, d.BusyWait)
 	setDefault(&c.SyncEvery, d.SyncEvery)
 	setDefault(&c.MaxBlobSize, d.MaxBlobSize)
+	setDefault(&c.Relayed, d.Relayed)
+	setDefault(&c.DirectWait, d.DirectWait)
+	setDefault(&c.RelayRate, d.RelayRate)
 	return c
 }
 
@@ -99,10 +112,12 @@ func (c ClientConfig) withDefaults() ClientConfig {
 // duration, or Retries below -1.
 func (c ClientConfig) Validate() error {
 	switch {
-	case c.RangeSize < 0, c.ReadSize < 0, c.MinProgress < 0, c.SyncEvery < 0, c.MaxBlobSize < 0:
+	case c.RangeSize < 0, c.ReadSize < 0, c.MinProgress < 0, c.SyncEvery < 0, c.MaxBlobSize < 0, c.RelayRate < 0:
 		return fmt.Errorf("%w: client sizes must not be negative: %+v", ErrConfig, c)
-	case c.IOTimeout < 0, c.RetryDelay < 0, c.BusyWait < 0:
+	case c.IOTimeout < 0, c.RetryDelay < 0, c.BusyWait < 0, c.DirectWait < 0:
 		return fmt.Errorf("%w: client durations must not be negative: %+v", ErrConfig, c)
+	case c.Relayed != "" && c.Relayed != RelayThrottle && c.Relayed != RelayAllow && c.Relayed != RelayRefuse:
+		return fmt.Errorf("%w: relay policy %q: want throttle, allow or refuse", ErrConfig, c.Relayed)
 	case c.Retries < -1:
 		return fmt.Errorf("%w: Retries %d: -1 means never", ErrConfig, c.Retries)
 	}
@@ -123,6 +138,8 @@ type Client struct {
 	store blobstore.Store
 	cfg   ClientConfig
 	log   *slog.Logger
+	// relayed paces every transfer that crosses a relay, together.
+	relayed *rate.Limiter
 }
 
 // NewClient returns a client that fetches into store; zero fields of cfg
@@ -131,7 +148,10 @@ func NewClient(h host.Host, store blobstore.Store, cfg ClientConfig, log *slog.L
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Client{h: h, store: store, cfg: cfg.withDefaults(), log: log}, nil
+	cfg = cfg.withDefaults()
+	// The burst is one read's worth: a throttled read waits for its bytes.
+	lim := rate.NewLimiter(rate.Limit(cfg.RelayRate), int(min(cfg.RelayRate, 256<<10)))
+	return &Client{h: h, store: store, cfg: cfg, log: log, relayed: lim}, nil
 }
 
 // HaveResult is a peer's answer to HaveBlob.
@@ -239,6 +259,19 @@ func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body fu
 	if err != nil {
 		return getResponse{}, fmt.Errorf("p2p: open stream: %w", err)
 	}
+	var via peer.ID
+	if relay, relayed := RelayOf(st.Conn()); relayed && c.cfg.Relayed != RelayAllow {
+		if st, err = c.directStream(ctx, p, st, c.cfg.DirectWait); err != nil {
+			return getResponse{}, fmt.Errorf("p2p: open stream: %w", err)
+		}
+		if _, relayed = RelayOf(st.Conn()); relayed && c.cfg.Relayed == RelayRefuse {
+			st.Reset()
+			return getResponse{via: relay}, fmt.Errorf("%w (%s through %s)", ErrRelayRefused, p, relay)
+		}
+	}
+	if relay, relayed := RelayOf(st.Conn()); relayed {
+		via = relay
+	}
 	defer ctxStream(ctx, st)()
 	if err := WriteMsg(st, req, c.cfg.IOTimeout); err != nil {
 		st.Reset()
@@ -247,7 +280,9 @@ func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body fu
 	st.CloseWrite()
 	br := bufio.NewReaderSize(st, 64<<10)
 	var resp getResponse
-	if err := ReadMsg(br, st, &resp, maxRequest, c.cfg.IOTimeout); err != nil {
+	err = ReadMsg(br, st, &resp, maxRequest, c.cfg.IOTimeout)
+	resp.via = via
+	if err != nil {
 		st.Reset()
 		return resp, err
 	}
@@ -263,7 +298,11 @@ func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body fu
 		st.Reset()
 		return resp, fmt.Errorf("%w: tree of %d bytes for a blob of %d (at most %d)", ErrBadMessage, resp.TreeLen, resp.Size, maxSize)
 	}
-	dr := &deadlineReader{r: br, st: st, timeout: c.cfg.IOTimeout, need: max(c.cfg.MinProgress, 1)}
+	var src io.Reader = br
+	if via != "" && c.cfg.Relayed == RelayThrottle {
+		src = &throttled{ctx: ctx, r: br, lim: c.relayed}
+	}
+	dr := &deadlineReader{r: src, st: st, timeout: c.cfg.IOTimeout, need: max(c.cfg.MinProgress, 1)}
 	// The tree is held as it arrives, not allocated at its announced size.
 	var tb bytes.Buffer
 	tb.Grow(int(min(resp.TreeLen, 64<<10)))

@@ -34,6 +34,9 @@ type FetchResult struct {
 	// Faulty are holders whose transfers failed otherwise: they stalled,
 	// truncated, reset or sent malformed answers.
 	Faulty []peer.ID
+	// Relayed names, for each holder reached only through a circuit
+	// relay, that relay.
+	Relayed map[peer.ID]peer.ID
 }
 
 // Fetch fetches ref from holders, splitting it into ranges that the holders
@@ -49,7 +52,7 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 	f := &fetch{c: c, ref: ref, bytesBy: map[peer.ID]int64{}, progress: progress}
 	holders, err := f.tree(ctx, holders)
 	if err != nil { // no partial was opened
-		return FetchResult{Rejected: f.rejected, Faulty: f.faulty}, err
+		return FetchResult{Rejected: f.rejected, Faulty: f.faulty, Relayed: f.relayed}, err
 	}
 	part := f.part
 	f.received = f.total
@@ -81,11 +84,11 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 	wg.Wait()
 	close(f.syncReq)
 	<-synced
-	res := FetchResult{FromNetwork: f.fromNet, BytesBy: f.bytesBy, Rejected: f.rejected, Faulty: f.faulty}
+	res := FetchResult{FromNetwork: f.fromNet, BytesBy: f.bytesBy, Rejected: f.rejected, Faulty: f.faulty, Relayed: f.relayed}
 	if len(part.Missing()) > 0 {
 		serr := part.Sync()
 		part.Close()
-		err := fmt.Errorf("%w: %s: %d of %d bytes held (%v)", ErrNoHolder, ref, f.received, f.total, errors.Join(f.errs...))
+		err := fmt.Errorf("%w: %s: %d of %d bytes held (%w)", ErrNoHolder, ref, f.received, f.total, errors.Join(f.errs...))
 		if serr != nil {
 			err = errors.Join(err, serr)
 		}
@@ -118,7 +121,22 @@ type fetch struct {
 	bytesBy  map[peer.ID]int64
 	rejected []peer.ID
 	faulty   []peer.ID
+	relayed  map[peer.ID]peer.ID
 	errs     []error
+}
+
+// get sends f's request to p, noting the relay its answer came through.
+func (f *fetch) get(ctx context.Context, p peer.ID, req getRequest, body func(tree []byte, data io.Reader, n int64) error) error {
+	resp, err := f.c.get(ctx, p, req, body)
+	if resp.via != "" {
+		f.mu.Lock()
+		if f.relayed == nil {
+			f.relayed = map[peer.ID]peer.ID{}
+		}
+		f.relayed[p] = resp.via
+		f.mu.Unlock()
+	}
+	return err
 }
 
 func (f *fetch) fail(p peer.ID, err error) {
@@ -153,7 +171,7 @@ func (f *fetch) tree(ctx context.Context, holders []peer.ID) ([]peer.ID, error) 
 			return slices.Clone(holders[i:]), nil
 		}
 		req := getRequest{Ref: f.ref.Bytes(), Tree: true, Whole: wholeSize}
-		_, err := f.c.get(ctx, p, req, func(tree []byte, data io.Reader, n int64) error {
+		err := f.get(ctx, p, req, func(tree []byte, data io.Reader, n int64) error {
 			if err := baotree.VerifyOutboard(f.ref.Hash(), tree); err != nil {
 				return fmt.Errorf("%w: %v", ErrLiar, err)
 			}
@@ -188,7 +206,7 @@ func (f *fetch) tree(ctx context.Context, holders []peer.ID) ([]peer.ID, error) 
 	if f.part != nil {
 		return nil, nil // every holder lied or stalled: the ranges fail with their errors
 	}
-	return nil, fmt.Errorf("%w: %s: no verified tree (%v)", ErrNoHolder, f.ref, errors.Join(f.errs...))
+	return nil, fmt.Errorf("%w: %s: no verified tree (%w)", ErrNoHolder, f.ref, errors.Join(f.errs...))
 }
 
 // next takes a range to fetch, waiting while other holders' ranges are in
@@ -335,7 +353,7 @@ func readAhead(data io.Reader, n int64, size int, free chan []byte, stop chan st
 // how many bytes from r.Off were written.
 func (f *fetch) rangeFrom(ctx context.Context, p peer.ID, r blobstore.Range) (int64, error) {
 	var written int64
-	_, err := f.c.get(ctx, p, getRequest{Ref: f.ref.Bytes(), Off: r.Off, Len: r.Len}, func(_ []byte, data io.Reader, n int64) error {
+	err := f.get(ctx, p, getRequest{Ref: f.ref.Bytes(), Off: r.Off, Len: r.Len}, func(_ []byte, data io.Reader, n int64) error {
 		if n != r.Len {
 			return fmt.Errorf("%w: asked for %d bytes, offered %d", ErrBadMessage, r.Len, n)
 		}

@@ -7,18 +7,21 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	coreconnmgr "github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // Security names a connection security protocol.
@@ -51,6 +54,13 @@ type HostConfig struct {
 	// Gater, if not nil, decides which connections are allowed (see
 	// connmgr.ConnectionGater); nil allows all.
 	Gater coreconnmgr.ConnectionGater
+	// AddrsFactory, if not nil, rewrites the addresses the host announces
+	// (for example adding the public addresses peers observed it at).
+	AddrsFactory func([]ma.Multiaddr) []ma.Multiaddr
+	// RelayCandidates, if not nil, yields the relays the host may hold
+	// reservations with when AutoNAT finds it unreachable from outside
+	// (behind a NAT); its relay addresses are then announced.
+	RelayCandidates autorelay.PeerSource
 }
 
 // DefaultHostConfig returns the defaults.
@@ -100,7 +110,11 @@ func LoadIdentity(path string) (crypto.PrivKey, error) {
 }
 
 // NewHost builds a libp2p host: TCP and QUIC, TLS and Noise, the connection
-// manager's watermarks and resource limits set on purpose.
+// manager's watermarks and resource limits set on purpose, and the NAT
+// traversal kit: the relay transport (to dial and accept through circuit
+// relays), AutoNAT (learning its own reachability, and answering others'
+// dial-back requests), DCUtR hole punching, and, with RelayCandidates,
+// relay reservations while it is unreachable.
 func NewHost(cfg HostConfig) (host.Host, error) {
 	var key crypto.PrivKey
 	var err error
@@ -133,9 +147,24 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 		libp2p.Transport(quic.NewTransport),
 		libp2p.ConnectionManager(cm),
 		libp2p.ResourceManager(rm),
-		libp2p.DisableRelay(),
+		libp2p.EnableRelay(),
+		libp2p.EnableHolePunching(),
+		libp2p.EnableNATService(),
+		// A device behind a NAT asks its few servers again and again
+		// until it knows: libp2p's 3 per peer per minute made it wait.
+		libp2p.AutoNATServiceRateLimit(60, 10, time.Minute),
 		libp2p.UserAgent("syncnode"),
 	}, sec...)
+	if cfg.AddrsFactory != nil {
+		opts = append(opts, libp2p.AddrsFactory(cfg.AddrsFactory))
+	}
+	if cfg.RelayCandidates != nil {
+		opts = append(opts, libp2p.EnableAutoRelayWithPeerSource(cfg.RelayCandidates,
+			// The candidates are a few known servers: one is enough, and
+			// waiting for more (autorelay's default of minutes) only delays.
+			autorelay.WithMinCandidates(1), autorelay.WithNumRelays(2), autorelay.WithBootDelay(0),
+			autorelay.WithMinInterval(5*time.Second), autorelay.WithBackoff(time.Minute)))
+	}
 	if cfg.Gater != nil {
 		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
 	}

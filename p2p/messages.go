@@ -3,6 +3,8 @@ package p2p
 import (
 	"fmt"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/signpost"
 )
@@ -66,6 +68,8 @@ type getResponse struct {
 	Size    int64  `msgpack:"s"`
 	TreeLen int64  `msgpack:"t"`
 	Len     int64  `msgpack:"l"`
+	// via is the relay the answer came through, if any (not on the wire).
+	via peer.ID
 }
 
 // maxRequest bounds a request frame: a ref and a few integers.

@@ -274,6 +274,9 @@ func printWhy(w io.Writer, y api.Why) {
 			fmt.Fprintf(w, "asked     %s\n", strings.Join(y.Tried, " "))
 		}
 	}
+	if y.Route != "" {
+		fmt.Fprintf(w, "route     %s: %s\n", y.RouteAt.Format(time.RFC3339), y.Route)
+	}
 	if y.Handoff != "" {
 		fmt.Fprintf(w, "hand-off  %s: %s\n", y.HandoffAt.Format(time.RFC3339), y.Handoff)
 	}

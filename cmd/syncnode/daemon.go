@@ -19,8 +19,11 @@ func initCmd() *command {
 			fs.Var(&listen, "listen", "libp2p listen multiaddr (repeatable; default every interface, TCP and QUIC, IPv4 and IPv6, on one free port)")
 			name := fs.String("name", "", "this device's name, shown to the other members (default the host's name)")
 			noLAN := fs.Bool("no-lan", false, "do not announce this node on the LAN or look for members there")
+			relayed := fs.String("relayed", "throttle", "blob transfers from a holder reachable only through a relay: throttle, allow or refuse")
+			relayRate := fs.Int64("relay-rate", 1<<20, "bytes per second of all relayed blob transfers together, when -relayed is throttle")
 			return func(c *cmd) error {
-				cfg, err := control.Init(c.data, control.InitOptions{Listen: listen, Name: *name, NoLAN: *noLAN})
+				cfg, err := control.Init(c.data, control.InitOptions{Listen: listen, Name: *name, NoLAN: *noLAN,
+					Relayed: *relayed, RelayRate: *relayRate})
 				if err != nil {
 					return err
 				}
@@ -52,9 +55,13 @@ func peersCmd() *command {
 				return c.with(func(cl *api.Client) error {
 					ps, err := cl.Peers(c.ctx)
 					return show(c, ps, err, func(ps []api.Peer) {
-						rows := [][]string{{"NAME", "PEER", "ADDRS"}}
+						rows := [][]string{{"NAME", "PEER", "VIA", "ADDRS"}}
 						for _, p := range ps {
-							rows = append(rows, []string{nameOr(p.Name), p.ID, strings.Join(p.Addrs, " ")})
+							via := "direct"
+							if !p.Direct {
+								via = "relay " + strings.Join(p.Relays, ",")
+							}
+							rows = append(rows, []string{nameOr(p.Name), p.ID, via, strings.Join(p.Addrs, " ")})
 						}
 						c.table(rows)
 					})
@@ -86,7 +93,7 @@ func statusCmd() *command {
 					return show(c, st, err, func(s api.Status) {
 						c.table([][]string{
 							{"id", s.ID}, {"addrs", strings.Join(s.Addrs, " ")}, {"groups", fmt.Sprint(s.Groups)},
-							{"peers", fmt.Sprint(s.Peers)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
+							{"peers", fmt.Sprint(s.Peers)}, {"reachability", reachability(s)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
 							{"fetch queue", fmt.Sprint(s.FetchQueue)}, {"uploads", fmt.Sprintf("%d running, %d bytes sent", s.Uploads, s.BytesOut)},
 							{"received", fmt.Sprintf("%d bytes", s.BytesIn)},
 						})
@@ -100,4 +107,12 @@ func statusCmd() *command {
 				})
 			}
 		}}
+}
+
+// reachability describes what AutoNAT found, with the relays held.
+func reachability(s api.Status) string {
+	if len(s.Relays) == 0 {
+		return s.Reachability
+	}
+	return s.Reachability + ", reachable through relays " + strings.Join(s.Relays, ", ")
 }

@@ -1,7 +1,8 @@
 // Package lan tests syncnode on real network stacks: each test builds its
-// own topology of Linux network namespaces joined by veth pairs, runs a
-// real syncnode daemon in each namespace, and removes it all at the end.
-// The tests need root and iproute2; without them they skip, unless
+// own topology of Linux network namespaces joined by veth pairs and
+// bridges, with nftables NAT routers where it needs them, runs a real
+// syncnode daemon in each namespace, and removes it all at the end. The
+// tests need root, iproute2 and nftables; without them they skip, unless
 // SYNCNODE_NETNS_TESTS is set (as CI sets it), when they fail.
 package lan
 
@@ -90,11 +91,11 @@ type device struct {
 	log  *bytes.Buffer
 }
 
-// startDevice initialises a data directory with name and runs its daemon
-// in ns until the test ends.
-func startDevice(t *testing.T, ns *netns, name string) *device {
+// startDevice initialises a data directory with name (and the further
+// init flags given) and runs its daemon in ns until the test ends.
+func startDevice(t *testing.T, ns *netns, name string, init ...string) *device {
 	d := &device{ns: ns, data: filepath.Join(t.TempDir(), name), log: &bytes.Buffer{}}
-	d.cli("init", "-name", name)
+	d.cli(append([]string{"init", "-name", name}, init...)...)
 	cmd := exec.Command("ip", "netns", "exec", ns.name, bin, "-data", d.data, "run")
 	cmd.Stdout, cmd.Stderr = d.log, d.log
 	if err := cmd.Start(); err != nil {
@@ -103,7 +104,7 @@ func startDevice(t *testing.T, ns *netns, name string) *device {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("SYNCNODE_SHOW_LOGS") != "" {
 			t.Logf("log of %s:\n%s", name, d.log.String())
 		}
 	})
@@ -132,11 +133,16 @@ func (d *device) status() api.Status {
 	return st
 }
 
+// randomID names a test's namespaces and links apart from another run's.
+func randomID() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 // lan makes two namespaces joined by a veth pair, 10.231.0.1 and .2/24.
 func lan(t *testing.T) (a, b *netns) {
-	suffix := make([]byte, 3)
-	rand.Read(suffix)
-	id := hex.EncodeToString(suffix)
+	id := randomID()
 	a, b = newNetns(t, "sn-a-"+id), newNetns(t, "sn-b-"+id)
 	va, vb := "sna"+id, "snb"+id
 	sh(t, "ip", "link", "add", va, "type", "veth", "peer", "name", vb)

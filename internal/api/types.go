@@ -83,6 +83,10 @@ type Why struct {
 	// Handoff is the outcome of the last share hand-off, at HandoffAt.
 	Handoff   string    `json:"handoff,omitempty"`
 	HandoffAt time.Time `json:"handoff_at,omitzero"`
+	// Route is how the last fetch that met a relay went (through which
+	// relay, throttled, or refused by setting), at RouteAt.
+	Route   string    `json:"route,omitempty"`
+	RouteAt time.Time `json:"route_at,omitzero"`
 }
 
 // WhyLocation is one place the blob probably is.
@@ -175,20 +179,29 @@ type Peer struct {
 	ID    string   `json:"id"`
 	Name  string   `json:"name,omitempty"`
 	Addrs []string `json:"addrs"`
+	// Direct reports a direct connection; Relays name the relays of the
+	// relayed ones.
+	Direct bool     `json:"direct"`
+	Relays []string `json:"relays,omitempty"`
 }
 
 // Status summarises the node.
 type Status struct {
-	ID         string   `json:"id"`
-	Addrs      []string `json:"addrs"`
-	Groups     int      `json:"groups"`
-	Peers      int      `json:"peers"`
-	Blobs      int      `json:"blobs"`
-	BlobBytes  int64    `json:"blob_bytes"`
-	FetchQueue int      `json:"fetch_queue"`
-	Uploads    int64    `json:"uploads"`
-	BytesOut   int64    `json:"bytes_out"`
-	BytesIn    int64    `json:"bytes_in"`
+	ID     string   `json:"id"`
+	Addrs  []string `json:"addrs"`
+	Groups int      `json:"groups"`
+	Peers  int      `json:"peers"`
+	// Reachability is what AutoNAT found: "public", "private" (behind a
+	// NAT) or "unknown"; Relays are the relays the node holds
+	// reservations with.
+	Reachability string   `json:"reachability"`
+	Relays       []string `json:"relays,omitempty"`
+	Blobs        int      `json:"blobs"`
+	BlobBytes    int64    `json:"blob_bytes"`
+	FetchQueue   int      `json:"fetch_queue"`
+	Uploads      int64    `json:"uploads"`
+	BytesOut     int64    `json:"bytes_out"`
+	BytesIn      int64    `json:"bytes_in"`
 	// Durability is, per group, the referenced blobs and those at risk:
 	// no verified server copy known.
 	Durability []Durability `json:"durability"`

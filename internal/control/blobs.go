@@ -182,7 +182,8 @@ func whyView(w node.Why) api.Why {
 	out := api.Why{Ref: w.Ref.String(), Held: w.Held, Size: w.Size, Shares: w.Shares, ServerIn: w.ServerIn,
 		Queued: w.Queued, Running: w.Running, Attempts: w.Attempts, NextAttempt: w.NextAttempt,
 		LastAttempt: w.LastAttempt, LastErr: w.LastErr, Tried: w.Tried, Holders: w.Holders,
-		Restoring: w.Restoring, Handoff: w.Handoff, HandoffAt: w.HandoffAt}
+		Restoring: w.Restoring, Handoff: w.Handoff, HandoffAt: w.HandoffAt,
+		Route: w.Route, RouteAt: w.RouteAt}
 	for _, g := range w.Groups {
 		out.Groups = append(out.Groups, string(g))
 	}

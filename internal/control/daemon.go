@@ -45,6 +45,11 @@ type Config struct {
 	BlobBudget int64 `json:"blob_budget,omitempty"`
 	// SyncInterval is the period of safety-net sync rounds (default 30s).
 	SyncInterval string `json:"sync_interval,omitempty"`
+	// Relayed is what a blob transfer does with a holder reachable only
+	// through a relay: "throttle" (the default), "allow" or "refuse";
+	// RelayRate is the throttle's bytes per second (default 1 MiB/s).
+	Relayed   string `json:"relayed,omitempty"`
+	RelayRate int64  `json:"relay_rate,omitempty"`
 }
 
 // InitOptions are what syncnode init may set.
@@ -56,6 +61,9 @@ type InitOptions struct {
 	NoLAN bool
 	// Name is the device's name (default the host's name).
 	Name string
+	// Relayed and RelayRate set Config.Relayed and Config.RelayRate.
+	Relayed   string
+	RelayRate int64
 }
 
 // Init creates a data directory: identity key, config with free loopback
@@ -63,6 +71,14 @@ type InitOptions struct {
 // token. It refuses a directory already initialised.
 func Init(dir string, opts InitOptions) (Config, error) {
 	listen := opts.Listen
+	if opts.Relayed != "" {
+		if _, err := p2p.ParseRelayPolicy(opts.Relayed); err != nil {
+			return Config{}, err
+		}
+	}
+	if opts.RelayRate < 0 {
+		return Config{}, fmt.Errorf("relay rate %d: must not be negative", opts.RelayRate)
+	}
 	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
 		return Config{}, fmt.Errorf("%s is already initialised", dir)
 	}
@@ -90,7 +106,8 @@ func Init(dir string, opts InitOptions) (Config, error) {
 	if name == "" {
 		name, _ = os.Hostname()
 	}
-	cfg := Config{Listen: listen, API: fmt.Sprintf("127.0.0.1:%d", apiPort), Name: syncgroup.CleanName(name), LANDiscovery: !opts.NoLAN}
+	cfg := Config{Listen: listen, API: fmt.Sprintf("127.0.0.1:%d", apiPort), Name: syncgroup.CleanName(name), LANDiscovery: !opts.NoLAN,
+		Relayed: opts.Relayed, RelayRate: opts.RelayRate}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	if err := writeFile(filepath.Join(dir, ConfigFile), append(b, '\n')); err != nil {
 		return Config{}, err
@@ -159,7 +176,13 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 	if err != nil {
 		return err
 	}
-	ncfg := node.Config{DataDir: dir, Name: cfg.Name, Log: log, ListenAddrs: cfg.Listen, BlobBudget: cfg.BlobBudget, LANDiscovery: cfg.LANDiscovery}
+	ncfg := node.Config{DataDir: dir, Name: cfg.Name, Log: log, ListenAddrs: cfg.Listen, BlobBudget: cfg.BlobBudget, LANDiscovery: cfg.LANDiscovery,
+		Relayed: p2p.RelayPolicy(cfg.Relayed), RelayRate: cfg.RelayRate}
+	if cfg.Relayed != "" {
+		if _, err := p2p.ParseRelayPolicy(cfg.Relayed); err != nil {
+			return fmt.Errorf("%s: relayed: %w", ConfigFile, err)
+		}
+	}
 	if cfg.SyncInterval != "" {
 		if ncfg.SyncInterval, err = time.ParseDuration(cfg.SyncInterval); err != nil {
 			return fmt.Errorf("%s: sync_interval: %w", ConfigFile, err)

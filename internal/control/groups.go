@@ -11,6 +11,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
+	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -193,6 +194,11 @@ func (s *server) peers(*http.Request) ([]api.Peer, error) {
 		pi := api.Peer{ID: p.String(), Name: s.n.NameOf(p)}
 		for _, c := range h.Network().ConnsToPeer(p) {
 			pi.Addrs = append(pi.Addrs, c.RemoteMultiaddr().String())
+			if relay, relayed := p2p.RelayOf(c); relayed {
+				pi.Relays = append(pi.Relays, relay.String())
+			} else {
+				pi.Direct = true
+			}
 		}
 		out = append(out, pi)
 	}
@@ -206,6 +212,11 @@ func (s *server) status(*http.Request) (api.Status, error) {
 		Uploads: s.n.UploadStats().Uploads, BytesOut: ns.BytesOut, BytesIn: ns.BytesIn}
 	for _, a := range s.n.Addrs() {
 		st.Addrs = append(st.Addrs, a.String())
+	}
+	r := s.n.Reachability()
+	st.Reachability = r.Status
+	for _, p := range r.Relays {
+		st.Relays = append(st.Relays, p.String())
 	}
 	dur, err := s.n.Durability()
 	if err != nil {

@@ -1,0 +1,371 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/p2p"
+)
+
+// Reaching members behind NATs. A node learns whether it is reachable
+// from outside with AutoNAT, asking its peers to dial it back. One that is
+// not holds relay reservations with the servers of its groups (each
+// server runs a circuit relay for the members of its groups only), and
+// announces the relay addresses in its memberships beside the public
+// addresses its servers saw it at. A member that can reach it only
+// through a relay connects there; the relayed connection is upgraded to a
+// direct one by DCUtR hole punching when the two NATs allow it. Blob
+// transfers that still cross a relay follow Config.Relayed.
+
+// maxObservers bounds the peers whose observation of this node is kept.
+const maxObservers = 64
+
+// maxObserved bounds the observed addresses a node announces.
+const maxObserved = 4
+
+// observed holds the public addresses peers saw this node at: behind a
+// NAT, the address of its mapping there. Only what the servers of its
+// groups saw is announced, since any member could otherwise make the node
+// announce an address of its choosing; a peer's observation is kept
+// until then, as identification comes before a join makes it a server
+// of this node's.
+type observed struct {
+	mu  sync.Mutex
+	by  map[peer.ID]sighting // the latest observation by each peer
+	use []ma.Multiaddr       // what the servers saw, newest first
+}
+
+type sighting struct {
+	addr ma.Multiaddr
+	at   time.Time
+}
+
+// add records that p saw this node at a.
+func (o *observed) add(p peer.ID, a ma.Multiaddr, now time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.by == nil {
+		o.by = map[peer.ID]sighting{}
+	}
+	o.by[p] = sighting{a, now}
+	for len(o.by) > maxObservers {
+		var oldest peer.ID
+		for q, s := range o.by {
+			if oldest == "" || s.at.Before(o.by[oldest].at) {
+				oldest = q
+			}
+		}
+		delete(o.by, oldest)
+	}
+}
+
+// choose sets the addresses to announce: the newest ones that a peer
+// trusted saw, at most maxObserved. It reports whether they changed.
+func (o *observed) choose(trusted func(peer.ID) bool) bool {
+	o.mu.Lock()
+	by := maps.Clone(o.by)
+	o.mu.Unlock()
+	var ss []sighting // trusted is asked without the lock held
+	for p, s := range by {
+		if trusted(p) {
+			ss = append(ss, s)
+		}
+	}
+	slices.SortFunc(ss, func(x, y sighting) int { return y.at.Compare(x.at) })
+	var use []ma.Multiaddr
+	for _, s := range ss {
+		if len(use) < maxObserved && !slices.ContainsFunc(use, s.addr.Equal) {
+			use = append(use, s.addr)
+		}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	changed := !slices.EqualFunc(use, o.use, ma.Multiaddr.Equal)
+	o.use = use
+	return changed
+}
+
+// reset forgets every observation: the node's network changed.
+func (o *observed) reset() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	clear(o.by)
+	o.use = nil
+}
+
+// list returns the addresses to announce.
+func (o *observed) list() []ma.Multiaddr {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.use)
+}
+
+// hostAddrs is the host's address factory: its own addresses and the
+// observed ones.
+func (n *Node) hostAddrs(addrs []ma.Multiaddr) []ma.Multiaddr {
+	return ma.Unique(append(addrs, n.observed.list()...))
+}
+
+// networkUp reports whether openNetwork has finished: the callbacks the
+// host makes before then (relay admission, relay candidates) see no
+// groups.
+func (n *Node) networkUp() bool {
+	select {
+	case <-n.netReady:
+		return true
+	default:
+		return false
+	}
+}
+
+// relayACL admits to this node's relay only the members of the groups it
+// is a server in: a reservation from one of them, a circuit between two.
+type relayACL struct{ n *Node }
+
+// AllowReserve implements relay.ACLFilter.
+func (a relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool { return a.n.relaysFor(p) }
+
+// AllowConnect implements relay.ACLFilter.
+func (a relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dst peer.ID) bool {
+	return a.n.relaysFor(src) && a.n.relaysFor(dst)
+}
+
+// relaysFor reports whether this node relays for p: p is another member
+// of a group this node is a server in.
+func (n *Node) relaysFor(p peer.ID) bool {
+	if !n.networkUp() || p == n.h.ID() {
+		return false
+	}
+	for _, g := range n.sync.Groups() {
+		if dev, ok := n.DevType(g); ok && dev == syncnode.Server && n.sync.IsMember(p, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// isServerOfMine reports whether p is a server member of a group this
+// node is in.
+func (n *Node) isServerOfMine(p peer.ID) bool {
+	for _, g := range n.sync.Groups() {
+		for _, m := range n.Members(g) {
+			if m.Peer == p && m.DevType == syncnode.Server {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// relayCandidates yields up to num servers of this node's groups, with the
+// addresses their memberships and the peerstore know, to hold relay
+// reservations with.
+func (n *Node) relayCandidates(_ context.Context, num int) <-chan peer.AddrInfo {
+	out := make(chan peer.AddrInfo, max(num, 0))
+	defer close(out)
+	if !n.networkUp() {
+		return out
+	}
+	seen := map[peer.ID]bool{n.h.ID(): true}
+	for _, g := range n.sync.Groups() {
+		for _, m := range n.Members(g) {
+			if len(out) == num {
+				return out
+			}
+			if m.DevType != syncnode.Server || seen[m.Peer] {
+				continue
+			}
+			seen[m.Peer] = true
+			ai := peer.AddrInfo{ID: m.Peer}
+			for _, a := range append(parseAddrs(m.Addrs), n.h.Peerstore().Addrs(m.Peer)...) {
+				if !p2p.IsRelayAddr(a) {
+					ai.Addrs = append(ai.Addrs, a)
+				}
+			}
+			if len(ai.Addrs) > 0 {
+				out <- ai
+			}
+		}
+	}
+	return out
+}
+
+// parseAddrs parses the multiaddrs in ss, skipping malformed ones.
+func parseAddrs(ss []string) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, s := range ss {
+		if m, err := ma.NewMultiaddr(s); err == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// startRelay runs this node's circuit relay. Only members of the groups
+// it is a server in get through (relayACL), within the resources given.
+// Circuits carry no byte or time cap of their own: a capped circuit is a
+// "limited" connection on which libp2p opens no stream unless each caller
+// asks, and the members' blob transfers over a relay are paced by their
+// own Config.Relayed instead.
+func (n *Node) startRelay() error {
+	res := relayv2.DefaultResources()
+	res.Limit = nil
+	res.MaxReservations = n.cfg.RelayMaxReservations
+	res.MaxCircuits = n.cfg.RelayMaxCircuits
+	res.BufferSize = 64 << 10
+	r, err := relayv2.New(n.h, relayv2.WithResources(res), relayv2.WithACL(relayACL{n}))
+	if err != nil {
+		return fmt.Errorf("node: relay: %w", err)
+	}
+	n.relay = r
+	return nil
+}
+
+// followObserved records the public addresses the servers of this node's
+// groups saw it at when they identify it, and publishes them when new.
+func (n *Node) followObserved() error {
+	sub, err := n.h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+	if err != nil {
+		return fmt.Errorf("node: identify events: %w", err)
+	}
+	n.goRun(func() {
+		defer sub.Close()
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case e, ok := <-sub.Out():
+				if !ok {
+					return
+				}
+				id := e.(event.EvtPeerIdentificationCompleted)
+				n.noteObserved(id.Peer, id.Conn, id.ObservedAddr)
+				n.chooseObserved()
+			}
+		}
+	})
+	return nil
+}
+
+// noteObserved records that p saw this node at a over conn. Relayed
+// connections and private addresses are ignored.
+func (n *Node) noteObserved(p peer.ID, conn network.Conn, a ma.Multiaddr) {
+	if a == nil || conn == nil || !manet.IsPublicAddr(a) || p2p.IsRelayAddr(a) {
+		return
+	}
+	if _, relayed := p2p.RelayOf(conn); relayed {
+		return
+	}
+	n.observed.add(p, a, time.Now())
+}
+
+// chooseObserved announces what the servers of this node's groups saw it
+// at, publishing the addresses if that changed. It runs on every
+// identification and every address check, so a server's observation made
+// before the join that made it one counts from then on.
+func (n *Node) chooseObserved() {
+	if n.observed.choose(n.isServerOfMine) {
+		n.publishAddrs(true)
+	}
+}
+
+// Reachability is what AutoNAT found of this node: reachable from outside
+// ("public"), behind a NAT ("private"), or not known yet ("unknown"); and
+// the relays it holds reservations with.
+type Reachability struct {
+	Status string
+	Relays []peer.ID
+}
+
+// Reachability returns what this node knows of its reachability.
+func (n *Node) Reachability() Reachability {
+	r := Reachability{Status: "unknown"}
+	switch n.reach.Load() {
+	case int32(network.ReachabilityPublic):
+		r.Status = "public"
+	case int32(network.ReachabilityPrivate):
+		r.Status = "private"
+	}
+	seen := map[peer.ID]bool{}
+	for _, a := range n.h.Addrs() {
+		if relay, ok := relayOfAddr(a); ok && !seen[relay] {
+			seen[relay] = true
+			r.Relays = append(r.Relays, relay)
+		}
+	}
+	return r
+}
+
+// relayOfAddr returns the relay of a circuit address.
+func relayOfAddr(a ma.Multiaddr) (peer.ID, bool) {
+	if !p2p.IsRelayAddr(a) {
+		return "", false
+	}
+	for _, c := range a {
+		if c.Protocol().Code == ma.P_P2P {
+			id, err := peer.IDFromBytes(c.RawValue())
+			return id, err == nil
+		}
+	}
+	return "", false
+}
+
+// followReachability keeps what AutoNAT last said.
+func (n *Node) followReachability() error {
+	sub, err := n.h.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
+	if err != nil {
+		return fmt.Errorf("node: reachability events: %w", err)
+	}
+	n.goRun(func() {
+		defer sub.Close()
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case e, ok := <-sub.Out():
+				if !ok {
+					return
+				}
+				r := e.(event.EvtLocalReachabilityChanged).Reachability
+				n.reach.Store(int32(r))
+				n.log.Info("reachability", "status", r.String())
+			}
+		}
+	})
+	return nil
+}
+
+// rankAddrs orders addresses as members should try them, and as they are
+// kept when a list is cut: public direct addresses, then relay addresses,
+// then private ones, then loopback.
+func rankAddrs(as []string) []string {
+	rank := func(s string) int {
+		m, err := ma.NewMultiaddr(s)
+		switch {
+		case err != nil:
+			return 4
+		case p2p.IsRelayAddr(m):
+			return 1
+		case manet.IsIPLoopback(m):
+			return 3
+		case manet.IsPublicAddr(m):
+			return 0
+		}
+		return 2
+	}
+	slices.SortStableFunc(as, func(a, b string) int { return cmp.Compare(rank(a), rank(b)) })
+	return as
+}
