@@ -212,17 +212,6 @@ func TestTwoNATsHolePunch(t *testing.T) {
 	a, b, server := sc.a, sc.b, sc.server
 	aID := a.status().ID
 
-	ref, data := putBlob(t, a, sc.shared, "photos/beach", 3<<20, 11)
-	testkit.WaitFor(t, 30*time.Second, "the row on the laptop", func() bool {
-		_, err := b.try("row", "get", sc.shared, "photos/beach")
-		return err == nil
-	})
-	testkit.WaitFor(t, 60*time.Second, "the server's copy of the phone's blob", func() bool {
-		var w api.Why
-		out, err := server.try("why", ref, "--json")
-		return err == nil && json.Unmarshal([]byte(out), &w) == nil && w.Held
-	})
-
 	start := time.Now()
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -236,6 +225,17 @@ func TestTwoNATsHolePunch(t *testing.T) {
 		return ok && p.Direct
 	})
 	punched := time.Since(start)
+
+	ref, data := putBlob(t, a, sc.shared, "photos/beach", 3<<20, 11)
+	testkit.WaitFor(t, 30*time.Second, "the row on the laptop", func() bool {
+		_, err := b.try("row", "get", sc.shared, "photos/beach")
+		return err == nil
+	})
+	testkit.WaitFor(t, 60*time.Second, "the server's copy of the phone's blob", func() bool {
+		var w api.Why
+		out, err := server.try("why", ref, "--json")
+		return err == nil && json.Unmarshal([]byte(out), &w) == nil && w.Held
+	})
 
 	ref2, data2 := putBlob(t, a, sc.private, "diary/today", 3<<20, 12)
 	testkit.WaitFor(t, 30*time.Second, "the diary row on the laptop", func() bool {
@@ -261,7 +261,7 @@ func TestTwoNATsHolePunch(t *testing.T) {
 		t.Fatalf("the server received %d bytes while the laptop fetched %d directly", relayed, len(data2))
 	}
 	getBlob(t, b, ref, data)
-	t.Logf("relay reservations behind NAT %v after start; direct connection %v after the server's copy; %d MiB fetched direct in %v; the server's interface took in %d bytes meanwhile (%.1f%% of the blob)",
+	t.Logf("relay reservations behind NAT %v after start; direct connection between the devices %v after that; %d MiB fetched direct in %v; the server's interface took in %d bytes meanwhile (%.1f%% of the blob)",
 		sc.reserved.Round(time.Millisecond), punched.Round(time.Millisecond), len(data2)>>20, took.Round(time.Millisecond), relayed, 100*float64(relayed)/float64(len(data2)))
 }
 
