@@ -63,6 +63,16 @@ type Store interface {
 	OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, error)
 }
 
+// Adopter is a Store that can take a blob without its bytes being
+// transferred, because storage it shares with others (a bucket several
+// servers use) has it already, whole and matching its tree. A fetch asks
+// it first.
+type Adopter interface {
+	// Adopt takes ref as stored if it can, failing (syncnode.ErrNotFound
+	// among others) if it cannot.
+	Adopt(ctx context.Context, ref syncnode.BlobRef) (Info, error)
+}
+
 // Partial is a blob being written range by range, each range verified
 // against the blob's tree before it is accepted. It is not visible as a blob
 // until Commit.

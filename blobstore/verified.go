@@ -51,6 +51,20 @@ func newVerifiedReader(ref syncnode.BlobRef, raw io.ReaderAt, rawSize int64, clo
 	return &verifiedReader{raw: raw, closer: closer, ref: ref, root: ref.Hash(), ob: ob, size: size, winOff: -1}, nil
 }
 
+// NewVerifiedReader returns a Reader of the blob ref whose raw bytes
+// (rawSize of them) raw reads and whose stored outboard tree is ob: the
+// tree is checked against ref and the length against the tree now, and
+// every byte read later against the tree; closer, if not nil, is closed
+// with the reader. Stores other than this package's use it to keep
+// Store.Open's promise.
+func NewVerifiedReader(ref syncnode.BlobRef, raw io.ReaderAt, rawSize int64, closer io.Closer, ob []byte) (Reader, error) {
+	return newVerifiedReader(ref, raw, rawSize, closer, ob)
+}
+
+// CheckTree verifies a stored outboard tree against ref, failing with
+// ErrDamaged.
+func CheckTree(ref syncnode.BlobRef, ob []byte) error { return checkTree(ref, ob) }
+
 // checkTree verifies a stored outboard tree against ref.
 func checkTree(ref syncnode.BlobRef, ob []byte) error {
 	if _, err := baotree.Size(ob); err != nil {

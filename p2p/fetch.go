@@ -49,6 +49,11 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 	if info, err := c.store.Stat(ref); err == nil {
 		return FetchResult{Info: info}, nil
 	}
+	if a, ok := c.store.(blobstore.Adopter); ok {
+		if info, err := a.Adopt(ctx, ref); err == nil {
+			return FetchResult{Info: info}, nil // in storage shared with others already
+		}
+	}
 	f := &fetch{c: c, ref: ref, bytesBy: map[peer.ID]int64{}, progress: progress}
 	holders, err := f.tree(ctx, holders)
 	if err != nil { // no partial was opened

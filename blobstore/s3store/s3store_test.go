@@ -1,0 +1,160 @@
+package s3store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/blobstore/s3store"
+	"github.com/syncnode/syncnode/blobstore/storetest"
+	"github.com/syncnode/syncnode/internal/s3test"
+	"github.com/syncnode/syncnode/internal/testkit"
+)
+
+const bucket = "blobs"
+
+func open(t testing.TB, srv *s3test.Server, prefix, owner string) *s3store.Store {
+	t.Helper()
+	s, err := s3store.Open(context.Background(), s3store.Config{Endpoint: srv.Addr, Insecure: true, Bucket: bucket, Prefix: prefix,
+		Creds: srv.Creds(), Owner: owner, Staging: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// The S3 store passes the conformance suite every store passes.
+func TestConformance(t *testing.T) {
+	srv := s3test.Start(t, bucket)
+	n := 0
+	storetest.Run(t, func(t *testing.T) blobstore.Store {
+		n++
+		return open(t, srv, fmt.Sprintf("conformance-%d", n), "server-a")
+	})
+}
+
+func put(t *testing.T, s blobstore.Store, data []byte) syncnode.BlobRef {
+	t.Helper()
+	info, err := s.Put(context.Background(), bytes.NewReader(data), syncnode.BlobRef{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Ref
+}
+
+func read(t *testing.T, s blobstore.Store, ref syncnode.BlobRef) []byte {
+	t.Helper()
+	r, err := s.Open(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Two servers share a bucket: the second adopts what the first stored
+// without a byte uploaded, each holds its own marker, and the objects go
+// only when the last marker does.
+func TestSharedBucket(t *testing.T) {
+	srv := s3test.Start(t, bucket)
+	a, b := open(t, srv, "shared", "server-a"), open(t, srv, "shared", "server-b")
+	data := testkit.RandomBytes(3<<20, 1)
+	ref := put(t, a, data)
+	if _, err := b.Stat(ref); !errors.Is(err, syncnode.ErrNotFound) {
+		t.Fatalf("b holds a blob it never took: %v", err)
+	}
+	if _, err := b.Adopt(context.Background(), ref); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(read(t, b, ref), data) {
+		t.Fatal("b reads other bytes")
+	}
+	if got := srv.Keys(bucket, "shared/refs/"); len(got) != 2 {
+		t.Fatalf("markers: %v", got)
+	}
+	if err := a.Delete(ref); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(read(t, b, ref), data) {
+		t.Fatal("a's delete took the blob b still holds")
+	}
+	if err := b.Delete(ref); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Keys(bucket, "shared/"); len(got) != 0 {
+		t.Fatalf("objects left after the last holder deleted: %v", got)
+	}
+}
+
+// A store reopened with its staging directory gone (the server's disk
+// lost) holds again what its markers name.
+func TestReopenFromBucket(t *testing.T) {
+	srv := s3test.Start(t, bucket)
+	a := open(t, srv, "recover", "server-a")
+	data := testkit.RandomBytes(1<<20, 2)
+	ref := put(t, a, data)
+	a.Close()
+	again := open(t, srv, "recover", "server-a")
+	if info, err := again.Stat(ref); err != nil || info.Size != int64(len(data)) {
+		t.Fatalf("reopened store: %v %v", info, err)
+	}
+	if !bytes.Equal(read(t, again, ref), data) {
+		t.Fatal("reopened store reads other bytes")
+	}
+}
+
+// With the S3 server down a put fails with ErrUnavailable, keeps the
+// verified bytes staged, and completes on the next try once the server is
+// back; no object is left half written.
+func TestServerDownThenBack(t *testing.T) {
+	srv := s3test.Start(t, bucket)
+	s := open(t, srv, "down", "server-a")
+	data := testkit.RandomBytes(2<<20, 3)
+	ref, ob := storetest.RefOf(data)
+	srv.Stop()
+	p, err := s.OpenPartial(ref, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Commit(); !errors.Is(err, s3store.ErrUnavailable) {
+		t.Fatalf("commit with the server down: %v", err)
+	}
+	if url, last := s.Describe(); last == nil || !strings.Contains(last.Error(), "unavailable") {
+		t.Fatalf("%s reports no failure: %v", url, last)
+	}
+	srv.Restart()
+	if got := srv.Keys(bucket, "down/blobs/"); len(got) != 0 {
+		t.Fatalf("objects written by the failed upload: %v", got)
+	}
+	p, err = s.OpenPartial(ref, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Missing()) != 0 {
+		t.Fatal("the retry asks for bytes staged already")
+	}
+	if _, err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(read(t, s, ref), data) {
+		t.Fatal("uploaded blob differs")
+	}
+	if _, last := s.Describe(); last != nil {
+		t.Fatalf("failure still reported after success: %v", last)
+	}
+}
