@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
@@ -85,6 +87,10 @@ type Config struct {
 	// default 1 MiB/s).
 	Relayed   p2p.RelayPolicy
 	RelayRate int64
+	// S3, if not nil, keeps the node's blobs in an S3-compatible bucket
+	// (see package s3store) instead of DataDir/blobs, which then only
+	// stages puts and fetches; Owner and Staging are set by the node.
+	S3 *s3store.Config
 	// RelayMaxReservations and RelayMaxCircuits bound this node's relay
 	// (run for the members of the groups it is a server in): members
 	// holding a reservation at once (default 128), and circuits open to
@@ -146,7 +152,7 @@ type Node struct {
 	lastSeen sync.Map // peer.ID → time.Time
 
 	db    *badger.DB
-	blobs *blobstore.Disk
+	blobs blobStore
 	// store is blobs as the blob service and users read it: a damaged
 	// copy found by a read is handled at once.
 	store     blobstore.Store
@@ -197,6 +203,23 @@ type Node struct {
 	stats     counters
 	evictMu   sync.Mutex
 	evictions atomic.Int64
+}
+
+// blobStore is what a node needs of its blob store: a blobstore.Store
+// it closes, that knows when each blob was stored.
+type blobStore interface {
+	blobstore.Store
+	ModTime(ref syncnode.BlobRef) (time.Time, error)
+	Close() error
+}
+
+// StoreInfo names the node's blob store and its last failure, if the
+// store can fail apart from the node (an object store that is down).
+func (n *Node) StoreInfo() (string, error) {
+	if d, ok := n.blobs.(interface{ Describe() (string, error) }); ok {
+		return d.Describe()
+	}
+	return "disk " + filepath.Join(n.cfg.DataDir, "blobs"), nil
 }
 
 // testHooks let a test of this package stop the node between two steps

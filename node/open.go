@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/shares"
@@ -86,7 +88,7 @@ func (c closers) closeAll() {
 // openStores opens the blob store and the database with the stores kept
 // in it.
 func (n *Node) openStores(opened *closers) (err error) {
-	if n.blobs, err = blobstore.OpenDisk(filepath.Join(n.cfg.DataDir, "blobs"), n.log); err != nil {
+	if n.blobs, err = n.openBlobStore(); err != nil {
 		return err
 	}
 	opened.add(n.blobs.Close)
@@ -99,6 +101,27 @@ func (n *Node) openStores(opened *closers) (err error) {
 	n.ledger = ownership.NewLedger(n.db)
 	n.groups = syncgroup.NewStore(n.db)
 	return nil
+}
+
+// openBlobStore opens the blob store: DataDir/blobs, or the bucket of
+// Config.S3 with DataDir/blobs as its staging directory and this node's
+// peer ID as its owner.
+func (n *Node) openBlobStore() (blobStore, error) {
+	dir := filepath.Join(n.cfg.DataDir, "blobs")
+	if n.cfg.S3 == nil {
+		return blobstore.OpenDisk(dir, n.log)
+	}
+	key, err := p2p.LoadIdentity(filepath.Join(n.cfg.DataDir, "identity.key"))
+	if err != nil {
+		return nil, err
+	}
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("node: identity: %w", err)
+	}
+	c := *n.cfg.S3
+	c.Owner, c.Staging = id.String(), dir
+	return s3store.Open(n.ctx, c, n.log)
 }
 
 // openNetwork starts the host, the DHT and the three protocols: sync

@@ -21,9 +21,14 @@ func initCmd() *command {
 			noLAN := fs.Bool("no-lan", false, "do not announce this node on the LAN or look for members there")
 			relayed := fs.String("relayed", "throttle", "blob transfers from a holder reachable only through a relay: throttle, allow or refuse")
 			relayRate := fs.Int64("relay-rate", 1<<20, "bytes per second of all relayed blob transfers together, when -relayed is throttle")
+			store := fs.String("store", "", "keep blobs in an S3-compatible bucket, s3://bucket/prefix (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or ~/.aws/credentials, never the config)")
+			endpoint := fs.String("s3-endpoint", "", "the S3 server's host:port, with -store")
+			region := fs.String("s3-region", "", "the bucket's region, with -store")
+			insecure := fs.Bool("s3-insecure", false, "speak plain HTTP to the S3 server, with -store")
 			return func(c *cmd) error {
 				cfg, err := control.Init(c.data, control.InitOptions{Listen: listen, Name: *name, NoLAN: *noLAN,
-					Relayed: *relayed, RelayRate: *relayRate})
+					Relayed: *relayed, RelayRate: *relayRate,
+					Store: *store, S3Endpoint: *endpoint, S3Region: *region, S3Insecure: *insecure})
 				if err != nil {
 					return err
 				}
@@ -93,7 +98,7 @@ func statusCmd() *command {
 					return show(c, st, err, func(s api.Status) {
 						c.table([][]string{
 							{"id", s.ID}, {"addrs", strings.Join(s.Addrs, " ")}, {"groups", fmt.Sprint(s.Groups)},
-							{"peers", fmt.Sprint(s.Peers)}, {"reachability", reachability(s)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
+							{"peers", fmt.Sprint(s.Peers)}, {"reachability", reachability(s)}, {"store", storeLine(s)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
 							{"fetch queue", fmt.Sprint(s.FetchQueue)}, {"uploads", fmt.Sprintf("%d running, %d bytes sent", s.Uploads, s.BytesOut)},
 							{"received", fmt.Sprintf("%d bytes", s.BytesIn)},
 						})
@@ -115,4 +120,12 @@ func reachability(s api.Status) string {
 		return s.Reachability
 	}
 	return s.Reachability + ", reachable through relays " + strings.Join(s.Relays, ", ")
+}
+
+// storeLine names the blob store, with its last failure.
+func storeLine(s api.Status) string {
+	if s.StoreErr == "" {
+		return s.Store
+	}
+	return s.Store + " — FAILING: " + s.StoreErr
 }

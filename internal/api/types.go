@@ -196,12 +196,17 @@ type Status struct {
 	// reservations with.
 	Reachability string   `json:"reachability"`
 	Relays       []string `json:"relays,omitempty"`
-	Blobs        int      `json:"blobs"`
-	BlobBytes    int64    `json:"blob_bytes"`
-	FetchQueue   int      `json:"fetch_queue"`
-	Uploads      int64    `json:"uploads"`
-	BytesOut     int64    `json:"bytes_out"`
-	BytesIn      int64    `json:"bytes_in"`
+	// Store names the blob store (a disk directory, or s3://bucket/prefix
+	// and its endpoint); StoreErr is its last failure, empty once a
+	// request succeeds again.
+	Store      string `json:"store"`
+	StoreErr   string `json:"store_err,omitempty"`
+	Blobs      int    `json:"blobs"`
+	BlobBytes  int64  `json:"blob_bytes"`
+	FetchQueue int    `json:"fetch_queue"`
+	Uploads    int64  `json:"uploads"`
+	BytesOut   int64  `json:"bytes_out"`
+	BytesIn    int64  `json:"bytes_in"`
 	// Durability is, per group, the referenced blobs and those at risk:
 	// no verified server copy known.
 	Durability []Durability `json:"durability"`

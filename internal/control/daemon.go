@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -50,6 +51,30 @@ type Config struct {
 	// RelayRate is the throttle's bytes per second (default 1 MiB/s).
 	Relayed   string `json:"relayed,omitempty"`
 	RelayRate int64  `json:"relay_rate,omitempty"`
+	// Store, if set, keeps the blobs in an S3-compatible bucket,
+	// "s3://bucket/prefix", at S3Endpoint (host:port), over plain HTTP if
+	// S3Insecure, in S3Region. The credentials are never in the config:
+	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the daemon's
+	// environment, or the standard AWS credentials file.
+	Store      string `json:"store,omitempty"`
+	S3Endpoint string `json:"s3_endpoint,omitempty"`
+	S3Region   string `json:"s3_region,omitempty"`
+	S3Insecure bool   `json:"s3_insecure,omitempty"`
+}
+
+// s3Config returns the node's S3 store config, nil for the disk store.
+func (c Config) s3Config() (*s3store.Config, error) {
+	if c.Store == "" {
+		return nil, nil
+	}
+	bucket, prefix, err := s3store.ParseURL(c.Store)
+	if err != nil {
+		return nil, fmt.Errorf("%s: store: %w", ConfigFile, err)
+	}
+	if c.S3Endpoint == "" {
+		return nil, fmt.Errorf("%s: store %s: no s3_endpoint", ConfigFile, c.Store)
+	}
+	return &s3store.Config{Endpoint: c.S3Endpoint, Insecure: c.S3Insecure, Region: c.S3Region, Bucket: bucket, Prefix: prefix}, nil
 }
 
 // InitOptions are what syncnode init may set.
@@ -64,6 +89,10 @@ type InitOptions struct {
 	// Relayed and RelayRate set Config.Relayed and Config.RelayRate.
 	Relayed   string
 	RelayRate int64
+	// Store, S3Endpoint, S3Region and S3Insecure set the Config fields of
+	// those names.
+	Store, S3Endpoint, S3Region string
+	S3Insecure                  bool
 }
 
 // Init creates a data directory: identity key, config with free loopback
@@ -107,7 +136,11 @@ func Init(dir string, opts InitOptions) (Config, error) {
 		name, _ = os.Hostname()
 	}
 	cfg := Config{Listen: listen, API: fmt.Sprintf("127.0.0.1:%d", apiPort), Name: syncgroup.CleanName(name), LANDiscovery: !opts.NoLAN,
-		Relayed: opts.Relayed, RelayRate: opts.RelayRate}
+		Relayed: opts.Relayed, RelayRate: opts.RelayRate,
+		Store: opts.Store, S3Endpoint: opts.S3Endpoint, S3Region: opts.S3Region, S3Insecure: opts.S3Insecure}
+	if _, err := cfg.s3Config(); err != nil {
+		return Config{}, err
+	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	if err := writeFile(filepath.Join(dir, ConfigFile), append(b, '\n')); err != nil {
 		return Config{}, err
@@ -182,6 +215,9 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 		if _, err := p2p.ParseRelayPolicy(cfg.Relayed); err != nil {
 			return fmt.Errorf("%s: relayed: %w", ConfigFile, err)
 		}
+	}
+	if ncfg.S3, err = cfg.s3Config(); err != nil {
+		return err
 	}
 	if cfg.SyncInterval != "" {
 		if ncfg.SyncInterval, err = time.ParseDuration(cfg.SyncInterval); err != nil {

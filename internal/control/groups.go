@@ -213,6 +213,10 @@ func (s *server) status(*http.Request) (api.Status, error) {
 	for _, a := range s.n.Addrs() {
 		st.Addrs = append(st.Addrs, a.String())
 	}
+	var serr error
+	if st.Store, serr = s.n.StoreInfo(); serr != nil {
+		st.StoreErr = serr.Error()
+	}
 	r := s.n.Reachability()
 	st.Reachability = r.Status
 	for _, p := range r.Relays {

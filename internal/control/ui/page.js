@@ -68,7 +68,11 @@ function render(s) {
   const st = s.status;
   graphs(s.history);
   document.getElementById("node").textContent =
-    "node " + st.id + " · " + st.peers + " peers · " + st.blobs + " blobs (" + bytes(st.blob_bytes) + ") · fetch queue " + st.fetch_queue;
+    "node " + st.id + " · " + st.peers + " peers · " + st.blobs + " blobs (" + bytes(st.blob_bytes) + ") · fetch queue " + st.fetch_queue +
+    (st.store ? " · store " + st.store : "");
+  const storeErr = document.getElementById("store-error");
+  storeErr.hidden = !st.store_err;
+  storeErr.textContent = st.store_err ? "Blob store failing: " + st.store_err : "";
   document.getElementById("updated").textContent = "updated " + when(s.time);
 
   fill("durability", (st.durability || []).map(d => {

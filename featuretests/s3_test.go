@@ -1,0 +1,225 @@
+package featuretests
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore/s3store"
+	"github.com/syncnode/syncnode/internal/s3test"
+	"github.com/syncnode/syncnode/node"
+)
+
+const bucket = "syncnode"
+
+// onBucket keeps a node's blobs in srv's bucket under prefix.
+func onBucket(srv *s3test.Server, prefix string) func(*node.Config) {
+	return func(c *node.Config) {
+		c.S3 = &s3store.Config{Endpoint: srv.Addr, Insecure: true, Bucket: bucket, Prefix: prefix, Creds: srv.Creds(),
+			Timeout: 5 * time.Second}
+	}
+}
+
+// objects returns the keys in the bucket for ref: its bytes, its tree and
+// the markers.
+func objects(srv *s3test.Server, prefix string, ref syncnode.BlobRef) (data, tree bool, markers []string) {
+	for _, k := range srv.Keys(bucket, prefix+"/") {
+		switch {
+		case k == prefix+"/blobs/"+ref.Hex():
+			data = true
+		case k == prefix+"/trees/"+ref.Hex():
+			tree = true
+		case strings.HasPrefix(k, prefix+"/refs/"+ref.Hex()+"/"):
+			markers = append(markers, strings.TrimPrefix(k, prefix+"/refs/"+ref.Hex()+"/"))
+		}
+	}
+	return data, tree, markers
+}
+
+// The demo's three nodes with the server on an object store: the server's
+// copy lands in the bucket with its tree and marker, the phone evicts
+// after it, and the laptop gets the blob from the server, read from the
+// bucket with Range GETs.
+func TestServerOnObjectStore(t *testing.T) {
+	srv := s3test.Start(t, bucket)
+	phone := start(t, func(c *node.Config) { c.BlobBudget = 1 << 20 })
+	laptop := start(t)
+	serverCfg := config(t, t.TempDir())
+	onBucket(srv, "site")(&serverCfg)
+	server := open(t, serverCfg)
+	t.Cleanup(func() { server.Close() })
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, laptop, g, syncnode.Normal)
+	join(t, phone, server, g, syncnode.Server)
+	if store, err := server.StoreInfo(); err != nil || !strings.HasPrefix(store, "s3://syncnode/site") {
+		t.Fatalf("server's store: %q %v", store, err)
+	}
+
+	data := randomBytes(3<<20, 21)
+	ref := putBlobRow(t, phone, g, "photos/beach", data)
+	waitFor(t, 20*time.Second, "the server's copy in the bucket, with its shares", func() bool {
+		return server.HasBlob(ref) && shares(t, server, ref, g) > 0
+	})
+	has, tree, markers := objects(srv, "site", ref)
+	if !has || !tree || !slices.Equal(markers, []string{server.ID().String()}) {
+		t.Fatalf("bucket: bytes %v, tree %v, markers %v", has, tree, markers)
+	}
+	var staged []string
+	filepath.WalkDir(filepath.Join(serverCfg.DataDir, "blobs"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && filepath.Base(p) != "LOCK" {
+			staged = append(staged, p)
+		}
+		return nil
+	})
+	if len(staged) != 0 {
+		t.Fatalf("the server keeps staged files after the upload: %v", staged)
+	}
+	waitFor(t, 20*time.Second, "the phone's eviction after the server copy", func() bool {
+		phone.Evict()
+		return !phone.HasBlob(ref)
+	})
+	if _, err := laptop.FetchBlob(t.Context(), ref, node.FetchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readAll(t, laptop, ref), data) {
+		t.Fatal("the laptop's copy differs")
+	}
+}
+
+// A second server on the same bucket takes the blob and its shares with
+// no second transfer of the bytes: it adopts the object the first put.
+func TestTwoServersShareABucket(t *testing.T) {
+	srv := s3test.Start(t, bucket)
+	phone := start(t)
+	first := start(t, onBucket(srv, "shared"))
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, first, g, syncnode.Server)
+	data := randomBytes(3<<20, 22)
+	ref := putBlobRow(t, phone, g, "photos/beach", data)
+	waitFor(t, 20*time.Second, "the first server's copy", func() bool { return first.HasBlob(ref) })
+
+	second := start(t, onBucket(srv, "shared"))
+	join(t, phone, second, g, syncnode.Server)
+	waitFor(t, 20*time.Second, "the second server holding the blob", func() bool { return second.HasBlob(ref) })
+	if got := second.Stats().BytesIn; got != 0 {
+		t.Fatalf("the second server received %d blob bytes; the bucket had them", got)
+	}
+	_, _, markers := objects(srv, "shared", ref)
+	slices.Sort(markers)
+	want := []string{first.ID().String(), second.ID().String()}
+	slices.Sort(want)
+	if !slices.Equal(markers, want) {
+		t.Fatalf("markers %v, want one per server %v", markers, want)
+	}
+	nodes := []*node.Node{phone, first, second}
+	waitFor(t, 20*time.Second, "shares conserved, all with the servers", func() bool {
+		return totalShares(t, nodes, ref, g) == 2 && shares(t, phone, ref, g) == 0
+	})
+	// The first server's removal leaves the second's copy whole.
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readAll(t, second, ref), data) {
+		t.Fatal("the second server reads other bytes")
+	}
+}
+
+// A server whose database and local disk are lost rebuilds what it holds
+// from the bucket: reopened with its identity, it holds its blobs at once;
+// invited again, it serves them and fetches none of them twice, though
+// the phone that wrote them still has them to offer.
+func TestServerRecoversFromBucket(t *testing.T) {
+	srv := s3test.Start(t, bucket)
+	phone := start(t)
+	laptop := start(t)
+	serverCfg := config(t, t.TempDir())
+	onBucket(srv, "recover")(&serverCfg)
+	server := open(t, serverCfg)
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, laptop, g, syncnode.Normal)
+	join(t, phone, server, g, syncnode.Server)
+	var refs []syncnode.BlobRef
+	var datas [][]byte
+	for i := range 3 {
+		d := randomBytes(1<<20, uint64(30+i))
+		refs = append(refs, putBlobRow(t, phone, g, "photos/"+string(rune('a'+i)), d))
+		datas = append(datas, d)
+	}
+	waitFor(t, 20*time.Second, "the server's copies", func() bool {
+		return server.HasBlob(refs[0]) && server.HasBlob(refs[1]) && server.HasBlob(refs[2])
+	})
+	server.Close()
+	// The disk is lost; the identity key is kept (with the config).
+	for _, sub := range []string{"db", "blobs"} {
+		if err := os.RemoveAll(filepath.Join(serverCfg.DataDir, sub)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	server = open(t, serverCfg)
+	defer server.Close()
+	for _, ref := range refs {
+		if !server.HasBlob(ref) {
+			t.Fatalf("after recovery the server does not hold %s", ref)
+		}
+	}
+	join(t, phone, server, g, syncnode.Server)
+	waitFor(t, 20*time.Second, "the rows back on the server", func() bool {
+		_, ok, _ := server.GetRow(g, "photos/c")
+		return ok
+	})
+	for i, ref := range refs {
+		if _, err := laptop.FetchBlob(t.Context(), ref, node.FetchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(readAll(t, laptop, ref), datas[i]) {
+			t.Fatal("the laptop's copy from the recovered server differs")
+		}
+	}
+	if got := server.Stats().BytesIn; got != 0 {
+		t.Fatalf("the recovered server fetched %d bytes again", got)
+	}
+}
+
+// With the object store down the server's fetch fails with a clear
+// journal entry and is retried with backoff; it completes once the store
+// is back, and no partial object is left in the bucket.
+func TestObjectStoreDownIsRetried(t *testing.T) {
+	srv := s3test.Start(t, bucket)
+	phone := start(t)
+	server := start(t, onBucket(srv, "down"))
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, server, g, syncnode.Server)
+	srv.Stop()
+	data := randomBytes(2<<20, 23)
+	ref := putBlobRow(t, phone, g, "photos/beach", data)
+	waitFor(t, 30*time.Second, "a failed attempt in the server's journal", func() bool {
+		w, err := server.Why(ref)
+		return err == nil && w.Attempts >= 1 && strings.Contains(w.LastErr, "object store unavailable")
+	})
+	if _, serr := server.StoreInfo(); serr == nil {
+		t.Fatal("the store reports no failure while it is down")
+	}
+	w, _ := server.Why(ref)
+	t.Logf("journal while the store is down: attempts %d, last error %q", w.Attempts, w.LastErr)
+	srv.Restart()
+	waitFor(t, 30*time.Second, "the server's copy once the store is back", func() bool { return server.HasBlob(ref) })
+	if _, serr := server.StoreInfo(); serr != nil {
+		t.Fatalf("the store still reports a failure: %v", serr)
+	}
+	has, tree, markers := objects(srv, "down", ref)
+	if !has || !tree || len(markers) != 1 {
+		t.Fatalf("bucket: bytes %v, tree %v, markers %v", has, tree, markers)
+	}
+	if keys := srv.Keys(bucket, "down/"); len(keys) != 3 {
+		t.Fatalf("objects other than the blob's three: %v", keys)
+	}
+	if !bytes.Equal(readAll(t, server, ref), data) {
+		t.Fatal("the server's copy differs")
+	}
+}
