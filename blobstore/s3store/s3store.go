@@ -20,6 +20,14 @@
 // marker written) with no transfer. Delete removes the server's own
 // marker and deletes the objects only when no other server's marker
 // remains. Reads are S3 Range GETs, every byte verified against the tree.
+//
+// S3 has no conditional delete, so a server adopting a blob at the moment
+// the last other holder deletes it can lose the race: its marker stays,
+// the objects go. Its next read then finds the copy gone and fails with
+// blobstore.ErrDamaged, and the node restores the blob from a peer as it
+// does a damaged disk copy. Objects a server uploaded but never marked
+// (it crashed and never came back) stay in the bucket until removed by
+// hand; any server adopts them.
 package s3store
 
 import (
@@ -286,6 +294,9 @@ func (s *Store) put(ctx context.Context, key string, r io.Reader, size int64) er
 // tree fetches and checks ref's tree from the bucket.
 func (s *Store) tree(ctx context.Context, ref syncnode.BlobRef) ([]byte, error) {
 	ob, err := s.getAll(ctx, s.key("trees", ref))
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s: the bucket has no tree for it", blobstore.ErrDamaged, ref)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -427,16 +438,26 @@ func (r ranged) ReadAt(p []byte, off int64) (int, error) {
 	}
 	o, err := r.s.cl.GetObject(ctx, r.s.cfg.Bucket, r.key, opts)
 	if err != nil {
-		return 0, r.s.fail("read "+r.key, err)
+		return 0, r.fail(err)
 	}
 	defer o.Close()
 	n, err := io.ReadFull(o, p)
 	if err == io.ErrUnexpectedEOF {
 		err = io.EOF
 	} else if err != nil {
-		err = r.s.fail("read "+r.key, err)
+		err = r.fail(err)
 	}
 	return n, err
+}
+
+// fail reports a failed read; an object gone from the bucket is a
+// damaged copy, which the node restores from a peer.
+func (r ranged) fail(err error) error {
+	err = r.s.fail("read "+r.key, err)
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return fmt.Errorf("%w: %s is gone from the bucket", blobstore.ErrDamaged, r.key)
+	}
+	return err
 }
 
 // List implements blobstore.Store: the blobs this server's markers name.

@@ -18,6 +18,8 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/internal/s3test"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -38,11 +40,12 @@ func must(t *testing.T, data string, args ...string) string {
 	return out
 }
 
-// daemon initialises a data directory and runs its daemon until the test ends.
-func daemon(t *testing.T) string {
+// daemon initialises a data directory (with the init flags given) and
+// runs its daemon until the test ends.
+func daemon(t *testing.T, init ...string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
-	must(t, dir, "init")
+	must(t, dir, append([]string{"init"}, init...)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
@@ -295,4 +298,57 @@ func TestInitNamesTheDevice(t *testing.T) {
 	if cfg, _, _ := control.LoadConfig(dir2); cfg.Name != syncgroup.CleanName(host) {
 		t.Fatalf("default name %q, want the host's %q", cfg.Name, host)
 	}
+}
+
+// A daemon initialised with -store keeps its blobs in the bucket, says so
+// in status, and reports the store failing while it is down; the
+// credentials come from the environment and are never written down.
+func TestDaemonOnObjectStore(t *testing.T) {
+	srv := s3test.Start(t, "blobs")
+	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.SecretKey)
+	if _, err := cli(t, filepath.Join(t.TempDir(), "bad"), "init", "-store", "s3:/blobs"); err == nil {
+		t.Fatal("init took a malformed store URL")
+	}
+	if _, err := cli(t, filepath.Join(t.TempDir(), "bad"), "init", "-store", "s3://blobs/x"); err == nil || !strings.Contains(err.Error(), "s3_endpoint") {
+		t.Fatalf("init without an endpoint: %v", err)
+	}
+	dir := daemon(t, "-store", "s3://blobs/site", "-s3-endpoint", srv.Addr, "-s3-insecure")
+	if b, _ := os.ReadFile(filepath.Join(dir, control.ConfigFile)); bytes.Contains(b, []byte(s3test.SecretKey)) || bytes.Contains(b, []byte(s3test.AccessKey)) {
+		t.Fatal("the config holds the credentials")
+	}
+	if out := must(t, dir, "status"); !strings.Contains(out, "s3://blobs/site ("+srv.Addr+")") || strings.Contains(out, "FAILING") {
+		t.Fatalf("status does not name the bucket:\n%s", out)
+	}
+	file := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(file, testkit.RandomBytes(64<<10, 5), 0o644)
+	must(t, dir, "blob", "put", file)
+	if keys := srv.Keys("blobs", "site/blobs/"); len(keys) != 1 {
+		t.Fatalf("objects in the bucket after a put: %v", keys)
+	}
+	srv.Stop()
+	os.WriteFile(file, testkit.RandomBytes(64<<10, 6), 0o644)
+	if _, err := cli(t, dir, "blob", "put", file); err == nil || !strings.Contains(err.Error(), "object store unavailable") {
+		t.Fatalf("put with the store down: %v", err)
+	}
+	if out := must(t, dir, "status"); !strings.Contains(out, "FAILING") {
+		t.Fatalf("status does not report the store failing:\n%s", out)
+	}
+	srv.Restart()
+	if _, err := cli(t, dir, "blob", "put", file); err != nil {
+		t.Fatal(err)
+	}
+	if out := must(t, dir, "status"); strings.Contains(out, "FAILING") {
+		t.Fatalf("status still reports a failure:\n%s", out)
+	}
+
+	// Wrong credentials: the daemon does not start, and says why.
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+	bad := filepath.Join(t.TempDir(), "wrong")
+	must(t, bad, "init", "-store", "s3://blobs/other", "-s3-endpoint", srv.Addr, "-s3-insecure")
+	err := control.Run(t.Context(), bad, slog.New(slog.DiscardHandler), nil)
+	if err == nil || !strings.Contains(err.Error(), "object store unavailable") || strings.Contains(err.Error(), "wrong") {
+		t.Fatalf("daemon with wrong credentials: %v", err)
+	}
+	t.Logf("wrong credentials: %v", err)
 }
