@@ -232,6 +232,12 @@ func printWhy(w io.Writer, y api.Why) {
 	switch {
 	case y.Held:
 		fmt.Fprintf(w, "held      yes, %d bytes, verified when stored, on every read and by the scrubber\n", y.Size)
+	}
+	if y.Store != "" {
+		fmt.Fprintf(w, "store     %s\n", storeText(y.Store, y.StoreErr))
+	}
+	switch {
+	case y.Held:
 	case y.Restoring:
 		fmt.Fprintf(w, "held      no: the copy here was lost or damaged and is being restored from a peer\n")
 	default:
@@ -280,4 +286,12 @@ func printWhy(w io.Writer, y api.Why) {
 	if y.Handoff != "" {
 		fmt.Fprintf(w, "hand-off  %s: %s\n", y.HandoffAt.Format(time.RFC3339), y.Handoff)
 	}
+}
+
+// storeText names a blob store, with its last failure.
+func storeText(store, failure string) string {
+	if failure == "" {
+		return store
+	}
+	return store + " — FAILING: " + failure
 }

@@ -98,7 +98,7 @@ func statusCmd() *command {
 					return show(c, st, err, func(s api.Status) {
 						c.table([][]string{
 							{"id", s.ID}, {"addrs", strings.Join(s.Addrs, " ")}, {"groups", fmt.Sprint(s.Groups)},
-							{"peers", fmt.Sprint(s.Peers)}, {"reachability", reachability(s)}, {"store", storeLine(s)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
+							{"peers", fmt.Sprint(s.Peers)}, {"reachability", reachability(s)}, {"store", storeText(s.Store, s.StoreErr)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
 							{"fetch queue", fmt.Sprint(s.FetchQueue)}, {"uploads", fmt.Sprintf("%d running, %d bytes sent", s.Uploads, s.BytesOut)},
 							{"received", fmt.Sprintf("%d bytes", s.BytesIn)},
 						})
@@ -122,10 +122,3 @@ func reachability(s api.Status) string {
 	return s.Reachability + ", reachable through relays " + strings.Join(s.Relays, ", ")
 }
 
-// storeLine names the blob store, with its last failure.
-func storeLine(s api.Status) string {
-	if s.StoreErr == "" {
-		return s.Store
-	}
-	return s.Store + " — FAILING: " + s.StoreErr
-}

@@ -334,6 +334,9 @@ func TestDaemonOnObjectStore(t *testing.T) {
 	if out := must(t, dir, "status"); !strings.Contains(out, "FAILING") {
 		t.Fatalf("status does not report the store failing:\n%s", out)
 	}
+	if out := must(t, dir, "why", testkit.Ref(testkit.RandomBytes(64<<10, 6)).String()); !strings.Contains(out, "store     s3://blobs/site") || !strings.Contains(out, "FAILING") {
+		t.Fatalf("why does not name the failing store:\n%s", out)
+	}
 	srv.Restart()
 	if _, err := cli(t, dir, "blob", "put", file); err != nil {
 		t.Fatal(err)

@@ -87,6 +87,10 @@ type Why struct {
 	// relay, throttled, or refused by setting), at RouteAt.
 	Route   string    `json:"route,omitempty"`
 	RouteAt time.Time `json:"route_at,omitzero"`
+	// Store names the node's blob store and StoreErr its last failure:
+	// a fetch that failed may have failed there.
+	Store    string `json:"store,omitempty"`
+	StoreErr string `json:"store_err,omitempty"`
 }
 
 // WhyLocation is one place the blob probably is.

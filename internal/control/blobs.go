@@ -174,7 +174,13 @@ func (s *server) why(r *http.Request) (api.Why, error) {
 	if err != nil {
 		return api.Why{}, err
 	}
-	return whyView(w), nil
+	out := whyView(w)
+	store, serr := s.n.StoreInfo()
+	out.Store = store
+	if serr != nil {
+		out.StoreErr = serr.Error()
+	}
+	return out, nil
 }
 
 // whyView is node.Why as the API shows it.
