@@ -121,4 +121,3 @@ func reachability(s api.Status) string {
 	}
 	return s.Reachability + ", reachable through relays " + strings.Join(s.Relays, ", ")
 }
-
