@@ -354,4 +354,27 @@ func TestDaemonOnObjectStore(t *testing.T) {
 		t.Fatalf("daemon with wrong credentials: %v", err)
 	}
 	t.Logf("wrong credentials: %v", err)
+
+	// Credentials given to init are kept apart, readable by the owner only.
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	if _, err := cli(t, filepath.Join(t.TempDir(), "half"), "init", "-store", "s3://blobs/k", "-s3-endpoint", srv.Addr, "-s3-access-key", s3test.AccessKey); err == nil {
+		t.Fatal("init took an access key without its secret")
+	}
+	keyed := filepath.Join(t.TempDir(), "keyed")
+	out := must(t, keyed, "init", "-store", "s3://blobs/keyed", "-s3-endpoint", srv.Addr, "-s3-insecure",
+		"-s3-access-key", s3test.AccessKey, "-s3-secret-key", s3test.SecretKey)
+	cfgBytes, _ := os.ReadFile(filepath.Join(keyed, control.ConfigFile))
+	if strings.Contains(out, s3test.SecretKey) || bytes.Contains(cfgBytes, []byte(s3test.SecretKey)) {
+		t.Fatal("init printed the secret or put it in the config")
+	}
+	if fi, err := os.Stat(filepath.Join(keyed, control.S3CredentialsFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("credentials file: %v %v", fi, err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	ran := make(chan error, 1)
+	go func() { ran <- control.Run(ctx, keyed, slog.New(slog.DiscardHandler), func(*node.Node) { cancel() }) }()
+	if err := <-ran; err != nil {
+		t.Fatalf("daemon with the credentials init kept: %v", err)
+	}
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
@@ -25,6 +27,10 @@ import (
 const (
 	ConfigFile = "config.json"
 	TokenFile  = "control.token"
+	// S3CredentialsFile holds the object store's credentials given to
+	// init (mode 0600, in the AWS credentials file format), apart from
+	// the config, which is printed and shared more freely.
+	S3CredentialsFile = "s3.credentials"
 )
 
 // ErrNotInitialised reports a data directory without a config file.
@@ -93,6 +99,10 @@ type InitOptions struct {
 	// those names.
 	Store, S3Endpoint, S3Region string
 	S3Insecure                  bool
+	// S3AccessKey and S3SecretKey, if given, are kept in
+	// S3CredentialsFile; otherwise the daemon takes the credentials from
+	// its environment or the standard AWS credentials file.
+	S3AccessKey, S3SecretKey string
 }
 
 // Init creates a data directory: identity key, config with free loopback
@@ -147,6 +157,15 @@ func Init(dir string, opts InitOptions) (Config, error) {
 	}
 	tok := make([]byte, 32)
 	rand.Read(tok)
+	if (opts.S3AccessKey == "") != (opts.S3SecretKey == "") {
+		return Config{}, errors.New("give both the S3 access key and the secret key, or neither")
+	}
+	if opts.S3AccessKey != "" {
+		creds := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", opts.S3AccessKey, opts.S3SecretKey)
+		if err := writeFile(filepath.Join(dir, S3CredentialsFile), []byte(creds)); err != nil {
+			return Config{}, err
+		}
+	}
 	return cfg, writeFile(filepath.Join(dir, TokenFile), []byte(hex.EncodeToString(tok)+"\n"))
 }
 
@@ -219,6 +238,9 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 	if ncfg.S3, err = cfg.s3Config(); err != nil {
 		return err
 	}
+	if file := filepath.Join(dir, S3CredentialsFile); ncfg.S3 != nil && fileExists(file) {
+		ncfg.S3.Creds = credentials.NewFileAWSCredentials(file, "default")
+	}
 	if cfg.SyncInterval != "" {
 		if ncfg.SyncInterval, err = time.ParseDuration(cfg.SyncInterval); err != nil {
 			return fmt.Errorf("%s: sync_interval: %w", ConfigFile, err)
@@ -257,4 +279,9 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 	defer cancel()
 	srv.Shutdown(sctx)
 	return nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
