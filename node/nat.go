@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -280,6 +281,53 @@ func (n *Node) chooseObserved() {
 	if n.observed.choose(n.isServerOfMine) {
 		n.publishAddrs(true)
 	}
+	n.hintBehindNAT()
+}
+
+// hintBehindNAT tells the host this node is unreachable from outside when
+// its servers see it at a public address none of its interfaces has, while
+// AutoNAT has no verdict yet: an AutoNAT server holds every failed
+// dial-back for its full 15 s timeout (so that it cannot serve as a port
+// scanner), and relay reservations wait on the verdict. AutoNAT's own
+// verdict, when it comes, replaces the hint; a node wrongly hinted (a
+// public host behind a one-to-one NAT) holds a reservation it does not
+// need until then.
+func (n *Node) hintBehindNAT() {
+	if n.reachHint == nil || !n.seenBehindNAT() {
+		return
+	}
+	if !n.reach.CompareAndSwap(int32(network.ReachabilityUnknown), int32(network.ReachabilityPrivate)) {
+		return
+	}
+	n.log.Info("servers see this node behind a NAT; relay reservations start before AutoNAT's verdict")
+	if err := n.reachHint.Emit(event.EvtLocalReachabilityChanged{Reachability: network.ReachabilityPrivate}); err != nil {
+		n.log.Debug("reachability hint not sent", "err", err)
+	}
+}
+
+// seenBehindNAT reports whether the servers of this node's groups see it
+// at a public address that is on none of its interfaces.
+func (n *Node) seenBehindNAT() bool {
+	obs := n.observed.list()
+	if len(obs) == 0 {
+		return false
+	}
+	ifaces, err := manet.InterfaceMultiaddrs()
+	if err != nil {
+		return false
+	}
+	mine := map[string]bool{}
+	for _, a := range ifaces {
+		if ip, err := manet.ToIP(a); err == nil {
+			mine[ip.String()] = true
+		}
+	}
+	for _, a := range obs {
+		if ip, err := manet.ToIP(a); err != nil || mine[ip.String()] {
+			return false
+		}
+	}
+	return true
 }
 
 // Reachability is what AutoNAT found of this node: reachable from outside
@@ -327,6 +375,10 @@ func relayOfAddr(a ma.Multiaddr) (peer.ID, bool) {
 func (n *Node) followReachability() error {
 	sub, err := n.h.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
 	if err != nil {
+		return fmt.Errorf("node: reachability events: %w", err)
+	}
+	if n.reachHint, err = n.h.EventBus().Emitter(new(event.EvtLocalReachabilityChanged), eventbus.Stateful); err != nil {
+		sub.Close()
 		return fmt.Errorf("node: reachability events: %w", err)
 	}
 	n.goRun(func() {

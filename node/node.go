@@ -18,6 +18,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -168,15 +169,19 @@ type Node struct {
 	relay io.Closer
 	// observed are the public addresses this node's servers saw it at.
 	observed observed
-	// reach is the last network.Reachability AutoNAT reported.
-	reach   atomic.Int32
-	dht     *p2p.DHT
-	reprov  *p2p.Reprovider
-	service *p2p.Service
-	client  *p2p.Client
-	sync    *syncer.Syncer
-	shares  *shares.Service
-	fetcher *fetcher.Fetcher
+	// reach is the last network.Reachability AutoNAT reported (or
+	// hintBehindNAT told the host).
+	reach atomic.Int32
+	// reachHint tells the host's subsystems a reachability AutoNAT has
+	// not found yet.
+	reachHint event.Emitter
+	dht       *p2p.DHT
+	reprov    *p2p.Reprovider
+	service   *p2p.Service
+	client    *p2p.Client
+	sync      *syncer.Syncer
+	shares    *shares.Service
+	fetcher   *fetcher.Fetcher
 
 	gate    *gate
 	rep     reputation

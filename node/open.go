@@ -57,7 +57,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := n.recoverState(); err != nil {
 		return nil, err
 	}
-	for _, follow := range []func() error{n.followAddrs, n.followObserved, n.followReachability} {
+	for _, follow := range []func() error{n.followReachability, n.followAddrs, n.followObserved} {
 		if err := follow(); err != nil {
 			return nil, err
 		}

@@ -336,7 +336,6 @@ func (s *Store) upload(ctx context.Context, ref syncnode.BlobRef) error {
 	s.mu.Lock()
 	s.held[ref] = heldBlob{size: r.Size(), at: time.Now()}
 	s.mu.Unlock()
-	r.Close()
 	return s.stage.Delete(ref)
 }
 

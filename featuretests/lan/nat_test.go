@@ -167,6 +167,14 @@ func newNATScene(t *testing.T, symmetric bool, init ...string) *natScene {
 		})
 	}
 	sc.reserved = time.Since(start)
+	// The servers' view says "behind a NAT" long before AutoNAT's own
+	// verdict, which a NAT that drops silently holds for 15 s.
+	if sc.reserved > 10*time.Second {
+		t.Errorf("relay reservations %v after the joins; the server saw the devices behind NATs at once", sc.reserved)
+	}
+	if st := sc.server.status(); st.Reachability == "private" || len(st.Relays) > 0 {
+		t.Errorf("the server on the public segment thinks itself behind a NAT: %+v", st)
+	}
 	// The devices' own group: the server is not in it, so its blobs go
 	// from device to device.
 	sc.private = strings.TrimSpace(sc.a.cli("sg", "create", "diary", "-prefix", "diary/", "-private"))
