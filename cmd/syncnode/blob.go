@@ -168,12 +168,18 @@ type fetchProgress struct {
 	bar   *progressbar.ProgressBar
 	start time.Time
 	last  int64
+	moved bool // a fetch ran: the blob was not held already
 }
 
 func newFetchProgress(w io.Writer) *fetchProgress { return &fetchProgress{w: w, start: time.Now()} }
 
 func (p *fetchProgress) event(ev api.FetchEvent) {
-	if p.bar == nil && ev.State == node.Fetching.String() && ev.Total >= progressMin {
+	if ev.State == node.Locating.String() || ev.State == node.Fetching.String() {
+		p.moved = true
+	}
+	// A fetch quicker than the daemon's first progress line still ends
+	// with its bar and summary.
+	if p.bar == nil && p.moved && ev.State != node.Failed.String() && ev.Total >= progressMin {
 		p.bar = progressbar.NewOptions64(ev.Total, progressbar.OptionSetWriter(p.w),
 			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionSetDescription("fetching"))
 	}

@@ -123,12 +123,13 @@ func (s *server) fetchBlob(w http.ResponseWriter, r *http.Request) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		last := time.Time{}
+		last, lastState := time.Time{}, ""
 		for ev := range events {
-			if ev.State == node.Fetching.String() && time.Since(last) < 100*time.Millisecond {
+			// Progress lines are thinned; a change of state never is.
+			if ev.State == node.Fetching.String() && lastState == ev.State && time.Since(last) < 100*time.Millisecond {
 				continue
 			}
-			last = time.Now()
+			last, lastState = time.Now(), ev.State
 			enc.Encode(ev)
 			if flusher != nil {
 				flusher.Flush()
