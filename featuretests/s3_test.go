@@ -2,12 +2,15 @@ package featuretests
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore/s3store"
@@ -130,9 +133,11 @@ func TestTwoServersShareABucket(t *testing.T) {
 }
 
 // A server whose database and local disk are lost rebuilds what it holds
-// from the bucket: reopened with its identity, it holds its blobs at once;
-// invited again, it serves them and fetches none of them twice, though
-// the phone that wrote them still has them to offer.
+// from the bucket: reopened with its identity key and config, it holds its
+// blobs at once, takes up its group from its record there with no new
+// invitation, gets its rows back from the members, and serves its blobs
+// without fetching any again, though the phone that wrote them still has
+// them to offer.
 func TestServerRecoversFromBucket(t *testing.T) {
 	srv := s3test.Start(t, bucket)
 	phone := start(t)
@@ -168,11 +173,15 @@ func TestServerRecoversFromBucket(t *testing.T) {
 			t.Fatalf("after recovery the server does not hold %s", ref)
 		}
 	}
-	join(t, phone, server, g, syncnode.Server)
+	// No invitation: it takes its group up from its record in the bucket
+	// and the members send its rows back.
 	waitFor(t, 20*time.Second, "the rows back on the server", func() bool {
 		_, ok, _ := server.GetRow(g, "photos/c")
 		return ok
 	})
+	if dev, ok := server.DevType(g); !ok || dev != syncnode.Server {
+		t.Fatalf("the recovered server's membership: %v %v", dev, ok)
+	}
 	for i, ref := range refs {
 		if _, err := laptop.FetchBlob(t.Context(), ref, node.FetchOptions{}); err != nil {
 			t.Fatal(err)
@@ -216,10 +225,54 @@ func TestObjectStoreDownIsRetried(t *testing.T) {
 	if !has || !tree || len(markers) != 1 {
 		t.Fatalf("bucket: bytes %v, tree %v, markers %v", has, tree, markers)
 	}
-	if keys := srv.Keys(bucket, "down/"); len(keys) != 3 {
-		t.Fatalf("objects other than the blob's three: %v", keys)
+	var blobKeys []string
+	for _, k := range srv.Keys(bucket, "down/") {
+		if !strings.HasPrefix(k, "down/nodes/") { // the server's group record
+			blobKeys = append(blobKeys, k)
+		}
+	}
+	if len(blobKeys) != 3 {
+		t.Fatalf("objects other than the blob's three: %v", blobKeys)
 	}
 	if !bytes.Equal(readAll(t, server, ref), data) {
 		t.Fatal("the server's copy differs")
+	}
+}
+
+// A group record in the bucket under a server's name but not signed by it
+// (another tenant of the bucket copied its own there) is refused: the
+// server takes up no group it never recorded.
+func TestForgedGroupRecordRefused(t *testing.T) {
+	srv := s3test.Start(t, bucket)
+	other := start(t, onBucket(srv, "tenant"))
+	createGroup(t, other, "theirs", syncnode.Server)
+	victimCfg := config(t, t.TempDir())
+	onBucket(srv, "tenant")(&victimCfg)
+	victim := open(t, victimCfg)
+	victimID := victim.ID()
+	victim.Close()
+
+	cl := srv.Client()
+	keys := srv.Keys(bucket, "tenant/nodes/"+other.ID().String()+"/groups/")
+	if len(keys) != 1 {
+		t.Fatalf("the other server's group records: %v", keys)
+	}
+	obj, err := cl.GetObject(t.Context(), bucket, keys[0], minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := strings.Replace(keys[0], other.ID().String(), victimID.String(), 1)
+	if _, err := cl.PutObject(t.Context(), bucket, forged, bytes.NewReader(b), int64(len(b)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	victim = open(t, victimCfg)
+	defer victim.Close()
+	if gs := victim.Groups(); len(gs) != 0 {
+		t.Fatalf("the server took up groups from a record it did not sign: %v", gs)
 	}
 }

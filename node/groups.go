@@ -58,6 +58,7 @@ func (n *Node) CreateGroup(name string, prefixes []string, private bool, dev syn
 	if err := n.setName(g.Spec().ID); err != nil {
 		return syncgroup.Spec{}, err
 	}
+	n.keepGroupOrWarn(g.Spec().ID)
 	return g.Spec(), nil
 }
 
@@ -87,13 +88,18 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 	// that is its public address, for AutoNAT to try and members to dial.
 	n.goRun(n.chooseObserved)
 	n.goRun(func() { n.syncAll(id) })
+	n.keepGroupOrWarn(id)
 	return n.GroupSpec(id)
 }
 
 // LeaveGroup leaves group g: the other members are told, and its rows are
 // dropped here.
 func (n *Node) LeaveGroup(ctx context.Context, g syncnode.GroupID) error {
-	return n.sync.Leave(ctx, g)
+	if err := n.sync.Leave(ctx, g); err != nil {
+		return err
+	}
+	n.forgetGroup(g)
+	return nil
 }
 
 // EjectMember removes p from group g; this node must be an admin.

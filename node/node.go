@@ -172,6 +172,9 @@ type Node struct {
 	// reach is the last network.Reachability AutoNAT reported (or
 	// hintBehindNAT told the host).
 	reach atomic.Int32
+	// rejoining are the groups taken up from the object store's records
+	// at open, with the members to sync their rows back from.
+	rejoining map[syncnode.GroupID][]memberAddrs
 	// reachHint tells the host's subsystems a reachability AutoNAT has
 	// not found yet.
 	reachHint event.Emitter
@@ -256,6 +259,10 @@ func (n *Node) start() {
 	}
 	// Every group's members get a first round now rather than after a period.
 	for _, g := range n.sync.Groups() {
+		if ms, ok := n.rejoining[g]; ok {
+			n.goRun(func() { n.rejoin(g, ms) })
+			continue
+		}
 		n.goRun(func() { n.syncAll(g) })
 	}
 }

@@ -191,7 +191,11 @@ func (n *Node) openFetching() (err error) {
 // against the store, the fetch queue is restored, and a peer that
 // connects is a holder back.
 func (n *Node) recoverState() error {
-	err := n.blobs.List(func(i blobstore.Info) error {
+	var err error
+	if n.rejoining, err = n.takeUpGroups(); err != nil {
+		n.log.Error("groups not taken up from the object store's records", "err", err)
+	}
+	err = n.blobs.List(func(i blobstore.Info) error {
 		n.announce(i.Ref)
 		if t, err := n.blobs.ModTime(i.Ref); err == nil {
 			n.lru.touch(i.Ref, t)
