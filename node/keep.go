@@ -12,6 +12,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/msgpackx"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -154,10 +155,12 @@ func (n *Node) takeUpGroups() (map[syncnode.GroupID][]memberAddrs, error) {
 	return out, nil
 }
 
-// openRecord checks a signed record against this node's key and decodes it.
+// openRecord checks a signed record against this node's key and decodes
+// it. The bytes are read as untrusted: anyone who can write to the bucket
+// can put bytes there.
 func (n *Node) openRecord(b []byte) (groupRecord, error) {
 	var sr signedRecord
-	if err := msgpack.Unmarshal(b, &sr); err != nil {
+	if err := msgpackx.Unmarshal(b, &sr); err != nil {
 		return groupRecord{}, err
 	}
 	ok, err := n.h.Peerstore().PubKey(n.h.ID()).Verify(sr.Body, sr.Sig)
@@ -165,7 +168,7 @@ func (n *Node) openRecord(b []byte) (groupRecord, error) {
 		return groupRecord{}, errors.New("not signed by this node")
 	}
 	var rec groupRecord
-	if err := msgpack.Unmarshal(sr.Body, &rec); err != nil {
+	if err := msgpackx.Unmarshal(sr.Body, &rec); err != nil {
 		return groupRecord{}, err
 	}
 	if len(rec.Members) > maxRecordMembers {

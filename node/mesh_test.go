@@ -27,7 +27,7 @@ func testConfig(dir string) Config {
 	return Config{DataDir: dir, SyncInterval: 300 * time.Millisecond, IOTimeout: 5 * time.Second, Fetcher: &fc}
 }
 
-func openNode(t *testing.T, dir string) *Node {
+func openNode(t testing.TB, dir string) *Node {
 	t.Helper()
 	n, err := Open(testConfig(dir))
 	if err != nil {
