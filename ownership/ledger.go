@@ -179,7 +179,13 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 	if r, err := l.read(ref); err != nil || r.Created[g] || (r.Fetched && !introduced) {
 		return false, err
 	}
-	err = l.durable.Update(func(txn *badger.Txn) error {
+	// The origin's grant needs no sync of its own: the origin (no
+	// durable Fetched mark) is granted again at open and on every
+	// discovery, whatever a power loss took, and any transfer of the
+	// shares syncs badger's log, the grant in it. A grant for a ref a
+	// fetched copy's row introduced is not derived again, so it is synced.
+	sync := false
+	err = kv.Update(l.db, func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil {
 			return err
@@ -188,6 +194,7 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 		if !granted {
 			return nil
 		}
+		sync = r.Fetched
 		if r.Created == nil {
 			r.Created = map[syncnode.GroupID]bool{}
 		}
@@ -195,6 +202,9 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 		r.add(g, CreatorShares)
 		return store(txn, ref, r)
 	})
+	if err == nil && sync {
+		err = l.durable.Sync()
+	}
 	return granted, err
 }
 

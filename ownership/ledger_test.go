@@ -239,3 +239,38 @@ func TestGrantCreatorOnce(t *testing.T) {
 		t.Fatal("the origin lost its standing by fetching its blob back")
 	}
 }
+
+// The origin's creator grant waits for no sync of badger's logs (it is
+// derived again at open whatever a power loss took); the first transfer
+// of the shares syncs, the grant with it; a grant for a ref a fetched
+// copy's row introduced is not derived again, and syncs.
+func TestOriginGrantNeedsNoSyncOfItsOwn(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	l := NewLedger(db)
+	origin := ref(9)
+	before := l.durable.Syncs()
+	if got, err := l.GrantCreator(origin, "g", false); !got || err != nil {
+		t.Fatalf("origin grant: %v %v", got, err)
+	}
+	if n := l.durable.Syncs() - before; n != 0 {
+		t.Fatalf("the origin's grant waited for %d syncs", n)
+	}
+	if _, err := l.Offer(NewTransferID(), origin, "g", syncnode.Priority{}, syncnode.Priority{DevType: syncnode.Server}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if l.durable.Syncs() == before {
+		t.Fatal("an offer of the shares did not sync")
+	}
+	fetched := syncnode.RefFromHash([32]byte{0xfd})
+	if err := l.MarkFetched(fetched); err != nil {
+		t.Fatal(err)
+	}
+	before = l.durable.Syncs()
+	if got, err := l.GrantCreator(fetched, "g", true); !got || err != nil {
+		t.Fatalf("introduced grant: %v %v", got, err)
+	}
+	if l.durable.Syncs() == before {
+		t.Fatal("a grant for a ref a fetched copy's row introduced did not sync")
+	}
+}

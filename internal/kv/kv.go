@@ -262,6 +262,13 @@ func (d *Durable) Sync() error {
 	return nil
 }
 
+// Syncs returns how many syncs of badger's logs have finished.
+func (d *Durable) Syncs() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.finished
+}
+
 // slogger adapts slog to badger's Logger interface.
 type slogger struct{ log *slog.Logger }
 
