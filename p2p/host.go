@@ -196,5 +196,13 @@ func limits(cfg HostConfig) rcmgr.ConcreteLimitConfig {
 	p.PeerDefault.Streams = rcmgr.LimitVal(4 * cfg.StreamsPerPeer)
 	p.PeerDefault.StreamsInbound = rcmgr.LimitVal(2 * cfg.StreamsPerPeer)
 	p.PeerDefault.StreamsOutbound = rcmgr.LimitVal(2 * cfg.StreamsPerPeer)
+	// A stream is "transient" until its protocol is negotiated. libp2p's
+	// default allows 128 such inbound streams for the whole host, so a
+	// burst of fetches from a few members, on a busy machine, had streams
+	// reset before any syncnode limit applied (1000 fetches from 10
+	// members: 267 reset). The per-protocol and per-peer limits above
+	// bound them once negotiated.
+	p.Transient.StreamsInbound = rcmgr.LimitVal(16 * cfg.StreamsPerPeer)
+	p.Transient.Streams = rcmgr.LimitVal(24 * cfg.StreamsPerPeer)
 	return p.Build(lim)
 }
