@@ -22,6 +22,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/harness/nodetest"
+	"github.com/syncnode/syncnode/internal/s3test"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
 )
@@ -74,7 +75,14 @@ func chromium(t *testing.T) string {
 // returning its node.
 func runDaemon(t *testing.T, dir string) *node.Node {
 	t.Helper()
-	if _, err := Init(dir, InitOptions{Listen: []string{nodetest.FreeAddr(t)}, Name: "page-test"}); err != nil {
+	return runDaemonWith(t, dir, InitOptions{})
+}
+
+// runDaemonWith is runDaemon with further init options.
+func runDaemonWith(t *testing.T, dir string, opts InitOptions) *node.Node {
+	t.Helper()
+	opts.Listen, opts.Name = []string{nodetest.FreeAddr(t)}, "page-test"
+	if _, err := Init(dir, opts); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, ConfigFile)
@@ -188,6 +196,50 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	shares, _ := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`document.querySelector('#blobs tr[data-ref=%q]').cells[2].textContent`, ref)))
 	t.Logf("page showed the blob queued and at risk, then held (shares %q) and safe, without reloading", shares)
+}
+
+// The status page names the blob store, and raises an alert while an
+// object store fails, gone once it answers again.
+func TestPageShowsStoreFailing(t *testing.T) {
+	chrome := chromium(t)
+	s3 := s3test.Start(t, "blobs")
+	dir := filepath.Join(t.TempDir(), "server")
+	n := runDaemonWith(t, dir, InitOptions{Store: "s3://blobs/page", S3Endpoint: s3.Addr, S3Insecure: true,
+		S3AccessKey: s3test.AccessKey, S3SecretKey: s3test.SecretKey})
+	url, err := PageURL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := browser(t, chrome)
+	if _, err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatal(err)
+	}
+	until := func(what, js string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js)); err == nil && ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+				t.Fatalf("the page never showed %s; it shows:\n%s", what, body)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	until("the bucket in the node line", fmt.Sprintf(`document.querySelector("#node").textContent.includes(%q)`, "store s3://blobs/page ("+s3.Addr+")"))
+	until("no store alert", `document.querySelector("#store-error").hidden`)
+	s3.Stop()
+	if _, err := n.PutBlob(t.Context(), bytes.NewReader([]byte("a blob while the store is down"))); err == nil {
+		t.Fatal("a put succeeded with the object store down")
+	}
+	until("the store alert", `!document.querySelector("#store-error").hidden && document.querySelector("#store-error").textContent.includes("object store unavailable")`)
+	s3.Restart()
+	if _, err := n.PutBlob(t.Context(), bytes.NewReader([]byte("a blob once the store is back"))); err != nil {
+		t.Fatal(err)
+	}
+	until("the alert gone", `document.querySelector("#store-error").hidden`)
 }
 
 func TestPageFilesCarryNoDataAndStateNeedsTheToken(t *testing.T) {
