@@ -37,8 +37,8 @@ func publishable(as []string) []string {
 		if err != nil {
 			return true
 		}
-		_, named := relayOfAddr(m)
-		return p2p.IsRelayAddr(m) && !named
+		relay, circuit := p2p.RelayOfAddr(m)
+		return circuit && relay == ""
 	})
 	as = rankAddrs(as)
 	return as[:min(len(as), maxPublished)]

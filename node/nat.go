@@ -242,21 +242,10 @@ func (n *Node) followObserved() error {
 	if err != nil {
 		return fmt.Errorf("node: identify events: %w", err)
 	}
-	n.goRun(func() {
-		defer sub.Close()
-		for {
-			select {
-			case <-n.ctx.Done():
-				return
-			case e, ok := <-sub.Out():
-				if !ok {
-					return
-				}
-				id := e.(event.EvtPeerIdentificationCompleted)
-				n.noteObserved(id.Peer, id.Conn, id.ObservedAddr)
-				n.chooseObserved()
-			}
-		}
+	n.onEvents(sub, func(e any) {
+		id := e.(event.EvtPeerIdentificationCompleted)
+		n.noteObserved(id.Peer, id.Conn, id.ObservedAddr)
+		n.chooseObserved()
 	})
 	return nil
 }
@@ -293,7 +282,9 @@ func (n *Node) chooseObserved() {
 // public host behind a one-to-one NAT) holds a reservation it does not
 // need until then.
 func (n *Node) hintBehindNAT() {
-	if n.reachHint == nil || !n.seenBehindNAT() {
+	// The verdict is read first: the interface check below asks the
+	// system, and this runs every address check.
+	if n.reachHint == nil || n.reach.Load() != int32(network.ReachabilityUnknown) || !n.seenBehindNAT() {
 		return
 	}
 	if !n.reach.CompareAndSwap(int32(network.ReachabilityUnknown), int32(network.ReachabilityPrivate)) {
@@ -349,26 +340,12 @@ func (n *Node) Reachability() Reachability {
 	}
 	seen := map[peer.ID]bool{}
 	for _, a := range n.h.Addrs() {
-		if relay, ok := relayOfAddr(a); ok && !seen[relay] {
+		if relay, ok := p2p.RelayOfAddr(a); ok && relay != "" && !seen[relay] {
 			seen[relay] = true
 			r.Relays = append(r.Relays, relay)
 		}
 	}
 	return r
-}
-
-// relayOfAddr returns the relay of a circuit address.
-func relayOfAddr(a ma.Multiaddr) (peer.ID, bool) {
-	if !p2p.IsRelayAddr(a) {
-		return "", false
-	}
-	for _, c := range a {
-		if c.Protocol().Code == ma.P_P2P {
-			id, err := peer.IDFromBytes(c.RawValue())
-			return id, err == nil
-		}
-	}
-	return "", false
 }
 
 // followReachability keeps what AutoNAT last said.
@@ -381,6 +358,17 @@ func (n *Node) followReachability() error {
 		sub.Close()
 		return fmt.Errorf("node: reachability events: %w", err)
 	}
+	n.onEvents(sub, func(e any) {
+		r := e.(event.EvtLocalReachabilityChanged).Reachability
+		n.reach.Store(int32(r))
+		n.log.Info("reachability", "status", r.String())
+	})
+	return nil
+}
+
+// onEvents hands each event sub delivers to fn, on a goroutine of the
+// node's, until the node closes; then it closes sub.
+func (n *Node) onEvents(sub event.Subscription, fn func(any)) {
 	n.goRun(func() {
 		defer sub.Close()
 		for {
@@ -391,13 +379,10 @@ func (n *Node) followReachability() error {
 				if !ok {
 					return
 				}
-				r := e.(event.EvtLocalReachabilityChanged).Reachability
-				n.reach.Store(int32(r))
-				n.log.Info("reachability", "status", r.String())
+				fn(e)
 			}
 		}
 	})
-	return nil
 }
 
 // rankAddrs orders addresses as members should try them, and as they are

@@ -45,11 +45,13 @@ var ErrRelayRefused = errors.New("p2p: holder reachable only through a relay, an
 // RelayOf reports whether c runs through a circuit relay, and the relay's
 // peer ID.
 func RelayOf(c network.Conn) (peer.ID, bool) {
-	return relayIn(c.RemoteMultiaddr())
+	return RelayOfAddr(c.RemoteMultiaddr())
 }
 
-// relayIn returns the relay of a /…/p2p/RELAY/p2p-circuit address.
-func relayIn(a ma.Multiaddr) (peer.ID, bool) {
+// RelayOfAddr reports whether a is a circuit relay address
+// (/…/p2p/RELAY/p2p-circuit), and the relay's peer ID ("" for a bare
+// /p2p-circuit that names none).
+func RelayOfAddr(a ma.Multiaddr) (peer.ID, bool) {
 	var relay peer.ID
 	circuit := false
 	ma.ForEach(a, func(c ma.Component) bool {
@@ -69,7 +71,7 @@ func relayIn(a ma.Multiaddr) (peer.ID, bool) {
 
 // IsRelayAddr reports whether a is a circuit relay address.
 func IsRelayAddr(a ma.Multiaddr) bool {
-	_, ok := relayIn(a)
+	_, ok := RelayOfAddr(a)
 	return ok
 }
 

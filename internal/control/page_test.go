@@ -111,6 +111,29 @@ func runDaemonWith(t *testing.T, dir string, opts InitOptions) *node.Node {
 	return n
 }
 
+// pageUntil returns a wait, up to 30 s, for a JavaScript condition on
+// the page of ctx; the test fails with the page's text if it never holds.
+func pageUntil(t *testing.T, ctx context.Context) func(what, js string) {
+	return func(what, js string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+				t.Fatalf("the page never showed %s; it shows:\n%s", what, body)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
 // TestStatusPageInChromium opens a server daemon's status page in headless
 // Chromium and watches it, without reloading, show the syncgroup and its
 // members, a referenced blob no one can serve yet (at risk, queued, with
@@ -136,25 +159,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
 		t.Fatal(err)
 	}
-	// until waits for a JavaScript condition on the page.
-	until := func(what, js string) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
-			if err != nil {
-				t.Fatalf("%s: %v", what, err)
-			}
-			if ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
-				t.Fatalf("the page never showed %s; it shows:\n%s", what, body)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	until := pageUntil(t, ctx)
 	text := func(sel string) string {
 		return fmt.Sprintf(`((document.querySelector(%q)||{}).textContent||"")`, sel)
 	}
@@ -214,20 +219,7 @@ func TestPageShowsStoreFailing(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
 		t.Fatal(err)
 	}
-	until := func(what, js string) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js)); err == nil && ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
-				t.Fatalf("the page never showed %s; it shows:\n%s", what, body)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	until := pageUntil(t, ctx)
 	until("the bucket in the node line", fmt.Sprintf(`document.querySelector("#node").textContent.includes(%q)`, "store s3://blobs/page ("+s3.Addr+")"))
 	until("no store alert", `document.querySelector("#store-error").hidden`)
 	s3.Stop()
