@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
@@ -196,32 +197,43 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 		return
 	}
 	defer n.gate.release()
+	// A likely holder is asked for the blob whole at once, with no round
+	// of questions first: most blobs are small and come on one stream from
+	// their writer or a server. A larger blob (its tree kept), or a
+	// candidate that turns out not to hold it, leaves the rest to the
+	// holders a locate finds.
+	var res p2p.FetchResult
+	var holders, tried []peer.ID
+	direct := false
+	if p, ok := n.likelyHolder(ref, hints); ok {
+		f.set(Status{State: Locating})
+		var err error
+		res, err = n.transfer(ctx, f, ref, []peer.ID{p}, true)
+		switch {
+		case err == nil:
+			direct, holders = true, []peer.ID{p}
+			f.mu.Lock()
+			f.tried, f.holders = holders, holders
+			f.mu.Unlock()
+		case ctx.Err() != nil:
+			fail(err)
+			return
+		case !errors.Is(err, p2p.ErrNotWhole):
+			tried = append(tried, p) // not a holder after all, or a failed one
+		}
+	}
 	// A holder may evict between saying it has the blob and serving it:
 	// then the blob is located once more, without the holders tried, and
 	// the fetch resumes from what arrived.
-	var res p2p.FetchResult
-	var holders, tried []peer.ID
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; !direct; attempt++ {
 		f.set(Status{State: Locating})
 		var err error
 		if holders, err = n.locate(ctx, ref, hints, tried); err != nil {
 			fail(err)
 			return
 		}
-		// Holders exist: this node gets the blob from peers, is not its
-		// origin, and must not grant itself the creator's shares for rows
-		// others wrote. On stable storage before the blob can be visible.
-		if err := n.ledger.MarkFetched(ref); err != nil {
-			fail(err)
-			return
-		}
 		f.set(Status{State: Fetching, Holders: holders})
-		res, err = n.client.Fetch(ctx, ref, holders, func(p p2p.Progress) {
-			f.set(Status{State: Fetching, Received: p.Received, Total: p.Total, Holders: holders})
-		})
-		n.stats.bytesIn.Add(res.FromNetwork)
-		n.judge(ref, res, err == nil)
-		n.noteRoute(ref, res, err)
+		res, err = n.transfer(ctx, f, ref, holders, false)
 		if err == nil {
 			break
 		}
@@ -237,6 +249,56 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 	n.fetched(ref)
 	f.info = res.Info
 	f.set(Status{State: Done, Received: res.Size, Total: res.Size, Holders: holders})
+}
+
+// transfer fetches ref from holders into the blob store, reporting its
+// progress on f, and judges the holders by how they served. This node is
+// marked as getting the blob from a peer (not its origin) while the bytes
+// arrive, durably before the blob can become visible.
+func (n *Node) transfer(ctx context.Context, f *flight, ref syncnode.BlobRef, holders []peer.ID, wholeOnly bool) (p2p.FetchResult, error) {
+	marked := make(chan error, 1)
+	go func() { marked <- n.ledger.MarkFetched(ref) }()
+	res, err := n.client.FetchWith(ctx, ref, holders, p2p.FetchOptions{
+		Progress: func(p p2p.Progress) {
+			// A whole-blob ask is still locating until bytes come: a
+			// larger blob goes on to a locate.
+			if !wholeOnly || p.Received > 0 || p.Total == 0 {
+				f.set(Status{State: Fetching, Received: p.Received, Total: p.Total, Holders: holders})
+			}
+		},
+		BeforeCommit: func() error { return <-marked },
+		WholeOnly:    wholeOnly,
+	})
+	n.stats.bytesIn.Add(res.FromNetwork)
+	n.judge(ref, res, err == nil)
+	if !errors.Is(err, p2p.ErrNotWhole) {
+		n.noteRoute(ref, res, err)
+	}
+	return res, err
+}
+
+// likelyHolder returns the peer to ask first for ref with no question
+// asked: the first hint, else the best-ranked location of its signpost
+// that is connected, in good standing and not a mere proxy.
+func (n *Node) likelyHolder(ref syncnode.BlobRef, hints []peer.ID) (peer.ID, bool) {
+	usable := func(p peer.ID) bool {
+		return p != n.h.ID() && n.inGoodStanding(p) && n.h.Network().Connectedness(p) == network.Connected
+	}
+	for _, p := range hints {
+		if usable(p) {
+			return p, true
+		}
+	}
+	sp, err := n.signposts.Get(ref)
+	if err != nil {
+		return "", false
+	}
+	for _, loc := range sp.Ranked() {
+		if !loc.IsProxy && usable(loc.Peer) {
+			return loc.Peer, true
+		}
+	}
+	return "", false
 }
 
 // fetched records that this node now holds ref: it provides the blob and

@@ -39,6 +39,29 @@ type FetchResult struct {
 	Relayed map[peer.ID]peer.ID
 }
 
+// FetchOptions tune one fetch.
+type FetchOptions struct {
+	// Progress, if not nil, is called (from one goroutine at a time) as
+	// bytes arrive.
+	Progress func(Progress)
+	// BeforeCommit, if not nil, is called once the blob is whole and
+	// verified, before it becomes visible in the store. An error keeps
+	// the blob partial, to be resumed, and ends the fetch with it.
+	BeforeCommit func() error
+	// WholeOnly asks the first holder for the blob whole, tree and bytes
+	// on one stream, and for nothing more: a blob larger than WholeSize
+	// ends the fetch with ErrNotWhole, its tree kept, so that a fetch from
+	// several holders can take over.
+	WholeOnly bool
+}
+
+// WholeSize is the largest blob asked for whole, tree and bytes on one
+// stream, from the first holder: one request instead of two.
+const WholeSize = 4 << 20
+
+// ErrNotWhole reports a WholeOnly fetch of a blob too large to come whole.
+var ErrNotWhole = errors.New("p2p: blob larger than one whole-blob answer")
+
 // Fetch fetches ref from holders, splitting it into ranges that the holders
 // take in turn (a faster holder takes more), verifying every range against
 // the blob's tree before it is written, and resuming whatever a previous
@@ -46,6 +69,11 @@ type FetchResult struct {
 // reported; a holder whose stream drops is retried. progress, if not nil,
 // is called (from one goroutine at a time) as bytes arrive.
 func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer.ID, progress func(Progress)) (FetchResult, error) {
+	return c.FetchWith(ctx, ref, holders, FetchOptions{Progress: progress})
+}
+
+// FetchWith is Fetch with options.
+func (c *Client) FetchWith(ctx context.Context, ref syncnode.BlobRef, holders []peer.ID, opts FetchOptions) (FetchResult, error) {
 	if info, err := c.store.Stat(ref); err == nil {
 		return FetchResult{Info: info}, nil
 	}
@@ -54,12 +82,15 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 			return FetchResult{Info: info}, nil // in storage shared with others already
 		}
 	}
-	f := &fetch{c: c, ref: ref, bytesBy: map[peer.ID]int64{}, progress: progress}
+	f := &fetch{c: c, ref: ref, bytesBy: map[peer.ID]int64{}, progress: opts.Progress}
 	holders, err := f.tree(ctx, holders)
 	if err != nil { // no partial was opened
 		return FetchResult{Rejected: f.rejected, Faulty: f.faulty, Relayed: f.relayed}, err
 	}
 	part := f.part
+	if opts.WholeOnly {
+		holders = nil
+	}
 	f.received = f.total
 	step := c.cfg.RangeSize
 	if len(holders) == 1 {
@@ -93,6 +124,9 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 	if len(part.Missing()) > 0 {
 		serr := part.Sync()
 		part.Close()
+		if opts.WholeOnly && len(f.errs) == 0 {
+			return res, fmt.Errorf("%w: %s is %d bytes", ErrNotWhole, ref, f.total)
+		}
 		err := fmt.Errorf("%w: %s: %d of %d bytes held (%w)", ErrNoHolder, ref, f.received, f.total, errors.Join(f.errs...))
 		if serr != nil {
 			err = errors.Join(err, serr)
@@ -101,6 +135,13 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 			err = fmt.Errorf("%w: %w", ctx.Err(), err)
 		}
 		return res, err
+	}
+	if opts.BeforeCommit != nil {
+		if err := opts.BeforeCommit(); err != nil {
+			part.Sync()
+			part.Close()
+			return res, err
+		}
 	}
 	info, err := part.Commit()
 	res.Info = info
@@ -160,10 +201,6 @@ func (f *fetch) fail(p peer.ID, err error) {
 	}
 }
 
-// wholeSize is the largest blob asked for whole, tree and bytes on one
-// stream, from the first holder: one request instead of two.
-const wholeSize = 4 << 20
-
 // tree gets the blob's outboard tree from the first holder whose tree
 // verifies, opens the partial blob with it (f.part, f.total), and returns
 // the holders still worth asking. A small blob comes whole with its tree
@@ -175,7 +212,7 @@ func (f *fetch) tree(ctx context.Context, holders []peer.ID) ([]peer.ID, error) 
 			// comes in ranges from the holders left.
 			return slices.Clone(holders[i:]), nil
 		}
-		req := getRequest{Ref: f.ref.Bytes(), Tree: true, Whole: wholeSize}
+		req := getRequest{Ref: f.ref.Bytes(), Tree: true, Whole: WholeSize}
 		err := f.get(ctx, p, req, func(tree []byte, data io.Reader, n int64) error {
 			if err := baotree.VerifyOutboard(f.ref.Hash(), tree); err != nil {
 				return fmt.Errorf("%w: %v", ErrLiar, err)

@@ -100,6 +100,7 @@ type Service struct {
 	slots    *fairSlots
 	bytesOut atomic.Int64
 	uploads  atomic.Int64
+	haves    atomic.Int64
 	bufs     sync.Pool
 }
 
@@ -127,12 +128,14 @@ func (s *Service) Close() {
 // ServiceStats are the service's counters.
 type ServiceStats struct {
 	Uploads, Queued, BytesOut int64
+	// Haves counts the HaveBlob questions answered.
+	Haves int64
 }
 
 // Stats returns the current counters.
 func (s *Service) Stats() ServiceStats {
 	_, queued := s.slots.counts()
-	return ServiceStats{Uploads: s.uploads.Load(), Queued: int64(queued), BytesOut: s.bytesOut.Load()}
+	return ServiceStats{Uploads: s.uploads.Load(), Queued: int64(queued), BytesOut: s.bytesOut.Load(), Haves: s.haves.Load()}
 }
 
 func (s *Service) handleHave(st network.Stream) {
@@ -143,6 +146,7 @@ func (s *Service) handleHave(st network.Stream) {
 		st.Reset()
 		return
 	}
+	s.haves.Add(1)
 	resp := s.have(st.Conn().RemotePeer(), req)
 	if err := WriteMsg(st, resp, s.cfg.IOTimeout); err != nil {
 		st.Reset()

@@ -1,0 +1,77 @@
+package node
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/testkit"
+)
+
+// A fetch asks its likely holder for the blob whole with no question
+// first. A likely holder that does not hold it costs one answer: the
+// holders a locate finds serve the blob.
+func TestLikelyHolderWithoutTheBlob(t *testing.T) {
+	nodes, g := mesh(t, true, syncnode.Normal, syncnode.Normal, syncnode.Normal)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ref := putBlobRow(t, a, g, "photos/one", 200<<10, 1)
+	testkit.WaitFor(t, 10*time.Second, "the signpost at c", func() bool { _, err := c.Signpost(ref); return err == nil })
+	tr := &attemptTrace{}
+	info, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{b.ID()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Size != 200<<10 {
+		t.Fatalf("fetched %+v", info)
+	}
+	if !slices.Contains(tr.tried, b.ID()) || !slices.Equal(tr.holders, []peer.ID{a.ID()}) {
+		t.Fatalf("tried %v, holders %v: want b tried and a the holder", tr.tried, tr.holders)
+	}
+}
+
+// A likely holder that holds the blob serves it with no HaveBlob question
+// asked, and the journal names it as the one holder tried.
+func TestLikelyHolderServesAtOnce(t *testing.T) {
+	nodes, g := mesh(t, true, syncnode.Normal, syncnode.Normal)
+	a, c := nodes[0], nodes[1]
+	ref := putBlobRow(t, a, g, "photos/one", 300<<10, 2)
+	haves := a.service.Stats().Haves
+	tr := &attemptTrace{}
+	if _, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{a.ID()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if asked := a.service.Stats().Haves - haves; asked != 0 {
+		t.Errorf("the holder was asked %d HaveBlob questions, want none", asked)
+	}
+	if !slices.Equal(tr.tried, []peer.ID{a.ID()}) || !slices.Equal(tr.holders, []peer.ID{a.ID()}) {
+		t.Fatalf("tried %v, holders %v: want a alone", tr.tried, tr.holders)
+	}
+	if got := c.stats.bytesIn.Load(); got != 300<<10 {
+		t.Fatalf("%d bytes in, want %d", got, 300<<10)
+	}
+}
+
+// A blob too large to come whole goes on from the likely holder's tree to
+// the holders a locate finds, and no byte of it comes twice.
+func TestLikelyHolderOfALargeBlob(t *testing.T) {
+	nodes, g := mesh(t, true, syncnode.Normal, syncnode.Normal, syncnode.Normal)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	const size = 6 << 20
+	ref := putBlobRow(t, a, g, "photos/one", size, 3)
+	if _, err := b.fetch(t.Context(), ref, PriorityNormal, []peer.ID{a.ID()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tr := &attemptTrace{}
+	if _, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{b.ID()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.holders) != 2 {
+		t.Fatalf("holders %v, want a and b", tr.holders)
+	}
+	if got := c.stats.bytesIn.Load(); got != size {
+		t.Fatalf("%d bytes in, want %d", got, size)
+	}
+}
