@@ -171,15 +171,40 @@ func (g *groups) complete() error {
 	return nil
 }
 
+// putBuffers keeps the buffers puts copy through, for the next put: a
+// fresh megabyte per buffer per put cost more than hashing a small blob.
+// The zero value is ready to use.
+type putBuffers struct{ pool sync.Pool }
+
+const putBufSize = 1 << 20
+
+func (p *putBuffers) get() []byte {
+	if b, ok := p.pool.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, putBufSize)
+}
+
+func (p *putBuffers) put(b []byte) {
+	b = b[:cap(b)]
+	p.pool.Put(&b)
+}
+
 // hashing copies r into w while hashing it, checking ctx between reads.
 // Writing runs in its own goroutine, a few buffers behind the hashing, so a
-// put costs about the slower of the two rather than their sum.
-func hashing(ctx context.Context, w io.Writer, r io.Reader, want syncnode.BlobRef) (Info, []byte, error) {
-	const nbuf, bufSize = 4, 1 << 20
+// put costs about the slower of the two rather than their sum. The
+// buffers come from bufs and go back to it.
+func hashing(ctx context.Context, w io.Writer, r io.Reader, want syncnode.BlobRef, bufs *putBuffers) (Info, []byte, error) {
+	const nbuf = 4
 	free := make(chan []byte, nbuf)
 	for range nbuf {
-		free <- make([]byte, bufSize)
+		free <- bufs.get()
 	}
+	defer func() {
+		for range nbuf {
+			bufs.put(<-free)
+		}
+	}()
 	work := make(chan []byte, nbuf)
 	werr := make(chan error, 1)
 	go func() {
@@ -203,6 +228,8 @@ func hashing(ctx context.Context, w io.Writer, r io.Reader, want syncnode.BlobRe
 			if n > 0 {
 				h.Write(buf[:n])
 				work <- buf[:n]
+			} else {
+				free <- buf
 			}
 			if err == io.EOF || err == io.ErrUnexpectedEOF {
 				return nil

@@ -35,6 +35,7 @@ type Disk struct {
 	dir  string
 	lock *os.File
 	log  *slog.Logger
+	bufs putBuffers
 }
 
 var _ Store = (*Disk)(nil)
@@ -97,7 +98,7 @@ func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Inf
 		f.Close()
 		os.Remove(f.Name()) // gone already after a successful rename
 	}()
-	info, ob, err := hashing(ctx, f, r, want)
+	info, ob, err := hashing(ctx, f, r, want, &d.bufs)
 	if err != nil {
 		return Info{}, err
 	}

@@ -13,6 +13,7 @@ import (
 // Mem is a Store in memory, for tests and for nodes that keep nothing on
 // disk.
 type Mem struct {
+	bufs  putBuffers
 	mu    sync.Mutex
 	blobs map[syncnode.BlobRef]memBlob
 	parts map[syncnode.BlobRef]*memPartial
@@ -36,7 +37,7 @@ func notFound(ref syncnode.BlobRef) error {
 // Put implements Store.
 func (m *Mem) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Info, error) {
 	var buf bytes.Buffer
-	info, ob, err := hashing(ctx, &buf, r, want)
+	info, ob, err := hashing(ctx, &buf, r, want, &m.bufs)
 	if err != nil {
 		return Info{}, err
 	}
