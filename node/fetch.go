@@ -429,7 +429,7 @@ func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []pee
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res, err := n.shares.Take(ctx, c.p, ref, g)
+				res, err := n.takes.Take(ctx, c.p, ref, g)
 				switch {
 				case err != nil && c.holder:
 					mu.Lock()

@@ -184,6 +184,7 @@ type Node struct {
 	client    *p2p.Client
 	sync      *syncer.Syncer
 	shares    *shares.Service
+	takes     takes
 	fetcher   *fetcher.Fetcher
 
 	gate    *gate

@@ -163,6 +163,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		return err
 	}
 	n.shares = shares.New(n.h, n.ledger, n.sync, copies{n}, n.asked, n.settled, n.log)
+	n.takes = takes{n: n}
 	n.shares.AskWait = 10 * n.cfg.IOTimeout
 	opened.add(func() error { n.shares.Close(); return nil })
 	if err := n.startRelay(); err != nil {

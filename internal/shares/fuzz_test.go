@@ -32,9 +32,11 @@ func fuzzMsg[T any](f *testing.F, seeds ...T) {
 }
 
 func FuzzRequest(f *testing.F) {
-	fuzzMsg(f, request{Op: "offer", Ref: syncnode.RefFromHash([32]byte{7}), Group: "photos"})
+	fuzzMsg(f, request{Op: "offer", Ref: syncnode.RefFromHash([32]byte{7}), Group: "photos"},
+		request{Op: opOffers, Items: []request{{Ref: syncnode.RefFromHash([32]byte{7}), Group: "photos", Proof: []byte{1, 2}}}})
 }
 
 func FuzzResponse(f *testing.F) {
-	fuzzMsg(f, response{Transfer: &ownership.Transfer{Group: "photos", N: 1}, Keeps: true}, response{Err: "refused"})
+	fuzzMsg(f, response{Transfer: &ownership.Transfer{Group: "photos", N: 1}, Keeps: true}, response{Err: "refused"},
+		response{Items: []response{{Off: 16384, Len: 16384}, {Err: "refused"}}})
 }

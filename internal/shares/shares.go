@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -124,7 +126,19 @@ const (
 	opSettle    = "settle"
 	opResolve   = "resolve"
 	opAsk       = "ask"
+	// The batch forms of challenge, offer and settle: Items carries one
+	// request of the single form per blob, answered in order.
+	opChallenges = "challenges"
+	opOffers     = "offers"
+	opSettles    = "settles"
 )
+
+// batchOf maps a batch operation to the single one it repeats.
+var batchOf = map[string]string{opChallenges: opChallenge, opOffers: opOffer, opSettles: opSettle}
+
+// MaxBatch bounds the blobs of one batch request: their possession proofs
+// (a chunk group each) fit in one frame.
+const MaxBatch = 32
 
 type request struct {
 	Op       string               `msgpack:"o"`
@@ -134,6 +148,8 @@ type request struct {
 	Accepted bool                 `msgpack:"a,omitempty"`
 	// Proof is the requester's copy of the challenged range of the blob.
 	Proof []byte `msgpack:"p,omitempty"`
+	// Items are the requests of a batch operation.
+	Items []request `msgpack:"b,omitempty"`
 }
 
 type response struct {
@@ -151,6 +167,8 @@ type response struct {
 	// blob in the group, none in escrow either: there is nothing to
 	// prove possession for.
 	Nothing bool `msgpack:"z,omitempty"`
+	// Items answer a batch operation's items, in order.
+	Items []response `msgpack:"b,omitempty"`
 }
 
 // Result is the outcome of Take.
@@ -165,52 +183,139 @@ type Result struct {
 // the blob verified. The shares arrive in escrow at the holder, are
 // accepted here, and the holder is told to settle.
 func (s *Service) Take(ctx context.Context, holder peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (Result, error) {
-	if !s.copies.Holds(ref) {
-		return Result{}, fmt.Errorf("%w: %s", ownership.ErrUnverified, ref)
+	res, errs := s.TakeAll(ctx, holder, []Item{{Ref: ref, Group: g}})
+	return res[0], errs[0]
+}
+
+// Item names the shares of one blob in one group.
+type Item struct {
+	Ref   syncnode.BlobRef
+	Group syncnode.GroupID
+}
+
+// TakeAll is Take for many blobs from one holder: each step (challenge,
+// offer, settle) goes for up to MaxBatch of them in one request, and the
+// ledger writes of a step share their syncs. Each item has its own result
+// or error, in the order given.
+func (s *Service) TakeAll(ctx context.Context, holder peer.ID, items []Item) ([]Result, []error) {
+	res, errs := make([]Result, len(items)), make([]error, len(items))
+	for start := 0; start < len(items); start += MaxBatch {
+		end := min(start+MaxBatch, len(items))
+		s.takeBatch(ctx, holder, items[start:end], res[start:end], errs[start:end])
 	}
-	id := ownership.NewTransferID()
-	// Possession first: the holder names a range of the blob only it can
+	return res, errs
+}
+
+// pendingTake is one item of a batch on its way through the steps.
+type pendingTake struct {
+	i   int // index in the caller's slices
+	req request
+	t   ownership.Transfer
+	err error // set when Accept failed: the holder is told to return the escrow
+}
+
+// takeBatch runs the three steps for items, at most MaxBatch of them.
+func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, res []Result, errs []error) {
+	var live []*pendingTake
+	for i, it := range items {
+		if !s.copies.Holds(it.Ref) {
+			errs[i] = fmt.Errorf("%w: %s", ownership.ErrUnverified, it.Ref)
+			continue
+		}
+		live = append(live, &pendingTake{i: i, req: request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group}})
+	}
+	// step sends op for live and keeps the items whose answers pass ok.
+	step := func(op string, ok func(pt *pendingTake, r response) bool) {
+		reqs := make([]request, len(live))
+		for k, pt := range live {
+			reqs[k] = pt.req
+		}
+		resp, err := s.call(ctx, holder, request{Op: op, Items: reqs}, s.timeout)
+		if err == nil && len(resp.Items) != len(reqs) {
+			err = fmt.Errorf("shares: %s answered %d of %d items", holder, len(resp.Items), len(reqs))
+		}
+		var kept []*pendingTake
+		for k, pt := range live {
+			switch {
+			case err != nil:
+				errs[pt.i] = err
+			case resp.Items[k].Err != "":
+				errs[pt.i] = fmt.Errorf("%w by %s: %s", ErrRefused, holder, resp.Items[k].Err)
+			case ok(pt, resp.Items[k]):
+				kept = append(kept, pt)
+			}
+		}
+		live = kept
+	}
+	// Possession first: the holder names a range of each blob only it can
 	// predict, and checks the bytes against the blob's tree.
-	ch, err := s.call(ctx, holder, request{Op: opChallenge, ID: id, Ref: ref, Group: g}, s.timeout)
-	if err != nil {
-		return Result{}, err
+	step(opChallenges, func(pt *pendingTake, r response) bool {
+		if r.Nothing {
+			return false // nothing to take: a zero result
+		}
+		proof, err := s.copies.ReadRange(pt.req.Ref, r.Off, r.Len)
+		if err != nil {
+			errs[pt.i] = fmt.Errorf("shares: possession proof of %s: %w", pt.req.Ref, err)
+			return false
+		}
+		pt.req.Proof = proof
+		return true
+	})
+	if len(live) == 0 {
+		return
 	}
-	if ch.Nothing {
-		return Result{}, nil
-	}
-	proof, err := s.copies.ReadRange(ref, ch.Off, ch.Len)
-	if err != nil {
-		return Result{}, fmt.Errorf("shares: possession proof of %s: %w", ref, err)
-	}
-	resp, err := s.call(ctx, holder, request{Op: opOffer, ID: id, Ref: ref, Group: g, Proof: proof}, s.timeout)
-	if err != nil {
-		return Result{}, err
-	}
-	if resp.Transfer == nil {
-		return Result{}, fmt.Errorf("shares: %s offered no transfer", holder)
-	}
-	t := *resp.Transfer
-	if t.N == 0 {
-		return Result{HolderKeeps: true}, nil
-	}
-	if t.ID != id || t.Ref != ref || t.Group != g || t.N < 0 {
-		return Result{}, fmt.Errorf("shares: %s answered with another transfer", holder)
+	step(opOffers, func(pt *pendingTake, r response) bool {
+		pt.req.Proof = nil
+		switch {
+		case r.Transfer == nil:
+			errs[pt.i] = fmt.Errorf("shares: %s offered no transfer", holder)
+			return false
+		case r.Transfer.N == 0:
+			res[pt.i] = Result{HolderKeeps: true}
+			return false
+		case r.Transfer.ID != pt.req.ID || r.Transfer.Ref != pt.req.Ref || r.Transfer.Group != pt.req.Group || r.Transfer.N < 0:
+			errs[pt.i] = fmt.Errorf("shares: %s answered with another transfer", holder)
+			return false
+		}
+		pt.t = *r.Transfer
+		return true
+	})
+	if len(live) == 0 {
+		return
 	}
 	// Accepted only while the copy is held and cannot be deleted: shares
-	// never land on a copy an eviction is removing.
-	err = s.copies.WithCopy(ref, func(held bool) error { return s.ledger.Accept(t, held) })
-	if err != nil {
-		// Not accepted: tell the holder, which returns the escrow.
-		s.call(ctx, holder, request{Op: opSettle, ID: id, Ref: ref, Accepted: false}, s.timeout)
-		return Result{}, err
+	// never land on a copy an eviction is removing. The acceptances run
+	// at once, so that their ledger writes share syncs.
+	var wg sync.WaitGroup
+	for _, pt := range live {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pt.err = s.copies.WithCopy(pt.req.Ref, func(held bool) error { return s.ledger.Accept(pt.t, held) })
+			pt.req.Accepted = pt.err == nil
+		}()
 	}
-	resp, err = s.call(ctx, holder, request{Op: opSettle, ID: id, Ref: ref, Accepted: true}, s.timeout)
-	if err != nil {
-		// Accepted here; the holder settles when it resolves the transfer.
-		s.log.Info("settle not confirmed; the holder will resolve", "holder", holder, "blob", ref, "err", err)
-		return Result{Taken: t.N, HolderKeeps: true}, nil
+	wg.Wait()
+	settled := slices.Clone(live)
+	step(opSettles, func(pt *pendingTake, r response) bool {
+		if pt.err == nil {
+			res[pt.i] = Result{Taken: pt.t.N, HolderKeeps: r.Keeps}
+		}
+		return false
+	})
+	for _, pt := range settled {
+		switch {
+		case pt.err != nil:
+			// Not accepted: the holder returned the escrow (or will, when
+			// it resolves the transfer).
+			errs[pt.i] = pt.err
+		case errs[pt.i] != nil:
+			// Accepted here; the holder settles when it resolves the
+			// transfer.
+			s.log.Info("settle not confirmed; the holder will resolve", "holder", holder, "blob", pt.req.Ref, "err", errs[pt.i])
+			res[pt.i], errs[pt.i] = Result{Taken: pt.t.N, HolderKeeps: true}, nil
+		}
 	}
-	return Result{Taken: t.N, HolderKeeps: resp.Keeps}, nil
 }
 
 // Ask asks member p to take this node's shares of ref in group g,
@@ -338,7 +443,7 @@ func (s *Service) handle(st network.Stream) {
 	defer st.Close()
 	from := st.Conn().RemotePeer()
 	var req request
-	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, 64<<10, s.timeout); err != nil {
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, p2p.MaxFrame, s.timeout); err != nil {
 		st.Reset()
 		return
 	}
@@ -351,6 +456,12 @@ func (s *Service) handle(st network.Stream) {
 }
 
 func (s *Service) answer(from peer.ID, req request) (response, error) {
+	if op, ok := batchOf[req.Op]; ok {
+		return s.answerBatch(from, op, req.Items)
+	}
+	if len(req.Items) > 0 {
+		return response{}, fmt.Errorf("operation %q takes no items", req.Op)
+	}
 	switch req.Op {
 	case opChallenge:
 		if _, ok := s.prio.PeerPriority(req.Group, from); !ok {
@@ -417,4 +528,37 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 		return response{Taken: res.Taken}, err
 	}
 	return response{}, fmt.Errorf("unknown operation %q", req.Op)
+}
+
+// answerBatch answers each item as the single operation op, with the same
+// checks, all at once so that their ledger writes share syncs. Items of
+// one blob run one after another.
+func (s *Service) answerBatch(from peer.ID, op string, items []request) (response, error) {
+	if len(items) > MaxBatch {
+		return response{}, fmt.Errorf("%d items in one batch, at most %d", len(items), MaxBatch)
+	}
+	out := make([]response, len(items))
+	byRef := map[syncnode.BlobRef][]int{}
+	for i, it := range items {
+		byRef[it.Ref] = append(byRef[it.Ref], i)
+	}
+	var wg sync.WaitGroup
+	for _, idx := range byRef {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, i := range idx {
+				it := items[i]
+				single := request{Op: op, ID: it.ID, Ref: it.Ref, Group: it.Group, Accepted: it.Accepted, Proof: it.Proof}
+				r, err := s.answer(from, single)
+				if err != nil {
+					s.log.Info("share request refused", "peer", from, "op", op, "blob", it.Ref, "err", err)
+					r = response{Err: err.Error()}
+				}
+				out[i] = r
+			}
+		}()
+	}
+	wg.Wait()
+	return response{Items: out}, nil
 }
