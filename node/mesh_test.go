@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/ports"
 	"github.com/syncnode/syncnode/internal/testkit"
 )
 
@@ -276,12 +276,11 @@ func TestNonMemberAndEjectedMemberGetNothing(t *testing.T) {
 // for a node that must be found at the same address after a restart.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port)
+	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p)
 }
 
 func TestShareTotalsSurviveCrashMidTransfer(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/syncnode/syncnode/blobstore/s3store"
+	"github.com/syncnode/syncnode/internal/ports"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -128,7 +129,7 @@ func Init(dir string, opts InitOptions) (Config, error) {
 		return Config{}, err
 	}
 	if len(listen) == 0 {
-		port, err := freePort("tcp")
+		port, err := ports.Free()
 		if err != nil {
 			return Config{}, err
 		}
@@ -137,7 +138,7 @@ func Init(dir string, opts InitOptions) (Config, error) {
 			fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", port), fmt.Sprintf("/ip6/::/udp/%d/quic-v1", port),
 		}
 	}
-	apiPort, err := freePort("tcp")
+	apiPort, err := ports.Free()
 	if err != nil {
 		return Config{}, err
 	}
@@ -175,15 +176,6 @@ func writeFile(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-func freePort(network string) (int, error) {
-	l, err := net.Listen(network, "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // LoadConfig reads a data directory's config and control token.

@@ -7,12 +7,13 @@ package s3test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/syncnode/syncnode/internal/ports"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -67,12 +68,11 @@ func Start(t testing.TB, bucket string) *Server {
 		}
 		t.Skip("no versitygw binary; go install github.com/versity/versitygw/cmd/versitygw@v1.8.0 to run the S3 tests")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := ports.Free() // kept across restarts: outgoing connections must not take it
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	s := &Server{t: t, bin: bin, dir: t.TempDir(), Addr: addr}
 	if err := os.Mkdir(filepath.Join(s.dir, bucket), 0o700); err != nil {
 		t.Fatal(err)

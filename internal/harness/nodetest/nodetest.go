@@ -6,12 +6,13 @@ package nodetest
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/syncnode/syncnode/internal/ports"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -32,15 +33,16 @@ func Config(t testing.TB, dir string) node.Config {
 		Fetcher: &fc, ListenAddrs: []string{FreeAddr(t)}}
 }
 
-// FreeAddr returns a loopback TCP multiaddr whose port is free now.
+// FreeAddr returns a loopback TCP multiaddr whose port is free now and
+// that no outgoing connection will take (ports.Free): a node restarted on
+// it finds it still free.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port)
+	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p)
 }
 
 // Open opens a node with cfg.
