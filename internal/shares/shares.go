@@ -1,7 +1,9 @@
 // Package shares moves ownership shares between devices over libp2p: a
 // device that holds a blob verified asks a holder for its shares; the
 // holder decides by the priorities the syncgroup knows (never by what the
-// asker claims), escrows, and settles once the asker has accepted.
+// asker claims), escrows, and settles once the asker has accepted. The
+// three steps (challenge, offer, settle) go for up to MaxBatch blobs from
+// one holder in one request each, every item checked as a single request.
 package shares
 
 import (
