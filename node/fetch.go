@@ -254,7 +254,11 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 // transfer fetches ref from holders into the blob store, reporting its
 // progress on f, and judges the holders by how they served. This node is
 // marked as getting the blob from a peer (not its origin) while the bytes
-// arrive, durably before the blob can become visible.
+// arrive, durably before the blob can become visible. The commit holds
+// the blob's lock, which accepting and granting shares take too: no share
+// lands on the copy between its becoming visible and its directory entry
+// reaching stable storage, where a power loss would leave the shares
+// without the copy.
 func (n *Node) transfer(ctx context.Context, f *flight, ref syncnode.BlobRef, holders []peer.ID, wholeOnly bool) (p2p.FetchResult, error) {
 	marked := make(chan error, 1)
 	go func() { marked <- n.ledger.MarkFetched(ref) }()
@@ -266,8 +270,19 @@ func (n *Node) transfer(ctx context.Context, f *flight, ref syncnode.BlobRef, ho
 				f.set(Status{State: Fetching, Received: p.Received, Total: p.Total, Holders: holders})
 			}
 		},
-		BeforeCommit: func() error { return <-marked },
-		WholeOnly:    wholeOnly,
+		Commit: func(commit func() (blobstore.Info, error)) (blobstore.Info, error) {
+			if err := <-marked; err != nil {
+				return blobstore.Info{}, err
+			}
+			unlock := n.locks.lock(ref)
+			defer unlock()
+			info, err := commit()
+			if h := n.hook.inCommit.Load(); h != nil && err == nil {
+				(*h)(ref)
+			}
+			return info, err
+		},
+		WholeOnly: wholeOnly,
 	})
 	n.stats.bytesIn.Add(res.FromNetwork)
 	n.judge(ref, res, err == nil)

@@ -237,6 +237,9 @@ type testHooks struct {
 	// beforeDelete runs in eviction after the last check, before the copy
 	// is deleted, with the blob's lock held.
 	beforeDelete atomic.Pointer[func(ref syncnode.BlobRef)]
+	// inCommit runs when a fetched blob has been committed (visible, its
+	// directory entry synced), with the blob's lock still held.
+	inCommit atomic.Pointer[func(ref syncnode.BlobRef)]
 }
 
 // start runs the node's background work.

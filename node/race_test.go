@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,5 +85,57 @@ func TestEvictRacingShareTransferKeepsACopy(t *testing.T) {
 		if sh := sharesIn(t, n, ref, g); sh > 0 && !n.HasBlob(ref) {
 			t.Fatalf("%s holds %d shares and no copy", n.ID(), sh)
 		}
+	}
+}
+
+// A fetched copy becomes visible when its file is renamed into place and
+// durable only once its directory is synced after: shares accepted in
+// between would outlive the copy through a power loss. The commit holds
+// the blob's lock, which accepting shares takes, so nothing that takes
+// shares sees the copy before the commit has finished.
+func TestNoShareAcceptedBeforeTheCommitEnds(t *testing.T) {
+	nodes, g := mesh(t, true, syncnode.Normal, syncnode.Normal)
+	a, b := nodes[0], nodes[1]
+	ref := putBlobRow(t, a, g, "photos/commit.jpg", 300<<10, 12)
+	inCommit, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	let := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(let) // before the nodes close, whatever fails
+	hook := func(r syncnode.BlobRef) {
+		if r != ref {
+			return
+		}
+		close(inCommit)
+		<-release
+	}
+	b.hook.inCommit.Store(&hook)
+	fetched := make(chan error, 1)
+	go func() {
+		_, err := b.fetch(context.Background(), ref, PriorityNormal, []peer.ID{a.ID()}, nil)
+		fetched <- err
+	}()
+	select {
+	case <-inCommit:
+	case err := <-fetched:
+		t.Fatalf("the fetch ended without committing through the node: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fetch never reached its commit")
+	}
+	// The copy is visible now; a share acceptance must wait.
+	accepted := make(chan bool, 1)
+	go func() {
+		b.withCopy(ref, func(held bool) error { accepted <- held; return nil })
+	}()
+	select {
+	case <-accepted:
+		t.Fatal("shares could be accepted for the copy while its commit was still running")
+	case <-time.After(200 * time.Millisecond):
+	}
+	let()
+	if err := <-fetched; err != nil {
+		t.Fatal(err)
+	}
+	if held := <-accepted; !held {
+		t.Fatal("the copy was not held once its commit ended")
 	}
 }

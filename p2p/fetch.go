@@ -44,10 +44,12 @@ type FetchOptions struct {
 	// Progress, if not nil, is called (from one goroutine at a time) as
 	// bytes arrive.
 	Progress func(Progress)
-	// BeforeCommit, if not nil, is called once the blob is whole and
-	// verified, before it becomes visible in the store. An error keeps
-	// the blob partial, to be resumed, and ends the fetch with it.
-	BeforeCommit func() error
+	// Commit, if not nil, is called once the blob is whole and verified,
+	// to make it visible by calling commit, with whatever must come
+	// before or around that (a durable mark, a lock). If it returns
+	// without calling commit, the blob stays partial, to be resumed, and
+	// the fetch ends with its error.
+	Commit func(commit func() (blobstore.Info, error)) (blobstore.Info, error)
 	// WholeOnly asks the first holder for the blob whole, tree and bytes
 	// on one stream, and for nothing more: a blob larger than WholeSize
 	// ends the fetch with ErrNotWhole, its tree kept, so that a fetch from
@@ -136,14 +138,24 @@ func (c *Client) FetchWith(ctx context.Context, ref syncnode.BlobRef, holders []
 		}
 		return res, err
 	}
-	if opts.BeforeCommit != nil {
-		if err := opts.BeforeCommit(); err != nil {
-			part.Sync()
-			part.Close()
-			return res, err
-		}
+	if opts.Commit == nil {
+		info, err := part.Commit()
+		res.Info = info
+		return res, err
 	}
-	info, err := part.Commit()
+	committed := false
+	info, err := opts.Commit(func() (blobstore.Info, error) {
+		committed = true
+		return part.Commit()
+	})
+	if !committed {
+		part.Sync()
+		part.Close()
+		if err == nil {
+			err = fmt.Errorf("p2p: %s: the commit was skipped", ref)
+		}
+		return res, err
+	}
 	res.Info = info
 	return res, err
 }

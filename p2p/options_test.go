@@ -49,10 +49,11 @@ func TestWholeOnly(t *testing.T) {
 	checkHeld(t, dst, largeRef, large)
 }
 
-// BeforeCommit runs once the blob is whole and verified and before it is
-// visible; its error leaves the blob partial and resumable, so the next
+// Commit wraps the commit of a whole, verified blob: the blob is not
+// visible before the wrapper calls commit, and a wrapper that returns
+// without calling it leaves the blob partial and resumable, so the next
 // fetch of a blob too large to come whole moves no byte again.
-func TestBeforeCommit(t *testing.T) {
+func TestCommitWrapper(t *testing.T) {
 	ah, bh := newHost(t, ""), newHost(t, "")
 	link(bh, ah)
 	src := diskStore(t, t.TempDir())
@@ -64,22 +65,29 @@ func TestBeforeCommit(t *testing.T) {
 
 	refused := errors.New("not yet")
 	calls := 0
-	_, err := c.FetchWith(t.Context(), ref, []peer.ID{ah.ID()}, FetchOptions{BeforeCommit: func() error {
+	_, err := c.FetchWith(t.Context(), ref, []peer.ID{ah.ID()}, FetchOptions{Commit: func(func() (blobstore.Info, error)) (blobstore.Info, error) {
 		calls++
-		if _, err := dst.Stat(ref); !errors.Is(err, syncnode.ErrNotFound) {
-			t.Errorf("blob visible before BeforeCommit returned: %v", err)
-		}
-		return refused
+		return blobstore.Info{}, refused
 	}})
 	if !errors.Is(err, refused) || calls != 1 {
-		t.Fatalf("fetch with a refusing BeforeCommit: %v after %d calls", err, calls)
+		t.Fatalf("fetch with a refusing commit: %v after %d calls", err, calls)
 	}
 	if _, err := dst.Stat(ref); !errors.Is(err, syncnode.ErrNotFound) {
-		t.Fatalf("blob visible after BeforeCommit refused: %v", err)
+		t.Fatalf("blob visible after the commit was refused: %v", err)
 	}
-	res, err := c.FetchWith(t.Context(), ref, []peer.ID{ah.ID()}, FetchOptions{BeforeCommit: func() error { calls++; return nil }})
-	if err != nil || calls != 2 {
-		t.Fatalf("second fetch: %v after %d calls", err, calls)
+	res, err := c.FetchWith(t.Context(), ref, []peer.ID{ah.ID()}, FetchOptions{Commit: func(commit func() (blobstore.Info, error)) (blobstore.Info, error) {
+		calls++
+		if _, err := dst.Stat(ref); !errors.Is(err, syncnode.ErrNotFound) {
+			t.Errorf("blob visible before commit was called: %v", err)
+		}
+		info, err := commit()
+		if _, serr := dst.Stat(ref); err == nil && serr != nil {
+			t.Errorf("blob not visible once commit returned: %v", serr)
+		}
+		return info, err
+	}})
+	if err != nil || calls != 2 || res.Size != int64(len(data)) {
+		t.Fatalf("second fetch: %+v, %v after %d calls", res, err, calls)
 	}
 	if res.FromNetwork != 0 {
 		t.Fatalf("second fetch moved %d bytes again, want 0", res.FromNetwork)
