@@ -13,14 +13,7 @@ import (
 )
 
 func TestDiskConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) blobstore.Store {
-		d, err := blobstore.OpenDisk(t.TempDir(), slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Close() })
-		return d
-	})
+	storetest.Run(t, func(t *testing.T) blobstore.Store { return openDisk(t) })
 }
 
 func TestMemConformance(t *testing.T) {

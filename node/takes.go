@@ -18,9 +18,10 @@ import (
 type takes struct {
 	n *Node
 
-	mu     sync.Mutex
-	queued map[peer.ID][]*take // waiting for the peer's next batch
-	busy   map[peer.ID]bool    // a batch to the peer is on its way
+	mu sync.Mutex
+	// queued holds, for each peer with a batch on its way, the takes
+	// waiting for its next one.
+	queued map[peer.ID][]*take
 }
 
 // take is one blob's shares in one group, waiting for its batch.
@@ -41,13 +42,12 @@ func (t *takes) Take(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syn
 	tk := &take{item: shares.Item{Ref: ref, Group: g}, done: make(chan takeResult, 1)}
 	t.mu.Lock()
 	if t.queued == nil {
-		t.queued, t.busy = map[peer.ID][]*take{}, map[peer.ID]bool{}
+		t.queued = map[peer.ID][]*take{}
 	}
-	t.queued[p] = append(t.queued[p], tk)
-	start := !t.busy[p]
-	t.busy[p] = true
+	q, running := t.queued[p]
+	t.queued[p] = append(q, tk)
 	t.mu.Unlock()
-	if start {
+	if !running {
 		t.n.goRun(func() { t.drain(p) })
 	}
 	select {
@@ -71,7 +71,6 @@ func (t *takes) drain(p peer.ID) {
 		t.queued[p] = t.queued[p][len(batch):]
 		if len(batch) == 0 {
 			delete(t.queued, p)
-			delete(t.busy, p)
 			t.mu.Unlock()
 			return
 		}

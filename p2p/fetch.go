@@ -138,13 +138,12 @@ func (c *Client) FetchWith(ctx context.Context, ref syncnode.BlobRef, holders []
 		}
 		return res, err
 	}
-	if opts.Commit == nil {
-		info, err := part.Commit()
-		res.Info = info
-		return res, err
+	wrap := opts.Commit
+	if wrap == nil {
+		wrap = func(commit func() (blobstore.Info, error)) (blobstore.Info, error) { return commit() }
 	}
 	committed := false
-	info, err := opts.Commit(func() (blobstore.Info, error) {
+	info, err := wrap(func() (blobstore.Info, error) {
 		committed = true
 		return part.Commit()
 	})

@@ -113,6 +113,21 @@ func runDaemonWith(t *testing.T, dir string, opts InitOptions) *node.Node {
 
 // pageUntil returns a wait, up to 30 s, for a JavaScript condition on
 // the page of ctx; the test fails with the page's text if it never holds.
+// openPage opens the status page of the daemon in dir in a headless
+// browser at chrome.
+func openPage(t *testing.T, chrome, dir string) context.Context {
+	t.Helper()
+	url, err := PageURL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := browser(t, chrome)
+	if _, err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
 func pageUntil(t *testing.T, ctx context.Context) func(what, js string) {
 	return func(what, js string) {
 		t.Helper()
@@ -150,15 +165,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	g := spec.ID
 	nodetest.Join(t, srv, dev, g, syncnode.Normal)
-	url, err := PageURL(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	ctx := browser(t, chrome)
-	if _, err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
-		t.Fatal(err)
-	}
+	ctx := openPage(t, chrome, dir)
 	until := pageUntil(t, ctx)
 	text := func(sel string) string {
 		return fmt.Sprintf(`((document.querySelector(%q)||{}).textContent||"")`, sel)
@@ -211,14 +218,7 @@ func TestPageShowsStoreFailing(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "server")
 	n := runDaemonWith(t, dir, InitOptions{Store: "s3://blobs/page", S3Endpoint: s3.Addr, S3Insecure: true,
 		S3AccessKey: s3test.AccessKey, S3SecretKey: s3test.SecretKey})
-	url, err := PageURL(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := browser(t, chrome)
-	if _, err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
-		t.Fatal(err)
-	}
+	ctx := openPage(t, chrome, dir)
 	until := pageUntil(t, ctx)
 	until("the bucket in the node line", fmt.Sprintf(`document.querySelector("#node").textContent.includes(%q)`, "store s3://blobs/page ("+s3.Addr+")"))
 	until("no store alert", `document.querySelector("#store-error").hidden`)
@@ -280,18 +280,11 @@ func TestPageLooksAsItShould(t *testing.T) {
 	chrome := chromium(t)
 	dir := t.TempDir()
 	runDaemon(t, dir)
-	url, err := PageURL(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	state, err := json.Marshal(pageFixture())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := browser(t, chrome)
-	if _, err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
-		t.Fatal(err)
-	}
+	ctx := openPage(t, chrome, dir)
 	// Fonts load before the fixed state is drawn and photographed.
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.fonts.ready.then(() => true)`, chromedp.EvalAwaitPromise)); err != nil {
 		t.Fatal(err)
