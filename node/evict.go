@@ -16,15 +16,15 @@ type evictItem struct {
 	Ref     syncnode.BlobRef
 	Size    int64
 	LastUse time.Time
-	// Pinned blobs (shares in some group, or a fetch in flight) are never
-	// evicted.
-	Pinned bool
 }
 
-// planEviction picks the least-recently-used unpinned blobs to evict until
-// the total size is within budget. It returns them and the bytes still over
-// budget after evicting them, which pinned blobs account for.
-func planEviction(items []evictItem, budget int64) (evict []syncnode.BlobRef, over int64) {
+// planEviction picks the least-recently-used blobs that pinned does not
+// hold (shares in some group, a fetch in flight: never evicted) until the
+// total size is within budget. It returns them and the bytes still over
+// budget after evicting them, which pinned blobs account for. pinned is
+// asked only of the blobs the plan reaches, oldest first: a pass that frees
+// a few blobs checks a few, however many the node holds.
+func planEviction(items []evictItem, budget int64, pinned func(syncnode.BlobRef) bool) (evict []syncnode.BlobRef, over int64) {
 	var total int64
 	for _, it := range items {
 		total += it.Size
@@ -43,7 +43,7 @@ func planEviction(items []evictItem, budget int64) (evict []syncnode.BlobRef, ov
 		if total <= budget {
 			break
 		}
-		if it.Pinned {
+		if pinned(it.Ref) {
 			continue
 		}
 		evict = append(evict, it.Ref)
@@ -52,29 +52,64 @@ func planEviction(items []evictItem, budget int64) (evict []syncnode.BlobRef, ov
 	return evict, max(total-budget, 0)
 }
 
-// lru records when each blob was last used.
+// lru records, for each blob held, when it was last used and its size,
+// and the total of those sizes. A blob enters it once put or fetched (at
+// open, every blob held), so one missing from it is being put or fetched.
 type lru struct {
-	mu   sync.Mutex
-	used map[syncnode.BlobRef]time.Time
+	mu    sync.Mutex
+	used  map[syncnode.BlobRef]lruEntry
+	bytes int64
 }
 
-func (l *lru) touch(ref syncnode.BlobRef, t time.Time) {
+type lruEntry struct {
+	at   time.Time
+	size int64
+}
+
+func (l *lru) touch(ref syncnode.BlobRef, t time.Time, size int64) {
 	l.mu.Lock()
-	l.used[ref] = t
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	l.bytes += size - l.used[ref].size
+	l.used[ref] = lruEntry{t, size}
 }
 
 func (l *lru) get(ref syncnode.BlobRef) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	t, ok := l.used[ref]
-	return t, ok
+	e, ok := l.used[ref]
+	return e.at, ok
 }
 
 func (l *lru) forget(ref syncnode.BlobRef) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bytes -= l.used[ref].size
 	delete(l.used, ref)
-	l.mu.Unlock()
+}
+
+// len returns how many blobs the table holds.
+func (l *lru) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.used)
+}
+
+// total returns the bytes of the blobs in the table.
+func (l *lru) total() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bytes
+}
+
+// items returns the table's blobs for planEviction.
+func (l *lru) items() []evictItem {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	items := make([]evictItem, 0, len(l.used))
+	for ref, e := range l.used {
+		items = append(items, evictItem{Ref: ref, Size: e.size, LastUse: e.at})
+	}
+	return items
 }
 
 // EvictionReport says what an eviction pass did.
@@ -89,32 +124,67 @@ type EvictionReport struct {
 }
 
 // Evict removes least-recently-used blobs with no shares, among those
-// referenced in a syncgroup, until the store is within the node's budget. A node that is a server in any group keeps
-// everything, and so does a node without a budget.
+// referenced in a syncgroup, until the store is within the node's budget.
+// A node that is a server in any group keeps everything, and so does a
+// node without a budget. It lists the store: blobs the LRU table does not
+// know (being put or fetched) count towards the total and stay.
 func (n *Node) Evict() (EvictionReport, error) {
-	n.evictMu.Lock()
-	defer n.evictMu.Unlock()
-	rep := EvictionReport{Budget: n.cfg.BlobBudget}
-	if n.cfg.BlobBudget <= 0 || n.isServerIn(n.sync.Groups()) {
-		return rep, nil
-	}
 	var items []evictItem
+	unknown := map[syncnode.BlobRef]bool{}
 	err := n.blobs.List(func(i blobstore.Info) error {
-		rep.Stored += i.Size
-		mayEvict, err := n.mayEvict(i.Ref)
-		if err != nil {
-			return err
-		}
 		last, known := n.lru.get(i.Ref)
-		// A blob not yet in the LRU table is being put or fetched.
-		items = append(items, evictItem{Ref: i.Ref, Size: i.Size, LastUse: last,
-			Pinned: !mayEvict || !known || n.inFlight(i.Ref) || n.pins.pinned(i.Ref)})
+		if !known {
+			unknown[i.Ref] = true
+		}
+		items = append(items, evictItem{Ref: i.Ref, Size: i.Size, LastUse: last})
 		return nil
 	})
 	if err != nil {
-		return rep, err
+		return EvictionReport{Budget: n.cfg.BlobBudget}, err
 	}
-	evict, over := planEviction(items, n.cfg.BlobBudget)
+	return n.evict(items, true, func(ref syncnode.BlobRef) bool { return unknown[ref] })
+}
+
+// evictSoon runs an eviction pass in the background if the blobs held are
+// over the budget, planned from the LRU table rather than a listing of the
+// store: after a put or a fetch, a node under its budget does nothing, and
+// one over it checks only the oldest blobs. Passes asked for while one
+// waits to start are one pass.
+func (n *Node) evictSoon() {
+	if n.cfg.BlobBudget <= 0 || n.lru.total() <= n.cfg.BlobBudget || !n.evictQueued.CompareAndSwap(false, true) {
+		return
+	}
+	n.goRun(func() {
+		n.evictQueued.Store(false)
+		if _, err := n.evict(n.lru.items(), false, func(syncnode.BlobRef) bool { return false }); err != nil {
+			n.log.Error("eviction pass failed", "err", err)
+		}
+	})
+}
+
+// evict runs one eviction pass over items, listed from the store or not;
+// held marks blobs to keep besides those with shares, pins or a fetch in
+// flight.
+func (n *Node) evict(items []evictItem, listed bool, held func(syncnode.BlobRef) bool) (EvictionReport, error) {
+	n.evictMu.Lock()
+	defer n.evictMu.Unlock()
+	rep := EvictionReport{Budget: n.cfg.BlobBudget}
+	for _, it := range items {
+		rep.Stored += it.Size
+	}
+	if n.cfg.BlobBudget <= 0 || n.isServerIn(n.sync.Groups()) {
+		return rep, nil
+	}
+	var errs []error
+	checked := 0
+	evict, over := planEviction(items, n.cfg.BlobBudget, func(ref syncnode.BlobRef) bool {
+		checked++
+		mayEvict, err := n.mayEvict(ref)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		return !mayEvict || held(ref) || n.inFlight(ref) || n.pins.pinned(ref)
+	})
 	rep.PinnedOver = over
 	for _, ref := range evict {
 		if n.evictOne(ref) {
@@ -126,7 +196,10 @@ func (n *Node) Evict() (EvictionReport, error) {
 		n.log.Warn("over budget, pinned by shares", "over", over, "budget", n.cfg.BlobBudget)
 	}
 	n.evictions.Add(int64(len(rep.Evicted)))
-	return rep, nil
+	if h := n.hook.evictPass.Load(); h != nil {
+		(*h)(listed, checked)
+	}
+	return rep, errors.Join(errs...)
 }
 
 // evictOne deletes ref if it may still be evicted. The check and the

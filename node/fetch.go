@@ -246,7 +246,7 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 		}
 		tried = append(tried, holders...)
 	}
-	n.fetched(ref)
+	n.fetched(ref, res.Size)
 	f.info = res.Info
 	f.set(Status{State: Done, Received: res.Size, Total: res.Size, Holders: holders})
 }
@@ -316,11 +316,11 @@ func (n *Node) likelyHolder(ref syncnode.BlobRef, hints []peer.ID) (peer.ID, boo
 	return "", false
 }
 
-// fetched records that this node now holds ref: it provides the blob and
-// names itself in the signpost.
-func (n *Node) fetched(ref syncnode.BlobRef) {
+// fetched records that this node now holds ref, of size bytes: it
+// provides the blob and names itself in the signpost.
+func (n *Node) fetched(ref syncnode.BlobRef, size int64) {
 	n.announce(ref)
-	n.lru.touch(ref, time.Now())
+	n.lru.touch(ref, time.Now(), size)
 	defer n.evictSoon()
 	sp, err := n.signposts.Get(ref)
 	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {

@@ -208,10 +208,12 @@ type Node struct {
 	restore restorer
 	hook    testHooks
 
-	lru       lru
-	stats     counters
-	evictMu   sync.Mutex
-	evictions atomic.Int64
+	lru     lru
+	stats   counters
+	evictMu sync.Mutex
+	// evictQueued reports an automatic eviction pass waiting to start.
+	evictQueued atomic.Bool
+	evictions   atomic.Int64
 }
 
 // blobStore is what a node needs of its blob store: a blobstore.Store
@@ -240,6 +242,9 @@ type testHooks struct {
 	// inCommit runs when a fetched blob has been committed (visible, its
 	// directory entry synced), with the blob's lock still held.
 	inCommit atomic.Pointer[func(ref syncnode.BlobRef)]
+	// evictPass runs after each eviction pass: whether it listed the
+	// store, and how many blobs it checked for pins and shares.
+	evictPass atomic.Pointer[func(listed bool, checked int)]
 }
 
 // start runs the node's background work.
@@ -435,27 +440,16 @@ func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error)
 	}
 	n.restore.done(info.Ref)
 	n.announce(info.Ref)
-	n.lru.touch(info.Ref, time.Now())
+	n.lru.touch(info.Ref, time.Now(), info.Size)
 	n.evictSoon()
 	return info, nil
-}
-
-// evictSoon runs an eviction pass in the background.
-func (n *Node) evictSoon() {
-	if n.cfg.BlobBudget > 0 {
-		n.goRun(func() {
-			if _, err := n.Evict(); err != nil {
-				n.log.Error("eviction pass failed", "err", err)
-			}
-		})
-	}
 }
 
 // OpenBlob opens a stored blob for reading at any offset.
 func (n *Node) OpenBlob(ref syncnode.BlobRef) (blobstore.Reader, error) {
 	r, err := n.store.Open(ref)
 	if err == nil {
-		n.lru.touch(ref, time.Now())
+		n.lru.touch(ref, time.Now(), r.Size())
 	}
 	return r, err
 }

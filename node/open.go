@@ -36,7 +36,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Log, handoffs: map[handoffKey]bool{}, netReady: make(chan struct{}),
 		handoffRetry: map[handoffRef]handoffBackoff{},
-		lru:          lru{used: map[syncnode.BlobRef]time.Time{}}}
+		lru:          lru{used: map[syncnode.BlobRef]lruEntry{}}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	var opened closers
 	defer func() {
@@ -199,7 +199,7 @@ func (n *Node) recoverState() error {
 	err = n.blobs.List(func(i blobstore.Info) error {
 		n.announce(i.Ref)
 		if t, err := n.blobs.ModTime(i.Ref); err == nil {
-			n.lru.touch(i.Ref, t)
+			n.lru.touch(i.Ref, t, i.Size)
 		}
 		return nil
 	})

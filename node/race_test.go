@@ -23,9 +23,18 @@ func TestEvictRacingShareTransferKeepsACopy(t *testing.T) {
 	leaf, member := nodes[0], nodes[1]
 	// The leaf's own hand-offs stay out of the way: the test makes the
 	// transfer itself, at the worst moment.
-	leaf.handoffMu.Lock()
-	leaf.handoffs[handoffKey{g, member.ID()}] = true
-	leaf.handoffMu.Unlock()
+	// The key is set only while no hand-off runs: a running one deletes
+	// it when it ends, and the next round would hand the blob off.
+	testkit.WaitFor(t, 10*time.Second, "no hand-off running", func() bool {
+		leaf.handoffMu.Lock()
+		defer leaf.handoffMu.Unlock()
+		k := handoffKey{g, member.ID()}
+		if leaf.handoffs[k] {
+			return false
+		}
+		leaf.handoffs[k] = true
+		return true
+	})
 	ref := putBlobRow(t, leaf, g, "photos/race.jpg", 128<<10, 9)
 	// The member gets the blob (fetch alone takes no shares) and learns
 	// the row, so its copy is referenced and evictable.
