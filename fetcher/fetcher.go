@@ -39,6 +39,8 @@ type Status struct {
 // Fetcher runs fetches from its queue: at most Concurrency at once, each
 // blob as soon as its next attempt is due. One starter goroutine waits for
 // the head's deadline or a wake-up; each fetch runs in its own goroutine.
+// An attempt that has its bytes and only finishes (takes the blob's
+// shares) can give its place to the next one with Release.
 type Fetcher struct {
 	cfg      Config
 	fetch    FetchFunc
@@ -49,8 +51,11 @@ type Fetcher struct {
 	rng     *rand.Rand
 	q       Queue
 	running map[syncnode.BlobRef]struct{}
-	lastErr map[syncnode.BlobRef]string
-	stopped bool
+	// active counts the running attempts that hold a place of
+	// Concurrency, finishing those that released theirs.
+	active, finishing int
+	lastErr           map[syncnode.BlobRef]string
+	stopped           bool
 
 	wake   chan struct{}
 	cancel context.CancelFunc
@@ -210,7 +215,7 @@ func (f *Fetcher) startDue(ctx context.Context) (wait time.Duration, idle bool) 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := time.Now()
-	for len(f.running) < f.cfg.Concurrency {
+	for f.active < f.cfg.Concurrency {
 		_, next, ok := f.q.Peek()
 		if !ok {
 			return 0, true
@@ -220,19 +225,64 @@ func (f *Fetcher) startDue(ctx context.Context) (wait time.Duration, idle bool) 
 		}
 		ref, _, n, _ := f.q.Pop()
 		f.running[ref] = struct{}{}
+		f.active++
 		f.wg.Add(1)
 		go f.attempt(ctx, ref, n)
 	}
 	return 0, true // full: a finishing fetch wakes us
 }
 
+// releaseKey keys an attempt's *place in its context.
+type releaseKey struct{}
+
+// place is an attempt's place among the Concurrency running ones.
+type place struct {
+	f        *Fetcher
+	released bool // under f.mu
+}
+
+// Release gives up the place that the attempt running with ctx holds
+// among the Concurrency attempts at once, so that the next due blob
+// starts: the attempt has moved its blob's bytes and only finishes, on
+// work a slow peer must not stretch into every other blob's wait (taking
+// the blob's shares). The attempt still runs, its blob is not started
+// again, and its outcome counts as before. Outside an attempt, a second
+// time, or while 4 × Concurrency attempts are finishing already, it does
+// nothing.
+func Release(ctx context.Context) {
+	pl, ok := ctx.Value(releaseKey{}).(*place)
+	if !ok {
+		return
+	}
+	f := pl.f
+	f.mu.Lock()
+	if pl.released || f.finishing >= 4*f.cfg.Concurrency {
+		f.mu.Unlock()
+		return
+	}
+	pl.released = true
+	f.active--
+	f.finishing++
+	f.mu.Unlock()
+	f.poke()
+}
+
 func (f *Fetcher) attempt(ctx context.Context, ref syncnode.BlobRef, n int) {
 	defer f.wg.Done()
-	err := f.fetch(ctx, ref)
+	pl := &place{f: f}
+	err := f.fetch(context.WithValue(ctx, releaseKey{}, pl), ref)
+	done := func() { // under f.mu
+		delete(f.running, ref)
+		if pl.released {
+			f.finishing--
+		} else {
+			f.active--
+		}
+	}
 	if ctx.Err() != nil && err != nil {
 		// Stopped mid-fetch: not the blob's fault, and not counted.
 		f.mu.Lock()
-		delete(f.running, ref)
+		done()
 		f.mu.Unlock()
 		return
 	}
@@ -241,7 +291,7 @@ func (f *Fetcher) attempt(ctx context.Context, ref syncnode.BlobRef, n int) {
 		f.log.Error("persist fetch attempts", "blob", ref, "err", serr)
 	}
 	f.mu.Lock()
-	delete(f.running, ref)
+	done()
 	if err == nil {
 		delete(f.lastErr, ref)
 		f.log.Debug("fetched", "blob", ref, "attempts", n)

@@ -327,3 +327,72 @@ func (ff *fakeFetch) waitCalls(ref syncnode.BlobRef, n int, step time.Duration) 
 		time.Sleep(step)
 	}
 }
+
+// TestReleaseFreesThePlaceNotTheBlob: attempts that have their bytes after
+// 100 ms and then wait 10 s on a slow peer for their shares give up their
+// places, so 40 blobs on 4 places all have their bytes within a second,
+// not after 10 s per round of 4. Finishing attempts are capped at 4 ×
+// Concurrency, a blob is never started twice while its attempt finishes,
+// and the attempts still count: each blob is fetched once and done.
+func TestReleaseFreesThePlaceNotTheBlob(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const blobs, places = 40, 4
+		var mu sync.Mutex
+		bytesAt := map[syncnode.BlobRef]time.Duration{}
+		starts := map[syncnode.BlobRef]int{}
+		finishing, maxFinishing := 0, 0
+		start := time.Now()
+		fetch := func(ctx context.Context, ref syncnode.BlobRef) error {
+			mu.Lock()
+			starts[ref]++
+			mu.Unlock()
+			time.Sleep(100 * time.Millisecond) // the bytes
+			mu.Lock()
+			bytesAt[ref] = time.Since(start)
+			finishing++
+			maxFinishing = max(maxFinishing, finishing)
+			mu.Unlock()
+			Release(ctx)
+			Release(ctx)                 // a second time changes nothing
+			time.Sleep(10 * time.Second) // the shares, from a slow peer
+			mu.Lock()
+			finishing--
+			mu.Unlock()
+			return nil
+		}
+		cfg := DefaultConfig()
+		cfg.Concurrency = places
+		st := &MemAttempts{}
+		f := newFetcher(t, cfg, fetch, st)
+		f.Start(t.Context())
+		defer f.Stop()
+		for i := range blobs {
+			if err := f.Enqueue(testRef(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		mu.Lock()
+		got, most := len(bytesAt), maxFinishing
+		mu.Unlock()
+		// 4 places, 16 finishing: 20 blobs have their bytes by 500 ms, and
+		// the rest wait for finishing attempts to end.
+		if got != 4*places+places {
+			t.Fatalf("%d blobs had their bytes after 1 s, want %d (4 places and 16 finishing)", got, 4*places+places)
+		}
+		if most > 4*places+places {
+			t.Fatalf("%d attempts finishing at once, want at most %d", most, 4*places+places)
+		}
+		for f.Len() > 0 {
+			time.Sleep(time.Second)
+		}
+		synctest.Wait()
+		for i := range blobs {
+			ref := testRef(i)
+			if n, _ := st.FetchAttempts(ref); starts[ref] != 1 || n != 1 {
+				t.Fatalf("blob %d: started %d times, %d attempts recorded, want 1 and 1", i, starts[ref], n)
+			}
+		}
+	})
+}

@@ -1,14 +1,18 @@
 package node
 
 import (
+	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/testkit"
+	"github.com/syncnode/syncnode/p2p"
 )
 
 // A fetch asks its likely holder for the blob whole with no question
@@ -73,5 +77,47 @@ func TestLikelyHolderOfALargeBlob(t *testing.T) {
 	}
 	if got := c.stats.bytesIn.Load(); got != size {
 		t.Fatalf("%d bytes in, want %d", got, size)
+	}
+}
+
+// TestSlowShareHolderHoldsUpOnlyItsOwnBlobs: a member that serves its
+// blobs but never answers a share request (a hostile one, or one
+// overloaded) must not hold the server's fetch places while the server
+// waits for it. With 2 places, a server that waited out each take would
+// have 2 of the member's 8 blobs for the first IOTimeout (5 s here); it
+// has all 8 at once, and keeps asking for the shares.
+func TestSlowShareHolderHoldsUpOnlyItsOwnBlobs(t *testing.T) {
+	nodes, g := meshWith(t, true, func(c *Config) { c.Fetcher.Concurrency = 2 }, syncnode.Normal, syncnode.Server)
+	dev, server := nodes[0], nodes[1]
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var asked atomic.Int64
+	dev.Host().SetStreamHandler(p2p.ProtoShares, func(s network.Stream) {
+		asked.Add(1)
+		select { // read nothing, answer nothing
+		case <-release:
+		case <-time.After(time.Minute):
+		}
+		s.Reset()
+	})
+	var refs []syncnode.BlobRef
+	for i := range 8 {
+		refs = append(refs, putBlobRow(t, dev, g, fmt.Sprintf("photos/slow%d.jpg", i), 64<<10, uint64(100+i)))
+	}
+	testkit.WaitFor(t, 3*time.Second, "every blob on the server while the shares stall", func() bool {
+		for _, ref := range refs {
+			if !server.HasBlob(ref) {
+				return false
+			}
+		}
+		return true
+	})
+	if asked.Load() == 0 {
+		t.Fatal("the server never asked the member for shares")
+	}
+	for _, ref := range refs {
+		if sh := sharesIn(t, server, ref, g); sh != 0 {
+			t.Fatalf("server holds %d shares of %s though the member answered nothing", sh, ref)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/signpost"
 )
 
@@ -39,6 +40,9 @@ func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef) error {
 	if tr, ok := ctx.Value(traceKey{}).(*attemptTrace); ok {
 		holders = tr.holders
 	}
+	// The bytes are here: a holder slow to hand over its shares holds up
+	// this blob's attempt, not the fetches of the blobs queued behind it.
+	fetcher.Release(ctx)
 	return n.takeShares(ctx, ref, holders)
 }
 
