@@ -30,6 +30,7 @@ func simCmd() *command {
 			fs.IntVar(&cfg.Servers, "servers", 4, "servers")
 			fs.IntVar(&cfg.Blobs, "blobs", 200, "rows with a new blob to write")
 			fs.IntVar(&cfg.BlobSize, "size", 256<<10, "bytes per blob")
+			fs.DurationVar(&cfg.Pause, "pause", 20*time.Millisecond, "longest pause after each write (each drawn below it): a longer one lowers the load")
 			fs.Int64Var(&cfg.Budget, "budget", 1<<20, "blob budget of each device and leaf, bytes")
 			fs.IntVar(&cfg.Crashes, "crashes", 20, "nodes stopped and restarted during the run")
 			fs.IntVar(&cfg.Partitions, "partitions", 4, "times the mesh is cut in two and healed during the run")

@@ -11,6 +11,10 @@ type Config struct {
 	// Blobs is how many rows with a new blob are written; BlobSize is each
 	// blob's size.
 	Blobs, BlobSize int
+	// Pause bounds the wait after each write, drawn uniformly below it
+	// (0: 20 ms); a longer one lowers the load the writes put on the
+	// machine.
+	Pause time.Duration
 	// Budget is each device's and leaf's blob budget in bytes.
 	Budget int64
 	// Crashes is how many times a random node is stopped mid-run and

@@ -204,7 +204,11 @@ func (r *run) writeAll(ctx context.Context) error {
 		if err := r.writeOne(ctx, i, buf); err != nil {
 			return err
 		}
-		time.Sleep(time.Duration(r.rng.IntN(20)) * time.Millisecond)
+		pause := r.cfg.Pause
+		if pause <= 0 {
+			pause = 20 * time.Millisecond
+		}
+		time.Sleep(time.Duration(r.rng.Int64N(int64(pause))))
 	}
 	r.cut.Heal()
 	for _, d := range r.crashed {
