@@ -129,6 +129,8 @@ type EvictionReport struct {
 // node without a budget. It lists the store: blobs the LRU table does not
 // know (being put or fetched) count towards the total and stay.
 func (n *Node) Evict() (EvictionReport, error) {
+	n.evictMu.Lock()
+	defer n.evictMu.Unlock()
 	var items []evictItem
 	unknown := map[syncnode.BlobRef]bool{}
 	err := n.blobs.List(func(i blobstore.Info) error {
@@ -156,18 +158,18 @@ func (n *Node) evictSoon() {
 	}
 	n.goRun(func() {
 		n.evictQueued.Store(false)
+		n.evictMu.Lock()
+		defer n.evictMu.Unlock()
 		if _, err := n.evict(n.lru.items(), false, func(syncnode.BlobRef) bool { return false }); err != nil {
 			n.log.Error("eviction pass failed", "err", err)
 		}
 	})
 }
 
-// evict runs one eviction pass over items, listed from the store or not;
-// held marks blobs to keep besides those with shares, pins or a fetch in
-// flight.
+// evict runs one eviction pass over items, listed from the store or not,
+// with n.evictMu held since they were gathered; held marks blobs to keep
+// besides those with shares, pins or a fetch in flight.
 func (n *Node) evict(items []evictItem, listed bool, held func(syncnode.BlobRef) bool) (EvictionReport, error) {
-	n.evictMu.Lock()
-	defer n.evictMu.Unlock()
 	rep := EvictionReport{Budget: n.cfg.BlobBudget}
 	for _, it := range items {
 		rep.Stored += it.Size
@@ -214,7 +216,10 @@ func (n *Node) evictOne(ref syncnode.BlobRef) bool {
 	if h := n.hook.beforeDelete.Load(); h != nil {
 		(*h)(ref)
 	}
-	if err := n.deleteCopy(ref); err != nil {
+	if err := n.deleteCopy(ref); errors.Is(err, syncnode.ErrNotFound) {
+		n.lru.forget(ref) // gone already (a read touched it after its deletion)
+		return false
+	} else if err != nil {
 		n.log.Error("eviction failed", "blob", ref, "err", err)
 		return false
 	}
