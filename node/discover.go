@@ -156,11 +156,12 @@ func (n *Node) maybeHandoff(g syncnode.GroupID, p peer.ID) {
 
 // holderBack retries at once the server fetcher's queued blobs whose
 // signposts name p as a holder (not as a relay), which has just connected
-// or completed a round: a
-// holder that returns is not left waiting out a backoff earned while it
-// was away.
+// or completed a round: a holder that returns is not left waiting out a
+// backoff earned while it was away. Returns are paced (see returns): one
+// whose retries p served none of is followed by a pause in which p's
+// returns retry nothing.
 func (n *Node) holderBack(p peer.ID) {
-	if n.fetcher.Len() == 0 {
+	if n.fetcher.Len() == 0 || !n.returns.may(p, time.Now()) {
 		return
 	}
 	n.goRun(func() {
@@ -175,6 +176,7 @@ func (n *Node) holderBack(p peer.ID) {
 			}
 		}
 		if k := n.fetcher.RetryNow(refs); k > 0 {
+			n.returns.retried(p, time.Now())
 			n.log.Info("holder back: queued fetches retried now", "peer", p, "blobs", k)
 		}
 	})

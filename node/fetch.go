@@ -353,6 +353,7 @@ func (n *Node) judge(ref syncnode.BlobRef, res p2p.FetchResult, ok bool) {
 		for p, b := range res.BytesBy {
 			if b > 0 && !slices.Contains(res.Faulty, p) && !slices.Contains(res.Rejected, p) {
 				n.rep.served(p)
+				n.returns.servedBy(p)
 			}
 		}
 	}

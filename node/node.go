@@ -189,6 +189,7 @@ type Node struct {
 
 	gate    *gate
 	rep     reputation
+	returns returns
 	flights flights
 
 	ctx     context.Context
