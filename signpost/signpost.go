@@ -50,15 +50,18 @@ type Located struct {
 }
 
 // Better reports whether a ranks strictly before b: servers before others,
-// then proxies before others, then the more recently seen, then by peer ID.
-// It is a strict weak ordering (in fact a strict total order on distinct
-// peers), so sorting and trimming by it are deterministic.
+// then holders before proxies (members that only relayed a row naming the
+// blob, which may not hold it), then the more recently seen, then by peer
+// ID. It is a strict weak ordering (in fact a strict total order on
+// distinct peers), so sorting and trimming by it are deterministic. Since
+// a signpost keeps the MaxLocations best, the members that relay a row
+// never push its writer, the one peer known to hold the blob, out of it.
 func Better(a, b Located) bool {
 	if a.IsServer != b.IsServer {
 		return a.IsServer
 	}
 	if a.IsProxy != b.IsProxy {
-		return a.IsProxy
+		return !a.IsProxy
 	}
 	if !a.WhenSeen.Equal(b.WhenSeen) {
 		return a.WhenSeen.After(b.WhenSeen)

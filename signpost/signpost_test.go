@@ -81,7 +81,7 @@ func TestMergeRules(t *testing.T) {
 		t.Fatalf("groups = %v, want the union", s.Groups())
 	}
 	got := s.Ranked()
-	want := []peer.ID{testPeer(1), testPeer(3), testPeer(5), testPeer(2)} // server, proxy, newest...
+	want := []peer.ID{testPeer(1), testPeer(5), testPeer(2), testPeer(4)} // server, then holders newest first; the proxy is trimmed
 	if len(got) != MaxLocations {
 		t.Fatalf("%d locations, want %d", len(got), MaxLocations)
 	}
@@ -291,5 +291,33 @@ func TestStorePersistsAcrossReopen(t *testing.T) {
 	}
 	if err := st.Scan(func(syncnode.BlobRef, Signpost) error { return nil }); !errors.Is(err, syncnode.ErrCorruptRecord) {
 		t.Fatalf("Scan over corrupt: %v", err)
+	}
+}
+
+// TestRelaysNeverPushOutTheWriter: a row reaches a member through its
+// writer and then, relayed, through four more members, each recorded as a
+// proxy and seen later than the writer. The signpost keeps four
+// locations, and the writer, the one known holder, is among them: in a
+// private group, where nothing is announced in the DHT, it is the only
+// way to find the blob.
+func TestRelaysNeverPushOutTheWriter(t *testing.T) {
+	var s Signpost
+	s.AddLocation(testPeer(0), Location{WhenSeen: t0})
+	for i := 1; i <= 4; i++ {
+		s.AddLocation(testPeer(i), Location{WhenSeen: t0.Add(time.Duration(i) * time.Second), IsProxy: true})
+	}
+	if len(s.Locations) != MaxLocations {
+		t.Fatalf("%d locations, want %d", len(s.Locations), MaxLocations)
+	}
+	if l, ok := s.Locations[testPeer(0)]; !ok || l.IsProxy {
+		t.Fatalf("the writer was pushed out by relays: %v", s.Ranked())
+	}
+	if got := s.Ranked()[0].Peer; got != testPeer(0) {
+		t.Fatalf("ranked first: %s, want the writer", got)
+	}
+	// A server still ranks first.
+	s.AddLocation(testPeer(9), Location{WhenSeen: t0, IsServer: true})
+	if got := s.Ranked(); got[0].Peer != testPeer(9) || got[1].Peer != testPeer(0) {
+		t.Fatalf("ranked %v, want the server, then the writer", got)
 	}
 }
