@@ -190,6 +190,7 @@ type Node struct {
 	gate    *gate
 	rep     reputation
 	returns returns
+	punches punches
 	flights flights
 
 	ctx     context.Context
@@ -258,6 +259,7 @@ func (n *Node) start() {
 	n.goRun(n.rediscover)
 	n.goRun(n.runRestore)
 	n.goRun(n.runScrub)
+	n.goRun(n.runPunches)
 	for _, ai := range n.cfg.Bootstrap {
 		n.goRun(func() {
 			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)

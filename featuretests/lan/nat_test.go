@@ -68,9 +68,9 @@ func (in *internet) attach(host *netns, ip string) string {
 // mapping, which hole punching gets through); with random it picks a
 // random port for every flow (a symmetric NAT, which defeats it). The
 // addresses members announce from behind it are what a server saw.
-func behindNAT(t *testing.T, in *internet, name, publicIP, lan string, random bool) *netns {
+func behindNAT(t *testing.T, in *internet, name, publicIP, lan string, random bool) (dev, router *netns) {
 	id := randomID()
-	router, dev := newNetns(t, "sn-"+name+"r-"+id), newNetns(t, "sn-"+name+"-"+id)
+	router, dev = newNetns(t, "sn-"+name+"r-"+id), newNetns(t, "sn-"+name+"-"+id)
 	wan := in.attach(router, publicIP)
 	lr, ld := "snl"+id, "snd"+id
 	sh(t, "ip", "link", "add", lr, "type", "veth", "peer", "name", ld)
@@ -98,7 +98,16 @@ func behindNAT(t *testing.T, in *internet, name, publicIP, lan string, random bo
 		router.sh("nft", "add", "chain", "ip", "filter", "from_"+hook, "{ type filter hook "+hook+" priority 0 ; policy accept ; }")
 		router.sh("nft", "add", "rule", "ip", "filter", "from_"+hook, "iifname", wan, "ct", "state", "new", "drop")
 	}
-	return dev
+	return dev, router
+}
+
+// block has router drop every packet its network sends to ip, until the
+// returned func lifts it.
+func block(router *netns, ip string) (lift func()) {
+	router.sh("nft", "add", "table", "ip", "block")
+	router.sh("nft", "add", "chain", "ip", "block", "drops", "{ type filter hook forward priority 0 ; policy accept ; }")
+	router.sh("nft", "add", "rule", "ip", "block", "drops", "ip", "daddr", ip, "drop")
+	return func() { router.sh("nft", "delete", "table", "ip", "block") }
 }
 
 // rxBytes returns the bytes received on interface dev of ns.
@@ -139,18 +148,32 @@ func (d *device) peer(p string) (api.Peer, bool) {
 type natScene struct {
 	server, a, b *device
 	serverNS     *netns
-	serverDev    string
-	shared       string // the group with the server
-	private      string // the devices' own group
-	reserved     time.Duration
+	// unblock lets the devices' direct packets to each other through, when
+	// the scene was made with them dropped.
+	unblock   func()
+	serverDev string
+	shared    string // the group with the server
+	private   string // the devices' own group
+	reserved  time.Duration
 }
 
 func newNATScene(t *testing.T, symmetric bool, init ...string) *natScene {
+	return newNATSceneBlocked(t, symmetric, false, init...)
+}
+
+// newNATSceneBlocked is newNATScene, with the routers dropping whatever
+// one device sends to the other's public address, if blocked, until
+// sc.unblock.
+func newNATSceneBlocked(t *testing.T, symmetric, blocked bool, init ...string) *natScene {
 	in := newInternet(t)
 	sns := newNetns(t, "sn-s-"+randomID())
-	sc := &natScene{serverNS: sns, serverDev: in.attach(sns, "11.0.0.10")}
-	nsA := behindNAT(t, in, "a", "11.0.0.1", "10.1.0", symmetric)
-	nsB := behindNAT(t, in, "b", "11.0.0.2", "10.2.0", symmetric)
+	sc := &natScene{serverNS: sns, serverDev: in.attach(sns, "11.0.0.10"), unblock: func() {}}
+	nsA, routerA := behindNAT(t, in, "a", "11.0.0.1", "10.1.0", symmetric)
+	nsB, routerB := behindNAT(t, in, "b", "11.0.0.2", "10.2.0", symmetric)
+	if blocked {
+		liftA, liftB := block(routerA, "11.0.0.2"), block(routerB, "11.0.0.1")
+		sc.unblock = func() { liftA(); liftB() }
+	}
 	sc.server = startDevice(t, sns, "server")
 	sc.a = startDevice(t, nsA, "phone", init...)
 	sc.b = startDevice(t, nsB, "laptop", init...)
@@ -271,6 +294,41 @@ func TestTwoNATsHolePunch(t *testing.T) {
 	getBlob(t, b, ref, data)
 	t.Logf("relay reservations behind NAT %v after start; direct connection between the devices %v after that; %d MiB fetched direct in %v; the server's interface took in %d bytes meanwhile (%.1f%% of the blob)",
 		sc.reserved.Round(time.Millisecond), punched.Round(time.Millisecond), len(data2)>>20, took.Round(time.Millisecond), relayed, 100*float64(relayed)/float64(len(data2)))
+}
+
+// A hole punch that failed is tried again. The routers drop what each
+// device sends to the other's public address while they join and meet
+// through the server's relay, so the punches libp2p makes when the
+// relayed connection opens (three, once) all fail. Once the routers let
+// the packets through, the device that dialled through the relay dials
+// again, its peer punches once more, and the devices connect directly.
+func TestHolePunchTriedAgainAfterAFailure(t *testing.T) {
+	needNAT(t)
+	sc := newNATSceneBlocked(t, false, true)
+	a, b := sc.a, sc.b
+	aID := a.status().ID
+	testkit.WaitFor(t, 30*time.Second, "the devices connected through the relay", func() bool {
+		p, ok := b.peer(aID)
+		return ok && len(p.Relays) > 0
+	})
+	// libp2p's punches run at once and fail against the block.
+	time.Sleep(30 * time.Second)
+	if p, _ := b.peer(aID); p.Direct {
+		t.Fatalf("a direct connection through routers that drop it: %+v", p)
+	}
+	sc.unblock()
+	lifted := time.Now()
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := b.try("peers", "--json")
+			t.Logf("laptop's peers:\n%s", out)
+		}
+	})
+	testkit.WaitFor(t, 90*time.Second, "a direct connection once the routers let it through", func() bool {
+		p, ok := b.peer(aID)
+		return ok && p.Direct
+	})
+	t.Logf("direct %v after the routers let the devices' packets through", time.Since(lifted).Round(time.Millisecond))
 }
 
 // Behind NATs that map every flow to a random port, hole punching fails;
