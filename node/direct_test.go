@@ -84,10 +84,12 @@ func TestLikelyHolderOfALargeBlob(t *testing.T) {
 // blobs but never answers a share request (a hostile one, or one
 // overloaded) must not hold the server's fetch places while the server
 // waits for it. With 2 places, a server that waited out each take would
-// have 2 of the member's 8 blobs for the first IOTimeout (5 s here); it
+// have 2 of the member's 8 blobs for the first IOTimeout (10 s here); it
 // has all 8 at once, and keeps asking for the shares.
 func TestSlowShareHolderHoldsUpOnlyItsOwnBlobs(t *testing.T) {
-	nodes, g := meshWith(t, true, func(c *Config) { c.Fetcher.Concurrency = 2 }, syncnode.Normal, syncnode.Server)
+	nodes, g := meshWith(t, true, func(c *Config) {
+		c.Fetcher.Concurrency, c.IOTimeout = 2, 10*time.Second
+	}, syncnode.Normal, syncnode.Server)
 	dev, server := nodes[0], nodes[1]
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
@@ -104,7 +106,7 @@ func TestSlowShareHolderHoldsUpOnlyItsOwnBlobs(t *testing.T) {
 	for i := range 8 {
 		refs = append(refs, putBlobRow(t, dev, g, fmt.Sprintf("photos/slow%d.jpg", i), 64<<10, uint64(100+i)))
 	}
-	testkit.WaitFor(t, 3*time.Second, "every blob on the server while the shares stall", func() bool {
+	testkit.WaitFor(t, 8*time.Second, "every blob on the server while the shares stall", func() bool {
 		for _, ref := range refs {
 			if !server.HasBlob(ref) {
 				return false

@@ -93,8 +93,11 @@ func TestEvictionAfterFetchChecksOnlyTheOldest(t *testing.T) {
 	if len(passes) == 0 || len(passes) > total-keep {
 		t.Fatalf("%d passes after fetches, want 1 to %d (none under the budget)", len(passes), total-keep)
 	}
+	// Each pass checks about as many blobs as the device is over its
+	// budget (one, or a few when fetches outran the pass): never the 30
+	// and more it holds.
 	for i, c := range checks {
-		if c > 3 {
+		if c > keep/3 {
 			t.Errorf("pass %d checked %d blobs of %d held, want only the oldest few", i, c, passes[i])
 		}
 	}
