@@ -324,7 +324,7 @@ func TestHolePunchTriedAgainAfterAFailure(t *testing.T) {
 			t.Logf("laptop's peers:\n%s", out)
 		}
 	})
-	testkit.WaitFor(t, 90*time.Second, "a direct connection once the routers let it through", func() bool {
+	testkit.WaitFor(t, 150*time.Second, "a direct connection once the routers let it through", func() bool {
 		p, ok := b.peer(aID)
 		return ok && p.Direct
 	})
