@@ -87,13 +87,6 @@ func (l *lru) forget(ref syncnode.BlobRef) {
 	delete(l.used, ref)
 }
 
-// len returns how many blobs the table holds.
-func (l *lru) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.used)
-}
-
 // total returns the bytes of the blobs in the table.
 func (l *lru) total() int64 {
 	l.mu.Lock()

@@ -64,7 +64,7 @@ func TestEvictionAfterFetchChecksOnlyTheOldest(t *testing.T) {
 	hook := func(listed bool, checked int) {
 		if !listed {
 			mu.Lock()
-			passes = append(passes, reader.lru.len())
+			passes = append(passes, len(reader.lru.items()))
 			checks = append(checks, checked)
 			mu.Unlock()
 		}

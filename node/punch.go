@@ -110,7 +110,7 @@ func (n *Node) punchAgain(now time.Time) {
 		// A connection carrying a blob transfer is left alone: the next
 		// check may find it done. (Other streams, the DHT's long-lived
 		// ones and short sync rounds, open again on the new connection.)
-		if len(relayed) == 0 || !dialled || busy || !n.sharesAGroup(p) || !n.punches.due(p, now) {
+		if len(relayed) == 0 || !dialled || busy || !n.sharesGroupWith(p) || !n.punches.due(p, now) {
 			continue
 		}
 		n.goRun(func() { n.redialThroughRelays(p, relayed) })
@@ -134,14 +134,4 @@ func (n *Node) redialThroughRelays(p peer.ID, conns []network.Conn) {
 		return
 	}
 	n.log.Debug("redialled through a relay to punch again", "peer", p)
-}
-
-// sharesAGroup reports whether p is a member of a group this node is in.
-func (n *Node) sharesAGroup(p peer.ID) bool {
-	for _, g := range n.sync.Groups() {
-		if n.sync.IsMember(p, g) {
-			return true
-		}
-	}
-	return false
 }

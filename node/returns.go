@@ -28,13 +28,14 @@ type returns struct {
 	m  map[peer.ID]returnState
 }
 
+// returnState is a peer's pacing. A peer has one only after a return of
+// it retried fetches and while it has served nothing since.
 type returnState struct {
 	// next is when p's returns start retries again.
 	next time.Time
-	// pending: a return of p started retries and p has served nothing
-	// since; fails counts such returns in a row before it.
-	pending bool
-	fails   int
+	// fails counts the returns before the last that retried fetches
+	// which p then served none of.
+	fails int
 }
 
 // may reports whether p's return at now may retry the fetches waiting on
@@ -52,11 +53,10 @@ func (r *returns) retried(p peer.ID, now time.Time) {
 	if r.m == nil {
 		r.m = map[peer.ID]returnState{}
 	}
-	s := r.m[p]
-	if s.pending {
+	s, seen := r.m[p]
+	if seen {
 		s.fails++
 	}
-	s.pending = true
 	s.next = now.Add(min(returnBase<<min(s.fails, 20), returnMax))
 	r.m[p] = s
 }
