@@ -24,7 +24,7 @@ func TestLikelyHolderWithoutTheBlob(t *testing.T) {
 	ref := putBlobRow(t, a, g, "photos/one", 200<<10, 1)
 	testkit.WaitFor(t, 10*time.Second, "the signpost at c", func() bool { _, err := c.Signpost(ref); return err == nil })
 	tr := &attemptTrace{}
-	info, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{b.ID()}, nil)
+	info, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{b.ID()}, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestLikelyHolderServesAtOnce(t *testing.T) {
 	ref := putBlobRow(t, a, g, "photos/one", 300<<10, 2)
 	haves := a.service.Stats().Haves
 	tr := &attemptTrace{}
-	if _, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{a.ID()}, nil); err != nil {
+	if _, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{a.ID()}, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	if asked := a.service.Stats().Haves - haves; asked != 0 {
@@ -65,11 +65,11 @@ func TestLikelyHolderOfALargeBlob(t *testing.T) {
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	const size = 6 << 20
 	ref := putBlobRow(t, a, g, "photos/one", size, 3)
-	if _, err := b.fetch(t.Context(), ref, PriorityNormal, []peer.ID{a.ID()}, nil); err != nil {
+	if _, err := b.fetch(t.Context(), ref, PriorityNormal, []peer.ID{a.ID()}, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	tr := &attemptTrace{}
-	if _, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{b.ID()}, nil); err != nil {
+	if _, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{b.ID()}, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	if len(tr.holders) != 2 {

@@ -299,7 +299,7 @@ func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g 
 	unpin := n.pins.pin(ref)
 	defer unpin()
 	if !n.holds(ref) {
-		if _, err := n.fetch(ctx, ref, PriorityBackground, []peer.ID{from}, nil); err != nil {
+		if _, err := n.fetch(ctx, ref, PriorityBackground, []peer.ID{from}, nil, 0); err != nil {
 			n.noteHandoff(ref, fmt.Sprintf("hand-off from %s not taken: fetch failed: %v", from, err))
 			return shares.Result{}, err
 		}

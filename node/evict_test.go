@@ -81,7 +81,7 @@ func TestEvictionAfterFetchChecksOnlyTheOldest(t *testing.T) {
 			return err == nil && len(sp.Groups()) > 0
 		})
 		// A fetch alone takes no shares: the copy is the reader's to evict.
-		if _, err := reader.fetch(t.Context(), ref, PriorityNormal, []peer.ID{writer.ID()}, nil); err != nil {
+		if _, err := reader.fetch(t.Context(), ref, PriorityNormal, []peer.ID{writer.ID()}, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

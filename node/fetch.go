@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
@@ -22,17 +23,21 @@ import (
 // State is a stage of a blob fetch.
 type State int
 
-// The stages of a fetch, in order; Failed ends a fetch that did not finish.
+// The stages of a fetch; Failed ends a fetch that did not finish. A fetch
+// goes Pending, Locating, Fetching, Done; one whose holders could not be
+// reached may go Waiting (for one of them to come back) and Locating
+// again, for as long as its caller allows.
 const (
 	Pending State = iota
 	Locating
 	Fetching
 	Done
 	Failed
+	Waiting
 )
 
 func (s State) String() string {
-	return [...]string{"pending", "locating", "fetching", "done", "failed"}[s]
+	return [...]string{"pending", "locating", "fetching", "done", "failed", "waiting"}[s]
 }
 
 // Status is a fetch's progress: its stage and, while fetching and when
@@ -42,8 +47,10 @@ type Status struct {
 	Received, Total int64
 	// Holders are the peers found holding the blob (from Fetching on).
 	Holders []peer.ID
-	// Err is why a fetch failed.
+	// Err is why a fetch failed, or, while Waiting, why the last try did.
 	Err error
+	// Until is when a Waiting fetch gives up.
+	Until time.Time
 }
 
 // Fetch priorities: a waiting fetch with a higher priority starts first.
@@ -60,6 +67,11 @@ type FetchOptions struct {
 	// Status, if not nil, is called with every change of the fetch's
 	// status, one call at a time, ending with Done or Failed.
 	Status func(Status)
+	// WaitForHolder is how long a fetch whose holders could not be
+	// reached (gone, restarting, unreachable; not lying) waits for one to
+	// come back: it is Waiting, and tries again whenever a peer connects
+	// and every few seconds. Zero fails at once.
+	WaitForHolder time.Duration
 }
 
 // ErrNoHolder reports a blob that no reachable peer holds.
@@ -71,11 +83,11 @@ var ErrNoHolder = p2p.ErrNoHolder
 // transfer. A blob already held is Done at once.
 func (n *Node) FetchBlob(ctx context.Context, ref syncnode.BlobRef, opts FetchOptions) (blobstore.Info, error) {
 	tr := &attemptTrace{}
-	info, err := n.fetch(withTrace(ctx, tr), ref, opts.Priority, nil, opts.Status)
+	info, err := n.fetch(withTrace(ctx, tr), ref, opts.Priority, nil, opts.Status, opts.WaitForHolder)
 	if err != nil {
 		return info, err
 	}
-	if err := n.takeShares(ctx, ref, tr.holders); err != nil {
+	if err := n.takeShares(ctx, ref, tr.holders, false); err != nil {
 		n.log.Info("fetched, but shares not all taken", "blob", ref, "err", err)
 	}
 	return info, nil
@@ -101,6 +113,8 @@ type flight struct {
 	watchers map[int]func(Status)
 	nextID   int
 	waiters  int
+	// wait is the longest WaitForHolder of the callers so far.
+	wait time.Duration
 }
 
 func (f *flight) set(s Status) {
@@ -114,8 +128,9 @@ func (f *flight) set(s Status) {
 
 // fetch joins (or starts) the flight of ref and waits for it; a caller
 // whose ctx ends leaves it, and the last to leave cancels it. hints are
-// peers to ask first.
-func (n *Node) fetch(ctx context.Context, ref syncnode.BlobRef, prio int, hints []peer.ID, status func(Status)) (blobstore.Info, error) {
+// peers to ask first; wait is how long the caller lets the flight wait for
+// an unreachable holder to come back.
+func (n *Node) fetch(ctx context.Context, ref syncnode.BlobRef, prio int, hints []peer.ID, status func(Status), wait time.Duration) (blobstore.Info, error) {
 	if info, err := n.blobs.Stat(ref); err == nil {
 		if status != nil {
 			status(Status{State: Done, Received: info.Size, Total: info.Size})
@@ -136,6 +151,7 @@ func (n *Node) fetch(ctx context.Context, ref syncnode.BlobRef, prio int, hints 
 	}
 	f.waiters++
 	f.mu.Lock()
+	f.wait = max(f.wait, wait)
 	id := f.nextID
 	f.nextID++
 	if status != nil {
@@ -188,13 +204,69 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 		f.cancel()
 		close(f.done)
 	}()
-	fail := func(err error) {
-		f.err = err
-		f.set(Status{State: Failed, Err: err})
+	start := time.Now()
+	for tries := 0; ; tries++ {
+		res, holders, err := n.attempt(ctx, f, ref, prio, hints)
+		if err == nil {
+			n.fetched(ref, res.Size)
+			f.info = res.Info
+			f.set(Status{State: Done, Received: res.Size, Total: res.Size, Holders: holders})
+			return
+		}
+		f.mu.Lock()
+		wait := f.wait
+		f.mu.Unlock()
+		until := start.Add(wait)
+		if ctx.Err() != nil || len(res.Rejected) > 0 || !time.Now().Before(until) {
+			if wait > 0 && ctx.Err() == nil {
+				err = fmt.Errorf("node: no holder of %s could serve it within %v (%d tries): %w", ref, wait, tries+1, err)
+			}
+			f.err = err
+			f.set(Status{State: Failed, Err: err})
+			return
+		}
+		f.set(Status{State: Waiting, Err: err, Until: until})
+		n.awaitHolder(ctx, until, tries)
+		// This fetch paces its own tries: libp2p's dial backoff would
+		// refuse to dial a holder that failed a moment ago and is back.
+		f.mu.Lock()
+		tried := slices.Clone(f.tried)
+		f.mu.Unlock()
+		n.clearDialBackoff(tried)
 	}
-	if err := n.gate.acquire(ctx, prio); err != nil {
-		fail(err)
+}
+
+// clearDialBackoff lets the host dial peers at once again, whatever their
+// recent failures.
+func (n *Node) clearDialBackoff(peers []peer.ID) {
+	sw, ok := n.h.Network().(*swarm.Swarm)
+	if !ok {
 		return
+	}
+	for _, p := range peers {
+		sw.Backoff().Clear(p)
+	}
+}
+
+// awaitHolder waits until a peer connects (a holder may be back), the
+// next periodic try (1 s after the first failure, doubling to 8 s), until,
+// or the end of ctx.
+func (n *Node) awaitHolder(ctx context.Context, until time.Time, tries int) {
+	back := n.arrivals.wait()
+	t := time.NewTimer(min(time.Second<<min(tries, 3), time.Until(until)))
+	defer t.Stop()
+	select {
+	case <-back:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// attempt makes one try of f: it takes a fetch slot, asks the likely
+// holder, else locates the holders and fetches from them.
+func (n *Node) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) (p2p.FetchResult, []peer.ID, error) {
+	if err := n.gate.acquire(ctx, prio); err != nil {
+		return p2p.FetchResult{}, nil, err
 	}
 	defer n.gate.release()
 	// A likely holder is asked for the blob whole at once, with no round
@@ -202,22 +274,19 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 	// their writer or a server. A larger blob (its tree kept), or a
 	// candidate that turns out not to hold it, leaves the rest to the
 	// holders a locate finds.
-	var res p2p.FetchResult
-	var holders, tried []peer.ID
-	direct := false
+	var tried []peer.ID
 	if p, ok := n.likelyHolder(ref, hints); ok {
 		f.set(Status{State: Locating})
-		var err error
-		res, err = n.transfer(ctx, f, ref, []peer.ID{p}, true)
+		res, err := n.transfer(ctx, f, ref, []peer.ID{p}, true)
 		switch {
 		case err == nil:
-			direct, holders = true, []peer.ID{p}
+			holders := []peer.ID{p}
 			f.mu.Lock()
 			f.tried, f.holders = holders, holders
 			f.mu.Unlock()
+			return res, holders, nil
 		case ctx.Err() != nil:
-			fail(err)
-			return
+			return res, nil, err
 		case !errors.Is(err, p2p.ErrNotWhole):
 			tried = append(tried, p) // not a holder after all, or a failed one
 		}
@@ -225,30 +294,25 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 	// A holder may evict between saying it has the blob and serving it:
 	// then the blob is located once more, without the holders tried, and
 	// the fetch resumes from what arrived.
-	for attempt := 0; !direct; attempt++ {
+	for again := 0; ; again++ {
 		f.set(Status{State: Locating})
-		var err error
-		if holders, err = n.locate(ctx, ref, hints, tried); err != nil {
-			fail(err)
-			return
+		holders, err := n.locate(ctx, ref, hints, tried)
+		if err != nil {
+			return p2p.FetchResult{}, nil, err
 		}
 		f.set(Status{State: Fetching, Holders: holders})
-		res, err = n.transfer(ctx, f, ref, holders, false)
+		res, err := n.transfer(ctx, f, ref, holders, false)
 		if err == nil {
-			break
+			return res, holders, nil
 		}
 		// Only holders that were simply gone earn a second look; liars and
 		// stalling holders are already judged, and another round of them
 		// would hold a fetch slot for nothing.
-		if attempt == 1 || ctx.Err() != nil || len(res.Rejected) > 0 || len(res.Faulty) > 0 {
-			fail(fmt.Errorf("node: fetch %s from %d holders: %w", ref, len(holders), err))
-			return
+		if again == 1 || ctx.Err() != nil || len(res.Rejected) > 0 || len(res.Faulty) > 0 {
+			return res, holders, fmt.Errorf("node: fetch %s from %d holders: %w", ref, len(holders), err)
 		}
 		tried = append(tried, holders...)
 	}
-	n.fetched(ref, res.Size)
-	f.info = res.Info
-	f.set(Status{State: Done, Received: res.Size, Total: res.Size, Holders: holders})
 }
 
 // transfer fetches ref from holders into the blob store, reporting its
@@ -401,7 +465,10 @@ func (n *Node) addAddrs(p peer.ID, addrs []string) {
 // the blob and its shares too. It fails if a holder could not be asked,
 // so that a caller retries later; a proxy that cannot be reached is only
 // logged (it hands its shares off itself when it next syncs with a server).
-func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []peer.ID) error {
+// Unless waitAll, only the extra holders (the peers just fetched from,
+// which have just answered) are waited for: the others are asked in the
+// background, so that a user's fetch never waits on a device that is gone.
+func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []peer.ID, waitAll bool) error {
 	unpin := n.pins.pin(ref)
 	defer unpin()
 	sp, err := n.signposts.Get(ref)
@@ -442,23 +509,33 @@ func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []pee
 			if !n.sync.IsMember(c.p, g) {
 				continue
 			}
+			if !waitAll && !slices.Contains(extra, c.p) {
+				n.goRun(func() { n.take(n.ctx, ref, g, c.p) })
+				continue
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res, err := n.takes.Take(ctx, c.p, ref, g)
-				switch {
-				case err != nil && c.holder:
+				if err := n.take(ctx, ref, g, c.p); err != nil && c.holder {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
-				case err != nil:
-					n.log.Debug("shares not asked of a proxy", "blob", ref, "group", g, "peer", c.p, "err", err)
-				case res.Taken > 0:
-					n.log.Info("took ownership shares", "blob", ref, "group", g, "from", c.p, "shares", res.Taken, "holder keeps", res.HolderKeeps)
 				}
 			}()
 		}
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// take asks p for its shares of ref in g, and logs what came of it.
+func (n *Node) take(ctx context.Context, ref syncnode.BlobRef, g syncnode.GroupID, p peer.ID) error {
+	res, err := n.takes.Take(ctx, p, ref, g)
+	switch {
+	case err != nil:
+		n.log.Debug("shares not taken", "blob", ref, "group", g, "peer", p, "err", err)
+	case res.Taken > 0:
+		n.log.Info("took ownership shares", "blob", ref, "group", g, "from", p, "shares", res.Taken, "holder keeps", res.HolderKeeps)
+	}
+	return err
 }

@@ -27,6 +27,12 @@ func (n *Node) inGoodStanding(p peer.ID) bool {
 // maxAsk bounds the peers asked whether they hold a blob in one locate.
 const maxAsk = 16
 
+// locateHedge is how long the peers a signpost names have to answer
+// before the group's members are asked too: a signpost can name a peer
+// that is gone, whose dial only fails at its timeout, while a member that
+// holds the blob answers within a round trip.
+const locateHedge = time.Second
+
 // locating is the state of one locate: the peers asked (never again), the
 // holders found and the errors met.
 type locating struct {
@@ -57,17 +63,17 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude 
 		cands = append(cands, loc.Peer)
 	}
 	for round := 0; round < 3 && len(cands) > 0 && len(l.holders) == 0; round++ {
-		cands = l.ask(ctx, cands)
+		cands = l.ask(ctx, cands, locateHedge)
 	}
 	// Then the members of the blob's groups: private groups' blobs are not
 	// in the DHT, and a member may hold a copy no signpost here names.
 	if !l.good() {
-		l.ask(ctx, n.membersOf(sp.Groups()))
+		l.ask(ctx, n.membersOf(sp.Groups()), 0)
 	}
 	// The DHT is asked when the signposts led to no holder in good
 	// standing: hostile holders must not hide honest ones.
 	if !l.good() {
-		l.ask(ctx, l.providers(ctx))
+		l.ask(ctx, l.providers(ctx), 0)
 	}
 	l.record()
 	return l.result()
@@ -84,8 +90,9 @@ func (l *locating) good() bool {
 // not. Once a holder in good standing has answered, the others get as
 // long again as it took (at least haveGrace): a peer about as near is
 // still heard, and one slow or absent peer does not hold up a fetch that
-// can start.
-func (l *locating) ask(ctx context.Context, cands []peer.ID) (more []peer.ID) {
+// can start. With a hedge, ask returns after that long whatever is still
+// pending (the late answers are dropped).
+func (l *locating) ask(ctx context.Context, cands []peer.ID, hedge time.Duration) (more []peer.ID) {
 	type answer struct {
 		p   peer.ID
 		r   p2p.HaveResult
@@ -108,13 +115,24 @@ func (l *locating) ask(ctx context.Context, cands []peer.ID) (more []peer.ID) {
 			answers <- answer{p, r, err}
 		}()
 	}
-	var grace <-chan time.Time
+	var grace, hedged <-chan time.Time
+	if hedge > 0 {
+		t := time.NewTimer(hedge)
+		defer t.Stop()
+		hedged = t.C
+	}
 	for pending := len(todo); pending > 0; pending-- {
 		var a answer
 		select {
 		case a = <-answers:
 		case <-grace:
 			return more
+		case <-hedged:
+			if grace == nil {
+				return more
+			}
+			pending++ // a holder answered: the grace decides
+			continue
 		}
 		if grace == nil && a.err == nil && a.r.Have && l.n.inGoodStanding(a.p) {
 			t := time.NewTimer(max(haveGrace, time.Since(start)))

@@ -230,7 +230,7 @@ func TestNonMemberAndEjectedMemberGetNothing(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	_, err := stranger.fetch(ctx, ref, PriorityNormal, []peer.ID{admin.ID()}, nil)
+	_, err := stranger.fetch(ctx, ref, PriorityNormal, []peer.ID{admin.ID()}, nil, 0)
 	// Refused like a blob the admin never heard of: no holder, no word of
 	// access or groups.
 	if !errors.Is(err, ErrNoHolder) || strings.Contains(err.Error(), "access") || strings.Contains(err.Error(), "syncgroup") {
@@ -267,7 +267,7 @@ func TestNonMemberAndEjectedMemberGetNothing(t *testing.T) {
 	if _, ok, _ := ejected.GetRow(g, "photos/after.jpg"); ok {
 		t.Fatal("ejected member received a row written after its ejection")
 	}
-	if _, err := ejected.fetch(ctx, ref2, PriorityNormal, []peer.ID{admin.ID(), witness.ID()}, nil); !errors.Is(err, ErrNoHolder) {
+	if _, err := ejected.fetch(ctx, ref2, PriorityNormal, []peer.ID{admin.ID(), witness.ID()}, nil, 0); !errors.Is(err, ErrNoHolder) {
 		t.Fatalf("ejected member's fetch: %v", err)
 	}
 }

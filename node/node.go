@@ -192,6 +192,8 @@ type Node struct {
 	returns returns
 	punches punches
 	flights flights
+	// arrivals wakes fetches waiting for a holder to come back.
+	arrivals arrivals
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -404,8 +406,19 @@ func (n *Node) Close() error {
 	if n.relay != nil {
 		n.relay.Close()
 	}
+	n.sayGoodbye()
 	n.wg.Wait()
 	return errors.Join(n.dht.Close(), n.h.Close(), n.db.Close(), n.blobs.Close())
+}
+
+// sayGoodbye closes every connection, so that peers learn at once that
+// this node is gone (QUIC sends its close frames, TCP its FIN) instead of
+// at their next stream or their idle timeout; a node started again on the
+// same identity is then dialled afresh.
+func (n *Node) sayGoodbye() {
+	for _, c := range n.h.Network().Conns() {
+		c.Close()
+	}
 }
 
 // ID returns the node's peer ID.

@@ -219,7 +219,10 @@ func (n *Node) recoverState() error {
 		n.log.Error("fetch queue not restored at open", "err", err)
 	}
 	n.h.Network().Notify(&network.NotifyBundle{
-		ConnectedF: func(_ network.Network, c network.Conn) { n.holderBack(c.RemotePeer()) },
+		ConnectedF: func(_ network.Network, c network.Conn) {
+			n.arrivals.arrived()
+			n.holderBack(c.RemotePeer())
+		},
 		DisconnectedF: func(nw network.Network, c network.Conn) {
 			if nw.Connectedness(c.RemotePeer()) != network.Connected {
 				n.lastSeen.Store(c.RemotePeer(), time.Now())

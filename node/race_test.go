@@ -62,7 +62,7 @@ func TestEvictRacingShareTransferKeepsACopy(t *testing.T) {
 		}
 	}
 	member.hook.beforeDelete.Store(&hook)
-	if _, err := member.fetch(t.Context(), ref, PriorityNormal, []peer.ID{leaf.ID()}, nil); err != nil {
+	if _, err := member.fetch(t.Context(), ref, PriorityNormal, []peer.ID{leaf.ID()}, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	// The pass after the fetch may get there first; either way one
@@ -120,7 +120,7 @@ func TestNoShareAcceptedBeforeTheCommitEnds(t *testing.T) {
 	b.hook.inCommit.Store(&hook)
 	fetched := make(chan error, 1)
 	go func() {
-		_, err := b.fetch(context.Background(), ref, PriorityNormal, []peer.ID{a.ID()}, nil)
+		_, err := b.fetch(context.Background(), ref, PriorityNormal, []peer.ID{a.ID()}, nil, 0)
 		fetched <- err
 	}()
 	select {

@@ -92,7 +92,7 @@ func (n *Node) runRestore() {
 		r.mu.Unlock()
 		for _, ref := range due {
 			ctx, cancel := context.WithTimeout(n.ctx, 10*n.cfg.IOTimeout)
-			_, err := n.fetch(ctx, ref, PriorityNormal, nil, nil)
+			_, err := n.fetch(ctx, ref, PriorityNormal, nil, nil, 0)
 			cancel()
 			if n.ctx.Err() != nil {
 				return

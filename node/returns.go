@@ -67,3 +67,30 @@ func (r *returns) servedBy(p peer.ID) {
 	defer r.mu.Unlock()
 	delete(r.m, p)
 }
+
+// arrivals tells waiting fetches that a peer connected: a holder that was
+// gone may be back. wait returns a channel closed at the next connection.
+type arrivals struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// wait returns a channel that is closed when the next peer connects.
+func (a *arrivals) wait() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ch == nil {
+		a.ch = make(chan struct{})
+	}
+	return a.ch
+}
+
+// arrived wakes everyone waiting.
+func (a *arrivals) arrived() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ch != nil {
+		close(a.ch)
+		a.ch = nil
+	}
+}

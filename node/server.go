@@ -33,7 +33,7 @@ func (n *Node) serverFetch(ctx context.Context, ref syncnode.BlobRef) error {
 }
 
 func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef) error {
-	if _, err := n.fetch(ctx, ref, PriorityBackground, nil, nil); err != nil {
+	if _, err := n.fetch(ctx, ref, PriorityBackground, nil, nil, 0); err != nil {
 		return err
 	}
 	var holders []peer.ID
@@ -43,7 +43,7 @@ func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef) error {
 	// The bytes are here: a holder slow to hand over its shares holds up
 	// this blob's attempt, not the fetches of the blobs queued behind it.
 	fetcher.Release(ctx)
-	return n.takeShares(ctx, ref, holders)
+	return n.takeShares(ctx, ref, holders, true)
 }
 
 // scan queues every blob whose signpost names a group where this node is a

@@ -166,20 +166,22 @@ type HaveResult struct {
 
 // Have asks p whether it holds ref.
 func (c *Client) Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (HaveResult, error) {
-	st, err := c.h.NewStream(ctx, p, ProtoHaveBlob)
+	var resp haveResponse
+	err := Exchange(ctx, c.h, p, ProtoHaveBlob, func(st network.Stream) error {
+		defer st.Close()
+		defer ctxStream(ctx, st)()
+		if err := WriteMsg(st, haveRequest{Ref: ref.Bytes()}, c.cfg.IOTimeout); err != nil {
+			st.Reset()
+			return err
+		}
+		if err := ReadMsg(bufio.NewReader(st), st, &resp, MaxFrame, c.cfg.IOTimeout); err != nil {
+			st.Reset()
+			return err
+		}
+		return nil
+	})
 	if err != nil {
 		return HaveResult{}, fmt.Errorf("p2p: have %s from %s: %w", ref, p, err)
-	}
-	defer st.Close()
-	defer ctxStream(ctx, st)()
-	if err := WriteMsg(st, haveRequest{Ref: ref.Bytes()}, c.cfg.IOTimeout); err != nil {
-		st.Reset()
-		return HaveResult{}, err
-	}
-	var resp haveResponse
-	if err := ReadMsg(bufio.NewReader(st), st, &resp, MaxFrame, c.cfg.IOTimeout); err != nil {
-		st.Reset()
-		return HaveResult{}, err
 	}
 	switch resp.Code {
 	case codeOK:
@@ -253,16 +255,31 @@ func (c *Client) get(ctx context.Context, p peer.ID, req getRequest, body func(t
 	}
 }
 
-// getOnce sends one GetBlob request.
-func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body func(tree []byte, data io.Reader, n int64) error) (getResponse, error) {
-	st, err := c.h.NewStream(ctx, p, ProtoGetBlob)
-	if err != nil {
-		return getResponse{}, fmt.Errorf("p2p: open stream: %w", err)
-	}
+// getOnce sends one GetBlob request (through Exchange: a connection that
+// turns out dead before the answer starts is replaced once).
+func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body func(tree []byte, data io.Reader, n int64) error) (resp getResponse, err error) {
+	err = Exchange(ctx, c.h, p, ProtoGetBlob, func(st network.Stream) error {
+		resp, err = c.getOn(ctx, st, p, req, body)
+		return err
+	})
+	return resp, err
+}
+
+// getOn sends req on st, which it closes or resets.
+func (c *Client) getOn(ctx context.Context, st network.Stream, p peer.ID, req getRequest, body func(tree []byte, data io.Reader, n int64) error) (getResponse, error) {
 	var via peer.ID
 	if relay, relayed := RelayOf(st.Conn()); relayed && c.cfg.Relayed != RelayAllow {
+		first := st
+		var err error
 		if st, err = c.directStream(ctx, p, st, c.cfg.DirectWait); err != nil {
 			return getResponse{}, fmt.Errorf("p2p: open stream: %w", err)
+		}
+		if st != first {
+			// The request goes on a direct stream: the relayed one is
+			// no longer the one whose connection decides a retry.
+			if ws, ok := first.(*watchedStream); ok {
+				ws.answered.Store(true)
+			}
 		}
 		if _, relayed = RelayOf(st.Conn()); relayed && c.cfg.Relayed == RelayRefuse {
 			st.Reset()
@@ -280,7 +297,7 @@ func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body fu
 	st.CloseWrite()
 	br := bufio.NewReaderSize(st, 64<<10)
 	var resp getResponse
-	err = ReadMsg(br, st, &resp, maxRequest, c.cfg.IOTimeout)
+	err := ReadMsg(br, st, &resp, maxRequest, c.cfg.IOTimeout)
 	resp.via = via
 	if err != nil {
 		st.Reset()

@@ -70,13 +70,14 @@ func blobPut(*flag.FlagSet) func(*cmd) error {
 func blobGet(fs *flag.FlagSet) func(*cmd) error {
 	out := fs.String("o", "", "output file (default stdout)")
 	prio := fs.Int("priority", node.PriorityHigh, "fetch priority: higher runs first when fetches queue")
+	wait := fs.Duration("wait", time.Minute, "how long to wait for a holder that cannot be reached now (gone, restarting) to come back; 0 fails at once")
 	return func(c *cmd) error {
 		ref, cl, err := c.refAndClient()
 		if err != nil {
 			return err
 		}
 		p := newFetchProgress(c.stderr)
-		err = cl.FetchBlob(c.ctx, ref.String(), api.FetchOptions{Priority: *prio}, p.event)
+		err = cl.FetchBlob(c.ctx, ref.String(), api.FetchOptions{Priority: *prio, Wait: *wait}, p.event)
 		p.end(err)
 		if err != nil {
 			return err
@@ -169,6 +170,8 @@ type fetchProgress struct {
 	start time.Time
 	last  int64
 	moved bool // a fetch ran: the blob was not held already
+	// waiting is set while the fetch waits for a holder: said once.
+	waiting bool
 }
 
 func newFetchProgress(w io.Writer) *fetchProgress { return &fetchProgress{w: w, start: time.Now()} }
@@ -176,6 +179,14 @@ func newFetchProgress(w io.Writer) *fetchProgress { return &fetchProgress{w: w, 
 func (p *fetchProgress) event(ev api.FetchEvent) {
 	if ev.State == node.Locating.String() || ev.State == node.Fetching.String() {
 		p.moved = true
+	}
+	if ev.State == node.Waiting.String() {
+		if !p.waiting && ev.Until != nil {
+			fmt.Fprintf(p.w, "waiting for a holder to come back (up to %v, until %s): %s\n",
+				time.Until(*ev.Until).Round(time.Second), ev.Until.Local().Format(time.TimeOnly), ev.Error)
+		}
+		p.waiting = true
+		return
 	}
 	// A fetch quicker than the daemon's first progress line still ends
 	// with its bar and summary.

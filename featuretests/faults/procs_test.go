@@ -62,13 +62,21 @@ type proc struct {
 }
 
 // newProc initialises a data directory for a daemon syncing every
-// syncEvery, and starts it; it is killed when the test ends.
-func newProc(t testing.TB, name string, syncEvery time.Duration) *proc {
+// syncEvery, and starts it; it is killed when the test ends. It listens on
+// listen (default TCP on a loopback port fixed here).
+func newProc(t testing.TB, name string, syncEvery time.Duration, listen ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, name: name, dir: filepath.Join(t.TempDir(), name)}
 	// Loopback on a port fixed here, and no LAN announcements: the fault
 	// suite's daemons are reached at the addresses their configs name.
-	if out, err := exec.Command(bin, "-data", p.dir, "init", "-listen", nodetest.FreeAddr(t), "-no-lan").CombinedOutput(); err != nil {
+	if len(listen) == 0 {
+		listen = []string{nodetest.FreeAddr(t)}
+	}
+	args := []string{"-data", p.dir, "init", "-no-lan"}
+	for _, a := range listen {
+		args = append(args, "-listen", a)
+	}
+	if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: init: %v\n%s", name, err, out)
 	}
 	cfgPath := filepath.Join(p.dir, control.ConfigFile)
@@ -138,8 +146,11 @@ func (p *proc) start() {
 }
 
 // kill sends SIGKILL and waits for the process to be gone.
-func (p *proc) kill() {
-	p.cmd.Process.Signal(syscall.SIGKILL)
+func (p *proc) kill() { p.stop(syscall.SIGKILL) }
+
+// stop sends sig and waits for the process to be gone.
+func (p *proc) stop(sig syscall.Signal) {
+	p.cmd.Process.Signal(sig)
 	<-p.done
 	p.cmd = nil
 }

@@ -70,7 +70,7 @@ func (c *Client) FetchBlob(ctx context.Context, ref string, o FetchOptions, prog
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			return fmt.Errorf("api: bad fetch status line: %w", err)
 		}
-		if ev.Error != "" {
+		if ev.Error != "" && ev.State != "waiting" {
 			failed = errors.New(ev.Error)
 		}
 		if progress != nil {

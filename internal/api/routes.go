@@ -44,9 +44,16 @@ func readPath(ref string, offset, length int64) string {
 func statPath(ref string) string { return blobPath(ref) + "/stat" }
 
 func fetchPath(ref string, o FetchOptions) string {
-	p := blobPath(ref) + "/fetch"
+	q := url.Values{}
 	if o.Priority != 0 {
-		p += fmt.Sprintf("?priority=%d", o.Priority)
+		q.Set("priority", fmt.Sprint(o.Priority))
+	}
+	if o.Wait > 0 {
+		q.Set("wait", o.Wait.String())
+	}
+	p := blobPath(ref) + "/fetch"
+	if len(q) > 0 {
+		p += "?" + q.Encode()
 	}
 	return p
 }

@@ -37,6 +37,9 @@ type FetchOptions struct {
 	// Priority orders fetches that wait for a slot: higher first
 	// (node.PriorityNormal when zero).
 	Priority int
+	// Wait is how long a fetch whose holders cannot be reached waits for
+	// one to come back (zero: it fails at once).
+	Wait time.Duration
 }
 
 // FetchEvent is one line of a fetch's NDJSON status stream.
@@ -45,7 +48,11 @@ type FetchEvent struct {
 	Received int64  `json:"received"`
 	Total    int64  `json:"total"`
 	Holders  int    `json:"holders,omitempty"`
-	Error    string `json:"error,omitempty"`
+	// Error is why the fetch failed, or, while "waiting", why its last
+	// try did.
+	Error string `json:"error,omitempty"`
+	// Until is when a "waiting" fetch gives up.
+	Until *time.Time `json:"until,omitempty"`
 }
 
 // Removed answers a blob removal.

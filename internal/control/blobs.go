@@ -116,6 +116,13 @@ func (s *server) fetchBlob(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var wait time.Duration
+	if v := r.URL.Query().Get("wait"); v != "" {
+		if wait, err = time.ParseDuration(v); err != nil || wait < 0 {
+			fail(w, badRequest("bad wait %q: want a duration such as 1m", v))
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	flusher, _ := w.(http.Flusher)
@@ -136,10 +143,14 @@ func (s *server) fetchBlob(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	_, err = s.n.FetchBlob(r.Context(), ref, node.FetchOptions{Priority: prio, Status: func(st node.Status) {
+	_, err = s.n.FetchBlob(r.Context(), ref, node.FetchOptions{Priority: prio, WaitForHolder: wait, Status: func(st node.Status) {
 		ev := api.FetchEvent{State: st.State.String(), Received: st.Received, Total: st.Total, Holders: len(st.Holders)}
 		if st.Err != nil {
 			ev.Error = st.Err.Error()
+		}
+		if !st.Until.IsZero() {
+			until := st.Until
+			ev.Until = &until
 		}
 		select {
 		case events <- ev:

@@ -358,21 +358,23 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 
 // call sends req to p and waits up to wait for the answer.
 func (s *Service) call(ctx context.Context, p peer.ID, req request, wait time.Duration) (response, error) {
-	st, err := s.h.NewStream(ctx, p, p2p.ProtoShares)
+	var resp response
+	err := p2p.Exchange(ctx, s.h, p, p2p.ProtoShares, func(st network.Stream) error {
+		defer st.Close()
+		stop := context.AfterFunc(ctx, func() { st.Reset() })
+		defer stop()
+		if err := p2p.WriteMsg(st, req, s.timeout); err != nil {
+			st.Reset()
+			return err
+		}
+		if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, wait); err != nil {
+			st.Reset()
+			return err
+		}
+		return nil
+	})
 	if err != nil {
 		return response{}, fmt.Errorf("shares: %s: %w", p, err)
-	}
-	defer st.Close()
-	stop := context.AfterFunc(ctx, func() { st.Reset() })
-	defer stop()
-	if err := p2p.WriteMsg(st, req, s.timeout); err != nil {
-		st.Reset()
-		return response{}, err
-	}
-	var resp response
-	if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, wait); err != nil {
-		st.Reset()
-		return response{}, err
 	}
 	if resp.Err != "" {
 		return resp, fmt.Errorf("%w by %s: %s", ErrRefused, p, resp.Err)

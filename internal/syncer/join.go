@@ -20,19 +20,21 @@ import (
 // spec, joins, and runs a first round with the admin.
 func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr, addrs []string) (syncnode.GroupID, error) {
 	s.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
-	st, err := s.h.NewStream(ctx, inv.Admin, ProtoJoin)
+	var resp joinResponse
+	err := p2p.Exchange(ctx, s.h, inv.Admin, ProtoJoin, func(st network.Stream) error {
+		defer st.Close()
+		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv}, s.cfg.IOTimeout); err != nil {
+			st.Reset()
+			return err
+		}
+		if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
+			st.Reset()
+			return err
+		}
+		return nil
+	})
 	if err != nil {
 		return "", fmt.Errorf("syncer: join: %w", err)
-	}
-	defer st.Close()
-	if err := p2p.WriteMsg(st, joinRequest{Invitation: inv}, s.cfg.IOTimeout); err != nil {
-		st.Reset()
-		return "", err
-	}
-	var resp joinResponse
-	if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
-		st.Reset()
-		return "", err
 	}
 	if resp.Err != "" {
 		return "", fmt.Errorf("%w: %s", ErrRefused, resp.Err)

@@ -234,39 +234,40 @@ func (s *Syncer) sendPush(p peer.ID, items []pushItem) ([]syncnode.GroupID, erro
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 2*s.cfg.IOTimeout)
 	defer cancel()
-	st, err := s.h.NewStream(ctx, p, p2p.ProtoPush)
+	var ack pushAck
+	err := p2p.Exchange(ctx, s.h, p, p2p.ProtoPush, func(st network.Stream) error {
+		stop := context.AfterFunc(ctx, func() { st.Reset() })
+		defer stop()
+		for _, g := range groups {
+			prio, err := s.Priority(g)
+			if err != nil {
+				continue // left since
+			}
+			for _, rows := range batches(byGroup[g]) {
+				m := pushMsg{Group: g, Rows: rows, Prio: &prio}
+				if refs := refsOf(rows); len(refs) > 0 {
+					m.Signposts = s.hooks.Signposts(p, g, refs)
+				}
+				if err := s.writeBatch(st, &m, &m.Signposts); err != nil {
+					st.Reset()
+					return err
+				}
+			}
+		}
+		if err := st.CloseWrite(); err != nil {
+			st.Reset()
+			return err
+		}
+		// The receiver answers once it has applied every frame.
+		if err := p2p.ReadMsg(bufio.NewReader(st), st, &ack, maxPushAck, s.cfg.IOTimeout); err != nil {
+			st.Reset()
+			return err
+		}
+		return st.Close()
+	})
 	if err != nil {
 		return nil, fmt.Errorf("syncer: push to %s: %w", p, err)
 	}
-	stop := context.AfterFunc(ctx, func() { st.Reset() })
-	defer stop()
-	for _, g := range groups {
-		prio, err := s.Priority(g)
-		if err != nil {
-			continue // left since
-		}
-		for _, rows := range batches(byGroup[g]) {
-			m := pushMsg{Group: g, Rows: rows, Prio: &prio}
-			if refs := refsOf(rows); len(refs) > 0 {
-				m.Signposts = s.hooks.Signposts(p, g, refs)
-			}
-			if err := s.writeBatch(st, &m, &m.Signposts); err != nil {
-				st.Reset()
-				return nil, err
-			}
-		}
-	}
-	if err := st.CloseWrite(); err != nil {
-		st.Reset()
-		return nil, err
-	}
-	// The receiver answers once it has applied every frame.
-	var ack pushAck
-	if err := p2p.ReadMsg(bufio.NewReader(st), st, &ack, maxPushAck, s.cfg.IOTimeout); err != nil {
-		st.Reset()
-		return nil, err
-	}
-	st.Close()
 	for _, g := range groups {
 		if pr, ok := ack.Prios[g]; ok {
 			s.observe(g, p, pr)

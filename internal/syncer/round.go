@@ -58,10 +58,13 @@ func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) e
 	if err != nil {
 		return err
 	}
-	st, err := s.h.NewStream(ctx, p, p2p.ProtoSync)
-	if err != nil {
-		return fmt.Errorf("syncer: %s: %w", p, err)
-	}
+	return p2p.Exchange(ctx, s.h, p, p2p.ProtoSync, func(st network.Stream) error {
+		return s.round(ctx, st, r, id, p)
+	})
+}
+
+// round runs one round of group id with p on st.
+func (s *Syncer) round(ctx context.Context, st network.Stream, r *replica, id syncnode.GroupID, p peer.ID) error {
 	defer st.Close()
 	stop := context.AfterFunc(ctx, func() { st.Reset() })
 	defer stop()

@@ -1,0 +1,196 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	msmux "github.com/multiformats/go-multistream"
+	"github.com/quic-go/quic-go"
+)
+
+// How a connection that went silent is found out. A peer that crashed or
+// lost its network sends nothing, not even a close: its connections look
+// alive until QUIC's idle timeout (30 s) or TCP's much later.
+const (
+	// ProbeAfter is how long a request waits for the first byte of its
+	// answer before its connection is probed: a ping costs one round trip,
+	// so a slow answer costs little more than that.
+	ProbeAfter = 500 * time.Millisecond
+	// ProbeTimeout bounds a probe: a ping over that same connection.
+	ProbeTimeout = 2 * time.Second
+)
+
+// ErrProbe reports a connection that did not answer a ping in time.
+var ErrProbe = errors.New("p2p: connection did not answer a ping")
+
+// Exchange opens a stream to p for proto and runs fn on it; fn closes or
+// resets the stream. It is how every syncnode request is sent:
+//
+//   - A connection that goes quiet is probed: when no byte of the answer
+//     has come ProbeAfter after the stream opened, the stream's connection
+//     is pinged, and closed if the ping fails within ProbeTimeout — fn's
+//     read then fails at once instead of at its own timeout.
+//   - A dead connection is replaced once: when fn fails because the
+//     stream's connection is gone (closed under it, reset by a peer that
+//     restarted, timed out, or closed after a failed probe) before any
+//     byte of the answer arrived, fn runs once more on a new stream, which
+//     dials the peer again. A peer that restarted is thus reached at once,
+//     and the request is never taken to have reached it. After a failed
+//     probe the peer is tried again only if there is another way to it (a
+//     second connection, or an address other than the silent one): the
+//     same address that just went silent would only make the caller wait
+//     out a dial.
+func Exchange(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, fn func(network.Stream) error) error {
+	for try := 0; ; try++ {
+		st, err := h.NewStream(ctx, p, proto)
+		if err != nil {
+			return fmt.Errorf("p2p: open %s stream to %s: %w", proto, p, err)
+		}
+		ws := &watchedStream{Stream: st}
+		stop := ws.watch(ctx)
+		err = fn(ws)
+		stop()
+		if err == nil || try > 0 || ctx.Err() != nil || ws.answered.Load() || !ConnGone(st.Conn(), err) {
+			return err
+		}
+		// Closed already, or as good as: closing it makes sure the next
+		// stream does not land on it.
+		c := st.Conn()
+		c.Close()
+		if ws.silent.Load() && !otherWay(h, p, c) {
+			return fmt.Errorf("%w: %w", ErrProbe, err)
+		}
+	}
+}
+
+// otherWay reports whether p can be reached otherwise than over c: an
+// open connection besides it, or an address other than c's.
+func otherWay(h host.Host, p peer.ID, c network.Conn) bool {
+	for _, o := range h.Network().ConnsToPeer(p) {
+		if o != c && !o.IsClosed() {
+			return true
+		}
+	}
+	for _, a := range h.Peerstore().Addrs(p) {
+		if !a.Equal(c.RemoteMultiaddr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// ConnGone reports whether err ended a stream on c because c itself is
+// gone: closed (by either side, or after a failed probe), reset by a peer
+// that no longer knows it, or timed out.
+func ConnGone(c network.Conn, err error) bool {
+	if err == nil {
+		return false
+	}
+	if c != nil && c.IsClosed() {
+		return true
+	}
+	var (
+		ce    *network.ConnError
+		reset *quic.StatelessResetError
+		idle  *quic.IdleTimeoutError
+	)
+	return errors.As(err, &ce) || errors.As(err, &reset) || errors.As(err, &idle) || errors.Is(err, ErrProbe)
+}
+
+// watchedStream is a stream that notes whether any byte of the answer
+// arrived.
+type watchedStream struct {
+	network.Stream
+	answered atomic.Bool
+	// silent is set when the connection failed a probe.
+	silent atomic.Bool
+}
+
+func (s *watchedStream) Read(b []byte) (int, error) {
+	n, err := s.Stream.Read(b)
+	if n > 0 {
+		s.answered.Store(true)
+	}
+	return n, err
+}
+
+// watch probes the stream's connection if no byte of the answer came
+// within ProbeAfter, closing the connection if the probe fails. The
+// returned function stops the watch.
+func (s *watchedStream) watch(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTimer(ProbeAfter)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.answered.Load() {
+			return
+		}
+		c := s.Conn()
+		if err := Probe(ctx, c); err != nil && ctx.Err() == nil {
+			s.silent.Store(true)
+			c.Close()
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// Probe pings the peer over connection c itself (not over whichever
+// connection the host would pick), within ProbeTimeout.
+func Probe(ctx context.Context, c network.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
+	defer cancel()
+	st, err := c.NewStream(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrProbe, err)
+	}
+	defer context.AfterFunc(ctx, func() { st.Reset() })()
+	if err := probeOn(st); err != nil {
+		st.Reset()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return fmt.Errorf("%w: %w", ErrProbe, err)
+	}
+	return st.Close()
+}
+
+// probeOn negotiates the ping protocol on st and checks one echo.
+func probeOn(st network.Stream) error {
+	if err := st.SetProtocol(ping.ID); err != nil {
+		return err
+	}
+	if err := msmux.SelectProtoOrFail(ping.ID, st); err != nil {
+		return err
+	}
+	want := make([]byte, ping.PingSize)
+	rand.Read(want)
+	if _, err := st.Write(want); err != nil {
+		return err
+	}
+	got := make([]byte, ping.PingSize)
+	if _, err := io.ReadFull(st, got); err != nil {
+		return err
+	}
+	if !bytes.Equal(got, want) {
+		return errors.New("the echo differs")
+	}
+	return nil
+}
