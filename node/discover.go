@@ -7,7 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
@@ -25,6 +24,7 @@ var _ syncer.Hooks = hooks{}
 
 // Applied records the blob refs of rows a peer sent.
 func (h hooks) Applied(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
+	h.n.keepMember(g, from)
 	for _, r := range rows {
 		if r.Deleted {
 			continue
@@ -111,13 +111,17 @@ func (n *Node) mergeFrom(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpo
 // shares of. A device's shares so reach a server within a round of
 // meeting one (I6), whoever relayed the row and whoever fetched from whom.
 func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
+	h.n.keepMember(g, p)
 	h.n.holderBack(p)
 	h.n.maybeHandoff(g, p)
 }
 
 // Pushed hands blobs off after member p of g took a push of rows from
 // this node, as after a round: p is online and a member.
-func (h hooks) Pushed(g syncnode.GroupID, p peer.ID) { h.n.maybeHandoff(g, p) }
+func (h hooks) Pushed(g syncnode.GroupID, p peer.ID) {
+	h.n.keepMember(g, p)
+	h.n.maybeHandoff(g, p)
+}
 
 // maybeHandoff starts a hand-off to member p of g if this node hands off
 // to p's device type and none to p in g is running.
@@ -189,7 +193,7 @@ const maxRetryScan = 4096
 // of g.
 func (n *Node) serverOnline(g syncnode.GroupID) bool {
 	for _, m := range n.Members(g) {
-		if m.DevType == syncnode.Server && m.Peer != n.h.ID() && n.h.Network().Connectedness(m.Peer) == network.Connected {
+		if m.DevType == syncnode.Server && m.Peer != n.h.ID() && n.connected(m.Peer) {
 			return true
 		}
 	}
@@ -379,6 +383,21 @@ func (n *Node) announce(ref syncnode.BlobRef) {
 			return
 		}
 	}
+}
+
+// public reports whether a blob that groups reference may be named in the
+// DHT, announced or looked up: no group of this node references it, or a
+// public one does. A group whose spec cannot be read counts as private.
+func (n *Node) public(groups []syncnode.GroupID) bool {
+	if len(groups) == 0 {
+		return true
+	}
+	for _, g := range groups {
+		if spec, err := n.GroupSpec(g); err == nil && !spec.Private {
+			return true
+		}
+	}
+	return false
 }
 
 // covering returns g and this node's other groups whose prefixes cover key.

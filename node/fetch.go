@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
@@ -225,6 +224,7 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 			f.set(Status{State: Failed, Err: err})
 			return
 		}
+		n.log.Info("no holder could serve the blob; waiting for one to come back", "blob", ref, "until", until, "err", err)
 		f.set(Status{State: Waiting, Err: err, Until: until})
 		n.awaitHolder(ctx, until, tries)
 		// This fetch paces its own tries: libp2p's dial backoff would
@@ -361,7 +361,7 @@ func (n *Node) transfer(ctx context.Context, f *flight, ref syncnode.BlobRef, ho
 // that is connected, in good standing and not a mere proxy.
 func (n *Node) likelyHolder(ref syncnode.BlobRef, hints []peer.ID) (peer.ID, bool) {
 	usable := func(p peer.ID) bool {
-		return p != n.h.ID() && n.inGoodStanding(p) && n.h.Network().Connectedness(p) == network.Connected
+		return p != n.h.ID() && n.inGoodStanding(p) && n.connected(p)
 	}
 	for _, p := range hints {
 		if usable(p) {

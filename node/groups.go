@@ -6,7 +6,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -164,7 +163,7 @@ func (n *Node) Seen(p peer.ID) (online bool, last time.Time) {
 	if t, ok := n.lastSeen.Load(p); ok {
 		last = t.(time.Time)
 	}
-	return n.h.Network().Connectedness(p) == network.Connected, last
+	return n.connected(p), last
 }
 
 // DevType returns this node's device type in group g.

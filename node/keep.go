@@ -64,15 +64,25 @@ func (n *Node) keepGroup(g syncnode.GroupID) error {
 	if !ok {
 		return nil
 	}
+	// One write at a time, each reading the group when it starts: the
+	// record written last is the newest.
+	n.keepMu.Lock()
+	defer n.keepMu.Unlock()
 	rec := groupRecord{}
 	if err := n.sync.With(g, func(gr *syncgroup.Group) error { rec.Spec = gr.Spec(); return nil }); err != nil {
 		return err
 	}
+	recorded := map[peer.ID]bool{}
 	for _, m := range n.Members(g) {
 		if m.Peer != n.h.ID() && len(rec.Members) < maxRecordMembers {
 			rec.Members = append(rec.Members, memberAddrs{Peer: m.Peer, Addrs: m.Addrs})
+			recorded[m.Peer] = true
 		}
 	}
+	if n.recorded == nil {
+		n.recorded = map[syncnode.GroupID]map[peer.ID]bool{}
+	}
+	n.recorded[g] = recorded
 	body, err := msgpack.Marshal(rec)
 	if err != nil {
 		return err
@@ -86,6 +96,22 @@ func (n *Node) keepGroup(g syncnode.GroupID) error {
 		return err
 	}
 	return rk.PutRecord(groupRecordName(g), b)
+}
+
+// keepMember writes group g's record again, in the background, when
+// member p, with whom this node has just exchanged rows, is not in it yet:
+// a recovery must find members that are still there, not only those of
+// the day this node joined.
+func (n *Node) keepMember(g syncnode.GroupID, p peer.ID) {
+	if _, ok := n.blobs.(recordKeeper); !ok {
+		return
+	}
+	n.keepMu.Lock()
+	known := n.recorded[g][p]
+	n.keepMu.Unlock()
+	if !known {
+		n.goRun(func() { n.keepGroupOrWarn(g) })
+	}
 }
 
 // forgetGroup removes group g's record, if the store keeps records.
@@ -178,18 +204,32 @@ func (n *Node) openRecord(b []byte) (groupRecord, error) {
 }
 
 // rejoin syncs group g with the members its record named until one
-// round succeeds: they send back its rows.
+// round succeeds: they send back its rows. The members are asked all at
+// once: one that is gone must not hold up those that are there.
 func (n *Node) rejoin(g syncnode.GroupID, members []memberAddrs) {
 	for delay := time.Second; ; delay = min(2*delay, time.Minute) {
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
+		done := make(chan peer.ID, len(members))
 		for _, m := range members {
-			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
-			err := n.sync.SyncWith(ctx, g, m.Peer)
-			cancel()
-			if err == nil {
-				n.log.Info("group rows back from a member", "group", g, "peer", m.Peer)
-				n.publishAddrs(true)
-				return
+			go func() {
+				if n.sync.SyncWith(ctx, g, m.Peer) == nil {
+					done <- m.Peer
+					return
+				}
+				done <- ""
+			}()
+		}
+		var from peer.ID
+		for range members {
+			if from = <-done; from != "" {
+				break
 			}
+		}
+		cancel()
+		if from != "" {
+			n.log.Info("group rows back from a member", "group", g, "peer", from)
+			n.publishAddrs(true)
+			return
 		}
 		select {
 		case <-n.ctx.Done():

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
@@ -62,6 +63,11 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude 
 		n.addAddrs(loc.Peer, sp.Locations[loc.Peer].Addrs)
 		cands = append(cands, loc.Peer)
 	}
+	if !slices.ContainsFunc(cands, n.connected) {
+		// None of them is connected: each must be dialled, and the
+		// members would be asked next anyway.
+		cands = append(cands, n.membersOf(sp.Groups())...)
+	}
 	for round := 0; round < 3 && len(cands) > 0 && len(l.holders) == 0; round++ {
 		cands = l.ask(ctx, cands, locateHedge)
 	}
@@ -71,8 +77,10 @@ func (n *Node) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude 
 		l.ask(ctx, n.membersOf(sp.Groups()), 0)
 	}
 	// The DHT is asked when the signposts led to no holder in good
-	// standing: hostile holders must not hide honest ones.
-	if !l.good() {
+	// standing (hostile holders must not hide honest ones), and only for
+	// a blob that may be announced there: a lookup tells the ref to
+	// strangers as surely as a provider record would.
+	if !l.good() && n.public(sp.Groups()) {
 		l.ask(ctx, l.providers(ctx), 0)
 	}
 	l.record()
@@ -231,4 +239,9 @@ func (n *Node) membersOf(groups []syncnode.GroupID) []peer.ID {
 		}
 	}
 	return append(servers, others...)
+}
+
+// connected reports whether this node has a connection to p.
+func (n *Node) connected(p peer.ID) bool {
+	return n.h.Network().Connectedness(p) == network.Connected
 }

@@ -192,6 +192,10 @@ type Node struct {
 	returns returns
 	punches punches
 	flights flights
+	// keepMu serialises writes of group records to the object store, and
+	// guards recorded: the members each group's record names.
+	keepMu   sync.Mutex
+	recorded map[syncnode.GroupID]map[peer.ID]bool
 	// arrivals wakes fetches waiting for a holder to come back.
 	arrivals arrivals
 

@@ -220,6 +220,7 @@ func (n *Node) recoverState() error {
 	}
 	n.h.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
+			p2p.ProbeOthers(n.ctx, n.h, c)
 			n.arrivals.arrived()
 			n.holderBack(c.RemotePeer())
 		},

@@ -194,3 +194,20 @@ func probeOn(st network.Stream) error {
 	}
 	return nil
 }
+
+// ProbeOthers probes, each on its own goroutine, the peer's connections
+// other than c, closing those that fail: a peer that connects anew may
+// have restarted, and the connections to its old process are dead, though
+// nothing said so. It returns at once.
+func ProbeOthers(ctx context.Context, h host.Host, c network.Conn) {
+	for _, o := range h.Network().ConnsToPeer(c.RemotePeer()) {
+		if o == c || o.IsClosed() {
+			continue
+		}
+		go func() {
+			if err := Probe(ctx, o); err != nil && ctx.Err() == nil {
+				o.Close()
+			}
+		}()
+	}
+}

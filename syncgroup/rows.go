@@ -101,8 +101,13 @@ func NewRows(self peer.ID, maxSkew time.Duration) *Rows {
 	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: map[string]Row{}, vv: VersionVector{}}
 }
 
+// write makes a new version of key. Its sequence number follows both this
+// replica's own count and what it has learnt of its own writes from peers:
+// a device that lost its state (a wiped database, a power cut before a
+// sync) and got its rows back never reuses a number, which peers would
+// take for a write they already have.
 func (r *Rows) write(key string, value []byte, deleted bool, now time.Time) Row {
-	r.seq++
+	r.seq = max(r.seq, r.vv[r.self]) + 1
 	row := Row{Key: key, Value: value, Deleted: deleted, TS: r.hlc.Now(now), Writer: r.self, Seq: r.seq}
 	if r.sign != nil {
 		r.sign(&row)

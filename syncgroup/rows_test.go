@@ -160,3 +160,40 @@ func TestFindRefsWithoutSchema(t *testing.T) {
 		t.Fatal("FindRefs accepted garbage")
 	}
 }
+
+// A device that lost its replica (a wiped database) gets its own rows back
+// from a peer by anti-entropy, then writes: the new write's sequence
+// number follows the ones it wrote before, so the peer takes it as new
+// instead of as a write it already has.
+func TestWriteAfterLostStateNeverReusesASequenceNumber(t *testing.T) {
+	t.Parallel()
+	dev, peerDev := testPeer(1), testPeer(2)
+	before := NewRows(dev, time.Minute)
+	other := NewRows(peerDev, time.Minute)
+	for i := range 3 {
+		row := before.Put(fmt.Sprintf("k%d", i), []byte("v"), t0)
+		if _, err := other.Apply(row, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, lost := range []string{"rows back", "vector only"} {
+		t.Run(lost, func(t *testing.T) {
+			after := NewRows(dev, time.Minute)
+			if lost == "rows back" {
+				for _, row := range other.Missing(after.VV(), []string{""}) {
+					if _, err := after.Apply(row, t0); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			after.Learned(other.VV())
+			row := after.Put("new", []byte("v"), t0.Add(time.Second))
+			if row.Seq != 4 {
+				t.Fatalf("the write after recovery has seq %d, want 4", row.Seq)
+			}
+			if other.Known(row) {
+				t.Fatal("the peer takes the new write for one it has")
+			}
+		})
+	}
+}

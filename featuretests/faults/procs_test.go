@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,39 +63,23 @@ type proc struct {
 }
 
 // newProc initialises a data directory for a daemon syncing every
-// syncEvery, and starts it; it is killed when the test ends. It listens on
-// listen (default TCP on a loopback port fixed here).
-func newProc(t testing.TB, name string, syncEvery time.Duration, listen ...string) *proc {
+// syncEvery, and starts it; it is killed when the test ends. initArgs are
+// more flags of init; with no -listen among them the daemon listens on
+// TCP on a loopback port fixed here.
+func newProc(t testing.TB, name string, syncEvery time.Duration, initArgs ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, name: name, dir: filepath.Join(t.TempDir(), name)}
 	// Loopback on a port fixed here, and no LAN announcements: the fault
 	// suite's daemons are reached at the addresses their configs name.
-	if len(listen) == 0 {
-		listen = []string{nodetest.FreeAddr(t)}
+	if !slices.Contains(initArgs, "-listen") {
+		initArgs = append(initArgs, "-listen", nodetest.FreeAddr(t))
 	}
-	args := []string{"-data", p.dir, "init", "-no-lan"}
-	for _, a := range listen {
-		args = append(args, "-listen", a)
-	}
+	args := append([]string{"-data", p.dir, "init", "-no-lan"}, initArgs...)
 	if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: init: %v\n%s", name, err, out)
 	}
-	cfgPath := filepath.Join(p.dir, control.ConfigFile)
-	b, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg control.Config
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg.SyncInterval = syncEvery.String()
-	if b, err = json.Marshal(cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p.config(func(cfg *control.Config) { cfg.SyncInterval = syncEvery.String() })
+	var err error
 	if p.cl, err = control.Dial(p.dir); err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +93,28 @@ func newProc(t testing.TB, name string, syncEvery time.Duration, listen ...strin
 		}
 	})
 	return p
+}
+
+// config changes the daemon's config file (it takes effect at the next
+// start).
+func (p *proc) config(change func(*control.Config)) {
+	p.t.Helper()
+	cfgPath := filepath.Join(p.dir, control.ConfigFile)
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var cfg control.Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		p.t.Fatal(err)
+	}
+	change(&cfg)
+	if b, err = json.Marshal(cfg); err != nil {
+		p.t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		p.t.Fatal(err)
+	}
 }
 
 // start runs the daemon and waits until its control API answers.
