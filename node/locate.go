@@ -114,6 +114,10 @@ func (l *locating) ask(ctx context.Context, cands []peer.ID, hedge time.Duration
 		}
 	}
 	answers := make(chan answer, len(todo))
+	waiting := map[peer.ID]bool{}
+	for _, p := range todo {
+		waiting[p] = true
+	}
 	start := time.Now()
 	for _, p := range todo {
 		go func() {
@@ -129,7 +133,7 @@ func (l *locating) ask(ctx context.Context, cands []peer.ID, hedge time.Duration
 		defer t.Stop()
 		hedged = t.C
 	}
-	for pending := len(todo); pending > 0; pending-- {
+	for len(waiting) > 0 {
 		var a answer
 		select {
 		case a = <-answers:
@@ -137,11 +141,15 @@ func (l *locating) ask(ctx context.Context, cands []peer.ID, hedge time.Duration
 			return more
 		case <-hedged:
 			if grace == nil {
+				for p := range waiting {
+					l.errs = append(l.errs, fmt.Errorf("%s: no answer within %v", p, hedge))
+				}
 				return more
 			}
-			pending++ // a holder answered: the grace decides
+			hedged = nil // a holder answered: the grace decides
 			continue
 		}
+		delete(waiting, a.p)
 		if grace == nil && a.err == nil && a.r.Have && l.n.inGoodStanding(a.p) {
 			t := time.NewTimer(max(haveGrace, time.Since(start)))
 			defer t.Stop()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,12 +53,13 @@ var ErrProbe = errors.New("p2p: connection did not answer a ping")
 //     same address that just went silent would only make the caller wait
 //     out a dial.
 func Exchange(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, fn func(network.Stream) error) error {
+	live := livenessOf(h)
 	for try := 0; ; try++ {
 		st, err := h.NewStream(ctx, p, proto)
 		if err != nil {
 			return fmt.Errorf("p2p: open %s stream to %s: %w", proto, p, err)
 		}
-		ws := &watchedStream{Stream: st}
+		ws := &watchedStream{Stream: st, live: live}
 		stop := ws.watch(ctx)
 		err = fn(ws)
 		stop()
@@ -109,9 +111,10 @@ func ConnGone(c network.Conn, err error) bool {
 }
 
 // watchedStream is a stream that notes whether any byte of the answer
-// arrived.
+// arrived, and tells the connection's liveness of every byte.
 type watchedStream struct {
 	network.Stream
+	live     *liveness
 	answered atomic.Bool
 	// silent is set when the connection failed a probe.
 	silent atomic.Bool
@@ -121,53 +124,159 @@ func (s *watchedStream) Read(b []byte) (int, error) {
 	n, err := s.Stream.Read(b)
 	if n > 0 {
 		s.answered.Store(true)
+		s.live.heard(s.Stream.Conn())
 	}
 	return n, err
 }
 
-// watch probes the stream's connection if no byte of the answer came
-// within ProbeAfter, closing the connection if the probe fails. The
-// returned function stops the watch.
+// watch probes the stream's connection while no byte of the answer has
+// come: after ProbeAfter, then after twice as long each time, unless the
+// connection brought bytes on any stream meanwhile. A connection that
+// fails a probe is closed. The returned function stops the watch.
 func (s *watchedStream) watch(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTimer(ProbeAfter)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if s.answered.Load() {
-			return
-		}
-		c := s.Conn()
-		if err := Probe(ctx, c); err != nil && ctx.Err() == nil {
-			s.silent.Store(true)
-			c.Close()
+		c := s.Stream.Conn()
+		for wait := ProbeAfter; ; wait *= 2 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if s.answered.Load() {
+				return
+			}
+			if s.live.heardWithin(c, wait) {
+				continue
+			}
+			if !s.live.probe(ctx, c) {
+				if ctx.Err() == nil {
+					s.silent.Store(true)
+					c.Close()
+				}
+				return
+			}
 		}
 	}()
 	return func() { cancel(); <-done }
 }
 
-// Probe pings the peer over connection c itself (not over whichever
-// connection the host would pick), within ProbeTimeout.
-func Probe(ctx context.Context, c network.Conn) error {
-	ctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
-	defer cancel()
-	st, err := c.NewStream(ctx)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrProbe, err)
+// liveness is what a host knows of its connections' life: when each last
+// brought a byte to a watched stream, and the probe running on it, which
+// every request waiting on that connection shares.
+type liveness struct {
+	mu    sync.Mutex
+	conns map[network.Conn]*connLife
+}
+
+type connLife struct {
+	heard time.Time
+	// probing is closed when the running probe ends; alive is its verdict.
+	probing chan struct{}
+	alive   bool
+}
+
+func newLiveness() *liveness { return &liveness{conns: map[network.Conn]*connLife{}} }
+
+// livenessOf returns the liveness that a host built by NewHost keeps, or
+// a fresh one for any other host.
+func livenessOf(h host.Host) *liveness {
+	if lh, ok := h.(*Host); ok {
+		return lh.live
 	}
-	defer context.AfterFunc(ctx, func() { st.Reset() })()
+	return newLiveness()
+}
+
+func (l *liveness) life(c network.Conn) *connLife {
+	cl := l.conns[c]
+	if cl == nil {
+		cl = &connLife{}
+		l.conns[c] = cl
+	}
+	return cl
+}
+
+// heard notes that c brought bytes now.
+func (l *liveness) heard(c network.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !c.IsClosed() {
+		l.life(c).heard = time.Now()
+	}
+}
+
+// heardWithin reports whether c brought bytes within the last d.
+func (l *liveness) heardWithin(c network.Conn, d time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cl := l.conns[c]
+	return cl != nil && time.Since(cl.heard) < d
+}
+
+// probe reports whether c answers a probe, joining the probe already
+// running on c if there is one.
+func (l *liveness) probe(ctx context.Context, c network.Conn) bool {
+	l.mu.Lock()
+	cl := l.life(c)
+	running := cl.probing
+	if running == nil {
+		running = make(chan struct{})
+		cl.probing = running
+		l.mu.Unlock()
+		err := Probe(ctx, c)
+		l.mu.Lock()
+		cl.alive = err == nil || !errors.Is(err, ErrProbe)
+		if cl.alive {
+			cl.heard = time.Now()
+		}
+		cl.probing = nil
+		close(running)
+		l.mu.Unlock()
+		return cl.alive
+	}
+	l.mu.Unlock()
+	select {
+	case <-running:
+	case <-ctx.Done():
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return cl.alive
+}
+
+// forget drops what is known of c, once it is closed.
+func (l *liveness) forget(c network.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.conns, c)
+}
+
+// Probe pings the peer over connection c itself (not over whichever
+// connection the host would pick), within ProbeTimeout. It fails with
+// ErrProbe only when the connection is gone or silent: a peer that
+// refuses or resets the ping stream (too busy to take one more) is alive.
+func Probe(ctx context.Context, c network.Conn) error {
+	pctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
+	defer cancel()
+	st, err := c.NewStream(pctx)
+	if err != nil {
+		if c.IsClosed() || pctx.Err() != nil {
+			return fmt.Errorf("%w: %w", ErrProbe, err)
+		}
+		return err
+	}
+	defer context.AfterFunc(pctx, func() { st.Reset() })()
 	if err := probeOn(st); err != nil {
 		st.Reset()
-		if ctx.Err() != nil {
-			err = ctx.Err()
+		if c.IsClosed() || (pctx.Err() != nil && ctx.Err() == nil) {
+			return fmt.Errorf("%w: %w", ErrProbe, err)
 		}
-		return fmt.Errorf("%w: %w", ErrProbe, err)
+		return err
 	}
 	return st.Close()
 }
@@ -200,12 +309,13 @@ func probeOn(st network.Stream) error {
 // have restarted, and the connections to its old process are dead, though
 // nothing said so. It returns at once.
 func ProbeOthers(ctx context.Context, h host.Host, c network.Conn) {
+	live := livenessOf(h)
 	for _, o := range h.Network().ConnsToPeer(c.RemotePeer()) {
 		if o == c || o.IsClosed() {
 			continue
 		}
 		go func() {
-			if err := Probe(ctx, o); err != nil && ctx.Err() == nil {
+			if !live.probe(ctx, o) && ctx.Err() == nil {
 				o.Close()
 			}
 		}()

@@ -13,6 +13,7 @@ import (
 	coreconnmgr "github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
@@ -172,7 +173,19 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("p2p: host: %w", err)
 	}
-	return h, nil
+	live := newLiveness()
+	h.Network().Notify(&network.NotifyBundle{
+		DisconnectedF: func(_ network.Network, c network.Conn) { live.forget(c) },
+	})
+	return &Host{Host: h, live: live}, nil
+}
+
+// Host is a libp2p host that keeps what Exchange learns of its
+// connections' life, shared by every request: one probe per connection
+// at a time, none on a connection that is bringing bytes.
+type Host struct {
+	host.Host
+	live *liveness
 }
 
 // limits are libp2p's scaled defaults with each syncnode protocol's

@@ -227,10 +227,18 @@ func (s *Syncer) sendPush(p peer.ID, items []pushItem) ([]syncnode.GroupID, erro
 	var groups []syncnode.GroupID
 	byGroup := map[syncnode.GroupID][]syncgroup.Row{}
 	for _, it := range items {
+		// Rows leave only for a member: one ejected (or gone) while they
+		// waited gets none of them.
+		if !s.IsMember(p, it.g) {
+			continue
+		}
 		if _, ok := byGroup[it.g]; !ok {
 			groups = append(groups, it.g)
 		}
 		byGroup[it.g] = append(byGroup[it.g], it.rows...)
+	}
+	if len(groups) == 0 {
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 2*s.cfg.IOTimeout)
 	defer cancel()

@@ -213,3 +213,36 @@ func TestSignpostsLearntBeforeRowVisible(t *testing.T) {
 		})
 	}
 }
+
+// Rows queued for a member leave only if it is still a member when they
+// do: a member ejected while they waited in its outbox gets none of them.
+func TestQueuedRowsNeverReachAMemberEjectedMeanwhile(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3)
+	ejected := c.hosts[2].ID()
+	row, err := c.sync[0].Put(c.gid, "photos/before", val("v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the first row at every member", func() bool {
+		_, ok := c.get(2, "photos/before")
+		return ok
+	})
+	// The member is ejected, and a row written after it is found in its
+	// outbox (queued by a relay that had not yet heard of the ejection).
+	if err := c.sync[0].Eject(c.gid, ejected); err != nil {
+		t.Fatal(err)
+	}
+	later, err := c.sync[0].Put(c.gid, "photos/after", val("v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, err := c.sync[0].sendPush(ejected, []pushItem{{g: c.gid, rows: []syncgroup.Row{row, later}}})
+	if err != nil || len(groups) > 0 {
+		t.Fatalf("rows pushed to the ejected member: groups %v, err %v", groups, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, ok := c.get(2, "photos/after"); ok {
+		t.Fatal("the ejected member got a row written after its ejection")
+	}
+}
