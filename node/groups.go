@@ -65,7 +65,16 @@ func (n *Node) CreateGroup(name string, prefixes []string, private bool, dev syn
 // dev, valid for ttl. This node must be one of the group's admins.
 func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl time.Duration) (syncgroup.Invitation, error) {
 	key := n.h.Peerstore().PrivKey(n.h.ID())
-	return syncgroup.Invite(key, g, p, dev, time.Now().Add(ttl))
+	inv, err := syncgroup.Invite(key, g, p, dev, time.Now().Add(ttl))
+	if err != nil {
+		return inv, err
+	}
+	// An ejected peer is banned: this invitation, issued since, is the
+	// one that lifts the ban.
+	if err := n.sync.Readmit(g, p, inv.Nonce); err != nil {
+		return syncgroup.Invitation{}, err
+	}
+	return inv, nil
 }
 
 // JoinGroup joins a group with an invitation an admin issued to this node,

@@ -56,10 +56,17 @@ type admission struct {
 	Nonce   []byte           `msgpack:"n"`
 	DevType syncnode.DevType `msgpack:"t"`
 	Revoked bool             `msgpack:"r,omitempty"`
+	// Ejected bans the peer: no invitation admits it but the one whose
+	// nonce Readmit names, issued by an admin after the ejection.
+	Ejected bool   `msgpack:"x,omitempty"`
+	Readmit []byte `msgpack:"re,omitempty"`
 }
 
 // ErrUsed reports an invitation that was used already and may not be again.
 var ErrUsed = errors.New("syncgroup: invitation already used")
+
+// ErrEjected reports an invitation of a peer that an admin ejected.
+var ErrEjected = errors.New("syncgroup: peer ejected")
 
 // MemberKey returns the key of p's membership row.
 func MemberKey(p peer.ID) string { return memberPrefix + string(p) }
@@ -233,12 +240,37 @@ func (g *Group) Eject(p peer.ID, now time.Time) (Row, error) {
 	if m, ok := g.memberRow(p); ok && m.Invitation != nil {
 		a.Nonce, a.DevType = m.Invitation.Nonce, m.Invitation.DevType
 	}
-	a.Revoked = true
+	a.Revoked, a.Ejected, a.Readmit = true, true, nil
 	b, err := msgpack.Marshal(a)
 	if err != nil {
 		return Row{}, err
 	}
 	return g.rows.Put(admissionKey(p), b, now), nil
+}
+
+// Banned reports whether an ejection bans p from joining again.
+func (g *Group) Banned(p peer.ID) bool {
+	a, found := g.admission(p)
+	return found && a.Ejected
+}
+
+// Readmit lets p, banned by an ejection, join again with the invitation
+// whose nonce is given, issued after the ejection; ok is false if p is not
+// banned (any invitation of its admits it then).
+func (g *Group) Readmit(p peer.ID, nonce []byte, now time.Time) (row Row, ok bool, err error) {
+	if !slices.Contains(g.spec.Admins, g.self) {
+		return Row{}, false, fmt.Errorf("%w: only an admin readmits", ErrNotAllowed)
+	}
+	a, found := g.admission(p)
+	if !found || !a.Ejected {
+		return Row{}, false, nil
+	}
+	a.Readmit = nonce
+	b, err := msgpack.Marshal(a)
+	if err != nil {
+		return Row{}, false, err
+	}
+	return g.rows.Put(admissionKey(p), b, now), true, nil
 }
 
 // RevokeLeaver returns, on an admin's replica, the row revoking the
@@ -287,7 +319,13 @@ func (g *Group) Admit(inv Invitation, now time.Time) (row Row, ok bool, err erro
 	if len(inv.Nonce) == 0 {
 		return Row{}, false, fmt.Errorf("%w: it has no nonce", ErrInvitation)
 	}
-	if a, found := g.admission(inv.Joiner); found && bytes.Equal(a.Nonce, inv.Nonce) {
+	a, found := g.admission(inv.Joiner)
+	if found && a.Ejected && !bytes.Equal(a.Readmit, inv.Nonce) {
+		// Whatever the invitation (one issued before the ejection, a
+		// second one never used): the ejection bans the peer.
+		return Row{}, false, fmt.Errorf("%w: %s was ejected; only an invitation issued since admits it", ErrEjected, inv.Joiner)
+	}
+	if found && bytes.Equal(a.Nonce, inv.Nonce) {
 		if a.Revoked {
 			return Row{}, false, fmt.Errorf("%w: by %s, who was ejected since", ErrUsed, inv.Joiner)
 		}

@@ -154,11 +154,19 @@ func TestMembershipLifecycle(t *testing.T) {
 	if sg.IsMember(phone) {
 		t.Fatal("an ejected member rejoined by rewriting its membership")
 	}
-	if _, _, err := g.Admit(inv, t0.Add(9*time.Second)); !errors.Is(err, ErrUsed) {
+	if _, _, err := g.Admit(inv, t0.Add(9*time.Second)); !errors.Is(err, ErrEjected) {
 		t.Fatalf("admitting the ejected phone again with its old invitation: %v", err)
 	}
-	// A new invitation from the admin lets it back in.
+	// A new invitation from the admin, named in the ban, lets it back in;
+	// another unused one it held does not.
+	spare, _ := Invite(adminKey, g.Spec().ID, phone, syncnode.Normal, t0.Add(time.Hour))
 	inv2, _ := Invite(adminKey, g.Spec().ID, phone, syncnode.Normal, t0.Add(time.Hour))
+	if _, ok, err := g.Readmit(phone, inv2.Nonce, t0.Add(10*time.Second)); err != nil || !ok {
+		t.Fatalf("readmit: %v %v", ok, err)
+	}
+	if _, _, err := g.Admit(spare, t0.Add(10*time.Second)); !errors.Is(err, ErrEjected) {
+		t.Fatalf("admitting the ejected phone with an invitation the ban does not name: %v", err)
+	}
 	adm, fresh, err := g.Admit(inv2, t0.Add(10*time.Second))
 	if err != nil || !fresh {
 		t.Fatalf("re-invitation: %v", err)

@@ -246,3 +246,34 @@ func TestQueuedRowsNeverReachAMemberEjectedMeanwhile(t *testing.T) {
 		t.Fatal("the ejected member got a row written after its ejection")
 	}
 }
+
+// The value limit binds rows from peers as it binds local writes: a
+// member's push of a row it signed with a value over MaxValue is taken
+// (its other rows are not lost) but that row is stored by no one.
+func TestOversizedRowFromAMemberRefused(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3)
+	member := c.hosts[2]
+	big, err := msgpack.Marshal(make([]byte, MaxValue))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(key string, value []byte, seq uint64) syncgroup.Row {
+		row := syncgroup.Row{Key: key, Value: value, TS: syncgroup.Timestamp{Wall: time.Now().UnixNano()}, Writer: member.ID(), Seq: seq}
+		if err := syncgroup.SignRow(member.Peerstore().PrivKey(member.ID()), c.gid, &row); err != nil {
+			t.Fatal(err)
+		}
+		return row
+	}
+	rows := []syncgroup.Row{mk("photos/huge", big, 100), mk("photos/small", val("ok"), 101)}
+	if err := rawPush(t, member, c.hosts[0].ID(), pushMsg{Group: c.gid, Rows: rows}); err != nil {
+		t.Fatalf("the push was not taken: %v", err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the small row at the admin", func() bool {
+		_, ok := c.get(0, "photos/small")
+		return ok
+	})
+	if _, ok := c.get(0, "photos/huge"); ok {
+		t.Fatalf("the admin stored a %d-byte value, over the %d-byte limit", len(big), MaxValue)
+	}
+}

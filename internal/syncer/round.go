@@ -160,6 +160,13 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 	if !s.cfg.trustRows {
 		verified = syncgroup.VerifyRows(id, rows)
 	}
+	// The value limit binds every writer, not only this node's own: a
+	// member cannot make the others hold what it could not write here.
+	for i, row := range rows {
+		if len(row.Value) > MaxValue && verified[i] == nil {
+			verified[i] = fmt.Errorf("%w: %q from %s is %d bytes, at most %d", ErrTooLarge, row.Key, row.Writer, len(row.Value), MaxValue)
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, row := range rows {

@@ -249,6 +249,25 @@ func (s *Syncer) Eject(id syncnode.GroupID, p peer.ID) error {
 	return err
 }
 
+// Readmit lets p, banned from group id by an ejection, join again with
+// the invitation whose nonce is given (this node is an admin); nothing
+// happens if p is not banned.
+func (s *Syncer) Readmit(id syncnode.GroupID, p peer.ID, nonce []byte) error {
+	var banned bool
+	err := s.With(id, func(g *syncgroup.Group) error {
+		banned = g.Banned(p)
+		return nil
+	})
+	if err != nil || !banned {
+		return err
+	}
+	_, err = s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) {
+		row, _, err := g.Readmit(p, nonce, time.Now())
+		return row, err
+	})
+	return err
+}
+
 // Leave removes this node from group id: its membership tombstone is
 // pushed to the members it can reach, then the replica is dropped here.
 func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID) error {
