@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -10,6 +11,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -70,8 +72,9 @@ func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl t
 		return inv, err
 	}
 	// An ejected peer is banned: this invitation, issued since, is the
-	// one that lifts the ban.
-	if err := n.sync.Readmit(g, p, inv.Nonce); err != nil {
+	// one that lifts the ban. (A node that does not have the group signs
+	// what it is asked to; the admin it is shown to decides.)
+	if err := n.sync.Readmit(g, p, inv.Nonce); err != nil && !errors.Is(err, syncer.ErrUnknownGroup) {
 		return syncgroup.Invitation{}, err
 	}
 	return inv, nil

@@ -28,8 +28,10 @@ const (
 	// answer before its connection is probed: a ping costs one round trip,
 	// so a slow answer costs little more than that.
 	ProbeAfter = 500 * time.Millisecond
-	// ProbeTimeout bounds a probe: a ping over that same connection.
-	ProbeTimeout = 2 * time.Second
+	// ProbeTimeout bounds a probe: a ping over that same connection. A
+	// false verdict closes a live connection and every stream on it, so
+	// it leaves room for a peer that is only busy.
+	ProbeTimeout = 3 * time.Second
 )
 
 // ErrProbe reports a connection that did not answer a ping in time.
@@ -227,16 +229,20 @@ func (l *liveness) probe(ctx context.Context, c network.Conn) bool {
 		running = make(chan struct{})
 		cl.probing = running
 		l.mu.Unlock()
+		start := time.Now()
 		err := Probe(ctx, c)
 		l.mu.Lock()
-		cl.alive = err == nil || !errors.Is(err, ErrProbe)
-		if cl.alive {
+		// Bytes that came on any stream while the ping went unanswered
+		// show the peer alive, only slow.
+		alive := err == nil || !errors.Is(err, ErrProbe) || cl.heard.After(start)
+		if alive {
 			cl.heard = time.Now()
 		}
+		cl.alive = alive
 		cl.probing = nil
 		close(running)
 		l.mu.Unlock()
-		return cl.alive
+		return alive
 	}
 	l.mu.Unlock()
 	select {
