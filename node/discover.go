@@ -300,6 +300,11 @@ func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g 
 		// The holder would offer nothing: fetching would only churn.
 		return shares.Result{}, fmt.Errorf("node: a %s member hands nothing off to a %s one", them.DevType, me.DevType)
 	}
+	// Only a blob that a row of g references here: an ask is no way to
+	// make a server store (and pin) whatever a member likes.
+	if !slices.Contains(n.groupsOf(ref), g) {
+		return shares.Result{}, fmt.Errorf("node: no row of %s that this node knows references %s", g, ref)
+	}
 	unpin := n.pins.pin(ref)
 	defer unpin()
 	if !n.holds(ref) {

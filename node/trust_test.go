@@ -9,6 +9,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/syncer"
+	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/signpost"
 )
 
@@ -57,5 +58,27 @@ func TestFakeServerLocationNotCounted(t *testing.T) {
 	hooks{writer}.Learn(server.ID(), g, []syncer.SignpostEntry{{Ref: ref, Signpost: own.ToWire()}})
 	if got := atRisk(); got != 0 {
 		t.Fatalf("the server's own signpost did not count: at risk %d", got)
+	}
+}
+
+// TestAskForUnreferencedBlobRefused: a member asks the group's server to
+// take over, in group g, a blob that no row of g references (a row of
+// another group the two share does). The server refuses: it takes no
+// share in g, where nothing would ever let them go.
+func TestAskForUnreferencedBlobRefused(t *testing.T) {
+	nodes, g := mesh(t, true, syncnode.Normal, syncnode.Server)
+	member, server := nodes[0], nodes[1]
+	spec, err := member.CreateGroup("notes", []string{"notes/"}, true, syncnode.Normal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(t, member, server, spec.ID, syncnode.Server)
+	ref := putBlobRow(t, member, spec.ID, "notes/elsewhere", 64<<10, 41)
+	testkit.WaitFor(t, 20*time.Second, "the server's copy of the blob", func() bool { return server.HasBlob(ref) })
+	if _, err := member.shares.Ask(t.Context(), server.ID(), ref, g); err == nil {
+		t.Fatal("the server took shares in a group no row of which references the blob")
+	}
+	if sh, _ := server.ledger.Shares(ref); sh[g] > 0 {
+		t.Fatalf("the server holds shares of it in %s: %v", g, sh)
 	}
 }

@@ -267,7 +267,7 @@ func (l *Ledger) Accept(t Transfer, holdsVerified bool) error {
 	if !holdsVerified {
 		return fmt.Errorf("%w: %s", ErrUnverified, t.Ref)
 	}
-	if t.N <= 0 || t.Group == "" {
+	if t.N <= 0 || t.N > CreatorShares || t.Group == "" {
 		return fmt.Errorf("%w: %d shares in group %q", ErrBadTransfer, t.N, t.Group)
 	}
 	return l.durable.Update(func(txn *badger.Txn) error {
@@ -284,6 +284,12 @@ func (l *Ledger) Accept(t Transfer, holdsVerified bool) error {
 		r, err := load(txn, t.Ref)
 		if err != nil {
 			return err
+		}
+		// A group has CreatorShares shares of a blob in all: an offer that
+		// would make more of them here is a holder's lie (or a double
+		// count), whatever it claims.
+		if r.Shares[t.Group]+t.N > CreatorShares {
+			return fmt.Errorf("%w: %d shares in group %q on top of the %d held here, over %d", ErrBadTransfer, t.N, t.Group, r.Shares[t.Group], CreatorShares)
 		}
 		r.add(t.Group, t.N)
 		if err := store(txn, t.Ref, r); err != nil {

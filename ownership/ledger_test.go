@@ -274,3 +274,31 @@ func TestOriginGrantNeedsNoSyncOfItsOwn(t *testing.T) {
 		t.Fatal("a grant for a ref a fetched copy's row introduced did not sync")
 	}
 }
+
+// A holder's offer is its own word: an acceptor never takes more than the
+// CreatorShares a group has of a blob, whether one offer claims more or
+// offers add up to more.
+func TestAcceptNeverHoldsMoreThanTheGroupHas(t *testing.T) {
+	t.Parallel()
+	l := NewLedger(openDB(t, t.TempDir()))
+	r := ref(3)
+	big := Transfer{ID: NewTransferID(), Ref: r, Group: "g", N: 1000}
+	if err := l.Accept(big, true); !errors.Is(err, ErrBadTransfer) {
+		t.Fatalf("an offer of 1000 shares: %v", err)
+	}
+	two := Transfer{ID: NewTransferID(), Ref: r, Group: "g", N: CreatorShares}
+	if err := l.Accept(two, true); err != nil {
+		t.Fatal(err)
+	}
+	more := Transfer{ID: NewTransferID(), Ref: r, Group: "g", N: 1}
+	if err := l.Accept(more, true); !errors.Is(err, ErrBadTransfer) {
+		t.Fatalf("a share on top of the group's two: %v", err)
+	}
+	if s, _ := l.Shares(r); s["g"] != CreatorShares {
+		t.Fatalf("%d shares held, want %d", s["g"], CreatorShares)
+	}
+	other := Transfer{ID: NewTransferID(), Ref: r, Group: "h", N: 1}
+	if err := l.Accept(other, true); err != nil {
+		t.Fatalf("a share of another group: %v", err)
+	}
+}

@@ -143,6 +143,7 @@ func (rg *restartGroup) fetchOnLaptop(t *testing.T) time.Duration {
 // (SIGKILL), the laptop's connection to it is silent, and is given up
 // after a probe.
 func TestFetchFromRestartedHolder(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		transport string
 		server    syscall.Signal
@@ -156,11 +157,9 @@ func TestFetchFromRestartedHolder(t *testing.T) {
 		{"quic", syscall.SIGKILL, syscall.SIGTERM, 2 * time.Second, ""},
 		{"tcp", syscall.SIGKILL, syscall.SIGTERM, 2 * time.Second, ""},
 		{"quic", syscall.SIGTERM, syscall.SIGTERM, 2 * time.Second, ""},
-		{"both", syscall.SIGKILL, syscall.SIGTERM, 2 * time.Second, ""},
 		{"quic", syscall.SIGKILL, syscall.SIGKILL, 5 * time.Second, ""},
 		// On a new port the old QUIC connection is silent (nothing there
 		// to reset it): it is given up after a probe.
-		{"both", syscall.SIGKILL, syscall.SIGTERM, 4 * time.Second, "new-port"},
 		{"quic", syscall.SIGKILL, syscall.SIGTERM, 4 * time.Second, "new-port"},
 		{"both", syscall.SIGKILL, syscall.SIGTERM, 2 * time.Second, "lost-db"},
 		{"quic", syscall.SIGKILL, syscall.SIGTERM, time.Second, "later"},
@@ -228,6 +227,7 @@ func sigName(s syscall.Signal) string {
 // good it gives up at its -wait, naming the holders and why, with exit
 // status 1.
 func TestBlobGetWaitsForAHolderToComeBack(t *testing.T) {
+	t.Parallel()
 	rg := newRestartGroup(t, "both")
 	rg.phone.stop(syscall.SIGTERM)
 	rg.server.kill()
