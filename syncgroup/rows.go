@@ -91,6 +91,11 @@ type Rows struct {
 	seq  uint64
 	rows map[string]Row
 	vv   VersionVector
+	// seen is, per writer, the highest sequence number of a row of its
+	// that this replica has held (verified, as every row it applies is):
+	// how far a peer's claimed vector may raise vv. Only the writer's
+	// signature vouches for a sequence number.
+	seen VersionVector
 	// memberGen counts changes to the membership rows, for the group's
 	// cache of its members.
 	memberGen uint64
@@ -98,7 +103,7 @@ type Rows struct {
 
 // NewRows returns an empty replica for device self.
 func NewRows(self peer.ID, maxSkew time.Duration) *Rows {
-	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: map[string]Row{}, vv: VersionVector{}}
+	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: map[string]Row{}, vv: VersionVector{}, seen: VersionVector{}}
 }
 
 // write makes a new version of key. Its sequence number follows both this
@@ -114,7 +119,15 @@ func (r *Rows) write(key string, value []byte, deleted bool, now time.Time) Row 
 	}
 	r.set(row)
 	r.vv[r.self] = r.seq
+	r.saw(row)
 	return row
+}
+
+// saw notes row's sequence number as vouched for by its writer.
+func (r *Rows) saw(row Row) {
+	if row.Seq > r.seen[row.Writer] {
+		r.seen[row.Writer] = row.Seq
+	}
 }
 
 // Put writes value at key and returns the new version.
@@ -154,6 +167,7 @@ func (r *Rows) Apply(row Row, now time.Time) (bool, error) {
 	if row.Seq == r.vv[row.Writer]+1 {
 		r.vv[row.Writer] = row.Seq
 	}
+	r.saw(row)
 	cur, ok := r.rows[row.Key]
 	if ok && !Wins(row, cur) {
 		return false, nil
@@ -205,4 +219,27 @@ func (r *Rows) Missing(remote VersionVector, prefixes []string) []Row {
 
 // Learned raises the version vector after every row a peer sent in answer
 // to Missing has been applied: what the peer knew, this replica now knows.
-func (r *Rows) Learned(remote VersionVector) { r.vv.Merge(remote) }
+// The peer's vector is its claim, not a fact: an entry raises this
+// replica's only as far as a row its writer signed has been seen here, so
+// no claim can make this replica take a writer's next writes for ones it
+// has (an inflated claim), and writers never seen add nothing.
+//
+// This device's own entry is the exception, for its next sequence number
+// only: a peer that knows more of its writes than it does (it lost its
+// state, or its last writes were overwritten before they came back) must
+// not see a number reused. A claim there can only waste numbers, never
+// suppress a write; it is bounded so that no claim runs the count out.
+func (r *Rows) Learned(remote VersionVector) {
+	for w, s := range remote {
+		if w == r.self {
+			r.seq = max(r.seq, min(s, maxClaimedSeq))
+		}
+		if s = min(s, r.seen[w]); s > r.vv[w] {
+			r.vv[w] = s
+		}
+	}
+}
+
+// maxClaimedSeq bounds how far a peer's claim can move this device's own
+// sequence: far beyond any real count of writes, far below wrapping.
+const maxClaimedSeq = 1 << 48

@@ -151,5 +151,12 @@ func (r *Rows) restore(rows []Row, vv VersionVector) {
 	if vv != nil {
 		r.vv = vv
 	}
+	// The stored vector was this replica's own, made of what it had seen.
+	for w, s := range r.vv {
+		r.seen[w] = max(r.seen[w], s)
+	}
+	for _, row := range rows {
+		r.saw(row)
+	}
 	r.seq = r.vv[r.self]
 }

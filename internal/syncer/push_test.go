@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	mh "github.com/multiformats/go-multihash"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -276,4 +278,69 @@ func TestOversizedRowFromAMemberRefused(t *testing.T) {
 	if _, ok := c.get(0, "photos/huge"); ok {
 		t.Fatalf("the admin stored a %d-byte value, over the %d-byte limit", len(big), MaxValue)
 	}
+}
+
+// rawRound runs a round from h with p as a member would, but ends it
+// claiming vector claim, whatever h holds.
+func rawRound(t *testing.T, h host.Host, p peer.ID, g syncnode.GroupID, claim syncgroup.VersionVector) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	st, err := h.NewStream(ctx, p, p2p.ProtoSync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := p2p.WriteMsg(st, hello{Group: g, VV: syncgroup.VersionVector{}}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(st)
+	for {
+		var b batch
+		if err := p2p.ReadMsg(br, st, &b, p2p.MaxFrame, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if b.Err != "" {
+			t.Fatalf("round refused: %s", b.Err)
+		}
+		if b.Done {
+			break
+		}
+	}
+	if err := p2p.WriteMsg(st, batch{VV: claim, Done: true}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st.CloseWrite()
+	io.Copy(io.Discard, st)
+}
+
+// A member's claimed vector is a claim: one that says it knows the
+// admin's writes up to 2^62 and those of ten thousand invented writers
+// makes the member it rounds with neither drop the admin's next write as
+// known nor carry the invented writers in its own vector.
+func TestClaimedVectorCannotSuppressWrites(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3)
+	admin, victim, liar := c.hosts[0].ID(), 1, c.hosts[2]
+	claim := syncgroup.VersionVector{admin: 1 << 62}
+	for i := range 10000 {
+		m, err := mh.Sum(fmt.Appendf(nil, "invented-%d", i), mh.IDENTITY, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		claim[peer.ID(m)] = 7
+	}
+	rawRound(t, liar, c.hosts[victim].ID(), c.gid, claim)
+	var vv syncgroup.VersionVector
+	c.sync[victim].With(c.gid, func(g *syncgroup.Group) error { vv = g.Rows().VV(); return nil })
+	if vv[admin] >= 1<<62 || len(vv) > 3 {
+		t.Fatalf("the claim was believed: the victim's vector has %d writers, the admin at %d", len(vv), vv[admin])
+	}
+	if _, err := c.sync[0].Put(c.gid, "photos/after-the-claim", val("v")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the admin's write at the victim", func() bool {
+		_, ok := c.get(victim, "photos/after-the-claim")
+		return ok
+	})
 }
