@@ -70,16 +70,12 @@ func (n *Node) checkDamage(ref syncnode.BlobRef, err error) {
 func (n *Node) damaged(ref syncnode.BlobRef, cause error) {
 	unlock := n.locks.lock(ref)
 	defer unlock()
-	// Only a copy still damaged now: a concurrent repair may have won.
-	if _, err := n.blobs.Outboard(ref); err == nil {
-		if r, err := n.blobs.Open(ref); err == nil {
-			err = verifyAll(r)
-			r.Close()
-			if err == nil {
-				return
-			}
-		}
-	} else if errors.Is(err, syncnode.ErrNotFound) {
+	// Only a copy found damaged again, now, whole: a concurrent repair
+	// may have won, and a store that fails to answer (a timeout, a 5xx,
+	// an answer cut short) has shown nothing about the copy. Deleting on
+	// its word would lose what may be the only copy.
+	if err := n.confirmDamage(ref); err != nil {
+		n.log.Warn("copy not confirmed damaged; kept", "blob", ref, "cause", cause, "err", err)
 		return
 	}
 	n.stats.damaged.Add(1)
@@ -90,6 +86,38 @@ func (n *Node) damaged(ref syncnode.BlobRef, cause error) {
 	sh, _ := n.ledger.Shares(ref)
 	if len(sh) > 0 || len(n.groupsOf(ref)) > 0 {
 		n.restoreLater(ref)
+	}
+}
+
+// errNotDamaged reports a copy that a second look found whole.
+var errNotDamaged = errors.New("node: the copy verifies")
+
+// confirmDamage reads ref's copy whole again, verifying it, and returns
+// nil only if that read finds it damaged (its tree or its bytes do not
+// match). A copy that verifies, one gone already, or a read that failed
+// otherwise is not confirmed.
+func (n *Node) confirmDamage(ref syncnode.BlobRef) error {
+	if _, err := n.blobs.Outboard(ref); err != nil {
+		if errors.Is(err, blobstore.ErrDamaged) {
+			return nil
+		}
+		return err
+	}
+	r, err := n.blobs.Open(ref)
+	if err != nil {
+		if errors.Is(err, blobstore.ErrDamaged) {
+			return nil
+		}
+		return err
+	}
+	defer r.Close()
+	switch err := verifyAll(r); {
+	case err == nil:
+		return errNotDamaged
+	case errors.Is(err, blobstore.ErrDamaged):
+		return nil
+	default:
+		return err
 	}
 }
 

@@ -487,12 +487,27 @@ func (r ranged) ReadAt(p []byte, off int64) (int, error) {
 	}
 	defer o.Close()
 	n, err := io.ReadFull(o, p)
-	if err == io.ErrUnexpectedEOF {
-		err = io.EOF
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return n, r.short(ctx, off+int64(n), err)
 	} else if err != nil {
 		err = r.fail(err)
 	}
 	return n, err
+}
+
+// short tells what a range read that ended at end means: the object is
+// shorter (io.EOF: the copy is damaged, or the read was past its end), or
+// the answer was cut short on its way (an error to retry, never damage).
+// Only the object's size, asked again, decides.
+func (r ranged) short(ctx context.Context, end int64, cut error) error {
+	info, err := r.s.cl.StatObject(ctx, r.s.cfg.Bucket, r.key, minio.StatObjectOptions{})
+	switch {
+	case err != nil:
+		return r.fail(err)
+	case info.Size <= end:
+		return io.EOF
+	}
+	return r.s.fail("read "+r.key, fmt.Errorf("answer cut short at byte %d of %d: %w", end, info.Size, cut))
 }
 
 // fail reports a failed read; an object gone from the bucket is a
