@@ -60,6 +60,10 @@ type Config struct {
 	SyncInterval time.Duration
 	// IOTimeout bounds each network read or write (default 20 s).
 	IOTimeout time.Duration
+	// EscrowWait is how long shares this node offered wait in escrow for
+	// an acceptor that does not answer before the transfer is ended
+	// without it (default shares.DefaultEscrowWait).
+	EscrowWait time.Duration
 	// Fetcher configures the server fetcher and its scans (default
 	// fetcher.DefaultConfig).
 	Fetcher *fetcher.Config
@@ -332,13 +336,13 @@ func (n *Node) SyncNow(g syncnode.GroupID) error {
 func (n *Node) recoverTransfers() {
 	delay := time.Second
 	for {
-		pending, err := n.ledger.AllPending()
-		if err == nil && len(pending) > 0 {
+		pending, err := n.shares.Unfinished()
+		if err == nil && pending > 0 {
 			ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.IOTimeout)
 			k, err := n.shares.Recover(ctx)
 			cancel()
-			n.log.Info("share transfers recovered", "settled", k, "pending", len(pending), "err", err)
-			if k == len(pending) {
+			n.log.Info("share transfers recovered", "settled", k, "pending", pending, "err", err)
+			if k == pending {
 				delay = time.Second
 			} else {
 				delay = min(2*delay, 10*time.Second)

@@ -165,6 +165,9 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	n.shares = shares.New(n.h, n.ledger, n.sync, copies{n}, n.asked, n.settled, n.log)
 	n.takes = takes{n: n}
 	n.shares.AskWait = 10 * n.cfg.IOTimeout
+	if n.cfg.EscrowWait > 0 {
+		n.shares.EscrowWait = n.cfg.EscrowWait
+	}
 	opened.add(func() error { n.shares.Close(); return nil })
 	if err := n.startRelay(); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -55,6 +56,12 @@ type Transfer struct {
 	N     int              `msgpack:"n"`
 	// To is the acceptor, whom the holder asks if it loses track.
 	To peer.ID `msgpack:"o,omitempty"`
+	// At is when the holder put the shares in escrow (Unix nanoseconds;
+	// zero in transfers escrowed before it was kept).
+	At int64 `msgpack:"at,omitempty"`
+	// From is the holder, as the acceptor records it: only it may void
+	// the transfer later.
+	From peer.ID `msgpack:"fr,omitempty"`
 }
 
 // record is the stored state of one blob's shares on this device.
@@ -68,12 +75,19 @@ type record struct {
 	// Fetched records that this device got the blob from a peer: it is not
 	// the blob's origin, whose copy the creator's shares pin.
 	Fetched bool `msgpack:"f,omitempty"`
+	// Voided holds transfers this device ended without its acceptor
+	// (Abandon), by ID, until the acceptor is told to drop what it may
+	// have accepted.
+	Voided map[string]Transfer `msgpack:"v,omitempty"`
 }
 
 // received records the outcome of a transfer at the acceptor.
 type received struct {
 	Accepted bool      `msgpack:"a"`
 	T        *Transfer `msgpack:"t,omitempty"`
+	// Voided records a transfer its holder ended without this device:
+	// whatever was accepted of it is no longer held here.
+	Voided bool `msgpack:"x,omitempty"`
 }
 
 // Ledger stores this device's shares in badger. Every change is one
@@ -115,7 +129,7 @@ func load(txn *badger.Txn, ref syncnode.BlobRef) (record, error) {
 }
 
 func store(txn *badger.Txn, ref syncnode.BlobRef, r record) error {
-	if len(r.Shares) == 0 && len(r.Escrow) == 0 && len(r.Created) == 0 && !r.Fetched {
+	if len(r.Shares) == 0 && len(r.Escrow) == 0 && len(r.Created) == 0 && !r.Fetched && len(r.Voided) == 0 {
 		return txn.Delete(shareKey(ref))
 	}
 	return kv.Set(txn, shareKey(ref), kv.KindShares, r)
@@ -241,7 +255,7 @@ func (l *Ledger) Offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, 
 			t = e
 			return nil
 		}
-		t = Transfer{ID: id, Ref: ref, Group: g, N: OfferCount(self, requester, r.Shares[g]), To: to}
+		t = Transfer{ID: id, Ref: ref, Group: g, N: OfferCount(self, requester, r.Shares[g]), To: to, At: time.Now().UnixNano()}
 		if t.N == 0 {
 			for _, e := range r.Escrow {
 				if e.Group == g && OfferCount(self, requester, e.N) > 0 {
@@ -344,11 +358,97 @@ func (l *Ledger) Settle(ref syncnode.BlobRef, id TransferID, accepted bool) (kee
 	return keeps, err
 }
 
-// AllPending returns every transfer still in escrow here, for recovery
-// after a restart.
-func (l *Ledger) AllPending() ([]Transfer, error) {
+// Abandon ends transfer id at the holder without its acceptor, which has
+// not answered for longer than the holder waits: the escrowed shares
+// return here (a lost acceptance must not lose the shares, and a new
+// taker must not be refused for ever), and the transfer is kept in
+// Voided until the acceptor, back, drops whatever it accepted of it
+// (Void), so that the group's shares add up again. It reports whether id
+// was in escrow.
+func (l *Ledger) Abandon(ref syncnode.BlobRef, id TransferID) (bool, error) {
+	found := false
+	err := l.durable.Update(func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil {
+			return err
+		}
+		e, ok := r.Escrow[id.String()]
+		if !ok {
+			return nil
+		}
+		found = true
+		delete(r.Escrow, id.String())
+		r.add(e.Group, e.N)
+		if r.Voided == nil {
+			r.Voided = map[string]Transfer{}
+		}
+		r.Voided[id.String()] = e
+		return store(txn, ref, r)
+	})
+	return found, err
+}
+
+// AllVoided returns every transfer abandoned here whose acceptor has not
+// yet been told.
+func (l *Ledger) AllVoided() ([]Transfer, error) {
 	var out []Transfer
-	err := l.db.View(func(txn *badger.Txn) error {
+	err := l.eachRecord(func(r record) { out = append(out, slicesOf(r.Voided)...) })
+	return out, err
+}
+
+// Told records that the acceptor of abandoned transfer id has dropped it.
+func (l *Ledger) Told(ref syncnode.BlobRef, id TransferID) error {
+	return l.durable.Update(func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil {
+			return err
+		}
+		if _, ok := r.Voided[id.String()]; !ok {
+			return nil
+		}
+		delete(r.Voided, id.String())
+		return store(txn, ref, r)
+	})
+}
+
+// Void answers a holder that abandoned transfer id: if this device
+// accepted it from holder, the shares it took are dropped (as many as it
+// still has in that group); if it had not, the transfer can never be
+// accepted any more. It returns how many shares it dropped. A void from
+// anyone but the holder the acceptance recorded fails with
+// ErrBadTransfer.
+func (l *Ledger) Void(id TransferID, holder peer.ID) (dropped int, err error) {
+	err = l.durable.Update(func(txn *badger.Txn) error {
+		var rcv received
+		err := kv.Get(txn, txKey(id), kv.KindTransfer, &rcv)
+		switch {
+		case errors.Is(err, syncnode.ErrNotFound):
+			return kv.Set(txn, txKey(id), kv.KindTransfer, received{Voided: true})
+		case err != nil:
+			return err
+		case !rcv.Accepted || rcv.T == nil:
+			return nil
+		case rcv.T.From != holder:
+			return fmt.Errorf("%w: %s did not offer transfer %s", ErrBadTransfer, holder, id)
+		}
+		r, err := load(txn, rcv.T.Ref)
+		if err != nil {
+			return err
+		}
+		dropped = min(r.Shares[rcv.T.Group], rcv.T.N)
+		r.add(rcv.T.Group, -dropped)
+		if err := store(txn, rcv.T.Ref, r); err != nil {
+			return err
+		}
+		rcv.Accepted, rcv.Voided = false, true
+		return kv.Set(txn, txKey(id), kv.KindTransfer, rcv)
+	})
+	return dropped, err
+}
+
+// eachRecord calls fn with every shares record.
+func (l *Ledger) eachRecord(fn func(record)) error {
+	return l.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = kv.Shares
 		it := txn.NewIterator(opts)
@@ -358,10 +458,17 @@ func (l *Ledger) AllPending() ([]Transfer, error) {
 			if err := it.Item().Value(func(b []byte) error { return kv.Decode(kv.KindShares, b, &r) }); err != nil {
 				return fmt.Errorf("ownership: shares record %x: %w", it.Item().Key(), err)
 			}
-			out = append(out, slicesOf(r.Escrow)...)
+			fn(r)
 		}
 		return nil
 	})
+}
+
+// AllPending returns every transfer still in escrow here, for recovery
+// after a restart.
+func (l *Ledger) AllPending() ([]Transfer, error) {
+	var out []Transfer
+	err := l.eachRecord(func(r record) { out = append(out, slicesOf(r.Escrow)...) })
 	return out, err
 }
 

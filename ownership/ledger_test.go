@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mh "github.com/multiformats/go-multihash"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/kv"
@@ -300,5 +302,67 @@ func TestAcceptNeverHoldsMoreThanTheGroupHas(t *testing.T) {
 	other := Transfer{ID: NewTransferID(), Ref: r, Group: "h", N: 1}
 	if err := l.Accept(other, true); err != nil {
 		t.Fatalf("a share of another group: %v", err)
+	}
+}
+
+// A holder that ends a transfer without its acceptor (Abandon) gets its
+// shares back and keeps the transfer to void; the acceptor, told by that
+// holder and no one else, drops what it accepted, and a transfer voided
+// before it was accepted can no longer be.
+func TestAbandonAndVoid(t *testing.T) {
+	t.Parallel()
+	id := func(name string) peer.ID {
+		m, err := mh.Sum([]byte(name), mh.IDENTITY, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return peer.ID(m)
+	}
+	holderID, acceptorID, otherID := id("holder"), id("acceptor"), id("someone else")
+	holder, acceptor := NewLedger(openDB(t, t.TempDir())), NewLedger(openDB(t, t.TempDir()))
+	r := ref(4)
+	if err := holder.Grant(r, "g", CreatorShares); err != nil {
+		t.Fatal(err)
+	}
+	normal, srv := prio(syncnode.Normal, 1, t0), prio(syncnode.Server, 0, t0)
+	tr, err := holder.Offer(NewTransferID(), r, "g", normal, srv, acceptorID)
+	if err != nil || tr.N != CreatorShares || tr.At == 0 {
+		t.Fatalf("offer: %+v %v", tr, err)
+	}
+	tr.From = holderID
+	if err := acceptor.Accept(tr, true); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := holder.Abandon(r, tr.ID); !ok || err != nil {
+		t.Fatalf("abandon: %v %v", ok, err)
+	}
+	if s, _ := holder.Shares(r); s["g"] != CreatorShares {
+		t.Fatalf("holder after abandoning: %v", s)
+	}
+	if v, _ := holder.AllVoided(); len(v) != 1 || v[0].ID != tr.ID {
+		t.Fatalf("voided: %+v", v)
+	}
+	if _, err := acceptor.Void(tr.ID, otherID); !errors.Is(err, ErrBadTransfer) {
+		t.Fatalf("a void from another peer: %v", err)
+	}
+	if n, err := acceptor.Void(tr.ID, holderID); n != CreatorShares || err != nil {
+		t.Fatalf("void: dropped %d, %v", n, err)
+	}
+	if s, _ := acceptor.Shares(r); s["g"] != 0 {
+		t.Fatalf("acceptor after the void: %v", s)
+	}
+	if err := holder.Told(r, tr.ID); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := holder.AllVoided(); len(v) != 0 {
+		t.Fatalf("voided after telling: %+v", v)
+	}
+	// Voided before it was accepted: never accepted later.
+	late := Transfer{ID: NewTransferID(), Ref: r, Group: "g", N: 1, From: holderID}
+	if _, err := acceptor.Void(late.ID, holderID); err != nil {
+		t.Fatal(err)
+	}
+	if err := acceptor.Accept(late, true); !errors.Is(err, ErrTransferClosed) {
+		t.Fatalf("accepting a voided transfer: %v", err)
 	}
 }

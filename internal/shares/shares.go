@@ -74,6 +74,12 @@ type AskedFunc func(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g s
 // asked may have to fetch the blob first.
 const DefaultAskWait = 5 * time.Minute
 
+// DefaultEscrowWait is how long, by default, a transfer waits in escrow
+// for an acceptor that does not answer: long enough for a restart or a
+// short outage, short enough that a device whose taker died is not
+// pinned for good and a new server can take the shares.
+const DefaultEscrowWait = time.Hour
+
 // Service answers share requests and makes them.
 type Service struct {
 	h       host.Host
@@ -88,6 +94,10 @@ type Service struct {
 	// AskWait bounds a hand-off, at both ends (default DefaultAskWait).
 	// Set it before the service is used.
 	AskWait time.Duration
+	// EscrowWait is how long shares stay in escrow for an acceptor that
+	// does not answer before Recover ends the transfer without it
+	// (default DefaultEscrowWait). Set it before the service is used.
+	EscrowWait time.Duration
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -104,7 +114,7 @@ func New(h host.Host, ledger *ownership.Ledger, prio Priorities, copies Copies, 
 		settled = func(ownership.Transfer, bool) {}
 	}
 	s := &Service{h: h, ledger: ledger, prio: prio, copies: copies, asked: asked, settled: settled, log: log,
-		timeout: 20 * time.Second, AskWait: DefaultAskWait, escrowed: make(chan struct{}, 1)}
+		timeout: 20 * time.Second, AskWait: DefaultAskWait, EscrowWait: DefaultEscrowWait, escrowed: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	rand.Read(s.secret[:])
 	h.SetStreamHandler(p2p.ProtoShares, s.handle)
@@ -127,7 +137,10 @@ const (
 	opOffer     = "offer"
 	opSettle    = "settle"
 	opResolve   = "resolve"
-	opAsk       = "ask"
+	// opVoid tells an acceptor that the holder ended the transfer
+	// without it (it did not answer within EscrowWait).
+	opVoid = "void"
+	opAsk  = "ask"
 	// The batch forms of challenge, offer and settle: Items carries one
 	// request of the single form per blob, answered in order.
 	opChallenges = "challenges"
@@ -293,6 +306,7 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			pt.t.From = holder // only it may void the transfer
 			pt.err = s.copies.WithCopy(pt.req.Ref, func(held bool) error { return s.ledger.Accept(pt.t, held) })
 			pt.req.Accepted = pt.err == nil
 		}()
@@ -331,8 +345,11 @@ func (s *Service) Ask(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g sy
 
 // Recover settles every transfer left in escrow here (by a crash or a lost
 // answer): it asks each acceptor whether it accepted, which also closes the
-// transfer there for good, and settles accordingly. It returns how many it
-// settled; transfers whose acceptor cannot be reached stay in escrow.
+// transfer there for good, and settles accordingly. A transfer whose
+// acceptor cannot be reached stays in escrow until it is EscrowWait old,
+// then is abandoned: the shares return here, and the acceptor, once it
+// answers again, is told to drop whatever it accepted. It returns how
+// many transfers it ended.
 func (s *Service) Recover(ctx context.Context) (int, error) {
 	pending, err := s.ledger.AllPending()
 	if err != nil {
@@ -343,6 +360,16 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 	for _, t := range pending {
 		resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref}, s.timeout)
 		if err != nil {
+			if t.At > 0 && time.Since(time.Unix(0, t.At)) > s.EscrowWait {
+				if ok, aerr := s.ledger.Abandon(t.Ref, t.ID); aerr != nil {
+					errs = append(errs, aerr)
+				} else if ok {
+					s.log.Warn("share transfer abandoned: its acceptor has not answered", "blob", t.Ref, "group", t.Group,
+						"acceptor", t.To, "escrowed", time.Unix(0, t.At), "err", err)
+					n++
+					continue
+				}
+			}
 			errs = append(errs, err)
 			continue
 		}
@@ -353,7 +380,41 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 		s.settled(t, resp.Accepted)
 		n++
 	}
+	if err := s.tellVoided(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	return n, errors.Join(errs...)
+}
+
+// tellVoided tells the acceptor of every transfer abandoned here to drop
+// what it accepted of it.
+func (s *Service) tellVoided(ctx context.Context) error {
+	voided, err := s.ledger.AllVoided()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range voided {
+		if _, err := s.call(ctx, t.To, request{Op: opVoid, ID: t.ID, Ref: t.Ref}, s.timeout); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := s.ledger.Told(t.Ref, t.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Unfinished reports how many transfers wait here for their acceptor: in
+// escrow, or abandoned and not yet voided there.
+func (s *Service) Unfinished() (int, error) {
+	pending, err := s.ledger.AllPending()
+	if err != nil {
+		return 0, err
+	}
+	voided, err := s.ledger.AllVoided()
+	return len(pending) + len(voided), err
 }
 
 // call sends req to p and waits up to wait for the answer.
@@ -519,6 +580,9 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 	case opResolve:
 		acc, err := s.ledger.Resolve(req.ID)
 		return response{Accepted: acc}, err
+	case opVoid:
+		_, err := s.ledger.Void(req.ID, from)
+		return response{}, err
 	case opAsk:
 		if _, ok := s.prio.PeerPriority(req.Group, from); !ok {
 			return response{}, fmt.Errorf("%s is not a member of %s", from, req.Group)

@@ -286,3 +286,65 @@ func TestShareStripRefused(t *testing.T) {
 		t.Fatalf("Take without the blob: %v", err)
 	}
 }
+
+// TestEscrowEndsWithoutItsAcceptor: a server accepts a leaf's two shares
+// and vanishes before the leaf settles. While the transfer is in escrow a
+// normal member's take is refused; once the escrow is EscrowWait old the
+// leaf ends it without the server, gets its shares back and the normal
+// member takes one. When the server answers again it is told to drop
+// what it accepted: the group's shares add up to two.
+func TestEscrowEndsWithoutItsAcceptor(t *testing.T) {
+	devs, gid := world(t)
+	ref := putBlob(t, devs[1], devs[2], devs[3])
+	normal, server, leaf := devs[2], devs[1], devs[3]
+	leaf.ledger.Grant(ref, gid, ownership.CreatorShares)
+	leaf.svc.EscrowWait = 100 * time.Millisecond
+
+	id := ownership.NewTransferID()
+	resp, err := provenOffer(t, server, leaf, id, ref, gid)
+	if err != nil || resp.Transfer == nil || resp.Transfer.N != 2 {
+		t.Fatalf("offer: %+v %v", resp, err)
+	}
+	tr := *resp.Transfer
+	tr.From = leaf.h.ID()
+	if err := server.ledger.Accept(tr, true); err != nil {
+		t.Fatal(err)
+	}
+	server.svc.Close() // gone before the leaf settles
+
+	if res, err := normal.svc.Take(t.Context(), leaf.h.ID(), ref, gid); err == nil && res.Taken > 0 {
+		t.Fatalf("a take during the escrow: %+v", res)
+	}
+	if n, _ := leaf.svc.Recover(t.Context()); n != 0 {
+		t.Fatalf("recover before the escrow is old: %d ended", n)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if n, _ := leaf.svc.Recover(t.Context()); n != 1 {
+		t.Fatalf("recover after the escrow is old: %d ended, want 1", n)
+	}
+	if s, _ := leaf.ledger.Shares(ref); s[gid] != 2 {
+		t.Fatalf("the leaf's shares after ending the escrow: %v", s)
+	}
+	res, err := normal.svc.Take(t.Context(), leaf.h.ID(), ref, gid)
+	if err != nil || res.Taken != 1 {
+		t.Fatalf("the normal member's take after the escrow ended: %+v, %v", res, err)
+	}
+
+	server.restart(t) // back
+	if _, err := leaf.svc.Recover(t.Context()); err != nil {
+		t.Fatalf("telling the server: %v", err)
+	}
+	if s, _ := server.ledger.Shares(ref); s[gid] != 0 {
+		t.Fatalf("the server still counts %d shares of the abandoned transfer", s[gid])
+	}
+	if n := total(t, devs, ref, gid); n != 2 {
+		t.Fatalf("share total %d, want 2", n)
+	}
+	if v, _ := leaf.ledger.AllVoided(); len(v) != 0 {
+		t.Fatalf("the leaf still has %d transfers to void", len(v))
+	}
+	// A void from anyone but the holder changes nothing.
+	if _, err := server.ledger.Void(ownership.NewTransferID(), normal.h.ID()); err != nil {
+		t.Fatalf("void of an unknown transfer: %v", err)
+	}
+}
