@@ -447,6 +447,15 @@ func (n *Node) learnFromHolder(from peer.ID, ref syncnode.BlobRef, sp *signpost.
 	for p, l := range sp.Locations {
 		n.addAddrs(p, l.Addrs)
 	}
+	// An answer about a blob this node knows from rows names no group of
+	// its own: which groups reference a blob, rows tell, not a peer's word.
+	if mine := n.groupsOf(ref); len(mine) > 0 {
+		for g := range sp.SgIDs {
+			if !slices.Contains(mine, g) {
+				delete(sp.SgIDs, g)
+			}
+		}
+	}
 	n.mergeFrom(from, ref, sp)
 }
 

@@ -374,8 +374,8 @@ func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
 		return nil
 	}
 	// Signposts first: a reader that sees a row can fetch its blob.
-	if len(m.Signposts) > 0 {
-		s.hooks.Learn(from, m.Group, m.Signposts)
+	if sps := signpostsFor(m.Signposts, fresh); len(sps) > 0 {
+		s.hooks.Learn(from, m.Group, sps)
 	}
 	won, bad, err := s.apply(r, m.Group, fresh, nil, false)
 	if err != nil {
@@ -391,4 +391,26 @@ func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
 		s.spread(m.Group, won, from)
 	}
 	return nil
+}
+
+// signpostsFor returns the entries of sps for blobs that rows reference:
+// a member vouches only for where the blobs of the rows it sends are, so a
+// signpost of any other ref (an invented blob, a private one of another
+// group) is dropped unread.
+func signpostsFor(sps []SignpostEntry, rows []syncgroup.Row) []SignpostEntry {
+	if len(sps) == 0 {
+		return nil
+	}
+	refs := map[syncnode.BlobRef]bool{}
+	for _, r := range refsOf(rows) {
+		refs[r] = true
+	}
+	var out []SignpostEntry
+	for _, e := range sps {
+		if refs[e.Ref] {
+			out = append(out, e)
+			delete(refs, e.Ref) // one entry per blob
+		}
+	}
+	return out
 }

@@ -344,3 +344,46 @@ func TestClaimedVectorCannotSuppressWrites(t *testing.T) {
 		return ok
 	})
 }
+
+// learnRec records the signposts a syncer learns.
+type learnRec struct {
+	noHooks
+	learnt chan []SignpostEntry
+}
+
+func (h learnRec) Learn(from peer.ID, g syncnode.GroupID, sps []SignpostEntry) { h.learnt <- sps }
+
+// A member vouches only for the blobs of the rows it sends: signposts of
+// other refs that ride along (ten thousand invented blobs, say) are
+// dropped unread, so they queue no fetch and name no group anywhere.
+func TestSignpostsOfUnsentRowsDropped(t *testing.T) {
+	t.Parallel()
+	learnt := make(chan []SignpostEntry, 16)
+	c := newClusterHooked(t, 3, nil, func(i int) Hooks { return learnRec{learnt: learnt} })
+	member := c.hosts[2]
+	real := syncnode.RefFromHash([32]byte{7})
+	value, err := msgpack.Marshal(map[string]any{"photo": real})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := syncgroup.Row{Key: "photos/real", Value: value, TS: syncgroup.Timestamp{Wall: time.Now().UnixNano()}, Writer: member.ID(), Seq: 50}
+	if err := syncgroup.SignRow(member.Peerstore().PrivKey(member.ID()), c.gid, &row); err != nil {
+		t.Fatal(err)
+	}
+	sp := signpost.Wire{Groups: []string{string(c.gid)}}
+	sps := []SignpostEntry{{Ref: real, Signpost: sp}}
+	for i := range 10000 {
+		sps = append(sps, SignpostEntry{Ref: syncnode.RefFromHash([32]byte{byte(i), byte(i >> 8), 1}), Signpost: sp})
+	}
+	if err := rawPush(t, member, c.hosts[0].ID(), pushMsg{Group: c.gid, Rows: []syncgroup.Row{row}, Signposts: sps}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-learnt:
+		if len(got) != 1 || got[0].Ref != real {
+			t.Fatalf("learnt %d signposts with one row that references one blob", len(got))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no signpost learnt")
+	}
+}

@@ -118,8 +118,8 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			r.mu.Unlock()
 		}
 		// Signposts first: a reader that sees a row can fetch its blob.
-		if len(b.Signposts) > 0 {
-			s.hooks.Learn(from, id, b.Signposts)
+		if sps := signpostsFor(b.Signposts, b.Rows); len(sps) > 0 {
+			s.hooks.Learn(from, id, sps)
 		}
 		won, bad, err := s.apply(r, id, b.Rows, func(g *syncgroup.Group, bad error) {
 			if b.Done && applyErr == nil && bad == nil && vv != nil {
