@@ -41,9 +41,12 @@ var ErrProbe = errors.New("p2p: connection did not answer a ping")
 // resets the stream. It is how every syncnode request is sent:
 //
 //   - A connection that goes quiet is probed: when no byte of the answer
-//     has come ProbeAfter after the stream opened, the stream's connection
-//     is pinged, and closed if the ping fails within ProbeTimeout — fn's
-//     read then fails at once instead of at its own timeout.
+//     has come ProbeAfter after the stream opened (then twice as long
+//     each time), and the connection brought no bytes on any stream
+//     meanwhile, it is pinged over that connection, one ping shared by
+//     every request waiting on it, and closed if neither the ping's answer
+//     nor any byte comes within ProbeTimeout — fn's read then fails at
+//     once instead of at its own timeout.
 //   - A dead connection is replaced once: when fn fails because the
 //     stream's connection is gone (closed under it, reset by a peer that
 //     restarted, timed out, or closed after a failed probe) before any
