@@ -290,13 +290,13 @@ var errStopScan = errors.New("stop")
 
 // asked takes a blob a member hands off: fetched from that member if not
 // held, then its shares, with the copy pinned against eviction meanwhile.
-func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (shares.Result, error) {
+func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID, leaving bool) (shares.Result, error) {
 	me, err := n.sync.Priority(g)
 	if err != nil {
 		return shares.Result{}, err
 	}
 	them, ok := n.sync.PeerPriority(g, from)
-	if !ok || !handsOffTo(them.DevType, me.DevType) {
+	if !ok || (!leaving && !handsOffTo(them.DevType, me.DevType)) || (leaving && me.DevType == syncnode.Leaf) {
 		// The holder would offer nothing: fetching would only churn.
 		return shares.Result{}, fmt.Errorf("node: a %s member hands nothing off to a %s one", them.DevType, me.DevType)
 	}

@@ -106,11 +106,92 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 // LeaveGroup leaves group g: the other members are told, and its rows are
 // dropped here.
 func (n *Node) LeaveGroup(ctx context.Context, g syncnode.GroupID) error {
+	_, err := n.LeaveGroupWith(ctx, g, LeaveOptions{})
+	return err
+}
+
+// LeaveOptions modify LeaveGroupWith.
+type LeaveOptions struct {
+	// Force leaves even when some blobs whose shares this node holds in
+	// the group could be handed to no member: they are left at risk.
+	Force bool
+}
+
+// ErrAtRisk reports a leave refused because blobs whose shares this node
+// holds in the group could be handed to no member.
+var ErrAtRisk = errors.New("node: leaving would leave blobs at risk")
+
+// LeaveGroupWith leaves group g as LeaveGroup does, after handing every
+// share this node holds in g to a member (a server first, else any
+// member but a leaf), who fetches the blob from it first if needed. If a
+// blob's shares could be handed to no one, it refuses with ErrAtRisk and
+// the blobs, unless o.Force: then it leaves and returns the blobs left at
+// risk. Once it has left, shares of g pin nothing here.
+func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOptions) (atRisk []syncnode.BlobRef, err error) {
+	if _, err := n.GroupSpec(g); err != nil {
+		return nil, err
+	}
+	held, atRisk := n.handOffAll(ctx, g)
+	if len(atRisk) > 0 && !o.Force {
+		return atRisk, fmt.Errorf("%w: %d of the %d blobs whose shares this node holds in %s could be handed to no member (first %s); leave with force to leave them at risk",
+			ErrAtRisk, len(atRisk), len(held), g, atRisk[0])
+	}
 	if err := n.sync.Leave(ctx, g); err != nil {
-		return err
+		return atRisk, err
+	}
+	for _, ref := range held {
+		if err := n.ledger.DropGroup(ref, g); err != nil {
+			n.log.Error("shares of a group left not dropped", "blob", ref, "group", g, "err", err)
+		}
+	}
+	if len(atRisk) > 0 {
+		n.log.Warn("left a group with blobs at risk", "group", g, "blobs", len(atRisk), "first", atRisk[0])
 	}
 	n.forgetGroup(g)
-	return nil
+	return atRisk, nil
+}
+
+// handOffAll hands every share this node holds in g to a member before
+// it leaves: servers first, then the members that are not leaves. It
+// returns the blobs it held shares of and those it still holds shares of.
+func (n *Node) handOffAll(ctx context.Context, g syncnode.GroupID) (held, left []syncnode.BlobRef) {
+	n.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
+		if sh[g] > 0 {
+			held = append(held, ref)
+		}
+		return nil
+	})
+	if len(held) == 0 {
+		return nil, nil
+	}
+	var servers, others []peer.ID
+	for _, m := range n.Members(g) {
+		switch {
+		case m.Peer == n.h.ID() || m.DevType == syncnode.Leaf:
+		case m.DevType == syncnode.Server:
+			servers = append(servers, m.Peer)
+		default:
+			others = append(others, m.Peer)
+		}
+	}
+	cands := append(servers, others...)
+	n.shares.Leaving(g, true)
+	defer n.shares.Leaving(g, false)
+	for _, ref := range held {
+		for _, p := range cands {
+			if _, err := n.shares.AskLeaving(ctx, p, ref, g); err != nil {
+				n.log.Info("hand-off before leaving not taken", "blob", ref, "group", g, "peer", p, "err", err)
+			}
+			if sh, err := n.ledger.Shares(ref); err == nil && sh[g] == 0 {
+				n.noteHandoff(ref, fmt.Sprintf("handed its shares in %s to %s before leaving", g, p))
+				break
+			}
+		}
+		if sh, err := n.ledger.Shares(ref); err != nil || sh[g] > 0 {
+			left = append(left, ref)
+		}
+	}
+	return held, left
 }
 
 // EjectMember removes p from group g; this node must be an admin.

@@ -245,6 +245,32 @@ func (l *Ledger) MarkFetched(ref syncnode.BlobRef) error {
 // (N is 0 when nothing is offered). Offering the same id again returns the
 // escrowed transfer unchanged.
 func (l *Ledger) Offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, self, requester syncnode.Priority, to peer.ID) (Transfer, error) {
+	return l.offer(id, ref, g, to, func(held int) int { return OfferCount(self, requester, held) })
+}
+
+// OfferAll is Offer of every share this device holds of ref in g,
+// whatever the two priorities: a device leaving the group gives them all
+// to whichever member takes them.
+func (l *Ledger) OfferAll(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, to peer.ID) (Transfer, error) {
+	return l.offer(id, ref, g, to, func(held int) int { return held })
+}
+
+// DropGroup forgets the shares this device holds of ref in group g, which
+// it has left: a group it is no longer in pins nothing here.
+func (l *Ledger) DropGroup(ref syncnode.BlobRef, g syncnode.GroupID) error {
+	return l.durable.Update(func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil || r.Shares[g] == 0 {
+			return err
+		}
+		delete(r.Shares, g)
+		return store(txn, ref, r)
+	})
+}
+
+// offer escrows count(held) of the shares held of ref in g for transfer
+// id; see Offer.
+func (l *Ledger) offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, to peer.ID, count func(held int) int) (Transfer, error) {
 	var t Transfer
 	err := l.durable.Update(func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
@@ -255,10 +281,10 @@ func (l *Ledger) Offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, 
 			t = e
 			return nil
 		}
-		t = Transfer{ID: id, Ref: ref, Group: g, N: OfferCount(self, requester, r.Shares[g]), To: to, At: time.Now().UnixNano()}
+		t = Transfer{ID: id, Ref: ref, Group: g, N: count(r.Shares[g]), To: to, At: time.Now().UnixNano()}
 		if t.N == 0 {
 			for _, e := range r.Escrow {
-				if e.Group == g && OfferCount(self, requester, e.N) > 0 {
+				if e.Group == g && count(e.N) > 0 {
 					return fmt.Errorf("%w: %s in %s", ErrInEscrow, ref, g)
 				}
 			}

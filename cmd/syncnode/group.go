@@ -17,7 +17,7 @@ func groupCmd() *command {
 		{name: "create", args: "NAME", short: "create a syncgroup with this node as its admin, print its ID", nargs: 1, json: true, flags: sgCreate},
 		{name: "invite", args: "GROUP PEER", short: "print an invitation for peer to join the group", nargs: 2, json: true, flags: sgInvite},
 		{name: "join", args: "INVITATION", short: "join with an invitation from an admin", nargs: 1, json: true, flags: sgJoin},
-		{name: "leave", args: "GROUP", short: "leave a group", nargs: 1, flags: sgLeave},
+		{name: "leave", args: "GROUP", short: "leave a group, handing this node's shares in it to members first", nargs: 1, flags: sgLeave},
 		{name: "ls", short: "the groups this node is in", nargs: 0, json: true, flags: sgLs},
 		{name: "members", args: "GROUP", short: "a group's members, their device types and addresses", nargs: 1, json: true, flags: sgMembers},
 	}}
@@ -67,9 +67,21 @@ func sgJoin(*flag.FlagSet) func(*cmd) error {
 	}
 }
 
-func sgLeave(*flag.FlagSet) func(*cmd) error {
+func sgLeave(fs *flag.FlagSet) func(*cmd) error {
+	force := fs.Bool("force", false, "leave even if some blobs whose shares this node holds could be handed to no member (they are then at risk)")
 	return func(c *cmd) error {
-		return c.with(func(cl *api.Client) error { return cl.Leave(c.ctx, c.pos[0]) })
+		return c.with(func(cl *api.Client) error {
+			left, err := cl.LeaveWith(c.ctx, api.GroupRequest{Group: c.pos[0], Force: *force})
+			return show(c, left, err, func(l api.Left) {
+				fmt.Fprintln(c.stdout, "left", l.Left)
+				if len(l.AtRisk) > 0 {
+					fmt.Fprintf(c.stdout, "%d blobs left at risk (no member took their shares):\n", len(l.AtRisk))
+					for _, ref := range l.AtRisk {
+						fmt.Fprintln(c.stdout, " ", ref)
+					}
+				}
+			})
+		})
 	}
 }
 

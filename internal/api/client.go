@@ -121,7 +121,16 @@ func (c *Client) Join(ctx context.Context, inv Invitation) (Group, error) {
 
 // Leave leaves a group.
 func (c *Client) Leave(ctx context.Context, group string) error {
-	return c.do(ctx, "POST", "/groups/leave", GroupRequest{Group: group}, &Left{})
+	_, err := c.LeaveWith(ctx, GroupRequest{Group: group})
+	return err
+}
+
+// LeaveWith leaves a group as req says, after handing the node's shares
+// in it to members; it reports the blobs a forced leave left at risk.
+func (c *Client) LeaveWith(ctx context.Context, req GroupRequest) (Left, error) {
+	var out Left
+	err := c.do(ctx, "POST", "/groups/leave", req, &out)
+	return out, err
 }
 
 // Members lists a group's members.

@@ -145,11 +145,17 @@ type Invitation struct {
 // GroupRequest names a group.
 type GroupRequest struct {
 	Group string `json:"group"`
+	// Force, for a leave, leaves even with blobs whose shares could be
+	// handed to no member.
+	Force bool `json:"force,omitempty"`
 }
 
 // Left answers a group leave.
 type Left struct {
 	Left string `json:"left"`
+	// AtRisk are the blobs whose shares could be handed to no member,
+	// left at risk by a forced leave.
+	AtRisk []string `json:"at_risk,omitempty"`
 }
 
 // Member is one member of a group.

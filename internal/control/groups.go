@@ -11,6 +11,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
+	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -112,10 +113,15 @@ func (s *server) leave(r *http.Request) (api.Left, error) {
 	if err := decode(r, &req); err != nil {
 		return api.Left{}, err
 	}
-	if err := s.n.LeaveGroup(r.Context(), syncnode.GroupID(req.Group)); err != nil {
+	atRisk, err := s.n.LeaveGroupWith(r.Context(), syncnode.GroupID(req.Group), node.LeaveOptions{Force: req.Force})
+	if err != nil {
 		return api.Left{}, err
 	}
-	return api.Left{Left: req.Group}, nil
+	out := api.Left{Left: req.Group}
+	for _, ref := range atRisk {
+		out.AtRisk = append(out.AtRisk, ref.String())
+	}
+	return out, nil
 }
 
 func (s *server) members(r *http.Request) ([]api.Member, error) {

@@ -68,7 +68,10 @@ type SettledFunc func(t ownership.Transfer, accepted bool)
 // non-leaf, a device to a server), asks this node to take its shares of
 // ref in group g, fetching the blob from it first if needed. It returns
 // when the shares have moved or cannot; ctx ends after AskWait.
-type AskedFunc func(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (Result, error)
+//
+// leaving tells that from is leaving g and hands off everything it holds
+// there, to any member, whatever the two device types.
+type AskedFunc func(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID, leaving bool) (Result, error)
 
 // DefaultAskWait is how long a hand-off may take by default: the member
 // asked may have to fetch the blob first.
@@ -105,6 +108,10 @@ type Service struct {
 	escrowed chan struct{}
 	// secret keys the possession challenges this node sets.
 	secret [32]byte
+
+	mu sync.Mutex
+	// leaving are the groups this node is leaving (see Leaving).
+	leaving map[syncnode.GroupID]bool
 }
 
 // New registers the shares protocol on h. asked may be nil: then requests
@@ -163,6 +170,8 @@ type request struct {
 	Accepted bool                 `msgpack:"a,omitempty"`
 	// Proof is the requester's copy of the challenged range of the blob.
 	Proof []byte `msgpack:"p,omitempty"`
+	// Leaving marks an ask from a member leaving the group.
+	Leaving bool `msgpack:"lv,omitempty"`
 	// Items are the requests of a batch operation.
 	Items []request `msgpack:"b,omitempty"`
 }
@@ -341,6 +350,35 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 func (s *Service) Ask(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (int, error) {
 	resp, err := s.call(ctx, p, request{Op: opAsk, Ref: ref, Group: g}, s.AskWait+s.timeout)
 	return resp.Taken, err
+}
+
+// AskLeaving is Ask from a node leaving g (see Leaving): p may take the
+// shares whatever the two device types, and is offered all of them.
+func (s *Service) AskLeaving(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (int, error) {
+	resp, err := s.call(ctx, p, request{Op: opAsk, Ref: ref, Group: g, Leaving: true}, s.AskWait+s.timeout)
+	return resp.Taken, err
+}
+
+// Leaving marks this node as leaving group g (or no longer): while it
+// is, every share it holds in g is offered whole to any member that
+// proves it holds the blob, whatever the priorities.
+func (s *Service) Leaving(g syncnode.GroupID, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.leaving == nil {
+		s.leaving = map[syncnode.GroupID]bool{}
+	}
+	if on {
+		s.leaving[g] = true
+	} else {
+		delete(s.leaving, g)
+	}
+}
+
+func (s *Service) isLeaving(g syncnode.GroupID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leaving[g]
 }
 
 // Recover settles every transfer left in escrow here (by a crash or a lost
@@ -549,7 +587,12 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 		if err := s.checkProof(req.ID, req.Ref, req.Proof); err != nil {
 			return response{}, err
 		}
-		t, err := s.ledger.Offer(req.ID, req.Ref, req.Group, me, them, from)
+		var t ownership.Transfer
+		if s.isLeaving(req.Group) {
+			t, err = s.ledger.OfferAll(req.ID, req.Ref, req.Group, from)
+		} else {
+			t, err = s.ledger.Offer(req.ID, req.Ref, req.Group, me, them, from)
+		}
 		if err == nil && t.N > 0 {
 			select {
 			case s.escrowed <- struct{}{}:
@@ -592,7 +635,7 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, s.AskWait)
 		defer cancel()
-		res, err := s.asked(ctx, from, req.Ref, req.Group)
+		res, err := s.asked(ctx, from, req.Ref, req.Group, req.Leaving)
 		return response{Taken: res.Taken}, err
 	}
 	return response{}, fmt.Errorf("unknown operation %q", req.Op)

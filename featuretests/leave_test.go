@@ -1,0 +1,67 @@
+package featuretests
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/node"
+)
+
+// TestLeavingServerHandsOffTheOnlyCopy: a server holds the only copy of
+// the phone's blob and both its shares (the phone, over its budget,
+// evicted it). When the server leaves, it first hands the shares to a
+// member that stays — the phone, which fetches the blob back from it —
+// and keeps no share of a group it is no longer in. With no member
+// reachable, the leave is refused and names the blob at risk; forced, it
+// leaves and says so.
+func TestLeavingServerHandsOffTheOnlyCopy(t *testing.T) {
+	phone := start(t, func(c *node.Config) { c.BlobBudget = 1 << 20 })
+	server := start(t)
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, server, g, syncnode.Server)
+	data := randomBytes(2<<20, 71)
+	ref := putBlobRow(t, phone, g, "photos/only", data)
+	waitFor(t, 30*time.Second, "the server's copy with both shares, the phone's evicted", func() bool {
+		return server.HasBlob(ref) && shares(t, server, ref, g) == 2 && !phone.HasBlob(ref)
+	})
+
+	if err := server.LeaveGroup(t.Context(), g); err != nil {
+		t.Fatalf("the server's leave: %v", err)
+	}
+	if n := shares(t, server, ref, g); n != 0 {
+		t.Fatalf("the server keeps %d shares of a group it left", n)
+	}
+	if !phone.HasBlob(ref) || shares(t, phone, ref, g) != 2 {
+		t.Fatalf("after the server left, the phone holds the blob %v with %d shares", phone.HasBlob(ref), shares(t, phone, ref, g))
+	}
+	if !bytes.Equal(readAll(t, phone, ref), data) {
+		t.Fatal("the phone's copy differs")
+	}
+
+	// A second server takes the shares, then finds no one to give them
+	// to when it leaves: refused, naming the blob; forced, it leaves.
+	other := start(t)
+	join(t, phone, other, g, syncnode.Server)
+	waitFor(t, 30*time.Second, "the second server's copy with both shares", func() bool {
+		return other.HasBlob(ref) && shares(t, other, ref, g) == 2
+	})
+	phone.Close()
+	atRisk, err := other.LeaveGroupWith(t.Context(), g, node.LeaveOptions{})
+	if !errors.Is(err, node.ErrAtRisk) || !slices.Contains(atRisk, ref) {
+		t.Fatalf("a leave that would leave the only copy at risk: %v, at risk %v", err, atRisk)
+	}
+	if _, err := other.GroupSpec(g); err != nil {
+		t.Fatalf("the refused leave left the group: %v", err)
+	}
+	atRisk, err = other.LeaveGroupWith(t.Context(), g, node.LeaveOptions{Force: true})
+	if err != nil || !slices.Contains(atRisk, ref) {
+		t.Fatalf("a forced leave: %v, at risk %v", err, atRisk)
+	}
+	if _, err := other.GroupSpec(g); err == nil {
+		t.Fatal("the forced leave did not leave")
+	}
+}
