@@ -248,19 +248,30 @@ func (n *Node) clearDialBackoff(peers []peer.ID) {
 	}
 }
 
-// awaitHolder waits until a peer connects (a holder may be back), the
-// next periodic try (1 s after the first failure, doubling to 8 s), until,
-// or the end of ctx.
+// awaitHolder waits until a peer connects (a holder may be back; then
+// retrySpacing more), the next periodic try (1 s after the first failure,
+// doubling to 8 s), until, or the end of ctx.
 func (n *Node) awaitHolder(ctx context.Context, until time.Time, tries int) {
 	back := n.arrivals.wait()
 	t := time.NewTimer(min(time.Second<<min(tries, 3), time.Until(until)))
 	defer t.Stop()
 	select {
 	case <-back:
+		// Peers that connect one after another start one try in each
+		// retrySpacing, not one each.
+		select {
+		case <-time.After(retrySpacing):
+		case <-t.C:
+		case <-ctx.Done():
+		}
 	case <-t.C:
 	case <-ctx.Done():
 	}
 }
+
+// retrySpacing is the least time between two tries of a waiting fetch
+// that a peer's connection starts.
+const retrySpacing = 250 * time.Millisecond
 
 // attempt makes one try of f: it takes a fetch slot, asks the likely
 // holder, else locates the holders and fetches from them.
