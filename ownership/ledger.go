@@ -422,6 +422,15 @@ func (l *Ledger) AllVoided() ([]Transfer, error) {
 	return out, err
 }
 
+// Unfinished counts the transfers that wait here for their acceptor: in
+// escrow, or abandoned and not yet voided there. One pass over the
+// records.
+func (l *Ledger) Unfinished() (int, error) {
+	n := 0
+	err := l.eachRecord(func(r record) { n += len(r.Escrow) + len(r.Voided) })
+	return n, err
+}
+
 // Told records that the acceptor of abandoned transfer id has dropped it.
 func (l *Ledger) Told(ref syncnode.BlobRef, id TransferID) error {
 	return l.durable.Update(func(txn *badger.Txn) error {

@@ -68,7 +68,7 @@ func Exchange(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, fn
 		stop := ws.watch(ctx)
 		err = fn(ws)
 		stop()
-		if err == nil || try > 0 || ctx.Err() != nil || ws.answered.Load() || !ConnGone(st.Conn(), err) {
+		if err == nil || try > 0 || ctx.Err() != nil || ws.answered.Load() || !connGone(st.Conn(), err) {
 			return err
 		}
 		// Closed already, or as good as: closing it makes sure the next
@@ -97,10 +97,10 @@ func otherWay(h host.Host, p peer.ID, c network.Conn) bool {
 	return false
 }
 
-// ConnGone reports whether err ended a stream on c because c itself is
+// connGone reports whether err ended a stream on c because c itself is
 // gone: closed (by either side, or after a failed probe), reset by a peer
 // that no longer knows it, or timed out.
-func ConnGone(c network.Conn, err error) bool {
+func connGone(c network.Conn, err error) bool {
 	if err == nil {
 		return false
 	}
@@ -233,7 +233,7 @@ func (l *liveness) probe(ctx context.Context, c network.Conn) bool {
 		cl.probing = running
 		l.mu.Unlock()
 		start := time.Now()
-		err := Probe(ctx, c)
+		err := pingConn(ctx, c)
 		l.mu.Lock()
 		// Bytes that came on any stream while the ping went unanswered
 		// show the peer alive, only slow.
@@ -265,11 +265,11 @@ func (l *liveness) forget(c network.Conn) {
 	delete(l.conns, c)
 }
 
-// Probe pings the peer over connection c itself (not over whichever
+// pingConn pings the peer over connection c itself (not over whichever
 // connection the host would pick), within ProbeTimeout. It fails with
 // ErrProbe only when the connection is gone or silent: a peer that
 // refuses or resets the ping stream (too busy to take one more) is alive.
-func Probe(ctx context.Context, c network.Conn) error {
+func pingConn(ctx context.Context, c network.Conn) error {
 	pctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
 	defer cancel()
 	st, err := c.NewStream(pctx)

@@ -446,14 +446,7 @@ func (s *Service) tellVoided(ctx context.Context) error {
 
 // Unfinished reports how many transfers wait here for their acceptor: in
 // escrow, or abandoned and not yet voided there.
-func (s *Service) Unfinished() (int, error) {
-	pending, err := s.ledger.AllPending()
-	if err != nil {
-		return 0, err
-	}
-	voided, err := s.ledger.AllVoided()
-	return len(pending) + len(voided), err
-}
+func (s *Service) Unfinished() (int, error) { return s.ledger.Unfinished() }
 
 // call sends req to p and waits up to wait for the answer.
 func (s *Service) call(ctx context.Context, p peer.ID, req request, wait time.Duration) (response, error) {
