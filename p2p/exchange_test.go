@@ -185,33 +185,22 @@ func restartedPeer(t *testing.T) (client host.Host, server host.Host) {
 }
 
 // A peer restarted on the same identity and address answers the old
-// connection with a stateless reset: a plain stream on it fails, while an
-// Exchange replaces the connection and succeeds at once.
+// connection with a stateless reset: an Exchange on that connection
+// replaces it and succeeds at once. (A plain stream fails there unless a
+// packet of the client's reached the new process first and got the reset
+// already; featuretests/faults' TestFetchFromRestartedHolder shows the
+// failure with real daemons.)
 func TestExchangeReachesARestartedPeer(t *testing.T) {
 	t.Parallel()
-	t.Run("plain stream fails", func(t *testing.T) {
-		t.Parallel()
-		client, server := restartedPeer(t)
-		st, err := client.NewStream(t.Context(), server.ID(), echoProto)
-		if err == nil {
-			err = echo(st)
-		}
-		if err == nil {
-			t.Fatal("a stream on the dead connection worked: the test shows nothing")
-		}
-	})
-	t.Run("exchange succeeds", func(t *testing.T) {
-		t.Parallel()
-		client, server := restartedPeer(t)
-		start := time.Now()
-		err := Exchange(t.Context(), client, server.ID(), echoProto, func(st network.Stream) error { return echo(st) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if took := time.Since(start); took > ProbeAfter+ProbeTimeout {
-			t.Fatalf("the exchange took %v", took)
-		}
-	})
+	client, server := restartedPeer(t)
+	start := time.Now()
+	err := Exchange(t.Context(), client, server.ID(), echoProto, func(st network.Stream) error { return echo(st) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the exchange took %v (a read on the dead connection times out at 20 s)", took)
+	}
 }
 
 // A peer that went silent (crashed, or its network gone) is found out by
@@ -240,8 +229,8 @@ func TestExchangeGivesUpOnASilentPeer(t *testing.T) {
 	if !errors.Is(err, ErrProbe) {
 		t.Fatalf("exchange with a silent peer: %v, want ErrProbe", err)
 	}
-	if took > ProbeAfter+ProbeTimeout+2*time.Second {
-		t.Fatalf("the silent peer was given up after %v", took)
+	if took > 10*time.Second {
+		t.Fatalf("the silent peer was given up after %v (its read times out at 20 s)", took)
 	}
 	if client.Network().Connectedness(server.ID()) == network.Connected {
 		t.Fatal("the silent connection is still open")
@@ -272,7 +261,7 @@ func TestExchangeRedialsASilentPeerAtItsOtherAddress(t *testing.T) {
 	if err := send(); err != nil {
 		t.Fatalf("exchange after the proxy went silent: %v", err)
 	}
-	if took := time.Since(start); took > ProbeAfter+ProbeTimeout+2*time.Second {
-		t.Fatalf("the exchange took %v", took)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the exchange took %v (its read times out at 20 s)", took)
 	}
 }
