@@ -16,12 +16,28 @@ import (
 // spec, the version vector and this device's priority, and one record per
 // row. Rows and the vector they raise are written in one transaction, so a
 // restart never finds a vector that claims rows the store lacks.
+//
+// Save commits without waiting for stable storage; Sync waits, sharing one
+// sync of badger's logs among every save that came before it. A writer
+// saves under its group's lock and syncs after releasing it, before the
+// row is acknowledged or sent to anyone: after a power cut the store has
+// every row that left the node, so a sequence number is never reused.
 type Store struct {
-	db *badger.DB
+	db      *badger.DB
+	durable *kv.Durable
 }
 
 // NewStore returns a store over db.
-func NewStore(db *badger.DB) *Store { return &Store{db: db} }
+func NewStore(db *badger.DB) *Store { return &Store{db: db, durable: kv.NewDurable(db)} }
+
+// Sync returns once every save before it is on stable storage; at once
+// when they all are.
+func (s *Store) Sync() error {
+	if err := s.durable.Flush(); err != nil {
+		return fmt.Errorf("syncgroup: store: %w", err)
+	}
+	return nil
+}
 
 type groupRecord struct {
 	Spec Spec              `msgpack:"s"`
@@ -55,7 +71,7 @@ func (s *Store) Save(g *Group, rows []Row, prio syncnode.Priority) error {
 		n := min(len(rows), saveChunk)
 		chunk, last := rows[:n], n == len(rows)
 		rows = rows[n:]
-		err := kv.Update(s.db, func(txn *badger.Txn) error {
+		err := s.durable.Commit(func(txn *badger.Txn) error {
 			for _, r := range chunk {
 				if err := kv.Set(txn, rowKey(id, r.Key), kv.KindRow, r); err != nil {
 					return err
@@ -89,7 +105,7 @@ func (s *Store) Remove(id syncnode.GroupID) error {
 	if err := s.db.DropPrefix(rowPrefix(id)); err != nil {
 		return fmt.Errorf("syncgroup: store: %w", err)
 	}
-	return kv.Update(s.db, func(txn *badger.Txn) error { return txn.Delete(groupKey(id)) })
+	return s.durable.Update(func(txn *badger.Txn) error { return txn.Delete(groupKey(id)) })
 }
 
 // Loaded is one group read back from the store.

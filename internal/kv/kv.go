@@ -21,7 +21,8 @@
 // Writes are not synchronous by default (a power loss may drop the last
 // ones, never reorder them); Durable.Update makes a transaction, and every
 // one before it, durable before it returns, for records that peers act on
-// (I5): the ownership ledger's. Concurrent durable updates share syncs.
+// (I5): the ownership ledger's and the syncgroup rows. Concurrent durable
+// updates share syncs.
 package kv
 
 import (
@@ -214,10 +215,11 @@ type Durable struct {
 	mu   sync.Mutex
 	cond *sync.Cond
 	// started and finished count syncs; running reports one under way;
-	// err is the outcome of the last one that finished.
-	started, finished uint64
-	running           bool
-	err               error
+	// err is the outcome of the last one that finished. dirty is the
+	// first sync that covers every transaction of Commit so far.
+	started, finished, dirty uint64
+	running                  bool
+	err                      error
 }
 
 // NewDurable returns a Durable over db.
@@ -236,12 +238,41 @@ func (d *Durable) Update(fn func(txn *badger.Txn) error) error {
 	return d.Sync()
 }
 
+// Commit is Update without the sync: the transaction is durable once a
+// later Flush or Sync returns. It lets a caller commit under its own lock
+// and wait for stable storage after releasing it, sharing the sync with
+// every caller that committed meanwhile.
+func (d *Durable) Commit(fn func(txn *badger.Txn) error) error {
+	if err := Update(d.db, fn); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	// A sync already running may have missed this transaction.
+	d.dirty = max(d.dirty, d.started+1)
+	d.mu.Unlock()
+	return nil
+}
+
+// Flush returns once every transaction of Commit before the call is on
+// stable storage; at once when they all are.
+func (d *Durable) Flush() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.syncTo(d.dirty)
+}
+
 // Sync returns once every transaction committed before the call is on
 // stable storage: a sync that started after the call has finished.
 func (d *Durable) Sync() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	want := d.started + 1 // a sync already running may have missed this caller's writes
+	// A sync already running may have missed this caller's writes.
+	return d.syncTo(d.started + 1)
+}
+
+// syncTo waits until sync number want has finished, running syncs as
+// needed. d.mu is held.
+func (d *Durable) syncTo(want uint64) error {
 	for d.finished < want {
 		if d.running {
 			d.cond.Wait()
@@ -254,6 +285,10 @@ func (d *Durable) Sync() error {
 		err := d.sync()
 		d.mu.Lock()
 		d.running, d.finished, d.err = false, n, err
+		if err != nil {
+			// What this sync should have covered waits for the next.
+			d.dirty = max(d.dirty, n+1)
+		}
 		d.cond.Broadcast()
 	}
 	if d.err != nil {

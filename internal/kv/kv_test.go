@@ -140,3 +140,51 @@ func TestDurableGroupsSyncs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Commit leaves the sync to Flush: a Flush with nothing committed since
+// the last sync runs none, one after a commit runs one, a failed sync is
+// reported and tried again by the next Flush.
+func TestCommitThenFlush(t *testing.T) {
+	db, err := Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	d := NewDurable(db)
+	var fail atomic.Bool
+	d.sync = func() error {
+		if fail.Load() {
+			return errors.New("disk gone")
+		}
+		return db.Sync()
+	}
+	set := func(i int) error {
+		return d.Commit(func(txn *badger.Txn) error { return Set(txn, Key(Shares, []byte{byte(i)}), KindShares, i) })
+	}
+	if err := d.Flush(); err != nil || d.Syncs() != 0 {
+		t.Fatalf("flush of nothing: err %v, %d syncs", err, d.Syncs())
+	}
+	if err := set(1); err != nil {
+		t.Fatal(err)
+	}
+	if d.Syncs() != 0 {
+		t.Fatalf("commit synced: %d syncs", d.Syncs())
+	}
+	if err := d.Flush(); err != nil || d.Syncs() != 1 {
+		t.Fatalf("flush after a commit: err %v, %d syncs", err, d.Syncs())
+	}
+	if err := d.Flush(); err != nil || d.Syncs() != 1 {
+		t.Fatalf("second flush: err %v, %d syncs", err, d.Syncs())
+	}
+	fail.Store(true)
+	if err := set(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(); err == nil {
+		t.Fatal("a failed sync was not reported")
+	}
+	fail.Store(false)
+	if err := d.Flush(); err != nil || d.Syncs() != 3 {
+		t.Fatalf("flush after a failed sync: err %v, %d syncs (want a new one)", err, d.Syncs())
+	}
+}

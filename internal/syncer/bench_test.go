@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -91,4 +93,71 @@ func fanOut(b *testing.B, trust bool, sent *int64) time.Duration {
 		}
 	}
 	return took
+}
+
+// volatileStore is the row store without its syncs: the baseline that
+// BenchmarkDurableRowWrites compares durable rows with.
+type volatileStore struct{ *syncgroup.Store }
+
+func (volatileStore) Sync() error { return nil }
+
+// BenchmarkDurableRowWrites writes 200 rows on a node whose store is a
+// real badger database, one writer after another and then eight at once,
+// with every row on stable storage before Put returns, and reports the
+// time against the same writes left to badger's own pace.
+func BenchmarkDurableRowWrites(b *testing.B) {
+	const rows = 200
+	run := func(durable bool, writers int) time.Duration {
+		h, err := p2p.NewHost(p2p.DefaultHostConfig())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer h.Close()
+		db, err := kv.Open(b.TempDir(), discard)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		cfg := DefaultConfig()
+		var store Store = syncgroup.NewStore(db)
+		if !durable {
+			store = volatileStore{syncgroup.NewStore(db)}
+		}
+		cfg.Store = store
+		s := New(h, cfg, discard, nil)
+		defer s.Close()
+		key := h.Peerstore().PrivKey(h.ID())
+		g, err := syncgroup.Create("bench", []string{"r/"}, false, key, syncnode.Normal, nil, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Add(g); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := w; i < rows; i += writers {
+					if _, err := s.Put(g.Spec().ID, fmt.Sprintf("r/%05d", i), val(fmt.Sprintf("value %d", i))); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	var base, one, eight time.Duration
+	for b.Loop() {
+		base += run(false, 1)
+		one += run(true, 1)
+		eight += run(true, 8)
+	}
+	n := float64(b.N)
+	b.ReportMetric(base.Seconds()/n, "s/200-volatile")
+	b.ReportMetric(one.Seconds()/n, "s/200-durable")
+	b.ReportMetric(eight.Seconds()/n, "s/200-durable-8-writers")
+	b.ReportMetric(one.Seconds()/base.Seconds(), "durable/volatile")
 }

@@ -240,6 +240,9 @@ func (s *Syncer) sendPush(p peer.ID, items []pushItem) ([]syncnode.GroupID, erro
 	if len(groups) == 0 {
 		return nil, nil
 	}
+	if err := s.flush(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, 2*s.cfg.IOTimeout)
 	defer cancel()
 	var ack pushAck

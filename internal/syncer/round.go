@@ -222,6 +222,9 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 	mine := r.g.Rows().VV()
 	prio := s.priorityLocked(r)
 	r.mu.Unlock()
+	if err := s.flush(); err != nil {
+		return err
+	}
 	parts := batches(rows)
 	if len(parts) == 0 {
 		parts = [][]syncgroup.Row{nil}

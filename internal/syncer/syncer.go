@@ -81,6 +81,9 @@ type Store interface {
 	Save(g *syncgroup.Group, rows []syncgroup.Row, prio syncnode.Priority) error
 	// SaveAll writes all of g.
 	SaveAll(g *syncgroup.Group, prio syncnode.Priority) error
+	// Sync returns once every save before it is on stable storage. Rows
+	// are synced before they are acknowledged or leave the node.
+	Sync() error
 	// Remove deletes g.
 	Remove(id syncnode.GroupID) error
 }
@@ -214,6 +217,9 @@ func (s *Syncer) Add(g *syncgroup.Group) error {
 		if err := s.cfg.Store.SaveAll(g, prio); err != nil {
 			return err
 		}
+		if err := s.cfg.Store.Sync(); err != nil {
+			return err
+		}
 	}
 	s.Restore(g, prio)
 	return nil
@@ -240,6 +246,17 @@ func (s *Syncer) save(r *replica, rows []syncgroup.Row) error {
 		return nil
 	}
 	return s.cfg.Store.Save(r.g, rows, s.priorityLocked(r))
+}
+
+// flush returns once every row saved so far is on stable storage: called
+// without a group's lock held, before rows are acknowledged or sent, so
+// that concurrent writers share one sync and no peer ever holds a row this
+// node could lose in a power cut.
+func (s *Syncer) flush() error {
+	if s.cfg.Store == nil {
+		return nil
+	}
+	return s.cfg.Store.Sync()
 }
 
 // Eject removes member p from group id (this node must be an admin) and
@@ -502,6 +519,9 @@ func (s *Syncer) write(id syncnode.GroupID, fn func(*syncgroup.Group) (syncgroup
 		err = s.save(r, []syncgroup.Row{row})
 	}
 	r.mu.Unlock()
+	if err == nil {
+		err = s.flush()
+	}
 	if err != nil {
 		return syncgroup.Row{}, err
 	}
