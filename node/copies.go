@@ -2,8 +2,6 @@ package node
 
 import (
 	"errors"
-	"fmt"
-	"io"
 	"slices"
 	"sync"
 
@@ -90,23 +88,7 @@ func (c copies) WithCopy(ref syncnode.BlobRef, fn func(held bool) error) error {
 	return c.n.withCopy(ref, fn)
 }
 
-func (c copies) Tree(ref syncnode.BlobRef) ([]byte, error) { return c.n.store.Outboard(ref) }
-
-func (c copies) ReadRange(ref syncnode.BlobRef, off, n int64) ([]byte, error) {
-	r, err := c.n.store.Open(ref)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	if off < 0 || n < 0 || n > 1<<20 || off+n > r.Size() {
-		return nil, fmt.Errorf("node: range %d+%d of a %d-byte blob", off, n, r.Size())
-	}
-	b := make([]byte, n)
-	if _, err := r.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	return b, nil
-}
+func (c copies) Open(ref syncnode.BlobRef) (shares.Blob, error) { return c.n.store.Open(ref) }
 
 // withCopy runs fn with ref locked against deletion, held saying whether
 // this node holds it verified.

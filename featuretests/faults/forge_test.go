@@ -7,6 +7,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/vmihailenco/msgpack/v5"
+	"lukechampine.com/blake3"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/harness/nodetest"
@@ -178,6 +179,64 @@ type sharesResponse struct {
 	Transfer *msgpack.RawMessage `msgpack:"t,omitempty"`
 	Off      int64               `msgpack:"o,omitempty"`
 	Len      int64               `msgpack:"l,omitempty"`
+	Nonce    []byte              `msgpack:"c,omitempty"`
+}
+
+// TestRelayedPossessionProofRefused: a member that read 32 KiB of a
+// 4 MiB blob answers the creator's possession challenge with the best it
+// can make: when the challenge names a range, the bytes of that range (one
+// ranged get from the creator itself would give them); when it names a
+// key, a keyed hash of what it read. The creator keeps its two shares and
+// its only copy stays pinned.
+func TestRelayedPossessionProofRefused(t *testing.T) {
+	t.Parallel()
+	creator, thief := nodetest.Start(t), nodetest.Start(t)
+	g := nodetest.CreateGroup(t, creator, "photos", syncnode.Normal)
+	nodetest.Join(t, creator, thief, g, syncnode.Normal)
+	testkit.WaitFor(t, 10*time.Second, "membership", func() bool { return len(creator.Members(g)) == 2 })
+	data := testkit.RandomBytes(4<<20, 63)
+	ref := nodetest.PutBlobRow(t, creator, g, "photos/only", data)
+	read := data[:32<<10] // all the thief ever read
+	for i := range 4 {
+		id := [16]byte{byte(i + 1), 0xdd}
+		ch := sharesCall(t, thief, creator.ID(), sharesRequest{Op: "challenge", ID: id, Ref: ref, Group: string(g)})
+		var proof []byte
+		switch {
+		case ch.Len > 0:
+			proof = data[ch.Off : ch.Off+ch.Len] // relayed from the creator
+		default:
+			h := blake3.New(32, ch.Nonce)
+			h.Write(read)
+			proof = h.Sum(nil)
+		}
+		resp := sharesCall(t, thief, creator.ID(), sharesRequest{Op: "offer", ID: id, Ref: ref, Group: string(g), Proof: proof})
+		if resp.Err == "" {
+			t.Fatalf("attempt %d: the creator offered its shares for a relayed proof: %+v", i, resp)
+		}
+	}
+	sh, err := creator.BlobShares(ref)
+	if err != nil || sh[g] != 2 {
+		t.Fatalf("the creator's shares after the attempts: %v %v", sh, err)
+	}
+}
+
+// sharesCall sends one request of the shares protocol from a member's host
+// and returns the answer.
+func sharesCall(t *testing.T, from *node.Node, to peer.ID, req sharesRequest) sharesResponse {
+	t.Helper()
+	st, err := from.Host().NewStream(t.Context(), to, p2p.ProtoShares)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := p2p.WriteMsg(st, req, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var resp sharesResponse
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
 
 // TestShareStripRefused: a member that never held a blob asks the creator
@@ -193,22 +252,7 @@ func TestShareStripRefused(t *testing.T) {
 	testkit.WaitFor(t, 10*time.Second, "membership", func() bool { return len(creator.Members(g)) == 2 })
 	data := testkit.RandomBytes(200<<10, 61)
 	ref := nodetest.PutBlobRow(t, creator, g, "photos/only", data)
-	ask := func(req sharesRequest) sharesResponse {
-		t.Helper()
-		st, err := thief.Host().NewStream(t.Context(), creator.ID(), p2p.ProtoShares)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		if err := p2p.WriteMsg(st, req, 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		var resp sharesResponse
-		if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		return resp
-	}
+	ask := func(req sharesRequest) sharesResponse { return sharesCall(t, thief, creator.ID(), req) }
 	for i, proof := range [][]byte{nil, testkit.RandomBytes(16<<10, 62), data[:16<<10], data[16<<10 : 32<<10]} {
 		id := [16]byte{byte(i + 1), 0xee}
 		ch := ask(sharesRequest{Op: "challenge", ID: id, Ref: ref, Group: string(g)})

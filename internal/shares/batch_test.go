@@ -101,10 +101,10 @@ func TestHostileBatches(t *testing.T) {
 	if err != nil || len(resp.Items) != 2 {
 		t.Fatalf("challenges: %+v, %v", resp, err)
 	}
-	if resp.Items[0].Err != "" || resp.Items[0].Len == 0 || !strings.Contains(resp.Items[1].Err, "not a member") {
+	if resp.Items[0].Err != "" || len(resp.Items[0].Nonce) != ProofSize || !strings.Contains(resp.Items[1].Err, "not a member") {
 		t.Fatalf("challenges answered %+v", resp.Items)
 	}
-	wrong := bytes.Repeat([]byte{7}, int(resp.Items[0].Len))
+	wrong := bytes.Repeat([]byte{7}, ProofSize)
 	resp, err = call(opOffers, []request{{ID: id, Ref: ref, Group: gid, Proof: wrong}})
 	if err != nil || len(resp.Items) != 1 || resp.Items[0].Transfer != nil || resp.Items[0].Err == "" {
 		t.Fatalf("offer with a wrong proof: %+v, %v", resp, err)
@@ -116,11 +116,7 @@ func TestHostileBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	oid := ownership.NewTransferID()
-	off, n, err := holder.svc.challenge(oid, ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: oid, Ref: ref, Group: gid, Proof: data[off : off+n]}, time.Second); err != nil {
+	if _, err := provenOffer(t, other, holder, oid, ref, gid); err != nil {
 		t.Fatal(err)
 	}
 	resp, err = call(opSettles, []request{{ID: oid, Ref: ref, Accepted: false}})

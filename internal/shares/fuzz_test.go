@@ -38,5 +38,5 @@ func FuzzRequest(f *testing.F) {
 
 func FuzzResponse(f *testing.F) {
 	fuzzMsg(f, response{Transfer: &ownership.Transfer{Group: "photos", N: 1}, Keeps: true}, response{Err: "refused"},
-		response{Items: []response{{Off: 16384, Len: 16384}, {Err: "refused"}}})
+		response{Items: []response{{Nonce: make([]byte, ProofSize)}, {Err: "refused"}}})
 }

@@ -12,20 +12,21 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
+
+	"lukechampine.com/blake3"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/blobstore/baotree"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/p2p"
 )
@@ -54,10 +55,17 @@ type Copies interface {
 	// Accepting shares happens inside it, so shares are never accepted
 	// for a copy that is being deleted (I3).
 	WithCopy(ref syncnode.BlobRef, fn func(held bool) error) error
-	// Tree returns the verified Bao tree of a held blob, and ReadRange
-	// verified bytes of it: possession is proved with them.
-	Tree(ref syncnode.BlobRef) ([]byte, error)
-	ReadRange(ref syncnode.BlobRef, off, n int64) ([]byte, error)
+	// Open opens a held blob for reading, every byte verified: possession
+	// is proved with a keyed hash of all of it.
+	Open(ref syncnode.BlobRef) (Blob, error)
+}
+
+// Blob is an open copy of a blob.
+type Blob interface {
+	io.ReaderAt
+	io.Closer
+	// Size returns the blob's length in bytes.
+	Size() int64
 }
 
 // SettledFunc is told of every transfer this node settled as the holder:
@@ -109,6 +117,9 @@ type Service struct {
 	// secret keys the possession challenges this node sets.
 	secret [32]byte
 
+	// proving runs possession checks one at a time per member.
+	proving peerLocks
+
 	mu sync.Mutex
 	// leaving are the groups this node is leaving (see Leaving).
 	leaving map[syncnode.GroupID]bool
@@ -158,8 +169,7 @@ const (
 // batchOf maps a batch operation to the single one it repeats.
 var batchOf = map[string]string{opChallenges: opChallenge, opOffers: opOffer, opSettles: opSettle}
 
-// MaxBatch bounds the blobs of one batch request: their possession proofs
-// (a chunk group each) fit in one frame.
+// MaxBatch bounds the blobs of one batch request.
 const MaxBatch = 32
 
 type request struct {
@@ -168,7 +178,8 @@ type request struct {
 	Ref      syncnode.BlobRef     `msgpack:"r"`
 	Group    syncnode.GroupID     `msgpack:"g"`
 	Accepted bool                 `msgpack:"a,omitempty"`
-	// Proof is the requester's copy of the challenged range of the blob.
+	// Proof is the requester's keyed hash of the whole blob, keyed by
+	// the challenge's Nonce (ProofSize bytes).
 	Proof []byte `msgpack:"p,omitempty"`
 	// Leaving marks an ask from a member leaving the group.
 	Leaving bool `msgpack:"lv,omitempty"`
@@ -183,10 +194,9 @@ type response struct {
 	Accepted bool                `msgpack:"a,omitempty"`
 	// Taken answers an ask: how many shares the member took.
 	Taken int `msgpack:"n,omitempty"`
-	// Off and Len answer a challenge: the range of the blob whose bytes
-	// prove possession.
-	Off int64 `msgpack:"o,omitempty"`
-	Len int64 `msgpack:"l,omitempty"`
+	// Nonce answers a challenge: the key of the hash of the whole blob
+	// that proves possession (ProofSize bytes).
+	Nonce []byte `msgpack:"c,omitempty"`
 	// Nothing answers a challenge from a holder with no shares of the
 	// blob in the group, none in escrow either: there is nothing to
 	// prove possession for.
@@ -271,13 +281,13 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 		}
 		live = kept
 	}
-	// Possession first: the holder names a range of each blob only it can
-	// predict, and checks the bytes against the blob's tree.
+	// Possession first: the holder names a key only it can predict, and
+	// checks a hash of the whole blob under that key against its own copy.
 	step(opChallenges, func(pt *pendingTake, r response) bool {
 		if r.Nothing {
 			return false // nothing to take: a zero result
 		}
-		proof, err := s.copies.ReadRange(pt.req.Ref, r.Off, r.Len)
+		proof, err := s.prove(pt.req.Ref, r.Nonce)
 		if err != nil {
 			errs[pt.i] = fmt.Errorf("shares: possession proof of %s: %w", pt.req.Ref, err)
 			return false
@@ -477,39 +487,63 @@ func (s *Service) call(ctx context.Context, p peer.ID, req request, wait time.Du
 // ErrNoProof reports a share request whose proof of possession failed.
 var ErrNoProof = errors.New("shares: possession of the blob not proved")
 
-// challenge returns the range of ref whose bytes prove possession for
-// transfer id: one chunk group, chosen by a keyed hash only this node can
-// compute, so no requester can prepare for it.
-func (s *Service) challenge(id ownership.TransferID, ref syncnode.BlobRef) (off, n int64, err error) {
-	tree, err := s.copies.Tree(ref)
-	if err != nil {
-		return 0, 0, fmt.Errorf("shares: cannot check possession of %s here: %w", ref, err)
-	}
-	size, err := baotree.Size(tree)
-	if err != nil {
-		return 0, 0, err
+// ProofSize is the length of a possession challenge's nonce and of the
+// proof that answers it.
+const ProofSize = 32
+
+// challenge returns the nonce that keys the proof of possession of ref for
+// transfer id: a keyed hash only this node can compute, so no requester
+// can prepare for it. The proof is a hash of every byte of the blob under
+// that key. No part of it can be fetched or relayed: a member proves it
+// holds the whole blob by reading the whole blob, and no other member
+// computes a proof under this node's nonce.
+func (s *Service) challenge(id ownership.TransferID, ref syncnode.BlobRef) ([]byte, error) {
+	if !s.copies.Holds(ref) {
+		return nil, fmt.Errorf("shares: cannot check possession of %s here: %w", ref, syncnode.ErrNotFound)
 	}
 	m := hmac.New(sha256.New, s.secret[:])
 	m.Write(id[:])
 	h := ref.Hash()
 	m.Write(h[:])
-	pick := binary.BigEndian.Uint64(m.Sum(nil))
-	off = int64(pick%uint64(baotree.Groups(size))) * baotree.GroupSize
-	return off, min(baotree.GroupSize, size-off), nil
+	return m.Sum(nil)[:ProofSize], nil
 }
 
-// checkProof verifies proof, the requester's bytes of transfer id's
-// challenged range, against ref's tree.
-func (s *Service) checkProof(id ownership.TransferID, ref syncnode.BlobRef, proof []byte) error {
-	off, n, err := s.challenge(id, ref)
+// prove returns the keyed hash of every byte of this node's copy of ref.
+func (s *Service) prove(ref syncnode.BlobRef, nonce []byte) ([]byte, error) {
+	if len(nonce) != ProofSize {
+		return nil, fmt.Errorf("shares: a challenge nonce of %d bytes, want %d", len(nonce), ProofSize)
+	}
+	b, err := s.copies.Open(ref)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	h := blake3.New(ProofSize, nonce)
+	if _, err := io.CopyBuffer(h, io.NewSectionReader(b, 0, b.Size()), make([]byte, 1<<20)); err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
+}
+
+// checkProof verifies proof, the requester's keyed hash of ref for
+// transfer id, against this node's own copy. Checks run one at a time per
+// member: a member that sends offers on many streams at once waits for
+// its own, never for another's.
+func (s *Service) checkProof(from peer.ID, id ownership.TransferID, ref syncnode.BlobRef, proof []byte) error {
+	nonce, err := s.challenge(id, ref)
 	if err != nil {
 		return err
 	}
-	tree, err := s.copies.Tree(ref)
-	if err != nil {
-		return err
+	if len(proof) != ProofSize {
+		return fmt.Errorf("%w: %s", ErrNoProof, ref)
 	}
-	if int64(len(proof)) != n || baotree.VerifyGroups(ref.Hash(), tree, off, proof) != nil {
+	unlock := s.proving.lock(from)
+	defer unlock()
+	want, err := s.prove(ref, nonce)
+	if err != nil {
+		return fmt.Errorf("shares: cannot check possession of %s here: %w", ref, err)
+	}
+	if !hmac.Equal(want, proof) {
 		return fmt.Errorf("%w: %s", ErrNoProof, ref)
 	}
 	return nil
@@ -566,8 +600,8 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 		if s.holdsNone(req.Ref, req.Group) {
 			return response{Nothing: true}, nil
 		}
-		off, n, err := s.challenge(req.ID, req.Ref)
-		return response{Off: off, Len: n}, err
+		nonce, err := s.challenge(req.ID, req.Ref)
+		return response{Nonce: nonce}, err
 	case opOffer:
 		them, ok := s.prio.PeerPriority(req.Group, from)
 		if !ok {
@@ -577,7 +611,7 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 		if err != nil {
 			return response{}, err
 		}
-		if err := s.checkProof(req.ID, req.Ref, req.Proof); err != nil {
+		if err := s.checkProof(from, req.ID, req.Ref, req.Proof); err != nil {
 			return response{}, err
 		}
 		var t ownership.Transfer
@@ -665,4 +699,40 @@ func (s *Service) answerBatch(from peer.ID, op string, items []request) (respons
 	}
 	wg.Wait()
 	return response{Items: out}, nil
+}
+
+// peerLocks are mutexes per peer, each kept only while someone holds or
+// waits for it.
+type peerLocks struct {
+	mu    sync.Mutex
+	locks map[peer.ID]*peerLock
+}
+
+type peerLock struct {
+	sync.Mutex
+	users int
+}
+
+// lock locks p's mutex and returns its unlock.
+func (l *peerLocks) lock(p peer.ID) (unlock func()) {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[peer.ID]*peerLock{}
+	}
+	pl := l.locks[p]
+	if pl == nil {
+		pl = &peerLock{}
+		l.locks[p] = pl
+	}
+	pl.users++
+	l.mu.Unlock()
+	pl.Lock()
+	return func() {
+		pl.Unlock()
+		l.mu.Lock()
+		if pl.users--; pl.users == 0 {
+			delete(l.locks, p)
+		}
+		l.mu.Unlock()
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/host"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	"lukechampine.com/blake3"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
@@ -37,21 +37,7 @@ func (d *dev) Holds(ref syncnode.BlobRef) bool { _, err := d.blobs.Stat(ref); re
 
 func (d *dev) WithCopy(ref syncnode.BlobRef, fn func(bool) error) error { return fn(d.Holds(ref)) }
 
-func (d *dev) Tree(ref syncnode.BlobRef) ([]byte, error) { return d.blobs.Outboard(ref) }
-
-func (d *dev) ReadRange(ref syncnode.BlobRef, off, n int64) ([]byte, error) {
-	r, err := d.blobs.Open(ref)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	b := make([]byte, n)
-	_, err = r.ReadAt(b, off)
-	if err == io.EOF {
-		err = nil
-	}
-	return b, err
-}
+func (d *dev) Open(ref syncnode.BlobRef) (Blob, error) { return d.blobs.Open(ref) }
 
 // world: device 0 admin (normal), 1 server, 2 normal, 3 leaf, all members
 // of one group, priorities exchanged; plus a stranger, device 4.
@@ -239,7 +225,7 @@ func provenOffer(t *testing.T, from, holder *dev, id ownership.TransferID, ref s
 	if err != nil {
 		return ch, err
 	}
-	proof, err := from.ReadRange(ref, ch.Off, ch.Len)
+	proof, err := from.svc.prove(ref, ch.Nonce)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,23 +246,50 @@ func TestShareStripRefused(t *testing.T) {
 	}
 	ref := info.Ref
 	holder.ledger.Grant(ref, gid, ownership.CreatorShares)
-	for name, proof := range map[string][]byte{
-		"none":          nil,
-		"made up":       bytes.Repeat([]byte{7}, 16<<10),
-		"the first 16K": data[:16<<10],
+	keyed := func(nonce, b []byte) []byte {
+		h := blake3.New(ProofSize, nonce)
+		h.Write(b)
+		return h.Sum(nil)
+	}
+	// A proof made for an earlier transfer, as a thief could have
+	// watched one go by, or got it while it held the blob.
+	old := ownership.NewTransferID()
+	ch, err := thief.svc.call(t.Context(), holder.h.ID(), request{Op: opChallenge, ID: old, Ref: ref, Group: gid}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed := keyed(ch.Nonce, data)
+	whole := blake3.Sum256(data)
+	for name, proof := range map[string]func(nonce []byte) []byte{
+		"none":                  func([]byte) []byte { return nil },
+		"made up":               func([]byte) []byte { return bytes.Repeat([]byte{7}, ProofSize) },
+		"a chunk group":         func([]byte) []byte { return data[:16<<10] },
+		"all but the last byte": func(n []byte) []byte { return keyed(n, data[:len(data)-1]) },
+		"another key":           func(n []byte) []byte { return keyed(append([]byte{n[0] ^ 1}, n[1:]...), data) },
+		"the unkeyed hash":      func([]byte) []byte { return whole[:] },
+		"replayed":              func([]byte) []byte { return replayed },
 	} {
 		id := ownership.NewTransferID()
 		ch, err := thief.svc.call(t.Context(), holder.h.ID(), request{Op: opChallenge, ID: id, Ref: ref, Group: gid}, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if name == "the first 16K" && ch.Off == 0 {
-			proof = data[16<<10 : 32<<10] // the wrong range, whatever was asked
-		}
-		resp, err := thief.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id, Ref: ref, Group: gid, Proof: proof}, time.Second)
+		resp, err := thief.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id, Ref: ref, Group: gid, Proof: proof(ch.Nonce)}, time.Second)
 		if err == nil || resp.Transfer != nil {
 			t.Fatalf("proof %s: offered %+v", name, resp.Transfer)
 		}
+	}
+	// The right proof passes: the refusals above were the proofs'.
+	id := ownership.NewTransferID()
+	ch, err = thief.svc.call(t.Context(), holder.h.ID(), request{Op: opChallenge, ID: id, Ref: ref, Group: gid}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := thief.svc.call(t.Context(), holder.h.ID(), request{Op: opOffer, ID: id, Ref: ref, Group: gid, Proof: keyed(ch.Nonce, data)}, time.Second); err != nil || resp.Transfer == nil {
+		t.Fatalf("the keyed hash of the whole blob: %+v, %v", resp, err)
+	}
+	if _, err := holder.ledger.Settle(ref, id, false); err != nil {
+		t.Fatal(err)
 	}
 	if s, _ := holder.ledger.Shares(ref); s[gid] != 2 {
 		t.Fatalf("the holder's shares went from 2 to %d", s[gid])
