@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -25,6 +26,13 @@ var _ syncer.Hooks = hooks{}
 // Applied records the blob refs of rows a peer sent.
 func (h hooks) Applied(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
 	h.n.keepMember(g, from)
+	if slices.ContainsFunc(rows, func(r syncgroup.Row) bool { return strings.HasPrefix(r.Key, syncgroup.MembershipPrefix) }) {
+		var banned bool
+		h.n.sync.With(g, func(gr *syncgroup.Group) error { banned = gr.Banned(h.n.h.ID()); return nil })
+		if banned {
+			h.n.ejected(g)
+		}
+	}
 	for _, r := range rows {
 		if r.Deleted {
 			continue

@@ -117,9 +117,10 @@ type LeaveOptions struct {
 	Force bool
 }
 
-// ErrAtRisk reports a leave refused because blobs whose shares this node
-// holds in the group could be handed to no member.
-var ErrAtRisk = errors.New("node: leaving would leave blobs at risk")
+// ErrAtRisk reports a leave or an ejection refused because it would
+// leave blobs at risk: shares this node holds in the group could be handed
+// to no member, or blobs only the ejected member held could not be fetched.
+var ErrAtRisk = errors.New("node: blobs would be left at risk")
 
 // LeaveGroupWith leaves group g as LeaveGroup does, after handing every
 // share this node holds in g to a member (a server first, else any
@@ -192,11 +193,6 @@ func (n *Node) handOffAll(ctx context.Context, g syncnode.GroupID) (held, left [
 		}
 	}
 	return held, left
-}
-
-// EjectMember removes p from group g; this node must be an admin.
-func (n *Node) EjectMember(g syncnode.GroupID, p peer.ID) error {
-	return n.sync.Eject(g, p)
 }
 
 // Groups returns the specs of the groups this node syncs.

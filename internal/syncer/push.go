@@ -80,6 +80,9 @@ const maxPushAck = 64 << 10
 type pushItem struct {
 	g    syncnode.GroupID
 	rows []syncgroup.Row
+	// toEjected marks the row that ejects the peer it goes to: the one
+	// push a peer that is no member gets, so that it learns it is out.
+	toEjected bool
 }
 
 // maxOutbox bounds the rows waiting for one peer; beyond it the oldest are
@@ -229,7 +232,7 @@ func (s *Syncer) sendPush(p peer.ID, items []pushItem) ([]syncnode.GroupID, erro
 	for _, it := range items {
 		// Rows leave only for a member: one ejected (or gone) while they
 		// waited gets none of them.
-		if !s.IsMember(p, it.g) {
+		if !s.IsMember(p, it.g) && !it.toEjected {
 			continue
 		}
 		if _, ok := byGroup[it.g]; !ok {

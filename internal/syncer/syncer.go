@@ -262,8 +262,14 @@ func (s *Syncer) flush() error {
 // Eject removes member p from group id (this node must be an admin) and
 // pushes the change.
 func (s *Syncer) Eject(id syncnode.GroupID, p peer.ID) error {
-	_, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Eject(p, time.Now()) })
-	return err
+	row, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Eject(p, time.Now()) })
+	if err != nil {
+		return err
+	}
+	// The rows spread no further to p, but this one does: p learns that
+	// it is out, and stops pinning blobs for the group.
+	s.enqueuePush(p, pushItem{g: id, rows: []syncgroup.Row{row}, toEjected: true})
+	return nil
 }
 
 // Readmit lets p, banned from group id by an ejection, join again with

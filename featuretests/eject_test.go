@@ -1,0 +1,81 @@
+package featuretests
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/node"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// TestEjectionKeepsTheOnlyCopy: a server holds the only copy of the
+// phone's blob and both its shares (the phone, over its budget, evicted
+// it). When the admin ejects the server, it first fetches the blob from
+// it and, the server out, keeps it with the group's two shares; the
+// ejected server learns it is out and its shares pin nothing any more.
+// With the only holder unreachable, the ejection is refused and names the
+// blob; forced, it goes ahead and says what is at risk.
+func TestEjectionKeepsTheOnlyCopy(t *testing.T) {
+	t.Parallel()
+	phone := start(t, func(c *node.Config) { c.BlobBudget = 1 << 20 })
+	server := start(t)
+	laptop := start(t, func(c *node.Config) { c.BlobBudget = 1 << 20 })
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, server, g, syncnode.Server)
+	join(t, phone, laptop, g, syncnode.Normal)
+	data := randomBytes(2<<20, 72)
+	ref := putBlobRow(t, phone, g, "photos/only", data)
+	waitFor(t, 30*time.Second, "the server's copy with both shares, the phone's evicted", func() bool {
+		return server.HasBlob(ref) && shares(t, server, ref, g) == 2 && !phone.HasBlob(ref)
+	})
+
+	if err := phone.EjectMember(g, server.ID()); err != nil {
+		t.Fatalf("ejecting the server: %v", err)
+	}
+	if !phone.HasBlob(ref) || shares(t, phone, ref, g) != 2 {
+		t.Fatalf("after the ejection the admin holds the blob %v with %d shares", phone.HasBlob(ref), shares(t, phone, ref, g))
+	}
+	if !bytes.Equal(readAll(t, phone, ref), data) {
+		t.Fatal("the admin's copy differs")
+	}
+	waitFor(t, 10*time.Second, "the ejected server drops its shares", func() bool { return shares(t, server, ref, g) == 0 })
+	// The laptop, a member that stays, reads it from the admin.
+	if _, err := laptop.FetchBlob(t.Context(), ref, node.FetchOptions{}); err != nil {
+		t.Fatalf("the laptop's fetch after the ejection: %v", err)
+	}
+
+	// A second blob, the laptop's, no server left to take it: the laptop
+	// keeps it with its creator's shares. Once the laptop is unreachable,
+	// ejecting it is refused, naming the blob; forced, it goes ahead.
+	second := randomBytes(2<<20, 73)
+	ref2 := putBlobRow(t, laptop, g, "photos/second", second)
+	waitFor(t, 10*time.Second, "the admin sees the laptop's row", func() bool {
+		_, ok, err := phone.GetRow(g, "photos/second")
+		return ok && err == nil
+	})
+	other := laptop
+	other.Close()
+	e, err := phone.EjectMemberWith(t.Context(), g, other.ID(), node.EjectOptions{})
+	if !errors.Is(err, node.ErrAtRisk) || !slices.Equal(e.OnlyHolder, []syncnode.BlobRef{ref2}) || !slices.Contains(e.AtRisk, ref2) {
+		t.Fatalf("ejecting the unreachable only holder: %v, %+v", err, e)
+	}
+	if !isMember(phone, g, other) {
+		t.Fatal("the refused ejection ejected")
+	}
+	e, err = phone.EjectMemberWith(t.Context(), g, other.ID(), node.EjectOptions{Force: true})
+	if err != nil || !slices.Contains(e.AtRisk, ref2) {
+		t.Fatalf("a forced ejection: %v, %+v", err, e)
+	}
+	if isMember(phone, g, other) {
+		t.Fatal("the forced ejection did not eject")
+	}
+}
+
+// isMember reports whether p is a member of g as n knows it.
+func isMember(n *node.Node, g syncnode.GroupID, p *node.Node) bool {
+	return slices.ContainsFunc(n.Members(g), func(m syncgroup.Member) bool { return m.Peer == p.ID() })
+}
