@@ -27,9 +27,12 @@ var _ syncer.Hooks = hooks{}
 func (h hooks) Applied(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
 	h.n.keepMember(g, from)
 	if slices.ContainsFunc(rows, func(r syncgroup.Row) bool { return strings.HasPrefix(r.Key, syncgroup.MembershipPrefix) }) {
-		var banned bool
-		h.n.sync.With(g, func(gr *syncgroup.Group) error { banned = gr.Banned(h.n.h.ID()); return nil })
-		if banned {
+		var out bool
+		h.n.sync.With(g, func(gr *syncgroup.Group) error {
+			out = gr.Banned(h.n.h.ID()) && !gr.IsMember(h.n.h.ID())
+			return nil
+		})
+		if out {
 			h.n.ejected(g)
 		}
 	}

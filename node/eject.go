@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -23,11 +25,11 @@ type EjectOptions struct {
 }
 
 // Ejection is what an ejection did about the blobs that rows of the group
-// reference and that, as far as the admin knew, only the ejected member
-// held.
+// reference and that the ejected member kept shares of (by its own word,
+// or, when it did not answer, by what the admin knew).
 type Ejection struct {
-	// OnlyHolder are those blobs.
-	OnlyHolder []syncnode.BlobRef
+	// Held are those blobs.
+	Held []syncnode.BlobRef
 	// Kept are those the admin fetched and now keeps for the group: it
 	// holds them verified with the group's two shares.
 	Kept []syncnode.BlobRef
@@ -48,38 +50,75 @@ func (n *Node) EjectMember(g syncnode.GroupID, p peer.ID) error {
 }
 
 // EjectMemberWith removes p from group g (a member, or a peer invited that
-// has not joined yet); this node must be an admin. An
-// ejection never takes the group's only copy with it: first this node
-// fetches every blob that rows of g reference and that, as far as it
-// knows, only p holds, while p still serves the group. If some cannot be
-// fetched it refuses (ErrAtRisk, naming them) unless o.Force. Once p is
-// out, this node takes the group's two shares of every blob it fetched
-// so (p's shares, if p still counts them, pin nothing in the group any
-// more), and p is told of its ejection, so that it stops pinning them.
+// has not joined yet); this node must be an admin. An ejection never takes
+// the group's only copy with it. While p is still a member:
+//
+//   - if p answers, this node asks it which blobs of g it keeps shares of,
+//     fetches those it lacks, and takes all of p's shares of them (p offers
+//     them to an admin about to eject it, whatever the priorities say);
+//   - if p does not answer, the ejection is refused (ErrAtRisk) unless
+//     o.Force: then this node fetches the blobs that, as far as it knows,
+//     only p keeps (see onlyHeldBy); where p answered but would not hand
+//     its shares over, too. Once p is out, it takes the group's two shares
+//     of those itself.
+//
+// It first runs a sync round with p, so that the rows p wrote are known
+// here. If a blob cannot be fetched the ejection is refused (ErrAtRisk,
+// naming it) unless o.Force. Once p is out it is told so, and drops whatever
+// shares of g it still counts.
 func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.ID, o EjectOptions) (Ejection, error) {
 	var e Ejection
-	e.OnlyHolder = n.onlyHeldBy(g, p)
-	for _, ref := range e.OnlyHolder {
-		// Pinned until its shares are here: a node over its budget
-		// would evict a copy it holds no shares of yet.
-		unpin := n.pins.pin(ref)
-		defer unpin()
-		if _, err := n.fetch(ctx, ref, PriorityHigh, []peer.ID{p}, nil, 0); err != nil {
-			n.log.Warn("a blob only an ejected member held could not be fetched", "blob", ref, "group", g, "peer", p, "err", err)
-			e.AtRisk = append(e.AtRisk, ref)
-			continue
+	var regrant []syncnode.BlobRef // kept without p's shares: granted once p is out
+	keep := func(refs []syncnode.BlobRef, took func([]syncnode.BlobRef) []syncnode.BlobRef) {
+		var held []syncnode.BlobRef
+		for _, ref := range refs {
+			// Pinned until its shares are here: a node over its budget
+			// would evict a copy it holds no shares of yet.
+			unpin := n.pins.pin(ref)
+			defer unpin()
+			if _, err := n.fetch(ctx, ref, PriorityHigh, []peer.ID{p}, nil, 0); err != nil {
+				n.log.Warn("a blob an ejected member kept could not be fetched", "blob", ref, "group", g, "peer", p, "err", err)
+				e.AtRisk = append(e.AtRisk, ref)
+				continue
+			}
+			held = append(held, ref)
 		}
-		e.Kept = append(e.Kept, ref)
+		taken := took(held)
+		for _, ref := range held {
+			e.Kept = append(e.Kept, ref)
+			if !slices.Contains(taken, ref) {
+				regrant = append(regrant, ref)
+			}
+		}
+	}
+	// A round first: the rows p wrote and this node lacks name blobs too.
+	err := n.sync.SyncWith(ctx, g, p)
+	refs := n.refsIn(g)
+	var kept []syncnode.BlobRef
+	if err == nil {
+		kept, err = n.keptBy(ctx, g, p, refs)
+	}
+	if err == nil {
+		e.Held = kept
+		keep(kept, func(held []syncnode.BlobRef) []syncnode.BlobRef { return n.takeFromEjected(ctx, g, p, held) })
+	} else {
+		if !o.Force {
+			return e, fmt.Errorf("%w: %s does not answer, so what it keeps in %s cannot be checked (%v); eject with force to go by what this node knows",
+				ErrAtRisk, p, g, err)
+		}
+		n.log.Info("a member to eject does not answer; going by what this node knows", "group", g, "peer", p, "err", err)
+		e.Held = n.onlyHeldBy(g, p, refs)
+		keep(e.Held, func([]syncnode.BlobRef) []syncnode.BlobRef { return nil })
 	}
 	if len(e.AtRisk) > 0 && !o.Force {
-		return e, fmt.Errorf("%w: %d of the %d blobs that only %s is known to hold in %s could not be fetched (first %s); eject with force to leave them at risk",
-			ErrAtRisk, len(e.AtRisk), len(e.OnlyHolder), p, g, e.AtRisk[0])
+		return e, fmt.Errorf("%w: %d of the %d blobs that %s keeps in %s could not be fetched (first %s); eject with force to leave them at risk",
+			ErrAtRisk, len(e.AtRisk), len(e.Held), p, g, e.AtRisk[0])
 	}
 	if err := n.sync.Eject(g, p); err != nil {
 		return e, err
 	}
 	var errs []error
-	for _, ref := range e.Kept {
+	for _, ref := range regrant {
 		if err := n.keepForGroup(ref, g); err != nil {
 			errs = append(errs, err)
 		}
@@ -87,14 +126,8 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 	return e, errors.Join(errs...)
 }
 
-// onlyHeldBy returns the blobs that live rows of g reference and that,
-// as far as this node knows, only member p keeps: this node does not hold
-// them, no other server of g is known to hold them (a server's own word),
-// and p is a server known to hold them or wrote the row that references
-// them (a writer keeps its blob, with its shares, until a server has it).
-// Copies that other members hold without shares do not count: they may go
-// at any time.
-func (n *Node) onlyHeldBy(g syncnode.GroupID, p peer.ID) []syncnode.BlobRef {
+// refsIn returns the blobs that live rows of g reference, each once.
+func (n *Node) refsIn(g syncnode.GroupID) []syncnode.BlobRef {
 	rows, err := n.ListRows(g, "")
 	if err != nil {
 		return nil
@@ -104,31 +137,102 @@ func (n *Node) onlyHeldBy(g syncnode.GroupID, p peer.ID) []syncnode.BlobRef {
 	for _, r := range rows {
 		refs, _ := syncgroup.FindRefs(r.Value)
 		for _, ref := range refs {
-			if seen[ref] {
-				continue
-			}
-			seen[ref] = true
-			if n.holds(ref) {
-				continue
-			}
-			byP, byOther := r.Writer == p, false
-			if sp, err := n.signposts.Get(ref); err == nil {
-				for q, l := range sp.Locations {
-					switch {
-					case !l.IsServer:
-					case q == p:
-						byP = true
-					case n.sync.IsMember(q, g):
-						byOther = true
-					}
-				}
-			}
-			if byP && !byOther {
+			if !seen[ref] {
+				seen[ref] = true
 				out = append(out, ref)
 			}
 		}
 	}
 	slices.SortFunc(out, func(a, b syncnode.BlobRef) int { return bytes.Compare(a.Bytes(), b.Bytes()) })
+	return out
+}
+
+// keptBy asks member p which of refs it keeps shares of in g.
+func (n *Node) keptBy(ctx context.Context, g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) ([]syncnode.BlobRef, error) {
+	items := make([]shares.Item, len(refs))
+	for i, ref := range refs {
+		items[i] = shares.Item{Ref: ref, Group: g}
+	}
+	keeps, err := n.shares.Keeps(ctx, p, items)
+	if err != nil {
+		return nil, err
+	}
+	var out []syncnode.BlobRef
+	for i, k := range keeps {
+		if k {
+			out = append(out, refs[i])
+		}
+	}
+	return out, nil
+}
+
+// takeFromEjected takes every share p holds of refs in g, as the admin
+// about to eject it, and returns the refs whose shares moved here.
+func (n *Node) takeFromEjected(ctx context.Context, g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) []syncnode.BlobRef {
+	items := make([]shares.Item, len(refs))
+	for i, ref := range refs {
+		items[i] = shares.Item{Ref: ref, Group: g, Ejecting: true}
+	}
+	res, errs := n.shares.TakeAll(ctx, p, items)
+	var out []syncnode.BlobRef
+	for i, r := range res {
+		switch {
+		case errs[i] != nil && strings.Contains(errs[i].Error(), ownership.ErrInEscrow.Error()):
+			// Its shares are on their way to another member, which
+			// settles them whatever happens to p: nothing to make up for.
+			out = append(out, refs[i])
+		case errs[i] != nil:
+			n.log.Info("shares of a member to eject not taken", "blob", refs[i], "group", g, "peer", p, "err", errs[i])
+		case r.Taken > 0 || r.HolderKeeps:
+			out = append(out, refs[i])
+			n.noteHandoff(refs[i], fmt.Sprintf("took %d shares in %s from %s before ejecting it", r.Taken, g, p))
+		default:
+			// It keeps none (any more): nothing to make up for.
+			out = append(out, refs[i])
+		}
+	}
+	return out
+}
+
+// onlyHeldBy returns those of refs that, as far as this node knows, only
+// member p keeps in g: this node does not hold them, no other server of g
+// is known to hold them (a server's own word), and p is a server known to
+// hold them or wrote a row that references them (a writer keeps its blob,
+// with its shares, until a server has it). Copies that other members hold
+// without shares do not count: they may go at any time.
+func (n *Node) onlyHeldBy(g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) []syncnode.BlobRef {
+	written := map[syncnode.BlobRef]bool{}
+	if rows, err := n.ListRows(g, ""); err == nil {
+		for _, r := range rows {
+			if r.Writer == p {
+				found, _ := syncgroup.FindRefs(r.Value)
+				for _, ref := range found {
+					written[ref] = true
+				}
+			}
+		}
+	}
+	var out []syncnode.BlobRef
+	for _, ref := range refs {
+		if n.holds(ref) {
+			continue
+		}
+		byP, byOther := written[ref], false
+		if sp, err := n.signposts.Get(ref); err == nil {
+			for q, l := range sp.Locations {
+				switch {
+				case !l.IsServer:
+				case q == p:
+					byP = true
+				case n.sync.IsMember(q, g):
+					byOther = true
+				}
+			}
+		}
+		if byP && !byOther {
+			out = append(out, ref)
+		}
+	}
 	return out
 }
 
@@ -159,12 +263,9 @@ func (n *Node) keepForGroup(ref syncnode.BlobRef, g syncnode.GroupID) error {
 // longer synced.
 func (n *Node) ejected(g syncnode.GroupID) {
 	n.log.Warn("ejected from a group by an admin; its shares here are dropped", "group", g)
-	n.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
-		if sh[g] > 0 {
-			if err := n.ledger.DropGroup(ref, g); err != nil {
-				n.log.Error("shares of a group this node was ejected from not dropped", "blob", ref, "group", g, "err", err)
-			}
+	for _, ref := range n.sharesIn(g) {
+		if err := n.ledger.DropGroup(ref, g); err != nil {
+			n.log.Error("shares of a group this node was ejected from not dropped", "blob", ref, "group", g, "err", err)
 		}
-		return nil
-	})
+	}
 }

@@ -88,9 +88,18 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 			return syncgroup.Spec{}, err
 		}
 	}
+	// A join starts a membership: shares of the group this node still
+	// counts from an earlier one (it was ejected and never told) pin
+	// nothing there, and the group has recovered them since.
+	leftover := n.sharesIn(inv.Group)
 	id, err := n.sync.Join(ctx, inv, adminAddrs, n.addrStrings())
 	if err != nil {
 		return syncgroup.Spec{}, err
+	}
+	for _, ref := range leftover {
+		if err := n.ledger.DropGroup(ref, id); err != nil {
+			n.log.Error("shares of an earlier membership not dropped", "blob", ref, "group", id, "err", err)
+		}
 	}
 	if err := n.setName(id); err != nil {
 		return syncgroup.Spec{}, err
@@ -156,12 +165,7 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 // it leaves: servers first, then the members that are not leaves. It
 // returns the blobs it held shares of and those it still holds shares of.
 func (n *Node) handOffAll(ctx context.Context, g syncnode.GroupID) (held, left []syncnode.BlobRef) {
-	n.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
-		if sh[g] > 0 {
-			held = append(held, ref)
-		}
-		return nil
-	})
+	held = n.sharesIn(g)
 	if len(held) == 0 {
 		return nil, nil
 	}
@@ -178,6 +182,14 @@ func (n *Node) handOffAll(ctx context.Context, g syncnode.GroupID) (held, left [
 	cands := append(servers, others...)
 	n.shares.Leaving(g, true)
 	defer n.shares.Leaving(g, false)
+	// A round with each candidate first: it takes over only blobs that
+	// rows it knows reference, and rows written here may not have reached
+	// it yet.
+	for _, p := range cands {
+		if err := n.sync.SyncWith(ctx, g, p); err != nil {
+			n.log.Info("no round before handing off", "group", g, "peer", p, "err", err)
+		}
+	}
 	for _, ref := range held {
 		for _, p := range cands {
 			if _, err := n.shares.AskLeaving(ctx, p, ref, g); err != nil {
@@ -321,4 +333,16 @@ func (n *Node) ListRows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, err
 		return nil
 	})
 	return out, err
+}
+
+// sharesIn returns the blobs this node holds shares of in group g.
+func (n *Node) sharesIn(g syncnode.GroupID) []syncnode.BlobRef {
+	var out []syncnode.BlobRef
+	n.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
+		if sh[g] > 0 {
+			out = append(out, ref)
+		}
+		return nil
+	})
+	return out
 }

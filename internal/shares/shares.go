@@ -44,6 +44,8 @@ type Priorities interface {
 	// PeerPriority returns member p's priority in g, its device type taken
 	// from the membership; false if p is not a member.
 	PeerPriority(g syncnode.GroupID, p peer.ID) (syncnode.Priority, bool)
+	// IsAdmin reports whether p is an admin of g.
+	IsAdmin(g syncnode.GroupID, p peer.ID) bool
 }
 
 // Copies guards this node's copies of blobs. The node implements it.
@@ -183,6 +185,9 @@ type request struct {
 	Proof []byte `msgpack:"p,omitempty"`
 	// Leaving marks an ask from a member leaving the group.
 	Leaving bool `msgpack:"lv,omitempty"`
+	// Ejecting marks an offer asked by an admin about to eject the
+	// holder: the holder offers every share it holds of the blob there.
+	Ejecting bool `msgpack:"ej,omitempty"`
 	// Items are the requests of a batch operation.
 	Items []request `msgpack:"b,omitempty"`
 }
@@ -225,6 +230,36 @@ func (s *Service) Take(ctx context.Context, holder peer.ID, ref syncnode.BlobRef
 type Item struct {
 	Ref   syncnode.BlobRef
 	Group syncnode.GroupID
+	// Ejecting takes every share the holder has, as an admin of the group
+	// about to eject it does.
+	Ejecting bool
+}
+
+// Keeps asks holder which of items it keeps shares of, held or in
+// escrow: the answer to a possession challenge, which costs the holder one
+// keyed hash. It fails as a whole if holder does not answer.
+func (s *Service) Keeps(ctx context.Context, holder peer.ID, items []Item) ([]bool, error) {
+	out := make([]bool, len(items))
+	for start := 0; start < len(items); start += MaxBatch {
+		end := min(start+MaxBatch, len(items))
+		reqs := make([]request, 0, end-start)
+		for _, it := range items[start:end] {
+			reqs = append(reqs, request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group})
+		}
+		resp, err := s.call(ctx, holder, request{Op: opChallenges, Items: reqs}, s.timeout)
+		if err != nil {
+			return nil, err
+		}
+		if len(resp.Items) != len(reqs) {
+			return nil, fmt.Errorf("shares: %s answered %d of %d items", holder, len(resp.Items), len(reqs))
+		}
+		for k, r := range resp.Items {
+			// A refused challenge (the holder restoring its copy) counts
+			// as kept: the caller then makes sure of the blob.
+			out[start+k] = !r.Nothing
+		}
+	}
+	return out, nil
 }
 
 // TakeAll is Take for many blobs from one holder: each step (challenge,
@@ -256,7 +291,7 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 			errs[i] = fmt.Errorf("%w: %s", ownership.ErrUnverified, it.Ref)
 			continue
 		}
-		live = append(live, &pendingTake{i: i, req: request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group}})
+		live = append(live, &pendingTake{i: i, req: request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group, Ejecting: it.Ejecting}})
 	}
 	// step sends op for live and keeps the items whose answers pass ok.
 	step := func(op string, ok func(pt *pendingTake, r response) bool) {
@@ -615,7 +650,7 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 			return response{}, err
 		}
 		var t ownership.Transfer
-		if s.isLeaving(req.Group) {
+		if s.isLeaving(req.Group) || (req.Ejecting && s.prio.IsAdmin(req.Group, from)) {
 			t, err = s.ledger.OfferAll(req.ID, req.Ref, req.Group, from)
 		} else {
 			t, err = s.ledger.Offer(req.ID, req.Ref, req.Group, me, them, from)
@@ -687,7 +722,7 @@ func (s *Service) answerBatch(from peer.ID, op string, items []request) (respons
 			defer wg.Done()
 			for _, i := range idx {
 				it := items[i]
-				single := request{Op: op, ID: it.ID, Ref: it.Ref, Group: it.Group, Accepted: it.Accepted, Proof: it.Proof}
+				single := request{Op: op, ID: it.ID, Ref: it.Ref, Group: it.Group, Accepted: it.Accepted, Proof: it.Proof, Ejecting: it.Ejecting}
 				r, err := s.answer(from, single)
 				if err != nil {
 					s.log.Info("share request refused", "peer", from, "op", op, "blob", it.Ref, "err", err)

@@ -1,6 +1,8 @@
 package syncer
 
 import (
+	"slices"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
@@ -14,6 +16,13 @@ var _ signpost.Policy = (*Syncer)(nil)
 func (s *Syncer) IsMember(p peer.ID, g syncnode.GroupID) bool {
 	ok := false
 	s.With(g, func(gr *syncgroup.Group) error { ok = gr.IsMember(p); return nil })
+	return ok
+}
+
+// IsAdmin reports whether p is an admin of group g here.
+func (s *Syncer) IsAdmin(g syncnode.GroupID, p peer.ID) bool {
+	ok := false
+	s.With(g, func(gr *syncgroup.Group) error { ok = slices.Contains(gr.Spec().Admins, p); return nil })
 	return ok
 }
 

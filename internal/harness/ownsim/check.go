@@ -49,7 +49,9 @@ func (s *sim) checkBlob(b *blob) error {
 		if held {
 			copies++
 		}
-		total += sh[s.g]
+		if !m.out {
+			total += sh[s.g]
+		}
 		s.rep.Checks++
 		restoring := m.n != nil && slices.Contains(m.n.Restoring(), b.ref)
 		if sh[s.g] > 0 && !held && !restoring {
@@ -108,7 +110,15 @@ func (s *sim) settle(ctx context.Context) error {
 			}
 		}
 	}
-	s.log("settle: network healed, every node up")
+	for _, m := range s.ms {
+		for try := 0; m.out; try++ {
+			if try == 20 {
+				return fmt.Errorf("settle: %s cannot join again", m.name)
+			}
+			s.log("settle: " + s.rejoin(ctx, m))
+		}
+	}
+	s.log("settle: network healed, every node up and a member")
 	deadline := time.Now().Add(s.cfg.Settle)
 	for {
 		if err := s.check(); err != nil {

@@ -3,18 +3,20 @@
 // one syncgroup while a schedule drawn from the seed puts blobs and writes
 // rows naming them in either order, fetches, syncs, evicts under one-byte
 // budgets, removes blobs as a user does, stops nodes with work in flight
-// and restarts them, and cuts and heals the network. After every step it
-// checks the invariants:
+// and restarts them, cuts and heals the network, and has the laptop or the
+// leaf leave the group, or the admin (the phone) eject them, and invite
+// them back. After every step it checks the invariants:
 //
 //   - I1: a blob that has been stored while a live row referenced it always
 //     has a copy somewhere;
-//   - I2: the shares of a (blob, group) never exceed 2;
+//   - I2: the shares of a (blob, group) that members hold never exceed 2
+//     (a member that left or was ejected holds none that count);
 //   - I3: a node that holds shares of a blob holds a verified copy, unless
 //     it is restoring that copy;
 //
-// and at the end, once the network is healed, every node is up and the
-// work has settled: every such blob is on the server with both its shares,
-// and no device still holds shares of it (I6).
+// and at the end, once the network is healed, every node is up and back
+// in the group and the work has settled: every such blob is on the server
+// with both its shares, and no device still holds shares of it (I6).
 //
 // The schedule is a function of the seed alone, so a failing seed replays
 // the same operations; the timing of the nodes' own background work (sync
@@ -103,6 +105,18 @@ type member struct {
 	// while down: its copies and shares as its stores keep them
 	held   map[syncnode.BlobRef]bool
 	shares map[syncnode.BlobRef]map[syncnode.GroupID]int
+	// out: it left the group or was ejected, and is not back yet.
+	out bool
+}
+
+// idx returns m's index among the nodes.
+func (m *member) idx() int {
+	for i, n := range names {
+		if n == m.name {
+			return i
+		}
+	}
+	return -1
 }
 
 type blob struct {
@@ -316,7 +330,7 @@ func rowValue(b *blob) []byte {
 // description. The draw depends on the seed alone: an operation that does
 // not apply now (its node is down) does nothing.
 func (s *sim) step(ctx context.Context) string {
-	op := s.rng.IntN(100)
+	op := s.rng.IntN(106)
 	bi := s.rng.IntN(len(s.blobs))
 	b := s.blobs[bi]
 	mi := s.rng.IntN(numNodes)
@@ -325,7 +339,7 @@ func (s *sim) step(ctx context.Context) string {
 	switch {
 	case op < 14: // the origin stores the blob's bytes
 		o := s.ms[b.origin]
-		if b.put || o.n == nil {
+		if b.put || o.n == nil || o.out {
 			return fmt.Sprintf("put blob %d on %s: skipped", bi, o.name)
 		}
 		_, err := o.n.PutBlob(ctx, bytes.NewReader(b.data))
@@ -333,7 +347,7 @@ func (s *sim) step(ctx context.Context) string {
 		return fmt.Sprintf("put blob %d on %s: %v", bi, o.name, errString(err))
 	case op < 28: // the origin writes the row naming it
 		o := s.ms[b.origin]
-		if b.row || o.n == nil {
+		if b.row || o.n == nil || o.out {
 			return fmt.Sprintf("row for blob %d on %s: skipped", bi, o.name)
 		}
 		_, err := o.n.PutRow(s.g, fmt.Sprintf("sim/%d", bi), rowValue(b))
@@ -392,6 +406,12 @@ func (s *sim) step(ctx context.Context) string {
 		s.cut.Split(ids, s.hosts(), sides)
 		s.split = true
 		return fmt.Sprintf("split the network %v", sides)
+	case op >= 100 && op < 102:
+		return s.leave(ctx, s.ms[laptop+int(side%2)])
+	case op >= 102 && op < 104:
+		return s.eject(ctx, s.ms[laptop+int(side%2)])
+	case op >= 104:
+		return s.rejoin(ctx, s.ms[laptop+int(side%2)])
 	default:
 		d := time.Duration(10+side%40) * time.Millisecond
 		time.Sleep(d)
@@ -418,4 +438,47 @@ func errString(err error) string {
 		msg = msg[:120] + "…"
 	}
 	return msg
+}
+
+// leave has m leave the group, as a user would: refused if it would leave
+// a blob at risk.
+func (s *sim) leave(ctx context.Context, m *member) string {
+	if m.n == nil || m.out {
+		return fmt.Sprintf("%s leaves: skipped", m.name)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := m.n.LeaveGroupWith(lctx, s.g, node.LeaveOptions{})
+	m.out = err == nil
+	return fmt.Sprintf("%s leaves: %v", m.name, errString(err))
+}
+
+// eject has the admin eject m: refused if a blob only m keeps cannot be
+// fetched first.
+func (s *sim) eject(ctx context.Context, m *member) string {
+	admin := s.ms[phone]
+	if admin.n == nil || m.out {
+		return fmt.Sprintf("eject %s: skipped", m.name)
+	}
+	ectx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	e, err := admin.n.EjectMemberWith(ectx, s.g, m.id, node.EjectOptions{})
+	m.out = err == nil
+	return fmt.Sprintf("eject %s: %d kept, %d at risk: %v", m.name, len(e.Kept), len(e.AtRisk), errString(err))
+}
+
+// rejoin has the admin invite m back, and m join.
+func (s *sim) rejoin(ctx context.Context, m *member) string {
+	admin := s.ms[phone]
+	if admin.n == nil || m.n == nil || !m.out {
+		return fmt.Sprintf("%s joins again: skipped", m.name)
+	}
+	inv, err := admin.n.Invite(s.g, m.id, devTypes[m.idx()], time.Hour)
+	if err == nil {
+		jctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = m.n.JoinGroup(jctx, inv, admin.n.Host().Addrs())
+		cancel()
+	}
+	m.out = err != nil
+	return fmt.Sprintf("%s joins again: %v", m.name, errString(err))
 }
