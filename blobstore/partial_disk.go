@@ -117,6 +117,11 @@ func (p *diskPartial) Commit() (Info, error) {
 		return info, p.remove()
 	}
 	err = p.d.finalise(p.ref, p.base+".data", func(path string) error {
+		// The tree was written unsynced when the partial began: synced
+		// before it becomes the blob's.
+		if err := syncFile(p.base + ".obao"); err != nil {
+			return err
+		}
 		if err := os.Rename(p.base+".obao", path); err != nil {
 			return fmt.Errorf("blobstore: %w", err)
 		}

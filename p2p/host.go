@@ -23,6 +23,8 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/syncnode/syncnode/internal/atomicfile"
 )
 
 // Security names a connection security protocol.
@@ -100,11 +102,9 @@ func LoadIdentity(path string) (crypto.PrivKey, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("p2p: identity: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return nil, fmt.Errorf("p2p: identity: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	// Durable before it is used: a node that came back from a power cut
+	// with another identity would be no member of its groups.
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return nil, fmt.Errorf("p2p: identity: %w", err)
 	}
 	return k, nil

@@ -20,6 +20,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
+	"github.com/syncnode/syncnode/internal/atomicfile"
 	"github.com/syncnode/syncnode/internal/control"
 	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/internal/testkit"
@@ -68,7 +69,13 @@ type proc struct {
 // TCP on a loopback port fixed here.
 func newProc(t testing.TB, name string, syncEvery time.Duration, initArgs ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, dir: filepath.Join(t.TempDir(), name)}
+	return newProcAt(t, filepath.Join(t.TempDir(), name), name, syncEvery, initArgs...)
+}
+
+// newProcAt is newProc with the data directory at dir.
+func newProcAt(t testing.TB, dir, name string, syncEvery time.Duration, initArgs ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, dir: dir}
 	// Loopback on a port fixed here, and no LAN announcements: the fault
 	// suite's daemons are reached at the addresses their configs name.
 	if !slices.Contains(initArgs, "-listen") {
@@ -112,7 +119,7 @@ func (p *proc) config(change func(*control.Config)) {
 	if b, err = json.Marshal(cfg); err != nil {
 		p.t.Fatal(err)
 	}
-	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+	if err := atomicfile.Write(cfgPath, b, 0o600); err != nil {
 		p.t.Fatal(err)
 	}
 }

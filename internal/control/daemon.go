@@ -18,6 +18,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/syncnode/syncnode/blobstore/s3store"
+	"github.com/syncnode/syncnode/internal/atomicfile"
 	"github.com/syncnode/syncnode/internal/ports"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
@@ -170,13 +171,9 @@ func Init(dir string, opts InitOptions) (Config, error) {
 	return cfg, writeFile(filepath.Join(dir, TokenFile), []byte(hex.EncodeToString(tok)+"\n"))
 }
 
-func writeFile(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
+// writeFile writes a file of the data directory whole and durably: a
+// power cut right after init leaves the node its config and token.
+func writeFile(path string, b []byte) error { return atomicfile.Write(path, b, 0o600) }
 
 // LoadConfig reads a data directory's config and control token.
 func LoadConfig(dir string) (Config, string, error) {
