@@ -91,6 +91,10 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 			}
 		}
 	}
+	if !n.sync.IsMember(p, g) {
+		// Invited, never joined (or out already): it keeps nothing.
+		return e, n.sync.Eject(g, p)
+	}
 	// A round first: the rows p wrote and this node lacks name blobs too.
 	err := n.sync.SyncWith(ctx, g, p)
 	refs := n.refsIn(g)
