@@ -6,6 +6,7 @@
 //	blobs/<64 hex>          a blob's bytes
 //	trees/<64 hex>          its Bao outboard tree
 //	refs/<64 hex>/<owner>   an empty marker: server <owner> holds the blob
+//	dels/<64 hex>/<owner>   an empty intent: server <owner> is deleting it
 //
 // A blob's tree is written before its bytes and a marker after both, and a
 // single PUT is atomic, so a blob is never visible without its tree and a
@@ -21,13 +22,27 @@
 // marker and deletes the objects only when no other server's marker
 // remains. Reads are S3 Range GETs, every byte verified against the tree.
 //
-// S3 has no conditional delete, so a server adopting a blob at the moment
-// the last other holder deletes it can lose the race: its marker stays,
-// the objects go. Its next read then finds the copy gone and fails with
-// blobstore.ErrDamaged, and the node restores the blob from a peer as it
-// does a damaged disk copy. Objects a server uploaded but never marked
-// (it crashed and never came back) stay in the bucket until removed by
-// hand; any server adopts them.
+// Deleting the objects of a blob while another server adopts it is made
+// safe without conditional requests (S3 has If-None-Match on PUT in
+// places, but no server this package meets offers a conditional delete).
+// Two flags, each written before the other is read:
+//
+//   - the deleter writes its intent, then lists the markers; it deletes
+//     the objects only if none is left, and removes its intent after;
+//   - an adopter (or an uploader) writes its marker, then lists the
+//     intents; while one is there it waits, then checks that the objects
+//     are still there, and if not it removes its marker and fails (an
+//     upload puts them again).
+//
+// S3 lists what was written before the list (AWS since 2020, MinIO,
+// Versity and Ceph RGW: strong read-after-write and list consistency), so
+// at least one of the two sees the other: no marker ever names objects
+// that a delete removed after it was written. A deleter that crashed
+// leaves its intent behind; an intent is honoured for IntentTTL (ten
+// request timeouts), and a delete that could not remove the objects within
+// half of it gives up, leaving them for any server to adopt. Objects a
+// server uploaded but never marked (it crashed and never came back) stay
+// in the bucket until removed by hand; any server adopts them.
 package s3store
 
 import (
@@ -102,6 +117,10 @@ type Store struct {
 	cl    *minio.Client
 	stage *blobstore.Disk
 	log   *slog.Logger
+
+	// beforeObjectDelete, if set (by tests), runs in Delete after the
+	// markers were listed and before the objects go.
+	beforeObjectDelete func()
 
 	mu   sync.Mutex
 	held map[syncnode.BlobRef]heldBlob // what this server's markers name
@@ -323,14 +342,26 @@ func (s *Store) upload(ctx context.Context, ref syncnode.BlobRef) error {
 		return err
 	}
 	defer r.Close()
-	if err := s.put(ctx, s.key("trees", ref), bytes.NewReader(ob), int64(len(ob))); err != nil {
-		return err
-	}
-	if err := s.put(ctx, s.key("blobs", ref), io.NewSectionReader(r, 0, r.Size()), r.Size()); err != nil {
-		return err
-	}
-	if err := s.put(ctx, s.marker(ref), bytes.NewReader(nil), 0); err != nil {
-		return err
+	for try := 0; ; try++ {
+		if err := s.put(ctx, s.key("trees", ref), bytes.NewReader(ob), int64(len(ob))); err != nil {
+			return err
+		}
+		if err := s.put(ctx, s.key("blobs", ref), io.NewSectionReader(r, 0, r.Size()), r.Size()); err != nil {
+			return err
+		}
+		if err := s.put(ctx, s.marker(ref), bytes.NewReader(nil), 0); err != nil {
+			return err
+		}
+		err := s.afterMarker(ctx, ref)
+		if err == nil {
+			break
+		}
+		// Another server's delete of the same blob removed what was
+		// just uploaded: once more, or the blob stays staged.
+		if try == 1 || !errors.Is(err, syncnode.ErrNotFound) && !errors.Is(err, blobstore.ErrDamaged) {
+			s.cl.RemoveObject(context.Background(), s.cfg.Bucket, s.marker(ref), minio.RemoveObjectOptions{})
+			return err
+		}
 	}
 	s.ok()
 	s.mu.Lock()
@@ -404,6 +435,12 @@ func (s *Store) Adopt(ctx context.Context, ref syncnode.BlobRef) (blobstore.Info
 		return blobstore.Info{}, fmt.Errorf("%w: %s: %d bytes in the bucket, its tree says %d", blobstore.ErrDamaged, ref, info.Size, size)
 	}
 	if err := s.put(ctx, s.marker(ref), bytes.NewReader(nil), 0); err != nil {
+		return blobstore.Info{}, err
+	}
+	if err := s.afterMarker(ctx, ref); err != nil {
+		// Deleted meanwhile by the last server that held it: this
+		// marker would name nothing.
+		s.cl.RemoveObject(context.Background(), s.cfg.Bucket, s.marker(ref), minio.RemoveObjectOptions{})
 		return blobstore.Info{}, err
 	}
 	s.mu.Lock()
@@ -537,12 +574,14 @@ func (s *Store) List(fn func(blobstore.Info) error) error {
 }
 
 // Delete implements blobstore.Store: this server's marker goes, and the
-// objects with it unless another server's marker remains.
+// objects with it unless another server's marker remains (see the package
+// comment for the race with an adopter).
 func (s *Store) Delete(ref syncnode.BlobRef) error {
 	if _, err := s.Stat(ref); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), s.intentTTL()/2)
 	defer cancel()
 	if err := s.cl.RemoveObject(ctx, s.cfg.Bucket, s.marker(ref), minio.RemoveObjectOptions{}); err != nil {
 		return s.fail("delete marker", err)
@@ -550,11 +589,22 @@ func (s *Store) Delete(ref syncnode.BlobRef) error {
 	s.mu.Lock()
 	delete(s.held, ref)
 	s.mu.Unlock()
+	if err := s.put(ctx, s.intent(ref), bytes.NewReader(nil), 0); err != nil {
+		return err
+	}
+	defer s.cl.RemoveObject(context.Background(), s.cfg.Bucket, s.intent(ref), minio.RemoveObjectOptions{})
 	for o := range s.cl.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: s.key("refs", ref) + "/", Recursive: true}) {
 		if o.Err != nil {
 			return s.fail("list markers", o.Err)
 		}
 		return nil // another server still holds it
+	}
+	if s.beforeObjectDelete != nil {
+		s.beforeObjectDelete()
+	}
+	if time.Since(start) > s.intentTTL()/2 {
+		s.log.Warn("delete too slow to be safe; the objects stay for any server to adopt", "blob", ref)
+		return nil
 	}
 	for _, kind := range []string{"blobs", "trees"} {
 		if err := s.cl.RemoveObject(ctx, s.cfg.Bucket, s.key(kind, ref), minio.RemoveObjectOptions{}); err != nil {
@@ -563,6 +613,57 @@ func (s *Store) Delete(ref syncnode.BlobRef) error {
 	}
 	s.ok()
 	return nil
+}
+
+// IntentTTL is how long a delete's intent is honoured, in request
+// timeouts.
+const IntentTTL = 10
+
+func (s *Store) intentTTL() time.Duration { return IntentTTL * s.cfg.Timeout }
+
+func (s *Store) intent(ref syncnode.BlobRef) string {
+	return s.key("dels", ref) + "/" + s.cfg.Owner
+}
+
+// afterMarker runs once this server's marker of ref is written: it waits
+// while another server's delete of ref is under way (one that may have
+// listed the markers before this one was written), then checks that the
+// objects are still there.
+func (s *Store) afterMarker(ctx context.Context, ref syncnode.BlobRef) error {
+	var waited time.Duration
+	for {
+		lctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		pending := false
+		for o := range s.cl.ListObjects(lctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: s.key("dels", ref) + "/", Recursive: true}) {
+			if o.Err != nil {
+				cancel()
+				return s.fail("list delete intents", o.Err)
+			}
+			if o.Key == s.intent(ref) || time.Since(o.LastModified) > s.intentTTL() {
+				continue // this server's own, or a crashed deleter's
+			}
+			pending = true
+		}
+		cancel()
+		if !pending {
+			break
+		}
+		if waited >= s.intentTTL() {
+			s.log.Warn("a delete intent outlived its time; ignored", "blob", ref)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+			waited += 100 * time.Millisecond
+		}
+	}
+	if _, err := s.statData(ctx, ref); err != nil {
+		return err
+	}
+	_, err := s.tree(ctx, ref)
+	return err
 }
 
 // OpenPartial implements blobstore.Store: the partial is kept and

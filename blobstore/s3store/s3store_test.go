@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
@@ -156,5 +157,55 @@ func TestServerDownThenBack(t *testing.T) {
 	}
 	if _, last := s.Describe(); last != nil {
 		t.Fatalf("failure still reported after success: %v", last)
+	}
+}
+
+// A server deletes the last marked copy of a blob while another adopts
+// it, or puts the same bytes, between the deleter's listing of the markers
+// and its deletion of the objects. Whichever way it goes, no marker names
+// objects that are gone: the adopter either fails (and leaves no marker)
+// or reads the blob, and the putter ends holding it.
+func TestDeleteRacingAdopt(t *testing.T) {
+	srv := s3test.Start(t, bucket)
+	for _, how := range []string{"adopt", "put"} {
+		t.Run(how, func(t *testing.T) {
+			prefix := "race-" + how
+			a, b := open(t, srv, prefix, "server-a"), open(t, srv, prefix, "server-b")
+			data := testkit.RandomBytes(1<<20, 9)
+			ref := put(t, a, data)
+			listed, release := make(chan struct{}), make(chan struct{})
+			s3store.SetBeforeObjectDelete(a, func() { close(listed); <-release })
+			deleted := make(chan error, 1)
+			go func() { deleted <- a.Delete(ref) }()
+			<-listed // a saw no other marker and is about to delete the objects
+			took := make(chan error, 1)
+			go func() {
+				var err error
+				if how == "adopt" {
+					_, err = b.Adopt(context.Background(), ref)
+				} else {
+					_, err = b.Put(context.Background(), bytes.NewReader(data), ref)
+				}
+				took <- err
+			}()
+			testkit.WaitFor(t, 10*time.Second, "b's marker", func() bool { return len(srv.Keys(bucket, prefix+"/refs/")) == 1 })
+			close(release)
+			if err := <-deleted; err != nil {
+				t.Fatal(err)
+			}
+			err := <-took
+			switch {
+			case how == "put" && err != nil:
+				t.Fatalf("the put racing a delete: %v", err)
+			case err == nil:
+				if !bytes.Equal(read(t, b, ref), data) {
+					t.Fatalf("b's %s succeeded and its copy is gone or differs", how)
+				}
+			default:
+				if keys := srv.Keys(bucket, prefix+"/refs/"); len(keys) != 0 {
+					t.Fatalf("the failed adopt left markers %v naming deleted objects", keys)
+				}
+			}
+		})
 	}
 }
