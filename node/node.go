@@ -64,6 +64,9 @@ type Config struct {
 	// an acceptor that does not answer before the transfer is ended
 	// without it (default shares.DefaultEscrowWait).
 	EscrowWait time.Duration
+	// WriterBudget bounds what one member's rows may cost this node, per
+	// group (zero fields: syncer.DefaultWriterBudget's; negative: none).
+	WriterBudget syncgroup.Budget
 	// Fetcher configures the server fetcher and its scans (default
 	// fetcher.DefaultConfig).
 	Fetcher *fetcher.Config

@@ -144,6 +144,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 
 	sc := syncer.DefaultConfig()
 	sc.Interval, sc.IOTimeout, sc.Store = n.cfg.SyncInterval, n.cfg.IOTimeout, n.groups
+	sc.WriterBudget = n.cfg.WriterBudget
 	n.sync = syncer.New(n.h, sc, n.log, hooks{n})
 	opened.add(func() error { n.sync.Close(); return nil })
 	loaded, err := n.groups.Load(n.h.ID(), time.Minute)

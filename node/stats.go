@@ -44,6 +44,9 @@ type Stats struct {
 	// SyncMessages counts the frames this node sent in sync rounds and
 	// pushes.
 	SyncMessages int64
+	// RowsRefused counts, per writer, the rows this node refused because
+	// they would take the writer over its budget.
+	RowsRefused map[peer.ID]int64
 }
 
 // Stats returns the node's counters now.
@@ -57,6 +60,7 @@ func (n *Node) Stats() Stats {
 		Damaged: n.stats.damaged.Load(), Scrubbed: n.stats.scrubbed.Load(), ScrubPasses: n.stats.scrubPasses.Load(),
 		Restoring:    len(n.restore.pending()),
 		SyncMessages: n.sync.Stats().Messages,
+		RowsRefused:  n.sync.Refused(),
 	}
 	n.blobs.List(func(i blobstore.Info) error { s.Blobs++; s.BlobBytes += i.Size; return nil })
 	return s

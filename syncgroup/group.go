@@ -480,12 +480,23 @@ func (g *Group) CheckPut(key string, value []byte) error {
 	if err := msgpackx.Check(value); err != nil {
 		return fmt.Errorf("syncgroup: value of %q is not msgpack: %w", key, err)
 	}
-	return nil
+	// This device obeys the budget its peers hold it to.
+	return g.rows.fits(Row{Key: key, Value: value, Writer: g.self})
 }
+
+// SetBudget bounds what the rows of each writer may cost this replica:
+// rows beyond it are refused, from peers and from this device alike.
+func (g *Group) SetBudget(b Budget) { g.rows.SetBudget(b) }
+
+// Usage returns what writer w's rows cost this replica.
+func (g *Group) Usage(w peer.ID) Usage { return g.rows.Usage(w) }
 
 // Delete writes a tombstone at key.
 func (g *Group) Delete(key string, now time.Time) (Row, error) {
 	if err := g.writable(key); err != nil {
+		return Row{}, err
+	}
+	if err := g.rows.fits(Row{Key: key, Deleted: true, Writer: g.self}); err != nil {
 		return Row{}, err
 	}
 	return g.rows.Delete(key, now), nil

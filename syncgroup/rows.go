@@ -1,6 +1,7 @@
 package syncgroup
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -99,6 +100,56 @@ type Rows struct {
 	// memberGen counts changes to the membership rows, for the group's
 	// cache of its members.
 	memberGen uint64
+	// usage is what each writer's winning rows cost this replica; budget
+	// bounds it (zero fields: no bound).
+	usage  map[peer.ID]Usage
+	budget Budget
+}
+
+// Usage is what one writer's rows cost a replica: the rows (tombstones
+// included) that win their keys, and their bytes.
+type Usage struct {
+	Rows  int
+	Bytes int64
+}
+
+// Budget bounds what one writer's rows may cost a replica; a zero field is
+// no bound. Membership rows are not counted: they are few and an admin
+// writes most of them.
+type Budget struct {
+	Rows  int
+	Bytes int64
+}
+
+// ErrOverBudget reports a row refused because its writer's rows would
+// cost more than the replica's budget for one writer.
+var ErrOverBudget = errors.New("syncgroup: over the writer's budget")
+
+// rowCost is what a row costs a replica: its key, its value and what every
+// row carries besides (timestamp, writer, sequence, signature).
+func rowCost(row Row) int64 { return int64(len(row.Key)+len(row.Value)) + 128 }
+
+// SetBudget bounds what each writer's rows may cost this replica.
+func (r *Rows) SetBudget(b Budget) { r.budget = b }
+
+// Usage returns what writer w's rows cost this replica.
+func (r *Rows) Usage(w peer.ID) Usage { return r.usage[w] }
+
+// fits reports whether row, replacing its key's current winner, keeps its
+// writer within budget (or costs it nothing more).
+func (r *Rows) fits(row Row) error {
+	if strings.HasPrefix(row.Key, memberPrefix) || (r.budget.Rows == 0 && r.budget.Bytes == 0) {
+		return nil
+	}
+	u := r.usage[row.Writer]
+	rows, bytes := u.Rows+1, u.Bytes+rowCost(row)
+	if cur, ok := r.rows[row.Key]; ok && cur.Writer == row.Writer {
+		rows, bytes = rows-1, bytes-rowCost(cur)
+	}
+	if (r.budget.Rows > 0 && rows > r.budget.Rows && rows > u.Rows) || (r.budget.Bytes > 0 && bytes > r.budget.Bytes && bytes > u.Bytes) {
+		return fmt.Errorf("%w: %s would hold %d rows, %d bytes (at most %d rows, %d bytes)", ErrOverBudget, row.Writer, rows, bytes, r.budget.Rows, r.budget.Bytes)
+	}
+	return nil
 }
 
 // NewRows returns an empty replica for device self.
@@ -172,12 +223,34 @@ func (r *Rows) Apply(row Row, now time.Time) (bool, error) {
 	if ok && !Wins(row, cur) {
 		return false, nil
 	}
+	// Over budget, the row is known (the vector moved past it, so no peer
+	// sends it again) and not held.
+	if err := r.fits(row); err != nil {
+		return false, err
+	}
 	r.set(row)
 	return true, nil
 }
 
 // set makes row its key's winner.
 func (r *Rows) set(row Row) {
+	if !strings.HasPrefix(row.Key, memberPrefix) {
+		if r.usage == nil {
+			r.usage = map[peer.ID]Usage{}
+		}
+		if cur, ok := r.rows[row.Key]; ok {
+			u := r.usage[cur.Writer]
+			u.Rows, u.Bytes = u.Rows-1, u.Bytes-rowCost(cur)
+			if u.Rows == 0 {
+				delete(r.usage, cur.Writer)
+			} else {
+				r.usage[cur.Writer] = u
+			}
+		}
+		u := r.usage[row.Writer]
+		u.Rows, u.Bytes = u.Rows+1, u.Bytes+rowCost(row)
+		r.usage[row.Writer] = u
+	}
 	r.rows[row.Key] = row
 	if strings.HasPrefix(row.Key, memberPrefix) {
 		r.memberGen++

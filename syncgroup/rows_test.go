@@ -2,6 +2,7 @@ package syncgroup
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -195,5 +196,68 @@ func TestWriteAfterLostStateNeverReusesASequenceNumber(t *testing.T) {
 				t.Fatal("the peer takes the new write for one it has")
 			}
 		})
+	}
+}
+
+// A writer's rows are held only up to the replica's budget for one
+// writer: a row beyond it is refused (and known, so no peer resends it),
+// other writers are not affected, a writer at its budget may still
+// replace or delete its own rows, membership rows are not counted, and a
+// device obeys the budget in its own writes.
+func TestWriterBudget(t *testing.T) {
+	hog, other := testPeer(1), testPeer(2)
+	src := NewRows(hog, time.Minute)
+	dst := NewRows(testPeer(9), time.Minute)
+	dst.SetBudget(Budget{Rows: 10, Bytes: 4 << 10})
+	big := bytes.Repeat([]byte{1}, 1000)
+	var refused int
+	for i := range 8 {
+		row := src.Put(fmt.Sprintf("k/%d", i), big, t0)
+		if _, err := dst.Apply(row, t0); err != nil {
+			if !errors.Is(err, ErrOverBudget) {
+				t.Fatal(err)
+			}
+			refused++
+		}
+	}
+	if u := dst.Usage(hog); u.Bytes > 4<<10 || u.Rows != 8-refused || refused != 5 {
+		t.Fatalf("the hog holds %+v here after %d refusals", u, refused)
+	}
+	if !dst.VV().Knows(hog, 8) {
+		t.Fatalf("refused rows are not known: %v", dst.VV())
+	}
+	// Replacing and deleting its own rows at the budget: allowed.
+	if _, err := dst.Apply(src.Put("k/0", []byte{1}, t0), t0); err != nil {
+		t.Fatalf("a smaller version of its own row: %v", err)
+	}
+	if _, err := dst.Apply(src.Delete("k/1", t0), t0); err != nil {
+		t.Fatalf("a tombstone of its own row: %v", err)
+	}
+	// Another writer is not affected; membership rows are not counted.
+	o := NewRows(other, time.Minute)
+	if _, err := dst.Apply(o.Put("k/other", big, t0), t0); err != nil {
+		t.Fatalf("another writer's row: %v", err)
+	}
+	for i := range 20 {
+		if _, err := dst.Apply(src.Put(fmt.Sprintf("%s%d", memberPrefix, i), []byte{1}, t0), t0); err != nil {
+			t.Fatalf("membership row %d: %v", i, err)
+		}
+	}
+	// A device obeys its budget in its own writes.
+	adminKey, _ := key(t)
+	g, err := Create("photos", []string{"photos/"}, true, adminKey, syncnode.Normal, nil, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.SetBudget(Budget{Rows: 2})
+	for i := range 3 {
+		v, _ := msgpack.Marshal(i)
+		_, err := g.Put(fmt.Sprintf("photos/%d", i), v, t0)
+		if i < 2 && err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 && !errors.Is(err, ErrOverBudget) {
+			t.Fatalf("a third own row with a budget of two: %v", err)
+		}
 	}
 }

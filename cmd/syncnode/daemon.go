@@ -111,6 +111,14 @@ func statusCmd() *command {
 							rows = append(rows, []string{d.Group, fmt.Sprint(d.Referenced), fmt.Sprint(d.AtRisk)})
 						}
 						c.table(rows)
+						if len(s.Refused) > 0 {
+							fmt.Fprintln(c.stdout)
+							rows := [][]string{{"MEMBER OVER ITS BUDGET", "REFUSED"}}
+							for _, r := range s.Refused {
+								rows = append(rows, []string{r.Peer, fmt.Sprintf("%d %s", r.Count, r.What)})
+							}
+							c.table(rows)
+						}
 					})
 				})
 			}

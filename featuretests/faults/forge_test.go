@@ -2,6 +2,7 @@ package faults
 
 import (
 	"bufio"
+	"fmt"
 	"testing"
 	"time"
 
@@ -432,4 +433,59 @@ func reuse(t *testing.T, eject bool) {
 		t.Fatalf("a new invitation: %v", err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "membership again", func() bool { return len(admin.Members(g)) == 2 })
+}
+
+// TestMemberBudgetBoundsRows: a member signs and sends, in rounds of its
+// own, 40 rows of 200 KiB to the admin, whose budget for one writer is
+// 1 MiB. The admin holds at most that of them, counts the refusals for
+// that member (status and metrics show them), and takes another member's
+// rows as before: one member at its budget does not slow another.
+func TestMemberBudgetBoundsRows(t *testing.T) {
+	t.Parallel()
+	admin := nodetest.Start(t, func(c *node.Config) { c.WriterBudget = syncgroup.Budget{Bytes: 1 << 20} })
+	hog, honest := nodetest.Start(t), nodetest.Start(t)
+	g := nodetest.CreateGroup(t, admin, "photos", syncnode.Normal)
+	nodetest.Join(t, admin, hog, g, syncnode.Normal)
+	nodetest.Join(t, admin, honest, g, syncnode.Normal)
+	testkit.WaitFor(t, 10*time.Second, "membership", func() bool { return len(admin.Members(g)) == 3 })
+	value, err := msgpack.Marshal(testkit.RandomBytes(200<<10, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	for batch := range 10 {
+		var rows []wireRow
+		for i := range 4 {
+			seq := uint64(batch*4 + i + 1)
+			r := wireRow{Key: fmt.Sprintf("photos/hog-%d", seq), Value: value, TS: wireTS{Wall: now + int64(seq)}, Writer: string(hog.ID()), Seq: 1000 + seq}
+			rows = append(rows, forgerSig(t, hog, g, r))
+		}
+		pushRows(t, hog, admin.ID(), g, rows...)
+	}
+	var held int
+	rows, err := admin.ListRows(g, "photos/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if r.Writer == hog.ID() {
+			held += len(r.Key) + len(r.Value)
+		}
+	}
+	if held > 1<<20 || held == 0 {
+		t.Fatalf("the admin holds %d bytes of the hog's rows, budget 1 MiB", held)
+	}
+	if n := admin.Stats().RowsRefused[hog.ID()]; n < 30 {
+		t.Fatalf("%d of the hog's rows counted as refused", n)
+	}
+	start := time.Now()
+	caption, _ := msgpack.Marshal("a caption")
+	if _, err := honest.PutRow(g, "photos/honest", caption); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the honest member's row at the admin", func() bool {
+		_, ok, _ := admin.GetRow(g, "photos/honest")
+		return ok
+	})
+	t.Logf("%d bytes of the hog's rows held; the honest row arrived in %s", held, time.Since(start))
 }

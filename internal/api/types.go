@@ -227,6 +227,17 @@ type Status struct {
 	// Durability is, per group, the referenced blobs and those at risk:
 	// no verified server copy known.
 	Durability []Durability `json:"durability"`
+	// Refused names the members whose claims this node refused for being
+	// over their budget, and how many.
+	Refused []Refusal `json:"refused,omitempty"`
+}
+
+// Refusal is one member's count of refusals over its budget.
+type Refusal struct {
+	Peer string `json:"peer"`
+	// What was refused: "rows".
+	What  string `json:"what"`
+	Count int64  `json:"count"`
 }
 
 // Durability is one group's line of the durability summary.

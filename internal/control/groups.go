@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -219,6 +221,10 @@ func (s *server) status(*http.Request) (api.Status, error) {
 	for _, a := range s.n.Addrs() {
 		st.Addrs = append(st.Addrs, a.String())
 	}
+	for p, n := range ns.RowsRefused {
+		st.Refused = append(st.Refused, api.Refusal{Peer: p.String(), What: "rows", Count: n})
+	}
+	slices.SortFunc(st.Refused, func(a, b api.Refusal) int { return strings.Compare(a.Peer, b.Peer) })
 	var serr error
 	if st.Store, serr = s.n.StoreInfo(); serr != nil {
 		st.StoreErr = serr.Error()

@@ -15,7 +15,7 @@ type collector struct {
 	n *node.Node
 
 	queue, attempts, failures, bytesIn, bytesOut, verify, evictions, blobs, blobBytes, demoted,
-	referenced, atRisk, damaged, scrubbed, restoring, storeUp *prometheus.Desc
+	referenced, atRisk, damaged, scrubbed, restoring, storeUp, refused *prometheus.Desc
 }
 
 func newCollector(n *node.Node) *collector {
@@ -38,13 +38,14 @@ func newCollector(n *node.Node) *collector {
 		damaged:    d("blobs_damaged_total", "Stored copies found damaged on disk (deleted and restored from a peer)."),
 		scrubbed:   d("scrub_bytes_total", "Bytes of held blobs re-verified by the scrubber."),
 		restoring:  d("blobs_restoring", "Blobs whose copy is being restored from a peer."),
+		refused:    d("rows_refused_total", "Rows refused because their writer was over its budget."),
 		storeUp:    d("blob_store_up", "1 if the blob store's last request succeeded, 0 if it failed (an object store down or refusing the credentials).", "store"),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queue, c.attempts, c.failures, c.bytesIn, c.bytesOut, c.verify,
-		c.evictions, c.blobs, c.blobBytes, c.demoted, c.referenced, c.atRisk, c.damaged, c.scrubbed, c.restoring, c.storeUp} {
+		c.evictions, c.blobs, c.blobBytes, c.demoted, c.referenced, c.atRisk, c.damaged, c.scrubbed, c.restoring, c.storeUp, c.refused} {
 		ch <- d
 	}
 }
@@ -70,6 +71,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.damaged, s.Damaged)
 	counter(c.scrubbed, s.Scrubbed)
 	gauge(c.restoring, float64(s.Restoring))
+	var refused int64
+	for _, n := range s.RowsRefused {
+		refused += n
+	}
+	counter(c.refused, refused)
 	store, serr := c.n.StoreInfo()
 	up := 1.0
 	if serr != nil {

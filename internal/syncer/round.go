@@ -176,6 +176,9 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 		}
 		ok, err := r.g.ApplyVerified(row, time.Now())
 		if err != nil {
+			if errors.Is(err, syncgroup.ErrOverBudget) {
+				s.refuse(row.Writer)
+			}
 			bad = errors.Join(bad, err)
 			continue
 		}

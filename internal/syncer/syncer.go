@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,6 +103,11 @@ type Config struct {
 	IOTimeout time.Duration
 	// Store persists the replicas; nil keeps them in memory only.
 	Store Store
+	// WriterBudget bounds what one writer's rows may cost each replica
+	// (zero fields: DefaultWriterBudget's; negative: no bound). Rows
+	// beyond it are refused, counted per writer (Refused), and the writer
+	// itself cannot write them.
+	WriterBudget syncgroup.Budget
 
 	// trustRows skips signature checks: only for the benchmark that
 	// measures what they cost.
@@ -110,7 +116,48 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Interval: 30 * time.Second, IOTimeout: 20 * time.Second, RoundPeers: 2, Fanout: DefaultFanout}
+	return Config{Interval: 30 * time.Second, IOTimeout: 20 * time.Second, RoundPeers: 2, Fanout: DefaultFanout,
+		WriterBudget: DefaultWriterBudget}
+}
+
+// DefaultWriterBudget is what one writer's rows may cost a replica of a
+// group by default: 250,000 rows and 64 MiB, counted with 128 bytes of
+// overhead a row. A photo's row is a few hundred bytes, so a member may
+// keep some 150,000 photos in a group; the value limit is 256 KiB. One
+// member cannot make the others hold more.
+var DefaultWriterBudget = syncgroup.Budget{Rows: 250_000, Bytes: 64 << 20}
+
+// budget returns the per-writer budget replicas get.
+func (s *Syncer) budget() syncgroup.Budget {
+	b := s.cfg.WriterBudget
+	if b.Rows == 0 {
+		b.Rows = DefaultWriterBudget.Rows
+	}
+	if b.Bytes == 0 {
+		b.Bytes = DefaultWriterBudget.Bytes
+	}
+	return syncgroup.Budget{Rows: max(b.Rows, 0), Bytes: max(b.Bytes, 0)}
+}
+
+// Refused returns, per writer, how many of its rows this node refused
+// for being over the writer's budget.
+func (s *Syncer) Refused() map[peer.ID]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.refused)
+}
+
+// refuse counts rows of writer refused over budget.
+func (s *Syncer) refuse(writer peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refused == nil {
+		s.refused = map[peer.ID]int64{}
+	}
+	if s.refused[writer] == 0 {
+		s.log.Warn("a member's rows are over its budget; refused", "writer", writer, "budget", s.budget())
+	}
+	s.refused[writer]++
 }
 
 // InitialDistance is a non-server's distance from a server before it has
@@ -142,8 +189,10 @@ type Syncer struct {
 	// outboxes holds the rows waiting to be pushed to each peer; a peer
 	// has an entry while its sender runs.
 	outboxes map[peer.ID][]pushItem
-	wg       sync.WaitGroup
-	ctx      context.Context
+	// refused counts, per writer, rows refused over its budget.
+	refused map[peer.ID]int64
+	wg      sync.WaitGroup
+	ctx     context.Context
 
 	rowsSent, bytesSent, messages atomic.Int64
 	cancel                        context.CancelFunc
@@ -234,6 +283,7 @@ func (s *Syncer) Restore(g *syncgroup.Group, prio syncnode.Priority) {
 			s.log.Error("group replica without a signing key", "group", g.Spec().ID, "err", err)
 		}
 	}
+	g.SetBudget(s.budget())
 	s.learnAddrs(g) // before others can reach g, whose reads are not safe alone
 	s.mu.Lock()
 	s.groups[g.Spec().ID] = &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}
