@@ -15,8 +15,26 @@ import (
 )
 
 // FetchFunc fetches one blob; an error means the attempt failed and the blob
-// is retried after a backoff.
+// is retried after a backoff. An error wrapping ErrBusy means the attempt
+// did not start: the blob is tried again after BusyDelay, its attempts not
+// counted.
 type FetchFunc func(ctx context.Context, ref syncnode.BlobRef) error
+
+// ErrBusy reports an attempt that did not start because what it needs
+// (its holder's places) is taken by other attempts now.
+var ErrBusy = errors.New("fetcher: busy")
+
+// BusyDelay is how long a blob whose attempt found its holder busy waits
+// before the next, when few wait; it grows with the queue (by BusyDelay
+// every 1024 blobs queued), so that a long queue of blobs from one busy
+// holder is gone through at about a thousand a second at most.
+const BusyDelay = time.Second
+
+// busyDelay returns the wait after a busy attempt with queued blobs.
+func busyDelay(queued int, u float64) time.Duration {
+	d := BusyDelay * time.Duration(1+queued/1024)
+	return d + time.Duration(u*float64(d)/2)
+}
 
 // AttemptStore persists each blob's attempt count (the signpost store does,
 // in the signpost's FetchAttempts).
@@ -284,6 +302,15 @@ func (f *Fetcher) attempt(ctx context.Context, ref syncnode.BlobRef, n int) {
 		f.mu.Lock()
 		done()
 		f.mu.Unlock()
+		return
+	}
+	if errors.Is(err, ErrBusy) {
+		// Not started: tried again soon, not counted.
+		f.mu.Lock()
+		done()
+		f.q.Push(ref, time.Now().Add(busyDelay(f.q.Len(), f.rng.Float64())), n)
+		f.mu.Unlock()
+		f.poke()
 		return
 	}
 	n++

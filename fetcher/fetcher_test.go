@@ -396,3 +396,65 @@ func TestReleaseFreesThePlaceNotTheBlob(t *testing.T) {
 		}
 	})
 }
+
+// A blob whose attempt finds its holder busy is tried again after about
+// BusyDelay, its attempts not counted and its place given to the next
+// blob at once: four busy blobs never hold back a fifth.
+func TestBusyIsNotAnAttempt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		busyLeft := map[syncnode.BlobRef]int{}
+		var tries []time.Duration
+		doneAt := map[syncnode.BlobRef]time.Duration{}
+		start := time.Now()
+		fetch := func(ctx context.Context, ref syncnode.BlobRef) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if ref == testRef(0) {
+				tries = append(tries, time.Since(start))
+			}
+			if busyLeft[ref] > 0 {
+				busyLeft[ref]--
+				return fmt.Errorf("%w: its holder serves enough", ErrBusy)
+			}
+			doneAt[ref] = time.Since(start)
+			return nil
+		}
+		for i := range 4 {
+			busyLeft[testRef(i)] = 3
+		}
+		cfg := DefaultConfig()
+		cfg.Concurrency = 1
+		st := &MemAttempts{}
+		f := newFetcher(t, cfg, fetch, st)
+		f.Start(t.Context())
+		defer f.Stop()
+		for i := range 5 {
+			if err := f.Enqueue(testRef(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for f.Len() > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if doneAt[testRef(4)] > 10*time.Millisecond {
+			t.Fatalf("the fifth blob waited %v behind four busy ones", doneAt[testRef(4)])
+		}
+		for i := range 5 {
+			if n, _ := st.FetchAttempts(testRef(i)); n != 1 {
+				t.Fatalf("blob %d: %d attempts recorded, want 1 (busy tries are not attempts)", i, n)
+			}
+		}
+		if len(tries) != 4 {
+			t.Fatalf("blob 0 tried %d times, want 4", len(tries))
+		}
+		for k := 1; k < len(tries); k++ {
+			if gap := tries[k] - tries[k-1]; gap < BusyDelay || gap > 2*BusyDelay {
+				t.Fatalf("busy retry %d after %v, want BusyDelay to twice that", k, gap)
+			}
+		}
+	})
+}

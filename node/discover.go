@@ -319,7 +319,16 @@ func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g 
 	unpin := n.pins.pin(ref)
 	defer unpin()
 	if !n.holds(ref) {
-		if _, err := n.fetch(ctx, ref, PriorityBackground, []peer.ID{from}, nil, 0); err != nil {
+		// In line with the background fetches from the same member: one
+		// whose asks drip their bytes in holds a few fetch places, and
+		// waits for them, never all of them.
+		release, err := n.perHolder.acquire(ctx, from)
+		if err != nil {
+			return shares.Result{}, fmt.Errorf("node: hand-off from %s waited for a fetch place: %w", from, err)
+		}
+		_, err = n.fetch(ctx, ref, PriorityNormal, []peer.ID{from}, nil, 0)
+		release()
+		if err != nil {
 			n.noteHandoff(ref, fmt.Sprintf("hand-off from %s not taken: fetch failed: %v", from, err))
 			return shares.Result{}, err
 		}

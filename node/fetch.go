@@ -15,6 +15,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
 )
@@ -276,6 +277,18 @@ const retrySpacing = 250 * time.Millisecond
 // attempt makes one try of f: it takes a fetch slot, asks the likely
 // holder, else locates the holders and fetches from them.
 func (n *Node) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) (p2p.FetchResult, []peer.ID, error) {
+	// A background fetch needs a place with its likely holder before it
+	// takes a fetch slot: one member whose blobs come slowly (or never
+	// quite stall) holds half the slots at most, and the others' blobs go
+	// on beside it. Without one the attempt does not start; the server
+	// fetcher tries it again soon, not counting it.
+	if p, ok := n.likelyHolder(ref, hints); ok && prio == PriorityBackground {
+		release, ok := n.perHolder.tryAcquire(p)
+		if !ok {
+			return p2p.FetchResult{}, nil, fmt.Errorf("%w: %s serves %d background fetches here already", fetcher.ErrBusy, p, n.perHolder.per)
+		}
+		defer release()
+	}
 	if err := n.gate.acquire(ctx, prio); err != nil {
 		return p2p.FetchResult{}, nil, err
 	}

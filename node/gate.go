@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"sync"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // gate admits at most a fixed number of fetches at once; waiting fetches
@@ -74,4 +76,55 @@ func (g *gate) releaseLocked() {
 	w := g.waiting[best]
 	g.waiting = append(g.waiting[:best], g.waiting[best+1:]...)
 	close(w.ready)
+}
+
+// holderSlots bounds the background fetches one likely holder serves at
+// once, so that a holder that serves slowly (dripping bytes just above the
+// stall limit) holds a few fetch places, never all of them.
+type holderSlots struct {
+	mu   sync.Mutex
+	per  int
+	used map[peer.ID]int
+	// freed is closed (and replaced) whenever a slot is released.
+	freed chan struct{}
+}
+
+func newHolderSlots(per int) *holderSlots {
+	return &holderSlots{per: max(per, 1), used: map[peer.ID]int{}, freed: make(chan struct{})}
+}
+
+// acquire waits for one of p's slots; it fails only when ctx ends.
+func (h *holderSlots) acquire(ctx context.Context, p peer.ID) (release func(), err error) {
+	for {
+		h.mu.Lock()
+		freed := h.freed
+		h.mu.Unlock()
+		if release, ok := h.tryAcquire(p); ok {
+			return release, nil
+		}
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// tryAcquire takes one of p's slots if one is free.
+func (h *holderSlots) tryAcquire(p peer.ID) (release func(), ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.used[p] >= h.per {
+		return nil, false
+	}
+	h.used[p]++
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.used[p]--; h.used[p] == 0 {
+			delete(h.used, p)
+		}
+		close(h.freed)
+		h.freed = make(chan struct{})
+	}, true
 }

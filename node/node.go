@@ -194,11 +194,13 @@ type Node struct {
 	takes     takes
 	fetcher   *fetcher.Fetcher
 
-	gate    *gate
-	rep     reputation
-	returns returns
-	punches punches
-	flights flights
+	gate *gate
+	// perHolder bounds the background fetches one likely holder serves.
+	perHolder *holderSlots
+	rep       reputation
+	returns   returns
+	punches   punches
+	flights   flights
 	// keepMu serialises writes of group records to the object store, and
 	// guards recorded: the members each group's record names.
 	keepMu   sync.Mutex

@@ -182,6 +182,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 // reprovider.
 func (n *Node) openFetching() (err error) {
 	n.gate = newGate(n.cfg.MaxFetches)
+	n.perHolder = newHolderSlots(n.cfg.MaxFetches / 2)
 	n.flights.m = map[syncnode.BlobRef]*flight{}
 	seed := uint64(time.Now().UnixNano())
 	if n.fetcher, err = fetcher.New(*n.cfg.Fetcher, n.serverFetch, n.signposts, rand.New(rand.NewPCG(seed, seed>>1|1)), n.log); err != nil {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -18,6 +19,9 @@ func (n *Node) serverFetch(ctx context.Context, ref syncnode.BlobRef) error {
 	tr := &attemptTrace{}
 	n.stats.attempts.Add(1)
 	err := n.serverAttempt(withTrace(ctx, tr), ref)
+	if errors.Is(err, fetcher.ErrBusy) {
+		return err // not an attempt: nothing to count or journal
+	}
 	if err != nil && ctx.Err() == nil {
 		n.stats.failures.Add(1)
 	}

@@ -44,6 +44,9 @@ const (
 	truncate   = "truncates"
 	slowLoris  = "slow-loris"
 	resets     = "resets"
+	// drip sends just fast enough never to count as stalled (the fault
+	// suite's nodes want 256 KiB in each 5 s).
+	drip = "drips"
 )
 
 // adversary is a real member node whose blob upload handler is replaced by
@@ -123,6 +126,13 @@ func (a *adversary) serve(st network.Stream) {
 	case resets:
 		st.Write(body[:min(64<<10, len(body))])
 		st.Reset()
+	case drip:
+		for off := 0; off < len(body); off += 4 << 10 {
+			if _, err := st.Write(body[off:min(off+4<<10, len(body))]); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	default:
 		st.Write(body)
 	}
