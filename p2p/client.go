@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
 	"github.com/syncnode/syncnode"
@@ -78,13 +79,20 @@ type ClientConfig struct {
 	// RelayRate is the bytes per second that all relayed transfers
 	// together read under RelayThrottle (default 1 MiB/s).
 	RelayRate int64
+	// TreeMemory bounds the bytes of trees that transfers hold while
+	// they arrive, together (default 64 MiB, the tree of a 16 GiB blob). A
+	// larger tree waits until it can have all of it alone. Trees are
+	// verified node by node as they arrive: a wrong one is dropped at its
+	// first wrong node.
+	TreeMemory int64
 }
 
 // DefaultClientConfig returns the defaults.
 func DefaultClientConfig() ClientConfig {
 	return ClientConfig{RangeSize: 32 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
 		MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, BusyWait: time.Minute, SyncEvery: 64 << 20,
-		MaxBlobSize: 256 << 30, Relayed: RelayThrottle, DirectWait: 2 * time.Second, RelayRate: 1 << 20}
+		MaxBlobSize: 256 << 30, Relayed: RelayThrottle, DirectWait: 2 * time.Second, RelayRate: 1 << 20,
+		TreeMemory: 64 << 20}
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -105,6 +113,7 @@ func (c ClientConfig) withDefaults() ClientConfig {
 	setDefault(&c.Relayed, d.Relayed)
 	setDefault(&c.DirectWait, d.DirectWait)
 	setDefault(&c.RelayRate, d.RelayRate)
+	setDefault(&c.TreeMemory, d.TreeMemory)
 	return c
 }
 
@@ -112,7 +121,7 @@ func (c ClientConfig) withDefaults() ClientConfig {
 // duration, or Retries below -1.
 func (c ClientConfig) Validate() error {
 	switch {
-	case c.RangeSize < 0, c.ReadSize < 0, c.MinProgress < 0, c.SyncEvery < 0, c.MaxBlobSize < 0, c.RelayRate < 0:
+	case c.RangeSize < 0, c.ReadSize < 0, c.MinProgress < 0, c.SyncEvery < 0, c.MaxBlobSize < 0, c.RelayRate < 0, c.TreeMemory < 0:
 		return fmt.Errorf("%w: client sizes must not be negative: %+v", ErrConfig, c)
 	case c.IOTimeout < 0, c.RetryDelay < 0, c.BusyWait < 0, c.DirectWait < 0:
 		return fmt.Errorf("%w: client durations must not be negative: %+v", ErrConfig, c)
@@ -140,6 +149,8 @@ type Client struct {
 	log   *slog.Logger
 	// relayed paces every transfer that crosses a relay, together.
 	relayed *rate.Limiter
+	// trees bounds the tree bytes held by transfers under way.
+	trees *semaphore.Weighted
 }
 
 // NewClient returns a client that fetches into store; zero fields of cfg
@@ -151,7 +162,7 @@ func NewClient(h host.Host, store blobstore.Store, cfg ClientConfig, log *slog.L
 	cfg = cfg.withDefaults()
 	// The burst is one read's worth: a throttled read waits for its bytes.
 	lim := rate.NewLimiter(rate.Limit(cfg.RelayRate), int(min(cfg.RelayRate, 256<<10)))
-	return &Client{h: h, store: store, cfg: cfg, log: log, relayed: lim}, nil
+	return &Client{h: h, store: store, cfg: cfg, log: log, relayed: lim, trees: semaphore.NewWeighted(cfg.TreeMemory)}, nil
 }
 
 // HaveResult is a peer's answer to HaveBlob.
@@ -320,21 +331,51 @@ func (c *Client) getOn(ctx context.Context, st network.Stream, p peer.ID, req ge
 		src = &throttled{ctx: ctx, r: br, lim: c.relayed}
 	}
 	dr := &deadlineReader{r: src, st: st, timeout: c.cfg.IOTimeout, need: max(c.cfg.MinProgress, 1)}
-	// The tree is held as it arrives, not allocated at its announced size.
-	var tb bytes.Buffer
-	tb.Grow(int(min(resp.TreeLen, 64<<10)))
-	if k, err := tb.ReadFrom(io.LimitReader(dr, resp.TreeLen)); err != nil || k != resp.TreeLen {
+	tree, err := c.readTree(ctx, dr, req.Ref, resp.TreeLen)
+	if err != nil {
 		st.Reset()
-		if err == nil {
-			err = io.ErrUnexpectedEOF
-		}
-		return resp, fmt.Errorf("p2p: read tree: %w", err)
+		return resp, err
 	}
-	tree := tb.Bytes()
+	defer c.trees.Release(min(resp.TreeLen, c.cfg.TreeMemory))
 	if err := body(tree, dr, resp.Len); err != nil {
 		st.Reset()
 		return resp, err
 	}
 	st.Close()
 	return resp, nil
+}
+
+// readTree reads a tree of n bytes for the blob whose ref is refBytes,
+// holding its share of TreeMemory, which the caller releases (min(n,
+// TreeMemory)) once done with the tree unless readTree fails. The tree is
+// held as it arrives, not allocated at its announced size, and verified
+// node by node: a holder that sends a wrong tree is found out at its first
+// wrong node (ErrLiar).
+func (c *Client) readTree(ctx context.Context, r io.Reader, refBytes []byte, n int64) ([]byte, error) {
+	ref, err := syncnode.RefFromBytes(refBytes)
+	if err != nil {
+		return nil, err
+	}
+	hold := min(n, c.cfg.TreeMemory)
+	if err := c.trees.Acquire(ctx, hold); err != nil {
+		return nil, fmt.Errorf("p2p: wait for tree memory: %w", err)
+	}
+	var tb bytes.Buffer
+	tb.Grow(int(min(n, 64<<10)))
+	v := baotree.NewOutboardVerifier(ref.Hash())
+	k, err := io.Copy(io.MultiWriter(v, &tb), io.LimitReader(r, n))
+	if err == nil && k != n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil && n > 0 {
+		err = v.Close()
+	}
+	if err != nil {
+		c.trees.Release(hold)
+		if errors.Is(err, baotree.ErrVerify) {
+			return nil, fmt.Errorf("%w: %v", ErrLiar, err)
+		}
+		return nil, fmt.Errorf("p2p: read tree: %w", err)
+	}
+	return tb.Bytes(), nil
 }

@@ -2,6 +2,7 @@ package baotree
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"testing"
@@ -116,6 +117,91 @@ func FuzzVerify(f *testing.F) {
 		want := off+int64(len(chunk)) <= int64(len(data)) && bytes.Equal(chunk, data[off:off+int64(len(chunk))])
 		if err == nil && !want {
 			t.Fatalf("%d bytes at %d that are not the blob's verified", len(chunk), off)
+		}
+	})
+}
+
+// The streaming verifier accepts every honest tree in pieces of any size,
+// and refuses a flipped bit at the node that holds it, a tree cut short
+// and bytes beyond the end.
+func TestOutboardVerifier(t *testing.T) {
+	for _, size := range []int{0, 1, GroupSize, GroupSize + 1, 5*GroupSize + 7, 64 * GroupSize, 100*GroupSize + 3} {
+		data := make([]byte, size)
+		for i := range data {
+			data[i] = byte(i * 7)
+		}
+		var h Hasher
+		h.Write(data)
+		root, ob := h.Sum()
+		for _, piece := range []int{1, 7, 64, 1000, len(ob) + 1} {
+			v := NewOutboardVerifier(root)
+			for off := 0; off < len(ob); off += piece {
+				if _, err := v.Write(ob[off:min(off+piece, len(ob))]); err != nil {
+					t.Fatalf("size %d, pieces of %d: %v", size, piece, err)
+				}
+			}
+			if err := v.Close(); err != nil {
+				t.Fatalf("size %d, pieces of %d: %v", size, piece, err)
+			}
+		}
+		if len(ob) > 8 {
+			bad := bytes.Clone(ob)
+			bad[len(bad)-1] ^= 1
+			v := NewOutboardVerifier(root)
+			_, err := v.Write(bad)
+			if err == nil {
+				err = v.Close()
+			}
+			if !errors.Is(err, ErrVerify) {
+				t.Fatalf("size %d: a flipped bit in the last node: %v", size, err)
+			}
+			v = NewOutboardVerifier(root)
+			v.Write(ob[:len(ob)-1])
+			if err := v.Close(); !errors.Is(err, ErrVerify) {
+				t.Fatalf("size %d: a tree cut short: %v", size, err)
+			}
+		}
+		v := NewOutboardVerifier(root)
+		if _, err := v.Write(append(bytes.Clone(ob), make([]byte, 64)...)); !errors.Is(err, ErrVerify) {
+			t.Fatalf("size %d: 64 bytes past the end: %v", size, err)
+		}
+	}
+	// A garbage tree for a huge blob is refused at its first node.
+	var h Hasher
+	h.Write([]byte("x"))
+	root, _ := h.Sum()
+	v := NewOutboardVerifier(root)
+	head := binary.LittleEndian.AppendUint64(nil, 64<<30)
+	if _, err := v.Write(head); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Write(make([]byte, 64)); !errors.Is(err, ErrVerify) {
+		t.Fatalf("a garbage first node of a 64 GiB tree: %v", err)
+	}
+}
+
+// FuzzOutboardVerifier: on any bytes, the streaming verifier agrees with
+// VerifyOutboard, whatever the pieces they arrive in.
+func FuzzOutboardVerifier(f *testing.F) {
+	var h Hasher
+	h.Write(bytes.Repeat([]byte{3}, 3*GroupSize+5))
+	root, ob := h.Sum()
+	f.Add(ob, uint8(7))
+	f.Add(ob[:20], uint8(1))
+	f.Add([]byte{}, uint8(0))
+	f.Fuzz(func(t *testing.T, tree []byte, piece uint8) {
+		want := VerifyOutboard(root, tree)
+		v := NewOutboardVerifier(root)
+		step := int(piece) + 1
+		var err error
+		for off := 0; off < len(tree) && err == nil; off += step {
+			_, err = v.Write(tree[off:min(off+step, len(tree))])
+		}
+		if err == nil {
+			err = v.Close()
+		}
+		if (err == nil) != (want == nil) {
+			t.Fatalf("streaming: %v; whole: %v", err, want)
 		}
 	})
 }

@@ -181,3 +181,63 @@ func TestJoinFloodBounded(t *testing.T) {
 		t.Fatalf("the daemon is down: %v", err)
 	}
 }
+
+// TestGarbageTreeDroppedAtItsFirstNode: a stranger that says it holds a
+// 64 GiB blob answers the daemon's fetch with a whole tree of the
+// announced 256 MiB, all garbage, as fast as loopback takes it. The daemon
+// drops it at its first node: the stranger gets to send a few MiB at most
+// and the daemon's heap grows by no more than a few MiB, where reading the
+// tree whole before checking it would have taken 256 MiB.
+func TestGarbageTreeDroppedAtItsFirstNode(t *testing.T) {
+	p := newProc(t, "victim", time.Hour)
+	h := stranger(t, p)
+	d, err := p2p.NewDHT(h, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const size = 64 << 30
+	ref := syncnode.RefFromHash([32]byte{9, 9, 9})
+	h.SetStreamHandler(p2p.ProtoHaveBlob, func(st network.Stream) {
+		defer st.Close()
+		var req haveRequest
+		p2p.ReadMsg(bufio.NewReader(st), st, &req, 4<<10, 5*time.Second)
+		p2p.WriteMsg(st, haveResponse{Have: true, Size: size}, 5*time.Second)
+	})
+	var sent atomic.Int64
+	h.SetStreamHandler(p2p.ProtoGetBlob, func(st network.Stream) {
+		defer st.Close()
+		var req getRequest
+		p2p.ReadMsg(bufio.NewReader(st), st, &req, 4<<10, 5*time.Second)
+		treeLen := baotree.OutboardSize(size)
+		p2p.WriteMsg(st, getResponse{Size: size, TreeLen: treeLen, Len: req.Len}, 5*time.Second)
+		chunk := bytes.Repeat([]byte{0xab}, 1<<20)
+		binary.LittleEndian.PutUint64(chunk, size) // a true length, then garbage
+		for off := int64(0); off < treeLen; off += int64(len(chunk)) {
+			st.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			k, err := st.Write(chunk[:min(int64(len(chunk)), treeLen-off)])
+			sent.Add(int64(k))
+			if err != nil {
+				return
+			}
+		}
+	})
+	testkit.WaitFor(t, 10*time.Second, "the stranger's provider record", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		return d.Provide(ctx, ref) == nil
+	})
+	before := heapInUse(t, p)
+	err = p.cl.FetchBlob(t.Context(), ref.String(), api.FetchOptions{}, nil)
+	grew := heapInUse(t, p) - before
+	t.Logf("fetch: %v; the stranger sent %d KiB of its 256 MiB tree; the heap grew by %d KiB", err, sent.Load()>>10, grew>>10)
+	if err == nil {
+		t.Fatal("a garbage tree was taken")
+	}
+	if sent.Load() > 32<<20 {
+		t.Fatalf("the daemon read %d MiB of a tree wrong from its first node", sent.Load()>>20)
+	}
+	if grew > 32<<20 {
+		t.Fatalf("a garbage tree grew the heap by %d MiB", grew>>20)
+	}
+}
