@@ -259,6 +259,12 @@ type place struct {
 	released bool // under f.mu
 }
 
+// InAttempt reports whether ctx is that of an attempt this package runs.
+func InAttempt(ctx context.Context) bool {
+	_, ok := ctx.Value(releaseKey{}).(*place)
+	return ok
+}
+
 // Release gives up the place that the attempt running with ctx holds
 // among the Concurrency attempts at once, so that the next due blob
 // starts: the attempt has moved its blob's bytes and only finishes, on

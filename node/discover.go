@@ -265,15 +265,18 @@ func (n *Node) handoff(g syncnode.GroupID, p peer.ID) {
 	}
 	for _, ref := range refs {
 		ctx, cancel := context.WithTimeout(n.ctx, n.shares.AskWait+n.cfg.IOTimeout)
-		taken, err := n.shares.Ask(ctx, p, ref, g)
+		res, err := n.shares.Ask(ctx, p, ref, g)
 		cancel()
 		if n.ctx.Err() != nil {
 			return
 		}
+		taken := res.Taken
 		k := handoffRef{ref, p}
 		switch {
 		case err != nil:
 			n.noteHandoff(ref, fmt.Sprintf("hand-off to %s in %s failed; shares kept here: %v", p, g, err))
+		case res.Surplus:
+			n.noteHandoff(ref, fmt.Sprintf("server %s holds the two shares of %s already: the ones here were surplus and are dropped", p, g))
 		case taken == 0:
 			err = errors.New("took no shares")
 			n.noteHandoff(ref, fmt.Sprintf("hand-off to %s in %s: it took no shares; shares kept here", p, g))
@@ -305,6 +308,14 @@ func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g 
 	me, err := n.sync.Priority(g)
 	if err != nil {
 		return shares.Result{}, err
+	}
+	// A server that holds the blob and the group's two shares already
+	// says so: the asker's shares are surplus (a member offered shares it
+	// never had), and it drops them.
+	if me.DevType == syncnode.Server {
+		if held, sh, err := n.Holding(ref); err == nil && held && sh[g] >= ownership.CreatorShares {
+			return shares.Result{Surplus: true}, nil
+		}
 	}
 	them, ok := n.sync.PeerPriority(g, from)
 	if !ok || (!leaving && !handsOffTo(them.DevType, me.DevType)) || (leaving && me.DevType == syncnode.Leaf) {

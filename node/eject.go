@@ -103,8 +103,16 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 		kept, err = n.keptBy(ctx, g, p, refs)
 	}
 	if err == nil {
-		e.Held = kept
-		keep(kept, func(held []syncnode.BlobRef) []syncnode.BlobRef { return n.takeFromEjected(ctx, g, p, held) })
+		// What a server of the group holds is the server's to keep: the
+		// shares p claims of it are surplus, and none are taken or made.
+		var notOnServer []syncnode.BlobRef
+		for _, ref := range kept {
+			if _, ok := n.serverHolding(ctx, g, p, ref); !ok {
+				notOnServer = append(notOnServer, ref)
+			}
+		}
+		e.Held = notOnServer
+		keep(notOnServer, func(held []syncnode.BlobRef) []syncnode.BlobRef { return n.takeFromEjected(ctx, g, p, held) })
 	} else {
 		if !o.Force {
 			return e, fmt.Errorf("%w: %s does not answer, so what it keeps in %s cannot be checked (%v); eject with force to go by what this node knows",
@@ -123,11 +131,33 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 	}
 	var errs []error
 	for _, ref := range regrant {
+		if q, ok := n.serverHolding(ctx, g, p, ref); ok {
+			// A server's own word: it holds the blob, and the group's
+			// shares are (or will be) its.
+			n.noteHandoff(ref, fmt.Sprintf("not taken over from %s: server %s holds it", p, q))
+			continue
+		}
 		if err := n.keepForGroup(ref, g); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return e, errors.Join(errs...)
+}
+
+// serverHolding returns a server of g other than p that says it holds ref.
+func (n *Node) serverHolding(ctx context.Context, g syncnode.GroupID, p peer.ID, ref syncnode.BlobRef) (peer.ID, bool) {
+	for _, m := range n.Members(g) {
+		if m.DevType != syncnode.Server || m.Peer == p || m.Peer == n.h.ID() {
+			continue
+		}
+		hctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
+		r, err := n.client.Have(hctx, m.Peer, ref)
+		cancel()
+		if err == nil && r.Have {
+			return m.Peer, true
+		}
+	}
+	return "", false
 }
 
 // refsIn returns the blobs that live rows of g reference, each once.

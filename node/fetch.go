@@ -113,8 +113,21 @@ type flight struct {
 	watchers map[int]func(Status)
 	nextID   int
 	waiters  int
-	// wait is the longest WaitForHolder of the callers so far.
+	// wait is the longest WaitForHolder of the callers so far, prio the
+	// highest priority.
 	wait time.Duration
+	prio int
+	// byFetcher: every caller so far is the server fetcher, whose
+	// attempts wait for a place with the likely holder (fetcher.ErrBusy).
+	byFetcher bool
+}
+
+// priority returns the highest priority of f's callers so far, and
+// whether they are all the server fetcher.
+func (f *flight) priority() (int, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.prio, f.byFetcher
 }
 
 func (f *flight) set(s Status) {
@@ -143,15 +156,17 @@ func (n *Node) fetch(ctx context.Context, ref syncnode.BlobRef, prio int, hints 
 	if f == nil {
 		// Status starts at Pending; the flight runs once its first
 		// watcher is in place, so every watcher sees every stage.
-		f = &flight{done: make(chan struct{}), watchers: map[int]func(Status){}}
+		f = &flight{done: make(chan struct{}), watchers: map[int]func(Status){}, prio: prio, byFetcher: fetcher.InAttempt(ctx)}
 		fctx, cancel := context.WithCancel(n.ctx)
 		f.cancel = cancel
 		n.flights.m[ref] = f
-		start = func() { n.goRun(func() { n.runFlight(fctx, f, ref, prio, hints) }) }
+		start = func() { n.goRun(func() { n.runFlight(fctx, f, ref, hints) }) }
 	}
 	f.waiters++
 	f.mu.Lock()
 	f.wait = max(f.wait, wait)
+	f.prio = max(f.prio, prio)
+	f.byFetcher = f.byFetcher && fetcher.InAttempt(ctx)
 	id := f.nextID
 	f.nextID++
 	if status != nil {
@@ -196,7 +211,7 @@ func (n *Node) flightOf(ref syncnode.BlobRef) *flight {
 	return n.flights.m[ref]
 }
 
-func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) {
+func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, hints []peer.ID) {
 	defer func() {
 		n.flights.mu.Lock()
 		delete(n.flights.m, ref)
@@ -206,7 +221,11 @@ func (n *Node) runFlight(ctx context.Context, f *flight, ref syncnode.BlobRef, p
 	}()
 	start := time.Now()
 	for tries := 0; ; tries++ {
+		prio, _ := f.priority()
 		res, holders, err := n.attempt(ctx, f, ref, prio, hints)
+		if _, byFetcher := f.priority(); errors.Is(err, fetcher.ErrBusy) && !byFetcher {
+			continue // another caller joined the fetcher's: it waits for no holder's place
+		}
 		if err == nil {
 			n.fetched(ref, res.Size)
 			f.info = res.Info
@@ -277,17 +296,20 @@ const retrySpacing = 250 * time.Millisecond
 // attempt makes one try of f: it takes a fetch slot, asks the likely
 // holder, else locates the holders and fetches from them.
 func (n *Node) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) (p2p.FetchResult, []peer.ID, error) {
-	// A background fetch needs a place with its likely holder before it
-	// takes a fetch slot: one member whose blobs come slowly (or never
-	// quite stall) holds half the slots at most, and the others' blobs go
-	// on beside it. Without one the attempt does not start; the server
-	// fetcher tries it again soon, not counting it.
-	if p, ok := n.likelyHolder(ref, hints); ok && prio == PriorityBackground {
-		release, ok := n.perHolder.tryAcquire(p)
-		if !ok {
-			return p2p.FetchResult{}, nil, fmt.Errorf("%w: %s serves %d background fetches here already", fetcher.ErrBusy, p, n.perHolder.per)
+	// The server fetcher's attempt needs a place with its likely holder
+	// before it takes a fetch slot: one member whose blobs come slowly (or
+	// never quite stall) holds half the slots at most, and the others'
+	// blobs go on beside it. Without one the attempt does not start; the
+	// fetcher tries it again soon, not counting it. A user's fetch, or
+	// one that joined the fetcher's, waits in no such line.
+	if _, byFetcher := f.priority(); byFetcher {
+		if p, ok := n.likelyHolder(ref, hints); ok {
+			release, ok := n.perHolder.tryAcquire(p)
+			if !ok {
+				return p2p.FetchResult{}, nil, fmt.Errorf("%w: %s serves %d background fetches here already", fetcher.ErrBusy, p, n.perHolder.per)
+			}
+			defer release()
 		}
-		defer release()
 	}
 	if err := n.gate.acquire(ctx, prio); err != nil {
 		return p2p.FetchResult{}, nil, err
@@ -535,7 +557,7 @@ func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []pee
 		wg   sync.WaitGroup
 	)
 	for _, g := range sp.Groups() {
-		if !n.sync.IsMember(n.h.ID(), g) {
+		if !n.sync.IsMember(n.h.ID(), g) || n.serverKeeps(ctx, ref, sp, g) {
 			continue
 		}
 		for _, c := range cands {
@@ -559,6 +581,37 @@ func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []pee
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// serverKeeps reports whether a device should leave ref's shares in g
+// alone: this node is no server of g, and a server of g has said that it
+// holds the blob (a location counts as a server's only on its own word).
+// The group's shares belong there; a device that took some from a member
+// claiming to hold them would only pin its copy.
+func (n *Node) serverKeeps(ctx context.Context, ref syncnode.BlobRef, sp signpost.Signpost, g syncnode.GroupID) bool {
+	if me, err := n.sync.Priority(g); err != nil || me.DevType == syncnode.Server {
+		return false
+	}
+	for p, l := range sp.Locations {
+		if l.IsServer && p != n.h.ID() {
+			if pp, ok := n.sync.PeerPriority(g, p); ok && pp.DevType == syncnode.Server {
+				return true
+			}
+		}
+	}
+	// The signpost may not know yet: the connected servers are asked.
+	for _, m := range n.Members(g) {
+		if m.DevType != syncnode.Server || m.Peer == n.h.ID() || !n.connected(m.Peer) {
+			continue
+		}
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		r, err := n.client.Have(hctx, m.Peer, ref)
+		cancel()
+		if err == nil && r.Have {
+			return true
+		}
+	}
+	return false
 }
 
 // take asks p for its shares of ref in g, and logs what came of it.

@@ -26,6 +26,10 @@ var (
 	ErrOutsideGroup = errors.New("syncgroup: key outside the group's prefixes")
 	// ErrNotAllowed reports a membership change its writer may not make.
 	ErrNotAllowed = errors.New("syncgroup: not allowed")
+	// ErrAfterExit reports a row its writer wrote after it left the group
+	// or after the admin that ejected it had last seen its rows: refused
+	// alike by every replica that knows of the exit.
+	ErrAfterExit = errors.New("syncgroup: written after its writer left the group")
 )
 
 // memberPrefix is the reserved key prefix of membership rows. Keys that
@@ -60,6 +64,10 @@ type admission struct {
 	// nonce Readmit names, issued by an admin after the ejection.
 	Ejected bool   `msgpack:"x,omitempty"`
 	Readmit []byte `msgpack:"re,omitempty"`
+	// UpTo is, in an ejection, the highest sequence number of the
+	// member's rows the ejecting admin had seen: rows it wrote up to there
+	// were written while it was a member and stay valid for everyone.
+	UpTo uint64 `msgpack:"u,omitempty"`
 }
 
 // ErrUsed reports an invitation that was used already and may not be again.
@@ -241,11 +249,25 @@ func (g *Group) Eject(p peer.ID, now time.Time) (Row, error) {
 		a.Nonce, a.DevType = m.Invitation.Nonce, m.Invitation.DevType
 	}
 	a.Revoked, a.Ejected, a.Readmit = true, true, nil
+	a.UpTo = g.rows.seen[p]
 	b, err := msgpack.Marshal(a)
 	if err != nil {
 		return Row{}, err
 	}
 	return g.rows.Put(admissionKey(p), b, now), nil
+}
+
+// exitOf reports whether p left the group or was ejected, and the last
+// sequence number of its rows written while it was a member: the row
+// before its own tombstone, or what the ejecting admin had seen of it.
+func (g *Group) exitOf(p peer.ID) (upTo uint64, out bool) {
+	if a, found := g.admission(p); found && a.Ejected {
+		return a.UpTo, true
+	}
+	if m, found := g.rows.Get(memberPrefix + string(p)); found && m.Deleted && m.Writer == p && m.Seq > 0 {
+		return m.Seq - 1, true
+	}
+	return 0, false
 }
 
 // Banned reports whether an ejection bans p from joining again.
@@ -544,7 +566,14 @@ func (g *Group) check(row Row) error {
 			return fmt.Errorf("%w: %q", ErrOutsideGroup, row.Key)
 		}
 		if !g.IsMember(row.Writer) {
-			return fmt.Errorf("%w: writer %s of %q", ErrNotMember, row.Writer, row.Key)
+			upTo, out := g.exitOf(row.Writer)
+			switch {
+			case !out:
+				return fmt.Errorf("%w: writer %s of %q", ErrNotMember, row.Writer, row.Key)
+			case row.Seq > upTo:
+				return fmt.Errorf("%w: %q by %s (its row %d; it was out after %d)", ErrAfterExit, row.Key, row.Writer, row.Seq, upTo)
+			}
+			// Written while its writer was a member: valid for everyone.
 		}
 		if !row.Deleted {
 			if err := msgpackx.Check(row.Value); err != nil {

@@ -140,8 +140,13 @@ func TestMembershipLifecycle(t *testing.T) {
 	}
 	later, _ := msgpack.Marshal("after ejection")
 	row2 := signed(phoneKey, Row{Key: "photos/3", Value: later, TS: Timestamp{Wall: t0.Add(7 * time.Second).UnixNano()}, Writer: phone, Seq: 3})
-	if _, err := sg.Apply(row2, t0.Add(7*time.Second)); !errors.Is(err, ErrNotMember) {
+	if _, err := sg.Apply(row2, t0.Add(7*time.Second)); !errors.Is(err, ErrAfterExit) {
 		t.Fatalf("ejected member's write: %v", err)
+	}
+	// Its row written while a member, which the admin had seen when it
+	// ejected it, reaches the server only now: valid, as for everyone.
+	if ok, err := sg.Apply(row, t0.Add(7*time.Second)); err != nil || !ok {
+		t.Fatalf("a row the ejected member wrote while a member, arriving late: %v %v", ok, err)
 	}
 	if _, err := pg.Join(inv, nil, t0.Add(2*time.Hour)); !errors.Is(err, ErrInvitation) {
 		t.Fatalf("rejoin with an expired invitation: %v", err)

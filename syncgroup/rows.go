@@ -302,10 +302,18 @@ func (r *Rows) Missing(remote VersionVector, prefixes []string) []Row {
 // state, or its last writes were overwritten before they came back) must
 // not see a number reused. A claim there can only waste numbers, never
 // suppress a write; it is bounded so that no claim runs the count out.
-func (r *Rows) Learned(remote VersionVector) {
+func (r *Rows) Learned(remote VersionVector) { r.LearnedFor(remote, nil) }
+
+// LearnedFor is Learned for the writers vouch accepts (all of them if
+// vouch is nil): a peer's word on what it sent of other writers' rows
+// moves this replica's vector only when the caller trusts that word.
+func (r *Rows) LearnedFor(remote VersionVector, vouch func(w peer.ID) bool) {
 	for w, s := range remote {
 		if w == r.self {
 			r.seq = max(r.seq, min(s, maxClaimedSeq))
+		}
+		if vouch != nil && !vouch(w) {
+			continue
 		}
 		if s = min(s, r.seen[w]); s > r.vv[w] {
 			r.vv[w] = s

@@ -199,6 +199,9 @@ type response struct {
 	Accepted bool                `msgpack:"a,omitempty"`
 	// Taken answers an ask: how many shares the member took.
 	Taken int `msgpack:"n,omitempty"`
+	// Surplus answers an ask: the asked server holds the group's two
+	// shares already (see Result.Surplus).
+	Surplus bool `msgpack:"su,omitempty"`
 	// Nonce answers a challenge: the key of the hash of the whole blob
 	// that proves possession (ProofSize bytes).
 	Nonce []byte `msgpack:"c,omitempty"`
@@ -216,6 +219,11 @@ type Result struct {
 	Taken int
 	// HolderKeeps reports whether the holder still has shares of the blob.
 	HolderKeeps bool
+	// Surplus answers an ask: the asked node, a server, holds the group's
+	// two shares of the blob already, with a verified copy, so the
+	// asker's are surplus (a member that offered shares it never had
+	// made them) and were dropped.
+	Surplus bool
 }
 
 // Take asks holder for its shares of ref in group g. This node must hold
@@ -392,16 +400,30 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 // fetching the blob from this node first if it lacks it, as a leaf hands a
 // blob off to a non-leaf and a device to a server. It returns how many
 // shares p took once the hand-off has ended, or why it failed.
-func (s *Service) Ask(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (int, error) {
-	resp, err := s.call(ctx, p, request{Op: opAsk, Ref: ref, Group: g}, s.AskWait+s.timeout)
-	return resp.Taken, err
+func (s *Service) Ask(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (Result, error) {
+	return s.ask(ctx, p, request{Op: opAsk, Ref: ref, Group: g})
 }
 
 // AskLeaving is Ask from a node leaving g (see Leaving): p may take the
 // shares whatever the two device types, and is offered all of them.
-func (s *Service) AskLeaving(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (int, error) {
-	resp, err := s.call(ctx, p, request{Op: opAsk, Ref: ref, Group: g, Leaving: true}, s.AskWait+s.timeout)
-	return resp.Taken, err
+func (s *Service) AskLeaving(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (Result, error) {
+	return s.ask(ctx, p, request{Op: opAsk, Ref: ref, Group: g, Leaving: true})
+}
+
+func (s *Service) ask(ctx context.Context, p peer.ID, req request) (Result, error) {
+	resp, err := s.call(ctx, p, req, s.AskWait+s.timeout)
+	if err != nil || !resp.Surplus {
+		return Result{Taken: resp.Taken}, err
+	}
+	// Only a server's own word settles it: the group's shares are its.
+	if them, ok := s.prio.PeerPriority(req.Group, p); !ok || them.DevType != syncnode.Server {
+		return Result{}, fmt.Errorf("shares: %s, no server of %s, calls this node's shares of %s surplus", p, req.Group, req.Ref)
+	}
+	if err := s.ledger.DropGroup(req.Ref, req.Group); err != nil {
+		return Result{}, err
+	}
+	s.log.Warn("shares surplus: a server holds the group's two already; dropped here", "blob", req.Ref, "group", req.Group, "server", p)
+	return Result{Surplus: true}, nil
 }
 
 // Leaving marks this node as leaving group g (or no longer): while it
@@ -698,7 +720,7 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 		ctx, cancel := context.WithTimeout(s.ctx, s.AskWait)
 		defer cancel()
 		res, err := s.asked(ctx, from, req.Ref, req.Group, req.Leaving)
-		return response{Taken: res.Taken}, err
+		return response{Taken: res.Taken, Surplus: res.Surplus}, err
 	}
 	return response{}, fmt.Errorf("unknown operation %q", req.Op)
 }

@@ -2,11 +2,13 @@ package syncer
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -122,8 +124,8 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			s.hooks.Learn(from, id, sps)
 		}
 		won, bad, err := s.apply(r, id, b.Rows, func(g *syncgroup.Group, bad error) {
-			if b.Done && applyErr == nil && bad == nil && vv != nil {
-				g.Rows().Learned(vv)
+			if b.Done && !retryable(applyErr) && !retryable(bad) && vv != nil {
+				g.Rows().LearnedFor(vv, vouches(g, from))
 			}
 		}, b.Done)
 		applyErr = errors.Join(applyErr, bad)
@@ -156,6 +158,26 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 // whole replica state if always). bad joins the refusals; err is a
 // failure to store.
 func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, then func(*syncgroup.Group, error), always bool) (won []syncgroup.Row, bad, err error) {
+	// Membership first (it admits the writers of the rest), then each
+	// writer's rows in the order it wrote them: the vector moves over
+	// every run of a writer's sequence that arrives whole, with no peer's
+	// word needed for it.
+	rows = slices.Clone(rows)
+	slices.SortStableFunc(rows, func(a, b syncgroup.Row) int {
+		am, bm := strings.HasPrefix(a.Key, syncgroup.MembershipPrefix), strings.HasPrefix(b.Key, syncgroup.MembershipPrefix)
+		switch {
+		case am != bm:
+			if am {
+				return -1
+			}
+			return 1
+		case am:
+			return 0
+		case a.Writer != b.Writer:
+			return strings.Compare(string(a.Writer), string(b.Writer))
+		}
+		return cmp.Compare(a.Seq, b.Seq)
+	})
 	verified := make([]error, len(rows))
 	if !s.cfg.trustRows {
 		verified = syncgroup.VerifyRows(id, rows)
@@ -221,6 +243,12 @@ func (s *Syncer) revokeLeavers(id syncnode.GroupID, rows []syncgroup.Row) {
 // its hello), so each side observes the other once per round.
 func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to peer.ID, vv syncgroup.VersionVector, withPrio bool) error {
 	r.mu.Lock()
+	if !r.g.IsMember(to) {
+		// Ejected (or gone) since the round began: nothing written from
+		// now on reaches it.
+		r.mu.Unlock()
+		return fmt.Errorf("%w: %s is no longer a member of %s", errPushRefused, to, id)
+	}
 	rows := r.g.Rows().Missing(vv, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
 	mine := r.g.Rows().VV()
 	prio := s.priorityLocked(r)
@@ -436,4 +464,28 @@ func (s *Syncer) roundPeers(id syncnode.GroupID) []peer.ID {
 	rest := append(others, servers...)
 	rand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
 	return append(out, rest[:min(len(rest), s.cfg.RoundPeers-len(out))]...)
+}
+
+// vouches returns whose writes a round with member from may mark as
+// known here when from says it sent them all: its own (it is their
+// writer), and everyone's when from is a server of g. A member that sends
+// a writer's latest row alone, claiming the ones before it, would
+// otherwise have this node take them for known and never ask for them: a
+// device is believed about its own writes only, and its rounds still
+// carry every row; servers, which the admin chose, are believed for all.
+func vouches(g *syncgroup.Group, from peer.ID) func(peer.ID) bool {
+	if m, ok := g.Member(from); ok && m.DevType == syncnode.Server {
+		return nil
+	}
+	return func(w peer.ID) bool { return w == from }
+}
+
+// retryable reports whether err refused a row that a later round may
+// take: one from a clock too far ahead, or by a writer whose admission
+// has not arrived yet. The vector then stays where it is, so that the row
+// comes again. Other refusals (a forged or oversized row, one over its
+// writer's budget, one written after its writer left) are the same in
+// every round: the vector moves past them.
+func retryable(err error) bool {
+	return errors.Is(err, syncgroup.ErrClockSkew) || errors.Is(err, syncgroup.ErrNotMember)
 }

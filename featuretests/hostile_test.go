@@ -1,0 +1,96 @@
+package featuretests
+
+import (
+	"flag"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/syncnode/syncnode/internal/harness/hostile"
+)
+
+var (
+	hostileSeed   = flag.Uint64("hostile.seed", 0, "replay this one seed of TestHostileMemberSimulation (0: run many)")
+	hostileLong   = flag.Bool("hostile.long", false, "TestHostileMemberSimulation: long mode (2000 seeds, no time budget)")
+	hostileSeeds  = flag.Int("hostile.seeds", 0, "TestHostileMemberSimulation: how many seeds (0: 2000 in long mode, as the budget allows in short)")
+	hostileBudget = flag.Duration("hostile.budget", 30*time.Second, "TestHostileMemberSimulation: time for starting seeds in short mode")
+	hostileTrace  = flag.Bool("hostile.trace", false, "TestHostileMemberSimulation: print every step")
+	hostileNoMint = flag.Bool("hostile.nomint", false, "TestHostileMemberSimulation: the hostile member never offers shares it does not hold")
+)
+
+// TestHostileMemberSimulation runs the seeded hostile-member simulation
+// (see package hostile) over seeds 1, 2, 3, …, three at a time: in short
+// mode until the time budget is spent, in long mode (-hostile.long) 2000
+// seeds. A failing seed prints the command that replays it.
+func TestHostileMemberSimulation(t *testing.T) {
+	t.Parallel()
+	seeds, budget := 400, *hostileBudget
+	if *hostileLong {
+		seeds, budget = 2000, 24*time.Hour
+	}
+	if *hostileSeeds > 0 {
+		seeds = *hostileSeeds
+	}
+	first := uint64(1)
+	if *hostileSeed != 0 {
+		first, seeds = *hostileSeed, 1
+	}
+	start := time.Now()
+	type result struct {
+		seed uint64
+		rep  hostile.Report
+		err  error
+	}
+	next, results := make(chan uint64), make(chan result)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seed := range next {
+				cfg := hostile.Config{Seed: seed, Dir: t.TempDir(), NoMint: *hostileNoMint}
+				if *hostileTrace {
+					cfg.Trace = os.Stdout
+				}
+				rep, err := hostile.Run(t.Context(), cfg)
+				results <- result{seed, rep, err}
+			}
+		}()
+	}
+	go func() {
+		defer close(next)
+		for seed := first; seed < first+uint64(seeds); seed++ {
+			if time.Since(start) > budget {
+				return
+			}
+			select {
+			case next <- seed:
+			case <-t.Context().Done():
+				return
+			}
+		}
+	}()
+	go func() { wg.Wait(); close(results) }()
+	var runs, failed, steps, attacks, checks int
+	var last uint64
+	var slowest time.Duration
+	for r := range results {
+		if r.err != nil {
+			failed++
+			t.Errorf("%v\nreplay: go test ./featuretests -run TestHostileMemberSimulation -hostile.seed=%d -hostile.trace -v", r.err, r.seed)
+			continue
+		}
+		runs++
+		last = max(last, r.seed)
+		steps += r.rep.Steps
+		attacks += r.rep.Attacks
+		checks += r.rep.Checks
+		slowest = max(slowest, r.rep.Spread)
+	}
+	if runs == 0 && failed == 0 {
+		t.Fatal("no seed ran")
+	}
+	t.Logf("%d seeds passed, %d failed (%d…%d): %d steps, %d hostile, %d checks; slowest fresh row %s; in %s",
+		runs, failed, first, max(last, first), steps, attacks, checks, slowest.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
