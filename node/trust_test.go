@@ -82,3 +82,31 @@ func TestAskForUnreferencedBlobRefused(t *testing.T) {
 		t.Fatalf("the server holds shares of it in %s: %v", g, sh)
 	}
 }
+
+// TestSurplusSharesDropped: the server holds a phone's blob with the
+// group's two shares, and the phone holds two more, as a member that
+// offered shares it never had can make it. When the phone hands them to
+// the server, the server says it holds two already: the phone's are
+// surplus and go, and the group counts two again.
+func TestSurplusSharesDropped(t *testing.T) {
+	nodes, g := mesh(t, true, syncnode.Normal, syncnode.Server)
+	phone, server := nodes[0], nodes[1]
+	ref := putBlobRow(t, phone, g, "photos/minted.jpg", 64<<10, 43)
+	testkit.WaitFor(t, 20*time.Second, "the server's copy with both shares", func() bool {
+		sh, _ := server.ledger.Shares(ref)
+		ph, _ := phone.ledger.Shares(ref)
+		return server.HasBlob(ref) && sh[g] == 2 && ph[g] == 0
+	})
+	if err := phone.ledger.Grant(ref, g, 2); err != nil {
+		t.Fatal(err)
+	}
+	res, err := phone.shares.Ask(t.Context(), server.ID(), ref, g)
+	if err != nil || !res.Surplus {
+		t.Fatalf("the hand-off of surplus shares: %+v, %v", res, err)
+	}
+	ph, _ := phone.ledger.Shares(ref)
+	sh, _ := server.ledger.Shares(ref)
+	if ph[g] != 0 || sh[g] != 2 {
+		t.Fatalf("after the hand-off the phone holds %d shares, the server %d", ph[g], sh[g])
+	}
+}

@@ -387,3 +387,84 @@ func TestSignpostsOfUnsentRowsDropped(t *testing.T) {
 		t.Fatal("no signpost learnt")
 	}
 }
+
+// A member that sends another member's latest row alone, claiming in its
+// vector that it sent everything that writer wrote before, hides nothing:
+// the writer's earlier rows still reach the victim from an honest round.
+func TestWithheldRowsStillArrive(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 4)
+	const server, liar, victim = 1, 2, 3
+	// The victim is away while the admin writes three rows.
+	for i := range 3 {
+		if err := c.mn.UnlinkPeers(c.hosts[victim].ID(), c.hosts[i].ID()); err != nil {
+			t.Fatal(err)
+		}
+		c.mn.DisconnectPeers(c.hosts[victim].ID(), c.hosts[i].ID())
+	}
+	var last syncgroup.Row
+	for _, k := range []string{"photos/a", "photos/b", "photos/c"} {
+		r, err := c.sync[0].Put(c.gid, k, val(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r
+	}
+	testkit.WaitFor(t, 10*time.Second, "the rows at the liar and the server", func() bool {
+		_, l := c.get(liar, "photos/c")
+		_, s := c.get(server, "photos/a")
+		return l && s
+	})
+	// The liar, back in touch with the victim, sends the admin's last
+	// row alone and says it sent all of the admin's writes up to it.
+	if _, err := c.mn.LinkPeers(c.hosts[victim].ID(), c.hosts[liar].ID()); err != nil {
+		t.Fatal(err)
+	}
+	withheldRound(t, c.hosts[liar], c.hosts[victim].ID(), c.gid, last, syncgroup.VersionVector{last.Writer: last.Seq})
+	if _, ok := c.get(victim, "photos/c"); !ok {
+		t.Fatal("the victim did not take the genuine row it was sent")
+	}
+	// An honest round with the server brings the rows withheld.
+	if _, err := c.mn.LinkPeers(c.hosts[victim].ID(), c.hosts[server].ID()); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the withheld rows at the victim", func() bool {
+		if err := c.round(victim, server); err != nil {
+			t.Logf("round: %v", err)
+		}
+		_, a := c.get(victim, "photos/a")
+		_, b := c.get(victim, "photos/b")
+		return a && b
+	})
+}
+
+// withheldRound runs a sync round from h with p as a member would, sending
+// row alone with claim as its vector.
+func withheldRound(t *testing.T, h host.Host, p peer.ID, g syncnode.GroupID, row syncgroup.Row, claim syncgroup.VersionVector) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	st, err := h.NewStream(ctx, p, p2p.ProtoSync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := p2p.WriteMsg(st, hello{Group: g, VV: syncgroup.VersionVector{}}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(st)
+	for {
+		var b batch
+		if err := p2p.ReadMsg(br, st, &b, p2p.MaxFrame, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if b.Done {
+			break
+		}
+	}
+	if err := p2p.WriteMsg(st, batch{VV: claim, Rows: []syncgroup.Row{row}, Done: true}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st.CloseWrite()
+	io.Copy(io.Discard, st)
+}
