@@ -32,13 +32,21 @@ func open(t testing.TB, srv *s3test.Server, prefix, owner string) *s3store.Store
 	return s
 }
 
+// eachServer runs test against every S3 server s3test knows.
+func eachServer(t *testing.T, test func(t *testing.T, srv *s3test.Server)) {
+	for _, kind := range s3test.Kinds {
+		t.Run(kind, func(t *testing.T) { test(t, s3test.StartKind(t, kind, bucket)) })
+	}
+}
+
 // The S3 store passes the conformance suite every store passes.
 func TestConformance(t *testing.T) {
-	srv := s3test.Start(t, bucket)
-	n := 0
-	storetest.Run(t, func(t *testing.T) blobstore.Store {
-		n++
-		return open(t, srv, fmt.Sprintf("conformance-%d", n), "server-a")
+	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+		n := 0
+		storetest.Run(t, func(t *testing.T) blobstore.Store {
+			n++
+			return open(t, srv, fmt.Sprintf("conformance-%d", n), "server-a")
+		})
 	})
 }
 
@@ -69,51 +77,53 @@ func read(t *testing.T, s blobstore.Store, ref syncnode.BlobRef) []byte {
 // without a byte uploaded, each holds its own marker, and the objects go
 // only when the last marker does.
 func TestSharedBucket(t *testing.T) {
-	srv := s3test.Start(t, bucket)
-	a, b := open(t, srv, "shared", "server-a"), open(t, srv, "shared", "server-b")
-	data := testkit.RandomBytes(3<<20, 1)
-	ref := put(t, a, data)
-	if _, err := b.Stat(ref); !errors.Is(err, syncnode.ErrNotFound) {
-		t.Fatalf("b holds a blob it never took: %v", err)
-	}
-	if _, err := b.Adopt(context.Background(), ref); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(read(t, b, ref), data) {
-		t.Fatal("b reads other bytes")
-	}
-	if got := srv.Keys(bucket, "shared/refs/"); len(got) != 2 {
-		t.Fatalf("markers: %v", got)
-	}
-	if err := a.Delete(ref); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(read(t, b, ref), data) {
-		t.Fatal("a's delete took the blob b still holds")
-	}
-	if err := b.Delete(ref); err != nil {
-		t.Fatal(err)
-	}
-	if got := srv.Keys(bucket, "shared/"); len(got) != 0 {
-		t.Fatalf("objects left after the last holder deleted: %v", got)
-	}
+	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+		a, b := open(t, srv, "shared", "server-a"), open(t, srv, "shared", "server-b")
+		data := testkit.RandomBytes(3<<20, 1)
+		ref := put(t, a, data)
+		if _, err := b.Stat(ref); !errors.Is(err, syncnode.ErrNotFound) {
+			t.Fatalf("b holds a blob it never took: %v", err)
+		}
+		if _, err := b.Adopt(context.Background(), ref); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(read(t, b, ref), data) {
+			t.Fatal("b reads other bytes")
+		}
+		if got := srv.Keys(bucket, "shared/refs/"); len(got) != 2 {
+			t.Fatalf("markers: %v", got)
+		}
+		if err := a.Delete(ref); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(read(t, b, ref), data) {
+			t.Fatal("a's delete took the blob b still holds")
+		}
+		if err := b.Delete(ref); err != nil {
+			t.Fatal(err)
+		}
+		if got := srv.Keys(bucket, "shared/"); len(got) != 0 {
+			t.Fatalf("objects left after the last holder deleted: %v", got)
+		}
+	})
 }
 
 // A store reopened with its staging directory gone (the server's disk
 // lost) holds again what its markers name.
 func TestReopenFromBucket(t *testing.T) {
-	srv := s3test.Start(t, bucket)
-	a := open(t, srv, "recover", "server-a")
-	data := testkit.RandomBytes(1<<20, 2)
-	ref := put(t, a, data)
-	a.Close()
-	again := open(t, srv, "recover", "server-a")
-	if info, err := again.Stat(ref); err != nil || info.Size != int64(len(data)) {
-		t.Fatalf("reopened store: %v %v", info, err)
-	}
-	if !bytes.Equal(read(t, again, ref), data) {
-		t.Fatal("reopened store reads other bytes")
-	}
+	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+		a := open(t, srv, "recover", "server-a")
+		data := testkit.RandomBytes(1<<20, 2)
+		ref := put(t, a, data)
+		a.Close()
+		again := open(t, srv, "recover", "server-a")
+		if info, err := again.Stat(ref); err != nil || info.Size != int64(len(data)) {
+			t.Fatalf("reopened store: %v %v", info, err)
+		}
+		if !bytes.Equal(read(t, again, ref), data) {
+			t.Fatal("reopened store reads other bytes")
+		}
+	})
 }
 
 // With the S3 server down a put fails with ErrUnavailable, keeps the
@@ -166,46 +176,47 @@ func TestServerDownThenBack(t *testing.T) {
 // objects that are gone: the adopter either fails (and leaves no marker)
 // or reads the blob, and the putter ends holding it.
 func TestDeleteRacingAdopt(t *testing.T) {
-	srv := s3test.Start(t, bucket)
-	for _, how := range []string{"adopt", "put"} {
-		t.Run(how, func(t *testing.T) {
-			prefix := "race-" + how
-			a, b := open(t, srv, prefix, "server-a"), open(t, srv, prefix, "server-b")
-			data := testkit.RandomBytes(1<<20, 9)
-			ref := put(t, a, data)
-			listed, release := make(chan struct{}), make(chan struct{})
-			s3store.SetBeforeObjectDelete(a, func() { close(listed); <-release })
-			deleted := make(chan error, 1)
-			go func() { deleted <- a.Delete(ref) }()
-			<-listed // a saw no other marker and is about to delete the objects
-			took := make(chan error, 1)
-			go func() {
-				var err error
-				if how == "adopt" {
-					_, err = b.Adopt(context.Background(), ref)
-				} else {
-					_, err = b.Put(context.Background(), bytes.NewReader(data), ref)
+	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+		for _, how := range []string{"adopt", "put"} {
+			t.Run(how, func(t *testing.T) {
+				prefix := "race-" + how
+				a, b := open(t, srv, prefix, "server-a"), open(t, srv, prefix, "server-b")
+				data := testkit.RandomBytes(1<<20, 9)
+				ref := put(t, a, data)
+				listed, release := make(chan struct{}), make(chan struct{})
+				s3store.SetBeforeObjectDelete(a, func() { close(listed); <-release })
+				deleted := make(chan error, 1)
+				go func() { deleted <- a.Delete(ref) }()
+				<-listed // a saw no other marker and is about to delete the objects
+				took := make(chan error, 1)
+				go func() {
+					var err error
+					if how == "adopt" {
+						_, err = b.Adopt(context.Background(), ref)
+					} else {
+						_, err = b.Put(context.Background(), bytes.NewReader(data), ref)
+					}
+					took <- err
+				}()
+				testkit.WaitFor(t, 10*time.Second, "b's marker", func() bool { return len(srv.Keys(bucket, prefix+"/refs/")) == 1 })
+				close(release)
+				if err := <-deleted; err != nil {
+					t.Fatal(err)
 				}
-				took <- err
-			}()
-			testkit.WaitFor(t, 10*time.Second, "b's marker", func() bool { return len(srv.Keys(bucket, prefix+"/refs/")) == 1 })
-			close(release)
-			if err := <-deleted; err != nil {
-				t.Fatal(err)
-			}
-			err := <-took
-			switch {
-			case how == "put" && err != nil:
-				t.Fatalf("the put racing a delete: %v", err)
-			case err == nil:
-				if !bytes.Equal(read(t, b, ref), data) {
-					t.Fatalf("b's %s succeeded and its copy is gone or differs", how)
+				err := <-took
+				switch {
+				case how == "put" && err != nil:
+					t.Fatalf("the put racing a delete: %v", err)
+				case err == nil:
+					if !bytes.Equal(read(t, b, ref), data) {
+						t.Fatalf("b's %s succeeded and its copy is gone or differs", how)
+					}
+				default:
+					if keys := srv.Keys(bucket, prefix+"/refs/"); len(keys) != 0 {
+						t.Fatalf("the failed adopt left markers %v naming deleted objects", keys)
+					}
 				}
-			default:
-				if keys := srv.Keys(bucket, prefix+"/refs/"); len(keys) != 0 {
-					t.Fatalf("the failed adopt left markers %v naming deleted objects", keys)
-				}
-			}
-		})
-	}
+			})
+		}
+	})
 }

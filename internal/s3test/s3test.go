@@ -1,7 +1,8 @@
-// Package s3test runs a real S3-compatible server (Versity S3 Gateway,
-// over a temporary directory) on loopback for tests, and stops and
-// restarts it on demand. Tests skip when the versitygw binary is absent,
-// unless SYNCNODE_S3_TESTS is set (as CI sets it), when they fail.
+// Package s3test runs a real S3-compatible server (Versity S3 Gateway or
+// MinIO, over a temporary directory) on loopback for tests, and stops and
+// restarts it on demand. Tests skip when the server's binary is absent,
+// unless SYNCNODE_S3_TESTS is set (as CI sets it; SYNCNODE_MINIO_TESTS
+// for MinIO), when they fail.
 package s3test
 
 import (
@@ -27,18 +28,33 @@ const (
 	SecretKey = "syncnode-test-secret"
 )
 
+// The servers Start can run.
+const (
+	Versity = "versitygw"
+	MinIO   = "minio"
+)
+
+// Kinds are the servers the S3 tests run against: both, the ones missing
+// skipped (or failed, when their variable is set).
+var Kinds = []string{Versity, MinIO}
+
 // Server is a running S3 server.
 type Server struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	Addr string // host:port
-	cmd  *exec.Cmd
+	t      testing.TB
+	kind   string
+	bin    string
+	dir    string
+	bucket string
+	Addr   string // host:port
+	cmd    *exec.Cmd
 }
 
 // Binary returns the versitygw binary's path, or "" if there is none.
-func Binary() string {
-	if p, err := exec.LookPath("versitygw"); err == nil {
+func Binary() string { return binaryOf(Versity) }
+
+// binaryOf returns the path of a server's binary, or "".
+func binaryOf(kind string) string {
+	if p, err := exec.LookPath(kind); err == nil {
 		return p
 	}
 	gopath := os.Getenv("GOPATH")
@@ -46,10 +62,17 @@ func Binary() string {
 		home, _ := os.UserHomeDir()
 		gopath = filepath.Join(home, "go")
 	}
-	if p := filepath.Join(gopath, "bin", "versitygw"); fileExists(p) {
+	if p := filepath.Join(gopath, "bin", kind); fileExists(p) {
 		return p
 	}
 	return ""
+}
+
+// install says how to install a server, and required which variable
+// makes its tests fail rather than skip without it.
+var install = map[string]struct{ how, required string }{
+	Versity: {"go install github.com/versity/versitygw/cmd/versitygw@v1.8.0", "SYNCNODE_S3_TESTS"},
+	MinIO:   {"go install github.com/minio/minio@latest", "SYNCNODE_MINIO_TESTS"},
 }
 
 func fileExists(p string) bool {
@@ -57,28 +80,42 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// Start starts a server over a fresh directory with an empty bucket
-// named bucket, stopped when the test ends.
-func Start(t testing.TB, bucket string) *Server {
+// Start starts a Versity server over a fresh directory with an empty
+// bucket named bucket, stopped when the test ends.
+func Start(t testing.TB, bucket string) *Server { return StartKind(t, Versity, bucket) }
+
+// StartKind is Start of the server kind (Versity or MinIO).
+func StartKind(t testing.TB, kind, bucket string) *Server {
 	t.Helper()
-	bin := Binary()
+	bin := binaryOf(kind)
 	if bin == "" {
-		if os.Getenv("SYNCNODE_S3_TESTS") != "" {
-			t.Fatal("no versitygw binary (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0), and SYNCNODE_S3_TESTS is set")
+		in := install[kind]
+		if os.Getenv(in.required) != "" {
+			t.Fatalf("no %s binary (%s), and %s is set", kind, in.how, in.required)
 		}
-		t.Skip("no versitygw binary; go install github.com/versity/versitygw/cmd/versitygw@v1.8.0 to run the S3 tests")
+		t.Skipf("no %s binary; %s to run the S3 tests against it", kind, in.how)
 	}
 	port, err := ports.Free() // kept across restarts: outgoing connections must not take it
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), Addr: addr}
-	if err := os.Mkdir(filepath.Join(s.dir, bucket), 0o700); err != nil {
-		t.Fatal(err)
+	s := &Server{t: t, kind: kind, bin: bin, dir: t.TempDir(), bucket: bucket, Addr: addr}
+	if kind == Versity {
+		// Versity's posix backend: a bucket is a directory.
+		if err := os.Mkdir(filepath.Join(s.dir, bucket), 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s.Restart()
 	t.Cleanup(s.Stop)
+	if kind == MinIO {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Client().MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return s
 }
 
@@ -86,9 +123,17 @@ func Start(t testing.TB, bucket string) *Server {
 // directory, and waits until it answers.
 func (s *Server) Restart() {
 	s.t.Helper()
-	cmd := exec.Command(s.bin, "--port", s.Addr, "posix", s.dir)
-	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+AccessKey, "ROOT_SECRET_KEY="+SecretKey)
-	log, err := os.Create(filepath.Join(s.t.TempDir(), "versitygw.log"))
+	var cmd *exec.Cmd
+	switch s.kind {
+	case MinIO:
+		cmd = exec.Command(s.bin, "server", "--quiet", "--address", s.Addr, "--console-address", "127.0.0.1:0", s.dir)
+		cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+AccessKey, "MINIO_ROOT_PASSWORD="+SecretKey,
+			"MINIO_BROWSER=off", "MINIO_UPDATE=off")
+	default:
+		cmd = exec.Command(s.bin, "--port", s.Addr, "posix", s.dir)
+		cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+AccessKey, "ROOT_SECRET_KEY="+SecretKey)
+	}
+	log, err := os.Create(filepath.Join(s.t.TempDir(), s.kind+".log"))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -98,7 +143,7 @@ func (s *Server) Restart() {
 	}
 	s.cmd = cmd
 	cl := s.Client()
-	testkit.WaitFor(s.t, 20*time.Second, "the S3 server at "+s.Addr, func() bool {
+	testkit.WaitFor(s.t, 60*time.Second, "the S3 server at "+s.Addr, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := cl.ListBuckets(ctx)
