@@ -232,3 +232,53 @@ func TestNamesTravelCleaned(t *testing.T) {
 		t.Fatalf("the phone reads the admin's name as %q", adm.Name)
 	}
 }
+
+// A member's rows written before it left stay valid wherever they arrive
+// after its tombstone; a row it signs after leaving is refused alike by
+// every replica.
+func TestRowsOfAMemberThatLeft(t *testing.T) {
+	adminKey, _ := key(t)
+	phoneKey, phone := key(t)
+	g, err := Create("photos", []string{"photos/"}, true, adminKey, syncnode.Normal, nil, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, _ := Invite(adminKey, g.Spec().ID, phone, syncnode.Normal, t0.Add(time.Hour))
+	if _, _, err := g.Admit(inv, t0); err != nil {
+		t.Fatal(err)
+	}
+	pg, _ := NewGroup(g.Spec(), phone, time.Minute)
+	pg.SetKey(phoneKey)
+	deliver(t, g, pg, t0)
+	joined, err := pg.Join(inv, nil, t0.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Apply(joined, t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := msgpack.Marshal("before leaving")
+	before, err := pg.Put("photos/1", v, t0.Add(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := pg.Leave(t0.Add(3 * time.Second))
+	// The admin hears of the leave first, of the row written before it
+	// only then.
+	if _, err := g.Apply(left, t0.Add(3*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if g.IsMember(phone) {
+		t.Fatal("a member that left is still one")
+	}
+	if ok, err := g.Apply(before, t0.Add(4*time.Second)); err != nil || !ok {
+		t.Fatalf("a row written before leaving, arriving after: %v %v", ok, err)
+	}
+	after := Row{Key: "photos/2", Value: v, TS: Timestamp{Wall: t0.Add(5 * time.Second).UnixNano()}, Writer: phone, Seq: left.Seq + 1}
+	if err := SignRow(phoneKey, g.Spec().ID, &after); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Apply(after, t0.Add(5*time.Second)); !errors.Is(err, ErrAfterExit) {
+		t.Fatalf("a row signed after leaving: %v", err)
+	}
+}
