@@ -13,13 +13,13 @@ import (
 var (
 	ownsimSeed   = flag.Uint64("ownsim.seed", 0, "replay this one seed of TestOwnershipSimulation (0: run many)")
 	ownsimLong   = flag.Bool("ownsim.long", false, "TestOwnershipSimulation: long mode (more seeds, more steps)")
-	ownsimBudget = flag.Duration("ownsim.budget", 60*time.Second, "TestOwnershipSimulation: time for the seeds in short mode")
+	ownsimBudget = flag.Duration("ownsim.budget", 45*time.Second, "TestOwnershipSimulation: time for the seeds in short mode")
 	ownsimTrace  = flag.Bool("ownsim.trace", false, "TestOwnershipSimulation: print every step")
 )
 
 // TestOwnershipSimulation runs the seeded ownership simulation (see package
 // ownsim) over many seeds: seeds 1, 2, 3, … until the time budget is spent
-// (short mode: up to 400 seeds of 40 steps in about a minute; long mode
+// (short mode: up to 400 seeds of 40 steps in about 45 s; long mode
 // with -ownsim.long: 2000 seeds of 120 steps, no budget). A failing seed
 // prints the command that replays it.
 func TestOwnershipSimulation(t *testing.T) {
