@@ -103,8 +103,8 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 		kept, err = n.keptBy(ctx, g, p, refs)
 	}
 	if err == nil {
-		// What a server of the group holds is the server's to keep: the
-		// shares p claims of it are surplus, and none are taken or made.
+		// What a server of the group keeps shares of is the server's: the
+		// shares p claims of it too are surplus, and none are taken.
 		var notOnServer []syncnode.BlobRef
 		for _, ref := range kept {
 			if _, ok := n.serverHolding(ctx, g, p, ref); !ok {
@@ -132,9 +132,8 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 	var errs []error
 	for _, ref := range regrant {
 		if q, ok := n.serverHolding(ctx, g, p, ref); ok {
-			// A server's own word: it holds the blob, and the group's
-			// shares are (or will be) its.
-			n.noteHandoff(ref, fmt.Sprintf("not taken over from %s: server %s holds it", p, q))
+			// A server's own word: it keeps the group's shares.
+			n.noteHandoff(ref, fmt.Sprintf("not taken over from %s: server %s keeps its shares", p, q))
 			continue
 		}
 		if err := n.keepForGroup(ref, g); err != nil {
@@ -144,16 +143,19 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 	return e, errors.Join(errs...)
 }
 
-// serverHolding returns a server of g other than p that says it holds ref.
+// serverHolding returns a server of g other than p that says it keeps
+// shares of ref there (the answer to a possession challenge: a server
+// that holds a copy without shares, as every server but one does, says
+// no).
 func (n *Node) serverHolding(ctx context.Context, g syncnode.GroupID, p peer.ID, ref syncnode.BlobRef) (peer.ID, bool) {
 	for _, m := range n.Members(g) {
 		if m.DevType != syncnode.Server || m.Peer == p || m.Peer == n.h.ID() {
 			continue
 		}
 		hctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
-		r, err := n.client.Have(hctx, m.Peer, ref)
+		keeps, err := n.shares.Keeps(hctx, m.Peer, []shares.Item{{Ref: ref, Group: g}})
 		cancel()
-		if err == nil && r.Have {
+		if err == nil && keeps[0] {
 			return m.Peer, true
 		}
 	}

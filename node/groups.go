@@ -141,15 +141,21 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 	if _, err := n.GroupSpec(g); err != nil {
 		return nil, err
 	}
-	held, atRisk := n.handOffAll(ctx, g)
+	// From now on this node takes no shares in g, and offers all it has.
+	n.shares.Leaving(g, true)
+	defer n.shares.Leaving(g, false)
+	held := n.handOffAll(ctx, g)
+	// Whatever is still here (taken while the hand-offs ran included) has
+	// no one else to keep it.
+	atRisk = n.sharesIn(g)
 	if len(atRisk) > 0 && !o.Force {
 		return atRisk, fmt.Errorf("%w: %d of the %d blobs whose shares this node holds in %s could be handed to no member (first %s); leave with force to leave them at risk",
-			ErrAtRisk, len(atRisk), len(held), g, atRisk[0])
+			ErrAtRisk, len(atRisk), max(len(held), len(atRisk)), g, atRisk[0])
 	}
 	if err := n.sync.Leave(ctx, g); err != nil {
 		return atRisk, err
 	}
-	for _, ref := range held {
+	for _, ref := range n.sharesIn(g) {
 		if err := n.ledger.DropGroup(ref, g); err != nil {
 			n.log.Error("shares of a group left not dropped", "blob", ref, "group", g, "err", err)
 		}
@@ -162,12 +168,12 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 }
 
 // handOffAll hands every share this node holds in g to a member before
-// it leaves: servers first, then the members that are not leaves. It
-// returns the blobs it held shares of and those it still holds shares of.
-func (n *Node) handOffAll(ctx context.Context, g syncnode.GroupID) (held, left []syncnode.BlobRef) {
+// it leaves (the shares service marked as leaving g): servers first, then
+// the members that are not leaves. It returns the blobs it held shares of.
+func (n *Node) handOffAll(ctx context.Context, g syncnode.GroupID) (held []syncnode.BlobRef) {
 	held = n.sharesIn(g)
 	if len(held) == 0 {
-		return nil, nil
+		return nil
 	}
 	var servers, others []peer.ID
 	for _, m := range n.Members(g) {
@@ -180,8 +186,6 @@ func (n *Node) handOffAll(ctx context.Context, g syncnode.GroupID) (held, left [
 		}
 	}
 	cands := append(servers, others...)
-	n.shares.Leaving(g, true)
-	defer n.shares.Leaving(g, false)
 	// A round with each candidate first: it takes over only blobs that
 	// rows it knows reference, and rows written here may not have reached
 	// it yet.
@@ -200,11 +204,8 @@ func (n *Node) handOffAll(ctx context.Context, g syncnode.GroupID) (held, left [
 				break
 			}
 		}
-		if sh, err := n.ledger.Shares(ref); err != nil || sh[g] > 0 {
-			left = append(left, ref)
-		}
 	}
-	return held, left
+	return held
 }
 
 // Groups returns the specs of the groups this node syncs.

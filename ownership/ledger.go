@@ -248,6 +248,12 @@ func (l *Ledger) Offer(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, 
 	return l.offer(id, ref, g, to, func(held int) int { return OfferCount(self, requester, held) })
 }
 
+// OfferCounted is Offer with the count of the shares offered decided by
+// count, from the shares held.
+func (l *Ledger) OfferCounted(id TransferID, ref syncnode.BlobRef, g syncnode.GroupID, to peer.ID, count func(held int) int) (Transfer, error) {
+	return l.offer(id, ref, g, to, func(held int) int { return max(0, min(count(held), held)) })
+}
+
 // OfferAll is Offer of every share this device holds of ref in g,
 // whatever the two priorities: a device leaving the group gives them all
 // to whichever member takes them.

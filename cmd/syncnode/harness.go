@@ -22,7 +22,7 @@ func demoCmd() *command {
 }
 
 func simCmd() *command {
-	return &command{name: "sim", short: "churn simulation: crashes, partitions, evictions; reports blobs lost (must be 0)",
+	return &command{name: "sim", short: "churn simulation: crashes, partitions, leaves, ejections, evictions; reports blobs lost (must be 0)",
 		flags: func(fs *flag.FlagSet) func(*cmd) error {
 			var cfg sim.Config
 			fs.IntVar(&cfg.Devices, "devices", 12, "normal devices")
@@ -34,6 +34,8 @@ func simCmd() *command {
 			fs.Int64Var(&cfg.Budget, "budget", 1<<20, "blob budget of each device and leaf, bytes")
 			fs.IntVar(&cfg.Crashes, "crashes", 20, "nodes stopped and restarted during the run")
 			fs.IntVar(&cfg.Partitions, "partitions", 4, "times the mesh is cut in two and healed during the run")
+			fs.IntVar(&cfg.Departures, "departures", 0, "times a member leaves the group and is invited back during the run")
+			fs.IntVar(&cfg.Ejections, "ejections", 0, "times the admin ejects a member and invites it back during the run")
 			fs.DurationVar(&cfg.Settle, "settle", 2*time.Minute, "how long to wait for server copies after the last write")
 			fs.Uint64Var(&cfg.Seed, "seed", 0, "random seed (0: the time)")
 			cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")

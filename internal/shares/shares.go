@@ -188,6 +188,9 @@ type request struct {
 	// Ejecting marks an offer asked by an admin about to eject the
 	// holder: the holder offers every share it holds of the blob there.
 	Ejecting bool `msgpack:"ej,omitempty"`
+	// Want is, in an offer, the most shares the requester can accept in
+	// the group (0: no bound given): the holder offers no more.
+	Want int `msgpack:"wa,omitempty"`
 	// Items are the requests of a batch operation.
 	Items []request `msgpack:"b,omitempty"`
 }
@@ -299,7 +302,21 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 			errs[i] = fmt.Errorf("%w: %s", ownership.ErrUnverified, it.Ref)
 			continue
 		}
-		live = append(live, &pendingTake{i: i, req: request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group, Ejecting: it.Ejecting}})
+		if s.isLeaving(it.Group) {
+			errs[i] = fmt.Errorf("shares: this node is leaving %s and takes no shares there", it.Group)
+			continue
+		}
+		// Never more than the group's two: a requester that holds some
+		// (a member's false offer may have made them) asks for the rest.
+		want := ownership.CreatorShares
+		if sh, err := s.ledger.Shares(it.Ref); err == nil {
+			want -= sh[it.Group]
+		}
+		if want <= 0 {
+			errs[i] = fmt.Errorf("shares: this node holds the group's %d shares of %s already", ownership.CreatorShares, it.Ref)
+			continue
+		}
+		live = append(live, &pendingTake{i: i, req: request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group, Ejecting: it.Ejecting, Want: want}})
 	}
 	// step sends op for live and keeps the items whose answers pass ok.
 	step := func(op string, ok func(pt *pendingTake, r response) bool) {
@@ -671,12 +688,15 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 		if err := s.checkProof(from, req.ID, req.Ref, req.Proof); err != nil {
 			return response{}, err
 		}
-		var t ownership.Transfer
+		count := func(held int) int { return ownership.OfferCount(me, them, held) }
 		if s.isLeaving(req.Group) || (req.Ejecting && s.prio.IsAdmin(req.Group, from)) {
-			t, err = s.ledger.OfferAll(req.ID, req.Ref, req.Group, from)
-		} else {
-			t, err = s.ledger.Offer(req.ID, req.Ref, req.Group, me, them, from)
+			count = func(held int) int { return held }
 		}
+		if req.Want > 0 {
+			c := count
+			count = func(held int) int { return min(c(held), req.Want) }
+		}
+		t, err := s.ledger.OfferCounted(req.ID, req.Ref, req.Group, from, count)
 		if err == nil && t.N > 0 {
 			select {
 			case s.escrowed <- struct{}{}:
@@ -744,7 +764,7 @@ func (s *Service) answerBatch(from peer.ID, op string, items []request) (respons
 			defer wg.Done()
 			for _, i := range idx {
 				it := items[i]
-				single := request{Op: op, ID: it.ID, Ref: it.Ref, Group: it.Group, Accepted: it.Accepted, Proof: it.Proof, Ejecting: it.Ejecting}
+				single := request{Op: op, ID: it.ID, Ref: it.Ref, Group: it.Group, Accepted: it.Accepted, Proof: it.Proof, Ejecting: it.Ejecting, Want: it.Want}
 				r, err := s.answer(from, single)
 				if err != nil {
 					s.log.Info("share request refused", "peer", from, "op", op, "blob", it.Ref, "err", err)

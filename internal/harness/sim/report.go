@@ -24,6 +24,11 @@ type Config struct {
 	// sides (connections across refused) for a stretch of writes, then
 	// healed.
 	Partitions int
+	// Departures and Ejections are how many times a random member (not
+	// the admin) leaves the group, or is ejected by the admin, and is
+	// invited back a little later. A leave or an ejection that would leave
+	// a blob at risk is refused, and counted.
+	Departures, Ejections int
 	// Settle bounds the wait, after the last write, for every blob to
 	// reach a server.
 	Settle time.Duration
@@ -35,6 +40,9 @@ type Config struct {
 // Report is what a simulation found.
 type Report struct {
 	Nodes, Blobs, Crashes, Partitions int
+	// Departures and Ejections count the leaves and ejections done;
+	// Refused those refused for leaving a blob at risk.
+	Departures, Ejections, Refused int
 	// Lost counts blobs no node holds at the end: must be 0.
 	Lost int
 	// NotOnServer counts blobs no server holds at the end.
@@ -75,7 +83,7 @@ func (r Report) PerWritePerNode(x float64) float64 {
 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("nodes %d, blobs %d, crashes %d, partitions %d, elapsed %s\n"+
+	return fmt.Sprintf("nodes %d, blobs %d, crashes %d, partitions %d, leaves %d, ejections %d (%d refused: blobs at risk), elapsed %s\n"+
 		"time to first server copy: p50 %s, p99 %s\n"+
 		"rows before their blob: %d; user rm done %d, refused (pinned) %d; device fetches racing evictions: %d\n"+
 		"blobs lost: %d; not on a server: %d; share totals wrong: %d\n"+
@@ -83,7 +91,7 @@ func (r Report) String() string {
 		"time to first server knowing of the blob: p50 %s, p99 %s\n"+
 		"per write per node: %.1f sync messages, %.2f ms CPU\n"+
 		"bytes moved: %d (%.1f× the blobs' bytes, %.2f× what the copies wanted need)",
-		r.Nodes, r.Blobs, r.Crashes, r.Partitions, r.Elapsed.Round(time.Millisecond),
+		r.Nodes, r.Blobs, r.Crashes, r.Partitions, r.Departures, r.Ejections, r.Refused, r.Elapsed.Round(time.Millisecond),
 		r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond),
 		r.RowsFirst, r.Removed, r.RmRefused, r.Fetches,
 		r.Lost, r.NotOnServer, r.BadShares, r.SharesWithoutCopy, r.PinnedAfterServer,

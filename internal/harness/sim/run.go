@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -183,6 +185,7 @@ func (r *run) closeNode(m *member) {
 func (r *run) writeAll(ctx context.Context) error {
 	crashEvery := max(1, r.cfg.Blobs/max(1, r.cfg.Crashes))
 	partEvery := max(4, r.cfg.Blobs/max(1, r.cfg.Partitions))
+	departEvery := max(2, r.cfg.Blobs/max(1, r.cfg.Departures+r.cfg.Ejections))
 	r.cpu0 = cpuTime()
 	buf := make([]byte, r.cfg.BlobSize)
 	for i := range r.cfg.Blobs {
@@ -194,6 +197,12 @@ func (r *run) writeAll(ctx context.Context) error {
 		}
 		if r.rep.Crashes < r.cfg.Crashes && i > 0 && i%crashEvery == 0 {
 			r.crashOne(i, crashEvery)
+		}
+		if err := r.rejoinDue(ctx, i); err != nil {
+			return err
+		}
+		if i > 0 && i%departEvery == departEvery/2 {
+			r.depart(ctx, i, departEvery)
 		}
 		switch {
 		case r.rep.Partitions < r.cfg.Partitions && i%partEvery == partEvery/4:
@@ -215,6 +224,10 @@ func (r *run) writeAll(ctx context.Context) error {
 		if err := r.open(d.m); err != nil {
 			return fmt.Errorf("sim: restart: %w", err)
 		}
+	}
+	r.crashed = nil
+	if err := r.rejoinDue(ctx, math.MaxInt); err != nil {
+		return err
 	}
 	fmt.Fprintf(r.w, "%d blobs written, %d crashes, %d partitions healed; waiting up to %s for server copies\n", len(r.refs), r.rep.Crashes, r.rep.Partitions, r.cfg.Settle)
 	return nil
@@ -250,6 +263,69 @@ func (r *run) crashOne(i, crashEvery int) {
 	r.rep.Crashes++
 }
 
+// depart has a random member that is up (never the admin) leave the
+// group, or has the admin eject it, taking turns until each count is
+// done; it is invited back a little later.
+func (r *run) depart(ctx context.Context, i, every int) {
+	eject := r.rep.Ejections < r.cfg.Ejections && (r.rep.Departures >= r.cfg.Departures || r.rng.IntN(2) == 0)
+	if !eject && r.rep.Departures >= r.cfg.Departures {
+		return
+	}
+	m := r.ms[1+r.rng.IntN(len(r.ms)-1)]
+	admin := r.ms[0].n
+	if m.n == nil || m.out || admin == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var err error
+	if eject {
+		_, err = admin.EjectMemberWith(dctx, r.g, m.id, node.EjectOptions{})
+	} else {
+		_, err = m.n.LeaveGroupWith(dctx, r.g, node.LeaveOptions{})
+	}
+	switch {
+	case errors.Is(err, node.ErrAtRisk):
+		r.rep.Refused++
+	case err != nil:
+		fmt.Fprintf(r.w, "member %s: leave or ejection failed: %v\n", m.id, err)
+	case eject:
+		r.rep.Ejections++
+	default:
+		r.rep.Departures++
+	}
+	if err == nil {
+		m.out, m.back = true, i+1+r.rng.IntN(every)
+	}
+}
+
+// rejoinDue invites back, and has join, the members out of the group
+// whose time has come (and that are up).
+func (r *run) rejoinDue(ctx context.Context, i int) error {
+	admin := r.ms[0].n
+	for _, m := range r.ms {
+		if !m.out || m.back > i || m.n == nil {
+			continue
+		}
+		inv, err := admin.Invite(r.g, m.id, m.dev, time.Hour)
+		if err != nil {
+			return fmt.Errorf("sim: invite back: %w", err)
+		}
+		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = m.n.JoinGroup(jctx, inv, admin.Host().Addrs())
+		cancel()
+		if err != nil {
+			if i == math.MaxInt {
+				return fmt.Errorf("sim: join again: %w", err)
+			}
+			m.back = i + 1 // cut off from the admin: at a later write
+			continue
+		}
+		m.out = false
+	}
+	return nil
+}
+
 // split cuts the nodes into two random sides, each side non-empty.
 func (r *run) split() {
 	ids := make([]peer.ID, len(r.ms))
@@ -272,7 +348,7 @@ func (r *run) split() {
 func (r *run) writeOne(ctx context.Context, i int, buf []byte) error {
 	var writers []*member
 	for _, m := range r.ms[:r.cfg.Devices+r.cfg.Leaves] {
-		if m.n != nil {
+		if m.n != nil && !m.out {
 			writers = append(writers, m)
 		}
 	}
@@ -397,8 +473,17 @@ func (r *run) tally() (Report, error) {
 			continue
 		}
 		lat = append(lat, d)
-		if total(ms, ref, g) != 2 {
+		if n := total(ms, ref, g); n != 2 {
 			rep.BadShares++
+			var who []string
+			for k, m := range ms {
+				held, sh, _ := m.n.Holding(ref)
+				if sh[g] > 0 || held {
+					w, _ := m.n.Why(ref)
+					who = append(who, fmt.Sprintf("node %d (%s): held %v, %d shares, %s", k, m.dev, held, sh[g], w.Handoff))
+				}
+			}
+			fmt.Fprintf(r.w, "blob %s: %d shares in the group: %s\n", ref, n, strings.Join(who, "; "))
 		}
 	}
 	for _, d := range r.firstKnown {

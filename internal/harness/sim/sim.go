@@ -1,7 +1,7 @@
 // Package sim runs a churn simulation of a syncnode mesh on loopback:
 // devices, leaves and servers in one syncgroup, random rows referencing
 // new blobs, devices evicting under tight budgets, nodes crashing and
-// restarting. It reports how long blobs took to reach a server, whether
+// restarting, members leaving or being ejected and invited back. It reports how long blobs took to reach a server, whether
 // any was lost, whether shares were conserved, and the bytes moved.
 package sim
 
@@ -30,6 +30,10 @@ type member struct {
 	// moved and messages count the blob bytes received and the sync
 	// frames sent by earlier incarnations.
 	moved, messages int64
+	// out: it left the group or was ejected; it is invited back at write
+	// back.
+	out  bool
+	back int
 }
 
 // Run runs the simulation, logging progress to w.
