@@ -234,6 +234,10 @@ func TestResumeAfterHolderRestart(t *testing.T) {
 	c := testClient(t, bh, bs)
 	c.cfg.Retries = 0
 	c.cfg.SyncEvery = 4 << 20
+	// Resuming is the point here, not timeouts: on a loaded machine (the
+	// whole suite under -race) the restarted holder's first answer may
+	// take longer than the tests' usual 2 s.
+	c.cfg.IOTimeout = 15 * time.Second
 	var once sync.Once
 	_, err := c.Fetch(t.Context(), ref, []peer.ID{aID}, func(p Progress) {
 		if p.Received >= p.Total/3 {
