@@ -313,8 +313,7 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 			want -= sh[it.Group]
 		}
 		if want <= 0 {
-			errs[i] = fmt.Errorf("shares: this node holds the group's %d shares of %s already", ownership.CreatorShares, it.Ref)
-			continue
+			continue // it holds the group's two already: nothing to take
 		}
 		live = append(live, &pendingTake{i: i, req: request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group, Ejecting: it.Ejecting, Want: want}})
 	}
