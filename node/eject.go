@@ -103,16 +103,11 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 		kept, err = n.keptBy(ctx, g, p, refs)
 	}
 	if err == nil {
-		// What a server of the group keeps shares of is the server's: the
-		// shares p claims of it too are surplus, and none are taken.
-		var notOnServer []syncnode.BlobRef
-		for _, ref := range kept {
-			if _, ok := n.serverHolding(ctx, g, p, ref); !ok {
-				notOnServer = append(notOnServer, ref)
-			}
-		}
-		e.Held = notOnServer
-		keep(notOnServer, func(held []syncnode.BlobRef) []syncnode.BlobRef { return n.takeFromEjected(ctx, g, p, held) })
+		// Every share p keeps is taken, in one transfer: a group may have
+		// them split between p and a server. Should p have made some up,
+		// a server holding the group's two later calls them surplus.
+		e.Held = kept
+		keep(kept, func(held []syncnode.BlobRef) []syncnode.BlobRef { return n.takeFromEjected(ctx, g, p, held) })
 	} else {
 		if !o.Force {
 			return e, fmt.Errorf("%w: %s does not answer, so what it keeps in %s cannot be checked (%v); eject with force to go by what this node knows",

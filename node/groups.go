@@ -88,18 +88,14 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 			return syncgroup.Spec{}, err
 		}
 	}
-	// A join starts a membership: shares of the group this node still
-	// counts from an earlier one (it was ejected and never told) pin
-	// nothing there, and the group has recovered them since.
-	leftover := n.sharesIn(inv.Group)
+	// Shares of the group still here from an earlier membership (an
+	// escrow that came back after this node was out, say) are kept: they
+	// may be the group's only ones. If the group made up for them
+	// meanwhile, a server that holds its two calls them surplus at the
+	// next hand-off, and they go then.
 	id, err := n.sync.Join(ctx, inv, adminAddrs, n.addrStrings())
 	if err != nil {
 		return syncgroup.Spec{}, err
-	}
-	for _, ref := range leftover {
-		if err := n.ledger.DropGroup(ref, id); err != nil {
-			n.log.Error("shares of an earlier membership not dropped", "blob", ref, "group", id, "err", err)
-		}
 	}
 	if err := n.setName(id); err != nil {
 		return syncgroup.Spec{}, err
