@@ -284,34 +284,7 @@ func TestOversizedRowFromAMemberRefused(t *testing.T) {
 // claiming vector claim, whatever h holds.
 func rawRound(t *testing.T, h host.Host, p peer.ID, g syncnode.GroupID, claim syncgroup.VersionVector) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	st, err := h.NewStream(ctx, p, p2p.ProtoSync)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := p2p.WriteMsg(st, hello{Group: g, VV: syncgroup.VersionVector{}}, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(st)
-	for {
-		var b batch
-		if err := p2p.ReadMsg(br, st, &b, p2p.MaxFrame, 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		if b.Err != "" {
-			t.Fatalf("round refused: %s", b.Err)
-		}
-		if b.Done {
-			break
-		}
-	}
-	if err := p2p.WriteMsg(st, batch{VV: claim, Done: true}, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	st.CloseWrite()
-	io.Copy(io.Discard, st)
+	roundSending(t, h, p, g, nil, claim)
 }
 
 // A member's claimed vector is a claim: one that says it knows the
@@ -420,7 +393,7 @@ func TestWithheldRowsStillArrive(t *testing.T) {
 	if _, err := c.mn.LinkPeers(c.hosts[victim].ID(), c.hosts[liar].ID()); err != nil {
 		t.Fatal(err)
 	}
-	withheldRound(t, c.hosts[liar], c.hosts[victim].ID(), c.gid, last, syncgroup.VersionVector{last.Writer: last.Seq})
+	roundSending(t, c.hosts[liar], c.hosts[victim].ID(), c.gid, []syncgroup.Row{last}, syncgroup.VersionVector{last.Writer: last.Seq})
 	if _, ok := c.get(victim, "photos/c"); !ok {
 		t.Fatal("the victim did not take the genuine row it was sent")
 	}
@@ -438,9 +411,9 @@ func TestWithheldRowsStillArrive(t *testing.T) {
 	})
 }
 
-// withheldRound runs a sync round from h with p as a member would, sending
-// row alone with claim as its vector.
-func withheldRound(t *testing.T, h host.Host, p peer.ID, g syncnode.GroupID, row syncgroup.Row, claim syncgroup.VersionVector) {
+// roundSending runs a sync round from h with p as a member would: it reads
+// p's rows and sends rows with claim as its vector.
+func roundSending(t *testing.T, h host.Host, p peer.ID, g syncnode.GroupID, rows []syncgroup.Row, claim syncgroup.VersionVector) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
@@ -458,11 +431,14 @@ func withheldRound(t *testing.T, h host.Host, p peer.ID, g syncnode.GroupID, row
 		if err := p2p.ReadMsg(br, st, &b, p2p.MaxFrame, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
+		if b.Err != "" {
+			t.Fatalf("round refused: %s", b.Err)
+		}
 		if b.Done {
 			break
 		}
 	}
-	if err := p2p.WriteMsg(st, batch{VV: claim, Rows: []syncgroup.Row{row}, Done: true}, 5*time.Second); err != nil {
+	if err := p2p.WriteMsg(st, batch{VV: claim, Rows: rows, Done: true}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	st.CloseWrite()
