@@ -58,9 +58,11 @@ func (n *Node) EjectMember(g syncnode.GroupID, p peer.ID) error {
 //     them to an admin about to eject it, whatever the priorities say);
 //   - if p does not answer, the ejection is refused (ErrAtRisk) unless
 //     o.Force: then this node fetches the blobs that, as far as it knows,
-//     only p keeps (see onlyHeldBy); where p answered but would not hand
-//     its shares over, too. Once p is out, it takes the group's two shares
-//     of those itself.
+//     only p keeps (see onlyHeldBy).
+//
+// Of the blobs fetched whose shares did not move here (p did not answer,
+// or refused), this node takes the group's two shares itself once p is
+// out, unless a server of the group says it keeps them.
 //
 // It first runs a sync round with p, so that the rows p wrote are known
 // here. If a blob cannot be fetched the ejection is refused (ErrAtRisk,
