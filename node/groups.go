@@ -93,6 +93,10 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 	// may be the group's only ones. If the group made up for them
 	// meanwhile, a server that holds its two calls them surplus at the
 	// next hand-off, and they go then.
+	// The admin's addresses come with the invitation: a dial that failed
+	// a moment ago (the admin restarted on a new port) must not hold the
+	// join back.
+	n.clearDialBackoff([]peer.ID{inv.Admin})
 	id, err := n.sync.Join(ctx, inv, adminAddrs, n.addrStrings())
 	if err != nil {
 		return syncgroup.Spec{}, err
