@@ -121,10 +121,14 @@ type Service struct {
 
 	// proving runs possession checks one at a time per member.
 	proving peerLocks
+	// handlers are the requests being answered; Close waits for them.
+	handlers sync.WaitGroup
 
 	mu sync.Mutex
 	// leaving are the groups this node is leaving (see Leaving).
 	leaving map[syncnode.GroupID]bool
+	// closed: Close has run; no request is answered any more.
+	closed bool
 }
 
 // New registers the shares protocol on h. asked may be nil: then requests
@@ -146,10 +150,17 @@ func New(h host.Host, ledger *ownership.Ledger, prio Priorities, copies Copies, 
 // Recover must run.
 func (s *Service) Escrowed() <-chan struct{} { return s.escrowed }
 
-// Close unregisters the protocol and ends the hand-offs it is serving.
+// Close unregisters the protocol, ends the hand-offs it is serving and
+// waits for the requests being answered.
 func (s *Service) Close() {
 	s.h.RemoveStreamHandler(p2p.ProtoShares)
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.cancel()
+	// The ledger outlives the service only until its owner closes it:
+	// no request may still be writing to it then.
+	s.handlers.Wait()
 }
 
 const (
@@ -643,6 +654,15 @@ func (s *Service) holdsNone(ref syncnode.BlobRef, g syncnode.GroupID) bool {
 }
 
 func (s *Service) handle(st network.Stream) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		st.Reset()
+		return
+	}
+	s.handlers.Add(1)
+	s.mu.Unlock()
+	defer s.handlers.Done()
 	defer st.Close()
 	from := st.Conn().RemotePeer()
 	var req request
