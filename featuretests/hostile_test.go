@@ -3,7 +3,6 @@ package featuretests
 import (
 	"flag"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,57 +36,28 @@ func TestHostileMemberSimulation(t *testing.T) {
 		first, seeds = *hostileSeed, 1
 	}
 	start := time.Now()
-	type result struct {
-		seed uint64
-		rep  hostile.Report
-		err  error
-	}
-	next, results := make(chan uint64), make(chan result)
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for seed := range next {
-				cfg := hostile.Config{Seed: seed, Dir: t.TempDir(), NoMint: *hostileNoMint}
-				if *hostileTrace {
-					cfg.Trace = os.Stdout
-				}
-				rep, err := hostile.Run(t.Context(), cfg)
-				results <- result{seed, rep, err}
-			}
-		}()
-	}
-	go func() {
-		defer close(next)
-		for seed := first; seed < first+uint64(seeds); seed++ {
-			if time.Since(start) > budget {
-				return
-			}
-			select {
-			case next <- seed:
-			case <-t.Context().Done():
-				return
-			}
-		}
-	}()
-	go func() { wg.Wait(); close(results) }()
 	var runs, failed, steps, attacks, checks int
 	var last uint64
 	var slowest time.Duration
-	for r := range results {
-		if r.err != nil {
+	runSeeds(t, first, seeds, 3, start, budget, func(seed uint64) (hostile.Report, error) {
+		cfg := hostile.Config{Seed: seed, Dir: t.TempDir(), NoMint: *hostileNoMint}
+		if *hostileTrace {
+			cfg.Trace = os.Stdout
+		}
+		return hostile.Run(t.Context(), cfg)
+	}, func(seed uint64, rep hostile.Report, err error) {
+		if err != nil {
 			failed++
-			t.Errorf("%v\nreplay: go test ./featuretests -run TestHostileMemberSimulation -hostile.seed=%d -hostile.trace -v", r.err, r.seed)
-			continue
+			t.Errorf("%v\nreplay: go test ./featuretests -run TestHostileMemberSimulation -hostile.seed=%d -hostile.trace -v", err, seed)
+			return
 		}
 		runs++
-		last = max(last, r.seed)
-		steps += r.rep.Steps
-		attacks += r.rep.Attacks
-		checks += r.rep.Checks
-		slowest = max(slowest, r.rep.Spread)
-	}
+		last = max(last, seed)
+		steps += rep.Steps
+		attacks += rep.Attacks
+		checks += rep.Checks
+		slowest = max(slowest, rep.Spread)
+	})
 	if runs == 0 && failed == 0 {
 		t.Fatal("no seed ran")
 	}

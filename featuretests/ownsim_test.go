@@ -3,7 +3,6 @@ package featuretests
 import (
 	"flag"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,61 +31,30 @@ func TestOwnershipSimulation(t *testing.T) {
 		first, seeds = *ownsimSeed, 1
 	}
 	start := time.Now()
-	type result struct {
-		seed uint64
-		rep  ownsim.Report
-		err  error
-	}
-	// Seeds run four at a time: most of a step is waiting on loopback.
-	next := make(chan uint64)
-	results := make(chan result)
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for seed := range next {
-				cfg := ownsim.Config{Seed: seed, Steps: steps, Dir: t.TempDir()}
-				if *ownsimTrace {
-					cfg.Trace = os.Stdout
-				}
-				rep, err := ownsim.Run(t.Context(), cfg)
-				results <- result{seed, rep, err}
-			}
-		}()
-	}
-	go func() {
-		defer close(next)
-		for seed := first; seed < first+uint64(seeds); seed++ {
-			if time.Since(start) > budget {
-				return
-			}
-			select {
-			case next <- seed:
-			case <-t.Context().Done():
-				return
-			}
-		}
-	}()
-	go func() { wg.Wait(); close(results) }()
-	var runs, totalSteps, checks, protected int
+	var runs, totalSteps, checks, protected, failed int
 	var last uint64
 	var settleMax time.Duration
-	failed := 0
-	for r := range results {
-		if r.err != nil {
+	// Seeds run four at a time: most of a step is waiting on loopback.
+	runSeeds(t, first, seeds, 4, start, budget, func(seed uint64) (ownsim.Report, error) {
+		cfg := ownsim.Config{Seed: seed, Steps: steps, Dir: t.TempDir()}
+		if *ownsimTrace {
+			cfg.Trace = os.Stdout
+		}
+		return ownsim.Run(t.Context(), cfg)
+	}, func(seed uint64, rep ownsim.Report, err error) {
+		if err != nil {
 			failed++
 			t.Errorf("%v\nreplay: go test ./featuretests -run TestOwnershipSimulation -ownsim.seed=%d -ownsim.trace -v%s",
-				r.err, r.seed, map[bool]string{true: " -ownsim.long"}[*ownsimLong])
-			continue
+				err, seed, map[bool]string{true: " -ownsim.long"}[*ownsimLong])
+			return
 		}
 		runs++
-		last = max(last, r.seed)
-		totalSteps += r.rep.Steps
-		checks += r.rep.Checks
-		protected += r.rep.Protected
-		settleMax = max(settleMax, r.rep.Settling)
-	}
+		last = max(last, seed)
+		totalSteps += rep.Steps
+		checks += rep.Checks
+		protected += rep.Protected
+		settleMax = max(settleMax, rep.Settling)
+	})
 	if runs == 0 && failed == 0 {
 		t.Fatal("no seed ran")
 	}

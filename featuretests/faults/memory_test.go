@@ -92,6 +92,16 @@ type haveResponse struct {
 	Size int64 `msgpack:"s"`
 }
 
+// sayHave has h answer every "have" question: yes, size bytes.
+func sayHave(h host.Host, size int64) {
+	h.SetStreamHandler(p2p.ProtoHaveBlob, func(st network.Stream) {
+		defer st.Close()
+		var req haveRequest
+		p2p.ReadMsg(bufio.NewReader(st), st, &req, 4<<10, 5*time.Second)
+		p2p.WriteMsg(st, haveResponse{Have: true, Size: size}, 5*time.Second)
+	})
+}
+
 // TestHostileProviderCannotExhaustMemory: a stranger announces itself in
 // the DHT as the provider of a blob, says it has it, and answers the
 // daemon's fetch with a blob of 2^50 bytes (a 4 TiB tree), then with one
@@ -108,12 +118,7 @@ func TestHostileProviderCannotExhaustMemory(t *testing.T) {
 	defer d.Close()
 	for _, size := range []int64{1 << 50, 200 << 30} {
 		ref := syncnode.RefFromHash([32]byte{byte(size >> 40), 7})
-		h.SetStreamHandler(p2p.ProtoHaveBlob, func(st network.Stream) {
-			defer st.Close()
-			var req haveRequest
-			p2p.ReadMsg(bufio.NewReader(st), st, &req, 4<<10, 5*time.Second)
-			p2p.WriteMsg(st, haveResponse{Have: true, Size: size}, 5*time.Second)
-		})
+		sayHave(h, size)
 		var asked atomic.Int64
 		h.SetStreamHandler(p2p.ProtoGetBlob, func(st network.Stream) {
 			defer st.Close()
@@ -198,12 +203,7 @@ func TestGarbageTreeDroppedAtItsFirstNode(t *testing.T) {
 	defer d.Close()
 	const size = 64 << 30
 	ref := syncnode.RefFromHash([32]byte{9, 9, 9})
-	h.SetStreamHandler(p2p.ProtoHaveBlob, func(st network.Stream) {
-		defer st.Close()
-		var req haveRequest
-		p2p.ReadMsg(bufio.NewReader(st), st, &req, 4<<10, 5*time.Second)
-		p2p.WriteMsg(st, haveResponse{Have: true, Size: size}, 5*time.Second)
-	})
+	sayHave(h, size)
 	var sent atomic.Int64
 	h.SetStreamHandler(p2p.ProtoGetBlob, func(st network.Stream) {
 		defer st.Close()
