@@ -65,3 +65,56 @@ func TestLeavingServerHandsOffTheOnlyCopy(t *testing.T) {
 		t.Fatal("the forced leave did not leave")
 	}
 }
+
+// TestRejoinedMemberNeverReusesASequenceNumber: a member writes rows that
+// reach the server but not the admin (it is down), then leaves or is
+// ejected. Invited back, its first write must carry a sequence number it
+// never used: one it used already is taken by the server for a row it
+// holds, and the write never reaches it.
+func TestRejoinedMemberNeverReusesASequenceNumber(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"leaves", "is ejected"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			adminCfg := config(t, t.TempDir())
+			admin := open(t, adminCfg)
+			t.Cleanup(func() { admin.Close() })
+			laptop, server := start(t), start(t)
+			g := createGroup(t, admin, "notes", syncnode.Normal)
+			join(t, admin, laptop, g, syncnode.Normal)
+			join(t, admin, server, g, syncnode.Server)
+			waitFor(t, 10*time.Second, "every member known to the laptop", func() bool { return len(laptop.Members(g)) == 3 })
+
+			// The admin is away while the laptop writes: only the server
+			// sees these rows.
+			admin.Close()
+			for _, k := range []string{"notes/a", "notes/b", "notes/c"} {
+				if _, err := laptop.PutRow(g, k, []byte{0xa1, 'x'}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, 10*time.Second, "the laptop's rows on the server", func() bool {
+				_, ok, _ := server.GetRow(g, "notes/c")
+				return ok
+			})
+			admin = open(t, adminCfg)
+			t.Cleanup(func() { admin.Close() })
+			if how == "leaves" {
+				if err := laptop.LeaveGroup(t.Context(), g); err != nil {
+					t.Fatal(err)
+				}
+			} else if _, err := admin.EjectMemberWith(t.Context(), g, laptop.ID(), node.EjectOptions{Force: true}); err != nil {
+				t.Fatal(err)
+			}
+			join(t, admin, laptop, g, syncnode.Normal)
+			row, err := laptop.PutRow(g, "notes/after", []byte{0xa1, 'y'})
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 20*time.Second, "the rejoined laptop's new row on the server", func() bool {
+				got, ok, _ := server.GetRow(g, "notes/after")
+				return ok && got.Seq == row.Seq
+			})
+		})
+	}
+}

@@ -234,6 +234,13 @@ func (g *Group) Join(inv Invitation, addrs []string, now time.Time) (Row, error)
 	return g.putMember(Member{DevType: inv.DevType, Addrs: addrs, Invitation: &inv}, now)
 }
 
+// Resume returns where this device's writes in the group stand.
+func (g *Group) Resume() Resume { return g.rows.resume() }
+
+// ResumeFrom moves this device's sequence and clock past res, as a
+// replica made to join again does before its first write.
+func (g *Group) ResumeFrom(res Resume) { g.rows.resumeFrom(res) }
+
 // Leave removes this device from the group.
 func (g *Group) Leave(now time.Time) Row { return g.rows.Delete(memberPrefix+string(g.self), now) }
 

@@ -321,6 +321,38 @@ func (r *Rows) LearnedFor(remote VersionVector, vouch func(w peer.ID) bool) {
 	}
 }
 
+// Resume is where one device's writes in a group stand: its last sequence
+// number and the newest timestamp its clock gave or saw. It outlives the
+// replica (Store.Remove keeps it), so that a device that left or was
+// ejected and joins again never reuses a sequence number, which its peers
+// would take for a row they hold, nor writes behind its own clock.
+type Resume struct {
+	Seq uint64    `msgpack:"q"`
+	TS  Timestamp `msgpack:"t"`
+}
+
+// Max returns the later of r and o, field by field.
+func (r Resume) Max(o Resume) Resume {
+	if o.TS.Compare(r.TS) > 0 {
+		r.TS = o.TS
+	}
+	r.Seq = max(r.Seq, o.Seq)
+	return r
+}
+
+// resume returns where this device's writes stand.
+func (r *Rows) resume() Resume {
+	return Resume{Seq: max(r.seq, r.vv[r.self], r.seen[r.self]), TS: r.hlc.last}
+}
+
+// resumeFrom moves this device's sequence and clock past res.
+func (r *Rows) resumeFrom(res Resume) {
+	r.seq = max(r.seq, res.Seq)
+	if res.TS.Compare(r.hlc.last) > 0 {
+		r.hlc.last = res.TS
+	}
+}
+
 // maxClaimedSeq bounds how far a peer's claim can move this device's own
 // sequence: far beyond any real count of writes, far below wrapping.
 const maxClaimedSeq = 1 << 48

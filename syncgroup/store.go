@@ -2,6 +2,7 @@ package syncgroup
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"time"
 
@@ -100,12 +101,46 @@ func (s *Store) SaveAll(g *Group, prio syncnode.Priority) error {
 	return s.Save(g, rows, prio)
 }
 
-// Remove deletes group id and its rows, as when this device leaves it.
-func (s *Store) Remove(id syncnode.GroupID) error {
-	if err := s.db.DropPrefix(rowPrefix(id)); err != nil {
-		return fmt.Errorf("syncgroup: store: %w", err)
+// Remove deletes g's replica and rows, as when this device leaves it or
+// joins it again after an ejection. Where this device's writes stood is
+// kept (see Resume), on stable storage before anything is deleted.
+func (s *Store) Remove(g *Group) error {
+	id := g.spec.ID
+	res, err := s.Resumed(id)
+	if err != nil {
+		return err
 	}
-	return s.durable.Update(func(txn *badger.Txn) error { return txn.Delete(groupKey(id)) })
+	res = res.Max(g.Resume())
+	err = s.durable.Update(func(txn *badger.Txn) error { return kv.Set(txn, departedKey(id), kv.KindDeparted, res) })
+	if err == nil {
+		err = s.durable.Flush()
+	}
+	if err == nil {
+		err = s.db.DropPrefix(rowPrefix(id))
+	}
+	if err == nil {
+		err = s.durable.Update(func(txn *badger.Txn) error { return txn.Delete(groupKey(id)) })
+	}
+	if err != nil {
+		return fmt.Errorf("syncgroup: store: removing %s: %w", id, err)
+	}
+	return nil
+}
+
+func departedKey(id syncnode.GroupID) []byte { return kv.Key(kv.Departed, []byte(id)) }
+
+// Resumed returns where this device's writes in group id stood when it
+// last removed a replica of it; the zero Resume if it never did.
+func (s *Store) Resumed(id syncnode.GroupID) (Resume, error) {
+	var res Resume
+	err := s.db.View(func(txn *badger.Txn) error { return kv.Get(txn, departedKey(id), kv.KindDeparted, &res) })
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return Resume{}, nil
+	}
+	if err != nil {
+		return Resume{}, fmt.Errorf("syncgroup: store: %s: %w", id, err)
+	}
+	return res, nil
 }
 
 // Loaded is one group read back from the store.

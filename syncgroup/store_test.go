@@ -81,10 +81,25 @@ func TestStoreRoundTripAndContinue(t *testing.T) {
 	if r.Seq != del.Seq+1 || r.TS.Compare(del.TS) <= 0 {
 		t.Errorf("write after restart: seq %d ts %v, last before: seq %d ts %v", r.Seq, r.TS, del.Seq, del.TS)
 	}
-	if err := NewStore(db).Remove(h.Spec().ID); err != nil {
+	if err := NewStore(db).Remove(h); err != nil {
 		t.Fatal(err)
 	}
 	if l, _ := NewStore(db).Load(admin, time.Minute); len(l) != 0 {
 		t.Errorf("%d groups after remove", len(l))
+	}
+	// Where the writes stood outlives the replica: a fresh one resumed
+	// from it writes past every sequence number and timestamp used.
+	res, err := NewStore(db).Resumed(h.Spec().ID)
+	if err != nil || res.Seq != r.Seq || res.TS.Compare(r.TS) < 0 {
+		t.Fatalf("resumed %+v, %v; last write seq %d ts %v", res, err, r.Seq, r.TS)
+	}
+	fresh, err := NewGroup(h.Spec(), admin, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh.ResumeFrom(res)
+	next := fresh.Leave(t0) // any write of this device's: the sequence is one
+	if next.Seq != r.Seq+1 || next.TS.Compare(r.TS) <= 0 {
+		t.Errorf("write after resuming: seq %d ts %v, last before: seq %d ts %v", next.Seq, next.TS, r.Seq, r.TS)
 	}
 }

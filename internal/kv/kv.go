@@ -49,6 +49,7 @@ var (
 	Journal   = []byte("fj/")
 	Groups    = []byte("sg/")
 	Rows      = []byte("rw/")
+	Departed  = []byte("sd/")
 )
 
 // Kind tags a record with the table it belongs to.
@@ -62,6 +63,7 @@ const (
 	KindJournal  Kind = 'j'
 	KindGroup    Kind = 'g'
 	KindRow      Kind = 'r'
+	KindDeparted Kind = 'd'
 )
 
 const (

@@ -46,6 +46,13 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs 
 	if err := g.SetKey(s.h.Peerstore().PrivKey(s.h.ID())); err != nil {
 		return "", err
 	}
+	// A replica of a group this node left or was ejected from holds the
+	// sequence numbers it used: the new one starts past them.
+	res, err := s.retire(g.Spec().ID)
+	if err != nil {
+		return "", err
+	}
+	g.ResumeFrom(res)
 	if _, err := g.Join(inv, addrs, time.Now()); err != nil {
 		return "", err
 	}
@@ -57,6 +64,36 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs 
 	}
 	s.With(g.Spec().ID, func(g *syncgroup.Group) error { s.learnAddrs(g); return nil })
 	return g.Spec().ID, nil
+}
+
+// retire removes the replica of group id that this node may still hold
+// (it was ejected: its replica stays until it joins again) and returns
+// where its writes there stood, counting those of any replica removed
+// before.
+func (s *Syncer) retire(id syncnode.GroupID) (syncgroup.Resume, error) {
+	var res syncgroup.Resume
+	if s.cfg.Store != nil {
+		var err error
+		if res, err = s.cfg.Store.Resumed(id); err != nil {
+			return res, err
+		}
+	}
+	s.mu.Lock()
+	r, ok := s.groups[id]
+	delete(s.groups, id)
+	s.mu.Unlock()
+	if !ok {
+		return res, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res = res.Max(r.g.Resume())
+	if s.cfg.Store != nil {
+		if err := s.cfg.Store.Remove(r.g); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
 type joinRequest struct {

@@ -85,8 +85,11 @@ type Store interface {
 	// Sync returns once every save before it is on stable storage. Rows
 	// are synced before they are acknowledged or leave the node.
 	Sync() error
-	// Remove deletes g.
-	Remove(id syncnode.GroupID) error
+	// Remove deletes g, keeping where this node's writes in it stood.
+	Remove(g *syncgroup.Group) error
+	// Resumed returns where this node's writes in group id stood when a
+	// replica of it was last removed.
+	Resumed(id syncnode.GroupID) (syncgroup.Resume, error)
 }
 
 // Config configures a Syncer.
@@ -365,7 +368,7 @@ func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID) error {
 	delete(s.groups, id)
 	s.mu.Unlock()
 	if s.cfg.Store != nil {
-		if err := s.cfg.Store.Remove(id); err != nil {
+		if err := s.cfg.Store.Remove(r.g); err != nil {
 			return err
 		}
 	}

@@ -81,6 +81,11 @@ func (s *sim) describe(b *blob) string {
 			d += " (" + err.Error() + ")"
 		}
 		if m.n != nil {
+			if row, ok, _ := m.n.GetRow(s.g, b.key()); ok {
+				d += fmt.Sprintf(", row by %s #%d", s.nameOf(row.Writer), row.Seq)
+			} else {
+				d += ", no row"
+			}
 			if p, err := m.n.Ledger().Pending(b.ref); err == nil && len(p) > 0 {
 				d += fmt.Sprintf(", %d transfers in escrow", len(p))
 			}

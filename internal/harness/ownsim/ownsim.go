@@ -127,6 +127,20 @@ type blob struct {
 	row    bool // the row naming it is written
 	// protected: stored while a live row referenced it; never to be lost.
 	protected bool
+	idx       int
+}
+
+// key is the key of the row naming b.
+func (b *blob) key() string { return fmt.Sprintf("sim/%d", b.idx) }
+
+// nameOf names the node whose ID is id.
+func (s *sim) nameOf(id peer.ID) string {
+	for _, m := range s.ms {
+		if m.id == id {
+			return m.name
+		}
+	}
+	return id.String()
 }
 
 type sim struct {
@@ -249,7 +263,7 @@ func (s *sim) setup(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.blobs = append(s.blobs, &blob{data: data, ref: h, origin: s.rng.IntN(server)})
+		s.blobs = append(s.blobs, &blob{data: data, ref: h, origin: s.rng.IntN(server), idx: len(s.blobs)})
 	}
 	return nil
 }
@@ -350,7 +364,7 @@ func (s *sim) step(ctx context.Context) string {
 		if b.row || o.n == nil || o.out {
 			return fmt.Sprintf("row for blob %d on %s: skipped", bi, o.name)
 		}
-		_, err := o.n.PutRow(s.g, fmt.Sprintf("sim/%d", bi), rowValue(b))
+		_, err := o.n.PutRow(s.g, b.key(), rowValue(b))
 		b.row = err == nil
 		return fmt.Sprintf("row for blob %d on %s (blob put: %v): %v", bi, o.name, b.put, errString(err))
 	case op < 40:
