@@ -9,6 +9,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/node"
+	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -78,4 +79,60 @@ func TestEjectionKeepsTheOnlyCopy(t *testing.T) {
 // isMember reports whether p is a member of g as n knows it.
 func isMember(n *node.Node, g syncnode.GroupID, p *node.Node) bool {
 	return slices.ContainsFunc(n.Members(g), func(m syncgroup.Member) bool { return m.Peer == p.ID() })
+}
+
+// TestSharesReturningToAnEjectedMemberAreDropped: a member has two blobs'
+// shares in escrow when the admin ejects it, one transfer to the admin,
+// one to a tablet that is down. The member ends the first before it
+// answers the admin, which then takes those shares; the second stays in
+// escrow, so the admin makes up for its shares once the member is out.
+// When the tablet is back, never having accepted, the shares that return
+// to the ejected member pin nothing there: the group counts two of each.
+func TestSharesReturningToAnEjectedMemberAreDropped(t *testing.T) {
+	t.Parallel()
+	phone := start(t)
+	laptopCfg, tabletCfg := config(t, t.TempDir()), config(t, t.TempDir())
+	laptop, tablet := open(t, laptopCfg), open(t, tabletCfg)
+	t.Cleanup(func() { laptop.Close(); tablet.Close() })
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, laptop, g, syncnode.Normal)
+	join(t, phone, tablet, g, syncnode.Normal)
+	toAdmin := putBlobRow(t, laptop, g, "photos/a", randomBytes(1<<20, 74))
+	toTablet := putBlobRow(t, laptop, g, "photos/b", randomBytes(1<<20, 75))
+	waitFor(t, 10*time.Second, "the laptop knows the tablet", func() bool { return len(laptop.Members(g)) == 3 })
+	if _, err := laptop.Ledger().OfferAll(ownership.NewTransferID(), toAdmin, g, phone.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := laptop.Ledger().OfferAll(ownership.NewTransferID(), toTablet, g, tablet.ID()); err != nil {
+		t.Fatal(err)
+	}
+	tablet.Close()
+	e, err := phone.EjectMemberWith(t.Context(), g, laptop.ID(), node.EjectOptions{})
+	if err != nil || !slices.Contains(e.Kept, toAdmin) || !slices.Contains(e.Kept, toTablet) {
+		t.Fatalf("ejecting the laptop: %+v, %v", e, err)
+	}
+	for _, ref := range []syncnode.BlobRef{toAdmin, toTablet} {
+		if n := shares(t, phone, ref, g); n != 2 {
+			t.Fatalf("the admin holds %d shares of %s after the ejection", n, ref)
+		}
+	}
+	if n := shares(t, laptop, toAdmin, g); n != 0 {
+		t.Fatalf("the ejected laptop counts %d shares of the blob the admin took", n)
+	}
+	// The tablet back, the laptop (restarted) ends the transfer still in
+	// escrow: never accepted.
+	waitFor(t, 10*time.Second, "the laptop learns it is out", func() bool {
+		_, err := laptop.PutRow(g, "photos/late", []byte{0xc0})
+		return errors.Is(err, syncgroup.ErrNotMember)
+	})
+	tablet = open(t, tabletCfg)
+	laptop.Close()
+	laptop = open(t, laptopCfg)
+	waitFor(t, 10*time.Second, "the transfer ended and the shares back on the laptop dropped", func() bool {
+		p, err := laptop.Ledger().Pending(toTablet)
+		return err == nil && len(p) == 0 && shares(t, laptop, toTablet, g) == 0
+	})
+	if n := shares(t, tablet, toTablet, g); n != 0 {
+		t.Fatalf("the tablet counts %d shares it never accepted", n)
+	}
 }

@@ -27,12 +27,7 @@ var _ syncer.Hooks = hooks{}
 func (h hooks) Applied(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
 	h.n.keepMember(g, from)
 	if slices.ContainsFunc(rows, func(r syncgroup.Row) bool { return strings.HasPrefix(r.Key, syncgroup.MembershipPrefix) }) {
-		var out bool
-		h.n.sync.With(g, func(gr *syncgroup.Group) error {
-			out = gr.Banned(h.n.h.ID()) && !gr.IsMember(h.n.h.ID())
-			return nil
-		})
-		if out {
+		if h.n.isEjected(g) {
 			h.n.ejected(g)
 		}
 	}
@@ -531,6 +526,13 @@ func (n *Node) mayServe(requester peer.ID, ref syncnode.BlobRef) error {
 // is a server in the group) — how a device learns its blob is safe.
 func (n *Node) settled(t ownership.Transfer, accepted bool) {
 	if !accepted {
+		// Shares that come back to a node the group ejected count for
+		// nothing there, and the admin made up for them at the ejection.
+		if n.isEjected(t.Group) {
+			if err := n.ledger.DropGroup(t.Ref, t.Group); err != nil {
+				n.log.Error("shares returned to an ejected node not dropped", "blob", t.Ref, "group", t.Group, "err", err)
+			}
+		}
 		return
 	}
 	loc := n.location(t.Group, t.To, false)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -210,11 +209,14 @@ func (n *Node) takeFromEjected(ctx context.Context, g syncnode.GroupID, p peer.I
 	var out []syncnode.BlobRef
 	for i, r := range res {
 		switch {
-		case errs[i] != nil && strings.Contains(errs[i].Error(), ownership.ErrInEscrow.Error()):
-			// Its shares are on their way to another member, which
-			// settles them whatever happens to p: nothing to make up for.
-			out = append(out, refs[i])
 		case errs[i] != nil:
+			// Refused, or (p ends its transfers in escrow before it
+			// answers) still in escrow for a member that p cannot
+			// reach: if they come back, p's shares count for nothing.
+			// This node makes up for them once p is out: two shares
+			// too many, should that member have taken them, which a
+			// server holding the group's two calls surplus, rather
+			// than none.
 			n.log.Info("shares of a member to eject not taken", "blob", refs[i], "group", g, "peer", p, "err", errs[i])
 		case r.Taken > 0 || r.HolderKeeps:
 			out = append(out, refs[i])
@@ -289,6 +291,16 @@ func (n *Node) keepForGroup(ref syncnode.BlobRef, g syncnode.GroupID) error {
 		n.noteHandoff(ref, fmt.Sprintf("kept for %s: its only known holder was ejected", g))
 		return nil
 	})
+}
+
+// isEjected reports whether an admin ejected this node from group g.
+func (n *Node) isEjected(g syncnode.GroupID) bool {
+	var out bool
+	n.sync.With(g, func(gr *syncgroup.Group) error {
+		out = gr.Banned(n.h.ID()) && !gr.IsMember(n.h.ID())
+		return nil
+	})
+	return out
 }
 
 // ejected is run when this node learns that an admin ejected it from g:

@@ -492,12 +492,13 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 	for _, t := range pending {
 		resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref}, s.timeout)
 		if err != nil {
-			if t.At > 0 && time.Since(time.Unix(0, t.At)) > s.EscrowWait {
+			if s.outgrown(t) {
 				if ok, aerr := s.ledger.Abandon(t.Ref, t.ID); aerr != nil {
 					errs = append(errs, aerr)
 				} else if ok {
 					s.log.Warn("share transfer abandoned: its acceptor has not answered", "blob", t.Ref, "group", t.Group,
-						"acceptor", t.To, "escrowed", time.Unix(0, t.At), "err", err)
+						"acceptor", t.To, "escrowed", time.Unix(0, t.At), "member", s.isMember(t.Group, t.To), "err", err)
+					s.settled(t, false)
 					n++
 					continue
 				}
@@ -516,6 +517,23 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 		errs = append(errs, err)
 	}
 	return n, errors.Join(errs...)
+}
+
+// outgrown reports whether transfer t, whose acceptor did not answer, has
+// waited long enough in escrow: EscrowWait, or no time at all once the
+// acceptor is no longer a member of the group (it left or was ejected;
+// shares it holds count for nothing) while this node still is. A node
+// that is out itself cannot tell, and waits.
+func (s *Service) outgrown(t ownership.Transfer) bool {
+	if t.At > 0 && time.Since(time.Unix(0, t.At)) > s.EscrowWait {
+		return true
+	}
+	return s.isMember(t.Group, s.h.ID()) && !s.isMember(t.Group, t.To)
+}
+
+func (s *Service) isMember(g syncnode.GroupID, p peer.ID) bool {
+	_, ok := s.prio.PeerPriority(g, p)
+	return ok
 }
 
 // tellVoided tells the acceptor of every transfer abandoned here to drop
@@ -633,6 +651,33 @@ func (s *Service) checkProof(from peer.ID, id ownership.TransferID, ref syncnode
 	return nil
 }
 
+// settlePending ends the transfers of ref in g waiting in escrow here,
+// asking each acceptor how it ended (which fixes the outcome there: a
+// transfer not accepted yet never will be). An admin about to eject this
+// node must learn whether those shares are with another member or back
+// here, to be offered to it; only an acceptor that does not answer leaves
+// its transfer in escrow.
+func (s *Service) settlePending(ref syncnode.BlobRef, g syncnode.GroupID) {
+	pending, err := s.ledger.Pending(ref)
+	if err != nil {
+		return
+	}
+	for _, t := range pending {
+		if t.Group != g {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+		resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref}, s.timeout)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if _, err := s.ledger.Settle(t.Ref, t.ID, resp.Accepted); err == nil {
+			s.settled(t, resp.Accepted)
+		}
+	}
+}
+
 // holdsNone reports whether this node has no shares of ref in g, held or
 // in escrow: a challenge for them would cost both sides a proof for
 // nothing.
@@ -708,7 +753,11 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 			return response{}, err
 		}
 		count := func(held int) int { return ownership.OfferCount(me, them, held) }
-		if s.isLeaving(req.Group) || (req.Ejecting && s.prio.IsAdmin(req.Group, from)) {
+		ejecting := req.Ejecting && s.prio.IsAdmin(req.Group, from)
+		if ejecting {
+			s.settlePending(req.Ref, req.Group)
+		}
+		if s.isLeaving(req.Group) || ejecting {
 			count = func(held int) int { return held }
 		}
 		if req.Want > 0 {

@@ -361,3 +361,46 @@ func TestEscrowEndsWithoutItsAcceptor(t *testing.T) {
 		t.Fatalf("void of an unknown transfer: %v", err)
 	}
 }
+
+// TestEscrowEndsWhenItsAcceptorIsOut: a server accepts a leaf's two shares
+// and vanishes before the leaf settles; then the admin ejects it. Shares
+// an ejected member holds count for nothing, so the leaf need not wait
+// EscrowWait (an hour by default): its next recovery ends the transfer,
+// its shares come back and a member can take them.
+func TestEscrowEndsWhenItsAcceptorIsOut(t *testing.T) {
+	devs, gid := world(t)
+	ref := putBlob(t, devs[1], devs[2], devs[3])
+	admin, normal, server, leaf := devs[0], devs[2], devs[1], devs[3]
+	leaf.ledger.Grant(ref, gid, ownership.CreatorShares)
+
+	id := ownership.NewTransferID()
+	resp, err := provenOffer(t, server, leaf, id, ref, gid)
+	if err != nil || resp.Transfer == nil || resp.Transfer.N != 2 {
+		t.Fatalf("offer: %+v %v", resp, err)
+	}
+	tr := *resp.Transfer
+	tr.From = leaf.h.ID()
+	if err := server.ledger.Accept(tr, true); err != nil {
+		t.Fatal(err)
+	}
+	server.svc.Close() // gone before the leaf settles
+	if n, _ := leaf.svc.Recover(t.Context()); n != 0 {
+		t.Fatalf("recover while the acceptor is a member: %d ended", n)
+	}
+
+	if err := admin.sync.Eject(gid, server.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := leaf.sync.SyncWith(t.Context(), gid, admin.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := leaf.svc.Recover(t.Context()); n != 1 {
+		t.Fatalf("recover once the acceptor is ejected: %d ended, want 1", n)
+	}
+	if s, _ := leaf.ledger.Shares(ref); s[gid] != 2 {
+		t.Fatalf("the leaf's shares after ending the escrow: %v", s)
+	}
+	if res, err := normal.svc.Take(t.Context(), leaf.h.ID(), ref, gid); err != nil || res.Taken != 1 {
+		t.Fatalf("the normal member's take after the escrow ended: %+v, %v", res, err)
+	}
+}
