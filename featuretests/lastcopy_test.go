@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -214,4 +215,52 @@ func TestServerTakesSharesFromRelayingMember(t *testing.T) {
 	waitFor(t, 30*time.Second, "every share on the server", func() bool {
 		return shares(t, leaf, ref, g) == 0 && shares(t, server, ref, g) == 2
 	})
+}
+
+// TestLostDatabaseNeverCountsSharesTwice: two servers hold a phone's blob,
+// one with the group's two shares; the phone evicted its copy. A server
+// whose database is lost (its blobs kept) cannot tell which of its blobs
+// it created or kept shares of: it asks the group. The one without shares
+// takes none (taking the creator's would make four); the one that had
+// them, finding that no member keeps any, takes the two back.
+func TestLostDatabaseNeverCountsSharesTwice(t *testing.T) {
+	t.Parallel()
+	phone := start(t, func(c *node.Config) { c.BlobBudget = 1 << 20 })
+	cfgs := []node.Config{config(t, t.TempDir()), config(t, t.TempDir())}
+	servers := []*node.Node{open(t, cfgs[0]), open(t, cfgs[1])}
+	t.Cleanup(func() { servers[0].Close(); servers[1].Close() })
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, servers[0], g, syncnode.Server)
+	join(t, phone, servers[1], g, syncnode.Server)
+	ref := putBlobRow(t, phone, g, "photos/a", randomBytes(2<<20, 76))
+	all := func() []*node.Node { return []*node.Node{phone, servers[0], servers[1]} }
+	waitFor(t, 30*time.Second, "both servers' copies, the group's two shares on one, the phone's copy evicted", func() bool {
+		return servers[0].HasBlob(ref) && servers[1].HasBlob(ref) && !phone.HasBlob(ref) &&
+			totalShares(t, all(), ref, g) == 2 && shares(t, phone, ref, g) == 0
+	})
+	keeper := 0
+	if shares(t, servers[1], ref, g) == 2 {
+		keeper = 1
+	}
+	lose := func(i int) {
+		servers[i].Close()
+		if err := os.RemoveAll(filepath.Join(cfgs[i].DataDir, "db")); err != nil {
+			t.Fatal(err)
+		}
+		servers[i] = open(t, cfgs[i])
+		join(t, phone, servers[i], g, syncnode.Server)
+		waitFor(t, 20*time.Second, "the recovered server asked the group about its blob", func() bool {
+			w, err := servers[i].Why(ref)
+			asked := err == nil && strings.Contains(w.Handoff, "database was lost")
+			return asked || totalShares(t, all(), ref, g) > 2
+		})
+	}
+	lose(1 - keeper)
+	if n := totalShares(t, all(), ref, g); n != 2 || shares(t, servers[keeper], ref, g) != 2 {
+		t.Fatalf("after the server without shares lost its database: %d shares in all, %d on the keeper", n, shares(t, servers[keeper], ref, g))
+	}
+	lose(keeper)
+	if n := totalShares(t, all(), ref, g); n != 2 || shares(t, servers[keeper], ref, g) != 2 {
+		t.Fatalf("after the keeper lost its database: %d shares in all, %d on it", n, shares(t, servers[keeper], ref, g))
+	}
 }

@@ -1,9 +1,12 @@
 package node
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
@@ -122,6 +125,11 @@ func (n *Node) grantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID, int
 				n.log.Info("creator shares granted", "blob", ref, "group", g)
 			}
 		}
+		if rec, err := n.ledger.Recovered(ref); err == nil && rec {
+			if _, running := n.reclaiming.LoadOrStore(ref, true); !running {
+				n.goRun(func() { defer n.reclaiming.Delete(ref); n.reclaim(ref) })
+			}
+		}
 		return errors.Join(errs...)
 	})
 }
@@ -193,4 +201,70 @@ func (n *Node) Holding(ref syncnode.BlobRef) (held bool, shares map[syncnode.Gro
 		return err
 	})
 	return held, shares, err
+}
+
+// reclaim settles the shares of a blob this node held when its database
+// was lost. It asks every other member of each group the signpost names
+// whether it keeps shares of the blob there; where none does, the
+// group's shares were here and are taken back (the copy is pinned until
+// then), and where one does, this node takes none: a server that lost
+// its database never counts shares twice. A member that does not answer
+// holds the reclaim back, retried with a delay doubling to a minute.
+func (n *Node) reclaim(ref syncnode.BlobRef) {
+	for delay := time.Second; ; delay = min(2*delay, time.Minute) {
+		orphaned, err := n.orphanedIn(ref)
+		if err == nil {
+			granted, err := n.ledger.Reclaim(ref, orphaned)
+			if err == nil {
+				note := "held when the database was lost; another member keeps its shares"
+				if len(granted) > 0 {
+					note = fmt.Sprintf("held when the database was lost; no member keeps its shares in %v, kept for them here", granted)
+				}
+				n.noteHandoff(ref, note)
+				n.log.Info("recovered blob reclaimed", "blob", ref, "granted in", granted)
+				return
+			}
+		}
+		n.log.Info("recovered blob not reclaimed yet", "blob", ref, "err", err)
+		if !n.sleep(delay) {
+			return
+		}
+	}
+}
+
+// orphanedIn returns the groups of ref's signpost, this node a member,
+// where no other member keeps shares of ref; an error if one of them did
+// not answer.
+func (n *Node) orphanedIn(ref syncnode.BlobRef) ([]syncnode.GroupID, error) {
+	sp, err := n.signposts.Get(ref)
+	if err != nil {
+		return nil, err
+	}
+	var out []syncnode.GroupID
+	for _, g := range sp.Groups() {
+		if !n.sync.IsMember(n.h.ID(), g) {
+			continue
+		}
+		kept := false
+		for _, m := range n.Members(g) {
+			if m.Peer == n.h.ID() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
+			keeps, refused, err := n.shares.KeepsOrRefused(ctx, m.Peer, []shares.Item{{Ref: ref, Group: g}})
+			cancel()
+			if err == nil && refused[0] {
+				// Not yet knowing this node a member again, say.
+				err = errors.New("refused")
+			}
+			if err != nil {
+				return nil, fmt.Errorf("node: does %s keep shares of %s: %w", m.Peer, ref, err)
+			}
+			kept = kept || keeps[0]
+		}
+		if !kept {
+			out = append(out, g)
+		}
+	}
+	return out, nil
 }

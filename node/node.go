@@ -179,6 +179,11 @@ type Node struct {
 	// reach is the last network.Reachability AutoNAT reported (or
 	// hintBehindNAT told the host).
 	reach atomic.Int32
+	// dbFresh: the database was created at this open. Blobs the store
+	// holds already were held before it was lost.
+	dbFresh bool
+	// reclaiming are the recovered blobs whose reclaim runs.
+	reclaiming sync.Map
 	// rejoining are the groups taken up from the object store's records
 	// at open, with the members to sync their rows back from.
 	rejoining map[syncnode.GroupID][]memberAddrs

@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -93,7 +95,11 @@ func (n *Node) openStores(opened *closers) (err error) {
 	}
 	opened.add(n.blobs.Close)
 	n.store = watchedStore{n.blobs, n}
-	if n.db, err = kv.Open(filepath.Join(n.cfg.DataDir, "db"), n.log); err != nil {
+	dbDir := filepath.Join(n.cfg.DataDir, "db")
+	if _, err := os.Stat(dbDir); errors.Is(err, fs.ErrNotExist) {
+		n.dbFresh = true
+	}
+	if n.db, err = kv.Open(dbDir, n.log); err != nil {
 		return err
 	}
 	opened.add(n.db.Close)
@@ -202,6 +208,13 @@ func (n *Node) recoverState() error {
 		n.log.Error("groups not taken up from the object store's records", "err", err)
 	}
 	err = n.blobs.List(func(i blobstore.Info) error {
+		if n.dbFresh {
+			// Held before the database was lost: who created it, and
+			// who keeps its shares, the group tells (see reclaim).
+			if err := n.ledger.MarkRecovered(i.Ref); err != nil {
+				return err
+			}
+		}
 		n.announce(i.Ref)
 		if t, err := n.blobs.ModTime(i.Ref); err == nil {
 			n.lru.touch(i.Ref, t, i.Size)

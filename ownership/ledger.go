@@ -79,6 +79,11 @@ type record struct {
 	// (Abandon), by ID, until the acceptor is told to drop what it may
 	// have accepted.
 	Voided map[string]Transfer `msgpack:"v,omitempty"`
+	// Recovered marks a blob this device held when its database was
+	// lost: whether it created the blob or held shares of it is not
+	// known. It takes no creator shares on its own word, and keeps the
+	// copy until Reclaim has asked the group.
+	Recovered bool `msgpack:"r,omitempty"`
 }
 
 // received records the outcome of a transfer at the acceptor.
@@ -190,7 +195,7 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 	}
 	// Read first: at open this runs for every held blob, and a grant made
 	// before needs no write and no sync.
-	if r, err := l.read(ref); err != nil || r.Created[g] || (r.Fetched && !introduced) {
+	if r, err := l.read(ref); err != nil || r.Created[g] || r.Recovered || (r.Fetched && !introduced) {
 		return false, err
 	}
 	// The origin's grant needs no sync of its own: the origin (no
@@ -204,7 +209,7 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 		if err != nil {
 			return err
 		}
-		granted = !r.Created[g] && (!r.Fetched || introduced)
+		granted = !r.Created[g] && !r.Recovered && (!r.Fetched || introduced)
 		if !granted {
 			return nil
 		}
@@ -219,6 +224,48 @@ func (l *Ledger) GrantCreator(ref syncnode.BlobRef, g syncnode.GroupID, introduc
 	if err == nil && sync {
 		err = l.durable.Sync()
 	}
+	return granted, err
+}
+
+// MarkRecovered records that this device held ref when its database was
+// lost (see record.Recovered).
+func (l *Ledger) MarkRecovered(ref syncnode.BlobRef) error {
+	return l.durable.Update(func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil {
+			return err
+		}
+		r.Recovered, r.Fetched = true, true
+		return store(txn, ref, r)
+	})
+}
+
+// Recovered reports whether ref is marked recovered and not yet reclaimed.
+func (l *Ledger) Recovered(ref syncnode.BlobRef) (bool, error) {
+	r, err := l.read(ref)
+	return r.Recovered, err
+}
+
+// Reclaim ends ref's recovered mark once the members of its groups have
+// answered: in each group of orphaned (where none of them keeps shares of
+// it), this device takes the group's CreatorShares, as the one keeping the
+// copy; elsewhere it takes none. It returns the groups it granted in.
+func (l *Ledger) Reclaim(ref syncnode.BlobRef, orphaned []syncnode.GroupID) (granted []syncnode.GroupID, err error) {
+	err = l.durable.Update(func(txn *badger.Txn) error {
+		granted = nil
+		r, err := load(txn, ref)
+		if err != nil || !r.Recovered {
+			return err
+		}
+		r.Recovered = false
+		for _, g := range orphaned {
+			if r.Shares[g] == 0 {
+				r.add(g, CreatorShares)
+				granted = append(granted, g)
+			}
+		}
+		return store(txn, ref, r)
+	})
 	return granted, err
 }
 
@@ -548,7 +595,7 @@ func (l *Ledger) Pending(ref syncnode.BlobRef) ([]Transfer, error) {
 // group and none in escrow.
 func (l *Ledger) MayEvict(ref syncnode.BlobRef) (bool, error) {
 	r, err := l.read(ref)
-	return err == nil && MayEvict(r.Shares, len(r.Escrow)), err
+	return err == nil && !r.Recovered && MayEvict(r.Shares, len(r.Escrow)), err
 }
 
 func slicesOf(m map[string]Transfer) []Transfer {

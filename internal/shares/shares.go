@@ -259,9 +259,18 @@ type Item struct {
 
 // Keeps asks holder which of items it keeps shares of, held or in
 // escrow: the answer to a possession challenge, which costs the holder one
-// keyed hash. It fails as a whole if holder does not answer.
+// keyed hash. A refused challenge (the holder restoring its copy, say)
+// counts as kept: the caller then makes sure of the blob. It fails as a
+// whole if holder does not answer.
 func (s *Service) Keeps(ctx context.Context, holder peer.ID, items []Item) ([]bool, error) {
-	out := make([]bool, len(items))
+	keeps, _, err := s.KeepsOrRefused(ctx, holder, items)
+	return keeps, err
+}
+
+// KeepsOrRefused is Keeps, with refused true for the items whose
+// challenge the holder refused (their keeps is true).
+func (s *Service) KeepsOrRefused(ctx context.Context, holder peer.ID, items []Item) (keeps, refused []bool, err error) {
+	keeps, refused = make([]bool, len(items)), make([]bool, len(items))
 	for start := 0; start < len(items); start += MaxBatch {
 		end := min(start+MaxBatch, len(items))
 		reqs := make([]request, 0, end-start)
@@ -270,18 +279,16 @@ func (s *Service) Keeps(ctx context.Context, holder peer.ID, items []Item) ([]bo
 		}
 		resp, err := s.call(ctx, holder, request{Op: opChallenges, Items: reqs}, s.timeout)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if len(resp.Items) != len(reqs) {
-			return nil, fmt.Errorf("shares: %s answered %d of %d items", holder, len(resp.Items), len(reqs))
+			return nil, nil, fmt.Errorf("shares: %s answered %d of %d items", holder, len(resp.Items), len(reqs))
 		}
 		for k, r := range resp.Items {
-			// A refused challenge (the holder restoring its copy) counts
-			// as kept: the caller then makes sure of the blob.
-			out[start+k] = !r.Nothing
+			keeps[start+k], refused[start+k] = !r.Nothing, r.Err != ""
 		}
 	}
-	return out, nil
+	return keeps, refused, nil
 }
 
 // TakeAll is Take for many blobs from one holder: each step (challenge,
