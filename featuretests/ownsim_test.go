@@ -2,11 +2,15 @@ package featuretests
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/internal/harness/ownsim"
+	"github.com/syncnode/syncnode/internal/harness/s3faults"
+	"github.com/syncnode/syncnode/internal/s3test"
 )
 
 var (
@@ -22,7 +26,27 @@ var (
 // with -ownsim.long: 2000 seeds of 120 steps, no budget). A failing seed
 // prints the command that replays it.
 func TestOwnershipSimulation(t *testing.T) {
-	steps, seeds, budget := 40, 400, *ownsimBudget
+	ownershipSeeds(t, "TestOwnershipSimulation", *ownsimBudget, nil)
+}
+
+// TestOwnershipSimulationOnFlakyObjectStore is TestOwnershipSimulation
+// with the server's blobs on an object store (Versity) behind a proxy
+// that the schedule has fail with 503s, cut reads short, and heal; a
+// third of the time budget in short mode.
+func TestOwnershipSimulationOnFlakyObjectStore(t *testing.T) {
+	srv := s3test.Start(t, bucket)
+	ownershipSeeds(t, "TestOwnershipSimulationOnFlakyObjectStore", *ownsimBudget/3, func(cfg *ownsim.Config) {
+		proxy := s3faults.New(t, srv.Addr)
+		cfg.Faults = proxy
+		cfg.ServerStore = &s3store.Config{Insecure: true, Bucket: bucket, Prefix: fmt.Sprintf("ownsim-%d", cfg.Seed),
+			Creds: srv.Creds(), Timeout: 2 * time.Second}
+	})
+}
+
+// ownershipSeeds runs the seeds of the ownership simulation named name,
+// with mod (if not nil) changing each seed's config.
+func ownershipSeeds(t *testing.T, name string, budget time.Duration, mod func(*ownsim.Config)) {
+	steps, seeds := 40, 400
 	if *ownsimLong {
 		steps, seeds, budget = 120, 2000, 24*time.Hour
 	}
@@ -40,12 +64,15 @@ func TestOwnershipSimulation(t *testing.T) {
 		if *ownsimTrace {
 			cfg.Trace = os.Stdout
 		}
+		if mod != nil {
+			mod(&cfg)
+		}
 		return ownsim.Run(t.Context(), cfg)
 	}, func(seed uint64, rep ownsim.Report, err error) {
 		if err != nil {
 			failed++
-			t.Errorf("%v\nreplay: go test ./featuretests -run TestOwnershipSimulation -ownsim.seed=%d -ownsim.trace -v%s",
-				err, seed, map[bool]string{true: " -ownsim.long"}[*ownsimLong])
+			t.Errorf("%v\nreplay: go test ./featuretests -run %s -ownsim.seed=%d -ownsim.trace -v%s",
+				err, name, seed, map[bool]string{true: " -ownsim.long"}[*ownsimLong])
 			return
 		}
 		runs++

@@ -108,6 +108,10 @@ func (s *sim) describe(b *blob) string {
 // hold shares of it (I6), checking I1–I3 along the way.
 func (s *sim) settle(ctx context.Context) error {
 	s.cut.Heal()
+	if s.cfg.Faults != nil {
+		s.cfg.Faults.CutReads(0)
+		s.cfg.Faults.SetUnavailable(false)
+	}
 	for _, m := range s.ms {
 		if m.n == nil {
 			if err := s.start(m); err != nil {

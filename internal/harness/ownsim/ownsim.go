@@ -41,6 +41,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/harness/netsplit"
 	"github.com/syncnode/syncnode/internal/kv"
@@ -62,6 +63,24 @@ type Config struct {
 	Dir string
 	// Trace, if not nil, receives one line per step.
 	Trace io.Writer
+	// ServerStore, if not nil, keeps the server's blobs on an object
+	// store, its endpoint that of Faults, which the schedule then has
+	// fail (503 on every request), cut a read short, and heal.
+	ServerStore *s3store.Config
+	Faults      StoreFaults
+}
+
+// StoreFaults drives the faults between the server and its object store
+// (see package s3faults).
+type StoreFaults interface {
+	// Addr is the endpoint the server uses; Direct, the store's own.
+	Addr() string
+	Direct() string
+	// CutReads has the next n ranged reads end halfway, the store
+	// unavailable after each.
+	CutReads(n int)
+	// SetUnavailable has every request fail with 503, or pass.
+	SetUnavailable(down bool)
 }
 
 // Report counts what a run did and checked.
@@ -223,6 +242,10 @@ func (s *sim) setup(ctx context.Context) error {
 			Fetcher: &fc, Gater: m.gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler)}
 		if devTypes[i] != syncnode.Server {
 			m.cfg.BlobBudget = 1 // every blob it may evict goes
+		} else if s.cfg.ServerStore != nil {
+			c := *s.cfg.ServerStore
+			c.Endpoint = s.cfg.Faults.Addr()
+			m.cfg.S3 = &c
 		}
 		s.ms[i] = m
 		if err := s.start(m); err != nil {
@@ -298,12 +321,15 @@ func (s *sim) stop(m *member) error {
 	err := m.n.Close()
 	m.n = nil
 	m.held, m.shares = map[syncnode.BlobRef]bool{}, map[syncnode.BlobRef]map[syncnode.GroupID]int{}
-	bs, berr := blobstore.OpenDisk(filepath.Join(m.cfg.DataDir, "blobs"), slog.New(slog.DiscardHandler))
+	bs, berr := s.openStore(m)
 	if berr != nil {
 		return errors.Join(err, berr)
 	}
-	bs.List(func(i blobstore.Info) error { m.held[i.Ref] = true; return nil })
+	lerr := bs.List(func(i blobstore.Info) error { m.held[i.Ref] = true; return nil })
 	bs.Close()
+	if lerr != nil {
+		return errors.Join(err, lerr)
+	}
 	db, derr := kv.Open(filepath.Join(m.cfg.DataDir, "db"), slog.New(slog.DiscardHandler))
 	if derr != nil {
 		return errors.Join(err, derr)
@@ -313,6 +339,24 @@ func (s *sim) stop(m *member) error {
 		return nil
 	})
 	return errors.Join(err, serr, db.Close())
+}
+
+// blobLister lists a stopped node's blobs.
+type blobLister interface {
+	List(func(blobstore.Info) error) error
+	Close() error
+}
+
+// openStore opens the blob store of stopped node m, as it would find it
+// at its next start: its disk, or its bucket looked at past the faults.
+func (s *sim) openStore(m *member) (blobLister, error) {
+	dir := filepath.Join(m.cfg.DataDir, "blobs")
+	if m.cfg.S3 == nil {
+		return blobstore.OpenDisk(dir, slog.New(slog.DiscardHandler))
+	}
+	c := *m.cfg.S3
+	c.Endpoint, c.Owner, c.Staging = s.cfg.Faults.Direct(), m.id.String(), filepath.Join(s.cfg.Dir, fmt.Sprintf("look-%s-%d", m.name, s.cfg.Seed))
+	return s3store.Open(context.Background(), c, slog.New(slog.DiscardHandler))
 }
 
 func (s *sim) closeAll() {
@@ -344,7 +388,11 @@ func rowValue(b *blob) []byte {
 // description. The draw depends on the seed alone: an operation that does
 // not apply now (its node is down) does nothing.
 func (s *sim) step(ctx context.Context) string {
-	op := s.rng.IntN(106)
+	ops := 106
+	if s.cfg.Faults != nil {
+		ops = 112
+	}
+	op := s.rng.IntN(ops)
 	bi := s.rng.IntN(len(s.blobs))
 	b := s.blobs[bi]
 	mi := s.rng.IntN(numNodes)
@@ -424,8 +472,18 @@ func (s *sim) step(ctx context.Context) string {
 		return s.leave(ctx, s.ms[laptop+int(side%2)])
 	case op >= 102 && op < 104:
 		return s.eject(ctx, s.ms[laptop+int(side%2)])
-	case op >= 104:
+	case op >= 104 && op < 106:
 		return s.rejoin(ctx, s.ms[laptop+int(side%2)])
+	case op >= 106 && op < 108:
+		s.cfg.Faults.SetUnavailable(true)
+		return "the object store answers 503"
+	case op >= 108 && op < 110:
+		s.cfg.Faults.CutReads(1 + int(side%2))
+		return "the object store's next reads are cut short"
+	case op >= 110:
+		s.cfg.Faults.CutReads(0)
+		s.cfg.Faults.SetUnavailable(false)
+		return "the object store answers again"
 	default:
 		d := time.Duration(10+side%40) * time.Millisecond
 		time.Sleep(d)
