@@ -85,9 +85,11 @@ func isMember(n *node.Node, g syncnode.GroupID, p *node.Node) bool {
 // shares in escrow when the admin ejects it, one transfer to the admin,
 // one to a tablet that is down. The member ends the first before it
 // answers the admin, which then takes those shares; the second stays in
-// escrow, so the admin makes up for its shares once the member is out.
-// When the tablet is back, never having accepted, the shares that return
-// to the ejected member pin nothing there: the group counts two of each.
+// escrow and the tablet does not answer the admin either, so the
+// ejection is refused, naming the blob. Forced, the admin makes up for
+// its shares once the member is out. When the tablet is back, never
+// having accepted, the shares that return to the ejected member pin
+// nothing there: the group counts two of each.
 func TestSharesReturningToAnEjectedMemberAreDropped(t *testing.T) {
 	t.Parallel()
 	phone := start(t)
@@ -108,8 +110,15 @@ func TestSharesReturningToAnEjectedMemberAreDropped(t *testing.T) {
 	}
 	tablet.Close()
 	e, err := phone.EjectMemberWith(t.Context(), g, laptop.ID(), node.EjectOptions{})
-	if err != nil || !slices.Contains(e.Kept, toAdmin) || !slices.Contains(e.Kept, toTablet) {
-		t.Fatalf("ejecting the laptop: %+v, %v", e, err)
+	if !errors.Is(err, node.ErrAtRisk) || !slices.Equal(e.AtRisk, []syncnode.BlobRef{toTablet}) {
+		t.Fatalf("ejecting the laptop, its shares in escrow with a tablet that does not answer: %+v, %v", e, err)
+	}
+	if n := shares(t, phone, toAdmin, g); n != 2 {
+		t.Fatalf("the admin holds %d shares of the blob whose escrow the laptop ended", n)
+	}
+	e, err = phone.EjectMemberWith(t.Context(), g, laptop.ID(), node.EjectOptions{Force: true})
+	if err != nil || !slices.Contains(e.Kept, toTablet) {
+		t.Fatalf("ejecting the laptop with force: %+v, %v", e, err)
 	}
 	for _, ref := range []syncnode.BlobRef{toAdmin, toTablet} {
 		if n := shares(t, phone, ref, g); n != 2 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -61,7 +62,12 @@ func (n *Node) EjectMember(g syncnode.GroupID, p peer.ID) error {
 //
 // Of the blobs fetched whose shares did not move here (p did not answer,
 // or refused), this node takes the group's two shares itself once p is
-// out, unless a server of the group says it keeps them.
+// out, unless a server of the group says it keeps them. Shares p has in
+// escrow for a member it cannot reach are asked about at that member:
+// those it took stay with it, and this node makes up for the rest; if it
+// does not answer either, the blob is at risk (refused unless o.Force;
+// forced, this node takes the two shares, two too many should that member
+// have taken them).
 //
 // It first runs a sync round with p, so that the rows p wrote are known
 // here. If a blob cannot be fetched the ejection is refused (ErrAtRisk,
@@ -69,8 +75,8 @@ func (n *Node) EjectMember(g syncnode.GroupID, p peer.ID) error {
 // shares of g it still counts.
 func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.ID, o EjectOptions) (Ejection, error) {
 	var e Ejection
-	var regrant []syncnode.BlobRef // kept without p's shares: granted once p is out
-	keep := func(refs []syncnode.BlobRef, took func([]syncnode.BlobRef) []syncnode.BlobRef) {
+	regrant := map[syncnode.BlobRef]int{} // kept without p's shares: granted once p is out
+	keep := func(refs []syncnode.BlobRef, took func([]syncnode.BlobRef) (map[syncnode.BlobRef]int, []syncnode.BlobRef)) {
 		var held []syncnode.BlobRef
 		for _, ref := range refs {
 			// Pinned until its shares are here: a node over its budget
@@ -84,11 +90,21 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 			}
 			held = append(held, ref)
 		}
-		taken := took(held)
+		makeUp, unknown := took(held)
 		for _, ref := range held {
+			if slices.Contains(unknown, ref) {
+				n.log.Warn("shares of a member to eject are in escrow with a member that does not answer", "blob", ref, "group", g, "peer", p, "force", o.Force)
+				if !o.Force {
+					e.AtRisk = append(e.AtRisk, ref)
+					continue
+				}
+				// Forced: made up for here, two too many should that
+				// member have taken them, rather than none.
+				makeUp[ref] = ownership.CreatorShares
+			}
 			e.Kept = append(e.Kept, ref)
-			if !slices.Contains(taken, ref) {
-				regrant = append(regrant, ref)
+			if k := makeUp[ref]; k > 0 {
+				regrant[ref] = k
 			}
 		}
 	}
@@ -108,7 +124,9 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 		// them split between p and a server. Should p have made some up,
 		// a server holding the group's two later calls them surplus.
 		e.Held = kept
-		keep(kept, func(held []syncnode.BlobRef) []syncnode.BlobRef { return n.takeFromEjected(ctx, g, p, held) })
+		keep(kept, func(held []syncnode.BlobRef) (map[syncnode.BlobRef]int, []syncnode.BlobRef) {
+			return n.takeFromEjected(ctx, g, p, held)
+		})
 	} else {
 		if !o.Force {
 			return e, fmt.Errorf("%w: %s does not answer, so what it keeps in %s cannot be checked (%v); eject with force to go by what this node knows",
@@ -116,7 +134,13 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 		}
 		n.log.Info("a member to eject does not answer; going by what this node knows", "group", g, "peer", p, "err", err)
 		e.Held = n.onlyHeldBy(g, p, refs)
-		keep(e.Held, func([]syncnode.BlobRef) []syncnode.BlobRef { return nil })
+		keep(e.Held, func(held []syncnode.BlobRef) (map[syncnode.BlobRef]int, []syncnode.BlobRef) {
+			all := map[syncnode.BlobRef]int{}
+			for _, ref := range held {
+				all[ref] = ownership.CreatorShares
+			}
+			return all, nil
+		})
 	}
 	if len(e.AtRisk) > 0 && !o.Force {
 		return e, fmt.Errorf("%w: %d of the %d blobs that %s keeps in %s could not be fetched (first %s); eject with force to leave them at risk",
@@ -126,13 +150,16 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 		return e, err
 	}
 	var errs []error
-	for _, ref := range regrant {
-		if q, ok := n.serverHolding(ctx, g, p, ref); ok {
-			// A server's own word: it keeps the group's shares.
-			n.noteHandoff(ref, fmt.Sprintf("not taken over from %s: server %s keeps its shares", p, q))
-			continue
+	for _, ref := range slices.SortedFunc(maps.Keys(regrant), func(a, b syncnode.BlobRef) int { return bytes.Compare(a.Bytes(), b.Bytes()) }) {
+		want := regrant[ref]
+		if want == ownership.CreatorShares {
+			if q, ok := n.serverHolding(ctx, g, p, ref); ok {
+				// A server's own word: it keeps the group's shares.
+				n.noteHandoff(ref, fmt.Sprintf("not taken over from %s: server %s keeps its shares", p, q))
+				continue
+			}
 		}
-		if err := n.keepForGroup(ref, g); err != nil {
+		if err := n.keepForGroup(ref, g, want); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -199,34 +226,51 @@ func (n *Node) keptBy(ctx context.Context, g syncnode.GroupID, p peer.ID, refs [
 }
 
 // takeFromEjected takes every share p holds of refs in g, as the admin
-// about to eject it, and returns the refs whose shares moved here.
-func (n *Node) takeFromEjected(ctx context.Context, g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) []syncnode.BlobRef {
+// about to eject it. It returns, of the refs p keeps shares of, how many
+// shares this node must make up for once p is out (refs whose shares all
+// moved here, or that p keeps none of, are absent), and the refs whose
+// shares are in escrow with a member that does not answer: whether that
+// member took them is not known.
+func (n *Node) takeFromEjected(ctx context.Context, g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) (makeUp map[syncnode.BlobRef]int, unknown []syncnode.BlobRef) {
 	items := make([]shares.Item, len(refs))
 	for i, ref := range refs {
 		items[i] = shares.Item{Ref: ref, Group: g, Ejecting: true}
 	}
 	res, errs := n.shares.TakeAll(ctx, p, items)
-	var out []syncnode.BlobRef
+	makeUp = map[syncnode.BlobRef]int{}
 	for i, r := range res {
+		ref := refs[i]
 		switch {
+		case errs[i] != nil && len(r.Escrow) > 0:
+			// p's shares are in escrow for members p cannot reach: ask
+			// them. What they took stays with them; the rest counts
+			// for nothing once p is out, and is made up for here.
+			need, known := ownership.CreatorShares, true
+			for _, t := range r.Escrow {
+				tctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
+				accepted, err := n.shares.ResolveAt(tctx, t)
+				cancel()
+				switch {
+				case err != nil:
+					known = false
+				case accepted:
+					need -= min(max(t.N, 0), ownership.CreatorShares)
+				}
+			}
+			if !known {
+				unknown = append(unknown, ref)
+				continue
+			}
+			makeUp[ref] = max(need, 0)
 		case errs[i] != nil:
-			// Refused, or (p ends its transfers in escrow before it
-			// answers) still in escrow for a member that p cannot
-			// reach: if they come back, p's shares count for nothing.
-			// This node makes up for them once p is out: two shares
-			// too many, should that member have taken them, which a
-			// server holding the group's two calls surplus, rather
-			// than none.
-			n.log.Info("shares of a member to eject not taken", "blob", refs[i], "group", g, "peer", p, "err", errs[i])
+			// Refused: p's shares count for nothing once it is out.
+			n.log.Info("shares of a member to eject not taken", "blob", ref, "group", g, "peer", p, "err", errs[i])
+			makeUp[ref] = ownership.CreatorShares
 		case r.Taken > 0 || r.HolderKeeps:
-			out = append(out, refs[i])
-			n.noteHandoff(refs[i], fmt.Sprintf("took %d shares in %s from %s before ejecting it", r.Taken, g, p))
-		default:
-			// It keeps none (any more): nothing to make up for.
-			out = append(out, refs[i])
+			n.noteHandoff(ref, fmt.Sprintf("took %d shares in %s from %s before ejecting it", r.Taken, g, p))
 		}
 	}
-	return out
+	return makeUp, unknown
 }
 
 // onlyHeldBy returns those of refs that, as far as this node knows, only
@@ -272,9 +316,10 @@ func (n *Node) onlyHeldBy(g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef
 }
 
 // keepForGroup gives this node, which fetched ref from a member that was
-// its only known holder and is now ejected, the group's shares of it: the
-// ejected member held them, and they pin nothing in g any more.
-func (n *Node) keepForGroup(ref syncnode.BlobRef, g syncnode.GroupID) error {
+// its only known holder and is now ejected, want of the group's shares of
+// it (counting those it holds): the ejected member held them, and they pin
+// nothing in g any more.
+func (n *Node) keepForGroup(ref syncnode.BlobRef, g syncnode.GroupID, want int) error {
 	return n.withCopy(ref, func(held bool) error {
 		if !held {
 			return fmt.Errorf("node: %s was fetched and is gone again: %w", ref, syncnode.ErrNotFound)
@@ -283,7 +328,7 @@ func (n *Node) keepForGroup(ref syncnode.BlobRef, g syncnode.GroupID) error {
 		if err != nil {
 			return err
 		}
-		if need := ownership.CreatorShares - sh[g]; need > 0 {
+		if need := min(want, ownership.CreatorShares) - sh[g]; need > 0 {
 			if err := n.ledger.Grant(ref, g, need); err != nil {
 				return err
 			}

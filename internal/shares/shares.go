@@ -223,6 +223,11 @@ type response struct {
 	// blob in the group, none in escrow either: there is nothing to
 	// prove possession for.
 	Nothing bool `msgpack:"z,omitempty"`
+	// Escrow answers an admin's ejecting offer that this node refuses
+	// because shares of the blob in the group are in escrow still (their
+	// acceptor did not answer): those transfers, for the admin to
+	// resolve with their acceptors itself.
+	Escrow []ownership.Transfer `msgpack:"es,omitempty"`
 	// Items answer a batch operation's items, in order.
 	Items []response `msgpack:"b,omitempty"`
 }
@@ -233,6 +238,10 @@ type Result struct {
 	Taken int
 	// HolderKeeps reports whether the holder still has shares of the blob.
 	HolderKeeps bool
+	// Escrow, with ErrRefused, are the holder's transfers of the blob in
+	// the group still in escrow, as it names them to an admin about to
+	// eject it (see ResolveAt).
+	Escrow []ownership.Transfer
 	// Surplus answers an ask: the asked node, a server, holds the group's
 	// two shares of the blob already, with a verified copy, so the
 	// asker's are surplus (a member that offered shares it never had
@@ -352,6 +361,7 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 				errs[pt.i] = err
 			case resp.Items[k].Err != "":
 				errs[pt.i] = fmt.Errorf("%w by %s: %s", ErrRefused, holder, resp.Items[k].Err)
+				res[pt.i].Escrow = resp.Items[k].Escrow
 			case ok(pt, resp.Items[k]):
 				kept = append(kept, pt)
 			}
@@ -428,6 +438,15 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 			res[pt.i], errs[pt.i] = Result{Taken: pt.t.N, HolderKeeps: true}, nil
 		}
 	}
+}
+
+// ResolveAt asks the acceptor of transfer t how it ended, which fixes
+// the outcome there (a transfer not accepted yet never will be): whether
+// it accepted t's shares. An admin ejecting t's holder asks, to know
+// whether those shares are with a member that stays.
+func (s *Service) ResolveAt(ctx context.Context, t ownership.Transfer) (bool, error) {
+	resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref}, s.timeout)
+	return resp.Accepted, err
 }
 
 // Ask asks member p to take this node's shares of ref in group g,
@@ -772,6 +791,16 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 			count = func(held int) int { return min(c(held), req.Want) }
 		}
 		t, err := s.ledger.OfferCounted(req.ID, req.Ref, req.Group, from, count)
+		if ejecting && errors.Is(err, ownership.ErrInEscrow) {
+			resp := response{Err: err.Error()}
+			pending, _ := s.ledger.Pending(req.Ref)
+			for _, p := range pending {
+				if p.Group == req.Group {
+					resp.Escrow = append(resp.Escrow, p)
+				}
+			}
+			return resp, nil
+		}
 		if err == nil && t.N > 0 {
 			select {
 			case s.escrowed <- struct{}{}:
