@@ -118,3 +118,35 @@ func TestRejoinedMemberNeverReusesASequenceNumber(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaveWhileAloneKeepsTheRows: a member writes a row while no other
+// member can be reached, then leaves. The row exists only in its replica,
+// which a leave drops: the leave is refused, naming the reason; once a
+// member answers, the row reaches it and the leave goes through.
+func TestLeaveWhileAloneKeepsTheRows(t *testing.T) {
+	t.Parallel()
+	adminCfg := config(t, t.TempDir())
+	admin := open(t, adminCfg)
+	t.Cleanup(func() { admin.Close() })
+	laptop := start(t)
+	g := createGroup(t, admin, "notes", syncnode.Normal)
+	join(t, admin, laptop, g, syncnode.Normal)
+	admin.Close()
+	if _, err := laptop.PutRow(g, "notes/offline", []byte{0xa1, 'x'}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := laptop.LeaveGroupWith(t.Context(), g, node.LeaveOptions{}); !errors.Is(err, node.ErrAtRisk) {
+		t.Fatalf("leaving with no member reachable: %v", err)
+	}
+	if _, err := laptop.GroupSpec(g); err != nil {
+		t.Fatalf("the refused leave left the group: %v", err)
+	}
+	admin = open(t, adminCfg)
+	t.Cleanup(func() { admin.Close() })
+	if _, err := laptop.LeaveGroupWith(t.Context(), g, node.LeaveOptions{}); err != nil {
+		t.Fatalf("leaving once the admin is back: %v", err)
+	}
+	if _, ok, _ := admin.GetRow(g, "notes/offline"); !ok {
+		t.Fatal("the row written while alone is lost")
+	}
+}

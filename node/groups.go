@@ -122,7 +122,8 @@ func (n *Node) LeaveGroup(ctx context.Context, g syncnode.GroupID) error {
 // LeaveOptions modify LeaveGroupWith.
 type LeaveOptions struct {
 	// Force leaves even when some blobs whose shares this node holds in
-	// the group could be handed to no member: they are left at risk.
+	// the group could be handed to no member (they are left at risk), or
+	// no member answers (rows written here may be lost with the replica).
 	Force bool
 }
 
@@ -136,11 +137,20 @@ var ErrAtRisk = errors.New("node: blobs would be left at risk")
 // member but a leaf), who fetches the blob from it first if needed. If a
 // blob's shares could be handed to no one, it refuses with ErrAtRisk and
 // the blobs, unless o.Force: then it leaves and returns the blobs left at
-// risk. Once it has left, shares of g pin nothing here.
+// risk. It also refuses (ErrAtRisk) when no other member answers a round:
+// rows written here may have reached none of them. Once it has left,
+// shares of g pin nothing here.
 func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOptions) (atRisk []syncnode.BlobRef, err error) {
 	if _, err := n.GroupSpec(g); err != nil {
 		return nil, err
 	}
+	// The user asks now: members that failed a dial a moment ago (back
+	// on a new port, say) are tried again.
+	var ids []peer.ID
+	for _, m := range n.Members(g) {
+		ids = append(ids, m.Peer)
+	}
+	n.clearDialBackoff(ids)
 	// From now on this node takes no shares in g, and offers all it has.
 	n.shares.Leaving(g, true)
 	defer n.shares.Leaving(g, false)
@@ -152,7 +162,10 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 		return atRisk, fmt.Errorf("%w: %d of the %d blobs whose shares this node holds in %s could be handed to no member (first %s); leave with force to leave them at risk",
 			ErrAtRisk, len(atRisk), max(len(held), len(atRisk)), g, atRisk[0])
 	}
-	if err := n.sync.Leave(ctx, g); err != nil {
+	if err := n.sync.Leave(ctx, g, o.Force); err != nil {
+		if errors.Is(err, syncer.ErrNoMemberReached) {
+			return atRisk, fmt.Errorf("%w: %v; leave with force to drop them", ErrAtRisk, err)
+		}
 		return atRisk, err
 	}
 	for _, ref := range n.sharesIn(g) {

@@ -68,7 +68,7 @@ func sgJoin(*flag.FlagSet) func(*cmd) error {
 }
 
 func sgLeave(fs *flag.FlagSet) func(*cmd) error {
-	force := fs.Bool("force", false, "leave even if some blobs whose shares this node holds could be handed to no member (they are then at risk)")
+	force := fs.Bool("force", false, "leave even if some blobs whose shares this node holds could be handed to no member (they are then at risk), or no member answers (rows written here may be lost)")
 	return func(c *cmd) error {
 		return c.with(func(cl *api.Client) error {
 			left, err := cl.LeaveWith(c.ctx, api.GroupRequest{Group: c.pos[0], Force: *force})

@@ -48,6 +48,9 @@ var (
 	ErrUnknownGroup = errors.New("syncer: unknown syncgroup")
 	ErrRefused      = errors.New("syncer: refused by peer")
 	ErrTooLarge     = errors.New("syncer: row value too large")
+	// ErrNoMemberReached reports a leave refused because no other member
+	// could be reached: rows written here might exist nowhere else.
+	ErrNoMemberReached = errors.New("syncer: no member reached")
 )
 
 // SignpostEntry is the signpost of one blob ref, sent along with the rows
@@ -344,12 +347,25 @@ func (s *Syncer) Readmit(id syncnode.GroupID, p peer.ID, nonce []byte) error {
 	return err
 }
 
-// Leave removes this node from group id: its membership tombstone is
-// pushed to the members it can reach, then the replica is dropped here.
-func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID) error {
+// Leave removes this node from group id. A round with every member
+// comes first, so that every row written here reaches at least one of
+// them before the replica goes; if none answers, the leave is refused
+// (ErrNoMemberReached) unless force. Then the membership tombstone is
+// pushed to the members it can reach, and the replica is dropped here.
+func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID, force bool) error {
 	r, err := s.replica(id)
 	if err != nil {
 		return err
+	}
+	members := s.members(id)
+	var reached int
+	for _, p := range members {
+		if s.SyncWith(ctx, id, p) == nil {
+			reached++
+		}
+	}
+	if len(members) > 0 && reached == 0 && !force {
+		return fmt.Errorf("%w: none of the %d other members of %s answered, and rows written here may have reached none of them", ErrNoMemberReached, len(members), id)
 	}
 	r.mu.Lock()
 	row := r.g.Leave(time.Now())
@@ -358,8 +374,13 @@ func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID) error {
 	if err != nil {
 		return err
 	}
-	var reached int
-	for _, p := range s.members(id) {
+	if s.cfg.Store != nil {
+		if err := s.cfg.Store.Sync(); err != nil {
+			return err
+		}
+	}
+	reached = 0
+	for _, p := range members {
 		if s.SyncWith(ctx, id, p) == nil {
 			reached++
 		}
