@@ -1,6 +1,7 @@
 package shares
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"lukechampine.com/blake3"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/ownership"
+	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -402,5 +405,40 @@ func TestEscrowEndsWhenItsAcceptorIsOut(t *testing.T) {
 	}
 	if res, err := normal.svc.Take(t.Context(), leaf.h.ID(), ref, gid); err != nil || res.Taken != 1 {
 		t.Fatalf("the normal member's take after the escrow ended: %+v, %v", res, err)
+	}
+}
+
+// TestSurplusOnlyFromAServer: a member that is no server answers an ask
+// (a leaving member's, say) with "taken, and yours are surplus". Only a
+// server's word settles that the group's shares are elsewhere: the
+// asker's shares stay. The server's same answer drops them.
+func TestSurplusOnlyFromAServer(t *testing.T) {
+	devs, gid := world(t)
+	ref := putBlob(t, devs[3])
+	leaf := devs[3]
+	leaf.ledger.Grant(ref, gid, ownership.CreatorShares)
+	liar := func(st network.Stream) {
+		defer st.Close()
+		var req request
+		if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, p2p.MaxFrame, time.Second); err != nil {
+			st.Reset()
+			return
+		}
+		p2p.WriteMsg(st, response{Taken: ownership.CreatorShares, Surplus: true}, time.Second)
+	}
+	normal, server := devs[2], devs[1]
+	normal.h.SetStreamHandler(p2p.ProtoShares, liar)
+	if res, err := leaf.svc.AskLeaving(t.Context(), normal.h.ID(), ref, gid); err == nil || res.Surplus {
+		t.Fatalf("a normal member's surplus answer taken: %+v, %v", res, err)
+	}
+	if s, _ := leaf.ledger.Shares(ref); s[gid] != 2 {
+		t.Fatalf("the leaf's shares after a normal member's surplus answer: %v", s)
+	}
+	server.h.SetStreamHandler(p2p.ProtoShares, liar)
+	if res, err := leaf.svc.Ask(t.Context(), server.h.ID(), ref, gid); err != nil || !res.Surplus {
+		t.Fatalf("the server's surplus answer: %+v, %v", res, err)
+	}
+	if s, _ := leaf.ledger.Shares(ref); s[gid] != 0 {
+		t.Fatalf("the leaf's shares after the server's surplus answer: %v", s)
 	}
 }

@@ -128,10 +128,14 @@ func (s *sim) attack(ctx context.Context, t int) string {
 		}
 		p.proofs = append(p.proofs, proof)
 		p.mu.Unlock()
+		// An admin's ejecting offer from a member that is none, and any
+		// bound on what it can take.
+		ejecting := s.rng.IntN(2) == 0
+		want := []int{0, 1, 2, 3, -7, 1 << 30}[s.rng.IntN(6)]
 		var off sharesResp
-		err := p.call(ctx, to, p2p.ProtoShares, sharesReq{Op: "offer", ID: id, Ref: b.ref, Group: s.g, Proof: proof}, &off)
+		err := p.call(ctx, to, p2p.ProtoShares, sharesReq{Op: "offer", ID: id, Ref: b.ref, Group: s.g, Proof: proof, Ejecting: ejecting, Want: want}, &off)
 		if err != nil || off.Transfer == nil || off.Transfer.N == 0 {
-			return fmt.Sprintf("take: offer (proof kind %d) of %s at %s: %v %s", kind, b.ref.String()[:12], names[t], errString(err), off.Err)
+			return fmt.Sprintf("take: offer (proof kind %d, ejecting %v, want %d) of %s at %s: %v %s", kind, ejecting, want, b.ref.String()[:12], names[t], errString(err), off.Err)
 		}
 		settles := s.rng.IntN(3) // never, once, or twice
 		for range settles {

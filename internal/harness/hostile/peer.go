@@ -70,6 +70,7 @@ type (
 		Proof    []byte               `msgpack:"p,omitempty"`
 		Leaving  bool                 `msgpack:"lv,omitempty"`
 		Ejecting bool                 `msgpack:"ej,omitempty"`
+		Want     int                  `msgpack:"wa,omitempty"`
 		Items    []sharesReq          `msgpack:"b,omitempty"`
 	}
 	sharesResp struct {
@@ -78,6 +79,7 @@ type (
 		Keeps    bool                `msgpack:"k,omitempty"`
 		Accepted bool                `msgpack:"a,omitempty"`
 		Taken    int                 `msgpack:"n,omitempty"`
+		Surplus  bool                `msgpack:"su,omitempty"`
 		Nonce    []byte              `msgpack:"c,omitempty"`
 		Nothing  bool                `msgpack:"z,omitempty"`
 		Items    []sharesResp        `msgpack:"b,omitempty"`
@@ -345,6 +347,10 @@ func (p *peerHost) handleShares(st network.Stream) {
 			return sharesResp{Transfer: &ownership.Transfer{ID: r.ID, Ref: r.Ref, Group: r.Group, N: ownership.CreatorShares, At: time.Now().UnixNano()}}
 		case "resolve":
 			return sharesResp{Accepted: true}
+		case "ask":
+			// It took them, and the asker's are surplus: a server's
+			// answer, from a member that is none.
+			return sharesResp{Taken: ownership.CreatorShares, Surplus: true}
 		}
 		return sharesResp{}
 	}
