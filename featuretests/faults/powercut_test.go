@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -202,5 +203,93 @@ func checkCopiesAndShares(t *testing.T, round int, g string, a ackedRow, procs .
 	}
 	if total > 2 {
 		t.Fatalf("round %d: blob of %s has %d shares in the group", round, a.key, total)
+	}
+}
+
+// TestPowerCutWhileLeaving: a laptop stores blobs, writes the rows naming
+// them and leaves the group at once, handing its shares to the server;
+// at a point of the hand-off drawn from the seed the power of the laptop
+// or of the server is cut. After the restart every acknowledged blob has
+// a verified copy on a member or on the laptop, the group holds at most
+// two shares of it (a node out of the group holds none), and the laptop
+// is either still a member or out with nothing pinned. It joins again
+// for the next round. At the end the server holds every blob with both
+// shares.
+func TestPowerCutWhileLeaving(t *testing.T) {
+	if err := powercut.Available(); err != nil {
+		t.Skipf("power cuts need FUSE: %v", err)
+	}
+	t.Parallel()
+	seed := seedOf(t)
+	rng := rand.New(rand.NewPCG(seed, seed^0x1ea7))
+	rounds := 3
+	if *long {
+		rounds = 10
+	}
+	laptopFS, laptopDir := mountCut(t, "laptop")
+	serverFS, serverDir := mountCut(t, "server")
+	phone := newProc(t, "phone", 100*time.Millisecond)
+	laptop := newProcAt(t, laptopDir, "laptop", 100*time.Millisecond)
+	server := newProcAt(t, serverDir, "server", 100*time.Millisecond)
+	g := group(t, phone, "photos", "photos/", []*proc{server}, "server")
+	join := func() {
+		inv, err := phone.cl.Invite(phone.ctx(), api.InviteRequest{Group: g, Peer: laptop.id, DevType: "normal"})
+		phone.must("invite", err)
+		_, err = laptop.cl.Join(laptop.ctx(), inv)
+		laptop.must("join", err)
+	}
+	member := func() bool {
+		ms, err := phone.cl.Members(phone.ctx(), g)
+		phone.must("members", err)
+		return slices.ContainsFunc(ms, func(m api.Member) bool { return m.Peer == laptop.id })
+	}
+	join()
+
+	var acked []ackedRow
+	for round := range rounds {
+		for i := range 1 + rng.IntN(3) {
+			data := testkit.RandomBytes(256<<10+rng.IntN(2<<20), seed+uint64(round*10+i))
+			key := fmt.Sprintf("photos/laptop-%d-%d", round, i)
+			ref, err := laptop.putBlobRow(g, key, data)
+			laptop.must("put", err)
+			acked = append(acked, ackedRow{key, ref, data})
+		}
+		left := make(chan error, 1)
+		go func() {
+			_, err := laptop.cl.LeaveWith(laptop.ctx(), api.GroupRequest{Group: g})
+			left <- err
+		}()
+		victim, fs := laptop, laptopFS
+		if rng.IntN(2) == 0 {
+			victim, fs = server, serverFS
+		}
+		// Within the hand-off: rounds, asks, the server's fetch.
+		time.Sleep(time.Duration(rng.IntN(60)) * time.Millisecond)
+		victim.kill()
+		if err := fs.Cut(); err != nil {
+			t.Fatalf("round %d: power cut on %s: %v", round, victim.name, err)
+		}
+		victim.start()
+		err := <-left
+		t.Logf("round %d: power cut on %s during the laptop's leave (leave: %v); %d bytes of %d files were never synced",
+			round, victim.name, err, fs.Stats().DroppedBytes, fs.Stats().DroppedFiles)
+		for _, a := range acked {
+			checkCopiesAndShares(t, round, g, a, phone, server, laptop)
+		}
+		if !member() {
+			join()
+		}
+	}
+	testkit.WaitFor(t, 2*time.Minute, "the server holds every blob with both shares", func() bool {
+		for _, a := range acked {
+			w, err := server.cl.Why(server.ctx(), a.ref.String())
+			if err != nil || !w.Held || w.Shares[syncnode.GroupID(g)] != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, a := range acked {
+		checkCopiesAndShares(t, rounds, g, a, phone, server, laptop)
 	}
 }
