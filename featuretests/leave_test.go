@@ -150,3 +150,52 @@ func TestLeaveWhileAloneKeepsTheRows(t *testing.T) {
 		t.Fatal("the row written while alone is lost")
 	}
 }
+
+// TestRejoinedMemberVouchesOnlyForRowsItHolds: a member writes a row that
+// reaches the admin but not the server (down), leaves, joins again and
+// writes more. Its new replica does not hold the first row; when it is
+// the server's first peer back, it must not claim that row as sent, or
+// the server takes it for known and never gets it from the admin.
+func TestRejoinedMemberVouchesOnlyForRowsItHolds(t *testing.T) {
+	t.Parallel()
+	adminCfg, serverCfg := config(t, t.TempDir()), config(t, t.TempDir())
+	admin, server := open(t, adminCfg), open(t, serverCfg)
+	t.Cleanup(func() { admin.Close(); server.Close() })
+	laptop := start(t)
+	g := createGroup(t, admin, "notes", syncnode.Normal)
+	join(t, admin, laptop, g, syncnode.Normal)
+	join(t, admin, server, g, syncnode.Server)
+	waitFor(t, 10*time.Second, "every member known to the laptop", func() bool { return len(laptop.Members(g)) == 3 })
+
+	server.Close()
+	if _, err := laptop.PutRow(g, "notes/first", []byte{0xa1, 'x'}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the first row on the admin", func() bool {
+		_, ok, _ := admin.GetRow(g, "notes/first")
+		return ok
+	})
+	if _, err := laptop.LeaveGroupWith(t.Context(), g, node.LeaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	join(t, admin, laptop, g, syncnode.Normal)
+	if _, err := laptop.PutRow(g, "notes/second", []byte{0xa1, 'y'}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The server back, the admin away: the laptop is its first peer.
+	admin.Close()
+	server = open(t, serverCfg)
+	t.Cleanup(func() { server.Close() })
+	waitFor(t, 20*time.Second, "the second row on the server, from the laptop", func() bool {
+		laptop.SyncNow(g)
+		_, ok, _ := server.GetRow(g, "notes/second")
+		return ok
+	})
+	admin = open(t, adminCfg)
+	t.Cleanup(func() { admin.Close() })
+	waitFor(t, 20*time.Second, "the first row on the server, from the admin", func() bool {
+		_, ok, _ := server.GetRow(g, "notes/first")
+		return ok
+	})
+}

@@ -169,7 +169,14 @@ func (r *Rows) write(key string, value []byte, deleted bool, now time.Time) Row 
 		r.sign(&row)
 	}
 	r.set(row)
-	r.vv[r.self] = r.seq
+	// The vector claims, for this device too, only rows held here: one
+	// that resumed past rows of an earlier membership it does not hold
+	// (see Resume) must not vouch for them, or a peer would take them for
+	// known and never send them on. They come back from peers, and the
+	// entry catches up.
+	if r.seq == r.vv[r.self]+1 {
+		r.vv[r.self] = r.seq
+	}
 	r.saw(row)
 	return row
 }

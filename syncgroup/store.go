@@ -44,6 +44,9 @@ type groupRecord struct {
 	Spec Spec              `msgpack:"s"`
 	VV   VersionVector     `msgpack:"v"`
 	Prio syncnode.Priority `msgpack:"p"`
+	// Seq is this device's last sequence number, which its vector entry
+	// may trail (see Rows.write).
+	Seq uint64 `msgpack:"q,omitempty"`
 }
 
 func groupKey(id syncnode.GroupID) []byte { return kv.Key(kv.Groups, []byte(id)) }
@@ -67,7 +70,7 @@ const saveChunk = 512
 // never a vector that claims rows the store lacks.
 func (s *Store) Save(g *Group, rows []Row, prio syncnode.Priority) error {
 	id := g.spec.ID
-	rec := groupRecord{Spec: g.spec, VV: g.rows.VV(), Prio: prio}
+	rec := groupRecord{Spec: g.spec, VV: g.rows.VV(), Prio: prio, Seq: g.rows.seq}
 	for {
 		n := min(len(rows), saveChunk)
 		chunk, last := rows[:n], n == len(rows)
@@ -181,7 +184,7 @@ func (s *Store) Load(self peer.ID, maxSkew time.Duration) ([]Loaded, error) {
 				rows = append(rows, r)
 			}
 			rit.Close()
-			g.rows.restore(rows, rec.VV)
+			g.rows.restore(rows, rec.VV, rec.Seq)
 			out = append(out, Loaded{Group: g, Prio: rec.Prio})
 		}
 		return nil
@@ -192,7 +195,7 @@ func (s *Store) Load(self peer.ID, maxSkew time.Duration) ([]Loaded, error) {
 // restore refills an empty replica with stored rows and vector: this
 // device's sequence continues from its vector entry and its clock from the
 // newest timestamp seen.
-func (r *Rows) restore(rows []Row, vv VersionVector) {
+func (r *Rows) restore(rows []Row, vv VersionVector, seq uint64) {
 	for _, row := range rows {
 		r.set(row)
 		if row.TS.Compare(r.hlc.last) > 0 {
@@ -209,5 +212,5 @@ func (r *Rows) restore(rows []Row, vv VersionVector) {
 	for _, row := range rows {
 		r.saw(row)
 	}
-	r.seq = r.vv[r.self]
+	r.seq = max(seq, r.vv[r.self], r.seen[r.self])
 }
