@@ -111,6 +111,9 @@ type Rows struct {
 type Usage struct {
 	Rows  int
 	Bytes int64
+	// Refs counts the blob references in those rows: each may become a
+	// fetch queued on every server of the group.
+	Refs int
 }
 
 // Budget bounds what one writer's rows may cost a replica; a zero field is
@@ -119,6 +122,7 @@ type Usage struct {
 type Budget struct {
 	Rows  int
 	Bytes int64
+	Refs  int
 }
 
 // ErrOverBudget reports a row refused because its writer's rows would
@@ -129,6 +133,15 @@ var ErrOverBudget = errors.New("syncgroup: over the writer's budget")
 // row carries besides (timestamp, writer, sequence, signature).
 func rowCost(row Row) int64 { return int64(len(row.Key)+len(row.Value)) + 128 }
 
+// refCount is how many blob references row names (none when deleted).
+func refCount(row Row) int {
+	if row.Deleted || len(row.Value) == 0 {
+		return 0
+	}
+	refs, _ := FindRefs(row.Value)
+	return len(refs)
+}
+
 // SetBudget bounds what each writer's rows may cost this replica.
 func (r *Rows) SetBudget(b Budget) { r.budget = b }
 
@@ -138,16 +151,20 @@ func (r *Rows) Usage(w peer.ID) Usage { return r.usage[w] }
 // fits reports whether row, replacing its key's current winner, keeps its
 // writer within budget (or costs it nothing more).
 func (r *Rows) fits(row Row) error {
-	if strings.HasPrefix(row.Key, memberPrefix) || (r.budget.Rows == 0 && r.budget.Bytes == 0) {
+	if strings.HasPrefix(row.Key, memberPrefix) || r.budget == (Budget{}) {
 		return nil
 	}
 	u := r.usage[row.Writer]
-	rows, bytes := u.Rows+1, u.Bytes+rowCost(row)
+	rows, bytes, refs := u.Rows+1, u.Bytes+rowCost(row), u.Refs+refCount(row)
 	if cur, ok := r.rows[row.Key]; ok && cur.Writer == row.Writer {
-		rows, bytes = rows-1, bytes-rowCost(cur)
+		rows, bytes, refs = rows-1, bytes-rowCost(cur), refs-refCount(cur)
 	}
-	if (r.budget.Rows > 0 && rows > r.budget.Rows && rows > u.Rows) || (r.budget.Bytes > 0 && bytes > r.budget.Bytes && bytes > u.Bytes) {
-		return fmt.Errorf("%w: %s would hold %d rows, %d bytes (at most %d rows, %d bytes)", ErrOverBudget, row.Writer, rows, bytes, r.budget.Rows, r.budget.Bytes)
+	// A change that costs no more is always taken: a writer at its budget
+	// can still overwrite and delete.
+	if (r.budget.Rows > 0 && rows > r.budget.Rows && rows > u.Rows) || (r.budget.Bytes > 0 && bytes > r.budget.Bytes && bytes > u.Bytes) ||
+		(r.budget.Refs > 0 && refs > r.budget.Refs && refs > u.Refs) {
+		return fmt.Errorf("%w: %s would hold %d rows, %d bytes, %d blob references (at most %d rows, %d bytes, %d references)",
+			ErrOverBudget, row.Writer, rows, bytes, refs, r.budget.Rows, r.budget.Bytes, r.budget.Refs)
 	}
 	return nil
 }
@@ -247,7 +264,7 @@ func (r *Rows) set(row Row) {
 		}
 		if cur, ok := r.rows[row.Key]; ok {
 			u := r.usage[cur.Writer]
-			u.Rows, u.Bytes = u.Rows-1, u.Bytes-rowCost(cur)
+			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-rowCost(cur), u.Refs-refCount(cur)
 			if u.Rows == 0 {
 				delete(r.usage, cur.Writer)
 			} else {
@@ -255,7 +272,7 @@ func (r *Rows) set(row Row) {
 			}
 		}
 		u := r.usage[row.Writer]
-		u.Rows, u.Bytes = u.Rows+1, u.Bytes+rowCost(row)
+		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+rowCost(row), u.Refs+refCount(row)
 		r.usage[row.Writer] = u
 	}
 	r.rows[row.Key] = row

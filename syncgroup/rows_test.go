@@ -261,3 +261,43 @@ func TestWriterBudget(t *testing.T) {
 		}
 	}
 }
+
+// A writer's rows name at most the budget's count of blob references
+// here (each may become a fetch queued on every server): a row that
+// would pass it is refused, one that names fewer still passes, and
+// replacing a row frees its references.
+func TestWriterRefsBudget(t *testing.T) {
+	hog := testPeer(1)
+	src := NewRows(hog, time.Minute)
+	dst := NewRows(testPeer(9), time.Minute)
+	dst.SetBudget(Budget{Refs: 5})
+	naming := func(n int, salt byte) []byte {
+		refs := make([]syncnode.BlobRef, n)
+		for i := range refs {
+			refs[i] = syncnode.RefFromHash([32]byte{salt, byte(i)})
+		}
+		v, err := msgpack.Marshal(map[string]any{"photos": refs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if _, err := dst.Apply(src.Put("k/a", naming(3, 1), t0), t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.Apply(src.Put("k/b", naming(3, 2), t0), t0); !errors.Is(err, ErrOverBudget) {
+		t.Fatalf("three more references over a budget of five: %v", err)
+	}
+	if _, err := dst.Apply(src.Put("k/c", naming(2, 3), t0), t0); err != nil {
+		t.Fatalf("two more references, within the budget: %v", err)
+	}
+	if _, err := dst.Apply(src.Put("k/a", naming(0, 4), t0), t0); err != nil {
+		t.Fatalf("a row replaced by one naming none: %v", err)
+	}
+	if u := dst.Usage(hog); u.Refs != 2 {
+		t.Fatalf("the writer's rows name %d references here, want 2", u.Refs)
+	}
+	if _, err := dst.Apply(src.Put("k/d", naming(3, 5), t0), t0); err != nil {
+		t.Fatalf("references freed by the replacement: %v", err)
+	}
+}

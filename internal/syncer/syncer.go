@@ -127,11 +127,12 @@ func DefaultConfig() Config {
 }
 
 // DefaultWriterBudget is what one writer's rows may cost a replica of a
-// group by default: 250,000 rows and 64 MiB, counted with 128 bytes of
-// overhead a row. A photo's row is a few hundred bytes, so a member may
-// keep some 150,000 photos in a group; the value limit is 256 KiB. One
-// member cannot make the others hold more.
-var DefaultWriterBudget = syncgroup.Budget{Rows: 250_000, Bytes: 64 << 20}
+// group by default: 250,000 rows, 64 MiB (counted with 128 bytes of
+// overhead a row) and 500,000 blob references. A photo's row is a few
+// hundred bytes naming one blob, so a member may keep some 150,000 photos
+// in a group; the value limit is 256 KiB. One member cannot make the
+// others hold more, nor queue more fetches on a server.
+var DefaultWriterBudget = syncgroup.Budget{Rows: 250_000, Bytes: 64 << 20, Refs: 500_000}
 
 // budget returns the per-writer budget replicas get.
 func (s *Syncer) budget() syncgroup.Budget {
@@ -142,7 +143,10 @@ func (s *Syncer) budget() syncgroup.Budget {
 	if b.Bytes == 0 {
 		b.Bytes = DefaultWriterBudget.Bytes
 	}
-	return syncgroup.Budget{Rows: max(b.Rows, 0), Bytes: max(b.Bytes, 0)}
+	if b.Refs == 0 {
+		b.Refs = DefaultWriterBudget.Refs
+	}
+	return syncgroup.Budget{Rows: max(b.Rows, 0), Bytes: max(b.Bytes, 0), Refs: max(b.Refs, 0)}
 }
 
 // Refused returns, per writer, how many of its rows this node refused
