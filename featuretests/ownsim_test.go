@@ -18,6 +18,7 @@ var (
 	ownsimLong   = flag.Bool("ownsim.long", false, "TestOwnershipSimulation: long mode (more seeds, more steps)")
 	ownsimBudget = flag.Duration("ownsim.budget", 45*time.Second, "TestOwnershipSimulation: time for the seeds in short mode")
 	ownsimTrace  = flag.Bool("ownsim.trace", false, "TestOwnershipSimulation: print every step")
+	ownsimLogs   = flag.String("ownsim.logs", "", "TestOwnershipSimulation: write the nodes' logs to this file, one per seed (.SEED), kept for the seeds that fail")
 )
 
 // TestOwnershipSimulation runs the seeded ownership simulation (see package
@@ -66,6 +67,21 @@ func ownershipSeeds(t *testing.T, name string, budget time.Duration, mod func(*o
 		}
 		if mod != nil {
 			mod(&cfg)
+		}
+		if *ownsimLogs != "" {
+			// One file per seed, kept only if the seed fails.
+			name := fmt.Sprintf("%s.%d", *ownsimLogs, seed)
+			f, err := os.Create(name)
+			if err != nil {
+				return ownsim.Report{}, err
+			}
+			defer f.Close()
+			cfg.Logs = f
+			rep, err := ownsim.Run(t.Context(), cfg)
+			if err == nil {
+				os.Remove(name)
+			}
+			return rep, err
 		}
 		return ownsim.Run(t.Context(), cfg)
 	}, func(seed uint64, rep ownsim.Report, err error) {

@@ -63,6 +63,9 @@ type Config struct {
 	Dir string
 	// Trace, if not nil, receives one line per step.
 	Trace io.Writer
+	// Logs, if not nil, receives the nodes' logs (each line names its
+	// node); by default they are dropped.
+	Logs io.Writer
 	// ServerStore, if not nil, keeps the server's blobs on an object
 	// store, its endpoint that of Faults, which the schedule then has
 	// fail (503 on every request), cut a read short, and heal.
@@ -240,6 +243,9 @@ func (s *sim) setup(ctx context.Context) error {
 		m.cfg = node.Config{DataDir: filepath.Join(s.cfg.Dir, fmt.Sprintf("%s-%d", names[i], s.cfg.Seed)),
 			ListenAddrs: []string{addr}, SyncInterval: 200 * time.Millisecond, IOTimeout: 2 * time.Second,
 			Fetcher: &fc, Gater: m.gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler)}
+		if s.cfg.Logs != nil {
+			m.cfg.Log = slog.New(slog.NewTextHandler(s.cfg.Logs, nil)).With("node", names[i])
+		}
 		if devTypes[i] != syncnode.Server {
 			m.cfg.BlobBudget = 1 // every blob it may evict goes
 		} else if s.cfg.ServerStore != nil {
