@@ -3,6 +3,8 @@ package sim
 import (
 	"fmt"
 	"time"
+
+	"github.com/syncnode/syncnode/blobstore/s3store"
 )
 
 // Config sizes a simulation.
@@ -29,6 +31,13 @@ type Config struct {
 	// invited back a little later. A leave or an ejection that would leave
 	// a blob at risk is refused, and counted.
 	Departures, Ejections int
+	// ServerStore, if not nil, gives server k (0, 1, …) an object store
+	// for its blobs, its endpoint that of Faults[k], a fault proxy;
+	// StoreFaults is then how many times one server's store fails (503 on
+	// every request, or reads cut short) for a stretch of writes.
+	ServerStore func(k int) *s3store.Config
+	Faults      []StoreFaults
+	StoreFaults int
 	// Settle bounds the wait, after the last write, for every blob to
 	// reach a server.
 	Settle time.Duration
@@ -37,9 +46,23 @@ type Config struct {
 	Dir string
 }
 
+// StoreFaults drives the faults between a server and its object store
+// (see package s3faults).
+type StoreFaults interface {
+	// Addr is the endpoint the server uses.
+	Addr() string
+	// CutReads has the next n ranged reads end halfway, the store
+	// unavailable after each.
+	CutReads(n int)
+	// SetUnavailable has every request fail with 503, or pass.
+	SetUnavailable(down bool)
+}
+
 // Report is what a simulation found.
 type Report struct {
 	Nodes, Blobs, Crashes, Partitions int
+	// StoreFaults counts the object-store fault episodes.
+	StoreFaults int
 	// Departures and Ejections count the leaves and ejections done;
 	// Refused those refused for leaving a blob at risk.
 	Departures, Ejections, Refused int
@@ -83,7 +106,7 @@ func (r Report) PerWritePerNode(x float64) float64 {
 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("nodes %d, blobs %d, crashes %d, partitions %d, leaves %d, ejections %d (%d refused: blobs at risk), elapsed %s\n"+
+	return fmt.Sprintf("nodes %d, blobs %d, crashes %d, partitions %d, object-store faults %d, leaves %d, ejections %d (%d refused: blobs at risk), elapsed %s\n"+
 		"time to first server copy: p50 %s, p99 %s\n"+
 		"rows before their blob: %d; user rm done %d, refused (pinned) %d; device fetches racing evictions: %d\n"+
 		"blobs lost: %d; not on a server: %d; share totals wrong: %d\n"+
@@ -91,7 +114,7 @@ func (r Report) String() string {
 		"time to first server knowing of the blob: p50 %s, p99 %s\n"+
 		"per write per node: %.1f sync messages, %.2f ms CPU\n"+
 		"bytes moved: %d (%.1f× the blobs' bytes, %.2f× what the copies wanted need)",
-		r.Nodes, r.Blobs, r.Crashes, r.Partitions, r.Departures, r.Ejections, r.Refused, r.Elapsed.Round(time.Millisecond),
+		r.Nodes, r.Blobs, r.Crashes, r.Partitions, r.StoreFaults, r.Departures, r.Ejections, r.Refused, r.Elapsed.Round(time.Millisecond),
 		r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond),
 		r.RowsFirst, r.Removed, r.RmRefused, r.Fetches,
 		r.Lost, r.NotOnServer, r.BadShares, r.SharesWithoutCopy, r.PinnedAfterServer,

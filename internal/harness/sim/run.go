@@ -108,6 +108,10 @@ func (r *run) add(dev syncnode.DevType, budget int64) error {
 	}
 	c := node.Config{DataDir: filepath.Join(r.cfg.Dir, fmt.Sprintf("node%02d", len(r.ms))), ListenAddrs: []string{addr},
 		SyncInterval: 2 * time.Second, IOTimeout: 5 * time.Second, Fetcher: &r.fc, BlobBudget: budget}
+	if k := len(r.ms) - r.cfg.Devices - r.cfg.Leaves; dev == syncnode.Server && r.cfg.ServerStore != nil {
+		c.S3 = r.cfg.ServerStore(k)
+		c.S3.Endpoint = r.cfg.Faults[k].Addr()
+	}
 	gater := r.cut.Gater()
 	c.Gater = gater
 	n, err := node.Open(c)
@@ -186,6 +190,8 @@ func (r *run) writeAll(ctx context.Context) error {
 	crashEvery := max(1, r.cfg.Blobs/max(1, r.cfg.Crashes))
 	partEvery := max(4, r.cfg.Blobs/max(1, r.cfg.Partitions))
 	departEvery := max(2, r.cfg.Blobs/max(1, r.cfg.Departures+r.cfg.Ejections))
+	faultEvery := max(4, r.cfg.Blobs/max(1, r.cfg.StoreFaults))
+	var faulty StoreFaults
 	r.cpu0 = cpuTime()
 	buf := make([]byte, r.cfg.BlobSize)
 	for i := range r.cfg.Blobs {
@@ -210,6 +216,22 @@ func (r *run) writeAll(ctx context.Context) error {
 		case i%partEvery == 3*partEvery/4:
 			r.cut.Heal()
 		}
+		switch {
+		case len(r.cfg.Faults) > 0 && r.rep.StoreFaults < r.cfg.StoreFaults && i%faultEvery == faultEvery/3:
+			// One server's store fails for a stretch: down, or a read or
+			// two cut short and down after.
+			faulty = r.cfg.Faults[r.rng.IntN(len(r.cfg.Faults))]
+			if r.rng.IntN(2) == 0 {
+				faulty.SetUnavailable(true)
+			} else {
+				faulty.CutReads(1 + r.rng.IntN(2))
+			}
+			r.rep.StoreFaults++
+		case faulty != nil && i%faultEvery == 2*faultEvery/3:
+			faulty.CutReads(0)
+			faulty.SetUnavailable(false)
+			faulty = nil
+		}
 		if err := r.writeOne(ctx, i, buf); err != nil {
 			return err
 		}
@@ -220,6 +242,10 @@ func (r *run) writeAll(ctx context.Context) error {
 		time.Sleep(time.Duration(r.rng.Int64N(int64(pause))))
 	}
 	r.cut.Heal()
+	if faulty != nil {
+		faulty.CutReads(0)
+		faulty.SetUnavailable(false)
+	}
 	for _, d := range r.crashed {
 		if err := r.open(d.m); err != nil {
 			return fmt.Errorf("sim: restart: %w", err)

@@ -2,8 +2,13 @@ package sim
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/syncnode/syncnode/blobstore/s3store"
+	"github.com/syncnode/syncnode/internal/harness/s3faults"
+	"github.com/syncnode/syncnode/internal/s3test"
 )
 
 // TestChurnShort runs a 20-node mesh with crashes, partitions, members
@@ -26,5 +31,34 @@ func TestChurnShort(t *testing.T) {
 	}
 	if rep.Lost != 0 || rep.NotOnServer != 0 || rep.BadShares != 0 || rep.SharesWithoutCopy != 0 || rep.PinnedAfterServer != 0 {
 		t.Fatalf("churn: %+v", rep)
+	}
+}
+
+// TestChurnOnFlakyObjectStore is TestChurnShort with the servers' blobs
+// on an object store (Versity), each behind a fault proxy: six times a
+// server's store answers 503 or cuts reads short for a stretch of writes.
+func TestChurnOnFlakyObjectStore(t *testing.T) {
+	srv := s3test.Start(t, "churn")
+	const servers = 3
+	faults := make([]StoreFaults, servers)
+	for k := range faults {
+		faults[k] = s3faults.New(t, srv.Addr)
+	}
+	var log bytes.Buffer
+	rep, err := Run(t.Context(), Config{Devices: 8, Leaves: 3, Servers: servers, Blobs: 40, BlobSize: 64 << 10,
+		Budget: 256 << 10, Crashes: 3, Partitions: 1, Departures: 1, Ejections: 1, Settle: 60 * time.Second, Seed: 2, Dir: t.TempDir(),
+		ServerStore: func(k int) *s3store.Config {
+			return &s3store.Config{Insecure: true, Bucket: "churn", Prefix: fmt.Sprintf("server%d", k), Creds: srv.Creds(), Timeout: 2 * time.Second}
+		},
+		Faults: faults, StoreFaults: 6}, &log)
+	t.Logf("%s\n%s", log.String(), rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.StoreFaults == 0 {
+		t.Fatal("no object-store fault ran")
+	}
+	if rep.Lost != 0 || rep.NotOnServer != 0 || rep.BadShares != 0 || rep.SharesWithoutCopy != 0 || rep.PinnedAfterServer != 0 {
+		t.Fatalf("churn on a flaky object store: %+v", rep)
 	}
 }
