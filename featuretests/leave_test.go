@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +64,10 @@ func TestLeavingServerHandsOffTheOnlyCopy(t *testing.T) {
 	}
 	if _, err := other.GroupSpec(g); err == nil {
 		t.Fatal("the forced leave did not leave")
+	}
+	// What it cost is on record, for `blob why`.
+	if w, err := other.Why(ref); err != nil || !strings.Contains(w.Handoff, "by force") {
+		t.Fatalf("the forced leave is not recorded for the blob: %+v, %v", w, err)
 	}
 }
 

@@ -175,6 +175,9 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 	}
 	if len(atRisk) > 0 {
 		n.log.Warn("left a group with blobs at risk", "group", g, "blobs", len(atRisk), "first", atRisk[0])
+		for _, ref := range atRisk {
+			n.noteHandoff(ref, fmt.Sprintf("left %s by force with this blob at risk: no member took its shares", g))
+		}
 	}
 	n.forgetGroup(g)
 	return atRisk, nil
