@@ -124,6 +124,11 @@ type Service struct {
 	// handlers are the requests being answered; Close waits for them.
 	handlers sync.WaitGroup
 
+	// accepting is held (read) by every acceptance while it checks that
+	// its group is not being left and records the shares; Leaving takes
+	// it to wait for those under way.
+	accepting sync.RWMutex
+
 	mu sync.Mutex
 	// leaving are the groups this node is leaving (see Leaving).
 	leaving map[syncnode.GroupID]bool
@@ -413,6 +418,12 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 		go func() {
 			defer wg.Done()
 			pt.t.From = holder // only it may void the transfer
+			s.accepting.RLock()
+			defer s.accepting.RUnlock()
+			if s.isLeaving(pt.req.Group) {
+				pt.err = fmt.Errorf("shares: this node is leaving %s and takes no shares there", pt.req.Group)
+				return
+			}
 			pt.err = s.copies.WithCopy(pt.req.Ref, func(held bool) error { return s.ledger.Accept(pt.t, held) })
 			pt.req.Accepted = pt.err == nil
 		}()
@@ -481,10 +492,10 @@ func (s *Service) ask(ctx context.Context, p peer.ID, req request) (Result, erro
 
 // Leaving marks this node as leaving group g (or no longer): while it
 // is, every share it holds in g is offered whole to any member that
-// proves it holds the blob, whatever the priorities.
+// proves it holds the blob, whatever the priorities, and it accepts none
+// there. Marking waits for the acceptances under way to end.
 func (s *Service) Leaving(g syncnode.GroupID, on bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.leaving == nil {
 		s.leaving = map[syncnode.GroupID]bool{}
 	}
@@ -492,6 +503,14 @@ func (s *Service) Leaving(g syncnode.GroupID, on bool) {
 		s.leaving[g] = true
 	} else {
 		delete(s.leaving, g)
+	}
+	s.mu.Unlock()
+	if on {
+		// A take under way when the leave began must not land its shares
+		// after the leave counted what it holds: wait for the acceptances
+		// under way, which see the mark from now on.
+		s.accepting.Lock()
+		s.accepting.Unlock()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,11 +35,20 @@ type dev struct {
 	ledger *ownership.Ledger
 	blobs  *blobstore.Mem
 	svc    *Service
+	// gate, if set, holds WithCopy (an acceptance on its way) until it is
+	// closed; entered is signalled first.
+	gate, entered chan struct{}
 }
 
 func (d *dev) Holds(ref syncnode.BlobRef) bool { _, err := d.blobs.Stat(ref); return err == nil }
 
-func (d *dev) WithCopy(ref syncnode.BlobRef, fn func(bool) error) error { return fn(d.Holds(ref)) }
+func (d *dev) WithCopy(ref syncnode.BlobRef, fn func(bool) error) error {
+	if d.gate != nil {
+		d.entered <- struct{}{}
+		<-d.gate
+	}
+	return fn(d.Holds(ref))
+}
 
 func (d *dev) Open(ref syncnode.BlobRef) (Blob, error) { return d.blobs.Open(ref) }
 
@@ -440,5 +450,46 @@ func TestSurplusOnlyFromAServer(t *testing.T) {
 	}
 	if s, _ := leaf.ledger.Shares(ref); s[gid] != 0 {
 		t.Fatalf("the leaf's shares after the server's surplus answer: %v", s)
+	}
+}
+
+// TestLeavingWaitsForTakesUnderWay: a member is accepting shares when its
+// user asks to leave the group. Once Leaving has returned, the shares of
+// that take are recorded (so the leave hands them off or names them at
+// risk), never landing after it counted what the member holds.
+func TestLeavingWaitsForTakesUnderWay(t *testing.T) {
+	devs, gid := world(t)
+	ref := putBlob(t, devs[2], devs[3])
+	normal, leaf := devs[2], devs[3]
+	leaf.ledger.Grant(ref, gid, ownership.CreatorShares)
+	normal.gate, normal.entered = make(chan struct{}), make(chan struct{}, 1)
+	took := make(chan Result, 1)
+	go func() {
+		res, _ := normal.svc.Take(t.Context(), leaf.h.ID(), ref, gid)
+		took <- res
+	}()
+	<-normal.entered // the acceptance is under way
+	release := sync.OnceFunc(func() { close(normal.gate) })
+	defer release()
+	counted := make(chan int, 1)
+	go func() {
+		normal.svc.Leaving(gid, true)
+		sh, _ := normal.ledger.Shares(ref)
+		counted <- sh[gid]
+	}()
+	// The acceptance goes on either when Leaving has counted (a bug) or
+	// after a while (Leaving waiting for it, as it must).
+	var atLeave int
+	select {
+	case atLeave = <-counted:
+		release()
+	case <-time.After(200 * time.Millisecond):
+		release()
+		atLeave = <-counted
+	}
+	res := <-took
+	sh, _ := normal.ledger.Shares(ref)
+	if atLeave != sh[gid] {
+		t.Fatalf("Leaving returned with %d shares counted; the take under way then landed %d (now %d)", atLeave, res.Taken, sh[gid])
 	}
 }
