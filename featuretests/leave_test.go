@@ -10,6 +10,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/node"
+	"github.com/syncnode/syncnode/ownership"
 )
 
 // TestLeavingServerHandsOffTheOnlyCopy: a server holds the only copy of
@@ -203,4 +204,30 @@ func TestRejoinedMemberVouchesOnlyForRowsItHolds(t *testing.T) {
 		_, ok, _ := server.GetRow(g, "notes/first")
 		return ok
 	})
+}
+
+// TestLeaveWithAHandOffInEscrowRefused: a member's shares of a blob are in
+// escrow for a transfer its taker never settled when the member's user
+// asks to leave. The hand-off is not done: the leave is refused and names
+// the blob, rather than leaving with shares that may come back to a node
+// out of the group.
+func TestLeaveWithAHandOffInEscrowRefused(t *testing.T) {
+	t.Parallel()
+	admin := start(t)
+	laptop, tablet := start(t), start(t)
+	g := createGroup(t, admin, "photos", syncnode.Normal)
+	join(t, admin, laptop, g, syncnode.Normal)
+	join(t, admin, tablet, g, syncnode.Normal)
+	ref := putBlobRow(t, laptop, g, "photos/a", randomBytes(256<<10, 77))
+	waitFor(t, 10*time.Second, "the laptop knows the tablet", func() bool { return len(laptop.Members(g)) == 3 })
+	if _, err := laptop.Ledger().OfferAll(ownership.NewTransferID(), ref, g, tablet.ID()); err != nil {
+		t.Fatal(err)
+	}
+	atRisk, err := laptop.LeaveGroupWith(t.Context(), g, node.LeaveOptions{})
+	if !errors.Is(err, node.ErrAtRisk) || !slices.Contains(atRisk, ref) {
+		t.Fatalf("leaving with a hand-off in escrow: %v, at risk %v", err, atRisk)
+	}
+	if _, err := laptop.GroupSpec(g); err != nil {
+		t.Fatalf("the refused leave left the group: %v", err)
+	}
 }

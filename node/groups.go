@@ -155,9 +155,16 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 	n.shares.Leaving(g, true)
 	defer n.shares.Leaving(g, false)
 	held := n.handOffAll(ctx, g)
-	// Whatever is still here (taken while the hand-offs ran included) has
-	// no one else to keep it.
+	// Whatever is still here has no one else to keep it; a hand-off still
+	// in escrow (its taker did not settle) is not done either.
 	atRisk = n.sharesIn(g)
+	if pending, err := n.ledger.AllPending(); err == nil {
+		for _, t := range pending {
+			if t.Group == g && !slices.Contains(atRisk, t.Ref) {
+				atRisk = append(atRisk, t.Ref)
+			}
+		}
+	}
 	if len(atRisk) > 0 && !o.Force {
 		return atRisk, fmt.Errorf("%w: %d of the %d blobs whose shares this node holds in %s could be handed to no member (first %s); leave with force to leave them at risk",
 			ErrAtRisk, len(atRisk), max(len(held), len(atRisk)), g, atRisk[0])
