@@ -210,7 +210,7 @@ func (n *Node) refsIn(g syncnode.GroupID) []syncnode.BlobRef {
 func (n *Node) keptBy(ctx context.Context, g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) ([]syncnode.BlobRef, error) {
 	items := make([]shares.Item, len(refs))
 	for i, ref := range refs {
-		items[i] = shares.Item{Ref: ref, Group: g}
+		items[i] = shares.Item{Ref: ref, Group: g, Ejecting: true}
 	}
 	keeps, err := n.shares.Keeps(ctx, p, items)
 	if err != nil {

@@ -130,6 +130,9 @@ type Service struct {
 	accepting sync.RWMutex
 
 	mu sync.Mutex
+	// frozen are the groups where an admin about to eject this node asked
+	// what it keeps, until when this node accepts no shares there.
+	frozen map[syncnode.GroupID]time.Time
 	// leaving are the groups this node is leaving (see Leaving).
 	leaving map[syncnode.GroupID]bool
 	// closed: Close has run; no request is answered any more.
@@ -266,8 +269,10 @@ func (s *Service) Take(ctx context.Context, holder peer.ID, ref syncnode.BlobRef
 type Item struct {
 	Ref   syncnode.BlobRef
 	Group syncnode.GroupID
-	// Ejecting takes every share the holder has, as an admin of the group
-	// about to eject it does.
+	// Ejecting marks a request of an admin of the group about to eject
+	// the holder: a take gets every share the holder has, and Keeps
+	// stops the holder accepting shares there for EjectFreeze, so that
+	// its answer still holds when the ejection comes.
 	Ejecting bool
 }
 
@@ -289,7 +294,7 @@ func (s *Service) KeepsOrRefused(ctx context.Context, holder peer.ID, items []It
 		end := min(start+MaxBatch, len(items))
 		reqs := make([]request, 0, end-start)
 		for _, it := range items[start:end] {
-			reqs = append(reqs, request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group})
+			reqs = append(reqs, request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group, Ejecting: it.Ejecting})
 		}
 		resp, err := s.call(ctx, holder, request{Op: opChallenges, Items: reqs}, s.timeout)
 		if err != nil {
@@ -420,8 +425,8 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 			pt.t.From = holder // only it may void the transfer
 			s.accepting.RLock()
 			defer s.accepting.RUnlock()
-			if s.isLeaving(pt.req.Group) {
-				pt.err = fmt.Errorf("shares: this node is leaving %s and takes no shares there", pt.req.Group)
+			if s.isLeaving(pt.req.Group) || s.isFrozen(pt.req.Group) {
+				pt.err = fmt.Errorf("shares: this node is leaving %s, or an admin is ejecting it, and takes no shares there", pt.req.Group)
 				return
 			}
 			pt.err = s.copies.WithCopy(pt.req.Ref, func(held bool) error { return s.ledger.Accept(pt.t, held) })
@@ -512,6 +517,36 @@ func (s *Service) Leaving(g syncnode.GroupID, on bool) {
 		s.accepting.Lock()
 		s.accepting.Unlock()
 	}
+}
+
+// EjectFreeze is how long a node asked what it keeps by an admin about to
+// eject it accepts no shares in that group: longer than an ejection's
+// fetches and hand-offs take, short enough that a refused ejection does
+// not stop it for long.
+const EjectFreeze = 2 * time.Minute
+
+// freeze stops acceptances in g for EjectFreeze, once those under way
+// have landed.
+func (s *Service) freeze(g syncnode.GroupID) {
+	s.mu.Lock()
+	if s.frozen == nil {
+		s.frozen = map[syncnode.GroupID]time.Time{}
+	}
+	s.frozen[g] = time.Now().Add(EjectFreeze)
+	s.mu.Unlock()
+	s.accepting.Lock()
+	s.accepting.Unlock()
+}
+
+func (s *Service) isFrozen(g syncnode.GroupID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.frozen[g]
+	if ok && time.Now().After(until) {
+		delete(s.frozen, g)
+		return false
+	}
+	return ok
 }
 
 func (s *Service) isLeaving(g syncnode.GroupID) bool {
@@ -779,6 +814,12 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 	case opChallenge:
 		if _, ok := s.prio.PeerPriority(req.Group, from); !ok {
 			return response{}, fmt.Errorf("%s is not a member of %s", from, req.Group)
+		}
+		if req.Ejecting && s.prio.IsAdmin(req.Group, from) {
+			// An admin about to eject this node asks what it keeps: the
+			// answer must hold until the ejection, so it accepts no
+			// shares there for a while (those under way first land).
+			s.freeze(req.Group)
 		}
 		if s.holdsNone(req.Ref, req.Group) {
 			return response{Nothing: true}, nil

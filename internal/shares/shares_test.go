@@ -493,3 +493,31 @@ func TestLeavingWaitsForTakesUnderWay(t *testing.T) {
 		t.Fatalf("Leaving returned with %d shares counted; the take under way then landed %d (now %d)", atLeave, res.Taken, sh[gid])
 	}
 }
+
+// TestEjectingAdminFreezesTakes: once an admin about to eject a member
+// has asked it what it keeps, the member accepts no shares in the group
+// (a hand-off landing after the answer would be dropped at the ejection,
+// its shares lost to the group). The same question from a member that is
+// no admin freezes nothing.
+func TestEjectingAdminFreezesTakes(t *testing.T) {
+	devs, gid := world(t)
+	admin, server, normal, leaf := devs[0], devs[1], devs[2], devs[3]
+	ref := putBlob(t, normal, leaf)
+	leaf.ledger.Grant(ref, gid, ownership.CreatorShares)
+	ask := func(from *dev) {
+		if _, err := from.svc.Keeps(t.Context(), normal.h.ID(), []Item{{Ref: ref, Group: gid, Ejecting: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ask(server) // no admin: nothing frozen
+	if res, err := normal.svc.Take(t.Context(), leaf.h.ID(), ref, gid); err != nil || res.Taken != 1 {
+		t.Fatalf("a take after a non-admin's question: %+v, %v", res, err)
+	}
+	ask(admin)
+	if res, err := normal.svc.Take(t.Context(), leaf.h.ID(), ref, gid); err == nil || res.Taken != 0 {
+		t.Fatalf("a take after the ejecting admin's question: %+v, %v", res, err)
+	}
+	if sh, _ := leaf.ledger.Shares(ref); sh[gid] != 1 {
+		t.Fatalf("the leaf's shares after the refused take: %v", sh)
+	}
+}
