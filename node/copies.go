@@ -126,9 +126,7 @@ func (n *Node) grantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID, int
 			}
 		}
 		if rec, err := n.ledger.Recovered(ref); err == nil && rec {
-			if _, running := n.reclaiming.LoadOrStore(ref, true); !running {
-				n.goRun(func() { defer n.reclaiming.Delete(ref); n.reclaim(ref) })
-			}
+			n.reclaims.add(ref)
 		}
 		return errors.Join(errs...)
 	})
@@ -203,33 +201,125 @@ func (n *Node) Holding(ref syncnode.BlobRef) (held bool, shares map[syncnode.Gro
 	return held, shares, err
 }
 
+// reclaimQueue holds the recovered blobs waiting for reclaim, each with
+// when to try it next: one worker takes them in turn, so that a store of
+// many recovered blobs costs neither a goroutine each nor a flood of
+// requests.
+type reclaimQueue struct {
+	mu      sync.Mutex
+	pending map[syncnode.BlobRef]reclaimTry
+	wake    chan struct{}
+}
+
+type reclaimTry struct {
+	next  time.Time
+	delay time.Duration
+}
+
+// add queues ref, to be tried now unless it is queued already.
+func (q *reclaimQueue) add(ref syncnode.BlobRef) {
+	q.mu.Lock()
+	if q.pending == nil {
+		q.pending, q.wake = map[syncnode.BlobRef]reclaimTry{}, make(chan struct{}, 1)
+	}
+	if _, ok := q.pending[ref]; !ok {
+		q.pending[ref] = reclaimTry{}
+	}
+	wake := q.wake
+	q.mu.Unlock()
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
+// due returns a blob whose try is due, or how long until the next one
+// (zero and false when none waits), and the channel that signals adds.
+func (q *reclaimQueue) due(now time.Time) (ref syncnode.BlobRef, ok bool, wait time.Duration, wake <-chan struct{}) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.pending == nil {
+		q.pending, q.wake = map[syncnode.BlobRef]reclaimTry{}, make(chan struct{}, 1)
+	}
+	wait = -1
+	for r, t := range q.pending {
+		if !t.next.After(now) {
+			return r, true, 0, q.wake
+		}
+		if d := t.next.Sub(now); wait < 0 || d < wait {
+			wait = d
+		}
+	}
+	return ref, false, wait, q.wake
+}
+
+// done ends ref's reclaim, or (failed) sets its next try after a delay
+// doubling from a second to a minute.
+func (q *reclaimQueue) done(ref syncnode.BlobRef, failed bool, now time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !failed {
+		delete(q.pending, ref)
+		return
+	}
+	t := q.pending[ref]
+	t.delay = min(max(2*t.delay, time.Second), time.Minute)
+	t.next = now.Add(t.delay)
+	q.pending[ref] = t
+}
+
+// runReclaims settles, one at a time, the shares of the blobs this node
+// held when its database was lost (see reclaim).
+func (n *Node) runReclaims() {
+	for {
+		ref, ok, wait, wake := n.reclaims.due(time.Now())
+		if ok {
+			n.reclaims.done(ref, n.reclaim(ref) != nil, time.Now())
+			continue
+		}
+		var timer *time.Timer
+		var fire <-chan time.Time
+		if wait >= 0 {
+			timer = time.NewTimer(wait)
+			fire = timer.C
+		}
+		select {
+		case <-n.ctx.Done():
+		case <-wake:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if n.ctx.Err() != nil {
+			return
+		}
+	}
+}
+
 // reclaim settles the shares of a blob this node held when its database
 // was lost. It asks every other member of each group the signpost names
 // whether it keeps shares of the blob there; where none does, the
 // group's shares were here and are taken back (the copy is pinned until
 // then), and where one does, this node takes none: a server that lost
 // its database never counts shares twice. A member that does not answer
-// holds the reclaim back, retried with a delay doubling to a minute.
-func (n *Node) reclaim(ref syncnode.BlobRef) {
-	for delay := time.Second; ; delay = min(2*delay, time.Minute) {
-		orphaned, err := n.orphanedIn(ref)
-		if err == nil {
-			granted, err := n.ledger.Reclaim(ref, orphaned)
-			if err == nil {
-				note := "held when the database was lost; another member keeps its shares"
-				if len(granted) > 0 {
-					note = fmt.Sprintf("held when the database was lost; no member keeps its shares in %v, kept for them here", granted)
-				}
-				n.noteHandoff(ref, note)
-				n.log.Info("recovered blob reclaimed", "blob", ref, "granted in", granted)
-				return
+// holds the reclaim back (the caller tries again later).
+func (n *Node) reclaim(ref syncnode.BlobRef) error {
+	orphaned, err := n.orphanedIn(ref)
+	if err == nil {
+		var granted []syncnode.GroupID
+		if granted, err = n.ledger.Reclaim(ref, orphaned); err == nil {
+			note := "held when the database was lost; another member keeps its shares"
+			if len(granted) > 0 {
+				note = fmt.Sprintf("held when the database was lost; no member keeps its shares in %v, kept for them here", granted)
 			}
-		}
-		n.log.Info("recovered blob not reclaimed yet", "blob", ref, "err", err)
-		if !n.sleep(delay) {
-			return
+			n.noteHandoff(ref, note)
+			n.log.Info("recovered blob reclaimed", "blob", ref, "granted in", granted)
+			return nil
 		}
 	}
+	n.log.Info("recovered blob not reclaimed yet", "blob", ref, "err", err)
+	return err
 }
 
 // orphanedIn returns the groups of ref's signpost, this node a member,

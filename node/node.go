@@ -182,8 +182,8 @@ type Node struct {
 	// dbFresh: the database was created at this open. Blobs the store
 	// holds already were held before it was lost.
 	dbFresh bool
-	// reclaiming are the recovered blobs whose reclaim runs.
-	reclaiming sync.Map
+	// reclaims are the recovered blobs waiting for reclaim.
+	reclaims reclaimQueue
 	// rejoining are the groups taken up from the object store's records
 	// at open, with the members to sync their rows back from.
 	rejoining map[syncnode.GroupID][]memberAddrs
@@ -279,6 +279,7 @@ func (n *Node) start() {
 	n.goRun(n.rediscover)
 	n.goRun(n.runRestore)
 	n.goRun(n.runScrub)
+	n.goRun(n.runReclaims)
 	n.goRun(n.runPunches)
 	for _, ai := range n.cfg.Bootstrap {
 		n.goRun(func() {
