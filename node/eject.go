@@ -74,6 +74,11 @@ func (n *Node) EjectMember(g syncnode.GroupID, p peer.ID) error {
 // naming it) unless o.Force. Once p is out it is told so, and drops whatever
 // shares of g it still counts.
 func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.ID, o EjectOptions) (Ejection, error) {
+	ctx, done, err := n.call(ctx)
+	if err != nil {
+		return Ejection{}, err
+	}
+	defer done()
 	var e Ejection
 	regrant := map[syncnode.BlobRef]int{} // kept without p's shares: granted once p is out
 	keep := func(refs []syncnode.BlobRef, took func([]syncnode.BlobRef) (map[syncnode.BlobRef]int, []syncnode.BlobRef)) {
@@ -113,7 +118,7 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 		return e, n.sync.Eject(g, p)
 	}
 	// A round first: the rows p wrote and this node lacks name blobs too.
-	err := n.sync.SyncWith(ctx, g, p)
+	err = n.sync.SyncWith(ctx, g, p)
 	refs := n.refsIn(g)
 	var kept []syncnode.BlobRef
 	if err == nil {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"slices"
 	"sync"
@@ -122,11 +123,16 @@ type EvictionReport struct {
 // node without a budget. It lists the store: blobs the LRU table does not
 // know (being put or fetched) count towards the total and stay.
 func (n *Node) Evict() (EvictionReport, error) {
+	_, done, err := n.call(context.Background())
+	if err != nil {
+		return EvictionReport{}, err
+	}
+	defer done()
 	n.evictMu.Lock()
 	defer n.evictMu.Unlock()
 	var items []evictItem
 	unknown := map[syncnode.BlobRef]bool{}
-	err := n.blobs.List(func(i blobstore.Info) error {
+	err = n.blobs.List(func(i blobstore.Info) error {
 		last, known := n.lru.get(i.Ref)
 		if !known {
 			unknown[i.Ref] = true

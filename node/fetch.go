@@ -82,6 +82,11 @@ var ErrNoHolder = p2p.ErrNoHolder
 // shares the holders offer. Concurrent fetches of one blob share one
 // transfer. A blob already held is Done at once.
 func (n *Node) FetchBlob(ctx context.Context, ref syncnode.BlobRef, opts FetchOptions) (blobstore.Info, error) {
+	ctx, done, err := n.call(ctx)
+	if err != nil {
+		return blobstore.Info{}, err
+	}
+	defer done()
 	tr := &attemptTrace{}
 	info, err := n.fetch(withTrace(ctx, tr), ref, opts.Priority, nil, opts.Status, opts.WaitForHolder)
 	if err != nil {

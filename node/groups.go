@@ -83,6 +83,11 @@ func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl t
 // JoinGroup joins a group with an invitation an admin issued to this node,
 // reaching the admin at adminAddrs, and syncs with it once.
 func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr) (syncgroup.Spec, error) {
+	ctx, done, err := n.call(ctx)
+	if err != nil {
+		return syncgroup.Spec{}, err
+	}
+	defer done()
 	if len(adminAddrs) == 0 && n.cfg.LANDiscovery {
 		if err := n.awaitAddrs(ctx, inv.Admin, n.cfg.IOTimeout); err != nil {
 			return syncgroup.Spec{}, err
@@ -141,6 +146,11 @@ var ErrAtRisk = errors.New("node: blobs would be left at risk")
 // rows written here may have reached none of them. Once it has left,
 // shares of g pin nothing here.
 func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOptions) (atRisk []syncnode.BlobRef, err error) {
+	ctx, done, err := n.call(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	if _, err := n.GroupSpec(g); err != nil {
 		return nil, err
 	}
@@ -313,6 +323,11 @@ func (n *Node) Priority(g syncnode.GroupID) (syncnode.Priority, error) { return 
 // signposts name this node where it holds the blob, and the creator's
 // shares are granted.
 func (n *Node) PutRow(g syncnode.GroupID, key string, value []byte) (syncgroup.Row, error) {
+	_, done, err := n.call(context.Background())
+	if err != nil {
+		return syncgroup.Row{}, err
+	}
+	defer done()
 	refs, err := syncgroup.FindRefs(value)
 	if err != nil {
 		return syncgroup.Row{}, fmt.Errorf("node: value of %q: %w", key, err)

@@ -300,6 +300,24 @@ func (n *Node) start() {
 	}
 }
 
+// ErrClosed reports a call made once the node was closing.
+var ErrClosed = errors.New("node: closed")
+
+// call starts a public call that Close then waits for; it fails with
+// ErrClosed once Close has begun. The context returned ends with ctx or
+// when Close begins; call done when the call ends.
+func (n *Node) call(ctx context.Context) (context.Context, func(), error) {
+	n.runMu.Lock()
+	defer n.runMu.Unlock()
+	if n.closing {
+		return ctx, nil, ErrClosed
+	}
+	n.wg.Add(1)
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(n.ctx, cancel)
+	return ctx, func() { stop(); cancel(); n.wg.Done() }, nil
+}
+
 // goRun runs fn in a goroutine that Close waits for; once Close has begun
 // it runs nothing.
 func (n *Node) goRun(fn func()) {
@@ -325,6 +343,11 @@ func (n *Node) syncAll(g syncnode.GroupID) {
 // SyncNow runs a round of group g with every other member, connecting as
 // needed, and returns the errors of the rounds that failed.
 func (n *Node) SyncNow(g syncnode.GroupID) error {
+	_, done, err := n.call(context.Background())
+	if err != nil {
+		return err
+	}
+	defer done()
 	var errs []error
 	for _, m := range n.Members(g) {
 		if m.Peer == n.h.ID() {
@@ -466,6 +489,11 @@ func (n *Node) Connect(ctx context.Context, ai peer.AddrInfo) error { return n.h
 // its origin — is granted the creator's shares before the blob can be
 // evicted (a blob is not evictable until it is in the LRU table).
 func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error) {
+	ctx, done, err := n.call(ctx)
+	if err != nil {
+		return blobstore.Info{}, err
+	}
+	defer done()
 	info, err := n.blobs.Put(ctx, r, syncnode.BlobRef{})
 	if err != nil {
 		return info, err
@@ -517,6 +545,11 @@ func (n *Node) ListBlobs(fn func(blobstore.Info) error) error { return n.blobs.L
 // (or has some in escrow, or is taking them): then the error wraps
 // ErrPinned and the blob stays.
 func (n *Node) RemoveBlob(ref syncnode.BlobRef) error {
+	_, done, err := n.call(context.Background())
+	if err != nil {
+		return err
+	}
+	defer done()
 	unlock := n.locks.lock(ref)
 	defer unlock()
 	ok, err := n.ledger.MayEvict(ref)

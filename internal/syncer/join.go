@@ -19,9 +19,14 @@ import (
 // Join presents inv to the admin that issued it, receives the group's
 // spec, joins, and runs a first round with the admin.
 func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr, addrs []string) (syncnode.GroupID, error) {
+	ctx, done, err := s.enter(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer done()
 	s.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
 	var resp joinResponse
-	err := p2p.Exchange(ctx, s.h, inv.Admin, ProtoJoin, func(st network.Stream) error {
+	err = p2p.Exchange(ctx, s.h, inv.Admin, ProtoJoin, func(st network.Stream) error {
 		defer st.Close()
 		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv}, s.cfg.IOTimeout); err != nil {
 			st.Reset()

@@ -56,6 +56,11 @@ type batch struct {
 
 // SyncWith runs one round of group id with p.
 func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) error {
+	ctx, done, err := s.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	r, err := s.replica(id)
 	if err != nil {
 		return err

@@ -201,8 +201,10 @@ type Syncer struct {
 	outboxes map[peer.ID][]pushItem
 	// refused counts, per writer, rows refused over its budget.
 	refused map[peer.ID]int64
-	wg      sync.WaitGroup
-	ctx     context.Context
+	// closed: Close has begun; no call starts work any more.
+	closed bool
+	wg     sync.WaitGroup
+	ctx    context.Context
 
 	rowsSent, bytesSent, messages atomic.Int64
 	cancel                        context.CancelFunc
@@ -242,9 +244,28 @@ func (s *Syncer) Close() {
 	s.h.RemoveStreamHandler(p2p.ProtoPush)
 	s.h.RemoveStreamHandler(ProtoJoin)
 	s.mu.Lock()
+	s.closed = true
 	s.cancel()
 	s.mu.Unlock()
 	s.wg.Wait()
+}
+
+// ErrClosed reports a call made once the syncer was closing.
+var ErrClosed = errors.New("syncer: closed")
+
+// enter starts a call that uses the store or the network, which Close
+// then waits for; it fails once Close has begun. The context returned
+// ends with ctx or when Close begins; call done when the call ends.
+func (s *Syncer) enter(ctx context.Context) (context.Context, func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ctx, nil, ErrClosed
+	}
+	s.wg.Add(1)
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.ctx, cancel)
+	return ctx, func() { stop(); cancel(); s.wg.Done() }, nil
 }
 
 // Stats are a syncer's counters.
@@ -271,6 +292,11 @@ func (noHooks) Pushed(syncnode.GroupID, peer.ID)                 {}
 
 // Add starts syncing a group this node created or joined, and stores it.
 func (s *Syncer) Add(g *syncgroup.Group) error {
+	_, done, err := s.enter(context.Background())
+	if err != nil {
+		return err
+	}
+	defer done()
 	prio := syncnode.Priority{Distance: InitialDistance}
 	if s.cfg.Store != nil {
 		if err := s.cfg.Store.SaveAll(g, prio); err != nil {
@@ -357,6 +383,11 @@ func (s *Syncer) Readmit(id syncnode.GroupID, p peer.ID, nonce []byte) error {
 // (ErrNoMemberReached) unless force. Then the membership tombstone is
 // pushed to the members it can reach, and the replica is dropped here.
 func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID, force bool) error {
+	ctx, done, err := s.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	r, err := s.replica(id)
 	if err != nil {
 		return err
@@ -593,6 +624,11 @@ var errNothingWritten = errors.New("syncer: nothing to write")
 
 // write applies a local write under the group's lock and spreads it.
 func (s *Syncer) write(id syncnode.GroupID, fn func(*syncgroup.Group) (syncgroup.Row, error)) (syncgroup.Row, error) {
+	_, done, err := s.enter(context.Background())
+	if err != nil {
+		return syncgroup.Row{}, err
+	}
+	defer done()
 	r, err := s.replica(id)
 	if err != nil {
 		return syncgroup.Row{}, err
