@@ -31,7 +31,10 @@ func TestCallsRacingClose(t *testing.T) {
 	calls := []func(i int) error{
 		func(int) error { return n.SyncNow(g.ID) },
 		func(i int) error { _, err := n.PutRow(g.ID, "race/k", []byte{0xa1, byte('a' + i%26)}); return err },
-		func(i int) error { _, err := n.PutBlob(context.Background(), bytes.NewReader([]byte{byte(i), 1, 2})); return err },
+		func(i int) error {
+			_, err := n.PutBlob(context.Background(), bytes.NewReader([]byte{byte(i), 1, 2}))
+			return err
+		},
 		func(int) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 			defer cancel()
