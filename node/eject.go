@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -267,6 +268,10 @@ func (n *Node) takeFromEjected(ctx context.Context, g syncnode.GroupID, p peer.I
 				continue
 			}
 			makeUp[ref] = max(need, 0)
+		case errs[i] != nil && strings.Contains(errs[i].Error(), ownership.ErrInEscrow.Error()):
+			// In escrow, with no transfer named: whether another member
+			// took them is not known.
+			unknown = append(unknown, ref)
 		case errs[i] != nil:
 			// Refused: p's shares count for nothing once it is out.
 			n.log.Info("shares of a member to eject not taken", "blob", ref, "group", g, "peer", p, "err", errs[i])

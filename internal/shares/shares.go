@@ -851,15 +851,20 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 			count = func(held int) int { return min(c(held), req.Want) }
 		}
 		t, err := s.ledger.OfferCounted(req.ID, req.Ref, req.Group, from, count)
-		if ejecting && errors.Is(err, ownership.ErrInEscrow) {
-			resp := response{Err: err.Error()}
+		// An admin about to eject this node learns which transfers hold
+		// the shares; one that settled meanwhile frees them: offer again.
+		for try := 0; ejecting && errors.Is(err, ownership.ErrInEscrow); try++ {
+			var escrow []ownership.Transfer
 			pending, _ := s.ledger.Pending(req.Ref)
 			for _, p := range pending {
 				if p.Group == req.Group {
-					resp.Escrow = append(resp.Escrow, p)
+					escrow = append(escrow, p)
 				}
 			}
-			return resp, nil
+			if len(escrow) > 0 || try == 3 {
+				return response{Err: err.Error(), Escrow: escrow}, nil
+			}
+			t, err = s.ledger.OfferCounted(req.ID, req.Ref, req.Group, from, count)
 		}
 		if err == nil && t.N > 0 {
 			select {
