@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"testing"
 	"time"
@@ -34,23 +35,31 @@ func TestChurnShort(t *testing.T) {
 	}
 }
 
+var churnLong = flag.Bool("churn.long", false, "TestChurnOnFlakyObjectStore: 50 nodes, 200 blobs, more of every fault")
+
 // TestChurnOnFlakyObjectStore is TestChurnShort with the servers' blobs
 // on an object store (Versity), each behind a fault proxy: six times a
 // server's store answers 503 or cuts reads short for a stretch of writes.
+// With -churn.long: 50 nodes (8 of them servers), 200 blobs, 20 crashes,
+// 4 partitions, 4 leaves, 4 ejections and 20 store faults.
 func TestChurnOnFlakyObjectStore(t *testing.T) {
 	srv := s3test.Start(t, "churn")
-	const servers = 3
-	faults := make([]StoreFaults, servers)
-	for k := range faults {
-		faults[k] = s3faults.New(t, srv.Addr)
+	cfg := Config{Devices: 8, Leaves: 3, Servers: 3, Blobs: 40, BlobSize: 64 << 10,
+		Budget: 256 << 10, Crashes: 3, Partitions: 1, Departures: 1, Ejections: 1, Settle: 60 * time.Second, Seed: 2, Dir: t.TempDir(), StoreFaults: 6}
+	if *churnLong {
+		cfg.Devices, cfg.Leaves, cfg.Servers, cfg.Blobs, cfg.Crashes, cfg.Partitions, cfg.Departures, cfg.Ejections, cfg.StoreFaults =
+			32, 10, 8, 200, 20, 4, 4, 4, 20
+		cfg.Settle = 3 * time.Minute
+	}
+	cfg.Faults = make([]StoreFaults, cfg.Servers)
+	for k := range cfg.Faults {
+		cfg.Faults[k] = s3faults.New(t, srv.Addr)
+	}
+	cfg.ServerStore = func(k int) *s3store.Config {
+		return &s3store.Config{Insecure: true, Bucket: "churn", Prefix: fmt.Sprintf("server%d", k), Creds: srv.Creds(), Timeout: 2 * time.Second}
 	}
 	var log bytes.Buffer
-	rep, err := Run(t.Context(), Config{Devices: 8, Leaves: 3, Servers: servers, Blobs: 40, BlobSize: 64 << 10,
-		Budget: 256 << 10, Crashes: 3, Partitions: 1, Departures: 1, Ejections: 1, Settle: 60 * time.Second, Seed: 2, Dir: t.TempDir(),
-		ServerStore: func(k int) *s3store.Config {
-			return &s3store.Config{Insecure: true, Bucket: "churn", Prefix: fmt.Sprintf("server%d", k), Creds: srv.Creds(), Timeout: 2 * time.Second}
-		},
-		Faults: faults, StoreFaults: 6}, &log)
+	rep, err := Run(t.Context(), cfg, &log)
 	t.Logf("%s\n%s", log.String(), rep)
 	if err != nil {
 		t.Fatal(err)
