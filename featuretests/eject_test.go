@@ -11,6 +11,7 @@ import (
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/syncgroup"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // TestEjectionKeepsTheOnlyCopy: a server holds the only copy of the
@@ -143,5 +144,41 @@ func TestSharesReturningToAnEjectedMemberAreDropped(t *testing.T) {
 	})
 	if n := shares(t, tablet, toTablet, g); n != 0 {
 		t.Fatalf("the tablet counts %d shares it never accepted", n)
+	}
+}
+
+// TestForcedEjectionCountsWhatOthersKeep: a tablet that cannot be reached
+// wrote a row naming the laptop's photo, which the laptop keeps with its
+// two creator shares. Ejected by force, the tablet is taken for a holder
+// of the photo (it wrote a row naming it): the admin fetches it, and makes
+// up only for what the members that stay do not keep — here nothing.
+func TestForcedEjectionCountsWhatOthersKeep(t *testing.T) {
+	t.Parallel()
+	phone := start(t)
+	laptop, tablet := start(t), start(t)
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, laptop, g, syncnode.Normal)
+	join(t, phone, tablet, g, syncnode.Normal)
+	ref := putBlobRow(t, laptop, g, "photos/mine", randomBytes(512<<10, 78))
+	v, err := msgpack.Marshal(map[string]any{"photo": ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tablet.PutRow(g, "photos/seen", v); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the admin knows both rows", func() bool {
+		_, a, _ := phone.GetRow(g, "photos/mine")
+		_, b, _ := phone.GetRow(g, "photos/seen")
+		return a && b
+	})
+	tablet.Close()
+	e, err := phone.EjectMemberWith(t.Context(), g, tablet.ID(), node.EjectOptions{Force: true})
+	if err != nil {
+		t.Fatalf("the forced ejection: %+v, %v", e, err)
+	}
+	if n := totalShares(t, []*node.Node{phone, laptop}, ref, g); n != 2 {
+		t.Fatalf("after the forced ejection the members that stay hold %d shares of the laptop's photo (admin %d, laptop %d)",
+			n, shares(t, phone, ref, g), shares(t, laptop, ref, g))
 	}
 }

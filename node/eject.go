@@ -63,7 +63,7 @@ func (n *Node) EjectMember(g syncnode.GroupID, p peer.ID) error {
 //
 // Of the blobs fetched whose shares did not move here (p did not answer,
 // or refused), this node takes the group's two shares itself once p is
-// out, unless a server of the group says it keeps them. Shares p has in
+// out, less those the members that stay say they keep. Shares p has in
 // escrow for a member it cannot reach are asked about at that member:
 // those it took stay with it, and this node makes up for the rest; if it
 // does not answer either, the blob is at risk (refused unless o.Force;
@@ -157,13 +157,16 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 	}
 	var errs []error
 	for _, ref := range slices.SortedFunc(maps.Keys(regrant), func(a, b syncnode.BlobRef) int { return bytes.Compare(a.Bytes(), b.Bytes()) }) {
-		want := regrant[ref]
-		if want == ownership.CreatorShares {
-			if q, ok := n.serverHolding(ctx, g, p, ref); ok {
-				// A server's own word: it keeps the group's shares.
-				n.noteHandoff(ref, fmt.Sprintf("not taken over from %s: server %s keeps its shares", p, q))
-				continue
-			}
+		// What the members that stay keep (their word) is not made up
+		// for: a creator holding its two, a server holding the group's,
+		// a member that took p's shares in escrow.
+		want := ownership.CreatorShares
+		if others, q := n.othersHold(ctx, g, p, ref); others > 0 {
+			want -= others
+			n.noteHandoff(ref, fmt.Sprintf("%d of the shares not taken over from %s: %s and others keep them", min(others, ownership.CreatorShares), p, q))
+		}
+		if want <= 0 {
+			continue
 		}
 		if err := n.keepForGroup(ref, g, want); err != nil {
 			errs = append(errs, err)
@@ -172,23 +175,24 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 	return e, errors.Join(errs...)
 }
 
-// serverHolding returns a server of g other than p that says it keeps
-// shares of ref there (the answer to a possession challenge: a server
-// that holds a copy without shares, as every server but one does, says
-// no).
-func (n *Node) serverHolding(ctx context.Context, g syncnode.GroupID, p peer.ID, ref syncnode.BlobRef) (peer.ID, bool) {
+// othersHold returns how many shares of ref in g the members other than
+// p and this node say they keep (at most the group's two), and one of
+// them; members that do not answer count for none.
+func (n *Node) othersHold(ctx context.Context, g syncnode.GroupID, p peer.ID, ref syncnode.BlobRef) (int, peer.ID) {
+	total, who := 0, peer.ID("")
 	for _, m := range n.Members(g) {
-		if m.DevType != syncnode.Server || m.Peer == p || m.Peer == n.h.ID() {
+		if m.Peer == p || m.Peer == n.h.ID() {
 			continue
 		}
 		hctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
-		keeps, err := n.shares.Keeps(hctx, m.Peer, []shares.Item{{Ref: ref, Group: g}})
+		held, err := n.shares.HeldBy(hctx, m.Peer, []shares.Item{{Ref: ref, Group: g}})
 		cancel()
-		if err == nil && keeps[0] {
-			return m.Peer, true
+		if err == nil && held[0] > 0 {
+			total += held[0]
+			who = m.Peer
 		}
 	}
-	return "", false
+	return min(total, ownership.CreatorShares), who
 }
 
 // refsIn returns the blobs that live rows of g reference, each once.

@@ -227,6 +227,9 @@ type response struct {
 	// Nonce answers a challenge: the key of the hash of the whole blob
 	// that proves possession (ProofSize bytes).
 	Nonce []byte `msgpack:"c,omitempty"`
+	// Held answers a challenge: how many shares of the blob the holder
+	// keeps in the group, held or in escrow (its word; at most two).
+	Held int `msgpack:"h,omitempty"`
 	// Nothing answers a challenge from a holder with no shares of the
 	// blob in the group, none in escrow either: there is nothing to
 	// prove possession for.
@@ -289,7 +292,19 @@ func (s *Service) Keeps(ctx context.Context, holder peer.ID, items []Item) ([]bo
 // KeepsOrRefused is Keeps, with refused true for the items whose
 // challenge the holder refused (their keeps is true).
 func (s *Service) KeepsOrRefused(ctx context.Context, holder peer.ID, items []Item) (keeps, refused []bool, err error) {
-	keeps, refused = make([]bool, len(items)), make([]bool, len(items))
+	keeps, refused, _, err = s.keeps(ctx, holder, items)
+	return keeps, refused, err
+}
+
+// HeldBy asks holder how many shares of each of items it keeps, held or
+// in escrow (its word, at most two each; 0 for a refused challenge).
+func (s *Service) HeldBy(ctx context.Context, holder peer.ID, items []Item) ([]int, error) {
+	_, _, held, err := s.keeps(ctx, holder, items)
+	return held, err
+}
+
+func (s *Service) keeps(ctx context.Context, holder peer.ID, items []Item) (keeps, refused []bool, held []int, err error) {
+	keeps, refused, held = make([]bool, len(items)), make([]bool, len(items)), make([]int, len(items))
 	for start := 0; start < len(items); start += MaxBatch {
 		end := min(start+MaxBatch, len(items))
 		reqs := make([]request, 0, end-start)
@@ -298,16 +313,19 @@ func (s *Service) KeepsOrRefused(ctx context.Context, holder peer.ID, items []It
 		}
 		resp, err := s.call(ctx, holder, request{Op: opChallenges, Items: reqs}, s.timeout)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if len(resp.Items) != len(reqs) {
-			return nil, nil, fmt.Errorf("shares: %s answered %d of %d items", holder, len(resp.Items), len(reqs))
+			return nil, nil, nil, fmt.Errorf("shares: %s answered %d of %d items", holder, len(resp.Items), len(reqs))
 		}
 		for k, r := range resp.Items {
 			keeps[start+k], refused[start+k] = !r.Nothing, r.Err != ""
+			if !r.Nothing && r.Err == "" {
+				held[start+k] = min(max(r.Held, 0), ownership.CreatorShares)
+			}
 		}
 	}
-	return keeps, refused, nil
+	return keeps, refused, held, nil
 }
 
 // TakeAll is Take for many blobs from one holder: each step (challenge,
@@ -758,6 +776,24 @@ func (s *Service) settlePending(ref syncnode.BlobRef, g syncnode.GroupID) {
 	}
 }
 
+// heldIn returns how many shares of ref this node holds in g, those in
+// escrow included (at most the group's two).
+func (s *Service) heldIn(ref syncnode.BlobRef, g syncnode.GroupID) int {
+	sh, err := s.ledger.Shares(ref)
+	if err != nil {
+		return 0
+	}
+	n := sh[g]
+	if pending, err := s.ledger.Pending(ref); err == nil {
+		for _, t := range pending {
+			if t.Group == g {
+				n += t.N
+			}
+		}
+	}
+	return min(max(n, 0), ownership.CreatorShares)
+}
+
 // holdsNone reports whether this node has no shares of ref in g, held or
 // in escrow: a challenge for them would cost both sides a proof for
 // nothing.
@@ -825,7 +861,7 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 			return response{Nothing: true}, nil
 		}
 		nonce, err := s.challenge(req.ID, req.Ref)
-		return response{Nonce: nonce}, err
+		return response{Nonce: nonce, Held: s.heldIn(req.Ref, req.Group)}, err
 	case opOffer:
 		them, ok := s.prio.PeerPriority(req.Group, from)
 		if !ok {
