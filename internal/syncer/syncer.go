@@ -380,7 +380,7 @@ func (s *Syncer) Readmit(id syncnode.GroupID, p peer.ID, nonce []byte) error {
 // Leave removes this node from group id. A round with every member
 // comes first, so that every row written here reaches at least one of
 // them before the replica goes; if none answers, the leave is refused
-// (ErrNoMemberReached) unless force. Then the membership tombstone is
+// (ErrNoMemberReached) unless force, or this node is a member no more. Then the membership tombstone is
 // pushed to the members it can reach, and the replica is dropped here.
 func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID, force bool) error {
 	ctx, done, err := s.enter(ctx)
@@ -399,7 +399,14 @@ func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID, force bool) err
 			reached++
 		}
 	}
-	if len(members) > 0 && reached == 0 && !force {
+	// A node ejected already has nothing to hand on: the rows it wrote
+	// while a member are the ones the ejecting admin had seen.
+	var ejected bool
+	s.With(id, func(g *syncgroup.Group) error {
+		ejected = !g.IsMember(s.h.ID())
+		return nil
+	})
+	if len(members) > 0 && reached == 0 && !force && !ejected {
 		return fmt.Errorf("%w: none of the %d other members of %s answered, and rows written here may have reached none of them", ErrNoMemberReached, len(members), id)
 	}
 	r.mu.Lock()
