@@ -380,8 +380,9 @@ func (s *Syncer) Readmit(id syncnode.GroupID, p peer.ID, nonce []byte) error {
 // Leave removes this node from group id. A round with every member
 // comes first, so that every row written here reaches at least one of
 // them before the replica goes; if none answers, the leave is refused
-// (ErrNoMemberReached) unless force, or this node is a member no more. Then the membership tombstone is
-// pushed to the members it can reach, and the replica is dropped here.
+// (ErrNoMemberReached) unless force, or this node is a member no more.
+// Then the membership tombstone is pushed to the members it can reach,
+// and the replica is dropped here.
 func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID, force bool) error {
 	ctx, done, err := s.enter(ctx)
 	if err != nil {
