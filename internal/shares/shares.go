@@ -776,42 +776,27 @@ func (s *Service) settlePending(ref syncnode.BlobRef, g syncnode.GroupID) {
 	}
 }
 
-// heldIn returns how many shares of ref this node holds in g, those in
-// escrow included (at most the group's two).
-func (s *Service) heldIn(ref syncnode.BlobRef, g syncnode.GroupID) int {
+// holding returns how many shares of ref this node keeps in g, those in
+// escrow included (at most the group's two), and whether it keeps none
+// at all, held or in escrow: a challenge for them would cost both sides
+// a proof for nothing. A ledger that cannot be read counts as keeping
+// some.
+func (s *Service) holding(ref syncnode.BlobRef, g syncnode.GroupID) (held int, none bool) {
 	sh, err := s.ledger.Shares(ref)
 	if err != nil {
-		return 0
-	}
-	n := sh[g]
-	if pending, err := s.ledger.Pending(ref); err == nil {
-		for _, t := range pending {
-			if t.Group == g {
-				n += t.N
-			}
-		}
-	}
-	return min(max(n, 0), ownership.CreatorShares)
-}
-
-// holdsNone reports whether this node has no shares of ref in g, held or
-// in escrow: a challenge for them would cost both sides a proof for
-// nothing.
-func (s *Service) holdsNone(ref syncnode.BlobRef, g syncnode.GroupID) bool {
-	sh, err := s.ledger.Shares(ref)
-	if err != nil || sh[g] > 0 {
-		return false
+		return 0, false
 	}
 	pending, err := s.ledger.Pending(ref)
 	if err != nil {
-		return false
+		return 0, false
 	}
+	n, escrowed := sh[g], false
 	for _, t := range pending {
 		if t.Group == g {
-			return false
+			n, escrowed = n+t.N, true
 		}
 	}
-	return true
+	return min(max(n, 0), ownership.CreatorShares), sh[g] <= 0 && !escrowed
 }
 
 func (s *Service) handle(st network.Stream) {
@@ -857,11 +842,12 @@ func (s *Service) answer(from peer.ID, req request) (response, error) {
 			// shares there for a while (those under way first land).
 			s.freeze(req.Group)
 		}
-		if s.holdsNone(req.Ref, req.Group) {
+		held, none := s.holding(req.Ref, req.Group)
+		if none {
 			return response{Nothing: true}, nil
 		}
 		nonce, err := s.challenge(req.ID, req.Ref)
-		return response{Nonce: nonce, Held: s.heldIn(req.Ref, req.Group)}, err
+		return response{Nonce: nonce, Held: held}, err
 	case opOffer:
 		them, ok := s.prio.PeerPriority(req.Group, from)
 		if !ok {
