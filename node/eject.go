@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -81,8 +80,8 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 	}
 	defer done()
 	var e Ejection
-	regrant := map[syncnode.BlobRef]int{} // kept without p's shares: granted once p is out
-	keep := func(refs []syncnode.BlobRef, took func([]syncnode.BlobRef) (map[syncnode.BlobRef]int, []syncnode.BlobRef)) {
+	var regrant []syncnode.BlobRef // kept without p's shares: made up for once p is out
+	keep := func(refs []syncnode.BlobRef, took func([]syncnode.BlobRef) (owed, unknown []syncnode.BlobRef)) {
 		var held []syncnode.BlobRef
 		for _, ref := range refs {
 			// Pinned until its shares are here: a node over its budget
@@ -96,7 +95,7 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 			}
 			held = append(held, ref)
 		}
-		makeUp, unknown := took(held)
+		owed, unknown := took(held)
 		for _, ref := range held {
 			if slices.Contains(unknown, ref) {
 				n.log.Warn("shares of a member to eject are in escrow with a member that does not answer", "blob", ref, "group", g, "peer", p, "force", o.Force)
@@ -105,12 +104,12 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 					continue
 				}
 				// Forced: made up for here, two too many should that
-				// member have taken them, rather than none.
-				makeUp[ref] = ownership.CreatorShares
+				// member have taken them and not answer, rather than none.
+				owed = append(owed, ref)
 			}
 			e.Kept = append(e.Kept, ref)
-			if k := makeUp[ref]; k > 0 {
-				regrant[ref] = k
+			if slices.Contains(owed, ref) {
+				regrant = append(regrant, ref)
 			}
 		}
 	}
@@ -130,7 +129,7 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 		// them split between p and a server. Should p have made some up,
 		// a server holding the group's two later calls them surplus.
 		e.Held = kept
-		keep(kept, func(held []syncnode.BlobRef) (map[syncnode.BlobRef]int, []syncnode.BlobRef) {
+		keep(kept, func(held []syncnode.BlobRef) (owed, unknown []syncnode.BlobRef) {
 			return n.takeFromEjected(ctx, g, p, held)
 		})
 	} else {
@@ -140,13 +139,7 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 		}
 		n.log.Info("a member to eject does not answer; going by what this node knows", "group", g, "peer", p, "err", err)
 		e.Held = n.onlyHeldBy(g, p, refs)
-		keep(e.Held, func(held []syncnode.BlobRef) (map[syncnode.BlobRef]int, []syncnode.BlobRef) {
-			all := map[syncnode.BlobRef]int{}
-			for _, ref := range held {
-				all[ref] = ownership.CreatorShares
-			}
-			return all, nil
-		})
+		keep(e.Held, func(held []syncnode.BlobRef) (owed, unknown []syncnode.BlobRef) { return held, nil })
 	}
 	if len(e.AtRisk) > 0 && !o.Force {
 		return e, fmt.Errorf("%w: %d of the %d blobs that %s keeps in %s could not be fetched (first %s); eject with force to leave them at risk",
@@ -156,7 +149,7 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 		return e, err
 	}
 	var errs []error
-	for _, ref := range slices.SortedFunc(maps.Keys(regrant), func(a, b syncnode.BlobRef) int { return bytes.Compare(a.Bytes(), b.Bytes()) }) {
+	for _, ref := range regrant {
 		// What the members that stay keep (their word) is not made up
 		// for: a creator holding its two, a server holding the group's,
 		// a member that took p's shares in escrow.
@@ -236,42 +229,35 @@ func (n *Node) keptBy(ctx context.Context, g syncnode.GroupID, p peer.ID, refs [
 }
 
 // takeFromEjected takes every share p holds of refs in g, as the admin
-// about to eject it. It returns, of the refs p keeps shares of, how many
-// shares this node must make up for once p is out (refs whose shares all
-// moved here, or that p keeps none of, are absent), and the refs whose
-// shares are in escrow with a member that does not answer: whether that
-// member took them is not known.
-func (n *Node) takeFromEjected(ctx context.Context, g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) (makeUp map[syncnode.BlobRef]int, unknown []syncnode.BlobRef) {
+// about to eject it. It returns the refs whose shares did not move here
+// and count for nothing once p is out (owed: made up for then, less what
+// the members that stay keep), and those whose shares are in escrow with
+// a member that does not answer: whether it took them is not known.
+func (n *Node) takeFromEjected(ctx context.Context, g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) (owed, unknown []syncnode.BlobRef) {
 	items := make([]shares.Item, len(refs))
 	for i, ref := range refs {
 		items[i] = shares.Item{Ref: ref, Group: g, Ejecting: true}
 	}
 	res, errs := n.shares.TakeAll(ctx, p, items)
-	makeUp = map[syncnode.BlobRef]int{}
 	for i, r := range res {
 		ref := refs[i]
 		switch {
 		case errs[i] != nil && len(r.Escrow) > 0:
 			// p's shares are in escrow for members p cannot reach: ask
-			// them. What they took stays with them; the rest counts
-			// for nothing once p is out, and is made up for here.
-			need, known := ownership.CreatorShares, true
+			// them, which fixes the outcome there. What they took they
+			// keep (and say so when the make-up is counted).
+			known := true
 			for _, t := range r.Escrow {
 				tctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
-				accepted, err := n.shares.ResolveAt(tctx, t)
+				_, err := n.shares.ResolveAt(tctx, t)
 				cancel()
-				switch {
-				case err != nil:
-					known = false
-				case accepted:
-					need -= min(max(t.N, 0), ownership.CreatorShares)
-				}
+				known = known && err == nil
 			}
 			if !known {
 				unknown = append(unknown, ref)
 				continue
 			}
-			makeUp[ref] = max(need, 0)
+			owed = append(owed, ref)
 		case errs[i] != nil && strings.Contains(errs[i].Error(), ownership.ErrInEscrow.Error()):
 			// In escrow, with no transfer named: whether another member
 			// took them is not known.
@@ -279,12 +265,12 @@ func (n *Node) takeFromEjected(ctx context.Context, g syncnode.GroupID, p peer.I
 		case errs[i] != nil:
 			// Refused: p's shares count for nothing once it is out.
 			n.log.Info("shares of a member to eject not taken", "blob", ref, "group", g, "peer", p, "err", errs[i])
-			makeUp[ref] = ownership.CreatorShares
+			owed = append(owed, ref)
 		case r.Taken > 0 || r.HolderKeeps:
 			n.noteHandoff(ref, fmt.Sprintf("took %d shares in %s from %s before ejecting it", r.Taken, g, p))
 		}
 	}
-	return makeUp, unknown
+	return owed, unknown
 }
 
 // onlyHeldBy returns those of refs that, as far as this node knows, only
