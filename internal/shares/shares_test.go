@@ -313,6 +313,23 @@ func TestShareStripRefused(t *testing.T) {
 	}
 }
 
+// acceptThenVanish has server accept holder's two shares of ref in gid
+// and stop answering before the holder settles: the transfer stays in
+// escrow at the holder.
+func acceptThenVanish(t *testing.T, server, holder *dev, ref syncnode.BlobRef, gid syncnode.GroupID) {
+	t.Helper()
+	resp, err := provenOffer(t, server, holder, ownership.NewTransferID(), ref, gid)
+	if err != nil || resp.Transfer == nil || resp.Transfer.N != 2 {
+		t.Fatalf("offer: %+v %v", resp, err)
+	}
+	tr := *resp.Transfer
+	tr.From = holder.h.ID()
+	if err := server.ledger.Accept(tr, true); err != nil {
+		t.Fatal(err)
+	}
+	server.svc.Close() // gone before the holder settles
+}
+
 // TestEscrowEndsWithoutItsAcceptor: a server accepts a leaf's two shares
 // and vanishes before the leaf settles. While the transfer is in escrow a
 // normal member's take is refused; once the escrow is EscrowWait old the
@@ -326,17 +343,7 @@ func TestEscrowEndsWithoutItsAcceptor(t *testing.T) {
 	leaf.ledger.Grant(ref, gid, ownership.CreatorShares)
 	leaf.svc.EscrowWait = 100 * time.Millisecond
 
-	id := ownership.NewTransferID()
-	resp, err := provenOffer(t, server, leaf, id, ref, gid)
-	if err != nil || resp.Transfer == nil || resp.Transfer.N != 2 {
-		t.Fatalf("offer: %+v %v", resp, err)
-	}
-	tr := *resp.Transfer
-	tr.From = leaf.h.ID()
-	if err := server.ledger.Accept(tr, true); err != nil {
-		t.Fatal(err)
-	}
-	server.svc.Close() // gone before the leaf settles
+	acceptThenVanish(t, server, leaf, ref, gid)
 
 	if res, err := normal.svc.Take(t.Context(), leaf.h.ID(), ref, gid); err == nil && res.Taken > 0 {
 		t.Fatalf("a take during the escrow: %+v", res)
@@ -386,17 +393,7 @@ func TestEscrowEndsWhenItsAcceptorIsOut(t *testing.T) {
 	admin, normal, server, leaf := devs[0], devs[2], devs[1], devs[3]
 	leaf.ledger.Grant(ref, gid, ownership.CreatorShares)
 
-	id := ownership.NewTransferID()
-	resp, err := provenOffer(t, server, leaf, id, ref, gid)
-	if err != nil || resp.Transfer == nil || resp.Transfer.N != 2 {
-		t.Fatalf("offer: %+v %v", resp, err)
-	}
-	tr := *resp.Transfer
-	tr.From = leaf.h.ID()
-	if err := server.ledger.Accept(tr, true); err != nil {
-		t.Fatal(err)
-	}
-	server.svc.Close() // gone before the leaf settles
+	acceptThenVanish(t, server, leaf, ref, gid)
 	if n, _ := leaf.svc.Recover(t.Context()); n != 0 {
 		t.Fatalf("recover while the acceptor is a member: %d ended", n)
 	}
