@@ -74,15 +74,17 @@ type (
 		Items    []sharesReq          `msgpack:"b,omitempty"`
 	}
 	sharesResp struct {
-		Err      string              `msgpack:"e,omitempty"`
-		Transfer *ownership.Transfer `msgpack:"t,omitempty"`
-		Keeps    bool                `msgpack:"k,omitempty"`
-		Accepted bool                `msgpack:"a,omitempty"`
-		Taken    int                 `msgpack:"n,omitempty"`
-		Surplus  bool                `msgpack:"su,omitempty"`
-		Nonce    []byte              `msgpack:"c,omitempty"`
-		Nothing  bool                `msgpack:"z,omitempty"`
-		Items    []sharesResp        `msgpack:"b,omitempty"`
+		Err      string               `msgpack:"e,omitempty"`
+		Transfer *ownership.Transfer  `msgpack:"t,omitempty"`
+		Keeps    bool                 `msgpack:"k,omitempty"`
+		Accepted bool                 `msgpack:"a,omitempty"`
+		Taken    int                  `msgpack:"n,omitempty"`
+		Surplus  bool                 `msgpack:"su,omitempty"`
+		Held     int                  `msgpack:"h,omitempty"`
+		Escrow   []ownership.Transfer `msgpack:"es,omitempty"`
+		Nonce    []byte               `msgpack:"c,omitempty"`
+		Nothing  bool                 `msgpack:"z,omitempty"`
+		Items    []sharesResp         `msgpack:"b,omitempty"`
 	}
 	blobReq struct {
 		Ref   []byte `msgpack:"r"`
@@ -342,8 +344,14 @@ func (p *peerHost) handleShares(st network.Stream) {
 		case "challenge", "challenges":
 			nonce := make([]byte, 32)
 			rand.Read(nonce)
-			return sharesResp{Nonce: nonce}
+			// It keeps every share there is, and more.
+			return sharesResp{Nonce: nonce, Held: 1 << 20}
 		case "offer", "offers":
+			if r.Ejecting {
+				// To the admin ejecting it: all in escrow, for members
+				// that never heard of the transfers.
+				return sharesResp{Err: "ownership: shares in escrow for an unsettled transfer", Escrow: p.inventedEscrow(r)}
+			}
 			return sharesResp{Transfer: &ownership.Transfer{ID: r.ID, Ref: r.Ref, Group: r.Group, N: ownership.CreatorShares, At: time.Now().UnixNano()}}
 		case "resolve":
 			return sharesResp{Accepted: true}
@@ -363,6 +371,18 @@ func (p *peerHost) handleShares(st network.Stream) {
 		}
 	}
 	p2p.WriteMsg(st, resp, p.io)
+}
+
+// inventedEscrow names transfers of r's blob, of any size, to the honest
+// members it knows of.
+func (p *peerHost) inventedEscrow(r sharesReq) []ownership.Transfer {
+	var out []ownership.Transfer
+	for _, to := range p.h.Peerstore().Peers() {
+		if to != p.id() {
+			out = append(out, ownership.Transfer{ID: ownership.NewTransferID(), Ref: r.Ref, Group: r.Group, From: p.id(), To: to, N: 1 << 20})
+		}
+	}
+	return out
 }
 
 func (p *peerHost) data(raw []byte) ([]byte, bool) {
