@@ -64,8 +64,12 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs 
 	if err := s.Add(g); err != nil {
 		return "", err
 	}
+	// The join is done: the admin wrote the admission and the replica is
+	// here. A first round that fails (a stream reset under load) is made
+	// up by the periodic ones; failing the join for it would leave the
+	// caller in the group believing it is not, with its invitation spent.
 	if err := s.SyncWith(ctx, g.Spec().ID, inv.Admin); err != nil {
-		return g.Spec().ID, fmt.Errorf("syncer: first round after joining: %w", err)
+		s.log.Warn("first round after joining failed; the periodic rounds catch up", "group", g.Spec().ID, "admin", inv.Admin, "err", err)
 	}
 	s.With(g.Spec().ID, func(g *syncgroup.Group) error { s.learnAddrs(g); return nil })
 	return g.Spec().ID, nil

@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/testkit"
+	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -326,5 +328,43 @@ func TestReportedPriorityIsClamped(t *testing.T) {
 		if !ok || p.DevType != syncnode.Normal || p.Distance != 1 || p.ServerTime.After(time.Now()) {
 			t.Fatalf("reported distance %v: recorded %+v", d, p)
 		}
+	}
+}
+
+// TestJoinSurvivesAFailedFirstRound: the admin takes the joiner in, then
+// its first round with the joiner is cut (a stream reset on a loaded
+// machine). The join is done all the same: it reports success, and the
+// next round brings the joiner the group's rows.
+func TestJoinSurvivesAFailedFirstRound(t *testing.T) {
+	c := newCluster(t, 1)
+	if _, err := c.sync[0].Put(c.gid, "photos/a", val("a")); err != nil {
+		t.Fatal(err)
+	}
+	h, err := c.mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	joiner := New(h, DefaultConfig(), discard, nil)
+	t.Cleanup(joiner.Close)
+	c.hosts[0].SetStreamHandler(p2p.ProtoSync, func(st network.Stream) { st.Reset() })
+	adminKey := c.hosts[0].Peerstore().PrivKey(c.hosts[0].ID())
+	inv, err := syncgroup.Invite(adminKey, c.gid, h.ID(), syncnode.Normal, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := joiner.Join(t.Context(), inv, c.hosts[0].Addrs(), nil); err != nil {
+		t.Fatalf("a join whose first round failed: %v", err)
+	}
+	c.hosts[0].SetStreamHandler(p2p.ProtoSync, c.sync[0].handleSync)
+	if err := joiner.SyncWith(t.Context(), c.gid, c.hosts[0].ID()); err != nil {
+		t.Fatal(err)
+	}
+	var ok bool
+	joiner.With(c.gid, func(g *syncgroup.Group) error { _, ok = g.Rows().Get("photos/a"); return nil })
+	if !ok {
+		t.Fatal("the joiner lacks the group's row after its next round")
 	}
 }
