@@ -456,7 +456,7 @@ func (n *Node) location(g syncnode.GroupID, p peer.ID, proxy bool) signpost.Loca
 		return nil
 	})
 	if p == n.h.ID() {
-		l.Addrs = n.addrStrings()
+		l.Addrs = n.conn.Addrs()
 	}
 	if len(l.Addrs) > signpost.MaxAddrs {
 		l.Addrs = l.Addrs[:signpost.MaxAddrs]

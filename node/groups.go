@@ -12,44 +12,14 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/syncer"
-	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
-
-// addrStrings returns the host's addresses as members record them.
-func (n *Node) addrStrings() []string {
-	var out []string
-	for _, a := range n.h.Addrs() {
-		out = append(out, a.String())
-	}
-	return publishable(out)
-}
-
-// maxPublished bounds the addresses a membership row carries.
-const maxPublished = 16
-
-// publishable returns the addresses worth publishing, once each, best
-// first (rankAddrs), at most maxPublished: a relay address names its
-// relay, a bare /p2p-circuit does not.
-func publishable(as []string) []string {
-	as = slices.Compact(slices.Sorted(slices.Values(as)))
-	as = slices.DeleteFunc(as, func(s string) bool {
-		m, err := ma.NewMultiaddr(s)
-		if err != nil {
-			return true
-		}
-		relay, circuit := p2p.RelayOfAddr(m)
-		return circuit && relay == ""
-	})
-	as = rankAddrs(as)
-	return as[:min(len(as), maxPublished)]
-}
 
 // CreateGroup creates a syncgroup with this node as its admin and first
 // member, of device type dev, syncing the rows under prefixes.
 func (n *Node) CreateGroup(name string, prefixes []string, private bool, dev syncnode.DevType) (syncgroup.Spec, error) {
 	key := n.h.Peerstore().PrivKey(n.h.ID())
-	g, err := syncgroup.Create(name, prefixes, private, key, dev, n.addrStrings(), time.Now())
+	g, err := syncgroup.Create(name, prefixes, private, key, dev, n.conn.Addrs(), time.Now())
 	if err != nil {
 		return syncgroup.Spec{}, err
 	}
@@ -89,7 +59,7 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 	}
 	defer done()
 	if len(adminAddrs) == 0 && n.cfg.LANDiscovery {
-		if err := n.awaitAddrs(ctx, inv.Admin, n.cfg.IOTimeout); err != nil {
+		if err := n.conn.AwaitAddrs(ctx, inv.Admin, n.cfg.IOTimeout); err != nil {
 			return syncgroup.Spec{}, err
 		}
 	}
@@ -102,7 +72,7 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 	// a moment ago (the admin restarted on a new port) must not hold the
 	// join back.
 	n.clearDialBackoff([]peer.ID{inv.Admin})
-	id, err := n.sync.Join(ctx, inv, adminAddrs, n.addrStrings())
+	id, err := n.sync.Join(ctx, inv, adminAddrs, n.conn.Addrs())
 	if err != nil {
 		return syncgroup.Spec{}, err
 	}
@@ -111,7 +81,7 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 	}
 	// The group's servers may have seen this node already: behind a NAT,
 	// that is its public address, for AutoNAT to try and members to dial.
-	n.goRun(n.chooseObserved)
+	n.goRun(n.conn.ChooseObserved)
 	n.goRun(func() { n.syncAll(id) })
 	n.keepGroupOrWarn(id)
 	return n.GroupSpec(id)

@@ -228,7 +228,7 @@ func (n *Node) rejoin(g syncnode.GroupID, members []memberAddrs) {
 		cancel()
 		if from != "" {
 			n.log.Info("group rows back from a member", "group", g, "peer", from)
-			n.publishAddrs(true)
+			n.conn.PublishAddrs(true)
 			return
 		}
 		select {

@@ -47,8 +47,8 @@ func TestRelayOnlyForTheServersMembers(t *testing.T) {
 	if _, err := client.Reserve(ctx, member.Host(), relay); err != nil {
 		t.Fatalf("a member of the server's group got no reservation: %v", err)
 	}
-	if !server.relaysFor(member.ID()) || server.relaysFor(stranger.ID()) || server.relaysFor(other.ID()) {
-		t.Fatal("relaysFor disagrees with the reservations")
+	if !server.conn.RelaysFor(member.ID()) || server.conn.RelaysFor(stranger.ID()) || server.conn.RelaysFor(other.ID()) {
+		t.Fatal("RelaysFor disagrees with the reservations")
 	}
 
 	// A circuit to the member: refused to the stranger.
@@ -61,11 +61,11 @@ func TestRelayOnlyForTheServersMembers(t *testing.T) {
 	third := openNode(t, t.TempDir())
 	t.Cleanup(func() { third.Close() })
 	join(t, server, third, g, syncnode.Normal)
-	acl := relayACL{server}
-	if !acl.AllowConnect(third.ID(), nil, member.ID()) {
+	allow := func(src, dst peer.ID) bool { return server.conn.RelaysFor(src) && server.conn.RelaysFor(dst) }
+	if !allow(third.ID(), member.ID()) {
 		t.Fatal("a circuit between two members of the server's group refused")
 	}
-	if acl.AllowConnect(third.ID(), nil, stranger.ID()) || acl.AllowConnect(other.ID(), nil, member.ID()) {
+	if allow(third.ID(), stranger.ID()) || allow(other.ID(), member.ID()) {
 		t.Fatal("a circuit with a peer outside the server's groups allowed")
 	}
 }

@@ -18,7 +18,6 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/connmgr"
-	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -27,6 +26,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/ownership"
@@ -154,8 +154,6 @@ func (c *Config) setDefaults() error {
 type Node struct {
 	cfg Config
 	log *slog.Logger
-	// lan is the LAN discovery service, when LANDiscovery is set.
-	lan interface{ Close() error }
 	// lastSeen is when the last connection to each peer ended.
 	lastSeen sync.Map // peer.ID → time.Time
 
@@ -169,16 +167,8 @@ type Node struct {
 	groups    *syncgroup.Store
 
 	h host.Host
-	// netReady is closed when the network is open: callbacks the host
-	// makes before then see no groups.
-	netReady chan struct{}
-	// relay is the circuit relay this node runs for its groups' members.
-	relay io.Closer
-	// observed are the public addresses this node's servers saw it at.
-	observed observed
-	// reach is the last network.Reachability AutoNAT reported (or
-	// hintBehindNAT told the host).
-	reach atomic.Int32
+	// conn keeps the node reachable: addresses, NAT, relay, LAN.
+	conn *connectivity.Service
 	// dbFresh: the database was created at this open. Blobs the store
 	// holds already were held before it was lost.
 	dbFresh bool
@@ -187,9 +177,6 @@ type Node struct {
 	// rejoining are the groups taken up from the object store's records
 	// at open, with the members to sync their rows back from.
 	rejoining map[syncnode.GroupID][]memberAddrs
-	// reachHint tells the host's subsystems a reachability AutoNAT has
-	// not found yet.
-	reachHint event.Emitter
 	dht       *p2p.DHT
 	reprov    *p2p.Reprovider
 	service   *p2p.Service
@@ -204,7 +191,6 @@ type Node struct {
 	perHolder *holderSlots
 	rep       reputation
 	returns   returns
-	punches   punches
 	flights   flights
 	// keepMu serialises writes of group records to the object store, and
 	// guards recorded: the members each group's record names.
@@ -280,7 +266,6 @@ func (n *Node) start() {
 	n.goRun(n.runRestore)
 	n.goRun(n.runScrub)
 	n.goRun(n.runReclaims)
-	n.goRun(n.runPunches)
 	for _, ai := range n.cfg.Bootstrap {
 		n.goRun(func() {
 			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
@@ -438,16 +423,11 @@ func (n *Node) Close() error {
 	n.closing = true
 	n.runMu.Unlock()
 	n.cancel()
-	if n.lan != nil {
-		n.lan.Close()
-	}
+	n.conn.Close()
 	n.fetcher.Stop()
 	n.sync.Close()
 	n.shares.Close()
 	n.service.Close()
-	if n.relay != nil {
-		n.relay.Close()
-	}
 	n.sayGoodbye()
 	n.wg.Wait()
 	return errors.Join(n.dht.Close(), n.h.Close(), n.db.Close(), n.blobs.Close())

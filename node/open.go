@@ -17,6 +17,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
@@ -36,7 +37,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Log, handoffs: map[handoffKey]bool{}, netReady: make(chan struct{}),
+	n := &Node{cfg: cfg, log: cfg.Log, handoffs: map[handoffKey]bool{},
 		handoffRetry: map[handoffRef]handoffBackoff{},
 		lru:          lru{used: map[syncnode.BlobRef]lruEntry{}}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -59,17 +60,8 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := n.recoverState(); err != nil {
 		return nil, err
 	}
-	for _, follow := range []func() error{n.followReachability, n.followAddrs, n.followObserved} {
-		if err := follow(); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.LANDiscovery {
-		// A host with no multicast-capable interface still runs; its
-		// members are reached at the addresses membership carries.
-		if err := n.startLAN(); err != nil {
-			n.log.Warn("LAN discovery off", "err", err)
-		}
+	if err := n.conn.Follow(); err != nil {
+		return nil, err
 	}
 	n.start()
 	return n, nil
@@ -137,8 +129,14 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	hc.IdentityFile = filepath.Join(n.cfg.DataDir, "identity.key")
 	hc.ListenAddrs = n.cfg.ListenAddrs
 	hc.Gater = n.cfg.Gater
-	hc.AddrsFactory = n.hostAddrs
-	hc.RelayCandidates = n.relayCandidates
+	cc := connectivity.Config{IOTimeout: n.cfg.IOTimeout, LAN: n.cfg.LANDiscovery,
+		RelayMaxReservations: n.cfg.RelayMaxReservations, RelayMaxCircuits: n.cfg.RelayMaxCircuits}
+	if n.conn, err = connectivity.New(cc, n.log); err != nil {
+		return err
+	}
+	opened.add(n.conn.Close)
+	hc.AddrsFactory = n.conn.HostAddrs
+	hc.RelayCandidates = n.conn.RelayCandidates
 	if n.h, err = p2p.NewHost(hc); err != nil {
 		return err
 	}
@@ -165,8 +163,8 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		return err
 	}
 	opened.add(func() error { n.service.Close(); return nil })
-	cc := p2p.ClientConfig{IOTimeout: n.cfg.IOTimeout, Relayed: n.cfg.Relayed, RelayRate: n.cfg.RelayRate}
-	if n.client, err = p2p.NewClient(n.h, n.blobs, cc, n.log); err != nil {
+	clc := p2p.ClientConfig{IOTimeout: n.cfg.IOTimeout, Relayed: n.cfg.Relayed, RelayRate: n.cfg.RelayRate}
+	if n.client, err = p2p.NewClient(n.h, n.blobs, clc, n.log); err != nil {
 		return err
 	}
 	n.shares = shares.New(n.h, n.ledger, n.sync, copies{n}, n.asked, n.settled, n.log)
@@ -176,12 +174,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		n.shares.EscrowWait = n.cfg.EscrowWait
 	}
 	opened.add(func() error { n.shares.Close(); return nil })
-	if err := n.startRelay(); err != nil {
-		return err
-	}
-	opened.add(n.relay.Close)
-	close(n.netReady)
-	return nil
+	return n.conn.Start(n.h, groupView{n}, func(g syncnode.GroupID) { n.goRun(func() { n.syncAll(g) }) })
 }
 
 // openFetching sets up fetches: the gate, the server fetcher and the
@@ -232,7 +225,7 @@ func (n *Node) recoverState() error {
 			n.log.Warn("name not written into the membership", "group", g, "err", err)
 		}
 	}
-	n.publishAddrs(false)
+	n.conn.PublishAddrs(false)
 	if err := n.requeue(); err != nil {
 		n.log.Error("fetch queue not restored at open", "err", err)
 	}

@@ -1,7 +1,6 @@
-package node
+package connectivity
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -114,75 +113,50 @@ func (o *observed) list() []ma.Multiaddr {
 	return slices.Clone(o.use)
 }
 
-// hostAddrs is the host's address factory: its own addresses and the
+// HostAddrs is the host's address factory: its own addresses and the
 // observed ones.
-func (n *Node) hostAddrs(addrs []ma.Multiaddr) []ma.Multiaddr {
-	return ma.Unique(append(addrs, n.observed.list()...))
-}
-
-// networkUp reports whether openNetwork has finished: the callbacks the
-// host makes before then (relay admission, relay candidates) see no
-// groups.
-func (n *Node) networkUp() bool {
-	select {
-	case <-n.netReady:
-		return true
-	default:
-		return false
-	}
+func (s *Service) HostAddrs(addrs []ma.Multiaddr) []ma.Multiaddr {
+	return ma.Unique(append(addrs, s.observed.list()...))
 }
 
 // relayACL admits to this node's relay only the members of the groups it
 // is a server in: a reservation from one of them, a circuit between two.
-type relayACL struct{ n *Node }
+type relayACL struct{ s *Service }
 
 // AllowReserve implements relay.ACLFilter.
-func (a relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool { return a.n.relaysFor(p) }
+func (a relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool { return a.s.RelaysFor(p) }
 
 // AllowConnect implements relay.ACLFilter.
 func (a relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dst peer.ID) bool {
-	return a.n.relaysFor(src) && a.n.relaysFor(dst)
+	return a.s.RelaysFor(src) && a.s.RelaysFor(dst)
 }
 
-// relaysFor reports whether this node relays for p: p is another member
+// RelaysFor reports whether this node relays for p: p is another member
 // of a group this node is a server in.
-func (n *Node) relaysFor(p peer.ID) bool {
-	if !n.networkUp() || p == n.h.ID() {
+func (s *Service) RelaysFor(p peer.ID) bool {
+	if !s.started() || p == s.h.ID() {
 		return false
 	}
-	for _, g := range n.sync.Groups() {
-		if dev, ok := n.DevType(g); ok && dev == syncnode.Server && n.sync.IsMember(p, g) {
+	for _, g := range s.groups.Groups() {
+		if dev, ok := s.groups.DevType(g); ok && dev == syncnode.Server && s.groups.IsMember(p, g) {
 			return true
 		}
 	}
 	return false
 }
 
-// isServerOfMine reports whether p is a server member of a group this
-// node is in.
-func (n *Node) isServerOfMine(p peer.ID) bool {
-	for _, g := range n.sync.Groups() {
-		for _, m := range n.Members(g) {
-			if m.Peer == p && m.DevType == syncnode.Server {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// relayCandidates yields up to num servers of this node's groups, with the
+// RelayCandidates yields up to num servers of this node's groups, with the
 // addresses their memberships and the peerstore know, to hold relay
 // reservations with.
-func (n *Node) relayCandidates(_ context.Context, num int) <-chan peer.AddrInfo {
+func (s *Service) RelayCandidates(_ context.Context, num int) <-chan peer.AddrInfo {
 	out := make(chan peer.AddrInfo, max(num, 0))
 	defer close(out)
-	if !n.networkUp() {
+	if !s.started() {
 		return out
 	}
-	seen := map[peer.ID]bool{n.h.ID(): true}
-	for _, g := range n.sync.Groups() {
-		for _, m := range n.Members(g) {
+	seen := map[peer.ID]bool{s.h.ID(): true}
+	for _, g := range s.groups.Groups() {
+		for _, m := range s.groups.Members(g) {
 			if len(out) == num {
 				return out
 			}
@@ -191,7 +165,7 @@ func (n *Node) relayCandidates(_ context.Context, num int) <-chan peer.AddrInfo 
 			}
 			seen[m.Peer] = true
 			ai := peer.AddrInfo{ID: m.Peer}
-			for _, a := range append(parseAddrs(m.Addrs), n.h.Peerstore().Addrs(m.Peer)...) {
+			for _, a := range append(parseAddrs(m.Addrs), s.h.Peerstore().Addrs(m.Peer)...) {
 				if !p2p.IsRelayAddr(a) {
 					ai.Addrs = append(ai.Addrs, a)
 				}
@@ -204,73 +178,62 @@ func (n *Node) relayCandidates(_ context.Context, num int) <-chan peer.AddrInfo 
 	return out
 }
 
-// parseAddrs parses the multiaddrs in ss, skipping malformed ones.
-func parseAddrs(ss []string) []ma.Multiaddr {
-	var out []ma.Multiaddr
-	for _, s := range ss {
-		if m, err := ma.NewMultiaddr(s); err == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // startRelay runs this node's circuit relay. Only members of the groups
 // it is a server in get through (relayACL), within the resources given.
 // Circuits carry no byte or time cap of their own: a capped circuit is a
 // "limited" connection on which libp2p opens no stream unless each caller
 // asks, and the members' blob transfers over a relay are paced by their
 // own Config.Relayed instead.
-func (n *Node) startRelay() error {
+func (s *Service) startRelay() error {
 	res := relayv2.DefaultResources()
 	res.Limit = nil
-	res.MaxReservations = n.cfg.RelayMaxReservations
-	res.MaxCircuits = n.cfg.RelayMaxCircuits
+	res.MaxReservations = s.cfg.RelayMaxReservations
+	res.MaxCircuits = s.cfg.RelayMaxCircuits
 	res.BufferSize = 64 << 10
-	r, err := relayv2.New(n.h, relayv2.WithResources(res), relayv2.WithACL(relayACL{n}))
+	r, err := relayv2.New(s.h, relayv2.WithResources(res), relayv2.WithACL(relayACL{s}))
 	if err != nil {
-		return fmt.Errorf("node: relay: %w", err)
+		return fmt.Errorf("connectivity: relay: %w", err)
 	}
-	n.relay = r
+	s.relay = r
 	return nil
 }
 
 // followObserved records the public addresses the servers of this node's
 // groups saw it at when they identify it, and publishes them when new.
-func (n *Node) followObserved() error {
-	sub, err := n.h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+func (s *Service) followObserved() error {
+	sub, err := s.h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
 	if err != nil {
-		return fmt.Errorf("node: identify events: %w", err)
+		return fmt.Errorf("connectivity: identify events: %w", err)
 	}
-	n.onEvents(sub, func(e any) {
+	s.onEvents(sub, func(e any) {
 		id := e.(event.EvtPeerIdentificationCompleted)
-		n.noteObserved(id.Peer, id.Conn, id.ObservedAddr)
-		n.chooseObserved()
+		s.noteObserved(id.Peer, id.Conn, id.ObservedAddr)
+		s.ChooseObserved()
 	})
 	return nil
 }
 
 // noteObserved records that p saw this node at a over conn. Relayed
 // connections and private addresses are ignored.
-func (n *Node) noteObserved(p peer.ID, conn network.Conn, a ma.Multiaddr) {
+func (s *Service) noteObserved(p peer.ID, conn network.Conn, a ma.Multiaddr) {
 	if a == nil || conn == nil || !manet.IsPublicAddr(a) || p2p.IsRelayAddr(a) {
 		return
 	}
 	if _, relayed := p2p.RelayOf(conn); relayed {
 		return
 	}
-	n.observed.add(p, a, time.Now())
+	s.observed.add(p, a, time.Now())
 }
 
-// chooseObserved announces what the servers of this node's groups saw it
+// ChooseObserved announces what the servers of this node's groups saw it
 // at, publishing the addresses if that changed. It runs on every
 // identification and every address check, so a server's observation made
 // before the join that made it one counts from then on.
-func (n *Node) chooseObserved() {
-	if n.observed.choose(n.isServerOfMine) {
-		n.publishAddrs(true)
+func (s *Service) ChooseObserved() {
+	if s.observed.choose(s.isServerOfMine) {
+		s.PublishAddrs(true)
 	}
-	n.hintBehindNAT()
+	s.hintBehindNAT()
 }
 
 // hintBehindNAT tells the host this node is unreachable from outside when
@@ -281,25 +244,25 @@ func (n *Node) chooseObserved() {
 // verdict, when it comes, replaces the hint; a node wrongly hinted (a
 // public host behind a one-to-one NAT) holds a reservation it does not
 // need until then.
-func (n *Node) hintBehindNAT() {
+func (s *Service) hintBehindNAT() {
 	// The verdict is read first: the interface check below asks the
 	// system, and this runs every address check.
-	if n.reachHint == nil || n.reach.Load() != int32(network.ReachabilityUnknown) || !n.seenBehindNAT() {
+	if s.reachHint == nil || s.reach.Load() != int32(network.ReachabilityUnknown) || !s.seenBehindNAT() {
 		return
 	}
-	if !n.reach.CompareAndSwap(int32(network.ReachabilityUnknown), int32(network.ReachabilityPrivate)) {
+	if !s.reach.CompareAndSwap(int32(network.ReachabilityUnknown), int32(network.ReachabilityPrivate)) {
 		return
 	}
-	n.log.Info("servers see this node behind a NAT; relay reservations start before AutoNAT's verdict")
-	if err := n.reachHint.Emit(event.EvtLocalReachabilityChanged{Reachability: network.ReachabilityPrivate}); err != nil {
-		n.log.Debug("reachability hint not sent", "err", err)
+	s.log.Info("servers see this node behind a NAT; relay reservations start before AutoNAT's verdict")
+	if err := s.reachHint.Emit(event.EvtLocalReachabilityChanged{Reachability: network.ReachabilityPrivate}); err != nil {
+		s.log.Debug("reachability hint not sent", "err", err)
 	}
 }
 
 // seenBehindNAT reports whether the servers of this node's groups see it
 // at a public address that is on none of its interfaces.
-func (n *Node) seenBehindNAT() bool {
-	obs := n.observed.list()
+func (s *Service) seenBehindNAT() bool {
+	obs := s.observed.list()
 	if len(obs) == 0 {
 		return false
 	}
@@ -330,16 +293,16 @@ type Reachability struct {
 }
 
 // Reachability returns what this node knows of its reachability.
-func (n *Node) Reachability() Reachability {
+func (s *Service) Reachability() Reachability {
 	r := Reachability{Status: "unknown"}
-	switch n.reach.Load() {
+	switch s.reach.Load() {
 	case int32(network.ReachabilityPublic):
 		r.Status = "public"
 	case int32(network.ReachabilityPrivate):
 		r.Status = "private"
 	}
 	seen := map[peer.ID]bool{}
-	for _, a := range n.h.Addrs() {
+	for _, a := range s.h.Addrs() {
 		if relay, ok := p2p.RelayOfAddr(a); ok && relay != "" && !seen[relay] {
 			seen[relay] = true
 			r.Relays = append(r.Relays, relay)
@@ -349,60 +312,19 @@ func (n *Node) Reachability() Reachability {
 }
 
 // followReachability keeps what AutoNAT last said.
-func (n *Node) followReachability() error {
-	sub, err := n.h.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
+func (s *Service) followReachability() error {
+	sub, err := s.h.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
 	if err != nil {
-		return fmt.Errorf("node: reachability events: %w", err)
+		return fmt.Errorf("connectivity: reachability events: %w", err)
 	}
-	if n.reachHint, err = n.h.EventBus().Emitter(new(event.EvtLocalReachabilityChanged), eventbus.Stateful); err != nil {
+	if s.reachHint, err = s.h.EventBus().Emitter(new(event.EvtLocalReachabilityChanged), eventbus.Stateful); err != nil {
 		sub.Close()
-		return fmt.Errorf("node: reachability events: %w", err)
+		return fmt.Errorf("connectivity: reachability events: %w", err)
 	}
-	n.onEvents(sub, func(e any) {
+	s.onEvents(sub, func(e any) {
 		r := e.(event.EvtLocalReachabilityChanged).Reachability
-		n.reach.Store(int32(r))
-		n.log.Info("reachability", "status", r.String())
+		s.reach.Store(int32(r))
+		s.log.Info("reachability", "status", r.String())
 	})
 	return nil
-}
-
-// onEvents hands each event sub delivers to fn, on a goroutine of the
-// node's, until the node closes; then it closes sub.
-func (n *Node) onEvents(sub event.Subscription, fn func(any)) {
-	n.goRun(func() {
-		defer sub.Close()
-		for {
-			select {
-			case <-n.ctx.Done():
-				return
-			case e, ok := <-sub.Out():
-				if !ok {
-					return
-				}
-				fn(e)
-			}
-		}
-	})
-}
-
-// rankAddrs orders addresses as members should try them, and as they are
-// kept when a list is cut: public direct addresses, then relay addresses,
-// then private ones, then loopback.
-func rankAddrs(as []string) []string {
-	rank := func(s string) int {
-		m, err := ma.NewMultiaddr(s)
-		switch {
-		case err != nil:
-			return 4
-		case p2p.IsRelayAddr(m):
-			return 1
-		case manet.IsIPLoopback(m):
-			return 3
-		case manet.IsPublicAddr(m):
-			return 0
-		}
-		return 2
-	}
-	slices.SortStableFunc(as, func(a, b string) int { return cmp.Compare(rank(a), rank(b)) })
-	return as
 }

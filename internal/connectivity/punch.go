@@ -1,4 +1,4 @@
-package node
+package connectivity
 
 import (
 	"context"
@@ -73,21 +73,21 @@ func (ps *punches) direct(p peer.ID) {
 
 // runPunches punches again, every punchCheck, through the relays of the
 // members reached only through them (see punchAfter).
-func (n *Node) runPunches() {
+func (s *Service) runPunches() {
 	t := time.NewTicker(punchCheck)
 	defer t.Stop()
 	for {
 		select {
-		case <-n.ctx.Done():
+		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			n.punchAgain(time.Now())
+			s.punchAgain(time.Now())
 		}
 	}
 }
 
-func (n *Node) punchAgain(now time.Time) {
-	nw := n.h.Network()
+func (s *Service) punchAgain(now time.Time) {
+	nw := s.h.Network()
 	for _, p := range nw.Peers() {
 		var relayed []network.Conn
 		direct, dialled, busy := false, false, false
@@ -104,34 +104,34 @@ func (n *Node) punchAgain(now time.Time) {
 			}
 		}
 		if direct {
-			n.punches.direct(p)
+			s.punches.direct(p)
 			continue
 		}
 		// A connection carrying a blob transfer is left alone: the next
 		// check may find it done. (Other streams, the DHT's long-lived
 		// ones and short sync rounds, open again on the new connection.)
-		if len(relayed) == 0 || !dialled || busy || !n.sharesGroupWith(p) || !n.punches.due(p, now) {
+		if len(relayed) == 0 || !dialled || busy || !s.SharesGroupWith(p) || !s.punches.due(p, now) {
 			continue
 		}
-		n.goRun(func() { n.redialThroughRelays(p, relayed) })
+		s.goRun(func() { s.redialThroughRelays(p, relayed) })
 	}
 }
 
 // redialThroughRelays closes p's relayed connections and dials p again
 // through the same relays: p sees a new relayed connection come in and
 // punches a hole once more.
-func (n *Node) redialThroughRelays(p peer.ID, conns []network.Conn) {
+func (s *Service) redialThroughRelays(p peer.ID, conns []network.Conn) {
 	addrs := make([]ma.Multiaddr, 0, len(conns))
 	for _, c := range conns {
 		addrs = append(addrs, c.RemoteMultiaddr())
 		c.Close()
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.IOTimeout)
 	defer cancel()
 	ctx = network.WithAllowLimitedConn(ctx, "hole punch again")
-	if err := n.h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: addrs}); err != nil {
-		n.log.Debug("redial through a relay failed", "peer", p, "err", err)
+	if err := s.h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: addrs}); err != nil {
+		s.log.Debug("redial through a relay failed", "peer", p, "err", err)
 		return
 	}
-	n.log.Debug("redialled through a relay to punch again", "peer", p)
+	s.log.Debug("redialled through a relay to punch again", "peer", p)
 }
