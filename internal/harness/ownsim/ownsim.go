@@ -17,6 +17,7 @@
 // and at the end, once the network is healed, every node is up and back
 // in the group and the work has settled: every such blob is on the server
 // with both its shares, and no device still holds shares of it (I6).
+// The invariants are documented in docs/durability.md.
 //
 // The schedule is a function of the seed alone, so a failing seed replays
 // the same operations; the timing of the nodes' own background work (sync
