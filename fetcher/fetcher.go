@@ -17,8 +17,10 @@ import (
 // FetchFunc fetches one blob; an error means the attempt failed and the blob
 // is retried after a backoff. An error wrapping ErrBusy means the attempt
 // did not start: the blob is tried again after BusyDelay, its attempts not
-// counted.
-type FetchFunc func(ctx context.Context, ref syncnode.BlobRef) error
+// counted. release gives up the attempt's place among the Concurrency
+// running ones (see Fetcher's doc): the attempt has moved its blob's
+// bytes and only finishes.
+type FetchFunc func(ctx context.Context, ref syncnode.BlobRef, release func()) error
 
 // ErrBusy reports an attempt that did not start because what it needs
 // (its holder's places) is taken by other attempts now.
@@ -58,7 +60,8 @@ type Status struct {
 // blob as soon as its next attempt is due. One starter goroutine waits for
 // the head's deadline or a wake-up; each fetch runs in its own goroutine.
 // An attempt that has its bytes and only finishes (takes the blob's
-// shares) can give its place to the next one with Release.
+// shares) can give its place to the next one with the release function
+// its FetchFunc is given.
 type Fetcher struct {
 	cfg      Config
 	fetch    FetchFunc
@@ -250,34 +253,20 @@ func (f *Fetcher) startDue(ctx context.Context) (wait time.Duration, idle bool) 
 	return 0, true // full: a finishing fetch wakes us
 }
 
-// releaseKey keys an attempt's *place in its context.
-type releaseKey struct{}
-
 // place is an attempt's place among the Concurrency running ones.
 type place struct {
 	f        *Fetcher
 	released bool // under f.mu
 }
 
-// InAttempt reports whether ctx is that of an attempt this package runs.
-func InAttempt(ctx context.Context) bool {
-	_, ok := ctx.Value(releaseKey{}).(*place)
-	return ok
-}
-
-// Release gives up the place that the attempt running with ctx holds
-// among the Concurrency attempts at once, so that the next due blob
+// release gives up the place that the attempt holds among the
+// Concurrency attempts at once, so that the next due blob
 // starts: the attempt has moved its blob's bytes and only finishes, on
 // work a slow peer must not stretch into every other blob's wait (taking
 // the blob's shares). The attempt still runs, its blob is not started
-// again, and its outcome counts as before. Outside an attempt, a second
-// time, or while 4 × Concurrency attempts are finishing already, it does
-// nothing.
-func Release(ctx context.Context) {
-	pl, ok := ctx.Value(releaseKey{}).(*place)
-	if !ok {
-		return
-	}
+// again, and its outcome counts as before. A second time, or while 4 ×
+// Concurrency attempts are finishing already, it does nothing.
+func (pl *place) release() {
 	f := pl.f
 	f.mu.Lock()
 	if pl.released || f.finishing >= 4*f.cfg.Concurrency {
@@ -294,7 +283,7 @@ func Release(ctx context.Context) {
 func (f *Fetcher) attempt(ctx context.Context, ref syncnode.BlobRef, n int) {
 	defer f.wg.Done()
 	pl := &place{f: f}
-	err := f.fetch(context.WithValue(ctx, releaseKey{}, pl), ref)
+	err := f.fetch(ctx, ref, pl.release)
 	done := func() { // under f.mu
 		delete(f.running, ref)
 		if pl.released {

@@ -37,7 +37,7 @@ func newFakeFetch(work time.Duration, failFirst int) *fakeFetch {
 		at: map[syncnode.BlobRef][]time.Time{}, done: map[syncnode.BlobRef]bool{}}
 }
 
-func (f *fakeFetch) fetch(ctx context.Context, ref syncnode.BlobRef) error {
+func (f *fakeFetch) fetch(ctx context.Context, ref syncnode.BlobRef, _ func()) error {
 	f.mu.Lock()
 	f.calls[ref]++
 	call := f.calls[ref]
@@ -342,7 +342,7 @@ func TestReleaseFreesThePlaceNotTheBlob(t *testing.T) {
 		starts := map[syncnode.BlobRef]int{}
 		finishing, maxFinishing := 0, 0
 		start := time.Now()
-		fetch := func(ctx context.Context, ref syncnode.BlobRef) error {
+		fetch := func(ctx context.Context, ref syncnode.BlobRef, release func()) error {
 			mu.Lock()
 			starts[ref]++
 			mu.Unlock()
@@ -352,8 +352,8 @@ func TestReleaseFreesThePlaceNotTheBlob(t *testing.T) {
 			finishing++
 			maxFinishing = max(maxFinishing, finishing)
 			mu.Unlock()
-			Release(ctx)
-			Release(ctx)                 // a second time changes nothing
+			release()
+			release()                    // a second time changes nothing
 			time.Sleep(10 * time.Second) // the shares, from a slow peer
 			mu.Lock()
 			finishing--
@@ -407,7 +407,7 @@ func TestBusyIsNotAnAttempt(t *testing.T) {
 		var tries []time.Duration
 		doneAt := map[syncnode.BlobRef]time.Duration{}
 		start := time.Now()
-		fetch := func(ctx context.Context, ref syncnode.BlobRef) error {
+		fetch := func(ctx context.Context, ref syncnode.BlobRef, release func()) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if ref == testRef(0) {

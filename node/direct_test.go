@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/p2p"
 )
@@ -23,16 +24,16 @@ func TestLikelyHolderWithoutTheBlob(t *testing.T) {
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	ref := putBlobRow(t, a, g, "photos/one", 200<<10, 1)
 	testkit.WaitFor(t, 10*time.Second, "the signpost at c", func() bool { _, err := c.Signpost(ref); return err == nil })
-	tr := &attemptTrace{}
-	info, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{b.ID()}, nil, 0)
+	tr, err := c.retr.Fetch(t.Context(), ref, retrieval.Request{Priority: PriorityNormal, Hints: []peer.ID{b.ID()}})
+	info := tr.Info
 	if err != nil {
 		t.Fatal(err)
 	}
 	if info.Size != 200<<10 {
 		t.Fatalf("fetched %+v", info)
 	}
-	if !slices.Contains(tr.tried, b.ID()) || !slices.Equal(tr.holders, []peer.ID{a.ID()}) {
-		t.Fatalf("tried %v, holders %v: want b tried and a the holder", tr.tried, tr.holders)
+	if !slices.Contains(tr.Tried, b.ID()) || !slices.Equal(tr.Holders, []peer.ID{a.ID()}) {
+		t.Fatalf("tried %v, holders %v: want b tried and a the holder", tr.Tried, tr.Holders)
 	}
 }
 
@@ -43,17 +44,17 @@ func TestLikelyHolderServesAtOnce(t *testing.T) {
 	a, c := nodes[0], nodes[1]
 	ref := putBlobRow(t, a, g, "photos/one", 300<<10, 2)
 	haves := a.service.Stats().Haves
-	tr := &attemptTrace{}
-	if _, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{a.ID()}, nil, 0); err != nil {
+	tr, err := c.retr.Fetch(t.Context(), ref, retrieval.Request{Priority: PriorityNormal, Hints: []peer.ID{a.ID()}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if asked := a.service.Stats().Haves - haves; asked != 0 {
 		t.Errorf("the holder was asked %d HaveBlob questions, want none", asked)
 	}
-	if !slices.Equal(tr.tried, []peer.ID{a.ID()}) || !slices.Equal(tr.holders, []peer.ID{a.ID()}) {
-		t.Fatalf("tried %v, holders %v: want a alone", tr.tried, tr.holders)
+	if !slices.Equal(tr.Tried, []peer.ID{a.ID()}) || !slices.Equal(tr.Holders, []peer.ID{a.ID()}) {
+		t.Fatalf("tried %v, holders %v: want a alone", tr.Tried, tr.Holders)
 	}
-	if got := c.stats.bytesIn.Load(); got != 300<<10 {
+	if got := c.retr.Stats().BytesIn; got != 300<<10 {
 		t.Fatalf("%d bytes in, want %d", got, 300<<10)
 	}
 }
@@ -65,17 +66,17 @@ func TestLikelyHolderOfALargeBlob(t *testing.T) {
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	const size = 6 << 20
 	ref := putBlobRow(t, a, g, "photos/one", size, 3)
-	if _, err := b.fetch(t.Context(), ref, PriorityNormal, []peer.ID{a.ID()}, nil, 0); err != nil {
+	if _, err := b.retr.Fetch(t.Context(), ref, retrieval.Request{Priority: PriorityNormal, Hints: []peer.ID{a.ID()}}); err != nil {
 		t.Fatal(err)
 	}
-	tr := &attemptTrace{}
-	if _, err := c.fetch(withTrace(t.Context(), tr), ref, PriorityNormal, []peer.ID{b.ID()}, nil, 0); err != nil {
+	tr, err := c.retr.Fetch(t.Context(), ref, retrieval.Request{Priority: PriorityNormal, Hints: []peer.ID{b.ID()}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tr.holders) != 2 {
-		t.Fatalf("holders %v, want a and b", tr.holders)
+	if len(tr.Holders) != 2 {
+		t.Fatalf("holders %v, want a and b", tr.Holders)
 	}
-	if got := c.stats.bytesIn.Load(); got != size {
+	if got := c.retr.Stats().BytesIn; got != size {
 		t.Fatalf("%d bytes in, want %d", got, size)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/ownership"
@@ -171,7 +172,7 @@ func (n *Node) maybeHandoff(g syncnode.GroupID, p peer.ID) {
 // whose retries p served none of is followed by a pause in which p's
 // returns retry nothing.
 func (n *Node) holderBack(p peer.ID) {
-	if n.fetcher.Len() == 0 || !n.returns.may(p, time.Now()) {
+	if n.fetcher.Len() == 0 || !n.retr.MayRetry(p) {
 		return
 	}
 	n.goRun(func() {
@@ -186,7 +187,7 @@ func (n *Node) holderBack(p peer.ID) {
 			}
 		}
 		if k := n.fetcher.RetryNow(refs); k > 0 {
-			n.returns.retried(p, time.Now())
+			n.retr.Retried(p)
 			n.log.Info("holder back: queued fetches retried now", "peer", p, "blobs", k)
 		}
 	})
@@ -328,11 +329,11 @@ func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g 
 		// In line with the background fetches from the same member: one
 		// whose asks drip their bytes in holds a few fetch places, and
 		// waits for them, never all of them.
-		release, err := n.perHolder.acquire(ctx, from)
+		release, err := n.retr.HolderSlot(ctx, from)
 		if err != nil {
 			return shares.Result{}, fmt.Errorf("node: hand-off from %s waited for a fetch place: %w", from, err)
 		}
-		_, err = n.fetch(ctx, ref, PriorityNormal, []peer.ID{from}, nil, 0)
+		_, err = n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityNormal, Hints: []peer.ID{from}})
 		release()
 		if err != nil {
 			n.noteHandoff(ref, fmt.Sprintf("hand-off from %s not taken: fetch failed: %v", from, err))

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -88,7 +89,7 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 			// would evict a copy it holds no shares of yet.
 			unpin := n.pins.pin(ref)
 			defer unpin()
-			if _, err := n.fetch(ctx, ref, PriorityHigh, []peer.ID{p}, nil, 0); err != nil {
+			if _, err := n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityHigh, Hints: []peer.ID{p}}); err != nil {
 				n.log.Warn("a blob an ejected member kept could not be fetched", "blob", ref, "group", g, "peer", p, "err", err)
 				e.AtRisk = append(e.AtRisk, ref)
 				continue

@@ -241,8 +241,6 @@ func (n *Node) mayEvict(ref syncnode.BlobRef) (bool, error) {
 }
 
 func (n *Node) inFlight(ref syncnode.BlobRef) bool {
-	n.flights.mu.Lock()
-	defer n.flights.mu.Unlock()
-	_, ok := n.flights.m[ref]
+	ok := n.retr.InFlight(ref)
 	return ok
 }

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/testkit"
 )
@@ -81,7 +79,7 @@ func TestEvictionAfterFetchChecksOnlyTheOldest(t *testing.T) {
 			return err == nil && len(sp.Groups()) > 0
 		})
 		// A fetch alone takes no shares: the copy is the reader's to evict.
-		if _, err := reader.fetch(t.Context(), ref, PriorityNormal, []peer.ID{writer.ID()}, nil, 0); err != nil {
+		if _, err := fetchFrom(t.Context(), reader, ref, writer.ID()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -100,5 +98,23 @@ func TestEvictionAfterFetchChecksOnlyTheOldest(t *testing.T) {
 		if c > keep/3 {
 			t.Errorf("pass %d checked %d blobs of %d held, want only the oldest few", i, c, passes[i])
 		}
+	}
+}
+
+func TestUnreferencedBlobIsNeverEvicted(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.BlobBudget = 1
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ref := putBlobOnly(t, n, 64<<10)
+	rep, err := n.Evict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Evicted) != 0 || !n.HasBlob(ref) || rep.PinnedOver != 64<<10-1 {
+		t.Fatalf("a blob no row references was evicted or not reported: %+v", rep)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -71,7 +72,7 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 	// The admin's addresses come with the invitation: a dial that failed
 	// a moment ago (the admin restarted on a new port) must not hold the
 	// join back.
-	n.clearDialBackoff([]peer.ID{inv.Admin})
+	connectivity.ClearDialBackoff(n.h, []peer.ID{inv.Admin})
 	id, err := n.sync.Join(ctx, inv, adminAddrs, n.conn.Addrs())
 	if err != nil {
 		return syncgroup.Spec{}, err
@@ -130,7 +131,7 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 	for _, m := range n.Members(g) {
 		ids = append(ids, m.Peer)
 	}
-	n.clearDialBackoff(ids)
+	connectivity.ClearDialBackoff(n.h, ids)
 	// From now on this node takes no shares in g, and offers all it has.
 	n.shares.Leaving(g, true)
 	defer n.shares.Leaving(g, false)

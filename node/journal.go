@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -112,17 +111,6 @@ func (n *Node) readJournal(ref syncnode.BlobRef) (journalEntry, bool) {
 	var e journalEntry
 	err := n.db.View(func(txn *badger.Txn) error { return kv.Get(txn, journalKey(ref), kv.KindJournal, &e) })
 	return e, err == nil
-}
-
-// attemptTrace collects what one fetch attempt tried.
-type attemptTrace struct {
-	tried, holders []peer.ID
-}
-
-type traceKey struct{}
-
-func withTrace(ctx context.Context, t *attemptTrace) context.Context {
-	return context.WithValue(ctx, traceKey{}, t)
 }
 
 // Why explains a blob's state on this node: held or not, who has it, what

@@ -12,6 +12,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/msgpackx"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -173,7 +174,7 @@ func (n *Node) takeUpGroups() (map[syncnode.GroupID][]memberAddrs, error) {
 			return nil, err
 		}
 		for _, m := range rec.Members {
-			n.addAddrs(m.Peer, m.Addrs)
+			connectivity.AddAddrs(n.h, m.Peer, m.Addrs)
 		}
 		n.log.Info("group taken up again from its record in the object store", "group", rec.Spec.ID, "members", len(rec.Members))
 		out[rec.Spec.ID] = rec.Members

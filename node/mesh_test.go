@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
@@ -230,7 +229,7 @@ func TestNonMemberAndEjectedMemberGetNothing(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	_, err := stranger.fetch(ctx, ref, PriorityNormal, []peer.ID{admin.ID()}, nil, 0)
+	_, err := fetchFrom(ctx, stranger, ref, admin.ID())
 	// Refused like a blob the admin never heard of: no holder, no word of
 	// access or groups.
 	if !errors.Is(err, ErrNoHolder) || strings.Contains(err.Error(), "access") || strings.Contains(err.Error(), "syncgroup") {
@@ -267,7 +266,7 @@ func TestNonMemberAndEjectedMemberGetNothing(t *testing.T) {
 	if _, ok, _ := ejected.GetRow(g, "photos/after.jpg"); ok {
 		t.Fatal("ejected member received a row written after its ejection")
 	}
-	if _, err := ejected.fetch(ctx, ref2, PriorityNormal, []peer.ID{admin.ID(), witness.ID()}, nil, 0); !errors.Is(err, ErrNoHolder) {
+	if _, err := fetchFrom(ctx, ejected, ref2, admin.ID(), witness.ID()); !errors.Is(err, ErrNoHolder) {
 		t.Fatalf("ejected member's fetch: %v", err)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/connectivity"
+	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/ownership"
@@ -186,18 +187,12 @@ type Node struct {
 	takes     takes
 	fetcher   *fetcher.Fetcher
 
-	gate *gate
-	// perHolder bounds the background fetches one likely holder serves.
-	perHolder *holderSlots
-	rep       reputation
-	returns   returns
-	flights   flights
+	// retr fetches blobs: locates holders, shares transfers, judges.
+	retr *retrieval.Retriever
 	// keepMu serialises writes of group records to the object store, and
 	// guards recorded: the members each group's record names.
 	keepMu   sync.Mutex
 	recorded map[syncnode.GroupID]map[peer.ID]bool
-	// arrivals wakes fetches waiting for a holder to come back.
-	arrivals arrivals
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -425,6 +420,7 @@ func (n *Node) Close() error {
 	n.cancel()
 	n.conn.Close()
 	n.fetcher.Stop()
+	n.retr.Close()
 	n.sync.Close()
 	n.shares.Close()
 	n.service.Close()

@@ -7,7 +7,10 @@ import (
 	"io"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/internal/retrieval"
 )
 
 func TestPutReopenGetRemove(t *testing.T) {
@@ -54,4 +57,11 @@ func TestPutReopenGetRemove(t *testing.T) {
 	if _, err := n.StatBlob(other.Ref); !errors.Is(err, syncnode.ErrNotFound) {
 		t.Fatalf("removed blob still there: %v", err)
 	}
+}
+
+// fetchFrom fetches ref at n as a user's fetch would, asking hints first,
+// and takes no shares.
+func fetchFrom(ctx context.Context, n *Node, ref syncnode.BlobRef, hints ...peer.ID) (blobstore.Info, error) {
+	res, err := n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityNormal, Hints: hints})
+	return res.Info, err
 }

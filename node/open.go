@@ -19,6 +19,7 @@ import (
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/ownership"
@@ -180,9 +181,10 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 // openFetching sets up fetches: the gate, the server fetcher and the
 // reprovider.
 func (n *Node) openFetching() (err error) {
-	n.gate = newGate(n.cfg.MaxFetches)
-	n.perHolder = newHolderSlots(n.cfg.MaxFetches / 2)
-	n.flights.m = map[syncnode.BlobRef]*flight{}
+	rc := retrieval.Config{IOTimeout: n.cfg.IOTimeout, MaxFetches: n.cfg.MaxFetches, Route: n.noteRoute}
+	if n.retr, err = retrieval.New(rc, n.h, n.blobs, n.client, n.dht, directory{n}, keeper{n}, n.log); err != nil {
+		return err
+	}
 	seed := uint64(time.Now().UnixNano())
 	if n.fetcher, err = fetcher.New(*n.cfg.Fetcher, n.serverFetch, n.signposts, rand.New(rand.NewPCG(seed, seed>>1|1)), n.log); err != nil {
 		return err
@@ -232,7 +234,7 @@ func (n *Node) recoverState() error {
 	n.h.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			p2p.ProbeOthers(n.ctx, n.h, c)
-			n.arrivals.arrived()
+			n.retr.Arrived()
 			n.holderBack(c.RemotePeer())
 		},
 		DisconnectedF: func(nw network.Network, c network.Conn) {

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/testkit"
 )
@@ -62,7 +60,7 @@ func TestEvictRacingShareTransferKeepsACopy(t *testing.T) {
 		}
 	}
 	member.hook.beforeDelete.Store(&hook)
-	if _, err := member.fetch(t.Context(), ref, PriorityNormal, []peer.ID{leaf.ID()}, nil, 0); err != nil {
+	if _, err := fetchFrom(t.Context(), member, ref, leaf.ID()); err != nil {
 		t.Fatal(err)
 	}
 	// The pass after the fetch may get there first; either way one
@@ -120,7 +118,7 @@ func TestNoShareAcceptedBeforeTheCommitEnds(t *testing.T) {
 	b.hook.inCommit.Store(&hook)
 	fetched := make(chan error, 1)
 	go func() {
-		_, err := b.fetch(context.Background(), ref, PriorityNormal, []peer.ID{a.ID()}, nil, 0)
+		_, err := fetchFrom(context.Background(), b, ref, a.ID())
 		fetched <- err
 	}()
 	select {

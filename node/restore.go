@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/retrieval"
 )
 
 // restorer holds the blobs whose copy this node must get back from a peer:
@@ -92,7 +93,7 @@ func (n *Node) runRestore() {
 		r.mu.Unlock()
 		for _, ref := range due {
 			ctx, cancel := context.WithTimeout(n.ctx, 10*n.cfg.IOTimeout)
-			_, err := n.fetch(ctx, ref, PriorityNormal, nil, nil, 0)
+			_, err := n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityNormal})
 			cancel()
 			if n.ctx.Err() != nil {
 				return

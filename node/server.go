@@ -5,28 +5,26 @@ import (
 	"errors"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/signpost"
 )
 
 // serverFetch is the server fetcher's attempt at ref: fetch it if not held,
 // then take the shares of the devices that hold it. An attempt that could
 // not ask every such device fails, to be retried after the backoff.
-func (n *Node) serverFetch(ctx context.Context, ref syncnode.BlobRef) error {
-	tr := &attemptTrace{}
+func (n *Node) serverFetch(ctx context.Context, ref syncnode.BlobRef, release func()) error {
 	n.stats.attempts.Add(1)
-	err := n.serverAttempt(withTrace(ctx, tr), ref)
+	tr, err := n.serverAttempt(ctx, ref, release)
 	if errors.Is(err, fetcher.ErrBusy) {
 		return err // not an attempt: nothing to count or journal
 	}
 	if err != nil && ctx.Err() == nil {
 		n.stats.failures.Add(1)
 	}
-	e := journalEntry{LastAttempt: time.Now().UnixNano(), Tried: peerStrings(tr.tried),
-		Holders: peerStrings(tr.holders), Done: err == nil}
+	e := journalEntry{LastAttempt: time.Now().UnixNano(), Tried: peerStrings(tr.Tried),
+		Holders: peerStrings(tr.Holders), Done: err == nil}
 	if err != nil {
 		e.LastErr = err.Error()
 	}
@@ -36,18 +34,17 @@ func (n *Node) serverFetch(ctx context.Context, ref syncnode.BlobRef) error {
 	return err
 }
 
-func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef) error {
-	if _, err := n.fetch(ctx, ref, PriorityBackground, nil, nil, 0); err != nil {
-		return err
-	}
-	var holders []peer.ID
-	if tr, ok := ctx.Value(traceKey{}).(*attemptTrace); ok {
-		holders = tr.holders
+// serverAttempt fetches ref in the background and takes its shares; it
+// returns what the fetch tried and found.
+func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef, release func()) (retrieval.Result, error) {
+	res, err := n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityBackground, Background: true})
+	if err != nil {
+		return res, err
 	}
 	// The bytes are here: a holder slow to hand over its shares holds up
 	// this blob's attempt, not the fetches of the blobs queued behind it.
-	fetcher.Release(ctx)
-	return n.takeShares(ctx, ref, holders, true)
+	release()
+	return res, n.takeShares(ctx, ref, res.Holders, true)
 }
 
 // scan queues every blob whose signpost names a group where this node is a

@@ -3,7 +3,6 @@ package node
 import (
 	"slices"
 	"sync/atomic"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -14,8 +13,8 @@ import (
 
 // counters are the node's running totals.
 type counters struct {
-	attempts, failures, bytesIn, rejected atomic.Int64
-	damaged, scrubbed, scrubPasses        atomic.Int64
+	attempts, failures             atomic.Int64
+	damaged, scrubbed, scrubPasses atomic.Int64
 }
 
 // Stats are the node's counters and gauges.
@@ -51,12 +50,13 @@ type Stats struct {
 
 // Stats returns the node's counters now.
 func (n *Node) Stats() Stats {
+	rs := n.retr.Stats()
 	s := Stats{
 		FetchQueue:    n.fetcher.Len(),
 		FetchAttempts: n.stats.attempts.Load(), FetchFailures: n.stats.failures.Load(),
-		BytesIn: n.stats.bytesIn.Load(), BytesOut: n.service.Stats().BytesOut,
-		VerifyFailures: n.stats.rejected.Load(), Evictions: n.evictions.Load(),
-		Demoted: n.rep.demoted(time.Now()),
+		BytesIn: rs.BytesIn, BytesOut: n.service.Stats().BytesOut,
+		VerifyFailures: rs.Rejected, Evictions: n.evictions.Load(),
+		Demoted: rs.Demoted,
 		Damaged: n.stats.damaged.Load(), Scrubbed: n.stats.scrubbed.Load(), ScrubPasses: n.stats.scrubPasses.Load(),
 		Restoring:    len(n.restore.pending()),
 		SyncMessages: n.sync.Stats().Messages,

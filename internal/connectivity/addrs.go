@@ -8,7 +8,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
@@ -216,4 +219,22 @@ func rankAddrs(as []string) []string {
 	}
 	slices.SortStableFunc(as, func(a, b string) int { return cmp.Compare(rank(a), rank(b)) })
 	return as
+}
+
+// AddAddrs puts addrs (multiaddr strings; malformed ones are skipped)
+// in h's peerstore as p's.
+func AddAddrs(h host.Host, p peer.ID, addrs []string) {
+	h.Peerstore().AddAddrs(p, parseAddrs(addrs), peerstore.AddressTTL)
+}
+
+// ClearDialBackoff lets h dial peers at once again, whatever their recent
+// failures: a caller that paces its own tries, or a user who asks now.
+func ClearDialBackoff(h host.Host, peers []peer.ID) {
+	sw, ok := h.Network().(*swarm.Swarm)
+	if !ok {
+		return
+	}
+	for _, p := range peers {
+		sw.Backoff().Clear(p)
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/workgroup"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -101,11 +101,8 @@ type Service struct {
 	relay io.Closer
 	lan   io.Closer
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup
+	ctx  context.Context
+	work *workgroup.Group
 }
 
 // New returns a service that is not started yet.
@@ -116,9 +113,8 @@ func New(cfg Config, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg.withDefaults(), log: log, ready: make(chan struct{})}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	return s, nil
+	work := workgroup.New()
+	return &Service{cfg: cfg.withDefaults(), log: log, ready: make(chan struct{}), work: work, ctx: work.Context()}, nil
 }
 
 // Start runs this node's relay for the members of the groups it is a
@@ -155,10 +151,7 @@ func (s *Service) Follow() error {
 // Close stops LAN discovery, the relay and the watchers, and waits for
 // them.
 func (s *Service) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-	s.cancel()
+	s.work.Stop()
 	var errs []error
 	if s.lan != nil {
 		errs = append(errs, s.lan.Close())
@@ -166,24 +159,12 @@ func (s *Service) Close() error {
 	if s.relay != nil {
 		errs = append(errs, s.relay.Close())
 	}
-	s.wg.Wait()
+	s.work.Wait()
 	return errors.Join(errs...)
 }
 
-// goRun runs fn in a goroutine that Close waits for; once Close has begun
-// it runs nothing.
-func (s *Service) goRun(fn func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		fn()
-	}()
-}
+// goRun runs fn in a goroutine that Close waits for.
+func (s *Service) goRun(fn func()) { s.work.Go(fn) }
 
 // started reports whether Start has run.
 func (s *Service) started() bool {

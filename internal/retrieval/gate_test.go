@@ -1,4 +1,4 @@
-package node
+package retrieval
 
 import (
 	"context"
@@ -44,22 +44,4 @@ func TestGateAdmitsByPriorityThenArrival(t *testing.T) {
 			t.Fatalf("admitted %v, want %v", order, want)
 		}
 	})
-}
-
-func TestUnreferencedBlobIsNeverEvicted(t *testing.T) {
-	cfg := testConfig(t.TempDir())
-	cfg.BlobBudget = 1
-	n, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	ref := putBlobOnly(t, n, 64<<10)
-	rep, err := n.Evict()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Evicted) != 0 || !n.HasBlob(ref) || rep.PinnedOver != 64<<10-1 {
-		t.Fatalf("a blob no row references was evicted or not reported: %+v", rep)
-	}
 }

@@ -1,0 +1,165 @@
+package retrieval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/p2p"
+)
+
+// attempt makes one try of f: it takes a fetch slot, asks the likely
+// holder, else locates the holders and fetches from them.
+func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) (p2p.FetchResult, []peer.ID, error) {
+	// The server fetcher's attempt needs a place with its likely holder
+	// before it takes a fetch slot: one member whose blobs come slowly (or
+	// never quite stall) holds half the slots at most, and the others'
+	// blobs go on beside it. Without one the attempt does not start; the
+	// fetcher tries it again soon, not counting it. A user's fetch, or
+	// one that joined the fetcher's, waits in no such line.
+	if _, byFetcher := f.priority(); byFetcher {
+		if p, ok := r.likelyHolder(ref, hints); ok {
+			release, ok := r.perHolder.tryAcquire(p)
+			if !ok {
+				return p2p.FetchResult{}, nil, fmt.Errorf("%w: %s serves %d background fetches here already", fetcher.ErrBusy, p, r.perHolder.per)
+			}
+			defer release()
+		}
+	}
+	if err := r.gate.acquire(ctx, prio); err != nil {
+		return p2p.FetchResult{}, nil, err
+	}
+	defer r.gate.release()
+	// A likely holder is asked for the blob whole at once, with no round
+	// of questions first: most blobs are small and come on one stream from
+	// their writer or a server. A larger blob (its tree kept), or a
+	// candidate that turns out not to hold it, leaves the rest to the
+	// holders a locate finds.
+	var tried []peer.ID
+	if p, ok := r.likelyHolder(ref, hints); ok {
+		f.set(Status{State: Locating})
+		res, err := r.transfer(ctx, f, ref, []peer.ID{p}, true)
+		switch {
+		case err == nil:
+			holders := []peer.ID{p}
+			f.mu.Lock()
+			f.tried, f.holders = holders, holders
+			f.mu.Unlock()
+			return res, holders, nil
+		case ctx.Err() != nil:
+			return res, nil, err
+		case !errors.Is(err, p2p.ErrNotWhole):
+			tried = append(tried, p) // not a holder after all, or a failed one
+		}
+	}
+	// A holder may evict between saying it has the blob and serving it:
+	// then the blob is located once more, without the holders tried, and
+	// the fetch resumes from what arrived.
+	for again := 0; ; again++ {
+		f.set(Status{State: Locating})
+		holders, err := r.locate(ctx, ref, hints, tried)
+		if err != nil {
+			return p2p.FetchResult{}, nil, err
+		}
+		f.set(Status{State: Fetching, Holders: holders})
+		res, err := r.transfer(ctx, f, ref, holders, false)
+		if err == nil {
+			return res, holders, nil
+		}
+		// Only holders that were simply gone earn a second look; liars and
+		// stalling holders are already judged, and another round of them
+		// would hold a fetch slot for nothing.
+		if again == 1 || ctx.Err() != nil || len(res.Rejected) > 0 || len(res.Faulty) > 0 {
+			return res, holders, fmt.Errorf("retrieval: fetch %s from %d holders: %w", ref, len(holders), err)
+		}
+		tried = append(tried, holders...)
+	}
+}
+
+// transfer fetches ref from holders into the blob store, reporting its
+// progress on f, and judges the holders by how they served. This node is
+// marked as getting the blob from a peer (not its origin) while the bytes
+// arrive, durably before the blob can become visible. The commit holds
+// the blob's lock, which accepting and granting shares take too: no share
+// lands on the copy between its becoming visible and its directory entry
+// reaching stable storage, where a power loss would leave the shares
+// without the copy.
+func (r *Retriever) transfer(ctx context.Context, f *flight, ref syncnode.BlobRef, holders []peer.ID, wholeOnly bool) (p2p.FetchResult, error) {
+	commit := r.keep.Receive(ref)
+	res, err := r.client.FetchWith(ctx, ref, holders, p2p.FetchOptions{
+		Progress: func(p p2p.Progress) {
+			// A whole-blob ask is still locating until bytes come: a
+			// larger blob goes on to a locate.
+			if !wholeOnly || p.Received > 0 || p.Total == 0 {
+				f.set(Status{State: Fetching, Received: p.Received, Total: p.Total, Holders: holders})
+			}
+		},
+		Commit:    commit,
+		WholeOnly: wholeOnly,
+	})
+	r.bytesIn.Add(res.FromNetwork)
+	r.judge(ref, res, err == nil)
+	if !errors.Is(err, p2p.ErrNotWhole) && r.cfg.Route != nil {
+		r.cfg.Route(ref, res, err)
+	}
+	return res, err
+}
+
+// likelyHolder returns the peer to ask first for ref with no question
+// asked: the first hint, else the best-ranked location of its signpost
+// that is connected, in good standing and not a mere proxy.
+func (r *Retriever) likelyHolder(ref syncnode.BlobRef, hints []peer.ID) (peer.ID, bool) {
+	usable := func(p peer.ID) bool {
+		return p != r.h.ID() && r.InGoodStanding(p) && r.connected(p)
+	}
+	for _, p := range hints {
+		if usable(p) {
+			return p, true
+		}
+	}
+	sp, err := r.dir.Signpost(ref)
+	if err != nil {
+		return "", false
+	}
+	for _, loc := range sp.Ranked() {
+		if !loc.IsProxy && usable(loc.Peer) {
+			return loc.Peer, true
+		}
+	}
+	return "", false
+}
+
+// judge records how ref's holders behaved in a fetch: liars are banned
+// and dropped from the signpost, holders that stalled, truncated or reset
+// are demoted, and those that delivered a blob that completed are cleared.
+func (r *Retriever) judge(ref syncnode.BlobRef, res p2p.FetchResult, ok bool) {
+	now := time.Now()
+	for _, p := range res.Faulty {
+		r.rep.faulted(p, now)
+	}
+	if len(res.Faulty) > 0 {
+		r.log.Info("holders failed mid-transfer; demoted", "blob", ref, "peers", res.Faulty)
+	}
+	if ok {
+		for p, b := range res.BytesBy {
+			if b > 0 && !slices.Contains(res.Faulty, p) && !slices.Contains(res.Rejected, p) {
+				r.rep.served(p)
+				r.returns.servedBy(p)
+			}
+		}
+	}
+	if len(res.Rejected) == 0 {
+		return
+	}
+	r.rejected.Add(int64(len(res.Rejected)))
+	for _, p := range res.Rejected {
+		r.rep.lied(p, now)
+	}
+	r.log.Warn("holders sent bytes that do not match the blob; banned", "blob", ref, "peers", res.Rejected)
+	r.dir.Forget(ref, res.Rejected)
+}
