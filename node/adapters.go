@@ -1,11 +1,15 @@
 package node
 
 import (
+	"context"
+	"errors"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/connectivity"
+	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -92,7 +96,7 @@ func (k keeper) Receive(ref syncnode.BlobRef) func(commit func() (blobstore.Info
 		if err := <-marked; err != nil {
 			return blobstore.Info{}, err
 		}
-		unlock := n.locks.lock(ref)
+		unlock := n.custody.Lock(ref)
 		defer unlock()
 		info, err := commit()
 		if h := n.hook.inCommit.Load(); h != nil && err == nil {
@@ -106,3 +110,85 @@ func (k keeper) Receive(ref syncnode.BlobRef) func(commit func() (blobstore.Info
 func (k keeper) Fetched(ref syncnode.BlobRef, size int64) { k.n.fetched(ref, size) }
 
 var _ retrieval.Keeper = keeper{}
+
+// custodyRules are the node's shares and groups as custody asks what a
+// copy may do.
+type custodyRules struct{ n *Node }
+
+// MayEvict reports whether eviction may drop ref: it must have no shares
+// here and be referenced in a syncgroup. A blob no row has referenced
+// exists nowhere else; only RemoveBlob, asked for by name, deletes it.
+func (r custodyRules) MayEvict(ref syncnode.BlobRef) (bool, error) {
+	ok, err := r.n.ledger.MayEvict(ref)
+	if err != nil || !ok {
+		return false, err
+	}
+	sp, err := r.n.signposts.Get(ref)
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil && len(sp.SgIDs) > 0, err
+}
+
+// KeepsAll reports whether this node is a server in any of its groups.
+func (r custodyRules) KeepsAll() bool { return r.n.isServerIn(r.n.sync.Groups()) }
+
+// Busy reports whether a fetch of ref is under way.
+func (r custodyRules) Busy(ref syncnode.BlobRef) bool { return r.n.retr.InFlight(ref) }
+
+// Wanted reports whether ref's copy must come back: shares or groups
+// name it.
+func (r custodyRules) Wanted(ref syncnode.BlobRef) bool {
+	sh, _ := r.n.ledger.Shares(ref)
+	return len(sh) > 0 || len(r.n.groupsOf(ref)) > 0
+}
+
+var _ custody.Rules = custodyRules{}
+
+// custodyPeers is the node's network as custody asks it to stop claiming
+// a copy or to get one back.
+type custodyPeers struct{ n *Node }
+
+// Unclaim stops providing ref and naming this node in its signpost.
+func (p custodyPeers) Unclaim(ref syncnode.BlobRef) {
+	n := p.n
+	n.reprov.Remove(ref)
+	if _, err := n.signposts.Update(ref, func(sp *signpost.Signpost) { delete(sp.Locations, n.h.ID()) }); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+		n.log.Error("signpost not updated after a deletion", "blob", ref, "err", err)
+	}
+}
+
+// Refetch fetches ref from a peer.
+func (p custodyPeers) Refetch(ctx context.Context, ref syncnode.BlobRef) error {
+	_, err := p.n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityNormal})
+	return err
+}
+
+var _ custody.Peers = custodyPeers{}
+
+// EvictionReport says what an eviction pass did.
+type EvictionReport = custody.Report
+
+// Scrub defaults: the whole store re-verified every 7 days, reading at
+// most 16 MiB/s.
+const (
+	DefaultScrubPeriod  = custody.DefaultScrubPeriod
+	DefaultScrubMaxRate = custody.DefaultScrubMaxRate
+)
+
+// Evict removes least-recently-used blobs with no shares, among those
+// referenced in a syncgroup, until the store is within the node's budget.
+// A node that is a server in any group keeps everything, and so does a
+// node without a budget.
+func (n *Node) Evict() (EvictionReport, error) {
+	_, done, err := n.call(context.Background())
+	if err != nil {
+		return EvictionReport{}, err
+	}
+	defer done()
+	return n.custody.Evict()
+}
+
+// Restoring returns the blobs whose copy this node is getting back from
+// its peers (a damaged copy, or shares found without a copy).
+func (n *Node) Restoring() []syncnode.BlobRef { return n.custody.Restoring() }

@@ -323,7 +323,7 @@ func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g 
 	if !slices.Contains(n.groupsOf(ref), g) {
 		return shares.Result{}, fmt.Errorf("node: no row of %s that this node knows references %s", g, ref)
 	}
-	unpin := n.pins.pin(ref)
+	unpin := n.custody.Pin(ref)
 	defer unpin()
 	if !n.holds(ref) {
 		// In line with the background fetches from the same member: one

@@ -87,7 +87,7 @@ func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.I
 		for _, ref := range refs {
 			// Pinned until its shares are here: a node over its budget
 			// would evict a copy it holds no shares of yet.
-			unpin := n.pins.pin(ref)
+			unpin := n.custody.Pin(ref)
 			defer unpin()
 			if _, err := n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityHigh, Hints: []peer.ID{p}}); err != nil {
 				n.log.Warn("a blob an ejected member kept could not be fetched", "blob", ref, "group", g, "peer", p, "err", err)

@@ -81,8 +81,8 @@ func (n *Node) FetchBlob(ctx context.Context, ref syncnode.BlobRef, opts FetchOp
 // provides the blob and names itself in the signpost.
 func (n *Node) fetched(ref syncnode.BlobRef, size int64) {
 	n.announce(ref)
-	n.lru.touch(ref, time.Now(), size)
-	defer n.evictSoon()
+	n.custody.Touch(ref, time.Now(), size)
+	defer n.custody.EvictSoon()
 	sp, err := n.signposts.Get(ref)
 	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
 		n.log.Error("signpost unreadable", "blob", ref, "err", err)
@@ -128,7 +128,7 @@ func (n *Node) learnFromHolder(from peer.ID, ref syncnode.BlobRef, sp *signpost.
 // which have just answered) are waited for: the others are asked in the
 // background, so that a user's fetch never waits on a device that is gone.
 func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []peer.ID, waitAll bool) error {
-	unpin := n.pins.pin(ref)
+	unpin := n.custody.Pin(ref)
 	defer unpin()
 	sp, err := n.signposts.Get(ref)
 	if err != nil {

@@ -183,7 +183,7 @@ func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 		w.Locations = append(w.Locations, WhyLocation{Peer: l.Peer.String(), Name: n.NameOf(l.Peer), WhenSeen: loc.WhenSeen,
 			Server: loc.IsServer, Proxy: loc.IsProxy, Addrs: loc.Addrs})
 	}
-	w.Restoring = slices.Contains(n.restore.pending(), ref)
+	w.Restoring = slices.Contains(n.custody.Restoring(), ref)
 	st := n.fetcher.Status(ref)
 	w.Queued, w.Running, w.NextAttempt = st.Queued, st.Running, st.NextAttempt
 	w.Attempts = int(sp.FetchAttempts)

@@ -27,9 +27,11 @@ import (
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/connectivity"
+	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
+	"github.com/syncnode/syncnode/internal/workgroup"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
@@ -194,11 +196,10 @@ type Node struct {
 	keepMu   sync.Mutex
 	recorded map[syncnode.GroupID]map[peer.ID]bool
 
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	runMu   sync.Mutex
-	closing bool
+	// work is the node's goroutines and public calls, which Close stops
+	// and waits for; ctx ends when Close begins.
+	work *workgroup.Group
+	ctx  context.Context
 
 	handoffMu sync.Mutex
 	handoffs  map[handoffKey]bool
@@ -206,17 +207,10 @@ type Node struct {
 	// after one that failed.
 	handoffRetry map[handoffRef]handoffBackoff
 
-	locks   blobLocks
-	pins    pins
-	restore restorer
+	// custody keeps the copies held: locks, pins, eviction, scrubbing.
+	custody *custody.Custody
 	hook    testHooks
-
-	lru     lru
 	stats   counters
-	evictMu sync.Mutex
-	// evictQueued reports an automatic eviction pass waiting to start.
-	evictQueued atomic.Bool
-	evictions   atomic.Int64
 }
 
 // blobStore is what a node needs of its blob store: a blobstore.Store
@@ -239,15 +233,9 @@ func (n *Node) StoreInfo() (string, error) {
 // testHooks let a test of this package stop the node between two steps
 // of an operation, to run a racing one there.
 type testHooks struct {
-	// beforeDelete runs in eviction after the last check, before the copy
-	// is deleted, with the blob's lock held.
-	beforeDelete atomic.Pointer[func(ref syncnode.BlobRef)]
 	// inCommit runs when a fetched blob has been committed (visible, its
 	// directory entry synced), with the blob's lock still held.
 	inCommit atomic.Pointer[func(ref syncnode.BlobRef)]
-	// evictPass runs after each eviction pass: whether it listed the
-	// store, and how many blobs it checked for pins and shares.
-	evictPass atomic.Pointer[func(listed bool, checked int)]
 }
 
 // start runs the node's background work.
@@ -258,8 +246,7 @@ func (n *Node) start() {
 	n.goRun(func() { fetcher.RunScans(n.ctx, *n.cfg.Fetcher, n.log, n.scan) })
 	n.goRun(n.recoverTransfers)
 	n.goRun(n.rediscover)
-	n.goRun(n.runRestore)
-	n.goRun(n.runScrub)
+	n.custody.Start()
 	n.goRun(n.runReclaims)
 	for _, ai := range n.cfg.Bootstrap {
 		n.goRun(func() {
@@ -287,31 +274,16 @@ var ErrClosed = errors.New("node: closed")
 // ErrClosed once Close has begun. The context returned ends with ctx or
 // when Close begins; call done when the call ends.
 func (n *Node) call(ctx context.Context) (context.Context, func(), error) {
-	n.runMu.Lock()
-	defer n.runMu.Unlock()
-	if n.closing {
+	ctx, done, err := n.work.Enter(ctx)
+	if err != nil {
 		return ctx, nil, ErrClosed
 	}
-	n.wg.Add(1)
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(n.ctx, cancel)
-	return ctx, func() { stop(); cancel(); n.wg.Done() }, nil
+	return ctx, done, nil
 }
 
 // goRun runs fn in a goroutine that Close waits for; once Close has begun
 // it runs nothing.
-func (n *Node) goRun(fn func()) {
-	n.runMu.Lock()
-	defer n.runMu.Unlock()
-	if n.closing {
-		return
-	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		fn()
-	}()
-}
+func (n *Node) goRun(fn func()) { n.work.Go(fn) }
 
 // syncAll runs a round of g with every member, connecting as needed.
 func (n *Node) syncAll(g syncnode.GroupID) {
@@ -372,7 +344,7 @@ func (n *Node) recoverTransfers() {
 		case <-t.C:
 		case <-n.shares.Escrowed():
 			t.Stop()
-			if !n.sleep(2 * n.cfg.IOTimeout) {
+			if !n.work.Sleep(2 * n.cfg.IOTimeout) {
 				return
 			}
 		}
@@ -414,18 +386,16 @@ func (n *Node) rediscover() {
 // Close stops the node's work, waits for it, and closes its host and
 // stores.
 func (n *Node) Close() error {
-	n.runMu.Lock()
-	n.closing = true
-	n.runMu.Unlock()
-	n.cancel()
+	n.work.Stop()
 	n.conn.Close()
 	n.fetcher.Stop()
 	n.retr.Close()
+	n.custody.Close()
 	n.sync.Close()
 	n.shares.Close()
 	n.service.Close()
 	n.sayGoodbye()
-	n.wg.Wait()
+	n.work.Wait()
 	return errors.Join(n.dht.Close(), n.h.Close(), n.db.Close(), n.blobs.Close())
 }
 
@@ -477,10 +447,10 @@ func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error)
 	if err := n.grantHeld(info.Ref); err != nil {
 		return info, fmt.Errorf("node: stored %s, but its creator shares were not granted: %w", info.Ref, err)
 	}
-	n.restore.done(info.Ref)
+	n.custody.Restored(info.Ref)
 	n.announce(info.Ref)
-	n.lru.touch(info.Ref, time.Now(), info.Size)
-	n.evictSoon()
+	n.custody.Touch(info.Ref, time.Now(), info.Size)
+	n.custody.EvictSoon()
 	return info, nil
 }
 
@@ -488,7 +458,7 @@ func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error)
 func (n *Node) OpenBlob(ref syncnode.BlobRef) (blobstore.Reader, error) {
 	r, err := n.store.Open(ref)
 	if err == nil {
-		n.lru.touch(ref, time.Now(), r.Size())
+		n.custody.Touch(ref, time.Now(), r.Size())
 	}
 	return r, err
 }
@@ -526,30 +496,16 @@ func (n *Node) RemoveBlob(ref syncnode.BlobRef) error {
 		return err
 	}
 	defer done()
-	unlock := n.locks.lock(ref)
+	unlock := n.custody.Lock(ref)
 	defer unlock()
 	ok, err := n.ledger.MayEvict(ref)
 	if err != nil {
 		return err
 	}
-	if !ok || n.pins.pinned(ref) {
+	if !ok || n.custody.Pinned(ref) {
 		return fmt.Errorf("%w: %s", ErrPinned, ref)
 	}
-	return n.deleteCopy(ref)
-}
-
-// deleteCopy deletes this node's copy of ref and stops claiming it. The
-// caller holds ref's lock.
-func (n *Node) deleteCopy(ref syncnode.BlobRef) error {
-	if err := n.blobs.Delete(ref); err != nil {
-		return err
-	}
-	n.reprov.Remove(ref)
-	n.lru.forget(ref)
-	if _, err := n.signposts.Update(ref, func(sp *signpost.Signpost) { delete(sp.Locations, n.h.ID()) }); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
-		n.log.Error("signpost not updated after a deletion", "blob", ref, "err", err)
-	}
-	return nil
+	return n.custody.Delete(ref)
 }
 
 // Ledger returns the node's ownership-share ledger.

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -18,10 +17,12 @@ import (
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/connectivity"
+	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
+	"github.com/syncnode/syncnode/internal/workgroup"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
@@ -39,13 +40,13 @@ func Open(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Log, handoffs: map[handoffKey]bool{},
-		handoffRetry: map[handoffRef]handoffBackoff{},
-		lru:          lru{used: map[syncnode.BlobRef]lruEntry{}}}
-	n.ctx, n.cancel = context.WithCancel(context.Background())
+		handoffRetry: map[handoffRef]handoffBackoff{}}
+	n.work = workgroup.New()
+	n.ctx = n.work.Context()
 	var opened closers
 	defer func() {
 		if err != nil {
-			n.cancel()
+			n.work.Stop()
 			opened.closeAll()
 		}
 	}()
@@ -87,7 +88,13 @@ func (n *Node) openStores(opened *closers) (err error) {
 		return err
 	}
 	opened.add(n.blobs.Close)
-	n.store = watchedStore{n.blobs, n}
+	cc := custody.Config{BlobBudget: n.cfg.BlobBudget, ScrubPeriod: n.cfg.ScrubPeriod, ScrubMaxRate: n.cfg.ScrubMaxRate,
+		RestoreTimeout: 10 * n.cfg.IOTimeout}
+	if n.custody, err = custody.New(cc, n.blobs, custodyRules{n}, custodyPeers{n}, n.log); err != nil {
+		return err
+	}
+	opened.add(func() error { n.custody.Close(); return nil })
+	n.store = n.custody.Watched()
 	dbDir := filepath.Join(n.cfg.DataDir, "db")
 	if _, err := os.Stat(dbDir); errors.Is(err, fs.ErrNotExist) {
 		n.dbFresh = true
@@ -212,7 +219,7 @@ func (n *Node) recoverState() error {
 		}
 		n.announce(i.Ref)
 		if t, err := n.blobs.ModTime(i.Ref); err == nil {
-			n.lru.touch(i.Ref, t, i.Size)
+			n.custody.Touch(i.Ref, t, i.Size)
 		}
 		return nil
 	})

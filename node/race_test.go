@@ -45,7 +45,7 @@ func TestEvictRacingShareTransferKeepsACopy(t *testing.T) {
 		if r != ref {
 			return
 		}
-		member.hook.beforeDelete.Store(nil)
+		member.custody.Hooks.BeforeDelete.Store(nil)
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -59,7 +59,7 @@ func TestEvictRacingShareTransferKeepsACopy(t *testing.T) {
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
-	member.hook.beforeDelete.Store(&hook)
+	member.custody.Hooks.BeforeDelete.Store(&hook)
 	if _, err := fetchFrom(t.Context(), member, ref, leaf.ID()); err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,7 @@ import (
 
 // counters are the node's running totals.
 type counters struct {
-	attempts, failures             atomic.Int64
-	damaged, scrubbed, scrubPasses atomic.Int64
+	attempts, failures atomic.Int64
 }
 
 // Stats are the node's counters and gauges.
@@ -50,15 +49,15 @@ type Stats struct {
 
 // Stats returns the node's counters now.
 func (n *Node) Stats() Stats {
-	rs := n.retr.Stats()
+	rs, cs := n.retr.Stats(), n.custody.Stats()
 	s := Stats{
 		FetchQueue:    n.fetcher.Len(),
 		FetchAttempts: n.stats.attempts.Load(), FetchFailures: n.stats.failures.Load(),
 		BytesIn: rs.BytesIn, BytesOut: n.service.Stats().BytesOut,
-		VerifyFailures: rs.Rejected, Evictions: n.evictions.Load(),
+		VerifyFailures: rs.Rejected, Evictions: cs.Evictions,
 		Demoted: rs.Demoted,
-		Damaged: n.stats.damaged.Load(), Scrubbed: n.stats.scrubbed.Load(), ScrubPasses: n.stats.scrubPasses.Load(),
-		Restoring:    len(n.restore.pending()),
+		Damaged: cs.Damaged, Scrubbed: cs.Scrubbed, ScrubPasses: cs.ScrubPasses,
+		Restoring:    cs.Restoring,
 		SyncMessages: n.sync.Stats().Messages,
 		RowsRefused:  n.sync.Refused(),
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 )
 
 // ErrStopped reports a call made once the group was stopping.
@@ -77,4 +78,16 @@ func (g *Group) Wait() { g.wg.Wait() }
 func (g *Group) Close() {
 	g.Stop()
 	g.Wait()
+}
+
+// Sleep waits d, and reports false if the group stopped meanwhile.
+func (g *Group) Sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-g.ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

@@ -1,4 +1,4 @@
-package node
+package custody
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/retrieval"
 )
 
 // restorer holds the blobs whose copy this node must get back from a peer:
@@ -54,9 +53,9 @@ func (r *restorer) pending() []syncnode.BlobRef {
 	return out
 }
 
-// restoreLater queues ref for restoring now.
-func (n *Node) restoreLater(ref syncnode.BlobRef) {
-	r := &n.restore
+// Restore queues ref's copy for restoring from a peer now.
+func (c *Custody) Restore(ref syncnode.BlobRef) {
+	r := &c.restore
 	r.init()
 	r.mu.Lock()
 	if r.want[ref] == nil {
@@ -71,12 +70,15 @@ func (n *Node) restoreLater(ref syncnode.BlobRef) {
 
 // Restoring returns the blobs whose copy this node is getting back from
 // its peers (a damaged copy, or shares found without a copy).
-func (n *Node) Restoring() []syncnode.BlobRef { return n.restore.pending() }
+func (c *Custody) Restoring() []syncnode.BlobRef { return c.restore.pending() }
+
+// Restored forgets ref's restore: its copy is back.
+func (c *Custody) Restored(ref syncnode.BlobRef) { c.restore.done(ref) }
 
 // runRestore fetches the blobs queued for restoring, each again after a
 // delay doubling from one second to ten minutes while no peer has it.
-func (n *Node) runRestore() {
-	r := &n.restore
+func (c *Custody) runRestore() {
+	r := &c.restore
 	r.init()
 	for {
 		now := time.Now()
@@ -92,10 +94,10 @@ func (n *Node) runRestore() {
 		}
 		r.mu.Unlock()
 		for _, ref := range due {
-			ctx, cancel := context.WithTimeout(n.ctx, 10*n.cfg.IOTimeout)
-			_, err := n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityNormal})
+			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RestoreTimeout)
+			err := c.peers.Refetch(ctx, ref)
 			cancel()
-			if n.ctx.Err() != nil {
+			if c.ctx.Err() != nil {
 				return
 			}
 			r.mu.Lock()
@@ -110,14 +112,14 @@ func (n *Node) runRestore() {
 			}
 			r.mu.Unlock()
 			if err == nil {
-				n.log.Info("copy restored from a peer", "blob", ref)
+				c.log.Info("copy restored from a peer", "blob", ref)
 			} else {
-				n.log.Warn("copy not restored yet", "blob", ref, "err", err)
+				c.log.Warn("copy not restored yet", "blob", ref, "err", err)
 			}
 		}
 		t := time.NewTimer(wait)
 		select {
-		case <-n.ctx.Done():
+		case <-c.ctx.Done():
 			t.Stop()
 			return
 		case <-r.wake:

@@ -1,4 +1,4 @@
-package node
+package custody
 
 import (
 	"bytes"
@@ -106,8 +106,8 @@ func (l *lru) items() []evictItem {
 	return items
 }
 
-// EvictionReport says what an eviction pass did.
-type EvictionReport struct {
+// Report says what an eviction pass did.
+type Report struct {
 	// Stored is the bytes held before the pass, Budget the limit (0: none).
 	Stored, Budget int64
 	// Evicted are the blobs removed.
@@ -118,22 +118,22 @@ type EvictionReport struct {
 }
 
 // Evict removes least-recently-used blobs with no shares, among those
-// referenced in a syncgroup, until the store is within the node's budget.
-// A node that is a server in any group keeps everything, and so does a
-// node without a budget. It lists the store: blobs the LRU table does not
-// know (being put or fetched) count towards the total and stay.
-func (n *Node) Evict() (EvictionReport, error) {
-	_, done, err := n.call(context.Background())
+// referenced in a syncgroup, until the store is within the budget. A node
+// that keeps everything (Rules.KeepsAll) keeps everything, and so does one
+// without a budget. It lists the store: blobs the LRU table does not know
+// (being put or fetched) count towards the total and stay.
+func (c *Custody) Evict() (Report, error) {
+	_, done, err := c.work.Enter(context.Background())
 	if err != nil {
-		return EvictionReport{}, err
+		return Report{}, err
 	}
 	defer done()
-	n.evictMu.Lock()
-	defer n.evictMu.Unlock()
+	c.evictMu.Lock()
+	defer c.evictMu.Unlock()
 	var items []evictItem
 	unknown := map[syncnode.BlobRef]bool{}
-	err = n.blobs.List(func(i blobstore.Info) error {
-		last, known := n.lru.get(i.Ref)
+	err = c.blobs.List(func(i blobstore.Info) error {
+		last, known := c.lru.get(i.Ref)
 		if !known {
 			unknown[i.Ref] = true
 		}
@@ -141,63 +141,63 @@ func (n *Node) Evict() (EvictionReport, error) {
 		return nil
 	})
 	if err != nil {
-		return EvictionReport{Budget: n.cfg.BlobBudget}, err
+		return Report{Budget: c.cfg.BlobBudget}, err
 	}
-	return n.evict(items, true, func(ref syncnode.BlobRef) bool { return unknown[ref] })
+	return c.evict(items, true, func(ref syncnode.BlobRef) bool { return unknown[ref] })
 }
 
-// evictSoon runs an eviction pass in the background if the blobs held are
+// EvictSoon runs an eviction pass in the background if the blobs held are
 // over the budget, planned from the LRU table rather than a listing of the
 // store: after a put or a fetch, a node under its budget does nothing, and
 // one over it checks only the oldest blobs. Passes asked for while one
 // waits to start are one pass.
-func (n *Node) evictSoon() {
-	if n.cfg.BlobBudget <= 0 || n.lru.total() <= n.cfg.BlobBudget || !n.evictQueued.CompareAndSwap(false, true) {
+func (c *Custody) EvictSoon() {
+	if c.cfg.BlobBudget <= 0 || c.lru.total() <= c.cfg.BlobBudget || !c.evictQueued.CompareAndSwap(false, true) {
 		return
 	}
-	n.goRun(func() {
-		n.evictQueued.Store(false)
-		n.evictMu.Lock()
-		defer n.evictMu.Unlock()
-		if _, err := n.evict(n.lru.items(), false, func(syncnode.BlobRef) bool { return false }); err != nil {
-			n.log.Error("eviction pass failed", "err", err)
+	c.work.Go(func() {
+		c.evictQueued.Store(false)
+		c.evictMu.Lock()
+		defer c.evictMu.Unlock()
+		if _, err := c.evict(c.lru.items(), false, func(syncnode.BlobRef) bool { return false }); err != nil {
+			c.log.Error("eviction pass failed", "err", err)
 		}
 	})
 }
 
 // evict runs one eviction pass over items, listed from the store or not,
-// with n.evictMu held since they were gathered; held marks blobs to keep
+// with c.evictMu held since they were gathered; held marks blobs to keep
 // besides those with shares, pins or a fetch in flight.
-func (n *Node) evict(items []evictItem, listed bool, held func(syncnode.BlobRef) bool) (EvictionReport, error) {
-	rep := EvictionReport{Budget: n.cfg.BlobBudget}
+func (c *Custody) evict(items []evictItem, listed bool, held func(syncnode.BlobRef) bool) (Report, error) {
+	rep := Report{Budget: c.cfg.BlobBudget}
 	for _, it := range items {
 		rep.Stored += it.Size
 	}
-	if n.cfg.BlobBudget <= 0 || n.isServerIn(n.sync.Groups()) {
+	if c.cfg.BlobBudget <= 0 || c.rules.KeepsAll() {
 		return rep, nil
 	}
 	var errs []error
 	checked := 0
-	evict, over := planEviction(items, n.cfg.BlobBudget, func(ref syncnode.BlobRef) bool {
+	evict, over := planEviction(items, c.cfg.BlobBudget, func(ref syncnode.BlobRef) bool {
 		checked++
-		mayEvict, err := n.mayEvict(ref)
+		mayEvict, err := c.rules.MayEvict(ref)
 		if err != nil {
 			errs = append(errs, err)
 		}
-		return !mayEvict || held(ref) || n.inFlight(ref) || n.pins.pinned(ref)
+		return !mayEvict || held(ref) || c.rules.Busy(ref) || c.pins.pinned(ref)
 	})
 	rep.PinnedOver = over
 	for _, ref := range evict {
-		if n.evictOne(ref) {
+		if c.evictOne(ref) {
 			rep.Evicted = append(rep.Evicted, ref)
-			n.log.Info("evicted", "blob", ref)
+			c.log.Info("evicted", "blob", ref)
 		}
 	}
 	if over > 0 {
-		n.log.Warn("over budget, pinned by shares", "over", over, "budget", n.cfg.BlobBudget)
+		c.log.Warn("over budget, pinned by shares", "over", over, "budget", c.cfg.BlobBudget)
 	}
-	n.evictions.Add(int64(len(rep.Evicted)))
-	if h := n.hook.evictPass.Load(); h != nil {
+	c.evictions.Add(int64(len(rep.Evicted)))
+	if h := c.Hooks.EvictPass.Load(); h != nil {
 		(*h)(listed, checked)
 	}
 	return rep, errors.Join(errs...)
@@ -206,41 +206,21 @@ func (n *Node) evict(items []evictItem, listed bool, held func(syncnode.BlobRef)
 // evictOne deletes ref if it may still be evicted. The check and the
 // deletion hold ref's lock, which accepting and granting shares take too:
 // shares never arrive between them.
-func (n *Node) evictOne(ref syncnode.BlobRef) bool {
-	unlock := n.locks.lock(ref)
+func (c *Custody) evictOne(ref syncnode.BlobRef) bool {
+	unlock := c.locks.lock(ref)
 	defer unlock()
-	if ok, err := n.mayEvict(ref); err != nil || !ok || n.pins.pinned(ref) || n.inFlight(ref) {
+	if ok, err := c.rules.MayEvict(ref); err != nil || !ok || c.pins.pinned(ref) || c.rules.Busy(ref) {
 		return false
 	}
-	if h := n.hook.beforeDelete.Load(); h != nil {
+	if h := c.Hooks.BeforeDelete.Load(); h != nil {
 		(*h)(ref)
 	}
-	if err := n.deleteCopy(ref); errors.Is(err, syncnode.ErrNotFound) {
-		n.lru.forget(ref) // gone already (a read touched it after its deletion)
+	if err := c.Delete(ref); errors.Is(err, syncnode.ErrNotFound) {
+		c.lru.forget(ref) // gone already (a read touched it after its deletion)
 		return false
 	} else if err != nil {
-		n.log.Error("eviction failed", "blob", ref, "err", err)
+		c.log.Error("eviction failed", "blob", ref, "err", err)
 		return false
 	}
 	return true
-}
-
-// mayEvict reports whether eviction may drop ref: it must have no shares
-// here and be referenced in a syncgroup. A blob no row has referenced
-// exists nowhere else; only RemoveBlob, asked for by name, deletes it.
-func (n *Node) mayEvict(ref syncnode.BlobRef) (bool, error) {
-	ok, err := n.ledger.MayEvict(ref)
-	if err != nil || !ok {
-		return false, err
-	}
-	sp, err := n.signposts.Get(ref)
-	if errors.Is(err, syncnode.ErrNotFound) {
-		return false, nil
-	}
-	return err == nil && len(sp.SgIDs) > 0, err
-}
-
-func (n *Node) inFlight(ref syncnode.BlobRef) bool {
-	ok := n.retr.InFlight(ref)
-	return ok
 }

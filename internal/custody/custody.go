@@ -1,0 +1,204 @@
+// Package custody keeps the copies a node holds: one lock per blob, pins
+// for work that needs a copy to stay, least-recently-used eviction within
+// a budget, a scrubber that re-verifies every copy, and the restore from
+// peers of copies found damaged or missing.
+package custody
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/internal/workgroup"
+)
+
+// Rules are what the node's shares and groups say of a copy.
+type Rules interface {
+	// MayEvict reports whether eviction may drop ref: no shares of it
+	// here, and a syncgroup references it (a blob no row references
+	// exists nowhere else).
+	MayEvict(ref syncnode.BlobRef) (bool, error)
+	// KeepsAll reports whether this node keeps every copy (it is a
+	// server in some group).
+	KeepsAll() bool
+	// Busy reports whether a fetch of ref is under way.
+	Busy(ref syncnode.BlobRef) bool
+	// Wanted reports whether ref's copy must come back once lost: shares
+	// or a group name it.
+	Wanted(ref syncnode.BlobRef) bool
+}
+
+// Peers are what custody asks of the node's network.
+type Peers interface {
+	// Unclaim stops providing ref and naming this node as its holder.
+	Unclaim(ref syncnode.BlobRef)
+	// Refetch fetches ref's copy from a peer, verified.
+	Refetch(ctx context.Context, ref syncnode.BlobRef) error
+}
+
+// Scrub defaults: the whole store re-verified every 7 days, reading at most
+// 16 MiB/s.
+const (
+	DefaultScrubPeriod  = 7 * 24 * time.Hour
+	DefaultScrubMaxRate = 16 << 20
+)
+
+// Config configures a Custody. Zero fields take the documented defaults.
+type Config struct {
+	// BlobBudget is the most bytes of blobs kept when the node keeps not
+	// everything (Rules.KeepsAll): above it, least-recently-used blobs
+	// that may be evicted are. 0: no budget.
+	BlobBudget int64
+	// ScrubPeriod is how often every copy is re-verified (default
+	// DefaultScrubPeriod; negative: never).
+	ScrubPeriod time.Duration
+	// ScrubMaxRate caps the scrubber's reads in bytes per second (default
+	// DefaultScrubMaxRate).
+	ScrubMaxRate int64
+	// RestoreTimeout bounds one try at restoring a copy (default 200 s).
+	RestoreTimeout time.Duration
+}
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	if c.BlobBudget < 0 || c.ScrubMaxRate < 0 || c.RestoreTimeout < 0 {
+		return errors.New("custody: negative budget, scrub rate or restore timeout")
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.ScrubPeriod == 0 {
+		c.ScrubPeriod = DefaultScrubPeriod
+	}
+	if c.ScrubMaxRate == 0 {
+		c.ScrubMaxRate = DefaultScrubMaxRate
+	}
+	if c.RestoreTimeout == 0 {
+		c.RestoreTimeout = 200 * time.Second
+	}
+	return c
+}
+
+// Store is the blob store whose copies custody keeps.
+type Store interface {
+	blobstore.Store
+}
+
+// Hooks let a test stop custody between two steps of an operation, to
+// run a racing one there. Production code leaves them unset.
+type Hooks struct {
+	// BeforeDelete runs in eviction after the last check, before the copy
+	// is deleted, with the blob's lock held.
+	BeforeDelete atomic.Pointer[func(ref syncnode.BlobRef)]
+	// EvictPass runs after each eviction pass: whether it listed the
+	// store, and how many blobs it checked for pins and shares.
+	EvictPass atomic.Pointer[func(listed bool, checked int)]
+}
+
+// Custody keeps one node's copies.
+type Custody struct {
+	cfg   Config
+	log   *slog.Logger
+	blobs Store
+	rules Rules
+	peers Peers
+	work  *workgroup.Group
+	ctx   context.Context
+
+	locks   blobLocks
+	pins    pins
+	lru     lru
+	restore restorer
+
+	evictMu sync.Mutex
+	// evictQueued reports an automatic eviction pass waiting to start.
+	evictQueued atomic.Bool
+
+	evictions, damaged, scrubbed, scrubPasses atomic.Int64
+
+	// Hooks are for tests.
+	Hooks Hooks
+}
+
+// New returns the custody of store's copies; Start runs its background
+// work.
+func New(cfg Config, store Store, rules Rules, peers Peers, log *slog.Logger) (*Custody, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	work := workgroup.New()
+	c := &Custody{cfg: cfg.withDefaults(), log: log, blobs: store, rules: rules, peers: peers, work: work, ctx: work.Context(),
+		lru: lru{used: map[syncnode.BlobRef]lruEntry{}}}
+	c.restore.init()
+	return c, nil
+}
+
+// Start runs the scrubber and the restorer.
+func (c *Custody) Start() {
+	c.work.Go(c.runScrub)
+	c.work.Go(c.runRestore)
+}
+
+// Close stops the background work and waits for it.
+func (c *Custody) Close() { c.work.Close() }
+
+// Lock locks ref: deleting its copy, and accepting or granting shares of
+// it, hold the lock, so that a node never holds shares of a blob whose
+// copy it deleted (I3). It returns the unlock.
+func (c *Custody) Lock(ref syncnode.BlobRef) (unlock func()) { return c.locks.lock(ref) }
+
+// Pin keeps ref's copy from eviction until unpin: work that needs it
+// (a hand-off being taken, shares being taken after a fetch).
+func (c *Custody) Pin(ref syncnode.BlobRef) (unpin func()) { return c.pins.pin(ref) }
+
+// Pinned reports whether work pins ref.
+func (c *Custody) Pinned(ref syncnode.BlobRef) bool { return c.pins.pinned(ref) }
+
+// Touch records that ref, of size bytes, was used at t: it is held and
+// may be evicted in least-recently-used order.
+func (c *Custody) Touch(ref syncnode.BlobRef, t time.Time, size int64) { c.lru.touch(ref, t, size) }
+
+// Delete deletes this node's copy of ref and stops claiming it. The
+// caller holds ref's lock.
+func (c *Custody) Delete(ref syncnode.BlobRef) error {
+	if err := c.blobs.Delete(ref); err != nil {
+		return err
+	}
+	c.peers.Unclaim(ref)
+	c.lru.forget(ref)
+	return nil
+}
+
+// Stats are custody's running totals.
+type Stats struct {
+	// Evictions counts blobs evicted over budget.
+	Evictions int64
+	// Damaged counts copies found damaged (and deleted, to be restored);
+	// Scrubbed the bytes the scrubber re-verified in ScrubPasses whole
+	// passes; Restoring the blobs whose copy is being restored.
+	Damaged, Scrubbed, ScrubPasses int64
+	Restoring                      int
+}
+
+// Stats returns the totals now.
+func (c *Custody) Stats() Stats {
+	return Stats{Evictions: c.evictions.Load(), Damaged: c.damaged.Load(), Scrubbed: c.scrubbed.Load(),
+		ScrubPasses: c.scrubPasses.Load(), Restoring: len(c.restore.pending())}
+}
+
+// Held returns the blobs this node holds and their bytes, as the LRU
+// table knows them (a blob being put or fetched is not in it yet).
+func (c *Custody) Held() (blobs int, bytes int64) {
+	c.lru.mu.Lock()
+	defer c.lru.mu.Unlock()
+	return len(c.lru.used), c.lru.bytes
+}
