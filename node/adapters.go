@@ -11,6 +11,7 @@ import (
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/retrieval"
+	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -36,7 +37,30 @@ func (v groupView) SetAddrs(g syncnode.GroupID, addrs []string) (bool, error) {
 	return v.n.sync.SetAddrs(g, addrs)
 }
 
-var _ connectivity.Groups = groupView{}
+// CanSee reports whether p may learn of group g.
+func (v groupView) CanSee(p peer.ID, g syncnode.GroupID) bool { return v.n.sync.CanSee(p, g) }
+
+// Member returns p's membership of g.
+func (v groupView) Member(g syncnode.GroupID, p peer.ID) (m syncgroup.Member, ok bool) {
+	v.n.sync.With(g, func(gr *syncgroup.Group) error { m, ok = gr.Member(p); return nil })
+	return m, ok
+}
+
+// Spec returns g's spec.
+func (v groupView) Spec(g syncnode.GroupID) (syncgroup.Spec, error) { return v.n.GroupSpec(g) }
+
+// MayFetch reports whether p may fetch a blob of groups.
+func (v groupView) MayFetch(p peer.ID, groups []syncnode.GroupID) bool {
+	return v.n.sync.MayFetch(p, groups)
+}
+
+var (
+	_ connectivity.Groups = groupView{}
+	_ signposting.Groups  = groupView{}
+)
+
+// ErrAccess reports a request for a blob the requester may not fetch.
+var ErrAccess = signposting.ErrAccess
 
 // Reachability is what AutoNAT found of this node, and the relays it
 // holds reservations with.
@@ -54,28 +78,23 @@ func (d directory) Signpost(ref syncnode.BlobRef) (signpost.Signpost, error) {
 	return d.n.signposts.Get(ref)
 }
 
-// Learn merges the signpost a peer that lacks ref answered with.
+// Learn merges the signpost a peer that lacks ref answered with, and
+// puts its locations' addresses in the peerstore.
 func (d directory) Learn(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) {
-	d.n.learnFromHolder(from, ref, sp)
+	for p, l := range sp.Locations {
+		connectivity.AddAddrs(d.n.h, p, l.Addrs)
+	}
+	d.n.book.Learn(from, ref, sp)
 }
 
 // Forget drops peers that lied about ref from its signpost.
-func (d directory) Forget(ref syncnode.BlobRef, peers []peer.ID) {
-	_, err := d.n.signposts.Update(ref, func(sp *signpost.Signpost) {
-		for _, p := range peers {
-			delete(sp.Locations, p)
-		}
-	})
-	if err != nil {
-		d.n.log.Error("signpost not updated", "blob", ref, "err", err)
-	}
-}
+func (d directory) Forget(ref syncnode.BlobRef, peers []peer.ID) { d.n.book.Forget(ref, peers) }
 
 // MembersOf lists the other members of groups, servers first.
 func (d directory) MembersOf(groups []syncnode.GroupID) []peer.ID { return d.n.membersOf(groups) }
 
 // Public reports whether a blob of groups may be looked up in the DHT.
-func (d directory) Public(groups []syncnode.GroupID) bool { return d.n.public(groups) }
+func (d directory) Public(groups []syncnode.GroupID) bool { return d.n.book.Public(groups) }
 
 var _ retrieval.Directory = directory{}
 
@@ -131,7 +150,7 @@ func (r custodyRules) MayEvict(ref syncnode.BlobRef) (bool, error) {
 }
 
 // KeepsAll reports whether this node is a server in any of its groups.
-func (r custodyRules) KeepsAll() bool { return r.n.isServerIn(r.n.sync.Groups()) }
+func (r custodyRules) KeepsAll() bool { return r.n.book.IsServerIn(r.n.sync.Groups()) }
 
 // Busy reports whether a fetch of ref is under way.
 func (r custodyRules) Busy(ref syncnode.BlobRef) bool { return r.n.retr.InFlight(ref) }
@@ -140,7 +159,7 @@ func (r custodyRules) Busy(ref syncnode.BlobRef) bool { return r.n.retr.InFlight
 // name it.
 func (r custodyRules) Wanted(ref syncnode.BlobRef) bool {
 	sh, _ := r.n.ledger.Shares(ref)
-	return len(sh) > 0 || len(r.n.groupsOf(ref)) > 0
+	return len(sh) > 0 || len(r.n.book.GroupsOf(ref)) > 0
 }
 
 var _ custody.Rules = custodyRules{}
@@ -153,9 +172,7 @@ type custodyPeers struct{ n *Node }
 func (p custodyPeers) Unclaim(ref syncnode.BlobRef) {
 	n := p.n
 	n.reprov.Remove(ref)
-	if _, err := n.signposts.Update(ref, func(sp *signpost.Signpost) { delete(sp.Locations, n.h.ID()) }); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
-		n.log.Error("signpost not updated after a deletion", "blob", ref, "err", err)
-	}
+	n.book.Dropped(ref)
 }
 
 // Refetch fetches ref from a peer.

@@ -102,15 +102,6 @@ func (n *Node) checkOwnership() error {
 	return errors.Join(append(errs, err)...)
 }
 
-// groupsOf returns the groups ref's signpost names.
-func (n *Node) groupsOf(ref syncnode.BlobRef) []syncnode.GroupID {
-	sp, err := n.signposts.Get(ref)
-	if err != nil {
-		return nil
-	}
-	return sp.Groups()
-}
-
 // newGroups returns the groups of gs that ref's signpost does not name yet.
 func newGroups(sp signpost.Signpost, gs []syncnode.GroupID) []syncnode.GroupID {
 	var out []syncnode.GroupID

@@ -15,7 +15,6 @@ import (
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/ownership"
-	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -53,15 +52,9 @@ func (h hooks) Applied(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
 func (h hooks) Signposts(to peer.ID, g syncnode.GroupID, refs []syncnode.BlobRef) []syncer.SignpostEntry {
 	var out []syncer.SignpostEntry
 	for _, ref := range refs {
-		sp, err := h.n.signposts.Get(ref)
-		if err != nil {
-			continue
+		if f, ok := h.n.book.For(to, ref); ok {
+			out = append(out, syncer.SignpostEntry{Ref: ref, Signpost: f.ToWire()})
 		}
-		f := signpost.Filter(sp, to, h.n.sync)
-		if len(f.Locations) == 0 {
-			continue
-		}
-		out = append(out, syncer.SignpostEntry{Ref: ref, Signpost: f.ToWire()})
 	}
 	return out
 }
@@ -76,41 +69,10 @@ func (h hooks) Learn(from peer.ID, g syncnode.GroupID, sps []syncer.SignpostEntr
 			n.log.Info("bad signpost from peer", "peer", from, "group", g, "err", err)
 			continue
 		}
-		if merged, ok := n.mergeFrom(from, e.Ref, &sp); ok {
+		if merged, ok := n.book.Merge(from, e.Ref, &sp); ok {
 			n.wantIfServer(e.Ref, merged.Groups())
 		}
 	}
-}
-
-// mergeFrom merges a signpost peer from sent into the store. Only groups
-// that the sender shares with this node are kept (a peer cannot make this
-// node's server fetcher act for a group it is not in), and a location
-// naming this node is dropped: this node knows better what it holds. sp
-// is left filtered; ok is false if nothing was left to merge.
-func (n *Node) mergeFrom(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) (signpost.Signpost, bool) {
-	for g := range sp.SgIDs {
-		if !n.sync.IsMember(from, g) || !n.sync.IsMember(n.h.ID(), g) {
-			delete(sp.SgIDs, g)
-		}
-	}
-	delete(sp.Locations, n.h.ID())
-	// A location counts as a server copy only on the server's own word
-	// (its signpost naming itself) and only if the membership says it is a
-	// server in one of the blob's groups: a member cannot make a blob look
-	// safe by naming a server, real or invented, as its holder.
-	for p, l := range sp.Locations {
-		l.IsServer = p == from && n.isServerMember(p, sp.Groups())
-		sp.Locations[p] = l
-	}
-	if len(sp.SgIDs) == 0 || len(sp.Locations) == 0 {
-		return signpost.Signpost{}, false
-	}
-	merged, err := n.signposts.Merge(ref, *sp)
-	if err != nil {
-		n.log.Error("signpost not merged", "blob", ref, "err", err)
-		return signpost.Signpost{}, false
-	}
-	return merged, true
 }
 
 // Synced hands blobs off after a round with member p of g: a leaf asks a
@@ -320,7 +282,7 @@ func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g 
 	}
 	// Only a blob that a row of g references here: an ask is no way to
 	// make a server store (and pin) whatever a member likes.
-	if !slices.Contains(n.groupsOf(ref), g) {
+	if !slices.Contains(n.book.GroupsOf(ref), g) {
 		return shares.Result{}, fmt.Errorf("node: no row of %s that this node knows references %s", g, ref)
 	}
 	unpin := n.custody.Pin(ref)
@@ -356,11 +318,11 @@ func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g 
 // row), the creator that holds the blob grants itself its shares, and a
 // server queues the blobs it lacks.
 func (n *Node) discover(g syncnode.GroupID, key string, writer, from peer.ID, refs []syncnode.BlobRef) error {
-	groups := n.covering(g, key)
+	groups := n.book.Covering(g, key)
 	self := n.h.ID()
 	var errs []error
 	for _, ref := range refs {
-		before, err := n.signposts.Get(ref)
+		before, err := n.book.Get(ref)
 		if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
 			errs = append(errs, err)
 			continue
@@ -375,22 +337,7 @@ func (n *Node) discover(g syncnode.GroupID, key string, writer, from peer.ID, re
 			errs = append(errs, err)
 		}
 		holds := n.holds(ref)
-		_, err = n.signposts.Update(ref, func(sp *signpost.Signpost) {
-			for _, gg := range groups {
-				sp.AddGroup(gg)
-			}
-			if writer == self {
-				if holds {
-					sp.AddLocation(self, n.location(g, self, false))
-				}
-				return
-			}
-			sp.AddLocation(writer, n.location(g, writer, false))
-			if from != writer {
-				sp.AddLocation(from, n.location(g, from, true))
-			}
-		})
-		if err != nil {
+		if err := n.book.Record(g, groups, writer, from, ref, holds); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -404,122 +351,21 @@ func (n *Node) discover(g syncnode.GroupID, key string, writer, from peer.ID, re
 }
 
 // announce provides a held blob in the DHT if a public group of this node
-// references it. A blob that only private groups reference is never
-// announced: the DHT is open to strangers, and a provider record would
-// tell them the ref and who holds it. Members find it through signposts.
+// references it (see signposting.Book.Announced).
 func (n *Node) announce(ref syncnode.BlobRef) {
-	for _, g := range n.groupsOf(ref) {
-		spec, err := n.GroupSpec(g)
-		if err == nil && !spec.Private && n.sync.IsMember(n.h.ID(), g) {
-			n.reprov.Add(ref)
-			return
-		}
+	if n.book.Announced(ref) {
+		n.reprov.Add(ref)
 	}
-}
-
-// public reports whether a blob that groups reference may be named in the
-// DHT, announced or looked up: no group of this node references it, or a
-// public one does. A group whose spec cannot be read counts as private.
-func (n *Node) public(groups []syncnode.GroupID) bool {
-	if len(groups) == 0 {
-		return true
-	}
-	for _, g := range groups {
-		if spec, err := n.GroupSpec(g); err == nil && !spec.Private {
-			return true
-		}
-	}
-	return false
-}
-
-// covering returns g and this node's other groups whose prefixes cover key.
-func (n *Node) covering(g syncnode.GroupID, key string) []syncnode.GroupID {
-	out := []syncnode.GroupID{g}
-	for _, id := range n.sync.Groups() {
-		if id == g {
-			continue
-		}
-		if s, err := n.GroupSpec(id); err == nil && s.Covers(key) && n.sync.IsMember(n.h.ID(), id) {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// location describes member p of g as a place a blob may be.
-func (n *Node) location(g syncnode.GroupID, p peer.ID, proxy bool) signpost.Location {
-	l := signpost.Location{WhenSeen: time.Now(), IsProxy: proxy}
-	n.sync.With(g, func(gr *syncgroup.Group) error {
-		if m, ok := gr.Member(p); ok {
-			l.IsServer = m.DevType == syncnode.Server
-			l.Addrs = m.Addrs
-		}
-		return nil
-	})
-	if p == n.h.ID() {
-		l.Addrs = n.conn.Addrs()
-	}
-	if len(l.Addrs) > signpost.MaxAddrs {
-		l.Addrs = l.Addrs[:signpost.MaxAddrs]
-	}
-	return l
-}
-
-// isServerMember reports whether the membership makes p a server in one
-// of groups.
-func (n *Node) isServerMember(p peer.ID, groups []syncnode.GroupID) bool {
-	for _, g := range groups {
-		if pr, ok := n.sync.PeerPriority(g, p); ok && pr.DevType == syncnode.Server {
-			return true
-		}
-	}
-	return false
-}
-
-// isServerIn reports whether this node is a server in any of groups.
-func (n *Node) isServerIn(groups []syncnode.GroupID) bool {
-	for _, g := range groups {
-		if dev, ok := n.DevType(g); ok && dev == syncnode.Server {
-			return true
-		}
-	}
-	return false
 }
 
 // wantIfServer queues ref in the server fetcher if this node is a server
 // in one of groups and lacks the blob.
 func (n *Node) wantIfServer(ref syncnode.BlobRef, groups []syncnode.GroupID) {
-	if n.isServerIn(groups) && !n.holds(ref) {
+	if n.book.IsServerIn(groups) && !n.holds(ref) {
 		if err := n.fetcher.Enqueue(ref); err != nil {
 			n.log.Debug("not queued", "blob", ref, "err", err)
 		}
 	}
-}
-
-// signpostFor answers a HaveBlob request for a blob this node lacks.
-func (n *Node) signpostFor(requester peer.ID, ref syncnode.BlobRef) (signpost.Signpost, bool) {
-	sp, err := n.signposts.Get(ref)
-	if err != nil {
-		return signpost.Signpost{}, false
-	}
-	f := signpost.Filter(sp, requester, n.sync)
-	return f, len(f.Locations) > 0
-}
-
-// ErrAccess reports a request for a blob the requester may not fetch.
-var ErrAccess = errors.New("node: access denied")
-
-// mayServe decides whether requester may fetch ref from this node: only if
-// the blob was learned through a group the requester may see.
-func (n *Node) mayServe(requester peer.ID, ref syncnode.BlobRef) error {
-	sp, err := n.signposts.Get(ref)
-	if err != nil {
-		return fmt.Errorf("%w: %s is in no syncgroup shared with %s", ErrAccess, ref, requester)
-	}
-	if !n.sync.MayFetch(requester, sp.Groups()) {
-		return fmt.Errorf("%w: %s may not see the syncgroups of %s", ErrAccess, requester, ref)
-	}
-	return nil
 }
 
 // settled records where shares this node gave away went: the acceptor
@@ -536,8 +382,5 @@ func (n *Node) settled(t ownership.Transfer, accepted bool) {
 		}
 		return
 	}
-	loc := n.location(t.Group, t.To, false)
-	if _, err := n.signposts.Update(t.Ref, func(sp *signpost.Signpost) { sp.AddLocation(t.To, loc) }); err != nil {
-		n.log.Error("signpost not updated after a transfer", "blob", t.Ref, "err", err)
-	}
+	n.book.Took(t.Ref, t.Group, t.To)
 }

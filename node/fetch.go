@@ -11,7 +11,6 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
-	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
@@ -83,38 +82,7 @@ func (n *Node) fetched(ref syncnode.BlobRef, size int64) {
 	n.announce(ref)
 	n.custody.Touch(ref, time.Now(), size)
 	defer n.custody.EvictSoon()
-	sp, err := n.signposts.Get(ref)
-	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
-		n.log.Error("signpost unreadable", "blob", ref, "err", err)
-		return
-	}
-	var g syncnode.GroupID
-	if gs := sp.Groups(); len(gs) > 0 {
-		g = gs[0]
-	}
-	loc := n.location(g, n.h.ID(), false)
-	loc.IsServer = n.isServerIn(sp.Groups())
-	if _, err := n.signposts.Update(ref, func(sp *signpost.Signpost) { sp.AddLocation(n.h.ID(), loc) }); err != nil {
-		n.log.Error("signpost not updated", "blob", ref, "err", err)
-	}
-}
-
-// learnFromHolder merges the signpost a peer answered with (see
-// mergeFrom) and puts its locations' addresses in the peerstore.
-func (n *Node) learnFromHolder(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) {
-	for p, l := range sp.Locations {
-		connectivity.AddAddrs(n.h, p, l.Addrs)
-	}
-	// An answer about a blob this node knows from rows names no group of
-	// its own: which groups reference a blob, rows tell, not a peer's word.
-	if mine := n.groupsOf(ref); len(mine) > 0 {
-		for g := range sp.SgIDs {
-			if !slices.Contains(mine, g) {
-				delete(sp.SgIDs, g)
-			}
-		}
-	}
-	n.mergeFrom(from, ref, sp)
+	n.book.Held(ref)
 }
 
 // takeShares asks the peers that may hold shares of ref for them, in each

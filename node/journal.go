@@ -177,7 +177,7 @@ func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 		return w, err
 	}
 	w.Groups = sp.Groups()
-	w.ServerIn = n.isServerIn(w.Groups)
+	w.ServerIn = n.book.IsServerIn(w.Groups)
 	for _, l := range sp.Ranked() {
 		loc := sp.Locations[l.Peer]
 		w.Locations = append(w.Locations, WhyLocation{Peer: l.Peer.String(), Name: n.NameOf(l.Peer), WhenSeen: loc.WhenSeen,

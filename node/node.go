@@ -30,6 +30,7 @@ import (
 	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"
+	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/internal/workgroup"
 	"github.com/syncnode/syncnode/ownership"
@@ -166,8 +167,10 @@ type Node struct {
 	// copy found by a read is handled at once.
 	store     blobstore.Store
 	signposts *signpost.Store
-	ledger    *ownership.Ledger
-	groups    *syncgroup.Store
+	// book keeps the signposts in step with the groups.
+	book   *signposting.Book
+	ledger *ownership.Ledger
+	groups *syncgroup.Store
 
 	h host.Host
 	// conn keeps the node reachable: addresses, NAT, relay, LAN.

@@ -21,6 +21,7 @@ import (
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"
+	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/internal/workgroup"
 	"github.com/syncnode/syncnode/ownership"
@@ -159,6 +160,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	sc.WriterBudget = n.cfg.WriterBudget
 	n.sync = syncer.New(n.h, sc, n.log, hooks{n})
 	opened.add(func() error { n.sync.Close(); return nil })
+	n.book = signposting.New(n.h.ID(), n.signposts, groupView{n}, n.conn.Addrs, n.log)
 	loaded, err := n.groups.Load(n.h.ID(), time.Minute)
 	if err != nil {
 		return err
@@ -167,7 +169,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		n.sync.Restore(l.Group, l.Prio)
 	}
 
-	if n.service, err = p2p.NewService(n.h, n.store, p2p.ServiceConfig{IOTimeout: n.cfg.IOTimeout}, n.log, n.signpostFor, n.mayServe); err != nil {
+	if n.service, err = p2p.NewService(n.h, n.store, p2p.ServiceConfig{IOTimeout: n.cfg.IOTimeout}, n.log, n.book.For, n.book.MayServe); err != nil {
 		return err
 	}
 	opened.add(func() error { n.service.Close(); return nil })

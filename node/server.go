@@ -72,7 +72,7 @@ func (n *Node) serverWork(ctx context.Context, keep func(signpost.Signpost) bool
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !keep(sp) || !n.isServerIn(sp.Groups()) {
+		if !keep(sp) || !n.book.IsServerIn(sp.Groups()) {
 			return nil
 		}
 		if !n.holds(ref) || n.sharesUnsettled(ref, sp.Groups()) {

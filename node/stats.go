@@ -94,7 +94,7 @@ func (n *Node) Durability() ([]GroupDurability, error) {
 				safe = true
 			}
 		}
-		if !safe && n.isServerIn(sp.Groups()) && n.holds(ref) {
+		if !safe && n.book.IsServerIn(sp.Groups()) && n.holds(ref) {
 			safe = true
 		}
 		for g := range sp.SgIDs {

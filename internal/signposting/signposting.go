@@ -1,0 +1,291 @@
+// Package signposting keeps a node's signposts in step with its groups:
+// what rows and members say of where blobs are, checked against the
+// membership before it is believed, and what each peer may be told.
+package signposting
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/signpost"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// ErrAccess reports a request for a blob the requester may not fetch.
+var ErrAccess = errors.New("signposting: access denied")
+
+// Groups is the membership of this node's groups, as signposting checks
+// what it is told against it.
+type Groups interface {
+	signpost.Policy
+	// Groups lists the groups this node is in.
+	Groups() []syncnode.GroupID
+	// Member returns p's membership of g.
+	Member(g syncnode.GroupID, p peer.ID) (syncgroup.Member, bool)
+	// Spec returns g's spec.
+	Spec(g syncnode.GroupID) (syncgroup.Spec, error)
+	// MayFetch reports whether p may fetch a blob of groups.
+	MayFetch(p peer.ID, groups []syncnode.GroupID) bool
+}
+
+// Book is one node's signposts, kept against its groups.
+type Book struct {
+	self   peer.ID
+	store  *signpost.Store
+	groups Groups
+	// addrs returns this node's addresses as its memberships publish
+	// them.
+	addrs func() []string
+	log   *slog.Logger
+}
+
+// New returns the book of store's signposts for node self.
+func New(self peer.ID, store *signpost.Store, groups Groups, addrs func() []string, log *slog.Logger) *Book {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Book{self: self, store: store, groups: groups, addrs: addrs, log: log}
+}
+
+// Get returns ref's signpost (syncnode.ErrNotFound: none).
+func (b *Book) Get(ref syncnode.BlobRef) (signpost.Signpost, error) { return b.store.Get(ref) }
+
+// GroupsOf returns the groups ref's signpost names.
+func (b *Book) GroupsOf(ref syncnode.BlobRef) []syncnode.GroupID {
+	sp, err := b.store.Get(ref)
+	if err != nil {
+		return nil
+	}
+	return sp.Groups()
+}
+
+// Merge merges a signpost peer from sent. Only groups that the sender
+// shares with this node are kept (a peer cannot make this node's server
+// fetcher act for a group it is not in), and a location naming this node
+// is dropped: this node knows better what it holds. sp is left filtered;
+// ok is false if nothing was left to merge.
+func (b *Book) Merge(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) (signpost.Signpost, bool) {
+	for g := range sp.SgIDs {
+		if !b.groups.IsMember(from, g) || !b.groups.IsMember(b.self, g) {
+			delete(sp.SgIDs, g)
+		}
+	}
+	delete(sp.Locations, b.self)
+	// A location counts as a server copy only on the server's own word
+	// (its signpost naming itself) and only if the membership says it is a
+	// server in one of the blob's groups: a member cannot make a blob look
+	// safe by naming a server, real or invented, as its holder.
+	for p, l := range sp.Locations {
+		l.IsServer = p == from && b.IsServerMember(p, sp.Groups())
+		sp.Locations[p] = l
+	}
+	if len(sp.SgIDs) == 0 || len(sp.Locations) == 0 {
+		return signpost.Signpost{}, false
+	}
+	merged, err := b.store.Merge(ref, *sp)
+	if err != nil {
+		b.log.Error("signpost not merged", "blob", ref, "err", err)
+		return signpost.Signpost{}, false
+	}
+	return merged, true
+}
+
+// Learn merges the signpost a peer that lacks ref answered with. An
+// answer about a blob this node knows from rows names no group of its
+// own: which groups reference a blob, rows tell, not a peer's word.
+func (b *Book) Learn(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) {
+	if mine := b.GroupsOf(ref); len(mine) > 0 {
+		for g := range sp.SgIDs {
+			if !slices.Contains(mine, g) {
+				delete(sp.SgIDs, g)
+			}
+		}
+	}
+	b.Merge(from, ref, sp)
+}
+
+// Tell returns what peer to may learn of refs' signposts.
+func (b *Book) Tell(to peer.ID, refs []syncnode.BlobRef) map[syncnode.BlobRef]signpost.Signpost {
+	out := map[syncnode.BlobRef]signpost.Signpost{}
+	for _, ref := range refs {
+		if f, ok := b.For(to, ref); ok {
+			out[ref] = f
+		}
+	}
+	return out
+}
+
+// For answers a peer that asks about a blob this node lacks: what it may
+// see of the signpost, if anything.
+func (b *Book) For(requester peer.ID, ref syncnode.BlobRef) (signpost.Signpost, bool) {
+	sp, err := b.store.Get(ref)
+	if err != nil {
+		return signpost.Signpost{}, false
+	}
+	f := signpost.Filter(sp, requester, b.groups)
+	return f, len(f.Locations) > 0
+}
+
+// MayServe decides whether requester may fetch ref from this node: only
+// if the blob was learned through a group the requester may see.
+func (b *Book) MayServe(requester peer.ID, ref syncnode.BlobRef) error {
+	sp, err := b.store.Get(ref)
+	if err != nil {
+		return fmt.Errorf("%w: %s is in no syncgroup shared with %s", ErrAccess, ref, requester)
+	}
+	if !b.groups.MayFetch(requester, sp.Groups()) {
+		return fmt.Errorf("%w: %s may not see the syncgroups of %s", ErrAccess, requester, ref)
+	}
+	return nil
+}
+
+// Record records blob refs found in a row of group g at key, written by
+// writer and received from from (this node, for a local write): groups
+// (those of this node that cover key) join the signposts, and the writer
+// and the sender become locations (the sender as a proxy if it did not
+// write the row); this node, when it writes a row of a blob it holds.
+func (b *Book) Record(g syncnode.GroupID, groups []syncnode.GroupID, writer, from peer.ID, ref syncnode.BlobRef, holds bool) error {
+	_, err := b.store.Update(ref, func(sp *signpost.Signpost) {
+		for _, gg := range groups {
+			sp.AddGroup(gg)
+		}
+		if writer == b.self {
+			if holds {
+				sp.AddLocation(b.self, b.Location(g, b.self, false))
+			}
+			return
+		}
+		sp.AddLocation(writer, b.Location(g, writer, false))
+		if from != writer {
+			sp.AddLocation(from, b.Location(g, from, true))
+		}
+	})
+	return err
+}
+
+// Held names this node a holder of ref, a server one if it is a server in
+// one of ref's groups.
+func (b *Book) Held(ref syncnode.BlobRef) {
+	sp, err := b.store.Get(ref)
+	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+		b.log.Error("signpost unreadable", "blob", ref, "err", err)
+		return
+	}
+	var g syncnode.GroupID
+	if gs := sp.Groups(); len(gs) > 0 {
+		g = gs[0]
+	}
+	loc := b.Location(g, b.self, false)
+	loc.IsServer = b.IsServerIn(sp.Groups())
+	b.add(ref, b.self, loc)
+}
+
+// Dropped stops naming this node a holder of ref.
+func (b *Book) Dropped(ref syncnode.BlobRef) { b.Forget(ref, []peer.ID{b.self}) }
+
+// Forget drops peers from ref's signpost: they no longer hold it, or they
+// sent bytes that did not verify.
+func (b *Book) Forget(ref syncnode.BlobRef, peers []peer.ID) {
+	_, err := b.store.Update(ref, func(sp *signpost.Signpost) {
+		for _, p := range peers {
+			delete(sp.Locations, p)
+		}
+	})
+	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+		b.log.Error("signpost not updated", "blob", ref, "err", err)
+	}
+}
+
+// Took names member p of g a holder of ref: it accepted shares this node
+// offered, which it does only holding the blob verified — how a device
+// learns its blob is safe.
+func (b *Book) Took(ref syncnode.BlobRef, g syncnode.GroupID, p peer.ID) {
+	b.add(ref, p, b.Location(g, p, false))
+}
+
+func (b *Book) add(ref syncnode.BlobRef, p peer.ID, loc signpost.Location) {
+	if _, err := b.store.Update(ref, func(sp *signpost.Signpost) { sp.AddLocation(p, loc) }); err != nil {
+		b.log.Error("signpost not updated", "blob", ref, "err", err)
+	}
+}
+
+// Location describes member p of g as a place a blob may be.
+func (b *Book) Location(g syncnode.GroupID, p peer.ID, proxy bool) signpost.Location {
+	l := signpost.Location{WhenSeen: time.Now(), IsProxy: proxy}
+	if m, ok := b.groups.Member(g, p); ok {
+		l.IsServer = m.DevType == syncnode.Server
+		l.Addrs = m.Addrs
+	}
+	if p == b.self {
+		l.Addrs = b.addrs()
+	}
+	if len(l.Addrs) > signpost.MaxAddrs {
+		l.Addrs = l.Addrs[:signpost.MaxAddrs]
+	}
+	return l
+}
+
+// Covering returns g and this node's other groups whose prefixes cover
+// key.
+func (b *Book) Covering(g syncnode.GroupID, key string) []syncnode.GroupID {
+	out := []syncnode.GroupID{g}
+	for _, id := range b.groups.Groups() {
+		if id == g {
+			continue
+		}
+		if s, err := b.groups.Spec(id); err == nil && s.Covers(key) && b.groups.IsMember(b.self, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Public reports whether a blob that groups reference may be named in the
+// DHT, announced or looked up: no group of this node references it, or a
+// public one does. A group whose spec cannot be read counts as private.
+func (b *Book) Public(groups []syncnode.GroupID) bool {
+	if len(groups) == 0 {
+		return true
+	}
+	for _, g := range groups {
+		if spec, err := b.groups.Spec(g); err == nil && !spec.Private {
+			return true
+		}
+	}
+	return false
+}
+
+// Announced reports whether a held blob is provided in the DHT: a public
+// group this node is in references it. A blob that only private groups
+// reference is never announced: the DHT is open to strangers, and a
+// provider record would tell them the ref and who holds it. Members find
+// it through signposts.
+func (b *Book) Announced(ref syncnode.BlobRef) bool {
+	for _, g := range b.GroupsOf(ref) {
+		spec, err := b.groups.Spec(g)
+		if err == nil && !spec.Private && b.groups.IsMember(b.self, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsServerMember reports whether the membership makes p a server in one
+// of groups.
+func (b *Book) IsServerMember(p peer.ID, groups []syncnode.GroupID) bool {
+	for _, g := range groups {
+		if m, ok := b.groups.Member(g, p); ok && m.DevType == syncnode.Server {
+			return true
+		}
+	}
+	return false
+}
+
+// IsServerIn reports whether this node is a server in any of groups.
+func (b *Book) IsServerIn(groups []syncnode.GroupID) bool { return b.IsServerMember(b.self, groups) }
