@@ -10,6 +10,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
+	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/signpost"
@@ -54,10 +55,61 @@ func (v groupView) MayFetch(p peer.ID, groups []syncnode.GroupID) bool {
 	return v.n.sync.MayFetch(p, groups)
 }
 
+// Priority is this node's priority in g.
+func (v groupView) Priority(g syncnode.GroupID) (syncnode.Priority, error) {
+	return v.n.sync.Priority(g)
+}
+
+// PeerPriority is member p's priority in g.
+func (v groupView) PeerPriority(g syncnode.GroupID, p peer.ID) (syncnode.Priority, bool) {
+	return v.n.sync.PeerPriority(g, p)
+}
+
+// IsAdmin reports whether p is an admin of g.
+func (v groupView) IsAdmin(g syncnode.GroupID, p peer.ID) bool { return v.n.sync.IsAdmin(g, p) }
+
+// SyncWith runs a round of g with p.
+func (v groupView) SyncWith(ctx context.Context, g syncnode.GroupID, p peer.ID) error {
+	return v.n.sync.SyncWith(ctx, g, p)
+}
+
+// Rows lists g's live rows.
+func (v groupView) Rows(g syncnode.GroupID) []syncgroup.Row {
+	rows, _ := v.n.ListRows(g, "")
+	return rows
+}
+
+// Ejected reports whether an admin ejected this node from g.
+func (v groupView) Ejected(g syncnode.GroupID) bool {
+	var out bool
+	v.n.sync.With(g, func(gr *syncgroup.Group) error {
+		out = gr.Banned(v.n.h.ID()) && !gr.IsMember(v.n.h.ID())
+		return nil
+	})
+	return out
+}
+
+// Eject removes p from g.
+func (v groupView) Eject(g syncnode.GroupID, p peer.ID) error { return v.n.sync.Eject(g, p) }
+
+// Leave leaves g.
+func (v groupView) Leave(ctx context.Context, g syncnode.GroupID, force bool) error {
+	return v.n.sync.Leave(ctx, g, force)
+}
+
 var (
+	_ handoff.Groups      = groupView{}
 	_ connectivity.Groups = groupView{}
 	_ signposting.Groups  = groupView{}
 )
+
+// ErrAtRisk reports a leave or an ejection refused because it would
+// leave blobs at risk (see handoff.ErrAtRisk).
+var ErrAtRisk = handoff.ErrAtRisk
+
+// Ejection is what an ejection did about the blobs of the group that the
+// ejected member kept shares of.
+type Ejection = handoff.Ejection
 
 // ErrAccess reports a request for a blob the requester may not fetch.
 var ErrAccess = signposting.ErrAccess
@@ -209,3 +261,10 @@ func (n *Node) Evict() (EvictionReport, error) {
 // Restoring returns the blobs whose copy this node is getting back from
 // its peers (a damaged copy, or shares found without a copy).
 func (n *Node) Restoring() []syncnode.BlobRef { return n.custody.Restoring() }
+
+// Holding returns, consistently, whether this node holds ref verified and
+// its shares of it by group: both are read under the lock that deleting a
+// copy and accepting shares take, so they describe one instant.
+func (n *Node) Holding(ref syncnode.BlobRef) (held bool, shares map[syncnode.GroupID]int, err error) {
+	return n.handoffs.Holding(ref)
+}

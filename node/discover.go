@@ -1,20 +1,15 @@
 package node
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/retrieval"
-	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
-	"github.com/syncnode/syncnode/ownership"
+	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -27,9 +22,7 @@ var _ syncer.Hooks = hooks{}
 func (h hooks) Applied(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
 	h.n.keepMember(g, from)
 	if slices.ContainsFunc(rows, func(r syncgroup.Row) bool { return strings.HasPrefix(r.Key, syncgroup.MembershipPrefix) }) {
-		if h.n.isEjected(g) {
-			h.n.ejected(g)
-		}
+		h.n.handoffs.MembershipChanged(g)
 	}
 	for _, r := range rows {
 		if r.Deleted {
@@ -82,49 +75,14 @@ func (h hooks) Learn(from peer.ID, g syncnode.GroupID, sps []syncer.SignpostEntr
 func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
 	h.n.keepMember(g, p)
 	h.n.holderBack(p)
-	h.n.maybeHandoff(g, p)
+	h.n.handoffs.AfterRound(g, p)
 }
 
 // Pushed hands blobs off after member p of g took a push of rows from
 // this node, as after a round: p is online and a member.
 func (h hooks) Pushed(g syncnode.GroupID, p peer.ID) {
 	h.n.keepMember(g, p)
-	h.n.maybeHandoff(g, p)
-}
-
-// maybeHandoff starts a hand-off to member p of g if this node hands off
-// to p's device type and none to p in g is running.
-func (n *Node) maybeHandoff(g syncnode.GroupID, p peer.ID) {
-	me, err := n.sync.Priority(g)
-	if err != nil {
-		return
-	}
-	them, ok := n.sync.PeerPriority(g, p)
-	if !ok || !handsOffTo(me.DevType, them.DevType) {
-		return
-	}
-	// A leaf's shares go to a non-leaf device only while no server of the
-	// group is online: a server fetches the blob anyway, and a copy on a
-	// device in between would be moved for nothing.
-	if them.DevType != syncnode.Server && n.serverOnline(g) {
-		return
-	}
-	k := handoffKey{g, p}
-	n.handoffMu.Lock()
-	busy := n.handoffs[k]
-	n.handoffs[k] = true
-	n.handoffMu.Unlock()
-	if busy {
-		return
-	}
-	n.goRun(func() {
-		defer func() {
-			n.handoffMu.Lock()
-			delete(n.handoffs, k)
-			n.handoffMu.Unlock()
-		}()
-		n.handoff(g, p)
-	})
+	h.n.handoffs.AfterRound(g, p)
 }
 
 // holderBack retries at once the server fetcher's queued blobs whose
@@ -158,159 +116,6 @@ func (n *Node) holderBack(p peer.ID) {
 // maxRetryScan bounds the queued blobs looked at when a holder returns.
 const maxRetryScan = 4096
 
-// serverOnline reports whether this node is connected to a server member
-// of g.
-func (n *Node) serverOnline(g syncnode.GroupID) bool {
-	for _, m := range n.Members(g) {
-		if m.DevType == syncnode.Server && m.Peer != n.h.ID() && n.connected(m.Peer) {
-			return true
-		}
-	}
-	return false
-}
-
-// handsOffTo reports whether a device of type self asks a member of type
-// peer to take its shares: a leaf any non-leaf, a non-server a server.
-func handsOffTo(self, peer syncnode.DevType) bool {
-	return ownership.LeafHandoff(self, peer, 1) > 0 || (peer == syncnode.Server && self != syncnode.Server)
-}
-
-type handoffKey struct {
-	g syncnode.GroupID
-	p peer.ID
-}
-
-type handoffRef struct {
-	ref syncnode.BlobRef
-	p   peer.ID
-}
-
-// handoffBackoff spaces the hand-offs of one blob to one peer that failed.
-type handoffBackoff struct {
-	next  time.Time
-	delay time.Duration
-}
-
-// maxHandoffs bounds the blobs a device offers to one peer after one round.
-const maxHandoffs = 32
-
-// handoff asks p to take the blobs of g this device holds shares of. Each
-// hand-off ends with the shares moved, or with them still here and the
-// reason in the blob's journal; a blob whose hand-off to p failed is not
-// offered to p again before a delay that doubles up to an hour.
-func (n *Node) handoff(g syncnode.GroupID, p peer.ID) {
-	now := time.Now()
-	var refs []syncnode.BlobRef
-	err := n.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
-		if sh[g] <= 0 || !n.holds(ref) {
-			return nil
-		}
-		n.handoffMu.Lock()
-		b := n.handoffRetry[handoffRef{ref, p}]
-		n.handoffMu.Unlock()
-		if now.Before(b.next) {
-			return nil
-		}
-		refs = append(refs, ref)
-		if len(refs) == maxHandoffs {
-			return errStopScan
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStopScan) {
-		n.log.Error("handoff: shares not listed", "err", err)
-		return
-	}
-	for _, ref := range refs {
-		ctx, cancel := context.WithTimeout(n.ctx, n.shares.AskWait+n.cfg.IOTimeout)
-		res, err := n.shares.Ask(ctx, p, ref, g)
-		cancel()
-		if n.ctx.Err() != nil {
-			return
-		}
-		taken := res.Taken
-		k := handoffRef{ref, p}
-		switch {
-		case err != nil:
-			n.noteHandoff(ref, fmt.Sprintf("hand-off to %s in %s failed; shares kept here: %v", p, g, err))
-		case res.Surplus:
-			n.noteHandoff(ref, fmt.Sprintf("server %s holds the two shares of %s already: the ones here were surplus and are dropped", p, g))
-		case taken == 0:
-			err = errors.New("took no shares")
-			n.noteHandoff(ref, fmt.Sprintf("hand-off to %s in %s: it took no shares; shares kept here", p, g))
-		default:
-			n.noteHandoff(ref, fmt.Sprintf("handed %d shares in %s to %s", taken, g, p))
-			n.log.Info("shares handed off", "peer", p, "blob", ref, "group", g, "shares", taken)
-		}
-		n.handoffMu.Lock()
-		if err != nil {
-			b := n.handoffRetry[k]
-			b.delay = min(max(2*b.delay, 2*time.Second), time.Hour)
-			b.next = time.Now().Add(b.delay)
-			n.handoffRetry[k] = b
-		} else {
-			delete(n.handoffRetry, k)
-		}
-		n.handoffMu.Unlock()
-		if err != nil {
-			n.log.Info("handoff failed", "peer", p, "blob", ref, "err", err)
-		}
-	}
-}
-
-var errStopScan = errors.New("stop")
-
-// asked takes a blob a member hands off: fetched from that member if not
-// held, then its shares, with the copy pinned against eviction meanwhile.
-func (n *Node) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID, leaving bool) (shares.Result, error) {
-	me, err := n.sync.Priority(g)
-	if err != nil {
-		return shares.Result{}, err
-	}
-	// A server that holds the blob and the group's two shares already
-	// says so: the asker's shares are surplus (a member offered shares it
-	// never had), and it drops them.
-	if me.DevType == syncnode.Server {
-		if held, sh, err := n.Holding(ref); err == nil && held && sh[g] >= ownership.CreatorShares {
-			return shares.Result{Surplus: true}, nil
-		}
-	}
-	them, ok := n.sync.PeerPriority(g, from)
-	if !ok || (!leaving && !handsOffTo(them.DevType, me.DevType)) || (leaving && me.DevType == syncnode.Leaf) {
-		// The holder would offer nothing: fetching would only churn.
-		return shares.Result{}, fmt.Errorf("node: a %s member hands nothing off to a %s one", them.DevType, me.DevType)
-	}
-	// Only a blob that a row of g references here: an ask is no way to
-	// make a server store (and pin) whatever a member likes.
-	if !slices.Contains(n.book.GroupsOf(ref), g) {
-		return shares.Result{}, fmt.Errorf("node: no row of %s that this node knows references %s", g, ref)
-	}
-	unpin := n.custody.Pin(ref)
-	defer unpin()
-	if !n.holds(ref) {
-		// In line with the background fetches from the same member: one
-		// whose asks drip their bytes in holds a few fetch places, and
-		// waits for them, never all of them.
-		release, err := n.retr.HolderSlot(ctx, from)
-		if err != nil {
-			return shares.Result{}, fmt.Errorf("node: hand-off from %s waited for a fetch place: %w", from, err)
-		}
-		_, err = n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityNormal, Hints: []peer.ID{from}})
-		release()
-		if err != nil {
-			n.noteHandoff(ref, fmt.Sprintf("hand-off from %s not taken: fetch failed: %v", from, err))
-			return shares.Result{}, err
-		}
-	}
-	res, err := n.shares.Take(ctx, from, ref, g)
-	if err != nil {
-		n.noteHandoff(ref, fmt.Sprintf("hand-off from %s not taken: %v", from, err))
-		return res, err
-	}
-	n.noteHandoff(ref, fmt.Sprintf("took %d shares in %s from %s", res.Taken, g, from))
-	return res, nil
-}
-
 // discover records blob refs found in a row of group g at key, written by
 // writer and received from from (this node, for a local write): the groups
 // of this node that cover key join the signposts, the writer and the
@@ -333,7 +138,7 @@ func (n *Node) discover(g syncnode.GroupID, key string, writer, from peer.ID, re
 		// the ref into.
 		fresh := newGroups(before, groups)
 		introduced := func(gg syncnode.GroupID) bool { return writer == self && slices.Contains(fresh, gg) }
-		if err := n.grantCreator(ref, groups, introduced); err != nil {
+		if err := n.handoffs.GrantCreator(ref, groups, introduced); err != nil {
 			errs = append(errs, err)
 		}
 		holds := n.holds(ref)
@@ -368,19 +173,13 @@ func (n *Node) wantIfServer(ref syncnode.BlobRef, groups []syncnode.GroupID) {
 	}
 }
 
-// settled records where shares this node gave away went: the acceptor
-// holds the blob verified, so it becomes a location (a server one, if it
-// is a server in the group) — how a device learns its blob is safe.
-func (n *Node) settled(t ownership.Transfer, accepted bool) {
-	if !accepted {
-		// Shares that come back to a node the group ejected count for
-		// nothing there, and the admin made up for them at the ejection.
-		if n.isEjected(t.Group) {
-			if err := n.ledger.DropGroup(t.Ref, t.Group); err != nil {
-				n.log.Error("shares returned to an ejected node not dropped", "blob", t.Ref, "group", t.Group, "err", err)
-			}
+// newGroups returns the groups of gs that ref's signpost does not name yet.
+func newGroups(sp signpost.Signpost, gs []syncnode.GroupID) []syncnode.GroupID {
+	var out []syncnode.GroupID
+	for _, g := range gs {
+		if _, ok := sp.SgIDs[g]; !ok {
+			out = append(out, g)
 		}
-		return
 	}
-	n.book.Took(t.Ref, t.Group, t.To)
+	return slices.Clip(out)
 }

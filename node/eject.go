@@ -1,21 +1,12 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/retrieval"
-	"github.com/syncnode/syncnode/internal/shares"
-	"github.com/syncnode/syncnode/ownership"
-	"github.com/syncnode/syncnode/syncgroup"
 )
 
 // EjectOptions modify EjectMemberWith.
@@ -23,19 +14,6 @@ type EjectOptions struct {
 	// Force ejects even when some blob that only the member is known to
 	// hold could not be fetched first: it is left at risk.
 	Force bool
-}
-
-// Ejection is what an ejection did about the blobs that rows of the group
-// reference and that the ejected member kept shares of (by its own word,
-// or, when it did not answer, by what the admin knew).
-type Ejection struct {
-	// Held are those blobs.
-	Held []syncnode.BlobRef
-	// Kept are those the admin fetched and now keeps for the group: it
-	// holds them verified with the group's two shares.
-	Kept []syncnode.BlobRef
-	// AtRisk are those it could not fetch.
-	AtRisk []syncnode.BlobRef
 }
 
 // ejectWait bounds the fetches EjectMember runs before it ejects.
@@ -52,311 +30,15 @@ func (n *Node) EjectMember(g syncnode.GroupID, p peer.ID) error {
 
 // EjectMemberWith removes p from group g (a member, or a peer invited that
 // has not joined yet); this node must be an admin. An ejection never takes
-// the group's only copy with it. While p is still a member:
-//
-//   - if p answers, this node asks it which blobs of g it keeps shares of,
-//     fetches those it lacks, and takes all of p's shares of them (p offers
-//     them to an admin about to eject it, whatever the priorities say);
-//   - if p does not answer, the ejection is refused (ErrAtRisk) unless
-//     o.Force: then this node fetches the blobs that, as far as it knows,
-//     only p keeps (see onlyHeldBy).
-//
-// Of the blobs fetched whose shares did not move here (p did not answer,
-// or refused), this node takes the group's two shares itself once p is
-// out, less those the members that stay say they keep. Shares p has in
-// escrow for a member it cannot reach are asked about at that member:
-// those it took stay with it, and this node makes up for the rest; if it
-// does not answer either, the blob is at risk (refused unless o.Force;
-// forced, this node takes the two shares, two too many should that member
-// have taken them).
-//
-// It first runs a sync round with p, so that the rows p wrote are known
-// here. If a blob cannot be fetched the ejection is refused (ErrAtRisk,
-// naming it) unless o.Force. Once p is out it is told so, and drops whatever
-// shares of g it still counts.
+// the group's only copy with it: the blobs p keeps shares of are fetched
+// and their shares taken here first, and if one cannot be, or p does not
+// answer, the ejection is refused with ErrAtRisk unless o.Force (see
+// handoff.Handoffs.Eject for the whole rule).
 func (n *Node) EjectMemberWith(ctx context.Context, g syncnode.GroupID, p peer.ID, o EjectOptions) (Ejection, error) {
 	ctx, done, err := n.call(ctx)
 	if err != nil {
 		return Ejection{}, err
 	}
 	defer done()
-	var e Ejection
-	var regrant []syncnode.BlobRef // kept without p's shares: made up for once p is out
-	keep := func(refs []syncnode.BlobRef, took func([]syncnode.BlobRef) (owed, unknown []syncnode.BlobRef)) {
-		var held []syncnode.BlobRef
-		for _, ref := range refs {
-			// Pinned until its shares are here: a node over its budget
-			// would evict a copy it holds no shares of yet.
-			unpin := n.custody.Pin(ref)
-			defer unpin()
-			if _, err := n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityHigh, Hints: []peer.ID{p}}); err != nil {
-				n.log.Warn("a blob an ejected member kept could not be fetched", "blob", ref, "group", g, "peer", p, "err", err)
-				e.AtRisk = append(e.AtRisk, ref)
-				continue
-			}
-			held = append(held, ref)
-		}
-		owed, unknown := took(held)
-		for _, ref := range held {
-			if slices.Contains(unknown, ref) {
-				n.log.Warn("shares of a member to eject are in escrow with a member that does not answer", "blob", ref, "group", g, "peer", p, "force", o.Force)
-				if !o.Force {
-					e.AtRisk = append(e.AtRisk, ref)
-					continue
-				}
-				// Forced: made up for here, two too many should that
-				// member have taken them and not answer, rather than none.
-				owed = append(owed, ref)
-			}
-			e.Kept = append(e.Kept, ref)
-			if slices.Contains(owed, ref) {
-				regrant = append(regrant, ref)
-			}
-		}
-	}
-	if !n.sync.IsMember(p, g) {
-		// Invited, never joined (or out already): it keeps nothing.
-		return e, n.sync.Eject(g, p)
-	}
-	// A round first: the rows p wrote and this node lacks name blobs too.
-	err = n.sync.SyncWith(ctx, g, p)
-	refs := n.refsIn(g)
-	var kept []syncnode.BlobRef
-	if err == nil {
-		kept, err = n.keptBy(ctx, g, p, refs)
-	}
-	if err == nil {
-		// Every share p keeps is taken, in one transfer: a group may have
-		// them split between p and a server. Should p have made some up,
-		// a server holding the group's two later calls them surplus.
-		e.Held = kept
-		keep(kept, func(held []syncnode.BlobRef) (owed, unknown []syncnode.BlobRef) {
-			return n.takeFromEjected(ctx, g, p, held)
-		})
-	} else {
-		if !o.Force {
-			return e, fmt.Errorf("%w: %s does not answer, so what it keeps in %s cannot be checked (%v); eject with force to go by what this node knows",
-				ErrAtRisk, p, g, err)
-		}
-		n.log.Info("a member to eject does not answer; going by what this node knows", "group", g, "peer", p, "err", err)
-		e.Held = n.onlyHeldBy(g, p, refs)
-		keep(e.Held, func(held []syncnode.BlobRef) (owed, unknown []syncnode.BlobRef) { return held, nil })
-	}
-	if len(e.AtRisk) > 0 && !o.Force {
-		return e, fmt.Errorf("%w: %d of the %d blobs that %s keeps in %s could not be fetched (first %s); eject with force to leave them at risk",
-			ErrAtRisk, len(e.AtRisk), len(e.Held), p, g, e.AtRisk[0])
-	}
-	if err := n.sync.Eject(g, p); err != nil {
-		return e, err
-	}
-	var errs []error
-	for _, ref := range regrant {
-		// What the members that stay keep (their word) is not made up
-		// for: a creator holding its two, a server holding the group's,
-		// a member that took p's shares in escrow.
-		want := ownership.CreatorShares
-		if others, q := n.othersHold(ctx, g, p, ref); others > 0 {
-			want -= others
-			n.noteHandoff(ref, fmt.Sprintf("%d of the shares not taken over from %s: %s and others keep them", min(others, ownership.CreatorShares), p, q))
-		}
-		if want <= 0 {
-			continue
-		}
-		if err := n.keepForGroup(ref, g, want); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return e, errors.Join(errs...)
-}
-
-// othersHold returns how many shares of ref in g the members other than
-// p and this node say they keep (at most the group's two), and one of
-// them; members that do not answer count for none.
-func (n *Node) othersHold(ctx context.Context, g syncnode.GroupID, p peer.ID, ref syncnode.BlobRef) (int, peer.ID) {
-	total, who := 0, peer.ID("")
-	for _, m := range n.Members(g) {
-		if m.Peer == p || m.Peer == n.h.ID() {
-			continue
-		}
-		hctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
-		held, err := n.shares.HeldBy(hctx, m.Peer, []shares.Item{{Ref: ref, Group: g}})
-		cancel()
-		if err == nil && held[0] > 0 {
-			total += held[0]
-			who = m.Peer
-		}
-	}
-	return min(total, ownership.CreatorShares), who
-}
-
-// refsIn returns the blobs that live rows of g reference, each once.
-func (n *Node) refsIn(g syncnode.GroupID) []syncnode.BlobRef {
-	rows, err := n.ListRows(g, "")
-	if err != nil {
-		return nil
-	}
-	var out []syncnode.BlobRef
-	seen := map[syncnode.BlobRef]bool{}
-	for _, r := range rows {
-		refs, _ := syncgroup.FindRefs(r.Value)
-		for _, ref := range refs {
-			if !seen[ref] {
-				seen[ref] = true
-				out = append(out, ref)
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b syncnode.BlobRef) int { return bytes.Compare(a.Bytes(), b.Bytes()) })
-	return out
-}
-
-// keptBy asks member p which of refs it keeps shares of in g.
-func (n *Node) keptBy(ctx context.Context, g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) ([]syncnode.BlobRef, error) {
-	items := make([]shares.Item, len(refs))
-	for i, ref := range refs {
-		items[i] = shares.Item{Ref: ref, Group: g, Ejecting: true}
-	}
-	keeps, err := n.shares.Keeps(ctx, p, items)
-	if err != nil {
-		return nil, err
-	}
-	var out []syncnode.BlobRef
-	for i, k := range keeps {
-		if k {
-			out = append(out, refs[i])
-		}
-	}
-	return out, nil
-}
-
-// takeFromEjected takes every share p holds of refs in g, as the admin
-// about to eject it. It returns the refs whose shares did not move here
-// and count for nothing once p is out (owed: made up for then, less what
-// the members that stay keep), and those whose shares are in escrow with
-// a member that does not answer: whether it took them is not known.
-func (n *Node) takeFromEjected(ctx context.Context, g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) (owed, unknown []syncnode.BlobRef) {
-	items := make([]shares.Item, len(refs))
-	for i, ref := range refs {
-		items[i] = shares.Item{Ref: ref, Group: g, Ejecting: true}
-	}
-	res, errs := n.shares.TakeAll(ctx, p, items)
-	for i, r := range res {
-		ref := refs[i]
-		switch {
-		case errs[i] != nil && len(r.Escrow) > 0:
-			// p's shares are in escrow for members p cannot reach: ask
-			// them, which fixes the outcome there. What they took they
-			// keep (and say so when the make-up is counted).
-			known := true
-			for _, t := range r.Escrow {
-				tctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
-				_, err := n.shares.ResolveAt(tctx, t)
-				cancel()
-				known = known && err == nil
-			}
-			if !known {
-				unknown = append(unknown, ref)
-				continue
-			}
-			owed = append(owed, ref)
-		case errs[i] != nil && strings.Contains(errs[i].Error(), ownership.ErrInEscrow.Error()):
-			// In escrow, with no transfer named: whether another member
-			// took them is not known.
-			unknown = append(unknown, ref)
-		case errs[i] != nil:
-			// Refused: p's shares count for nothing once it is out.
-			n.log.Info("shares of a member to eject not taken", "blob", ref, "group", g, "peer", p, "err", errs[i])
-			owed = append(owed, ref)
-		case r.Taken > 0 || r.HolderKeeps:
-			n.noteHandoff(ref, fmt.Sprintf("took %d shares in %s from %s before ejecting it", r.Taken, g, p))
-		}
-	}
-	return owed, unknown
-}
-
-// onlyHeldBy returns those of refs that, as far as this node knows, only
-// member p keeps in g: this node does not hold them, no other server of g
-// is known to hold them (a server's own word), and p is a server known to
-// hold them or wrote a row that references them (a writer keeps its blob,
-// with its shares, until a server has it). Copies that other members hold
-// without shares do not count: they may go at any time.
-func (n *Node) onlyHeldBy(g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) []syncnode.BlobRef {
-	written := map[syncnode.BlobRef]bool{}
-	if rows, err := n.ListRows(g, ""); err == nil {
-		for _, r := range rows {
-			if r.Writer == p {
-				found, _ := syncgroup.FindRefs(r.Value)
-				for _, ref := range found {
-					written[ref] = true
-				}
-			}
-		}
-	}
-	var out []syncnode.BlobRef
-	for _, ref := range refs {
-		if n.holds(ref) {
-			continue
-		}
-		byP, byOther := written[ref], false
-		if sp, err := n.signposts.Get(ref); err == nil {
-			for q, l := range sp.Locations {
-				switch {
-				case !l.IsServer:
-				case q == p:
-					byP = true
-				case n.sync.IsMember(q, g):
-					byOther = true
-				}
-			}
-		}
-		if byP && !byOther {
-			out = append(out, ref)
-		}
-	}
-	return out
-}
-
-// keepForGroup gives this node, which fetched ref from a member that was
-// its only known holder and is now ejected, want of the group's shares of
-// it (counting those it holds): the ejected member held them, and they pin
-// nothing in g any more.
-func (n *Node) keepForGroup(ref syncnode.BlobRef, g syncnode.GroupID, want int) error {
-	return n.withCopy(ref, func(held bool) error {
-		if !held {
-			return fmt.Errorf("node: %s was fetched and is gone again: %w", ref, syncnode.ErrNotFound)
-		}
-		sh, err := n.ledger.Shares(ref)
-		if err != nil {
-			return err
-		}
-		if need := min(want, ownership.CreatorShares) - sh[g]; need > 0 {
-			if err := n.ledger.Grant(ref, g, need); err != nil {
-				return err
-			}
-		}
-		n.noteHandoff(ref, fmt.Sprintf("kept for %s: its only known holder was ejected", g))
-		return nil
-	})
-}
-
-// isEjected reports whether an admin ejected this node from group g.
-func (n *Node) isEjected(g syncnode.GroupID) bool {
-	var out bool
-	n.sync.With(g, func(gr *syncgroup.Group) error {
-		out = gr.Banned(n.h.ID()) && !gr.IsMember(n.h.ID())
-		return nil
-	})
-	return out
-}
-
-// ejected is run when this node learns that an admin ejected it from g:
-// the shares it holds there pin nothing any more, and the group is no
-// longer synced.
-func (n *Node) ejected(g syncnode.GroupID) {
-	n.log.Warn("ejected from a group by an admin; its shares here are dropped", "group", g)
-	for _, ref := range n.sharesIn(g) {
-		if err := n.ledger.DropGroup(ref, g); err != nil {
-			n.log.Error("shares of a group this node was ejected from not dropped", "blob", ref, "group", g, "err", err)
-		}
-	}
+	return n.handoffs.Eject(ctx, g, p, o.Force)
 }

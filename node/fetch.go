@@ -2,18 +2,12 @@ package node
 
 import (
 	"context"
-	"errors"
-	"slices"
-	"sync"
 	"time"
-
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/p2p"
-	"github.com/syncnode/syncnode/signpost"
 )
 
 // State is a stage of a blob fetch (see retrieval.State).
@@ -70,7 +64,7 @@ func (n *Node) FetchBlob(ctx context.Context, ref syncnode.BlobRef, opts FetchOp
 	if err != nil {
 		return res.Info, err
 	}
-	if err := n.takeShares(ctx, ref, res.Holders, false); err != nil {
+	if err := n.handoffs.TakeShares(ctx, ref, res.Holders, false); err != nil {
 		n.log.Info("fetched, but shares not all taken", "blob", ref, "err", err)
 	}
 	return res.Info, nil
@@ -83,117 +77,4 @@ func (n *Node) fetched(ref syncnode.BlobRef, size int64) {
 	n.custody.Touch(ref, time.Now(), size)
 	defer n.custody.EvictSoon()
 	n.book.Held(ref)
-}
-
-// takeShares asks the peers that may hold shares of ref for them, in each
-// group of the signpost this node is in: holders (the peers this node
-// fetched from, and extra), and the signpost's locations that are not
-// servers — proxies included, since a member that relayed a row may hold
-// the blob and its shares too. It fails if a holder could not be asked,
-// so that a caller retries later; a proxy that cannot be reached is only
-// logged (it hands its shares off itself when it next syncs with a server).
-// Unless waitAll, only the extra holders (the peers just fetched from,
-// which have just answered) are waited for: the others are asked in the
-// background, so that a user's fetch never waits on a device that is gone.
-func (n *Node) takeShares(ctx context.Context, ref syncnode.BlobRef, extra []peer.ID, waitAll bool) error {
-	unpin := n.custody.Pin(ref)
-	defer unpin()
-	sp, err := n.signposts.Get(ref)
-	if err != nil {
-		return err
-	}
-	type cand struct {
-		p      peer.ID
-		holder bool
-	}
-	var cands []cand
-	seen := map[peer.ID]bool{n.h.ID(): true}
-	for _, p := range extra {
-		if !seen[p] {
-			seen[p] = true
-			cands = append(cands, cand{p, true})
-		}
-	}
-	for _, l := range sp.Ranked() {
-		loc := sp.Locations[l.Peer]
-		if !seen[l.Peer] && !loc.IsServer {
-			seen[l.Peer] = true
-			cands = append(cands, cand{l.Peer, !loc.IsProxy})
-		}
-	}
-	// Each candidate is asked on its own goroutine: one slow or absent
-	// device does not hold up the others, nor the fetch slot for long.
-	var (
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
-	)
-	for _, g := range sp.Groups() {
-		if !n.sync.IsMember(n.h.ID(), g) || n.serverKeeps(ctx, ref, sp, g) {
-			continue
-		}
-		for _, c := range cands {
-			if !n.sync.IsMember(c.p, g) {
-				continue
-			}
-			if !waitAll && !slices.Contains(extra, c.p) {
-				n.goRun(func() { n.take(n.ctx, ref, g, c.p) })
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := n.take(ctx, ref, g, c.p); err != nil && c.holder {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// serverKeeps reports whether a device should leave ref's shares in g
-// alone: this node is no server of g, and a server of g has said that it
-// holds the blob (a location counts as a server's only on its own word).
-// The group's shares belong there; a device that took some from a member
-// claiming to hold them would only pin its copy.
-func (n *Node) serverKeeps(ctx context.Context, ref syncnode.BlobRef, sp signpost.Signpost, g syncnode.GroupID) bool {
-	if me, err := n.sync.Priority(g); err != nil || me.DevType == syncnode.Server {
-		return false
-	}
-	for p, l := range sp.Locations {
-		if l.IsServer && p != n.h.ID() {
-			if pp, ok := n.sync.PeerPriority(g, p); ok && pp.DevType == syncnode.Server {
-				return true
-			}
-		}
-	}
-	// The signpost may not know yet: the connected servers are asked.
-	for _, m := range n.Members(g) {
-		if m.DevType != syncnode.Server || m.Peer == n.h.ID() || !n.connected(m.Peer) {
-			continue
-		}
-		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		r, err := n.retr.Have(hctx, m.Peer, ref)
-		cancel()
-		if err == nil && r.Have {
-			return true
-		}
-	}
-	return false
-}
-
-// take asks p for its shares of ref in g, and logs what came of it.
-func (n *Node) take(ctx context.Context, ref syncnode.BlobRef, g syncnode.GroupID, p peer.ID) error {
-	res, err := n.takes.Take(ctx, p, ref, g)
-	switch {
-	case err != nil:
-		n.log.Debug("shares not taken", "blob", ref, "group", g, "peer", p, "err", err)
-	case res.Taken > 0:
-		n.log.Info("took ownership shares", "blob", ref, "group", g, "from", p, "shares", res.Taken, "holder keeps", res.HolderKeeps)
-	}
-	return err
 }

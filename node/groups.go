@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -103,11 +102,6 @@ type LeaveOptions struct {
 	Force bool
 }
 
-// ErrAtRisk reports a leave or an ejection refused because it would
-// leave blobs at risk: shares this node holds in the group could be handed
-// to no member, or blobs only the ejected member held could not be fetched.
-var ErrAtRisk = errors.New("node: blobs would be left at risk")
-
 // LeaveGroupWith leaves group g as LeaveGroup does, after handing every
 // share this node holds in g to a member (a server first, else any
 // member but a leaf), who fetches the blob from it first if needed. If a
@@ -132,84 +126,11 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 		ids = append(ids, m.Peer)
 	}
 	connectivity.ClearDialBackoff(n.h, ids)
-	// From now on this node takes no shares in g, and offers all it has.
-	n.shares.Leaving(g, true)
-	defer n.shares.Leaving(g, false)
-	held := n.handOffAll(ctx, g)
-	// Whatever is still here has no one else to keep it; a hand-off still
-	// in escrow (its taker did not settle) is not done either.
-	atRisk = n.sharesIn(g)
-	if pending, err := n.ledger.AllPending(); err == nil {
-		for _, t := range pending {
-			if t.Group == g && !slices.Contains(atRisk, t.Ref) {
-				atRisk = append(atRisk, t.Ref)
-			}
-		}
-	}
-	if len(atRisk) > 0 && !o.Force {
-		return atRisk, fmt.Errorf("%w: %d of the %d blobs whose shares this node holds in %s could be handed to no member (first %s); leave with force to leave them at risk",
-			ErrAtRisk, len(atRisk), max(len(held), len(atRisk)), g, atRisk[0])
-	}
-	if err := n.sync.Leave(ctx, g, o.Force); err != nil {
-		if errors.Is(err, syncer.ErrNoMemberReached) {
-			return atRisk, fmt.Errorf("%w: %v; leave with force to drop them", ErrAtRisk, err)
-		}
+	if atRisk, err = n.handoffs.Leave(ctx, g, o.Force); err != nil {
 		return atRisk, err
-	}
-	for _, ref := range n.sharesIn(g) {
-		if err := n.ledger.DropGroup(ref, g); err != nil {
-			n.log.Error("shares of a group left not dropped", "blob", ref, "group", g, "err", err)
-		}
-	}
-	if len(atRisk) > 0 {
-		n.log.Warn("left a group with blobs at risk", "group", g, "blobs", len(atRisk), "first", atRisk[0])
-		for _, ref := range atRisk {
-			n.noteHandoff(ref, fmt.Sprintf("left %s by force with this blob at risk: no member took its shares", g))
-		}
 	}
 	n.forgetGroup(g)
 	return atRisk, nil
-}
-
-// handOffAll hands every share this node holds in g to a member before
-// it leaves (the shares service marked as leaving g): servers first, then
-// the members that are not leaves. It returns the blobs it held shares of.
-func (n *Node) handOffAll(ctx context.Context, g syncnode.GroupID) (held []syncnode.BlobRef) {
-	held = n.sharesIn(g)
-	if len(held) == 0 {
-		return nil
-	}
-	var servers, others []peer.ID
-	for _, m := range n.Members(g) {
-		switch {
-		case m.Peer == n.h.ID() || m.DevType == syncnode.Leaf:
-		case m.DevType == syncnode.Server:
-			servers = append(servers, m.Peer)
-		default:
-			others = append(others, m.Peer)
-		}
-	}
-	cands := append(servers, others...)
-	// A round with each candidate first: it takes over only blobs that
-	// rows it knows reference, and rows written here may not have reached
-	// it yet.
-	for _, p := range cands {
-		if err := n.sync.SyncWith(ctx, g, p); err != nil {
-			n.log.Info("no round before handing off", "group", g, "peer", p, "err", err)
-		}
-	}
-	for _, ref := range held {
-		for _, p := range cands {
-			if _, err := n.shares.AskLeaving(ctx, p, ref, g); err != nil {
-				n.log.Info("hand-off before leaving not taken", "blob", ref, "group", g, "peer", p, "err", err)
-			}
-			if sh, err := n.ledger.Shares(ref); err == nil && sh[g] == 0 {
-				n.noteHandoff(ref, fmt.Sprintf("handed its shares in %s to %s before leaving", g, p))
-				break
-			}
-		}
-	}
-	return held
 }
 
 // Groups returns the specs of the groups this node syncs.
@@ -343,16 +264,4 @@ func (n *Node) ListRows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, err
 		return nil
 	})
 	return out, err
-}
-
-// sharesIn returns the blobs this node holds shares of in group g.
-func (n *Node) sharesIn(g syncnode.GroupID) []syncnode.BlobRef {
-	var out []syncnode.BlobRef
-	n.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
-		if sh[g] > 0 {
-			out = append(out, ref)
-		}
-		return nil
-	})
-	return out
 }

@@ -28,8 +28,8 @@ import (
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
+	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/retrieval"
-	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/internal/workgroup"
@@ -178,8 +178,6 @@ type Node struct {
 	// dbFresh: the database was created at this open. Blobs the store
 	// holds already were held before it was lost.
 	dbFresh bool
-	// reclaims are the recovered blobs waiting for reclaim.
-	reclaims reclaimQueue
 	// rejoining are the groups taken up from the object store's records
 	// at open, with the members to sync their rows back from.
 	rejoining map[syncnode.GroupID][]memberAddrs
@@ -188,9 +186,9 @@ type Node struct {
 	service   *p2p.Service
 	client    *p2p.Client
 	sync      *syncer.Syncer
-	shares    *shares.Service
-	takes     takes
-	fetcher   *fetcher.Fetcher
+	// handoffs moves shares between this node and the members.
+	handoffs *handoff.Handoffs
+	fetcher  *fetcher.Fetcher
 
 	// retr fetches blobs: locates holders, shares transfers, judges.
 	retr *retrieval.Retriever
@@ -203,12 +201,6 @@ type Node struct {
 	// and waits for; ctx ends when Close begins.
 	work *workgroup.Group
 	ctx  context.Context
-
-	handoffMu sync.Mutex
-	handoffs  map[handoffKey]bool
-	// handoffRetry is when a blob's hand-off to a peer may be asked again
-	// after one that failed.
-	handoffRetry map[handoffRef]handoffBackoff
 
 	// custody keeps the copies held: locks, pins, eviction, scrubbing.
 	custody *custody.Custody
@@ -247,10 +239,9 @@ func (n *Node) start() {
 	n.sync.Run()
 	n.goRun(func() { n.reprov.Run(n.ctx) })
 	n.goRun(func() { fetcher.RunScans(n.ctx, *n.cfg.Fetcher, n.log, n.scan) })
-	n.goRun(n.recoverTransfers)
+	n.handoffs.Start()
 	n.goRun(n.rediscover)
 	n.custody.Start()
-	n.goRun(n.runReclaims)
 	for _, ai := range n.cfg.Bootstrap {
 		n.goRun(func() {
 			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
@@ -317,43 +308,6 @@ func (n *Node) SyncNow(g syncnode.GroupID) error {
 	return errors.Join(errs...)
 }
 
-// recoverTransfers settles share transfers a crash or a lost answer left
-// in escrow: at start, then with a delay that doubles from one second to
-// ten while any remain unsettled. Otherwise it sleeps until an offer puts
-// shares in escrow (and then gives the acceptor 2 × IOTimeout to settle by
-// itself), or a minute passes.
-func (n *Node) recoverTransfers() {
-	delay := time.Second
-	for {
-		pending, err := n.shares.Unfinished()
-		if err == nil && pending > 0 {
-			ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.IOTimeout)
-			k, err := n.shares.Recover(ctx)
-			cancel()
-			n.log.Info("share transfers recovered", "settled", k, "pending", pending, "err", err)
-			if k == pending {
-				delay = time.Second
-			} else {
-				delay = min(2*delay, 10*time.Second)
-			}
-		} else {
-			delay = time.Minute
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-n.ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		case <-n.shares.Escrowed():
-			t.Stop()
-			if !n.work.Sleep(2 * n.cfg.IOTimeout) {
-				return
-			}
-		}
-	}
-}
-
 // rediscover walks the stored rows once at start and records the blob refs
 // whose signposts a stop cut short (a row is stored before its refs are
 // recorded).
@@ -395,7 +349,7 @@ func (n *Node) Close() error {
 	n.retr.Close()
 	n.custody.Close()
 	n.sync.Close()
-	n.shares.Close()
+	n.handoffs.Close()
 	n.service.Close()
 	n.sayGoodbye()
 	n.work.Wait()
@@ -447,7 +401,7 @@ func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error)
 	if err != nil {
 		return info, err
 	}
-	if err := n.grantHeld(info.Ref); err != nil {
+	if err := n.handoffs.GrantHeld(info.Ref); err != nil {
 		return info, fmt.Errorf("node: stored %s, but its creator shares were not granted: %w", info.Ref, err)
 	}
 	n.custody.Restored(info.Ref)

@@ -18,9 +18,9 @@ import (
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
+	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/retrieval"
-	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/internal/workgroup"
@@ -40,8 +40,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Log, handoffs: map[handoffKey]bool{},
-		handoffRetry: map[handoffRef]handoffBackoff{}}
+	n := &Node{cfg: cfg, log: cfg.Log}
 	n.work = workgroup.New()
 	n.ctx = n.work.Context()
 	var opened closers
@@ -177,13 +176,6 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	if n.client, err = p2p.NewClient(n.h, n.blobs, clc, n.log); err != nil {
 		return err
 	}
-	n.shares = shares.New(n.h, n.ledger, n.sync, copies{n}, n.asked, n.settled, n.log)
-	n.takes = takes{n: n}
-	n.shares.AskWait = 10 * n.cfg.IOTimeout
-	if n.cfg.EscrowWait > 0 {
-		n.shares.EscrowWait = n.cfg.EscrowWait
-	}
-	opened.add(func() error { n.shares.Close(); return nil })
 	return n.conn.Start(n.h, groupView{n}, func(g syncnode.GroupID) { n.goRun(func() { n.syncAll(g) }) })
 }
 
@@ -192,6 +184,10 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 func (n *Node) openFetching() (err error) {
 	rc := retrieval.Config{IOTimeout: n.cfg.IOTimeout, MaxFetches: n.cfg.MaxFetches, Route: n.noteRoute}
 	if n.retr, err = retrieval.New(rc, n.h, n.blobs, n.client, n.dht, directory{n}, keeper{n}, n.log); err != nil {
+		return err
+	}
+	hc := handoff.Config{IOTimeout: n.cfg.IOTimeout, EscrowWait: n.cfg.EscrowWait, Note: n.noteHandoff}
+	if n.handoffs, err = handoff.New(hc, n.h, n.ledger, n.book, groupView{n}, n.custody, n.store, n.retr, n.log); err != nil {
 		return err
 	}
 	seed := uint64(time.Now().UnixNano())
@@ -228,7 +224,7 @@ func (n *Node) recoverState() error {
 	if err != nil {
 		return err
 	}
-	if err := n.checkOwnership(); err != nil {
+	if err := n.handoffs.CheckOwnership(); err != nil {
 		n.log.Error("ownership check at open incomplete", "err", err)
 	}
 	for _, g := range n.sync.Groups() {

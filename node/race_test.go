@@ -24,14 +24,8 @@ func TestEvictRacingShareTransferKeepsACopy(t *testing.T) {
 	// The key is set only while no hand-off runs: a running one deletes
 	// it when it ends, and the next round would hand the blob off.
 	testkit.WaitFor(t, 10*time.Second, "no hand-off running", func() bool {
-		leaf.handoffMu.Lock()
-		defer leaf.handoffMu.Unlock()
-		k := handoffKey{g, member.ID()}
-		if leaf.handoffs[k] {
-			return false
-		}
-		leaf.handoffs[k] = true
-		return true
+		_, ok := leaf.handoffs.Reserve(g, member.ID())
+		return ok
 	})
 	ref := putBlobRow(t, leaf, g, "photos/race.jpg", 128<<10, 9)
 	// The member gets the blob (fetch alone takes no shares) and learns
@@ -49,7 +43,7 @@ func TestEvictRacingShareTransferKeepsACopy(t *testing.T) {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			_, err := member.shares.Take(ctx, leaf.ID(), ref, g)
+			_, err := member.handoffs.Shares().Take(ctx, leaf.ID(), ref, g)
 			took <- err
 		}()
 		// Give the transfer every chance to land before the deletion.
@@ -131,7 +125,7 @@ func TestNoShareAcceptedBeforeTheCommitEnds(t *testing.T) {
 	// The copy is visible now; a share acceptance must wait.
 	accepted := make(chan bool, 1)
 	go func() {
-		b.withCopy(ref, func(held bool) error { accepted <- held; return nil })
+		b.handoffs.WithCopy(ref, func(held bool) error { accepted <- held; return nil })
 	}()
 	select {
 	case <-accepted:

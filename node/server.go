@@ -44,7 +44,7 @@ func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef, release 
 	// The bytes are here: a holder slow to hand over its shares holds up
 	// this blob's attempt, not the fetches of the blobs queued behind it.
 	release()
-	return res, n.takeShares(ctx, ref, res.Holders, true)
+	return res, n.handoffs.TakeShares(ctx, ref, res.Holders, true)
 }
 
 // scan queues every blob whose signpost names a group where this node is a

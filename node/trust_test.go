@@ -75,7 +75,7 @@ func TestAskForUnreferencedBlobRefused(t *testing.T) {
 	join(t, member, server, spec.ID, syncnode.Server)
 	ref := putBlobRow(t, member, spec.ID, "notes/elsewhere", 64<<10, 41)
 	testkit.WaitFor(t, 20*time.Second, "the server's copy of the blob", func() bool { return server.HasBlob(ref) })
-	if _, err := member.shares.Ask(t.Context(), server.ID(), ref, g); err == nil {
+	if _, err := member.handoffs.Shares().Ask(t.Context(), server.ID(), ref, g); err == nil {
 		t.Fatal("the server took shares in a group no row of which references the blob")
 	}
 	if sh, _ := server.ledger.Shares(ref); sh[g] > 0 {
@@ -100,7 +100,7 @@ func TestSurplusSharesDropped(t *testing.T) {
 	if err := phone.ledger.Grant(ref, g, 2); err != nil {
 		t.Fatal(err)
 	}
-	res, err := phone.shares.Ask(t.Context(), server.ID(), ref, g)
+	res, err := phone.handoffs.Shares().Ask(t.Context(), server.ID(), ref, g)
 	if err != nil || !res.Surplus {
 		t.Fatalf("the hand-off of surplus shares: %+v, %v", res, err)
 	}

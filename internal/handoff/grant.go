@@ -1,0 +1,96 @@
+package handoff
+
+import (
+	"errors"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
+)
+
+// withCopy runs fn with ref locked against deletion, held saying whether
+// this node holds it verified.
+func (h *Handoffs) withCopy(ref syncnode.BlobRef, fn func(held bool) error) error {
+	unlock := h.copies.Lock(ref)
+	defer unlock()
+	return fn(h.holds(ref))
+}
+
+// GrantCreator grants this node the creator's shares of ref in each of
+// groups it is a member of, if it holds the blob: as the blob's origin in
+// every group, otherwise only in the groups where introduced says its own
+// row brought the ref in. It runs whichever comes second, the row or the
+// bytes, and again at open, so the origin's copy is pinned before any
+// signpost makes it evictable.
+func (h *Handoffs) GrantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID, introduced func(syncnode.GroupID) bool) error {
+	return h.withCopy(ref, func(held bool) error {
+		if !held {
+			return nil
+		}
+		var errs []error
+		for _, g := range groups {
+			if !h.groups.IsMember(h.self, g) {
+				continue
+			}
+			granted, err := h.ledger.GrantCreator(ref, g, introduced != nil && introduced(g))
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if granted {
+				h.log.Info("creator shares granted", "blob", ref, "group", g)
+			}
+		}
+		if rec, err := h.ledger.Recovered(ref); err == nil && rec {
+			h.reclaims.add(ref)
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// GrantHeld grants the creator's shares of a held blob in the groups its
+// signpost names: after a put, and at open for every held blob, since a
+// stop may fall between storing the bytes and granting.
+func (h *Handoffs) GrantHeld(ref syncnode.BlobRef) error {
+	sp, err := h.book.Get(ref)
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return h.GrantCreator(ref, sp.Groups(), nil)
+}
+
+// CheckOwnership runs at open: held blobs get the creator's shares a stop
+// cut short, and shares of a blob with no verified copy here (I3 broken by
+// a lost or damaged copy) are reported and the copy is restored.
+func (h *Handoffs) CheckOwnership() error {
+	var errs []error
+	err := h.store.List(func(i blobstore.Info) error {
+		if err := h.GrantHeld(i.Ref); err != nil {
+			errs = append(errs, err)
+		}
+		return nil
+	})
+	errs = append(errs, err)
+	err = h.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
+		if !h.holds(ref) {
+			h.log.Error("shares held without a verified copy; restoring the copy", "blob", ref, "shares", sh)
+			h.copies.Restore(ref)
+		}
+		return nil
+	})
+	return errors.Join(append(errs, err)...)
+}
+
+// Holding returns, consistently, whether this node holds ref verified and
+// its shares of it by group: both are read under the lock that deleting a
+// copy and accepting shares take, so they describe one instant.
+func (h *Handoffs) Holding(ref syncnode.BlobRef) (held bool, shares map[syncnode.GroupID]int, err error) {
+	err = h.withCopy(ref, func(ok bool) error {
+		held = ok
+		var err error
+		shares, err = h.ledger.Shares(ref)
+		return err
+	})
+	return held, shares, err
+}
