@@ -16,7 +16,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/fetcher"
-	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/signpost"
 )
 
@@ -75,7 +75,7 @@ type FetchOptions struct {
 }
 
 // ErrNoHolder reports a blob that no reachable peer holds.
-var ErrNoHolder = p2p.ErrNoHolder
+var ErrNoHolder = blobproto.ErrNoHolder
 
 // FetchBlob fetches ref from the peers that hold it, located through its
 // signpost and then the DHT, verifying every byte, and takes the ownership
@@ -300,7 +300,7 @@ const retrySpacing = 250 * time.Millisecond
 
 // attempt makes one try of f: it takes a fetch slot, asks the likely
 // holder, else locates the holders and fetches from them.
-func (n *Node) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) (p2p.FetchResult, []peer.ID, error) {
+func (n *Node) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) (blobproto.FetchResult, []peer.ID, error) {
 	// The server fetcher's attempt needs a place with its likely holder
 	// before it takes a fetch slot: one member whose blobs come slowly (or
 	// never quite stall) holds half the slots at most, and the others'
@@ -311,13 +311,13 @@ func (n *Node) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, pri
 		if p, ok := n.likelyHolder(ref, hints); ok {
 			release, ok := n.perHolder.tryAcquire(p)
 			if !ok {
-				return p2p.FetchResult{}, nil, fmt.Errorf("%w: %s serves %d background fetches here already", fetcher.ErrBusy, p, n.perHolder.per)
+				return blobproto.FetchResult{}, nil, fmt.Errorf("%w: %s serves %d background fetches here already", fetcher.ErrBusy, p, n.perHolder.per)
 			}
 			defer release()
 		}
 	}
 	if err := n.gate.acquire(ctx, prio); err != nil {
-		return p2p.FetchResult{}, nil, err
+		return blobproto.FetchResult{}, nil, err
 	}
 	defer n.gate.release()
 	// A likely holder is asked for the blob whole at once, with no round
@@ -338,7 +338,7 @@ func (n *Node) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, pri
 			return res, holders, nil
 		case ctx.Err() != nil:
 			return res, nil, err
-		case !errors.Is(err, p2p.ErrNotWhole):
+		case !errors.Is(err, blobproto.ErrNotWhole):
 			tried = append(tried, p) // not a holder after all, or a failed one
 		}
 	}
@@ -349,7 +349,7 @@ func (n *Node) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, pri
 		f.set(Status{State: Locating})
 		holders, err := n.locate(ctx, ref, hints, tried)
 		if err != nil {
-			return p2p.FetchResult{}, nil, err
+			return blobproto.FetchResult{}, nil, err
 		}
 		f.set(Status{State: Fetching, Holders: holders})
 		res, err := n.transfer(ctx, f, ref, holders, false)
@@ -374,11 +374,11 @@ func (n *Node) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, pri
 // lands on the copy between its becoming visible and its directory entry
 // reaching stable storage, where a power loss would leave the shares
 // without the copy.
-func (n *Node) transfer(ctx context.Context, f *flight, ref syncnode.BlobRef, holders []peer.ID, wholeOnly bool) (p2p.FetchResult, error) {
+func (n *Node) transfer(ctx context.Context, f *flight, ref syncnode.BlobRef, holders []peer.ID, wholeOnly bool) (blobproto.FetchResult, error) {
 	marked := make(chan error, 1)
 	go func() { marked <- n.ledger.MarkFetched(ref) }()
-	res, err := n.client.FetchWith(ctx, ref, holders, p2p.FetchOptions{
-		Progress: func(p p2p.Progress) {
+	res, err := n.client.FetchWith(ctx, ref, holders, blobproto.FetchOptions{
+		Progress: func(p blobproto.Progress) {
 			// A whole-blob ask is still locating until bytes come: a
 			// larger blob goes on to a locate.
 			if !wholeOnly || p.Received > 0 || p.Total == 0 {
@@ -401,7 +401,7 @@ func (n *Node) transfer(ctx context.Context, f *flight, ref syncnode.BlobRef, ho
 	})
 	n.stats.bytesIn.Add(res.FromNetwork)
 	n.judge(ref, res, err == nil)
-	if !errors.Is(err, p2p.ErrNotWhole) {
+	if !errors.Is(err, blobproto.ErrNotWhole) {
 		n.noteRoute(ref, res, err)
 	}
 	return res, err
@@ -456,7 +456,7 @@ func (n *Node) fetched(ref syncnode.BlobRef, size int64) {
 // judge records how ref's holders behaved in a fetch: liars are banned
 // and dropped from the signpost, holders that stalled, truncated or reset
 // are demoted, and those that delivered a blob that completed are cleared.
-func (n *Node) judge(ref syncnode.BlobRef, res p2p.FetchResult, ok bool) {
+func (n *Node) judge(ref syncnode.BlobRef, res blobproto.FetchResult, ok bool) {
 	now := time.Now()
 	for _, p := range res.Faulty {
 		n.rep.faulted(p, now)

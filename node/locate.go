@@ -12,7 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/internal/blobproto"
 )
 
 // haveGrace is the least time locate waits for more holders' answers after
@@ -103,7 +103,7 @@ func (l *locating) good() bool {
 func (l *locating) ask(ctx context.Context, cands []peer.ID, hedge time.Duration) (more []peer.ID) {
 	type answer struct {
 		p   peer.ID
-		r   p2p.HaveResult
+		r   blobproto.HaveResult
 		err error
 	}
 	var todo []peer.ID

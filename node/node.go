@@ -27,6 +27,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/ownership"
@@ -192,8 +193,8 @@ type Node struct {
 	reachHint event.Emitter
 	dht       *p2p.DHT
 	reprov    *p2p.Reprovider
-	service   *p2p.Service
-	client    *p2p.Client
+	service   *blobproto.Service
+	client    *blobproto.Client
 	sync      *syncer.Syncer
 	shares    *shares.Service
 	takes     takes
@@ -581,4 +582,4 @@ func (n *Node) Ledger() *ownership.Ledger { return n.ledger }
 
 // UploadStats returns the blob service's counters: uploads running and
 // queued, bytes sent.
-func (n *Node) UploadStats() p2p.ServiceStats { return n.service.Stats() }
+func (n *Node) UploadStats() blobproto.ServiceStats { return n.service.Stats() }

@@ -17,6 +17,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/syncer"
@@ -161,12 +162,12 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		n.sync.Restore(l.Group, l.Prio)
 	}
 
-	if n.service, err = p2p.NewService(n.h, n.store, p2p.ServiceConfig{IOTimeout: n.cfg.IOTimeout}, n.log, n.signpostFor, n.mayServe); err != nil {
+	if n.service, err = blobproto.NewService(n.h, n.store, blobproto.ServiceConfig{IOTimeout: n.cfg.IOTimeout}, n.log, n.signpostFor, n.mayServe); err != nil {
 		return err
 	}
 	opened.add(func() error { n.service.Close(); return nil })
-	cc := p2p.ClientConfig{IOTimeout: n.cfg.IOTimeout, Relayed: n.cfg.Relayed, RelayRate: n.cfg.RelayRate}
-	if n.client, err = p2p.NewClient(n.h, n.blobs, cc, n.log); err != nil {
+	cc := blobproto.ClientConfig{IOTimeout: n.cfg.IOTimeout, Relayed: n.cfg.Relayed, RelayRate: n.cfg.RelayRate}
+	if n.client, err = blobproto.NewClient(n.h, n.blobs, cc, n.log); err != nil {
 		return err
 	}
 	n.shares = shares.New(n.h, n.ledger, n.sync, copies{n}, n.asked, n.settled, n.log)

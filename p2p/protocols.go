@@ -1,6 +1,6 @@
-// Package p2p carries syncnode between devices: the libp2p host, the
-// versioned protocol IDs, framed msgpack streams, the private Kademlia DHT
-// and the verified blob transfer protocol.
+// Package p2p is syncnode's transport: the libp2p host with its stream
+// limits, the table of protocol IDs, framed msgpack streams, request
+// exchange with liveness probes, relay helpers and the private DHT.
 package p2p
 
 import (

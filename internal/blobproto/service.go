@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"bufio"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
 )
 
@@ -114,15 +115,15 @@ func NewService(h host.Host, store blobstore.Store, cfg ServiceConfig, log *slog
 	s := &Service{h: h, store: store, cfg: cfg, log: log, signposts: signposts, access: access,
 		slots: newFairSlots(cfg.MaxUploads, cfg.MaxUploadsPerPeer, cfg.MaxQueued, cfg.MaxQueuedPerPeer)}
 	s.bufs.New = func() any { b := make([]byte, cfg.ChunkSize); return &b }
-	h.SetStreamHandler(ProtoHaveBlob, s.handleHave)
-	h.SetStreamHandler(ProtoGetBlob, s.handleGet)
+	h.SetStreamHandler(p2p.ProtoHaveBlob, s.handleHave)
+	h.SetStreamHandler(p2p.ProtoGetBlob, s.handleGet)
 	return s, nil
 }
 
 // Close unregisters the handlers.
 func (s *Service) Close() {
-	s.h.RemoveStreamHandler(ProtoHaveBlob)
-	s.h.RemoveStreamHandler(ProtoGetBlob)
+	s.h.RemoveStreamHandler(p2p.ProtoHaveBlob)
+	s.h.RemoveStreamHandler(p2p.ProtoGetBlob)
 }
 
 // ServiceStats are the service's counters.
@@ -141,14 +142,14 @@ func (s *Service) Stats() ServiceStats {
 func (s *Service) handleHave(st network.Stream) {
 	defer st.Close()
 	var req haveRequest
-	if err := ReadMsg(bufio.NewReader(st), st, &req, maxRequest, s.cfg.IOTimeout); err != nil {
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, maxRequest, s.cfg.IOTimeout); err != nil {
 		s.log.Debug("have: bad request", "peer", st.Conn().RemotePeer(), "err", err)
 		st.Reset()
 		return
 	}
 	s.haves.Add(1)
 	resp := s.have(st.Conn().RemotePeer(), req)
-	if err := WriteMsg(st, resp, s.cfg.IOTimeout); err != nil {
+	if err := p2p.WriteMsg(st, resp, s.cfg.IOTimeout); err != nil {
 		st.Reset()
 	}
 }
@@ -186,7 +187,7 @@ func (s *Service) have(from peer.ID, req haveRequest) haveResponse {
 func (s *Service) handleGet(st network.Stream) {
 	from := st.Conn().RemotePeer()
 	var req getRequest
-	if err := ReadMsg(bufio.NewReader(st), st, &req, maxRequest, s.cfg.IOTimeout); err != nil {
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, maxRequest, s.cfg.IOTimeout); err != nil {
 		s.log.Debug("get: bad request", "peer", from, "err", err)
 		st.Reset()
 		return
@@ -201,7 +202,7 @@ func (s *Service) handleGet(st network.Stream) {
 }
 
 func (s *Service) refuse(st network.Stream, code uint8, msg string) error {
-	return WriteMsg(st, getResponse{Code: code, Msg: msg}, s.cfg.IOTimeout)
+	return p2p.WriteMsg(st, getResponse{Code: code, Msg: msg}, s.cfg.IOTimeout)
 }
 
 // serve answers one GetBlob request, returning the blob bytes sent.
@@ -250,7 +251,7 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 	s.uploads.Add(1)
 	defer s.uploads.Add(-1)
 
-	if err := WriteMsg(st, getResponse{Size: size, TreeLen: int64(len(tree)), Len: req.Len}, s.cfg.IOTimeout); err != nil {
+	if err := p2p.WriteMsg(st, getResponse{Size: size, TreeLen: int64(len(tree)), Len: req.Len}, s.cfg.IOTimeout); err != nil {
 		return 0, err
 	}
 	if len(tree) > 0 {

@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"bufio"
@@ -20,21 +20,22 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/baotree"
+	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
 )
 
 // Errors of a fetch.
 var (
 	// ErrConfig reports a client or service config that cannot work.
-	ErrConfig = errors.New("p2p: invalid config")
+	ErrConfig = errors.New("blobproto: invalid config")
 	// ErrNoHolder reports a fetch that no holder could serve.
-	ErrNoHolder = errors.New("p2p: no holder could serve the blob")
+	ErrNoHolder = errors.New("blobproto: no holder could serve the blob")
 	// ErrLiar reports a holder that sent bytes or a tree that do not match
 	// the blob ref; it is dropped from the fetch.
-	ErrLiar = errors.New("p2p: holder sent data that does not match the blob ref")
+	ErrLiar = errors.New("blobproto: holder sent data that does not match the blob ref")
 	// ErrStalled reports a holder that sent less than MinProgress bytes
 	// within an IOTimeout: a trickle (slow-loris) is dropped like silence.
-	ErrStalled = errors.New("p2p: holder stalled")
+	ErrStalled = errors.New("blobproto: holder stalled")
 )
 
 // ClientConfig configures blob fetches. A zero field takes its default
@@ -74,7 +75,7 @@ type ClientConfig struct {
 	// circuit relay does (default RelayThrottle). Before it crosses a
 	// relay it waits up to DirectWait (default 2 s) for hole punching to
 	// open a direct connection.
-	Relayed    RelayPolicy
+	Relayed    p2p.RelayPolicy
 	DirectWait time.Duration
 	// RelayRate is the bytes per second that all relayed transfers
 	// together read under RelayThrottle (default 1 MiB/s).
@@ -91,7 +92,7 @@ type ClientConfig struct {
 func DefaultClientConfig() ClientConfig {
 	return ClientConfig{RangeSize: 32 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
 		MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, BusyWait: time.Minute, SyncEvery: 64 << 20,
-		MaxBlobSize: 256 << 30, Relayed: RelayThrottle, DirectWait: 2 * time.Second, RelayRate: 1 << 20,
+		MaxBlobSize: 256 << 30, Relayed: p2p.RelayThrottle, DirectWait: 2 * time.Second, RelayRate: 1 << 20,
 		TreeMemory: 64 << 20}
 }
 
@@ -125,7 +126,7 @@ func (c ClientConfig) Validate() error {
 		return fmt.Errorf("%w: client sizes must not be negative: %+v", ErrConfig, c)
 	case c.IOTimeout < 0, c.RetryDelay < 0, c.BusyWait < 0, c.DirectWait < 0:
 		return fmt.Errorf("%w: client durations must not be negative: %+v", ErrConfig, c)
-	case c.Relayed != "" && c.Relayed != RelayThrottle && c.Relayed != RelayAllow && c.Relayed != RelayRefuse:
+	case c.Relayed != "" && !validPolicy(c.Relayed):
 		return fmt.Errorf("%w: relay policy %q: want throttle, allow or refuse", ErrConfig, c.Relayed)
 	case c.Retries < -1:
 		return fmt.Errorf("%w: Retries %d: -1 means never", ErrConfig, c.Retries)
@@ -178,21 +179,21 @@ type HaveResult struct {
 // Have asks p whether it holds ref.
 func (c *Client) Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (HaveResult, error) {
 	var resp haveResponse
-	err := Exchange(ctx, c.h, p, ProtoHaveBlob, func(st network.Stream) error {
+	err := p2p.Exchange(ctx, c.h, p, p2p.ProtoHaveBlob, func(st network.Stream) error {
 		defer st.Close()
 		defer ctxStream(ctx, st)()
-		if err := WriteMsg(st, haveRequest{Ref: ref.Bytes()}, c.cfg.IOTimeout); err != nil {
+		if err := p2p.WriteMsg(st, haveRequest{Ref: ref.Bytes()}, c.cfg.IOTimeout); err != nil {
 			st.Reset()
 			return err
 		}
-		if err := ReadMsg(bufio.NewReader(st), st, &resp, MaxFrame, c.cfg.IOTimeout); err != nil {
+		if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, c.cfg.IOTimeout); err != nil {
 			st.Reset()
 			return err
 		}
 		return nil
 	})
 	if err != nil {
-		return HaveResult{}, fmt.Errorf("p2p: have %s from %s: %w", ref, p, err)
+		return HaveResult{}, fmt.Errorf("blobproto: have %s from %s: %w", ref, p, err)
 	}
 	switch resp.Code {
 	case codeOK:
@@ -202,7 +203,7 @@ func (c *Client) Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (Hav
 		if resp.Signpost != nil {
 			sp, err := resp.Signpost.Signpost()
 			if err != nil {
-				return HaveResult{}, fmt.Errorf("%w: signpost from %s: %v", ErrBadMessage, p, err)
+				return HaveResult{}, fmt.Errorf("%w: signpost from %s: %v", p2p.ErrBadMessage, p, err)
 			}
 			out.Signpost = sp
 		}
@@ -269,7 +270,7 @@ func (c *Client) get(ctx context.Context, p peer.ID, req getRequest, body func(t
 // getOnce sends one GetBlob request (through Exchange: a connection that
 // turns out dead before the answer starts is replaced once).
 func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body func(tree []byte, data io.Reader, n int64) error) (resp getResponse, err error) {
-	err = Exchange(ctx, c.h, p, ProtoGetBlob, func(st network.Stream) error {
+	err = p2p.Exchange(ctx, c.h, p, p2p.ProtoGetBlob, func(st network.Stream) error {
 		resp, err = c.getOn(ctx, st, p, req, body)
 		return err
 	})
@@ -279,36 +280,34 @@ func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body fu
 // getOn sends req on st, which it closes or resets.
 func (c *Client) getOn(ctx context.Context, st network.Stream, p peer.ID, req getRequest, body func(tree []byte, data io.Reader, n int64) error) (getResponse, error) {
 	var via peer.ID
-	if relay, relayed := RelayOf(st.Conn()); relayed && c.cfg.Relayed != RelayAllow {
+	if relay, relayed := p2p.RelayOf(st.Conn()); relayed && c.cfg.Relayed != p2p.RelayAllow {
 		first := st
 		var err error
 		if st, err = c.directStream(ctx, p, st, c.cfg.DirectWait); err != nil {
-			return getResponse{}, fmt.Errorf("p2p: open stream: %w", err)
+			return getResponse{}, fmt.Errorf("blobproto: open stream: %w", err)
 		}
 		if st != first {
 			// The request goes on a direct stream: the relayed one is
 			// no longer the one whose connection decides a retry.
-			if ws, ok := first.(*watchedStream); ok {
-				ws.answered.Store(true)
-			}
+			p2p.MarkAnswered(first)
 		}
-		if _, relayed = RelayOf(st.Conn()); relayed && c.cfg.Relayed == RelayRefuse {
+		if _, relayed = p2p.RelayOf(st.Conn()); relayed && c.cfg.Relayed == p2p.RelayRefuse {
 			st.Reset()
 			return getResponse{via: relay}, fmt.Errorf("%w (%s through %s)", ErrRelayRefused, p, relay)
 		}
 	}
-	if relay, relayed := RelayOf(st.Conn()); relayed {
+	if relay, relayed := p2p.RelayOf(st.Conn()); relayed {
 		via = relay
 	}
 	defer ctxStream(ctx, st)()
-	if err := WriteMsg(st, req, c.cfg.IOTimeout); err != nil {
+	if err := p2p.WriteMsg(st, req, c.cfg.IOTimeout); err != nil {
 		st.Reset()
 		return getResponse{}, err
 	}
 	st.CloseWrite()
 	br := bufio.NewReaderSize(st, 64<<10)
 	var resp getResponse
-	err := ReadMsg(br, st, &resp, maxRequest, c.cfg.IOTimeout)
+	err := p2p.ReadMsg(br, st, &resp, maxRequest, c.cfg.IOTimeout)
 	resp.via = via
 	if err != nil {
 		st.Reset()
@@ -324,10 +323,10 @@ func (c *Client) getOn(ctx context.Context, st network.Stream, p peer.ID, req ge
 	}
 	if resp.TreeLen < 0 || resp.TreeLen > baotree.OutboardSize(resp.Size) || resp.Size < 0 || resp.Size > maxSize {
 		st.Reset()
-		return resp, fmt.Errorf("%w: tree of %d bytes for a blob of %d (at most %d)", ErrBadMessage, resp.TreeLen, resp.Size, maxSize)
+		return resp, fmt.Errorf("%w: tree of %d bytes for a blob of %d (at most %d)", p2p.ErrBadMessage, resp.TreeLen, resp.Size, maxSize)
 	}
 	var src io.Reader = br
-	if via != "" && c.cfg.Relayed == RelayThrottle {
+	if via != "" && c.cfg.Relayed == p2p.RelayThrottle {
 		src = &throttled{ctx: ctx, r: br, lim: c.relayed}
 	}
 	dr := &deadlineReader{r: src, st: st, timeout: c.cfg.IOTimeout, need: max(c.cfg.MinProgress, 1)}
@@ -358,7 +357,7 @@ func (c *Client) readTree(ctx context.Context, r io.Reader, refBytes []byte, n i
 	}
 	hold := min(n, c.cfg.TreeMemory)
 	if err := c.trees.Acquire(ctx, hold); err != nil {
-		return nil, fmt.Errorf("p2p: wait for tree memory: %w", err)
+		return nil, fmt.Errorf("blobproto: wait for tree memory: %w", err)
 	}
 	var tb bytes.Buffer
 	tb.Grow(int(min(n, 64<<10)))
@@ -375,7 +374,7 @@ func (c *Client) readTree(ctx context.Context, r io.Reader, refBytes []byte, n i
 		if errors.Is(err, baotree.ErrVerify) {
 			return nil, fmt.Errorf("%w: %v", ErrLiar, err)
 		}
-		return nil, fmt.Errorf("p2p: read tree: %w", err)
+		return nil, fmt.Errorf("blobproto: read tree: %w", err)
 	}
 	return tb.Bytes(), nil
 }

@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"bytes"
@@ -21,15 +21,16 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/storetest"
 	"github.com/syncnode/syncnode/internal/testkit"
+	"github.com/syncnode/syncnode/p2p"
 )
 
 var discard = slog.New(slog.DiscardHandler)
 
 func newHost(t testing.TB, identity string) host.Host {
 	t.Helper()
-	cfg := DefaultHostConfig()
+	cfg := p2p.DefaultHostConfig()
 	cfg.IdentityFile = identity
-	h, err := NewHost(cfg)
+	h, err := p2p.NewHost(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +272,7 @@ func TestResumeAfterHolderRestart(t *testing.T) {
 func TestStalledPeersBlockNoOne(t *testing.T) {
 	// A holder that takes requests and never answers.
 	stalled := newHost(t, "")
-	stalled.SetStreamHandler(ProtoGetBlob, func(s network.Stream) { <-t.Context().Done(); s.Reset() })
+	stalled.SetStreamHandler(p2p.ProtoGetBlob, func(s network.Stream) { <-t.Context().Done(); s.Reset() })
 	srv := newHolder(t, blobstore.NewMem())
 	big := put(t, srv.store, testkit.RandomBytes(32<<20, 6))
 	var refs []syncnode.BlobRef
@@ -285,12 +286,12 @@ func TestStalledPeersBlockNoOne(t *testing.T) {
 	slow := newHost(t, "")
 	link(slow, srv.h)
 	for range 4 {
-		st, err := slow.NewStream(t.Context(), srv.h.ID(), ProtoGetBlob)
+		st, err := slow.NewStream(t.Context(), srv.h.ID(), p2p.ProtoGetBlob)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer st.Reset()
-		if err := WriteMsg(st, getRequest{Ref: big.Bytes(), Len: 32 << 20}, time.Second); err != nil {
+		if err := p2p.WriteMsg(st, getRequest{Ref: big.Bytes(), Len: 32 << 20}, time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -370,7 +371,7 @@ func TestSmallBlobComesWholeOnOneStream(t *testing.T) {
 	holder := newHolder(t, blobstore.NewMem())
 	ref := put(t, holder.store, data)
 	var streams atomic.Int32
-	holder.h.SetStreamHandler(ProtoGetBlob, func(st network.Stream) {
+	holder.h.SetStreamHandler(p2p.ProtoGetBlob, func(st network.Stream) {
 		streams.Add(1)
 		holder.svc.handleGet(st)
 	})

@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"lukechampine.com/blake3"
 
 	"github.com/syncnode/syncnode/internal/testkit"
+	"github.com/syncnode/syncnode/p2p"
 )
 
 const protoBare = "/syncnode-bench/bare/1.0.0"
@@ -171,19 +172,19 @@ func BenchmarkFetch(b *testing.B) {
 	cases := []struct {
 		name   string
 		listen string
-		sec    Security
+		sec    p2p.Security
 	}{
-		{"tcp-tls", "/ip4/127.0.0.1/tcp/0", SecurityTLS},
-		{"tcp-noise", "/ip4/127.0.0.1/tcp/0", SecurityNoise},
-		{"quic", "/ip4/127.0.0.1/udp/0/quic-v1", SecurityTLS},
+		{"tcp-tls", "/ip4/127.0.0.1/tcp/0", p2p.SecurityTLS},
+		{"tcp-noise", "/ip4/127.0.0.1/tcp/0", p2p.SecurityNoise},
+		{"quic", "/ip4/127.0.0.1/udp/0/quic-v1", p2p.SecurityTLS},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			mk := func() host.Host {
-				cfg := DefaultHostConfig()
+				cfg := p2p.DefaultHostConfig()
 				cfg.ListenAddrs = []string{tc.listen}
 				cfg.Security = tc.sec
-				h, err := NewHost(cfg)
+				h, err := p2p.NewHost(cfg)
 				if err != nil {
 					b.Fatal(err)
 				}
