@@ -26,7 +26,7 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs 
 	defer done()
 	s.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
 	var resp joinResponse
-	err = p2p.Exchange(ctx, s.h, inv.Admin, ProtoJoin, func(st network.Stream) error {
+	err = p2p.Exchange(ctx, s.h, inv.Admin, p2p.ProtoJoin, func(st network.Stream) error {
 		defer st.Close()
 		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv}, s.cfg.IOTimeout); err != nil {
 			st.Reset()

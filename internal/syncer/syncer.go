@@ -20,7 +20,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
@@ -28,11 +27,6 @@ import (
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
-)
-
-// Protocol IDs of this package.
-const (
-	ProtoJoin protocol.ID = p2p.Prefix + "/join/1.0.0"
 )
 
 // Limits of the sync exchange.
@@ -234,7 +228,7 @@ func New(h host.Host, cfg Config, log *slog.Logger, hooks Hooks) *Syncer {
 		outboxes: map[peer.ID][]pushItem{}, ctx: ctx, cancel: cancel}
 	h.SetStreamHandler(p2p.ProtoSync, s.handleSync)
 	h.SetStreamHandler(p2p.ProtoPush, s.handlePush)
-	h.SetStreamHandler(ProtoJoin, s.handleJoin)
+	h.SetStreamHandler(p2p.ProtoJoin, s.handleJoin)
 	return s
 }
 
@@ -242,7 +236,7 @@ func New(h host.Host, cfg Config, log *slog.Logger, hooks Hooks) *Syncer {
 func (s *Syncer) Close() {
 	s.h.RemoveStreamHandler(p2p.ProtoSync)
 	s.h.RemoveStreamHandler(p2p.ProtoPush)
-	s.h.RemoveStreamHandler(ProtoJoin)
+	s.h.RemoveStreamHandler(p2p.ProtoJoin)
 	s.mu.Lock()
 	s.closed = true
 	s.cancel()
