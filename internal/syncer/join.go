@@ -105,19 +105,6 @@ func (s *Syncer) retire(id syncnode.GroupID) (syncgroup.Resume, error) {
 	return res, nil
 }
 
-type joinRequest struct {
-	Invitation syncgroup.Invitation `msgpack:"i"`
-}
-
-type joinResponse struct {
-	Err  string         `msgpack:"e,omitempty"`
-	Spec syncgroup.Spec `msgpack:"s"`
-}
-
-// maxJoinRequest bounds a join request: an invitation, a membership row
-// and a few addresses.
-const maxJoinRequest = 16 << 10
-
 func (s *Syncer) handleJoin(st network.Stream) {
 	defer st.Close()
 	from := st.Conn().RemotePeer()

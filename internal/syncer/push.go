@@ -56,26 +56,6 @@ import (
 // one hop whatever the fanout, and the duplicates only loaded the mesh.
 const DefaultFanout = 3
 
-// pushMsg carries new rows of one group, with the sender's signposts of the
-// blobs they reference.
-type pushMsg struct {
-	Group     syncnode.GroupID `msgpack:"g"`
-	Rows      []syncgroup.Row  `msgpack:"r"`
-	Signposts []SignpostEntry  `msgpack:"sp,omitempty"`
-	// Prio is the sender's priority in the group, observed as in a round.
-	Prio *syncnode.Priority `msgpack:"p,omitempty"`
-}
-
-// pushAck ends a push: the receiver took every frame, and tells its
-// priority in each group pushed, so both sides observe each other's as
-// after a round.
-type pushAck struct {
-	Prios map[syncnode.GroupID]syncnode.Priority `msgpack:"p"`
-}
-
-// maxPushAck bounds a push's answer: a priority per group.
-const maxPushAck = 64 << 10
-
 // pushItem is rows of one group waiting to be pushed to one peer.
 type pushItem struct {
 	g    syncnode.GroupID

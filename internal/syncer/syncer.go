@@ -25,16 +25,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/p2p"
-	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
-)
-
-// Limits of the sync exchange.
-const (
-	// MaxValue is the largest row value accepted; large data belongs in blobs.
-	MaxValue = 256 << 10
-	// batchBytes bounds the rows sent in one frame.
-	batchBytes = 512 << 10
 )
 
 // Errors of the syncer.
@@ -46,13 +37,6 @@ var (
 	// could be reached: rows written here might exist nowhere else.
 	ErrNoMemberReached = errors.New("syncer: no member reached")
 )
-
-// SignpostEntry is the signpost of one blob ref, sent along with the rows
-// that reference it.
-type SignpostEntry struct {
-	Ref      syncnode.BlobRef `msgpack:"r"`
-	Signpost signpost.Wire    `msgpack:"s"`
-}
 
 // Hooks are the node's part in sync. Methods are called from several
 // goroutines at once, never with a group locked.
