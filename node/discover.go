@@ -259,7 +259,7 @@ func (n *Node) handoff(g syncnode.GroupID, p peer.ID) {
 		return
 	}
 	for _, ref := range refs {
-		ctx, cancel := context.WithTimeout(n.ctx, n.shares.AskWait+n.cfg.IOTimeout)
+		ctx, cancel := context.WithTimeout(n.ctx, n.shares.AskWait()+n.cfg.IOTimeout)
 		res, err := n.shares.Ask(ctx, p, ref, g)
 		cancel()
 		if n.ctx.Err() != nil {

@@ -31,9 +31,10 @@ import (
 // host, DHT, sync, share service and server fetcher, and loads its
 // syncgroups. Close stops it all.
 func Open(cfg Config) (_ *Node, err error) {
-	if err := cfg.setDefaults(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.setDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -149,10 +150,10 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	}
 	opened.add(n.dht.Close)
 
-	sc := syncer.DefaultConfig()
-	sc.Interval, sc.IOTimeout, sc.Store = n.cfg.SyncInterval, n.cfg.IOTimeout, n.groups
-	sc.WriterBudget = n.cfg.WriterBudget
-	n.sync = syncer.New(n.h, sc, n.log, hooks{n})
+	sc := syncer.Config{Interval: n.cfg.SyncInterval, IOTimeout: n.cfg.IOTimeout, Store: n.groups, WriterBudget: n.cfg.WriterBudget}
+	if n.sync, err = syncer.New(n.h, sc, n.log, hooks{n}); err != nil {
+		return err
+	}
 	opened.add(func() error { n.sync.Close(); return nil })
 	loaded, err := n.groups.Load(n.h.ID(), time.Minute)
 	if err != nil {
@@ -162,7 +163,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		n.sync.Restore(l.Group, l.Prio)
 	}
 
-	if n.service, err = blobproto.NewService(n.h, n.store, blobproto.ServiceConfig{IOTimeout: n.cfg.IOTimeout}, n.log, n.signpostFor, n.mayServe); err != nil {
+	if n.service, err = blobproto.NewService(n.h, n.store, blobproto.ServiceConfig{IOTimeout: n.cfg.IOTimeout, Signposts: n.signpostFor, Access: n.mayServe}, n.log); err != nil {
 		return err
 	}
 	opened.add(func() error { n.service.Close(); return nil })
@@ -170,12 +171,12 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	if n.client, err = blobproto.NewClient(n.h, n.blobs, cc, n.log); err != nil {
 		return err
 	}
-	n.shares = shares.New(n.h, n.ledger, n.sync, copies{n}, n.asked, n.settled, n.log)
-	n.takes = takes{n: n}
-	n.shares.AskWait = 10 * n.cfg.IOTimeout
-	if n.cfg.EscrowWait > 0 {
-		n.shares.EscrowWait = n.cfg.EscrowWait
+	shc := shares.Config{IOTimeout: n.cfg.IOTimeout, AskWait: 10 * n.cfg.IOTimeout, EscrowWait: max(n.cfg.EscrowWait, 0),
+		Asked: n.asked, Settled: n.settled}
+	if n.shares, err = shares.New(n.h, n.ledger, n.sync, copies{n}, shc, n.log); err != nil {
+		return err
 	}
+	n.takes = takes{n: n}
 	opened.add(func() error { n.shares.Close(); return nil })
 	if err := n.startRelay(); err != nil {
 		return err

@@ -35,7 +35,10 @@ const (
 	SecurityNoise Security = "noise"
 )
 
-// HostConfig configures a libp2p host. DefaultHostConfig gives the defaults.
+// HostConfig configures a libp2p host. Its zero value is the documented
+// defaults: NewHost gives every zero field its default (DefaultHostConfig
+// returns them, for callers that build on them), and Validate rejects what
+// cannot work.
 type HostConfig struct {
 	// IdentityFile holds the host's private key, created on first start.
 	// Empty means a fresh key each start.
@@ -69,6 +72,38 @@ func DefaultHostConfig() HostConfig {
 		ConnLow:     64,
 		ConnHigh:    192,
 	}
+}
+
+// Validate reports a field that cannot work: an unknown security
+// protocol, negative watermarks, or ConnLow above ConnHigh.
+func (c HostConfig) Validate() error {
+	switch {
+	case c.Security != "" && c.Security != SecurityTLS && c.Security != SecurityNoise:
+		return fmt.Errorf("%w: security %q: want tls or noise", ErrConfig, c.Security)
+	case c.ConnLow < 0, c.ConnHigh < 0:
+		return fmt.Errorf("%w: connection watermarks %d, %d must not be negative", ErrConfig, c.ConnLow, c.ConnHigh)
+	case c.ConnHigh != 0 && c.ConnLow > c.ConnHigh:
+		return fmt.Errorf("%w: ConnLow %d above ConnHigh %d", ErrConfig, c.ConnLow, c.ConnHigh)
+	}
+	return nil
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c HostConfig) withDefaults() HostConfig {
+	d := DefaultHostConfig()
+	if len(c.ListenAddrs) == 0 {
+		c.ListenAddrs = d.ListenAddrs
+	}
+	if c.Security == "" {
+		c.Security = d.Security
+	}
+	if c.ConnHigh == 0 {
+		c.ConnHigh = max(d.ConnHigh, c.ConnLow)
+	}
+	if c.ConnLow == 0 {
+		c.ConnLow = min(d.ConnLow, c.ConnHigh)
+	}
+	return c
 }
 
 // LoadIdentity reads the private key in path, creating an Ed25519 key there
@@ -109,8 +144,13 @@ func LoadIdentity(path string) (crypto.PrivKey, error) {
 // traversal kit: the relay transport (to dial and accept through circuit
 // relays), AutoNAT (learning its own reachability, and answering others'
 // dial-back requests), DCUtR hole punching, and, with RelayCandidates,
-// relay reservations while it is unreachable.
+// relay reservations while it is unreachable. Zero fields of cfg take
+// their defaults, and a cfg that Validate refuses is an error.
 func NewHost(cfg HostConfig) (host.Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
 	var key crypto.PrivKey
 	var err error
 	if cfg.IdentityFile != "" {

@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"errors"
 	"testing"
 
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
@@ -44,6 +45,19 @@ func TestEveryProtocolHasItsLimits(t *testing.T) {
 		}
 		if int(lim.PeerDefault.StreamsInbound) < p.PerPeer {
 			t.Errorf("%s: peer default %d inbound, under the protocol's %d", p.ID, lim.PeerDefault.StreamsInbound, p.PerPeer)
+		}
+	}
+}
+
+// A zero HostConfig is the defaults; nonsense is refused.
+func TestHostConfigZeroIsDefault(t *testing.T) {
+	got, want := (HostConfig{}).withDefaults(), DefaultHostConfig()
+	if got.Security != want.Security || got.ConnLow != want.ConnLow || got.ConnHigh != want.ConnHigh || len(got.ListenAddrs) != len(want.ListenAddrs) {
+		t.Fatalf("zero host config = %+v, want %+v", got, want)
+	}
+	for _, c := range []HostConfig{{Security: "rot13"}, {ConnLow: -1}, {ConnLow: 10, ConnHigh: 5}} {
+		if err := c.Validate(); !errors.Is(err, ErrConfig) {
+			t.Errorf("Validate(%+v) = %v, want ErrConfig", c, err)
 		}
 	}
 }

@@ -33,11 +33,17 @@ func TestRegisteredProtocolsAreInTheTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	sy := syncer.New(h, syncer.DefaultConfig(), discard, nil)
+	sy, err := syncer.New(h, syncer.Config{}, discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(sy.Close)
-	sh := shares.New(h, ownership.NewLedger(db), sy, nil, nil, nil, discard)
+	sh, err := shares.New(h, ownership.NewLedger(db), sy, nil, shares.Config{}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(sh.Close)
-	svc, err := blobproto.NewService(h, blobstore.NewMem(), blobproto.ServiceConfig{}, discard, nil, nil)
+	svc, err := blobproto.NewService(h, blobstore.NewMem(), blobproto.ServiceConfig{}, discard)
 	if err != nil {
 		t.Fatal(err)
 	}

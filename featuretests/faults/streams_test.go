@@ -82,7 +82,7 @@ func TestThousandConcurrentStreams(t *testing.T) {
 
 	// Each device fetches every blob over its own streams (raw blob
 	// clients into memory, so nothing is shared or skipped).
-	cfg := blobproto.DefaultClientConfig()
+	var cfg blobproto.ClientConfig // the defaults
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, clients*perClient)

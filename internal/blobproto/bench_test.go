@@ -195,7 +195,7 @@ func BenchmarkFetch(b *testing.B) {
 			link(bh, ah)
 			as := diskStore(b, b.TempDir())
 			ref := put(b, as, src)
-			mustService(b, ah, as, DefaultServiceConfig())
+			mustService(b, ah, as, ServiceConfig{})
 			var oursT, bareT, rawT, floorT, ttfb, oursCPU, bareCPU time.Duration
 			for b.Loop() {
 				rawT += rawTCP(b, src)
@@ -204,7 +204,7 @@ func BenchmarkFetch(b *testing.B) {
 				bareT += bare(b, ah, bh, src)
 				bareCPU += processCPU() - c0
 				bs := diskStore(b, b.TempDir())
-				c := mustClient(b, bh, bs, DefaultClientConfig())
+				c := mustClient(b, bh, bs, ClientConfig{})
 				start, c0 := time.Now(), processCPU()
 				first := true
 				res, err := c.Fetch(context.Background(), ref, []peer.ID{ah.ID()}, func(p Progress) {

@@ -38,9 +38,9 @@ var (
 	ErrStalled = errors.New("blobproto: holder stalled")
 )
 
-// ClientConfig configures blob fetches. A zero field takes its default
-// (DefaultClientConfig lists them); Validate rejects the rest of what
-// cannot work.
+// ClientConfig configures blob fetches. Its zero value is the documented
+// defaults: NewClient gives every zero field its default, and Validate
+// rejects what cannot work.
 type ClientConfig struct {
 	// RangeSize is the bytes asked for in one GetBlob request when several
 	// holders share a blob out (default 32 MiB): smaller ranges balance
@@ -88,17 +88,15 @@ type ClientConfig struct {
 	TreeMemory int64
 }
 
-// DefaultClientConfig returns the defaults.
-func DefaultClientConfig() ClientConfig {
-	return ClientConfig{RangeSize: 32 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
-		MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, BusyWait: time.Minute, SyncEvery: 64 << 20,
-		MaxBlobSize: 256 << 30, Relayed: p2p.RelayThrottle, DirectWait: 2 * time.Second, RelayRate: 1 << 20,
-		TreeMemory: 64 << 20}
-}
+// clientDefaults are the defaults of a zero ClientConfig.
+var clientDefaults = ClientConfig{RangeSize: 32 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
+	MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, BusyWait: time.Minute, SyncEvery: 64 << 20,
+	MaxBlobSize: 256 << 30, Relayed: p2p.RelayThrottle, DirectWait: 2 * time.Second, RelayRate: 1 << 20,
+	TreeMemory: 64 << 20}
 
 // withDefaults returns c with every zero field set to its default.
 func (c ClientConfig) withDefaults() ClientConfig {
-	d := DefaultClientConfig()
+	d := clientDefaults
 	setDefault(&c.RangeSize, d.RangeSize)
 	setDefault(&c.ReadSize, d.ReadSize)
 	setDefault(&c.IOTimeout, d.IOTimeout)
@@ -155,7 +153,7 @@ type Client struct {
 }
 
 // NewClient returns a client that fetches into store; zero fields of cfg
-// take their defaults.
+// take their defaults, and a cfg that Validate refuses is an error.
 func NewClient(h host.Host, store blobstore.Store, cfg ClientConfig, log *slog.Logger) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -318,9 +316,6 @@ func (c *Client) getOn(ctx context.Context, st network.Stream, p peer.ID, req ge
 		return resp, &RemoteError{Peer: p.String(), Code: resp.Code, Msg: resp.Msg}
 	}
 	maxSize := c.cfg.MaxBlobSize
-	if maxSize <= 0 {
-		maxSize = DefaultClientConfig().MaxBlobSize
-	}
 	if resp.TreeLen < 0 || resp.TreeLen > baotree.OutboardSize(resp.Size) || resp.Size < 0 || resp.Size > maxSize {
 		st.Reset()
 		return resp, fmt.Errorf("%w: tree of %d bytes for a blob of %d (at most %d)", p2p.ErrBadMessage, resp.TreeLen, resp.Size, maxSize)

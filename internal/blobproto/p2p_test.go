@@ -62,7 +62,7 @@ type holder struct {
 
 func newHolder(t testing.TB, store blobstore.Store) *holder {
 	h := newHost(t, "")
-	return &holder{h: h, store: store, svc: mustService(t, h, store, DefaultServiceConfig())}
+	return &holder{h: h, store: store, svc: mustService(t, h, store, ServiceConfig{})}
 }
 
 func put(t testing.TB, s blobstore.Store, data []byte) syncnode.BlobRef {
@@ -89,7 +89,7 @@ func content(t testing.TB, s blobstore.Store, ref syncnode.BlobRef) []byte {
 }
 
 func testClient(t testing.TB, h host.Host, store blobstore.Store) *Client {
-	cfg := DefaultClientConfig()
+	cfg := ClientConfig{}
 	cfg.IOTimeout = 2 * time.Second
 	cfg.RetryDelay = 20 * time.Millisecond
 	return mustClient(t, h, store, cfg)
@@ -226,7 +226,7 @@ func TestResumeAfterHolderRestart(t *testing.T) {
 	store := diskStore(t, filepath.Join(dir, "blobs"))
 	ref := put(t, store, data)
 	ah := newHost(t, identity)
-	mustService(t, ah, store, DefaultServiceConfig())
+	mustService(t, ah, store, ServiceConfig{})
 	aID := ah.ID()
 
 	bh := newHost(t, "")
@@ -253,7 +253,7 @@ func TestResumeAfterHolderRestart(t *testing.T) {
 	if ah2.ID() != aID {
 		t.Fatal("identity not kept across restart")
 	}
-	mustService(t, ah2, store, DefaultServiceConfig())
+	mustService(t, ah2, store, ServiceConfig{})
 	bh.Peerstore().ClearAddrs(aID)
 	link(bh, ah2)
 	res, err := c.Fetch(t.Context(), ref, []peer.ID{aID}, nil)
@@ -333,7 +333,7 @@ func TestStalledPeersBlockNoOne(t *testing.T) {
 func TestBusyHolderIsAskedAgain(t *testing.T) {
 	store := blobstore.NewMem()
 	h := newHost(t, "")
-	cfg := DefaultServiceConfig()
+	cfg := ServiceConfig{}
 	cfg.MaxUploads, cfg.MaxQueued = 1, -1
 	svc := mustService(t, h, store, cfg)
 	var refs []syncnode.BlobRef
@@ -392,13 +392,13 @@ func TestSmallBlobComesWholeOnOneStream(t *testing.T) {
 // A holder that sends a small blob whole with a good tree and a bad byte
 // is rejected, and the next holder serves the rest in ranges.
 func TestSmallBlobLiarThenHonest(t *testing.T) {
-	fetchPastLiar(t, testkit.RandomBytes(1<<20, 6), 300<<10, DefaultClientConfig().RangeSize)
+	fetchPastLiar(t, testkit.RandomBytes(1<<20, 6), 300<<10, clientDefaults.RangeSize)
 }
 
 // mustService starts a blob service on h.
 func mustService(tb testing.TB, h host.Host, store blobstore.Store, cfg ServiceConfig) *Service {
 	tb.Helper()
-	s, err := NewService(h, store, cfg, discard, nil, nil)
+	s, err := NewService(h, store, cfg, discard)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -418,8 +418,8 @@ func mustClient(tb testing.TB, h host.Host, store blobstore.Store, cfg ClientCon
 // A zero config field takes its default (a zero ReadSize once looped
 // forever); a negative one is refused with ErrConfig.
 func TestConfigZeroIsDefaultAndNonsenseRefused(t *testing.T) {
-	if got := (ClientConfig{}).withDefaults(); got != DefaultClientConfig() {
-		t.Fatalf("zero client config = %+v, want the defaults %+v", got, DefaultClientConfig())
+	if got := (ClientConfig{}).withDefaults(); got != clientDefaults {
+		t.Fatalf("zero client config = %+v, want the defaults %+v", got, clientDefaults)
 	}
 	if got := (ServiceConfig{}).withDefaults(); got.MaxUploads != 16 || got.ChunkSize != 1<<20 || got.MaxUploadsPerPeer != 8 || got.MaxQueuedPerPeer != 128 {
 		t.Fatalf("zero service config = %+v", got)

@@ -58,7 +58,7 @@ func relayed(t *testing.T) (*holder, host.Host, host.Host) {
 }
 
 func relayClient(t *testing.T, b host.Host, policy p2p.RelayPolicy, rate int64, wait time.Duration) *Client {
-	cfg := DefaultClientConfig()
+	cfg := ClientConfig{}
 	cfg.IOTimeout, cfg.RetryDelay = 5*time.Second, 20*time.Millisecond
 	cfg.Relayed, cfg.RelayRate, cfg.DirectWait = policy, rate, wait
 	return mustClient(t, b, diskStore(t, t.TempDir()), cfg)

@@ -87,8 +87,8 @@ func BenchmarkServeVerified(b *testing.B) {
 	dir := b.TempDir()
 	disk := diskStore(b, dir)
 	ref := put(b, disk, src)
-	mustService(b, verifiedH, disk, DefaultServiceConfig())
-	mustService(b, rawH, rawReads{disk, dir}, DefaultServiceConfig())
+	mustService(b, verifiedH, disk, ServiceConfig{})
+	mustService(b, rawH, rawReads{disk, dir}, ServiceConfig{})
 	var verT, rawT, bareT time.Duration
 	for b.Loop() {
 		rawT += getAll(b, client, rawH, ref, size)

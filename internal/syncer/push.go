@@ -400,3 +400,45 @@ func signpostsFor(sps []SignpostEntry, rows []syncgroup.Row) []SignpostEntry {
 	}
 	return out
 }
+
+// Push runs a round at once with every member this node is connected to.
+// Rounds with one peer never overlap: a Push during a round reruns it.
+func (s *Syncer) Push(id syncnode.GroupID) {
+	for _, p := range s.members(id) {
+		if s.h.Network().Connectedness(p) == network.Connected {
+			s.pushTo(id, p)
+		}
+	}
+}
+
+func (s *Syncer) pushTo(id syncnode.GroupID, p peer.ID) {
+	k := pushKey{id, p}
+	s.mu.Lock()
+	if _, running := s.pushing[k]; running {
+		s.pushing[k] = true
+		s.mu.Unlock()
+		return
+	}
+	s.pushing[k] = false
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			ctx, cancel := context.WithTimeout(s.ctx, 4*s.cfg.IOTimeout)
+			if err := s.SyncWith(ctx, id, p); err != nil {
+				s.log.Debug("push round failed", "group", id, "peer", p, "err", err)
+			}
+			cancel()
+			s.mu.Lock()
+			again := s.pushing[k]
+			if !again || s.ctx.Err() != nil {
+				delete(s.pushing, k)
+				s.mu.Unlock()
+				return
+			}
+			s.pushing[k] = false
+			s.mu.Unlock()
+		}
+	}()
+}
