@@ -85,10 +85,13 @@ type Fetcher struct {
 }
 
 // New returns a fetcher; Start runs it. rng supplies the backoff jitter.
+// Zero fields of cfg take their defaults, and a cfg that Validate refuses
+// is an error.
 func New(cfg Config, fetch FetchFunc, attempts AttemptStore, rng *rand.Rand, log *slog.Logger) (*Fetcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	return &Fetcher{
 		cfg: cfg, fetch: fetch, attempts: attempts, log: log, rng: rng,
 		running: map[syncnode.BlobRef]struct{}{},

@@ -78,7 +78,7 @@ func newFetcher(t *testing.T, cfg Config, fetch FetchFunc, st AttemptStore) *Fet
 // runUntilDone enqueues blobs (dups times each), then waits in fake time
 // until all are fetched, returning the simulated time it took.
 func runUntilDone(t *testing.T, ff *fakeFetch, blobs, dups, workers int) time.Duration {
-	cfg := DefaultConfig()
+	cfg := Config{}
 	cfg.Concurrency = workers
 	f := newFetcher(t, cfg, ff.fetch, &MemAttempts{})
 	f.Start(t.Context())
@@ -152,7 +152,7 @@ func TestFakeFetchWithFailuresAndDuplicates(t *testing.T) {
 func TestFetchAttemptsSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
 	ref := testRef(1)
-	cfg := DefaultConfig()
+	cfg := Config{}
 	open := func(t *testing.T) *signpost.Store {
 		db, err := kv.Open(dir, discard)
 		if err != nil {
@@ -207,7 +207,7 @@ func TestFetchAttemptsSurviveRestart(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	c := DefaultConfig()
+	c := Config{}
 	if d := c.Backoff(0, 0); d != 500*time.Millisecond {
 		t.Fatalf("Backoff(0, 0) = %v", d)
 	}
@@ -217,16 +217,19 @@ func TestBackoff(t *testing.T) {
 	if a, b := c.Backoff(20, 0), c.Backoff(40, 0); a != b || a < 6*24*time.Hour {
 		t.Fatalf("cap: Backoff(20)=%v Backoff(40)=%v, want equal and ≈ 6 days", a, b)
 	}
-	bad := c
-	bad.Concurrency = 0
-	if !errors.Is(bad.Validate(), ErrConfig) {
-		t.Fatal("Concurrency 0 validated")
+	for _, bad := range []Config{{Concurrency: -1}, {BaseDelay: -1}, {MaxShift: 31}, {MaxShift: -2}, {ScanFactor: -2}} {
+		if !errors.Is(bad.Validate(), ErrConfig) {
+			t.Fatalf("%+v validated", bad)
+		}
+	}
+	if d := (Config{Jitter: -1, MaxShift: -1}).Backoff(5, 0.9); d != 500*time.Millisecond {
+		t.Fatalf("no jitter, no doubling: Backoff(5) = %v", d)
 	}
 }
 
 func TestScanSchedule(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := DefaultConfig()
+		cfg := Config{}
 		ctx, cancel := context.WithCancel(t.Context())
 		start := time.Now()
 		var at []time.Duration
@@ -254,7 +257,7 @@ func TestStopCancelsRunningFetches(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ff := newFakeFetch(time.Hour, 0)
 		st := &MemAttempts{}
-		cfg := DefaultConfig()
+		cfg := Config{}
 		cfg.Concurrency = 4
 		f := newFetcher(t, cfg, ff.fetch, st)
 		f.Start(t.Context())
@@ -284,7 +287,7 @@ func TestStopCancelsRunningFetches(t *testing.T) {
 func TestRetryNowSkipsTheBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ff := newFakeFetch(10*time.Millisecond, 6)
-		f := newFetcher(t, DefaultConfig(), ff.fetch, &MemAttempts{})
+		f := newFetcher(t, Config{}, ff.fetch, &MemAttempts{})
 		f.Start(t.Context())
 		defer f.Stop()
 		ref := testRef(3)
@@ -360,7 +363,7 @@ func TestReleaseFreesThePlaceNotTheBlob(t *testing.T) {
 			mu.Unlock()
 			return nil
 		}
-		cfg := DefaultConfig()
+		cfg := Config{}
 		cfg.Concurrency = places
 		st := &MemAttempts{}
 		f := newFetcher(t, cfg, fetch, st)
@@ -423,7 +426,7 @@ func TestBusyIsNotAnAttempt(t *testing.T) {
 		for i := range 4 {
 			busyLeft[testRef(i)] = 3
 		}
-		cfg := DefaultConfig()
+		cfg := Config{}
 		cfg.Concurrency = 1
 		st := &MemAttempts{}
 		f := newFetcher(t, cfg, fetch, st)

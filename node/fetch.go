@@ -6,8 +6,8 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/retrieval"
-	"github.com/syncnode/syncnode/p2p"
 )
 
 // State is a stage of a blob fetch (see retrieval.State).
@@ -48,7 +48,7 @@ type FetchOptions struct {
 }
 
 // ErrNoHolder reports a blob that no reachable peer holds.
-var ErrNoHolder = p2p.ErrNoHolder
+var ErrNoHolder = blobproto.ErrNoHolder
 
 // FetchBlob fetches ref from the peers that hold it, located through its
 // signpost and then the DHT, verifying every byte, and takes the ownership

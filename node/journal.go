@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/p2p"
 )
@@ -50,7 +51,7 @@ func (n *Node) writeJournal(ref syncnode.BlobRef, e journalEntry) {
 
 // noteRoute records how a fetch of ref that met a relay went: what came
 // through which relay, paced or not, or that the setting refused it.
-func (n *Node) noteRoute(ref syncnode.BlobRef, res p2p.FetchResult, err error) {
+func (n *Node) noteRoute(ref syncnode.BlobRef, res blobproto.FetchResult, err error) {
 	var parts []string
 	for holder, relay := range res.Relayed {
 		how := ""

@@ -20,7 +20,7 @@ import (
 
 // testConfig is a node config with the periods shortened for tests.
 func testConfig(dir string) Config {
-	fc := fetcher.DefaultConfig()
+	fc := fetcher.Config{}
 	fc.BaseDelay, fc.Jitter = 50*time.Millisecond, 50*time.Millisecond
 	fc.FirstScan, fc.ScanInterval = 200*time.Millisecond, time.Second
 	return Config{DataDir: dir, SyncInterval: 300 * time.Millisecond, IOTimeout: 5 * time.Second, Fetcher: &fc}

@@ -26,6 +26,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/handoff"
@@ -71,8 +72,8 @@ type Config struct {
 	// WriterBudget bounds what one member's rows may cost this node, per
 	// group (zero fields: syncer.DefaultWriterBudget's; negative: none).
 	WriterBudget syncgroup.Budget
-	// Fetcher configures the server fetcher and its scans (default
-	// fetcher.DefaultConfig).
+	// Fetcher configures the server fetcher and its scans (nil: the
+	// defaults of a zero fetcher.Config).
 	Fetcher *fetcher.Config
 	// MaxFetches bounds the blob fetches running at once, the server
 	// fetcher's included; waiting fetches start by priority (default 16).
@@ -110,10 +111,26 @@ type Config struct {
 	RelayMaxReservations, RelayMaxCircuits int
 }
 
-func (c *Config) setDefaults() error {
+// Validate reports a setting that cannot work: no DataDir, an unknown
+// relay policy, or a Fetcher config that fetcher refuses. Zero fields are
+// never refused: Open gives them their defaults.
+func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("node: no data directory")
 	}
+	if c.Relayed != "" {
+		if _, err := p2p.ParseRelayPolicy(string(c.Relayed)); err != nil {
+			return err
+		}
+	}
+	if c.Fetcher != nil {
+		return c.Fetcher.Validate()
+	}
+	return nil
+}
+
+// setDefaults gives every zero field its default.
+func (c *Config) setDefaults() {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -127,8 +144,7 @@ func (c *Config) setDefaults() error {
 		c.IOTimeout = 20 * time.Second
 	}
 	if c.Fetcher == nil {
-		fc := fetcher.DefaultConfig()
-		c.Fetcher = &fc
+		c.Fetcher = &fetcher.Config{}
 	}
 	if c.MaxFetches <= 0 {
 		c.MaxFetches = 16
@@ -142,16 +158,12 @@ func (c *Config) setDefaults() error {
 	if c.Relayed == "" {
 		c.Relayed = p2p.RelayThrottle
 	}
-	if _, err := p2p.ParseRelayPolicy(string(c.Relayed)); err != nil {
-		return err
-	}
 	if c.RelayMaxReservations <= 0 {
 		c.RelayMaxReservations = 128
 	}
 	if c.RelayMaxCircuits <= 0 {
 		c.RelayMaxCircuits = 16
 	}
-	return c.Fetcher.Validate()
 }
 
 // Node is one syncnode device.
@@ -183,8 +195,8 @@ type Node struct {
 	rejoining map[syncnode.GroupID][]memberAddrs
 	dht       *p2p.DHT
 	reprov    *p2p.Reprovider
-	service   *p2p.Service
-	client    *p2p.Client
+	service   *blobproto.Service
+	client    *blobproto.Client
 	sync      *syncer.Syncer
 	// handoffs moves shares between this node and the members.
 	handoffs *handoff.Handoffs
@@ -470,4 +482,4 @@ func (n *Node) Ledger() *ownership.Ledger { return n.ledger }
 
 // UploadStats returns the blob service's counters: uploads running and
 // queued, bytes sent.
-func (n *Node) UploadStats() p2p.ServiceStats { return n.service.Stats() }
+func (n *Node) UploadStats() blobproto.ServiceStats { return n.service.Stats() }

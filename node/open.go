@@ -16,6 +16,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/handoff"
@@ -34,9 +35,10 @@ import (
 // host, DHT, sync, share service and server fetcher, and loads its
 // syncgroups. Close stops it all.
 func Open(cfg Config) (_ *Node, err error) {
-	if err := cfg.setDefaults(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.setDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -154,10 +156,10 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	}
 	opened.add(n.dht.Close)
 
-	sc := syncer.DefaultConfig()
-	sc.Interval, sc.IOTimeout, sc.Store = n.cfg.SyncInterval, n.cfg.IOTimeout, n.groups
-	sc.WriterBudget = n.cfg.WriterBudget
-	n.sync = syncer.New(n.h, sc, n.log, hooks{n})
+	sc := syncer.Config{Interval: n.cfg.SyncInterval, IOTimeout: n.cfg.IOTimeout, Store: n.groups, WriterBudget: n.cfg.WriterBudget}
+	if n.sync, err = syncer.New(n.h, sc, n.log, hooks{n}); err != nil {
+		return err
+	}
 	opened.add(func() error { n.sync.Close(); return nil })
 	n.book = signposting.New(n.h.ID(), n.signposts, groupView{n}, n.conn.Addrs, n.log)
 	loaded, err := n.groups.Load(n.h.ID(), time.Minute)
@@ -168,12 +170,12 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		n.sync.Restore(l.Group, l.Prio)
 	}
 
-	if n.service, err = p2p.NewService(n.h, n.store, p2p.ServiceConfig{IOTimeout: n.cfg.IOTimeout}, n.log, n.book.For, n.book.MayServe); err != nil {
+	if n.service, err = blobproto.NewService(n.h, n.store, blobproto.ServiceConfig{IOTimeout: n.cfg.IOTimeout, Signposts: n.book.For, Access: n.book.MayServe}, n.log); err != nil {
 		return err
 	}
 	opened.add(func() error { n.service.Close(); return nil })
-	clc := p2p.ClientConfig{IOTimeout: n.cfg.IOTimeout, Relayed: n.cfg.Relayed, RelayRate: n.cfg.RelayRate}
-	if n.client, err = p2p.NewClient(n.h, n.blobs, clc, n.log); err != nil {
+	clc := blobproto.ClientConfig{IOTimeout: n.cfg.IOTimeout, Relayed: n.cfg.Relayed, RelayRate: n.cfg.RelayRate}
+	if n.client, err = blobproto.NewClient(n.h, n.blobs, clc, n.log); err != nil {
 		return err
 	}
 	return n.conn.Start(n.h, groupView{n}, func(g syncnode.GroupID) { n.goRun(func() { n.syncAll(g) }) })

@@ -81,6 +81,15 @@ func Exchange(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, fn
 	}
 }
 
+// MarkAnswered tells Exchange that the request fn was to send on st, the
+// stream Exchange handed it, went on another stream instead: a failure of
+// st's connection then no longer makes Exchange send the request again.
+func MarkAnswered(st network.Stream) {
+	if ws, ok := st.(*watchedStream); ok {
+		ws.answered.Store(true)
+	}
+}
+
 // otherWay reports whether p can be reached otherwise than over c: an
 // open connection besides it, or an address other than c's.
 func otherWay(h host.Host, p peer.ID, c network.Conn) bool {

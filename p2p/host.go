@@ -14,7 +14,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -36,7 +35,10 @@ const (
 	SecurityNoise Security = "noise"
 )
 
-// HostConfig configures a libp2p host. DefaultHostConfig gives the defaults.
+// HostConfig configures a libp2p host. Its zero value is the documented
+// defaults: NewHost gives every zero field its default (DefaultHostConfig
+// returns them, for callers that build on them), and Validate rejects what
+// cannot work.
 type HostConfig struct {
 	// IdentityFile holds the host's private key, created on first start.
 	// Empty means a fresh key each start.
@@ -50,10 +52,6 @@ type HostConfig struct {
 	// ConnLow and ConnHigh are the connection manager's watermarks
 	// (defaults 64 and 192): above ConnHigh it trims back to ConnLow.
 	ConnLow, ConnHigh int
-	// StreamsPerPeer bounds each syncnode protocol's concurrent inbound
-	// streams from one peer (default 128; libp2p's own default of 75 would
-	// reset a busy fetcher's streams without telling it why).
-	StreamsPerPeer int
 	// Gater, if not nil, decides which connections are allowed (see
 	// connmgr.ConnectionGater); nil allows all.
 	Gater coreconnmgr.ConnectionGater
@@ -69,12 +67,43 @@ type HostConfig struct {
 // DefaultHostConfig returns the defaults.
 func DefaultHostConfig() HostConfig {
 	return HostConfig{
-		ListenAddrs:    []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
-		Security:       SecurityTLS,
-		ConnLow:        64,
-		ConnHigh:       192,
-		StreamsPerPeer: 128,
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
+		Security:    SecurityTLS,
+		ConnLow:     64,
+		ConnHigh:    192,
 	}
+}
+
+// Validate reports a field that cannot work: an unknown security
+// protocol, negative watermarks, or ConnLow above ConnHigh.
+func (c HostConfig) Validate() error {
+	switch {
+	case c.Security != "" && c.Security != SecurityTLS && c.Security != SecurityNoise:
+		return fmt.Errorf("%w: security %q: want tls or noise", ErrConfig, c.Security)
+	case c.ConnLow < 0, c.ConnHigh < 0:
+		return fmt.Errorf("%w: connection watermarks %d, %d must not be negative", ErrConfig, c.ConnLow, c.ConnHigh)
+	case c.ConnHigh != 0 && c.ConnLow > c.ConnHigh:
+		return fmt.Errorf("%w: ConnLow %d above ConnHigh %d", ErrConfig, c.ConnLow, c.ConnHigh)
+	}
+	return nil
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c HostConfig) withDefaults() HostConfig {
+	d := DefaultHostConfig()
+	if len(c.ListenAddrs) == 0 {
+		c.ListenAddrs = d.ListenAddrs
+	}
+	if c.Security == "" {
+		c.Security = d.Security
+	}
+	if c.ConnHigh == 0 {
+		c.ConnHigh = max(d.ConnHigh, c.ConnLow)
+	}
+	if c.ConnLow == 0 {
+		c.ConnLow = min(d.ConnLow, c.ConnHigh)
+	}
+	return c
 }
 
 // LoadIdentity reads the private key in path, creating an Ed25519 key there
@@ -115,8 +144,13 @@ func LoadIdentity(path string) (crypto.PrivKey, error) {
 // traversal kit: the relay transport (to dial and accept through circuit
 // relays), AutoNAT (learning its own reachability, and answering others'
 // dial-back requests), DCUtR hole punching, and, with RelayCandidates,
-// relay reservations while it is unreachable.
+// relay reservations while it is unreachable. Zero fields of cfg take
+// their defaults, and a cfg that Validate refuses is an error.
 func NewHost(cfg HostConfig) (host.Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
 	var key crypto.PrivKey
 	var err error
 	if cfg.IdentityFile != "" {
@@ -131,7 +165,7 @@ func NewHost(cfg HostConfig) (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits(cfg)))
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits()))
 	if err != nil {
 		return nil, fmt.Errorf("p2p: resource manager: %w", err)
 	}
@@ -189,33 +223,35 @@ type Host struct {
 }
 
 // limits are libp2p's scaled defaults with each syncnode protocol's
-// per-peer stream limit raised to cfg.StreamsPerPeer.
-func limits(cfg HostConfig) rcmgr.ConcreteLimitConfig {
+// stream limits taken from the protocol table (see Protocols).
+func limits() rcmgr.ConcreteLimitConfig {
 	scaled := rcmgr.DefaultLimits
-	for _, p := range []protocol.ID{ProtoHaveBlob, ProtoGetBlob, ProtoSync, ProtoPush, ProtoShares} {
-		scaled.AddProtocolPeerLimit(p, rcmgr.BaseLimit{
-			Streams: 2 * cfg.StreamsPerPeer, StreamsInbound: cfg.StreamsPerPeer, StreamsOutbound: cfg.StreamsPerPeer,
+	var perPeer, total int
+	for _, p := range protocols {
+		scaled.AddProtocolPeerLimit(p.ID, rcmgr.BaseLimit{
+			Streams: 2 * p.PerPeer, StreamsInbound: p.PerPeer, StreamsOutbound: p.PerPeer,
 			Memory: 256 << 20,
 		}, rcmgr.BaseLimitIncrease{})
-		scaled.AddProtocolLimit(p, rcmgr.BaseLimit{
-			Streams: 16 * cfg.StreamsPerPeer, StreamsInbound: 8 * cfg.StreamsPerPeer, StreamsOutbound: 8 * cfg.StreamsPerPeer,
+		scaled.AddProtocolLimit(p.ID, rcmgr.BaseLimit{
+			Streams: 2 * p.Total, StreamsInbound: p.Total, StreamsOutbound: p.Total,
 			Memory: 1 << 30,
 		}, rcmgr.BaseLimitIncrease{})
+		perPeer, total = max(perPeer, p.PerPeer), max(total, p.Total)
 	}
 	lim := scaled.AutoScale()
 	// Per-peer and per-protocol limits only help if the peer's own default
-	// leaves room for them.
+	// leaves room for them: two protocols' worth.
 	p := lim.ToPartialLimitConfig()
-	p.PeerDefault.Streams = rcmgr.LimitVal(4 * cfg.StreamsPerPeer)
-	p.PeerDefault.StreamsInbound = rcmgr.LimitVal(2 * cfg.StreamsPerPeer)
-	p.PeerDefault.StreamsOutbound = rcmgr.LimitVal(2 * cfg.StreamsPerPeer)
+	p.PeerDefault.Streams = rcmgr.LimitVal(4 * perPeer)
+	p.PeerDefault.StreamsInbound = rcmgr.LimitVal(2 * perPeer)
+	p.PeerDefault.StreamsOutbound = rcmgr.LimitVal(2 * perPeer)
 	// A stream is "transient" until its protocol is negotiated. libp2p's
 	// default allows 128 such inbound streams for the whole host, so a
 	// burst of fetches from a few members, on a busy machine, had streams
 	// reset before any syncnode limit applied (1000 fetches from 10
 	// members: 267 reset). The per-protocol and per-peer limits above
 	// bound them once negotiated.
-	p.Transient.StreamsInbound = rcmgr.LimitVal(16 * cfg.StreamsPerPeer)
-	p.Transient.Streams = rcmgr.LimitVal(24 * cfg.StreamsPerPeer)
+	p.Transient.StreamsInbound = rcmgr.LimitVal(2 * total)
+	p.Transient.Streams = rcmgr.LimitVal(3 * total)
 	return p.Build(lim)
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/control"
-	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/p2p"
 )
 
@@ -149,8 +148,8 @@ func TestRefusalsRevealNothing(t *testing.T) {
 	inv := func(group string) joinReq {
 		return joinReq{joinInvitation{Group: group, Joiner: h.ID().String(), Admin: p.id, Sig: []byte("forged")}}
 	}
-	ask(syncer.ProtoJoin, inv(g.ID), &kj)
-	ask(syncer.ProtoJoin, inv(other), &nj)
+	ask(p2p.ProtoJoin, inv(g.ID), &kj)
+	ask(p2p.ProtoJoin, inv(other), &nj)
 	if kj != nj || kj.Err == "" {
 		t.Errorf("join: existing group %+v, unknown group %+v", kj, nj)
 	}

@@ -24,7 +24,6 @@ import (
 	"github.com/syncnode/syncnode/blobstore/baotree"
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/control"
-	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/p2p"
 )
@@ -164,7 +163,7 @@ func TestJoinFloodBounded(t *testing.T) {
 	var streams []network.Stream
 	for _, announced := range []uint64{p2p.MaxFrame - 1, 15 << 10} {
 		for range 300 {
-			st, err := h.NewStream(t.Context(), id, syncer.ProtoJoin)
+			st, err := h.NewStream(t.Context(), id, p2p.ProtoJoin)
 			if err != nil {
 				break // the resource manager's stream limit: fine
 			}

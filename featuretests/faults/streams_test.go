@@ -13,10 +13,10 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/api"
+	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
-	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -82,12 +82,12 @@ func TestThousandConcurrentStreams(t *testing.T) {
 
 	// Each device fetches every blob over its own streams (raw blob
 	// clients into memory, so nothing is shared or skipped).
-	cfg := p2p.DefaultClientConfig()
+	var cfg blobproto.ClientConfig // the defaults
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, clients*perClient)
 	for _, d := range devs {
-		cl, err := p2p.NewClient(d.Host(), blobstore.NewMem(), cfg, slog.New(slog.DiscardHandler))
+		cl, err := blobproto.NewClient(d.Host(), blobstore.NewMem(), cfg, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}

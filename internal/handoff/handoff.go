@@ -17,12 +17,12 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/workgroup"
 	"github.com/syncnode/syncnode/ownership"
-	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -64,7 +64,7 @@ type Copies interface {
 type Fetcher interface {
 	Fetch(ctx context.Context, ref syncnode.BlobRef, req retrieval.Request) (retrieval.Result, error)
 	HolderSlot(ctx context.Context, p peer.ID) (release func(), err error)
-	Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (p2p.HaveResult, error)
+	Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (blobproto.HaveResult, error)
 }
 
 // Config configures Handoffs. Zero fields take the documented defaults.
@@ -130,10 +130,11 @@ func New(cfg Config, h host.Host, ledger *ownership.Ledger, book *signposting.Bo
 		store: store, fetch: fetch, work: work, ctx: work.Context(),
 		running: map[handoffKey]bool{}, retry: map[handoffRef]handoffBackoff{}}
 	x.takes.h = x
-	x.shares = shares.New(h, ledger, groups, x, x.asked, x.settled, log)
-	x.shares.AskWait = 10 * cfg.IOTimeout
-	if cfg.EscrowWait > 0 {
-		x.shares.EscrowWait = cfg.EscrowWait
+	sc := shares.Config{IOTimeout: cfg.IOTimeout, AskWait: 10 * cfg.IOTimeout, EscrowWait: cfg.EscrowWait,
+		Asked: x.asked, Settled: x.settled}
+	var err error
+	if x.shares, err = shares.New(h, ledger, groups, x, sc, log); err != nil {
+		return nil, err
 	}
 	return x, nil
 }

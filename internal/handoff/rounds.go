@@ -113,7 +113,7 @@ func (h *Handoffs) handoff(g syncnode.GroupID, p peer.ID) {
 		return
 	}
 	for _, ref := range refs {
-		ctx, cancel := context.WithTimeout(h.ctx, h.shares.AskWait+h.cfg.IOTimeout)
+		ctx, cancel := context.WithTimeout(h.ctx, h.shares.AskWait()+h.cfg.IOTimeout)
 		res, err := h.shares.Ask(ctx, p, ref, g)
 		cancel()
 		if h.ctx.Err() != nil {

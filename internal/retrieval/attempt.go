@@ -10,12 +10,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
-	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/internal/blobproto"
 )
 
 // attempt makes one try of f: it takes a fetch slot, asks the likely
 // holder, else locates the holders and fetches from them.
-func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) (p2p.FetchResult, []peer.ID, error) {
+func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) (blobproto.FetchResult, []peer.ID, error) {
 	// The server fetcher's attempt needs a place with its likely holder
 	// before it takes a fetch slot: one member whose blobs come slowly (or
 	// never quite stall) holds half the slots at most, and the others'
@@ -26,13 +26,13 @@ func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef
 		if p, ok := r.likelyHolder(ref, hints); ok {
 			release, ok := r.perHolder.tryAcquire(p)
 			if !ok {
-				return p2p.FetchResult{}, nil, fmt.Errorf("%w: %s serves %d background fetches here already", fetcher.ErrBusy, p, r.perHolder.per)
+				return blobproto.FetchResult{}, nil, fmt.Errorf("%w: %s serves %d background fetches here already", fetcher.ErrBusy, p, r.perHolder.per)
 			}
 			defer release()
 		}
 	}
 	if err := r.gate.acquire(ctx, prio); err != nil {
-		return p2p.FetchResult{}, nil, err
+		return blobproto.FetchResult{}, nil, err
 	}
 	defer r.gate.release()
 	// A likely holder is asked for the blob whole at once, with no round
@@ -53,7 +53,7 @@ func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef
 			return res, holders, nil
 		case ctx.Err() != nil:
 			return res, nil, err
-		case !errors.Is(err, p2p.ErrNotWhole):
+		case !errors.Is(err, blobproto.ErrNotWhole):
 			tried = append(tried, p) // not a holder after all, or a failed one
 		}
 	}
@@ -64,7 +64,7 @@ func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef
 		f.set(Status{State: Locating})
 		holders, err := r.locate(ctx, ref, hints, tried)
 		if err != nil {
-			return p2p.FetchResult{}, nil, err
+			return blobproto.FetchResult{}, nil, err
 		}
 		f.set(Status{State: Fetching, Holders: holders})
 		res, err := r.transfer(ctx, f, ref, holders, false)
@@ -89,10 +89,10 @@ func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef
 // lands on the copy between its becoming visible and its directory entry
 // reaching stable storage, where a power loss would leave the shares
 // without the copy.
-func (r *Retriever) transfer(ctx context.Context, f *flight, ref syncnode.BlobRef, holders []peer.ID, wholeOnly bool) (p2p.FetchResult, error) {
+func (r *Retriever) transfer(ctx context.Context, f *flight, ref syncnode.BlobRef, holders []peer.ID, wholeOnly bool) (blobproto.FetchResult, error) {
 	commit := r.keep.Receive(ref)
-	res, err := r.client.FetchWith(ctx, ref, holders, p2p.FetchOptions{
-		Progress: func(p p2p.Progress) {
+	res, err := r.client.FetchWith(ctx, ref, holders, blobproto.FetchOptions{
+		Progress: func(p blobproto.Progress) {
 			// A whole-blob ask is still locating until bytes come: a
 			// larger blob goes on to a locate.
 			if !wholeOnly || p.Received > 0 || p.Total == 0 {
@@ -104,7 +104,7 @@ func (r *Retriever) transfer(ctx context.Context, f *flight, ref syncnode.BlobRe
 	})
 	r.bytesIn.Add(res.FromNetwork)
 	r.judge(ref, res, err == nil)
-	if !errors.Is(err, p2p.ErrNotWhole) && r.cfg.Route != nil {
+	if !errors.Is(err, blobproto.ErrNotWhole) && r.cfg.Route != nil {
 		r.cfg.Route(ref, res, err)
 	}
 	return res, err
@@ -137,7 +137,7 @@ func (r *Retriever) likelyHolder(ref syncnode.BlobRef, hints []peer.ID) (peer.ID
 // judge records how ref's holders behaved in a fetch: liars are banned
 // and dropped from the signpost, holders that stalled, truncated or reset
 // are demoted, and those that delivered a blob that completed are cleared.
-func (r *Retriever) judge(ref syncnode.BlobRef, res p2p.FetchResult, ok bool) {
+func (r *Retriever) judge(ref syncnode.BlobRef, res blobproto.FetchResult, ok bool) {
 	now := time.Now()
 	for _, p := range res.Faulty {
 		r.rep.faulted(p, now)

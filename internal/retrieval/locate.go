@@ -11,8 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/connectivity"
-	"github.com/syncnode/syncnode/p2p"
 )
 
 // haveGrace is the least time locate waits for more holders' answers after
@@ -97,7 +97,7 @@ func (l *locating) good() bool {
 func (l *locating) ask(ctx context.Context, cands []peer.ID, hedge time.Duration) (more []peer.ID) {
 	type answer struct {
 		p   peer.ID
-		r   p2p.HaveResult
+		r   blobproto.HaveResult
 		err error
 	}
 	var todo []peer.ID
@@ -207,7 +207,7 @@ func (l *locating) result() ([]peer.ID, error) {
 		}
 	}
 	if len(holders) == 0 {
-		err := fmt.Errorf("%w: %s (asked %d peers)", p2p.ErrNoHolder, l.ref, len(l.asked)-1)
+		err := fmt.Errorf("%w: %s (asked %d peers)", blobproto.ErrNoHolder, l.ref, len(l.asked)-1)
 		if len(l.errs) > 0 {
 			err = fmt.Errorf("%w: %w", err, errors.Join(l.errs...))
 		}

@@ -17,8 +17,8 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/workgroup"
-	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
 )
 
@@ -32,8 +32,8 @@ type Store interface {
 
 // Client is the blob protocol's client: it asks holders and fetches.
 type Client interface {
-	Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (p2p.HaveResult, error)
-	FetchWith(ctx context.Context, ref syncnode.BlobRef, holders []peer.ID, opts p2p.FetchOptions) (p2p.FetchResult, error)
+	Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (blobproto.HaveResult, error)
+	FetchWith(ctx context.Context, ref syncnode.BlobRef, holders []peer.ID, opts blobproto.FetchOptions) (blobproto.FetchResult, error)
 }
 
 // Providers finds the peers that announced a blob in the DHT.
@@ -82,7 +82,7 @@ type Config struct {
 	MaxFetches int
 	// Route, if not nil, is told of every transfer (except a whole-blob
 	// ask the holder could not serve whole): what went through relays.
-	Route func(ref syncnode.BlobRef, res p2p.FetchResult, err error)
+	Route func(ref syncnode.BlobRef, res blobproto.FetchResult, err error)
 }
 
 // Validate reports a config that cannot work.
@@ -191,7 +191,7 @@ func (r *Retriever) HolderSlot(ctx context.Context, p peer.ID) (release func(), 
 func (r *Retriever) InFlight(ref syncnode.BlobRef) bool { return r.flightOf(ref) != nil }
 
 // Have asks p whether it holds ref, within a fraction of the IOTimeout.
-func (r *Retriever) Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (p2p.HaveResult, error) {
+func (r *Retriever) Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (blobproto.HaveResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.haveTimeout())
 	defer cancel()
 	return r.client.Have(ctx, p, ref)

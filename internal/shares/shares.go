@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -83,16 +82,6 @@ type SettledFunc func(t ownership.Transfer, accepted bool)
 // there, to any member, whatever the two device types.
 type AskedFunc func(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID, leaving bool) (Result, error)
 
-// DefaultAskWait is how long a hand-off may take by default: the member
-// asked may have to fetch the blob first.
-const DefaultAskWait = 5 * time.Minute
-
-// DefaultEscrowWait is how long, by default, a transfer waits in escrow
-// for an acceptor that does not answer: long enough for a restart or a
-// short outage, short enough that a device whose taker died is not
-// pinned for good and a new server can take the shares.
-const DefaultEscrowWait = time.Hour
-
 // Service answers share requests and makes them.
 type Service struct {
 	h       host.Host
@@ -102,15 +91,8 @@ type Service struct {
 	asked   AskedFunc
 	settled SettledFunc
 	log     *slog.Logger
-	timeout time.Duration
-
-	// AskWait bounds a hand-off, at both ends (default DefaultAskWait).
-	// Set it before the service is used.
-	AskWait time.Duration
-	// EscrowWait is how long shares stay in escrow for an acceptor that
-	// does not answer before Recover ends the transfer without it
-	// (default DefaultEscrowWait). Set it before the service is used.
-	EscrowWait time.Duration
+	// cfg has its defaults set.
+	cfg Config
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -139,19 +121,29 @@ type Service struct {
 	closed bool
 }
 
-// New registers the shares protocol on h. asked may be nil: then requests
-// to take a blob are refused. settled may be nil.
-func New(h host.Host, ledger *ownership.Ledger, prio Priorities, copies Copies, asked AskedFunc, settled SettledFunc, log *slog.Logger) *Service {
+// New registers the shares protocol on h, keeping the shares this node
+// holds in ledger; prio and copies answer for the syncgroups and the
+// blobs. Zero fields of cfg take their defaults, and a cfg that Validate
+// refuses is an error.
+func New(h host.Host, ledger *ownership.Ledger, prio Priorities, copies Copies, cfg Config, log *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	settled := cfg.Settled
 	if settled == nil {
 		settled = func(ownership.Transfer, bool) {}
 	}
-	s := &Service{h: h, ledger: ledger, prio: prio, copies: copies, asked: asked, settled: settled, log: log,
-		timeout: 20 * time.Second, AskWait: DefaultAskWait, EscrowWait: DefaultEscrowWait, escrowed: make(chan struct{}, 1)}
+	s := &Service{h: h, ledger: ledger, prio: prio, copies: copies, asked: cfg.Asked, settled: settled, log: log,
+		cfg: cfg, escrowed: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	rand.Read(s.secret[:])
 	h.SetStreamHandler(p2p.ProtoShares, s.handle)
-	return s
+	return s, nil
 }
+
+// AskWait returns how long a hand-off may take, at both ends.
+func (s *Service) AskWait() time.Duration { return s.cfg.AskWait }
 
 // Escrowed is signalled (without blocking, so signals merge) whenever an
 // offer puts shares in escrow here: if the acceptor's settle never comes,
@@ -169,348 +161,6 @@ func (s *Service) Close() {
 	// The ledger outlives the service only until its owner closes it:
 	// no request may still be writing to it then.
 	s.handlers.Wait()
-}
-
-const (
-	opChallenge = "challenge"
-	opOffer     = "offer"
-	opSettle    = "settle"
-	opResolve   = "resolve"
-	// opVoid tells an acceptor that the holder ended the transfer
-	// without it (it did not answer within EscrowWait).
-	opVoid = "void"
-	opAsk  = "ask"
-	// The batch forms of challenge, offer and settle: Items carries one
-	// request of the single form per blob, answered in order.
-	opChallenges = "challenges"
-	opOffers     = "offers"
-	opSettles    = "settles"
-)
-
-// batchOf maps a batch operation to the single one it repeats.
-var batchOf = map[string]string{opChallenges: opChallenge, opOffers: opOffer, opSettles: opSettle}
-
-// MaxBatch bounds the blobs of one batch request.
-const MaxBatch = 32
-
-type request struct {
-	Op       string               `msgpack:"o"`
-	ID       ownership.TransferID `msgpack:"i"`
-	Ref      syncnode.BlobRef     `msgpack:"r"`
-	Group    syncnode.GroupID     `msgpack:"g"`
-	Accepted bool                 `msgpack:"a,omitempty"`
-	// Proof is the requester's keyed hash of the whole blob, keyed by
-	// the challenge's Nonce (ProofSize bytes).
-	Proof []byte `msgpack:"p,omitempty"`
-	// Leaving marks an ask from a member leaving the group.
-	Leaving bool `msgpack:"lv,omitempty"`
-	// Ejecting marks an offer asked by an admin about to eject the
-	// holder: the holder offers every share it holds of the blob there.
-	Ejecting bool `msgpack:"ej,omitempty"`
-	// Want is, in an offer, the most shares the requester can accept in
-	// the group (0: no bound given): the holder offers no more.
-	Want int `msgpack:"wa,omitempty"`
-	// Items are the requests of a batch operation.
-	Items []request `msgpack:"b,omitempty"`
-}
-
-type response struct {
-	Err      string              `msgpack:"e,omitempty"`
-	Transfer *ownership.Transfer `msgpack:"t,omitempty"`
-	Keeps    bool                `msgpack:"k,omitempty"`
-	Accepted bool                `msgpack:"a,omitempty"`
-	// Taken answers an ask: how many shares the member took.
-	Taken int `msgpack:"n,omitempty"`
-	// Surplus answers an ask: the asked server holds the group's two
-	// shares already (see Result.Surplus).
-	Surplus bool `msgpack:"su,omitempty"`
-	// Nonce answers a challenge: the key of the hash of the whole blob
-	// that proves possession (ProofSize bytes).
-	Nonce []byte `msgpack:"c,omitempty"`
-	// Held answers a challenge: how many shares of the blob the holder
-	// keeps in the group, held or in escrow (its word; at most two).
-	Held int `msgpack:"h,omitempty"`
-	// Nothing answers a challenge from a holder with no shares of the
-	// blob in the group, none in escrow either: there is nothing to
-	// prove possession for.
-	Nothing bool `msgpack:"z,omitempty"`
-	// Escrow answers an admin's ejecting offer that this node refuses
-	// because shares of the blob in the group are in escrow still (their
-	// acceptor did not answer): those transfers, for the admin to
-	// resolve with their acceptors itself.
-	Escrow []ownership.Transfer `msgpack:"es,omitempty"`
-	// Items answer a batch operation's items, in order.
-	Items []response `msgpack:"b,omitempty"`
-}
-
-// Result is the outcome of Take.
-type Result struct {
-	// Taken is how many shares moved to this node.
-	Taken int
-	// HolderKeeps reports whether the holder still has shares of the blob.
-	HolderKeeps bool
-	// Escrow, with ErrRefused, are the holder's transfers of the blob in
-	// the group still in escrow, as it names them to an admin about to
-	// eject it (see ResolveAt).
-	Escrow []ownership.Transfer
-	// Surplus answers an ask: the asked node, a server, holds the group's
-	// two shares of the blob already, with a verified copy, so the
-	// asker's are surplus (a member that offered shares it never had
-	// made them) and were dropped.
-	Surplus bool
-}
-
-// Take asks holder for its shares of ref in group g. This node must hold
-// the blob verified. The shares arrive in escrow at the holder, are
-// accepted here, and the holder is told to settle.
-func (s *Service) Take(ctx context.Context, holder peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (Result, error) {
-	res, errs := s.TakeAll(ctx, holder, []Item{{Ref: ref, Group: g}})
-	return res[0], errs[0]
-}
-
-// Item names the shares of one blob in one group.
-type Item struct {
-	Ref   syncnode.BlobRef
-	Group syncnode.GroupID
-	// Ejecting marks a request of an admin of the group about to eject
-	// the holder: a take gets every share the holder has, and Keeps
-	// stops the holder accepting shares there for EjectFreeze, so that
-	// its answer still holds when the ejection comes.
-	Ejecting bool
-}
-
-// Keeps asks holder which of items it keeps shares of, held or in
-// escrow: the answer to a possession challenge, which costs the holder one
-// keyed hash. A refused challenge (the holder restoring its copy, say)
-// counts as kept: the caller then makes sure of the blob. It fails as a
-// whole if holder does not answer.
-func (s *Service) Keeps(ctx context.Context, holder peer.ID, items []Item) ([]bool, error) {
-	keeps, _, err := s.KeepsOrRefused(ctx, holder, items)
-	return keeps, err
-}
-
-// KeepsOrRefused is Keeps, with refused true for the items whose
-// challenge the holder refused (their keeps is true).
-func (s *Service) KeepsOrRefused(ctx context.Context, holder peer.ID, items []Item) (keeps, refused []bool, err error) {
-	keeps, refused, _, err = s.keeps(ctx, holder, items)
-	return keeps, refused, err
-}
-
-// HeldBy asks holder how many shares of each of items it keeps, held or
-// in escrow (its word, at most two each; 0 for a refused challenge).
-func (s *Service) HeldBy(ctx context.Context, holder peer.ID, items []Item) ([]int, error) {
-	_, _, held, err := s.keeps(ctx, holder, items)
-	return held, err
-}
-
-func (s *Service) keeps(ctx context.Context, holder peer.ID, items []Item) (keeps, refused []bool, held []int, err error) {
-	keeps, refused, held = make([]bool, len(items)), make([]bool, len(items)), make([]int, len(items))
-	for start := 0; start < len(items); start += MaxBatch {
-		end := min(start+MaxBatch, len(items))
-		reqs := make([]request, 0, end-start)
-		for _, it := range items[start:end] {
-			reqs = append(reqs, request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group, Ejecting: it.Ejecting})
-		}
-		resp, err := s.call(ctx, holder, request{Op: opChallenges, Items: reqs}, s.timeout)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		if len(resp.Items) != len(reqs) {
-			return nil, nil, nil, fmt.Errorf("shares: %s answered %d of %d items", holder, len(resp.Items), len(reqs))
-		}
-		for k, r := range resp.Items {
-			keeps[start+k], refused[start+k] = !r.Nothing, r.Err != ""
-			if !r.Nothing && r.Err == "" {
-				held[start+k] = min(max(r.Held, 0), ownership.CreatorShares)
-			}
-		}
-	}
-	return keeps, refused, held, nil
-}
-
-// TakeAll is Take for many blobs from one holder: each step (challenge,
-// offer, settle) goes for up to MaxBatch of them in one request, and the
-// ledger writes of a step share their syncs. Each item has its own result
-// or error, in the order given.
-func (s *Service) TakeAll(ctx context.Context, holder peer.ID, items []Item) ([]Result, []error) {
-	res, errs := make([]Result, len(items)), make([]error, len(items))
-	for start := 0; start < len(items); start += MaxBatch {
-		end := min(start+MaxBatch, len(items))
-		s.takeBatch(ctx, holder, items[start:end], res[start:end], errs[start:end])
-	}
-	return res, errs
-}
-
-// pendingTake is one item of a batch on its way through the steps.
-type pendingTake struct {
-	i   int // index in the caller's slices
-	req request
-	t   ownership.Transfer
-	err error // set when Accept failed: the holder is told to return the escrow
-}
-
-// takeBatch runs the three steps for items, at most MaxBatch of them.
-func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, res []Result, errs []error) {
-	var live []*pendingTake
-	for i, it := range items {
-		if !s.copies.Holds(it.Ref) {
-			errs[i] = fmt.Errorf("%w: %s", ownership.ErrUnverified, it.Ref)
-			continue
-		}
-		if s.isLeaving(it.Group) {
-			errs[i] = fmt.Errorf("shares: this node is leaving %s and takes no shares there", it.Group)
-			continue
-		}
-		// Never more than the group's two: a requester that holds some
-		// (a member's false offer may have made them) asks for the rest.
-		want := ownership.CreatorShares
-		if sh, err := s.ledger.Shares(it.Ref); err == nil {
-			want -= sh[it.Group]
-		}
-		if want <= 0 {
-			continue // it holds the group's two already: nothing to take
-		}
-		live = append(live, &pendingTake{i: i, req: request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group, Ejecting: it.Ejecting, Want: want}})
-	}
-	// step sends op for live and keeps the items whose answers pass ok.
-	step := func(op string, ok func(pt *pendingTake, r response) bool) {
-		reqs := make([]request, len(live))
-		for k, pt := range live {
-			reqs[k] = pt.req
-		}
-		resp, err := s.call(ctx, holder, request{Op: op, Items: reqs}, s.timeout)
-		if err == nil && len(resp.Items) != len(reqs) {
-			err = fmt.Errorf("shares: %s answered %d of %d items", holder, len(resp.Items), len(reqs))
-		}
-		var kept []*pendingTake
-		for k, pt := range live {
-			switch {
-			case err != nil:
-				errs[pt.i] = err
-			case resp.Items[k].Err != "":
-				errs[pt.i] = fmt.Errorf("%w by %s: %s", ErrRefused, holder, resp.Items[k].Err)
-				res[pt.i].Escrow = resp.Items[k].Escrow
-			case ok(pt, resp.Items[k]):
-				kept = append(kept, pt)
-			}
-		}
-		live = kept
-	}
-	// Possession first: the holder names a key only it can predict, and
-	// checks a hash of the whole blob under that key against its own copy.
-	step(opChallenges, func(pt *pendingTake, r response) bool {
-		if r.Nothing {
-			return false // nothing to take: a zero result
-		}
-		proof, err := s.prove(pt.req.Ref, r.Nonce)
-		if err != nil {
-			errs[pt.i] = fmt.Errorf("shares: possession proof of %s: %w", pt.req.Ref, err)
-			return false
-		}
-		pt.req.Proof = proof
-		return true
-	})
-	if len(live) == 0 {
-		return
-	}
-	step(opOffers, func(pt *pendingTake, r response) bool {
-		pt.req.Proof = nil
-		switch {
-		case r.Transfer == nil:
-			errs[pt.i] = fmt.Errorf("shares: %s offered no transfer", holder)
-			return false
-		case r.Transfer.N == 0:
-			res[pt.i] = Result{HolderKeeps: true}
-			return false
-		case r.Transfer.ID != pt.req.ID || r.Transfer.Ref != pt.req.Ref || r.Transfer.Group != pt.req.Group || r.Transfer.N < 0:
-			errs[pt.i] = fmt.Errorf("shares: %s answered with another transfer", holder)
-			return false
-		}
-		pt.t = *r.Transfer
-		return true
-	})
-	if len(live) == 0 {
-		return
-	}
-	// Accepted only while the copy is held and cannot be deleted: shares
-	// never land on a copy an eviction is removing. The acceptances run
-	// at once, so that their ledger writes share syncs.
-	var wg sync.WaitGroup
-	for _, pt := range live {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pt.t.From = holder // only it may void the transfer
-			s.accepting.RLock()
-			defer s.accepting.RUnlock()
-			if s.isLeaving(pt.req.Group) || s.isFrozen(pt.req.Group) {
-				pt.err = fmt.Errorf("shares: this node is leaving %s, or an admin is ejecting it, and takes no shares there", pt.req.Group)
-				return
-			}
-			pt.err = s.copies.WithCopy(pt.req.Ref, func(held bool) error { return s.ledger.Accept(pt.t, held) })
-			pt.req.Accepted = pt.err == nil
-		}()
-	}
-	wg.Wait()
-	settled := slices.Clone(live)
-	step(opSettles, func(pt *pendingTake, r response) bool {
-		if pt.err == nil {
-			res[pt.i] = Result{Taken: pt.t.N, HolderKeeps: r.Keeps}
-		}
-		return false
-	})
-	for _, pt := range settled {
-		switch {
-		case pt.err != nil:
-			// Not accepted: the holder returned the escrow (or will, when
-			// it resolves the transfer).
-			errs[pt.i] = pt.err
-		case errs[pt.i] != nil:
-			// Accepted here; the holder settles when it resolves the
-			// transfer.
-			s.log.Info("settle not confirmed; the holder will resolve", "holder", holder, "blob", pt.req.Ref, "err", errs[pt.i])
-			res[pt.i], errs[pt.i] = Result{Taken: pt.t.N, HolderKeeps: true}, nil
-		}
-	}
-}
-
-// ResolveAt asks the acceptor of transfer t how it ended, which fixes
-// the outcome there (a transfer not accepted yet never will be): whether
-// it accepted t's shares. An admin ejecting t's holder asks, to know
-// whether those shares are with a member that stays.
-func (s *Service) ResolveAt(ctx context.Context, t ownership.Transfer) (bool, error) {
-	resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref}, s.timeout)
-	return resp.Accepted, err
-}
-
-// Ask asks member p to take this node's shares of ref in group g,
-// fetching the blob from this node first if it lacks it, as a leaf hands a
-// blob off to a non-leaf and a device to a server. It returns how many
-// shares p took once the hand-off has ended, or why it failed.
-func (s *Service) Ask(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (Result, error) {
-	return s.ask(ctx, p, request{Op: opAsk, Ref: ref, Group: g})
-}
-
-// AskLeaving is Ask from a node leaving g (see Leaving): p may take the
-// shares whatever the two device types, and is offered all of them.
-func (s *Service) AskLeaving(ctx context.Context, p peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) (Result, error) {
-	return s.ask(ctx, p, request{Op: opAsk, Ref: ref, Group: g, Leaving: true})
-}
-
-func (s *Service) ask(ctx context.Context, p peer.ID, req request) (Result, error) {
-	resp, err := s.call(ctx, p, req, s.AskWait+s.timeout)
-	if err != nil || !resp.Surplus {
-		return Result{Taken: resp.Taken}, err
-	}
-	// Only a server's own word settles it: the group's shares are its.
-	if them, ok := s.prio.PeerPriority(req.Group, p); !ok || them.DevType != syncnode.Server {
-		return Result{}, fmt.Errorf("shares: %s, no server of %s, calls this node's shares of %s surplus", p, req.Group, req.Ref)
-	}
-	if err := s.ledger.DropGroup(req.Ref, req.Group); err != nil {
-		return Result{}, err
-	}
-	s.log.Warn("shares surplus: a server holds the group's two already; dropped here", "blob", req.Ref, "group", req.Group, "server", p)
-	return Result{Surplus: true}, nil
 }
 
 // Leaving marks this node as leaving group g (or no longer): while it
@@ -588,7 +238,7 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
 	for _, t := range pending {
-		resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref}, s.timeout)
+		resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref}, s.cfg.IOTimeout)
 		if err != nil {
 			if s.outgrown(t) {
 				if ok, aerr := s.ledger.Abandon(t.Ref, t.ID); aerr != nil {
@@ -623,7 +273,7 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 // shares it holds count for nothing) while this node still is. A node
 // that is out itself cannot tell, and waits.
 func (s *Service) outgrown(t ownership.Transfer) bool {
-	if t.At > 0 && time.Since(time.Unix(0, t.At)) > s.EscrowWait {
+	if t.At > 0 && time.Since(time.Unix(0, t.At)) > s.cfg.EscrowWait {
 		return true
 	}
 	return s.isMember(t.Group, s.h.ID()) && !s.isMember(t.Group, t.To)
@@ -643,7 +293,7 @@ func (s *Service) tellVoided(ctx context.Context) error {
 	}
 	var errs []error
 	for _, t := range voided {
-		if _, err := s.call(ctx, t.To, request{Op: opVoid, ID: t.ID, Ref: t.Ref}, s.timeout); err != nil {
+		if _, err := s.call(ctx, t.To, request{Op: opVoid, ID: t.ID, Ref: t.Ref}, s.cfg.IOTimeout); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -665,7 +315,7 @@ func (s *Service) call(ctx context.Context, p peer.ID, req request, wait time.Du
 		defer st.Close()
 		stop := context.AfterFunc(ctx, func() { st.Reset() })
 		defer stop()
-		if err := p2p.WriteMsg(st, req, s.timeout); err != nil {
+		if err := p2p.WriteMsg(st, req, s.cfg.IOTimeout); err != nil {
 			st.Reset()
 			return err
 		}
@@ -764,8 +414,8 @@ func (s *Service) settlePending(ref syncnode.BlobRef, g syncnode.GroupID) {
 		if t.Group != g {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
-		resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref}, s.timeout)
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.IOTimeout)
+		resp, err := s.call(ctx, t.To, request{Op: opResolve, ID: t.ID, Ref: t.Ref}, s.cfg.IOTimeout)
 		cancel()
 		if err != nil {
 			continue
@@ -797,210 +447,4 @@ func (s *Service) holding(ref syncnode.BlobRef, g syncnode.GroupID) (held int, n
 		}
 	}
 	return min(max(n, 0), ownership.CreatorShares), sh[g] <= 0 && !escrowed
-}
-
-func (s *Service) handle(st network.Stream) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		st.Reset()
-		return
-	}
-	s.handlers.Add(1)
-	s.mu.Unlock()
-	defer s.handlers.Done()
-	defer st.Close()
-	from := st.Conn().RemotePeer()
-	var req request
-	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, p2p.MaxFrame, s.timeout); err != nil {
-		st.Reset()
-		return
-	}
-	resp, err := s.answer(from, req)
-	if err != nil {
-		s.log.Info("share request refused", "peer", from, "op", req.Op, "blob", req.Ref, "err", err)
-		resp = response{Err: err.Error()}
-	}
-	p2p.WriteMsg(st, resp, s.timeout)
-}
-
-func (s *Service) answer(from peer.ID, req request) (response, error) {
-	if op, ok := batchOf[req.Op]; ok {
-		return s.answerBatch(from, op, req.Items)
-	}
-	if len(req.Items) > 0 {
-		return response{}, fmt.Errorf("operation %q takes no items", req.Op)
-	}
-	switch req.Op {
-	case opChallenge:
-		if _, ok := s.prio.PeerPriority(req.Group, from); !ok {
-			return response{}, fmt.Errorf("%s is not a member of %s", from, req.Group)
-		}
-		if req.Ejecting && s.prio.IsAdmin(req.Group, from) {
-			// An admin about to eject this node asks what it keeps: the
-			// answer must hold until the ejection, so it accepts no
-			// shares there for a while (those under way first land).
-			s.freeze(req.Group)
-		}
-		held, none := s.holding(req.Ref, req.Group)
-		if none {
-			return response{Nothing: true}, nil
-		}
-		nonce, err := s.challenge(req.ID, req.Ref)
-		return response{Nonce: nonce, Held: held}, err
-	case opOffer:
-		them, ok := s.prio.PeerPriority(req.Group, from)
-		if !ok {
-			return response{}, fmt.Errorf("%s is not a member of %s", from, req.Group)
-		}
-		me, err := s.prio.Priority(req.Group)
-		if err != nil {
-			return response{}, err
-		}
-		if err := s.checkProof(from, req.ID, req.Ref, req.Proof); err != nil {
-			return response{}, err
-		}
-		count := func(held int) int { return ownership.OfferCount(me, them, held) }
-		ejecting := req.Ejecting && s.prio.IsAdmin(req.Group, from)
-		if ejecting {
-			s.settlePending(req.Ref, req.Group)
-		}
-		if s.isLeaving(req.Group) || ejecting {
-			count = func(held int) int { return held }
-		}
-		if req.Want > 0 {
-			c := count
-			count = func(held int) int { return min(c(held), req.Want) }
-		}
-		t, err := s.ledger.OfferCounted(req.ID, req.Ref, req.Group, from, count)
-		// An admin about to eject this node learns which transfers hold
-		// the shares; one that settled meanwhile frees them: offer again.
-		for try := 0; ejecting && errors.Is(err, ownership.ErrInEscrow); try++ {
-			var escrow []ownership.Transfer
-			pending, _ := s.ledger.Pending(req.Ref)
-			for _, p := range pending {
-				if p.Group == req.Group {
-					escrow = append(escrow, p)
-				}
-			}
-			if len(escrow) > 0 || try == 3 {
-				return response{Err: err.Error(), Escrow: escrow}, nil
-			}
-			t, err = s.ledger.OfferCounted(req.ID, req.Ref, req.Group, from, count)
-		}
-		if err == nil && t.N > 0 {
-			select {
-			case s.escrowed <- struct{}{}:
-			default:
-			}
-		}
-		return response{Transfer: &t}, err
-	case opSettle:
-		// Only the acceptor named in the escrow may settle it.
-		pending, err := s.ledger.Pending(req.Ref)
-		if err != nil {
-			return response{}, err
-		}
-		var mine *ownership.Transfer
-		for _, t := range pending {
-			if t.ID == req.ID {
-				if t.To != from {
-					return response{}, fmt.Errorf("transfer %s is not %s's", req.ID, from)
-				}
-				mine = &t
-			}
-		}
-		keeps, err := s.ledger.Settle(req.Ref, req.ID, req.Accepted)
-		if err == nil && mine != nil {
-			s.settled(*mine, req.Accepted)
-		}
-		return response{Keeps: keeps}, err
-	case opResolve:
-		acc, err := s.ledger.Resolve(req.ID)
-		return response{Accepted: acc}, err
-	case opVoid:
-		_, err := s.ledger.Void(req.ID, from)
-		return response{}, err
-	case opAsk:
-		if _, ok := s.prio.PeerPriority(req.Group, from); !ok {
-			return response{}, fmt.Errorf("%s is not a member of %s", from, req.Group)
-		}
-		if s.asked == nil {
-			return response{}, errors.New("this node takes no blobs on request")
-		}
-		ctx, cancel := context.WithTimeout(s.ctx, s.AskWait)
-		defer cancel()
-		res, err := s.asked(ctx, from, req.Ref, req.Group, req.Leaving)
-		return response{Taken: res.Taken, Surplus: res.Surplus}, err
-	}
-	return response{}, fmt.Errorf("unknown operation %q", req.Op)
-}
-
-// answerBatch answers each item as the single operation op, with the same
-// checks, all at once so that their ledger writes share syncs. Items of
-// one blob run one after another.
-func (s *Service) answerBatch(from peer.ID, op string, items []request) (response, error) {
-	if len(items) > MaxBatch {
-		return response{}, fmt.Errorf("%d items in one batch, at most %d", len(items), MaxBatch)
-	}
-	out := make([]response, len(items))
-	byRef := map[syncnode.BlobRef][]int{}
-	for i, it := range items {
-		byRef[it.Ref] = append(byRef[it.Ref], i)
-	}
-	var wg sync.WaitGroup
-	for _, idx := range byRef {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, i := range idx {
-				it := items[i]
-				single := request{Op: op, ID: it.ID, Ref: it.Ref, Group: it.Group, Accepted: it.Accepted, Proof: it.Proof, Ejecting: it.Ejecting, Want: it.Want}
-				r, err := s.answer(from, single)
-				if err != nil {
-					s.log.Info("share request refused", "peer", from, "op", op, "blob", it.Ref, "err", err)
-					r = response{Err: err.Error()}
-				}
-				out[i] = r
-			}
-		}()
-	}
-	wg.Wait()
-	return response{Items: out}, nil
-}
-
-// peerLocks are mutexes per peer, each kept only while someone holds or
-// waits for it.
-type peerLocks struct {
-	mu    sync.Mutex
-	locks map[peer.ID]*peerLock
-}
-
-type peerLock struct {
-	sync.Mutex
-	users int
-}
-
-// lock locks p's mutex and returns its unlock.
-func (l *peerLocks) lock(p peer.ID) (unlock func()) {
-	l.mu.Lock()
-	if l.locks == nil {
-		l.locks = map[peer.ID]*peerLock{}
-	}
-	pl := l.locks[p]
-	if pl == nil {
-		pl = &peerLock{}
-		l.locks[p] = pl
-	}
-	pl.users++
-	l.mu.Unlock()
-	pl.Lock()
-	return func() {
-		pl.Unlock()
-		l.mu.Lock()
-		if pl.users--; pl.users == 0 {
-			delete(l.locks, p)
-		}
-		l.mu.Unlock()
-	}
 }

@@ -64,7 +64,9 @@ func world(t *testing.T) ([]*dev, syncnode.GroupID) {
 			t.Fatal(err)
 		}
 		d := &dev{h: h, dir: t.TempDir(), blobs: blobstore.NewMem()}
-		d.sync = syncer.New(h, syncer.DefaultConfig(), discard, nil)
+		if d.sync, err = syncer.New(h, syncer.Config{}, discard, nil); err != nil {
+			t.Fatal(err)
+		}
 		t.Cleanup(d.sync.Close)
 		d.open(t)
 		devs[i] = d
@@ -107,7 +109,10 @@ func (d *dev) open(t *testing.T) {
 	if d.svc != nil {
 		d.svc.Close()
 	}
-	d.svc = New(d.h, d.ledger, d.sync, d, nil, nil, discard)
+	d.svc, err = New(d.h, d.ledger, d.sync, d, Config{}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { d.db.Close() })
 }
 
@@ -341,7 +346,7 @@ func TestEscrowEndsWithoutItsAcceptor(t *testing.T) {
 	ref := putBlob(t, devs[1], devs[2], devs[3])
 	normal, server, leaf := devs[2], devs[1], devs[3]
 	leaf.ledger.Grant(ref, gid, ownership.CreatorShares)
-	leaf.svc.EscrowWait = 100 * time.Millisecond
+	leaf.svc.cfg.EscrowWait = 100 * time.Millisecond
 
 	acceptThenVanish(t, server, leaf, ref, gid)
 

@@ -47,9 +47,9 @@ func fanOut(b *testing.B, trust bool, sent *int64) time.Duration {
 			}
 			defer h.Close()
 			hosts[i] = h
-			cfg := DefaultConfig()
+			cfg := Config{}
 			cfg.trustRows = trust
-			syncs[i] = New(h, cfg, discard, nil)
+			syncs[i] = mustNew(b, h, cfg, discard, nil)
 			defer syncs[i].Close()
 		}
 		key := hosts[0].Peerstore().PrivKey(hosts[0].ID())
@@ -118,13 +118,13 @@ func BenchmarkDurableRowWrites(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer db.Close()
-		cfg := DefaultConfig()
+		cfg := Config{}
 		var store Store = syncgroup.NewStore(db)
 		if !durable {
 			store = volatileStore{syncgroup.NewStore(db)}
 		}
 		cfg.Store = store
-		s := New(h, cfg, discard, nil)
+		s := mustNew(b, h, cfg, discard, nil)
 		defer s.Close()
 		key := h.Peerstore().PrivKey(h.ID())
 		g, err := syncgroup.Create("bench", []string{"r/"}, false, key, syncnode.Normal, nil, time.Now())

@@ -26,7 +26,7 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs 
 	defer done()
 	s.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
 	var resp joinResponse
-	err = p2p.Exchange(ctx, s.h, inv.Admin, ProtoJoin, func(st network.Stream) error {
+	err = p2p.Exchange(ctx, s.h, inv.Admin, p2p.ProtoJoin, func(st network.Stream) error {
 		defer st.Close()
 		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv}, s.cfg.IOTimeout); err != nil {
 			st.Reset()
@@ -104,19 +104,6 @@ func (s *Syncer) retire(id syncnode.GroupID) (syncgroup.Resume, error) {
 	}
 	return res, nil
 }
-
-type joinRequest struct {
-	Invitation syncgroup.Invitation `msgpack:"i"`
-}
-
-type joinResponse struct {
-	Err  string         `msgpack:"e,omitempty"`
-	Spec syncgroup.Spec `msgpack:"s"`
-}
-
-// maxJoinRequest bounds a join request: an invitation, a membership row
-// and a few addresses.
-const maxJoinRequest = 16 << 10
 
 func (s *Syncer) handleJoin(st network.Stream) {
 	defer st.Close()

@@ -56,26 +56,6 @@ import (
 // one hop whatever the fanout, and the duplicates only loaded the mesh.
 const DefaultFanout = 3
 
-// pushMsg carries new rows of one group, with the sender's signposts of the
-// blobs they reference.
-type pushMsg struct {
-	Group     syncnode.GroupID `msgpack:"g"`
-	Rows      []syncgroup.Row  `msgpack:"r"`
-	Signposts []SignpostEntry  `msgpack:"sp,omitempty"`
-	// Prio is the sender's priority in the group, observed as in a round.
-	Prio *syncnode.Priority `msgpack:"p,omitempty"`
-}
-
-// pushAck ends a push: the receiver took every frame, and tells its
-// priority in each group pushed, so both sides observe each other's as
-// after a round.
-type pushAck struct {
-	Prios map[syncnode.GroupID]syncnode.Priority `msgpack:"p"`
-}
-
-// maxPushAck bounds a push's answer: a priority per group.
-const maxPushAck = 64 << 10
-
 // pushItem is rows of one group waiting to be pushed to one peer.
 type pushItem struct {
 	g    syncnode.GroupID
@@ -419,4 +399,46 @@ func signpostsFor(sps []SignpostEntry, rows []syncgroup.Row) []SignpostEntry {
 		}
 	}
 	return out
+}
+
+// Push runs a round at once with every member this node is connected to.
+// Rounds with one peer never overlap: a Push during a round reruns it.
+func (s *Syncer) Push(id syncnode.GroupID) {
+	for _, p := range s.members(id) {
+		if s.h.Network().Connectedness(p) == network.Connected {
+			s.pushTo(id, p)
+		}
+	}
+}
+
+func (s *Syncer) pushTo(id syncnode.GroupID, p peer.ID) {
+	k := pushKey{id, p}
+	s.mu.Lock()
+	if _, running := s.pushing[k]; running {
+		s.pushing[k] = true
+		s.mu.Unlock()
+		return
+	}
+	s.pushing[k] = false
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			ctx, cancel := context.WithTimeout(s.ctx, 4*s.cfg.IOTimeout)
+			if err := s.SyncWith(ctx, id, p); err != nil {
+				s.log.Debug("push round failed", "group", id, "peer", p, "err", err)
+			}
+			cancel()
+			s.mu.Lock()
+			again := s.pushing[k]
+			if !again || s.ctx.Err() != nil {
+				delete(s.pushing, k)
+				s.mu.Unlock()
+				return
+			}
+			s.pushing[k] = false
+			s.mu.Unlock()
+		}
+	}()
 }

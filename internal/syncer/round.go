@@ -24,36 +24,6 @@ import (
 // that are pushed on to other members.
 const maxRelayFromRound = 256
 
-// A round, on one stream:
-//
-//	initiator → responder  hello{group, vv, own membership row}
-//	responder → initiator  batch{vv, rows the initiator lacks}… (last has Done)
-//	initiator → responder  batch{vv, rows the responder lacks}… (last has Done)
-//
-// Each side raises its version vector to the other's only after applying
-// every row of the other's batches without error. The responder refuses a
-// peer that is not a member after its membership row (if any) is applied.
-
-type hello struct {
-	Group syncnode.GroupID        `msgpack:"g"`
-	VV    syncgroup.VersionVector `msgpack:"v"`
-	Self  *syncgroup.Row          `msgpack:"s,omitempty"`
-	Prio  syncnode.Priority       `msgpack:"p"`
-	// Admission is the admin's row admitting the sender, so that a member
-	// that has not heard of it yet learns it with the membership.
-	Admission *syncgroup.Row `msgpack:"a,omitempty"`
-}
-
-type batch struct {
-	Err  string                  `msgpack:"e,omitempty"`
-	Prio *syncnode.Priority      `msgpack:"p,omitempty"` // first batch only
-	VV   syncgroup.VersionVector `msgpack:"v,omitempty"`
-	Rows []syncgroup.Row         `msgpack:"r,omitempty"`
-	// Signposts of the blob refs in Rows, filtered for the receiver.
-	Signposts []SignpostEntry `msgpack:"sp,omitempty"`
-	Done      bool            `msgpack:"d,omitempty"`
-}
-
 // SyncWith runs one round of group id with p.
 func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) error {
 	ctx, done, err := s.enter(ctx)
@@ -280,15 +250,6 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 	}
 	return nil
 }
-
-// maxHello bounds a hello: a version vector (about 45 bytes a writer) and
-// the sender's membership row.
-const maxHello = 256 << 10
-
-// refusal is the one answer to a peer that may not sync or join a group:
-// the group is unknown here, the peer is not a member, or its invitation
-// does not hold.
-const refusal = "refused: no such syncgroup here, or not a member of it, or an invitation that is not valid for this peer (expired, or signed by no admin)"
 
 func (s *Syncer) handleSync(st network.Stream) {
 	defer st.Close()

@@ -11,36 +11,16 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/core/protocol"
-	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/p2p"
-	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
-)
-
-// Protocol IDs of this package.
-const (
-	ProtoJoin protocol.ID = p2p.Prefix + "/join/1.0.0"
-)
-
-// Limits of the sync exchange.
-const (
-	// MaxValue is the largest row value accepted; large data belongs in blobs.
-	MaxValue = 256 << 10
-	// batchBytes bounds the rows sent in one frame.
-	batchBytes = 512 << 10
 )
 
 // Errors of the syncer.
@@ -52,13 +32,6 @@ var (
 	// could be reached: rows written here might exist nowhere else.
 	ErrNoMemberReached = errors.New("syncer: no member reached")
 )
-
-// SignpostEntry is the signpost of one blob ref, sent along with the rows
-// that reference it.
-type SignpostEntry struct {
-	Ref      syncnode.BlobRef `msgpack:"r"`
-	Signpost signpost.Wire    `msgpack:"s"`
-}
 
 // Hooks are the node's part in sync. Methods are called from several
 // goroutines at once, never with a group locked.
@@ -93,37 +66,6 @@ type Store interface {
 	// Resumed returns where this node's writes in group id stood when a
 	// replica of it was last removed.
 	Resumed(id syncnode.GroupID) (syncgroup.Resume, error)
-}
-
-// Config configures a Syncer.
-type Config struct {
-	// Interval between periodic rounds (default 30 s).
-	Interval time.Duration
-	// RoundPeers is how many members each group's periodic rounds pick,
-	// at random, one of them a server when the group has one (default 2).
-	RoundPeers int
-	// Fanout is how many connected members a new row is pushed to by each
-	// member that relays it (default DefaultFanout).
-	Fanout int
-	// IOTimeout bounds each frame read or write (default 20 s).
-	IOTimeout time.Duration
-	// Store persists the replicas; nil keeps them in memory only.
-	Store Store
-	// WriterBudget bounds what one writer's rows may cost each replica
-	// (zero fields: DefaultWriterBudget's; negative: no bound). Rows
-	// beyond it are refused, counted per writer (Refused), and the writer
-	// itself cannot write them.
-	WriterBudget syncgroup.Budget
-
-	// trustRows skips signature checks: only for the benchmark that
-	// measures what they cost.
-	trustRows bool
-}
-
-// DefaultConfig returns the defaults.
-func DefaultConfig() Config {
-	return Config{Interval: 30 * time.Second, IOTimeout: 20 * time.Second, RoundPeers: 2, Fanout: DefaultFanout,
-		WriterBudget: DefaultWriterBudget}
 }
 
 // DefaultWriterBudget is what one writer's rows may cost a replica of a
@@ -216,33 +158,31 @@ type pushKey struct {
 }
 
 // New returns a syncer on h and registers its protocol handlers. hooks may
-// be nil.
-func New(h host.Host, cfg Config, log *slog.Logger, hooks Hooks) *Syncer {
+// be nil. Zero fields of cfg take their defaults, and a cfg that Validate
+// refuses is an error.
+func New(h host.Host, cfg Config, log *slog.Logger, hooks Hooks) (*Syncer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	if hooks == nil {
 		hooks = noHooks{}
-	}
-	def := DefaultConfig()
-	if cfg.RoundPeers <= 0 {
-		cfg.RoundPeers = def.RoundPeers
-	}
-	if cfg.Fanout <= 0 {
-		cfg.Fanout = def.Fanout
 	}
 	s := &Syncer{h: h, cfg: cfg, log: log, hooks: hooks,
 		groups: map[syncnode.GroupID]*replica{}, pushing: map[pushKey]bool{}, memberIPs: map[peer.ID]map[string]bool{},
 		outboxes: map[peer.ID][]pushItem{}, ctx: ctx, cancel: cancel}
 	h.SetStreamHandler(p2p.ProtoSync, s.handleSync)
 	h.SetStreamHandler(p2p.ProtoPush, s.handlePush)
-	h.SetStreamHandler(ProtoJoin, s.handleJoin)
-	return s
+	h.SetStreamHandler(p2p.ProtoJoin, s.handleJoin)
+	return s, nil
 }
 
 // Close stops pushes and periodic rounds and waits for them.
 func (s *Syncer) Close() {
 	s.h.RemoveStreamHandler(p2p.ProtoSync)
 	s.h.RemoveStreamHandler(p2p.ProtoPush)
-	s.h.RemoveStreamHandler(ProtoJoin)
+	s.h.RemoveStreamHandler(p2p.ProtoJoin)
 	s.mu.Lock()
 	s.closed = true
 	s.cancel()
@@ -508,157 +448,6 @@ func (s *Syncer) Groups() []syncnode.GroupID {
 	return out
 }
 
-// learnMemberAddrs puts the members' addresses in the peerstore again if
-// rows, just applied to r, change a membership: a member that moved is
-// reachable at its new addresses. A connection to a member from an IP
-// address its membership named before and names no longer is closed: the
-// member left that address, and the connection is dead however long TCP
-// takes to tell.
-func (s *Syncer) learnMemberAddrs(r *replica, rows []syncgroup.Row) {
-	for _, row := range rows {
-		if !strings.HasPrefix(row.Key, syncgroup.MembershipPrefix) {
-			continue
-		}
-		r.mu.Lock()
-		left := s.learnAddrs(r.g)
-		r.mu.Unlock()
-		s.closeLeft(left)
-		return
-	}
-}
-
-// closeLeft closes connections to members from addresses they left.
-func (s *Syncer) closeLeft(conns []network.Conn) {
-	for _, c := range conns {
-		s.log.Info("connection to a member from an address it left closed", "peer", c.RemotePeer(), "remote", c.RemoteMultiaddr())
-		c.Close()
-	}
-}
-
-// ipsOf returns the IP addresses of multiaddr strings.
-func ipsOf(addrs []string) map[string]bool {
-	out := map[string]bool{}
-	for _, a := range addrs {
-		if m, err := ma.NewMultiaddr(a); err == nil {
-			if ip, err := manet.ToIP(m); err == nil {
-				out[ip.String()] = true
-			}
-		}
-	}
-	return out
-}
-
-// learnAddrs puts the members' addresses in the peerstore, and returns the
-// connections to members from IP addresses their membership named when
-// last read here and names no longer.
-func (s *Syncer) learnAddrs(g *syncgroup.Group) (left []network.Conn) {
-	for _, m := range g.Members() {
-		if m.Peer == s.h.ID() {
-			continue
-		}
-		for _, a := range m.Addrs {
-			if addr, err := ma.NewMultiaddr(a); err == nil {
-				s.h.Peerstore().AddAddr(m.Peer, addr, peerstore.PermanentAddrTTL)
-			}
-		}
-		now := ipsOf(m.Addrs)
-		s.mu.Lock()
-		before := s.memberIPs[m.Peer]
-		s.memberIPs[m.Peer] = now
-		s.mu.Unlock()
-		for _, c := range s.h.Network().ConnsToPeer(m.Peer) {
-			ip, err := manet.ToIP(c.RemoteMultiaddr())
-			if err == nil && before[ip.String()] && !now[ip.String()] {
-				left = append(left, c)
-			}
-		}
-	}
-	return left
-}
-
-// Put writes a row and pushes it to the members that are online.
-func (s *Syncer) Put(id syncnode.GroupID, key string, value []byte) (syncgroup.Row, error) {
-	if err := s.CheckPut(id, key, value); err != nil {
-		return syncgroup.Row{}, err
-	}
-	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Put(key, value, time.Now()) })
-}
-
-// CheckPut reports whether Put would accept value at key in group id —
-// a known group, a key under its prefixes, this node a member, a msgpack
-// value of at most MaxValue bytes — changing nothing.
-func (s *Syncer) CheckPut(id syncnode.GroupID, key string, value []byte) error {
-	if len(value) > MaxValue {
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(value), MaxValue)
-	}
-	return s.With(id, func(g *syncgroup.Group) error { return g.CheckPut(key, value) })
-}
-
-// Delete writes a tombstone and pushes it.
-func (s *Syncer) Delete(id syncnode.GroupID, key string) (syncgroup.Row, error) {
-	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Delete(key, time.Now()) })
-}
-
-// SetName writes this device's name into its membership row of group id,
-// if it differs, and pushes the row.
-func (s *Syncer) SetName(id syncnode.GroupID, name string) error {
-	_, err := s.updateSelf(id, func(g *syncgroup.Group) (syncgroup.Row, bool, error) { return g.SetName(name, time.Now()) })
-	return err
-}
-
-// SetAddrs writes the addresses this device is reachable at into its
-// membership row of group id, if they changed, and pushes the row; it
-// reports whether they changed.
-func (s *Syncer) SetAddrs(id syncnode.GroupID, addrs []string) (bool, error) {
-	return s.updateSelf(id, func(g *syncgroup.Group) (syncgroup.Row, bool, error) { return g.SetAddrs(addrs, time.Now()) })
-}
-
-// updateSelf writes what update changes in this device's membership row,
-// if anything, and pushes it, reporting whether it wrote.
-func (s *Syncer) updateSelf(id syncnode.GroupID, update func(*syncgroup.Group) (syncgroup.Row, bool, error)) (bool, error) {
-	_, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) {
-		row, changed, err := update(g)
-		if err == nil && !changed {
-			err = errNothingWritten
-		}
-		return row, err
-	})
-	if errors.Is(err, errNothingWritten) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
-// errNothingWritten tells write that its function had nothing to write.
-var errNothingWritten = errors.New("syncer: nothing to write")
-
-// write applies a local write under the group's lock and spreads it.
-func (s *Syncer) write(id syncnode.GroupID, fn func(*syncgroup.Group) (syncgroup.Row, error)) (syncgroup.Row, error) {
-	_, done, err := s.enter(context.Background())
-	if err != nil {
-		return syncgroup.Row{}, err
-	}
-	defer done()
-	r, err := s.replica(id)
-	if err != nil {
-		return syncgroup.Row{}, err
-	}
-	r.mu.Lock()
-	row, err := fn(r.g)
-	if err == nil {
-		err = s.save(r, []syncgroup.Row{row})
-	}
-	r.mu.Unlock()
-	if err == nil {
-		err = s.flush()
-	}
-	if err != nil {
-		return syncgroup.Row{}, err
-	}
-	s.spread(id, []syncgroup.Row{row}, "")
-	return row, nil
-}
-
 // members returns the group's members other than this node.
 func (s *Syncer) members(id syncnode.GroupID) []peer.ID {
 	var out []peer.ID
@@ -671,46 +460,4 @@ func (s *Syncer) members(id syncnode.GroupID) []peer.ID {
 		return nil
 	})
 	return out
-}
-
-// Push runs a round at once with every member this node is connected to.
-// Rounds with one peer never overlap: a Push during a round reruns it.
-func (s *Syncer) Push(id syncnode.GroupID) {
-	for _, p := range s.members(id) {
-		if s.h.Network().Connectedness(p) == network.Connected {
-			s.pushTo(id, p)
-		}
-	}
-}
-
-func (s *Syncer) pushTo(id syncnode.GroupID, p peer.ID) {
-	k := pushKey{id, p}
-	s.mu.Lock()
-	if _, running := s.pushing[k]; running {
-		s.pushing[k] = true
-		s.mu.Unlock()
-		return
-	}
-	s.pushing[k] = false
-	s.mu.Unlock()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			ctx, cancel := context.WithTimeout(s.ctx, 4*s.cfg.IOTimeout)
-			if err := s.SyncWith(ctx, id, p); err != nil {
-				s.log.Debug("push round failed", "group", id, "peer", p, "err", err)
-			}
-			cancel()
-			s.mu.Lock()
-			again := s.pushing[k]
-			if !again || s.ctx.Err() != nil {
-				delete(s.pushing, k)
-				s.mu.Unlock()
-				return
-			}
-			s.pushing[k] = false
-			s.mu.Unlock()
-		}
-	}()
 }

@@ -52,7 +52,7 @@ func newClusterHooked(t *testing.T, n int, tweak func(*Config), hooks func(i int
 			t.Fatal(err)
 		}
 		c.hosts = append(c.hosts, h)
-		cfg := DefaultConfig()
+		cfg := Config{}
 		cfg.IOTimeout = 5 * time.Second
 		if tweak != nil {
 			tweak(&cfg)
@@ -61,7 +61,7 @@ func newClusterHooked(t *testing.T, n int, tweak func(*Config), hooks func(i int
 		if hooks != nil {
 			hk = hooks(len(c.sync))
 		}
-		s := New(h, cfg, discard, hk)
+		s := mustNew(t, h, cfg, discard, hk)
 		t.Cleanup(s.Close)
 		c.sync = append(c.sync, s)
 	}
@@ -211,7 +211,7 @@ func TestNonMemberAndEjectedGetNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.mn.LinkAll()
-	ss := New(stranger, DefaultConfig(), discard, nil)
+	ss := mustNew(t, stranger, Config{}, discard, nil)
 	defer ss.Close()
 	var spec syncgroup.Spec
 	c.sync[0].With(c.gid, func(g *syncgroup.Group) error { spec = g.Spec(); return nil })
@@ -347,7 +347,7 @@ func TestJoinSurvivesAFailedFirstRound(t *testing.T) {
 	if err := c.mn.LinkAll(); err != nil {
 		t.Fatal(err)
 	}
-	joiner := New(h, DefaultConfig(), discard, nil)
+	joiner := mustNew(t, h, Config{}, discard, nil)
 	t.Cleanup(joiner.Close)
 	c.hosts[0].SetStreamHandler(p2p.ProtoSync, func(st network.Stream) { st.Reset() })
 	adminKey := c.hosts[0].Peerstore().PrivKey(c.hosts[0].ID())
@@ -366,5 +366,28 @@ func TestJoinSurvivesAFailedFirstRound(t *testing.T) {
 	joiner.With(c.gid, func(g *syncgroup.Group) error { _, ok = g.Rows().Get("photos/a"); return nil })
 	if !ok {
 		t.Fatal("the joiner lacks the group's row after its next round")
+	}
+}
+
+// mustNew is New, failing tb on an error.
+func mustNew(tb testing.TB, h host.Host, cfg Config, log *slog.Logger, hooks Hooks) *Syncer {
+	tb.Helper()
+	s, err := New(h, cfg, log, hooks)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// A zero config is the defaults; a negative field is refused.
+func TestConfigZeroIsDefault(t *testing.T) {
+	d := (Config{}).withDefaults()
+	if d.Interval != 30*time.Second || d.IOTimeout != 20*time.Second || d.RoundPeers != 2 || d.Fanout != DefaultFanout {
+		t.Fatalf("zero config = %+v", d)
+	}
+	for _, c := range []Config{{Interval: -1}, {IOTimeout: -1}, {RoundPeers: -1}, {Fanout: -1}} {
+		if err := c.Validate(); !errors.Is(err, ErrConfig) {
+			t.Errorf("Validate(%+v) = %v, want ErrConfig", c, err)
+		}
 	}
 }

@@ -57,7 +57,7 @@ func (d *demo) say(f string, a ...any) {
 }
 
 func (d *demo) open(name string, budget int64) (*node.Node, error) {
-	fc := fetcher.DefaultConfig()
+	fc := fetcher.Config{}
 	fc.FirstScan, fc.ScanInterval = time.Second, 2*time.Second
 	return node.Open(node.Config{DataDir: filepath.Join(d.dir, name), SyncInterval: time.Second,
 		IOTimeout: 10 * time.Second, Fetcher: &fc, BlobBudget: budget})

@@ -159,7 +159,7 @@ func (p *peerHost) id() peer.ID { return p.h.ID() }
 func (p *peerHost) join(ctx context.Context, inv syncgroup.Invitation, admin peer.AddrInfo) error {
 	p.h.Peerstore().AddAddrs(admin.ID, admin.Addrs, time.Hour)
 	var resp joinResponse
-	if err := p.call(ctx, admin.ID, syncer.ProtoJoin, joinRequest{Invitation: inv}, &resp); err != nil {
+	if err := p.call(ctx, admin.ID, p2p.ProtoJoin, joinRequest{Invitation: inv}, &resp); err != nil {
 		return err
 	}
 	if resp.Err != "" {

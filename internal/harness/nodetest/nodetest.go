@@ -26,7 +26,7 @@ import (
 // and a free loopback port, so that a node restarted with it is found where
 // it was.
 func Config(t testing.TB, dir string) node.Config {
-	fc := fetcher.DefaultConfig()
+	fc := fetcher.Config{}
 	fc.BaseDelay, fc.Jitter, fc.MaxShift = 20*time.Millisecond, 20*time.Millisecond, 5
 	fc.FirstScan, fc.ScanInterval = 100*time.Millisecond, 500*time.Millisecond
 	return node.Config{DataDir: dir, SyncInterval: 250 * time.Millisecond, IOTimeout: 5 * time.Second,

@@ -232,7 +232,7 @@ func (s *sim) fail(err error) error {
 }
 
 func (s *sim) setup(ctx context.Context) error {
-	fc := fetcher.DefaultConfig()
+	fc := fetcher.Config{}
 	fc.BaseDelay, fc.Jitter, fc.MaxShift = 20*time.Millisecond, 20*time.Millisecond, 4
 	fc.FirstScan, fc.ScanInterval = 100*time.Millisecond, 500*time.Millisecond
 	for i := range numNodes {

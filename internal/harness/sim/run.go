@@ -66,7 +66,7 @@ func (r *run) closeAll() {
 // setUp opens the nodes (fast retries, so the run is short) and has them
 // all join one group the first device creates.
 func (r *run) setUp(ctx context.Context) error {
-	r.fc = fetcher.DefaultConfig()
+	r.fc = fetcher.Config{}
 	r.fc.BaseDelay, r.fc.Jitter, r.fc.MaxShift = 50*time.Millisecond, 50*time.Millisecond, 4
 	r.fc.FirstScan, r.fc.ScanInterval = 200*time.Millisecond, time.Second
 	for _, kind := range []struct {

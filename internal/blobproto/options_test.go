@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"bytes"
@@ -22,9 +22,9 @@ func TestWholeOnly(t *testing.T) {
 	small := testkit.RandomBytes(WholeSize, 1)
 	large := testkit.RandomBytes(WholeSize+1, 2)
 	smallRef, largeRef := put(t, src, small), put(t, src, large)
-	mustService(t, ah, src, DefaultServiceConfig())
+	mustService(t, ah, src, ServiceConfig{})
 	dst := diskStore(t, t.TempDir())
-	c := mustClient(t, bh, dst, DefaultClientConfig())
+	c := mustClient(t, bh, dst, ClientConfig{})
 
 	res, err := c.FetchWith(t.Context(), smallRef, []peer.ID{ah.ID()}, FetchOptions{WholeOnly: true})
 	if err != nil || res.Size != WholeSize || res.FromNetwork != WholeSize {
@@ -60,9 +60,9 @@ func TestCommitWrapper(t *testing.T) {
 	src := diskStore(t, t.TempDir())
 	data := testkit.RandomBytes(WholeSize+3<<20+5, 3)
 	ref := put(t, src, data)
-	mustService(t, ah, src, DefaultServiceConfig())
+	mustService(t, ah, src, ServiceConfig{})
 	dst := diskStore(t, t.TempDir())
-	c := mustClient(t, bh, dst, DefaultClientConfig())
+	c := mustClient(t, bh, dst, ClientConfig{})
 
 	refused := errors.New("not yet")
 	calls := 0

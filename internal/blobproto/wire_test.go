@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"bufio"
@@ -6,12 +6,13 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
 )
 
 func frame(t testing.TB, v any) []byte {
 	var buf bytes.Buffer
-	if err := WriteMsg(&buf, v, 0); err != nil {
+	if err := p2p.WriteMsg(&buf, v, 0); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -27,8 +28,8 @@ func fuzzDecode[T any](f *testing.F, seeds ...T) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var v T
-		err := ReadMsg(bufio.NewReader(bytes.NewReader(b)), nil, &v, MaxFrame, 0)
-		if err != nil && !errors.Is(err, ErrFrameTooLarge) && !errors.Is(err, ErrBadMessage) && !bytes.Contains([]byte(err.Error()), []byte("read frame")) {
+		err := p2p.ReadMsg(bufio.NewReader(bytes.NewReader(b)), nil, &v, p2p.MaxFrame, 0)
+		if err != nil && !errors.Is(err, p2p.ErrFrameTooLarge) && !errors.Is(err, p2p.ErrBadMessage) && !bytes.Contains([]byte(err.Error()), []byte("read frame")) {
 			t.Fatalf("unclassified error: %v", err)
 		}
 	})
@@ -52,10 +53,10 @@ func FuzzHaveResponse(f *testing.F) {
 func TestOversizedFrameIsRefused(t *testing.T) {
 	b := []byte{0x80, 0x80, 0x80, 0x01} // announces 2 MiB
 	var v getRequest
-	if err := ReadMsg(bufio.NewReader(bytes.NewReader(b)), nil, &v, MaxFrame, 0); !errors.Is(err, ErrFrameTooLarge) {
+	if err := p2p.ReadMsg(bufio.NewReader(bytes.NewReader(b)), nil, &v, p2p.MaxFrame, 0); !errors.Is(err, p2p.ErrFrameTooLarge) {
 		t.Fatalf("2 MiB frame: %v", err)
 	}
-	if err := ReadMsg(bufio.NewReader(bytes.NewReader([]byte{3, 0xc1, 0, 0})), nil, &v, MaxFrame, 0); !errors.Is(err, ErrBadMessage) {
+	if err := p2p.ReadMsg(bufio.NewReader(bytes.NewReader([]byte{3, 0xc1, 0, 0})), nil, &v, p2p.MaxFrame, 0); !errors.Is(err, p2p.ErrBadMessage) {
 		t.Fatalf("garbage frame: %v", err)
 	}
 }

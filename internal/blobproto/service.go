@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"bufio"
@@ -17,11 +17,13 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
 )
 
-// ServiceConfig bounds the blob service. DefaultServiceConfig gives the
-// defaults.
+// ServiceConfig bounds the blob service. Its zero value is the documented
+// defaults: NewService gives every zero field its default, and Validate
+// rejects what cannot work.
 type ServiceConfig struct {
 	// MaxUploads is how many GetBlob streams send bytes at once (default 16).
 	MaxUploads int
@@ -41,11 +43,17 @@ type ServiceConfig struct {
 	// or queue place, and a freed slot goes to the waiting peer running
 	// the fewest uploads.
 	MaxUploadsPerPeer, MaxQueuedPerPeer int
+	// Signposts, if not nil, tells a peer asking for a blob not held here
+	// where it may be; nil tells nothing.
+	Signposts SignpostFunc
+	// Access, if not nil, says whether a peer may fetch a blob; nil
+	// allows everyone.
+	Access AccessFunc
 }
 
 // withDefaults returns c with every zero field set to its default.
 func (c ServiceConfig) withDefaults() ServiceConfig {
-	d := DefaultServiceConfig()
+	d := serviceDefaults
 	setDefault(&c.MaxUploads, d.MaxUploads)
 	setDefault(&c.MaxQueued, d.MaxQueued)
 	setDefault(&c.QueueWait, d.QueueWait)
@@ -64,25 +72,24 @@ func (c ServiceConfig) withDefaults() ServiceConfig {
 func (c ServiceConfig) Validate() error {
 	switch {
 	case c.MaxUploads < 0, c.ChunkSize < 0, c.MaxUploadsPerPeer < 0, c.MaxQueuedPerPeer < 0:
-		return fmt.Errorf("%w: service sizes must not be negative: %+v", ErrConfig, c)
+		return fmt.Errorf("%w: service sizes must not be negative: %d uploads (%d per peer), %d queued per peer, chunks of %d", ErrConfig, c.MaxUploads, c.MaxUploadsPerPeer, c.MaxQueuedPerPeer, c.ChunkSize)
 	case c.MaxQueued < -1:
 		return fmt.Errorf("%w: MaxQueued %d: -1 means none waits", ErrConfig, c.MaxQueued)
 	case c.QueueWait < 0, c.IOTimeout < 0:
-		return fmt.Errorf("%w: service durations must not be negative: %+v", ErrConfig, c)
+		return fmt.Errorf("%w: service durations must not be negative: QueueWait %v, IOTimeout %v", ErrConfig, c.QueueWait, c.IOTimeout)
 	}
 	return nil
 }
 
-// DefaultServiceConfig returns the defaults.
-func DefaultServiceConfig() ServiceConfig {
-	return ServiceConfig{MaxUploads: 16, MaxQueued: 512, QueueWait: 30 * time.Second, IOTimeout: 20 * time.Second, ChunkSize: 1 << 20}
-}
+// serviceDefaults are the defaults of a zero ServiceConfig; the per-peer
+// bounds follow from MaxUploads and MaxQueued.
+var serviceDefaults = ServiceConfig{MaxUploads: 16, MaxQueued: 512, QueueWait: 30 * time.Second, IOTimeout: 20 * time.Second, ChunkSize: 1 << 20}
 
 // SignpostFunc returns what requester may learn of where ref is (already
 // filtered for it), or false if nothing.
 type SignpostFunc func(requester peer.ID, ref syncnode.BlobRef) (signpost.Signpost, bool)
 
-// AccessFunc says whether requester may fetch ref; nil allows everyone.
+// AccessFunc says whether requester may fetch ref.
 type AccessFunc func(requester peer.ID, ref syncnode.BlobRef) error
 
 // Service answers HaveBlob and GetBlob for the blobs in a store. Uploads
@@ -104,25 +111,26 @@ type Service struct {
 	bufs     sync.Pool
 }
 
-// NewService registers the blob protocol handlers on h. signposts and
-// access may be nil.
-func NewService(h host.Host, store blobstore.Store, cfg ServiceConfig, log *slog.Logger, signposts SignpostFunc, access AccessFunc) (*Service, error) {
+// NewService registers the have and get handlers on h, serving the blobs
+// in store; zero fields of cfg take their defaults, and a cfg that
+// Validate refuses is an error.
+func NewService(h host.Host, store blobstore.Store, cfg ServiceConfig, log *slog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Service{h: h, store: store, cfg: cfg, log: log, signposts: signposts, access: access,
+	s := &Service{h: h, store: store, cfg: cfg, log: log, signposts: cfg.Signposts, access: cfg.Access,
 		slots: newFairSlots(cfg.MaxUploads, cfg.MaxUploadsPerPeer, cfg.MaxQueued, cfg.MaxQueuedPerPeer)}
 	s.bufs.New = func() any { b := make([]byte, cfg.ChunkSize); return &b }
-	h.SetStreamHandler(ProtoHaveBlob, s.handleHave)
-	h.SetStreamHandler(ProtoGetBlob, s.handleGet)
+	h.SetStreamHandler(p2p.ProtoHaveBlob, s.handleHave)
+	h.SetStreamHandler(p2p.ProtoGetBlob, s.handleGet)
 	return s, nil
 }
 
 // Close unregisters the handlers.
 func (s *Service) Close() {
-	s.h.RemoveStreamHandler(ProtoHaveBlob)
-	s.h.RemoveStreamHandler(ProtoGetBlob)
+	s.h.RemoveStreamHandler(p2p.ProtoHaveBlob)
+	s.h.RemoveStreamHandler(p2p.ProtoGetBlob)
 }
 
 // ServiceStats are the service's counters.
@@ -141,14 +149,14 @@ func (s *Service) Stats() ServiceStats {
 func (s *Service) handleHave(st network.Stream) {
 	defer st.Close()
 	var req haveRequest
-	if err := ReadMsg(bufio.NewReader(st), st, &req, maxRequest, s.cfg.IOTimeout); err != nil {
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, maxRequest, s.cfg.IOTimeout); err != nil {
 		s.log.Debug("have: bad request", "peer", st.Conn().RemotePeer(), "err", err)
 		st.Reset()
 		return
 	}
 	s.haves.Add(1)
 	resp := s.have(st.Conn().RemotePeer(), req)
-	if err := WriteMsg(st, resp, s.cfg.IOTimeout); err != nil {
+	if err := p2p.WriteMsg(st, resp, s.cfg.IOTimeout); err != nil {
 		st.Reset()
 	}
 }
@@ -186,7 +194,7 @@ func (s *Service) have(from peer.ID, req haveRequest) haveResponse {
 func (s *Service) handleGet(st network.Stream) {
 	from := st.Conn().RemotePeer()
 	var req getRequest
-	if err := ReadMsg(bufio.NewReader(st), st, &req, maxRequest, s.cfg.IOTimeout); err != nil {
+	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, maxRequest, s.cfg.IOTimeout); err != nil {
 		s.log.Debug("get: bad request", "peer", from, "err", err)
 		st.Reset()
 		return
@@ -201,7 +209,7 @@ func (s *Service) handleGet(st network.Stream) {
 }
 
 func (s *Service) refuse(st network.Stream, code uint8, msg string) error {
-	return WriteMsg(st, getResponse{Code: code, Msg: msg}, s.cfg.IOTimeout)
+	return p2p.WriteMsg(st, getResponse{Code: code, Msg: msg}, s.cfg.IOTimeout)
 }
 
 // serve answers one GetBlob request, returning the blob bytes sent.
@@ -250,7 +258,7 @@ func (s *Service) serve(st network.Stream, from peer.ID, req getRequest) (int64,
 	s.uploads.Add(1)
 	defer s.uploads.Add(-1)
 
-	if err := WriteMsg(st, getResponse{Size: size, TreeLen: int64(len(tree)), Len: req.Len}, s.cfg.IOTimeout); err != nil {
+	if err := p2p.WriteMsg(st, getResponse{Size: size, TreeLen: int64(len(tree)), Len: req.Len}, s.cfg.IOTimeout); err != nil {
 		return 0, err
 	}
 	if len(tree) > 0 {

@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/baotree"
+	"github.com/syncnode/syncnode/p2p"
 )
 
 // Progress is a fetch's state: bytes held verified, of the total.
@@ -62,7 +63,7 @@ type FetchOptions struct {
 const WholeSize = 4 << 20
 
 // ErrNotWhole reports a WholeOnly fetch of a blob too large to come whole.
-var ErrNotWhole = errors.New("p2p: blob larger than one whole-blob answer")
+var ErrNotWhole = errors.New("blobproto: blob larger than one whole-blob answer")
 
 // Fetch fetches ref from holders, splitting it into ranges that the holders
 // take in turn (a faster holder takes more), verifying every range against
@@ -151,7 +152,7 @@ func (c *Client) FetchWith(ctx context.Context, ref syncnode.BlobRef, holders []
 		part.Sync()
 		part.Close()
 		if err == nil {
-			err = fmt.Errorf("p2p: %s: the commit was skipped", ref)
+			err = fmt.Errorf("blobproto: %s: the commit was skipped", ref)
 		}
 		return res, err
 	}
@@ -239,7 +240,7 @@ func (f *fetch) tree(ctx context.Context, holders []peer.ID) ([]peer.ID, error) 
 				return nil
 			}
 			if n != f.total {
-				return fmt.Errorf("%w: asked for the whole blob, offered %d of %d bytes", ErrBadMessage, n, f.total)
+				return fmt.Errorf("%w: asked for the whole blob, offered %d of %d bytes", p2p.ErrBadMessage, n, f.total)
 			}
 			_, err := f.consume(p, data, 0, n)
 			return err
@@ -408,7 +409,7 @@ func (f *fetch) rangeFrom(ctx context.Context, p peer.ID, r blobstore.Range) (in
 	var written int64
 	err := f.get(ctx, p, getRequest{Ref: f.ref.Bytes(), Off: r.Off, Len: r.Len}, func(_ []byte, data io.Reader, n int64) error {
 		if n != r.Len {
-			return fmt.Errorf("%w: asked for %d bytes, offered %d", ErrBadMessage, r.Len, n)
+			return fmt.Errorf("%w: asked for %d bytes, offered %d", p2p.ErrBadMessage, r.Len, n)
 		}
 		var err error
 		written, err = f.consume(p, data, r.Off, n)

@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"lukechampine.com/blake3"
 
 	"github.com/syncnode/syncnode/internal/testkit"
+	"github.com/syncnode/syncnode/p2p"
 )
 
 const protoBare = "/syncnode-bench/bare/1.0.0"
@@ -171,19 +172,19 @@ func BenchmarkFetch(b *testing.B) {
 	cases := []struct {
 		name   string
 		listen string
-		sec    Security
+		sec    p2p.Security
 	}{
-		{"tcp-tls", "/ip4/127.0.0.1/tcp/0", SecurityTLS},
-		{"tcp-noise", "/ip4/127.0.0.1/tcp/0", SecurityNoise},
-		{"quic", "/ip4/127.0.0.1/udp/0/quic-v1", SecurityTLS},
+		{"tcp-tls", "/ip4/127.0.0.1/tcp/0", p2p.SecurityTLS},
+		{"tcp-noise", "/ip4/127.0.0.1/tcp/0", p2p.SecurityNoise},
+		{"quic", "/ip4/127.0.0.1/udp/0/quic-v1", p2p.SecurityTLS},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			mk := func() host.Host {
-				cfg := DefaultHostConfig()
+				cfg := p2p.DefaultHostConfig()
 				cfg.ListenAddrs = []string{tc.listen}
 				cfg.Security = tc.sec
-				h, err := NewHost(cfg)
+				h, err := p2p.NewHost(cfg)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -194,7 +195,7 @@ func BenchmarkFetch(b *testing.B) {
 			link(bh, ah)
 			as := diskStore(b, b.TempDir())
 			ref := put(b, as, src)
-			mustService(b, ah, as, DefaultServiceConfig())
+			mustService(b, ah, as, ServiceConfig{})
 			var oursT, bareT, rawT, floorT, ttfb, oursCPU, bareCPU time.Duration
 			for b.Loop() {
 				rawT += rawTCP(b, src)
@@ -203,7 +204,7 @@ func BenchmarkFetch(b *testing.B) {
 				bareT += bare(b, ah, bh, src)
 				bareCPU += processCPU() - c0
 				bs := diskStore(b, b.TempDir())
-				c := mustClient(b, bh, bs, DefaultClientConfig())
+				c := mustClient(b, bh, bs, ClientConfig{})
 				start, c0 := time.Now(), processCPU()
 				first := true
 				res, err := c.Fetch(context.Background(), ref, []peer.ID{ah.ID()}, func(p Progress) {

@@ -1,4 +1,7 @@
-package p2p
+// Package blobproto fetches and serves content-addressed blobs between
+// peers over the have and get protocols, verifying every byte against
+// the blob's ref.
+package blobproto
 
 import (
 	"fmt"
@@ -9,7 +12,7 @@ import (
 	"github.com/syncnode/syncnode/signpost"
 )
 
-// Response codes of the blob protocols.
+// Response codes of the have and get protocols.
 const (
 	codeOK uint8 = iota
 	codeNotFound
@@ -18,14 +21,15 @@ const (
 	codeBadRequest
 )
 
-// RemoteError is an error a peer reported in a response.
+// RemoteError is an error a peer reported in a have or get response.
 type RemoteError struct {
 	Peer string
 	Code uint8
 	Msg  string
 }
 
-func (e *RemoteError) Error() string { return fmt.Sprintf("p2p: peer %s: %s", e.Peer, e.Msg) }
+// Error says which peer reported what.
+func (e *RemoteError) Error() string { return fmt.Sprintf("blobproto: peer %s: %s", e.Peer, e.Msg) }
 
 // Is makes a remote "not found" match syncnode.ErrNotFound.
 func (e *RemoteError) Is(target error) bool {

@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"bytes"
@@ -21,15 +21,16 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/storetest"
 	"github.com/syncnode/syncnode/internal/testkit"
+	"github.com/syncnode/syncnode/p2p"
 )
 
 var discard = slog.New(slog.DiscardHandler)
 
 func newHost(t testing.TB, identity string) host.Host {
 	t.Helper()
-	cfg := DefaultHostConfig()
+	cfg := p2p.DefaultHostConfig()
 	cfg.IdentityFile = identity
-	h, err := NewHost(cfg)
+	h, err := p2p.NewHost(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ type holder struct {
 
 func newHolder(t testing.TB, store blobstore.Store) *holder {
 	h := newHost(t, "")
-	return &holder{h: h, store: store, svc: mustService(t, h, store, DefaultServiceConfig())}
+	return &holder{h: h, store: store, svc: mustService(t, h, store, ServiceConfig{})}
 }
 
 func put(t testing.TB, s blobstore.Store, data []byte) syncnode.BlobRef {
@@ -88,7 +89,7 @@ func content(t testing.TB, s blobstore.Store, ref syncnode.BlobRef) []byte {
 }
 
 func testClient(t testing.TB, h host.Host, store blobstore.Store) *Client {
-	cfg := DefaultClientConfig()
+	cfg := ClientConfig{}
 	cfg.IOTimeout = 2 * time.Second
 	cfg.RetryDelay = 20 * time.Millisecond
 	return mustClient(t, h, store, cfg)
@@ -225,7 +226,7 @@ func TestResumeAfterHolderRestart(t *testing.T) {
 	store := diskStore(t, filepath.Join(dir, "blobs"))
 	ref := put(t, store, data)
 	ah := newHost(t, identity)
-	mustService(t, ah, store, DefaultServiceConfig())
+	mustService(t, ah, store, ServiceConfig{})
 	aID := ah.ID()
 
 	bh := newHost(t, "")
@@ -252,7 +253,7 @@ func TestResumeAfterHolderRestart(t *testing.T) {
 	if ah2.ID() != aID {
 		t.Fatal("identity not kept across restart")
 	}
-	mustService(t, ah2, store, DefaultServiceConfig())
+	mustService(t, ah2, store, ServiceConfig{})
 	bh.Peerstore().ClearAddrs(aID)
 	link(bh, ah2)
 	res, err := c.Fetch(t.Context(), ref, []peer.ID{aID}, nil)
@@ -271,7 +272,7 @@ func TestResumeAfterHolderRestart(t *testing.T) {
 func TestStalledPeersBlockNoOne(t *testing.T) {
 	// A holder that takes requests and never answers.
 	stalled := newHost(t, "")
-	stalled.SetStreamHandler(ProtoGetBlob, func(s network.Stream) { <-t.Context().Done(); s.Reset() })
+	stalled.SetStreamHandler(p2p.ProtoGetBlob, func(s network.Stream) { <-t.Context().Done(); s.Reset() })
 	srv := newHolder(t, blobstore.NewMem())
 	big := put(t, srv.store, testkit.RandomBytes(32<<20, 6))
 	var refs []syncnode.BlobRef
@@ -285,12 +286,12 @@ func TestStalledPeersBlockNoOne(t *testing.T) {
 	slow := newHost(t, "")
 	link(slow, srv.h)
 	for range 4 {
-		st, err := slow.NewStream(t.Context(), srv.h.ID(), ProtoGetBlob)
+		st, err := slow.NewStream(t.Context(), srv.h.ID(), p2p.ProtoGetBlob)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer st.Reset()
-		if err := WriteMsg(st, getRequest{Ref: big.Bytes(), Len: 32 << 20}, time.Second); err != nil {
+		if err := p2p.WriteMsg(st, getRequest{Ref: big.Bytes(), Len: 32 << 20}, time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -332,7 +333,7 @@ func TestStalledPeersBlockNoOne(t *testing.T) {
 func TestBusyHolderIsAskedAgain(t *testing.T) {
 	store := blobstore.NewMem()
 	h := newHost(t, "")
-	cfg := DefaultServiceConfig()
+	cfg := ServiceConfig{}
 	cfg.MaxUploads, cfg.MaxQueued = 1, -1
 	svc := mustService(t, h, store, cfg)
 	var refs []syncnode.BlobRef
@@ -370,7 +371,7 @@ func TestSmallBlobComesWholeOnOneStream(t *testing.T) {
 	holder := newHolder(t, blobstore.NewMem())
 	ref := put(t, holder.store, data)
 	var streams atomic.Int32
-	holder.h.SetStreamHandler(ProtoGetBlob, func(st network.Stream) {
+	holder.h.SetStreamHandler(p2p.ProtoGetBlob, func(st network.Stream) {
 		streams.Add(1)
 		holder.svc.handleGet(st)
 	})
@@ -391,13 +392,13 @@ func TestSmallBlobComesWholeOnOneStream(t *testing.T) {
 // A holder that sends a small blob whole with a good tree and a bad byte
 // is rejected, and the next holder serves the rest in ranges.
 func TestSmallBlobLiarThenHonest(t *testing.T) {
-	fetchPastLiar(t, testkit.RandomBytes(1<<20, 6), 300<<10, DefaultClientConfig().RangeSize)
+	fetchPastLiar(t, testkit.RandomBytes(1<<20, 6), 300<<10, clientDefaults.RangeSize)
 }
 
 // mustService starts a blob service on h.
 func mustService(tb testing.TB, h host.Host, store blobstore.Store, cfg ServiceConfig) *Service {
 	tb.Helper()
-	s, err := NewService(h, store, cfg, discard, nil, nil)
+	s, err := NewService(h, store, cfg, discard)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -417,8 +418,8 @@ func mustClient(tb testing.TB, h host.Host, store blobstore.Store, cfg ClientCon
 // A zero config field takes its default (a zero ReadSize once looped
 // forever); a negative one is refused with ErrConfig.
 func TestConfigZeroIsDefaultAndNonsenseRefused(t *testing.T) {
-	if got := (ClientConfig{}).withDefaults(); got != DefaultClientConfig() {
-		t.Fatalf("zero client config = %+v, want the defaults %+v", got, DefaultClientConfig())
+	if got := (ClientConfig{}).withDefaults(); got != clientDefaults {
+		t.Fatalf("zero client config = %+v, want the defaults %+v", got, clientDefaults)
 	}
 	if got := (ServiceConfig{}).withDefaults(); got.MaxUploads != 16 || got.ChunkSize != 1<<20 || got.MaxUploadsPerPeer != 8 || got.MaxQueuedPerPeer != 128 {
 		t.Fatalf("zero service config = %+v", got)

@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"bufio"
@@ -20,26 +20,27 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/baotree"
+	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/signpost"
 )
 
 // Errors of a fetch.
 var (
 	// ErrConfig reports a client or service config that cannot work.
-	ErrConfig = errors.New("p2p: invalid config")
+	ErrConfig = errors.New("blobproto: invalid config")
 	// ErrNoHolder reports a fetch that no holder could serve.
-	ErrNoHolder = errors.New("p2p: no holder could serve the blob")
+	ErrNoHolder = errors.New("blobproto: no holder could serve the blob")
 	// ErrLiar reports a holder that sent bytes or a tree that do not match
 	// the blob ref; it is dropped from the fetch.
-	ErrLiar = errors.New("p2p: holder sent data that does not match the blob ref")
+	ErrLiar = errors.New("blobproto: holder sent data that does not match the blob ref")
 	// ErrStalled reports a holder that sent less than MinProgress bytes
 	// within an IOTimeout: a trickle (slow-loris) is dropped like silence.
-	ErrStalled = errors.New("p2p: holder stalled")
+	ErrStalled = errors.New("blobproto: holder stalled")
 )
 
-// ClientConfig configures blob fetches. A zero field takes its default
-// (DefaultClientConfig lists them); Validate rejects the rest of what
-// cannot work.
+// ClientConfig configures blob fetches. Its zero value is the documented
+// defaults: NewClient gives every zero field its default, and Validate
+// rejects what cannot work.
 type ClientConfig struct {
 	// RangeSize is the bytes asked for in one GetBlob request when several
 	// holders share a blob out (default 32 MiB): smaller ranges balance
@@ -74,7 +75,7 @@ type ClientConfig struct {
 	// circuit relay does (default RelayThrottle). Before it crosses a
 	// relay it waits up to DirectWait (default 2 s) for hole punching to
 	// open a direct connection.
-	Relayed    RelayPolicy
+	Relayed    p2p.RelayPolicy
 	DirectWait time.Duration
 	// RelayRate is the bytes per second that all relayed transfers
 	// together read under RelayThrottle (default 1 MiB/s).
@@ -87,17 +88,15 @@ type ClientConfig struct {
 	TreeMemory int64
 }
 
-// DefaultClientConfig returns the defaults.
-func DefaultClientConfig() ClientConfig {
-	return ClientConfig{RangeSize: 32 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
-		MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, BusyWait: time.Minute, SyncEvery: 64 << 20,
-		MaxBlobSize: 256 << 30, Relayed: RelayThrottle, DirectWait: 2 * time.Second, RelayRate: 1 << 20,
-		TreeMemory: 64 << 20}
-}
+// clientDefaults are the defaults of a zero ClientConfig.
+var clientDefaults = ClientConfig{RangeSize: 32 << 20, ReadSize: 1 << 20, IOTimeout: 20 * time.Second,
+	MinProgress: 256 << 10, Retries: 3, RetryDelay: 250 * time.Millisecond, BusyWait: time.Minute, SyncEvery: 64 << 20,
+	MaxBlobSize: 256 << 30, Relayed: p2p.RelayThrottle, DirectWait: 2 * time.Second, RelayRate: 1 << 20,
+	TreeMemory: 64 << 20}
 
 // withDefaults returns c with every zero field set to its default.
 func (c ClientConfig) withDefaults() ClientConfig {
-	d := DefaultClientConfig()
+	d := clientDefaults
 	setDefault(&c.RangeSize, d.RangeSize)
 	setDefault(&c.ReadSize, d.ReadSize)
 	setDefault(&c.IOTimeout, d.IOTimeout)
@@ -125,7 +124,7 @@ func (c ClientConfig) Validate() error {
 		return fmt.Errorf("%w: client sizes must not be negative: %+v", ErrConfig, c)
 	case c.IOTimeout < 0, c.RetryDelay < 0, c.BusyWait < 0, c.DirectWait < 0:
 		return fmt.Errorf("%w: client durations must not be negative: %+v", ErrConfig, c)
-	case c.Relayed != "" && c.Relayed != RelayThrottle && c.Relayed != RelayAllow && c.Relayed != RelayRefuse:
+	case c.Relayed != "" && !validPolicy(c.Relayed):
 		return fmt.Errorf("%w: relay policy %q: want throttle, allow or refuse", ErrConfig, c.Relayed)
 	case c.Retries < -1:
 		return fmt.Errorf("%w: Retries %d: -1 means never", ErrConfig, c.Retries)
@@ -154,7 +153,7 @@ type Client struct {
 }
 
 // NewClient returns a client that fetches into store; zero fields of cfg
-// take their defaults.
+// take their defaults, and a cfg that Validate refuses is an error.
 func NewClient(h host.Host, store blobstore.Store, cfg ClientConfig, log *slog.Logger) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -178,21 +177,21 @@ type HaveResult struct {
 // Have asks p whether it holds ref.
 func (c *Client) Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (HaveResult, error) {
 	var resp haveResponse
-	err := Exchange(ctx, c.h, p, ProtoHaveBlob, func(st network.Stream) error {
+	err := p2p.Exchange(ctx, c.h, p, p2p.ProtoHaveBlob, func(st network.Stream) error {
 		defer st.Close()
 		defer ctxStream(ctx, st)()
-		if err := WriteMsg(st, haveRequest{Ref: ref.Bytes()}, c.cfg.IOTimeout); err != nil {
+		if err := p2p.WriteMsg(st, haveRequest{Ref: ref.Bytes()}, c.cfg.IOTimeout); err != nil {
 			st.Reset()
 			return err
 		}
-		if err := ReadMsg(bufio.NewReader(st), st, &resp, MaxFrame, c.cfg.IOTimeout); err != nil {
+		if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, c.cfg.IOTimeout); err != nil {
 			st.Reset()
 			return err
 		}
 		return nil
 	})
 	if err != nil {
-		return HaveResult{}, fmt.Errorf("p2p: have %s from %s: %w", ref, p, err)
+		return HaveResult{}, fmt.Errorf("blobproto: have %s from %s: %w", ref, p, err)
 	}
 	switch resp.Code {
 	case codeOK:
@@ -202,7 +201,7 @@ func (c *Client) Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (Hav
 		if resp.Signpost != nil {
 			sp, err := resp.Signpost.Signpost()
 			if err != nil {
-				return HaveResult{}, fmt.Errorf("%w: signpost from %s: %v", ErrBadMessage, p, err)
+				return HaveResult{}, fmt.Errorf("%w: signpost from %s: %v", p2p.ErrBadMessage, p, err)
 			}
 			out.Signpost = sp
 		}
@@ -269,7 +268,7 @@ func (c *Client) get(ctx context.Context, p peer.ID, req getRequest, body func(t
 // getOnce sends one GetBlob request (through Exchange: a connection that
 // turns out dead before the answer starts is replaced once).
 func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body func(tree []byte, data io.Reader, n int64) error) (resp getResponse, err error) {
-	err = Exchange(ctx, c.h, p, ProtoGetBlob, func(st network.Stream) error {
+	err = p2p.Exchange(ctx, c.h, p, p2p.ProtoGetBlob, func(st network.Stream) error {
 		resp, err = c.getOn(ctx, st, p, req, body)
 		return err
 	})
@@ -279,36 +278,34 @@ func (c *Client) getOnce(ctx context.Context, p peer.ID, req getRequest, body fu
 // getOn sends req on st, which it closes or resets.
 func (c *Client) getOn(ctx context.Context, st network.Stream, p peer.ID, req getRequest, body func(tree []byte, data io.Reader, n int64) error) (getResponse, error) {
 	var via peer.ID
-	if relay, relayed := RelayOf(st.Conn()); relayed && c.cfg.Relayed != RelayAllow {
+	if relay, relayed := p2p.RelayOf(st.Conn()); relayed && c.cfg.Relayed != p2p.RelayAllow {
 		first := st
 		var err error
 		if st, err = c.directStream(ctx, p, st, c.cfg.DirectWait); err != nil {
-			return getResponse{}, fmt.Errorf("p2p: open stream: %w", err)
+			return getResponse{}, fmt.Errorf("blobproto: open stream: %w", err)
 		}
 		if st != first {
 			// The request goes on a direct stream: the relayed one is
 			// no longer the one whose connection decides a retry.
-			if ws, ok := first.(*watchedStream); ok {
-				ws.answered.Store(true)
-			}
+			p2p.MarkAnswered(first)
 		}
-		if _, relayed = RelayOf(st.Conn()); relayed && c.cfg.Relayed == RelayRefuse {
+		if _, relayed = p2p.RelayOf(st.Conn()); relayed && c.cfg.Relayed == p2p.RelayRefuse {
 			st.Reset()
 			return getResponse{via: relay}, fmt.Errorf("%w (%s through %s)", ErrRelayRefused, p, relay)
 		}
 	}
-	if relay, relayed := RelayOf(st.Conn()); relayed {
+	if relay, relayed := p2p.RelayOf(st.Conn()); relayed {
 		via = relay
 	}
 	defer ctxStream(ctx, st)()
-	if err := WriteMsg(st, req, c.cfg.IOTimeout); err != nil {
+	if err := p2p.WriteMsg(st, req, c.cfg.IOTimeout); err != nil {
 		st.Reset()
 		return getResponse{}, err
 	}
 	st.CloseWrite()
 	br := bufio.NewReaderSize(st, 64<<10)
 	var resp getResponse
-	err := ReadMsg(br, st, &resp, maxRequest, c.cfg.IOTimeout)
+	err := p2p.ReadMsg(br, st, &resp, maxRequest, c.cfg.IOTimeout)
 	resp.via = via
 	if err != nil {
 		st.Reset()
@@ -319,15 +316,12 @@ func (c *Client) getOn(ctx context.Context, st network.Stream, p peer.ID, req ge
 		return resp, &RemoteError{Peer: p.String(), Code: resp.Code, Msg: resp.Msg}
 	}
 	maxSize := c.cfg.MaxBlobSize
-	if maxSize <= 0 {
-		maxSize = DefaultClientConfig().MaxBlobSize
-	}
 	if resp.TreeLen < 0 || resp.TreeLen > baotree.OutboardSize(resp.Size) || resp.Size < 0 || resp.Size > maxSize {
 		st.Reset()
-		return resp, fmt.Errorf("%w: tree of %d bytes for a blob of %d (at most %d)", ErrBadMessage, resp.TreeLen, resp.Size, maxSize)
+		return resp, fmt.Errorf("%w: tree of %d bytes for a blob of %d (at most %d)", p2p.ErrBadMessage, resp.TreeLen, resp.Size, maxSize)
 	}
 	var src io.Reader = br
-	if via != "" && c.cfg.Relayed == RelayThrottle {
+	if via != "" && c.cfg.Relayed == p2p.RelayThrottle {
 		src = &throttled{ctx: ctx, r: br, lim: c.relayed}
 	}
 	dr := &deadlineReader{r: src, st: st, timeout: c.cfg.IOTimeout, need: max(c.cfg.MinProgress, 1)}
@@ -358,7 +352,7 @@ func (c *Client) readTree(ctx context.Context, r io.Reader, refBytes []byte, n i
 	}
 	hold := min(n, c.cfg.TreeMemory)
 	if err := c.trees.Acquire(ctx, hold); err != nil {
-		return nil, fmt.Errorf("p2p: wait for tree memory: %w", err)
+		return nil, fmt.Errorf("blobproto: wait for tree memory: %w", err)
 	}
 	var tb bytes.Buffer
 	tb.Grow(int(min(n, 64<<10)))
@@ -375,7 +369,7 @@ func (c *Client) readTree(ctx context.Context, r io.Reader, refBytes []byte, n i
 		if errors.Is(err, baotree.ErrVerify) {
 			return nil, fmt.Errorf("%w: %v", ErrLiar, err)
 		}
-		return nil, fmt.Errorf("p2p: read tree: %w", err)
+		return nil, fmt.Errorf("blobproto: read tree: %w", err)
 	}
 	return tb.Bytes(), nil
 }

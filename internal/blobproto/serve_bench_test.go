@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/testkit"
+	"github.com/syncnode/syncnode/p2p"
 )
 
 // rawReads is a blob store whose reads skip verification: the baseline
@@ -43,17 +44,17 @@ func (r rawReads) Open(ref syncnode.BlobRef) (blobstore.Reader, error) {
 // discards the bytes, timing the serving alone (no client-side work).
 func getAll(b *testing.B, from, holder host.Host, ref syncnode.BlobRef, size int64) time.Duration {
 	start := time.Now()
-	st, err := from.NewStream(context.Background(), holder.ID(), ProtoGetBlob)
+	st, err := from.NewStream(context.Background(), holder.ID(), p2p.ProtoGetBlob)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	if err := WriteMsg(st, getRequest{Ref: ref.Bytes(), Len: size}, 10*time.Second); err != nil {
+	if err := p2p.WriteMsg(st, getRequest{Ref: ref.Bytes(), Len: size}, 10*time.Second); err != nil {
 		b.Fatal(err)
 	}
 	br := bufio.NewReaderSize(st, 1<<20)
 	var resp getResponse
-	if err := ReadMsg(br, st, &resp, maxRequest, 10*time.Second); err != nil || resp.Code != codeOK {
+	if err := p2p.ReadMsg(br, st, &resp, maxRequest, 10*time.Second); err != nil || resp.Code != codeOK {
 		b.Fatalf("get: %+v %v", resp, err)
 	}
 	n, _ := io.Copy(io.Discard, br)
@@ -71,9 +72,9 @@ func BenchmarkServeVerified(b *testing.B) {
 	size := min(benchSize(), 128<<20)
 	src := testkit.RandomBytes(int(size), 43)
 	mk := func() host.Host {
-		cfg := DefaultHostConfig()
+		cfg := p2p.DefaultHostConfig()
 		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
-		h, err := NewHost(cfg)
+		h, err := p2p.NewHost(cfg)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -86,8 +87,8 @@ func BenchmarkServeVerified(b *testing.B) {
 	dir := b.TempDir()
 	disk := diskStore(b, dir)
 	ref := put(b, disk, src)
-	mustService(b, verifiedH, disk, DefaultServiceConfig())
-	mustService(b, rawH, rawReads{disk, dir}, DefaultServiceConfig())
+	mustService(b, verifiedH, disk, ServiceConfig{})
+	mustService(b, rawH, rawReads{disk, dir}, ServiceConfig{})
 	var verT, rawT, bareT time.Duration
 	for b.Loop() {
 		rawT += getAll(b, client, rawH, ref, size)

@@ -1,4 +1,4 @@
-package p2p
+package blobproto
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 )
 
 // errBusy reports an upload refused for want of a slot or a queue place.
-var errBusy = errors.New("p2p: busy")
+var errBusy = errors.New("blobproto: busy")
 
 // fairSlots shares upload slots among peers: one peer runs at most perPeer
 // uploads at once and keeps at most perPeerQueued waiting, so the rest

@@ -1,0 +1,69 @@
+package blobproto
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
+
+	"github.com/syncnode/syncnode/p2p"
+)
+
+// ErrRelayRefused reports a holder reachable only through a relay when
+// the client's RelayPolicy is RelayRefuse.
+var ErrRelayRefused = errors.New("blobproto: holder reachable only through a relay, and relayed transfers are refused by setting")
+
+// validPolicy reports whether p names a relay policy.
+func validPolicy(p p2p.RelayPolicy) bool {
+	_, err := p2p.ParseRelayPolicy(string(p))
+	return err == nil
+}
+
+// directStream returns a stream to p on a direct connection if there is
+// one, or one appears within wait (hole punching upgrades a relayed
+// connection within a round trip or two); otherwise the stream st already
+// open, on a relayed connection.
+func (c *Client) directStream(ctx context.Context, p peer.ID, st network.Stream, wait time.Duration) (network.Stream, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		for _, conn := range c.h.Network().ConnsToPeer(p) {
+			if _, relayed := p2p.RelayOf(conn); !relayed {
+				st.Reset()
+				return c.h.NewStream(ctx, p, st.Protocol())
+			}
+		}
+		if !time.Now().Before(deadline) {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			st.Reset()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// throttled reads r at most at lim's rate.
+type throttled struct {
+	ctx context.Context
+	r   io.Reader
+	lim *rate.Limiter
+}
+
+func (t *throttled) Read(p []byte) (int, error) {
+	if len(p) > t.lim.Burst() {
+		p = p[:t.lim.Burst()]
+	}
+	n, err := t.r.Read(p)
+	if n > 0 {
+		if werr := t.lim.WaitN(t.ctx, n); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return n, err
+}
