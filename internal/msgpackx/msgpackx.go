@@ -58,66 +58,16 @@ func Walk(b []byte, ext func(typ int8, payload []byte)) error {
 		}
 		c := b[p]
 		p++
-		var skip, items int // bytes of payload, and child values
-		var lenBytes int    // size of a length field that follows c
-		switch {
-		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
-		case c >= 0x80 && c <= 0x8f:
-			items = 2 * int(c&0x0f)
-		case c >= 0x90 && c <= 0x9f:
-			items = int(c & 0x0f)
-		case c >= 0xa0 && c <= 0xbf:
-			skip = int(c & 0x1f)
-		case c == 0xc1:
-			return fmt.Errorf("%w: reserved byte 0xc1 at %d", ErrMalformed, p-1)
-		case c == 0xc4 || c == 0xd9:
-			lenBytes = 1
-		case c == 0xc5 || c == 0xda:
-			lenBytes = 2
-		case c == 0xc6 || c == 0xdb:
-			lenBytes = 4
-		case c == 0xc7:
-			lenBytes, skip = 1, 1 // ext: length, then a type byte
-		case c == 0xc8:
-			lenBytes, skip = 2, 1
-		case c == 0xc9:
-			lenBytes, skip = 4, 1
-		case c == 0xca:
-			skip = 4
-		case c == 0xcb:
-			skip = 8
-		case c == 0xcc || c == 0xd0:
-			skip = 1
-		case c == 0xcd || c == 0xd1:
-			skip = 2
-		case c == 0xce || c == 0xd2:
-			skip = 4
-		case c == 0xcf || c == 0xd3:
-			skip = 8
-		case c >= 0xd4 && c <= 0xd8: // fixext 1, 2, 4, 8, 16 and a type byte
-			skip = 1 + 1<<(c-0xd4)
-		case c == 0xdc, c == 0xde:
-			lenBytes = 2
-		case c == 0xdd, c == 0xdf:
-			lenBytes = 4
+		skip, items, lenBytes, err := firstByte(c, p-1)
+		if err != nil {
+			return err
 		}
 		if lenBytes > 0 {
-			if len(b)-p < lenBytes {
-				return fmt.Errorf("%w: truncated length at byte %d", ErrMalformed, p)
-			}
-			var n uint64
-			switch lenBytes {
-			case 1:
-				n = uint64(b[p])
-			case 2:
-				n = uint64(binary.BigEndian.Uint16(b[p:]))
-			case 4:
-				n = uint64(binary.BigEndian.Uint32(b[p:]))
+			n, err := readLength(b, p, lenBytes)
+			if err != nil {
+				return err
 			}
 			p += lenBytes
-			if n > uint64(len(b)) {
-				return fmt.Errorf("%w: length %d at byte %d exceeds the %d-byte input", ErrMalformed, n, p, len(b))
-			}
 			switch c {
 			case 0xdc, 0xdd:
 				items = int(n)
@@ -148,4 +98,74 @@ func Walk(b []byte, ext func(typ int8, payload []byte)) error {
 		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b)-p)
 	}
 	return nil
+}
+
+// firstByte says what a value whose first byte is c, at offset at, holds
+// before any length field: skip bytes of payload, items child values (an
+// array's elements, a map's keys and values), and a length field of
+// lenBytes bytes following c. The reserved byte 0xc1 is an error.
+func firstByte(c byte, at int) (skip, items, lenBytes int, err error) {
+	switch {
+	case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
+	case c >= 0x80 && c <= 0x8f:
+		items = 2 * int(c&0x0f)
+	case c >= 0x90 && c <= 0x9f:
+		items = int(c & 0x0f)
+	case c >= 0xa0 && c <= 0xbf:
+		skip = int(c & 0x1f)
+	case c == 0xc1:
+		return 0, 0, 0, fmt.Errorf("%w: reserved byte 0xc1 at %d", ErrMalformed, at)
+	case c == 0xc4 || c == 0xd9:
+		lenBytes = 1
+	case c == 0xc5 || c == 0xda:
+		lenBytes = 2
+	case c == 0xc6 || c == 0xdb:
+		lenBytes = 4
+	case c == 0xc7:
+		lenBytes, skip = 1, 1 // ext: length, then a type byte
+	case c == 0xc8:
+		lenBytes, skip = 2, 1
+	case c == 0xc9:
+		lenBytes, skip = 4, 1
+	case c == 0xca:
+		skip = 4
+	case c == 0xcb:
+		skip = 8
+	case c == 0xcc || c == 0xd0:
+		skip = 1
+	case c == 0xcd || c == 0xd1:
+		skip = 2
+	case c == 0xce || c == 0xd2:
+		skip = 4
+	case c == 0xcf || c == 0xd3:
+		skip = 8
+	case c >= 0xd4 && c <= 0xd8: // fixext 1, 2, 4, 8, 16 and a type byte
+		skip = 1 + 1<<(c-0xd4)
+	case c == 0xdc, c == 0xde:
+		lenBytes = 2
+	case c == 0xdd, c == 0xdf:
+		lenBytes = 4
+	}
+	return skip, items, lenBytes, nil
+}
+
+// readLength reads the big-endian length field of lenBytes bytes (1, 2 or
+// 4) at b[p:] and refuses a length greater than the whole input.
+func readLength(b []byte, p, lenBytes int) (uint64, error) {
+	if len(b)-p < lenBytes {
+		return 0, fmt.Errorf("%w: truncated length at byte %d", ErrMalformed, p)
+	}
+	var n uint64
+	switch lenBytes {
+	case 1:
+		n = uint64(b[p])
+	case 2:
+		n = uint64(binary.BigEndian.Uint16(b[p:]))
+	case 4:
+		n = uint64(binary.BigEndian.Uint32(b[p:]))
+	}
+	if n > uint64(len(b)) {
+		return 0, fmt.Errorf("%w: length %d at byte %d exceeds the %d-byte input", ErrMalformed, n, p+lenBytes, len(b))
+	}
+	return n, nil
 }

@@ -1,0 +1,49 @@
+package ownership
+
+import (
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/syncnode/syncnode"
+)
+
+// MarkRecovered records that this device held ref when its database was
+// lost (see record.Recovered).
+func (l *Ledger) MarkRecovered(ref syncnode.BlobRef) error {
+	return l.durable.Update(func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil {
+			return err
+		}
+		r.Recovered, r.Fetched = true, true
+		return store(txn, ref, r)
+	})
+}
+
+// Recovered reports whether ref is marked recovered and not yet reclaimed.
+func (l *Ledger) Recovered(ref syncnode.BlobRef) (bool, error) {
+	r, err := l.read(ref)
+	return r.Recovered, err
+}
+
+// Reclaim ends ref's recovered mark once the members of its groups have
+// answered: in each group of orphaned (where none of them keeps shares of
+// it), this device takes the group's CreatorShares, as the one keeping the
+// copy; elsewhere it takes none. It returns the groups it granted in.
+func (l *Ledger) Reclaim(ref syncnode.BlobRef, orphaned []syncnode.GroupID) (granted []syncnode.GroupID, err error) {
+	err = l.durable.Update(func(txn *badger.Txn) error {
+		granted = nil
+		r, err := load(txn, ref)
+		if err != nil || !r.Recovered {
+			return err
+		}
+		r.Recovered = false
+		for _, g := range orphaned {
+			if r.Shares[g] == 0 {
+				r.add(g, CreatorShares)
+				granted = append(granted, g)
+			}
+		}
+		return store(txn, ref, r)
+	})
+	return granted, err
+}

@@ -1,0 +1,100 @@
+package syncgroup
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode/internal/msgpackx"
+)
+
+// Apply merges a row received from a peer after checking that its writer
+// signed it (VerifyRow) and was entitled to write it: data rows only under
+// the group's prefixes and from members; a membership row only for its own
+// writer, carrying a valid invitation (admins need none); a membership
+// tombstone only from the member itself or an admin.
+func (g *Group) Apply(row Row, now time.Time) (bool, error) {
+	if err := VerifyRow(g.spec.ID, row); err != nil {
+		return false, err
+	}
+	return g.applyVerified(row, now)
+}
+
+// ApplyVerified is Apply for a row that has passed VerifyRow for this
+// group (as VerifyRows checks a batch on every core before the group is
+// locked).
+func (g *Group) ApplyVerified(row Row, now time.Time) (bool, error) {
+	return g.applyVerified(row, now)
+}
+
+func (g *Group) applyVerified(row Row, now time.Time) (bool, error) {
+	if err := g.check(row); err != nil {
+		return false, err
+	}
+	return g.rows.Apply(row, now)
+}
+
+func (g *Group) check(row Row) error {
+	if !strings.HasPrefix(row.Key, memberPrefix) {
+		if !g.spec.Covers(row.Key) {
+			return fmt.Errorf("%w: %q", ErrOutsideGroup, row.Key)
+		}
+		if !g.IsMember(row.Writer) {
+			upTo, out := g.exitOf(row.Writer)
+			switch {
+			case !out:
+				return fmt.Errorf("%w: writer %s of %q", ErrNotMember, row.Writer, row.Key)
+			case row.Seq > upTo:
+				return fmt.Errorf("%w: %q by %s (its row %d; it was out after %d)", ErrAfterExit, row.Key, row.Writer, row.Seq, upTo)
+			}
+			// Written while its writer was a member: valid for everyone.
+		}
+		if !row.Deleted {
+			if err := msgpackx.Check(row.Value); err != nil {
+				return fmt.Errorf("syncgroup: value of %q: %w", row.Key, err)
+			}
+		}
+		return nil
+	}
+	admin := slices.Contains(g.spec.Admins, row.Writer)
+	if strings.HasPrefix(row.Key, admissionPrefix) {
+		if !admin {
+			return fmt.Errorf("%w: %s may not admit or eject", ErrNotAllowed, row.Writer)
+		}
+		if !row.Deleted {
+			var a admission
+			if err := msgpackx.Unmarshal(row.Value, &a); err != nil {
+				return fmt.Errorf("syncgroup: admission: %w", err)
+			}
+		}
+		return nil
+	}
+	subject := peer.ID(strings.TrimPrefix(row.Key, memberPrefix))
+	if row.Deleted {
+		if row.Writer != subject && !admin {
+			return fmt.Errorf("%w: %s may not remove %s", ErrNotAllowed, row.Writer, subject)
+		}
+		return nil
+	}
+	if row.Writer != subject {
+		return fmt.Errorf("%w: %s may not write %s's membership", ErrNotAllowed, row.Writer, subject)
+	}
+	var m Member
+	if err := msgpackx.Unmarshal(row.Value, &m); err != nil {
+		return fmt.Errorf("syncgroup: membership of %s: %w", subject, err)
+	}
+	if admin {
+		return nil
+	}
+	if m.Invitation == nil {
+		return fmt.Errorf("%w: %s joined without an invitation", ErrNotAllowed, subject)
+	}
+	if m.Invitation.Group != g.spec.ID || m.Invitation.DevType != m.DevType {
+		return fmt.Errorf("%w: %s's invitation does not match its membership", ErrNotAllowed, subject)
+	}
+	// The invitation must have been valid when the member joined.
+	return m.Invitation.Verify(subject, g.spec.Admins, time.Unix(0, row.TS.Wall))
+}

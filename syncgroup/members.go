@@ -1,0 +1,215 @@
+package syncgroup
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/msgpackx"
+)
+
+// memberPrefix is the reserved key prefix of membership rows. Keys that
+// users write start elsewhere: group prefixes may not begin with NUL. As
+// NUL sorts first, Missing sends membership rows before the data rows whose
+// writers they admit.
+const memberPrefix = "\x00m/"
+
+// MembershipPrefix is the key prefix of the membership rows, which sync
+// along with a group's own prefixes.
+const MembershipPrefix = memberPrefix
+
+// MemberKey returns the key of p's membership row.
+func MemberKey(p peer.ID) string { return memberPrefix + string(p) }
+
+// Member is one member of a group as the membership rows record it.
+type Member struct {
+	Peer    peer.ID          `msgpack:"-"`
+	DevType syncnode.DevType `msgpack:"t"`
+	Addrs   []string         `msgpack:"a,omitempty"`
+	// Name is the device's name as its user set it ("laptop"): shown
+	// beside its peer ID, never trusted for anything, and cleaned on
+	// reading (CleanName).
+	Name string `msgpack:"n,omitempty"`
+	// Invitation is the joiner's proof; empty for an admin, who needs none.
+	Invitation *Invitation `msgpack:"i,omitempty"`
+}
+
+// memberCache is a group's membership, decoded once per change of its
+// membership rows.
+type memberCache struct {
+	gen   uint64
+	valid bool
+	list  []Member
+	by    map[peer.ID]Member
+}
+
+// membership returns the current members, decoding them again only if a
+// membership row changed since the last call.
+func (g *Group) membership() *memberCache {
+	c := &g.members
+	if c.valid && c.gen == g.rows.memberGen {
+		return c
+	}
+	c.list, c.by = nil, map[peer.ID]Member{}
+	for _, row := range g.rows.List(memberPrefix) {
+		if strings.HasPrefix(row.Key, admissionPrefix) {
+			continue
+		}
+		if m, ok := g.decodeMember(peer.ID(strings.TrimPrefix(row.Key, memberPrefix))); ok {
+			c.list = append(c.list, m)
+			c.by[m.Peer] = m
+		}
+	}
+	c.gen, c.valid = g.rows.memberGen, true
+	return c
+}
+
+func (g *Group) putMember(m Member, now time.Time) (Row, error) {
+	b, err := msgpack.Marshal(m)
+	if err != nil {
+		return Row{}, err
+	}
+	return g.rows.Put(memberPrefix+string(g.self), b, now), nil
+}
+
+// Join records this device as a member through inv, which an admin issued
+// to it. The row it returns is what the other members must learn.
+func (g *Group) Join(inv Invitation, addrs []string, now time.Time) (Row, error) {
+	if err := inv.Verify(g.self, g.spec.Admins, now); err != nil {
+		return Row{}, err
+	}
+	if inv.Group != g.spec.ID {
+		return Row{}, fmt.Errorf("%w: invitation is for %s", ErrInvitation, inv.Group)
+	}
+	return g.putMember(Member{DevType: inv.DevType, Addrs: addrs, Invitation: &inv}, now)
+}
+
+// Leave removes this device from the group.
+func (g *Group) Leave(now time.Time) Row { return g.rows.Delete(memberPrefix+string(g.self), now) }
+
+// LeftMember reports whether row is a member's own tombstone — it left —
+// and who.
+func LeftMember(row Row) (peer.ID, bool) {
+	if !row.Deleted || !strings.HasPrefix(row.Key, memberPrefix) || strings.HasPrefix(row.Key, admissionPrefix) {
+		return "", false
+	}
+	p := peer.ID(strings.TrimPrefix(row.Key, memberPrefix))
+	return p, p == row.Writer
+}
+
+// memberRow returns p's membership row's value, if live.
+func (g *Group) memberRow(p peer.ID) (Member, bool) {
+	row, ok := g.rows.Get(memberPrefix + string(p))
+	if !ok || row.Deleted {
+		return Member{}, false
+	}
+	var m Member
+	if msgpackx.Unmarshal(row.Value, &m) != nil {
+		return Member{}, false
+	}
+	m.Peer, m.Name = p, CleanName(m.Name)
+	return m, true
+}
+
+// MaxNameLen is the most runes of a device name shown.
+const MaxNameLen = 64
+
+// CleanName returns name as it may be shown: control and formatting
+// characters dropped, spaces trimmed, at most MaxNameLen runes. A member
+// chooses its own name, so a name says nothing a peer ID does not.
+func CleanName(name string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range name {
+		if n == MaxNameLen {
+			break
+		}
+		if r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			continue
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// SetName writes this device's membership row again with name, reporting
+// whether it changed anything. The device must be a member.
+func (g *Group) SetName(name string, now time.Time) (Row, bool, error) {
+	name = CleanName(name)
+	return g.updateSelf(func(m *Member) bool {
+		if m.Name == name {
+			return false
+		}
+		m.Name = name
+		return true
+	}, now)
+}
+
+// SetAddrs writes this device's membership row again with the addresses
+// it is reachable at, reporting whether they changed. The device must be
+// a member.
+func (g *Group) SetAddrs(addrs []string, now time.Time) (Row, bool, error) {
+	return g.updateSelf(func(m *Member) bool {
+		if slices.Equal(m.Addrs, addrs) {
+			return false
+		}
+		m.Addrs = slices.Clone(addrs)
+		return true
+	}, now)
+}
+
+// updateSelf rewrites this device's membership row if change reports a
+// change to it.
+func (g *Group) updateSelf(change func(*Member) bool, now time.Time) (Row, bool, error) {
+	m, ok := g.memberRow(g.self)
+	if !ok {
+		return Row{}, false, fmt.Errorf("%w: %s in %s", ErrNotMember, g.self, g.spec.ID)
+	}
+	if !change(&m) {
+		return Row{}, false, nil
+	}
+	row, err := g.putMember(m, now)
+	return row, err == nil, err
+}
+
+// Member returns p's membership, if p is a member: an admin with its own
+// membership row, or a peer whose membership row carries the invitation
+// an admin admitted it with, not revoked since.
+func (g *Group) Member(p peer.ID) (Member, bool) {
+	m, ok := g.membership().by[p]
+	return m, ok
+}
+
+// decodeMember is Member read from the rows.
+func (g *Group) decodeMember(p peer.ID) (Member, bool) {
+	m, ok := g.memberRow(p)
+	if !ok {
+		return Member{}, false
+	}
+	if slices.Contains(g.spec.Admins, p) {
+		return m, true
+	}
+	a, ok := g.admission(p)
+	if !ok || a.Revoked || m.Invitation == nil || len(a.Nonce) == 0 || !bytes.Equal(a.Nonce, m.Invitation.Nonce) {
+		return Member{}, false
+	}
+	return m, true
+}
+
+// IsMember reports whether p is a member.
+func (g *Group) IsMember(p peer.ID) bool {
+	_, ok := g.Member(p)
+	return ok
+}
+
+// Members returns the members, sorted by peer ID.
+func (g *Group) Members() []Member { return slices.Clone(g.membership().list) }
