@@ -13,94 +13,14 @@ import (
 	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
+	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/signpost"
-	"github.com/syncnode/syncnode/syncgroup"
 )
 
-// groupView is the node's syncgroups as the parts below it see them:
-// who is in each, this node's device type there, its membership row.
-type groupView struct{ n *Node }
-
-// Groups lists the groups this node is in.
-func (v groupView) Groups() []syncnode.GroupID { return v.n.sync.Groups() }
-
-// IsMember reports whether p is a member of g.
-func (v groupView) IsMember(p peer.ID, g syncnode.GroupID) bool { return v.n.sync.IsMember(p, g) }
-
-// Members lists g's members.
-func (v groupView) Members(g syncnode.GroupID) []syncgroup.Member { return v.n.Members(g) }
-
-// DevType is this node's device type in g.
-func (v groupView) DevType(g syncnode.GroupID) (syncnode.DevType, bool) { return v.n.DevType(g) }
-
-// SetAddrs writes addrs into this node's membership row of g.
-func (v groupView) SetAddrs(g syncnode.GroupID, addrs []string) (bool, error) {
-	return v.n.sync.SetAddrs(g, addrs)
-}
-
-// CanSee reports whether p may learn of group g.
-func (v groupView) CanSee(p peer.ID, g syncnode.GroupID) bool { return v.n.sync.CanSee(p, g) }
-
-// Member returns p's membership of g.
-func (v groupView) Member(g syncnode.GroupID, p peer.ID) (m syncgroup.Member, ok bool) {
-	v.n.sync.With(g, func(gr *syncgroup.Group) error { m, ok = gr.Member(p); return nil })
-	return m, ok
-}
-
-// Spec returns g's spec.
-func (v groupView) Spec(g syncnode.GroupID) (syncgroup.Spec, error) { return v.n.GroupSpec(g) }
-
-// MayFetch reports whether p may fetch a blob of groups.
-func (v groupView) MayFetch(p peer.ID, groups []syncnode.GroupID) bool {
-	return v.n.sync.MayFetch(p, groups)
-}
-
-// Priority is this node's priority in g.
-func (v groupView) Priority(g syncnode.GroupID) (syncnode.Priority, error) {
-	return v.n.sync.Priority(g)
-}
-
-// PeerPriority is member p's priority in g.
-func (v groupView) PeerPriority(g syncnode.GroupID, p peer.ID) (syncnode.Priority, bool) {
-	return v.n.sync.PeerPriority(g, p)
-}
-
-// IsAdmin reports whether p is an admin of g.
-func (v groupView) IsAdmin(g syncnode.GroupID, p peer.ID) bool { return v.n.sync.IsAdmin(g, p) }
-
-// SyncWith runs a round of g with p.
-func (v groupView) SyncWith(ctx context.Context, g syncnode.GroupID, p peer.ID) error {
-	return v.n.sync.SyncWith(ctx, g, p)
-}
-
-// Rows lists g's live rows.
-func (v groupView) Rows(g syncnode.GroupID) []syncgroup.Row {
-	rows, _ := v.n.ListRows(g, "")
-	return rows
-}
-
-// Ejected reports whether an admin ejected this node from g.
-func (v groupView) Ejected(g syncnode.GroupID) bool {
-	var out bool
-	v.n.sync.With(g, func(gr *syncgroup.Group) error {
-		out = gr.Banned(v.n.h.ID()) && !gr.IsMember(v.n.h.ID())
-		return nil
-	})
-	return out
-}
-
-// Eject removes p from g.
-func (v groupView) Eject(g syncnode.GroupID, p peer.ID) error { return v.n.sync.Eject(g, p) }
-
-// Leave leaves g.
-func (v groupView) Leave(ctx context.Context, g syncnode.GroupID, force bool) error {
-	return v.n.sync.Leave(ctx, g, force)
-}
-
 var (
-	_ handoff.Groups      = groupView{}
-	_ connectivity.Groups = groupView{}
-	_ signposting.Groups  = groupView{}
+	_ handoff.Groups      = (*syncer.Syncer)(nil)
+	_ connectivity.Groups = (*syncer.Syncer)(nil)
+	_ signposting.Groups  = (*syncer.Syncer)(nil)
 )
 
 // ErrAtRisk reports a leave or an ejection refused because it would

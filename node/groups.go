@@ -145,17 +145,10 @@ func (n *Node) Groups() []syncgroup.Spec {
 }
 
 // GroupSpec returns group g's spec.
-func (n *Node) GroupSpec(g syncnode.GroupID) (spec syncgroup.Spec, err error) {
-	err = n.sync.With(g, func(gr *syncgroup.Group) error { spec = gr.Spec(); return nil })
-	return spec, err
-}
+func (n *Node) GroupSpec(g syncnode.GroupID) (syncgroup.Spec, error) { return n.sync.Spec(g) }
 
 // Members returns group g's members.
-func (n *Node) Members(g syncnode.GroupID) []syncgroup.Member {
-	var out []syncgroup.Member
-	n.sync.With(g, func(gr *syncgroup.Group) error { out = gr.Members(); return nil })
-	return out
-}
+func (n *Node) Members(g syncnode.GroupID) []syncgroup.Member { return n.sync.Members(g) }
 
 // setName writes this node's name (Config.Name) into its membership row
 // of group g if the row does not carry it yet.
@@ -168,21 +161,7 @@ func (n *Node) setName(g syncnode.GroupID) error {
 
 // NameOf returns the name peer p gave itself in a group this node shares
 // with it, or "" if none.
-func (n *Node) NameOf(p peer.ID) string {
-	for _, g := range n.sync.Groups() {
-		var name string
-		n.sync.With(g, func(gr *syncgroup.Group) error {
-			if m, ok := gr.Member(p); ok {
-				name = m.Name
-			}
-			return nil
-		})
-		if name != "" {
-			return name
-		}
-	}
-	return ""
-}
+func (n *Node) NameOf(p peer.ID) string { return n.sync.NameOf(p) }
 
 // Seen reports whether this node is connected to p now, and when its
 // last connection to p ended (zero if it never saw one end).
@@ -194,17 +173,7 @@ func (n *Node) Seen(p peer.ID) (online bool, last time.Time) {
 }
 
 // DevType returns this node's device type in group g.
-func (n *Node) DevType(g syncnode.GroupID) (syncnode.DevType, bool) {
-	var dev syncnode.DevType
-	var ok bool
-	n.sync.With(g, func(gr *syncgroup.Group) error {
-		var m syncgroup.Member
-		m, ok = gr.Member(n.h.ID())
-		dev = m.DevType
-		return nil
-	})
-	return dev, ok
-}
+func (n *Node) DevType(g syncnode.GroupID) (syncnode.DevType, bool) { return n.sync.DevType(g) }
 
 // Priority returns this node's priority in group g.
 func (n *Node) Priority(g syncnode.GroupID) (syncnode.Priority, error) { return n.sync.Priority(g) }
@@ -253,15 +222,5 @@ func (n *Node) GetRow(g syncnode.GroupID, key string) (row syncgroup.Row, ok boo
 
 // ListRows returns the live rows of group g under prefix, sorted by key.
 func (n *Node) ListRows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error) {
-	var out []syncgroup.Row
-	err := n.sync.With(g, func(gr *syncgroup.Group) error {
-		spec := gr.Spec()
-		for _, r := range gr.Rows().List(prefix) {
-			if spec.Covers(r.Key) {
-				out = append(out, r)
-			}
-		}
-		return nil
-	})
-	return out, err
+	return n.sync.Rows(g, prefix)
 }

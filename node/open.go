@@ -161,7 +161,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		return err
 	}
 	opened.add(func() error { n.sync.Close(); return nil })
-	n.book = signposting.New(n.h.ID(), n.signposts, groupView{n}, n.conn.Addrs, n.log)
+	n.book = signposting.New(n.h.ID(), n.signposts, n.sync, n.conn.Addrs, n.log)
 	loaded, err := n.groups.Load(n.h.ID(), time.Minute)
 	if err != nil {
 		return err
@@ -178,7 +178,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	if n.client, err = blobproto.NewClient(n.h, n.blobs, clc, n.log); err != nil {
 		return err
 	}
-	return n.conn.Start(n.h, groupView{n}, func(g syncnode.GroupID) { n.goRun(func() { n.syncAll(g) }) })
+	return n.conn.Start(n.h, n.sync, func(g syncnode.GroupID) { n.goRun(func() { n.syncAll(g) }) })
 }
 
 // openFetching sets up fetches: the gate, the server fetcher and the
@@ -189,7 +189,7 @@ func (n *Node) openFetching() (err error) {
 		return err
 	}
 	hc := handoff.Config{IOTimeout: n.cfg.IOTimeout, EscrowWait: n.cfg.EscrowWait, Note: n.noteHandoff}
-	if n.handoffs, err = handoff.New(hc, n.h, n.ledger, n.book, groupView{n}, n.custody, n.store, n.retr, n.log); err != nil {
+	if n.handoffs, err = handoff.New(hc, n.h, n.ledger, n.book, n.sync, n.custody, n.store, n.retr, n.log); err != nil {
 		return err
 	}
 	seed := uint64(time.Now().UnixNano())

@@ -185,7 +185,7 @@ func (h *Handoffs) othersHold(ctx context.Context, g syncnode.GroupID, p peer.ID
 
 // refsIn returns the blobs that live rows of g reference, each once.
 func (h *Handoffs) refsIn(g syncnode.GroupID) []syncnode.BlobRef {
-	rows := h.groups.Rows(g)
+	rows, _ := h.groups.Rows(g, "")
 	var out []syncnode.BlobRef
 	seen := map[syncnode.BlobRef]bool{}
 	for _, r := range rows {
@@ -273,7 +273,8 @@ func (h *Handoffs) takeFromEjected(ctx context.Context, g syncnode.GroupID, p pe
 // without shares do not count: they may go at any time.
 func (h *Handoffs) onlyHeldBy(g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) []syncnode.BlobRef {
 	written := map[syncnode.BlobRef]bool{}
-	for _, r := range h.groups.Rows(g) {
+	rows, _ := h.groups.Rows(g, "")
+	for _, r := range rows {
 		if r.Writer == p {
 			found, _ := syncgroup.FindRefs(r.Value)
 			for _, ref := range found {

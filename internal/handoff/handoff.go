@@ -40,8 +40,8 @@ type Groups interface {
 	Members(g syncnode.GroupID) []syncgroup.Member
 	// SyncWith runs a round of g with p.
 	SyncWith(ctx context.Context, g syncnode.GroupID, p peer.ID) error
-	// Rows lists g's live rows.
-	Rows(g syncnode.GroupID) []syncgroup.Row
+	// Rows lists g's live rows under prefix.
+	Rows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error)
 	// Ejected reports whether an admin ejected this node from g.
 	Ejected(g syncnode.GroupID) bool
 	// Eject removes p from g; this node is an admin.

@@ -1,0 +1,77 @@
+package syncer
+
+import (
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// The membership view: what the parts of a node above sync read of its
+// groups — specs, members, rows — each under the group's lock, as
+// copies. Together with IsMember, CanSee, MayFetch, Priority and
+// PeerPriority it is the Membership the node's other parts are given,
+// each through the small interface it defines.
+
+// Spec returns group g's spec.
+func (s *Syncer) Spec(g syncnode.GroupID) (spec syncgroup.Spec, err error) {
+	err = s.With(g, func(gr *syncgroup.Group) error { spec = gr.Spec(); return nil })
+	return spec, err
+}
+
+// Members returns group g's members (none if g is unknown).
+func (s *Syncer) Members(g syncnode.GroupID) []syncgroup.Member {
+	var out []syncgroup.Member
+	s.With(g, func(gr *syncgroup.Group) error { out = gr.Members(); return nil })
+	return out
+}
+
+// Member returns p's membership of group g.
+func (s *Syncer) Member(g syncnode.GroupID, p peer.ID) (m syncgroup.Member, ok bool) {
+	s.With(g, func(gr *syncgroup.Group) error { m, ok = gr.Member(p); return nil })
+	return m, ok
+}
+
+// DevType returns this node's device type in group g.
+func (s *Syncer) DevType(g syncnode.GroupID) (syncnode.DevType, bool) {
+	m, ok := s.Member(g, s.h.ID())
+	return m.DevType, ok
+}
+
+// Rows returns the live rows of group g under prefix that its spec
+// covers, sorted by key.
+func (s *Syncer) Rows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error) {
+	var out []syncgroup.Row
+	err := s.With(g, func(gr *syncgroup.Group) error {
+		spec := gr.Spec()
+		for _, r := range gr.Rows().List(prefix) {
+			if spec.Covers(r.Key) {
+				out = append(out, r)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Ejected reports whether an admin ejected this node from group g: the
+// membership bans it and it is no member.
+func (s *Syncer) Ejected(g syncnode.GroupID) bool {
+	var out bool
+	s.With(g, func(gr *syncgroup.Group) error {
+		out = gr.Banned(s.h.ID()) && !gr.IsMember(s.h.ID())
+		return nil
+	})
+	return out
+}
+
+// NameOf returns the name peer p gave itself in a group this node shares
+// with it, or "" if none.
+func (s *Syncer) NameOf(p peer.ID) string {
+	for _, g := range s.Groups() {
+		if m, ok := s.Member(g, p); ok && m.Name != "" {
+			return m.Name
+		}
+	}
+	return ""
+}
