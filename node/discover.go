@@ -20,7 +20,7 @@ var _ syncer.Hooks = hooks{}
 
 // Applied records the blob refs of rows a peer sent.
 func (h hooks) Applied(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
-	h.n.keepMember(g, from)
+	h.n.records.Met(g, from)
 	if slices.ContainsFunc(rows, func(r syncgroup.Row) bool { return strings.HasPrefix(r.Key, syncgroup.MembershipPrefix) }) {
 		h.n.handoffs.MembershipChanged(g)
 	}
@@ -73,7 +73,7 @@ func (h hooks) Learn(from peer.ID, g syncnode.GroupID, sps []syncer.SignpostEntr
 // shares of. A device's shares so reach a server within a round of
 // meeting one (I6), whoever relayed the row and whoever fetched from whom.
 func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
-	h.n.keepMember(g, p)
+	h.n.records.Met(g, p)
 	h.n.holderBack(p)
 	h.n.handoffs.AfterRound(g, p)
 }
@@ -81,7 +81,7 @@ func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
 // Pushed hands blobs off after member p of g took a push of rows from
 // this node, as after a round: p is online and a member.
 func (h hooks) Pushed(g syncnode.GroupID, p peer.ID) {
-	h.n.keepMember(g, p)
+	h.n.records.Met(g, p)
 	h.n.handoffs.AfterRound(g, p)
 }
 

@@ -29,7 +29,7 @@ func (n *Node) CreateGroup(name string, prefixes []string, private bool, dev syn
 	if err := n.setName(g.Spec().ID); err != nil {
 		return syncgroup.Spec{}, err
 	}
-	n.keepGroupOrWarn(g.Spec().ID)
+	n.records.KeepOrWarn(g.Spec().ID)
 	return g.Spec(), nil
 }
 
@@ -83,7 +83,7 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 	// that is its public address, for AutoNAT to try and members to dial.
 	n.goRun(n.conn.ChooseObserved)
 	n.goRun(func() { n.syncAll(id) })
-	n.keepGroupOrWarn(id)
+	n.records.KeepOrWarn(id)
 	return n.GroupSpec(id)
 }
 
@@ -129,7 +129,7 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 	if atRisk, err = n.handoffs.Leave(ctx, g, o.Force); err != nil {
 		return atRisk, err
 	}
-	n.forgetGroup(g)
+	n.records.Forget(g)
 	return atRisk, nil
 }
 

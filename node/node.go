@@ -29,6 +29,7 @@ import (
 	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
+	"github.com/syncnode/syncnode/internal/grouprecord"
 	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
@@ -192,22 +193,20 @@ type Node struct {
 	dbFresh bool
 	// rejoining are the groups taken up from the object store's records
 	// at open, with the members to sync their rows back from.
-	rejoining map[syncnode.GroupID][]memberAddrs
-	dht       *p2p.DHT
-	reprov    *p2p.Reprovider
-	service   *blobproto.Service
-	client    *blobproto.Client
-	sync      *syncer.Syncer
+	rejoining map[syncnode.GroupID][]grouprecord.Member
+	// records keeps the groups' records in an object store.
+	records *grouprecord.Keeper
+	dht     *p2p.DHT
+	reprov  *p2p.Reprovider
+	service *blobproto.Service
+	client  *blobproto.Client
+	sync    *syncer.Syncer
 	// handoffs moves shares between this node and the members.
 	handoffs *handoff.Handoffs
 	fetcher  *fetcher.Fetcher
 
 	// retr fetches blobs: locates holders, shares transfers, judges.
 	retr *retrieval.Retriever
-	// keepMu serialises writes of group records to the object store, and
-	// guards recorded: the members each group's record names.
-	keepMu   sync.Mutex
-	recorded map[syncnode.GroupID]map[peer.ID]bool
 
 	// work is the node's goroutines and public calls, which Close stops
 	// and waits for; ctx ends when Close begins.
@@ -254,6 +253,7 @@ func (n *Node) start() {
 	n.handoffs.Start()
 	n.goRun(n.rediscover)
 	n.custody.Start()
+	n.records.RejoinAll(n.rejoining)
 	for _, ai := range n.cfg.Bootstrap {
 		n.goRun(func() {
 			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.IOTimeout)
@@ -265,8 +265,7 @@ func (n *Node) start() {
 	}
 	// Every group's members get a first round now rather than after a period.
 	for _, g := range n.sync.Groups() {
-		if ms, ok := n.rejoining[g]; ok {
-			n.goRun(func() { n.rejoin(g, ms) })
+		if _, ok := n.rejoining[g]; ok {
 			continue
 		}
 		n.goRun(func() { n.syncAll(g) })
@@ -362,6 +361,7 @@ func (n *Node) Close() error {
 	n.custody.Close()
 	n.sync.Close()
 	n.handoffs.Close()
+	n.records.Close()
 	n.service.Close()
 	n.sayGoodbye()
 	n.work.Wait()

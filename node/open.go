@@ -19,6 +19,7 @@ import (
 	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
+	"github.com/syncnode/syncnode/internal/grouprecord"
 	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/retrieval"
@@ -206,7 +207,8 @@ func (n *Node) openFetching() (err error) {
 // connects is a holder back.
 func (n *Node) recoverState() error {
 	var err error
-	if n.rejoining, err = n.takeUpGroups(); err != nil {
+	n.records = grouprecord.New(n.blobs, n.h, n.sync, n.cfg.IOTimeout, func(syncnode.GroupID) { n.conn.PublishAddrs(true) }, n.log)
+	if n.rejoining, err = n.records.TakeUp(); err != nil {
 		n.log.Error("groups not taken up from the object store's records", "err", err)
 	}
 	err = n.blobs.List(func(i blobstore.Info) error {
