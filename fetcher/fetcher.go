@@ -17,10 +17,31 @@ import (
 // FetchFunc fetches one blob; an error means the attempt failed and the blob
 // is retried after a backoff. An error wrapping ErrBusy means the attempt
 // did not start: the blob is tried again after BusyDelay, its attempts not
-// counted. release gives up the attempt's place among the Concurrency
-// running ones (see Fetcher's doc): the attempt has moved its blob's
-// bytes and only finishes.
-type FetchFunc func(ctx context.Context, ref syncnode.BlobRef, release func()) error
+// counted. try is the attempt: the fetch records on it what it tried, and
+// may give up its place among the Concurrency running ones (Release).
+type FetchFunc func(ctx context.Context, ref syncnode.BlobRef, try *Try) error
+
+// Try is one attempt at a blob as it runs.
+type Try struct {
+	// Tried are the peers the attempt asked, Holders those it found
+	// holding the blob; the fetch sets them, and the attempt's record
+	// keeps them.
+	Tried, Holders []string
+	place          *place
+}
+
+// Release gives up the attempt's place among the Concurrency running
+// ones, so that the next due blob starts: the attempt has moved its
+// blob's bytes and only finishes, on work a slow peer must not stretch
+// into every other blob's wait (taking the blob's shares). The attempt
+// still runs, its blob is not started again, and its outcome counts as
+// before. A second time, or while 4 × Concurrency attempts are finishing
+// already, it does nothing.
+func (t *Try) Release() {
+	if t.place != nil {
+		t.place.release()
+	}
+}
 
 // ErrBusy reports an attempt that did not start because what it needs
 // (its holder's places) is taken by other attempts now.
@@ -38,11 +59,29 @@ func busyDelay(queued int, u float64) time.Duration {
 	return d + time.Duration(u*float64(d)/2)
 }
 
-// AttemptStore persists each blob's attempt count (the signpost store does,
-// in the signpost's FetchAttempts).
+// Attempt is what the fetcher keeps of its attempts at one blob: how many
+// there were, and how the last went. It is stored, so that a restarted
+// node backs off as far as before and why can tell what happened.
+type Attempt struct {
+	// Count is the number of attempts made.
+	Count int
+	// Last is when the last attempt ended.
+	Last time.Time
+	// Err is why the last attempt failed; empty if it succeeded.
+	Err string
+	// Tried are the peers the last attempt asked, Holders those it found
+	// holding the blob.
+	Tried, Holders []string
+	// Done reports that the last attempt succeeded.
+	Done bool
+}
+
+// AttemptStore persists each blob's attempt record.
 type AttemptStore interface {
-	FetchAttempts(ref syncnode.BlobRef) (int, error)
-	SetFetchAttempts(ref syncnode.BlobRef, n int) error
+	// Attempt returns ref's record, the zero Attempt if there is none.
+	Attempt(ref syncnode.BlobRef) (Attempt, error)
+	// SetAttempt replaces ref's record.
+	SetAttempt(ref syncnode.BlobRef, a Attempt) error
 }
 
 // ErrStopped reports an enqueue on a fetcher that has stopped.
@@ -53,7 +92,6 @@ type Status struct {
 	Queued, Running bool
 	Attempts        int
 	NextAttempt     time.Time // zero unless queued
-	LastErr         string
 }
 
 // Fetcher runs fetches from its queue: at most Concurrency at once, each
@@ -75,7 +113,6 @@ type Fetcher struct {
 	// active counts the running attempts that hold a place of
 	// Concurrency, finishing those that released theirs.
 	active, finishing int
-	lastErr           map[syncnode.BlobRef]string
 	stopped           bool
 
 	wake   chan struct{}
@@ -95,7 +132,6 @@ func New(cfg Config, fetch FetchFunc, attempts AttemptStore, rng *rand.Rand, log
 	return &Fetcher{
 		cfg: cfg, fetch: fetch, attempts: attempts, log: log, rng: rng,
 		running: map[syncnode.BlobRef]struct{}{},
-		lastErr: map[syncnode.BlobRef]string{},
 		wake:    make(chan struct{}, 1),
 		exited:  make(chan struct{}),
 	}, nil
@@ -135,7 +171,8 @@ func (f *Fetcher) Enqueue(ref syncnode.BlobRef) error {
 	if f.busy(ref) {
 		return nil
 	}
-	n, err := f.attempts.FetchAttempts(ref)
+	a, err := f.attempts.Attempt(ref)
+	n := a.Count
 	if err != nil {
 		return fmt.Errorf("fetcher: attempts of %s: %w", ref, err)
 	}
@@ -199,7 +236,7 @@ func (f *Fetcher) Len() int {
 func (f *Fetcher) Status(ref syncnode.BlobRef) Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := Status{LastErr: f.lastErr[ref]}
+	var s Status
 	if next, n, ok := f.q.Next(ref); ok {
 		s.Queued, s.NextAttempt, s.Attempts = true, next, n
 	}
@@ -262,13 +299,7 @@ type place struct {
 	released bool // under f.mu
 }
 
-// release gives up the place that the attempt holds among the
-// Concurrency attempts at once, so that the next due blob
-// starts: the attempt has moved its blob's bytes and only finishes, on
-// work a slow peer must not stretch into every other blob's wait (taking
-// the blob's shares). The attempt still runs, its blob is not started
-// again, and its outcome counts as before. A second time, or while 4 ×
-// Concurrency attempts are finishing already, it does nothing.
+// release gives up pl (see Try.Release).
 func (pl *place) release() {
 	f := pl.f
 	f.mu.Lock()
@@ -286,7 +317,8 @@ func (pl *place) release() {
 func (f *Fetcher) attempt(ctx context.Context, ref syncnode.BlobRef, n int) {
 	defer f.wg.Done()
 	pl := &place{f: f}
-	err := f.fetch(ctx, ref, pl.release)
+	try := &Try{place: pl}
+	err := f.fetch(ctx, ref, try)
 	done := func() { // under f.mu
 		delete(f.running, ref)
 		if pl.released {
@@ -312,16 +344,18 @@ func (f *Fetcher) attempt(ctx context.Context, ref syncnode.BlobRef, n int) {
 		return
 	}
 	n++
-	if serr := f.attempts.SetFetchAttempts(ref, n); serr != nil {
+	rec := Attempt{Count: n, Last: time.Now(), Tried: try.Tried, Holders: try.Holders, Done: err == nil}
+	if err != nil {
+		rec.Err = err.Error()
+	}
+	if serr := f.attempts.SetAttempt(ref, rec); serr != nil {
 		f.log.Error("persist fetch attempts", "blob", ref, "err", serr)
 	}
 	f.mu.Lock()
 	done()
 	if err == nil {
-		delete(f.lastErr, ref)
 		f.log.Debug("fetched", "blob", ref, "attempts", n)
 	} else {
-		f.lastErr[ref] = err.Error()
 		delay := f.cfg.Backoff(n, f.rng.Float64())
 		f.q.Push(ref, time.Now().Add(delay), n)
 		f.log.Info("fetch failed", "blob", ref, "attempts", n, "retry_in", delay, "err", err)
@@ -333,24 +367,24 @@ func (f *Fetcher) attempt(ctx context.Context, ref syncnode.BlobRef, n int) {
 // MemAttempts is an AttemptStore in memory.
 type MemAttempts struct {
 	mu sync.Mutex
-	m  map[syncnode.BlobRef]int
+	m  map[syncnode.BlobRef]Attempt
 }
 
-// FetchAttempts implements AttemptStore.
-func (m *MemAttempts) FetchAttempts(ref syncnode.BlobRef) (int, error) {
+// Attempt implements AttemptStore.
+func (m *MemAttempts) Attempt(ref syncnode.BlobRef) (Attempt, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.m[ref], nil
 }
 
-// SetFetchAttempts implements AttemptStore.
-func (m *MemAttempts) SetFetchAttempts(ref syncnode.BlobRef, n int) error {
+// SetAttempt implements AttemptStore.
+func (m *MemAttempts) SetAttempt(ref syncnode.BlobRef, a Attempt) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.m == nil {
-		m.m = map[syncnode.BlobRef]int{}
+		m.m = map[syncnode.BlobRef]Attempt{}
 	}
-	m.m[ref] = n
+	m.m[ref] = a
 	return nil
 }
 

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/kv"
-	"github.com/syncnode/syncnode/signpost"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -37,7 +35,7 @@ func newFakeFetch(work time.Duration, failFirst int) *fakeFetch {
 		at: map[syncnode.BlobRef][]time.Time{}, done: map[syncnode.BlobRef]bool{}}
 }
 
-func (f *fakeFetch) fetch(ctx context.Context, ref syncnode.BlobRef, _ func()) error {
+func (f *fakeFetch) fetch(ctx context.Context, ref syncnode.BlobRef, _ *Try) error {
 	f.mu.Lock()
 	f.calls[ref]++
 	call := f.calls[ref]
@@ -145,67 +143,6 @@ func TestFakeFetchWithFailuresAndDuplicates(t *testing.T) {
 	}
 }
 
-// TestFetchAttemptsSurviveRestart fails a blob's fetches three times,
-// persisting the count in the badger signpost store; after the store is
-// closed and reopened, a new fetcher waits the backoff of three attempts
-// before trying again.
-func TestFetchAttemptsSurviveRestart(t *testing.T) {
-	dir := t.TempDir()
-	ref := testRef(1)
-	cfg := Config{}
-	open := func(t *testing.T) *signpost.Store {
-		db, err := kv.Open(dir, discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return signpost.NewStore(db)
-	}
-	// Badger runs inside each bubble: its goroutines then share the fake
-	// clock, and closing it ends them before the bubble does.
-	synctest.Test(t, func(t *testing.T) {
-		ff := newFakeFetch(10*time.Millisecond, 1000)
-		f := newFetcher(t, cfg, ff.fetch, open(t))
-		f.Start(t.Context())
-		if err := f.Enqueue(ref); err != nil {
-			t.Fatal(err)
-		}
-		for f.Status(ref).Attempts < 3 {
-			time.Sleep(100 * time.Millisecond)
-		}
-		f.Stop()
-	})
-	synctest.Test(t, func(t *testing.T) {
-		st := open(t)
-		if n, err := st.FetchAttempts(ref); err != nil || n != 3 {
-			t.Fatalf("stored attempts after reopen = %d, %v; want 3", n, err)
-		}
-		ff := newFakeFetch(10*time.Millisecond, 0)
-		f := newFetcher(t, cfg, ff.fetch, st)
-		f.Start(t.Context())
-		defer f.Stop()
-		start := time.Now()
-		if err := f.Enqueue(ref); err != nil {
-			t.Fatal(err)
-		}
-		for ff.doneCount() < 1 {
-			time.Sleep(100 * time.Millisecond)
-		}
-		delay := ff.at[ref][0].Sub(start)
-		lo, hi := cfg.Backoff(3, 0), cfg.Backoff(3, 1)
-		t.Logf("first attempt after restart came %v after enqueue (backoff of 3: %v..%v)", delay, lo, hi)
-		if delay < lo || delay >= hi {
-			t.Fatalf("delay %v outside the backoff of 3 attempts [%v, %v)", delay, lo, hi)
-		}
-		for f.Len() > 0 {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n, _ := st.FetchAttempts(ref); n != 4 {
-			t.Fatalf("attempts after success = %d, want 4", n)
-		}
-	})
-}
-
 func TestBackoff(t *testing.T) {
 	c := Config{}
 	if d := c.Backoff(0, 0); d != 500*time.Millisecond {
@@ -272,8 +209,8 @@ func TestStopCancelsRunningFetches(t *testing.T) {
 		if ff.cur != 0 {
 			t.Fatalf("%d fetches still running after Stop", ff.cur)
 		}
-		if n, _ := st.FetchAttempts(testRef(0)); n != 0 {
-			t.Fatalf("a cancelled fetch counted as an attempt: %d", n)
+		if a, _ := st.Attempt(testRef(0)); a.Count != 0 {
+			t.Fatalf("a cancelled fetch counted as an attempt: %d", a.Count)
 		}
 		if err := f.Enqueue(testRef(99)); !errors.Is(err, ErrStopped) {
 			t.Fatalf("Enqueue after Stop: %v", err)
@@ -345,7 +282,7 @@ func TestReleaseFreesThePlaceNotTheBlob(t *testing.T) {
 		starts := map[syncnode.BlobRef]int{}
 		finishing, maxFinishing := 0, 0
 		start := time.Now()
-		fetch := func(ctx context.Context, ref syncnode.BlobRef, release func()) error {
+		fetch := func(ctx context.Context, ref syncnode.BlobRef, try *Try) error {
 			mu.Lock()
 			starts[ref]++
 			mu.Unlock()
@@ -355,8 +292,8 @@ func TestReleaseFreesThePlaceNotTheBlob(t *testing.T) {
 			finishing++
 			maxFinishing = max(maxFinishing, finishing)
 			mu.Unlock()
-			release()
-			release()                    // a second time changes nothing
+			try.Release()
+			try.Release()                // a second time changes nothing
 			time.Sleep(10 * time.Second) // the shares, from a slow peer
 			mu.Lock()
 			finishing--
@@ -393,8 +330,8 @@ func TestReleaseFreesThePlaceNotTheBlob(t *testing.T) {
 		synctest.Wait()
 		for i := range blobs {
 			ref := testRef(i)
-			if n, _ := st.FetchAttempts(ref); starts[ref] != 1 || n != 1 {
-				t.Fatalf("blob %d: started %d times, %d attempts recorded, want 1 and 1", i, starts[ref], n)
+			if a, _ := st.Attempt(ref); starts[ref] != 1 || a.Count != 1 {
+				t.Fatalf("blob %d: started %d times, %d attempts recorded, want 1 and 1", i, starts[ref], a.Count)
 			}
 		}
 	})
@@ -410,7 +347,7 @@ func TestBusyIsNotAnAttempt(t *testing.T) {
 		var tries []time.Duration
 		doneAt := map[syncnode.BlobRef]time.Duration{}
 		start := time.Now()
-		fetch := func(ctx context.Context, ref syncnode.BlobRef, release func()) error {
+		fetch := func(ctx context.Context, ref syncnode.BlobRef, try *Try) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if ref == testRef(0) {
@@ -447,8 +384,8 @@ func TestBusyIsNotAnAttempt(t *testing.T) {
 			t.Fatalf("the fifth blob waited %v behind four busy ones", doneAt[testRef(4)])
 		}
 		for i := range 5 {
-			if n, _ := st.FetchAttempts(testRef(i)); n != 1 {
-				t.Fatalf("blob %d: %d attempts recorded, want 1 (busy tries are not attempts)", i, n)
+			if a, _ := st.Attempt(testRef(i)); a.Count != 1 {
+				t.Fatalf("blob %d: %d attempts recorded, want 1 (busy tries are not attempts)", i, a.Count)
 			}
 		}
 		if len(tries) != 4 {

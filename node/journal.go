@@ -7,47 +7,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/blobproto"
-	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/p2p"
 )
-
-// journalEntry is what the server fetcher recorded of its last attempt at
-// a blob.
-type journalEntry struct {
-	LastAttempt int64    `msgpack:"t"` // Unix nanoseconds
-	LastErr     string   `msgpack:"e,omitempty"`
-	Tried       []string `msgpack:"p,omitempty"` // peers asked, as strings
-	Holders     []string `msgpack:"h,omitempty"` // peers found holding it
-	Done        bool     `msgpack:"d,omitempty"`
-	// Handoff is the outcome of the blob's last share hand-off, given or
-	// taken, at HandoffAt (Unix nanoseconds).
-	Handoff   string `msgpack:"o,omitempty"`
-	HandoffAt int64  `msgpack:"oa,omitempty"`
-	// Route is how the last fetch that met a relay went, at RouteAt
-	// (Unix nanoseconds): through which relay, paced or refused.
-	Route   string `msgpack:"r,omitempty"`
-	RouteAt int64  `msgpack:"ra,omitempty"`
-}
-
-func journalKey(ref syncnode.BlobRef) []byte {
-	h := ref.Hash()
-	return kv.Key(kv.Journal, h[:])
-}
-
-// writeJournal records the server fetcher's attempt e, keeping the last
-// hand-off's outcome.
-func (n *Node) writeJournal(ref syncnode.BlobRef, e journalEntry) {
-	n.updateJournal(ref, func(old *journalEntry) {
-		e.Handoff, e.HandoffAt = old.Handoff, old.HandoffAt
-		e.Route, e.RouteAt = old.Route, old.RouteAt
-		*old = e
-	})
-}
 
 // noteRoute records how a fetch of ref that met a relay went: what came
 // through which relay, paced or not, or that the setting refused it.
@@ -73,9 +38,7 @@ func (n *Node) noteRoute(ref syncnode.BlobRef, res blobproto.FetchResult, err er
 	if err != nil {
 		route += " — fetch failed"
 	}
-	n.updateJournal(ref, func(e *journalEntry) {
-		e.Route, e.RouteAt = route, time.Now().UnixNano()
-	})
+	n.journal.NoteRoute(ref, route, time.Now())
 }
 
 // peerName returns p's name and ID, or its ID alone.
@@ -88,30 +51,7 @@ func (n *Node) peerName(p peer.ID) string {
 
 // noteHandoff records the outcome of a share hand-off of ref.
 func (n *Node) noteHandoff(ref syncnode.BlobRef, what string) {
-	n.updateJournal(ref, func(e *journalEntry) {
-		e.Handoff, e.HandoffAt = what, time.Now().UnixNano()
-	})
-}
-
-func (n *Node) updateJournal(ref syncnode.BlobRef, fn func(*journalEntry)) {
-	err := kv.Update(n.db, func(txn *badger.Txn) error {
-		var e journalEntry
-		if err := kv.Get(txn, journalKey(ref), kv.KindJournal, &e); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
-			n.log.Warn("fetch journal entry unreadable; written anew", "blob", ref, "err", err)
-			e = journalEntry{}
-		}
-		fn(&e)
-		return kv.Set(txn, journalKey(ref), kv.KindJournal, e)
-	})
-	if err != nil {
-		n.log.Error("fetch journal not written", "blob", ref, "err", err)
-	}
-}
-
-func (n *Node) readJournal(ref syncnode.BlobRef) (journalEntry, bool) {
-	var e journalEntry
-	err := n.db.View(func(txn *badger.Txn) error { return kv.Get(txn, journalKey(ref), kv.KindJournal, &e) })
-	return e, err == nil
+	n.journal.NoteHandoff(ref, what, time.Now())
 }
 
 // Why explains a blob's state on this node: held or not, who has it, what
@@ -130,12 +70,13 @@ type Why struct {
 	// Locations are where the blob probably is, best first.
 	Locations []WhyLocation
 	// Queued and Running describe the server fetcher's state; Attempts is
-	// the persisted count of failed attempts; NextAttempt is when the
-	// next one is due.
+	// the persisted count of its attempts; NextAttempt is when the next
+	// one is due.
 	Queued, Running bool
 	Attempts        int
 	NextAttempt     time.Time
-	// LastAttempt, LastErr, Tried and Holders come from the fetch journal.
+	// LastAttempt, LastErr, Tried and Holders describe the server
+	// fetcher's last attempt, as its record keeps it.
 	LastAttempt time.Time
 	LastErr     string
 	Tried       []string
@@ -187,18 +128,13 @@ func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 	w.Restoring = slices.Contains(n.custody.Restoring(), ref)
 	st := n.fetcher.Status(ref)
 	w.Queued, w.Running, w.NextAttempt = st.Queued, st.Running, st.NextAttempt
-	w.Attempts = int(sp.FetchAttempts)
-	if e, ok := n.readJournal(ref); ok {
-		if e.LastAttempt != 0 {
-			w.LastAttempt = time.Unix(0, e.LastAttempt)
-		}
-		w.LastErr, w.Tried, w.Holders = e.LastErr, e.Tried, e.Holders
-		if e.HandoffAt != 0 {
-			w.Handoff, w.HandoffAt = e.Handoff, time.Unix(0, e.HandoffAt)
-		}
-		if e.RouteAt != 0 {
-			w.Route, w.RouteAt = e.Route, time.Unix(0, e.RouteAt)
-		}
+	if a, err := n.journal.Attempt(ref); err == nil {
+		w.Attempts = a.Count
+	}
+	if e, ok := n.journal.Read(ref); ok {
+		w.LastAttempt, w.LastErr, w.Tried, w.Holders = e.Last, e.Err, e.Tried, e.Holders
+		w.Handoff, w.HandoffAt = e.Handoff, e.HandoffAt
+		w.Route, w.RouteAt = e.Route, e.RouteAt
 	}
 	return w, nil
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/grouprecord"
 	"github.com/syncnode/syncnode/internal/handoff"
+	"github.com/syncnode/syncnode/internal/journal"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
@@ -180,6 +181,9 @@ type Node struct {
 	// copy found by a read is handled at once.
 	store     blobstore.Store
 	signposts *signpost.Store
+	// journal keeps per blob the server fetcher's attempts and the last
+	// hand-off and relay route.
+	journal *journal.Journal
 	// book keeps the signposts in step with the groups.
 	book   *signposting.Book
 	ledger *ownership.Ledger

@@ -21,6 +21,7 @@ import (
 	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/grouprecord"
 	"github.com/syncnode/syncnode/internal/handoff"
+	"github.com/syncnode/syncnode/internal/journal"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
@@ -107,6 +108,7 @@ func (n *Node) openStores(opened *closers) (err error) {
 	}
 	opened.add(n.db.Close)
 	n.signposts = signpost.NewStore(n.db)
+	n.journal = journal.New(n.db, n.signposts.LegacyAttempts, n.log)
 	n.ledger = ownership.NewLedger(n.db)
 	n.groups = syncgroup.NewStore(n.db)
 	return nil
@@ -194,7 +196,7 @@ func (n *Node) openFetching() (err error) {
 		return err
 	}
 	seed := uint64(time.Now().UnixNano())
-	if n.fetcher, err = fetcher.New(*n.cfg.Fetcher, n.serverFetch, n.signposts, rand.New(rand.NewPCG(seed, seed>>1|1)), n.log); err != nil {
+	if n.fetcher, err = fetcher.New(*n.cfg.Fetcher, n.serverFetch, n.journal, rand.New(rand.NewPCG(seed, seed>>1|1)), n.log); err != nil {
 		return err
 	}
 	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.log)

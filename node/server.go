@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
@@ -14,22 +13,15 @@ import (
 // serverFetch is the server fetcher's attempt at ref: fetch it if not held,
 // then take the shares of the devices that hold it. An attempt that could
 // not ask every such device fails, to be retried after the backoff.
-func (n *Node) serverFetch(ctx context.Context, ref syncnode.BlobRef, release func()) error {
+func (n *Node) serverFetch(ctx context.Context, ref syncnode.BlobRef, try *fetcher.Try) error {
 	n.stats.attempts.Add(1)
-	tr, err := n.serverAttempt(ctx, ref, release)
+	res, err := n.serverAttempt(ctx, ref, try.Release)
+	try.Tried, try.Holders = peerStrings(res.Tried), peerStrings(res.Holders)
 	if errors.Is(err, fetcher.ErrBusy) {
-		return err // not an attempt: nothing to count or journal
+		return err // not an attempt: nothing counted
 	}
 	if err != nil && ctx.Err() == nil {
 		n.stats.failures.Add(1)
-	}
-	e := journalEntry{LastAttempt: time.Now().UnixNano(), Tried: peerStrings(tr.Tried),
-		Holders: peerStrings(tr.Holders), Done: err == nil}
-	if err != nil {
-		e.LastErr = err.Error()
-	}
-	if ctx.Err() == nil {
-		n.writeJournal(ref, e)
 	}
 	return err
 }
@@ -52,7 +44,7 @@ func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef, release 
 // group and without a finished attempt, as when a stop cut the share
 // transfer short: the safety net behind the queueing done as rows arrive.
 func (n *Node) scan(ctx context.Context) error {
-	want, err := n.serverWork(ctx, func(signpost.Signpost) bool { return true })
+	want, err := n.serverWork(ctx, func(syncnode.BlobRef) bool { return true })
 	for _, ref := range want {
 		n.fetcher.Enqueue(ref)
 	}
@@ -64,15 +56,15 @@ func (n *Node) scan(ctx context.Context) error {
 	return err
 }
 
-// serverWork returns the blobs of sp that pass keep and that this node,
+// serverWork returns the blobs that pass keep and that this node,
 // a server in one of their groups, lacks or has not taken shares of.
-func (n *Node) serverWork(ctx context.Context, keep func(signpost.Signpost) bool) ([]syncnode.BlobRef, error) {
+func (n *Node) serverWork(ctx context.Context, keep func(syncnode.BlobRef) bool) ([]syncnode.BlobRef, error) {
 	var want []syncnode.BlobRef
 	err := n.signposts.Scan(func(ref syncnode.BlobRef, sp signpost.Signpost) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !keep(sp) || !n.book.IsServerIn(sp.Groups()) {
+		if !n.book.IsServerIn(sp.Groups()) || !keep(ref) {
 			return nil
 		}
 		if !n.holds(ref) || n.sharesUnsettled(ref, sp.Groups()) {
@@ -90,7 +82,10 @@ func (n *Node) serverWork(ctx context.Context, keep func(signpost.Signpost) bool
 // the first scan or for a sync that brings news of them, so that a node
 // just started does not spend attempts before it has met its peers.
 func (n *Node) requeue() error {
-	want, err := n.serverWork(n.ctx, func(sp signpost.Signpost) bool { return sp.FetchAttempts > 0 })
+	want, err := n.serverWork(n.ctx, func(ref syncnode.BlobRef) bool {
+		a, err := n.journal.Attempt(ref)
+		return err == nil && a.Count > 0
+	})
 	for _, ref := range want {
 		if err := n.fetcher.Enqueue(ref); err != nil {
 			return err
@@ -103,7 +98,7 @@ func (n *Node) requeue() error {
 // a group of groups where it is a server, and no attempt of its server
 // fetcher at ref has finished.
 func (n *Node) sharesUnsettled(ref syncnode.BlobRef, groups []syncnode.GroupID) bool {
-	if e, ok := n.readJournal(ref); ok && e.Done {
+	if e, ok := n.journal.Read(ref); ok && e.Done {
 		return false
 	}
 	sh, err := n.ledger.Shares(ref)

@@ -44,7 +44,8 @@ type WireLoc struct {
 	Addrs    []string `msgpack:"a,omitempty"`
 }
 
-// disk is the stored form: the wire form plus local state.
+// disk is the stored form: the wire form plus, in signposts an older
+// version wrote, its fetch attempt count.
 type disk struct {
 	Wire          `msgpack:",inline"`
 	FetchAttempts uint32 `msgpack:"f,omitempty"`
@@ -65,7 +66,7 @@ func (s Signpost) ToWire() Wire {
 	return w
 }
 
-// Signpost validates w and converts it. The result has no FetchAttempts.
+// Signpost validates w and converts it.
 func (w Wire) Signpost() (Signpost, error) {
 	var s Signpost
 	if len(w.Locs) > MaxLocations {
@@ -107,7 +108,7 @@ func (w Wire) Signpost() (Signpost, error) {
 	return s, nil
 }
 
-// MarshalWire encodes the wire form of s (without FetchAttempts).
+// MarshalWire encodes the wire form of s.
 func (s Signpost) MarshalWire() ([]byte, error) { return msgpack.Marshal(s.ToWire()) }
 
 // UnmarshalWire decodes a wire form. Errors wrap syncnode.ErrCorruptRecord
@@ -120,13 +121,13 @@ func UnmarshalWire(b []byte) (Signpost, error) {
 	return w.Signpost()
 }
 
-func (s Signpost) toDisk() disk { return disk{Wire: s.ToWire(), FetchAttempts: s.FetchAttempts} }
+func (s Signpost) toDisk() disk { return disk{Wire: s.ToWire(), FetchAttempts: s.legacyAttempts} }
 
 func (d disk) signpost() (Signpost, error) {
 	s, err := d.Wire.Signpost()
 	if err != nil {
 		return Signpost{}, fmt.Errorf("%w: %v", syncnode.ErrCorruptRecord, err)
 	}
-	s.FetchAttempts = d.FetchAttempts
+	s.legacyAttempts = d.FetchAttempts
 	return s, nil
 }

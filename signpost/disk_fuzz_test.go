@@ -16,8 +16,7 @@ func FuzzDiskRecord(f *testing.F) {
 	var sp Signpost
 	sp.AddGroup("photos")
 	sp.AddLocation(peer.ID("\x00\x24device"), Location{Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}, IsServer: true})
-	sp.FetchAttempts = 3
-	good, err := kv.Encode(kv.KindSignpost, disk{Wire: sp.ToWire(), FetchAttempts: sp.FetchAttempts})
+	good, err := kv.Encode(kv.KindSignpost, disk{Wire: sp.ToWire(), FetchAttempts: 3})
 	if err != nil {
 		f.Fatal(err)
 	}

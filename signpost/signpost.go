@@ -38,9 +38,10 @@ type Signpost struct {
 	Locations map[peer.ID]Location
 	// SgIDs are the syncgroups through which the blob was learned.
 	SgIDs map[syncnode.GroupID]struct{}
-	// FetchAttempts counts this node's attempts to fetch the blob. It is
-	// local: never sent to a peer and never merged.
-	FetchAttempts uint32
+	// legacyAttempts is an attempt count an older version stored here;
+	// it is kept as it was until the fetcher's journal takes it over
+	// (see Store.LegacyAttempts), never sent and never merged.
+	legacyAttempts uint32
 }
 
 // Located is one location with its peer, as returned by Ranked.
@@ -110,8 +111,7 @@ func (s *Signpost) AddLocation(p peer.ID, l Location) {
 // relayed a ref never overwrites that it holds the blob), else the newer
 // sighting (on a tie, flags or'ed; addresses joined whenever a holder
 // sighting meets a proxy one or two tie, so merging is commutative); then
-// only the best MaxLocations locations. s.FetchAttempts is kept and
-// o.FetchAttempts ignored.
+// only the best MaxLocations locations.
 func (s *Signpost) Merge(o Signpost) {
 	for g := range o.SgIDs {
 		s.AddGroup(g)
@@ -173,7 +173,7 @@ type Policy interface {
 
 // Filter returns what requester may see of s: only the syncgroups it may
 // see, and only locations that are servers or members of one of those
-// groups. FetchAttempts is dropped.
+// groups.
 func Filter(s Signpost, requester peer.ID, pol Policy) Signpost {
 	var out Signpost
 	for g := range s.SgIDs {
@@ -199,11 +199,9 @@ func Filter(s Signpost, requester peer.ID, pol Policy) Signpost {
 	return out
 }
 
-// Equal reports whether two signposts hold the same groups, locations and
-// attempt count.
+// Equal reports whether two signposts hold the same groups and locations.
 func Equal(a, b Signpost) bool {
-	return a.FetchAttempts == b.FetchAttempts &&
-		maps.Equal(a.SgIDs, b.SgIDs) &&
+	return maps.Equal(a.SgIDs, b.SgIDs) &&
 		maps.EqualFunc(a.Locations, b.Locations, func(x, y Location) bool {
 			return x.WhenSeen.Equal(y.WhenSeen) && x.IsServer == y.IsServer &&
 				x.IsProxy == y.IsProxy && slices.Equal(x.Addrs, y.Addrs)

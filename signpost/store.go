@@ -70,19 +70,14 @@ func (s *Store) Merge(ref syncnode.BlobRef, o Signpost) (Signpost, error) {
 	return s.Update(ref, func(sp *Signpost) { sp.Merge(o) })
 }
 
-// FetchAttempts returns the stored attempt count of ref (0 if none).
-func (s *Store) FetchAttempts(ref syncnode.BlobRef) (int, error) {
+// LegacyAttempts returns the fetch attempt count an older version kept in
+// ref's signpost (0 if none): the fetcher's journal takes it over.
+func (s *Store) LegacyAttempts(ref syncnode.BlobRef) (int, error) {
 	sp, err := s.Get(ref)
 	if errors.Is(err, syncnode.ErrNotFound) {
 		return 0, nil
 	}
-	return int(sp.FetchAttempts), err
-}
-
-// SetFetchAttempts stores the attempt count of ref.
-func (s *Store) SetFetchAttempts(ref syncnode.BlobRef, n int) error {
-	_, err := s.Update(ref, func(sp *Signpost) { sp.FetchAttempts = uint32(n) })
-	return err
+	return int(sp.legacyAttempts), err
 }
 
 // Scan calls fn for every stored signpost until fn fails. A record that

@@ -1,4 +1,4 @@
-package node
+package journal
 
 import (
 	"testing"
@@ -9,5 +9,5 @@ import (
 
 // FuzzJournalRecord feeds bytes to the fetch journal's decoder.
 func FuzzJournalRecord(f *testing.F) {
-	kvtest.FuzzRecord(f, kv.KindJournal, journalEntry{LastAttempt: 1e18, LastErr: "no holder", Tried: []string{"12D3KooW"}, Holders: []string{"12D3KooW"}, Done: true})
+	kvtest.FuzzRecord(f, kv.KindJournal, entry{LastAttempt: 1e18, LastErr: "no holder", Tried: []string{"12D3KooW"}, Holders: []string{"12D3KooW"}, Done: true, Count: 3})
 }
