@@ -73,7 +73,7 @@ func (n *Node) FetchBlob(ctx context.Context, ref syncnode.BlobRef, opts FetchOp
 // fetched records that this node now holds ref, of size bytes: it
 // provides the blob and names itself in the signpost.
 func (n *Node) fetched(ref syncnode.BlobRef, size int64) {
-	n.announce(ref)
+	n.disc.Announce(ref)
 	n.custody.Touch(ref, time.Now(), size)
 	defer n.custody.EvictSoon()
 	n.book.Held(ref)

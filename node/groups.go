@@ -197,7 +197,7 @@ func (n *Node) PutRow(g syncnode.GroupID, key string, value []byte) (syncgroup.R
 		return syncgroup.Row{}, err
 	}
 	if len(refs) > 0 {
-		if err := n.discover(g, key, n.h.ID(), n.h.ID(), refs); err != nil {
+		if err := n.disc.Discover(g, key, n.h.ID(), n.h.ID(), refs); err != nil {
 			return syncgroup.Row{}, err
 		}
 	}

@@ -39,7 +39,7 @@ func TestFlappingMemberCannotForceRetries(t *testing.T) {
 		}
 		return true
 	})
-	before := server.stats.attempts.Load()
+	before := server.Stats().FetchAttempts
 	info := peer.AddrInfo{ID: server.ID(), Addrs: server.Host().Addrs()}
 	for range flaps {
 		member.Host().Network().ClosePeer(server.ID())
@@ -60,7 +60,7 @@ func TestFlappingMemberCannotForceRetries(t *testing.T) {
 		})
 		time.Sleep(50 * time.Millisecond)
 	}
-	if got := server.stats.attempts.Load() - before; got > 2*blobs {
+	if got := server.Stats().FetchAttempts - before; got > 2*blobs {
 		t.Fatalf("%d attempts over %d returns of a member that served nothing, want at most %d", got, flaps, 2*blobs)
 	}
 }

@@ -126,7 +126,7 @@ func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 			Server: loc.IsServer, Proxy: loc.IsProxy, Addrs: loc.Addrs})
 	}
 	w.Restoring = slices.Contains(n.custody.Restoring(), ref)
-	st := n.fetcher.Status(ref)
+	st := n.disc.Queue().Status(ref)
 	w.Queued, w.Running, w.NextAttempt = st.Queued, st.Running, st.NextAttempt
 	if a, err := n.journal.Attempt(ref); err == nil {
 		w.Attempts = a.Count
@@ -152,7 +152,7 @@ func peerStrings(ps []peer.ID) []string {
 // persisted attempt count, next attempt and journal.
 func (n *Node) FetchQueue(max int) ([]Why, error) {
 	var out []Why
-	for _, ref := range n.fetcher.Queued(max) {
+	for _, ref := range n.disc.Queue().Queued(max) {
 		w, err := n.Why(ref)
 		if err != nil {
 			return out, err

@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +28,7 @@ import (
 	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
+	"github.com/syncnode/syncnode/internal/discovery"
 	"github.com/syncnode/syncnode/internal/grouprecord"
 	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/journal"
@@ -207,7 +207,9 @@ type Node struct {
 	sync    *syncer.Syncer
 	// handoffs moves shares between this node and the members.
 	handoffs *handoff.Handoffs
-	fetcher  *fetcher.Fetcher
+	// disc turns rows' blob refs into signposts and grants, and runs the
+	// server fetcher.
+	disc *discovery.Discovery
 
 	// retr fetches blobs: locates holders, shares transfers, judges.
 	retr *retrieval.Retriever
@@ -220,7 +222,6 @@ type Node struct {
 	// custody keeps the copies held: locks, pins, eviction, scrubbing.
 	custody *custody.Custody
 	hook    testHooks
-	stats   counters
 }
 
 // blobStore is what a node needs of its blob store: a blobstore.Store
@@ -250,12 +251,10 @@ type testHooks struct {
 
 // start runs the node's background work.
 func (n *Node) start() {
-	n.fetcher.Start(n.ctx)
+	n.disc.Start()
 	n.sync.Run()
 	n.goRun(func() { n.reprov.Run(n.ctx) })
-	n.goRun(func() { fetcher.RunScans(n.ctx, *n.cfg.Fetcher, n.log, n.scan) })
 	n.handoffs.Start()
-	n.goRun(n.rediscover)
 	n.custody.Start()
 	n.records.RejoinAll(n.rejoining)
 	for _, ai := range n.cfg.Bootstrap {
@@ -273,6 +272,16 @@ func (n *Node) start() {
 			continue
 		}
 		n.goRun(func() { n.syncAll(g) })
+	}
+}
+
+// evictIfBudget runs an eviction pass if the node has a blob budget:
+// after each of the server fetcher's scans.
+func (n *Node) evictIfBudget() {
+	if n.cfg.BlobBudget > 0 {
+		if _, err := n.Evict(); err != nil {
+			n.log.Error("eviction pass failed", "err", err)
+		}
 	}
 }
 
@@ -323,44 +332,12 @@ func (n *Node) SyncNow(g syncnode.GroupID) error {
 	return errors.Join(errs...)
 }
 
-// rediscover walks the stored rows once at start and records the blob refs
-// whose signposts a stop cut short (a row is stored before its refs are
-// recorded).
-func (n *Node) rediscover() {
-	for _, g := range n.sync.Groups() {
-		var rows []syncgroup.Row
-		n.sync.With(g, func(gr *syncgroup.Group) error {
-			for _, p := range gr.Spec().Prefixes {
-				rows = append(rows, gr.Rows().List(p)...)
-			}
-			return nil
-		})
-		for _, r := range rows {
-			if n.ctx.Err() != nil {
-				return
-			}
-			refs, _ := syncgroup.FindRefs(r.Value)
-			var missing []syncnode.BlobRef
-			for _, ref := range refs {
-				if sp, err := n.signposts.Get(ref); err != nil || !slices.Contains(sp.Groups(), g) {
-					missing = append(missing, ref)
-				}
-			}
-			if len(missing) > 0 {
-				if err := n.discover(g, r.Key, r.Writer, r.Writer, missing); err != nil {
-					n.log.Error("rediscovery failed", "group", g, "key", r.Key, "err", err)
-				}
-			}
-		}
-	}
-}
-
 // Close stops the node's work, waits for it, and closes its host and
 // stores.
 func (n *Node) Close() error {
 	n.work.Stop()
 	n.conn.Close()
-	n.fetcher.Stop()
+	n.disc.Close()
 	n.retr.Close()
 	n.custody.Close()
 	n.sync.Close()
@@ -421,7 +398,7 @@ func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error)
 		return info, fmt.Errorf("node: stored %s, but its creator shares were not granted: %w", info.Ref, err)
 	}
 	n.custody.Restored(info.Ref)
-	n.announce(info.Ref)
+	n.disc.Announce(info.Ref)
 	n.custody.Touch(info.Ref, time.Now(), info.Size)
 	n.custody.EvictSoon()
 	return info, nil

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
@@ -15,10 +14,10 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/s3store"
-	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
+	"github.com/syncnode/syncnode/internal/discovery"
 	"github.com/syncnode/syncnode/internal/grouprecord"
 	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/journal"
@@ -195,12 +194,11 @@ func (n *Node) openFetching() (err error) {
 	if n.handoffs, err = handoff.New(hc, n.h, n.ledger, n.book, n.sync, n.custody, n.store, n.retr, n.log); err != nil {
 		return err
 	}
-	seed := uint64(time.Now().UnixNano())
-	if n.fetcher, err = fetcher.New(*n.cfg.Fetcher, n.serverFetch, n.journal, rand.New(rand.NewPCG(seed, seed>>1|1)), n.log); err != nil {
-		return err
-	}
 	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.log)
-	return nil
+	n.disc, err = discovery.New(*n.cfg.Fetcher, discovery.Deps{Self: n.h.ID(), Book: n.book, Signposts: n.signposts,
+		Journal: n.journal, Ledger: n.ledger, Store: n.blobs, Groups: n.sync, Grants: n.handoffs, Fetches: n.retr,
+		Announcer: n.reprov, AfterScan: n.evictIfBudget}, n.log)
+	return err
 }
 
 // recoverState takes up what the node held when it stopped: every blob is
@@ -221,7 +219,7 @@ func (n *Node) recoverState() error {
 				return err
 			}
 		}
-		n.announce(i.Ref)
+		n.disc.Announce(i.Ref)
 		if t, err := n.blobs.ModTime(i.Ref); err == nil {
 			n.custody.Touch(i.Ref, t, i.Size)
 		}
@@ -239,14 +237,14 @@ func (n *Node) recoverState() error {
 		}
 	}
 	n.conn.PublishAddrs(false)
-	if err := n.requeue(); err != nil {
+	if err := n.disc.Requeue(); err != nil {
 		n.log.Error("fetch queue not restored at open", "err", err)
 	}
 	n.h.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			p2p.ProbeOthers(n.ctx, n.h, c)
 			n.retr.Arrived()
-			n.holderBack(c.RemotePeer())
+			n.disc.HolderBack(c.RemotePeer())
 		},
 		DisconnectedF: func(nw network.Network, c network.Conn) {
 			if nw.Connectedness(c.RemotePeer()) != network.Connected {

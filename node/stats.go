@@ -2,7 +2,6 @@ package node
 
 import (
 	"slices"
-	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -10,11 +9,6 @@ import (
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/signpost"
 )
-
-// counters are the node's running totals.
-type counters struct {
-	attempts, failures atomic.Int64
-}
 
 // Stats are the node's counters and gauges.
 type Stats struct {
@@ -50,9 +44,10 @@ type Stats struct {
 // Stats returns the node's counters now.
 func (n *Node) Stats() Stats {
 	rs, cs := n.retr.Stats(), n.custody.Stats()
+	attempts, failures := n.disc.Stats()
 	s := Stats{
-		FetchQueue:    n.fetcher.Len(),
-		FetchAttempts: n.stats.attempts.Load(), FetchFailures: n.stats.failures.Load(),
+		FetchQueue:    n.disc.Queue().Len(),
+		FetchAttempts: attempts, FetchFailures: failures,
 		BytesIn: rs.BytesIn, BytesOut: n.service.Stats().BytesOut,
 		VerifyFailures: rs.Rejected, Evictions: cs.Evictions,
 		Demoted: rs.Demoted,

@@ -1,4 +1,4 @@
-package node
+package discovery
 
 import (
 	"context"
@@ -10,64 +10,65 @@ import (
 	"github.com/syncnode/syncnode/signpost"
 )
 
-// serverFetch is the server fetcher's attempt at ref: fetch it if not held,
+// The server fetcher: what a server lacks of its groups' blobs, queued
+// and fetched, the shares taken from the devices that hold them.
+
+// attempt is the server fetcher's attempt at ref: fetch it if not held,
 // then take the shares of the devices that hold it. An attempt that could
 // not ask every such device fails, to be retried after the backoff.
-func (n *Node) serverFetch(ctx context.Context, ref syncnode.BlobRef, try *fetcher.Try) error {
-	n.stats.attempts.Add(1)
-	res, err := n.serverAttempt(ctx, ref, try.Release)
+func (d *Discovery) attempt(ctx context.Context, ref syncnode.BlobRef, try *fetcher.Try) error {
+	d.attempts.Add(1)
+	res, err := d.fetchAndTake(ctx, ref, try.Release)
 	try.Tried, try.Holders = peerStrings(res.Tried), peerStrings(res.Holders)
 	if errors.Is(err, fetcher.ErrBusy) {
 		return err // not an attempt: nothing counted
 	}
 	if err != nil && ctx.Err() == nil {
-		n.stats.failures.Add(1)
+		d.failures.Add(1)
 	}
 	return err
 }
 
-// serverAttempt fetches ref in the background and takes its shares; it
+// fetchAndTake fetches ref in the background and takes its shares; it
 // returns what the fetch tried and found.
-func (n *Node) serverAttempt(ctx context.Context, ref syncnode.BlobRef, release func()) (retrieval.Result, error) {
-	res, err := n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityBackground, Background: true})
+func (d *Discovery) fetchAndTake(ctx context.Context, ref syncnode.BlobRef, release func()) (retrieval.Result, error) {
+	res, err := d.retr.Fetch(ctx, ref, retrieval.Request{Priority: retrieval.PriorityBackground, Background: true})
 	if err != nil {
 		return res, err
 	}
 	// The bytes are here: a holder slow to hand over its shares holds up
 	// this blob's attempt, not the fetches of the blobs queued behind it.
 	release()
-	return res, n.handoffs.TakeShares(ctx, ref, res.Holders, true)
+	return res, d.handoffs.TakeShares(ctx, ref, res.Holders, true)
 }
 
 // scan queues every blob whose signpost names a group where this node is a
 // server and that this node lacks — or holds without shares in such a
 // group and without a finished attempt, as when a stop cut the share
 // transfer short: the safety net behind the queueing done as rows arrive.
-func (n *Node) scan(ctx context.Context) error {
-	want, err := n.serverWork(ctx, func(syncnode.BlobRef) bool { return true })
+func (d *Discovery) scan(ctx context.Context) error {
+	want, err := d.serverWork(ctx, func(syncnode.BlobRef) bool { return true })
 	for _, ref := range want {
-		n.fetcher.Enqueue(ref)
+		d.fetcher.Enqueue(ref)
 	}
-	if n.cfg.BlobBudget > 0 {
-		if _, err := n.Evict(); err != nil {
-			n.log.Error("eviction pass failed", "err", err)
-		}
+	if d.afterScan != nil {
+		d.afterScan()
 	}
 	return err
 }
 
 // serverWork returns the blobs that pass keep and that this node,
 // a server in one of their groups, lacks or has not taken shares of.
-func (n *Node) serverWork(ctx context.Context, keep func(syncnode.BlobRef) bool) ([]syncnode.BlobRef, error) {
+func (d *Discovery) serverWork(ctx context.Context, keep func(syncnode.BlobRef) bool) ([]syncnode.BlobRef, error) {
 	var want []syncnode.BlobRef
-	err := n.signposts.Scan(func(ref syncnode.BlobRef, sp signpost.Signpost) error {
+	err := d.signposts.Scan(func(ref syncnode.BlobRef, sp signpost.Signpost) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !n.book.IsServerIn(sp.Groups()) || !keep(ref) {
+		if !d.book.IsServerIn(sp.Groups()) || !keep(ref) {
 			return nil
 		}
-		if !n.holds(ref) || n.sharesUnsettled(ref, sp.Groups()) {
+		if !d.holds(ref) || d.sharesUnsettled(ref, sp.Groups()) {
 			want = append(want, ref)
 		}
 		return nil
@@ -75,19 +76,19 @@ func (n *Node) serverWork(ctx context.Context, keep func(syncnode.BlobRef) bool)
 	return want, err
 }
 
-// requeue puts back in the fetcher's queue, at open, the blobs whose
+// Requeue puts back in the fetcher's queue, at open, the blobs whose
 // attempts failed before the node stopped, each due after the backoff of
 // its persisted attempt count: why shows them queued from the start, and
 // the count keeps governing their retries. Blobs never attempted wait for
 // the first scan or for a sync that brings news of them, so that a node
 // just started does not spend attempts before it has met its peers.
-func (n *Node) requeue() error {
-	want, err := n.serverWork(n.ctx, func(ref syncnode.BlobRef) bool {
-		a, err := n.journal.Attempt(ref)
+func (d *Discovery) Requeue() error {
+	want, err := d.serverWork(d.ctx, func(ref syncnode.BlobRef) bool {
+		a, err := d.journal.Attempt(ref)
 		return err == nil && a.Count > 0
 	})
 	for _, ref := range want {
-		if err := n.fetcher.Enqueue(ref); err != nil {
+		if err := d.fetcher.Enqueue(ref); err != nil {
 			return err
 		}
 	}
@@ -97,16 +98,16 @@ func (n *Node) requeue() error {
 // sharesUnsettled reports whether this node, holding ref, has no shares in
 // a group of groups where it is a server, and no attempt of its server
 // fetcher at ref has finished.
-func (n *Node) sharesUnsettled(ref syncnode.BlobRef, groups []syncnode.GroupID) bool {
-	if e, ok := n.journal.Read(ref); ok && e.Done {
+func (d *Discovery) sharesUnsettled(ref syncnode.BlobRef, groups []syncnode.GroupID) bool {
+	if e, ok := d.journal.Read(ref); ok && e.Done {
 		return false
 	}
-	sh, err := n.ledger.Shares(ref)
+	sh, err := d.ledger.Shares(ref)
 	if err != nil {
 		return false
 	}
 	for _, g := range groups {
-		if dev, ok := n.DevType(g); ok && dev == syncnode.Server && sh[g] == 0 {
+		if dev, ok := d.groups.DevType(g); ok && dev == syncnode.Server && sh[g] == 0 {
 			return true
 		}
 	}

@@ -1,0 +1,171 @@
+package discovery
+
+import (
+	"errors"
+	"slices"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/syncer"
+	"github.com/syncnode/syncnode/signpost"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// Rows records the blob refs of rows that member from sent in group g.
+func (d *Discovery) Rows(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
+	for _, r := range rows {
+		if r.Deleted {
+			continue
+		}
+		refs, err := syncgroup.FindRefs(r.Value)
+		if err != nil {
+			d.log.Warn("row with a bad blob ref", "group", g, "key", r.Key, "writer", r.Writer, "err", err)
+		}
+		if len(refs) == 0 {
+			continue
+		}
+		if err := d.Discover(g, r.Key, r.Writer, from, refs); err != nil {
+			d.log.Error("signposts not recorded", "group", g, "key", r.Key, "err", err)
+		}
+	}
+}
+
+// Learn merges the signposts member from sent in group g and queues, on a
+// server, the blobs it lacks.
+func (d *Discovery) Learn(from peer.ID, g syncnode.GroupID, sps []syncer.SignpostEntry) {
+	for _, e := range sps {
+		sp, err := e.Signpost.Signpost()
+		if err != nil {
+			d.log.Info("bad signpost from peer", "peer", from, "group", g, "err", err)
+			continue
+		}
+		if merged, ok := d.book.Merge(from, e.Ref, &sp); ok {
+			d.wantIfServer(e.Ref, merged.Groups())
+		}
+	}
+}
+
+// HolderBack retries at once the server fetcher's queued blobs whose
+// signposts name p as a holder (not as a relay), which has just connected
+// or completed a round: a holder that returns is not left waiting out a
+// backoff earned while it was away. Returns are paced (see returns): one
+// whose retries p served none of is followed by a pause in which p's
+// returns retry nothing.
+func (d *Discovery) HolderBack(p peer.ID) {
+	if d.fetcher.Len() == 0 || !d.retr.MayRetry(p) {
+		return
+	}
+	d.work.Go(func() {
+		var refs []syncnode.BlobRef
+		for _, ref := range d.fetcher.Queued(maxRetryScan) {
+			if sp, err := d.book.Get(ref); err == nil {
+				// A peer that only relayed the row holds nothing: its
+				// return is no reason to try again.
+				if l, ok := sp.Locations[p]; ok && !l.IsProxy {
+					refs = append(refs, ref)
+				}
+			}
+		}
+		if k := d.fetcher.RetryNow(refs); k > 0 {
+			d.retr.Retried(p)
+			d.log.Info("holder back: queued fetches retried now", "peer", p, "blobs", k)
+		}
+	})
+}
+
+// maxRetryScan bounds the queued blobs looked at when a holder returns.
+const maxRetryScan = 4096
+
+// Discover records blob refs found in a row of group g at key, written by
+// writer and received from from (this node, for a local write): the groups
+// of this node that cover key join the signposts, the writer and the
+// sender become locations (the sender as a proxy if it did not write the
+// row), the creator that holds the blob grants itself its shares, and a
+// server queues the blobs it lacks.
+func (d *Discovery) Discover(g syncnode.GroupID, key string, writer, from peer.ID, refs []syncnode.BlobRef) error {
+	groups := d.book.Covering(g, key)
+	self := d.self
+	var errs []error
+	for _, ref := range refs {
+		before, err := d.book.Get(ref)
+		if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+			errs = append(errs, err)
+			continue
+		}
+		// Shares first: the signpost's groups make a blob evictable, and
+		// its origin's copy must be pinned before that. A writer that
+		// fetched the blob is granted shares in the groups its row brings
+		// the ref into.
+		fresh := newGroups(before, groups)
+		introduced := func(gg syncnode.GroupID) bool { return writer == self && slices.Contains(fresh, gg) }
+		if err := d.handoffs.GrantCreator(ref, groups, introduced); err != nil {
+			errs = append(errs, err)
+		}
+		holds := d.holds(ref)
+		if err := d.book.Record(g, groups, writer, from, ref, holds); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if holds {
+			d.Announce(ref)
+		} else {
+			d.wantIfServer(ref, groups)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Announce provides a held blob in the DHT if a public group of this node
+// references it (see signposting.Book.Announced).
+func (d *Discovery) Announce(ref syncnode.BlobRef) {
+	if d.book.Announced(ref) {
+		d.announcer.Add(ref)
+	}
+}
+
+// wantIfServer queues ref in the server fetcher if this node is a server
+// in one of groups and lacks the blob.
+func (d *Discovery) wantIfServer(ref syncnode.BlobRef, groups []syncnode.GroupID) {
+	if d.book.IsServerIn(groups) && !d.holds(ref) {
+		if err := d.fetcher.Enqueue(ref); err != nil {
+			d.log.Debug("not queued", "blob", ref, "err", err)
+		}
+	}
+}
+
+// newGroups returns the groups of gs that ref's signpost does not name yet.
+func newGroups(sp signpost.Signpost, gs []syncnode.GroupID) []syncnode.GroupID {
+	var out []syncnode.GroupID
+	for _, g := range gs {
+		if _, ok := sp.SgIDs[g]; !ok {
+			out = append(out, g)
+		}
+	}
+	return slices.Clip(out)
+}
+
+// rediscover walks the stored rows once at start and records the blob refs
+// whose signposts a stop cut short (a row is stored before its refs are
+// recorded).
+func (d *Discovery) rediscover() {
+	for _, g := range d.groups.Groups() {
+		rows, _ := d.groups.Rows(g, "")
+		for _, r := range rows {
+			if d.ctx.Err() != nil {
+				return
+			}
+			refs, _ := syncgroup.FindRefs(r.Value)
+			var missing []syncnode.BlobRef
+			for _, ref := range refs {
+				if sp, err := d.book.Get(ref); err != nil || !slices.Contains(sp.Groups(), g) {
+					missing = append(missing, ref)
+				}
+			}
+			if len(missing) > 0 {
+				if err := d.Discover(g, r.Key, r.Writer, r.Writer, missing); err != nil {
+					d.log.Error("rediscovery failed", "group", g, "key", r.Key, "err", err)
+				}
+			}
+		}
+	}
+}
