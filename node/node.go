@@ -1,7 +1,7 @@
-// Package node wires a syncnode device together: its stores, its libp2p
-// host and private DHT, syncgroup sync, ownership-share transfers, blob
-// fetching and the server fetcher, behind the Go API that the daemon, the
-// CLI and the feature tests use.
+// Package node wires a syncnode device together from its parts — stores,
+// host, sync, connectivity, retrieval, custody, hand-offs, signposting
+// and discovery — behind the Go API that the daemon, the CLI and the
+// feature tests use.
 package node
 
 import (
