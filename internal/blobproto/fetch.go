@@ -77,29 +77,54 @@ func (c *Client) Fetch(ctx context.Context, ref syncnode.BlobRef, holders []peer
 
 // FetchWith is Fetch with options.
 func (c *Client) FetchWith(ctx context.Context, ref syncnode.BlobRef, holders []peer.ID, opts FetchOptions) (FetchResult, error) {
-	if info, err := c.store.Stat(ref); err == nil {
+	if info, ok := c.held(ctx, ref); ok {
 		return FetchResult{Info: info}, nil
-	}
-	if a, ok := c.store.(blobstore.Adopter); ok {
-		if info, err := a.Adopt(ctx, ref); err == nil {
-			return FetchResult{Info: info}, nil // in storage shared with others already
-		}
 	}
 	f := &fetch{c: c, ref: ref, bytesBy: map[peer.ID]int64{}, progress: opts.Progress}
 	holders, err := f.tree(ctx, holders)
 	if err != nil { // no partial was opened
 		return FetchResult{Rejected: f.rejected, Faulty: f.faulty, Relayed: f.relayed}, err
 	}
-	part := f.part
 	if opts.WholeOnly {
 		holders = nil
 	}
+	if err := f.plan(len(holders)); err != nil {
+		return FetchResult{}, err
+	}
+	f.run(ctx, holders)
+	res := FetchResult{FromNetwork: f.fromNet, BytesBy: f.bytesBy, Rejected: f.rejected, Faulty: f.faulty, Relayed: f.relayed}
+	if len(f.part.Missing()) > 0 {
+		return res, f.unfinished(ctx, opts.WholeOnly)
+	}
+	return f.commit(res, opts.Commit)
+}
+
+// held returns ref's info if the store has it already, committed or, for
+// a store shared with others, adopted from there: nothing to fetch.
+func (c *Client) held(ctx context.Context, ref syncnode.BlobRef) (blobstore.Info, bool) {
+	if info, err := c.store.Stat(ref); err == nil {
+		return info, true
+	}
+	if a, ok := c.store.(blobstore.Adopter); ok {
+		if info, err := a.Adopt(ctx, ref); err == nil {
+			return info, true // in storage shared with others already
+		}
+	}
+	return blobstore.Info{}, false
+}
+
+// plan queues the ranges the partial blob still misses, counting what it
+// holds as received: RangeSize ranges that the holders (how many there
+// are) take in turn, or each missing stretch whole for a single holder.
+// The empty blob has nothing to ask for: plan writes it at once, which
+// checks its root.
+func (f *fetch) plan(holders int) error {
 	f.received = f.total
-	step := c.cfg.RangeSize
-	if len(holders) == 1 {
+	step := f.c.cfg.RangeSize
+	if holders == 1 {
 		step = f.total + 1
 	}
-	for _, m := range part.Missing() {
+	for _, m := range f.part.Missing() {
 		f.received -= m.Len
 		for off := m.Off; off < m.Off+m.Len; off += step {
 			f.todo = append(f.todo, blobstore.Range{Off: off, Len: min(step, m.Off+m.Len-off)})
@@ -107,10 +132,18 @@ func (c *Client) FetchWith(ctx context.Context, ref syncnode.BlobRef, holders []
 	}
 	f.cond = sync.NewCond(&f.mu)
 	if f.total == 0 { // the empty blob: nothing to ask for, only the root to check
-		if err := part.WriteAt(nil, 0); err != nil {
-			return FetchResult{}, err
+		if err := f.part.WriteAt(nil, 0); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// run reports the progress held, then has every holder work the queued
+// ranges at once, with the syncer making progress durable off the data
+// path, and returns once the holders are done and the last sync asked for
+// has ended.
+func (f *fetch) run(ctx context.Context, holders []peer.ID) {
 	f.report()
 	f.syncReq = make(chan struct{}, 1)
 	synced := make(chan struct{})
@@ -123,36 +156,47 @@ func (c *Client) FetchWith(ctx context.Context, ref syncnode.BlobRef, holders []
 	wg.Wait()
 	close(f.syncReq)
 	<-synced
-	res := FetchResult{FromNetwork: f.fromNet, BytesBy: f.bytesBy, Rejected: f.rejected, Faulty: f.faulty, Relayed: f.relayed}
-	if len(part.Missing()) > 0 {
-		serr := part.Sync()
-		part.Close()
-		if opts.WholeOnly && len(f.errs) == 0 {
-			return res, fmt.Errorf("%w: %s is %d bytes", ErrNotWhole, ref, f.total)
-		}
-		err := fmt.Errorf("%w: %s: %d of %d bytes held (%w)", ErrNoHolder, ref, f.received, f.total, errors.Join(f.errs...))
-		if serr != nil {
-			err = errors.Join(err, serr)
-		}
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w: %w", ctx.Err(), err)
-		}
-		return res, err
+}
+
+// unfinished syncs and closes a partial blob the holders left incomplete,
+// so that a later fetch resumes it, and returns why the fetch ended:
+// ErrNotWhole for a WholeOnly fetch that met no error, else ErrNoHolder
+// with every holder's error (and the sync's), under ctx's error if the
+// fetch was cancelled.
+func (f *fetch) unfinished(ctx context.Context, wholeOnly bool) error {
+	serr := f.part.Sync()
+	f.part.Close()
+	if wholeOnly && len(f.errs) == 0 {
+		return fmt.Errorf("%w: %s is %d bytes", ErrNotWhole, f.ref, f.total)
 	}
-	wrap := opts.Commit
+	err := fmt.Errorf("%w: %s: %d of %d bytes held (%w)", ErrNoHolder, f.ref, f.received, f.total, errors.Join(f.errs...))
+	if serr != nil {
+		err = errors.Join(err, serr)
+	}
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%w: %w", ctx.Err(), err)
+	}
+	return err
+}
+
+// commit makes the whole, verified blob visible, through wrap (see
+// FetchOptions.Commit) if not nil, and returns res with its info. If wrap
+// returns without committing, the partial is synced and closed to be
+// resumed, and the fetch fails with wrap's error (or one saying so).
+func (f *fetch) commit(res FetchResult, wrap func(commit func() (blobstore.Info, error)) (blobstore.Info, error)) (FetchResult, error) {
 	if wrap == nil {
 		wrap = func(commit func() (blobstore.Info, error)) (blobstore.Info, error) { return commit() }
 	}
 	committed := false
 	info, err := wrap(func() (blobstore.Info, error) {
 		committed = true
-		return part.Commit()
+		return f.part.Commit()
 	})
 	if !committed {
-		part.Sync()
-		part.Close()
+		f.part.Sync()
+		f.part.Close()
 		if err == nil {
-			err = fmt.Errorf("blobproto: %s: the commit was skipped", ref)
+			err = fmt.Errorf("blobproto: %s: the commit was skipped", f.ref)
 		}
 		return res, err
 	}

@@ -118,8 +118,35 @@ type pendingTake struct {
 	err error // set when Accept failed: the holder is told to return the escrow
 }
 
-// takeBatch runs the three steps for items, at most MaxBatch of them.
+// takeBatch runs the three steps for items, at most MaxBatch of them:
+// challenge (the holder checks this node's possession proof), offer (the
+// holder puts the shares in escrow), accept here, then settle (the holder
+// lets go of the escrow). An item leaves the batch at the first step that
+// refuses or fails it, with its error or result recorded.
 func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, res []Result, errs []error) {
+	tr := &takeRun{s: s, ctx: ctx, holder: holder, res: res, errs: errs}
+	tr.live = s.takeRequests(items, errs)
+	// Possession first: the holder names a key only it can predict, and
+	// checks a hash of the whole blob under that key against its own copy.
+	tr.step(opChallenges, tr.proved)
+	if len(tr.live) == 0 {
+		return
+	}
+	tr.step(opOffers, tr.offered)
+	if len(tr.live) == 0 {
+		return
+	}
+	tr.acceptAll()
+	settled := slices.Clone(tr.live)
+	tr.step(opSettles, tr.settleAnswered)
+	tr.confirm(settled)
+}
+
+// takeRequests checks each of items before anything is asked of the
+// holder, recording in errs why an item cannot be taken here, and returns
+// the requests for the rest. An item whose group's two shares are held
+// here already gets neither a request nor an error: a zero result.
+func (s *Service) takeRequests(items []Item, errs []error) []*pendingTake {
 	var live []*pendingTake
 	for i, it := range items {
 		if !s.copies.Holds(it.Ref) {
@@ -141,104 +168,144 @@ func (s *Service) takeBatch(ctx context.Context, holder peer.ID, items []Item, r
 		}
 		live = append(live, &pendingTake{i: i, req: request{ID: ownership.NewTransferID(), Ref: it.Ref, Group: it.Group, Ejecting: it.Ejecting, Want: want}})
 	}
-	// step sends op for live and keeps the items whose answers pass ok.
-	step := func(op string, ok func(pt *pendingTake, r response) bool) {
-		reqs := make([]request, len(live))
-		for k, pt := range live {
-			reqs[k] = pt.req
-		}
-		resp, err := s.call(ctx, holder, request{Op: op, Items: reqs}, s.cfg.IOTimeout)
-		if err == nil && len(resp.Items) != len(reqs) {
-			err = fmt.Errorf("shares: %s answered %d of %d items", holder, len(resp.Items), len(reqs))
-		}
-		var kept []*pendingTake
-		for k, pt := range live {
-			switch {
-			case err != nil:
-				errs[pt.i] = err
-			case resp.Items[k].Err != "":
-				errs[pt.i] = fmt.Errorf("%w by %s: %s", ErrRefused, holder, resp.Items[k].Err)
-				res[pt.i].Escrow = resp.Items[k].Escrow
-			case ok(pt, resp.Items[k]):
-				kept = append(kept, pt)
-			}
-		}
-		live = kept
+	return live
+}
+
+// takeRun is one batch of a take from holder on its way through the
+// steps: the items still live, and the caller's slices their results and
+// errors go to.
+type takeRun struct {
+	s      *Service
+	ctx    context.Context
+	holder peer.ID
+	res    []Result
+	errs   []error
+	live   []*pendingTake
+}
+
+// step sends op for the live items in one request and keeps live only
+// those whose answers pass ok. A failed call, or an answer of the wrong
+// length, fails every live item; an item the holder refuses gets
+// ErrRefused with the escrow the holder names (see Result.Escrow). ok
+// records the result or error of an item it drops.
+func (tr *takeRun) step(op string, ok func(pt *pendingTake, r response) bool) {
+	reqs := make([]request, len(tr.live))
+	for k, pt := range tr.live {
+		reqs[k] = pt.req
 	}
-	// Possession first: the holder names a key only it can predict, and
-	// checks a hash of the whole blob under that key against its own copy.
-	step(opChallenges, func(pt *pendingTake, r response) bool {
-		if r.Nothing {
-			return false // nothing to take: a zero result
-		}
-		proof, err := s.prove(pt.req.Ref, r.Nonce)
-		if err != nil {
-			errs[pt.i] = fmt.Errorf("shares: possession proof of %s: %w", pt.req.Ref, err)
-			return false
-		}
-		pt.req.Proof = proof
-		return true
-	})
-	if len(live) == 0 {
-		return
+	resp, err := tr.s.call(tr.ctx, tr.holder, request{Op: op, Items: reqs}, tr.s.cfg.IOTimeout)
+	if err == nil && len(resp.Items) != len(reqs) {
+		err = fmt.Errorf("shares: %s answered %d of %d items", tr.holder, len(resp.Items), len(reqs))
 	}
-	step(opOffers, func(pt *pendingTake, r response) bool {
-		pt.req.Proof = nil
+	var kept []*pendingTake
+	for k, pt := range tr.live {
 		switch {
-		case r.Transfer == nil:
-			errs[pt.i] = fmt.Errorf("shares: %s offered no transfer", holder)
-			return false
-		case r.Transfer.N == 0:
-			res[pt.i] = Result{HolderKeeps: true}
-			return false
-		case r.Transfer.ID != pt.req.ID || r.Transfer.Ref != pt.req.Ref || r.Transfer.Group != pt.req.Group || r.Transfer.N < 0:
-			errs[pt.i] = fmt.Errorf("shares: %s answered with another transfer", holder)
-			return false
+		case err != nil:
+			tr.errs[pt.i] = err
+		case resp.Items[k].Err != "":
+			tr.errs[pt.i] = fmt.Errorf("%w by %s: %s", ErrRefused, tr.holder, resp.Items[k].Err)
+			tr.res[pt.i].Escrow = resp.Items[k].Escrow
+		case ok(pt, resp.Items[k]):
+			kept = append(kept, pt)
 		}
-		pt.t = *r.Transfer
-		return true
-	})
-	if len(live) == 0 {
-		return
 	}
-	// Accepted only while the copy is held and cannot be deleted: shares
-	// never land on a copy an eviction is removing. The acceptances run
-	// at once, so that their ledger writes share syncs.
+	tr.live = kept
+}
+
+// proved takes the holder's challenge r for pt: it keeps pt with the
+// possession proof of the blob under the holder's nonce, to go with the
+// offer request. Nothing to take is a zero result.
+func (tr *takeRun) proved(pt *pendingTake, r response) bool {
+	if r.Nothing {
+		return false // nothing to take: a zero result
+	}
+	proof, err := tr.s.prove(pt.req.Ref, r.Nonce)
+	if err != nil {
+		tr.errs[pt.i] = fmt.Errorf("shares: possession proof of %s: %w", pt.req.Ref, err)
+		return false
+	}
+	pt.req.Proof = proof
+	return true
+}
+
+// offered takes the holder's offer r for pt: it keeps pt with the
+// transfer in escrow only if it is the one asked for (same ID, blob and
+// group). An offer of no shares means the holder keeps them all.
+func (tr *takeRun) offered(pt *pendingTake, r response) bool {
+	pt.req.Proof = nil
+	switch {
+	case r.Transfer == nil:
+		tr.errs[pt.i] = fmt.Errorf("shares: %s offered no transfer", tr.holder)
+		return false
+	case r.Transfer.N == 0:
+		tr.res[pt.i] = Result{HolderKeeps: true}
+		return false
+	case r.Transfer.ID != pt.req.ID || r.Transfer.Ref != pt.req.Ref || r.Transfer.Group != pt.req.Group || r.Transfer.N < 0:
+		tr.errs[pt.i] = fmt.Errorf("shares: %s answered with another transfer", tr.holder)
+		return false
+	}
+	pt.t = *r.Transfer
+	return true
+}
+
+// acceptAll accepts the live items' transfers into the ledger, all at
+// once, so that their ledger writes share syncs, and marks each request
+// with whether it was accepted (pt.err says why not) for the settle.
+func (tr *takeRun) acceptAll() {
 	var wg sync.WaitGroup
-	for _, pt := range live {
+	for _, pt := range tr.live {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pt.t.From = holder // only it may void the transfer
-			s.accepting.RLock()
-			defer s.accepting.RUnlock()
-			if s.isLeaving(pt.req.Group) || s.isFrozen(pt.req.Group) {
-				pt.err = fmt.Errorf("shares: this node is leaving %s, or an admin is ejecting it, and takes no shares there", pt.req.Group)
-				return
-			}
-			pt.err = s.copies.WithCopy(pt.req.Ref, func(held bool) error { return s.ledger.Accept(pt.t, held) })
-			pt.req.Accepted = pt.err == nil
+			tr.accept(pt)
 		}()
 	}
 	wg.Wait()
-	settled := slices.Clone(live)
-	step(opSettles, func(pt *pendingTake, r response) bool {
-		if pt.err == nil {
-			res[pt.i] = Result{Taken: pt.t.N, HolderKeeps: r.Keeps}
-		}
-		return false
-	})
+}
+
+// accept accepts pt's transfer. Accepted only while the copy is held and
+// cannot be deleted: shares never land on a copy an eviction is removing.
+// Not while this node leaves the group or an admin ejects it from there,
+// either: the check and the write hold s.accepting, so Leaving and freeze
+// wait for the acceptances under way.
+func (tr *takeRun) accept(pt *pendingTake) {
+	s := tr.s
+	pt.t.From = tr.holder // only it may void the transfer
+	s.accepting.RLock()
+	defer s.accepting.RUnlock()
+	if s.isLeaving(pt.req.Group) || s.isFrozen(pt.req.Group) {
+		pt.err = fmt.Errorf("shares: this node is leaving %s, or an admin is ejecting it, and takes no shares there", pt.req.Group)
+		return
+	}
+	pt.err = s.copies.WithCopy(pt.req.Ref, func(held bool) error { return s.ledger.Accept(pt.t, held) })
+	pt.req.Accepted = pt.err == nil
+}
+
+// settleAnswered takes the holder's answer r to pt's settle: an accepted
+// transfer's shares are taken. No item stays live after the settle.
+func (tr *takeRun) settleAnswered(pt *pendingTake, r response) bool {
+	if pt.err == nil {
+		tr.res[pt.i] = Result{Taken: pt.t.N, HolderKeeps: r.Keeps}
+	}
+	return false
+}
+
+// confirm gives each item of settled, the items sent to settle, its
+// final outcome: an acceptance that failed is the item's error; an
+// accepted transfer whose settle the holder did not confirm counts as
+// taken all the same, since the shares are in the ledger here.
+func (tr *takeRun) confirm(settled []*pendingTake) {
 	for _, pt := range settled {
 		switch {
 		case pt.err != nil:
 			// Not accepted: the holder returned the escrow (or will, when
 			// it resolves the transfer).
-			errs[pt.i] = pt.err
-		case errs[pt.i] != nil:
+			tr.errs[pt.i] = pt.err
+		case tr.errs[pt.i] != nil:
 			// Accepted here; the holder settles when it resolves the
 			// transfer.
-			s.log.Info("settle not confirmed; the holder will resolve", "holder", holder, "blob", pt.req.Ref, "err", errs[pt.i])
-			res[pt.i], errs[pt.i] = Result{Taken: pt.t.N, HolderKeeps: true}, nil
+			tr.s.log.Info("settle not confirmed; the holder will resolve", "holder", tr.holder, "blob", pt.req.Ref, "err", tr.errs[pt.i])
+			tr.res[pt.i], tr.errs[pt.i] = Result{Taken: pt.t.N, HolderKeeps: true}, nil
 		}
 	}
 }
