@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/signpost"

@@ -15,12 +15,13 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/msgpackx"
 	"github.com/syncnode/syncnode/internal/workgroup"
 	"github.com/syncnode/syncnode/syncgroup"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // A node whose blobs live in an object store keeps there, beside them, a

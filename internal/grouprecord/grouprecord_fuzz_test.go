@@ -5,8 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/syncnode/syncnode/p2p"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode/p2p"
 )
 
 // A group record read back from the bucket is untrusted bytes: whatever

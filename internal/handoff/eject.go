@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"

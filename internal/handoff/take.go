@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/signpost"

@@ -1,0 +1,146 @@
+package ownsim
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode/node"
+)
+
+// step draws one operation from the schedule and runs it; it returns its
+// description. The draw depends on the seed alone: an operation that does
+// not apply now (its node is down) does nothing.
+func (s *sim) step(ctx context.Context) string {
+	ops := 106
+	if s.cfg.Faults != nil {
+		ops = 112
+	}
+	op := s.rng.IntN(ops)
+	bi := s.rng.IntN(len(s.blobs))
+	mi := s.rng.IntN(numNodes)
+	d := draw{bi: bi, b: s.blobs[bi], mi: mi, m: s.ms[mi], side: s.rng.Uint32()}
+	if op < 72 {
+		return s.blobStep(ctx, op, d)
+	}
+	return s.worldStep(ctx, op, d)
+}
+
+// draw is what a step drew besides its operation: a blob, a member and a
+// number that picks sides, delays and which member leaves.
+type draw struct {
+	bi   int
+	b    *blob
+	mi   int
+	m    *member
+	side uint32
+}
+
+// blobStep runs an operation on a blob at a member: put, row, fetch,
+// round, eviction or removal (op below 72).
+func (s *sim) blobStep(ctx context.Context, op int, d draw) string {
+	bi, b, mi, m := d.bi, d.b, d.mi, d.m
+	switch {
+	case op < 14: // the origin stores the blob's bytes
+		o := s.ms[b.origin]
+		if b.put || o.n == nil || o.out {
+			return fmt.Sprintf("put blob %d on %s: skipped", bi, o.name)
+		}
+		_, err := o.n.PutBlob(ctx, bytes.NewReader(b.data))
+		b.put = err == nil
+		return fmt.Sprintf("put blob %d on %s: %v", bi, o.name, errString(err))
+	case op < 28: // the origin writes the row naming it
+		o := s.ms[b.origin]
+		if b.row || o.n == nil || o.out {
+			return fmt.Sprintf("row for blob %d on %s: skipped", bi, o.name)
+		}
+		_, err := o.n.PutRow(s.g, b.key(), rowValue(b))
+		b.row = err == nil
+		return fmt.Sprintf("row for blob %d on %s (blob put: %v): %v", bi, o.name, b.put, errString(err))
+	case op < 40:
+		if m.n == nil {
+			return fmt.Sprintf("fetch blob %d on %s: down", bi, m.name)
+		}
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := m.n.FetchBlob(fctx, b.ref, node.FetchOptions{})
+		cancel()
+		return fmt.Sprintf("fetch blob %d on %s: %v", bi, m.name, errString(err))
+	case op < 55:
+		if m.n == nil {
+			return fmt.Sprintf("sync on %s: down", m.name)
+		}
+		return fmt.Sprintf("sync on %s: %v", m.name, errString(m.n.SyncNow(s.g)))
+	case op < 65:
+		if m.n == nil || mi == server {
+			return fmt.Sprintf("evict on %s: skipped", m.name)
+		}
+		rep, err := m.n.Evict()
+		return fmt.Sprintf("evict on %s: %d evicted, %v", m.name, len(rep.Evicted), errString(err))
+	default: // op < 72
+		if m.n == nil {
+			return fmt.Sprintf("rm blob %d on %s: down", bi, m.name)
+		}
+		return fmt.Sprintf("rm blob %d on %s: %v", bi, m.name, errString(m.n.RemoveBlob(b.ref)))
+	}
+}
+
+// worldStep runs an operation on the nodes, the network or the object
+// store (op 72 and above): stops, restarts, partitions, leaves,
+// ejections, rejoins, faults, or a pause.
+func (s *sim) worldStep(ctx context.Context, op int, d draw) string {
+	b, m, side := d.b, d.m, d.side
+	switch {
+	case op < 79:
+		if m.n == nil || len(s.up()) <= 2 {
+			return fmt.Sprintf("stop %s: skipped", m.name)
+		}
+		// Work in flight: a fetch and a round are cut short by the stop.
+		go m.n.FetchBlob(context.Background(), b.ref, node.FetchOptions{})
+		go m.n.SyncNow(s.g)
+		time.Sleep(time.Duration(side%5) * time.Millisecond)
+		return fmt.Sprintf("stop %s mid-work: %v", m.name, errString(s.stop(m)))
+	case op < 88:
+		if m.n != nil {
+			return fmt.Sprintf("restart %s: up", m.name)
+		}
+		return fmt.Sprintf("restart %s: %v", m.name, errString(s.start(m)))
+	case op < 94:
+		if s.split {
+			s.cut.Heal()
+			s.split = false
+			return "heal the network"
+		}
+		sides := make([]int, numNodes)
+		ids := make([]peer.ID, numNodes)
+		for i := range numNodes {
+			sides[i] = int(side>>i) & 1
+			ids[i] = s.ms[i].id
+		}
+		s.cut.Split(ids, s.hosts(), sides)
+		s.split = true
+		return fmt.Sprintf("split the network %v", sides)
+	case op >= 100 && op < 102:
+		return s.leave(ctx, s.ms[laptop+int(side%2)])
+	case op >= 102 && op < 104:
+		return s.eject(ctx, s.ms[laptop+int(side%2)])
+	case op >= 104 && op < 106:
+		return s.rejoin(ctx, s.ms[laptop+int(side%2)])
+	case op >= 106 && op < 108:
+		s.cfg.Faults.SetUnavailable(true)
+		return "the object store answers 503"
+	case op >= 108 && op < 110:
+		s.cfg.Faults.CutReads(1 + int(side%2))
+		return "the object store's next reads are cut short"
+	case op >= 110:
+		s.cfg.Faults.CutReads(0)
+		s.cfg.Faults.SetUnavailable(false)
+		return "the object store answers again"
+	default:
+		d := time.Duration(10+side%40) * time.Millisecond
+		time.Sleep(d)
+		return fmt.Sprintf("let background work run %s", d)
+	}
+}
