@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/connectivity"
@@ -14,7 +12,6 @@ import (
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
-	"github.com/syncnode/syncnode/signpost"
 )
 
 var (
@@ -41,60 +38,15 @@ type Reachability = connectivity.Reachability
 // Reachability returns what this node knows of its reachability.
 func (n *Node) Reachability() Reachability { return n.conn.Reachability() }
 
-// directory is the node's signposts and groups as retrieval asks them
-// where blobs are.
-type directory struct{ n *Node }
-
-// Signpost returns ref's signpost.
-func (d directory) Signpost(ref syncnode.BlobRef) (signpost.Signpost, error) {
-	return d.n.signposts.Get(ref)
-}
-
-// Learn merges the signpost a peer that lacks ref answered with, and
-// puts its locations' addresses in the peerstore.
-func (d directory) Learn(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) {
-	for p, l := range sp.Locations {
-		connectivity.AddAddrs(d.n.h, p, l.Addrs)
-	}
-	d.n.book.Learn(from, ref, sp)
-}
-
-// Forget drops peers that lied about ref from its signpost.
-func (d directory) Forget(ref syncnode.BlobRef, peers []peer.ID) { d.n.book.Forget(ref, peers) }
-
-// MembersOf lists the other members of groups, servers first.
-func (d directory) MembersOf(groups []syncnode.GroupID) []peer.ID { return d.n.membersOf(groups) }
-
-// Public reports whether a blob of groups may be looked up in the DHT.
-func (d directory) Public(groups []syncnode.GroupID) bool { return d.n.book.Public(groups) }
-
-var _ retrieval.Directory = directory{}
+var _ retrieval.Directory = (*signposting.Book)(nil)
 
 // keeper is the node's custody of copies as retrieval commits a fetch.
 type keeper struct{ n *Node }
 
-// Receive marks ref, durably before the copy can become visible, as got
-// from a peer (not its origin), while its bytes arrive. The commit holds
-// the blob's lock, which accepting and granting shares take too: no share
-// lands on the copy between its becoming visible and its directory entry
-// reaching stable storage, where a power loss would leave the shares
-// without the copy.
+// Receive marks ref as got from a peer while its bytes arrive, and
+// commits it under custody's lock (see custody.Custody.Receive).
 func (k keeper) Receive(ref syncnode.BlobRef) func(commit func() (blobstore.Info, error)) (blobstore.Info, error) {
-	n := k.n
-	marked := make(chan error, 1)
-	go func() { marked <- n.ledger.MarkFetched(ref) }()
-	return func(commit func() (blobstore.Info, error)) (blobstore.Info, error) {
-		if err := <-marked; err != nil {
-			return blobstore.Info{}, err
-		}
-		unlock := n.custody.Lock(ref)
-		defer unlock()
-		info, err := commit()
-		if h := n.hook.inCommit.Load(); h != nil && err == nil {
-			(*h)(ref)
-		}
-		return info, err
-	}
+	return k.n.custody.Receive(ref, func() error { return k.n.ledger.MarkFetched(ref) })
 }
 
 // Fetched records that this node now holds ref.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -223,4 +224,9 @@ func (n *Node) GetRow(g syncnode.GroupID, key string) (row syncgroup.Row, ok boo
 // ListRows returns the live rows of group g under prefix, sorted by key.
 func (n *Node) ListRows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error) {
 	return n.sync.Rows(g, prefix)
+}
+
+// connected reports whether this node has a connection to p.
+func (n *Node) connected(p peer.ID) bool {
+	return n.h.Network().Connectedness(p) == network.Connected
 }

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -221,7 +220,6 @@ type Node struct {
 
 	// custody keeps the copies held: locks, pins, eviction, scrubbing.
 	custody *custody.Custody
-	hook    testHooks
 }
 
 // blobStore is what a node needs of its blob store: a blobstore.Store
@@ -239,14 +237,6 @@ func (n *Node) StoreInfo() (string, error) {
 		return d.Describe()
 	}
 	return "disk " + filepath.Join(n.cfg.DataDir, "blobs"), nil
-}
-
-// testHooks let a test of this package stop the node between two steps
-// of an operation, to run a racing one there.
-type testHooks struct {
-	// inCommit runs when a fetched blob has been committed (visible, its
-	// directory entry synced), with the blob's lock still held.
-	inCommit atomic.Pointer[func(ref syncnode.BlobRef)]
 }
 
 // start runs the node's background work.

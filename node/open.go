@@ -163,7 +163,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		return err
 	}
 	opened.add(func() error { n.sync.Close(); return nil })
-	n.book = signposting.New(n.h.ID(), n.signposts, n.sync, n.conn.Addrs, n.log)
+	n.book = signposting.New(n.h.ID(), n.signposts, n.sync, n.conn.Addrs, func(p peer.ID, as []string) { connectivity.AddAddrs(n.h, p, as) }, n.log)
 	loaded, err := n.groups.Load(n.h.ID(), time.Minute)
 	if err != nil {
 		return err
@@ -187,7 +187,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 // reprovider.
 func (n *Node) openFetching() (err error) {
 	rc := retrieval.Config{IOTimeout: n.cfg.IOTimeout, MaxFetches: n.cfg.MaxFetches, Route: n.noteRoute}
-	if n.retr, err = retrieval.New(rc, n.h, n.blobs, n.client, n.dht, directory{n}, keeper{n}, n.log); err != nil {
+	if n.retr, err = retrieval.New(rc, n.h, n.blobs, n.client, n.dht, n.book, keeper{n}, n.log); err != nil {
 		return err
 	}
 	hc := handoff.Config{IOTimeout: n.cfg.IOTimeout, EscrowWait: n.cfg.EscrowWait, Note: n.noteHandoff}

@@ -109,7 +109,7 @@ func TestNoShareAcceptedBeforeTheCommitEnds(t *testing.T) {
 		close(inCommit)
 		<-release
 	}
-	b.hook.inCommit.Store(&hook)
+	b.custody.Hooks.InCommit.Store(&hook)
 	fetched := make(chan error, 1)
 	go func() {
 		_, err := fetchFrom(context.Background(), b, ref, a.ID())

@@ -99,6 +99,9 @@ type Hooks struct {
 	// EvictPass runs after each eviction pass: whether it listed the
 	// store, and how many blobs it checked for pins and shares.
 	EvictPass atomic.Pointer[func(listed bool, checked int)]
+	// InCommit runs when a fetched blob has been committed (visible, its
+	// directory entry synced), with the blob's lock still held.
+	InCommit atomic.Pointer[func(ref syncnode.BlobRef)]
 }
 
 // Custody keeps one node's copies.
@@ -162,6 +165,30 @@ func (c *Custody) Pin(ref syncnode.BlobRef) (unpin func()) { return c.pins.pin(r
 
 // Pinned reports whether work pins ref.
 func (c *Custody) Pinned(ref syncnode.BlobRef) bool { return c.pins.pinned(ref) }
+
+// Receive is called as the bytes of ref start to arrive from a peer; mark
+// records, durably, that the copy came from a peer (not its origin). It
+// runs at once, beside the transfer, and the commit returned waits for it
+// before the copy becomes visible. The commit holds the blob's lock, which
+// accepting and granting shares take too: no share lands on the copy
+// between its becoming visible and its directory entry reaching stable
+// storage, where a power loss would leave the shares without the copy.
+func (c *Custody) Receive(ref syncnode.BlobRef, mark func() error) (commit func(func() (blobstore.Info, error)) (blobstore.Info, error)) {
+	marked := make(chan error, 1)
+	go func() { marked <- mark() }()
+	return func(commit func() (blobstore.Info, error)) (blobstore.Info, error) {
+		if err := <-marked; err != nil {
+			return blobstore.Info{}, err
+		}
+		unlock := c.Lock(ref)
+		defer unlock()
+		info, err := commit()
+		if h := c.Hooks.InCommit.Load(); h != nil && err == nil {
+			(*h)(ref)
+		}
+		return info, err
+	}
+}
 
 // Touch records that ref, of size bytes, was used at t: it is held and
 // may be evicted in least-recently-used order.

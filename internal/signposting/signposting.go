@@ -32,6 +32,8 @@ type Groups interface {
 	Spec(g syncnode.GroupID) (syncgroup.Spec, error)
 	// MayFetch reports whether p may fetch a blob of groups.
 	MayFetch(p peer.ID, groups []syncnode.GroupID) bool
+	// Members lists g's members.
+	Members(g syncnode.GroupID) []syncgroup.Member
 }
 
 // Book is one node's signposts, kept against its groups.
@@ -42,15 +44,50 @@ type Book struct {
 	// addrs returns this node's addresses as its memberships publish
 	// them.
 	addrs func() []string
-	log   *slog.Logger
+	// dial learns where a peer may be dialled: addresses a signpost or a
+	// membership names.
+	dial func(p peer.ID, addrs []string)
+	log  *slog.Logger
 }
 
-// New returns the book of store's signposts for node self.
-func New(self peer.ID, store *signpost.Store, groups Groups, addrs func() []string, log *slog.Logger) *Book {
+// New returns the book of store's signposts for node self; addrs returns
+// this node's addresses, dial is told where others may be dialled.
+func New(self peer.ID, store *signpost.Store, groups Groups, addrs func() []string, dial func(peer.ID, []string), log *slog.Logger) *Book {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Book{self: self, store: store, groups: groups, addrs: addrs, log: log}
+	if dial == nil {
+		dial = func(peer.ID, []string) {}
+	}
+	return &Book{self: self, store: store, groups: groups, addrs: addrs, dial: dial, log: log}
+}
+
+// Signpost returns ref's signpost (syncnode.ErrNotFound: none).
+func (b *Book) Signpost(ref syncnode.BlobRef) (signpost.Signpost, error) { return b.store.Get(ref) }
+
+// MembersOf returns the other members of those of groups this node is in,
+// servers first, each once, their addresses learnt.
+func (b *Book) MembersOf(groups []syncnode.GroupID) []peer.ID {
+	var servers, others []peer.ID
+	seen := map[peer.ID]bool{b.self: true}
+	for _, g := range groups {
+		if !b.groups.IsMember(b.self, g) {
+			continue
+		}
+		for _, m := range b.groups.Members(g) {
+			if seen[m.Peer] {
+				continue
+			}
+			seen[m.Peer] = true
+			b.dial(m.Peer, m.Addrs)
+			if m.DevType == syncnode.Server {
+				servers = append(servers, m.Peer)
+			} else {
+				others = append(others, m.Peer)
+			}
+		}
+	}
+	return append(servers, others...)
 }
 
 // Get returns ref's signpost (syncnode.ErrNotFound: none).
@@ -96,10 +133,14 @@ func (b *Book) Merge(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) 
 	return merged, true
 }
 
-// Learn merges the signpost a peer that lacks ref answered with. An
-// answer about a blob this node knows from rows names no group of its
-// own: which groups reference a blob, rows tell, not a peer's word.
+// Learn merges the signpost a peer that lacks ref answered with, and
+// learns where its locations may be dialled. An answer about a blob this
+// node knows from rows names no group of its own: which groups reference
+// a blob, rows tell, not a peer's word.
 func (b *Book) Learn(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) {
+	for p, l := range sp.Locations {
+		b.dial(p, l.Addrs)
+	}
 	if mine := b.GroupsOf(ref); len(mine) > 0 {
 		for g := range sp.SgIDs {
 			if !slices.Contains(mine, g) {

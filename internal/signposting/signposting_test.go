@@ -34,6 +34,13 @@ func (gs groups) Member(g syncnode.GroupID, p peer.ID) (syncgroup.Member, bool) 
 func (gs groups) Spec(g syncnode.GroupID) (syncgroup.Spec, error) {
 	return syncgroup.Spec{ID: g, Private: true}, nil
 }
+func (gs groups) Members(g syncnode.GroupID) []syncgroup.Member {
+	var out []syncgroup.Member
+	for p, d := range gs[g] {
+		out = append(out, syncgroup.Member{Peer: p, DevType: d})
+	}
+	return out
+}
 func (gs groups) MayFetch(p peer.ID, ids []syncnode.GroupID) bool {
 	for _, g := range ids {
 		if gs.IsMember(p, g) {
@@ -59,7 +66,7 @@ func TestMergeBelievesOnlyWhatTheMembershipVouchesFor(t *testing.T) {
 		shared: {self: syncnode.Normal, liar: syncnode.Normal, server: syncnode.Server},
 		theirs: {liar: syncnode.Normal},
 	}
-	b := New(self, signpost.NewStore(db), gs, func() []string { return nil }, nil)
+	b := New(self, signpost.NewStore(db), gs, func() []string { return nil }, nil, nil)
 	ref := testkit.Ref(testkit.RandomBytes(64, 1))
 
 	var sp signpost.Signpost
