@@ -1,13 +1,10 @@
 package node
 
 import (
-	"slices"
-
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
-	"github.com/syncnode/syncnode/signpost"
+	"github.com/syncnode/syncnode/internal/signposting"
 )
 
 // Stats are the node's counters and gauges.
@@ -61,56 +58,9 @@ func (n *Node) Stats() Stats {
 }
 
 // GroupDurability says how safe one group's blobs are, as far as this node
-// knows.
-type GroupDurability struct {
-	Group syncnode.GroupID
-	// Referenced is the blobs rows of the group reference.
-	Referenced int
-	// AtRisk is those with no verified server copy known: no server
-	// location in the signpost, and not held here by a server of the group.
-	AtRisk int
-	// AtRiskRefs lists up to 100 of them.
-	AtRiskRefs []syncnode.BlobRef
-}
+// knows (see signposting.GroupDurability).
+type GroupDurability = signposting.GroupDurability
 
 // Durability returns, per group this node syncs, how many referenced
 // blobs have no verified server copy.
-func (n *Node) Durability() ([]GroupDurability, error) {
-	byGroup := map[syncnode.GroupID]*GroupDurability{}
-	var order []syncnode.GroupID
-	for _, g := range n.sync.Groups() {
-		byGroup[g] = &GroupDurability{Group: g}
-		order = append(order, g)
-	}
-	err := n.signposts.Scan(func(ref syncnode.BlobRef, sp signpost.Signpost) error {
-		safe := false
-		for p, l := range sp.Locations {
-			if l.IsServer && !l.IsProxy && p != n.h.ID() {
-				safe = true
-			}
-		}
-		if !safe && n.book.IsServerIn(sp.Groups()) && n.holds(ref) {
-			safe = true
-		}
-		for g := range sp.SgIDs {
-			d := byGroup[g]
-			if d == nil {
-				continue
-			}
-			d.Referenced++
-			if !safe {
-				d.AtRisk++
-				if len(d.AtRiskRefs) < 100 {
-					d.AtRiskRefs = append(d.AtRiskRefs, ref)
-				}
-			}
-		}
-		return nil
-	})
-	slices.Sort(order)
-	out := make([]GroupDurability, 0, len(order))
-	for _, g := range order {
-		out = append(out, *byGroup[g])
-	}
-	return out, err
-}
+func (n *Node) Durability() ([]GroupDurability, error) { return n.book.Durability(n.holds) }

@@ -330,3 +330,58 @@ func (b *Book) IsServerMember(p peer.ID, groups []syncnode.GroupID) bool {
 
 // IsServerIn reports whether this node is a server in any of groups.
 func (b *Book) IsServerIn(groups []syncnode.GroupID) bool { return b.IsServerMember(b.self, groups) }
+
+// GroupDurability says how safe one group's blobs are, as far as this node
+// knows.
+type GroupDurability struct {
+	Group syncnode.GroupID
+	// Referenced is the blobs rows of the group reference.
+	Referenced int
+	// AtRisk is those with no verified server copy known: no server
+	// location in the signpost, and not held here by a server of the group.
+	AtRisk int
+	// AtRiskRefs lists up to 100 of them.
+	AtRiskRefs []syncnode.BlobRef
+}
+
+// Durability returns, per group this node is in, how many referenced
+// blobs have no verified server copy; holds reports a blob held here.
+func (b *Book) Durability(holds func(syncnode.BlobRef) bool) ([]GroupDurability, error) {
+	byGroup := map[syncnode.GroupID]*GroupDurability{}
+	var order []syncnode.GroupID
+	for _, g := range b.groups.Groups() {
+		byGroup[g] = &GroupDurability{Group: g}
+		order = append(order, g)
+	}
+	err := b.store.Scan(func(ref syncnode.BlobRef, sp signpost.Signpost) error {
+		safe := false
+		for p, l := range sp.Locations {
+			if l.IsServer && !l.IsProxy && p != b.self {
+				safe = true
+			}
+		}
+		if !safe && b.IsServerIn(sp.Groups()) && holds(ref) {
+			safe = true
+		}
+		for g := range sp.SgIDs {
+			d := byGroup[g]
+			if d == nil {
+				continue
+			}
+			d.Referenced++
+			if !safe {
+				d.AtRisk++
+				if len(d.AtRiskRefs) < 100 {
+					d.AtRiskRefs = append(d.AtRiskRefs, ref)
+				}
+			}
+		}
+		return nil
+	})
+	slices.Sort(order)
+	out := make([]GroupDurability, 0, len(order))
+	for _, g := range order {
+		out = append(out, *byGroup[g])
+	}
+	return out, err
+}
