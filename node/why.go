@@ -2,43 +2,20 @@ package node
 
 import (
 	"errors"
-	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/blobproto"
-	"github.com/syncnode/syncnode/p2p"
 )
 
-// noteRoute records how a fetch of ref that met a relay went: what came
-// through which relay, paced or not, or that the setting refused it.
+// noteRoute records how a fetch of ref that met a relay went.
 func (n *Node) noteRoute(ref syncnode.BlobRef, res blobproto.FetchResult, err error) {
-	var parts []string
-	for holder, relay := range res.Relayed {
-		how := ""
-		switch n.cfg.Relayed {
-		case p2p.RelayRefuse:
-			how = "refused by setting (relayed: refuse)"
-		case p2p.RelayThrottle:
-			how = fmt.Sprintf("%d bytes, throttled to %d bytes/s (relayed: throttle)", res.BytesBy[holder], n.cfg.RelayRate)
-		default:
-			how = fmt.Sprintf("%d bytes, unthrottled (relayed: allow)", res.BytesBy[holder])
-		}
-		parts = append(parts, fmt.Sprintf("from %s through relay %s: %s", n.peerName(holder), n.peerName(relay), how))
+	if route := blobproto.DescribeRoute(res, err, n.cfg.Relayed, n.cfg.RelayRate, n.peerName); route != "" {
+		n.journal.NoteRoute(ref, route, time.Now())
 	}
-	if len(parts) == 0 {
-		return
-	}
-	slices.Sort(parts)
-	route := strings.Join(parts, "; ")
-	if err != nil {
-		route += " — fetch failed"
-	}
-	n.journal.NoteRoute(ref, route, time.Now())
 }
 
 // peerName returns p's name and ID, or its ID alone.

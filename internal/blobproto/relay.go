@@ -3,7 +3,10 @@ package blobproto
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -66,4 +69,32 @@ func (t *throttled) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// DescribeRoute says how the parts of a fetch that met a relay went: what
+// came from which holder through which relay, paced or not, or that the
+// policy refused it; "" if no part met a relay. name renders a peer.
+func DescribeRoute(res FetchResult, err error, policy p2p.RelayPolicy, rate int64, name func(peer.ID) string) string {
+	var parts []string
+	for holder, relay := range res.Relayed {
+		how := ""
+		switch policy {
+		case p2p.RelayRefuse:
+			how = "refused by setting (relayed: refuse)"
+		case p2p.RelayThrottle:
+			how = fmt.Sprintf("%d bytes, throttled to %d bytes/s (relayed: throttle)", res.BytesBy[holder], rate)
+		default:
+			how = fmt.Sprintf("%d bytes, unthrottled (relayed: allow)", res.BytesBy[holder])
+		}
+		parts = append(parts, fmt.Sprintf("from %s through relay %s: %s", name(holder), name(relay), how))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	slices.Sort(parts)
+	route := strings.Join(parts, "; ")
+	if err != nil {
+		route += " — fetch failed"
+	}
+	return route
 }
