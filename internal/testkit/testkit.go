@@ -5,6 +5,7 @@ package testkit
 
 import (
 	"math/rand/v2"
+	"os"
 	"testing"
 	"time"
 
@@ -47,3 +48,15 @@ func RandomBytes(size int, seed uint64) []byte {
 // Ref returns the blob ref of data: its BLAKE3 hash, computed by the
 // reference implementation rather than syncnode's own tree hasher.
 func Ref(data []byte) syncnode.BlobRef { return syncnode.RefFromHash(blake3.Sum256(data)) }
+
+// SkipShortUnless skips t under -short unless the environment variable
+// env is set: the tests that need something beyond Go (root and network
+// namespaces, a browser, S3 servers, FUSE) run in the short form only where
+// asked to (.ci/run's second stage sets the variables), and always without
+// -short. what says what the test needs.
+func SkipShortUnless(t testing.TB, env, what string) {
+	t.Helper()
+	if testing.Short() && os.Getenv(env) == "" {
+		t.Skipf("-short: skipping a test that needs %s (set %s to run it)", what, env)
+	}
+}
