@@ -13,7 +13,7 @@ var (
 	hostileSeed   = flag.Uint64("hostile.seed", 0, "replay this one seed of TestHostileMemberSimulation (0: run many)")
 	hostileLong   = flag.Bool("hostile.long", false, "TestHostileMemberSimulation: long mode (2000 seeds, no time budget)")
 	hostileSeeds  = flag.Int("hostile.seeds", 0, "TestHostileMemberSimulation: how many seeds (0: 2000 in long mode, 3 under -short, else as the budget allows)")
-	hostileBudget = flag.Duration("hostile.budget", 20*time.Second, "TestHostileMemberSimulation: time for starting seeds in short mode")
+	hostileBudget = flag.Duration("hostile.budget", 20*time.Second, "TestHostileMemberSimulation: time for starting seeds by default (neither -short nor -hostile.long)")
 	hostileTrace  = flag.Bool("hostile.trace", false, "TestHostileMemberSimulation: print every step")
 	hostileNoMint = flag.Bool("hostile.nomint", false, "TestHostileMemberSimulation: the hostile member never offers shares it does not hold")
 )

@@ -17,7 +17,7 @@ var (
 	ownsimSeed   = flag.Uint64("ownsim.seed", 0, "replay this one seed of TestOwnershipSimulation (0: run many)")
 	ownsimLong   = flag.Bool("ownsim.long", false, "TestOwnershipSimulation: long mode (more seeds, more steps)")
 	ownsimSeeds  = flag.Int("ownsim.seeds", 0, "TestOwnershipSimulation: how many seeds (0: 2000 in long mode, 8 under -short (2 on the flaky store), else as the budget allows)")
-	ownsimBudget = flag.Duration("ownsim.budget", 45*time.Second, "TestOwnershipSimulation: time for the seeds in short mode")
+	ownsimBudget = flag.Duration("ownsim.budget", 45*time.Second, "TestOwnershipSimulation: time for the seeds by default (neither -short nor -ownsim.long)")
 	ownsimTrace  = flag.Bool("ownsim.trace", false, "TestOwnershipSimulation: print every step")
 	ownsimLogs   = flag.String("ownsim.logs", "", "TestOwnershipSimulation: write the nodes' logs to this file, one per seed (.SEED), kept for the seeds that fail")
 )
