@@ -29,20 +29,19 @@ import (
 
 const helperEnv = "BLOBSTORE_CRASH_HELPER"
 
-// progressReader yields n pseudo-random bytes, printing the count every MiB.
+// progressReader yields the bytes of r, printing the count after each read.
 type progressReader struct {
-	data []byte
-	off  int
+	r   io.Reader
+	off int
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
-	if p.off == len(p.data) {
-		return 0, io.EOF
-	}
-	n := copy(b, p.data[p.off:])
+	n, err := p.r.Read(b)
 	p.off += n
-	fmt.Printf("read %d\n", p.off)
-	return n, nil
+	if n > 0 {
+		fmt.Printf("read %d\n", p.off)
+	}
+	return n, err
 }
 
 func TestCrashHelper(t *testing.T) {
@@ -59,8 +58,10 @@ func TestCrashHelper(t *testing.T) {
 	ctx := context.Background()
 	switch mode {
 	case "put":
-		// One large put; the parent kills it part way.
-		_, err = d.Put(ctx, &progressReader{data: testkit.RandomBytes(64<<20, 1)}, syncnode.BlobRef{})
+		// One large put; the parent kills it part way. The bytes are
+		// made as they are read: the helper is killed long before the
+		// end, mostly.
+		_, err = d.Put(ctx, &progressReader{r: testkit.RandomReader(64<<20, 1)}, syncnode.BlobRef{})
 		fmt.Println("done")
 	case "loop":
 		// Many small puts; the parent kills at an arbitrary moment.
@@ -163,6 +164,9 @@ func checkAll(t *testing.T, d *blobstore.Disk) int {
 }
 
 func TestCrashMidPutLeavesNoBlob(t *testing.T) {
+	// The ref of the blob the helper puts, hashed once (64 MiB under -race
+	// takes seconds).
+	want, _ := storetest.RefOf(testkit.RandomBytes(64<<20, 1))
 	for _, killAt := range []int{1 << 20, 20 << 20, 63 << 20} {
 		dir := t.TempDir()
 		runUntil(t, "put", dir, func(line string) bool {
@@ -180,7 +184,6 @@ func TestCrashMidPutLeavesNoBlob(t *testing.T) {
 		if tmp, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(tmp) != 0 {
 			t.Fatalf("kill at %d: %d temp files left after reopen", killAt, len(tmp))
 		}
-		want, _ := storetest.RefOf(testkit.RandomBytes(64<<20, 1))
 		if _, err := d.Stat(want); !errors.Is(err, syncnode.ErrNotFound) {
 			t.Fatalf("kill at %d: the interrupted blob is visible: %v", killAt, err)
 		}

@@ -15,6 +15,7 @@ import (
 // change, it writes them into its membership, and the other members read
 // them there and dial it at them.
 func TestAddressesTravelWithMembership(t *testing.T) {
+	t.Parallel()
 	phone, laptop := start(t), start(t)
 	g := createGroup(t, phone, "photos", syncnode.Normal)
 	join(t, phone, laptop, g, syncnode.Normal)

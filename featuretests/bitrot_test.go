@@ -48,6 +48,7 @@ func readBlob(n *node.Node, ref syncnode.BlobRef) ([]byte, error) {
 // no byte of it, the node stops claiming the copy while keeping its shares,
 // and putting the bytes again repairs it.
 func TestCorruptBlobNeverServed(t *testing.T) {
+	t.Parallel()
 	for _, part := range []string{"bytes", "tree"} {
 		t.Run(part, func(t *testing.T) {
 			noScrub := func(c *node.Config) { c.ScrubPeriod = -1 }
@@ -120,6 +121,7 @@ func TestCorruptBlobNeverServed(t *testing.T) {
 // The scrubber finds it, the node stops claiming it, fetches a verified
 // copy from a peer, and its shares stay with it all along.
 func TestScrubRestoresDamagedCopy(t *testing.T) {
+	t.Parallel()
 	aCfg := config(t, t.TempDir())
 	aCfg.ScrubPeriod = 300 * time.Millisecond
 	aCfg.ScrubMaxRate = 1 << 30

@@ -15,6 +15,7 @@ import (
 )
 
 func TestBlobWholeTransfer(t *testing.T) {
+	t.Parallel()
 	a, b := start(t), start(t)
 	g := createGroup(t, a, "photos", syncnode.Normal)
 	join(t, a, b, g, syncnode.Normal)
@@ -84,6 +85,7 @@ func equalStates(a, b []node.State) bool {
 }
 
 func TestConcurrentFetchesShareOneTransfer(t *testing.T) {
+	t.Parallel()
 	a, b := start(t), start(t)
 	g := createGroup(t, a, "photos", syncnode.Normal)
 	join(t, a, b, g, syncnode.Normal)
@@ -105,6 +107,7 @@ func TestConcurrentFetchesShareOneTransfer(t *testing.T) {
 }
 
 func TestServerBlobFetch(t *testing.T) {
+	t.Parallel()
 	device, server := start(t), start(t)
 	g := createGroup(t, device, "photos", syncnode.Normal)
 	join(t, device, server, g, syncnode.Server)
@@ -135,6 +138,7 @@ func TestServerBlobFetch(t *testing.T) {
 }
 
 func TestLeafBlobFetch(t *testing.T) {
+	t.Parallel()
 	normal, leaf := start(t), start(t)
 	g := createGroup(t, normal, "photos", syncnode.Normal)
 	join(t, normal, leaf, g, syncnode.Leaf)
@@ -152,6 +156,7 @@ func TestLeafBlobFetch(t *testing.T) {
 }
 
 func TestNonMemberGetsNothing(t *testing.T) {
+	t.Parallel()
 	admin, member, stranger := start(t), start(t), start(t)
 	g := createGroup(t, admin, "photos", syncnode.Normal)
 	join(t, admin, member, g, syncnode.Normal)

@@ -12,21 +12,25 @@ import (
 var (
 	hostileSeed   = flag.Uint64("hostile.seed", 0, "replay this one seed of TestHostileMemberSimulation (0: run many)")
 	hostileLong   = flag.Bool("hostile.long", false, "TestHostileMemberSimulation: long mode (2000 seeds, no time budget)")
-	hostileSeeds  = flag.Int("hostile.seeds", 0, "TestHostileMemberSimulation: how many seeds (0: 2000 in long mode, as the budget allows in short)")
-	hostileBudget = flag.Duration("hostile.budget", 20*time.Second, "TestHostileMemberSimulation: time for starting seeds in short mode")
+	hostileSeeds  = flag.Int("hostile.seeds", 0, "TestHostileMemberSimulation: how many seeds (0: 2000 in long mode, 3 under -short, else as the budget allows)")
+	hostileBudget = flag.Duration("hostile.budget", 20*time.Second, "TestHostileMemberSimulation: time for starting seeds by default (neither -short nor -hostile.long)")
 	hostileTrace  = flag.Bool("hostile.trace", false, "TestHostileMemberSimulation: print every step")
 	hostileNoMint = flag.Bool("hostile.nomint", false, "TestHostileMemberSimulation: the hostile member never offers shares it does not hold")
 )
 
 // TestHostileMemberSimulation runs the seeded hostile-member simulation
-// (see package hostile) over seeds 1, 2, 3, …, three at a time: in short
-// mode until the time budget is spent, in long mode (-hostile.long) 2000
-// seeds. A failing seed prints the command that replays it.
+// (see package hostile) over seeds 1, 2, 3, …, three at a time: by
+// default until the time budget is spent, under -short seeds 1…3 whatever
+// the time, in long mode (-hostile.long) 2000 seeds. A failing seed prints
+// the command that replays it.
 func TestHostileMemberSimulation(t *testing.T) {
 	t.Parallel()
 	seeds, budget := 400, *hostileBudget
-	if *hostileLong {
+	switch {
+	case *hostileLong:
 		seeds, budget = 2000, 24*time.Hour
+	case testing.Short():
+		seeds, budget = 3, 24*time.Hour
 	}
 	if *hostileSeeds > 0 {
 		seeds = *hostileSeeds

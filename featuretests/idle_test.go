@@ -34,8 +34,13 @@ func processCPU(t testing.TB) time.Duration {
 // instrumentation multiplies every instruction's cost, 1.5 %). Measured:
 // 0.4–0.6 %, most of it badger's compactors, which wake every 50 ms
 // whatever the load; syncnode's own periodic work (rounds with two
-// members per 30 s, scans, the scrubber) is a small part.
+// members per 30 s, scans, the scrubber) is a small part. The test
+// measures this process's CPU, so it never runs in parallel; a minute of
+// it is a long form, skipped under -short.
 func TestIdleGroupIsQuiet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: measures a minute of idle CPU alone; runs without -short")
+	}
 	defaults := func(c *node.Config) { c.SyncInterval, c.Fetcher, c.IOTimeout = 0, nil, 0 }
 	admin := start(t, defaults)
 	laptop, tablet, server := start(t, defaults), start(t, defaults), start(t, defaults)

@@ -21,6 +21,7 @@ import (
 // key outside the group's prefixes or an oversized value leaves no share,
 // no signpost and no row behind, and the blob can still be removed.
 func TestRefusedRowWritesNothing(t *testing.T) {
+	t.Parallel()
 	n := start(t, func(c *node.Config) { c.BlobBudget = 1 << 30 })
 	g := createGroup(t, n, "photos", syncnode.Normal)
 	info, err := n.PutBlob(t.Context(), bytes.NewReader(randomBytes(64<<10, 1)))
@@ -77,6 +78,7 @@ func blobValue(t *testing.T, ref syncnode.BlobRef) []byte {
 // eviction under a budget — also when a stop falls between storing the
 // bytes and granting the shares.
 func TestRowBeforeBlobKeepsOnlyCopy(t *testing.T) {
+	t.Parallel()
 	for _, order := range []string{"row first", "blob first", "row first, stop before the grant"} {
 		t.Run(order, func(t *testing.T) {
 			cfg := config(t, t.TempDir())
@@ -141,6 +143,7 @@ func TestRowBeforeBlobKeepsOnlyCopy(t *testing.T) {
 // it once and takes a share; the hand-off ends with the shares moved and
 // the outcome in both journals, and the member does not loop fetching.
 func TestLeafHandOffMovesShares(t *testing.T) {
+	t.Parallel()
 	leaf := start(t)
 	member := start(t, func(c *node.Config) { c.BlobBudget = 1 })
 	g := createGroup(t, leaf, "photos", syncnode.Leaf)
@@ -186,6 +189,7 @@ func TestLeafHandOffMovesShares(t *testing.T) {
 // the member's share, so the member may evict; when the leaf returns, the
 // server has both.
 func TestServerTakesSharesFromRelayingMember(t *testing.T) {
+	t.Parallel()
 	leafCfg, serverCfg := config(t, t.TempDir()), config(t, t.TempDir())
 	leaf := open(t, leafCfg)
 	member := start(t)

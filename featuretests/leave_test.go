@@ -21,6 +21,7 @@ import (
 // reachable, the leave is refused and names the blob at risk; forced, it
 // leaves and says so.
 func TestLeavingServerHandsOffTheOnlyCopy(t *testing.T) {
+	t.Parallel()
 	phone := start(t, func(c *node.Config) { c.BlobBudget = 1 << 20 })
 	server := start(t)
 	g := createGroup(t, phone, "photos", syncnode.Normal)

@@ -11,6 +11,7 @@ import (
 // Devices have names: each writes its own into its membership, every
 // member sees it beside the peer ID, and why names the holders.
 func TestDeviceNamesTravelWithMembership(t *testing.T) {
+	t.Parallel()
 	named := func(name string) func(*node.Config) { return func(c *node.Config) { c.Name = name } }
 	phone, laptop := start(t, named("phone")), start(t, named("laptop"))
 	g := createGroup(t, phone, "photos", syncnode.Normal)
@@ -48,6 +49,7 @@ func TestDeviceNamesTravelWithMembership(t *testing.T) {
 // A member is online while connected; once its last connection ends, the
 // others know when they last saw it.
 func TestMembersOnlineThenLastSeen(t *testing.T) {
+	t.Parallel()
 	phone, laptop := start(t), start(t)
 	g := createGroup(t, phone, "photos", syncnode.Normal)
 	join(t, phone, laptop, g, syncnode.Normal)

@@ -16,27 +16,31 @@ import (
 var (
 	ownsimSeed   = flag.Uint64("ownsim.seed", 0, "replay this one seed of TestOwnershipSimulation (0: run many)")
 	ownsimLong   = flag.Bool("ownsim.long", false, "TestOwnershipSimulation: long mode (more seeds, more steps)")
-	ownsimBudget = flag.Duration("ownsim.budget", 45*time.Second, "TestOwnershipSimulation: time for the seeds in short mode")
+	ownsimSeeds  = flag.Int("ownsim.seeds", 0, "TestOwnershipSimulation: how many seeds (0: 2000 in long mode, 8 under -short (2 on the flaky store), else as the budget allows)")
+	ownsimBudget = flag.Duration("ownsim.budget", 45*time.Second, "TestOwnershipSimulation: time for the seeds by default (neither -short nor -ownsim.long)")
 	ownsimTrace  = flag.Bool("ownsim.trace", false, "TestOwnershipSimulation: print every step")
 	ownsimLogs   = flag.String("ownsim.logs", "", "TestOwnershipSimulation: write the nodes' logs to this file, one per seed (.SEED), kept for the seeds that fail")
 )
 
 // TestOwnershipSimulation runs the seeded ownership simulation (see package
 // ownsim) over many seeds: seeds 1, 2, 3, … until the time budget is spent
-// (short mode: up to 400 seeds of 40 steps in about 45 s; long mode
-// with -ownsim.long: 2000 seeds of 120 steps, no budget). A failing seed
-// prints the command that replays it.
+// (default: up to 400 seeds of 40 steps in about 45 s; under -short
+// seeds 1…8 of 40 steps, whatever the time; long mode with -ownsim.long:
+// 2000 seeds of 120 steps, no budget). A failing seed prints the command
+// that replays it.
 func TestOwnershipSimulation(t *testing.T) {
-	ownershipSeeds(t, "TestOwnershipSimulation", *ownsimBudget, nil)
+	t.Parallel()
+	ownershipSeeds(t, "TestOwnershipSimulation", *ownsimBudget, 8, nil)
 }
 
 // TestOwnershipSimulationOnFlakyObjectStore is TestOwnershipSimulation
 // with the server's blobs on an object store (Versity) behind a proxy
 // that the schedule has fail with 503s, cut reads short, and heal; a
-// third of the time budget in short mode.
+// third of the time budget by default, seeds 1 and 2 under -short.
 func TestOwnershipSimulationOnFlakyObjectStore(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Start(t, bucket)
-	ownershipSeeds(t, "TestOwnershipSimulationOnFlakyObjectStore", *ownsimBudget/3, func(cfg *ownsim.Config) {
+	ownershipSeeds(t, "TestOwnershipSimulationOnFlakyObjectStore", *ownsimBudget/3, 2, func(cfg *ownsim.Config) {
 		proxy := s3faults.New(t, srv.Addr)
 		cfg.Faults = proxy
 		cfg.ServerStore = &s3store.Config{Insecure: true, Bucket: bucket, Prefix: fmt.Sprintf("ownsim-%d", cfg.Seed),
@@ -45,11 +49,19 @@ func TestOwnershipSimulationOnFlakyObjectStore(t *testing.T) {
 }
 
 // ownershipSeeds runs the seeds of the ownership simulation named name,
-// with mod (if not nil) changing each seed's config.
-func ownershipSeeds(t *testing.T, name string, budget time.Duration, mod func(*ownsim.Config)) {
+// with mod (if not nil) changing each seed's config: as many as budget
+// allows, or short of them under -short (a fixed set, so that every run
+// checks the same schedules).
+func ownershipSeeds(t *testing.T, name string, budget time.Duration, short int, mod func(*ownsim.Config)) {
 	steps, seeds := 40, 400
-	if *ownsimLong {
+	switch {
+	case *ownsimLong:
 		steps, seeds, budget = 120, 2000, 24*time.Hour
+	case testing.Short():
+		seeds, budget = short, 24*time.Hour
+	}
+	if *ownsimSeeds > 0 {
+		seeds = *ownsimSeeds
 	}
 	first := uint64(1)
 	if *ownsimSeed != 0 {

@@ -49,6 +49,7 @@ func objects(srv *s3test.Server, prefix string, ref syncnode.BlobRef) (data, tre
 // after it, and the laptop gets the blob from the server, read from the
 // bucket with Range GETs.
 func TestServerOnObjectStore(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Start(t, bucket)
 	phone := start(t, func(c *node.Config) { c.BlobBudget = 1 << 20 })
 	laptop := start(t)
@@ -97,6 +98,7 @@ func TestServerOnObjectStore(t *testing.T) {
 // A second server on the same bucket takes the blob and its shares with
 // no second transfer of the bytes: it adopts the object the first put.
 func TestTwoServersShareABucket(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Start(t, bucket)
 	phone := start(t)
 	first := start(t, onBucket(srv, "shared"))
@@ -139,6 +141,7 @@ func TestTwoServersShareABucket(t *testing.T) {
 // without fetching any again, though the phone that wrote them still has
 // them to offer.
 func TestServerRecoversFromBucket(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Start(t, bucket)
 	phone := start(t)
 	laptop := start(t)
@@ -199,6 +202,7 @@ func TestServerRecoversFromBucket(t *testing.T) {
 // journal entry and is retried with backoff; it completes once the store
 // is back, and no partial object is left in the bucket.
 func TestObjectStoreDownIsRetried(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Start(t, bucket)
 	phone := start(t)
 	server := start(t, onBucket(srv, "down"))
@@ -243,6 +247,7 @@ func TestObjectStoreDownIsRetried(t *testing.T) {
 // (another tenant of the bucket copied its own there) is refused: the
 // server takes up no group it never recorded.
 func TestForgedGroupRecordRefused(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Start(t, bucket)
 	other := start(t, onBucket(srv, "tenant"))
 	createGroup(t, other, "theirs", syncnode.Server)

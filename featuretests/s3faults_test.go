@@ -19,6 +19,7 @@ import (
 // once the store answers again it serves the same bytes. It runs against
 // Versity and MinIO.
 func TestFlakyObjectStoreLosesNothing(t *testing.T) {
+	t.Parallel()
 	for _, kind := range s3test.Kinds {
 		t.Run(kind, func(t *testing.T) { flakyObjectStore(t, s3test.StartKind(t, kind, bucket)) })
 	}

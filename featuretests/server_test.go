@@ -12,6 +12,7 @@ import (
 )
 
 func TestServerFetchSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	holderCfg, serverCfg := config(t, t.TempDir()), config(t, t.TempDir())
 	holder, server := open(t, holderCfg), open(t, serverCfg)
 	relay := start(t)
@@ -84,6 +85,7 @@ func TestServerFetchSurvivesRestart(t *testing.T) {
 }
 
 func TestEvictionAfterServerCopy(t *testing.T) {
+	t.Parallel()
 	const budget = 1 << 20
 	device := start(t, func(c *node.Config) { c.BlobBudget = budget })
 	g := createGroup(t, device, "photos", syncnode.Normal)
@@ -119,6 +121,7 @@ func TestEvictionAfterServerCopy(t *testing.T) {
 }
 
 func TestFiveNodeMesh(t *testing.T) {
+	t.Parallel()
 	d1, d2, d3, s1, s2 := start(t), start(t), start(t), start(t), start(t)
 	all := []*node.Node{d1, d2, d3, s1, s2}
 	g1 := createGroup(t, d1, "g1", syncnode.Normal)

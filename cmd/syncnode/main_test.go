@@ -67,6 +67,7 @@ func daemon(t *testing.T, init ...string) string {
 }
 
 func TestDaemonAndCLI(t *testing.T) {
+	t.Parallel()
 	a, b := daemon(t), daemon(t)
 	file := filepath.Join(t.TempDir(), "in.txt")
 	os.WriteFile(file, []byte("hello, syncnode"), 0o600)
@@ -157,7 +158,8 @@ func TestDaemonAndCLI(t *testing.T) {
 		{"row", "put", gid, "photos/bad", "{not json"},
 		{"row", "put", gid, "elsewhere/x", "1"},
 		{"blob", "stat", "bafynotaref"},
-		{"blob", "get", "bafkr4ian2ztdvrkbzgsurh56ing5646i4xzafp4wuq7wav6jjyxfot7k7y"},
+		// -wait 0: no holder to wait for (the default waits a minute).
+		{"blob", "get", "-wait", "0", "bafkr4ian2ztdvrkbzgsurh56ing5646i4xzafp4wuq7wav6jjyxfot7k7y"},
 		{"sg", "join", "garbage"},
 		{"frobnicate"},
 	} {
@@ -182,6 +184,7 @@ func TestCommandsNeedTheDaemon(t *testing.T) {
 }
 
 func TestWrongTokenRefused(t *testing.T) {
+	t.Parallel()
 	dir := daemon(t)
 	os.WriteFile(filepath.Join(dir, control.TokenFile), []byte("wrong\n"), 0o600)
 	if _, err := cli(t, dir, "status"); err == nil || !strings.Contains(err.Error(), "token") {
@@ -193,6 +196,7 @@ func TestWrongTokenRefused(t *testing.T) {
 // printed as the blob: `blob cat` and `blob get` fail with a clear error,
 // and `why` then says the copy is not held.
 func TestCatOfDamagedBlobFails(t *testing.T) {
+	t.Parallel()
 	a := daemon(t)
 	file := filepath.Join(t.TempDir(), "in.bin")
 	data := bytes.Repeat([]byte("a photo of the beach "), 100_000)
@@ -213,10 +217,11 @@ func TestCatOfDamagedBlobFails(t *testing.T) {
 	if len(out) > 0 && !bytes.Equal([]byte(out), data[:len(out)]) {
 		t.Fatal("cat printed bytes that are not the blob's")
 	}
-	// An existing file named by -o is left as it was by a failed get.
+	// An existing file named by -o is left as it was by a failed get
+	// (-wait 0: no other holder to wait for; the default waits a minute).
 	dst := filepath.Join(t.TempDir(), "out.bin")
 	os.WriteFile(dst, []byte("yesterday's photo"), 0o600)
-	if _, err := cli(t, a, "blob", "get", ref, "-o", dst); err == nil {
+	if _, err := cli(t, a, "blob", "get", "-wait", "0", ref, "-o", dst); err == nil {
 		t.Fatal("get of a damaged blob succeeded")
 	}
 	if b, _ := os.ReadFile(dst); string(b) != "yesterday's photo" {
@@ -238,6 +243,7 @@ func TestCatOfDamagedBlobFails(t *testing.T) {
 // 100 % and its rates are rates a loopback can reach (a bar that counted
 // bytes already there as received in no time showed TB/s).
 func TestFetchProgressEndsAtFullWithTrueRate(t *testing.T) {
+	t.Parallel()
 	a, b := daemon(t), daemon(t)
 	gid := strings.TrimSpace(must(t, a, "sg", "create", "films", "-prefix", "films/", "-private"))
 	var st api.Status

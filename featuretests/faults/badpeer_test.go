@@ -145,10 +145,15 @@ func (a *adversary) serve(st network.Stream) {
 // Then blobs offered by three hostile members and the honest one must all
 // arrive without the demoted peers being asked again. Blobs beside them
 // must fetch at the pace they do alone, and no share is made or lost.
+// It times fetches, so it runs alone (not in parallel); under -short one
+// round of mixed blobs.
 func TestHostilePeers(t *testing.T) {
 	rounds, size := 2, 1<<20
-	if *long {
+	switch {
+	case *long:
 		rounds, size = 12, 3<<20
+	case testing.Short():
+		rounds = 1 // each hostile peer still offers 3 of the 5 mixed blobs
 	}
 	const ioTimeout = 2 * time.Second
 	fast := func(c *node.Config) { c.IOTimeout = ioTimeout; c.SyncInterval = 100 * time.Millisecond }
@@ -166,10 +171,11 @@ func TestHostilePeers(t *testing.T) {
 	}
 	seed := uint64(0)
 	blob := func() []byte { seed++; return testkit.RandomBytes(size, seed) }
-	// offer has each of by write a row naming data (holding it), and
-	// waits until the fetcher's signpost lists them all.
+	// post has each of by write a row naming data (holding it); listed
+	// waits until the fetcher's signpost lists them all. A batch of blobs
+	// is posted first and waited for after, so that the waits overlap.
 	writers := map[syncnode.BlobRef]int{}
-	offer := func(data []byte, key string, by ...*node.Node) syncnode.BlobRef {
+	post := func(data []byte, key string, by ...*node.Node) syncnode.BlobRef {
 		ref := testkit.Ref(data)
 		writers[ref] += len(by)
 		for i, n := range by {
@@ -180,6 +186,9 @@ func TestHostilePeers(t *testing.T) {
 			}
 			nodetest.PutBlobRow(t, n, g, fmt.Sprintf("%s-by-%d", key, i), data)
 		}
+		return ref
+	}
+	listed := func(ref syncnode.BlobRef, by ...*node.Node) {
 		// Wait for the last writer and a full signpost (it keeps the
 		// signpost.MaxLocations best locations), or every writer.
 		testkit.WaitFor(t, 10*time.Second, "the holders in the signpost", func() bool {
@@ -198,7 +207,6 @@ func TestHostilePeers(t *testing.T) {
 			}
 			return missing == 0 || len(sp.Locations) >= signpost.MaxLocations
 		})
-		return ref
 	}
 	verify := func(ref syncnode.BlobRef) {
 		if testkit.Ref(nodetest.ReadAll(t, fetcher, ref)) != ref {
@@ -225,7 +233,10 @@ func TestHostilePeers(t *testing.T) {
 	clean := func(k int) []syncnode.BlobRef {
 		var refs []syncnode.BlobRef
 		for i := range k {
-			refs = append(refs, offer(blob(), fmt.Sprintf("f/clean-%d-%d", seed, i), honest))
+			refs = append(refs, post(blob(), fmt.Sprintf("f/clean-%d-%d", seed, i), honest))
+		}
+		for _, ref := range refs {
+			listed(ref, honest)
 		}
 		return refs
 	}
@@ -240,7 +251,10 @@ func TestHostilePeers(t *testing.T) {
 	data := make([][]byte, len(advs))
 	for i, a := range advs {
 		data[i] = blob()
-		alone[i] = offer(data[i], fmt.Sprintf("f/alone-%d", i), a.n)
+		alone[i] = post(data[i], fmt.Sprintf("f/alone-%d", i), a.n)
+	}
+	for i, a := range advs {
+		listed(alone[i], a.n)
 	}
 	besideRefs := clean(4)
 	var wg sync.WaitGroup
@@ -279,7 +293,10 @@ func TestHostilePeers(t *testing.T) {
 	}
 	// Once the honest member offers them, they arrive.
 	for i := range advs {
-		offer(data[i], fmt.Sprintf("f/alone-%d-honest", i), honest)
+		post(data[i], fmt.Sprintf("f/alone-%d-honest", i), honest)
+	}
+	for i := range advs {
+		listed(alone[i], honest)
 	}
 	if _, err := fetchAll(alone); err != nil {
 		t.Fatal(err)
@@ -289,9 +306,14 @@ func TestHostilePeers(t *testing.T) {
 	// demoted ones are not asked again.
 	askedBefore := askedCounts(advs)
 	var mixed []syncnode.BlobRef
+	var mixedBy [][]*node.Node
 	for i := range rounds * len(advs) {
 		by := []*node.Node{advs[i%5].n, advs[(i+1)%5].n, advs[(i+2)%5].n, honest}
-		mixed = append(mixed, offer(blob(), fmt.Sprintf("f/mixed-%d", i), by...))
+		mixed = append(mixed, post(blob(), fmt.Sprintf("f/mixed-%d", i), by...))
+		mixedBy = append(mixedBy, by)
+	}
+	for i, ref := range mixed {
+		listed(ref, mixedBy[i]...)
 	}
 	took, err := fetchAll(mixed)
 	if err != nil {

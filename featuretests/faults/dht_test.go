@@ -21,6 +21,7 @@ import (
 // no provider for them, in its own records or by asking; the public
 // group's blob is announced as before (so the stranger would see one).
 func TestStrangerLearnsNoPrivateBlob(t *testing.T) {
+	t.Parallel()
 	phone, server := nodetest.Start(t), nodetest.Start(t)
 	cfg := p2p.DefaultHostConfig()
 	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}

@@ -108,6 +108,7 @@ func forgerSig(t *testing.T, forger *node.Node, g syncnode.GroupID, r wireRow) w
 // another member and to the admin itself, unsigned and signed with its own
 // key. Neither applies it, and neither relays it.
 func TestForgedRowRejected(t *testing.T) {
+	t.Parallel()
 	admin, member, forger, g := forgeSetup(t)
 	v, _ := msgpack.Marshal(map[string]any{"title": "the admin never wrote this"})
 	now := time.Now().UnixNano()
@@ -145,6 +146,7 @@ func TestForgedRowRejected(t *testing.T) {
 // admin for the admin's own membership and for another member's. Both stay
 // members, and the admin can still write.
 func TestForgedTombstoneRejected(t *testing.T) {
+	t.Parallel()
 	admin, member, forger, g := forgeSetup(t)
 	now := time.Now().UnixNano()
 	var rows []wireRow
@@ -247,6 +249,7 @@ func sharesCall(t *testing.T, from *node.Node, to peer.ID, req sharesRequest) sh
 // the background and take the shares by right, within the test's attempts
 // now that a fetch asks its holder at once.
 func TestShareStripRefused(t *testing.T) {
+	t.Parallel()
 	creator, thief := nodetest.Start(t), nodetest.Start(t)
 	g := nodetest.CreateGroup(t, creator, "photos", syncnode.Normal)
 	nodetest.Join(t, creator, thief, g, syncnode.Normal)
@@ -323,6 +326,7 @@ func helloWith(t *testing.T, from *node.Node, victim *node.Node, g syncnode.Grou
 // row written after the ejection — not even by joining again with its old
 // invitation.
 func TestEjectedMemberStaysOut(t *testing.T) {
+	t.Parallel()
 	admin, member, ejected := nodetest.Start(t), nodetest.Start(t), nodetest.Start(t)
 	g := nodetest.CreateGroup(t, admin, "photos", syncnode.Normal)
 	nodetest.Join(t, admin, member, g, syncnode.Normal)
@@ -365,6 +369,7 @@ func TestEjectedMemberStaysOut(t *testing.T) {
 // membership with it, backdated to before the expiry, and presents that
 // to the admin and to a member: no one counts it a member or sends it rows.
 func TestExpiredInvitationRefused(t *testing.T) {
+	t.Parallel()
 	admin, member, late := nodetest.Start(t), nodetest.Start(t), nodetest.Start(t)
 	g := nodetest.CreateGroup(t, admin, "photos", syncnode.Normal)
 	nodetest.Join(t, admin, member, g, syncnode.Normal)
@@ -393,6 +398,7 @@ func TestExpiredInvitationRefused(t *testing.T) {
 // the invitation again at the admin: refused; an admin's new invitation
 // works.
 func TestReusedInvitationRefused(t *testing.T) {
+	t.Parallel()
 	t.Run("left", func(t *testing.T) { reuse(t, false) })
 	t.Run("ejected", func(t *testing.T) { reuse(t, true) })
 }

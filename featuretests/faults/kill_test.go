@@ -32,6 +32,7 @@ func blobSize(r *rand.Rand) int {
 // restarted node shows must hash to its ref; in the end the server must
 // hold every blob, verified, and each blob's two shares must add up.
 func TestKill9DuringTransfers(t *testing.T) {
+	t.Parallel()
 	transfers, kills := 150, 6
 	if *long {
 		transfers, kills = 1000, 40

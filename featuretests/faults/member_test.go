@@ -26,6 +26,7 @@ import (
 // the API or the status page — is refused; requests naming the loopback
 // address are served.
 func TestControlAPIRefusesForeignHost(t *testing.T) {
+	t.Parallel()
 	p := newProc(t, "daemon", time.Hour)
 	b, err := os.ReadFile(filepath.Join(p.dir, control.ConfigFile))
 	if err != nil {
@@ -100,6 +101,7 @@ type joinResp struct {
 // answers; syncing or joining a group that exists, and one that does not,
 // gets the same refusal. No refusal is an oracle.
 func TestRefusalsRevealNothing(t *testing.T) {
+	t.Parallel()
 	p := newProc(t, "daemon", time.Hour)
 	g, err := p.cl.CreateGroup(p.ctx(), api.CreateRequest{Name: "secret", Prefixes: []string{"s/"}, Private: true, DevType: "normal"})
 	p.must("create group", err)

@@ -108,6 +108,7 @@ func sayHave(h host.Host, size int64) {
 // refuses or fails the fetch and stays up, its heap growing by no more
 // than a few MiB.
 func TestHostileProviderCannotExhaustMemory(t *testing.T) {
+	t.Parallel()
 	p := newProc(t, "victim", time.Hour)
 	h := stranger(t, p)
 	d, err := p2p.NewDHT(h, slog.New(slog.DiscardHandler))
@@ -156,6 +157,7 @@ func TestHostileProviderCannotExhaustMemory(t *testing.T) {
 // announcing a large frame and sending three bytes. The daemon's heap
 // grows by a few KiB per stream at most, not by the announced sizes.
 func TestJoinFloodBounded(t *testing.T) {
+	t.Parallel()
 	p := newProc(t, "victim", time.Hour)
 	h := stranger(t, p)
 	id, _ := peer.Decode(p.id)
@@ -193,6 +195,7 @@ func TestJoinFloodBounded(t *testing.T) {
 // and the daemon's heap grows by no more than a few MiB, where reading the
 // tree whole before checking it would have taken 256 MiB.
 func TestGarbageTreeDroppedAtItsFirstNode(t *testing.T) {
+	t.Parallel()
 	p := newProc(t, "victim", time.Hour)
 	h := stranger(t, p)
 	d, err := p2p.NewDHT(h, slog.New(slog.DiscardHandler))

@@ -36,6 +36,7 @@ func split(pt *netsplit.Partition, nodes []*node.Node, side []int) {
 // every blob (fetches resume across the healed cut), and every blob's
 // shares must add up to 2.
 func TestPartitionsHeal(t *testing.T) {
+	t.Parallel()
 	cycles, perDevice := 2, 2
 	if *long {
 		cycles, perDevice = 8, 4

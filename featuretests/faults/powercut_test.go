@@ -64,6 +64,7 @@ type ackedRow struct {
 // server take it for a row it has). At the end the server holds every
 // blob with both shares.
 func TestPowerCutLosesNothingAcknowledged(t *testing.T) {
+	testkit.SkipShortUnless(t, "SYNCNODE_FUSE_TESTS", "root and FUSE")
 	if err := powercut.Available(); err != nil {
 		t.Skipf("power cuts need FUSE: %v", err)
 	}
@@ -216,6 +217,7 @@ func checkCopiesAndShares(t *testing.T, round int, g string, a ackedRow, procs .
 // for the next round. At the end the server holds every blob with both
 // shares.
 func TestPowerCutWhileLeaving(t *testing.T) {
+	testkit.SkipShortUnless(t, "SYNCNODE_FUSE_TESTS", "root and FUSE")
 	if err := powercut.Available(); err != nil {
 		t.Skipf("power cuts need FUSE: %v", err)
 	}

@@ -43,6 +43,7 @@ func joinProcGroup(t *testing.T, admin *proc, g string, n *node.Node) {
 // fetch streams each, at once, against one daemon process: every fetch
 // must complete, verified, and the daemon's memory must stay bounded.
 func TestThousandConcurrentStreams(t *testing.T) {
+	t.Parallel()
 	const clients, perClient = 10, 100
 	size := 64 << 10
 	if *long {

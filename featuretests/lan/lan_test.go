@@ -3,7 +3,8 @@
 // bridges, with nftables NAT routers where it needs them, runs a real
 // syncnode daemon in each namespace, and removes it all at the end. The
 // tests need root, iproute2 and nftables; without them they skip, unless
-// SYNCNODE_NETNS_TESTS is set (as CI sets it), when they fail.
+// SYNCNODE_NETNS_TESTS is set (as CI sets it), when they fail. Under
+// -short they skip unless SYNCNODE_NETNS_TESTS is set.
 package lan
 
 import (
@@ -12,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,11 +30,18 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() && os.Getenv("SYNCNODE_NETNS_TESTS") == "" {
+		// Every test skips (needNetns) before it runs the binary: no
+		// need to build it.
+		os.Exit(m.Run())
+	}
 	nodetest.RunWithBinary(m, &bin)
 }
 
 // needNetns skips the test where namespaces cannot be made.
 func needNetns(t *testing.T) {
+	testkit.SkipShortUnless(t, "SYNCNODE_NETNS_TESTS", "root, network namespaces and nftables")
 	why := ""
 	if os.Geteuid() != 0 {
 		why = "network namespaces need root"

@@ -57,8 +57,10 @@ func browser(t *testing.T, path string) context.Context {
 
 // chromium finds the browser for page tests. Where SYNCNODE_BROWSER_TESTS
 // is set (CI installs Debian's chromium and sets it), a missing browser
-// fails the test; elsewhere the test is skipped.
+// fails the test; elsewhere the test is skipped, and so it is under -short
+// unless SYNCNODE_BROWSER_TESTS is set.
 func chromium(t *testing.T) string {
+	testkit.SkipShortUnless(t, "SYNCNODE_BROWSER_TESTS", "headless Chromium")
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
 			return p

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 // TestMain runs child processes of the tests: programs that use the mount
@@ -38,6 +39,7 @@ func TestMain(m *testing.M) {
 
 func mountT(t *testing.T) (*FS, string, string) {
 	t.Helper()
+	testkit.SkipShortUnless(t, "SYNCNODE_FUSE_TESTS", "root and FUSE")
 	if err := Available(); err != nil {
 		t.Skipf("FUSE power cuts unavailable: %v", err)
 	}

@@ -2,7 +2,8 @@
 // MinIO, over a temporary directory) on loopback for tests, and stops and
 // restarts it on demand. Tests skip when the server's binary is absent,
 // unless SYNCNODE_S3_TESTS is set (as CI sets it; SYNCNODE_MINIO_TESTS
-// for MinIO), when they fail.
+// for MinIO), when they fail. Under -short they skip unless the variable
+// is set.
 package s3test
 
 import (
@@ -87,9 +88,10 @@ func Start(t testing.TB, bucket string) *Server { return StartKind(t, Versity, b
 // StartKind is Start of the server kind (Versity or MinIO).
 func StartKind(t testing.TB, kind, bucket string) *Server {
 	t.Helper()
+	in := install[kind]
+	testkit.SkipShortUnless(t, in.required, "a "+kind+" S3 server")
 	bin := binaryOf(kind)
 	if bin == "" {
-		in := install[kind]
 		if os.Getenv(in.required) != "" {
 			t.Fatalf("no %s binary (%s), and %s is set", kind, in.how, in.required)
 		}

@@ -4,7 +4,10 @@
 package testkit
 
 import (
+	"encoding/binary"
+	"io"
 	"math/rand/v2"
+	"os"
 	"testing"
 	"time"
 
@@ -44,6 +47,50 @@ func RandomBytes(size int, seed uint64) []byte {
 	return data
 }
 
+// RandomReader returns a reader of the bytes RandomBytes(size, seed)
+// returns, made as they are read rather than all at once.
+func RandomReader(size int, seed uint64) io.Reader {
+	return &randomReader{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), left: size}
+}
+
+type randomReader struct {
+	r    *rand.Rand
+	left int     // bytes still to read
+	buf  [8]byte // bytes of the last draw, buf[next:] not yet read
+	next int
+}
+
+func (r *randomReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	if r.next == 0 {
+		r.next = len(r.buf)
+	}
+	n := 0
+	for n < len(p) && r.left > 0 {
+		if r.next == len(r.buf) {
+			binary.LittleEndian.PutUint64(r.buf[:], r.r.Uint64())
+			r.next = 0
+		}
+		c := min(copy(p[n:], r.buf[r.next:]), r.left)
+		n, r.next, r.left = n+c, r.next+c, r.left-c
+	}
+	return n, nil
+}
+
 // Ref returns the blob ref of data: its BLAKE3 hash, computed by the
 // reference implementation rather than syncnode's own tree hasher.
 func Ref(data []byte) syncnode.BlobRef { return syncnode.RefFromHash(blake3.Sum256(data)) }
+
+// SkipShortUnless skips t under -short unless the environment variable
+// env is set: the tests that need something beyond Go (root and network
+// namespaces, a browser, S3 servers, FUSE) run in the short form only where
+// asked to (.ci/run's second stage sets the variables), and always without
+// -short. what says what the test needs.
+func SkipShortUnless(t testing.TB, env, what string) {
+	t.Helper()
+	if testing.Short() && os.Getenv(env) == "" {
+		t.Skipf("-short: skipping a test that needs %s (set %s to run it)", what, env)
+	}
+}

@@ -14,11 +14,17 @@ import (
 
 // TestChurnShort runs a 20-node mesh with crashes, partitions, members
 // leaving and ejected (and invited back) and tight budgets, and fails if
-// any blob is lost or a share total is wrong.
+// any blob is lost or a share total is wrong. Under -short the mesh has
+// 10 nodes and 30 blobs, with the same faults.
 func TestChurnShort(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Devices: 12, Leaves: 4, Servers: 4, Blobs: 40, BlobSize: 64 << 10,
+		Budget: 256 << 10, Crashes: 4, Partitions: 2, Departures: 2, Ejections: 2, Settle: 60 * time.Second, Seed: 1, Dir: t.TempDir()}
+	if testing.Short() {
+		cfg.Devices, cfg.Leaves, cfg.Servers, cfg.Blobs, cfg.Crashes = 6, 2, 2, 30, 3
+	}
 	var log bytes.Buffer
-	rep, err := Run(t.Context(), Config{Devices: 12, Leaves: 4, Servers: 4, Blobs: 40, BlobSize: 64 << 10,
-		Budget: 256 << 10, Crashes: 4, Partitions: 2, Departures: 2, Ejections: 2, Settle: 60 * time.Second, Seed: 1, Dir: t.TempDir()}, &log)
+	rep, err := Run(t.Context(), cfg, &log)
 	t.Logf("%s\n%s", log.String(), rep)
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +49,7 @@ var churnLong = flag.Bool("churn.long", false, "TestChurnOnFlakyObjectStore: 50 
 // With -churn.long: 50 nodes (8 of them servers), 200 blobs, 20 crashes,
 // 4 partitions, 4 leaves, 4 ejections and 20 store faults.
 func TestChurnOnFlakyObjectStore(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Start(t, "churn")
 	cfg := Config{Devices: 8, Leaves: 3, Servers: 3, Blobs: 40, BlobSize: 64 << 10,
 		Budget: 256 << 10, Crashes: 3, Partitions: 1, Departures: 1, Ejections: 1, Settle: 60 * time.Second, Seed: 2, Dir: t.TempDir(), StoreFaults: 6}
