@@ -61,7 +61,8 @@ type Store interface {
 	// Sync returns once every save before it is on stable storage. Rows
 	// are synced before they are acknowledged or leave the node.
 	Sync() error
-	// Remove deletes g, keeping where this node's writes in it stood.
+	// Remove deletes g, keeping where this node's writes in it stood; it
+	// is called with g locked.
 	Remove(g *syncgroup.Group) error
 	// Resumed returns where this node's writes in group id stood when a
 	// replica of it was last removed.
@@ -374,7 +375,12 @@ func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID, force bool) err
 	delete(s.groups, id)
 	s.mu.Unlock()
 	if s.cfg.Store != nil {
-		if err := s.cfg.Store.Remove(r.g); err != nil {
+		// A round or push that took the replica before it left the map
+		// may still apply rows to it: Remove reads it under its lock.
+		r.mu.Lock()
+		err := s.cfg.Store.Remove(r.g)
+		r.mu.Unlock()
+		if err != nil {
 			return err
 		}
 	}

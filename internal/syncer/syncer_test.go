@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -390,4 +392,51 @@ func TestConfigZeroIsDefault(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want ErrConfig", c, err)
 		}
 	}
+}
+
+// TestLeaveRemovesTheReplicaLocked: a leave reads where this node's
+// writes stood (Store.Remove reads the group) with the group locked, as
+// every round and push applies rows to it under that lock. A round or
+// push still under way when the leave began would otherwise write the
+// group while Remove reads it (found by the race detector in the
+// ownership simulation).
+func TestLeaveRemovesTheReplicaLocked(t *testing.T) {
+	var r *replica
+	var unlocked atomic.Bool
+	c := newClusterWith(t, 3, func(cfg *Config) {
+		db, err := kv.Open(t.TempDir(), discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		cfg.Store = lockCheck{syncgroup.NewStore(db), func() {
+			if r != nil && r.mu.TryLock() {
+				r.mu.Unlock()
+				unlocked.Store(true)
+			}
+		}}
+	})
+	var err error
+	if r, err = c.sync[2].replica(c.gid); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := c.sync[2].Leave(ctx, c.gid, false); err != nil {
+		t.Fatal(err)
+	}
+	if unlocked.Load() {
+		t.Fatal("the replica was removed without its lock held")
+	}
+}
+
+// lockCheck is a store that runs check when a replica is removed.
+type lockCheck struct {
+	*syncgroup.Store
+	check func()
+}
+
+func (s lockCheck) Remove(g *syncgroup.Group) error {
+	s.check()
+	return s.Store.Remove(g)
 }
