@@ -130,3 +130,35 @@ func TestFetchAttemptsSurviveRestart(t *testing.T) {
 		}
 	})
 }
+
+// TestLegacyAttemptsTakenOver: a blob whose attempt count an older
+// version kept in its signpost backs off as far as that count says until
+// the journal records an attempt of its own.
+func TestLegacyAttemptsTakenOver(t *testing.T) {
+	db, err := kv.Open(t.TempDir(), discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ref := testRef(7)
+	j := New(db, func(r syncnode.BlobRef) (int, error) {
+		if r == ref {
+			return 5, nil
+		}
+		return 0, nil
+	}, discard)
+	if a, err := j.Attempt(ref); err != nil || a.Count != 5 {
+		t.Fatalf("attempt before any of the journal's own: %+v, %v; want the legacy 5", a, err)
+	}
+	j.NoteHandoff(ref, "handed off", time.Unix(100, 0))
+	if a, _ := j.Attempt(ref); a.Count != 5 {
+		t.Fatalf("a note hid the legacy count: %+v", a)
+	}
+	if err := j.SetAttempt(ref, fetcher.Attempt{Count: 6, Err: "no holder"}); err != nil {
+		t.Fatal(err)
+	}
+	e, ok := j.Read(ref)
+	if !ok || e.Count != 6 || e.Err != "no holder" || e.Handoff != "handed off" {
+		t.Fatalf("journal after an attempt: %+v %v; want 6, its error, and the note kept", e, ok)
+	}
+}
