@@ -59,11 +59,17 @@ var _ retrieval.Keeper = keeper{}
 type custodyRules struct{ n *Node }
 
 // MayEvict reports whether eviction may drop ref: it must have no shares
-// here and be referenced in a syncgroup. A blob no row has referenced
-// exists nowhere else; only RemoveBlob, asked for by name, deletes it.
+// here, have come from a peer or have been granted to this device as its
+// origin, and be referenced in a syncgroup. A blob no row has referenced,
+// or one put here whose creator shares were never granted (no row of a
+// group this node is a member of named it since), exists nowhere else;
+// only RemoveBlob, asked for by name, deletes it.
 func (r custodyRules) MayEvict(ref syncnode.BlobRef) (bool, error) {
 	ok, err := r.n.ledger.MayEvict(ref)
 	if err != nil || !ok {
+		return false, err
+	}
+	if ungranted, err := r.n.ledger.Ungranted(ref); err != nil || ungranted {
 		return false, err
 	}
 	sp, err := r.n.signposts.Get(ref)

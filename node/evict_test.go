@@ -1,10 +1,13 @@
 package node
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/testkit"
@@ -75,5 +78,38 @@ func TestUnreferencedBlobIsNeverEvicted(t *testing.T) {
 	}
 	if len(rep.Evicted) != 0 || !n.HasBlob(ref) || rep.PinnedOver != 64<<10-1 {
 		t.Fatalf("a blob no row references was evicted or not reported: %+v", rep)
+	}
+}
+
+// TestOriginCopyWithoutItsGrantIsNeverEvicted: a device writes a row
+// naming a blob before it has the bytes, leaves the group, and then puts
+// the blob. It is no member to be granted the creator's shares in, yet
+// its signpost still names the group, and its copy is the only one: a
+// device over its budget must keep it (seen in the ownership simulation
+// after a rejoin whose first round failed).
+func TestOriginCopyWithoutItsGrantIsNeverEvicted(t *testing.T) {
+	nodes, g := meshWith(t, true, func(c *Config) { c.BlobBudget = 1 }, syncnode.Normal, syncnode.Normal)
+	device := nodes[1]
+	data := make([]byte, 64<<10)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	ref := testkit.Ref(data)
+	v, _ := msgpack.Marshal(map[string]any{"blob": ref})
+	if _, err := device.PutRow(g, "photos/first", v); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := device.LeaveGroupWith(t.Context(), g, LeaveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := device.PutBlob(t.Context(), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := device.Evict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !device.HasBlob(ref) || len(rep.Evicted) > 0 {
+		t.Fatalf("the only copy of a blob put here, its creator shares never granted, was evicted: %+v", rep)
 	}
 }

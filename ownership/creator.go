@@ -72,3 +72,12 @@ func (l *Ledger) MarkFetched(ref syncnode.BlobRef) error {
 		return store(txn, ref, r)
 	})
 }
+
+// Ungranted reports whether this device is ref's origin and was never
+// granted the creator's shares of it in any group: its copy came from no
+// peer, so until a grant pins it there is no reason to think any other
+// device holds the blob.
+func (l *Ledger) Ungranted(ref syncnode.BlobRef) (bool, error) {
+	r, err := l.read(ref)
+	return err == nil && !r.Fetched && len(r.Created) == 0, err
+}

@@ -41,7 +41,16 @@ func (l *Ledger) Reclaim(ref syncnode.BlobRef, orphaned []syncnode.GroupID) (gra
 			if r.Shares[g] == 0 {
 				r.add(g, CreatorShares)
 				granted = append(granted, g)
+				if r.Created == nil {
+					r.Created = map[syncnode.GroupID]bool{}
+				}
+				r.Created[g] = true // taken once: no creator grant adds more
 			}
+		}
+		if len(granted) == 0 && len(r.Shares) == 0 {
+			// Others keep its shares: this copy is a spare, like a
+			// fetched one, and no creator grant is due to it.
+			r.Fetched = true
 		}
 		return store(txn, ref, r)
 	})
