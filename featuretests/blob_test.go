@@ -26,7 +26,7 @@ func TestBlobWholeTransfer(t *testing.T) {
 	var mu sync.Mutex
 	var states []node.State
 	var last node.Status
-	info, err := b.FetchBlob(t.Context(), ref, node.FetchOptions{Priority: node.PriorityHigh, Status: func(s node.Status) {
+	info, err := b.FetchBlob(t.Context(), ref, node.FetchOptions{Urgency: node.UrgencyHigh, Status: func(s node.Status) {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(states) == 0 || states[len(states)-1] != s.State {

@@ -107,7 +107,7 @@ func (p custodyPeers) Unclaim(ref syncnode.BlobRef) {
 
 // Refetch fetches ref from a peer.
 func (p custodyPeers) Refetch(ctx context.Context, ref syncnode.BlobRef) error {
-	_, err := p.n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityNormal})
+	_, err := p.n.retr.Fetch(ctx, ref, retrieval.Request{Urgency: UrgencyNormal})
 	return err
 }
 

@@ -24,7 +24,7 @@ func TestLikelyHolderWithoutTheBlob(t *testing.T) {
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	ref := putBlobRow(t, a, g, "photos/one", 200<<10, 1)
 	testkit.WaitFor(t, 10*time.Second, "the signpost at c", func() bool { _, err := c.Signpost(ref); return err == nil })
-	tr, err := c.retr.Fetch(t.Context(), ref, retrieval.Request{Priority: PriorityNormal, Hints: []peer.ID{b.ID()}})
+	tr, err := c.retr.Fetch(t.Context(), ref, retrieval.Request{Urgency: UrgencyNormal, Hints: []peer.ID{b.ID()}})
 	info := tr.Info
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +44,7 @@ func TestLikelyHolderServesAtOnce(t *testing.T) {
 	a, c := nodes[0], nodes[1]
 	ref := putBlobRow(t, a, g, "photos/one", 300<<10, 2)
 	haves := a.service.Stats().Haves
-	tr, err := c.retr.Fetch(t.Context(), ref, retrieval.Request{Priority: PriorityNormal, Hints: []peer.ID{a.ID()}})
+	tr, err := c.retr.Fetch(t.Context(), ref, retrieval.Request{Urgency: UrgencyNormal, Hints: []peer.ID{a.ID()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,10 +66,10 @@ func TestLikelyHolderOfALargeBlob(t *testing.T) {
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	const size = 6 << 20
 	ref := putBlobRow(t, a, g, "photos/one", size, 3)
-	if _, err := b.retr.Fetch(t.Context(), ref, retrieval.Request{Priority: PriorityNormal, Hints: []peer.ID{a.ID()}}); err != nil {
+	if _, err := b.retr.Fetch(t.Context(), ref, retrieval.Request{Urgency: UrgencyNormal, Hints: []peer.ID{a.ID()}}); err != nil {
 		t.Fatal(err)
 	}
-	tr, err := c.retr.Fetch(t.Context(), ref, retrieval.Request{Priority: PriorityNormal, Hints: []peer.ID{b.ID()}})
+	tr, err := c.retr.Fetch(t.Context(), ref, retrieval.Request{Urgency: UrgencyNormal, Hints: []peer.ID{b.ID()}})
 	if err != nil {
 		t.Fatal(err)
 	}

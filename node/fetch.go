@@ -26,17 +26,17 @@ const (
 // Status is a fetch's progress (see retrieval.Status).
 type Status = retrieval.Status
 
-// Fetch priorities: a waiting fetch with a higher priority starts first.
+// Fetch urgencies: a waiting fetch with a higher urgency starts first.
 const (
-	PriorityBackground = retrieval.PriorityBackground // the server fetcher's
-	PriorityNormal     = retrieval.PriorityNormal
-	PriorityHigh       = retrieval.PriorityHigh
+	UrgencyBackground = retrieval.UrgencyBackground // the server fetcher's
+	UrgencyNormal     = retrieval.UrgencyNormal
+	UrgencyHigh       = retrieval.UrgencyHigh
 )
 
 // FetchOptions modify FetchBlob.
 type FetchOptions struct {
-	// Priority orders this fetch among those waiting to start.
-	Priority int
+	// Urgency orders this fetch among those waiting to start.
+	Urgency int
 	// Status, if not nil, is called with every change of the fetch's
 	// status, one call at a time, ending with Done or Failed.
 	Status func(Status)
@@ -60,7 +60,7 @@ func (n *Node) FetchBlob(ctx context.Context, ref syncnode.BlobRef, opts FetchOp
 		return blobstore.Info{}, err
 	}
 	defer done()
-	res, err := n.retr.Fetch(ctx, ref, retrieval.Request{Priority: opts.Priority, Status: opts.Status, WaitForHolder: opts.WaitForHolder})
+	res, err := n.retr.Fetch(ctx, ref, retrieval.Request{Urgency: opts.Urgency, Status: opts.Status, WaitForHolder: opts.WaitForHolder})
 	if err != nil {
 		return res.Info, err
 	}

@@ -77,7 +77,7 @@ type Config struct {
 	// defaults of a zero fetcher.Config).
 	Fetcher *fetcher.Config
 	// MaxFetches bounds the blob fetches running at once, the server
-	// fetcher's included; waiting fetches start by priority (default 16).
+	// fetcher's included; waiting fetches start by urgency (default 16).
 	MaxFetches int
 	// BlobBudget is the most bytes of blobs this device keeps when it is a
 	// server in no group: above it, least-recently-used blobs with no

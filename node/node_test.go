@@ -63,6 +63,6 @@ func TestPutReopenGetRemove(t *testing.T) {
 // fetchFrom fetches ref at n as a user's fetch would, asking hints first,
 // and takes no shares.
 func fetchFrom(ctx context.Context, n *Node, ref syncnode.BlobRef, hints ...peer.ID) (blobstore.Info, error) {
-	res, err := n.retr.Fetch(ctx, ref, retrieval.Request{Priority: PriorityNormal, Hints: hints})
+	res, err := n.retr.Fetch(ctx, ref, retrieval.Request{Urgency: UrgencyNormal, Hints: hints})
 	return res.Info, err
 }

@@ -69,7 +69,7 @@ func blobPut(*flag.FlagSet) func(*cmd) error {
 
 func blobGet(fs *flag.FlagSet) func(*cmd) error {
 	out := fs.String("o", "", "output file (default stdout)")
-	prio := fs.Int("priority", node.PriorityHigh, "fetch priority: higher runs first when fetches queue")
+	urgency := fs.Int("urgency", node.UrgencyHigh, "fetch urgency: higher runs first when fetches queue")
 	wait := fs.Duration("wait", time.Minute, "how long to wait for a holder that cannot be reached now (gone, restarting) to come back; 0 fails at once")
 	return func(c *cmd) error {
 		ref, cl, err := c.refAndClient()
@@ -77,7 +77,7 @@ func blobGet(fs *flag.FlagSet) func(*cmd) error {
 			return err
 		}
 		p := newFetchProgress(c.stderr)
-		err = cl.FetchBlob(c.ctx, ref.String(), api.FetchOptions{Priority: *prio, Wait: *wait}, p.event)
+		err = cl.FetchBlob(c.ctx, ref.String(), api.FetchOptions{Urgency: *urgency, Wait: *wait}, p.event)
 		p.end(err)
 		if err != nil {
 			return err

@@ -45,8 +45,8 @@ func statPath(ref string) string { return blobPath(ref) + "/stat" }
 
 func fetchPath(ref string, o FetchOptions) string {
 	q := url.Values{}
-	if o.Priority != 0 {
-		q.Set("priority", fmt.Sprint(o.Priority))
+	if o.Urgency != 0 {
+		q.Set("urgency", fmt.Sprint(o.Urgency))
 	}
 	if o.Wait > 0 {
 		q.Set("wait", o.Wait.String())

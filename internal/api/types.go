@@ -34,9 +34,9 @@ type BlobInfo struct {
 
 // FetchOptions tune a fetch the user asked for.
 type FetchOptions struct {
-	// Priority orders fetches that wait for a slot: higher first
-	// (node.PriorityNormal when zero).
-	Priority int
+	// Urgency orders fetches that wait for a slot: higher first
+	// (node.UrgencyNormal when zero).
+	Urgency int
 	// Wait is how long a fetch whose holders cannot be reached waits for
 	// one to come back (zero: it fails at once).
 	Wait time.Duration

@@ -109,10 +109,10 @@ func (s *server) fetchBlob(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	prio := node.PriorityNormal
-	if v := r.URL.Query().Get("priority"); v != "" {
-		if prio, err = strconv.Atoi(v); err != nil {
-			fail(w, badRequest("bad priority %q", v))
+	urgency := node.UrgencyNormal
+	if v := r.URL.Query().Get("urgency"); v != "" {
+		if urgency, err = strconv.Atoi(v); err != nil {
+			fail(w, badRequest("bad urgency %q", v))
 			return
 		}
 	}
@@ -143,7 +143,7 @@ func (s *server) fetchBlob(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	_, err = s.n.FetchBlob(r.Context(), ref, node.FetchOptions{Priority: prio, WaitForHolder: wait, Status: func(st node.Status) {
+	_, err = s.n.FetchBlob(r.Context(), ref, node.FetchOptions{Urgency: urgency, WaitForHolder: wait, Status: func(st node.Status) {
 		ev := api.FetchEvent{State: st.State.String(), Received: st.Received, Total: st.Total, Holders: len(st.Holders)}
 		if st.Err != nil {
 			ev.Error = st.Err.Error()

@@ -32,7 +32,7 @@ func (d *Discovery) attempt(ctx context.Context, ref syncnode.BlobRef, try *fetc
 // fetchAndTake fetches ref in the background and takes its shares; it
 // returns what the fetch tried and found.
 func (d *Discovery) fetchAndTake(ctx context.Context, ref syncnode.BlobRef, release func()) (retrieval.Result, error) {
-	res, err := d.retr.Fetch(ctx, ref, retrieval.Request{Priority: retrieval.PriorityBackground, Background: true})
+	res, err := d.retr.Fetch(ctx, ref, retrieval.Request{Urgency: retrieval.UrgencyBackground, Background: true})
 	if err != nil {
 		return res, err
 	}

@@ -116,7 +116,7 @@ func (x *ejection) keep(ctx context.Context, refs []syncnode.BlobRef, took func(
 		// would evict a copy it holds no shares of yet.
 		unpin := h.copies.Pin(ref)
 		defer unpin()
-		if _, err := h.fetch.Fetch(ctx, ref, retrieval.Request{Priority: retrieval.PriorityHigh, Hints: []peer.ID{p}}); err != nil {
+		if _, err := h.fetch.Fetch(ctx, ref, retrieval.Request{Urgency: retrieval.UrgencyHigh, Hints: []peer.ID{p}}); err != nil {
 			h.log.Warn("a blob an ejected member kept could not be fetched", "blob", ref, "group", g, "peer", p, "err", err)
 			e.AtRisk = append(e.AtRisk, ref)
 			continue

@@ -187,7 +187,7 @@ func (h *Handoffs) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef
 		if err != nil {
 			return shares.Result{}, fmt.Errorf("handoff: hand-off from %s waited for a fetch place: %w", from, err)
 		}
-		_, err = h.fetch.Fetch(ctx, ref, retrieval.Request{Priority: retrieval.PriorityNormal, Hints: []peer.ID{from}})
+		_, err = h.fetch.Fetch(ctx, ref, retrieval.Request{Urgency: retrieval.UrgencyNormal, Hints: []peer.ID{from}})
 		release()
 		if err != nil {
 			h.note(ref, fmt.Sprintf("hand-off from %s not taken: fetch failed: %v", from, err))

@@ -16,14 +16,14 @@ import (
 
 // attempt makes one try of f: it takes a fetch slot, asks the likely
 // holder, else locates the holders and fetches from them.
-func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, prio int, hints []peer.ID) (blobproto.FetchResult, []peer.ID, error) {
+func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef, urgency int, hints []peer.ID) (blobproto.FetchResult, []peer.ID, error) {
 	// The server fetcher's attempt needs a place with its likely holder
 	// before it takes a fetch slot: one member whose blobs come slowly (or
 	// never quite stall) holds half the slots at most, and the others'
 	// blobs go on beside it. Without one the attempt does not start; the
 	// fetcher tries it again soon, not counting it. A user's fetch, or
 	// one that joined the fetcher's, waits in no such line.
-	if _, byFetcher := f.priority(); byFetcher {
+	if _, byFetcher := f.urgency(); byFetcher {
 		if p, ok := r.likelyHolder(ref, hints); ok {
 			release, ok := r.perHolder.tryAcquire(p)
 			if !ok {
@@ -32,7 +32,7 @@ func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef
 			defer release()
 		}
 	}
-	if err := r.gate.acquire(ctx, prio); err != nil {
+	if err := r.gate.acquire(ctx, urgency); err != nil {
 		return blobproto.FetchResult{}, nil, err
 	}
 	defer r.gate.release()

@@ -36,21 +36,21 @@ type flight struct {
 	watchers map[int]func(Status)
 	nextID   int
 	waiters  int
-	// wait is the longest WaitForHolder of the callers so far, prio the
-	// highest priority.
-	wait time.Duration
-	prio int
+	// wait is the longest WaitForHolder of the callers so far, maxUrgency the
+	// highest urgency.
+	wait       time.Duration
+	maxUrgency int
 	// byFetcher: every caller so far is the server fetcher, whose
 	// attempts wait for a place with the likely holder (fetcher.ErrBusy).
 	byFetcher bool
 }
 
-// priority returns the highest priority of f's callers so far, and
+// urgency returns the highest urgency of f's callers so far, and
 // whether they are all the server fetcher.
-func (f *flight) priority() (int, bool) {
+func (f *flight) urgency() (int, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.prio, f.byFetcher
+	return f.maxUrgency, f.byFetcher
 }
 
 func (f *flight) set(s Status) {
@@ -72,7 +72,7 @@ func (r *Retriever) Fetch(ctx context.Context, ref syncnode.BlobRef, req Request
 		return Result{}, ErrClosed
 	}
 	defer done()
-	prio, hints, status, wait := req.Priority, req.Hints, req.Status, req.WaitForHolder
+	urgency, hints, status, wait := req.Urgency, req.Hints, req.Status, req.WaitForHolder
 	if info, err := r.store.Stat(ref); err == nil {
 		if status != nil {
 			status(Status{State: Done, Received: info.Size, Total: info.Size})
@@ -85,7 +85,7 @@ func (r *Retriever) Fetch(ctx context.Context, ref syncnode.BlobRef, req Request
 	if f == nil {
 		// Status starts at Pending; the flight runs once its first
 		// watcher is in place, so every watcher sees every stage.
-		f = &flight{done: make(chan struct{}), watchers: map[int]func(Status){}, prio: prio, byFetcher: req.Background}
+		f = &flight{done: make(chan struct{}), watchers: map[int]func(Status){}, maxUrgency: urgency, byFetcher: req.Background}
 		fctx, cancel := context.WithCancel(r.ctx)
 		f.cancel = cancel
 		r.flights.m[ref] = f
@@ -99,7 +99,7 @@ func (r *Retriever) Fetch(ctx context.Context, ref syncnode.BlobRef, req Request
 	f.waiters++
 	f.mu.Lock()
 	f.wait = max(f.wait, wait)
-	f.prio = max(f.prio, prio)
+	f.maxUrgency = max(f.maxUrgency, urgency)
 	f.byFetcher = f.byFetcher && req.Background
 	id := f.nextID
 	f.nextID++
@@ -155,9 +155,9 @@ func (r *Retriever) runFlight(ctx context.Context, f *flight, ref syncnode.BlobR
 	defer r.land(f, ref)
 	start := time.Now()
 	for tries := 0; ; tries++ {
-		prio, _ := f.priority()
-		res, holders, err := r.attempt(ctx, f, ref, prio, hints)
-		if _, byFetcher := f.priority(); errors.Is(err, fetcher.ErrBusy) && !byFetcher {
+		urgency, _ := f.urgency()
+		res, holders, err := r.attempt(ctx, f, ref, urgency, hints)
+		if _, byFetcher := f.urgency(); errors.Is(err, fetcher.ErrBusy) && !byFetcher {
 			continue // another caller joined the fetcher's: it waits for no holder's place
 		}
 		if err == nil {

@@ -8,7 +8,7 @@ import (
 )
 
 // gate admits at most a fixed number of fetches at once; waiting fetches
-// are admitted highest priority first, then in arrival order.
+// are admitted most urgent first, then in arrival order.
 type gate struct {
 	mu      sync.Mutex
 	free    int
@@ -17,22 +17,22 @@ type gate struct {
 }
 
 type waiter struct {
-	prio  int
-	seq   uint64
-	ready chan struct{}
+	urgency int
+	seq     uint64
+	ready   chan struct{}
 }
 
 func newGate(n int) *gate { return &gate{free: n} }
 
 // acquire waits for a slot; it fails only when ctx ends.
-func (g *gate) acquire(ctx context.Context, prio int) error {
+func (g *gate) acquire(ctx context.Context, urgency int) error {
 	g.mu.Lock()
 	if g.free > 0 && len(g.waiting) == 0 {
 		g.free--
 		g.mu.Unlock()
 		return nil
 	}
-	w := &waiter{prio: prio, seq: g.seq, ready: make(chan struct{})}
+	w := &waiter{urgency: urgency, seq: g.seq, ready: make(chan struct{})}
 	g.seq++
 	g.waiting = append(g.waiting, w)
 	g.mu.Unlock()
@@ -69,7 +69,7 @@ func (g *gate) releaseLocked() {
 	best := 0
 	for i, w := range g.waiting {
 		b := g.waiting[best]
-		if w.prio > b.prio || (w.prio == b.prio && w.seq < b.seq) {
+		if w.urgency > b.urgency || (w.urgency == b.urgency && w.seq < b.seq) {
 			best = i
 		}
 	}

@@ -10,12 +10,12 @@ import (
 func TestGateAdmitsByPriorityThenArrival(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := newGate(1)
-		if err := g.acquire(t.Context(), PriorityNormal); err != nil {
+		if err := g.acquire(t.Context(), UrgencyNormal); err != nil {
 			t.Fatal(err)
 		}
 		var order []int
 		done := make(chan struct{})
-		prios := []int{PriorityBackground, PriorityNormal, PriorityHigh, PriorityNormal, PriorityBackground}
+		prios := []int{UrgencyBackground, UrgencyNormal, UrgencyHigh, UrgencyNormal, UrgencyBackground}
 		for i, p := range prios {
 			go func() {
 				if err := g.acquire(context.Background(), p); err != nil {
@@ -30,7 +30,7 @@ func TestGateAdmitsByPriorityThenArrival(t *testing.T) {
 		// A cancelled waiter leaves the queue without taking a slot.
 		ctx, cancel := context.WithCancel(t.Context())
 		errc := make(chan error)
-		go func() { errc <- g.acquire(ctx, PriorityHigh+1) }()
+		go func() { errc <- g.acquire(ctx, UrgencyHigh+1) }()
 		synctest.Wait()
 		cancel()
 		if err := <-errc; err == nil {

@@ -41,17 +41,19 @@ type Status struct {
 	Until time.Time
 }
 
-// Fetch priorities: a waiting fetch with a higher priority starts first.
+// Fetch urgencies: a waiting fetch with a higher urgency starts first.
+// (A device's standing in a group is its priority, syncnode.Priority; a
+// fetch's place in the line is its urgency.)
 const (
-	PriorityBackground = 0 // the server fetcher's
-	PriorityNormal     = 1
-	PriorityHigh       = 2
+	UrgencyBackground = 0 // the server fetcher's
+	UrgencyNormal     = 1
+	UrgencyHigh       = 2
 )
 
 // Request is what a caller asks of a fetch.
 type Request struct {
-	// Priority orders this fetch among those waiting to start.
-	Priority int
+	// Urgency orders this fetch among those waiting to start.
+	Urgency int
 	// Status, if not nil, is called with every change of the fetch's
 	// status, one call at a time, ending with Done or Failed.
 	Status func(Status)

@@ -1,7 +1,7 @@
 // Package retrieval fetches blobs for a node: it locates their holders
 // (signposts, members, the DHT), ranks holders by how they served, shares
 // one transfer among the callers asking for a blob, admits fetches by
-// priority, and commits what verified.
+// urgency, and commits what verified.
 package retrieval
 
 import (

@@ -151,7 +151,7 @@ func (d *demo) spread(ctx context.Context, ref syncnode.BlobRef) error {
 	sh, _ := d.server.BlobShares(ref)
 	d.say("server's background fetcher pulled the blob, verified against its BLAKE3 tree, and took %d shares", sh[d.g])
 	last := node.Pending
-	_, err := d.laptop.FetchBlob(ctx, ref, node.FetchOptions{Priority: node.PriorityHigh, Status: func(s node.Status) {
+	_, err := d.laptop.FetchBlob(ctx, ref, node.FetchOptions{Urgency: node.UrgencyHigh, Status: func(s node.Status) {
 		if s.State != last {
 			last = s.State
 			d.say("laptop fetch: %s %s", s.State, progress(s))
