@@ -253,3 +253,9 @@ func hashing(ctx context.Context, w io.Writer, r io.Reader, want syncnode.BlobRe
 	}
 	return info, ob, nil
 }
+
+// Holds reports whether s holds ref, whole and verified.
+func Holds(s Store, ref syncnode.BlobRef) bool {
+	_, err := s.Stat(ref)
+	return err == nil
+}

@@ -65,11 +65,8 @@ type custodyRules struct{ n *Node }
 // group this node is a member of named it since), exists nowhere else;
 // only RemoveBlob, asked for by name, deletes it.
 func (r custodyRules) MayEvict(ref syncnode.BlobRef) (bool, error) {
-	ok, err := r.n.ledger.MayEvict(ref)
+	ok, err := r.n.ledger.MayEvictCopy(ref)
 	if err != nil || !ok {
-		return false, err
-	}
-	if ungranted, err := r.n.ledger.Ungranted(ref); err != nil || ungranted {
 		return false, err
 	}
 	sp, err := r.n.signposts.Get(ref)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -227,6 +226,4 @@ func (n *Node) ListRows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, err
 }
 
 // connected reports whether this node has a connection to p.
-func (n *Node) connected(p peer.ID) bool {
-	return n.h.Network().Connectedness(p) == network.Connected
-}
+func (n *Node) connected(p peer.ID) bool { return connectivity.Connected(n.h, p) }

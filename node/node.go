@@ -409,10 +409,7 @@ func (n *Node) StatBlob(ref syncnode.BlobRef) (blobstore.Info, error) { return n
 // HasBlob reports whether the node holds ref, whole and verified.
 func (n *Node) HasBlob(ref syncnode.BlobRef) bool { return n.holds(ref) }
 
-func (n *Node) holds(ref syncnode.BlobRef) bool {
-	_, err := n.blobs.Stat(ref)
-	return err == nil
-}
+func (n *Node) holds(ref syncnode.BlobRef) bool { return blobstore.Holds(n.blobs, ref) }
 
 // BlobShares returns this device's ownership shares of ref by syncgroup.
 func (n *Node) BlobShares(ref syncnode.BlobRef) (map[syncnode.GroupID]int, error) {

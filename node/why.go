@@ -116,14 +116,6 @@ func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 	return w, nil
 }
 
-func peerStrings(ps []peer.ID) []string {
-	out := make([]string, len(ps))
-	for i, p := range ps {
-		out[i] = p.String()
-	}
-	return out
-}
-
 // FetchQueue explains up to max blobs in the server fetcher's hands, those
 // being fetched first, then the queue soonest first: each with its
 // persisted attempt count, next attempt and journal.

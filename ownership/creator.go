@@ -73,11 +73,13 @@ func (l *Ledger) MarkFetched(ref syncnode.BlobRef) error {
 	})
 }
 
-// Ungranted reports whether this device is ref's origin and was never
-// granted the creator's shares of it in any group: its copy came from no
-// peer, so until a grant pins it there is no reason to think any other
-// device holds the blob.
-func (l *Ledger) Ungranted(ref syncnode.BlobRef) (bool, error) {
+// MayEvictCopy reports whether eviction may drop this device's copy of
+// ref: MayEvict, and the copy came from a peer or its origin was granted
+// the creator's shares in some group. An origin never granted (no row of
+// a group it is a member of named the blob since it was put) has no
+// reason to think any other device holds the blob. Read once.
+func (l *Ledger) MayEvictCopy(ref syncnode.BlobRef) (bool, error) {
 	r, err := l.read(ref)
-	return err == nil && !r.Fetched && len(r.Created) == 0, err
+	granted := r.Fetched || len(r.Created) > 0
+	return err == nil && !r.Recovered && granted && MayEvict(r.Shares, len(r.Escrow)), err
 }

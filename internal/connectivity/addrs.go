@@ -9,6 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
@@ -237,4 +238,9 @@ func ClearDialBackoff(h host.Host, peers []peer.ID) {
 	for _, p := range peers {
 		sw.Backoff().Clear(p)
 	}
+}
+
+// Connected reports whether h has a connection to p now.
+func Connected(h host.Host, p peer.ID) bool {
+	return h.Network().Connectedness(p) == network.Connected
 }

@@ -7,7 +7,6 @@ package connectivity
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -227,6 +226,3 @@ func (s *Service) dial(ai peer.AddrInfo, what string) {
 		s.log.Debug(what+" unreachable", "peer", ai.ID, "err", err)
 	}
 }
-
-// errf wraps err with what failed.
-func errf(what string, err error) error { return fmt.Errorf("connectivity: %s: %w", what, err) }

@@ -136,10 +136,7 @@ func (d *Discovery) Queue() *fetcher.Fetcher { return d.fetcher }
 func (d *Discovery) Stats() (attempts, failures int64) { return d.attempts.Load(), d.failures.Load() }
 
 // holds reports whether this node holds ref, whole and verified.
-func (d *Discovery) holds(ref syncnode.BlobRef) bool {
-	_, err := d.store.Stat(ref)
-	return err == nil
-}
+func (d *Discovery) holds(ref syncnode.BlobRef) bool { return blobstore.Holds(d.store, ref) }
 
 // peerStrings returns ps as strings.
 func peerStrings(ps []peer.ID) []string {

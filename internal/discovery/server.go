@@ -65,10 +65,9 @@ func (d *Discovery) serverWork(ctx context.Context, keep func(syncnode.BlobRef) 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !d.book.IsServerIn(sp.Groups()) || !keep(ref) {
-			return nil
-		}
-		if !d.holds(ref) || d.sharesUnsettled(ref, sp.Groups()) {
+		// keep last: at open it reads the blob's attempt record, which
+		// most blobs of a server, held and settled, need not.
+		if d.book.IsServerIn(sp.Groups()) && (!d.holds(ref) || d.sharesUnsettled(ref, sp.Groups())) && keep(ref) {
 			want = append(want, ref)
 		}
 		return nil

@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/blobproto"
+	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"
 	"github.com/syncnode/syncnode/internal/signposting"
@@ -157,15 +157,10 @@ func (h *Handoffs) Close() {
 func (h *Handoffs) Shares() *shares.Service { return h.shares }
 
 // connected reports whether this node has a connection to p.
-func (h *Handoffs) connected(p peer.ID) bool {
-	return h.host.Network().Connectedness(p) == network.Connected
-}
+func (h *Handoffs) connected(p peer.ID) bool { return connectivity.Connected(h.host, p) }
 
 // holds reports whether this node holds ref, whole and verified.
-func (h *Handoffs) holds(ref syncnode.BlobRef) bool {
-	_, err := h.store.Stat(ref)
-	return err == nil
-}
+func (h *Handoffs) holds(ref syncnode.BlobRef) bool { return blobstore.Holds(h.store, ref) }
 
 // note records the outcome of ref's hand-off.
 func (h *Handoffs) note(ref syncnode.BlobRef, what string) {

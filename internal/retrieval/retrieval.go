@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/blobproto"
+	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/workgroup"
 	"github.com/syncnode/syncnode/signpost"
 )
@@ -200,6 +200,4 @@ func (r *Retriever) Have(ctx context.Context, p peer.ID, ref syncnode.BlobRef) (
 func (r *Retriever) haveTimeout() time.Duration { return max(r.cfg.IOTimeout/4, time.Second) }
 
 // connected reports whether this node has a connection to p.
-func (r *Retriever) connected(p peer.ID) bool {
-	return r.h.Network().Connectedness(p) == network.Connected
-}
+func (r *Retriever) connected(p peer.ID) bool { return connectivity.Connected(r.h, p) }
