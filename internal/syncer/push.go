@@ -163,13 +163,10 @@ func (s *Syncer) enqueuePush(p peer.ID, it pushItem) {
 		ob = ob[1:]
 	}
 	s.outboxes[p] = ob
-	if running {
-		s.mu.Unlock()
-		return
+	if !running && !s.work.Go(func() { s.drain(p) }) {
+		delete(s.outboxes, p)
 	}
-	s.wg.Add(1)
 	s.mu.Unlock()
-	go s.drain(p)
 }
 
 func queuedRows(items []pushItem) int {
@@ -182,7 +179,6 @@ func queuedRows(items []pushItem) int {
 
 // drain sends p's queued rows until none are left.
 func (s *Syncer) drain(p peer.ID) {
-	defer s.wg.Done()
 	for {
 		s.mu.Lock()
 		items := s.outboxes[p]
@@ -421,9 +417,7 @@ func (s *Syncer) pushTo(id syncnode.GroupID, p peer.ID) {
 	}
 	s.pushing[k] = false
 	s.mu.Unlock()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	started := s.work.Go(func() {
 		for {
 			ctx, cancel := context.WithTimeout(s.ctx, 4*s.cfg.IOTimeout)
 			if err := s.SyncWith(ctx, id, p); err != nil {
@@ -440,5 +434,10 @@ func (s *Syncer) pushTo(id syncnode.GroupID, p peer.ID) {
 			s.pushing[k] = false
 			s.mu.Unlock()
 		}
-	}()
+	})
+	if !started {
+		s.mu.Lock()
+		delete(s.pushing, k)
+		s.mu.Unlock()
+	}
 }

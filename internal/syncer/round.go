@@ -382,9 +382,7 @@ func (s *Syncer) observePriority(r *replica, from peer.ID, p syncnode.Priority) 
 // Run runs periodic rounds until Close: every Interval, each group has a
 // round with RoundPeers members picked by roundPeers.
 func (s *Syncer) Run() {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.work.Go(func() {
 		for {
 			t := time.NewTimer(s.cfg.Interval)
 			select {
@@ -399,7 +397,7 @@ func (s *Syncer) Run() {
 				}
 			}
 		}
-	}()
+	})
 }
 
 // roundPeers picks the members of group id for a periodic round: a random

@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/workgroup"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -144,13 +145,12 @@ type Syncer struct {
 	outboxes map[peer.ID][]pushItem
 	// refused counts, per writer, rows refused over its budget.
 	refused map[peer.ID]int64
-	// closed: Close has begun; no call starts work any more.
-	closed bool
-	wg     sync.WaitGroup
-	ctx    context.Context
+	// work holds the pushes, rounds and calls that Close stops and
+	// waits for; ctx is its context.
+	work *workgroup.Group
+	ctx  context.Context
 
 	rowsSent, bytesSent, messages atomic.Int64
-	cancel                        context.CancelFunc
 }
 
 type pushKey struct {
@@ -166,13 +166,13 @@ func New(h host.Host, cfg Config, log *slog.Logger, hooks Hooks) (*Syncer, error
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	ctx, cancel := context.WithCancel(context.Background())
+	work := workgroup.New()
 	if hooks == nil {
 		hooks = noHooks{}
 	}
 	s := &Syncer{h: h, cfg: cfg, log: log, hooks: hooks,
 		groups: map[syncnode.GroupID]*replica{}, pushing: map[pushKey]bool{}, memberIPs: map[peer.ID]map[string]bool{},
-		outboxes: map[peer.ID][]pushItem{}, ctx: ctx, cancel: cancel}
+		outboxes: map[peer.ID][]pushItem{}, work: work, ctx: work.Context()}
 	h.SetStreamHandler(p2p.ProtoSync, s.handleSync)
 	h.SetStreamHandler(p2p.ProtoPush, s.handlePush)
 	h.SetStreamHandler(p2p.ProtoJoin, s.handleJoin)
@@ -184,11 +184,7 @@ func (s *Syncer) Close() {
 	s.h.RemoveStreamHandler(p2p.ProtoSync)
 	s.h.RemoveStreamHandler(p2p.ProtoPush)
 	s.h.RemoveStreamHandler(p2p.ProtoJoin)
-	s.mu.Lock()
-	s.closed = true
-	s.cancel()
-	s.mu.Unlock()
-	s.wg.Wait()
+	s.work.Close()
 }
 
 // ErrClosed reports a call made once the syncer was closing.
@@ -198,15 +194,11 @@ var ErrClosed = errors.New("syncer: closed")
 // then waits for; it fails once Close has begun. The context returned
 // ends with ctx or when Close begins; call done when the call ends.
 func (s *Syncer) enter(ctx context.Context) (context.Context, func(), error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	ctx, done, err := s.work.Enter(ctx)
+	if err != nil {
 		return ctx, nil, ErrClosed
 	}
-	s.wg.Add(1)
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(s.ctx, cancel)
-	return ctx, func() { stop(); cancel(); s.wg.Done() }, nil
+	return ctx, done, nil
 }
 
 // Stats are a syncer's counters.
