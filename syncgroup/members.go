@@ -213,3 +213,40 @@ func (g *Group) IsMember(p peer.ID) bool {
 
 // Members returns the members, sorted by peer ID.
 func (g *Group) Members() []Member { return slices.Clone(g.membership().list) }
+
+// MemberChange is what a membership row says happened to a member.
+type MemberChange int
+
+// What a membership row records.
+const (
+	// NoMemberChange: the row is a data row, or an admission that ejects
+	// nobody.
+	NoMemberChange MemberChange = iota
+	// MemberJoined: the member's row is live (it joined, or changed its
+	// name or addresses).
+	MemberJoined
+	// MemberLeft: the member deleted its own row.
+	MemberLeft
+	// MemberEjected: an admin ejected the member.
+	MemberEjected
+)
+
+// ChangeOf reports which member row concerns and what it records of it.
+func ChangeOf(row Row) (peer.ID, MemberChange) {
+	switch {
+	case !strings.HasPrefix(row.Key, memberPrefix):
+		return "", NoMemberChange
+	case strings.HasPrefix(row.Key, admissionPrefix):
+		var a admission
+		if row.Deleted || msgpackx.Unmarshal(row.Value, &a) != nil || !a.Ejected {
+			return "", NoMemberChange
+		}
+		return peer.ID(strings.TrimPrefix(row.Key, admissionPrefix)), MemberEjected
+	case row.Deleted:
+		if p, own := LeftMember(row); own {
+			return p, MemberLeft
+		}
+		return "", NoMemberChange
+	}
+	return peer.ID(strings.TrimPrefix(row.Key, memberPrefix)), MemberJoined
+}

@@ -26,6 +26,41 @@ import (
 type Store struct {
 	db      *badger.DB
 	durable *kv.Durable
+	journal Journal
+}
+
+// A Journal logs the rows each save makes win, in the save's own
+// transaction, so that a reader of the log never misses a row the store
+// holds, nor reads one the store lost.
+type Journal interface {
+	// Commit calls save with the position of the first of n entries,
+	// and save commits them; positions are handed out in commit order.
+	Commit(n int, save func(first uint64) error) error
+	// Put writes, in txn, the entry at pos: row now wins its key in g.
+	Put(txn *badger.Txn, pos uint64, g syncnode.GroupID, row Row) error
+}
+
+// SetJournal makes every later save log its rows in j. It is called
+// once, before the store is used.
+func (s *Store) SetJournal(j Journal) { s.journal = j }
+
+// ScanRows calls fn, in key order, with the rows of group g stored in
+// txn whose keys are at least from; fn returning false stops it.
+func ScanRows(txn *badger.Txn, g syncnode.GroupID, from string, fn func(Row) (bool, error)) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: rowPrefix(g), PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	for it.Seek(rowKey(g, from)); it.Valid(); it.Next() {
+		var r Row
+		err := it.Item().Value(func(v []byte) error { return kv.Decode(kv.KindRow, v, &r) })
+		if err != nil {
+			return fmt.Errorf("syncgroup: store: row %q of %s: %w", it.Item().Key(), g, err)
+		}
+		more, err := fn(r)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
 }
 
 // NewStore returns a store over db.
@@ -75,17 +110,30 @@ func (s *Store) Save(g *Group, rows []Row, prio syncnode.Priority) error {
 		n := min(len(rows), saveChunk)
 		chunk, last := rows[:n], n == len(rows)
 		rows = rows[n:]
-		err := s.durable.Commit(func(txn *badger.Txn) error {
-			for _, r := range chunk {
-				if err := kv.Set(txn, rowKey(id, r.Key), kv.KindRow, r); err != nil {
-					return err
+		save := func(first uint64) error {
+			return s.durable.Commit(func(txn *badger.Txn) error {
+				for i, r := range chunk {
+					if err := kv.Set(txn, rowKey(id, r.Key), kv.KindRow, r); err != nil {
+						return err
+					}
+					if s.journal != nil {
+						if err := s.journal.Put(txn, first+uint64(i), id, r); err != nil {
+							return err
+						}
+					}
 				}
-			}
-			if last {
-				return kv.Set(txn, groupKey(id), kv.KindGroup, rec)
-			}
-			return nil
-		})
+				if last {
+					return kv.Set(txn, groupKey(id), kv.KindGroup, rec)
+				}
+				return nil
+			})
+		}
+		var err error
+		if s.journal != nil && len(chunk) > 0 {
+			err = s.journal.Commit(len(chunk), save)
+		} else {
+			err = save(0)
+		}
 		if err != nil {
 			return fmt.Errorf("syncgroup: store %s: %w", id, err)
 		}

@@ -10,6 +10,9 @@
 //	fj/<32-byte digest>        fetch journal entry of a blob (fetcher)
 //	sg/<group id>              a syncgroup's spec, version vector and this node's priority
 //	rw/<group id>\x00<key>     a syncgroup row, the winning version of its key
+//	sd/<group id>              where this device's writes stood when it left a group
+//	fe/<8-byte position>       an event of the change feed (feed package)
+//	fm/                        the change feed's identity
 //
 // Every value is a Record: one magic byte, one kind byte naming the table,
 // one format version byte, a CRC-32C (Castagnoli, big-endian) of the kind,
@@ -50,6 +53,8 @@ var (
 	Groups    = []byte("sg/")
 	Rows      = []byte("rw/")
 	Departed  = []byte("sd/")
+	Feed      = []byte("fe/")
+	FeedMeta  = []byte("fm/")
 )
 
 // Kind tags a record with the table it belongs to.
@@ -64,6 +69,8 @@ const (
 	KindGroup    Kind = 'g'
 	KindRow      Kind = 'r'
 	KindDeparted Kind = 'd'
+	KindEvent    Kind = 'e'
+	KindFeedMeta Kind = 'm'
 )
 
 const (

@@ -1,0 +1,343 @@
+package feed_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/feed"
+	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// rig is one node's store, group and feed, without a network.
+type rig struct {
+	db    *badger.DB
+	store *syncgroup.Store
+	log   *feed.Log
+	g     *syncgroup.Group
+	self  peer.ID
+	mu    sync.Mutex
+}
+
+func newRig(t *testing.T, cfg feed.Config) *rig {
+	t.Helper()
+	db, err := kv.Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := syncgroup.Create("photos", []string{"k/"}, true, key, syncnode.Normal, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ := peer.IDFromPrivateKey(key)
+	r := &rig{db: db, store: syncgroup.NewStore(db), g: g, self: self}
+	if r.log, err = feed.Open(db, self, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r.store.SetJournal(r.log)
+	if err := r.store.SaveAll(g, syncnode.Priority{}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *rig) put(t testing.TB, key string, v int) syncgroup.Row {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, _ := msgpack.Marshal(v)
+	row, err := r.g.Put(key, b, time.Now())
+	if err == nil {
+		err = r.store.Save(r.g, []syncgroup.Row{row}, syncnode.Priority{})
+	}
+	if err != nil {
+		t.Error(err)
+	}
+	return row
+}
+
+func (r *rig) del(t testing.TB, key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	row, err := r.g.Delete(key, time.Now())
+	if err == nil {
+		err = r.store.Save(r.g, []syncgroup.Row{row}, syncnode.Priority{})
+	}
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// state is the live rows of the group: key to value.
+func (r *rig) state() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]string{}
+	for _, row := range r.g.Rows().List("k/") {
+		out[row.Key] = string(row.Value)
+	}
+	return out
+}
+
+func (r *rig) gid() syncnode.GroupID { return r.g.Spec().ID }
+
+func TestWatchReplaysTheStateThenFollows(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, feed.Config{})
+	r.put(t, "k/a", 1)
+	r.put(t, "k/b", 2)
+	r.put(t, "k/a", 3)
+	r.del(t, "k/b")
+	r.put(t, "k/c", 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []string
+	for e, err := range r.log.Watch(ctx, r.gid(), feed.Options{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %s %v", e.Kind, e.Key, e.Initial))
+		if e.Kind == feed.CaughtUp {
+			go r.put(t, "k/d", 5)
+		}
+		if e.Key == "k/d" {
+			if e.Local != true || e.Peer != r.self {
+				t.Errorf("own write: local %v, peer %s", e.Local, e.Peer)
+			}
+			break
+		}
+	}
+	want := []string{
+		fmt.Sprintf("member.joined %s true", syncgroup.MemberKey(r.self)),
+		"row.put k/a true", "row.put k/c true", "caught-up  false", "row.put k/d false",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestWatchFromNowAndPrefix(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, feed.Config{})
+	r.put(t, "k/old", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	next, stop := iterPull(r.log.Watch(ctx, r.gid(), feed.Options{Now: true, Prefix: "k/x"}))
+	defer stop()
+	r.put(t, "k/y", 2)
+	r.put(t, "k/x1", 3)
+	e, err := next()
+	if err != nil || e.Key != "k/x1" || e.Kind != feed.RowPut || e.Initial {
+		t.Fatalf("first event %+v, %v; want the put of k/x1", e, err)
+	}
+}
+
+// TestResumeAtRandomMarkersMissesAndRepeatsNothing kills a watcher at
+// random points — in the replay, in the log, at its end — while rows are
+// written, and resumes it from the last marker it handled: the state it
+// builds from the events is the store's, and no write arrives twice.
+func TestResumeAtRandomMarkersMissesAndRepeatsNothing(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(8) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			t.Parallel()
+			rng := rand.New(rand.NewPCG(seed, 1))
+			r := newRig(t, feed.Config{})
+			for i := range 60 {
+				r.put(t, fmt.Sprintf("k/%02d", rng.IntN(40)), i)
+			}
+			const writes = 1500
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				wr := rand.New(rand.NewPCG(seed, 2))
+				for i := range writes {
+					key := fmt.Sprintf("k/%02d", wr.IntN(40))
+					if wr.IntN(5) == 0 {
+						r.del(t, key)
+					} else {
+						r.put(t, key, 1000+i)
+					}
+				}
+			}()
+			state := map[string]string{}
+			seen := map[string]bool{}
+			var marker feed.Marker
+			finished := false
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			for ctx.Err() == nil {
+				select {
+				case <-done:
+					finished = true
+				default:
+				}
+				if finished && fmt.Sprint(state) == fmt.Sprint(r.state()) {
+					return
+				}
+				budget := 1 + rng.IntN(30)
+				wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+				for e, err := range r.log.Watch(wctx, r.gid(), feed.Options{From: marker}) {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if e.IsRow() {
+						id := fmt.Sprintf("%s/%d", e.Row.Writer, e.Row.Seq)
+						if seen[id] {
+							t.Fatalf("write %s (%s) delivered twice", id, e.Key)
+						}
+						seen[id] = true
+						if e.Kind == feed.RowPut {
+							state[e.Key] = string(e.Row.Value)
+						} else {
+							delete(state, e.Key)
+						}
+					}
+					marker = e.Marker
+					if budget--; budget == 0 {
+						break
+					}
+				}
+				wcancel()
+			}
+			t.Fatalf("watcher's state never matched the store's:\n got %v\nwant %v", state, r.state())
+		})
+	}
+}
+
+func TestExpiredMarker(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, feed.Config{Retain: 10})
+	r.put(t, "k/a", 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var marker feed.Marker
+	for e, err := range r.log.Watch(ctx, r.gid(), feed.Options{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if marker = e.Marker; e.Kind == feed.CaughtUp {
+			break
+		}
+	}
+	for i := range 50 {
+		r.put(t, "k/a", i)
+	}
+	if err := r.log.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range r.log.Watch(ctx, r.gid(), feed.Options{From: marker}) {
+		if !errors.Is(err, feed.ErrExpired) {
+			t.Fatalf("watch from a pruned marker: %v, want ErrExpired", err)
+		}
+		break
+	}
+	// A fresh watch still replays the state.
+	for e, err := range r.log.Watch(ctx, r.gid(), feed.Options{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind == feed.CaughtUp {
+			break
+		}
+	}
+}
+
+func TestBadMarkers(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, feed.Config{})
+	other := newRig(t, feed.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var foreign feed.Marker
+	for e, err := range other.log.Watch(ctx, other.gid(), feed.Options{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		foreign = e.Marker
+		break
+	}
+	for _, m := range []feed.Marker{"x", foreign, feed.Marker(r.log.ID() + ".p1.0:zz"), feed.Marker(r.log.ID() + ".q1")} {
+		for _, err := range r.log.Watch(ctx, r.gid(), feed.Options{From: m}) {
+			if !errors.Is(err, feed.ErrBadMarker) {
+				t.Errorf("marker %q: %v, want ErrBadMarker", m, err)
+			}
+			break
+		}
+	}
+}
+
+func TestBlobAndShareEventsFollowTheirGroups(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, feed.Config{})
+	ref := syncnode.RefFromHash([32]byte{1})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	next, stop := iterPull(r.log.Watch(ctx, r.gid(), feed.Options{Now: true}))
+	defer stop()
+	other := syncnode.GroupID("someone/else")
+	must(t, r.log.Blob(feed.BlobFetched, ref, 10, []syncnode.GroupID{other}, ""))
+	must(t, r.log.Shares(feed.SharesIn, ref, other, 2, ""))
+	must(t, r.log.Blob(feed.BlobHeld, ref, 10, nil, ""))
+	must(t, r.log.Shares(feed.SharesOut, ref, r.gid(), 2, r.self))
+	for _, want := range []feed.Kind{feed.BlobHeld, feed.SharesOut} {
+		e, err := next()
+		if err != nil || e.Kind != want || e.Ref != ref {
+			t.Fatalf("event %+v, %v; want %s of %s", e, err, want, ref)
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// iterPull returns the watch's events one call at a time.
+func iterPull(seq func(func(feed.Event, error) bool)) (func() (feed.Event, error), func()) {
+	ch := make(chan struct {
+		e   feed.Event
+		err error
+	})
+	quit := make(chan struct{})
+	go func() {
+		defer close(ch)
+		for e, err := range seq {
+			select {
+			case ch <- struct {
+				e   feed.Event
+				err error
+			}{e, err}:
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() (feed.Event, error) {
+			v, ok := <-ch
+			if !ok {
+				return feed.Event{}, errors.New("watch ended")
+			}
+			return v.e, v.err
+		}, func() {
+			close(quit)
+		}
+}
