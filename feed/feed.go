@@ -89,7 +89,8 @@ type Options struct {
 	// marker replays the group's current state first (rows and members,
 	// ending with a CaughtUp event), then follows changes.
 	From Marker
-	// Now skips the replay and the past: only changes from now on.
+	// Now skips the replay and the past: only changes made after Watch
+	// was called.
 	Now bool
 	// Prefix limits row events to keys under it; member, blob and share
 	// events are delivered whatever it is.

@@ -142,6 +142,10 @@ func (l *Log) Head() uint64 {
 	return l.head
 }
 
+// Now returns the marker of this instant: a watch from it sees only
+// changes made after the call.
+func (l *Log) Now() Marker { return cursor{Pos: l.Head(), Done: true}.marker(l.id) }
+
 // Commit calls save with the first of n positions, which save commits,
 // and publishes them once it has (syncgroup.Journal).
 func (l *Log) Commit(n int, save func(first uint64) error) error {

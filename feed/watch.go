@@ -23,6 +23,10 @@ const readBatch = 256
 // caller's goroutine: nothing is buffered for a watcher, so one that
 // stops reading costs nothing but its place.
 func (l *Log) Watch(ctx context.Context, g syncnode.GroupID, o Options) iter.Seq2[Event, error] {
+	if o.Now && o.From == "" {
+		// From this call, not from the first pull of the iterator.
+		o.From = l.Now()
+	}
 	return func(yield func(Event, error) bool) {
 		w := watch{l: l, g: g, o: o, yield: yield}
 		if err := w.run(ctx); err != nil {
@@ -50,8 +54,6 @@ func (w *watch) run(ctx context.Context) error {
 			return err
 		}
 		w.c = c
-	case w.o.Now:
-		w.c = cursor{Pos: w.l.Head(), Done: true}
 	}
 	if !w.c.Done {
 		if err := w.replay(ctx); err != nil || w.stopped {

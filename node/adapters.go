@@ -6,6 +6,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/feed"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/handoff"
@@ -100,6 +101,7 @@ func (p custodyPeers) Unclaim(ref syncnode.BlobRef) {
 	n := p.n
 	n.reprov.Remove(ref)
 	n.book.Dropped(ref)
+	n.blobEvent(feed.BlobDropped, ref, 0, "")
 }
 
 // Refetch fetches ref from a peer.

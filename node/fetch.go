@@ -6,6 +6,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/feed"
 	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/retrieval"
 )
@@ -77,4 +78,5 @@ func (n *Node) fetched(ref syncnode.BlobRef, size int64) {
 	n.custody.Touch(ref, time.Now(), size)
 	defer n.custody.EvictSoon()
 	n.book.Held(ref)
+	n.blobEvent(feed.BlobFetched, ref, size, "")
 }

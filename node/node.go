@@ -23,6 +23,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/s3store"
+	"github.com/syncnode/syncnode/feed"
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/connectivity"
@@ -110,7 +111,13 @@ type Config struct {
 	// holding a reservation at once (default 128), and circuits open to
 	// one member at once (default 16).
 	RelayMaxReservations, RelayMaxCircuits int
+	// FeedRetain is how many of the latest events the change feed keeps
+	// for watchers to resume from (default feed.DefaultRetain).
+	FeedRetain int
 }
+
+// feedPrunePeriod is how often the feed drops events past its retention.
+const feedPrunePeriod = time.Minute
 
 // Validate reports a setting that cannot work: no DataDir, an unknown
 // relay policy, or a Fetcher config that fetcher refuses. Zero fields are
@@ -187,6 +194,8 @@ type Node struct {
 	book   *signposting.Book
 	ledger *ownership.Ledger
 	groups *syncgroup.Store
+	// feed is the change feed that Watch reads.
+	feed *feed.Log
 
 	h host.Host
 	// conn keeps the node reachable: addresses, NAT, relay, LAN.
@@ -244,6 +253,7 @@ func (n *Node) start() {
 	n.disc.Start()
 	n.sync.Run()
 	n.goRun(func() { n.reprov.Run(n.ctx) })
+	n.goRun(n.pruneFeed)
 	n.handoffs.Start()
 	n.custody.Start()
 	n.records.RejoinAll(n.rejoining)
@@ -391,6 +401,7 @@ func (n *Node) PutBlob(ctx context.Context, r io.Reader) (blobstore.Info, error)
 	n.disc.Announce(info.Ref)
 	n.custody.Touch(info.Ref, time.Now(), info.Size)
 	n.custody.EvictSoon()
+	n.blobEvent(feed.BlobHeld, info.Ref, info.Size, "")
 	return info, nil
 }
 

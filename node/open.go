@@ -14,6 +14,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/blobstore/s3store"
+	"github.com/syncnode/syncnode/feed"
 	"github.com/syncnode/syncnode/internal/blobproto"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
@@ -157,6 +158,10 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		return err
 	}
 	opened.add(n.dht.Close)
+	if n.feed, err = feed.Open(n.db, n.h.ID(), feed.Config{Retain: n.cfg.FeedRetain}); err != nil {
+		return err
+	}
+	n.groups.SetJournal(n.feed)
 
 	sc := syncer.Config{Interval: n.cfg.SyncInterval, IOTimeout: n.cfg.IOTimeout, Store: n.groups, WriterBudget: n.cfg.WriterBudget}
 	if n.sync, err = syncer.New(n.h, sc, n.log, hooks{n}); err != nil {
@@ -190,7 +195,7 @@ func (n *Node) openFetching() (err error) {
 	if n.retr, err = retrieval.New(rc, n.h, n.blobs, n.client, n.dht, n.book, keeper{n}, n.log); err != nil {
 		return err
 	}
-	hc := handoff.Config{IOTimeout: n.cfg.IOTimeout, EscrowWait: n.cfg.EscrowWait, Note: n.noteHandoff}
+	hc := handoff.Config{IOTimeout: n.cfg.IOTimeout, EscrowWait: n.cfg.EscrowWait, Note: n.noteHandoff, Moved: n.sharesMoved}
 	if n.handoffs, err = handoff.New(hc, n.h, n.ledger, n.book, n.sync, n.custody, n.store, n.retr, n.log); err != nil {
 		return err
 	}

@@ -234,6 +234,9 @@ func (h *Handoffs) takeFromEjected(ctx context.Context, g syncnode.GroupID, p pe
 	res, errs := h.shares.TakeAll(ctx, p, items)
 	for i, r := range res {
 		ref := refs[i]
+		if errs[i] == nil {
+			h.moved(ref, g, p, r.Taken, true)
+		}
 		switch {
 		case errs[i] != nil && len(r.Escrow) > 0:
 			// p's shares are in escrow for members p cannot reach: ask

@@ -5,6 +5,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/ownership"
 )
 
 // withCopy runs fn with ref locked against deletion, held saying whether
@@ -37,6 +38,7 @@ func (h *Handoffs) GrantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID,
 			}
 			if granted {
 				h.log.Info("creator shares granted", "blob", ref, "group", g)
+				h.moved(ref, g, "", ownership.CreatorShares, true)
 			}
 		}
 		if rec, err := h.ledger.Recovered(ref); err == nil && rec {

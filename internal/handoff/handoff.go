@@ -76,6 +76,9 @@ type Config struct {
 	EscrowWait time.Duration
 	// Note, if not nil, records the outcome of a blob's hand-off, for why.
 	Note func(ref syncnode.BlobRef, what string)
+	// Moved, if not nil, is told of n shares of ref in g that this node
+	// took (in, from p; p is empty for a creator's grant) or gave to p.
+	Moved func(ref syncnode.BlobRef, g syncnode.GroupID, p peer.ID, n int, in bool)
 }
 
 // Validate reports a config that cannot work.
@@ -163,6 +166,12 @@ func (h *Handoffs) connected(p peer.ID) bool { return connectivity.Connected(h.h
 func (h *Handoffs) holds(ref syncnode.BlobRef) bool { return blobstore.Holds(h.store, ref) }
 
 // note records the outcome of ref's hand-off.
+func (h *Handoffs) moved(ref syncnode.BlobRef, g syncnode.GroupID, p peer.ID, n int, in bool) {
+	if h.cfg.Moved != nil && n > 0 {
+		h.cfg.Moved(ref, g, p, n, in)
+	}
+}
+
 func (h *Handoffs) note(ref syncnode.BlobRef, what string) {
 	if h.cfg.Note != nil {
 		h.cfg.Note(ref, what)

@@ -200,6 +200,7 @@ func (h *Handoffs) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef
 		return res, err
 	}
 	h.note(ref, fmt.Sprintf("took %d shares in %s from %s", res.Taken, g, from))
+	h.moved(ref, g, from, res.Taken, true)
 	return res, nil
 }
 
@@ -218,6 +219,7 @@ func (h *Handoffs) settled(t ownership.Transfer, accepted bool) {
 		return
 	}
 	h.book.Took(t.Ref, t.Group, t.To)
+	h.moved(t.Ref, t.Group, t.To, t.N, false)
 }
 
 // Reserve takes the place of a hand-off to p in g, as a running one does:

@@ -85,6 +85,9 @@ func (t *takes) drain(p peer.ID) {
 		}
 		res, errs := t.h.shares.TakeAll(t.h.ctx, p, items)
 		for i, tk := range batch {
+			if errs[i] == nil {
+				t.h.moved(tk.item.Ref, tk.item.Group, p, res[i].Taken, true)
+			}
 			tk.done <- takeResult{res[i], errs[i]}
 		}
 	}
