@@ -11,7 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/msgpackx"
+	"github.com/syncnode/syncnode/value"
 )
 
 // Errors of group operations.
@@ -136,16 +136,18 @@ func (g *Group) Put(key string, value []byte, now time.Time) (Row, error) {
 	return g.rows.Put(key, value, now), nil
 }
 
-// CheckPut reports whether Put would accept value at key, changing nothing.
-func (g *Group) CheckPut(key string, value []byte) error {
+// CheckPut reports whether Put would accept v at key, changing nothing.
+// A value that value.Check refuses is refused with its error, which says
+// where the bytes went wrong, and whether they look like JSON.
+func (g *Group) CheckPut(key string, v []byte) error {
 	if err := g.writable(key); err != nil {
 		return err
 	}
-	if err := msgpackx.Check(value); err != nil {
-		return fmt.Errorf("syncgroup: value of %q is not msgpack: %w", key, err)
+	if err := value.Check(v); err != nil {
+		return fmt.Errorf("syncgroup: value of %q: %w", key, err)
 	}
 	// This device obeys the budget its peers hold it to.
-	return g.rows.fits(Row{Key: key, Value: value, Writer: g.self})
+	return g.rows.fits(Row{Key: key, Value: v, Writer: g.self})
 }
 
 // SetBudget bounds what the rows of each writer may cost this replica:

@@ -11,7 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/internal/msgpackx"
+	"github.com/syncnode/syncnode/value"
 )
 
 // Row is one version of a key: a msgpack value, or a tombstone.
@@ -57,28 +57,16 @@ func (v VersionVector) Merge(o VersionVector) {
 	}
 }
 
-// FindRefs returns the blob refs inside a msgpack value, in order, without
-// knowing its schema: they are the extension values of type
-// syncnode.MsgpackExt.
-func FindRefs(value []byte) ([]syncnode.BlobRef, error) {
-	var refs []syncnode.BlobRef
-	var bad error
-	err := msgpackx.Walk(value, func(typ int8, p []byte) {
-		if typ != syncnode.MsgpackExt {
-			return
-		}
-		r, err := syncnode.RefFromBytes(p)
-		if err != nil && bad == nil {
-			bad = err
-		}
-		if err == nil && !slices.Contains(refs, r) {
-			refs = append(refs, r)
-		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", syncnode.ErrCorruptRecord, err)
+// FindRefs returns the distinct blob refs inside a msgpack value, in
+// order, without knowing its schema: they are the extension values of type
+// syncnode.MsgpackExt. It is value.Refs, with malformed bytes reported as
+// syncnode.ErrCorruptRecord.
+func FindRefs(v []byte) ([]syncnode.BlobRef, error) {
+	refs, err := value.Refs(v)
+	if errors.Is(err, value.ErrMalformed) {
+		return nil, fmt.Errorf("%w: %w", syncnode.ErrCorruptRecord, err)
 	}
-	return refs, bad
+	return refs, err
 }
 
 // Rows is one device's replica of a syncgroup's rows: the winning version

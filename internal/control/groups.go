@@ -16,6 +16,7 @@ import (
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
+	"github.com/syncnode/syncnode/value"
 )
 
 // The group, row, peer and status handlers.
@@ -139,7 +140,7 @@ func (s *server) members(r *http.Request) ([]api.Member, error) {
 }
 
 func rowView(r syncgroup.Row) api.Row {
-	v, err := ToJSON(r.Value)
+	v, err := value.ToJSON(r.Value)
 	if err != nil {
 		v, _ = json.Marshal(map[string]string{"$undecodable": err.Error()})
 	}
@@ -151,7 +152,7 @@ func (s *server) putRow(r *http.Request) (api.Row, error) {
 	if err := decode(r, &req); err != nil {
 		return api.Row{}, err
 	}
-	v, err := FromJSON(req.Value)
+	v, err := value.FromJSON(req.Value)
 	if err != nil {
 		return api.Row{}, badRequest("%v", err)
 	}

@@ -16,7 +16,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// MaxDepth is the deepest nesting of arrays and maps accepted.
+// MaxDepth bounds nesting: Check accepts arrays and maps nested at most
+// MaxDepth-1 deep, and an empty one a level deeper.
 const MaxDepth = 32
 
 // ErrMalformed reports bytes that are not one well-formed msgpack value.
@@ -37,8 +38,8 @@ func Unmarshal(b []byte, v any) (err error) {
 	return msgpack.Unmarshal(b, v)
 }
 
-// Check verifies that b holds exactly one msgpack value, nested at most
-// MaxDepth deep, whose every length fits in the bytes that follow it.
+// Check verifies that b holds exactly one msgpack value, nested no deeper
+// than MaxDepth allows, whose every length fits in the bytes that follow it.
 func Check(b []byte) error { return Walk(b, nil) }
 
 // Walk checks b as Check does and calls ext, if not nil, with the type and
@@ -56,9 +57,10 @@ func Walk(b []byte, ext func(typ int8, payload []byte)) error {
 		if p >= len(b) {
 			return fmt.Errorf("%w: truncated at byte %d", ErrMalformed, p)
 		}
+		at := p
 		c := b[p]
 		p++
-		skip, items, lenBytes, err := firstByte(c, p-1)
+		skip, items, lenBytes, err := firstByte(c, at)
 		if err != nil {
 			return err
 		}
@@ -89,13 +91,13 @@ func Walk(b []byte, ext func(typ int8, payload []byte)) error {
 				return fmt.Errorf("%w: %d values claimed at byte %d, %d bytes left", ErrMalformed, items, p, len(b)-p)
 			}
 			if len(stack) >= MaxDepth {
-				return fmt.Errorf("%w: nested deeper than %d", ErrMalformed, MaxDepth)
+				return fmt.Errorf("%w: nested deeper than %d at byte %d", ErrMalformed, MaxDepth-1, at)
 			}
 			stack = append(stack, items)
 		}
 	}
 	if p != len(b) {
-		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b)-p)
+		return fmt.Errorf("%w: %d trailing bytes from byte %d", ErrMalformed, len(b)-p, p)
 	}
 	return nil
 }
