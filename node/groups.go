@@ -189,12 +189,12 @@ func (n *Node) PutRow(g syncnode.GroupID, key string, value []byte) (syncgroup.R
 		return syncgroup.Row{}, err
 	}
 	defer done()
+	if err := n.sync.CheckPut(g, key, value); err != nil {
+		return syncgroup.Row{}, err
+	}
 	refs, err := syncgroup.FindRefs(value)
 	if err != nil {
 		return syncgroup.Row{}, fmt.Errorf("node: value of %q: %w", key, err)
-	}
-	if err := n.sync.CheckPut(g, key, value); err != nil {
-		return syncgroup.Row{}, err
 	}
 	if len(refs) > 0 {
 		if err := n.disc.Discover(g, key, n.h.ID(), n.h.ID(), refs); err != nil {
