@@ -74,7 +74,7 @@ type cmd struct {
 func root() *command {
 	return &command{name: "syncnode", sub: []*command{
 		initCmd(), runCmd(), demoCmd(), simCmd(),
-		blobCmd(), whyCmd(), groupCmd(), rowCmd(),
+		blobCmd(), whyCmd(), groupCmd(), rowCmd(), watchCmd(),
 		peersCmd(), statusCmd(), uiCmd(),
 	}}
 }

@@ -83,6 +83,43 @@ func (c *Client) FetchBlob(ctx context.Context, ref string, o FetchOptions, prog
 	return failed
 }
 
+// ErrExpired reports a watch marker older than what the daemon keeps.
+var ErrExpired = errors.New("api: marker older than the daemon keeps; watch again without -from")
+
+// Watch follows the changes of a group, calling fn with each event until
+// ctx ends, fn fails or the daemon ends the stream (with its error).
+func (c *Client) Watch(ctx context.Context, group string, o WatchOptions, fn func(Event) error) error {
+	resp, err := c.send(ctx, "GET", watchPath(group, o), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var ev Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("api: bad watch line: %w", err)
+		}
+		switch {
+		case ev.Expired:
+			return fmt.Errorf("%w: %s", ErrExpired, ev.Error)
+		case ev.Error != "":
+			return errors.New(ev.Error)
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return errors.New("api: the daemon ended the watch")
+}
+
 // RemoveBlob removes a held blob; it is refused while the node holds
 // shares of it.
 func (c *Client) RemoveBlob(ctx context.Context, ref string) error {

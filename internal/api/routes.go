@@ -29,6 +29,7 @@ const (
 	RouteStatus     = "GET /status"
 	RouteMetrics    = "GET /metrics"
 	RoutePageState  = "GET /ui/state"
+	RouteWatch      = "GET /watch"
 )
 
 func blobPath(ref string) string { return "/blobs/" + url.PathEscape(ref) }
@@ -73,4 +74,18 @@ func rowsPath(group, key, prefix string) string {
 		q.Set("prefix", prefix)
 	}
 	return "/rows?" + q.Encode()
+}
+
+func watchPath(group string, o WatchOptions) string {
+	q := url.Values{"group": {group}}
+	if o.From != "" {
+		q.Set("from", o.From)
+	}
+	if o.Prefix != "" {
+		q.Set("prefix", o.Prefix)
+	}
+	if o.Now {
+		q.Set("now", "1")
+	}
+	return "/watch?" + q.Encode()
 }

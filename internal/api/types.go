@@ -247,3 +247,37 @@ type Durability struct {
 	AtRisk     int      `json:"at_risk"`
 	AtRiskRefs []string `json:"at_risk_refs,omitempty"`
 }
+
+// WatchOptions shape a watch (see node.WatchOptions).
+type WatchOptions struct {
+	// From resumes after the event that carried this marker; empty
+	// replays the group's current state first.
+	From string
+	// Prefix limits row events to keys under it.
+	Prefix string
+	// Now skips the replay and the past.
+	Now bool
+}
+
+// Event is one line of a watch's NDJSON stream: a change in a group (see
+// package feed for the kinds), or, last, the error that ended the watch.
+type Event struct {
+	// Marker resumes the watch just after this event.
+	Marker  string          `json:"marker,omitempty"`
+	Kind    string          `json:"kind,omitempty"`
+	Group   string          `json:"group,omitempty"`
+	Key     string          `json:"key,omitempty"`
+	Value   json.RawMessage `json:"value,omitempty"`
+	Peer    string          `json:"peer,omitempty"`
+	Name    string          `json:"name,omitempty"`
+	Local   bool            `json:"local,omitempty"`
+	Ref     string          `json:"ref,omitempty"`
+	Size    int64           `json:"size,omitempty"`
+	Shares  int             `json:"shares,omitempty"`
+	Initial bool            `json:"initial,omitempty"`
+	Time    time.Time       `json:"time,omitzero"`
+	// Error ends the stream; Expired reports that the watcher fell
+	// behind what the node keeps and must watch again without a marker.
+	Error   string `json:"error,omitempty"`
+	Expired bool   `json:"expired,omitempty"`
+}

@@ -51,6 +51,7 @@ func (s *server) handler(token string) http.Handler {
 	mux.HandleFunc(api.RouteStatus, answer(s.status))
 	mux.Handle(api.RouteMetrics, metricsHandler(n))
 	mux.HandleFunc(api.RoutePageState, answer(s.pageState))
+	mux.HandleFunc(api.RouteWatch, s.watch)
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && servePage(w, r) {
