@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -340,4 +343,68 @@ func iterPull(seq func(func(feed.Event, error) bool)) (func() (feed.Event, error
 		}, func() {
 			close(quit)
 		}
+}
+
+// TestWatchOfManyEventsHoldsMemoryFlat writes many row events (a million
+// with SYNCNODE_FEED_EVENTS=1000000), then reads them all through one watch: the heap,
+// read as the watch goes, stays within a few MiB of where it began.
+func TestWatchOfManyEventsHoldsMemoryFlat(t *testing.T) {
+	t.Parallel()
+	total := 200_000
+	if testing.Short() {
+		total = 50_000
+	}
+	if v, err := strconv.Atoi(os.Getenv("SYNCNODE_FEED_EVENTS")); err == nil {
+		total = v // a million: SYNCNODE_FEED_EVENTS=1000000
+	}
+	r := newRig(t, feed.Config{Retain: 2 * total})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	from := r.log.Now()
+	func() {
+		b, _ := msgpack.Marshal("a photo's row")
+		batch := make([]syncgroup.Row, 0, 512)
+		for i := 0; i < total; i++ {
+			row, err := r.g.Put(fmt.Sprintf("k/%07d", i%100_000), b, time.Now())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if batch = append(batch, row); len(batch) == cap(batch) || i == total-1 {
+				if err := r.store.Save(r.g, batch, syncnode.Priority{}); err != nil {
+					t.Error(err)
+					return
+				}
+				batch = batch[:0]
+			}
+		}
+	}()
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	base, peak, n := heap(), uint64(0), 0
+	start := time.Now()
+	for e, err := range r.log.Watch(ctx, r.gid(), feed.Options{From: from}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind != feed.RowPut {
+			continue
+		}
+		if n++; n%(total/10) == 0 {
+			peak = max(peak, heap())
+		}
+		if n == total {
+			break
+		}
+	}
+	growth := int64(peak) - int64(base)
+	t.Logf("%d events read in %v; heap %d MiB at start, at most %+d KiB while reading",
+		n, time.Since(start).Round(time.Millisecond), base>>20, growth>>10)
+	if growth > 32<<20 {
+		t.Fatalf("heap grew %d MiB over %d events", growth>>20, n)
+	}
 }
