@@ -58,7 +58,7 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAdd
 		return syncgroup.Spec{}, err
 	}
 	defer done()
-	if len(adminAddrs) == 0 && n.cfg.LANDiscovery {
+	if len(adminAddrs) == 0 && !n.cfg.NoLAN {
 		if err := n.conn.AwaitAddrs(ctx, inv.Admin, n.cfg.IOTimeout); err != nil {
 			return syncgroup.Spec{}, err
 		}

@@ -23,7 +23,7 @@ func testConfig(dir string) Config {
 	fc := fetcher.Config{}
 	fc.BaseDelay, fc.Jitter = 50*time.Millisecond, 50*time.Millisecond
 	fc.FirstScan, fc.ScanInterval = 200*time.Millisecond, time.Second
-	return Config{DataDir: dir, SyncInterval: 300 * time.Millisecond, IOTimeout: 5 * time.Second, Fetcher: &fc}
+	return Config{DataDir: dir, SyncInterval: 300 * time.Millisecond, IOTimeout: 5 * time.Second, Fetcher: &fc, NoLAN: true}
 }
 
 func openNode(t testing.TB, dir string) *Node {

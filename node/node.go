@@ -49,10 +49,12 @@ var ErrPinned = errors.New("node: blob is pinned by ownership shares")
 type Config struct {
 	// DataDir holds the node's stores (blobs/, db/) and identity key.
 	DataDir string
-	// LANDiscovery announces the node on its LAN with multicast DNS and
-	// connects to the members of its groups found there; a join needs no
-	// address of the admin when the admin is on the same LAN.
-	LANDiscovery bool
+	// NoLAN turns LAN discovery off. By default the node announces itself
+	// on its LAN with multicast DNS and connects to the members of its
+	// groups found there, as the daemon does unless `init -no-lan`; a
+	// join then needs no address of the admin when the admin is on the
+	// same LAN. Tests that run many nodes in one process turn it off.
+	NoLAN bool
 	// Name is the device's name ("laptop"), written into its membership
 	// of every group and shown by the others beside its peer ID; empty:
 	// none.

@@ -141,7 +141,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	hc.IdentityFile = filepath.Join(n.cfg.DataDir, "identity.key")
 	hc.ListenAddrs = n.cfg.ListenAddrs
 	hc.Gater = n.cfg.Gater
-	cc := connectivity.Config{IOTimeout: n.cfg.IOTimeout, LAN: n.cfg.LANDiscovery,
+	cc := connectivity.Config{IOTimeout: n.cfg.IOTimeout, LAN: !n.cfg.NoLAN,
 		RelayMaxReservations: n.cfg.RelayMaxReservations, RelayMaxCircuits: n.cfg.RelayMaxCircuits}
 	if n.conn, err = connectivity.New(cc, n.log); err != nil {
 		return err

@@ -194,7 +194,7 @@ func (s *sim) setup(ctx context.Context) error {
 		gater := s.cut.Gater()
 		cfg := node.Config{DataDir: filepath.Join(s.cfg.Dir, fmt.Sprintf("%s-%d", names[i], s.cfg.Seed)),
 			ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, SyncInterval: 200 * time.Millisecond, IOTimeout: 2 * time.Second,
-			Fetcher: &fc, Gater: gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler)}
+			Fetcher: &fc, Gater: gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler), NoLAN: true}
 		if devTypes[i] != syncnode.Server {
 			cfg.BlobBudget = 1
 		}

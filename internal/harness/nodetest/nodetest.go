@@ -30,7 +30,7 @@ func Config(t testing.TB, dir string) node.Config {
 	fc.BaseDelay, fc.Jitter, fc.MaxShift = 20*time.Millisecond, 20*time.Millisecond, 5
 	fc.FirstScan, fc.ScanInterval = 100*time.Millisecond, 500*time.Millisecond
 	return node.Config{DataDir: dir, SyncInterval: 250 * time.Millisecond, IOTimeout: 5 * time.Second,
-		Fetcher: &fc, ListenAddrs: []string{FreeAddr(t)}}
+		Fetcher: &fc, ListenAddrs: []string{FreeAddr(t)}, NoLAN: true}
 }
 
 // FreeAddr returns a loopback TCP multiaddr whose port is free now and

@@ -243,7 +243,7 @@ func (s *sim) setup(ctx context.Context) error {
 		m := &member{name: names[i], gater: s.cut.Gater()}
 		m.cfg = node.Config{DataDir: filepath.Join(s.cfg.Dir, fmt.Sprintf("%s-%d", names[i], s.cfg.Seed)),
 			ListenAddrs: []string{addr}, SyncInterval: 200 * time.Millisecond, IOTimeout: 2 * time.Second,
-			Fetcher: &fc, Gater: m.gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler)}
+			Fetcher: &fc, Gater: m.gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler), NoLAN: true}
 		if s.cfg.Logs != nil {
 			m.cfg.Log = slog.New(slog.NewTextHandler(s.cfg.Logs, nil)).With("node", names[i])
 		}

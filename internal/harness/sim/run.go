@@ -105,7 +105,7 @@ func (r *run) add(dev syncnode.DevType, budget int64) error {
 		return err
 	}
 	c := node.Config{DataDir: filepath.Join(r.cfg.Dir, fmt.Sprintf("node%02d", len(r.ms))), ListenAddrs: []string{addr},
-		SyncInterval: 2 * time.Second, IOTimeout: 5 * time.Second, Fetcher: &r.fc, BlobBudget: budget}
+		SyncInterval: 2 * time.Second, IOTimeout: 5 * time.Second, Fetcher: &r.fc, BlobBudget: budget, NoLAN: true}
 	if k := len(r.ms) - r.cfg.Devices - r.cfg.Leaves; dev == syncnode.Server && r.cfg.ServerStore != nil {
 		c.S3 = r.cfg.ServerStore(k)
 		c.S3.Endpoint = r.cfg.Faults[k].Addr()
