@@ -214,7 +214,7 @@ func benchJoin(b *testing.B, admin, n *node.Node, g syncnode.GroupID, dev syncno
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := n.JoinGroup(b.Context(), inv, admin.Host().Addrs()); err != nil {
+	if _, err := n.JoinGroup(b.Context(), inv); err != nil {
 		b.Fatal(err)
 	}
 }

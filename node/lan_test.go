@@ -30,7 +30,7 @@ func TestLANDiscoveryOnByDefault(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = n.JoinGroup(t.Context(), inv, nil)
+		_, err = n.JoinGroup(t.Context(), inv)
 		n.Close()
 		if onLAN := err != nil && strings.Contains(err.Error(), "on the LAN"); onLAN == noLAN {
 			t.Errorf("NoLAN %v: the join with no address returned %v; looked on the LAN: %v", noLAN, err, onLAN)

@@ -81,7 +81,7 @@ func join(t *testing.T, admin, n *Node, g syncnode.GroupID, dev syncnode.DevType
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
+	if _, err := n.JoinGroup(t.Context(), inv); err != nil {
 		t.Fatal(err)
 	}
 }

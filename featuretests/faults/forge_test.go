@@ -334,7 +334,7 @@ func TestEjectedMemberStaysOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ejected.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
+	if _, err := ejected.JoinGroup(t.Context(), inv); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "membership", func() bool { return len(member.Members(g)) == 3 })
@@ -355,7 +355,7 @@ func TestEjectedMemberStaysOut(t *testing.T) {
 			t.Fatalf("%s counts the ejected peer as a member again", victim.ID())
 		}
 	}
-	if _, err := ejected.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
+	if _, err := ejected.JoinGroup(t.Context(), inv); err == nil {
 		t.Fatal("the ejected peer joined again with its old invitation")
 	}
 	ejected.SyncNow(g)
@@ -379,7 +379,7 @@ func TestExpiredInvitationRefused(t *testing.T) {
 	}
 	issued := time.Now()
 	testkit.WaitFor(t, 5*time.Second, "the invitation to expire", func() bool { return time.Now().Unix() >= inv.Expires })
-	if _, err := late.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
+	if _, err := late.JoinGroup(t.Context(), inv); err == nil {
 		t.Fatal("joined with an expired invitation")
 	}
 	backdated := selfRow(t, late, g, inv, issued)
@@ -410,7 +410,7 @@ func reuse(t *testing.T, eject bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
+	if _, err := p.JoinGroup(t.Context(), inv); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "membership", func() bool { return len(admin.Members(g)) == 2 })
@@ -423,7 +423,7 @@ func reuse(t *testing.T, eject bool) {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "the departure at the admin", func() bool { return len(admin.Members(g)) == 1 })
-	if _, err := p.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
+	if _, err := p.JoinGroup(t.Context(), inv); err == nil {
 		t.Fatal("the same invitation let its joiner in twice")
 	}
 	// Nor can the joiner write its membership again on its own.
@@ -435,7 +435,7 @@ func reuse(t *testing.T, eject bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.JoinGroup(t.Context(), inv2, admin.Host().Addrs()); err != nil {
+	if _, err := p.JoinGroup(t.Context(), inv2); err != nil {
 		t.Fatalf("a new invitation: %v", err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "membership again", func() bool { return len(admin.Members(g)) == 2 })

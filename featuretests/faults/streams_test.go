@@ -30,11 +30,7 @@ func joinProcGroup(t *testing.T, admin *proc, g string, n *node.Node) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var addrs []ma.Multiaddr
-	for _, a := range inv.AdminAddrs {
-		addrs = append(addrs, ma.StringCast(a))
-	}
-	if _, err := n.JoinGroup(t.Context(), in, addrs); err != nil {
+	if _, err := n.JoinGroup(t.Context(), in); err != nil {
 		t.Fatal(err)
 	}
 }

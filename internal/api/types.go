@@ -136,10 +136,14 @@ type InviteRequest struct {
 }
 
 // Invitation is an invitation ready to hand to the joiner: the signed
-// invitation and where the admin listens.
+// invitation (syncgroup.Invitation.Marshal), which carries the addresses
+// of the admin and of the group's servers. AdminAddrs, in a join, are
+// extra addresses: the admin's, or another peer's if they end in its
+// /p2p/ ID. An invitation printed by an older node carries none and came
+// with them here.
 type Invitation struct {
 	Invitation []byte   `json:"invitation"`
-	AdminAddrs []string `json:"admin_addrs"`
+	AdminAddrs []string `json:"admin_addrs,omitempty"`
 }
 
 // GroupRequest names a group.

@@ -79,11 +79,7 @@ func (s *server) invite(r *http.Request) (api.Invitation, error) {
 	if err != nil {
 		return api.Invitation{}, err
 	}
-	out := api.Invitation{Invitation: b}
-	for _, a := range s.n.Host().Addrs() {
-		out.AdminAddrs = append(out.AdminAddrs, a.String())
-	}
-	return out, nil
+	return api.Invitation{Invitation: b}, nil
 }
 
 func (s *server) join(r *http.Request) (api.Group, error) {
@@ -103,7 +99,7 @@ func (s *server) join(r *http.Request) (api.Group, error) {
 		}
 		addrs = append(addrs, m)
 	}
-	spec, err := s.n.JoinGroup(r.Context(), inv, addrs)
+	spec, err := s.n.JoinGroup(r.Context(), inv, addrs...)
 	if err != nil {
 		return api.Group{}, err
 	}

@@ -97,7 +97,7 @@ func (d *demo) setUp(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		if _, err := m.n.JoinGroup(ctx, inv, d.phone.Host().Addrs()); err != nil {
+		if _, err := m.n.JoinGroup(ctx, inv); err != nil {
 			return err
 		}
 	}

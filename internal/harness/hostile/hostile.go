@@ -223,7 +223,7 @@ func (s *sim) setup(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := s.ns[i].JoinGroup(ctx, inv, admin.Host().Addrs()); err != nil {
+		if _, err := s.ns[i].JoinGroup(ctx, inv); err != nil {
 			return fmt.Errorf("hostile: join: %w", err)
 		}
 	}

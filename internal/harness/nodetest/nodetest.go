@@ -84,7 +84,7 @@ func Join(t testing.TB, admin, n *node.Node, g syncnode.GroupID, dev syncnode.De
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
+	if _, err := n.JoinGroup(t.Context(), inv); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -270,7 +270,7 @@ func (s *sim) setup(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := s.ms[i].n.JoinGroup(ctx, inv, admin.Host().Addrs()); err != nil {
+		if _, err := s.ms[i].n.JoinGroup(ctx, inv); err != nil {
 			return fmt.Errorf("ownsim: join: %w", err)
 		}
 	}

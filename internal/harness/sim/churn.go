@@ -93,7 +93,7 @@ func (r *run) rejoinDue(ctx context.Context, i int) error {
 			return fmt.Errorf("sim: invite back: %w", err)
 		}
 		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = m.n.JoinGroup(jctx, inv, admin.Host().Addrs())
+		_, err = m.n.JoinGroup(jctx, inv)
 		cancel()
 		if err != nil {
 			if i == math.MaxInt {

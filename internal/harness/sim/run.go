@@ -90,7 +90,7 @@ func (r *run) setUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := m.n.JoinGroup(ctx, inv, admin.Host().Addrs()); err != nil {
+		if _, err := m.n.JoinGroup(ctx, inv); err != nil {
 			return fmt.Errorf("sim: join: %w", err)
 		}
 	}
