@@ -31,6 +31,7 @@ import (
 	"github.com/syncnode/syncnode/internal/grouprecord"
 	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/journal"
+	"github.com/syncnode/syncnode/internal/nodeaccess"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
@@ -112,6 +113,11 @@ type Config struct {
 	// holding a reservation at once (default 128), and circuits open to
 	// one member at once (default 16).
 	RelayMaxReservations, RelayMaxCircuits int
+	// Access, if not nil, is filled by Open with the node's share ledger
+	// and libp2p host, for this module's test harnesses, which inject
+	// faults with them. Its type is internal: an application cannot set
+	// it, and reaches neither.
+	Access *nodeaccess.Access
 }
 
 // Validate reports a setting that cannot work: no DataDir, an unknown
@@ -366,9 +372,6 @@ func (n *Node) Addrs() []ma.Multiaddr {
 // AddrInfo returns how other nodes reach this one.
 func (n *Node) AddrInfo() peer.AddrInfo { return peer.AddrInfo{ID: n.h.ID(), Addrs: n.h.Addrs()} }
 
-// Host returns the node's libp2p host.
-func (n *Node) Host() host.Host { return n.h }
-
 // Connect dials a peer.
 func (n *Node) Connect(ctx context.Context, ai peer.AddrInfo) error { return n.h.Connect(ctx, ai) }
 
@@ -446,9 +449,6 @@ func (n *Node) RemoveBlob(ref syncnode.BlobRef) error {
 	}
 	return n.custody.Delete(ref)
 }
-
-// Ledger returns the node's ownership-share ledger.
-func (n *Node) Ledger() *ownership.Ledger { return n.ledger }
 
 // UploadStats returns the blob service's counters: uploads running and
 // queued, bytes sent.

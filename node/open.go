@@ -22,6 +22,7 @@ import (
 	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/journal"
 	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/internal/nodeaccess"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
@@ -67,6 +68,9 @@ func Open(cfg Config) (_ *Node, err error) {
 	}
 	if err := n.conn.Follow(); err != nil {
 		return nil, err
+	}
+	if cfg.Access != nil {
+		*cfg.Access = nodeaccess.Access{Ledger: n.ledger, Host: n.h}
 	}
 	n.start()
 	return n, nil

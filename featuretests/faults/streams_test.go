@@ -68,7 +68,7 @@ func TestThousandConcurrentStreams(t *testing.T) {
 		n := nodetest.Start(t)
 		joinProcGroup(t, holder, g.ID, n)
 		for _, a := range st.Addrs {
-			n.Host().Peerstore().AddAddr(hid, ma.StringCast(a), time.Hour)
+			nodetest.Host(n).Peerstore().AddAddr(hid, ma.StringCast(a), time.Hour)
 		}
 		devs = append(devs, n)
 	}
@@ -84,7 +84,7 @@ func TestThousandConcurrentStreams(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, clients*perClient)
 	for _, d := range devs {
-		cl, err := blobproto.NewClient(d.Host(), blobstore.NewMem(), cfg, slog.New(slog.DiscardHandler))
+		cl, err := blobproto.NewClient(nodetest.Host(d), blobstore.NewMem(), cfg, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}

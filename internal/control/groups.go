@@ -14,7 +14,6 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/node"
-	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -193,13 +192,12 @@ func (s *server) deleteRow(r *http.Request) (api.Deleted, error) {
 
 func (s *server) peers(*http.Request) ([]api.Peer, error) {
 	out := []api.Peer{}
-	h := s.n.Host()
-	for _, p := range h.Network().Peers() {
-		pi := api.Peer{ID: p.String(), Name: s.n.NameOf(p)}
-		for _, c := range h.Network().ConnsToPeer(p) {
-			pi.Addrs = append(pi.Addrs, c.RemoteMultiaddr().String())
-			if relay, relayed := p2p.RelayOf(c); relayed {
-				pi.Relays = append(pi.Relays, relay.String())
+	for _, p := range s.n.Peers() {
+		pi := api.Peer{ID: p.ID.String(), Name: s.n.NameOf(p.ID)}
+		for _, c := range p.Conns {
+			pi.Addrs = append(pi.Addrs, c.Remote.String())
+			if c.Relayed {
+				pi.Relays = append(pi.Relays, c.Relay.String())
 			} else {
 				pi.Direct = true
 			}
@@ -211,7 +209,7 @@ func (s *server) peers(*http.Request) ([]api.Peer, error) {
 
 func (s *server) status(*http.Request) (api.Status, error) {
 	ns := s.n.Stats()
-	st := api.Status{ID: s.n.ID().String(), Groups: len(s.n.Groups()), Peers: len(s.n.Host().Network().Peers()),
+	st := api.Status{ID: s.n.ID().String(), Groups: len(s.n.Groups()), Peers: len(s.n.Peers()),
 		FetchQueue: ns.FetchQueue, Blobs: ns.Blobs, BlobBytes: ns.BlobBytes,
 		Uploads: s.n.UploadStats().Uploads, BytesOut: ns.BytesOut, BytesIn: ns.BytesIn}
 	for _, a := range s.n.Addrs() {

@@ -112,12 +112,15 @@ func (r *run) add(dev syncnode.DevType, budget int64) error {
 	}
 	gater := r.cut.Gater()
 	c.Gater = gater
-	n, err := node.Open(c)
+	m := &member{cfg: c, dev: dev}
+	m.cfg.Access = &m.acc
+	n, err := node.Open(m.cfg)
 	if err != nil {
 		return err
 	}
 	gater.SetSelf(n.ID())
-	r.ms = append(r.ms, &member{id: n.ID(), cfg: c, n: n, dev: dev})
+	m.id, m.n = n.ID(), n
+	r.ms = append(r.ms, m)
 	return nil
 }
 
