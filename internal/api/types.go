@@ -188,11 +188,18 @@ type Row struct {
 	Value  json.RawMessage `json:"value"`
 	Writer string          `json:"writer"`
 	Time   time.Time       `json:"time"`
+	// Seq is the version's place in its writer's writes: of two versions
+	// of a key by one writer, the higher wins. (Time alone may not tell:
+	// two writes can share it.)
+	Seq uint64 `json:"seq"`
 }
 
-// Deleted answers a row deletion.
+// Deleted answers a row deletion: the key, and the tombstone's time and
+// sequence number (as in Row).
 type Deleted struct {
-	Deleted string `json:"deleted"`
+	Deleted string    `json:"deleted"`
+	Time    time.Time `json:"time"`
+	Seq     uint64    `json:"seq"`
 }
 
 // Peer is a connected peer.

@@ -138,7 +138,7 @@ func rowView(r syncgroup.Row) api.Row {
 	if err != nil {
 		v, _ = json.Marshal(map[string]string{"$undecodable": err.Error()})
 	}
-	return api.Row{Key: r.Key, Value: v, Writer: r.Writer.String(), Time: time.Unix(0, r.TS.Wall).UTC()}
+	return api.Row{Key: r.Key, Value: v, Writer: r.Writer.String(), Time: time.Unix(0, r.TS.Wall).UTC(), Seq: r.Seq}
 }
 
 func (s *server) putRow(r *http.Request) (api.Row, error) {
@@ -184,10 +184,11 @@ func (s *server) getRows(r *http.Request) ([]api.Row, error) {
 
 func (s *server) deleteRow(r *http.Request) (api.Deleted, error) {
 	q := r.URL.Query()
-	if _, err := s.n.DeleteRow(syncnode.GroupID(q.Get("group")), q.Get("key")); err != nil {
+	row, err := s.n.DeleteRow(syncnode.GroupID(q.Get("group")), q.Get("key"))
+	if err != nil {
 		return api.Deleted{}, err
 	}
-	return api.Deleted{Deleted: q.Get("key")}, nil
+	return api.Deleted{Deleted: row.Key, Time: time.Unix(0, row.TS.Wall).UTC(), Seq: row.Seq}, nil
 }
 
 func (s *server) peers(*http.Request) ([]api.Peer, error) {
