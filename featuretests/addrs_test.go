@@ -8,6 +8,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -19,12 +20,12 @@ func TestAddressesTravelWithMembership(t *testing.T) {
 	phone, laptop := start(t), start(t)
 	g := createGroup(t, phone, "photos", syncnode.Normal)
 	join(t, phone, laptop, g, syncnode.Normal)
-	before := laptop.Host().Network().ListenAddresses()
-	if err := laptop.Host().Network().Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0")); err != nil {
+	before := nodetest.Host(laptop).Network().ListenAddresses()
+	if err := nodetest.Host(laptop).Network().Listen(ma.StringCast("/ip4/127.0.0.1/tcp/0")); err != nil {
 		t.Fatal(err)
 	}
 	var added string
-	for _, a := range laptop.Host().Network().ListenAddresses() {
+	for _, a := range nodetest.Host(laptop).Network().ListenAddresses() {
 		if !slices.ContainsFunc(before, a.Equal) {
 			added = a.String()
 		}
@@ -36,7 +37,7 @@ func TestAddressesTravelWithMembership(t *testing.T) {
 		in := slices.ContainsFunc(phone.Members(g), func(m syncgroup.Member) bool {
 			return m.Peer == laptop.ID() && slices.Contains(m.Addrs, added)
 		})
-		known := slices.ContainsFunc(phone.Host().Peerstore().Addrs(laptop.ID()), func(a ma.Multiaddr) bool { return a.String() == added })
+		known := slices.ContainsFunc(nodetest.Host(phone).Peerstore().Addrs(laptop.ID()), func(a ma.Multiaddr) bool { return a.String() == added })
 		return in && known
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"lukechampine.com/blake3"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -23,7 +24,7 @@ import (
 func streamThroughput(b *testing.B, src, dst *node.Node, n int64) float64 {
 	const proto = protocol.ID("/syncnode-bench/bulk/1.0.0")
 	buf := make([]byte, 1<<20)
-	src.Host().SetStreamHandler(proto, func(s network.Stream) {
+	nodetest.Host(src).SetStreamHandler(proto, func(s network.Stream) {
 		defer s.Close()
 		for left := n; left > 0; left -= int64(len(buf)) {
 			if _, err := s.Write(buf[:min(left, int64(len(buf)))]); err != nil {
@@ -31,10 +32,10 @@ func streamThroughput(b *testing.B, src, dst *node.Node, n int64) float64 {
 			}
 		}
 	})
-	defer src.Host().RemoveStreamHandler(proto)
-	dst.Host().Peerstore().AddAddrs(src.ID(), src.Host().Addrs(), time.Hour)
+	defer nodetest.Host(src).RemoveStreamHandler(proto)
+	nodetest.Host(dst).Peerstore().AddAddrs(src.ID(), src.AddrInfo().Addrs, time.Hour)
 	start := time.Now()
-	s, err := dst.Host().NewStream(b.Context(), src.ID(), proto)
+	s, err := nodetest.Host(dst).NewStream(b.Context(), src.ID(), proto)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,12 +59,12 @@ func floorPull(b *testing.B, devs []*node.Node, dst *node.Node, blobs, size int)
 	newRandReader(size, 99).Read(blob)
 	hash := func(p []byte) { h := blake3.New(32, nil); h.Write(p); h.Sum(nil) }
 	for _, d := range devs {
-		d.Host().SetStreamHandler(proto, func(s network.Stream) {
+		nodetest.Host(d).SetStreamHandler(proto, func(s network.Stream) {
 			defer s.Close()
 			hash(blob)
 			s.Write(blob)
 		})
-		defer d.Host().RemoveStreamHandler(proto)
+		defer nodetest.Host(d).RemoveStreamHandler(proto)
 	}
 	dir := b.TempDir()
 	d, err := os.Open(dir)
@@ -80,7 +81,7 @@ func floorPull(b *testing.B, devs []*node.Node, dst *node.Node, blobs, size int)
 			defer wg.Done()
 			buf := make([]byte, size)
 			for j := range jobs {
-				s, err := dst.Host().NewStream(b.Context(), devs[j%len(devs)].ID(), proto)
+				s, err := nodetest.Host(dst).NewStream(b.Context(), devs[j%len(devs)].ID(), proto)
 				if err != nil {
 					b.Error(err)
 					return
@@ -200,21 +201,14 @@ func mustShares(b *testing.B, n *node.Node, ref syncnode.BlobRef) map[syncnode.G
 	return sh
 }
 
-func benchNode(b *testing.B) *node.Node {
-	cfg := config(b, b.TempDir())
-	n, err := node.Open(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return n
-}
+func benchNode(b *testing.B) *node.Node { return nodetest.Open(b, config(b, b.TempDir())) }
 
 func benchJoin(b *testing.B, admin, n *node.Node, g syncnode.GroupID, dev syncnode.DevType) {
 	inv, err := admin.Invite(g, n.ID(), dev, time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := n.JoinGroup(b.Context(), inv, admin.Host().Addrs()); err != nil {
+	if _, err := n.JoinGroup(b.Context(), inv); err != nil {
 		b.Fatal(err)
 	}
 }

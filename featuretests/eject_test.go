@@ -7,11 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/syncgroup"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // TestEjectionKeepsTheOnlyCopy: a server holds the only copy of the
@@ -103,10 +105,10 @@ func TestSharesReturningToAnEjectedMemberAreDropped(t *testing.T) {
 	toAdmin := putBlobRow(t, laptop, g, "photos/a", randomBytes(1<<20, 74))
 	toTablet := putBlobRow(t, laptop, g, "photos/b", randomBytes(1<<20, 75))
 	waitFor(t, 10*time.Second, "the laptop knows the tablet", func() bool { return len(laptop.Members(g)) == 3 })
-	if _, err := laptop.Ledger().OfferAll(ownership.NewTransferID(), toAdmin, g, phone.ID()); err != nil {
+	if _, err := nodetest.Ledger(laptop).OfferAll(ownership.NewTransferID(), toAdmin, g, phone.ID()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := laptop.Ledger().OfferAll(ownership.NewTransferID(), toTablet, g, tablet.ID()); err != nil {
+	if _, err := nodetest.Ledger(laptop).OfferAll(ownership.NewTransferID(), toTablet, g, tablet.ID()); err != nil {
 		t.Fatal(err)
 	}
 	tablet.Close()
@@ -139,7 +141,7 @@ func TestSharesReturningToAnEjectedMemberAreDropped(t *testing.T) {
 	laptop.Close()
 	laptop = open(t, laptopCfg)
 	waitFor(t, 10*time.Second, "the transfer ended and the shares back on the laptop dropped", func() bool {
-		p, err := laptop.Ledger().Pending(toTablet)
+		p, err := nodetest.Ledger(laptop).Pending(toTablet)
 		return err == nil && len(p) == 0 && shares(t, laptop, toTablet, g) == 0
 	})
 	if n := shares(t, tablet, toTablet, g); n != 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
+	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -211,7 +212,7 @@ func TestServerTakesSharesFromRelayingMember(t *testing.T) {
 	defer server.Close()
 	// Settled: none left with the member, none in escrow there.
 	waitFor(t, 30*time.Second, "the member's shares on the server, the member free to evict", func() bool {
-		ok, err := member.Ledger().MayEvict(ref)
+		ok, err := nodetest.Ledger(member).MayEvict(ref)
 		return server.HasBlob(ref) && shares(t, server, ref, g) >= 1 && ok && err == nil
 	})
 	leaf = open(t, leafCfg)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/ownership"
 )
@@ -221,7 +222,7 @@ func TestLeaveWithAHandOffInEscrowRefused(t *testing.T) {
 	join(t, admin, tablet, g, syncnode.Normal)
 	ref := putBlobRow(t, laptop, g, "photos/a", randomBytes(256<<10, 77))
 	waitFor(t, 10*time.Second, "the laptop knows the tablet", func() bool { return len(laptop.Members(g)) == 3 })
-	if _, err := laptop.Ledger().OfferAll(ownership.NewTransferID(), ref, g, tablet.ID()); err != nil {
+	if _, err := nodetest.Ledger(laptop).OfferAll(ownership.NewTransferID(), ref, g, tablet.ID()); err != nil {
 		t.Fatal(err)
 	}
 	atRisk, err := laptop.LeaveGroupWith(t.Context(), g, node.LeaveOptions{})

@@ -95,7 +95,7 @@ func TestSlowShareHolderHoldsUpOnlyItsOwnBlobs(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	var asked atomic.Int64
-	dev.Host().SetStreamHandler(p2p.ProtoShares, func(s network.Stream) {
+	dev.h.SetStreamHandler(p2p.ProtoShares, func(s network.Stream) {
 		asked.Add(1)
 		select { // read nothing, answer nothing
 		case <-release:

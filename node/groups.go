@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
@@ -34,10 +35,12 @@ func (n *Node) CreateGroup(name string, prefixes []string, private bool, dev syn
 }
 
 // Invite issues an invitation for peer p to join group g as device type
-// dev, valid for ttl. This node must be one of the group's admins.
+// dev, valid for ttl. This node must be one of the group's admins. The
+// invitation carries, signed, the addresses of this node and of the
+// group's servers: it is all the joiner needs (see JoinGroup).
 func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl time.Duration) (syncgroup.Invitation, error) {
 	key := n.h.Peerstore().PrivKey(n.h.ID())
-	inv, err := syncgroup.Invite(key, g, p, dev, time.Now().Add(ttl))
+	inv, err := syncgroup.Invite(key, g, p, dev, time.Now().Add(ttl), n.conn.InvitationAddrs(g)...)
 	if err != nil {
 		return inv, err
 	}
@@ -50,28 +53,80 @@ func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl t
 	return inv, nil
 }
 
+// ErrAdminUnreachable reports a join that could not reach the admin that
+// issued the invitation: only that admin admits with it.
+var ErrAdminUnreachable = errors.New("node: the admin that issued the invitation is unreachable")
+
 // JoinGroup joins a group with an invitation an admin issued to this node,
-// reaching the admin at adminAddrs, and syncs with it once.
-func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr) (syncgroup.Spec, error) {
+// and syncs with the admin once. The invitation carries where to reach
+// the admin and the group's servers; extra addresses (those of an
+// invitation from an older node, which carries none) are the admin's
+// unless they end in another peer's /p2p/ ID. With no address of the
+// admin at all, a node with LAN discovery looks for it on the LAN. The
+// admin must be online: the group's servers cannot admit (the error then
+// wraps ErrAdminUnreachable).
+func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, extra ...ma.Multiaddr) (syncgroup.Spec, error) {
 	ctx, done, err := n.call(ctx)
 	if err != nil {
 		return syncgroup.Spec{}, err
 	}
 	defer done()
-	if len(adminAddrs) == 0 && n.cfg.LANDiscovery {
-		if err := n.conn.AwaitAddrs(ctx, inv.Admin, n.cfg.IOTimeout); err != nil {
-			return syncgroup.Spec{}, err
+	switch {
+	case inv.Joiner != n.h.ID():
+		return syncgroup.Spec{}, fmt.Errorf("%w: it names %s, not this node", syncgroup.ErrInvitation, inv.Joiner)
+	case inv.Admin == n.h.ID():
+		return syncgroup.Spec{}, fmt.Errorf("%w: this node issued it", syncgroup.ErrInvitation)
+	}
+	hints, err := inv.AddrInfos()
+	if err != nil {
+		return syncgroup.Spec{}, err
+	}
+	for _, a := range extra {
+		if len(a) == 0 {
+			continue
 		}
+		tr, id := peer.SplitAddr(a)
+		if id == "" {
+			id = inv.Admin
+		}
+		hints = append(hints, peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{tr}})
+	}
+	// Addresses are only where to dial: the admin's go to the join, the
+	// servers' to the peerstore, for the rounds that follow it.
+	var adminAddrs []ma.Multiaddr
+	for _, ai := range hints {
+		if ai.ID == inv.Admin {
+			adminAddrs = append(adminAddrs, ai.Addrs...)
+		} else if ai.ID != n.h.ID() {
+			n.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.AddressTTL)
+		}
+	}
+	if len(adminAddrs) == 0 && len(n.h.Peerstore().Addrs(inv.Admin)) == 0 {
+		if n.cfg.NoLAN {
+			return syncgroup.Spec{}, fmt.Errorf("%w: no address of %s: the invitation carries none (an older node issued it) and none was given",
+				ErrAdminUnreachable, inv.Admin)
+		}
+		if err := n.conn.AwaitAddrs(ctx, inv.Admin, n.cfg.IOTimeout); err != nil {
+			return syncgroup.Spec{}, fmt.Errorf("%w: %v", ErrAdminUnreachable, err)
+		}
+	}
+	// The admin's addresses come with the invitation: a dial that failed
+	// a moment ago (the admin restarted on a new port) must not hold the
+	// join back.
+	connectivity.ClearDialBackoff(n.h, []peer.ID{inv.Admin})
+	n.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
+	dctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
+	err = n.h.Connect(dctx, peer.AddrInfo{ID: inv.Admin})
+	cancel()
+	if err != nil {
+		return syncgroup.Spec{}, fmt.Errorf("%w: %s: %v (only the admin that issued an invitation admits with it, not the group's servers: "+
+			"try again once it is online, or ask another admin for a new invitation)", ErrAdminUnreachable, inv.Admin, err)
 	}
 	// Shares of the group still here from an earlier membership (an
 	// escrow that came back after this node was out, say) are kept: they
 	// may be the group's only ones. If the group made up for them
 	// meanwhile, a server that holds its two calls them surplus at the
 	// next hand-off, and they go then.
-	// The admin's addresses come with the invitation: a dial that failed
-	// a moment ago (the admin restarted on a new port) must not hold the
-	// join back.
-	connectivity.ClearDialBackoff(n.h, []peer.ID{inv.Admin})
 	id, err := n.sync.Join(ctx, inv, adminAddrs, n.conn.Addrs())
 	if err != nil {
 		return syncgroup.Spec{}, err

@@ -26,7 +26,7 @@ func TestFlappingMemberCannotForceRetries(t *testing.T) {
 		c.Fetcher.BaseDelay, c.Fetcher.Jitter = time.Minute, time.Second
 	}, syncnode.Normal, syncnode.Server)
 	member, server := nodes[0], nodes[1]
-	member.Host().SetStreamHandler(p2p.ProtoGetBlob, func(s network.Stream) { s.Reset() })
+	member.h.SetStreamHandler(p2p.ProtoGetBlob, func(s network.Stream) { s.Reset() })
 	var refs []syncnode.BlobRef
 	for i := range blobs {
 		refs = append(refs, putBlobRow(t, member, g, fmt.Sprintf("photos/flap%d.jpg", i), 16<<10, uint64(200+i)))
@@ -40,13 +40,13 @@ func TestFlappingMemberCannotForceRetries(t *testing.T) {
 		return true
 	})
 	before := server.Stats().FetchAttempts
-	info := peer.AddrInfo{ID: server.ID(), Addrs: server.Host().Addrs()}
+	info := peer.AddrInfo{ID: server.ID(), Addrs: server.h.Addrs()}
 	for range flaps {
-		member.Host().Network().ClosePeer(server.ID())
+		member.h.Network().ClosePeer(server.ID())
 		testkit.WaitFor(t, 5*time.Second, "disconnected", func() bool {
-			return server.Host().Network().Connectedness(member.ID()) != network.Connected
+			return server.h.Network().Connectedness(member.ID()) != network.Connected
 		})
-		if err := member.Host().Connect(t.Context(), info); err != nil {
+		if err := member.h.Connect(t.Context(), info); err != nil {
 			t.Fatal(err)
 		}
 		// The retries a return starts run before the next flap.

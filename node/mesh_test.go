@@ -23,7 +23,7 @@ func testConfig(dir string) Config {
 	fc := fetcher.Config{}
 	fc.BaseDelay, fc.Jitter = 50*time.Millisecond, 50*time.Millisecond
 	fc.FirstScan, fc.ScanInterval = 200*time.Millisecond, time.Second
-	return Config{DataDir: dir, SyncInterval: 300 * time.Millisecond, IOTimeout: 5 * time.Second, Fetcher: &fc}
+	return Config{DataDir: dir, SyncInterval: 300 * time.Millisecond, IOTimeout: 5 * time.Second, Fetcher: &fc, NoLAN: true}
 }
 
 func openNode(t testing.TB, dir string) *Node {
@@ -81,7 +81,7 @@ func join(t *testing.T, admin, n *Node, g syncnode.GroupID, dev syncnode.DevType
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
+	if _, err := n.JoinGroup(t.Context(), inv); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -153,7 +153,7 @@ func TestSignpostsReachEveryMemberAndServerTakesShares(t *testing.T) {
 	}
 	// The phone's escrow settles once the server's acceptance reaches it.
 	testkit.WaitFor(t, 10*time.Second, "the phone's transfer settled", func() bool {
-		ok, _ := phone.Ledger().MayEvict(ref)
+		ok, _ := phone.ledger.MayEvict(ref)
 		return ok
 	})
 	if err := phone.RemoveBlob(ref); err != nil {
@@ -210,7 +210,7 @@ func TestLeafHandsOff(t *testing.T) {
 	})
 	// The leaf keeps handing a share per round until it has none.
 	testkit.WaitFor(t, 15*time.Second, "leaf free to evict", func() bool {
-		ok, _ := leaf.Ledger().MayEvict(ref)
+		ok, _ := leaf.ledger.MayEvict(ref)
 		return ok
 	})
 	if got := totalShares(t, nodes, ref, g); got != 2 {
@@ -315,7 +315,7 @@ func TestShareTotalsSurviveCrashMidTransfer(t *testing.T) {
 		return false
 	})
 	server.Close()
-	escrowed, _ := phone.Ledger().AllPending()
+	escrowed, _ := phone.ledger.AllPending()
 	phone.Close()
 	taken := 0
 	phone, server = open(phoneCfg), open(serverCfg)
@@ -343,7 +343,7 @@ func TestShareTotalsSurviveCrashMidTransfer(t *testing.T) {
 				return false
 			}
 		}
-		p, err := phone.Ledger().AllPending()
+		p, err := phone.ledger.AllPending()
 		return err == nil && len(p) == 0
 	})
 	for _, ref := range refs {

@@ -37,14 +37,14 @@ func TestRelayOnlyForTheServersMembers(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	relay := peer.AddrInfo{ID: server.ID(), Addrs: server.Host().Addrs()}
+	relay := peer.AddrInfo{ID: server.ID(), Addrs: server.h.Addrs()}
 	if _, err := client.Reserve(ctx, stranger, relay); err == nil {
 		t.Fatal("a stranger got a reservation with the server's relay")
 	}
-	if _, err := client.Reserve(ctx, other.Host(), relay); err == nil {
+	if _, err := client.Reserve(ctx, other.h, relay); err == nil {
 		t.Fatal("a member of a group where the server is a normal device got a reservation")
 	}
-	if _, err := client.Reserve(ctx, member.Host(), relay); err != nil {
+	if _, err := client.Reserve(ctx, member.h, relay); err != nil {
 		t.Fatalf("a member of the server's group got no reservation: %v", err)
 	}
 	if !server.conn.RelaysFor(member.ID()) || server.conn.RelaysFor(stranger.ID()) || server.conn.RelaysFor(other.ID()) {
@@ -52,7 +52,7 @@ func TestRelayOnlyForTheServersMembers(t *testing.T) {
 	}
 
 	// A circuit to the member: refused to the stranger.
-	circuit := ma.StringCast(server.Host().Addrs()[0].String() + "/p2p/" + server.ID().String() + "/p2p-circuit")
+	circuit := ma.StringCast(server.h.Addrs()[0].String() + "/p2p/" + server.ID().String() + "/p2p-circuit")
 	stranger.Peerstore().AddAddr(member.ID(), circuit, peerstore.PermanentAddrTTL)
 	if err := stranger.Connect(ctx, peer.AddrInfo{ID: member.ID()}); err == nil {
 		t.Fatal("a stranger reached a member through the server's relay")

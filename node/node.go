@@ -32,6 +32,7 @@ import (
 	"github.com/syncnode/syncnode/internal/grouprecord"
 	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/journal"
+	"github.com/syncnode/syncnode/internal/nodeaccess"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
@@ -50,10 +51,12 @@ var ErrPinned = errors.New("node: blob is pinned by ownership shares")
 type Config struct {
 	// DataDir holds the node's stores (blobs/, db/) and identity key.
 	DataDir string
-	// LANDiscovery announces the node on its LAN with multicast DNS and
-	// connects to the members of its groups found there; a join needs no
-	// address of the admin when the admin is on the same LAN.
-	LANDiscovery bool
+	// NoLAN turns LAN discovery off. By default the node announces itself
+	// on its LAN with multicast DNS and connects to the members of its
+	// groups found there, as the daemon does unless `init -no-lan`; a
+	// join then needs no address of the admin when the admin is on the
+	// same LAN. Tests that run many nodes in one process turn it off.
+	NoLAN bool
 	// Name is the device's name ("laptop"), written into its membership
 	// of every group and shown by the others beside its peer ID; empty:
 	// none.
@@ -114,6 +117,11 @@ type Config struct {
 	// FeedRetain is how many of the latest events the change feed keeps
 	// for watchers to resume from (default feed.DefaultRetain).
 	FeedRetain int
+	// Access, if not nil, is filled by Open with the node's share ledger
+	// and libp2p host, for this module's test harnesses, which inject
+	// faults with them. Its type is internal: an application cannot set
+	// it, and reaches neither.
+	Access *nodeaccess.Access
 }
 
 // feedPrunePeriod is how often the feed drops events past its retention.
@@ -374,9 +382,6 @@ func (n *Node) Addrs() []ma.Multiaddr {
 // AddrInfo returns how other nodes reach this one.
 func (n *Node) AddrInfo() peer.AddrInfo { return peer.AddrInfo{ID: n.h.ID(), Addrs: n.h.Addrs()} }
 
-// Host returns the node's libp2p host.
-func (n *Node) Host() host.Host { return n.h }
-
 // Connect dials a peer.
 func (n *Node) Connect(ctx context.Context, ai peer.AddrInfo) error { return n.h.Connect(ctx, ai) }
 
@@ -455,9 +460,6 @@ func (n *Node) RemoveBlob(ref syncnode.BlobRef) error {
 	}
 	return n.custody.Delete(ref)
 }
-
-// Ledger returns the node's ownership-share ledger.
-func (n *Node) Ledger() *ownership.Ledger { return n.ledger }
 
 // UploadStats returns the blob service's counters: uploads running and
 // queued, bytes sent.

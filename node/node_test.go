@@ -16,7 +16,7 @@ import (
 
 func TestPutReopenGetRemove(t *testing.T) {
 	dir := t.TempDir()
-	n, err := Open(Config{DataDir: dir})
+	n, err := Open(Config{DataDir: dir, NoLAN: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestPutReopenGetRemove(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	n, err = Open(Config{DataDir: dir})
+	n, err = Open(Config{DataDir: dir, NoLAN: true})
 	if err != nil {
 		t.Fatal(err)
 	}

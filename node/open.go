@@ -23,6 +23,7 @@ import (
 	"github.com/syncnode/syncnode/internal/handoff"
 	"github.com/syncnode/syncnode/internal/journal"
 	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/internal/nodeaccess"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
@@ -68,6 +69,9 @@ func Open(cfg Config) (_ *Node, err error) {
 	}
 	if err := n.conn.Follow(); err != nil {
 		return nil, err
+	}
+	if cfg.Access != nil {
+		*cfg.Access = nodeaccess.Access{Ledger: n.ledger, Host: n.h}
 	}
 	n.start()
 	return n, nil
@@ -142,7 +146,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	hc.IdentityFile = filepath.Join(n.cfg.DataDir, "identity.key")
 	hc.ListenAddrs = n.cfg.ListenAddrs
 	hc.Gater = n.cfg.Gater
-	cc := connectivity.Config{IOTimeout: n.cfg.IOTimeout, LAN: n.cfg.LANDiscovery,
+	cc := connectivity.Config{IOTimeout: n.cfg.IOTimeout, LAN: !n.cfg.NoLAN,
 		RelayMaxReservations: n.cfg.RelayMaxReservations, RelayMaxCircuits: n.cfg.RelayMaxCircuits}
 	if n.conn, err = connectivity.New(cc, n.log); err != nil {
 		return err

@@ -89,6 +89,9 @@ func (g *Group) Join(inv Invitation, addrs []string, now time.Time) (Row, error)
 	if inv.Group != g.spec.ID {
 		return Row{}, fmt.Errorf("%w: invitation is for %s", ErrInvitation, inv.Group)
 	}
+	// The row keeps the invitation the admin verified: its addresses were
+	// the joiner's to dial, and are no one else's business.
+	inv = inv.WithoutAddrs()
 	return g.putMember(Member{DevType: inv.DevType, Addrs: addrs, Invitation: &inv}, now)
 }
 

@@ -43,28 +43,42 @@ func sgInvite(fs *flag.FlagSet) func(*cmd) error {
 		return c.with(func(cl *api.Client) error {
 			inv, err := cl.Invite(c.ctx, api.InviteRequest{Group: c.pos[0], Peer: c.pos[1], DevType: *dev, TTL: *ttl})
 			return show(c, inv, err, func(inv api.Invitation) {
-				b, _ := json.Marshal(inv)
-				fmt.Fprintln(c.stdout, base64.RawURLEncoding.EncodeToString(b))
+				fmt.Fprintln(c.stdout, base64.RawURLEncoding.EncodeToString(inv.Invitation))
 			})
 		})
 	}
 }
 
-func sgJoin(*flag.FlagSet) func(*cmd) error {
+func sgJoin(fs *flag.FlagSet) func(*cmd) error {
+	var addrs stringList
+	fs.Var(&addrs, "addr", "another address of the admin (repeatable), or of a server if it ends in /p2p/ID: the invitation carries the addresses it needs, unless an older node printed it")
 	return func(c *cmd) error {
-		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimSpace(c.pos[0]))
+		inv, err := parseInvitation(c.pos[0])
 		if err != nil {
 			return fmt.Errorf("sg join: the invitation is not what sg invite printed: %w", err)
 		}
-		var inv api.Invitation
-		if err := json.Unmarshal(raw, &inv); err != nil {
-			return fmt.Errorf("sg join: the invitation is not what sg invite printed: %w", err)
-		}
+		inv.AdminAddrs = append(inv.AdminAddrs, addrs...)
 		return c.with(func(cl *api.Client) error {
 			g, err := cl.Join(c.ctx, inv)
 			return show(c, g, err, func(g api.Group) { fmt.Fprintln(c.stdout, "joined", g.ID) })
 		})
 	}
+}
+
+// parseInvitation reads an invitation as sg invite prints it: the signed
+// invitation, base64url. What older nodes printed, base64url JSON with
+// the admin's addresses beside the invitation, is read too.
+func parseInvitation(s string) (api.Invitation, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return api.Invitation{}, err
+	}
+	if len(raw) > 0 && raw[0] == '{' { // msgpack begins with a map's header, never '{'
+		var inv api.Invitation
+		err := json.Unmarshal(raw, &inv)
+		return inv, err
+	}
+	return api.Invitation{Invitation: raw}, nil
 }
 
 func sgLeave(fs *flag.FlagSet) func(*cmd) error {

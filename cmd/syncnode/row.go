@@ -39,7 +39,10 @@ func rowGet(*flag.FlagSet) func(*cmd) error {
 
 func rowDel(*flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
-		return c.with(func(cl *api.Client) error { return cl.DeleteRow(c.ctx, c.pos[0], c.pos[1]) })
+		return c.with(func(cl *api.Client) error {
+			_, err := cl.DeleteRow(c.ctx, c.pos[0], c.pos[1])
+			return err
+		})
 	}
 }
 

@@ -62,7 +62,7 @@ type adversary struct {
 
 func newAdversary(n *node.Node, mode string) *adversary {
 	a := &adversary{n: n, mode: mode, blobs: map[syncnode.BlobRef][]byte{}}
-	n.Host().SetStreamHandler(p2p.ProtoGetBlob, a.serve)
+	nodetest.Host(n).SetStreamHandler(p2p.ProtoGetBlob, a.serve)
 	return a
 }
 

@@ -29,7 +29,7 @@ func TestEjectionBansEveryInvitation(t *testing.T) {
 		if err := admin.EjectMember(g, late.ID()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := late.JoinGroup(t.Context(), inv, admin.Host().Addrs()); !errors.Is(err, syncer.ErrRefused) {
+		if _, err := late.JoinGroup(t.Context(), inv); !errors.Is(err, syncer.ErrRefused) {
 			t.Fatalf("a peer ejected before it joined joined with its invitation: %v", err)
 		}
 		if len(admin.Members(g)) != 2 {
@@ -47,13 +47,13 @@ func TestEjectionBansEveryInvitation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := twice.JoinGroup(t.Context(), first, admin.Host().Addrs()); err != nil {
+		if _, err := twice.JoinGroup(t.Context(), first); err != nil {
 			t.Fatal(err)
 		}
 		if err := admin.EjectMember(g, twice.ID()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := twice.JoinGroup(t.Context(), spare, admin.Host().Addrs()); !errors.Is(err, syncer.ErrRefused) {
+		if _, err := twice.JoinGroup(t.Context(), spare); !errors.Is(err, syncer.ErrRefused) {
 			t.Fatalf("an ejected peer joined again with its spare invitation: %v", err)
 		}
 		if len(admin.Members(g)) != 2 {
@@ -66,7 +66,7 @@ func TestEjectionBansEveryInvitation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := twice.JoinGroup(t.Context(), again, admin.Host().Addrs()); err != nil {
+		if _, err := twice.JoinGroup(t.Context(), again); err != nil {
 			t.Fatalf("an invitation issued after the ejection: %v", err)
 		}
 		if len(admin.Members(g)) != 3 {

@@ -50,7 +50,7 @@ type wireBatch struct {
 // as its own batch: the forger speaks the wire format itself.
 func pushRows(t *testing.T, from *node.Node, victim peer.ID, g syncnode.GroupID, rows ...wireRow) {
 	t.Helper()
-	st, err := from.Host().NewStream(t.Context(), victim, p2p.ProtoSync)
+	st, err := nodetest.Host(from).NewStream(t.Context(), victim, p2p.ProtoSync)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func forgerSig(t *testing.T, forger *node.Node, g syncnode.GroupID, r wireRow) w
 	t.Helper()
 	row := syncgroup.Row{Key: r.Key, Value: r.Value, Deleted: r.Deleted, TS: syncgroup.Timestamp{Wall: r.TS.Wall, Logical: r.TS.Logical},
 		Writer: peer.ID(r.Writer), Seq: r.Seq}
-	key := forger.Host().Peerstore().PrivKey(forger.ID())
+	key := nodetest.Host(forger).Peerstore().PrivKey(forger.ID())
 	if err := syncgroup.SignRow(key, g, &row); err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestRelayedPossessionProofRefused(t *testing.T) {
 // and returns the answer.
 func sharesCall(t *testing.T, from *node.Node, to peer.ID, req sharesRequest) sharesResponse {
 	t.Helper()
-	st, err := from.Host().NewStream(t.Context(), to, p2p.ProtoShares)
+	st, err := nodetest.Host(from).NewStream(t.Context(), to, p2p.ProtoShares)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +292,7 @@ func selfRow(t *testing.T, p *node.Node, g syncnode.GroupID, inv syncgroup.Invit
 		t.Fatal(err)
 	}
 	r := syncgroup.Row{Key: syncgroup.MemberKey(p.ID()), Value: v, TS: syncgroup.Timestamp{Wall: at.UnixNano()}, Writer: p.ID(), Seq: 1 << 20}
-	if err := syncgroup.SignRow(p.Host().Peerstore().PrivKey(p.ID()), g, &r); err != nil {
+	if err := syncgroup.SignRow(nodetest.Host(p).Peerstore().PrivKey(p.ID()), g, &r); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -305,7 +305,7 @@ func helloWith(t *testing.T, from *node.Node, victim *node.Node, g syncnode.Grou
 	if err := from.Connect(t.Context(), victim.AddrInfo()); err != nil {
 		t.Fatal(err)
 	}
-	st, err := from.Host().NewStream(t.Context(), victim.ID(), p2p.ProtoSync)
+	st, err := nodetest.Host(from).NewStream(t.Context(), victim.ID(), p2p.ProtoSync)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +334,7 @@ func TestEjectedMemberStaysOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ejected.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
+	if _, err := ejected.JoinGroup(t.Context(), inv); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "membership", func() bool { return len(member.Members(g)) == 3 })
@@ -355,7 +355,7 @@ func TestEjectedMemberStaysOut(t *testing.T) {
 			t.Fatalf("%s counts the ejected peer as a member again", victim.ID())
 		}
 	}
-	if _, err := ejected.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
+	if _, err := ejected.JoinGroup(t.Context(), inv); err == nil {
 		t.Fatal("the ejected peer joined again with its old invitation")
 	}
 	ejected.SyncNow(g)
@@ -379,7 +379,7 @@ func TestExpiredInvitationRefused(t *testing.T) {
 	}
 	issued := time.Now()
 	testkit.WaitFor(t, 5*time.Second, "the invitation to expire", func() bool { return time.Now().Unix() >= inv.Expires })
-	if _, err := late.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
+	if _, err := late.JoinGroup(t.Context(), inv); err == nil {
 		t.Fatal("joined with an expired invitation")
 	}
 	backdated := selfRow(t, late, g, inv, issued)
@@ -410,7 +410,7 @@ func reuse(t *testing.T, eject bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
+	if _, err := p.JoinGroup(t.Context(), inv); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "membership", func() bool { return len(admin.Members(g)) == 2 })
@@ -423,7 +423,7 @@ func reuse(t *testing.T, eject bool) {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "the departure at the admin", func() bool { return len(admin.Members(g)) == 1 })
-	if _, err := p.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err == nil {
+	if _, err := p.JoinGroup(t.Context(), inv); err == nil {
 		t.Fatal("the same invitation let its joiner in twice")
 	}
 	// Nor can the joiner write its membership again on its own.
@@ -435,7 +435,7 @@ func reuse(t *testing.T, eject bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.JoinGroup(t.Context(), inv2, admin.Host().Addrs()); err != nil {
+	if _, err := p.JoinGroup(t.Context(), inv2); err != nil {
 		t.Fatalf("a new invitation: %v", err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "membership again", func() bool { return len(admin.Members(g)) == 2 })

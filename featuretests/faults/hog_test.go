@@ -42,7 +42,7 @@ func TestOneMemberCannotHogUploads(t *testing.T) {
 		}
 	}()
 	for range 40 {
-		st, err := hog.Host().NewStream(t.Context(), holder.ID(), p2p.ProtoGetBlob)
+		st, err := nodetest.Host(hog).NewStream(t.Context(), holder.ID(), p2p.ProtoGetBlob)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,7 +24,7 @@ func split(pt *netsplit.Partition, nodes []*node.Node, side []int) {
 	var ids []peer.ID
 	var hosts []host.Host
 	for _, n := range nodes {
-		ids, hosts = append(ids, n.ID()), append(hosts, n.Host())
+		ids, hosts = append(ids, n.ID()), append(hosts, nodetest.Host(n))
 	}
 	pt.Split(ids, hosts, side)
 }

@@ -30,11 +30,7 @@ func joinProcGroup(t *testing.T, admin *proc, g string, n *node.Node) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var addrs []ma.Multiaddr
-	for _, a := range inv.AdminAddrs {
-		addrs = append(addrs, ma.StringCast(a))
-	}
-	if _, err := n.JoinGroup(t.Context(), in, addrs); err != nil {
+	if _, err := n.JoinGroup(t.Context(), in); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -72,7 +68,7 @@ func TestThousandConcurrentStreams(t *testing.T) {
 		n := nodetest.Start(t)
 		joinProcGroup(t, holder, g.ID, n)
 		for _, a := range st.Addrs {
-			n.Host().Peerstore().AddAddr(hid, ma.StringCast(a), time.Hour)
+			nodetest.Host(n).Peerstore().AddAddr(hid, ma.StringCast(a), time.Hour)
 		}
 		devs = append(devs, n)
 	}
@@ -88,7 +84,7 @@ func TestThousandConcurrentStreams(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, clients*perClient)
 	for _, d := range devs {
-		cl, err := blobproto.NewClient(d.Host(), blobstore.NewMem(), cfg, slog.New(slog.DiscardHandler))
+		cl, err := blobproto.NewClient(nodetest.Host(d), blobstore.NewMem(), cfg, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}

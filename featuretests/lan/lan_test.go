@@ -24,6 +24,7 @@ import (
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/internal/testkit"
+	"github.com/syncnode/syncnode/syncgroup"
 )
 
 // bin is the syncnode binary the namespaces run.
@@ -165,18 +166,21 @@ func lan(t *testing.T) (a, b *netns) {
 }
 
 // withoutAddrs returns an invitation as sg invite prints it, with the
-// admin's addresses taken out: only the admin's peer ID remains.
+// addresses taken out: only the admin's peer ID remains, as in an
+// invitation from an older node given no address.
 func withoutAddrs(t *testing.T, inv string) string {
 	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimSpace(inv))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var in api.Invitation
-	if err := json.Unmarshal(raw, &in); err != nil {
+	in, err := syncgroup.UnmarshalInvitation(raw)
+	if err != nil {
 		t.Fatal(err)
 	}
-	in.AdminAddrs = nil
-	out, _ := json.Marshal(in)
+	out, err := in.WithoutAddrs().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
 	return base64.RawURLEncoding.EncodeToString(out)
 }
 

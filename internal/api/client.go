@@ -201,8 +201,9 @@ func (c *Client) ListRows(ctx context.Context, group, prefix string) ([]Row, err
 }
 
 // DeleteRow writes a tombstone at key.
-func (c *Client) DeleteRow(ctx context.Context, group, key string) error {
-	return c.do(ctx, "DELETE", rowsPath(group, key, ""), nil, &Deleted{})
+func (c *Client) DeleteRow(ctx context.Context, group, key string) (Deleted, error) {
+	var out Deleted
+	return out, c.do(ctx, "DELETE", rowsPath(group, key, ""), nil, &out)
 }
 
 // Peers lists the connected peers.

@@ -136,10 +136,14 @@ type InviteRequest struct {
 }
 
 // Invitation is an invitation ready to hand to the joiner: the signed
-// invitation and where the admin listens.
+// invitation (syncgroup.Invitation.Marshal), which carries the addresses
+// of the admin and of the group's servers. AdminAddrs, in a join, are
+// extra addresses: the admin's, or another peer's if they end in its
+// /p2p/ ID. An invitation printed by an older node carries none and came
+// with them here.
 type Invitation struct {
 	Invitation []byte   `json:"invitation"`
-	AdminAddrs []string `json:"admin_addrs"`
+	AdminAddrs []string `json:"admin_addrs,omitempty"`
 }
 
 // GroupRequest names a group.
@@ -184,11 +188,18 @@ type Row struct {
 	Value  json.RawMessage `json:"value"`
 	Writer string          `json:"writer"`
 	Time   time.Time       `json:"time"`
+	// Seq is the version's place in its writer's writes: of two versions
+	// of a key by one writer, the higher wins. (Time alone may not tell:
+	// two writes can share it.)
+	Seq uint64 `json:"seq"`
 }
 
-// Deleted answers a row deletion.
+// Deleted answers a row deletion: the key, and the tombstone's time and
+// sequence number (as in Row).
 type Deleted struct {
-	Deleted string `json:"deleted"`
+	Deleted string    `json:"deleted"`
+	Time    time.Time `json:"time"`
+	Seq     uint64    `json:"seq"`
 }
 
 // Peer is a connected peer.

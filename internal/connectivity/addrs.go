@@ -16,7 +16,9 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
+	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/p2p"
+	"github.com/syncnode/syncnode/syncgroup"
 )
 
 // The addresses a node publishes in its memberships, and how they follow
@@ -49,6 +51,54 @@ func publishable(as []string) []string {
 	})
 	as = rankAddrs(as)
 	return as[:min(len(as), maxPublished)]
+}
+
+// invitationAddrsPerServer bounds the addresses of each server an
+// invitation carries: the best ones, after all of the admin's.
+const invitationAddrsPerServer = 4
+
+// InvitationAddrs returns the addresses an invitation to group g carries
+// (see syncgroup.Invitation.Addrs): this node's own, as its memberships
+// publish them, then those of g's servers (their membership rows', else
+// what the peerstore knows), best first; each ends in its peer's ID, and
+// there are at most syncgroup.MaxInvitationAddrs.
+func (s *Service) InvitationAddrs(g syncnode.GroupID) []string {
+	var out []string
+	add := func(p peer.ID, as []string, most int) {
+		suffix := "/p2p/" + p.String()
+		for _, a := range as {
+			if most == 0 || len(out) == syncgroup.MaxInvitationAddrs {
+				return
+			}
+			if m, err := ma.NewMultiaddr(a); err != nil {
+				continue
+			} else if _, id := peer.SplitAddr(m); id != "" {
+				continue // names a peer already: not one of p's own
+			}
+			if a += suffix; len(a) <= syncgroup.MaxInvitationAddrLen {
+				out = append(out, a)
+				most--
+			}
+		}
+	}
+	add(s.h.ID(), s.Addrs(), syncgroup.MaxInvitationAddrs)
+	if s.groups == nil {
+		return out
+	}
+	for _, m := range s.groups.Members(g) {
+		if m.DevType != syncnode.Server || m.Peer == s.h.ID() {
+			continue
+		}
+		as := publishable(m.Addrs)
+		if len(as) == 0 {
+			for _, a := range s.h.Peerstore().Addrs(m.Peer) {
+				as = append(as, a.String())
+			}
+			as = publishable(as)
+		}
+		add(m.Peer, as, invitationAddrsPerServer)
+	}
+	return out
 }
 
 // AwaitAddrs waits, up to timeout, until the peerstore knows an address of

@@ -217,7 +217,7 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 	if err != nil {
 		return err
 	}
-	ncfg := node.Config{DataDir: dir, Name: cfg.Name, Log: log, ListenAddrs: cfg.Listen, BlobBudget: cfg.BlobBudget, LANDiscovery: cfg.LANDiscovery,
+	ncfg := node.Config{DataDir: dir, Name: cfg.Name, Log: log, ListenAddrs: cfg.Listen, BlobBudget: cfg.BlobBudget, NoLAN: !cfg.LANDiscovery,
 		Relayed: p2p.RelayPolicy(cfg.Relayed), RelayRate: cfg.RelayRate}
 	if cfg.Relayed != "" {
 		if _, err := p2p.ParseRelayPolicy(cfg.Relayed); err != nil {

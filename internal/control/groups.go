@@ -14,7 +14,6 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/node"
-	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 	"github.com/syncnode/syncnode/value"
 )
@@ -80,11 +79,7 @@ func (s *server) invite(r *http.Request) (api.Invitation, error) {
 	if err != nil {
 		return api.Invitation{}, err
 	}
-	out := api.Invitation{Invitation: b}
-	for _, a := range s.n.Host().Addrs() {
-		out.AdminAddrs = append(out.AdminAddrs, a.String())
-	}
-	return out, nil
+	return api.Invitation{Invitation: b}, nil
 }
 
 func (s *server) join(r *http.Request) (api.Group, error) {
@@ -104,7 +99,7 @@ func (s *server) join(r *http.Request) (api.Group, error) {
 		}
 		addrs = append(addrs, m)
 	}
-	spec, err := s.n.JoinGroup(r.Context(), inv, addrs)
+	spec, err := s.n.JoinGroup(r.Context(), inv, addrs...)
 	if err != nil {
 		return api.Group{}, err
 	}
@@ -144,7 +139,7 @@ func rowView(r syncgroup.Row) api.Row {
 	if err != nil {
 		v, _ = json.Marshal(map[string]string{"$undecodable": err.Error()})
 	}
-	return api.Row{Key: r.Key, Value: v, Writer: r.Writer.String(), Time: time.Unix(0, r.TS.Wall).UTC()}
+	return api.Row{Key: r.Key, Value: v, Writer: r.Writer.String(), Time: time.Unix(0, r.TS.Wall).UTC(), Seq: r.Seq}
 }
 
 func (s *server) putRow(r *http.Request) (api.Row, error) {
@@ -190,21 +185,21 @@ func (s *server) getRows(r *http.Request) ([]api.Row, error) {
 
 func (s *server) deleteRow(r *http.Request) (api.Deleted, error) {
 	q := r.URL.Query()
-	if _, err := s.n.DeleteRow(syncnode.GroupID(q.Get("group")), q.Get("key")); err != nil {
+	row, err := s.n.DeleteRow(syncnode.GroupID(q.Get("group")), q.Get("key"))
+	if err != nil {
 		return api.Deleted{}, err
 	}
-	return api.Deleted{Deleted: q.Get("key")}, nil
+	return api.Deleted{Deleted: row.Key, Time: time.Unix(0, row.TS.Wall).UTC(), Seq: row.Seq}, nil
 }
 
 func (s *server) peers(*http.Request) ([]api.Peer, error) {
 	out := []api.Peer{}
-	h := s.n.Host()
-	for _, p := range h.Network().Peers() {
-		pi := api.Peer{ID: p.String(), Name: s.n.NameOf(p)}
-		for _, c := range h.Network().ConnsToPeer(p) {
-			pi.Addrs = append(pi.Addrs, c.RemoteMultiaddr().String())
-			if relay, relayed := p2p.RelayOf(c); relayed {
-				pi.Relays = append(pi.Relays, relay.String())
+	for _, p := range s.n.Peers() {
+		pi := api.Peer{ID: p.ID.String(), Name: s.n.NameOf(p.ID)}
+		for _, c := range p.Conns {
+			pi.Addrs = append(pi.Addrs, c.Remote.String())
+			if c.Relayed {
+				pi.Relays = append(pi.Relays, c.Relay.String())
 			} else {
 				pi.Direct = true
 			}
@@ -216,7 +211,7 @@ func (s *server) peers(*http.Request) ([]api.Peer, error) {
 
 func (s *server) status(*http.Request) (api.Status, error) {
 	ns := s.n.Stats()
-	st := api.Status{ID: s.n.ID().String(), Groups: len(s.n.Groups()), Peers: len(s.n.Host().Network().Peers()),
+	st := api.Status{ID: s.n.ID().String(), Groups: len(s.n.Groups()), Peers: len(s.n.Peers()),
 		FetchQueue: ns.FetchQueue, Blobs: ns.Blobs, BlobBytes: ns.BlobBytes,
 		Uploads: s.n.UploadStats().Uploads, BytesOut: ns.BytesOut, BytesIn: ns.BytesIn}
 	for _, a := range s.n.Addrs() {

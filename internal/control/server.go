@@ -106,6 +106,8 @@ func fail(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	case errors.Is(err, node.ErrPinned):
 		code = http.StatusConflict
+	case errors.Is(err, node.ErrAdminUnreachable):
+		code = http.StatusBadGateway
 	case errors.Is(err, syncnode.ErrBadBlobRef), errors.Is(err, errBadRequest),
 		errors.Is(err, syncgroup.ErrOutsideGroup), errors.Is(err, syncgroup.ErrInvitation),
 		errors.Is(err, syncgroup.ErrNotMember), errors.Is(err, syncgroup.ErrNotAllowed):

@@ -28,7 +28,8 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs 
 	var resp joinResponse
 	err = p2p.Exchange(ctx, s.h, inv.Admin, p2p.ProtoJoin, func(st network.Stream) error {
 		defer st.Close()
-		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv}, s.cfg.IOTimeout); err != nil {
+		// The admin judges the invitation, not where it was reached.
+		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv.WithoutAddrs()}, s.cfg.IOTimeout); err != nil {
 			st.Reset()
 			return err
 		}

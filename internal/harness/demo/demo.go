@@ -60,7 +60,7 @@ func (d *demo) open(name string, budget int64) (*node.Node, error) {
 	fc := fetcher.Config{}
 	fc.FirstScan, fc.ScanInterval = time.Second, 2*time.Second
 	return node.Open(node.Config{DataDir: filepath.Join(d.dir, name), SyncInterval: time.Second,
-		IOTimeout: 10 * time.Second, Fetcher: &fc, BlobBudget: budget})
+		IOTimeout: 10 * time.Second, Fetcher: &fc, BlobBudget: budget, NoLAN: true})
 }
 
 func (d *demo) close() {
@@ -97,7 +97,7 @@ func (d *demo) setUp(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		if _, err := m.n.JoinGroup(ctx, inv, d.phone.Host().Addrs()); err != nil {
+		if _, err := m.n.JoinGroup(ctx, inv); err != nil {
 			return err
 		}
 	}

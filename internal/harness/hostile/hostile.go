@@ -43,6 +43,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/harness/netsplit"
+	"github.com/syncnode/syncnode/internal/nodeaccess"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -107,10 +108,13 @@ type blob struct {
 }
 
 type sim struct {
-	cfg   Config
-	rng   *rand.Rand
-	ns    [numNodes]*node.Node
-	ids   [numNodes]peer.ID
+	cfg Config
+	rng *rand.Rand
+	ns  [numNodes]*node.Node
+	ids [numNodes]peer.ID
+	// hosts are the honest nodes' hosts (Config.Access), for addresses
+	// and partitions.
+	hosts [numNodes]nodeaccess.Access
 	cut   netsplit.Partition
 	g     syncnode.GroupID
 	bad   *peerHost
@@ -194,10 +198,11 @@ func (s *sim) setup(ctx context.Context) error {
 		gater := s.cut.Gater()
 		cfg := node.Config{DataDir: filepath.Join(s.cfg.Dir, fmt.Sprintf("%s-%d", names[i], s.cfg.Seed)),
 			ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, SyncInterval: 200 * time.Millisecond, IOTimeout: 2 * time.Second,
-			Fetcher: &fc, Gater: gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler)}
+			Fetcher: &fc, Gater: gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler), NoLAN: true}
 		if devTypes[i] != syncnode.Server {
 			cfg.BlobBudget = 1
 		}
+		cfg.Access = &s.hosts[i]
 		n, err := node.Open(cfg)
 		if err != nil {
 			return fmt.Errorf("hostile: open %s: %w", names[i], err)
@@ -205,10 +210,10 @@ func (s *sim) setup(ctx context.Context) error {
 		gater.SetSelf(n.ID())
 		s.ns[i], s.ids[i] = n, n.ID()
 	}
-	for _, a := range s.ns {
+	for i, a := range s.ns {
 		for _, b := range s.ns {
 			if a != b {
-				a.Host().Peerstore().AddAddrs(b.ID(), b.Host().Addrs(), time.Hour)
+				s.hosts[i].Host.Peerstore().AddAddrs(b.ID(), b.AddrInfo().Addrs, time.Hour)
 			}
 		}
 	}
@@ -223,7 +228,7 @@ func (s *sim) setup(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := s.ns[i].JoinGroup(ctx, inv, admin.Host().Addrs()); err != nil {
+		if _, err := s.ns[i].JoinGroup(ctx, inv); err != nil {
 			return fmt.Errorf("hostile: join: %w", err)
 		}
 	}
@@ -232,9 +237,9 @@ func (s *sim) setup(ctx context.Context) error {
 	}
 	s.bad.lyingHolder, s.bad.rightBytes = s.rng.IntN(2) == 0 && !s.cfg.NoMint, s.rng.IntN(2) == 0
 	s.log(fmt.Sprintf("setup: the hostile member %s: lying holder %v, serves true bytes %v", s.bad.id(), s.bad.lyingHolder, s.bad.rightBytes))
-	for _, n := range s.ns {
-		s.bad.h.Peerstore().AddAddrs(n.ID(), n.Host().Addrs(), time.Hour)
-		n.Host().Peerstore().AddAddrs(s.bad.id(), s.bad.h.Addrs(), time.Hour)
+	for i, n := range s.ns {
+		s.bad.h.Peerstore().AddAddrs(n.ID(), n.AddrInfo().Addrs, time.Hour)
+		s.hosts[i].Host.Peerstore().AddAddrs(s.bad.id(), s.bad.h.Addrs(), time.Hour)
 	}
 	inv, err := admin.Invite(s.g, s.bad.id(), syncnode.Normal, time.Hour)
 	if err != nil {
@@ -367,8 +372,8 @@ func (s *sim) step(ctx context.Context) string {
 		side := make([]int, numNodes)
 		side[i] = 1
 		hosts := make([]host.Host, numNodes)
-		for k, m := range s.ns {
-			hosts[k] = m.Host()
+		for k, a := range s.hosts {
+			hosts[k] = a.Host
 		}
 		s.cut.Split(s.ids[:], hosts, side)
 		return fmt.Sprintf("cut: %s off", name)

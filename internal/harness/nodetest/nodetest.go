@@ -9,17 +9,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/syncnode/syncnode/internal/ports"
-
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/nodeaccess"
+	"github.com/syncnode/syncnode/internal/ports"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/node"
+	"github.com/syncnode/syncnode/ownership"
 )
 
 // Config is a node config in dir with the sync and scan periods shortened
@@ -30,7 +33,7 @@ func Config(t testing.TB, dir string) node.Config {
 	fc.BaseDelay, fc.Jitter, fc.MaxShift = 20*time.Millisecond, 20*time.Millisecond, 5
 	fc.FirstScan, fc.ScanInterval = 100*time.Millisecond, 500*time.Millisecond
 	return node.Config{DataDir: dir, SyncInterval: 250 * time.Millisecond, IOTimeout: 5 * time.Second,
-		Fetcher: &fc, ListenAddrs: []string{FreeAddr(t)}}
+		Fetcher: &fc, ListenAddrs: []string{FreeAddr(t)}, NoLAN: true}
 }
 
 // FreeAddr returns a loopback TCP multiaddr whose port is free now and
@@ -45,15 +48,41 @@ func FreeAddr(t testing.TB) string {
 	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p)
 }
 
-// Open opens a node with cfg.
+// access keeps the ledger and host of each node Open opened, until its
+// test ends.
+var access sync.Map // *node.Node → *nodeaccess.Access
+
+// Open opens a node with cfg; Host and Ledger reach its host and ledger.
 func Open(t testing.TB, cfg node.Config) *node.Node {
 	t.Helper()
+	if cfg.Access == nil {
+		cfg.Access = new(nodeaccess.Access)
+	}
 	n, err := node.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	access.Store(n, cfg.Access)
+	t.Cleanup(func() { access.Delete(n) })
 	return n
 }
+
+// accessOf returns what Open kept of n.
+func accessOf(n *node.Node) *nodeaccess.Access {
+	a, ok := access.Load(n)
+	if !ok {
+		panic("nodetest: a node not opened by nodetest.Open")
+	}
+	return a.(*nodeaccess.Access)
+}
+
+// Host returns the libp2p host of n, which Open or Start opened: a test
+// that injects faults dials, serves and edits the peerstore with it.
+func Host(n *node.Node) host.Host { return accessOf(n).Host }
+
+// Ledger returns the share ledger of n, which Open or Start opened: a
+// test that makes share transfers behind the node's back uses it.
+func Ledger(n *node.Node) *ownership.Ledger { return accessOf(n).Ledger }
 
 // Start opens a node in a fresh directory, closed when the test ends.
 func Start(t testing.TB, mod ...func(*node.Config)) *node.Node {
@@ -84,7 +113,7 @@ func Join(t testing.TB, admin, n *node.Node, g syncnode.GroupID, dev syncnode.De
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.JoinGroup(t.Context(), inv, admin.Host().Addrs()); err != nil {
+	if _, err := n.JoinGroup(t.Context(), inv); err != nil {
 		t.Fatal(err)
 	}
 }

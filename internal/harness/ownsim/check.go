@@ -86,7 +86,7 @@ func (s *sim) describe(b *blob) string {
 			} else {
 				d += ", no row"
 			}
-			if p, err := m.n.Ledger().Pending(b.ref); err == nil && len(p) > 0 {
+			if p, err := m.acc.Ledger.Pending(b.ref); err == nil && len(p) > 0 {
 				d += fmt.Sprintf(", %d transfers in escrow", len(p))
 			}
 			if w, err := m.n.Why(b.ref); err == nil {

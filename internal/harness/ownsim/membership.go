@@ -44,7 +44,7 @@ func (s *sim) rejoin(ctx context.Context, m *member) string {
 	inv, err := admin.n.Invite(s.g, m.id, devTypes[m.idx()], time.Hour)
 	if err == nil {
 		jctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err = m.n.JoinGroup(jctx, inv, admin.n.Host().Addrs())
+		_, err = m.n.JoinGroup(jctx, inv)
 		cancel()
 	}
 	m.out = err != nil

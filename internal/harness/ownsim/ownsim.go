@@ -46,6 +46,7 @@ import (
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/harness/netsplit"
 	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/internal/nodeaccess"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/ownership"
 )
@@ -125,6 +126,8 @@ type member struct {
 	gater *netsplit.Gater
 	id    peer.ID
 	n     *node.Node // nil while down
+	// acc is n's ledger and host (cfg.Access points to it).
+	acc nodeaccess.Access
 	// while down: its copies and shares as its stores keep them
 	held   map[syncnode.BlobRef]bool
 	shares map[syncnode.BlobRef]map[syncnode.GroupID]int
@@ -243,7 +246,8 @@ func (s *sim) setup(ctx context.Context) error {
 		m := &member{name: names[i], gater: s.cut.Gater()}
 		m.cfg = node.Config{DataDir: filepath.Join(s.cfg.Dir, fmt.Sprintf("%s-%d", names[i], s.cfg.Seed)),
 			ListenAddrs: []string{addr}, SyncInterval: 200 * time.Millisecond, IOTimeout: 2 * time.Second,
-			Fetcher: &fc, Gater: m.gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler)}
+			Fetcher: &fc, Gater: m.gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler), NoLAN: true}
+		m.cfg.Access = &m.acc
 		if s.cfg.Logs != nil {
 			m.cfg.Log = slog.New(slog.NewTextHandler(s.cfg.Logs, nil)).With("node", names[i])
 		}
@@ -270,7 +274,7 @@ func (s *sim) setup(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := s.ms[i].n.JoinGroup(ctx, inv, admin.Host().Addrs()); err != nil {
+		if _, err := s.ms[i].n.JoinGroup(ctx, inv); err != nil {
 			return fmt.Errorf("ownsim: join: %w", err)
 		}
 	}
@@ -315,8 +319,8 @@ func (s *sim) start(m *member) error {
 	// Partitions and peers' addresses: every up node knows every other.
 	for _, o := range s.ms {
 		if o != nil && o != m && o.n != nil {
-			n.Host().Peerstore().AddAddrs(o.id, o.n.Host().Addrs(), time.Hour)
-			o.n.Host().Peerstore().AddAddrs(m.id, n.Host().Addrs(), time.Hour)
+			m.acc.Host.Peerstore().AddAddrs(o.id, o.n.AddrInfo().Addrs, time.Hour)
+			o.acc.Host.Peerstore().AddAddrs(m.id, n.AddrInfo().Addrs, time.Hour)
 		}
 	}
 	return nil
@@ -395,7 +399,7 @@ func (s *sim) hosts() []host.Host {
 	out := make([]host.Host, numNodes)
 	for i, m := range s.ms {
 		if m.n != nil {
-			out[i] = m.n.Host()
+			out[i] = m.acc.Host
 		}
 	}
 	return out

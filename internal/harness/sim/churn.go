@@ -93,7 +93,7 @@ func (r *run) rejoinDue(ctx context.Context, i int) error {
 			return fmt.Errorf("sim: invite back: %w", err)
 		}
 		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = m.n.JoinGroup(jctx, inv, admin.Host().Addrs())
+		_, err = m.n.JoinGroup(jctx, inv)
 		cancel()
 		if err != nil {
 			if i == math.MaxInt {
@@ -115,7 +115,7 @@ func (r *run) split() {
 	for k, m := range r.ms {
 		ids[k], side[k] = m.id, r.rng.IntN(2)
 		if m.n != nil {
-			hosts[k] = m.n.Host()
+			hosts[k] = m.acc.Host
 		}
 	}
 	side[0], side[1+r.rng.IntN(len(r.ms)-1)] = 0, 1

@@ -90,7 +90,7 @@ func (r *run) setUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := m.n.JoinGroup(ctx, inv, admin.Host().Addrs()); err != nil {
+		if _, err := m.n.JoinGroup(ctx, inv); err != nil {
 			return fmt.Errorf("sim: join: %w", err)
 		}
 	}
@@ -105,19 +105,22 @@ func (r *run) add(dev syncnode.DevType, budget int64) error {
 		return err
 	}
 	c := node.Config{DataDir: filepath.Join(r.cfg.Dir, fmt.Sprintf("node%02d", len(r.ms))), ListenAddrs: []string{addr},
-		SyncInterval: 2 * time.Second, IOTimeout: 5 * time.Second, Fetcher: &r.fc, BlobBudget: budget}
+		SyncInterval: 2 * time.Second, IOTimeout: 5 * time.Second, Fetcher: &r.fc, BlobBudget: budget, NoLAN: true}
 	if k := len(r.ms) - r.cfg.Devices - r.cfg.Leaves; dev == syncnode.Server && r.cfg.ServerStore != nil {
 		c.S3 = r.cfg.ServerStore(k)
 		c.S3.Endpoint = r.cfg.Faults[k].Addr()
 	}
 	gater := r.cut.Gater()
 	c.Gater = gater
-	n, err := node.Open(c)
+	m := &member{cfg: c, dev: dev}
+	m.cfg.Access = &m.acc
+	n, err := node.Open(m.cfg)
 	if err != nil {
 		return err
 	}
 	gater.SetSelf(n.ID())
-	r.ms = append(r.ms, &member{id: n.ID(), cfg: c, n: n, dev: dev})
+	m.id, m.n = n.ID(), n
+	r.ms = append(r.ms, m)
 	return nil
 }
 

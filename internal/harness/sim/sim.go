@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/nodeaccess"
 	"github.com/syncnode/syncnode/internal/ports"
 	"github.com/syncnode/syncnode/node"
 )
@@ -26,6 +27,8 @@ type member struct {
 	id  peer.ID
 	cfg node.Config
 	n   *node.Node // nil while crashed
+	// acc is n's host, for partitions (cfg.Access points to it).
+	acc nodeaccess.Access
 	dev syncnode.DevType
 	// moved and messages count the blob bytes received and the sync
 	// frames sent by earlier incarnations.
