@@ -189,6 +189,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	if _, err := dev.PutRow(g, "photos/1", v); err != nil {
 		t.Fatal(err)
 	}
+	until("the row among the recent changes", `!!document.querySelector('#recent tr[data-kind="row.put"][data-key="photos/1"]')`)
 	atRisk := fmt.Sprintf(`.at-risk[data-group=%q]`, g)
 	queued := fmt.Sprintf(`#queue tr[data-ref=%q]`, ref)
 	until("the blob at risk", text(atRisk)+` === "1"`)
@@ -203,6 +204,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	if _, err := dev.PutRow(g, "photos/1", v); err != nil {
 		t.Fatal(err)
 	}
+	until("the fetch among the recent changes", fmt.Sprintf(`!!document.querySelector('#recent tr[data-kind="blob.fetched"][data-key=%q]')`, ref))
 	until("the blob held", fmt.Sprintf(`!!document.querySelector('#blobs tr[data-ref=%q]')`, ref))
 	until("the blob off the queue and no longer at risk", fmt.Sprintf(`!document.querySelector(%q) && `, queued)+text(atRisk)+` === "0"`)
 	if same, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded === true`)); err != nil || !same {

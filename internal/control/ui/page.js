@@ -1,6 +1,8 @@
-// syncnode status page: polls /ui/state once a second with the control
-// token taken from the URL fragment (#token=...), and redraws. Everything
-// is written with textContent, never parsed as HTML.
+// syncnode status page: follows each group's changes (GET /watch, NDJSON)
+// with the control token taken from the URL fragment (#token=...), lists
+// them, and redraws from /ui/state as soon as one arrives (and every few
+// seconds for the graphs). Everything is written with textContent, never
+// parsed as HTML.
 "use strict";
 
 const token = (() => {
@@ -129,8 +131,73 @@ window.show = s => {
   render(s);
 };
 
+// The latest changes of every group, newest first.
+const recent = [];
+const followed = new Map(); // group id -> last marker
+
+function drawRecent() {
+  fill("recent", recent.map(e => {
+    const what = e.key || e.ref || "";
+    const who = e.local ? "this node" : (e.name ? e.name + " " : "") + (e.peer ? short(e.peer) : "");
+    const detail = e.kind === "row.put" ? JSON.stringify(e.value) : e.shares ? e.shares + " shares" : e.size ? bytes(e.size) : "";
+    const tr = row([when(e.time), e.groupName, e.kind, code(what), who, detail]);
+    tr.dataset.kind = e.kind;
+    tr.dataset.key = what;
+    return tr;
+  }));
+  document.getElementById("recent-empty").hidden = recent.length > 0;
+}
+
+// follow reads group g's changes from its last marker (from now, the
+// first time), reconnecting after an error.
+async function follow(g, name) {
+  for (;;) {
+    try {
+      const from = followed.get(g);
+      const q = "group=" + encodeURIComponent(g) + (from ? "&from=" + encodeURIComponent(from) : "&now=1");
+      const resp = await fetch("/watch?" + q, { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+      if (!resp.ok) throw new Error(resp.statusText);
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let i;
+        while ((i = buf.indexOf("\n")) >= 0) {
+          const e = JSON.parse(buf.slice(0, i));
+          buf = buf.slice(i + 1);
+          if (e.expired) followed.set(g, "");
+          if (e.error) throw new Error(e.error);
+          followed.set(g, e.marker);
+          if (shown) return;
+          e.groupName = name;
+          recent.unshift(e);
+          recent.length = Math.min(recent.length, 50);
+          drawRecent();
+          pollSoon();
+        }
+      }
+    } catch (e) {
+      // The daemon restarted or the group is gone: try again shortly.
+    }
+    await new Promise(r => setTimeout(r, 2000));
+  }
+}
+
+let timer = null, polling = false, again = false;
+// pollSoon redraws from the state within a moment, once for a burst.
+function pollSoon() {
+  if (shown) return;
+  if (polling) { again = true; return; }
+  clearTimeout(timer);
+  timer = setTimeout(poll, 100);
+}
+
 async function poll() {
   if (shown) return;
+  polling = true;
+  again = false;
   const errBox = document.getElementById("error");
   try {
     const resp = await fetch("/ui/state", { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
@@ -141,12 +208,19 @@ async function poll() {
     const s = await resp.json();
     if (shown) return;
     render(s);
+    for (const g of s.groups) {
+      if (!followed.has(g.id)) {
+        followed.set(g.id, "");
+        follow(g.id, g.name);
+      }
+    }
     errBox.hidden = true;
   } catch (e) {
     errBox.textContent = "cannot read the node's state: " + e.message;
     errBox.hidden = false;
   }
-  setTimeout(poll, 1000);
+  polling = false;
+  timer = setTimeout(poll, again ? 100 : 5000);
 }
 
 poll();
