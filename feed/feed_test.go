@@ -157,7 +157,11 @@ func TestWatchFromNowAndPrefix(t *testing.T) {
 // builds from the events is the store's, and no write arrives twice.
 func TestResumeAtRandomMarkersMissesAndRepeatsNothing(t *testing.T) {
 	t.Parallel()
-	for seed := range uint64(8) {
+	seeds := uint64(8)
+	if testing.Short() {
+		seeds = 3
+	}
+	for seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			t.Parallel()
 			rng := rand.New(rand.NewPCG(seed, 1))
@@ -406,5 +410,38 @@ func TestWatchOfManyEventsHoldsMemoryFlat(t *testing.T) {
 		n, time.Since(start).Round(time.Millisecond), base>>20, growth>>10)
 	if growth > 32<<20 {
 		t.Fatalf("heap grew %d MiB over %d events", growth>>20, n)
+	}
+}
+
+// TestWatchBehindEndsWithItsContext: a watcher far behind the log whose
+// context ends returns at once instead of reading on.
+func TestWatchBehindEndsWithItsContext(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, feed.Config{})
+	from := r.log.Now()
+	for i := range 2000 {
+		r.put(t, fmt.Sprintf("k/%d", i), i)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		n := 0
+		for _, err := range r.log.Watch(ctx, r.gid(), feed.Options{From: from}) {
+			if err != nil {
+				t.Error(err)
+			}
+			if n++; n == 10 {
+				cancel()
+			}
+		}
+		done <- n
+	}()
+	select {
+	case n := <-done:
+		if n >= 2000 {
+			t.Errorf("the watch read on to %d events after its context ended", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not end with its context")
 	}
 }

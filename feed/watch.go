@@ -156,7 +156,7 @@ func (w *watch) rowEvent(r syncgroup.Row) (Event, bool) {
 // follow delivers the log's entries after the cursor, waiting for new
 // ones at its end.
 func (w *watch) follow(ctx context.Context) error {
-	for {
+	for ctx.Err() == nil {
 		w.l.mu.Lock()
 		head, first, wake := w.l.head, w.l.first, w.l.wake
 		w.l.mu.Unlock()
@@ -175,6 +175,7 @@ func (w *watch) follow(ctx context.Context) error {
 			return err
 		}
 	}
+	return nil
 }
 
 // readBatch delivers the entries after the cursor up to end.
