@@ -354,9 +354,9 @@ func iterPull(seq func(func(feed.Event, error) bool)) (func() (feed.Event, error
 // read as the watch goes, stays within a few MiB of where it began.
 func TestWatchOfManyEventsHoldsMemoryFlat(t *testing.T) {
 	t.Parallel()
-	total := 200_000
+	total := 50_000
 	if testing.Short() {
-		total = 50_000
+		total = 10_000
 	}
 	if v, err := strconv.Atoi(os.Getenv("SYNCNODE_FEED_EVENTS")); err == nil {
 		total = v // a million: SYNCNODE_FEED_EVENTS=1000000
