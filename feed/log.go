@@ -41,6 +41,8 @@ func (c Config) Validate() error {
 type Log struct {
 	db     *badger.DB
 	id     string
+	gen    uint64
+	opens  []opening
 	self   peer.ID
 	retain uint64
 	now    func() time.Time
@@ -81,7 +83,23 @@ func entryPos(key []byte) uint64 { return binary.BigEndian.Uint64(key[len(kv.Fee
 
 type meta struct {
 	ID string `msgpack:"i"`
+	// Opens lists, for each time the log was opened, where it stood.
+	Opens []opening `msgpack:"o,omitempty"`
 }
+
+// opening is one opening of the log: its generation and the first
+// position it handed out. Entries appended but not yet on stable storage
+// when the node lost power are gone at the next opening, which hands
+// their positions out again: a marker from an earlier generation is good
+// only up to the first position of the generations after it.
+type opening struct {
+	Gen   uint64 `msgpack:"g"`
+	First uint64 `msgpack:"f"`
+}
+
+// maxOpenings bounds the openings remembered; a marker from an opening
+// forgotten is expired.
+const maxOpenings = 1024
 
 // Open returns the log kept in db for the node self, creating it if new.
 func Open(db *badger.DB, self peer.ID, cfg Config) (*Log, error) {
@@ -95,22 +113,7 @@ func Open(db *badger.DB, self peer.ID, cfg Config) (*Log, error) {
 		cfg.Now = time.Now
 	}
 	l := &Log{db: db, self: self, retain: uint64(cfg.Retain), now: cfg.Now, wake: make(chan struct{})}
-	err := kv.Update(db, func(txn *badger.Txn) error {
-		var m meta
-		err := kv.Get(txn, kv.FeedMeta, kv.KindFeedMeta, &m)
-		if errors.Is(err, syncnode.ErrNotFound) {
-			var b [8]byte
-			rand.Read(b[:])
-			m.ID = hex.EncodeToString(b[:])
-			err = kv.Set(txn, kv.FeedMeta, kv.KindFeedMeta, m)
-		}
-		l.id = m.ID
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("feed: open: %w", err)
-	}
-	err = db.View(func(txn *badger.Txn) error {
+	err := db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: kv.Feed})
 		defer it.Close()
 		if it.Rewind(); it.Valid() {
@@ -129,6 +132,36 @@ func Open(db *badger.DB, self peer.ID, cfg Config) (*Log, error) {
 	if l.first == 0 {
 		l.first = l.head + 1
 	}
+	err = kv.Update(db, func(txn *badger.Txn) error {
+		var m meta
+		err := kv.Get(txn, kv.FeedMeta, kv.KindFeedMeta, &m)
+		if errors.Is(err, syncnode.ErrNotFound) {
+			var b [8]byte
+			rand.Read(b[:])
+			m, err = meta{ID: hex.EncodeToString(b[:])}, nil
+		}
+		if err != nil {
+			return err
+		}
+		l.gen = 1
+		if k := len(m.Opens); k > 0 {
+			l.gen = m.Opens[k-1].Gen + 1
+		}
+		m.Opens = append(m.Opens, opening{Gen: l.gen, First: l.head + 1})
+		if len(m.Opens) > maxOpenings {
+			m.Opens = m.Opens[len(m.Opens)-maxOpenings:]
+		}
+		l.id, l.opens = m.ID, m.Opens
+		return kv.Set(txn, kv.FeedMeta, kv.KindFeedMeta, m)
+	})
+	if err == nil {
+		// The opening is on stable storage before any position of it
+		// is handed out.
+		err = db.Sync()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("feed: open: %w", err)
+	}
 	return l, nil
 }
 
@@ -144,7 +177,24 @@ func (l *Log) Head() uint64 {
 
 // Now returns the marker of this instant: a watch from it sees only
 // changes made after the call.
-func (l *Log) Now() Marker { return cursor{Pos: l.Head(), Done: true}.marker(l.id) }
+func (l *Log) Now() Marker { return cursor{Pos: l.Head(), Done: true}.marker(l.id, l.gen) }
+
+// valid returns how far a marker of generation gen is good: the position
+// before the first one handed out by any later opening (entries past it
+// may have been lost to a power cut, and their positions reused). ok is
+// false for a generation the log no longer remembers.
+func (l *Log) validUpTo(gen uint64) (upTo uint64, ok bool) {
+	if len(l.opens) == 0 || gen < l.opens[0].Gen || gen > l.gen {
+		return 0, false
+	}
+	upTo = ^uint64(0)
+	for _, o := range l.opens {
+		if o.Gen > gen {
+			upTo = min(upTo, o.First-1)
+		}
+	}
+	return upTo, true
+}
 
 // Commit calls save with the first of n positions, which save commits,
 // and publishes them once it has (syncgroup.Journal).

@@ -97,11 +97,14 @@ func (c *cursor) finish(base uint64) {
 	c.advance(c.Pos)
 }
 
-// marker encodes c for the log named id: "ID.pPOS" then, for each span,
-// ".BASE:HEXKEY" (".BASE:*" when open), then ".~" while the replay runs.
-func (c cursor) marker(id string) Marker {
+// marker encodes c for generation gen of the log named id: "ID.gGEN.pPOS"
+// then, for each span, ".BASE:HEXKEY" (".BASE:*" when open), then ".~"
+// while the replay runs.
+func (c cursor) marker(id string, gen uint64) Marker {
 	var b strings.Builder
 	b.WriteString(id)
+	b.WriteString(".g")
+	b.WriteString(strconv.FormatUint(gen, 10))
 	b.WriteString(".p")
 	b.WriteString(strconv.FormatUint(c.Pos, 10))
 	for _, s := range c.Spans {
@@ -120,18 +123,27 @@ func (c cursor) marker(id string) Marker {
 	return Marker(b.String())
 }
 
-// parseMarker decodes m, which must come from the log named id.
-func parseMarker(m Marker, id string) (cursor, error) {
+// parseMarker decodes m, which must come from the log named id, and
+// returns the generation that wrote it.
+func parseMarker(m Marker, id string) (cursor, uint64, error) {
 	parts := strings.Split(string(m), ".")
-	bad := func(why string) (cursor, error) {
-		return cursor{}, fmt.Errorf("%w: %q: %s", ErrBadMarker, m, why)
+	bad := func(why string) (cursor, uint64, error) {
+		return cursor{}, 0, fmt.Errorf("%w: %q: %s", ErrBadMarker, m, why)
 	}
-	if len(parts) < 2 || len(parts) > maxSpans+3 {
+	if len(parts) < 3 || len(parts) > maxSpans+4 {
 		return bad("not a marker")
 	}
 	if parts[0] != id {
 		return bad("from another log (the node's database was replaced)")
 	}
+	if !strings.HasPrefix(parts[1], "g") {
+		return bad("no generation")
+	}
+	gen, err := strconv.ParseUint(parts[1][1:], 10, 64)
+	if err != nil {
+		return bad("generation")
+	}
+	parts = parts[1:]
 	if !strings.HasPrefix(parts[1], "p") {
 		return bad("no position")
 	}
@@ -173,5 +185,16 @@ func parseMarker(m Marker, id string) (cursor, error) {
 	if c.Done && len(c.Spans) > 0 && !c.Spans[len(c.Spans)-1].Open {
 		return bad("finished replay without an open span")
 	}
-	return c, nil
+	return c, gen, nil
+}
+
+// clamp moves the cursor back to upTo, the last position known to have
+// survived: entries it handled past it may be gone, and their positions
+// hold other events now. Spans fall back too, so what follows upTo is
+// delivered again (a repeat at worst, never a miss).
+func (c *cursor) clamp(upTo uint64) {
+	c.Pos = min(c.Pos, upTo)
+	for i := range c.Spans {
+		c.Spans[i].Base = min(c.Spans[i].Base, upTo)
+	}
 }

@@ -49,10 +49,15 @@ type watch struct {
 func (w *watch) run(ctx context.Context) error {
 	switch {
 	case w.o.From != "":
-		c, err := parseMarker(w.o.From, w.l.id)
+		c, gen, err := parseMarker(w.o.From, w.l.id)
 		if err != nil {
 			return err
 		}
+		upTo, ok := w.l.validUpTo(gen)
+		if !ok {
+			return fmt.Errorf("%w (from opening %d of the log, which no longer remembers it)", ErrExpired, gen)
+		}
+		c.clamp(upTo)
 		w.c = c
 	}
 	if !w.c.Done {
@@ -65,7 +70,7 @@ func (w *watch) run(ctx context.Context) error {
 
 // emit hands e to the consumer with the cursor's marker.
 func (w *watch) emit(e Event) bool {
-	e.Marker = w.c.marker(w.l.id)
+	e.Marker = w.c.marker(w.l.id, w.l.gen)
 	if !w.yield(e, nil) {
 		w.stopped = true
 	}
