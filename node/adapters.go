@@ -61,7 +61,9 @@ type custodyRules struct{ n *Node }
 
 // MayEvict reports whether eviction may drop ref: it must have no shares
 // here, have come from a peer or have been granted to this device as its
-// origin, and be referenced in a syncgroup. A blob no row has referenced,
+// origin, be referenced in a syncgroup, and be held verified by as many
+// servers of each of its groups as the group wants (Spec.Copies; with
+// one, the shares having moved is enough). A blob no row has referenced,
 // or one put here whose creator shares were never granted (no row of a
 // group this node is a member of named it since), exists nowhere else;
 // only RemoveBlob, asked for by name, deletes it.
@@ -74,7 +76,15 @@ func (r custodyRules) MayEvict(ref syncnode.BlobRef) (bool, error) {
 	if errors.Is(err, syncnode.ErrNotFound) {
 		return false, nil
 	}
-	return err == nil && len(sp.SgIDs) > 0, err
+	if err != nil || len(sp.SgIDs) == 0 {
+		return false, err
+	}
+	for g := range sp.SgIDs {
+		if k := r.n.book.CopiesWanted(g); k > 1 && r.n.book.ServerCopies(g, sp, false) < k {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // KeepsAll reports whether this node is a server in any of its groups.

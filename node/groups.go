@@ -19,9 +19,32 @@ import (
 // CreateGroup creates a syncgroup with this node as its admin and first
 // member, of device type dev, syncing the rows under prefixes.
 func (n *Node) CreateGroup(name string, prefixes []string, private bool, dev syncnode.DevType) (syncgroup.Spec, error) {
+	return n.CreateGroupWith(GroupOptions{Name: name, Prefixes: prefixes, Private: private, DevType: dev})
+}
+
+// GroupOptions describe a syncgroup to create.
+type GroupOptions struct {
+	Name     string
+	Prefixes []string
+	// Private: only members may learn of the group.
+	Private bool
+	// DevType is this node's device type in the group.
+	DevType syncnode.DevType
+	// Copies is how many servers of the group must hold a verified copy
+	// of a blob before a device evicts its own (default 1, at most
+	// syncgroup.MaxCopies).
+	Copies int
+}
+
+// CreateGroupWith creates a syncgroup as o describes, with this node as
+// its admin and first member.
+func (n *Node) CreateGroupWith(o GroupOptions) (syncgroup.Spec, error) {
 	key := n.h.Peerstore().PrivKey(n.h.ID())
-	g, err := syncgroup.Create(name, prefixes, private, key, dev, n.conn.Addrs(), time.Now())
+	g, err := syncgroup.Create(o.Name, o.Prefixes, o.Private, key, o.DevType, n.conn.Addrs(), time.Now())
 	if err != nil {
+		return syncgroup.Spec{}, err
+	}
+	if err := g.SetCopies(o.Copies); err != nil {
 		return syncgroup.Spec{}, err
 	}
 	if err := n.sync.Add(g); err != nil {

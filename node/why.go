@@ -46,6 +46,8 @@ type Why struct {
 	ServerIn bool
 	// Locations are where the blob probably is, best first.
 	Locations []WhyLocation
+	// Copies are, per group, the verified server copies known and wanted.
+	Copies []WhyCopies
 	// Queued and Running describe the server fetcher's state; Attempts is
 	// the persisted count of its attempts; NextAttempt is when the next
 	// one is due.
@@ -81,6 +83,13 @@ type WhyLocation struct {
 	Addrs    []string
 }
 
+// WhyCopies are the verified server copies of a blob a group has and
+// wants: below Want, the blob is at risk and devices keep their copies.
+type WhyCopies struct {
+	Group       syncnode.GroupID
+	Known, Want int
+}
+
 // Why returns what this node knows of ref.
 func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 	w := Why{Ref: ref}
@@ -101,6 +110,9 @@ func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 		loc := sp.Locations[l.Peer]
 		w.Locations = append(w.Locations, WhyLocation{Peer: l.Peer.String(), Name: n.NameOf(l.Peer), WhenSeen: loc.WhenSeen,
 			Server: loc.IsServer, Proxy: loc.IsProxy, Addrs: loc.Addrs})
+	}
+	for _, g := range w.Groups {
+		w.Copies = append(w.Copies, WhyCopies{Group: g, Known: n.book.ServerCopies(g, sp, w.Held), Want: n.book.CopiesWanted(g)})
 	}
 	w.Restoring = slices.Contains(n.custody.Restoring(), ref)
 	st := n.disc.Queue().Status(ref)

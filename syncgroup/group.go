@@ -35,7 +35,17 @@ type Spec struct {
 	Prefixes []string         `msgpack:"p"`
 	Private  bool             `msgpack:"v,omitempty"`
 	Admins   []peer.ID        `msgpack:"a"`
+	// Copies is how many verified server copies of each blob the group
+	// wants before a device may evict its own (0 means 1).
+	Copies int `msgpack:"k,omitempty"`
 }
+
+// MaxCopies bounds the server copies a group may ask for.
+const MaxCopies = 8
+
+// ServerCopies returns how many verified server copies of each blob the
+// group wants: Copies, at least 1.
+func (s Spec) ServerCopies() int { return max(1, s.Copies) }
 
 // Validate checks the spec's fields.
 func (s Spec) Validate() error {
@@ -46,6 +56,8 @@ func (s Spec) Validate() error {
 		return errors.New("syncgroup: a group syncs at least one key prefix")
 	case len(s.Admins) == 0:
 		return errors.New("syncgroup: a group has at least one admin")
+	case s.Copies < 0 || s.Copies > MaxCopies:
+		return fmt.Errorf("syncgroup: %d server copies asked; from 1 to %d", s.Copies, MaxCopies)
 	}
 	for _, p := range s.Prefixes {
 		if strings.HasPrefix(p, "\x00") {
@@ -76,6 +88,19 @@ func NewGroup(spec Spec, self peer.ID, maxSkew time.Duration) (*Group, error) {
 		return nil, err
 	}
 	return &Group{spec: spec, self: self, rows: NewRows(self, maxSkew)}, nil
+}
+
+// SetCopies sets the server copies a group just created wants (see
+// Spec.Copies). The spec does not change once the group has been added
+// to a node and members have joined it.
+func (g *Group) SetCopies(k int) error {
+	spec := g.spec
+	spec.Copies = k
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	g.spec = spec
+	return nil
 }
 
 // Create makes a new group whose first admin is the creator (key), with

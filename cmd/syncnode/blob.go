@@ -267,6 +267,9 @@ func printWhy(w io.Writer, y api.Why) {
 		server = "yes"
 	}
 	fmt.Fprintf(w, "groups    %s (server here: %s)\n", strings.Join(groups, ", "), server)
+	for _, c := range y.Copies {
+		fmt.Fprintf(w, "copies    %d of %d verified server copies wanted in %s\n", c.Known, c.Want, c.Group)
+	}
 	for i, l := range y.Locations {
 		kind := "device"
 		if l.Server {

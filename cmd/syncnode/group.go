@@ -28,9 +28,10 @@ func sgCreate(fs *flag.FlagSet) func(*cmd) error {
 	fs.Var(&prefixes, "prefix", "key prefix the group syncs (repeatable, at least one)")
 	private := fs.Bool("private", false, "only members may learn of the group")
 	dev := fs.String("type", "normal", "this device's type in the group: normal, server or leaf")
+	copies := fs.Int("copies", 1, "verified server copies of each blob wanted before a device evicts its own")
 	return func(c *cmd) error {
 		return c.with(func(cl *api.Client) error {
-			g, err := cl.CreateGroup(c.ctx, api.CreateRequest{Name: c.pos[0], Prefixes: prefixes, Private: *private, DevType: *dev})
+			g, err := cl.CreateGroup(c.ctx, api.CreateRequest{Name: c.pos[0], Prefixes: prefixes, Private: *private, DevType: *dev, Copies: *copies})
 			return show(c, g, err, func(g api.Group) { fmt.Fprintln(c.stdout, g.ID) })
 		})
 	}

@@ -74,6 +74,8 @@ type Why struct {
 	ServerIn bool     `json:"server_in"`
 	// Locations are where the blob probably is, best first.
 	Locations []WhyLocation `json:"locations,omitempty"`
+	// Copies are, per group, the verified server copies known and wanted.
+	Copies []WhyCopies `json:"copies,omitempty"`
 	// Queued and Running describe the server fetcher; Attempts is the
 	// persisted count of failed attempts; NextAttempt when the next is due.
 	Queued      bool      `json:"queued"`
@@ -116,6 +118,8 @@ type CreateRequest struct {
 	Prefixes []string `json:"prefixes"`
 	Private  bool     `json:"private"`
 	DevType  string   `json:"devtype"`
+	// Copies is how many verified server copies the group wants (0: 1).
+	Copies int `json:"copies,omitempty"`
 }
 
 // Group describes a syncgroup.
@@ -125,6 +129,8 @@ type Group struct {
 	Prefixes []string `json:"prefixes"`
 	Private  bool     `json:"private"`
 	Admins   []string `json:"admins"`
+	// Copies is how many verified server copies the group wants.
+	Copies int `json:"copies"`
 }
 
 // InviteRequest asks for an invitation.
@@ -251,9 +257,18 @@ type Refusal struct {
 	Count int64  `json:"count"`
 }
 
+// WhyCopies are a group's verified server copies of a blob: known, and
+// wanted before devices let theirs go.
+type WhyCopies struct {
+	Group string `json:"group"`
+	Known int    `json:"known"`
+	Want  int    `json:"want"`
+}
+
 // Durability is one group's line of the durability summary.
 type Durability struct {
 	Group      string   `json:"group"`
+	Copies     int      `json:"copies"`
 	Referenced int      `json:"referenced"`
 	AtRisk     int      `json:"at_risk"`
 	AtRiskRefs []string `json:"at_risk_refs,omitempty"`

@@ -208,5 +208,8 @@ func whyView(w node.Why) api.Why {
 	for _, l := range w.Locations {
 		out.Locations = append(out.Locations, api.WhyLocation{Peer: l.Peer, Name: l.Name, WhenSeen: l.WhenSeen, Server: l.Server, Proxy: l.Proxy, Addrs: l.Addrs})
 	}
+	for _, c := range w.Copies {
+		out.Copies = append(out.Copies, api.WhyCopies{Group: string(c.Group), Known: c.Known, Want: c.Want})
+	}
 	return out
 }

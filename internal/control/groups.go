@@ -29,7 +29,7 @@ func (s *server) createGroup(r *http.Request) (api.Group, error) {
 	if err != nil {
 		return api.Group{}, badRequest("%v", err)
 	}
-	spec, err := s.n.CreateGroup(req.Name, req.Prefixes, req.Private, dev)
+	spec, err := s.n.CreateGroupWith(node.GroupOptions{Name: req.Name, Prefixes: req.Prefixes, Private: req.Private, DevType: dev, Copies: req.Copies})
 	if err != nil {
 		return api.Group{}, badRequest("%v", err)
 	}
@@ -37,7 +37,7 @@ func (s *server) createGroup(r *http.Request) (api.Group, error) {
 }
 
 func groupView(s syncgroup.Spec) api.Group {
-	g := api.Group{ID: string(s.ID), Name: s.Name, Prefixes: s.Prefixes, Private: s.Private}
+	g := api.Group{ID: string(s.ID), Name: s.Name, Prefixes: s.Prefixes, Private: s.Private, Copies: s.ServerCopies()}
 	for _, a := range s.Admins {
 		g.Admins = append(g.Admins, a.String())
 	}
@@ -235,7 +235,7 @@ func (s *server) status(*http.Request) (api.Status, error) {
 		return st, err
 	}
 	for _, g := range dur {
-		d := api.Durability{Group: string(g.Group), Referenced: g.Referenced, AtRisk: g.AtRisk}
+		d := api.Durability{Group: string(g.Group), Copies: g.Copies, Referenced: g.Referenced, AtRisk: g.AtRisk}
 		for _, r := range g.AtRiskRefs {
 			d.AtRiskRefs = append(d.AtRiskRefs, r.String())
 		}

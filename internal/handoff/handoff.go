@@ -134,7 +134,7 @@ func New(cfg Config, h host.Host, ledger *ownership.Ledger, book *signposting.Bo
 		running: map[handoffKey]bool{}, retry: map[handoffRef]handoffBackoff{}}
 	x.takes.h = x
 	sc := shares.Config{IOTimeout: cfg.IOTimeout, AskWait: 10 * cfg.IOTimeout, EscrowWait: cfg.EscrowWait,
-		Asked: x.asked, Settled: x.settled}
+		Asked: x.asked, Settled: x.settled, Challenged: x.challenged}
 	var err error
 	if x.shares, err = shares.New(h, ledger, groups, x, sc, log); err != nil {
 		return nil, err

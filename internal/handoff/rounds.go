@@ -204,6 +204,16 @@ func (h *Handoffs) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef
 	return res, nil
 }
 
+// challenged names a server of g that asked for this node's shares of ref
+// a holder of it, on its own word (it asks only holding the blob): how a
+// device learns of the second and later server copies its group wants,
+// which take no shares from it.
+func (h *Handoffs) challenged(from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID) {
+	if h.book.IsServerMember(from, []syncnode.GroupID{g}) {
+		h.book.Took(ref, g, from)
+	}
+}
+
 // settled records where shares this node gave away went: the acceptor
 // holds the blob verified, so it becomes a location (a server one, if it
 // is a server in the group) — how a device learns its blob is safe.

@@ -84,6 +84,9 @@ func (s *Service) answerChallenge(from peer.ID, req request) (response, error) {
 		// shares there for a while (those under way first land).
 		s.freeze(req.Group)
 	}
+	if s.challenged != nil {
+		s.challenged(from, req.Ref, req.Group)
+	}
 	held, none := s.holding(req.Ref, req.Group)
 	if none {
 		return response{Nothing: true}, nil

@@ -4,6 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
 )
 
 // DefaultAskWait is how long a hand-off may take by default: the member
@@ -38,6 +42,10 @@ type Config struct {
 	// Settled, if not nil, is told of every transfer this node settled as
 	// the holder.
 	Settled SettledFunc
+	// Challenged, if not nil, is told of every member that asked to take
+	// this node's shares of a blob: it does so only holding the blob, so
+	// its request is its word that it does (a claim, as a signpost's).
+	Challenged func(from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID)
 }
 
 // Validate reports a field that cannot work: a negative duration.

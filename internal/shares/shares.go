@@ -84,13 +84,14 @@ type AskedFunc func(ctx context.Context, from peer.ID, ref syncnode.BlobRef, g s
 
 // Service answers share requests and makes them.
 type Service struct {
-	h       host.Host
-	ledger  *ownership.Ledger
-	prio    Priorities
-	copies  Copies
-	asked   AskedFunc
-	settled SettledFunc
-	log     *slog.Logger
+	h          host.Host
+	ledger     *ownership.Ledger
+	prio       Priorities
+	copies     Copies
+	asked      AskedFunc
+	settled    SettledFunc
+	challenged func(from peer.ID, ref syncnode.BlobRef, g syncnode.GroupID)
+	log        *slog.Logger
 	// cfg has its defaults set.
 	cfg Config
 
@@ -134,7 +135,7 @@ func New(h host.Host, ledger *ownership.Ledger, prio Priorities, copies Copies, 
 	if settled == nil {
 		settled = func(ownership.Transfer, bool) {}
 	}
-	s := &Service{h: h, ledger: ledger, prio: prio, copies: copies, asked: cfg.Asked, settled: settled, log: log,
+	s := &Service{h: h, ledger: ledger, prio: prio, copies: copies, asked: cfg.Asked, settled: settled, challenged: cfg.Challenged, log: log,
 		cfg: cfg, escrowed: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	rand.Read(s.secret[:])

@@ -335,41 +335,69 @@ func (b *Book) IsServerIn(groups []syncnode.GroupID) bool { return b.IsServerMem
 // knows.
 type GroupDurability struct {
 	Group syncnode.GroupID
+	// Copies is how many verified server copies the group wants.
+	Copies int
 	// Referenced is the blobs rows of the group reference.
 	Referenced int
-	// AtRisk is those with no verified server copy known: no server
-	// location in the signpost, and not held here by a server of the group.
+	// AtRisk is those with fewer verified server copies known than the
+	// group wants: server locations in the signpost (each on the server's
+	// own word), and this node's copy if it is a server of the group.
 	AtRisk int
 	// AtRiskRefs lists up to 100 of them.
 	AtRiskRefs []syncnode.BlobRef
 }
 
+// ServerCopies returns how many servers of group g are known to hold ref
+// verified, by sp (ref's signpost): the server locations of members that
+// are servers of g (on their own word, see Merge), and this node if it is
+// one and holds a copy.
+func (b *Book) ServerCopies(g syncnode.GroupID, sp signpost.Signpost, heldHere bool) int {
+	n := 0
+	for p, l := range sp.Locations {
+		if l.IsServer && !l.IsProxy && p != b.self && b.IsServerMember(p, []syncnode.GroupID{g}) {
+			n++
+		}
+	}
+	if heldHere && b.IsServerMember(b.self, []syncnode.GroupID{g}) {
+		n++
+	}
+	return n
+}
+
+// CopiesWanted returns how many verified server copies group g wants.
+func (b *Book) CopiesWanted(g syncnode.GroupID) int {
+	spec, err := b.groups.Spec(g)
+	if err != nil {
+		return 1
+	}
+	return spec.ServerCopies()
+}
+
 // Durability returns, per group this node is in, how many referenced
-// blobs have no verified server copy; holds reports a blob held here.
+// blobs have fewer verified server copies known than the group wants;
+// holds reports a blob held here.
 func (b *Book) Durability(holds func(syncnode.BlobRef) bool) ([]GroupDurability, error) {
 	byGroup := map[syncnode.GroupID]*GroupDurability{}
 	var order []syncnode.GroupID
 	for _, g := range b.groups.Groups() {
-		byGroup[g] = &GroupDurability{Group: g}
+		byGroup[g] = &GroupDurability{Group: g, Copies: b.CopiesWanted(g)}
 		order = append(order, g)
 	}
 	err := b.store.Scan(func(ref syncnode.BlobRef, sp signpost.Signpost) error {
-		safe := false
-		for p, l := range sp.Locations {
-			if l.IsServer && !l.IsProxy && p != b.self {
-				safe = true
-			}
-		}
-		if !safe && b.IsServerIn(sp.Groups()) && holds(ref) {
-			safe = true
-		}
+		held := -1 // not asked yet
 		for g := range sp.SgIDs {
 			d := byGroup[g]
 			if d == nil {
 				continue
 			}
+			if held < 0 {
+				held = 0
+				if holds(ref) {
+					held = 1
+				}
+			}
 			d.Referenced++
-			if !safe {
+			if b.ServerCopies(g, sp, held == 1) < d.Copies {
 				d.AtRisk++
 				if len(d.AtRiskRefs) < 100 {
 					d.AtRiskRefs = append(d.AtRiskRefs, ref)

@@ -1,0 +1,79 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/testkit"
+)
+
+// TestDeviceKeepsItsCopyUntilKServersHoldIt: in a group that wants two
+// server copies, a phone over its budget keeps its blob while only one
+// server holds it — also once that server is gone — and lets it go once a
+// second server holds it.
+func TestDeviceKeepsItsCopyUntilKServersHoldIt(t *testing.T) {
+	t.Parallel()
+	pcfg := testConfig(t.TempDir())
+	pcfg.BlobBudget = 1
+	phone, err := Open(pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+	s1 := openNode(t, t.TempDir())
+	defer s1.Close()
+	s2dir := t.TempDir()
+	s2 := openNode(t, s2dir)
+
+	spec, err := phone.CreateGroupWith(GroupOptions{Name: "photos", Prefixes: []string{"photos/"}, Private: true, DevType: syncnode.Normal, Copies: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := spec.ID
+	join(t, phone, s1, g, syncnode.Server)
+	join(t, phone, s2, g, syncnode.Server)
+	testkit.WaitFor(t, 10*time.Second, "membership on every node", func() bool {
+		return len(phone.Members(g)) == 3 && len(s1.Members(g)) == 3 && len(s2.Members(g)) == 3
+	})
+	if got, _ := s2.GroupSpec(g); got.ServerCopies() != 2 {
+		t.Fatalf("a member's spec wants %d copies, want 2", got.ServerCopies())
+	}
+	s2.Close() // the second server is away
+
+	ref := putBlobRow(t, phone, g, "photos/1", 64<<10, 7)
+	testkit.WaitFor(t, 20*time.Second, "the first server holds the blob and its shares", func() bool {
+		sh, _ := phone.BlobShares(ref)
+		return s1.HasBlob(ref) && len(sh) == 0
+	})
+	if _, err := phone.Evict(); err != nil {
+		t.Fatal(err)
+	}
+	if !phone.HasBlob(ref) {
+		t.Fatal("the phone evicted its copy with one server copy of the two its group wants")
+	}
+	testkit.WaitFor(t, 10*time.Second, "why: one server copy of two", func() bool {
+		why, err := phone.Why(ref)
+		return err == nil && len(why.Copies) == 1 && why.Copies[0].Want == 2 && why.Copies[0].Known == 1
+	})
+	dur, _ := phone.Durability()
+	if len(dur) != 1 || dur[0].AtRisk != 1 || dur[0].Copies != 2 {
+		t.Fatalf("durability %+v: want the blob at risk with 2 copies wanted", dur)
+	}
+
+	s1.Close() // the only server copy is gone before a second was made
+	if _, err := phone.Evict(); err != nil {
+		t.Fatal(err)
+	}
+	if !phone.HasBlob(ref) {
+		t.Fatal("the phone evicted its copy after the only server copy went away")
+	}
+
+	s2 = openNode(t, s2dir) // the second server comes back and fetches
+	defer s2.Close()
+	testkit.WaitFor(t, 30*time.Second, "the second server holds the blob", func() bool { return s2.HasBlob(ref) })
+	testkit.WaitFor(t, 30*time.Second, "the phone lets its copy go", func() bool {
+		phone.Evict()
+		return !phone.HasBlob(ref)
+	})
+}
