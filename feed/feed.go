@@ -51,6 +51,15 @@ const (
 	// CaughtUp: the replay of the group's current state has ended; what
 	// follows are changes.
 	CaughtUp Kind = "caught-up"
+	// Progress carries only a marker: the watcher passed over other
+	// groups' events up to it, and keeps its place by it.
+	Progress Kind = "progress"
+	// GroupRemoved: this node left the group or was made to join it
+	// again, and dropped its rows; those it receives again come as puts.
+	GroupRemoved Kind = "group.removed"
+	// Damaged: an event of the log could not be read (a flipped bit on
+	// disk); what it said is lost, nothing else is.
+	Damaged Kind = "damaged"
 )
 
 // Event is one change.
@@ -90,7 +99,7 @@ type Options struct {
 	// ending with a CaughtUp event), then follows changes.
 	From Marker
 	// Now skips the replay and the past: only changes made after Watch
-	// was called.
+	// was called. From, when set, wins.
 	Now bool
 	// Prefix limits row events to keys under it; member, blob and share
 	// events are delivered whatever it is.

@@ -27,6 +27,10 @@ type Config struct {
 	Retain int
 	// Now is the clock that stamps events (default time.Now).
 	Now func() time.Time
+	// Enter, if not nil, is called around each read of the database by a
+	// watch: it fails once the database is closing, and done ends the
+	// read. A watch holds nothing while its consumer runs.
+	Enter func() (done func(), err error)
 }
 
 // Validate reports a config that cannot work.
@@ -46,16 +50,21 @@ type Log struct {
 	self   peer.ID
 	retain uint64
 	now    func() time.Time
+	enter  func() (func(), error)
 
 	// commit is held across each commit, so positions are committed in
 	// the order they are handed out.
 	commit sync.Mutex
 
 	mu sync.Mutex
-	// head is the last position committed; first the oldest kept.
-	head, first uint64
+	// committed is the last position committed; head the last one on
+	// stable storage, which watchers read up to (a power cut takes back
+	// nothing a watcher saw); first the oldest kept.
+	committed, head, first uint64
 	// wake is closed when head moves.
 	wake chan struct{}
+	// unsynced holds a token while entries committed wait for a sync.
+	unsynced chan struct{}
 }
 
 var _ syncgroup.Journal = (*Log)(nil)
@@ -112,7 +121,11 @@ func Open(db *badger.DB, self peer.ID, cfg Config) (*Log, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	l := &Log{db: db, self: self, retain: uint64(cfg.Retain), now: cfg.Now, wake: make(chan struct{})}
+	if cfg.Enter == nil {
+		cfg.Enter = func() (func(), error) { return func() {}, nil }
+	}
+	l := &Log{db: db, self: self, retain: uint64(cfg.Retain), now: cfg.Now, enter: cfg.Enter, wake: make(chan struct{}),
+		unsynced: make(chan struct{}, 1)}
 	err := db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: kv.Feed})
 		defer it.Close()
@@ -132,6 +145,7 @@ func Open(db *badger.DB, self peer.ID, cfg Config) (*Log, error) {
 	if l.first == 0 {
 		l.first = l.head + 1
 	}
+	l.committed = l.head
 	err = kv.Update(db, func(txn *badger.Txn) error {
 		var m meta
 		err := kv.Get(txn, kv.FeedMeta, kv.KindFeedMeta, &m)
@@ -168,7 +182,8 @@ func Open(db *badger.DB, self peer.ID, cfg Config) (*Log, error) {
 // ID names this log; markers of another log are refused.
 func (l *Log) ID() string { return l.id }
 
-// Head returns the last position committed.
+// Head returns the last position on stable storage: what watchers read
+// up to.
 func (l *Log) Head() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -177,9 +192,14 @@ func (l *Log) Head() uint64 {
 
 // Now returns the marker of this instant: a watch from it sees only
 // changes made after the call.
-func (l *Log) Now() Marker { return cursor{Pos: l.Head(), Done: true}.marker(l.id, l.gen) }
+func (l *Log) Now(g syncnode.GroupID, prefix string) Marker {
+	// What was committed before the call counts as before it: synced
+	// first, so the marker's place is one a power cut cannot take back.
+	l.Sync()
+	return cursor{Pos: l.Head(), Done: true}.marker(l.id, l.gen, scope(g, prefix))
+}
 
-// valid returns how far a marker of generation gen is good: the position
+// validUpTo returns how far a marker of generation gen is good: the position
 // before the first one handed out by any later opening (entries past it
 // may have been lost to a power cut, and their positions reused). ok is
 // false for a generation the log no longer remembers.
@@ -202,21 +222,72 @@ func (l *Log) Commit(n int, save func(first uint64) error) error {
 	l.commit.Lock()
 	defer l.commit.Unlock()
 	l.mu.Lock()
-	first := l.head + 1
+	first := l.committed + 1
 	l.mu.Unlock()
 	if err := save(first); err != nil {
 		return err
 	}
-	l.publish(first + uint64(n) - 1)
+	l.mu.Lock()
+	l.committed = first + uint64(n) - 1
+	l.mu.Unlock()
+	select {
+	case l.unsynced <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
-func (l *Log) publish(head uint64) {
+// Unsynced receives when entries were committed that no sync may follow
+// soon (a save whose writer does not wait for stable storage): the node
+// then calls Sync, so that watchers get them within a sync's time.
+func (l *Log) Unsynced() <-chan struct{} { return l.unsynced }
+
+// Mark returns the last position committed (syncgroup.Journal): once a
+// sync that began after the call ends, Synced(mark) publishes it.
+func (l *Log) Mark() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.head = head
+	return l.committed
+}
+
+// Synced publishes to watchers every entry up to mark, which is on
+// stable storage (syncgroup.Journal).
+func (l *Log) Synced(mark uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if mark <= l.head {
+		return
+	}
+	l.head = mark
 	close(l.wake)
 	l.wake = make(chan struct{})
+}
+
+// Sync puts every entry committed on stable storage and publishes it:
+// for entries whose save no sync followed (the node calls it often).
+func (l *Log) Sync() error {
+	l.commit.Lock()
+	defer l.commit.Unlock()
+	return l.syncLocked()
+}
+
+// syncLocked is Sync with the commit lock held.
+func (l *Log) syncLocked() error {
+	mark := l.Mark()
+	if mark <= l.Head() {
+		return nil
+	}
+	if err := l.db.Sync(); err != nil {
+		return fmt.Errorf("feed: sync: %w", err)
+	}
+	l.Synced(mark)
+	return nil
+}
+
+// Removed records that the replica of g was removed with its rows
+// (syncgroup.Journal).
+func (l *Log) Removed(g syncnode.GroupID) error {
+	return l.append(record{Kind: GroupRemoved, Group: g})
 }
 
 // Put writes in txn the entry at pos for row, which now wins its key in
@@ -241,9 +312,13 @@ func (l *Log) Shares(kind Kind, ref syncnode.BlobRef, g syncnode.GroupID, n int,
 
 func (l *Log) append(r record) error {
 	r.Time = l.now().UnixNano()
-	return l.Commit(1, func(pos uint64) error {
+	err := l.Commit(1, func(pos uint64) error {
 		return kv.Update(l.db, func(txn *badger.Txn) error { return kv.Set(txn, entryKey(pos), kv.KindEvent, r) })
 	})
+	if err != nil {
+		return err
+	}
+	return l.Sync()
 }
 
 // pruneBatch bounds the entries Prune deletes in one write batch.
@@ -260,11 +335,6 @@ func (l *Log) Prune() error {
 	upto := head - l.retain // delete entries first..upto
 	for first <= upto {
 		end := min(upto, first+pruneBatch-1)
-		// Watchers learn the new start before the entries go: one that
-		// still finds a gap knows it was pruned (see follow).
-		l.mu.Lock()
-		l.first = end + 1
-		l.mu.Unlock()
 		wb := l.db.NewWriteBatch()
 		for p := first; p <= end; p++ {
 			if err := wb.Delete(entryKey(p)); err != nil {
@@ -275,6 +345,11 @@ func (l *Log) Prune() error {
 		if err := wb.Flush(); err != nil {
 			return fmt.Errorf("feed: prune: %w", err)
 		}
+		// A watcher reading meanwhile finds a gap, and knows the
+		// entries were pruned (see read).
+		l.mu.Lock()
+		l.first = end + 1
+		l.mu.Unlock()
 		first = end + 1
 	}
 	return nil

@@ -1,200 +1,123 @@
 package feed
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/syncnode/syncnode"
 )
 
 // Marker is where a watch stands, as an opaque string: pass the marker of
 // the last event handled as Options.From to resume just after it.
 type Marker string
 
-// maxSpans bounds the spans a marker carries; more are merged.
-const maxSpans = 16
-
-// span says that the state of the keys up to Upto (all keys when Open)
-// was delivered as it stood at log position Base.
-type span struct {
-	Base uint64
-	Upto string
-	Open bool
-}
+// maxMarkerKey bounds the key a marker carries, so that a marker always
+// fits in a URL; a longer key is cut, which may repeat a row on resume but
+// never misses one (see cursor.Upto).
+const maxMarkerKey = 512
 
 // cursor is where a watch stands: every log entry up to Pos was handled.
-// While Spans is not nil the replay's keys were delivered at the spans'
-// bases, and a log entry is delivered only if it is newer than the base
-// of its key's span; Done reports the replay finished (the last span is
-// Open). A fresh cursor (no spans, not done) has yet to replay.
+// Until the replay is Done, the rows with keys up to Upto (once Begun)
+// were delivered as they stood at Pos, and the others are still to come
+// from the replay's snapshots.
 type cursor struct {
 	Pos   uint64
-	Spans []span
+	Upto  string
+	Begun bool
 	Done  bool
 }
 
-// covers returns the span of key, or nil if the replay has not reached it.
-func (c *cursor) spanOf(key string) *span {
-	for i := range c.Spans {
-		if c.Spans[i].Open || key <= c.Spans[i].Upto {
-			return &c.Spans[i]
-		}
-	}
-	return nil
+// wants reports whether a row entry for key is news to the watcher.
+func (c *cursor) wants(key string) bool { return c.Done || c.Begun && key <= c.Upto }
+
+// scope names what a marker was issued for: a group and a prefix.
+func scope(g syncnode.GroupID, prefix string) string {
+	h := sha256.Sum256([]byte(string(g) + "\x00" + prefix))
+	return hex.EncodeToString(h[:4])
 }
 
-// wants reports whether a row entry at pos for key is news to the
-// watcher, given what the replay delivered.
-func (c *cursor) wants(pos uint64, key string) bool {
-	s := c.spanOf(key)
-	return s == nil || pos > s.Base
-}
-
-// advance moves the cursor past log position pos, merging the spans that
-// are now all current.
-func (c *cursor) advance(pos uint64) {
-	c.Pos = pos
-	n := 0
-	for n < len(c.Spans) && c.Spans[n].Base <= pos {
-		n++
-	}
-	if n == 0 {
-		return
-	}
-	if n == len(c.Spans) && c.Done {
-		c.Spans = nil
-		return
-	}
-	merged := span{Base: pos, Upto: c.Spans[n-1].Upto, Open: c.Spans[n-1].Open}
-	c.Spans = append([]span{merged}, c.Spans[n:]...)
-}
-
-// addSpan records the replay's delivery of key at base.
-func (c *cursor) replayed(base uint64, key string) {
-	if k := len(c.Spans); k > 0 && c.Spans[k-1].Base == base {
-		c.Spans[k-1].Upto = key
-		return
-	}
-	if len(c.Spans) == 0 {
-		c.Pos = base
-	}
-	c.Spans = append(c.Spans, span{Base: base, Upto: key})
-	if len(c.Spans) > maxSpans {
-		// Merging two spans at the older base repeats some changes but
-		// never misses one.
-		c.Spans[1].Base = c.Spans[0].Base
-		c.Spans = c.Spans[1:]
-	}
-}
-
-// finish records the end of the replay at base.
-func (c *cursor) finish(base uint64) {
-	if len(c.Spans) == 0 {
-		c.Pos = base
-	}
-	c.Spans = append(c.Spans, span{Base: base, Open: true})
-	c.Done = true
-	c.advance(c.Pos)
-}
-
-// marker encodes c for generation gen of the log named id: "ID.gGEN.pPOS"
-// then, for each span, ".BASE:HEXKEY" (".BASE:*" when open), then ".~"
-// while the replay runs.
-func (c cursor) marker(id string, gen uint64) Marker {
+// marker encodes c for generation gen of the log named id, watching the
+// scope sc: "ID.gGEN.sSCOPE.pPOS", then while the replay runs ".~" and,
+// once begun, ".kHEXKEY".
+func (c cursor) marker(id string, gen uint64, sc string) Marker {
 	var b strings.Builder
-	b.WriteString(id)
-	b.WriteString(".g")
-	b.WriteString(strconv.FormatUint(gen, 10))
-	b.WriteString(".p")
-	b.WriteString(strconv.FormatUint(c.Pos, 10))
-	for _, s := range c.Spans {
-		b.WriteByte('.')
-		b.WriteString(strconv.FormatUint(s.Base, 10))
-		b.WriteByte(':')
-		if s.Open {
-			b.WriteByte('*')
-		} else {
-			b.WriteString(hex.EncodeToString([]byte(s.Upto)))
-		}
-	}
+	fmt.Fprintf(&b, "%s.g%d.s%s.p%d", id, gen, sc, c.Pos)
 	if !c.Done {
 		b.WriteString(".~")
+		if c.Begun {
+			upto := c.Upto
+			if len(upto) > maxMarkerKey {
+				upto = upto[:maxMarkerKey] // sorts before the key: a repeat, not a miss
+			}
+			b.WriteString(".k")
+			b.WriteString(hex.EncodeToString([]byte(upto)))
+		}
 	}
 	return Marker(b.String())
 }
 
-// parseMarker decodes m, which must come from the log named id, and
-// returns the generation that wrote it.
-func parseMarker(m Marker, id string) (cursor, uint64, error) {
-	parts := strings.Split(string(m), ".")
+// parseMarker decodes m, which must come from the log named id and have
+// been issued for scope sc (an empty sc accepts any), and returns the
+// generation that wrote it.
+func parseMarker(m Marker, id, sc string) (cursor, uint64, error) {
 	bad := func(why string) (cursor, uint64, error) {
-		return cursor{}, 0, fmt.Errorf("%w: %q: %s", ErrBadMarker, m, why)
+		return cursor{}, 0, fmt.Errorf("%w: %s", ErrBadMarker, why)
 	}
-	if len(parts) < 3 || len(parts) > maxSpans+4 {
-		return bad("not a marker")
+	if len(m) > 64+2*maxMarkerKey {
+		return bad("too long")
+	}
+	parts := strings.Split(string(m), ".")
+	if len(parts) < 4 || len(parts) > 6 {
+		return bad(fmt.Sprintf("%q is not a marker", m))
 	}
 	if parts[0] != id {
-		return bad("from another log (the node's database was replaced)")
+		return bad("from another log (another node, or this node's database was replaced)")
 	}
-	if !strings.HasPrefix(parts[1], "g") {
+	num := func(s, tag string) (uint64, bool) {
+		if !strings.HasPrefix(s, tag) {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(s[len(tag):], 10, 64)
+		return n, err == nil
+	}
+	gen, ok := num(parts[1], "g")
+	if !ok {
 		return bad("no generation")
 	}
-	gen, err := strconv.ParseUint(parts[1][1:], 10, 64)
-	if err != nil {
-		return bad("generation")
+	if !strings.HasPrefix(parts[2], "s") {
+		return bad("no scope")
 	}
-	parts = parts[1:]
-	if !strings.HasPrefix(parts[1], "p") {
+	if sc != "" && parts[2][1:] != sc {
+		return bad("issued for another group or prefix")
+	}
+	c := cursor{Done: true}
+	if c.Pos, ok = num(parts[3], "p"); !ok {
 		return bad("no position")
 	}
-	pos, err := strconv.ParseUint(parts[1][1:], 10, 64)
-	if err != nil {
-		return bad("position")
-	}
-	c := cursor{Pos: pos, Done: true}
-	rest := parts[2:]
-	if n := len(rest); n > 0 && rest[n-1] == "~" {
-		c.Done, rest = false, rest[:n-1]
-	}
-	for i, p := range rest {
-		base, key, ok := strings.Cut(p, ":")
-		s := span{}
-		if s.Base, err = strconv.ParseUint(base, 10, 64); !ok || err != nil {
-			return bad("span")
+	rest := parts[4:]
+	if len(rest) > 0 {
+		if rest[0] != "~" {
+			return bad("trailing data")
 		}
-		if key == "*" {
-			if i != len(rest)-1 || !c.Done {
-				return bad("open span not last")
-			}
-			s.Open = true
-		} else {
-			k, err := hex.DecodeString(key)
-			if err != nil {
-				return bad("span key")
-			}
-			s.Upto = string(k)
-		}
-		if i > 0 && (s.Base < c.Spans[i-1].Base || s.Upto <= c.Spans[i-1].Upto && !s.Open) {
-			return bad("spans out of order")
-		}
-		c.Spans = append(c.Spans, s)
+		c.Done, rest = false, rest[1:]
 	}
-	if len(c.Spans) > 0 && c.Spans[0].Base < c.Pos {
-		return bad("span behind position")
-	}
-	if c.Done && len(c.Spans) > 0 && !c.Spans[len(c.Spans)-1].Open {
-		return bad("finished replay without an open span")
+	if len(rest) > 0 {
+		if !strings.HasPrefix(rest[0], "k") {
+			return bad("trailing data")
+		}
+		k, err := hex.DecodeString(rest[0][1:])
+		if err != nil {
+			return bad("key")
+		}
+		c.Upto, c.Begun = string(k), true
 	}
 	return c, gen, nil
 }
 
 // clamp moves the cursor back to upTo, the last position known to have
 // survived: entries it handled past it may be gone, and their positions
-// hold other events now. Spans fall back too, so what follows upTo is
-// delivered again (a repeat at worst, never a miss).
-func (c *cursor) clamp(upTo uint64) {
-	c.Pos = min(c.Pos, upTo)
-	for i := range c.Spans {
-		c.Spans[i].Base = min(c.Spans[i].Base, upTo)
-	}
-}
+// hold other events now.
+func (c *cursor) clamp(upTo uint64) { c.Pos = min(c.Pos, upTo) }

@@ -2,6 +2,7 @@ package feed
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -10,50 +11,59 @@ import (
 func FuzzParseMarker(f *testing.F) {
 	for _, c := range []cursor{
 		{Pos: 7, Done: true},
-		{Pos: 3, Spans: []span{{Base: 3, Upto: "k/a"}, {Base: 9, Upto: "k/b"}}},
-		{Pos: 3, Spans: []span{{Base: 3, Upto: "\x00m/x"}, {Base: 9, Open: true}}, Done: true},
+		{Pos: 3},
+		{Pos: 3, Upto: "k/a", Begun: true},
+		{Pos: 9, Upto: "\x00m/x", Begun: true},
 	} {
-		f.Add(string(c.marker("abc", 2)))
+		f.Add(string(c.marker("abc", 2, "s1")))
 	}
-	f.Add("abc.g1.p1.2:zz")
-	f.Add("abc.g1.p5.2:61.~")
+	f.Add("abc.g1.ss1.p1.~.kzz")
+	f.Add("abc.g1.ss1.p5.x")
 	f.Fuzz(func(t *testing.T, m string) {
-		c, gen, err := parseMarker(Marker(m), "abc")
+		c, gen, err := parseMarker(Marker(m), "abc", "s1")
 		if err != nil {
 			if !errors.Is(err, ErrBadMarker) {
 				t.Fatalf("%q: %v is not ErrBadMarker", m, err)
 			}
 			return
 		}
-		again, gen2, err := parseMarker(c.marker("abc", gen), "abc")
-		if err != nil || gen2 != gen || again.Pos != c.Pos || again.Done != c.Done || len(again.Spans) != len(c.Spans) {
+		again, gen2, err := parseMarker(c.marker("abc", gen, "s1"), "abc", "s1")
+		if err != nil || gen2 != gen || again != c {
 			t.Fatalf("%q → %+v does not write back: %+v, %v", m, c, again, err)
 		}
 	})
 }
 
-// TestCursorMergesSpans: spans the log has passed merge, and the cursor is
-// free once the replay is done and every span is current.
-func TestCursorMergesSpans(t *testing.T) {
-	var c cursor
-	c.replayed(10, "a")
-	c.replayed(12, "c")
-	c.finish(15)
-	for _, w := range []struct {
-		pos  uint64
-		key  string
-		want bool
-	}{{11, "a", true}, {11, "b", false}, {12, "c", false}, {13, "c", true}, {14, "z", false}, {16, "z", true}} {
-		if got := c.wants(w.pos, w.key); got != w.want {
-			t.Errorf("wants(%d, %q) = %v for %+v", w.pos, w.key, got, c)
-		}
+// TestMarkerCutsALongKeyBefore: a marker names at most maxMarkerKey bytes
+// of a key, a prefix that sorts before it: resuming repeats that row, never
+// misses it.
+func TestMarkerCutsALongKeyBefore(t *testing.T) {
+	key := "k/" + strings.Repeat("x", 3*maxMarkerKey)
+	c := cursor{Pos: 4, Upto: key, Begun: true}
+	m := c.marker("abc", 1, "s")
+	if len(m) > 64+2*maxMarkerKey {
+		t.Fatalf("marker of %d bytes", len(m))
 	}
-	c.advance(12)
-	if len(c.Spans) != 2 || c.Spans[0].Base != 12 {
-		t.Fatalf("after 12: %+v", c)
+	back, _, err := parseMarker(m, "abc", "s")
+	if err != nil {
+		t.Fatal(err)
 	}
-	c.advance(15)
-	if c.Spans != nil || c.Pos != 15 {
-		t.Fatalf("after 15: %+v, want free at 15", c)
+	if back.Upto >= key || !strings.HasPrefix(key, back.Upto) {
+		t.Fatalf("marker's key %q… does not sort before the row's", back.Upto[:10])
+	}
+}
+
+// TestMarkerOfAnotherScopeRefused: a marker names the group and prefix it
+// was issued for.
+func TestMarkerOfAnotherScopeRefused(t *testing.T) {
+	m := cursor{Pos: 4, Upto: "k/b", Begun: true}.marker("abc", 1, scope("g1", ""))
+	if _, _, err := parseMarker(m, "abc", scope("g2", "")); !errors.Is(err, ErrBadMarker) {
+		t.Fatalf("another group: %v", err)
+	}
+	if _, _, err := parseMarker(m, "abc", scope("g1", "k/")); !errors.Is(err, ErrBadMarker) {
+		t.Fatalf("another prefix: %v", err)
+	}
+	if _, _, err := parseMarker(m, "abc", scope("g1", "")); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,10 +1,12 @@
 package node
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/feed"
 	"github.com/syncnode/syncnode/internal/testkit"
 )
 
@@ -41,11 +43,12 @@ func TestDeviceKeepsItsCopyUntilKServersHoldIt(t *testing.T) {
 	}
 	s2.Close() // the second server is away
 
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	events := collect(ctx, t, phone, g, WatchOptions{Now: true})
 	ref := putBlobRow(t, phone, g, "photos/1", 64<<10, 7)
-	testkit.WaitFor(t, 20*time.Second, "the first server holds the blob and its shares", func() bool {
-		sh, _ := phone.BlobShares(ref)
-		return s1.HasBlob(ref) && len(sh) == 0
-	})
+	// The shares have left the phone once the transfer settled.
+	events.next(t, "shares out", func(e Event) bool { return e.Kind == feed.SharesOut && e.Ref == ref && e.Peer == s1.ID() })
 	if _, err := phone.Evict(); err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +75,13 @@ func TestDeviceKeepsItsCopyUntilKServersHoldIt(t *testing.T) {
 	s2 = openNode(t, s2dir) // the second server comes back and fetches
 	defer s2.Close()
 	testkit.WaitFor(t, 30*time.Second, "the second server holds the blob", func() bool { return s2.HasBlob(ref) })
-	testkit.WaitFor(t, 30*time.Second, "the phone lets its copy go", func() bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for phone.HasBlob(ref) {
+		if time.Now().After(deadline) {
+			why, _ := phone.Why(ref)
+			t.Fatalf("the phone kept its copy with two servers holding it: copies %+v", why.Copies)
+		}
 		phone.Evict()
-		return !phone.HasBlob(ref)
-	})
+		time.Sleep(20 * time.Millisecond)
+	}
 }

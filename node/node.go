@@ -261,7 +261,7 @@ func (n *Node) start() {
 	n.disc.Start()
 	n.sync.Run()
 	n.goRun(func() { n.reprov.Run(n.ctx) })
-	n.goRun(n.pruneFeed)
+	n.goRun(n.keepFeed)
 	n.handoffs.Start()
 	n.custody.Start()
 	n.records.RejoinAll(n.rejoining)

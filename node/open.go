@@ -162,7 +162,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		return err
 	}
 	opened.add(n.dht.Close)
-	if n.feed, err = feed.Open(n.db, n.h.ID(), feed.Config{Retain: n.cfg.FeedRetain}); err != nil {
+	if n.feed, err = feed.Open(n.db, n.h.ID(), feed.Config{Retain: n.cfg.FeedRetain, Enter: n.enterRead}); err != nil {
 		return err
 	}
 	n.groups.SetJournal(n.feed)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"iter"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -28,27 +29,66 @@ type Marker = feed.Marker
 // state first, ending with a CaughtUp event. It runs until ctx ends or
 // the node closes (then it yields ErrClosed), and yields an error last
 // if it fails: feed.ErrExpired for a watcher that fell further behind
-// than the node keeps events (Config.FeedRetain).
+// than the node keeps events (Config.FeedRetain), feed.ErrBadMarker for
+// a marker that is not one of this node's for g and o.Prefix.
 //
-// Events are read from the node's database as the loop asks for them: a
-// watcher that reads slowly holds no memory and slows nothing else.
+// Events are read from the node's database as the loop asks for them, and
+// only once on stable storage: a watcher that reads slowly holds no
+// memory and slows nothing else, and a power cut takes back nothing a
+// watcher saw. The loop may call Close.
 func (n *Node) Watch(ctx context.Context, g syncnode.GroupID, o WatchOptions) iter.Seq2[Event, error] {
+	if g == "" {
+		return func(yield func(Event, error) bool) {
+			yield(Event{}, fmt.Errorf("node: watch: %w", syncnode.ErrNotFound))
+		}
+	}
+	return n.watch(ctx, g, o)
+}
+
+// WatchAll follows the changes of every group, from o.From or from now
+// (there is no replay); o.Prefix limits rows as in Watch.
+func (n *Node) WatchAll(ctx context.Context, o WatchOptions) iter.Seq2[Event, error] {
+	if o.From == "" {
+		o.Now = true
+	}
+	return n.watch(ctx, "", o)
+}
+
+// CheckWatch reports whether a watch of g (every group if empty) with o
+// would start: the group is known and the marker good.
+func (n *Node) CheckWatch(g syncnode.GroupID, o WatchOptions) error {
+	if g != "" {
+		if _, err := n.sync.Spec(g); err != nil {
+			return fmt.Errorf("node: watch: %w", err)
+		}
+	} else if o.From == "" {
+		o.Now = true
+	}
+	if o.Now && o.From == "" {
+		return nil
+	}
+	return n.feed.Check(g, o)
+}
+
+func (n *Node) watch(ctx context.Context, g syncnode.GroupID, o WatchOptions) iter.Seq2[Event, error] {
 	if o.Now && o.From == "" {
 		// From this call, not from the first pull of the iterator.
-		o.From = n.feed.Now()
+		o.From = n.feed.Now(g, o.Prefix)
 	}
 	return func(yield func(Event, error) bool) {
-		ctx, done, err := n.call(ctx)
-		if err != nil {
+		if err := n.CheckWatch(g, o); err != nil {
 			yield(Event{}, err)
 			return
 		}
-		defer done()
-		if _, err := n.sync.Spec(g); err != nil {
-			yield(Event{}, fmt.Errorf("node: watch: %w", err))
-			return
-		}
+		// The watch holds no slot of the node's: its reads take one each
+		// (see feed.Config.Enter), and it ends when Close begins.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(n.ctx, cancel)()
 		for e, err := range n.feed.Watch(ctx, g, o) {
+			if n.ctx.Err() != nil {
+				break
+			}
 			if !yield(e, err) || err != nil {
 				return
 			}
@@ -82,11 +122,32 @@ func (n *Node) sharesMoved(ref syncnode.BlobRef, g syncnode.GroupID, p peer.ID, 
 	}
 }
 
-// pruneFeed drops the events beyond the feed's retention, every minute.
-func (n *Node) pruneFeed() {
-	for n.work.Sleep(feedPrunePeriod) {
-		if err := n.feed.Prune(); err != nil {
-			n.log.Error("feed not pruned", "err", err)
+// keepFeed puts on stable storage, and so hands to watchers, the feed
+// entries of saves that no sync followed (rows received from peers are
+// synced only before they are sent on), as they come; and drops the
+// events beyond the feed's retention every feedPrunePeriod.
+func (n *Node) keepFeed() {
+	prune := time.NewTicker(feedPrunePeriod)
+	defer prune.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.feed.Unsynced():
+			// The store's sync shares its flush with the writers'.
+			if err := n.groups.Sync(); err != nil {
+				n.log.Error("feed not synced", "err", err)
+			}
+		case <-prune.C:
+			if err := n.feed.Prune(); err != nil {
+				n.log.Error("feed not pruned", "err", err)
+			}
 		}
 	}
+}
+
+// enterRead starts a read of the database that Close waits for.
+func (n *Node) enterRead() (func(), error) {
+	_, done, err := n.call(context.Background())
+	return done, err
 }

@@ -38,6 +38,12 @@ type Journal interface {
 	Commit(n int, save func(first uint64) error) error
 	// Put writes, in txn, the entry at pos: row now wins its key in g.
 	Put(txn *badger.Txn, pos uint64, g syncnode.GroupID, row Row) error
+	// Mark returns where the journal stands; once a sync that began after
+	// the call ends, Synced(mark) says that all of it is durable.
+	Mark() uint64
+	Synced(mark uint64)
+	// Removed records that g's replica was removed with its rows.
+	Removed(g syncnode.GroupID) error
 }
 
 // SetJournal makes every later save log its rows in j. It is called
@@ -69,8 +75,15 @@ func NewStore(db *badger.DB) *Store { return &Store{db: db, durable: kv.NewDurab
 // Sync returns once every save before it is on stable storage; at once
 // when they all are.
 func (s *Store) Sync() error {
+	var mark uint64
+	if s.journal != nil {
+		mark = s.journal.Mark()
+	}
 	if err := s.durable.Flush(); err != nil {
 		return fmt.Errorf("syncgroup: store: %w", err)
+	}
+	if s.journal != nil {
+		s.journal.Synced(mark)
 	}
 	return nil
 }
@@ -94,9 +107,23 @@ func rowKey(id syncnode.GroupID, key string) []byte {
 	return append(rowPrefix(id), key...)
 }
 
-// saveChunk bounds the rows written in one transaction, well inside
-// badger's transaction size limit.
+// saveChunk bounds the rows written in one transaction; chunkBytes (a
+// quarter of badger's transaction size limit, which counts each row
+// twice with its journal entry) bounds their bytes.
 const saveChunk = 512
+
+// chunkLen returns how many of rows (at least one) fit in a transaction
+// of at most limit bytes.
+func chunkLen(rows []Row, limit int64) int {
+	var size int64
+	for i, r := range rows {
+		size += int64(len(r.Key)+len(r.Value)+len(r.Sig)+len(r.PubKey)) + 160
+		if i == saveChunk || i > 0 && size > limit {
+			return i
+		}
+	}
+	return len(rows)
+}
 
 // Save writes rows of group g (the versions that now win their keys), its
 // version vector and this device's priority in it. The group record is
@@ -106,8 +133,9 @@ const saveChunk = 512
 func (s *Store) Save(g *Group, rows []Row, prio syncnode.Priority) error {
 	id := g.spec.ID
 	rec := groupRecord{Spec: g.spec, VV: g.rows.VV(), Prio: prio, Seq: g.rows.seq}
+	limit := s.db.MaxBatchSize() / 4
 	for {
-		n := min(len(rows), saveChunk)
+		n := chunkLen(rows, limit)
 		chunk, last := rows[:n], n == len(rows)
 		rows = rows[n:]
 		save := func(first uint64) error {
@@ -168,6 +196,9 @@ func (s *Store) Remove(g *Group) error {
 	}
 	if err == nil {
 		err = s.db.DropPrefix(rowPrefix(id))
+	}
+	if err == nil && s.journal != nil {
+		err = s.journal.Removed(id)
 	}
 	if err == nil {
 		err = s.durable.Update(func(txn *badger.Txn) error { return txn.Delete(groupKey(id)) })
