@@ -44,7 +44,8 @@ import (
 )
 
 // ErrPinned reports a blob that cannot be removed because this device still
-// holds ownership shares of it.
+// holds ownership shares of it (or has some in escrow, or work in progress
+// needs the copy); RemoveBlob's *HeldError says which.
 var ErrPinned = errors.New("node: blob is pinned by ownership shares")
 
 // Config configures a node. Zero fields take the documented defaults.
@@ -440,44 +441,12 @@ func (n *Node) Signpost(ref syncnode.BlobRef) (signpost.Signpost, error) {
 // ListBlobs calls fn for every stored blob.
 func (n *Node) ListBlobs(fn func(blobstore.Info) error) error { return n.blobs.List(fn) }
 
-// removeSettleWait is how long RemoveBlob waits for the settle of shares
-// in escrow, which follows the acceptance at once, before it asks the
-// acceptor how the transfer ended.
-const removeSettleWait = 2 * time.Second
-
 // RemoveBlob deletes a stored blob, unless this device holds shares of it
-// (or has some in escrow, or is taking them): then the error wraps
-// ErrPinned and the blob stays.
-//
-// Shares this node offered to a member are in escrow until the member
-// settles the transfer, a moment after it accepts: until then BlobShares
-// shows none, yet they hold the copy. RemoveBlob waits for that settle
-// first, briefly, and then asks the member how the transfer ended: right
-// after a server took the shares, the removal succeeds.
-func (n *Node) RemoveBlob(ref syncnode.BlobRef) error {
-	ctx, done, err := n.call(context.Background())
-	if err != nil {
-		return err
-	}
-	defer done()
-	if pending, err := n.ledger.Pending(ref); err == nil && len(pending) > 0 {
-		sctx, cancel := context.WithTimeout(ctx, removeSettleWait+n.cfg.IOTimeout)
-		if _, err := n.handoffs.Shares().SettleEscrow(sctx, ref, removeSettleWait); err != nil {
-			n.log.Warn("shares in escrow not settled before a removal", "blob", ref, "err", err)
-		}
-		cancel()
-	}
-	unlock := n.custody.Lock(ref)
-	defer unlock()
-	ok, err := n.ledger.MayEvict(ref)
-	if err != nil {
-		return err
-	}
-	if !ok || n.custody.Pinned(ref) {
-		return fmt.Errorf("%w: %s", ErrPinned, ref)
-	}
-	return n.custody.Delete(ref)
-}
+// (or has some in escrow, or is taking them), or the user pinned it here:
+// then the error is a *HeldError, which names what holds the blob and what
+// would release it, and matches ErrPinned or ErrUserPinned; the blob
+// stays. See RemoveBlobWith.
+func (n *Node) RemoveBlob(ref syncnode.BlobRef) error { return n.RemoveBlobWith(ref, RemoveOptions{}) }
 
 // UploadStats returns the blob service's counters: uploads running and
 // queued, bytes sent.

@@ -120,10 +120,29 @@ func (c *Client) Watch(ctx context.Context, group string, o WatchOptions, fn fun
 	return errors.New("api: the daemon ended the watch")
 }
 
-// RemoveBlob removes a held blob; it is refused while the node holds
-// shares of it.
+// RemoveBlob removes a held blob; it is refused, with what holds the blob
+// and what would release it, while the node holds shares of it or the
+// user pinned it here.
 func (c *Client) RemoveBlob(ctx context.Context, ref string) error {
-	return c.do(ctx, "DELETE", blobPath(ref), nil, &Removed{})
+	return c.RemoveBlobWith(ctx, ref, RemoveOptions{})
+}
+
+// RemoveBlobWith removes a held blob as o says.
+func (c *Client) RemoveBlobWith(ctx context.Context, ref string, o RemoveOptions) error {
+	return c.do(ctx, "DELETE", removePath(ref, o), nil, &Removed{})
+}
+
+// PinBlob pins a blob here for the user, fetching it first if it is not
+// held: it is kept whatever the budget.
+func (c *Client) PinBlob(ctx context.Context, ref string) (Pin, error) {
+	var out Pin
+	return out, c.do(ctx, "POST", pinPath(ref), nil, &out)
+}
+
+// UnpinBlob drops the user's pin of a blob.
+func (c *Client) UnpinBlob(ctx context.Context, ref string) (Pin, error) {
+	var out Pin
+	return out, c.do(ctx, "DELETE", pinPath(ref), nil, &out)
 }
 
 // Why explains a blob's state on the node.

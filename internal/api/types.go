@@ -30,6 +30,24 @@ type BlobInfo struct {
 	Hex    string                   `json:"hex"`
 	Size   int64                    `json:"size"`
 	Shares map[syncnode.GroupID]int `json:"shares,omitempty"`
+	// Pinned reports that the user pinned the blob here (blob pin): it
+	// is kept whatever the budget.
+	Pinned bool `json:"pinned"`
+}
+
+// RemoveOptions modify a blob removal.
+type RemoveOptions struct {
+	// Force removes a blob the user pinned here, dropping the pin; it
+	// never overrides shares or work in progress.
+	Force bool
+}
+
+// Pin answers a pin or an unpin: whether the blob is pinned here now,
+// and, for an unpin, whether it was.
+type Pin struct {
+	Ref       string `json:"ref"`
+	Pinned    bool   `json:"pinned"`
+	WasPinned bool   `json:"was_pinned"`
 }
 
 // FetchOptions tune a fetch the user asked for.
@@ -68,6 +86,9 @@ type Why struct {
 	Size int64  `json:"size"`
 	// Shares are the node's ownership shares by group.
 	Shares map[syncnode.GroupID]int `json:"shares,omitempty"`
+	// Pinned reports that the user pinned the blob here, at PinnedAt.
+	Pinned   bool      `json:"pinned"`
+	PinnedAt time.Time `json:"pinned_at,omitzero"`
 	// Groups are the syncgroups the blob was learned through; ServerIn
 	// reports whether the node is a server in one of them.
 	Groups   []string `json:"groups,omitempty"`
