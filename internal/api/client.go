@@ -189,6 +189,13 @@ func (c *Client) LeaveWith(ctx context.Context, req GroupRequest) (Left, error) 
 	return out, err
 }
 
+// Eject ejects a member from a group, or with req.DryRun says what the
+// ejection would do; the node must be an admin of the group.
+func (c *Client) Eject(ctx context.Context, req EjectRequest) (Ejection, error) {
+	var out Ejection
+	return out, c.do(ctx, "POST", "/groups/eject", req, &out)
+}
+
 // Members lists a group's members.
 func (c *Client) Members(ctx context.Context, group string) ([]Member, error) {
 	var out []Member

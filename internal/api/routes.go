@@ -23,6 +23,7 @@ const (
 	RouteInvite     = "POST /groups/invite"
 	RouteJoin       = "POST /groups/join"
 	RouteLeave      = "POST /groups/leave"
+	RouteEject      = "POST /groups/eject"
 	RouteMembers    = "GET /groups/members"
 	RoutePutRow     = "POST /rows"
 	RouteGetRows    = "GET /rows"
