@@ -44,7 +44,8 @@ import (
 )
 
 // ErrPinned reports a blob that cannot be removed because this device still
-// holds ownership shares of it.
+// holds ownership shares of it (or has some in escrow, or work in progress
+// needs the copy); RemoveBlob's *HeldError says which.
 var ErrPinned = errors.New("node: blob is pinned by ownership shares")
 
 // Config configures a node. Zero fields take the documented defaults.
@@ -441,25 +442,11 @@ func (n *Node) Signpost(ref syncnode.BlobRef) (signpost.Signpost, error) {
 func (n *Node) ListBlobs(fn func(blobstore.Info) error) error { return n.blobs.List(fn) }
 
 // RemoveBlob deletes a stored blob, unless this device holds shares of it
-// (or has some in escrow, or is taking them): then the error wraps
-// ErrPinned and the blob stays.
-func (n *Node) RemoveBlob(ref syncnode.BlobRef) error {
-	_, done, err := n.call(context.Background())
-	if err != nil {
-		return err
-	}
-	defer done()
-	unlock := n.custody.Lock(ref)
-	defer unlock()
-	ok, err := n.ledger.MayEvict(ref)
-	if err != nil {
-		return err
-	}
-	if !ok || n.custody.Pinned(ref) {
-		return fmt.Errorf("%w: %s", ErrPinned, ref)
-	}
-	return n.custody.Delete(ref)
-}
+// (or has some in escrow, or is taking them), or the user pinned it here:
+// then the error is a *HeldError, which names what holds the blob and what
+// would release it, and matches ErrPinned or ErrUserPinned; the blob
+// stays. See RemoveBlobWith.
+func (n *Node) RemoveBlob(ref syncnode.BlobRef) error { return n.RemoveBlobWith(ref, RemoveOptions{}) }
 
 // UploadStats returns the blob service's counters: uploads running and
 // queued, bytes sent.

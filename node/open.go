@@ -96,13 +96,6 @@ func (n *Node) openStores(opened *closers) (err error) {
 		return err
 	}
 	opened.add(n.blobs.Close)
-	cc := custody.Config{BlobBudget: n.cfg.BlobBudget, ScrubPeriod: n.cfg.ScrubPeriod, ScrubMaxRate: n.cfg.ScrubMaxRate,
-		RestoreTimeout: 10 * n.cfg.IOTimeout}
-	if n.custody, err = custody.New(cc, n.blobs, custodyRules{n}, custodyPeers{n}, n.log); err != nil {
-		return err
-	}
-	opened.add(func() error { n.custody.Close(); return nil })
-	n.store = n.custody.Watched()
 	dbDir := filepath.Join(n.cfg.DataDir, "db")
 	if _, err := os.Stat(dbDir); errors.Is(err, fs.ErrNotExist) {
 		n.dbFresh = true
@@ -111,6 +104,13 @@ func (n *Node) openStores(opened *closers) (err error) {
 		return err
 	}
 	opened.add(n.db.Close)
+	cc := custody.Config{BlobBudget: n.cfg.BlobBudget, ScrubPeriod: n.cfg.ScrubPeriod, ScrubMaxRate: n.cfg.ScrubMaxRate,
+		RestoreTimeout: 10 * n.cfg.IOTimeout}
+	if n.custody, err = custody.New(cc, n.blobs, n.db, custodyRules{n}, custodyPeers{n}, n.log); err != nil {
+		return err
+	}
+	opened.add(func() error { n.custody.Close(); return nil })
+	n.store = n.custody.Watched()
 	n.signposts = signpost.NewStore(n.db)
 	n.journal = journal.New(n.db, n.signposts.LegacyAttempts, n.log)
 	n.ledger = ownership.NewLedger(n.db)

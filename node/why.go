@@ -39,6 +39,10 @@ type Why struct {
 	Size int64
 	// Shares are this node's ownership shares by group.
 	Shares map[syncnode.GroupID]int
+	// Pinned reports that the user pinned the blob here (PinBlob), at
+	// PinnedAt: it is kept whatever the budget.
+	Pinned   bool
+	PinnedAt time.Time
 	// Groups are the syncgroups the blob was learned through; ServerIn
 	// reports whether this node is a server in one of them (and so fetches
 	// it in the background).
@@ -100,6 +104,7 @@ func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 	if w.Shares, err = n.ledger.Shares(ref); err != nil {
 		return w, err
 	}
+	w.Pinned, w.PinnedAt = n.custody.UserPinned(ref)
 	sp, err := n.signposts.Get(ref)
 	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
 		return w, err

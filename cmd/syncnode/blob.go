@@ -24,9 +24,11 @@ func blobCmd() *command {
 		{name: "put", args: "FILE|-", short: "store a blob, print its ref", nargs: 1, json: true, flags: blobPut},
 		{name: "get", args: "REF", short: "fetch a blob if needed, write it to a file (default stdout)", nargs: 1, flags: blobGet},
 		{name: "cat", args: "REF", short: "write a blob, or a range of it, to stdout", nargs: 1, flags: blobCat},
-		{name: "stat", args: "REF", short: "a held blob's size and this node's shares of it", nargs: 1, json: true, flags: blobStat},
+		{name: "stat", args: "REF", short: "a held blob's size, this node's shares of it and whether it is pinned", nargs: 1, json: true, flags: blobStat},
 		{name: "ls", short: "the blobs held here", nargs: 0, json: true, flags: blobLs},
-		{name: "rm", args: "REF", short: "remove a blob (refused while it holds shares)", nargs: 1, flags: blobRm},
+		{name: "rm", args: "REF", short: "remove a blob (refused, saying why, while shares or a pin hold it)", nargs: 1, flags: blobRm},
+		{name: "pin", args: "REF", short: "keep a blob here whatever the budget, fetching it first if needed", nargs: 1, json: true, flags: blobPin},
+		{name: "unpin", args: "REF", short: "drop this node's pin of a blob: the budget may evict it again", nargs: 1, json: true, flags: blobUnpin},
 	}}
 }
 
@@ -106,7 +108,8 @@ func blobStat(*flag.FlagSet) func(*cmd) error {
 		return c.with(func(cl *api.Client) error {
 			b, err := cl.StatBlob(c.ctx, c.pos[0])
 			return show(c, b, err, func(b api.BlobInfo) {
-				c.table([][]string{{"ref", b.Ref}, {"blake3", b.Hex}, {"size", fmt.Sprint(b.Size)}, {"shares", sharesText(b.Shares)}})
+				c.table([][]string{{"ref", b.Ref}, {"blake3", b.Hex}, {"size", fmt.Sprint(b.Size)}, {"shares", sharesText(b.Shares)},
+					{"pinned", yesNo(b.Pinned)}})
 			})
 		})
 	}
@@ -117,9 +120,9 @@ func blobLs(*flag.FlagSet) func(*cmd) error {
 		return c.with(func(cl *api.Client) error {
 			bs, err := cl.ListBlobs(c.ctx)
 			return show(c, bs, err, func(bs []api.BlobInfo) {
-				rows := [][]string{{"REF", "SIZE", "SHARES"}}
+				rows := [][]string{{"REF", "SIZE", "SHARES", "PINNED"}}
 				for _, b := range bs {
-					rows = append(rows, []string{b.Ref, fmt.Sprint(b.Size), sharesText(b.Shares)})
+					rows = append(rows, []string{b.Ref, fmt.Sprint(b.Size), sharesText(b.Shares), yesNo(b.Pinned)})
 				}
 				c.table(rows)
 			})
@@ -127,10 +130,50 @@ func blobLs(*flag.FlagSet) func(*cmd) error {
 	}
 }
 
-func blobRm(*flag.FlagSet) func(*cmd) error {
+func blobRm(fs *flag.FlagSet) func(*cmd) error {
+	force := fs.Bool("force", false, "remove a blob this node pinned, dropping the pin (shares still refuse)")
 	return func(c *cmd) error {
-		return c.with(func(cl *api.Client) error { return cl.RemoveBlob(c.ctx, c.pos[0]) })
+		return c.with(func(cl *api.Client) error {
+			return cl.RemoveBlobWith(c.ctx, c.pos[0], api.RemoveOptions{Force: *force})
+		})
 	}
+}
+
+func blobPin(*flag.FlagSet) func(*cmd) error {
+	return func(c *cmd) error {
+		return c.with(func(cl *api.Client) error {
+			p, err := cl.PinBlob(c.ctx, c.pos[0])
+			return show(c, p, err, func(p api.Pin) {
+				if p.WasPinned {
+					fmt.Fprintln(c.stdout, "pinned already", p.Ref)
+					return
+				}
+				fmt.Fprintln(c.stdout, "pinned", p.Ref)
+			})
+		})
+	}
+}
+
+func blobUnpin(*flag.FlagSet) func(*cmd) error {
+	return func(c *cmd) error {
+		return c.with(func(cl *api.Client) error {
+			p, err := cl.UnpinBlob(c.ctx, c.pos[0])
+			return show(c, p, err, func(p api.Pin) {
+				if !p.WasPinned {
+					fmt.Fprintln(c.stdout, "not pinned", p.Ref)
+					return
+				}
+				fmt.Fprintln(c.stdout, "unpinned", p.Ref)
+			})
+		})
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }
 
 // sharesText prints shares by group as "GROUP N, GROUP N", groups sorted;
@@ -261,6 +304,9 @@ func printWhy(w io.Writer, y api.Why) {
 		fmt.Fprintf(w, "held      no\n")
 	}
 	fmt.Fprintf(w, "shares    %s\n", sharesText(y.Shares))
+	if y.Pinned {
+		fmt.Fprintf(w, "pinned    yes, since %s: kept here whatever the budget (syncnode blob unpin %s)\n", y.PinnedAt.Format(time.RFC3339), y.Ref)
+	}
 	groups := y.Groups
 	server := "no"
 	if y.ServerIn {

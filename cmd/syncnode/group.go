@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 
 	"github.com/syncnode/syncnode/internal/api"
@@ -18,6 +20,7 @@ func groupCmd() *command {
 		{name: "invite", args: "GROUP PEER", short: "print an invitation for peer to join the group", nargs: 2, json: true, flags: sgInvite},
 		{name: "join", args: "INVITATION", short: "join with an invitation from an admin", nargs: 1, json: true, flags: sgJoin},
 		{name: "leave", args: "GROUP", short: "leave a group, handing this node's shares in it to members first", nargs: 1, flags: sgLeave},
+		{name: "eject", args: "GROUP PEER", short: "eject a member (admins only): say what it would put at risk, keep its blobs, then eject", nargs: 2, json: true, flags: sgEject},
 		{name: "ls", short: "the groups this node is in", nargs: 0, json: true, flags: sgLs},
 		{name: "members", args: "GROUP", short: "a group's members, their device types and addresses", nargs: 1, json: true, flags: sgMembers},
 	}}
@@ -98,6 +101,112 @@ func sgLeave(fs *flag.FlagSet) func(*cmd) error {
 			})
 		})
 	}
+}
+
+func sgEject(fs *flag.FlagSet) func(*cmd) error {
+	force := fs.Bool("force", false, "eject even if blobs only the member is known to hold cannot be fetched first (they are then at risk), or it does not answer")
+	dryRun := fs.Bool("dry-run", false, "only say what the ejection would do")
+	return func(c *cmd) error {
+		return c.with(func(cl *api.Client) error {
+			req := api.EjectRequest{Group: c.pos[0], Peer: c.pos[1], Force: *force, DryRun: true}
+			plan, err := cl.Eject(c.ctx, req)
+			if err != nil {
+				return err
+			}
+			if *dryRun {
+				return show(c, plan, nil, func(p api.Ejection) { printEjectPlan(c.stdout, p, *force) })
+			}
+			if !c.asJSON {
+				printEjectPlan(c.stdout, plan, *force)
+			}
+			if plan.Unanswered != "" && !*force {
+				// The daemon refuses such an ejection: no need to wait
+				// for the member a second time to hear it.
+				return fmt.Errorf("sg eject: %s does not answer, so what it keeps in %s cannot be checked; -force ejects it going by what this node knows",
+					memberText(plan.Name, plan.Peer), plan.Group)
+			}
+			req.DryRun = false
+			e, err := cl.Eject(c.ctx, req)
+			return show(c, e, err, func(e api.Ejection) {
+				fmt.Fprintf(c.stdout, "ejected %s from %s\n", memberText(e.Name, e.Peer), e.Group)
+				if len(e.Kept) > 0 {
+					fmt.Fprintf(c.stdout, "%s fetched and kept here with the group's shares:\n", blobsText(len(e.Kept)))
+					for _, ref := range e.Kept {
+						fmt.Fprintln(c.stdout, " ", ref)
+					}
+				}
+				if len(e.AtRisk) > 0 {
+					fmt.Fprintf(c.stdout, "%s left at risk (they could not be fetched):\n", blobsText(len(e.AtRisk)))
+					for _, ref := range e.AtRisk {
+						fmt.Fprintln(c.stdout, " ", ref)
+					}
+				}
+			})
+		})
+	}
+}
+
+// printEjectPlan says what an ejection would do, from its dry run.
+func printEjectPlan(w io.Writer, p api.Ejection, force bool) {
+	who := memberText(p.Name, p.Peer)
+	fmt.Fprintf(w, "ejecting %s from %s:\n", who, p.Group)
+	if !p.Member {
+		fmt.Fprintln(w, "  it is no member (invited, never joined): it keeps nothing; the ejection bans it")
+		return
+	}
+	if p.Unanswered != "" {
+		why, _, _ := strings.Cut(p.Unanswered, "\n")
+		fmt.Fprintf(w, "  it does not answer (%s)\n", strings.TrimSuffix(why, ":"))
+		if force {
+			fmt.Fprintln(w, "  -force: the ejection goes by what this node knows")
+		} else {
+			fmt.Fprintln(w, "  the ejection is refused unless -force, which goes by what this node knows")
+		}
+	}
+	switch {
+	case len(p.Held) == 0 && p.Unanswered != "":
+		fmt.Fprintln(w, "  no blob of the group is known to be held by it alone")
+	case len(p.Held) == 0:
+		fmt.Fprintln(w, "  it keeps shares of no blob of the group")
+	case p.Unanswered != "":
+		fmt.Fprintf(w, "  %s of the group known to be held by it alone\n", blobsText(len(p.Held)))
+	default:
+		fmt.Fprintf(w, "  it keeps shares of %s of the group: their shares come here first\n", blobsText(len(p.Held)))
+	}
+	if len(p.Fetch) > 0 {
+		fmt.Fprintf(w, "  %d of them not held here, fetched first:\n", len(p.Fetch))
+		for _, ref := range p.Fetch {
+			note := ""
+			if slices.Contains(p.AtRisk, ref) {
+				note = "  AT RISK: no peer asked holds it"
+			}
+			fmt.Fprintf(w, "    %s%s\n", ref, note)
+		}
+	}
+	switch {
+	case len(p.AtRisk) == 0:
+		fmt.Fprintln(w, "  at risk: none")
+	case force:
+		fmt.Fprintf(w, "  at risk: %s, which -force leaves at risk\n", blobsText(len(p.AtRisk)))
+	default:
+		fmt.Fprintf(w, "  at risk: %s: the ejection is refused unless -force\n", blobsText(len(p.AtRisk)))
+	}
+}
+
+// blobsText is "1 blob" or "N blobs".
+func blobsText(n int) string {
+	if n == 1 {
+		return "1 blob"
+	}
+	return fmt.Sprintf("%d blobs", n)
+}
+
+// memberText is a member's name and peer ID, or its ID alone.
+func memberText(name, p string) string {
+	if name == "" {
+		return p
+	}
+	return name + " (" + p + ")"
 }
 
 func sgLs(*flag.FlagSet) func(*cmd) error {

@@ -120,10 +120,29 @@ func (c *Client) Watch(ctx context.Context, group string, o WatchOptions, fn fun
 	return errors.New("api: the daemon ended the watch")
 }
 
-// RemoveBlob removes a held blob; it is refused while the node holds
-// shares of it.
+// RemoveBlob removes a held blob; it is refused, with what holds the blob
+// and what would release it, while the node holds shares of it or the
+// user pinned it here.
 func (c *Client) RemoveBlob(ctx context.Context, ref string) error {
-	return c.do(ctx, "DELETE", blobPath(ref), nil, &Removed{})
+	return c.RemoveBlobWith(ctx, ref, RemoveOptions{})
+}
+
+// RemoveBlobWith removes a held blob as o says.
+func (c *Client) RemoveBlobWith(ctx context.Context, ref string, o RemoveOptions) error {
+	return c.do(ctx, "DELETE", removePath(ref, o), nil, &Removed{})
+}
+
+// PinBlob pins a blob here for the user, fetching it first if it is not
+// held: it is kept whatever the budget.
+func (c *Client) PinBlob(ctx context.Context, ref string) (Pin, error) {
+	var out Pin
+	return out, c.do(ctx, "POST", pinPath(ref), nil, &out)
+}
+
+// UnpinBlob drops the user's pin of a blob.
+func (c *Client) UnpinBlob(ctx context.Context, ref string) (Pin, error) {
+	var out Pin
+	return out, c.do(ctx, "DELETE", pinPath(ref), nil, &out)
 }
 
 // Why explains a blob's state on the node.
@@ -168,6 +187,13 @@ func (c *Client) LeaveWith(ctx context.Context, req GroupRequest) (Left, error) 
 	var out Left
 	err := c.do(ctx, "POST", "/groups/leave", req, &out)
 	return out, err
+}
+
+// Eject ejects a member from a group, or with req.DryRun says what the
+// ejection would do; the node must be an admin of the group.
+func (c *Client) Eject(ctx context.Context, req EjectRequest) (Ejection, error) {
+	var out Ejection
+	return out, c.do(ctx, "POST", "/groups/eject", req, &out)
 }
 
 // Members lists a group's members.

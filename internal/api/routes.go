@@ -15,12 +15,15 @@ const (
 	RouteStatBlob   = "GET /blobs/{ref}/stat"
 	RouteFetchBlob  = "POST /blobs/{ref}/fetch"
 	RouteRemoveBlob = "DELETE /blobs/{ref}"
+	RoutePinBlob    = "POST /blobs/{ref}/pin"
+	RouteUnpinBlob  = "DELETE /blobs/{ref}/pin"
 	RouteWhy        = "GET /why/{ref}"
 	RouteCreate     = "POST /groups"
 	RouteGroups     = "GET /groups"
 	RouteInvite     = "POST /groups/invite"
 	RouteJoin       = "POST /groups/join"
 	RouteLeave      = "POST /groups/leave"
+	RouteEject      = "POST /groups/eject"
 	RouteMembers    = "GET /groups/members"
 	RoutePutRow     = "POST /rows"
 	RouteGetRows    = "GET /rows"
@@ -43,6 +46,15 @@ func readPath(ref string, offset, length int64) string {
 }
 
 func statPath(ref string) string { return blobPath(ref) + "/stat" }
+
+func pinPath(ref string) string { return blobPath(ref) + "/pin" }
+
+func removePath(ref string, o RemoveOptions) string {
+	if o.Force {
+		return blobPath(ref) + "?force=1"
+	}
+	return blobPath(ref)
+}
 
 func fetchPath(ref string, o FetchOptions) string {
 	q := url.Values{}

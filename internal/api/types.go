@@ -30,6 +30,24 @@ type BlobInfo struct {
 	Hex    string                   `json:"hex"`
 	Size   int64                    `json:"size"`
 	Shares map[syncnode.GroupID]int `json:"shares,omitempty"`
+	// Pinned reports that the user pinned the blob here (blob pin): it
+	// is kept whatever the budget.
+	Pinned bool `json:"pinned"`
+}
+
+// RemoveOptions modify a blob removal.
+type RemoveOptions struct {
+	// Force removes a blob the user pinned here, dropping the pin; it
+	// never overrides shares or work in progress.
+	Force bool
+}
+
+// Pin answers a pin or an unpin: whether the blob is pinned here now,
+// and, for an unpin, whether it was.
+type Pin struct {
+	Ref       string `json:"ref"`
+	Pinned    bool   `json:"pinned"`
+	WasPinned bool   `json:"was_pinned"`
 }
 
 // FetchOptions tune a fetch the user asked for.
@@ -68,6 +86,9 @@ type Why struct {
 	Size int64  `json:"size"`
 	// Shares are the node's ownership shares by group.
 	Shares map[syncnode.GroupID]int `json:"shares,omitempty"`
+	// Pinned reports that the user pinned the blob here, at PinnedAt.
+	Pinned   bool      `json:"pinned"`
+	PinnedAt time.Time `json:"pinned_at,omitzero"`
 	// Groups are the syncgroups the blob was learned through; ServerIn
 	// reports whether the node is a server in one of them.
 	Groups   []string `json:"groups,omitempty"`
@@ -158,6 +179,48 @@ type GroupRequest struct {
 	// Force, for a leave, leaves even with blobs whose shares could be
 	// handed to no member.
 	Force bool `json:"force,omitempty"`
+}
+
+// EjectRequest ejects a member from a group; the node must be an admin.
+type EjectRequest struct {
+	Group string `json:"group"`
+	// Peer is the member's peer ID, or its name when exactly one member
+	// of the group has that name.
+	Peer string `json:"peer"`
+	// Force ejects even when blobs only the member is known to hold
+	// cannot be fetched first (they are then at risk), or it does not
+	// answer.
+	Force bool `json:"force,omitempty"`
+	// DryRun only says what the ejection would do.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// Ejection answers an ejection or its dry run: what it did, or would do,
+// about the blobs of the group that the member keeps shares of.
+type Ejection struct {
+	Group  string `json:"group"`
+	Peer   string `json:"peer"`
+	Name   string `json:"name,omitempty"`
+	DryRun bool   `json:"dry_run"`
+	// Ejected reports that the member is out.
+	Ejected bool `json:"ejected"`
+	// Member is false for a peer invited that never joined: it keeps
+	// nothing.
+	Member bool `json:"member"`
+	// Unanswered, in a dry run, is why the member did not answer: the
+	// ejection is then refused unless forced.
+	Unanswered string `json:"unanswered,omitempty"`
+	// Held are the blobs the member keeps shares of (by its word; if it
+	// does not answer, those only it is known to hold).
+	Held []string `json:"held,omitempty"`
+	// Fetch, in a dry run, are those of Held the node lacks and would
+	// fetch first; Kept, after the ejection, those it fetched and keeps
+	// with the group's shares.
+	Fetch []string `json:"fetch,omitempty"`
+	Kept  []string `json:"kept,omitempty"`
+	// AtRisk are those no peer could give: a dry run's that no peer asked
+	// holds, a forced ejection's that could not be fetched.
+	AtRisk []string `json:"at_risk,omitempty"`
 }
 
 // Left answers a group leave.

@@ -16,7 +16,7 @@ import (
 
 func (s *server) blobInfo(i blobstore.Info) api.BlobInfo {
 	sh, _ := s.n.BlobShares(i.Ref)
-	return api.BlobInfo{Ref: i.Ref.String(), Hex: i.Ref.Hex(), Size: i.Size, Shares: sh}
+	return api.BlobInfo{Ref: i.Ref.String(), Hex: i.Ref.Hex(), Size: i.Size, Shares: sh, Pinned: s.n.Pinned(i.Ref)}
 }
 
 func (s *server) putBlob(r *http.Request) (api.BlobInfo, error) {
@@ -171,10 +171,44 @@ func (s *server) removeBlob(r *http.Request) (api.Removed, error) {
 	if err != nil {
 		return api.Removed{}, err
 	}
-	if err := s.n.RemoveBlob(ref); err != nil {
+	force := false
+	switch v := r.URL.Query().Get("force"); v {
+	case "":
+	case "1", "true":
+		force = true
+	default:
+		return api.Removed{}, badRequest("bad force %q: want 1", v)
+	}
+	if err := s.n.RemoveBlobWith(ref, node.RemoveOptions{Force: force}); err != nil {
 		return api.Removed{}, err
 	}
 	return api.Removed{Removed: ref.String()}, nil
+}
+
+// pinBlob pins a blob for the user, fetching it first if it is not held.
+func (s *server) pinBlob(r *http.Request) (api.Pin, error) {
+	ref, err := refParam(r)
+	if err != nil {
+		return api.Pin{}, err
+	}
+	was := s.n.Pinned(ref)
+	if err := s.n.PinBlob(r.Context(), ref); err != nil {
+		return api.Pin{}, err
+	}
+	return api.Pin{Ref: ref.String(), Pinned: true, WasPinned: was}, nil
+}
+
+// unpinBlob drops the user's pin of a blob.
+func (s *server) unpinBlob(r *http.Request) (api.Pin, error) {
+	ref, err := refParam(r)
+	if err != nil {
+		return api.Pin{}, err
+	}
+	was := s.n.Pinned(ref)
+	if err := s.n.UnpinBlob(ref); err != nil {
+		return api.Pin{}, err
+	}
+	return api.Pin{Ref: ref.String(), Pinned: s.n.Pinned(ref), WasPinned: was}, nil
 }
 
 func (s *server) why(r *http.Request) (api.Why, error) {
@@ -197,7 +231,7 @@ func (s *server) why(r *http.Request) (api.Why, error) {
 
 // whyView is node.Why as the API shows it.
 func whyView(w node.Why) api.Why {
-	out := api.Why{Ref: w.Ref.String(), Held: w.Held, Size: w.Size, Shares: w.Shares, ServerIn: w.ServerIn,
+	out := api.Why{Ref: w.Ref.String(), Held: w.Held, Size: w.Size, Shares: w.Shares, Pinned: w.Pinned, PinnedAt: w.PinnedAt, ServerIn: w.ServerIn,
 		Queued: w.Queued, Running: w.Running, Attempts: w.Attempts, NextAttempt: w.NextAttempt,
 		LastAttempt: w.LastAttempt, LastErr: w.LastErr, Tried: w.Tried, Holders: w.Holders,
 		Restoring: w.Restoring, Handoff: w.Handoff, HandoffAt: w.HandoffAt,

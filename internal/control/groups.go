@@ -122,6 +122,79 @@ func (s *server) leave(r *http.Request) (api.Left, error) {
 	return out, nil
 }
 
+// eject ejects a member, or with DryRun says what the ejection would do
+// about the blobs it keeps shares of.
+func (s *server) eject(r *http.Request) (api.Ejection, error) {
+	var req api.EjectRequest
+	if err := decode(r, &req); err != nil {
+		return api.Ejection{}, err
+	}
+	g := syncnode.GroupID(req.Group)
+	p, err := s.memberPeer(g, req.Peer)
+	if err != nil {
+		return api.Ejection{}, err
+	}
+	out := api.Ejection{Group: req.Group, Peer: p.String(), Name: s.n.NameOf(p), DryRun: req.DryRun}
+	if req.DryRun {
+		plan, err := s.n.PlanEjection(r.Context(), g, p)
+		if err != nil {
+			return api.Ejection{}, err
+		}
+		out.Member, out.Unanswered = plan.Member, plan.Unanswered
+		out.Held, out.Fetch, out.AtRisk = refStrings(plan.Held), refStrings(plan.Fetch), refStrings(plan.AtRisk)
+		return out, nil
+	}
+	out.Member = s.isMember(g, p)
+	e, err := s.n.EjectMemberWith(r.Context(), g, p, node.EjectOptions{Force: req.Force})
+	if err != nil {
+		return api.Ejection{}, err
+	}
+	out.Ejected = true
+	out.Held, out.Kept, out.AtRisk = refStrings(e.Held), refStrings(e.Kept), refStrings(e.AtRisk)
+	return out, nil
+}
+
+// memberPeer reads who names: a peer ID, or the name of exactly one
+// member of g.
+func (s *server) memberPeer(g syncnode.GroupID, who string) (peer.ID, error) {
+	if p, err := peer.Decode(who); err == nil {
+		return p, nil
+	}
+	if _, err := s.n.GroupSpec(g); err != nil {
+		return "", err
+	}
+	var found []peer.ID
+	for _, m := range s.n.Members(g) {
+		if m.Name != "" && m.Name == who {
+			found = append(found, m.Peer)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", badRequest("%q is neither a peer ID nor the name of a member of %s", who, g)
+	case 1:
+		return found[0], nil
+	}
+	return "", badRequest("%d members of %s are named %q: give the peer ID", len(found), g, who)
+}
+
+func (s *server) isMember(g syncnode.GroupID, p peer.ID) bool {
+	for _, m := range s.n.Members(g) {
+		if m.Peer == p {
+			return true
+		}
+	}
+	return false
+}
+
+func refStrings(refs []syncnode.BlobRef) []string {
+	var out []string
+	for _, r := range refs {
+		out = append(out, r.String())
+	}
+	return out
+}
+
 func (s *server) members(r *http.Request) ([]api.Member, error) {
 	g := syncnode.GroupID(r.URL.Query().Get("group"))
 	if _, err := s.n.GroupSpec(g); err != nil {

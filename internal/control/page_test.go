@@ -212,6 +212,17 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	shares, _ := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`document.querySelector('#blobs tr[data-ref=%q]').cells[2].textContent`, ref)))
 	t.Logf("page showed the blob queued and at risk, then held (shares %q) and safe, without reloading", shares)
+
+	// The user pins it here: the page says so, and again once unpinned.
+	pinned := fmt.Sprintf(`document.querySelector('#blobs tr[data-ref=%q]').cells[3].textContent`, ref)
+	if err := srv.PinBlob(t.Context(), ref); err != nil {
+		t.Fatal(err)
+	}
+	until("the blob pinned", pinned+` === "pinned"`)
+	if err := srv.UnpinBlob(ref); err != nil {
+		t.Fatal(err)
+	}
+	until("the blob unpinned", pinned+` === ""`)
 }
 
 // The status page names the blob store, and raises an alert while an
@@ -375,7 +386,7 @@ func pageFixture() api.PageState {
 		Queue: []api.QueueEntry{{Ref: ref(1), State: "fetching"},
 			{Ref: ref(2), State: "queued", Attempts: 3, LastErr: "no holder could serve the blob"}},
 		Blobs: []api.BlobInfo{{Ref: ref(3), Size: 5 << 20, Shares: map[syncnode.GroupID]int{syncnode.GroupID(self + "/photos"): 2}},
-			{Ref: ref(4), Size: 2 << 20}, {Ref: ref(5), Size: 4096}},
+			{Ref: ref(4), Size: 2 << 20, Pinned: true}, {Ref: ref(5), Size: 4096}},
 	}
 	next, last := t0.Add(90*time.Second), t0.Add(-30*time.Second)
 	st.Queue[1].NextAttempt, st.Queue[1].LastAttempt = &next, &last

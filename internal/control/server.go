@@ -37,12 +37,15 @@ func (s *server) handler(token string) http.Handler {
 	mux.HandleFunc(api.RouteStatBlob, answer(s.statBlob))
 	mux.HandleFunc(api.RouteFetchBlob, s.fetchBlob)
 	mux.HandleFunc(api.RouteRemoveBlob, answer(s.removeBlob))
+	mux.HandleFunc(api.RoutePinBlob, answer(s.pinBlob))
+	mux.HandleFunc(api.RouteUnpinBlob, answer(s.unpinBlob))
 	mux.HandleFunc(api.RouteWhy, answer(s.why))
 	mux.HandleFunc(api.RouteCreate, answer(s.createGroup))
 	mux.HandleFunc(api.RouteGroups, answer(s.listGroups))
 	mux.HandleFunc(api.RouteInvite, answer(s.invite))
 	mux.HandleFunc(api.RouteJoin, answer(s.join))
 	mux.HandleFunc(api.RouteLeave, answer(s.leave))
+	mux.HandleFunc(api.RouteEject, answer(s.eject))
 	mux.HandleFunc(api.RouteMembers, answer(s.members))
 	mux.HandleFunc(api.RoutePutRow, answer(s.putRow))
 	mux.HandleFunc(api.RouteGetRows, answer(s.getRows))
@@ -104,7 +107,7 @@ func fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, syncnode.ErrNotFound), errors.Is(err, node.ErrNoHolder):
 		code = http.StatusNotFound
-	case errors.Is(err, node.ErrPinned):
+	case errors.Is(err, node.ErrPinned), errors.Is(err, node.ErrUserPinned), errors.Is(err, node.ErrAtRisk):
 		code = http.StatusConflict
 	case errors.Is(err, node.ErrAdminUnreachable):
 		code = http.StatusBadGateway

@@ -1,7 +1,8 @@
 // Package custody keeps the copies a node holds: one lock per blob, pins
-// for work that needs a copy to stay, least-recently-used eviction within
-// a budget, a scrubber that re-verifies every copy, and the restore from
-// peers of copies found damaged or missing.
+// for work that needs a copy to stay, the user's pins (kept in the
+// database: blobs kept here whatever the budget), least-recently-used
+// eviction within a budget, a scrubber that re-verifies every copy, and
+// the restore from peers of copies found damaged or missing.
 package custody
 
 import (
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
@@ -114,10 +117,11 @@ type Custody struct {
 	work  *workgroup.Group
 	ctx   context.Context
 
-	locks   blobLocks
-	pins    pins
-	lru     lru
-	restore restorer
+	locks    blobLocks
+	pins     pins
+	userPins userPins
+	lru      lru
+	restore  restorer
 
 	evictMu sync.Mutex
 	// evictQueued reports an automatic eviction pass waiting to start.
@@ -129,9 +133,9 @@ type Custody struct {
 	Hooks Hooks
 }
 
-// New returns the custody of store's copies; Start runs its background
-// work.
-func New(cfg Config, store Store, rules Rules, peers Peers, log *slog.Logger) (*Custody, error) {
+// New returns the custody of store's copies, with the user's pins kept in
+// db (nil: none can be made); Start runs its background work.
+func New(cfg Config, store Store, db *badger.DB, rules Rules, peers Peers, log *slog.Logger) (*Custody, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -142,11 +146,18 @@ func New(cfg Config, store Store, rules Rules, peers Peers, log *slog.Logger) (*
 	c := &Custody{cfg: cfg.withDefaults(), log: log, blobs: store, rules: rules, peers: peers, work: work, ctx: work.Context(),
 		lru: lru{used: map[syncnode.BlobRef]lruEntry{}}}
 	c.restore.init()
+	if db != nil {
+		if err := c.userPins.load(db); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
-// Start runs the scrubber and the restorer.
+// Start runs the scrubber and the restorer, which first fetches again
+// the user-pinned blobs whose copy is not here.
 func (c *Custody) Start() {
+	c.restoreUserPinned()
 	c.work.Go(c.runScrub)
 	c.work.Go(c.runRestore)
 }
@@ -160,7 +171,8 @@ func (c *Custody) Close() { c.work.Close() }
 func (c *Custody) Lock(ref syncnode.BlobRef) (unlock func()) { return c.locks.lock(ref) }
 
 // Pin keeps ref's copy from eviction until unpin: work that needs it
-// (a hand-off being taken, shares being taken after a fetch).
+// (a hand-off being taken, shares being taken after a fetch). It is held
+// in memory only; the user's pins are UserPin's.
 func (c *Custody) Pin(ref syncnode.BlobRef) (unpin func()) { return c.pins.pin(ref) }
 
 // Pinned reports whether work pins ref.

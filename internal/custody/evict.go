@@ -20,9 +20,10 @@ type evictItem struct {
 }
 
 // planEviction picks the least-recently-used blobs that pinned does not
-// hold (shares in some group, a fetch in flight: never evicted) until the
-// total size is within budget. It returns them and the bytes still over
-// budget after evicting them, which pinned blobs account for. pinned is
+// hold (shares in some group, a fetch in flight, the user's pin: never
+// evicted) until the total size is within budget. It returns them and the
+// bytes still over budget after evicting them, which pinned blobs account
+// for. pinned is
 // asked only of the blobs the plan reaches, oldest first: a pass that frees
 // a few blobs checks a few, however many the node holds.
 func planEviction(items []evictItem, budget int64, pinned func(syncnode.BlobRef) bool) (evict []syncnode.BlobRef, over int64) {
@@ -113,12 +114,18 @@ type Report struct {
 	// Evicted are the blobs removed.
 	Evicted []syncnode.BlobRef
 	// PinnedOver is the bytes still over budget because the blobs that
-	// would go next are pinned by ownership shares.
+	// would go next are pinned: by ownership shares, by work in progress,
+	// or by the user.
 	PinnedOver int64
+	// UserPinned is the bytes held of blobs the user pinned here: they
+	// count towards the budget and are never evicted, so they alone may
+	// keep the node over it.
+	UserPinned int64
 }
 
 // Evict removes least-recently-used blobs with no shares, among those
-// referenced in a syncgroup, until the store is within the budget. A node
+// referenced in a syncgroup and not pinned by the user, until the store
+// is within the budget. A node
 // that keeps everything (Rules.KeepsAll) keeps everything, and so does one
 // without a budget. It lists the store: blobs the LRU table does not know
 // (being put or fetched) count towards the total and stay.
@@ -172,6 +179,9 @@ func (c *Custody) evict(items []evictItem, listed bool, held func(syncnode.BlobR
 	rep := Report{Budget: c.cfg.BlobBudget}
 	for _, it := range items {
 		rep.Stored += it.Size
+		if c.userPins.pinned(it.Ref) {
+			rep.UserPinned += it.Size
+		}
 	}
 	if c.cfg.BlobBudget <= 0 || c.rules.KeepsAll() {
 		return rep, nil
@@ -184,7 +194,7 @@ func (c *Custody) evict(items []evictItem, listed bool, held func(syncnode.BlobR
 		if err != nil {
 			errs = append(errs, err)
 		}
-		return !mayEvict || held(ref) || c.rules.Busy(ref) || c.pins.pinned(ref)
+		return !mayEvict || held(ref) || c.rules.Busy(ref) || c.pins.pinned(ref) || c.userPins.pinned(ref)
 	})
 	rep.PinnedOver = over
 	for _, ref := range evict {
@@ -193,8 +203,13 @@ func (c *Custody) evict(items []evictItem, listed bool, held func(syncnode.BlobR
 			c.log.Info("evicted", "blob", ref)
 		}
 	}
-	if over > 0 {
-		c.log.Warn("over budget, pinned by shares", "over", over, "budget", c.cfg.BlobBudget)
+	switch {
+	case rep.UserPinned > c.cfg.BlobBudget:
+		c.log.Warn("over budget: the blobs the user pinned here alone exceed it", "over", over, "budget", c.cfg.BlobBudget,
+			"user_pinned", rep.UserPinned)
+	case over > 0:
+		c.log.Warn("over budget: the blobs left are pinned by shares, work in progress or the user", "over", over,
+			"budget", c.cfg.BlobBudget, "user_pinned", rep.UserPinned)
 	}
 	c.evictions.Add(int64(len(rep.Evicted)))
 	if h := c.Hooks.EvictPass.Load(); h != nil {
@@ -209,7 +224,7 @@ func (c *Custody) evict(items []evictItem, listed bool, held func(syncnode.BlobR
 func (c *Custody) evictOne(ref syncnode.BlobRef) bool {
 	unlock := c.locks.lock(ref)
 	defer unlock()
-	if ok, err := c.rules.MayEvict(ref); err != nil || !ok || c.pins.pinned(ref) || c.rules.Busy(ref) {
+	if ok, err := c.rules.MayEvict(ref); err != nil || !ok || c.pins.pinned(ref) || c.userPins.pinned(ref) || c.rules.Busy(ref) {
 		return false
 	}
 	if h := c.Hooks.BeforeDelete.Load(); h != nil {

@@ -11,7 +11,8 @@ import (
 )
 
 // restorer holds the blobs whose copy this node must get back from a peer:
-// shares found without a copy at open, a copy the scrubber found damaged.
+// shares or a user pin found without a copy at open, a copy the scrubber
+// found damaged.
 type restorer struct {
 	mu   sync.Mutex
 	want map[syncnode.BlobRef]*restoreState

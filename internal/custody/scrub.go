@@ -81,7 +81,7 @@ func (c *Custody) handleDamage(ref syncnode.BlobRef, cause error) {
 	if err := c.Delete(ref); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
 		c.log.Error("damaged copy not deleted", "blob", ref, "err", err)
 	}
-	if c.rules.Wanted(ref) {
+	if pinned, _ := c.UserPinned(ref); pinned || c.rules.Wanted(ref) {
 		c.Restore(ref)
 	}
 }

@@ -65,7 +65,7 @@ func (h *Handoffs) Eject(ctx context.Context, g syncnode.GroupID, p peer.ID, for
 	refs := h.refsIn(g)
 	var kept []syncnode.BlobRef
 	if err == nil {
-		kept, err = h.keptBy(ctx, g, p, refs)
+		kept, err = h.keptBy(ctx, g, p, refs, true)
 	}
 	if err == nil {
 		// Every share p keeps is taken, in one transfer: a group may have
@@ -202,11 +202,13 @@ func (h *Handoffs) refsIn(g syncnode.GroupID) []syncnode.BlobRef {
 	return out
 }
 
-// keptBy asks member p which of refs it keeps shares of in g.
-func (h *Handoffs) keptBy(ctx context.Context, g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) ([]syncnode.BlobRef, error) {
+// keptBy asks member p which of refs it keeps shares of in g; ejecting,
+// as the admin about to eject it (p then accepts no shares in g for a
+// while, so that its answer still holds).
+func (h *Handoffs) keptBy(ctx context.Context, g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef, ejecting bool) ([]syncnode.BlobRef, error) {
 	items := make([]shares.Item, len(refs))
 	for i, ref := range refs {
-		items[i] = shares.Item{Ref: ref, Group: g, Ejecting: true}
+		items[i] = shares.Item{Ref: ref, Group: g, Ejecting: ejecting}
 	}
 	keeps, err := h.shares.Keeps(ctx, p, items)
 	if err != nil {
@@ -346,4 +348,86 @@ func (h *Handoffs) MembershipChanged(g syncnode.GroupID) {
 			h.log.Error("shares of a group this node was ejected from not dropped", "blob", ref, "group", g, "err", err)
 		}
 	}
+}
+
+// EjectPlan is what an ejection of a member would do about the blobs of
+// the group, found without ejecting it: a round with the member, its word
+// on what it keeps (asked as any member asks, so it does not stop
+// accepting shares as it does for an admin about to eject it), and what
+// this node and the members it can reach hold. Nothing is fetched and no
+// share moves.
+type EjectPlan struct {
+	// Member is false for a peer invited that has not joined (or is out
+	// already): it keeps nothing, and the ejection only bans it.
+	Member bool
+	// Unanswered, if not empty, is why the member did not answer: the
+	// ejection is then refused unless forced, and a forced one goes by
+	// what this node knows.
+	Unanswered string
+	// Held are the blobs that rows of the group reference and that the
+	// member keeps shares of, by its word; or, when it does not answer,
+	// those that, as far as this node knows, only it keeps (see
+	// Handoffs.Eject).
+	Held []syncnode.BlobRef
+	// Fetch are those of Held this node lacks: the ejection fetches them
+	// first, then takes their shares.
+	Fetch []syncnode.BlobRef
+	// AtRisk are those of Fetch that no peer asked holds (the member
+	// included): the ejection would refuse, or, forced, leave them at
+	// risk.
+	AtRisk []syncnode.BlobRef
+}
+
+// PlanEject returns what Eject of p from g would do (see EjectPlan).
+func (h *Handoffs) PlanEject(ctx context.Context, g syncnode.GroupID, p peer.ID) (EjectPlan, error) {
+	var plan EjectPlan
+	if !h.groups.IsMember(p, g) {
+		return plan, nil
+	}
+	plan.Member = true
+	err := h.groups.SyncWith(ctx, g, p)
+	refs := h.refsIn(g)
+	var kept []syncnode.BlobRef
+	if err == nil {
+		kept, err = h.keptBy(ctx, g, p, refs, false)
+	}
+	if err == nil {
+		plan.Held = kept
+	} else {
+		plan.Unanswered = err.Error()
+		plan.Held = h.onlyHeldBy(g, p, refs)
+	}
+	for _, ref := range plan.Held {
+		if h.holds(ref) {
+			continue
+		}
+		plan.Fetch = append(plan.Fetch, ref)
+		if !h.someoneHas(ctx, g, ref, p, plan.Unanswered == "") {
+			plan.AtRisk = append(plan.AtRisk, ref)
+		}
+	}
+	return plan, ctx.Err()
+}
+
+// someoneHas reports whether a peer of g says it holds ref: p first if
+// askP, then the other members this node is connected to.
+func (h *Handoffs) someoneHas(ctx context.Context, g syncnode.GroupID, ref syncnode.BlobRef, p peer.ID, askP bool) bool {
+	var peers []peer.ID
+	if askP {
+		peers = append(peers, p)
+	}
+	for _, m := range h.groups.Members(g) {
+		if m.Peer != p && m.Peer != h.self && h.connected(m.Peer) {
+			peers = append(peers, m.Peer)
+		}
+	}
+	for _, q := range peers {
+		hctx, cancel := context.WithTimeout(ctx, h.cfg.IOTimeout)
+		r, err := h.fetch.Have(hctx, q, ref)
+		cancel()
+		if err == nil && r.Have {
+			return true
+		}
+	}
+	return false
 }

@@ -13,6 +13,7 @@
 //	sd/<group id>              where this device's writes stood when it left a group
 //	fe/<8-byte position>       an event of the change feed (feed package)
 //	fm/                        the change feed's identity
+//	up/<32-byte digest>        a blob the user pinned here (custody package)
 //
 // Every value is a Record: one magic byte, one kind byte naming the table,
 // one format version byte, a CRC-32C (Castagnoli, big-endian) of the kind,
@@ -24,7 +25,8 @@
 // Writes are not synchronous by default (a power loss may drop the last
 // ones, never reorder them); Durable.Update makes a transaction, and every
 // one before it, durable before it returns, for records that peers act on
-// (I5): the ownership ledger's and the syncgroup rows. Concurrent durable
+// (I5): the ownership ledger's and the syncgroup rows, and for the user's
+// pins, on stable storage before a pin is acknowledged. Concurrent durable
 // updates share syncs.
 package kv
 
@@ -55,6 +57,7 @@ var (
 	Departed  = []byte("sd/")
 	Feed      = []byte("fe/")
 	FeedMeta  = []byte("fm/")
+	UserPins  = []byte("up/")
 )
 
 // Kind tags a record with the table it belongs to.
@@ -71,6 +74,7 @@ const (
 	KindDeparted Kind = 'd'
 	KindEvent    Kind = 'e'
 	KindFeedMeta Kind = 'm'
+	KindUserPin  Kind = 'u'
 )
 
 const (

@@ -177,6 +177,9 @@ func (s *Service) answerSettle(from peer.ID, req request) (response, error) {
 		}
 	}
 	keeps, err := s.ledger.Settle(req.Ref, req.ID, req.Accepted)
+	if err == nil {
+		s.signalSettled()
+	}
 	if err == nil && mine != nil {
 		s.settled(*mine, req.Accepted)
 	}

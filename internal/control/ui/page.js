@@ -117,7 +117,7 @@ function render(s) {
   fill("blobs", s.blobs.map(b => {
     const groupName = id => (s.groups.find(g => g.id === id) || {}).name || short(id);
     const shares = Object.entries(b.shares || {}).map(([g, n]) => n + " in " + groupName(g)).join(", ");
-    const tr = row([code(b.ref), bytes(b.size), shares]);
+    const tr = row([code(b.ref), bytes(b.size), shares, b.pinned ? "pinned" : ""]);
     tr.dataset.ref = b.ref;
     return tr;
   }));
