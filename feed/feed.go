@@ -2,11 +2,13 @@
 // in its groups and blobs, read back in commit order from resume markers.
 //
 // Rows enter the log in the transaction that stores them (see
-// syncgroup.Journal), so a reader never misses a row the store holds nor
-// sees one it lost. Blob and share events are appended when the node acts.
-// A watch reads the log from the database, not from a buffer: a slow
-// watcher holds no memory and slows no writer, and only a watcher that
-// falls behind the log's retention loses its place (ErrExpired).
+// syncgroup.Journal), and watchers read only what is on stable storage, so
+// a reader never misses a row the store holds nor sees one a power cut
+// took back. Blob and share events are appended when the node acts. A
+// watch reads the log from the database in short snapshots, not from a
+// buffer: a slow watcher holds no memory and slows no writer, and only a
+// watcher that falls behind the log's retention loses its place
+// (ErrExpired).
 package feed
 
 import (
@@ -34,7 +36,9 @@ const (
 	MemberLeft Kind = "member.left"
 	// MemberEjected: an admin ejected a member.
 	MemberEjected Kind = "member.ejected"
-	// BlobHeld: a blob was put on this node.
+	// BlobHeld: a blob was put on this node. A group's watch has it only
+	// if a row of the group named the blob already (else the row that
+	// names it comes after); a watch of every group always has it.
 	BlobHeld Kind = "blob.held"
 	// BlobFetched: a blob's copy arrived here from a peer, verified.
 	BlobFetched Kind = "blob.fetched"

@@ -252,3 +252,36 @@ func TestWatchResumesAcrossARestart(t *testing.T) {
 		t.Fatalf("resumed after a restart: %v, want [n/2 n/3]", keys)
 	}
 }
+
+// TestCloseFromInsideAWatch: a watch holds nothing of the node's while
+// its consumer runs, so the consumer may close the node.
+func TestCloseFromInsideAWatch(t *testing.T) {
+	t.Parallel()
+	n := openNode(t, t.TempDir())
+	spec, err := n.CreateGroup("photos", []string{"photos/"}, true, syncnode.Normal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		var last error
+		for e, err := range n.Watch(context.Background(), spec.ID, WatchOptions{}) {
+			if err != nil {
+				last = err
+				break
+			}
+			if e.Kind == feed.CaughtUp {
+				n.Close()
+			}
+		}
+		done <- last
+	}()
+	select {
+	case err := <-done:
+		if err != ErrClosed {
+			t.Fatalf("watch ended with %v, want ErrClosed", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close from inside a watch did not return")
+	}
+}

@@ -241,7 +241,9 @@ func ChangeOf(row Row) (peer.ID, MemberChange) {
 		return "", NoMemberChange
 	case strings.HasPrefix(row.Key, admissionPrefix):
 		var a admission
-		if row.Deleted || msgpackx.Unmarshal(row.Value, &a) != nil || !a.Ejected {
+		// An admission that readmits the peer keeps Ejected (the ban
+		// holds for every other invitation) but ejects no one.
+		if row.Deleted || msgpackx.Unmarshal(row.Value, &a) != nil || !a.Ejected || a.Readmit != nil {
 			return "", NoMemberChange
 		}
 		return peer.ID(strings.TrimPrefix(row.Key, admissionPrefix)), MemberEjected

@@ -83,8 +83,12 @@ func (c *Client) FetchBlob(ctx context.Context, ref string, o FetchOptions, prog
 	return failed
 }
 
-// ErrExpired reports a watch marker older than what the daemon keeps.
-var ErrExpired = errors.New("api: marker older than the daemon keeps; watch again without -from")
+// ErrExpired reports a watch marker older than what the daemon keeps;
+// ErrBadMarker one that is not the daemon's for that group and prefix.
+var (
+	ErrExpired   = errors.New("api: marker older than the daemon keeps; watch again without -from")
+	ErrBadMarker = errors.New("api: bad marker")
+)
 
 // Watch follows the changes of a group, calling fn with each event until
 // ctx ends, fn fails or the daemon ends the stream (with its error).
@@ -104,6 +108,8 @@ func (c *Client) Watch(ctx context.Context, group string, o WatchOptions, fn fun
 		switch {
 		case ev.Expired:
 			return fmt.Errorf("%w: %s", ErrExpired, ev.Error)
+		case ev.BadMarker:
+			return fmt.Errorf("%w: %s", ErrBadMarker, ev.Error)
 		case ev.Error != "":
 			return errors.New(ev.Error)
 		}

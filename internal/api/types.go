@@ -367,6 +367,7 @@ type Event struct {
 	Time    time.Time       `json:"time,omitzero"`
 	// Error ends the stream; Expired reports that the watcher fell
 	// behind what the node keeps and must watch again without a marker.
-	Error   string `json:"error,omitempty"`
-	Expired bool   `json:"expired,omitempty"`
+	Error     string `json:"error,omitempty"`
+	Expired   bool   `json:"expired,omitempty"`
+	BadMarker bool   `json:"bad_marker,omitempty"`
 }

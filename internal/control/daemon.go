@@ -266,7 +266,11 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	srv.Shutdown(sctx)
+	if srv.Shutdown(sctx) != nil {
+		// A client that neither reads nor hangs up (a stalled watch)
+		// does not keep the daemon from stopping.
+		srv.Close()
+	}
 	return nil
 }
 

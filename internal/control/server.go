@@ -13,6 +13,7 @@ import (
 	"net/http"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/feed"
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -111,6 +112,10 @@ func fail(w http.ResponseWriter, err error) {
 		code = http.StatusConflict
 	case errors.Is(err, node.ErrAdminUnreachable):
 		code = http.StatusBadGateway
+	case errors.Is(err, feed.ErrExpired):
+		code = http.StatusGone
+	case errors.Is(err, feed.ErrBadMarker):
+		code = http.StatusBadRequest
 	case errors.Is(err, syncnode.ErrBadBlobRef), errors.Is(err, errBadRequest),
 		errors.Is(err, syncgroup.ErrOutsideGroup), errors.Is(err, syncgroup.ErrInvitation),
 		errors.Is(err, syncgroup.ErrNotMember), errors.Is(err, syncgroup.ErrNotAllowed):

@@ -1,4 +1,4 @@
-// syncnode status page: follows each group's changes (GET /watch, NDJSON)
+// syncnode status page: follows every group's changes (GET /watch, NDJSON)
 // with the control token taken from the URL fragment (#token=...), lists
 // them, and redraws from /ui/state as soon as one arrives (and every few
 // seconds for the graphs). Everything is written with textContent, never
@@ -131,16 +131,16 @@ window.show = s => {
   render(s);
 };
 
-// The latest changes of every group, newest first.
+// The latest changes of every group, newest first, from one stream.
 const recent = [];
-const followed = new Map(); // group id -> last marker
+let groupNames = {};
 
 function drawRecent() {
   fill("recent", recent.map(e => {
     const what = e.key || e.ref || "";
     const who = e.local ? "this node" : (e.name ? e.name + " " : "") + (e.peer ? short(e.peer) : "");
     const detail = e.kind === "row.put" ? JSON.stringify(e.value) : e.shares ? e.shares + " shares" : e.size ? bytes(e.size) : "";
-    const tr = row([when(e.time), e.groupName, e.kind, code(what), who, detail]);
+    const tr = row([when(e.time), groupNames[e.group] || short(e.group || ""), e.kind, code(what), who, detail]);
     tr.dataset.kind = e.kind;
     tr.dataset.key = what;
     return tr;
@@ -148,14 +148,16 @@ function drawRecent() {
   document.getElementById("recent-empty").hidden = recent.length > 0;
 }
 
-// follow reads group g's changes from its last marker (from now, the
-// first time), reconnecting after an error.
-async function follow(g, name) {
+// follow reads every group's changes, from the last marker once it has
+// one (from now at first, and after a marker is refused), reconnecting
+// after an error.
+async function follow() {
+  let marker = "";
   for (;;) {
     try {
-      const from = followed.get(g);
-      const q = "group=" + encodeURIComponent(g) + (from ? "&from=" + encodeURIComponent(from) : "&now=1");
+      const q = marker ? "from=" + encodeURIComponent(marker) : "now=1";
       const resp = await fetch("/watch?" + q, { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+      if (resp.status === 400 || resp.status === 410) marker = "";
       if (!resp.ok) throw new Error(resp.statusText);
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = "";
@@ -167,11 +169,12 @@ async function follow(g, name) {
         while ((i = buf.indexOf("\n")) >= 0) {
           const e = JSON.parse(buf.slice(0, i));
           buf = buf.slice(i + 1);
-          if (e.expired) followed.set(g, "");
-          if (e.error) throw new Error(e.error);
-          followed.set(g, e.marker);
-          if (shown) return;
-          e.groupName = name;
+          if (e.error) {
+            if (e.expired || e.bad_marker) marker = "";
+            throw new Error(e.error);
+          }
+          marker = e.marker;
+          if (shown || e.kind === "progress") continue;
           recent.unshift(e);
           recent.length = Math.min(recent.length, 50);
           drawRecent();
@@ -179,7 +182,7 @@ async function follow(g, name) {
         }
       }
     } catch (e) {
-      // The daemon restarted or the group is gone: try again shortly.
+      // The daemon restarted, or the marker was refused: again shortly.
     }
     await new Promise(r => setTimeout(r, 2000));
   }
@@ -207,13 +210,8 @@ async function poll() {
     }
     const s = await resp.json();
     if (shown) return;
+    groupNames = Object.fromEntries(s.groups.map(g => [g.id, g.name]));
     render(s);
-    for (const g of s.groups) {
-      if (!followed.has(g.id)) {
-        followed.set(g.id, "");
-        follow(g.id, g.name);
-      }
-    }
     errBox.hidden = true;
   } catch (e) {
     errBox.textContent = "cannot read the node's state: " + e.message;
@@ -224,3 +222,4 @@ async function poll() {
 }
 
 poll();
+follow();

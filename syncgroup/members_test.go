@@ -1,0 +1,37 @@
+package syncgroup
+
+import (
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+)
+
+// TestChangeOfAReadmission: an admission that readmits an ejected peer is
+// no ejection, and the ejection before it is.
+func TestChangeOfAReadmission(t *testing.T) {
+	key, _, _ := crypto.GenerateEd25519Key(nil)
+	g, err := Create("photos", []string{"photos/"}, true, key, syncnode.Normal, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, _, _ := crypto.GenerateEd25519Key(nil)
+	p, _ := peer.IDFromPrivateKey(otherKey)
+	row, err := g.Eject(p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if who, ch := ChangeOf(row); ch != MemberEjected || who != p {
+		t.Fatalf("ejection: %v %s", ch, who)
+	}
+	row, _, err = g.Readmit(p, []byte("nonce"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ch := ChangeOf(row); ch != NoMemberChange {
+		t.Fatalf("readmission read as change %v", ch)
+	}
+}
