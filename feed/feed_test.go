@@ -96,6 +96,27 @@ func (r *rig) del(t testing.TB, key string) {
 	}
 }
 
+// putMany writes n rows at random keys below keys in one save and sync.
+func (r *rig) putMany(t testing.TB, rng *rand.Rand, keys, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var rows []syncgroup.Row
+	for i := range n {
+		b, _ := msgpack.Marshal(i)
+		row, err := r.g.Put(fmt.Sprintf("k/%03d", rng.IntN(keys)), b, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, row)
+	}
+	if err := r.store.Save(r.g, rows, syncnode.Priority{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // state is the live rows of the group: key to value.
 func (r *rig) state() map[string]string {
 	r.mu.Lock()
@@ -175,16 +196,17 @@ func TestResumeAtRandomMarkersMissesAndRepeatsNothing(t *testing.T) {
 			t.Parallel()
 			rng := rand.New(rand.NewPCG(seed, 1))
 			r := newRig(t, feed.Config{})
-			for i := range 60 {
-				r.put(t, fmt.Sprintf("k/%02d", rng.IntN(40)), i)
-			}
+			// More keys than a replay page holds, so kills land in the
+			// replay's later pages too.
+			const keys = 600
+			r.putMany(t, rng, keys, 700)
 			const writes = 1500
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
 				wr := rand.New(rand.NewPCG(seed, 2))
 				for i := range writes {
-					key := fmt.Sprintf("k/%02d", wr.IntN(40))
+					key := fmt.Sprintf("k/%03d", wr.IntN(keys))
 					if wr.IntN(5) == 0 {
 						r.del(t, key)
 					} else {
@@ -207,7 +229,7 @@ func TestResumeAtRandomMarkersMissesAndRepeatsNothing(t *testing.T) {
 				if finished && fmt.Sprint(state) == fmt.Sprint(r.state()) {
 					return
 				}
-				budget := 1 + rng.IntN(30)
+				budget := 1 + rng.IntN(300)
 				wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
 				for e, err := range r.log.Watch(wctx, r.gid(), feed.Options{From: marker}) {
 					if err != nil {

@@ -237,6 +237,13 @@ func (l *Log) Commit(n int, save func(first uint64) error) error {
 	return nil
 }
 
+// Pending reports entries committed and not yet on stable storage.
+func (l *Log) Pending() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.committed > l.head
+}
+
 // Unsynced receives when entries were committed that no sync may follow
 // soon (a save whose writer does not wait for stable storage): the node
 // then calls Sync, so that watchers get them within a sync's time.

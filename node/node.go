@@ -125,8 +125,13 @@ type Config struct {
 	Access *nodeaccess.Access
 }
 
-// feedPrunePeriod is how often the feed drops events past its retention.
-const feedPrunePeriod = time.Minute
+// feedPrunePeriod is how often the feed drops events past its retention;
+// feedSyncDelay how long entries no sync followed wait for one before the
+// node syncs them itself.
+const (
+	feedPrunePeriod = time.Minute
+	feedSyncDelay   = 2 * time.Millisecond
+)
 
 // Validate reports a setting that cannot work: no DataDir, an unknown
 // relay policy, or a Fetcher config that fetcher refuses. Zero fields are

@@ -134,9 +134,16 @@ func (n *Node) keepFeed() {
 		case <-n.ctx.Done():
 			return
 		case <-n.feed.Unsynced():
-			// The store's sync shares its flush with the writers'.
-			if err := n.groups.Sync(); err != nil {
-				n.log.Error("feed not synced", "err", err)
+			// A writer that waits for stable storage syncs at once; give
+			// it the moment, then sync what is left (rows received from
+			// peers), sharing the store's flush with the writers'.
+			if !n.work.Sleep(feedSyncDelay) {
+				return
+			}
+			if n.feed.Pending() {
+				if err := n.groups.Sync(); err != nil {
+					n.log.Error("feed not synced", "err", err)
+				}
 			}
 		case <-prune.C:
 			if err := n.feed.Prune(); err != nil {

@@ -78,7 +78,7 @@ func TestWatchCommandResumesFromItsMarker(t *testing.T) {
 	cancel()
 
 	must(t, a, "row", "put", gid, "n/3", `{"text": "three"}`)
-	ch = watchLines(t.Context(), t, a, gid, "-json", "-from", second.Marker)
+	ch = watchLines(t.Context(), t, a, gid, "-json", "-prefix", "n/", "-from", second.Marker)
 	if e := nextEvent(t, ch, "row.put"); e.Key != "n/3" {
 		t.Fatalf("resumed watch's first row %q, want n/3", e.Key)
 	}
