@@ -565,3 +565,42 @@ func feedKey(pos uint64) []byte {
 	}
 	return k
 }
+
+// TestRemovedGroupIsAnEvent: when the node drops a group's replica (it
+// left, or joins again), its watchers learn it, and what comes back later
+// comes as puts after it.
+func TestRemovedGroupIsAnEvent(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, feed.Config{})
+	r.put(t, "k/a", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	next, stop := iterPull(r.log.Watch(ctx, r.gid(), feed.Options{Now: true}))
+	defer stop()
+	if err := r.store.Remove(r.g); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := next(); err != nil || e.Kind != feed.GroupRemoved {
+		t.Fatalf("event %+v, %v; want group.removed", e, err)
+	}
+}
+
+// TestQuietWatcherKeepsItsPlace: a watcher of a quiet group, while
+// another group writes, gets Progress markers, so it never falls behind
+// the log's retention.
+func TestQuietWatcherKeepsItsPlace(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, feed.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	next, stop := iterPull(r.log.Watch(ctx, "quiet/group", feed.Options{Now: true}))
+	defer stop()
+	rng := rand.New(rand.NewPCG(1, 1))
+	for range 5 {
+		r.putMany(t, rng, 1000, 1000)
+	}
+	e, err := next()
+	if err != nil || e.Kind != feed.Progress || e.Marker == "" {
+		t.Fatalf("event %+v, %v; want progress with a marker", e, err)
+	}
+}
