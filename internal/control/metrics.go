@@ -15,7 +15,7 @@ type collector struct {
 	n *node.Node
 
 	queue, attempts, failures, bytesIn, bytesOut, verify, evictions, blobs, blobBytes, demoted,
-	referenced, atRisk, damaged, scrubbed, restoring, storeUp, refused *prometheus.Desc
+	referenced, atRisk, copies, damaged, scrubbed, restoring, storeUp, refused *prometheus.Desc
 }
 
 func newCollector(n *node.Node) *collector {
@@ -34,7 +34,8 @@ func newCollector(n *node.Node) *collector {
 		blobBytes:  d("blob_bytes", "Bytes of blobs held."),
 		demoted:    d("peers_demoted", "Holders left out of fetches for lying, stalling, truncating or resetting."),
 		referenced: d("group_blobs_referenced", "Blobs referenced in a syncgroup.", "group"),
-		atRisk:     d("group_blobs_at_risk", "Referenced blobs with no verified server copy known.", "group"),
+		atRisk:     d("group_blobs_at_risk", "Referenced blobs with fewer verified server copies known than the group wants.", "group"),
+		copies:     d("group_copies_wanted", "Verified server copies of each blob the group wants before devices evict theirs.", "group"),
 		damaged:    d("blobs_damaged_total", "Stored copies found damaged on disk (deleted and restored from a peer)."),
 		scrubbed:   d("scrub_bytes_total", "Bytes of held blobs re-verified by the scrubber."),
 		restoring:  d("blobs_restoring", "Blobs whose copy is being restored from a peer."),
@@ -45,7 +46,7 @@ func newCollector(n *node.Node) *collector {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queue, c.attempts, c.failures, c.bytesIn, c.bytesOut, c.verify,
-		c.evictions, c.blobs, c.blobBytes, c.demoted, c.referenced, c.atRisk, c.damaged, c.scrubbed, c.restoring, c.storeUp, c.refused} {
+		c.evictions, c.blobs, c.blobBytes, c.demoted, c.referenced, c.atRisk, c.copies, c.damaged, c.scrubbed, c.restoring, c.storeUp, c.refused} {
 		ch <- d
 	}
 }
@@ -90,6 +91,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, g := range dur {
 		gauge(c.referenced, float64(g.Referenced), string(g.Group))
 		gauge(c.atRisk, float64(g.AtRisk), string(g.Group))
+		gauge(c.copies, float64(g.Copies), string(g.Group))
 	}
 }
 

@@ -374,7 +374,7 @@ func pageFixture() api.PageState {
 	ref := func(i int) string { return fmt.Sprintf("bafkr4i%052d", i) }
 	st := api.PageState{Time: t0,
 		Status: api.Status{ID: self, Groups: 2, Peers: 1, Blobs: 3, BlobBytes: 7 << 20, FetchQueue: 2,
-			Durability: []api.Durability{{Group: self + "/photos", Referenced: 12, AtRisk: 2, AtRiskRefs: []string{ref(1), ref(2)}},
+			Durability: []api.Durability{{Group: self + "/photos", Copies: 2, Referenced: 12, AtRisk: 2, AtRiskRefs: []string{ref(1), ref(2)}},
 				{Group: self + "/notes", Referenced: 4}}},
 		Groups: []api.PageGroup{
 			{Group: api.Group{ID: self + "/photos", Name: "photos", Prefixes: []string{"photos/"}, Private: true}, Members: []api.Member{

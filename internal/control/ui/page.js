@@ -84,7 +84,7 @@ function render(s) {
     risk.classList.add("at-risk");
     const refs = el("div");
     for (const r of d.at_risk_refs || []) refs.append(code(r), el("br"));
-    return row([name, d.referenced, risk, refs]);
+    return row([name, d.copies || 1, d.referenced, risk, refs]);
   }));
 
   fill("queue", s.queue.map(q => {
