@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
@@ -78,7 +77,7 @@ func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl t
 
 // ErrAdminUnreachable reports a join that could not reach the admin that
 // issued the invitation: only that admin admits with it.
-var ErrAdminUnreachable = errors.New("node: the admin that issued the invitation is unreachable")
+var ErrAdminUnreachable = connectivity.ErrAdminUnreachable
 
 // JoinGroup joins a group with an invitation an admin issued to this node,
 // and syncs with the admin once. The invitation carries where to reach
@@ -100,50 +99,9 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, extra ..
 	case inv.Admin == n.h.ID():
 		return syncgroup.Spec{}, fmt.Errorf("%w: this node issued it", syncgroup.ErrInvitation)
 	}
-	hints, err := inv.AddrInfos()
+	adminAddrs, err := n.conn.ReachAdmin(ctx, inv, extra, n.cfg.IOTimeout)
 	if err != nil {
 		return syncgroup.Spec{}, err
-	}
-	for _, a := range extra {
-		if len(a) == 0 {
-			continue
-		}
-		tr, id := peer.SplitAddr(a)
-		if id == "" {
-			id = inv.Admin
-		}
-		hints = append(hints, peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{tr}})
-	}
-	// Addresses are only where to dial: the admin's go to the join, the
-	// servers' to the peerstore, for the rounds that follow it.
-	var adminAddrs []ma.Multiaddr
-	for _, ai := range hints {
-		if ai.ID == inv.Admin {
-			adminAddrs = append(adminAddrs, ai.Addrs...)
-		} else if ai.ID != n.h.ID() {
-			n.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.AddressTTL)
-		}
-	}
-	if len(adminAddrs) == 0 && len(n.h.Peerstore().Addrs(inv.Admin)) == 0 {
-		if n.cfg.NoLAN {
-			return syncgroup.Spec{}, fmt.Errorf("%w: no address of %s: the invitation carries none (an older node issued it) and none was given",
-				ErrAdminUnreachable, inv.Admin)
-		}
-		if err := n.conn.AwaitAddrs(ctx, inv.Admin, n.cfg.IOTimeout); err != nil {
-			return syncgroup.Spec{}, fmt.Errorf("%w: %v", ErrAdminUnreachable, err)
-		}
-	}
-	// The admin's addresses come with the invitation: a dial that failed
-	// a moment ago (the admin restarted on a new port) must not hold the
-	// join back.
-	connectivity.ClearDialBackoff(n.h, []peer.ID{inv.Admin})
-	n.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
-	dctx, cancel := context.WithTimeout(ctx, n.cfg.IOTimeout)
-	err = n.h.Connect(dctx, peer.AddrInfo{ID: inv.Admin})
-	cancel()
-	if err != nil {
-		return syncgroup.Spec{}, fmt.Errorf("%w: %s: %v (only the admin that issued an invitation admits with it, not the group's servers: "+
-			"try again once it is online, or ask another admin for a new invitation)", ErrAdminUnreachable, inv.Admin, err)
 	}
 	// Shares of the group still here from an earlier membership (an
 	// escrow that came back after this node was out, say) are kept: they

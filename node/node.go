@@ -31,6 +31,7 @@ import (
 	"github.com/syncnode/syncnode/internal/discovery"
 	"github.com/syncnode/syncnode/internal/grouprecord"
 	"github.com/syncnode/syncnode/internal/handoff"
+	"github.com/syncnode/syncnode/internal/holds"
 	"github.com/syncnode/syncnode/internal/journal"
 	"github.com/syncnode/syncnode/internal/nodeaccess"
 	"github.com/syncnode/syncnode/internal/retrieval"
@@ -46,7 +47,7 @@ import (
 // ErrPinned reports a blob that cannot be removed because this device still
 // holds ownership shares of it (or has some in escrow, or work in progress
 // needs the copy); RemoveBlob's *HeldError says which.
-var ErrPinned = errors.New("node: blob is pinned by ownership shares")
+var ErrPinned = holds.ErrPinned
 
 // Config configures a node. Zero fields take the documented defaults.
 type Config struct {

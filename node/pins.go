@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/holds"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/shares"
 )
@@ -18,7 +17,7 @@ import (
 // ErrUserPinned reports a blob that cannot be removed because the user
 // pinned it here (PinBlob): UnpinBlob first, or remove it with
 // RemoveOptions.Force.
-var ErrUserPinned = errors.New("node: blob is pinned here by the user")
+var ErrUserPinned = holds.ErrUserPinned
 
 // pinFetchWait is how long PinBlob's fetch of a blob not held waits for
 // a holder that its signpost names and that cannot be reached now to come
@@ -114,77 +113,25 @@ type RemoveOptions struct {
 }
 
 // HoldKind names what keeps a blob here.
-type HoldKind string
+type HoldKind = holds.Kind
 
-// What can keep a blob from being removed.
+// What can keep a blob from being removed (see package holds).
 const (
-	// HoldShares: this node holds ownership shares of it in a group.
-	HoldShares HoldKind = "shares"
-	// HoldEscrow: shares offered to a member that has not settled the
-	// transfer (it did not answer).
-	HoldEscrow HoldKind = "escrow"
-	// HoldRecovered: held when this node's database was lost; kept until
-	// the group's members say who keeps its shares.
-	HoldRecovered HoldKind = "recovered"
-	// HoldWork: work in progress needs the copy (shares being taken or
-	// handed off, a fetch for an ejection).
-	HoldWork HoldKind = "work"
-	// HoldUser: the user pinned it here.
-	HoldUser HoldKind = "user"
+	HoldShares    = holds.Shares
+	HoldEscrow    = holds.Escrow
+	HoldRecovered = holds.Recovered
+	HoldWork      = holds.Work
+	HoldUser      = holds.User
 )
 
-// Hold is one thing that keeps a blob here.
-type Hold struct {
-	Kind HoldKind
-	// Group and Shares are the group and the share count, for shares held
-	// or in escrow; Peer, for shares in escrow, the member they were
-	// offered to.
-	Group  syncnode.GroupID
-	Shares int
-	Peer   peer.ID
-	// What says what holds the blob; Release what would release it.
-	What, Release string
-}
+// Hold is one thing that keeps a blob here, and what would release it.
+type Hold = holds.Hold
 
 // HeldError is RemoveBlob's refusal: each hold that keeps the blob here
 // and what would release it. errors.Is matches ErrPinned when shares
 // (held or in escrow), a reclaim or work in progress hold it, and
 // ErrUserPinned when the user pinned it.
-type HeldError struct {
-	Ref   syncnode.BlobRef
-	Holds []Hold
-}
-
-func (e *HeldError) Error() string {
-	parts := make([]string, len(e.Holds))
-	for i, h := range e.Holds {
-		parts[i] = h.What + ": " + h.Release
-	}
-	return fmt.Sprintf("node: blob %s is held here: %s", e.Ref, strings.Join(parts, "; "))
-}
-
-// Is matches ErrPinned and ErrUserPinned by the holds.
-func (e *HeldError) Is(target error) bool {
-	for _, h := range e.Holds {
-		switch {
-		case target == ErrUserPinned && h.Kind == HoldUser:
-			return true
-		case target == ErrPinned && h.Kind != HoldUser:
-			return true
-		}
-	}
-	return false
-}
-
-// only reports whether every hold is of kind k.
-func (e *HeldError) only(k HoldKind) bool {
-	for _, h := range e.Holds {
-		if h.Kind != k {
-			return false
-		}
-	}
-	return true
-}
+type HeldError = holds.Error
 
 // removeSettleWait is how long RemoveBlob waits for the settle of shares
 // in escrow, which follows the acceptance at once, before it asks the
@@ -222,7 +169,7 @@ func (n *Node) RemoveBlobWith(ref syncnode.BlobRef, o RemoveOptions) error {
 	}
 	unpinned := false
 	if held != nil {
-		if !o.Force || !held.only(HoldUser) {
+		if !o.Force || !held.Only(HoldUser) {
 			return held
 		}
 		if unpinned, err = n.custody.UserUnpin(ref); err != nil {
@@ -242,101 +189,35 @@ func (n *Node) RemoveBlobWith(ref syncnode.BlobRef, o RemoveOptions) error {
 // holdsOf returns what keeps ref here, nil if nothing does. The caller
 // holds ref's lock.
 func (n *Node) holdsOf(ref syncnode.BlobRef) (*HeldError, error) {
-	e := &HeldError{Ref: ref}
-	sh, err := n.ledger.Shares(ref)
-	if err != nil {
-		return nil, err
+	user, _ := n.custody.UserPinned(ref)
+	wait := n.cfg.EscrowWait
+	if wait <= 0 {
+		wait = shares.DefaultEscrowWait
 	}
-	pending, err := n.ledger.Pending(ref)
-	if err != nil {
-		return nil, err
-	}
-	recovered, err := n.ledger.Recovered(ref)
-	if err != nil {
-		return nil, err
-	}
-	for _, g := range sortedGroups(sh) {
-		if sh[g] <= 0 {
-			continue
-		}
-		e.Holds = append(e.Holds, Hold{Kind: HoldShares, Group: g, Shares: sh[g],
-			What: fmt.Sprintf("%s in group %s", sharesWord(sh[g]), n.groupName(g)), Release: n.sharesRelease(g)})
-	}
-	for _, t := range pending {
-		e.Holds = append(e.Holds, Hold{Kind: HoldEscrow, Group: t.Group, Shares: t.N, Peer: t.To,
-			What:    fmt.Sprintf("%s in group %s offered to %s, which has not settled the transfer", sharesWord(t.N), n.groupName(t.Group), n.peerName(t.To)),
-			Release: fmt.Sprintf("it settles when that member answers again (after the escrow wait, %v, the shares come back here)", n.escrowWait())})
-	}
-	if recovered {
-		e.Holds = append(e.Holds, Hold{Kind: HoldRecovered, What: "held when this node's database was lost",
-			Release: "kept until the members of its groups say who keeps its shares (they are asked in the background)"})
-	}
-	if n.custody.Pinned(ref) {
-		e.Holds = append(e.Holds, Hold{Kind: HoldWork, What: "a share transfer or an ejection in progress needs the copy",
-			Release: "try again once that ends"})
-	}
-	if ok, _ := n.custody.UserPinned(ref); ok {
-		e.Holds = append(e.Holds, Hold{Kind: HoldUser, What: "pinned here",
-			Release: fmt.Sprintf("`syncnode blob unpin %s` (or `syncnode blob rm -force %s`, which unpins and removes)", ref, ref)})
-	}
-	// Shares of a group no longer counted (the ledger's own rule decides)
-	// hold nothing; what MayEvict refuses is named above.
-	if ok, err := n.ledger.MayEvict(ref); err != nil {
-		return nil, err
-	} else if !ok && len(e.Holds) == 0 {
-		e.Holds = append(e.Holds, Hold{Kind: HoldShares, What: "ownership shares", Release: "see `syncnode why " + ref.String() + "`"})
-	}
-	if len(e.Holds) == 0 {
-		return nil, nil
-	}
-	return e, nil
+	return holds.Of(ref, n.ledger, holdNames{n}, holds.Facts{Work: n.custody.Pinned(ref), User: user, EscrowWait: wait})
 }
 
-// sharesRelease says what moves this node's shares in group g elsewhere.
-func (n *Node) sharesRelease(g syncnode.GroupID) string {
-	if dev, ok := n.DevType(g); ok && dev == syncnode.Server {
-		return "this node is a server of the group, which keeps them: leave the group to hand them to another member"
-	}
-	servers := 0
-	for _, m := range n.Members(g) {
-		if m.DevType == syncnode.Server && m.Peer != n.h.ID() {
-			servers++
-		}
-	}
-	if servers == 0 {
-		return "they move to a server of the group when one takes them, and the group has none (run a server, or leave the group)"
-	}
-	return fmt.Sprintf("they move to a server of the group when one takes them, after it fetched the blob (the group has %d; `syncnode why` shows the last hand-off)", servers)
-}
+// holdNames names groups and peers for holds.
+type holdNames struct{ n *Node }
 
-// groupName names group g as its spec does, or by its ID.
-func (n *Node) groupName(g syncnode.GroupID) string {
-	if s, err := n.GroupSpec(g); err == nil && s.Name != "" {
+func (h holdNames) GroupName(g syncnode.GroupID) string {
+	if s, err := h.n.GroupSpec(g); err == nil && s.Name != "" {
 		return s.Name
 	}
 	return string(g)
 }
 
-// escrowWait is how long shares wait in escrow for an acceptor.
-func (n *Node) escrowWait() time.Duration {
-	if n.cfg.EscrowWait > 0 {
-		return n.cfg.EscrowWait
-	}
-	return shares.DefaultEscrowWait
-}
+func (h holdNames) PeerName(p peer.ID) string { return h.n.peerName(p) }
 
-func sharesWord(k int) string {
-	if k == 1 {
-		return "1 share"
+func (h holdNames) Servers(g syncnode.GroupID) (self bool, others int) {
+	for _, m := range h.n.Members(g) {
+		switch {
+		case m.DevType != syncnode.Server:
+		case m.Peer == h.n.h.ID():
+			self = true
+		default:
+			others++
+		}
 	}
-	return fmt.Sprintf("%d shares", k)
-}
-
-func sortedGroups(m map[syncnode.GroupID]int) []syncnode.GroupID {
-	out := make([]syncnode.GroupID, 0, len(m))
-	for g := range m {
-		out = append(out, g)
-	}
-	slices.Sort(out)
-	return out
+	return self, others
 }
