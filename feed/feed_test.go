@@ -65,10 +65,19 @@ func newRig(t *testing.T, cfg feed.Config) *rig {
 }
 
 func (r *rig) put(t testing.TB, key string, v int) syncgroup.Row {
+	b, _ := msgpack.Marshal(v)
+	return r.write(t, func() (syncgroup.Row, error) { return r.g.Put(key, b, time.Now()) })
+}
+
+func (r *rig) del(t testing.TB, key string) {
+	r.write(t, func() (syncgroup.Row, error) { return r.g.Delete(key, time.Now()) })
+}
+
+// write saves and syncs the row fn writes, as the syncer does.
+func (r *rig) write(t testing.TB, fn func() (syncgroup.Row, error)) syncgroup.Row {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	b, _ := msgpack.Marshal(v)
-	row, err := r.g.Put(key, b, time.Now())
+	row, err := fn()
 	if err == nil {
 		err = r.store.Save(r.g, []syncgroup.Row{row}, syncnode.Priority{})
 	}
@@ -79,21 +88,6 @@ func (r *rig) put(t testing.TB, key string, v int) syncgroup.Row {
 		t.Error(err)
 	}
 	return row
-}
-
-func (r *rig) del(t testing.TB, key string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	row, err := r.g.Delete(key, time.Now())
-	if err == nil {
-		err = r.store.Save(r.g, []syncgroup.Row{row}, syncnode.Priority{})
-	}
-	if err == nil {
-		err = r.store.Sync()
-	}
-	if err != nil {
-		t.Error(err)
-	}
 }
 
 // putMany writes n rows at random keys below keys in one save and sync.
