@@ -2,9 +2,11 @@
 // in its groups and blobs, read back in commit order from resume markers.
 //
 // Rows enter the log in the transaction that stores them (see
-// syncgroup.Journal), and watchers read only what is on stable storage, so
-// a reader never misses a row the store holds nor sees one a power cut
-// took back. Blob and share events are appended when the node acts. A
+// syncgroup.Journal), and watchers read rows only once on stable storage,
+// so a reader never misses a row the store holds nor sees one a power cut
+// took back. Blob and share events are appended when the node acts and
+// reach watchers with the store's next sync, without one of their own: a
+// power cut may take such an event back, never the state it reported. A
 // watch reads the log from the database in short snapshots, not from a
 // buffer: a slow watcher holds no memory and slows no writer, and only a
 // watcher that falls behind the log's retention loses its place

@@ -329,6 +329,7 @@ func TestBlobAndShareEventsFollowTheirGroups(t *testing.T) {
 	must(t, r.log.Blob(feed.BlobHeld, ref, 10, nil, "")) // no row names it yet
 	must(t, r.log.Blob(feed.BlobFetched, ref, 10, []syncnode.GroupID{other, r.gid()}, ""))
 	must(t, r.log.Shares(feed.SharesOut, ref, r.gid(), 2, r.self))
+	must(t, r.store.Sync()) // as the node does within moments
 	for _, want := range []feed.Kind{feed.BlobFetched, feed.SharesOut} {
 		e, err := next()
 		if err != nil || e.Kind != want || e.Ref != ref {
@@ -574,6 +575,7 @@ func TestRemovedGroupIsAnEvent(t *testing.T) {
 	if err := r.store.Remove(r.g); err != nil {
 		t.Fatal(err)
 	}
+	must(t, r.store.Sync())
 	if e, err := next(); err != nil || e.Kind != feed.GroupRemoved {
 		t.Fatalf("event %+v, %v; want group.removed", e, err)
 	}

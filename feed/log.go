@@ -317,15 +317,14 @@ func (l *Log) Shares(kind Kind, ref syncnode.BlobRef, g syncnode.GroupID, n int,
 	return l.append(record{Kind: kind, Group: g, Ref: ref.Bytes(), Shares: n, Peer: p})
 }
 
+// append commits an event the node reports (a blob's, shares'), which
+// watchers get with the next sync of the store, sharing its flush (the
+// node syncs within moments, see Unsynced): no sync of its own.
 func (l *Log) append(r record) error {
 	r.Time = l.now().UnixNano()
-	err := l.Commit(1, func(pos uint64) error {
+	return l.Commit(1, func(pos uint64) error {
 		return kv.Update(l.db, func(txn *badger.Txn) error { return kv.Set(txn, entryKey(pos), kv.KindEvent, r) })
 	})
-	if err != nil {
-		return err
-	}
-	return l.Sync()
 }
 
 // pruneBatch bounds the entries Prune deletes in one write batch.
