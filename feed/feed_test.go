@@ -181,9 +181,9 @@ func TestWatchFromNowAndPrefix(t *testing.T) {
 // builds from the events is the store's, and no write arrives twice.
 func TestResumeAtRandomMarkersMissesAndRepeatsNothing(t *testing.T) {
 	t.Parallel()
-	seeds := uint64(8)
+	seeds, writes := uint64(8), 1500
 	if testing.Short() {
-		seeds = 3
+		seeds, writes = 3, 500
 	}
 	for seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -194,7 +194,6 @@ func TestResumeAtRandomMarkersMissesAndRepeatsNothing(t *testing.T) {
 			// replay's later pages too.
 			const keys = 600
 			r.putMany(t, rng, keys, 700)
-			const writes = 1500
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
