@@ -44,25 +44,7 @@ func must(t *testing.T, data string, args ...string) string {
 // runs its daemon until the test ends.
 func daemon(t *testing.T, init ...string) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "data")
-	must(t, dir, append([]string{"init"}, init...)...)
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- control.Run(ctx, dir, slog.New(slog.DiscardHandler), func(*node.Node) { close(ready) })
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	dir, _ := stoppableDaemon(t, init...)
 	return dir
 }
 
