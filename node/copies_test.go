@@ -1,13 +1,18 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
+
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/feed"
 	"github.com/syncnode/syncnode/internal/testkit"
+	"github.com/syncnode/syncnode/ownership"
+	"github.com/syncnode/syncnode/p2p"
 )
 
 // TestDeviceKeepsItsCopyUntilKServersHoldIt: in a group that wants two
@@ -83,5 +88,45 @@ func TestDeviceKeepsItsCopyUntilKServersHoldIt(t *testing.T) {
 		}
 		phone.Evict()
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAChallengeFromADeviceNamesNoHolder: a member that is no server,
+// speaking the share protocol itself, asks for a blob's shares it does not
+// hold (a challenge is only its word): it does not become a holder in the
+// owner's signpost, nor a copy that lets the owner evict.
+func TestAChallengeFromADeviceNamesNoHolder(t *testing.T) {
+	t.Parallel()
+	nodes, g := meshWith(t, true, func(c *Config) { c.BlobBudget = 1 }, syncnode.Normal, syncnode.Normal)
+	owner, liar := nodes[0], nodes[1]
+	ref := putBlobRow(t, owner, g, "photos/1", 32<<10, 3)
+	type challenge struct {
+		Op    string               `msgpack:"o"`
+		ID    ownership.TransferID `msgpack:"i"`
+		Ref   syncnode.BlobRef     `msgpack:"r"`
+		Group syncnode.GroupID     `msgpack:"g"`
+	}
+	err := p2p.Exchange(t.Context(), liar.h, owner.ID(), p2p.ProtoShares, func(st network.Stream) error {
+		if err := p2p.WriteMsg(st, challenge{Op: "challenge", ID: ownership.NewTransferID(), Ref: ref, Group: g}, time.Second); err != nil {
+			return err
+		}
+		var answer map[string]any
+		return p2p.ReadMsg(bufio.NewReader(st), st, &answer, p2p.MaxFrame, time.Second)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	why, err := owner.Why(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range why.Locations {
+		if l.Peer == liar.ID().String() {
+			t.Fatalf("the device that asked without the blob is named a holder: %+v", l)
+		}
+	}
+	owner.Evict()
+	if !owner.HasBlob(ref) {
+		t.Fatal("the owner evicted its only copy")
 	}
 }
