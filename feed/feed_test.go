@@ -599,3 +599,51 @@ func TestQuietWatcherKeepsItsPlace(t *testing.T) {
 		t.Fatalf("event %+v, %v; want progress with a marker", e, err)
 	}
 }
+
+// A watch whose context ends while it brings the keys already replayed up
+// to date hands out nothing more: a row of the next page, carrying the
+// page's position, would let a resume skip the updates not yet delivered.
+func TestWatchEndingMidReplaySkipsNothingOnResume(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, feed.Config{})
+	for i := range 300 { // more than a replay page
+		r.put(t, fmt.Sprintf("k/%03d", i), i)
+	}
+	state := map[string]string{}
+	var marker feed.Marker
+	// watch hands the events of one watch from marker to take, and keeps
+	// the state they build and the marker of the last.
+	watch := func(ctx context.Context, take func(feed.Event) bool) {
+		for e, err := range r.log.Watch(ctx, r.gid(), feed.Options{From: marker}) {
+			must(t, err)
+			if e.Kind == feed.RowPut {
+				state[e.Key] = string(e.Row.Value)
+			}
+			marker = e.Marker
+			if !take(e) {
+				break
+			}
+		}
+	}
+	// The replay up to the first row, then stop.
+	watch(t.Context(), func(e feed.Event) bool { return e.Kind != feed.RowPut })
+	// Two updates of that row, which the next page must deliver from the
+	// log before its own rows.
+	r.put(t, "k/000", 1000)
+	r.put(t, "k/000", 1001)
+	// The consumer's context ends as the first update arrives; it keeps
+	// what the watch still hands it.
+	ctx, cancel := context.WithCancel(t.Context())
+	watch(ctx, func(feed.Event) bool { cancel(); return true })
+	// Resume to the end: the state built must be the store's.
+	ctx, stop := context.WithTimeout(t.Context(), 10*time.Second)
+	defer stop()
+	watch(ctx, func(e feed.Event) bool { return e.Kind != feed.CaughtUp })
+	want := r.state()
+	if got := state["k/000"]; got != want["k/000"] {
+		t.Fatalf("after the resume k/000 = %q, the store has %q: an update was skipped", got, want["k/000"])
+	}
+	if fmt.Sprint(state) != fmt.Sprint(want) {
+		t.Fatal("the state built from the events is not the store's")
+	}
+}

@@ -265,15 +265,23 @@ func (w *watch) follow(ctx context.Context) error {
 	return nil
 }
 
-// readUpTo delivers the entries after the cursor up to end.
+// readUpTo delivers the entries after the cursor up to end. If ctx ends
+// first it returns ctx's error: the caller must hand out nothing more,
+// since what follows would carry a position past entries not delivered.
 func (w *watch) readUpTo(ctx context.Context, end uint64) error {
-	for w.c.Pos < end && ctx.Err() == nil && !w.stopped {
+	for w.c.Pos < end && !w.stopped {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		batch, err := w.l.read(w.c.Pos+1, min(end, w.c.Pos+readBatch))
 		if err != nil {
 			return err
 		}
 		for _, en := range batch {
-			if ctx.Err() != nil || w.stopped {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if w.stopped {
 				return nil
 			}
 			e, ok := w.event(en.rec)
