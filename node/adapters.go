@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
@@ -72,19 +71,7 @@ func (r custodyRules) MayEvict(ref syncnode.BlobRef) (bool, error) {
 	if err != nil || !ok {
 		return false, err
 	}
-	sp, err := r.n.signposts.Get(ref)
-	if errors.Is(err, syncnode.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil || len(sp.SgIDs) == 0 {
-		return false, err
-	}
-	for g := range sp.SgIDs {
-		if k := r.n.book.CopiesWanted(g); k > 1 && r.n.book.ServerCopies(g, sp, false) < k {
-			return false, nil
-		}
-	}
-	return true, nil
+	return r.n.book.CopiesMet(ref)
 }
 
 // KeepsAll reports whether this node is a server in any of its groups.

@@ -92,10 +92,10 @@ func (n *Node) mayEject(g syncnode.GroupID, p peer.ID) error {
 			ask = " (ask " + n.peerName(spec.Admins[0]) + ")"
 		}
 		return fmt.Errorf("%w: only an admin of %s may eject a member, and this node is not one%s",
-			syncgroup.ErrNotAllowed, holdNames{n}.GroupName(g), ask)
+			syncgroup.ErrNotAllowed, n.names().GroupName(g), ask)
 	}
 	if p == n.h.ID() {
-		return fmt.Errorf("%w: this node cannot eject itself from %s: leave the group instead", syncgroup.ErrNotAllowed, holdNames{n}.GroupName(g))
+		return fmt.Errorf("%w: this node cannot eject itself from %s: leave the group instead", syncgroup.ErrNotAllowed, n.names().GroupName(g))
 	}
 	return nil
 }

@@ -126,14 +126,6 @@ type Config struct {
 	Access *nodeaccess.Access
 }
 
-// feedPrunePeriod is how often the feed drops events past its retention;
-// feedSyncDelay how long entries no sync followed wait for one before the
-// node syncs them itself.
-const (
-	feedPrunePeriod = time.Minute
-	feedSyncDelay   = 2 * time.Millisecond
-)
-
 // Validate reports a setting that cannot work: no DataDir, an unknown
 // relay policy, or a Fetcher config that fetcher refuses. Zero fields are
 // never refused: Open gives them their defaults.
@@ -268,7 +260,7 @@ func (n *Node) start() {
 	n.disc.Start()
 	n.sync.Run()
 	n.goRun(func() { n.reprov.Run(n.ctx) })
-	n.goRun(n.keepFeed)
+	n.goRun(func() { n.feed.Keep(n.ctx, n.groups.Sync, n.log) })
 	n.handoffs.Start()
 	n.custody.Start()
 	n.records.RejoinAll(n.rejoining)
@@ -333,18 +325,7 @@ func (n *Node) SyncNow(g syncnode.GroupID) error {
 		return err
 	}
 	defer done()
-	var errs []error
-	for _, m := range n.Members(g) {
-		if m.Peer == n.h.ID() {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(n.ctx, 4*n.cfg.IOTimeout)
-		if err := n.sync.SyncWith(ctx, g, m.Peer); err != nil {
-			errs = append(errs, fmt.Errorf("node: round of %s with %s: %w", g, m.Peer, err))
-		}
-		cancel()
-	}
-	return errors.Join(errs...)
+	return n.sync.SyncAll(n.ctx, g, 4*n.cfg.IOTimeout)
 }
 
 // Close stops the node's work, waits for it, and closes its host and

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/holds"
 	"github.com/syncnode/syncnode/internal/retrieval"
@@ -85,11 +83,8 @@ func (n *Node) UnpinBlob(ref syncnode.BlobRef) error {
 		return err
 	}
 	defer done()
-	if _, err := n.custody.UserUnpin(ref); err != nil {
+	if _, err := n.remover().Unpin(ref); err != nil {
 		return err
-	}
-	if !(custodyRules{n}).Wanted(ref) {
-		n.custody.Restored(ref) // a lost copy no longer comes back for the pin
 	}
 	n.custody.EvictSoon()
 	return nil
@@ -154,70 +149,25 @@ func (n *Node) RemoveBlobWith(ref syncnode.BlobRef, o RemoveOptions) error {
 		return err
 	}
 	defer done()
-	if pending, err := n.ledger.Pending(ref); err == nil && len(pending) > 0 {
-		sctx, cancel := context.WithTimeout(ctx, removeSettleWait+n.cfg.IOTimeout)
-		if _, err := n.handoffs.Shares().SettleEscrow(sctx, ref, removeSettleWait); err != nil {
-			n.log.Warn("shares in escrow not settled before a removal", "blob", ref, "err", err)
-		}
-		cancel()
-	}
-	unlock := n.custody.Lock(ref)
-	defer unlock()
-	held, err := n.holdsOf(ref)
-	if err != nil {
-		return err
-	}
-	unpinned := false
-	if held != nil {
-		if !o.Force || !held.Only(HoldUser) {
-			return held
-		}
-		if unpinned, err = n.custody.UserUnpin(ref); err != nil {
-			return err
-		}
-		if !(custodyRules{n}).Wanted(ref) {
-			n.custody.Restored(ref)
-		}
-	}
-	err = n.custody.Delete(ref)
-	if unpinned && errors.Is(err, syncnode.ErrNotFound) {
-		return nil // pinned, not held (being fetched again): the pin was all
-	}
-	return err
+	return n.remover().Remove(ctx, ref, o.Force)
 }
 
-// holdsOf returns what keeps ref here, nil if nothing does. The caller
-// holds ref's lock.
-func (n *Node) holdsOf(ref syncnode.BlobRef) (*HeldError, error) {
-	user, _ := n.custody.UserPinned(ref)
+// remover removes and unpins blobs.
+func (n *Node) remover() holds.Remover {
 	wait := n.cfg.EscrowWait
 	if wait <= 0 {
 		wait = shares.DefaultEscrowWait
 	}
-	return holds.Of(ref, n.ledger, holdNames{n}, holds.Facts{Work: n.custody.Pinned(ref), User: user, EscrowWait: wait})
+	return holds.Remover{Ledger: n.ledger, Custody: n.custody, Wanted: custodyRules{n}.Wanted,
+		Names: n.names(),
+		Settle: func(ctx context.Context, ref syncnode.BlobRef, wait time.Duration) error {
+			_, err := n.handoffs.Shares().SettleEscrow(ctx, ref, wait)
+			return err
+		},
+		EscrowWait: wait, SettleWait: removeSettleWait, IOTimeout: n.cfg.IOTimeout, Log: n.log}
 }
 
-// holdNames names groups and peers for holds.
-type holdNames struct{ n *Node }
-
-func (h holdNames) GroupName(g syncnode.GroupID) string {
-	if s, err := h.n.GroupSpec(g); err == nil && s.Name != "" {
-		return s.Name
-	}
-	return string(g)
-}
-
-func (h holdNames) PeerName(p peer.ID) string { return h.n.peerName(p) }
-
-func (h holdNames) Servers(g syncnode.GroupID) (self bool, others int) {
-	for _, m := range h.n.Members(g) {
-		switch {
-		case m.DevType != syncnode.Server:
-		case m.Peer == h.n.h.ID():
-			self = true
-		default:
-			others++
-		}
-	}
-	return self, others
+// names names groups and peers in errors.
+func (n *Node) names() holds.GroupNames {
+	return holds.GroupNames{Groups: n.sync, Self: n.h.ID(), NameFunc: n.peerName}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"iter"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -119,37 +118,6 @@ func (n *Node) sharesMoved(ref syncnode.BlobRef, g syncnode.GroupID, p peer.ID, 
 	}
 	if err != nil {
 		n.log.Error("share event not recorded", "blob", ref, "group", g, "err", err)
-	}
-}
-
-// keepFeed puts on stable storage, and so hands to watchers, the feed
-// entries of saves that no sync followed (rows received from peers are
-// synced only before they are sent on), as they come; and drops the
-// events beyond the feed's retention every feedPrunePeriod.
-func (n *Node) keepFeed() {
-	prune := time.NewTicker(feedPrunePeriod)
-	defer prune.Stop()
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-n.feed.Unsynced():
-			// A writer that waits for stable storage syncs at once; give
-			// it the moment, then sync what is left (rows received from
-			// peers), sharing the store's flush with the writers'.
-			if !n.work.Sleep(feedSyncDelay) {
-				return
-			}
-			if n.feed.Pending() {
-				if err := n.groups.Sync(); err != nil {
-					n.log.Error("feed not synced", "err", err)
-				}
-			}
-		case <-prune.C:
-			if err := n.feed.Prune(); err != nil {
-				n.log.Error("feed not pruned", "err", err)
-			}
-		}
 	}
 }
 

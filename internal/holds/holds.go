@@ -1,6 +1,6 @@
-// Package holds says what keeps a blob on a node, and what would release
-// it: ownership shares, shares in escrow, a reclaim, work in progress, a
-// user's pin.
+// Package holds says what keeps a blob on a node and what would release
+// it (ownership shares, shares in escrow, a reclaim, work in progress, a
+// user's pin), and removes a copy that nothing holds.
 package holds
 
 import (

@@ -364,6 +364,27 @@ func (b *Book) ServerCopies(g syncnode.GroupID, sp signpost.Signpost, heldHere b
 	return n
 }
 
+// CopiesMet reports whether every group ref was learned through has the
+// verified server copies it wants apart from this node's: what lets a
+// device evict its copy once its shares moved (a group that wants one
+// copy has it once a server took the shares). A blob no group refers to
+// has none.
+func (b *Book) CopiesMet(ref syncnode.BlobRef) (bool, error) {
+	sp, err := b.store.Get(ref)
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil || len(sp.SgIDs) == 0 {
+		return false, err
+	}
+	for g := range sp.SgIDs {
+		if k := b.CopiesWanted(g); k > 1 && b.ServerCopies(g, sp, false) < k {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // CopiesWanted returns how many verified server copies group g wants.
 func (b *Book) CopiesWanted(g syncnode.GroupID) int {
 	spec, err := b.groups.Spec(g)

@@ -40,6 +40,23 @@ func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) e
 	})
 }
 
+// SyncAll runs a round of group id with each other member in turn, each
+// bounded by timeout, and returns the rounds' errors joined.
+func (s *Syncer) SyncAll(ctx context.Context, id syncnode.GroupID, timeout time.Duration) error {
+	var errs []error
+	for _, m := range s.Members(id) {
+		if m.Peer == s.h.ID() {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		if err := s.SyncWith(rctx, id, m.Peer); err != nil {
+			errs = append(errs, fmt.Errorf("syncer: round of %s with %s: %w", id, m.Peer, err))
+		}
+		cancel()
+	}
+	return errors.Join(errs...)
+}
+
 // round runs one round of group id with p on st.
 func (s *Syncer) round(ctx context.Context, st network.Stream, r *replica, id syncnode.GroupID, p peer.ID) error {
 	defer st.Close()

@@ -1,0 +1,137 @@
+package holds
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// Custody is the node's keeper of copies, as a removal uses it.
+type Custody interface {
+	// Lock takes ref's lock, which eviction holds from its last check to
+	// the deletion.
+	Lock(ref syncnode.BlobRef) (unlock func())
+	// Pinned reports work in progress that needs the copy.
+	Pinned(ref syncnode.BlobRef) bool
+	UserPinned(ref syncnode.BlobRef) (bool, time.Time)
+	UserUnpin(ref syncnode.BlobRef) (bool, error)
+	// Delete deletes the copy, ErrNotFound if there is none.
+	Delete(ref syncnode.BlobRef) error
+	// Restored ends the fetching again of a lost copy.
+	Restored(ref syncnode.BlobRef)
+}
+
+// Remover deletes blobs that nothing holds.
+type Remover struct {
+	Ledger  Ledger
+	Custody Custody
+	Names   Names
+	// Settle settles the shares of ref in escrow, waiting up to wait for
+	// the member they were offered to.
+	Settle func(ctx context.Context, ref syncnode.BlobRef, wait time.Duration) error
+	// Wanted reports whether a copy of ref is wanted here apart from a
+	// user's pin: a lost copy that is not is no longer fetched again.
+	Wanted func(ref syncnode.BlobRef) bool
+	// EscrowWait is how long shares stay in escrow; SettleWait how long a
+	// removal waits for a settle; IOTimeout bounds the question that
+	// follows it.
+	EscrowWait, SettleWait, IOTimeout time.Duration
+	Log                               *slog.Logger
+}
+
+// Remove deletes the copy of ref unless something holds it: then the
+// error is an *Error naming each hold and what would release it, and the
+// copy stays. With force, a copy only the user's pin holds is unpinned
+// and deleted.
+//
+// Shares offered to a member are in escrow until the member settles the
+// transfer, a moment after it accepts: until then the ledger shows none,
+// yet they hold the copy. Remove waits for that settle first, briefly,
+// and then asks the member how the transfer ended: right after a server
+// took the shares, the removal succeeds.
+func (r Remover) Remove(ctx context.Context, ref syncnode.BlobRef, force bool) error {
+	if pending, err := r.Ledger.Pending(ref); err == nil && len(pending) > 0 {
+		sctx, cancel := context.WithTimeout(ctx, r.SettleWait+r.IOTimeout)
+		if err := r.Settle(sctx, ref, r.SettleWait); err != nil {
+			r.Log.Warn("shares in escrow not settled before a removal", "blob", ref, "err", err)
+		}
+		cancel()
+	}
+	unlock := r.Custody.Lock(ref)
+	defer unlock()
+	user, _ := r.Custody.UserPinned(ref)
+	held, err := Of(ref, r.Ledger, r.Names, Facts{Work: r.Custody.Pinned(ref), User: user, EscrowWait: r.EscrowWait})
+	if err != nil {
+		return err
+	}
+	unpinned := false
+	if held != nil {
+		if !force || !held.Only(User) {
+			return held
+		}
+		if unpinned, err = r.Unpin(ref); err != nil {
+			return err
+		}
+	}
+	err = r.Custody.Delete(ref)
+	if unpinned && errors.Is(err, syncnode.ErrNotFound) {
+		return nil // pinned, not held (being fetched again): the pin was all
+	}
+	return err
+}
+
+// Unpin drops the user's pin of ref, if any, and reports whether there
+// was one; a lost copy no longer wanted is then no longer fetched again.
+func (r Remover) Unpin(ref syncnode.BlobRef) (bool, error) {
+	had, err := r.Custody.UserUnpin(ref)
+	if err == nil && !r.Wanted(ref) {
+		r.Custody.Restored(ref)
+	}
+	return had, err
+}
+
+// Groups is what a node's groups say of their specs and members.
+type Groups interface {
+	Spec(g syncnode.GroupID) (syncgroup.Spec, error)
+	Members(g syncnode.GroupID) []syncgroup.Member
+}
+
+// GroupNames are Names read from a node's groups: self is the node, and
+// PeerName names a peer.
+type GroupNames struct {
+	Groups   Groups
+	Self     peer.ID
+	NameFunc func(peer.ID) string
+}
+
+// GroupName returns g's name, or its ID.
+func (n GroupNames) GroupName(g syncnode.GroupID) string {
+	if s, err := n.Groups.Spec(g); err == nil && s.Name != "" {
+		return s.Name
+	}
+	return string(g)
+}
+
+// PeerName names p.
+func (n GroupNames) PeerName(p peer.ID) string { return n.NameFunc(p) }
+
+// Servers reports whether this node is a server of g, and how many other
+// servers g has.
+func (n GroupNames) Servers(g syncnode.GroupID) (self bool, others int) {
+	for _, m := range n.Groups.Members(g) {
+		switch {
+		case m.DevType != syncnode.Server:
+		case m.Peer == n.Self:
+			self = true
+		default:
+			others++
+		}
+	}
+	return self, others
+}
