@@ -46,6 +46,10 @@ const (
 	BlobFetched Kind = "blob.fetched"
 	// BlobDropped: the copy here was evicted or removed.
 	BlobDropped Kind = "blob.dropped"
+	// BlobCollected: no live row of the group references the blob any
+	// more, and the grace has run out: the group's shares of it here
+	// dissolved (the copy, if nothing else keeps it, is dropped too).
+	BlobCollected Kind = "blob.collected"
 	// ServerCopy: a server of the group (Peer) holds a verified copy and
 	// took its shares from this node.
 	ServerCopy Kind = "blob.server"

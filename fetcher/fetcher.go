@@ -218,6 +218,14 @@ func (f *Fetcher) RetryNow(refs []syncnode.BlobRef) int {
 	return moved
 }
 
+// Drop takes ref out of the queue, if it waits there (one being fetched
+// runs on): nothing wants it any more. It reports whether it did.
+func (f *Fetcher) Drop(ref syncnode.BlobRef) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.q.Remove(ref)
+}
+
 func (f *Fetcher) busy(ref syncnode.BlobRef) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

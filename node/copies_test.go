@@ -50,7 +50,7 @@ func TestDeviceKeepsItsCopyUntilKServersHoldIt(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	events := collect(ctx, t, phone, g, WatchOptions{Now: true})
+	events := gatherEvents(ctx, t, phone, g, WatchOptions{Now: true})
 	ref := putBlobRow(t, phone, g, "photos/1", 64<<10, 7)
 	// The shares have left the phone once the transfer settled.
 	events.next(t, "shares out", func(e Event) bool { return e.Kind == feed.SharesOut && e.Ref == ref && e.Peer == s1.ID() })

@@ -26,6 +26,7 @@ import (
 	"github.com/syncnode/syncnode/feed"
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/blobproto"
+	"github.com/syncnode/syncnode/internal/collect"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/discovery"
@@ -76,6 +77,12 @@ type Config struct {
 	// an acceptor that does not answer before the transfer is ended
 	// without it (default shares.DefaultEscrowWait).
 	EscrowWait time.Duration
+	// CollectGrace is how long no live row of a group may reference a blob
+	// while this node is up before the group's shares of it here dissolve
+	// and, if nothing else keeps it, the copy is deleted (default
+	// collect.DefaultGrace, a day; negative: never). A row that references
+	// it again within the grace keeps it.
+	CollectGrace time.Duration
 	// WriterBudget bounds what one member's rows may cost this node, per
 	// group (zero fields: syncer.DefaultWriterBudget's; negative: none).
 	WriterBudget syncgroup.Budget
@@ -236,6 +243,8 @@ type Node struct {
 
 	// custody keeps the copies held: locks, pins, eviction, scrubbing.
 	custody *custody.Custody
+	// collector collects blobs that rows no longer reference.
+	collector *collect.Collector
 }
 
 // blobStore is what a node needs of its blob store: a blobstore.Store
@@ -263,6 +272,7 @@ func (n *Node) start() {
 	n.goRun(func() { n.feed.Keep(n.ctx, n.groups.Sync, n.log) })
 	n.handoffs.Start()
 	n.custody.Start()
+	n.goRun(func() { n.collector.Run(n.ctx) })
 	n.records.RejoinAll(n.rejoining)
 	for _, ai := range n.cfg.Bootstrap {
 		n.goRun(func() {

@@ -16,6 +16,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/feed"
 	"github.com/syncnode/syncnode/internal/blobproto"
+	"github.com/syncnode/syncnode/internal/collect"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
 	"github.com/syncnode/syncnode/internal/discovery"
@@ -201,6 +202,12 @@ func (n *Node) openFetching() (err error) {
 	}
 	hc := handoff.Config{IOTimeout: n.cfg.IOTimeout, EscrowWait: n.cfg.EscrowWait, Note: n.noteHandoff, Moved: n.sharesMoved}
 	if n.handoffs, err = handoff.New(hc, n.h, n.ledger, n.book, n.sync, n.custody, n.store, n.retr, n.log); err != nil {
+		return err
+	}
+	n.collector, err = collect.New(collect.Config{Grace: n.cfg.CollectGrace}, collect.Deps{Self: n.h.ID(), DB: n.db,
+		Groups: n.sync, Signposts: n.signposts, Ledger: n.ledger, Custody: n.custody, Busy: n.retr.InFlight,
+		Collected: n.collected, Log: n.log})
+	if err != nil {
 		return err
 	}
 	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.log)

@@ -48,6 +48,7 @@ func (h hooks) Learn(from peer.ID, g syncnode.GroupID, sps []syncer.SignpostEntr
 // meeting one (I6), whoever relayed the row and whoever fetched from whom.
 func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
 	h.n.records.Met(g, p)
+	h.n.collector.Heard(g)
 	h.n.disc.HolderBack(p)
 	h.n.handoffs.AfterRound(g, p)
 }

@@ -121,6 +121,17 @@ func (n *Node) sharesMoved(ref syncnode.BlobRef, g syncnode.GroupID, p peer.ID, 
 	}
 }
 
+// collected records in the feed that ref was collected in g, and takes
+// it out of the server fetcher's queue if no group wants it here.
+func (n *Node) collected(ref syncnode.BlobRef, g syncnode.GroupID, deleted bool) {
+	if len(n.book.GroupsOf(ref)) == 0 {
+		n.disc.Queue().Drop(ref)
+	}
+	if err := n.feed.Blob(feed.BlobCollected, ref, 0, []syncnode.GroupID{g}, ""); err != nil {
+		n.log.Error("blob event not recorded", "blob", ref, "err", err)
+	}
+}
+
 // enterRead starts a read of the database that Close waits for.
 func (n *Node) enterRead() (func(), error) {
 	_, done, err := n.call(context.Background())

@@ -19,7 +19,7 @@ type collector struct {
 	ch chan Event
 }
 
-func collect(ctx context.Context, t *testing.T, n *Node, g syncnode.GroupID, o WatchOptions) *collector {
+func gatherEvents(ctx context.Context, t *testing.T, n *Node, g syncnode.GroupID, o WatchOptions) *collector {
 	c := &collector{ch: make(chan Event, 1024)}
 	go func() {
 		for e, err := range n.Watch(ctx, g, o) {
@@ -95,8 +95,8 @@ func TestWatchFollowsAGroupAcrossNodes(t *testing.T) {
 		t.Fatalf("replayed members %v, want %v", members, want)
 	}
 
-	dw := collect(ctx, t, dev, g, WatchOptions{Now: true})
-	sw := collect(ctx, t, srv, g, WatchOptions{Now: true, Prefix: "photos/"})
+	dw := gatherEvents(ctx, t, dev, g, WatchOptions{Now: true})
+	sw := gatherEvents(ctx, t, srv, g, WatchOptions{Now: true, Prefix: "photos/"})
 	ref := putBlobRow(t, dev, g, "photos/1", 64<<10, 1)
 	row := sw.next(t, "row put", func(e Event) bool { return e.Kind == feed.RowPut && e.Key == "photos/1" })
 	if row.Peer != dev.ID() || row.Local {
@@ -125,7 +125,7 @@ func TestRowLatencyToAWatcher(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	w := collect(ctx, t, b, g, WatchOptions{Now: true})
+	w := gatherEvents(ctx, t, b, g, WatchOptions{Now: true})
 	var lat []time.Duration
 	for i := range 30 {
 		v, _ := msgpack.Marshal(i)
@@ -153,7 +153,7 @@ func TestSlowWatcherSlowsNothing(t *testing.T) {
 	defer cancel()
 	next, stop := iter.Pull2(n.Watch(ctx, g, WatchOptions{Now: true}))
 	defer stop()
-	fast := collect(ctx, t, n, g, WatchOptions{Now: true})
+	fast := gatherEvents(ctx, t, n, g, WatchOptions{Now: true})
 	v, _ := msgpack.Marshal(1)
 	if _, err := n.PutRow(g, "photos/first", v); err != nil {
 		t.Fatal(err)

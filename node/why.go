@@ -41,10 +41,13 @@ type WhyLocation = explain.Location
 // wants: below Want, the blob is at risk and devices keep their copies.
 type WhyCopies = explain.Copies
 
+// WhyUnreferenced is what collection knows of a blob in one group.
+type WhyUnreferenced = explain.Unreferenced
+
 // Why returns what this node knows of ref.
 func (n *Node) Why(ref syncnode.BlobRef) (Why, error) {
 	return explain.Sources{Blobs: n.blobs, Shares: n.ledger, Signposts: n.signposts, Pins: n.custody,
-		Groups: n.book, Queue: n.disc.Queue(), Journal: n.journal, NameOf: n.NameOf}.Blob(ref)
+		Groups: n.book, Queue: n.disc.Queue(), Journal: n.journal, Collection: n.collector, NameOf: n.NameOf}.Blob(ref)
 }
 
 // FetchQueue explains up to max blobs in the server fetcher's hands, those

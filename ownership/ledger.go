@@ -193,6 +193,31 @@ func (l *Ledger) DropGroup(ref syncnode.BlobRef, g syncnode.GroupID) error {
 	})
 }
 
+// Collect forgets this device's shares of ref in group g, and that it was
+// granted the creator's shares there: no live row of g references ref any
+// more, so g's shares pin nothing, and a row that references ref again
+// grants them anew. Shares of g in escrow make it refuse with
+// ErrInEscrow: the transfer settles first.
+func (l *Ledger) Collect(ref syncnode.BlobRef, g syncnode.GroupID) error {
+	return l.durable.Update(func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil {
+			return err
+		}
+		for _, t := range r.Escrow {
+			if t.Group == g {
+				return fmt.Errorf("%w: %s in %s", ErrInEscrow, ref, g)
+			}
+		}
+		if r.Shares[g] == 0 && !r.Created[g] {
+			return nil
+		}
+		delete(r.Shares, g)
+		delete(r.Created, g)
+		return store(txn, ref, r)
+	})
+}
+
 // eachRecord calls fn with every shares record.
 func (l *Ledger) eachRecord(fn func(record)) error {
 	return l.db.View(func(txn *badger.Txn) error {

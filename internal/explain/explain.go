@@ -13,6 +13,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/fetcher"
+	"github.com/syncnode/syncnode/internal/collect"
 	"github.com/syncnode/syncnode/internal/journal"
 	"github.com/syncnode/syncnode/signpost"
 )
@@ -60,7 +61,14 @@ type Why struct {
 	// Route is how the last fetch that met a relay went, at RouteAt.
 	Route   string
 	RouteAt time.Time
+	// Unreferenced are the groups whose live rows no longer reference the
+	// blob: since when, and when it is due to be collected here; or when
+	// it was collected.
+	Unreferenced []Unreferenced
 }
+
+// Unreferenced is what collection knows of a blob in one group.
+type Unreferenced = collect.Group
 
 // Location is one signpost location.
 type Location struct {
@@ -96,7 +104,10 @@ type Sources struct {
 	Queue  interface {
 		Status(syncnode.BlobRef) fetcher.Status
 	}
-	Journal Journal
+	Journal    Journal
+	Collection interface {
+		State(syncnode.BlobRef) ([]collect.Group, error)
+	}
 	// NameOf returns the name a peer gave itself, or "".
 	NameOf func(peer.ID) string
 }
@@ -144,6 +155,9 @@ func (s Sources) Blob(ref syncnode.BlobRef) (Why, error) {
 	}
 	for _, g := range w.Groups {
 		w.Copies = append(w.Copies, Copies{Group: g, Known: s.Groups.ServerCopies(g, sp, w.Held), Want: s.Groups.CopiesWanted(g)})
+	}
+	if w.Unreferenced, err = s.Collection.State(ref); err != nil {
+		return w, err
 	}
 	w.Restoring = slices.Contains(s.Pins.Restoring(), ref)
 	st := s.Queue.Status(ref)

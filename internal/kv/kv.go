@@ -14,6 +14,7 @@
 //	fe/<8-byte position>       an event of the change feed (feed package)
 //	fm/                        the change feed's identity
 //	up/<32-byte digest>        a blob the user pinned here (custody package)
+//	gc/<32-byte digest>        groups whose rows no longer reference a blob (collect package)
 //
 // Every value is a Record: one magic byte, one kind byte naming the table,
 // one format version byte, a CRC-32C (Castagnoli, big-endian) of the kind,
@@ -58,6 +59,7 @@ var (
 	Feed      = []byte("fe/")
 	FeedMeta  = []byte("fm/")
 	UserPins  = []byte("up/")
+	Unref     = []byte("gc/")
 )
 
 // Kind tags a record with the table it belongs to.
@@ -75,6 +77,7 @@ const (
 	KindEvent    Kind = 'e'
 	KindFeedMeta Kind = 'm'
 	KindUserPin  Kind = 'u'
+	KindUnref    Kind = 'c'
 )
 
 const (

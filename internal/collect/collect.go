@@ -1,0 +1,479 @@
+package collect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/ownership"
+	"github.com/syncnode/syncnode/signpost"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// DefaultGrace is how long, by default, no live row of a group must
+// reference a blob before the group's shares of it dissolve.
+const DefaultGrace = 24 * time.Hour
+
+// Config configures a Collector. Zero fields take the documented
+// defaults.
+type Config struct {
+	// Grace is how long no live row of a group must reference a blob,
+	// while this node is up, before it is collected (default
+	// DefaultGrace); negative turns collection off. A row that references
+	// the blob again within the grace keeps it.
+	Grace time.Duration
+	// Period is the time between passes (default an eighth of the grace,
+	// between 50 ms and 10 minutes).
+	Period time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	if c.Period < 0 {
+		return fmt.Errorf("collect: negative period %v", c.Period)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Grace == 0 {
+		c.Grace = DefaultGrace
+	}
+	if c.Period == 0 {
+		c.Period = min(max(c.Grace/8, 50*time.Millisecond), 10*time.Minute)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Groups are this node's groups as a pass reads them.
+type Groups interface {
+	Groups() []syncnode.GroupID
+	// Rows lists g's live rows under prefix.
+	Rows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error)
+	Members(g syncnode.GroupID) []syncgroup.Member
+}
+
+// Ledger is this node's share ledger.
+type Ledger interface {
+	Scan(fn func(ref syncnode.BlobRef, shares map[syncnode.GroupID]int) error) error
+	// Collect dissolves this node's shares of ref in g (see
+	// ownership.Ledger.Collect).
+	Collect(ref syncnode.BlobRef, g syncnode.GroupID) error
+	// MayEvict reports no shares of ref here, none in escrow.
+	MayEvict(ref syncnode.BlobRef) (bool, error)
+}
+
+// Custody keeps this node's copies.
+type Custody interface {
+	// Lock takes ref's lock, which accepting and granting shares take too.
+	Lock(ref syncnode.BlobRef) (unlock func())
+	// Pinned reports work in progress that needs the copy.
+	Pinned(ref syncnode.BlobRef) bool
+	UserPinned(ref syncnode.BlobRef) (bool, time.Time)
+	// Delete deletes the copy (syncnode.ErrNotFound if there is none);
+	// the caller holds the lock.
+	Delete(ref syncnode.BlobRef) error
+}
+
+// Deps are what a Collector works with.
+type Deps struct {
+	Self      peer.ID
+	DB        *badger.DB
+	Groups    Groups
+	Signposts *signpost.Store
+	Ledger    Ledger
+	Custody   Custody
+	// Busy reports a fetch of ref in flight.
+	Busy func(ref syncnode.BlobRef) bool
+	// Collected, if not nil, is told of each blob collected in a group,
+	// and whether its copy here was deleted.
+	Collected func(ref syncnode.BlobRef, g syncnode.GroupID, deleted bool)
+	Log       *slog.Logger
+}
+
+// Collector runs the passes.
+type Collector struct {
+	cfg    Config
+	d      Deps
+	opened time.Time
+
+	mu    sync.Mutex
+	heard map[syncnode.GroupID]time.Time
+
+	collected, deleted, passes atomic.Int64
+}
+
+// New returns a collector; opened is now.
+func New(cfg Config, d Deps) (*Collector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Collector{cfg: cfg, d: d, opened: cfg.Now(), heard: map[syncnode.GroupID]time.Time{}}, nil
+}
+
+// Heard records that a round of g with another member finished now.
+func (c *Collector) Heard(g syncnode.GroupID) {
+	c.mu.Lock()
+	c.heard[g] = c.cfg.Now()
+	c.mu.Unlock()
+}
+
+// Grace is the grace period; negative when collection is off.
+func (c *Collector) Grace() time.Duration { return c.cfg.Grace }
+
+// Stats returns how many (blob, group) pairs were collected and copies
+// deleted since the node opened.
+func (c *Collector) Stats() (collected, deleted int64) { return c.collected.Load(), c.deleted.Load() }
+
+// Passes returns how many passes ended since the node opened.
+func (c *Collector) Passes() int64 { return c.passes.Load() }
+
+// Run makes a pass every period until ctx ends.
+func (c *Collector) Run(ctx context.Context) {
+	if c.cfg.Grace < 0 {
+		return
+	}
+	t := time.NewTicker(c.cfg.Period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
+			c.d.Log.Error("collection pass failed", "err", err)
+		}
+	}
+}
+
+// record is the stored state of one blob: per group, when this node
+// found no live row referencing it, and when it was collected.
+type record struct {
+	Since     map[syncnode.GroupID]int64 `msgpack:"s,omitempty"`
+	Collected map[syncnode.GroupID]int64 `msgpack:"c,omitempty"`
+	// Kept marks a collected blob whose copy something still kept (a
+	// pin, work in progress): later passes delete it once nothing does.
+	Kept bool `msgpack:"k,omitempty"`
+}
+
+func key(ref syncnode.BlobRef) []byte {
+	h := ref.Hash()
+	return kv.Key(kv.Unref, h[:])
+}
+
+func (c *Collector) load(ref syncnode.BlobRef) (record, error) {
+	var r record
+	err := c.d.DB.View(func(txn *badger.Txn) error { return kv.Get(txn, key(ref), kv.KindUnref, &r) })
+	if errors.Is(err, syncnode.ErrNotFound) {
+		err = nil
+	}
+	return r, err
+}
+
+// save writes r; not synced: a record a power cut takes back only makes
+// the grace start again.
+func (c *Collector) save(ref syncnode.BlobRef, r record) error {
+	return kv.Update(c.d.DB, func(txn *badger.Txn) error {
+		if len(r.Since) == 0 && len(r.Collected) == 0 && !r.Kept {
+			return txn.Delete(key(ref))
+		}
+		return kv.Set(txn, key(ref), kv.KindUnref, r)
+	})
+}
+
+// Pass reads every live row of this node's groups, then looks at every
+// blob this node knows in a group (by its signpost, its shares or an
+// earlier pass): it remembers when one stopped being referenced, forgets
+// it when a row references it again, and collects it once the grace has
+// run out.
+func (c *Collector) Pass(ctx context.Context) error {
+	if c.cfg.Grace < 0 {
+		return nil
+	}
+	mine := map[syncnode.GroupID]bool{}
+	refs := map[syncnode.GroupID]map[syncnode.BlobRef]bool{}
+	anywhere := map[syncnode.BlobRef]bool{}
+	for _, g := range c.d.Groups.Groups() {
+		rows, err := c.d.Groups.Rows(g, "")
+		if err != nil {
+			return err
+		}
+		mine[g], refs[g] = true, map[syncnode.BlobRef]bool{}
+		for _, r := range rows {
+			found, _ := syncgroup.FindRefs(r.Value)
+			for _, ref := range found {
+				refs[g][ref], anywhere[ref] = true, true
+			}
+		}
+	}
+	cands, err := c.candidates(mine)
+	if err != nil {
+		return err
+	}
+	now := c.cfg.Now()
+	for _, ref := range slices.SortedFunc(maps.Keys(cands), func(a, b syncnode.BlobRef) int { return strings.Compare(a.String(), b.String()) }) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := c.blob(ref, cands[ref], mine, refs, anywhere[ref], now); err != nil {
+			c.d.Log.Warn("blob not collected", "blob", ref, "err", err)
+		}
+	}
+	c.passes.Add(1)
+	return nil
+}
+
+// candidates returns the blobs this node knows in its groups, with those
+// groups.
+func (c *Collector) candidates(mine map[syncnode.GroupID]bool) (map[syncnode.BlobRef]map[syncnode.GroupID]bool, error) {
+	out := map[syncnode.BlobRef]map[syncnode.GroupID]bool{}
+	add := func(ref syncnode.BlobRef, g syncnode.GroupID) {
+		if !mine[g] {
+			return
+		}
+		if out[ref] == nil {
+			out[ref] = map[syncnode.GroupID]bool{}
+		}
+		out[ref][g] = true
+	}
+	err := c.d.Signposts.Scan(func(ref syncnode.BlobRef, sp signpost.Signpost) error {
+		for g := range sp.SgIDs {
+			add(ref, g)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = c.d.Ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
+		for g, n := range sh {
+			if n > 0 {
+				add(ref, g)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = c.d.DB.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: kv.Unref, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var r record
+			if err := it.Item().Value(func(v []byte) error { return kv.Decode(kv.KindUnref, v, &r) }); err != nil {
+				continue // a damaged record only restarts the grace
+			}
+			var h [syncnode.HashSize]byte
+			copy(h[:], it.Item().Key()[len(kv.Unref):])
+			ref := syncnode.RefFromHash(h)
+			for g := range r.Since {
+				add(ref, g)
+			}
+			if out[ref] == nil && (r.Kept || len(r.Since) > 0) {
+				out[ref] = map[syncnode.GroupID]bool{}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// blob plans and acts for ref in groups gs.
+func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]bool, refs map[syncnode.GroupID]map[syncnode.BlobRef]bool, anywhere bool, now time.Time) error {
+	rec, err := c.load(ref)
+	if err != nil {
+		return err
+	}
+	changed := false
+	for g := range rec.Since {
+		if !mine[g] { // a group this node left
+			delete(rec.Since, g)
+			changed = true
+		}
+	}
+	var due []syncnode.GroupID
+	for _, g := range slices.Sorted(maps.Keys(gs)) {
+		f := Facts{Referenced: refs[g][ref], Opened: c.opened, Heard: c.heardOf(g), Alone: c.alone(g)}
+		if s, ok := rec.Since[g]; ok {
+			f.Since = time.Unix(0, s)
+		}
+		switch Plan(f, now, c.cfg.Grace) {
+		case Clear:
+			delete(rec.Since, g)
+			changed = true
+		case Note:
+			if rec.Since == nil {
+				rec.Since = map[syncnode.GroupID]int64{}
+			}
+			rec.Since[g] = now.UnixNano()
+			changed = true
+		case Collect:
+			due = append(due, g)
+		}
+	}
+	if changed {
+		if err := c.save(ref, rec); err != nil {
+			return err
+		}
+	}
+	for _, g := range due {
+		if err := c.collect(ref, g, anywhere, now); err != nil {
+			return err
+		}
+	}
+	if len(due) == 0 && rec.Kept {
+		return c.retry(ref, anywhere)
+	}
+	return nil
+}
+
+// retry deletes the copy of a collected blob that something kept, if
+// nothing does any more.
+func (c *Collector) retry(ref syncnode.BlobRef, anywhere bool) error {
+	unlock := c.d.Custody.Lock(ref)
+	defer unlock()
+	sp, err := c.d.Signposts.Get(ref)
+	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+		return err
+	}
+	_, err = c.dropCopy(ref, sp, anywhere)
+	return err
+}
+
+func (c *Collector) heardOf(g syncnode.GroupID) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.heard[g]
+}
+
+// alone reports a group with no member but this node.
+func (c *Collector) alone(g syncnode.GroupID) bool {
+	for _, m := range c.d.Groups.Members(g) {
+		if m.Peer != c.d.Self {
+			return false
+		}
+	}
+	return true
+}
+
+// collect dissolves this node's shares of ref in g and drops g from its
+// signpost; then, if no group of this node still names the blob and
+// nothing else keeps it, deletes the copy. It holds ref's lock
+// throughout, as accepting or granting shares does.
+func (c *Collector) collect(ref syncnode.BlobRef, g syncnode.GroupID, anywhere bool, now time.Time) error {
+	unlock := c.d.Custody.Lock(ref)
+	defer unlock()
+	if err := c.d.Ledger.Collect(ref, g); errors.Is(err, ownership.ErrInEscrow) {
+		return nil // settles first; the next pass collects it
+	} else if err != nil {
+		return err
+	}
+	sp, err := c.d.Signposts.Update(ref, func(sp *signpost.Signpost) { delete(sp.SgIDs, g) })
+	if err != nil {
+		return err
+	}
+	rec, err := c.load(ref)
+	if err != nil {
+		return err
+	}
+	delete(rec.Since, g)
+	if rec.Collected == nil {
+		rec.Collected = map[syncnode.GroupID]int64{}
+	}
+	rec.Collected[g] = now.UnixNano()
+	if err := c.save(ref, rec); err != nil {
+		return err
+	}
+	c.collected.Add(1)
+	deleted, err := c.dropCopy(ref, sp, anywhere)
+	c.d.Log.Info("blob collected: no live row of the group references it", "blob", ref, "group", g, "copy deleted", deleted)
+	if c.d.Collected != nil {
+		c.d.Collected(ref, g, deleted)
+	}
+	return err
+}
+
+// dropCopy deletes the copy of ref if nothing keeps it: no group of this
+// node names it, no row references it, no shares or escrow, no pin, no
+// fetch; if one of the last two does, it marks the blob to be tried
+// again. The caller holds ref's lock.
+func (c *Collector) dropCopy(ref syncnode.BlobRef, sp signpost.Signpost, anywhere bool) (bool, error) {
+	if len(sp.SgIDs) > 0 || anywhere {
+		return false, c.markKept(ref, false)
+	}
+	if ok, err := c.d.Ledger.MayEvict(ref); err != nil || !ok {
+		return false, err
+	}
+	if user, _ := c.d.Custody.UserPinned(ref); user || c.d.Custody.Pinned(ref) || c.d.Busy(ref) {
+		return false, c.markKept(ref, true)
+	}
+	err := c.d.Custody.Delete(ref)
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return false, c.markKept(ref, false)
+	}
+	if err != nil {
+		return false, err
+	}
+	c.deleted.Add(1)
+	return true, c.markKept(ref, false)
+}
+
+// markKept records whether a collected blob's copy waits for its pins.
+func (c *Collector) markKept(ref syncnode.BlobRef, kept bool) error {
+	rec, err := c.load(ref)
+	if err != nil || rec.Kept == kept {
+		return err
+	}
+	rec.Kept = kept
+	return c.save(ref, rec)
+}
+
+// Group is what a blob's record says of one group.
+type Group struct {
+	Group syncnode.GroupID
+	// Since is when this node found no live row of the group referencing
+	// the blob; Due when it may collect it (after a round with another
+	// member, if the group has one).
+	Since, Due time.Time
+	// Collected is when it was collected here, if it was.
+	Collected time.Time
+}
+
+// State returns what ref's record says, group by group.
+func (c *Collector) State(ref syncnode.BlobRef) ([]Group, error) {
+	rec, err := c.load(ref)
+	if err != nil {
+		return nil, err
+	}
+	var out []Group
+	for _, g := range slices.Sorted(maps.Keys(rec.Since)) {
+		since := time.Unix(0, rec.Since[g])
+		out = append(out, Group{Group: g, Since: since, Due: Due(since, c.opened, c.cfg.Grace)})
+	}
+	for _, g := range slices.Sorted(maps.Keys(rec.Collected)) {
+		out = append(out, Group{Group: g, Collected: time.Unix(0, rec.Collected[g])})
+	}
+	return out, nil
+}

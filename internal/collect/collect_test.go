@@ -1,0 +1,306 @@
+package collect_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/collect"
+	"github.com/syncnode/syncnode/internal/kv"
+	"github.com/syncnode/syncnode/ownership"
+	"github.com/syncnode/syncnode/signpost"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+const grace = time.Hour
+
+var self, other = newID(), newID()
+
+func newID() peer.ID {
+	_, pub, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		panic(err)
+	}
+	id, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+// groups are rows by group and key, and members by group.
+type groups struct {
+	rows    map[syncnode.GroupID]map[string][]byte
+	members map[syncnode.GroupID][]peer.ID
+}
+
+func (g *groups) Groups() []syncnode.GroupID {
+	var out []syncnode.GroupID
+	for id := range g.rows {
+		out = append(out, id)
+	}
+	return out
+}
+
+func (g *groups) Rows(id syncnode.GroupID, _ string) ([]syncgroup.Row, error) {
+	var out []syncgroup.Row
+	for k, v := range g.rows[id] {
+		out = append(out, syncgroup.Row{Key: k, Value: v})
+	}
+	return out, nil
+}
+
+func (g *groups) Members(id syncnode.GroupID) []syncgroup.Member {
+	var out []syncgroup.Member
+	for _, p := range g.members[id] {
+		out = append(out, syncgroup.Member{Peer: p})
+	}
+	return out
+}
+
+// copies are the copies held, with the user's pins and work pins.
+type copies struct {
+	mu          sync.Mutex
+	held, user  map[syncnode.BlobRef]bool
+	work, fetch map[syncnode.BlobRef]bool
+}
+
+func (c *copies) Lock(syncnode.BlobRef) func()     { c.mu.Lock(); return c.mu.Unlock }
+func (c *copies) Pinned(ref syncnode.BlobRef) bool { return c.work[ref] }
+func (c *copies) UserPinned(ref syncnode.BlobRef) (bool, time.Time) {
+	return c.user[ref], time.Time{}
+}
+func (c *copies) Delete(ref syncnode.BlobRef) error {
+	if !c.held[ref] {
+		return syncnode.ErrNotFound
+	}
+	delete(c.held, ref)
+	return nil
+}
+
+type rig struct {
+	t      *testing.T
+	db     *badger.DB
+	now    time.Time
+	g      *groups
+	c      *copies
+	ledger *ownership.Ledger
+	sps    *signpost.Store
+	col    *collect.Collector
+}
+
+const g1, g2 = syncnode.GroupID("g1"), syncnode.GroupID("g2")
+
+func newRig(t *testing.T) *rig {
+	db, err := kv.Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	r := &rig{t: t, db: db, now: time.Unix(1_000_000, 0),
+		g: &groups{rows: map[syncnode.GroupID]map[string][]byte{g1: {}, g2: {}},
+			members: map[syncnode.GroupID][]peer.ID{g1: {self, other}, g2: {self}}},
+		c: &copies{held: map[syncnode.BlobRef]bool{}, user: map[syncnode.BlobRef]bool{},
+			work: map[syncnode.BlobRef]bool{}, fetch: map[syncnode.BlobRef]bool{}},
+		ledger: ownership.NewLedger(db), sps: signpost.NewStore(db)}
+	r.open()
+	return r
+}
+
+// open starts a collector on the rig's database, as a node's open does.
+func (r *rig) open() {
+	var err error
+	r.col, err = collect.New(collect.Config{Grace: grace, Now: func() time.Time { return r.now }}, collect.Deps{
+		Self: self, DB: r.db, Groups: r.g, Signposts: r.sps, Ledger: r.ledger, Custody: r.c,
+		Busy: func(ref syncnode.BlobRef) bool { return r.c.fetch[ref] }})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// blob makes a held blob that a row of g references, with the creator's
+// shares here.
+func (r *rig) blob(i byte, g syncnode.GroupID, key string) syncnode.BlobRef {
+	ref := syncnode.RefFromHash([32]byte{i, 7})
+	r.c.held[ref] = true
+	r.refer(g, key, ref)
+	if _, err := r.ledger.GrantCreator(ref, g, true); err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := r.sps.Update(ref, func(sp *signpost.Signpost) { sp.AddGroup(g) }); err != nil {
+		r.t.Fatal(err)
+	}
+	return ref
+}
+
+func (r *rig) refer(g syncnode.GroupID, key string, ref syncnode.BlobRef) {
+	v, err := msgpack.Marshal(map[string]any{"blob": ref})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.g.rows[g][key] = v
+}
+
+// pass advances the clock by d, counts a round with another member, and
+// makes a pass.
+func (r *rig) pass(d time.Duration) {
+	r.now = r.now.Add(d)
+	r.col.Heard(g1)
+	if err := r.col.Pass(context.Background()); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rig) shares(ref syncnode.BlobRef, g syncnode.GroupID) int {
+	sh, err := r.ledger.Shares(ref)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return sh[g]
+}
+
+func TestCollectedAfterTheGrace(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	live := r.blob(2, g1, "b")
+	r.pass(time.Minute)
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute) // noted
+	r.pass(grace - time.Second)
+	if !r.c.held[ref] || r.shares(ref, g1) != ownership.CreatorShares {
+		t.Fatal("collected before the grace ran out")
+	}
+	r.pass(2 * time.Second)
+	if r.c.held[ref] || r.shares(ref, g1) != 0 {
+		t.Fatalf("not collected after the grace: held %v, shares %d", r.c.held[ref], r.shares(ref, g1))
+	}
+	if !r.c.held[live] || r.shares(live, g1) != ownership.CreatorShares {
+		t.Fatal("a referenced blob was collected")
+	}
+	if sp, _ := r.sps.Get(ref); len(sp.SgIDs) != 0 {
+		t.Fatalf("the signpost still names %v", sp.Groups())
+	}
+	if st, _ := r.col.State(ref); len(st) != 1 || st[0].Collected.IsZero() {
+		t.Fatalf("state %+v does not say the blob was collected", st)
+	}
+	// A row that names it again grants the creator's shares anew.
+	if granted, err := r.ledger.GrantCreator(ref, g1, true); err != nil || !granted {
+		t.Fatalf("grant after collection: %v, %v", granted, err)
+	}
+}
+
+func TestReferencedAgainIsKept(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute)
+	r.pass(grace / 2)
+	r.refer(g1, "other key", ref) // written again within the grace
+	r.pass(time.Minute)
+	r.pass(2 * grace)
+	r.pass(2 * grace)
+	if !r.c.held[ref] || r.shares(ref, g1) != ownership.CreatorShares {
+		t.Fatal("a blob referenced again within the grace was collected")
+	}
+}
+
+func TestGraceCountsFromTheOpen(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute) // noted
+	// Down for two graces: a row naming the blob may be on its way.
+	r.now = r.now.Add(2 * grace)
+	r.open()
+	r.pass(time.Minute)
+	if !r.c.held[ref] {
+		t.Fatal("collected at once after a restart: the grace counts while the node is up")
+	}
+	r.pass(grace)
+	if r.c.held[ref] {
+		t.Fatal("not collected a grace after the restart")
+	}
+}
+
+func TestCollectionWaitsForARoundAfterTheGrace(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute)
+	r.col.Heard(g1)
+	r.now = r.now.Add(2 * grace) // no round since
+	if err := r.col.Pass(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !r.c.held[ref] {
+		t.Fatal("collected with no round since the grace ran out")
+	}
+	r.pass(time.Second)
+	if r.c.held[ref] {
+		t.Fatal("not collected after a round")
+	}
+}
+
+func TestWhatKeepsACopyAfterCollection(t *testing.T) {
+	r := newRig(t)
+	user := r.blob(1, g1, "user")
+	work := r.blob(2, g1, "work")
+	fetch := r.blob(3, g1, "fetch")
+	both := r.blob(4, g1, "both")
+	r.refer(g2, "both", both)
+	r.c.user[user], r.c.work[work], r.c.fetch[fetch] = true, true, true
+	for _, k := range []string{"user", "work", "fetch", "both"} {
+		delete(r.g.rows[g1], k)
+	}
+	r.pass(time.Minute)
+	r.pass(grace + time.Second)
+	for _, ref := range []syncnode.BlobRef{user, work, fetch, both} {
+		if r.shares(ref, g1) != 0 {
+			t.Fatalf("%s: shares in g1 not dissolved", ref)
+		}
+		if !r.c.held[ref] {
+			t.Fatalf("%s: copy deleted though something keeps it", ref)
+		}
+	}
+	// Once nothing keeps it, the next pass deletes it... except the one
+	// still referenced in g2.
+	r.c.user[user], r.c.work[work], r.c.fetch[fetch] = false, false, false
+	if _, err := r.sps.Update(both, func(sp *signpost.Signpost) { sp.AddGroup(g2) }); err != nil {
+		t.Fatal(err)
+	}
+	r.pass(time.Minute)
+	if !r.c.held[both] {
+		t.Fatal("a blob a row of another group references was deleted")
+	}
+	for _, ref := range []syncnode.BlobRef{user, work, fetch} {
+		if r.c.held[ref] {
+			t.Fatalf("%s: copy kept after its pins went", ref)
+		}
+	}
+}
+
+func TestSharesInEscrowSettleFirst(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	if _, err := r.ledger.OfferAll(ownership.NewTransferID(), ref, g1, other); err != nil {
+		t.Fatal(err)
+	}
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute)
+	r.pass(grace + time.Second)
+	if !r.c.held[ref] {
+		t.Fatal("copy deleted with shares in escrow")
+	}
+	if err := r.ledger.Collect(ref, g1); !errors.Is(err, ownership.ErrInEscrow) {
+		t.Fatalf("Collect with shares in escrow: %v", err)
+	}
+}

@@ -1,0 +1,34 @@
+package collect
+
+import (
+	"testing"
+	"time"
+)
+
+func TestPlan(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	grace := time.Hour
+	cases := []struct {
+		name string
+		f    Facts
+		now  time.Time
+		want Action
+	}{
+		{"referenced", Facts{Referenced: true, Opened: t0}, t0, Keep},
+		{"referenced again", Facts{Referenced: true, Since: t0, Opened: t0}, t0.Add(2 * grace), Clear},
+		{"newly unreferenced", Facts{Opened: t0}, t0, Note},
+		{"within the grace", Facts{Since: t0, Opened: t0, Heard: t0.Add(grace / 2)}, t0.Add(grace / 2), Wait},
+		{"grace over, no round since", Facts{Since: t0, Opened: t0, Heard: t0.Add(grace / 2)}, t0.Add(2 * grace), Wait},
+		{"grace over, a round since", Facts{Since: t0, Opened: t0, Heard: t0.Add(grace + time.Second)}, t0.Add(2 * grace), Collect},
+		{"grace over, alone", Facts{Since: t0, Opened: t0, Alone: true}, t0.Add(grace), Collect},
+		// The grace counts from the open: the node was down before it, and
+		// could not hear of a new reference.
+		{"reopened", Facts{Since: t0, Opened: t0.Add(2 * grace), Alone: true}, t0.Add(2*grace + grace/2), Wait},
+		{"reopened, grace over", Facts{Since: t0, Opened: t0.Add(2 * grace), Alone: true}, t0.Add(3 * grace), Collect},
+	}
+	for _, c := range cases {
+		if got := Plan(c.f, c.now, grace); got != c.want {
+			t.Errorf("%s: Plan = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
