@@ -33,6 +33,11 @@ type Stats struct {
 	// SyncMessages counts the frames this node sent in sync rounds and
 	// pushes.
 	SyncMessages int64
+	// Collected counts (blob, group) pairs collected since the node
+	// opened: no live row referenced them for the grace; CollectedCopies
+	// the copies deleted with them; Unreferenced the pairs whose grace
+	// runs now.
+	Collected, CollectedCopies, Unreferenced int64
 	// RowsRefused counts, per writer, the rows this node refused because
 	// they would take the writer over its budget.
 	RowsRefused map[peer.ID]int64
@@ -40,7 +45,7 @@ type Stats struct {
 
 // Stats returns the node's counters now.
 func (n *Node) Stats() Stats {
-	rs, cs := n.retr.Stats(), n.custody.Stats()
+	rs, cs, gc := n.retr.Stats(), n.custody.Stats(), n.collector.Stats()
 	attempts, failures := n.disc.Stats()
 	s := Stats{
 		FetchQueue:    n.disc.Queue().Len(),
@@ -52,6 +57,7 @@ func (n *Node) Stats() Stats {
 		Restoring:    cs.Restoring,
 		SyncMessages: n.sync.Stats().Messages,
 		RowsRefused:  n.sync.Refused(),
+		Collected:    gc.Collected, CollectedCopies: gc.Deleted, Unreferenced: gc.Waiting,
 	}
 	n.blobs.List(func(i blobstore.Info) error { s.Blobs++; s.BlobBytes += i.Size; return nil })
 	return s

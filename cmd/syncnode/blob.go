@@ -316,6 +316,14 @@ func printWhy(w io.Writer, y api.Why) {
 	for _, c := range y.Copies {
 		fmt.Fprintf(w, "copies    %d of %d verified server copies wanted in %s\n", c.Known, c.Want, c.Group)
 	}
+	for _, u := range y.Unreferenced {
+		if !u.Collected.IsZero() {
+			fmt.Fprintf(w, "collected %s in %s: no live row referenced it for the grace; its shares there dissolved\n", u.Collected.Format(time.RFC3339), u.Group)
+			continue
+		}
+		fmt.Fprintf(w, "unref'd   in %s since %s: no live row references it; collected from %s unless a row names it again\n",
+			u.Group, u.Since.Format(time.RFC3339), u.Due.Format(time.RFC3339))
+	}
 	for i, l := range y.Locations {
 		kind := "device"
 		if l.Server {

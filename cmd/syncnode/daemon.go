@@ -26,12 +26,13 @@ func initCmd() *command {
 			region := fs.String("s3-region", "", "the bucket's region, with -store")
 			insecure := fs.Bool("s3-insecure", false, "speak plain HTTP to the S3 server, with -store")
 			accessKey := fs.String("s3-access-key", "", "the S3 access key, kept in DATA/s3.credentials (mode 0600); default: the environment or ~/.aws/credentials at run")
+			grace := fs.String("collect-grace", "", "how long no live row of a group may name a blob before this node collects it: its shares there dissolve and a copy nothing else keeps is deleted (default 24h; off: never)")
 			secretKey := fs.String("s3-secret-key", "", "the S3 secret key, with -s3-access-key (prefer AWS_SECRET_ACCESS_KEY: a flag shows in the process list)")
 			return func(c *cmd) error {
 				cfg, err := control.Init(c.data, control.InitOptions{Listen: listen, Name: *name, NoLAN: *noLAN,
 					Relayed: *relayed, RelayRate: *relayRate,
 					Store: *store, S3Endpoint: *endpoint, S3Region: *region, S3Insecure: *insecure,
-					S3AccessKey: *accessKey, S3SecretKey: *secretKey})
+					S3AccessKey: *accessKey, S3SecretKey: *secretKey, CollectGrace: *grace})
 				if err != nil {
 					return err
 				}

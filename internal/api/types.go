@@ -97,6 +97,8 @@ type Why struct {
 	Locations []WhyLocation `json:"locations,omitempty"`
 	// Copies are, per group, the verified server copies known and wanted.
 	Copies []WhyCopies `json:"copies,omitempty"`
+	// Unreferenced are the groups whose rows no longer reference it.
+	Unreferenced []WhyUnreferenced `json:"unreferenced,omitempty"`
 	// Queued and Running describe the server fetcher; Attempts is the
 	// persisted count of failed attempts; NextAttempt when the next is due.
 	Queued      bool      `json:"queued"`
@@ -318,6 +320,16 @@ type Refusal struct {
 	// What was refused: "rows".
 	What  string `json:"what"`
 	Count int64  `json:"count"`
+}
+
+// WhyUnreferenced says that no live row of a group references the blob
+// any more: since when, and when it is collected here (due), or when it
+// was (collected).
+type WhyUnreferenced struct {
+	Group     string    `json:"group"`
+	Since     time.Time `json:"since,omitzero"`
+	Due       time.Time `json:"due,omitzero"`
+	Collected time.Time `json:"collected,omitzero"`
 }
 
 // WhyCopies are a group's verified server copies of a blob: known, and

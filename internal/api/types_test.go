@@ -8,7 +8,7 @@ import (
 // Every field of every type the API sends or receives has a JSON name:
 // the wire form is the contract, not Go's field names.
 func TestEveryFieldHasAJSONName(t *testing.T) {
-	for _, v := range []any{Error{}, BlobInfo{}, FetchEvent{}, Removed{}, Why{}, WhyLocation{}, CreateRequest{},
+	for _, v := range []any{Error{}, BlobInfo{}, FetchEvent{}, Removed{}, Why{}, WhyLocation{}, WhyUnreferenced{}, WhyCopies{}, CreateRequest{},
 		Group{}, InviteRequest{}, Invitation{}, GroupRequest{}, Left{}, Member{}, RowRequest{}, Row{}, Deleted{},
 		Peer{}, Status{}, Durability{}, PageState{}, PageGroup{}, QueueEntry{}} {
 		typ := reflect.TypeOf(v)

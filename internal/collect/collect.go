@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,7 +115,7 @@ type Collector struct {
 	mu    sync.Mutex
 	heard map[syncnode.GroupID]time.Time
 
-	collected, deleted, passes atomic.Int64
+	collected, deleted, passes, waiting atomic.Int64
 }
 
 // New returns a collector; opened is now.
@@ -141,9 +140,18 @@ func (c *Collector) Heard(g syncnode.GroupID) {
 // Grace is the grace period; negative when collection is off.
 func (c *Collector) Grace() time.Duration { return c.cfg.Grace }
 
-// Stats returns how many (blob, group) pairs were collected and copies
-// deleted since the node opened.
-func (c *Collector) Stats() (collected, deleted int64) { return c.collected.Load(), c.deleted.Load() }
+// Stats are the collector's counters.
+type Stats struct {
+	// Collected counts (blob, group) pairs collected since the node
+	// opened, Deleted the copies deleted; Waiting is the pairs found
+	// unreferenced by the last pass, whose grace runs.
+	Collected, Deleted, Waiting int64
+}
+
+// Stats returns the counters now.
+func (c *Collector) Stats() Stats {
+	return Stats{Collected: c.collected.Load(), Deleted: c.deleted.Load(), Waiting: c.waiting.Load()}
+}
 
 // Passes returns how many passes ended since the node opened.
 func (c *Collector) Passes() int64 { return c.passes.Load() }
@@ -232,14 +240,18 @@ func (c *Collector) Pass(ctx context.Context) error {
 		return err
 	}
 	now := c.cfg.Now()
-	for _, ref := range slices.SortedFunc(maps.Keys(cands), func(a, b syncnode.BlobRef) int { return strings.Compare(a.String(), b.String()) }) {
+	var waiting int64
+	for ref, gs := range cands {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := c.blob(ref, cands[ref], mine, refs, anywhere[ref], now); err != nil {
+		n, err := c.blob(ref, gs, mine, refs, anywhere[ref], now)
+		if err != nil {
 			c.d.Log.Warn("blob not collected", "blob", ref, "err", err)
 		}
+		waiting += int64(n)
 	}
+	c.waiting.Store(waiting)
 	c.passes.Add(1)
 	return nil
 }
@@ -300,11 +312,12 @@ func (c *Collector) candidates(mine map[syncnode.GroupID]bool) (map[syncnode.Blo
 	return out, err
 }
 
-// blob plans and acts for ref in groups gs.
-func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]bool, refs map[syncnode.GroupID]map[syncnode.BlobRef]bool, anywhere bool, now time.Time) error {
+// blob plans and acts for ref in groups gs, and returns in how many the
+// grace runs on.
+func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]bool, refs map[syncnode.GroupID]map[syncnode.BlobRef]bool, anywhere bool, now time.Time) (int, error) {
 	rec, err := c.load(ref)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	changed := false
 	for g := range rec.Since {
@@ -335,18 +348,18 @@ func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]boo
 	}
 	if changed {
 		if err := c.save(ref, rec); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	for _, g := range due {
 		if err := c.collect(ref, g, anywhere, now); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if len(due) == 0 && rec.Kept {
-		return c.retry(ref, anywhere)
+		return 0, c.retry(ref, anywhere)
 	}
-	return nil
+	return len(rec.Since) - len(due), nil
 }
 
 // retry deletes the copy of a collected blob that something kept, if

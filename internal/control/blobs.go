@@ -245,5 +245,8 @@ func whyView(w node.Why) api.Why {
 	for _, c := range w.Copies {
 		out.Copies = append(out.Copies, api.WhyCopies{Group: string(c.Group), Known: c.Known, Want: c.Want})
 	}
+	for _, u := range w.Unreferenced {
+		out.Unreferenced = append(out.Unreferenced, api.WhyUnreferenced{Group: string(u.Group), Since: u.Since, Due: u.Due, Collected: u.Collected})
+	}
 	return out
 }

@@ -54,6 +54,9 @@ type Config struct {
 	BlobBudget int64 `json:"blob_budget,omitempty"`
 	// SyncInterval is the period of safety-net sync rounds (default 30s).
 	SyncInterval string `json:"sync_interval,omitempty"`
+	// CollectGrace is how long no live row of a group may reference a
+	// blob before it is collected here (default 24h; "off": never).
+	CollectGrace string `json:"collect_grace,omitempty"`
 	// Relayed is what a blob transfer does with a holder reachable only
 	// through a relay: "throttle" (the default), "allow" or "refuse";
 	// RelayRate is the throttle's bytes per second (default 1 MiB/s).
@@ -68,6 +71,25 @@ type Config struct {
 	S3Endpoint string `json:"s3_endpoint,omitempty"`
 	S3Region   string `json:"s3_region,omitempty"`
 	S3Insecure bool   `json:"s3_insecure,omitempty"`
+}
+
+// collectGrace returns the node's collection grace: 0 for the default,
+// negative for "off".
+func (c Config) collectGrace() (time.Duration, error) {
+	switch c.CollectGrace {
+	case "":
+		return 0, nil
+	case "off":
+		return -1, nil
+	}
+	d, err := time.ParseDuration(c.CollectGrace)
+	if err == nil && d <= 0 {
+		err = errors.New("not a positive duration (or \"off\")")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s: collect_grace: %w", ConfigFile, err)
+	}
+	return d, nil
 }
 
 // s3Config returns the node's S3 store config, nil for the disk store.
@@ -105,6 +127,8 @@ type InitOptions struct {
 	// S3CredentialsFile; otherwise the daemon takes the credentials from
 	// its environment or the standard AWS credentials file.
 	S3AccessKey, S3SecretKey string
+	// CollectGrace sets Config.CollectGrace ("" for the default).
+	CollectGrace string
 }
 
 // Init creates a data directory: identity key, config with free loopback
@@ -149,8 +173,12 @@ func Init(dir string, opts InitOptions) (Config, error) {
 	}
 	cfg := Config{Listen: listen, API: fmt.Sprintf("127.0.0.1:%d", apiPort), Name: syncgroup.CleanName(name), LANDiscovery: !opts.NoLAN,
 		Relayed: opts.Relayed, RelayRate: opts.RelayRate,
-		Store: opts.Store, S3Endpoint: opts.S3Endpoint, S3Region: opts.S3Region, S3Insecure: opts.S3Insecure}
+		Store: opts.Store, S3Endpoint: opts.S3Endpoint, S3Region: opts.S3Region, S3Insecure: opts.S3Insecure,
+		CollectGrace: opts.CollectGrace}
 	if _, err := cfg.s3Config(); err != nil {
+		return Config{}, err
+	}
+	if _, err := cfg.collectGrace(); err != nil {
 		return Config{}, err
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
@@ -229,6 +257,9 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 	}
 	if file := filepath.Join(dir, S3CredentialsFile); ncfg.S3 != nil && fileExists(file) {
 		ncfg.S3.Creds = credentials.NewFileAWSCredentials(file, "default")
+	}
+	if ncfg.CollectGrace, err = cfg.collectGrace(); err != nil {
+		return err
 	}
 	if cfg.SyncInterval != "" {
 		if ncfg.SyncInterval, err = time.ParseDuration(cfg.SyncInterval); err != nil {

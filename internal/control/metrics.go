@@ -15,7 +15,8 @@ type collector struct {
 	n *node.Node
 
 	queue, attempts, failures, bytesIn, bytesOut, verify, evictions, blobs, blobBytes, demoted,
-	referenced, atRisk, copies, damaged, scrubbed, restoring, storeUp, refused *prometheus.Desc
+	referenced, atRisk, copies, damaged, scrubbed, restoring, storeUp, refused,
+	collected, collectedCopies, unreferenced *prometheus.Desc
 }
 
 func newCollector(n *node.Node) *collector {
@@ -23,30 +24,34 @@ func newCollector(n *node.Node) *collector {
 		return prometheus.NewDesc("syncnode_"+name, help, labels, nil)
 	}
 	return &collector{n: n,
-		queue:      d("fetch_queue_length", "Blobs queued in the server fetcher."),
-		attempts:   d("fetch_attempts_total", "Server fetcher attempts."),
-		failures:   d("fetch_failures_total", "Server fetcher attempts that failed."),
-		bytesIn:    d("blob_bytes_in_total", "Blob bytes received from peers."),
-		bytesOut:   d("blob_bytes_out_total", "Blob bytes served to peers."),
-		verify:     d("verify_failures_total", "Holders dropped for sending bytes that did not verify."),
-		evictions:  d("evictions_total", "Blobs evicted over the size budget."),
-		blobs:      d("blobs", "Blobs held."),
-		blobBytes:  d("blob_bytes", "Bytes of blobs held."),
-		demoted:    d("peers_demoted", "Holders left out of fetches for lying, stalling, truncating or resetting."),
-		referenced: d("group_blobs_referenced", "Blobs referenced in a syncgroup.", "group"),
-		atRisk:     d("group_blobs_at_risk", "Referenced blobs with fewer verified server copies known than the group wants.", "group"),
-		copies:     d("group_copies_wanted", "Verified server copies of each blob the group wants before devices evict theirs.", "group"),
-		damaged:    d("blobs_damaged_total", "Stored copies found damaged on disk (deleted and restored from a peer)."),
-		scrubbed:   d("scrub_bytes_total", "Bytes of held blobs re-verified by the scrubber."),
-		restoring:  d("blobs_restoring", "Blobs whose copy is being restored from a peer."),
-		refused:    d("rows_refused_total", "Rows refused because their writer was over its budget."),
-		storeUp:    d("blob_store_up", "1 if the blob store's last request succeeded, 0 if it failed (an object store down or refusing the credentials).", "store"),
+		queue:           d("fetch_queue_length", "Blobs queued in the server fetcher."),
+		attempts:        d("fetch_attempts_total", "Server fetcher attempts."),
+		failures:        d("fetch_failures_total", "Server fetcher attempts that failed."),
+		bytesIn:         d("blob_bytes_in_total", "Blob bytes received from peers."),
+		bytesOut:        d("blob_bytes_out_total", "Blob bytes served to peers."),
+		verify:          d("verify_failures_total", "Holders dropped for sending bytes that did not verify."),
+		evictions:       d("evictions_total", "Blobs evicted over the size budget."),
+		blobs:           d("blobs", "Blobs held."),
+		blobBytes:       d("blob_bytes", "Bytes of blobs held."),
+		demoted:         d("peers_demoted", "Holders left out of fetches for lying, stalling, truncating or resetting."),
+		referenced:      d("group_blobs_referenced", "Blobs referenced in a syncgroup.", "group"),
+		atRisk:          d("group_blobs_at_risk", "Referenced blobs with fewer verified server copies known than the group wants.", "group"),
+		copies:          d("group_copies_wanted", "Verified server copies of each blob the group wants before devices evict theirs.", "group"),
+		damaged:         d("blobs_damaged_total", "Stored copies found damaged on disk (deleted and restored from a peer)."),
+		scrubbed:        d("scrub_bytes_total", "Bytes of held blobs re-verified by the scrubber."),
+		restoring:       d("blobs_restoring", "Blobs whose copy is being restored from a peer."),
+		refused:         d("rows_refused_total", "Rows refused because their writer was over its budget."),
+		collected:       d("blobs_collected_total", "Blobs collected in a group: no live row referenced them for the grace, and the group's shares here dissolved."),
+		collectedCopies: d("collected_copies_deleted_total", "Copies deleted because their blobs were collected and nothing else kept them."),
+		unreferenced:    d("blobs_unreferenced", "Blobs (per group) no live row references, whose grace runs: collected when it ends unless a row names them again."),
+		storeUp:         d("blob_store_up", "1 if the blob store's last request succeeded, 0 if it failed (an object store down or refusing the credentials).", "store"),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queue, c.attempts, c.failures, c.bytesIn, c.bytesOut, c.verify,
-		c.evictions, c.blobs, c.blobBytes, c.demoted, c.referenced, c.atRisk, c.copies, c.damaged, c.scrubbed, c.restoring, c.storeUp, c.refused} {
+		c.evictions, c.blobs, c.blobBytes, c.demoted, c.referenced, c.atRisk, c.copies, c.damaged, c.scrubbed, c.restoring, c.storeUp, c.refused,
+		c.collected, c.collectedCopies, c.unreferenced} {
 		ch <- d
 	}
 }
@@ -72,6 +77,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.damaged, s.Damaged)
 	counter(c.scrubbed, s.Scrubbed)
 	gauge(c.restoring, float64(s.Restoring))
+	counter(c.collected, s.Collected)
+	counter(c.collectedCopies, s.CollectedCopies)
+	gauge(c.unreferenced, float64(s.Unreferenced))
 	var refused int64
 	for _, n := range s.RowsRefused {
 		refused += n

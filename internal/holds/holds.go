@@ -175,16 +175,20 @@ func Of(ref syncnode.BlobRef, l Ledger, n Names, f Facts) (*Error, error) {
 	return e, nil
 }
 
-// release says what moves this node's shares in group g elsewhere.
+// release says what moves this node's shares in group g elsewhere, or
+// dissolves them.
 func release(n Names, g syncnode.GroupID) string {
 	self, servers := n.Servers(g)
+	var moves string
 	switch {
 	case self:
-		return "this node is a server of the group, which keeps them: leave the group to hand them to another member"
+		moves = "this node is a server of the group, which keeps them: leave the group to hand them to another member"
 	case servers == 0:
-		return "they move to a server of the group when one takes them, and the group has none (run a server, or leave the group)"
+		moves = "they move to a server of the group when one takes them, and the group has none (run a server, or leave the group)"
+	default:
+		moves = fmt.Sprintf("they move to a server of the group when one takes them, after it fetched the blob (the group has %d; `syncnode why` shows the last hand-off)", servers)
 	}
-	return fmt.Sprintf("they move to a server of the group when one takes them, after it fetched the blob (the group has %d; `syncnode why` shows the last hand-off)", servers)
+	return moves + "; or delete every row of the group that names it: the shares dissolve once none has for the grace (`syncnode why` says when)"
 }
 
 func sharesWord(k int) string {

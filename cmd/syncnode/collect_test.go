@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/syncnode/syncnode/internal/control"
+	"github.com/syncnode/syncnode/internal/testkit"
+)
+
+// TestCollectedFromTheCLI: with `init -collect-grace`, a blob whose only
+// row was deleted is shown unreferenced by `why`, then collected (why
+// says when, the metrics count it), and `blob rm` no longer meets shares;
+// a bad grace is refused at init with exit status 1.
+func TestCollectedFromTheCLI(t *testing.T) {
+	t.Parallel()
+	if _, err := cli(t, t.TempDir(), "init", "-no-lan", "-collect-grace", "-5s"); err == nil || !strings.Contains(err.Error(), "collect_grace") {
+		t.Fatalf("init with a negative grace: %v", err)
+	}
+	a := daemon(t, "-no-lan", "-collect-grace", "2s")
+	gid := strings.TrimSpace(must(t, a, "sg", "create", "photos", "-prefix", "photos/", "-private"))
+	ref := putFile(t, a, "a photo soon deleted")
+	must(t, a, "row", "put", gid, "photos/one", `{"image": {"$blob": "`+ref+`"}}`)
+	if _, err := cli(t, a, "blob", "rm", ref); err == nil || !strings.Contains(err.Error(), "delete every row") {
+		t.Fatalf("rm of a referenced blob: %v", err)
+	}
+	must(t, a, "row", "del", gid, "photos/one")
+	testkit.WaitFor(t, 20*time.Second, "why to say the blob is unreferenced", func() bool {
+		return strings.Contains(must(t, a, "why", ref), "no live row references it")
+	})
+	testkit.WaitFor(t, 30*time.Second, "why to say the blob was collected", func() bool {
+		return strings.Contains(must(t, a, "why", ref), "\ncollected ")
+	})
+	if out := must(t, a, "why", ref); !strings.Contains(out, "held      no") {
+		t.Fatalf("why after collection:\n%s", out)
+	}
+	cl, err := control.Dial(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metrics bytes.Buffer
+	if err := cl.Metrics(t.Context(), &metrics); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"syncnode_blobs_collected_total 1", "syncnode_collected_copies_deleted_total 1"} {
+		if !strings.Contains(metrics.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
