@@ -68,7 +68,7 @@ func ownershipSeeds(t *testing.T, name string, budget time.Duration, short int, 
 		first, seeds = *ownsimSeed, 1
 	}
 	start := time.Now()
-	var runs, totalSteps, checks, protected, failed int
+	var runs, totalSteps, checks, protected, collected, failed int
 	var last uint64
 	var settleMax time.Duration
 	// Seeds run four at a time: most of a step is waiting on loopback.
@@ -108,11 +108,12 @@ func ownershipSeeds(t *testing.T, name string, budget time.Duration, short int, 
 		totalSteps += rep.Steps
 		checks += rep.Checks
 		protected += rep.Protected
+		collected += rep.Collected
 		settleMax = max(settleMax, rep.Settling)
 	})
 	if runs == 0 && failed == 0 {
 		t.Fatal("no seed ran")
 	}
-	t.Logf("%d seeds passed (%d…%d), %d steps, %d invariant checks, %d blobs protected, slowest settle %s, in %s",
-		runs, first, last, totalSteps, checks, protected, settleMax.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	t.Logf("%d seeds passed (%d…%d), %d steps, %d invariant checks, %d blobs protected, %d collected, slowest settle %s, in %s",
+		runs, first, last, totalSteps, checks, protected, collected, settleMax.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }

@@ -79,4 +79,7 @@ func (n *Node) fetched(ref syncnode.BlobRef, size int64) {
 	defer n.custody.EvictSoon()
 	n.book.Held(ref)
 	n.blobEvent(feed.BlobFetched, ref, size, "")
+	if err := n.collector.Arrived(ref); err != nil {
+		n.log.Warn("collection state not read", "blob", ref, "err", err)
+	}
 }

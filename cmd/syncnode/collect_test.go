@@ -36,6 +36,9 @@ func TestCollectedFromTheCLI(t *testing.T) {
 	if out := must(t, a, "why", ref); !strings.Contains(out, "held      no") {
 		t.Fatalf("why after collection:\n%s", out)
 	}
+	if st := statusOf(t, a); st.Collected != 1 || st.Unreferenced != 0 {
+		t.Errorf("status: %d collected, %d unreferenced; want 1 and 0", st.Collected, st.Unreferenced)
+	}
 	cl, err := control.Dial(a)
 	if err != nil {
 		t.Fatal(err)

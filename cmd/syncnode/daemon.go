@@ -105,6 +105,7 @@ func statusCmd() *command {
 							{"peers", fmt.Sprint(s.Peers)}, {"reachability", reachability(s)}, {"store", storeText(s.Store, s.StoreErr)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
 							{"fetch queue", fmt.Sprint(s.FetchQueue)}, {"uploads", fmt.Sprintf("%d running, %d bytes sent", s.Uploads, s.BytesOut)},
 							{"received", fmt.Sprintf("%d bytes", s.BytesIn)},
+							{"collection", fmt.Sprintf("%d unreferenced, to be collected when their grace ends; %d collected since start", s.Unreferenced, s.Collected)},
 						})
 						fmt.Fprintln(c.stdout)
 						rows := [][]string{{"GROUP", "BLOBS", "AT RISK (no verified server copy)"}}

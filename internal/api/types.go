@@ -306,6 +306,11 @@ type Status struct {
 	Uploads    int64  `json:"uploads"`
 	BytesOut   int64  `json:"bytes_out"`
 	BytesIn    int64  `json:"bytes_in"`
+	// Unreferenced counts the blobs (per group) that no live row names
+	// any more and that are collected here when their grace ends;
+	// Collected those collected since the node started.
+	Unreferenced int64 `json:"unreferenced"`
+	Collected    int64 `json:"collected"`
 	// Durability is, per group, the referenced blobs and those at risk:
 	// no verified server copy known.
 	Durability []Durability `json:"durability"`

@@ -463,6 +463,18 @@ func (c *Collector) markKept(ref syncnode.BlobRef, kept bool) error {
 	return c.save(ref, rec)
 }
 
+// Arrived is told of a copy of ref fetched from a peer. A fetch that
+// began before ref was collected here may end after: the copy is marked
+// for the next pass, which deletes it unless something keeps it (a row
+// that names the blob again, a group, a pin).
+func (c *Collector) Arrived(ref syncnode.BlobRef) error {
+	rec, err := c.load(ref)
+	if err != nil || len(rec.Collected) == 0 || rec.Kept {
+		return err
+	}
+	return c.markKept(ref, true)
+}
+
 // Group is what a blob's record says of one group.
 type Group struct {
 	Group syncnode.GroupID

@@ -304,3 +304,34 @@ func TestSharesInEscrowSettleFirst(t *testing.T) {
 		t.Fatalf("Collect with shares in escrow: %v", err)
 	}
 }
+
+// TestFetchEndingAfterTheCollection: a fetch begun before the blob was
+// collected lands its copy after; the next pass deletes it.
+func TestFetchEndingAfterTheCollection(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	delete(r.c.held, ref) // not held here yet: being fetched
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute)
+	r.pass(grace + time.Second)
+	if r.shares(ref, g1) != 0 {
+		t.Fatal("not collected")
+	}
+	r.c.held[ref] = true // the fetch ends
+	if err := r.col.Arrived(ref); err != nil {
+		t.Fatal(err)
+	}
+	r.pass(time.Second)
+	if r.c.held[ref] {
+		t.Fatal("a copy that landed after the collection is kept for good")
+	}
+	// A copy of a blob never collected is not touched.
+	other := r.blob(2, g1, "b")
+	if err := r.col.Arrived(other); err != nil {
+		t.Fatal(err)
+	}
+	r.pass(time.Second)
+	if !r.c.held[other] {
+		t.Fatal("a fetched copy of a referenced blob was deleted")
+	}
+}

@@ -65,7 +65,7 @@ func (s *sim) checkBlob(b *blob) error {
 	if b.row && copies > 0 {
 		b.protected = true
 	}
-	if b.protected && copies == 0 {
+	if b.protected && !b.unref && copies == 0 {
 		return fmt.Errorf("I1: blob %s, referenced by a live row, has no copy left; %s", b.ref, s.describe(b))
 	}
 	return nil
@@ -151,6 +151,12 @@ func (s *sim) settle(ctx context.Context) error {
 func (s *sim) unsettled() string {
 	srv := s.ms[server].n
 	for i, b := range s.blobs {
+		if b.unref {
+			if why := s.uncollected(i, b); why != "" {
+				return why
+			}
+			continue
+		}
 		if !b.protected {
 			continue
 		}
@@ -165,6 +171,24 @@ func (s *sim) unsettled() string {
 			if _, sh, _ := m.n.Holding(b.ref); sh[s.g] > 0 {
 				return fmt.Sprintf("blob %d: %s still holds %d shares after the server's copy; %s", i, m.name, sh[s.g], s.describe(b))
 			}
+		}
+	}
+	return ""
+}
+
+// uncollected says which node still holds shares or a copy of a blob
+// whose row names it no more, or "".
+func (s *sim) uncollected(i int, b *blob) string {
+	for _, m := range s.ms {
+		held, sh, err := m.n.Holding(b.ref)
+		if err != nil {
+			return err.Error()
+		}
+		if held && b.late && m.idx() == b.origin {
+			held = false // put after its row went: a copy no row names
+		}
+		if held || sh[s.g] > 0 {
+			return fmt.Sprintf("blob %d: its row is gone, and %s still holds it %v with %d shares; %s", i, m.name, held, sh[s.g], s.describe(b))
 		}
 	}
 	return ""

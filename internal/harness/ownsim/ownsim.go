@@ -2,21 +2,24 @@
 // real node code: a phone, a laptop, a leaf and a server on loopback share
 // one syncgroup while a schedule drawn from the seed puts blobs and writes
 // rows naming them in either order, fetches, syncs, evicts under one-byte
-// budgets, removes blobs as a user does, stops nodes with work in flight
-// and restarts them, cuts and heals the network, and has the laptop or the
+// budgets, removes blobs as a user does, deletes or overwrites the rows so
+// that they name their blobs no more, stops nodes with work in flight and
+// restarts them, cuts and heals the network, and has the laptop or the
 // leaf leave the group, or the admin (the phone) eject them, and invite
 // them back. After every step it checks the invariants:
 //
 //   - I1: a blob that has been stored while a live row referenced it always
-//     has a copy somewhere;
+//     has a copy somewhere, as long as the row lives;
 //   - I2: the shares of a (blob, group) that members hold never exceed 2
 //     (a member that left or was ejected holds none that count);
 //   - I3: a node that holds shares of a blob holds a verified copy, unless
 //     it is restoring that copy;
 //
 // and at the end, once the network is healed, every node is up and back
-// in the group and the work has settled: every such blob is on the server
-// with both its shares, and no device still holds shares of it (I6).
+// in the group and the work has settled: every such blob whose row lives
+// is on the server with both its shares, and no device still holds shares
+// of it (I6); and every blob whose row was deleted or overwritten has
+// been collected: no node holds shares of it or a copy.
 // The invariants are documented in docs/durability.md.
 //
 // The schedule is a function of the seed alone, so a failing seed replays
@@ -58,6 +61,8 @@ type Config struct {
 	Steps int
 	// Blobs is how many blobs the run writes (default 4).
 	Blobs int
+	// Grace is every node's collection grace (default 400 ms).
+	Grace time.Duration
 	// Settle bounds the wait at the end for the work to settle (default
 	// 30 s).
 	Settle time.Duration
@@ -99,6 +104,9 @@ type Report struct {
 	// Protected is how many blobs were stored while referenced (and so
 	// must never be lost).
 	Protected int
+	// Collected is how many blobs had their row deleted or overwritten,
+	// and were collected everywhere by the end.
+	Collected int
 	// Settling is how long the end took to settle.
 	Settling time.Duration
 }
@@ -151,7 +159,14 @@ type blob struct {
 	origin int
 	put    bool // stored on its origin once
 	row    bool // the row naming it is written
-	// protected: stored while a live row referenced it; never to be lost.
+	// unref: its row was deleted or overwritten, so it names the blob no
+	// more; it is never written again, and the blob is to be collected.
+	unref bool
+	// late: put on its origin only after its row was gone; the origin may
+	// keep that copy, as any blob put that no row names.
+	late bool
+	// protected: stored while a live row referenced it; never to be lost
+	// while the row lives.
 	protected bool
 	idx       int
 }
@@ -190,6 +205,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Blobs <= 0 {
 		cfg.Blobs = 4
 	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 400 * time.Millisecond
+	}
 	if cfg.Settle <= 0 {
 		cfg.Settle = 30 * time.Second
 	}
@@ -219,6 +237,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		if b.protected {
 			s.rep.Protected++
 		}
+		if b.unref {
+			s.rep.Collected++
+		}
 	}
 	return s.rep, nil
 }
@@ -246,7 +267,8 @@ func (s *sim) setup(ctx context.Context) error {
 		m := &member{name: names[i], gater: s.cut.Gater()}
 		m.cfg = node.Config{DataDir: filepath.Join(s.cfg.Dir, fmt.Sprintf("%s-%d", names[i], s.cfg.Seed)),
 			ListenAddrs: []string{addr}, SyncInterval: 200 * time.Millisecond, IOTimeout: 2 * time.Second,
-			Fetcher: &fc, Gater: m.gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler), NoLAN: true}
+			Fetcher: &fc, Gater: m.gater, ScrubPeriod: -1, Log: slog.New(slog.DiscardHandler), NoLAN: true,
+			CollectGrace: s.cfg.Grace}
 		m.cfg.Access = &m.acc
 		if s.cfg.Logs != nil {
 			m.cfg.Log = slog.New(slog.NewTextHandler(s.cfg.Logs, nil)).With("node", names[i])

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode/node"
@@ -15,9 +17,9 @@ import (
 // description. The draw depends on the seed alone: an operation that does
 // not apply now (its node is down) does nothing.
 func (s *sim) step(ctx context.Context) string {
-	ops := 106
+	ops := 110
 	if s.cfg.Faults != nil {
-		ops = 112
+		ops = 116
 	}
 	op := s.rng.IntN(ops)
 	bi := s.rng.IntN(len(s.blobs))
@@ -51,6 +53,7 @@ func (s *sim) blobStep(ctx context.Context, op int, d draw) string {
 		}
 		_, err := o.n.PutBlob(ctx, bytes.NewReader(b.data))
 		b.put = err == nil
+		b.late = b.put && b.unref
 		return fmt.Sprintf("put blob %d on %s: %v", bi, o.name, errString(err))
 	case op < 28: // the origin writes the row naming it
 		o := s.ms[b.origin]
@@ -128,13 +131,15 @@ func (s *sim) worldStep(ctx context.Context, op int, d draw) string {
 		return s.eject(ctx, s.ms[laptop+int(side%2)])
 	case op >= 104 && op < 106:
 		return s.rejoin(ctx, s.ms[laptop+int(side%2)])
-	case op >= 106 && op < 108:
+	case op >= 106 && op < 110:
+		return s.unreference(d)
+	case op >= 110 && op < 112:
 		s.cfg.Faults.SetUnavailable(true)
 		return "the object store answers 503"
-	case op >= 108 && op < 110:
+	case op >= 112 && op < 114:
 		s.cfg.Faults.CutReads(1 + int(side%2))
 		return "the object store's next reads are cut short"
-	case op >= 110:
+	case op >= 114:
 		s.cfg.Faults.CutReads(0)
 		s.cfg.Faults.SetUnavailable(false)
 		return "the object store answers again"
@@ -143,4 +148,28 @@ func (s *sim) worldStep(ctx context.Context, op int, d draw) string {
 		time.Sleep(d)
 		return fmt.Sprintf("let background work run %s", d)
 	}
+}
+
+// unreference deletes or overwrites, at a member that has it, the row
+// naming a blob: the blob is referenced no more, and is to be collected.
+// The member has the row, so its write comes after it and wins.
+func (s *sim) unreference(d draw) string {
+	b, m := d.b, d.m
+	if !b.row || b.unref || m.n == nil || m.out {
+		return fmt.Sprintf("unreference blob %d on %s: skipped", d.bi, m.name)
+	}
+	if _, ok, err := m.n.GetRow(s.g, b.key()); err != nil || !ok {
+		return fmt.Sprintf("unreference blob %d on %s: the row is not there yet", d.bi, m.name)
+	}
+	var err error
+	what := "delete"
+	if d.side%2 == 0 {
+		_, err = m.n.DeleteRow(s.g, b.key())
+	} else {
+		what = "overwrite"
+		v, _ := msgpack.Marshal(map[string]any{"photo": "gone"})
+		_, err = m.n.PutRow(s.g, b.key(), v)
+	}
+	b.unref = err == nil
+	return fmt.Sprintf("%s the row of blob %d on %s: %v", what, d.bi, m.name, errString(err))
 }
