@@ -36,6 +36,8 @@ func simCmd() *command {
 			fs.IntVar(&cfg.Partitions, "partitions", 4, "times the mesh is cut in two and healed during the run")
 			fs.IntVar(&cfg.Departures, "departures", 0, "times a member leaves the group and is invited back during the run")
 			fs.IntVar(&cfg.Ejections, "ejections", 0, "times the admin ejects a member and invites it back during the run")
+			fs.IntVar(&cfg.Unreferences, "unreferences", 20, "times a member deletes or overwrites the row of an older blob, which must then be collected everywhere")
+			fs.DurationVar(&cfg.Grace, "grace", 3*time.Second, "every node's collection grace")
 			fs.DurationVar(&cfg.Settle, "settle", 2*time.Minute, "how long to wait for server copies after the last write")
 			fs.Uint64Var(&cfg.Seed, "seed", 0, "random seed (0: the time)")
 			cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")

@@ -38,6 +38,11 @@ type Config struct {
 	ServerStore func(k int) *s3store.Config
 	Faults      []StoreFaults
 	StoreFaults int
+	// Unreferences is how many times a member deletes or overwrites the
+	// row of an older blob, which is then to be collected everywhere.
+	Unreferences int
+	// Grace is every node's collection grace (default 3 s).
+	Grace time.Duration
 	// Settle bounds the wait, after the last write, for every blob to
 	// reach a server.
 	Settle time.Duration
@@ -78,6 +83,10 @@ type Report struct {
 	// PinnedAfterServer counts blobs a server holds verified while a
 	// device still holds shares of them at the end: must be 0 (I6).
 	PinnedAfterServer int
+	// Unreferenced counts rows deleted or overwritten; Collected the
+	// blobs they named that no node held (shares or copy) at the end,
+	// Uncollected those still held somewhere: must be 0.
+	Unreferenced, Collected, Uncollected int
 	// RowsFirst counts blobs whose row was written before their bytes were
 	// stored; Removed and RmRefused count users' rm of held blobs done and
 	// refused (pinned); Fetches counts devices' fetches racing evictions.
@@ -100,6 +109,13 @@ type Report struct {
 	blobBytes int64 // the blobs' sizes summed
 }
 
+func (c Config) grace() time.Duration {
+	if c.Grace <= 0 {
+		return 3 * time.Second
+	}
+	return c.Grace
+}
+
 // PerWritePerNode returns x divided by the writes and the nodes.
 func (r Report) PerWritePerNode(x float64) float64 {
 	return x / float64(max(1, r.Blobs)) / float64(max(1, r.Nodes))
@@ -111,6 +127,7 @@ func (r Report) String() string {
 		"rows before their blob: %d; user rm done %d, refused (pinned) %d; device fetches racing evictions: %d\n"+
 		"blobs lost: %d; not on a server: %d; share totals wrong: %d\n"+
 		"shares held without a copy: %d; blobs pinned on a device after a server copy: %d\n"+
+		"rows deleted or overwritten: %d; their blobs collected everywhere: %d, still held somewhere: %d\n"+
 		"time to first server knowing of the blob: p50 %s, p99 %s\n"+
 		"per write per node: %.1f sync messages, %.2f ms CPU\n"+
 		"bytes moved: %d (%.1f× the blobs' bytes, %.2f× what the copies wanted need)",
@@ -118,6 +135,7 @@ func (r Report) String() string {
 		r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond),
 		r.RowsFirst, r.Removed, r.RmRefused, r.Fetches,
 		r.Lost, r.NotOnServer, r.BadShares, r.SharesWithoutCopy, r.PinnedAfterServer,
+		r.Unreferenced, r.Collected, r.Uncollected,
 		r.Known50.Round(time.Millisecond), r.Known99.Round(time.Millisecond),
 		r.PerWritePerNode(float64(r.Messages)), r.PerWritePerNode(float64(r.CPU.Microseconds())/1000),
 		r.BytesMoved, float64(r.BytesMoved)/float64(max(1, r.blobBytes)), float64(r.BytesMoved)/float64(max(1, r.Wanted)))

@@ -41,6 +41,9 @@ type run struct {
 	firstRef              map[syncnode.BlobRef]time.Time
 	firstCopy, firstKnown map[syncnode.BlobRef]time.Duration
 	refs                  []syncnode.BlobRef
+	// unref holds the blobs whose row was deleted or overwritten: to be
+	// collected, not kept.
+	unref map[syncnode.BlobRef]bool
 
 	crashed []down
 	fetched atomic.Int64 // bytes of the devices' fetches that completed
@@ -105,7 +108,8 @@ func (r *run) add(dev syncnode.DevType, budget int64) error {
 		return err
 	}
 	c := node.Config{DataDir: filepath.Join(r.cfg.Dir, fmt.Sprintf("node%02d", len(r.ms))), ListenAddrs: []string{addr},
-		SyncInterval: 2 * time.Second, IOTimeout: 5 * time.Second, Fetcher: &r.fc, BlobBudget: budget, NoLAN: true}
+		SyncInterval: 2 * time.Second, IOTimeout: 5 * time.Second, Fetcher: &r.fc, BlobBudget: budget, NoLAN: true,
+		CollectGrace: r.cfg.grace()}
 	if k := len(r.ms) - r.cfg.Devices - r.cfg.Leaves; dev == syncnode.Server && r.cfg.ServerStore != nil {
 		c.S3 = r.cfg.ServerStore(k)
 		c.S3.Endpoint = r.cfg.Faults[k].Addr()
@@ -146,7 +150,7 @@ func (r *run) poll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, ref := range r.refs {
-		if _, ok := r.firstCopy[ref]; ok {
+		if _, ok := r.firstCopy[ref]; ok || r.unref[ref] {
 			continue
 		}
 		if _, ok := r.firstKnown[ref]; !ok {
@@ -192,6 +196,7 @@ func (r *run) writeAll(ctx context.Context) error {
 	partEvery := max(4, r.cfg.Blobs/max(1, r.cfg.Partitions))
 	departEvery := max(2, r.cfg.Blobs/max(1, r.cfg.Departures+r.cfg.Ejections))
 	faultEvery := max(4, r.cfg.Blobs/max(1, r.cfg.StoreFaults))
+	unrefEvery := max(2, r.cfg.Blobs/max(1, r.cfg.Unreferences))
 	var faulty StoreFaults
 	r.cpu0 = cpuTime()
 	buf := make([]byte, r.cfg.BlobSize)
@@ -235,6 +240,9 @@ func (r *run) writeAll(ctx context.Context) error {
 		}
 		if err := r.writeOne(ctx, i, buf); err != nil {
 			return err
+		}
+		if r.rep.Unreferenced < r.cfg.Unreferences && i > 0 && i%unrefEvery == unrefEvery/2 {
+			r.unreference()
 		}
 		pause := r.cfg.Pause
 		if pause <= 0 {
@@ -314,8 +322,14 @@ func (r *run) writeOne(ctx context.Context, i int, buf []byte) error {
 func (r *run) userActions(ctx context.Context, writers []*member) {
 	if r.rng.IntN(4) == 0 && len(r.refs) > 1 {
 		um := writers[r.rng.IntN(len(writers))]
-		old := r.refs[r.rng.IntN(len(r.refs)-1)]
-		if um.n.HasBlob(old) {
+		var held []syncnode.BlobRef
+		for _, ref := range r.refs[:len(r.refs)-1] {
+			if um.n.HasBlob(ref) {
+				held = append(held, ref)
+			}
+		}
+		if len(held) > 0 {
+			old := held[r.rng.IntN(len(held))]
 			if err := um.n.RemoveBlob(old); err == nil {
 				r.rep.Removed++
 			} else if errors.Is(err, node.ErrPinned) {
@@ -345,7 +359,12 @@ func (r *run) settle(ctx context.Context, stopWatching func()) {
 	allCopied := func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		return len(r.firstCopy) == len(r.refs)
+		for _, ref := range r.refs {
+			if _, ok := r.firstCopy[ref]; !ok && !r.unref[ref] {
+				return false
+			}
+		}
+		return true
 	}
 	for !allCopied() && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
@@ -354,7 +373,11 @@ func (r *run) settle(ctx context.Context, stopWatching func()) {
 	deadline = time.Now().Add(r.cfg.Settle)
 	settled := func() bool {
 		for _, ref := range r.refs {
-			if total(r.ms, ref, r.g) != 2 || pinnedAfterServer(r.ms, ref, r.g) {
+			if r.unref[ref] {
+				if !collected(r.ms, ref, r.g) {
+					return false
+				}
+			} else if total(r.ms, ref, r.g) != 2 || pinnedAfterServer(r.ms, ref, r.g) {
 				return false
 			}
 		}
@@ -371,6 +394,14 @@ func (r *run) tally() (Report, error) {
 	rep, ms, g := &r.rep, r.ms, r.g
 	var lat, known []time.Duration
 	for _, ref := range r.refs {
+		if r.unref[ref] {
+			if collected(ms, ref, g) {
+				rep.Collected++
+			} else {
+				rep.Uncollected++
+			}
+			continue
+		}
 		held := false
 		for _, m := range ms {
 			h, sh, err := m.n.Holding(ref)
@@ -422,9 +453,59 @@ func (r *run) tally() (Report, error) {
 	if rep.Lost > 0 {
 		return *rep, fmt.Errorf("sim: %w: %d blobs", ErrLost, rep.Lost)
 	}
-	if rep.SharesWithoutCopy > 0 || rep.PinnedAfterServer > 0 {
-		return *rep, fmt.Errorf("sim: %w: %d shares held without a copy, %d blobs pinned on a device after a server copy",
-			ErrUnsettled, rep.SharesWithoutCopy, rep.PinnedAfterServer)
+	if rep.SharesWithoutCopy > 0 || rep.PinnedAfterServer > 0 || rep.Uncollected > 0 {
+		return *rep, fmt.Errorf("sim: %w: %d shares held without a copy, %d blobs pinned on a device after a server copy, %d unreferenced blobs not collected",
+			ErrUnsettled, rep.SharesWithoutCopy, rep.PinnedAfterServer, rep.Uncollected)
 	}
 	return *rep, nil
+}
+
+// unreference deletes or overwrites, at a live member that has it, the
+// row of an older blob still referenced: the blob is to be collected.
+func (r *run) unreference() {
+	var live []int
+	for i, ref := range r.refs[:len(r.refs)-1] {
+		if !r.unref[ref] {
+			live = append(live, i)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	i := live[r.rng.IntN(len(live))]
+	key := fmt.Sprintf("sim/%05d", i)
+	for _, k := range r.rng.Perm(len(r.ms)) {
+		m := r.ms[k]
+		if m.n == nil || m.out {
+			continue
+		}
+		if _, ok, err := m.n.GetRow(r.g, key); err != nil || !ok {
+			continue
+		}
+		var err error
+		if r.rng.IntN(2) == 0 {
+			_, err = m.n.DeleteRow(r.g, key)
+		} else {
+			v, _ := msgpack.Marshal(map[string]any{"i": i, "note": "the photo went"})
+			_, err = m.n.PutRow(r.g, key, v)
+		}
+		if err == nil {
+			r.mu.Lock()
+			r.unref[r.refs[i]] = true
+			r.mu.Unlock()
+			r.rep.Unreferenced++
+		}
+		return
+	}
+}
+
+// collected reports that no node holds shares of ref in g, nor a copy.
+func collected(ms []*member, ref syncnode.BlobRef, g syncnode.GroupID) bool {
+	for _, m := range ms {
+		held, sh, err := m.n.Holding(ref)
+		if err != nil || held || sh[g] > 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -1,8 +1,10 @@
 // Package sim runs a churn simulation of a syncnode mesh on loopback:
 // devices, leaves and servers in one syncgroup, random rows referencing
 // new blobs, devices evicting under tight budgets, nodes crashing and
-// restarting, members leaving or being ejected and invited back. It reports how long blobs took to reach a server, whether
-// any was lost, whether shares were conserved, and the bytes moved.
+// restarting, members leaving or being ejected and invited back, rows
+// deleted or overwritten. It reports how long blobs took to reach a
+// server, whether any was lost, whether shares were conserved, whether the
+// blobs rows no longer name were collected, and the bytes moved.
 package sim
 
 import (
@@ -43,7 +45,7 @@ type member struct {
 func Run(ctx context.Context, cfg Config, w io.Writer) (Report, error) {
 	r := &run{cfg: cfg, w: w, start: time.Now(), rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed)),
 		firstRef: map[syncnode.BlobRef]time.Time{}, firstCopy: map[syncnode.BlobRef]time.Duration{},
-		firstKnown: map[syncnode.BlobRef]time.Duration{}}
+		firstKnown: map[syncnode.BlobRef]time.Duration{}, unref: map[syncnode.BlobRef]bool{}}
 	defer r.closeAll()
 	if err := r.setUp(ctx); err != nil {
 		return r.rep, err

@@ -19,7 +19,7 @@ import (
 func TestChurnShort(t *testing.T) {
 	t.Parallel()
 	cfg := Config{Devices: 12, Leaves: 4, Servers: 4, Blobs: 40, BlobSize: 64 << 10,
-		Budget: 256 << 10, Crashes: 4, Partitions: 2, Departures: 2, Ejections: 2, Settle: 60 * time.Second, Seed: 1, Dir: t.TempDir()}
+		Budget: 256 << 10, Crashes: 4, Partitions: 2, Departures: 2, Ejections: 2, Unreferences: 6, Settle: 60 * time.Second, Seed: 1, Dir: t.TempDir()}
 	if testing.Short() {
 		cfg.Devices, cfg.Leaves, cfg.Servers, cfg.Blobs, cfg.Crashes = 6, 2, 2, 30, 3
 	}
@@ -36,7 +36,10 @@ func TestChurnShort(t *testing.T) {
 	if rep.RowsFirst == 0 || rep.Fetches == 0 || rep.Removed+rep.RmRefused == 0 {
 		t.Fatalf("churn without its operations: %+v", rep)
 	}
-	if rep.Lost != 0 || rep.NotOnServer != 0 || rep.BadShares != 0 || rep.SharesWithoutCopy != 0 || rep.PinnedAfterServer != 0 {
+	if rep.Unreferenced == 0 {
+		t.Fatalf("churn without a row deleted or overwritten: %+v", rep)
+	}
+	if rep.Lost != 0 || rep.NotOnServer != 0 || rep.BadShares != 0 || rep.SharesWithoutCopy != 0 || rep.PinnedAfterServer != 0 || rep.Uncollected != 0 {
 		t.Fatalf("churn: %+v", rep)
 	}
 }
@@ -52,7 +55,7 @@ func TestChurnOnFlakyObjectStore(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Start(t, "churn")
 	cfg := Config{Devices: 8, Leaves: 3, Servers: 3, Blobs: 40, BlobSize: 64 << 10,
-		Budget: 256 << 10, Crashes: 3, Partitions: 1, Departures: 1, Ejections: 1, Settle: 60 * time.Second, Seed: 2, Dir: t.TempDir(), StoreFaults: 6}
+		Budget: 256 << 10, Crashes: 3, Partitions: 1, Departures: 1, Ejections: 1, Unreferences: 4, Settle: 60 * time.Second, Seed: 2, Dir: t.TempDir(), StoreFaults: 6}
 	if *churnLong {
 		cfg.Devices, cfg.Leaves, cfg.Servers, cfg.Blobs, cfg.Crashes, cfg.Partitions, cfg.Departures, cfg.Ejections, cfg.StoreFaults =
 			32, 10, 8, 200, 20, 4, 4, 4, 20
@@ -74,7 +77,7 @@ func TestChurnOnFlakyObjectStore(t *testing.T) {
 	if rep.StoreFaults == 0 {
 		t.Fatal("no object-store fault ran")
 	}
-	if rep.Lost != 0 || rep.NotOnServer != 0 || rep.BadShares != 0 || rep.SharesWithoutCopy != 0 || rep.PinnedAfterServer != 0 {
+	if rep.Lost != 0 || rep.NotOnServer != 0 || rep.BadShares != 0 || rep.SharesWithoutCopy != 0 || rep.PinnedAfterServer != 0 || rep.Uncollected != 0 {
 		t.Fatalf("churn on a flaky object store: %+v", rep)
 	}
 }
