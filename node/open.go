@@ -174,6 +174,13 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	}
 	opened.add(func() error { n.sync.Close(); return nil })
 	n.book = signposting.New(n.h.ID(), n.signposts, n.sync, n.conn.Addrs, func(p peer.ID, as []string) { connectivity.AddAddrs(n.h, p, as) }, n.log)
+	n.collector, err = collect.New(collect.Config{Grace: n.cfg.CollectGrace}, collect.Deps{Self: n.h.ID(), DB: n.db,
+		Groups: n.sync, Signposts: n.signposts, Ledger: n.ledger, Custody: n.custody,
+		Busy: func(ref syncnode.BlobRef) bool { return n.retr.InFlight(ref) }, Collected: n.collected, Log: n.log})
+	if err != nil {
+		return err
+	}
+	n.book.SetUnreferenced(n.collector.Unreferenced)
 	loaded, err := n.groups.Load(n.h.ID(), time.Minute)
 	if err != nil {
 		return err
@@ -202,12 +209,6 @@ func (n *Node) openFetching() (err error) {
 	}
 	hc := handoff.Config{IOTimeout: n.cfg.IOTimeout, EscrowWait: n.cfg.EscrowWait, Note: n.noteHandoff, Moved: n.sharesMoved}
 	if n.handoffs, err = handoff.New(hc, n.h, n.ledger, n.book, n.sync, n.custody, n.store, n.retr, n.log); err != nil {
-		return err
-	}
-	n.collector, err = collect.New(collect.Config{Grace: n.cfg.CollectGrace}, collect.Deps{Self: n.h.ID(), DB: n.db,
-		Groups: n.sync, Signposts: n.signposts, Ledger: n.ledger, Custody: n.custody, Busy: n.retr.InFlight,
-		Collected: n.collected, Log: n.log})
-	if err != nil {
 		return err
 	}
 	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.log)

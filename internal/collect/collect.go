@@ -332,6 +332,10 @@ func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]boo
 		if s, ok := rec.Since[g]; ok {
 			f.Since = time.Unix(0, s)
 		}
+		if _, ok := rec.Collected[g]; ok && f.Referenced {
+			delete(rec.Collected, g) // named again: no longer gone
+			changed = true
+		}
 		switch Plan(f, now, c.cfg.Grace) {
 		case Clear:
 			delete(rec.Since, g)
@@ -461,6 +465,20 @@ func (c *Collector) markKept(ref syncnode.BlobRef, kept bool) error {
 	}
 	rec.Kept = kept
 	return c.save(ref, rec)
+}
+
+// Unreferenced reports whether this node's own rows found no reference
+// to ref in g (the grace runs, or it was collected): a peer's signpost
+// that names g for ref is then not believed, since rows, not a peer's
+// word, say which groups reference a blob.
+func (c *Collector) Unreferenced(ref syncnode.BlobRef, g syncnode.GroupID) bool {
+	rec, err := c.load(ref)
+	if err != nil {
+		return false
+	}
+	_, since := rec.Since[g]
+	_, gone := rec.Collected[g]
+	return since || gone
 }
 
 // Arrived is told of a copy of ref fetched from a peer. A fetch that

@@ -335,3 +335,31 @@ func TestFetchEndingAfterTheCollection(t *testing.T) {
 		t.Fatal("a fetched copy of a referenced blob was deleted")
 	}
 }
+
+// Unreferenced says what this node's rows say: while the grace runs and
+// after the collection, until a row names the blob again.
+func TestUnreferencedFollowsTheRows(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	r.pass(time.Minute)
+	if r.col.Unreferenced(ref, g1) {
+		t.Fatal("a referenced blob is reported unreferenced")
+	}
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute)
+	if !r.col.Unreferenced(ref, g1) || r.col.Unreferenced(ref, g2) {
+		t.Fatal("the grace runs, and Unreferenced does not say so (or says so of another group)")
+	}
+	r.pass(grace + time.Second)
+	if !r.col.Unreferenced(ref, g1) {
+		t.Fatal("collected, and Unreferenced does not say so")
+	}
+	r.refer(g1, "again", ref)
+	if _, err := r.sps.Update(ref, func(sp *signpost.Signpost) { sp.AddGroup(g1) }); err != nil {
+		t.Fatal(err)
+	}
+	r.pass(time.Minute)
+	if r.col.Unreferenced(ref, g1) {
+		t.Fatal("named again, and still reported unreferenced")
+	}
+}

@@ -47,7 +47,10 @@ type Book struct {
 	// dial learns where a peer may be dialled: addresses a signpost or a
 	// membership names.
 	dial func(p peer.ID, addrs []string)
-	log  *slog.Logger
+	// unreferenced reports a group whose rows, on this node, no longer
+	// name a blob (see SetUnreferenced).
+	unreferenced func(ref syncnode.BlobRef, g syncnode.GroupID) bool
+	log          *slog.Logger
 }
 
 // New returns the book of store's signposts for node self; addrs returns
@@ -60,6 +63,14 @@ func New(self peer.ID, store *signpost.Store, groups Groups, addrs func() []stri
 		dial = func(peer.ID, []string) {}
 	}
 	return &Book{self: self, store: store, groups: groups, addrs: addrs, dial: dial, log: log}
+}
+
+// SetUnreferenced makes Merge drop, from a peer's signpost, the groups
+// whose rows on this node no longer reference the blob: a peer's word
+// neither keeps a blob the rows let go nor makes a server fetch it again.
+// It is called once, before the book is used.
+func (b *Book) SetUnreferenced(fn func(ref syncnode.BlobRef, g syncnode.GroupID) bool) {
+	b.unreferenced = fn
 }
 
 // Signpost returns ref's signpost (syncnode.ErrNotFound: none).
@@ -104,12 +115,13 @@ func (b *Book) GroupsOf(ref syncnode.BlobRef) []syncnode.GroupID {
 
 // Merge merges a signpost peer from sent. Only groups that the sender
 // shares with this node are kept (a peer cannot make this node's server
-// fetcher act for a group it is not in), and a location naming this node
+// fetcher act for a group it is not in), and not those whose rows here no
+// longer reference the blob (SetUnreferenced), and a location naming this node
 // is dropped: this node knows better what it holds. sp is left filtered;
 // ok is false if nothing was left to merge.
 func (b *Book) Merge(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) (signpost.Signpost, bool) {
 	for g := range sp.SgIDs {
-		if !b.groups.IsMember(from, g) || !b.groups.IsMember(b.self, g) {
+		if !b.groups.IsMember(from, g) || !b.groups.IsMember(b.self, g) || b.unreferenced != nil && b.unreferenced(ref, g) {
 			delete(sp.SgIDs, g)
 		}
 	}

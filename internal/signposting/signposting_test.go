@@ -112,3 +112,42 @@ func TestMergeBelievesOnlyWhatTheMembershipVouchesFor(t *testing.T) {
 		t.Errorf("a member of the blob's group may not fetch it: %v", err)
 	}
 }
+
+// A peer's signpost does not bring back a group whose rows here no
+// longer name the blob: a member could otherwise keep a collected blob
+// on a server for good, or make it fetch the blob again.
+func TestMergeDropsGroupsTheRowsLetGo(t *testing.T) {
+	db, err := kv.Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	self, member := tpeer.RandPeerIDFatal(t), tpeer.RandPeerIDFatal(t)
+	photos, docs := syncnode.GroupID("photos"), syncnode.GroupID("docs")
+	gs := groups{photos: {self: syncnode.Server, member: syncnode.Normal}, docs: {self: syncnode.Server, member: syncnode.Normal}}
+	b := New(self, signpost.NewStore(db), gs, func() []string { return nil }, nil, nil)
+	gone := testkit.Ref(testkit.RandomBytes(64, 2))
+	b.SetUnreferenced(func(ref syncnode.BlobRef, g syncnode.GroupID) bool { return ref == gone && g == photos })
+
+	var sp signpost.Signpost
+	sp.AddGroup(photos)
+	sp.AddLocation(member, signpost.Location{WhenSeen: time.Now()})
+	if merged, ok := b.Merge(member, gone, &sp); ok || len(merged.SgIDs) != 0 {
+		t.Fatalf("a peer's signpost brought back a group whose rows let the blob go: %v", merged.Groups())
+	}
+	// Another group, or another blob, is merged as before.
+	sp = signpost.Signpost{}
+	sp.AddGroup(photos)
+	sp.AddGroup(docs)
+	sp.AddLocation(member, signpost.Location{WhenSeen: time.Now()})
+	if merged, ok := b.Merge(member, gone, &sp); !ok || len(merged.SgIDs) != 1 || merged.Groups()[0] != docs {
+		t.Fatalf("merged %v, want only docs", merged.Groups())
+	}
+	other := testkit.Ref(testkit.RandomBytes(64, 3))
+	sp = signpost.Signpost{}
+	sp.AddGroup(photos)
+	sp.AddLocation(member, signpost.Location{WhenSeen: time.Now()})
+	if _, ok := b.Merge(member, other, &sp); !ok {
+		t.Fatal("a referenced blob's signpost was dropped")
+	}
+}
