@@ -178,6 +178,9 @@ func (c *Collector) Run(ctx context.Context) {
 // record is the stored state of one blob: per group, when this node
 // found no live row referencing it, and when it was collected.
 type record struct {
+	// Seen marks the groups where this node saw a row reference the
+	// blob: only those can stop referencing it.
+	Seen      map[syncnode.GroupID]bool  `msgpack:"r,omitempty"`
 	Since     map[syncnode.GroupID]int64 `msgpack:"s,omitempty"`
 	Collected map[syncnode.GroupID]int64 `msgpack:"c,omitempty"`
 	// Kept marks a collected blob whose copy something still kept (a
@@ -203,7 +206,7 @@ func (c *Collector) load(ref syncnode.BlobRef) (record, error) {
 // the grace start again.
 func (c *Collector) save(ref syncnode.BlobRef, r record) error {
 	return kv.Update(c.d.DB, func(txn *badger.Txn) error {
-		if len(r.Since) == 0 && len(r.Collected) == 0 && !r.Kept {
+		if len(r.Seen) == 0 && len(r.Since) == 0 && len(r.Collected) == 0 && !r.Kept {
 			return txn.Delete(key(ref))
 		}
 		return kv.Set(txn, key(ref), kv.KindUnref, r)
@@ -326,9 +329,22 @@ func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]boo
 			changed = true
 		}
 	}
+	for g := range rec.Seen {
+		if !mine[g] {
+			delete(rec.Seen, g)
+			changed = true
+		}
+	}
 	var due []syncnode.GroupID
 	for _, g := range slices.Sorted(maps.Keys(gs)) {
-		f := Facts{Referenced: refs[g][ref], Opened: c.opened, Heard: c.heardOf(g), Alone: c.alone(g)}
+		f := Facts{Referenced: refs[g][ref], Seen: rec.Seen[g], Opened: c.opened, Heard: c.heardOf(g), Alone: c.alone(g)}
+		if f.Referenced && !f.Seen {
+			if rec.Seen == nil {
+				rec.Seen = map[syncnode.GroupID]bool{}
+			}
+			rec.Seen[g] = true
+			changed = true
+		}
 		if s, ok := rec.Since[g]; ok {
 			f.Since = time.Unix(0, s)
 		}
@@ -416,6 +432,7 @@ func (c *Collector) collect(ref syncnode.BlobRef, g syncnode.GroupID, anywhere b
 		return err
 	}
 	delete(rec.Since, g)
+	delete(rec.Seen, g)
 	if rec.Collected == nil {
 		rec.Collected = map[syncnode.GroupID]int64{}
 	}
@@ -464,6 +481,29 @@ func (c *Collector) markKept(ref syncnode.BlobRef, kept bool) error {
 		return err
 	}
 	rec.Kept = kept
+	return c.save(ref, rec)
+}
+
+// Referenced records that a row of each of groups names ref, as the row
+// is written here or arrives: a row that lives shorter than a pass still
+// counts as seen, so its blob is collected once the row goes.
+func (c *Collector) Referenced(ref syncnode.BlobRef, groups []syncnode.GroupID) error {
+	rec, err := c.load(ref)
+	if err != nil {
+		return err
+	}
+	changed := false
+	for _, g := range groups {
+		if !rec.Seen[g] {
+			if rec.Seen == nil {
+				rec.Seen = map[syncnode.GroupID]bool{}
+			}
+			rec.Seen[g], changed = true, true
+		}
+	}
+	if !changed {
+		return nil
+	}
 	return c.save(ref, rec)
 }
 

@@ -201,6 +201,7 @@ func TestCollectedAfterTheGrace(t *testing.T) {
 func TestReferencedAgainIsKept(t *testing.T) {
 	r := newRig(t)
 	ref := r.blob(1, g1, "a")
+	r.pass(time.Minute) // seen referenced
 	delete(r.g.rows[g1], "a")
 	r.pass(time.Minute)
 	r.pass(grace / 2)
@@ -216,6 +217,7 @@ func TestReferencedAgainIsKept(t *testing.T) {
 func TestGraceCountsFromTheOpen(t *testing.T) {
 	r := newRig(t)
 	ref := r.blob(1, g1, "a")
+	r.pass(time.Minute) // seen referenced
 	delete(r.g.rows[g1], "a")
 	r.pass(time.Minute) // noted
 	// Down for two graces: a row naming the blob may be on its way.
@@ -234,6 +236,7 @@ func TestGraceCountsFromTheOpen(t *testing.T) {
 func TestCollectionWaitsForARoundAfterTheGrace(t *testing.T) {
 	r := newRig(t)
 	ref := r.blob(1, g1, "a")
+	r.pass(time.Minute) // seen referenced
 	delete(r.g.rows[g1], "a")
 	r.pass(time.Minute)
 	r.col.Heard(g1)
@@ -258,6 +261,7 @@ func TestWhatKeepsACopyAfterCollection(t *testing.T) {
 	both := r.blob(4, g1, "both")
 	r.refer(g2, "both", both)
 	r.c.user[user], r.c.work[work], r.c.fetch[fetch] = true, true, true
+	r.pass(time.Minute) // seen referenced
 	for _, k := range []string{"user", "work", "fetch", "both"} {
 		delete(r.g.rows[g1], k)
 	}
@@ -311,6 +315,7 @@ func TestFetchEndingAfterTheCollection(t *testing.T) {
 	r := newRig(t)
 	ref := r.blob(1, g1, "a")
 	delete(r.c.held, ref) // not held here yet: being fetched
+	r.pass(time.Minute)
 	delete(r.g.rows[g1], "a")
 	r.pass(time.Minute)
 	r.pass(grace + time.Second)
@@ -361,5 +366,30 @@ func TestUnreferencedFollowsTheRows(t *testing.T) {
 	r.pass(time.Minute)
 	if r.col.Unreferenced(ref, g1) {
 		t.Fatal("named again, and still reported unreferenced")
+	}
+}
+
+// TestNeverSeenReferencedIsKept: shares (or a signpost) that came before
+// the row that names the blob (a member handed them over on leaving,
+// its row still on its way) are not an unreferenced blob: the row may
+// arrive any time, and collecting would lose the only copy.
+func TestNeverSeenReferencedIsKept(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	delete(r.g.rows[g1], "a") // before any pass saw it: not here yet
+	r.pass(time.Minute)
+	r.pass(2 * grace)
+	r.pass(2 * grace)
+	if !r.c.held[ref] || r.shares(ref, g1) != ownership.CreatorShares {
+		t.Fatal("a blob whose row this node never saw was collected")
+	}
+	// The row arrives, and later goes: now it is collected.
+	r.refer(g1, "a", ref)
+	r.pass(time.Minute)
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute)
+	r.pass(grace + time.Second)
+	if r.c.held[ref] || r.shares(ref, g1) != 0 {
+		t.Fatal("not collected after its row came and went")
 	}
 }

@@ -27,8 +27,11 @@ const (
 
 // Facts are what a pass knows of one blob in one group.
 type Facts struct {
-	// Referenced reports a live row of the group that references it.
-	Referenced bool
+	// Referenced reports a live row of the group that references it;
+	// Seen that this node saw one before. A blob this node never saw a
+	// row name (its shares or signpost came first, the row is still on
+	// its way) is not unreferenced: it is not referenced yet.
+	Referenced, Seen bool
 	// Since is when this node found it unreferenced, zero if it has not.
 	Since time.Time
 	// Opened is when this node last opened: grace counts only while the
@@ -57,6 +60,8 @@ func Plan(f Facts, now time.Time, grace time.Duration) Action {
 		return Keep
 	case f.Referenced:
 		return Clear
+	case f.Since.IsZero() && !f.Seen:
+		return Keep
 	case f.Since.IsZero():
 		return Note
 	}

@@ -16,7 +16,8 @@ func TestPlan(t *testing.T) {
 	}{
 		{"referenced", Facts{Referenced: true, Opened: t0}, t0, Keep},
 		{"referenced again", Facts{Referenced: true, Since: t0, Opened: t0}, t0.Add(2 * grace), Clear},
-		{"newly unreferenced", Facts{Opened: t0}, t0, Note},
+		{"newly unreferenced", Facts{Seen: true, Opened: t0}, t0, Note},
+		{"never seen referenced", Facts{Opened: t0}, t0.Add(2 * grace), Keep},
 		{"within the grace", Facts{Since: t0, Opened: t0, Heard: t0.Add(grace / 2)}, t0.Add(grace / 2), Wait},
 		{"grace over, no round since", Facts{Since: t0, Opened: t0, Heard: t0.Add(grace / 2)}, t0.Add(2 * grace), Wait},
 		{"grace over, a round since", Facts{Since: t0, Opened: t0, Heard: t0.Add(grace + time.Second)}, t0.Add(2 * grace), Collect},

@@ -71,6 +71,9 @@ type Deps struct {
 	Announcer Announcer
 	// AfterScan, if not nil, runs after each scan (an eviction pass).
 	AfterScan func()
+	// Referenced, if not nil, is told of each ref a row of groups names,
+	// as the row is written or arrives (collection counts it seen).
+	Referenced func(ref syncnode.BlobRef, groups []syncnode.GroupID) error
 }
 
 // Discovery is one node's discovery and server fetcher.
@@ -88,6 +91,7 @@ type Discovery struct {
 	retr      Fetches
 	announcer Announcer
 	afterScan func()
+	refd      func(syncnode.BlobRef, []syncnode.GroupID) error
 	fetcher   *fetcher.Fetcher
 
 	work *workgroup.Group
@@ -105,7 +109,7 @@ func New(cfg fetcher.Config, d Deps, log *slog.Logger) (*Discovery, error) {
 	work := workgroup.New()
 	x := &Discovery{cfg: cfg, log: log, self: d.Self, book: d.Book, signposts: d.Signposts, journal: d.Journal,
 		ledger: d.Ledger, store: d.Store, groups: d.Groups, handoffs: d.Grants, retr: d.Fetches,
-		announcer: d.Announcer, afterScan: d.AfterScan, work: work, ctx: work.Context()}
+		announcer: d.Announcer, afterScan: d.AfterScan, refd: d.Referenced, work: work, ctx: work.Context()}
 	seed := uint64(time.Now().UnixNano())
 	var err error
 	if x.fetcher, err = fetcher.New(cfg, x.attempt, d.Journal, rand.New(rand.NewPCG(seed, seed>>1|1)), log); err != nil {

@@ -102,6 +102,11 @@ func (d *Discovery) Discover(g syncnode.GroupID, key string, writer, from peer.I
 		if err := d.handoffs.GrantCreator(ref, groups, introduced); err != nil {
 			errs = append(errs, err)
 		}
+		if d.refd != nil {
+			if err := d.refd(ref, groups); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		holds := d.holds(ref)
 		if err := d.book.Record(g, groups, writer, from, ref, holds); err != nil {
 			errs = append(errs, err)
