@@ -1,43 +1,14 @@
 package node
 
-import (
-	"slices"
-	"strings"
+import "github.com/syncnode/syncnode/internal/connectivity"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
-
-	"github.com/syncnode/syncnode/p2p"
-)
-
-// Conn is one connection to a peer.
-type Conn struct {
-	// Remote is the address at the other end.
-	Remote ma.Multiaddr
-	// Relayed reports a connection through a circuit relay, and Relay
-	// names the relay (if its address does).
-	Relayed bool
-	Relay   peer.ID
-}
+// Conn is one connection to a peer: Remote is the address at the other
+// end; Relayed reports a connection through a circuit relay, and Relay
+// names the relay (if its address does).
+type Conn = connectivity.Conn
 
 // ConnectedPeer is a peer this node is connected to now, and how.
-type ConnectedPeer struct {
-	ID    peer.ID
-	Conns []Conn
-}
+type ConnectedPeer = connectivity.ConnectedPeer
 
 // Peers returns the peers this node is connected to now, sorted by ID.
-func (n *Node) Peers() []ConnectedPeer {
-	nw := n.h.Network()
-	var out []ConnectedPeer
-	for _, p := range nw.Peers() {
-		cp := ConnectedPeer{ID: p}
-		for _, c := range nw.ConnsToPeer(p) {
-			relay, relayed := p2p.RelayOf(c)
-			cp.Conns = append(cp.Conns, Conn{Remote: c.RemoteMultiaddr(), Relayed: relayed, Relay: relay})
-		}
-		out = append(out, cp)
-	}
-	slices.SortFunc(out, func(a, b ConnectedPeer) int { return strings.Compare(string(a.ID), string(b.ID)) })
-	return out
-}
+func (n *Node) Peers() []ConnectedPeer { return connectivity.Peers(n.h) }

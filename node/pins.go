@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/syncnode/syncnode"
@@ -16,11 +14,6 @@ import (
 // pinned it here (PinBlob): UnpinBlob first, or remove it with
 // RemoveOptions.Force.
 var ErrUserPinned = holds.ErrUserPinned
-
-// pinFetchWait is how long PinBlob's fetch of a blob not held waits for
-// a holder that its signpost names and that cannot be reached now to come
-// back, as `blob get` does.
-const pinFetchWait = time.Minute
 
 // PinBlob keeps ref here for the user, whatever the device's budget:
 // eviction never drops the copy until UnpinBlob (the budget may then be
@@ -43,34 +36,7 @@ func (n *Node) PinBlob(ctx context.Context, ref syncnode.BlobRef) error {
 		return err
 	}
 	defer done()
-	had, _ := n.custody.UserPinned(ref)
-	// Under the blob's lock, which eviction holds from its last check to
-	// the deletion: a copy seen held here stays.
-	unlock := n.custody.Lock(ref)
-	err = n.custody.UserPin(ref)
-	held := err == nil && n.holds(ref)
-	unlock()
-	if err != nil {
-		return err
-	}
-	if held {
-		return nil
-	}
-	var wait time.Duration
-	if sp, err := n.signposts.Get(ref); err == nil && len(sp.Locations) > 0 {
-		wait = pinFetchWait
-	}
-	_, err = n.retr.Fetch(ctx, ref, retrieval.Request{Urgency: UrgencyHigh, WaitForHolder: wait})
-	if err == nil {
-		n.custody.Restored(ref)
-		return nil
-	}
-	if !had {
-		if _, uerr := n.custody.UserUnpin(ref); uerr != nil {
-			err = errors.Join(err, uerr)
-		}
-	}
-	return fmt.Errorf("node: pin %s: not held here, and the fetch failed: %w", ref, err)
+	return n.keeper().Pin(ctx, ref)
 }
 
 // UnpinBlob drops the user's pin of ref, on stable storage when it
@@ -83,7 +49,7 @@ func (n *Node) UnpinBlob(ref syncnode.BlobRef) error {
 		return err
 	}
 	defer done()
-	if _, err := n.remover().Unpin(ref); err != nil {
+	if _, err := n.keeper().Unpin(ref); err != nil {
 		return err
 	}
 	n.custody.EvictSoon()
@@ -149,16 +115,24 @@ func (n *Node) RemoveBlobWith(ref syncnode.BlobRef, o RemoveOptions) error {
 		return err
 	}
 	defer done()
-	return n.remover().Remove(ctx, ref, o.Force)
+	return n.keeper().Remove(ctx, ref, o.Force)
 }
 
-// remover removes and unpins blobs.
-func (n *Node) remover() holds.Remover {
+// keeper removes, pins and unpins blobs.
+func (n *Node) keeper() holds.Keeper {
 	wait := n.cfg.EscrowWait
 	if wait <= 0 {
 		wait = shares.DefaultEscrowWait
 	}
-	return holds.Remover{Ledger: n.ledger, Custody: n.custody, Wanted: custodyRules{n}.Wanted,
+	return holds.Keeper{Ledger: n.ledger, Custody: n.custody, Wanted: custodyRules{n}.Wanted, Holds: n.holds,
+		Known: func(ref syncnode.BlobRef) bool {
+			sp, err := n.signposts.Get(ref)
+			return err == nil && len(sp.Locations) > 0
+		},
+		Fetch: func(ctx context.Context, ref syncnode.BlobRef, wait time.Duration) error {
+			_, err := n.retr.Fetch(ctx, ref, retrieval.Request{Urgency: UrgencyHigh, WaitForHolder: wait})
+			return err
+		},
 		Names: n.names(),
 		Settle: func(ctx context.Context, ref syncnode.BlobRef, wait time.Duration) error {
 			_, err := n.handoffs.Shares().SettleEscrow(ctx, ref, wait)

@@ -3,6 +3,7 @@ package holds
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -19,6 +20,7 @@ type Custody interface {
 	Lock(ref syncnode.BlobRef) (unlock func())
 	// Pinned reports work in progress that needs the copy.
 	Pinned(ref syncnode.BlobRef) bool
+	UserPin(ref syncnode.BlobRef) error
 	UserPinned(ref syncnode.BlobRef) (bool, time.Time)
 	UserUnpin(ref syncnode.BlobRef) (bool, error)
 	// Delete deletes the copy, ErrNotFound if there is none.
@@ -27,8 +29,8 @@ type Custody interface {
 	Restored(ref syncnode.BlobRef)
 }
 
-// Remover deletes blobs that nothing holds.
-type Remover struct {
+// Keeper removes blobs that nothing holds and pins blobs for the user.
+type Keeper struct {
 	Ledger  Ledger
 	Custody Custody
 	Names   Names
@@ -38,6 +40,13 @@ type Remover struct {
 	// Wanted reports whether a copy of ref is wanted here apart from a
 	// user's pin: a lost copy that is not is no longer fetched again.
 	Wanted func(ref syncnode.BlobRef) bool
+	// Holds reports a whole, verified copy of ref here.
+	Holds func(ref syncnode.BlobRef) bool
+	// Fetch fetches ref from the peers that hold it, waiting up to wait
+	// for one that cannot be reached now.
+	Fetch func(ctx context.Context, ref syncnode.BlobRef, wait time.Duration) error
+	// Known reports a blob some signpost names holders of.
+	Known func(ref syncnode.BlobRef) bool
 	// EscrowWait is how long shares stay in escrow; SettleWait how long a
 	// removal waits for a settle; IOTimeout bounds the question that
 	// follows it.
@@ -55,7 +64,7 @@ type Remover struct {
 // yet they hold the copy. Remove waits for that settle first, briefly,
 // and then asks the member how the transfer ended: right after a server
 // took the shares, the removal succeeds.
-func (r Remover) Remove(ctx context.Context, ref syncnode.BlobRef, force bool) error {
+func (r Keeper) Remove(ctx context.Context, ref syncnode.BlobRef, force bool) error {
 	if pending, err := r.Ledger.Pending(ref); err == nil && len(pending) > 0 {
 		sctx, cancel := context.WithTimeout(ctx, r.SettleWait+r.IOTimeout)
 		if err := r.Settle(sctx, ref, r.SettleWait); err != nil {
@@ -88,12 +97,47 @@ func (r Remover) Remove(ctx context.Context, ref syncnode.BlobRef, force bool) e
 
 // Unpin drops the user's pin of ref, if any, and reports whether there
 // was one; a lost copy no longer wanted is then no longer fetched again.
-func (r Remover) Unpin(ref syncnode.BlobRef) (bool, error) {
+func (r Keeper) Unpin(ref syncnode.BlobRef) (bool, error) {
 	had, err := r.Custody.UserUnpin(ref)
 	if err == nil && !r.Wanted(ref) {
 		r.Custody.Restored(ref)
 	}
 	return had, err
+}
+
+// PinFetchWait is how long Pin's fetch of a blob not held waits for a
+// holder that the blob's signpost names and that cannot be reached now
+// to come back, as `blob get` does.
+const PinFetchWait = time.Minute
+
+// Pin keeps ref here for the user (see node.Node.PinBlob): a blob not
+// held is pinned first, so that eviction cannot drop it as it lands, and
+// then fetched; if the fetch fails, a pin made here is dropped again.
+func (r Keeper) Pin(ctx context.Context, ref syncnode.BlobRef) error {
+	had, _ := r.Custody.UserPinned(ref)
+	// Under the blob's lock, which eviction holds from its last check to
+	// the deletion: a copy seen held here stays.
+	unlock := r.Custody.Lock(ref)
+	err := r.Custody.UserPin(ref)
+	held := err == nil && r.Holds(ref)
+	unlock()
+	if err != nil || held {
+		return err
+	}
+	var wait time.Duration
+	if r.Known(ref) {
+		wait = PinFetchWait
+	}
+	if err = r.Fetch(ctx, ref, wait); err == nil {
+		r.Custody.Restored(ref)
+		return nil
+	}
+	if !had {
+		if _, uerr := r.Custody.UserUnpin(ref); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+	}
+	return fmt.Errorf("node: pin %s: not held here, and the fetch failed: %w", ref, err)
 }
 
 // Groups is what a node's groups say of their specs and members.
