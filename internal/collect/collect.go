@@ -431,8 +431,9 @@ func (c *Collector) collect(ref syncnode.BlobRef, g syncnode.GroupID, anywhere b
 	if err != nil {
 		return err
 	}
+	// Seen stays: shares a take under way lands after this (it read
+	// the signpost before) are collected again a grace later.
 	delete(rec.Since, g)
-	delete(rec.Seen, g)
 	if rec.Collected == nil {
 		rec.Collected = map[syncnode.GroupID]int64{}
 	}

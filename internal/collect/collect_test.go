@@ -393,3 +393,28 @@ func TestNeverSeenReferencedIsKept(t *testing.T) {
 		t.Fatal("not collected after its row came and went")
 	}
 }
+
+// TestSharesLandingAfterTheCollection: a take of the shares under way
+// (it read the signpost before) lands them after the collection; they
+// are collected again a grace later, not pinned for good.
+func TestSharesLandingAfterTheCollection(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	r.pass(time.Minute)
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute)
+	r.pass(grace + time.Second)
+	if r.c.held[ref] || r.shares(ref, g1) != 0 {
+		t.Fatal("not collected")
+	}
+	// The take lands: the copy and the shares are back.
+	r.c.held[ref] = true
+	if err := r.ledger.Grant(ref, g1, ownership.CreatorShares); err != nil {
+		t.Fatal(err)
+	}
+	r.pass(time.Minute)
+	r.pass(grace + time.Second)
+	if r.c.held[ref] || r.shares(ref, g1) != 0 {
+		t.Fatalf("shares that landed after the collection stay: held %v, %d shares", r.c.held[ref], r.shares(ref, g1))
+	}
+}
