@@ -324,17 +324,13 @@ func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]boo
 	}
 	changed := false
 	for g := range rec.Since {
-		if !mine[g] { // a group this node left
+		if !mine[g] { // a group this node left: the grace starts again if it rejoins
 			delete(rec.Since, g)
 			changed = true
 		}
 	}
-	for g := range rec.Seen {
-		if !mine[g] {
-			delete(rec.Seen, g)
-			changed = true
-		}
-	}
+	// Seen stays for a group left: a member that rejoins gets the rows as
+	// they are now, not the ones that named the blob while it was out.
 	var due []syncnode.GroupID
 	for _, g := range slices.Sorted(maps.Keys(gs)) {
 		f := Facts{Referenced: refs[g][ref], Seen: rec.Seen[g], Opened: c.opened, Heard: c.heardOf(g), Alone: c.alone(g)}

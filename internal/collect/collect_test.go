@@ -418,3 +418,22 @@ func TestSharesLandingAfterTheCollection(t *testing.T) {
 		t.Fatalf("shares that landed after the collection stay: held %v, %d shares", r.c.held[ref], r.shares(ref, g1))
 	}
 }
+
+// TestRejoinedMemberCollects: a member out of the group while the blob's
+// row went (it left and was invited back) gets only the row's tombstone
+// on its return; having seen the row before, it still collects the blob.
+func TestRejoinedMemberCollects(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	r.pass(time.Minute) // seen
+	rows := r.g.rows[g1]
+	delete(r.g.rows, g1) // out of the group
+	r.pass(time.Minute)
+	delete(rows, "a")
+	r.g.rows[g1] = rows // back, the row gone
+	r.pass(time.Minute)
+	r.pass(grace + time.Second)
+	if r.c.held[ref] || r.shares(ref, g1) != 0 {
+		t.Fatal("a member that rejoined keeps a blob whose row went while it was out")
+	}
+}
