@@ -351,12 +351,13 @@ func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
 			fresh = append(fresh, row)
 		}
 	}
+	newer := winners(r.g, fresh)
 	r.mu.Unlock()
 	if len(fresh) == 0 {
 		return nil
 	}
 	// Signposts first: a reader that sees a row can fetch its blob.
-	if sps := signpostsFor(m.Signposts, fresh); len(sps) > 0 {
+	if sps := signpostsFor(m.Signposts, newer); len(sps) > 0 {
 		s.hooks.Learn(from, m.Group, sps)
 	}
 	won, bad, err := s.apply(r, m.Group, fresh, nil, false)
@@ -392,6 +393,21 @@ func signpostsFor(sps []SignpostEntry, rows []syncgroup.Row) []SignpostEntry {
 		if refs[e.Ref] {
 			out = append(out, e)
 			delete(refs, e.Ref) // one entry per blob
+		}
+	}
+	return out
+}
+
+// winners returns those of rows that would win their keys in g now: a
+// signpost is read only for the refs of those. An older version of a row
+// (from a member that has not seen the newer one) names a blob the rows
+// here may have let go: its signpost would have a server fetch, and keep,
+// a blob no row names. The caller holds the replica's lock.
+func winners(g *syncgroup.Group, rows []syncgroup.Row) []syncgroup.Row {
+	var out []syncgroup.Row
+	for _, row := range rows {
+		if cur, ok := g.Rows().Get(row.Key); !ok || syncgroup.Wins(row, cur) {
+			out = append(out, row)
 		}
 	}
 	return out

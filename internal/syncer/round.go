@@ -112,8 +112,13 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			r.mu.Unlock()
 		}
 		// Signposts first: a reader that sees a row can fetch its blob.
-		if sps := signpostsFor(b.Signposts, b.Rows); len(sps) > 0 {
-			s.hooks.Learn(from, id, sps)
+		if len(b.Signposts) > 0 {
+			r.mu.Lock()
+			newer := winners(r.g, b.Rows)
+			r.mu.Unlock()
+			if sps := signpostsFor(b.Signposts, newer); len(sps) > 0 {
+				s.hooks.Learn(from, id, sps)
+			}
 		}
 		won, bad, err := s.apply(r, id, b.Rows, func(g *syncgroup.Group, bad error) {
 			if b.Done && !retryable(applyErr) && !retryable(bad) && vv != nil {
