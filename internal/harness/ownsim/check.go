@@ -176,8 +176,8 @@ func (s *sim) unsettled() string {
 	return ""
 }
 
-// uncollected says which node still holds shares or a copy of a blob
-// whose row names it no more, or "".
+// uncollected says which node still holds shares of a blob whose row
+// names it no more, or the server a copy, or "".
 func (s *sim) uncollected(i int, b *blob) string {
 	for _, m := range s.ms {
 		held, sh, err := m.n.Holding(b.ref)
@@ -186,6 +186,9 @@ func (s *sim) uncollected(i int, b *blob) string {
 		}
 		if held && b.late && m.idx() == b.origin {
 			held = false // put after its row went: a copy no row names
+		}
+		if held && m.idx() != server {
+			held = false // a device's copy without shares: a cache its budget evicts
 		}
 		if held || sh[s.g] > 0 {
 			return fmt.Sprintf("blob %d: its row is gone, and %s still holds it %v with %d shares; %s", i, m.name, held, sh[s.g], s.describe(b))

@@ -395,10 +395,11 @@ func (r *run) tally() (Report, error) {
 	var lat, known []time.Duration
 	for _, ref := range r.refs {
 		if r.unref[ref] {
-			if collected(ms, ref, g) {
+			if why := uncollected(ms, ref, g); why == "" {
 				rep.Collected++
 			} else {
 				rep.Uncollected++
+				fmt.Fprintf(r.w, "blob %s, its row gone, not collected: %s\n", ref, why)
 			}
 			continue
 		}
@@ -499,13 +500,27 @@ func (r *run) unreference() {
 	}
 }
 
-// collected reports that no node holds shares of ref in g, nor a copy.
+// collected reports that no node holds shares of ref in g, and no
+// server a copy: a device may keep a copy it fetched as a cache, which
+// its budget evicts like any other.
 func collected(ms []*member, ref syncnode.BlobRef, g syncnode.GroupID) bool {
-	for _, m := range ms {
+	return uncollected(ms, ref, g) == ""
+}
+
+// uncollected says which node still holds shares of ref, or a server a
+// copy, or "".
+func uncollected(ms []*member, ref syncnode.BlobRef, g syncnode.GroupID) string {
+	for k, m := range ms {
 		held, sh, err := m.n.Holding(ref)
-		if err != nil || held || sh[g] > 0 {
-			return false
+		switch {
+		case err != nil:
+			return err.Error()
+		case sh[g] > 0:
+			return fmt.Sprintf("node %d (%s) holds %d shares", k, m.dev, sh[g])
+		case held && m.dev == syncnode.Server:
+			w, _ := m.n.Why(ref)
+			return fmt.Sprintf("server %d holds a copy (its why: groups %v, unreferenced %+v, queued %v, running %v, last %q)", k, w.Groups, w.Unreferenced, w.Queued, w.Running, w.LastErr)
 		}
 	}
-	return true
+	return ""
 }
