@@ -99,24 +99,16 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, extra ..
 	case inv.Admin == n.h.ID():
 		return syncgroup.Spec{}, fmt.Errorf("%w: this node issued it", syncgroup.ErrInvitation)
 	}
-	// The issuer first; if it is away, the other admins the invitation
-	// names (its addresses reach the peerstore either way).
-	adminAddrs, reachErr := n.conn.ReachAdmin(ctx, inv, extra, n.cfg.IOTimeout)
-	admins := inv.Peers()
-	if reachErr == nil {
-		admins = append([]peer.ID{inv.Admin}, admins...)
-	} else if len(admins) == 0 {
-		return syncgroup.Spec{}, reachErr
+	adminAddrs, err := n.conn.ReachAdmin(ctx, inv, extra, n.cfg.IOTimeout)
+	if err != nil {
+		return syncgroup.Spec{}, err
 	}
 	// Shares of the group still here from an earlier membership (an
 	// escrow that came back after this node was out, say) are kept: they
 	// may be the group's only ones. If the group made up for them
 	// meanwhile, a server that holds its two calls them surplus at the
 	// next hand-off, and they go then.
-	id, err := n.sync.Join(ctx, inv, adminAddrs, n.conn.Addrs(), admins...)
-	if err != nil && reachErr != nil {
-		return syncgroup.Spec{}, fmt.Errorf("%w; no other member it names admitted: %v", reachErr, err)
-	}
+	id, err := n.sync.Join(ctx, inv, adminAddrs, n.conn.Addrs())
 	if err != nil {
 		return syncgroup.Spec{}, err
 	}
@@ -129,15 +121,6 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, extra ..
 	n.goRun(func() { n.syncAll(id) })
 	n.records.KeepOrWarn(id)
 	return n.GroupSpec(id)
-}
-
-// SetAdmin makes p, a member of group g, an admin of it, or no longer
-// one: it may then invite, admit joiners (with any admin's invitation),
-// eject, and name or remove admins. Only an admin may, and a group keeps
-// at least one admin. Concurrent changes resolve alike on every member:
-// the later one wins.
-func (n *Node) SetAdmin(g syncnode.GroupID, p peer.ID, admin bool) error {
-	return n.sync.SetAdmin(g, p, admin)
 }
 
 // LeaveGroup leaves group g: the other members are told, and its rows are
@@ -169,8 +152,8 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 		return nil, err
 	}
 	defer done()
-	if err := n.sync.MayLeave(g); err != nil {
-		return nil, err // before any share is handed off
+	if _, err := n.GroupSpec(g); err != nil {
+		return nil, err
 	}
 	// The user asks now: members that failed a dial a moment ago (back
 	// on a new port, say) are tried again.
@@ -197,15 +180,8 @@ func (n *Node) Groups() []syncgroup.Spec {
 	return out
 }
 
-// GroupSpec returns group g's spec; its Admins are the admins now (see
-// SetAdmin).
-func (n *Node) GroupSpec(g syncnode.GroupID) (syncgroup.Spec, error) {
-	spec, err := n.sync.Spec(g)
-	if admins := n.sync.Admins(g); err == nil && len(admins) > 0 {
-		spec.Admins = admins // the admins now, not only the creating one
-	}
-	return spec, err
-}
+// GroupSpec returns group g's spec.
+func (n *Node) GroupSpec(g syncnode.GroupID) (syncgroup.Spec, error) { return n.sync.Spec(g) }
 
 // Members returns group g's members.
 func (n *Node) Members(g syncnode.GroupID) []syncgroup.Member { return n.sync.Members(g) }

@@ -79,11 +79,10 @@ func TestJoinWithTheInvitationAlone(t *testing.T) {
 	}
 }
 
-// TestJoinNeedsTheAdmin: only an admin admits with an invitation (the
-// issuer, or another admin). With the only admin offline, the join fails
-// at once with ErrAdminUnreachable, though the server the invitation
-// names is online, reachable at the addresses it gives, and asked: it
-// refuses.
+// TestJoinNeedsTheAdmin: only the admin that issued an invitation admits
+// with it. With the admin offline, the join fails at once with
+// ErrAdminUnreachable, though the server the invitation names is online
+// and reachable at the addresses it gives.
 func TestJoinNeedsTheAdmin(t *testing.T) {
 	admin := openNode(t, t.TempDir())
 	server, joiner := startNode(t), startNode(t)

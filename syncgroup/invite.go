@@ -179,22 +179,6 @@ func (inv Invitation) CheckAddrs() error {
 	return nil
 }
 
-// Peers returns the peers other than the issuer whose addresses the
-// invitation carries (other admins, servers), in its order.
-func (inv Invitation) Peers() []peer.ID {
-	ais, err := inv.AddrInfos()
-	if err != nil {
-		return nil
-	}
-	var out []peer.ID
-	for _, ai := range ais {
-		if ai.ID != inv.Admin && !slices.Contains(out, ai.ID) {
-			out = append(out, ai.ID)
-		}
-	}
-	return out
-}
-
 // AddrInfos returns the invitation's addresses by peer, once CheckAddrs
 // passes: where the joiner may dial the admin and the group's servers.
 func (inv Invitation) AddrInfos() ([]peer.AddrInfo, error) {

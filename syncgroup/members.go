@@ -45,11 +45,10 @@ type Member struct {
 // memberCache is a group's membership, decoded once per change of its
 // membership rows.
 type memberCache struct {
-	gen    uint64
-	valid  bool
-	list   []Member
-	by     map[peer.ID]Member
-	admins []peer.ID
+	gen   uint64
+	valid bool
+	list  []Member
+	by    map[peer.ID]Member
 }
 
 // membership returns the current members, decoding them again only if a
@@ -61,7 +60,7 @@ func (g *Group) membership() *memberCache {
 	}
 	c.list, c.by = nil, map[peer.ID]Member{}
 	for _, row := range g.rows.List(memberPrefix) {
-		if reserved(row.Key) {
+		if strings.HasPrefix(row.Key, admissionPrefix) {
 			continue
 		}
 		if m, ok := g.decodeMember(peer.ID(strings.TrimPrefix(row.Key, memberPrefix))); ok {
@@ -69,7 +68,6 @@ func (g *Group) membership() *memberCache {
 			c.by[m.Peer] = m
 		}
 	}
-	c.admins = g.admins(c.by)
 	c.gen, c.valid = g.rows.memberGen, true
 	return c
 }
@@ -85,10 +83,7 @@ func (g *Group) putMember(m Member, now time.Time) (Row, error) {
 // Join records this device as a member through inv, which an admin issued
 // to it. The row it returns is what the other members must learn.
 func (g *Group) Join(inv Invitation, addrs []string, now time.Time) (Row, error) {
-	// The joiner cannot know the admins yet (the rows come after): the
-	// issuer's signature is what it checks; every member checks the
-	// issuer is an admin when the membership row arrives.
-	if err := inv.Verify(g.self, []peer.ID{inv.Admin}, now); err != nil {
+	if err := inv.Verify(g.self, g.spec.Admins, now); err != nil {
 		return Row{}, err
 	}
 	if inv.Group != g.spec.ID {
@@ -106,7 +101,7 @@ func (g *Group) Leave(now time.Time) Row { return g.rows.Delete(memberPrefix+str
 // LeftMember reports whether row is a member's own tombstone — it left —
 // and who.
 func LeftMember(row Row) (peer.ID, bool) {
-	if !row.Deleted || !strings.HasPrefix(row.Key, memberPrefix) || reserved(row.Key) {
+	if !row.Deleted || !strings.HasPrefix(row.Key, memberPrefix) || strings.HasPrefix(row.Key, admissionPrefix) {
 		return "", false
 	}
 	p := peer.ID(strings.TrimPrefix(row.Key, memberPrefix))
@@ -203,12 +198,10 @@ func (g *Group) decodeMember(p peer.ID) (Member, bool) {
 	if !ok {
 		return Member{}, false
 	}
-	a, ok := g.admission(p)
 	if slices.Contains(g.spec.Admins, p) {
-		// A creating admin needs no admission; another admin's ejection
-		// (a lost device) puts it out all the same.
-		return m, !ok || !a.Ejected || a.Readmit != nil
+		return m, true
 	}
+	a, ok := g.admission(p)
 	if !ok || a.Revoked || m.Invitation == nil || len(a.Nonce) == 0 || !bytes.Equal(a.Nonce, m.Invitation.Nonce) {
 		return Member{}, false
 	}
@@ -245,8 +238,6 @@ const (
 func ChangeOf(row Row) (peer.ID, MemberChange) {
 	switch {
 	case !strings.HasPrefix(row.Key, memberPrefix):
-		return "", NoMemberChange
-	case strings.HasPrefix(row.Key, grantPrefix):
 		return "", NoMemberChange
 	case strings.HasPrefix(row.Key, admissionPrefix):
 		var a admission

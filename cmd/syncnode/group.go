@@ -21,7 +21,6 @@ func groupCmd() *command {
 		{name: "join", args: "INVITATION", short: "join with an invitation from an admin", nargs: 1, json: true, flags: sgJoin},
 		{name: "leave", args: "GROUP", short: "leave a group, handing this node's shares in it to members first", nargs: 1, flags: sgLeave},
 		{name: "eject", args: "GROUP PEER", short: "eject a member (admins only): say what it would put at risk, keep its blobs, then eject", nargs: 2, json: true, flags: sgEject},
-		{name: "admin", args: "add|remove GROUP PEER", short: "make a member an admin (it may invite, admit, eject), or no longer one (admins only)", nargs: 3, json: true, flags: sgAdmin},
 		{name: "ls", short: "the groups this node is in", nargs: 0, json: true, flags: sgLs},
 		{name: "members", args: "GROUP", short: "a group's members, their device types and addresses", nargs: 1, json: true, flags: sgMembers},
 	}}
@@ -99,25 +98,6 @@ func sgLeave(fs *flag.FlagSet) func(*cmd) error {
 						fmt.Fprintln(c.stdout, " ", ref)
 					}
 				}
-			})
-		})
-	}
-}
-
-func sgAdmin(*flag.FlagSet) func(*cmd) error {
-	return func(c *cmd) error {
-		var admin bool
-		switch c.pos[0] {
-		case "add":
-			admin = true
-		case "remove":
-		default:
-			return fmt.Errorf("sg admin: %q: say add or remove", c.pos[0])
-		}
-		return c.with(func(cl *api.Client) error {
-			g, err := cl.SetAdmin(c.ctx, api.AdminRequest{Group: c.pos[1], Peer: c.pos[2], Admin: admin})
-			return show(c, g, err, func(g api.Group) {
-				fmt.Fprintf(c.stdout, "admins of %s: %s\n", g.Name, strings.Join(g.Admins, " "))
 			})
 		})
 	}

@@ -195,13 +195,6 @@ func (c *Client) LeaveWith(ctx context.Context, req GroupRequest) (Left, error) 
 	return out, err
 }
 
-// SetAdmin makes a member of a group an admin of it, or no longer one,
-// and returns the group with its admins now.
-func (c *Client) SetAdmin(ctx context.Context, req AdminRequest) (Group, error) {
-	var out Group
-	return out, c.do(ctx, "POST", "/groups/admin", req, &out)
-}
-
 // Eject ejects a member from a group, or with req.DryRun says what the
 // ejection would do; the node must be an admin of the group.
 func (c *Client) Eject(ctx context.Context, req EjectRequest) (Ejection, error) {

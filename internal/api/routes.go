@@ -24,7 +24,6 @@ const (
 	RouteJoin       = "POST /groups/join"
 	RouteLeave      = "POST /groups/leave"
 	RouteEject      = "POST /groups/eject"
-	RouteAdmin      = "POST /groups/admin"
 	RouteMembers    = "GET /groups/members"
 	RoutePutRow     = "POST /rows"
 	RouteGetRows    = "GET /rows"

@@ -183,15 +183,6 @@ type GroupRequest struct {
 	Force bool `json:"force,omitempty"`
 }
 
-// AdminRequest makes a member of a group an admin of it, or no longer
-// one; the node must be an admin.
-type AdminRequest struct {
-	Group string `json:"group"`
-	// Peer is a peer ID, or the name of exactly one member.
-	Peer  string `json:"peer"`
-	Admin bool   `json:"admin"`
-}
-
 // EjectRequest ejects a member from a group; the node must be an admin.
 type EjectRequest struct {
 	Group string `json:"group"`

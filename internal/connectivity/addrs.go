@@ -81,18 +81,12 @@ func (s *Service) InvitationAddrs(g syncnode.GroupID) []string {
 			}
 		}
 	}
-	add(s.h.ID(), s.Addrs(), syncgroup.MaxInvitationAddrs/2)
+	add(s.h.ID(), s.Addrs(), syncgroup.MaxInvitationAddrs)
 	if s.groups == nil {
 		return out
 	}
-	// The other admins, then the servers: any admin admits the joiner if
-	// this one is away, and the servers are its first peers.
-	members := s.groups.Members(g)
-	slices.SortStableFunc(members, func(a, b syncgroup.Member) int {
-		return cmp.Compare(s.rank(g, a), s.rank(g, b))
-	})
-	for _, m := range members {
-		if m.Peer == s.h.ID() || s.rank(g, m) > 1 {
+	for _, m := range s.groups.Members(g) {
+		if m.DevType != syncnode.Server || m.Peer == s.h.ID() {
 			continue
 		}
 		as := publishable(m.Addrs)
@@ -105,18 +99,6 @@ func (s *Service) InvitationAddrs(g syncnode.GroupID) []string {
 		add(m.Peer, as, invitationAddrsPerServer)
 	}
 	return out
-}
-
-// rank orders the members an invitation names: admins (0), servers (1),
-// the others (2, named not at all).
-func (s *Service) rank(g syncnode.GroupID, m syncgroup.Member) int {
-	switch {
-	case s.groups.IsAdmin(g, m.Peer):
-		return 0
-	case m.DevType == syncnode.Server:
-		return 1
-	}
-	return 2
 }
 
 // AwaitAddrs waits, up to timeout, until the peerstore knows an address of

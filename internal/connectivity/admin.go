@@ -65,8 +65,8 @@ func (s *Service) ReachAdmin(ctx context.Context, inv syncgroup.Invitation, extr
 	err = s.h.Connect(dctx, peer.AddrInfo{ID: inv.Admin})
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v (an admin admits with an invitation, the one that issued it or another, not the group's servers: "+
-			"try again once one is online, or ask another admin for a new invitation)", ErrAdminUnreachable, inv.Admin, err)
+		return nil, fmt.Errorf("%w: %s: %v (only the admin that issued an invitation admits with it, not the group's servers: "+
+			"try again once it is online, or ask another admin for a new invitation)", ErrAdminUnreachable, inv.Admin, err)
 	}
 	return adminAddrs, nil
 }

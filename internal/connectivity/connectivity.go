@@ -33,8 +33,6 @@ type Groups interface {
 	Members(g syncnode.GroupID) []syncgroup.Member
 	// DevType is this node's device type in g.
 	DevType(g syncnode.GroupID) (syncnode.DevType, bool)
-	// IsAdmin reports whether p is an admin of g.
-	IsAdmin(g syncnode.GroupID, p peer.ID) bool
 	// SetAddrs writes addrs into this node's membership row of g and
 	// reports whether the row changed.
 	SetAddrs(g syncnode.GroupID, addrs []string) (changed bool, err error)

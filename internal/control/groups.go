@@ -154,24 +154,6 @@ func (s *server) eject(r *http.Request) (api.Ejection, error) {
 	return out, nil
 }
 
-// setAdmin makes a member an admin, or no longer one.
-func (s *server) setAdmin(r *http.Request) (api.Group, error) {
-	var req api.AdminRequest
-	if err := decode(r, &req); err != nil {
-		return api.Group{}, err
-	}
-	g := syncnode.GroupID(req.Group)
-	p, err := s.memberPeer(g, req.Peer)
-	if err != nil {
-		return api.Group{}, err
-	}
-	if err := s.n.SetAdmin(g, p, req.Admin); err != nil {
-		return api.Group{}, err
-	}
-	spec, err := s.n.GroupSpec(g)
-	return groupView(spec), err
-}
-
 // memberPeer reads who names: a peer ID, or the name of exactly one
 // member of g.
 func (s *server) memberPeer(g syncnode.GroupID, who string) (peer.ID, error) {

@@ -47,7 +47,6 @@ func (s *server) handler(token string) http.Handler {
 	mux.HandleFunc(api.RouteJoin, answer(s.join))
 	mux.HandleFunc(api.RouteLeave, answer(s.leave))
 	mux.HandleFunc(api.RouteEject, answer(s.eject))
-	mux.HandleFunc(api.RouteAdmin, answer(s.setAdmin))
 	mux.HandleFunc(api.RouteMembers, answer(s.members))
 	mux.HandleFunc(api.RoutePutRow, answer(s.putRow))
 	mux.HandleFunc(api.RouteGetRows, answer(s.getRows))

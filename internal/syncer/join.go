@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -17,47 +16,34 @@ import (
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
-// Join presents inv to each of admins in turn (the admin that issued it
-// if none are given) until one admits (any admin admits with any admin's
-// invitation; a member that is none refuses), receives the group's spec,
-// joins, and runs a first round with the admin that let it in.
-func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr, addrs []string, admins ...peer.ID) (syncnode.GroupID, error) {
+// Join presents inv to the admin that issued it, receives the group's
+// spec, joins, and runs a first round with the admin.
+func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr, addrs []string) (syncnode.GroupID, error) {
 	ctx, done, err := s.enter(ctx)
 	if err != nil {
 		return "", err
 	}
 	defer done()
-	if len(adminAddrs) > 0 {
-		s.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
-	}
+	s.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
 	var resp joinResponse
-	var errs []error
-	admin := inv.Admin
-	tried := map[peer.ID]bool{s.h.ID(): true}
-	if len(admins) == 0 {
-		admins = []peer.ID{inv.Admin}
-	}
-	for _, p := range admins {
-		if tried[p] {
-			continue
+	err = p2p.Exchange(ctx, s.h, inv.Admin, p2p.ProtoJoin, func(st network.Stream) error {
+		defer st.Close()
+		// The admin judges the invitation, not where it was reached.
+		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv.WithoutAddrs()}, s.cfg.IOTimeout); err != nil {
+			st.Reset()
+			return err
 		}
-		tried[p] = true
-		if resp, err = s.askToJoin(ctx, p, inv); err == nil {
-			admin = p
-			break
+		if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
+			st.Reset()
+			return err
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", p, err))
-	}
+		return nil
+	})
 	if err != nil {
-		return "", fmt.Errorf("syncer: join: %w", errors.Join(errs...))
+		return "", fmt.Errorf("syncer: join: %w", err)
 	}
-	if admin != inv.Admin {
-		// Not the issuer's word: the spec must at least name as its
-		// admin the creator the group's ID names (what joins rests on),
-		// and the answerer must turn out to be an admin below.
-		if err := syncgroup.CheckCreator(resp.Spec, inv.Group); err != nil {
-			return "", fmt.Errorf("%w: from %s: %v", ErrRefused, admin, err)
-		}
+	if resp.Err != "" {
+		return "", fmt.Errorf("%w: %s", ErrRefused, resp.Err)
 	}
 	g, err := syncgroup.NewGroup(resp.Spec, s.h.ID(), time.Minute)
 	if err != nil {
@@ -83,44 +69,11 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs 
 	// here. A first round that fails (a stream reset under load) is made
 	// up by the periodic ones; failing the join for it would leave the
 	// caller in the group believing it is not, with its invitation spent.
-	roundErr := s.SyncWith(ctx, g.Spec().ID, admin)
-	if admin != inv.Admin {
-		// The rows of the first round say whether it is an admin.
-		var ok bool
-		s.With(g.Spec().ID, func(g *syncgroup.Group) error { ok = g.IsAdmin(admin); return nil })
-		if !ok {
-			s.retire(g.Spec().ID)
-			return "", fmt.Errorf("%w: %s let this node in, and its rows do not show it an admin of the group (round: %v)", ErrRefused, admin, roundErr)
-		}
-	}
-	if roundErr != nil {
-		s.log.Warn("first round after joining failed; the periodic rounds catch up", "group", g.Spec().ID, "admin", admin, "err", roundErr)
+	if err := s.SyncWith(ctx, g.Spec().ID, inv.Admin); err != nil {
+		s.log.Warn("first round after joining failed; the periodic rounds catch up", "group", g.Spec().ID, "admin", inv.Admin, "err", err)
 	}
 	s.With(g.Spec().ID, func(g *syncgroup.Group) error { s.learnAddrs(g); return nil })
 	return g.Spec().ID, nil
-}
-
-// askToJoin presents inv to p and returns its answer: an error if p
-// cannot be reached or refuses.
-func (s *Syncer) askToJoin(ctx context.Context, p peer.ID, inv syncgroup.Invitation) (joinResponse, error) {
-	var resp joinResponse
-	err := p2p.Exchange(ctx, s.h, p, p2p.ProtoJoin, func(st network.Stream) error {
-		defer st.Close()
-		// The admin judges the invitation, not where it was reached.
-		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv.WithoutAddrs()}, s.cfg.IOTimeout); err != nil {
-			st.Reset()
-			return err
-		}
-		if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
-			st.Reset()
-			return err
-		}
-		return nil
-	})
-	if err == nil && resp.Err != "" {
-		err = fmt.Errorf("%w: %s", ErrRefused, resp.Err)
-	}
-	return resp, err
 }
 
 // retire removes the replica of group id that this node may still hold
@@ -165,13 +118,11 @@ func (s *Syncer) handleJoin(st network.Stream) {
 	// The invitation is judged by this admin's clock, and used once: the
 	// admission this admin writes is what makes the joiner a member.
 	_, err := s.write(req.Invitation.Group, func(g *syncgroup.Group) (syncgroup.Row, error) {
-		// Any admin admits with an invitation of any admin's: the
-		// issuer may be away.
-		if !g.IsAdmin(s.h.ID()) {
-			return syncgroup.Row{}, fmt.Errorf("%w: this node is no admin of the group", syncgroup.ErrNotAllowed)
-		}
-		if err := req.Invitation.Verify(from, g.Issuers(), time.Now()); err != nil {
+		if err := req.Invitation.Verify(from, g.Spec().Admins, time.Now()); err != nil {
 			return syncgroup.Row{}, err
+		}
+		if req.Invitation.Admin != s.h.ID() {
+			return syncgroup.Row{}, fmt.Errorf("%w: issued by another admin", syncgroup.ErrInvitation)
 		}
 		resp.Spec = g.Spec()
 		row, fresh, err := g.Admit(req.Invitation, time.Now())

@@ -1,6 +1,8 @@
 package syncer
 
 import (
+	"slices"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
@@ -20,21 +22,8 @@ func (s *Syncer) IsMember(p peer.ID, g syncnode.GroupID) bool {
 // IsAdmin reports whether p is an admin of group g here.
 func (s *Syncer) IsAdmin(g syncnode.GroupID, p peer.ID) bool {
 	ok := false
-	s.With(g, func(gr *syncgroup.Group) error { ok = gr.IsAdmin(p); return nil })
+	s.With(g, func(gr *syncgroup.Group) error { ok = slices.Contains(gr.Spec().Admins, p); return nil })
 	return ok
-}
-
-// Admins returns group g's admins now (none if g is unknown).
-func (s *Syncer) Admins(g syncnode.GroupID) []peer.ID {
-	var out []peer.ID
-	s.With(g, func(gr *syncgroup.Group) error { out = gr.Admins(); return nil })
-	return out
-}
-
-// MayLeave refuses the leave of group g's last admin while it has other
-// members (see syncgroup.Group.MayLeave).
-func (s *Syncer) MayLeave(g syncnode.GroupID) error {
-	return s.With(g, func(gr *syncgroup.Group) error { return gr.MayLeave() })
 }
 
 // CanSee reports whether requester may learn of group g: members may, and

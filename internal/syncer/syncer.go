@@ -291,22 +291,6 @@ func (s *Syncer) Eject(id syncnode.GroupID, p peer.ID) error {
 	return nil
 }
 
-// SetAdmin makes p an admin of group id, or no longer one; this node must
-// be an admin, p a member, and the group keeps an admin.
-func (s *Syncer) SetAdmin(id syncnode.GroupID, p peer.ID, admin bool) error {
-	_, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) {
-		row, err := g.SetAdmin(p, admin, time.Now())
-		if err == nil && row.Key == "" {
-			err = errNothingWritten
-		}
-		return row, err
-	})
-	if errors.Is(err, errNothingWritten) {
-		return nil
-	}
-	return err
-}
-
 // Readmit lets p, banned from group id by an ejection, join again with
 // the invitation whose nonce is given (this node is an admin); nothing
 // happens if p is not banned.
@@ -340,9 +324,6 @@ func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID, force bool) err
 	defer done()
 	r, err := s.replica(id)
 	if err != nil {
-		return err
-	}
-	if err := s.MayLeave(id); err != nil {
 		return err
 	}
 	members := s.members(id)

@@ -78,10 +78,6 @@ func (a *strike) ownRows() string {
 	own(k(), v, now.Add(time.Hour).UnixNano(), 0, false)
 	own(k(), make([]byte, syncer.MaxValue+1+s.rng.IntN(1<<10)), now.UnixNano(), 0, false)
 	own(fmt.Sprintf("zzz/%d", s.rng.Uint32()), v, now.UnixNano(), 0, false)
-	// It names itself, and an honest member, admins.
-	grant, _ := msgpack.Marshal(map[string]any{"a": true})
-	own(syncgroup.GrantKey(p.id()), grant, now.UnixNano(), 0, false)
-	own(syncgroup.GrantKey(s.ids[s.rng.IntN(numNodes)]), grant, now.UnixNano(), 0, false)
 	forged := syncgroup.Row{Key: k(), Value: v, TS: syncgroup.Timestamp{Wall: now.UnixNano()}, Writer: s.ids[s.rng.IntN(numNodes)], Seq: 1 << 30}
 	syncgroup.SignRow(p.key, s.g, &forged)
 	rows = append(rows, forged)
