@@ -184,8 +184,12 @@ type record struct {
 	Since     map[syncnode.GroupID]int64 `msgpack:"s,omitempty"`
 	Collected map[syncnode.GroupID]int64 `msgpack:"c,omitempty"`
 	// Kept marks a collected blob whose copy something still kept (a
-	// pin, work in progress): later passes delete it once nothing does.
+	// pin, work in progress, shares in escrow): later passes delete it
+	// once nothing does.
 	Kept bool `msgpack:"k,omitempty"`
+	// Named is when a row was last seen naming the blob (Referenced): a
+	// pass that began before does not collect it.
+	Named int64 `msgpack:"n,omitempty"`
 }
 
 func key(ref syncnode.BlobRef) []byte {
@@ -202,15 +206,27 @@ func (c *Collector) load(ref syncnode.BlobRef) (record, error) {
 	return r, err
 }
 
-// save writes r; not synced: a record a power cut takes back only makes
-// the grace start again.
-func (c *Collector) save(ref syncnode.BlobRef, r record) error {
-	return kv.Update(c.d.DB, func(txn *badger.Txn) error {
-		if len(r.Seen) == 0 && len(r.Since) == 0 && len(r.Collected) == 0 && !r.Kept {
+// update reads ref's record, lets fn change it, and writes it back if fn
+// reports a change (not synced: a record a power cut takes back only
+// makes the grace start again), in one transaction (retried on a conflict, so fn may
+// run again): Referenced, a pass and a collection never lose each
+// other's writes.
+func (c *Collector) update(ref syncnode.BlobRef, fn func(*record) bool) (record, error) {
+	var rec record
+	err := kv.Update(c.d.DB, func(txn *badger.Txn) error {
+		rec = record{}
+		if err := kv.Get(txn, key(ref), kv.KindUnref, &rec); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+			return err
+		}
+		if !fn(&rec) {
+			return nil
+		}
+		if len(rec.Seen) == 0 && len(rec.Since) == 0 && len(rec.Collected) == 0 && !rec.Kept && rec.Named == 0 {
 			return txn.Delete(key(ref))
 		}
-		return kv.Set(txn, key(ref), kv.KindUnref, r)
+		return kv.Set(txn, key(ref), kv.KindUnref, rec)
 	})
+	return rec, err
 }
 
 // Pass reads every live row of this node's groups, then looks at every
@@ -222,6 +238,7 @@ func (c *Collector) Pass(ctx context.Context) error {
 	if c.cfg.Grace < 0 {
 		return nil
 	}
+	start := c.cfg.Now() // rows read from here on
 	mine := map[syncnode.GroupID]bool{}
 	refs := map[syncnode.GroupID]map[syncnode.BlobRef]bool{}
 	anywhere := map[syncnode.BlobRef]bool{}
@@ -248,7 +265,7 @@ func (c *Collector) Pass(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, err := c.blob(ref, gs, mine, refs, anywhere[ref], now)
+		n, err := c.blob(ref, gs, mine, refs, anywhere[ref], start, now)
 		if err != nil {
 			c.d.Log.Warn("blob not collected", "blob", ref, "err", err)
 		}
@@ -315,74 +332,86 @@ func (c *Collector) candidates(mine map[syncnode.GroupID]bool) (map[syncnode.Blo
 	return out, err
 }
 
+// plan applies to rec what a pass finds of ref in group g (referenced by
+// a live row or not), and reports whether the blob is due for collection
+// there, and whether rec changed.
+func (c *Collector) plan(rec *record, ref syncnode.BlobRef, g syncnode.GroupID, referenced bool, now time.Time) (due, changed bool) {
+	f := Facts{Referenced: referenced, Seen: rec.Seen[g], Opened: c.opened, Heard: c.heardOf(g), Alone: c.alone(g)}
+	if f.Referenced && !f.Seen {
+		if rec.Seen == nil {
+			rec.Seen = map[syncnode.GroupID]bool{}
+		}
+		rec.Seen[g], changed = true, true
+	}
+	if s, ok := rec.Since[g]; ok {
+		f.Since = time.Unix(0, s)
+	}
+	if _, ok := rec.Collected[g]; ok && f.Referenced {
+		delete(rec.Collected, g) // named again: no longer gone
+		changed = true
+	}
+	switch Plan(f, now, c.cfg.Grace) {
+	case Clear:
+		delete(rec.Since, g)
+		changed = true
+	case Note:
+		if rec.Since == nil {
+			rec.Since = map[syncnode.GroupID]int64{}
+		}
+		rec.Since[g], changed = now.UnixNano(), true
+	case Collect:
+		due = true
+	}
+	return due, changed
+}
+
 // blob plans and acts for ref in groups gs, and returns in how many the
 // grace runs on.
-func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]bool, refs map[syncnode.GroupID]map[syncnode.BlobRef]bool, anywhere bool, now time.Time) (int, error) {
-	rec, err := c.load(ref)
+func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]bool, refs map[syncnode.GroupID]map[syncnode.BlobRef]bool, anywhere bool, start, now time.Time) (int, error) {
+	var due []syncnode.GroupID
+	rec, err := c.update(ref, func(rec *record) bool {
+		due = due[:0]
+		changed := false
+		for g := range rec.Since {
+			if !mine[g] { // a group this node left: the grace starts again if it rejoins
+				delete(rec.Since, g)
+				changed = true
+			}
+		}
+		// Seen stays for a group left: a member that rejoins gets the
+		// rows as they are now, not the ones that named the blob while it
+		// was out.
+		for _, g := range slices.Sorted(maps.Keys(gs)) {
+			d, ch := c.plan(rec, ref, g, refs[g][ref], now)
+			if d {
+				due = append(due, g)
+			}
+			changed = changed || ch
+		}
+		return changed
+	})
 	if err != nil {
 		return 0, err
 	}
-	changed := false
-	for g := range rec.Since {
-		if !mine[g] { // a group this node left: the grace starts again if it rejoins
-			delete(rec.Since, g)
-			changed = true
-		}
-	}
-	// Seen stays for a group left: a member that rejoins gets the rows as
-	// they are now, not the ones that named the blob while it was out.
-	var due []syncnode.GroupID
-	for _, g := range slices.Sorted(maps.Keys(gs)) {
-		f := Facts{Referenced: refs[g][ref], Seen: rec.Seen[g], Opened: c.opened, Heard: c.heardOf(g), Alone: c.alone(g)}
-		if f.Referenced && !f.Seen {
-			if rec.Seen == nil {
-				rec.Seen = map[syncnode.GroupID]bool{}
-			}
-			rec.Seen[g] = true
-			changed = true
-		}
-		if s, ok := rec.Since[g]; ok {
-			f.Since = time.Unix(0, s)
-		}
-		if _, ok := rec.Collected[g]; ok && f.Referenced {
-			delete(rec.Collected, g) // named again: no longer gone
-			changed = true
-		}
-		switch Plan(f, now, c.cfg.Grace) {
-		case Clear:
-			delete(rec.Since, g)
-			changed = true
-		case Note:
-			if rec.Since == nil {
-				rec.Since = map[syncnode.GroupID]int64{}
-			}
-			rec.Since[g] = now.UnixNano()
-			changed = true
-		case Collect:
-			due = append(due, g)
-		}
-	}
-	if changed {
-		if err := c.save(ref, rec); err != nil {
-			return 0, err
-		}
-	}
 	for _, g := range due {
-		if err := c.collect(ref, g, anywhere, now); err != nil {
+		if err := c.collect(ref, g, anywhere, start, now); err != nil {
 			return 0, err
 		}
 	}
 	if len(due) == 0 && rec.Kept {
-		return 0, c.retry(ref, anywhere)
+		return 0, c.retry(ref, anywhere, start)
 	}
 	return len(rec.Since) - len(due), nil
 }
 
 // retry deletes the copy of a collected blob that something kept, if
 // nothing does any more.
-func (c *Collector) retry(ref syncnode.BlobRef, anywhere bool) error {
+func (c *Collector) retry(ref syncnode.BlobRef, anywhere bool, start time.Time) error {
 	unlock := c.d.Custody.Lock(ref)
 	defer unlock()
+	if rec, err := c.load(ref); err != nil || rec.Named >= start.UnixNano() {
+		return err // a row named it since the rows were read
+	}
 	sp, err := c.d.Signposts.Get(ref)
 	if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
 		return err
@@ -411,9 +440,17 @@ func (c *Collector) alone(g syncnode.GroupID) bool {
 // signpost; then, if no group of this node still names the blob and
 // nothing else keeps it, deletes the copy. It holds ref's lock
 // throughout, as accepting or granting shares does.
-func (c *Collector) collect(ref syncnode.BlobRef, g syncnode.GroupID, anywhere bool, now time.Time) error {
+func (c *Collector) collect(ref syncnode.BlobRef, g syncnode.GroupID, anywhere bool, start, now time.Time) error {
 	unlock := c.d.Custody.Lock(ref)
 	defer unlock()
+	// A row that named the blob since the pass read the rows (written
+	// here, or arrived) keeps it: Referenced cleared the grace, or marked
+	// the time.
+	if rec, err := c.load(ref); err != nil {
+		return err
+	} else if _, running := rec.Since[g]; !running || rec.Named >= start.UnixNano() {
+		return nil
+	}
 	if err := c.d.Ledger.Collect(ref, g); errors.Is(err, ownership.ErrInEscrow) {
 		return nil // settles first; the next pass collects it
 	} else if err != nil {
@@ -423,18 +460,17 @@ func (c *Collector) collect(ref syncnode.BlobRef, g syncnode.GroupID, anywhere b
 	if err != nil {
 		return err
 	}
-	rec, err := c.load(ref)
-	if err != nil {
-		return err
-	}
 	// Seen stays: shares a take under way lands after this (it read
 	// the signpost before) are collected again a grace later.
-	delete(rec.Since, g)
-	if rec.Collected == nil {
-		rec.Collected = map[syncnode.GroupID]int64{}
-	}
-	rec.Collected[g] = now.UnixNano()
-	if err := c.save(ref, rec); err != nil {
+	_, err = c.update(ref, func(rec *record) bool {
+		delete(rec.Since, g)
+		if rec.Collected == nil {
+			rec.Collected = map[syncnode.GroupID]int64{}
+		}
+		rec.Collected[g] = now.UnixNano()
+		return true
+	})
+	if err != nil {
 		return err
 	}
 	c.collected.Add(1)
@@ -454,8 +490,10 @@ func (c *Collector) dropCopy(ref syncnode.BlobRef, sp signpost.Signpost, anywher
 	if len(sp.SgIDs) > 0 || anywhere {
 		return false, c.markKept(ref, false)
 	}
-	if ok, err := c.d.Ledger.MayEvict(ref); err != nil || !ok {
+	if ok, err := c.d.Ledger.MayEvict(ref); err != nil {
 		return false, err
+	} else if !ok {
+		return false, c.markKept(ref, true) // shares in escrow, or a reclaim to come
 	}
 	if user, _ := c.d.Custody.UserPinned(ref); user || c.d.Custody.Pinned(ref) || c.d.Busy(ref) {
 		return false, c.markKept(ref, true)
@@ -473,35 +511,34 @@ func (c *Collector) dropCopy(ref syncnode.BlobRef, sp signpost.Signpost, anywher
 
 // markKept records whether a collected blob's copy waits for its pins.
 func (c *Collector) markKept(ref syncnode.BlobRef, kept bool) error {
-	rec, err := c.load(ref)
-	if err != nil || rec.Kept == kept {
-		return err
-	}
-	rec.Kept = kept
-	return c.save(ref, rec)
+	_, err := c.update(ref, func(rec *record) bool {
+		changed := rec.Kept != kept
+		rec.Kept = kept
+		return changed
+	})
+	return err
 }
 
 // Referenced records that a row of each of groups names ref, as the row
 // is written here or arrives: a row that lives shorter than a pass still
 // counts as seen, so its blob is collected once the row goes.
 func (c *Collector) Referenced(ref syncnode.BlobRef, groups []syncnode.GroupID) error {
-	rec, err := c.load(ref)
-	if err != nil {
-		return err
-	}
-	changed := false
-	for _, g := range groups {
-		if !rec.Seen[g] {
+	// Under the blob's lock, which a collection holds from its last look
+	// to the deletion: the row comes before it, or after it altogether.
+	unlock := c.d.Custody.Lock(ref)
+	defer unlock()
+	_, err := c.update(ref, func(rec *record) bool {
+		for _, g := range groups {
 			if rec.Seen == nil {
 				rec.Seen = map[syncnode.GroupID]bool{}
 			}
-			rec.Seen[g], changed = true, true
+			rec.Seen[g] = true
+			delete(rec.Since, g)
 		}
-	}
-	if !changed {
-		return nil
-	}
-	return c.save(ref, rec)
+		rec.Named = c.cfg.Now().UnixNano()
+		return true
+	})
+	return err
 }
 
 // Unreferenced reports whether this node's own rows found no reference

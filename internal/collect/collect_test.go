@@ -41,6 +41,8 @@ func newID() peer.ID {
 type groups struct {
 	rows    map[syncnode.GroupID]map[string][]byte
 	members map[syncnode.GroupID][]peer.ID
+	// afterRows, if not nil, runs once a pass has read the rows.
+	afterRows func()
 }
 
 func (g *groups) Groups() []syncnode.GroupID {
@@ -55,6 +57,9 @@ func (g *groups) Rows(id syncnode.GroupID, _ string) ([]syncgroup.Row, error) {
 	var out []syncgroup.Row
 	for k, v := range g.rows[id] {
 		out = append(out, syncgroup.Row{Key: k, Value: v})
+	}
+	if g.afterRows != nil {
+		g.afterRows()
 	}
 	return out, nil
 }
@@ -435,5 +440,27 @@ func TestRejoinedMemberCollects(t *testing.T) {
 	r.pass(grace + time.Second)
 	if r.c.held[ref] || r.shares(ref, g1) != 0 {
 		t.Fatal("a member that rejoined keeps a blob whose row went while it was out")
+	}
+}
+
+// TestRowArrivingDuringAPass: a row that names the blob again arrives (or
+// is written here) after a pass read the rows and before it collects: the
+// blob is kept, shares and copy.
+func TestRowArrivingDuringAPass(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	r.pass(time.Minute)
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute)
+	r.g.afterRows = func() {
+		r.refer(g1, "again", ref)
+		if err := r.col.Referenced(ref, []syncnode.GroupID{g1}); err != nil {
+			t.Error(err)
+		}
+		r.g.afterRows = nil
+	}
+	r.pass(grace + time.Second)
+	if !r.c.held[ref] || r.shares(ref, g1) != ownership.CreatorShares {
+		t.Fatalf("a blob named again during the pass was collected: held %v, %d shares", r.c.held[ref], r.shares(ref, g1))
 	}
 }

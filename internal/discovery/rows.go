@@ -97,15 +97,17 @@ func (d *Discovery) Discover(g syncnode.GroupID, key string, writer, from peer.I
 		// its origin's copy must be pinned before that. A writer that
 		// fetched the blob is granted shares in the groups its row brings
 		// the ref into.
-		fresh := newGroups(before, groups)
-		introduced := func(gg syncnode.GroupID) bool { return writer == self && slices.Contains(fresh, gg) }
-		if err := d.handoffs.GrantCreator(ref, groups, introduced); err != nil {
-			errs = append(errs, err)
-		}
+		// Collection first: from here a pass that read the rows before
+		// collects nothing of this blob (see collect.Collector.Referenced).
 		if d.refd != nil {
 			if err := d.refd(ref, groups); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		fresh := newGroups(before, groups)
+		introduced := func(gg syncnode.GroupID) bool { return writer == self && slices.Contains(fresh, gg) }
+		if err := d.handoffs.GrantCreator(ref, groups, introduced); err != nil {
+			errs = append(errs, err)
 		}
 		holds := d.holds(ref)
 		if err := d.book.Record(g, groups, writer, from, ref, holds); err != nil {
