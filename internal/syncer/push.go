@@ -398,17 +398,26 @@ func signpostsFor(sps []SignpostEntry, rows []syncgroup.Row) []SignpostEntry {
 	return out
 }
 
-// winners returns those of rows that would win their keys in g now: a
-// signpost is read only for the refs of those. An older version of a row
-// (from a member that has not seen the newer one) names a blob the rows
-// here may have let go: its signpost would have a server fetch, and keep,
-// a blob no row names. The caller holds the replica's lock.
+// winners returns those of rows that would win their keys in g now, from
+// a member, signed by it: a signpost is read only for the refs of those.
+// An older version of a row (from a member that has not seen the newer
+// one), a forged or a refused one names a blob the rows here may not: its
+// signpost would have a server fetch, and keep, a blob no row here names.
+// Only rows that carry refs are verified here (apply verifies all of
+// them). The caller holds the replica's lock.
 func winners(g *syncgroup.Group, rows []syncgroup.Row) []syncgroup.Row {
 	var out []syncgroup.Row
 	for _, row := range rows {
-		if cur, ok := g.Rows().Get(row.Key); !ok || syncgroup.Wins(row, cur) {
-			out = append(out, row)
+		if row.Deleted || len(refsOf([]syncgroup.Row{row})) == 0 {
+			continue
 		}
+		if cur, ok := g.Rows().Get(row.Key); ok && !syncgroup.Wins(row, cur) {
+			continue
+		}
+		if !g.IsMember(row.Writer) || syncgroup.VerifyRow(g.Spec().ID, row) != nil {
+			continue
+		}
+		out = append(out, row)
 	}
 	return out
 }

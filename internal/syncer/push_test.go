@@ -447,7 +447,7 @@ func roundSending(t *testing.T, h host.Host, p peer.ID, g syncnode.GroupID, rows
 
 // A signpost riding with an older version of a row, one that the
 // receiver's newer version beats (from a member that had not seen the
-// delete), is dropped unread: its blob is one the rows here let go, and
+// delete), or with a row its sender did not sign, is dropped unread: its blob is one the rows here let go, and
 // a server would fetch it again and keep it for good.
 func TestSignpostsOfSupersededRowsDropped(t *testing.T) {
 	t.Parallel()
@@ -471,10 +471,20 @@ func TestSignpostsOfSupersededRowsDropped(t *testing.T) {
 	if err := rawPush(t, member, c.hosts[0].ID(), pushMsg{Group: c.gid, Rows: []syncgroup.Row{stale}, Signposts: sps}); err != nil {
 		t.Fatal(err)
 	}
-	// A fresh row after it: its signpost is learnt, the stale one's not.
+	// A row that is not the member's (signed by another key): refused,
+	// and its signpost with it.
+	forgedRef := syncnode.RefFromHash([32]byte{11})
+	fv, _ := msgpack.Marshal(map[string]any{"photo": forgedRef})
+	forged := syncgroup.Row{Key: "photos/forged", Value: fv, TS: syncgroup.Timestamp{Wall: time.Now().UnixNano()}, Writer: member.ID(), Seq: 61}
+	if err := syncgroup.SignRow(c.hosts[1].Peerstore().PrivKey(c.hosts[1].ID()), c.gid, &forged); err != nil {
+		t.Fatal(err)
+	}
+	sps = []SignpostEntry{{Ref: forgedRef, Signpost: signpost.Wire{Groups: []string{string(c.gid)}}}}
+	rawPush(t, member, c.hosts[0].ID(), pushMsg{Group: c.gid, Rows: []syncgroup.Row{forged}, Signposts: sps})
+	// A fresh row after them: its signpost is learnt, theirs not.
 	fresh := syncnode.RefFromHash([32]byte{10})
 	value, _ = msgpack.Marshal(map[string]any{"photo": fresh})
-	row := syncgroup.Row{Key: "photos/new", Value: value, TS: syncgroup.Timestamp{Wall: time.Now().UnixNano()}, Writer: member.ID(), Seq: 61}
+	row := syncgroup.Row{Key: "photos/new", Value: value, TS: syncgroup.Timestamp{Wall: time.Now().UnixNano()}, Writer: member.ID(), Seq: 62}
 	if err := syncgroup.SignRow(member.Peerstore().PrivKey(member.ID()), c.gid, &row); err != nil {
 		t.Fatal(err)
 	}
