@@ -337,9 +337,11 @@ func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
 	if err != nil {
 		return errPushRefused
 	}
+	r.applying.Lock()
 	r.mu.Lock()
 	if !r.g.IsMember(from) {
 		r.mu.Unlock()
+		r.applying.Unlock()
 		return errPushRefused
 	}
 	if m.Prio != nil {
@@ -354,6 +356,7 @@ func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
 	newer := winners(r.g, fresh)
 	r.mu.Unlock()
 	if len(fresh) == 0 {
+		r.applying.Unlock()
 		return nil
 	}
 	// Signposts first: a reader that sees a row can fetch its blob.
@@ -361,6 +364,7 @@ func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
 		s.hooks.Learn(from, m.Group, sps)
 	}
 	won, bad, err := s.apply(r, m.Group, fresh, nil, false)
+	r.applying.Unlock()
 	if err != nil {
 		return err
 	}
@@ -398,8 +402,9 @@ func signpostsFor(sps []SignpostEntry, rows []syncgroup.Row) []SignpostEntry {
 	return out
 }
 
-// winners returns those of rows that would win their keys in g now, from
-// a member, signed by it: a signpost is read only for the refs of those.
+// winners returns those of rows that would win their keys in g now, that
+// their writer may write (as Apply judges it) and signed: a signpost is
+// read only for the refs of those.
 // An older version of a row (from a member that has not seen the newer
 // one), a forged or a refused one names a blob the rows here may not: its
 // signpost would have a server fetch, and keep, a blob no row here names.
@@ -414,7 +419,7 @@ func winners(g *syncgroup.Group, rows []syncgroup.Row) []syncgroup.Row {
 		if cur, ok := g.Rows().Get(row.Key); ok && !syncgroup.Wins(row, cur) {
 			continue
 		}
-		if !g.IsMember(row.Writer) || syncgroup.VerifyRow(g.Spec().ID, row) != nil {
+		if g.Check(row) != nil || syncgroup.VerifyRow(g.Spec().ID, row) != nil {
 			continue
 		}
 		out = append(out, row)

@@ -112,6 +112,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			r.mu.Unlock()
 		}
 		// Signposts first: a reader that sees a row can fetch its blob.
+		r.applying.Lock()
 		if len(b.Signposts) > 0 {
 			r.mu.Lock()
 			newer := winners(r.g, b.Rows)
@@ -125,6 +126,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 				g.Rows().LearnedFor(vv, vouches(g, from))
 			}
 		}, b.Done)
+		r.applying.Unlock()
 		applyErr = errors.Join(applyErr, bad)
 		if err != nil {
 			return nil, err

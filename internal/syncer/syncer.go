@@ -121,10 +121,15 @@ const InitialDistance = 10
 // replica is one group with its lock, this node's priority in it and the
 // priorities its members last reported.
 type replica struct {
-	mu    sync.Mutex
-	g     *syncgroup.Group
-	prio  syncnode.Priority
-	peers map[peer.ID]syncnode.Priority
+	// applying serializes the changes of rows (a batch's signposts, read
+	// for the rows that would win, then the batch applied; a local
+	// write), so that no change between the two makes a row whose
+	// signpost was read lose: see winners. It is taken before mu.
+	applying sync.Mutex
+	mu       sync.Mutex
+	g        *syncgroup.Group
+	prio     syncnode.Priority
+	peers    map[peer.ID]syncnode.Priority
 }
 
 // Syncer syncs this node's syncgroups with their members.

@@ -77,12 +77,14 @@ func (s *Syncer) write(id syncnode.GroupID, fn func(*syncgroup.Group) (syncgroup
 	if err != nil {
 		return syncgroup.Row{}, err
 	}
+	r.applying.Lock()
 	r.mu.Lock()
 	row, err := fn(r.g)
 	if err == nil {
 		err = s.save(r, []syncgroup.Row{row})
 	}
 	r.mu.Unlock()
+	r.applying.Unlock()
 	if err == nil {
 		err = s.flush()
 	}
