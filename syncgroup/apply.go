@@ -37,6 +37,10 @@ func (g *Group) applyVerified(row Row, now time.Time) (bool, error) {
 	return g.rows.Apply(row, now)
 }
 
+// Check reports whether row's writer may write it here now, as Apply
+// judges it (not its signature: see VerifyRow).
+func (g *Group) Check(row Row) error { return g.check(row) }
+
 func (g *Group) check(row Row) error {
 	if !strings.HasPrefix(row.Key, memberPrefix) {
 		if !g.spec.Covers(row.Key) {

@@ -516,7 +516,8 @@ func uncollected(ms []*member, ref syncnode.BlobRef, g syncnode.GroupID) string 
 		case err != nil:
 			return err.Error()
 		case sh[g] > 0:
-			return fmt.Sprintf("node %d (%s) holds %d shares", k, m.dev, sh[g])
+			w, _ := m.n.Why(ref)
+			return fmt.Sprintf("node %d (%s) holds %d shares (its why: groups %v, unreferenced %+v, hand-off %q)", k, m.dev, sh[g], w.Groups, w.Unreferenced, w.Handoff)
 		case held && m.dev == syncnode.Server:
 			w, _ := m.n.Why(ref)
 			return fmt.Sprintf("server %d holds a copy (its why: groups %v, unreferenced %+v, queued %v, running %v, last %q)", k, w.Groups, w.Unreferenced, w.Queued, w.Running, w.LastErr)
