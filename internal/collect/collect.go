@@ -503,7 +503,9 @@ func (c *Collector) dropCopy(ref syncnode.BlobRef, sp signpost.Signpost, anywher
 		return false, c.markKept(ref, false)
 	}
 	if err != nil {
-		return false, err
+		// The store failed (an object store down): a later pass tries
+		// again.
+		return false, errors.Join(err, c.markKept(ref, true))
 	}
 	c.deleted.Add(1)
 	return true, c.markKept(ref, false)

@@ -77,6 +77,8 @@ type copies struct {
 	mu          sync.Mutex
 	held, user  map[syncnode.BlobRef]bool
 	work, fetch map[syncnode.BlobRef]bool
+	// down makes Delete fail, as an object store that is down.
+	down bool
 }
 
 func (c *copies) Lock(syncnode.BlobRef) func()     { c.mu.Lock(); return c.mu.Unlock }
@@ -85,6 +87,9 @@ func (c *copies) UserPinned(ref syncnode.BlobRef) (bool, time.Time) {
 	return c.user[ref], time.Time{}
 }
 func (c *copies) Delete(ref syncnode.BlobRef) error {
+	if c.down {
+		return errors.New("store: 503")
+	}
 	if !c.held[ref] {
 		return syncnode.ErrNotFound
 	}
@@ -462,5 +467,25 @@ func TestRowArrivingDuringAPass(t *testing.T) {
 	r.pass(grace + time.Second)
 	if !r.c.held[ref] || r.shares(ref, g1) != ownership.CreatorShares {
 		t.Fatalf("a blob named again during the pass was collected: held %v, %d shares", r.c.held[ref], r.shares(ref, g1))
+	}
+}
+
+// TestStoreDownAtTheCollection: the store fails the deletion; a later
+// pass, the store back, deletes the copy.
+func TestStoreDownAtTheCollection(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g1, "a")
+	r.pass(time.Minute)
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute)
+	r.c.down = true
+	r.pass(grace + time.Second)
+	if !r.c.held[ref] || r.shares(ref, g1) != 0 {
+		t.Fatal("expected the shares gone and the copy kept by the failing store")
+	}
+	r.c.down = false
+	r.pass(time.Minute)
+	if r.c.held[ref] {
+		t.Fatal("the copy stays after the store came back")
 	}
 }
