@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
@@ -17,39 +16,7 @@ import (
 // attempt is the server fetcher's attempt at ref: fetch it if not held,
 // then take the shares of the devices that hold it. An attempt that could
 // not ask every such device fails, to be retried after the backoff.
-// balanceTries is how many attempts a server with no room left spends
-// asking the other servers whether they hold a blob before it fetches the
-// blob anyway.
-const balanceTries = 3
-
-// full reports a server with no room left.
-func (d *Discovery) full() bool { return d.room != nil && !d.room() }
-
-// attemptsOf returns the server fetcher's attempts at ref so far.
-func (d *Discovery) attemptsOf(ref syncnode.BlobRef) int {
-	a, err := d.journal.Attempt(ref)
-	if err != nil {
-		return 0
-	}
-	return a.Count
-}
-
 func (d *Discovery) attempt(ctx context.Context, ref syncnode.BlobRef, try *fetcher.Try) error {
-	switch balanced, err := d.handoffs.Balanced(ctx, ref); {
-	case err == nil && !balanced && d.full() && d.attemptsOf(ref) == 0:
-		// Full, and in no hurry: the other servers' copies are known
-		// better after a backoff (a server that has just joined knows
-		// little of them yet).
-		return errors.New("discovery: this server has no room left and looks again before fetching")
-	case balanced:
-		// Full, and the groups have the copies they want: balance.
-		d.log.Info("not fetched: this server has no room left, and enough other servers hold the blob", "blob", ref)
-		return nil
-	case err != nil && d.attemptsOf(ref) < balanceTries:
-		// Full, and a server that may hold it did not answer: ask again
-		// after the backoff before taking a copy the group may not need.
-		return fmt.Errorf("discovery: this server has no room left and waits to hear from the others: %w", err)
-	}
 	d.attempts.Add(1)
 	res, err := d.fetchAndTake(ctx, ref, try.Release)
 	try.Tried, try.Holders = peerStrings(res.Tried), peerStrings(res.Holders)
