@@ -104,6 +104,12 @@ func (c *Collector) Referenced(ref syncnode.BlobRef, groups []syncnode.GroupID) 
 	// to the deletion: the row comes before it, or after it altogether.
 	unlock := c.d.Custody.Lock(ref)
 	defer unlock()
+	// The common case writes nothing: the blob was seen named in these
+	// groups, and no grace, collection or kept copy waits on it, so no
+	// pass can act on it before it reads this row.
+	if rec, err := c.load(ref); err == nil && quiet(rec, groups) {
+		return nil
+	}
 	_, err := c.update(ref, func(rec *record) bool {
 		for _, g := range groups {
 			if rec.Seen == nil {
@@ -116,6 +122,17 @@ func (c *Collector) Referenced(ref syncnode.BlobRef, groups []syncnode.GroupID) 
 		return true
 	})
 	return err
+}
+
+// quiet reports a record with groups all seen named and nothing a pass
+// could act on.
+func quiet(rec record, groups []syncnode.GroupID) bool {
+	for _, g := range groups {
+		if !rec.Seen[g] {
+			return false
+		}
+	}
+	return len(rec.Since) == 0 && len(rec.Collected) == 0 && !rec.Kept
 }
 
 // Unreferenced reports whether this node's own rows found no reference
