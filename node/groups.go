@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -75,18 +76,19 @@ func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl t
 	return inv, nil
 }
 
-// ErrAdminUnreachable reports a join that could not reach the admin that
-// issued the invitation: only that admin admits with it.
+// ErrAdminUnreachable reports a join that could reach no admin of the
+// group: the one that issued the invitation, nor any other it names.
 var ErrAdminUnreachable = connectivity.ErrAdminUnreachable
 
 // JoinGroup joins a group with an invitation an admin issued to this node,
-// and syncs with the admin once. The invitation carries where to reach
-// the admin and the group's servers; extra addresses (those of an
-// invitation from an older node, which carries none) are the admin's
-// unless they end in another peer's /p2p/ ID. With no address of the
-// admin at all, a node with LAN discovery looks for it on the LAN. The
-// admin must be online: the group's servers cannot admit (the error then
-// wraps ErrAdminUnreachable).
+// and syncs once with the admin that admits it: the issuer, or any other
+// admin of the group. The invitation carries where to reach the issuer,
+// the group's other admins and its servers; extra addresses (those of an
+// invitation from an older node, which carries none) are the issuer's
+// unless they end in another peer's /p2p/ ID. With no address at all, a
+// node with LAN discovery looks for the issuer on the LAN. An admin must
+// be online: the group's servers cannot admit (the error then wraps
+// ErrAdminUnreachable).
 func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, extra ...ma.Multiaddr) (syncgroup.Spec, error) {
 	ctx, done, err := n.call(ctx)
 	if err != nil {
@@ -99,7 +101,7 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, extra ..
 	case inv.Admin == n.h.ID():
 		return syncgroup.Spec{}, fmt.Errorf("%w: this node issued it", syncgroup.ErrInvitation)
 	}
-	adminAddrs, err := n.conn.ReachAdmin(ctx, inv, extra, n.cfg.IOTimeout)
+	admins, err := n.conn.ReachAdmin(ctx, inv, extra, n.cfg.IOTimeout)
 	if err != nil {
 		return syncgroup.Spec{}, err
 	}
@@ -108,7 +110,11 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, extra ..
 	// may be the group's only ones. If the group made up for them
 	// meanwhile, a server that holds its two calls them surplus at the
 	// next hand-off, and they go then.
-	id, err := n.sync.Join(ctx, inv, adminAddrs, n.conn.Addrs())
+	id, err := n.sync.Join(ctx, inv, admins, n.conn.Addrs())
+	if errors.Is(err, syncer.ErrNoAdmin) && !slices.Contains(admins, inv.Admin) {
+		return syncgroup.Spec{}, fmt.Errorf("%w: %s, which issued the invitation, is offline, and no other admin of the group answered "+
+			"(admins admit, not the group's servers: try again once one is online): %v", ErrAdminUnreachable, inv.Admin, err)
+	}
 	if err != nil {
 		return syncgroup.Spec{}, err
 	}
@@ -155,6 +161,10 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 	if _, err := n.GroupSpec(g); err != nil {
 		return nil, err
 	}
+	// Refused before anything is handed on.
+	if err := n.sync.With(g, (*syncgroup.Group).CheckLeave); err != nil {
+		return nil, err
+	}
 	// The user asks now: members that failed a dial a moment ago (back
 	// on a new port, say) are tried again.
 	var ids []peer.ID
@@ -167,6 +177,18 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 	}
 	n.records.Forget(g)
 	return atRisk, nil
+}
+
+// ChangeGroup makes change c to group g's spec: adds or removes an admin
+// (syncgroup.AddAdmin, RemoveAdmin) or a prefix (AddPrefix,
+// RemovePrefix), or sets the server copies wanted (SetCopies). This node
+// must be an admin allowed to make it: an admin removes itself or one
+// junior to it, never the last (syncgroup.ErrLastAdmin). The change is
+// signed, joins the group's chain of changes and spreads to the members;
+// concurrent changes resolve alike on every member. It returns the spec
+// as it stands here.
+func (n *Node) ChangeGroup(g syncnode.GroupID, c syncgroup.Change) (syncgroup.Spec, error) {
+	return n.sync.ChangeSpec(g, c)
 }
 
 // Groups returns the specs of the groups this node syncs.

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/msgpackx"
@@ -40,6 +39,18 @@ type admission struct {
 	// member's rows the ejecting admin had seen: rows it wrote up to there
 	// were written while it was a member and stay valid for everyone.
 	UpTo uint64 `msgpack:"u,omitempty"`
+	// Demoted marks an admin that gave up or lost its role: a member
+	// still, needing no invitation, until it leaves or is ejected.
+	Demoted bool `msgpack:"dm,omitempty"`
+}
+
+// decodeAdmission reads an admission row (live and well formed).
+func decodeAdmission(row Row) (admission, bool) {
+	var a admission
+	if row.Deleted || msgpackx.Unmarshal(row.Value, &a) != nil {
+		return admission{}, false
+	}
+	return a, true
 }
 
 // ErrUsed reports an invitation that was used already and may not be again.
@@ -48,24 +59,25 @@ var ErrUsed = errors.New("syncgroup: invitation already used")
 // ErrEjected reports an invitation of a peer that an admin ejected.
 var ErrEjected = errors.New("syncgroup: peer ejected")
 
-// Eject removes p from the group; only an admin may. It revokes p's
-// admission, so p is no member whatever membership rows it writes, until an
-// admin admits it again with a new invitation.
+// isAdmin reports whether p is an admin now.
+func (g *Group) isAdmin(p peer.ID) bool { return slices.Contains(g.gov().head.admins, p) }
+
+// Eject removes p from the group; only an admin may (and only one senior
+// to p, if p is an admin). It revokes p's admission, so p is no member
+// whatever membership rows it writes, until an admin admits it again
+// with a new invitation.
 func (g *Group) Eject(p peer.ID, now time.Time) (Row, error) {
-	if !slices.Contains(g.spec.Admins, g.self) {
+	if !g.isAdmin(g.self) {
 		return Row{}, fmt.Errorf("%w: only an admin ejects", ErrNotAllowed)
 	}
-	a, _ := g.admission(p)
+	c := Change{Op: opEject, Peer: p, UpTo: g.rows.seen[p]}
+	if a, ok := g.admission(p); ok {
+		c.Nonce, c.DevType = a.Nonce, a.DevType
+	}
 	if m, ok := g.memberRow(p); ok && m.Invitation != nil {
-		a.Nonce, a.DevType = m.Invitation.Nonce, m.Invitation.DevType
+		c.Nonce, c.DevType = m.Invitation.Nonce, m.Invitation.DevType
 	}
-	a.Revoked, a.Ejected, a.Readmit = true, true, nil
-	a.UpTo = g.rows.seen[p]
-	b, err := msgpack.Marshal(a)
-	if err != nil {
-		return Row{}, err
-	}
-	return g.rows.Put(admissionKey(p), b, now), nil
+	return g.change(c, now)
 }
 
 // exitOf reports whether p left the group or was ejected, and the last
@@ -91,28 +103,24 @@ func (g *Group) Banned(p peer.ID) bool {
 // whose nonce is given, issued after the ejection; ok is false if p is not
 // banned (any invitation of its admits it then).
 func (g *Group) Readmit(p peer.ID, nonce []byte, now time.Time) (row Row, ok bool, err error) {
-	if !slices.Contains(g.spec.Admins, g.self) {
+	if !g.isAdmin(g.self) {
 		return Row{}, false, fmt.Errorf("%w: only an admin readmits", ErrNotAllowed)
 	}
 	a, found := g.admission(p)
 	if !found || !a.Ejected {
 		return Row{}, false, nil
 	}
-	a.Readmit = nonce
-	b, err := msgpack.Marshal(a)
-	if err != nil {
-		return Row{}, false, err
-	}
-	return g.rows.Put(admissionKey(p), b, now), true, nil
+	row, err = g.change(Change{Op: opReadmit, Peer: p, Nonce: nonce, DevType: a.DevType}, now)
+	return row, err == nil, err
 }
 
-// RevokeLeaver returns, on an admin's replica, the row revoking the
+// RevokeLeaver returns, on an admin's replica, the change revoking the
 // admission of a member whose own tombstone says it left, so that its
 // invitation cannot bring it back; ok is false if there is nothing to
-// revoke (not an admin, the member is back or was never admitted, or its
-// admission is revoked already).
+// revoke (not an admin, the member is back, is an admin or was never
+// admitted, or its admission is revoked already).
 func (g *Group) RevokeLeaver(p peer.ID, now time.Time) (row Row, ok bool, err error) {
-	if !slices.Contains(g.spec.Admins, g.self) || slices.Contains(g.spec.Admins, p) {
+	if !g.isAdmin(g.self) || g.isAdmin(p) {
 		return Row{}, false, nil
 	}
 	m, found := g.rows.Get(memberPrefix + string(p))
@@ -123,20 +131,16 @@ func (g *Group) RevokeLeaver(p peer.ID, now time.Time) (row Row, ok bool, err er
 	if !found || a.Revoked {
 		return Row{}, false, nil
 	}
-	a.Revoked = true
-	b, err := msgpack.Marshal(a)
-	if err != nil {
-		return Row{}, false, err
-	}
-	return g.rows.Put(admissionKey(p), b, now), true, nil
+	row, err = g.change(Change{Op: opRevoke, Peer: p}, now)
+	return row, err == nil, err
 }
 
 // Admit records, on an admin's replica, that inv's joiner was let in: the
-// caller has checked inv against its own clock. It returns ok false, and
-// no row, if that admission is recorded already; ErrUsed if the invitation
-// was used before and its admission revoked.
+// caller has checked inv against its own clock and the group's admins. It
+// returns ok false, and no row, if that admission is recorded already;
+// ErrUsed if the invitation was used before and its admission revoked.
 func (g *Group) Admit(inv Invitation, now time.Time) (row Row, ok bool, err error) {
-	if !slices.Contains(g.spec.Admins, g.self) {
+	if !g.isAdmin(g.self) {
 		return Row{}, false, fmt.Errorf("%w: only an admin admits", ErrNotAllowed)
 	}
 	if len(inv.Nonce) == 0 {
@@ -157,22 +161,13 @@ func (g *Group) Admit(inv Invitation, now time.Time) (row Row, ok bool, err erro
 		}
 		return Row{}, false, nil // the same join, asked again
 	}
-	b, err := msgpack.Marshal(admission{Nonce: inv.Nonce, DevType: inv.DevType})
-	if err != nil {
-		return Row{}, false, err
-	}
-	return g.rows.Put(admissionKey(inv.Joiner), b, now), true, nil
+	row, err = g.change(Change{Op: opAdmit, Peer: inv.Joiner, Nonce: inv.Nonce, DevType: inv.DevType}, now)
+	return row, err == nil, err
 }
 
-// admission returns p's admission as recorded, if any.
+// admission returns p's admission as the chain (or, in a group whose
+// chain is empty, its creator's admission rows) records it.
 func (g *Group) admission(p peer.ID) (admission, bool) {
-	row, ok := g.rows.Get(admissionKey(p))
-	if !ok || row.Deleted {
-		return admission{}, false
-	}
-	var a admission
-	if msgpackx.Unmarshal(row.Value, &a) != nil {
-		return admission{}, false
-	}
-	return a, true
+	a, ok := g.gov().head.adm[p]
+	return a, ok
 }

@@ -28,7 +28,9 @@ var (
 	ErrAfterExit = errors.New("syncgroup: written after its writer left the group")
 )
 
-// Spec describes a syncgroup. It is fixed at creation.
+// Spec describes a syncgroup. Its ID and name are fixed at creation; its
+// admins, prefixes and server copies change through the group's chain
+// (Group.ChangeSpec).
 type Spec struct {
 	ID       syncnode.GroupID `msgpack:"i"`
 	Name     string           `msgpack:"n"`
@@ -67,6 +69,20 @@ func (s Spec) Validate() error {
 	return nil
 }
 
+// CheckGenesis checks that s is a group's spec as Create makes it: its
+// only admin the creator its ID names. A joiner takes the spec from the
+// admin that admits it, which may not be the creator: whatever it says,
+// it cannot make itself a founding admin.
+func (s Spec) CheckGenesis() error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if len(s.Admins) != 1 || string(s.ID) != s.Admins[0].String()+"/"+s.Name {
+		return fmt.Errorf("syncgroup: %s is not the spec its creator made: admins %v", s.ID, s.Admins)
+	}
+	return nil
+}
+
 // Covers reports whether key lies under one of the spec's prefixes.
 func (s Spec) Covers(key string) bool {
 	return slices.ContainsFunc(s.Prefixes, func(p string) bool { return strings.HasPrefix(key, p) })
@@ -80,6 +96,8 @@ type Group struct {
 	rows *Rows
 	// members caches the decoded membership as of rows.memberGen.
 	members memberCache
+	// chain caches the group's chain of changes as of rows.memberGen.
+	chain chain
 }
 
 // NewGroup returns an empty replica of spec for device self.
@@ -139,8 +157,36 @@ func (g *Group) SetKey(key crypto.PrivKey) error {
 	return nil
 }
 
-// Spec returns the group's spec.
-func (g *Group) Spec() Spec { return g.spec }
+// Spec returns the group's spec as its chain of changes has made it.
+func (g *Group) Spec() Spec {
+	h := g.gov().head
+	s := g.spec
+	s.Admins, s.Prefixes, s.Copies = slices.Clone(h.admins), slices.Clone(h.prefixes), h.copies
+	return s
+}
+
+// Genesis returns the group's spec as it was created: what a joiner's
+// replica starts from, before the chain of changes reaches it.
+func (g *Group) Genesis() Spec { return g.spec }
+
+// ChangeSpec makes change c (AddAdmin, RemoveAdmin, AddPrefix,
+// RemovePrefix or SetCopies) at the end of the group's chain, signed by
+// this device, which must be an admin allowed to make it. Every member
+// that learns the change, and any made concurrently, picks the same
+// outcome (see the chain).
+func (g *Group) ChangeSpec(c Change, now time.Time) (Row, error) {
+	switch c.Op {
+	case AddAdmin, RemoveAdmin:
+		c = Change{Op: c.Op, Peer: c.Peer}
+	case AddPrefix, RemovePrefix:
+		c = Change{Op: c.Op, Prefix: c.Prefix}
+	case SetCopies:
+		c = Change{Op: c.Op, N: c.N}
+	default:
+		return Row{}, fmt.Errorf("syncgroup: %q is no change to a spec", c.Op)
+	}
+	return g.change(c, now)
+}
 
 // Rows returns the replica's rows (data and membership).
 func (g *Group) Rows() *Rows { return g.rows }
@@ -194,7 +240,7 @@ func (g *Group) Delete(key string, now time.Time) (Row, error) {
 }
 
 func (g *Group) writable(key string) error {
-	if !g.spec.Covers(key) {
+	if !g.covers(key) {
 		return fmt.Errorf("%w: %q in %s", ErrOutsideGroup, key, g.spec.ID)
 	}
 	if !g.IsMember(g.self) {

@@ -166,8 +166,12 @@ func TestMembershipLifecycle(t *testing.T) {
 	// another unused one it held does not.
 	spare, _ := Invite(adminKey, g.Spec().ID, phone, syncnode.Normal, t0.Add(time.Hour))
 	inv2, _ := Invite(adminKey, g.Spec().ID, phone, syncnode.Normal, t0.Add(time.Hour))
-	if _, ok, err := g.Readmit(phone, inv2.Nonce, t0.Add(10*time.Second)); err != nil || !ok {
+	readmit, ok, err := g.Readmit(phone, inv2.Nonce, t0.Add(10*time.Second))
+	if err != nil || !ok {
 		t.Fatalf("readmit: %v %v", ok, err)
+	}
+	if _, err := sg.Apply(readmit, t0.Add(10*time.Second)); err != nil {
+		t.Fatal(err)
 	}
 	if _, _, err := g.Admit(spare, t0.Add(10*time.Second)); !errors.Is(err, ErrEjected) {
 		t.Fatalf("admitting the ejected phone with an invitation the ban does not name: %v", err)
@@ -176,7 +180,9 @@ func TestMembershipLifecycle(t *testing.T) {
 	if err != nil || !fresh {
 		t.Fatalf("re-invitation: %v", err)
 	}
-	sg.Apply(adm, t0.Add(10*time.Second))
+	if _, err := sg.Apply(adm, t0.Add(10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	rejoin, _ := pg.Join(inv2, nil, t0.Add(11*time.Second))
 	sg.Apply(rejoin, t0.Add(11*time.Second))
 	if !sg.IsMember(phone) {
@@ -262,7 +268,11 @@ func TestRowsOfAMemberThatLeft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	left := pg.Leave(t0.Add(3 * time.Second))
+	lrows, err := pg.Leave(t0.Add(3 * time.Second))
+	if err != nil || len(lrows) != 1 {
+		t.Fatal(lrows, err)
+	}
+	left := lrows[0]
 	// The admin hears of the leave first, of the row written before it
 	// only then.
 	if _, err := g.Apply(left, t0.Add(3*time.Second)); err != nil {

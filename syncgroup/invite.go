@@ -196,13 +196,21 @@ func (inv Invitation) AddrInfos() ([]peer.AddrInfo, error) {
 // Verify checks that presenter may use the invitation at now: it names
 // presenter, has not expired, and is signed by one of admins.
 func (inv Invitation) Verify(presenter peer.ID, admins []peer.ID, now time.Time) error {
+	if !slices.Contains(admins, inv.Admin) {
+		return fmt.Errorf("%w: %s is not an admin of %s", ErrInvitation, inv.Admin, inv.Group)
+	}
+	return inv.verifySig(presenter, now)
+}
+
+// verifySig is Verify but for the issuer's standing, which only the
+// admitting admin judges: once admitted, a member stays one if its
+// issuer stops being an admin.
+func (inv Invitation) verifySig(presenter peer.ID, now time.Time) error {
 	switch {
 	case inv.Joiner != presenter:
 		return fmt.Errorf("%w: it names %s, not %s", ErrInvitation, inv.Joiner, presenter)
 	case now.Unix() >= inv.Expires:
 		return fmt.Errorf("%w: expired at %s", ErrInvitation, time.Unix(inv.Expires, 0).UTC().Format(time.RFC3339))
-	case !slices.Contains(admins, inv.Admin):
-		return fmt.Errorf("%w: %s is not an admin of %s", ErrInvitation, inv.Admin, inv.Group)
 	case inv.DevType > syncnode.Leaf:
 		return fmt.Errorf("%w: unknown device type %d", ErrInvitation, inv.DevType)
 	}

@@ -60,7 +60,7 @@ func (g *Group) membership() *memberCache {
 	}
 	c.list, c.by = nil, map[peer.ID]Member{}
 	for _, row := range g.rows.List(memberPrefix) {
-		if strings.HasPrefix(row.Key, admissionPrefix) {
+		if strings.HasPrefix(row.Key, admissionPrefix) || IsChainKey(row.Key) {
 			continue
 		}
 		if m, ok := g.decodeMember(peer.ID(strings.TrimPrefix(row.Key, memberPrefix))); ok {
@@ -83,7 +83,9 @@ func (g *Group) putMember(m Member, now time.Time) (Row, error) {
 // Join records this device as a member through inv, which an admin issued
 // to it. The row it returns is what the other members must learn.
 func (g *Group) Join(inv Invitation, addrs []string, now time.Time) (Row, error) {
-	if err := inv.Verify(g.self, g.spec.Admins, now); err != nil {
+	// The admin that admitted this device judged the issuer's standing;
+	// a replica this new knows the group only as it was created.
+	if err := inv.verifySig(g.self, now); err != nil {
 		return Row{}, err
 	}
 	if inv.Group != g.spec.ID {
@@ -95,13 +97,41 @@ func (g *Group) Join(inv Invitation, addrs []string, now time.Time) (Row, error)
 	return g.putMember(Member{DevType: inv.DevType, Addrs: addrs, Invitation: &inv}, now)
 }
 
-// Leave removes this device from the group.
-func (g *Group) Leave(now time.Time) Row { return g.rows.Delete(memberPrefix+string(g.self), now) }
+// Leave removes this device from the group: it returns the tombstone of
+// its membership, after, for an admin, the change giving up its role. The
+// last admin may leave only a group with no other member (ErrLastAdmin):
+// it names another admin first.
+func (g *Group) Leave(now time.Time) ([]Row, error) {
+	if err := g.CheckLeave(); err != nil {
+		return nil, err
+	}
+	var out []Row
+	if g.isAdmin(g.self) && len(g.gov().head.admins) > 1 {
+		row, err := g.change(Change{Op: RemoveAdmin, Peer: g.self}, now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, row)
+	}
+	return append(out, g.rows.Delete(memberPrefix+string(g.self), now)), nil
+}
+
+// CheckLeave reports whether this device may leave the group: not as its
+// last admin while other members remain (ErrLastAdmin).
+func (g *Group) CheckLeave() error {
+	if !g.isAdmin(g.self) || len(g.gov().head.admins) > 1 {
+		return nil
+	}
+	if slices.ContainsFunc(g.Members(), func(m Member) bool { return m.Peer != g.self }) {
+		return fmt.Errorf("%w: this device is the only admin of %s and other members remain; make one of them an admin first (sg admin add)", ErrLastAdmin, g.spec.ID)
+	}
+	return nil
+}
 
 // LeftMember reports whether row is a member's own tombstone — it left —
 // and who.
 func LeftMember(row Row) (peer.ID, bool) {
-	if !row.Deleted || !strings.HasPrefix(row.Key, memberPrefix) || strings.HasPrefix(row.Key, admissionPrefix) {
+	if !row.Deleted || !strings.HasPrefix(row.Key, memberPrefix) || strings.HasPrefix(row.Key, admissionPrefix) || IsChainKey(row.Key) {
 		return "", false
 	}
 	p := peer.ID(strings.TrimPrefix(row.Key, memberPrefix))
@@ -198,11 +228,16 @@ func (g *Group) decodeMember(p peer.ID) (Member, bool) {
 	if !ok {
 		return Member{}, false
 	}
-	if slices.Contains(g.spec.Admins, p) {
+	if g.isAdmin(p) {
 		return m, true
 	}
 	a, ok := g.admission(p)
-	if !ok || a.Revoked || m.Invitation == nil || len(a.Nonce) == 0 || !bytes.Equal(a.Nonce, m.Invitation.Nonce) {
+	switch {
+	case !ok || a.Revoked:
+		return Member{}, false
+	case a.Demoted:
+		return m, true // a former admin, who needed no invitation
+	case m.Invitation == nil || len(a.Nonce) == 0 || !bytes.Equal(a.Nonce, m.Invitation.Nonce) || a.DevType != m.DevType:
 		return Member{}, false
 	}
 	return m, true
@@ -239,6 +274,12 @@ func ChangeOf(row Row) (peer.ID, MemberChange) {
 	switch {
 	case !strings.HasPrefix(row.Key, memberPrefix):
 		return "", NoMemberChange
+	case IsChainKey(row.Key):
+		l, err := decodeLink(row)
+		if err != nil || l.c.Op != opEject {
+			return "", NoMemberChange
+		}
+		return l.c.Peer, MemberEjected
 	case strings.HasPrefix(row.Key, admissionPrefix):
 		var a admission
 		// An admission that readmits the peer keeps Ejected (the ban

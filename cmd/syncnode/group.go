@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/syncnode/syncnode/internal/api"
@@ -21,6 +22,15 @@ func groupCmd() *command {
 		{name: "join", args: "INVITATION", short: "join with an invitation from an admin", nargs: 1, json: true, flags: sgJoin},
 		{name: "leave", args: "GROUP", short: "leave a group, handing this node's shares in it to members first", nargs: 1, flags: sgLeave},
 		{name: "eject", args: "GROUP PEER", short: "eject a member (admins only): say what it would put at risk, keep its blobs, then eject", nargs: 2, json: true, flags: sgEject},
+		{name: "admin", sub: []*command{
+			{name: "add", args: "GROUP PEER", short: "make a member an admin (admins only)", nargs: 2, json: true, flags: sgSpec("admin-add")},
+			{name: "remove", args: "GROUP PEER", short: "take a junior admin's role, or this node's own (never the last admin's)", nargs: 2, json: true, flags: sgSpec("admin-remove")},
+		}},
+		{name: "prefix", sub: []*command{
+			{name: "add", args: "GROUP PREFIX", short: "sync the keys under another prefix (admins only)", nargs: 2, json: true, flags: sgSpec("prefix-add")},
+			{name: "remove", args: "GROUP PREFIX", short: "stop syncing the keys under a prefix (admins only; rows stay)", nargs: 2, json: true, flags: sgSpec("prefix-remove")},
+		}},
+		{name: "copies", args: "GROUP K", short: "set the verified server copies wanted before devices evict (admins only)", nargs: 2, json: true, flags: sgSpec("copies")},
 		{name: "ls", short: "the groups this node is in", nargs: 0, json: true, flags: sgLs},
 		{name: "members", args: "GROUP", short: "a group's members, their device types and addresses", nargs: 1, json: true, flags: sgMembers},
 	}}
@@ -37,6 +47,33 @@ func sgCreate(fs *flag.FlagSet) func(*cmd) error {
 			g, err := cl.CreateGroup(c.ctx, api.CreateRequest{Name: c.pos[0], Prefixes: prefixes, Private: *private, DevType: *dev, Copies: *copies})
 			return show(c, g, err, func(g api.Group) { fmt.Fprintln(c.stdout, g.ID) })
 		})
+	}
+}
+
+// sgSpec is the body of a command changing a group's spec with op.
+func sgSpec(op string) func(*flag.FlagSet) func(*cmd) error {
+	return func(*flag.FlagSet) func(*cmd) error {
+		return func(c *cmd) error {
+			req := api.SpecChange{Group: c.pos[0], Op: op}
+			switch op {
+			case "admin-add", "admin-remove":
+				req.Peer = c.pos[1]
+			case "prefix-add", "prefix-remove":
+				req.Prefix = c.pos[1]
+			default:
+				k, err := strconv.Atoi(c.pos[1])
+				if err != nil {
+					return fmt.Errorf("copies %q: a number from 1 to 8", c.pos[1])
+				}
+				req.Copies = k
+			}
+			return c.with(func(cl *api.Client) error {
+				g, err := cl.ChangeSpec(c.ctx, req)
+				return show(c, g, err, func(g api.Group) {
+					fmt.Fprintf(c.stdout, "%s\n  admins:   %s\n  prefixes: %s\n  copies:   %d\n", g.ID, strings.Join(g.Admins, ", "), strings.Join(g.Prefixes, ", "), g.Copies)
+				})
+			})
+		}
 	}
 }
 

@@ -202,6 +202,12 @@ func (c *Client) Eject(ctx context.Context, req EjectRequest) (Ejection, error) 
 	return out, c.do(ctx, "POST", "/groups/eject", req, &out)
 }
 
+// ChangeSpec changes a group's spec and returns the group as it stands.
+func (c *Client) ChangeSpec(ctx context.Context, req SpecChange) (Group, error) {
+	var out Group
+	return out, c.do(ctx, "POST", "/groups/spec", req, &out)
+}
+
 // Members lists a group's members.
 func (c *Client) Members(ctx context.Context, group string) ([]Member, error) {
 	var out []Member

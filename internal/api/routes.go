@@ -24,6 +24,7 @@ const (
 	RouteJoin       = "POST /groups/join"
 	RouteLeave      = "POST /groups/leave"
 	RouteEject      = "POST /groups/eject"
+	RouteChangeSpec = "POST /groups/spec"
 	RouteMembers    = "GET /groups/members"
 	RoutePutRow     = "POST /rows"
 	RouteGetRows    = "GET /rows"

@@ -183,6 +183,18 @@ type GroupRequest struct {
 	Force bool `json:"force,omitempty"`
 }
 
+// SpecChange changes a group's spec; the node must be an admin allowed to
+// make the change.
+type SpecChange struct {
+	Group string `json:"group"`
+	// Op is admin-add, admin-remove (Peer), prefix-add, prefix-remove
+	// (Prefix) or copies (Copies).
+	Op     string `json:"op"`
+	Peer   string `json:"peer,omitempty"`
+	Prefix string `json:"prefix,omitempty"`
+	Copies int    `json:"copies,omitempty"`
+}
+
 // EjectRequest ejects a member from a group; the node must be an admin.
 type EjectRequest struct {
 	Group string `json:"group"`

@@ -53,14 +53,14 @@ func publishable(as []string) []string {
 	return as[:min(len(as), maxPublished)]
 }
 
-// invitationAddrsPerServer bounds the addresses of each server an
-// invitation carries: the best ones, after all of the admin's.
+// invitationAddrsPerServer bounds the addresses of each other admin and
+// server an invitation carries: the best ones, after all of the issuer's.
 const invitationAddrsPerServer = 4
 
 // InvitationAddrs returns the addresses an invitation to group g carries
 // (see syncgroup.Invitation.Addrs): this node's own, as its memberships
-// publish them, then those of g's servers (their membership rows', else
-// what the peerstore knows), best first; each ends in its peer's ID, and
+// publish them, then those of g's other admins and of its servers (their
+// membership rows', else what the peerstore knows), best first; each ends in its peer's ID, and
 // there are at most syncgroup.MaxInvitationAddrs.
 func (s *Service) InvitationAddrs(g syncnode.GroupID) []string {
 	var out []string
@@ -85,8 +85,15 @@ func (s *Service) InvitationAddrs(g syncnode.GroupID) []string {
 	if s.groups == nil {
 		return out
 	}
-	for _, m := range s.groups.Members(g) {
-		if m.DevType != syncnode.Server || m.Peer == s.h.ID() {
+	// The other admins first (any of them admits the joiner), then the
+	// servers (which it syncs with afterwards).
+	spec, _ := s.groups.Spec(g)
+	members := s.groups.Members(g)
+	slices.SortStableFunc(members, func(a, b syncgroup.Member) int {
+		return cmp.Compare(rankFor(spec, a), rankFor(spec, b))
+	})
+	for _, m := range members {
+		if m.Peer == s.h.ID() || rankFor(spec, m) == 2 {
 			continue
 		}
 		as := publishable(m.Addrs)
@@ -99,6 +106,18 @@ func (s *Service) InvitationAddrs(g syncnode.GroupID) []string {
 		add(m.Peer, as, invitationAddrsPerServer)
 	}
 	return out
+}
+
+// rankFor orders members for an invitation's addresses: admins (0), then
+// servers (1); the others (2) are left out.
+func rankFor(spec syncgroup.Spec, m syncgroup.Member) int {
+	switch {
+	case slices.Contains(spec.Admins, m.Peer):
+		return 0
+	case m.DevType == syncnode.Server:
+		return 1
+	}
+	return 2
 }
 
 // AwaitAddrs waits, up to timeout, until the peerstore knows an address of

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -17,12 +18,14 @@ import (
 // issued its invitation.
 var ErrAdminUnreachable = errors.New("node: the admin that issued the invitation is unreachable")
 
-// ReachAdmin connects to the admin that issued inv, for a join: at the
-// addresses the invitation carries and extra (an address without a /p2p/
-// ID is the admin's), or, with none and LAN discovery on, where the LAN
-// says it is. The servers' addresses go to the peerstore for the rounds
-// after the join. It returns the admin's addresses.
-func (s *Service) ReachAdmin(ctx context.Context, inv syncgroup.Invitation, extra []ma.Multiaddr, timeout time.Duration) ([]ma.Multiaddr, error) {
+// ReachAdmin connects, for a join, to the admin that issued inv, else to
+// the other members whose addresses it carries (other admins among them:
+// any admin admits with any admin's invitation), at the addresses the
+// invitation carries and extra (an address without a /p2p/ ID is the
+// issuer's), or, with none of the issuer's and LAN discovery on, where the
+// LAN says it is. It returns the peers reached, the issuer first: those
+// to ask to admit this node.
+func (s *Service) ReachAdmin(ctx context.Context, inv syncgroup.Invitation, extra []ma.Multiaddr, timeout time.Duration) ([]peer.ID, error) {
 	hints, err := inv.AddrInfos()
 	if err != nil {
 		return nil, err
@@ -37,17 +40,22 @@ func (s *Service) ReachAdmin(ctx context.Context, inv syncgroup.Invitation, extr
 		}
 		hints = append(hints, peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{tr}})
 	}
-	// Addresses are only where to dial: the admin's go to the join, the
-	// servers' to the peerstore, for the rounds that follow it.
-	var adminAddrs []ma.Multiaddr
+	// Addresses are only where to dial: the issuer first, then the
+	// others, which the rounds after the join dial as well.
+	order := []peer.ID{inv.Admin}
+	var issuerAddrs []ma.Multiaddr
 	for _, ai := range hints {
-		if ai.ID == inv.Admin {
-			adminAddrs = append(adminAddrs, ai.Addrs...)
-		} else if ai.ID != s.h.ID() {
+		switch {
+		case ai.ID == inv.Admin:
+			issuerAddrs = append(issuerAddrs, ai.Addrs...)
+		case ai.ID != s.h.ID():
 			s.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.AddressTTL)
+			if !slices.Contains(order, ai.ID) {
+				order = append(order, ai.ID)
+			}
 		}
 	}
-	if len(adminAddrs) == 0 && len(s.h.Peerstore().Addrs(inv.Admin)) == 0 {
+	if len(issuerAddrs) == 0 && len(s.h.Peerstore().Addrs(inv.Admin)) == 0 && len(order) == 1 {
 		if !s.cfg.LAN {
 			return nil, fmt.Errorf("%w: no address of %s: the invitation carries none (an older node issued it) and none was given",
 				ErrAdminUnreachable, inv.Admin)
@@ -56,17 +64,48 @@ func (s *Service) ReachAdmin(ctx context.Context, inv syncgroup.Invitation, extr
 			return nil, fmt.Errorf("%w: %v", ErrAdminUnreachable, err)
 		}
 	}
-	// The admin's addresses come with the invitation: a dial that failed
-	// a moment ago (the admin restarted on a new port) must not hold the
+	// The addresses come with the invitation: a dial that failed a
+	// moment ago (the admin restarted on a new port) must not hold the
 	// join back.
-	ClearDialBackoff(s.h, []peer.ID{inv.Admin})
-	s.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	err = s.h.Connect(dctx, peer.AddrInfo{ID: inv.Admin})
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v (only the admin that issued an invitation admits with it, not the group's servers: "+
-			"try again once it is online, or ask another admin for a new invitation)", ErrAdminUnreachable, inv.Admin, err)
+	ClearDialBackoff(s.h, order)
+	s.h.Peerstore().AddAddrs(inv.Admin, issuerAddrs, peerstore.PermanentAddrTTL)
+	// All at once: the issuer's answer ends the wait (it admits almost
+	// always); else every dial's does, offline peers after timeout.
+	type dial struct {
+		p   peer.ID
+		err error
 	}
-	return adminAddrs, nil
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	done := make(chan dial, len(order))
+	for _, p := range order {
+		go func() { done <- dial{p, s.h.Connect(dctx, peer.AddrInfo{ID: p})} }()
+	}
+	var reached []peer.ID
+	var first error
+	var grace <-chan time.Time // once another peer answers, the issuer has a second more
+	for range order {
+		var d dial
+		select {
+		case d = <-done:
+		case <-grace:
+			return reached, nil
+		}
+		switch {
+		case d.err == nil && d.p == inv.Admin:
+			return order, nil
+		case d.err == nil:
+			reached = append(reached, d.p)
+			if grace == nil {
+				grace = time.After(time.Second)
+			}
+		case d.p == inv.Admin:
+			first = d.err
+		}
+	}
+	if len(reached) == 0 {
+		return nil, fmt.Errorf("%w: %s: %v (an admin of the group must be online to admit this node: "+
+			"try again once one is, or ask an admin for a new invitation)", ErrAdminUnreachable, inv.Admin, first)
+	}
+	return reached, nil
 }

@@ -31,6 +31,8 @@ type Groups interface {
 	IsMember(p peer.ID, g syncnode.GroupID) bool
 	// Members lists g's members.
 	Members(g syncnode.GroupID) []syncgroup.Member
+	// Spec returns g's spec as it stands.
+	Spec(g syncnode.GroupID) (syncgroup.Spec, error)
 	// DevType is this node's device type in g.
 	DevType(g syncnode.GroupID) (syncnode.DevType, bool)
 	// SetAddrs writes addrs into this node's membership row of g and

@@ -44,6 +44,36 @@ func groupView(s syncgroup.Spec) api.Group {
 	return g
 }
 
+// specOps maps the control API's names of spec changes to the chain's.
+var specOps = map[string]syncgroup.Op{
+	"admin-add": syncgroup.AddAdmin, "admin-remove": syncgroup.RemoveAdmin,
+	"prefix-add": syncgroup.AddPrefix, "prefix-remove": syncgroup.RemovePrefix, "copies": syncgroup.SetCopies,
+}
+
+func (s *server) changeSpec(r *http.Request) (api.Group, error) {
+	var req api.SpecChange
+	if err := decode(r, &req); err != nil {
+		return api.Group{}, err
+	}
+	op, ok := specOps[req.Op]
+	if !ok {
+		return api.Group{}, badRequest("op %q: one of admin-add, admin-remove, prefix-add, prefix-remove, copies", req.Op)
+	}
+	c := syncgroup.Change{Op: op, Prefix: req.Prefix, N: req.Copies}
+	if op == syncgroup.AddAdmin || op == syncgroup.RemoveAdmin {
+		p, err := peer.Decode(req.Peer)
+		if err != nil {
+			return api.Group{}, badRequest("peer %q: %v", req.Peer, err)
+		}
+		c.Peer = p
+	}
+	spec, err := s.n.ChangeGroup(syncnode.GroupID(req.Group), c)
+	if err != nil {
+		return api.Group{}, err
+	}
+	return groupView(spec), nil
+}
+
 func (s *server) listGroups(*http.Request) ([]api.Group, error) {
 	out := []api.Group{}
 	for _, spec := range s.n.Groups() {

@@ -47,6 +47,7 @@ func (s *server) handler(token string) http.Handler {
 	mux.HandleFunc(api.RouteJoin, answer(s.join))
 	mux.HandleFunc(api.RouteLeave, answer(s.leave))
 	mux.HandleFunc(api.RouteEject, answer(s.eject))
+	mux.HandleFunc(api.RouteChangeSpec, answer(s.changeSpec))
 	mux.HandleFunc(api.RouteMembers, answer(s.members))
 	mux.HandleFunc(api.RoutePutRow, answer(s.putRow))
 	mux.HandleFunc(api.RouteGetRows, answer(s.getRows))
@@ -108,7 +109,7 @@ func fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, syncnode.ErrNotFound), errors.Is(err, node.ErrNoHolder):
 		code = http.StatusNotFound
-	case errors.Is(err, node.ErrPinned), errors.Is(err, node.ErrUserPinned), errors.Is(err, node.ErrAtRisk):
+	case errors.Is(err, node.ErrPinned), errors.Is(err, node.ErrUserPinned), errors.Is(err, node.ErrAtRisk), errors.Is(err, syncgroup.ErrLastAdmin):
 		code = http.StatusConflict
 	case errors.Is(err, node.ErrAdminUnreachable):
 		code = http.StatusBadGateway

@@ -13,6 +13,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"lukechampine.com/blake3"
 
@@ -81,7 +82,8 @@ func world(t *testing.T) ([]*dev, syncnode.GroupID) {
 	devs[0].sync.Add(g)
 	for i, dt := range map[int]syncnode.DevType{1: syncnode.Server, 2: syncnode.Normal, 3: syncnode.Leaf} {
 		inv, _ := syncgroup.Invite(key, gid, devs[i].h.ID(), dt, time.Now().Add(time.Hour))
-		if _, err := devs[i].sync.Join(t.Context(), inv, devs[0].h.Addrs(), nil); err != nil {
+		devs[i].h.Peerstore().AddAddrs(devs[0].h.ID(), devs[0].h.Addrs(), time.Hour)
+		if _, err := devs[i].sync.Join(t.Context(), inv, []peer.ID{devs[0].h.ID()}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

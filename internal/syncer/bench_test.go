@@ -60,7 +60,8 @@ func fanOut(b *testing.B, trust bool, sent *int64) time.Duration {
 		syncs[0].Add(g)
 		for i := 1; i < peers; i++ {
 			inv, _ := syncgroup.Invite(key, g.Spec().ID, hosts[i].ID(), syncnode.Normal, time.Now().Add(time.Hour))
-			if _, err := syncs[i].Join(b.Context(), inv, hosts[0].Addrs(), nil); err != nil {
+			hosts[i].Peerstore().AddAddrs(hosts[0].ID(), hosts[0].Addrs(), time.Hour)
+			if _, err := syncs[i].Join(b.Context(), inv, []peer.ID{hosts[0].ID()}, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

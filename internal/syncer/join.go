@@ -8,42 +8,38 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peerstore"
-	ma "github.com/multiformats/go-multiaddr"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/p2p"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
-// Join presents inv to the admin that issued it, receives the group's
-// spec, joins, and runs a first round with the admin.
-func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs []ma.Multiaddr, addrs []string) (syncnode.GroupID, error) {
+// ErrNoAdmin reports a join that none of the peers asked admitted.
+var ErrNoAdmin = errors.New("syncer: join: no admin admitted this node")
+
+// Join presents inv to an admin of its group: the one that issued it,
+// else each of admins in turn (any admin admits with any admin's
+// invitation), receives the group's spec as created, joins, and runs a
+// first round with the admin that admitted it.
+func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, admins []peer.ID, addrs []string) (syncnode.GroupID, error) {
 	ctx, done, err := s.enter(ctx)
 	if err != nil {
 		return "", err
 	}
 	defer done()
-	s.h.Peerstore().AddAddrs(inv.Admin, adminAddrs, peerstore.PermanentAddrTTL)
 	var resp joinResponse
-	err = p2p.Exchange(ctx, s.h, inv.Admin, p2p.ProtoJoin, func(st network.Stream) error {
-		defer st.Close()
-		// The admin judges the invitation, not where it was reached.
-		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv.WithoutAddrs()}, s.cfg.IOTimeout); err != nil {
-			st.Reset()
-			return err
+	var via peer.ID
+	var errs []error
+	for _, a := range admins {
+		if resp, err = s.askJoin(ctx, inv, a); err == nil {
+			via = a
+			break
 		}
-		if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
-			st.Reset()
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("syncer: join: %w", err)
+		errs = append(errs, fmt.Errorf("%s: %w", a, err))
 	}
-	if resp.Err != "" {
-		return "", fmt.Errorf("%w: %s", ErrRefused, resp.Err)
+	if via == "" {
+		return "", fmt.Errorf("%w: %w", ErrNoAdmin, errors.Join(errs...))
 	}
 	g, err := syncgroup.NewGroup(resp.Spec, s.h.ID(), time.Minute)
 	if err != nil {
@@ -69,11 +65,41 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, adminAddrs 
 	// here. A first round that fails (a stream reset under load) is made
 	// up by the periodic ones; failing the join for it would leave the
 	// caller in the group believing it is not, with its invitation spent.
-	if err := s.SyncWith(ctx, g.Spec().ID, inv.Admin); err != nil {
-		s.log.Warn("first round after joining failed; the periodic rounds catch up", "group", g.Spec().ID, "admin", inv.Admin, "err", err)
+	if err := s.SyncWith(ctx, g.Spec().ID, via); err != nil {
+		s.log.Warn("first round after joining failed; the periodic rounds catch up", "group", g.Spec().ID, "admin", via, "err", err)
 	}
 	s.With(g.Spec().ID, func(g *syncgroup.Group) error { s.learnAddrs(g); return nil })
 	return g.Spec().ID, nil
+}
+
+// askJoin presents inv to admin and returns its answer.
+func (s *Syncer) askJoin(ctx context.Context, inv syncgroup.Invitation, admin peer.ID) (joinResponse, error) {
+	var resp joinResponse
+	err := p2p.Exchange(ctx, s.h, admin, p2p.ProtoJoin, func(st network.Stream) error {
+		defer st.Close()
+		// The admin judges the invitation, not where it was reached.
+		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv.WithoutAddrs()}, s.cfg.IOTimeout); err != nil {
+			st.Reset()
+			return err
+		}
+		if err := p2p.ReadMsg(bufio.NewReader(st), st, &resp, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
+			st.Reset()
+			return err
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return resp, err
+	case resp.Err != "":
+		return resp, fmt.Errorf("%w: %s", ErrRefused, resp.Err)
+	case resp.Spec.ID != inv.Group:
+		return resp, fmt.Errorf("%w: the spec of %s given for %s", ErrRefused, resp.Spec.ID, inv.Group)
+	}
+	if err := resp.Spec.CheckGenesis(); err != nil {
+		return resp, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return resp, nil
 }
 
 // retire removes the replica of group id that this node may still hold
@@ -118,13 +144,11 @@ func (s *Syncer) handleJoin(st network.Stream) {
 	// The invitation is judged by this admin's clock, and used once: the
 	// admission this admin writes is what makes the joiner a member.
 	_, err := s.write(req.Invitation.Group, func(g *syncgroup.Group) (syncgroup.Row, error) {
+		// Any admin's invitation, as long as its issuer is an admin now.
 		if err := req.Invitation.Verify(from, g.Spec().Admins, time.Now()); err != nil {
 			return syncgroup.Row{}, err
 		}
-		if req.Invitation.Admin != s.h.ID() {
-			return syncgroup.Row{}, fmt.Errorf("%w: issued by another admin", syncgroup.ErrInvitation)
-		}
-		resp.Spec = g.Spec()
+		resp.Spec = g.Genesis()
 		row, fresh, err := g.Admit(req.Invitation, time.Now())
 		if err == nil && !fresh {
 			err = errNothingWritten

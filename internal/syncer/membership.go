@@ -1,6 +1,9 @@
 package syncer
 
 import (
+	"errors"
+	"time"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
@@ -74,4 +77,27 @@ func (s *Syncer) NameOf(p peer.ID) string {
 		}
 	}
 	return ""
+}
+
+// ChangeSpec makes change c to group id's spec, as this node (an admin
+// allowed to make it), spreads it, and returns the spec it leads to.
+func (s *Syncer) ChangeSpec(id syncnode.GroupID, c syncgroup.Change) (syncgroup.Spec, error) {
+	if _, err := s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.ChangeSpec(c, time.Now()) }); err != nil {
+		return syncgroup.Spec{}, err
+	}
+	return s.Spec(id)
+}
+
+// catchUp writes, for a replica just restored, the changes its chain
+// still needs from this node: the admissions of a group made before
+// groups had a chain, carried over by its admin, and this node's changes
+// that lost to a concurrent branch while it was away.
+func (s *Syncer) catchUp(id syncnode.GroupID) {
+	_, err := s.writeAll(id, func(g *syncgroup.Group) ([]syncgroup.Row, error) {
+		rows, err := g.Migrate(time.Now())
+		return append(rows, g.Rebase(time.Now())...), err
+	})
+	if err != nil && !errors.Is(err, ErrClosed) {
+		s.log.Error("group's chain not brought up to date", "group", id, "err", err)
+	}
 }

@@ -372,7 +372,7 @@ func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
 		s.log.Warn("pushed rows refused", "group", m.Group, "peer", from, "err", bad)
 	}
 	if len(won) > 0 {
-		s.revokeLeavers(m.Group, won)
+		s.settle(m.Group, won)
 		s.learnMemberAddrs(r, won)
 		s.hooks.Applied(m.Group, won, from)
 		s.spread(m.Group, won, from)

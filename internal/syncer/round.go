@@ -72,6 +72,7 @@ func (s *Syncer) round(ctx context.Context, st network.Stream, r *replica, id sy
 	if adm, ok := r.g.Rows().Get(syncgroup.AdmissionKey(s.h.ID())); ok {
 		h.Admission = &adm
 	}
+	h.Chain = r.g.ChainTail(chainTail)
 	r.mu.Unlock()
 	if err := p2p.WriteMsg(st, h, s.cfg.IOTimeout); err != nil {
 		st.Reset()
@@ -132,7 +133,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			return nil, err
 		}
 		if len(won) > 0 {
-			s.revokeLeavers(id, won)
+			s.settle(id, won)
 			s.learnMemberAddrs(r, won)
 			s.hooks.Applied(id, won, from)
 			// A few rows new here are news to others too (a write that a
@@ -216,9 +217,18 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 	return won, bad, err
 }
 
-// revokeLeavers has an admin revoke the admission of every member whose
-// own tombstone is among rows: an invitation admits its joiner once.
-func (s *Syncer) revokeLeavers(id syncnode.GroupID, rows []syncgroup.Row) {
+// settle answers, on this node, what rows just applied changed in the
+// membership: an admin revokes the admission of every member whose own
+// tombstone is among them (an invitation admits its joiner once), and
+// this node's changes that a concurrent branch of the chain beat are made
+// again on the winning one.
+func (s *Syncer) settle(id syncnode.GroupID, rows []syncgroup.Row) {
+	if slices.ContainsFunc(rows, func(r syncgroup.Row) bool { return syncgroup.IsChainKey(r.Key) }) {
+		_, err := s.writeAll(id, func(g *syncgroup.Group) ([]syncgroup.Row, error) { return g.Rebase(time.Now()), nil })
+		if err != nil {
+			s.log.Error("changes that lost to a concurrent branch not made again", "group", id, "err", err)
+		}
+	}
 	for _, row := range rows {
 		p, ok := syncgroup.LeftMember(row)
 		if !ok {
@@ -303,6 +313,22 @@ func (s *Syncer) handleSync(st network.Stream) {
 			}
 		}
 	}
+	var changes []syncgroup.Row
+	for _, c := range h.Chain[:min(len(h.Chain), chainTail)] {
+		if !syncgroup.IsChainKey(c.Key) || r.g.Rows().Known(c) {
+			continue
+		}
+		if won, err := r.g.Apply(c, time.Now()); err != nil {
+			s.log.Info("change refused", "group", h.Group, "peer", from, "err", err)
+		} else if won {
+			changes = append(changes, c)
+		}
+	}
+	if len(changes) > 0 {
+		if err := s.save(r, changes); err != nil {
+			s.log.Error("changes not stored", "group", h.Group, "peer", from, "err", err)
+		}
+	}
 	selfWon := false
 	if h.Self != nil && h.Self.Writer == from {
 		if won, err := r.g.Apply(*h.Self, time.Now()); err != nil {
@@ -323,7 +349,10 @@ func (s *Syncer) handleSync(st network.Stream) {
 	r.mu.Unlock()
 	s.closeLeft(left)
 	if selfWon {
-		s.revokeLeavers(h.Group, []syncgroup.Row{*h.Self}) // a member leaving says so in its hello
+		changes = append(changes, *h.Self) // a member leaving says so in its hello
+	}
+	if len(changes) > 0 {
+		s.settle(h.Group, changes)
 	}
 	if !member {
 		s.log.Info("sync refused: not a member", "group", h.Group, "peer", from)

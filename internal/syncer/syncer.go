@@ -262,6 +262,7 @@ func (s *Syncer) Restore(g *syncgroup.Group, prio syncnode.Priority) {
 	s.mu.Lock()
 	s.groups[g.Spec().ID] = &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}
 	s.mu.Unlock()
+	s.catchUp(g.Spec().ID)
 }
 
 // save persists rows of r's group. r.mu is held.
@@ -351,8 +352,10 @@ func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID, force bool) err
 		return fmt.Errorf("%w: none of the %d other members of %s answered, and rows written here may have reached none of them", ErrNoMemberReached, len(members), id)
 	}
 	r.mu.Lock()
-	row := r.g.Leave(time.Now())
-	err = s.save(r, []syncgroup.Row{row})
+	rows, err := r.g.Leave(time.Now())
+	if err == nil {
+		err = s.save(r, rows)
+	}
 	r.mu.Unlock()
 	if err != nil {
 		return err

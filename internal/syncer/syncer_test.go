@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -86,7 +87,7 @@ func newClusterHooked(t *testing.T, n int, tweak func(*Config), hooks func(i int
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.sync[i].Join(t.Context(), inv, c.hosts[0].Addrs(), nil); err != nil {
+		if _, err := c.sync[i].Join(t.Context(), inv, c.adminFor(c.hosts[i]), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -102,6 +103,13 @@ func newClusterHooked(t *testing.T, n int, tweak func(*Config), hooks func(i int
 		})
 	}
 	return c
+}
+
+// adminFor tells h where the admin is and returns it, as the one to ask
+// for a join.
+func (c *cluster) adminFor(h host.Host) []peer.ID {
+	h.Peerstore().AddAddrs(c.hosts[0].ID(), c.hosts[0].Addrs(), time.Hour)
+	return []peer.ID{c.hosts[0].ID()}
 }
 
 func (c *cluster) round(a, b int) error {
@@ -229,7 +237,7 @@ func TestNonMemberAndEjectedGetNothing(t *testing.T) {
 	strangerKey := stranger.Peerstore().PrivKey(stranger.ID())
 	forged, _ := syncgroup.Invite(strangerKey, c.gid, stranger.ID(), syncnode.Server, time.Now().Add(time.Hour))
 	forged.Admin = c.hosts[0].ID()
-	if _, err := ss.Join(t.Context(), forged, c.hosts[0].Addrs(), nil); err == nil {
+	if _, err := ss.Join(t.Context(), forged, c.adminFor(stranger), nil); err == nil {
 		t.Fatal("forged invitation accepted")
 	}
 	// The admin ejects node 2; its next round is refused.
@@ -357,7 +365,7 @@ func TestJoinSurvivesAFailedFirstRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := joiner.Join(t.Context(), inv, c.hosts[0].Addrs(), nil); err != nil {
+	if _, err := joiner.Join(t.Context(), inv, c.adminFor(h), nil); err != nil {
 		t.Fatalf("a join whose first round failed: %v", err)
 	}
 	c.hosts[0].SetStreamHandler(p2p.ProtoSync, c.sync[0].handleSync)

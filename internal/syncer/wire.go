@@ -42,7 +42,15 @@ type hello struct {
 	// Admission is the admin's row admitting the sender, so that a member
 	// that has not heard of it yet learns it with the membership.
 	Admission *syncgroup.Row `msgpack:"a,omitempty"`
+	// Chain is the end of the sender's chain of changes (at most
+	// chainTail of them), oldest first, so that a member that has not
+	// heard of the change admitting the sender learns it with the
+	// membership. Each is checked as any row is.
+	Chain []syncgroup.Row `msgpack:"c,omitempty"`
 }
+
+// chainTail bounds the changes a hello carries.
+const chainTail = 16
 
 // batch carries a version vector and rows; the last of a side has Done.
 type batch struct {

@@ -68,29 +68,41 @@ var errNothingWritten = errors.New("syncer: nothing to write")
 
 // write applies a local write under the group's lock and spreads it.
 func (s *Syncer) write(id syncnode.GroupID, fn func(*syncgroup.Group) (syncgroup.Row, error)) (syncgroup.Row, error) {
-	_, done, err := s.enter(context.Background())
+	rows, err := s.writeAll(id, func(g *syncgroup.Group) ([]syncgroup.Row, error) {
+		row, err := fn(g)
+		return []syncgroup.Row{row}, err
+	})
 	if err != nil {
 		return syncgroup.Row{}, err
+	}
+	return rows[0], nil
+}
+
+// writeAll is write for any number of rows, which may be none.
+func (s *Syncer) writeAll(id syncnode.GroupID, fn func(*syncgroup.Group) ([]syncgroup.Row, error)) ([]syncgroup.Row, error) {
+	_, done, err := s.enter(context.Background())
+	if err != nil {
+		return nil, err
 	}
 	defer done()
 	r, err := s.replica(id)
 	if err != nil {
-		return syncgroup.Row{}, err
+		return nil, err
 	}
 	r.applying.Lock()
 	r.mu.Lock()
-	row, err := fn(r.g)
-	if err == nil {
-		err = s.save(r, []syncgroup.Row{row})
+	rows, err := fn(r.g)
+	if err == nil && len(rows) > 0 {
+		err = s.save(r, rows)
 	}
 	r.mu.Unlock()
 	r.applying.Unlock()
-	if err == nil {
+	if err == nil && len(rows) > 0 {
 		err = s.flush()
 	}
-	if err != nil {
-		return syncgroup.Row{}, err
+	if err != nil || len(rows) == 0 {
+		return nil, err
 	}
-	s.spread(id, []syncgroup.Row{row}, "")
-	return row, nil
+	s.spread(id, rows, "")
+	return rows, nil
 }

@@ -1,0 +1,105 @@
+package node
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/testkit"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+// TestJoinsWhileTheCreatorIsAway: the creator makes a member an admin and
+// goes offline for good; a device invited by the creator before that, and
+// another invited by the new admin, both join through the new admin, and
+// their rows reach it. The creator's device is lost, and the group is not
+// locked: the new admin ejects, invites and changes prefixes.
+func TestJoinsWhileTheCreatorIsAway(t *testing.T) {
+	creator := openNode(t, t.TempDir())
+	admin, early, late := startNode(t), startNode(t), startNode(t)
+	spec, err := creator.CreateGroup("photos", []string{"photos/"}, true, syncnode.Normal)
+	if err != nil {
+		creator.Close()
+		t.Fatal(err)
+	}
+	join(t, creator, admin, spec.ID, syncnode.Normal)
+	if _, err := creator.ChangeGroup(spec.ID, syncgroup.Change{Op: syncgroup.AddAdmin, Peer: admin.ID()}); err != nil {
+		creator.Close()
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the new admin learns its role", func() bool {
+		s, _ := admin.GroupSpec(spec.ID)
+		return slices.Contains(s.Admins, admin.ID())
+	})
+	inv := invitationFor(t, creator, early, spec.ID, syncnode.Normal)
+	if got := names(t, inv); !got[admin.ID()] {
+		t.Fatalf("the creator's invitation names %v, not the other admin %s", got, admin.ID())
+	}
+	if err := creator.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := early.JoinGroup(t.Context(), inv); err != nil {
+		t.Fatalf("a join with the creator's invitation, the creator offline: %v", err)
+	}
+	if _, err := late.JoinGroup(t.Context(), invitationFor(t, admin, late, spec.ID, syncnode.Normal)); err != nil {
+		t.Fatalf("a join with the new admin's invitation: %v", err)
+	}
+	v, _ := msgpack.Marshal("hello")
+	for i, n := range []*Node{early, late} {
+		if _, err := n.PutRow(spec.ID, "photos/"+n.ID().String(), v); err != nil {
+			t.Fatalf("joiner %d writes: %v", i, err)
+		}
+	}
+	testkit.WaitFor(t, 10*time.Second, "the joiners' rows at the admin", func() bool {
+		rows, _ := admin.ListRows(spec.ID, "photos/")
+		return len(rows) == 2
+	})
+	if _, err := admin.ChangeGroup(spec.ID, syncgroup.Change{Op: syncgroup.AddPrefix, Prefix: "docs/"}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the new prefix at the joiners", func() bool {
+		_, err := late.PutRow(spec.ID, "docs/1", v)
+		return err == nil
+	})
+	// The creator, gone, stays an admin: no junior admin removes it.
+	if _, err := admin.ChangeGroup(spec.ID, syncgroup.Change{Op: syncgroup.RemoveAdmin, Peer: creator.ID()}); !errors.Is(err, syncgroup.ErrNotAllowed) {
+		t.Fatalf("a junior admin removing the creator: %v", err)
+	}
+}
+
+// TestLastAdminLeaves: the only admin of a group with members is refused
+// when it leaves, before any share is handed on; once it has named
+// another admin it leaves, giving its role up, and the other admin admits.
+func TestLastAdminLeaves(t *testing.T) {
+	nodes, g := mesh(t, false, syncnode.Normal, syncnode.Normal, syncnode.Normal)
+	if _, err := nodes[0].LeaveGroupWith(t.Context(), g, LeaveOptions{Force: true}); !errors.Is(err, syncgroup.ErrLastAdmin) {
+		t.Fatalf("the last admin leaving: %v", err)
+	}
+	if _, err := nodes[0].ChangeGroup(g, syncgroup.Change{Op: syncgroup.AddAdmin, Peer: nodes[1].ID()}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the new admin learns its role", func() bool {
+		s, _ := nodes[1].GroupSpec(g)
+		return slices.Contains(s.Admins, nodes[1].ID())
+	})
+	if err := nodes[0].LeaveGroup(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the admins without the one that left", func() bool {
+		for _, n := range nodes[1:] {
+			if s, _ := n.GroupSpec(g); !slices.Equal(s.Admins, []peer.ID{nodes[1].ID()}) {
+				return false
+			}
+		}
+		return true
+	})
+	joiner := startNode(t)
+	if _, err := joiner.JoinGroup(t.Context(), invitationFor(t, nodes[1], joiner, g, syncnode.Normal)); err != nil {
+		t.Fatalf("a join after the creator left: %v", err)
+	}
+}
