@@ -63,8 +63,8 @@ const (
 type Change struct {
 	// Parent is the key of the change this one follows; empty for the
 	// first change after the group's creation.
-	Parent string `msgpack:"p,omitempty"`
-	Op     Op     `msgpack:"o"`
+	Parent string  `msgpack:"p,omitempty"`
+	Op     Op      `msgpack:"o"`
 	Peer   peer.ID `msgpack:"e,omitempty"`
 	Prefix string  `msgpack:"x,omitempty"`
 	N      int     `msgpack:"n,omitempty"`
