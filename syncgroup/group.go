@@ -175,8 +175,14 @@ func (g *Group) Genesis() Spec { return g.spec }
 // that learns the change, and any made concurrently, picks the same
 // outcome (see the chain).
 func (g *Group) ChangeSpec(c Change, now time.Time) (Row, error) {
+	if !g.isAdmin(g.self) {
+		return Row{}, fmt.Errorf("%w: only an admin changes %s, and this device (%s) is none", ErrNotAllowed, g.spec.ID, g.self)
+	}
 	switch c.Op {
 	case AddAdmin, RemoveAdmin:
+		if c.Op == AddAdmin && !g.IsMember(c.Peer) {
+			return Row{}, fmt.Errorf("%w: %s is not a member of %s: invite it first", ErrNotMember, c.Peer, g.spec.ID)
+		}
 		c = Change{Op: c.Op, Peer: c.Peer}
 	case AddPrefix, RemovePrefix:
 		c = Change{Op: c.Op, Prefix: c.Prefix}

@@ -177,6 +177,8 @@ func TestStatusPageInChromium(t *testing.T) {
 		g, srv.ID().String(), g, dev.ID().String()))
 	until("the daemon's name beside its peer ID", fmt.Sprintf(`%s === "page-test"`, text(fmt.Sprintf("[data-group=%q] [data-peer=%q] .name", g, srv.ID().String()))))
 	until("the other member online", fmt.Sprintf(`%s === "online"`, text(fmt.Sprintf("[data-group=%q] [data-peer=%q] .seen", g, dev.ID().String()))))
+	until("the daemon marked as the group's admin", fmt.Sprintf(`document.querySelector('[data-group=%q] [data-peer=%q]').textContent.includes("server, admin")`, g, srv.ID().String()))
+	until("collection counted on the node's line", text("#node")+`.includes("0 collected")`)
 	until("the graphs", `document.querySelectorAll("#rate-graph polyline").length === 2 && document.querySelectorAll("#queue-graph polyline").length === 1`)
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.notReloaded = true`)); err != nil {
 		t.Fatal(err)
@@ -373,15 +375,15 @@ func pageFixture() api.PageState {
 	const self, laptop, server = "12D3KooWSelfSelfSelfSelfSelfSelfSelfSelfSelf1111", "12D3KooWLaptopLaptopLaptopLaptopLaptopLap2222", "12D3KooWServerServerServerServerServerSer3333"
 	ref := func(i int) string { return fmt.Sprintf("bafkr4i%052d", i) }
 	st := api.PageState{Time: t0,
-		Status: api.Status{ID: self, Groups: 2, Peers: 1, Blobs: 3, BlobBytes: 7 << 20, FetchQueue: 2,
+		Status: api.Status{ID: self, Groups: 2, Peers: 1, Blobs: 3, BlobBytes: 7 << 20, FetchQueue: 2, Unreferenced: 5, Collected: 17,
 			Durability: []api.Durability{{Group: self + "/photos", Copies: 2, Referenced: 12, AtRisk: 2, AtRiskRefs: []string{ref(1), ref(2)}},
 				{Group: self + "/notes", Referenced: 4}}},
 		Groups: []api.PageGroup{
-			{Group: api.Group{ID: self + "/photos", Name: "photos", Prefixes: []string{"photos/"}, Private: true}, Members: []api.Member{
+			{Group: api.Group{ID: self + "/photos", Name: "photos", Prefixes: []string{"photos/", "videos/"}, Private: true, Admins: []string{self, laptop}}, Members: []api.Member{
 				{Peer: self, Name: "phone", DevType: "normal", Online: true},
 				{Peer: laptop, Name: "laptop", DevType: "normal", LastSeen: t0.Add(-47 * time.Minute)},
 				{Peer: server, Name: "rack server", DevType: "server", Online: true}}},
-			{Group: api.Group{ID: self + "/notes", Name: "notes", Prefixes: []string{"notes/"}}, Members: []api.Member{
+			{Group: api.Group{ID: self + "/notes", Name: "notes", Prefixes: []string{"notes/"}, Admins: []string{self}}, Members: []api.Member{
 				{Peer: self, Name: "phone", DevType: "normal", Online: true}}}},
 		Queue: []api.QueueEntry{{Ref: ref(1), State: "fetching"},
 			{Ref: ref(2), State: "queued", Attempts: 3, LastErr: "no holder could serve the blob"}},

@@ -71,6 +71,7 @@ function render(s) {
   graphs(s.history);
   document.getElementById("node").textContent =
     "node " + st.id + " · " + st.peers + " peers · " + st.blobs + " blobs (" + bytes(st.blob_bytes) + ") · fetch queue " + st.fetch_queue +
+    " · " + (st.unreferenced || 0) + " unreferenced, awaiting collection · " + (st.collected || 0) + " collected" +
     (st.store ? " · store " + st.store : "");
   const storeErr = document.getElementById("store-error");
   storeErr.hidden = !st.store_err;
@@ -98,14 +99,16 @@ function render(s) {
   document.getElementById("groups").replaceChildren(...s.groups.map(g => {
     const div = el("div", null, "group");
     div.dataset.group = g.id;
-    div.append(el("h3", g.name + " (" + g.prefixes.join(", ") + ")"), el("div", "id " + g.id, "hint"));
+    div.append(el("h3", g.name + " (" + g.prefixes.join(", ") + ")"),
+      el("div", "id " + g.id + " · admins, most senior first: " + (g.admins || []).map(a => (g.members.find(m => m.peer === a) || {}).name || short(a)).join(", "), "hint"));
     const ul = el("ul");
     for (const m of g.members) {
       const li = el("li");
       const seen = m.online ? el("span", "online", "online seen") :
         el("span", m.last_seen ? "last seen " + when(m.last_seen) : "not seen", "offline seen");
+      const admin = (g.admins || []).includes(m.peer) ? ", admin" : "";
       li.append(el("strong", m.name || "(no name)", "name"), document.createTextNode(" "), code(m.peer),
-        document.createTextNode(" " + m.devtype + (m.peer === st.id ? " (this node) " : " ")), seen);
+        document.createTextNode(" " + m.devtype + admin + (m.peer === st.id ? " (this node) " : " ")), seen);
       li.dataset.peer = m.peer;
       ul.append(li);
     }
