@@ -564,3 +564,18 @@ func (g *Group) ChainTail(n int) []Row {
 	}
 	return out
 }
+
+// ChangeKey returns the key of a change with value, written by w after
+// the change at parent ("" for the first): what a change's row is keyed
+// by, and nothing else is.
+func ChangeKey(parent string, w peer.ID, value []byte) (string, error) {
+	depth := uint64(0)
+	if parent != "" {
+		d, ok := chainDepth(parent)
+		if !ok {
+			return "", fmt.Errorf("syncgroup: malformed change key %q", parent)
+		}
+		depth = d
+	}
+	return chainKey(depth+1, w, value), nil
+}

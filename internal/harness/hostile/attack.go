@@ -22,7 +22,7 @@ func (s *sim) attack(ctx context.Context, t int) string {
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
 	a := &strike{s: s, ctx: ctx, t: t, to: s.ids[t], p: s.bad, viaPush: s.rng.IntN(2) == 0, now: time.Now()}
-	kinds := []func() string{a.vvLie, a.ownRows, a.replay, a.withhold, a.signposts, a.take, a.shareJunk, a.blobJunk, a.flood, a.rejoin}
+	kinds := []func() string{a.vvLie, a.ownRows, a.replay, a.withhold, a.signposts, a.take, a.shareJunk, a.blobJunk, a.flood, a.rejoin, a.chainLies}
 	return kinds[s.rng.IntN(len(kinds))]()
 }
 
@@ -257,6 +257,71 @@ func (a *strike) rejoin() string {
 	h.Self = &self
 	n, err := p.round(ctx, to, h, batch{VV: syncgroup.VersionVector{}, Done: true})
 	return fmt.Sprintf("rejoin: own membership row to %s, %d rows back: %v", names[t], n, errString(err))
+}
+
+// chainLies sends changes to the group's chain that a member that is no
+// admin may not make, well formed and signed by itself: it makes itself
+// an admin, admits a peer of its own, ejects an honest node, removes the
+// creator's role, adds a prefix; on the chain's latest change or on an
+// older one (a fork), and one forged as the creator's. By push, in a
+// batch, or as the tail of its hello.
+func (a *strike) chainLies() string {
+	s, p, to, t, ctx := a.s, a.p, a.to, a.t, a.ctx
+	p.mu.Lock()
+	var links []string
+	for _, r := range p.genuine {
+		if syncgroup.IsChainKey(r.Key) {
+			links = append(links, r.Key)
+		}
+	}
+	p.mu.Unlock()
+	parent := ""
+	if len(links) > 0 && s.rng.IntN(4) > 0 {
+		parent = links[s.rng.IntN(len(links))]
+	}
+	_, invented := p.id(), peer.ID(s.bytes(8))
+	if id, err := peer.IDFromBytes(append([]byte{0x00, 0x24, 0x08, 0x01, 0x12, 0x20}, s.bytes(32)...)); err == nil {
+		invented = id
+	}
+	changes := []syncgroup.Change{
+		{Op: syncgroup.AddAdmin, Peer: p.id()},
+		{Op: "admit", Peer: invented, Nonce: s.bytes(16)},
+		{Op: "eject", Peer: s.ids[s.rng.IntN(numNodes)]},
+		{Op: syncgroup.RemoveAdmin, Peer: s.ids[phone]},
+		{Op: syncgroup.AddPrefix, Prefix: "zzz/"},
+	}
+	var rows []syncgroup.Row
+	for _, c := range changes {
+		c.Parent = parent
+		v, _ := msgpack.Marshal(c)
+		key, err := syncgroup.ChangeKey(parent, p.id(), v)
+		if err != nil {
+			return "chain-lies: " + err.Error()
+		}
+		rows = append(rows, p.sign(key, v, false, syncgroup.Timestamp{Wall: a.now.UnixNano()}, p.nextSeq(0)))
+	}
+	v, _ := msgpack.Marshal(syncgroup.Change{Parent: parent, Op: syncgroup.AddAdmin, Peer: p.id()})
+	key, _ := syncgroup.ChangeKey(parent, s.ids[phone], v)
+	forged := syncgroup.Row{Key: key, Value: v, TS: syncgroup.Timestamp{Wall: a.now.UnixNano()}, Writer: s.ids[phone], Seq: 1 << 30}
+	syncgroup.SignRow(p.key, s.g, &forged)
+	rows = append(rows, forged)
+	s.invented = append(s.invented, refOf([]byte(invented)))
+	s.intruders = append(s.intruders, invented)
+	var err error
+	how := "hello"
+	switch s.rng.IntN(3) {
+	case 0:
+		h := s.hello(nil)
+		h.Chain = rows
+		_, err = p.round(ctx, to, h, batch{VV: syncgroup.VersionVector{}, Done: true})
+	default:
+		how = "push"
+		if !a.viaPush {
+			how = "batch"
+		}
+		err = a.send(rows, nil)
+	}
+	return fmt.Sprintf("chain-lies: %d changes after %q to %s (%s): %v", len(rows), parent, names[t], how, errString(err))
 }
 
 // hello is the hostile member's hello: a lying vector (or none) and a

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
@@ -56,6 +57,24 @@ func (s *sim) checkOnce() error {
 	}
 	bound := len(s.honest) + len(s.legal)
 	for i, n := range s.ns {
+		spec, err := n.GroupSpec(s.g)
+		if err != nil {
+			return err
+		}
+		s.rep.Checks++
+		if !slices.Equal(spec.Admins, []peer.ID{s.ids[phone], s.ids[laptop]}) || !slices.Equal(spec.Prefixes, []string{"sim/"}) {
+			return fmt.Errorf("%s's spec changed: admins %v, prefixes %q", names[i], spec.Admins, spec.Prefixes)
+		}
+		for _, m := range n.Members(s.g) {
+			if slices.Contains(s.intruders, m.Peer) {
+				return fmt.Errorf("%s counts %s, whom the hostile member admitted, as a member", names[i], m.Peer)
+			}
+		}
+		for j := range numNodes {
+			if !slices.ContainsFunc(n.Members(s.g), func(m syncgroup.Member) bool { return m.Peer == s.ids[j] }) {
+				return fmt.Errorf("%s no longer counts %s as a member", names[i], names[j])
+			}
+		}
 		rows, err := n.ListRows(s.g, "")
 		if err != nil {
 			return err

@@ -125,6 +125,8 @@ type sim struct {
 	// legal: keys the hostile member could write; illegal: rows it sent
 	// that no node may store (by key); invented: refs no row names.
 	legal, illegal map[string]bool
+	// intruders are peers the hostile member tried to admit.
+	intruders []peer.ID
 	invented       []syncnode.BlobRef
 	// out: the hostile member is out, as every honest node knows since
 	// outAt; after: honest writes made since then (writer and sequence).
@@ -231,6 +233,10 @@ func (s *sim) setup(ctx context.Context) error {
 		if _, err := s.ns[i].JoinGroup(ctx, inv); err != nil {
 			return fmt.Errorf("hostile: join: %w", err)
 		}
+	}
+	// A second admin: the hostile member's changes compete with two.
+	if _, err := admin.ChangeGroup(s.g, syncgroup.Change{Op: syncgroup.AddAdmin, Peer: s.ids[laptop]}); err != nil {
+		return err
 	}
 	if s.bad, err = newPeerHost(s.g, 2*time.Second); err != nil {
 		return err

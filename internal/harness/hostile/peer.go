@@ -43,6 +43,7 @@ type (
 		VV    syncgroup.VersionVector `msgpack:"v"`
 		Self  *syncgroup.Row          `msgpack:"s,omitempty"`
 		Prio  syncnode.Priority       `msgpack:"p"`
+		Chain []syncgroup.Row         `msgpack:"c,omitempty"`
 	}
 	batch struct {
 		Err       string                  `msgpack:"e,omitempty"`
