@@ -127,7 +127,7 @@ type sim struct {
 	legal, illegal map[string]bool
 	// intruders are peers the hostile member tried to admit.
 	intruders []peer.ID
-	invented       []syncnode.BlobRef
+	invented  []syncnode.BlobRef
 	// out: the hostile member is out, as every honest node knows since
 	// outAt; after: honest writes made since then (writer and sequence).
 	out     bool
