@@ -83,3 +83,11 @@ func (n *Node) fetched(ref syncnode.BlobRef, size int64) {
 		n.log.Warn("collection state not read", "blob", ref, "err", err)
 	}
 }
+
+// room reports whether this node's blobs are under its budget (always,
+// with none): a server past it fetches no blob that enough other servers
+// of its groups hold.
+func (n *Node) room() bool {
+	_, bytes := n.custody.Held()
+	return n.cfg.BlobBudget <= 0 || bytes < n.cfg.BlobBudget
+}

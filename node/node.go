@@ -94,7 +94,9 @@ type Config struct {
 	MaxFetches int
 	// BlobBudget is the most bytes of blobs this device keeps when it is a
 	// server in no group: above it, least-recently-used blobs with no
-	// shares are evicted. 0 means no budget.
+	// shares are evicted. A server keeps every blob it holds whatever its
+	// budget, but past it fetches no blob that as many other servers of
+	// its groups hold as the groups want (Spec.Copies). 0 means no budget.
 	BlobBudget int64
 	// Bootstrap are peers the node connects to at start, so that its DHT
 	// has someone to ask before any syncgroup brings a member.

@@ -207,14 +207,14 @@ func (n *Node) openFetching() (err error) {
 	if n.retr, err = retrieval.New(rc, n.h, n.blobs, n.client, n.dht, n.book, keeper{n}, n.log); err != nil {
 		return err
 	}
-	hc := handoff.Config{IOTimeout: n.cfg.IOTimeout, EscrowWait: n.cfg.EscrowWait, Note: n.noteHandoff, Moved: n.sharesMoved}
+	hc := handoff.Config{IOTimeout: n.cfg.IOTimeout, EscrowWait: n.cfg.EscrowWait, Note: n.noteHandoff, Moved: n.sharesMoved, Room: n.room}
 	if n.handoffs, err = handoff.New(hc, n.h, n.ledger, n.book, n.sync, n.custody, n.store, n.retr, n.log); err != nil {
 		return err
 	}
 	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.log)
 	n.disc, err = discovery.New(*n.cfg.Fetcher, discovery.Deps{Self: n.h.ID(), Book: n.book, Signposts: n.signposts,
 		Journal: n.journal, Ledger: n.ledger, Store: n.blobs, Groups: n.sync, Grants: n.handoffs, Fetches: n.retr,
-		Announcer: n.reprov, AfterScan: n.evictIfBudget, Referenced: n.collector.Referenced}, n.log)
+		Announcer: n.reprov, AfterScan: n.evictIfBudget, Referenced: n.collector.Referenced, Room: n.room}, n.log)
 	return err
 }
 

@@ -41,6 +41,9 @@ type Grants interface {
 	GrantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID, introduced func(syncnode.GroupID) bool) error
 	// TakeShares asks the holders of ref for their shares.
 	TakeShares(ctx context.Context, ref syncnode.BlobRef, extra []peer.ID, waitAll bool) error
+	// Balanced reports a server with no room left that may leave ref to
+	// the other servers of its groups, which hold enough copies.
+	Balanced(ctx context.Context, ref syncnode.BlobRef) (bool, error)
 }
 
 // Fetches are what discovery asks of retrieval.
@@ -71,6 +74,9 @@ type Deps struct {
 	Announcer Announcer
 	// AfterScan, if not nil, runs after each scan (an eviction pass).
 	AfterScan func()
+	// Room, if not nil, reports whether this node may take on more
+	// blobs (see Grants.Balanced).
+	Room func() bool
 	// Referenced, if not nil, is told of each ref a row of groups names,
 	// as the row is written or arrives (collection counts it seen).
 	Referenced func(ref syncnode.BlobRef, groups []syncnode.GroupID) error
@@ -92,6 +98,7 @@ type Discovery struct {
 	announcer Announcer
 	afterScan func()
 	refd      func(syncnode.BlobRef, []syncnode.GroupID) error
+	room      func() bool
 	fetcher   *fetcher.Fetcher
 
 	work *workgroup.Group
@@ -109,7 +116,7 @@ func New(cfg fetcher.Config, d Deps, log *slog.Logger) (*Discovery, error) {
 	work := workgroup.New()
 	x := &Discovery{cfg: cfg, log: log, self: d.Self, book: d.Book, signposts: d.Signposts, journal: d.Journal,
 		ledger: d.Ledger, store: d.Store, groups: d.Groups, handoffs: d.Grants, retr: d.Fetches,
-		announcer: d.Announcer, afterScan: d.AfterScan, refd: d.Referenced, work: work, ctx: work.Context()}
+		announcer: d.Announcer, afterScan: d.AfterScan, refd: d.Referenced, room: d.Room, work: work, ctx: work.Context()}
 	seed := uint64(time.Now().UnixNano())
 	var err error
 	if x.fetcher, err = fetcher.New(cfg, x.attempt, d.Journal, rand.New(rand.NewPCG(seed, seed>>1|1)), log); err != nil {

@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/fetcher"
@@ -13,10 +14,44 @@ import (
 // The server fetcher: what a server lacks of its groups' blobs, queued
 // and fetched, the shares taken from the devices that hold them.
 
+// balanceTries is how many attempts a server with no room left spends
+// looking for other servers' copies of a blob before it fetches the blob
+// anyway: a copy too many, never one too few.
+const balanceTries = 3
+
+// full reports a server with no room left.
+func (d *Discovery) full() bool { return d.room != nil && !d.room() }
+
+// attemptsOf returns the server fetcher's attempts at ref so far.
+func (d *Discovery) attemptsOf(ref syncnode.BlobRef) int {
+	a, err := d.journal.Attempt(ref)
+	if err != nil {
+		return 0
+	}
+	return a.Count
+}
+
 // attempt is the server fetcher's attempt at ref: fetch it if not held,
 // then take the shares of the devices that hold it. An attempt that could
-// not ask every such device fails, to be retried after the backoff.
+// not ask every such device fails, to be retried after the backoff. A
+// server with no room left fetches no blob that enough other servers
+// hold, and looks for them a few times before it fetches one.
 func (d *Discovery) attempt(ctx context.Context, ref syncnode.BlobRef, try *fetcher.Try) error {
+	switch balanced, err := d.handoffs.Balanced(ctx, ref); {
+	case balanced:
+		d.log.Info("not fetched: this server has no room left, and enough other servers hold the blob", "blob", ref)
+		return nil
+	case d.full() && d.attemptsOf(ref) < balanceTries:
+		// Another server may hold it and not be known to yet: one that
+		// has just joined knows few copies, and a server that has not
+		// heard of its membership says "not held" to it. Look again
+		// after the backoff before taking a copy the group may not need.
+		why := "no other server is known to hold it yet"
+		if err != nil {
+			why = err.Error()
+		}
+		return fmt.Errorf("discovery: this server has no room left and looks for other copies before fetching (%s)", why)
+	}
 	d.attempts.Add(1)
 	res, err := d.fetchAndTake(ctx, ref, try.Release)
 	try.Tried, try.Holders = peerStrings(res.Tried), peerStrings(res.Holders)

@@ -79,6 +79,10 @@ type Config struct {
 	// Moved, if not nil, is told of n shares of ref in g that this node
 	// took (in, from p; p is empty for a creator's grant) or gave to p.
 	Moved func(ref syncnode.BlobRef, g syncnode.GroupID, p peer.ID, n int, in bool)
+	// Room, if not nil, reports whether this node may take on more
+	// blobs: a server with none left takes no blob that enough other
+	// servers hold (Balanced).
+	Room func() bool
 }
 
 // Validate reports a config that cannot work.

@@ -177,6 +177,9 @@ func (h *Handoffs) asked(ctx context.Context, from peer.ID, ref syncnode.BlobRef
 	if !slices.Contains(h.book.GroupsOf(ref), g) {
 		return shares.Result{}, fmt.Errorf("handoff: no row of %s that this node knows references %s", g, ref)
 	}
+	if balanced, _ := h.Balanced(ctx, ref); balanced && !h.holds(ref) {
+		return shares.Result{}, fmt.Errorf("handoff: this server has no room left, and enough other servers hold %s", ref)
+	}
 	unpin := h.copies.Pin(ref)
 	defer unpin()
 	if !h.holds(ref) {
