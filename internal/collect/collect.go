@@ -113,6 +113,10 @@ type Collector struct {
 
 	mu    sync.Mutex
 	heard map[syncnode.GroupID]time.Time
+	// watched is, per blob and group, when this node found the blob
+	// unreferenced, by its clock with a monotonic reading (see
+	// Facts.Watched); absent, it is when the node opened.
+	watched map[watch]time.Time
 
 	collected, deleted, passes, waiting atomic.Int64
 }
@@ -126,7 +130,34 @@ func New(cfg Config, d Deps) (*Collector, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Collector{cfg: cfg, d: d, opened: cfg.Now(), heard: map[syncnode.GroupID]time.Time{}}, nil
+	return &Collector{cfg: cfg, d: d, opened: cfg.Now(), heard: map[syncnode.GroupID]time.Time{}, watched: map[watch]time.Time{}}, nil
+}
+
+// watch names a blob in a group.
+type watch struct {
+	ref syncnode.BlobRef
+	g   syncnode.GroupID
+}
+
+// watchedOf returns Facts.Watched of ref in g; with set, it is now.
+func (c *Collector) watchedOf(ref syncnode.BlobRef, g syncnode.GroupID, set bool, now time.Time) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := watch{ref, g}
+	if set {
+		c.watched[k] = now
+	}
+	if t, ok := c.watched[k]; ok {
+		return t
+	}
+	return c.opened
+}
+
+// unwatch forgets when ref was found unreferenced in g.
+func (c *Collector) unwatch(ref syncnode.BlobRef, g syncnode.GroupID) {
+	c.mu.Lock()
+	delete(c.watched, watch{ref, g})
+	c.mu.Unlock()
 }
 
 // Heard records that a round of g with another member finished now.
@@ -281,7 +312,8 @@ func (c *Collector) candidates(mine map[syncnode.GroupID]bool) (map[syncnode.Blo
 // a live row or not), and reports whether the blob is due for collection
 // there, and whether rec changed.
 func (c *Collector) plan(rec *record, ref syncnode.BlobRef, g syncnode.GroupID, referenced bool, now time.Time) (due, changed bool) {
-	f := Facts{Referenced: referenced, Seen: rec.Seen[g], Opened: c.opened, Heard: c.heardOf(g), Alone: c.alone(g)}
+	f := Facts{Referenced: referenced, Seen: rec.Seen[g], Opened: c.opened, Heard: c.heardOf(g), Alone: c.alone(g),
+		Watched: c.watchedOf(ref, g, false, now)}
 	if f.Referenced && !f.Seen {
 		if rec.Seen == nil {
 			rec.Seen = map[syncnode.GroupID]bool{}
@@ -298,13 +330,16 @@ func (c *Collector) plan(rec *record, ref syncnode.BlobRef, g syncnode.GroupID, 
 	switch Plan(f, now, c.cfg.Grace) {
 	case Clear:
 		delete(rec.Since, g)
+		c.unwatch(ref, g)
 		changed = true
 	case Note:
 		if rec.Since == nil {
 			rec.Since = map[syncnode.GroupID]int64{}
 		}
 		rec.Since[g], changed = now.UnixNano(), true
+		c.watchedOf(ref, g, true, now)
 	case Collect:
+		c.unwatch(ref, g)
 		due = true
 	}
 	return due, changed

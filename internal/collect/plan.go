@@ -42,6 +42,12 @@ type Facts struct {
 	// of the group; Alone reports a group with no other member.
 	Heard time.Time
 	Alone bool
+	// Watched is when this node, up since, last found the blob
+	// unreferenced or opened, whichever is later, as time.Now gives it:
+	// the grace must also have passed since then on the clock that only
+	// moves forward, so that a wall clock set forward after a boot (from
+	// a stale time to the right one) does not cut the grace short.
+	Watched time.Time
 }
 
 // Due returns when a blob unreferenced since since, on a node opened at
@@ -69,7 +75,7 @@ func Plan(f Facts, now time.Time, grace time.Duration) Action {
 	// A round finished after the grace ran out brings every row the
 	// member had by then: a reference written elsewhere within the grace
 	// has had the time to arrive.
-	if now.Before(due) || !f.Alone && !f.Heard.After(due) {
+	if now.Before(due) || !f.Alone && !f.Heard.After(due) || !f.Watched.IsZero() && now.Sub(f.Watched) < grace {
 		return Wait
 	}
 	return Collect

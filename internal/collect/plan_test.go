@@ -26,6 +26,11 @@ func TestPlan(t *testing.T) {
 		// could not hear of a new reference.
 		{"reopened", Facts{Since: t0, Opened: t0.Add(2 * grace), Alone: true}, t0.Add(2*grace + grace/2), Wait},
 		{"reopened, grace over", Facts{Since: t0, Opened: t0.Add(2 * grace), Alone: true}, t0.Add(3 * grace), Collect},
+		// A node booted with a stale wall clock, set right ten minutes
+		// later: by the wall clock the grace is long over, but the node
+		// has watched the blob unreferenced for ten minutes only.
+		{"wall clock set forward", Facts{Since: t0, Opened: t0, Alone: true, Watched: t0.Add(100*grace - 10*time.Minute)}, t0.Add(100 * grace), Wait},
+		{"wall clock set forward, grace over", Facts{Since: t0, Opened: t0, Alone: true, Watched: t0.Add(100 * grace)}, t0.Add(101 * grace), Collect},
 	}
 	for _, c := range cases {
 		if got := Plan(c.f, c.now, grace); got != c.want {
