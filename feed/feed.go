@@ -64,6 +64,9 @@ const (
 	// Progress carries only a marker: the watcher passed over other
 	// groups' events up to it, and keeps its place by it.
 	Progress Kind = "progress"
+	// GroupChanged: an admin changed the group's spec (its admins,
+	// prefixes or server copies); Peer is the admin. Read the spec again.
+	GroupChanged Kind = "group.changed"
 	// GroupRemoved: this node left the group or was made to join it
 	// again, and dropped its rows; those it receives again come as puts.
 	GroupRemoved Kind = "group.removed"

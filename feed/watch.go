@@ -228,6 +228,9 @@ func (w *watch) rowEvent(r syncgroup.Row) (Event, bool) {
 			e.Kind = MemberLeft
 		case syncgroup.MemberEjected:
 			e.Kind = MemberEjected
+		case syncgroup.SpecChanged:
+			e.Kind, e.Key = GroupChanged, ""
+			return e, true // Peer: the admin that made the change
 		default:
 			return Event{}, false
 		}

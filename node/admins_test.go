@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/feed"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/syncgroup"
 )
@@ -102,4 +104,31 @@ func TestLastAdminLeaves(t *testing.T) {
 	if _, err := joiner.JoinGroup(t.Context(), invitationFor(t, nodes[1], joiner, g, syncnode.Normal)); err != nil {
 		t.Fatalf("a join after the creator left: %v", err)
 	}
+}
+
+// TestWatchersSeeTheGroupChange: a member's watcher is told when an
+// admin changes the group's spec, and by whom.
+func TestWatchersSeeTheGroupChange(t *testing.T) {
+	nodes, g := mesh(t, false, syncnode.Normal, syncnode.Normal)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	events := nodes[1].Watch(ctx, g, WatchOptions{Now: true})
+	if _, err := nodes[0].ChangeGroup(g, syncgroup.Change{Op: syncgroup.AddPrefix, Prefix: "docs/"}); err != nil {
+		t.Fatal(err)
+	}
+	for e, err := range events {
+		if err != nil {
+			t.Fatalf("no group.changed event: %v", err)
+		}
+		if e.Kind == feed.GroupChanged {
+			if e.Peer != nodes[0].ID() {
+				t.Fatalf("the change is said to be %s's, not the admin's", e.Peer)
+			}
+			if s, _ := nodes[1].GroupSpec(g); !slices.Contains(s.Prefixes, "docs/") {
+				t.Fatalf("told of the change before it applies: prefixes %v", s.Prefixes)
+			}
+			return
+		}
+	}
+	t.Fatal("the watch ended without a group.changed event")
 }

@@ -267,6 +267,9 @@ const (
 	MemberLeft
 	// MemberEjected: an admin ejected the member.
 	MemberEjected
+	// SpecChanged: an admin changed the group's admins, prefixes or
+	// server copies (the peer returned is the admin).
+	SpecChanged
 )
 
 // ChangeOf reports which member row concerns and what it records of it.
@@ -276,10 +279,15 @@ func ChangeOf(row Row) (peer.ID, MemberChange) {
 		return "", NoMemberChange
 	case IsChainKey(row.Key):
 		l, err := decodeLink(row)
-		if err != nil || l.c.Op != opEject {
+		switch {
+		case err != nil:
 			return "", NoMemberChange
+		case l.c.Op == opEject:
+			return l.c.Peer, MemberEjected
+		case l.c.Op == AddAdmin, l.c.Op == RemoveAdmin, l.c.Op == AddPrefix, l.c.Op == RemovePrefix, l.c.Op == SetCopies:
+			return row.Writer, SpecChanged
 		}
-		return l.c.Peer, MemberEjected
+		return "", NoMemberChange
 	case strings.HasPrefix(row.Key, admissionPrefix):
 		var a admission
 		// An admission that readmits the peer keeps Ejected (the ban

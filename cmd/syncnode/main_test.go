@@ -125,7 +125,7 @@ func TestDaemonAndCLI(t *testing.T) {
 	if err := cl.Metrics(t.Context(), &metrics); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`syncnode_group_blobs_at_risk{group="` + gid + `"} 0`, "syncnode_blob_bytes_out_total 15", "syncnode_fetch_queue_length 0"} {
+	for _, want := range []string{`syncnode_group_blobs_at_risk{group="` + gid + `"} 0`, `syncnode_group_admins{group="` + gid + `"} 1`, "syncnode_blob_bytes_out_total 15", "syncnode_fetch_queue_length 0"} {
 		if !strings.Contains(metrics.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, metrics.String())
 		}

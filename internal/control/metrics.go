@@ -16,7 +16,7 @@ type collector struct {
 
 	queue, attempts, failures, bytesIn, bytesOut, verify, evictions, blobs, blobBytes, demoted,
 	referenced, atRisk, copies, damaged, scrubbed, restoring, storeUp, refused,
-	collected, collectedCopies, unreferenced *prometheus.Desc
+	collected, collectedCopies, unreferenced, admins *prometheus.Desc
 }
 
 func newCollector(n *node.Node) *collector {
@@ -37,6 +37,7 @@ func newCollector(n *node.Node) *collector {
 		referenced:      d("group_blobs_referenced", "Blobs referenced in a syncgroup.", "group"),
 		atRisk:          d("group_blobs_at_risk", "Referenced blobs with fewer verified server copies known than the group wants.", "group"),
 		copies:          d("group_copies_wanted", "Verified server copies of each blob the group wants before devices evict theirs.", "group"),
+		admins:          d("group_admins", "Admins of the syncgroup, as its chain of changes stands here.", "group"),
 		damaged:         d("blobs_damaged_total", "Stored copies found damaged on disk (deleted and restored from a peer)."),
 		scrubbed:        d("scrub_bytes_total", "Bytes of held blobs re-verified by the scrubber."),
 		restoring:       d("blobs_restoring", "Blobs whose copy is being restored from a peer."),
@@ -51,7 +52,7 @@ func newCollector(n *node.Node) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queue, c.attempts, c.failures, c.bytesIn, c.bytesOut, c.verify,
 		c.evictions, c.blobs, c.blobBytes, c.demoted, c.referenced, c.atRisk, c.copies, c.damaged, c.scrubbed, c.restoring, c.storeUp, c.refused,
-		c.collected, c.collectedCopies, c.unreferenced} {
+		c.collected, c.collectedCopies, c.unreferenced, c.admins} {
 		ch <- d
 	}
 }
@@ -100,6 +101,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.referenced, float64(g.Referenced), string(g.Group))
 		gauge(c.atRisk, float64(g.AtRisk), string(g.Group))
 		gauge(c.copies, float64(g.Copies), string(g.Group))
+	}
+	for _, spec := range c.n.Groups() {
+		gauge(c.admins, float64(len(spec.Admins)), string(spec.ID))
 	}
 }
 
