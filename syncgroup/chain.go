@@ -42,8 +42,9 @@ const (
 	RemoveAdmin Op = "admin-"
 	// AddPrefix makes the group sync the keys under Prefix too.
 	AddPrefix Op = "prefix+"
-	// RemovePrefix stops the group syncing the keys under Prefix (rows
-	// there stay where they are); never the last prefix.
+	// RemovePrefix stops the group syncing the keys under Prefix: its
+	// rows leave the group (kept in the replica, listed and synced no
+	// more, their blobs collected as if deleted); never the last prefix.
 	RemovePrefix Op = "prefix-"
 	// SetCopies sets the verified server copies the group wants (N).
 	SetCopies Op = "copies"

@@ -28,7 +28,7 @@ func groupCmd() *command {
 		}},
 		{name: "prefix", sub: []*command{
 			{name: "add", args: "GROUP PREFIX", short: "sync the keys under another prefix (admins only)", nargs: 2, json: true, flags: sgSpec("prefix-add")},
-			{name: "remove", args: "GROUP PREFIX", short: "stop syncing the keys under a prefix (admins only; rows stay)", nargs: 2, json: true, flags: sgSpec("prefix-remove")},
+			{name: "remove", args: "GROUP PREFIX", short: "stop syncing the keys under a prefix (admins only): its rows leave the group", nargs: 2, json: true, flags: sgSpec("prefix-remove")},
 		}},
 		{name: "copies", args: "GROUP K", short: "set the verified server copies wanted before devices evict (admins only)", nargs: 2, json: true, flags: sgSpec("copies")},
 		{name: "ls", short: "the groups this node is in", nargs: 0, json: true, flags: sgLs},
