@@ -13,6 +13,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/feed"
 	"github.com/syncnode/syncnode/internal/testkit"
+	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
@@ -131,4 +132,42 @@ func TestWatchersSeeTheGroupChange(t *testing.T) {
 		}
 	}
 	t.Fatal("the watch ended without a group.changed event")
+}
+
+// TestRemovedPrefixLetsItsBlobsGo: the rows under a prefix an admin
+// removes leave the group, and their blobs are collected after the grace
+// as if the rows were deleted; a prefix added back within the grace
+// brings its rows back and keeps its blobs.
+func TestRemovedPrefixLetsItsBlobsGo(t *testing.T) {
+	t.Parallel()
+	nodes, g := meshWith(t, true, withGrace, syncnode.Normal, syncnode.Normal)
+	a := nodes[0]
+	if _, err := a.ChangeGroup(g, syncgroup.Change{Op: syncgroup.AddPrefix, Prefix: "docs/"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ChangeGroup(g, syncgroup.Change{Op: syncgroup.AddPrefix, Prefix: "tmp/"}); err != nil {
+		t.Fatal(err)
+	}
+	doc := putBlobRow(t, a, g, "docs/a", 16<<10, 81)
+	tmp := putBlobRow(t, a, g, "tmp/a", 16<<10, 82)
+	for _, p := range []string{"docs/", "tmp/"} {
+		if _, err := a.ChangeGroup(g, syncgroup.Change{Op: syncgroup.RemovePrefix, Prefix: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rows, _ := a.ListRows(g, "docs/"); len(rows) != 0 {
+		t.Fatalf("rows under a removed prefix still listed: %v", rows)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the blobs under the removed prefixes unreferenced", func() bool {
+		return unreferenced(t, a, doc, g) && unreferenced(t, a, tmp, g)
+	})
+	if _, err := a.ChangeGroup(g, syncgroup.Change{Op: syncgroup.AddPrefix, Prefix: "docs/"}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 20*time.Second, "the blob under the prefix left out collected", func() bool {
+		return !a.HasBlob(tmp) && sharesIn(t, a, tmp, g) == 0
+	})
+	if rows, _ := a.ListRows(g, "docs/"); len(rows) != 1 || !a.HasBlob(doc) || sharesIn(t, a, doc, g) != ownership.CreatorShares {
+		t.Fatalf("the prefix added back: %d rows, blob held %v, %d shares", len(rows), a.HasBlob(doc), sharesIn(t, a, doc, g))
+	}
 }
