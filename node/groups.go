@@ -262,6 +262,34 @@ func (n *Node) PutRow(g syncnode.GroupID, key string, value []byte) (syncgroup.R
 	return n.sync.Put(g, key, value)
 }
 
+// PutRows writes the rows of kvs in group g as one batch: all of them,
+// durable together before it returns, or none (the error names the row
+// refused). The blobs they reference are looked for as PutRow's are.
+func (n *Node) PutRows(g syncnode.GroupID, kvs []syncgroup.KV) ([]syncgroup.Row, error) {
+	_, done, err := n.call(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	refs := make([][]syncnode.BlobRef, len(kvs))
+	for i, kv := range kvs {
+		if err := n.sync.CheckPut(g, kv.Key, kv.Value); err != nil {
+			return nil, fmt.Errorf("node: row %d (%q): %w", i+1, kv.Key, err)
+		}
+		if refs[i], err = syncgroup.FindRefs(kv.Value); err != nil {
+			return nil, fmt.Errorf("node: row %d, value of %q: %w", i+1, kv.Key, err)
+		}
+	}
+	for i, kv := range kvs {
+		if len(refs[i]) > 0 {
+			if err := n.disc.Discover(g, kv.Key, n.h.ID(), n.h.ID(), refs[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return n.sync.PutAll(g, kvs)
+}
+
 // DeleteRow writes a tombstone at key in group g.
 func (n *Node) DeleteRow(g syncnode.GroupID, key string) (syncgroup.Row, error) {
 	return n.sync.Delete(g, key)

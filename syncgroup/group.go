@@ -227,6 +227,36 @@ func (g *Group) CheckPut(key string, v []byte) error {
 	return g.rows.fits(Row{Key: key, Value: v, Writer: g.self})
 }
 
+// KV is a key and the msgpack value to write there.
+type KV struct {
+	Key   string
+	Value []byte
+}
+
+// PutAll writes every row of kvs, in order, or none: each key must be
+// under the group's prefixes, each value one CheckPut takes, and the rows
+// together within this device's budget. Nothing is written if one is
+// refused; the error names it.
+func (g *Group) PutAll(kvs []KV, now time.Time) ([]Row, error) {
+	rows := make([]Row, 0, len(kvs))
+	for i, kv := range kvs {
+		if err := g.writable(kv.Key); err != nil {
+			return nil, fmt.Errorf("row %d (%q): %w", i+1, kv.Key, err)
+		}
+		if err := value.Check(kv.Value); err != nil {
+			return nil, fmt.Errorf("row %d: syncgroup: value of %q: %w", i+1, kv.Key, err)
+		}
+		rows = append(rows, Row{Key: kv.Key, Value: kv.Value, Writer: g.self})
+	}
+	if err := g.rows.fitsAll(rows); err != nil {
+		return nil, err
+	}
+	for i, kv := range kvs {
+		rows[i] = g.rows.Put(kv.Key, kv.Value, now)
+	}
+	return rows, nil
+}
+
 // SetBudget bounds what the rows of each writer may cost this replica:
 // rows beyond it are refused, from peers and from this device alike.
 func (g *Group) SetBudget(b Budget) { g.rows.SetBudget(b) }

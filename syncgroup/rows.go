@@ -157,6 +157,40 @@ func (r *Rows) fits(row Row) error {
 	return nil
 }
 
+// fitsAll is fits for rows, this device's, written in order: the usage
+// they lead to must be within budget, or no more than it is now.
+func (r *Rows) fitsAll(rows []Row) error {
+	if r.budget == (Budget{}) {
+		return nil
+	}
+	start := r.usage[r.self]
+	u := start
+	pending := map[string]Row{}
+	for _, row := range rows {
+		if strings.HasPrefix(row.Key, memberPrefix) {
+			continue
+		}
+		old, ok := pending[row.Key]
+		if !ok {
+			if cur, held := r.rows[row.Key]; held && cur.Writer == r.self {
+				old, ok = cur, true
+			}
+		}
+		if ok {
+			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-rowCost(old), u.Refs-refCount(old)
+		}
+		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+rowCost(row), u.Refs+refCount(row)
+		pending[row.Key] = row
+	}
+	b := r.budget
+	if (b.Rows > 0 && u.Rows > b.Rows && u.Rows > start.Rows) || (b.Bytes > 0 && u.Bytes > b.Bytes && u.Bytes > start.Bytes) ||
+		(b.Refs > 0 && u.Refs > b.Refs && u.Refs > start.Refs) {
+		return fmt.Errorf("%w: %d rows would make %s hold %d rows, %d bytes, %d blob references (at most %d rows, %d bytes, %d references)",
+			ErrOverBudget, len(rows), r.self, u.Rows, u.Bytes, u.Refs, b.Rows, b.Bytes, b.Refs)
+	}
+	return nil
+}
+
 // NewRows returns an empty replica for device self.
 func NewRows(self peer.ID, maxSkew time.Duration) *Rows {
 	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: map[string]Row{}, vv: VersionVector{}, seen: VersionVector{}}

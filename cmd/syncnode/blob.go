@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,8 +22,8 @@ import (
 
 func blobCmd() *command {
 	return &command{name: "blob", sub: []*command{
-		{name: "put", args: "FILE|-", short: "store a blob, print its ref", nargs: 1, json: true, flags: blobPut},
-		{name: "get", args: "REF", short: "fetch a blob if needed, write it to a file (default stdout)", nargs: 1, flags: blobGet},
+		{name: "put", args: "FILE|DIR|-...", short: "store files as blobs in one request, print their refs; -group writes a row per file", nargs: -1, json: true, flags: blobPut},
+		{name: "get", args: "REF...", short: "fetch blobs if needed, write one to a file (default stdout) or several into a directory", nargs: -1, flags: blobGet},
 		{name: "cat", args: "REF", short: "write a blob, or a range of it, to stdout", nargs: 1, flags: blobCat},
 		{name: "stat", args: "REF", short: "a held blob's size, this node's shares of it and whether it is pinned", nargs: 1, json: true, flags: blobStat},
 		{name: "ls", short: "the blobs held here", nargs: 0, json: true, flags: blobLs},
@@ -44,8 +45,24 @@ func whyCmd() *command {
 		}}
 }
 
-func blobPut(*flag.FlagSet) func(*cmd) error {
+func blobPut(fs *flag.FlagSet) func(*cmd) error {
+	recursive := fs.Bool("r", false, "store the files under each directory given, keyed by their paths below it")
+	group := fs.String("group", "", "write one row per file in this group: its path under -prefix, naming the blob, its size and modification time (one batch, after every blob is stored)")
+	prefix := fs.String("prefix", "", "with -group: the key prefix of the rows (end it in / for a folder)")
 	return func(c *cmd) error {
+		if len(c.pos) == 0 {
+			return errors.New("blob put: name at least one file, a directory with -r, or - for stdin")
+		}
+		if len(c.pos) > 1 || *recursive || *group != "" {
+			if slices.Contains(c.pos, "-") {
+				return errors.New("blob put: - (stdin) goes alone")
+			}
+			files, total, err := gatherFiles(c.pos, *recursive)
+			if err != nil {
+				return err
+			}
+			return putMany(c, files, total, api.PutBlobsOptions{Group: *group, Prefix: *prefix})
+		}
 		var r io.Reader = c.stdin
 		if c.pos[0] != "-" {
 			f, err := os.Open(c.pos[0])
@@ -53,7 +70,11 @@ func blobPut(*flag.FlagSet) func(*cmd) error {
 				return err
 			}
 			defer f.Close()
-			if fi, err := f.Stat(); err == nil && fi.Size() >= progressMin {
+			fi, err := f.Stat()
+			if err == nil && fi.IsDir() {
+				return fmt.Errorf("%s is a directory (-r stores the files under it)", c.pos[0])
+			}
+			if err == nil && fi.Size() >= progressMin {
 				bar := newBar(c.stderr, fi.Size(), "storing")
 				defer bar.Finish()
 				pr := progressbar.NewReader(f, bar)
@@ -73,7 +94,17 @@ func blobGet(fs *flag.FlagSet) func(*cmd) error {
 	out := fs.String("o", "", "output file (default stdout)")
 	urgency := fs.Int("urgency", node.UrgencyHigh, "fetch urgency: higher runs first when fetches queue")
 	wait := fs.Duration("wait", time.Minute, "how long to wait for a holder that cannot be reached now (gone, restarting) to come back; 0 fails at once")
+	dir := fs.String("d", "", "with several refs: the directory to write them into, each as a file named by its ref")
 	return func(c *cmd) error {
+		switch {
+		case len(c.pos) == 0:
+			return errors.New("blob get: name at least one ref")
+		case len(c.pos) > 1 || *dir != "":
+			if *dir == "" {
+				return errors.New("blob get: several refs go into a directory: -d DIR")
+			}
+			return getMany(c, c.pos, *dir, api.FetchOptions{Urgency: *urgency, Wait: *wait})
+		}
 		ref, cl, err := c.refAndClient()
 		if err != nil {
 			return err

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"os"
 
 	"github.com/syncnode/syncnode/internal/api"
 )
@@ -12,15 +17,25 @@ import (
 
 func rowCmd() *command {
 	return &command{name: "row", sub: []*command{
-		{name: "put", args: "GROUP KEY JSON", short: `write a row; {"$blob": "REF"} in the JSON is a blob ref`, nargs: 3, json: true, flags: rowPut},
+		{name: "put", args: "GROUP KEY JSON | GROUP -f FILE", short: `write a row, or a batch from JSON lines ({"key": K, "value": V}; all or none); {"$blob": "REF"} in the JSON is a blob ref`, nargs: -1, json: true, flags: rowPut},
 		{name: "get", args: "GROUP KEY", short: "print a row's value as JSON", nargs: 2, json: true, flags: rowGet},
 		{name: "del", args: "GROUP KEY", short: "delete a row", nargs: 2, flags: rowDel},
 		{name: "ls", args: "GROUP", short: "a group's rows, keys sorted", nargs: 1, json: true, flags: rowLs},
 	}}
 }
 
-func rowPut(*flag.FlagSet) func(*cmd) error {
+func rowPut(fs *flag.FlagSet) func(*cmd) error {
+	file := fs.String("f", "", `a file of rows, one JSON object a line: {"key": K, "value": V} ("-": stdin), written as one batch: all or none`)
 	return func(c *cmd) error {
+		if *file != "" {
+			if len(c.pos) != 1 {
+				return errors.New("row put -f FILE takes the group alone")
+			}
+			return putRowsFrom(c, c.pos[0], *file)
+		}
+		if len(c.pos) != 3 {
+			return errors.New("row put takes GROUP KEY JSON, or GROUP and -f FILE")
+		}
 		return c.with(func(cl *api.Client) error {
 			row, err := cl.PutRow(c.ctx, api.RowRequest{Group: c.pos[0], Key: c.pos[1], Value: json.RawMessage(c.pos[2])})
 			return show(c, row, err, func(api.Row) {})
@@ -60,4 +75,46 @@ func rowLs(fs *flag.FlagSet) func(*cmd) error {
 			})
 		})
 	}
+}
+
+// maxBatchLine bounds one line of a row batch: a key and a value of at
+// most 256 KiB, as JSON.
+const maxBatchLine = 2 << 20
+
+// putRowsFrom writes the rows of a JSON-lines file as one batch.
+func putRowsFrom(c *cmd, group, file string) error {
+	var r io.Reader = c.stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	req := api.RowsRequest{Group: group}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxBatchLine)
+	for line := 1; sc.Scan(); line++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var row api.RowRequest
+		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&row); err != nil || row.Key == "" || len(row.Value) == 0 {
+			return fmt.Errorf("%s, line %d: want {\"key\": K, \"value\": V}: %v (nothing written)", file, line, err)
+		}
+		req.Rows = append(req.Rows, row)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w (nothing written)", file, err)
+	}
+	if len(req.Rows) == 0 {
+		return fmt.Errorf("%s: no row", file)
+	}
+	return c.with(func(cl *api.Client) error {
+		rows, err := cl.PutRows(c.ctx, req)
+		return show(c, rows, err, func(rows []api.Row) { fmt.Fprintf(c.stdout, "%d rows written in %s\n", len(rows), group) })
+	})
 }

@@ -8,10 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ErrNotRunning reports that no daemon answers at the client's address.
@@ -34,6 +37,109 @@ func NewClient(addr, token string) *Client {
 func (c *Client) PutBlob(ctx context.Context, r io.Reader) (BlobInfo, error) {
 	var out BlobInfo
 	return out, c.do(ctx, "POST", "/blobs", r, &out)
+}
+
+// PutFile is one file for PutBlobs.
+type PutFile struct {
+	// Path is the file's path as the rows key it (slash-separated).
+	Path  string
+	Mtime time.Time
+	Open  func() (io.ReadCloser, error)
+}
+
+// PutBlobs stores files as blobs in one request, streamed one after the
+// other, and with o.Group writes one row per file; counted, if not nil,
+// is told of the bytes sent so far. A failure is an error and the answer
+// says what was done before it.
+func (c *Client) PutBlobs(ctx context.Context, files []PutFile, o PutBlobsOptions, counted func(int64)) (StoredFiles, error) {
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		var sent int64
+		err := func() error {
+			for _, f := range files {
+				h := textproto.MIMEHeader{}
+				h.Set("Content-Disposition", `form-data; name="file"`)
+				h.Set("Content-Type", "application/octet-stream")
+				h.Set(HeaderPath, f.Path)
+				if !f.Mtime.IsZero() {
+					h.Set(HeaderMtime, f.Mtime.UTC().Format(time.RFC3339Nano))
+				}
+				r, err := f.Open()
+				if err != nil {
+					// The daemon is told, and answers with what it stored.
+					h.Set(HeaderAbort, err.Error())
+					if _, err := mw.CreatePart(h); err != nil {
+						return err
+					}
+					return mw.Close()
+				}
+				w, err := mw.CreatePart(h)
+				if err != nil {
+					r.Close()
+					return err
+				}
+				n, err := io.Copy(w, &countingReader{r: r, counted: func(n int64) {
+					if counted != nil {
+						counted(sent + n)
+					}
+				}})
+				r.Close()
+				if err != nil {
+					return fmt.Errorf("%s: %w", f.Path, err)
+				}
+				sent += n
+			}
+			return mw.Close()
+		}()
+		pw.CloseWithError(err)
+	}()
+	q := url.Values{}
+	if o.Group != "" {
+		q.Set("group", o.Group)
+		q.Set("prefix", o.Prefix)
+	}
+	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/blobs/many?"+q.Encode(), pr)
+	if err != nil {
+		return StoredFiles{}, err
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	var out StoredFiles
+	resp, err := c.sendReq(req)
+	if err != nil {
+		pr.CloseWithError(err)
+		return out, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return out, fmt.Errorf("api: bad answer to PutBlobs: %w", err)
+	}
+	if out.Error != "" {
+		return out, errors.New(out.Error)
+	}
+	return out, nil
+}
+
+// countingReader tells counted of the bytes read so far.
+type countingReader struct {
+	r       io.Reader
+	n       int64
+	counted func(int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.n += int64(n)
+		c.counted(c.n)
+	}
+	return n, err
+}
+
+// PutRows writes rows in a group as one batch: all of them, or none.
+func (c *Client) PutRows(ctx context.Context, req RowsRequest) ([]Row, error) {
+	var out []Row
+	return out, c.do(ctx, "POST", "/rows/batch", req, &out)
 }
 
 // ListBlobs lists the blobs held.
@@ -316,6 +422,11 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	if err != nil {
 		return nil, err
 	}
+	return c.sendReq(req)
+}
+
+// sendReq sends req with the token; a status of 300 or more is an error.
+func (c *Client) sendReq(req *http.Request) (*http.Response, error) {
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	resp, err := c.hc.Do(req)
 	if err != nil {

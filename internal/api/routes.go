@@ -10,6 +10,7 @@ import (
 // path of the API.
 const (
 	RoutePutBlob    = "POST /blobs"
+	RoutePutBlobs   = "POST /blobs/many"
 	RouteListBlobs  = "GET /blobs"
 	RouteReadBlob   = "GET /blobs/{ref}"
 	RouteStatBlob   = "GET /blobs/{ref}/stat"
@@ -27,6 +28,7 @@ const (
 	RouteChangeSpec = "POST /groups/spec"
 	RouteMembers    = "GET /groups/members"
 	RoutePutRow     = "POST /rows"
+	RoutePutRows    = "POST /rows/batch"
 	RouteGetRows    = "GET /rows"
 	RouteDeleteRow  = "DELETE /rows"
 	RoutePeers      = "GET /peers"

@@ -257,6 +257,50 @@ type Member struct {
 	LastSeen time.Time `json:"last_seen,omitzero"`
 }
 
+// HeaderPath names, in each part of a PutBlobs body, the file's path
+// (slash-separated, relative): the row key under the prefix.
+const HeaderPath = "Syncnode-Path"
+
+// HeaderMtime carries, in each part of a PutBlobs body, the file's
+// modification time (RFC 3339).
+const HeaderMtime = "Syncnode-Mtime"
+
+// HeaderAbort, in the last part of a PutBlobs body, ends it short: the
+// file it names (HeaderPath) could not be read. The daemon stores no
+// more and writes no row.
+const HeaderAbort = "Syncnode-Abort"
+
+// PutBlobsOptions make PutBlobs also write one row per file in Group,
+// at Prefix + the file's path, as one batch once every blob is stored.
+type PutBlobsOptions struct {
+	Group  string
+	Prefix string
+}
+
+// StoredFile is one file PutBlobs stored.
+type StoredFile struct {
+	Path string `json:"path"`
+	Ref  string `json:"ref"`
+	Size int64  `json:"size"`
+}
+
+// StoredFiles is PutBlobs' answer: the files stored, in order, and the
+// rows written. On a failure, Error says what failed and Failed names
+// the file (if it was one file's fault); the files before it are stored,
+// and no row is written.
+type StoredFiles struct {
+	Files  []StoredFile `json:"files"`
+	Rows   int          `json:"rows"`
+	Failed string       `json:"failed,omitempty"`
+	Error  string       `json:"error,omitempty"`
+}
+
+// RowsRequest writes Rows in Group as one batch: all or none.
+type RowsRequest struct {
+	Group string       `json:"group"`
+	Rows  []RowRequest `json:"rows"`
+}
+
 // RowRequest writes a row: Value is JSON, in which {"$blob": "<ref>"}
 // stands for a blob ref.
 type RowRequest struct {

@@ -347,3 +347,28 @@ func (s *server) status(*http.Request) (api.Status, error) {
 	}
 	return st, nil
 }
+
+// putRows writes a batch of rows: all, or none.
+func (s *server) putRows(r *http.Request) ([]api.Row, error) {
+	var req api.RowsRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	kvs := make([]syncgroup.KV, 0, len(req.Rows))
+	for i, row := range req.Rows {
+		v, err := value.FromJSON(row.Value)
+		if err != nil {
+			return nil, badRequest("row %d (%q): %v", i+1, row.Key, err)
+		}
+		kvs = append(kvs, syncgroup.KV{Key: row.Key, Value: v})
+	}
+	rows, err := s.n.PutRows(syncnode.GroupID(req.Group), kvs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Row, 0, len(rows))
+	for _, row := range rows {
+		out = append(out, rowView(row))
+	}
+	return out, nil
+}

@@ -33,6 +33,7 @@ func (s *server) handler(token string) http.Handler {
 	n := s.n
 	mux := http.NewServeMux()
 	mux.HandleFunc(api.RoutePutBlob, answer(s.putBlob))
+	mux.HandleFunc(api.RoutePutBlobs, answer(s.putBlobs))
 	mux.HandleFunc(api.RouteListBlobs, answer(s.listBlobs))
 	mux.HandleFunc(api.RouteReadBlob, s.readBlob)
 	mux.HandleFunc(api.RouteStatBlob, answer(s.statBlob))
@@ -50,6 +51,7 @@ func (s *server) handler(token string) http.Handler {
 	mux.HandleFunc(api.RouteChangeSpec, answer(s.changeSpec))
 	mux.HandleFunc(api.RouteMembers, answer(s.members))
 	mux.HandleFunc(api.RoutePutRow, answer(s.putRow))
+	mux.HandleFunc(api.RoutePutRows, answer(s.putRows))
 	mux.HandleFunc(api.RouteGetRows, answer(s.getRows))
 	mux.HandleFunc(api.RouteDeleteRow, answer(s.deleteRow))
 	mux.HandleFunc(api.RoutePeers, answer(s.peers))

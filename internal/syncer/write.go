@@ -18,6 +18,17 @@ func (s *Syncer) Put(id syncnode.GroupID, key string, value []byte) (syncgroup.R
 	return s.write(id, func(g *syncgroup.Group) (syncgroup.Row, error) { return g.Put(key, value, time.Now()) })
 }
 
+// PutAll writes every row of kvs in group id as one batch, or none (see
+// syncgroup.Group.PutAll), saves them in one write and pushes them.
+func (s *Syncer) PutAll(id syncnode.GroupID, kvs []syncgroup.KV) ([]syncgroup.Row, error) {
+	for i, kv := range kvs {
+		if len(kv.Value) > MaxValue {
+			return nil, fmt.Errorf("row %d (%q): %w: %d bytes, at most %d", i+1, kv.Key, ErrTooLarge, len(kv.Value), MaxValue)
+		}
+	}
+	return s.writeAll(id, func(g *syncgroup.Group) ([]syncgroup.Row, error) { return g.PutAll(kvs, time.Now()) })
+}
+
 // CheckPut reports whether Put would accept value at key in group id —
 // a known group, a key under its prefixes, this node a member, a msgpack
 // value of at most MaxValue bytes — changing nothing.
