@@ -319,9 +319,9 @@ func (s *server) putBlobs(r *http.Request) (api.StoredFiles, error) {
 
 // fileRow is the value of the row putBlobs writes for a file.
 type fileRow struct {
-	Name  string           `msgpack:"name"`
-	Blob  syncnode.BlobRef `msgpack:"blob"`
-	Size  int64            `msgpack:"size"`
+	Name string           `msgpack:"name"`
+	Blob syncnode.BlobRef `msgpack:"blob"`
+	Size int64            `msgpack:"size"`
 	// Mtime is the file's modification time, RFC 3339 (a string, as
 	// every app reads one alike; msgpack's own time type is not JSON's).
 	Mtime string `msgpack:"mtime,omitempty"`
