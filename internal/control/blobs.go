@@ -2,22 +2,14 @@ package control
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
-	"mime/multipart"
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/api"
 	"github.com/syncnode/syncnode/node"
-	"github.com/syncnode/syncnode/syncgroup"
-	"github.com/syncnode/syncnode/value"
 )
 
 // The blob handlers, and why.
@@ -257,101 +249,4 @@ func whyView(w node.Why) api.Why {
 		out.Unreferenced = append(out.Unreferenced, api.WhyUnreferenced{Group: string(u.Group), Since: u.Since, Due: u.Due, Collected: u.Collected})
 	}
 	return out
-}
-
-// putBlobs stores each part of a multipart body as a blob, in order, and
-// with a group named writes one row per file (its path under the prefix:
-// name, blob, size and modification time) as one batch once all are
-// stored. A failure ends it: the answer lists what was stored before, and
-// names the file.
-func (s *server) putBlobs(r *http.Request) (api.StoredFiles, error) {
-	q := r.URL.Query()
-	g, prefix := syncnode.GroupID(q.Get("group")), q.Get("prefix")
-	if g != "" {
-		spec, err := s.n.GroupSpec(g)
-		if err != nil {
-			return api.StoredFiles{}, err
-		}
-		if !spec.Covers(prefix) && !slices.ContainsFunc(spec.Prefixes, func(p string) bool { return strings.HasPrefix(p, prefix) }) {
-			return api.StoredFiles{}, badRequest("prefix %q is not under the prefixes of %s (%s)", prefix, g, strings.Join(spec.Prefixes, ", "))
-		}
-	}
-	mr, err := r.MultipartReader()
-	if err != nil {
-		return api.StoredFiles{}, badRequest("a multipart body: %v", err)
-	}
-	out := api.StoredFiles{Files: []api.StoredFile{}}
-	var kvs []syncgroup.KV
-	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			out.Error = fmt.Sprintf("the body was cut short after %d files: %v", len(out.Files), err)
-			return out, nil
-		}
-		path := part.Header.Get(api.HeaderPath)
-		if why := part.Header.Get(api.HeaderAbort); why != "" {
-			out.Failed, out.Error = path, fmt.Sprintf("%s: %s", path, why)
-			return out, nil
-		}
-		kv, err := s.storePart(r, part, g, prefix, path, &out)
-		part.Close()
-		if err != nil {
-			out.Failed, out.Error = path, fmt.Sprintf("%s: %v", path, err)
-			return out, nil
-		}
-		if g != "" {
-			kvs = append(kvs, kv)
-		}
-	}
-	if len(kvs) > 0 {
-		rows, err := s.n.PutRows(g, kvs)
-		if err != nil {
-			out.Error = fmt.Sprintf("the %d blobs are stored, but no row was written: %v", len(out.Files), err)
-			return out, nil
-		}
-		out.Rows = len(rows)
-	}
-	return out, nil
-}
-
-// fileRow is the value of the row putBlobs writes for a file.
-type fileRow struct {
-	Name string           `msgpack:"name"`
-	Blob syncnode.BlobRef `msgpack:"blob"`
-	Size int64            `msgpack:"size"`
-	// Mtime is the file's modification time, RFC 3339 (a string, as
-	// every app reads one alike; msgpack's own time type is not JSON's).
-	Mtime string `msgpack:"mtime,omitempty"`
-}
-
-// storePart stores one part as a blob, adds it to out, and returns the
-// row that names it (with a group).
-func (s *server) storePart(r *http.Request, part *multipart.Part, g syncnode.GroupID, prefix, path string, out *api.StoredFiles) (syncgroup.KV, error) {
-	if g != "" && (path == "" || strings.HasPrefix(path, "/") || slices.Contains(strings.Split(path, "/"), "..")) {
-		return syncgroup.KV{}, fmt.Errorf("%w: a file's path must be relative, without \"..\"", errBadRequest)
-	}
-	info, err := s.n.PutBlob(r.Context(), part)
-	if err != nil {
-		return syncgroup.KV{}, err
-	}
-	out.Files = append(out.Files, api.StoredFile{Path: path, Ref: info.Ref.String(), Size: info.Size})
-	if g == "" {
-		return syncgroup.KV{}, nil
-	}
-	v := fileRow{Name: path, Blob: info.Ref, Size: info.Size}
-	if m := part.Header.Get(api.HeaderMtime); m != "" {
-		t, err := time.Parse(time.RFC3339Nano, m)
-		if err != nil {
-			return syncgroup.KV{}, fmt.Errorf("%w: modification time %q", errBadRequest, m)
-		}
-		v.Mtime = t.UTC().Format(time.RFC3339Nano)
-	}
-	b, err := value.Marshal(v)
-	if err != nil {
-		return syncgroup.KV{}, err
-	}
-	return syncgroup.KV{Key: prefix + path, Value: b}, nil
 }
