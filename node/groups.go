@@ -63,7 +63,14 @@ func (n *Node) CreateGroupWith(o GroupOptions) (syncgroup.Spec, error) {
 // group's servers: it is all the joiner needs (see JoinGroup).
 func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl time.Duration) (syncgroup.Invitation, error) {
 	key := n.h.Peerstore().PrivKey(n.h.ID())
-	inv, err := syncgroup.Invite(key, g, p, dev, time.Now().Add(ttl), n.conn.InvitationAddrs(g)...)
+	addrs, expires := n.conn.InvitationAddrs(g), time.Now().Add(ttl)
+	var inv syncgroup.Invitation
+	var err error
+	if genesis, gerr := n.sync.Genesis(g); gerr == nil {
+		inv, err = syncgroup.InviteTo(key, genesis, p, dev, expires, addrs...)
+	} else {
+		inv, err = syncgroup.Invite(key, g, p, dev, expires, addrs...) // a group not here: the admin shown it judges
+	}
 	if err != nil {
 		return inv, err
 	}

@@ -1,6 +1,7 @@
 package syncgroup
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -32,9 +33,40 @@ func (g *Group) ApplyVerified(row Row, now time.Time) (bool, error) {
 
 func (g *Group) applyVerified(row Row, now time.Time) (bool, error) {
 	if err := g.check(row); err != nil {
+		if g.mayLater(row, err) {
+			err = fmt.Errorf("%w: %w", ErrUndecided, err)
+		}
 		return false, err
 	}
 	return g.rows.Apply(row, now)
+}
+
+// ErrUndecided wraps a refusal that a change of the chain this replica
+// holds, on a branch that may yet win or be made again, could undo: the
+// row must come again (a sync's vector does not move past it).
+var ErrUndecided = errors.New("syncgroup: refused for now")
+
+// mayLater reports whether row, refused with err, could be taken once the
+// chain settles: a key outside the prefixes that a change held here
+// (winning or not) adds, or the membership of a peer such a change makes
+// an admin. A member's word alone never makes a refusal undecided.
+func (g *Group) mayLater(row Row, err error) bool {
+	c := g.gov()
+	switch {
+	case errors.Is(err, ErrOutsideGroup):
+		for _, l := range c.links {
+			if l.c.Op == AddPrefix && strings.HasPrefix(row.Key, l.c.Prefix) {
+				return true
+			}
+		}
+	case errors.Is(err, ErrNotAllowed) && !IsChainKey(row.Key) && strings.HasPrefix(row.Key, memberPrefix) && !row.Deleted:
+		for _, l := range c.links {
+			if l.c.Op == AddAdmin && l.c.Peer == row.Writer {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Check reports whether row's writer may write it here now, as Apply
@@ -83,7 +115,9 @@ func (g *Group) check(row Row) error {
 	}
 	subject := peer.ID(strings.TrimPrefix(row.Key, memberPrefix))
 	if row.Deleted {
-		if row.Writer != subject && !admin {
+		// A member removes only itself: an admin ejects through the
+		// chain, whose order every replica agrees on.
+		if row.Writer != subject {
 			return fmt.Errorf("%w: %s may not remove %s", ErrNotAllowed, row.Writer, subject)
 		}
 		return nil

@@ -9,6 +9,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
+	"github.com/zeebo/blake3"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/value"
@@ -67,6 +69,17 @@ func (s Spec) Validate() error {
 		}
 	}
 	return nil
+}
+
+// Hash returns a hash of the spec, as an invitation binds the spec a
+// group was created with (Invitation.Genesis).
+func (s Spec) Hash() ([]byte, error) {
+	b, err := msgpack.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	h := blake3.Sum256(append([]byte("syncnode genesis v1\x00"), b...))
+	return h[:], nil
 }
 
 // CheckGenesis checks that s is a group's spec as Create makes it: its

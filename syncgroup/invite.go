@@ -51,6 +51,10 @@ type Invitation struct {
 	// membership row keeps: nodes that know no addresses in invitations
 	// verify it as before.
 	AddrsSig []byte `msgpack:"ds,omitempty"`
+	// Genesis is the hash of the group's spec as created (Spec.Hash),
+	// signed with the rest: the joiner refuses any other spec, whichever
+	// peer answers its join. Empty in invitations of older nodes.
+	Genesis []byte `msgpack:"gh,omitempty"`
 }
 
 // Bounds of an invitation's addresses: how many, and the bytes of each
@@ -94,6 +98,20 @@ func (inv Invitation) WithoutAddrs() Invitation {
 // expires, signed with the admin's key, carrying addrs (see
 // Invitation.Addrs), signed too.
 func Invite(admin crypto.PrivKey, group syncnode.GroupID, joiner peer.ID, dev syncnode.DevType, expires time.Time, addrs ...string) (Invitation, error) {
+	return invite(admin, group, nil, joiner, dev, expires, addrs)
+}
+
+// InviteTo is Invite for the group whose spec as created is genesis: the
+// invitation carries its hash, so that the joiner takes no other.
+func InviteTo(admin crypto.PrivKey, genesis Spec, joiner peer.ID, dev syncnode.DevType, expires time.Time, addrs ...string) (Invitation, error) {
+	h, err := genesis.Hash()
+	if err != nil {
+		return Invitation{}, err
+	}
+	return invite(admin, genesis.ID, h, joiner, dev, expires, addrs)
+}
+
+func invite(admin crypto.PrivKey, group syncnode.GroupID, genesis []byte, joiner peer.ID, dev syncnode.DevType, expires time.Time, addrs []string) (Invitation, error) {
 	if err := checkAddrs(addrs); err != nil {
 		return Invitation{}, err
 	}
@@ -107,7 +125,7 @@ func Invite(admin crypto.PrivKey, group syncnode.GroupID, joiner peer.ID, dev sy
 	}
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
-	inv := Invitation{Group: group, Joiner: joiner, DevType: dev, Expires: expires.Unix(), Admin: id, AdminKey: pub, Nonce: nonce}
+	inv := Invitation{Group: group, Joiner: joiner, DevType: dev, Expires: expires.Unix(), Admin: id, AdminKey: pub, Nonce: nonce, Genesis: genesis}
 	msg, err := inv.signed()
 	if err != nil {
 		return Invitation{}, err

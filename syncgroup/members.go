@@ -106,7 +106,7 @@ func (g *Group) Leave(now time.Time) ([]Row, error) {
 		return nil, err
 	}
 	var out []Row
-	if g.isAdmin(g.self) && len(g.gov().head.admins) > 1 {
+	if len(g.gov().head.admins) > 1 && g.isAdmin(g.self) {
 		row, err := g.change(Change{Op: RemoveAdmin, Peer: g.self}, now)
 		if err != nil {
 			return nil, err
@@ -119,7 +119,10 @@ func (g *Group) Leave(now time.Time) ([]Row, error) {
 // CheckLeave reports whether this device may leave the group: not as its
 // last admin while other members remain (ErrLastAdmin).
 func (g *Group) CheckLeave() error {
-	if !g.isAdmin(g.self) || len(g.gov().head.admins) > 1 {
+	// An admin that left (its own removal lost to a concurrent change)
+	// is an admin no one reaches: it does not count.
+	others := slices.ContainsFunc(g.gov().head.admins, func(p peer.ID) bool { return p != g.self && g.IsMember(p) })
+	if !g.isAdmin(g.self) || others {
 		return nil
 	}
 	if slices.ContainsFunc(g.Members(), func(m Member) bool { return m.Peer != g.self }) {

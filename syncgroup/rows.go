@@ -88,6 +88,14 @@ type Rows struct {
 	// memberGen counts changes to the membership rows, for the group's
 	// cache of its members.
 	memberGen uint64
+	// govGen counts changes to the chain and to the admission rows of
+	// groups from before it, for the group's cache of its chain.
+	govGen uint64
+	// lastGov is the key of the last such row set.
+	lastGov string
+	// memberKeys indexes the keys under the membership prefix: few, and
+	// read often (membership, the chain) among many data rows.
+	memberKeys map[string]struct{}
 	// usage is what each writer's winning rows cost this replica; budget
 	// bounds it (zero fields: no bound).
 	usage  map[peer.ID]Usage
@@ -244,9 +252,17 @@ func (r *Rows) Get(key string) (Row, bool) {
 // List returns the live rows under prefix, sorted by key.
 func (r *Rows) List(prefix string) []Row {
 	var out []Row
-	for k, row := range r.rows {
-		if strings.HasPrefix(k, prefix) && !row.Deleted {
-			out = append(out, row)
+	if strings.HasPrefix(prefix, memberPrefix) {
+		for k := range r.memberKeys {
+			if row := r.rows[k]; strings.HasPrefix(k, prefix) && !row.Deleted {
+				out = append(out, row)
+			}
+		}
+	} else {
+		for k, row := range r.rows {
+			if strings.HasPrefix(k, prefix) && !row.Deleted {
+				out = append(out, row)
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b Row) int { return strings.Compare(a.Key, b.Key) })
@@ -300,6 +316,14 @@ func (r *Rows) set(row Row) {
 	r.rows[row.Key] = row
 	if strings.HasPrefix(row.Key, memberPrefix) {
 		r.memberGen++
+		if r.memberKeys == nil {
+			r.memberKeys = map[string]struct{}{}
+		}
+		r.memberKeys[row.Key] = struct{}{}
+		if strings.HasPrefix(row.Key, chainPrefix) || strings.HasPrefix(row.Key, admissionPrefix) {
+			r.govGen++
+			r.lastGov = row.Key
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -98,6 +99,11 @@ func (s *Syncer) askJoin(ctx context.Context, inv syncgroup.Invitation, admin pe
 	}
 	if err := resp.Spec.CheckGenesis(); err != nil {
 		return resp, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	if len(inv.Genesis) > 0 {
+		if h, err := resp.Spec.Hash(); err != nil || !bytes.Equal(h, inv.Genesis) {
+			return resp, fmt.Errorf("%w: %s answered with a spec of %s that is not the one the invitation names", ErrRefused, admin, inv.Group)
+		}
 	}
 	return resp, nil
 }

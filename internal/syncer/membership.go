@@ -79,6 +79,12 @@ func (s *Syncer) NameOf(p peer.ID) string {
 	return ""
 }
 
+// Genesis returns group g's spec as it was created.
+func (s *Syncer) Genesis(g syncnode.GroupID) (spec syncgroup.Spec, err error) {
+	err = s.With(g, func(gr *syncgroup.Group) error { spec = gr.Genesis(); return nil })
+	return spec, err
+}
+
 // ChangeSpec makes change c to group id's spec, as this node (an admin
 // allowed to make it), spreads it, and returns the spec it leads to.
 func (s *Syncer) ChangeSpec(id syncnode.GroupID, c syncgroup.Change) (syncgroup.Spec, error) {

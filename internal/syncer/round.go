@@ -172,6 +172,16 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 			}
 			return 1
 		case am:
+			// The chain first, parents before children (its keys sort so).
+			ac, bc := syncgroup.IsChainKey(a.Key), syncgroup.IsChainKey(b.Key)
+			switch {
+			case ac && bc:
+				return strings.Compare(a.Key, b.Key)
+			case ac != bc && ac:
+				return -1
+			case ac != bc:
+				return 1
+			}
 			return 0
 		case a.Writer != b.Writer:
 			return strings.Compare(string(a.Writer), string(b.Writer))
@@ -314,8 +324,11 @@ func (s *Syncer) handleSync(st network.Stream) {
 		}
 	}
 	var changes []syncgroup.Row
+	member := r.g.IsMember(from)
 	for _, c := range h.Chain[:min(len(h.Chain), chainTail)] {
-		if !syncgroup.IsChainKey(c.Key) || r.g.Rows().Known(c) {
+		// A joiner brings the admin's change that admits it; a peer
+		// that is no member brings no change of its own.
+		if !syncgroup.IsChainKey(c.Key) || r.g.Rows().Known(c) || (!member && c.Writer == from) {
 			continue
 		}
 		if won, err := r.g.Apply(c, time.Now()); err != nil {
@@ -340,7 +353,7 @@ func (s *Syncer) handleSync(st network.Stream) {
 			}
 		}
 	}
-	member := r.g.IsMember(from)
+	member = r.g.IsMember(from)
 	var left []network.Conn
 	if member {
 		left = s.learnAddrs(r.g)
@@ -498,11 +511,12 @@ func vouches(g *syncgroup.Group, from peer.ID) func(peer.ID) bool {
 }
 
 // retryable reports whether err refused a row that a later round may
-// take: one from a clock too far ahead, or by a writer whose admission
-// has not arrived yet. The vector then stays where it is, so that the row
+// take: one from a clock too far ahead, by a writer whose admission has
+// not arrived yet, or one a change of the chain on its way may allow
+// (syncgroup.ErrUndecided). The vector then stays where it is, so that the row
 // comes again. Other refusals (a forged or oversized row, one over its
 // writer's budget, one written after its writer left) are the same in
 // every round: the vector moves past them.
 func retryable(err error) bool {
-	return errors.Is(err, syncgroup.ErrClockSkew) || errors.Is(err, syncgroup.ErrNotMember)
+	return errors.Is(err, syncgroup.ErrClockSkew) || errors.Is(err, syncgroup.ErrNotMember) || errors.Is(err, syncgroup.ErrUndecided)
 }
