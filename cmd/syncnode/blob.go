@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -51,11 +50,11 @@ func blobPut(fs *flag.FlagSet) func(*cmd) error {
 	prefix := fs.String("prefix", "", "with -group: the key prefix of the rows (end it in / for a folder)")
 	return func(c *cmd) error {
 		if len(c.pos) == 0 {
-			return errors.New("blob put: name at least one file, a directory with -r, or - for stdin")
+			return fmt.Errorf("%w: name at least one file, a directory with -r, or - for stdin", errArgs)
 		}
 		if len(c.pos) > 1 || *recursive || *group != "" {
 			if slices.Contains(c.pos, "-") {
-				return errors.New("blob put: - (stdin) goes alone")
+				return fmt.Errorf("%w: - (stdin) goes alone", errArgs)
 			}
 			files, total, err := gatherFiles(c.pos, *recursive)
 			if err != nil {
@@ -98,10 +97,10 @@ func blobGet(fs *flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
 		switch {
 		case len(c.pos) == 0:
-			return errors.New("blob get: name at least one ref")
+			return fmt.Errorf("%w: name at least one ref", errArgs)
 		case len(c.pos) > 1 || *dir != "":
 			if *dir == "" {
-				return errors.New("blob get: several refs go into a directory: -d DIR")
+				return fmt.Errorf("%w: several refs go into a directory: -d DIR", errArgs)
 			}
 			return getMany(c, c.pos, *dir, api.FetchOptions{Urgency: *urgency, Wait: *wait})
 		}

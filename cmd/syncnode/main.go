@@ -158,8 +158,15 @@ func (k *command) exec(c *cmd, path, args []string, global *flag.FlagSet) error 
 	if f := fs.Lookup("json"); f != nil {
 		c.asJSON = f.Value.(flag.Getter).Get().(bool)
 	}
-	return body(c)
+	err = body(c)
+	if errors.Is(err, errArgs) {
+		return fmt.Errorf("%s: %v\n\n%s", k.title(path), err, k.help(path, global))
+	}
+	return err
 }
+
+// errArgs marks a command's refusal of its arguments: the usage follows.
+var errArgs = errors.New("arguments")
 
 // flagSet returns a leaf's flags and body.
 func (k *command) flagSet(path []string) (*flag.FlagSet, func(*cmd) error) {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -29,12 +28,12 @@ func rowPut(fs *flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
 		if *file != "" {
 			if len(c.pos) != 1 {
-				return errors.New("row put -f FILE takes the group alone")
+				return fmt.Errorf("%w: with -f FILE, the group alone", errArgs)
 			}
 			return putRowsFrom(c, c.pos[0], *file)
 		}
 		if len(c.pos) != 3 {
-			return errors.New("row put takes GROUP KEY JSON, or GROUP and -f FILE")
+			return fmt.Errorf("%w: GROUP KEY JSON, or GROUP and -f FILE", errArgs)
 		}
 		return c.with(func(cl *api.Client) error {
 			row, err := cl.PutRow(c.ctx, api.RowRequest{Group: c.pos[0], Key: c.pos[1], Value: json.RawMessage(c.pos[2])})
