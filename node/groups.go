@@ -62,25 +62,7 @@ func (n *Node) CreateGroupWith(o GroupOptions) (syncgroup.Spec, error) {
 // invitation carries, signed, the addresses of this node and of the
 // group's servers: it is all the joiner needs (see JoinGroup).
 func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl time.Duration) (syncgroup.Invitation, error) {
-	key := n.h.Peerstore().PrivKey(n.h.ID())
-	addrs, expires := n.conn.InvitationAddrs(g), time.Now().Add(ttl)
-	var inv syncgroup.Invitation
-	var err error
-	if genesis, gerr := n.sync.Genesis(g); gerr == nil {
-		inv, err = syncgroup.InviteTo(key, genesis, p, dev, expires, addrs...)
-	} else {
-		inv, err = syncgroup.Invite(key, g, p, dev, expires, addrs...) // a group not here: the admin shown it judges
-	}
-	if err != nil {
-		return inv, err
-	}
-	// An ejected peer is banned: this invitation, issued since, is the
-	// one that lifts the ban. (A node that does not have the group signs
-	// what it is asked to; the admin it is shown to decides.)
-	if err := n.sync.Readmit(g, p, inv.Nonce); err != nil && !errors.Is(err, syncer.ErrUnknownGroup) {
-		return syncgroup.Invitation{}, err
-	}
-	return inv, nil
+	return n.sync.Invite(g, p, dev, time.Now().Add(ttl), n.conn.InvitationAddrs(g))
 }
 
 // ErrAdminUnreachable reports a join that could reach no admin of the
@@ -102,12 +84,6 @@ func (n *Node) JoinGroup(ctx context.Context, inv syncgroup.Invitation, extra ..
 		return syncgroup.Spec{}, err
 	}
 	defer done()
-	switch {
-	case inv.Joiner != n.h.ID():
-		return syncgroup.Spec{}, fmt.Errorf("%w: it names %s, not this node", syncgroup.ErrInvitation, inv.Joiner)
-	case inv.Admin == n.h.ID():
-		return syncgroup.Spec{}, fmt.Errorf("%w: this node issued it", syncgroup.ErrInvitation)
-	}
 	admins, err := n.conn.ReachAdmin(ctx, inv, extra, n.cfg.IOTimeout)
 	if err != nil {
 		return syncgroup.Spec{}, err
@@ -249,24 +225,11 @@ func (n *Node) Priority(g syncnode.GroupID) (syncnode.Priority, error) { return 
 // signposts name this node where it holds the blob, and the creator's
 // shares are granted.
 func (n *Node) PutRow(g syncnode.GroupID, key string, value []byte) (syncgroup.Row, error) {
-	_, done, err := n.call(context.Background())
+	rows, err := n.PutRows(g, []syncgroup.KV{{Key: key, Value: value}})
 	if err != nil {
 		return syncgroup.Row{}, err
 	}
-	defer done()
-	if err := n.sync.CheckPut(g, key, value); err != nil {
-		return syncgroup.Row{}, err
-	}
-	refs, err := syncgroup.FindRefs(value)
-	if err != nil {
-		return syncgroup.Row{}, fmt.Errorf("node: value of %q: %w", key, err)
-	}
-	if len(refs) > 0 {
-		if err := n.disc.Discover(g, key, n.h.ID(), n.h.ID(), refs); err != nil {
-			return syncgroup.Row{}, err
-		}
-	}
-	return n.sync.Put(g, key, value)
+	return rows[0], nil
 }
 
 // PutRows writes the rows of kvs in group g as one batch: all of them,
@@ -280,11 +243,15 @@ func (n *Node) PutRows(g syncnode.GroupID, kvs []syncgroup.KV) ([]syncgroup.Row,
 	defer done()
 	refs := make([][]syncnode.BlobRef, len(kvs))
 	for i, kv := range kvs {
+		which := ""
+		if len(kvs) > 1 {
+			which = fmt.Sprintf("row %d: ", i+1)
+		}
 		if err := n.sync.CheckPut(g, kv.Key, kv.Value); err != nil {
-			return nil, fmt.Errorf("node: row %d (%q): %w", i+1, kv.Key, err)
+			return nil, fmt.Errorf("node: %s%w", which, err)
 		}
 		if refs[i], err = syncgroup.FindRefs(kv.Value); err != nil {
-			return nil, fmt.Errorf("node: row %d, value of %q: %w", i+1, kv.Key, err)
+			return nil, fmt.Errorf("node: %svalue of %q: %w", which, kv.Key, err)
 		}
 	}
 	for i, kv := range kvs {

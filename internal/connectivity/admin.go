@@ -26,6 +26,12 @@ var ErrAdminUnreachable = errors.New("node: the admin that issued the invitation
 // LAN says it is. It returns the peers reached, the issuer first: those
 // to ask to admit this node.
 func (s *Service) ReachAdmin(ctx context.Context, inv syncgroup.Invitation, extra []ma.Multiaddr, timeout time.Duration) ([]peer.ID, error) {
+	switch {
+	case inv.Joiner != s.h.ID():
+		return nil, fmt.Errorf("%w: it names %s, not this node", syncgroup.ErrInvitation, inv.Joiner)
+	case inv.Admin == s.h.ID():
+		return nil, fmt.Errorf("%w: this node issued it", syncgroup.ErrInvitation)
+	}
 	hints, err := inv.AddrInfos()
 	if err != nil {
 		return nil, err
@@ -69,6 +75,14 @@ func (s *Service) ReachAdmin(ctx context.Context, inv syncgroup.Invitation, extr
 	// join back.
 	ClearDialBackoff(s.h, order)
 	s.h.Peerstore().AddAddrs(inv.Admin, issuerAddrs, peerstore.PermanentAddrTTL)
+	return s.dialAll(ctx, order, inv.Admin, timeout)
+}
+
+// dialAll connects to every peer of order at once and returns those
+// reached: all of order as soon as the issuer is (it admits almost
+// always), else once every dial has ended, the issuer having had a second
+// more after the first other peer answered.
+func (s *Service) dialAll(ctx context.Context, order []peer.ID, issuer peer.ID, timeout time.Duration) ([]peer.ID, error) {
 	// All at once: the issuer's answer ends the wait (it admits almost
 	// always); else every dial's does, offline peers after timeout.
 	type dial struct {
@@ -92,20 +106,20 @@ func (s *Service) ReachAdmin(ctx context.Context, inv syncgroup.Invitation, extr
 			return reached, nil
 		}
 		switch {
-		case d.err == nil && d.p == inv.Admin:
+		case d.err == nil && d.p == issuer:
 			return order, nil
 		case d.err == nil:
 			reached = append(reached, d.p)
 			if grace == nil {
 				grace = time.After(time.Second)
 			}
-		case d.p == inv.Admin:
+		case d.p == issuer:
 			first = d.err
 		}
 	}
 	if len(reached) == 0 {
 		return nil, fmt.Errorf("%w: %s: %v (an admin of the group must be online to admit this node: "+
-			"try again once one is, or ask an admin for a new invitation)", ErrAdminUnreachable, inv.Admin, first)
+			"try again once one is, or ask an admin for a new invitation)", ErrAdminUnreachable, issuer, first)
 	}
 	return reached, nil
 }

@@ -107,3 +107,27 @@ func (s *Syncer) catchUp(id syncnode.GroupID) {
 		s.log.Error("group's chain not brought up to date", "group", id, "err", err)
 	}
 }
+
+// Invite issues, signed with this node's key, an invitation for p to join
+// group g as dev until expires, carrying addrs (see
+// syncgroup.Invitation.Addrs) and the hash of the group's spec as
+// created. For a peer an ejection banned, it is the invitation that lifts
+// the ban. A group not here is invited to all the same: the admin the
+// invitation is shown to decides.
+func (s *Syncer) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, expires time.Time, addrs []string) (syncgroup.Invitation, error) {
+	key := s.h.Peerstore().PrivKey(s.h.ID())
+	var inv syncgroup.Invitation
+	var err error
+	if genesis, gerr := s.Genesis(g); gerr == nil {
+		inv, err = syncgroup.InviteTo(key, genesis, p, dev, expires, addrs...)
+	} else {
+		inv, err = syncgroup.Invite(key, g, p, dev, expires, addrs...)
+	}
+	if err != nil {
+		return inv, err
+	}
+	if err := s.Readmit(g, p, inv.Nonce); err != nil && !errors.Is(err, ErrUnknownGroup) {
+		return syncgroup.Invitation{}, err
+	}
+	return inv, nil
+}

@@ -312,48 +312,8 @@ func (s *Syncer) handleSync(st network.Stream) {
 		return
 	}
 	r.mu.Lock()
-	// The admission first (its check requires an admin's signature), then
-	// the membership it makes valid.
-	if h.Admission != nil && h.Admission.Key == syncgroup.AdmissionKey(from) {
-		if won, err := r.g.Apply(*h.Admission, time.Now()); err != nil {
-			s.log.Info("admission refused", "group", h.Group, "peer", from, "err", err)
-		} else if won {
-			if err := s.save(r, []syncgroup.Row{*h.Admission}); err != nil {
-				s.log.Error("admission not stored", "group", h.Group, "peer", from, "err", err)
-			}
-		}
-	}
-	var changes []syncgroup.Row
+	won := s.applyHello(r, h, from)
 	member := r.g.IsMember(from)
-	for _, c := range h.Chain[:min(len(h.Chain), chainTail)] {
-		// A joiner brings the admin's change that admits it; a peer
-		// that is no member brings no change of its own.
-		if !syncgroup.IsChainKey(c.Key) || r.g.Rows().Known(c) || (!member && c.Writer == from) {
-			continue
-		}
-		if won, err := r.g.Apply(c, time.Now()); err != nil {
-			s.log.Info("change refused", "group", h.Group, "peer", from, "err", err)
-		} else if won {
-			changes = append(changes, c)
-		}
-	}
-	if len(changes) > 0 {
-		if err := s.save(r, changes); err != nil {
-			s.log.Error("changes not stored", "group", h.Group, "peer", from, "err", err)
-		}
-	}
-	selfWon := false
-	if h.Self != nil && h.Self.Writer == from {
-		if won, err := r.g.Apply(*h.Self, time.Now()); err != nil {
-			s.log.Info("membership refused", "group", h.Group, "peer", from, "err", err)
-		} else if won {
-			selfWon = true
-			if err := s.save(r, []syncgroup.Row{*h.Self}); err != nil {
-				s.log.Error("membership not stored", "group", h.Group, "peer", from, "err", err)
-			}
-		}
-	}
-	member = r.g.IsMember(from)
 	var left []network.Conn
 	if member {
 		left = s.learnAddrs(r.g)
@@ -361,11 +321,8 @@ func (s *Syncer) handleSync(st network.Stream) {
 	}
 	r.mu.Unlock()
 	s.closeLeft(left)
-	if selfWon {
-		changes = append(changes, *h.Self) // a member leaving says so in its hello
-	}
-	if len(changes) > 0 {
-		s.settle(h.Group, changes)
+	if len(won) > 0 {
+		s.settle(h.Group, won) // a member leaving says so in its hello
 	}
 	if !member {
 		s.log.Info("sync refused: not a member", "group", h.Group, "peer", from)
