@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,5 +121,46 @@ func TestManyFilesInOneCommand(t *testing.T) {
 	}
 	if got := must(t, a, "row", "get", gid, "photos/l2"); !bytes.Contains([]byte(got), []byte(`"two"`)) {
 		t.Fatalf("row from the batch: %s", got)
+	}
+}
+
+// TestRowsInPages: `row ls -limit` pages through a group's rows in key
+// order, each page starting where the last said; together they are every
+// row once.
+func TestRowsInPages(t *testing.T) {
+	t.Parallel()
+	a := daemon(t, "-no-lan")
+	gid := strings.TrimSpace(must(t, a, "sg", "create", "photos", "-prefix", "photos/"))
+	var lines strings.Builder
+	for i := range 7 {
+		fmt.Fprintf(&lines, `{"key": "photos/%02d", "value": %d}`+"\n", i, i)
+	}
+	batch := filepath.Join(t.TempDir(), "rows.jsonl")
+	os.WriteFile(batch, []byte(lines.String()), 0o644)
+	must(t, a, "row", "put", gid, "-f", batch)
+	var keys []string
+	start := ""
+	for pages := 0; ; pages++ {
+		if pages > 4 {
+			t.Fatalf("more than 4 pages of 2 for 7 rows: %v", keys)
+		}
+		var p api.RowsPage
+		out := must(t, a, "row", "ls", gid, "-limit", "2", "-start", start, "--json")
+		if err := json.Unmarshal([]byte(out), &p); err != nil || len(p.Rows) > 2 {
+			t.Fatalf("page %d: %v\n%s", pages, err, out)
+		}
+		for _, r := range p.Rows {
+			keys = append(keys, r.Key)
+		}
+		if p.Next == "" {
+			break
+		}
+		start = p.Next
+	}
+	if len(keys) != 7 || keys[0] != "photos/00" || keys[6] != "photos/06" || !slices.IsSorted(keys) {
+		t.Fatalf("pages gave %v", keys)
+	}
+	if _, err := cli(t, a, "row", "ls", gid, "-limit", "-1"); err != nil {
+		t.Fatalf("a negative limit lists everything: %v", err)
 	}
 }

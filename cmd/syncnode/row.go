@@ -62,7 +62,24 @@ func rowDel(*flag.FlagSet) func(*cmd) error {
 
 func rowLs(fs *flag.FlagSet) func(*cmd) error {
 	prefix := fs.String("prefix", "", "only keys with this prefix")
+	start := fs.String("start", "", "with -limit: the first key of the page (the next page's is printed last)")
+	limit := fs.Int("limit", 0, "at most this many rows (a page); 0: all")
 	return func(c *cmd) error {
+		if *limit > 0 {
+			return c.with(func(cl *api.Client) error {
+				p, err := cl.ListRowsFrom(c.ctx, c.pos[0], *prefix, *start, *limit)
+				return show(c, p, err, func(p api.RowsPage) {
+					rows := [][]string{{"KEY", "VALUE"}}
+					for _, r := range p.Rows {
+						rows = append(rows, []string{r.Key, string(r.Value)})
+					}
+					c.table(rows)
+					if p.Next != "" {
+						fmt.Fprintf(c.stderr, "more from -start %q\n", p.Next)
+					}
+				})
+			})
+		}
 		return c.with(func(cl *api.Client) error {
 			rs, err := cl.ListRows(c.ctx, c.pos[0], *prefix)
 			return show(c, rs, err, func(rs []api.Row) {

@@ -344,6 +344,14 @@ func (c *Client) ListRows(ctx context.Context, group, prefix string) ([]Row, err
 	return out, c.do(ctx, "GET", rowsPath(group, "", prefix), nil, &out)
 }
 
+// ListRowsFrom lists a page of a group's rows under prefix: up to limit,
+// from key start on.
+func (c *Client) ListRowsFrom(ctx context.Context, group, prefix, start string, limit int) (RowsPage, error) {
+	var out RowsPage
+	q := url.Values{"group": {group}, "prefix": {prefix}, "start": {start}, "limit": {strconv.Itoa(limit)}}
+	return out, c.do(ctx, "GET", "/rows/page?"+q.Encode(), nil, &out)
+}
+
 // DeleteRow writes a tombstone at key.
 func (c *Client) DeleteRow(ctx context.Context, group, key string) (Deleted, error) {
 	var out Deleted

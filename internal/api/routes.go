@@ -30,6 +30,7 @@ const (
 	RoutePutRow     = "POST /rows"
 	RoutePutRows    = "POST /rows/batch"
 	RouteGetRows    = "GET /rows"
+	RouteRowsPage   = "GET /rows/page"
 	RouteDeleteRow  = "DELETE /rows"
 	RoutePeers      = "GET /peers"
 	RouteStatus     = "GET /status"

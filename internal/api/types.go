@@ -295,6 +295,13 @@ type StoredFiles struct {
 	Error  string       `json:"error,omitempty"`
 }
 
+// RowsPage is a page of a group's rows, and the start of the next page
+// ("" after the last).
+type RowsPage struct {
+	Rows []Row  `json:"rows"`
+	Next string `json:"next,omitempty"`
+}
+
 // RowsRequest writes Rows in Group as one batch: all or none.
 type RowsRequest struct {
 	Group string       `json:"group"`

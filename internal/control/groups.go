@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -346,6 +347,28 @@ func (s *server) status(*http.Request) (api.Status, error) {
 		st.Durability = append(st.Durability, d)
 	}
 	return st, nil
+}
+
+// maxPage bounds a page of rows.
+const maxPage = 10_000
+
+// rowsPage answers a page of a group's rows: ?group, prefix, start (a
+// key, inclusive) and limit (at most maxPage).
+func (s *server) rowsPage(r *http.Request) (api.RowsPage, error) {
+	q := r.URL.Query()
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if err != nil || limit <= 0 || limit > maxPage {
+		return api.RowsPage{}, badRequest("limit %q: from 1 to %d", q.Get("limit"), maxPage)
+	}
+	rows, next, err := s.n.ListRowsFrom(syncnode.GroupID(q.Get("group")), q.Get("prefix"), q.Get("start"), limit)
+	if err != nil {
+		return api.RowsPage{}, err
+	}
+	out := api.RowsPage{Rows: make([]api.Row, 0, len(rows)), Next: next}
+	for _, row := range rows {
+		out.Rows = append(out.Rows, rowView(row))
+	}
+	return out, nil
 }
 
 // putRows writes a batch of rows: all, or none.

@@ -53,6 +53,7 @@ func (s *server) handler(token string) http.Handler {
 	mux.HandleFunc(api.RoutePutRow, answer(s.putRow))
 	mux.HandleFunc(api.RoutePutRows, answer(s.putRows))
 	mux.HandleFunc(api.RouteGetRows, answer(s.getRows))
+	mux.HandleFunc(api.RouteRowsPage, answer(s.rowsPage))
 	mux.HandleFunc(api.RouteDeleteRow, answer(s.deleteRow))
 	mux.HandleFunc(api.RoutePeers, answer(s.peers))
 	mux.HandleFunc(api.RouteStatus, answer(s.status))

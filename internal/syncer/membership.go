@@ -57,6 +57,26 @@ func (s *Syncer) Rows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error
 	return out, err
 }
 
+// RowsFrom returns up to limit live rows of group g under prefix that
+// its spec covers, from key start on, sorted by key, and the start of the
+// next page ("" after the last).
+func (s *Syncer) RowsFrom(g syncnode.GroupID, prefix, start string, limit int) (rows []syncgroup.Row, next string, err error) {
+	err = s.With(g, func(gr *syncgroup.Group) error {
+		spec := gr.Spec()
+		for _, r := range gr.Rows().List(prefix) {
+			if r.Key >= start && spec.Covers(r.Key) {
+				if len(rows) == limit {
+					next = r.Key
+					break
+				}
+				rows = append(rows, r)
+			}
+		}
+		return nil
+	})
+	return rows, next, err
+}
+
 // Ejected reports whether an admin ejected this node from group g: the
 // membership bans it and it is no member.
 func (s *Syncer) Ejected(g syncnode.GroupID) bool {
