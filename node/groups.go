@@ -284,9 +284,6 @@ func (n *Node) GetRow(g syncnode.GroupID, key string) (row syncgroup.Row, ok boo
 // up to limit rows from key start on, sorted by key, and the start of
 // the next page ("" after the last).
 func (n *Node) ListRowsFrom(g syncnode.GroupID, prefix, start string, limit int) ([]syncgroup.Row, string, error) {
-	if limit <= 0 {
-		return nil, "", fmt.Errorf("node: a page of %d rows", limit)
-	}
 	return n.sync.RowsFrom(g, prefix, start, limit)
 }
 

@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -61,6 +62,9 @@ func (s *Syncer) Rows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error
 // its spec covers, from key start on, sorted by key, and the start of the
 // next page ("" after the last).
 func (s *Syncer) RowsFrom(g syncnode.GroupID, prefix, start string, limit int) (rows []syncgroup.Row, next string, err error) {
+	if limit <= 0 {
+		return nil, "", fmt.Errorf("syncer: a page of %d rows", limit)
+	}
 	err = s.With(g, func(gr *syncgroup.Group) error {
 		spec := gr.Spec()
 		for _, r := range gr.Rows().List(prefix) {
