@@ -1,0 +1,181 @@
+package featuretests
+
+import (
+	"bytes"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/node"
+	"github.com/syncnode/syncnode/syncgroup"
+)
+
+var growthSizes = flag.String("growth.sizes", "", "TestGrowth: the library sizes to measure, comma-separated (default 2000; CI's long stage runs 10000,100000; 1000000 by hand)")
+
+// growth is one line of TestGrowth's table.
+type growth struct {
+	blobs                 int
+	put                   time.Duration // per blob, with its row
+	open                  time.Duration
+	heap                  uint64 // after the reopen, over the heap before it
+	catchUp               float64
+	catchUpTime, evictRun time.Duration
+}
+
+// TestGrowth measures a node as its photo library grows: 4 KiB blobs, each
+// named by a row of one group, put by 8 concurrent callers with rows
+// written in batches of 500; then the node reopened (time, and heap
+// after it); an eviction pass; and a new member of the group receiving
+// every row. It prints the table; the targets of a million photos (open
+// in 5 s, 256 MiB of heap, 0.5 ms a put, 50,000 rows a second to a new
+// member) are printed beside the figures, not asserted.
+func TestGrowth(t *testing.T) {
+	sizes := []int{2000}
+	if *growthSizes != "" {
+		sizes = nil
+		for _, f := range strings.Split(*growthSizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				t.Fatalf("-growth.sizes: %q", f)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	var lines []growth
+	for _, n := range sizes {
+		lines = append(lines, measureGrowth(t, n))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%10s %12s %10s %12s %14s %12s\n", "blobs", "put each", "reopen", "heap after", "to a member", "eviction")
+	for _, l := range lines {
+		fmt.Fprintf(&b, "%10d %12s %10s %9.1f MiB %9.0f rows/s %12s\n", l.blobs, l.put.Round(time.Microsecond), l.open.Round(time.Millisecond),
+			float64(l.heap)/(1<<20), l.catchUp, l.evictRun.Round(time.Millisecond))
+	}
+	fmt.Fprintf(&b, "%10s %12s %10s %12s %14s\n", "target 1M", "≤ 500µs", "≤ 5s", "≤ 256 MiB", "≥ 50000 rows/s")
+	t.Log(b.String())
+}
+
+// measureGrowth fills a node with n photos and measures it.
+func measureGrowth(t *testing.T, n int) growth {
+	dir := t.TempDir()
+	cfg := config(t, dir)
+	a, err := node.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := a.CreateGroup("photos", []string{"photos/"}, false, syncnode.Normal)
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	g := spec.ID
+	start := time.Now()
+	putPhotos(t, a, g, n)
+	out := growth{blobs: n, put: time.Since(start) / time.Duration(n)}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start = time.Now()
+	a, err = node.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	out.open = time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if after.HeapAlloc > before.HeapAlloc {
+		out.heap = after.HeapAlloc - before.HeapAlloc
+	}
+	start = time.Now()
+	if _, err := a.Evict(); err != nil {
+		t.Fatal(err)
+	}
+	out.evictRun = time.Since(start)
+
+	m := open(t, config(t, t.TempDir()))
+	start = time.Now()
+	join(t, a, m, g, syncnode.Normal)
+	waitFor(t, 10*time.Minute, "the new member to receive every row", func() bool {
+		rows, err := m.ListRows(g, "photos/")
+		return err == nil && len(rows) == n
+	})
+	out.catchUpTime = time.Since(start)
+	out.catchUp = float64(n) / out.catchUpTime.Seconds()
+	return out
+}
+
+// putPhotos puts n blobs of 4 KiB, 8 at once, and their rows in batches
+// of 500.
+func putPhotos(t *testing.T, a *node.Node, g syncnode.GroupID, n int) {
+	const batch = 500
+	refs := make([]syncnode.BlobRef, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	next := make(chan int)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			data := make([]byte, 4<<10)
+			for i := range next {
+				binary.LittleEndian.PutUint64(data, uint64(i)+1)
+				info, err := a.PutBlob(t.Context(), bytes.NewReader(data))
+				if err != nil {
+					errs <- err
+					return
+				}
+				refs[i] = info.Ref
+			}
+		}()
+	}
+	for done := 0; done < n; done += batch {
+		end := min(n, done+batch)
+		for i := done; i < end; i++ {
+			next <- i
+		}
+		// The rows of the blobs before: blobs and rows overlap.
+		if done > 0 {
+			putPhotoRows(t, a, g, refs, done-batch, done)
+		}
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	putPhotoRows(t, a, g, refs, (n-1)/batch*batch, n)
+}
+
+// putPhotoRows writes the rows of refs[from:to] as one batch.
+func putPhotoRows(t *testing.T, a *node.Node, g syncnode.GroupID, refs []syncnode.BlobRef, from, to int) {
+	kvs := make([]syncgroup.KV, 0, to-from)
+	for i := from; i < to; i++ {
+		for refs[i].IsZero() { // its put is still running
+			time.Sleep(time.Millisecond)
+		}
+		v, err := msgpack.Marshal(map[string]any{"name": fmt.Sprintf("IMG_%07d.jpg", i), "blob": refs[i]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kvs = append(kvs, syncgroup.KV{Key: fmt.Sprintf("photos/%07d", i), Value: v})
+	}
+	if _, err := a.PutRows(g, kvs); err != nil {
+		t.Fatal(err)
+	}
+}
