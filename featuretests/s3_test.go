@@ -16,6 +16,7 @@ import (
 	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/internal/s3test"
 	"github.com/syncnode/syncnode/node"
+	"github.com/syncnode/syncnode/syncgroup"
 )
 
 const bucket = "syncnode"
@@ -151,6 +152,11 @@ func TestServerRecoversFromBucket(t *testing.T) {
 	g := createGroup(t, phone, "photos", syncnode.Normal)
 	join(t, phone, laptop, g, syncnode.Normal)
 	join(t, phone, server, g, syncnode.Server)
+	// The group changes: the record keeps the spec as created, and the
+	// chain brings the change back.
+	if _, err := phone.ChangeGroup(g, syncgroup.Change{Op: syncgroup.AddPrefix, Prefix: "docs/"}); err != nil {
+		t.Fatal(err)
+	}
 	var refs []syncnode.BlobRef
 	var datas [][]byte
 	for i := range 3 {
@@ -161,6 +167,9 @@ func TestServerRecoversFromBucket(t *testing.T) {
 	waitFor(t, 20*time.Second, "the server's copies", func() bool {
 		return server.HasBlob(refs[0]) && server.HasBlob(refs[1]) && server.HasBlob(refs[2])
 	})
+	// A restart writes the record again, after the change.
+	server.Close()
+	server = open(t, serverCfg)
 	server.Close()
 	// The disk is lost; the identity key is kept (with the config).
 	for _, sub := range []string{"db", "blobs"} {
@@ -185,6 +194,14 @@ func TestServerRecoversFromBucket(t *testing.T) {
 	if dev, ok := server.DevType(g); !ok || dev != syncnode.Server {
 		t.Fatalf("the recovered server's membership: %v %v", dev, ok)
 	}
+	// A change made after the recovery applies there too.
+	if _, err := phone.ChangeGroup(g, syncgroup.Change{Op: syncgroup.RemovePrefix, Prefix: "photos/"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the recovered server to follow the group's changes", func() bool {
+		spec, err := server.GroupSpec(g)
+		return err == nil && slices.Equal(spec.Prefixes, []string{"docs/"})
+	})
 	for i, ref := range refs {
 		if _, err := laptop.FetchBlob(t.Context(), ref, node.FetchOptions{}); err != nil {
 			t.Fatal(err)

@@ -52,19 +52,27 @@ var ErrUndecided = errors.New("syncgroup: refused for now")
 // an admin. A member's word alone never makes a refusal undecided.
 func (g *Group) mayLater(row Row, err error) bool {
 	c := g.gov()
+	// Only a change off the path may yet come onto it (made again, or its
+	// branch winning once more of it arrives); one on it is settled.
+	off := func(match func(Change) bool) bool {
+		for k, l := range c.links {
+			if !c.on[k] && match(l.c) {
+				return true
+			}
+		}
+		return false
+	}
 	switch {
+	case errors.Is(err, ErrAfterExit):
+		// The ejection may lose to a change on its way (its admin removed
+		// at the same moment): the member's rows are then its own again.
+		// What comes again is bounded: a member once out reaches no one
+		// who has heard of it.
+		return true
 	case errors.Is(err, ErrOutsideGroup):
-		for _, l := range c.links {
-			if l.c.Op == AddPrefix && strings.HasPrefix(row.Key, l.c.Prefix) {
-				return true
-			}
-		}
-	case errors.Is(err, ErrNotAllowed) && !IsChainKey(row.Key) && strings.HasPrefix(row.Key, memberPrefix) && !row.Deleted:
-		for _, l := range c.links {
-			if l.c.Op == AddAdmin && l.c.Peer == row.Writer {
-				return true
-			}
-		}
+		return off(func(ch Change) bool { return ch.Op == AddPrefix && strings.HasPrefix(row.Key, ch.Prefix) })
+	case errors.Is(err, ErrNotAllowed) && row.Key == MemberKey(row.Writer) && !row.Deleted:
+		return off(func(ch Change) bool { return ch.Op == AddAdmin && ch.Peer == row.Writer })
 	}
 	return false
 }

@@ -280,7 +280,10 @@ func (g *Group) checkLink(row Row) error {
 		return err
 	}
 	c := g.gov()
-	if n := len(c.path); (n == 0 && l.c.Parent != "") || (n > 0 && l.c.Parent != c.path[n-1]) {
+	// Only a writer that is no admin now is held to the bound: an
+	// admin's lost races are made again, and refusing one of its changes
+	// could split replicas that heard them in other orders.
+	if n := len(c.path); !slices.Contains(c.head.admins, l.writer) && ((n == 0 && l.c.Parent != "") || (n > 0 && l.c.Parent != c.path[n-1])) {
 		off := 0
 		for k, o := range c.links {
 			if o.writer == l.writer && !c.on[k] {
@@ -337,10 +340,14 @@ func (g *Group) Rebase(now time.Time) []Row {
 		}
 	}
 	slices.SortFunc(lost, func(a, b link) int { return cmp.Or(cmp.Compare(a.seq, b.seq), strings.Compare(a.key, b.key)) })
+	pos := make(map[string]int, len(c.path))
+	for i, k := range c.path {
+		pos[k] = i
+	}
 	var out []Row
 	for _, l := range lost {
 		orig := cmp.Or(l.c.Redo, l.key)
-		if done[orig] || done[l.key] {
+		if done[orig] || done[l.key] || c.superseded(l, pos) {
 			continue
 		}
 		ch := l.c
@@ -352,6 +359,45 @@ func (g *Group) Rebase(now time.Time) []Row {
 		out, done[orig] = append(out, row), true
 	}
 	return out
+}
+
+// superseded reports whether a change made on the path after lost
+// change l's branch left it touches what l does (the same prefix, the
+// same peer, or the copies): that later change, made knowing the state
+// l lost to, decides; l is not made again over it.
+func (c *chain) superseded(l link, pos map[string]int) bool {
+	from := -1
+	for k := l.c.Parent; k != ""; {
+		if i, ok := pos[k]; ok {
+			from = i
+			break
+		}
+		p, ok := c.links[k]
+		if !ok {
+			return false
+		}
+		k = p.c.Parent
+	}
+	for _, k := range c.path[from+1:] {
+		if touchSame(c.links[k].c, l.c) {
+			return true
+		}
+	}
+	return false
+}
+
+// touchSame reports whether changes a and b change the same thing.
+func touchSame(a, b Change) bool {
+	target := func(c Change) string {
+		switch c.Op {
+		case AddPrefix, RemovePrefix:
+			return "prefix " + c.Prefix
+		case SetCopies:
+			return "copies"
+		}
+		return "peer " + string(c.Peer)
+	}
+	return target(a) == target(b)
 }
 
 // ChainTail returns the last n changes of the winning path, oldest first.

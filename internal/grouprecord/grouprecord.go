@@ -43,6 +43,8 @@ type Store interface {
 
 // record is what a node needs to take up a group again.
 type record struct {
+	// Spec is the group's spec as created (its chain, synced with the
+	// members, brings the changes since).
 	Spec    syncgroup.Spec `msgpack:"s"`
 	Members []Member       `msgpack:"m"`
 }
@@ -76,7 +78,7 @@ func (k *Keeper) Keep(g syncnode.GroupID) error {
 	// record written last is the newest.
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	spec, err := k.groups.Spec(g)
+	spec, err := k.groups.Genesis(g)
 	if err != nil {
 		return err
 	}
@@ -169,6 +171,10 @@ func (k *Keeper) TakeUp() (map[syncnode.GroupID][]Member, error) {
 		if have[rec.Spec.ID] {
 			continue
 		}
+		if err := rec.Spec.CheckGenesis(); err != nil {
+			k.log.Warn("group record in the object store refused", "record", name, "err", err)
+			continue
+		}
 		g, err := syncgroup.NewGroup(rec.Spec, k.h.ID(), time.Minute)
 		if err != nil {
 			k.log.Warn("group record in the object store refused", "record", name, "err", err)
@@ -250,8 +256,9 @@ func (k *Keeper) Rejoin(g syncnode.GroupID, members []Member) {
 type Groups interface {
 	// Groups lists the groups this node is in.
 	Groups() []syncnode.GroupID
-	// Spec returns g's spec.
-	Spec(g syncnode.GroupID) (syncgroup.Spec, error)
+	// Genesis returns g's spec as created: a replica taken up again
+	// starts from it, and its chain brings the rest.
+	Genesis(g syncnode.GroupID) (syncgroup.Spec, error)
 	// Members lists g's members.
 	Members(g syncnode.GroupID) []syncgroup.Member
 	// Add takes up a group.

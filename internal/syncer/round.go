@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -96,6 +97,9 @@ func (s *Syncer) round(ctx context.Context, st network.Stream, r *replica, id sy
 func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syncnode.GroupID, from peer.ID) (syncgroup.VersionVector, error) {
 	var vv syncgroup.VersionVector
 	var applyErr error
+	// stuck are the writers a row of which was refused for now: the
+	// vector stays below it, so that it comes again.
+	stuck := map[peer.ID]bool{}
 	for {
 		var b batch
 		if err := p2p.ReadMsg(br, st, &b, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
@@ -122,9 +126,11 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 				s.hooks.Learn(from, id, sps)
 			}
 		}
-		won, bad, err := s.apply(r, id, b.Rows, func(g *syncgroup.Group, bad error) {
-			if b.Done && !retryable(applyErr) && !retryable(bad) && vv != nil {
-				g.Rows().LearnedFor(vv, vouches(g, from))
+		won, bad, err := s.apply(r, id, b.Rows, func(g *syncgroup.Group, held map[peer.ID]bool) {
+			maps.Copy(stuck, held)
+			if b.Done && vv != nil {
+				vouch := vouches(g, from)
+				g.Rows().LearnedFor(vv, func(w peer.ID) bool { return !stuck[w] && (vouch == nil || vouch(w)) })
 			}
 		}, b.Done)
 		r.applying.Unlock()
@@ -157,7 +163,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 // then (if not nil, with the refusals) and stores the winners (and the
 // whole replica state if always). bad joins the refusals; err is a
 // failure to store.
-func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, then func(*syncgroup.Group, error), always bool) (won []syncgroup.Row, bad, err error) {
+func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, then func(g *syncgroup.Group, stuck map[peer.ID]bool), always bool) (won []syncgroup.Row, bad, err error) {
 	// Membership first (it admits the writers of the rest), then each
 	// writer's rows in the order it wrote them: the vector moves over
 	// every run of a writer's sequence that arrives whole, with no peer's
@@ -201,6 +207,7 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	stuck := map[peer.ID]bool{}
 	for i, row := range rows {
 		if verified[i] != nil {
 			bad = errors.Join(bad, verified[i])
@@ -211,6 +218,9 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 			if errors.Is(err, syncgroup.ErrOverBudget) {
 				s.refuse(row.Writer)
 			}
+			if retryable(err) {
+				stuck[row.Writer] = true
+			}
 			bad = errors.Join(bad, err)
 			continue
 		}
@@ -219,7 +229,7 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 		}
 	}
 	if then != nil {
-		then(r.g, bad)
+		then(r.g, stuck)
 	}
 	if len(won) > 0 || always {
 		err = s.save(r, won)
@@ -470,10 +480,10 @@ func vouches(g *syncgroup.Group, from peer.ID) func(peer.ID) bool {
 // retryable reports whether err refused a row that a later round may
 // take: one from a clock too far ahead, by a writer whose admission has
 // not arrived yet, or one a change of the chain on its way may allow
-// (syncgroup.ErrUndecided). The vector then stays where it is, so that the row
-// comes again. Other refusals (a forged or oversized row, one over its
-// writer's budget, one written after its writer left) are the same in
-// every round: the vector moves past them.
+// (syncgroup.ErrUndecided). The vector then stays below it for that
+// writer, so that the row comes again. Other refusals (a forged or
+// oversized row, one over its writer's budget) are the same in every
+// round: the vector moves past them.
 func retryable(err error) bool {
 	return errors.Is(err, syncgroup.ErrClockSkew) || errors.Is(err, syncgroup.ErrNotMember) || errors.Is(err, syncgroup.ErrUndecided)
 }
