@@ -353,18 +353,23 @@ func (s *Syncer) applyPush(from peer.ID, m pushMsg) error {
 			fresh = append(fresh, row)
 		}
 	}
-	newer := winners(r.g, fresh)
 	r.mu.Unlock()
 	if len(fresh) == 0 {
 		r.applying.Unlock()
 		return nil
 	}
+	// Signatures once, on every core, outside the group's lock.
+	fresh, forged := s.checkSigs(m.Group, fresh)
+	r.mu.Lock()
+	newer := winners(r.g, fresh)
+	r.mu.Unlock()
 	// Signposts first: a reader that sees a row can fetch its blob.
 	if sps := signpostsFor(m.Signposts, newer); len(sps) > 0 {
 		s.hooks.Learn(from, m.Group, sps)
 	}
 	won, bad, err := s.apply(r, m.Group, fresh, nil, false)
 	r.applying.Unlock()
+	bad = errors.Join(forged, bad)
 	if err != nil {
 		return err
 	}
@@ -408,8 +413,8 @@ func signpostsFor(sps []SignpostEntry, rows []syncgroup.Row) []SignpostEntry {
 // An older version of a row (from a member that has not seen the newer
 // one), a forged or a refused one names a blob the rows here may not: its
 // signpost would have a server fetch, and keep, a blob no row here names.
-// Only rows that carry refs are verified here (apply verifies all of
-// them). The caller holds the replica's lock.
+// The rows' signatures are checked already (checkSigs). The caller holds
+// the replica's lock.
 func winners(g *syncgroup.Group, rows []syncgroup.Row) []syncgroup.Row {
 	var out []syncgroup.Row
 	for _, row := range rows {
@@ -419,7 +424,7 @@ func winners(g *syncgroup.Group, rows []syncgroup.Row) []syncgroup.Row {
 		if cur, ok := g.Rows().Get(row.Key); ok && !syncgroup.Wins(row, cur) {
 			continue
 		}
-		if g.Check(row) != nil || syncgroup.VerifyRow(g.Spec().ID, row) != nil {
+		if g.Check(row) != nil {
 			continue
 		}
 		out = append(out, row)

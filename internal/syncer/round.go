@@ -116,6 +116,9 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			s.observePriority(r, from, *b.Prio)
 			r.mu.Unlock()
 		}
+		// Signatures once, on every core, before the group is locked.
+		rows, forged := s.checkSigs(id, b.Rows)
+		b.Rows = rows
 		// Signposts first: a reader that sees a row can fetch its blob.
 		r.applying.Lock()
 		if len(b.Signposts) > 0 {
@@ -134,7 +137,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			}
 		}, b.Done)
 		r.applying.Unlock()
-		applyErr = errors.Join(applyErr, bad)
+		applyErr = errors.Join(applyErr, forged, bad)
 		if err != nil {
 			return nil, err
 		}
@@ -158,10 +161,10 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 	}
 }
 
-// apply checks rows of group id from a peer (signatures on every core
-// before the group is locked) and applies them under r's lock, then runs
-// then (if not nil, with the refusals) and stores the winners (and the
-// whole replica state if always). bad joins the refusals; err is a
+// apply checks rows of group id from a peer, whose signatures checkSigs
+// verified, and applies them under r's lock, then runs then (if not nil,
+// with the writers refused for now) and stores the winners (and the whole
+// replica state if always). bad joins the refusals; err is a
 // failure to store.
 func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, then func(g *syncgroup.Group, stuck map[peer.ID]bool), always bool) (won []syncgroup.Row, bad, err error) {
 	// Membership first (it admits the writers of the rest), then each
@@ -194,14 +197,11 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 		}
 		return cmp.Compare(a.Seq, b.Seq)
 	})
-	verified := make([]error, len(rows))
-	if !s.cfg.trustRows {
-		verified = syncgroup.VerifyRows(id, rows)
-	}
 	// The value limit binds every writer, not only this node's own: a
 	// member cannot make the others hold what it could not write here.
+	verified := make([]error, len(rows))
 	for i, row := range rows {
-		if len(row.Value) > MaxValue && verified[i] == nil {
+		if len(row.Value) > MaxValue {
 			verified[i] = fmt.Errorf("%w: %q from %s is %d bytes, at most %d", ErrTooLarge, row.Key, row.Writer, len(row.Value), MaxValue)
 		}
 	}
@@ -235,6 +235,29 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 		err = s.save(r, won)
 	}
 	return won, bad, err
+}
+
+// checkSigs returns the rows whose writer's signature verifies (all of
+// them with Config.trustRows), checked on every core, and the joined
+// refusals of the others.
+func (s *Syncer) checkSigs(id syncnode.GroupID, rows []syncgroup.Row) ([]syncgroup.Row, error) {
+	if s.cfg.trustRows || len(rows) == 0 {
+		return rows, nil
+	}
+	errs := syncgroup.VerifyRows(id, rows)
+	if !slices.ContainsFunc(errs, func(err error) bool { return err != nil }) {
+		return rows, nil
+	}
+	var good []syncgroup.Row
+	var bad error
+	for i, row := range rows {
+		if errs[i] != nil {
+			bad = errors.Join(bad, errs[i])
+		} else {
+			good = append(good, row)
+		}
+	}
+	return good, bad
 }
 
 // settle answers, on this node, what rows just applied changed in the
