@@ -19,7 +19,7 @@ import (
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
-var growthSizes = flag.String("growth.sizes", "", "TestGrowth: the library sizes to measure, comma-separated (default 2000; CI's long stage runs 10000,100000; 1000000 by hand)")
+var growthSizes = flag.String("growth.sizes", "", "TestGrowth: the library sizes to measure, comma-separated (default 2000, 500 under -short; CI's long stage runs 10000,100000; 1000000 by hand)")
 
 // growth is one line of TestGrowth's table.
 type growth struct {
@@ -40,6 +40,9 @@ type growth struct {
 // member) are printed beside the figures, not asserted.
 func TestGrowth(t *testing.T) {
 	sizes := []int{2000}
+	if testing.Short() {
+		sizes = []int{500}
+	}
 	if *growthSizes != "" {
 		sizes = nil
 		for _, f := range strings.Split(*growthSizes, ",") {

@@ -10,7 +10,11 @@ import (
 // TestExtendMatchesAFullWalk: after every change applied, the path the
 // incremental extension gives equals a full walk of the same rows.
 func TestExtendMatchesAFullWalk(t *testing.T) {
-	for seed := range uint64(40) {
+	seeds := uint64(40)
+	if testing.Short() {
+		seeds = 4
+	}
+	for seed := range seeds {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		w := newWorld(t, 5)
 		s := w.devs[0]
