@@ -110,6 +110,7 @@ func measureGrowth(t *testing.T, n int) growth {
 	out.evictRun = time.Since(start)
 
 	m := open(t, config(t, t.TempDir()))
+	defer m.Close()
 	start = time.Now()
 	join(t, a, m, g, syncnode.Normal)
 	waitFor(t, 10*time.Minute, "the new member to receive every row", func() bool {
