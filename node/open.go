@@ -193,7 +193,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		return err
 	}
 	opened.add(func() error { n.service.Close(); return nil })
-	clc := blobproto.ClientConfig{IOTimeout: n.cfg.IOTimeout, Relayed: n.cfg.Relayed, RelayRate: n.cfg.RelayRate}
+	clc := blobproto.ClientConfig{IOTimeout: n.cfg.IOTimeout, Relayed: n.cfg.Relayed, RelayRate: n.cfg.RelayRate, Punch: n.conn.PunchNow}
 	if n.client, err = blobproto.NewClient(n.h, n.blobs, clc, n.log); err != nil {
 		return err
 	}

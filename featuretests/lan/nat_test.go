@@ -155,6 +155,9 @@ type natScene struct {
 	shared    string // the group with the server
 	private   string // the devices' own group
 	reserved  time.Duration
+	// quick: the devices join both groups at once, and nothing waits for
+	// their relay reservations.
+	quick bool
 }
 
 func newNATScene(t *testing.T, symmetric bool, init ...string) *natScene {
@@ -165,9 +168,15 @@ func newNATScene(t *testing.T, symmetric bool, init ...string) *natScene {
 // one device sends to the other's public address, if blocked, until
 // sc.unblock.
 func newNATSceneBlocked(t *testing.T, symmetric, blocked bool, init ...string) *natScene {
+	return newNATSceneWith(t, &natScene{unblock: func() {}}, symmetric, blocked, init...)
+}
+
+// newNATSceneWith builds the scene into sc; with sc.quick, the devices
+// join both groups at once and nothing waits for relay reservations.
+func newNATSceneWith(t *testing.T, sc *natScene, symmetric, blocked bool, init ...string) *natScene {
 	in := newInternet(t)
 	sns := newNetns(t, "sn-s-"+randomID())
-	sc := &natScene{serverNS: sns, serverDev: in.attach(sns, "11.0.0.10"), unblock: func() {}}
+	sc.serverNS, sc.serverDev = sns, in.attach(sns, "11.0.0.10")
 	nsA, routerA := behindNAT(t, in, "a", "11.0.0.1", "10.1.0", symmetric)
 	nsB, routerB := behindNAT(t, in, "b", "11.0.0.2", "10.2.0", symmetric)
 	if blocked {
@@ -181,6 +190,12 @@ func newNATSceneBlocked(t *testing.T, symmetric, blocked bool, init ...string) *
 	sc.shared = strings.TrimSpace(sc.server.cli("sg", "create", "family", "-prefix", "photos/", "-private", "-type", "server"))
 	for _, d := range []*device{sc.a, sc.b} {
 		d.cli("sg", "join", sc.server.cli("sg", "invite", sc.shared, d.status().ID))
+	}
+	if sc.quick {
+		// The devices' own group at once, before any settling.
+		sc.private = strings.TrimSpace(sc.a.cli("sg", "create", "diary", "-prefix", "diary/", "-private"))
+		sc.b.cli("sg", "join", sc.a.cli("sg", "invite", sc.private, sc.b.status().ID))
+		return sc
 	}
 	serverID := sc.server.status().ID
 	for _, d := range []*device{sc.a, sc.b} {
@@ -294,6 +309,81 @@ func TestTwoNATsHolePunch(t *testing.T) {
 	getBlob(t, b, ref, data)
 	t.Logf("relay reservations behind NAT %v after start; direct connection between the devices %v after that; %d MiB fetched direct in %v; the server's interface took in %d bytes meanwhile (%.1f%% of the blob)",
 		sc.reserved.Round(time.Millisecond), punched.Round(time.Millisecond), len(data2)>>20, took.Round(time.Millisecond), relayed, 100*float64(relayed)/float64(len(data2)))
+}
+
+// TestFetchRightAfterJoiningGoesDirect: two devices behind home NATs
+// (ports kept, unsolicited packets dropped) fetch from each other right
+// after they joined their own group, before any renewed punch came
+// round: the fetch punches first and waits for it briefly, so 16 MB go
+// direct, not through the server's throttled relay, in under 3 s.
+func TestFetchRightAfterJoiningGoesDirect(t *testing.T) {
+	needNAT(t)
+	sc := newNATSceneWith(t, &natScene{quick: true, unblock: func() {}}, false, false)
+	joined := time.Now()
+	a, b := sc.a, sc.b
+	ref, data := putBlob(t, a, sc.private, "diary/today", 16<<20, 21)
+	testkit.WaitFor(t, 30*time.Second, "the row on the laptop", func() bool {
+		_, err := b.try("row", "get", sc.private, "diary/today")
+		return err == nil
+	})
+	if wait := time.Until(joined.Add(2 * time.Second)); wait > 0 {
+		time.Sleep(wait)
+	}
+	p, _ := b.peer(a.status().ID)
+	start := time.Now()
+	getBlob(t, b, ref, data)
+	took := time.Since(start)
+	var w api.Why
+	if err := json.Unmarshal([]byte(b.cli("why", ref, "--json")), &w); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("fetch started %v after the join (connection then: direct %v, relays %v); 16 MiB in %v, route %q",
+		start.Sub(joined).Round(time.Millisecond), p.Direct, p.Relays, took.Round(time.Millisecond), w.Route)
+	if w.Route != "" {
+		t.Fatalf("the blob crossed a relay: %s", w.Route)
+	}
+	if took > 3*time.Second {
+		t.Fatalf("16 MiB took %v, over 3 s", took)
+	}
+}
+
+// TestFetchPunchesFirst: the devices' first hole punches failed (their
+// routers dropped each other's packets while they met through the
+// server's relay); the routers let them through again, and a fetch comes
+// before any renewed punch is due. The fetch punches first: 16 MB go
+// direct, not through the throttled relay, in under 3 s.
+func TestFetchPunchesFirst(t *testing.T) {
+	needNAT(t)
+	sc := newNATSceneBlocked(t, false, true)
+	a, b := sc.a, sc.b
+	aID := a.status().ID
+	testkit.WaitFor(t, 30*time.Second, "the devices connected through the relay", func() bool {
+		p, ok := b.peer(aID)
+		return ok && len(p.Relays) > 0
+	})
+	ref, data := putBlob(t, a, sc.private, "diary/blocked", 16<<20, 22)
+	testkit.WaitFor(t, 30*time.Second, "the row on the laptop", func() bool {
+		_, err := b.try("row", "get", sc.private, "diary/blocked")
+		return err == nil
+	})
+	if p, _ := b.peer(aID); p.Direct {
+		t.Fatalf("a direct connection through routers that drop it: %+v", p)
+	}
+	sc.unblock()
+	start := time.Now()
+	getBlob(t, b, ref, data)
+	took := time.Since(start)
+	var w api.Why
+	if err := json.Unmarshal([]byte(b.cli("why", ref, "--json")), &w); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("16 MiB in %v once the routers let the devices through, route %q", took.Round(time.Millisecond), w.Route)
+	if w.Route != "" {
+		t.Fatalf("the blob crossed a relay: %s", w.Route)
+	}
+	if took > 3*time.Second {
+		t.Fatalf("16 MiB took %v, over 3 s", took)
+	}
 }
 
 // A hole punch that failed is tried again. The routers drop what each

@@ -77,6 +77,12 @@ type ClientConfig struct {
 	// open a direct connection.
 	Relayed    p2p.RelayPolicy
 	DirectWait time.Duration
+	// Punch, if not nil, asks for a hole punch with a holder reached only
+	// through relays, before the DirectWait for a direct connection: a
+	// punch that failed when the devices met is tried again at once,
+	// rather than when the pacing of renewed punches comes round. It may
+	// close the relayed connections.
+	Punch func(ctx context.Context, p peer.ID)
 	// RelayRate is the bytes per second that all relayed transfers
 	// together read under RelayThrottle (default 1 MiB/s).
 	RelayRate int64

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -418,7 +419,7 @@ func mustClient(tb testing.TB, h host.Host, store blobstore.Store, cfg ClientCon
 // A zero config field takes its default (a zero ReadSize once looped
 // forever); a negative one is refused with ErrConfig.
 func TestConfigZeroIsDefaultAndNonsenseRefused(t *testing.T) {
-	if got := (ClientConfig{}).withDefaults(); got != clientDefaults {
+	if got := (ClientConfig{}).withDefaults(); !reflect.DeepEqual(got, clientDefaults) {
 		t.Fatalf("zero client config = %+v, want the defaults %+v", got, clientDefaults)
 	}
 	if got := (ServiceConfig{}).withDefaults(); got.MaxUploads != 16 || got.ChunkSize != 1<<20 || got.MaxUploadsPerPeer != 8 || got.MaxQueuedPerPeer != 128 {

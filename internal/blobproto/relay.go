@@ -32,6 +32,13 @@ func validPolicy(p p2p.RelayPolicy) bool {
 // open, on a relayed connection.
 func (c *Client) directStream(ctx context.Context, p peer.ID, st network.Stream, wait time.Duration) (network.Stream, error) {
 	deadline := time.Now().Add(wait)
+	punched := false
+	if c.cfg.Punch != nil && !c.direct(p) {
+		// The relayed stream goes with the connection the punch closes.
+		st.Reset()
+		c.cfg.Punch(ctx, p)
+		punched = true
+	}
 	for {
 		for _, conn := range c.h.Network().ConnsToPeer(p) {
 			if _, relayed := p2p.RelayOf(conn); !relayed {
@@ -40,6 +47,10 @@ func (c *Client) directStream(ctx context.Context, p peer.ID, st network.Stream,
 			}
 		}
 		if !time.Now().Before(deadline) {
+			if punched {
+				// Across a relay after all, on a stream of its own.
+				return c.h.NewStream(network.WithAllowLimitedConn(ctx, "blob across a relay"), p, st.Protocol())
+			}
 			return st, nil
 		}
 		select {
@@ -49,6 +60,16 @@ func (c *Client) directStream(ctx context.Context, p peer.ID, st network.Stream,
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// direct reports whether this node has a direct connection to p.
+func (c *Client) direct(p peer.ID) bool {
+	for _, conn := range c.h.Network().ConnsToPeer(p) {
+		if _, relayed := p2p.RelayOf(conn); !relayed {
+			return true
+		}
+	}
+	return false
 }
 
 // throttled reads r at most at lim's rate.

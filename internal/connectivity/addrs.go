@@ -164,6 +164,9 @@ func (s *Service) followAddrs() error {
 					return
 				}
 				s.PublishAddrs(true)
+				// A public address or a relay reservation: punch again
+				// with the members reached only through relays.
+				s.punchAllNow()
 			case <-t.C:
 				s.ChooseObserved()
 				if now := s.ifaceAddrs(); !slices.Equal(now, last) {

@@ -113,20 +113,70 @@ func (s *Service) punchAgain(now time.Time) {
 		if len(relayed) == 0 || !dialled || busy || !s.SharesGroupWith(p) || !s.punches.due(p, now) {
 			continue
 		}
-		s.goRun(func() { s.redialThroughRelays(p, relayed) })
+		s.goRun(func() { s.redialThroughRelays(s.ctx, p, relayed) })
 	}
+}
+
+// PunchNow has p, a member reached only through relays, punch a hole
+// again at once (the relayed connections closed and dialled again), and
+// returns once the new relayed connection is up or the dial failed. A
+// peer with a direct connection, or none at all, is left alone.
+func (s *Service) PunchNow(ctx context.Context, p peer.ID) {
+	relayed := s.relayedOnly(p)
+	if len(relayed) == 0 || !s.SharesGroupWith(p) {
+		return
+	}
+	s.redialThroughRelays(ctx, p, relayed)
+}
+
+// punchAllNow punches again at once with every member reached only
+// through relays and carrying no blob transfer: this node's addresses
+// changed (it learnt its public one, or a relay reservation), and a punch
+// that failed before may work now.
+func (s *Service) punchAllNow() {
+	for _, p := range s.h.Network().Peers() {
+		relayed := s.relayedOnly(p)
+		if len(relayed) == 0 || busy(relayed) || !s.SharesGroupWith(p) {
+			continue
+		}
+		s.punches.direct(p) // the pacing starts over from here
+		s.goRun(func() { s.redialThroughRelays(s.ctx, p, relayed) })
+	}
+}
+
+// relayedOnly returns p's connections if all of them cross relays.
+func (s *Service) relayedOnly(p peer.ID) []network.Conn {
+	conns := s.h.Network().ConnsToPeer(p)
+	for _, c := range conns {
+		if _, ok := p2p.RelayOf(c); !ok {
+			return nil
+		}
+	}
+	return conns
+}
+
+// busy reports whether one of conns carries a blob transfer.
+func busy(conns []network.Conn) bool {
+	for _, c := range conns {
+		for _, st := range c.GetStreams() {
+			if st.Protocol() == p2p.ProtoGetBlob {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // redialThroughRelays closes p's relayed connections and dials p again
 // through the same relays: p sees a new relayed connection come in and
 // punches a hole once more.
-func (s *Service) redialThroughRelays(p peer.ID, conns []network.Conn) {
+func (s *Service) redialThroughRelays(ctx context.Context, p peer.ID, conns []network.Conn) {
 	addrs := make([]ma.Multiaddr, 0, len(conns))
 	for _, c := range conns {
 		addrs = append(addrs, c.RemoteMultiaddr())
 		c.Close()
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.IOTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.IOTimeout)
 	defer cancel()
 	ctx = network.WithAllowLimitedConn(ctx, "hole punch again")
 	if err := s.h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: addrs}); err != nil {
