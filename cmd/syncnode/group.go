@@ -251,9 +251,9 @@ func sgLs(*flag.FlagSet) func(*cmd) error {
 		return c.with(func(cl *api.Client) error {
 			gs, err := cl.ListGroups(c.ctx)
 			return show(c, gs, err, func(gs []api.Group) {
-				rows := [][]string{{"GROUP", "PREFIXES", "PRIVATE"}}
+				rows := [][]string{{"GROUP", "PREFIXES", "PRIVATE", "COPIES", "ADMINS"}}
 				for _, g := range gs {
-					rows = append(rows, []string{g.ID, strings.Join(g.Prefixes, ","), fmt.Sprint(g.Private)})
+					rows = append(rows, []string{g.ID, strings.Join(g.Prefixes, ","), fmt.Sprint(g.Private), fmt.Sprint(g.Copies), strings.Join(g.Admins, ",")})
 				}
 				c.table(rows)
 			})
