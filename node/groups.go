@@ -50,11 +50,11 @@ func (n *Node) CreateGroupWith(o GroupOptions) (syncgroup.Spec, error) {
 	if err := n.sync.Add(g); err != nil {
 		return syncgroup.Spec{}, err
 	}
-	if err := n.setName(g.Spec().ID); err != nil {
+	if err := n.setName(g.ID()); err != nil {
 		return syncgroup.Spec{}, err
 	}
-	n.records.KeepOrWarn(g.Spec().ID)
-	return g.Spec(), nil
+	n.records.KeepOrWarn(g.ID())
+	return n.GroupSpec(g.ID())
 }
 
 // Invite issues an invitation for peer p to join group g as device type

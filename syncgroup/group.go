@@ -178,6 +178,10 @@ func (g *Group) Spec() Spec {
 	return s
 }
 
+// ID returns the group's ID. Unlike Spec, it reads nothing that changes,
+// so it needs no lock.
+func (g *Group) ID() syncnode.GroupID { return g.spec.ID }
+
 // Genesis returns the group's spec as it was created: what a joiner's
 // replica starts from, before the chain of changes reaches it.
 func (g *Group) Genesis() Spec { return g.spec }

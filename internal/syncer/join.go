@@ -51,7 +51,7 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, admins []pe
 	}
 	// A replica of a group this node left or was ejected from holds the
 	// sequence numbers it used: the new one starts past them.
-	res, err := s.retire(g.Spec().ID)
+	res, err := s.retire(g.ID())
 	if err != nil {
 		return "", err
 	}
@@ -66,11 +66,11 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, admins []pe
 	// here. A first round that fails (a stream reset under load) is made
 	// up by the periodic ones; failing the join for it would leave the
 	// caller in the group believing it is not, with its invitation spent.
-	if err := s.SyncWith(ctx, g.Spec().ID, via); err != nil {
-		s.log.Warn("first round after joining failed; the periodic rounds catch up", "group", g.Spec().ID, "admin", via, "err", err)
+	if err := s.SyncWith(ctx, g.ID(), via); err != nil {
+		s.log.Warn("first round after joining failed; the periodic rounds catch up", "group", g.ID(), "admin", via, "err", err)
 	}
-	s.With(g.Spec().ID, func(g *syncgroup.Group) error { s.learnAddrs(g); return nil })
-	return g.Spec().ID, nil
+	s.With(g.ID(), func(g *syncgroup.Group) error { s.learnAddrs(g); return nil })
+	return g.ID(), nil
 }
 
 // askJoin presents inv to admin and returns its answer.

@@ -254,15 +254,15 @@ func (s *Syncer) Add(g *syncgroup.Group) error {
 func (s *Syncer) Restore(g *syncgroup.Group, prio syncnode.Priority) {
 	if key := s.h.Peerstore().PrivKey(s.h.ID()); key != nil {
 		if err := g.SetKey(key); err != nil {
-			s.log.Error("group replica without a signing key", "group", g.Spec().ID, "err", err)
+			s.log.Error("group replica without a signing key", "group", g.ID(), "err", err)
 		}
 	}
 	g.SetBudget(s.budget())
 	s.learnAddrs(g) // before others can reach g, whose reads are not safe alone
 	s.mu.Lock()
-	s.groups[g.Spec().ID] = &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}
+	s.groups[g.ID()] = &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}
 	s.mu.Unlock()
-	s.catchUp(g.Spec().ID)
+	s.catchUp(g.ID())
 }
 
 // save persists rows of r's group. r.mu is held.
