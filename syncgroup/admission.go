@@ -42,6 +42,9 @@ type admission struct {
 	// Demoted marks an admin that gave up or lost its role: a member
 	// still, needing no invitation, until it leaves or is ejected.
 	Demoted bool `msgpack:"dm,omitempty"`
+	// At is when the admission was written (its change's timestamp): a
+	// member's own tombstone older than it is from a membership before.
+	At Timestamp `msgpack:"at,omitempty"`
 }
 
 // decodeAdmission reads an admission row (live and well formed).
@@ -128,11 +131,23 @@ func (g *Group) RevokeLeaver(p peer.ID, now time.Time) (row Row, ok bool, err er
 		return Row{}, false, nil
 	}
 	a, found := g.admission(p)
-	if !found || a.Revoked {
+	if !found || a.Revoked || m.TS.Compare(a.At) <= 0 {
+		// A tombstone older than the admission is the leave of an
+		// earlier membership, arriving late: the peer joined again since.
 		return Row{}, false, nil
 	}
 	row, err = g.change(Change{Op: opRevoke, Peer: p}, now)
 	return row, err == nil, err
+}
+
+// ObserveJoiner moves this replica's clock past ts, the joiner's own last
+// timestamp, before its admission: the admission then sorts after every
+// row of the joiner's earlier memberships, its leave among them. A ts too
+// far ahead is ignored.
+func (g *Group) ObserveJoiner(ts Timestamp, now time.Time) {
+	if err := g.rows.hlc.Observe(ts, now); err != nil {
+		return // too far ahead: not observed, and the admission stands
+	}
 }
 
 // Admit records, on an admin's replica, that inv's joiner was let in: the

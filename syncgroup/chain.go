@@ -115,7 +115,8 @@ func IsChainKey(key string) bool { return strings.HasPrefix(key, chainPrefix) }
 type link struct {
 	key    string
 	writer peer.ID
-	seq    uint64 // the row's: the order its writer made its changes in
+	seq    uint64    // the row's: the order its writer made its changes in
+	ts     Timestamp // the row's
 	c      Change
 }
 
@@ -146,7 +147,7 @@ func decodeLink(row Row) (link, error) {
 	if pd+1 != depth {
 		return link{}, fmt.Errorf("syncgroup: change at depth %d follows one at depth %d", depth, pd)
 	}
-	return link{key: row.Key, writer: row.Writer, seq: row.Seq, c: c}, nil
+	return link{key: row.Key, writer: row.Writer, seq: row.Seq, ts: row.TS, c: c}, nil
 }
 
 // ChangeKey returns the key of a change with value, written by w after

@@ -443,3 +443,40 @@ func TestGroupsBeforeTheChainCarryOver(t *testing.T) {
 		t.Fatal("an admission row written after the chain began counts")
 	}
 }
+
+// TestLeaveArrivingAfterARejoin: a member leaves, and joins again through
+// the admin before its leave reached the admin. The old tombstone then
+// arrives: it revokes nothing (it is older than the new admission), and
+// the member, with its new membership row, is one.
+func TestLeaveArrivingAfterARejoin(t *testing.T) {
+	w := newWorld(t, 2)
+	a, old := w.devs[0], w.devs[1]
+	left, err := old.Leave(w.tick())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new replica of the same device, as a join makes it.
+	again := w.fresh(1)
+	again.ResumeFrom(old.Resume())
+	inv, _ := Invite(w.keys[0], a.Spec().ID, w.ids[1], syncnode.Normal, w.now.Add(time.Hour))
+	a.ObserveJoiner(old.Resume().TS, w.tick())
+	if _, ok, err := a.Admit(inv, w.tick()); err != nil || !ok {
+		t.Fatalf("admit: %v %v", ok, err)
+	}
+	// The leave arrives late, before the new membership row.
+	for _, r := range left {
+		if _, err := a.Apply(r, w.tick()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok, err := a.RevokeLeaver(w.ids[1], w.tick()); err != nil || ok {
+		t.Fatalf("the late leave of an earlier membership revoked the new admission: %v %v", ok, err)
+	}
+	w.devs[1] = again
+	w.sync(0, 1)
+	w.must(again.Join(inv, nil, w.tick()))
+	w.all()
+	if !a.IsMember(w.ids[1]) || !again.IsMember(w.ids[1]) {
+		t.Fatal("the member that joined again is none")
+	}
+}

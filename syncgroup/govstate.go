@@ -113,8 +113,9 @@ func (s *govState) demotable(w, p peer.ID) error {
 	return nil
 }
 
-// apply makes change c, which allows passed, in s.
-func (s *govState) apply(c Change) {
+// apply makes the change of l, which allows passed, in s.
+func (s *govState) apply(l link) {
+	c := l.c
 	a := s.adm[c.Peer]
 	switch c.Op {
 	case AddAdmin:
@@ -138,7 +139,7 @@ func (s *govState) apply(c Change) {
 		if a.Ejected && string(a.Readmit) != string(c.Nonce) {
 			return // banned: only the readmitting invitation lets it in
 		}
-		a = admission{Nonce: c.Nonce, DevType: c.DevType, Demoted: a.Demoted}
+		a = admission{Nonce: c.Nonce, DevType: c.DevType, Demoted: a.Demoted, At: l.ts}
 	case opEject:
 		s.admins = slices.DeleteFunc(s.admins, func(p peer.ID) bool { return p == c.Peer })
 		a.Revoked, a.Ejected, a.Readmit, a.UpTo, a.Demoted = true, true, nil, c.UpTo, false

@@ -106,7 +106,7 @@ func (c *chain) extend(key string, rows *Rows) bool {
 	}
 	c.links[key] = l
 	c.kids[l.c.Parent] = append(c.kids[l.c.Parent], key)
-	c.head.apply(l.c)
+	c.head.apply(l)
 	c.path = append(c.path, key)
 	c.on[key] = true
 	return true
@@ -180,7 +180,7 @@ func (c *chain) walk(at string, s *govState) branch {
 		}
 		if len(next) == 1 {
 			l := c.links[next[0]]
-			s.apply(l.c)
+			s.apply(l)
 			seg, at, signers[l.writer] = append(seg, l.key), l.key, true
 			continue
 		}
@@ -191,7 +191,7 @@ func (c *chain) walk(at string, s *govState) branch {
 		for i, k := range next {
 			l := c.links[k]
 			st := s.clone()
-			st.apply(l.c)
+			st.apply(l)
 			sub := c.walk(k, &st)
 			sub.rev = append(sub.rev, k)
 			sub.signers[l.writer] = true
@@ -247,7 +247,7 @@ func (g *Group) stateAt(key string) (govState, error) {
 		if err := s.allows(up[i].writer, up[i].c); err != nil {
 			return govState{}, err
 		}
-		s.apply(up[i].c)
+		s.apply(up[i])
 	}
 	return s, nil
 }

@@ -32,8 +32,9 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, admins []pe
 	var resp joinResponse
 	var via peer.ID
 	var errs []error
+	last := s.lastResume(inv.Group)
 	for _, a := range admins {
-		if resp, err = s.askJoin(ctx, inv, a); err == nil {
+		if resp, err = s.askJoin(ctx, inv, a, last.TS); err == nil {
 			via = a
 			break
 		}
@@ -74,12 +75,12 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, admins []pe
 }
 
 // askJoin presents inv to admin and returns its answer.
-func (s *Syncer) askJoin(ctx context.Context, inv syncgroup.Invitation, admin peer.ID) (joinResponse, error) {
+func (s *Syncer) askJoin(ctx context.Context, inv syncgroup.Invitation, admin peer.ID, last syncgroup.Timestamp) (joinResponse, error) {
 	var resp joinResponse
 	err := p2p.Exchange(ctx, s.h, admin, p2p.ProtoJoin, func(st network.Stream) error {
 		defer st.Close()
 		// The admin judges the invitation, not where it was reached.
-		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv.WithoutAddrs()}, s.cfg.IOTimeout); err != nil {
+		if err := p2p.WriteMsg(st, joinRequest{Invitation: inv.WithoutAddrs(), TS: last}, s.cfg.IOTimeout); err != nil {
 			st.Reset()
 			return err
 		}
@@ -106,6 +107,21 @@ func (s *Syncer) askJoin(ctx context.Context, inv syncgroup.Invitation, admin pe
 		}
 	}
 	return resp, nil
+}
+
+// lastResume returns where this node's writes in group id stood in its
+// earlier memberships, changing nothing (see retire).
+func (s *Syncer) lastResume(id syncnode.GroupID) syncgroup.Resume {
+	var res syncgroup.Resume
+	if s.cfg.Store != nil {
+		res, _ = s.cfg.Store.Resumed(id)
+	}
+	if r, err := s.replica(id); err == nil {
+		r.mu.Lock()
+		res = res.Max(r.g.Resume())
+		r.mu.Unlock()
+	}
+	return res
 }
 
 // retire removes the replica of group id that this node may still hold
@@ -155,6 +171,7 @@ func (s *Syncer) handleJoin(st network.Stream) {
 			return syncgroup.Row{}, err
 		}
 		resp.Spec = g.Genesis()
+		g.ObserveJoiner(req.TS, time.Now())
 		row, fresh, err := g.Admit(req.Invitation, time.Now())
 		if err == nil && !fresh {
 			err = errNothingWritten

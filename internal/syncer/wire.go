@@ -95,6 +95,9 @@ const maxPushAck = 64 << 10
 // joinRequest asks an admin to admit the sender into a group.
 type joinRequest struct {
 	Invitation syncgroup.Invitation `msgpack:"i"`
+	// TS is the joiner's last timestamp in the group, from an earlier
+	// membership (zero if none): the admission is written after it.
+	TS syncgroup.Timestamp `msgpack:"t,omitempty"`
 }
 
 // joinResponse answers a joinRequest: the group's spec, or why not.
