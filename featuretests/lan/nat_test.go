@@ -330,20 +330,27 @@ func TestFetchRightAfterJoiningGoesDirect(t *testing.T) {
 		time.Sleep(wait)
 	}
 	p, _ := b.peer(a.status().ID)
+	t.Logf("the fetch starts %v after the join (connection then: direct %v, relays %v)", time.Since(joined).Round(time.Millisecond), p.Direct, p.Relays)
+	fetchDirect(t, b, ref, data)
+}
+
+// fetchDirect fetches ref on d, checks its bytes, and fails unless the
+// blob came direct (no relay on its route) in under 3 s.
+func fetchDirect(t *testing.T, d *device, ref string, data []byte) {
+	t.Helper()
 	start := time.Now()
-	getBlob(t, b, ref, data)
+	getBlob(t, d, ref, data)
 	took := time.Since(start)
 	var w api.Why
-	if err := json.Unmarshal([]byte(b.cli("why", ref, "--json")), &w); err != nil {
+	if err := json.Unmarshal([]byte(d.cli("why", ref, "--json")), &w); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("fetch started %v after the join (connection then: direct %v, relays %v); 16 MiB in %v, route %q",
-		start.Sub(joined).Round(time.Millisecond), p.Direct, p.Relays, took.Round(time.Millisecond), w.Route)
+	t.Logf("%d MiB in %v, route %q", len(data)>>20, took.Round(time.Millisecond), w.Route)
 	if w.Route != "" {
 		t.Fatalf("the blob crossed a relay: %s", w.Route)
 	}
 	if took > 3*time.Second {
-		t.Fatalf("16 MiB took %v, over 3 s", took)
+		t.Fatalf("%d MiB took %v, over 3 s", len(data)>>20, took)
 	}
 }
 
@@ -370,20 +377,7 @@ func TestFetchPunchesFirst(t *testing.T) {
 		t.Fatalf("a direct connection through routers that drop it: %+v", p)
 	}
 	sc.unblock()
-	start := time.Now()
-	getBlob(t, b, ref, data)
-	took := time.Since(start)
-	var w api.Why
-	if err := json.Unmarshal([]byte(b.cli("why", ref, "--json")), &w); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("16 MiB in %v once the routers let the devices through, route %q", took.Round(time.Millisecond), w.Route)
-	if w.Route != "" {
-		t.Fatalf("the blob crossed a relay: %s", w.Route)
-	}
-	if took > 3*time.Second {
-		t.Fatalf("16 MiB took %v, over 3 s", took)
-	}
+	fetchDirect(t, b, ref, data)
 }
 
 // A hole punch that failed is tried again. The routers drop what each
