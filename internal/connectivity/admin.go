@@ -80,8 +80,8 @@ func (s *Service) ReachAdmin(ctx context.Context, inv syncgroup.Invitation, extr
 
 // dialAll connects to every peer of order at once and returns those
 // reached: all of order as soon as the issuer is (it admits almost
-// always), else once every dial has ended, the issuer having had a second
-// more after the first other peer answered.
+// always), else, the issuer's dial failed, the others reached once every
+// dial has ended.
 func (s *Service) dialAll(ctx context.Context, order []peer.ID, issuer peer.ID, timeout time.Duration) ([]peer.ID, error) {
 	// All at once: the issuer's answer ends the wait (it admits almost
 	// always); else every dial's does, offline peers after timeout.
@@ -97,22 +97,14 @@ func (s *Service) dialAll(ctx context.Context, order []peer.ID, issuer peer.ID, 
 	}
 	var reached []peer.ID
 	var first error
-	var grace <-chan time.Time // once another peer answers, the issuer has a second more
 	for range order {
-		var d dial
-		select {
-		case d = <-done:
-		case <-grace:
-			return reached, nil
-		}
-		switch {
+		// The issuer has its whole timeout: a busy one is slow to answer,
+		// not gone, and it is the one that admits for sure.
+		switch d := <-done; {
 		case d.err == nil && d.p == issuer:
 			return order, nil
 		case d.err == nil:
 			reached = append(reached, d.p)
-			if grace == nil {
-				grace = time.After(time.Second)
-			}
 		case d.p == issuer:
 			first = d.err
 		}
