@@ -240,6 +240,24 @@ func putBlob(t *testing.T, d *device, g, key string, size int, seed uint64) (str
 	return ref, data
 }
 
+// waitRelayed waits until d is connected to peer p through a relay.
+func waitRelayed(t *testing.T, d *device, p string) {
+	t.Helper()
+	testkit.WaitFor(t, 30*time.Second, "the devices connected through the relay", func() bool {
+		info, ok := d.peer(p)
+		return ok && len(info.Relays) > 0
+	})
+}
+
+// waitRow waits until d has row key of group g.
+func waitRow(t *testing.T, d *device, g, key string) {
+	t.Helper()
+	testkit.WaitFor(t, 30*time.Second, "row "+key, func() bool {
+		_, err := d.try("row", "get", g, key)
+		return err == nil
+	})
+}
+
 // getBlob fetches ref on d and checks its bytes.
 func getBlob(t *testing.T, d *device, ref string, want []byte) {
 	out := filepath.Join(t.TempDir(), "got")
@@ -273,10 +291,7 @@ func TestTwoNATsHolePunch(t *testing.T) {
 	punched := time.Since(start)
 
 	ref, data := putBlob(t, a, sc.shared, "photos/beach", 3<<20, 11)
-	testkit.WaitFor(t, 30*time.Second, "the row on the laptop", func() bool {
-		_, err := b.try("row", "get", sc.shared, "photos/beach")
-		return err == nil
-	})
+	waitRow(t, b, sc.shared, "photos/beach")
 	testkit.WaitFor(t, 60*time.Second, "the server's copy of the phone's blob", func() bool {
 		var w api.Why
 		out, err := server.try("why", ref, "--json")
@@ -284,10 +299,7 @@ func TestTwoNATsHolePunch(t *testing.T) {
 	})
 
 	ref2, data2 := putBlob(t, a, sc.private, "diary/today", 3<<20, 12)
-	testkit.WaitFor(t, 30*time.Second, "the diary row on the laptop", func() bool {
-		_, err := b.try("row", "get", sc.private, "diary/today")
-		return err == nil
-	})
+	waitRow(t, b, sc.private, "diary/today")
 	before := rxBytes(t, sc.serverNS, sc.serverDev)
 	fetchStart := time.Now()
 	getBlob(t, b, ref2, data2)
@@ -322,10 +334,7 @@ func TestFetchRightAfterJoiningGoesDirect(t *testing.T) {
 	joined := time.Now()
 	a, b := sc.a, sc.b
 	ref, data := putBlob(t, a, sc.private, "diary/today", 16<<20, 21)
-	testkit.WaitFor(t, 30*time.Second, "the row on the laptop", func() bool {
-		_, err := b.try("row", "get", sc.private, "diary/today")
-		return err == nil
-	})
+	waitRow(t, b, sc.private, "diary/today")
 	if wait := time.Until(joined.Add(2 * time.Second)); wait > 0 {
 		time.Sleep(wait)
 	}
@@ -364,15 +373,9 @@ func TestFetchPunchesFirst(t *testing.T) {
 	sc := newNATSceneBlocked(t, false, true)
 	a, b := sc.a, sc.b
 	aID := a.status().ID
-	testkit.WaitFor(t, 30*time.Second, "the devices connected through the relay", func() bool {
-		p, ok := b.peer(aID)
-		return ok && len(p.Relays) > 0
-	})
+	waitRelayed(t, b, aID)
 	ref, data := putBlob(t, a, sc.private, "diary/blocked", 16<<20, 22)
-	testkit.WaitFor(t, 30*time.Second, "the row on the laptop", func() bool {
-		_, err := b.try("row", "get", sc.private, "diary/blocked")
-		return err == nil
-	})
+	waitRow(t, b, sc.private, "diary/blocked")
 	if p, _ := b.peer(aID); p.Direct {
 		t.Fatalf("a direct connection through routers that drop it: %+v", p)
 	}
@@ -391,10 +394,7 @@ func TestHolePunchTriedAgainAfterAFailure(t *testing.T) {
 	sc := newNATSceneBlocked(t, false, true)
 	a, b := sc.a, sc.b
 	aID := a.status().ID
-	testkit.WaitFor(t, 30*time.Second, "the devices connected through the relay", func() bool {
-		p, ok := b.peer(aID)
-		return ok && len(p.Relays) > 0
-	})
+	waitRelayed(t, b, aID)
 	// libp2p's punches run at once and fail against the block.
 	time.Sleep(30 * time.Second)
 	if p, _ := b.peer(aID); p.Direct {
@@ -426,10 +426,7 @@ func TestSymmetricNATFallsBackToRelay(t *testing.T) {
 	aID, serverID := a.status().ID, server.status().ID
 
 	ref, data := putBlob(t, a, sc.private, "diary/today", 4<<20, 13)
-	testkit.WaitFor(t, 30*time.Second, "the diary row on the laptop", func() bool {
-		_, err := b.try("row", "get", sc.private, "diary/today")
-		return err == nil
-	})
+	waitRow(t, b, sc.private, "diary/today")
 	before := rxBytes(t, sc.serverNS, sc.serverDev)
 	start := time.Now()
 	getBlob(t, b, ref, data)
