@@ -22,7 +22,7 @@ func (s *sim) attack(ctx context.Context, t int) string {
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
 	a := &strike{s: s, ctx: ctx, t: t, to: s.ids[t], p: s.bad, viaPush: s.rng.IntN(2) == 0, now: time.Now()}
-	kinds := []func() string{a.vvLie, a.ownRows, a.replay, a.withhold, a.signposts, a.take, a.shareJunk, a.blobJunk, a.flood, a.rejoin, a.chainLies}
+	kinds := []func() string{a.vvLie, a.ownRows, a.replay, a.withhold, a.signposts, a.take, a.shareJunk, a.blobJunk, a.flood, a.rejoin, a.chainLies, a.joinLie}
 	return kinds[s.rng.IntN(len(kinds))]()
 }
 
@@ -289,6 +289,7 @@ func (a *strike) chainLies() string {
 		{Op: "eject", Peer: s.ids[s.rng.IntN(numNodes)]},
 		{Op: syncgroup.RemoveAdmin, Peer: s.ids[phone]},
 		{Op: syncgroup.AddPrefix, Prefix: "zzz/"},
+		{Op: syncgroup.AddAdmin, Peer: p.id(), Redo: parent}, // claims to redo an admin's change
 	}
 	var rows []syncgroup.Row
 	for _, c := range changes {
@@ -322,6 +323,26 @@ func (a *strike) chainLies() string {
 		err = a.send(rows, nil)
 	}
 	return fmt.Sprintf("chain-lies: %d changes after %q to %s (%s): %v", len(rows), parent, names[t], how, errString(err))
+}
+
+// joinLie asks an admin to admit the hostile member again with its used
+// invitation, claiming a last timestamp far ahead (an hour, or ten
+// years): the admin's clock must not follow it, or its next rows would be
+// refused everywhere as from the future (the freshness checks would see
+// it), and the ban of an expelled member must hold.
+func (a *strike) joinLie() string {
+	s, p, ctx := a.s, a.p, a.ctx
+	admin := s.ids[s.rng.IntN(laptop+1)] // phone or laptop: both admins
+	ahead := time.Hour
+	if s.rng.IntN(2) == 0 {
+		ahead = 10 * 365 * 24 * time.Hour
+	}
+	var resp joinResponse
+	err := p.call(ctx, admin, p2p.ProtoJoin, joinRequest{Invitation: s.inv.WithoutAddrs(), TS: syncgroup.Timestamp{Wall: a.now.Add(ahead).UnixNano()}}, &resp)
+	if err == nil && resp.Err == "" && s.out {
+		s.readmitted = s.name(admin)
+	}
+	return fmt.Sprintf("join-lie: used invitation, clock %v ahead, to %s: %v %q", ahead, s.name(admin), errString(err), resp.Err)
 }
 
 // hello is the hostile member's hello: a lying vector (or none) and a

@@ -41,6 +41,9 @@ func (s *sim) checkOnce() error {
 			return err
 		}
 	}
+	if s.readmitted != "" {
+		return fmt.Errorf("%s admitted the expelled hostile member again with its old invitation", s.readmitted)
+	}
 	if s.rep.Steps > s.ejectAt && !s.out {
 		return fmt.Errorf("the hostile member is still a member at some honest node after it was expelled")
 	}

@@ -128,6 +128,10 @@ type sim struct {
 	// intruders are peers the hostile member tried to admit.
 	intruders []peer.ID
 	invented  []syncnode.BlobRef
+	// inv is the invitation the hostile member joined with; readmitted,
+	// an admin that took it back once the member was expelled.
+	inv        syncgroup.Invitation
+	readmitted string
 	// out: the hostile member is out, as every honest node knows since
 	// outAt; after: honest writes made since then (writer and sequence).
 	out     bool
@@ -251,6 +255,7 @@ func (s *sim) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.inv = inv
 	if err := s.bad.join(ctx, inv, admin.AddrInfo()); err != nil {
 		return fmt.Errorf("hostile: the hostile member's join: %w", err)
 	}

@@ -33,6 +33,7 @@ import (
 type (
 	joinRequest struct {
 		Invitation syncgroup.Invitation `msgpack:"i"`
+		TS         syncgroup.Timestamp  `msgpack:"t,omitempty"`
 	}
 	joinResponse struct {
 		Err  string         `msgpack:"e,omitempty"`
