@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/syncnode/syncnode"
@@ -100,12 +101,10 @@ func (s *server) storeParts(r *http.Request, mr *multipart.Reader, rows bool) (f
 	defer wg.Wait()
 	ahead := make(chan struct{}, putAhead)
 	var mu sync.Mutex
-	failed := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.ContainsFunc(files, func(f *filePut) bool { return f.err != nil })
-	}
-	for !failed() {
+	// failed is set by a store that failed: the loop stops at the next
+	// part, without looking over every file so far.
+	var failed atomic.Bool
+	for !failed.Load() {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
 			return files, nil
@@ -136,6 +135,9 @@ func (s *server) storeParts(r *http.Request, mr *multipart.Reader, rows bool) (f
 			mu.Lock()
 			f.info, f.err = api.StoredFile{Path: f.path, Ref: info.Ref.String(), Size: info.Size}, err
 			mu.Unlock()
+			if err != nil {
+				failed.Store(true)
+			}
 		}
 		if n > putSmall {
 			wg.Wait() // in order, one large file at a time
