@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -65,4 +66,25 @@ func TestPutReopenGetRemove(t *testing.T) {
 func fetchFrom(ctx context.Context, n *Node, ref syncnode.BlobRef, hints ...peer.ID) (blobstore.Info, error) {
 	res, err := n.retr.Fetch(ctx, ref, retrieval.Request{Urgency: UrgencyNormal, Hints: hints})
 	return res.Info, err
+}
+
+// TestNoHolderNamesTheLikelyHolder: a fetch that first asks the peer it
+// takes for a holder, which fails, and then finds no one else says why
+// that peer did not serve: the user's error names every peer asked.
+func TestNoHolderNamesTheLikelyHolder(t *testing.T) {
+	t.Parallel()
+	a := openNode(t, t.TempDir())
+	defer a.Close()
+	b := openNode(t, t.TempDir())
+	defer b.Close()
+	if err := b.Connect(t.Context(), a.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	var h [syncnode.HashSize]byte
+	h[0] = 7
+	ref := syncnode.RefFromHash(h)
+	_, err := fetchFrom(t.Context(), b, ref, a.ID())
+	if !errors.Is(err, ErrNoHolder) || !strings.Contains(err.Error(), a.ID().String()) {
+		t.Fatalf("fetch with no holder: %v, want ErrNoHolder naming %s", err, a.ID())
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -13,6 +14,13 @@ import (
 	"github.com/syncnode/syncnode/fetcher"
 	"github.com/syncnode/syncnode/internal/blobproto"
 )
+
+// wholePatience is how long the likely holder, asked for a blob whole,
+// has to start answering before the holders are located.
+const wholePatience = time.Second
+
+// errSilent reports a likely holder that sent nothing within wholePatience.
+var errSilent = errors.New("retrieval: no answer within " + wholePatience.String() + " to the ask for the whole blob")
 
 // attempt makes one try of f: it takes a fetch slot, asks the likely
 // holder, else locates the holders and fetches from them.
@@ -41,7 +49,8 @@ func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef
 	// their writer or a server. A larger blob (its tree kept), or a
 	// candidate that turns out not to hold it, leaves the rest to the
 	// holders a locate finds.
-	var tried []peer.ID
+	var tried, silent []peer.ID
+	var firstErr error // why the likely holder did not serve, named if nobody else does
 	if p, ok := r.likelyHolder(ref, hints); ok {
 		f.set(Status{State: Locating})
 		res, err := r.transfer(ctx, f, ref, []peer.ID{p}, true)
@@ -54,8 +63,14 @@ func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef
 			return res, holders, nil
 		case ctx.Err() != nil:
 			return res, nil, err
+		case errors.Is(err, errSilent):
+			// Gone without a word, or only slow: the locate asks it
+			// again, and the members beside it at once.
+			silent = append(silent, p)
+			firstErr = err
 		case !errors.Is(err, blobproto.ErrNotWhole):
 			tried = append(tried, p) // not a holder after all, or a failed one
+			firstErr = err
 		}
 	}
 	// A holder may evict between saying it has the blob and serving it:
@@ -63,8 +78,11 @@ func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef
 	// the fetch resumes from what arrived.
 	for again := 0; ; again++ {
 		f.set(Status{State: Locating})
-		holders, err := r.locate(ctx, ref, hints, tried)
+		holders, err := r.locate(ctx, ref, hints, tried, silent)
 		if err != nil {
+			if firstErr != nil {
+				err = fmt.Errorf("%w; asked first: %w", err, firstErr)
+			}
 			return blobproto.FetchResult{}, nil, err
 		}
 		f.set(Status{State: Fetching, Holders: holders})
@@ -91,9 +109,25 @@ func (r *Retriever) attempt(ctx context.Context, f *flight, ref syncnode.BlobRef
 // reaching stable storage, where a power loss would leave the shares
 // without the copy.
 func (r *Retriever) transfer(ctx context.Context, f *flight, ref syncnode.BlobRef, holders []peer.ID, wholeOnly bool) (blobproto.FetchResult, error) {
+	var heard atomic.Bool
+	if wholeOnly {
+		// A likely holder that sends nothing within wholePatience may
+		// have vanished: its silent connection would hold the fetch for
+		// a whole probe, while a locate asks every holder at once.
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		t := time.AfterFunc(wholePatience, func() {
+			if !heard.Load() {
+				cancel(errSilent)
+			}
+		})
+		defer t.Stop()
+	}
 	commit := r.keep.Receive(ref)
 	res, err := r.client.FetchWith(ctx, ref, holders, blobproto.FetchOptions{
 		Progress: func(p blobproto.Progress) {
+			heard.Store(true)
 			// A whole-blob ask is still locating until bytes come: a
 			// larger blob goes on to a locate.
 			if !wholeOnly || p.Received > 0 || p.Total == 0 {
@@ -103,6 +137,9 @@ func (r *Retriever) transfer(ctx context.Context, f *flight, ref syncnode.BlobRe
 		Commit:    commit,
 		WholeOnly: wholeOnly,
 	})
+	if err != nil && context.Cause(ctx) == errSilent {
+		err = fmt.Errorf("%w: %s", errSilent, holders[0])
+	}
 	r.bytesIn.Add(res.FromNetwork)
 	r.judge(ref, res, err == nil)
 	if !errors.Is(err, blobproto.ErrNotWhole) && r.cfg.Route != nil {

@@ -42,8 +42,10 @@ type locating struct {
 // hints first, then the signpost's locations (and the locations the asked
 // peers' signposts name), then the members of the blob's groups, then the
 // DHT's providers. A peer that cannot be reached is never taken for a
-// holder.
-func (r *Retriever) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude []peer.ID) ([]peer.ID, error) {
+// holder. The silent peers, connected but found not answering, are asked
+// again, yet do not count as a connected candidate that would answer
+// before the members need asking.
+func (r *Retriever) locate(ctx context.Context, ref syncnode.BlobRef, hints, exclude, silent []peer.ID) ([]peer.ID, error) {
 	l := &locating{r: r, ref: ref, asked: map[peer.ID]bool{r.h.ID(): true}}
 	for _, p := range exclude {
 		l.asked[p] = true
@@ -57,7 +59,7 @@ func (r *Retriever) locate(ctx context.Context, ref syncnode.BlobRef, hints, exc
 		connectivity.AddAddrs(r.h, loc.Peer, sp.Locations[loc.Peer].Addrs)
 		cands = append(cands, loc.Peer)
 	}
-	if !slices.ContainsFunc(cands, r.connected) {
+	if !slices.ContainsFunc(cands, func(p peer.ID) bool { return r.connected(p) && !slices.Contains(silent, p) }) {
 		// None of them is connected: each must be dialled, and the
 		// members would be asked next anyway.
 		cands = append(cands, r.dir.MembersOf(sp.Groups())...)
