@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +20,10 @@ import (
 	"github.com/syncnode/syncnode/node"
 	"github.com/syncnode/syncnode/syncgroup"
 )
+
+var growthHeap = flag.String("growth.heapprofile", "", "TestGrowth: write the heap profile after each reopen to this file (the size appended)")
+
+var growthCPU = flag.String("growth.cpuprofile", "", "TestGrowth: write the CPU profile of each new member's catch-up to this file (the size appended)")
 
 var growthSizes = flag.String("growth.sizes", "", "TestGrowth: the library sizes to measure, comma-separated (default 2000, 500 under -short; CI's long stage runs 10000,100000; 1000000 by hand)")
 
@@ -103,6 +109,9 @@ func measureGrowth(t *testing.T, n int) growth {
 	if after.HeapAlloc > before.HeapAlloc {
 		out.heap = after.HeapAlloc - before.HeapAlloc
 	}
+	if *growthHeap != "" {
+		writeHeapProfile(t, fmt.Sprintf("%s.%d", *growthHeap, n))
+	}
 	start = time.Now()
 	if _, err := a.Evict(); err != nil {
 		t.Fatal(err)
@@ -111,6 +120,10 @@ func measureGrowth(t *testing.T, n int) growth {
 
 	m := open(t, config(t, t.TempDir()))
 	defer m.Close()
+	if *growthCPU != "" {
+		stop := startCPUProfile(t, fmt.Sprintf("%s.%d", *growthCPU, n))
+		defer stop()
+	}
 	start = time.Now()
 	join(t, a, m, g, syncnode.Normal)
 	waitFor(t, 10*time.Minute, "the new member to receive every row", func() bool {
@@ -181,5 +194,34 @@ func putPhotoRows(t *testing.T, a *node.Node, g syncnode.GroupID, refs []syncnod
 	}
 	if _, err := a.PutRows(g, kvs); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// writeHeapProfile writes the heap profile to path.
+func writeHeapProfile(t *testing.T, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startCPUProfile starts writing the CPU profile to path; the function
+// it returns stops it.
+func startCPUProfile(t *testing.T, path string) func() {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }

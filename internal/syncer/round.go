@@ -116,8 +116,13 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			s.observePriority(r, from, *b.Prio)
 			r.mu.Unlock()
 		}
-		// Signatures once, on every core, before the group is locked.
-		rows, forged := s.checkSigs(id, b.Rows)
+		// Rows held already (another round or a push brought them
+		// meanwhile) need no second check; then signatures once, on
+		// every core, before the group is locked.
+		r.mu.Lock()
+		fresh := slices.DeleteFunc(b.Rows, r.g.Rows().Known)
+		r.mu.Unlock()
+		rows, forged := s.checkSigs(id, fresh)
 		b.Rows = rows
 		// Signposts first: a reader that sees a row can fetch its blob.
 		r.applying.Lock()
