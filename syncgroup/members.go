@@ -116,6 +116,13 @@ func (g *Group) Leave(now time.Time) ([]Row, error) {
 	return append(out, g.rows.Delete(memberPrefix+string(g.self), now)), nil
 }
 
+// LeftHere reports whether this device left the group: its membership
+// row is the tombstone it wrote itself (an ejection is not).
+func (g *Group) LeftHere() bool {
+	row, ok := g.rows.Get(memberPrefix + string(g.self))
+	return ok && row.Deleted && row.Writer == g.self
+}
+
 // CheckLeave reports whether this device may leave the group: not as its
 // last admin while other members remain (ErrLastAdmin).
 func (g *Group) CheckLeave() error {

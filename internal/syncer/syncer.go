@@ -259,9 +259,14 @@ func (s *Syncer) Restore(g *syncgroup.Group, prio syncnode.Priority) {
 	}
 	g.SetBudget(s.budget())
 	s.learnAddrs(g) // before others can reach g, whose reads are not safe alone
+	r := &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}
 	s.mu.Lock()
-	s.groups[g.ID()] = &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}
+	s.groups[g.ID()] = r
 	s.mu.Unlock()
+	if g.LeftHere() {
+		s.work.Go(func() { s.resumeLeave(g.ID(), r) })
+		return
+	}
 	s.catchUp(g.ID())
 }
 
@@ -365,27 +370,65 @@ func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID, force bool) err
 			return err
 		}
 	}
-	reached = 0
-	for _, p := range members {
-		if s.SyncWith(ctx, id, p) == nil {
-			reached++
-		}
-	}
-	s.mu.Lock()
-	delete(s.groups, id)
-	s.mu.Unlock()
-	if s.cfg.Store != nil {
-		// A round or push that took the replica before it left the map
-		// may still apply rows to it: Remove reads it under its lock.
-		r.mu.Lock()
-		err := s.cfg.Store.Remove(r.g)
-		r.mu.Unlock()
-		if err != nil {
-			return err
-		}
+	reached = s.tellLeft(ctx, id, members)
+	if err := s.drop(id, r); err != nil {
+		return err
 	}
 	s.log.Info("left syncgroup", "group", id, "members told", reached)
 	return nil
+}
+
+// tellLeft runs a round with each of members, which carries this node's
+// tombstone, and returns how many answered: a member that refuses the
+// round holds this node for out already.
+func (s *Syncer) tellLeft(ctx context.Context, id syncnode.GroupID, members []peer.ID) (reached int) {
+	for _, p := range members {
+		if err := s.SyncWith(ctx, id, p); err == nil || errors.Is(err, ErrRefused) {
+			reached++
+		}
+	}
+	return reached
+}
+
+// drop forgets the replica of group id that this node left.
+func (s *Syncer) drop(id syncnode.GroupID, r *replica) error {
+	s.mu.Lock()
+	delete(s.groups, id)
+	s.mu.Unlock()
+	if s.cfg.Store == nil {
+		return nil
+	}
+	// A round or push that took the replica before it left the map may
+	// still apply rows to it: Remove reads it under its lock.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return s.cfg.Store.Remove(r.g)
+}
+
+// resumeLeave finishes a leave that a stop cut short after this node's
+// tombstone reached stable storage and before the members were told
+// (they would hold it for a member for good, and it would keep a replica
+// of a group it left): it tells them, again each interval until one
+// answers, and then drops the replica.
+func (s *Syncer) resumeLeave(id syncnode.GroupID, r *replica) {
+	for {
+		members := s.members(id)
+		ctx, cancel := context.WithTimeout(s.ctx, 4*s.cfg.IOTimeout)
+		reached := s.tellLeft(ctx, id, members)
+		cancel()
+		if reached > 0 || len(members) == 0 {
+			if err := s.drop(id, r); err != nil {
+				s.log.Error("replica of a group left not dropped", "group", id, "err", err)
+			}
+			s.log.Info("leave finished after a restart", "group", id, "members told", reached)
+			return
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(s.cfg.Interval):
+		}
+	}
 }
 
 func (s *Syncer) replica(id syncnode.GroupID) (*replica, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -447,4 +448,64 @@ type lockCheck struct {
 func (s lockCheck) Remove(g *syncgroup.Group) error {
 	s.check()
 	return s.Store.Remove(g)
+}
+
+// TestLeaveCutShortFinishesAfterARestart: a stop falls after a leaving
+// node's tombstone reached stable storage and before any member was told.
+// Once restarted, the node tells them and drops its replica: the members
+// do not hold it for a member for good, and it keeps no group it left.
+func TestLeaveCutShortFinishesAfterARestart(t *testing.T) {
+	db, err := kv.Open(t.TempDir(), discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	store := syncgroup.NewStore(db)
+	made := 0
+	c := newClusterWith(t, 3, func(cfg *Config) {
+		if made++; made == 3 {
+			cfg.Store = store // the leaver's alone
+		}
+		cfg.Interval = 100 * time.Millisecond
+	})
+	leaver := c.hosts[2].ID()
+	r, err := c.sync[2].replica(c.gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The leave as far as stable storage, and no further.
+	r.mu.Lock()
+	rows, err := r.g.Leave(time.Now())
+	if err == nil {
+		err = c.sync[2].save(r, rows)
+	}
+	r.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	c.sync[2].Close()
+
+	s := mustNew(t, c.hosts[2], Config{IOTimeout: 5 * time.Second, Interval: 100 * time.Millisecond, Store: store}, discard, nil)
+	defer s.Close()
+	loaded, err := store.Load(leaver, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range loaded {
+		s.Restore(l.Group, l.Prio)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the members to see the leave and the replica to go", func() bool {
+		if slices.Contains(s.Groups(), c.gid) {
+			return false
+		}
+		if held, err := store.Load(leaver, time.Minute); err != nil || len(held) != 0 {
+			return false
+		}
+		var member bool
+		c.sync[0].With(c.gid, func(g *syncgroup.Group) error { member = g.IsMember(leaver); return nil })
+		return !member
+	})
 }
