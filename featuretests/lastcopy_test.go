@@ -129,11 +129,13 @@ func TestRowBeforeBlobKeepsOnlyCopy(t *testing.T) {
 			if !n.HasBlob(ref) {
 				t.Fatal("the only copy of a referenced blob was evicted")
 			}
-			if got := shares(t, n, ref, g); got != 2 {
-				t.Fatalf("creator holds %d shares, want 2", got)
-			}
+			// A removal restores a grant cut short itself, whether or not
+			// the walk of the store after the open has reached the blob.
 			if err := n.RemoveBlob(ref); !errors.Is(err, node.ErrPinned) {
 				t.Fatalf("rm of the only copy: %v, want ErrPinned", err)
+			}
+			if got := shares(t, n, ref, g); got != 2 {
+				t.Fatalf("creator holds %d shares, want 2", got)
 			}
 		})
 	}

@@ -133,6 +133,9 @@ type Config struct {
 	// faults with them. Its type is internal: an application cannot set
 	// it, and reaches neither.
 	Access *nodeaccess.Access
+	// takeUpStarts, if set, runs before the walk of the store after the
+	// open: a test holds the walk back with it.
+	takeUpStarts func()
 }
 
 // Validate reports a setting that cannot work: no DataDir, an unknown

@@ -28,6 +28,7 @@ import (
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
+	"github.com/syncnode/syncnode/internal/takeup"
 	"github.com/syncnode/syncnode/internal/workgroup"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/p2p"
@@ -218,36 +219,23 @@ func (n *Node) openFetching() (err error) {
 	return err
 }
 
-// recoverState takes up what the node held when it stopped: every blob is
-// provided and in the LRU table, the ownership records are checked
-// against the store, the fetch queue is restored, and a peer that
-// connects is a holder back.
+// recoverState takes up what the node held when it stopped: the fetch
+// queue is restored, a peer that connects is a holder back, and the store
+// is walked in the background (takeUp).
 func (n *Node) recoverState() error {
 	var err error
 	n.records = grouprecord.New(n.blobs, n.h, n.sync, n.cfg.IOTimeout, func(syncnode.GroupID) { n.conn.PublishAddrs(true) }, n.log)
 	if n.rejoining, err = n.records.TakeUp(); err != nil {
 		n.log.Error("groups not taken up from the object store's records", "err", err)
 	}
-	err = n.blobs.List(func(i blobstore.Info) error {
-		if n.dbFresh {
-			// Held before the database was lost: who created it, and
-			// who keeps its shares, the group tells (see reclaim).
-			if err := n.ledger.MarkRecovered(i.Ref); err != nil {
-				return err
-			}
+	if n.dbFresh {
+		// Held before the database was lost: who created each blob, and
+		// who keeps its shares, the group tells (see reclaim).
+		if err := n.blobs.List(func(i blobstore.Info) error { return n.ledger.MarkRecovered(i.Ref) }); err != nil {
+			return err
 		}
-		n.disc.Announce(i.Ref)
-		if t, err := n.blobs.ModTime(i.Ref); err == nil {
-			n.custody.Touch(i.Ref, t, i.Size)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	if err := n.handoffs.CheckOwnership(); err != nil {
-		n.log.Error("ownership check at open incomplete", "err", err)
-	}
+	n.goRun(n.takeUp)
 	for _, g := range n.sync.Groups() {
 		if err := n.setName(g); err != nil {
 			n.log.Warn("name not written into the membership", "group", g, "err", err)
@@ -270,4 +258,16 @@ func (n *Node) recoverState() error {
 		},
 	})
 	return nil
+}
+
+// takeUp walks the store in the background: every blob is granted what a
+// stop cut short, announced and in the LRU table, and the shares are
+// checked against the copies.
+func (n *Node) takeUp() {
+	res, err := takeup.Run(n.ctx, takeup.Deps{Store: n.blobs, Grant: n.handoffs.GrantHeld, Announce: n.disc.Announce,
+		Lock: n.custody.Lock, Know: n.custody.Know, CheckShares: n.handoffs.CheckShares, Starts: n.cfg.takeUpStarts, Log: n.log})
+	if err != nil && n.ctx.Err() == nil {
+		n.log.Error("store not wholly taken up after the open", "err", err)
+	}
+	n.log.Info("store taken up", "blobs", res.Blobs, "took", res.Took)
 }

@@ -124,7 +124,7 @@ func (n *Node) keeper() holds.Keeper {
 	if wait <= 0 {
 		wait = shares.DefaultEscrowWait
 	}
-	return holds.Keeper{Ledger: n.ledger, Custody: n.custody, Wanted: custodyRules{n}.Wanted, Holds: n.holds,
+	return holds.Keeper{Ledger: n.ledger, Custody: n.custody, Wanted: custodyRules{n}.Wanted, Holds: n.holds, Grant: n.handoffs.GrantHeld,
 		Known: func(ref syncnode.BlobRef) bool {
 			sp, err := n.signposts.Get(ref)
 			return err == nil && len(sp.Locations) > 0

@@ -206,6 +206,11 @@ func (c *Custody) Receive(ref syncnode.BlobRef, mark func() error) (commit func(
 // may be evicted in least-recently-used order.
 func (c *Custody) Touch(ref syncnode.BlobRef, t time.Time, size int64) { c.lru.touch(ref, t, size) }
 
+// Know enters a held blob into the LRU table, last used at t, unless a
+// use entered it already: the walk at open does not set back a use made
+// since.
+func (c *Custody) Know(ref syncnode.BlobRef, t time.Time, size int64) { c.lru.know(ref, t, size) }
+
 // Delete deletes this node's copy of ref and stops claiming it. The
 // caller holds ref's lock.
 func (c *Custody) Delete(ref syncnode.BlobRef) error {

@@ -75,6 +75,16 @@ func (l *lru) touch(ref syncnode.BlobRef, t time.Time, size int64) {
 	l.used[ref] = lruEntry{t, size}
 }
 
+// know enters ref unless it is known already.
+func (l *lru) know(ref syncnode.BlobRef, t time.Time, size int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.used[ref]; !ok {
+		l.bytes += size
+		l.used[ref] = lruEntry{t, size}
+	}
+}
+
 func (l *lru) get(ref syncnode.BlobRef) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

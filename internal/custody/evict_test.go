@@ -50,3 +50,27 @@ func TestPlanEvictionLRUSkipsPinned(t *testing.T) {
 // each one over it checks the oldest blobs until the device is within
 // budget again, not every blob it holds (a phone with thousands of photos
 // would otherwise list and check them all after each one).
+
+// TestKnowKeepsALaterUse: the walk after an open enters a blob with its
+// file's time only if no use since the open entered it; the bytes held
+// count each blob once.
+func TestKnowKeepsALaterUse(t *testing.T) {
+	l := &lru{used: map[syncnode.BlobRef]lruEntry{}}
+	var h [syncnode.HashSize]byte
+	a := syncnode.RefFromHash(h)
+	h[0] = 1
+	b := syncnode.RefFromHash(h)
+	now, old := time.Unix(2000, 0), time.Unix(1000, 0)
+	l.touch(a, now, 10)
+	l.know(a, old, 10)
+	l.know(b, old, 5)
+	if at, _ := l.get(a); !at.Equal(now) {
+		t.Fatalf("a's last use %v, want the use since the open %v", at, now)
+	}
+	if at, ok := l.get(b); !ok || !at.Equal(old) {
+		t.Fatalf("b's last use %v %v, want its file's time", at, ok)
+	}
+	if l.total() != 15 {
+		t.Fatalf("bytes held %d, want 15", l.total())
+	}
+}

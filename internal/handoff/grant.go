@@ -4,7 +4,6 @@ import (
 	"errors"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/ownership"
 )
 
@@ -49,8 +48,9 @@ func (h *Handoffs) GrantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID,
 }
 
 // GrantHeld grants the creator's shares of a held blob in the groups its
-// signpost names: after a put, and at open for every held blob, since a
-// stop may fall between storing the bytes and granting.
+// signpost names: after a put, before a removal, and for every held blob
+// after an open, since a stop may fall between storing the bytes and
+// granting.
 func (h *Handoffs) GrantHeld(ref syncnode.BlobRef) error {
 	sp, err := h.book.Get(ref)
 	if errors.Is(err, syncnode.ErrNotFound) {
@@ -62,26 +62,16 @@ func (h *Handoffs) GrantHeld(ref syncnode.BlobRef) error {
 	return h.GrantCreator(ref, sp.Groups(), nil)
 }
 
-// CheckOwnership runs at open: held blobs get the creator's shares a stop
-// cut short, and shares of a blob with no verified copy here (I3 broken by
-// a lost or damaged copy) are reported and the copy is restored.
-func (h *Handoffs) CheckOwnership() error {
-	var errs []error
-	err := h.store.List(func(i blobstore.Info) error {
-		if err := h.GrantHeld(i.Ref); err != nil {
-			errs = append(errs, err)
-		}
-		return nil
-	})
-	errs = append(errs, err)
-	err = h.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
+// CheckShares reports the shares of blobs with no verified copy here (I3
+// broken by a lost or damaged copy) and restores the copies.
+func (h *Handoffs) CheckShares() error {
+	return h.ledger.Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
 		if !h.holds(ref) {
 			h.log.Error("shares held without a verified copy; restoring the copy", "blob", ref, "shares", sh)
 			h.copies.Restore(ref)
 		}
 		return nil
 	})
-	return errors.Join(append(errs, err)...)
 }
 
 // Holding returns, consistently, whether this node holds ref verified and

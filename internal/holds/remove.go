@@ -45,6 +45,10 @@ type Keeper struct {
 	// Fetch fetches ref from the peers that hold it, waiting up to wait
 	// for one that cannot be reached now.
 	Fetch func(ctx context.Context, ref syncnode.BlobRef, wait time.Duration) error
+	// Grant restores the creator's shares of a held blob that a stop cut
+	// short: a removal asks first, whether or not the walk after the open
+	// has reached the blob.
+	Grant func(ref syncnode.BlobRef) error
 	// Known reports a blob some signpost names holders of.
 	Known func(ref syncnode.BlobRef) bool
 	// EscrowWait is how long shares stay in escrow; SettleWait how long a
@@ -65,6 +69,9 @@ type Keeper struct {
 // and then asks the member how the transfer ended: right after a server
 // took the shares, the removal succeeds.
 func (r Keeper) Remove(ctx context.Context, ref syncnode.BlobRef, force bool) error {
+	if err := r.Grant(ref); err != nil {
+		return err
+	}
 	if pending, err := r.Ledger.Pending(ref); err == nil && len(pending) > 0 {
 		sctx, cancel := context.WithTimeout(ctx, r.SettleWait+r.IOTimeout)
 		if err := r.Settle(sctx, ref, r.SettleWait); err != nil {
