@@ -10,13 +10,15 @@ import (
 	"github.com/syncnode/syncnode/internal/kv"
 )
 
-// Store persists signposts in badger under the kv.Signposts table.
+// Store persists signposts in badger under the kv.Signposts table, the
+// CacheSize most recently used kept decoded in memory.
 type Store struct {
-	db *badger.DB
+	db    *badger.DB
+	cache cache
 }
 
 // NewStore returns a Store over an open badger database.
-func NewStore(db *badger.DB) *Store { return &Store{db: db} }
+func NewStore(db *badger.DB) *Store { return &Store{db: db, cache: cache{size: CacheSize}} }
 
 func key(ref syncnode.BlobRef) []byte {
 	h := ref.Hash()
@@ -34,35 +36,53 @@ func get(txn *badger.Txn, ref syncnode.BlobRef) (Signpost, error) {
 // Get returns the signpost of ref; a missing one gives an error wrapping
 // syncnode.ErrNotFound.
 func (s *Store) Get(ref syncnode.BlobRef) (Signpost, error) {
+	if sp, ok := s.cache.get(ref); ok {
+		return sp, nil
+	}
+	defer s.cache.lock(ref)()
 	var sp Signpost
 	err := s.db.View(func(txn *badger.Txn) (err error) {
 		sp, err = get(txn, ref)
 		return err
 	})
+	if err == nil {
+		s.cache.put(ref, sp)
+	}
 	return sp, err
 }
 
 // Put replaces the signpost of ref.
 func (s *Store) Put(ref syncnode.BlobRef, sp Signpost) error {
-	return kv.Update(s.db, func(txn *badger.Txn) error {
+	defer s.cache.lock(ref)()
+	err := kv.Update(s.db, func(txn *badger.Txn) error {
 		return kv.Set(txn, key(ref), kv.KindSignpost, sp.toDisk())
 	})
+	if err == nil {
+		s.cache.put(ref, sp)
+	}
+	return err
 }
 
 // Update atomically reads the signpost of ref (empty if there is none),
 // applies fn and writes the result back.
 func (s *Store) Update(ref syncnode.BlobRef, fn func(*Signpost)) (Signpost, error) {
+	defer s.cache.lock(ref)()
 	var sp Signpost
 	err := kv.Update(s.db, func(txn *badger.Txn) error {
 		var err error
-		sp, err = get(txn, ref)
-		if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+		if cached, ok := s.cache.get(ref); ok {
+			sp = cached
+		} else if sp, err = get(txn, ref); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
 			return err
 		}
 		fn(&sp)
 		return kv.Set(txn, key(ref), kv.KindSignpost, sp.toDisk())
 	})
-	return sp, err
+	if err != nil {
+		return sp, err
+	}
+	s.cache.put(ref, sp)
+	return sp.clone(), nil
 }
 
 // Merge folds o into the stored signpost of ref and returns the result.

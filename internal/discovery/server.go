@@ -95,6 +95,11 @@ func (d *Discovery) scan(ctx context.Context) error {
 // serverWork returns the blobs that pass keep and that this node,
 // a server in one of their groups, lacks or has not taken shares of.
 func (d *Discovery) serverWork(ctx context.Context, keep func(syncnode.BlobRef) bool) ([]syncnode.BlobRef, error) {
+	// A node that is a server in none of its groups has no such blob: it
+	// reads no signpost (a phone with a large library scans nothing).
+	if !d.book.IsServerIn(d.book.Groups()) {
+		return nil, nil
+	}
 	var want []syncnode.BlobRef
 	err := d.signposts.Scan(func(ref syncnode.BlobRef, sp signpost.Signpost) error {
 		if err := ctx.Err(); err != nil {

@@ -340,6 +340,9 @@ func (b *Book) IsServerMember(p peer.ID, groups []syncnode.GroupID) bool {
 	return false
 }
 
+// Groups lists the groups this node is in.
+func (b *Book) Groups() []syncnode.GroupID { return b.groups.Groups() }
+
 // IsServerIn reports whether this node is a server in any of groups.
 func (b *Book) IsServerIn(groups []syncnode.GroupID) bool { return b.IsServerMember(b.self, groups) }
 

@@ -1,0 +1,109 @@
+package signpost
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"sync"
+	"testing"
+
+	"github.com/syncnode/syncnode"
+)
+
+// TestCacheAgreesWithTheDatabase: concurrent updates of a few signposts
+// and reads between them, with a cache far smaller than the refs so that
+// entries come and go; afterwards every signpost read through the cache
+// equals the one a fresh store reads from the database, and each update
+// added what it said.
+func TestCacheAgreesWithTheDatabase(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	st := NewStore(db)
+	st.cache.size = 3
+	refs := make([]syncnode.BlobRef, 8)
+	for i := range refs {
+		refs[i] = syncnode.RefFromHash([32]byte{byte(i), 9})
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for i := range 200 {
+				ref := refs[rng.IntN(len(refs))]
+				if rng.IntN(3) == 0 {
+					st.Get(ref)
+					continue
+				}
+				g := syncnode.GroupID(fmt.Sprintf("g/%d-%d", w, i))
+				if _, err := st.Update(ref, func(sp *Signpost) { sp.AddGroup(g) }); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	fresh := NewStore(db)
+	groups := 0
+	for _, ref := range refs {
+		got, err1 := st.Get(ref)
+		want, err2 := fresh.Get(ref)
+		if (err1 == nil) != (err2 == nil) || !reflect.DeepEqual(got.Groups(), want.Groups()) {
+			t.Fatalf("%s: cached %v (%v), in the database %v (%v)", ref, got.Groups(), err1, want.Groups(), err2)
+		}
+		groups += len(want.Groups())
+	}
+	if groups != 4*200-countReads(4, 200) {
+		t.Fatalf("%d groups recorded, want one per update", groups)
+	}
+	if len(st.cache.entries) > 3 || st.cache.order.Len() > 3 {
+		t.Fatalf("cache holds %d entries, bound 3", len(st.cache.entries))
+	}
+}
+
+// countReads replays the workers' choices: how many of their steps read.
+func countReads(workers, steps int) int {
+	n := 0
+	for w := range workers {
+		rng := rand.New(rand.NewPCG(uint64(w), 1))
+		for range steps {
+			rng.IntN(8)
+			if rng.IntN(3) == 0 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// TestCachedSignpostsAreCopies: changing a signpost a read or an update
+// returned changes nothing stored or cached.
+func TestCachedSignpostsAreCopies(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	st := NewStore(db)
+	ref := syncnode.RefFromHash([32]byte{4})
+	sp := randSignpost(rand.New(rand.NewPCG(3, 3)))
+	sp.AddGroup("g/a")
+	got, err := st.Merge(ref, sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := st.Get(ref)
+	want := before.clone()
+	for _, s := range []Signpost{got, before} {
+		s.AddGroup("g/mutated")
+		for p, l := range s.Locations {
+			if len(l.Addrs) > 0 {
+				l.Addrs[0] = "/ip4/6.6.6.6/tcp/1"
+			}
+			l.IsServer = !l.IsServer
+			s.Locations[p] = l
+		}
+	}
+	after, _ := st.Get(ref)
+	if !reflect.DeepEqual(after, want) {
+		t.Fatalf("a returned signpost's change reached the cache:\n%+v\nwant\n%+v", after, want)
+	}
+}
