@@ -23,7 +23,7 @@ import (
 
 var growthHeap = flag.String("growth.heapprofile", "", "TestGrowth: write the heap profile after each reopen to this file (the size appended)")
 
-var growthCPU = flag.String("growth.cpuprofile", "", "TestGrowth: write the CPU profile of each new member's catch-up to this file (the size appended)")
+var growthCPU = flag.String("growth.cpuprofile", "", "TestGrowth: write CPU profiles of each reopen (.open.N) and new member's catch-up (.N) to files named so")
 
 var growthSizes = flag.String("growth.sizes", "", "TestGrowth: the library sizes to measure, comma-separated (default 2000, 500 under -short; CI's long stage runs 10000,100000; 1000000 by hand)")
 
@@ -97,8 +97,13 @@ func measureGrowth(t *testing.T, n int) growth {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
+	stopProfile := func() {}
+	if *growthCPU != "" {
+		stopProfile = startCPUProfile(t, fmt.Sprintf("%s.open.%d", *growthCPU, n))
+	}
 	start = time.Now()
 	a, err = node.Open(cfg)
+	stopProfile()
 	if err != nil {
 		t.Fatal(err)
 	}
