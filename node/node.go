@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -197,6 +198,8 @@ func (c *Config) setDefaults() {
 type Node struct {
 	cfg Config
 	log *slog.Logger
+	// takingUp is set while the store is walked after the open.
+	takingUp atomic.Bool
 	// lastSeen is when the last connection to each peer ended.
 	lastSeen sync.Map // peer.ID → time.Time
 

@@ -235,6 +235,7 @@ func (n *Node) recoverState() error {
 			return err
 		}
 	}
+	n.takingUp.Store(true)
 	n.goRun(n.takeUp)
 	for _, g := range n.sync.Groups() {
 		if err := n.setName(g); err != nil {
@@ -264,6 +265,7 @@ func (n *Node) recoverState() error {
 // stop cut short, announced and in the LRU table, and the shares are
 // checked against the copies.
 func (n *Node) takeUp() {
+	defer n.takingUp.Store(false)
 	res, err := takeup.Run(n.ctx, takeup.Deps{Store: n.blobs, Grant: n.handoffs.GrantHeld, Announce: n.disc.Announce,
 		Lock: n.custody.Lock, Know: n.custody.Know, CheckShares: n.handoffs.CheckShares, Starts: n.cfg.takeUpStarts, Log: n.log})
 	if err != nil && n.ctx.Err() == nil {

@@ -3,7 +3,6 @@ package node
 import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/signposting"
 )
 
@@ -27,9 +26,13 @@ type Stats struct {
 	// whole passes; Restoring the blobs whose copy is being restored.
 	Damaged, Scrubbed, ScrubPasses int64
 	Restoring                      int
-	// Blobs and BlobBytes describe the blob store.
+	// Blobs and BlobBytes describe the blob store: the blobs the walk of
+	// the store after the open has reached while TakingUp, and every blob
+	// held once it is done (a blob being put or fetched counts once it
+	// has landed).
 	Blobs     int
 	BlobBytes int64
+	TakingUp  bool
 	// SyncMessages counts the frames this node sent in sync rounds and
 	// pushes.
 	SyncMessages int64
@@ -58,8 +61,9 @@ func (n *Node) Stats() Stats {
 		SyncMessages: n.sync.Stats().Messages,
 		RowsRefused:  n.sync.Refused(),
 		Collected:    gc.Collected, CollectedCopies: gc.Deleted, Unreferenced: gc.Waiting,
+		TakingUp: n.takingUp.Load(),
 	}
-	n.blobs.List(func(i blobstore.Info) error { s.Blobs++; s.BlobBytes += i.Size; return nil })
+	s.Blobs, s.BlobBytes = n.custody.Held()
 	return s
 }
 

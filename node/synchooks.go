@@ -27,13 +27,7 @@ func (h hooks) Applied(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
 
 // Signposts returns what peer to may learn of refs' signposts.
 func (h hooks) Signposts(to peer.ID, g syncnode.GroupID, refs []syncnode.BlobRef) []syncer.SignpostEntry {
-	var out []syncer.SignpostEntry
-	for _, ref := range refs {
-		if f, ok := h.n.book.For(to, ref); ok {
-			out = append(out, syncer.SignpostEntry{Ref: ref, Signpost: f.ToWire()})
-		}
-	}
-	return out
+	return h.n.disc.Tell(to, refs)
 }
 
 // Learn merges the signposts a member sent and queues, on a server, the

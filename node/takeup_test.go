@@ -67,7 +67,14 @@ func TestGrantCutShortRestoredAfterOpen(t *testing.T) {
 	if !n.HasBlob(refs[0]) {
 		t.Fatal("the photo is gone")
 	}
+	if st := n.Stats(); !st.TakingUp || st.Blobs != 0 {
+		t.Fatalf("stats while the walk waits: taking up %v, %d blobs; want true and none reached", st.TakingUp, st.Blobs)
+	}
 	releaseWalk()
+	testkit.WaitFor(t, 10*time.Second, "the walk to end and count every blob", func() bool {
+		st := n.Stats()
+		return !st.TakingUp && st.Blobs == len(refs) && st.BlobBytes == int64(len(refs))*4<<10
+	})
 	testkit.WaitFor(t, 10*time.Second, "the walk to restore the creator's shares", func() bool {
 		for _, ref := range refs[1:] {
 			if sh, err := n.ledger.Shares(ref); err != nil || sh[spec.ID] == 0 {

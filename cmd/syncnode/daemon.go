@@ -102,7 +102,7 @@ func statusCmd() *command {
 					return show(c, st, err, func(s api.Status) {
 						c.table([][]string{
 							{"id", s.ID}, {"addrs", strings.Join(s.Addrs, " ")}, {"groups", fmt.Sprint(s.Groups)},
-							{"peers", fmt.Sprint(s.Peers)}, {"reachability", reachability(s)}, {"store", storeText(s.Store, s.StoreErr)}, {"blobs", fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)},
+							{"peers", fmt.Sprint(s.Peers)}, {"reachability", reachability(s)}, {"store", storeText(s.Store, s.StoreErr)}, {"blobs", heldText(s)},
 							{"fetch queue", fmt.Sprint(s.FetchQueue)}, {"uploads", fmt.Sprintf("%d running, %d bytes sent", s.Uploads, s.BytesOut)},
 							{"received", fmt.Sprintf("%d bytes", s.BytesIn)},
 							{"collection", fmt.Sprintf("%d unreferenced, to be collected when their grace ends; %d collected since start", s.Unreferenced, s.Collected)},
@@ -133,4 +133,14 @@ func reachability(s api.Status) string {
 		return s.Reachability
 	}
 	return s.Reachability + ", reachable through relays " + strings.Join(s.Relays, ", ")
+}
+
+// heldText says how many blobs the node holds, and whether it is still
+// walking its store after the open.
+func heldText(s api.Status) string {
+	text := fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)
+	if s.TakingUp {
+		text += ", still taking up the store after the start"
+	}
+	return text
 }

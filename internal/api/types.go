@@ -361,14 +361,18 @@ type Status struct {
 	// Store names the blob store (a disk directory, or s3://bucket/prefix
 	// and its endpoint); StoreErr is its last failure, empty once a
 	// request succeeds again.
-	Store      string `json:"store"`
-	StoreErr   string `json:"store_err,omitempty"`
-	Blobs      int    `json:"blobs"`
-	BlobBytes  int64  `json:"blob_bytes"`
-	FetchQueue int    `json:"fetch_queue"`
-	Uploads    int64  `json:"uploads"`
-	BytesOut   int64  `json:"bytes_out"`
-	BytesIn    int64  `json:"bytes_in"`
+	Store    string `json:"store"`
+	StoreErr string `json:"store_err,omitempty"`
+	// Blobs and BlobBytes count what the node holds; while TakingUp (the
+	// walk of the store after the node opened runs), only the blobs the
+	// walk has reached.
+	Blobs      int   `json:"blobs"`
+	BlobBytes  int64 `json:"blob_bytes"`
+	TakingUp   bool  `json:"taking_up,omitempty"`
+	FetchQueue int   `json:"fetch_queue"`
+	Uploads    int64 `json:"uploads"`
+	BytesOut   int64 `json:"bytes_out"`
+	BytesIn    int64 `json:"bytes_in"`
 	// Unreferenced counts the blobs (per group) that no live row names
 	// any more and that are collected here when their grace ends;
 	// Collected those collected since the node started.

@@ -316,7 +316,7 @@ func (s *server) peers(*http.Request) ([]api.Peer, error) {
 func (s *server) status(*http.Request) (api.Status, error) {
 	ns := s.n.Stats()
 	st := api.Status{ID: s.n.ID().String(), Groups: len(s.n.Groups()), Peers: len(s.n.Peers()),
-		FetchQueue: ns.FetchQueue, Blobs: ns.Blobs, BlobBytes: ns.BlobBytes,
+		FetchQueue: ns.FetchQueue, Blobs: ns.Blobs, BlobBytes: ns.BlobBytes, TakingUp: ns.TakingUp,
 		Uploads: s.n.UploadStats().Uploads, BytesOut: ns.BytesOut, BytesIn: ns.BytesIn,
 		Unreferenced: ns.Unreferenced, Collected: ns.Collected}
 	for _, a := range s.n.Addrs() {

@@ -31,6 +31,18 @@ func (d *Discovery) Rows(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID)
 	}
 }
 
+// Tell returns what peer to may learn of refs' signposts, as a sync batch
+// carries them.
+func (d *Discovery) Tell(to peer.ID, refs []syncnode.BlobRef) []syncer.SignpostEntry {
+	var out []syncer.SignpostEntry
+	for _, ref := range refs {
+		if f, ok := d.book.For(to, ref); ok {
+			out = append(out, syncer.SignpostEntry{Ref: ref, Signpost: f.ToWire()})
+		}
+	}
+	return out
+}
+
 // Learn merges the signposts member from sent in group g and queues, on a
 // server, the blobs it lacks.
 func (d *Discovery) Learn(from peer.ID, g syncnode.GroupID, sps []syncer.SignpostEntry) {

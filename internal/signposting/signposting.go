@@ -163,17 +163,6 @@ func (b *Book) Learn(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) 
 	b.Merge(from, ref, sp)
 }
 
-// Tell returns what peer to may learn of refs' signposts.
-func (b *Book) Tell(to peer.ID, refs []syncnode.BlobRef) map[syncnode.BlobRef]signpost.Signpost {
-	out := map[syncnode.BlobRef]signpost.Signpost{}
-	for _, ref := range refs {
-		if f, ok := b.For(to, ref); ok {
-			out[ref] = f
-		}
-	}
-	return out
-}
-
 // For answers a peer that asks about a blob this node lacks: what it may
 // see of the signpost, if anything.
 func (b *Book) For(requester peer.ID, ref syncnode.BlobRef) (signpost.Signpost, bool) {

@@ -70,7 +70,7 @@ function render(s) {
   const st = s.status;
   graphs(s.history);
   document.getElementById("node").textContent =
-    "node " + st.id + " · " + st.peers + " peers · " + st.blobs + " blobs (" + bytes(st.blob_bytes) + ") · fetch queue " + st.fetch_queue +
+    "node " + st.id + " · " + st.peers + " peers · " + st.blobs + " blobs (" + bytes(st.blob_bytes) + (st.taking_up ? ", still taking up the store" : "") + ") · fetch queue " + st.fetch_queue +
     " · " + (st.unreferenced || 0) + " unreferenced, awaiting collection · " + (st.collected || 0) + " collected" +
     (st.store ? " · store " + st.store : "");
   const storeErr = document.getElementById("store-error");
