@@ -36,6 +36,7 @@ func (s *Syncer) SyncWith(ctx context.Context, id syncnode.GroupID, p peer.ID) e
 	if err != nil {
 		return err
 	}
+	defer r.roundBegins(p)()
 	return p2p.Exchange(ctx, s.h, p, p2p.ProtoSync, func(st network.Stream) error {
 		return s.round(ctx, st, r, id, p)
 	})
@@ -367,6 +368,7 @@ func (s *Syncer) handleSync(st network.Stream) {
 		p2p.WriteMsg(st, batch{Err: refusal}, s.cfg.IOTimeout)
 		return
 	}
+	defer r.roundBegins(from)()
 	if err := s.send(st, r, h.Group, from, h.VV, true); err != nil {
 		st.Reset()
 		return
@@ -453,8 +455,17 @@ func (s *Syncer) Run() {
 			case <-t.C:
 			}
 			for _, id := range s.Groups() {
+				r, err := s.replica(id)
+				if err != nil {
+					continue
+				}
 				for _, p := range s.roundPeers(id) {
-					s.pushTo(id, p)
+					// A round running with p (a long catch-up, say)
+					// brings what this one would: a second would send
+					// the same rows again beside it.
+					if !r.inRound(p) {
+						s.pushTo(id, p)
+					}
 				}
 			}
 		}

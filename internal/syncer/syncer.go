@@ -130,6 +130,34 @@ type replica struct {
 	g        *syncgroup.Group
 	prio     syncnode.Priority
 	peers    map[peer.ID]syncnode.Priority
+	// rounds counts the rounds running with each peer, begun by either
+	// side, under mu.
+	rounds map[peer.ID]int
+}
+
+// roundBegins notes a round with p, begun by either side; the function
+// it returns notes its end.
+func (r *replica) roundBegins(p peer.ID) (ends func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rounds == nil {
+		r.rounds = map[peer.ID]int{}
+	}
+	r.rounds[p]++
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.rounds[p]--; r.rounds[p] <= 0 {
+			delete(r.rounds, p)
+		}
+	}
+}
+
+// inRound reports whether a round with p is running.
+func (r *replica) inRound(p peer.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rounds[p] > 0
 }
 
 // Syncer syncs this node's syncgroups with their members.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -508,4 +509,30 @@ func TestLeaveCutShortFinishesAfterARestart(t *testing.T) {
 		c.sync[0].With(c.gid, func(g *syncgroup.Group) error { member = g.IsMember(leaver); return nil })
 		return !member
 	})
+}
+
+// TestCatchUpIsSentOnce: a member far behind catches up in a long round
+// while the other side's periodic rounds come due again and again: they
+// wait for it instead of sending the same rows beside it.
+func TestCatchUpIsSentOnce(t *testing.T) {
+	c := newClusterWith(t, 2, func(cfg *Config) { cfg.Interval = 5 * time.Millisecond })
+	const n = 3000
+	kvs := make([]syncgroup.KV, n)
+	for i := range kvs {
+		kvs[i] = syncgroup.KV{Key: fmt.Sprintf("photos/%05d", i), Value: val(strings.Repeat("x", 200))}
+	}
+	if _, err := c.sync[0].PutAll(c.gid, kvs); err != nil {
+		t.Fatal(err)
+	}
+	before := c.sync[0].Stats().RowsSent
+	c.sync[0].Run()
+	if err := c.round(1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.get(1, kvs[n-1].Key); !ok {
+		t.Fatal("the round did not bring the rows")
+	}
+	if sent := c.sync[0].Stats().RowsSent - before; sent > n+n/10 {
+		t.Fatalf("%d rows sent for a catch-up of %d", sent, n)
+	}
 }
