@@ -42,6 +42,28 @@ func (c *cache) lock(ref syncnode.BlobRef) func() {
 	return m.Unlock
 }
 
+// lockAll takes the stripe locks of refs, each once, in ascending order,
+// and returns their unlock.
+func (c *cache) lockAll(refs []syncnode.BlobRef) func() {
+	var taken [len(cache{}.stripes)]bool
+	for _, ref := range refs {
+		h := ref.Hash()
+		taken[h[0]%byte(len(c.stripes))] = true
+	}
+	for i, t := range taken {
+		if t {
+			c.stripes[i].Lock()
+		}
+	}
+	return func() {
+		for i, t := range taken {
+			if t {
+				c.stripes[i].Unlock()
+			}
+		}
+	}
+}
+
 // get returns a copy of ref's cached signpost.
 func (c *cache) get(ref syncnode.BlobRef) (Signpost, bool) {
 	c.mu.Lock()

@@ -107,3 +107,44 @@ func TestCachedSignpostsAreCopies(t *testing.T) {
 		t.Fatalf("a returned signpost's change reached the cache:\n%+v\nwant\n%+v", after, want)
 	}
 }
+
+// TestUpdateAllIsUpdateInOrder: changing many signposts at once, some
+// refs twice and more than one transaction's worth, leaves what the same
+// changes made one by one leave, and returns each change's result.
+func TestUpdateAllIsUpdateInOrder(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	batched, single := NewStore(db), NewStore(openDB(t, t.TempDir()))
+	defer single.db.Close()
+	rng := rand.New(rand.NewPCG(8, 8))
+	refs := make([]syncnode.BlobRef, 2*updateChunk+30)
+	for i := range refs {
+		refs[i] = syncnode.RefFromHash([32]byte{byte(rng.IntN(40)), 1})
+	}
+	change := func(i int, sp *Signpost) {
+		sp.AddGroup(syncnode.GroupID(fmt.Sprintf("g/%d", i)))
+		sp.AddLocation(testPeer(i%5), Location{WhenSeen: t0})
+	}
+	got, err := batched.UpdateAll(refs, change)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ref := range refs {
+		want, err := single.Update(ref, func(sp *Signpost) { change(i, sp) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got[i].Groups(), want.Groups()) {
+			t.Fatalf("change %d of %s returned %v, one by one %v", i, ref, got[i].Groups(), want.Groups())
+		}
+	}
+	for _, st := range []*Store{batched, NewStore(db)} {
+		for _, ref := range refs {
+			a, _ := st.Get(ref)
+			b, _ := single.Get(ref)
+			if !reflect.DeepEqual(a.Groups(), b.Groups()) || len(a.Locations) != len(b.Locations) {
+				t.Fatalf("%s: %v, one by one %v", ref, a.Groups(), b.Groups())
+			}
+		}
+	}
+}

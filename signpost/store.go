@@ -85,6 +85,57 @@ func (s *Store) Update(ref syncnode.BlobRef, fn func(*Signpost)) (Signpost, erro
 	return sp.clone(), nil
 }
 
+// updateChunk bounds the signposts one transaction of UpdateAll writes.
+const updateChunk = 256
+
+// UpdateAll is Update for many refs, in a few transactions: fn changes
+// the signpost of refs[i] (empty if there is none). It returns the results
+// in the order of refs; a ref given twice is changed twice, in order.
+func (s *Store) UpdateAll(refs []syncnode.BlobRef, fn func(i int, sp *Signpost)) ([]Signpost, error) {
+	out := make([]Signpost, len(refs))
+	for lo := 0; lo < len(refs); lo += updateChunk {
+		hi := min(len(refs), lo+updateChunk)
+		if err := s.updateChunk(refs[lo:hi], out[lo:hi], func(i int, sp *Signpost) { fn(lo+i, sp) }); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// updateChunk runs one transaction of UpdateAll, holding the stripe locks
+// of refs in ascending order.
+func (s *Store) updateChunk(refs []syncnode.BlobRef, out []Signpost, fn func(i int, sp *Signpost)) error {
+	defer s.cache.lockAll(refs)()
+	err := kv.Update(s.db, func(txn *badger.Txn) error {
+		now := map[syncnode.BlobRef]Signpost{} // written in this transaction
+		for i, ref := range refs {
+			sp, ok := now[ref]
+			if !ok {
+				var err error
+				if cached, hit := s.cache.get(ref); hit {
+					sp = cached
+				} else if sp, err = get(txn, ref); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+					return err
+				}
+			}
+			fn(i, &sp)
+			if err := kv.Set(txn, key(ref), kv.KindSignpost, sp.toDisk()); err != nil {
+				return err
+			}
+			now[ref] = sp.clone()
+			out[i] = sp
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, ref := range refs {
+		s.cache.put(ref, out[i])
+	}
+	return nil
+}
+
 // Merge folds o into the stored signpost of ref and returns the result.
 func (s *Store) Merge(ref syncnode.BlobRef, o Signpost) (Signpost, error) {
 	return s.Update(ref, func(sp *Signpost) { sp.Merge(o) })

@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
 	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -14,6 +15,7 @@ import (
 
 // Rows records the blob refs of rows that member from sent in group g.
 func (d *Discovery) Rows(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID) {
+	var found []rowRefs
 	for _, r := range rows {
 		if r.Deleted {
 			continue
@@ -22,13 +24,20 @@ func (d *Discovery) Rows(g syncnode.GroupID, rows []syncgroup.Row, from peer.ID)
 		if err != nil {
 			d.log.Warn("row with a bad blob ref", "group", g, "key", r.Key, "writer", r.Writer, "err", err)
 		}
-		if len(refs) == 0 {
-			continue
-		}
-		if err := d.Discover(g, r.Key, r.Writer, from, refs); err != nil {
-			d.log.Error("signposts not recorded", "group", g, "key", r.Key, "err", err)
+		if len(refs) > 0 {
+			found = append(found, rowRefs{r.Key, r.Writer, refs})
 		}
 	}
+	if err := d.discover(g, from, found); err != nil {
+		d.log.Error("signposts not recorded", "group", g, "rows", len(found), "err", err)
+	}
+}
+
+// rowRefs are the blob refs found in the row at key that writer wrote.
+type rowRefs struct {
+	key    string
+	writer peer.ID
+	refs   []syncnode.BlobRef
 }
 
 // Tell returns what peer to may learn of refs' signposts, as a sync batch
@@ -46,15 +55,19 @@ func (d *Discovery) Tell(to peer.ID, refs []syncnode.BlobRef) []syncer.SignpostE
 // Learn merges the signposts member from sent in group g and queues, on a
 // server, the blobs it lacks.
 func (d *Discovery) Learn(from peer.ID, g syncnode.GroupID, sps []syncer.SignpostEntry) {
+	refs := make([]syncnode.BlobRef, 0, len(sps))
+	got := make([]signpost.Signpost, 0, len(sps))
 	for _, e := range sps {
 		sp, err := e.Signpost.Signpost()
 		if err != nil {
 			d.log.Info("bad signpost from peer", "peer", from, "group", g, "err", err)
 			continue
 		}
-		if merged, ok := d.book.Merge(from, e.Ref, &sp); ok {
-			d.wantIfServer(e.Ref, merged.Groups())
-		}
+		refs, got = append(refs, e.Ref), append(got, sp)
+	}
+	kept, merged := d.book.MergeAll(from, refs, got)
+	for i, ref := range kept {
+		d.wantIfServer(ref, merged[i].Groups())
 	}
 }
 
@@ -96,40 +109,51 @@ const maxRetryScan = 4096
 // row), the creator that holds the blob grants itself its shares, and a
 // server queues the blobs it lacks.
 func (d *Discovery) Discover(g syncnode.GroupID, key string, writer, from peer.ID, refs []syncnode.BlobRef) error {
-	groups := d.book.Covering(g, key)
+	return d.discover(g, from, []rowRefs{{key, writer, refs}})
+}
+
+// discover is Discover for the refs of many rows from one peer, their
+// signposts written in few transactions.
+func (d *Discovery) discover(g syncnode.GroupID, from peer.ID, rows []rowRefs) error {
 	self := d.self
 	var errs []error
-	for _, ref := range refs {
-		before, err := d.book.Get(ref)
-		if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
-			errs = append(errs, err)
-			continue
-		}
-		// Shares first: the signpost's groups make a blob evictable, and
-		// its origin's copy must be pinned before that. A writer that
-		// fetched the blob is granted shares in the groups its row brings
-		// the ref into.
-		// Collection first: from here a pass that read the rows before
-		// collects nothing of this blob (see collect.Collector.Referenced).
-		if d.refd != nil {
-			if err := d.refd(ref, groups); err != nil {
+	var found []signposting.Found
+	for _, row := range rows {
+		groups := d.book.Covering(g, row.key)
+		for _, ref := range row.refs {
+			before, err := d.book.Get(ref)
+			if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+				errs = append(errs, err)
+				continue
+			}
+			// Collection first: from here a pass that read the rows
+			// before collects nothing of this blob (see
+			// collect.Collector.Referenced).
+			if d.refd != nil {
+				if err := d.refd(ref, groups); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			// Shares next: the signpost's groups make a blob evictable,
+			// and its origin's copy must be pinned before that. A writer
+			// that fetched the blob is granted shares in the groups its
+			// row brings the ref into.
+			fresh := newGroups(before, groups)
+			introduced := func(gg syncnode.GroupID) bool { return row.writer == self && slices.Contains(fresh, gg) }
+			if err := d.handoffs.GrantCreator(ref, groups, introduced); err != nil {
 				errs = append(errs, err)
 			}
+			found = append(found, signposting.Found{Groups: groups, Writer: row.writer, From: from, Ref: ref, Holds: d.holds(ref)})
 		}
-		fresh := newGroups(before, groups)
-		introduced := func(gg syncnode.GroupID) bool { return writer == self && slices.Contains(fresh, gg) }
-		if err := d.handoffs.GrantCreator(ref, groups, introduced); err != nil {
-			errs = append(errs, err)
-		}
-		holds := d.holds(ref)
-		if err := d.book.Record(g, groups, writer, from, ref, holds); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if holds {
-			d.Announce(ref)
+	}
+	if err := d.book.RecordAll(g, found); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, f := range found {
+		if f.Holds {
+			d.Announce(f.Ref)
 		} else {
-			d.wantIfServer(ref, groups)
+			d.wantIfServer(f.Ref, f.Groups)
 		}
 	}
 	return errors.Join(errs...)

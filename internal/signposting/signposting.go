@@ -120,6 +120,40 @@ func (b *Book) GroupsOf(ref syncnode.BlobRef) []syncnode.GroupID {
 // is dropped: this node knows better what it holds. sp is left filtered;
 // ok is false if nothing was left to merge.
 func (b *Book) Merge(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) (signpost.Signpost, bool) {
+	if !b.admit(from, ref, sp) {
+		return signpost.Signpost{}, false
+	}
+	merged, err := b.store.Merge(ref, *sp)
+	if err != nil {
+		b.log.Error("signpost not merged", "blob", ref, "err", err)
+		return signpost.Signpost{}, false
+	}
+	return merged, true
+}
+
+// MergeAll is Merge for many signposts from one peer, in few
+// transactions. It returns the merged signposts of the refs kept, in
+// the order of refs.
+func (b *Book) MergeAll(from peer.ID, refs []syncnode.BlobRef, sps []signpost.Signpost) ([]syncnode.BlobRef, []signpost.Signpost) {
+	var kept []syncnode.BlobRef
+	var theirs []signpost.Signpost
+	for i, ref := range refs {
+		if b.admit(from, ref, &sps[i]) {
+			kept = append(kept, ref)
+			theirs = append(theirs, sps[i])
+		}
+	}
+	merged, err := b.store.UpdateAll(kept, func(i int, sp *signpost.Signpost) { sp.Merge(theirs[i]) })
+	if err != nil {
+		b.log.Error("signposts not merged", "blobs", len(kept), "err", err)
+		return nil, nil
+	}
+	return kept, merged
+}
+
+// admit filters a signpost from for Merge, and reports whether anything
+// is left to merge.
+func (b *Book) admit(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) bool {
 	for g := range sp.SgIDs {
 		if !b.groups.IsMember(from, g) || !b.groups.IsMember(b.self, g) || b.unreferenced != nil && b.unreferenced(ref, g) {
 			delete(sp.SgIDs, g)
@@ -134,15 +168,7 @@ func (b *Book) Merge(from peer.ID, ref syncnode.BlobRef, sp *signpost.Signpost) 
 		l.IsServer = p == from && b.IsServerMember(p, sp.Groups())
 		sp.Locations[p] = l
 	}
-	if len(sp.SgIDs) == 0 || len(sp.Locations) == 0 {
-		return signpost.Signpost{}, false
-	}
-	merged, err := b.store.Merge(ref, *sp)
-	if err != nil {
-		b.log.Error("signpost not merged", "blob", ref, "err", err)
-		return signpost.Signpost{}, false
-	}
-	return merged, true
+	return len(sp.SgIDs) > 0 && len(sp.Locations) > 0
 }
 
 // Learn merges the signpost a peer that lacks ref answered with, and
@@ -193,7 +219,26 @@ func (b *Book) MayServe(requester peer.ID, ref syncnode.BlobRef) error {
 // and the sender become locations (the sender as a proxy if it did not
 // write the row); this node, when it writes a row of a blob it holds.
 func (b *Book) Record(g syncnode.GroupID, groups []syncnode.GroupID, writer, from peer.ID, ref syncnode.BlobRef, holds bool) error {
-	_, err := b.store.Update(ref, func(sp *signpost.Signpost) {
+	return b.RecordAll(g, []Found{{Groups: groups, Writer: writer, From: from, Ref: ref, Holds: holds}})
+}
+
+// Found is a blob ref found in a row, as Record takes it.
+type Found struct {
+	Groups       []syncnode.GroupID
+	Writer, From peer.ID
+	Ref          syncnode.BlobRef
+	Holds        bool
+}
+
+// RecordAll is Record for many refs found in rows of group g, in few
+// transactions.
+func (b *Book) RecordAll(g syncnode.GroupID, found []Found) error {
+	refs := make([]syncnode.BlobRef, len(found))
+	for i, f := range found {
+		refs[i] = f.Ref
+	}
+	_, err := b.store.UpdateAll(refs, func(i int, sp *signpost.Signpost) {
+		groups, writer, from, holds := found[i].Groups, found[i].Writer, found[i].From, found[i].Holds
 		for _, gg := range groups {
 			sp.AddGroup(gg)
 		}

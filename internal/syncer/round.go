@@ -101,14 +101,17 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 	// stuck are the writers a row of which was refused for now: the
 	// vector stays below it, so that it comes again.
 	stuck := map[peer.ID]bool{}
+	// The next batch is read and its signatures checked while this one
+	// is applied.
+	stop := make(chan struct{})
+	defer close(stop)
+	batches := s.readAhead(br, st, r, id, stop)
 	for {
-		var b batch
-		if err := p2p.ReadMsg(br, st, &b, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
-			return nil, err
+		v := <-batches
+		if v.err != nil {
+			return nil, v.err
 		}
-		if b.Err != "" {
-			return nil, fmt.Errorf("%w: %s", ErrRefused, b.Err)
-		}
+		b, forged := v.b, v.forged
 		if b.VV != nil {
 			vv = b.VV
 		}
@@ -117,14 +120,6 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			s.observePriority(r, from, *b.Prio)
 			r.mu.Unlock()
 		}
-		// Rows held already (another round or a push brought them
-		// meanwhile) need no second check; then signatures once, on
-		// every core, before the group is locked.
-		r.mu.Lock()
-		fresh := slices.DeleteFunc(b.Rows, r.g.Rows().Known)
-		r.mu.Unlock()
-		rows, forged := s.checkSigs(id, fresh)
-		b.Rows = rows
 		// Signposts first: a reader that sees a row can fetch its blob.
 		r.applying.Lock()
 		if len(b.Signposts) > 0 {
@@ -165,6 +160,49 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			return vv, nil
 		}
 	}
+}
+
+// checked is a batch read in a round, its rows' signatures verified:
+// forged joins the refusals of those that were not; err ends the round.
+type checked struct {
+	b      batch
+	forged error
+	err    error
+}
+
+// readAhead reads the batches of a round on st one ahead of their
+// application: each is checked (rows held already dropped, then
+// signatures once, on every core, before the group is locked) while the
+// one before is applied. It ends after the last batch, a failure, or
+// stop.
+func (s *Syncer) readAhead(br *bufio.Reader, st network.Stream, r *replica, id syncnode.GroupID, stop <-chan struct{}) <-chan checked {
+	out := make(chan checked, 1)
+	go func() {
+		for {
+			var c checked
+			if err := p2p.ReadMsg(br, st, &c.b, p2p.MaxFrame, s.cfg.IOTimeout); err != nil {
+				c.err = err
+			} else if c.b.Err != "" {
+				c.err = fmt.Errorf("%w: %s", ErrRefused, c.b.Err)
+			} else {
+				// Rows held already (another round or a push brought
+				// them meanwhile) need no second check.
+				r.mu.Lock()
+				fresh := slices.DeleteFunc(c.b.Rows, r.g.Rows().Known)
+				r.mu.Unlock()
+				c.b.Rows, c.forged = s.checkSigs(id, fresh)
+			}
+			select {
+			case out <- c:
+			case <-stop:
+				return
+			}
+			if c.err != nil || c.b.Done {
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // apply checks rows of group id from a peer, whose signatures checkSigs
