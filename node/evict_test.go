@@ -113,3 +113,45 @@ func TestOriginCopyWithoutItsGrantIsNeverEvicted(t *testing.T) {
 		t.Fatalf("the only copy of a blob put here, its creator shares never granted, was evicted: %+v", rep)
 	}
 }
+
+// TestScansNeverListTheStore: the eviction pass after each of the server
+// fetcher's scans plans from the LRU table; it never lists the store,
+// which at a million photos costs seconds of disk work each time.
+func TestScansNeverListTheStore(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t.TempDir())
+	cfg.BlobBudget = 1
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	spec, err := n.CreateGroup("photos", []string{"photos/"}, false, syncnode.Normal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pinned by the creator's shares: over the budget for good.
+	putBlobRow(t, n, spec.ID, "photos/a.jpg", 8<<10, 1)
+	var mu sync.Mutex
+	var listed, planned int
+	hook := func(l bool, _ int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if l {
+			listed++
+		} else {
+			planned++
+		}
+	}
+	n.custody.Hooks.EvictPass.Store(&hook)
+	testkit.WaitFor(t, 20*time.Second, "two passes after scans", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return planned+listed >= 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if listed > 0 {
+		t.Fatalf("%d passes after scans listed the store (%d planned from the table)", listed, planned)
+	}
+}

@@ -300,16 +300,6 @@ func (n *Node) start() {
 	}
 }
 
-// evictIfBudget runs an eviction pass if the node has a blob budget:
-// after each of the server fetcher's scans.
-func (n *Node) evictIfBudget() {
-	if n.cfg.BlobBudget > 0 {
-		if _, err := n.Evict(); err != nil {
-			n.log.Error("eviction pass failed", "err", err)
-		}
-	}
-}
-
 // ErrClosed reports a call made once the node was closing.
 var ErrClosed = errors.New("node: closed")
 
