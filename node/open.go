@@ -215,7 +215,7 @@ func (n *Node) openFetching() (err error) {
 	n.reprov = p2p.NewReprovider(n.dht.Provide, p2p.ReprovideInterval, 4, n.log)
 	n.disc, err = discovery.New(*n.cfg.Fetcher, discovery.Deps{Self: n.h.ID(), Book: n.book, Signposts: n.signposts,
 		Journal: n.journal, Ledger: n.ledger, Store: n.blobs, Groups: n.sync, Grants: n.handoffs, Fetches: n.retr,
-		Announcer: n.reprov, AfterScan: n.custody.EvictSoon, Referenced: n.collector.Referenced, Room: n.room}, n.log)
+		Announcer: n.reprov, AfterScan: n.custody.EvictSoon, Referenced: n.collector.ReferencedAll, Room: n.room}, n.log)
 	return err
 }
 

@@ -1,12 +1,16 @@
 package collect
 
 import (
+	"bytes"
 	"errors"
 	"maps"
 	"slices"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/signpost"
 )
@@ -100,28 +104,63 @@ func (c *Collector) markKept(ref syncnode.BlobRef, kept bool) error {
 // is written here or arrives: a row that lives shorter than a pass still
 // counts as seen, so its blob is collected once the row goes.
 func (c *Collector) Referenced(ref syncnode.BlobRef, groups []syncnode.GroupID) error {
-	// Under the blob's lock, which a collection holds from its last look
+	return c.ReferencedAll([]syncnode.BlobRef{ref}, [][]syncnode.GroupID{groups})
+}
+
+// ReferencedAll is Referenced for refs[i] named in groups[i], for many
+// refs at once: one transaction reads their records and at most one
+// writes them, the blobs' locks held throughout (taken in order of
+// ref, so two such calls never wait on each other).
+func (c *Collector) ReferencedAll(refs []syncnode.BlobRef, groups [][]syncnode.GroupID) error {
+	// Under the blobs' locks, which a collection holds from its last look
 	// to the deletion: the row comes before it, or after it altogether.
-	unlock := c.d.Custody.Lock(ref)
-	defer unlock()
+	order := slices.Clone(refs)
+	slices.SortFunc(order, func(a, b syncnode.BlobRef) int { ha, hb := a.Hash(), b.Hash(); return bytes.Compare(ha[:], hb[:]) })
+	order = slices.Compact(order)
+	for _, ref := range order {
+		unlock := c.d.Custody.Lock(ref)
+		defer unlock()
+	}
 	// The common case writes nothing: the blob was seen named in these
 	// groups, and no grace, collection or kept copy waits on it, so no
 	// pass can act on it before it reads this row.
-	if rec, err := c.load(ref); err == nil && quiet(rec, groups) {
-		return nil
-	}
-	_, err := c.update(ref, func(rec *record) bool {
-		for _, g := range groups {
-			if rec.Seen == nil {
-				rec.Seen = map[syncnode.GroupID]bool{}
+	var todo []int
+	err := c.d.DB.View(func(txn *badger.Txn) error {
+		for i, ref := range refs {
+			var rec record
+			if err := kv.Get(txn, key(ref), kv.KindUnref, &rec); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+				return err
 			}
-			rec.Seen[g] = true
-			delete(rec.Since, g)
+			if !quiet(rec, groups[i]) {
+				todo = append(todo, i)
+			}
 		}
-		rec.Named = c.cfg.Now().UnixNano()
-		return true
+		return nil
 	})
-	return err
+	if err != nil || len(todo) == 0 {
+		return err
+	}
+	now := c.cfg.Now().UnixNano()
+	return kv.Update(c.d.DB, func(txn *badger.Txn) error {
+		for _, i := range todo {
+			var rec record
+			if err := kv.Get(txn, key(refs[i]), kv.KindUnref, &rec); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+				return err
+			}
+			for _, g := range groups[i] {
+				if rec.Seen == nil {
+					rec.Seen = map[syncnode.GroupID]bool{}
+				}
+				rec.Seen[g] = true
+				delete(rec.Since, g)
+			}
+			rec.Named = now
+			if err := kv.Set(txn, key(refs[i]), kv.KindUnref, rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // quiet reports a record with groups all seen named and nothing a pass

@@ -75,13 +75,28 @@ func (g *groups) Members(id syncnode.GroupID) []syncgroup.Member {
 // copies are the copies held, with the user's pins and work pins.
 type copies struct {
 	mu          sync.Mutex
+	locks       map[syncnode.BlobRef]*sync.Mutex
 	held, user  map[syncnode.BlobRef]bool
 	work, fetch map[syncnode.BlobRef]bool
 	// down makes Delete fail, as an object store that is down.
 	down bool
 }
 
-func (c *copies) Lock(syncnode.BlobRef) func()     { c.mu.Lock(); return c.mu.Unlock }
+// Lock takes ref's own lock, as custody's are: one per blob.
+func (c *copies) Lock(ref syncnode.BlobRef) func() {
+	c.mu.Lock()
+	if c.locks == nil {
+		c.locks = map[syncnode.BlobRef]*sync.Mutex{}
+	}
+	l := c.locks[ref]
+	if l == nil {
+		l = &sync.Mutex{}
+		c.locks[ref] = l
+	}
+	c.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
 func (c *copies) Pinned(ref syncnode.BlobRef) bool { return c.work[ref] }
 func (c *copies) UserPinned(ref syncnode.BlobRef) (bool, time.Time) {
 	return c.user[ref], time.Time{}
@@ -487,5 +502,39 @@ func TestStoreDownAtTheCollection(t *testing.T) {
 	r.pass(time.Minute)
 	if r.c.held[ref] {
 		t.Fatal("the copy stays after the store came back")
+	}
+}
+
+// TestRowsArrivingTogetherDuringAPass: rows naming several blobs again
+// arrive in one batch while a pass runs (ReferencedAll, a blob named
+// twice): none of them is collected, and a blob the batch does not name
+// still is.
+func TestRowsArrivingTogetherDuringAPass(t *testing.T) {
+	r := newRig(t)
+	a, b, gone := r.blob(1, g1, "a"), r.blob(2, g1, "b"), r.blob(3, g1, "c")
+	r.pass(time.Minute)
+	for _, k := range []string{"a", "b", "c"} {
+		delete(r.g.rows[g1], k)
+	}
+	r.pass(time.Minute)
+	r.g.afterRows = func() {
+		r.refer(g1, "a again", a)
+		r.refer(g1, "b again", b)
+		r.refer(g1, "a once more", a)
+		gs := []syncnode.GroupID{g1}
+		if err := r.col.ReferencedAll([]syncnode.BlobRef{a, b, a}, [][]syncnode.GroupID{gs, gs, gs}); err != nil {
+			t.Error(err)
+		}
+		r.g.afterRows = nil
+	}
+	r.pass(grace + time.Second)
+	for _, ref := range []syncnode.BlobRef{a, b} {
+		if !r.c.held[ref] || r.shares(ref, g1) != ownership.CreatorShares {
+			t.Fatalf("a blob named again during the pass was collected: held %v, %d shares", r.c.held[ref], r.shares(ref, g1))
+		}
+	}
+	r.pass(time.Second)
+	if r.c.held[gone] {
+		t.Fatal("a blob no row names any more was kept")
 	}
 }

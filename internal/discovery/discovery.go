@@ -79,7 +79,7 @@ type Deps struct {
 	Room func() bool
 	// Referenced, if not nil, is told of each ref a row of groups names,
 	// as the row is written or arrives (collection counts it seen).
-	Referenced func(ref syncnode.BlobRef, groups []syncnode.GroupID) error
+	Referenced func(refs []syncnode.BlobRef, groups [][]syncnode.GroupID) error
 }
 
 // Discovery is one node's discovery and server fetcher.
@@ -97,7 +97,7 @@ type Discovery struct {
 	retr      Fetches
 	announcer Announcer
 	afterScan func()
-	refd      func(syncnode.BlobRef, []syncnode.GroupID) error
+	refd      func([]syncnode.BlobRef, [][]syncnode.GroupID) error
 	room      func() bool
 	fetcher   *fetcher.Fetcher
 

@@ -117,22 +117,30 @@ func (d *Discovery) Discover(g syncnode.GroupID, key string, writer, from peer.I
 func (d *Discovery) discover(g syncnode.GroupID, from peer.ID, rows []rowRefs) error {
 	self := d.self
 	var errs []error
+	covering := make([][]syncnode.GroupID, len(rows))
+	var refs []syncnode.BlobRef
+	var named [][]syncnode.GroupID
+	for i, row := range rows {
+		covering[i] = d.book.Covering(g, row.key)
+		for _, ref := range row.refs {
+			refs, named = append(refs, ref), append(named, covering[i])
+		}
+	}
+	// Collection first: from here a pass that read the rows before
+	// collects nothing of these blobs (see collect.Collector.Referenced).
+	if d.refd != nil && len(refs) > 0 {
+		if err := d.refd(refs, named); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	var found []signposting.Found
-	for _, row := range rows {
-		groups := d.book.Covering(g, row.key)
+	for i, row := range rows {
+		groups := covering[i]
 		for _, ref := range row.refs {
 			before, err := d.book.Get(ref)
 			if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
 				errs = append(errs, err)
 				continue
-			}
-			// Collection first: from here a pass that read the rows
-			// before collects nothing of this blob (see
-			// collect.Collector.Referenced).
-			if d.refd != nil {
-				if err := d.refd(ref, groups); err != nil {
-					errs = append(errs, err)
-				}
 			}
 			// Shares next: the signpost's groups make a blob evictable,
 			// and its origin's copy must be pinned before that. A writer
