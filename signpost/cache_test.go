@@ -148,3 +148,34 @@ func TestUpdateAllIsUpdateInOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestGetAllIsGet: reading many signposts at once, some cached, some not,
+// some missing and one named twice, gives what reading each gives.
+func TestGetAllIsGet(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	st := NewStore(db)
+	st.cache.size = 4
+	var refs []syncnode.BlobRef
+	for i := range 12 {
+		ref := syncnode.RefFromHash([32]byte{byte(i), 3})
+		refs = append(refs, ref)
+		if i%3 == 2 {
+			continue // never stored
+		}
+		if _, err := st.Update(ref, func(sp *Signpost) { sp.AddGroup(syncnode.GroupID(fmt.Sprint("g/", i))) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refs = append(refs, refs[0])
+	sps, ok, err := st.GetAll(refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ref := range refs {
+		want, err := NewStore(db).Get(ref)
+		if ok[i] != (err == nil) || !reflect.DeepEqual(sps[i].Groups(), want.Groups()) {
+			t.Fatalf("%d: GetAll %v %v; Get %v %v", i, sps[i].Groups(), ok[i], want.Groups(), err)
+		}
+	}
+}

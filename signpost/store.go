@@ -51,6 +51,48 @@ func (s *Store) Get(ref syncnode.BlobRef) (Signpost, error) {
 	return sp, err
 }
 
+// GetAll is Get for many refs, those not cached read in one transaction:
+// sps[i] is refs[i]'s signpost where ok[i].
+func (s *Store) GetAll(refs []syncnode.BlobRef) (sps []Signpost, ok []bool, err error) {
+	sps, ok = make([]Signpost, len(refs)), make([]bool, len(refs))
+	var miss []int
+	for i, ref := range refs {
+		if sps[i], ok[i] = s.cache.get(ref); !ok[i] {
+			miss = append(miss, i)
+		}
+	}
+	if len(miss) == 0 {
+		return sps, ok, nil
+	}
+	missed := make([]syncnode.BlobRef, len(miss))
+	for j, i := range miss {
+		missed[j] = refs[i]
+	}
+	defer s.cache.lockAll(missed)()
+	err = s.db.View(func(txn *badger.Txn) error {
+		for _, i := range miss {
+			sp, err := get(txn, refs[i])
+			if errors.Is(err, syncnode.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			sps[i], ok[i] = sp, true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, i := range miss {
+		if ok[i] {
+			s.cache.put(refs[i], sps[i])
+		}
+	}
+	return sps, ok, nil
+}
+
 // Put replaces the signpost of ref.
 func (s *Store) Put(ref syncnode.BlobRef, sp Signpost) error {
 	defer s.cache.lock(ref)()

@@ -43,9 +43,10 @@ type rowRefs struct {
 // Tell returns what peer to may learn of refs' signposts, as a sync batch
 // carries them.
 func (d *Discovery) Tell(to peer.ID, refs []syncnode.BlobRef) []syncer.SignpostEntry {
+	seen := d.book.ForAll(to, refs)
 	var out []syncer.SignpostEntry
 	for _, ref := range refs {
-		if f, ok := d.book.For(to, ref); ok {
+		if f, ok := seen[ref]; ok {
 			out = append(out, syncer.SignpostEntry{Ref: ref, Signpost: f.ToWire()})
 		}
 	}

@@ -200,6 +200,25 @@ func (b *Book) For(requester peer.ID, ref syncnode.BlobRef) (signpost.Signpost, 
 	return f, len(f.Locations) > 0
 }
 
+// ForAll is For for many refs: what requester may see of each signpost
+// that names a location it may see, by ref.
+func (b *Book) ForAll(requester peer.ID, refs []syncnode.BlobRef) map[syncnode.BlobRef]signpost.Signpost {
+	sps, ok, err := b.store.GetAll(refs)
+	if err != nil {
+		b.log.Error("signposts unreadable", "blobs", len(refs), "err", err)
+		return nil
+	}
+	out := map[syncnode.BlobRef]signpost.Signpost{}
+	for i, ref := range refs {
+		if ok[i] {
+			if f := signpost.Filter(sps[i], requester, b.groups); len(f.Locations) > 0 {
+				out[ref] = f
+			}
+		}
+	}
+	return out
+}
+
 // MayServe decides whether requester may fetch ref from this node: only
 // if the blob was learned through a group the requester may see.
 func (b *Book) MayServe(requester peer.ID, ref syncnode.BlobRef) error {
