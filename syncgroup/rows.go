@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/btree"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
@@ -79,6 +80,9 @@ type Rows struct {
 	hlc  HLC
 	seq  uint64
 	rows map[string]Row
+	// keys orders the keys of rows (never shrinking, as rows keeps
+	// tombstones): a list or a page reads only the keys it returns.
+	keys *btree.BTreeG[string]
 	vv   VersionVector
 	// seen is, per writer, the highest sequence number of a row of its
 	// that this replica has held (verified, as every row it applies is):
@@ -201,7 +205,8 @@ func (r *Rows) fitsAll(rows []Row) error {
 
 // NewRows returns an empty replica for device self.
 func NewRows(self peer.ID, maxSkew time.Duration) *Rows {
-	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: map[string]Row{}, vv: VersionVector{}, seen: VersionVector{}}
+	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: map[string]Row{}, keys: btree.NewOrderedG[string](32),
+		vv: VersionVector{}, seen: VersionVector{}}
 }
 
 // write makes a new version of key. Its sequence number follows both this
@@ -258,15 +263,34 @@ func (r *Rows) List(prefix string) []Row {
 				out = append(out, row)
 			}
 		}
-	} else {
-		for k, row := range r.rows {
-			if strings.HasPrefix(k, prefix) && !row.Deleted {
-				out = append(out, row)
-			}
-		}
+		slices.SortFunc(out, func(a, b Row) int { return strings.Compare(a.Key, b.Key) })
+		return out
 	}
-	slices.SortFunc(out, func(a, b Row) int { return strings.Compare(a.Key, b.Key) })
+	out, _ = r.ListFrom(prefix, "", -1, nil)
 	return out
+}
+
+// ListFrom returns up to limit (all, if negative) live rows under prefix
+// from key start on, sorted by key, that keep (if not nil) keeps, and the
+// key the next page starts at ("" after the last). It reads the keys it
+// returns and the one after, not every key.
+func (r *Rows) ListFrom(prefix, start string, limit int, keep func(Row) bool) (rows []Row, next string) {
+	r.keys.AscendGreaterOrEqual(max(prefix, start), func(k string) bool {
+		if !strings.HasPrefix(k, prefix) {
+			return false
+		}
+		row := r.rows[k]
+		if row.Deleted || keep != nil && !keep(row) {
+			return true
+		}
+		if len(rows) == limit {
+			next = k
+			return false
+		}
+		rows = append(rows, row)
+		return true
+	})
+	return rows, next
 }
 
 // Apply merges a version from a peer, returning whether it became the
@@ -312,6 +336,9 @@ func (r *Rows) set(row Row) {
 		u := r.usage[row.Writer]
 		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+rowCost(row), u.Refs+refCount(row)
 		r.usage[row.Writer] = u
+	}
+	if _, ok := r.rows[row.Key]; !ok {
+		r.keys.ReplaceOrInsert(row.Key)
 	}
 	r.rows[row.Key] = row
 	if strings.HasPrefix(row.Key, memberPrefix) {

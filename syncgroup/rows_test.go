@@ -301,3 +301,81 @@ func TestWriterRefsBudget(t *testing.T) {
 		t.Fatalf("references freed by the replacement: %v", err)
 	}
 }
+
+// TestListFromPagesLikeList: pages of every size, with tombstones, a
+// filter and neighbouring prefixes, put together give what List gives,
+// and each page ends where the next starts.
+func TestListFromPagesLikeList(t *testing.T) {
+	r := NewRows(testPeer(1), time.Minute)
+	now := time.Unix(1_000_000, 0)
+	for i := range 300 {
+		now = now.Add(time.Millisecond)
+		key := fmt.Sprintf("photos/%03d", (i*7)%300) // out of order
+		r.Put(key, []byte{byte(i)}, now)
+		if i%11 == 0 {
+			r.Delete(key, now.Add(time.Microsecond))
+		}
+	}
+	r.Put("photo", []byte{1}, now)
+	r.Put("photos0", []byte{1}, now)
+	r.Put("videos/1", []byte{1}, now)
+	odd := func(row Row) bool { return row.Value[0]%2 == 1 }
+	for _, keep := range []func(Row) bool{nil, odd} {
+		var want []Row
+		for _, row := range r.List("photos/") {
+			if keep == nil || keep(row) {
+				want = append(want, row)
+			}
+		}
+		for _, limit := range []int{1, 7, 100, 1000} {
+			var got []Row
+			for start := ""; ; {
+				page, next := r.ListFrom("photos/", start, limit, keep)
+				if len(page) > limit {
+					t.Fatalf("a page of %d rows, limit %d", len(page), limit)
+				}
+				got = append(got, page...)
+				if next == "" {
+					break
+				}
+				if next <= page[len(page)-1].Key {
+					t.Fatalf("the next page starts at %q, before the end of this one", next)
+				}
+				start = next
+			}
+			if len(got) != len(want) {
+				t.Fatalf("limit %d: %d rows in pages, %d listed", limit, len(got), len(want))
+			}
+			for i := range got {
+				if got[i].Key != want[i].Key {
+					t.Fatalf("limit %d: row %d is %q, listed %q", limit, i, got[i].Key, want[i].Key)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkListFrom reads a page of 100 rows from a group of 100,000 and,
+// in the same run, lists them all (what a page cost before keys were
+// kept in order), and reports the ratio.
+func BenchmarkListFrom(b *testing.B) {
+	r := NewRows(testPeer(1), time.Minute)
+	now := time.Unix(1_000_000, 0)
+	for i := range 100_000 {
+		r.Put(fmt.Sprintf("photos/%07d", i), []byte{1}, now.Add(time.Duration(i)))
+	}
+	var pageT, listT time.Duration
+	for b.Loop() {
+		start := time.Now()
+		if page, _ := r.ListFrom("photos/", "photos/0050000", 100, nil); len(page) != 100 {
+			b.Fatal(len(page))
+		}
+		pageT += time.Since(start)
+		start = time.Now()
+		r.List("photos/")
+		listT += time.Since(start)
+	}
+	b.ReportMetric(float64(pageT.Microseconds())/float64(b.N), "µs/page")
+	b.ReportMetric(float64(listT.Microseconds())/float64(b.N), "µs/list")
+	b.ReportMetric(listT.Seconds()/pageT.Seconds(), "list/page")
+}

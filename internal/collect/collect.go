@@ -59,11 +59,16 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// rowsPage is how many rows a pass reads at a time.
+const rowsPage = 4096
+
 // Groups are this node's groups as a pass reads them.
 type Groups interface {
 	Groups() []syncnode.GroupID
-	// Rows lists g's live rows under prefix.
-	Rows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error)
+	// RowsFrom returns up to limit live rows of g under prefix from key
+	// start on, sorted by key, and the key the next page starts at (""
+	// after the last).
+	RowsFrom(g syncnode.GroupID, prefix, start string, limit int) ([]syncgroup.Row, string, error)
 	Members(g syncnode.GroupID) []syncgroup.Member
 }
 
@@ -219,16 +224,23 @@ func (c *Collector) Pass(ctx context.Context) error {
 	refs := map[syncnode.GroupID]map[syncnode.BlobRef]bool{}
 	anywhere := map[syncnode.BlobRef]bool{}
 	for _, g := range c.d.Groups.Groups() {
-		rows, err := c.d.Groups.Rows(g, "")
-		if err != nil {
-			return err
-		}
 		mine[g], refs[g] = true, map[syncnode.BlobRef]bool{}
-		for _, r := range rows {
-			found, _ := syncgroup.FindRefs(r.Value)
-			for _, ref := range found {
-				refs[g][ref], anywhere[ref] = true, true
+		// A page at a time: a pass holds one page of rows, not them all.
+		for start := ""; ; {
+			rows, next, err := c.d.Groups.RowsFrom(g, "", start, rowsPage)
+			if err != nil {
+				return err
 			}
+			for _, r := range rows {
+				found, _ := syncgroup.FindRefs(r.Value)
+				for _, ref := range found {
+					refs[g][ref], anywhere[ref] = true, true
+				}
+			}
+			if next == "" {
+				break
+			}
+			start = next
 		}
 	}
 	cands, err := c.candidates(mine)

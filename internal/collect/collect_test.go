@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -53,15 +55,24 @@ func (g *groups) Groups() []syncnode.GroupID {
 	return out
 }
 
-func (g *groups) Rows(id syncnode.GroupID, _ string) ([]syncgroup.Row, error) {
+// RowsFrom pages through g's rows two at a time, whatever limit asks, so
+// that every pass reads several pages; afterRows runs after the last.
+func (g *groups) RowsFrom(id syncnode.GroupID, _, start string, limit int) ([]syncgroup.Row, string, error) {
+	keys := slices.Sorted(maps.Keys(g.rows[id]))
 	var out []syncgroup.Row
-	for k, v := range g.rows[id] {
-		out = append(out, syncgroup.Row{Key: k, Value: v})
+	for _, k := range keys {
+		if k < start {
+			continue
+		}
+		if len(out) == min(limit, 2) {
+			return out, k, nil
+		}
+		out = append(out, syncgroup.Row{Key: k, Value: g.rows[id][k]})
 	}
 	if g.afterRows != nil {
 		g.afterRows()
 	}
-	return out, nil
+	return out, "", nil
 }
 
 func (g *groups) Members(id syncnode.GroupID) []syncgroup.Member {

@@ -67,15 +67,7 @@ func (s *Syncer) RowsFrom(g syncnode.GroupID, prefix, start string, limit int) (
 	}
 	err = s.With(g, func(gr *syncgroup.Group) error {
 		spec := gr.Spec()
-		for _, r := range gr.Rows().List(prefix) {
-			if r.Key >= start && spec.Covers(r.Key) {
-				if len(rows) == limit {
-					next = r.Key
-					break
-				}
-				rows = append(rows, r)
-			}
-		}
+		rows, next = gr.Rows().ListFrom(prefix, start, limit, func(r syncgroup.Row) bool { return spec.Covers(r.Key) })
 		return nil
 	})
 	return rows, next, err
