@@ -102,8 +102,10 @@ type Rows struct {
 	memberKeys map[string]struct{}
 	// usage is what each writer's winning rows cost this replica; budget
 	// bounds it (zero fields: no bound).
-	usage  map[peer.ID]Usage
-	budget Budget
+	usage map[peer.ID]Usage
+	// writers holds one copy of each writer's ID, which its rows share.
+	writers map[peer.ID]peer.ID
+	budget  Budget
 }
 
 // Usage is what one writer's rows cost a replica: the rows (tombstones
@@ -320,6 +322,15 @@ func (r *Rows) Apply(row Row, now time.Time) (bool, error) {
 
 // set makes row its key's winner.
 func (r *Rows) set(row Row) {
+	// One copy of each writer's ID, not one per row it wrote.
+	if w, ok := r.writers[row.Writer]; ok {
+		row.Writer = w
+	} else {
+		if r.writers == nil {
+			r.writers = map[peer.ID]peer.ID{}
+		}
+		r.writers[row.Writer] = row.Writer
+	}
 	if !strings.HasPrefix(row.Key, memberPrefix) {
 		if r.usage == nil {
 			r.usage = map[peer.ID]Usage{}
