@@ -298,3 +298,31 @@ func TestForgedGroupRecordRefused(t *testing.T) {
 		t.Fatalf("the server took up groups from a record it did not sign: %v", gs)
 	}
 }
+
+// TestLeftServerForgetsItsRecord: a server that leaves its group removes
+// the group's record from its bucket, so that a server rebuilt from the
+// bucket after its disk is lost does not take up a group it left.
+func TestLeftServerForgetsItsRecord(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t, bucket)
+	phone := start(t)
+	serverCfg := config(t, t.TempDir())
+	onBucket(srv, "left")(&serverCfg)
+	server := open(t, serverCfg)
+	g := createGroup(t, phone, "photos", syncnode.Normal)
+	join(t, phone, server, g, syncnode.Server)
+	if err := server.LeaveGroup(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	for _, sub := range []string{"db", "blobs"} {
+		if err := os.RemoveAll(filepath.Join(serverCfg.DataDir, sub)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	server = open(t, serverCfg)
+	defer server.Close()
+	if gs := server.Groups(); len(gs) != 0 {
+		t.Fatalf("the rebuilt server took up %d groups it had left", len(gs))
+	}
+}

@@ -155,11 +155,7 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 		ids = append(ids, m.Peer)
 	}
 	connectivity.ClearDialBackoff(n.h, ids)
-	if atRisk, err = n.handoffs.Leave(ctx, g, o.Force); err != nil {
-		return atRisk, err
-	}
-	n.records.Forget(g)
-	return atRisk, nil
+	return n.handoffs.Leave(ctx, g, o.Force)
 }
 
 // ChangeGroup makes change c to group g's spec: adds or removes an admin

@@ -481,8 +481,10 @@ func (s *Syncer) observePriority(r *replica, from peer.ID, p syncnode.Priority) 
 }
 
 // Run runs periodic rounds until Close: every Interval, each group has a
-// round with RoundPeers members picked by roundPeers.
+// round with RoundPeers members picked by roundPeers. First it finishes
+// the leaves a stop cut short (see resumeLeave).
 func (s *Syncer) Run() {
+	s.resumeLeaves()
 	s.work.Go(func() {
 		for {
 			t := time.NewTimer(s.cfg.Interval)
@@ -508,6 +510,26 @@ func (s *Syncer) Run() {
 			}
 		}
 	})
+}
+
+// resumeLeaves starts finishing each leave a stop cut short: a replica
+// whose own membership row is this node's tombstone.
+func (s *Syncer) resumeLeaves() {
+	s.mu.Lock()
+	var left []syncnode.GroupID
+	for id, r := range s.groups {
+		r.mu.Lock()
+		if r.g.LeftHere() {
+			left = append(left, id)
+		}
+		r.mu.Unlock()
+	}
+	s.mu.Unlock()
+	for _, id := range left {
+		if r, err := s.replica(id); err == nil {
+			s.work.Go(func() { s.resumeLeave(id, r) })
+		}
+	}
 }
 
 // roundPeers picks the members of group id for a periodic round: a random

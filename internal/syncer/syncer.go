@@ -50,6 +50,8 @@ type Hooks interface {
 	Synced(g syncnode.GroupID, p peer.ID)
 	// Pushed is told of every push of rows of g that member p took.
 	Pushed(g syncnode.GroupID, p peer.ID)
+	// Left is told that this node left group g: its replica is gone.
+	Left(g syncnode.GroupID)
 }
 
 // Store persists replicas; *syncgroup.Store implements it.
@@ -255,6 +257,7 @@ func (noHooks) Signposts(peer.ID, syncnode.GroupID, []syncnode.BlobRef) []Signpo
 func (noHooks) Learn(peer.ID, syncnode.GroupID, []SignpostEntry) {}
 func (noHooks) Synced(syncnode.GroupID, peer.ID)                 {}
 func (noHooks) Pushed(syncnode.GroupID, peer.ID)                 {}
+func (noHooks) Left(syncnode.GroupID)                            {}
 
 // Add starts syncing a group this node created or joined, and stores it.
 func (s *Syncer) Add(g *syncgroup.Group) error {
@@ -287,15 +290,12 @@ func (s *Syncer) Restore(g *syncgroup.Group, prio syncnode.Priority) {
 	}
 	g.SetBudget(s.budget())
 	s.learnAddrs(g) // before others can reach g, whose reads are not safe alone
-	r := &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}
 	s.mu.Lock()
-	s.groups[g.ID()] = r
+	s.groups[g.ID()] = &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}
 	s.mu.Unlock()
-	if g.LeftHere() {
-		s.work.Go(func() { s.resumeLeave(g.ID(), r) })
-		return
+	if !g.LeftHere() { // a leave cut short is finished by Run
+		s.catchUp(g.ID())
 	}
-	s.catchUp(g.ID())
 }
 
 // save persists rows of r's group. r.mu is held.
@@ -402,6 +402,7 @@ func (s *Syncer) Leave(ctx context.Context, id syncnode.GroupID, force bool) err
 	if err := s.drop(id, r); err != nil {
 		return err
 	}
+	s.hooks.Left(id)
 	s.log.Info("left syncgroup", "group", id, "members told", reached)
 	return nil
 }
@@ -447,7 +448,9 @@ func (s *Syncer) resumeLeave(id syncnode.GroupID, r *replica) {
 		if reached > 0 || len(members) == 0 {
 			if err := s.drop(id, r); err != nil {
 				s.log.Error("replica of a group left not dropped", "group", id, "err", err)
+				return
 			}
+			s.hooks.Left(id)
 			s.log.Info("leave finished after a restart", "group", id, "members told", reached)
 			return
 		}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -489,7 +490,8 @@ func TestLeaveCutShortFinishesAfterARestart(t *testing.T) {
 	}
 	c.sync[2].Close()
 
-	s := mustNew(t, c.hosts[2], Config{IOTimeout: 5 * time.Second, Interval: 100 * time.Millisecond, Store: store}, discard, nil)
+	left := &leftHooks{}
+	s := mustNew(t, c.hosts[2], Config{IOTimeout: 5 * time.Second, Interval: 100 * time.Millisecond, Store: store}, discard, left)
 	defer s.Close()
 	loaded, err := store.Load(leaver, time.Minute)
 	if err != nil {
@@ -498,6 +500,7 @@ func TestLeaveCutShortFinishesAfterARestart(t *testing.T) {
 	for _, l := range loaded {
 		s.Restore(l.Group, l.Prio)
 	}
+	s.Run()
 	testkit.WaitFor(t, 10*time.Second, "the members to see the leave and the replica to go", func() bool {
 		if slices.Contains(s.Groups(), c.gid) {
 			return false
@@ -509,6 +512,28 @@ func TestLeaveCutShortFinishesAfterARestart(t *testing.T) {
 		c.sync[0].With(c.gid, func(g *syncgroup.Group) error { member = g.IsMember(leaver); return nil })
 		return !member
 	})
+	if got := left.groups(); len(got) != 1 || got[0] != c.gid {
+		t.Fatalf("the node was told it left %v, want %s", got, c.gid)
+	}
+}
+
+// leftHooks records the groups Left is told of.
+type leftHooks struct {
+	noHooks
+	mu   sync.Mutex
+	left []syncnode.GroupID
+}
+
+func (h *leftHooks) Left(g syncnode.GroupID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.left = append(h.left, g)
+}
+
+func (h *leftHooks) groups() []syncnode.GroupID {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.left)
 }
 
 // TestCatchUpIsSentOnce: a member far behind catches up in a long round
