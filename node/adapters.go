@@ -74,8 +74,12 @@ func (r custodyRules) MayEvict(ref syncnode.BlobRef) (bool, error) {
 	return r.n.book.CopiesMet(ref)
 }
 
-// KeepsAll reports whether this node is a server in any of its groups.
-func (r custodyRules) KeepsAll() bool { return r.n.book.IsServerIn(r.n.sync.Groups()) }
+// KeepsAll reports whether this node is a server in any of its groups,
+// or is still walking its store after the open: until the walk has
+// restored every creator grant a stop cut short, no copy is evicted.
+func (r custodyRules) KeepsAll() bool {
+	return r.n.takingUp.Load() || r.n.book.IsServerIn(r.n.sync.Groups())
+}
 
 // Busy reports whether a fetch of ref is under way.
 func (r custodyRules) Busy(ref syncnode.BlobRef) bool { return r.n.retr.InFlight(ref) }

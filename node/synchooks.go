@@ -49,8 +49,13 @@ func (h hooks) Synced(g syncnode.GroupID, p peer.ID) {
 
 // Pushed hands blobs off after member p of g took a push of rows from
 // this node, as after a round: p is online and a member.
-// Left forgets the record of a group this node left, in an object store.
-func (h hooks) Left(g syncnode.GroupID) { h.n.records.Forget(g) }
+// Left drops the shares this node held in a group it left, and forgets
+// the group's record in an object store: after a leave a stop cut short
+// too, which no hand-off follows.
+func (h hooks) Left(g syncnode.GroupID) {
+	h.n.handoffs.DropShares(g)
+	h.n.records.Forget(g)
+}
 
 func (h hooks) Pushed(g syncnode.GroupID, p peer.ID) {
 	h.n.records.Met(g, p)

@@ -7,7 +7,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/kv"
 )
 
 // TestCacheAgreesWithTheDatabase: concurrent updates of a few signposts
@@ -177,5 +180,32 @@ func TestGetAllIsGet(t *testing.T) {
 		if ok[i] != (err == nil) || !reflect.DeepEqual(sps[i].Groups(), want.Groups()) {
 			t.Fatalf("%d: GetAll %v %v; Get %v %v", i, sps[i].Groups(), ok[i], want.Groups(), err)
 		}
+	}
+}
+
+// TestACorruptRecordCostsItsRefAlone: one stored signpost that no longer
+// decodes fails neither a batch read nor a batch update of the others;
+// the update writes it anew.
+func TestACorruptRecordCostsItsRefAlone(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	st := NewStore(db)
+	good, bad := syncnode.RefFromHash([32]byte{1, 5}), syncnode.RefFromHash([32]byte{2, 5})
+	if _, err := st.Update(good, func(sp *Signpost) { sp.AddGroup("g/a") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Update(db, func(txn *badger.Txn) error { return txn.Set(key(bad), []byte{0xff, 0x01}) }); err != nil {
+		t.Fatal(err)
+	}
+	sps, ok, err := st.GetAll([]syncnode.BlobRef{bad, good})
+	if err != nil || ok[0] || !ok[1] || len(sps[1].Groups()) != 1 {
+		t.Fatalf("batch read past a corrupt record: %v %v %v", sps, ok, err)
+	}
+	got, err := st.UpdateAll([]syncnode.BlobRef{bad, good}, func(_ int, sp *Signpost) { sp.AddGroup("g/b") })
+	if err != nil || len(got[0].Groups()) != 1 || len(got[1].Groups()) != 2 {
+		t.Fatalf("batch update past a corrupt record: %v %v", got, err)
+	}
+	if sp, err := NewStore(db).Get(bad); err != nil || len(sp.Groups()) != 1 {
+		t.Fatalf("the corrupt record was not written anew: %v %v", sp, err)
 	}
 }

@@ -52,7 +52,8 @@ func (s *Store) Get(ref syncnode.BlobRef) (Signpost, error) {
 }
 
 // GetAll is Get for many refs, those not cached read in one transaction:
-// sps[i] is refs[i]'s signpost where ok[i].
+// sps[i] is refs[i]'s signpost where ok[i] (not where there is none, nor
+// where its record no longer decodes).
 func (s *Store) GetAll(refs []syncnode.BlobRef) (sps []Signpost, ok []bool, err error) {
 	sps, ok = make([]Signpost, len(refs)), make([]bool, len(refs))
 	var miss []int
@@ -72,8 +73,8 @@ func (s *Store) GetAll(refs []syncnode.BlobRef) (sps []Signpost, ok []bool, err 
 	err = s.db.View(func(txn *badger.Txn) error {
 		for _, i := range miss {
 			sp, err := get(txn, refs[i])
-			if errors.Is(err, syncnode.ErrNotFound) {
-				continue
+			if errors.Is(err, syncnode.ErrNotFound) || errors.Is(err, syncnode.ErrCorruptRecord) {
+				continue // a record that does not decode costs its ref alone
 			}
 			if err != nil {
 				return err
@@ -131,8 +132,9 @@ func (s *Store) Update(ref syncnode.BlobRef, fn func(*Signpost)) (Signpost, erro
 const updateChunk = 256
 
 // UpdateAll is Update for many refs, in a few transactions: fn changes
-// the signpost of refs[i] (empty if there is none). It returns the results
-// in the order of refs; a ref given twice is changed twice, in order.
+// the signpost of refs[i] (empty if there is none, or if its record no
+// longer decodes). It returns the results in the order of refs; a ref
+// given twice is changed twice, in order.
 func (s *Store) UpdateAll(refs []syncnode.BlobRef, fn func(i int, sp *Signpost)) ([]Signpost, error) {
 	out := make([]Signpost, len(refs))
 	for lo := 0; lo < len(refs); lo += updateChunk {
@@ -156,7 +158,11 @@ func (s *Store) updateChunk(refs []syncnode.BlobRef, out []Signpost, fn func(i i
 				var err error
 				if cached, hit := s.cache.get(ref); hit {
 					sp = cached
-				} else if sp, err = get(txn, ref); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+				} else if sp, err = get(txn, ref); errors.Is(err, syncnode.ErrCorruptRecord) {
+					// A signpost is a hint: one that no longer decodes
+					// is written anew, not left to fail the batch.
+					sp = Signpost{}
+				} else if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
 					return err
 				}
 			}

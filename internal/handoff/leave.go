@@ -45,11 +45,7 @@ func (h *Handoffs) Leave(ctx context.Context, g syncnode.GroupID, force bool) (a
 		}
 		return atRisk, err
 	}
-	for _, ref := range h.sharesIn(g) {
-		if err := h.ledger.DropGroup(ref, g); err != nil {
-			h.log.Error("shares of a group left not dropped", "blob", ref, "group", g, "err", err)
-		}
-	}
+	h.DropShares(g)
 	if len(atRisk) > 0 {
 		h.log.Warn("left a group with blobs at risk", "group", g, "blobs", len(atRisk), "first", atRisk[0])
 		for _, ref := range atRisk {
@@ -110,4 +106,14 @@ func (h *Handoffs) sharesIn(g syncnode.GroupID) []syncnode.BlobRef {
 		return nil
 	})
 	return out
+}
+
+// DropShares drops this node's shares in group g, which it left: they pin
+// nothing here any more.
+func (h *Handoffs) DropShares(g syncnode.GroupID) {
+	for _, ref := range h.sharesIn(g) {
+		if err := h.ledger.DropGroup(ref, g); err != nil {
+			h.log.Error("shares of a group left not dropped", "blob", ref, "group", g, "err", err)
+		}
+	}
 }

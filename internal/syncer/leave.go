@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -82,9 +83,15 @@ func (s *Syncer) tellLeft(ctx context.Context, id syncnode.GroupID, members []pe
 	return reached
 }
 
-// drop forgets the replica of group id that this node left.
+// drop forgets r, the replica of group id that this node left, unless
+// another replica of id took its place (the node joined the group again):
+// then it reports errReplaced and leaves that one alone.
 func (s *Syncer) drop(id syncnode.GroupID, r *replica) error {
 	s.mu.Lock()
+	if s.groups[id] != r {
+		s.mu.Unlock()
+		return errReplaced
+	}
 	delete(s.groups, id)
 	s.mu.Unlock()
 	if s.cfg.Store == nil {
@@ -97,6 +104,9 @@ func (s *Syncer) drop(id syncnode.GroupID, r *replica) error {
 	return s.cfg.Store.Remove(r.g)
 }
 
+// errReplaced reports a replica that a join replaced since it was taken.
+var errReplaced = errors.New("syncer: the replica was replaced by a join")
+
 // resumeLeave finishes a leave that a stop cut short after this node's
 // tombstone reached stable storage and before the members were told
 // (they would hold it for a member for good, and it would keep a replica
@@ -104,12 +114,17 @@ func (s *Syncer) drop(id syncnode.GroupID, r *replica) error {
 // answers, and then drops the replica.
 func (s *Syncer) resumeLeave(id syncnode.GroupID, r *replica) {
 	for {
+		if cur, err := s.replica(id); err != nil || cur != r {
+			return // joined again since: the new membership stands
+		}
 		members := s.members(id)
 		ctx, cancel := context.WithTimeout(s.ctx, 4*s.cfg.IOTimeout)
 		reached := s.tellLeft(ctx, id, members)
 		cancel()
 		if reached > 0 || len(members) == 0 {
-			if err := s.drop(id, r); err != nil {
+			if err := s.drop(id, r); errors.Is(err, errReplaced) {
+				return
+			} else if err != nil {
 				s.log.Error("replica of a group left not dropped", "group", id, "err", err)
 				return
 			}
@@ -128,18 +143,16 @@ func (s *Syncer) resumeLeave(id syncnode.GroupID, r *replica) {
 // resumeLeaves starts finishing each leave a stop cut short: a replica
 // whose own membership row is this node's tombstone.
 func (s *Syncer) resumeLeaves() {
+	// The replicas are read without the syncer's lock held: a round takes
+	// a replica's lock, then the syncer's.
 	s.mu.Lock()
-	var left []syncnode.GroupID
-	for id, r := range s.groups {
-		r.mu.Lock()
-		if r.g.LeftHere() {
-			left = append(left, id)
-		}
-		r.mu.Unlock()
-	}
+	all := maps.Clone(s.groups)
 	s.mu.Unlock()
-	for _, id := range left {
-		if r, err := s.replica(id); err == nil {
+	for id, r := range all {
+		r.mu.Lock()
+		left := r.g.LeftHere()
+		r.mu.Unlock()
+		if left {
 			s.work.Go(func() { s.resumeLeave(id, r) })
 		}
 	}

@@ -561,3 +561,29 @@ func TestCatchUpIsSentOnce(t *testing.T) {
 		t.Fatalf("%d rows sent for a catch-up of %d", sent, n)
 	}
 }
+
+// TestResumedLeaveSparesARejoinedGroup: a leave resumed after a restart
+// that finishes after the node joined the group again drops nothing: the
+// new replica, and its rows in the store, stay.
+func TestResumedLeaveSparesARejoinedGroup(t *testing.T) {
+	c := newCluster(t, 2)
+	s := c.sync[1]
+	old, err := s.replica(c.gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := &replica{g: old.g, peers: map[peer.ID]syncnode.Priority{}}
+	s.mu.Lock()
+	s.groups[c.gid] = joined
+	s.mu.Unlock()
+	if err := s.drop(c.gid, old); !errors.Is(err, errReplaced) {
+		t.Fatalf("drop of a replaced replica: %v, want errReplaced", err)
+	}
+	if r, err := s.replica(c.gid); err != nil || r != joined {
+		t.Fatalf("the rejoined replica is gone: %v", err)
+	}
+	s.resumeLeave(c.gid, old) // returns at once: the replica is not the one left
+	if r, err := s.replica(c.gid); err != nil || r != joined {
+		t.Fatalf("the resumed leave dropped the rejoined replica: %v", err)
+	}
+}

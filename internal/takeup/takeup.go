@@ -70,11 +70,14 @@ func Run(ctx context.Context, d Deps) (Result, error) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		d.Announce(i.Ref)
+		// A blob whose grant could not be restored stays out of the
+		// LRU table, so out of every eviction plan.
 		if err := d.Grant(i.Ref); err != nil {
 			errs = append(errs, err)
+		} else {
+			know(d, i)
 		}
-		d.Announce(i.Ref)
-		know(d, i)
 		res.Blobs++
 		if res.Blobs%Chunk == 0 {
 			t := time.NewTimer(time.Since(chunk))
