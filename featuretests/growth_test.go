@@ -33,6 +33,7 @@ type growth struct {
 	put                   time.Duration // per blob, with its row
 	open                  time.Duration
 	heap                  uint64 // after the reopen, over the heap before it
+	heapSettled           uint64 // the same once the walk after the open is done
 	catchUp               float64
 	catchUpTime, evictRun time.Duration
 	walk                  time.Duration // the walk of the store after the open, in the background
@@ -65,10 +66,10 @@ func TestGrowth(t *testing.T) {
 		lines = append(lines, measureGrowth(t, n))
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%10s %12s %10s %12s %14s %12s %12s\n", "blobs", "put each", "reopen", "heap after", "to a member", "eviction", "walk")
+	fmt.Fprintf(&b, "\n%10s %12s %10s %12s %14s %12s %12s %12s\n", "blobs", "put each", "reopen", "heap after", "to a member", "eviction", "walk", "heap then")
 	for _, l := range lines {
-		fmt.Fprintf(&b, "%10d %12s %10s %9.1f MiB %9.0f rows/s %12s %12s\n", l.blobs, l.put.Round(time.Microsecond), l.open.Round(time.Millisecond),
-			float64(l.heap)/(1<<20), l.catchUp, l.evictRun.Round(time.Millisecond), l.walk.Round(time.Millisecond))
+		fmt.Fprintf(&b, "%10d %12s %10s %9.1f MiB %9.0f rows/s %12s %12s %8.1f MiB\n", l.blobs, l.put.Round(time.Microsecond), l.open.Round(time.Millisecond),
+			float64(l.heap)/(1<<20), l.catchUp, l.evictRun.Round(time.Millisecond), l.walk.Round(time.Millisecond), float64(l.heapSettled)/(1<<20))
 	}
 	fmt.Fprintf(&b, "%10s %12s %10s %12s %14s\n", "target 1M", "≤ 500µs", "≤ 5s", "≤ 256 MiB", "≥ 50000 rows/s")
 	t.Log(b.String())
@@ -122,6 +123,11 @@ func measureGrowth(t *testing.T, n int) growth {
 	// eviction pass and the catch-up are measured once it is done.
 	waitFor(t, 10*time.Minute, "the walk of the store after the open", func() bool { return !a.Stats().TakingUp })
 	out.walk = time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if after.HeapAlloc > before.HeapAlloc {
+		out.heapSettled = after.HeapAlloc - before.HeapAlloc
+	}
 	start = time.Now()
 	if _, err := a.Evict(); err != nil {
 		t.Fatal(err)
