@@ -171,3 +171,27 @@ func TestRemovedPrefixLetsItsBlobsGo(t *testing.T) {
 		t.Fatalf("the prefix added back: %d rows, blob held %v, %d shares", len(rows), a.HasBlob(doc), sharesIn(t, a, doc, g))
 	}
 }
+
+// TestForcedLeaveDropsTheShares: an admin leaves by force while the only
+// other member is away, with a blob whose shares no one could take: once
+// it has left, those shares pin nothing here.
+func TestForcedLeaveDropsTheShares(t *testing.T) {
+	t.Parallel()
+	nodes, g := mesh(t, false, syncnode.Normal, syncnode.Normal)
+	ref := putBlobRow(t, nodes[0], g, "photos/only.jpg", 8<<10, 4)
+	if _, err := nodes[0].ChangeGroup(g, syncgroup.Change{Op: syncgroup.AddAdmin, Peer: nodes[1].ID()}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the other admin learns its role", func() bool {
+		s, _ := nodes[1].GroupSpec(g)
+		return slices.Contains(s.Admins, nodes[1].ID())
+	})
+	nodes[1].Close()
+	atRisk, err := nodes[0].LeaveGroupWith(t.Context(), g, LeaveOptions{Force: true})
+	if err != nil || !slices.Contains(atRisk, ref) {
+		t.Fatalf("forced leave: %v at risk, %v", atRisk, err)
+	}
+	if sh, err := nodes[0].ledger.Shares(ref); err != nil || sh[g] != 0 {
+		t.Fatalf("after the leave the node holds %v shares of the blob in the group (%v)", sh, err)
+	}
+}

@@ -45,7 +45,8 @@ func (h *Handoffs) Leave(ctx context.Context, g syncnode.GroupID, force bool) (a
 		}
 		return atRisk, err
 	}
-	h.DropShares(g)
+	// The shares left in g are dropped by the node when the syncer tells
+	// it of the leave (DropShares), as after a leave a stop cut short.
 	if len(atRisk) > 0 {
 		h.log.Warn("left a group with blobs at risk", "group", g, "blobs", len(atRisk), "first", atRisk[0])
 		for _, ref := range atRisk {
