@@ -227,6 +227,7 @@ func writeHeapProfile(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	runtime.GC() // the profile is of the last GC but one
 	if err := pprof.WriteHeapProfile(f); err != nil {
 		t.Fatal(err)
 	}

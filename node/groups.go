@@ -269,9 +269,10 @@ func (n *Node) DeleteRow(g syncnode.GroupID, key string) (syncgroup.Row, error) 
 // there is none or it is deleted.
 func (n *Node) GetRow(g syncnode.GroupID, key string) (row syncgroup.Row, ok bool, err error) {
 	err = n.sync.With(g, func(gr *syncgroup.Group) error {
-		row, ok = gr.Rows().Get(key)
+		var err error
+		row, ok, err = gr.Rows().Lookup(key)
 		ok = ok && !row.Deleted
-		return nil
+		return err
 	})
 	return row, ok, err
 }

@@ -35,7 +35,7 @@ func (w *world) forge(wr int, c Change, seq uint64) Row {
 // refusal was retryable (ErrNotMember, ErrClockSkew, ErrUndecided),
 // vouching the sender only (no server).
 func syncerDeliver(from, to *Group, now time.Time) []error {
-	rows := from.Rows().Missing(to.Rows().VV(), append([]string{memberPrefix}, from.Spec().Prefixes...))
+	rows := missing(nil, from.Rows(), to.Rows().VV(), append([]string{memberPrefix}, from.Spec().Prefixes...))
 	slices.SortStableFunc(rows, func(a, b Row) int {
 		am, bm := strings.HasPrefix(a.Key, memberPrefix), strings.HasPrefix(b.Key, memberPrefix)
 		switch {
@@ -296,7 +296,7 @@ func BenchmarkChainWithForks(b *testing.B) {
 		a.rows.set(sib)
 		parent = main.Key
 	}
-	rows := a.Rows().Missing(VersionVector{}, []string{memberPrefix})
+	rows := missing(t, a.Rows(), VersionVector{}, []string{memberPrefix})
 	b.ResetTimer()
 	for range b.N {
 		g := w.fresh(1)

@@ -295,7 +295,7 @@ func TestChainInAnyOrder(t *testing.T) {
 	if !slices.Contains(wantM, id) || slices.Contains(wantM, w.ids[3]) {
 		t.Fatalf("members %v", wantM)
 	}
-	rows := a.Rows().Missing(VersionVector{}, []string{""})
+	rows := missing(t, a.Rows(), VersionVector{}, []string{""})
 	fresh := w.fresh(2)
 	for _, r := range rows {
 		if _, err := fresh.Apply(r, w.tick()); err != nil {

@@ -18,7 +18,7 @@ func deliver(t *testing.T, from, to *Group, now time.Time) []error {
 	t.Helper()
 	var errs []error
 	remote := from.Rows().VV()
-	for _, row := range from.Rows().Missing(to.Rows().VV(), []string{""}) {
+	for _, row := range missing(t, from.Rows(), to.Rows().VV(), []string{""}) {
 		if _, err := to.Apply(row, now); err != nil {
 			errs = append(errs, err)
 		}

@@ -79,7 +79,13 @@ type Rows struct {
 	sign func(*Row)
 	hlc  HLC
 	seq  uint64
-	rows map[string]Row
+	// rows holds each key's winning version; a data row's value and
+	// signature stay in memory only until the store holds them (see
+	// entry).
+	rows map[string]entry
+	// load reads rows back from the store by key; nil until a store
+	// saved this replica, and then nothing is dropped from memory.
+	load func(keys []string) ([]Row, error)
 	// keys orders the keys of rows (never shrinking, as rows keeps
 	// tombstones): a list or a page reads only the keys it returns.
 	keys *btree.BTreeG[string]
@@ -158,8 +164,8 @@ func (r *Rows) fits(row Row) error {
 	}
 	u := r.usage[row.Writer]
 	rows, bytes, refs := u.Rows+1, u.Bytes+rowCost(row), u.Refs+refCount(row)
-	if cur, ok := r.rows[row.Key]; ok && cur.Writer == row.Writer {
-		rows, bytes, refs = rows-1, bytes-rowCost(cur), refs-refCount(cur)
+	if cur, ok := r.rows[row.Key]; ok && cur.writer == row.Writer {
+		rows, bytes, refs = rows-1, bytes-cur.cost, refs-cur.refs
 	}
 	// A change that costs no more is always taken: a writer at its budget
 	// can still overwrite and delete.
@@ -179,22 +185,23 @@ func (r *Rows) fitsAll(rows []Row) error {
 	}
 	start := r.usage[r.self]
 	u := start
-	pending := map[string]Row{}
+	pending := map[string]entry{}
 	for _, row := range rows {
 		if strings.HasPrefix(row.Key, memberPrefix) {
 			continue
 		}
 		old, ok := pending[row.Key]
 		if !ok {
-			if cur, held := r.rows[row.Key]; held && cur.Writer == r.self {
+			if cur, held := r.rows[row.Key]; held && cur.writer == r.self {
 				old, ok = cur, true
 			}
 		}
 		if ok {
-			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-rowCost(old), u.Refs-refCount(old)
+			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-old.cost, u.Refs-old.refs
 		}
-		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+rowCost(row), u.Refs+refCount(row)
-		pending[row.Key] = row
+		e := newEntry(row)
+		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+e.cost, u.Refs+e.refs
+		pending[row.Key] = e
 	}
 	b := r.budget
 	if (b.Rows > 0 && u.Rows > b.Rows && u.Rows > start.Rows) || (b.Bytes > 0 && u.Bytes > b.Bytes && u.Bytes > start.Bytes) ||
@@ -207,7 +214,7 @@ func (r *Rows) fitsAll(rows []Row) error {
 
 // NewRows returns an empty replica for device self.
 func NewRows(self peer.ID, maxSkew time.Duration) *Rows {
-	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: map[string]Row{}, keys: btree.NewOrderedG[string](32),
+	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: map[string]entry{}, keys: btree.NewOrderedG[string](32),
 		vv: VersionVector{}, seen: VersionVector{}}
 }
 
@@ -250,49 +257,28 @@ func (r *Rows) Put(key string, value []byte, now time.Time) Row {
 // Delete writes a tombstone at key and returns it.
 func (r *Rows) Delete(key string, now time.Time) Row { return r.write(key, nil, true, now) }
 
-// Get returns the winning version of key (possibly a tombstone).
+// Get returns the winning version of key (possibly a tombstone); ok is
+// false, too, if the store cannot give it back (Lookup says why).
 func (r *Rows) Get(key string) (Row, bool) {
-	row, ok := r.rows[key]
-	return row, ok
+	row, ok, err := r.Lookup(key)
+	return row, ok && err == nil
 }
 
-// List returns the live rows under prefix, sorted by key.
+// List returns the live rows under prefix, sorted by key. Rows the store
+// cannot give back are left out: ListFrom reports why.
 func (r *Rows) List(prefix string) []Row {
 	var out []Row
 	if strings.HasPrefix(prefix, memberPrefix) {
 		for k := range r.memberKeys {
-			if row := r.rows[k]; strings.HasPrefix(k, prefix) && !row.Deleted {
-				out = append(out, row)
+			if e := r.rows[k]; strings.HasPrefix(k, prefix) && !e.deleted {
+				out = append(out, *e.row)
 			}
 		}
 		slices.SortFunc(out, func(a, b Row) int { return strings.Compare(a.Key, b.Key) })
 		return out
 	}
-	out, _ = r.ListFrom(prefix, "", -1, nil)
+	out, _, _ = r.ListFrom(prefix, "", -1, nil)
 	return out
-}
-
-// ListFrom returns up to limit (all, if negative) live rows under prefix
-// from key start on, sorted by key, that keep (if not nil) keeps, and the
-// key the next page starts at ("" after the last). It reads the keys it
-// returns and the one after, not every key.
-func (r *Rows) ListFrom(prefix, start string, limit int, keep func(Row) bool) (rows []Row, next string) {
-	r.keys.AscendGreaterOrEqual(max(prefix, start), func(k string) bool {
-		if !strings.HasPrefix(k, prefix) {
-			return false
-		}
-		row := r.rows[k]
-		if row.Deleted || keep != nil && !keep(row) {
-			return true
-		}
-		if len(rows) == limit {
-			next = k
-			return false
-		}
-		rows = append(rows, row)
-		return true
-	})
-	return rows, next
 }
 
 // Apply merges a version from a peer, returning whether it became the
@@ -307,8 +293,7 @@ func (r *Rows) Apply(row Row, now time.Time) (bool, error) {
 		r.vv[row.Writer] = row.Seq
 	}
 	r.saw(row)
-	cur, ok := r.rows[row.Key]
-	if ok && !Wins(row, cur) {
+	if !r.Beats(row) {
 		return false, nil
 	}
 	// Over budget, the row is known (the vector moved past it, so no peer
@@ -331,27 +316,28 @@ func (r *Rows) set(row Row) {
 		}
 		r.writers[row.Writer] = row.Writer
 	}
+	e := newEntry(row)
 	if !strings.HasPrefix(row.Key, memberPrefix) {
 		if r.usage == nil {
 			r.usage = map[peer.ID]Usage{}
 		}
 		if cur, ok := r.rows[row.Key]; ok {
-			u := r.usage[cur.Writer]
-			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-rowCost(cur), u.Refs-refCount(cur)
+			u := r.usage[cur.writer]
+			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-cur.cost, u.Refs-cur.refs
 			if u.Rows == 0 {
-				delete(r.usage, cur.Writer)
+				delete(r.usage, cur.writer)
 			} else {
-				r.usage[cur.Writer] = u
+				r.usage[cur.writer] = u
 			}
 		}
 		u := r.usage[row.Writer]
-		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+rowCost(row), u.Refs+refCount(row)
+		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+e.cost, u.Refs+e.refs
 		r.usage[row.Writer] = u
 	}
 	if _, ok := r.rows[row.Key]; !ok {
 		r.keys.ReplaceOrInsert(row.Key)
 	}
-	r.rows[row.Key] = row
+	r.rows[row.Key] = e
 	if strings.HasPrefix(row.Key, memberPrefix) {
 		r.memberGen++
 		if r.memberKeys == nil {
@@ -373,30 +359,11 @@ func (r *Rows) Known(row Row) bool {
 		return true
 	}
 	cur, ok := r.rows[row.Key]
-	return ok && cur.Writer == row.Writer && cur.Seq == row.Seq
+	return ok && cur.writer == row.Writer && cur.seq == row.Seq
 }
 
 // VV returns a copy of the replica's version vector.
 func (r *Rows) VV() VersionVector { return maps.Clone(r.vv) }
-
-// Missing returns the winning versions under the prefixes that a peer with
-// version vector remote does not know.
-func (r *Rows) Missing(remote VersionVector, prefixes []string) []Row {
-	var out []Row
-	for k, row := range r.rows {
-		if remote.Knows(row.Writer, row.Seq) {
-			continue
-		}
-		for _, p := range prefixes {
-			if strings.HasPrefix(k, p) {
-				out = append(out, row)
-				break
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b Row) int { return strings.Compare(a.Key, b.Key) })
-	return out
-}
 
 // Learned raises the version vector after every row a peer sent in answer
 // to Missing has been applied: what the peer knew, this replica now knows.

@@ -90,7 +90,7 @@ func BenchmarkApplySigned(b *testing.B) {
 	apply := func(verify bool) time.Duration {
 		g, _ := NewGroup(src.Spec(), member, time.Minute)
 		g.SetKey(memberKey)
-		for _, r := range src.Rows().Missing(g.Rows().VV(), []string{MembershipPrefix}) {
+		for _, r := range missing(nil, src.Rows(), g.Rows().VV(), []string{MembershipPrefix}) {
 			g.Apply(r, t0)
 		}
 		start := time.Now()

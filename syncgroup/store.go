@@ -165,17 +165,42 @@ func (s *Store) Save(g *Group, rows []Row, prio syncnode.Priority) error {
 		if err != nil {
 			return fmt.Errorf("syncgroup: store %s: %w", id, err)
 		}
+		g.rows.Stored(chunk, s.loader(id))
 		if last {
 			return nil
 		}
 	}
 }
 
+// loader returns a function that reads rows of group id back by key, as
+// Rows.Stored wants.
+func (s *Store) loader(id syncnode.GroupID) func(keys []string) ([]Row, error) {
+	return func(keys []string) ([]Row, error) {
+		out := make([]Row, len(keys))
+		err := s.db.View(func(txn *badger.Txn) error {
+			for i, k := range keys {
+				if err := kv.Get(txn, rowKey(id, k), kv.KindRow, &out[i]); err != nil {
+					return fmt.Errorf("syncgroup: store: row %q of %s: %w", k, id, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+}
+
 // SaveAll writes every row of g, as when a group is created or joined.
 func (s *Store) SaveAll(g *Group, prio syncnode.Priority) error {
-	rows := make([]Row, 0, len(g.rows.rows))
-	for _, r := range g.rows.rows {
-		rows = append(rows, r)
+	keys := make([]string, 0, len(g.rows.rows))
+	for k := range g.rows.rows {
+		keys = append(keys, k)
+	}
+	rows, err := g.rows.whole(keys)
+	if err != nil {
+		return fmt.Errorf("syncgroup: store %s: %w", g.spec.ID, err)
 	}
 	return s.Save(g, rows, prio)
 }
@@ -251,7 +276,7 @@ func (s *Store) Load(self peer.ID, maxSkew time.Duration) ([]Loaded, error) {
 			if err != nil {
 				return err
 			}
-			rows := []Row{}
+			g.rows.load = s.loader(rec.Spec.ID)
 			rit := txn.NewIterator(badger.IteratorOptions{Prefix: rowPrefix(rec.Spec.ID), PrefetchValues: true, PrefetchSize: 100})
 			for rit.Rewind(); rit.Valid(); rit.Next() {
 				var r Row
@@ -260,10 +285,10 @@ func (s *Store) Load(self peer.ID, maxSkew time.Duration) ([]Loaded, error) {
 					rit.Close()
 					return fmt.Errorf("syncgroup: row of %s: %w", rec.Spec.ID, err)
 				}
-				rows = append(rows, r)
+				g.rows.restoreRow(r)
 			}
 			rit.Close()
-			g.rows.restore(rows, rec.VV, rec.Seq)
+			g.rows.restore(rec.VV, rec.Seq)
 			out = append(out, Loaded{Group: g, Prio: rec.Prio})
 		}
 		return nil
@@ -271,25 +296,17 @@ func (s *Store) Load(self peer.ID, maxSkew time.Duration) ([]Loaded, error) {
 	return out, err
 }
 
-// restore refills an empty replica with stored rows and vector: this
-// device's sequence continues from its vector entry and its clock from the
-// newest timestamp seen.
-func (r *Rows) restore(rows []Row, vv VersionVector, seq uint64) {
-	for _, row := range rows {
-		r.set(row)
-		if row.TS.Compare(r.hlc.last) > 0 {
-			r.hlc.last = row.TS
-		}
-	}
+// restore ends the refill of an empty replica from the store, once its
+// rows are back (restoreRow): the vector is the stored one, this device's
+// sequence continues from its vector entry and its clock from the newest
+// timestamp seen.
+func (r *Rows) restore(vv VersionVector, seq uint64) {
 	if vv != nil {
 		r.vv = vv
 	}
 	// The stored vector was this replica's own, made of what it had seen.
 	for w, s := range r.vv {
 		r.seen[w] = max(r.seen[w], s)
-	}
-	for _, row := range rows {
-		r.saw(row)
 	}
 	r.seq = max(seq, r.vv[r.self], r.seen[r.self])
 }

@@ -1,11 +1,17 @@
 package syncgroup
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/kv"
@@ -43,6 +49,7 @@ func TestStoreRoundTripAndContinue(t *testing.T) {
 	if err := st.Save(g, []Row{del}, prio); err != nil {
 		t.Fatal(err)
 	}
+	live := len(g.Rows().List("photos/"))
 	db.Close()
 
 	db, err = kv.Open(dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -61,7 +68,7 @@ func TestStoreRoundTripAndContinue(t *testing.T) {
 	if loaded[0].Prio.DevType != syncnode.Server || !loaded[0].Prio.ServerTime.Equal(t0) {
 		t.Errorf("priority %+v", loaded[0].Prio)
 	}
-	if got, want := len(h.Rows().List("photos/")), len(g.Rows().List("photos/")); got != want {
+	if got, want := len(h.Rows().List("photos/")), live; got != want || want != 3*saveChunk+6 {
 		t.Errorf("%d live rows after restart, want %d", got, want)
 	}
 	if r, _ := h.Rows().Get("photos/0003"); !r.Deleted {
@@ -120,5 +127,100 @@ func TestStoreRoundTripAndContinue(t *testing.T) {
 	}
 	if again, _ := back[0].Group.Leave(t0); again[len(again)-1].Seq != next.Seq+1 {
 		t.Errorf("write after a restart of the resumed replica: seq %d, want %d", again[len(again)-1].Seq, next.Seq+1)
+	}
+}
+
+// TestStoredRowsAreReadBackWhole: once the store holds a group's data
+// rows, only their entries stay in memory; every read (a key, a page, the
+// rows a peer lacks, a reopen) gives them back whole and signed, and a
+// store that gives back another version is an error, never a row passed
+// off as the replica's.
+func TestStoredRowsAreReadBackWhole(t *testing.T) {
+	db, err := kv.Open(t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	adminKey, admin := key(t)
+	g, err := Create("photos", []string{"photos/"}, false, adminKey, syncnode.Normal, nil, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewStore(db)
+	if err := st.SaveAll(g, syncnode.Priority{}); err != nil {
+		t.Fatal(err)
+	}
+	var written []Row
+	for i := range 40 {
+		r, err := g.Put(fmt.Sprintf("photos/%02d", i), []byte{0xa1, byte('a' + i%26)}, t0.Add(time.Duration(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		written = append(written, r)
+	}
+	unsaved, err := g.Put("photos/zz", []byte{0xa1, 'z'}, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Save(g, written, syncnode.Priority{}); err != nil {
+		t.Fatal(err)
+	}
+	for k, e := range g.rows.rows {
+		held := e.row != nil
+		if want := k == unsaved.Key || strings.HasPrefix(k, memberPrefix); held != want {
+			t.Errorf("%q whole in memory: %v, want %v", k, held, want)
+		}
+	}
+	check := func(what string, got []Row) {
+		t.Helper()
+		want := append(slices.Clone(written), unsaved)
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d rows, want %d", what, len(got), len(want))
+		}
+		for i := range got {
+			if !reflect.DeepEqual(got[i], want[i]) {
+				t.Fatalf("%s: row %d is %+v, want %+v", what, i, got[i], want[i])
+			}
+			if err := VerifyRow(g.ID(), got[i]); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		}
+	}
+	page, _, err := g.Rows().ListFrom("photos/", "", -1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("a page", page)
+	check("what a peer lacks", missing(t, g.Rows(), VersionVector{}, []string{"photos/"}))
+	if r, ok, err := g.Rows().Lookup("photos/07"); err != nil || !ok || !reflect.DeepEqual(r, written[7]) {
+		t.Fatalf("lookup: %+v %v %v", r, ok, err)
+	}
+	if err := st.Save(g, []Row{unsaved}, syncnode.Priority{}); err != nil {
+		t.Fatal(err)
+	}
+	back, err := NewStore(db).Load(admin, time.Minute)
+	if err != nil || len(back) != 1 {
+		t.Fatalf("load: %d groups, %v", len(back), err)
+	}
+	page, _, err = back[0].Group.Rows().ListFrom("photos/", "", -1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("a page after a reopen", page)
+
+	// The store gives back a version the replica does not hold.
+	if err := db.Update(func(txn *badger.Txn) error {
+		return kv.Set(txn, rowKey(g.ID(), "photos/07"), kv.KindRow, written[8])
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := g.Rows().Lookup("photos/07"); !errors.Is(err, syncnode.ErrCorruptRecord) {
+		t.Errorf("lookup of a key the store holds another row at: %v", err)
+	}
+	if _, err := g.Rows().Missing(VersionVector{}, []string{"photos/"}); !errors.Is(err, syncnode.ErrCorruptRecord) {
+		t.Errorf("rows a peer lacks, one of them another in the store: %v", err)
+	}
+	if _, ok := g.Rows().Get("photos/07"); ok {
+		t.Error("Get gave a row the store cannot give back")
 	}
 }

@@ -28,8 +28,10 @@ import (
 type Groups interface {
 	// Groups lists the groups this node is in.
 	Groups() []syncnode.GroupID
-	// Rows lists g's live rows under prefix.
-	Rows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error)
+	// RowsFrom returns up to limit live rows of g under prefix from key
+	// start on, in key order, and the start of the next page ("" after
+	// the last).
+	RowsFrom(g syncnode.GroupID, prefix, start string, limit int) ([]syncgroup.Row, string, error)
 	// DevType is this node's device type in g.
 	DevType(g syncnode.GroupID) (syncnode.DevType, bool)
 }

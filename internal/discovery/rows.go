@@ -197,28 +197,45 @@ func newGroups(sp signpost.Signpost, gs []syncnode.GroupID) []syncnode.GroupID {
 	return slices.Clip(out)
 }
 
-// rediscover walks the stored rows once at start and records the blob refs
-// whose signposts a stop cut short (a row is stored before its refs are
-// recorded).
+// rediscoverPage is how many rows rediscover reads at a time.
+const rediscoverPage = 1024
+
+// rediscover walks the stored rows once at start, a page at a time, and
+// records the blob refs whose signposts do not name the row's group yet.
 func (d *Discovery) rediscover() {
 	for _, g := range d.groups.Groups() {
-		rows, _ := d.groups.Rows(g, "")
-		for _, r := range rows {
-			if d.ctx.Err() != nil {
-				return
+		for start := ""; ; {
+			rows, next, err := d.groups.RowsFrom(g, "", start, rediscoverPage)
+			if err != nil {
+				d.log.Debug("rediscovery stopped", "group", g, "err", err)
+				break
 			}
-			refs, _ := syncgroup.FindRefs(r.Value)
-			var missing []syncnode.BlobRef
-			for _, ref := range refs {
-				if sp, err := d.book.Get(ref); err != nil || !slices.Contains(sp.Groups(), g) {
-					missing = append(missing, ref)
+			for _, r := range rows {
+				if d.ctx.Err() != nil {
+					return
 				}
+				d.rediscoverRow(g, r)
 			}
-			if len(missing) > 0 {
-				if err := d.Discover(g, r.Key, r.Writer, r.Writer, missing); err != nil {
-					d.log.Error("rediscovery failed", "group", g, "key", r.Key, "err", err)
-				}
+			if next == "" {
+				break
 			}
+			start = next
+		}
+	}
+}
+
+// rediscoverRow is rediscover for one row of group g.
+func (d *Discovery) rediscoverRow(g syncnode.GroupID, r syncgroup.Row) {
+	refs, _ := syncgroup.FindRefs(r.Value)
+	var missing []syncnode.BlobRef
+	for _, ref := range refs {
+		if sp, err := d.book.Get(ref); err != nil || !slices.Contains(sp.Groups(), g) {
+			missing = append(missing, ref)
+		}
+	}
+	if len(missing) > 0 {
+		if err := d.Discover(g, r.Key, r.Writer, r.Writer, missing); err != nil {
+			d.log.Error("rediscovery failed", "group", g, "key", r.Key, "err", err)
 		}
 	}
 }

@@ -48,12 +48,9 @@ func (s *Syncer) Rows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error
 	var out []syncgroup.Row
 	err := s.With(g, func(gr *syncgroup.Group) error {
 		spec := gr.Spec()
-		for _, r := range gr.Rows().List(prefix) {
-			if spec.Covers(r.Key) {
-				out = append(out, r)
-			}
-		}
-		return nil
+		var err error
+		out, _, err = gr.Rows().ListFrom(prefix, "", -1, spec.Covers)
+		return err
 	})
 	return out, err
 }
@@ -67,8 +64,9 @@ func (s *Syncer) RowsFrom(g syncnode.GroupID, prefix, start string, limit int) (
 	}
 	err = s.With(g, func(gr *syncgroup.Group) error {
 		spec := gr.Spec()
-		rows, next = gr.Rows().ListFrom(prefix, start, limit, func(r syncgroup.Row) bool { return spec.Covers(r.Key) })
-		return nil
+		var err error
+		rows, next, err = gr.Rows().ListFrom(prefix, start, limit, spec.Covers)
+		return err
 	})
 	return rows, next, err
 }

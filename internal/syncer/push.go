@@ -421,7 +421,7 @@ func winners(g *syncgroup.Group, rows []syncgroup.Row) []syncgroup.Row {
 		if row.Deleted || len(refsOf([]syncgroup.Row{row})) == 0 {
 			continue
 		}
-		if cur, ok := g.Rows().Get(row.Key); ok && !syncgroup.Wins(row, cur) {
+		if !g.Rows().Beats(row) {
 			continue
 		}
 		if g.Check(row) != nil {

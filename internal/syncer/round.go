@@ -132,10 +132,13 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 		r.mu.Unlock()
 		return fmt.Errorf("%w: %s is no longer a member of %s", errPushRefused, to, id)
 	}
-	rows := r.g.Rows().Missing(vv, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
+	rows, err := r.g.Rows().Missing(vv, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
 	mine := r.g.Rows().VV()
 	prio := s.priorityLocked(r)
 	r.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("syncer: rows of %s for %s: %w", id, to, err)
+	}
 	if err := s.flush(); err != nil {
 		return err
 	}

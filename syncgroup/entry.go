@@ -1,0 +1,171 @@
+package syncgroup
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/syncnode/syncnode"
+)
+
+// entry is what a replica keeps in memory of its key's winning version:
+// all that ordering, version vectors and budgets read. The row itself
+// (value, signature) stays too until the store holds it (Stored), and is
+// then read back from the store when asked for: memory grows with the
+// keys a group has, not with its values and signatures. Membership rows,
+// few and read at every check, are always kept whole.
+type entry struct {
+	ts      Timestamp
+	writer  peer.ID
+	seq     uint64
+	cost    int64
+	refs    int
+	deleted bool
+	// row is the version whole, or nil once the store holds it.
+	row *Row
+}
+
+func newEntry(row Row) entry {
+	return entry{ts: row.TS, writer: row.Writer, seq: row.Seq, cost: rowCost(row), refs: refCount(row), deleted: row.Deleted, row: &row}
+}
+
+// Beats reports whether row would win its key here: no version is held,
+// or row wins over the one that is (Wins).
+func (r *Rows) Beats(row Row) bool {
+	cur, ok := r.rows[row.Key]
+	if !ok {
+		return true
+	}
+	if c := row.TS.Compare(cur.ts); c != 0 {
+		return c > 0
+	}
+	return row.Writer > cur.writer
+}
+
+// Lookup returns the winning version of key (possibly a tombstone), read
+// back from the store if it is no longer in memory.
+func (r *Rows) Lookup(key string) (Row, bool, error) {
+	if _, ok := r.rows[key]; !ok {
+		return Row{}, false, nil
+	}
+	rows, err := r.whole([]string{key})
+	if err != nil {
+		return Row{}, false, err
+	}
+	return rows[0], true, nil
+}
+
+// whole returns the winning versions of keys, each held here, whole: from
+// memory, or read back from the store in one go.
+func (r *Rows) whole(keys []string) ([]Row, error) {
+	out := make([]Row, len(keys))
+	var away []string
+	var at []int
+	for i, k := range keys {
+		if e := r.rows[k]; e.row != nil {
+			out[i] = *e.row
+		} else {
+			away, at = append(away, k), append(at, i)
+		}
+	}
+	if len(away) == 0 {
+		return out, nil
+	}
+	if r.load == nil {
+		return nil, fmt.Errorf("syncgroup: %d rows neither in memory nor in a store", len(away))
+	}
+	got, err := r.load(away)
+	if err != nil {
+		return nil, err
+	}
+	for j, row := range got {
+		e := r.rows[away[j]]
+		if row.Key != away[j] || row.Writer != e.writer || row.Seq != e.seq {
+			return nil, fmt.Errorf("%w: the store holds %q by %s #%d, the replica %q by %s #%d",
+				syncnode.ErrCorruptRecord, row.Key, row.Writer, row.Seq, away[j], e.writer, e.seq)
+		}
+		row.Writer = e.writer // the replica's one copy of the ID
+		out[at[j]] = row
+	}
+	return out, nil
+}
+
+// Stored tells the replica that the store now holds rows (each the
+// version that won its key when saved) and can read them back with load:
+// the ones that still win leave memory but for their entries.
+func (r *Rows) Stored(rows []Row, load func(keys []string) ([]Row, error)) {
+	r.load = load
+	for _, row := range rows {
+		if strings.HasPrefix(row.Key, memberPrefix) {
+			continue
+		}
+		if e, ok := r.rows[row.Key]; ok && e.row != nil && e.writer == row.Writer && e.seq == row.Seq {
+			e.row = nil
+			r.rows[row.Key] = e
+		}
+	}
+}
+
+// ListFrom returns up to limit (all, if negative) live rows under prefix
+// from key start on, sorted by key, whose keys keep (if not nil) keeps,
+// and the key the next page starts at ("" after the last). It reads the
+// keys it returns and the one after, not every key, and reads the rows
+// the store holds back in one go.
+func (r *Rows) ListFrom(prefix, start string, limit int, keep func(key string) bool) (rows []Row, next string, err error) {
+	var keys []string
+	r.keys.AscendGreaterOrEqual(max(prefix, start), func(k string) bool {
+		if !strings.HasPrefix(k, prefix) {
+			return false
+		}
+		if r.rows[k].deleted || keep != nil && !keep(k) {
+			return true
+		}
+		if len(keys) == limit {
+			next = k
+			return false
+		}
+		keys = append(keys, k)
+		return true
+	})
+	rows, err = r.whole(keys)
+	if err != nil {
+		return nil, "", err
+	}
+	return rows, next, nil
+}
+
+// Missing returns the winning versions under the prefixes that a peer with
+// version vector remote does not know, sorted by key.
+func (r *Rows) Missing(remote VersionVector, prefixes []string) ([]Row, error) {
+	var keys []string
+	for k, e := range r.rows {
+		if remote.Knows(e.writer, e.seq) {
+			continue
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(k, p) {
+				keys = append(keys, k)
+				break
+			}
+		}
+	}
+	slices.Sort(keys)
+	return r.whole(keys)
+}
+
+// restoreRow puts back a row read from the store, which holds it: only
+// its entry stays in memory (a membership row stays whole).
+func (r *Rows) restoreRow(row Row) {
+	r.set(row)
+	if !strings.HasPrefix(row.Key, memberPrefix) {
+		e := r.rows[row.Key]
+		e.row = nil
+		r.rows[row.Key] = e
+	}
+	if row.TS.Compare(r.hlc.last) > 0 {
+		r.hlc.last = row.TS
+	}
+	r.saw(row)
+}
