@@ -62,7 +62,10 @@ type custodyRules struct{ n *Node }
 // here, have come from a peer or have been granted to this device as its
 // origin, be referenced in a syncgroup, and be held verified by as many
 // servers of each of its groups as the group wants (Spec.Copies; with
-// one, the shares having moved is enough). A blob no row has referenced,
+// one, the shares having moved is enough). With more than one, the
+// servers its signpost counts are asked whether they still hold it: one
+// that says not is not counted (one that cannot be reached is, on its
+// earlier word). A blob no row has referenced,
 // or one put here whose creator shares were never granted (no row of a
 // group this node is a member of named it since), exists nowhere else;
 // only RemoveBlob, asked for by name, deletes it.
@@ -71,7 +74,15 @@ func (r custodyRules) MayEvict(ref syncnode.BlobRef) (bool, error) {
 	if err != nil || !ok {
 		return false, err
 	}
-	return r.n.book.CopiesMet(ref)
+	if ok, err := r.n.book.CopiesMet(ref); err != nil || !ok {
+		return false, err
+	}
+	// The signpost's word met the group's copies; the servers it counts
+	// must say so now, as one may have dropped its copy since.
+	ctx, cancel := context.WithTimeout(r.n.ctx, 2*r.n.cfg.IOTimeout)
+	defer cancel()
+	short, err := r.n.copiesShort(ctx, ref, false)
+	return err == nil && len(short) == 0, err
 }
 
 // KeepsAll reports whether this node is a server in any of its groups,

@@ -3,6 +3,8 @@ package node
 import (
 	"bufio"
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/feed"
+	"github.com/syncnode/syncnode/internal/holds"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/p2p"
@@ -128,5 +131,83 @@ func TestAChallengeFromADeviceNamesNoHolder(t *testing.T) {
 	owner.Evict()
 	if !owner.HasBlob(ref) {
 		t.Fatal("the owner evicted its only copy")
+	}
+}
+
+// TestNoCopyRemovedBelowK: in a group that wants two server copies, with
+// three servers holding a blob, one server loses its copy (its disk,
+// under the node) and stays up. Every signpost still names it a holder,
+// yet a second server may not remove its copy, which would leave one; nor
+// may the phone remove its own while only one server answers that it
+// holds the blob.
+func TestNoCopyRemovedBelowK(t *testing.T) {
+	t.Parallel()
+	phone := openNode(t, t.TempDir())
+	defer phone.Close()
+	servers := []*Node{openNode(t, t.TempDir()), openNode(t, t.TempDir()), openNode(t, t.TempDir())}
+	closed := map[*Node]bool{}
+	defer func() {
+		for _, s := range servers {
+			if !closed[s] {
+				s.Close()
+			}
+		}
+	}()
+	spec, err := phone.CreateGroupWith(GroupOptions{Name: "photos", Prefixes: []string{"photos/"}, Private: true, DevType: syncnode.Normal, Copies: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := spec.ID
+	for _, s := range servers {
+		join(t, phone, s, g, syncnode.Server)
+	}
+	testkit.WaitFor(t, 10*time.Second, "membership on every node", func() bool {
+		for _, n := range append([]*Node{phone}, servers...) {
+			if len(n.Members(g)) != 4 {
+				return false
+			}
+		}
+		return true
+	})
+	ref := putBlobRow(t, phone, g, "photos/1", 64<<10, 7)
+	testkit.WaitFor(t, 30*time.Second, "every server holds the blob", func() bool {
+		return servers[0].HasBlob(ref) && servers[1].HasBlob(ref) && servers[2].HasBlob(ref)
+	})
+	var bare []*Node
+	testkit.WaitFor(t, 30*time.Second, "one server holds the group's shares", func() bool {
+		bare = nil
+		for _, s := range servers {
+			if sharesIn(t, s, ref, g) == 0 {
+				bare = append(bare, s)
+			}
+		}
+		return sharesIn(t, phone, ref, g) == 0 && len(bare) == 2
+	})
+	testkit.WaitFor(t, 10*time.Second, "the phone's signpost names three server copies", func() bool {
+		why, err := phone.Why(ref)
+		return err == nil && len(why.Copies) == 1 && why.Copies[0].Known == 3
+	})
+	if err := bare[0].blobs.Delete(ref); err != nil {
+		t.Fatal(err)
+	}
+	// A take of the shares, under way on a server that fetched last,
+	// holds the copy for a moment.
+	var held *holds.Error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		err = bare[1].RemoveBlob(ref)
+		if !errors.As(err, &held) || !held.Only(holds.Work) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !errors.Is(err, ErrPinned) || !strings.Contains(err.Error(), "wants 2 verified server copies, and 1 other servers hold one now") {
+		t.Fatalf("a removal with one other server holding the blob, and one named that lost it: %v", err)
+	}
+	if !bare[1].HasBlob(ref) {
+		t.Fatal("the refused removal deleted the copy")
+	}
+	bare[1].Close() // one server answers that it holds the blob now
+	closed[bare[1]] = true
+	if err := phone.RemoveBlob(ref); !errors.Is(err, ErrPinned) || !phone.HasBlob(ref) {
+		t.Fatalf("the phone's removal, one server answering that it holds the blob: %v", err)
 	}
 }

@@ -134,6 +134,9 @@ func (n *Node) keeper() holds.Keeper {
 			return err
 		},
 		Names: n.names(),
+		Short: func(ctx context.Context, ref syncnode.BlobRef) ([]holds.Shortfall, error) {
+			return n.copiesShort(ctx, ref, true)
+		},
 		Settle: func(ctx context.Context, ref syncnode.BlobRef, wait time.Duration) error {
 			_, err := n.handoffs.Shares().SettleEscrow(ctx, ref, wait)
 			return err
@@ -144,4 +147,14 @@ func (n *Node) keeper() holds.Keeper {
 // names names groups and peers in errors.
 func (n *Node) names() holds.GroupNames {
 	return holds.GroupNames{Groups: n.sync, Self: n.h.ID(), NameFunc: n.peerName}
+}
+
+// copiesShort is handoff.Handoffs.CopiesShort as holds wants it.
+func (n *Node) copiesShort(ctx context.Context, ref syncnode.BlobRef, strict bool) ([]holds.Shortfall, error) {
+	short, err := n.handoffs.CopiesShort(ctx, ref, strict)
+	out := make([]holds.Shortfall, len(short))
+	for i, s := range short {
+		out[i] = holds.Shortfall{Group: s.Group, Have: s.Have, Want: s.Want}
+	}
+	return out, err
 }

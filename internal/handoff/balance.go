@@ -2,7 +2,9 @@ package handoff
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -60,4 +62,84 @@ func (h *Handoffs) Balanced(ctx context.Context, ref syncnode.BlobRef) (bool, er
 		}
 	}
 	return true, nil
+}
+
+// Short is a group that has fewer servers holding a blob verified, apart
+// from this node, than it wants.
+type Short struct {
+	Group syncnode.GroupID
+	// Have is how many other servers said they hold it; Want is the
+	// group's Spec.Copies.
+	Have, Want int
+}
+
+// CopiesShort asks, in every group ref was learned through that wants
+// more than one verified server copy, each other server of the group
+// whether it holds ref now, and returns the groups where fewer hold it
+// than the group wants. A signpost's word is not enough here: a server
+// that dropped its copy is named as a location by every node it did not
+// tell. One that says it holds none is forgotten as a location of ref. One
+// that cannot be asked counts as holding none when strict (a removal the
+// user can try again), and as its signpost says otherwise (an eviction,
+// which a server away for the night must not stop). It is what a device
+// evicting, or anyone removing, its copy must pass first.
+func (h *Handoffs) CopiesShort(ctx context.Context, ref syncnode.BlobRef, strict bool) ([]Short, error) {
+	sp, err := h.book.Get(ref)
+	if errors.Is(err, syncnode.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var short []Short
+	for _, g := range sp.Groups() {
+		want := h.book.CopiesWanted(g)
+		if want <= 1 {
+			continue // the shares' move to a server is the proof (ownership)
+		}
+		var servers []peer.ID
+		for _, m := range h.groups.Members(g) {
+			if m.DevType == syncnode.Server && m.Peer != h.self {
+				servers = append(servers, m.Peer)
+			}
+		}
+		have := h.haveNow(ctx, ref, servers, func(p peer.ID) bool {
+			l, ok := sp.Locations[p]
+			return !strict && ok && l.IsServer && !l.IsProxy
+		})
+		if have < want {
+			short = append(short, Short{Group: g, Have: have, Want: want})
+		}
+	}
+	return short, nil
+}
+
+// haveNow asks peers at once whether they hold ref, and returns how many
+// say so, and of those that cannot be asked, how many away says hold it;
+// those that say not are forgotten as locations of ref.
+func (h *Handoffs) haveNow(ctx context.Context, ref syncnode.BlobRef, peers []peer.ID, away func(peer.ID) bool) int {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	n := 0
+	var gone []peer.ID
+	for _, p := range peers {
+		wg.Go(func() {
+			hctx, cancel := context.WithTimeout(ctx, haveWait)
+			defer cancel()
+			r, err := h.fetch.Have(hctx, p, ref)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil && r.Have, err != nil && away(p):
+				n++
+			case err == nil:
+				gone = append(gone, p)
+			}
+		})
+	}
+	wg.Wait()
+	if len(gone) > 0 {
+		h.book.Forget(ref, gone)
+	}
+	return n
 }

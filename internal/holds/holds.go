@@ -43,6 +43,9 @@ const (
 	Work Kind = "work"
 	// User: the user pinned it here.
 	User Kind = "user"
+	// Copies: a group wants more verified server copies than the other
+	// servers hold now; this copy may be one of the few.
+	Copies Kind = "copies"
 )
 
 // Hold is one thing that keeps a blob here.
@@ -117,11 +120,20 @@ type Names interface {
 }
 
 // Facts are what the node knows of a blob besides its ledger: work in
-// progress pins it, the user pinned it, and how long shares wait in
-// escrow.
+// progress pins it, the user pinned it, how long shares wait in escrow,
+// and the groups short of the server copies they want without this one.
 type Facts struct {
 	Work, User bool
 	EscrowWait time.Duration
+	Short      []Shortfall
+}
+
+// Shortfall is a group in which fewer servers other than this node hold a
+// blob verified (Have, those that said so when asked) than the group
+// wants (Want, its Spec.Copies).
+type Shortfall struct {
+	Group      syncnode.GroupID
+	Have, Want int
 }
 
 // Of returns what keeps ref here, nil if nothing does.
@@ -157,6 +169,11 @@ func Of(ref syncnode.BlobRef, l Ledger, n Names, f Facts) (*Error, error) {
 	if f.Work {
 		e.Holds = append(e.Holds, Hold{Kind: Work, What: "a share transfer or an ejection in progress needs the copy",
 			Release: "try again once that ends"})
+	}
+	for _, s := range f.Short {
+		e.Holds = append(e.Holds, Hold{Kind: Copies, Group: s.Group,
+			What:    fmt.Sprintf("group %s wants %d verified server copies, and %d other servers hold one now", n.GroupName(s.Group), s.Want, s.Have),
+			Release: "another server of the group fetches it, or the group's copies are lowered (`syncnode sg copies`); `syncnode why` lists the copies known"})
 	}
 	if f.User {
 		e.Holds = append(e.Holds, Hold{Kind: User, What: "pinned here",

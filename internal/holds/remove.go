@@ -51,6 +51,9 @@ type Keeper struct {
 	Grant func(ref syncnode.BlobRef) error
 	// Known reports a blob some signpost names holders of.
 	Known func(ref syncnode.BlobRef) bool
+	// Short returns the groups of ref that want more verified server
+	// copies than the other servers say they hold when asked now.
+	Short func(ctx context.Context, ref syncnode.BlobRef) ([]Shortfall, error)
 	// EscrowWait is how long shares stay in escrow; SettleWait how long a
 	// removal waits for a settle; IOTimeout bounds the question that
 	// follows it.
@@ -79,10 +82,17 @@ func (r Keeper) Remove(ctx context.Context, ref syncnode.BlobRef, force bool) er
 		}
 		cancel()
 	}
+	var short []Shortfall
+	if r.Short != nil && r.Holds(ref) {
+		var err error
+		if short, err = r.Short(ctx, ref); err != nil {
+			return err
+		}
+	}
 	unlock := r.Custody.Lock(ref)
 	defer unlock()
 	user, _ := r.Custody.UserPinned(ref)
-	held, err := Of(ref, r.Ledger, r.Names, Facts{Work: r.Custody.Pinned(ref), User: user, EscrowWait: r.EscrowWait})
+	held, err := Of(ref, r.Ledger, r.Names, Facts{Work: r.Custody.Pinned(ref), User: user, EscrowWait: r.EscrowWait, Short: short})
 	if err != nil {
 		return err
 	}
