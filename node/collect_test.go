@@ -132,3 +132,47 @@ func TestReferencedAgainWithinTheGraceIsKept(t *testing.T) {
 		t.Fatalf("a blob referenced again within the grace was collected: held %v, shares %d", a.HasBlob(ref), sharesIn(t, a, ref, g))
 	}
 }
+
+// TestNamedAgainAfterCollectionIsKept: a blob collected everywhere but on
+// a laptop that pinned its fetched copy is named again by a row from the
+// phone, which holds no copy and so is granted no shares. The server
+// fetches it again, and the group holds shares of it again (nobody kept
+// any, so the holders reclaim them): the server may not remove it, and
+// the laptop may let its copy go.
+func TestNamedAgainAfterCollectionIsKept(t *testing.T) {
+	t.Parallel()
+	nodes, g := meshWith(t, true, withGrace, syncnode.Normal, syncnode.Normal, syncnode.Server)
+	phone, laptop, srv := nodes[0], nodes[1], nodes[2]
+	ref := putBlobRow(t, phone, g, "photos/x", 64<<10, 83)
+	testkit.WaitFor(t, 20*time.Second, "the server to hold the blob with both shares", func() bool {
+		return srv.HasBlob(ref) && sharesIn(t, srv, ref, g) == ownership.CreatorShares
+	})
+	if err := laptop.PinBlob(t.Context(), ref); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := phone.DeleteRow(g, "photos/x"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 30*time.Second, "the blob collected but on the laptop, which pinned it", func() bool {
+		return !srv.HasBlob(ref) && !phone.HasBlob(ref) && laptop.HasBlob(ref) && totalShares(t, nodes, ref, g) == 0
+	})
+	v, _ := msgpack.Marshal(map[string]any{"blob": ref})
+	if _, err := phone.PutRow(g, "photos/y", v); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 30*time.Second, "the server to hold it again, with the group's shares somewhere", func() bool {
+		return srv.HasBlob(ref) && totalShares(t, nodes, ref, g) >= ownership.CreatorShares
+	})
+	if err := laptop.UnpinBlob(ref); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 30*time.Second, "the server to hold the group's shares", func() bool {
+		return sharesIn(t, srv, ref, g) == ownership.CreatorShares
+	})
+	if err := srv.RemoveBlob(ref); !errors.Is(err, ErrPinned) {
+		t.Fatalf("the server's removal of the one copy its shares keep: %v", err)
+	}
+	if err := laptop.RemoveBlob(ref); err != nil {
+		t.Fatalf("the laptop's removal of its spare copy: %v", err)
+	}
+}

@@ -177,7 +177,8 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	n.book = signposting.New(n.h.ID(), n.signposts, n.sync, n.conn.Addrs, func(p peer.ID, as []string) { connectivity.AddAddrs(n.h, p, as) }, n.log)
 	n.collector, err = collect.New(collect.Config{Grace: n.cfg.CollectGrace}, collect.Deps{Self: n.h.ID(), DB: n.db,
 		Groups: n.sync, Signposts: n.signposts, Ledger: n.ledger, Custody: n.custody,
-		Busy: func(ref syncnode.BlobRef) bool { return n.retr.InFlight(ref) }, Collected: n.collected, Log: n.log})
+		Busy: func(ref syncnode.BlobRef) bool { return n.retr.InFlight(ref) }, Collected: n.collected,
+		Revive: func(ref syncnode.BlobRef) (bool, error) { return n.handoffs.Revive(ref) }, Log: n.log})
 	if err != nil {
 		return err
 	}

@@ -56,3 +56,24 @@ func (l *Ledger) Reclaim(ref syncnode.BlobRef, orphaned []syncnode.GroupID) (gra
 	})
 	return granted, err
 }
+
+// Revive marks a blob held here that a group collected and a row of it
+// then named again, for Reclaim: the group's shares were dissolved on
+// every member, and the row that names it again may come from a member
+// that does not hold it, which no creator grant can reach. Until the
+// members say whether one of them keeps shares of it, the copy is pinned
+// as one held when the database was lost is. The caller holds the copy
+// verified, under the lock that deleting it takes.
+func (l *Ledger) Revive(ref syncnode.BlobRef) error {
+	if r, err := l.read(ref); err != nil || r.Recovered {
+		return err
+	}
+	return l.durable.Update(func(txn *badger.Txn) error {
+		r, err := load(txn, ref)
+		if err != nil || r.Recovered {
+			return err
+		}
+		r.Recovered = true
+		return store(txn, ref, r)
+	})
+}

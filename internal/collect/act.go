@@ -192,10 +192,19 @@ func (c *Collector) Unreferenced(ref syncnode.BlobRef, g syncnode.GroupID) bool 
 // began before ref was collected here may end after: the copy is marked
 // for the next pass, which deletes it unless something keeps it (a row
 // that names the blob again, a group, a pin).
+//
+// A copy of a blob named again after its collection here is told to
+// Deps.Revive.
 func (c *Collector) Arrived(ref syncnode.BlobRef) error {
 	rec, err := c.load(ref)
-	if err != nil || len(rec.Collected) == 0 || rec.Kept {
+	if err != nil {
 		return err
+	}
+	if err := c.revive(ref, rec); err != nil {
+		return err
+	}
+	if len(rec.Collected) == 0 || rec.Kept {
+		return nil
 	}
 	return c.markKept(ref, true)
 }

@@ -107,7 +107,11 @@ type Deps struct {
 	// Collected, if not nil, is told of each blob collected in a group,
 	// and whether its copy here was deleted.
 	Collected func(ref syncnode.BlobRef, g syncnode.GroupID, deleted bool)
-	Log       *slog.Logger
+	// Revive, if not nil, is told of a blob a group collected and a row
+	// then named again (see handoff.Handoffs.Revive); it reports whether
+	// this node holds it, and if not is told again when a copy arrives.
+	Revive func(ref syncnode.BlobRef) (held bool, err error)
+	Log    *slog.Logger
 }
 
 // Collector runs the passes.
@@ -337,7 +341,10 @@ func (c *Collector) plan(rec *record, ref syncnode.BlobRef, g syncnode.GroupID, 
 	}
 	if _, ok := rec.Collected[g]; ok && f.Referenced {
 		delete(rec.Collected, g) // named again: no longer gone
-		changed = true
+		if rec.Revived == nil {
+			rec.Revived = map[syncnode.GroupID]bool{}
+		}
+		rec.Revived[g], changed = true, true
 	}
 	switch Plan(f, now, c.cfg.Grace) {
 	case Clear:
@@ -385,6 +392,9 @@ func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]boo
 	if err != nil {
 		return 0, err
 	}
+	if err := c.revive(ref, rec); err != nil {
+		return 0, err
+	}
 	for _, g := range due {
 		if err := c.collect(ref, g, anywhere, start, now); err != nil {
 			return 0, err
@@ -394,6 +404,24 @@ func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]boo
 		return 0, c.retry(ref, anywhere, start)
 	}
 	return len(rec.Since) - len(due), nil
+}
+
+// revive tells Deps.Revive of a blob that rec says a group collected and
+// named again, and forgets it once this node held it then.
+func (c *Collector) revive(ref syncnode.BlobRef, rec record) error {
+	if len(rec.Revived) == 0 || c.d.Revive == nil {
+		return nil
+	}
+	held, err := c.d.Revive(ref)
+	if err != nil || !held {
+		return err
+	}
+	_, err = c.update(ref, func(rec *record) bool {
+		changed := len(rec.Revived) > 0
+		rec.Revived = nil
+		return changed
+	})
+	return err
 }
 
 // retry deletes the copy of a collected blob that something kept, if

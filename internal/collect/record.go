@@ -24,6 +24,10 @@ type record struct {
 	// Named is when a row was last seen naming the blob (Referenced): a
 	// pass that began before does not collect it.
 	Named int64 `msgpack:"n,omitempty"`
+	// Revived marks the groups that collected the blob and whose rows
+	// named it again, until this node, holding it, had its shares
+	// reclaimed (Deps.Revive).
+	Revived map[syncnode.GroupID]bool `msgpack:"v,omitempty"`
 }
 
 func key(ref syncnode.BlobRef) []byte {

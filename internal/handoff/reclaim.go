@@ -168,3 +168,25 @@ func (h *Handoffs) orphanedIn(ref syncnode.BlobRef) ([]syncnode.GroupID, error) 
 	}
 	return out, nil
 }
+
+// Revive is told of a blob that a group collected and a row then named
+// again. If this node holds it, its shares are reclaimed as after a lost
+// database: where no member keeps shares of it, this node takes the
+// creator's (several holders doing so at once give the group more than
+// two, never fewer), and the copy is pinned until the members have
+// answered. It reports whether this node holds the blob; if not, the
+// caller tells it again once a copy arrives.
+func (h *Handoffs) Revive(ref syncnode.BlobRef) (held bool, err error) {
+	err = h.withCopy(ref, func(ok bool) error {
+		held = ok
+		if !ok {
+			return nil
+		}
+		return h.ledger.Revive(ref)
+	})
+	if held && err == nil {
+		h.log.Info("blob named again after its collection: its shares are reclaimed", "blob", ref)
+		h.reclaims.add(ref)
+	}
+	return held, err
+}

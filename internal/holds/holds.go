@@ -163,7 +163,7 @@ func Of(ref syncnode.BlobRef, l Ledger, n Names, f Facts) (*Error, error) {
 			Release: fmt.Sprintf("it settles when that member answers again (after the escrow wait, %v, the shares come back here)", f.EscrowWait)})
 	}
 	if recovered {
-		e.Holds = append(e.Holds, Hold{Kind: Recovered, What: "held when this node's database was lost",
+		e.Holds = append(e.Holds, Hold{Kind: Recovered, What: "held when this node's database was lost, or named again after its collection",
 			Release: "kept until the members of its groups say who keeps its shares (they are asked in the background)"})
 	}
 	if f.Work {
