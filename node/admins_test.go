@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +73,44 @@ func TestJoinsWhileTheCreatorIsAway(t *testing.T) {
 	// The creator, gone, stays an admin: no junior admin removes it.
 	if _, err := admin.ChangeGroup(spec.ID, syncgroup.Change{Op: syncgroup.RemoveAdmin, Peer: creator.ID()}); !errors.Is(err, syncgroup.ErrNotAllowed) {
 		t.Fatalf("a junior admin removing the creator: %v", err)
+	}
+}
+
+// TestJoinRedirectedToAnAdminMadeSince: a device holds an invitation
+// the creator issued before it made another member an admin, so it names
+// the creator and the group's server, not the new admin. The creator is
+// offline; the server, which may not admit, answers with where the admins
+// are, and the new admin admits.
+func TestJoinRedirectedToAnAdminMadeSince(t *testing.T) {
+	creator := openNode(t, t.TempDir())
+	admin, srv, joiner := startNode(t), startNode(t), startNode(t)
+	spec, err := creator.CreateGroup("photos", []string{"photos/"}, true, syncnode.Normal)
+	if err != nil {
+		creator.Close()
+		t.Fatal(err)
+	}
+	join(t, creator, srv, spec.ID, syncnode.Server)
+	join(t, creator, admin, spec.ID, syncnode.Normal)
+	inv := invitationFor(t, creator, joiner, spec.ID, syncnode.Normal)
+	if got := names(t, inv); got[admin.ID()] || !got[srv.ID()] {
+		t.Fatalf("the invitation names %v: want the server, not the member made an admin later", got)
+	}
+	if _, err := creator.ChangeGroup(spec.ID, syncgroup.Change{Op: syncgroup.AddAdmin, Peer: admin.ID()}); err != nil {
+		creator.Close()
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the server learns of the new admin", func() bool {
+		s, _ := srv.GroupSpec(spec.ID)
+		return slices.Contains(s.Admins, admin.ID())
+	})
+	if err := creator.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := joiner.JoinGroup(t.Context(), inv); err != nil {
+		t.Fatalf("a join with an invitation from before the new admin, the creator offline: %v", err)
+	}
+	if !slices.ContainsFunc(admin.Members(spec.ID), func(m syncgroup.Member) bool { return m.Peer == joiner.ID() }) {
+		t.Fatal("the new admin does not hold the joiner for a member")
 	}
 }
 
@@ -193,5 +232,32 @@ func TestForcedLeaveDropsTheShares(t *testing.T) {
 	}
 	if sh, err := nodes[0].ledger.Shares(ref); err != nil || sh[g] != 0 {
 		t.Fatalf("after the leave the node holds %v shares of the blob in the group (%v)", sh, err)
+	}
+}
+
+// TestOnlyAnAdminInvites: a member that is no admin is refused an
+// invitation (every admin would refuse the join it makes) and an
+// ejection, each naming every admin to ask.
+func TestOnlyAnAdminInvites(t *testing.T) {
+	t.Parallel()
+	nodes, g := mesh(t, true, syncnode.Normal, syncnode.Normal, syncnode.Normal)
+	creator, admin, member := nodes[0], nodes[1], nodes[2]
+	if _, err := creator.ChangeGroup(g, syncgroup.Change{Op: syncgroup.AddAdmin, Peer: admin.ID()}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the member learns of the second admin", func() bool {
+		s, _ := member.GroupSpec(g)
+		return len(s.Admins) == 2
+	})
+	_, err := member.Invite(g, startNode(t).ID(), syncnode.Normal, time.Hour)
+	if !errors.Is(err, syncgroup.ErrNotAllowed) || !strings.Contains(err.Error(), creator.ID().String()) || !strings.Contains(err.Error(), admin.ID().String()) {
+		t.Fatalf("a member's invitation: %v", err)
+	}
+	_, err = member.PlanEjection(t.Context(), g, creator.ID())
+	if err == nil {
+		err = member.EjectMember(g, creator.ID())
+	}
+	if !errors.Is(err, syncgroup.ErrNotAllowed) || !strings.Contains(err.Error(), admin.ID().String()) {
+		t.Fatalf("a member's ejection: %v", err)
 	}
 }

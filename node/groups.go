@@ -62,6 +62,11 @@ func (n *Node) CreateGroupWith(o GroupOptions) (syncgroup.Spec, error) {
 // invitation carries, signed, the addresses of this node and of the
 // group's servers: it is all the joiner needs (see JoinGroup).
 func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl time.Duration) (syncgroup.Invitation, error) {
+	if spec, err := n.GroupSpec(g); err == nil && !n.sync.IsAdmin(g, n.h.ID()) {
+		// Every admin would refuse it at the join.
+		return syncgroup.Invitation{}, fmt.Errorf("%w: only an admin of %s invites, and this node is not one%s",
+			syncgroup.ErrNotAllowed, n.names().GroupName(g), n.askAdmins(spec))
+	}
 	return n.sync.Invite(g, p, dev, time.Now().Add(ttl), n.conn.InvitationAddrs(g))
 }
 

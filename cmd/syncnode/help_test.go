@@ -68,6 +68,12 @@ func TestHelpNamesEveryCommandAndFlag(t *testing.T) {
 		if err := run(t.Context(), []string{group, "-h"}, strings.NewReader(""), &out, io.Discard); err != nil || !strings.Contains(out.String(), "Commands:") {
 			t.Errorf("syncnode %s -h: %v %q", group, err, out.String())
 		}
+		for _, help := range [][]string{{group, "help"}, {group, "help", "nonesuch"}} {
+			out.Reset()
+			if err := run(t.Context(), help, strings.NewReader(""), &out, io.Discard); err != nil || !strings.Contains(out.String(), "Commands:") {
+				t.Errorf("syncnode %s: %v %q", strings.Join(help, " "), err, out.String())
+			}
+		}
 	}
 }
 

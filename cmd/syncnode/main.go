@@ -132,6 +132,11 @@ func (k *command) exec(c *cmd, path, args []string, global *flag.FlagSet) error 
 			fmt.Fprint(c.stdout, k.help(path, global))
 			return nil
 		}
+		if args[0] == "help" { // syncnode sg help [invite]
+			more, h := k.find(args[1:])
+			fmt.Fprint(c.stdout, h.help(append(path, more...), global))
+			return nil
+		}
 		next := k.child(args[0])
 		if next == nil {
 			return fmt.Errorf("%s: unknown command %q\n\n%s", k.title(path), args[0], k.help(path, global))

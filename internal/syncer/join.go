@@ -6,10 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/p2p"
@@ -33,12 +36,26 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, admins []pe
 	var via peer.ID
 	var errs []error
 	last := s.lastResume(inv.Group)
-	for _, a := range admins {
+	asked := map[peer.ID]bool{}
+	redirects := 0
+	for i := 0; i < len(admins); i++ {
+		a := admins[i]
+		if asked[a] {
+			continue
+		}
+		asked[a] = true
 		if resp, err = s.askJoin(ctx, inv, a, last.TS); err == nil {
 			via = a
 			break
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", a, err))
+		// A member that is no admin names the admins it knows: one the
+		// invitation could not name (made an admin since) may admit.
+		for _, p := range s.redirected(resp.Admins, a) {
+			if !asked[p] && !slices.Contains(admins, p) && redirects < maxRedirects {
+				admins, redirects = append(admins, p), redirects+1
+			}
+		}
 	}
 	if via == "" {
 		return "", fmt.Errorf("%w: %w", ErrNoAdmin, errors.Join(errs...))
@@ -74,6 +91,75 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, admins []pe
 	return g.ID(), nil
 }
 
+// redirected reads the admins' addresses a refusal from peer from
+// carries: each a multiaddr of at most MaxInvitationAddrLen bytes ending
+// in its peer's ID, the first maxRedirects only. They are hints: the
+// peer dialled must still prove its ID, and admit.
+func (s *Syncer) redirected(addrs []string, from peer.ID) []peer.ID {
+	var out []peer.ID
+	for _, a := range addrs[:min(len(addrs), maxRedirects)] {
+		if len(a) > syncgroup.MaxInvitationAddrLen {
+			continue
+		}
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			continue
+		}
+		tr, id := peer.SplitAddr(m)
+		if id == "" || tr == nil || id == s.h.ID() {
+			continue
+		}
+		s.h.Peerstore().AddAddrs(id, []ma.Multiaddr{tr}, peerstore.AddressTTL)
+		if !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	if len(out) > 0 {
+		s.log.Info("join redirected to the group's admins", "by", from, "admins", out)
+	}
+	return out
+}
+
+// adminAddrs returns where the admins of g other than this node can be
+// reached, for a joiner from whose invitation (inv) an admin issued: a
+// member that is no admin refuses the join, and names them instead.
+// Nothing for an invitation that does not verify.
+func (s *Syncer) adminAddrs(inv syncgroup.Invitation, from peer.ID) []string {
+	var out []string
+	s.With(inv.Group, func(g *syncgroup.Group) error {
+		admins := g.Spec().Admins
+		if inv.Verify(from, admins, time.Now()) != nil {
+			return nil
+		}
+		for _, a := range admins {
+			if a == s.h.ID() {
+				continue
+			}
+			var addrs []ma.Multiaddr
+			if m, ok := g.Member(a); ok {
+				for _, x := range m.Addrs {
+					if addr, err := ma.NewMultiaddr(x); err == nil {
+						addrs = append(addrs, addr)
+					}
+				}
+			}
+			addrs = append(addrs, s.h.Peerstore().Addrs(a)...)
+			for _, addr := range addrs[:min(len(addrs), 4)] {
+				tr, _ := peer.SplitAddr(addr)
+				if tr == nil {
+					continue
+				}
+				full := tr.Encapsulate(ma.StringCast("/p2p/" + a.String())).String()
+				if len(out) < maxRedirects && len(full) <= syncgroup.MaxInvitationAddrLen && !slices.Contains(out, full) {
+					out = append(out, full)
+				}
+			}
+		}
+		return nil
+	})
+	return out
+}
+
 // askJoin presents inv to admin and returns its answer.
 func (s *Syncer) askJoin(ctx context.Context, inv syncgroup.Invitation, admin peer.ID, last syncgroup.Timestamp) (joinResponse, error) {
 	var resp joinResponse
@@ -92,9 +178,9 @@ func (s *Syncer) askJoin(ctx context.Context, inv syncgroup.Invitation, admin pe
 	})
 	switch {
 	case err != nil:
-		return resp, err
+		return joinResponse{}, err
 	case resp.Err != "":
-		return resp, fmt.Errorf("%w: %s", ErrRefused, resp.Err)
+		return joinResponse{Admins: resp.Admins}, fmt.Errorf("%w: %s", ErrRefused, resp.Err)
 	case resp.Spec.ID != inv.Group:
 		return resp, fmt.Errorf("%w: the spec of %s given for %s", ErrRefused, resp.Spec.ID, inv.Group)
 	}
@@ -183,7 +269,10 @@ func (s *Syncer) handleJoin(st network.Stream) {
 	}
 	if err != nil {
 		s.log.Info("join refused", "peer", from, "group", req.Invitation.Group, "err", err)
-		resp.Err = refusal
+		resp = joinResponse{Err: refusal}
+		if !s.IsAdmin(req.Invitation.Group, s.h.ID()) {
+			resp.Admins = s.adminAddrs(req.Invitation, from)
+		}
 	}
 	p2p.WriteMsg(st, resp, s.cfg.IOTimeout)
 }

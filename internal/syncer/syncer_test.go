@@ -598,3 +598,51 @@ func TestResumedLeaveSparesARejoinedGroup(t *testing.T) {
 		t.Fatalf("the resumed leave dropped the rejoined replica: %v", err)
 	}
 }
+
+// TestAdminsNamedOnlyForAGoodInvitation: a member that is no admin names
+// where the admins are to a joiner whose invitation an admin signed for
+// it, and to no one else: not to a peer presenting another's invitation,
+// one expired, or one its own key signed.
+func TestAdminsNamedOnlyForAGoodInvitation(t *testing.T) {
+	c := newCluster(t, 3)
+	member := c.sync[2]
+	joiner, err := c.mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminKey := c.hosts[0].Peerstore().PrivKey(c.hosts[0].ID())
+	good, err := syncgroup.Invite(adminKey, c.gid, joiner.ID(), syncnode.Normal, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := member.adminAddrs(good, joiner.ID())
+	if len(got) == 0 {
+		t.Fatal("no admin named to a joiner with a good invitation")
+	}
+	for _, a := range got {
+		if !strings.HasSuffix(a, "/p2p/"+c.hosts[0].ID().String()) {
+			t.Fatalf("%q is not the admin's", a)
+		}
+	}
+	if ids := member.redirected(got, c.hosts[2].ID()); len(ids) != 1 || ids[0] != c.hosts[0].ID() {
+		t.Fatalf("the joiner reads %v from %v", ids, got)
+	}
+	expired, _ := syncgroup.Invite(adminKey, c.gid, joiner.ID(), syncnode.Normal, time.Now().Add(-time.Minute))
+	own, _ := syncgroup.Invite(c.hosts[2].Peerstore().PrivKey(c.hosts[2].ID()), c.gid, joiner.ID(), syncnode.Normal, time.Now().Add(time.Hour))
+	for name, tc := range map[string]struct {
+		inv  syncgroup.Invitation
+		from peer.ID
+	}{
+		"another's invitation": {good, c.hosts[1].ID()},
+		"an expired one":       {expired, joiner.ID()},
+		"a member's own":       {own, joiner.ID()},
+	} {
+		if got := member.adminAddrs(tc.inv, tc.from); len(got) != 0 {
+			t.Errorf("%s: the admins named: %v", name, got)
+		}
+	}
+	long := []string{"/ip4/1.2.3.4/tcp/1/p2p/" + c.hosts[0].ID().String() + "/" + strings.Repeat("x", 600), "nonsense", "/ip4/1.2.3.4/tcp/1"}
+	if ids := member.redirected(long, c.hosts[2].ID()); len(ids) != 0 {
+		t.Fatalf("malformed, oversized and unnamed addresses read as %v", ids)
+	}
+}

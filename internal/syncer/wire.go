@@ -104,7 +104,16 @@ type joinRequest struct {
 type joinResponse struct {
 	Err  string         `msgpack:"e,omitempty"`
 	Spec syncgroup.Spec `msgpack:"s"`
+	// Admins, with a refusal from a member that is no admin, are where
+	// the group's admins can be reached (multiaddrs ending in /p2p/ID),
+	// for a joiner whose invitation that member found good: a hint, at
+	// most maxRedirects of at most syncgroup.MaxInvitationAddrLen bytes.
+	Admins []string `msgpack:"ad,omitempty"`
 }
+
+// maxRedirects bounds the admin addresses a refusal carries, and the
+// peers a join asks beyond the ones it started with.
+const maxRedirects = 16
 
 // maxJoinRequest bounds a join request: an invitation, a membership row
 // and a few addresses.
