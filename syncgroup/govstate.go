@@ -48,7 +48,7 @@ func (s *govState) allows(w peer.ID, c Change) error {
 	case AddAdmin:
 		switch {
 		case c.Peer.Validate() != nil:
-			return fmt.Errorf("syncgroup: admin to add: %w", c.Peer.Validate())
+			return fmt.Errorf("%w: admin to add: %w", ErrBadChange, c.Peer.Validate())
 		case slices.Contains(s.admins, c.Peer):
 			return fmt.Errorf("%w: %s is an admin already", ErrNotAllowed, c.Peer)
 		case len(s.admins) >= MaxAdmins:
@@ -59,13 +59,13 @@ func (s *govState) allows(w peer.ID, c Change) error {
 	case AddPrefix:
 		switch {
 		case c.Prefix == "" || strings.HasPrefix(c.Prefix, "\x00"):
-			return fmt.Errorf("syncgroup: prefix %q is reserved", c.Prefix)
+			return fmt.Errorf("%w: prefix %q is reserved", ErrBadChange, c.Prefix)
 		case slices.Contains(s.prefixes, c.Prefix):
 			return fmt.Errorf("%w: the group syncs %q already", ErrNotAllowed, c.Prefix)
 		case len(s.prefixes) >= MaxPrefixes:
 			return fmt.Errorf("%w: at most %d prefixes", ErrNotAllowed, MaxPrefixes)
 		case len(c.Prefix) > 1024:
-			return fmt.Errorf("syncgroup: prefix of %d bytes, at most 1024", len(c.Prefix))
+			return fmt.Errorf("%w: prefix of %d bytes, at most 1024", ErrBadChange, len(c.Prefix))
 		}
 	case RemovePrefix:
 		switch {
@@ -76,7 +76,7 @@ func (s *govState) allows(w peer.ID, c Change) error {
 		}
 	case SetCopies:
 		if c.N < 1 || c.N > MaxCopies {
-			return fmt.Errorf("syncgroup: %d server copies asked; from 1 to %d", c.N, MaxCopies)
+			return fmt.Errorf("%w: %d server copies asked; from 1 to %d", ErrBadChange, c.N, MaxCopies)
 		}
 	case opAdmit, opReadmit:
 		if len(c.Nonce) == 0 || len(c.Nonce) > 64 || c.Peer.Validate() != nil || c.DevType > syncnode.Leaf {
@@ -84,17 +84,17 @@ func (s *govState) allows(w peer.ID, c Change) error {
 		}
 	case opEject:
 		if err := c.Peer.Validate(); err != nil {
-			return fmt.Errorf("syncgroup: peer to eject: %w", err)
+			return fmt.Errorf("%w: peer to eject: %w", ErrBadChange, err)
 		}
 		if slices.Contains(s.admins, c.Peer) {
 			return s.demotable(w, c.Peer)
 		}
 	case opRevoke:
 		if err := c.Peer.Validate(); err != nil {
-			return fmt.Errorf("syncgroup: peer to revoke: %w", err)
+			return fmt.Errorf("%w: peer to revoke: %w", ErrBadChange, err)
 		}
 	default:
-		return fmt.Errorf("syncgroup: unknown change %q", c.Op)
+		return fmt.Errorf("%w: unknown change %q", ErrBadChange, c.Op)
 	}
 	return nil
 }

@@ -28,6 +28,10 @@ var (
 	// or after the admin that ejected it had last seen its rows: refused
 	// alike by every replica that knows of the exit.
 	ErrAfterExit = errors.New("syncgroup: written after its writer left the group")
+	// ErrBadChange reports a change to a group's spec that no one may
+	// make: a reserved or oversized prefix, server copies out of range, a
+	// malformed peer ID, an unknown operation.
+	ErrBadChange = errors.New("syncgroup: malformed change")
 )
 
 // Spec describes a syncgroup. Its ID and name are fixed at creation; its

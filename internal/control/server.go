@@ -122,7 +122,7 @@ func fail(w http.ResponseWriter, err error) {
 		code = http.StatusBadRequest
 	case errors.Is(err, syncnode.ErrBadBlobRef), errors.Is(err, errBadRequest),
 		errors.Is(err, syncgroup.ErrOutsideGroup), errors.Is(err, syncgroup.ErrInvitation),
-		errors.Is(err, syncgroup.ErrNotMember), errors.Is(err, syncgroup.ErrNotAllowed):
+		errors.Is(err, syncgroup.ErrNotMember), errors.Is(err, syncgroup.ErrNotAllowed), errors.Is(err, syncgroup.ErrBadChange):
 		code = http.StatusBadRequest
 	}
 	httpError(w, code, err)
