@@ -33,6 +33,8 @@ type Stats struct {
 	Blobs     int
 	BlobBytes int64
 	TakingUp  bool
+	// Pinned counts the blobs the user pinned here (PinBlob).
+	Pinned int
 	// SyncMessages counts the frames this node sent in sync rounds and
 	// pushes.
 	SyncMessages int64
@@ -61,7 +63,7 @@ func (n *Node) Stats() Stats {
 		SyncMessages: n.sync.Stats().Messages,
 		RowsRefused:  n.sync.Refused(),
 		Collected:    gc.Collected, CollectedCopies: gc.Deleted, Unreferenced: gc.Waiting,
-		TakingUp: n.takingUp.Load(),
+		TakingUp: n.takingUp.Load(), Pinned: n.custody.UserPinCount(),
 	}
 	s.Blobs, s.BlobBytes = n.custody.Held()
 	return s

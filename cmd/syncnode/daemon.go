@@ -108,9 +108,9 @@ func statusCmd() *command {
 							{"collection", fmt.Sprintf("%d unreferenced, to be collected when their grace ends; %d collected since start", s.Unreferenced, s.Collected)},
 						})
 						fmt.Fprintln(c.stdout)
-						rows := [][]string{{"GROUP", "BLOBS", "AT RISK (no verified server copy)"}}
+						rows := [][]string{{"GROUP", "ADMINS", "COPIES WANTED", "BLOBS", "AT RISK (fewer verified server copies known)"}}
 						for _, d := range s.Durability {
-							rows = append(rows, []string{d.Group, fmt.Sprint(d.Referenced), fmt.Sprint(d.AtRisk)})
+							rows = append(rows, []string{d.Group, strings.Join(d.Admins, ", "), fmt.Sprint(d.Copies), fmt.Sprint(d.Referenced), fmt.Sprint(d.AtRisk)})
 						}
 						c.table(rows)
 						if len(s.Refused) > 0 {
@@ -138,7 +138,7 @@ func reachability(s api.Status) string {
 // heldText says how many blobs the node holds, and whether it is still
 // walking its store after the open.
 func heldText(s api.Status) string {
-	text := fmt.Sprintf("%d (%d bytes)", s.Blobs, s.BlobBytes)
+	text := fmt.Sprintf("%d (%d bytes), %d pinned here", s.Blobs, s.BlobBytes, s.Pinned)
 	if s.TakingUp {
 		text += ", still taking up the store after the start"
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -62,7 +63,21 @@ func TestPinAndRemoveFromTheCLI(t *testing.T) {
 	if out := must(t, a, "why", ref); !strings.Contains(out, "pinned    yes") {
 		t.Fatalf("why:\n%s", out)
 	}
-	_, err := cli(t, a, "blob", "rm", ref)
+	if st := statusOf(t, a); st.Pinned != 1 {
+		t.Fatalf("status counts %d pinned", st.Pinned)
+	}
+	if out := must(t, a, "status"); !strings.Contains(out, "1 pinned here") || !strings.Contains(out, "COPIES WANTED") {
+		t.Fatalf("status:\n%s", out)
+	}
+	cl, err := control.Dial(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metrics bytes.Buffer
+	if err := cl.Metrics(t.Context(), &metrics); err != nil || !strings.Contains(metrics.String(), "syncnode_blobs_pinned 1") {
+		t.Fatalf("metrics: %v\n%s", err, metrics.String())
+	}
+	_, err = cli(t, a, "blob", "rm", ref)
 	if err == nil || !strings.Contains(err.Error(), "syncnode blob unpin "+ref) {
 		t.Fatalf("rm of a pinned blob: %v", err)
 	}

@@ -366,9 +366,11 @@ type Status struct {
 	// Blobs and BlobBytes count what the node holds; while TakingUp (the
 	// walk of the store after the node opened runs), only the blobs the
 	// walk has reached.
-	Blobs      int   `json:"blobs"`
-	BlobBytes  int64 `json:"blob_bytes"`
-	TakingUp   bool  `json:"taking_up,omitempty"`
+	Blobs     int   `json:"blobs"`
+	BlobBytes int64 `json:"blob_bytes"`
+	TakingUp  bool  `json:"taking_up,omitempty"`
+	// Pinned counts the blobs the user pinned here.
+	Pinned     int   `json:"pinned"`
 	FetchQueue int   `json:"fetch_queue"`
 	Uploads    int64 `json:"uploads"`
 	BytesOut   int64 `json:"bytes_out"`
@@ -379,7 +381,7 @@ type Status struct {
 	Unreferenced int64 `json:"unreferenced"`
 	Collected    int64 `json:"collected"`
 	// Durability is, per group, the referenced blobs and those at risk:
-	// no verified server copy known.
+	// fewer verified server copies known than the group wants.
 	Durability []Durability `json:"durability"`
 	// Refused names the members whose claims this node refused for being
 	// over their budget, and how many.
@@ -414,7 +416,9 @@ type WhyCopies struct {
 
 // Durability is one group's line of the durability summary.
 type Durability struct {
-	Group      string   `json:"group"`
+	Group string `json:"group"`
+	// Admins are the group's admins, most senior first.
+	Admins     []string `json:"admins"`
 	Copies     int      `json:"copies"`
 	Referenced int      `json:"referenced"`
 	AtRisk     int      `json:"at_risk"`

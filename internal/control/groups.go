@@ -318,7 +318,7 @@ func (s *server) status(*http.Request) (api.Status, error) {
 	st := api.Status{ID: s.n.ID().String(), Groups: len(s.n.Groups()), Peers: len(s.n.Peers()),
 		FetchQueue: ns.FetchQueue, Blobs: ns.Blobs, BlobBytes: ns.BlobBytes, TakingUp: ns.TakingUp,
 		Uploads: s.n.UploadStats().Uploads, BytesOut: ns.BytesOut, BytesIn: ns.BytesIn,
-		Unreferenced: ns.Unreferenced, Collected: ns.Collected}
+		Unreferenced: ns.Unreferenced, Collected: ns.Collected, Pinned: ns.Pinned}
 	for _, a := range s.n.Addrs() {
 		st.Addrs = append(st.Addrs, a.String())
 	}
@@ -341,6 +341,11 @@ func (s *server) status(*http.Request) (api.Status, error) {
 	}
 	for _, g := range dur {
 		d := api.Durability{Group: string(g.Group), Copies: g.Copies, Referenced: g.Referenced, AtRisk: g.AtRisk}
+		if spec, err := s.n.GroupSpec(g.Group); err == nil {
+			for _, a := range spec.Admins {
+				d.Admins = append(d.Admins, peerName(s.n, a))
+			}
+		}
 		for _, r := range g.AtRiskRefs {
 			d.AtRiskRefs = append(d.AtRiskRefs, r.String())
 		}
@@ -394,4 +399,13 @@ func (s *server) putRows(r *http.Request) ([]api.Row, error) {
 		out = append(out, rowView(row))
 	}
 	return out, nil
+}
+
+// peerName names p as the status shows a peer: its name and ID, or its
+// ID alone.
+func peerName(n *node.Node, p peer.ID) string {
+	if name := n.NameOf(p); name != "" {
+		return name + " (" + p.String() + ")"
+	}
+	return p.String()
 }

@@ -16,7 +16,7 @@ type collector struct {
 
 	queue, attempts, failures, bytesIn, bytesOut, verify, evictions, blobs, blobBytes, demoted,
 	referenced, atRisk, copies, damaged, scrubbed, restoring, storeUp, refused,
-	collected, collectedCopies, unreferenced, admins *prometheus.Desc
+	collected, collectedCopies, unreferenced, admins, pinned *prometheus.Desc
 }
 
 func newCollector(n *node.Node) *collector {
@@ -33,6 +33,7 @@ func newCollector(n *node.Node) *collector {
 		evictions:       d("evictions_total", "Blobs evicted over the size budget."),
 		blobs:           d("blobs", "Blobs held."),
 		blobBytes:       d("blob_bytes", "Bytes of blobs held."),
+		pinned:          d("blobs_pinned", "Blobs the user pinned here, kept whatever the budget."),
 		demoted:         d("peers_demoted", "Holders left out of fetches for lying, stalling, truncating or resetting."),
 		referenced:      d("group_blobs_referenced", "Blobs referenced in a syncgroup.", "group"),
 		atRisk:          d("group_blobs_at_risk", "Referenced blobs with fewer verified server copies known than the group wants.", "group"),
@@ -52,7 +53,7 @@ func newCollector(n *node.Node) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queue, c.attempts, c.failures, c.bytesIn, c.bytesOut, c.verify,
 		c.evictions, c.blobs, c.blobBytes, c.demoted, c.referenced, c.atRisk, c.copies, c.damaged, c.scrubbed, c.restoring, c.storeUp, c.refused,
-		c.collected, c.collectedCopies, c.unreferenced, c.admins} {
+		c.collected, c.collectedCopies, c.unreferenced, c.admins, c.pinned} {
 		ch <- d
 	}
 }
@@ -74,6 +75,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.evictions, s.Evictions)
 	gauge(c.blobs, float64(s.Blobs))
 	gauge(c.blobBytes, float64(s.BlobBytes))
+	gauge(c.pinned, float64(s.Pinned))
 	gauge(c.demoted, float64(len(s.Demoted)))
 	counter(c.damaged, s.Damaged)
 	counter(c.scrubbed, s.Scrubbed)

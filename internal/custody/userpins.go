@@ -138,6 +138,14 @@ func (c *Custody) UserPinned(ref syncnode.BlobRef) (bool, time.Time) {
 	return ok, at
 }
 
+// UserPinCount returns how many blobs the user pinned here.
+func (c *Custody) UserPinCount() int {
+	u := &c.userPins
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.m)
+}
+
 // UserPins returns the blobs the user pinned here, in ref order.
 func (c *Custody) UserPins() []syncnode.BlobRef {
 	u := &c.userPins
