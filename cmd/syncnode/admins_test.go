@@ -46,6 +46,8 @@ func TestAdminsAndPrefixesFromTheCLI(t *testing.T) {
 		want string
 	}{
 		{b, []string{"sg", "admin", "add", gid, bID}, "only an admin"},
+		{b, []string{"sg", "invite", gid, statusOf(t, c).ID}, "only an admin of"},
+		{a, []string{"sg", "admin", "add", gid, "nobody"}, "neither a peer ID nor the name of a member"},
 		{a, []string{"sg", "admin", "add", gid, statusOf(t, c).ID}, "invite it first"},
 		{a, []string{"sg", "copies", gid, "9"}, "from 1 to 8"},
 		{a, []string{"sg", "prefix", "remove", gid, "photos/"}, "at least one prefix"},
@@ -58,7 +60,7 @@ func TestAdminsAndPrefixesFromTheCLI(t *testing.T) {
 			t.Logf("syncnode %s: %v", strings.Join(r.args, " "), err)
 		}
 	}
-	out := must(t, a, "sg", "admin", "add", gid, bID)
+	out := must(t, a, "sg", "admin", "add", gid, "laptop") // a member's name will do
 	if !strings.Contains(out, "admins:   "+aID+", "+bID) {
 		t.Fatalf("sg admin add printed:\n%s", out)
 	}

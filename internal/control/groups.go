@@ -62,9 +62,9 @@ func (s *server) changeSpec(r *http.Request) (api.Group, error) {
 	}
 	c := syncgroup.Change{Op: op, Prefix: req.Prefix, N: req.Copies}
 	if op == syncgroup.AddAdmin || op == syncgroup.RemoveAdmin {
-		p, err := peer.Decode(req.Peer)
+		p, err := s.memberPeer(syncnode.GroupID(req.Group), req.Peer)
 		if err != nil {
-			return api.Group{}, badRequest("peer %q: %v", req.Peer, err)
+			return api.Group{}, err
 		}
 		c.Peer = p
 	}
@@ -90,7 +90,7 @@ func (s *server) invite(r *http.Request) (api.Invitation, error) {
 	}
 	p, err := peer.Decode(req.Peer)
 	if err != nil {
-		return api.Invitation{}, badRequest("peer %q: %v", req.Peer, err)
+		return api.Invitation{}, badRequest("peer %q is no peer ID (the joiner's `syncnode status` prints it): %v", req.Peer, err)
 	}
 	dev, err := syncnode.ParseDevType(req.DevType)
 	if err != nil {
