@@ -178,7 +178,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	n.collector, err = collect.New(collect.Config{Grace: n.cfg.CollectGrace}, collect.Deps{Self: n.h.ID(), DB: n.db,
 		Groups: n.sync, Signposts: n.signposts, Ledger: n.ledger, Custody: n.custody,
 		Busy: func(ref syncnode.BlobRef) bool { return n.retr.InFlight(ref) }, Collected: n.collected,
-		Revive: func(ref syncnode.BlobRef) (bool, error) { return n.handoffs.Revive(ref) }, Log: n.log})
+		Revive: func(ref syncnode.BlobRef, gs []syncnode.GroupID) (bool, error) { return n.handoffs.Revive(ref, gs) }, Log: n.log})
 	if err != nil {
 		return err
 	}

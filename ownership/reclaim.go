@@ -1,6 +1,8 @@
 package ownership
 
 import (
+	"slices"
+
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/syncnode/syncnode"
@@ -62,18 +64,26 @@ func (l *Ledger) Reclaim(ref syncnode.BlobRef, orphaned []syncnode.GroupID) (gra
 // every member, and the row that names it again may come from a member
 // that does not hold it, which no creator grant can reach. Until the
 // members say whether one of them keeps shares of it, the copy is pinned
-// as one held when the database was lost is. The caller holds the copy
-// verified, under the lock that deleting it takes.
-func (l *Ledger) Revive(ref syncnode.BlobRef) error {
-	if r, err := l.read(ref); err != nil || r.Recovered {
-		return err
+// as one held when the database was lost is. Nothing is marked where
+// this device holds shares of it in every group of groups already (its
+// own row named it again, and granted them). It reports whether it
+// marked the blob. The caller holds the copy verified, under the lock
+// that deleting it takes.
+func (l *Ledger) Revive(ref syncnode.BlobRef, groups []syncnode.GroupID) (bool, error) {
+	due := func(r record) bool {
+		return !r.Recovered && slices.ContainsFunc(groups, func(g syncnode.GroupID) bool { return r.Shares[g] == 0 })
 	}
-	return l.durable.Update(func(txn *badger.Txn) error {
+	if r, err := l.read(ref); err != nil || !due(r) {
+		return false, err
+	}
+	marked := false
+	err := l.durable.Update(func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
-		if err != nil || r.Recovered {
+		if err != nil || !due(r) {
 			return err
 		}
-		r.Recovered = true
+		r.Recovered, marked = true, true
 		return store(txn, ref, r)
 	})
+	return marked, err
 }

@@ -110,7 +110,7 @@ type Deps struct {
 	// Revive, if not nil, is told of a blob a group collected and a row
 	// then named again (see handoff.Handoffs.Revive); it reports whether
 	// this node holds it, and if not is told again when a copy arrives.
-	Revive func(ref syncnode.BlobRef) (held bool, err error)
+	Revive func(ref syncnode.BlobRef, groups []syncnode.GroupID) (held bool, err error)
 	Log    *slog.Logger
 }
 
@@ -412,7 +412,7 @@ func (c *Collector) revive(ref syncnode.BlobRef, rec record) error {
 	if len(rec.Revived) == 0 || c.d.Revive == nil {
 		return nil
 	}
-	held, err := c.d.Revive(ref)
+	held, err := c.d.Revive(ref, slices.Sorted(maps.Keys(rec.Revived)))
 	if err != nil || !held {
 		return err
 	}

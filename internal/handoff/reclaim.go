@@ -169,22 +169,24 @@ func (h *Handoffs) orphanedIn(ref syncnode.BlobRef) ([]syncnode.GroupID, error) 
 	return out, nil
 }
 
-// Revive is told of a blob that a group collected and a row then named
-// again. If this node holds it, its shares are reclaimed as after a lost
-// database: where no member keeps shares of it, this node takes the
-// creator's (several holders doing so at once give the group more than
+// Revive is told of a blob that groups collected and a row then named
+// again. If this node holds it and no shares of it in one of them, its
+// shares are reclaimed as after a lost database: where no member keeps
+// shares of it, this node takes the creator's (several holders doing so at once give the group more than
 // two, never fewer), and the copy is pinned until the members have
 // answered. It reports whether this node holds the blob; if not, the
 // caller tells it again once a copy arrives.
-func (h *Handoffs) Revive(ref syncnode.BlobRef) (held bool, err error) {
+func (h *Handoffs) Revive(ref syncnode.BlobRef, groups []syncnode.GroupID) (held bool, err error) {
+	marked := false
 	err = h.withCopy(ref, func(ok bool) error {
 		held = ok
 		if !ok {
 			return nil
 		}
-		return h.ledger.Revive(ref)
+		marked, err = h.ledger.Revive(ref, groups)
+		return err
 	})
-	if held && err == nil {
+	if marked && err == nil {
 		h.log.Info("blob named again after its collection: its shares are reclaimed", "blob", ref)
 		h.reclaims.add(ref)
 	}

@@ -62,7 +62,7 @@ func (s *sim) checkBlob(b *blob) error {
 	if total > 2 {
 		return fmt.Errorf("I2: blob %s has %d shares in the group; %s", b.ref, total, s.describe(b))
 	}
-	if b.row && copies > 0 {
+	if b.row && copies > 0 && !b.again {
 		b.protected = true
 	}
 	if b.protected && !b.unref && copies == 0 {

@@ -162,6 +162,10 @@ type blob struct {
 	// unref: its row was deleted or overwritten, so it names the blob no
 	// more; it is never written again, and the blob is to be collected.
 	unref bool
+	// again: a row named it again after its row went (nameAgain), which
+	// alone says whether it is protected: a copy elsewhere may be
+	// collected before that row reaches it.
+	again bool
 	// late: put on its origin only after its row was gone; the origin may
 	// keep that copy, as any blob put that no row names.
 	late bool

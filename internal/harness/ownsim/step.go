@@ -131,8 +131,10 @@ func (s *sim) worldStep(ctx context.Context, op int, d draw) string {
 		return s.eject(ctx, s.ms[laptop+int(side%2)])
 	case op >= 104 && op < 106:
 		return s.rejoin(ctx, s.ms[laptop+int(side%2)])
-	case op >= 106 && op < 110:
+	case op >= 106 && op < 108:
 		return s.unreference(d)
+	case op >= 108 && op < 110:
+		return s.nameAgain(d)
 	case op >= 110 && op < 112:
 		s.cfg.Faults.SetUnavailable(true)
 		return "the object store answers 503"
@@ -148,6 +150,24 @@ func (s *sim) worldStep(ctx context.Context, op int, d draw) string {
 		time.Sleep(d)
 		return fmt.Sprintf("let background work run %s", d)
 	}
+}
+
+// nameAgain writes, at a member, a row naming again a blob whose row
+// went: within its grace, or after its collection. The blob is to be
+// kept while the row lives if the member holds a copy once its row is
+// written (the row came before any collection of that copy).
+func (s *sim) nameAgain(d draw) string {
+	b, m := d.b, d.m
+	if !b.unref || m.n == nil || m.out {
+		return fmt.Sprintf("name blob %d again on %s: skipped", d.bi, m.name)
+	}
+	_, err := m.n.PutRow(s.g, b.key(), rowValue(b))
+	if err != nil {
+		return fmt.Sprintf("name blob %d again on %s: %v", d.bi, m.name, err)
+	}
+	b.unref, b.row, b.again = false, true, true
+	b.protected = m.n.HasBlob(b.ref)
+	return fmt.Sprintf("name blob %d again on %s, which holds it: %v", d.bi, m.name, b.protected)
 }
 
 // unreference deletes or overwrites, at a member that has it, the row
