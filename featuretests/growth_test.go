@@ -128,6 +128,9 @@ func measureGrowth(t *testing.T, n int) growth {
 	if after.HeapAlloc > before.HeapAlloc {
 		out.heapSettled = after.HeapAlloc - before.HeapAlloc
 	}
+	if *growthHeap != "" {
+		writeHeapProfile(t, fmt.Sprintf("%s.settled.%d", *growthHeap, n))
+	}
 	start = time.Now()
 	if _, err := a.Evict(); err != nil {
 		t.Fatal(err)

@@ -14,8 +14,10 @@ import (
 // CacheSize is how many decoded signposts a Store keeps in memory, the
 // most recently used: a blob's signpost is read again and again while a
 // row naming it is received, discovered and served, and decoding it from
-// the database costs more than the rest of that work together.
-const CacheSize = 16384
+// the database costs more than the rest of that work together. A decoded
+// signpost with its maps takes about a kilobyte: the cache holds the
+// blobs being worked on, not a library.
+const CacheSize = 4096
 
 // cache is a bounded least-recently-used map of decoded signposts.
 // Writers of a ref hold its stripe lock from their read in the database

@@ -41,6 +41,7 @@ import (
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
@@ -132,6 +133,7 @@ func Options(dir string, log *slog.Logger) badger.Options {
 		WithIndexCacheSize(4 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).
+		WithCompression(options.None).
 		WithLoggingLevel(badger.WARNING).
 		WithLogger(slogger{log})
 }
