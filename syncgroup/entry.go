@@ -2,7 +2,6 @@ package syncgroup
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -17,24 +16,42 @@ import (
 // keys a group has, not with its values and signatures. Membership rows,
 // few and read at every check, are always kept whole.
 type entry struct {
-	ts      Timestamp
-	writer  peer.ID
-	seq     uint64
-	cost    int64
-	refs    int
-	deleted bool
+	ts     Timestamp
+	writer peer.ID
+	seq    uint64
 	// row is the version whole, or nil once the store holds it.
-	row *Row
+	row     *Row
+	cost    int32 // rowCost: a row is at most a frame
+	refs    int32
+	deleted bool
 }
 
 func newEntry(row Row) entry {
-	return entry{ts: row.TS, writer: row.Writer, seq: row.Seq, cost: rowCost(row), refs: refCount(row), deleted: row.Deleted, row: &row}
+	return entry{ts: row.TS, writer: row.Writer, seq: row.Seq, cost: int32(rowCost(row)), refs: int32(refCount(row)), deleted: row.Deleted, row: &row}
 }
+
+// item is a key and its entry, as the replica's ordered tree holds them:
+// one tree, ordered by key, for lookups and pages alike.
+type item struct {
+	key string
+	e   entry
+}
+
+func itemLess(a, b item) bool { return a.key < b.key }
+
+// get returns key's entry.
+func (r *Rows) get(key string) (entry, bool) {
+	it, ok := r.rows.Get(item{key: key})
+	return it.e, ok
+}
+
+// put makes e key's entry.
+func (r *Rows) put(key string, e entry) { r.rows.ReplaceOrInsert(item{key: key, e: e}) }
 
 // Beats reports whether row would win its key here: no version is held,
 // or row wins over the one that is (Wins).
 func (r *Rows) Beats(row Row) bool {
-	cur, ok := r.rows[row.Key]
+	cur, ok := r.get(row.Key)
 	if !ok {
 		return true
 	}
@@ -47,7 +64,7 @@ func (r *Rows) Beats(row Row) bool {
 // Lookup returns the winning version of key (possibly a tombstone), read
 // back from the store if it is no longer in memory.
 func (r *Rows) Lookup(key string) (Row, bool, error) {
-	if _, ok := r.rows[key]; !ok {
+	if _, ok := r.get(key); !ok {
 		return Row{}, false, nil
 	}
 	rows, err := r.whole([]string{key})
@@ -64,7 +81,7 @@ func (r *Rows) whole(keys []string) ([]Row, error) {
 	var away []string
 	var at []int
 	for i, k := range keys {
-		if e := r.rows[k]; e.row != nil {
+		if e, _ := r.get(k); e.row != nil {
 			out[i] = *e.row
 		} else {
 			away, at = append(away, k), append(at, i)
@@ -81,7 +98,7 @@ func (r *Rows) whole(keys []string) ([]Row, error) {
 		return nil, err
 	}
 	for j, row := range got {
-		e := r.rows[away[j]]
+		e, _ := r.get(away[j])
 		if row.Key != away[j] || row.Writer != e.writer || row.Seq != e.seq {
 			return nil, fmt.Errorf("%w: the store holds %q by %s #%d, the replica %q by %s #%d",
 				syncnode.ErrCorruptRecord, row.Key, row.Writer, row.Seq, away[j], e.writer, e.seq)
@@ -101,9 +118,9 @@ func (r *Rows) Stored(rows []Row, load func(keys []string) ([]Row, error)) {
 		if strings.HasPrefix(row.Key, memberPrefix) {
 			continue
 		}
-		if e, ok := r.rows[row.Key]; ok && e.row != nil && e.writer == row.Writer && e.seq == row.Seq {
+		if e, ok := r.get(row.Key); ok && e.row != nil && e.writer == row.Writer && e.seq == row.Seq {
 			e.row = nil
-			r.rows[row.Key] = e
+			r.put(row.Key, e)
 		}
 	}
 }
@@ -115,11 +132,12 @@ func (r *Rows) Stored(rows []Row, load func(keys []string) ([]Row, error)) {
 // the store holds back in one go.
 func (r *Rows) ListFrom(prefix, start string, limit int, keep func(key string) bool) (rows []Row, next string, err error) {
 	var keys []string
-	r.keys.AscendGreaterOrEqual(max(prefix, start), func(k string) bool {
+	r.rows.AscendGreaterOrEqual(item{key: max(prefix, start)}, func(it item) bool {
+		k := it.key
 		if !strings.HasPrefix(k, prefix) {
 			return false
 		}
-		if r.rows[k].deleted || keep != nil && !keep(k) {
+		if it.e.deleted || keep != nil && !keep(k) {
 			return true
 		}
 		if len(keys) == limit {
@@ -140,18 +158,18 @@ func (r *Rows) ListFrom(prefix, start string, limit int, keep func(key string) b
 // version vector remote does not know, sorted by key.
 func (r *Rows) Missing(remote VersionVector, prefixes []string) ([]Row, error) {
 	var keys []string
-	for k, e := range r.rows {
-		if remote.Knows(e.writer, e.seq) {
-			continue
+	r.rows.Ascend(func(it item) bool {
+		if remote.Knows(it.e.writer, it.e.seq) {
+			return true
 		}
 		for _, p := range prefixes {
-			if strings.HasPrefix(k, p) {
-				keys = append(keys, k)
+			if strings.HasPrefix(it.key, p) {
+				keys = append(keys, it.key)
 				break
 			}
 		}
-	}
-	slices.Sort(keys)
+		return true
+	})
 	return r.whole(keys)
 }
 
@@ -160,9 +178,9 @@ func (r *Rows) Missing(remote VersionVector, prefixes []string) ([]Row, error) {
 func (r *Rows) restoreRow(row Row) {
 	r.set(row)
 	if !strings.HasPrefix(row.Key, memberPrefix) {
-		e := r.rows[row.Key]
+		e, _ := r.get(row.Key)
 		e.row = nil
-		r.rows[row.Key] = e
+		r.put(row.Key, e)
 	}
 	if row.TS.Compare(r.hlc.last) > 0 {
 		r.hlc.last = row.TS

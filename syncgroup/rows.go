@@ -79,16 +79,14 @@ type Rows struct {
 	sign func(*Row)
 	hlc  HLC
 	seq  uint64
-	// rows holds each key's winning version; a data row's value and
-	// signature stay in memory only until the store holds them (see
-	// entry).
-	rows map[string]entry
+	// rows holds each key's winning version, in key order (never
+	// shrinking, as it keeps tombstones): a list or a page reads only the
+	// keys it returns. A data row's value and signature stay in memory
+	// only until the store holds them (see entry).
+	rows *btree.BTreeG[item]
 	// load reads rows back from the store by key; nil until a store
 	// saved this replica, and then nothing is dropped from memory.
 	load func(keys []string) ([]Row, error)
-	// keys orders the keys of rows (never shrinking, as rows keeps
-	// tombstones): a list or a page reads only the keys it returns.
-	keys *btree.BTreeG[string]
 	vv   VersionVector
 	// seen is, per writer, the highest sequence number of a row of its
 	// that this replica has held (verified, as every row it applies is):
@@ -164,8 +162,8 @@ func (r *Rows) fits(row Row) error {
 	}
 	u := r.usage[row.Writer]
 	rows, bytes, refs := u.Rows+1, u.Bytes+rowCost(row), u.Refs+refCount(row)
-	if cur, ok := r.rows[row.Key]; ok && cur.writer == row.Writer {
-		rows, bytes, refs = rows-1, bytes-cur.cost, refs-cur.refs
+	if cur, ok := r.get(row.Key); ok && cur.writer == row.Writer {
+		rows, bytes, refs = rows-1, bytes-int64(cur.cost), refs-int(cur.refs)
 	}
 	// A change that costs no more is always taken: a writer at its budget
 	// can still overwrite and delete.
@@ -192,15 +190,15 @@ func (r *Rows) fitsAll(rows []Row) error {
 		}
 		old, ok := pending[row.Key]
 		if !ok {
-			if cur, held := r.rows[row.Key]; held && cur.writer == r.self {
+			if cur, held := r.get(row.Key); held && cur.writer == r.self {
 				old, ok = cur, true
 			}
 		}
 		if ok {
-			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-old.cost, u.Refs-old.refs
+			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-int64(old.cost), u.Refs-int(old.refs)
 		}
 		e := newEntry(row)
-		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+e.cost, u.Refs+e.refs
+		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+int64(e.cost), u.Refs+int(e.refs)
 		pending[row.Key] = e
 	}
 	b := r.budget
@@ -214,7 +212,7 @@ func (r *Rows) fitsAll(rows []Row) error {
 
 // NewRows returns an empty replica for device self.
 func NewRows(self peer.ID, maxSkew time.Duration) *Rows {
-	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: map[string]entry{}, keys: btree.NewOrderedG[string](32),
+	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: btree.NewG(32, itemLess),
 		vv: VersionVector{}, seen: VersionVector{}}
 }
 
@@ -270,7 +268,7 @@ func (r *Rows) List(prefix string) []Row {
 	var out []Row
 	if strings.HasPrefix(prefix, memberPrefix) {
 		for k := range r.memberKeys {
-			if e := r.rows[k]; strings.HasPrefix(k, prefix) && !e.deleted {
+			if e, _ := r.get(k); strings.HasPrefix(k, prefix) && !e.deleted {
 				out = append(out, *e.row)
 			}
 		}
@@ -321,9 +319,9 @@ func (r *Rows) set(row Row) {
 		if r.usage == nil {
 			r.usage = map[peer.ID]Usage{}
 		}
-		if cur, ok := r.rows[row.Key]; ok {
+		if cur, ok := r.get(row.Key); ok {
 			u := r.usage[cur.writer]
-			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-cur.cost, u.Refs-cur.refs
+			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-int64(cur.cost), u.Refs-int(cur.refs)
 			if u.Rows == 0 {
 				delete(r.usage, cur.writer)
 			} else {
@@ -331,13 +329,10 @@ func (r *Rows) set(row Row) {
 			}
 		}
 		u := r.usage[row.Writer]
-		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+e.cost, u.Refs+e.refs
+		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+int64(e.cost), u.Refs+int(e.refs)
 		r.usage[row.Writer] = u
 	}
-	if _, ok := r.rows[row.Key]; !ok {
-		r.keys.ReplaceOrInsert(row.Key)
-	}
-	r.rows[row.Key] = e
+	r.put(row.Key, e)
 	if strings.HasPrefix(row.Key, memberPrefix) {
 		r.memberGen++
 		if r.memberKeys == nil {
@@ -358,7 +353,7 @@ func (r *Rows) Known(row Row) bool {
 	if r.vv.Knows(row.Writer, row.Seq) {
 		return true
 	}
-	cur, ok := r.rows[row.Key]
+	cur, ok := r.get(row.Key)
 	return ok && cur.writer == row.Writer && cur.seq == row.Seq
 }
 

@@ -194,10 +194,11 @@ func (s *Store) loader(id syncnode.GroupID) func(keys []string) ([]Row, error) {
 
 // SaveAll writes every row of g, as when a group is created or joined.
 func (s *Store) SaveAll(g *Group, prio syncnode.Priority) error {
-	keys := make([]string, 0, len(g.rows.rows))
-	for k := range g.rows.rows {
-		keys = append(keys, k)
-	}
+	keys := make([]string, 0, g.rows.rows.Len())
+	g.rows.rows.Ascend(func(it item) bool {
+		keys = append(keys, it.key)
+		return true
+	})
 	rows, err := g.rows.whole(keys)
 	if err != nil {
 		return fmt.Errorf("syncgroup: store %s: %w", g.spec.ID, err)

@@ -165,8 +165,10 @@ func TestStoredRowsAreReadBackWhole(t *testing.T) {
 	if err := st.Save(g, written, syncnode.Priority{}); err != nil {
 		t.Fatal(err)
 	}
-	for k, e := range g.rows.rows {
-		held := e.row != nil
+	var items []item
+	g.rows.rows.Ascend(func(it item) bool { items = append(items, it); return true })
+	for _, it := range items {
+		k, held := it.key, it.e.row != nil
 		if want := k == unsaved.Key || strings.HasPrefix(k, memberPrefix); held != want {
 			t.Errorf("%q whole in memory: %v, want %v", k, held, want)
 		}
