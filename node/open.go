@@ -19,6 +19,7 @@ import (
 	"github.com/syncnode/syncnode/internal/collect"
 	"github.com/syncnode/syncnode/internal/connectivity"
 	"github.com/syncnode/syncnode/internal/custody"
+	"github.com/syncnode/syncnode/internal/dhtstore"
 	"github.com/syncnode/syncnode/internal/discovery"
 	"github.com/syncnode/syncnode/internal/grouprecord"
 	"github.com/syncnode/syncnode/internal/handoff"
@@ -160,7 +161,9 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 		return err
 	}
 	opened.add(n.h.Close)
-	if n.dht, err = p2p.NewDHT(n.h, n.log); err != nil {
+	// Provider records on disk: a server providing a library holds them
+	// there, not in memory.
+	if n.dht, err = p2p.NewDHT(n.h, n.log, p2p.DHTStore(dhtstore.New(n.db))); err != nil {
 		return err
 	}
 	opened.add(n.dht.Close)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	ds "github.com/ipfs/go-datastore"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -30,6 +31,10 @@ func NewDHT(h host.Host, log *slog.Logger, opts ...dht.Option) (*DHT, error) {
 	}
 	return &DHT{h: h, d: d, log: log}, nil
 }
+
+// DHTStore keeps the DHT's records (providers of blobs, its own and
+// other nodes') in store instead of in memory.
+func DHTStore(store ds.Batching) dht.Option { return dht.Datastore(store) }
 
 // Close stops the DHT.
 func (d *DHT) Close() error { return d.d.Close() }

@@ -61,6 +61,8 @@ var (
 	FeedMeta  = []byte("fm/")
 	UserPins  = []byte("up/")
 	Unref     = []byte("gc/")
+	// DHT holds the DHT's records (internal/dhtstore), raw, untagged.
+	DHT = []byte("dh/")
 )
 
 // Kind tags a record with the table it belongs to.
