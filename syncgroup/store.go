@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -172,12 +173,45 @@ func (s *Store) Save(g *Group, rows []Row, prio syncnode.Priority) error {
 	}
 }
 
+// scanFrom is how many sorted keys a load reads with one iterator, which
+// walks from each key to the next, rather than looking each up alone.
+const scanFrom = 32
+
+// scanRows reads the rows of group id at keys, sorted, into out with one
+// iterator: it steps to the next key when it is near, and seeks it
+// otherwise.
+func scanRows(txn *badger.Txn, id syncnode.GroupID, keys []string, out []Row) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: rowPrefix(id), PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	it.Seek(rowKey(id, keys[0]))
+	for i, k := range keys {
+		want := rowKey(id, k)
+		for step := 0; it.Valid() && bytes.Compare(it.Item().Key(), want) < 0; step++ {
+			if step == 8 {
+				it.Seek(want)
+				break
+			}
+			it.Next()
+		}
+		if !it.Valid() || !bytes.Equal(it.Item().Key(), want) {
+			return fmt.Errorf("syncgroup: store: row %q of %s: %w", k, id, syncnode.ErrNotFound)
+		}
+		if err := it.Item().Value(func(v []byte) error { return kv.Decode(kv.KindRow, v, &out[i]) }); err != nil {
+			return fmt.Errorf("syncgroup: store: row %q of %s: %w", k, id, err)
+		}
+	}
+	return nil
+}
+
 // loader returns a function that reads rows of group id back by key, as
 // Rows.Stored wants.
 func (s *Store) loader(id syncnode.GroupID) func(keys []string) ([]Row, error) {
 	return func(keys []string) ([]Row, error) {
 		out := make([]Row, len(keys))
 		err := s.db.View(func(txn *badger.Txn) error {
+			if len(keys) >= scanFrom && slices.IsSorted(keys) {
+				return scanRows(txn, id, keys, out)
+			}
 			for i, k := range keys {
 				if err := kv.Get(txn, rowKey(id, k), kv.KindRow, &out[i]); err != nil {
 					return fmt.Errorf("syncgroup: store: row %q of %s: %w", k, id, err)

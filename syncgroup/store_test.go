@@ -226,3 +226,58 @@ func TestStoredRowsAreReadBackWhole(t *testing.T) {
 		t.Error("Get gave a row the store cannot give back")
 	}
 }
+
+// TestRowsReadBackInOneScan: many rows read back at once, dense or
+// sparse among the stored keys, come back as a lookup of each gives
+// them; one the store lost is an error.
+func TestRowsReadBackInOneScan(t *testing.T) {
+	db, err := kv.Open(t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	adminKey, _ := key(t)
+	g, err := Create("photos", []string{"photos/"}, false, adminKey, syncnode.Normal, nil, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewStore(db)
+	var written []Row
+	for i := range 400 {
+		r, err := g.Put(fmt.Sprintf("photos/%03d", i), []byte{0xa1, byte(i)}, t0.Add(time.Duration(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		written = append(written, r)
+	}
+	if err := st.SaveAll(g, syncnode.Priority{}); err != nil {
+		t.Fatal(err)
+	}
+	load := st.loader(g.ID())
+	for _, every := range []int{1, 3, 10} {
+		var keys []string
+		var want []Row
+		for i := 0; i < len(written); i += every {
+			keys, want = append(keys, written[i].Key), append(want, written[i])
+		}
+		got, err := load(keys)
+		if err != nil {
+			t.Fatalf("every %d: %v", every, err)
+		}
+		for i := range want {
+			if !reflect.DeepEqual(got[i], want[i]) {
+				t.Fatalf("every %d: row %d is %+v, want %+v", every, i, got[i], want[i])
+			}
+		}
+	}
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Delete(rowKey(g.ID(), "photos/200")) }); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, r := range written {
+		keys = append(keys, r.Key)
+	}
+	if _, err := load(keys); !errors.Is(err, syncnode.ErrNotFound) {
+		t.Fatalf("a row the store lost: %v", err)
+	}
+}

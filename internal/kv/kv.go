@@ -189,7 +189,7 @@ func Decode(kind Kind, b []byte, v any) error {
 func Get(txn *badger.Txn, key []byte, kind Kind, v any) error {
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return fmt.Errorf("kv: %q: %w", key, syncnode.ErrNotFound)
+		return notFound{key}
 	}
 	if err != nil {
 		return fmt.Errorf("kv: get: %w", err)
@@ -201,6 +201,15 @@ func Get(txn *badger.Txn, key []byte, kind Kind, v any) error {
 		return nil
 	})
 }
+
+// notFound is Get's error for a key with no record, matching
+// syncnode.ErrNotFound. Most reads that miss expect to (a blob with no
+// record yet): the message is formatted only if someone reads it.
+type notFound struct{ key []byte }
+
+func (e notFound) Error() string { return fmt.Sprintf("kv: %q: %v", e.key, syncnode.ErrNotFound) }
+
+func (e notFound) Unwrap() error { return syncnode.ErrNotFound }
 
 // Set writes v as a record of the given kind at key.
 func Set(txn *badger.Txn, key []byte, kind Kind, v any) error {
