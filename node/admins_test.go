@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/feed"
+	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/ownership"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -259,5 +261,38 @@ func TestOnlyAnAdminInvites(t *testing.T) {
 	}
 	if !errors.Is(err, syncgroup.ErrNotAllowed) || !strings.Contains(err.Error(), admin.ID().String()) {
 		t.Fatalf("a member's ejection: %v", err)
+	}
+}
+
+// TestEjectionRefusedOverAnUnreadableRow: a row of the group that the
+// admin's store cannot give back (another version at its key) makes an
+// ejection refuse, even forced: going by the rows it could read, it might
+// eject the member with blobs only that member keeps.
+func TestEjectionRefusedOverAnUnreadableRow(t *testing.T) {
+	t.Parallel()
+	nodes, g := mesh(t, true, syncnode.Normal, syncnode.Normal)
+	admin, member := nodes[0], nodes[1]
+	putBlobRow(t, member, g, "photos/1", 16<<10, 3)
+	putBlobRow(t, member, g, "photos/2", 16<<10, 4)
+	testkit.WaitFor(t, 10*time.Second, "the member's rows at the admin", func() bool {
+		rows, _ := admin.ListRows(g, "photos/")
+		return len(rows) == 2
+	})
+	other, _, err := admin.GetRow(g, "photos/2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := kv.Key(kv.Rows, append([]byte(g), 0))
+	if err := admin.db.Update(func(txn *badger.Txn) error {
+		return kv.Set(txn, append(key, "photos/1"...), kv.KindRow, other)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = admin.EjectMemberWith(t.Context(), g, member.ID(), EjectOptions{Force: true})
+	if !errors.Is(err, syncnode.ErrCorruptRecord) {
+		t.Fatalf("a forced ejection over an unreadable row: %v", err)
+	}
+	if !slices.ContainsFunc(admin.Members(g), func(m syncgroup.Member) bool { return m.Peer == member.ID() }) {
+		t.Fatal("the refused ejection ejected the member")
 	}
 }

@@ -62,7 +62,10 @@ func (h *Handoffs) Eject(ctx context.Context, g syncnode.GroupID, p peer.ID, for
 	}
 	// A round first: the rows p wrote and this node lacks name blobs too.
 	err := h.groups.SyncWith(ctx, g, p)
-	refs := h.refsIn(g)
+	refs, byP, rerr := h.refsIn(g, p)
+	if rerr != nil {
+		return e.Ejection, rerr // not even with force: what p keeps is unknown
+	}
 	var kept []syncnode.BlobRef
 	if err == nil {
 		kept, err = h.keptBy(ctx, g, p, refs, true)
@@ -81,7 +84,7 @@ func (h *Handoffs) Eject(ctx context.Context, g syncnode.GroupID, p peer.ID, for
 				ErrAtRisk, p, g, err)
 		}
 		h.log.Info("a member to eject does not answer; going by what this node knows", "group", g, "peer", p, "err", err)
-		e.Held = h.onlyHeldBy(g, p, refs)
+		e.Held = h.onlyHeldBy(g, p, refs, byP)
 		e.keep(ctx, e.Held, func(held []syncnode.BlobRef) (owed, unknown []syncnode.BlobRef) { return held, nil })
 	}
 	if len(e.AtRisk) > 0 && !force {
@@ -184,22 +187,36 @@ func (h *Handoffs) othersHold(ctx context.Context, g syncnode.GroupID, p peer.ID
 	return min(total, ownership.CreatorShares), who
 }
 
-// refsIn returns the blobs that live rows of g reference, each once.
-func (h *Handoffs) refsIn(g syncnode.GroupID) []syncnode.BlobRef {
-	rows, _ := h.groups.Rows(g, "")
-	var out []syncnode.BlobRef
+// refsIn returns the blobs that live rows of g reference, each once, and
+// those of them that rows p wrote reference; an error if a row cannot be
+// read (an ejection that went by fewer rows could leave a blob only p
+// holds without its shares).
+func (h *Handoffs) refsIn(g syncnode.GroupID, p peer.ID) (out []syncnode.BlobRef, byP map[syncnode.BlobRef]bool, err error) {
 	seen := map[syncnode.BlobRef]bool{}
-	for _, r := range rows {
-		refs, _ := syncgroup.FindRefs(r.Value)
-		for _, ref := range refs {
-			if !seen[ref] {
-				seen[ref] = true
-				out = append(out, ref)
+	byP = map[syncnode.BlobRef]bool{}
+	for start := ""; ; {
+		rows, next, err := h.groups.RowsFrom(g, "", start, 1024)
+		if err != nil {
+			return nil, nil, fmt.Errorf("handoff: the rows of %s: %w", g, err)
+		}
+		for _, r := range rows {
+			refs, _ := syncgroup.FindRefs(r.Value)
+			for _, ref := range refs {
+				if !seen[ref] {
+					seen[ref] = true
+					out = append(out, ref)
+				}
+				if r.Writer == p {
+					byP[ref] = true
+				}
 			}
 		}
+		if next == "" {
+			slices.SortFunc(out, func(a, b syncnode.BlobRef) int { return bytes.Compare(a.Bytes(), b.Bytes()) })
+			return out, byP, nil
+		}
+		start = next
 	}
-	slices.SortFunc(out, func(a, b syncnode.BlobRef) int { return bytes.Compare(a.Bytes(), b.Bytes()) })
-	return out
 }
 
 // keptBy asks member p which of refs it keeps shares of in g; ejecting,
@@ -277,17 +294,8 @@ func (h *Handoffs) takeFromEjected(ctx context.Context, g syncnode.GroupID, p pe
 // hold them or wrote a row that references them (a writer keeps its blob,
 // with its shares, until a server has it). Copies that other members hold
 // without shares do not count: they may go at any time.
-func (h *Handoffs) onlyHeldBy(g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef) []syncnode.BlobRef {
-	written := map[syncnode.BlobRef]bool{}
-	rows, _ := h.groups.Rows(g, "")
-	for _, r := range rows {
-		if r.Writer == p {
-			found, _ := syncgroup.FindRefs(r.Value)
-			for _, ref := range found {
-				written[ref] = true
-			}
-		}
-	}
+// written holds the refs of the rows p wrote (refsIn).
+func (h *Handoffs) onlyHeldBy(g syncnode.GroupID, p peer.ID, refs []syncnode.BlobRef, written map[syncnode.BlobRef]bool) []syncnode.BlobRef {
 	var out []syncnode.BlobRef
 	for _, ref := range refs {
 		if h.holds(ref) {
@@ -386,7 +394,10 @@ func (h *Handoffs) PlanEject(ctx context.Context, g syncnode.GroupID, p peer.ID)
 	}
 	plan.Member = true
 	err := h.groups.SyncWith(ctx, g, p)
-	refs := h.refsIn(g)
+	refs, byP, rerr := h.refsIn(g, p)
+	if rerr != nil {
+		return plan, rerr
+	}
 	var kept []syncnode.BlobRef
 	if err == nil {
 		kept, err = h.keptBy(ctx, g, p, refs, false)
@@ -395,7 +406,7 @@ func (h *Handoffs) PlanEject(ctx context.Context, g syncnode.GroupID, p peer.ID)
 		plan.Held = kept
 	} else {
 		plan.Unanswered = err.Error()
-		plan.Held = h.onlyHeldBy(g, p, refs)
+		plan.Held = h.onlyHeldBy(g, p, refs, byP)
 	}
 	for _, ref := range plan.Held {
 		if h.holds(ref) {

@@ -40,8 +40,10 @@ type Groups interface {
 	Members(g syncnode.GroupID) []syncgroup.Member
 	// SyncWith runs a round of g with p.
 	SyncWith(ctx context.Context, g syncnode.GroupID, p peer.ID) error
-	// Rows lists g's live rows under prefix.
-	Rows(g syncnode.GroupID, prefix string) ([]syncgroup.Row, error)
+	// RowsFrom returns up to limit live rows of g under prefix from key
+	// start on, in key order, and the start of the next page ("" after
+	// the last).
+	RowsFrom(g syncnode.GroupID, prefix, start string, limit int) ([]syncgroup.Row, string, error)
 	// Ejected reports whether an admin ejected this node from g.
 	Ejected(g syncnode.GroupID) bool
 	// Eject removes p from g; this node is an admin.
