@@ -132,35 +132,49 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 		r.mu.Unlock()
 		return fmt.Errorf("%w: %s is no longer a member of %s", errPushRefused, to, id)
 	}
-	rows, err := r.g.Rows().Missing(vv, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
+	keys := r.g.Rows().MissingKeys(vv, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
 	mine := r.g.Rows().VV()
 	prio := s.priorityLocked(r)
 	r.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("syncer: rows of %s for %s: %w", id, to, err)
-	}
 	if err := s.flush(); err != nil {
 		return err
 	}
-	parts := batches(rows)
-	if len(parts) == 0 {
-		parts = [][]syncgroup.Row{nil}
-	}
-	for i, part := range parts {
-		b := batch{VV: mine, Rows: part, Done: i == len(parts)-1}
-		if i == 0 && withPrio {
-			b.Prio = &prio
+	// A page of rows at a time, read under the lock: a peer far behind
+	// costs one page of memory, not a copy of the group. A key written
+	// again since goes as it is now, which the peer takes as any row.
+	first := true
+	for start := 0; first || start < len(keys); start += sendPage {
+		page := keys[start:min(start+sendPage, len(keys))]
+		r.mu.Lock()
+		rows, err := r.g.Rows().Versions(page)
+		r.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("syncer: rows of %s for %s: %w", id, to, err)
 		}
-		if refs := refsOf(b.Rows); len(refs) > 0 {
-			b.Signposts = s.hooks.Signposts(to, id, refs)
+		parts := batches(rows)
+		if len(parts) == 0 {
+			parts = [][]syncgroup.Row{nil}
 		}
-		if err := s.writeBatch(st, &b, &b.Signposts); err != nil {
-			return err
+		for i, part := range parts {
+			b := batch{VV: mine, Rows: part, Done: start+sendPage >= len(keys) && i == len(parts)-1}
+			if first && withPrio {
+				b.Prio = &prio
+			}
+			first = false
+			if refs := refsOf(b.Rows); len(refs) > 0 {
+				b.Signposts = s.hooks.Signposts(to, id, refs)
+			}
+			if err := s.writeBatch(st, &b, &b.Signposts); err != nil {
+				return err
+			}
+			s.rowsSent.Add(int64(len(b.Rows)))
 		}
-		s.rowsSent.Add(int64(len(b.Rows)))
 	}
 	return nil
 }
+
+// sendPage is how many rows a round reads at a time for a peer.
+const sendPage = 1024
 
 func (s *Syncer) handleSync(st network.Stream) {
 	defer st.Close()

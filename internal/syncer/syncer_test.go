@@ -646,3 +646,53 @@ func TestAdminsNamedOnlyForAGoodInvitation(t *testing.T) {
 		t.Fatalf("malformed, oversized and unnamed addresses read as %v", ids)
 	}
 }
+
+// TestARoundSendsManyPages: a member far behind receives thousands of
+// rows in one round, read a page at a time, while the sender writes some
+// of them again: it ends with every key, each at a version the sender
+// wrote, and the next round leaves it with the sender's winners.
+func TestARoundSendsManyPages(t *testing.T) {
+	c := newCluster(t, 3)
+	if err := c.mn.UnlinkPeers(c.hosts[0].ID(), c.hosts[2].ID()); err != nil {
+		t.Fatal(err)
+	}
+	c.mn.DisconnectPeers(c.hosts[0].ID(), c.hosts[2].ID())
+	if err := c.mn.UnlinkPeers(c.hosts[1].ID(), c.hosts[2].ID()); err != nil {
+		t.Fatal(err)
+	}
+	c.mn.DisconnectPeers(c.hosts[1].ID(), c.hosts[2].ID())
+	const n = 3*sendPage + 100
+	var kvs []syncgroup.KV
+	for i := range n {
+		kvs = append(kvs, syncgroup.KV{Key: fmt.Sprintf("photos/%05d", i), Value: val("first")})
+	}
+	if _, err := c.sync[0].PutAll(c.gid, kvs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.mn.LinkPeers(c.hosts[0].ID(), c.hosts[2].ID()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.round(2, 0) }()
+	for i := 0; i < n; i += 97 {
+		if _, err := c.sync[0].Put(c.gid, fmt.Sprintf("photos/%05d", i), val("again")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	c.sync[2].With(c.gid, func(g *syncgroup.Group) error { got = len(g.Rows().List("photos/")); return nil })
+	if got != n {
+		t.Fatalf("%d rows after the round, want %d", got, n)
+	}
+	if err := c.round(2, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i += 97 {
+		if r, _ := c.get(2, fmt.Sprintf("photos/%05d", i)); string(r.Value) != string(val("again")) {
+			t.Fatalf("photos/%05d is %q after the next round", i, r.Value)
+		}
+	}
+}
