@@ -125,7 +125,7 @@ func Key(table []byte, k []byte) []byte {
 // Options returns badger options that keep a node's memory small: an 8 MiB
 // memtable, small caches and 64 MiB value-log files.
 func Options(dir string, log *slog.Logger) badger.Options {
-	return badger.DefaultOptions(dir).
+	o := badger.DefaultOptions(dir).
 		WithMemTableSize(8 << 20).
 		WithValueThreshold(64 << 10).
 		WithNumMemtables(2).
@@ -138,6 +138,10 @@ func Options(dir string, log *slog.Logger) badger.Options {
 		WithCompression(options.None).
 		WithLoggingLevel(badger.WARNING).
 		WithLogger(slogger{log})
+	// Tables of 2 MiB at every level: a compaction builds each in memory,
+	// and ten of them at once (two compactors, their splits) stay small.
+	o.TableSizeMultiplier = 1
+	return o
 }
 
 // Open opens (creating if needed) the badger store in dir.
