@@ -84,7 +84,18 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, admins []pe
 	// here. A first round that fails (a stream reset under load) is made
 	// up by the periodic ones; failing the join for it would leave the
 	// caller in the group believing it is not, with its invitation spent.
-	if err := s.SyncWith(ctx, g.ID(), via); err != nil {
+	err = s.SyncWith(ctx, g.ID(), via)
+	if errors.Is(err, ErrRefused) || err == nil && !s.IsMember(s.h.ID(), g.ID()) {
+		// via refuses this node the round, or the round brought the
+		// chain as via has it and no admission of this node in it: via
+		// answered as an admin without being one (a peer a redirect or
+		// an invitation named). An admin that admits never does either.
+		if _, rerr := s.retire(g.ID()); rerr != nil {
+			s.log.Error("replica of a join no admin made not removed", "group", g.ID(), "err", rerr)
+		}
+		return "", fmt.Errorf("%w: %s answered the join, but did not admit this node to %s (%v)", ErrNoAdmin, via, g.ID(), err)
+	}
+	if err != nil {
 		s.log.Warn("first round after joining failed; the periodic rounds catch up", "group", g.ID(), "admin", via, "err", err)
 	}
 	s.With(g.ID(), func(g *syncgroup.Group) error { s.learnAddrs(g); return nil })

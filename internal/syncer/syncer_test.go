@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -694,5 +695,58 @@ func TestARoundSendsManyPages(t *testing.T) {
 		if r, _ := c.get(2, fmt.Sprintf("photos/%05d", i)); string(r.Value) != string(val("again")) {
 			t.Fatalf("photos/%05d is %q after the next round", i, r.Value)
 		}
+	}
+}
+
+// TestJoinAnsweredByAMemberThatIsNoAdmin: a member speaks the join
+// protocol as if it were an admin, answering with the group's spec as
+// created (which every member knows) and writing no admission. The joiner
+// finds, in the first round, that no admin admitted it: the join fails
+// and leaves no replica behind.
+func TestJoinAnsweredByAMemberThatIsNoAdmin(t *testing.T) {
+	c := newCluster(t, 3)
+	// A change, so that admissions are the chain's (an older group
+	// admits on the invitation in the member's own row).
+	if _, err := c.sync[0].ChangeSpec(c.gid, syncgroup.Change{Op: syncgroup.SetCopies, N: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.round(2, 0); err != nil {
+		t.Fatal(err)
+	}
+	liar := c.hosts[2]
+	genesis, err := c.sync[2].Genesis(c.gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	liar.SetStreamHandler(p2p.ProtoJoin, func(st network.Stream) {
+		defer st.Close()
+		var req joinRequest
+		if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, maxJoinRequest, time.Second); err != nil {
+			st.Reset()
+			return
+		}
+		p2p.WriteMsg(st, joinResponse{Spec: genesis}, time.Second)
+	})
+	jh, err := c.mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	joiner := mustNew(t, jh, Config{IOTimeout: 5 * time.Second}, discard, nil)
+	t.Cleanup(joiner.Close)
+	adminKey := c.hosts[0].Peerstore().PrivKey(c.hosts[0].ID())
+	inv, err := syncgroup.Invite(adminKey, c.gid, jh.ID(), syncnode.Normal, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jh.Peerstore().AddAddrs(liar.ID(), liar.Addrs(), time.Hour)
+	_, err = joiner.Join(t.Context(), inv, []peer.ID{liar.ID()}, nil)
+	if !errors.Is(err, ErrNoAdmin) {
+		t.Fatalf("a join a member that is no admin answered: %v", err)
+	}
+	if len(joiner.Groups()) != 0 {
+		t.Fatalf("the joiner keeps a replica: %v", joiner.Groups())
 	}
 }
