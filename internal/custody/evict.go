@@ -200,11 +200,15 @@ func (c *Custody) evict(items []evictItem, listed bool, held func(syncnode.BlobR
 	checked := 0
 	evict, over := planEviction(items, c.cfg.BlobBudget, func(ref syncnode.BlobRef) bool {
 		checked++
+		// What this node knows first: MayEvict may ask servers.
+		if held(ref) || c.rules.Busy(ref) || c.pins.pinned(ref) || c.userPins.pinned(ref) {
+			return true
+		}
 		mayEvict, err := c.rules.MayEvict(ref)
 		if err != nil {
 			errs = append(errs, err)
 		}
-		return !mayEvict || held(ref) || c.rules.Busy(ref) || c.pins.pinned(ref) || c.userPins.pinned(ref)
+		return !mayEvict
 	})
 	rep.PinnedOver = over
 	for _, ref := range evict {
@@ -234,7 +238,10 @@ func (c *Custody) evict(items []evictItem, listed bool, held func(syncnode.BlobR
 func (c *Custody) evictOne(ref syncnode.BlobRef) bool {
 	unlock := c.locks.lock(ref)
 	defer unlock()
-	if ok, err := c.rules.MayEvict(ref); err != nil || !ok || c.pins.pinned(ref) || c.userPins.pinned(ref) || c.rules.Busy(ref) {
+	if c.pins.pinned(ref) || c.userPins.pinned(ref) || c.rules.Busy(ref) {
+		return false
+	}
+	if ok, err := c.rules.MayEvict(ref); err != nil || !ok {
 		return false
 	}
 	if h := c.Hooks.BeforeDelete.Load(); h != nil {

@@ -99,23 +99,34 @@ func (s *Store) update(ops []op) error {
 	for len(ops) > 0 {
 		n := min(len(ops), maxBatch)
 		err := s.db.Update(func(txn *badger.Txn) error {
-			for _, o := range ops[:n] {
-				var err error
-				if o.del {
-					err = txn.Delete(dbKey(o.key))
-				} else {
-					err = txn.Set(dbKey(o.key), o.value)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			return nil
+			// A transaction too big for badger commits what fits.
+			return s.apply(txn, ops, &n)
 		})
 		if err != nil {
 			return fmt.Errorf("dhtstore: write: %w", err)
 		}
 		ops = ops[n:]
+	}
+	return nil
+}
+
+// apply sets or deletes the first *n of ops in txn; if badger finds the
+// transaction too big, *n becomes how many it took.
+func (s *Store) apply(txn *badger.Txn, ops []op, n *int) error {
+	for i, o := range ops[:*n] {
+		var err error
+		if o.del {
+			err = txn.Delete(dbKey(o.key))
+		} else {
+			err = txn.Set(dbKey(o.key), o.value)
+		}
+		if errors.Is(err, badger.ErrTxnTooBig) && i > 0 {
+			*n = i
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

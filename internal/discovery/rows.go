@@ -207,7 +207,7 @@ func (d *Discovery) rediscover() {
 		for start := ""; ; {
 			rows, next, err := d.groups.RowsFrom(g, "", start, rediscoverPage)
 			if err != nil {
-				d.log.Debug("rediscovery stopped", "group", g, "err", err)
+				d.log.Error("rediscovery stopped: a row cannot be read", "group", g, "from", start, "err", err)
 				break
 			}
 			for _, r := range rows {
