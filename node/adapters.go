@@ -70,19 +70,10 @@ type custodyRules struct{ n *Node }
 // group this node is a member of named it since), exists nowhere else;
 // only RemoveBlob, asked for by name, deletes it.
 func (r custodyRules) MayEvict(ref syncnode.BlobRef) (bool, error) {
-	ok, err := r.n.ledger.MayEvictCopy(ref)
-	if err != nil || !ok {
+	if ok, err := r.n.ledger.MayEvictCopy(ref); err != nil || !ok {
 		return false, err
 	}
-	if ok, err := r.n.book.CopiesMet(ref); err != nil || !ok {
-		return false, err
-	}
-	// The signpost's word met the group's copies; the servers it counts
-	// must say so now, as one may have dropped its copy since.
-	ctx, cancel := context.WithTimeout(r.n.ctx, 2*r.n.cfg.IOTimeout)
-	defer cancel()
-	short, err := r.n.copiesShort(ctx, ref, false)
-	return err == nil && len(short) == 0, err
+	return r.n.handoffs.CopiesHeld(r.n.ctx, ref)
 }
 
 // KeepsAll reports whether this node is a server in any of its groups,

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -80,21 +79,6 @@ func (n *Node) PlanEjection(ctx context.Context, g syncnode.GroupID, p peer.ID) 
 	return n.handoffs.PlanEject(ctx, g, p)
 }
 
-// askAdmins names the admins of a group, to ask: " (ask A, B or C)".
-func (n *Node) askAdmins(spec syncgroup.Spec) string {
-	if len(spec.Admins) == 0 {
-		return ""
-	}
-	names := make([]string, len(spec.Admins))
-	for i, a := range spec.Admins {
-		names[i] = n.peerName(a)
-	}
-	if len(names) == 1 {
-		return " (ask " + names[0] + ")"
-	}
-	return " (ask " + strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1] + ")"
-}
-
 // mayEject refuses an ejection this node may not make: of a group it is
 // not in or not an admin of, or of itself.
 func (n *Node) mayEject(g syncnode.GroupID, p peer.ID) error {
@@ -104,7 +88,7 @@ func (n *Node) mayEject(g syncnode.GroupID, p peer.ID) error {
 	}
 	if !n.sync.IsAdmin(g, n.h.ID()) {
 		return fmt.Errorf("%w: only an admin of %s may eject a member, and this node is not one%s",
-			syncgroup.ErrNotAllowed, n.names().GroupName(g), n.askAdmins(spec))
+			syncgroup.ErrNotAllowed, n.names().GroupName(g), n.names().AskAdmins(spec))
 	}
 	if p == n.h.ID() {
 		return fmt.Errorf("%w: this node cannot eject itself from %s: leave the group instead", syncgroup.ErrNotAllowed, n.names().GroupName(g))

@@ -65,7 +65,7 @@ func (n *Node) Invite(g syncnode.GroupID, p peer.ID, dev syncnode.DevType, ttl t
 	if spec, err := n.GroupSpec(g); err == nil && !n.sync.IsAdmin(g, n.h.ID()) {
 		// Every admin would refuse it at the join.
 		return syncgroup.Invitation{}, fmt.Errorf("%w: only an admin of %s invites, and this node is not one%s",
-			syncgroup.ErrNotAllowed, n.names().GroupName(g), n.askAdmins(spec))
+			syncgroup.ErrNotAllowed, n.names().GroupName(g), n.names().AskAdmins(spec))
 	}
 	return n.sync.Invite(g, p, dev, time.Now().Add(ttl), n.conn.InvitationAddrs(g))
 }

@@ -135,7 +135,7 @@ func (n *Node) keeper() holds.Keeper {
 		},
 		Names: n.names(),
 		Short: func(ctx context.Context, ref syncnode.BlobRef) ([]holds.Shortfall, error) {
-			return n.copiesShort(ctx, ref, true)
+			return n.handoffs.CopiesShort(ctx, ref, true)
 		},
 		Settle: func(ctx context.Context, ref syncnode.BlobRef, wait time.Duration) error {
 			_, err := n.handoffs.Shares().SettleEscrow(ctx, ref, wait)
@@ -147,14 +147,4 @@ func (n *Node) keeper() holds.Keeper {
 // names names groups and peers in errors.
 func (n *Node) names() holds.GroupNames {
 	return holds.GroupNames{Groups: n.sync, Self: n.h.ID(), NameFunc: n.peerName}
-}
-
-// copiesShort is handoff.Handoffs.CopiesShort as holds wants it.
-func (n *Node) copiesShort(ctx context.Context, ref syncnode.BlobRef, strict bool) ([]holds.Shortfall, error) {
-	short, err := n.handoffs.CopiesShort(ctx, ref, strict)
-	out := make([]holds.Shortfall, len(short))
-	for i, s := range short {
-		out[i] = holds.Shortfall{Group: s.Group, Have: s.Have, Want: s.Want}
-	}
-	return out, err
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/holds"
 )
 
 // haveWait bounds each question to another server in EnoughElsewhere.
@@ -64,15 +65,6 @@ func (h *Handoffs) Balanced(ctx context.Context, ref syncnode.BlobRef) (bool, er
 	return true, nil
 }
 
-// Short is a group that has fewer servers holding a blob verified, apart
-// from this node, than it wants.
-type Short struct {
-	Group syncnode.GroupID
-	// Have is how many other servers said they hold it; Want is the
-	// group's Spec.Copies.
-	Have, Want int
-}
-
 // CopiesShort asks, in every group ref was learned through that wants
 // more than one verified server copy, each other server of the group
 // whether it holds ref now, and returns the groups where fewer hold it
@@ -83,7 +75,7 @@ type Short struct {
 // user can try again), and as its signpost says otherwise (an eviction,
 // which a server away for the night must not stop). It is what a device
 // evicting, or anyone removing, its copy must pass first.
-func (h *Handoffs) CopiesShort(ctx context.Context, ref syncnode.BlobRef, strict bool) ([]Short, error) {
+func (h *Handoffs) CopiesShort(ctx context.Context, ref syncnode.BlobRef, strict bool) ([]holds.Shortfall, error) {
 	sp, err := h.book.Get(ref)
 	if errors.Is(err, syncnode.ErrNotFound) {
 		return nil, nil
@@ -91,7 +83,7 @@ func (h *Handoffs) CopiesShort(ctx context.Context, ref syncnode.BlobRef, strict
 	if err != nil {
 		return nil, err
 	}
-	var short []Short
+	var short []holds.Shortfall
 	for _, g := range sp.Groups() {
 		want := h.book.CopiesWanted(g)
 		if want <= 1 {
@@ -108,10 +100,25 @@ func (h *Handoffs) CopiesShort(ctx context.Context, ref syncnode.BlobRef, strict
 			return !strict && ok && l.IsServer && !l.IsProxy
 		})
 		if have < want {
-			short = append(short, Short{Group: g, Have: have, Want: want})
+			short = append(short, holds.Shortfall{Group: g, Have: have, Want: want})
 		}
 	}
 	return short, nil
+}
+
+// CopiesHeld reports whether every group of ref has the verified server
+// copies it wants apart from this node's, as a device evicting its copy
+// needs: by the signpost first (signposting.Book.CopiesMet), then, in a
+// group that wants more than one, by the servers it counts, asked now
+// (CopiesShort, not strict), as one may have dropped its copy since.
+func (h *Handoffs) CopiesHeld(ctx context.Context, ref syncnode.BlobRef) (bool, error) {
+	if ok, err := h.book.CopiesMet(ref); err != nil || !ok {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*haveWait)
+	defer cancel()
+	short, err := h.CopiesShort(ctx, ref, false)
+	return err == nil && len(short) == 0, err
 }
 
 // haveNow asks peers at once whether they hold ref, and returns how many

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -181,6 +182,22 @@ func (n GroupNames) GroupName(g syncnode.GroupID) string {
 
 // PeerName names p.
 func (n GroupNames) PeerName(p peer.ID) string { return n.NameFunc(p) }
+
+// AskAdmins names the admins of a group, for a refusal to say whom to
+// ask: " (ask A, B or C)", or "" with none.
+func (n GroupNames) AskAdmins(spec syncgroup.Spec) string {
+	names := make([]string, len(spec.Admins))
+	for i, a := range spec.Admins {
+		names[i] = n.PeerName(a)
+	}
+	switch len(names) {
+	case 0:
+		return ""
+	case 1:
+		return " (ask " + names[0] + ")"
+	}
+	return " (ask " + strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1] + ")"
+}
 
 // Servers reports whether this node is a server of g, and how many other
 // servers g has.
