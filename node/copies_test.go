@@ -4,14 +4,17 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/feed"
+	"github.com/syncnode/syncnode/internal/discovery"
 	"github.com/syncnode/syncnode/internal/holds"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/ownership"
@@ -213,5 +216,29 @@ func TestNoCopyRemovedBelowK(t *testing.T) {
 	}
 	if err := phone.RemoveBlob(ref); !errors.Is(err, ErrPinned) || !phone.HasBlob(ref) {
 		t.Fatalf("the phone's removal, one server answering that it holds the blob: %v", err)
+	}
+}
+
+// TestPublicBlobsAreProvided: a blob of a public group is provided in the
+// DHT, and one of a private group is not, both at the put and in a full
+// round of the reprovider, which lists the node's held blobs.
+func TestPublicBlobsAreProvided(t *testing.T) {
+	t.Parallel()
+	pub, gp := meshWith(t, false, func(*Config) {}, syncnode.Normal, syncnode.Normal)
+	priv, gq := meshWith(t, true, func(*Config) {}, syncnode.Normal)
+	a, b := pub[0], pub[1]
+	open := putBlobRow(t, a, gp, "photos/open", 8<<10, 21)
+	testkit.WaitFor(t, 10*time.Second, "the public blob's provider found", func() bool {
+		ps, _ := b.dht.FindProviders(t.Context(), open, 2)
+		return slices.ContainsFunc(ps, func(ai peer.AddrInfo) bool { return ai.ID == a.ID() })
+	})
+	closed := putBlobRow(t, priv[0], gq, "photos/closed", 8<<10, 22)
+	held := discovery.Provided{Book: a.book, HeldRefs: a.custody.HeldRefs, Holds: a.holds}
+	if got := held.Provided(); !slices.Contains(got, open) {
+		t.Fatalf("the reprovider's round lists %v, not the public blob", got)
+	}
+	other := discovery.Provided{Book: priv[0].book, HeldRefs: priv[0].custody.HeldRefs, Holds: priv[0].holds}
+	if got := other.Provided(); slices.Contains(got, closed) || other.Provides(closed) {
+		t.Fatalf("a private blob is provided: %v", got)
 	}
 }

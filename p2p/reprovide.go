@@ -18,32 +18,40 @@ const (
 )
 
 // Reprovider keeps the DHT's provider records for the blobs a node holds:
-// a blob added is provided at once (new ones are batched), every blob held
-// is provided again each interval, and a removed blob is never provided
-// again.
+// a blob added is provided at once (new ones are batched), every blob the
+// node's Held lists is provided again each interval, and a blob Held no
+// longer provides is not provided again. It keeps no set of its own: the
+// node knows what it holds.
 type Reprovider struct {
 	provide  func(context.Context, syncnode.BlobRef) error
+	held     Held
 	interval time.Duration
 	workers  int
 	log      *slog.Logger
 
 	mu      sync.Mutex
-	held    map[syncnode.BlobRef]struct{}
 	pending map[syncnode.BlobRef]struct{}
 	kick    chan struct{}
 }
 
-// NewReprovider returns a reprovider that announces through provide (a
-// DHT's Provide) with workers at once.
-func NewReprovider(provide func(context.Context, syncnode.BlobRef) error, interval time.Duration, workers int, log *slog.Logger) *Reprovider {
-	return &Reprovider{provide: provide, interval: interval, workers: workers, log: log,
-		held: map[syncnode.BlobRef]struct{}{}, pending: map[syncnode.BlobRef]struct{}{}, kick: make(chan struct{}, 1)}
+// Held is what a reprovider asks of its node.
+type Held interface {
+	// Provided lists the blobs to provide again, each interval.
+	Provided() []syncnode.BlobRef
+	// Provides reports whether ref is still to be provided.
+	Provides(ref syncnode.BlobRef) bool
 }
 
-// Add records that the node holds ref and provides it soon.
+// NewReprovider returns a reprovider that announces through provide (a
+// DHT's Provide) with workers at once the blobs held lists.
+func NewReprovider(provide func(context.Context, syncnode.BlobRef) error, held Held, interval time.Duration, workers int, log *slog.Logger) *Reprovider {
+	return &Reprovider{provide: provide, held: held, interval: interval, workers: workers, log: log,
+		pending: map[syncnode.BlobRef]struct{}{}, kick: make(chan struct{}, 1)}
+}
+
+// Add provides ref soon.
 func (r *Reprovider) Add(ref syncnode.BlobRef) {
 	r.mu.Lock()
-	r.held[ref] = struct{}{}
 	r.pending[ref] = struct{}{}
 	r.mu.Unlock()
 	select {
@@ -52,19 +60,11 @@ func (r *Reprovider) Add(ref syncnode.BlobRef) {
 	}
 }
 
-// Remove stops providing ref.
+// Remove stops a pending provide of ref; Held no longer lists it.
 func (r *Reprovider) Remove(ref syncnode.BlobRef) {
 	r.mu.Lock()
-	delete(r.held, ref)
 	delete(r.pending, ref)
 	r.mu.Unlock()
-}
-
-// Len returns how many blobs are being provided.
-func (r *Reprovider) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.held)
 }
 
 // Run provides new blobs as they are added and all of them every interval,
@@ -90,16 +90,15 @@ func (r *Reprovider) Run(ctx context.Context) {
 // round provides the pending blobs, or all held ones.
 func (r *Reprovider) round(ctx context.Context, pendingOnly bool) (provided, failed int) {
 	r.mu.Lock()
-	src := r.held
-	if pendingOnly {
-		src = r.pending
-	}
-	refs := make([]syncnode.BlobRef, 0, len(src))
-	for ref := range src {
+	refs := make([]syncnode.BlobRef, 0, len(r.pending))
+	for ref := range r.pending {
 		refs = append(refs, ref)
 	}
 	clear(r.pending)
 	r.mu.Unlock()
+	if !pendingOnly {
+		refs = r.held.Provided()
+	}
 
 	work := make(chan syncnode.BlobRef)
 	var mu sync.Mutex
@@ -109,10 +108,7 @@ func (r *Reprovider) round(ctx context.Context, pendingOnly bool) (provided, fai
 		go func() {
 			defer wg.Done()
 			for ref := range work {
-				r.mu.Lock()
-				_, still := r.held[ref]
-				r.mu.Unlock()
-				if !still {
+				if !r.held.Provides(ref) {
 					continue // removed meanwhile
 				}
 				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)

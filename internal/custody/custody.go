@@ -239,6 +239,18 @@ func (c *Custody) Stats() Stats {
 		ScrubPasses: c.scrubPasses.Load(), Restoring: len(c.restore.pending())}
 }
 
+// HeldRefs returns the blobs this node holds, as the LRU table knows
+// them, in no order.
+func (c *Custody) HeldRefs() []syncnode.BlobRef {
+	c.lru.mu.Lock()
+	defer c.lru.mu.Unlock()
+	out := make([]syncnode.BlobRef, 0, len(c.lru.used))
+	for ref := range c.lru.used {
+		out = append(out, ref)
+	}
+	return out
+}
+
 // Held returns the blobs this node holds and their bytes, as the LRU
 // table knows them (a blob being put or fetched is not in it yet).
 func (c *Custody) Held() (blobs int, bytes int64) {

@@ -239,3 +239,20 @@ func (d *Discovery) rediscoverRow(g syncnode.GroupID, r syncgroup.Row) {
 		}
 	}
 }
+
+// Provided is what a node provides in the DHT (p2p.Held): the blobs it
+// holds that a public group of its references (signposting.Book.Announced).
+type Provided struct {
+	Book *signposting.Book
+	// HeldRefs lists the blobs held; Holds reports one.
+	HeldRefs func() []syncnode.BlobRef
+	Holds    func(syncnode.BlobRef) bool
+}
+
+// Provided lists the held blobs to provide again.
+func (p Provided) Provided() []syncnode.BlobRef {
+	return slices.DeleteFunc(p.HeldRefs(), func(ref syncnode.BlobRef) bool { return !p.Book.Announced(ref) })
+}
+
+// Provides reports whether ref is held and to be provided.
+func (p Provided) Provides(ref syncnode.BlobRef) bool { return p.Holds(ref) && p.Book.Announced(ref) }
