@@ -116,9 +116,11 @@ type Deps struct {
 
 // Collector runs the passes.
 type Collector struct {
-	cfg    Config
-	d      Deps
-	opened time.Time
+	cfg Config
+	d   Deps
+	// durable syncs the mark of a collection (see collect).
+	durable *kv.Durable
+	opened  time.Time
 
 	mu    sync.Mutex
 	heard map[syncnode.GroupID]time.Time
@@ -139,7 +141,7 @@ func New(cfg Config, d Deps) (*Collector, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Collector{cfg: cfg, d: d, opened: cfg.Now(), heard: map[syncnode.GroupID]time.Time{}, watched: map[watch]time.Time{}}, nil
+	return &Collector{cfg: cfg, d: d, durable: kv.NewDurable(d.DB), opened: cfg.Now(), heard: map[syncnode.GroupID]time.Time{}, watched: map[watch]time.Time{}}, nil
 }
 
 // watch names a blob in a group.

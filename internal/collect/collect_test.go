@@ -549,3 +549,59 @@ func TestRowsArrivingTogetherDuringAPass(t *testing.T) {
 		t.Fatal("a blob no row names any more was kept")
 	}
 }
+
+// watchingLedger is the rig's ledger with its Collect watched: what the
+// collector's record says when the shares are dissolved, and a failure
+// to inject.
+type watchingLedger struct {
+	*ownership.Ledger
+	col    func() *collect.Collector
+	marked bool
+	fail   error
+}
+
+func (l *watchingLedger) Collect(ref syncnode.BlobRef, g syncnode.GroupID) error {
+	st, _ := l.col().State(ref)
+	for _, s := range st {
+		l.marked = l.marked || s.Group == g && !s.Collected.IsZero()
+	}
+	if l.fail != nil {
+		return l.fail
+	}
+	return l.Ledger.Collect(ref, g)
+}
+
+// TestCollectedMarkedBeforeTheSharesGo: the mark that a blob was
+// collected is written (on stable storage) before the shares are
+// dissolved, so that no power cut leaves shares gone and no mark, which
+// would keep a row naming the blob again from reviving it; a collection
+// that fails takes its mark back.
+func TestCollectedMarkedBeforeTheSharesGo(t *testing.T) {
+	r := newRig(t)
+	wl := &watchingLedger{Ledger: r.ledger, col: func() *collect.Collector { return r.col }, fail: errors.New("disk full")}
+	var err error
+	r.col, err = collect.New(collect.Config{Grace: grace, Now: func() time.Time { return r.now }}, collect.Deps{
+		Self: self, DB: r.db, Groups: r.g, Signposts: r.sps, Ledger: wl, Custody: r.c,
+		Busy: func(ref syncnode.BlobRef) bool { return r.c.fetch[ref] }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := r.blob(1, g1, "a")
+	r.pass(time.Minute)
+	delete(r.g.rows[g1], "a")
+	r.pass(time.Minute) // noted
+	r.now = r.now.Add(grace + time.Second)
+	r.col.Heard(g1)
+	r.col.Pass(context.Background()) // the dissolution fails
+	if st, _ := r.col.State(ref); len(st) != 1 || !st[0].Collected.IsZero() || r.shares(ref, g1) != ownership.CreatorShares {
+		t.Fatalf("after a failed collection: state %+v, shares %d", st, r.shares(ref, g1))
+	}
+	wl.fail, wl.marked = nil, false
+	r.pass(time.Second)
+	if !wl.marked {
+		t.Fatal("the shares were dissolved before the blob was marked collected")
+	}
+	if st, _ := r.col.State(ref); len(st) != 1 || st[0].Collected.IsZero() || r.shares(ref, g1) != 0 {
+		t.Fatalf("after the collection: state %+v, shares %d", st, r.shares(ref, g1))
+	}
+}

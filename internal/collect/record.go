@@ -50,8 +50,14 @@ func (c *Collector) load(ref syncnode.BlobRef) (record, error) {
 // run again): Referenced, a pass and a collection never lose each
 // other's writes.
 func (c *Collector) update(ref syncnode.BlobRef, fn func(*record) bool) (record, error) {
+	return c.updateWith(func(fn func(*badger.Txn) error) error { return kv.Update(c.d.DB, fn) }, ref, fn)
+}
+
+// updateWith is update through commit: kv.Update, or a Durable's Update
+// to have the record on stable storage when it returns.
+func (c *Collector) updateWith(commit func(func(*badger.Txn) error) error, ref syncnode.BlobRef, fn func(*record) bool) (record, error) {
 	var rec record
-	err := kv.Update(c.d.DB, func(txn *badger.Txn) error {
+	err := commit(func(txn *badger.Txn) error {
 		rec = record{}
 		if err := kv.Get(txn, key(ref), kv.KindUnref, &rec); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
 			return err
