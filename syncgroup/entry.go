@@ -26,8 +26,13 @@ type entry struct {
 	deleted bool
 }
 
-func newEntry(row Row) entry {
-	return entry{ts: row.TS, writer: row.Writer, seq: row.Seq, cost: int32(rowCost(row)), refs: int32(refCount(row)), deleted: row.Deleted, row: &row}
+// newEntry returns row's entry, holding the row whole if whole.
+func newEntry(row Row, whole bool) entry {
+	e := entry{ts: row.TS, writer: row.Writer, seq: row.Seq, cost: int32(rowCost(row)), refs: int32(refCount(row)), deleted: row.Deleted}
+	if whole {
+		e.row = &row
+	}
+	return e
 }
 
 // item is a key and its entry, as the replica's ordered tree holds them:
@@ -188,12 +193,7 @@ func (r *Rows) MissingKeys(remote VersionVector, prefixes []string) []string {
 // restoreRow puts back a row read from the store, which holds it: only
 // its entry stays in memory (a membership row stays whole).
 func (r *Rows) restoreRow(row Row) {
-	r.set(row)
-	if !strings.HasPrefix(row.Key, memberPrefix) {
-		e, _ := r.get(row.Key)
-		e.row = nil
-		r.put(row.Key, e)
-	}
+	r.setWhole(row, strings.HasPrefix(row.Key, memberPrefix))
 	if row.TS.Compare(r.hlc.last) > 0 {
 		r.hlc.last = row.TS
 	}

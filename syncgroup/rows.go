@@ -197,7 +197,7 @@ func (r *Rows) fitsAll(rows []Row) error {
 		if ok {
 			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-int64(old.cost), u.Refs-int(old.refs)
 		}
-		e := newEntry(row)
+		e := newEntry(row, false)
 		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+int64(e.cost), u.Refs+int(e.refs)
 		pending[row.Key] = e
 	}
@@ -304,7 +304,11 @@ func (r *Rows) Apply(row Row, now time.Time) (bool, error) {
 }
 
 // set makes row its key's winner.
-func (r *Rows) set(row Row) {
+func (r *Rows) set(row Row) { r.setWhole(row, true) }
+
+// setWhole is set, holding the row whole in memory only if whole (one
+// read back from the store need not be).
+func (r *Rows) setWhole(row Row, whole bool) {
 	// One copy of each writer's ID, not one per row it wrote.
 	if w, ok := r.writers[row.Writer]; ok {
 		row.Writer = w
@@ -314,7 +318,7 @@ func (r *Rows) set(row Row) {
 		}
 		r.writers[row.Writer] = row.Writer
 	}
-	e := newEntry(row)
+	e := newEntry(row, whole)
 	if !strings.HasPrefix(row.Key, memberPrefix) {
 		if r.usage == nil {
 			r.usage = map[peer.ID]Usage{}

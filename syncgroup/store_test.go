@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/kv"
@@ -136,17 +137,7 @@ func TestStoreRoundTripAndContinue(t *testing.T) {
 // store that gives back another version is an error, never a row passed
 // off as the replica's.
 func TestStoredRowsAreReadBackWhole(t *testing.T) {
-	db, err := kv.Open(t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	adminKey, admin := key(t)
-	g, err := Create("photos", []string{"photos/"}, false, adminKey, syncnode.Normal, nil, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := NewStore(db)
+	db, st, g, admin := storedGroup(t)
 	if err := st.SaveAll(g, syncnode.Priority{}); err != nil {
 		t.Fatal(err)
 	}
@@ -231,17 +222,7 @@ func TestStoredRowsAreReadBackWhole(t *testing.T) {
 // sparse among the stored keys, come back as a lookup of each gives
 // them; one the store lost is an error.
 func TestRowsReadBackInOneScan(t *testing.T) {
-	db, err := kv.Open(t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	adminKey, _ := key(t)
-	g, err := Create("photos", []string{"photos/"}, false, adminKey, syncnode.Normal, nil, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := NewStore(db)
+	db, st, g, _ := storedGroup(t)
 	var written []Row
 	for i := range 400 {
 		r, err := g.Put(fmt.Sprintf("photos/%03d", i), []byte{0xa1, byte(i)}, t0.Add(time.Duration(i)))
@@ -280,4 +261,21 @@ func TestRowsReadBackInOneScan(t *testing.T) {
 	if _, err := load(keys); !errors.Is(err, syncnode.ErrNotFound) {
 		t.Fatalf("a row the store lost: %v", err)
 	}
+}
+
+// storedGroup returns a database, a store over it, and a group of one
+// device, its admin, not saved yet.
+func storedGroup(t *testing.T) (*badger.DB, *Store, *Group, peer.ID) {
+	t.Helper()
+	db, err := kv.Open(t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	adminKey, admin := key(t)
+	g, err := Create("photos", []string{"photos/"}, false, adminKey, syncnode.Normal, nil, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, NewStore(db), g, admin
 }
