@@ -36,7 +36,10 @@ func (s *Syncer) Join(ctx context.Context, inv syncgroup.Invitation, admins []pe
 	var via peer.ID
 	var errs []error
 	last := s.lastResume(inv.Group)
-	asked := map[peer.ID]bool{}
+	// The issuer was dialled before the join (it admits almost always):
+	// a redirect to it, when it is not among admins, would wait again on
+	// a peer that did not answer.
+	asked := map[peer.ID]bool{inv.Admin: !slices.Contains(admins, inv.Admin)}
 	redirects := 0
 	for i := 0; i < len(admins); i++ {
 		a := admins[i]
