@@ -197,8 +197,10 @@ func (l *Ledger) DropGroup(ref syncnode.BlobRef, g syncnode.GroupID) error {
 // granted the creator's shares there: no live row of g references ref any
 // more, so g's shares pin nothing, and a row that references ref again
 // grants them anew. Shares of g in escrow make it refuse with
-// ErrInEscrow: the transfer settles first.
-func (l *Ledger) Collect(ref syncnode.BlobRef, g syncnode.GroupID) error {
+// ErrInEscrow: the transfer settles first. also, if not nil, writes in
+// the same transaction what the caller records of the collection, so
+// that the two land together or not at all.
+func (l *Ledger) Collect(ref syncnode.BlobRef, g syncnode.GroupID, also func(*badger.Txn) error) error {
 	return l.durable.Update(func(txn *badger.Txn) error {
 		r, err := load(txn, ref)
 		if err != nil {
@@ -207,6 +209,11 @@ func (l *Ledger) Collect(ref syncnode.BlobRef, g syncnode.GroupID) error {
 		for _, t := range r.Escrow {
 			if t.Group == g {
 				return fmt.Errorf("%w: %s in %s", ErrInEscrow, ref, g)
+			}
+		}
+		if also != nil {
+			if err := also(txn); err != nil {
+				return err
 			}
 		}
 		if r.Shares[g] == 0 && !r.Created[g] {

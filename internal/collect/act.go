@@ -30,18 +30,15 @@ func (c *Collector) collect(ref syncnode.BlobRef, g syncnode.GroupID, anywhere b
 	} else if _, running := rec.Since[g]; !running || rec.Named >= start.UnixNano() {
 		return nil
 	}
-	// The mark first, on stable storage, and the grace kept beside it
-	// until the shares are gone: whichever a power cut leaves, a row
-	// that names the blob again finds the mark and the blob revives, or
-	// the next pass collects it again. Seen stays: shares a take under
-	// way lands after this (it read the signpost before) are collected
-	// again a grace later.
-	mark := func(collected bool) error {
-		_, err := c.updateWith(c.durable.Update, ref, func(rec *record) bool {
-			if !collected {
-				delete(rec.Collected, g)
-				return true
-			}
+	// The mark that the blob was collected lands in the transaction
+	// that dissolves the shares: no reader, and no power cut, finds one
+	// without the other, and a row that names the blob again finds the
+	// mark and the blob revives. Seen stays: shares a take under way
+	// lands after this (it read the signpost before) are collected again
+	// a grace later.
+	err := c.d.Ledger.Collect(ref, g, func(txn *badger.Txn) error {
+		_, err := c.updateIn(txn, ref, func(rec *record) bool {
+			delete(rec.Since, g)
 			if rec.Collected == nil {
 				rec.Collected = map[syncnode.GroupID]int64{}
 			}
@@ -49,24 +46,14 @@ func (c *Collector) collect(ref syncnode.BlobRef, g syncnode.GroupID, anywhere b
 			return true
 		})
 		return err
-	}
-	if err := mark(true); err != nil {
-		return err
-	}
-	if err := c.d.Ledger.Collect(ref, g); err != nil {
-		if uerr := mark(false); uerr != nil {
-			return errors.Join(err, uerr)
-		}
-		if errors.Is(err, ownership.ErrInEscrow) {
-			return nil // settles first; the next pass collects it
-		}
+	})
+	if errors.Is(err, ownership.ErrInEscrow) {
+		return nil // settles first; the next pass collects it
+	} else if err != nil {
 		return err
 	}
 	sp, err := c.d.Signposts.Update(ref, func(sp *signpost.Signpost) { delete(sp.SgIDs, g) })
 	if err != nil {
-		return err
-	}
-	if _, err := c.update(ref, func(rec *record) bool { delete(rec.Since, g); return true }); err != nil {
 		return err
 	}
 	c.collected.Add(1)

@@ -77,7 +77,7 @@ type Ledger interface {
 	Scan(fn func(ref syncnode.BlobRef, shares map[syncnode.GroupID]int) error) error
 	// Collect dissolves this node's shares of ref in g (see
 	// ownership.Ledger.Collect).
-	Collect(ref syncnode.BlobRef, g syncnode.GroupID) error
+	Collect(ref syncnode.BlobRef, g syncnode.GroupID, also func(*badger.Txn) error) error
 	// MayEvict reports no shares of ref here, none in escrow.
 	MayEvict(ref syncnode.BlobRef) (bool, error)
 }
@@ -116,11 +116,9 @@ type Deps struct {
 
 // Collector runs the passes.
 type Collector struct {
-	cfg Config
-	d   Deps
-	// durable syncs the mark of a collection (see collect).
-	durable *kv.Durable
-	opened  time.Time
+	cfg    Config
+	d      Deps
+	opened time.Time
 
 	mu    sync.Mutex
 	heard map[syncnode.GroupID]time.Time
@@ -141,7 +139,7 @@ func New(cfg Config, d Deps) (*Collector, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Collector{cfg: cfg, d: d, durable: kv.NewDurable(d.DB), opened: cfg.Now(), heard: map[syncnode.GroupID]time.Time{}, watched: map[watch]time.Time{}}, nil
+	return &Collector{cfg: cfg, d: d, opened: cfg.Now(), heard: map[syncnode.GroupID]time.Time{}, watched: map[watch]time.Time{}}, nil
 }
 
 // watch names a blob in a group.

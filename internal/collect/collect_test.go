@@ -340,7 +340,7 @@ func TestSharesInEscrowSettleFirst(t *testing.T) {
 	if !r.c.held[ref] {
 		t.Fatal("copy deleted with shares in escrow")
 	}
-	if err := r.ledger.Collect(ref, g1); !errors.Is(err, ownership.ErrInEscrow) {
+	if err := r.ledger.Collect(ref, g1, nil); !errors.Is(err, ownership.ErrInEscrow) {
 		t.Fatalf("Collect with shares in escrow: %v", err)
 	}
 }
@@ -550,38 +550,31 @@ func TestRowsArrivingTogetherDuringAPass(t *testing.T) {
 	}
 }
 
-// watchingLedger is the rig's ledger with its Collect watched: what the
-// collector's record says when the shares are dissolved, and a failure
-// to inject.
-type watchingLedger struct {
+// failingLedger is the rig's ledger, its Collect failing while fail is
+// set, as a full disk would make it.
+type failingLedger struct {
 	*ownership.Ledger
-	col    func() *collect.Collector
-	marked bool
-	fail   error
+	fail error
 }
 
-func (l *watchingLedger) Collect(ref syncnode.BlobRef, g syncnode.GroupID) error {
-	st, _ := l.col().State(ref)
-	for _, s := range st {
-		l.marked = l.marked || s.Group == g && !s.Collected.IsZero()
-	}
+func (l *failingLedger) Collect(ref syncnode.BlobRef, g syncnode.GroupID, also func(*badger.Txn) error) error {
 	if l.fail != nil {
 		return l.fail
 	}
-	return l.Ledger.Collect(ref, g)
+	return l.Ledger.Collect(ref, g, also)
 }
 
-// TestCollectedMarkedBeforeTheSharesGo: the mark that a blob was
-// collected is written (on stable storage) before the shares are
-// dissolved, so that no power cut leaves shares gone and no mark, which
-// would keep a row naming the blob again from reviving it; a collection
-// that fails takes its mark back.
-func TestCollectedMarkedBeforeTheSharesGo(t *testing.T) {
+// TestCollectedMarkedWithTheShares: the mark that a blob was collected
+// lands with the dissolution of its shares, in one transaction, so that
+// no reader and no power cut finds one without the other (a row naming
+// the blob again would then not revive it); a collection that fails
+// leaves neither.
+func TestCollectedMarkedWithTheShares(t *testing.T) {
 	r := newRig(t)
-	wl := &watchingLedger{Ledger: r.ledger, col: func() *collect.Collector { return r.col }, fail: errors.New("disk full")}
+	fl := &failingLedger{Ledger: r.ledger, fail: errors.New("disk full")}
 	var err error
 	r.col, err = collect.New(collect.Config{Grace: grace, Now: func() time.Time { return r.now }}, collect.Deps{
-		Self: self, DB: r.db, Groups: r.g, Signposts: r.sps, Ledger: wl, Custody: r.c,
+		Self: self, DB: r.db, Groups: r.g, Signposts: r.sps, Ledger: fl, Custody: r.c,
 		Busy: func(ref syncnode.BlobRef) bool { return r.c.fetch[ref] }})
 	if err != nil {
 		t.Fatal(err)
@@ -596,11 +589,8 @@ func TestCollectedMarkedBeforeTheSharesGo(t *testing.T) {
 	if st, _ := r.col.State(ref); len(st) != 1 || !st[0].Collected.IsZero() || r.shares(ref, g1) != ownership.CreatorShares {
 		t.Fatalf("after a failed collection: state %+v, shares %d", st, r.shares(ref, g1))
 	}
-	wl.fail, wl.marked = nil, false
+	fl.fail = nil
 	r.pass(time.Second)
-	if !wl.marked {
-		t.Fatal("the shares were dissolved before the blob was marked collected")
-	}
 	if st, _ := r.col.State(ref); len(st) != 1 || st[0].Collected.IsZero() || r.shares(ref, g1) != 0 {
 		t.Fatalf("after the collection: state %+v, shares %d", st, r.shares(ref, g1))
 	}

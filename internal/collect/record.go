@@ -50,25 +50,26 @@ func (c *Collector) load(ref syncnode.BlobRef) (record, error) {
 // run again): Referenced, a pass and a collection never lose each
 // other's writes.
 func (c *Collector) update(ref syncnode.BlobRef, fn func(*record) bool) (record, error) {
-	return c.updateWith(func(fn func(*badger.Txn) error) error { return kv.Update(c.d.DB, fn) }, ref, fn)
-}
-
-// updateWith is update through commit: kv.Update, or a Durable's Update
-// to have the record on stable storage when it returns.
-func (c *Collector) updateWith(commit func(func(*badger.Txn) error) error, ref syncnode.BlobRef, fn func(*record) bool) (record, error) {
 	var rec record
-	err := commit(func(txn *badger.Txn) error {
-		rec = record{}
-		if err := kv.Get(txn, key(ref), kv.KindUnref, &rec); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
-			return err
-		}
-		if !fn(&rec) {
-			return nil
-		}
-		if len(rec.Seen) == 0 && len(rec.Since) == 0 && len(rec.Collected) == 0 && !rec.Kept && rec.Named == 0 {
-			return txn.Delete(key(ref))
-		}
-		return kv.Set(txn, key(ref), kv.KindUnref, rec)
+	err := kv.Update(c.d.DB, func(txn *badger.Txn) error {
+		var err error
+		rec, err = c.updateIn(txn, ref, fn)
+		return err
 	})
 	return rec, err
+}
+
+// updateIn is update in the caller's transaction.
+func (c *Collector) updateIn(txn *badger.Txn, ref syncnode.BlobRef, fn func(*record) bool) (record, error) {
+	var rec record
+	if err := kv.Get(txn, key(ref), kv.KindUnref, &rec); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+		return rec, err
+	}
+	if !fn(&rec) {
+		return rec, nil
+	}
+	if len(rec.Seen) == 0 && len(rec.Since) == 0 && len(rec.Collected) == 0 && !rec.Kept && rec.Named == 0 {
+		return rec, txn.Delete(key(ref))
+	}
+	return rec, kv.Set(txn, key(ref), kv.KindUnref, rec)
 }
