@@ -256,6 +256,11 @@ func (s *Syncer) retire(id syncnode.GroupID) (syncgroup.Resume, error) {
 
 func (s *Syncer) handleJoin(st network.Stream) {
 	defer st.Close()
+	done, ok := s.handling(st)
+	if !ok {
+		return
+	}
+	defer done()
 	from := st.Conn().RemotePeer()
 	var req joinRequest
 	if err := p2p.ReadMsg(bufio.NewReader(st), st, &req, maxJoinRequest, s.cfg.IOTimeout); err != nil {

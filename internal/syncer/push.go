@@ -305,6 +305,11 @@ func batches(rows []syncgroup.Row) [][]syncgroup.Row {
 var errPushRefused = errors.New("syncer: push refused")
 
 func (s *Syncer) handlePush(st network.Stream) {
+	done, ok := s.handling(st)
+	if !ok {
+		return
+	}
+	defer done()
 	from := st.Conn().RemotePeer()
 	br := bufio.NewReader(st)
 	ack := pushAck{Prios: map[syncnode.GroupID]syncnode.Priority{}}

@@ -178,6 +178,11 @@ const sendPage = 1024
 
 func (s *Syncer) handleSync(st network.Stream) {
 	defer st.Close()
+	done, ok := s.handling(st)
+	if !ok {
+		return
+	}
+	defer done()
 	from := st.Conn().RemotePeer()
 	br := bufio.NewReader(st)
 	var h hello

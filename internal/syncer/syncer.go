@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
@@ -234,6 +235,18 @@ func (s *Syncer) enter(ctx context.Context) (context.Context, func(), error) {
 		return ctx, nil, ErrClosed
 	}
 	return ctx, done, nil
+}
+
+// handling enters the work of a stream handler, which reads and writes
+// the store: Close waits for it. Once Close has begun it resets st and
+// reports false.
+func (s *Syncer) handling(st network.Stream) (done func(), ok bool) {
+	_, done, err := s.enter(context.Background())
+	if err != nil {
+		st.Reset()
+		return nil, false
+	}
+	return done, true
 }
 
 // Stats are a syncer's counters.
