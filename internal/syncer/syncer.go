@@ -238,15 +238,17 @@ func (s *Syncer) enter(ctx context.Context) (context.Context, func(), error) {
 }
 
 // handling enters the work of a stream handler, which reads and writes
-// the store: Close waits for it. Once Close has begun it resets st and
-// reports false.
+// the store: Close waits for it, and resets st when it begins, so that a
+// peer slow to send holds no close up. Once Close has begun it resets st
+// and reports false.
 func (s *Syncer) handling(st network.Stream) (done func(), ok bool) {
-	_, done, err := s.enter(context.Background())
+	ctx, leave, err := s.enter(context.Background())
 	if err != nil {
 		st.Reset()
 		return nil, false
 	}
-	return done, true
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	return func() { stop(); leave() }, true
 }
 
 // Stats are a syncer's counters.

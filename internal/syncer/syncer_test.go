@@ -750,3 +750,25 @@ func TestJoinAnsweredByAMemberThatIsNoAdmin(t *testing.T) {
 		t.Fatalf("the joiner keeps a replica: %v", joiner.Groups())
 	}
 }
+
+// TestCloseWaitsForAHandler: a round a peer opened and has not finished
+// (its hello not sent yet) holds Close up only until Close resets it,
+// and a handler never runs on once Close has returned.
+func TestCloseWaitsForAHandler(t *testing.T) {
+	c := newCluster(t, 2)
+	st, err := c.hosts[0].NewStream(t.Context(), c.hosts[1].ID(), p2p.ProtoSync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	time.Sleep(50 * time.Millisecond) // the handler is reading the hello
+	start := time.Now()
+	c.sync[1].Close()
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("Close waited %v on a peer that sent nothing", took)
+	}
+	if _, done, err := c.sync[1].enter(t.Context()); err == nil {
+		done()
+		t.Fatal("work entered after Close")
+	}
+}
