@@ -3,9 +3,11 @@ package blobstore_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,5 +59,81 @@ func BenchmarkPutVsFileWrite(b *testing.B) {
 	mbps := func(t time.Duration) float64 { return float64(size) * float64(b.N) / t.Seconds() / 1e6 }
 	b.ReportMetric(mbps(rawT), "raw-MB/s")
 	b.ReportMetric(mbps(putT), "put-MB/s")
+	b.ReportMetric(rawT.Seconds()/putT.Seconds(), "put/raw")
+}
+
+// BenchmarkSmallPutsVsFileWrites times 4 KiB Puts by 8 concurrent callers
+// against the floor of a durable small file in the same run: 8 callers
+// each creating a file, writing the bytes, fsyncing it, renaming it into a
+// directory and fsyncing that. It reports the time per put and the ratio.
+func BenchmarkSmallPutsVsFileWrites(b *testing.B) {
+	const callers, size = 8, 4096
+	dir := b.TempDir()
+	d, err := blobstore.OpenDisk(filepath.Join(dir, "store"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	raw := filepath.Join(dir, "raw")
+	if err := os.Mkdir(raw, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	var rawT, putT time.Duration
+	var n int
+	run := func(each func(c, i int) error) time.Duration {
+		start := time.Now()
+		var wg sync.WaitGroup
+		errs := make(chan error, callers)
+		for c := range callers {
+			wg.Go(func() {
+				for i := range 64 {
+					if err := each(c, i); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	for b.Loop() {
+		n++
+		rawT += run(func(c, i int) error {
+			name := filepath.Join(raw, fmt.Sprintf("%d-%d-%d", n, c, i))
+			f, err := os.Create(name + ".tmp")
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if _, err := f.Write(testkit.RandomBytes(size, uint64(n<<20|c<<10|i))); err != nil {
+				return err
+			}
+			if err := f.Sync(); err != nil {
+				return err
+			}
+			if err := os.Rename(name+".tmp", name); err != nil {
+				return err
+			}
+			dirf, err := os.Open(raw)
+			if err != nil {
+				return err
+			}
+			defer dirf.Close()
+			return dirf.Sync()
+		})
+		putT += run(func(c, i int) error {
+			data := testkit.RandomBytes(size, uint64(1<<40|n<<20|c<<10|i))
+			_, err := d.Put(context.Background(), bytes.NewReader(data), syncnode.BlobRef{})
+			return err
+		})
+	}
+	per := func(t time.Duration) float64 { return float64(t.Microseconds()) / float64(n*callers*64) }
+	b.ReportMetric(per(rawT), "raw-µs/file")
+	b.ReportMetric(per(putT), "put-µs/blob")
 	b.ReportMetric(rawT.Seconds()/putT.Seconds(), "put/raw")
 }

@@ -98,3 +98,103 @@ func TestDamagedCopyIsNeverRead(t *testing.T) {
 		}
 	}
 }
+
+// TestSmallBlobIsOneFile checks the layout of blobs of one group: one file,
+// no tree beside it, for a put and a fetch alike, read back verified from
+// the store and after a reopen; a damaged or truncated one is ErrDamaged,
+// and a tree an older version left beside one is harmless.
+func TestSmallBlobIsOneFile(t *testing.T) {
+	dir := t.TempDir()
+	d, err := blobstore.OpenDisk(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { d.Close() }()
+	files := func(ref syncnode.BlobRef) []string {
+		m, _ := filepath.Glob(filepath.Join(dir, "blobs", ref.Hex()[:2], ref.Hex()+"*"))
+		return m
+	}
+	read := func(ref syncnode.BlobRef) ([]byte, error) {
+		r, err := d.Open(ref)
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		return io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
+	}
+	for _, size := range []int{0, 1, 4096, 16 << 10, 16<<10 + 1} {
+		data := testkit.RandomBytes(size, uint64(size)+1)
+		info, err := d.Put(t.Context(), bytes.NewReader(data), syncnode.BlobRef{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 1
+		if size > 16<<10 {
+			want = 2
+		}
+		if got := files(info.Ref); len(got) != want {
+			t.Fatalf("%d bytes: files %v, want %d", size, got, want)
+		}
+		if got, err := read(info.Ref); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: read back: %v", size, err)
+		}
+		ob, err := d.Outboard(info.Ref)
+		if err != nil {
+			t.Fatalf("%d bytes: outboard: %v", size, err)
+		}
+		// The same blob fetched: its partial leaves one file too.
+		if err := d.Delete(info.Ref); err != nil {
+			t.Fatal(err)
+		}
+		p, err := d.OpenPartial(info.Ref, ob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.WriteAt(data, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if got := files(info.Ref); len(got) != want {
+			t.Fatalf("%d bytes fetched: files %v, want %d", size, got, want)
+		}
+		if left, _ := os.ReadDir(filepath.Join(dir, "partial")); len(left) != 0 {
+			t.Fatalf("%d bytes fetched: partial files left: %v", size, left)
+		}
+	}
+	data := testkit.RandomBytes(4096, 3)
+	info, err := d.Put(t.Context(), bytes.NewReader(data), syncnode.BlobRef{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "blobs", info.Ref.Hex()[:2], info.Ref.Hex())
+	// A tree an older version wrote, even a damaged one, changes nothing.
+	if err := os.WriteFile(path+".obao", []byte("not a tree"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if d, err = blobstore.OpenDisk(dir, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := read(info.Ref); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("beside an old tree: %v", err)
+	}
+	for name, damaged := range map[string][]byte{
+		"flipped bit": append(append([]byte{}, data[:100]...), append([]byte{data[100] ^ 1}, data[101:]...)...),
+		"truncated":   data[:4000],
+	} {
+		if err := os.WriteFile(path, damaged, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := read(info.Ref); !errors.Is(err, blobstore.ErrDamaged) {
+			t.Fatalf("%s: %v, want ErrDamaged", name, err)
+		}
+	}
+	if err := d.Delete(info.Ref); err != nil {
+		t.Fatal(err)
+	}
+	if got := files(info.Ref); len(got) != 0 {
+		t.Fatalf("after delete: %v", got)
+	}
+}

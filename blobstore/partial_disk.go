@@ -20,6 +20,8 @@ import (
 // Commit it is synced (together with the data) and renamed into place as
 // the blob's tree, so a fetched blob costs two files created, not four,
 // and two fsyncs in a row: the two files', at once, then the directory's.
+// A blob of one group has no .obao (see Disk): one file, one group, no
+// progress to resume.
 type diskPartial struct {
 	*groups
 	d    *Disk
@@ -34,8 +36,13 @@ func (d *Disk) OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, erro
 		return nil, err
 	}
 	base := filepath.Join(d.dir, "partial", ref.Hex())
-	old, err := os.ReadFile(base + ".obao")
+	var old []byte
+	if !sizeOnly(g.size) {
+		old, err = os.ReadFile(base + ".obao")
+	}
 	switch {
+	case sizeOnly(g.size):
+		// One group: nothing to resume, it is fetched whole again.
 	case err == nil && bytes.Equal(old, outboard):
 		if have, err := os.ReadFile(base + ".have"); err == nil && len(have) == len(g.have) {
 			for i, b := range have {
@@ -98,36 +105,24 @@ func (p *diskPartial) Commit() (Info, error) {
 	if err := p.complete(); err != nil {
 		return Info{}, err
 	}
-	// The bytes and the tree are synced at once: two fsyncs in flight
-	// together take about as long as one.
-	treeSynced := make(chan error, 1)
-	go func() { treeSynced <- syncFile(p.base + ".obao") }()
-	err := p.f.Sync()
-	if terr := <-treeSynced; err == nil && terr != nil {
-		return Info{}, terr
+	info := Info{Ref: p.ref, Size: p.size}
+	if _, err := p.d.Stat(p.ref); err == nil {
+		p.f.Close()
+		return info, p.remove() // stored meanwhile: nothing to sync
 	}
-	if err != nil {
+	tree := p.base + ".obao"
+	if sizeOnly(p.size) {
+		tree = ""
+	}
+	// The tree was written unsynced when the partial began: synced with
+	// the bytes before it becomes the blob's.
+	if err := syncBoth(p.f, tree); err != nil {
 		return Info{}, fmt.Errorf("blobstore: partial %s: %w", p.ref, err)
 	}
 	if err := p.f.Close(); err != nil {
 		return Info{}, fmt.Errorf("blobstore: partial %s: %w", p.ref, err)
 	}
-	info := Info{Ref: p.ref, Size: p.size}
-	if _, err := p.d.Stat(p.ref); err == nil {
-		return info, p.remove()
-	}
-	err = p.d.finalise(p.ref, p.base+".data", func(path string) error {
-		// The tree was written unsynced when the partial began: synced
-		// before it becomes the blob's.
-		if err := syncFile(p.base + ".obao"); err != nil {
-			return err
-		}
-		if err := os.Rename(p.base+".obao", path); err != nil {
-			return fmt.Errorf("blobstore: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := p.d.finalise(p.ref, p.base+".data", tree); err != nil {
 		return Info{}, err
 	}
 	return info, p.remove()
