@@ -2,6 +2,7 @@ package featuretests
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +25,7 @@ import (
 
 var growthHeap = flag.String("growth.heapprofile", "", "TestGrowth: write the heap profile after each reopen to this file (the size appended)")
 
-var growthCPU = flag.String("growth.cpuprofile", "", "TestGrowth: write CPU profiles of each reopen (.open.N) and new member's catch-up (.N) to files named so")
+var growthCPU = flag.String("growth.cpuprofile", "", "TestGrowth: write CPU profiles of each put phase (.put.N), reopen (.open.N) and new member's catch-up (.N) to files named so")
 
 var growthSizes = flag.String("growth.sizes", "", "TestGrowth: the library sizes to measure, comma-separated (default 2000, 500 under -short; CI's long stage runs 10000,100000; 1000000 by hand)")
 
@@ -90,9 +92,14 @@ func measureGrowth(t *testing.T, n int) growth {
 		t.Fatal(err)
 	}
 	g := spec.ID
+	stopProfile := func() {}
+	if *growthCPU != "" {
+		stopProfile = startCPUProfile(t, fmt.Sprintf("%s.put.%d", *growthCPU, n))
+	}
 	start := time.Now()
 	putPhotos(t, a, g, n)
 	out := growth{blobs: n, put: time.Since(start) / time.Duration(n)}
+	stopProfile()
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +107,7 @@ func measureGrowth(t *testing.T, n int) growth {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	stopProfile := func() {}
+	stopProfile = func() {}
 	if *growthCPU != "" {
 		stopProfile = startCPUProfile(t, fmt.Sprintf("%s.open.%d", *growthCPU, n))
 	}
@@ -172,66 +179,76 @@ func measureGrowth(t *testing.T, n int) growth {
 	return out
 }
 
-// putPhotos puts n blobs of 4 KiB, 8 at once, and their rows in batches
-// of 500.
+// putPhotos puts n blobs of 4 KiB by 8 concurrent callers and, by one
+// more, their rows in batches of 500, each batch as soon as its blobs are
+// stored.
 func putPhotos(t *testing.T, a *node.Node, g syncnode.GroupID, n int) {
 	const batch = 500
+	batches := (n + batch - 1) / batch
 	refs := make([]syncnode.BlobRef, n)
+	ready := make([]chan struct{}, batches) // closed once the batch's blobs are stored
+	left := make([]atomic.Int32, batches)
+	for b := range batches {
+		ready[b] = make(chan struct{})
+		left[b].Store(int32(min(n, (b+1)*batch) - b*batch))
+	}
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	ctx, cancel := context.WithCancelCause(t.Context())
+	defer cancel(nil)
 	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	next := make(chan int)
 	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			data := make([]byte, 4<<10)
 			for i := range next {
 				binary.LittleEndian.PutUint64(data, uint64(i)+1)
-				info, err := a.PutBlob(t.Context(), bytes.NewReader(data))
+				info, err := a.PutBlob(ctx, bytes.NewReader(data))
 				if err != nil {
-					errs <- err
+					cancel(err)
 					return
 				}
 				refs[i] = info.Ref
+				if left[i/batch].Add(-1) == 0 {
+					close(ready[i/batch])
+				}
 			}
-		}()
+		})
 	}
-	for done := 0; done < n; done += batch {
-		end := min(n, done+batch)
-		for i := done; i < end; i++ {
-			next <- i
+	wg.Go(func() {
+		for b := range batches {
+			select {
+			case <-ready[b]:
+			case <-ctx.Done():
+				return
+			}
+			if err := putPhotoRows(a, g, refs[b*batch:min(n, (b+1)*batch)], b*batch); err != nil {
+				cancel(err)
+				return
+			}
 		}
-		// The rows of the blobs before: blobs and rows overlap.
-		if done > 0 {
-			putPhotoRows(t, a, g, refs, done-batch, done)
-		}
-	}
-	close(next)
+	})
 	wg.Wait()
-	select {
-	case err := <-errs:
+	if err := context.Cause(ctx); err != nil {
 		t.Fatal(err)
-	default:
 	}
-	putPhotoRows(t, a, g, refs, (n-1)/batch*batch, n)
 }
 
-// putPhotoRows writes the rows of refs[from:to] as one batch.
-func putPhotoRows(t *testing.T, a *node.Node, g syncnode.GroupID, refs []syncnode.BlobRef, from, to int) {
-	kvs := make([]syncgroup.KV, 0, to-from)
-	for i := from; i < to; i++ {
-		for refs[i].IsZero() { // its put is still running
-			time.Sleep(time.Millisecond)
-		}
-		v, err := msgpack.Marshal(map[string]any{"name": fmt.Sprintf("IMG_%07d.jpg", i), "blob": refs[i]})
+// putPhotoRows writes the rows of refs, numbered from first, as one batch.
+func putPhotoRows(a *node.Node, g syncnode.GroupID, refs []syncnode.BlobRef, first int) error {
+	kvs := make([]syncgroup.KV, 0, len(refs))
+	for k, ref := range refs {
+		i := first + k
+		v, err := msgpack.Marshal(map[string]any{"name": fmt.Sprintf("IMG_%07d.jpg", i), "blob": ref})
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		kvs = append(kvs, syncgroup.KV{Key: fmt.Sprintf("photos/%07d", i), Value: v})
 	}
-	if _, err := a.PutRows(g, kvs); err != nil {
-		t.Fatal(err)
-	}
+	_, err := a.PutRows(g, kvs)
+	return err
 }
 
 // writeHeapProfile writes the heap profile to path.
