@@ -81,7 +81,7 @@ func TestGrowth(t *testing.T) {
 // measureGrowth fills a node with n photos and measures it.
 func measureGrowth(t *testing.T, n int) growth {
 	dir := t.TempDir()
-	cfg := config(t, dir)
+	cfg := libraryConfig(t, dir, n)
 	a, err := node.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func measureGrowth(t *testing.T, n int) growth {
 	}
 	out.evictRun = time.Since(start)
 
-	m := open(t, config(t, t.TempDir()))
+	m := open(t, libraryConfig(t, t.TempDir(), n))
 	defer m.Close()
 	if *growthCPU != "" {
 		stop := startCPUProfile(t, fmt.Sprintf("%s.%d", *growthCPU, n))
@@ -177,6 +177,15 @@ func measureGrowth(t *testing.T, n int) growth {
 	out.catchUpTime = time.Since(start)
 	out.catchUp = float64(n) / out.catchUpTime.Seconds()
 	return out
+}
+
+// libraryConfig is the config of a node of a library of n photos written
+// by one member: its budget per writer raised, as its operator would,
+// above the default's 250,000 rows.
+func libraryConfig(t *testing.T, dir string, n int) node.Config {
+	cfg := config(t, dir)
+	cfg.WriterBudget = syncgroup.Budget{Rows: 2 * n, Bytes: int64(n) << 10, Refs: 2 * n}
+	return cfg
 }
 
 // putPhotos puts n blobs of 4 KiB by 8 concurrent callers and, by one
