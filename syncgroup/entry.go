@@ -16,42 +16,44 @@ import (
 // keys a group has, not with its values and signatures. Membership rows,
 // few and read at every check, are always kept whole.
 type entry struct {
-	ts     Timestamp
+	wall   int64 // the timestamp, its two parts apart: 56 bytes, not 64
 	writer peer.ID
 	seq    uint64
 	// row is the version whole, or nil once the store holds it.
 	row     *Row
+	logical uint32
 	cost    int32 // rowCost: a row is at most a frame
 	refs    int32
 	deleted bool
 }
 
+// ts returns the version's timestamp.
+func (e entry) ts() Timestamp { return Timestamp{Wall: e.wall, Logical: e.logical} }
+
 // newEntry returns row's entry, holding the row whole if whole.
 func newEntry(row Row, whole bool) entry {
-	e := entry{ts: row.TS, writer: row.Writer, seq: row.Seq, cost: int32(rowCost(row)), refs: int32(refCount(row)), deleted: row.Deleted}
+	e := entry{wall: row.TS.Wall, logical: row.TS.Logical, writer: row.Writer, seq: row.Seq, cost: int32(rowCost(row)), refs: int32(refCount(row)), deleted: row.Deleted}
 	if whole {
 		e.row = &row
 	}
 	return e
 }
 
-// item is a key and its entry, as the replica's ordered tree holds them:
-// one tree, ordered by key, for lookups and pages alike.
+// item is a key and its entry, as the replica's ordered index holds them:
+// one index, ordered by key, for lookups and pages alike.
 type item struct {
 	key string
 	e   entry
 }
 
-func itemLess(a, b item) bool { return a.key < b.key }
-
 // get returns key's entry.
 func (r *Rows) get(key string) (entry, bool) {
-	it, ok := r.rows.Get(item{key: key})
+	it, ok := r.rows.Get(key)
 	return it.e, ok
 }
 
 // put makes e key's entry.
-func (r *Rows) put(key string, e entry) { r.rows.ReplaceOrInsert(item{key: key, e: e}) }
+func (r *Rows) put(key string, e entry) { r.rows.Set(item{key: key, e: e}) }
 
 // Beats reports whether row would win its key here: no version is held,
 // or row wins over the one that is (Wins).
@@ -60,7 +62,7 @@ func (r *Rows) Beats(row Row) bool {
 	if !ok {
 		return true
 	}
-	if c := row.TS.Compare(cur.ts); c != 0 {
+	if c := row.TS.Compare(cur.ts()); c != 0 {
 		return c > 0
 	}
 	return row.Writer > cur.writer
@@ -137,7 +139,7 @@ func (r *Rows) Stored(rows []Row, load func(keys []string) ([]Row, error)) {
 // the store holds back in one go.
 func (r *Rows) ListFrom(prefix, start string, limit int, keep func(key string) bool) (rows []Row, next string, err error) {
 	var keys []string
-	r.rows.AscendGreaterOrEqual(item{key: max(prefix, start)}, func(it item) bool {
+	r.rows.AscendFrom(max(prefix, start), func(it item) bool {
 		k := it.key
 		if !strings.HasPrefix(k, prefix) {
 			return false

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/btree"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/syncnode/syncnode"
@@ -83,7 +82,7 @@ type Rows struct {
 	// shrinking, as it keeps tombstones): a list or a page reads only the
 	// keys it returns. A data row's value and signature stay in memory
 	// only until the store holds them (see entry).
-	rows *btree.BTreeG[item]
+	rows keyIndex
 	// load reads rows back from the store by key; nil until a store
 	// saved this replica, and then nothing is dropped from memory.
 	load func(keys []string) ([]Row, error)
@@ -212,7 +211,7 @@ func (r *Rows) fitsAll(rows []Row) error {
 
 // NewRows returns an empty replica for device self.
 func NewRows(self peer.ID, maxSkew time.Duration) *Rows {
-	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew}, rows: btree.NewG(32, itemLess),
+	return &Rows{self: self, hlc: HLC{MaxSkew: maxSkew},
 		vv: VersionVector{}, seen: VersionVector{}}
 }
 

@@ -143,8 +143,7 @@ func New(cfg Config, store Store, db *badger.DB, rules Rules, peers Peers, log *
 		log = slog.New(slog.DiscardHandler)
 	}
 	work := workgroup.New()
-	c := &Custody{cfg: cfg.withDefaults(), log: log, blobs: store, rules: rules, peers: peers, work: work, ctx: work.Context(),
-		lru: lru{used: map[syncnode.BlobRef]lruEntry{}}}
+	c := &Custody{cfg: cfg.withDefaults(), log: log, blobs: store, rules: rules, peers: peers, work: work, ctx: work.Context()}
 	c.restore.init()
 	if db != nil {
 		if err := c.userPins.load(db); err != nil {
@@ -242,19 +241,11 @@ func (c *Custody) Stats() Stats {
 // HeldRefs returns the blobs this node holds, as the LRU table knows
 // them, in no order.
 func (c *Custody) HeldRefs() []syncnode.BlobRef {
-	c.lru.mu.Lock()
-	defer c.lru.mu.Unlock()
-	out := make([]syncnode.BlobRef, 0, len(c.lru.used))
-	for ref := range c.lru.used {
-		out = append(out, ref)
-	}
-	return out
+	return c.lru.refs()
 }
 
 // Held returns the blobs this node holds and their bytes, as the LRU
 // table knows them (a blob being put or fetched is not in it yet).
 func (c *Custody) Held() (blobs int, bytes int64) {
-	c.lru.mu.Lock()
-	defer c.lru.mu.Unlock()
-	return len(c.lru.used), c.lru.bytes
+	return c.lru.held()
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/syncnode/syncnode"
@@ -52,69 +51,6 @@ func planEviction(items []evictItem, budget int64, pinned func(syncnode.BlobRef)
 		total -= it.Size
 	}
 	return evict, max(total-budget, 0)
-}
-
-// lru records, for each blob held, when it was last used and its size,
-// and the total of those sizes. A blob enters it once put or fetched (at
-// open, every blob held), so one missing from it is being put or fetched.
-type lru struct {
-	mu    sync.Mutex
-	used  map[syncnode.BlobRef]lruEntry
-	bytes int64
-}
-
-type lruEntry struct {
-	at   time.Time
-	size int64
-}
-
-func (l *lru) touch(ref syncnode.BlobRef, t time.Time, size int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.bytes += size - l.used[ref].size
-	l.used[ref] = lruEntry{t, size}
-}
-
-// know enters ref unless it is known already.
-func (l *lru) know(ref syncnode.BlobRef, t time.Time, size int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, ok := l.used[ref]; !ok {
-		l.bytes += size
-		l.used[ref] = lruEntry{t, size}
-	}
-}
-
-func (l *lru) get(ref syncnode.BlobRef) (time.Time, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e, ok := l.used[ref]
-	return e.at, ok
-}
-
-func (l *lru) forget(ref syncnode.BlobRef) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.bytes -= l.used[ref].size
-	delete(l.used, ref)
-}
-
-// total returns the bytes of the blobs in the table.
-func (l *lru) total() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.bytes
-}
-
-// items returns the table's blobs for planEviction.
-func (l *lru) items() []evictItem {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	items := make([]evictItem, 0, len(l.used))
-	for ref, e := range l.used {
-		items = append(items, evictItem{Ref: ref, Size: e.size, LastUse: e.at})
-	}
-	return items
 }
 
 // Report says what an eviction pass did.

@@ -1,6 +1,8 @@
 package custody
 
 import (
+	"encoding/binary"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -55,7 +57,7 @@ func TestPlanEvictionLRUSkipsPinned(t *testing.T) {
 // file's time only if no use since the open entered it; the bytes held
 // count each blob once.
 func TestKnowKeepsALaterUse(t *testing.T) {
-	l := &lru{used: map[syncnode.BlobRef]lruEntry{}}
+	l := &lru{}
 	var h [syncnode.HashSize]byte
 	a := syncnode.RefFromHash(h)
 	h[0] = 1
@@ -73,4 +75,33 @@ func TestKnowKeepsALaterUse(t *testing.T) {
 	if l.total() != 15 {
 		t.Fatalf("bytes held %d, want 15", l.total())
 	}
+}
+
+// TestLRUTableIsSmall: the table of last uses costs at most 64 bytes of
+// heap a blob (a million blobs in well under the 256 MiB a node of a
+// million photos may use in all), and holds no pointer for the garbage
+// collector to follow.
+func TestLRUTableIsSmall(t *testing.T) {
+	const n = 1_000_000
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	l := &lru{}
+	now := time.Now()
+	var h [syncnode.HashSize]byte
+	for i := range n {
+		binary.LittleEndian.PutUint64(h[:], uint64(i))
+		l.touch(syncnode.RefFromHash(h), now.Add(time.Duration(i)), int64(i))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("%.1f bytes of heap a blob", per)
+	if per > 64 {
+		t.Fatalf("%.0f bytes of heap a blob, want at most 64", per)
+	}
+	if at, ok := l.get(syncnode.RefFromHash(h)); !ok || !at.Equal(now.Add(n-1)) {
+		t.Fatalf("last use %v %v", at, ok)
+	}
+	runtime.KeepAlive(l)
 }

@@ -129,6 +129,9 @@ func verifyAll(r blobstore.Reader) error {
 	return nil
 }
 
+// errClosed stops a listing once the node closes.
+var errClosed = errors.New("custody: closed")
+
 // runScrub re-verifies every held blob, pass after pass, at a pace that
 // covers the store in ScrubPeriod without reading faster than ScrubMaxRate.
 func (c *Custody) runScrub() {
@@ -138,16 +141,25 @@ func (c *Custody) runScrub() {
 	buf := make([]byte, 1<<20)
 	for c.ctx.Err() == nil {
 		start := time.Now()
-		var refs []blobstore.Info
-		var total int64
-		c.blobs.List(func(i blobstore.Info) error { refs = append(refs, i); total += i.Size; return nil })
+		// The pace comes from the bytes the LRU table knows, and the pass
+		// scrubs each blob as the listing reaches it: no list of the
+		// store is kept.
+		_, total := c.Held()
 		rate := scrubRate(total, c.cfg.ScrubPeriod, c.cfg.ScrubMaxRate)
-		for _, i := range refs {
+		err := c.blobs.List(func(i blobstore.Info) error {
 			if !c.scrubOne(i.Ref, buf, rate) {
-				return
+				return errClosed
 			}
+			return nil
+		})
+		if errors.Is(err, errClosed) {
+			return
 		}
-		c.scrubPasses.Add(1)
+		if err != nil {
+			c.log.Warn("scrub pass cut short: the store cannot be listed", "err", err)
+		} else {
+			c.scrubPasses.Add(1)
+		}
 		// Wait out what is left of the period (at least a second), so an
 		// empty or small store is not re-read in a loop.
 		rest := max(c.cfg.ScrubPeriod-time.Now().Sub(start), time.Second)
