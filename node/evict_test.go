@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,5 +154,51 @@ func TestScansNeverListTheStore(t *testing.T) {
 	defer mu.Unlock()
 	if listed > 0 {
 		t.Fatalf("%d passes after scans listed the store (%d planned from the table)", listed, planned)
+	}
+}
+
+// TestEvictWithoutABudgetListsNothing: on a node without a budget (a
+// server of a million photos), an eviction pass evicts nothing and says
+// so from the LRU table, without listing the store: what it holds, and
+// what the user pinned.
+func TestEvictWithoutABudgetListsNothing(t *testing.T) {
+	t.Parallel()
+	n, err := Open(testConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	var sizes int64
+	var refs []syncnode.BlobRef
+	for i := range 3 {
+		data := make([]byte, 1000*(i+1))
+		data[0] = byte(i)
+		info, err := n.PutBlob(t.Context(), bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes += info.Size
+		refs = append(refs, info.Ref)
+	}
+	if err := n.PinBlob(t.Context(), refs[1]); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the walk after the open", func() bool { return !n.Stats().TakingUp })
+	var listed atomic.Bool
+	hook := func(l bool, _ int) {
+		if l {
+			listed.Store(true)
+		}
+	}
+	n.custody.Hooks.EvictPass.Store(&hook)
+	rep, err := n.Evict()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if listed.Load() {
+		t.Fatal("the pass listed the store")
+	}
+	if len(rep.Evicted) != 0 || rep.Stored != sizes || rep.UserPinned != 2000 {
+		t.Fatalf("report %+v, want nothing evicted, %d stored, 2000 pinned", rep, sizes)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -71,6 +72,13 @@ func (u *userPins) pinned(ref syncnode.BlobRef) bool {
 	defer u.mu.Unlock()
 	_, ok := u.m[ref]
 	return ok
+}
+
+// refs returns the pinned blobs.
+func (u *userPins) refs() []syncnode.BlobRef {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Collect(maps.Keys(u.m))
 }
 
 // ErrNoDatabase reports a user pin asked of a custody opened without a
