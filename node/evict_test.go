@@ -1,19 +1,17 @@
 package node
 
 import (
+	"bytes"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
-
-	"bytes"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
 
-	"lukechampine.com/blake3"
-
 	"github.com/vmihailenco/msgpack/v5"
+	"lukechampine.com/blake3"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/testkit"
