@@ -55,7 +55,13 @@ func (r *run) unreference() {
 // server a copy: a device may keep a copy it fetched as a cache, which
 // its budget evicts like any other.
 func collected(ms []*member, ref syncnode.BlobRef, g syncnode.GroupID) bool {
-	return uncollected(ms, ref, g) == ""
+	for _, m := range ms {
+		held, sh, err := m.n.Holding(ref)
+		if err != nil || sh[g] > 0 || held && m.dev == syncnode.Server {
+			return false
+		}
+	}
+	return true
 }
 
 // uncollected says which node still holds shares of ref, or a server a
