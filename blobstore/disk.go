@@ -100,27 +100,35 @@ func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Inf
 	if err != nil {
 		return Info{}, fmt.Errorf("blobstore: %w", err)
 	}
+	tree, placed := "", false
 	defer func() {
 		f.Close()
-		os.Remove(f.Name()) // gone already after a successful rename
+		if !placed { // a placed file is gone from tmp/: no unlink to fail
+			os.Remove(f.Name())
+			if tree != "" {
+				os.Remove(tree)
+			}
+		}
 	}()
 	info, ob, err := hashing(ctx, f, r, want, &d.bufs)
 	if err != nil {
 		return Info{}, err
 	}
-	tree := ""
 	if !sizeOnly(info.Size) {
 		if tree, err = writeTemp(tmp, ob); err != nil {
 			return Info{}, err
 		}
-		defer os.Remove(tree)
 	}
 	// A blob stored already is replaced by these verified bytes: putting
 	// a damaged blob again repairs it.
 	if err := syncBoth(f, tree); err != nil {
 		return Info{}, err
 	}
-	return info, d.finalise(info.Ref, f.Name(), tree)
+	if err := d.finalise(info.Ref, f.Name(), tree); err != nil {
+		return Info{}, err
+	}
+	placed = true
+	return info, nil
 }
 
 // finalise moves a durable data file and its durable tree file (none for
@@ -191,11 +199,12 @@ func writeFileAtomic(path string, b []byte, tmpDir string) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(name)
 	if err := syncFile(name); err != nil {
+		os.Remove(name)
 		return err
 	}
 	if err := os.Rename(name, path); err != nil {
+		os.Remove(name)
 		return fmt.Errorf("blobstore: write %s: %w", filepath.Base(path), err)
 	}
 	return nil
@@ -368,7 +377,9 @@ func (d *Disk) Delete(ref syncnode.BlobRef) error {
 	if err != nil {
 		return fmt.Errorf("blobstore: %w", err)
 	}
-	if err := os.Remove(p + ".obao"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// A blob of one group has no tree: unlink alone (os.Remove would try
+	// rmdir after the unlink fails).
+	if err := syscall.Unlink(p + ".obao"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blobstore: %w", err)
 	}
 	return syncDir(filepath.Dir(p))

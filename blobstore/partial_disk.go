@@ -125,7 +125,12 @@ func (p *diskPartial) Commit() (Info, error) {
 	if err := p.d.finalise(p.ref, p.base+".data", tree); err != nil {
 		return Info{}, err
 	}
-	return info, p.remove()
+	// The data and the tree were renamed into place: only the progress
+	// file, if a Sync wrote one, is left.
+	if err := os.Remove(p.base + ".have"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return info, fmt.Errorf("blobstore: %w", err)
+	}
+	return info, nil
 }
 
 func (p *diskPartial) Close() error { return p.f.Close() }
