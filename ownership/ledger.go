@@ -247,10 +247,19 @@ func (l *Ledger) eachRecord(fn func(record)) error {
 // of in escrow), in ref order, until fn returns an error, which Scan
 // returns.
 func (l *Ledger) Scan(fn func(ref syncnode.BlobRef, shares map[syncnode.GroupID]int) error) error {
+	return l.ScanRange(0, 256, fn)
+}
+
+// ScanRange is Scan of the blobs whose hash begins with a byte from lo up
+// to hi (exclusive, at most 256).
+func (l *Ledger) ScanRange(lo, hi int, fn func(ref syncnode.BlobRef, shares map[syncnode.GroupID]int) error) error {
 	return l.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: kv.Shares, PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		for it.Seek(kv.Key(kv.Shares, []byte{byte(lo)})); it.Valid(); it.Next() {
+			if k := it.Item().Key(); len(k) > len(kv.Shares) && int(k[len(kv.Shares)]) >= hi {
+				break
+			}
 			var r record
 			if err := it.Item().Value(func(b []byte) error { return kv.Decode(kv.KindShares, b, &r) }); err != nil {
 				return fmt.Errorf("ownership: shares record %x: %w", it.Item().Key(), err)

@@ -202,13 +202,28 @@ func (s *Store) LegacyAttempts(ref syncnode.BlobRef) (int, error) {
 // Scan calls fn for every stored signpost until fn fails. A record that
 // cannot be decoded stops the scan with an error naming its key.
 func (s *Store) Scan(fn func(syncnode.BlobRef, Signpost) error) error {
+	return s.scan(0, 256, fn)
+}
+
+// ScanRange is Scan of the signposts of the blobs whose hash begins with
+// a byte from lo up to hi (exclusive, at most 256): a pass that goes a
+// range at a time holds what it reads of that range only.
+func (s *Store) ScanRange(lo, hi int, fn func(syncnode.BlobRef, Signpost) error) error {
+	return s.scan(lo, hi, fn)
+}
+
+// scan is Scan of the signposts whose hash begins with a byte in [lo, hi).
+func (s *Store) scan(lo, hi int, fn func(syncnode.BlobRef, Signpost) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = kv.Signposts
 		it := txn.NewIterator(opts)
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		for it.Seek(kv.Key(kv.Signposts, []byte{byte(lo)})); it.Valid(); it.Next() {
 			item := it.Item()
+			if k := item.Key(); len(k) > len(kv.Signposts) && int(k[len(kv.Signposts)]) >= hi {
+				break
+			}
 			ref, err := syncnode.RefFromBytes(item.Key()[len(kv.Signposts):])
 			if err != nil {
 				return fmt.Errorf("signpost key %x: %w", item.Key(), err)

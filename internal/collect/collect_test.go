@@ -3,6 +3,7 @@ package collect_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -132,6 +133,7 @@ type rig struct {
 	ledger *ownership.Ledger
 	sps    *signpost.Store
 	col    *collect.Collector
+	cfg    collect.Config // what open passes besides the grace and the clock
 }
 
 const g1, g2 = syncnode.GroupID("g1"), syncnode.GroupID("g2")
@@ -155,7 +157,9 @@ func newRig(t *testing.T) *rig {
 // open starts a collector on the rig's database, as a node's open does.
 func (r *rig) open() {
 	var err error
-	r.col, err = collect.New(collect.Config{Grace: grace, Now: func() time.Time { return r.now }}, collect.Deps{
+	cfg := r.cfg
+	cfg.Grace, cfg.Now = grace, func() time.Time { return r.now }
+	r.col, err = collect.New(cfg, collect.Deps{
 		Self: self, DB: r.db, Groups: r.g, Signposts: r.sps, Ledger: r.ledger, Custody: r.c,
 		Busy: func(ref syncnode.BlobRef) bool { return r.c.fetch[ref] }})
 	if err != nil {
@@ -593,5 +597,44 @@ func TestCollectedMarkedWithTheShares(t *testing.T) {
 	r.pass(time.Second)
 	if st, _ := r.col.State(ref); len(st) != 1 || st[0].Collected.IsZero() || r.shares(ref, g1) != 0 {
 		t.Fatalf("after the collection: state %+v, shares %d", st, r.shares(ref, g1))
+	}
+}
+
+// TestPassByRangesCollectsAcrossThem: a node that knows enough blobs
+// that a pass looks at them range by range of their hash's first byte
+// collects unreferenced ones at both ends of every range and keeps the
+// rest, as one pass over all of them would.
+func TestPassByRangesCollectsAcrossThem(t *testing.T) {
+	r := newRig(t)
+	r.cfg.PassBatch = 64
+	r.open()
+	const n = 1000 // 16 ranges of 16 first bytes
+	var refs []syncnode.BlobRef
+	for i := range n {
+		first := byte(i % 256)
+		ref := syncnode.RefFromHash([32]byte{first, 9, byte(i >> 8), byte(i)})
+		r.c.held[ref] = true
+		r.refer(g1, fmt.Sprintf("k%05d", i), ref)
+		if _, err := r.sps.Update(ref, func(sp *signpost.Signpost) { sp.AddGroup(g1) }); err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, ref)
+	}
+	r.pass(time.Minute) // seen referenced
+	// Unreferenced: the first and last first byte of some ranges, and
+	// one inside.
+	gone := map[syncnode.BlobRef]bool{}
+	for _, i := range []int{0, 15, 16, 127, 128, 239, 240, 255, 300} {
+		delete(r.g.rows[g1], fmt.Sprintf("k%05d", i))
+		gone[refs[i]] = true
+	}
+	r.pass(time.Minute) // noted
+	r.pass(grace + time.Second)
+	for i, ref := range refs {
+		if st, err := r.col.State(ref); err != nil {
+			t.Fatal(err)
+		} else if collected := len(st) == 1 && !st[0].Collected.IsZero(); collected != gone[ref] {
+			t.Fatalf("blob %d (first byte %#x): collected %v, want %v", i, ref.Hash()[0], collected, gone[ref])
+		}
 	}
 }
