@@ -180,11 +180,11 @@ func measureGrowth(t *testing.T, n int) growth {
 }
 
 // libraryConfig is the config of a node of a library of n photos written
-// by one member: its budget per writer raised, as its operator would, if
-// the library is larger than the default's.
+// by one member: its budget per writer raised, as its operator would,
+// for a library near or above the default's 250,000 rows.
 func libraryConfig(t *testing.T, dir string, n int) node.Config {
 	cfg := config(t, dir)
-	if n > 1_000_000 {
+	if n > 100_000 {
 		cfg.WriterBudget = syncgroup.Budget{Rows: 2 * n, Bytes: int64(n) << 10, Refs: 2 * n}
 	}
 	return cfg

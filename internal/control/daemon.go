@@ -54,7 +54,7 @@ type Config struct {
 	BlobBudget int64 `json:"blob_budget,omitempty"`
 	// WriterBudget bounds what one member's rows may cost this node in
 	// each group (see node.Config.WriterBudget): a field left out or 0
-	// keeps the default's (2,000,000 rows, 512 MiB, 4,000,000 blob
+	// keeps the default's (250,000 rows, 64 MiB, 500,000 blob
 	// references), -1 removes that bound.
 	WriterBudget *WriterBudget `json:"writer_budget,omitempty"`
 	// SyncInterval is the period of safety-net sync rounds (default 30s).

@@ -74,13 +74,12 @@ type Store interface {
 }
 
 // DefaultWriterBudget is what one writer's rows may cost a replica of a
-// group by default: 2,000,000 rows, 512 MiB (counted with 128 bytes of
-// overhead a row) and 4,000,000 blob references. A photo's row is a few
-// hundred bytes naming one blob, so a member may keep a library of some
-// 1.5 million photos in a group; the value limit is 256 KiB. One member
-// cannot make the others hold more (on disk, and in memory some 120 bytes
-// a row), nor queue more fetches on a server.
-var DefaultWriterBudget = syncgroup.Budget{Rows: 2_000_000, Bytes: 512 << 20, Refs: 4_000_000}
+// group by default: 250,000 rows, 64 MiB (counted with 128 bytes of
+// overhead a row) and 500,000 blob references. A photo's row is a few
+// hundred bytes naming one blob, so a member may keep some 150,000 photos
+// in a group; the value limit is 256 KiB. One member cannot make the
+// others hold more, nor queue more fetches on a server.
+var DefaultWriterBudget = syncgroup.Budget{Rows: 250_000, Bytes: 64 << 20, Refs: 500_000}
 
 // budget returns the per-writer budget replicas get.
 func (s *Syncer) budget() syncgroup.Budget {
