@@ -2,6 +2,7 @@ package blobstore_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -146,6 +147,11 @@ func TestSmallBlobIsOneFile(t *testing.T) {
 		if err := d.Delete(info.Ref); err != nil {
 			t.Fatal(err)
 		}
+		if size <= 16<<10 { // a fetch an older version began wrote a tree for it
+			if err := os.WriteFile(filepath.Join(dir, "partial", info.Ref.Hex()+".obao"), ob, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 		p, err := d.OpenPartial(info.Ref, ob)
 		if err != nil {
 			t.Fatal(err)
@@ -169,8 +175,8 @@ func TestSmallBlobIsOneFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "blobs", info.Ref.Hex()[:2], info.Ref.Hex())
-	// A tree an older version wrote, even a damaged one, changes nothing.
-	if err := os.WriteFile(path+".obao", []byte("not a tree"), 0o600); err != nil {
+	// A tree an older version wrote beside a small blob is read as such.
+	if err := os.WriteFile(path+".obao", sizeTreeOf(len(data)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	d.Close()
@@ -180,9 +186,22 @@ func TestSmallBlobIsOneFile(t *testing.T) {
 	if got, err := read(info.Ref); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("beside an old tree: %v", err)
 	}
+	// A damaged one is damage.
+	if err := os.WriteFile(path+".obao", []byte("not a tree"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := read(info.Ref); !errors.Is(err, blobstore.ErrDamaged) {
+		t.Fatalf("beside a damaged old tree: %v, want ErrDamaged", err)
+	}
+	if err := os.Remove(path + ".obao"); err != nil {
+		t.Fatal(err)
+	}
 	for name, damaged := range map[string][]byte{
 		"flipped bit": append(append([]byte{}, data[:100]...), append([]byte{data[100] ^ 1}, data[101:]...)...),
 		"truncated":   data[:4000],
+		// Grown past one group: it has no tree to match, and is damaged,
+		// not gone (a listing still shows it, for a scrub to find).
+		"grown": append(append([]byte{}, data...), make([]byte, 20<<10)...),
 	} {
 		if err := os.WriteFile(path, damaged, 0o600); err != nil {
 			t.Fatal(err)
@@ -190,6 +209,27 @@ func TestSmallBlobIsOneFile(t *testing.T) {
 		if _, err := read(info.Ref); !errors.Is(err, blobstore.ErrDamaged) {
 			t.Fatalf("%s: %v, want ErrDamaged", name, err)
 		}
+		listed := false
+		if err := d.List(func(i blobstore.Info) error { listed = listed || i.Ref == info.Ref; return nil }); err != nil || !listed {
+			t.Fatalf("%s: listed %v, %v", name, listed, err)
+		}
+	}
+	// A blob of many groups cut short to one group's length is damaged,
+	// not a small blob: its tree says so.
+	big := testkit.RandomBytes(100<<10, 5)
+	bi, err := d.Put(t.Context(), bytes.NewReader(big), syncnode.BlobRef{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bpath := filepath.Join(dir, "blobs", bi.Ref.Hex()[:2], bi.Ref.Hex())
+	if err := os.Truncate(bpath, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := read(bi.Ref); !errors.Is(err, blobstore.ErrDamaged) {
+		t.Fatalf("a large blob cut to 1000 bytes: %v, want ErrDamaged", err)
+	}
+	if ob, err := d.Outboard(bi.Ref); err != nil || binary.LittleEndian.Uint64(ob) != uint64(len(big)) {
+		t.Fatalf("the tree of a large blob cut short: %v; want its own, of %d bytes", err, len(big))
 	}
 	if err := d.Delete(info.Ref); err != nil {
 		t.Fatal(err)
@@ -198,3 +238,6 @@ func TestSmallBlobIsOneFile(t *testing.T) {
 		t.Fatalf("after delete: %v", got)
 	}
 }
+
+// sizeTreeOf is the tree of a blob of one group of n bytes.
+func sizeTreeOf(n int) []byte { return binary.LittleEndian.AppendUint64(nil, uint64(n)) }

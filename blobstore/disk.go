@@ -151,6 +151,9 @@ func (d *Disk) finalise(ref syncnode.BlobRef, data, tree string) error {
 		}
 	}
 	if err := os.Rename(data, final); err != nil {
+		if _, serr := os.Stat(final); tree != "" && errors.Is(serr, fs.ErrNotExist) {
+			os.Remove(final + ".obao") // a tree without its bytes, which no copy uses
+		}
 		return fmt.Errorf("blobstore: finalise %s: %w", ref, err)
 	}
 	return syncDir(filepath.Dir(final))
@@ -226,20 +229,36 @@ func syncFile(path string) error {
 	return nil
 }
 
-// Stat implements Store.
+// Stat implements Store. A blob of more than one group whose tree is
+// missing is damaged (ErrDamaged): a tree is renamed into place before
+// its bytes, so only damage leaves the bytes without it.
 func (d *Disk) Stat(ref syncnode.BlobRef) (Info, error) {
+	info, err := d.stat(ref)
+	if err != nil {
+		return Info{}, err
+	}
+	return info, nil
+}
+
+// stat is Stat, with the blob's Info also when the copy is damaged.
+func (d *Disk) stat(ref syncnode.BlobRef) (Info, error) {
 	p := d.path(ref)
 	fi, err := os.Stat(p)
-	if err == nil && !sizeOnly(fi.Size()) {
-		_, err = os.Stat(p + ".obao")
-	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return Info{}, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
 	}
 	if err != nil {
 		return Info{}, fmt.Errorf("blobstore: %w", err)
 	}
-	return Info{Ref: ref, Size: fi.Size()}, nil
+	info := Info{Ref: ref, Size: fi.Size()}
+	if !sizeOnly(fi.Size()) {
+		if _, err := os.Stat(p + ".obao"); errors.Is(err, fs.ErrNotExist) {
+			return info, fmt.Errorf("%w: %s: %d bytes and no tree", ErrDamaged, ref, fi.Size())
+		} else if err != nil {
+			return Info{}, fmt.Errorf("blobstore: %w", err)
+		}
+	}
+	return info, nil
 }
 
 type fileReader struct {
@@ -290,25 +309,27 @@ func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
 }
 
 // readTree reads a stored blob's outboard tree, unverified. A blob of one
-// group has none stored (an older version's is ignored): its tree is its
-// size.
+// group has none stored: its tree is its size. A tree on disk is read
+// whatever the size, so a large blob cut short to one group's length
+// is damaged, not a small blob.
 func (d *Disk) readTree(ref syncnode.BlobRef) ([]byte, error) {
 	fi, err := os.Stat(d.path(ref))
-	var b []byte
-	switch {
-	case err != nil:
-	case sizeOnly(fi.Size()):
-		b = sizeTree(fi.Size())
-	default:
-		b, err = os.ReadFile(d.path(ref) + ".obao")
-	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("blobstore: %w", err)
 	}
-	return b, nil
+	b, err := os.ReadFile(d.path(ref) + ".obao")
+	switch {
+	case err == nil:
+		return b, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("blobstore: %w", err)
+	case sizeOnly(fi.Size()):
+		return sizeTree(fi.Size()), nil
+	}
+	return nil, fmt.Errorf("%w: %s: %d bytes and no tree", ErrDamaged, ref, fi.Size())
 }
 
 // Outboard implements Store. The tree is verified against ref: a damaged
@@ -340,11 +361,14 @@ func (d *Disk) List(fn func(Info) error) error {
 			if !ok {
 				continue
 			}
-			info, err := d.Stat(ref)
-			if errors.Is(err, syncnode.ErrNotFound) {
+			info, err := d.stat(ref)
+			switch {
+			case errors.Is(err, syncnode.ErrNotFound):
 				continue // deleted meanwhile
-			}
-			if err != nil {
+			case errors.Is(err, ErrDamaged):
+				// Listed all the same: a scrub that opens it finds the
+				// damage and has the copy restored.
+			case err != nil:
 				return err
 			}
 			if err := fn(info); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore/baotree"
@@ -126,9 +127,16 @@ func (p *diskPartial) Commit() (Info, error) {
 		return Info{}, err
 	}
 	// The data and the tree were renamed into place: only the progress
-	// file, if a Sync wrote one, is left.
-	if err := os.Remove(p.base + ".have"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return info, fmt.Errorf("blobstore: %w", err)
+	// file, if a Sync wrote one, is left, and for a blob of one group the
+	// tree an older version may have written when the fetch began.
+	left := []string{".have"}
+	if tree == "" {
+		left = append(left, ".obao")
+	}
+	for _, ext := range left {
+		if err := syscall.Unlink(p.base + ext); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return info, fmt.Errorf("blobstore: %w", err)
+		}
 	}
 	return info, nil
 }
