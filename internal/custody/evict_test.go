@@ -105,3 +105,18 @@ func TestLRUTableIsSmall(t *testing.T) {
 	}
 	runtime.KeepAlive(l)
 }
+
+// TestLRUTimeFromABrokenClock: a last use far in the future (a file's time
+// from a broken clock) stays the newest, and one far in the past the
+// oldest, rather than wrapping round.
+func TestLRUTimeFromABrokenClock(t *testing.T) {
+	l := &lru{}
+	r := func(i byte) syncnode.BlobRef { return syncnode.RefFromHash([32]byte{i}) }
+	l.touch(r(1), time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), 1)
+	l.touch(r(2), time.Now(), 1)
+	l.touch(r(3), time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), 1)
+	evict, _ := planEviction(l.items(), 1, func(syncnode.BlobRef) bool { return false })
+	if want := []syncnode.BlobRef{r(3), r(2)}; !slices.Equal(evict, want) {
+		t.Fatalf("evicted %v, want the oldest first and the future one kept: %v", evict, want)
+	}
+}

@@ -2,6 +2,7 @@ package custody
 
 import (
 	"bytes"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -37,6 +38,19 @@ type lruEntry struct {
 
 func (e lruEntry) lastUse() time.Time { return time.Unix(0, e.at) }
 
+// unixNano is t in Unix nanoseconds, held within what they can say
+// (1678 to 2262): a file's time from a broken clock is not wrapped round
+// to the other end of the order.
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
 // find returns ref's run, its index there (or where it goes) and whether
 // it is there. The caller holds mu.
 func (l *lru) find(ref syncnode.BlobRef) (run int, i int, ok bool) {
@@ -59,12 +73,12 @@ func (l *lru) set(ref syncnode.BlobRef, t time.Time, size int64, keep bool) {
 	case ok && keep:
 	case ok:
 		l.bytes += size - r[i].size
-		r[i].at, r[i].size = t.UnixNano(), size
+		r[i].at, r[i].size = unixNano(t), size
 	default:
 		if len(r) == cap(r) {
 			r = slices.Grow(r, len(r)/8+4)
 		}
-		l.runs[run] = slices.Insert(r, i, lruEntry{ref: ref.Hash(), at: t.UnixNano(), size: size})
+		l.runs[run] = slices.Insert(r, i, lruEntry{ref: ref.Hash(), at: unixNano(t), size: size})
 		l.n++
 		l.bytes += size
 	}
@@ -96,7 +110,7 @@ func (l *lru) forget(ref syncnode.BlobRef) {
 	l.runs[run] = slices.Delete(l.runs[run], i, i+1)
 	l.n--
 	if r := l.runs[run]; cap(r) > 64 && len(r) < cap(r)/2 {
-		l.runs[run] = slices.Clip(r) // a run that shrank gives its memory back
+		l.runs[run] = slices.Clone(r) // a run that shrank gives its memory back
 	}
 }
 

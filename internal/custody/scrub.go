@@ -141,12 +141,13 @@ func (c *Custody) runScrub() {
 	buf := make([]byte, 1<<20)
 	for c.ctx.Err() == nil {
 		start := time.Now()
-		// The pace comes from the bytes the LRU table knows, and the pass
-		// scrubs each blob as the listing reaches it: no list of the
-		// store is kept.
-		_, total := c.Held()
-		rate := scrubRate(total, c.cfg.ScrubPeriod, c.cfg.ScrubMaxRate)
+		// The pace comes from the bytes the LRU table knows, asked again
+		// for each blob (after a restart the walk of the store fills the
+		// table as the first pass runs), and the pass scrubs each blob
+		// as the listing reaches it: no list of the store is kept.
 		err := c.blobs.List(func(i blobstore.Info) error {
+			_, total := c.Held()
+			rate := scrubRate(max(total, i.Size), c.cfg.ScrubPeriod, c.cfg.ScrubMaxRate)
 			if !c.scrubOne(i.Ref, buf, rate) {
 				return errClosed
 			}
