@@ -52,11 +52,6 @@ type Config struct {
 	LANDiscovery bool `json:"lan_discovery"`
 	// BlobBudget is the blob store's size budget in bytes (0: none).
 	BlobBudget int64 `json:"blob_budget,omitempty"`
-	// WriterBudget bounds what one member's rows may cost this node in
-	// each group (see node.Config.WriterBudget): a field left out or 0
-	// keeps the default's (250,000 rows, 64 MiB, 500,000 blob
-	// references), -1 removes that bound.
-	WriterBudget *WriterBudget `json:"writer_budget,omitempty"`
 	// SyncInterval is the period of safety-net sync rounds (default 30s).
 	SyncInterval string `json:"sync_interval,omitempty"`
 	// CollectGrace is how long no live row of a group may reference a
@@ -76,25 +71,6 @@ type Config struct {
 	S3Endpoint string `json:"s3_endpoint,omitempty"`
 	S3Region   string `json:"s3_region,omitempty"`
 	S3Insecure bool   `json:"s3_insecure,omitempty"`
-}
-
-// WriterBudget is the config file's form of a budget per writer.
-type WriterBudget struct {
-	Rows  int   `json:"rows,omitempty"`
-	Bytes int64 `json:"bytes,omitempty"`
-	Refs  int   `json:"refs,omitempty"`
-}
-
-// writerBudget returns the node's budget per writer.
-func (c Config) writerBudget() (syncgroup.Budget, error) {
-	b := c.WriterBudget
-	if b == nil {
-		return syncgroup.Budget{}, nil
-	}
-	if b.Rows < -1 || b.Bytes < -1 || b.Refs < -1 {
-		return syncgroup.Budget{}, fmt.Errorf("%s: writer_budget: a bound is a count, 0 for the default or -1 for none", ConfigFile)
-	}
-	return syncgroup.Budget{Rows: b.Rows, Bytes: b.Bytes, Refs: b.Refs}, nil
 }
 
 // collectGrace returns the node's collection grace: 0 for the default,
@@ -283,9 +259,6 @@ func Run(ctx context.Context, dir string, log *slog.Logger, ready func(*node.Nod
 		ncfg.S3.Creds = credentials.NewFileAWSCredentials(file, "default")
 	}
 	if ncfg.CollectGrace, err = cfg.collectGrace(); err != nil {
-		return err
-	}
-	if ncfg.WriterBudget, err = cfg.writerBudget(); err != nil {
 		return err
 	}
 	if cfg.SyncInterval != "" {
