@@ -2,7 +2,6 @@ package node
 
 import (
 	"bytes"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
-	"lukechampine.com/blake3"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/testkit"
@@ -190,12 +188,12 @@ func TestEvictWithoutABudgetListsNothing(t *testing.T) {
 	// A blob file the node never heard of: a listing would count it, the
 	// LRU table does not.
 	unseen := []byte("a blob beside the node's")
-	h := blake3.Sum256(unseen)
-	dir := filepath.Join(n.cfg.DataDir, "blobs", "blobs", hex.EncodeToString(h[:1]))
+	h := testkit.Ref(unseen).Hex()
+	dir := filepath.Join(n.cfg.DataDir, "blobs", "blobs", h[:2])
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, hex.EncodeToString(h[:])), unseen, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, h), unseen, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := n.Evict()

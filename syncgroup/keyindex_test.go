@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 // TestKeyIndexAgreesWithASortedMap sets random keys, in random order and
@@ -84,16 +86,12 @@ func TestKeyIndexFilledInOrderIsDense(t *testing.T) {
 	for i := range keys {
 		keys[i] = fmt.Sprintf("photos/%07d", i)
 	}
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
 	var x keyIndex
-	for _, k := range keys {
-		x.Set(item{key: k})
-	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	per := float64(testkit.HeapGrowth(func() {
+		for _, k := range keys {
+			x.Set(item{key: k})
+		}
+	})) / n
 	t.Logf("%.1f bytes a key besides the key's own", per)
 	if per > 80 {
 		t.Fatalf("%.0f bytes a key, want at most 80", per)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/internal/testkit"
 )
 
 func TestPlanEvictionLRUSkipsPinned(t *testing.T) {
@@ -83,19 +84,15 @@ func TestKnowKeepsALaterUse(t *testing.T) {
 // collector to follow.
 func TestLRUTableIsSmall(t *testing.T) {
 	const n = 1_000_000
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
 	l := &lru{}
 	now := time.Now()
 	var h [syncnode.HashSize]byte
-	for i := range n {
-		binary.LittleEndian.PutUint64(h[:], uint64(i))
-		l.touch(syncnode.RefFromHash(h), now.Add(time.Duration(i)), int64(i))
-	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	per := float64(testkit.HeapGrowth(func() {
+		for i := range n {
+			binary.LittleEndian.PutUint64(h[:], uint64(i))
+			l.touch(syncnode.RefFromHash(h), now.Add(time.Duration(i)), int64(i))
+		}
+	})) / n
 	t.Logf("%.1f bytes of heap a blob", per)
 	if per > 64 {
 		t.Fatalf("%.0f bytes of heap a blob, want at most 64", per)

@@ -1,6 +1,7 @@
 // Package testkit holds the helpers every test of syncnode shares:
-// waiting on a condition with a deadline, seeded random bytes, and the
-// BLAKE3 blob ref of bytes computed apart from any store.
+// waiting on a condition with a deadline, seeded random bytes, the BLAKE3
+// blob ref of bytes computed apart from any store, and the heap a piece
+// of work keeps.
 package testkit
 
 import (
@@ -8,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -93,4 +95,16 @@ func SkipShortUnless(t testing.TB, env, what string) {
 	if testing.Short() && os.Getenv(env) == "" {
 		t.Skipf("-short: skipping a test that needs %s (set %s to run it)", what, env)
 	}
+}
+
+// HeapGrowth returns by how many bytes the live heap grew while fn ran,
+// measured after a collection before and after: what fn's results keep.
+func HeapGrowth(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	return after.HeapAlloc - min(after.HeapAlloc, before.HeapAlloc)
 }
