@@ -1,7 +1,6 @@
 package collect
 
 import (
-	"bytes"
 	"errors"
 	"maps"
 	"slices"
@@ -119,7 +118,7 @@ func (c *Collector) ReferencedAll(refs []syncnode.BlobRef, groups [][]syncnode.G
 	// Under the blobs' locks, which a collection holds from its last look
 	// to the deletion: the row comes before it, or after it altogether.
 	order := slices.Clone(refs)
-	slices.SortFunc(order, func(a, b syncnode.BlobRef) int { ha, hb := a.Hash(), b.Hash(); return bytes.Compare(ha[:], hb[:]) })
+	slices.SortFunc(order, compareRefs)
 	order = slices.Compact(order)
 	for _, ref := range order {
 		unlock := c.d.Custody.Lock(ref)
