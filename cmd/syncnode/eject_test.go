@@ -22,17 +22,6 @@ func stoppableDaemon(t *testing.T, init ...string) (dir string, stop func()) {
 	t.Helper()
 	dir = filepath.Join(t.TempDir(), "data")
 	must(t, dir, append([]string{"init"}, init...)...)
-	stop, err := runDaemon(t, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dir, stop
-}
-
-// runDaemon runs the daemon of the initialised data directory dir until
-// the test ends or stop is called; err is why it did not start.
-func runDaemon(t *testing.T, dir string) (stop func(), err error) {
-	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
@@ -42,8 +31,7 @@ func runDaemon(t *testing.T, dir string) (stop func(), err error) {
 	select {
 	case <-ready:
 	case err := <-done:
-		cancel()
-		return nil, err
+		t.Fatal(err)
 	}
 	var stopped error
 	stopOnce := func() {
@@ -58,7 +46,7 @@ func runDaemon(t *testing.T, dir string) (stop func(), err error) {
 			t.Error(stopped)
 		}
 	})
-	return stopOnce, nil
+	return dir, stopOnce
 }
 
 // statusOf is dir's daemon's status.
