@@ -38,7 +38,12 @@ func (g *Group) applyVerified(row Row, now time.Time) (bool, error) {
 		}
 		return false, err
 	}
-	return g.rows.Apply(row, now)
+	ok, err := g.rows.Apply(row, now)
+	if ok && IsChainKey(row.Key) {
+		// A change may move the budget (see budgets).
+		g.rows.settleBudget()
+	}
+	return ok, err
 }
 
 // ErrUndecided wraps a refusal that a change of the chain this replica

@@ -44,6 +44,10 @@ const (
 	RemovePrefix Op = "prefix-"
 	// SetCopies sets the verified server copies the group wants (N).
 	SetCopies Op = "copies"
+	// SetBudget sets what each writer's rows may cost every member
+	// (Budget; a zero field: each member's own default). A raise brings
+	// back the rows refused under the old budget.
+	SetBudget Op = "budget"
 	// opAdmit admits Peer with the invitation whose Nonce and DevType
 	// it carries.
 	opAdmit Op = "admit"
@@ -69,6 +73,8 @@ type Change struct {
 	// DevType is the device type an admission admits Peer as.
 	DevType syncnode.DevType `msgpack:"t,omitempty"`
 	UpTo    uint64           `msgpack:"u,omitempty"`
+	// Budget is what SetBudget sets.
+	Budget *Budget `msgpack:"b,omitempty"`
 	// Redo is the key of a change of the same writer's that lost to a
 	// concurrent branch and that this one makes again (see Rebase).
 	Redo string `msgpack:"rd,omitempty"`

@@ -11,12 +11,15 @@ import (
 )
 
 // govState is what a path through the chain makes of the group: its
-// admins in order of seniority, prefixes, server copies and the
+// admins in order of seniority, prefixes, server copies, budget per
+// writer (and the change that set it: zero for the spec) and the
 // admissions.
 type govState struct {
 	admins   []peer.ID
 	prefixes []string
 	copies   int
+	budget   Budget
+	budgetBy Mark
 	adm      map[peer.ID]admission
 }
 
@@ -78,6 +81,11 @@ func (s *govState) allows(w peer.ID, c Change) error {
 		if c.N < 1 || c.N > MaxCopies {
 			return fmt.Errorf("%w: %d server copies asked; from 1 to %d", ErrBadChange, c.N, MaxCopies)
 		}
+	case SetBudget:
+		if c.Budget == nil {
+			return fmt.Errorf("%w: a budget change names no budget", ErrBadChange)
+		}
+		return c.Budget.Validate()
 	case opAdmit, opReadmit:
 		if len(c.Nonce) == 0 || len(c.Nonce) > 64 || c.Peer.Validate() != nil || c.DevType > syncnode.Leaf {
 			return fmt.Errorf("%w: malformed admission of %s", ErrNotAllowed, c.Peer)
@@ -134,6 +142,9 @@ func (s *govState) apply(l link) {
 		return
 	case SetCopies:
 		s.copies = c.N
+		return
+	case SetBudget:
+		s.budget, s.budgetBy = *c.Budget, Mark{Writer: l.writer, Seq: l.seq}
 		return
 	case opAdmit:
 		if a.Ejected && string(a.Readmit) != string(c.Nonce) {

@@ -46,6 +46,11 @@ type Spec struct {
 	// Copies is how many verified server copies of each blob the group
 	// wants before a device may evict its own (0 means 1).
 	Copies int `msgpack:"k,omitempty"`
+	// Budget bounds what each writer's rows may cost every member (nil,
+	// or a zero field: each member's own default). Being the group's,
+	// the bound is the same on every member: what one refuses, none
+	// holds.
+	Budget *Budget `msgpack:"w,omitempty"`
 }
 
 // MaxCopies bounds the server copies a group may ask for.
@@ -66,6 +71,11 @@ func (s Spec) Validate() error {
 		return errors.New("syncgroup: a group has at least one admin")
 	case s.Copies < 0 || s.Copies > MaxCopies:
 		return fmt.Errorf("syncgroup: %d server copies asked; from 1 to %d", s.Copies, MaxCopies)
+	}
+	if s.Budget != nil {
+		if err := s.Budget.Validate(); err != nil {
+			return err
+		}
 	}
 	for _, p := range s.Prefixes {
 		if strings.HasPrefix(p, "\x00") {
@@ -122,7 +132,12 @@ func NewGroup(spec Spec, self peer.ID, maxSkew time.Duration) (*Group, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	return &Group{spec: spec, self: self, rows: NewRows(self, maxSkew)}, nil
+	g := &Group{spec: spec, self: self, rows: NewRows(self, maxSkew)}
+	g.rows.budgets.of = func() (Budget, Mark) {
+		h := g.gov().head
+		return h.budget, h.budgetBy
+	}
+	return g, nil
 }
 
 // SetCopies sets the server copies a group just created wants (see
@@ -135,6 +150,24 @@ func (g *Group) SetCopies(k int) error {
 		return err
 	}
 	g.spec = spec
+	return nil
+}
+
+// SetGroupBudget sets what each writer's rows may cost every member of a
+// group just created (see Spec.Budget); as SetCopies, before the group
+// has been added to a node.
+func (g *Group) SetGroupBudget(b Budget) error {
+	spec := g.spec
+	spec.Budget = &b
+	if b == (Budget{}) {
+		spec.Budget = nil
+	}
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	g.spec = spec
+	g.chain.valid = false
+	g.rows.settleBudget()
 	return nil
 }
 
@@ -179,6 +212,11 @@ func (g *Group) Spec() Spec {
 	h := g.gov().head
 	s := g.spec
 	s.Admins, s.Prefixes, s.Copies = slices.Clone(h.admins), slices.Clone(h.prefixes), h.copies
+	s.Budget = nil
+	if h.budget != (Budget{}) {
+		b := h.budget
+		s.Budget = &b
+	}
 	return s
 }
 
@@ -191,7 +229,7 @@ func (g *Group) ID() syncnode.GroupID { return g.spec.ID }
 func (g *Group) Genesis() Spec { return g.spec }
 
 // ChangeSpec makes change c (AddAdmin, RemoveAdmin, AddPrefix,
-// RemovePrefix or SetCopies) at the end of the group's chain, signed by
+// RemovePrefix, SetCopies or SetBudget) at the end of the group's chain, signed by
 // this device, which must be an admin allowed to make it. Every member
 // that learns the change, and any made concurrently, picks the same
 // outcome (see the chain).
@@ -209,6 +247,12 @@ func (g *Group) ChangeSpec(c Change, now time.Time) (Row, error) {
 		c = Change{Op: c.Op, Prefix: c.Prefix}
 	case SetCopies:
 		c = Change{Op: c.Op, N: c.N}
+	case SetBudget:
+		if c.Budget == nil {
+			return Row{}, fmt.Errorf("%w: a budget change names the budget", ErrBadChange)
+		}
+		b := *c.Budget
+		c = Change{Op: c.Op, Budget: &b}
 	default:
 		return Row{}, fmt.Errorf("syncgroup: %q is no change to a spec", c.Op)
 	}

@@ -294,7 +294,7 @@ func ChangeOf(row Row) (peer.ID, MemberChange) {
 			return "", NoMemberChange
 		case l.c.Op == opEject:
 			return l.c.Peer, MemberEjected
-		case l.c.Op == AddAdmin, l.c.Op == RemoveAdmin, l.c.Op == AddPrefix, l.c.Op == RemovePrefix, l.c.Op == SetCopies:
+		case l.c.Op == AddAdmin, l.c.Op == RemoveAdmin, l.c.Op == AddPrefix, l.c.Op == RemovePrefix, l.c.Op == SetCopies, l.c.Op == SetBudget:
 			return row.Writer, SpecChanged
 		}
 		return "", NoMemberChange

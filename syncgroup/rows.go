@@ -103,110 +103,12 @@ type Rows struct {
 	// memberKeys indexes the keys under the membership prefix: few, and
 	// read often (membership, the chain) among many data rows.
 	memberKeys map[string]struct{}
-	// usage is what each writer's winning rows cost this replica; budget
-	// bounds it (zero fields: no bound).
+	// usage is what each writer's winning rows cost this replica; budgets
+	// bound it.
 	usage map[peer.ID]Usage
 	// writers holds one copy of each writer's ID, which its rows share.
 	writers map[peer.ID]peer.ID
-	budget  Budget
-}
-
-// Usage is what one writer's rows cost a replica: the rows (tombstones
-// included) that win their keys, and their bytes.
-type Usage struct {
-	Rows  int
-	Bytes int64
-	// Refs counts the blob references in those rows: each may become a
-	// fetch queued on every server of the group.
-	Refs int
-}
-
-// Budget bounds what one writer's rows may cost a replica; a zero field is
-// no bound. Membership rows are not counted: they are few and an admin
-// writes most of them.
-type Budget struct {
-	Rows  int
-	Bytes int64
-	Refs  int
-}
-
-// ErrOverBudget reports a row refused because its writer's rows would
-// cost more than the replica's budget for one writer.
-var ErrOverBudget = errors.New("syncgroup: over the writer's budget")
-
-// rowCost is what a row costs a replica: its key, its value and what every
-// row carries besides (timestamp, writer, sequence, signature).
-func rowCost(row Row) int64 { return int64(len(row.Key)+len(row.Value)) + 128 }
-
-// refCount is how many blob references row names (none when deleted).
-func refCount(row Row) int {
-	if row.Deleted || len(row.Value) == 0 {
-		return 0
-	}
-	refs, _ := FindRefs(row.Value)
-	return len(refs)
-}
-
-// SetBudget bounds what each writer's rows may cost this replica.
-func (r *Rows) SetBudget(b Budget) { r.budget = b }
-
-// Usage returns what writer w's rows cost this replica.
-func (r *Rows) Usage(w peer.ID) Usage { return r.usage[w] }
-
-// fits reports whether row, replacing its key's current winner, keeps its
-// writer within budget (or costs it nothing more).
-func (r *Rows) fits(row Row) error {
-	if strings.HasPrefix(row.Key, memberPrefix) || r.budget == (Budget{}) {
-		return nil
-	}
-	u := r.usage[row.Writer]
-	rows, bytes, refs := u.Rows+1, u.Bytes+rowCost(row), u.Refs+refCount(row)
-	if cur, ok := r.get(row.Key); ok && cur.writer == row.Writer {
-		rows, bytes, refs = rows-1, bytes-int64(cur.cost), refs-int(cur.refs)
-	}
-	// A change that costs no more is always taken: a writer at its budget
-	// can still overwrite and delete.
-	if (r.budget.Rows > 0 && rows > r.budget.Rows && rows > u.Rows) || (r.budget.Bytes > 0 && bytes > r.budget.Bytes && bytes > u.Bytes) ||
-		(r.budget.Refs > 0 && refs > r.budget.Refs && refs > u.Refs) {
-		return fmt.Errorf("%w: %s would hold %d rows, %d bytes, %d blob references (at most %d rows, %d bytes, %d references)",
-			ErrOverBudget, row.Writer, rows, bytes, refs, r.budget.Rows, r.budget.Bytes, r.budget.Refs)
-	}
-	return nil
-}
-
-// fitsAll is fits for rows, this device's, written in order: the usage
-// they lead to must be within budget, or no more than it is now.
-func (r *Rows) fitsAll(rows []Row) error {
-	if r.budget == (Budget{}) {
-		return nil
-	}
-	start := r.usage[r.self]
-	u := start
-	pending := map[string]entry{}
-	for _, row := range rows {
-		if strings.HasPrefix(row.Key, memberPrefix) {
-			continue
-		}
-		old, ok := pending[row.Key]
-		if !ok {
-			if cur, held := r.get(row.Key); held && cur.writer == r.self {
-				old, ok = cur, true
-			}
-		}
-		if ok {
-			u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-int64(old.cost), u.Refs-int(old.refs)
-		}
-		e := newEntry(row, false)
-		u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+int64(e.cost), u.Refs+int(e.refs)
-		pending[row.Key] = e
-	}
-	b := r.budget
-	if (b.Rows > 0 && u.Rows > b.Rows && u.Rows > start.Rows) || (b.Bytes > 0 && u.Bytes > b.Bytes && u.Bytes > start.Bytes) ||
-		(b.Refs > 0 && u.Refs > b.Refs && u.Refs > start.Refs) {
-		return fmt.Errorf("%w: %d rows would make %s hold %d rows, %d bytes, %d blob references (at most %d rows, %d bytes, %d references)",
-			ErrOverBudget, len(rows), r.self, u.Rows, u.Bytes, u.Refs, b.Rows, b.Bytes, b.Refs)
-	}
-	return nil
+	budgets budgets
 }
 
 // NewRows returns an empty replica for device self.
@@ -288,14 +190,16 @@ func (r *Rows) Apply(row Row, now time.Time) (bool, error) {
 	}
 	if row.Seq == r.vv[row.Writer]+1 {
 		r.vv[row.Writer] = row.Seq
+		r.reasked(row.Writer)
 	}
 	r.saw(row)
 	if !r.Beats(row) {
 		return false, nil
 	}
 	// Over budget, the row is known (the vector moved past it, so no peer
-	// sends it again) and not held.
+	// sends it again) and not held, until the budget rises (see budgets).
 	if err := r.fits(row); err != nil {
+		r.refusedRow(row)
 		return false, err
 	}
 	r.set(row)
@@ -381,15 +285,25 @@ func (r *Rows) Learned(remote VersionVector) { r.LearnedFor(remote, nil) }
 // vouch is nil): a peer's word on what it sent of other writers' rows
 // moves this replica's vector only when the caller trusts that word.
 func (r *Rows) LearnedFor(remote VersionVector, vouch func(w peer.ID) bool) {
+	r.LearnedAnswer(remote, nil, vouch)
+}
+
+// LearnedAnswer is LearnedFor for a peer's answer to asked, the vector
+// this replica sent it: the peer sent every row it holds past it. It lets
+// the claim count for a writer whose rows are asked for again after a
+// raise of the budget (see budgets) once asked covered them; LearnedFor
+// never does.
+func (r *Rows) LearnedAnswer(remote, asked VersionVector, vouch func(w peer.ID) bool) {
 	for w, s := range remote {
 		if w == r.self {
 			r.seq = max(r.seq, min(s, maxClaimedSeq))
 		}
-		if vouch != nil && !vouch(w) {
+		if vouch != nil && !vouch(w) || !r.mayAdopt(remote, asked, w) {
 			continue
 		}
 		if s = min(s, r.seen[w]); s > r.vv[w] {
 			r.vv[w] = s
+			r.reasked(w)
 		}
 	}
 }

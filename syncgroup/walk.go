@@ -34,7 +34,11 @@ const maxOffPath = 256
 
 // genesis is the state of the group as created.
 func (g *Group) genesis() govState {
-	return govState{admins: slices.Clone(g.spec.Admins), prefixes: slices.Clone(g.spec.Prefixes), copies: g.spec.Copies, adm: map[peer.ID]admission{}}
+	s := govState{admins: slices.Clone(g.spec.Admins), prefixes: slices.Clone(g.spec.Prefixes), copies: g.spec.Copies, adm: map[peer.ID]admission{}}
+	if g.spec.Budget != nil {
+		s.budget = *g.spec.Budget
+	}
+	return s
 }
 
 // legacy returns the admissions that the group's first admins wrote as
@@ -313,7 +317,9 @@ func (g *Group) change(c Change, now time.Time) (Row, error) {
 	if err != nil {
 		return Row{}, err
 	}
-	return g.rows.Put(chainKey(depth, g.self, b), b, now), nil
+	row := g.rows.Put(chainKey(depth, g.self, b), b, now)
+	g.rows.settleBudget()
+	return row, nil
 }
 
 // Rebase returns this device's changes that lost to a concurrent branch,
@@ -394,6 +400,8 @@ func touchSame(a, b Change) bool {
 			return "prefix " + c.Prefix
 		case SetCopies:
 			return "copies"
+		case SetBudget:
+			return "budget"
 		}
 		return "peer " + string(c.Peer)
 	}

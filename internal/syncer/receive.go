@@ -18,8 +18,9 @@ import (
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
-// receive applies the peer's batches and returns its version vector.
-func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syncnode.GroupID, from peer.ID) (syncgroup.VersionVector, error) {
+// receive applies the peer's batches, its answer to asked (the vector
+// this node sent it), and returns its version vector.
+func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syncnode.GroupID, from peer.ID, asked syncgroup.VersionVector) (syncgroup.VersionVector, error) {
 	var vv syncgroup.VersionVector
 	var applyErr error
 	// stuck are the writers a row of which was refused for now: the
@@ -58,7 +59,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			maps.Copy(stuck, held)
 			if b.Done && vv != nil {
 				vouch := vouches(g, from)
-				g.Rows().LearnedFor(vv, func(w peer.ID) bool { return !stuck[w] && (vouch == nil || vouch(w)) })
+				g.Rows().LearnedAnswer(vv, asked, func(w peer.ID) bool { return !stuck[w] && (vouch == nil || vouch(w)) })
 			}
 		}, b.Done)
 		r.applying.Unlock()

@@ -78,12 +78,12 @@ func (s *Syncer) round(ctx context.Context, st network.Stream, r *replica, id sy
 		return err
 	}
 	s.messages.Add(1)
-	remoteVV, err := s.receive(br, st, r, id, p)
+	remoteVV, err := s.receive(br, st, r, id, p, h.VV)
 	if err != nil {
 		st.Reset()
 		return err
 	}
-	if err := s.send(st, r, id, p, remoteVV, false); err != nil {
+	if _, err := s.send(st, r, id, p, remoteVV, false); err != nil {
 		st.Reset()
 		return err
 	}
@@ -121,23 +121,24 @@ func (s *Syncer) settle(id syncnode.GroupID, rows []syncgroup.Row) {
 	}
 }
 
-// send writes the rows the peer (with version vector vv) lacks, in batches;
-// the responder's first batch carries its priority (the initiator's went in
+// send writes the rows the peer (with version vector vv) lacks, in batches,
+// and returns the vector of this node's that they carried; the
+// responder's first batch carries its priority (the initiator's went in
 // its hello), so each side observes the other once per round.
-func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to peer.ID, vv syncgroup.VersionVector, withPrio bool) error {
+func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to peer.ID, vv syncgroup.VersionVector, withPrio bool) (syncgroup.VersionVector, error) {
 	r.mu.Lock()
 	if !r.g.IsMember(to) {
 		// Ejected (or gone) since the round began: nothing written from
 		// now on reaches it.
 		r.mu.Unlock()
-		return fmt.Errorf("%w: %s is no longer a member of %s", errPushRefused, to, id)
+		return nil, fmt.Errorf("%w: %s is no longer a member of %s", errPushRefused, to, id)
 	}
 	keys := r.g.Rows().MissingKeys(vv, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
 	mine := r.g.Rows().VV()
 	prio := s.priorityLocked(r)
 	r.mu.Unlock()
 	if err := s.flush(); err != nil {
-		return err
+		return nil, err
 	}
 	// A page of rows at a time, read under the lock: a peer far behind
 	// costs one page of memory, not a copy of the group. A key written
@@ -149,7 +150,7 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 		rows, err := r.g.Rows().Versions(page)
 		r.mu.Unlock()
 		if err != nil {
-			return fmt.Errorf("syncer: rows of %s for %s: %w", id, to, err)
+			return nil, fmt.Errorf("syncer: rows of %s for %s: %w", id, to, err)
 		}
 		parts := batches(rows)
 		if len(parts) == 0 {
@@ -165,12 +166,12 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 				b.Signposts = s.hooks.Signposts(to, id, refs)
 			}
 			if err := s.writeBatch(st, &b, &b.Signposts); err != nil {
-				return err
+				return nil, err
 			}
 			s.rowsSent.Add(int64(len(b.Rows)))
 		}
 	}
-	return nil
+	return mine, nil
 }
 
 // sendPage is how many rows a round reads at a time for a peer.
@@ -216,11 +217,12 @@ func (s *Syncer) handleSync(st network.Stream) {
 		return
 	}
 	defer r.roundBegins(from)()
-	if err := s.send(st, r, h.Group, from, h.VV, true); err != nil {
+	told, err := s.send(st, r, h.Group, from, h.VV, true)
+	if err != nil {
 		st.Reset()
 		return
 	}
-	if _, err := s.receive(br, st, r, h.Group, from); err != nil {
+	if _, err := s.receive(br, st, r, h.Group, from, told); err != nil {
 		st.Reset()
 		return
 	}
