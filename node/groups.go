@@ -34,6 +34,10 @@ type GroupOptions struct {
 	// of a blob before a device evicts its own (default 1, at most
 	// syncgroup.MaxCopies).
 	Copies int
+	// Budget bounds what each writer's rows may cost every member (zero
+	// fields: each member's own default, Config.WriterBudget); admins
+	// change it later with ChangeGroup (syncgroup.SetBudget).
+	Budget syncgroup.Budget
 }
 
 // CreateGroupWith creates a syncgroup as o describes, with this node as
@@ -45,6 +49,9 @@ func (n *Node) CreateGroupWith(o GroupOptions) (syncgroup.Spec, error) {
 		return syncgroup.Spec{}, err
 	}
 	if err := g.SetCopies(o.Copies); err != nil {
+		return syncgroup.Spec{}, err
+	}
+	if err := g.SetGroupBudget(o.Budget); err != nil {
 		return syncgroup.Spec{}, err
 	}
 	if err := n.sync.Add(g); err != nil {
@@ -165,7 +172,9 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 
 // ChangeGroup makes change c to group g's spec: adds or removes an admin
 // (syncgroup.AddAdmin, RemoveAdmin) or a prefix (AddPrefix,
-// RemovePrefix), or sets the server copies wanted (SetCopies). This node
+// RemovePrefix), or sets the server copies wanted (SetCopies) or the
+// budget of each writer's rows (SetBudget: a raise brings back, on every
+// member, the rows refused under the old budget). This node
 // must be an admin allowed to make it: an admin removes itself or one
 // junior to it, never the last (syncgroup.ErrLastAdmin). The change is
 // signed, joins the group's chain of changes and spreads to the members;

@@ -31,6 +31,7 @@ func groupCmd() *command {
 			{name: "remove", args: "GROUP PREFIX", short: "stop syncing the keys under a prefix (admins only): its rows leave the group", nargs: 2, json: true, flags: sgSpec("prefix-remove")},
 		}},
 		{name: "copies", args: "GROUP K", short: "set the verified server copies wanted before devices evict (admins only)", nargs: 2, json: true, flags: sgSpec("copies")},
+		{name: "budget", args: "GROUP", short: "set what each writer's rows may cost every member (admins only); a raise brings refused rows back", nargs: 1, json: true, flags: sgBudget},
 		{name: "ls", short: "the groups this node is in", nargs: 0, json: true, flags: sgLs},
 		{name: "members", args: "GROUP", short: "a group's members, their device types and addresses", nargs: 1, json: true, flags: sgMembers},
 	}}
@@ -42,9 +43,14 @@ func sgCreate(fs *flag.FlagSet) func(*cmd) error {
 	private := fs.Bool("private", false, "only members may learn of the group")
 	dev := fs.String("type", "normal", "this device's type in the group: normal, server or leaf")
 	copies := fs.Int("copies", 1, "verified server copies of each blob wanted before a device evicts its own")
+	budget := budgetFlags(fs, "writer-")
 	return func(c *cmd) error {
 		return c.with(func(cl *api.Client) error {
-			g, err := cl.CreateGroup(c.ctx, api.CreateRequest{Name: c.pos[0], Prefixes: prefixes, Private: *private, DevType: *dev, Copies: *copies})
+			req := api.CreateRequest{Name: c.pos[0], Prefixes: prefixes, Private: *private, DevType: *dev, Copies: *copies}
+			if b := budget(); b != (api.Budget{}) {
+				req.Budget = &b
+			}
+			g, err := cl.CreateGroup(c.ctx, req)
 			return show(c, g, err, func(g api.Group) { fmt.Fprintln(c.stdout, g.ID) })
 		})
 	}
@@ -67,13 +73,52 @@ func sgSpec(op string) func(*flag.FlagSet) func(*cmd) error {
 				}
 				req.Copies = k
 			}
-			return c.with(func(cl *api.Client) error {
-				g, err := cl.ChangeSpec(c.ctx, req)
-				return show(c, g, err, func(g api.Group) {
-					fmt.Fprintf(c.stdout, "%s\n  admins:   %s\n  prefixes: %s\n  copies:   %d\n", g.ID, strings.Join(g.Admins, ", "), strings.Join(g.Prefixes, ", "), g.Copies)
-				})
-			})
+			return changeSpec(c, req)
 		}
+	}
+}
+
+// changeSpec sends req and prints the spec it leads to.
+func changeSpec(c *cmd, req api.SpecChange) error {
+	return c.with(func(cl *api.Client) error {
+		g, err := cl.ChangeSpec(c.ctx, req)
+		return show(c, g, err, func(g api.Group) {
+			fmt.Fprintf(c.stdout, "%s\n  admins:   %s\n  prefixes: %s\n  copies:   %d\n  budget:   %s\n", g.ID, strings.Join(g.Admins, ", "), strings.Join(g.Prefixes, ", "), g.Copies, budgetText(g.Budget))
+		})
+	})
+}
+
+// budgetFlags defines the flags of a writer budget, named with prefix,
+// and returns a function reading them.
+func budgetFlags(fs *flag.FlagSet, prefix string) func() api.Budget {
+	rows := fs.Int(prefix+"rows", 0, "rows each writer may keep in the group (0: each member's default)")
+	mib := fs.Int64(prefix+"mib", 0, "MiB of rows each writer may keep in the group (0: each member's default)")
+	refs := fs.Int(prefix+"refs", 0, "blob references each writer's rows may name (0: each member's default)")
+	return func() api.Budget { return api.Budget{Rows: *rows, Bytes: *mib << 20, Refs: *refs} }
+}
+
+// budgetText shows a group's writer budget.
+func budgetText(b *api.Budget) string {
+	if b == nil {
+		return "each member's default"
+	}
+	field := func(n int64, unit string) string {
+		if n == 0 {
+			return "default " + unit
+		}
+		return fmt.Sprintf("%d %s", n, unit)
+	}
+	return fmt.Sprintf("%s, %s, %s per writer", field(int64(b.Rows), "rows"), field(b.Bytes, "bytes"), field(int64(b.Refs), "references"))
+}
+
+func sgBudget(fs *flag.FlagSet) func(*cmd) error {
+	budget := budgetFlags(fs, "")
+	return func(c *cmd) error {
+		b := budget()
+		if b.Rows < 0 || b.Bytes < 0 || b.Refs < 0 {
+			return fmt.Errorf("budget: -rows, -mib and -refs are 0 (each member's default) or more")
+		}
+		return changeSpec(c, api.SpecChange{Group: c.pos[0], Op: "budget", Budget: &b})
 	}
 }
 

@@ -143,6 +143,18 @@ type CreateRequest struct {
 	DevType  string   `json:"devtype"`
 	// Copies is how many verified server copies the group wants (0: 1).
 	Copies int `json:"copies,omitempty"`
+	// Budget bounds each writer's rows on every member (nil: each
+	// member's own default).
+	Budget *Budget `json:"budget,omitempty"`
+}
+
+// Budget bounds what one writer's rows may cost each member of a group:
+// rows, bytes and blob references (a zero field: each member's own
+// default).
+type Budget struct {
+	Rows  int   `json:"rows,omitempty"`
+	Bytes int64 `json:"bytes,omitempty"`
+	Refs  int   `json:"refs,omitempty"`
 }
 
 // Group describes a syncgroup.
@@ -154,6 +166,9 @@ type Group struct {
 	Admins   []string `json:"admins"`
 	// Copies is how many verified server copies the group wants.
 	Copies int `json:"copies"`
+	// Budget is the group's bound on each writer's rows (nil: each
+	// member's own default).
+	Budget *Budget `json:"budget,omitempty"`
 }
 
 // InviteRequest asks for an invitation.
@@ -188,11 +203,12 @@ type GroupRequest struct {
 type SpecChange struct {
 	Group string `json:"group"`
 	// Op is admin-add, admin-remove (Peer), prefix-add, prefix-remove
-	// (Prefix) or copies (Copies).
-	Op     string `json:"op"`
-	Peer   string `json:"peer,omitempty"`
-	Prefix string `json:"prefix,omitempty"`
-	Copies int    `json:"copies,omitempty"`
+	// (Prefix), copies (Copies) or budget (Budget).
+	Op     string  `json:"op"`
+	Peer   string  `json:"peer,omitempty"`
+	Prefix string  `json:"prefix,omitempty"`
+	Copies int     `json:"copies,omitempty"`
+	Budget *Budget `json:"budget,omitempty"`
 }
 
 // EjectRequest ejects a member from a group; the node must be an admin.

@@ -30,7 +30,11 @@ func (s *server) createGroup(r *http.Request) (api.Group, error) {
 	if err != nil {
 		return api.Group{}, badRequest("%v", err)
 	}
-	spec, err := s.n.CreateGroupWith(node.GroupOptions{Name: req.Name, Prefixes: req.Prefixes, Private: req.Private, DevType: dev, Copies: req.Copies})
+	o := node.GroupOptions{Name: req.Name, Prefixes: req.Prefixes, Private: req.Private, DevType: dev, Copies: req.Copies}
+	if req.Budget != nil {
+		o.Budget = syncgroup.Budget(*req.Budget)
+	}
+	spec, err := s.n.CreateGroupWith(o)
 	if err != nil {
 		return api.Group{}, badRequest("%v", err)
 	}
@@ -39,6 +43,10 @@ func (s *server) createGroup(r *http.Request) (api.Group, error) {
 
 func groupView(s syncgroup.Spec) api.Group {
 	g := api.Group{ID: string(s.ID), Name: s.Name, Prefixes: s.Prefixes, Private: s.Private, Copies: s.ServerCopies()}
+	if s.Budget != nil {
+		b := api.Budget(*s.Budget)
+		g.Budget = &b
+	}
 	for _, a := range s.Admins {
 		g.Admins = append(g.Admins, a.String())
 	}
@@ -49,6 +57,7 @@ func groupView(s syncgroup.Spec) api.Group {
 var specOps = map[string]syncgroup.Op{
 	"admin-add": syncgroup.AddAdmin, "admin-remove": syncgroup.RemoveAdmin,
 	"prefix-add": syncgroup.AddPrefix, "prefix-remove": syncgroup.RemovePrefix, "copies": syncgroup.SetCopies,
+	"budget": syncgroup.SetBudget,
 }
 
 func (s *server) changeSpec(r *http.Request) (api.Group, error) {
@@ -58,9 +67,16 @@ func (s *server) changeSpec(r *http.Request) (api.Group, error) {
 	}
 	op, ok := specOps[req.Op]
 	if !ok {
-		return api.Group{}, badRequest("op %q: one of admin-add, admin-remove, prefix-add, prefix-remove, copies", req.Op)
+		return api.Group{}, badRequest("op %q: one of admin-add, admin-remove, prefix-add, prefix-remove, copies, budget", req.Op)
 	}
 	c := syncgroup.Change{Op: op, Prefix: req.Prefix, N: req.Copies}
+	if op == syncgroup.SetBudget {
+		if req.Budget == nil {
+			return api.Group{}, badRequest("a budget change names the budget")
+		}
+		b := syncgroup.Budget(*req.Budget)
+		c.Budget = &b
+	}
 	if op == syncgroup.AddAdmin || op == syncgroup.RemoveAdmin {
 		p, err := s.memberPeer(syncnode.GroupID(req.Group), req.Peer)
 		if err != nil {
