@@ -81,12 +81,12 @@ func TestGrowth(t *testing.T) {
 // measureGrowth fills a node with n photos and measures it.
 func measureGrowth(t *testing.T, n int) growth {
 	dir := t.TempDir()
-	cfg := libraryConfig(t, dir, n)
+	cfg := config(t, dir)
 	a, err := node.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, err := a.CreateGroup("photos", []string{"photos/"}, false, syncnode.Normal)
+	spec, err := a.CreateGroupWith(node.GroupOptions{Name: "photos", Prefixes: []string{"photos/"}, DevType: syncnode.Normal, Budget: libraryBudget(n)})
 	if err != nil {
 		a.Close()
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func measureGrowth(t *testing.T, n int) growth {
 	}
 	out.evictRun = time.Since(start)
 
-	m := open(t, libraryConfig(t, t.TempDir(), n))
+	m := open(t, config(t, t.TempDir()))
 	defer m.Close()
 	if *growthCPU != "" {
 		stop := startCPUProfile(t, fmt.Sprintf("%s.%d", *growthCPU, n))
@@ -179,15 +179,15 @@ func measureGrowth(t *testing.T, n int) growth {
 	return out
 }
 
-// libraryConfig is the config of a node of a library of n photos written
-// by one member: its budget per writer raised, as its operator would,
-// for a library near or above the default's 250,000 rows.
-func libraryConfig(t *testing.T, dir string, n int) node.Config {
-	cfg := config(t, dir)
-	if n > 100_000 {
-		cfg.WriterBudget = syncgroup.Budget{Rows: 2 * n, Bytes: int64(n) << 10, Refs: 2 * n}
+// libraryBudget is the budget per writer of a group holding a library of
+// n photos written by one member: raised at the group's creation, as its
+// admin would, for a library near or above the default's 250,000 rows
+// (zero: the default).
+func libraryBudget(n int) syncgroup.Budget {
+	if n <= 100_000 {
+		return syncgroup.Budget{}
 	}
-	return cfg
+	return syncgroup.Budget{Rows: 2 * n, Bytes: int64(n) << 10, Refs: 2 * n}
 }
 
 // putPhotos puts n blobs of 4 KiB by 8 concurrent callers and, by one

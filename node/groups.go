@@ -271,7 +271,12 @@ func (n *Node) PutRows(g syncnode.GroupID, kvs []syncgroup.KV) ([]syncgroup.Row,
 			}
 		}
 	}
-	return n.sync.PutAll(g, kvs)
+	rows, err := n.sync.PutAll(g, kvs)
+	if errors.Is(err, syncgroup.ErrOverBudget) {
+		spec, _ := n.GroupSpec(g)
+		err = fmt.Errorf("%w; the group's admins may raise what each writer keeps (ChangeGroup with syncgroup.SetBudget, or syncnode sg budget)%s", err, n.names().AskAdmins(spec))
+	}
+	return rows, err
 }
 
 // DeleteRow writes a tombstone at key in group g.
