@@ -27,11 +27,22 @@ func key(ref syncnode.BlobRef) []byte {
 
 func get(txn *badger.Txn, ref syncnode.BlobRef) (Signpost, error) {
 	var d disk
-	if err := kv.Get(txn, key(ref), kv.KindSignpost, &d); err != nil {
+	if err := kv.Get(txn, key(ref), kv.KindSignpost, &d); errors.Is(err, syncnode.ErrNotFound) {
+		return Signpost{}, missing{ref}
+	} else if err != nil {
 		return Signpost{}, fmt.Errorf("signpost %s: %w", ref, err)
 	}
 	return d.signpost()
 }
+
+// missing is get's error for a blob with no signpost, matching
+// syncnode.ErrNotFound. Most reads that miss expect to (a blob first
+// heard of): the message is formatted only if someone reads it.
+type missing struct{ ref syncnode.BlobRef }
+
+func (e missing) Error() string { return fmt.Sprintf("signpost %s: %v", e.ref, syncnode.ErrNotFound) }
+
+func (e missing) Unwrap() error { return syncnode.ErrNotFound }
 
 // Get returns the signpost of ref; a missing one gives an error wrapping
 // syncnode.ErrNotFound.

@@ -39,8 +39,9 @@ type Groups interface {
 // Grants are the share moves discovery starts.
 type Grants interface {
 	// GrantCreator grants this node the creator's shares of a held ref in
-	// groups (see handoff.Handoffs.GrantCreator).
-	GrantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID, introduced func(syncnode.GroupID) bool) error
+	// groups (see handoff.Handoffs.GrantCreator) and reports whether it
+	// holds ref.
+	GrantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID, introduced func(syncnode.GroupID) bool) (bool, error)
 	// TakeShares asks the holders of ref for their shares.
 	TakeShares(ctx context.Context, ref syncnode.BlobRef, extra []peer.ID, waitAll bool) error
 	// Balanced reports a server with no room left that may leave ref to

@@ -138,21 +138,33 @@ func (d *Discovery) discover(g syncnode.GroupID, from peer.ID, rows []rowRefs) e
 	for i, row := range rows {
 		groups := covering[i]
 		for _, ref := range row.refs {
-			before, err := d.book.Get(ref)
-			if err != nil && !errors.Is(err, syncnode.ErrNotFound) {
-				errs = append(errs, err)
-				continue
-			}
 			// Shares next: the signpost's groups make a blob evictable,
 			// and its origin's copy must be pinned before that. A writer
 			// that fetched the blob is granted shares in the groups its
-			// row brings the ref into.
-			fresh := newGroups(before, groups)
-			introduced := func(gg syncnode.GroupID) bool { return row.writer == self && slices.Contains(fresh, gg) }
-			if err := d.handoffs.GrantCreator(ref, groups, introduced); err != nil {
+			// row brings the ref into: the signpost is read for that
+			// alone, once, and only for this node's own rows.
+			var fresh []syncnode.GroupID
+			read := false
+			introduced := func(gg syncnode.GroupID) bool {
+				if row.writer != self {
+					return false
+				}
+				if !read {
+					read = true
+					// Unread, the signpost grants nothing as introduced.
+					if before, err := d.book.Get(ref); err == nil || errors.Is(err, syncnode.ErrNotFound) {
+						fresh = newGroups(before, groups)
+					} else {
+						errs = append(errs, err)
+					}
+				}
+				return slices.Contains(fresh, gg)
+			}
+			held, err := d.handoffs.GrantCreator(ref, groups, introduced)
+			if err != nil {
 				errs = append(errs, err)
 			}
-			found = append(found, signposting.Found{Groups: groups, Writer: row.writer, From: from, Ref: ref, Holds: d.holds(ref)})
+			found = append(found, signposting.Found{Groups: groups, Writer: row.writer, From: from, Ref: ref, Holds: held})
 		}
 	}
 	if err := d.book.RecordAll(g, found); err != nil {

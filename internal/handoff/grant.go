@@ -20,10 +20,11 @@ func (h *Handoffs) withCopy(ref syncnode.BlobRef, fn func(held bool) error) erro
 // every group, otherwise only in the groups where introduced says its own
 // row brought the ref in. It runs whichever comes second, the row or the
 // bytes, and again at open, so the origin's copy is pinned before any
-// signpost makes it evictable.
-func (h *Handoffs) GrantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID, introduced func(syncnode.GroupID) bool) error {
-	return h.withCopy(ref, func(held bool) error {
-		if !held {
+// signpost makes it evictable. It reports whether this node holds ref.
+func (h *Handoffs) GrantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID, introduced func(syncnode.GroupID) bool) (bool, error) {
+	held := false
+	err := h.withCopy(ref, func(holds bool) error {
+		if held = holds; !held {
 			return nil
 		}
 		var errs []error
@@ -45,6 +46,7 @@ func (h *Handoffs) GrantCreator(ref syncnode.BlobRef, groups []syncnode.GroupID,
 		}
 		return errors.Join(errs...)
 	})
+	return held, err
 }
 
 // GrantHeld grants the creator's shares of a held blob in the groups its
@@ -59,7 +61,8 @@ func (h *Handoffs) GrantHeld(ref syncnode.BlobRef) error {
 	if err != nil {
 		return err
 	}
-	return h.GrantCreator(ref, sp.Groups(), nil)
+	_, err = h.GrantCreator(ref, sp.Groups(), nil)
+	return err
 }
 
 // CheckShares reports the shares of blobs with no verified copy here (I3
