@@ -35,8 +35,8 @@ type GroupOptions struct {
 	// syncgroup.MaxCopies).
 	Copies int
 	// Budget bounds what each writer's rows may cost every member (zero
-	// fields: each member's own default, Config.WriterBudget); admins
-	// change it later with ChangeGroup (syncgroup.SetBudget).
+	// fields: syncgroup.DefaultBudget's); admins change it later with
+	// ChangeGroup (syncgroup.SetBudget).
 	Budget syncgroup.Budget
 }
 

@@ -84,9 +84,6 @@ type Config struct {
 	// collect.DefaultGrace, a day; negative: never). A row that references
 	// it again within the grace keeps it.
 	CollectGrace time.Duration
-	// WriterBudget bounds what one member's rows may cost this node, per
-	// group (zero fields: syncer.DefaultWriterBudget's; negative: none).
-	WriterBudget syncgroup.Budget
 	// Fetcher configures the server fetcher and its scans (nil: the
 	// defaults of a zero fetcher.Config).
 	Fetcher *fetcher.Config

@@ -172,7 +172,7 @@ func (n *Node) openNetwork(opened *closers) (err error) {
 	}
 	n.groups.SetJournal(n.feed)
 
-	sc := syncer.Config{Interval: n.cfg.SyncInterval, IOTimeout: n.cfg.IOTimeout, Store: n.groups, WriterBudget: n.cfg.WriterBudget}
+	sc := syncer.Config{Interval: n.cfg.SyncInterval, IOTimeout: n.cfg.IOTimeout, Store: n.groups}
 	if n.sync, err = syncer.New(n.h, sc, n.log, hooks{n}); err != nil {
 		return err
 	}

@@ -41,7 +41,7 @@ func (g *Group) applyVerified(row Row, now time.Time) (bool, error) {
 	ok, err := g.rows.Apply(row, now)
 	if ok && IsChainKey(row.Key) {
 		// A change may move the budget (see budgets).
-		g.rows.settleBudget()
+		g.rows.settleBudget(Mark{Writer: row.Writer, Seq: row.Seq})
 	}
 	return ok, err
 }

@@ -106,6 +106,23 @@ func (r *Rows) fitsAll(rows []Row) error {
 	return nil
 }
 
+// The bounds of each writer's rows in a group whose budget leaves them
+// zero: 250,000 rows, 64 MiB (counted with 128 bytes of overhead a row)
+// and 500,000 blob references. A photo's row is a few hundred bytes
+// naming one blob, so a member may keep some 150,000 photos in such a
+// group; the value limit is 256 KiB. They are the protocol's, the same
+// on every member: what one refuses, none holds.
+const (
+	DefaultBudgetRows  = 250_000
+	DefaultBudgetBytes = 64 << 20
+	DefaultBudgetRefs  = 500_000
+)
+
+// DefaultBudget returns the default bounds as a Budget.
+func DefaultBudget() Budget {
+	return Budget{Rows: DefaultBudgetRows, Bytes: DefaultBudgetBytes, Refs: DefaultBudgetRefs}
+}
+
 // Bounds of a group's budget (Spec.Budget, SetBudget).
 const (
 	MaxBudgetRows  = 1 << 30
@@ -155,50 +172,70 @@ type Span struct {
 	Last  uint64 `msgpack:"l"`
 }
 
+// join returns the smallest span covering s and o.
+func (s Span) join(o Span) Span {
+	return Span{First: min(s.First, o.First), Last: max(s.Last, o.Last)}
+}
+
 // Reask is a writer whose rows a replica asks for again after a raise of
-// the budget: the change that raised it (By), the last row refused before
-// it (UpTo), and how far the replica's vector has come since by rows it
-// holds (Floor).
+// the budget: the chain row whose arrival raised it (By; zero for a raise
+// of this node's own default), the last row refused before it (UpTo), and
+// the raise's number among this replica's (Epoch).
 type Reask struct {
 	By    Mark   `msgpack:"b"`
 	UpTo  uint64 `msgpack:"u"`
-	Floor uint64 `msgpack:"f"`
+	Epoch uint64 `msgpack:"e"`
+}
+
+// Asked is a vector a replica sends a peer, with the number of the last
+// raise of its budget when it was taken: the peer's answer covers what
+// the replica asked after that raise.
+type Asked struct {
+	VV    VersionVector
+	Epoch uint64
 }
 
 // budgets is how a replica bounds each writer's rows. The bound is the
 // group's (its spec, then its chain's SetBudget changes), each field it
-// leaves zero this node's own (base). A row refused over the bound counts
-// as known (the vector moves past it, so no peer sends it again), and
-// refused notes the span of each writer's so refused; once the bound
-// rises, the vector comes back below the span, so that every peer sends
+// leaves zero the protocol's default (base, DefaultBudget for a group). A row refused over the bound
+// counts as known (the vector moves past it, so no peer sends it again),
+// and refused notes the span of each writer's rows counted known without
+// being held: those refused here, and those a peer's vector carried this
+// replica's past while the peer said it had refused them. Once the bound
+// rises, the vector comes back below each span, so that every peer sends
 // those rows again, and until the vector has passed the span again no
-// peer's claim raises it (reask) unless the peer knows of the change that
-// raised the bound.
+// peer's claim raises it (reask) unless it answered a vector sent after
+// the raise and comes from the writer itself or knows of the chain row
+// that raised the bound (a peer that does not may have refused them too).
 type budgets struct {
 	base Budget
-	// of returns the group's budget and the change that set it (zero:
-	// the spec); nil for a replica with no group, bound by base alone.
-	of      func() (Budget, Mark)
+	// of returns the group's budget; nil for a replica with no group,
+	// bound by base alone.
+	of      func() Budget
 	inForce Budget
 	settled bool
+	epoch   uint64
 	refused map[peer.ID]Span
 	reask   map[peer.ID]Reask
 }
 
 // BudgetState is what a replica keeps on stable storage of its budget:
-// the bound it last applied, the rows of each writer it refused since,
-// and the writers whose rows it asks for again after a raise.
+// the bound it last applied, the rows of each writer it counts known
+// without holding them, the writers whose rows it asks for again after a
+// raise, and the number of its last raise.
 type BudgetState struct {
 	InForce Budget            `msgpack:"b"`
 	Refused map[peer.ID]Span  `msgpack:"r,omitempty"`
 	Reask   map[peer.ID]Reask `msgpack:"a,omitempty"`
+	Epoch   uint64            `msgpack:"e,omitempty"`
 }
 
-// SetBudget sets this node's own bound on each writer's rows, for the
-// fields the group's budget leaves zero (zero fields: no bound).
+// SetBudget sets the bound on each writer's rows for the fields the
+// group's budget leaves zero (zero fields: no bound). Every member must
+// be given the same: a node gives the protocol's default.
 func (r *Rows) SetBudget(b Budget) {
 	r.budgets.base = b
-	r.settleBudget()
+	r.settleBudget(Mark{})
 }
 
 // budget returns the bound in force.
@@ -206,28 +243,23 @@ func (r *Rows) budget() Budget {
 	if r.budgets.of == nil {
 		return r.budgets.base
 	}
-	b, _ := r.budgets.of()
-	return b.over(r.budgets.base)
+	return r.budgets.of().over(r.budgets.base)
 }
 
-// settleBudget applies a change of the bound: one that rises brings the
-// vector back below every row refused under the old one.
-func (r *Rows) settleBudget() {
+// settleBudget applies a change of the bound, made by the chain row by
+// (zero: none): one that rises brings the vector back below every span
+// of rows counted known without being held.
+func (r *Rows) settleBudget(by Mark) {
 	b := &r.budgets
 	now := r.budget()
 	if b.settled && b.inForce.raises(now) && len(b.refused) > 0 {
-		var by Mark
-		if b.of != nil {
-			_, by = b.of()
+		b.epoch++
+		if b.reask == nil {
+			b.reask = map[peer.ID]Reask{}
 		}
 		for w, s := range b.refused {
-			r.vv[w] = min(r.vv[w], s.First-1)
-			if by != (Mark{}) {
-				if b.reask == nil {
-					b.reask = map[peer.ID]Reask{}
-				}
-				b.reask[w] = Reask{By: by, UpTo: max(s.Last, b.reask[w].UpTo), Floor: r.vv[w]}
-			}
+			r.vv[w] = min(r.vv[w], max(s.First, 1)-1)
+			b.reask[w] = Reask{By: by, UpTo: max(s.Last, b.reask[w].UpTo), Epoch: b.epoch}
 		}
 		b.refused = nil
 	}
@@ -235,51 +267,52 @@ func (r *Rows) settleBudget() {
 }
 
 // refusedRow notes row, refused over the budget.
-func (r *Rows) refusedRow(row Row) {
+func (r *Rows) refusedRow(row Row) { r.countedUnheld(row.Writer, Span{First: row.Seq, Last: row.Seq}) }
+
+// countedUnheld notes writer w's rows in s as counted known, not held.
+func (r *Rows) countedUnheld(w peer.ID, s Span) {
 	b := &r.budgets
-	s, ok := b.refused[row.Writer]
-	if !ok {
-		s = Span{First: row.Seq, Last: row.Seq}
+	if cur, ok := b.refused[w]; ok {
+		s = s.join(cur)
 	}
-	s.First, s.Last = min(s.First, row.Seq), max(s.Last, row.Seq)
 	if b.refused == nil {
 		b.refused = map[peer.ID]Span{}
 	}
-	b.refused[row.Writer] = s
+	b.refused[w] = s
 }
 
-// mayAdopt reports whether remote's claim, its answer to asked, may raise
-// this replica's vector for writer w. While w's rows are asked for again
-// after a raise, only if the peer knows of the raise (or it may have
-// refused them too) and asked no more than the replica holds of them (a
-// vector sent before the raise claimed them known, and the peer sent
-// none).
-func (r *Rows) mayAdopt(remote, asked VersionVector, w peer.ID) bool {
+// Refused returns, per writer, the span of its rows this replica counts
+// known without holding them, as a sync batch tells them with the vector.
+func (r *Rows) Refused() map[peer.ID]Span { return maps.Clone(r.budgets.refused) }
+
+// Ask returns the vector to send a peer, as Asked.
+func (r *Rows) Ask() Asked { return Asked{VV: r.VV(), Epoch: r.budgets.epoch} }
+
+// mayAdopt reports whether peer from's claim remote, its answer to asked,
+// may raise this replica's vector for writer w: see budgets.
+func (r *Rows) mayAdopt(from peer.ID, remote VersionVector, asked *Asked, w peer.ID) bool {
 	a, ok := r.budgets.reask[w]
-	if !ok {
+	switch {
+	case !ok:
 		return true
+	case asked == nil || asked.Epoch < a.Epoch:
+		return false
 	}
-	return asked != nil && asked[w] <= a.Floor && remote.Knows(a.By.Writer, a.By.Seq)
+	return from == w || a.By != (Mark{}) && remote.Knows(a.By.Writer, a.By.Seq)
 }
 
 // reasked notes that the vector moved for writer w: past the rows asked
 // for again, the wait ends.
 func (r *Rows) reasked(w peer.ID) {
-	a, ok := r.budgets.reask[w]
-	if !ok {
-		return
-	}
-	if r.vv[w] >= a.UpTo {
+	if a, ok := r.budgets.reask[w]; ok && r.vv[w] >= a.UpTo {
 		delete(r.budgets.reask, w)
-		return
 	}
-	a.Floor = max(a.Floor, r.vv[w])
-	r.budgets.reask[w] = a
 }
 
 // BudgetState returns what the replica keeps of its budget.
 func (r *Rows) BudgetState() BudgetState {
-	return BudgetState{InForce: r.budgets.inForce, Refused: maps.Clone(r.budgets.refused), Reask: maps.Clone(r.budgets.reask)}
+	b := &r.budgets
+	return BudgetState{InForce: b.inForce, Refused: maps.Clone(b.refused), Reask: maps.Clone(b.reask), Epoch: b.epoch}
 }
 
 // restoreBudget takes back what the replica kept of its budget (nil: a
@@ -288,6 +321,7 @@ func (r *Rows) restoreBudget(s *BudgetState) {
 	if s == nil {
 		return
 	}
-	r.budgets.inForce, r.budgets.settled = s.InForce, true
-	r.budgets.refused, r.budgets.reask = maps.Clone(s.Refused), maps.Clone(s.Reask)
+	b := &r.budgets
+	b.inForce, b.settled, b.epoch = s.InForce, true, s.Epoch
+	b.refused, b.reask = maps.Clone(s.Refused), maps.Clone(s.Reask)
 }

@@ -17,14 +17,25 @@ import (
 // roundTo applies what device from has that device to lacks, as a round
 // of the syncer does: refusals over the budget are final (the vector
 // moves past them), the sender vouches for every writer, as a server
-// does, and its claim answers the vector sent at the round's start. It
-// returns the refusals.
+// does, and its claim answers the vector sent at the round's start, with
+// the rows it counts known without holding them. It returns the
+// refusals.
 func (w *world) roundTo(from, to int) []error {
 	w.t.Helper()
+	asked := w.devs[to].Rows().Ask()
+	errs := w.answer(from, to, asked)
+	return errs
+}
+
+// answer applies from's answer to asked at device to, and its claim.
+func (w *world) answer(from, to int, asked Asked) []error {
+	w.t.Helper()
 	src, dst := w.devs[from], w.devs[to]
-	asked := dst.Rows().VV()
 	var errs []error
-	for _, row := range missing(w.t, src.Rows(), asked, []string{""}) {
+	for _, row := range missing(w.t, src.Rows(), asked.VV, []string{""}) {
+		if dst.Rows().Known(row) {
+			continue // as the syncer's read-ahead drops them
+		}
 		if _, err := dst.Apply(row, w.tick()); err != nil {
 			if !errors.Is(err, ErrOverBudget) {
 				w.t.Fatalf("%d → %d: %v", from, to, err)
@@ -32,8 +43,17 @@ func (w *world) roundTo(from, to int) []error {
 			errs = append(errs, err)
 		}
 	}
-	dst.Rows().LearnedAnswer(src.Rows().VV(), asked, func(peer.ID) bool { return true })
+	dst.Rows().LearnedAnswer(w.ids[from], src.Rows().VV(), src.Rows().Refused(), &asked, func(peer.ID) bool { return true })
 	return errs
+}
+
+// writeAll has device d write n rows (values i) under photos/.
+func (w *world) writeAll(d, n int) {
+	w.t.Helper()
+	for i := range n {
+		v, _ := msgpack.Marshal(i)
+		w.must(w.devs[d].Put(fmt.Sprintf("photos/%d", i), v, w.tick()))
+	}
 }
 
 // heldOf counts the data rows of writer held by g.
@@ -61,10 +81,7 @@ func TestBudgetRaiseBringsRefusedRowsBack(t *testing.T) {
 	w.roundTo(0, 2)
 	w.roundTo(0, 3)
 	// The writer had not heard of the budget when it wrote.
-	for i := range 6 {
-		v, _ := msgpack.Marshal(i)
-		w.must(w.devs[1].Put(fmt.Sprintf("photos/%d", i), v, w.tick()))
-	}
+	w.writeAll(1, 6)
 	for _, m := range []int{2, 3} {
 		if errs := w.roundTo(1, m); len(errs) != 3 || heldOf(w.devs[m], writer) != 3 {
 			t.Fatalf("member %d: %d refusals, %d rows held", m, len(errs), heldOf(w.devs[m], writer))
@@ -111,10 +128,7 @@ func TestBudgetRefusalsOutliveARestart(t *testing.T) {
 	w.all()
 	w.must(admin.ChangeSpec(Change{Op: SetBudget, Budget: &Budget{Rows: 2}}, w.tick()))
 	w.roundTo(0, 2)
-	for i := range 5 {
-		v, _ := msgpack.Marshal(i)
-		w.must(w.devs[1].Put(fmt.Sprintf("photos/%d", i), v, w.tick()))
-	}
+	w.writeAll(1, 5)
 	w.roundTo(1, 2)
 	reload := func() {
 		t.Helper()
@@ -150,7 +164,7 @@ func TestBudgetRefusalsOutliveARestart(t *testing.T) {
 // TestBudgetIsTheGroups: only an admin sets the budget, within its
 // bounds; a lowered budget keeps what is held and refuses more; a spec
 // made with a budget binds a member from its first row; zero fields
-// leave each member's own default.
+// leave the protocol's default.
 func TestBudgetIsTheGroups(t *testing.T) {
 	w := newWorld(t, 3)
 	w.all()
@@ -184,12 +198,13 @@ func TestBudgetIsTheGroups(t *testing.T) {
 	if _, err := w.devs[1].Put("photos/more", v, w.tick()); !errors.Is(err, ErrOverBudget) {
 		t.Fatalf("a fourth row with the group's budget at 2: %v", err)
 	}
-	// Zero fields leave the member's own: its default of 1 byte binds.
-	w.devs[1].SetBudget(Budget{Bytes: 1})
+	// Zero fields leave the protocol's default, the same on every member.
 	w.must(w.devs[0].ChangeSpec(Change{Op: SetBudget, Budget: &Budget{Rows: 100}}, w.tick()))
 	w.all()
-	if _, err := w.devs[1].Put("photos/more", v, w.tick()); !errors.Is(err, ErrOverBudget) {
-		t.Fatalf("the member's own byte bound under a group budget of rows only: %v", err)
+	for i, g := range w.devs {
+		if got, want := g.rows.budget(), (Budget{Rows: 100, Bytes: DefaultBudgetBytes, Refs: DefaultBudgetRefs}); got != want {
+			t.Fatalf("device %d's budget: %+v, want %+v", i, got, want)
+		}
 	}
 
 	// A group created with a budget.
@@ -212,5 +227,72 @@ func TestBudgetIsTheGroups(t *testing.T) {
 	}
 	if b := g.Spec().Budget; b == nil || b.Rows != 1 {
 		t.Fatalf("the spec's budget: %+v", b)
+	}
+}
+
+// TestBudgetRaiseReachesAMemberThatTookAServersVector: a member that
+// never saw a writer's refused rows, because it took the vector of a
+// server that had refused them, asks for them again after a raise all
+// the same: the server's vector came with the rows it counted without
+// holding them.
+func TestBudgetRaiseReachesAMemberThatTookAServersVector(t *testing.T) {
+	w := newWorld(t, 4)
+	const server, member = 2, 3
+	admin, writer := w.devs[0], w.ids[1]
+	w.all()
+	w.must(admin.ChangeSpec(Change{Op: SetBudget, Budget: &Budget{Rows: 3}}, w.tick()))
+	w.roundTo(0, server)
+	w.roundTo(0, member)
+	w.writeAll(1, 6)
+	w.roundTo(1, server)
+	// The writer changes a row the server holds: that costs no more, and
+	// the member sees a row of the writer's past the refused ones.
+	v, _ := msgpack.Marshal("edited")
+	w.must(w.devs[1].Put("photos/0", v, w.tick()))
+	w.roundTo(1, server)
+	w.roundTo(server, member)
+	if n := heldOf(w.devs[member], writer); n != 3 {
+		t.Fatalf("the member holds %d of the writer's rows, want 3", n)
+	}
+	w.must(admin.ChangeSpec(Change{Op: SetBudget, Budget: &Budget{Rows: 10}}, w.tick()))
+	for _, d := range []int{server, member} {
+		w.roundTo(0, d)
+	}
+	w.roundTo(1, server)
+	w.roundTo(server, member)
+	w.roundTo(server, member)
+	if n := heldOf(w.devs[member], writer); n != 6 {
+		t.Fatalf("the member holds %d of the writer's 6 rows after the raise", n)
+	}
+}
+
+// TestBudgetRaiseMidRoundTakesNoOldClaim: a round asks with a vector;
+// meanwhile a raise arrives: the answer to the vector sent before the
+// raise, which counted the refused rows known, does not carry the vector
+// past the rows the raise brings back, and the next round brings them.
+func TestBudgetRaiseMidRoundTakesNoOldClaim(t *testing.T) {
+	w := newWorld(t, 4)
+	const holder, member = 2, 3
+	admin, writer := w.devs[0], w.ids[1]
+	w.all()
+	w.writeAll(1, 6)
+	w.roundTo(1, holder) // before any budget: the holder keeps all six
+	w.must(admin.ChangeSpec(Change{Op: SetBudget, Budget: &Budget{Rows: 3}}, w.tick()))
+	w.roundTo(0, member)
+	w.roundTo(holder, member)
+	if n := heldOf(w.devs[member], writer); n != 3 {
+		t.Fatalf("the member holds %d of the writer's rows, want 3", n)
+	}
+	w.must(admin.ChangeSpec(Change{Op: SetBudget, Budget: &Budget{Rows: 10}}, w.tick()))
+	w.roundTo(0, holder)
+	asked := w.devs[member].Rows().Ask() // a round with the holder begins
+	w.roundTo(0, member)                 // the raise arrives meanwhile
+	w.answer(holder, member, asked)      // the round's answer
+	if w.devs[member].Rows().VV().Knows(writer, 6) {
+		t.Fatal("an answer to a vector sent before the raise carried the member's past the refused rows")
+	}
+	w.roundTo(holder, member)
+	if n := heldOf(w.devs[member], writer); n != 6 {
+		t.Fatalf("the member holds %d of the writer's 6 rows after the raise", n)
 	}
 }

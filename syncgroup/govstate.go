@@ -12,14 +12,12 @@ import (
 
 // govState is what a path through the chain makes of the group: its
 // admins in order of seniority, prefixes, server copies, budget per
-// writer (and the change that set it: zero for the spec) and the
-// admissions.
+// writer and the admissions.
 type govState struct {
 	admins   []peer.ID
 	prefixes []string
 	copies   int
 	budget   Budget
-	budgetBy Mark
 	adm      map[peer.ID]admission
 }
 
@@ -144,7 +142,7 @@ func (s *govState) apply(l link) {
 		s.copies = c.N
 		return
 	case SetBudget:
-		s.budget, s.budgetBy = *c.Budget, Mark{Writer: l.writer, Seq: l.seq}
+		s.budget = *c.Budget
 		return
 	case opAdmit:
 		if a.Ejected && string(a.Readmit) != string(c.Nonce) {

@@ -47,9 +47,8 @@ type Spec struct {
 	// wants before a device may evict its own (0 means 1).
 	Copies int `msgpack:"k,omitempty"`
 	// Budget bounds what each writer's rows may cost every member (nil,
-	// or a zero field: each member's own default). Being the group's,
-	// the bound is the same on every member: what one refuses, none
-	// holds.
+	// or a zero field: DefaultBudget's). Being the group's, the bound is
+	// the same on every member: what one refuses, none holds.
 	Budget *Budget `msgpack:"w,omitempty"`
 }
 
@@ -133,10 +132,8 @@ func NewGroup(spec Spec, self peer.ID, maxSkew time.Duration) (*Group, error) {
 		return nil, err
 	}
 	g := &Group{spec: spec, self: self, rows: NewRows(self, maxSkew)}
-	g.rows.budgets.of = func() (Budget, Mark) {
-		h := g.gov().head
-		return h.budget, h.budgetBy
-	}
+	g.rows.budgets.base = DefaultBudget()
+	g.rows.budgets.of = func() Budget { return g.gov().head.budget }
 	return g, nil
 }
 
@@ -167,7 +164,7 @@ func (g *Group) SetGroupBudget(b Budget) error {
 	}
 	g.spec = spec
 	g.chain.valid = false
-	g.rows.settleBudget()
+	g.rows.settleBudget(Mark{})
 	return nil
 }
 
@@ -321,10 +318,6 @@ func (g *Group) PutAll(kvs []KV, now time.Time) ([]Row, error) {
 	}
 	return rows, nil
 }
-
-// SetBudget bounds what the rows of each writer may cost this replica:
-// rows beyond it are refused, from peers and from this device alike.
-func (g *Group) SetBudget(b Budget) { g.rows.SetBudget(b) }
 
 // Usage returns what writer w's rows cost this replica.
 func (g *Group) Usage(w peer.ID) Usage { return g.rows.Usage(w) }

@@ -285,23 +285,27 @@ func (r *Rows) Learned(remote VersionVector) { r.LearnedFor(remote, nil) }
 // vouch is nil): a peer's word on what it sent of other writers' rows
 // moves this replica's vector only when the caller trusts that word.
 func (r *Rows) LearnedFor(remote VersionVector, vouch func(w peer.ID) bool) {
-	r.LearnedAnswer(remote, nil, vouch)
+	r.LearnedAnswer("", remote, nil, nil, vouch)
 }
 
-// LearnedAnswer is LearnedFor for a peer's answer to asked, the vector
-// this replica sent it: the peer sent every row it holds past it. It lets
-// the claim count for a writer whose rows are asked for again after a
-// raise of the budget (see budgets) once asked covered them; LearnedFor
-// never does.
-func (r *Rows) LearnedAnswer(remote, asked VersionVector, vouch func(w peer.ID) bool) {
+// LearnedAnswer is LearnedFor for peer from's answer to asked, the vector
+// this replica sent it: the peer sent every row it holds past it, and
+// refused names the rows its vector counts without holding them (see
+// budgets), which this replica, taking the claim, counts alike. Only an
+// answer lets the claim count for a writer whose rows are asked for again
+// after a raise of the budget.
+func (r *Rows) LearnedAnswer(from peer.ID, remote VersionVector, refused map[peer.ID]Span, asked *Asked, vouch func(w peer.ID) bool) {
 	for w, s := range remote {
 		if w == r.self {
 			r.seq = max(r.seq, min(s, maxClaimedSeq))
 		}
-		if vouch != nil && !vouch(w) || !r.mayAdopt(remote, asked, w) {
+		if vouch != nil && !vouch(w) || !r.mayAdopt(from, remote, asked, w) {
 			continue
 		}
 		if s = min(s, r.seen[w]); s > r.vv[w] {
+			if rs, ok := refused[w]; ok && rs.First <= s && rs.Last > r.vv[w] {
+				r.countedUnheld(w, Span{First: max(rs.First, r.vv[w]+1), Last: min(rs.Last, s)})
+			}
 			r.vv[w] = s
 			r.reasked(w)
 		}

@@ -249,7 +249,9 @@ func TestWriterBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.SetBudget(Budget{Rows: 2})
+	if err := g.SetGroupBudget(Budget{Rows: 2}); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
 		v, _ := msgpack.Marshal(i)
 		_, err := g.Put(fmt.Sprintf("photos/%d", i), v, t0)

@@ -318,7 +318,7 @@ func (g *Group) change(c Change, now time.Time) (Row, error) {
 		return Row{}, err
 	}
 	row := g.rows.Put(chainKey(depth, g.self, b), b, now)
-	g.rows.settleBudget()
+	g.rows.settleBudget(Mark{Writer: row.Writer, Seq: row.Seq})
 	return row, nil
 }
 

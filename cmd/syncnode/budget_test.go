@@ -19,8 +19,10 @@ func TestGroupBudgetFromTheCLI(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "at most 2 rows") {
 		t.Fatalf("a third row under a budget of 2: %v", err)
 	}
-	if _, err := cli(t, a, "sg", "budget", gid, "-rows", "-3"); err == nil {
-		t.Fatal("a negative budget was taken")
+	for _, bad := range [][]string{{"-rows", "-3"}, {"-mib", "17592186044417"}} {
+		if _, err := cli(t, a, append([]string{"sg", "budget", gid}, bad...)...); err == nil {
+			t.Fatalf("budget %v was taken", bad)
+		}
 	}
 	out := must(t, a, "sg", "budget", gid, "-rows", "10", "-mib", "64")
 	if !strings.Contains(out, "budget:   10 rows, 67108864 bytes, default references per writer") {

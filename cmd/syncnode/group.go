@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/syncnode/syncnode/internal/api"
+	"github.com/syncnode/syncnode/syncgroup"
 )
 
 // The syncgroup commands.
@@ -47,7 +48,11 @@ func sgCreate(fs *flag.FlagSet) func(*cmd) error {
 	return func(c *cmd) error {
 		return c.with(func(cl *api.Client) error {
 			req := api.CreateRequest{Name: c.pos[0], Prefixes: prefixes, Private: *private, DevType: *dev, Copies: *copies}
-			if b := budget(); b != (api.Budget{}) {
+			b, err := budget()
+			if err != nil {
+				return err
+			}
+			if b != (api.Budget{}) {
 				req.Budget = &b
 			}
 			g, err := cl.CreateGroup(c.ctx, req)
@@ -90,17 +95,23 @@ func changeSpec(c *cmd, req api.SpecChange) error {
 
 // budgetFlags defines the flags of a writer budget, named with prefix,
 // and returns a function reading them.
-func budgetFlags(fs *flag.FlagSet, prefix string) func() api.Budget {
-	rows := fs.Int(prefix+"rows", 0, "rows each writer may keep in the group (0: each member's default)")
-	mib := fs.Int64(prefix+"mib", 0, "MiB of rows each writer may keep in the group (0: each member's default)")
-	refs := fs.Int(prefix+"refs", 0, "blob references each writer's rows may name (0: each member's default)")
-	return func() api.Budget { return api.Budget{Rows: *rows, Bytes: *mib << 20, Refs: *refs} }
+func budgetFlags(fs *flag.FlagSet, prefix string) func() (api.Budget, error) {
+	rows := fs.Int(prefix+"rows", 0, "rows each writer may keep in the group (0: the default, 250,000)")
+	mib := fs.Int64(prefix+"mib", 0, "MiB of rows each writer may keep in the group (0: the default, 64)")
+	refs := fs.Int(prefix+"refs", 0, "blob references each writer's rows may name (0: the default, 500,000)")
+	return func() (api.Budget, error) {
+		if *rows < 0 || *rows > syncgroup.MaxBudgetRows || *mib < 0 || *mib > syncgroup.MaxBudgetBytes>>20 || *refs < 0 || *refs > syncgroup.MaxBudgetRefs {
+			return api.Budget{}, fmt.Errorf("%w: -%srows from 0 to %d, -%smib from 0 to %d, -%srefs from 0 to %d (0: the default)",
+				errArgs, prefix, syncgroup.MaxBudgetRows, prefix, syncgroup.MaxBudgetBytes>>20, prefix, syncgroup.MaxBudgetRefs)
+		}
+		return api.Budget{Rows: *rows, Bytes: *mib << 20, Refs: *refs}, nil
+	}
 }
 
 // budgetText shows a group's writer budget.
 func budgetText(b *api.Budget) string {
 	if b == nil {
-		return "each member's default"
+		return "the default"
 	}
 	field := func(n int64, unit string) string {
 		if n == 0 {
@@ -114,9 +125,9 @@ func budgetText(b *api.Budget) string {
 func sgBudget(fs *flag.FlagSet) func(*cmd) error {
 	budget := budgetFlags(fs, "")
 	return func(c *cmd) error {
-		b := budget()
-		if b.Rows < 0 || b.Bytes < 0 || b.Refs < 0 {
-			return fmt.Errorf("budget: -rows, -mib and -refs are 0 (each member's default) or more")
+		b, err := budget()
+		if err != nil {
+			return err
 		}
 		return changeSpec(c, api.SpecChange{Group: c.pos[0], Op: "budget", Budget: &b})
 	}

@@ -442,15 +442,19 @@ func reuse(t *testing.T, eject bool) {
 }
 
 // TestMemberBudgetBoundsRows: a member signs and sends, in rounds of its
-// own, 40 rows of 200 KiB to the admin, whose budget for one writer is
-// 1 MiB. The admin holds at most that of them, counts the refusals for
+// own, 40 rows of 200 KiB to the admin of a group whose budget for one
+// writer is 1 MiB. The admin holds at most that of them, counts the refusals for
 // that member (status and metrics show them), and takes another member's
 // rows as before: one member at its budget does not slow another.
 func TestMemberBudgetBoundsRows(t *testing.T) {
 	t.Parallel()
-	admin := nodetest.Start(t, func(c *node.Config) { c.WriterBudget = syncgroup.Budget{Bytes: 1 << 20} })
+	admin := nodetest.Start(t)
 	hog, honest := nodetest.Start(t), nodetest.Start(t)
-	g := nodetest.CreateGroup(t, admin, "photos", syncnode.Normal)
+	spec, err := admin.CreateGroupWith(node.GroupOptions{Name: "photos", Prefixes: []string{"photos/"}, Private: true, DevType: syncnode.Normal, Budget: syncgroup.Budget{Bytes: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := spec.ID
 	nodetest.Join(t, admin, hog, g, syncnode.Normal)
 	nodetest.Join(t, admin, honest, g, syncnode.Normal)
 	testkit.WaitFor(t, 10*time.Second, "membership", func() bool { return len(admin.Members(g)) == 3 })

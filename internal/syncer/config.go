@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/syncnode/syncnode/syncgroup"
 )
 
 // Config configures a Syncer. Its zero value is the documented defaults:
@@ -24,11 +22,6 @@ type Config struct {
 	IOTimeout time.Duration
 	// Store persists the replicas; nil keeps them in memory only.
 	Store Store
-	// WriterBudget bounds what one writer's rows may cost each replica
-	// (zero fields: DefaultWriterBudget's; negative: no bound). Rows
-	// beyond it are refused, counted per writer (Refused), and the writer
-	// itself cannot write them.
-	WriterBudget syncgroup.Budget
 
 	// trustRows skips signature checks: only for the benchmark that
 	// measures what they cost.

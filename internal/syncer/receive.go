@@ -20,8 +20,9 @@ import (
 
 // receive applies the peer's batches, its answer to asked (the vector
 // this node sent it), and returns its version vector.
-func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syncnode.GroupID, from peer.ID, asked syncgroup.VersionVector) (syncgroup.VersionVector, error) {
+func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syncnode.GroupID, from peer.ID, asked syncgroup.Asked) (syncgroup.VersionVector, error) {
 	var vv syncgroup.VersionVector
+	var refused map[peer.ID]syncgroup.Span
 	var applyErr error
 	// stuck are the writers a row of which was refused for now: the
 	// vector stays below it, so that it comes again.
@@ -38,7 +39,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 		}
 		b, forged := v.b, v.forged
 		if b.VV != nil {
-			vv = b.VV
+			vv, refused = b.VV, b.Refused
 		}
 		if b.Prio != nil {
 			r.mu.Lock()
@@ -59,7 +60,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			maps.Copy(stuck, held)
 			if b.Done && vv != nil {
 				vouch := vouches(g, from)
-				g.Rows().LearnedAnswer(vv, asked, func(w peer.ID) bool { return !stuck[w] && (vouch == nil || vouch(w)) })
+				g.Rows().LearnedAnswer(from, vv, refused, &asked, func(w peer.ID) bool { return !stuck[w] && (vouch == nil || vouch(w)) })
 			}
 		}, b.Done)
 		r.applying.Unlock()

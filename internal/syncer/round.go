@@ -64,7 +64,8 @@ func (s *Syncer) round(ctx context.Context, st network.Stream, r *replica, id sy
 	br := bufio.NewReader(st)
 
 	r.mu.Lock()
-	h := hello{Group: id, VV: r.g.Rows().VV(), Prio: s.priorityLocked(r)}
+	asked := r.g.Rows().Ask()
+	h := hello{Group: id, VV: asked.VV, Prio: s.priorityLocked(r)}
 	if self, ok := r.g.Rows().Get(syncgroup.MemberKey(s.h.ID())); ok {
 		h.Self = &self
 	}
@@ -78,7 +79,7 @@ func (s *Syncer) round(ctx context.Context, st network.Stream, r *replica, id sy
 		return err
 	}
 	s.messages.Add(1)
-	remoteVV, err := s.receive(br, st, r, id, p, h.VV)
+	remoteVV, err := s.receive(br, st, r, id, p, asked)
 	if err != nil {
 		st.Reset()
 		return err
@@ -122,23 +123,24 @@ func (s *Syncer) settle(id syncnode.GroupID, rows []syncgroup.Row) {
 }
 
 // send writes the rows the peer (with version vector vv) lacks, in batches,
-// and returns the vector of this node's that they carried; the
+// and returns the vector of this node's that they carried, as asked; the
 // responder's first batch carries its priority (the initiator's went in
 // its hello), so each side observes the other once per round.
-func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to peer.ID, vv syncgroup.VersionVector, withPrio bool) (syncgroup.VersionVector, error) {
+func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to peer.ID, vv syncgroup.VersionVector, withPrio bool) (syncgroup.Asked, error) {
 	r.mu.Lock()
 	if !r.g.IsMember(to) {
 		// Ejected (or gone) since the round began: nothing written from
 		// now on reaches it.
 		r.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s is no longer a member of %s", errPushRefused, to, id)
+		return syncgroup.Asked{}, fmt.Errorf("%w: %s is no longer a member of %s", errPushRefused, to, id)
 	}
 	keys := r.g.Rows().MissingKeys(vv, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
-	mine := r.g.Rows().VV()
+	mine := r.g.Rows().Ask()
+	refused := r.g.Rows().Refused()
 	prio := s.priorityLocked(r)
 	r.mu.Unlock()
 	if err := s.flush(); err != nil {
-		return nil, err
+		return syncgroup.Asked{}, err
 	}
 	// A page of rows at a time, read under the lock: a peer far behind
 	// costs one page of memory, not a copy of the group. A key written
@@ -150,14 +152,14 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 		rows, err := r.g.Rows().Versions(page)
 		r.mu.Unlock()
 		if err != nil {
-			return nil, fmt.Errorf("syncer: rows of %s for %s: %w", id, to, err)
+			return syncgroup.Asked{}, fmt.Errorf("syncer: rows of %s for %s: %w", id, to, err)
 		}
 		parts := batches(rows)
 		if len(parts) == 0 {
 			parts = [][]syncgroup.Row{nil}
 		}
 		for i, part := range parts {
-			b := batch{VV: mine, Rows: part, Done: start+sendPage >= len(keys) && i == len(parts)-1}
+			b := batch{VV: mine.VV, Refused: refused, Rows: part, Done: start+sendPage >= len(keys) && i == len(parts)-1}
 			if first && withPrio {
 				b.Prio = &prio
 			}
@@ -166,7 +168,7 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 				b.Signposts = s.hooks.Signposts(to, id, refs)
 			}
 			if err := s.writeBatch(st, &b, &b.Signposts); err != nil {
-				return nil, err
+				return syncgroup.Asked{}, err
 			}
 			s.rowsSent.Add(int64(len(b.Rows)))
 		}

@@ -73,29 +73,6 @@ type Store interface {
 	Resumed(id syncnode.GroupID) (syncgroup.Resume, error)
 }
 
-// DefaultWriterBudget is what one writer's rows may cost a replica of a
-// group by default: 250,000 rows, 64 MiB (counted with 128 bytes of
-// overhead a row) and 500,000 blob references. A photo's row is a few
-// hundred bytes naming one blob, so a member may keep some 150,000 photos
-// in a group; the value limit is 256 KiB. One member cannot make the
-// others hold more, nor queue more fetches on a server.
-var DefaultWriterBudget = syncgroup.Budget{Rows: 250_000, Bytes: 64 << 20, Refs: 500_000}
-
-// budget returns the per-writer budget replicas get.
-func (s *Syncer) budget() syncgroup.Budget {
-	b := s.cfg.WriterBudget
-	if b.Rows == 0 {
-		b.Rows = DefaultWriterBudget.Rows
-	}
-	if b.Bytes == 0 {
-		b.Bytes = DefaultWriterBudget.Bytes
-	}
-	if b.Refs == 0 {
-		b.Refs = DefaultWriterBudget.Refs
-	}
-	return syncgroup.Budget{Rows: max(b.Rows, 0), Bytes: max(b.Bytes, 0), Refs: max(b.Refs, 0)}
-}
-
 // Refused returns, per writer, how many of its rows this node refused
 // for being over the writer's budget.
 func (s *Syncer) Refused() map[peer.ID]int64 {
@@ -112,7 +89,7 @@ func (s *Syncer) refuse(writer peer.ID) {
 		s.refused = map[peer.ID]int64{}
 	}
 	if s.refused[writer] == 0 {
-		s.log.Warn("a member's rows are over its budget; refused", "writer", writer, "budget", s.budget())
+		s.log.Warn("a member's rows are over the group's budget; refused", "writer", writer)
 	}
 	s.refused[writer]++
 }
@@ -308,7 +285,6 @@ func (s *Syncer) Restore(g *syncgroup.Group, prio syncnode.Priority) {
 			s.log.Error("group replica without a signing key", "group", g.ID(), "err", err)
 		}
 	}
-	g.SetBudget(s.budget())
 	s.learnAddrs(g) // before others can reach g, whose reads are not safe alone
 	s.mu.Lock()
 	s.groups[g.ID()] = &replica{g: g, prio: prio, peers: map[peer.ID]syncnode.Priority{}}

@@ -1,6 +1,8 @@
 package syncer
 
 import (
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -57,7 +59,11 @@ type batch struct {
 	Err  string                  `msgpack:"e,omitempty"`
 	Prio *syncnode.Priority      `msgpack:"p,omitempty"` // first batch only
 	VV   syncgroup.VersionVector `msgpack:"v,omitempty"`
-	Rows []syncgroup.Row         `msgpack:"r,omitempty"`
+	// Refused names, per writer, the rows VV counts known that the
+	// sender does not hold: refused over the group's budget, here or by
+	// the peers whose vectors it took (see syncgroup.budgets).
+	Refused map[peer.ID]syncgroup.Span `msgpack:"rf,omitempty"`
+	Rows    []syncgroup.Row            `msgpack:"r,omitempty"`
 	// Signposts of the blob refs in Rows, filtered for the receiver.
 	Signposts []SignpostEntry `msgpack:"sp,omitempty"`
 	Done      bool            `msgpack:"d,omitempty"`
