@@ -48,17 +48,21 @@ func (a *strike) send(rows []syncgroup.Row, sps []syncer.SignpostEntry) error {
 	return err
 }
 
-// vvLie sends version vectors that lie: huge sequences, invented writers.
+// vvLie sends version vectors that lie: huge sequences, invented writers,
+// and every honest writer's rows said refused (from 0, or from a random
+// sequence).
 func (a *strike) vvLie() string {
 	s, p, to, t, ctx := a.s, a.p, a.to, a.t, a.ctx
 	vv := syncgroup.VersionVector{}
+	refused := map[peer.ID]syncgroup.Span{}
 	for _, id := range s.ids {
 		vv[id] = 1<<62 + s.rng.Uint64N(1<<20)
+		refused[id] = syncgroup.Span{First: s.rng.Uint64N(3) * s.rng.Uint64N(1<<20), Last: vv[id]}
 	}
 	for range 500 + s.rng.IntN(1500) {
 		vv[peer.ID(s.bytes(34))] = s.rng.Uint64()
 	}
-	n, err := p.round(ctx, to, s.hello(vv), batch{VV: vv, Done: true})
+	n, err := p.round(ctx, to, s.hello(vv), batch{VV: vv, Refused: refused, Done: true})
 	return fmt.Sprintf("vv-lie: %d writers to %s, %d rows back: %v", len(vv), names[t], n, errString(err))
 }
 
@@ -262,7 +266,8 @@ func (a *strike) rejoin() string {
 // chainLies sends changes to the group's chain that a member that is no
 // admin may not make, well formed and signed by itself: it makes itself
 // an admin, admits a peer of its own, ejects an honest node, removes the
-// creator's role, adds a prefix; on the chain's latest change or on an
+// creator's role, adds a prefix, shrinks every writer's budget to one
+// row; on the chain's latest change or on an
 // older one (a fork), and one forged as the creator's. By push, in a
 // batch, or as the tail of its hello.
 func (a *strike) chainLies() string {
@@ -289,6 +294,7 @@ func (a *strike) chainLies() string {
 		{Op: "eject", Peer: s.ids[s.rng.IntN(numNodes)]},
 		{Op: syncgroup.RemoveAdmin, Peer: s.ids[phone]},
 		{Op: syncgroup.AddPrefix, Prefix: "zzz/"},
+		{Op: syncgroup.SetBudget, Budget: &syncgroup.Budget{Rows: 1, Bytes: 1, Refs: 1}}, // would censor every writer
 		{Op: syncgroup.AddAdmin, Peer: p.id(), Redo: parent}, // claims to redo an admin's change
 	}
 	var rows []syncgroup.Row
