@@ -17,6 +17,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore/baotree"
+	"github.com/syncnode/syncnode/internal/writeback"
 )
 
 // ErrLocked reports a blob directory already opened by another process.
@@ -110,7 +111,7 @@ func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Inf
 			}
 		}
 	}()
-	info, ob, err := hashing(ctx, f, r, want, &d.bufs)
+	info, ob, err := hashing(ctx, &writeback.Writer{F: f}, r, want, &d.bufs)
 	if err != nil {
 		return Info{}, err
 	}

@@ -7,10 +7,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/blobstore/baotree"
+	"github.com/syncnode/syncnode/internal/writeback"
 )
 
 // diskPartial keeps a partial blob in partial/<hex>.data, its tree in
@@ -28,6 +30,10 @@ type diskPartial struct {
 	d    *Disk
 	base string
 	f    *os.File
+	// written counts the bytes written since writeback was last started
+	// (see package writeback): a Sync or Commit then finds little left to
+	// flush, and the disk works while the network does.
+	written atomic.Int64
 }
 
 // OpenPartial implements Store.
@@ -85,6 +91,10 @@ func (p *diskPartial) WriteAt(b []byte, off int64) error {
 		return fmt.Errorf("blobstore: partial %s: %w", p.ref, err)
 	}
 	p.mark(first, last)
+	if p.written.Add(int64(len(b))) >= writeback.Every {
+		p.written.Store(0)
+		writeback.Start(p.f)
+	}
 	return nil
 }
 

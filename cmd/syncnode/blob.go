@@ -14,6 +14,7 @@ import (
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/api"
+	"github.com/syncnode/syncnode/internal/writeback"
 	"github.com/syncnode/syncnode/node"
 )
 
@@ -304,7 +305,7 @@ func writeAtomically(path string, fill func(io.Writer) error) error {
 		return err
 	}
 	defer os.Remove(f.Name()) // gone already after the rename
-	err = fill(f)
+	err = fill(&writeback.Writer{F: f})
 	if err == nil {
 		err = f.Sync()
 	}
