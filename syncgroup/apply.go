@@ -38,12 +38,7 @@ func (g *Group) applyVerified(row Row, now time.Time) (bool, error) {
 		}
 		return false, err
 	}
-	ok, err := g.rows.Apply(row, now)
-	if ok && IsChainKey(row.Key) {
-		// A change may move the budget (see budgets).
-		g.rows.settleBudget(Mark{Writer: row.Writer, Seq: row.Seq})
-	}
-	return ok, err
+	return g.rows.Apply(row, now)
 }
 
 // ErrUndecided wraps a refusal that a change of the chain this replica

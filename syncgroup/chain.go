@@ -45,8 +45,8 @@ const (
 	// SetCopies sets the verified server copies the group wants (N).
 	SetCopies Op = "copies"
 	// SetBudget sets what each writer's rows may cost every member
-	// (Budget; a zero field: each member's own default). A raise brings
-	// back the rows refused under the old budget.
+	// (Budget; a zero field: DefaultBudget's). Rows refused under the old
+	// budget come again (see Exceptions) and are taken once they fit.
 	SetBudget Op = "budget"
 	// opAdmit admits Peer with the invitation whose Nonce and DevType
 	// it carries.

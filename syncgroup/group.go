@@ -132,8 +132,8 @@ func NewGroup(spec Spec, self peer.ID, maxSkew time.Duration) (*Group, error) {
 		return nil, err
 	}
 	g := &Group{spec: spec, self: self, rows: NewRows(self, maxSkew)}
-	g.rows.budgets.base = DefaultBudget()
-	g.rows.budgets.of = func() Budget { return g.gov().head.budget }
+	g.rows.base = DefaultBudget()
+	g.rows.groupBudget = func() Budget { return g.gov().head.budget }
 	return g, nil
 }
 
@@ -164,7 +164,6 @@ func (g *Group) SetGroupBudget(b Budget) error {
 	}
 	g.spec = spec
 	g.chain.valid = false
-	g.rows.settleBudget(Mark{})
 	return nil
 }
 

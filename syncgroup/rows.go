@@ -103,12 +103,20 @@ type Rows struct {
 	// memberKeys indexes the keys under the membership prefix: few, and
 	// read often (membership, the chain) among many data rows.
 	memberKeys map[string]struct{}
-	// usage is what each writer's winning rows cost this replica; budgets
-	// bound it.
+	// usage is what each writer's winning rows cost this replica; the
+	// budget (base, groupBudget) bounds it.
 	usage map[peer.ID]Usage
 	// writers holds one copy of each writer's ID, which its rows share.
 	writers map[peer.ID]peer.ID
-	budgets budgets
+	// base bounds each writer's rows where the group's budget
+	// (groupBudget, nil for rows of no group) leaves a field zero.
+	base        Budget
+	groupBudget func() Budget
+	// exc are the rows the vector covers and this replica does not hold
+	// (see Exceptions): excN of them, excGen their current generation.
+	exc    map[peer.ID][]exception
+	excN   int
+	excGen uint64
 }
 
 // NewRows returns an empty replica for device self.
@@ -190,19 +198,20 @@ func (r *Rows) Apply(row Row, now time.Time) (bool, error) {
 	}
 	if row.Seq == r.vv[row.Writer]+1 {
 		r.vv[row.Writer] = row.Seq
-		r.reasked(row.Writer)
 	}
 	r.saw(row)
 	if !r.Beats(row) {
+		r.unexcept(row.Writer, row.Seq) // superseded here
 		return false, nil
 	}
-	// Over budget, the row is known (the vector moved past it, so no peer
-	// sends it again) and not held, until the budget rises (see budgets).
+	// Over budget, the row is an exception: the vector may move past it,
+	// and peers send it again until it fits (see Exceptions).
 	if err := r.fits(row); err != nil {
-		r.refusedRow(row)
+		r.except(row.Writer, row.Seq)
 		return false, err
 	}
 	r.set(row)
+	r.unexcept(row.Writer, row.Seq)
 	return true, nil
 }
 
@@ -257,7 +266,7 @@ func (r *Rows) setWhole(row Row, whole bool) {
 // version vector or as the winner of its key: a pushed row seen before
 // needs no second check or relay.
 func (r *Rows) Known(row Row) bool {
-	if r.vv.Knows(row.Writer, row.Seq) {
+	if r.vv.Knows(row.Writer, row.Seq) && !r.Excepted(row.Writer, row.Seq) {
 		return true
 	}
 	cur, ok := r.get(row.Key)
@@ -285,30 +294,26 @@ func (r *Rows) Learned(remote VersionVector) { r.LearnedFor(remote, nil) }
 // vouch is nil): a peer's word on what it sent of other writers' rows
 // moves this replica's vector only when the caller trusts that word.
 func (r *Rows) LearnedFor(remote VersionVector, vouch func(w peer.ID) bool) {
-	r.LearnedAnswer("", remote, nil, nil, vouch)
+	r.LearnedFrom(remote, nil, nil, vouch)
 }
 
-// LearnedAnswer is LearnedFor for peer from's answer to asked, the vector
-// this replica sent it: the peer sent every row it holds past it, and
-// refused names the rows its vector counts without holding them (see
-// budgets), which this replica, taking the claim, counts alike. Only an
-// answer lets the claim count for a writer whose rows are asked for again
-// after a raise of the budget.
-func (r *Rows) LearnedAnswer(from peer.ID, remote VersionVector, refused map[peer.ID]Span, asked *Asked, vouch func(w peer.ID) bool) {
+// LearnedFrom is LearnedFor for a peer's answer to asked (nil: unknown),
+// with the peer's exceptions x: the rows its vector covers and it does
+// not hold, which this replica, taking the claim, counts alike; and the
+// answer settles this replica's own exceptions (see Rows.answered).
+func (r *Rows) LearnedFrom(remote VersionVector, x Exceptions, asked *Asked, vouch func(w peer.ID) bool) {
 	for w, s := range remote {
 		if w == r.self {
 			r.seq = max(r.seq, min(s, maxClaimedSeq))
 		}
-		if vouch != nil && !vouch(w) || !r.mayAdopt(from, remote, asked, w) {
+		if vouch != nil && !vouch(w) {
 			continue
 		}
+		from := r.vv[w]
 		if s = min(s, r.seen[w]); s > r.vv[w] {
-			if rs, ok := refused[w]; ok && rs.First <= s && rs.Last > r.vv[w] {
-				r.countedUnheld(w, Span{First: max(rs.First, r.vv[w]+1), Last: min(rs.Last, s)})
-			}
 			r.vv[w] = s
-			r.reasked(w)
 		}
+		r.answered(w, from, r.vv[w], remote[w], x, asked)
 	}
 }
 

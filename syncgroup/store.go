@@ -96,9 +96,9 @@ type groupRecord struct {
 	// Seq is this device's last sequence number, which its vector entry
 	// may trail (see Rows.write).
 	Seq uint64 `msgpack:"q,omitempty"`
-	// Budget is what the replica keeps of its budget (see budgets): it
-	// changes with the vector, in the same record.
-	Budget *BudgetState `msgpack:"b,omitempty"`
+	// Exc are the rows VV covers that the replica does not hold (see
+	// Exceptions): they change with the vector, in the same record.
+	Exc Exceptions `msgpack:"x,omitempty"`
 }
 
 func groupKey(id syncnode.GroupID) []byte { return kv.Key(kv.Groups, []byte(id)) }
@@ -136,8 +136,7 @@ func chunkLen(rows []Row, limit int64) int {
 // never a vector that claims rows the store lacks.
 func (s *Store) Save(g *Group, rows []Row, prio syncnode.Priority) error {
 	id := g.spec.ID
-	bs := g.rows.BudgetState()
-	rec := groupRecord{Spec: g.spec, VV: g.rows.VV(), Prio: prio, Seq: g.rows.seq, Budget: &bs}
+	rec := groupRecord{Spec: g.spec, VV: g.rows.VV(), Prio: prio, Seq: g.rows.seq, Exc: g.rows.Exceptions()}
 	limit := s.db.MaxBatchSize() / 4
 	for {
 		n := chunkLen(rows, limit)
@@ -328,7 +327,7 @@ func (s *Store) Load(self peer.ID, maxSkew time.Duration) ([]Loaded, error) {
 			}
 			rit.Close()
 			g.rows.restore(rec.VV, rec.Seq)
-			g.rows.restoreBudget(rec.Budget)
+			g.rows.restoreExceptions(rec.Exc)
 			out = append(out, Loaded{Group: g, Prio: rec.Prio})
 		}
 		return nil

@@ -317,9 +317,7 @@ func (g *Group) change(c Change, now time.Time) (Row, error) {
 	if err != nil {
 		return Row{}, err
 	}
-	row := g.rows.Put(chainKey(depth, g.self, b), b, now)
-	g.rows.settleBudget(Mark{Writer: row.Writer, Seq: row.Seq})
-	return row, nil
+	return g.rows.Put(chainKey(depth, g.self, b), b, now), nil
 }
 
 // Rebase returns this device's changes that lost to a concurrent branch,

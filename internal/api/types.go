@@ -143,8 +143,8 @@ type CreateRequest struct {
 	DevType  string   `json:"devtype"`
 	// Copies is how many verified server copies the group wants (0: 1).
 	Copies int `json:"copies,omitempty"`
-	// Budget bounds each writer's rows on every member (nil: each
-	// member's own default).
+	// Budget bounds each writer's rows on every member (nil, or a zero
+	// field: the default).
 	Budget *Budget `json:"budget,omitempty"`
 }
 
@@ -166,8 +166,8 @@ type Group struct {
 	Admins   []string `json:"admins"`
 	// Copies is how many verified server copies the group wants.
 	Copies int `json:"copies"`
-	// Budget is the group's bound on each writer's rows (nil: each
-	// member's own default).
+	// Budget is the group's bound on each writer's rows (nil, or a zero
+	// field: the default).
 	Budget *Budget `json:"budget,omitempty"`
 }
 

@@ -65,7 +65,7 @@ func (s *Syncer) round(ctx context.Context, st network.Stream, r *replica, id sy
 
 	r.mu.Lock()
 	asked := r.g.Rows().Ask()
-	h := hello{Group: id, VV: asked.VV, Prio: s.priorityLocked(r)}
+	h := hello{Group: id, VV: asked.VV, Exc: asked.Exc, Prio: s.priorityLocked(r)}
 	if self, ok := r.g.Rows().Get(syncgroup.MemberKey(s.h.ID())); ok {
 		h.Self = &self
 	}
@@ -79,12 +79,12 @@ func (s *Syncer) round(ctx context.Context, st network.Stream, r *replica, id sy
 		return err
 	}
 	s.messages.Add(1)
-	remoteVV, err := s.receive(br, st, r, id, p, asked)
+	remoteVV, remoteExc, err := s.receive(br, st, r, id, p, asked)
 	if err != nil {
 		st.Reset()
 		return err
 	}
-	if _, err := s.send(st, r, id, p, remoteVV, false); err != nil {
+	if _, err := s.send(st, r, id, p, remoteVV, remoteExc, false); err != nil {
 		st.Reset()
 		return err
 	}
@@ -122,11 +122,12 @@ func (s *Syncer) settle(id syncnode.GroupID, rows []syncgroup.Row) {
 	}
 }
 
-// send writes the rows the peer (with version vector vv) lacks, in batches,
-// and returns the vector of this node's that they carried, as asked; the
+// send writes the rows the peer (with version vector vv and exceptions x)
+// lacks, in batches, and returns what of this node's they carried (its
+// vector and exceptions), as asked; the
 // responder's first batch carries its priority (the initiator's went in
 // its hello), so each side observes the other once per round.
-func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to peer.ID, vv syncgroup.VersionVector, withPrio bool) (syncgroup.Asked, error) {
+func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to peer.ID, vv syncgroup.VersionVector, x syncgroup.Exceptions, withPrio bool) (syncgroup.Asked, error) {
 	r.mu.Lock()
 	if !r.g.IsMember(to) {
 		// Ejected (or gone) since the round began: nothing written from
@@ -134,9 +135,8 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 		r.mu.Unlock()
 		return syncgroup.Asked{}, fmt.Errorf("%w: %s is no longer a member of %s", errPushRefused, to, id)
 	}
-	keys := r.g.Rows().MissingKeys(vv, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
+	keys := r.g.Rows().MissingKeys(vv, x, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
 	mine := r.g.Rows().Ask()
-	refused := r.g.Rows().Refused()
 	prio := s.priorityLocked(r)
 	r.mu.Unlock()
 	if err := s.flush(); err != nil {
@@ -159,7 +159,7 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 			parts = [][]syncgroup.Row{nil}
 		}
 		for i, part := range parts {
-			b := batch{VV: mine.VV, Refused: refused, Rows: part, Done: start+sendPage >= len(keys) && i == len(parts)-1}
+			b := batch{VV: mine.VV, Exc: mine.Exc, Rows: part, Done: start+sendPage >= len(keys) && i == len(parts)-1}
 			if first && withPrio {
 				b.Prio = &prio
 			}
@@ -219,12 +219,12 @@ func (s *Syncer) handleSync(st network.Stream) {
 		return
 	}
 	defer r.roundBegins(from)()
-	told, err := s.send(st, r, h.Group, from, h.VV, true)
+	told, err := s.send(st, r, h.Group, from, h.VV, h.Exc, true)
 	if err != nil {
 		st.Reset()
 		return
 	}
-	if _, err := s.receive(br, st, r, h.Group, from, told); err != nil {
+	if _, _, err := s.receive(br, st, r, h.Group, from, told); err != nil {
 		st.Reset()
 		return
 	}

@@ -1,8 +1,6 @@
 package syncer
 
 import (
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/signpost"
 	"github.com/syncnode/syncnode/syncgroup"
@@ -39,8 +37,11 @@ type SignpostEntry struct {
 type hello struct {
 	Group syncnode.GroupID        `msgpack:"g"`
 	VV    syncgroup.VersionVector `msgpack:"v"`
-	Self  *syncgroup.Row          `msgpack:"s,omitempty"`
-	Prio  syncnode.Priority       `msgpack:"p"`
+	// Exc are the rows VV covers that the sender does not hold: the
+	// responder sends those it holds too (see syncgroup.Exceptions).
+	Exc  syncgroup.Exceptions `msgpack:"x,omitempty"`
+	Self *syncgroup.Row       `msgpack:"s,omitempty"`
+	Prio syncnode.Priority    `msgpack:"p"`
 	// Admission is the admin's row admitting the sender, so that a member
 	// that has not heard of it yet learns it with the membership.
 	Admission *syncgroup.Row `msgpack:"a,omitempty"`
@@ -59,11 +60,10 @@ type batch struct {
 	Err  string                  `msgpack:"e,omitempty"`
 	Prio *syncnode.Priority      `msgpack:"p,omitempty"` // first batch only
 	VV   syncgroup.VersionVector `msgpack:"v,omitempty"`
-	// Refused names, per writer, the rows VV counts known that the
-	// sender does not hold: refused over the group's budget, here or by
-	// the peers whose vectors it took (see syncgroup.budgets).
-	Refused map[peer.ID]syncgroup.Span `msgpack:"rf,omitempty"`
-	Rows    []syncgroup.Row            `msgpack:"r,omitempty"`
+	// Exc are the rows VV covers that the sender does not hold, as in a
+	// hello.
+	Exc  syncgroup.Exceptions `msgpack:"x,omitempty"`
+	Rows []syncgroup.Row      `msgpack:"r,omitempty"`
 	// Signposts of the blob refs in Rows, filtered for the receiver.
 	Signposts []SignpostEntry `msgpack:"sp,omitempty"`
 	Done      bool            `msgpack:"d,omitempty"`

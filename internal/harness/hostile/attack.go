@@ -49,20 +49,22 @@ func (a *strike) send(rows []syncgroup.Row, sps []syncer.SignpostEntry) error {
 }
 
 // vvLie sends version vectors that lie: huge sequences, invented writers,
-// and every honest writer's rows said refused (from 0, or from a random
-// sequence).
+// and exceptions (rows said not held) for every honest writer's first
+// sequences, unsorted and past any bound.
 func (a *strike) vvLie() string {
 	s, p, to, t, ctx := a.s, a.p, a.to, a.t, a.ctx
 	vv := syncgroup.VersionVector{}
-	refused := map[peer.ID]syncgroup.Span{}
+	exc := syncgroup.Exceptions{}
 	for _, id := range s.ids {
 		vv[id] = 1<<62 + s.rng.Uint64N(1<<20)
-		refused[id] = syncgroup.Span{First: s.rng.Uint64N(3) * s.rng.Uint64N(1<<20), Last: vv[id]}
+		for i := range 2000 {
+			exc[id] = append(exc[id], uint64(2000-i))
+		}
 	}
 	for range 500 + s.rng.IntN(1500) {
 		vv[peer.ID(s.bytes(34))] = s.rng.Uint64()
 	}
-	n, err := p.round(ctx, to, s.hello(vv), batch{VV: vv, Refused: refused, Done: true})
+	n, err := p.round(ctx, to, s.hello(vv), batch{VV: vv, Exc: exc, Done: true})
 	return fmt.Sprintf("vv-lie: %d writers to %s, %d rows back: %v", len(vv), names[t], n, errString(err))
 }
 
@@ -295,7 +297,7 @@ func (a *strike) chainLies() string {
 		{Op: syncgroup.RemoveAdmin, Peer: s.ids[phone]},
 		{Op: syncgroup.AddPrefix, Prefix: "zzz/"},
 		{Op: syncgroup.SetBudget, Budget: &syncgroup.Budget{Rows: 1, Bytes: 1, Refs: 1}}, // would censor every writer
-		{Op: syncgroup.AddAdmin, Peer: p.id(), Redo: parent}, // claims to redo an admin's change
+		{Op: syncgroup.AddAdmin, Peer: p.id(), Redo: parent},                             // claims to redo an admin's change
 	}
 	var rows []syncgroup.Row
 	for _, c := range changes {

@@ -47,13 +47,13 @@ type (
 		Chain []syncgroup.Row         `msgpack:"c,omitempty"`
 	}
 	batch struct {
-		Err       string                     `msgpack:"e,omitempty"`
-		Prio      *syncnode.Priority         `msgpack:"p,omitempty"`
-		VV        syncgroup.VersionVector    `msgpack:"v,omitempty"`
-		Refused   map[peer.ID]syncgroup.Span `msgpack:"rf,omitempty"`
-		Rows      []syncgroup.Row            `msgpack:"r,omitempty"`
-		Signposts []syncer.SignpostEntry     `msgpack:"sp,omitempty"`
-		Done      bool                       `msgpack:"d,omitempty"`
+		Err       string                  `msgpack:"e,omitempty"`
+		Prio      *syncnode.Priority      `msgpack:"p,omitempty"`
+		VV        syncgroup.VersionVector `msgpack:"v,omitempty"`
+		Exc       syncgroup.Exceptions    `msgpack:"x,omitempty"`
+		Rows      []syncgroup.Row         `msgpack:"r,omitempty"`
+		Signposts []syncer.SignpostEntry  `msgpack:"sp,omitempty"`
+		Done      bool                    `msgpack:"d,omitempty"`
 	}
 	pushMsg struct {
 		Group     syncnode.GroupID       `msgpack:"g"`
