@@ -501,3 +501,67 @@ func TestSignpostsOfSupersededRowsDropped(t *testing.T) {
 		t.Fatal("no signpost learnt")
 	}
 }
+
+// telling is the hooks of TestSignpostSayingOnlyTheRowDoesNotTravel: the
+// signpost of ref a names only the sender, that of ref b the sender and
+// another holder; what each receiver learnt is sent on learnt.
+type telling struct {
+	noHooks
+	i      int
+	ids    *atomic.Pointer[[]peer.ID]
+	a, b   syncnode.BlobRef
+	learnt chan<- syncnode.BlobRef
+}
+
+func (h telling) Signposts(to peer.ID, g syncnode.GroupID, refs []syncnode.BlobRef) []SignpostEntry {
+	ids := *h.ids.Load()
+	var out []SignpostEntry
+	for _, r := range refs {
+		w := signpost.Wire{Groups: []string{string(g)}, Locs: []signpost.WireLoc{{Peer: []byte(ids[h.i]), WhenSeen: time.Now().UnixNano()}}}
+		if r == h.b {
+			w.Locs = append(w.Locs, signpost.WireLoc{Peer: []byte(ids[(h.i+1)%len(ids)]), WhenSeen: time.Now().UnixNano()})
+		}
+		out = append(out, SignpostEntry{Ref: r, Signpost: w})
+	}
+	return out
+}
+
+func (h telling) Learn(from peer.ID, g syncnode.GroupID, sps []SignpostEntry) {
+	for _, e := range sps {
+		h.learnt <- e.Ref
+	}
+}
+
+// A signpost that says only what the row it comes with says (its writer,
+// the sender, holds the blob) does not travel, by push or in a round: the
+// receiver records the writer as a location from the row itself. One
+// that names another holder does.
+func TestSignpostSayingOnlyTheRowDoesNotTravel(t *testing.T) {
+	a, b := syncnode.RefFromHash([32]byte{1}), syncnode.RefFromHash([32]byte{2})
+	learnt := make(chan syncnode.BlobRef, 64)
+	var ids atomic.Pointer[[]peer.ID]
+	none := []peer.ID{"", "", ""}
+	ids.Store(&none)
+	c := newClusterHooked(t, 3, nil, func(i int) Hooks {
+		return telling{i: i, ids: &ids, a: a, b: b, learnt: learnt}
+	})
+	all := []peer.ID{c.hosts[0].ID(), c.hosts[1].ID(), c.hosts[2].ID()}
+	ids.Store(&all)
+	for len(learnt) > 0 {
+		<-learnt
+	}
+	for _, ref := range []syncnode.BlobRef{a, b} {
+		value, _ := msgpack.Marshal(map[string]any{"photo": ref})
+		if _, err := c.sync[2].Put(c.gid, "photos/"+ref.String(), value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.WaitFor(t, 10*time.Second, "a round", func() bool { return c.round(0, 2) == nil })
+	got := map[syncnode.BlobRef]bool{}
+	for len(learnt) > 0 {
+		got[<-learnt] = true
+	}
+	if got[a] || !got[b] {
+		t.Fatalf("signposts learnt: %v; want only %s's (a, naming only the writer, stays home)", got, b)
+	}
+}

@@ -165,7 +165,7 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 			}
 			first = false
 			if refs := refsOf(b.Rows); len(refs) > 0 {
-				b.Signposts = s.hooks.Signposts(to, id, refs)
+				b.Signposts = s.telling(s.hooks.Signposts(to, id, refs), b.Rows)
 			}
 			if err := s.writeBatch(st, &b, &b.Signposts); err != nil {
 				return syncgroup.Asked{}, err
