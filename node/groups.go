@@ -258,7 +258,7 @@ func (n *Node) PutRows(g syncnode.GroupID, kvs []syncgroup.KV) ([]syncgroup.Row,
 			which = fmt.Sprintf("row %d: ", i+1)
 		}
 		if err := n.sync.CheckPut(g, kv.Key, kv.Value); err != nil {
-			return nil, fmt.Errorf("node: %s%w", which, err)
+			return nil, n.overBudget(g, fmt.Errorf("node: %s%w", which, err))
 		}
 		if refs[i], err = syncgroup.FindRefs(kv.Value); err != nil {
 			return nil, fmt.Errorf("node: %svalue of %q: %w", which, kv.Key, err)
@@ -272,11 +272,17 @@ func (n *Node) PutRows(g syncnode.GroupID, kvs []syncgroup.KV) ([]syncgroup.Row,
 		}
 	}
 	rows, err := n.sync.PutAll(g, kvs)
-	if errors.Is(err, syncgroup.ErrOverBudget) {
-		spec, _ := n.GroupSpec(g)
-		err = fmt.Errorf("%w; the group's admins may raise what each writer keeps (ChangeGroup with syncgroup.SetBudget, or syncnode sg budget)%s", err, n.names().AskAdmins(spec))
+	return rows, n.overBudget(g, err)
+}
+
+// overBudget adds to a refusal over group g's budget who may raise it,
+// and how.
+func (n *Node) overBudget(g syncnode.GroupID, err error) error {
+	if !errors.Is(err, syncgroup.ErrOverBudget) {
+		return err
 	}
-	return rows, err
+	spec, _ := n.GroupSpec(g)
+	return fmt.Errorf("%w; the group's admins may raise what each writer keeps (ChangeGroup with syncgroup.SetBudget, or syncnode sg budget)%s", err, n.names().AskAdmins(spec))
 }
 
 // DeleteRow writes a tombstone at key in group g.

@@ -46,7 +46,7 @@ const (
 	SetCopies Op = "copies"
 	// SetBudget sets what each writer's rows may cost every member
 	// (Budget; a zero field: DefaultBudget's). Rows refused under the old
-	// budget come again (see Exceptions) and are taken once they fit.
+	// budget stay refused: a raise lets writers write more.
 	SetBudget Op = "budget"
 	// opAdmit admits Peer with the invitation whose Nonce and DevType
 	// it carries.

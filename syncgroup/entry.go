@@ -164,7 +164,7 @@ func (r *Rows) ListFrom(prefix, start string, limit int, keep func(key string) b
 // Missing returns the winning versions under the prefixes that a peer with
 // version vector remote does not know, sorted by key.
 func (r *Rows) Missing(remote VersionVector, prefixes []string) ([]Row, error) {
-	return r.whole(r.MissingKeys(remote, nil, prefixes))
+	return r.whole(r.MissingKeys(remote, prefixes))
 }
 
 // Versions returns the winning versions of keys, each a key this replica
@@ -173,13 +173,12 @@ func (r *Rows) Missing(remote VersionVector, prefixes []string) ([]Row, error) {
 func (r *Rows) Versions(keys []string) ([]Row, error) { return r.whole(keys) }
 
 // MissingKeys returns the keys under the prefixes whose winning versions
-// a peer with version vector remote and exceptions x does not hold,
-// sorted: what Missing returns, for the caller to read a page at a time
-// (Versions).
-func (r *Rows) MissingKeys(remote VersionVector, x Exceptions, prefixes []string) []string {
+// a peer with version vector remote does not know, sorted: what Missing
+// returns, for the caller to read a page at a time (Versions).
+func (r *Rows) MissingKeys(remote VersionVector, prefixes []string) []string {
 	var keys []string
 	r.rows.Ascend(func(it item) bool {
-		if remote.Knows(it.e.writer, it.e.seq) && !x.Has(it.e.writer, it.e.seq) {
+		if remote.Knows(it.e.writer, it.e.seq) {
 			return true
 		}
 		for _, p := range prefixes {

@@ -112,11 +112,6 @@ type Rows struct {
 	// (groupBudget, nil for rows of no group) leaves a field zero.
 	base        Budget
 	groupBudget func() Budget
-	// exc are the rows the vector covers and this replica does not hold
-	// (see Exceptions): excN of them, excGen their current generation.
-	exc    map[peer.ID][]exception
-	excN   int
-	excGen uint64
 }
 
 // NewRows returns an empty replica for device self.
@@ -201,17 +196,15 @@ func (r *Rows) Apply(row Row, now time.Time) (bool, error) {
 	}
 	r.saw(row)
 	if !r.Beats(row) {
-		r.unexcept(row.Writer, row.Seq) // superseded here
 		return false, nil
 	}
-	// Over budget, the row is an exception: the vector may move past it,
-	// and peers send it again until it fits (see Exceptions).
+	// Over budget, the row is known (the vector moved past it, so no peer
+	// sends it again) and not held. The budget being the group's, every
+	// member refuses alike; a member's own writes past it fail.
 	if err := r.fits(row); err != nil {
-		r.except(row.Writer, row.Seq)
 		return false, err
 	}
 	r.set(row)
-	r.unexcept(row.Writer, row.Seq)
 	return true, nil
 }
 
@@ -266,7 +259,7 @@ func (r *Rows) setWhole(row Row, whole bool) {
 // version vector or as the winner of its key: a pushed row seen before
 // needs no second check or relay.
 func (r *Rows) Known(row Row) bool {
-	if r.vv.Knows(row.Writer, row.Seq) && !r.Excepted(row.Writer, row.Seq) {
+	if r.vv.Knows(row.Writer, row.Seq) {
 		return true
 	}
 	cur, ok := r.get(row.Key)
@@ -294,14 +287,6 @@ func (r *Rows) Learned(remote VersionVector) { r.LearnedFor(remote, nil) }
 // vouch is nil): a peer's word on what it sent of other writers' rows
 // moves this replica's vector only when the caller trusts that word.
 func (r *Rows) LearnedFor(remote VersionVector, vouch func(w peer.ID) bool) {
-	r.LearnedFrom(remote, nil, nil, vouch)
-}
-
-// LearnedFrom is LearnedFor for a peer's answer to asked (nil: unknown),
-// with the peer's exceptions x: the rows its vector covers and it does
-// not hold, which this replica, taking the claim, counts alike; and the
-// answer settles this replica's own exceptions (see Rows.answered).
-func (r *Rows) LearnedFrom(remote VersionVector, x Exceptions, asked *Asked, vouch func(w peer.ID) bool) {
 	for w, s := range remote {
 		if w == r.self {
 			r.seq = max(r.seq, min(s, maxClaimedSeq))
@@ -309,11 +294,9 @@ func (r *Rows) LearnedFrom(remote VersionVector, x Exceptions, asked *Asked, vou
 		if vouch != nil && !vouch(w) {
 			continue
 		}
-		from := r.vv[w]
 		if s = min(s, r.seen[w]); s > r.vv[w] {
 			r.vv[w] = s
 		}
-		r.answered(w, from, r.vv[w], remote[w], x, asked)
 	}
 }
 

@@ -96,9 +96,6 @@ type groupRecord struct {
 	// Seq is this device's last sequence number, which its vector entry
 	// may trail (see Rows.write).
 	Seq uint64 `msgpack:"q,omitempty"`
-	// Exc are the rows VV covers that the replica does not hold (see
-	// Exceptions): they change with the vector, in the same record.
-	Exc Exceptions `msgpack:"x,omitempty"`
 }
 
 func groupKey(id syncnode.GroupID) []byte { return kv.Key(kv.Groups, []byte(id)) }
@@ -136,7 +133,7 @@ func chunkLen(rows []Row, limit int64) int {
 // never a vector that claims rows the store lacks.
 func (s *Store) Save(g *Group, rows []Row, prio syncnode.Priority) error {
 	id := g.spec.ID
-	rec := groupRecord{Spec: g.spec, VV: g.rows.VV(), Prio: prio, Seq: g.rows.seq, Exc: g.rows.Exceptions()}
+	rec := groupRecord{Spec: g.spec, VV: g.rows.VV(), Prio: prio, Seq: g.rows.seq}
 	limit := s.db.MaxBatchSize() / 4
 	for {
 		n := chunkLen(rows, limit)
@@ -327,7 +324,6 @@ func (s *Store) Load(self peer.ID, maxSkew time.Duration) ([]Loaded, error) {
 			}
 			rit.Close()
 			g.rows.restore(rec.VV, rec.Seq)
-			g.rows.restoreExceptions(rec.Exc)
 			out = append(out, Loaded{Group: g, Prio: rec.Prio})
 		}
 		return nil

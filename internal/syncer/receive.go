@@ -18,11 +18,9 @@ import (
 	"github.com/syncnode/syncnode/syncgroup"
 )
 
-// receive applies the peer's batches, its answer to asked (what this node
-// told it), and returns its version vector and exceptions.
-func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syncnode.GroupID, from peer.ID, asked syncgroup.Asked) (syncgroup.VersionVector, syncgroup.Exceptions, error) {
+// receive applies the peer's batches and returns its version vector.
+func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syncnode.GroupID, from peer.ID) (syncgroup.VersionVector, error) {
 	var vv syncgroup.VersionVector
-	var exc syncgroup.Exceptions
 	var applyErr error
 	// stuck are the writers a row of which was refused for now: the
 	// vector stays below it, so that it comes again.
@@ -35,11 +33,11 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 	for {
 		v := <-batches
 		if v.err != nil {
-			return nil, nil, v.err
+			return nil, v.err
 		}
 		b, forged := v.b, v.forged
 		if b.VV != nil {
-			vv, exc = b.VV, b.Exc
+			vv = b.VV
 		}
 		if b.Prio != nil {
 			r.mu.Lock()
@@ -60,13 +58,13 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			maps.Copy(stuck, held)
 			if b.Done && vv != nil {
 				vouch := vouches(g, from)
-				g.Rows().LearnedFrom(vv, exc, &asked, func(w peer.ID) bool { return !stuck[w] && (vouch == nil || vouch(w)) })
+				g.Rows().LearnedFor(vv, func(w peer.ID) bool { return !stuck[w] && (vouch == nil || vouch(w)) })
 			}
 		}, b.Done)
 		r.applying.Unlock()
 		applyErr = errors.Join(applyErr, forged, bad)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if len(won) > 0 {
 			s.settle(id, won)
@@ -83,7 +81,7 @@ func (s *Syncer) receive(br *bufio.Reader, st network.Stream, r *replica, id syn
 			if applyErr != nil {
 				s.log.Warn("rows refused in sync", "group", id, "peer", from, "err", applyErr)
 			}
-			return vv, exc, nil
+			return vv, nil
 		}
 	}
 }
@@ -183,10 +181,9 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 			bad = errors.Join(bad, verified[i])
 			continue
 		}
-		again := r.g.Rows().Excepted(row.Writer, row.Seq) // refused before: counted then
 		ok, err := r.g.ApplyVerified(row, time.Now())
 		if err != nil {
-			if errors.Is(err, syncgroup.ErrOverBudget) && !again {
+			if errors.Is(err, syncgroup.ErrOverBudget) {
 				s.refuse(row.Writer)
 			}
 			if retryable(err) {

@@ -64,8 +64,7 @@ func (s *Syncer) round(ctx context.Context, st network.Stream, r *replica, id sy
 	br := bufio.NewReader(st)
 
 	r.mu.Lock()
-	asked := r.g.Rows().Ask()
-	h := hello{Group: id, VV: asked.VV, Exc: asked.Exc, Prio: s.priorityLocked(r)}
+	h := hello{Group: id, VV: r.g.Rows().VV(), Prio: s.priorityLocked(r)}
 	if self, ok := r.g.Rows().Get(syncgroup.MemberKey(s.h.ID())); ok {
 		h.Self = &self
 	}
@@ -79,12 +78,12 @@ func (s *Syncer) round(ctx context.Context, st network.Stream, r *replica, id sy
 		return err
 	}
 	s.messages.Add(1)
-	remoteVV, remoteExc, err := s.receive(br, st, r, id, p, asked)
+	remoteVV, err := s.receive(br, st, r, id, p)
 	if err != nil {
 		st.Reset()
 		return err
 	}
-	if _, err := s.send(st, r, id, p, remoteVV, remoteExc, false); err != nil {
+	if err := s.send(st, r, id, p, remoteVV, false); err != nil {
 		st.Reset()
 		return err
 	}
@@ -122,25 +121,23 @@ func (s *Syncer) settle(id syncnode.GroupID, rows []syncgroup.Row) {
 	}
 }
 
-// send writes the rows the peer (with version vector vv and exceptions x)
-// lacks, in batches, and returns what of this node's they carried (its
-// vector and exceptions), as asked; the
-// responder's first batch carries its priority (the initiator's went in
+// send writes the rows the peer (with version vector vv) lacks, in batches;
+// the responder's first batch carries its priority (the initiator's went in
 // its hello), so each side observes the other once per round.
-func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to peer.ID, vv syncgroup.VersionVector, x syncgroup.Exceptions, withPrio bool) (syncgroup.Asked, error) {
+func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to peer.ID, vv syncgroup.VersionVector, withPrio bool) error {
 	r.mu.Lock()
 	if !r.g.IsMember(to) {
 		// Ejected (or gone) since the round began: nothing written from
 		// now on reaches it.
 		r.mu.Unlock()
-		return syncgroup.Asked{}, fmt.Errorf("%w: %s is no longer a member of %s", errPushRefused, to, id)
+		return fmt.Errorf("%w: %s is no longer a member of %s", errPushRefused, to, id)
 	}
-	keys := r.g.Rows().MissingKeys(vv, x, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
-	mine := r.g.Rows().Ask()
+	keys := r.g.Rows().MissingKeys(vv, append([]string{syncgroup.MembershipPrefix}, r.g.Spec().Prefixes...))
+	mine := r.g.Rows().VV()
 	prio := s.priorityLocked(r)
 	r.mu.Unlock()
 	if err := s.flush(); err != nil {
-		return syncgroup.Asked{}, err
+		return err
 	}
 	// A page of rows at a time, read under the lock: a peer far behind
 	// costs one page of memory, not a copy of the group. A key written
@@ -152,14 +149,14 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 		rows, err := r.g.Rows().Versions(page)
 		r.mu.Unlock()
 		if err != nil {
-			return syncgroup.Asked{}, fmt.Errorf("syncer: rows of %s for %s: %w", id, to, err)
+			return fmt.Errorf("syncer: rows of %s for %s: %w", id, to, err)
 		}
 		parts := batches(rows)
 		if len(parts) == 0 {
 			parts = [][]syncgroup.Row{nil}
 		}
 		for i, part := range parts {
-			b := batch{VV: mine.VV, Exc: mine.Exc, Rows: part, Done: start+sendPage >= len(keys) && i == len(parts)-1}
+			b := batch{VV: mine, Rows: part, Done: start+sendPage >= len(keys) && i == len(parts)-1}
 			if first && withPrio {
 				b.Prio = &prio
 			}
@@ -168,12 +165,12 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 				b.Signposts = s.telling(s.hooks.Signposts(to, id, refs), b.Rows)
 			}
 			if err := s.writeBatch(st, &b, &b.Signposts); err != nil {
-				return syncgroup.Asked{}, err
+				return err
 			}
 			s.rowsSent.Add(int64(len(b.Rows)))
 		}
 	}
-	return mine, nil
+	return nil
 }
 
 // sendPage is how many rows a round reads at a time for a peer.
@@ -219,12 +216,11 @@ func (s *Syncer) handleSync(st network.Stream) {
 		return
 	}
 	defer r.roundBegins(from)()
-	told, err := s.send(st, r, h.Group, from, h.VV, h.Exc, true)
-	if err != nil {
+	if err := s.send(st, r, h.Group, from, h.VV, true); err != nil {
 		st.Reset()
 		return
 	}
-	if _, _, err := s.receive(br, st, r, h.Group, from, told); err != nil {
+	if _, err := s.receive(br, st, r, h.Group, from); err != nil {
 		st.Reset()
 		return
 	}

@@ -37,11 +37,8 @@ type SignpostEntry struct {
 type hello struct {
 	Group syncnode.GroupID        `msgpack:"g"`
 	VV    syncgroup.VersionVector `msgpack:"v"`
-	// Exc are the rows VV covers that the sender does not hold: the
-	// responder sends those it holds too (see syncgroup.Exceptions).
-	Exc  syncgroup.Exceptions `msgpack:"x,omitempty"`
-	Self *syncgroup.Row       `msgpack:"s,omitempty"`
-	Prio syncnode.Priority    `msgpack:"p"`
+	Self  *syncgroup.Row          `msgpack:"s,omitempty"`
+	Prio  syncnode.Priority       `msgpack:"p"`
 	// Admission is the admin's row admitting the sender, so that a member
 	// that has not heard of it yet learns it with the membership.
 	Admission *syncgroup.Row `msgpack:"a,omitempty"`
@@ -60,10 +57,7 @@ type batch struct {
 	Err  string                  `msgpack:"e,omitempty"`
 	Prio *syncnode.Priority      `msgpack:"p,omitempty"` // first batch only
 	VV   syncgroup.VersionVector `msgpack:"v,omitempty"`
-	// Exc are the rows VV covers that the sender does not hold, as in a
-	// hello.
-	Exc  syncgroup.Exceptions `msgpack:"x,omitempty"`
-	Rows []syncgroup.Row      `msgpack:"r,omitempty"`
+	Rows []syncgroup.Row         `msgpack:"r,omitempty"`
 	// Signposts of the blob refs in Rows, filtered for the receiver.
 	Signposts []SignpostEntry `msgpack:"sp,omitempty"`
 	Done      bool            `msgpack:"d,omitempty"`

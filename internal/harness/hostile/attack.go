@@ -48,23 +48,17 @@ func (a *strike) send(rows []syncgroup.Row, sps []syncer.SignpostEntry) error {
 	return err
 }
 
-// vvLie sends version vectors that lie: huge sequences, invented writers,
-// and exceptions (rows said not held) for every honest writer's first
-// sequences, unsorted and past any bound.
+// vvLie sends version vectors that lie: huge sequences, invented writers.
 func (a *strike) vvLie() string {
 	s, p, to, t, ctx := a.s, a.p, a.to, a.t, a.ctx
 	vv := syncgroup.VersionVector{}
-	exc := syncgroup.Exceptions{}
 	for _, id := range s.ids {
 		vv[id] = 1<<62 + s.rng.Uint64N(1<<20)
-		for i := range 2000 {
-			exc[id] = append(exc[id], uint64(2000-i))
-		}
 	}
 	for range 500 + s.rng.IntN(1500) {
 		vv[peer.ID(s.bytes(34))] = s.rng.Uint64()
 	}
-	n, err := p.round(ctx, to, s.hello(vv), batch{VV: vv, Exc: exc, Done: true})
+	n, err := p.round(ctx, to, s.hello(vv), batch{VV: vv, Done: true})
 	return fmt.Sprintf("vv-lie: %d writers to %s, %d rows back: %v", len(vv), names[t], n, errString(err))
 }
 

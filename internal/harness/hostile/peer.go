@@ -50,7 +50,6 @@ type (
 		Err       string                  `msgpack:"e,omitempty"`
 		Prio      *syncnode.Priority      `msgpack:"p,omitempty"`
 		VV        syncgroup.VersionVector `msgpack:"v,omitempty"`
-		Exc       syncgroup.Exceptions    `msgpack:"x,omitempty"`
 		Rows      []syncgroup.Row         `msgpack:"r,omitempty"`
 		Signposts []syncer.SignpostEntry  `msgpack:"sp,omitempty"`
 		Done      bool                    `msgpack:"d,omitempty"`
