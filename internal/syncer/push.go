@@ -236,7 +236,7 @@ func (s *Syncer) sendPush(p peer.ID, items []pushItem) ([]syncnode.GroupID, erro
 			for _, rows := range batches(byGroup[g]) {
 				m := pushMsg{Group: g, Rows: rows, Prio: &prio}
 				if refs := refsOf(rows); len(refs) > 0 {
-					m.Signposts = s.telling(s.hooks.Signposts(p, g, refs), rows)
+					m.Signposts = s.hooks.Signposts(p, g, refs)
 				}
 				if err := s.writeBatch(st, &m, &m.Signposts); err != nil {
 					st.Reset()
@@ -408,33 +408,6 @@ func signpostsFor(sps []SignpostEntry, rows []syncgroup.Row) []SignpostEntry {
 			out = append(out, e)
 			delete(refs, e.Ref) // one entry per blob
 		}
-	}
-	return out
-}
-
-// telling returns sps without the signposts that say no more than the
-// rows they travel with: that this node, which wrote every one of the
-// rows naming the blob, holds it. The receiver records a row's writer as
-// a location of the blobs it names anyway, and the groups of a blob from
-// the rows, not from a peer's word: such a signpost would cost it a read
-// and a write for nothing (one for each photo of a library a new member
-// receives).
-func (s *Syncer) telling(sps []SignpostEntry, rows []syncgroup.Row) []SignpostEntry {
-	self := s.h.ID()
-	theirs := map[syncnode.BlobRef]bool{} // named by a row another wrote
-	for _, r := range rows {
-		if r.Writer != self {
-			for _, ref := range refsOf([]syncgroup.Row{r}) {
-				theirs[ref] = true
-			}
-		}
-	}
-	out := sps[:0]
-	for _, e := range sps {
-		if l := e.Signpost.Locs; len(l) == 1 && peer.ID(l[0].Peer) == self && !l[0].Proxy && !theirs[e.Ref] {
-			continue
-		}
-		out = append(out, e)
 	}
 	return out
 }

@@ -162,7 +162,7 @@ func (s *Syncer) send(st network.Stream, r *replica, id syncnode.GroupID, to pee
 			}
 			first = false
 			if refs := refsOf(b.Rows); len(refs) > 0 {
-				b.Signposts = s.telling(s.hooks.Signposts(to, id, refs), b.Rows)
+				b.Signposts = s.hooks.Signposts(to, id, refs)
 			}
 			if err := s.writeBatch(st, &b, &b.Signposts); err != nil {
 				return err
