@@ -225,10 +225,10 @@ func (g *Group) ID() syncnode.GroupID { return g.spec.ID }
 func (g *Group) Genesis() Spec { return g.spec }
 
 // ChangeSpec makes change c (AddAdmin, RemoveAdmin, AddPrefix,
-// RemovePrefix, SetCopies or SetBudget) at the end of the group's chain, signed by
-// this device, which must be an admin allowed to make it. Every member
-// that learns the change, and any made concurrently, picks the same
-// outcome (see the chain).
+// RemovePrefix, SetCopies or SetBudget) at the end of the group's chain,
+// signed by this device, which must be an admin allowed to make it. Every
+// member that learns the change, and any made concurrently, picks the
+// same outcome (see the chain).
 func (g *Group) ChangeSpec(c Change, now time.Time) (Row, error) {
 	if !g.isAdmin(g.self) {
 		return Row{}, fmt.Errorf("%w: only an admin changes %s, and this device (%s) is none", ErrNotAllowed, g.spec.ID, g.self)
