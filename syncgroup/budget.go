@@ -56,18 +56,73 @@ func (r *Rows) fits(row Row) error {
 		return nil
 	}
 	u := r.usage[row.Writer]
-	rows, bytes, refs := u.Rows+1, u.Bytes+rowCost(row), u.Refs+refCount(row)
-	if cur, ok := r.get(row.Key); ok && cur.writer == row.Writer {
-		rows, bytes, refs = rows-1, bytes-int64(cur.cost), refs-int(cur.refs)
-	}
-	// A change that costs no more is always taken: a writer at its budget
-	// can still overwrite and delete.
-	if (b.Rows > 0 && rows > b.Rows && rows > u.Rows) || (b.Bytes > 0 && bytes > b.Bytes && bytes > u.Bytes) ||
-		(b.Refs > 0 && refs > b.Refs && refs > u.Refs) {
+	cur, ok := r.get(row.Key)
+	n := usageWith(u, row, cur, ok)
+	if b.exceeded(u, n) {
 		return fmt.Errorf("%w: %s would hold %d rows, %d bytes, %d blob references (at most %d rows, %d bytes, %d references)",
-			ErrOverBudget, row.Writer, rows, bytes, refs, b.Rows, b.Bytes, b.Refs)
+			ErrOverBudget, row.Writer, n.Rows, n.Bytes, n.Refs, b.Rows, b.Bytes, b.Refs)
 	}
 	return nil
+}
+
+// usageWith returns usage u of row's writer once row wins its key, whose
+// winner was cur (if ok).
+func usageWith(u Usage, row Row, cur entry, ok bool) Usage {
+	u.Rows, u.Bytes, u.Refs = u.Rows+1, u.Bytes+rowCost(row), u.Refs+refCount(row)
+	if ok && cur.writer == row.Writer {
+		u.Rows, u.Bytes, u.Refs = u.Rows-1, u.Bytes-int64(cur.cost), u.Refs-int(cur.refs)
+	}
+	return u
+}
+
+// exceeded reports whether a writer's usage going from u to n passes b. A
+// change that costs no more is always taken: a writer at its budget can
+// still overwrite and delete.
+func (b Budget) exceeded(u, n Usage) bool {
+	return (b.Rows > 0 && n.Rows > b.Rows && n.Rows > u.Rows) || (b.Bytes > 0 && n.Bytes > b.Bytes && n.Bytes > u.Bytes) ||
+		(b.Refs > 0 && n.Refs > b.Refs && n.Refs > u.Refs)
+}
+
+// FitAll reports which of rows, applied in order as a sync applies them
+// and each winning its key, the budget would take: each is counted
+// against its writer's usage as the rows before it leave it. What a peer
+// says of a row's blob (its signpost) counts only for a row that will be
+// held: a refused row must not have a server fetch the blob it names.
+func (r *Rows) FitAll(rows []Row) []bool {
+	b := r.budget()
+	out := make([]bool, len(rows))
+	usage := map[peer.ID]Usage{}
+	won := map[string]entry{}
+	of := func(w peer.ID) Usage {
+		if u, ok := usage[w]; ok {
+			return u
+		}
+		return r.usage[w]
+	}
+	for i, row := range rows {
+		if strings.HasPrefix(row.Key, memberPrefix) || b == (Budget{}) {
+			out[i] = true
+			continue
+		}
+		cur, ok := won[row.Key]
+		if !ok {
+			cur, ok = r.get(row.Key)
+		}
+		u := of(row.Writer)
+		n := usageWith(u, row, cur, ok)
+		if b.exceeded(u, n) {
+			continue
+		}
+		out[i] = true
+		usage[row.Writer] = n
+		if ok && cur.writer != row.Writer {
+			o := of(cur.writer)
+			o.Rows, o.Bytes, o.Refs = o.Rows-1, o.Bytes-int64(cur.cost), o.Refs-int(cur.refs)
+			usage[cur.writer] = o
+		}
+		won[row.Key] = newEntry(row, false)
+	}
+	return out
 }
 
 // fitsAll is fits for rows, this device's, written in order: the usage

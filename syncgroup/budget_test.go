@@ -1,11 +1,14 @@
 package syncgroup
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/vmihailenco/msgpack/v5"
@@ -152,5 +155,42 @@ func TestBudgetIsTheGroups(t *testing.T) {
 	}
 	if b := g.Spec().Budget; b == nil || b.Rows != 1 {
 		t.Fatalf("the spec's budget: %+v", b)
+	}
+}
+
+// TestFitAllAgreesWithApply: FitAll, judging rows before they are
+// applied, says of each what Apply then does with it over the budget,
+// for random writes of three writers over a small key space (new keys,
+// overwrites of their own and of others', tombstones).
+func TestFitAllAgreesWithApply(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for round := range 50 {
+		dst := NewRows(testPeer(9), time.Minute)
+		dst.SetBudget(Budget{Rows: 4, Bytes: 900, Refs: 3})
+		srcs := []*Rows{NewRows(testPeer(1), time.Minute), NewRows(testPeer(2), time.Minute), NewRows(testPeer(3), time.Minute)}
+		var rows []Row
+		for i := range 30 {
+			src := srcs[rng.IntN(len(srcs))]
+			key := fmt.Sprintf("k/%d", rng.IntN(8))
+			now := t0.Add(time.Duration(i) * time.Millisecond) // each row beats the ones before
+			var row Row
+			if rng.IntN(5) == 0 {
+				row = src.Delete(key, now)
+			} else {
+				v, _ := msgpack.Marshal(map[string]any{"x": bytes.Repeat([]byte{1}, rng.IntN(200)), "r": syncnode.RefFromHash([32]byte{byte(rng.IntN(4))})})
+				row = src.Put(key, v, now)
+			}
+			rows = append(rows, row)
+		}
+		fit := dst.FitAll(rows)
+		for i, row := range rows {
+			_, err := dst.Apply(row, t0.Add(time.Second))
+			if err != nil && !errors.Is(err, ErrOverBudget) {
+				t.Fatal(err)
+			}
+			if got := err == nil; got != fit[i] {
+				t.Fatalf("round %d, row %d (%s by %s): FitAll %v, Apply %v", round, i, row.Key, row.Writer, fit[i], err)
+			}
+		}
 	}
 }

@@ -413,26 +413,27 @@ func signpostsFor(sps []SignpostEntry, rows []syncgroup.Row) []SignpostEntry {
 }
 
 // winners returns those of rows that would win their keys in g now, that
-// their writer may write (as Apply judges it) and signed: a signpost is
-// read only for the refs of those.
+// their writer may write (as Apply judges it), that fit their writer's
+// budget as apply takes them, and signed: a signpost is read only for the
+// refs of those.
 // An older version of a row (from a member that has not seen the newer
 // one), a forged or a refused one names a blob the rows here may not: its
 // signpost would have a server fetch, and keep, a blob no row here names.
 // The rows' signatures are checked already (checkSigs). The caller holds
 // the replica's lock.
 func winners(g *syncgroup.Group, rows []syncgroup.Row) []syncgroup.Row {
+	var taken []syncgroup.Row // as apply would take them, the budget aside
+	for _, row := range applyOrder(rows) {
+		if g.Rows().Beats(row) && g.Check(row) == nil {
+			taken = append(taken, row)
+		}
+	}
+	fit := g.Rows().FitAll(taken)
 	var out []syncgroup.Row
-	for _, row := range rows {
-		if row.Deleted || len(refsOf([]syncgroup.Row{row})) == 0 {
-			continue
+	for i, row := range taken {
+		if fit[i] && !row.Deleted && len(refsOf([]syncgroup.Row{row})) > 0 {
+			out = append(out, row)
 		}
-		if !g.Rows().Beats(row) {
-			continue
-		}
-		if g.Check(row) != nil {
-			continue
-		}
-		out = append(out, row)
 	}
 	return out
 }

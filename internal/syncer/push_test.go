@@ -501,3 +501,55 @@ func TestSignpostsOfSupersededRowsDropped(t *testing.T) {
 		t.Fatal("no signpost learnt")
 	}
 }
+
+// A member past its budget in the group cannot have a server fetch the
+// blobs its refused rows name: the signposts sent with a push of ten rows
+// under a budget of three, each claiming the group, are learnt for the
+// three rows taken only.
+func TestSignpostsOfRowsOverBudgetDropped(t *testing.T) {
+	t.Parallel()
+	learnt := make(chan []SignpostEntry, 16)
+	c := newClusterHooked(t, 3, nil, func(i int) Hooks { return learnRec{learnt: learnt} })
+	if _, err := c.sync[0].ChangeSpec(c.gid, syncgroup.Change{Op: syncgroup.SetBudget, Budget: &syncgroup.Budget{Rows: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	for len(learnt) > 0 {
+		<-learnt
+	}
+	member := c.hosts[2]
+	var rows []syncgroup.Row
+	var sps []SignpostEntry
+	for i := range 10 {
+		ref := syncnode.RefFromHash([32]byte{9, byte(i)})
+		value, err := msgpack.Marshal(map[string]any{"photo": ref})
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := syncgroup.Row{Key: fmt.Sprintf("photos/over-%d", i), Value: value, TS: syncgroup.Timestamp{Wall: time.Now().UnixNano() + int64(i)}, Writer: member.ID(), Seq: uint64(100 + i)}
+		if err := syncgroup.SignRow(member.Peerstore().PrivKey(member.ID()), c.gid, &row); err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, row)
+		sps = append(sps, SignpostEntry{Ref: ref, Signpost: signpost.Wire{Groups: []string{string(c.gid)}}})
+	}
+	if err := rawPush(t, member, c.hosts[0].ID(), pushMsg{Group: c.gid, Rows: rows, Signposts: sps}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-learnt:
+		if len(got) != 3 {
+			t.Fatalf("learnt %d signposts with 10 rows of which the budget takes 3", len(got))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no signpost learnt")
+	}
+	held := 0
+	for i := range 10 {
+		if _, ok := c.get(0, fmt.Sprintf("photos/over-%d", i)); ok {
+			held++
+		}
+	}
+	if held != 3 {
+		t.Fatalf("the admin holds %d of the member's rows, want 3", held)
+	}
+}
