@@ -1,6 +1,7 @@
 package syncgroup
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -149,4 +150,37 @@ func (g *Group) check(row Row) error {
 	// The invitation must have been valid when the member joined; its
 	// admission, an admin's change, is what makes the member one.
 	return m.Invitation.verifySig(subject, time.Unix(0, row.TS.Wall))
+}
+
+// ApplyOrder returns a copy of rows in the order a sync applies them:
+// membership first (the chain first, parents before children), then each
+// writer's rows in the order it wrote them.
+func ApplyOrder(rows []Row) []Row {
+	rows = slices.Clone(rows)
+	slices.SortStableFunc(rows, func(a, b Row) int {
+		am, bm := strings.HasPrefix(a.Key, memberPrefix), strings.HasPrefix(b.Key, memberPrefix)
+		switch {
+		case am != bm:
+			if am {
+				return -1
+			}
+			return 1
+		case am:
+			// The chain first, parents before children (its keys sort so).
+			ac, bc := IsChainKey(a.Key), IsChainKey(b.Key)
+			switch {
+			case ac && bc:
+				return strings.Compare(a.Key, b.Key)
+			case ac != bc && ac:
+				return -1
+			case ac != bc:
+				return 1
+			}
+			return 0
+		case a.Writer != b.Writer:
+			return strings.Compare(string(a.Writer), string(b.Writer))
+		}
+		return cmp.Compare(a.Seq, b.Seq)
+	})
+	return rows
 }

@@ -1,11 +1,9 @@
 package syncgroup
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -36,21 +34,7 @@ func (w *world) forge(wr int, c Change, seq uint64) Row {
 // vouching the sender only (no server).
 func syncerDeliver(from, to *Group, now time.Time) []error {
 	rows := missing(nil, from.Rows(), to.Rows().VV(), append([]string{memberPrefix}, from.Spec().Prefixes...))
-	slices.SortStableFunc(rows, func(a, b Row) int {
-		am, bm := strings.HasPrefix(a.Key, memberPrefix), strings.HasPrefix(b.Key, memberPrefix)
-		switch {
-		case am != bm:
-			if am {
-				return -1
-			}
-			return 1
-		case am:
-			return 0
-		case a.Writer != b.Writer:
-			return strings.Compare(string(a.Writer), string(b.Writer))
-		}
-		return cmp.Compare(a.Seq, b.Seq)
-	})
+	rows = ApplyOrder(rows)
 	var errs []error
 	retry := false
 	for _, r := range rows {

@@ -423,7 +423,7 @@ func signpostsFor(sps []SignpostEntry, rows []syncgroup.Row) []SignpostEntry {
 // the replica's lock.
 func winners(g *syncgroup.Group, rows []syncgroup.Row) []syncgroup.Row {
 	var taken []syncgroup.Row // as apply would take them, the budget aside
-	for _, row := range applyOrder(rows) {
+	for _, row := range syncgroup.ApplyOrder(rows) {
 		if g.Rows().Beats(row) && g.Check(row) == nil {
 			taken = append(taken, row)
 		}

@@ -2,12 +2,10 @@ package syncer
 
 import (
 	"bufio"
-	"cmp"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -139,7 +137,7 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 	// writer's rows in the order it wrote them: the vector moves over
 	// every run of a writer's sequence that arrives whole, with no peer's
 	// word needed for it.
-	rows = applyOrder(rows)
+	rows = syncgroup.ApplyOrder(rows)
 	// The value limit binds every writer, not only this node's own: a
 	// member cannot make the others hold what it could not write here.
 	verified := make([]error, len(rows))
@@ -178,39 +176,6 @@ func (s *Syncer) apply(r *replica, id syncnode.GroupID, rows []syncgroup.Row, th
 		err = s.save(r, won)
 	}
 	return won, bad, err
-}
-
-// applyOrder returns a copy of rows in the order apply takes them:
-// membership first (the chain first, parents before children), then each
-// writer's rows in the order it wrote them.
-func applyOrder(rows []syncgroup.Row) []syncgroup.Row {
-	rows = slices.Clone(rows)
-	slices.SortStableFunc(rows, func(a, b syncgroup.Row) int {
-		am, bm := strings.HasPrefix(a.Key, syncgroup.MembershipPrefix), strings.HasPrefix(b.Key, syncgroup.MembershipPrefix)
-		switch {
-		case am != bm:
-			if am {
-				return -1
-			}
-			return 1
-		case am:
-			// The chain first, parents before children (its keys sort so).
-			ac, bc := syncgroup.IsChainKey(a.Key), syncgroup.IsChainKey(b.Key)
-			switch {
-			case ac && bc:
-				return strings.Compare(a.Key, b.Key)
-			case ac != bc && ac:
-				return -1
-			case ac != bc:
-				return 1
-			}
-			return 0
-		case a.Writer != b.Writer:
-			return strings.Compare(string(a.Writer), string(b.Writer))
-		}
-		return cmp.Compare(a.Seq, b.Seq)
-	})
-	return rows
 }
 
 // checkSigs returns the rows whose writer's signature verifies (all of
