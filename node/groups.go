@@ -173,8 +173,8 @@ func (n *Node) LeaveGroupWith(ctx context.Context, g syncnode.GroupID, o LeaveOp
 // ChangeGroup makes change c to group g's spec: adds or removes an admin
 // (syncgroup.AddAdmin, RemoveAdmin) or a prefix (AddPrefix,
 // RemovePrefix), or sets the server copies wanted (SetCopies) or the
-// budget of each writer's rows (SetBudget: a raise brings back, on every
-// member, the rows refused under the old budget). This node
+// budget of each writer's rows (SetBudget: a raise lets writers write
+// more; rows refused under the old budget stay refused). This node
 // must be an admin allowed to make it: an admin removes itself or one
 // junior to it, never the last (syncgroup.ErrLastAdmin). The change is
 // signed, joins the group's chain of changes and spreads to the members;

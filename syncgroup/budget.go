@@ -208,11 +208,6 @@ func (b Budget) over(base Budget) Budget {
 	return base
 }
 
-// SetBudget sets the bound on each writer's rows for the fields the
-// group's budget leaves zero (zero fields: no bound). Every member must
-// be given the same: a group's replica starts with DefaultBudget.
-func (r *Rows) SetBudget(b Budget) { r.base = b }
-
 // budget returns the bound in force: the group's, each field it leaves
 // zero taken from base.
 func (r *Rows) budget() Budget {

@@ -166,7 +166,7 @@ func TestFitAllAgreesWithApply(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for round := range 50 {
 		dst := NewRows(testPeer(9), time.Minute)
-		dst.SetBudget(Budget{Rows: 4, Bytes: 900, Refs: 3})
+		dst.base = Budget{Rows: 4, Bytes: 900, Refs: 3}
 		srcs := []*Rows{NewRows(testPeer(1), time.Minute), NewRows(testPeer(2), time.Minute), NewRows(testPeer(3), time.Minute)}
 		var rows []Row
 		for i := range 30 {

@@ -208,7 +208,7 @@ func TestWriterBudget(t *testing.T) {
 	hog, other := testPeer(1), testPeer(2)
 	src := NewRows(hog, time.Minute)
 	dst := NewRows(testPeer(9), time.Minute)
-	dst.SetBudget(Budget{Rows: 10, Bytes: 4 << 10})
+	dst.base = Budget{Rows: 10, Bytes: 4 << 10}
 	big := bytes.Repeat([]byte{1}, 1000)
 	var refused int
 	for i := range 8 {
@@ -272,7 +272,7 @@ func TestWriterRefsBudget(t *testing.T) {
 	hog := testPeer(1)
 	src := NewRows(hog, time.Minute)
 	dst := NewRows(testPeer(9), time.Minute)
-	dst.SetBudget(Budget{Refs: 5})
+	dst.base = Budget{Refs: 5}
 	naming := func(n int, salt byte) []byte {
 		refs := make([]syncnode.BlobRef, n)
 		for i := range refs {

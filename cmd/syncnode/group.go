@@ -32,7 +32,7 @@ func groupCmd() *command {
 			{name: "remove", args: "GROUP PREFIX", short: "stop syncing the keys under a prefix (admins only): its rows leave the group", nargs: 2, json: true, flags: sgSpec("prefix-remove")},
 		}},
 		{name: "copies", args: "GROUP K", short: "set the verified server copies wanted before devices evict (admins only)", nargs: 2, json: true, flags: sgSpec("copies")},
-		{name: "budget", args: "GROUP", short: "set what each writer's rows may cost every member (admins only); a raise brings refused rows back", nargs: 1, json: true, flags: sgBudget},
+		{name: "budget", args: "GROUP", short: "set what each writer's rows may cost every member (admins only); a raise lets writers write more", nargs: 1, json: true, flags: sgBudget},
 		{name: "ls", short: "the groups this node is in", nargs: 0, json: true, flags: sgLs},
 		{name: "members", args: "GROUP", short: "a group's members, their device types and addresses", nargs: 1, json: true, flags: sgMembers},
 	}}
