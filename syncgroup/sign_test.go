@@ -1,12 +1,16 @@
 package syncgroup
 
 import (
+	"bytes"
 	stded25519 "crypto/ed25519"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	voied25519 "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
@@ -163,10 +167,66 @@ func TestVerifyRowsAgreesWithVerifyRow(t *testing.T) {
 	}
 }
 
+// TestVerifyRowsManyWriters: a batch of rows by several writers, each
+// writer's key expanded once, agrees with checking every row alone,
+// forged rows and a writer whose key is no curve point included.
+func TestVerifyRowsManyWriters(t *testing.T) {
+	g, rows := signedRows(t, 2*verifyBatch+17)
+	id := g.Spec().ID
+	var writers []crypto.PrivKey
+	for range 3 {
+		k, _ := key(t)
+		writers = append(writers, k)
+	}
+	for i := range rows {
+		if i%4 == 0 {
+			continue // the creator's own
+		}
+		k := writers[i%3]
+		rows[i].Writer, _ = peer.IDFromPrivateKey(k)
+		rows[i].Sig = nil
+		if err := SignRow(k, id, &rows[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A peer ID can embed 32 bytes that are no point on the curve.
+	var offCurve peer.ID
+	for b := byte(1); offCurve == ""; b++ {
+		raw := bytes.Repeat([]byte{b}, 32)
+		if _, err := voied25519.NewExpandedPublicKey(raw); err == nil {
+			continue
+		}
+		pub, err := crypto.UnmarshalEd25519PublicKey(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		offCurve, _ = peer.IDFromPublicKey(pub)
+	}
+	rows[5].Writer = offCurve
+	rows[9].Sig = append([]byte{}, rows[9].Sig...)
+	rows[9].Sig[3] ^= 1
+	rows[verifyBatch+3].Writer = rows[verifyBatch+4].Writer // signed by another writer
+	rows[len(rows)-1].Sig = append([]byte{}, rows[len(rows)-1].Sig...)
+	rows[len(rows)-1].Sig[40] ^= 1
+	bad := 0
+	for i, err := range VerifyRows(id, rows) {
+		alone := VerifyRow(id, rows[i])
+		if (err == nil) != (alone == nil) || (alone != nil && !errors.Is(err, ErrBadSignature)) {
+			t.Errorf("row %d in a batch: %v; alone: %v", i, err, alone)
+		}
+		if err != nil {
+			bad++
+		}
+	}
+	if bad != 4 {
+		t.Errorf("%d rows refused, want the 4 spoilt", bad)
+	}
+}
+
 // BenchmarkVerifyRows checks 2,000 signed rows in batches on every core
 // and, in the same run, one by one with the standard library's Ed25519
 // on one core (the baseline), and reports rows per second of each and
-// their ratio.
+// their ratio, and the rate when one row in every batch is forged.
 func BenchmarkVerifyRows(b *testing.B) {
 	const n = 2000
 	g, rows := signedRows(b, n)
@@ -193,7 +253,19 @@ func BenchmarkVerifyRows(b *testing.B) {
 		}
 		stdT += time.Since(start)
 	}
+	// A hostile member's worst: one forged row in every batch.
+	forged := append([]Row(nil), rows...)
+	for i := 0; i < n; i += verifyBatch {
+		forged[i].Sig = append([]byte{}, forged[i].Sig...)
+		forged[i].Sig[5] ^= 1
+	}
+	start := time.Now()
+	for range b.N {
+		VerifyRows(id, forged)
+	}
+	forgedT := time.Since(start)
 	rps := func(d time.Duration) float64 { return float64(n*b.N) / d.Seconds() }
+	b.ReportMetric(rps(forgedT), "one-forged-a-batch-rows/s")
 	b.ReportMetric(rps(batchT), "batched-rows/s")
 	b.ReportMetric(rps(stdT), "stdlib-rows/s")
 	b.ReportMetric(stdT.Seconds()/batchT.Seconds(), "batched/stdlib")
