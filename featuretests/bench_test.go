@@ -17,6 +17,7 @@ import (
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/node"
+	"github.com/syncnode/syncnode/syncgroup"
 )
 
 // streamThroughput measures one bare libp2p stream from src to dst moving
@@ -127,10 +128,18 @@ func floorPull(b *testing.B, devs []*node.Node, dst *node.Node, blobs, size int)
 }
 
 // BenchmarkServerPulls200BlobsFrom3Devices times a server pulling 200
-// blobs of 1 MiB, referenced by rows that 3 devices write, with their
-// shares, and compares it with the time the same bytes take on one bare
-// libp2p stream.
+// blobs of 1 MiB, referenced by rows that 3 devices write at once, with
+// their shares, and compares it with the least work any pull does
+// (floorPull) and with the time the same bytes take on one bare libp2p
+// stream. Each device writes its rows one by one (rows=each), as an app
+// saving photos as they are taken does, or as one batch (rows=batch), as
+// a folder put does.
 func BenchmarkServerPulls200BlobsFrom3Devices(b *testing.B) {
+	b.Run("rows=each", func(b *testing.B) { benchServerPull(b, false) })
+	b.Run("rows=batch", func(b *testing.B) { benchServerPull(b, true) })
+}
+
+func benchServerPull(b *testing.B, batch bool) {
 	const blobs, size = 200, 1 << 20
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -158,14 +167,35 @@ func BenchmarkServerPulls200BlobsFrom3Devices(b *testing.B) {
 		}
 		b.StartTimer()
 		start, cpu0 := time.Now(), processCPU(b)
-		for j, ref := range refs {
-			v, err := msgpack.Marshal(map[string]any{"b": ref})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := devs[j%3].PutRow(g, fmt.Sprintf("bench/%03d", j), v); err != nil {
-				b.Fatal(err)
-			}
+		var writers sync.WaitGroup
+		for d, dev := range devs {
+			writers.Go(func() {
+				var kvs []syncgroup.KV
+				for j := d; j < len(refs); j += len(devs) {
+					v, err := msgpack.Marshal(map[string]any{"b": refs[j]})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					kvs = append(kvs, syncgroup.KV{Key: fmt.Sprintf("bench/%03d", j), Value: v})
+				}
+				if batch {
+					if _, err := dev.PutRows(g, kvs); err != nil {
+						b.Error(err)
+					}
+					return
+				}
+				for _, kv := range kvs {
+					if _, err := dev.PutRow(g, kv.Key, kv.Value); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		writers.Wait()
+		if b.Failed() {
+			b.FailNow()
 		}
 		deadline := time.Now().Add(2 * time.Minute)
 		for _, ref := range refs {

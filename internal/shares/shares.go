@@ -104,6 +104,8 @@ type Service struct {
 
 	// proving runs possession checks one at a time per member.
 	proving peerLocks
+	// proofBufs are the buffers proofs read copies through.
+	proofBufs sync.Pool
 	// handlers are the requests being answered; Close waits for them.
 	handlers sync.WaitGroup
 
@@ -363,6 +365,10 @@ func (s *Service) challenge(id ownership.TransferID, ref syncnode.BlobRef) ([]by
 	return m.Sum(nil)[:ProofSize], nil
 }
 
+// proofBuf is how much of a copy a proof reads at once: enough that each
+// read verifies many groups of the copy's tree together.
+const proofBuf = 256 << 10
+
 // prove returns the keyed hash of every byte of this node's copy of ref.
 func (s *Service) prove(ref syncnode.BlobRef, nonce []byte) ([]byte, error) {
 	if len(nonce) != ProofSize {
@@ -374,7 +380,12 @@ func (s *Service) prove(ref syncnode.BlobRef, nonce []byte) ([]byte, error) {
 	}
 	defer b.Close()
 	h := blake3.New(ProofSize, nonce)
-	if _, err := io.CopyBuffer(h, io.NewSectionReader(b, 0, b.Size()), make([]byte, 1<<20)); err != nil {
+	buf, _ := s.proofBufs.Get().(*[]byte)
+	if buf == nil {
+		buf = new(make([]byte, proofBuf))
+	}
+	defer s.proofBufs.Put(buf)
+	if _, err := io.CopyBuffer(h, io.NewSectionReader(b, 0, b.Size()), *buf); err != nil {
 		return nil, err
 	}
 	return h.Sum(nil), nil
