@@ -31,9 +31,11 @@ var verifyOpts = &ed25519.Options{Verify: ed25519.VerifyOptionsZIP_215}
 
 // verifyBatch is how many signatures are checked in one batch. Past about
 // a hundred, a batch takes the multiplication that grows slowest with its
-// size; at 256 a row costs about a seventh of a check alone. A batch with
-// a forged signature is halved until the halves pass (see checkSplit), so
-// a forged row costs about two batches' work, not 256 checks alone.
+// size; at 256 a row costs about a sixth of a check alone. A batch with a
+// forged signature is halved until the halves pass (see checkSplit), so a
+// lone forged row costs about two batches' work, not 256 checks alone;
+// rows sent with many forged ones cost about what checking each alone
+// does.
 const verifyBatch = 256
 
 // splitFloor is the size below which a failed batch's rows are checked one
@@ -49,6 +51,7 @@ func VerifyRows(g syncnode.GroupID, rows []Row) []error {
 	workers := min(runtime.GOMAXPROCS(0), chunks)
 	var wg sync.WaitGroup
 	var next atomic.Int64
+	var forged atomic.Bool // a batch of this call held a bad signature
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -56,7 +59,7 @@ func VerifyRows(g syncnode.GroupID, rows []Row) []error {
 			for c := int(next.Add(1) - 1); c < chunks; c = int(next.Add(1) - 1) {
 				lo := c * verifyBatch
 				hi := min(len(rows), lo+verifyBatch)
-				verifyChunk(g, rows[lo:hi], errs[lo:hi])
+				verifyChunk(g, rows[lo:hi], errs[lo:hi], &forged)
 			}
 		}()
 	}
@@ -73,7 +76,7 @@ type edCheck struct {
 
 // verifyChunk verifies rows, their Ed25519 signatures in one batch, into
 // errs.
-func verifyChunk(g syncnode.GroupID, rows []Row, errs []error) {
+func verifyChunk(g syncnode.GroupID, rows []Row, errs []error, forged *atomic.Bool) {
 	var checks []edCheck
 	var at []int // the row of each check
 	// A writer's key is expanded once a chunk, not once a row: most
@@ -106,39 +109,83 @@ func verifyChunk(g syncnode.GroupID, rows []Row, errs []error) {
 		checks = append(checks, edCheck{x, msg, r.Sig})
 		at = append(at, i)
 	}
-	for j, ok := range checkSplit(checks) {
+	for j, ok := range checkSplit(checks, forged) {
 		if !ok {
 			errs[at[j]] = badSig(rows[at[j]])
 		}
 	}
 }
 
-// checkSplit checks every signature of checks, in one batch if they all
-// hold, else in halves checked the same way, down to splitFloor checked
-// one by one, and reports which hold.
-func checkSplit(checks []edCheck) []bool {
-	ok := make([]bool, len(checks))
-	if len(checks) == 0 {
-		return ok
-	}
+// checkSplit checks every signature of checks and reports which hold: in
+// one batch if they all do, else by halves (see halves), and one by one
+// at splitFloor or fewer. Once a batch of the call has failed (forged),
+// a failing batch is checked one by one at once: a sender of one forged
+// row is likely to send more, and halving batches that each hold one
+// would cost more than checking their rows alone.
+func checkSplit(checks []edCheck, forged *atomic.Bool) []bool {
 	if len(checks) <= splitFloor {
-		for i, c := range checks {
-			ok[i] = ed25519.VerifyExpandedWithOptions(c.key, c.msg, c.sig, verifyOpts)
-		}
-		return ok
+		return checkEach(checks)
 	}
+	if batchHolds(checks) {
+		return allHold(len(checks))
+	}
+	if forged.Swap(true) {
+		return checkEach(checks)
+	}
+	return halves(checks)
+}
+
+// halves checks checks, known to hold a bad signature, by halves: a half
+// whose batch holds is done, a failing half is halved again. Where both
+// halves fail the bad signatures are many, and every one is checked
+// alone.
+func halves(checks []edCheck) []bool {
+	half := len(checks) / 2
+	lo, hi := checks[:half], checks[half:]
+	if len(lo) <= splitFloor {
+		return checkEach(checks)
+	}
+	loHolds, hiHolds := batchHolds(lo), len(hi) > splitFloor && batchHolds(hi)
+	switch {
+	case loHolds && hiHolds: // cannot be, the whole failing; trust neither
+		return checkEach(checks)
+	case loHolds:
+		if len(hi) <= splitFloor {
+			return append(allHold(len(lo)), checkEach(hi)...)
+		}
+		return append(allHold(len(lo)), halves(hi)...)
+	case hiHolds:
+		return append(halves(lo), allHold(len(hi))...)
+	default:
+		return checkEach(checks)
+	}
+}
+
+// batchHolds reports whether every signature of checks holds, checked in
+// one batch.
+func batchHolds(checks []edCheck) bool {
 	v := ed25519.NewBatchVerifierWithCapacity(len(checks))
 	for _, c := range checks {
 		v.AddExpandedWithOptions(c.key, c.msg, c.sig, verifyOpts)
 	}
-	if v.VerifyBatchOnly(nil) {
-		for i := range ok {
-			ok[i] = true
-		}
-		return ok
+	return v.VerifyBatchOnly(nil)
+}
+
+// checkEach checks every signature of checks alone.
+func checkEach(checks []edCheck) []bool {
+	ok := make([]bool, len(checks))
+	for i, c := range checks {
+		ok[i] = ed25519.VerifyExpandedWithOptions(c.key, c.msg, c.sig, verifyOpts)
 	}
-	half := len(checks) / 2
-	return append(checkSplit(checks[:half]), checkSplit(checks[half:])...)
+	return ok
+}
+
+func allHold(n int) []bool {
+	ok := make([]bool, n)
+	for i := range ok {
+		ok[i] = true
+	}
+	return ok
 }
 
 // ed25519Raw returns pub's raw Ed25519 key, if it is one.
