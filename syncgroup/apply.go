@@ -1,6 +1,7 @@
 package syncgroup
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -144,12 +145,33 @@ func (g *Group) check(row Row) error {
 	if m.Invitation == nil {
 		return fmt.Errorf("%w: %s joined without an invitation", ErrNotAllowed, subject)
 	}
+	if g.leftWith(subject, row, m.Invitation.Nonce) {
+		// Its leave spent the admission: only an admin's new one, for a
+		// new invitation, brings it back. Without this, a leaver could
+		// rejoin on its own at every replica the admins' revocation has
+		// not reached yet.
+		return fmt.Errorf("%w: by %s, who left since", ErrUsed, subject)
+	}
 	if m.Invitation.Group != g.spec.ID || m.Invitation.DevType != m.DevType {
 		return fmt.Errorf("%w: %s's invitation does not match its membership", ErrNotAllowed, subject)
 	}
 	// The invitation must have been valid when the member joined; its
 	// admission, an admin's change, is what makes the member one.
 	return m.Invitation.verifySig(subject, time.Unix(0, row.TS.Wall))
+}
+
+// leftWith reports whether row, p's own membership row carrying the
+// invitation whose nonce is given, would bring p back after it left: the
+// row held for p is p's own tombstone, newer than p's admission by that
+// invitation (a tombstone older than the admission is the leave of an
+// earlier membership), and row is newer still.
+func (g *Group) leftWith(p peer.ID, row Row, nonce []byte) bool {
+	cur, ok := g.rows.Get(memberPrefix + string(p))
+	if !ok || !cur.Deleted || cur.Writer != p || row.TS.Compare(cur.TS) <= 0 {
+		return false
+	}
+	a, ok := g.admission(p)
+	return ok && bytes.Equal(a.Nonce, nonce) && cur.TS.Compare(a.At) > 0
 }
 
 // ApplyOrder returns a copy of rows in the order a sync applies them:

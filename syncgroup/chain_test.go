@@ -480,3 +480,67 @@ func TestLeaveArrivingAfterARejoin(t *testing.T) {
 		t.Fatal("the member that joined again is none")
 	}
 }
+
+// TestLeaverCannotRejoinOnItsOwn: a member leaves, and before any admin
+// has revoked its admission writes its membership row again, newer than
+// its tombstone, with the invitation it joined by. A replica that holds
+// the tombstone refuses the row (ErrUsed) and counts it no member; a new
+// invitation, admitted by an admin, brings it back everywhere.
+func TestLeaverCannotRejoinOnItsOwn(t *testing.T) {
+	w := newWorld(t, 3)
+	m, other := w.devs[1], w.devs[2]
+	id := w.ids[1]
+	self, ok := m.rows.Get(MemberKey(id))
+	if !ok || self.Deleted {
+		t.Fatal("no membership row")
+	}
+	left, err := m.Leave(w.tick())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range left {
+		if _, err := other.Apply(r, w.tick()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if other.IsMember(id) {
+		t.Fatal("a member that left is one still")
+	}
+	rejoin := self
+	rejoin.TS = Timestamp{Wall: w.tick().UnixNano()}
+	rejoin.Seq = left[len(left)-1].Seq + 1
+	rejoin.Sig = nil
+	if err := SignRow(w.keys[1], m.Spec().ID, &rejoin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Apply(rejoin, w.tick()); !errors.Is(err, ErrUsed) {
+		t.Fatalf("the leaver's own row again, same invitation: %v, want ErrUsed", err)
+	}
+	if other.IsMember(id) {
+		t.Fatal("the leaver let itself back in with its old invitation")
+	}
+	// The way back: an admin's new invitation.
+	w.sync(1, 0)
+	if _, _, err := w.devs[0].RevokeLeaver(id, w.tick()); err != nil {
+		t.Fatal(err)
+	}
+	again := w.fresh(1)
+	again.ResumeFrom(m.Resume())
+	inv, err := Invite(w.keys[0], m.Spec().ID, id, syncnode.Normal, w.now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.devs[0].ObserveJoiner(m.Resume().TS, w.tick())
+	if _, ok, err := w.devs[0].Admit(inv, w.tick()); err != nil || !ok {
+		t.Fatalf("admit: %v %v", ok, err)
+	}
+	w.devs[1] = again
+	w.sync(0, 1)
+	w.must(again.Join(inv, nil, w.tick()))
+	w.all()
+	for i, d := range w.devs {
+		if !d.IsMember(id) {
+			t.Fatalf("device %d: the member invited again is none", i)
+		}
+	}
+}
