@@ -1,7 +1,6 @@
 package blobstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -27,18 +26,17 @@ var ErrLocked = errors.New("blobstore: directory is in use by another process")
 // Disk is a Store in a directory:
 //
 //	blobs/<2 hex>/<64 hex>       a final blob's bytes
-//	blobs/<2 hex>/<64 hex>.obao  its Bao outboard tree, if it is over 1 MiB (treelessMax)
-//	partial/<64 hex>{.data,.obao,.have}  a resumable verified write (.data alone up to 1 MiB)
+//	blobs/<2 hex>/<64 hex>.obao  its Bao outboard tree, if it has more than one group
+//	partial/<64 hex>{.data,.obao,.have}  a resumable verified write
 //	tmp/                         puts in progress, removed at open
 //	LOCK                         held (flock) while the store is open
 //
 // A blob is visible only once its files are renamed into blobs/, data
 // last, each fsynced before the rename and the directory after it, so a
 // crash at any point leaves either the whole blob or none of it. A blob of
-// at most treelessMax bytes is one file, not two: its tree is derived from
-// its bytes when it is opened (a blob of one group has a tree that is only
-// its size, which the data file's length gives). That halves the files
-// created, synced and renamed for small blobs, thumbnails among them.
+// one group (at most baotree.GroupSize bytes) has a tree that is only its
+// size, which the data file's length gives: it is one file, not two, which
+// halves the files created and synced for small blobs.
 type Disk struct {
 	dir  string
 	lock *os.File
@@ -117,7 +115,7 @@ func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Inf
 	if err != nil {
 		return Info{}, err
 	}
-	if !treeless(info.Size) {
+	if !sizeOnly(info.Size) {
 		if tree, err = writeTemp(tmp, ob); err != nil {
 			return Info{}, err
 		}
@@ -254,7 +252,7 @@ func (d *Disk) stat(ref syncnode.BlobRef) (Info, error) {
 		return Info{}, fmt.Errorf("blobstore: %w", err)
 	}
 	info := Info{Ref: ref, Size: fi.Size()}
-	if !treeless(fi.Size()) {
+	if !sizeOnly(fi.Size()) {
 		if _, err := os.Stat(p + ".obao"); errors.Is(err, fs.ErrNotExist) {
 			return info, fmt.Errorf("%w: %s: %d bytes and no tree", ErrDamaged, ref, fi.Size())
 		} else if err != nil {
@@ -287,12 +285,9 @@ func (d *Disk) ModTime(ref syncnode.BlobRef) (time.Time, error) {
 // Open implements Store. The tree is verified at open and every read
 // against it: a damaged copy fails with ErrDamaged, never with other bytes.
 func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
-	ob, data, err := d.tree(ref)
+	ob, err := d.readTree(ref)
 	if err != nil {
 		return nil, err
-	}
-	if data != nil { // a small blob, read and checked whole to derive its tree
-		return memReader{bytes.NewReader(data)}, nil
 	}
 	f, err := os.Open(d.path(ref))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -314,66 +309,34 @@ func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
 	return r, nil
 }
 
-// tree returns a stored blob's outboard tree: read from its file,
-// unverified; a blob of one group's, its size; or, for a blob of at most
-// treelessMax bytes with no tree stored, derived from its bytes, which
-// are then returned too, checked whole against ref. A tree on disk is
-// read whatever the size, so a large blob cut short to a small one's
-// length is damaged, not a small blob.
-func (d *Disk) tree(ref syncnode.BlobRef) (ob, data []byte, err error) {
-	p := d.path(ref)
-	fi, err := os.Stat(p)
+// readTree reads a stored blob's outboard tree, unverified. A blob of one
+// group has none stored: its tree is its size. A tree on disk is read
+// whatever the size, so a large blob cut short to one group's length
+// is damaged, not a small blob.
+func (d *Disk) readTree(ref syncnode.BlobRef) ([]byte, error) {
+	fi, err := os.Stat(d.path(ref))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
+		return nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("blobstore: %w", err)
+		return nil, fmt.Errorf("blobstore: %w", err)
 	}
-	b, err := os.ReadFile(p + ".obao")
+	b, err := os.ReadFile(d.path(ref) + ".obao")
 	switch {
 	case err == nil:
-		return b, nil, nil
+		return b, nil
 	case !errors.Is(err, fs.ErrNotExist):
-		return nil, nil, fmt.Errorf("blobstore: %w", err)
+		return nil, fmt.Errorf("blobstore: %w", err)
 	case sizeOnly(fi.Size()):
-		return sizeTree(fi.Size()), nil, nil
-	case treeless(fi.Size()):
-		return derive(ref, p)
+		return sizeTree(fi.Size()), nil
 	}
-	return nil, nil, fmt.Errorf("%w: %s: %d bytes and no tree", ErrDamaged, ref, fi.Size())
+	return nil, fmt.Errorf("%w: %s: %d bytes and no tree", ErrDamaged, ref, fi.Size())
 }
-
-// derive reads the small blob ref at path whole and returns its tree and
-// bytes, or ErrDamaged if they do not hash to ref.
-func derive(ref syncnode.BlobRef, path string) (ob, data []byte, err error) {
-	data, err = os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("blobstore: %w", err)
-	}
-	if !treeless(int64(len(data))) {
-		return nil, nil, fmt.Errorf("%w: %s: %d bytes and no tree", ErrDamaged, ref, len(data))
-	}
-	var h baotree.Hasher
-	h.Write(data)
-	root, ob := h.Sum()
-	if root != ref.Hash() {
-		return nil, nil, fmt.Errorf("%w: %s: its %d bytes hash to %x", ErrDamaged, ref, len(data), root[:8])
-	}
-	return ob, data, nil
-}
-
-// memReader reads a small blob checked whole as it was read.
-type memReader struct{ *bytes.Reader }
-
-func (memReader) Close() error { return nil }
 
 // Outboard implements Store. The tree is verified against ref: a damaged
 // one fails with ErrDamaged.
 func (d *Disk) Outboard(ref syncnode.BlobRef) ([]byte, error) {
-	ob, _, err := d.tree(ref)
+	ob, err := d.readTree(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -446,15 +409,6 @@ func (d *Disk) Delete(ref syncnode.BlobRef) error {
 	}
 	return syncDir(filepath.Dir(p))
 }
-
-// treelessMax is the largest blob whose tree is not stored: opening it
-// reads and hashes its bytes whole (under a millisecond), where a file of
-// its own would cost a file created, synced and renamed with every such
-// blob put or fetched, and an inode for every one held.
-const treelessMax = 1 << 20
-
-// treeless reports whether a blob of size bytes keeps no tree on disk.
-func treeless(size int64) bool { return size <= treelessMax }
 
 // sizeOnly reports whether a blob of size bytes has a tree that holds
 // nothing but its size: such a tree is not stored, the data file's length

@@ -23,8 +23,8 @@ import (
 // Commit it is synced (together with the data) and renamed into place as
 // the blob's tree, so a fetched blob costs two files created, not four,
 // and two fsyncs in a row: the two files', at once, then the directory's.
-// A blob of at most treelessMax bytes keeps no .obao and no .have (see
-// Disk): one file, fetched whole again after a restart.
+// A blob of one group has no .obao (see Disk): one file, one group, no
+// progress to resume.
 type diskPartial struct {
 	*groups
 	d    *Disk
@@ -44,12 +44,12 @@ func (d *Disk) OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, erro
 	}
 	base := filepath.Join(d.dir, "partial", ref.Hex())
 	var old []byte
-	if !treeless(g.size) {
+	if !sizeOnly(g.size) {
 		old, err = os.ReadFile(base + ".obao")
 	}
 	switch {
-	case treeless(g.size):
-		// Small: no tree is kept to resume by, it is fetched whole again.
+	case sizeOnly(g.size):
+		// One group: nothing to resume, it is fetched whole again.
 	case err == nil && bytes.Equal(old, outboard):
 		if have, err := os.ReadFile(base + ".have"); err == nil && len(have) == len(g.have) {
 			for i, b := range have {
@@ -103,9 +103,6 @@ func (p *diskPartial) Sync() error {
 	if err := p.f.Sync(); err != nil {
 		return fmt.Errorf("blobstore: partial %s: %w", p.ref, err)
 	}
-	if treeless(p.size) {
-		return nil // no progress is resumed without a tree kept
-	}
 	b := make([]byte, len(have))
 	for i, h := range have {
 		if h {
@@ -125,7 +122,7 @@ func (p *diskPartial) Commit() (Info, error) {
 		return info, p.remove() // stored meanwhile: nothing to sync
 	}
 	tree := p.base + ".obao"
-	if treeless(p.size) {
+	if sizeOnly(p.size) {
 		tree = ""
 	}
 	// The tree was written unsynced when the partial began: synced with
