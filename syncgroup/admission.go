@@ -150,6 +150,21 @@ func (g *Group) ObserveJoiner(ts Timestamp, now time.Time) {
 	}
 }
 
+// AdmitJoiner is Admit for a join request that carries the joiner's last
+// timestamp in the group: the replica's clock moves past it first
+// (ObserveJoiner), and the invitation an admission here holds already is
+// refused (ErrUsed) if the joiner wrote in the group since that
+// admission: it left, though the leave has not reached this admin yet.
+// Without that, the same join asked again would stand here while the
+// replicas that hold the leave refuse the joiner's row (Group.Apply).
+func (g *Group) AdmitJoiner(inv Invitation, last Timestamp, now time.Time) (row Row, ok bool, err error) {
+	if a, found := g.admission(inv.Joiner); found && bytes.Equal(a.Nonce, inv.Nonce) && a.At != (Timestamp{}) && last.Compare(a.At) > 0 {
+		return Row{}, false, fmt.Errorf("%w: by %s, who wrote in the group since it was admitted: it left", ErrUsed, inv.Joiner)
+	}
+	g.ObserveJoiner(last, now)
+	return g.Admit(inv, now)
+}
+
 // Admit records, on an admin's replica, that inv's joiner was let in: the
 // caller has checked inv against its own clock and the group's admins. It
 // returns ok false, and no row, if that admission is recorded already;

@@ -171,7 +171,9 @@ func (g *Group) leftWith(p peer.ID, row Row, nonce []byte) bool {
 		return false
 	}
 	a, ok := g.admission(p)
-	return ok && bytes.Equal(a.Nonce, nonce) && cur.TS.Compare(a.At) > 0
+	// An admission from before the chain has no time to order the leave
+	// by: its leaver waits for the admins' revocation, as before.
+	return ok && a.At != (Timestamp{}) && bytes.Equal(a.Nonce, nonce) && cur.TS.Compare(a.At) > 0
 }
 
 // ApplyOrder returns a copy of rows in the order a sync applies them:

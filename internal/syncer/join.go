@@ -276,8 +276,7 @@ func (s *Syncer) handleJoin(st network.Stream) {
 			return syncgroup.Row{}, err
 		}
 		resp.Spec = g.Genesis()
-		g.ObserveJoiner(req.TS, time.Now())
-		row, fresh, err := g.Admit(req.Invitation, time.Now())
+		row, fresh, err := g.AdmitJoiner(req.Invitation, req.TS, time.Now())
 		if err == nil && !fresh {
 			err = errNothingWritten
 		}
