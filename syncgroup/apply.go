@@ -139,7 +139,15 @@ func (g *Group) check(row Row) error {
 	if err := msgpackx.Unmarshal(row.Value, &m); err != nil {
 		return fmt.Errorf("syncgroup: membership of %s: %w", subject, err)
 	}
-	if admin || g.wasAdmin(subject) {
+	if admin {
+		return nil
+	}
+	if g.wasAdmin(subject) {
+		// A former admin needs no invitation, but its leave ends that
+		// too: only an admission since brings it back.
+		if g.leftWith(subject, row, nil) {
+			return fmt.Errorf("%w: %s, a former admin, left since", ErrUsed, subject)
+		}
 		return nil
 	}
 	if m.Invitation == nil {
@@ -161,19 +169,21 @@ func (g *Group) check(row Row) error {
 }
 
 // leftWith reports whether row, p's own membership row carrying the
-// invitation whose nonce is given, would bring p back after it left: the
-// row held for p is p's own tombstone, newer than p's admission by that
-// invitation (a tombstone older than the admission is the leave of an
-// earlier membership), and row is newer still.
+// invitation whose nonce is given (nil: a former admin's, which needs
+// none), would bring p back after it left: the row held for p is p's own
+// tombstone, newer than p's admission (a tombstone older than the
+// admission is the leave of an earlier membership), and row is newer
+// still.
 func (g *Group) leftWith(p peer.ID, row Row, nonce []byte) bool {
 	cur, ok := g.rows.Get(memberPrefix + string(p))
 	if !ok || !cur.Deleted || cur.Writer != p || row.TS.Compare(cur.TS) <= 0 {
 		return false
 	}
 	a, ok := g.admission(p)
-	// An admission from before the chain has no time to order the leave
-	// by: its leaver waits for the admins' revocation, as before.
-	return ok && a.At != (Timestamp{}) && bytes.Equal(a.Nonce, nonce) && cur.TS.Compare(a.At) > 0
+	// An admission from before the chain, or a creator's demotion, has no
+	// time to order the leave by: its leaver waits for the admins'
+	// revocation, as before.
+	return ok && a.At != (Timestamp{}) && (nonce == nil || bytes.Equal(a.Nonce, nonce)) && cur.TS.Compare(a.At) > 0
 }
 
 // ApplyOrder returns a copy of rows in the order a sync applies them:

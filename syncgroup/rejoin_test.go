@@ -157,3 +157,41 @@ func TestLegacyReadmissionAfterALeave(t *testing.T) {
 		t.Fatalf("server refused the re-joiner's row with a NEW invitation: %v", err)
 	}
 }
+
+// TestFormerAdminCannotRejoinOnItsOwn: a member made admin leaves (it
+// gives its role up, then writes its tombstone) and, before any admin
+// revokes it, writes its membership row again: a replica holding its
+// tombstone refuses the row, though a former admin needs no invitation.
+func TestFormerAdminCannotRejoinOnItsOwn(t *testing.T) {
+	w := newWorld(t, 3)
+	a, m, server := w.devs[0], w.devs[1], w.devs[2]
+	id := w.ids[1]
+	w.must(a.ChangeSpec(Change{Op: AddAdmin, Peer: id}, w.tick()))
+	w.all()
+	self, _ := m.rows.Get(MemberKey(id))
+	left, err := m.Leave(w.tick())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range ApplyOrder(left) {
+		if _, err := server.Apply(r, w.tick()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if server.IsMember(id) {
+		t.Fatal("still a member after leaving")
+	}
+	rejoin := self
+	rejoin.TS = Timestamp{Wall: w.tick().UnixNano()}
+	rejoin.Seq = left[len(left)-1].Seq + 1
+	rejoin.Sig = nil
+	if err := SignRow(w.keys[1], m.Spec().ID, &rejoin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.Apply(rejoin, w.tick()); !errors.Is(err, ErrUsed) {
+		t.Fatalf("a former admin's own row after its leave: %v, want ErrUsed", err)
+	}
+	if server.IsMember(id) {
+		t.Fatal("a former admin that left let itself back in")
+	}
+}
