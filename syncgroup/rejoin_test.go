@@ -158,36 +158,92 @@ func TestLegacyReadmissionAfterALeave(t *testing.T) {
 	}
 }
 
+// leaveAndRewrite has device i leave, applies its leave at device to
+// (which must then count it no member), and returns the membership row i
+// held before, signed again as i would write it next: newer than its
+// tombstone, carrying what it carried.
+func (w *world) leaveAndRewrite(i, to int) Row {
+	w.t.Helper()
+	m, id := w.devs[i], w.ids[i]
+	self, ok := m.rows.Get(MemberKey(id))
+	if !ok || self.Deleted {
+		w.t.Fatal("no membership row")
+	}
+	left, err := m.Leave(w.tick())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for _, r := range ApplyOrder(left) {
+		if _, err := w.devs[to].Apply(r, w.tick()); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	if w.devs[to].IsMember(id) {
+		w.t.Fatal("a member that left is one still")
+	}
+	rejoin := self
+	rejoin.TS = Timestamp{Wall: w.tick().UnixNano()}
+	rejoin.Seq = left[len(left)-1].Seq + 1
+	rejoin.Sig = nil
+	if err := SignRow(w.keys[i], m.Spec().ID, &rejoin); err != nil {
+		w.t.Fatal(err)
+	}
+	return rejoin
+}
+
+// TestLeaverCannotRejoinOnItsOwn: a member leaves, and before any admin
+// has revoked its admission writes its membership row again, newer than
+// its tombstone, with the invitation it joined by. A replica that holds
+// the tombstone refuses the row (ErrUsed) and counts it no member; a new
+// invitation, admitted by an admin, brings it back everywhere.
+func TestLeaverCannotRejoinOnItsOwn(t *testing.T) {
+	w := newWorld(t, 3)
+	m, other := w.devs[1], w.devs[2]
+	id := w.ids[1]
+	rejoin := w.leaveAndRewrite(1, 2)
+	if _, err := other.Apply(rejoin, w.tick()); !errors.Is(err, ErrUsed) {
+		t.Fatalf("the leaver's own row again, same invitation: %v, want ErrUsed", err)
+	}
+	if other.IsMember(id) {
+		t.Fatal("the leaver let itself back in with its old invitation")
+	}
+	// The way back: an admin's new invitation.
+	w.sync(1, 0)
+	if _, _, err := w.devs[0].RevokeLeaver(id, w.tick()); err != nil {
+		t.Fatal(err)
+	}
+	again := w.fresh(1)
+	again.ResumeFrom(m.Resume())
+	inv, err := Invite(w.keys[0], m.Spec().ID, id, syncnode.Normal, w.now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.devs[0].ObserveJoiner(m.Resume().TS, w.tick())
+	if _, ok, err := w.devs[0].Admit(inv, w.tick()); err != nil || !ok {
+		t.Fatalf("admit: %v %v", ok, err)
+	}
+	w.devs[1] = again
+	w.sync(0, 1)
+	w.must(again.Join(inv, nil, w.tick()))
+	w.all()
+	for i, d := range w.devs {
+		if !d.IsMember(id) {
+			t.Fatalf("device %d: the member invited again is none", i)
+		}
+	}
+}
+
 // TestFormerAdminCannotRejoinOnItsOwn: a member made admin leaves (it
 // gives its role up, then writes its tombstone) and, before any admin
 // revokes it, writes its membership row again: a replica holding its
 // tombstone refuses the row, though a former admin needs no invitation.
 func TestFormerAdminCannotRejoinOnItsOwn(t *testing.T) {
 	w := newWorld(t, 3)
-	a, m, server := w.devs[0], w.devs[1], w.devs[2]
+	a, server := w.devs[0], w.devs[2]
 	id := w.ids[1]
 	w.must(a.ChangeSpec(Change{Op: AddAdmin, Peer: id}, w.tick()))
 	w.all()
-	self, _ := m.rows.Get(MemberKey(id))
-	left, err := m.Leave(w.tick())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range ApplyOrder(left) {
-		if _, err := server.Apply(r, w.tick()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if server.IsMember(id) {
-		t.Fatal("still a member after leaving")
-	}
-	rejoin := self
-	rejoin.TS = Timestamp{Wall: w.tick().UnixNano()}
-	rejoin.Seq = left[len(left)-1].Seq + 1
-	rejoin.Sig = nil
-	if err := SignRow(w.keys[1], m.Spec().ID, &rejoin); err != nil {
-		t.Fatal(err)
-	}
+	rejoin := w.leaveAndRewrite(1, 2)
 	if _, err := server.Apply(rejoin, w.tick()); !errors.Is(err, ErrUsed) {
 		t.Fatalf("a former admin's own row after its leave: %v, want ErrUsed", err)
 	}
