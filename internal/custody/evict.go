@@ -124,7 +124,8 @@ func (c *Custody) keepAllReport() Report {
 // over the budget, planned from the LRU table rather than a listing of the
 // store: after a put or a fetch, a node under its budget does nothing, and
 // one over it checks only the oldest blobs. Passes asked for while one
-// waits to start are one pass.
+// waits to start are one pass, and a pass that finds the node within its
+// budget once it may start does nothing.
 func (c *Custody) EvictSoon() {
 	if c.cfg.BlobBudget <= 0 || c.lru.total() <= c.cfg.BlobBudget || !c.evictQueued.CompareAndSwap(false, true) {
 		return
@@ -133,6 +134,10 @@ func (c *Custody) EvictSoon() {
 		c.evictQueued.Store(false)
 		c.evictMu.Lock()
 		defer c.evictMu.Unlock()
+		// A pass that ran while this one waited may have done its work.
+		if c.lru.total() <= c.cfg.BlobBudget {
+			return
+		}
 		if _, err := c.evict(c.lru.items(), false, func(syncnode.BlobRef) bool { return false }); err != nil {
 			c.log.Error("eviction pass failed", "err", err)
 		}

@@ -1,6 +1,7 @@
 package custody
 
 import (
+	"bytes"
 	"encoding/binary"
 	"runtime"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/testkit"
 )
 
@@ -115,5 +117,55 @@ func TestLRUTimeFromABrokenClock(t *testing.T) {
 	evict, _ := planEviction(l.items(), 1, func(syncnode.BlobRef) bool { return false })
 	if want := []syncnode.BlobRef{r(3), r(2)}; !slices.Equal(evict, want) {
 		t.Fatalf("evicted %v, want the oldest first and the future one kept: %v", evict, want)
+	}
+}
+
+type evictAll struct{}
+
+func (evictAll) MayEvict(syncnode.BlobRef) (bool, error) { return true, nil }
+func (evictAll) KeepsAll() bool                          { return false }
+func (evictAll) Busy(syncnode.BlobRef) bool              { return false }
+func (evictAll) Wanted(syncnode.BlobRef) bool            { return false }
+
+// TestQueuedEvictionUnderBudgetDoesNothing: two blobs arrive while a pass
+// runs; each asks for a pass, and the first one to run brings the node
+// within its budget. The second finds nothing to do and is no pass: it
+// neither plans nor counts (a flaky count of passes in the node's tests
+// came from such empty passes).
+func TestQueuedEvictionUnderBudgetDoesNothing(t *testing.T) {
+	const size = 1 << 10
+	store := blobstore.NewMem()
+	c, err := New(Config{BlobBudget: 2 * size, ScrubPeriod: -1}, store, nil, evictAll{}, noPeers{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	passes := 0
+	hook := func(bool, int) { passes++ }
+	c.Hooks.EvictPass.Store(&hook)
+	put := func(i int) {
+		info, err := store.Put(t.Context(), bytes.NewReader(testkit.RandomBytes(size, uint64(i))), syncnode.BlobRef{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Know(info.Ref, time.Unix(int64(1000+i), 0), info.Size)
+	}
+	put(0)
+	put(1)
+	// A pass holds the lock; two more blobs arrive, each asking for a
+	// pass once the one before has started waiting.
+	c.evictMu.Lock()
+	for i := 2; i < 4; i++ {
+		put(i)
+		c.EvictSoon()
+		testkit.WaitFor(t, 5*time.Second, "the pass waiting", func() bool { return !c.evictQueued.Load() })
+	}
+	c.evictMu.Unlock()
+	c.Close()
+	if passes != 1 {
+		t.Fatalf("%d eviction passes, want 1: the second found the node within budget", passes)
+	}
+	if _, held := c.Held(); held > 2*size {
+		t.Fatalf("%d bytes held, budget %d", held, 2*size)
 	}
 }
