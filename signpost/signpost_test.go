@@ -329,3 +329,56 @@ func TestRelaysNeverPushOutTheWriter(t *testing.T) {
 		t.Fatalf("ranked %v, want the server, then the writer", got)
 	}
 }
+
+// TestScanGroupsReadsWhatScanReads: the groups ScanGroups gives for a
+// range are those of the signposts Scan gives there, and a record it
+// cannot decode stops it with an error naming the blob.
+func TestScanGroupsReadsWhatScanReads(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	st := NewStore(db)
+	rng := rand.New(rand.NewPCG(9, 9))
+	for i := range 64 {
+		sp := randSignpost(rng)
+		sp.AddGroup(syncnode.GroupID(fmt.Sprintf("g%d", i%5)))
+		if _, err := st.Merge(syncnode.RefFromHash([32]byte{byte(i * 4), byte(i) + 1}), sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[syncnode.BlobRef][]syncnode.GroupID{}
+	if err := st.Scan(func(ref syncnode.BlobRef, sp Signpost) error {
+		if h := ref.Hash(); h[0] >= 40 && h[0] < 200 {
+			want[ref] = sp.Groups()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[syncnode.BlobRef][]syncnode.GroupID{}
+	if err := st.ScanGroups(40, 200, func(ref syncnode.BlobRef, gs []syncnode.GroupID) error {
+		got[ref] = gs
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) || len(want) == 0 {
+		t.Fatalf("ScanGroups gave %d signposts, Scan %d", len(got), len(want))
+	}
+	for ref, gs := range want {
+		if fmt.Sprint(got[ref]) != fmt.Sprint(gs) {
+			t.Errorf("%s: groups %v, want %v", ref, got[ref], gs)
+		}
+	}
+	bad := syncnode.RefFromHash([32]byte{100, 1, 2})
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Set(key(bad), []byte{0xa7, 's', 1, 0xc1}) }); err != nil {
+		t.Fatal(err)
+	}
+	err := st.ScanGroups(0, 256, func(syncnode.BlobRef, []syncnode.GroupID) error { return nil })
+	if !errors.Is(err, syncnode.ErrCorruptRecord) {
+		t.Fatalf("ScanGroups over a corrupt record: %v", err)
+	}
+	stop := errors.New("stop")
+	if err := st.ScanGroups(0, 256, func(syncnode.BlobRef, []syncnode.GroupID) error { return stop }); err != stop {
+		t.Fatalf("fn's error came back as %v", err)
+	}
+}

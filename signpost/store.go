@@ -216,15 +216,54 @@ func (s *Store) Scan(fn func(syncnode.BlobRef, Signpost) error) error {
 	return s.scan(0, 256, fn)
 }
 
-// ScanRange is Scan of the signposts of the blobs whose hash begins with
-// a byte from lo up to hi (exclusive, at most 256): a pass that goes a
-// range at a time holds what it reads of that range only.
-func (s *Store) ScanRange(lo, hi int, fn func(syncnode.BlobRef, Signpost) error) error {
-	return s.scan(lo, hi, fn)
+// ScanGroups calls fn with the groups of each stored signpost of a blob
+// whose hash begins with a byte from lo up to hi (exclusive, at most
+// 256), read without its locations, until fn fails: a pass that goes a
+// range at a time holds what it reads of that range only. A record that
+// cannot be decoded stops the scan with an error naming its key.
+func (s *Store) ScanGroups(lo, hi int, fn func(syncnode.BlobRef, []syncnode.GroupID) error) error {
+	return scanRange(s, lo, hi, decodeGroups, fn)
+}
+
+// decodeGroups decodes the groups of a stored signpost.
+func decodeGroups(b []byte) ([]syncnode.GroupID, error) {
+	var d struct {
+		Groups []string `msgpack:"g"`
+	}
+	if err := kv.Decode(kv.KindSignpost, b, &d); err != nil {
+		return nil, err
+	}
+	if len(d.Groups) > MaxGroups {
+		return nil, fmt.Errorf("%w: %d groups, at most %d", ErrInvalid, len(d.Groups), MaxGroups)
+	}
+	groups := make([]syncnode.GroupID, 0, len(d.Groups))
+	for _, g := range d.Groups {
+		if g == "" || len(g) > MaxGroupIDLen {
+			return nil, fmt.Errorf("%w: group ID of %d bytes", ErrInvalid, len(g))
+		}
+		groups = append(groups, syncnode.GroupID(g))
+	}
+	return groups, nil
+}
+
+// decodeSignpost decodes a stored signpost.
+func decodeSignpost(b []byte) (Signpost, error) {
+	var d disk
+	if err := kv.Decode(kv.KindSignpost, b, &d); err != nil {
+		return Signpost{}, err
+	}
+	return d.signpost()
 }
 
 // scan is Scan of the signposts whose hash begins with a byte in [lo, hi).
 func (s *Store) scan(lo, hi int, fn func(syncnode.BlobRef, Signpost) error) error {
+	return scanRange(s, lo, hi, decodeSignpost, fn)
+}
+
+// scanRange calls fn with what decode reads of each stored signpost whose
+// hash begins with a byte in [lo, hi), until fn fails; a record decode
+// fails on stops the scan with an error naming its key.
+func scanRange[T any](s *Store, lo, hi int, decode func([]byte) (T, error), fn func(syncnode.BlobRef, T) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = kv.Signposts
@@ -239,19 +278,15 @@ func (s *Store) scan(lo, hi int, fn func(syncnode.BlobRef, Signpost) error) erro
 			if err != nil {
 				return fmt.Errorf("signpost key %x: %w", item.Key(), err)
 			}
-			var sp Signpost
-			err = item.Value(func(b []byte) error {
-				var d disk
-				if err := kv.Decode(kv.KindSignpost, b, &d); err != nil {
-					return err
-				}
-				sp, err = d.signpost()
+			var v T
+			err = item.Value(func(b []byte) (err error) {
+				v, err = decode(b)
 				return err
 			})
 			if err != nil {
 				return fmt.Errorf("signpost %s: %w", ref, err)
 			}
-			if err := fn(ref, sp); err != nil {
+			if err := fn(ref, v); err != nil {
 				return err
 			}
 		}

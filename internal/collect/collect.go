@@ -263,11 +263,11 @@ func (c *Collector) Pass(ctx context.Context) error {
 		slices.SortFunc(found, compareRefs)
 		refs[g] = slices.Clip(slices.Compact(found))
 	}
-	now := c.cfg.Now()
+	ps := &pass{mine: mine, refs: refs, start: start, now: c.cfg.Now(), alone: map[syncnode.GroupID]bool{}}
 	var waiting int64
 	step := rangeStep(refs, c.cfg.PassBatch)
 	for lo := 0; lo < 256; lo += step {
-		cands, err := c.candidates(mine, lo, lo+step)
+		cands, recs, err := c.candidates(mine, lo, lo+step)
 		if err != nil {
 			return err
 		}
@@ -275,7 +275,7 @@ func (c *Collector) Pass(ctx context.Context) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			n, err := c.blob(ref, cands[ref], mine, refs, start, now)
+			n, err := c.blob(ps, ref, cands[ref], recs[ref])
 			if err != nil {
 				c.d.Log.Warn("blob not collected", "blob", ref, "err", err)
 			}
@@ -300,6 +300,27 @@ func rangeStep(refs named, batch int) int {
 		step /= 2
 	}
 	return step
+}
+
+// pass is what one pass read, and when.
+type pass struct {
+	// mine are this node's groups, refs what their live rows name.
+	mine map[syncnode.GroupID]bool
+	refs named
+	// start is when the rows were read, now when the blobs are looked at.
+	start, now time.Time
+	// alone caches Collector.alone by group.
+	alone map[syncnode.GroupID]bool
+}
+
+// aloneIn reports, once a pass, whether g has no member but this node.
+func (c *Collector) aloneIn(ps *pass, g syncnode.GroupID) bool {
+	a, ok := ps.alone[g]
+	if !ok {
+		a = c.alone(g)
+		ps.alone[g] = a
+	}
+	return a
 }
 
 // named holds, per group, the refs its live rows name, sorted.
@@ -328,9 +349,10 @@ func compareRefs(a, b syncnode.BlobRef) int {
 
 // candidates returns the blobs whose hash begins with a byte from lo up
 // to hi (exclusive) that this node knows in its groups, with those
-// groups.
-func (c *Collector) candidates(mine map[syncnode.GroupID]bool, lo, hi int) (map[syncnode.BlobRef]map[syncnode.GroupID]bool, error) {
+// groups, and the records of the range as read then.
+func (c *Collector) candidates(mine map[syncnode.GroupID]bool, lo, hi int) (map[syncnode.BlobRef]map[syncnode.GroupID]bool, map[syncnode.BlobRef]*record, error) {
 	out := map[syncnode.BlobRef]map[syncnode.GroupID]bool{}
+	recs := map[syncnode.BlobRef]*record{}
 	add := func(ref syncnode.BlobRef, g syncnode.GroupID) {
 		if !mine[g] {
 			return
@@ -340,14 +362,14 @@ func (c *Collector) candidates(mine map[syncnode.GroupID]bool, lo, hi int) (map[
 		}
 		out[ref][g] = true
 	}
-	err := c.d.Signposts.ScanRange(lo, hi, func(ref syncnode.BlobRef, sp signpost.Signpost) error {
-		for g := range sp.SgIDs {
+	err := c.d.Signposts.ScanGroups(lo, hi, func(ref syncnode.BlobRef, groups []syncnode.GroupID) error {
+		for _, g := range groups {
 			add(ref, g)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	err = c.d.Ledger.ScanRange(lo, hi, func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
 		for g, n := range sh {
@@ -358,7 +380,7 @@ func (c *Collector) candidates(mine map[syncnode.GroupID]bool, lo, hi int) (map[
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	err = c.d.DB.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: kv.Unref, PrefetchValues: true, PrefetchSize: 64})
@@ -374,6 +396,7 @@ func (c *Collector) candidates(mine map[syncnode.GroupID]bool, lo, hi int) (map[
 			var h [syncnode.HashSize]byte
 			copy(h[:], it.Item().Key()[len(kv.Unref):])
 			ref := syncnode.RefFromHash(h)
+			recs[ref] = &r
 			for g := range r.Since {
 				add(ref, g)
 			}
@@ -383,14 +406,15 @@ func (c *Collector) candidates(mine map[syncnode.GroupID]bool, lo, hi int) (map[
 		}
 		return nil
 	})
-	return out, err
+	return out, recs, err
 }
 
 // plan applies to rec what a pass finds of ref in group g (referenced by
 // a live row or not), and reports whether the blob is due for collection
 // there, and whether rec changed.
-func (c *Collector) plan(rec *record, ref syncnode.BlobRef, g syncnode.GroupID, referenced bool, now time.Time) (due, changed bool) {
-	f := Facts{Referenced: referenced, Seen: rec.Seen[g], Opened: c.opened, Heard: c.heardOf(g), Alone: c.alone(g),
+func (c *Collector) plan(ps *pass, rec *record, ref syncnode.BlobRef, g syncnode.GroupID) (due, changed bool) {
+	referenced, now := ps.refs.in(g, ref), ps.now
+	f := Facts{Referenced: referenced, Seen: rec.Seen[g], Opened: c.opened, Heard: c.heardOf(g), Alone: c.aloneIn(ps, g),
 		Watched: c.watchedOf(ref, g, false, now)}
 	if f.Referenced && !f.Seen {
 		if rec.Seen == nil {
@@ -427,14 +451,18 @@ func (c *Collector) plan(rec *record, ref syncnode.BlobRef, g syncnode.GroupID, 
 }
 
 // blob plans and acts for ref in groups gs, and returns in how many the
-// grace runs on.
-func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]bool, refs named, start, now time.Time) (int, error) {
+// grace runs on. read is ref's record as the pass read it (nil: none):
+// planned on it first, a blob the pass leaves as it is (most of them)
+// costs no transaction; one it changes is planned again on the record
+// as it is then.
+func (c *Collector) blob(ps *pass, ref syncnode.BlobRef, gs map[syncnode.GroupID]bool, read *record) (int, error) {
 	var due []syncnode.GroupID
-	rec, err := c.update(ref, func(rec *record) bool {
+	groups := slices.Sorted(maps.Keys(gs))
+	fn := func(rec *record) bool {
 		due = due[:0]
 		changed := false
 		for g := range rec.Since {
-			if !mine[g] { // a group this node left: the grace starts again if it rejoins
+			if !ps.mine[g] { // a group this node left: the grace starts again if it rejoins
 				delete(rec.Since, g)
 				changed = true
 			}
@@ -442,18 +470,29 @@ func (c *Collector) blob(ref syncnode.BlobRef, gs, mine map[syncnode.GroupID]boo
 		// Seen stays for a group left: a member that rejoins gets the
 		// rows as they are now, not the ones that named the blob while it
 		// was out.
-		for _, g := range slices.Sorted(maps.Keys(gs)) {
-			d, ch := c.plan(rec, ref, g, refs.in(g, ref), now)
+		for _, g := range groups {
+			d, ch := c.plan(ps, rec, ref, g)
 			if d {
 				due = append(due, g)
 			}
 			changed = changed || ch
 		}
 		return changed
-	})
-	if err != nil {
-		return 0, err
 	}
+	// fn changes the record only where it reports a change, and its
+	// other effects (the watch times) only with one: a plan that changes
+	// nothing acted on the read record alone.
+	var rec record
+	if read != nil {
+		rec = *read
+	}
+	if fn(&rec) || len(due) > 0 {
+		var err error
+		if rec, err = c.update(ref, fn); err != nil {
+			return 0, err
+		}
+	}
+	start, refs, now := ps.start, ps.refs, ps.now
 	if err := c.revive(ref, rec); err != nil {
 		return 0, err
 	}
