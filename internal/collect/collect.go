@@ -72,7 +72,8 @@ func (c *Config) setDefaults() {
 // rowsPage is how many rows a pass reads at a time.
 const rowsPage = 4096
 
-// Groups are this node's groups as a pass reads them.
+// Groups are this node's groups as a pass reads them. Their rows and
+// members change only with a commit to Deps.DB (see Run).
 type Groups interface {
 	Groups() []syncnode.GroupID
 	// RowsFrom returns up to limit live rows of g under prefix from key
@@ -141,6 +142,9 @@ type Collector struct {
 	watched map[watch]time.Time
 
 	collected, deleted, passes, waiting atomic.Int64
+	// quietAt is the database's version when the last quiet pass began
+	// (see Run); 0 when the last pass was not quiet.
+	quietAt atomic.Uint64
 }
 
 // New returns a collector; opened is now.
@@ -208,7 +212,13 @@ func (c *Collector) Stats() Stats {
 // Passes returns how many passes ended since the node opened.
 func (c *Collector) Passes() int64 { return c.passes.Load() }
 
-// Run makes a pass every period until ctx ends.
+// Run makes a pass every period until ctx ends. A pass is quiet when it
+// found no grace running and no copy kept or named again, and changed
+// nothing: what it did then depends on the database alone (rows, groups
+// and their members, signposts, shares, the blobs' records), so while
+// nothing is committed to it the next pass would find the same, and ends
+// at once. An idle node with a million rows does not read them all every
+// period.
 func (c *Collector) Run(ctx context.Context) {
 	if c.cfg.Grace < 0 {
 		return
@@ -221,7 +231,7 @@ func (c *Collector) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := c.Pass(ctx); err != nil && ctx.Err() == nil {
+		if err := c.tick(ctx); err != nil && ctx.Err() == nil {
 			c.d.Log.Error("collection pass failed", "err", err)
 		}
 	}
@@ -239,6 +249,7 @@ func (c *Collector) Pass(ctx context.Context) error {
 	if c.cfg.Grace < 0 {
 		return nil
 	}
+	ver := c.version()   // the database as the pass reads it, or later
 	start := c.cfg.Now() // rows read from here on
 	mine := map[syncnode.GroupID]bool{}
 	refs := named{}
@@ -279,12 +290,36 @@ func (c *Collector) Pass(ctx context.Context) error {
 			if err != nil {
 				c.d.Log.Warn("blob not collected", "blob", ref, "err", err)
 			}
+			if err != nil {
+				ps.acted = true
+			}
 			waiting += int64(n)
 		}
 	}
 	c.waiting.Store(waiting)
+	if ps.acted || waiting > 0 {
+		ver = 0
+	}
+	c.quietAt.Store(ver)
 	c.passes.Add(1)
 	return nil
+}
+
+// tick makes Run's pass: at once, if the last one was quiet and nothing
+// was committed since it began.
+func (c *Collector) tick(ctx context.Context) error {
+	if q := c.quietAt.Load(); q != 0 && c.version() == q {
+		c.passes.Add(1) // it would find what the last one found
+		return nil
+	}
+	return c.Pass(ctx)
+}
+
+// version returns the version of the database's last commit.
+func (c *Collector) version() uint64 {
+	txn := c.d.DB.NewTransaction(false)
+	defer txn.Discard()
+	return txn.ReadTs()
 }
 
 // rangeStep is how many first bytes of a hash a pass looks at together:
@@ -311,6 +346,10 @@ type pass struct {
 	start, now time.Time
 	// alone caches Collector.alone by group.
 	alone map[syncnode.GroupID]bool
+	// acted reports a blob whose record the pass changed, or that it
+	// collected, or whose copy it kept or looked to revive: what the
+	// pass did depended on more than the database.
+	acted bool
 }
 
 // aloneIn reports, once a pass, whether g has no member but this node.
@@ -487,12 +526,16 @@ func (c *Collector) blob(ps *pass, ref syncnode.BlobRef, gs map[syncnode.GroupID
 		rec = *read
 	}
 	if fn(&rec) || len(due) > 0 {
+		ps.acted = true
 		var err error
 		if rec, err = c.update(ref, fn); err != nil {
 			return 0, err
 		}
 	}
 	start, refs, now := ps.start, ps.refs, ps.now
+	if len(rec.Revived) > 0 || rec.Kept {
+		ps.acted = true // told to Deps.Revive, or kept by pins: not the database's alone
+	}
 	if err := c.revive(ref, rec); err != nil {
 		return 0, err
 	}

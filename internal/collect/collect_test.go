@@ -638,3 +638,50 @@ func TestPassByRangesCollectsAcrossThem(t *testing.T) {
 		}
 	}
 }
+
+// TestQuietPassesEndAtOnceUntilACommit: once a pass finds nothing to do,
+// Run's passes read nothing while nothing is committed to the database.
+// A row deleted (committed, as the node's row store does) makes the next
+// one read again; passes while the grace runs read every time, and the
+// blob is collected once it is over, as without the shortcut.
+func TestQuietPassesEndAtOnceUntilACommit(t *testing.T) {
+	r := newRig(t)
+	ref := r.blob(1, g2, "a") // g2 has no other member: no round to wait for
+	reads := 0
+	r.g.afterRows = func() { reads++ }
+	tick := func(d time.Duration) {
+		t.Helper()
+		r.now = r.now.Add(d)
+		if err := r.col.Tick(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tick(time.Minute) // marks the row seen: not quiet
+	tick(time.Minute) // quiet
+	quiet := reads
+	for range 5 {
+		tick(time.Minute)
+	}
+	if reads != quiet || r.col.Passes() != 7 {
+		t.Fatalf("%d passes read rows after a quiet one with nothing committed, %d passes counted", reads-quiet, r.col.Passes())
+	}
+	delete(r.g.rows[g2], "a")
+	if err := r.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte("test/rows"), []byte{1}) }); err != nil {
+		t.Fatal(err)
+	}
+	tick(time.Minute) // finds it unreferenced
+	if reads == quiet || !r.col.Unreferenced(ref, g2) {
+		t.Fatalf("the pass after a commit did not read the rows (%d reads) or find the blob unreferenced", reads-quiet)
+	}
+	for range 3 {
+		before := reads
+		tick(grace / 4)
+		if reads == before {
+			t.Fatal("a pass with a grace running ended without reading")
+		}
+	}
+	tick(grace / 2)
+	if r.c.held[ref] || r.shares(ref, g2) != 0 {
+		t.Fatalf("not collected after its grace: held %v, shares %d", r.c.held[ref], r.shares(ref, g2))
+	}
+}
