@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/kv"
@@ -28,7 +32,46 @@ type Store struct {
 	db      *badger.DB
 	durable *kv.Durable
 	journal Journal
+
+	mu sync.Mutex
+	// saved is each group's record as this store last wrote it: a save
+	// with no rows that would write it again unchanged (a round that
+	// brought nothing) commits nothing, so an idle node neither writes
+	// nor syncs each round.
+	saved map[syncnode.GroupID]savedRecord
 }
+
+// savedRecord is a group's record as last written: encoded without its
+// version vector and this device's priority's distance and server time,
+// a copy of the vector, and the priority.
+type savedRecord struct {
+	enc  []byte
+	vv   VersionVector
+	prio syncnode.Priority
+}
+
+// same reports whether the record r and then the record now need no
+// write: equal, but for a distance that moved by less than DistanceLag
+// and a server time that moved forward by less than ServerTimeLag.
+func (r savedRecord) same(now savedRecord) bool {
+	return bytes.Equal(r.enc, now.enc) && maps.Equal(r.vv, now.vv) &&
+		math.Abs(now.prio.Distance-r.prio.Distance) < DistanceLag &&
+		!now.prio.ServerTime.Before(r.prio.ServerTime) && now.prio.ServerTime.Sub(r.prio.ServerTime) < ServerTimeLag
+}
+
+// How far this device's stored priority may lag the one in memory before
+// a save with nothing else to write writes it. The priority moves on
+// every round with a member nearer a server: the distance by a fifth of
+// its way to its target, the server time to that round's. A power cut
+// may take that much back: the device then counts itself a little
+// farther from a server, and its contact with one as older, than it was
+// (a lower priority, never a higher one) until its next rounds. Without
+// the lag, an idle device would write and sync its group record on every
+// round.
+const (
+	DistanceLag   = 0.05
+	ServerTimeLag = 10 * time.Minute
+)
 
 // A Journal logs the rows each save makes win, in the save's own
 // transaction, so that a reader of the log never misses a row the store
@@ -71,7 +114,18 @@ func ScanRows(txn *badger.Txn, g syncnode.GroupID, from string, fn func(Row) (bo
 }
 
 // NewStore returns a store over db.
-func NewStore(db *badger.DB) *Store { return &Store{db: db, durable: kv.NewDurable(db)} }
+func NewStore(db *badger.DB) *Store {
+	return &Store{db: db, durable: kv.NewDurable(db), saved: map[syncnode.GroupID]savedRecord{}}
+}
+
+// canonical returns rec as savedRecord keeps it, to tell what changed.
+func canonical(rec groupRecord) (savedRecord, error) {
+	out := savedRecord{vv: maps.Clone(rec.VV), prio: rec.Prio}
+	rec.VV, rec.Prio.Distance, rec.Prio.ServerTime = nil, 0, time.Time{}
+	var err error
+	out.enc, err = msgpack.Marshal(rec)
+	return out, err
+}
 
 // Sync returns once every save before it is on stable storage; at once
 // when they all are.
@@ -134,6 +188,17 @@ func chunkLen(rows []Row, limit int64) int {
 func (s *Store) Save(g *Group, rows []Row, prio syncnode.Priority) error {
 	id := g.spec.ID
 	rec := groupRecord{Spec: g.spec, VV: g.rows.VV(), Prio: prio, Seq: g.rows.seq}
+	same, err := canonical(rec)
+	if err != nil {
+		return fmt.Errorf("syncgroup: store %s: %w", id, err)
+	}
+	s.mu.Lock()
+	last, ok := s.saved[id]
+	s.mu.Unlock()
+	if ok && len(rows) == 0 && last.same(same) {
+		return nil
+	}
+
 	limit := s.db.MaxBatchSize() / 4
 	for {
 		n := chunkLen(rows, limit)
@@ -168,6 +233,9 @@ func (s *Store) Save(g *Group, rows []Row, prio syncnode.Priority) error {
 		}
 		g.rows.Stored(chunk, s.loader(id))
 		if last {
+			s.mu.Lock()
+			s.saved[id] = same
+			s.mu.Unlock()
 			return nil
 		}
 	}
@@ -245,6 +313,9 @@ func (s *Store) SaveAll(g *Group, prio syncnode.Priority) error {
 // kept (see Resume), on stable storage before anything is deleted.
 func (s *Store) Remove(g *Group) error {
 	id := g.spec.ID
+	s.mu.Lock()
+	delete(s.saved, id)
+	s.mu.Unlock()
 	res, err := s.Resumed(id)
 	if err != nil {
 		return err

@@ -279,3 +279,59 @@ func storedGroup(t *testing.T) (*badger.DB, *Store, *Group, peer.ID) {
 	}
 	return db, NewStore(db), g, admin
 }
+
+// TestIdleSaveWritesNothing: a save with no rows that would write the
+// group's record again unchanged (a round that brought nothing) commits
+// nothing, nor does one whose only changes are a distance less than
+// DistanceLag away and a server time less than ServerTimeLag later; any
+// other change, a distance or server time further on, or a save after
+// the replica was removed, is written and read back.
+func TestIdleSaveWritesNothing(t *testing.T) {
+	db, st, g, admin := storedGroup(t)
+	version := func() uint64 {
+		txn := db.NewTransaction(false)
+		defer txn.Discard()
+		return txn.ReadTs()
+	}
+	prio := syncnode.Priority{DevType: syncnode.Normal, ServerTime: t0}
+	if err := st.SaveAll(g, prio); err != nil {
+		t.Fatal(err)
+	}
+	save := func(what string, p syncnode.Priority, writes bool) {
+		t.Helper()
+		before := version()
+		if err := st.Save(g, nil, p); err != nil {
+			t.Fatal(err)
+		}
+		if wrote := version() != before; wrote != writes {
+			t.Fatalf("%s: wrote %v, want %v", what, wrote, writes)
+		}
+	}
+	save("the same record", prio, false)
+	prio.ServerTime = t0.Add(ServerTimeLag - time.Second)
+	save("a server time within the lag", prio, false)
+	prio.Distance = 1.5
+	save("another distance", prio, true)
+	prio.Distance = 1.5 - DistanceLag/2
+	save("a distance within the lag", prio, false)
+	prio.Distance = 1.5
+	save("the distance written", prio, false)
+	prio.ServerTime = prio.ServerTime.Add(ServerTimeLag)
+	save("a server time the lag on from the last written", prio, true)
+	prio.ServerTime = t0
+	save("an earlier server time", prio, true)
+	g.Rows().LearnedFor(VersionVector{admin: 40}, nil)
+	save("a later sequence number of this device", prio, true)
+	save("the same again", prio, false)
+	if err := st.Remove(g); err != nil {
+		t.Fatal(err)
+	}
+	save("after the replica was removed", prio, true)
+	back, err := st.Load(admin, time.Minute)
+	if err != nil || len(back) != 1 {
+		t.Fatalf("read back %d groups: %v", len(back), err)
+	}
+	if back[0].Prio.Distance != 1.5 || !back[0].Prio.ServerTime.Equal(t0) {
+		t.Fatalf("read back priority %+v, want the last one written %+v", back[0].Prio, prio)
+	}
+}
