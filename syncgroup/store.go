@@ -334,6 +334,10 @@ func (s *Store) Remove(g *Group) error {
 	if err == nil {
 		err = s.durable.Update(func(txn *badger.Txn) error { return txn.Delete(groupKey(id)) })
 	}
+	// Again: a save that ran meanwhile wrote a record now deleted.
+	s.mu.Lock()
+	delete(s.saved, id)
+	s.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("syncgroup: store: removing %s: %w", id, err)
 	}

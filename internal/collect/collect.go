@@ -143,8 +143,10 @@ type Collector struct {
 
 	collected, deleted, passes, waiting atomic.Int64
 	// quietAt is the database's version when the last quiet pass began
-	// (see Run); 0 when the last pass was not quiet.
-	quietAt atomic.Uint64
+	// (see Run), 0 when the last pass was not quiet; quietGroups are the
+	// groups it read. Run's goroutine alone touches them.
+	quietAt     uint64
+	quietGroups []syncnode.GroupID
 }
 
 // New returns a collector; opened is now.
@@ -216,8 +218,8 @@ func (c *Collector) Passes() int64 { return c.passes.Load() }
 // found no grace running and no copy kept or named again, and changed
 // nothing: what it did then depends on the database alone (rows, groups
 // and their members, signposts, shares, the blobs' records), so while
-// nothing is committed to it the next pass would find the same, and ends
-// at once. An idle node with a million rows does not read them all every
+// nothing is committed to it and the node's groups are the same, the
+// next pass would find the same, and ends at once. An idle node with a million rows does not read them all every
 // period.
 func (c *Collector) Run(ctx context.Context) {
 	if c.cfg.Grace < 0 {
@@ -246,21 +248,29 @@ func (c *Collector) Run(ctx context.Context) {
 // first byte of their hash: at a million photos, some 32 MB rather than
 // several hundred.
 func (c *Collector) Pass(ctx context.Context) error {
+	_, _, err := c.pass(ctx)
+	return err
+}
+
+// pass is Pass; it returns, if the pass was quiet (see Run), the
+// database's version as it began and the groups it read, else 0.
+func (c *Collector) pass(ctx context.Context) (uint64, []syncnode.GroupID, error) {
 	if c.cfg.Grace < 0 {
-		return nil
+		return 0, nil, nil
 	}
 	ver := c.version()   // the database as the pass reads it, or later
 	start := c.cfg.Now() // rows read from here on
 	mine := map[syncnode.GroupID]bool{}
 	refs := named{}
-	for _, g := range c.d.Groups.Groups() {
+	groups := c.d.Groups.Groups()
+	for _, g := range groups {
 		mine[g] = true
 		var found []syncnode.BlobRef
 		// A page at a time: a pass holds one page of rows, not them all.
 		for start := ""; ; {
 			rows, next, err := c.d.Groups.RowsFrom(g, "", start, rowsPage)
 			if err != nil {
-				return err
+				return 0, nil, err
 			}
 			for _, r := range rows {
 				rr, _ := syncgroup.FindRefs(r.Value)
@@ -280,11 +290,11 @@ func (c *Collector) Pass(ctx context.Context) error {
 	for lo := 0; lo < 256; lo += step {
 		cands, recs, err := c.candidates(mine, lo, lo+step)
 		if err != nil {
-			return err
+			return 0, nil, err
 		}
 		for _, ref := range slices.SortedFunc(maps.Keys(cands), compareRefs) {
 			if err := ctx.Err(); err != nil {
-				return err
+				return 0, nil, err
 			}
 			n, err := c.blob(ps, ref, cands[ref], recs[ref])
 			if err != nil {
@@ -300,19 +310,27 @@ func (c *Collector) Pass(ctx context.Context) error {
 	if ps.acted || waiting > 0 {
 		ver = 0
 	}
-	c.quietAt.Store(ver)
 	c.passes.Add(1)
-	return nil
+	return ver, sortedGroups(groups), nil
 }
 
-// tick makes Run's pass: at once, if the last one was quiet and nothing
-// was committed since it began.
+// tick makes Run's pass: at once, if the last one was quiet, nothing was
+// committed since it began, and this node's groups are the ones it read
+// (a group joined is in the database before the syncer lists it).
 func (c *Collector) tick(ctx context.Context) error {
-	if q := c.quietAt.Load(); q != 0 && c.version() == q {
+	if c.quietAt != 0 && c.version() == c.quietAt && slices.Equal(sortedGroups(c.d.Groups.Groups()), c.quietGroups) {
 		c.passes.Add(1) // it would find what the last one found
 		return nil
 	}
-	return c.Pass(ctx)
+	var err error
+	c.quietAt, c.quietGroups, err = c.pass(ctx)
+	return err
+}
+
+func sortedGroups(gs []syncnode.GroupID) []syncnode.GroupID {
+	gs = slices.Clone(gs)
+	slices.Sort(gs)
+	return gs
 }
 
 // version returns the version of the database's last commit.

@@ -640,7 +640,8 @@ func TestPassByRangesCollectsAcrossThem(t *testing.T) {
 }
 
 // TestQuietPassesEndAtOnceUntilACommit: once a pass finds nothing to do,
-// Run's passes read nothing while nothing is committed to the database.
+// Run's passes read nothing while nothing is committed to the database
+// and the node's groups stay the same.
 // A row deleted (committed, as the node's row store does) makes the next
 // one read again; passes while the grace runs read every time, and the
 // blob is collected once it is over, as without the shortcut.
@@ -665,6 +666,17 @@ func TestQuietPassesEndAtOnceUntilACommit(t *testing.T) {
 	if reads != quiet || r.col.Passes() != 7 {
 		t.Fatalf("%d passes read rows after a quiet one with nothing committed, %d passes counted", reads-quiet, r.col.Passes())
 	}
+	// A group joined is committed before the node lists it: a pass that
+	// began in between read the database as it is now, without it.
+	r.g.rows["g3"] = map[string][]byte{}
+	tick(time.Minute)
+	if reads == quiet {
+		t.Fatal("a pass after a group was added ended without reading")
+	}
+	delete(r.g.rows, "g3")
+	tick(time.Minute)
+	tick(time.Minute)
+	quiet = reads
 	delete(r.g.rows[g2], "a")
 	if err := r.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte("test/rows"), []byte{1}) }); err != nil {
 		t.Fatal(err)
