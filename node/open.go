@@ -216,7 +216,7 @@ func (n *Node) openFetching() (err error) {
 	if n.handoffs, err = handoff.New(hc, n.h, n.ledger, n.book, n.sync, n.custody, n.store, n.retr, n.log); err != nil {
 		return err
 	}
-	n.reprov = p2p.NewReprovider(n.dht.Provide, discovery.Provided{Book: n.book, HeldRefs: n.custody.HeldRefs, Holds: n.holds}, p2p.ReprovideInterval, 4, n.log)
+	n.reprov = p2p.NewReprovider(n.dht.Provide, func() bool { return n.dht.RoutingTableSize() > 0 }, discovery.Provided{Book: n.book, HeldRefs: n.custody.HeldRefs, Holds: n.holds}, p2p.ReprovideInterval, 4, n.log)
 	n.disc, err = discovery.New(*n.cfg.Fetcher, discovery.Deps{Self: n.h.ID(), Book: n.book, Signposts: n.signposts,
 		Journal: n.journal, Ledger: n.ledger, Store: n.blobs, Groups: n.sync, Grants: n.handoffs, Fetches: n.retr,
 		Announcer: n.reprov, AfterScan: n.custody.EvictSoon, Referenced: n.collector.ReferencedAll, Room: n.room}, n.log)

@@ -22,8 +22,15 @@ const (
 // node's Held lists is provided again each interval, and a blob Held no
 // longer provides is not provided again. It keeps no set of its own: the
 // node knows what it holds.
+//
+// While the DHT knows no peer (a device offline, a node alone), a provide
+// could only fail: the reprovider provides nothing then, and once the DHT
+// knows a peer again it provides every held blob, those added meanwhile
+// among them, rather than leaving them unfindable until the next
+// interval.
 type Reprovider struct {
 	provide  func(context.Context, syncnode.BlobRef) error
+	ready    func() bool
 	held     Held
 	interval time.Duration
 	workers  int
@@ -32,7 +39,13 @@ type Reprovider struct {
 	mu      sync.Mutex
 	pending map[syncnode.BlobRef]struct{}
 	kick    chan struct{}
+	// missed reports blobs not provided while the DHT knew no peer.
+	missed bool
 }
+
+// ReadyPoll is how often a reprovider that skipped provides while the DHT
+// knew no peer looks whether it knows one now.
+const ReadyPoll = 5 * time.Second
 
 // Held is what a reprovider asks of its node.
 type Held interface {
@@ -43,9 +56,13 @@ type Held interface {
 }
 
 // NewReprovider returns a reprovider that announces through provide (a
-// DHT's Provide) with workers at once the blobs held lists.
-func NewReprovider(provide func(context.Context, syncnode.BlobRef) error, held Held, interval time.Duration, workers int, log *slog.Logger) *Reprovider {
-	return &Reprovider{provide: provide, held: held, interval: interval, workers: workers, log: log,
+// DHT's Provide) with workers at once the blobs held lists, when ready
+// reports that the DHT knows a peer (nil: always).
+func NewReprovider(provide func(context.Context, syncnode.BlobRef) error, ready func() bool, held Held, interval time.Duration, workers int, log *slog.Logger) *Reprovider {
+	if ready == nil {
+		ready = func() bool { return true }
+	}
+	return &Reprovider{provide: provide, ready: ready, held: held, interval: interval, workers: workers, log: log,
 		pending: map[syncnode.BlobRef]struct{}{}, kick: make(chan struct{}, 1)}
 }
 
@@ -72,24 +89,47 @@ func (r *Reprovider) Remove(ref syncnode.BlobRef) {
 func (r *Reprovider) Run(ctx context.Context) {
 	t := time.NewTimer(r.interval)
 	defer func() { t.Stop() }()
+	var poll <-chan time.Time // while blobs wait for a peer
 	for {
+		full := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.kick:
-			r.round(ctx, true)
 		case <-t.C:
-			start := time.Now()
-			n, failed := r.round(ctx, false)
-			r.log.Info("reprovided blobs", "count", n, "failed", failed, "took", time.Now().Sub(start))
+			full = true
 			t = time.NewTimer(r.interval)
+		case <-poll:
+			r.mu.Lock()
+			if full = r.missed && r.ready(); full {
+				r.missed = false
+			}
+			r.mu.Unlock()
+			poll = nil
 		}
+		start := time.Now()
+		n, failed := r.round(ctx, !full)
+		if full {
+			r.log.Info("reprovided blobs", "count", n, "failed", failed, "took", time.Now().Sub(start))
+		}
+		r.mu.Lock()
+		if r.missed && poll == nil {
+			poll = time.After(ReadyPoll)
+		}
+		r.mu.Unlock()
 	}
 }
 
-// round provides the pending blobs, or all held ones.
+// round provides the pending blobs, or all held ones; none while the DHT
+// knows no peer, which it marks missed.
 func (r *Reprovider) round(ctx context.Context, pendingOnly bool) (provided, failed int) {
 	r.mu.Lock()
+	if !r.ready() {
+		r.missed = r.missed || len(r.pending) > 0 || !pendingOnly
+		clear(r.pending)
+		r.mu.Unlock()
+		return 0, 0
+	}
 	refs := make([]syncnode.BlobRef, 0, len(r.pending))
 	for ref := range r.pending {
 		refs = append(refs, ref)

@@ -2,13 +2,16 @@ package p2p
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/syncnode/syncnode"
@@ -78,7 +81,7 @@ func TestReproviderProvidesAndForgets(t *testing.T) {
 	hs, ds := mesh(t, 3, false)
 	cp := &countingProvide{d: ds[0], calls: map[syncnode.BlobRef]int{}}
 	held := &heldSet{m: map[syncnode.BlobRef]bool{}}
-	r := NewReprovider(cp.provide, held, 100*time.Millisecond, 4, discard)
+	r := NewReprovider(cp.provide, nil, held, 100*time.Millisecond, 4, discard)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go r.Run(ctx)
@@ -126,7 +129,7 @@ func BenchmarkReprovide(b *testing.B) {
 	var took time.Duration
 	for b.Loop() {
 		held := &heldSet{m: map[syncnode.BlobRef]bool{}}
-		r := NewReprovider(ds[0].Provide, held, time.Hour, 16, discard)
+		r := NewReprovider(ds[0].Provide, nil, held, time.Hour, 16, discard)
 		for _, ref := range refs {
 			held.set(ref, true)
 			r.Add(ref)
@@ -141,4 +144,57 @@ func BenchmarkReprovide(b *testing.B) {
 	rate := float64(n*b.N) / took.Seconds()
 	b.ReportMetric(rate, "provides/s")
 	b.ReportMetric(1e5/rate, "s-per-1e5")
+}
+
+// TestReproviderWaitsForAPeer: blobs added while the DHT knows no peer
+// (a device offline) are not tried then, each provide bound to fail;
+// once it knows one, every held blob is provided within ReadyPoll, not at
+// the next interval hours later. A blob removed meanwhile is not.
+func TestReproviderWaitsForAPeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var ready atomic.Bool
+		var mu sync.Mutex
+		calls := map[syncnode.BlobRef]int{}
+		tries := 0
+		provide := func(_ context.Context, ref syncnode.BlobRef) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if !ready.Load() {
+				tries++
+				return errors.New("failed to find any peer in table")
+			}
+			calls[ref]++
+			return nil
+		}
+		held := &heldSet{m: map[syncnode.BlobRef]bool{}}
+		r := NewReprovider(provide, ready.Load, held, 2*time.Hour, 4, discard)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go r.Run(ctx)
+		refs := testRefs(10)
+		for _, ref := range refs {
+			held.set(ref, true)
+			r.Add(ref)
+			time.Sleep(time.Second)
+		}
+		held.set(refs[3], false)
+		r.Remove(refs[3])
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		mu.Lock()
+		if tries != 0 {
+			t.Errorf("%d provides tried while the DHT knew no peer", tries)
+		}
+		mu.Unlock()
+		ready.Store(true)
+		time.Sleep(ReadyPoll)
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for i, ref := range refs {
+			if want := 1; i == 3 && calls[ref] != 0 || i != 3 && calls[ref] != want {
+				t.Errorf("blob %d provided %d times once the DHT knew a peer", i, calls[ref])
+			}
+		}
+	})
 }
