@@ -219,8 +219,8 @@ func (c *Collector) Passes() int64 { return c.passes.Load() }
 // nothing: what it did then depends on the database alone (rows, groups
 // and their members, signposts, shares, the blobs' records), so while
 // nothing is committed to it and the node's groups are the same, the
-// next pass would find the same, and ends at once. An idle node with a million rows does not read them all every
-// period.
+// next pass would find the same, and ends at once. An idle node with a
+// million rows does not read them all every period.
 func (c *Collector) Run(ctx context.Context) {
 	if c.cfg.Grace < 0 {
 		return
@@ -284,7 +284,7 @@ func (c *Collector) pass(ctx context.Context) (uint64, []syncnode.GroupID, error
 		slices.SortFunc(found, compareRefs)
 		refs[g] = slices.Clip(slices.Compact(found))
 	}
-	ps := &pass{mine: mine, refs: refs, start: start, now: c.cfg.Now(), alone: map[syncnode.GroupID]bool{}}
+	ps := &passState{mine: mine, refs: refs, start: start, now: c.cfg.Now(), alone: map[syncnode.GroupID]bool{}}
 	var waiting int64
 	step := rangeStep(refs, c.cfg.PassBatch)
 	for lo := 0; lo < 256; lo += step {
@@ -299,8 +299,6 @@ func (c *Collector) pass(ctx context.Context) (uint64, []syncnode.GroupID, error
 			n, err := c.blob(ps, ref, cands[ref], recs[ref])
 			if err != nil {
 				c.d.Log.Warn("blob not collected", "blob", ref, "err", err)
-			}
-			if err != nil {
 				ps.acted = true
 			}
 			waiting += int64(n)
@@ -355,8 +353,8 @@ func rangeStep(refs named, batch int) int {
 	return step
 }
 
-// pass is what one pass read, and when.
-type pass struct {
+// passState is what one pass read, and when.
+type passState struct {
 	// mine are this node's groups, refs what their live rows name.
 	mine map[syncnode.GroupID]bool
 	refs named
@@ -371,7 +369,7 @@ type pass struct {
 }
 
 // aloneIn reports, once a pass, whether g has no member but this node.
-func (c *Collector) aloneIn(ps *pass, g syncnode.GroupID) bool {
+func (c *Collector) aloneIn(ps *passState, g syncnode.GroupID) bool {
 	a, ok := ps.alone[g]
 	if !ok {
 		a = c.alone(g)
@@ -469,7 +467,7 @@ func (c *Collector) candidates(mine map[syncnode.GroupID]bool, lo, hi int) (map[
 // plan applies to rec what a pass finds of ref in group g (referenced by
 // a live row or not), and reports whether the blob is due for collection
 // there, and whether rec changed.
-func (c *Collector) plan(ps *pass, rec *record, ref syncnode.BlobRef, g syncnode.GroupID) (due, changed bool) {
+func (c *Collector) plan(ps *passState, rec *record, ref syncnode.BlobRef, g syncnode.GroupID) (due, changed bool) {
 	referenced, now := ps.refs.in(g, ref), ps.now
 	f := Facts{Referenced: referenced, Seen: rec.Seen[g], Opened: c.opened, Heard: c.heardOf(g), Alone: c.aloneIn(ps, g),
 		Watched: c.watchedOf(ref, g, false, now)}
@@ -512,7 +510,7 @@ func (c *Collector) plan(ps *pass, rec *record, ref syncnode.BlobRef, g syncnode
 // planned on it first, a blob the pass leaves as it is (most of them)
 // costs no transaction; one it changes is planned again on the record
 // as it is then.
-func (c *Collector) blob(ps *pass, ref syncnode.BlobRef, gs map[syncnode.GroupID]bool, read *record) (int, error) {
+func (c *Collector) blob(ps *passState, ref syncnode.BlobRef, gs map[syncnode.GroupID]bool, read *record) (int, error) {
 	var due []syncnode.GroupID
 	groups := slices.Sorted(maps.Keys(gs))
 	fn := func(rec *record) bool {
