@@ -77,14 +77,22 @@ func (h *heldSet) set(ref syncnode.BlobRef, held bool) {
 	}
 }
 
+// runReprovider runs a reprovider of an empty held set with 4 workers
+// until the test ends.
+func runReprovider(t *testing.T, provide func(context.Context, syncnode.BlobRef) error, ready func() bool, interval time.Duration) (*Reprovider, *heldSet) {
+	held := &heldSet{m: map[syncnode.BlobRef]bool{}}
+	r := NewReprovider(provide, ready, held, interval, 4, discard)
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	go r.Run(ctx)
+	return r, held
+}
+
 func TestReproviderProvidesAndForgets(t *testing.T) {
 	hs, ds := mesh(t, 3, false)
 	cp := &countingProvide{d: ds[0], calls: map[syncnode.BlobRef]int{}}
-	held := &heldSet{m: map[syncnode.BlobRef]bool{}}
-	r := NewReprovider(cp.provide, nil, held, 100*time.Millisecond, 4, discard)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	go r.Run(ctx)
+	r, held := runReprovider(t, cp.provide, nil, 100*time.Millisecond)
+	ctx := t.Context()
 	refs := testRefs(200)
 	for _, ref := range refs {
 		held.set(ref, true)
@@ -166,11 +174,7 @@ func TestReproviderWaitsForAPeer(t *testing.T) {
 			calls[ref]++
 			return nil
 		}
-		held := &heldSet{m: map[syncnode.BlobRef]bool{}}
-		r := NewReprovider(provide, ready.Load, held, 2*time.Hour, 4, discard)
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		go r.Run(ctx)
+		r, held := runReprovider(t, provide, ready.Load, 2*time.Hour)
 		refs := testRefs(10)
 		for _, ref := range refs {
 			held.set(ref, true)
