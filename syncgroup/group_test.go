@@ -13,8 +13,9 @@ import (
 	"github.com/syncnode/syncnode"
 )
 
-// deliver applies every row a knows that b does not, as a sync would.
-func deliver(t *testing.T, from, to *Group, now time.Time) []error {
+// sendMissing applies every row from knows that to does not, as a sync
+// would, and returns the refusals and from's vector as it sent them.
+func sendMissing(t *testing.T, from, to *Group, now time.Time) ([]error, VersionVector) {
 	t.Helper()
 	var errs []error
 	remote := from.Rows().VV()
@@ -23,6 +24,13 @@ func deliver(t *testing.T, from, to *Group, now time.Time) []error {
 			errs = append(errs, err)
 		}
 	}
+	return errs, remote
+}
+
+// deliver applies every row a knows that b does not, as a sync would.
+func deliver(t *testing.T, from, to *Group, now time.Time) []error {
+	t.Helper()
+	errs, remote := sendMissing(t, from, to, now)
 	if len(errs) == 0 {
 		to.Rows().Learned(remote)
 	}

@@ -16,13 +16,7 @@ import (
 // by a refusal stays so.
 func deliverFinal(t *testing.T, from, to *Group, now time.Time) []error {
 	t.Helper()
-	var errs []error
-	remote := from.Rows().VV()
-	for _, row := range missing(t, from.Rows(), to.Rows().VV(), []string{""}) {
-		if _, err := to.Apply(row, now); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs, remote := sendMissing(t, from, to, now)
 	to.Rows().Learned(remote)
 	return errs
 }
