@@ -141,18 +141,15 @@ func checkSplit(checks []edCheck, forged *atomic.Bool) []bool {
 // alone.
 func halves(checks []edCheck) []bool {
 	half := len(checks) / 2
-	lo, hi := checks[:half], checks[half:]
+	lo, hi := checks[:half], checks[half:] // hi is never the shorter
 	if len(lo) <= splitFloor {
 		return checkEach(checks)
 	}
-	loHolds, hiHolds := batchHolds(lo), len(hi) > splitFloor && batchHolds(hi)
+	loHolds, hiHolds := batchHolds(lo), batchHolds(hi)
 	switch {
 	case loHolds && hiHolds: // cannot be, the whole failing; trust neither
 		return checkEach(checks)
 	case loHolds:
-		if len(hi) <= splitFloor {
-			return append(allHold(len(lo)), checkEach(hi)...)
-		}
 		return append(allHold(len(lo)), halves(hi)...)
 	case hiHolds:
 		return append(halves(lo), allHold(len(hi))...)
@@ -180,6 +177,7 @@ func checkEach(checks []edCheck) []bool {
 	return ok
 }
 
+// allHold returns n reports that a signature holds.
 func allHold(n int) []bool {
 	ok := make([]bool, n)
 	for i := range ok {
