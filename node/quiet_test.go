@@ -1,34 +1,48 @@
 package node
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/syncnode/syncnode"
 	"github.com/syncnode/syncnode/internal/testkit"
-	"github.com/syncnode/syncnode/ownership"
 )
 
-// TestIdleNodesCommitNothing: once a device's blob is on the server with
-// its shares, rounds keep running between the two and bring nothing; then
-// neither node commits anything to its database (nor syncs it), round
-// after round. Each round used to write the group's record again, for a
-// server time a round later and a distance a little nearer the server.
+// TestIdleNodesCommitNothing: two devices with a row each keep running
+// rounds that bring nothing; then neither commits anything to its
+// database (nor syncs it), round after round. Each round used to write
+// the group's record again. With no server in the group the devices'
+// priorities stay as they are: with one, a device's distance keeps
+// nearing its target for dozens of rounds, and the record is written
+// each time it moved by DistanceLag (syncgroup's TestIdleSaveWritesNothing
+// checks that rule).
 func TestIdleNodesCommitNothing(t *testing.T) {
 	t.Parallel()
-	nodes, g := meshWith(t, true, func(*Config) {}, syncnode.Normal, syncnode.Server)
-	dev, srv := nodes[0], nodes[1]
-	ref := putBlobRow(t, dev, g, "photos/a", 64<<10, 5)
-	testkit.WaitFor(t, 20*time.Second, "the server to hold the blob with its shares", func() bool {
-		return srv.HasBlob(ref) && sharesIn(t, srv, ref, g) == ownership.CreatorShares
+	nodes, g := meshWith(t, true, func(*Config) {}, syncnode.Normal, syncnode.Normal)
+	a, b := nodes[0], nodes[1]
+	for i, n := range nodes {
+		if _, err := n.PutRow(g, fmt.Sprintf("photos/%d", i), []byte{0xa1, 'x'}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.WaitFor(t, 20*time.Second, "each device to hold both rows", func() bool {
+		for _, n := range nodes {
+			for i := range nodes {
+				if _, ok, _ := n.GetRow(g, fmt.Sprintf("photos/%d", i)); !ok {
+					return false
+				}
+			}
+		}
+		return true
 	})
 	version := func(n *Node) uint64 {
 		txn := n.db.NewTransaction(false)
 		defer txn.Discard()
 		return txn.ReadTs()
 	}
-	versions := func() [2]uint64 { return [2]uint64{version(dev), version(srv)} }
-	// The last hand-offs and their records settle first.
+	versions := func() [2]uint64 { return [2]uint64{version(a), version(b)} }
+	// The last records (the event feed's, say) settle first.
 	last, since := versions(), time.Now()
 	testkit.WaitFor(t, 30*time.Second, "a second with no commit on either node", func() bool {
 		if v := versions(); v != last {
@@ -36,12 +50,12 @@ func TestIdleNodesCommitNothing(t *testing.T) {
 		}
 		return time.Since(since) > time.Second
 	})
-	msgs, start := dev.Stats().SyncMessages+srv.Stats().SyncMessages, time.Now()
+	msgs, start := a.Stats().SyncMessages+b.Stats().SyncMessages, time.Now()
 	testkit.WaitFor(t, 20*time.Second, "ten rounds' time, rounds running", func() bool {
 		if v := versions(); v != last {
 			t.Fatalf("an idle node committed: versions %v, then %v", last, v)
 		}
 		return time.Since(start) > 10*testConfig("").SyncInterval &&
-			dev.Stats().SyncMessages+srv.Stats().SyncMessages >= msgs+10
+			a.Stats().SyncMessages+b.Stats().SyncMessages >= msgs+10
 	})
 }
