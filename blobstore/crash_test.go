@@ -281,24 +281,88 @@ func TestDamagedProgressIsRechecked(t *testing.T) {
 	}
 }
 
-// A partial blob's tree file is written without a sync: after a power
+// A partial blob's tree is written without a sync, after its bytes in
+// the partial's file (or, by earlier versions, beside it): after a power
 // loss it may be torn. A torn one is never trusted; the resume starts
 // over, and the committed blob and its tree are exact.
 func TestTornPartialTreeStartsOver(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		tear func(t *testing.T, base string, size int64, ob []byte) error
+	}{
+		{"cut short", func(t *testing.T, base string, size int64, ob []byte) error {
+			return os.Truncate(base+".data", size+int64(len(ob)/2))
+		}},
+		{"zeroed", func(t *testing.T, base string, size int64, ob []byte) error {
+			f, err := os.OpenFile(base+".data", os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteAt(make([]byte, 64), size+int64(len(ob))-64)
+			return err
+		}},
+		{"beside, cut short", func(t *testing.T, base string, size int64, ob []byte) error {
+			if err := os.Truncate(base+".data", size); err != nil {
+				return err
+			}
+			return os.WriteFile(base+".obao", ob[:len(ob)/2], 0o600)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			d, data, ref, ob := halfWritten(t, dir, 4)
+			base := filepath.Join(dir, "partial", ref.Hex())
+			if err := c.tear(t, base, int64(len(data)), ob); err != nil {
+				t.Fatal(err)
+			}
+			p, err := d.OpenPartial(ref, ob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := p.Missing(), []blobstore.Range{{Off: 0, Len: int64(len(data))}}; !slices.Equal(got, want) {
+				t.Fatalf("missing after resuming with a torn tree = %v, want %v", got, want)
+			}
+			if err := p.WriteAt(data, 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if n := checkAll(t, d); n != 1 {
+				t.Fatalf("%d blobs after commit", n)
+			}
+			if left, _ := filepath.Glob(base + "*"); len(left) > 0 {
+				t.Fatalf("partial files left after commit: %v", left)
+			}
+		})
+	}
+}
+
+// A partial an earlier version began, its tree beside its bytes, resumes
+// with its progress, and its blob is committed as one file.
+func TestEarlierPartialResumes(t *testing.T) {
 	dir := t.TempDir()
-	d, data, ref, ob := halfWritten(t, dir, 4)
+	d, data, ref, ob := halfWritten(t, dir, 5)
 	base := filepath.Join(dir, "partial", ref.Hex())
-	if err := os.Truncate(base+".obao", int64(len(ob)/2)); err != nil {
+	if err := os.Truncate(base+".data", int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(base+".obao", ob, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p, err := d.OpenPartial(ref, ob)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := p.Missing(), []blobstore.Range{{Off: 0, Len: int64(len(data))}}; !slices.Equal(got, want) {
-		t.Fatalf("missing after resuming with a torn tree = %v, want %v", got, want)
+	half := int64(len(data) / 2)
+	if got, want := p.Missing(), []blobstore.Range{{Off: half, Len: half}}; !slices.Equal(got, want) {
+		t.Fatalf("missing after resuming an earlier version's partial = %v, want %v", got, want)
 	}
-	if err := p.WriteAt(data, 0); err != nil {
+	if _, err := os.Stat(base + ".obao"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the tree beside the partial is still there: %v", err)
+	}
+	if err := p.WriteAt(data[half:], half); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.Commit(); err != nil {
@@ -307,8 +371,8 @@ func TestTornPartialTreeStartsOver(t *testing.T) {
 	if n := checkAll(t, d); n != 1 {
 		t.Fatalf("%d blobs after commit", n)
 	}
-	if left, _ := filepath.Glob(base + "*"); len(left) > 0 {
-		t.Fatalf("partial files left after commit: %v", left)
+	if files := blobFiles(dir, ref); len(files) != 1 {
+		t.Fatalf("files of the committed blob: %v, want one", files)
 	}
 }
 

@@ -25,18 +25,23 @@ var ErrLocked = errors.New("blobstore: directory is in use by another process")
 
 // Disk is a Store in a directory:
 //
-//	blobs/<2 hex>/<64 hex>       a final blob's bytes
-//	blobs/<2 hex>/<64 hex>.obao  its Bao outboard tree, if it has more than one group
-//	partial/<64 hex>{.data,.obao,.have}  a resumable verified write
+//	blobs/<2 hex>/<64 hex>       a blob's bytes, then its Bao outboard tree if it has more than one group
+//	partial/<64 hex>.data        a resumable verified write: the bytes so far, then the tree
+//	partial/<64 hex>.have        its verified groups, a hint checked again on resume
 //	tmp/                         puts in progress, removed at open
 //	LOCK                         held (flock) while the store is open
 //
-// A blob is visible only once its files are renamed into blobs/, data
-// last, each fsynced before the rename and the directory after it, so a
-// crash at any point leaves either the whole blob or none of it. A blob of
-// one group (at most baotree.GroupSize bytes) has a tree that is only its
-// size, which the data file's length gives: it is one file, not two, which
-// halves the files created and synced for small blobs.
+// A blob is visible only once its file is renamed into blobs/, fsynced
+// before the rename and the directory after it, so a crash at any point
+// leaves either the whole blob or none of it. Its tree is in the same
+// file, after its bytes: a blob costs one file created, synced and renamed,
+// not two. (The tree's length follows from the blob's, so the file's
+// length gives both.) A blob of one group (at most baotree.GroupSize bytes)
+// has a tree that is only its size: its file is its bytes alone.
+//
+// Stores written by earlier versions kept a tree beside its blob, in
+// <64 hex>.obao, with the bytes alone in <64 hex>. Such blobs are read as
+// they are; a put or fetch of one again writes it in the one-file form.
 type Disk struct {
 	dir  string
 	lock *os.File
@@ -96,19 +101,15 @@ func (d *Disk) path(ref syncnode.BlobRef) string {
 
 // Put implements Store.
 func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Info, error) {
-	tmp := filepath.Join(d.dir, "tmp")
-	f, err := os.CreateTemp(tmp, "put-")
+	f, err := os.CreateTemp(filepath.Join(d.dir, "tmp"), "put-")
 	if err != nil {
 		return Info{}, fmt.Errorf("blobstore: %w", err)
 	}
-	tree, placed := "", false
+	placed := false
 	defer func() {
 		f.Close()
 		if !placed { // a placed file is gone from tmp/: no unlink to fail
 			os.Remove(f.Name())
-			if tree != "" {
-				os.Remove(tree)
-			}
 		}
 	}()
 	info, ob, err := hashing(ctx, &writeback.Writer{F: f}, r, want, &d.bufs)
@@ -116,27 +117,28 @@ func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Inf
 		return Info{}, err
 	}
 	if !sizeOnly(info.Size) {
-		if tree, err = writeTemp(tmp, ob); err != nil {
-			return Info{}, err
+		if _, err := f.Write(ob); err != nil { // the tree, after the bytes
+			return Info{}, fmt.Errorf("blobstore: write: %w", err)
 		}
 	}
 	// A blob stored already is replaced by these verified bytes: putting
 	// a damaged blob again repairs it.
-	if err := syncBoth(f, tree); err != nil {
-		return Info{}, err
+	if err := f.Sync(); err != nil {
+		return Info{}, fmt.Errorf("blobstore: sync: %w", err)
 	}
-	if err := d.finalise(info.Ref, f.Name(), tree); err != nil {
+	if err := d.finalise(info.Ref, f.Name()); err != nil {
 		return Info{}, err
 	}
 	placed = true
 	return info, nil
 }
 
-// finalise moves a durable data file and its durable tree file (none for
-// a blob of one group) into place; the directory entries are on stable
-// storage when it returns. The tree is renamed first, so a visible blob
-// always has its tree.
-func (d *Disk) finalise(ref syncnode.BlobRef, data, tree string) error {
+// finalise moves a durable blob file (its bytes, then its tree) into
+// place; the directory entry is on stable storage when it returns. A tree
+// an earlier version kept beside the blob is removed after the rename, so
+// a crash between the two leaves the new file and a stale tree, which
+// stat tells from a current one by the length it gives.
+func (d *Disk) finalise(ref syncnode.BlobRef, file string) error {
 	final := d.path(ref)
 	if _, err := os.Stat(filepath.Dir(final)); errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
@@ -146,72 +148,13 @@ func (d *Disk) finalise(ref syncnode.BlobRef, data, tree string) error {
 			return err
 		}
 	}
-	if tree != "" {
-		if err := os.Rename(tree, final+".obao"); err != nil {
-			return fmt.Errorf("blobstore: finalise %s: %w", ref, err)
-		}
+	if err := os.Rename(file, final); err != nil {
+		return fmt.Errorf("blobstore: finalise %s: %w", ref, err)
 	}
-	if err := os.Rename(data, final); err != nil {
-		if _, serr := os.Stat(final); tree != "" && errors.Is(serr, fs.ErrNotExist) {
-			os.Remove(final + ".obao") // a tree without its bytes, which no copy uses
-		}
+	if err := syscall.Unlink(final + ".obao"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blobstore: finalise %s: %w", ref, err)
 	}
 	return syncDir(filepath.Dir(final))
-}
-
-// syncBoth fsyncs f and, at the same time, the file at path if there is
-// one: two fsyncs in flight together take about as long as one.
-func syncBoth(f *os.File, path string) error {
-	other := make(chan error, 1)
-	if path == "" {
-		other <- nil
-	} else {
-		go func() { other <- syncFile(path) }()
-	}
-	err := f.Sync()
-	if oerr := <-other; err == nil && oerr != nil {
-		return oerr
-	}
-	if err != nil {
-		return fmt.Errorf("blobstore: sync: %w", err)
-	}
-	return nil
-}
-
-// writeTemp writes b to a new file in dir, unsynced, and returns its path.
-func writeTemp(dir string, b []byte) (string, error) {
-	f, err := os.CreateTemp(dir, "w-")
-	if err != nil {
-		return "", fmt.Errorf("blobstore: %w", err)
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", fmt.Errorf("blobstore: write: %w", err)
-	}
-	return f.Name(), nil
-}
-
-// writeFileAtomic writes b to a temp file in tmpDir, fsyncs it and renames
-// it to path.
-func writeFileAtomic(path string, b []byte, tmpDir string) error {
-	name, err := writeTemp(tmpDir, b)
-	if err != nil {
-		return err
-	}
-	if err := syncFile(name); err != nil {
-		os.Remove(name)
-		return err
-	}
-	if err := os.Rename(name, path); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("blobstore: write %s: %w", filepath.Base(path), err)
-	}
-	return nil
 }
 
 // syncDir fsyncs a directory, making its entries durable.
@@ -230,9 +173,8 @@ func syncFile(path string) error {
 	return nil
 }
 
-// Stat implements Store. A blob of more than one group whose tree is
-// missing is damaged (ErrDamaged): a tree is renamed into place before
-// its bytes, so only damage leaves the bytes without it.
+// Stat implements Store. A file whose length fits no blob and its tree is
+// damaged (ErrDamaged): only damage changes a stored file's length.
 func (d *Disk) Stat(ref syncnode.BlobRef) (Info, error) {
 	info, err := d.stat(ref)
 	if err != nil {
@@ -251,15 +193,87 @@ func (d *Disk) stat(ref syncnode.BlobRef) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("blobstore: %w", err)
 	}
-	info := Info{Ref: ref, Size: fi.Size()}
-	if !sizeOnly(fi.Size()) {
-		if _, err := os.Stat(p + ".obao"); errors.Is(err, fs.ErrNotExist) {
-			return info, fmt.Errorf("%w: %s: %d bytes and no tree", ErrDamaged, ref, fi.Size())
-		} else if err != nil {
-			return Info{}, fmt.Errorf("blobstore: %w", err)
+	fm, err := formOf(ref, p, fi.Size(), false)
+	return Info{Ref: ref, Size: fm.size}, err
+}
+
+// form tells where in its file a stored blob's bytes end and where its
+// tree is.
+type form struct {
+	size int64 // the blob's bytes are [0, size) of the file
+	// tree is the blob's tree when it is not in the file: beside it (an
+	// earlier version's form) or, for a blob of one group, its size.
+	// inFile says it is in the file, from size to the end.
+	tree   []byte
+	inFile bool
+}
+
+// formOf tells the form of the file p, n bytes long, that holds ref. A
+// tree beside the file is an earlier version's, unless a crash left it
+// there right after the blob was written again in one file: it then
+// names a blob whose file would be n bytes long. With whole false, only
+// the blob's length is wanted, and of a tree beside the file only its
+// first 8 bytes are read; a file of one group's length is taken as a
+// small blob without looking beside it.
+func formOf(ref syncnode.BlobRef, p string, n int64, whole bool) (form, error) {
+	if sizeOnly(n) && !whole {
+		return form{size: n}, nil
+	}
+	old, err := readOldTree(p+".obao", whole)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if sizeOnly(n) {
+			return form{size: n, tree: sizeTree(n)}, nil
+		}
+		s, ok := dataSize(n)
+		if !ok {
+			return form{size: n}, fmt.Errorf("%w: %s: a file of %d bytes is no blob and its tree", ErrDamaged, ref, n)
+		}
+		return form{size: s, inFile: true}, nil
+	case err != nil:
+		return form{}, fmt.Errorf("blobstore: %w", err)
+	}
+	if len(old) >= 8 {
+		if h := int64(binary.LittleEndian.Uint64(old)); h != n && h > baotree.GroupSize && h < n && h+baotree.OutboardSize(h) == n {
+			return form{size: h, inFile: true}, nil // a stale tree beside a one-file blob
 		}
 	}
-	return info, nil
+	return form{size: n, tree: old}, nil
+}
+
+// readOldTree reads a tree an earlier version kept beside its blob: whole,
+// or only its first 8 bytes (the blob's length).
+func readOldTree(p string, whole bool) ([]byte, error) {
+	if whole {
+		return os.ReadFile(p)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, 8)
+	n, err := io.ReadFull(f, b)
+	if err != nil && n == 0 && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, err
+	}
+	return b[:n], nil
+}
+
+// dataSize returns the length of the blob of more than one group whose
+// bytes and tree make a file n bytes long, if there is one.
+func dataSize(n int64) (int64, bool) {
+	// A length plus its tree's grows with the length: search for n.
+	lo, hi := int64(baotree.GroupSize+1), n
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if mid+baotree.OutboardSize(mid) < n {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, lo <= n && lo+baotree.OutboardSize(lo) == n
 }
 
 type fileReader struct {
@@ -285,23 +299,11 @@ func (d *Disk) ModTime(ref syncnode.BlobRef) (time.Time, error) {
 // Open implements Store. The tree is verified at open and every read
 // against it: a damaged copy fails with ErrDamaged, never with other bytes.
 func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
-	ob, err := d.readTree(ref)
+	f, fm, ob, err := d.openCopy(ref)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(d.path(ref))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("blobstore: %w", err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("blobstore: %w", err)
-	}
-	r, err := newVerifiedReader(ref, f, fi.Size(), f, ob)
+	r, err := newVerifiedReader(ref, f, fm.size, f, ob)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -309,39 +311,62 @@ func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
 	return r, nil
 }
 
-// readTree reads a stored blob's outboard tree, unverified. A blob of one
-// group has none stored: its tree is its size. A tree on disk is read
-// whatever the size, so a large blob cut short to one group's length
-// is damaged, not a small blob.
-func (d *Disk) readTree(ref syncnode.BlobRef) ([]byte, error) {
-	fi, err := os.Stat(d.path(ref))
+// openCopy opens ref's file and reads its tree, unverified, from the file
+// itself or from beside it. The form is the one of the file opened, so a
+// put that replaces it meanwhile cannot mix two files.
+func (d *Disk) openCopy(ref syncnode.BlobRef) (*os.File, form, []byte, error) {
+	p := d.path(ref)
+	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
+		return nil, form{}, nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("blobstore: %w", err)
+		return nil, form{}, nil, fmt.Errorf("blobstore: %w", err)
 	}
-	b, err := os.ReadFile(d.path(ref) + ".obao")
-	switch {
-	case err == nil:
-		return b, nil
-	case !errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("blobstore: %w", err)
-	case sizeOnly(fi.Size()):
-		return sizeTree(fi.Size()), nil
+	fail := func(err error) (*os.File, form, []byte, error) {
+		f.Close()
+		return nil, form{}, nil, err
 	}
-	return nil, fmt.Errorf("%w: %s: %d bytes and no tree", ErrDamaged, ref, fi.Size())
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(fmt.Errorf("blobstore: %w", err))
+	}
+	fm, err := formOf(ref, p, fi.Size(), true)
+	if err != nil {
+		return fail(err)
+	}
+	ob := fm.tree
+	if fm.inFile {
+		ob = make([]byte, fi.Size()-fm.size)
+		if _, err := f.ReadAt(ob, fm.size); err != nil {
+			return fail(fmt.Errorf("blobstore: read %s: %w", ref, err))
+		}
+	}
+	return f, fm, ob, nil
 }
 
 // Outboard implements Store. The tree is verified against ref: a damaged
-// one fails with ErrDamaged.
+// one fails with ErrDamaged. The tree of a blob of one group is only its
+// length, which says nothing of ref: the bytes are verified instead (at
+// most one group), so a large blob cut short to one group's length gives
+// ErrDamaged, not the tree of a small blob.
 func (d *Disk) Outboard(ref syncnode.BlobRef) ([]byte, error) {
-	ob, err := d.readTree(ref)
+	f, fm, ob, err := d.openCopy(ref)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
 	if err := checkTree(ref, ob); err != nil {
 		return nil, err
+	}
+	if size, _ := baotree.Size(ob); sizeOnly(size) && sizeOnly(fm.size) {
+		b := make([]byte, fm.size)
+		if _, err := f.ReadAt(b, 0); err != nil {
+			return nil, fmt.Errorf("blobstore: read %s: %w", ref, err)
+		}
+		if err := baotree.VerifyGroups(ref.Hash(), ob, 0, b); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrDamaged, ref, err)
+		}
 	}
 	return ob, nil
 }

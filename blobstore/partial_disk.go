@@ -15,16 +15,18 @@ import (
 	"github.com/syncnode/syncnode/internal/writeback"
 )
 
-// diskPartial keeps a partial blob in partial/<hex>.data, its tree in
-// .obao and, after each Sync, the verified groups in .have (one byte per
-// group), written atomically after the data is fsynced. The .obao is
-// written plainly, not synced: on resume it counts only if it equals the
-// verified tree the caller brings, so a torn one means starting over. At
-// Commit it is synced (together with the data) and renamed into place as
-// the blob's tree, so a fetched blob costs two files created, not four,
-// and two fsyncs in a row: the two files', at once, then the directory's.
-// A blob of one group has no .obao (see Disk): one file, one group, no
-// progress to resume.
+// diskPartial keeps a partial blob in partial/<hex>.data: its bytes so
+// far, then its tree (for a blob of more than one group), as the blob's
+// file will hold them, and after each Sync the verified groups in .have
+// (one byte per group), written after the data is fsynced. The tree is
+// written unsynced: on resume it counts only if it equals the verified
+// tree the caller brings, so a torn one means starting over. At Commit the
+// file is synced and renamed into place as the blob's: a fetched blob
+// costs one file created, one fsync and one rename. A blob of one group
+// has no tree stored (see Disk): one group, no progress to resume.
+//
+// A partial an earlier version began kept its tree beside the data, in
+// .obao: it is resumed as well, its tree moved into the data file.
 type diskPartial struct {
 	*groups
 	d    *Disk
@@ -43,39 +45,68 @@ func (d *Disk) OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, erro
 		return nil, err
 	}
 	base := filepath.Join(d.dir, "partial", ref.Hex())
-	var old []byte
-	if !sizeOnly(g.size) {
-		old, err = os.ReadFile(base + ".obao")
-	}
-	switch {
-	case sizeOnly(g.size):
-		// One group: nothing to resume, it is fetched whole again.
-	case err == nil && bytes.Equal(old, outboard):
-		if have, err := os.ReadFile(base + ".have"); err == nil && len(have) == len(g.have) {
-			for i, b := range have {
-				g.have[i] = b == 1
-			}
-		}
-	case err == nil || errors.Is(err, fs.ErrNotExist):
-		// New, or resumed with another tree: start over. (Only one tree
-		// can match ref, so a differing old one was never verified.)
-		os.Remove(base + ".have")
-		if err := os.WriteFile(base+".obao", outboard, 0o600); err != nil {
-			return nil, fmt.Errorf("blobstore: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("blobstore: %w", err)
-	}
 	f, err := os.OpenFile(base+".data", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("blobstore: %w", err)
 	}
-	if err := f.Truncate(g.size); err != nil {
+	fail := func(err error) (Partial, error) {
 		f.Close()
-		return nil, fmt.Errorf("blobstore: %w", err)
+		return nil, fmt.Errorf("blobstore: partial %s: %w", ref, err)
+	}
+	fileLen := g.size
+	if !sizeOnly(g.size) {
+		fileLen += int64(len(outboard))
+		old, err := oldPartialTree(f, base, g.size, len(outboard))
+		if err != nil {
+			return fail(err)
+		}
+		if bytes.Equal(old, outboard) {
+			if have, err := os.ReadFile(base + ".have"); err == nil && len(have) == len(g.have) {
+				for i, b := range have {
+					g.have[i] = b == 1
+				}
+			}
+		} else {
+			// New, or resumed with another tree: start over. (Only one
+			// tree can match ref, so a differing old one was never
+			// verified.)
+			os.Remove(base + ".have")
+		}
+	}
+	if err := f.Truncate(fileLen); err != nil {
+		return fail(err)
+	}
+	if !sizeOnly(g.size) {
+		if _, err := f.WriteAt(outboard, g.size); err != nil {
+			return fail(err)
+		}
+	}
+	// A tree an earlier version kept beside the data (or, for a blob of
+	// one group, wrote at all) is in the data file now, or not needed.
+	if err := syscall.Unlink(base + ".obao"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fail(err)
 	}
 	g.recheck(f)
 	return &diskPartial{groups: g, d: d, base: base, f: f}, nil
+}
+
+// oldPartialTree returns the tree a partial of size bytes began with: the
+// n bytes after its data in f, or the tree an earlier version kept beside
+// it; nil if neither is there.
+func oldPartialTree(f *os.File, base string, size int64, n int) ([]byte, error) {
+	old, err := os.ReadFile(base + ".obao")
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return old, err
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Size() != size+int64(n) {
+		return nil, err
+	}
+	old = make([]byte, n)
+	if _, err := f.ReadAt(old, size); err != nil {
+		return nil, err
+	}
+	return old, nil
 }
 
 func (p *diskPartial) Size() int64 { return p.size }
@@ -109,7 +140,30 @@ func (p *diskPartial) Sync() error {
 			b[i] = 1
 		}
 	}
-	return writeFileAtomic(p.base+".have", b, filepath.Join(p.d.dir, "tmp"))
+	// Written in place, not replaced: the file is a hint whose every
+	// claim is verified again on resume, so a torn one costs a refetch of
+	// some groups, and a sync each time is not a file created each time.
+	if err := writeInPlace(p.base+".have", b); err != nil {
+		return fmt.Errorf("blobstore: partial %s: %w", p.ref, err)
+	}
+	return nil
+}
+
+// writeInPlace writes b over the start of the file at path, creating it
+// if needed, and fsyncs it.
+func writeInPlace(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt(b, 0)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (p *diskPartial) Commit() (Info, error) {
@@ -121,32 +175,21 @@ func (p *diskPartial) Commit() (Info, error) {
 		p.f.Close()
 		return info, p.remove() // stored meanwhile: nothing to sync
 	}
-	tree := p.base + ".obao"
-	if sizeOnly(p.size) {
-		tree = ""
-	}
 	// The tree was written unsynced when the partial began: synced with
 	// the bytes before it becomes the blob's.
-	if err := syncBoth(p.f, tree); err != nil {
+	if err := p.f.Sync(); err != nil {
 		return Info{}, fmt.Errorf("blobstore: partial %s: %w", p.ref, err)
 	}
 	if err := p.f.Close(); err != nil {
 		return Info{}, fmt.Errorf("blobstore: partial %s: %w", p.ref, err)
 	}
-	if err := p.d.finalise(p.ref, p.base+".data", tree); err != nil {
+	if err := p.d.finalise(p.ref, p.base+".data"); err != nil {
 		return Info{}, err
 	}
-	// The data and the tree were renamed into place: only the progress
-	// file, if a Sync wrote one, is left, and for a blob of one group the
-	// tree an older version may have written when the fetch began.
-	left := []string{".have"}
-	if tree == "" {
-		left = append(left, ".obao")
-	}
-	for _, ext := range left {
-		if err := syscall.Unlink(p.base + ext); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return info, fmt.Errorf("blobstore: %w", err)
-		}
+	// The file was renamed into place: only the progress file, if a Sync
+	// wrote one, is left.
+	if err := syscall.Unlink(p.base + ".have"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return info, fmt.Errorf("blobstore: %w", err)
 	}
 	return info, nil
 }

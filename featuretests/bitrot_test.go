@@ -65,7 +65,7 @@ func TestCorruptBlobNeverServed(t *testing.T) {
 
 			p := blobFile(aCfg, ref)
 			if part == "tree" {
-				rot(t, p+".obao", 40)
+				rot(t, p, int64(len(data))+40) // the tree, after the bytes
 			} else {
 				rot(t, p, 500<<10+3)
 			}
