@@ -135,9 +135,11 @@ func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Inf
 
 // finalise moves a durable blob file (its bytes, then its tree) into
 // place; the directory entry is on stable storage when it returns. A tree
-// an earlier version kept beside the blob is removed after the rename, so
-// a crash between the two leaves the new file and a stale tree, which
-// stat tells from a current one by the length it gives.
+// an earlier version kept beside the blob is removed after the rename is
+// durable (a file system without a journal may keep the removal and lose
+// the rename otherwise), and only at best: one left there, by a crash or
+// a failed unlink, is told apart from a current one by the length it
+// names.
 func (d *Disk) finalise(ref syncnode.BlobRef, file string) error {
 	final := d.path(ref)
 	if _, err := os.Stat(filepath.Dir(final)); errors.Is(err, fs.ErrNotExist) {
@@ -151,10 +153,13 @@ func (d *Disk) finalise(ref syncnode.BlobRef, file string) error {
 	if err := os.Rename(file, final); err != nil {
 		return fmt.Errorf("blobstore: finalise %s: %w", ref, err)
 	}
-	if err := syscall.Unlink(final + ".obao"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("blobstore: finalise %s: %w", ref, err)
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return err
 	}
-	return syncDir(filepath.Dir(final))
+	if err := syscall.Unlink(final + ".obao"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.log.Warn("an earlier version's tree beside a blob not removed", "blob", ref, "err", err)
+	}
+	return nil
 }
 
 // syncDir fsyncs a directory, making its entries durable.
@@ -185,15 +190,23 @@ func (d *Disk) Stat(ref syncnode.BlobRef) (Info, error) {
 
 // stat is Stat, with the blob's Info also when the copy is damaged.
 func (d *Disk) stat(ref syncnode.BlobRef) (Info, error) {
-	p := d.path(ref)
-	fi, err := os.Stat(p)
+	fi, err := os.Stat(d.path(ref))
 	if errors.Is(err, fs.ErrNotExist) {
 		return Info{}, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
 	}
 	if err != nil {
 		return Info{}, fmt.Errorf("blobstore: %w", err)
 	}
-	fm, err := formOf(ref, p, fi.Size(), false)
+	if sizeOnly(fi.Size()) {
+		return Info{Ref: ref, Size: fi.Size()}, nil // one group: the file is the bytes
+	}
+	f, fm, _, err := d.inspect(ref, false)
+	if f != nil {
+		f.Close()
+	}
+	if err != nil && !errors.Is(err, ErrDamaged) {
+		return Info{}, err
+	}
 	return Info{Ref: ref, Size: fm.size}, err
 }
 
@@ -208,37 +221,96 @@ type form struct {
 	inFile bool
 }
 
-// formOf tells the form of the file p, n bytes long, that holds ref. A
-// tree beside the file is an earlier version's, unless a crash left it
-// there right after the blob was written again in one file: it then
-// names a blob whose file would be n bytes long. With whole false, only
-// the blob's length is wanted, and of a tree beside the file only its
-// first 8 bytes are read; a file of one group's length is taken as a
-// small blob without looking beside it.
-func formOf(ref syncnode.BlobRef, p string, n int64, whole bool) (form, error) {
+// inspect opens ref's file and tells its form, reading its tree (unverified)
+// if whole. It returns the file open also with an ErrDamaged, for its
+// length. The form is that of the file opened: a put that replaces it
+// meanwhile, and removes the tree an earlier version kept beside it,
+// makes it look again rather than take the old bytes for a file without
+// its tree.
+func (d *Disk) inspect(ref syncnode.BlobRef, whole bool) (*os.File, form, []byte, error) {
+	p := d.path(ref)
+	for try := 0; ; try++ {
+		f, err := os.Open(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, form{}, nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
+		}
+		if err != nil {
+			return nil, form{}, nil, fmt.Errorf("blobstore: %w", err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, form{}, nil, fmt.Errorf("blobstore: %w", err)
+		}
+		fm, ob, err := formOf(ref, f, p, fi.Size(), whole)
+		if errors.Is(err, ErrDamaged) && try < 5 {
+			if now, serr := os.Stat(p); serr == nil && !os.SameFile(fi, now) {
+				f.Close()
+				continue // replaced while being looked at
+			}
+		}
+		if err != nil && !errors.Is(err, ErrDamaged) {
+			f.Close()
+			return nil, form{}, nil, err
+		}
+		return f, fm, ob, err
+	}
+}
+
+// formOf tells the form of f, the file p that holds ref, n bytes long,
+// and reads its tree if whole. In order:
+//
+//   - A tree beside the file that names a blob of n bytes is an earlier
+//     version's form.
+//   - A file whose length is a blob's of more than one group and its
+//     tree, with that blob's length at the start of the tree, is one
+//     file; a tree beside it is one a crash left there, right after the
+//     blob was written again in one file.
+//   - A file of one group's length with no tree beside it is a small
+//     blob (with whole false, one is taken as such without looking
+//     beside it).
+//   - Anything else is damaged; a tree beside it is still read as its
+//     tree, the only one it has.
+func formOf(ref syncnode.BlobRef, f *os.File, p string, n int64, whole bool) (form, []byte, error) {
 	if sizeOnly(n) && !whole {
-		return form{size: n}, nil
+		return form{size: n}, nil, nil
 	}
-	old, err := readOldTree(p+".obao", whole)
+	old, oerr := readOldTree(p+".obao", whole)
+	if oerr != nil && !errors.Is(oerr, fs.ErrNotExist) {
+		if whole {
+			return form{}, nil, fmt.Errorf("blobstore: %w", oerr)
+		}
+		// Listed as damaged, not a listing cut short: a read finds out.
+		return form{size: n}, nil, fmt.Errorf("%w: %s: the tree beside it: %v", ErrDamaged, ref, oerr)
+	}
+	beside := oerr == nil
+	if beside && len(old) >= 8 && int64(binary.LittleEndian.Uint64(old)) == n {
+		return form{size: n, tree: old}, old, nil
+	}
+	if s, ok := dataSize(n); ok {
+		var head [8]byte
+		if _, err := f.ReadAt(head[:], s); err != nil {
+			return form{}, nil, fmt.Errorf("blobstore: read %s: %w", ref, err)
+		}
+		if int64(binary.LittleEndian.Uint64(head[:])) == s {
+			fm := form{size: s, inFile: true}
+			if !whole {
+				return fm, nil, nil
+			}
+			ob := make([]byte, n-s)
+			if _, err := f.ReadAt(ob, s); err != nil {
+				return form{}, nil, fmt.Errorf("blobstore: read %s: %w", ref, err)
+			}
+			return fm, ob, nil
+		}
+	}
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if sizeOnly(n) {
-			return form{size: n, tree: sizeTree(n)}, nil
-		}
-		s, ok := dataSize(n)
-		if !ok {
-			return form{size: n}, fmt.Errorf("%w: %s: a file of %d bytes is no blob and its tree", ErrDamaged, ref, n)
-		}
-		return form{size: s, inFile: true}, nil
-	case err != nil:
-		return form{}, fmt.Errorf("blobstore: %w", err)
+	case beside:
+		return form{size: n, tree: old}, old, nil // damaged: Open finds the lengths differ
+	case sizeOnly(n):
+		return form{size: n, tree: sizeTree(n)}, sizeTree(n), nil
 	}
-	if len(old) >= 8 {
-		if h := int64(binary.LittleEndian.Uint64(old)); h != n && h > baotree.GroupSize && h < n && h+baotree.OutboardSize(h) == n {
-			return form{size: h, inFile: true}, nil // a stale tree beside a one-file blob
-		}
-	}
-	return form{size: n, tree: old}, nil
+	return form{size: n}, nil, fmt.Errorf("%w: %s: a file of %d bytes, no tree beside it nor after its bytes", ErrDamaged, ref, n)
 }
 
 // readOldTree reads a tree an earlier version kept beside its blob: whole,
@@ -299,8 +371,11 @@ func (d *Disk) ModTime(ref syncnode.BlobRef) (time.Time, error) {
 // Open implements Store. The tree is verified at open and every read
 // against it: a damaged copy fails with ErrDamaged, never with other bytes.
 func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
-	f, fm, ob, err := d.openCopy(ref)
+	f, fm, ob, err := d.inspect(ref, true)
 	if err != nil {
+		if f != nil {
+			f.Close()
+		}
 		return nil, err
 	}
 	r, err := newVerifiedReader(ref, f, fm.size, f, ob)
@@ -311,56 +386,27 @@ func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
 	return r, nil
 }
 
-// openCopy opens ref's file and reads its tree, unverified, from the file
-// itself or from beside it. The form is the one of the file opened, so a
-// put that replaces it meanwhile cannot mix two files.
-func (d *Disk) openCopy(ref syncnode.BlobRef) (*os.File, form, []byte, error) {
-	p := d.path(ref)
-	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, form{}, nil, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
-	}
-	if err != nil {
-		return nil, form{}, nil, fmt.Errorf("blobstore: %w", err)
-	}
-	fail := func(err error) (*os.File, form, []byte, error) {
-		f.Close()
-		return nil, form{}, nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return fail(fmt.Errorf("blobstore: %w", err))
-	}
-	fm, err := formOf(ref, p, fi.Size(), true)
-	if err != nil {
-		return fail(err)
-	}
-	ob := fm.tree
-	if fm.inFile {
-		ob = make([]byte, fi.Size()-fm.size)
-		if _, err := f.ReadAt(ob, fm.size); err != nil {
-			return fail(fmt.Errorf("blobstore: read %s: %w", ref, err))
-		}
-	}
-	return f, fm, ob, nil
-}
-
 // Outboard implements Store. The tree is verified against ref: a damaged
 // one fails with ErrDamaged. The tree of a blob of one group is only its
 // length, which says nothing of ref: the bytes are verified instead (at
 // most one group), so a large blob cut short to one group's length gives
 // ErrDamaged, not the tree of a small blob.
 func (d *Disk) Outboard(ref syncnode.BlobRef) ([]byte, error) {
-	f, fm, ob, err := d.openCopy(ref)
+	f, fm, ob, err := d.inspect(ref, true)
+	if f != nil {
+		defer f.Close()
+	}
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	if err := checkTree(ref, ob); err != nil {
 		return nil, err
 	}
-	if size, _ := baotree.Size(ob); sizeOnly(size) && sizeOnly(fm.size) {
-		b := make([]byte, fm.size)
+	if size, _ := baotree.Size(ob); sizeOnly(size) {
+		if size != fm.size {
+			return nil, fmt.Errorf("%w: %s: %d bytes stored, its tree says %d", ErrDamaged, ref, fm.size, size)
+		}
+		b := make([]byte, size)
 		if _, err := f.ReadAt(b, 0); err != nil {
 			return nil, fmt.Errorf("blobstore: read %s: %w", ref, err)
 		}

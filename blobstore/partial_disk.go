@@ -82,9 +82,16 @@ func (d *Disk) OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, erro
 		}
 	}
 	// A tree an earlier version kept beside the data (or, for a blob of
-	// one group, wrote at all) is in the data file now, or not needed.
-	if err := syscall.Unlink(base + ".obao"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fail(err)
+	// one group, wrote at all) is in the data file now, or not needed. The
+	// file is synced first when there is one, so that a power cut cannot
+	// take the progress of its last Sync with it.
+	if _, err := os.Stat(base + ".obao"); err == nil {
+		if err := f.Sync(); err != nil {
+			return fail(err)
+		}
+		if err := os.Remove(base + ".obao"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fail(err)
+		}
 	}
 	g.recheck(f)
 	return &diskPartial{groups: g, d: d, base: base, f: f}, nil
