@@ -33,6 +33,7 @@ package kv
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -337,12 +338,20 @@ func (d *Durable) Syncs() uint64 {
 	return d.finished
 }
 
-// slogger adapts slog to badger's Logger interface.
+// slogger adapts slog to badger's Logger interface. A message is
+// formatted only if its level is enabled: badger logs a debug line for
+// every batch of writes, from a fresh goroutine each time, and a call into
+// slog's logging grows that goroutine's stack whatever the level.
 type slogger struct{ log *slog.Logger }
 
-func (s slogger) Errorf(f string, a ...any) { s.log.Error(fmt.Sprintf(f, a...), "component", "badger") }
-func (s slogger) Warningf(f string, a ...any) {
-	s.log.Warn(fmt.Sprintf(f, a...), "component", "badger")
+func (s slogger) Errorf(f string, a ...any)   { s.logf(slog.LevelError, f, a) }
+func (s slogger) Warningf(f string, a ...any) { s.logf(slog.LevelWarn, f, a) }
+func (s slogger) Infof(f string, a ...any)    { s.logf(slog.LevelInfo, f, a) }
+func (s slogger) Debugf(f string, a ...any)   { s.logf(slog.LevelDebug, f, a) }
+
+func (s slogger) logf(level slog.Level, f string, a []any) {
+	if !s.log.Enabled(context.Background(), level) {
+		return
+	}
+	s.log.Log(context.Background(), level, fmt.Sprintf(f, a...), "component", "badger")
 }
-func (s slogger) Infof(f string, a ...any)  { s.log.Info(fmt.Sprintf(f, a...), "component", "badger") }
-func (s slogger) Debugf(f string, a ...any) { s.log.Debug(fmt.Sprintf(f, a...), "component", "badger") }

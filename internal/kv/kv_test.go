@@ -1,9 +1,11 @@
 package kv
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -186,5 +188,30 @@ func TestCommitThenFlush(t *testing.T) {
 	fail.Store(false)
 	if err := d.Flush(); err != nil || d.Syncs() != 3 {
 		t.Fatalf("flush after a failed sync: err %v, %d syncs (want a new one)", err, d.Syncs())
+	}
+}
+
+// countingStringer counts how often it is formatted.
+type countingStringer struct{ n *int }
+
+func (c countingStringer) String() string { *c.n++; return "formatted" }
+
+// TestBadgerLogsOnlyEnabledLevels checks that badger's log lines below the
+// logger's level are not even formatted: badger writes a debug line for
+// every batch of writes.
+func TestBadgerLogsOnlyEnabledLevels(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	formatted := 0
+	l := slogger{log}
+	l.Debugf("writing %v", countingStringer{&formatted})
+	if formatted != 0 || buf.Len() != 0 {
+		t.Fatalf("a debug line below the level: formatted %d times, logged %q", formatted, buf.String())
+	}
+	l.Infof("opened %v", countingStringer{&formatted})
+	l.Warningf("slow %v", countingStringer{&formatted})
+	l.Errorf("failed %v", countingStringer{&formatted})
+	if formatted != 3 || strings.Count(buf.String(), "formatted") != 3 || !strings.Contains(buf.String(), "component=badger") {
+		t.Fatalf("lines at or above the level: formatted %d times, logged %q", formatted, buf.String())
 	}
 }
