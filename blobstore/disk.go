@@ -1,7 +1,9 @@
 package blobstore
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -28,7 +30,8 @@ var ErrLocked = errors.New("blobstore: directory is in use by another process")
 //	blobs/<2 hex>/<64 hex>       a blob's bytes, then its Bao outboard tree if it has more than one group
 //	partial/<64 hex>.data        a resumable verified write: the bytes so far, then the tree
 //	partial/<64 hex>.have        its verified groups, a hint checked again on resume
-//	tmp/                         puts in progress, removed at open
+//	blobs/<2 hex>/.put-*         small puts in progress, removed by the first listing after a restart
+//	tmp/                         large puts in progress, removed at open
 //	LOCK                         held (flock) while the store is open
 //
 // A blob is visible only once its file is renamed into blobs/, fsynced
@@ -39,6 +42,12 @@ var ErrLocked = errors.New("blobstore: directory is in use by another process")
 // length gives both.) A blob of one group (at most baotree.GroupSize bytes)
 // has a tree that is only its size: its file is its bytes alone.
 //
+// A put of at most putBufSize bytes is hashed in memory first and written
+// beside its final place, in the blob's own directory: concurrent small
+// puts then create and rename their files in 256 directories, not all in
+// tmp/, whose lock they would queue on, and a rename within a directory
+// does not take the file system's lock for renames across directories.
+//
 // Stores written by earlier versions kept a tree beside its blob, in
 // <64 hex>.obao, with the bytes alone in <64 hex>. Such blobs are read as
 // they are; a put or fetch of one again writes it in the one-file form.
@@ -47,6 +56,9 @@ type Disk struct {
 	lock *os.File
 	log  *slog.Logger
 	bufs putBuffers
+	// putPrefix begins the names of small puts' files, with a token
+	// drawn at open: a file with another was left by a crash.
+	putPrefix string
 }
 
 var _ Store = (*Disk)(nil)
@@ -67,7 +79,7 @@ func OpenDisk(dir string, log *slog.Logger) (*Disk, error) {
 		lock.Close()
 		return nil, fmt.Errorf("%w: %s: %v", ErrLocked, dir, err)
 	}
-	d := &Disk{dir: dir, lock: lock, log: log}
+	d := &Disk{dir: dir, lock: lock, log: log, putPrefix: ".put-" + rand.Text()[:8] + "-"}
 	if n, err := d.gcTemp(); err != nil {
 		lock.Close()
 		return nil, err
@@ -101,6 +113,65 @@ func (d *Disk) path(ref syncnode.BlobRef) string {
 
 // Put implements Store.
 func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Info, error) {
+	if err := ctx.Err(); err != nil {
+		return Info{}, err
+	}
+	first := d.bufs.get()
+	defer d.bufs.put(first)
+	n, err := io.ReadFull(r, first)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		return d.putSmall(first[:n], want)
+	case err != nil:
+		return Info{}, fmt.Errorf("blobstore: read input: %w", err)
+	}
+	return d.putLarge(ctx, io.MultiReader(bytes.NewReader(first), r), want)
+}
+
+// putSmall stores data, hashed in memory, through a file in the blob's
+// own directory.
+func (d *Disk) putSmall(data []byte, want syncnode.BlobRef) (Info, error) {
+	var h baotree.Hasher
+	h.Write(data)
+	root, ob := h.Sum()
+	info := Info{Ref: syncnode.RefFromHash(root), Size: int64(len(data))}
+	if !want.IsZero() && info.Ref != want {
+		return Info{}, fmt.Errorf("blobstore: %w: got %s, want %s", syncnode.ErrHashMismatch, info.Ref, want)
+	}
+	dir, err := d.shardDir(info.Ref)
+	if err != nil {
+		return Info{}, err
+	}
+	f, err := os.CreateTemp(dir, d.putPrefix)
+	if err != nil {
+		return Info{}, fmt.Errorf("blobstore: %w", err)
+	}
+	placed := false
+	defer func() {
+		f.Close()
+		if !placed {
+			os.Remove(f.Name())
+		}
+	}()
+	if !sizeOnly(info.Size) {
+		data = append(data, ob...) // the tree, after the bytes; data has room up to putBufSize only
+	}
+	if _, err := f.Write(data); err != nil {
+		return Info{}, fmt.Errorf("blobstore: write: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return Info{}, fmt.Errorf("blobstore: sync: %w", err)
+	}
+	if err := d.finalise(info.Ref, f.Name()); err != nil {
+		return Info{}, err
+	}
+	placed = true
+	return info, nil
+}
+
+// putLarge stores the bytes of r, hashing them as they are written to a
+// file in tmp/.
+func (d *Disk) putLarge(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Info, error) {
 	f, err := os.CreateTemp(filepath.Join(d.dir, "tmp"), "put-")
 	if err != nil {
 		return Info{}, fmt.Errorf("blobstore: %w", err)
@@ -133,6 +204,21 @@ func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Inf
 	return info, nil
 }
 
+// shardDir returns the directory of ref's file, made (and its entry
+// synced) if needed.
+func (d *Disk) shardDir(ref syncnode.BlobRef) (string, error) {
+	dir := filepath.Dir(d.path(ref))
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", fmt.Errorf("blobstore: %w", err)
+		}
+		if err := syncDir(filepath.Join(d.dir, "blobs")); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
 // finalise moves a durable blob file (its bytes, then its tree) into
 // place; the directory entry is on stable storage when it returns. A tree
 // an earlier version kept beside the blob is removed after the rename is
@@ -142,13 +228,8 @@ func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Inf
 // names.
 func (d *Disk) finalise(ref syncnode.BlobRef, file string) error {
 	final := d.path(ref)
-	if _, err := os.Stat(filepath.Dir(final)); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
-			return fmt.Errorf("blobstore: %w", err)
-		}
-		if err := syncDir(filepath.Join(d.dir, "blobs")); err != nil {
-			return err
-		}
+	if _, err := d.shardDir(ref); err != nil {
+		return err
 	}
 	if err := os.Rename(file, final); err != nil {
 		return fmt.Errorf("blobstore: finalise %s: %w", ref, err)
@@ -431,6 +512,7 @@ func (d *Disk) List(fn func(Info) error) error {
 		for _, e := range ents {
 			ref, ok := refFromName(e.Name())
 			if !ok {
+				d.removeStalePut(filepath.Join(d.dir, "blobs", s.Name()), e)
 				continue
 			}
 			info, err := d.stat(ref)
@@ -449,6 +531,19 @@ func (d *Disk) List(fn func(Info) error) error {
 		}
 	}
 	return nil
+}
+
+// removeStalePut removes e, in dir, if it is a small put's file that a
+// crash left: one named by another opening of the store.
+func (d *Disk) removeStalePut(dir string, e fs.DirEntry) {
+	if !strings.HasPrefix(e.Name(), ".put-") || strings.HasPrefix(e.Name(), d.putPrefix) {
+		return
+	}
+	if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.log.Warn("a put's file left by a crash not removed", "file", e.Name(), "err", err)
+		return
+	}
+	d.log.Info("removed a put's file left by a crash", "file", e.Name())
 }
 
 func refFromName(name string) (syncnode.BlobRef, bool) {

@@ -157,9 +157,12 @@ func TestEarlierBlobPutAgainWhileRead(t *testing.T) {
 	}
 	// toTwoFiles turns the blob into the two-file form without a moment
 	// a reader could see it otherwise: the tree beside first, then the
-	// bytes alone renamed over the file.
+	// bytes alone renamed over the file, each whole as it appears.
 	toTwoFiles := func() {
-		if err := os.WriteFile(path+".obao", whole[len(data):], 0o600); err != nil {
+		if err := os.WriteFile(path+".otmp", whole[len(data):], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".otmp", path+".obao"); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
