@@ -86,7 +86,7 @@ func TestRelayedTransferRefused(t *testing.T) {
 // as fast as they come.
 func TestRelayedTransferThrottled(t *testing.T) {
 	a, b, r := relayed(t)
-	const size, rate = 3 << 19, 1 << 20 // 1.5 MiB at 1 MiB/s
+	const size, rate = 3 << 19, 1 << 19 // 1.5 MiB at 512 KiB/s
 	data := testkit.RandomBytes(size, 2)
 	ref := put(t, a.store, data)
 
@@ -101,7 +101,8 @@ func TestRelayedTransferThrottled(t *testing.T) {
 		t.Fatalf("the result does not name the relay: %v", res.Relayed)
 	}
 	// The limiter's burst (256 KiB) comes at once; the rest at rate.
-	if floor := time.Duration(float64(size-256<<10) / rate * float64(time.Second)); throttled < floor {
+	floor := time.Duration(float64(size-256<<10) / rate * float64(time.Second))
+	if throttled < floor {
 		t.Fatalf("%d bytes throttled to %d B/s took %v, under %v", size, rate, throttled, floor)
 	}
 
@@ -111,13 +112,16 @@ func TestRelayedTransferThrottled(t *testing.T) {
 		t.Fatal(err)
 	}
 	allowed := time.Since(start)
-	if allowed > throttled/2 {
-		t.Fatalf("unthrottled relayed fetch took %v, throttled %v", allowed, throttled)
+	// Faster than the throttle would let it be: under a loaded machine
+	// (and -race) the unthrottled fetch of 1.5 MiB can take a second,
+	// half the floor.
+	if allowed >= floor {
+		t.Fatalf("unthrottled relayed fetch took %v, no faster than the throttle's floor %v (throttled %v)", allowed, floor, throttled)
 	}
 	if got := content(t, free.store, ref); string(got) != string(data) {
 		t.Fatal("relayed copy differs")
 	}
-	t.Logf("1.5 MiB through a relay: throttled to 1 MiB/s %v, allowed %v", throttled.Round(time.Millisecond), allowed.Round(time.Millisecond))
+	t.Logf("1.5 MiB through a relay: throttled to 512 KiB/s %v, allowed %v", throttled.Round(time.Millisecond), allowed.Round(time.Millisecond))
 }
 
 // A direct connection that appears while a fetch waits (as hole punching
