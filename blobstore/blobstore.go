@@ -224,18 +224,18 @@ func hashing(ctx context.Context, w io.Writer, r io.Reader, want syncnode.BlobRe
 				return err
 			}
 			buf := <-free
-			n, err := io.ReadFull(r, buf)
+			n, ended, err := fill(r, buf)
 			if n > 0 {
 				h.Write(buf[:n])
 				work <- buf[:n]
 			} else {
 				free <- buf
 			}
-			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				return nil
-			}
 			if err != nil {
 				return fmt.Errorf("blobstore: read input: %w", err)
+			}
+			if ended {
+				return nil
 			}
 		}
 	}()
@@ -252,6 +252,24 @@ func hashing(ctx context.Context, w io.Writer, r io.Reader, want syncnode.BlobRe
 		return Info{}, nil, fmt.Errorf("blobstore: %w: got %s, want %s", syncnode.ErrHashMismatch, info.Ref, want)
 	}
 	return info, ob, nil
+}
+
+// fill reads r into buf until buf is full or r ends, and reports whether
+// it ended. Only io.EOF ends r: an io.ErrUnexpectedEOF from r itself (a
+// body shorter than its Content-Length, a multipart part cut off) is an
+// error, not a shorter blob, as io.ReadFull would make it.
+func fill(r io.Reader, buf []byte) (n int, ended bool, err error) {
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err == io.EOF {
+			return n, true, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
 }
 
 // Holds reports whether s holds ref, whole and verified.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -59,6 +60,11 @@ type Disk struct {
 	// putPrefix begins the names of small puts' files, with a token
 	// drawn at open: a file with another was left by a crash.
 	putPrefix string
+	// durableShards holds the blob directories whose entries in blobs/
+	// this opening has synced (see shardDir).
+	durableShards sync.Map
+	// dirSynced, if not nil, is told of every directory sync (tests).
+	dirSynced func(dir string)
 }
 
 var _ Store = (*Disk)(nil)
@@ -118,14 +124,19 @@ func (d *Disk) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (Inf
 	}
 	first := d.bufs.get()
 	defer d.bufs.put(first)
-	n, err := io.ReadFull(r, first)
-	switch {
-	case err == io.EOF || err == io.ErrUnexpectedEOF:
-		return d.putSmall(first[:n], want)
-	case err != nil:
+	n, ended, err := fill(r, first)
+	if err == nil && !ended { // full: a blob of exactly putBufSize bytes ends here
+		var one [1]byte
+		var k int
+		k, ended, err = fill(r, one[:])
+		if k == 1 {
+			return d.putLarge(ctx, io.MultiReader(bytes.NewReader(first), bytes.NewReader(one[:]), r), want)
+		}
+	}
+	if err != nil {
 		return Info{}, fmt.Errorf("blobstore: read input: %w", err)
 	}
-	return d.putLarge(ctx, io.MultiReader(bytes.NewReader(first), r), want)
+	return d.putSmall(first[:n], want)
 }
 
 // putSmall stores data, hashed in memory, through a file in the blob's
@@ -204,18 +215,24 @@ func (d *Disk) putLarge(ctx context.Context, r io.Reader, want syncnode.BlobRef)
 	return info, nil
 }
 
-// shardDir returns the directory of ref's file, made (and its entry
-// synced) if needed.
+// shardDir returns the directory of ref's file, made if needed, with its
+// entry in blobs/ on stable storage. That is made sure of once a
+// directory per opening, by the first put in it, whoever made the
+// directory: a put that found it made by another put still syncing
+// blobs/, or by a process that crashed before syncing it, would
+// otherwise return before the directory holding its blob is durable.
 func (d *Disk) shardDir(ref syncnode.BlobRef) (string, error) {
 	dir := filepath.Dir(d.path(ref))
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return "", fmt.Errorf("blobstore: %w", err)
-		}
-		if err := syncDir(filepath.Join(d.dir, "blobs")); err != nil {
-			return "", err
-		}
+	if _, ok := d.durableShards.Load(dir); ok {
+		return dir, nil
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("blobstore: %w", err)
+	}
+	if err := d.syncDir(filepath.Join(d.dir, "blobs")); err != nil {
+		return "", err
+	}
+	d.durableShards.Store(dir, true)
 	return dir, nil
 }
 
@@ -234,7 +251,7 @@ func (d *Disk) finalise(ref syncnode.BlobRef, file string) error {
 	if err := os.Rename(file, final); err != nil {
 		return fmt.Errorf("blobstore: finalise %s: %w", ref, err)
 	}
-	if err := syncDir(filepath.Dir(final)); err != nil {
+	if err := d.syncDir(filepath.Dir(final)); err != nil {
 		return err
 	}
 	if err := syscall.Unlink(final + ".obao"); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -245,6 +262,14 @@ func (d *Disk) finalise(ref syncnode.BlobRef, file string) error {
 
 // syncDir fsyncs a directory, making its entries durable.
 func syncDir(dir string) error { return syncFile(dir) }
+
+// syncDir fsyncs a directory of the store, telling dirSynced first.
+func (d *Disk) syncDir(dir string) error {
+	if d.dirSynced != nil {
+		d.dirSynced(dir)
+	}
+	return syncDir(dir)
+}
 
 // syncFile fsyncs the file or directory at path.
 func syncFile(path string) error {
@@ -539,11 +564,12 @@ func (d *Disk) removeStalePut(dir string, e fs.DirEntry) {
 	if !strings.HasPrefix(e.Name(), ".put-") || strings.HasPrefix(e.Name(), d.putPrefix) {
 		return
 	}
-	if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	switch err := os.Remove(filepath.Join(dir, e.Name())); {
+	case err == nil:
+		d.log.Info("removed a put's file left by a crash", "file", e.Name())
+	case !errors.Is(err, fs.ErrNotExist):
 		d.log.Warn("a put's file left by a crash not removed", "file", e.Name(), "err", err)
-		return
 	}
-	d.log.Info("removed a put's file left by a crash", "file", e.Name())
 }
 
 func refFromName(name string) (syncnode.BlobRef, bool) {
@@ -573,7 +599,7 @@ func (d *Disk) Delete(ref syncnode.BlobRef) error {
 	if err := syscall.Unlink(p + ".obao"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blobstore: %w", err)
 	}
-	return syncDir(filepath.Dir(p))
+	return d.syncDir(filepath.Dir(p))
 }
 
 // sizeOnly reports whether a blob of size bytes has a tree that holds
