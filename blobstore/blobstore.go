@@ -73,6 +73,14 @@ type Adopter interface {
 	Adopt(ctx context.Context, ref syncnode.BlobRef) (Info, error)
 }
 
+// PartialDropper is a Store that keeps partial writes (for resuming a
+// fetch) and can discard the one of a blob no longer wanted.
+type PartialDropper interface {
+	// DropPartial discards ref's partial write and its progress, if there
+	// is one; none is not an error.
+	DropPartial(ref syncnode.BlobRef) error
+}
+
 // Partial is a blob being written range by range, each range verified
 // against the blob's tree before it is accepted. It is not visible as a blob
 // until Commit.

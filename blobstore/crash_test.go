@@ -434,3 +434,42 @@ func TestCrashMidSmallPutsLeavesNothing(t *testing.T) {
 		t.Fatalf("put files after the listing: %v, want only %s", left, current)
 	}
 }
+
+// TestDropPartial discards a partial a fetch left to resume: its files
+// go, a fetch after begins again, and dropping none is no error.
+func TestDropPartial(t *testing.T) {
+	dir := t.TempDir()
+	d, data, ref, ob := halfWritten(t, dir, 6)
+	if err := d.DropPartial(ref); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "partial", ref.Hex()+"*")); len(left) != 0 {
+		t.Fatalf("partial files after the drop: %v", left)
+	}
+	if err := d.DropPartial(ref); err != nil {
+		t.Fatalf("drop of none: %v", err)
+	}
+	p, err := d.OpenPartial(ref, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if got, want := p.Missing(), []blobstore.Range{{Off: 0, Len: int64(len(data))}}; !slices.Equal(got, want) {
+		t.Fatalf("missing after the drop = %v, want %v", got, want)
+	}
+	m := blobstore.NewMem()
+	mp, err := m.OpenPartial(ref, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mp.WriteAt(data[:baotree.GroupSize], 0); err != nil {
+		t.Fatal(err)
+	}
+	mp.Close()
+	if err := m.DropPartial(ref); err != nil {
+		t.Fatal(err)
+	}
+	if mp, err = m.OpenPartial(ref, ob); err != nil || len(mp.Missing()) != 1 || mp.Missing()[0].Off != 0 {
+		t.Fatalf("memory partial after the drop: %v, %v", mp.Missing(), err)
+	}
+}

@@ -67,7 +67,10 @@ type Disk struct {
 	dirSynced func(dir string)
 }
 
-var _ Store = (*Disk)(nil)
+var (
+	_ Store          = (*Disk)(nil)
+	_ PartialDropper = (*Disk)(nil)
+)
 
 // OpenDisk opens (creating if needed) the blob store in dir, takes its lock
 // and removes temporary files that a crashed put left behind.

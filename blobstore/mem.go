@@ -23,7 +23,10 @@ type memBlob struct {
 	data, ob []byte
 }
 
-var _ Store = (*Mem)(nil)
+var (
+	_ Store          = (*Mem)(nil)
+	_ PartialDropper = (*Mem)(nil)
+)
 
 // NewMem returns an empty in-memory store.
 func NewMem() *Mem {
@@ -117,6 +120,14 @@ type memPartial struct {
 	*groups
 	m    *Mem
 	data []byte
+}
+
+// DropPartial implements PartialDropper.
+func (m *Mem) DropPartial(ref syncnode.BlobRef) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.parts, ref)
+	return nil
 }
 
 // OpenPartial implements Store. Progress lives as long as the Mem.

@@ -208,9 +208,17 @@ func (p *diskPartial) Abort() error {
 	return p.remove()
 }
 
-func (p *diskPartial) remove() error {
+func (p *diskPartial) remove() error { return removePartial(p.base) }
+
+// DropPartial implements PartialDropper.
+func (d *Disk) DropPartial(ref syncnode.BlobRef) error {
+	return removePartial(filepath.Join(d.dir, "partial", ref.Hex()))
+}
+
+// removePartial removes the files of the partial at base, the data last.
+func removePartial(base string) error {
 	for _, ext := range []string{".have", ".obao", ".data"} {
-		if err := os.Remove(p.base + ext); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(base + ext); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("blobstore: %w", err)
 		}
 	}

@@ -124,6 +124,12 @@ type Store struct {
 	last error                         // the last request's failure, nil after a success
 }
 
+var (
+	_ blobstore.Store          = (*Store)(nil)
+	_ blobstore.Adopter        = (*Store)(nil)
+	_ blobstore.PartialDropper = (*Store)(nil)
+)
+
 type heldBlob struct {
 	size int64
 	at   time.Time

@@ -102,6 +102,10 @@ func (s *Store) Put(ctx context.Context, r io.Reader, want syncnode.BlobRef) (bl
 	return info, s.upload(ctx, info.Ref)
 }
 
+// DropPartial implements blobstore.PartialDropper: the partial kept in
+// staging is discarded.
+func (s *Store) DropPartial(ref syncnode.BlobRef) error { return s.stage.DropPartial(ref) }
+
 // OpenPartial implements blobstore.Store: the partial is kept and
 // verified in staging and uploaded at Commit. A blob the bucket has
 // already is adopted instead, and one a failed upload left staged is

@@ -81,6 +81,13 @@ func (c *Collector) dropCopy(ref syncnode.BlobRef, sp signpost.Signpost, anywher
 		return false, c.markKept(ref, true)
 	}
 	err := c.d.Custody.Delete(ref)
+	if err == nil || errors.Is(err, syncnode.ErrNotFound) {
+		// A fetch cut short left its bytes so far to resume: nothing
+		// will resume it now, and no fetch is under way (Busy).
+		if perr := c.d.Custody.DropPartial(ref); perr != nil {
+			c.d.Log.Warn("a collected blob's partial fetch not removed", "blob", ref, "err", perr)
+		}
+	}
 	if errors.Is(err, syncnode.ErrNotFound) {
 		return false, c.markKept(ref, false)
 	}

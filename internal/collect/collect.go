@@ -106,6 +106,8 @@ type Custody interface {
 	// Delete deletes the copy (syncnode.ErrNotFound if there is none);
 	// the caller holds the lock.
 	Delete(ref syncnode.BlobRef) error
+	// DropPartial discards what a fetch of ref left to resume.
+	DropPartial(ref syncnode.BlobRef) error
 }
 
 // Deps are what a Collector works with.

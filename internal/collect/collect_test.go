@@ -92,6 +92,8 @@ type copies struct {
 	work, fetch map[syncnode.BlobRef]bool
 	// down makes Delete fail, as an object store that is down.
 	down bool
+	// partial holds the blobs a fetch cut short left to resume.
+	partial map[syncnode.BlobRef]bool
 }
 
 // Lock takes ref's own lock, as custody's are: one per blob.
@@ -121,6 +123,11 @@ func (c *copies) Delete(ref syncnode.BlobRef) error {
 		return syncnode.ErrNotFound
 	}
 	delete(c.held, ref)
+	return nil
+}
+
+func (c *copies) DropPartial(ref syncnode.BlobRef) error {
+	delete(c.partial, ref)
 	return nil
 }
 
@@ -378,6 +385,38 @@ func TestFetchEndingAfterTheCollection(t *testing.T) {
 	r.pass(time.Second)
 	if !r.c.held[other] {
 		t.Fatal("a fetched copy of a referenced blob was deleted")
+	}
+}
+
+// TestCollectionDropsAPartialFetch: a fetch cut short left the bytes it
+// had to resume; once the blob is collected and its copy (if any)
+// deleted, nothing will resume it, and the partial goes too. A blob whose
+// copy something keeps, or whose fetch is under way, keeps its partial.
+func TestCollectionDropsAPartialFetch(t *testing.T) {
+	r := newRig(t)
+	cut := r.blob(1, g1, "cut")
+	delete(r.c.held, cut) // not held: its fetch was cut short
+	held := r.blob(2, g1, "held")
+	busy := r.blob(3, g1, "busy")
+	delete(r.c.held, busy)
+	r.c.fetch[busy] = true // its fetch is under way
+	r.c.partial = map[syncnode.BlobRef]bool{cut: true, held: true, busy: true}
+	r.pass(time.Minute)
+	for _, k := range []string{"cut", "held", "busy"} {
+		delete(r.g.rows[g1], k)
+	}
+	r.pass(time.Minute)
+	r.pass(grace + time.Second)
+	for _, ref := range []syncnode.BlobRef{cut, held, busy} {
+		if r.shares(ref, g1) != 0 {
+			t.Fatalf("%s: not collected", ref)
+		}
+	}
+	if r.c.partial[cut] || r.c.partial[held] {
+		t.Fatalf("partials left after the collection: %v", r.c.partial)
+	}
+	if !r.c.partial[busy] {
+		t.Fatal("the partial of a fetch under way was dropped")
 	}
 }
 

@@ -221,6 +221,16 @@ func (c *Custody) Delete(ref syncnode.BlobRef) error {
 	return nil
 }
 
+// DropPartial discards the partial write of ref that a fetch left to
+// resume, if the store keeps one: the caller knows the blob is no longer
+// wanted here and no fetch of it is under way.
+func (c *Custody) DropPartial(ref syncnode.BlobRef) error {
+	if d, ok := c.blobs.(blobstore.PartialDropper); ok {
+		return d.DropPartial(ref)
+	}
+	return nil
+}
+
 // Stats are custody's running totals.
 type Stats struct {
 	// Evictions counts blobs evicted over budget.
