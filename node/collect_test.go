@@ -2,6 +2,8 @@ package node
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -174,5 +176,56 @@ func TestNamedAgainAfterCollectionIsKept(t *testing.T) {
 	}
 	if err := laptop.RemoveBlob(ref); err != nil {
 		t.Fatalf("the laptop's removal of its spare copy: %v", err)
+	}
+}
+
+// TestCollectionDropsACutFetch: a member whose fetch of a blob was cut
+// short keeps the bytes so far, to resume; once the row goes and the
+// blob is collected there, nothing will resume it, and the bytes go.
+func TestCollectionDropsACutFetch(t *testing.T) {
+	t.Parallel()
+	nodes, g := meshWith(t, true, withGrace, syncnode.Normal, syncnode.Normal)
+	a, b := nodes[0], nodes[1]
+	ref := putBlobRow(t, a, g, "photos/cut", 100<<10, 74)
+	testkit.WaitFor(t, 10*time.Second, "the row at b", func() bool { _, ok, _ := b.GetRow(g, "photos/cut"); return ok })
+	// A fetch at b cut short after its first group.
+	ob, err := a.blobs.Outboard(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := a.blobs.Open(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 16<<10)
+	_, err = r.ReadAt(first, 0)
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.blobs.OpenPartial(ref, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WriteAt(first, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	partial := filepath.Join(b.cfg.DataDir, "blobs", "partial", ref.Hex()+".data")
+	if _, err := os.Stat(partial); err != nil {
+		t.Fatalf("the cut fetch's bytes: %v", err)
+	}
+	if _, err := a.DeleteRow(g, "photos/cut"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 20*time.Second, "the cut fetch's bytes gone with the collection", func() bool {
+		_, err := os.Stat(partial)
+		return errors.Is(err, os.ErrNotExist)
+	})
+	if b.HasBlob(ref) {
+		t.Fatal("b holds the blob")
 	}
 }
