@@ -11,18 +11,30 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/syncnode/syncnode/blobstore/s3store"
 	"github.com/syncnode/syncnode/node"
 )
 
-// restartDue restarts the nodes whose downtime is over at write i.
+// restartDue restarts the nodes whose downtime is over at write i. A
+// server whose object store does not answer (a fault under way) cannot
+// open: it stays down and is tried again at the next write, as a
+// supervisor restarting a daemon that failed to start would.
 func (r *run) restartDue(i int) (err error) {
-	r.crashed = slices.DeleteFunc(r.crashed, func(d down) bool {
+	for k := range r.crashed {
+		d := &r.crashed[k]
 		if d.until > i || err != nil {
-			return false
+			continue
 		}
-		err = r.open(d.m)
-		return err == nil
-	})
+		if oerr := r.open(d.m); errors.Is(oerr, s3store.ErrUnavailable) {
+			fmt.Fprintf(r.w, "restart at write %d: its object store does not answer; tried again at the next write\n", i)
+			d.until = i + 1
+		} else if oerr != nil {
+			err = oerr
+		} else {
+			d.m = nil // up
+		}
+	}
+	r.crashed = slices.DeleteFunc(r.crashed, func(d down) bool { return d.m == nil })
 	if err != nil {
 		return fmt.Errorf("sim: restart: %w", err)
 	}
