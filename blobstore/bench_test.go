@@ -67,7 +67,8 @@ func BenchmarkPutVsFileWrite(b *testing.B) {
 // BenchmarkSmallPutsVsFileWrites times 4 KiB Puts by 8 concurrent callers
 // against the floor of a durable small file in the same run: 8 callers
 // each creating a file, writing the bytes, fsyncing it, renaming it into a
-// directory and fsyncing that. It reports the time per put and the ratio.
+// directory and fsyncing that. It reports the time per put and the ratio,
+// for a store with packs as a node opens it and for one without.
 func BenchmarkSmallPutsVsFileWrites(b *testing.B) {
 	const callers, size = 8, 4096
 	dir := b.TempDir()
@@ -80,7 +81,8 @@ func BenchmarkSmallPutsVsFileWrites(b *testing.B) {
 	if err := os.Mkdir(raw, 0o700); err != nil {
 		b.Fatal(err)
 	}
-	var rawT, putT time.Duration
+	packed := openPacked(b, filepath.Join(dir, "packed"))
+	var rawT, putT, packT time.Duration
 	var n int
 	run := func(each func(c, i int) error) time.Duration {
 		start := time.Now()
@@ -133,9 +135,16 @@ func BenchmarkSmallPutsVsFileWrites(b *testing.B) {
 			_, err := d.Put(context.Background(), bytes.NewReader(data), syncnode.BlobRef{})
 			return err
 		})
+		packT += run(func(c, i int) error {
+			data := testkit.RandomBytes(size, uint64(2<<40|n<<20|c<<10|i))
+			_, err := packed.Put(context.Background(), bytes.NewReader(data), syncnode.BlobRef{})
+			return err
+		})
 	}
 	per := func(t time.Duration) float64 { return float64(t.Microseconds()) / float64(n*callers*64) }
 	b.ReportMetric(per(rawT), "raw-µs/file")
 	b.ReportMetric(per(putT), "put-µs/blob")
+	b.ReportMetric(per(packT), "packed-µs/blob")
 	b.ReportMetric(rawT.Seconds()/putT.Seconds(), "put/raw")
+	b.ReportMetric(rawT.Seconds()/packT.Seconds(), "packed/raw")
 }

@@ -33,6 +33,7 @@ var ErrLocked = errors.New("blobstore: directory is in use by another process")
 //	partial/<64 hex>.have        its verified groups, a hint checked again on resume
 //	blobs/<2 hex>/.put-*         small puts in progress, removed by the first listing after a restart
 //	tmp/                         large puts in progress, removed at open
+//	packs/<8 hex>.pack           blobs of one group, packed (with a PackIndex, see pack)
 //	LOCK                         held (flock) while the store is open
 //
 // A blob is visible only once its file is renamed into blobs/, fsynced
@@ -48,6 +49,12 @@ var ErrLocked = errors.New("blobstore: directory is in use by another process")
 // puts then create and rename their files in 256 directories, not all in
 // tmp/, whose lock they would queue on, and a rename within a directory
 // does not take the file system's lock for renames across directories.
+//
+// Opened WithPacks, the store packs blobs of one group (at most
+// baotree.GroupSize bytes) into shared files instead (see pack): a small
+// blob then costs no file of its own, and concurrent puts share their
+// syncs. Blobs of one group stored as files before are read, listed and
+// deleted as ever, and moved into a pack when put again.
 //
 // Stores written by earlier versions kept a tree beside its blob, in
 // <64 hex>.obao, with the bytes alone in <64 hex>. Such blobs are read as
@@ -65,7 +72,21 @@ type Disk struct {
 	durableShards sync.Map
 	// dirSynced, if not nil, is told of every directory sync (tests).
 	dirSynced func(dir string)
+	// pack keeps blobs of one group, if the store was opened WithPacks.
+	pack *pack
 }
+
+// DiskOption configures OpenDisk.
+type DiskOption func(*diskOptions)
+
+type diskOptions struct {
+	packs PackIndex
+}
+
+// WithPacks has the store pack blobs of one group into shared files,
+// their places recorded in idx, which must be durable and kept with the
+// store (a node keeps it in its database).
+func WithPacks(idx PackIndex) DiskOption { return func(o *diskOptions) { o.packs = idx } }
 
 var (
 	_ Store          = (*Disk)(nil)
@@ -74,7 +95,11 @@ var (
 
 // OpenDisk opens (creating if needed) the blob store in dir, takes its lock
 // and removes temporary files that a crashed put left behind.
-func OpenDisk(dir string, log *slog.Logger) (*Disk, error) {
+func OpenDisk(dir string, log *slog.Logger, opts ...DiskOption) (*Disk, error) {
+	var o diskOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	for _, sub := range []string{"blobs", "partial", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("blobstore: %w", err)
@@ -95,11 +120,24 @@ func OpenDisk(dir string, log *slog.Logger) (*Disk, error) {
 	} else if n > 0 {
 		log.Info("removed stale temporary files", "dir", dir, "count", n)
 	}
+	if o.packs != nil {
+		if d.pack, err = openPack(filepath.Join(dir, "packs"), o.packs, time.Now, log); err != nil {
+			lock.Close()
+			return nil, err
+		}
+	}
 	return d, nil
 }
 
-// Close releases the store's lock.
-func (d *Disk) Close() error { return d.lock.Close() }
+// Close stops the packs' compaction, if any, and releases the store's
+// lock.
+func (d *Disk) Close() error {
+	var err error
+	if d.pack != nil {
+		err = d.pack.close()
+	}
+	return errors.Join(err, d.lock.Close())
+}
 
 func (d *Disk) gcTemp() (int, error) {
 	tmp := filepath.Join(d.dir, "tmp")
@@ -151,6 +189,9 @@ func (d *Disk) putSmall(data []byte, want syncnode.BlobRef) (Info, error) {
 	info := Info{Ref: syncnode.RefFromHash(root), Size: int64(len(data))}
 	if !want.IsZero() && info.Ref != want {
 		return Info{}, fmt.Errorf("blobstore: %w: got %s, want %s", syncnode.ErrHashMismatch, info.Ref, want)
+	}
+	if d.pack != nil && sizeOnly(info.Size) {
+		return info, d.putPacked(info.Ref, data)
 	}
 	dir, err := d.shardDir(info.Ref)
 	if err != nil {
@@ -290,6 +331,9 @@ func syncFile(path string) error {
 // Stat implements Store. A file whose length fits no blob and its tree is
 // damaged (ErrDamaged): only damage changes a stored file's length.
 func (d *Disk) Stat(ref syncnode.BlobRef) (Info, error) {
+	if e, ok, err := d.packed(ref); ok || err != nil {
+		return Info{Ref: ref, Size: e.Size}, err
+	}
 	info, err := d.stat(ref)
 	if err != nil {
 		return Info{}, err
@@ -467,6 +511,9 @@ func (f fileReader) Size() int64 { return f.size }
 // ModTime returns when a stored blob was written: the start of its
 // least-recently-used clock after a restart.
 func (d *Disk) ModTime(ref syncnode.BlobRef) (time.Time, error) {
+	if e, ok, err := d.packed(ref); ok || err != nil {
+		return time.Unix(0, e.Stored), err
+	}
 	fi, err := os.Stat(d.path(ref))
 	if errors.Is(err, fs.ErrNotExist) {
 		return time.Time{}, fmt.Errorf("blobstore: %s: %w", ref, syncnode.ErrNotFound)
@@ -480,6 +527,14 @@ func (d *Disk) ModTime(ref syncnode.BlobRef) (time.Time, error) {
 // Open implements Store. The tree is verified at open and every read
 // against it: a damaged copy fails with ErrDamaged, never with other bytes.
 func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
+	if d.pack != nil {
+		if data, _, ok, err := d.pack.get(ref); ok || err != nil {
+			if err != nil {
+				return nil, err
+			}
+			return newVerifiedReader(ref, bytes.NewReader(data), int64(len(data)), nil, sizeTree(int64(len(data))))
+		}
+	}
 	f, fm, ob, err := d.inspect(ref, true)
 	if err != nil {
 		if f != nil {
@@ -501,6 +556,14 @@ func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
 // most one group), so a large blob cut short to one group's length gives
 // ErrDamaged, not the tree of a small blob.
 func (d *Disk) Outboard(ref syncnode.BlobRef) ([]byte, error) {
+	if d.pack != nil {
+		if data, _, ok, err := d.pack.get(ref); ok || err != nil {
+			if err != nil {
+				return nil, err
+			}
+			return sizeTree(int64(len(data))), nil
+		}
+	}
 	f, fm, ob, err := d.inspect(ref, true)
 	if f != nil {
 		defer f.Close()
@@ -528,6 +591,11 @@ func (d *Disk) Outboard(ref syncnode.BlobRef) ([]byte, error) {
 
 // List implements Store.
 func (d *Disk) List(fn func(Info) error) error {
+	if d.pack != nil {
+		if err := d.pack.each(func(e PackEntry) error { return fn(Info{Ref: e.Ref, Size: e.Size}) }); err != nil {
+			return err
+		}
+	}
 	shards, err := os.ReadDir(filepath.Join(d.dir, "blobs"))
 	if err != nil {
 		return fmt.Errorf("blobstore: %w", err)
@@ -542,6 +610,11 @@ func (d *Disk) List(fn func(Info) error) error {
 			if !ok {
 				d.removeStalePut(filepath.Join(d.dir, "blobs", s.Name()), e)
 				continue
+			}
+			if _, ok, err := d.packed(ref); err != nil {
+				return err
+			} else if ok {
+				continue // listed with the packs; its file is being removed
 			}
 			info, err := d.stat(ref)
 			switch {
@@ -589,6 +662,22 @@ func refFromName(name string) (syncnode.BlobRef, bool) {
 
 // Delete implements Store.
 func (d *Disk) Delete(ref syncnode.BlobRef) error {
+	packed := false
+	if d.pack != nil {
+		var err error
+		if packed, err = d.pack.delete(ref); err != nil {
+			return err
+		}
+	}
+	err := d.deleteFile(ref)
+	if packed && errors.Is(err, syncnode.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// deleteFile removes ref's file, if it has one.
+func (d *Disk) deleteFile(ref syncnode.BlobRef) error {
 	p := d.path(ref)
 	err := os.Remove(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -612,3 +701,25 @@ func sizeOnly(size int64) bool { return size <= baotree.GroupSize }
 
 // sizeTree is the outboard tree of a blob of one group.
 func sizeTree(size int64) []byte { return binary.LittleEndian.AppendUint64(nil, uint64(size)) }
+
+// packed returns ref's entry if it is packed.
+func (d *Disk) packed(ref syncnode.BlobRef) (PackEntry, bool, error) {
+	if d.pack == nil {
+		return PackEntry{}, false, nil
+	}
+	return d.pack.stat(ref)
+}
+
+// putPacked packs data, which hashes to ref, and removes a file of ref
+// stored before: a blob is packed or a file, one place to look.
+func (d *Disk) putPacked(ref syncnode.BlobRef, data []byte) error {
+	if err := d.pack.put(ref, data); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(d.path(ref)); err == nil {
+		if err := d.deleteFile(ref); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+			d.log.Warn("a blob packed, its file not removed", "blob", ref, "err", err)
+		}
+	}
+	return nil
+}

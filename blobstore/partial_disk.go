@@ -44,6 +44,9 @@ func (d *Disk) OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, erro
 	if err != nil {
 		return nil, err
 	}
+	if d.pack != nil && sizeOnly(g.size) {
+		return &packPartial{groups: g, d: d, data: make([]byte, g.size)}, nil
+	}
 	base := filepath.Join(d.dir, "partial", ref.Hex())
 	f, err := os.OpenFile(base+".data", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -241,4 +244,45 @@ func (g *groups) recheck(f *os.File) {
 			g.have[i] = false
 		}
 	}
+}
+
+// packPartial is a partial blob of one group, for a store with packs: it
+// arrives in one write, so it is kept in memory (a restart fetches it
+// again, whole) and packed at Commit.
+type packPartial struct {
+	*groups
+	d    *Disk
+	data []byte
+}
+
+func (p *packPartial) Size() int64      { return p.size }
+func (p *packPartial) Missing() []Range { return p.missing() }
+func (p *packPartial) Sync() error      { return nil }
+func (p *packPartial) Close() error     { return nil }
+func (p *packPartial) Abort() error     { return nil }
+
+func (p *packPartial) WriteAt(b []byte, off int64) error {
+	first, last, err := p.verify(b, off)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	copy(p.data[off:], b)
+	p.mu.Unlock()
+	p.mark(first, last)
+	return nil
+}
+
+func (p *packPartial) Commit() (Info, error) {
+	if err := p.complete(); err != nil {
+		return Info{}, err
+	}
+	if err := p.d.putPacked(p.ref, p.data); err != nil {
+		return Info{}, err
+	}
+	// A partial file an opening without packs began for it goes too.
+	if err := p.d.DropPartial(p.ref); err != nil {
+		p.d.log.Warn("a packed blob's earlier partial not removed", "blob", p.ref, "err", err)
+	}
+	return Info{Ref: p.ref, Size: p.size}, nil
 }

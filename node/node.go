@@ -347,7 +347,7 @@ func (n *Node) Close() error {
 	n.service.Close()
 	n.sayGoodbye()
 	n.work.Wait()
-	return errors.Join(n.dht.Close(), n.h.Close(), n.db.Close(), n.blobs.Close())
+	return errors.Join(n.dht.Close(), n.h.Close(), n.blobs.Close(), n.db.Close())
 }
 
 // sayGoodbye closes every connection, so that peers learn at once that

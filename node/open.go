@@ -26,6 +26,7 @@ import (
 	"github.com/syncnode/syncnode/internal/journal"
 	"github.com/syncnode/syncnode/internal/kv"
 	"github.com/syncnode/syncnode/internal/nodeaccess"
+	"github.com/syncnode/syncnode/internal/packindex"
 	"github.com/syncnode/syncnode/internal/retrieval"
 	"github.com/syncnode/syncnode/internal/signposting"
 	"github.com/syncnode/syncnode/internal/syncer"
@@ -95,10 +96,6 @@ func (c closers) closeAll() {
 // openStores opens the blob store and the database with the stores kept
 // in it.
 func (n *Node) openStores(opened *closers) (err error) {
-	if n.blobs, err = n.openBlobStore(); err != nil {
-		return err
-	}
-	opened.add(n.blobs.Close)
 	dbDir := filepath.Join(n.cfg.DataDir, "db")
 	if _, err := os.Stat(dbDir); errors.Is(err, fs.ErrNotExist) {
 		n.dbFresh = true
@@ -107,6 +104,12 @@ func (n *Node) openStores(opened *closers) (err error) {
 		return err
 	}
 	opened.add(n.db.Close)
+	// The blob store after the database, which keeps its pack index, and
+	// closed before it.
+	if n.blobs, err = n.openBlobStore(); err != nil {
+		return err
+	}
+	opened.add(n.blobs.Close)
 	cc := custody.Config{BlobBudget: n.cfg.BlobBudget, ScrubPeriod: n.cfg.ScrubPeriod, ScrubMaxRate: n.cfg.ScrubMaxRate,
 		RestoreTimeout: 10 * n.cfg.IOTimeout}
 	if n.custody, err = custody.New(cc, n.blobs, n.db, custodyRules{n}, custodyPeers{n}, n.log); err != nil {
@@ -121,13 +124,14 @@ func (n *Node) openStores(opened *closers) (err error) {
 	return nil
 }
 
-// openBlobStore opens the blob store: DataDir/blobs, or the bucket of
+// openBlobStore opens the blob store: DataDir/blobs, packing small blobs
+// with their index in the database, or the bucket of
 // Config.S3 with DataDir/blobs as its staging directory and this node's
 // peer ID as its owner.
 func (n *Node) openBlobStore() (blobStore, error) {
 	dir := filepath.Join(n.cfg.DataDir, "blobs")
 	if n.cfg.S3 == nil {
-		return blobstore.OpenDisk(dir, n.log)
+		return blobstore.OpenDisk(dir, n.log, blobstore.WithPacks(packindex.New(n.db)))
 	}
 	key, err := p2p.LoadIdentity(filepath.Join(n.cfg.DataDir, "identity.key"))
 	if err != nil {

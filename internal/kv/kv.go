@@ -15,6 +15,8 @@
 //	fm/                        the change feed's identity
 //	up/<32-byte digest>        a blob the user pinned here (custody package)
 //	gc/<32-byte digest>        groups whose rows no longer reference a blob (collect package)
+//	pk/<32-byte digest>        the pack and place of a packed blob (packindex package)
+//	pd/<4-byte pack number>    a pack's dead bytes (packindex package)
 //
 // Every value is a Record: one magic byte, one kind byte naming the table,
 // one format version byte, a CRC-32C (Castagnoli, big-endian) of the kind,
@@ -62,6 +64,8 @@ var (
 	FeedMeta  = []byte("fm/")
 	UserPins  = []byte("up/")
 	Unref     = []byte("gc/")
+	Packed    = []byte("pk/")
+	PackDead  = []byte("pd/")
 	// DHT holds the DHT's records (internal/dhtstore), raw, untagged.
 	DHT = []byte("dh/")
 )
@@ -82,6 +86,8 @@ const (
 	KindFeedMeta Kind = 'm'
 	KindUserPin  Kind = 'u'
 	KindUnref    Kind = 'c'
+	KindPacked   Kind = 'p'
+	KindPackDead Kind = 'x'
 )
 
 const (

@@ -1,0 +1,665 @@
+package blobstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore/baotree"
+)
+
+// PackIndex records which pack holds each packed blob: a small table in a
+// transactional database that the store's owner keeps (a node keeps it in
+// its badger, see internal/packindex). The store serialises its changes:
+// one Apply at a time.
+type PackIndex interface {
+	// Lookup returns ref's entry; ok is false if it has none.
+	Lookup(ref syncnode.BlobRef) (e PackEntry, ok bool, err error)
+	// Apply makes a batch of changes durable, in order, all or none,
+	// before it returns.
+	Apply(b PackBatch) error
+	// Each calls fn for every entry until fn fails.
+	Each(fn func(PackEntry) error) error
+	// Dead returns the bytes of each pack that no entry points to any
+	// more, as the batches applied counted them.
+	Dead() (map[uint32]int64, error)
+}
+
+// PackEntry locates a packed blob.
+type PackEntry struct {
+	Ref syncnode.BlobRef
+	// Pack numbers the pack file; Off is where the blob's record starts
+	// in it.
+	Pack uint32
+	Off  int64
+	// Size is the blob's length; Stored is when it was packed (Unix
+	// nanoseconds).
+	Size   int64
+	Stored int64
+}
+
+// PackChange sets an entry, or deletes its ref's entry.
+type PackChange struct {
+	Entry  PackEntry
+	Delete bool
+}
+
+// PackBatch is one durable change of a PackIndex.
+type PackBatch struct {
+	// Changes are applied in order: a ref set and then deleted in one
+	// batch ends deleted.
+	Changes []PackChange
+	// Dead is added to each pack's count of dead bytes.
+	Dead map[uint32]int64
+	// Forget drops the counts of packs removed.
+	Forget []uint32
+}
+
+// The pack record: magic, ref, size, stored time and a CRC-32C of them,
+// then the blob's bytes, which its ref verifies.
+const (
+	packMagic   = "SNPK"
+	packHdrSize = 4 + syncnode.HashSize + 4 + 8 + 4
+	// packLimit is the size past which a pack takes no more records.
+	packLimit = 32 << 20
+	// compactBatch bounds the moves of a compaction made durable at once.
+	compactBatch = 1024
+	// packExt names pack files: packs/<8 hex>.pack.
+	packExt = ".pack"
+)
+
+// errPackGone reports a pack file removed (compacted) under a reader,
+// which then looks its blob up again.
+var errPackGone = errors.New("blobstore: pack removed meanwhile")
+
+func packRecLen(size int64) int64 { return packHdrSize + size }
+
+func packHeader(e PackEntry) []byte {
+	h := make([]byte, packHdrSize, packHdrSize+int(e.Size))
+	copy(h, packMagic)
+	hash := e.Ref.Hash()
+	copy(h[4:], hash[:])
+	o := 4 + syncnode.HashSize
+	binary.BigEndian.PutUint32(h[o:], uint32(e.Size))
+	binary.BigEndian.PutUint64(h[o+4:], uint64(e.Stored))
+	binary.BigEndian.PutUint32(h[o+12:], crc32.Checksum(h[:o+12], castagnoli))
+	return h
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// parsePackHeader reads a record's header: ok is false for bytes that are
+// none (a torn tail, damage).
+func parsePackHeader(h []byte) (e PackEntry, ok bool) {
+	o := 4 + syncnode.HashSize
+	if len(h) < packHdrSize || string(h[:4]) != packMagic ||
+		binary.BigEndian.Uint32(h[o+12:]) != crc32.Checksum(h[:o+12], castagnoli) {
+		return PackEntry{}, false
+	}
+	ref, err := syncnode.RefFromBytes(h[4:o])
+	size := int64(binary.BigEndian.Uint32(h[o:]))
+	if err != nil || size > baotree.GroupSize {
+		return PackEntry{}, false
+	}
+	return PackEntry{Ref: ref, Size: size, Stored: int64(binary.BigEndian.Uint64(h[o+4:]))}, true
+}
+
+// pack keeps blobs of one group (at most baotree.GroupSize bytes) as
+// records appended to pack files, packs/<8 hex>.pack, with their places in
+// a PackIndex. A put appends its record, and joins every put that came
+// meanwhile in one fdatasync of the pack and one durable batch of the
+// index: a small blob costs no file of its own (on a file system where
+// creating one is the costliest step of a put) and its syncs are shared,
+// yet it is on stable storage before the put returns, and visible only
+// once its index entry is, after its bytes are.
+//
+// A blob deleted, or packed again, leaves its old record dead; a pack at
+// least half dead is compacted in the background: its live records are
+// packed again, then the file removed. A crash between a record's sync
+// and its index batch leaves a record no entry names: dead space that no
+// count holds, at most one batch's worth per crash.
+//
+// Each opening appends to a pack of its own, numbered past every pack
+// found, so a torn record can only be the last of a pack.
+type pack struct {
+	dir string
+	idx PackIndex
+	log *slog.Logger
+	now func() time.Time
+
+	mu   sync.Mutex
+	cond *sync.Cond
+	// files are the packs opened, for reading and (the active one,
+	// number next) appending; sizes their lengths, dead their dead bytes.
+	files map[uint32]*os.File
+	sizes map[uint32]int64
+	dead  map[uint32]int64
+	next  uint32
+	limit int64 // packLimit; less in tests
+	// active is the pack appended to, opened by this opening (0: none yet).
+	active uint32
+	// keep holds packs with damaged records not compacted again.
+	keep map[uint32]bool
+	// closed refuses reads after close.
+	closed bool
+	// view holds the changes appended but not yet in the index.
+	view map[syncnode.BlobRef]*packOp
+	// cur gathers changes for the next batch; committing says a batch
+	// is being made durable.
+	cur        *packBatch
+	committing bool
+
+	kick      chan struct{}
+	stopOnce  sync.Once
+	stop      chan struct{}
+	done      chan struct{}
+	compacted func(n uint32) // tests: told of each pack removed
+}
+
+type packOp struct {
+	e       PackEntry
+	deleted bool
+	b       *packBatch
+}
+
+type packBatch struct {
+	PackBatch
+	ops   []*packOp
+	dirty map[uint32]bool
+	done  bool
+	err   error
+}
+
+func newPackBatch() *packBatch {
+	return &packBatch{PackBatch: PackBatch{Dead: map[uint32]int64{}}, dirty: map[uint32]bool{}}
+}
+
+// openPack opens the packs in dir (made if needed) with their index and
+// starts their compaction.
+func openPack(dir string, idx PackIndex, now func() time.Time, log *slog.Logger) (*pack, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	dead, err := idx.Dead()
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: pack index: %w", err)
+	}
+	p := &pack{dir: dir, idx: idx, limit: packLimit, log: log, now: now, files: map[uint32]*os.File{}, sizes: map[uint32]int64{},
+		dead: dead, keep: map[uint32]bool{}, view: map[syncnode.BlobRef]*packOp{}, cur: newPackBatch(),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	p.cond = sync.NewCond(&p.mu)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	for _, e := range ents {
+		n, ok := packNumber(e.Name())
+		if !ok {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return nil, fmt.Errorf("blobstore: %w", err)
+		}
+		p.sizes[n] = fi.Size()
+		p.next = max(p.next, n+1)
+	}
+	p.next = max(p.next, 1)
+	var gone []uint32
+	for n := range p.dead {
+		if _, ok := p.sizes[n]; !ok {
+			gone = append(gone, n) // removed by a compaction a crash cut short
+		}
+	}
+	if len(gone) > 0 {
+		if err := idx.Apply(PackBatch{Forget: gone}); err != nil {
+			return nil, fmt.Errorf("blobstore: pack index: %w", err)
+		}
+		for _, n := range gone {
+			delete(p.dead, n)
+		}
+	}
+	go p.compactor()
+	p.poke()
+	return p, nil
+}
+
+func packName(n uint32) string { return fmt.Sprintf("%08x%s", n, packExt) }
+
+func packNumber(name string) (uint32, bool) {
+	hex, ok := strings.CutSuffix(name, packExt)
+	if !ok || len(hex) != 8 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(hex, 16, 32)
+	return uint32(n), err == nil && n > 0
+}
+
+// close stops the compaction and closes the packs; changes already
+// returned are durable. A second close does nothing.
+func (p *pack) close() error {
+	p.stopOnce.Do(func() { close(p.stop) })
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	var first error
+	for n, f := range p.files {
+		if err := f.Close(); err != nil && first == nil {
+			first = err
+		}
+		delete(p.files, n)
+	}
+	return first
+}
+
+// lookup returns ref's entry as this opening sees it: its changes not
+// yet in the index first. p.mu is held.
+func (p *pack) lookup(ref syncnode.BlobRef) (PackEntry, *packOp, bool, error) {
+	if op, ok := p.view[ref]; ok {
+		return op.e, op, !op.deleted, nil
+	}
+	e, ok, err := p.idx.Lookup(ref)
+	if err != nil {
+		return PackEntry{}, nil, false, fmt.Errorf("blobstore: pack index: %w", err)
+	}
+	return e, nil, ok, nil
+}
+
+// file returns pack n open. p.mu is held.
+func (p *pack) file(n uint32) (*os.File, error) {
+	if f, ok := p.files[n]; ok {
+		return f, nil
+	}
+	if p.closed {
+		return nil, fmt.Errorf("blobstore: %w", os.ErrClosed)
+	}
+	f, err := os.Open(filepath.Join(p.dir, packName(n)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errPackGone
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	p.files[n] = f
+	return f, nil
+}
+
+// readAt reads e's bytes from f, checking its header names it.
+func readPacked(f *os.File, e PackEntry) ([]byte, error) {
+	b := make([]byte, packRecLen(e.Size))
+	if _, err := f.ReadAt(b, e.Off); err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return nil, errPackGone
+		}
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: %s: its pack ends before its record", ErrDamaged, e.Ref)
+		}
+		return nil, fmt.Errorf("blobstore: read %s: %w", e.Ref, err)
+	}
+	h, ok := parsePackHeader(b[:packHdrSize])
+	if !ok || h.Ref != e.Ref || h.Size != e.Size {
+		return nil, fmt.Errorf("%w: %s: its record's header is damaged", ErrDamaged, e.Ref)
+	}
+	return b[packHdrSize:], nil
+}
+
+// get returns ref's bytes, verified against ref (ErrDamaged if they do
+// not match), and its entry; ok is false if ref is not packed. Readers go
+// by the index alone: a put is visible once durable.
+func (p *pack) get(ref syncnode.BlobRef) (data []byte, e PackEntry, ok bool, err error) {
+	for range 5 {
+		var f *os.File
+		e, ok, err = p.stat(ref)
+		if err == nil && ok {
+			p.mu.Lock()
+			f, err = p.file(e.Pack)
+			p.mu.Unlock()
+		}
+		if err != nil && !errors.Is(err, errPackGone) || err == nil && !ok {
+			return nil, e, ok, err
+		}
+		if err == nil {
+			data, err = readPacked(f, e)
+		}
+		if errors.Is(err, errPackGone) {
+			continue // compacted meanwhile: its new place is in the index
+		}
+		if err == nil {
+			err = verifyOneGroup(ref, data)
+		}
+		return data, e, true, err
+	}
+	return nil, e, false, fmt.Errorf("blobstore: %s: its pack keeps being compacted under the reader", ref)
+}
+
+// stat returns ref's entry in the index, without reading its bytes.
+func (p *pack) stat(ref syncnode.BlobRef) (PackEntry, bool, error) {
+	e, ok, err := p.idx.Lookup(ref)
+	if err != nil {
+		return PackEntry{}, false, fmt.Errorf("blobstore: pack index: %w", err)
+	}
+	return e, ok, nil
+}
+
+func verifyOneGroup(ref syncnode.BlobRef, data []byte) error {
+	if err := baotree.VerifyGroups(ref.Hash(), sizeTree(int64(len(data))), 0, data); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrDamaged, ref, err)
+	}
+	return nil
+}
+
+// put packs data, verified already to hash to ref, unless a sound copy
+// is packed; it returns once the record and its entry are durable.
+func (p *pack) put(ref syncnode.BlobRef, data []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old, op, ok, err := p.lookup(ref)
+	if err != nil {
+		return err
+	}
+	if ok && p.sound(old) {
+		if op != nil {
+			return p.await(op.b) // packed by a put still syncing
+		}
+		return nil
+	}
+	// Not packed, or its copy is damaged: a put again repairs it.
+	b, err := p.appendLocked(ref, data, p.now().UnixNano(), old, ok)
+	if err != nil {
+		return err
+	}
+	return p.await(b)
+}
+
+// sound reports whether e's record reads back whole and matching its
+// ref. p.mu is held.
+func (p *pack) sound(e PackEntry) bool {
+	f, err := p.file(e.Pack)
+	if err != nil {
+		return false
+	}
+	data, err := readPacked(f, e)
+	return err == nil && verifyOneGroup(e.Ref, data) == nil
+}
+
+// appendLocked appends a record of ref to the active pack and queues its
+// entry, counting old (if had) as dead. p.mu is held.
+func (p *pack) appendLocked(ref syncnode.BlobRef, data []byte, stored int64, old PackEntry, had bool) (*packBatch, error) {
+	f, err := p.activeFor(packRecLen(int64(len(data))))
+	if err != nil {
+		return nil, err
+	}
+	e := PackEntry{Ref: ref, Pack: p.active, Off: p.sizes[p.active], Size: int64(len(data)), Stored: stored}
+	rec := append(packHeader(e), data...)
+	if _, err := f.WriteAt(rec, e.Off); err != nil {
+		// Not counted as written: the next record overwrites these bytes.
+		return nil, fmt.Errorf("blobstore: pack write: %w", err)
+	}
+	p.sizes[p.active] += int64(len(rec))
+	b := p.cur
+	if had {
+		b.Dead[old.Pack] += packRecLen(old.Size)
+	}
+	b.dirty[p.active] = true
+	p.queue(b, &packOp{e: e, b: b})
+	return b, nil
+}
+
+// queue adds op to batch b and to the view. p.mu is held.
+func (p *pack) queue(b *packBatch, op *packOp) {
+	b.Changes = append(b.Changes, PackChange{Entry: op.e, Delete: op.deleted})
+	b.ops = append(b.ops, op)
+	p.view[op.e.Ref] = op
+}
+
+// activeFor returns the pack to append n bytes to, starting a new one
+// when there is none yet or the active one is full. p.mu is held.
+func (p *pack) activeFor(n int64) (*os.File, error) {
+	if p.active != 0 && p.sizes[p.active]+n <= p.limit {
+		return p.files[p.active], nil
+	}
+	num := p.next
+	f, err := os.OpenFile(filepath.Join(p.dir, packName(num)), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: new pack: %w", err)
+	}
+	// Its name is on stable storage before any entry names it.
+	if err := syncDir(p.dir); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	p.next++
+	p.files[num], p.sizes[num], p.active = f, 0, num
+	return f, nil
+}
+
+// delete removes ref's entry, durably; ok is false if ref is not packed.
+func (p *pack) delete(ref syncnode.BlobRef) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old, _, ok, err := p.lookup(ref)
+	if err != nil || !ok {
+		return false, err
+	}
+	b := p.cur
+	b.Dead[old.Pack] += packRecLen(old.Size)
+	p.queue(b, &packOp{e: PackEntry{Ref: ref, Pack: old.Pack, Off: old.Off}, deleted: true, b: b})
+	if err := p.await(b); err != nil {
+		return false, err
+	}
+	if p.dead[old.Pack]*2 >= p.sizes[old.Pack] && old.Pack != p.active {
+		p.poke()
+	}
+	return true, nil
+}
+
+// await returns once batch b is durable (or failed), making it durable
+// itself, with every change queued since, if no batch is under way.
+// p.mu is held; it is released while syncing.
+func (p *pack) await(b *packBatch) error {
+	for !b.done {
+		if p.committing {
+			p.cond.Wait()
+			continue
+		}
+		c := p.cur // b itself, or a batch that b is in: b is not done
+		p.cur, p.committing = newPackBatch(), true
+		var files []*os.File
+		for n := range c.dirty {
+			files = append(files, p.files[n])
+		}
+		p.mu.Unlock()
+		err := commitPackBatch(p.idx, files, c.PackBatch)
+		p.mu.Lock()
+		for _, op := range c.ops {
+			if p.view[op.e.Ref] == op {
+				delete(p.view, op.e.Ref)
+			}
+		}
+		if err == nil {
+			for n, d := range c.Dead {
+				p.dead[n] += d
+			}
+		}
+		c.done, c.err, p.committing = true, err, false
+		p.cond.Broadcast()
+	}
+	return b.err
+}
+
+// commitPackBatch syncs the packs appended to, then applies the batch.
+func commitPackBatch(idx PackIndex, files []*os.File, b PackBatch) error {
+	for _, f := range files {
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return fmt.Errorf("blobstore: pack sync: %w", err)
+		}
+	}
+	if err := idx.Apply(b); err != nil {
+		return fmt.Errorf("blobstore: pack index: %w", err)
+	}
+	return nil
+}
+
+// each calls fn for every packed blob in the index.
+func (p *pack) each(fn func(PackEntry) error) error { return p.idx.Each(fn) }
+
+// poke asks the compactor to look for packs to compact.
+func (p *pack) poke() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// compactor compacts packs at least half dead when poked, until close.
+func (p *pack) compactor() {
+	defer close(p.done)
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.kick:
+		}
+		for _, n := range p.halfDead() {
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			if err := p.compact(n); err != nil {
+				p.log.Warn("pack not compacted", "pack", packName(n), "err", err)
+			}
+		}
+	}
+}
+
+// halfDead lists the packs, other than the active one, at least half dead.
+func (p *pack) halfDead() []uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []uint32
+	for n, size := range p.sizes {
+		if n != p.active && !p.keep[n] && p.dead[n]*2 >= size {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// compact packs again the live records of pack n, then removes it. A
+// pack with bytes that are no record (damage; a torn tail is never
+// indexed) is removed only if no entry names it any more: a damaged
+// record stays where a scrub finds it.
+func (p *pack) compact(n uint32) error {
+	path := filepath.Join(p.dir, packName(n))
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var last *packBatch
+	clean := true
+	for off := int64(0); off < int64(len(raw)); {
+		h, ok := PackEntry{}, false
+		if off+packHdrSize <= int64(len(raw)) {
+			h, ok = parsePackHeader(raw[off : off+packHdrSize])
+		}
+		if !ok || off+packRecLen(h.Size) > int64(len(raw)) {
+			clean = false // look for the next record past the damage
+			i := bytes.Index(raw[off+1:], []byte(packMagic))
+			if i < 0 {
+				break
+			}
+			off += 1 + int64(i)
+			continue
+		}
+		data := raw[off+packHdrSize : off+packRecLen(h.Size)]
+		h.Pack, h.Off = n, off
+		off += packRecLen(h.Size)
+		p.mu.Lock()
+		e, _, ok, err := p.lookup(h.Ref)
+		if err == nil && ok && e.Pack == n && e.Off == h.Off {
+			// Live: moved as it is, damage and all, for a scrub to find.
+			last, err = p.appendLocked(h.Ref, data, h.Stored, e, true)
+			if err == nil && len(last.ops) >= compactBatch {
+				err = p.await(last)
+			}
+		}
+		p.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if last != nil {
+		if err := p.await(last); err != nil {
+			return err
+		}
+	}
+	// A batch that appended to n before it stopped being the active pack
+	// must be durable before n is closed.
+	for p.committing || p.cur.dirty[n] {
+		if p.committing {
+			p.cond.Wait()
+		} else if err := p.await(p.cur); err != nil {
+			return err
+		}
+	}
+	if !clean {
+		named, err := p.named(n)
+		if err != nil || named > 0 {
+			p.keep[n] = true
+			return errors.Join(err, fmt.Errorf("%d blobs in damaged records: kept for a scrub to restore", named))
+		}
+	}
+	// No entry names pack n now: moves and deletes go through the view,
+	// and new records go to the active pack.
+	if f, ok := p.files[n]; ok {
+		f.Close()
+		delete(p.files, n)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := syncDir(p.dir); err != nil {
+		return err
+	}
+	delete(p.sizes, n)
+	delete(p.dead, n)
+	if p.compacted != nil {
+		p.compacted(n)
+	}
+	// Its count is dropped at the next open if this batch is lost.
+	p.cur.Forget = append(p.cur.Forget, n)
+	return p.await(p.cur)
+}
+
+// named counts the index's entries in pack n, reading the whole index
+// (only after damage). p.mu is held.
+func (p *pack) named(n uint32) (int, error) {
+	count := 0
+	err := p.idx.Each(func(e PackEntry) error {
+		if e.Pack == n {
+			if op, ok := p.view[e.Ref]; !ok || op.e.Pack == n && !op.deleted {
+				count++
+			}
+		}
+		return nil
+	})
+	return count, err
+}
