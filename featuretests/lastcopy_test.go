@@ -13,7 +13,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
-	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/harness/nodetest"
 	"github.com/syncnode/syncnode/node"
 )
@@ -111,7 +110,7 @@ func TestRowBeforeBlobKeepsOnlyCopy(t *testing.T) {
 				n.Close()
 				// The bytes land in the store as a put does, and the node
 				// stops before it can grant anything.
-				bs, err := blobstore.OpenDisk(filepath.Join(cfg.DataDir, "blobs"), slog.New(slog.DiscardHandler))
+				db, bs, err := node.OpenStopped(cfg.DataDir, slog.New(slog.DiscardHandler))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -119,6 +118,7 @@ func TestRowBeforeBlobKeepsOnlyCopy(t *testing.T) {
 					t.Fatal(err)
 				}
 				bs.Close()
+				db.Close()
 				n = open(t, cfg)
 			}
 			for range 3 {

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -122,6 +124,23 @@ func (n *Node) openStores(opened *closers) (err error) {
 	n.ledger = ownership.NewLedger(n.db)
 	n.groups = syncgroup.NewStore(n.db)
 	return nil
+}
+
+// OpenStopped opens the database and the disk blob store that a node not
+// running keeps in dataDir, as Open would find them (small blobs packed,
+// their index in the database), for tools and tests that look at or
+// change what a stopped node keeps. Close the store, then the database.
+func OpenStopped(dataDir string, log *slog.Logger) (*badger.DB, *blobstore.Disk, error) {
+	db, err := kv.Open(filepath.Join(dataDir, "db"), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	bs, err := blobstore.OpenDisk(filepath.Join(dataDir, "blobs"), log, blobstore.WithPacks(packindex.New(db)))
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return db, bs, nil
 }
 
 // openBlobStore opens the blob store: DataDir/blobs, packing small blobs

@@ -39,6 +39,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/vmihailenco/msgpack/v5"
@@ -315,7 +316,8 @@ func (s *sim) setup(ctx context.Context) error {
 		}
 	}
 	for range s.cfg.Blobs {
-		data := make([]byte, 16<<10+s.rng.IntN(48<<10))
+		// A third of them packed (at most 16 KiB), the rest files.
+		data := make([]byte, 1+s.rng.IntN(48<<10))
 		for j := range data {
 			data[j] = byte(s.rng.Uint32())
 		}
@@ -358,18 +360,17 @@ func (s *sim) stop(m *member) error {
 	err := m.n.Close()
 	m.n = nil
 	m.held, m.shares = map[syncnode.BlobRef]bool{}, map[syncnode.BlobRef]map[syncnode.GroupID]int{}
-	bs, berr := s.openStore(m)
-	if berr != nil {
-		return errors.Join(err, berr)
+	db, bs, oerr := s.openStores(m)
+	if oerr != nil {
+		return errors.Join(err, oerr)
 	}
 	lerr := bs.List(func(i blobstore.Info) error { m.held[i.Ref] = true; return nil })
-	bs.Close()
-	if lerr != nil {
-		return errors.Join(err, lerr)
+	if cerr := bs.Close(); lerr == nil {
+		lerr = cerr
 	}
-	db, derr := kv.Open(filepath.Join(m.cfg.DataDir, "db"), slog.New(slog.DiscardHandler))
-	if derr != nil {
-		return errors.Join(err, derr)
+	if lerr != nil {
+		db.Close()
+		return errors.Join(err, lerr)
 	}
 	serr := ownership.NewLedger(db).Scan(func(ref syncnode.BlobRef, sh map[syncnode.GroupID]int) error {
 		m.shares[ref] = sh
@@ -384,16 +385,26 @@ type blobLister interface {
 	Close() error
 }
 
-// openStore opens the blob store of stopped node m, as it would find it
-// at its next start: its disk, or its bucket looked at past the faults.
-func (s *sim) openStore(m *member) (blobLister, error) {
-	dir := filepath.Join(m.cfg.DataDir, "blobs")
+// openStores opens the database and the blob store of stopped node m, as
+// it would find them at its next start: its disk (small blobs packed,
+// their index in the database), or its bucket looked at past the faults.
+func (s *sim) openStores(m *member) (*badger.DB, blobLister, error) {
+	log := slog.New(slog.DiscardHandler)
 	if m.cfg.S3 == nil {
-		return blobstore.OpenDisk(dir, slog.New(slog.DiscardHandler))
+		return node.OpenStopped(m.cfg.DataDir, log)
+	}
+	db, err := kv.Open(filepath.Join(m.cfg.DataDir, "db"), log)
+	if err != nil {
+		return nil, nil, err
 	}
 	c := *m.cfg.S3
 	c.Endpoint, c.Owner, c.Staging = s.cfg.Faults.Direct(), m.id.String(), filepath.Join(s.cfg.Dir, fmt.Sprintf("look-%s-%d", m.name, s.cfg.Seed))
-	return s3store.Open(context.Background(), c, slog.New(slog.DiscardHandler))
+	bs, err := s3store.Open(context.Background(), c, log)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return db, bs, nil
 }
 
 func (s *sim) closeAll() {
