@@ -33,7 +33,7 @@ var ErrLocked = errors.New("blobstore: directory is in use by another process")
 //	partial/<64 hex>.have        its verified groups, a hint checked again on resume
 //	blobs/<2 hex>/.put-*         small puts in progress, removed by the first listing after a restart
 //	tmp/                         large puts in progress, removed at open
-//	packs/<8 hex>.pack           blobs of one group, packed (with a PackIndex, see pack)
+//	packs/<8 hex>.pack           blobs of at most PackMax bytes, packed (with a PackIndex, see pack)
 //	LOCK                         held (flock) while the store is open
 //
 // A blob is visible only once its file is renamed into blobs/, fsynced
@@ -50,11 +50,11 @@ var ErrLocked = errors.New("blobstore: directory is in use by another process")
 // tmp/, whose lock they would queue on, and a rename within a directory
 // does not take the file system's lock for renames across directories.
 //
-// Opened WithPacks, the store packs blobs of one group (at most
-// baotree.GroupSize bytes) into shared files instead (see pack): a small
-// blob then costs no file of its own, and concurrent puts share their
-// syncs. Blobs of one group stored as files before are read, listed and
-// deleted as ever, and moved into a pack when put again.
+// Opened WithPacks, the store packs blobs of at most PackMax bytes, with
+// their trees, into shared files instead (see pack): a small blob then
+// costs no file of its own, and concurrent puts and fetches share their
+// syncs. Such blobs stored as files before are read, listed and deleted
+// as ever, and moved into a pack when put or fetched again.
 //
 // Stores written by earlier versions kept a tree beside its blob, in
 // <64 hex>.obao, with the bytes alone in <64 hex>. Such blobs are read as
@@ -72,8 +72,10 @@ type Disk struct {
 	durableShards sync.Map
 	// dirSynced, if not nil, is told of every directory sync (tests).
 	dirSynced func(dir string)
-	// pack keeps blobs of one group, if the store was opened WithPacks.
-	pack *pack
+	// pack keeps blobs of at most PackMax bytes, if the store was opened
+	// WithPacks, and parts their partial fetches.
+	pack  *pack
+	parts memParts
 }
 
 // DiskOption configures OpenDisk.
@@ -83,9 +85,9 @@ type diskOptions struct {
 	packs PackIndex
 }
 
-// WithPacks has the store pack blobs of one group into shared files,
-// their places recorded in idx, which must be durable and kept with the
-// store (a node keeps it in its database).
+// WithPacks has the store pack blobs of at most PackMax bytes into shared
+// files, their places recorded in idx, which must be durable and kept
+// with the store (a node keeps it in its database).
 func WithPacks(idx PackIndex) DiskOption { return func(o *diskOptions) { o.packs = idx } }
 
 var (
@@ -190,8 +192,8 @@ func (d *Disk) putSmall(data []byte, want syncnode.BlobRef) (Info, error) {
 	if !want.IsZero() && info.Ref != want {
 		return Info{}, fmt.Errorf("blobstore: %w: got %s, want %s", syncnode.ErrHashMismatch, info.Ref, want)
 	}
-	if d.pack != nil && sizeOnly(info.Size) {
-		return info, d.putPacked(info.Ref, data)
+	if d.pack != nil && packable(info.Size) {
+		return info, d.putPacked(info.Ref, data, ob)
 	}
 	dir, err := d.shardDir(info.Ref)
 	if err != nil {
@@ -528,11 +530,11 @@ func (d *Disk) ModTime(ref syncnode.BlobRef) (time.Time, error) {
 // against it: a damaged copy fails with ErrDamaged, never with other bytes.
 func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
 	if d.pack != nil {
-		if data, _, ok, err := d.pack.get(ref); ok || err != nil {
+		if data, _, _, ok, err := d.pack.get(ref); ok || err != nil {
 			if err != nil {
 				return nil, err
 			}
-			return newVerifiedReader(ref, bytes.NewReader(data), int64(len(data)), nil, sizeTree(int64(len(data))))
+			return bytesReader{bytes.NewReader(data)}, nil // verified whole
 		}
 	}
 	f, fm, ob, err := d.inspect(ref, true)
@@ -557,11 +559,11 @@ func (d *Disk) Open(ref syncnode.BlobRef) (Reader, error) {
 // ErrDamaged, not the tree of a small blob.
 func (d *Disk) Outboard(ref syncnode.BlobRef) ([]byte, error) {
 	if d.pack != nil {
-		if data, _, ok, err := d.pack.get(ref); ok || err != nil {
+		if _, tree, _, ok, err := d.pack.get(ref); ok || err != nil {
 			if err != nil {
 				return nil, err
 			}
-			return sizeTree(int64(len(data))), nil
+			return tree, nil
 		}
 	}
 	f, fm, ob, err := d.inspect(ref, true)
@@ -589,17 +591,16 @@ func (d *Disk) Outboard(ref syncnode.BlobRef) ([]byte, error) {
 	return ob, nil
 }
 
-// List implements Store.
+// List implements Store. With packs, it lists the files first and then
+// the index, so that a blob moved from its file into a pack meanwhile is
+// listed once: by the file pass if it was not packed yet, else by the
+// index.
 func (d *Disk) List(fn func(Info) error) error {
-	if d.pack != nil {
-		if err := d.pack.each(func(e PackEntry) error { return fn(Info{Ref: e.Ref, Size: e.Size}) }); err != nil {
-			return err
-		}
-	}
 	shards, err := os.ReadDir(filepath.Join(d.dir, "blobs"))
 	if err != nil {
 		return fmt.Errorf("blobstore: %w", err)
 	}
+	var asFiles map[syncnode.BlobRef]bool // small blobs listed from their files
 	for _, s := range shards {
 		ents, err := os.ReadDir(filepath.Join(d.dir, "blobs", s.Name()))
 		if err != nil {
@@ -611,11 +612,6 @@ func (d *Disk) List(fn func(Info) error) error {
 				d.removeStalePut(filepath.Join(d.dir, "blobs", s.Name()), e)
 				continue
 			}
-			if _, ok, err := d.packed(ref); err != nil {
-				return err
-			} else if ok {
-				continue // listed with the packs; its file is being removed
-			}
 			info, err := d.stat(ref)
 			switch {
 			case errors.Is(err, syncnode.ErrNotFound):
@@ -626,12 +622,31 @@ func (d *Disk) List(fn func(Info) error) error {
 			case err != nil:
 				return err
 			}
+			if d.pack != nil && packable(info.Size) {
+				if _, ok, err := d.packed(ref); err != nil {
+					return err
+				} else if ok {
+					continue // listed with the packs; its file is being removed
+				}
+				if asFiles == nil {
+					asFiles = map[syncnode.BlobRef]bool{}
+				}
+				asFiles[ref] = true
+			}
 			if err := fn(info); err != nil {
 				return err
 			}
 		}
 	}
-	return nil
+	if d.pack == nil {
+		return nil
+	}
+	return d.pack.each(func(e PackEntry) error {
+		if asFiles[e.Ref] {
+			return nil
+		}
+		return fn(Info{Ref: e.Ref, Size: e.Size})
+	})
 }
 
 // removeStalePut removes e, in dir, if it is a small put's file that a
@@ -710,10 +725,14 @@ func (d *Disk) packed(ref syncnode.BlobRef) (PackEntry, bool, error) {
 	return d.pack.stat(ref)
 }
 
-// putPacked packs data, which hashes to ref, and removes a file of ref
-// stored before: a blob is packed or a file, one place to look.
-func (d *Disk) putPacked(ref syncnode.BlobRef, data []byte) error {
-	if err := d.pack.put(ref, data); err != nil {
+// putPacked packs data, whose tree is tree (verified: they hash to ref),
+// and removes a file of ref stored before: a blob is packed or a file,
+// one place to look.
+func (d *Disk) putPacked(ref syncnode.BlobRef, data, tree []byte) error {
+	if sizeOnly(int64(len(data))) {
+		tree = nil // its length, known from the record
+	}
+	if err := d.pack.put(ref, data, tree); err != nil {
 		return err
 	}
 	if _, err := os.Lstat(d.path(ref)); err == nil {
@@ -723,3 +742,8 @@ func (d *Disk) putPacked(ref syncnode.BlobRef, data []byte) error {
 	}
 	return nil
 }
+
+// bytesReader is a Reader over bytes in memory, verified already.
+type bytesReader struct{ *bytes.Reader }
+
+func (bytesReader) Close() error { return nil }

@@ -18,3 +18,11 @@ func OnPackCompacted(d *Disk, fn func(n uint32)) {
 	defer d.pack.mu.Unlock()
 	d.pack.compacted = fn
 }
+
+// OnCompactionEnd has fn told of the end of each compaction of d, with
+// its error (nil: the pack was removed). Set it before any put.
+func OnCompactionEnd(d *Disk, fn func(n uint32, err error)) {
+	d.pack.mu.Lock()
+	defer d.pack.mu.Unlock()
+	d.pack.attempted = fn
+}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,8 +29,9 @@ import (
 type PackIndex interface {
 	// Lookup returns ref's entry; ok is false if it has none.
 	Lookup(ref syncnode.BlobRef) (e PackEntry, ok bool, err error)
-	// Apply makes a batch of changes durable, in order, all or none,
-	// before it returns.
+	// Apply makes a batch of changes durable, in order, before it
+	// returns. If it fails, or the power goes meanwhile, a prefix of the
+	// changes may have been kept, each change whole.
 	Apply(b PackBatch) error
 	// Each calls fn for every entry until fn fails.
 	Each(fn func(PackEntry) error) error
@@ -69,8 +71,14 @@ type PackBatch struct {
 }
 
 // The pack record: magic, ref, size, stored time and a CRC-32C of them,
-// then the blob's bytes, which its ref verifies.
+// then the blob's bytes, then its Bao tree if it has more than one group
+// (as in a blob's own file); its ref verifies both.
 const (
+	// PackMax is the size of the largest blob a store with packs packs:
+	// below it, a file of its own (created, synced, renamed, its
+	// directory synced) costs more than writing its bytes again when
+	// its pack is compacted.
+	PackMax     = 256 << 10
 	packMagic   = "SNPK"
 	packHdrSize = 4 + syncnode.HashSize + 4 + 8 + 4
 	// packLimit is the size past which a pack takes no more records.
@@ -85,10 +93,22 @@ const (
 // which then looks its blob up again.
 var errPackGone = errors.New("blobstore: pack removed meanwhile")
 
-func packRecLen(size int64) int64 { return packHdrSize + size }
+// packRecLen is the length of the record of a blob of size bytes.
+func packRecLen(size int64) int64 { return packHdrSize + size + treeLen(size) }
+
+// treeLen is the length of the tree kept after a blob's bytes.
+func treeLen(size int64) int64 {
+	if sizeOnly(size) {
+		return 0
+	}
+	return baotree.OutboardSize(size)
+}
+
+// packable reports whether a store with packs packs a blob of size bytes.
+func packable(size int64) bool { return size <= PackMax }
 
 func packHeader(e PackEntry) []byte {
-	h := make([]byte, packHdrSize, packHdrSize+int(e.Size))
+	h := make([]byte, packHdrSize, packRecLen(e.Size))
 	copy(h, packMagic)
 	hash := e.Ref.Hash()
 	copy(h[4:], hash[:])
@@ -111,15 +131,15 @@ func parsePackHeader(h []byte) (e PackEntry, ok bool) {
 	}
 	ref, err := syncnode.RefFromBytes(h[4:o])
 	size := int64(binary.BigEndian.Uint32(h[o:]))
-	if err != nil || size > baotree.GroupSize {
+	if err != nil || !packable(size) {
 		return PackEntry{}, false
 	}
 	return PackEntry{Ref: ref, Size: size, Stored: int64(binary.BigEndian.Uint64(h[o+4:]))}, true
 }
 
-// pack keeps blobs of one group (at most baotree.GroupSize bytes) as
-// records appended to pack files, packs/<8 hex>.pack, with their places in
-// a PackIndex. A put appends its record, and joins every put that came
+// pack keeps blobs of at most PackMax bytes as records appended to pack
+// files, packs/<8 hex>.pack, with their places in a PackIndex, which
+// alone says what is live. A put appends its record, and joins every put that came
 // meanwhile in one fdatasync of the pack and one durable batch of the
 // index: a small blob costs no file of its own (on a file system where
 // creating one is the costliest step of a put) and its syncs are shared,
@@ -130,7 +150,8 @@ func parsePackHeader(h []byte) (e PackEntry, ok bool) {
 // least half dead is compacted in the background: its live records are
 // packed again, then the file removed. A crash between a record's sync
 // and its index batch leaves a record no entry names: dead space that no
-// count holds, at most one batch's worth per crash.
+// count holds, at most one batch's worth per crash. A lost index (the
+// database that kept it lost) is rebuilt from the records.
 //
 // Each opening appends to a pack of its own, numbered past every pack
 // found, so a torn record can only be the last of a pack.
@@ -153,7 +174,10 @@ type pack struct {
 	active uint32
 	// keep holds packs with damaged records not compacted again.
 	keep map[uint32]bool
-	// closed refuses reads after close.
+	// broken holds packs whose sync failed, appended to no more, with
+	// the error.
+	broken map[uint32]error
+	// closed refuses puts, deletes and new pack files after close.
 	closed bool
 	// view holds the changes appended but not yet in the index.
 	view map[syncnode.BlobRef]*packOp
@@ -167,6 +191,8 @@ type pack struct {
 	stop      chan struct{}
 	done      chan struct{}
 	compacted func(n uint32) // tests: told of each pack removed
+	// attempted, in tests, is told of each compaction's end.
+	attempted func(n uint32, err error)
 }
 
 type packOp struct {
@@ -198,7 +224,7 @@ func openPack(dir string, idx PackIndex, now func() time.Time, log *slog.Logger)
 		return nil, fmt.Errorf("blobstore: pack index: %w", err)
 	}
 	p := &pack{dir: dir, idx: idx, limit: packLimit, log: log, now: now, files: map[uint32]*os.File{}, sizes: map[uint32]int64{},
-		dead: dead, keep: map[uint32]bool{}, view: map[syncnode.BlobRef]*packOp{}, cur: newPackBatch(),
+		dead: dead, keep: map[uint32]bool{}, broken: map[uint32]error{}, view: map[syncnode.BlobRef]*packOp{}, cur: newPackBatch(),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	p.cond = sync.NewCond(&p.mu)
 	ents, err := os.ReadDir(dir)
@@ -232,9 +258,43 @@ func openPack(dir string, idx PackIndex, now func() time.Time, log *slog.Logger)
 			delete(p.dead, n)
 		}
 	}
+	if err := p.rebuildIfLost(); err != nil {
+		return nil, err
+	}
 	go p.compactor()
 	p.poke()
 	return p, nil
+}
+
+// errStop ends a walk of the index early.
+var errStop = errors.New("stop")
+
+// rebuildIfLost rebuilds the index (see rebuild) if it is empty, with
+// no pack's dead bytes counted, while packs hold records: the database
+// that kept it was lost.
+func (p *pack) rebuildIfLost() error {
+	if len(p.dead) > 0 {
+		return nil
+	}
+	held := false
+	for _, size := range p.sizes {
+		held = held || size > 0
+	}
+	if !held {
+		return nil
+	}
+	switch err := p.idx.Each(func(PackEntry) error { return errStop }); {
+	case errors.Is(err, errStop):
+		return nil // entries: not lost
+	case err != nil:
+		return fmt.Errorf("blobstore: pack index: %w", err)
+	}
+	n, err := p.rebuild()
+	if err != nil {
+		return fmt.Errorf("blobstore: rebuilding the lost pack index: %w", err)
+	}
+	p.log.Warn("the pack index was lost with the database: rebuilt from the packs (blobs deleted from packs not compacted since are back)", "packs", len(p.sizes), "blobs", n)
+	return nil
 }
 
 func packName(n uint32) string { return fmt.Sprintf("%08x%s", n, packExt) }
@@ -256,6 +316,9 @@ func (p *pack) close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
+	for p.committing { // its syncs use the files
+		p.cond.Wait()
+	}
 	var first error
 	for n, f := range p.files {
 		if err := f.Close(); err != nil && first == nil {
@@ -298,29 +361,38 @@ func (p *pack) file(n uint32) (*os.File, error) {
 	return f, nil
 }
 
-// readAt reads e's bytes from f, checking its header names it.
-func readPacked(f *os.File, e PackEntry) ([]byte, error) {
+// readPacked reads e's record from f, checking its header names it, and
+// returns the blob's bytes and tree, unverified.
+func readPacked(f *os.File, e PackEntry) (data, tree []byte, err error) {
+	if e.Size < 0 || !packable(e.Size) {
+		return nil, nil, fmt.Errorf("%w: %s: its index entry names %d bytes", syncnode.ErrCorruptRecord, e.Ref, e.Size)
+	}
 	b := make([]byte, packRecLen(e.Size))
 	if _, err := f.ReadAt(b, e.Off); err != nil {
 		if errors.Is(err, os.ErrClosed) {
-			return nil, errPackGone
+			return nil, nil, errPackGone
 		}
 		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: %s: its pack ends before its record", ErrDamaged, e.Ref)
+			return nil, nil, fmt.Errorf("%w: %s: its pack ends before its record", ErrDamaged, e.Ref)
 		}
-		return nil, fmt.Errorf("blobstore: read %s: %w", e.Ref, err)
+		return nil, nil, fmt.Errorf("blobstore: read %s: %w", e.Ref, err)
 	}
 	h, ok := parsePackHeader(b[:packHdrSize])
 	if !ok || h.Ref != e.Ref || h.Size != e.Size {
-		return nil, fmt.Errorf("%w: %s: its record's header is damaged", ErrDamaged, e.Ref)
+		return nil, nil, fmt.Errorf("%w: %s: its record's header is damaged", ErrDamaged, e.Ref)
 	}
-	return b[packHdrSize:], nil
+	data, tree = b[packHdrSize:packHdrSize+e.Size], b[packHdrSize+e.Size:]
+	if sizeOnly(e.Size) {
+		tree = sizeTree(e.Size)
+	}
+	return data, tree, nil
 }
 
-// get returns ref's bytes, verified against ref (ErrDamaged if they do
-// not match), and its entry; ok is false if ref is not packed. Readers go
-// by the index alone: a put is visible once durable.
-func (p *pack) get(ref syncnode.BlobRef) (data []byte, e PackEntry, ok bool, err error) {
+// get returns ref's bytes and tree, verified against ref (ErrDamaged if
+// they do not match), and its entry; ok is false if ref is not packed.
+// Readers go by the index alone: a put is visible once durable.
+func (p *pack) get(ref syncnode.BlobRef) (data, tree []byte, e PackEntry, ok bool, err error) {
+	var gone PackEntry // the entry last found in a pack that was gone
 	for range 5 {
 		var f *os.File
 		e, ok, err = p.stat(ref)
@@ -330,20 +402,29 @@ func (p *pack) get(ref syncnode.BlobRef) (data []byte, e PackEntry, ok bool, err
 			p.mu.Unlock()
 		}
 		if err != nil && !errors.Is(err, errPackGone) || err == nil && !ok {
-			return nil, e, ok, err
+			return nil, nil, e, ok, err
 		}
 		if err == nil {
-			data, err = readPacked(f, e)
+			data, tree, err = readPacked(f, e)
 		}
 		if errors.Is(err, errPackGone) {
-			continue // compacted meanwhile: its new place is in the index
+			// Compacted meanwhile, its new place in the index; unless
+			// the index names the same place again: then the pack was
+			// lost, and the copy with it.
+			if e == gone {
+				if _, serr := os.Stat(filepath.Join(p.dir, packName(e.Pack))); errors.Is(serr, fs.ErrNotExist) {
+					return nil, nil, e, true, fmt.Errorf("%w: %s: its pack %s is missing", ErrDamaged, ref, packName(e.Pack))
+				}
+			}
+			gone = e
+			continue
 		}
 		if err == nil {
-			err = verifyOneGroup(ref, data)
+			err = verifyPacked(ref, data, tree)
 		}
-		return data, e, true, err
+		return data, tree, e, true, err
 	}
-	return nil, e, false, fmt.Errorf("blobstore: %s: its pack keeps being compacted under the reader", ref)
+	return nil, nil, e, false, fmt.Errorf("blobstore: %s: its pack keeps being compacted under the reader", ref)
 }
 
 // stat returns ref's entry in the index, without reading its bytes.
@@ -355,16 +436,21 @@ func (p *pack) stat(ref syncnode.BlobRef) (PackEntry, bool, error) {
 	return e, ok, nil
 }
 
-func verifyOneGroup(ref syncnode.BlobRef, data []byte) error {
-	if err := baotree.VerifyGroups(ref.Hash(), sizeTree(int64(len(data))), 0, data); err != nil {
+// verifyPacked checks a packed blob's bytes and tree against its ref.
+func verifyPacked(ref syncnode.BlobRef, data, tree []byte) error {
+	if size, err := baotree.Size(tree); err != nil || size != int64(len(data)) {
+		return fmt.Errorf("%w: %s: its tree names another length", ErrDamaged, ref)
+	}
+	if err := baotree.VerifyGroups(ref.Hash(), tree, 0, data); err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrDamaged, ref, err)
 	}
 	return nil
 }
 
-// put packs data, verified already to hash to ref, unless a sound copy
-// is packed; it returns once the record and its entry are durable.
-func (p *pack) put(ref syncnode.BlobRef, data []byte) error {
+// put packs data and its tree (nil for a blob of one group), verified
+// already against ref, unless a sound copy is packed; it returns once
+// the record and its entry are durable.
+func (p *pack) put(ref syncnode.BlobRef, data, tree []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old, op, ok, err := p.lookup(ref)
@@ -378,7 +464,7 @@ func (p *pack) put(ref syncnode.BlobRef, data []byte) error {
 		return nil
 	}
 	// Not packed, or its copy is damaged: a put again repairs it.
-	b, err := p.appendLocked(ref, data, p.now().UnixNano(), old, ok)
+	b, err := p.appendLocked(ref, int64(len(data)), p.now().UnixNano(), old, ok, data, tree)
 	if err != nil {
 		return err
 	}
@@ -392,19 +478,27 @@ func (p *pack) sound(e PackEntry) bool {
 	if err != nil {
 		return false
 	}
-	data, err := readPacked(f, e)
-	return err == nil && verifyOneGroup(e.Ref, data) == nil
+	data, tree, err := readPacked(f, e)
+	return err == nil && verifyPacked(e.Ref, data, tree) == nil
 }
 
-// appendLocked appends a record of ref to the active pack and queues its
-// entry, counting old (if had) as dead. p.mu is held.
-func (p *pack) appendLocked(ref syncnode.BlobRef, data []byte, stored int64, old PackEntry, had bool) (*packBatch, error) {
-	f, err := p.activeFor(packRecLen(int64(len(data))))
+// appendLocked appends a record of ref, a blob of size bytes, to the
+// active pack and queues its entry, counting old (if had) as dead. body
+// is the record's bytes after its header: the blob's bytes, then its tree
+// if it has more than one group. p.mu is held.
+func (p *pack) appendLocked(ref syncnode.BlobRef, size, stored int64, old PackEntry, had bool, body ...[]byte) (*packBatch, error) {
+	f, err := p.activeFor(packRecLen(size))
 	if err != nil {
 		return nil, err
 	}
-	e := PackEntry{Ref: ref, Pack: p.active, Off: p.sizes[p.active], Size: int64(len(data)), Stored: stored}
-	rec := append(packHeader(e), data...)
+	e := PackEntry{Ref: ref, Pack: p.active, Off: p.sizes[p.active], Size: size, Stored: stored}
+	rec := packHeader(e)
+	for _, b := range body {
+		rec = append(rec, b...)
+	}
+	if int64(len(rec)) != packRecLen(size) {
+		return nil, fmt.Errorf("blobstore: pack record of %s: %d bytes, want %d", ref, len(rec), packRecLen(size))
+	}
 	if _, err := f.WriteAt(rec, e.Off); err != nil {
 		// Not counted as written: the next record overwrites these bytes.
 		return nil, fmt.Errorf("blobstore: pack write: %w", err)
@@ -429,8 +523,14 @@ func (p *pack) queue(b *packBatch, op *packOp) {
 // activeFor returns the pack to append n bytes to, starting a new one
 // when there is none yet or the active one is full. p.mu is held.
 func (p *pack) activeFor(n int64) (*os.File, error) {
-	if p.active != 0 && p.sizes[p.active]+n <= p.limit {
+	if p.closed {
+		return nil, fmt.Errorf("blobstore: pack: %w", os.ErrClosed)
+	}
+	if p.active != 0 && p.broken[p.active] == nil && p.sizes[p.active]+n <= p.limit {
 		return p.files[p.active], nil
+	}
+	if p.active != 0 {
+		p.poke() // the pack ending may be half dead already
 	}
 	num := p.next
 	f, err := os.OpenFile(filepath.Join(p.dir, packName(num)), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
@@ -452,6 +552,9 @@ func (p *pack) activeFor(n int64) (*os.File, error) {
 func (p *pack) delete(ref syncnode.BlobRef) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return false, fmt.Errorf("blobstore: pack: %w", os.ErrClosed)
+	}
 	old, _, ok, err := p.lookup(ref)
 	if err != nil || !ok {
 		return false, err
@@ -479,13 +582,27 @@ func (p *pack) await(b *packBatch) error {
 		}
 		c := p.cur // b itself, or a batch that b is in: b is not done
 		p.cur, p.committing = newPackBatch(), true
+		var nums []uint32
 		var files []*os.File
+		var err error
 		for n := range c.dirty {
-			files = append(files, p.files[n])
+			if p.broken[n] != nil {
+				// Its sync failed before: a later sync of the same file
+				// may report success for pages that were never written.
+				err = fmt.Errorf("blobstore: pack %s failed to sync before: %w", packName(n), p.broken[n])
+			}
+			nums, files = append(nums, n), append(files, p.files[n])
 		}
-		p.mu.Unlock()
-		err := commitPackBatch(p.idx, files, c.PackBatch)
-		p.mu.Lock()
+		if err == nil {
+			p.mu.Unlock()
+			var failed int
+			failed, err = commitPackBatch(p.idx, files, c.PackBatch)
+			p.mu.Lock()
+			if failed >= 0 {
+				// Appended to no more: the next record starts a new pack.
+				p.broken[nums[failed]] = err
+			}
+		}
 		for _, op := range c.ops {
 			if p.view[op.e.Ref] == op {
 				delete(p.view, op.e.Ref)
@@ -502,17 +619,18 @@ func (p *pack) await(b *packBatch) error {
 	return b.err
 }
 
-// commitPackBatch syncs the packs appended to, then applies the batch.
-func commitPackBatch(idx PackIndex, files []*os.File, b PackBatch) error {
-	for _, f := range files {
+// commitPackBatch syncs the packs appended to, then applies the batch. If
+// a sync fails, failed is the index of its file, else -1.
+func commitPackBatch(idx PackIndex, files []*os.File, b PackBatch) (failed int, err error) {
+	for i, f := range files {
 		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
-			return fmt.Errorf("blobstore: pack sync: %w", err)
+			return i, fmt.Errorf("blobstore: pack sync: %w", err)
 		}
 	}
 	if err := idx.Apply(b); err != nil {
-		return fmt.Errorf("blobstore: pack index: %w", err)
+		return -1, fmt.Errorf("blobstore: pack index: %w", err)
 	}
-	return nil
+	return -1, nil
 }
 
 // each calls fn for every packed blob in the index.
@@ -541,8 +659,15 @@ func (p *pack) compactor() {
 				return
 			default:
 			}
-			if err := p.compact(n); err != nil {
+			err := p.compact(n)
+			if err != nil {
 				p.log.Warn("pack not compacted", "pack", packName(n), "err", err)
+			}
+			p.mu.Lock()
+			told := p.attempted
+			p.mu.Unlock()
+			if told != nil {
+				told(n, err)
 			}
 		}
 	}
@@ -561,10 +686,11 @@ func (p *pack) halfDead() []uint32 {
 	return out
 }
 
-// compact packs again the live records of pack n, then removes it. A
-// pack with bytes that are no record (damage; a torn tail is never
-// indexed) is removed only if no entry names it any more: a damaged
-// record stays where a scrub finds it.
+// compact packs again the live records of pack n, then removes it, once
+// the index names none of its records: a move whose batch failed, or a
+// delete pending while the pack was read whose batch then fails, leaves
+// the pack for a later compaction. A damaged record, which cannot be
+// moved, stays where a scrub finds it.
 func (p *pack) compact(n uint32) error {
 	path := filepath.Join(p.dir, packName(n))
 	raw, err := os.ReadFile(path)
@@ -572,45 +698,60 @@ func (p *pack) compact(n uint32) error {
 		return err
 	}
 	var last *packBatch
-	clean := true
-	for off := int64(0); off < int64(len(raw)); {
-		h, ok := PackEntry{}, false
-		if off+packHdrSize <= int64(len(raw)) {
-			h, ok = parsePackHeader(raw[off : off+packHdrSize])
-		}
-		if !ok || off+packRecLen(h.Size) > int64(len(raw)) {
-			clean = false // look for the next record past the damage
-			i := bytes.Index(raw[off+1:], []byte(packMagic))
-			if i < 0 {
-				break
-			}
-			off += 1 + int64(i)
-			continue
-		}
-		data := raw[off+packHdrSize : off+packRecLen(h.Size)]
-		h.Pack, h.Off = n, off
-		off += packRecLen(h.Size)
+	var seen []syncnode.BlobRef
+	clean, err := scanRecords(raw, n, func(h PackEntry, body []byte) error {
+		seen = append(seen, h.Ref)
 		p.mu.Lock()
+		defer p.mu.Unlock()
 		e, _, ok, err := p.lookup(h.Ref)
 		if err == nil && ok && e.Pack == n && e.Off == h.Off {
 			// Live: moved as it is, damage and all, for a scrub to find.
-			last, err = p.appendLocked(h.Ref, data, h.Stored, e, true)
+			last, err = p.appendLocked(h.Ref, h.Size, h.Stored, e, true, body)
 			if err == nil && len(last.ops) >= compactBatch {
 				err = p.await(last)
 			}
 		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if last != nil {
+		p.mu.Lock()
+		err := p.await(last) // and every batch before it
 		p.mu.Unlock()
 		if err != nil {
 			return err
 		}
 	}
+	// The index alone says what is live: no entry can come to name n
+	// (records go to the active pack), and a batch that failed left the
+	// entries it would have changed as they were.
+	named := 0
+	if clean {
+		for _, ref := range seen {
+			e, ok, err := p.idx.Lookup(ref)
+			if err != nil {
+				return err
+			}
+			if ok && e.Pack == n {
+				named++
+			}
+		}
+	} else if named, err = p.named(n); err != nil {
+		return err
+	}
+	if named > 0 {
+		if !clean {
+			p.mu.Lock()
+			p.keep[n] = true
+			p.mu.Unlock()
+			return fmt.Errorf("%d blobs in it, damaged or not moved: kept for a scrub to restore", named)
+		}
+		return fmt.Errorf("%d blobs in it not moved: kept for a later compaction", named)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if last != nil {
-		if err := p.await(last); err != nil {
-			return err
-		}
-	}
 	// A batch that appended to n before it stopped being the active pack
 	// must be durable before n is closed.
 	for p.committing || p.cur.dirty[n] {
@@ -620,15 +761,6 @@ func (p *pack) compact(n uint32) error {
 			return err
 		}
 	}
-	if !clean {
-		named, err := p.named(n)
-		if err != nil || named > 0 {
-			p.keep[n] = true
-			return errors.Join(err, fmt.Errorf("%d blobs in damaged records: kept for a scrub to restore", named))
-		}
-	}
-	// No entry names pack n now: moves and deletes go through the view,
-	// and new records go to the active pack.
 	if f, ok := p.files[n]; ok {
 		f.Close()
 		delete(p.files, n)
@@ -649,15 +781,92 @@ func (p *pack) compact(n uint32) error {
 	return p.await(p.cur)
 }
 
+// scanRecords calls fn for each record of pack n, whose bytes are raw,
+// with its entry and the bytes after its header, until fn fails. Bytes
+// that are no record (damage, a torn tail) are skipped to the next
+// record, and make clean false.
+func scanRecords(raw []byte, n uint32, fn func(h PackEntry, body []byte) error) (clean bool, err error) {
+	clean = true
+	for off := int64(0); off < int64(len(raw)); {
+		h, ok := PackEntry{}, false
+		if off+packHdrSize <= int64(len(raw)) {
+			h, ok = parsePackHeader(raw[off : off+packHdrSize])
+		}
+		if !ok || off+packRecLen(h.Size) > int64(len(raw)) {
+			clean = false
+			i := bytes.Index(raw[off+1:], []byte(packMagic))
+			if i < 0 {
+				break
+			}
+			off += 1 + int64(i)
+			continue
+		}
+		body := raw[off+packHdrSize : off+packRecLen(h.Size)]
+		h.Pack, h.Off = n, off
+		off += packRecLen(h.Size)
+		if err := fn(h, body); err != nil {
+			return clean, err
+		}
+	}
+	return clean, nil
+}
+
+// rebuild enters in a lost index every record of the packs whose bytes
+// verify against its ref, a later record of a ref over an earlier one,
+// and counts the rest of each pack as dead. Blobs deleted since their
+// pack was last compacted come back: a lost index cannot tell them from
+// blobs kept, and keeping a deleted blob costs less than losing a kept
+// one. It returns how many blobs it entered.
+func (p *pack) rebuild() (int, error) {
+	nums := make([]uint32, 0, len(p.sizes))
+	for n := range p.sizes {
+		nums = append(nums, n)
+	}
+	slices.Sort(nums)
+	latest := map[syncnode.BlobRef]PackEntry{}
+	for _, n := range nums {
+		raw, err := os.ReadFile(filepath.Join(p.dir, packName(n)))
+		if err != nil {
+			return 0, err
+		}
+		if _, err := scanRecords(raw, n, func(h PackEntry, body []byte) error {
+			data, tree := body[:h.Size], body[h.Size:]
+			if sizeOnly(h.Size) {
+				tree = sizeTree(h.Size)
+			}
+			if verifyPacked(h.Ref, data, tree) == nil {
+				latest[h.Ref] = h
+			}
+			return nil
+		}); err != nil {
+			return 0, err
+		}
+	}
+	live := map[uint32]int64{}
+	b := PackBatch{Dead: map[uint32]int64{}}
+	for _, e := range latest {
+		live[e.Pack] += packRecLen(e.Size)
+		b.Changes = append(b.Changes, PackChange{Entry: e})
+	}
+	for _, n := range nums {
+		if d := p.sizes[n] - live[n]; d > 0 {
+			b.Dead[n] = d
+		}
+	}
+	if err := p.idx.Apply(b); err != nil {
+		return 0, err
+	}
+	p.dead = b.Dead
+	return len(latest), nil
+}
+
 // named counts the index's entries in pack n, reading the whole index
-// (only after damage). p.mu is held.
+// (only after damage).
 func (p *pack) named(n uint32) (int, error) {
 	count := 0
 	err := p.idx.Each(func(e PackEntry) error {
 		if e.Pack == n {
-			if op, ok := p.view[e.Ref]; !ok || op.e.Pack == n && !op.deleted {
-				count++
-			}
+			count++
 		}
 		return nil
 	})

@@ -108,13 +108,14 @@ func readAll(t *testing.T, s blobstore.Store, ref syncnode.BlobRef) ([]byte, err
 	return io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
 }
 
-// Blobs of one group go into packs, not files of their own; larger blobs
-// are files as before. Both read back, list, stat and survive a reopen.
+// Blobs of at most PackMax bytes go into packs, not files of their own;
+// larger blobs are files as before. Both read back, list, stat, give
+// their trees and survive a reopen.
 func TestSmallBlobsArePacked(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	s := openPacked(t, dir)
-	sizes := []int{0, 1, 4 << 10, baotree.GroupSize, baotree.GroupSize + 1, 200 << 10}
+	sizes := []int{0, 1, 4 << 10, baotree.GroupSize, baotree.GroupSize + 1, 200 << 10, blobstore.PackMax, blobstore.PackMax + 1, 1 << 20}
 	refs := map[syncnode.BlobRef][]byte{}
 	before := time.Now().Add(-time.Second)
 	for i, n := range sizes {
@@ -147,6 +148,10 @@ func TestSmallBlobsArePacked(t *testing.T) {
 			got, err := readAll(t, s, ref)
 			if err != nil || !bytes.Equal(got, data) {
 				t.Fatalf("read %s: %v (equal %v)", ref, err, bytes.Equal(got, data))
+			}
+			_, want := storetest.RefOf(data)
+			if tree, err := s.Outboard(ref); err != nil || !bytes.Equal(tree, want) {
+				t.Fatalf("tree of %s (%d bytes): %v", ref, len(data), err)
 			}
 			mt, err := s.ModTime(ref)
 			if err != nil || mt.Before(before) || mt.After(time.Now()) {
@@ -436,11 +441,37 @@ func TestFileBlobsMoveIntoPacks(t *testing.T) {
 	}
 }
 
-// A fetched blob of one group is packed at commit, with no partial file.
+// A fetched blob of at most PackMax bytes is packed at commit, with no
+// partial file; its groups are verified as they come.
 func TestPackedPartial(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	s := openPacked(t, dir)
+	big := testkit.RandomBytes(blobstore.PackMax-5, 4)
+	bigRef, bigTree := storetest.RefOf(big)
+	bp, err := s.OpenPartial(bigRef, bigTree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := len(big) / baotree.GroupSize * baotree.GroupSize; off >= 0; off -= baotree.GroupSize {
+		g := big[off:min(len(big), off+baotree.GroupSize)]
+		if off == baotree.GroupSize*3 {
+			bad := bytes.Clone(g)
+			bad[0] ^= 1
+			if err := bp.WriteAt(bad, int64(off)); !errors.Is(err, syncnode.ErrHashMismatch) {
+				t.Fatalf("a wrong group written: %v", err)
+			}
+		}
+		if err := bp.WriteAt(g, int64(off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := bp.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(t, s, bigRef); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("fetched blob of %d bytes: %v", len(big), err)
+	}
 	data := testkit.RandomBytes(9<<10, 3)
 	ref, ob := storetest.RefOf(data)
 	p, err := s.OpenPartial(ref, ob)

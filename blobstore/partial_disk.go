@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -44,8 +46,8 @@ func (d *Disk) OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, erro
 	if err != nil {
 		return nil, err
 	}
-	if d.pack != nil && sizeOnly(g.size) {
-		return &packPartial{groups: g, d: d, data: make([]byte, g.size)}, nil
+	if d.pack != nil && packable(g.size) {
+		return d.parts.open(d, g), nil
 	}
 	base := filepath.Join(d.dir, "partial", ref.Hex())
 	f, err := os.OpenFile(base+".data", os.O_CREATE|os.O_RDWR, 0o600)
@@ -215,6 +217,7 @@ func (p *diskPartial) remove() error { return removePartial(p.base) }
 
 // DropPartial implements PartialDropper.
 func (d *Disk) DropPartial(ref syncnode.BlobRef) error {
+	d.parts.drop(ref, nil)
 	return removePartial(filepath.Join(d.dir, "partial", ref.Hex()))
 }
 
@@ -246,20 +249,67 @@ func (g *groups) recheck(f *os.File) {
 	}
 }
 
-// packPartial is a partial blob of one group, for a store with packs: it
-// arrives in one write, so it is kept in memory (a restart fetches it
-// again, whole) and packed at Commit.
+// packPartial is a partial blob of at most PackMax bytes, for a store with
+// packs: it is kept in memory and packed at Commit. A Close keeps it for
+// the next OpenPartial of this opening (memParts), but its Sync keeps
+// nothing on disk: a restart fetches it again, whole, which costs less
+// than keeping its progress in a file of its own.
 type packPartial struct {
 	*groups
 	d    *Disk
 	data []byte
 }
 
+// memParts keeps the packPartials closed unfinished, for their fetches to
+// resume: at most maxMemParts (the oldest dropped first), so fetches
+// given up on cost at most maxMemParts*PackMax bytes of memory.
+type memParts struct {
+	mu    sync.Mutex
+	m     map[syncnode.BlobRef]*packPartial
+	order []syncnode.BlobRef
+}
+
+const maxMemParts = 64
+
+// open returns the partial of g's blob kept, if it has the same tree,
+// else a new one, kept.
+func (mp *memParts) open(d *Disk, g *groups) *packPartial {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	if p, ok := mp.m[g.ref]; ok && bytes.Equal(p.ob, g.ob) {
+		return p
+	}
+	if mp.m == nil {
+		mp.m = map[syncnode.BlobRef]*packPartial{}
+	}
+	if _, ok := mp.m[g.ref]; !ok {
+		mp.order = append(mp.order, g.ref)
+	}
+	p := &packPartial{groups: g, d: d, data: make([]byte, g.size)}
+	mp.m[g.ref] = p
+	for len(mp.order) > maxMemParts {
+		delete(mp.m, mp.order[0])
+		mp.order = mp.order[1:]
+	}
+	return p
+}
+
+// drop forgets ref's partial: p only, if p is not nil.
+func (mp *memParts) drop(ref syncnode.BlobRef, p *packPartial) {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	if q, ok := mp.m[ref]; !ok || p != nil && q != p {
+		return
+	}
+	delete(mp.m, ref)
+	mp.order = slices.DeleteFunc(mp.order, func(r syncnode.BlobRef) bool { return r == ref })
+}
+
 func (p *packPartial) Size() int64      { return p.size }
 func (p *packPartial) Missing() []Range { return p.missing() }
 func (p *packPartial) Sync() error      { return nil }
 func (p *packPartial) Close() error     { return nil }
-func (p *packPartial) Abort() error     { return nil }
+func (p *packPartial) Abort() error     { p.d.parts.drop(p.ref, p); return nil }
 
 func (p *packPartial) WriteAt(b []byte, off int64) error {
 	first, last, err := p.verify(b, off)
@@ -277,9 +327,10 @@ func (p *packPartial) Commit() (Info, error) {
 	if err := p.complete(); err != nil {
 		return Info{}, err
 	}
-	if err := p.d.putPacked(p.ref, p.data); err != nil {
+	if err := p.d.putPacked(p.ref, p.data, p.ob); err != nil {
 		return Info{}, err
 	}
+	p.d.parts.drop(p.ref, p)
 	// A partial file an opening without packs began for it goes too.
 	if err := p.d.DropPartial(p.ref); err != nil {
 		p.d.log.Warn("a packed blob's earlier partial not removed", "blob", p.ref, "err", err)

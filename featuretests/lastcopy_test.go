@@ -3,6 +3,7 @@ package featuretests
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -229,17 +230,28 @@ func TestServerTakesSharesFromRelayingMember(t *testing.T) {
 // whose database is lost (its blobs kept) cannot tell which of its blobs
 // it created or kept shares of: it asks the group. The one without shares
 // takes none (taking the creator's would make four); the one that had
-// them, finding that no member keeps any, takes the two back.
+// them, finding that no member keeps any, takes the two back. The blob
+// is a file of its own, or packed with others (whose index, kept in the
+// database, is rebuilt from the packs).
 func TestLostDatabaseNeverCountsSharesTwice(t *testing.T) {
 	t.Parallel()
-	phone := start(t, func(c *node.Config) { c.BlobBudget = 1 << 20 })
+	for _, size := range []int{2 << 20, 100 << 10} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			t.Parallel()
+			testLostDatabase(t, size)
+		})
+	}
+}
+
+func testLostDatabase(t *testing.T, size int) {
+	phone := start(t, func(c *node.Config) { c.BlobBudget = int64(size) / 2 })
 	cfgs := []node.Config{config(t, t.TempDir()), config(t, t.TempDir())}
 	servers := []*node.Node{open(t, cfgs[0]), open(t, cfgs[1])}
 	t.Cleanup(func() { servers[0].Close(); servers[1].Close() })
 	g := createGroup(t, phone, "photos", syncnode.Normal)
 	join(t, phone, servers[0], g, syncnode.Server)
 	join(t, phone, servers[1], g, syncnode.Server)
-	ref := putBlobRow(t, phone, g, "photos/a", randomBytes(2<<20, 76))
+	ref := putBlobRow(t, phone, g, "photos/a", randomBytes(size, 76))
 	all := func() []*node.Node { return []*node.Node{phone, servers[0], servers[1]} }
 	waitFor(t, 30*time.Second, "both servers' copies, the group's two shares on one, the phone's copy evicted", func() bool {
 		return servers[0].HasBlob(ref) && servers[1].HasBlob(ref) && !phone.HasBlob(ref) &&

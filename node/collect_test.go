@@ -10,6 +10,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/syncnode/syncnode"
+	"github.com/syncnode/syncnode/blobstore"
 	"github.com/syncnode/syncnode/internal/testkit"
 	"github.com/syncnode/syncnode/ownership"
 )
@@ -186,7 +187,8 @@ func TestCollectionDropsACutFetch(t *testing.T) {
 	t.Parallel()
 	nodes, g := meshWith(t, true, withGrace, syncnode.Normal, syncnode.Normal)
 	a, b := nodes[0], nodes[1]
-	ref := putBlobRow(t, a, g, "photos/cut", 100<<10, 74)
+	// Larger than a blob packed, whose partial is kept in memory alone.
+	ref := putBlobRow(t, a, g, "photos/cut", blobstore.PackMax+100<<10, 74)
 	testkit.WaitFor(t, 10*time.Second, "the row at b", func() bool { _, ok, _ := b.GetRow(g, "photos/cut"); return ok })
 	// A fetch at b cut short after its first group.
 	ob, err := a.blobs.Outboard(ref)
