@@ -316,8 +316,9 @@ func (s *sim) setup(ctx context.Context) error {
 		}
 	}
 	for range s.cfg.Blobs {
-		// A third of them packed (at most 16 KiB), the rest files.
-		data := make([]byte, 1+s.rng.IntN(48<<10))
+		// Two thirds of them packed (at most blobstore.PackMax), the
+		// rest files of their own.
+		data := make([]byte, 1+s.rng.IntN(384<<10))
 		for j := range data {
 			data[j] = byte(s.rng.Uint32())
 		}
