@@ -623,7 +623,7 @@ func (d *Disk) List(fn func(Info) error) error {
 				return err
 			}
 			if d.pack != nil && packable(info.Size) {
-				if _, ok, err := d.packed(ref); err != nil {
+				if _, ok, err := d.packed(ref); err != nil && !errors.Is(err, ErrDamaged) {
 					return err
 				} else if ok {
 					continue // listed with the packs; its file is being removed

@@ -38,9 +38,28 @@ type PackIndex interface {
 	// Dead returns the bytes of each pack that no entry points to any
 	// more, as the batches applied counted them.
 	Dead() (map[uint32]int64, error)
+	// State and SetState keep how far the index is built, durably.
+	State() (PackState, error)
+	SetState(PackState) error
 }
 
-// PackEntry locates a packed blob.
+// PackState is how far a PackIndex is built.
+type PackState uint8
+
+// The states of a PackIndex.
+const (
+	// PackFresh: nothing recorded, as in a database just made (or
+	// lost).
+	PackFresh PackState = iota
+	// PackRebuilding: being rebuilt from the packs' records; an opening
+	// that finds it so rebuilds again.
+	PackRebuilding
+	// PackBuilt: the index says what is live.
+	PackBuilt
+)
+
+// PackEntry locates a packed blob. An index gives an entry it cannot read
+// (damaged) as in pack 0, which never exists: its blob reads as damaged.
 type PackEntry struct {
 	Ref syncnode.BlobRef
 	// Pack numbers the pack file; Off is where the blob's record starts
@@ -185,6 +204,8 @@ type pack struct {
 	// is being made durable.
 	cur        *packBatch
 	committing bool
+	// syncing are the packs the batch being committed syncs.
+	syncing map[uint32]bool
 
 	kick      chan struct{}
 	stopOnce  sync.Once
@@ -258,7 +279,7 @@ func openPack(dir string, idx PackIndex, now func() time.Time, log *slog.Logger)
 			delete(p.dead, n)
 		}
 	}
-	if err := p.rebuildIfLost(); err != nil {
+	if err := p.ensureBuilt(); err != nil {
 		return nil, err
 	}
 	go p.compactor()
@@ -269,29 +290,45 @@ func openPack(dir string, idx PackIndex, now func() time.Time, log *slog.Logger)
 // errStop ends a walk of the index early.
 var errStop = errors.New("stop")
 
-// rebuildIfLost rebuilds the index (see rebuild) if it is empty, with
-// no pack's dead bytes counted, while packs hold records: the database
-// that kept it was lost.
-func (p *pack) rebuildIfLost() error {
-	if len(p.dead) > 0 {
-		return nil
-	}
-	held := false
-	for _, size := range p.sizes {
-		held = held || size > 0
-	}
-	if !held {
-		return nil
-	}
-	switch err := p.idx.Each(func(PackEntry) error { return errStop }); {
-	case errors.Is(err, errStop):
-		return nil // entries: not lost
-	case err != nil:
+// ensureBuilt makes sure the index says what is live. A fresh index
+// beside packs holding records means the database that kept it was lost:
+// it is rebuilt from the records (see rebuild), marked as being rebuilt
+// until it is whole, so a rebuild cut short is done again. A fresh index
+// with entries was built before the index kept its state.
+func (p *pack) ensureBuilt() error {
+	st, err := p.idx.State()
+	if err != nil {
 		return fmt.Errorf("blobstore: pack index: %w", err)
+	}
+	switch st {
+	case PackBuilt:
+		return nil
+	case PackFresh:
+		held := false
+		for _, size := range p.sizes {
+			held = held || size > 0
+		}
+		if held {
+			switch err := p.idx.Each(func(PackEntry) error { return errStop }); {
+			case errors.Is(err, errStop):
+				held = false // entries: built before the state was kept
+			case err != nil:
+				return fmt.Errorf("blobstore: pack index: %w", err)
+			}
+		}
+		if !held {
+			return p.idx.SetState(PackBuilt)
+		}
+		if err := p.idx.SetState(PackRebuilding); err != nil {
+			return err
+		}
 	}
 	n, err := p.rebuild()
 	if err != nil {
 		return fmt.Errorf("blobstore: rebuilding the lost pack index: %w", err)
+	}
+	if err := p.idx.SetState(PackBuilt); err != nil {
+		return err
 	}
 	p.log.Warn("the pack index was lost with the database: rebuilt from the packs (blobs deleted from packs not compacted since are back)", "packs", len(p.sizes), "blobs", n)
 	return nil
@@ -357,9 +394,23 @@ func (p *pack) file(n uint32) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blobstore: %w", err)
 	}
+	// At most maxOpenPacks kept open: a scrub reads every pack. One
+	// closed under a reader sends it back to the index (errPackGone).
+	for m, g := range p.files {
+		if len(p.files) < maxOpenPacks {
+			break
+		}
+		if m != p.active && !p.cur.dirty[m] && !p.syncing[m] {
+			g.Close()
+			delete(p.files, m)
+		}
+	}
 	p.files[n] = f
 	return f, nil
 }
+
+// maxOpenPacks bounds the pack files kept open for reading.
+const maxOpenPacks = 32
 
 // readPacked reads e's record from f, checking its header names it, and
 // returns the blob's bytes and tree, unverified.
@@ -427,11 +478,15 @@ func (p *pack) get(ref syncnode.BlobRef) (data, tree []byte, e PackEntry, ok boo
 	return nil, nil, e, false, fmt.Errorf("blobstore: %s: its pack keeps being compacted under the reader", ref)
 }
 
-// stat returns ref's entry in the index, without reading its bytes.
+// stat returns ref's entry in the index, without reading its bytes; an
+// entry the index cannot read gives ErrDamaged.
 func (p *pack) stat(ref syncnode.BlobRef) (PackEntry, bool, error) {
 	e, ok, err := p.idx.Lookup(ref)
 	if err != nil {
 		return PackEntry{}, false, fmt.Errorf("blobstore: pack index: %w", err)
+	}
+	if ok && e.Pack == 0 {
+		return e, true, fmt.Errorf("%w: %s: its pack index entry is damaged", ErrDamaged, ref)
 	}
 	return e, ok, nil
 }
@@ -555,7 +610,15 @@ func (p *pack) delete(ref syncnode.BlobRef) (bool, error) {
 	if p.closed {
 		return false, fmt.Errorf("blobstore: pack: %w", os.ErrClosed)
 	}
-	old, _, ok, err := p.lookup(ref)
+	old, op, ok, err := p.lookup(ref)
+	for err == nil && !ok && op != nil {
+		// Deleted by a call still syncing: gone once that is durable;
+		// if it fails, the blob is there still, to delete here.
+		if p.await(op.b) == nil {
+			return false, nil
+		}
+		old, op, ok, err = p.lookup(ref)
+	}
 	if err != nil || !ok {
 		return false, err
 	}
@@ -594,10 +657,12 @@ func (p *pack) await(b *packBatch) error {
 			nums, files = append(nums, n), append(files, p.files[n])
 		}
 		if err == nil {
+			p.syncing = c.dirty
 			p.mu.Unlock()
 			var failed int
 			failed, err = commitPackBatch(p.idx, files, c.PackBatch)
 			p.mu.Lock()
+			p.syncing = nil
 			if failed >= 0 {
 				// Appended to no more: the next record starts a new pack.
 				p.broken[nums[failed]] = err
@@ -812,52 +877,68 @@ func scanRecords(raw []byte, n uint32, fn func(h PackEntry, body []byte) error) 
 }
 
 // rebuild enters in a lost index every record of the packs whose bytes
-// verify against its ref, a later record of a ref over an earlier one,
-// and counts the rest of each pack as dead. Blobs deleted since their
-// pack was last compacted come back: a lost index cannot tell them from
-// blobs kept, and keeping a deleted blob costs less than losing a kept
-// one. It returns how many blobs it entered.
+// verify against its ref, a pack at a time in the order they were
+// written (so a later record of a ref replaces an earlier one), and
+// counts the rest of each pack as dead. Blobs deleted since their pack
+// was last compacted come back: a lost index cannot tell them from blobs
+// kept, and keeping a deleted blob costs less than losing a kept one. It
+// returns how many records it entered. Done again over a part done, it
+// ends with the same index and counts.
 func (p *pack) rebuild() (int, error) {
 	nums := make([]uint32, 0, len(p.sizes))
 	for n := range p.sizes {
 		nums = append(nums, n)
 	}
 	slices.Sort(nums)
-	latest := map[syncnode.BlobRef]PackEntry{}
+	if err := p.idx.Apply(PackBatch{Forget: nums}); err != nil { // counted afresh
+		return 0, err
+	}
+	p.dead = map[uint32]int64{}
+	entered := 0
 	for _, n := range nums {
 		raw, err := os.ReadFile(filepath.Join(p.dir, packName(n)))
 		if err != nil {
-			return 0, err
+			// Its records are not entered; what other packs hold is.
+			p.log.Error("a pack unreadable while rebuilding the index", "pack", packName(n), "err", err)
+			continue
 		}
+		b := PackBatch{Dead: map[uint32]int64{n: p.sizes[n]}}
 		if _, err := scanRecords(raw, n, func(h PackEntry, body []byte) error {
 			data, tree := body[:h.Size], body[h.Size:]
 			if sizeOnly(h.Size) {
 				tree = sizeTree(h.Size)
 			}
-			if verifyPacked(h.Ref, data, tree) == nil {
-				latest[h.Ref] = h
+			if verifyPacked(h.Ref, data, tree) != nil {
+				return nil
 			}
+			old, ok, err := p.idx.Lookup(h.Ref)
+			if err != nil {
+				return err
+			}
+			b.Dead[n] -= packRecLen(h.Size)
+			if ok && old.Pack == n && old.Off == h.Off {
+				return nil // entered by a rebuild cut short
+			}
+			if ok {
+				// Another record of it, entered before: the same bytes,
+				// dead now. (A count too high only compacts earlier:
+				// compaction moves whatever the index names.)
+				b.Dead[old.Pack] += packRecLen(old.Size)
+			}
+			b.Changes = append(b.Changes, PackChange{Entry: h})
 			return nil
 		}); err != nil {
 			return 0, err
 		}
-	}
-	live := map[uint32]int64{}
-	b := PackBatch{Dead: map[uint32]int64{}}
-	for _, e := range latest {
-		live[e.Pack] += packRecLen(e.Size)
-		b.Changes = append(b.Changes, PackChange{Entry: e})
-	}
-	for _, n := range nums {
-		if d := p.sizes[n] - live[n]; d > 0 {
-			b.Dead[n] = d
+		if err := p.idx.Apply(b); err != nil {
+			return 0, err
 		}
+		for m, d := range b.Dead {
+			p.dead[m] += d
+		}
+		entered += len(b.Changes)
 	}
-	if err := p.idx.Apply(b); err != nil {
-		return 0, err
-	}
-	p.dead = b.Dead
-	return len(latest), nil
+	return entered, nil
 }
 
 // named counts the index's entries in pack n, reading the whole index

@@ -327,7 +327,10 @@ func (p *packPartial) Commit() (Info, error) {
 	if err := p.complete(); err != nil {
 		return Info{}, err
 	}
-	if err := p.d.putPacked(p.ref, p.data, p.ob); err != nil {
+	p.mu.Lock() // another fetch sharing it may still write the same bytes
+	data := bytes.Clone(p.data)
+	p.mu.Unlock()
+	if err := p.d.putPacked(p.ref, data, p.ob); err != nil {
 		return Info{}, err
 	}
 	p.d.parts.drop(p.ref, p)

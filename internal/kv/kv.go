@@ -17,6 +17,7 @@
 //	gc/<32-byte digest>        groups whose rows no longer reference a blob (collect package)
 //	pk/<32-byte digest>        the pack and place of a packed blob (packindex package)
 //	pd/<4-byte pack number>    a pack's dead bytes (packindex package)
+//	pm/                        how far the pack index is built (packindex package)
 //
 // Every value is a Record: one magic byte, one kind byte naming the table,
 // one format version byte, a CRC-32C (Castagnoli, big-endian) of the kind,
@@ -66,6 +67,7 @@ var (
 	Unref     = []byte("gc/")
 	Packed    = []byte("pk/")
 	PackDead  = []byte("pd/")
+	PackMeta  = []byte("pm/")
 	// DHT holds the DHT's records (internal/dhtstore), raw, untagged.
 	DHT = []byte("dh/")
 )
@@ -88,6 +90,7 @@ const (
 	KindUnref    Kind = 'c'
 	KindPacked   Kind = 'p'
 	KindPackDead Kind = 'x'
+	KindPackMeta Kind = 'y'
 )
 
 const (

@@ -33,6 +33,35 @@ type entry struct {
 	Stored int64  `msgpack:"t"`
 }
 
+// state is how far the index is built.
+type state struct {
+	State blobstore.PackState `msgpack:"s"`
+}
+
+// State implements blobstore.PackIndex. A damaged record reads as
+// PackRebuilding: building again is always safe.
+func (x *Index) State() (blobstore.PackState, error) {
+	var st state
+	err := x.db.View(func(txn *badger.Txn) error { return kv.Get(txn, kv.PackMeta, kv.KindPackMeta, &st) })
+	switch {
+	case errors.Is(err, syncnode.ErrNotFound):
+		return blobstore.PackFresh, nil
+	case errors.Is(err, syncnode.ErrCorruptRecord):
+		return blobstore.PackRebuilding, nil
+	case err != nil:
+		return 0, fmt.Errorf("packindex: %w", err)
+	}
+	return st.State, nil
+}
+
+// SetState implements blobstore.PackIndex.
+func (x *Index) SetState(s blobstore.PackState) error {
+	if err := x.durable.Update(func(txn *badger.Txn) error { return kv.Set(txn, kv.PackMeta, kv.KindPackMeta, state{s}) }); err != nil {
+		return fmt.Errorf("packindex: %w", err)
+	}
+	return nil
+}
+
 // dead is a pack's count of dead bytes.
 type dead struct {
 	Bytes int64 `msgpack:"b"`
@@ -49,12 +78,17 @@ func entryKey(ref syncnode.BlobRef) []byte {
 
 func deadKey(n uint32) []byte { return kv.Key(kv.PackDead, binary.BigEndian.AppendUint32(nil, n)) }
 
-// Lookup implements blobstore.PackIndex.
+// Lookup implements blobstore.PackIndex. A damaged entry (its record
+// fails its checksum) is given as in pack 0, which never exists: its
+// blob reads as damaged, and a put again or a delete replaces it.
 func (x *Index) Lookup(ref syncnode.BlobRef) (blobstore.PackEntry, bool, error) {
 	var e entry
 	err := x.db.View(func(txn *badger.Txn) error { return kv.Get(txn, entryKey(ref), kv.KindPacked, &e) })
 	if errors.Is(err, syncnode.ErrNotFound) {
 		return blobstore.PackEntry{}, false, nil
+	}
+	if errors.Is(err, syncnode.ErrCorruptRecord) {
+		return blobstore.PackEntry{Ref: ref}, true, nil
 	}
 	if err != nil {
 		return blobstore.PackEntry{}, false, fmt.Errorf("packindex: %s: %w", ref, err)
@@ -96,8 +130,8 @@ func (x *Index) Apply(b blobstore.PackBatch) error {
 	if len(b.Dead) > 0 || len(b.Forget) > 0 {
 		err := x.durable.Commit(func(txn *badger.Txn) error {
 			for n, add := range b.Dead {
-				var d dead
-				if err := kv.Get(txn, deadKey(n), kv.KindPackDead, &d); err != nil && !errors.Is(err, syncnode.ErrNotFound) {
+				var d dead // a damaged count starts again from nothing
+				if err := kv.Get(txn, deadKey(n), kv.KindPackDead, &d); err != nil && !errors.Is(err, syncnode.ErrNotFound) && !errors.Is(err, syncnode.ErrCorruptRecord) {
 					return err
 				}
 				d.Bytes += add
@@ -145,7 +179,10 @@ func (x *Index) Each(fn func(blobstore.PackEntry) error) error {
 					return fmt.Errorf("%w: pack index key %x", syncnode.ErrCorruptRecord, item.Key())
 				}
 				var e entry
-				if err := item.Value(func(v []byte) error { return kv.Decode(kv.KindPacked, v, &e) }); err != nil {
+				err = item.Value(func(v []byte) error { return kv.Decode(kv.KindPacked, v, &e) })
+				if errors.Is(err, syncnode.ErrCorruptRecord) {
+					e = entry{} // damaged: in pack 0, as Lookup gives it
+				} else if err != nil {
 					return fmt.Errorf("pack index entry of %s: %w", ref, err)
 				}
 				page = append(page, blobstore.PackEntry{Ref: ref, Pack: e.Pack, Off: e.Off, Size: e.Size, Stored: e.Stored})
@@ -179,7 +216,11 @@ func (x *Index) Dead() (map[uint32]int64, error) {
 				return fmt.Errorf("%w: pack count key %x", syncnode.ErrCorruptRecord, it.Item().Key())
 			}
 			var d dead
-			if err := it.Item().Value(func(v []byte) error { return kv.Decode(kv.KindPackDead, v, &d) }); err != nil {
+			err := it.Item().Value(func(v []byte) error { return kv.Decode(kv.KindPackDead, v, &d) })
+			if errors.Is(err, syncnode.ErrCorruptRecord) {
+				continue // counted again from nothing: compaction comes later
+			}
+			if err != nil {
 				return err
 			}
 			out[binary.BigEndian.Uint32(k)] = d.Bytes
