@@ -117,9 +117,43 @@ func (m *Mem) Delete(ref syncnode.BlobRef) error {
 }
 
 type memPartial struct {
+	inMemory
+	m *Mem
+}
+
+// inMemory is a partial blob's bytes in memory: each range verified
+// before it is copied in. Its Sync keeps nothing beyond its owner's
+// lifetime.
+type inMemory struct {
 	*groups
-	m    *Mem
 	data []byte
+}
+
+func newInMemory(g *groups) inMemory { return inMemory{groups: g, data: make([]byte, g.size)} }
+
+func (p *inMemory) Size() int64      { return p.size }
+func (p *inMemory) Missing() []Range { return p.missing() }
+func (p *inMemory) Sync() error      { return nil }
+func (p *inMemory) Close() error     { return nil }
+
+func (p *inMemory) WriteAt(b []byte, off int64) error {
+	first, last, err := p.verify(b, off)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	copy(p.data[off:], b)
+	p.mu.Unlock()
+	p.mark(first, last)
+	return nil
+}
+
+// bytes returns a copy of the bytes written: another writer sharing
+// the partial may still write the same (verified) bytes.
+func (p *inMemory) bytes() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return bytes.Clone(p.data)
 }
 
 // DropPartial implements PartialDropper.
@@ -141,26 +175,9 @@ func (m *Mem) OpenPartial(ref syncnode.BlobRef, outboard []byte) (Partial, error
 	if err != nil {
 		return nil, err
 	}
-	p := &memPartial{groups: g, m: m, data: make([]byte, g.size)}
+	p := &memPartial{inMemory: newInMemory(g), m: m}
 	m.parts[ref] = p
 	return p, nil
-}
-
-func (p *memPartial) Size() int64      { return p.size }
-func (p *memPartial) Missing() []Range { return p.missing() }
-func (p *memPartial) Sync() error      { return nil }
-func (p *memPartial) Close() error     { return nil }
-
-func (p *memPartial) WriteAt(b []byte, off int64) error {
-	first, last, err := p.verify(b, off)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	copy(p.data[off:], b)
-	p.mu.Unlock()
-	p.mark(first, last)
-	return nil
 }
 
 func (p *memPartial) Commit() (Info, error) {

@@ -90,6 +90,21 @@ func (s *hookedStore) close() {
 
 var errInjected = errors.New("injected index failure")
 
+// checkAcrossReopens checks s after its compaction, closes it, checks
+// again once pack 1 is compacted at the next open, and after another.
+func checkAcrossReopens(t *testing.T, dir string, s *hookedStore, check func(s *hookedStore, when string)) {
+	t.Helper()
+	check(s, "after compaction")
+	s.close()
+	s = openHooked(t, dir, nil, nil)
+	waitPackGone(t, dir, 1) // compacted again at the open
+	check(s, "once compacted at the next open")
+	s.close()
+	s = openHooked(t, dir, nil, nil)
+	defer s.close()
+	check(s, "after another reopen")
+}
+
 // compactionEnds returns where the ends of s's compactions of pack 1 are
 // told.
 func compactionEnds(s *hookedStore) chan error {
@@ -213,15 +228,7 @@ func TestCompactionKeepsPackWhenAMoveBatchFails(t *testing.T) {
 			t.Errorf("%s: %d of %d acknowledged, never deleted blobs lost", when, lost, n/3)
 		}
 	}
-	check(s, "after compaction")
-	s.close()
-	s = openHooked(t, dir, nil, nil)
-	waitPackGone(t, dir, 1) // compacted again at the open
-	check(s, "once compacted at the next open")
-	s.close()
-	s = openHooked(t, dir, nil, nil)
-	defer s.close()
-	check(s, "after another reopen")
+	checkAcrossReopens(t, dir, s, check)
 }
 
 // A delete of a blob in the pack being compacted is pending when the
@@ -280,15 +287,7 @@ func TestCompactionKeepsPackUnderAFailedDelete(t *testing.T) {
 			t.Errorf("%s: z, whose delete failed: Stat says %v; read gives %v", when, serr, err)
 		}
 	}
-	check(s, "after compaction")
-	s.close()
-	s = openHooked(t, dir, nil, nil)
-	waitPackGone(t, dir, 1) // compacted again at the open
-	check(s, "once compacted at the next open")
-	s.close()
-	s = openHooked(t, dir, nil, nil)
-	defer s.close()
-	check(s, "after another reopen")
+	checkAcrossReopens(t, dir, s, check)
 }
 
 // The node keeps the pack index in its badger; a node whose database is
@@ -328,16 +327,7 @@ func TestPackIndexRebuiltAfterDatabaseLoss(t *testing.T) {
 // listed, is listed: it is stored before, during and after the listing.
 func TestListSeesBlobMovedIntoPack(t *testing.T) {
 	dir := t.TempDir()
-	plain, err := blobstore.OpenDisk(filepath.Join(dir, "blobs"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := testkit.RandomBytes(5<<10, 9)
-	xi, err := plain.Put(t.Context(), bytes.NewReader(x), syncnode.BlobRef{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain.Close()
+	x, xi := putAsFile(t, dir)
 	s := openHooked(t, dir, nil, nil)
 	defer s.close()
 	if _, err := s.Put(t.Context(), bytes.NewReader(testkit.RandomBytes(3<<10, 10)), syncnode.BlobRef{}); err != nil {
@@ -345,7 +335,7 @@ func TestListSeesBlobMovedIntoPack(t *testing.T) {
 	}
 	listed := map[syncnode.BlobRef]bool{}
 	moved := false
-	err = s.List(func(i blobstore.Info) error {
+	err := s.List(func(i blobstore.Info) error {
 		listed[i.Ref] = true
 		if !moved { // a put of x by another caller, between List's two halves
 			moved = true

@@ -406,16 +406,7 @@ func TestPackedDamage(t *testing.T) {
 func TestFileBlobsMoveIntoPacks(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	plain, err := blobstore.OpenDisk(filepath.Join(dir, "blobs"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := testkit.RandomBytes(5<<10, 9)
-	info, err := plain.Put(t.Context(), bytes.NewReader(data), syncnode.BlobRef{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain.Close()
+	data, info := putAsFile(t, dir)
 	s := openPacked(t, dir)
 	if got, err := readAll(t, s, info.Ref); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("file blob read with packs: %v", err)
@@ -439,6 +430,23 @@ func TestFileBlobsMoveIntoPacks(t *testing.T) {
 	if err := s.Delete(info.Ref); !errors.Is(err, syncnode.ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
+}
+
+// putAsFile puts a blob of 5 KiB into the store in dir opened without
+// packs, as a file of its own, as an earlier version stored it.
+func putAsFile(t *testing.T, dir string) ([]byte, blobstore.Info) {
+	t.Helper()
+	plain, err := blobstore.OpenDisk(filepath.Join(dir, "blobs"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	data := testkit.RandomBytes(5<<10, 9)
+	info, err := plain.Put(t.Context(), bytes.NewReader(data), syncnode.BlobRef{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, info
 }
 
 // A fetched blob of at most PackMax bytes is packed at commit, with no

@@ -255,9 +255,8 @@ func (g *groups) recheck(f *os.File) {
 // nothing on disk: a restart fetches it again, whole, which costs less
 // than keeping its progress in a file of its own.
 type packPartial struct {
-	*groups
-	d    *Disk
-	data []byte
+	inMemory
+	d *Disk
 }
 
 // memParts keeps the packPartials closed unfinished, for their fetches to
@@ -285,7 +284,7 @@ func (mp *memParts) open(d *Disk, g *groups) *packPartial {
 	if _, ok := mp.m[g.ref]; !ok {
 		mp.order = append(mp.order, g.ref)
 	}
-	p := &packPartial{groups: g, d: d, data: make([]byte, g.size)}
+	p := &packPartial{inMemory: newInMemory(g), d: d}
 	mp.m[g.ref] = p
 	for len(mp.order) > maxMemParts {
 		delete(mp.m, mp.order[0])
@@ -305,32 +304,13 @@ func (mp *memParts) drop(ref syncnode.BlobRef, p *packPartial) {
 	mp.order = slices.DeleteFunc(mp.order, func(r syncnode.BlobRef) bool { return r == ref })
 }
 
-func (p *packPartial) Size() int64      { return p.size }
-func (p *packPartial) Missing() []Range { return p.missing() }
-func (p *packPartial) Sync() error      { return nil }
-func (p *packPartial) Close() error     { return nil }
-func (p *packPartial) Abort() error     { p.d.parts.drop(p.ref, p); return nil }
-
-func (p *packPartial) WriteAt(b []byte, off int64) error {
-	first, last, err := p.verify(b, off)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	copy(p.data[off:], b)
-	p.mu.Unlock()
-	p.mark(first, last)
-	return nil
-}
+func (p *packPartial) Abort() error { p.d.parts.drop(p.ref, p); return nil }
 
 func (p *packPartial) Commit() (Info, error) {
 	if err := p.complete(); err != nil {
 		return Info{}, err
 	}
-	p.mu.Lock() // another fetch sharing it may still write the same bytes
-	data := bytes.Clone(p.data)
-	p.mu.Unlock()
-	if err := p.d.putPacked(p.ref, data, p.ob); err != nil {
+	if err := p.d.putPacked(p.ref, p.bytes(), p.ob); err != nil {
 		return Info{}, err
 	}
 	p.d.parts.drop(p.ref, p)
