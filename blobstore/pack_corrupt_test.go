@@ -62,6 +62,7 @@ func putSome(t *testing.T, s blobstore.Store, n int, seed uint64) (refs []syncno
 // One damaged pack index record, with no pack's dead bytes counted (no
 // blob deleted yet): the store opens all the same.
 func TestDamagedIndexEntryOpens(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openHooked(t, dir, nil, nil)
 	refs, _ := putSome(t, s, 3, 5100)
@@ -84,6 +85,7 @@ func TestDamagedIndexEntryOpens(t *testing.T) {
 // and take-up all list), the blob reads as damaged, and a put again
 // repairs it, or a delete removes it.
 func TestDamagedIndexEntryReadsAsDamage(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openHooked(t, dir, nil, nil)
 	refs, data := putSome(t, s, 3, 5200)
@@ -119,6 +121,7 @@ func TestDamagedIndexEntryReadsAsDamage(t *testing.T) {
 // One damaged dead-bytes count: the store opens, its count started
 // again.
 func TestDamagedDeadCountOpens(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openHooked(t, dir, nil, nil)
 	refs, _ := putSome(t, s, 3, 5300)

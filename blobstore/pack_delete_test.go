@@ -15,6 +15,7 @@ import (
 // durable, and when the first's batch fails, deletes the blob itself:
 // the blob is gone after the last delete returns.
 func TestSecondDeleteWaitsForTheFirst(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	refs, _ := fillFirstPack(t, dir, 2, 150, func(int) bool { return false })
 	x := refs[0]

@@ -168,6 +168,7 @@ func fillFirstPack(t *testing.T, dir string, n, size int, del func(i int) bool) 
 // leaves those blobs in the pack being compacted: the pack is kept until
 // a later compaction moves them, and no blob is lost, then or after.
 func TestCompactionKeepsPackWhenAMoveBatchFails(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	const n = 120
 	refs, data := fillFirstPack(t, dir, n, 150, func(i int) bool { return i%3 != 0 })
@@ -236,6 +237,7 @@ func TestCompactionKeepsPackWhenAMoveBatchFails(t *testing.T) {
 // fails: the blob is still stored, and the pack is kept until a later
 // compaction moves it.
 func TestCompactionKeepsPackUnderAFailedDelete(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	const n = 60
 	refs, data := fillFirstPack(t, dir, n, 150, func(i int) bool { return i != n-1 })
@@ -294,6 +296,7 @@ func TestCompactionKeepsPackUnderAFailedDelete(t *testing.T) {
 // lost (recovered by listing the store) finds its packed blobs again: the
 // index is rebuilt from the packs' records.
 func TestPackIndexRebuiltAfterDatabaseLoss(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openHooked(t, dir, nil, nil)
 	small := testkit.RandomBytes(4<<10, 1)
@@ -326,6 +329,7 @@ func TestPackIndexRebuiltAfterDatabaseLoss(t *testing.T) {
 // A blob stored as a file before packs, packed (moved) while the store is
 // listed, is listed: it is stored before, during and after the listing.
 func TestListSeesBlobMovedIntoPack(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	x, xi := putAsFile(t, dir)
 	s := openHooked(t, dir, nil, nil)
@@ -360,6 +364,7 @@ func TestListSeesBlobMovedIntoPack(t *testing.T) {
 // a scrub and the custody's damage handling restore, never as another
 // error that nothing acts on.
 func TestMissingPackIsDamage(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openHooked(t, dir, nil, nil)
 	b := testkit.RandomBytes(4<<10, 5)

@@ -19,6 +19,7 @@ import (
 // error in a later chunk). The next open rebuilds again: every blob is
 // back.
 func TestRebuildCutShortIsDoneAgain(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openHooked(t, dir, nil, nil)
 	var refs []syncnode.BlobRef

@@ -14,6 +14,7 @@ import (
 // does not take the index for lost, and the blob whose put failed stays
 // unstored.
 func TestRebuildOnlyForALostIndex(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	x := testkit.RandomBytes(3<<10, 7700)
 	s := openHooked(t, dir, nil, func(blobstore.PackBatch) error { return errInjected })

@@ -316,9 +316,13 @@ func (s *sim) setup(ctx context.Context) error {
 		}
 	}
 	for range s.cfg.Blobs {
-		// Two thirds of them packed (at most blobstore.PackMax), the
-		// rest files of their own.
-		data := make([]byte, 1+s.rng.IntN(384<<10))
+		// Three in four packed (at most blobstore.PackMax), the rest
+		// files of their own, just larger.
+		size := 1 + s.rng.IntN(48<<10)
+		if s.rng.IntN(4) == 0 {
+			size = blobstore.PackMax + 1 + s.rng.IntN(16<<10)
+		}
+		data := make([]byte, size)
 		for j := range data {
 			data[j] = byte(s.rng.Uint32())
 		}
